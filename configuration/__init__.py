@@ -1,0 +1,3 @@
+from .configuration_maskformer import MaskFormerConfig
+
+__all__ = ["MaskFormerConfig"]

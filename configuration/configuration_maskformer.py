@@ -1,0 +1,263 @@
+"""MaskFormer configuration: the paper's defaults, typed and checked when built."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+from transformers import AutoConfig, PretrainedConfig
+from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
+
+PixelDecoderType = Literal["fpn", "fpn_transformer_encoder"]
+MaskLossMode = Literal["dense", "point"]
+ActivationFunction = Literal["relu", "gelu"]
+
+# Backbone config types that produce a multi-scale feature pyramid through `AutoBackbone`.
+DEFAULT_BACKBONE_OUT_FEATURES = ["stage1", "stage2", "stage3", "stage4"]
+
+
+def _default_backbone_config() -> PretrainedConfig:
+    """Swin-T, the paper's ADE20K backbone (Sec. 4.1), with the four stages res2..res5."""
+    from transformers import MaskFormerSwinConfig
+
+    return MaskFormerSwinConfig(
+        embed_dim=96,
+        depths=[2, 2, 6, 2],
+        num_heads=[3, 6, 12, 24],
+        window_size=7,
+        drop_path_rate=0.3,
+        out_features=list(DEFAULT_BACKBONE_OUT_FEATURES),
+    )
+
+
+def _known_backbone_types() -> set[str]:
+    """Config types `AutoBackbone` can build: transformers' own plus any registered at run time."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING
+
+    registered = {cfg.model_type for cfg in MODEL_FOR_BACKBONE_MAPPING._extra_content}
+    return set(MODEL_FOR_BACKBONE_MAPPING_NAMES) | registered
+
+
+class MaskFormerConfig(PretrainedConfig):
+    r"""Configuration of a MaskFormer model (Cheng, Schwing, Kirillov, NeurIPS 2021).
+
+    Defaults reproduce the paper: Swin-T backbone, FPN pixel decoder with 256 channels, a 6-layer DETR
+    post-norm transformer decoder (8 heads, FFN 2048, dropout 0.1) with 100 queries, and the loss
+    `1 * CE (no-object weight 0.1) + 20 * focal + 1 * dice` with deep supervision.
+
+    Args:
+        backbone_config: Architecture of the backbone, any config `transformers.AutoBackbone` can build
+            (Swin, MaskFormer-Swin, ResNet, ConvNeXt, DINOv2, `timm_backbone`, ...), or its dict.
+            Defaults to Swin-T.
+        backbone: Where pretrained backbone weights come from when `use_pretrained_backbone=True`: a timm
+            model name (for a `timm_backbone` config) or a Hub id / local folder of a transformers
+            backbone checkpoint. With `backbone_config=None` and `use_timm_backbone=True`, it also names
+            the timm architecture.
+        use_pretrained_backbone: Load the ImageNet weights named by `backbone` when the model is built.
+        use_timm_backbone: Read `backbone` as a timm model name when `backbone_config` is None.
+        pixel_decoder_type: `"fpn"` (the paper's BasePixelDecoder) or `"fpn_transformer_encoder"` (the
+            "+6 Enc" variant: a transformer encoder on res5 before the FPN).
+        fpn_feature_size: Channels of the FPN (GroupNorm with 32 groups, so a multiple of 32).
+        mask_feature_size: Channels C of the per-pixel embeddings and mask embeddings.
+        encoder_layers: Transformer encoder layers of the "+6 Enc" pixel decoder.
+        encoder_ffn_dim: FFN width of those encoder layers.
+        num_queries: Number Q of queries (predicted masks).
+        hidden_size: Width d of the transformer decoder.
+        decoder_layers: Number L of decoder layers.
+        num_attention_heads: Attention heads of the encoder and decoder.
+        decoder_ffn_dim: FFN width of the decoder.
+        dropout: Dropout on the attention output and in the FFN.
+        attention_dropout: Dropout on the attention weights.
+        activation_function: FFN activation.
+        pre_norm: Pre-norm transformer layers instead of DETR's post-norm.
+        no_object_weight: Cross-entropy weight of the "no object" class.
+        class_weight: Weight of the classification loss and matching cost.
+        mask_weight: Weight of the sigmoid focal loss and matching cost (20 in the paper).
+        dice_weight: Weight of the dice loss and matching cost.
+        focal_alpha, focal_gamma: Sigmoid focal loss parameters.
+        use_auxiliary_loss: Deep supervision on the first L-1 decoder layers.
+        mask_loss_mode: `"dense"` (the paper: full-resolution mask losses) or `"point"` (Mask2Former's
+            point sampling: uniform points for matching, importance sampling for the loss).
+        train_num_points, oversample_ratio, importance_sample_ratio: Point sampling parameters.
+        init_std, init_xavier_std: Initialisation scales.
+        output_auxiliary_logits: Return the per-layer predictions of deep supervision.
+    """
+
+    model_type = "maskformer-hf"
+    sub_configs = {"backbone_config": AutoConfig}
+
+    def __init__(
+        self,
+        backbone_config: PretrainedConfig | dict | None = None,
+        backbone: str | None = None,
+        use_pretrained_backbone: bool = False,
+        use_timm_backbone: bool = True,
+        backbone_kwargs: dict | None = None,
+        pixel_decoder_type: PixelDecoderType = "fpn",
+        fpn_feature_size: int = 256,
+        mask_feature_size: int = 256,
+        encoder_layers: int = 6,
+        encoder_ffn_dim: int = 2048,
+        num_queries: int = 100,
+        hidden_size: int = 256,
+        decoder_layers: int = 6,
+        num_attention_heads: int = 8,
+        decoder_ffn_dim: int = 2048,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.1,
+        activation_function: ActivationFunction = "relu",
+        pre_norm: bool = False,
+        no_object_weight: float = 0.1,
+        class_weight: float = 1.0,
+        mask_weight: float = 20.0,
+        dice_weight: float = 1.0,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        use_auxiliary_loss: bool = True,
+        mask_loss_mode: MaskLossMode = "dense",
+        train_num_points: int = 12544,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
+        init_std: float = 0.02,
+        init_xavier_std: float = 1.0,
+        output_auxiliary_logits: bool | None = None,
+        **kwargs: Any,
+    ):
+        self.backbone = backbone
+        self.use_pretrained_backbone = use_pretrained_backbone
+        self.use_timm_backbone = use_timm_backbone
+        self.backbone_kwargs = dict(backbone_kwargs or {})
+        self.backbone_config = self._resolve_backbone_config(backbone_config)
+        self.pixel_decoder_type = pixel_decoder_type
+        self.fpn_feature_size = fpn_feature_size
+        self.mask_feature_size = mask_feature_size
+        self.encoder_layers = encoder_layers
+        self.encoder_ffn_dim = encoder_ffn_dim
+        self.num_queries = num_queries
+        self.hidden_size = hidden_size
+        self.decoder_layers = decoder_layers
+        self.num_attention_heads = num_attention_heads
+        self.decoder_ffn_dim = decoder_ffn_dim
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.activation_function = activation_function
+        self.pre_norm = pre_norm
+        self.no_object_weight = no_object_weight
+        self.class_weight = class_weight
+        self.mask_weight = mask_weight
+        self.dice_weight = dice_weight
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.use_auxiliary_loss = use_auxiliary_loss
+        self.mask_loss_mode = mask_loss_mode
+        self.train_num_points = train_num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
+        self.init_std = init_std
+        self.init_xavier_std = init_xavier_std
+        self.output_auxiliary_logits = output_auxiliary_logits
+        super().__init__(**kwargs)
+        self.validate()
+
+    def _resolve_backbone_config(self, backbone_config: PretrainedConfig | dict | None) -> PretrainedConfig:
+        if isinstance(backbone_config, PretrainedConfig):
+            return backbone_config
+        if isinstance(backbone_config, dict):
+            model_type = backbone_config.get("model_type")
+            if model_type is None:
+                raise ValueError("backbone_config: a dict backbone config needs a 'model_type' key")
+            from transformers import CONFIG_MAPPING
+
+            if model_type not in CONFIG_MAPPING:
+                raise ValueError(f"backbone_config: unknown model_type {model_type!r}")
+            return CONFIG_MAPPING[model_type].from_dict(backbone_config)
+        if backbone_config is not None:
+            raise TypeError(
+                f"backbone_config must be a PretrainedConfig, a dict or None, got {type(backbone_config).__name__}"
+            )
+        if self.backbone is None:
+            return _default_backbone_config()
+        if self.use_timm_backbone:
+            from transformers import TimmBackboneConfig
+
+            kwargs = {"out_indices": [1, 2, 3, 4], **self.backbone_kwargs}
+            return TimmBackboneConfig(backbone=self.backbone, **kwargs)
+        # A transformers backbone checkpoint: its config.json describes the architecture.
+        try:
+            config = AutoConfig.from_pretrained(self.backbone, **self.backbone_kwargs)
+        except OSError as error:
+            raise OSError(
+                f"backbone={self.backbone!r}: could not read its config (no network, or not a Hub id / local "
+                f"folder). Pass `backbone_config` explicitly to build the architecture offline. ({error})"
+            ) from error
+        if getattr(config, "out_features", None) is None and hasattr(config, "stage_names"):
+            config.out_features = list(DEFAULT_BACKBONE_OUT_FEATURES)
+        return config
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the first field whose value cannot build a MaskFormer."""
+
+        def check(condition: bool, field: str, requirement: str) -> None:
+            if not condition:
+                raise ValueError(f"MaskFormerConfig.{field}={getattr(self, field)!r}: {requirement}")
+
+        for field, allowed in (
+            ("pixel_decoder_type", PixelDecoderType),
+            ("mask_loss_mode", MaskLossMode),
+            ("activation_function", ActivationFunction),
+        ):
+            check(getattr(self, field) in get_args(allowed), field, f"must be one of {get_args(allowed)}")
+        for field in (
+            "fpn_feature_size",
+            "mask_feature_size",
+            "num_queries",
+            "hidden_size",
+            "decoder_layers",
+            "num_attention_heads",
+            "decoder_ffn_dim",
+            "encoder_ffn_dim",
+            "train_num_points",
+        ):
+            value = getattr(self, field)
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, field, "must be an int >= 1")
+        check(
+            isinstance(self.encoder_layers, int) and self.encoder_layers >= 0,
+            "encoder_layers",
+            "must be an int >= 0",
+        )
+        check(
+            self.hidden_size % self.num_attention_heads == 0,
+            "hidden_size",
+            f"must be divisible by num_attention_heads={self.num_attention_heads}",
+        )
+        check(
+            self.fpn_feature_size % 32 == 0,
+            "fpn_feature_size",
+            "must be a multiple of 32 (the FPN uses GroupNorm with 32 groups)",
+        )
+        for field in ("no_object_weight", "class_weight", "mask_weight", "dice_weight", "focal_gamma"):
+            value = getattr(self, field)
+            check(isinstance(value, (int, float)) and value >= 0, field, "must be a number >= 0")
+        check(0 <= self.focal_alpha <= 1, "focal_alpha", "must be in [0, 1]")
+        for field in ("dropout", "attention_dropout"):
+            check(0 <= getattr(self, field) < 1, field, "must be in [0, 1)")
+        check(self.oversample_ratio >= 1, "oversample_ratio", "must be >= 1")
+        check(0 <= self.importance_sample_ratio <= 1, "importance_sample_ratio", "must be in [0, 1]")
+        check(len(self.id2label) >= 1, "num_labels", "must be >= 1 (set num_labels or id2label)")
+        backbone_type = getattr(self.backbone_config, "model_type", None)
+        if backbone_type not in _known_backbone_types():
+            raise ValueError(
+                f"MaskFormerConfig.backbone_config: model_type {backbone_type!r} is not a backbone "
+                "transformers.AutoBackbone can build (e.g. 'swin', 'maskformer-swin', 'resnet', 'convnext', "
+                "'dinov2', 'timm_backbone')"
+            )
+        if self.use_pretrained_backbone and self.backbone is None:
+            backbone_name = getattr(self.backbone_config, "backbone", None)
+            check(
+                backbone_name is not None,
+                "use_pretrained_backbone",
+                "needs `backbone`: a timm model name or a Hub id / folder of a transformers backbone checkpoint",
+            )
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.decoder_layers

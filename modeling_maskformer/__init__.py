@@ -1,0 +1,50 @@
+"""MaskFormer (Cheng, Schwing, Kirillov, NeurIPS 2021) in the Hugging Face transformers style.
+
+    from modeling_maskformer import (
+        MaskFormerConfig, MaskFormerModel, MaskFormerForInstanceSegmentation, MaskFormerImageProcessor,
+    )
+
+Importing the package registers the classes with transformers' Auto classes, so `AutoConfig`,
+`AutoModel`, `AutoModelForInstanceSegmentation`, `AutoModelForUniversalSegmentation`,
+`AutoImageProcessor` and `pipeline("image-segmentation")` resolve our `model_type` "maskformer-hf".
+"""
+
+from configuration import MaskFormerConfig
+from image_processing import MaskFormerImageProcessor
+
+from .modeling_maskformer import (
+    MaskFormerForInstanceSegmentation,
+    MaskFormerForInstanceSegmentationOutput,
+    MaskFormerModel,
+    MaskFormerModelOutput,
+    MaskFormerPreTrainedModel,
+)
+
+
+def _register_auto_classes() -> None:
+    from transformers import (
+        AutoConfig,
+        AutoImageProcessor,
+        AutoModel,
+        AutoModelForInstanceSegmentation,
+        AutoModelForUniversalSegmentation,
+    )
+
+    AutoConfig.register(MaskFormerConfig.model_type, MaskFormerConfig, exist_ok=True)
+    AutoModel.register(MaskFormerConfig, MaskFormerModel, exist_ok=True)
+    AutoModelForInstanceSegmentation.register(MaskFormerConfig, MaskFormerForInstanceSegmentation, exist_ok=True)
+    AutoModelForUniversalSegmentation.register(MaskFormerConfig, MaskFormerForInstanceSegmentation, exist_ok=True)
+    AutoImageProcessor.register(MaskFormerConfig, slow_image_processor_class=MaskFormerImageProcessor, exist_ok=True)
+
+
+_register_auto_classes()
+
+__all__ = [
+    "MaskFormerConfig",
+    "MaskFormerForInstanceSegmentation",
+    "MaskFormerForInstanceSegmentationOutput",
+    "MaskFormerImageProcessor",
+    "MaskFormerModel",
+    "MaskFormerModelOutput",
+    "MaskFormerPreTrainedModel",
+]

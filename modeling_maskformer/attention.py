@@ -1,0 +1,110 @@
+"""Transformer building blocks shared by the "+6 Enc" pixel decoder and the transformer decoder.
+
+Shapes: B batch, S/T sequence lengths (queries Q or flattened pixels H*W), C channels (d_model).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+AttentionImplementation = Literal["sdpa", "eager"]
+
+
+def sine_position_encoding(
+    batch_size: int,
+    height: int,
+    width: int,
+    num_channels: int,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    temperature: float = 10000.0,
+    scale: float = 2 * math.pi,
+) -> Tensor:
+    """Normalised 2-D sine position encoding of DETR (scale 2π, temperature 10000).
+
+    Returns (B, C, H, W): the first C/2 channels encode y, the last C/2 encode x, interleaving sin and cos.
+    """
+    if num_channels % 2:
+        raise ValueError(f"sine position encoding needs an even number of channels, got {num_channels}")
+    num_pos_feats = num_channels // 2
+    eps = 1e-6
+    # NOTE: without a padding mask the cumulative sum over ones is an arange; computed in fp32 then cast,
+    # so that bf16/fp16 models get the same positions as fp32 ones.
+    y_embed = torch.arange(1, height + 1, device=device, dtype=torch.float32)
+    x_embed = torch.arange(1, width + 1, device=device, dtype=torch.float32)
+    y_embed = y_embed / (height + eps) * scale
+    x_embed = x_embed / (width + eps) * scale
+    dim_t = torch.arange(num_pos_feats, device=device, dtype=torch.float32)
+    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_pos_feats)
+    pos_y = y_embed[:, None] / dim_t  # (H, C/2)
+    pos_x = x_embed[:, None] / dim_t  # (W, C/2)
+    pos_y = torch.stack((pos_y[:, 0::2].sin(), pos_y[:, 1::2].cos()), dim=2).flatten(1)
+    pos_x = torch.stack((pos_x[:, 0::2].sin(), pos_x[:, 1::2].cos()), dim=2).flatten(1)
+    pos = torch.cat(
+        (pos_y[:, None, :].expand(height, width, num_pos_feats), pos_x[None, :, :].expand(height, width, num_pos_feats)),
+        dim=2,
+    )  # (H, W, C)
+    return pos.permute(2, 0, 1).unsqueeze(0).expand(batch_size, -1, -1, -1).to(dtype)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with separate q/k/v/out projections; positions are added by the caller."""
+
+    def __init__(self, *, hidden_size: int, num_heads: int, dropout: float = 0.0):
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(hidden_size, hidden_size)
+        self.k_proj = nn.Linear(hidden_size, hidden_size)
+        self.v_proj = nn.Linear(hidden_size, hidden_size)
+        self.out_proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        *,
+        attn_implementation: AttentionImplementation = "sdpa",
+    ) -> Tensor:
+        batch_size, target_len, hidden_size = query.shape
+        # (B, S, C) -> (B, heads, S, C/heads)
+        q = self.q_proj(query).view(batch_size, target_len, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(key).view(batch_size, -1, self.num_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(value).view(batch_size, -1, self.num_heads, self.head_dim).transpose(1, 2)
+        dropout = self.dropout if self.training else 0.0
+        if attn_implementation == "sdpa":
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        else:
+            weights = torch.matmul(q, k.transpose(-1, -2)) * self.head_dim**-0.5  # (B, heads, T, S)
+            weights = F.dropout(weights.softmax(dim=-1), p=dropout, training=self.training)
+            out = torch.matmul(weights, v)
+        out = out.transpose(1, 2).reshape(batch_size, target_len, hidden_size)
+        return self.out_proj(out)
+
+
+class FeedForward(nn.Module):
+    """Linear -> activation -> dropout -> Linear, as in DETR's transformer layers."""
+
+    def __init__(self, *, hidden_size: int, ffn_dim: int, dropout: float, activation: str = "relu"):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, hidden_size)
+        self.activation = nn.ReLU() if activation == "relu" else nn.GELU()
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden_states: Tensor) -> Tensor:
+        return self.fc2(self.dropout(self.activation(self.fc1(hidden_states))))
+
+
+def with_position(tensor: Tensor, position: Tensor | None) -> Tensor:
+    return tensor if position is None else tensor + position

@@ -1,0 +1,65 @@
+"""The backbone: any `transformers.AutoBackbone` (Swin, MaskFormer-Swin, ResNet, ConvNeXt, DINOv2, timm),
+returning the feature pyramid res2..res5 (strides 4, 8, 16, 32) as a list of (B, C_i, H_i, W_i) maps.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from torch import Tensor, nn
+from transformers import AutoBackbone, PretrainedConfig
+
+logger = logging.getLogger(__name__)
+
+
+class Backbone(nn.Module):
+    """Wraps an `AutoBackbone` and exposes its feature maps and their channels."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+        self.channels: list[int] = list(body.channels)
+
+    def forward(self, pixel_values: Tensor) -> list[Tensor]:
+        return list(self.body(pixel_values).feature_maps)
+
+
+def build_backbone(
+    backbone_config: PretrainedConfig,
+    *,
+    pretrained_source: str | None = None,
+    use_pretrained: bool = False,
+) -> Backbone:
+    """Build the backbone from its config; with `use_pretrained`, load the ImageNet weights named by
+    `pretrained_source` (a timm model name, or a Hub id / local folder of a transformers backbone).
+
+    NOTE: transformers 5.x accepts `use_pretrained_backbone` and silently builds random weights. Here the
+    flag really loads weights, and failing to (no network, unknown name) is an error, never a silent
+    random backbone.
+    """
+    if not use_pretrained:
+        return Backbone(AutoBackbone.from_config(backbone_config))
+    is_timm = backbone_config.model_type == "timm_backbone"
+    source = pretrained_source or getattr(backbone_config, "backbone", None)
+    if source is None:
+        raise ValueError("use_pretrained_backbone=True needs `backbone`: a timm model name or a Hub id / folder")
+    try:
+        if is_timm:
+            from transformers import TimmBackbone
+
+            config = backbone_config.__class__.from_dict({**backbone_config.to_dict(), "backbone": source})
+            body = TimmBackbone._from_config(config, pretrained=True)
+        else:
+            body = AutoBackbone.from_pretrained(
+                source,
+                out_features=getattr(backbone_config, "out_features", None),
+            )
+    except Exception as error:  # network errors, missing files and unknown names surface in many types
+        raise OSError(
+            f"use_pretrained_backbone=True: could not load pretrained backbone weights from {source!r} "
+            f"({type(error).__name__}: {error}). Check the name and the network (the Hugging Face Hub / timm "
+            "weights must be reachable, or pass a local folder), or set use_pretrained_backbone=False to start "
+            "from random weights."
+        ) from error
+    logger.info("Loaded pretrained backbone weights from %s", source)
+    return Backbone(body)

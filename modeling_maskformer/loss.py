@@ -1,0 +1,157 @@
+"""MaskFormer's set-prediction loss (paper Sec. 3.2, Eq. 1): after Hungarian matching, cross-entropy over
+all queries ("no object" down-weighted) plus sigmoid focal and dice losses on the matched masks, each
+normalised by the number of target masks over all processes. With deep supervision, every intermediate
+decoder output gets its own matching and loss.
+
+Shapes: B batch, Q queries, K classes (+1 "no object"), N targets, h×w prediction size, H×W target size,
+P points.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import sigmoid_focal_loss
+
+from .matcher import HungarianMatcher
+from .sampling import point_sample, uncertain_point_coords
+
+
+def dice_loss(logits: Tensor, targets: Tensor, num_masks: float) -> Tensor:
+    """Sum over masks of 1 - (2|X∩Y| + 1) / (|X| + |Y| + 1), divided by num_masks. (N, P), (N, P) -> scalar."""
+    prob = logits.sigmoid()
+    numerator = 2 * (prob * targets).sum(-1)
+    denominator = prob.sum(-1) + targets.sum(-1)
+    return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
+
+
+def focal_loss(logits: Tensor, targets: Tensor, num_masks: float, *, alpha: float, gamma: float) -> Tensor:
+    """Sigmoid focal loss, mean over points, summed over masks, divided by num_masks. (N, P) -> scalar."""
+    loss = sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma, reduction="none")
+    return loss.mean(1).sum() / num_masks
+
+
+def global_num_masks(class_labels: list[Tensor], device: torch.device) -> float:
+    """Average number of target masks per process, all-reduced when running distributed, at least 1."""
+    num_masks = torch.tensor(float(sum(len(labels) for labels in class_labels)), device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(num_masks)
+        num_masks = num_masks / dist.get_world_size()
+    return max(num_masks.item(), 1.0)
+
+
+class MaskFormerLoss(nn.Module):
+    """Matching + CE + focal + dice, dense (the paper) or point-sampled (Mask2Former)."""
+
+    def __init__(
+        self,
+        *,
+        num_labels: int,
+        matcher: HungarianMatcher,
+        no_object_weight: float = 0.1,
+        class_weight: float = 1.0,
+        mask_weight: float = 20.0,
+        dice_weight: float = 1.0,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        num_points: int | None = None,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
+    ):
+        super().__init__()
+        self.num_labels = num_labels
+        self.matcher = matcher
+        self.weights = {"loss_cross_entropy": class_weight, "loss_mask": mask_weight, "loss_dice": dice_weight}
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.num_points = num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
+        class_weights = torch.ones(num_labels + 1)
+        class_weights[-1] = no_object_weight
+        self.register_buffer("class_weights", class_weights, persistent=False)
+
+    def classification_loss(self, class_logits: Tensor, class_labels: list[Tensor], indices) -> Tensor:
+        """CE over all B·Q queries; unmatched queries target "no object" (index K)."""
+        batch_size, num_queries = class_logits.shape[:2]
+        targets = torch.full((batch_size, num_queries), self.num_labels, dtype=torch.int64, device=class_logits.device)
+        for b, (pred_idx, tgt_idx) in enumerate(indices):
+            targets[b, pred_idx.to(targets.device)] = class_labels[b][tgt_idx.to(class_labels[b].device)].to(targets)
+        weights = self.class_weights.to(device=class_logits.device, dtype=torch.float32)
+        return F.cross_entropy(class_logits.float().transpose(1, 2), targets, weight=weights)
+
+    def mask_losses(self, mask_logits: Tensor, mask_labels: list[Tensor], indices, num_masks: float) -> dict[str, Tensor]:
+        """Focal + dice on matched masks: predictions (B, Q, h, w), targets (N_b, H, W) per image."""
+        predicted = torch.cat([mask_logits[b][pred_idx.to(mask_logits.device)] for b, (pred_idx, _) in enumerate(indices)])
+        if predicted.shape[0] == 0:
+            # NOTE: no targets anywhere: zero that still reaches every mask parameter (DDP needs it).
+            zero = mask_logits.sum() * 0.0
+            return {"loss_mask": zero, "loss_dice": zero}
+        targets = torch.cat(
+            [mask_labels[b][tgt_idx.to(mask_labels[b].device)] for b, (_, tgt_idx) in enumerate(indices)]
+        ).to(device=mask_logits.device, dtype=torch.float32)  # (N, H, W)
+        predicted = predicted.float()[:, None]  # (N, 1, h, w)
+        if self.num_points is None:
+            # The paper: predictions upsampled to the target (padded input) size.
+            predicted = F.interpolate(predicted, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+            predicted, targets = predicted.flatten(1), targets.flatten(1)  # (N, HW)
+        else:
+            with torch.no_grad():
+                coords = uncertain_point_coords(
+                    predicted,
+                    num_points=self.num_points,
+                    oversample_ratio=self.oversample_ratio,
+                    importance_sample_ratio=self.importance_sample_ratio,
+                )  # (N, P, 2)
+                targets = point_sample(targets[:, None], coords)[:, 0]  # (N, P)
+            predicted = point_sample(predicted, coords)[:, 0]  # (N, P)
+        return {
+            "loss_mask": focal_loss(predicted, targets, num_masks, alpha=self.focal_alpha, gamma=self.focal_gamma),
+            "loss_dice": dice_loss(predicted, targets, num_masks),
+        }
+
+    def single_output_losses(self, class_logits, mask_logits, class_labels, mask_labels, num_masks) -> dict[str, Tensor]:
+        indices = self.matcher(class_logits, mask_logits, class_labels, mask_labels)
+        losses = {"loss_cross_entropy": self.classification_loss(class_logits, class_labels, indices)}
+        losses.update(self.mask_losses(mask_logits, mask_labels, indices, num_masks))
+        return losses
+
+    def forward(
+        self,
+        class_logits: Tensor,
+        mask_logits: Tensor,
+        class_labels: list[Tensor],
+        mask_labels: list[Tensor],
+        auxiliary_outputs: list[tuple[Tensor, Tensor]] | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Returns the weighted total loss and its weighted parts; auxiliary parts carry a `_{layer}` suffix."""
+        self._check_targets(class_logits, class_labels, mask_labels)
+        num_masks = global_num_masks(class_labels, class_logits.device)
+        with torch.autocast(device_type=class_logits.device.type, enabled=False):
+            losses = self.single_output_losses(class_logits, mask_logits, class_labels, mask_labels, num_masks)
+            weighted = {name: value * self.weights[name] for name, value in losses.items()}
+            for layer, (aux_class, aux_mask) in enumerate(auxiliary_outputs or []):
+                aux = self.single_output_losses(aux_class, aux_mask, class_labels, mask_labels, num_masks)
+                weighted.update({f"{name}_{layer}": value * self.weights[name] for name, value in aux.items()})
+        return sum(weighted.values()), weighted
+
+    def _check_targets(self, class_logits: Tensor, class_labels: list[Tensor], mask_labels: list[Tensor]) -> None:
+        batch_size = class_logits.shape[0]
+        if not isinstance(class_labels, (list, tuple)) or not isinstance(mask_labels, (list, tuple)):
+            raise TypeError("class_labels and mask_labels must be lists with one tensor per image")
+        if len(class_labels) != batch_size or len(mask_labels) != batch_size:
+            raise ValueError(
+                f"got {len(class_labels)} class_labels and {len(mask_labels)} mask_labels for a batch of {batch_size}"
+            )
+        for b, (classes, masks) in enumerate(zip(class_labels, mask_labels)):
+            if classes.ndim != 1 or masks.ndim != 3 or classes.shape[0] != masks.shape[0]:
+                raise ValueError(
+                    f"image {b}: class_labels must be (N,) and mask_labels (N, H, W) with the same N, got "
+                    f"{tuple(classes.shape)} and {tuple(masks.shape)}"
+                )
+            if classes.numel() and (classes.min() < 0 or classes.max() >= self.num_labels):
+                raise ValueError(
+                    f"image {b}: class_labels must be in [0, {self.num_labels}), got {classes.unique().tolist()}"
+                )

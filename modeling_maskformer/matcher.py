@@ -1,0 +1,118 @@
+"""Bipartite matching between predicted and ground-truth masks (paper Sec. 3.2, Eq. 1 and 2).
+
+Cost of assigning prediction i to target j: `-class_weight * p_i(c_j) + mask_weight * focal(m_i, m_j) +
+dice_weight * dice(m_i, m_j)`, solved per image with scipy's `linear_sum_assignment`.
+
+Shapes: Q queries, N targets, P points (pixels or sampled points), K classes (+1 "no object").
+"""
+
+from __future__ import annotations
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+
+from .sampling import point_sample
+
+# Finite stand-in for NaN/inf costs: large enough to never be preferred, small enough for scipy.
+_COST_LIMIT = 1e8
+
+
+def pairwise_sigmoid_focal(logits: Tensor, targets: Tensor, *, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
+    """Mean over P of the sigmoid focal loss of every prediction against every target: (Q, P), (N, P) -> (Q, N)."""
+    prob = logits.sigmoid()
+    # NOTE: BCE with logits against all-ones / all-zeros, written through softplus to stay finite.
+    positive = (1 - prob) ** gamma * nn.functional.softplus(-logits)
+    negative = prob**gamma * nn.functional.softplus(logits)
+    if alpha >= 0:
+        positive = positive * alpha
+        negative = negative * (1 - alpha)
+    cost = torch.einsum("qp,np->qn", positive, targets) + torch.einsum("qp,np->qn", negative, 1 - targets)
+    return cost / logits.shape[1]
+
+
+def pairwise_dice(logits: Tensor, targets: Tensor) -> Tensor:
+    """Dice loss of every prediction against every target: (Q, P), (N, P) -> (Q, N)."""
+    prob = logits.sigmoid()
+    numerator = 2 * torch.einsum("qp,np->qn", prob, targets)
+    denominator = prob.sum(-1)[:, None] + targets.sum(-1)[None, :]
+    return 1 - (numerator + 1) / (denominator + 1)
+
+
+class HungarianMatcher(nn.Module):
+    """Matches the Q predictions of each image to its N targets at the lowest total cost.
+
+    `num_points=None` compares masks densely (targets resized to the prediction size, as in the paper);
+    an int compares them on that many uniformly sampled points (Mask2Former), shared by predictions and
+    targets of one image.
+    """
+
+    def __init__(
+        self,
+        *,
+        class_weight: float = 1.0,
+        mask_weight: float = 20.0,
+        dice_weight: float = 1.0,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        num_points: int | None = None,
+    ):
+        super().__init__()
+        if class_weight == 0 and mask_weight == 0 and dice_weight == 0:
+            raise ValueError("HungarianMatcher: all cost weights are 0")
+        self.class_weight = class_weight
+        self.mask_weight = mask_weight
+        self.dice_weight = dice_weight
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.num_points = num_points
+
+    @torch.no_grad()
+    def cost_matrix(self, class_logits: Tensor, mask_logits: Tensor, target_classes: Tensor, target_masks: Tensor) -> Tensor:
+        """One image: class_logits (Q, K+1), mask_logits (Q, h, w), target_classes (N,), target_masks
+        (N, H, W) -> finite cost (Q, N), computed in fp32."""
+        class_logits = class_logits.float()
+        mask_logits = mask_logits.float()
+        target_masks = target_masks.to(mask_logits)
+        class_cost = -class_logits.softmax(-1)[:, target_classes]  # (Q, N)
+        if self.num_points is None:
+            if target_masks.shape[-2:] != mask_logits.shape[-2:]:
+                target_masks = nn.functional.interpolate(
+                    target_masks[:, None], size=mask_logits.shape[-2:], mode="nearest"
+                )[:, 0]
+            predicted = mask_logits.flatten(1)  # (Q, hw)
+            targets = target_masks.flatten(1)  # (N, hw)
+        else:
+            coords = torch.rand(1, self.num_points, 2, device=mask_logits.device)
+            predicted = point_sample(mask_logits[:, None], coords.expand(mask_logits.shape[0], -1, -1))[:, 0]
+            targets = point_sample(target_masks[:, None], coords.expand(target_masks.shape[0], -1, -1))[:, 0]
+        cost = (
+            self.class_weight * class_cost
+            + self.mask_weight * pairwise_sigmoid_focal(predicted, targets, alpha=self.focal_alpha, gamma=self.focal_gamma)
+            + self.dice_weight * pairwise_dice(predicted, targets)
+        )
+        # NOTE: NaN/inf (diverged logits) would make scipy raise "cost matrix is infeasible".
+        return torch.nan_to_num(cost, nan=_COST_LIMIT, posinf=_COST_LIMIT, neginf=-_COST_LIMIT)
+
+    @torch.no_grad()
+    def forward(
+        self,
+        class_logits: Tensor,
+        mask_logits: Tensor,
+        class_labels: list[Tensor],
+        mask_labels: list[Tensor],
+    ) -> list[tuple[Tensor, Tensor]]:
+        """class_logits (B, Q, K+1), mask_logits (B, Q, h, w), per image class_labels (N_b,) and
+        mask_labels (N_b, H, W) -> per image (prediction indices, target indices), each (min(Q, N_b),)."""
+        indices = []
+        # NOTE: costs in fp32 outside autocast, so fp16 training never overflows the focal/dice terms.
+        with torch.autocast(device_type=mask_logits.device.type, enabled=False):
+            for b, (classes, masks) in enumerate(zip(class_labels, mask_labels)):
+                if classes.numel() == 0:
+                    empty = torch.empty(0, dtype=torch.int64)
+                    indices.append((empty, empty))
+                    continue
+                cost = self.cost_matrix(class_logits[b], mask_logits[b], classes, masks)
+                rows, cols = linear_sum_assignment(cost.cpu().numpy())
+                indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
+        return indices

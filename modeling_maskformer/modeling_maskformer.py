@@ -1,0 +1,357 @@
+"""MaskFormer models: backbone -> pixel decoder -> transformer decoder -> class and mask heads (paper Fig. 2).
+
+Shapes: B batch, Q queries, K classes (+1 "no object"), C channels, H×W the padded input size.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from configuration.configuration_maskformer import MaskFormerConfig
+
+from .backbone import build_backbone
+from .loss import MaskFormerLoss
+from .matcher import HungarianMatcher
+from .pixel_decoder import PixelDecoder, Res5TransformerEncoder
+from .transformer_decoder import TransformerDecoder
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MaskFormerModelOutput(ModelOutput):
+    """Outputs of `MaskFormerModel`.
+
+    Args:
+        transformer_decoder_last_hidden_state: (B, Q, C) final query embeddings (after the final LayerNorm).
+        pixel_decoder_last_hidden_state: (B, C_mask, H/4, W/4) per-pixel embeddings.
+        encoder_last_hidden_state: (B, C_5, H/32, W/32) the backbone's res5.
+        transformer_decoder_intermediate_states: L-1 tensors (B, Q, C), the normalised outputs of the
+            first decoder layers (deep supervision); empty unless asked for.
+        encoder_hidden_states: the backbone's feature maps res2..res5, when `output_hidden_states`.
+        pixel_decoder_hidden_states: the FPN maps from coarse to fine, when `output_hidden_states`.
+    """
+
+    transformer_decoder_last_hidden_state: Tensor | None = None
+    pixel_decoder_last_hidden_state: Tensor | None = None
+    encoder_last_hidden_state: Tensor | None = None
+    transformer_decoder_intermediate_states: tuple[Tensor, ...] | None = None
+    encoder_hidden_states: tuple[Tensor, ...] | None = None
+    pixel_decoder_hidden_states: tuple[Tensor, ...] | None = None
+
+
+@dataclass
+class MaskFormerForInstanceSegmentationOutput(ModelOutput):
+    """Outputs of `MaskFormerForInstanceSegmentation`.
+
+    Args:
+        loss: scalar total loss (weighted sum of `loss_dict`), when labels are given.
+        loss_dict: the weighted loss parts: `loss_cross_entropy`, `loss_mask` (focal), `loss_dice`, and the
+            same with a `_{layer}` suffix for each deep-supervision layer.
+        class_queries_logits: (B, Q, K+1) class logits; the last class is "no object".
+        masks_queries_logits: (B, Q, H/4, W/4) mask logits.
+        auxiliary_logits: per deep-supervision layer, a dict with `class_queries_logits` (B, Q, K+1) and
+            `masks_queries_logits` (B, Q, H/4, W/4).
+        pixel_mask: (B, H, W) the input's pixel mask (1 real, 0 padding), echoed back so post-processing
+            can crop the padding; None when the input had none.
+        transformer_decoder_last_hidden_state, pixel_decoder_last_hidden_state, encoder_last_hidden_state,
+        encoder_hidden_states, pixel_decoder_hidden_states: as in `MaskFormerModelOutput`.
+    """
+
+    loss: Tensor | None = None
+    loss_dict: dict[str, Tensor] | None = None
+    class_queries_logits: Tensor | None = None
+    masks_queries_logits: Tensor | None = None
+    auxiliary_logits: list[dict[str, Tensor]] | None = None
+    pixel_mask: Tensor | None = None
+    transformer_decoder_last_hidden_state: Tensor | None = None
+    pixel_decoder_last_hidden_state: Tensor | None = None
+    encoder_last_hidden_state: Tensor | None = None
+    encoder_hidden_states: tuple[Tensor, ...] | None = None
+    pixel_decoder_hidden_states: tuple[Tensor, ...] | None = None
+
+
+class MaskHead(nn.Module):
+    """Mask embedding MLP: `num_layers` Linear layers with ReLU in between (256 -> 256 -> 256 -> C_mask)."""
+
+    def __init__(self, *, hidden_size: int, output_size: int, num_layers: int = 3):
+        super().__init__()
+        sizes = [hidden_size] * num_layers + [output_size]
+        self.layers = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+
+    def forward(self, hidden_states: Tensor) -> Tensor:
+        for index, layer in enumerate(self.layers):
+            hidden_states = layer(hidden_states)
+            if index < len(self.layers) - 1:
+                hidden_states = F.relu(hidden_states)
+        return hidden_states
+
+
+class MaskFormerPreTrainedModel(PreTrainedModel):
+    config_class = MaskFormerConfig
+    config: MaskFormerConfig
+    base_model_prefix = "model"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["DecoderLayer", "EncoderLayer"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """The original's initialisation: Xavier for the transformer (DETR), c2_xavier_fill for the FPN
+        (Kaiming-uniform, a=1), PyTorch defaults for the heads, N(0, 1) for the query embeddings."""
+        if isinstance(module, (TransformerDecoder, Res5TransformerEncoder)):
+            for name, param in module.named_parameters():
+                if param.dim() > 1 and not name.startswith("query_embed"):
+                    nn.init.xavier_uniform_(param, gain=self.config.init_xavier_std)
+                elif name.endswith("bias") and "norm" not in name:
+                    nn.init.zeros_(param)
+            if isinstance(module, TransformerDecoder):
+                nn.init.normal_(module.query_embed.weight)
+            for norm in (m for m in module.modules() if isinstance(m, nn.LayerNorm)):
+                nn.init.ones_(norm.weight)
+                nn.init.zeros_(norm.bias)
+        elif isinstance(module, PixelDecoder):
+            for conv in (m for m in module.modules() if isinstance(m, nn.Conv2d)):
+                if module.encoder is not None and any(conv is m for m in module.encoder.modules()):
+                    continue
+                nn.init.kaiming_uniform_(conv.weight, a=1)
+                if conv.bias is not None:
+                    nn.init.zeros_(conv.bias)
+        elif isinstance(module, nn.GroupNorm) and module.affine:
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear) and getattr(module, "_maskformer_head", False):
+            module.reset_parameters()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, plus two things users trip over:
+
+        - the checkpoint's weights replace the backbone's, so ImageNet weights are never downloaded on load;
+        - a `num_labels`/`id2label` different from the checkpoint's re-initialises the class head, with a
+          warning that says so (instead of a size-mismatch error).
+        """
+        config = kwargs.pop("config", None)
+        if not isinstance(config, MaskFormerConfig):
+            config_kwargs = {
+                key: kwargs.pop(key)
+                for key in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+                if key in kwargs
+            }
+            kwargs.update(config_kwargs)
+            config, kwargs = MaskFormerConfig.from_pretrained(
+                config or pretrained_model_name_or_path, return_unused_kwargs=True, **kwargs
+            )
+            for key in config_kwargs:
+                kwargs.setdefault(key, config_kwargs[key])
+            checkpoint_labels = MaskFormerConfig.from_pretrained(
+                pretrained_model_name_or_path, **config_kwargs
+            ).num_labels
+        else:
+            checkpoint_labels = MaskFormerConfig.from_pretrained(pretrained_model_name_or_path).num_labels
+        config.use_pretrained_backbone = False
+        if config.num_labels != checkpoint_labels:
+            logger.warning(
+                "The checkpoint at %s has %d classes but the model is built with num_labels=%d: the class head "
+                "(class_head) is newly initialised and must be trained before use.",
+                pretrained_model_name_or_path,
+                checkpoint_labels,
+                config.num_labels,
+            )
+            kwargs["ignore_mismatched_sizes"] = True
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
+
+
+class MaskFormerModel(MaskFormerPreTrainedModel):
+    """Backbone, pixel decoder and transformer decoder: per-pixel embeddings and Q query embeddings."""
+
+    def __init__(self, config: MaskFormerConfig):
+        super().__init__(config)
+        self.backbone = build_backbone(
+            config.backbone_config, pretrained_source=config.backbone, use_pretrained=config.use_pretrained_backbone
+        )
+        encoder = None
+        if config.pixel_decoder_type == "fpn_transformer_encoder":
+            encoder = Res5TransformerEncoder(
+                in_channels=self.backbone.channels[-1],
+                hidden_size=config.hidden_size,
+                num_layers=config.encoder_layers,
+                num_heads=config.num_attention_heads,
+                ffn_dim=config.encoder_ffn_dim,
+                dropout=config.dropout,
+                attention_dropout=config.attention_dropout,
+                activation=config.activation_function,
+                pre_norm=config.pre_norm,
+            )
+        self.pixel_decoder = PixelDecoder(
+            in_channels=self.backbone.channels,
+            feature_size=config.fpn_feature_size,
+            mask_feature_size=config.mask_feature_size,
+            encoder=encoder,
+        )
+        self.transformer_decoder = TransformerDecoder(
+            in_channels=self.pixel_decoder.memory_channels,
+            hidden_size=config.hidden_size,
+            num_queries=config.num_queries,
+            num_layers=config.decoder_layers,
+            num_heads=config.num_attention_heads,
+            ffn_dim=config.decoder_ffn_dim,
+            dropout=config.dropout,
+            attention_dropout=config.attention_dropout,
+            activation=config.activation_function,
+            pre_norm=config.pre_norm,
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: Tensor,
+        pixel_mask: Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_intermediate: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MaskFormerModelOutput:
+        check_pixel_values(pixel_values, self.config.backbone_config)
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        attn_implementation = "eager" if self.config._attn_implementation == "eager" else "sdpa"
+        features = self.backbone(pixel_values)  # res2..res5, each (B, C_i, H_i, W_i)
+        mask_features, memory, fpn_maps = self.pixel_decoder(features, attn_implementation)
+        queries, intermediate = self.transformer_decoder(
+            memory, attn_implementation=attn_implementation, return_intermediate=return_intermediate
+        )
+        return MaskFormerModelOutput(
+            transformer_decoder_last_hidden_state=queries,
+            pixel_decoder_last_hidden_state=mask_features,
+            encoder_last_hidden_state=features[-1],
+            transformer_decoder_intermediate_states=tuple(intermediate),
+            encoder_hidden_states=tuple(features) if output_hidden_states else None,
+            pixel_decoder_hidden_states=tuple(fpn_maps) if output_hidden_states else None,
+        )
+
+
+class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
+    """MaskFormer with its class and mask heads and loss; serves semantic, instance and panoptic segmentation
+    (the task is chosen at post-processing)."""
+
+    def __init__(self, config: MaskFormerConfig):
+        super().__init__(config)
+        self.model = MaskFormerModel(config)
+        self.class_head = nn.Linear(config.hidden_size, config.num_labels + 1)
+        self.mask_head = MaskHead(hidden_size=config.hidden_size, output_size=config.mask_feature_size)
+        for linear in (self.class_head, *self.mask_head.layers):
+            linear._maskformer_head = True
+        num_points = config.train_num_points if config.mask_loss_mode == "point" else None
+        weights = {"class_weight": config.class_weight, "mask_weight": config.mask_weight, "dice_weight": config.dice_weight}
+        self.criterion = MaskFormerLoss(
+            num_labels=config.num_labels,
+            matcher=HungarianMatcher(
+                **weights, focal_alpha=config.focal_alpha, focal_gamma=config.focal_gamma, num_points=num_points
+            ),
+            no_object_weight=config.no_object_weight,
+            **weights,
+            focal_alpha=config.focal_alpha,
+            focal_gamma=config.focal_gamma,
+            num_points=num_points,
+            oversample_ratio=config.oversample_ratio,
+            importance_sample_ratio=config.importance_sample_ratio,
+        )
+        self.post_init()
+
+    def predict(self, queries: Tensor, mask_features: Tensor) -> tuple[Tensor, Tensor]:
+        """queries (B, Q, C), mask_features (B, C_mask, h, w) -> class logits (B, Q, K+1), mask logits (B, Q, h, w)."""
+        mask_embeddings = self.mask_head(queries)  # (B, Q, C_mask)
+        mask_logits = torch.einsum("bqc,bchw->bqhw", mask_embeddings, mask_features)
+        return self.class_head(queries), mask_logits
+
+    def forward(
+        self,
+        pixel_values: Tensor,
+        mask_labels: list[Tensor] | None = None,
+        class_labels: list[Tensor] | None = None,
+        pixel_mask: Tensor | None = None,
+        output_auxiliary_logits: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MaskFormerForInstanceSegmentationOutput:
+        """pixel_values (B, 3, H, W); per image mask_labels (N, H, W) and class_labels (N,) to get a loss."""
+        if (mask_labels is None) != (class_labels is None):
+            raise ValueError("pass both mask_labels and class_labels to compute the loss, or neither")
+        compute_loss = mask_labels is not None
+        output_auxiliary_logits = (
+            output_auxiliary_logits if output_auxiliary_logits is not None else self.config.output_auxiliary_logits
+        )
+        use_auxiliary = self.config.use_auxiliary_loss and (compute_loss or bool(output_auxiliary_logits))
+        outputs = self.model(
+            pixel_values, pixel_mask=pixel_mask, output_hidden_states=output_hidden_states,
+            return_intermediate=use_auxiliary,
+        )  # fmt: skip
+        mask_features = outputs.pixel_decoder_last_hidden_state
+        class_logits, mask_logits = self.predict(outputs.transformer_decoder_last_hidden_state, mask_features)
+        auxiliary = [self.predict(queries, mask_features) for queries in outputs.transformer_decoder_intermediate_states]
+        loss, loss_dict = None, None
+        if compute_loss:
+            device = mask_logits.device
+            mask_labels = [labels.to(device) for labels in mask_labels]
+            class_labels = [labels.to(device) for labels in class_labels]
+            self._check_label_sizes(mask_labels, pixel_values)
+            loss, loss_dict = self.criterion(class_logits, mask_logits, class_labels, mask_labels, auxiliary)
+        return MaskFormerForInstanceSegmentationOutput(
+            loss=loss,
+            loss_dict=loss_dict,
+            class_queries_logits=class_logits,
+            masks_queries_logits=mask_logits,
+            auxiliary_logits=[{"class_queries_logits": c, "masks_queries_logits": m} for c, m in auxiliary]
+            if output_auxiliary_logits
+            else None,
+            pixel_mask=pixel_mask,
+            transformer_decoder_last_hidden_state=outputs.transformer_decoder_last_hidden_state,
+            pixel_decoder_last_hidden_state=mask_features,
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+            pixel_decoder_hidden_states=outputs.pixel_decoder_hidden_states,
+        )
+
+    @staticmethod
+    def _check_label_sizes(mask_labels: list[Tensor], pixel_values: Tensor) -> None:
+        size = tuple(pixel_values.shape[-2:])
+        for b, masks in enumerate(mask_labels):
+            if masks.ndim == 3 and tuple(masks.shape[-2:]) != size:
+                raise ValueError(
+                    f"mask_labels[{b}] has size {tuple(masks.shape[-2:])} but pixel_values are {size}: targets must "
+                    "be at the padded input size (the image processor builds them so)"
+                )
+
+
+def check_pixel_values(pixel_values: Tensor, backbone_config) -> None:
+    """Clear errors for inputs the backbone would reject with a deep traceback."""
+    if not isinstance(pixel_values, Tensor):
+        raise TypeError(f"pixel_values must be a torch.Tensor (B, C, H, W), got {type(pixel_values).__name__}")
+    if pixel_values.ndim != 4:
+        raise ValueError(f"pixel_values must be 4-D (B, C, H, W), got shape {tuple(pixel_values.shape)}")
+    channels = getattr(backbone_config, "num_channels", 3)
+    if pixel_values.shape[1] != channels:
+        raise ValueError(f"pixel_values have {pixel_values.shape[1]} channels, the backbone expects {channels}")
+    if min(pixel_values.shape[-2:]) < 32:
+        raise ValueError(f"pixel_values are {tuple(pixel_values.shape[-2:])}: both sides must be at least 32 px")
+    if not pixel_values.is_floating_point():
+        raise TypeError(f"pixel_values must be floating point, got {pixel_values.dtype}")
+
+
+__all__ = [
+    "MaskFormerForInstanceSegmentation",
+    "MaskFormerForInstanceSegmentationOutput",
+    "MaskFormerModel",
+    "MaskFormerModelOutput",
+    "MaskFormerPreTrainedModel",
+]

@@ -1,0 +1,131 @@
+"""The transformer decoder of MaskFormer (paper Sec. 3.3, Fig. 2): DETR's decoder on learned queries.
+
+Q learned query positions cross-attend to the backbone's res5 features (memory, with a 2-D sine position
+encoding); the target starts at zero. Each layer's output goes through the shared final LayerNorm, which
+gives the per-layer predictions used for deep supervision.
+
+Shapes: B batch, Q queries, C channels (d), H×W memory size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+from .attention import AttentionImplementation, FeedForward, MultiHeadAttention, sine_position_encoding, with_position
+
+
+class DecoderLayer(GradientCheckpointingLayer):
+    """Self-attention over queries, cross-attention to the memory, FFN; post-norm (DETR) or pre-norm."""
+
+    def __init__(
+        self,
+        *,
+        hidden_size: int,
+        num_heads: int,
+        ffn_dim: int,
+        dropout: float,
+        attention_dropout: float,
+        activation: str = "relu",
+        pre_norm: bool = False,
+    ):
+        super().__init__()
+        self.pre_norm = pre_norm
+        self.self_attn = MultiHeadAttention(hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout)
+        self.cross_attn = MultiHeadAttention(hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout)
+        self.ffn = FeedForward(hidden_size=hidden_size, ffn_dim=ffn_dim, dropout=dropout, activation=activation)
+        self.self_attn_norm = nn.LayerNorm(hidden_size)
+        self.cross_attn_norm = nn.LayerNorm(hidden_size)
+        self.ffn_norm = nn.LayerNorm(hidden_size)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        hidden_states: Tensor,
+        memory: Tensor,
+        query_position: Tensor,
+        memory_position: Tensor,
+        attn_implementation: AttentionImplementation = "sdpa",
+    ) -> Tensor:
+        """hidden_states (B, Q, C), memory (B, HW, C), query_position (B, Q, C), memory_position (B, HW, C)."""
+        blocks = (
+            (self.self_attn_norm, lambda x: self.self_attn(
+                with_position(x, query_position), with_position(x, query_position), x,
+                attn_implementation=attn_implementation,
+            )),
+            (self.cross_attn_norm, lambda x: self.cross_attn(
+                with_position(x, query_position), with_position(memory, memory_position), memory,
+                attn_implementation=attn_implementation,
+            )),
+            (self.ffn_norm, self.ffn),
+        )  # fmt: skip
+        for norm, block in blocks:
+            if self.pre_norm:
+                hidden_states = hidden_states + self.dropout(block(norm(hidden_states)))
+            else:
+                hidden_states = norm(hidden_states + self.dropout(block(hidden_states)))
+        return hidden_states
+
+
+class TransformerDecoder(nn.Module):
+    """Queries + input projection + L decoder layers + the shared final LayerNorm."""
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        hidden_size: int,
+        num_queries: int,
+        num_layers: int,
+        num_heads: int,
+        ffn_dim: int,
+        dropout: float,
+        attention_dropout: float,
+        activation: str = "relu",
+        pre_norm: bool = False,
+    ):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.query_embed = nn.Embedding(num_queries, hidden_size)
+        # NOTE: the original projects the memory only when its width differs from d (1x1 conv).
+        self.input_proj = nn.Conv2d(in_channels, hidden_size, kernel_size=1) if in_channels != hidden_size else None
+        self.layers = nn.ModuleList(
+            DecoderLayer(
+                hidden_size=hidden_size,
+                num_heads=num_heads,
+                ffn_dim=ffn_dim,
+                dropout=dropout,
+                attention_dropout=attention_dropout,
+                activation=activation,
+                pre_norm=pre_norm,
+            )
+            for _ in range(num_layers)
+        )
+        self.layernorm = nn.LayerNorm(hidden_size)
+
+    def forward(
+        self,
+        memory: Tensor,
+        *,
+        attn_implementation: AttentionImplementation = "sdpa",
+        return_intermediate: bool = False,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """memory (B, C_in, H, W) -> final queries (B, Q, C) and, if asked, the normalised outputs of the
+        first L-1 layers (each (B, Q, C)) for deep supervision."""
+        if self.input_proj is not None:
+            memory = self.input_proj(memory)
+        batch_size, channels, height, width = memory.shape
+        memory_position = sine_position_encoding(
+            batch_size, height, width, channels, device=memory.device, dtype=memory.dtype
+        )
+        memory_position = memory_position.flatten(2).transpose(1, 2)  # (B, HW, C)
+        memory = memory.flatten(2).transpose(1, 2)  # (B, HW, C)
+        query_position = self.query_embed.weight.unsqueeze(0).expand(batch_size, -1, -1)  # (B, Q, C)
+        hidden_states = torch.zeros_like(query_position)
+        intermediate = []
+        for index, layer in enumerate(self.layers):
+            hidden_states = layer(hidden_states, memory, query_position, memory_position, attn_implementation)
+            if return_intermediate and index < len(self.layers) - 1:
+                intermediate.append(self.layernorm(hidden_states))
+        return self.layernorm(hidden_states), intermediate

@@ -1,0 +1,54 @@
+"""The one tiny-config builder of the suite (after transformers' MaskFormerModelTester): a 4-stage ResNet
+with widths 8..64, 2 decoder layers, 10 queries, d=32."""
+
+from __future__ import annotations
+
+import torch
+from transformers import ResNetConfig
+
+from modeling_maskformer import MaskFormerConfig, MaskFormerForInstanceSegmentation
+
+STAGES = ["stage1", "stage2", "stage3", "stage4"]
+
+
+def tiny_backbone_config() -> ResNetConfig:
+    return ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], out_features=STAGES)
+
+
+def tiny_config(**overrides) -> MaskFormerConfig:
+    values = dict(
+        backbone_config=tiny_backbone_config(),
+        num_queries=10,
+        hidden_size=32,
+        num_attention_heads=4,
+        decoder_layers=2,
+        decoder_ffn_dim=64,
+        encoder_layers=1,
+        encoder_ffn_dim=64,
+        fpn_feature_size=32,
+        mask_feature_size=32,
+        num_labels=3,
+        train_num_points=256,
+    )
+    values.update(overrides)
+    return MaskFormerConfig(**values)
+
+
+def tiny_model(seed: int = 0, **overrides) -> MaskFormerForInstanceSegmentation:
+    torch.manual_seed(seed)
+    return MaskFormerForInstanceSegmentation(tiny_config(**overrides))
+
+
+def random_targets(batch_size: int, height: int, width: int, num_labels: int = 3, seed: int = 0):
+    """Per image 0..2 random non-overlapping rectangle masks with random classes; the last image has none."""
+    generator = torch.Generator().manual_seed(seed)
+    mask_labels, class_labels = [], []
+    for b in range(batch_size):
+        count = 0 if b == batch_size - 1 and batch_size > 1 else 2
+        masks = torch.zeros(count, height, width)
+        for n in range(count):
+            top = int(torch.randint(0, height // 2, (1,), generator=generator))
+            masks[n, top : top + height // 2, n * width // 2 : (n + 1) * width // 2] = 1
+        mask_labels.append(masks)
+        class_labels.append(torch.randint(0, num_labels, (count,), generator=generator))
+    return mask_labels, class_labels
