@@ -50,9 +50,14 @@ def build_backbone(
             config = backbone_config.__class__.from_dict({**backbone_config.to_dict(), "backbone": source})
             body = TimmBackbone._from_config(config, pretrained=True)
         else:
-            body = AutoBackbone.from_pretrained(
-                source,
-                out_features=getattr(backbone_config, "out_features", None),
+            # NOTE: AutoBackbone.from_pretrained (transformers 5.23) asks the Hub whether the name exists
+            # before anything else, so it rejects local folders; resolve the backbone class ourselves.
+            from transformers import AutoConfig
+            from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING
+
+            source_config = AutoConfig.from_pretrained(source)
+            body = MODEL_FOR_BACKBONE_MAPPING[type(source_config)].from_pretrained(
+                source, out_features=getattr(backbone_config, "out_features", None)
             )
     except Exception as error:  # network errors, missing files and unknown names surface in many types
         raise OSError(

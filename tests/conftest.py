@@ -1,5 +1,6 @@
 """Test set-up: the repo root and scripts/ importable, one thread per test process (2-core CI)."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -11,3 +12,5 @@ for path in (ROOT, ROOT / "scripts"):
         sys.path.insert(0, str(path))
 
 torch.set_num_threads(2)
+# Nothing may download during tests: the Hub is unreachable here, so fail fast instead of retrying.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
