@@ -1,0 +1,690 @@
+"""Dataset loaders with one item format for every source.
+
+Every dataset here is a map-style sequence (``len(ds)``, ``ds[i]``, usable by a torch DataLoader) of
+``SegmentationItem`` dicts::
+
+    {"image": PIL RGB, "semantic": uint8 (H, W) | None, "panoptic_ids": int32 (H, W) | None,
+     "segments_info": list[dict] | None, "image_id": str}
+
+and carries dataset-level ``id2label`` (contiguous class ids 0..K-1), ``thing_ids``, ``ignore_index``
+and ``reduce_labels``. Sources: ``load_ade_folder``, ``load_coco_panoptic_folder``, ``load_hf_dataset``,
+``load_synthetic``; ``build_dataset(source, split)`` picks one.
+
+Label conventions (the loaders convert; what they return is always the same):
+
+- ``semantic`` holds class ids 0..K-1 and ``ignore_index`` (255) for pixels that are excluded from
+  targets and metrics.
+- ADE20K (folders and scene_parse_150-like HF data) stores 0 = "other" and classes 1..150. With
+  ``reduce_labels=True`` (the default for semantic PNGs) the loader maps 0 -> 255 and k -> k - 1, and
+  keeps an existing 255 at 255 (transformers' ``do_reduce_labels`` turns it into 254). The reduction is
+  done here, once: do NOT also pass ``do_reduce_labels=True`` to the image processor.
+  ``dataset.reduce_labels`` records whether it was applied.
+- COCO panoptic stores segment id = R + 256 G + 256^2 B in an RGB PNG, 0 = void. ``panoptic_ids`` holds
+  those ids (0 = void); ``segments_info`` keeps COCO's entries with ``category_id`` remapped from COCO's
+  sparse ids to contiguous 0..K-1 (``dataset.label_to_category_id`` maps back for evaluation).
+  ``semantic`` is derived from the panoptic map: each segment's class (crowd segments included),
+  void -> 255.
+- ``to_instance_targets(item)`` turns an item into the image processor's instance format: an int32 map
+  with instance ids 1..N and ``ignore_index`` for void (and crowd) pixels, plus
+  ``instance_id_to_semantic_id`` {1..N: class id}. Feed both to the processor with
+  ``ignore_index=255, do_reduce_labels=False``. Semantic items may instead feed ``semantic`` to
+  ``segmentation_maps`` directly.
+
+Malformed data raises ``FileNotFoundError`` / ``ValueError`` naming the file: missing folders, empty
+folders and images without annotations at construction; size mismatches, labels out of range and
+segment/PNG disagreements when an item is read. ``dataset.validate()`` reads every item to surface
+all of these up front.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, TypedDict
+
+import numpy as np
+from PIL import Image
+from synthetic import SyntheticShapes, SyntheticShapesConfig, rgb_to_id
+
+Task = Literal["semantic", "panoptic"]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+# Split names accepted everywhere, normalised to "train" / "validation" / "test".
+_SPLITS = {"train": "train", "training": "train", "validation": "validation", "val": "validation", "test": "test"}
+_ADE_SPLIT_DIRS = {"train": "training", "validation": "validation", "test": "testing"}
+_COCO_SPLIT_NAMES = {"train": "train", "validation": "val", "test": "test"}
+
+
+class SegmentationItem(TypedDict):
+    image: Image.Image
+    semantic: np.ndarray | None
+    panoptic_ids: np.ndarray | None
+    segments_info: list[dict] | None
+    image_id: str
+
+
+def _normalize_split(split: str) -> str:
+    if split not in _SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {sorted(_SPLITS)}")
+    return _SPLITS[split]
+
+
+class SegmentationDataset(Sequence):
+    """Base class: label metadata plus the checks shared by all sources.
+
+    Subclasses implement ``__len__`` and ``_load(index) -> SegmentationItem``; ``__getitem__`` adds
+    the consistency checks.
+    """
+
+    task: Task = "semantic"
+
+    def __init__(
+        self,
+        *,
+        id2label: dict[int, str],
+        thing_ids: Sequence[int] = (),
+        ignore_index: int = 255,
+        reduce_labels: bool = False,
+        label_to_category_id: dict[int, int] | None = None,
+    ):
+        if sorted(id2label) != list(range(len(id2label))):
+            raise ValueError(f"id2label keys must be contiguous 0..K-1, got {sorted(id2label)[:10]}...")
+        if 0 <= ignore_index < len(id2label):
+            raise ValueError(f"ignore_index {ignore_index} collides with a class id (K={len(id2label)})")
+        self.id2label = dict(id2label)
+        self.thing_ids = sorted(thing_ids)
+        self.ignore_index = ignore_index
+        self.reduce_labels = reduce_labels
+        self.label_to_category_id = label_to_category_id or {i: i for i in self.id2label}
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _load(self, index: int) -> SegmentationItem:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> SegmentationItem:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        item = self._load(index % len(self))
+        size = item["image"].size  # (W, H)
+        for key in ("semantic", "panoptic_ids"):
+            if item[key] is not None and item[key].shape != (size[1], size[0]):
+                raise ValueError(
+                    f"{item['image_id']}: image size {size[0]}x{size[1]} (WxH) but {key} annotation size "
+                    f"{item[key].shape[1]}x{item[key].shape[0]}"
+                )
+        if item["semantic"] is not None:
+            labels = np.unique(item["semantic"])
+            bad = labels[(labels >= self.num_labels) & (labels != self.ignore_index)]
+            if bad.size:
+                raise ValueError(
+                    f"{item['image_id']}: label(s) {bad.tolist()} outside 0..{self.num_labels - 1} "
+                    f"(ignore_index {self.ignore_index}); wrong reduce_labels or num_labels?"
+                )
+        return item
+
+    def validate(self) -> int:
+        """Read every item (raising on the first malformed one); returns the number checked."""
+        for index in range(len(self)):
+            self[index]
+        return len(self)
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared decoding helpers.
+
+
+def _open_rgb(value: Any) -> Image.Image:
+    return _open_image(value).convert("RGB")
+
+
+def _open_image(value: Any) -> Image.Image:
+    """A PIL image from a path, a PIL image or a datasets ``{"bytes", "path"}`` dict."""
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, dict):
+        value = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"]
+    image = Image.open(value)
+    image.load()
+    return image
+
+
+def _semantic_from_image(image: Image.Image, *, reduce_labels: bool, ignore_index: int, source: str) -> np.ndarray:
+    if image.mode not in ("L", "P", "I", "I;16"):
+        raise ValueError(
+            f"{source}: semantic annotation has mode {image.mode}; expected a single-channel class-index PNG"
+        )
+    labels = np.asarray(image).astype(np.int64)
+    if reduce_labels:
+        labels = np.where(labels == 0, ignore_index, np.where(labels == ignore_index, ignore_index, labels - 1))
+    return labels.astype(np.uint8 if labels.max(initial=0) <= 255 else np.int32)
+
+
+def _decode_panoptic(
+    png: Image.Image,
+    segments_info: list[dict],
+    category_to_label: dict[int, int],
+    *,
+    ignore_index: int,
+    source: str,
+) -> tuple[np.ndarray, list[dict], np.ndarray]:
+    """COCO panoptic PNG + segments_info -> (ids int32, segments_info with contiguous ids, semantic)."""
+    ids = rgb_to_id(np.asarray(png.convert("RGB")))
+    segments = []
+    for segment in segments_info:
+        if segment["category_id"] not in category_to_label:
+            raise ValueError(f"{source}: unknown category id {segment['category_id']} in segments_info")
+        segments.append({**segment, "category_id": category_to_label[segment["category_id"]]})
+    listed = {s["id"] for s in segments}
+    present = set(np.unique(ids).tolist()) - {0}
+    if listed - present:
+        raise ValueError(f"{source}: segment id(s) {sorted(listed - present)} in segments_info are absent from the PNG")
+    if present - listed:
+        raise ValueError(f"{source}: segment id(s) {sorted(present - listed)} in the PNG are missing from segments_info")
+    semantic = np.full(ids.shape, ignore_index, dtype=np.uint8 if ignore_index <= 255 else np.int32)
+    for segment in segments:
+        semantic[ids == segment["id"]] = segment["category_id"]
+    return ids, segments, semantic
+
+
+def _read_id2label(root: Path) -> dict[int, str] | None:
+    """``id2label.json`` (contiguous training ids, like the Hub's ade20k-id2label.json) or ADE's
+    ``objectInfo150.{csv,txt}`` (Idx 1..150, first synonym of Name) from ``root``."""
+    path = root / "id2label.json"
+    if path.is_file():
+        return {int(k): v for k, v in json.loads(path.read_text()).items()}
+    for name in ("objectInfo150.csv", "objectInfo150.txt"):
+        path = root / name
+        if path.is_file():
+            text = path.read_text()
+            dialect = csv.Sniffer().sniff(text.splitlines()[0], delimiters=",\t")
+            rows = list(csv.DictReader(io.StringIO(text), dialect=dialect))
+            try:
+                return {int(row["Idx"]) - 1: row["Name"].split(";")[0].split(",")[0].strip() for row in rows}
+            except KeyError as error:
+                raise ValueError(f"{path}: expected columns Idx and Name, got {list(rows[0])}") from error
+    return None
+
+
+def _scan_num_labels(annotations, reduce_labels: bool, ignore_index: int) -> int:
+    """Number of classes implied by the largest raw label in the annotations (ignore_index excluded)."""
+    top = -1
+    for annotation in annotations:
+        labels = np.unique(np.asarray(_open_image(annotation))).astype(np.int64)
+        labels = labels[labels != ignore_index]
+        top = max(top, int(labels.max(initial=-1)))
+    return max(top, 0) if reduce_labels else top + 1
+
+
+def _list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+# --------------------------------------------------------------------------------------------------
+# ADE20K-style folders.
+
+
+class AdeFolderDataset(SegmentationDataset):
+    """``root/images/<split>/*.jpg`` + ``root/annotations/<split>/*.png`` (same stem)."""
+
+    def __init__(self, pairs: list[tuple[Path, Path]], **metadata):
+        super().__init__(**metadata)
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _load(self, index: int) -> SegmentationItem:
+        image_path, annotation_path = self.pairs[index]
+        semantic = _semantic_from_image(
+            _open_image(annotation_path),
+            reduce_labels=self.reduce_labels,
+            ignore_index=self.ignore_index,
+            source=str(annotation_path),
+        )
+        image = _open_rgb(image_path)
+        if semantic.shape != (image.height, image.width):
+            raise ValueError(
+                f"{annotation_path}: annotation size {semantic.shape[1]}x{semantic.shape[0]} (WxH) differs from "
+                f"image {image_path} size {image.width}x{image.height}"
+            )
+        return {"image": image, "semantic": semantic, "panoptic_ids": None, "segments_info": None,
+                "image_id": image_path.stem}
+
+
+def load_ade_folder(
+    root: str | Path,
+    split: str = "train",
+    *,
+    reduce_labels: bool = True,
+    ignore_index: int = 255,
+    num_labels: int | None = None,
+    id2label: dict[int, str] | None = None,
+    thing_ids: Sequence[int] = (),
+) -> AdeFolderDataset:
+    """An ADEChallengeData2016-style folder.
+
+    ``root/images/{training,validation}/`` and ``root/annotations/{...}/``, or flat ``root/images/`` and
+    ``root/annotations/`` (then ``split`` is ignored). Class names come from ``id2label``, else
+    ``root/id2label.json`` or ``root/objectInfo150.{csv,txt}``, else numbers; with none of these and no
+    ``num_labels`` the annotations are scanned for the largest label (slow on large folders).
+    """
+    root = Path(root)
+    split = _normalize_split(split)
+    for sub in ("images", "annotations"):
+        if not (root / sub).is_dir():
+            raise FileNotFoundError(f"ADE folder {root}: missing folder {root / sub}")
+    image_dir, annotation_dir = root / "images" / _ADE_SPLIT_DIRS[split], root / "annotations" / _ADE_SPLIT_DIRS[split]
+    if not image_dir.is_dir():
+        if _list_images(root / "images"):  # flat layout
+            image_dir, annotation_dir = root / "images", root / "annotations"
+        else:
+            raise FileNotFoundError(f"ADE folder {root}: missing split folder {image_dir}")
+    if not annotation_dir.is_dir():
+        raise FileNotFoundError(f"ADE folder {root}: missing split folder {annotation_dir}")
+    images = _list_images(image_dir)
+    if not images:
+        raise ValueError(f"ADE folder {root}: no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
+    annotations = {p.stem: p for p in annotation_dir.iterdir() if p.suffix.lower() == ".png"}
+    missing = [p.name for p in images if p.stem not in annotations]
+    if missing:
+        raise FileNotFoundError(
+            f"ADE folder {root}: {len(missing)} image(s) without annotation in {annotation_dir}, e.g. {missing[0]}"
+        )
+    pairs = [(p, annotations[p.stem]) for p in images]
+
+    id2label = id2label or _read_id2label(root)
+    if id2label is None:
+        if num_labels is None:
+            num_labels = _scan_num_labels((a for _, a in pairs), reduce_labels, ignore_index)
+        id2label = {i: str(i) for i in range(num_labels)}
+    return AdeFolderDataset(
+        pairs, id2label=id2label, thing_ids=thing_ids, ignore_index=ignore_index, reduce_labels=reduce_labels
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# COCO-panoptic-style folders.
+
+
+class CocoPanopticDataset(SegmentationDataset):
+    """Images + panoptic PNGs + a COCO panoptic JSON."""
+
+    task: Task = "panoptic"
+
+    def __init__(self, records: list[tuple[Path, Path, list[dict]]], category_to_label: dict[int, int], **metadata):
+        super().__init__(**metadata)
+        self.records = records
+        self.category_to_label = category_to_label
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _load(self, index: int) -> SegmentationItem:
+        image_path, png_path, segments_info = self.records[index]
+        image = _open_rgb(image_path)
+        png = _open_image(png_path)
+        if png.size != image.size:
+            raise ValueError(
+                f"{png_path}: annotation size {png.width}x{png.height} (WxH) differs from image {image_path} "
+                f"size {image.width}x{image.height}"
+            )
+        ids, segments, semantic = _decode_panoptic(
+            png, segments_info, self.category_to_label, ignore_index=self.ignore_index, source=str(png_path)
+        )
+        return {"image": image, "semantic": semantic, "panoptic_ids": ids, "segments_info": segments,
+                "image_id": image_path.stem}
+
+
+def _category_metadata(categories: list[dict]) -> dict[str, Any]:
+    """COCO categories (sparse ids) -> contiguous labels, sorted by COCO id."""
+    categories = sorted(categories, key=lambda c: c["id"])
+    return {
+        "category_to_label": {c["id"]: i for i, c in enumerate(categories)},
+        "id2label": {i: c["name"] for i, c in enumerate(categories)},
+        "thing_ids": [i for i, c in enumerate(categories) if c.get("isthing", 1)],
+        "label_to_category_id": {i: c["id"] for i, c in enumerate(categories)},
+    }
+
+
+def load_coco_panoptic_folder(
+    root: str | Path | None = None,
+    split: str = "train",
+    *,
+    images_dir: str | Path | None = None,
+    json_path: str | Path | None = None,
+    png_dir: str | Path | None = None,
+    ignore_index: int = 255,
+) -> CocoPanopticDataset:
+    """A COCO panoptic folder: ``root/{split}2017/*.jpg``, ``root/annotations/panoptic_{split}2017.json``
+    and ``root/annotations/panoptic_{split}2017/*.png``; any of the three can be given explicitly."""
+    coco_split = _COCO_SPLIT_NAMES[_normalize_split(split)] + "2017"
+    if root is None and None in (images_dir, json_path, png_dir):
+        raise ValueError("give root, or all of images_dir, json_path and png_dir")
+    root = Path(root) if root is not None else None
+    images_dir = Path(images_dir) if images_dir else root / coco_split
+    json_path = Path(json_path) if json_path else root / "annotations" / f"panoptic_{coco_split}.json"
+    png_dir = Path(png_dir) if png_dir else root / "annotations" / f"panoptic_{coco_split}"
+    for path, is_file in ((json_path, True), (images_dir, False), (png_dir, False)):
+        if not (path.is_file() if is_file else path.is_dir()):
+            raise FileNotFoundError(f"COCO panoptic: missing {'file' if is_file else 'folder'} {path}")
+
+    payload = json.loads(json_path.read_text())
+    for key in ("images", "annotations", "categories"):
+        if key not in payload:
+            raise ValueError(f"{json_path}: no {key!r} entry (keys: {sorted(payload)})")
+    if not payload["annotations"]:
+        raise ValueError(f"{json_path}: empty 'annotations' list")
+    metadata = _category_metadata(payload["categories"])
+    images_by_id = {image["id"]: image for image in payload["images"]}
+    annotated = {a["image_id"] for a in payload["annotations"]}
+    unannotated = [image["file_name"] for image in payload["images"] if image["id"] not in annotated]
+    if unannotated:
+        raise ValueError(f"{json_path}: {len(unannotated)} image(s) without annotation, e.g. {unannotated[0]}")
+    image_files, png_files = set(os.listdir(images_dir)), set(os.listdir(png_dir))
+
+    records = []
+    for annotation in payload["annotations"]:
+        image = images_by_id.get(annotation["image_id"])
+        if image is None:
+            raise ValueError(f"{json_path}: annotation {annotation['file_name']} refers to unknown image id "
+                             f"{annotation['image_id']}")
+        if image["file_name"] not in image_files:
+            raise FileNotFoundError(f"COCO panoptic: image {images_dir / image['file_name']} not found")
+        if annotation["file_name"] not in png_files:
+            raise FileNotFoundError(f"COCO panoptic: annotation PNG {png_dir / annotation['file_name']} not found")
+        for segment in annotation["segments_info"]:
+            if segment["category_id"] not in metadata["category_to_label"]:
+                raise ValueError(f"{json_path}: unknown category id {segment['category_id']} in segments_info "
+                                 f"of {annotation['file_name']}")
+        records.append((images_dir / image["file_name"], png_dir / annotation["file_name"], annotation["segments_info"]))
+    category_to_label = metadata.pop("category_to_label")
+    return CocoPanopticDataset(records, category_to_label, ignore_index=ignore_index, **metadata)
+
+
+# --------------------------------------------------------------------------------------------------
+# Hugging Face datasets.
+
+_IMAGE_COLUMNS = ("image", "img", "pixel_values")
+_SEMANTIC_COLUMNS = ("annotation", "semantic", "semantic_map", "segmentation", "label", "mask")
+_PANOPTIC_COLUMNS = ("label", "panoptic", "panoptic_map", "annotation", "segmentation", "mask")
+
+
+class HFDataset(SegmentationDataset):
+    """A ``datasets.Dataset`` with image + semantic PNG, or image + panoptic PNG + segments_info."""
+
+    def __init__(self, dataset, task: Task, image_column: str, annotation_column: str,
+                 category_to_label: dict[int, int] | None = None, **metadata):
+        super().__init__(**metadata)
+        self.dataset, self.task = dataset, task
+        self.image_column, self.annotation_column = image_column, annotation_column
+        self.category_to_label = category_to_label
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _load(self, index: int) -> SegmentationItem:
+        row = self.dataset[index]
+        image_id = str(row.get("image_id", index))
+        source = f"row {index} (image_id {image_id})"
+        image = _open_rgb(row[self.image_column])
+        annotation = _open_image(row[self.annotation_column])
+        if annotation.size != image.size:
+            raise ValueError(f"{source}: annotation size {annotation.width}x{annotation.height} (WxH) differs from "
+                             f"image size {image.width}x{image.height}")
+        if self.task == "semantic":
+            semantic = _semantic_from_image(
+                annotation, reduce_labels=self.reduce_labels, ignore_index=self.ignore_index, source=source
+            )
+            return {"image": image, "semantic": semantic, "panoptic_ids": None, "segments_info": None,
+                    "image_id": image_id}
+        ids, segments, semantic = _decode_panoptic(
+            annotation, row["segments_info"], self.category_to_label, ignore_index=self.ignore_index, source=source
+        )
+        return {"image": image, "semantic": semantic, "panoptic_ids": ids, "segments_info": segments,
+                "image_id": image_id}
+
+
+def _pick_column(columns: list[str], given: str | None, candidates: Sequence[str], what: str) -> str:
+    if given is not None:
+        if given not in columns:
+            raise ValueError(f"{what} column {given!r} not found; columns are {columns}")
+        return given
+    for name in candidates:
+        if name in columns:
+            return name
+    raise ValueError(f"cannot find the {what} column (tried {list(candidates)}); columns are {columns}. "
+                     f"Pass it explicitly.")
+
+
+def load_hf_dataset(
+    name_or_path,
+    split: str = "train",
+    *,
+    task: Task | None = None,
+    image_column: str | None = None,
+    annotation_column: str | None = None,
+    reduce_labels: bool = True,
+    ignore_index: int = 255,
+    id2label: dict[int, str] | None = None,
+    num_labels: int | None = None,
+    categories: list[dict] | None = None,
+    thing_ids: Sequence[int] = (),
+    **load_kwargs,
+) -> HFDataset:
+    """A Hugging Face dataset: a ``datasets.Dataset``/``DatasetDict`` object, a folder written by
+    ``save_to_disk``, or anything ``datasets.load_dataset`` takes (Hub name, local data folder).
+
+    The task is panoptic when a ``segments_info`` column exists (the PNG column is one of
+    ``label``/``panoptic``/``annotation``/...), otherwise semantic (``annotation``/``semantic``/``label``/...).
+
+    Semantic PNGs follow ADE's convention by default (0 = other, like scene_parse_150): pass
+    ``reduce_labels=False`` when 0 is a real class. Class names: ``id2label``, else ``id2label.json`` in a
+    local folder, else numbers (``num_labels``, or a scan of the annotations: slow on big data).
+
+    Panoptic category ids: ``categories`` (COCO list, sparse ids mapped to 0..K-1), else
+    ``categories.json`` in a local folder, else a ClassLabel feature on ``segments_info.category_id``, else
+    the ids as they are (``id2label`` or numbers up to the largest id seen). ``thing_ids`` applies to the
+    last two cases.
+    """
+    import datasets
+
+    folder = None
+    if isinstance(name_or_path, (datasets.Dataset, datasets.DatasetDict)):
+        dataset = name_or_path
+    elif Path(name_or_path).is_dir() and any(
+        (Path(name_or_path) / f).is_file() for f in ("state.json", "dataset_dict.json")
+    ):
+        folder = Path(name_or_path)
+        dataset = datasets.load_from_disk(str(folder))
+    else:
+        folder = Path(name_or_path) if Path(name_or_path).is_dir() else None
+        dataset = _load_split(datasets, str(name_or_path), split, load_kwargs)
+    if isinstance(dataset, datasets.DatasetDict):
+        dataset = dataset[_hf_split_name(list(dataset), split)]
+
+    columns = list(dataset.column_names)
+    if task is None:
+        task = "panoptic" if "segments_info" in columns else "semantic"
+    if task == "panoptic" and "segments_info" not in columns:
+        raise ValueError(f"panoptic data needs a 'segments_info' column; columns are {columns}")
+    image_column = _pick_column(columns, image_column, _IMAGE_COLUMNS, "image")
+    candidates = _PANOPTIC_COLUMNS if task == "panoptic" else _SEMANTIC_COLUMNS
+    annotation_column = _pick_column(
+        [c for c in columns if c != image_column], annotation_column, candidates, f"{task} annotation"
+    )
+    common = {"image_column": image_column, "annotation_column": annotation_column, "ignore_index": ignore_index}
+
+    if task == "semantic":
+        if id2label is None and folder is not None:
+            id2label = _read_id2label(folder)
+        if id2label is None:
+            if num_labels is None:
+                num_labels = _scan_num_labels(dataset[annotation_column], reduce_labels, ignore_index)
+            id2label = {i: str(i) for i in range(num_labels)}
+        return HFDataset(dataset, "semantic", id2label=id2label, thing_ids=thing_ids,
+                         reduce_labels=reduce_labels, **common)
+
+    if categories is None and folder is not None and (folder / "categories.json").is_file():
+        categories = json.loads((folder / "categories.json").read_text())
+    if categories is not None:
+        metadata = _category_metadata(categories)
+        category_to_label = metadata.pop("category_to_label")
+        return HFDataset(dataset, "panoptic", category_to_label=category_to_label, **metadata, **common)
+    feature = dataset.features["segments_info"]
+    feature = feature.feature if hasattr(feature, "feature") else feature[0] if isinstance(feature, list) else feature
+    category_feature = feature.get("category_id") if isinstance(feature, dict) else None
+    if id2label is None and isinstance(category_feature, datasets.ClassLabel):
+        id2label = dict(enumerate(category_feature.names))
+    if id2label is None:
+        top = max((s["category_id"] for segments in dataset["segments_info"] for s in segments), default=-1)
+        id2label = {i: str(i) for i in range(top + 1)}
+    return HFDataset(dataset, "panoptic", category_to_label={i: i for i in id2label}, id2label=id2label,
+                     thing_ids=thing_ids, **common)
+
+
+def _split_candidates(split: str) -> list[str]:
+    canonical = _normalize_split(split)
+    return list(dict.fromkeys((split, canonical, _COCO_SPLIT_NAMES[canonical])))
+
+
+def _hf_split_name(available: list[str], split: str) -> str:
+    """Map our split name to the dataset's ("validation" vs "val")."""
+    for name in _split_candidates(split):
+        if name in available:
+            return name
+    raise ValueError(f"split {split!r} not found; the dataset has splits {available}")
+
+
+def _load_split(datasets, name: str, split: str, load_kwargs: dict):
+    """``datasets.load_dataset`` for one split, trying the aliases of its name ("validation", "val")."""
+    candidates = _split_candidates(split)
+    for candidate in candidates[:-1]:
+        try:
+            return datasets.load_dataset(name, split=candidate, **load_kwargs)
+        except ValueError as error:  # datasets: 'Unknown split "validation". Should be one of [...]'
+            if "split" not in str(error).lower():
+                raise
+    return datasets.load_dataset(name, split=candidates[-1], **load_kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Synthetic scenes.
+
+
+class SyntheticDataset(SegmentationDataset):
+    """``synthetic.SyntheticShapes`` in the common item format (panoptic, with semantic maps)."""
+
+    task: Task = "panoptic"
+
+    def __init__(self, shapes: SyntheticShapes):
+        super().__init__(id2label=shapes.id2label, thing_ids=shapes.thing_ids, ignore_index=shapes.ignore_index)
+        self.shapes = shapes
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def _load(self, index: int) -> SegmentationItem:
+        item = self.shapes[index]
+        return {"image": item["image"], "semantic": item["semantic"], "panoptic_ids": rgb_to_id(item["panoptic"]),
+                "segments_info": item["segments_info"], "image_id": item["image_id"]}
+
+
+def load_synthetic(
+    split: str = "train",
+    num_images: int | None = None,
+    image_size: int | None = None,
+    seed: int | None = None,
+    *,
+    config: SyntheticShapesConfig | None = None,
+) -> SyntheticDataset:
+    """The built-in procedural dataset (see synthetic.py)."""
+    split = _normalize_split(split)
+    if split == "test":
+        raise ValueError("the synthetic dataset has only 'train' and 'validation' splits")
+    return SyntheticDataset(SyntheticShapes(split, num_images, image_size, seed, config=config))
+
+
+# --------------------------------------------------------------------------------------------------
+# Dispatch.
+
+
+_HF_DATA_FILES = ("*.parquet", "*.arrow", "*/*.parquet", "*/*.arrow")
+
+
+def detect_folder_layout(root: str | Path) -> Literal["coco_panoptic", "ade", "hf"]:
+    """Which layout a local folder has; ValueError listing its contents when none fits."""
+    root = Path(root)
+    if (root / "annotations").is_dir() and any((root / "annotations").glob("panoptic_*.json")):
+        return "coco_panoptic"
+    if (root / "images").is_dir() and (root / "annotations").is_dir():
+        return "ade"
+    saved = any((root / f).is_file() for f in ("state.json", "dataset_dict.json"))
+    if saved or any(next(root.glob(pattern), None) for pattern in _HF_DATA_FILES):
+        return "hf"
+    raise ValueError(
+        f"{root}: not a known dataset layout (COCO panoptic: annotations/panoptic_*.json; ADE: images/ + "
+        f"annotations/; datasets save_to_disk or parquet/arrow files). Contents: {sorted(os.listdir(root))[:20]}"
+    )
+
+
+def build_dataset(source, split: str = "train", **kwargs) -> SegmentationDataset:
+    """One entry point: ``"synthetic"``, a local folder (ADE, COCO panoptic, ``save_to_disk`` output or
+    parquet/arrow files; detected), a ``datasets`` object, or a Hugging Face dataset name. ``kwargs`` go
+    to the loader."""
+    if isinstance(source, str) and source == "synthetic":
+        return load_synthetic(split, **kwargs)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        if path.is_dir():
+            layout = detect_folder_layout(path)
+            if layout == "coco_panoptic":
+                return load_coco_panoptic_folder(path, split, **kwargs)
+            if layout == "ade":
+                return load_ade_folder(path, split, **kwargs)
+            return load_hf_dataset(path, split, **kwargs)
+        if path.exists() or str(source).startswith((".", "/", "~")):
+            raise FileNotFoundError(f"dataset folder {path} not found")
+    return load_hf_dataset(source, split, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Targets for the image processor.
+
+
+def to_instance_targets(item: SegmentationItem, ignore_index: int = 255) -> tuple[np.ndarray, dict[int, int]]:
+    """(instance map int32 (H, W), instance_id_to_semantic_id) for the image processor.
+
+    Panoptic items: one instance per non-crowd segment, ids 1..N; void and crowd pixels get
+    ``ignore_index``. Semantic items: one "instance" per class present (MaskFormer's semantic targets);
+    ignored pixels keep ``ignore_index``.
+    """
+    if item["panoptic_ids"] is not None and item["segments_info"] is not None:
+        ids = item["panoptic_ids"]
+        segments = [s for s in item["segments_info"] if not s.get("iscrowd", 0)]
+        if len(segments) >= ignore_index > 0:
+            raise ValueError(f"{item['image_id']}: {len(segments)} segments collide with ignore_index {ignore_index}")
+        instance_map = np.full(ids.shape, ignore_index, dtype=np.int32)
+        mapping = {}
+        for instance_id, segment in enumerate(segments, start=1):
+            instance_map[ids == segment["id"]] = instance_id
+            mapping[instance_id] = int(segment["category_id"])
+        return instance_map, mapping
+    if item["semantic"] is None:
+        raise ValueError(f"{item['image_id']}: item has neither a panoptic nor a semantic annotation")
+    semantic = item["semantic"]
+    classes = [int(c) for c in np.unique(semantic) if c != ignore_index]
+    if len(classes) >= ignore_index > 0:
+        raise ValueError(f"{item['image_id']}: {len(classes)} classes collide with ignore_index {ignore_index}")
+    lookup = np.full(max(int(semantic.max()), ignore_index) + 1, ignore_index, dtype=np.int32)
+    lookup[classes] = np.arange(1, len(classes) + 1)
+    return lookup[semantic], {i + 1: c for i, c in enumerate(classes)}

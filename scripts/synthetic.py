@@ -1,0 +1,478 @@
+"""Procedural "shapes on landscapes" scenes: a built-in dataset that needs no download.
+
+Each scene is a canvas split into 2-3 horizontal "stuff" bands (sky / grass / sand) by random smooth
+boundaries, each band textured in its class's colour family, with 1-6 "thing" shapes (circle, square,
+triangle, star, ellipse, hexagon) painted on top in random colours, sizes and rotations. Colour never
+gives a thing's class away; its shape does.
+
+Scenes are generated on the fly and are a pure function of (seed, split, index): item ``i`` of a split
+draws from ``numpy.random.SeedSequence(seed, spawn_key=(split_code, i))``, so the train and validation
+splits are disjoint random streams and never share a scene.
+
+Annotations use the real datasets' formats, so the same loading code runs on them (see ``data.py``):
+
+- ``semantic``: uint8 (H, W) class ids 0..K-1, 255 = ignore (the generator leaves no pixel unlabeled,
+  so 255 never occurs here).
+- ``panoptic``: COCO-panoptic PNG array, uint8 (H, W, 3) with segment id = R + 256 G + 256^2 B (0 = void,
+  unused here), and ``segments_info`` = [{"id", "category_id", "iscrowd": 0, "area", "bbox": [x, y, w, h]}],
+  one segment per stuff class present and one per thing instance.
+- ``categories``: [{"id", "name", "isthing", "color"}] like COCO's panoptic JSON, ids contiguous 0..K-1.
+
+Occlusion follows painter's order (later shapes cover earlier ones). A shape is only accepted if every
+earlier shape keeps at least ``min_visible_fraction`` of its area visible, so annotations never contain
+slivers and every annotated pixel shows its instance: annotations equal the painted pixels exactly
+(no anti-aliasing).
+
+Usage::
+
+    ds = SyntheticShapes("train", num_images=1000)
+    item = ds[0]  # {"image": PIL RGB, "semantic", "panoptic", "segments_info", "image_id"}
+    hf = ds.to_hf_dataset("semantic")  # columns like scene_parse_150: image, annotation
+    ds.export_coco_panoptic_folder("/tmp/shapes_coco")  # real folder layout
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+Split = Literal["train", "validation"]
+
+THING_CLASSES = ("circle", "square", "triangle", "star", "ellipse", "hexagon")
+STUFF_CLASSES = ("sky", "grass", "sand")
+
+# Things first, then stuff, like COCO panoptic. Colours are for visualisation and panoptic id generation
+# (COCO's panopticapi derives segment ids from category colours the same way).
+CATEGORIES: list[dict] = [
+    {"id": i, "name": name, "isthing": int(i < len(THING_CLASSES)), "color": color}
+    for i, (name, color) in enumerate(
+        zip(
+            THING_CLASSES + STUFF_CLASSES,
+            [
+                [220, 20, 60],
+                [119, 11, 32],
+                [0, 0, 142],
+                [250, 170, 30],
+                [106, 0, 228],
+                [0, 130, 120],
+                [70, 130, 180],
+                [107, 142, 35],
+                [190, 153, 153],
+            ],
+        )
+    )
+]
+_SPLIT_CODE = {"train": 0, "validation": 1}
+# Spawn-key tag that separates this generator's streams from any other use of the same seed.
+_STREAM_TAG = 0x5EED
+
+
+@dataclass
+class SyntheticShapesConfig:
+    """Generator settings. Lengths are for ``image_size`` 128 and scale with it."""
+
+    image_size: int = 128
+    num_train: int = 1000
+    num_val: int = 100
+    seed: int = 0
+    min_objects: int = 1
+    max_objects: int = 6
+    min_radius: float = 14.0
+    max_radius: float = 40.0
+    # An earlier shape must keep this fraction of its (in-canvas) area when later ones cover it.
+    min_visible_fraction: float = 0.5
+    # A shape must keep this fraction of its full area inside the canvas.
+    min_in_canvas_fraction: float = 0.6
+    noise_std: float = 6.0
+
+    def __post_init__(self):
+        checks = {
+            "image_size": self.image_size >= 32,
+            "num_train": self.num_train >= 0,
+            "num_val": self.num_val >= 0,
+            "min_objects": 0 <= self.min_objects <= self.max_objects,
+            "max_objects": 0 <= self.max_objects <= 20,
+            "min_radius": 2 <= self.min_radius <= self.max_radius,
+            "max_radius": self.max_radius <= self.image_size,
+            "min_visible_fraction": 0.0 < self.min_visible_fraction <= 1.0,
+            "min_in_canvas_fraction": 0.0 < self.min_in_canvas_fraction <= 1.0,
+            "noise_std": self.noise_std >= 0,
+        }
+        for field, ok in checks.items():
+            if not ok:
+                raise ValueError(f"SyntheticShapesConfig.{field}={getattr(self, field)!r} is out of range")
+
+
+# --------------------------------------------------------------------------------------------------
+# Geometry: boolean masks of shapes, vectorised over the pixel grid (pixel centres at +0.5).
+
+
+def _polygon_mask(vertices: np.ndarray, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """Even-odd point-in-polygon test for all pixels at once; vertices (V, 2) as (x, y)."""
+    inside = np.zeros(xx.shape, dtype=bool)
+    for (xi, yi), (xj, yj) in zip(vertices, np.roll(vertices, -1, axis=0)):
+        if yi == yj:  # a horizontal edge never crosses a horizontal ray
+            continue
+        crosses = (yi > yy) != (yj > yy)
+        x_at_y = (xj - xi) * (yy - yi) / (yj - yi) + xi
+        inside ^= crosses & (xx < x_at_y)
+    return inside
+
+
+def _regular_vertices(cx, cy, radii, rotation) -> np.ndarray:
+    """Vertices of a (possibly star-shaped) polygon with len(radii) corners around (cx, cy)."""
+    angles = rotation + 2 * np.pi * np.arange(len(radii)) / len(radii)
+    return np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], axis=1)
+
+
+def _shoelace_area(vertices: np.ndarray) -> float:
+    x, y = vertices[:, 0], vertices[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def _shape_mask(name: str, cx, cy, r, rotation, aspect, xx, yy) -> tuple[np.ndarray, float]:
+    """Mask of a thing on the grid and its full (unclipped) area in pixels."""
+    if name in ("circle", "ellipse"):
+        b = r * (aspect if name == "ellipse" else 1.0)
+        cos, sin = math.cos(rotation), math.sin(rotation)
+        u = (xx - cx) * cos + (yy - cy) * sin
+        v = -(xx - cx) * sin + (yy - cy) * cos
+        return (u / r) ** 2 + (v / b) ** 2 <= 1.0, math.pi * r * b
+    radii = {
+        "square": np.full(4, r),
+        "triangle": np.full(3, r * 1.15),
+        "hexagon": np.full(6, r),
+        "star": np.tile([r * 1.1, r * 0.5], 5),
+    }[name]
+    vertices = _regular_vertices(cx, cy, radii, rotation)
+    return _polygon_mask(vertices, xx, yy), _shoelace_area(vertices)
+
+
+# --------------------------------------------------------------------------------------------------
+# Textures: class-consistent colour families with random variation.
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """Low-frequency noise in [-1, 1]: a random (cells x cells) grid upsampled bilinearly."""
+    grid = rng.uniform(-1, 1, (cells, cells)).astype(np.float32)
+    return np.asarray(Image.fromarray(grid, mode="F").resize((size, size), Image.BILINEAR))
+
+
+def _stuff_texture(name: str, rng: np.random.Generator, xx, yy, size: int) -> np.ndarray:
+    """(H, W, 3) float texture for a stuff class."""
+    if name == "sky":  # blue, vertical gradient towards white, soft clouds
+        base = np.array([80, 140, 225]) + rng.normal(0, 12, 3)
+        gradient = rng.uniform(0.2, 0.5) * (yy / size)[..., None]
+        clouds = np.clip(_smooth_noise(rng, size, rng.integers(3, 7)), 0, 1)[..., None] * rng.uniform(20, 50)
+        return base * (1 - gradient) + 255 * gradient + clouds
+    if name == "grass":  # green, blotches and vertical blades
+        base = np.array([60, 145, 50]) + rng.normal(0, 12, 3)
+        blotches = _smooth_noise(rng, size, rng.integers(6, 14))[..., None] * rng.uniform(15, 30)
+        blades = np.sin(2 * np.pi * xx / rng.uniform(2.5, 6) + rng.uniform(0, 6.3))[..., None] * rng.uniform(5, 15)
+        return base + blotches + blades * np.array([0.4, 1.0, 0.3])
+    if name == "sand":  # tan, oblique ripples and speckle
+        base = np.array([205, 175, 120]) + rng.normal(0, 12, 3)
+        angle = rng.uniform(0, np.pi)
+        phase = (xx * math.cos(angle) + yy * math.sin(angle)) / rng.uniform(4, 10)
+        ripples = np.sin(2 * np.pi * phase)[..., None] * rng.uniform(8, 20)
+        speckle = rng.normal(0, 10, xx.shape)[..., None]
+        return base + ripples + speckle
+    raise ValueError(f"unknown stuff class {name!r}")
+
+
+def _thing_colour(rng: np.random.Generator, background: np.ndarray, tries: int = 20) -> np.ndarray:
+    """A random colour at least ~80 (RGB distance) away from the mean background under the shape."""
+    colour = rng.uniform(0, 255, 3)
+    for _ in range(tries):
+        if np.linalg.norm(colour - background) >= 80:
+            break
+        colour = rng.uniform(0, 255, 3)
+    return colour
+
+
+# --------------------------------------------------------------------------------------------------
+# Panoptic id helpers (COCO panoptic encoding).
+
+
+def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 COCO panoptic PNG array -> (H, W) int32 segment ids (R + 256 G + 256^2 B)."""
+    rgb = np.asarray(rgb).astype(np.int32)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+
+
+def id_to_rgb(ids: np.ndarray) -> np.ndarray:
+    """(H, W) segment ids -> (H, W, 3) uint8 COCO panoptic PNG array."""
+    ids = np.asarray(ids).astype(np.int64)
+    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
+
+
+def _new_segment_id(rng: np.random.Generator, color, used: set[int], jitter: int) -> int:
+    """Segment id from a category colour, jittered for things until unique (like panopticapi)."""
+    color = np.asarray(color)
+    for _ in range(1000):
+        rgb = np.clip(color + (rng.integers(-jitter, jitter + 1, 3) if jitter else 0), 0, 255)
+        segment_id = int(rgb[0] + 256 * rgb[1] + 65536 * rgb[2])
+        if segment_id != 0 and segment_id not in used:
+            used.add(segment_id)
+            return segment_id
+        jitter = max(jitter, 8)
+    raise RuntimeError("could not draw a unique segment id")  # unreachable with <= 30 segments
+
+
+def segments_from_ids(ids: np.ndarray, segment_category: dict[int, int]) -> list[dict]:
+    """COCO ``segments_info`` (area, bbox [x, y, w, h]) for the non-void segments present in ``ids``."""
+    segments = []
+    for segment_id, category_id in segment_category.items():
+        mask = ids == segment_id
+        area = int(mask.sum())
+        if area == 0:
+            continue
+        ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+        bbox = [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)]
+        segments.append(
+            {"id": segment_id, "category_id": category_id, "iscrowd": 0, "area": area, "bbox": bbox}
+        )
+    return segments
+
+
+# --------------------------------------------------------------------------------------------------
+# Scene generation.
+
+
+def generate_scene(rng: np.random.Generator, config: SyntheticShapesConfig):
+    """One scene -> (image uint8 (H, W, 3), semantic uint8 (H, W), ids int32 (H, W), segments_info)."""
+    size = config.image_size
+    scale = size / 128
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    num_things = len(THING_CLASSES)
+    used_ids: set[int] = set()
+
+    # Stuff: 2-3 bands of distinct classes separated by smooth wavy boundaries y = b_k(x).
+    num_regions = int(rng.integers(2, 4))
+    region_classes = rng.permutation(len(STUFF_CLASSES))[:num_regions]
+    x = np.arange(size) + 0.5
+    boundaries = []
+    min_gap = 0.15 * size
+    for k in range(1, num_regions):
+        base = size * k / num_regions + rng.uniform(-0.08, 0.08) * size
+        wave = sum(
+            rng.uniform(0, 0.06) * size * np.sin(2 * np.pi * rng.uniform(0.5, 2.5) * x / size + rng.uniform(0, 6.3))
+            for _ in range(2)
+        )
+        tilt = rng.uniform(-0.15, 0.15) * (x - size / 2)
+        boundary = np.clip(base + wave + tilt, min_gap * k, size - min_gap * (num_regions - k))
+        if boundaries:
+            boundary = np.maximum(boundary, boundaries[-1] + min_gap)
+        boundaries.append(boundary)
+    region = sum((ys >= b[None, :]).astype(np.int64) for b in boundaries) if boundaries else np.zeros_like(ys)
+
+    image = np.zeros((size, size, 3), dtype=np.float32)
+    ids = np.zeros((size, size), dtype=np.int32)
+    segment_category: dict[int, int] = {}
+    for k, stuff_index in enumerate(region_classes):
+        mask = region == k
+        category = CATEGORIES[num_things + stuff_index]
+        image[mask] = _stuff_texture(STUFF_CLASSES[stuff_index], rng, xs, ys, size)[mask]
+        segment_id = _new_segment_id(rng, category["color"], used_ids, jitter=0)
+        ids[mask] = segment_id
+        segment_category[segment_id] = category["id"]
+
+    # Things: rejection-sample shapes so that every earlier shape stays mostly visible.
+    target = int(rng.integers(config.min_objects, config.max_objects + 1))
+    visible: list[np.ndarray] = []
+    in_canvas_areas: list[int] = []
+    for attempt in range(8 * target + 200):
+        # Give up on the target count after 8 tries per shape, but keep going until min_objects.
+        if len(visible) == target or (attempt >= 8 * target and len(visible) >= config.min_objects):
+            break
+        class_id = int(rng.integers(num_things))
+        r = rng.uniform(config.min_radius, config.max_radius) * scale
+        cx, cy = rng.uniform(0, size, 2)
+        mask, full_area = _shape_mask(
+            THING_CLASSES[class_id], cx, cy, r, rng.uniform(0, 2 * np.pi), rng.uniform(0.4, 0.6), xs, ys
+        )
+        area = int(mask.sum())
+        if area < config.min_in_canvas_fraction * full_area or area < 4:
+            continue
+        kept = [v & ~mask for v in visible]
+        if any(k.sum() < config.min_visible_fraction * a for k, a in zip(kept, in_canvas_areas)):
+            continue
+        visible = kept + [mask]
+        in_canvas_areas.append(area)
+
+        colour = _thing_colour(rng, image[mask].mean(axis=0))
+        # A gentle linear shading across the shape, so things are not flat fills.
+        angle = rng.uniform(0, 2 * np.pi)
+        shade = ((xs - cx) * math.cos(angle) + (ys - cy) * math.sin(angle)) / r * rng.uniform(0, 25)
+        image[mask] = colour + shade[mask][:, None]
+        segment_id = _new_segment_id(rng, CATEGORIES[class_id]["color"], used_ids, jitter=30)
+        ids[mask] = segment_id
+        segment_category[segment_id] = class_id
+
+    image += rng.normal(0, config.noise_std, image.shape)
+    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    segments_info = segments_from_ids(ids, segment_category)
+    semantic = np.full((size, size), 255, dtype=np.uint8)
+    for segment in segments_info:
+        semantic[ids == segment["id"]] = segment["category_id"]
+    return image, semantic, ids, segments_info
+
+
+class SyntheticShapes:
+    """Map-style dataset of procedural scenes; see the module docstring for the formats.
+
+    Args:
+        split: "train" or "validation"; the two draw from disjoint random streams.
+        num_images: number of scenes (default: ``config.num_train`` / ``config.num_val``).
+        image_size, seed: override the config's fields.
+        config: remaining generator settings.
+    """
+
+    categories = CATEGORIES
+    id2label = {c["id"]: c["name"] for c in CATEGORIES}
+    thing_ids = [c["id"] for c in CATEGORIES if c["isthing"]]
+    stuff_ids = [c["id"] for c in CATEGORIES if not c["isthing"]]
+    ignore_index = 255
+
+    def __init__(
+        self,
+        split: Split = "train",
+        num_images: int | None = None,
+        image_size: int | None = None,
+        seed: int | None = None,
+        *,
+        config: SyntheticShapesConfig | None = None,
+    ):
+        if split not in _SPLIT_CODE:
+            raise ValueError(f"split must be one of {list(_SPLIT_CODE)}, got {split!r}")
+        config = config or SyntheticShapesConfig()
+        overrides = {"image_size": image_size, "seed": seed}
+        config = SyntheticShapesConfig(
+            **{**vars(config), **{k: v for k, v in overrides.items() if v is not None}}
+        )
+        self.config = config
+        self.split = split
+        self.num_images = num_images if num_images is not None else (
+            config.num_train if split == "train" else config.num_val
+        )
+        if self.num_images < 0:
+            raise ValueError(f"num_images must be >= 0, got {self.num_images}")
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    def rng(self, index: int) -> np.random.Generator:
+        """The random stream of item ``index``: a function of (seed, split, index) only."""
+        spawn_key = (_STREAM_TAG, _SPLIT_CODE[self.split], index)
+        return np.random.default_rng(np.random.SeedSequence(self.config.seed, spawn_key=spawn_key))
+
+    def __getitem__(self, index: int) -> dict:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        index %= len(self)
+        image, semantic, ids, segments_info = generate_scene(self.rng(index), self.config)
+        return {
+            "image": Image.fromarray(image),
+            "semantic": semantic,
+            "panoptic": id_to_rgb(ids),
+            "segments_info": segments_info,
+            "image_id": f"{self.split}_{index:06d}",
+        }
+
+    # -- exports ------------------------------------------------------------------------------------
+
+    def to_hf_dataset(self, kind: Literal["semantic", "panoptic"] = "semantic"):
+        """A ``datasets.Dataset`` in the Hub's usual column layouts.
+
+        - "semantic": ``image``, ``annotation`` like scene_parse_150, i.e. ADE's convention
+          (annotation = class id + 1, 0 = "other"/ignore): load it with ``reduce_labels=True``.
+        - "panoptic": ``image``, ``label`` (COCO panoptic RGB PNG), ``segments_info`` (category_id as a
+          ClassLabel carrying the class names), plus ``image_id``.
+        """
+        import datasets
+
+        items = [self[i] for i in range(len(self))]
+        names = [c["name"] for c in CATEGORIES]
+        if kind == "semantic":
+            features = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
+            columns = {
+                "image": [item["image"] for item in items],
+                "annotation": [Image.fromarray(_to_ade_annotation(item["semantic"])) for item in items],
+            }
+        elif kind == "panoptic":
+            segment = {
+                "id": datasets.Value("int64"),
+                "category_id": datasets.ClassLabel(names=names),
+                "iscrowd": datasets.Value("int64"),
+                "area": datasets.Value("int64"),
+                "bbox": datasets.List(datasets.Value("int64")),
+            }
+            features = datasets.Features(
+                {
+                    "image": datasets.Image(),
+                    "label": datasets.Image(),
+                    "segments_info": datasets.List(segment),
+                    "image_id": datasets.Value("string"),
+                }
+            )
+            columns = {
+                "image": [item["image"] for item in items],
+                "label": [Image.fromarray(item["panoptic"]) for item in items],
+                "segments_info": [item["segments_info"] for item in items],
+                "image_id": [item["image_id"] for item in items],
+            }
+        else:
+            raise ValueError(f"kind must be 'semantic' or 'panoptic', got {kind!r}")
+        return datasets.Dataset.from_dict(columns, features=features)
+
+    def export_ade_folder(self, root: str | Path) -> Path:
+        """Write ADEChallengeData2016's layout for this split.
+
+        ``root/images/{training,validation}/<id>.jpg``, ``root/annotations/{...}/<id>.png`` (ADE convention:
+        class id + 1, 0 = other) and ``root/id2label.json`` (ids after ``reduce_labels``).
+        """
+        root = Path(root)
+        folder = {"train": "training", "validation": "validation"}[self.split]
+        image_dir, annotation_dir = root / "images" / folder, root / "annotations" / folder
+        image_dir.mkdir(parents=True, exist_ok=True)
+        annotation_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(len(self)):
+            item = self[i]
+            item["image"].save(image_dir / f"{item['image_id']}.jpg", quality=95)
+            Image.fromarray(_to_ade_annotation(item["semantic"])).save(annotation_dir / f"{item['image_id']}.png")
+        (root / "id2label.json").write_text(json.dumps({str(k): v for k, v in self.id2label.items()}, indent=1))
+        return root
+
+    def export_coco_panoptic_folder(self, root: str | Path) -> Path:
+        """Write COCO panoptic's layout for this split ("train" -> train2017, "validation" -> val2017).
+
+        ``root/{split}2017/<id>.jpg``, ``root/annotations/panoptic_{split}2017/<id>.png`` and
+        ``root/annotations/panoptic_{split}2017.json`` with "images", "annotations" and "categories".
+        """
+        root = Path(root)
+        coco_split = {"train": "train2017", "validation": "val2017"}[self.split]
+        image_dir, png_dir = root / coco_split, root / "annotations" / f"panoptic_{coco_split}"
+        image_dir.mkdir(parents=True, exist_ok=True)
+        png_dir.mkdir(parents=True, exist_ok=True)
+        images, annotations = [], []
+        for i in range(len(self)):
+            item = self[i]
+            stem = item["image_id"]
+            item["image"].save(image_dir / f"{stem}.jpg", quality=95)
+            Image.fromarray(item["panoptic"]).save(png_dir / f"{stem}.png")
+            images.append({"id": i, "file_name": f"{stem}.jpg", "height": item["image"].height, "width": item["image"].width})
+            annotations.append({"image_id": i, "file_name": f"{stem}.png", "segments_info": item["segments_info"]})
+        payload = {"images": images, "annotations": annotations, "categories": self.categories}
+        (root / "annotations" / f"panoptic_{coco_split}.json").write_text(json.dumps(payload))
+        return root
+
+
+def _to_ade_annotation(semantic: np.ndarray) -> np.ndarray:
+    """Class ids 0..K-1 (255 = ignore) -> ADE convention (id + 1, 0 = other)."""
+    return np.where(semantic == 255, 0, semantic.astype(np.int32) + 1).astype(np.uint8)
