@@ -34,7 +34,12 @@ def _register_auto_classes() -> None:
     AutoModel.register(MaskFormerConfig, MaskFormerModel, exist_ok=True)
     AutoModelForInstanceSegmentation.register(MaskFormerConfig, MaskFormerForInstanceSegmentation, exist_ok=True)
     AutoModelForUniversalSegmentation.register(MaskFormerConfig, MaskFormerForInstanceSegmentation, exist_ok=True)
-    AutoImageProcessor.register(MaskFormerConfig, slow_image_processor_class=MaskFormerImageProcessor, exist_ok=True)
+    # NOTE: both backends, or transformers fills the default "torchvision" slot with its own processor.
+    AutoImageProcessor.register(
+        MaskFormerConfig,
+        image_processor_classes={"torchvision": MaskFormerImageProcessor, "pil": MaskFormerImageProcessor},
+        exist_ok=True,
+    )
 
 
 _register_auto_classes()

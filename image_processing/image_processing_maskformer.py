@@ -1,0 +1,580 @@
+"""MaskFormer image processor: images → padded, normalised `pixel_values` with a `pixel_mask`; segmentation
+maps → per-segment binary `mask_labels` and `class_labels`; model outputs → segmentations (thin wrappers
+around `post_processing.py`).
+
+Shape legend: B batch, N segments in one image, Q queries, K classes, (h, w) one image's resized size,
+(H, W) the padded batch size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.transforms.v2 import functional as tvF
+from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+from transformers.image_utils import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    PILImageResampling,
+    pil_torch_interpolation_mapping,
+)
+from transformers.processing_utils import ImagesKwargs
+from transformers.utils import TensorType, logging
+
+from . import validation
+
+logger = logging.get_logger(__name__)
+
+# Keys other image processors (or older/newer transformers) write into preprocessor_config.json that carry
+# no setting of ours: dropped silently. Any other unknown key is dropped with a warning.
+_IGNORED_CONFIG_KEYS = {
+    "image_processor_type", "processor_class", "feature_extractor_type", "_processor_class", "do_convert_rgb",
+    "default_to_square", "data_format", "input_data_format", "device", "return_tensors", "disable_grouping",
+    "do_center_crop", "crop_size", "pad_size", "image_seq_length",
+}  # fmt: skip
+_SETTING_NAMES = (
+    "do_resize", "size", "resample", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std",
+    "ignore_index", "do_reduce_labels", "num_labels", "size_divisor", "do_pad",
+)  # fmt: skip
+_UNSET: Any = object()  # "not given" where None is a meaningful value (ignore_index=None)
+
+
+class MaskFormerImageProcessorKwargs(ImagesKwargs, total=False):
+    """Keys `from_pretrained(..., **kwargs)` may override, on top of transformers' `ImagesKwargs`."""
+
+    ignore_index: int | None
+    do_reduce_labels: bool
+    num_labels: int | None
+    size_divisor: int
+
+
+def get_resize_output_size(height: int, width: int, size: Mapping[str, int]) -> tuple[int, int]:
+    """(h, w) after resizing an image of `height` x `width` according to `size`.
+
+    `{"shortest_edge": s, "longest_edge": l}`: scale so the short side is `s`, unless the long side would then
+    exceed `l`, in which case scale so the long side is (at most) `l`. The aspect ratio is kept.
+    `{"height", "width"}`: that exact size.
+    """
+    if "height" in size:
+        return size["height"], size["width"]
+    short, long = min(height, width), max(height, width)
+    target = float(size["shortest_edge"])
+    longest = size.get("longest_edge")
+    if longest is not None and long * target / short > longest:
+        target = longest * short / long
+    # NOTE: same rounding as transformers' `get_size_with_aspect_ratio` (round the short side, truncate the
+    # long one), so sizes, and therefore pixel values, agree with checkpoints' original preprocessing.
+    new_short, new_long = max(1, int(round(target))), max(1, int(target * long / short))
+    return (new_short, new_long) if height <= width else (new_long, new_short)
+
+
+def _resize_nearest(label_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of an (h0, w0) id map by index gathering.
+
+    NOTE: same sampling as torch's "nearest-exact" (PIL's NEAREST, used by the original pipeline), done by
+    indexing so int64 ids of any size stay exact (interpolate would need a float copy, exact only < 2**24).
+    """
+    if tuple(label_map.shape) == tuple(size):
+        return label_map
+    indices = []
+    for in_size, out_size in zip(label_map.shape, size):
+        scale = torch.tensor(in_size, dtype=torch.float32) / out_size
+        index = ((torch.arange(out_size, dtype=torch.float32) + 0.5) * scale).floor().long()
+        indices.append(index.clamp_(max=in_size - 1))
+    return label_map[indices[0][:, None], indices[1][None, :]]
+
+
+def _present_ids(label_map: torch.Tensor) -> torch.Tensor:
+    """Sorted ids present in a long map."""
+    if label_map.numel() and int(label_map.max()) < 1 << 20:
+        # NOTE: bincount is ~10x faster than torch.unique (a sort) on CPU; its (max id + 1) counts stay small.
+        return torch.bincount(label_map.reshape(-1)).nonzero().squeeze(1)
+    return torch.unique(label_map)
+
+
+def _segments(
+    label_map: torch.Tensor,
+    instance_id_to_semantic_id: Mapping[int, int] | None,
+    *,
+    ignore_index: int | None,
+    do_reduce_labels: bool,
+    num_labels: int | None,
+    where: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ids that get a mask in an already checked long (h, w) map, and their classes: (N,), (N,)."""
+    ids = _present_ids(label_map)  # sorted
+    keep = torch.ones_like(ids, dtype=torch.bool)
+    if ignore_index is not None:
+        keep &= ids != ignore_index
+    if do_reduce_labels:
+        keep &= ids != 0  # 0 is "background": ignored
+    ids = ids[keep]
+    if instance_id_to_semantic_id is None:
+        classes = ids - 1 if do_reduce_labels else ids.clone()
+    else:
+        missing = [i for i in ids.tolist() if i not in instance_id_to_semantic_id]
+        if missing:
+            raise ValueError(
+                f"{where}: instance ids {missing[:10]} appear in the map but not in `instance_id_to_semantic_id`."
+            )
+        classes = torch.tensor([instance_id_to_semantic_id[i] for i in ids.tolist()], dtype=torch.long)
+        if do_reduce_labels:  # class ids reduce like semantic ids: 0 (background) has no mask, c → c - 1
+            keep = classes != 0
+            ids, classes = ids[keep], classes[keep] - 1
+    if ignore_index is not None:
+        # NOTE: a segment whose (reduced) class is the ignore value carries no target.
+        keep = classes != ignore_index
+        ids, classes = ids[keep], classes[keep]
+    if num_labels is not None and (classes >= num_labels).any():
+        bad = torch.unique(classes[classes >= num_labels])[:10].tolist()
+        reduced = " (after do_reduce_labels)" if do_reduce_labels else ""
+        raise ValueError(
+            f"{where}: class ids {bad}{reduced} are >= num_labels={num_labels} and are not the ignore value "
+            f"{ignore_index}."
+        )
+    return ids, classes
+
+
+def convert_segmentation_map_to_binary_masks(
+    segmentation_map: Any,
+    instance_id_to_semantic_id: Mapping[int, int] | None = None,
+    ignore_index: int | None = 255,
+    do_reduce_labels: bool = False,
+    num_labels: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One binary mask per segment of a 2-D map (PIL, numpy or torch).
+
+    Without `instance_id_to_semantic_id` the map holds class ids: one mask per class present. With it, the
+    map holds instance ids: one mask per instance, its class looked up in the dict (a missing id is an error).
+    Pixels equal to `ignore_index` get no mask. `do_reduce_labels`: id 0 is background (ignored) and class
+    ids shift down by one; pixels already equal to `ignore_index` stay ignored.
+
+    Returns `(masks, class_labels)`: float (N, h, w) and long (N,), ordered by id; (0, h, w) and (0,) when
+    the map has no segment.
+    """
+    if do_reduce_labels and ignore_index is None:
+        raise ValueError("`do_reduce_labels=True` needs an `ignore_index` for the background (id 0).")
+    label_map = validation.segmentation_map_to_tensor(segmentation_map, "segmentation_map")
+    mapping = validation.as_instance_mappings(instance_id_to_semantic_id, 1)[0]
+    ids, classes = _segments(
+        label_map,
+        mapping,
+        ignore_index=ignore_index,
+        do_reduce_labels=do_reduce_labels,
+        num_labels=num_labels,
+        where="segmentation_map",
+    )
+    return (label_map.unsqueeze(0) == ids[:, None, None]).float(), classes  # (N, h, w), (N,)
+
+
+def _field(outputs: Any, name: str) -> Any:
+    return outputs.get(name) if isinstance(outputs, Mapping) else getattr(outputs, name, None)
+
+
+class MaskFormerImageProcessor(BaseImageProcessor):
+    r"""Pre- and post-processing for MaskFormer.
+
+    Images are resized (short side to `size["shortest_edge"]`, long side capped at `size["longest_edge"]`,
+    aspect ratio kept), rescaled, normalised, then padded bottom/right with zeros to the batch's largest size
+    rounded up to a multiple of `size_divisor`. Padding never distorts the image; `pixel_mask` marks real
+    pixels (1) and padding (0).
+
+    Args:
+        do_resize, size, resample: Resizing and its filter (a `PILImageResampling`).
+        do_rescale, rescale_factor: Multiply 8-bit pixel values by this (1/255). uint16 images are scaled by
+            1/65535 and float images with values already in [0, 1] are not rescaled again.
+        do_normalize, image_mean, image_std: Per-channel normalisation (ImageNet statistics by default).
+        ignore_index: Segmentation-map value that marks pixels without a target (None: no such value).
+        do_reduce_labels: Treat id 0 as background (ignored) and shift the other ids down by one.
+        num_labels: When set, class ids must be < num_labels (or the ignore value).
+        size_divisor: Pad height and width up to a multiple of this (0 or 1: no rounding).
+        do_pad: Pad the batch to a common size (otherwise all images must end up the same size, unless
+            `return_tensors=None`).
+    Legacy keys of transformers' configs are accepted: `reduce_labels`, `max_size`/`_max_size`,
+    `size_divisibility`; others are ignored.
+    """
+
+    model_input_names = ["pixel_values", "pixel_mask"]
+    valid_kwargs = MaskFormerImageProcessorKwargs
+
+    MIN_IMAGE_SIDE = validation.MIN_IMAGE_SIDE
+    MAX_IMAGE_SIDE = validation.MAX_IMAGE_SIDE
+    MAX_IMAGE_PIXELS = validation.MAX_IMAGE_PIXELS
+
+    # Class-level defaults: `BaseImageProcessor.to_dict` keeps an explicit None only where these differ.
+    ignore_index = 255
+    num_labels = None
+
+    def __init__(
+        self,
+        do_resize: bool = True,
+        size: dict[str, int] | int | None = None,
+        resample: PILImageResampling | int = PILImageResampling.BILINEAR,
+        do_rescale: bool = True,
+        rescale_factor: float = 1 / 255,
+        do_normalize: bool = True,
+        image_mean: float | Sequence[float] | None = None,
+        image_std: float | Sequence[float] | None = None,
+        ignore_index: int | None = 255,
+        do_reduce_labels: bool = False,
+        num_labels: int | None = None,
+        size_divisor: int = 32,
+        do_pad: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        max_size = kwargs.pop("max_size", kwargs.pop("_max_size", None))
+        legacy_reduce = kwargs.pop("reduce_labels", None)
+        if legacy_reduce is not None:
+            if bool(legacy_reduce) != do_reduce_labels:
+                logger.warning(
+                    "Both `reduce_labels` and `do_reduce_labels` given; using do_reduce_labels=True."
+                )
+            do_reduce_labels = do_reduce_labels or bool(legacy_reduce)
+        legacy_divisor = kwargs.pop("size_divisibility", None)
+        if legacy_divisor is not None and legacy_divisor != size_divisor:
+            logger.warning(
+                f"Legacy `size_divisibility={legacy_divisor}` overrides `size_divisor={size_divisor}`."
+            )
+            size_divisor = legacy_divisor
+        if "auto_map" in kwargs:  # written by save_pretrained for classes registered with an Auto class
+            self.auto_map = kwargs.pop("auto_map")
+        unknown = sorted(set(kwargs) - _IGNORED_CONFIG_KEYS)
+        if unknown:
+            logger.warning(f"{type(self).__name__}: ignoring unknown settings {unknown}.")
+
+        self.do_resize = bool(do_resize)
+        self.size = validation.normalize_size(size, max_size)
+        self.resample = validation.normalize_resample(resample)
+        self.do_rescale = bool(do_rescale)
+        self.rescale_factor = rescale_factor
+        self.do_normalize = bool(do_normalize)
+        mean = IMAGENET_DEFAULT_MEAN if image_mean is None else image_mean
+        std = IMAGENET_DEFAULT_STD if image_std is None else image_std
+        self.image_mean = validation.normalize_channel_stats(mean, "image_mean", positive=False)
+        self.image_std = validation.normalize_channel_stats(std, "image_std", positive=True)
+        self.ignore_index = ignore_index
+        self.do_reduce_labels = bool(do_reduce_labels)
+        self.num_labels = num_labels
+        self.size_divisor = size_divisor
+        self.do_pad = bool(do_pad)
+        validation.check_settings(
+            rescale_factor=rescale_factor,
+            ignore_index=ignore_index,
+            num_labels=num_labels,
+            size_divisor=size_divisor,
+        )
+        if self.do_reduce_labels and ignore_index is None:
+            raise ValueError("`do_reduce_labels=True` needs an `ignore_index` for the background (id 0).")
+
+    def _settings(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _SETTING_NAMES}
+
+    def _segments(
+        self, label_map: torch.Tensor, mapping: dict[int, int] | None, where: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return _segments(
+            label_map,
+            mapping,
+            ignore_index=self.ignore_index,
+            do_reduce_labels=self.do_reduce_labels,
+            num_labels=self.num_labels,
+            where=where,
+        )
+
+    def get_resize_output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) this processor resizes a `height` x `width` image to (before padding)."""
+        return get_resize_output_size(height, width, self.size) if self.do_resize else (height, width)
+
+    def preprocess(
+        self,
+        images: Any,
+        segmentation_maps: Any = None,
+        instance_id_to_semantic_id: Mapping[int, int] | Sequence[Mapping[int, int]] | None = None,
+        *,
+        return_tensors: str | TensorType | None = "pt",
+        do_resize: bool | None = None,
+        size: dict[str, int] | int | None = None,
+        resample: PILImageResampling | int | None = None,
+        do_rescale: bool | None = None,
+        rescale_factor: float | None = None,
+        do_normalize: bool | None = None,
+        image_mean: float | Sequence[float] | None = None,
+        image_std: float | Sequence[float] | None = None,
+        ignore_index: int | None = _UNSET,
+        do_reduce_labels: bool | None = None,
+        num_labels: int | None = None,
+        size_divisor: int | None = None,
+        do_pad: bool | None = None,
+    ) -> BatchFeature:
+        """Prepares a batch of images (and, for training, their segmentation maps).
+
+        Args:
+            images: One image or a list: PIL image, numpy array or torch tensor; (H, W), (H, W, C) or (C, H, W)
+                with C in {1, 3, 4}; uint8, uint16 or float (values in [0, 1] are taken as already rescaled).
+            segmentation_maps: One 2-D map per image (same size as its image) of class ids, or of instance ids
+                when `instance_id_to_semantic_id` is given (one dict for all images, or one per image).
+            return_tensors: "pt" (default), "np", or None (lists of numpy arrays, one per image).
+            Other arguments override the processor's settings for this call.
+
+        Returns:
+            `BatchFeature` with `pixel_values` (B, 3, H, W) float32, `pixel_mask` (B, H, W) int64, and with maps
+            `mask_labels` (list of B float (N_i, H, W), padding 0) and `class_labels` (list of B int64 (N_i,)).
+        """
+        overrides = {
+            "do_resize": do_resize, "size": size, "resample": resample, "do_rescale": do_rescale,
+            "rescale_factor": rescale_factor, "do_normalize": do_normalize, "image_mean": image_mean,
+            "image_std": image_std, "do_reduce_labels": do_reduce_labels, "num_labels": num_labels,
+            "size_divisor": size_divisor, "do_pad": do_pad,
+        }  # fmt: skip
+        overrides = {key: value for key, value in overrides.items() if value is not None}
+        if ignore_index is not _UNSET:
+            overrides["ignore_index"] = ignore_index
+        # NOTE: call-time overrides go through the constructor, so they are checked exactly like settings.
+        cfg = type(self)(**{**self._settings(), **overrides}) if overrides else self
+        tensor_type = self._check_return_tensors(return_tensors)
+
+        limits = {
+            "min_side": self.MIN_IMAGE_SIDE,
+            "max_side": self.MAX_IMAGE_SIDE,
+            "max_pixels": self.MAX_IMAGE_PIXELS,
+        }
+        raw_images = validation.as_list(images, "images")
+        prepared = [
+            validation.image_to_tensor(im, f"images[{i}]", **limits) for i, im in enumerate(raw_images)
+        ]
+        mappings = validation.as_instance_mappings(instance_id_to_semantic_id, len(prepared))
+        label_maps = cfg._prepare_maps(segmentation_maps, [image for image, _ in prepared], mappings)
+
+        # Resize each image; C is 1 (grayscale, broadcast to 3 below) or 3.
+        interpolation = pil_torch_interpolation_mapping[cfg.resample]
+        resized = []
+        for image, in_unit_range in prepared:
+            new_size = cfg.get_resize_output_size(*image.shape[-2:])
+            if tuple(image.shape[-2:]) != new_size:
+                image = tvF.resize(image, list(new_size), interpolation=interpolation, antialias=True)
+            resized.append((image, in_unit_range))
+        sizes = [tuple(image.shape[-2:]) for image, _ in resized]
+
+        if cfg.do_pad:
+            divisor = max(cfg.size_divisor, 1)
+            padded = tuple(math.ceil(max(s[d] for s in sizes) / divisor) * divisor for d in (0, 1))
+        elif len(set(sizes)) == 1 or tensor_type is None:
+            padded = None  # no padding: each image keeps its size
+        else:
+            raise ValueError(
+                "With do_pad=False all images must be resized to the same size to be batched, got "
+                f"{sorted(set(sizes))}; use do_pad=True or return_tensors=None."
+            )
+
+        # Rescale + normalise fused into one multiply-add per channel: x * scale - shift. (3, 1, 1)
+        mean_t, std_t = torch.tensor(cfg.image_mean).view(3, 1, 1), torch.tensor(cfg.image_std).view(3, 1, 1)
+        if not cfg.do_normalize:
+            mean_t, std_t = torch.zeros(3, 1, 1), torch.ones(3, 1, 1)
+        batched = padded is not None or len(set(sizes)) == 1
+        if batched:
+            height, width = padded or sizes[0]
+            pixel_values = torch.zeros(len(sizes), 3, height, width)  # (B, 3, H, W); zeros are the padding
+            pixel_mask = torch.zeros(len(sizes), height, width, dtype=torch.long)  # (B, H, W)
+        else:
+            pixel_values = [torch.empty(3, h, w) for h, w in sizes]
+            pixel_mask = [torch.zeros(h, w, dtype=torch.long) for h, w in sizes]
+        for i, ((image, in_unit_range), (h, w)) in enumerate(zip(resized, sizes)):
+            factor = cfg.rescale_factor if cfg.do_rescale and not in_unit_range else 1.0
+            content = pixel_values[i][:, :h, :w]
+            content.copy_(image.expand(3, h, w))
+            content.mul_(factor / std_t).sub_(mean_t / std_t)
+            pixel_mask[i][:h, :w] = 1
+
+        data: dict[str, Any] = {"pixel_values": pixel_values, "pixel_mask": pixel_mask}
+        if tensor_type is None:
+            data = {key: [item.numpy() for item in value] for key, value in data.items()}
+        elif tensor_type == TensorType.NUMPY:
+            data = {key: value.numpy() for key, value in data.items()}
+
+        if label_maps is not None:
+            mask_labels, class_labels = [], []
+            for i, (label_map, mapping, (h, w)) in enumerate(zip(label_maps, mappings, sizes)):
+                label_map = _resize_nearest(label_map, (h, w))
+                ids, classes = cfg._segments(label_map, mapping, f"segmentation_maps[{i}]")
+                canvas = torch.zeros(len(ids), *(padded or (h, w)))  # (N, H, W); padding is 0
+                canvas[:, :h, :w] = label_map.unsqueeze(0) == ids[:, None, None]
+                mask_labels.append(canvas)
+                class_labels.append(classes)
+            if tensor_type != TensorType.PYTORCH:
+                mask_labels = [m.numpy() for m in mask_labels]
+                class_labels = [c.numpy() for c in class_labels]
+            data["mask_labels"] = mask_labels
+            data["class_labels"] = class_labels
+        return BatchFeature(data=data)
+
+    @staticmethod
+    def _check_return_tensors(return_tensors: Any) -> TensorType | None:
+        if return_tensors is None:
+            return None
+        try:
+            tensor_type = TensorType(return_tensors)
+        except ValueError:
+            tensor_type = None
+        if tensor_type not in (TensorType.PYTORCH, TensorType.NUMPY):
+            raise ValueError(f"`return_tensors` must be 'pt', 'np' or None, got {return_tensors!r}.")
+        return tensor_type
+
+    def _prepare_maps(
+        self, segmentation_maps: Any, images: list[torch.Tensor], mappings: list[dict[int, int] | None]
+    ) -> list[torch.Tensor] | None:
+        """Checks and converts the maps: one per image, each the size of its image, with valid labels.
+
+        NOTE: labels are checked here, at full resolution, so that an error never depends on whether
+        resizing happens to drop a small segment.
+        """
+        if segmentation_maps is None:
+            if any(mapping is not None for mapping in mappings):
+                raise ValueError("`instance_id_to_semantic_id` was given without `segmentation_maps`.")
+            return None
+        raw_maps = validation.as_list(segmentation_maps, "segmentation_maps", num_images=len(images))
+        if len(raw_maps) != len(images):
+            raise ValueError(
+                f"Got {len(raw_maps)} segmentation maps for {len(images)} images: pass one per image."
+            )
+        maps = []
+        for i, (raw_map, image) in enumerate(zip(raw_maps, images)):
+            label_map = validation.segmentation_map_to_tensor(raw_map, f"segmentation_maps[{i}]")
+            if label_map.shape != image.shape[-2:]:
+                raise ValueError(
+                    f"segmentation_maps[{i}] is {tuple(label_map.shape)} (HxW) but images[{i}] is "
+                    f"{tuple(image.shape[-2:])}: a map must have the size of its image."
+                )
+            self._segments(label_map, mappings[i], f"segmentation_maps[{i}]")
+            maps.append(label_map)
+        return maps
+
+    # ----- post-processing: thin wrappers around post_processing.py -----
+
+    def _post_processing_inputs(
+        self, outputs: Any, target_sizes: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Reads the model outputs and derives `padded_size`, `valid_sizes` and checked `target_sizes`."""
+        class_logits = _field(outputs, "class_queries_logits")  # (B, Q, K + 1)
+        mask_logits = _field(outputs, "masks_queries_logits")  # (B, Q, H / 4, W / 4)
+        pixel_mask = _field(outputs, "pixel_mask")  # (B, H, W) or None
+        if not isinstance(class_logits, torch.Tensor) or not isinstance(mask_logits, torch.Tensor):
+            raise TypeError(
+                "`outputs` must provide `class_queries_logits` and `masks_queries_logits` tensors (a "
+                f"MaskFormerForInstanceSegmentationOutput or a dict), got {type(outputs).__name__}."
+            )
+        if class_logits.ndim != 3 or mask_logits.ndim != 4 or class_logits.shape[:2] != mask_logits.shape[:2]:
+            raise ValueError(
+                "Expected class_queries_logits (B, Q, K + 1) and masks_queries_logits (B, Q, h, w), got "
+                f"{tuple(class_logits.shape)} and {tuple(mask_logits.shape)}."
+            )
+        batch_size = class_logits.shape[0]
+        target_sizes = self._check_target_sizes(target_sizes, batch_size)
+
+        if pixel_mask is not None:
+            if pixel_mask.ndim != 3 or pixel_mask.shape[0] != batch_size:
+                raise ValueError(
+                    f"`pixel_mask` must be (B={batch_size}, H, W), got {tuple(pixel_mask.shape)}."
+                )
+            padded_size = tuple(pixel_mask.shape[-2:])
+            real = pixel_mask.bool()
+            rows, cols = real.any(dim=-1).sum(-1), real.any(dim=-2).sum(-1)  # (B,), (B,)
+            valid_sizes = list(zip(rows.tolist(), cols.tolist()))
+            if min(min(s) for s in valid_sizes) == 0:
+                raise ValueError("`pixel_mask` has an image without any real pixel (all zeros).")
+        else:
+            # NOTE: without a pixel_mask, the padded input is taken as 4x the mask logits, and each image's
+            # content size follows from its original size (target_sizes) through this processor's resize rule.
+            padded_size = (4 * mask_logits.shape[-2], 4 * mask_logits.shape[-1])
+            valid_sizes = None
+            if target_sizes is not None:
+                valid_sizes = [self.get_resize_output_size(h, w) for h, w in target_sizes]
+                too_big = [s for s in valid_sizes if s[0] > padded_size[0] or s[1] > padded_size[1]]
+                if too_big:
+                    raise ValueError(
+                        f"target_sizes resize to {too_big}, larger than the padded input {padded_size} implied by the "
+                        "mask logits; pass the model's `pixel_mask` in `outputs`."
+                    )
+        geometry = {"padded_size": padded_size, "valid_sizes": valid_sizes, "target_sizes": target_sizes}
+        return class_logits, mask_logits, geometry
+
+    @staticmethod
+    def _check_target_sizes(target_sizes: Any, batch_size: int) -> list[tuple[int, int]] | None:
+        if target_sizes is None:
+            return None
+        if isinstance(target_sizes, torch.Tensor | np.ndarray):
+            target_sizes = target_sizes.tolist()
+        if len(target_sizes) != batch_size:
+            raise ValueError(
+                f"Got {len(target_sizes)} target sizes for a batch of {batch_size}: pass one (height, width) per image."
+            )
+        checked = []
+        for i, target in enumerate(target_sizes):
+            pair = tuple(target) if isinstance(target, Sequence) else ()
+            if len(pair) != 2 or not all(
+                isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in pair
+            ):
+                raise ValueError(
+                    f"target_sizes[{i}] must be a (height, width) pair of positive ints, got {target!r}."
+                )
+            checked.append((int(pair[0]), int(pair[1])))
+        return checked
+
+    def post_process_semantic_segmentation(
+        self, outputs: Any, target_sizes: list[tuple[int, int]] | None = None
+    ) -> list[torch.Tensor]:
+        """Per image, a long (H_t, W_t) map of class ids, at `target_sizes` (default: the unpadded input size)."""
+        from .post_processing import semantic_segmentation
+
+        class_logits, mask_logits, geometry = self._post_processing_inputs(outputs, target_sizes)
+        return semantic_segmentation(class_logits, mask_logits, **geometry)
+
+    def post_process_instance_segmentation(
+        self,
+        outputs: Any,
+        threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+        overlap_mask_area_threshold: float = 0.8,
+        target_sizes: list[tuple[int, int]] | None = None,
+        return_binary_maps: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py)."""
+        from .post_processing import instance_segmentation
+
+        class_logits, mask_logits, geometry = self._post_processing_inputs(outputs, target_sizes)
+        return instance_segmentation(
+            class_logits,
+            mask_logits,
+            threshold=threshold,
+            mask_threshold=mask_threshold,
+            overlap_mask_area_threshold=overlap_mask_area_threshold,
+            return_binary_maps=return_binary_maps,
+            **geometry,
+        )
+
+    def post_process_panoptic_segmentation(
+        self,
+        outputs: Any,
+        threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+        overlap_mask_area_threshold: float = 0.8,
+        label_ids_to_fuse: set[int] | None = None,
+        target_sizes: list[tuple[int, int]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py)."""
+        from .post_processing import panoptic_segmentation
+
+        class_logits, mask_logits, geometry = self._post_processing_inputs(outputs, target_sizes)
+        return panoptic_segmentation(
+            class_logits,
+            mask_logits,
+            threshold=threshold,
+            mask_threshold=mask_threshold,
+            overlap_mask_area_threshold=overlap_mask_area_threshold,
+            label_ids_to_fuse=label_ids_to_fuse,
+            **geometry,
+        )
