@@ -14,7 +14,13 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import AttentionImplementation, FeedForward, MultiHeadAttention, sine_position_encoding, with_position
+from .attention import (
+    AttentionImplementation,
+    FeedForward,
+    MultiHeadAttention,
+    sine_position_encoding,
+    with_position,
+)
 
 
 class ConvNormAct(nn.Sequential):

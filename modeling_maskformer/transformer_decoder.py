@@ -13,7 +13,13 @@ import torch
 from torch import Tensor, nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from .attention import AttentionImplementation, FeedForward, MultiHeadAttention, sine_position_encoding, with_position
+from .attention import (
+    AttentionImplementation,
+    FeedForward,
+    MultiHeadAttention,
+    sine_position_encoding,
+    with_position,
+)
 
 
 class DecoderLayer(GradientCheckpointingLayer):

@@ -7,12 +7,13 @@ import logging
 
 import pytest
 import torch
-from builders import random_targets, tiny_backbone_config, tiny_config, tiny_model
 from transformers import AutoModel, AutoModelForInstanceSegmentation, ConvNextConfig, Dinov2Config, SwinConfig
 
 from modeling_maskformer import MaskFormerConfig, MaskFormerForInstanceSegmentation, MaskFormerModel
 from modeling_maskformer.loss import dice_loss, focal_loss
 from modeling_maskformer.matcher import HungarianMatcher, pairwise_dice, pairwise_sigmoid_focal
+
+from builders import random_targets, tiny_backbone_config, tiny_config, tiny_model
 
 B, H, W = 2, 64, 96
 
