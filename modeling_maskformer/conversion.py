@@ -25,13 +25,15 @@ transformers facts used here (5.23, `models/maskformer/`):
   warning, but their outputs differ from transformers'. We always write `auxiliary_loss=False`.
 - transformers cannot represent: the "+6 Enc" pixel decoder, pre-norm layers, a mask MLP depth other than 3,
   a backbone its `AutoBackbone` cannot build; `convert_to_transformers` refuses those with a ValueError.
-  Loss-only settings it lacks (point-sampled mask loss, focal alpha/gamma, class cost in the matcher) are
-  dropped with a warning.
+- With `use_auxiliary_loss=True`, transformers' forward fails unless `output_hidden_states=True`, so False is
+  written; that and our training settings it lacks (point-sampled mask loss, focal alpha/gamma, the class
+  cost in the matcher) are kept under `maskformer_hf_training` in its config.json and restored on the way back.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import re
@@ -83,7 +85,10 @@ class CheckpointMismatchError(ValueError):
 def _pattern(template: str) -> re.Pattern:
     parts = re.split(r"\{(\w+)\}", template)
     return re.compile(
-        "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>{_PLACEHOLDERS[part]})" for i, part in enumerate(parts))
+        "".join(
+            re.escape(part) if i % 2 == 0 else f"(?P<{part}>{_PLACEHOLDERS[part]})"
+            for i, part in enumerate(parts)
+        )
     )
 
 
@@ -105,6 +110,15 @@ def drop_keys(state_dict: Mapping[str, Any], patterns: Iterable[str]) -> tuple[d
     return kept, skipped
 
 
+def _find_rule(rules: Sequence[Rule], key: str, to_ours: bool) -> tuple[Rule, int, dict[str, str]] | None:
+    """The first rule with a template on the source side that matches `key`: (rule, template index, groups)."""
+    for rule in rules:
+        for index, template in enumerate((rule.foreign,) if to_ours else rule.ours):
+            if match := _pattern(template).fullmatch(key):
+                return rule, index, match.groupdict()
+    return None
+
+
 def apply_rules(
     state_dict: Mapping[str, Tensor], rules: Sequence[Rule], *, to_ours: bool
 ) -> tuple[dict[str, Tensor], list[str]]:
@@ -115,40 +129,32 @@ def apply_rules(
     """
     converted: dict[str, Tensor] = {}
     problems: list[str] = []
-    parts: dict[str, tuple[int, dict[int, Tensor]]] = {}  # reverse of a split: key -> (count, {index: part})
+    parts: dict[str, tuple[int, dict[int, Tensor]]] = {}  # fused foreign key -> (count, {index: our part})
+
+    def put(name: str, tensor: Tensor, source: str) -> None:
+        if name in converted:
+            problems.append(f"{source} (maps to {name}, already converted)")
+        converted[name] = tensor
+
     for key, value in state_dict.items():
-        for rule in rules:
-            if to_ours:
-                match = _pattern(rule.foreign).fullmatch(key)
-                if match is None:
-                    continue
-                names = [template.format(**match.groupdict()) for template in rule.ours]
-                if len(names) == 1:
-                    outputs = {names[0]: value}
-                elif value.shape[0] % len(names):
-                    problems.append(f"{key} (dim 0 of {tuple(value.shape)} does not split in {len(names)})")
-                    break
-                else:
-                    outputs = dict(zip(names, (chunk.clone() for chunk in value.chunk(len(names)))))
-                for name, tensor in outputs.items():
-                    if name in converted:
-                        problems.append(f"{key} (maps to {name}, already converted)")
-                    converted[name] = tensor
-                break
-            matches = [(i, _pattern(t).fullmatch(key)) for i, t in enumerate(rule.ours)]
-            index, match = next(((i, m) for i, m in matches if m is not None), (None, None))
-            if match is None:
-                continue
-            name = rule.foreign.format(**match.groupdict())
+        found = _find_rule(rules, key, to_ours)
+        if found is None:
+            problems.append(key)
+            continue
+        rule, index, groups = found
+        if not to_ours:
+            name = rule.foreign.format(**groups)
             if len(rule.ours) == 1:
-                if name in converted:
-                    problems.append(f"{key} (maps to {name}, already converted)")
-                converted[name] = value
+                put(name, value, key)
             else:
                 parts.setdefault(name, (len(rule.ours), {}))[1][index] = value
-            break
+        elif len(rule.ours) == 1:
+            put(rule.ours[0].format(**groups), value, key)
+        elif value.shape[0] % len(rule.ours):
+            problems.append(f"{key} (dim 0 of {tuple(value.shape)} does not split in {len(rule.ours)})")
         else:
-            problems.append(key)
+            for template, chunk in zip(rule.ours, value.chunk(len(rule.ours))):
+                put(template.format(**groups), chunk.clone(), key)
     for name, (count, pieces) in parts.items():
         if len(pieces) == count:
             converted[name] = torch.cat([pieces[i] for i in range(count)])
@@ -225,8 +231,12 @@ def _transformers_head_rules() -> list[Rule]:
     layer, ours = f"{_TF_DECODER}.layers.{{i}}", f"{_OUR_DECODER}.layers.{{i}}"
     rules = [
         Rule(f"{_TF_FPN}.fpn.stem.{{k}}.{{p}}", "model.pixel_decoder.stem.{k}.{p}"),
-        Rule(f"{_TF_FPN}.fpn.layers.{{i}}.proj.{{k}}.{{p}}", "model.pixel_decoder.layers.{i}.lateral.{k}.{p}"),
-        Rule(f"{_TF_FPN}.fpn.layers.{{i}}.block.{{k}}.{{p}}", "model.pixel_decoder.layers.{i}.output.{k}.{p}"),
+        Rule(
+            f"{_TF_FPN}.fpn.layers.{{i}}.proj.{{k}}.{{p}}", "model.pixel_decoder.layers.{i}.lateral.{k}.{p}"
+        ),
+        Rule(
+            f"{_TF_FPN}.fpn.layers.{{i}}.block.{{k}}.{{p}}", "model.pixel_decoder.layers.{i}.output.{k}.{p}"
+        ),
         Rule(f"{_TF_FPN}.mask_projection.{{p}}", "model.pixel_decoder.mask_features.{p}"),
         Rule("model.transformer_module.queries_embedder.weight", f"{_OUR_DECODER}.query_embed.weight"),
         Rule("model.transformer_module.input_projection.{p}", f"{_OUR_DECODER}.input_proj.{{p}}"),
@@ -267,36 +277,52 @@ def _swin_backbone_rules(num_stages: int) -> list[Rule]:
         for name in ("query", "key", "value")
     ]
     rules += [
-        Rule(f"{_TF_BACKBONE}.hidden_states_norms.{n}.{{p}}", f"{_OUR_BACKBONE}.hidden_states_norms.stage{n + 1}.{{p}}")
+        Rule(
+            f"{_TF_BACKBONE}.hidden_states_norms.{n}.{{p}}",
+            f"{_OUR_BACKBONE}.hidden_states_norms.stage{n + 1}.{{p}}",
+        )
         for n in range(num_stages)
     ]
     return rules
 
 
-def transformers_rules(config: MaskFormerConfig) -> tuple[list[Rule], list[str], list[str]]:
-    """Rules for transformers <-> ours, with the transformers-side and our-side buffers that are not converted
-    but computed by the target model: (rules, transformers-only buffers, our-only buffers)."""
+def transformers_rules(config: MaskFormerConfig) -> tuple[list[Rule], list[str]]:
+    """Rules for transformers <-> ours, and the transformers buffers that have no counterpart in ours (skipped
+    when reading, computed by transformers' model when writing)."""
     rules = _transformers_head_rules()
     tf_buffers = [r"criterion\.empty_weight"]  # no-object class weight, built from no_object_weight
-    our_buffers: list[str] = []
     if config.backbone_config.model_type == "swin":
         rules += _swin_backbone_rules(len(config.backbone_config.depths))
         # MaskFormer-Swin stores the relative position index (a function of the window size); Swin does not.
         tf_buffers.append(r".*\.relative_position_index")
     else:
         rules.append(Rule(f"{_TF_BACKBONE}.{{rest}}", f"{_OUR_BACKBONE}.{{rest}}"))
-    return rules, tf_buffers, our_buffers
+    return rules, tf_buffers
 
 
 # ----------------------------------------------------------------------------------------------------
 # transformers <-> ours: configs and processors
 # ----------------------------------------------------------------------------------------------------
+# Our training settings that transformers has no field for, or cannot run with (use_auxiliary_loss=True
+# makes transformers 5.23's forward fail unless output_hidden_states=True). Written under this key of its
+# config.json (transformers keeps unknown keys) and restored when converting back.
+STASH_KEY = "maskformer_hf_training"
+_STASHED = (
+    "use_auxiliary_loss", "class_weight", "mask_loss_mode", "focal_alpha", "focal_gamma", "train_num_points",
+    "oversample_ratio", "importance_sample_ratio",
+)  # fmt: skip
+
+
 def _backbone_config_for_ours(backbone_config):
     """transformers builds a "swin" backbone with the four stages as outputs whatever the config says."""
     if backbone_config.model_type != "swin":
         return backbone_config
     return backbone_config.__class__.from_dict(
-        {**backbone_config.to_dict(), "out_features": list(DEFAULT_BACKBONE_OUT_FEATURES), "out_indices": None}
+        {
+            **backbone_config.to_dict(),
+            "out_features": list(DEFAULT_BACKBONE_OUT_FEATURES),
+            "out_indices": None,
+        }
     )
 
 
@@ -310,8 +336,11 @@ def config_from_transformers(tf_config) -> MaskFormerConfig:
             "only), so the converted model's outputs differ from transformers' for this checkpoint."
         )
     if decoder.activation_function not in ("relu", "gelu"):
-        raise ValueError(f"decoder_config.activation_function={decoder.activation_function!r}: only relu/gelu")
-    return MaskFormerConfig(
+        raise ValueError(
+            f"decoder_config.activation_function={decoder.activation_function!r}: only relu/gelu"
+        )
+    stashed = getattr(tf_config, STASH_KEY, None) or {}
+    settings = dict(
         backbone_config=_backbone_config_for_ours(tf_config.backbone_config),
         use_pretrained_backbone=False,
         pixel_decoder_type="fpn",
@@ -336,6 +365,8 @@ def config_from_transformers(tf_config) -> MaskFormerConfig:
         output_auxiliary_logits=tf_config.output_auxiliary_logits,
         id2label={int(k): v for k, v in tf_config.id2label.items()},
     )
+    settings.update((name, value) for name, value in stashed.items() if name in _STASHED)
+    return MaskFormerConfig(**settings)
 
 
 def config_to_transformers(config: MaskFormerConfig, state_dict: Mapping[str, Tensor] | None = None):
@@ -345,7 +376,9 @@ def config_to_transformers(config: MaskFormerConfig, state_dict: Mapping[str, Te
 
     refusals = []
     if config.pixel_decoder_type != "fpn":
-        refusals.append(f"pixel_decoder_type={config.pixel_decoder_type!r} (transformers has only the FPN pixel decoder)")
+        refusals.append(
+            f"pixel_decoder_type={config.pixel_decoder_type!r} (transformers has only the FPN pixel decoder)"
+        )
     if config.pre_norm:
         refusals.append("pre_norm=True (transformers' DETR decoder is post-norm only)")
     if state_dict is not None:
@@ -356,19 +389,20 @@ def config_to_transformers(config: MaskFormerConfig, state_dict: Mapping[str, Te
         refusals.append(f"hidden_size={config.hidden_size} (the sine position encoding needs an even size)")
     backbone_type = config.backbone_config.model_type
     if backbone_type not in MODEL_FOR_BACKBONE_MAPPING_NAMES:
-        refusals.append(f"backbone model_type {backbone_type!r} (not a backbone transformers' AutoBackbone builds)")
+        refusals.append(
+            f"backbone model_type {backbone_type!r} (not a backbone transformers' AutoBackbone builds)"
+        )
     if refusals:
         raise ValueError("transformers' MaskFormer cannot represent this model: " + "; ".join(refusals))
-    ignored = {
-        "mask_loss_mode": (config.mask_loss_mode, "dense"),
-        "focal_alpha": (config.focal_alpha, 0.25),
-        "focal_gamma": (config.focal_gamma, 2.0),
-    }
-    dropped = [f"{name}={value!r}" for name, (value, default) in ignored.items() if value != default]
-    if config.class_weight != 1.0:
-        dropped.append(f"class_weight={config.class_weight} in the matcher (transformers' class cost is fixed at 1)")
-    if dropped:
-        logger.warning("transformers' MaskFormer has no counterpart for %s: dropped.", ", ".join(dropped))
+    defaults = inspect.signature(MaskFormerConfig.__init__).parameters
+    changed = [name for name in _STASHED[1:] if getattr(config, name) != defaults[name].default]
+    if config.use_auxiliary_loss or changed:
+        logger.warning(
+            "transformers' MaskFormer is written with use_auxiliary_loss=False (True breaks its inference) and "
+            "ignores %s; our values are kept under %r in config.json for converting back.",
+            ", ".join(changed) or "nothing else",
+            STASH_KEY,
+        )
     decoder_config = {
         "d_model": config.hidden_size,
         "num_queries": config.num_queries,
@@ -391,11 +425,12 @@ def config_to_transformers(config: MaskFormerConfig, state_dict: Mapping[str, Te
         cross_entropy_weight=config.class_weight,
         mask_weight=config.mask_weight,
         dice_weight=config.dice_weight,
-        use_auxiliary_loss=config.use_auxiliary_loss,
+        use_auxiliary_loss=False,
         init_std=config.init_std,
         init_xavier_std=config.init_xavier_std,
         output_auxiliary_logits=config.output_auxiliary_logits,
         id2label=dict(config.id2label),
+        **{STASH_KEY: {name: getattr(config, name) for name in _STASHED}},
     )
 
 
@@ -444,12 +479,7 @@ def resolve_source(source: str | Path) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(
-            snapshot_download(
-                str(source),
-                allow_patterns=["*.json", "*.safetensors", "*.bin"],
-            )
-        )
+        return Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors", "*.bin"]))
     except Exception as error:  # offline, unknown repo, gated repo: many exception types
         raise OSError(
             f"{source!r} is not a local folder and could not be downloaded from the Hugging Face Hub "
@@ -488,22 +518,20 @@ def state_dict_from_transformers(
     state_dict: Mapping[str, Tensor], config: MaskFormerConfig, target: Mapping[str, Tensor]
 ) -> dict[str, Tensor]:
     """transformers (4.x or 5.x names) -> ours, checked against `target` (our fresh model's state dict)."""
-    rules, tf_buffers, our_buffers = transformers_rules(config)
+    rules, tf_buffers = transformers_rules(config)
     return convert_state_dict(
-        state_dict, rules, target, to_ours=True, skipped_source=tf_buffers, computed_target=our_buffers,
-        what="transformers checkpoint",
-    )  # fmt: skip
+        state_dict, rules, target, to_ours=True, skipped_source=tf_buffers, what="transformers checkpoint"
+    )
 
 
 def state_dict_to_transformers(
     state_dict: Mapping[str, Tensor], config: MaskFormerConfig, target: Mapping[str, Tensor]
 ) -> dict[str, Tensor]:
     """ours -> transformers 5.x names, checked against `target` (a fresh transformers model's state dict)."""
-    rules, tf_buffers, our_buffers = transformers_rules(config)
+    rules, tf_buffers = transformers_rules(config)
     return convert_state_dict(
-        state_dict, rules, target, to_ours=False, skipped_source=our_buffers, computed_target=tf_buffers,
-        what="our checkpoint",
-    )  # fmt: skip
+        state_dict, rules, target, to_ours=False, computed_target=tf_buffers, what="our checkpoint"
+    )
 
 
 def convert_from_transformers(
@@ -526,9 +554,10 @@ def convert_from_transformers(
     model.load_state_dict(converted, strict=True)
     model.eval()
     processor_file = folder / "preprocessor_config.json"
-    if not processor_file.is_file():
-        logger.warning("%s has no preprocessor_config.json: using transformers' default processor settings", source)
-    processor = processor_from_transformers(json.loads(processor_file.read_text()) if processor_file.is_file() else {})
+    settings = json.loads(processor_file.read_text()) if processor_file.is_file() else None
+    if settings is None:
+        logger.warning("%s has no preprocessor_config.json: transformers' default processor settings", source)
+    processor = processor_from_transformers(settings)
     if destination is not None:
         model.save_pretrained(destination)
         processor.save_pretrained(destination)
@@ -564,6 +593,8 @@ def convert_to_transformers(
         saved = json.loads(config_file.read_text())
         saved["backbone_config"] = model.config.backbone_config.to_dict()
         config_file.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
-    settings = processor_to_transformers(processor or MaskFormerImageProcessor())
-    (Path(destination) / "preprocessor_config.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    settings = json.dumps(
+        processor_to_transformers(processor or MaskFormerImageProcessor()), indent=2, sort_keys=True
+    )
+    (Path(destination) / "preprocessor_config.json").write_text(settings + "\n")
     return tf_model

@@ -100,7 +100,9 @@ def load_original_checkpoint(path: str | Path) -> dict[str, Tensor]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     weights = checkpoint.get("model", checkpoint) if isinstance(checkpoint, Mapping) else None
     if not isinstance(weights, Mapping):
-        raise ValueError(f"{path}: expected a dict with a 'model' dict of arrays, got {type(checkpoint).__name__}")
+        raise ValueError(
+            f"{path}: expected a dict with a 'model' dict of arrays, got {type(checkpoint).__name__}"
+        )
     state = {}
     for key, value in weights.items():
         if isinstance(value, np.ndarray | np.generic):
@@ -118,13 +120,17 @@ _ADE = {"size": {"shortest_edge": 512, "longest_edge": 2048}, "do_reduce_labels"
 _ADE_640 = {**_ADE, "size": {"shortest_edge": 640, "longest_edge": 2560}}
 _COCO = {"size": {"shortest_edge": 800, "longest_edge": 1333}, "ignore_index": 255}
 _CITYSCAPES = {"size": {"shortest_edge": 1024, "longest_edge": 2048}, "ignore_index": 255}
-_SWIN = {
-    "tiny": {"embed_dim": 96, "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24], "window_size": 7},
-    "small": {"embed_dim": 96, "depths": [2, 2, 18, 2], "num_heads": [3, 6, 12, 24], "window_size": 7},
-    "base": {"embed_dim": 128, "depths": [2, 2, 18, 2], "num_heads": [4, 8, 16, 32], "window_size": 12},
-    "large": {"embed_dim": 192, "depths": [2, 2, 18, 2], "num_heads": [6, 12, 24, 48], "window_size": 12},
+_SWIN = {  # name: (embed_dim C, depth of stage 3, heads of stage 1, window); stages 2-2-x-2, heads doubling
+    name: {"model_type": "maskformer-swin", "embed_dim": c, "depths": [2, 2, depth, 2],
+           "num_heads": [heads, 2 * heads, 4 * heads, 8 * heads], "window_size": window}
+    for name, (c, depth, heads, window) in {
+        "tiny": (96, 6, 3, 7), "small": (96, 18, 3, 7), "base": (128, 18, 4, 12), "large": (192, 18, 6, 12),
+    }.items()
+}  # fmt: skip
+_RESNET = {
+    "50": {"model_type": "resnet", "depths": [3, 4, 6, 3]},
+    "101": {"model_type": "resnet", "depths": [3, 4, 23, 3]},
 }
-_RESNET = {"50": {"depths": [3, 4, 6, 3]}, "101": {"depths": [3, 4, 23, 3]}}
 
 
 @dataclass(frozen=True)
@@ -139,11 +145,16 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    **{f"swin-{name}-ade": Preset(_SWIN[name], 150, _ADE if name in ("tiny", "small") else _ADE_640) for name in _SWIN},
+    **{
+        f"swin-{name}-ade": Preset(_SWIN[name], 150, _ADE if name in ("tiny", "small") else _ADE_640)
+        for name in _SWIN
+    },
     **{f"swin-{name}-coco": Preset(_SWIN[name], 133, _COCO) for name in _SWIN},
     **{f"resnet{depth}-ade": Preset(_RESNET[depth], 150, _ADE) for depth in _RESNET},
     **{
-        f"resnet{depth}-6enc-coco": Preset(_RESNET[depth], 133, _COCO, pixel_decoder_type="fpn_transformer_encoder")
+        f"resnet{depth}-6enc-coco": Preset(
+            _RESNET[depth], 133, _COCO, pixel_decoder_type="fpn_transformer_encoder"
+        )
         for depth in _RESNET
     },
     "resnet101-cityscapes": Preset(_RESNET["101"], 19, _CITYSCAPES),
@@ -206,18 +217,24 @@ def config_from_original(
 ) -> MaskFormerConfig:
     """Our config from the shapes of an original state dict, checked against a preset when given. The number
     of attention heads is not in the shapes: `num_attention_heads`, else the preset's, else 8."""
+    head, pixel = "sem_seg_head.predictor", "sem_seg_head.pixel_decoder"
+    required = [f"{head}.query_embed.weight", f"{head}.class_embed.weight", f"{pixel}.mask_features.weight",
+                f"{head}.transformer.decoder.layers.0.linear1.weight"]  # fmt: skip
+    if missing := [key for key in required if key not in state]:
+        raise ValueError(f"not a MaskFormer checkpoint in the authors' layout: no {', '.join(missing)}")
     if "backbone.patch_embed.proj.weight" in state:
         backbone_config = _swin_config(state)
     elif "backbone.stem.conv1.weight" in state:
         backbone_config = _resnet_config(state)
     else:
-        raise ValueError("unknown backbone: neither a Swin (backbone.patch_embed) nor a ResNet (backbone.stem) key")
+        raise ValueError(
+            "unknown backbone: neither a Swin (backbone.patch_embed) nor a ResNet (backbone.stem) key"
+        )
     if any(key.startswith("sem_seg_head.predictor.transformer.encoder.") for key in state):
         raise ValueError(
             "this checkpoint has a transformer encoder (or its pre-norm LayerNorm) inside the predictor "
             "(TRANSFORMER.ENC_LAYERS > 0 or PRE_NORM=True): not supported by this model"
         )
-    head, pixel = "sem_seg_head.predictor", "sem_seg_head.pixel_decoder"
     decoder_layers = _indices(state, rf"{re.escape(head)}\.transformer\.decoder\.layers\.(\d+)\..*")
     encoder_layers = _indices(state, rf"{re.escape(pixel)}\.transformer\.encoder\.layers\.(\d+)\..*")
     query_embed = state[f"{head}.query_embed.weight"]  # (Q, d)
@@ -245,8 +262,16 @@ def config_from_original(
 def _check_preset(config: MaskFormerConfig, preset: Preset, name: str) -> None:
     found = {key: getattr(config.backbone_config, key, None) for key in preset.backbone}
     found.update(num_labels=config.num_labels, pixel_decoder_type=config.pixel_decoder_type)
-    wanted = {**preset.backbone, "num_labels": preset.num_labels, "pixel_decoder_type": preset.pixel_decoder_type}
-    differences = [f"{key}: checkpoint {found[key]!r}, preset {value!r}" for key, value in wanted.items() if found[key] != value]
+    wanted = {
+        **preset.backbone,
+        "num_labels": preset.num_labels,
+        "pixel_decoder_type": preset.pixel_decoder_type,
+    }
+    differences = [
+        f"{key}: checkpoint {found[key]!r}, preset {value!r}"
+        for key, value in wanted.items()
+        if found[key] != value
+    ]
     if differences:
         raise ValueError(f"the checkpoint does not match preset {name!r}: " + "; ".join(differences))
 
@@ -270,7 +295,9 @@ def _backbone_rules(config: MaskFormerConfig) -> list[Rule]:
             for c in range(3):
                 rules += [
                     Rule(f"{block}.conv{c + 1}.weight", f"{our_block}.layer.{c}.convolution.weight"),
-                    Rule(f"{block}.conv{c + 1}.norm.{{stat}}", f"{our_block}.layer.{c}.normalization.{{stat}}"),
+                    Rule(
+                        f"{block}.conv{c + 1}.norm.{{stat}}", f"{our_block}.layer.{c}.normalization.{{stat}}"
+                    ),
                 ]
         return rules
     block, our_block = "backbone.layers.{i}.blocks.{j}", f"{ours}.model.encoder.layers.{{i}}.blocks.{{j}}"
@@ -316,7 +343,10 @@ def original_rules(config: MaskFormerConfig) -> list[Rule]:
             Rule(f"{pixel}.layer_{level}.norm.{{p}}", f"{ours}.output.1.{{p}}"),
         ]
     rules.append(Rule(f"{pixel}.mask_features.{{p}}", "model.pixel_decoder.mask_features.{p}"))
-    encoder, our_encoder = f"{pixel}.transformer.encoder.layers.{{i}}", "model.pixel_decoder.encoder.layers.{i}"
+    encoder, our_encoder = (
+        f"{pixel}.transformer.encoder.layers.{{i}}",
+        "model.pixel_decoder.encoder.layers.{i}",
+    )
     rules.append(Rule(f"{pixel}.input_proj.{{p}}", "model.pixel_decoder.encoder.input_proj.{p}"))
     rules += _attention_rules(f"{encoder}.self_attn", f"{our_encoder}.self_attn")
     rules += [
@@ -362,7 +392,9 @@ def to_original_state_dict(model: MaskFormerForInstanceSegmentation) -> dict[str
     state, _ = drop_keys(model.state_dict(), _OURS_ONLY)
     converted, unconverted = apply_rules(state, original_rules(model.config), to_ours=False)
     if unconverted:
-        raise ValueError(f"no original-format name for {len(unconverted)} keys: {', '.join(unconverted[:20])}")
+        raise ValueError(
+            f"no original-format name for {len(unconverted)} keys: {', '.join(unconverted[:20])}"
+        )
     empty_weight = torch.ones(model.config.num_labels + 1)
     empty_weight[-1] = model.config.no_object_weight
     converted["criterion.empty_weight"] = empty_weight
