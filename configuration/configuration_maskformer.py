@@ -261,3 +261,15 @@ class MaskFormerConfig(PretrainedConfig):
     @property
     def num_hidden_layers(self) -> int:
         return self.decoder_layers
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs) -> None:
+        """Also writes the `auto_map` and the Python files `trust_remote_code=True` needs, so the folder
+        loads without this package."""
+        from .remote_code import CONFIG_AUTO_MAP, write_remote_code
+
+        self.auto_map = dict(CONFIG_AUTO_MAP)
+        super().save_pretrained(save_directory, **kwargs)
+        write_remote_code(save_directory)
+        if push_to_hub:
+            self.push_to_hub(kwargs.get("repo_id", str(save_directory).rstrip("/").split("/")[-1]),
+                             **{k: v for k, v in kwargs.items() if k in ("token", "private", "commit_message")})  # fmt: skip

@@ -25,7 +25,19 @@ from transformers.image_utils import (
 from transformers.processing_utils import ImagesKwargs
 from transformers.utils import TensorType, logging
 
-from . import validation
+from .validation import (
+    MAX_IMAGE_PIXELS,
+    MAX_IMAGE_SIDE,
+    MIN_IMAGE_SIDE,
+    as_instance_mappings,
+    as_list,
+    check_settings,
+    image_to_tensor,
+    normalize_channel_stats,
+    normalize_resample,
+    normalize_size,
+    segmentation_map_to_tensor,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -158,8 +170,8 @@ def convert_segmentation_map_to_binary_masks(
     """
     if do_reduce_labels and ignore_index is None:
         raise ValueError("`do_reduce_labels=True` needs an `ignore_index` for the background (id 0).")
-    label_map = validation.segmentation_map_to_tensor(segmentation_map, "segmentation_map")
-    mapping = validation.as_instance_mappings(instance_id_to_semantic_id, 1)[0]
+    label_map = segmentation_map_to_tensor(segmentation_map, "segmentation_map")
+    mapping = as_instance_mappings(instance_id_to_semantic_id, 1)[0]
     ids, classes = _segments(
         label_map,
         mapping,
@@ -201,9 +213,9 @@ class MaskFormerImageProcessor(BaseImageProcessor):
     model_input_names = ["pixel_values", "pixel_mask"]
     valid_kwargs = MaskFormerImageProcessorKwargs
 
-    MIN_IMAGE_SIDE = validation.MIN_IMAGE_SIDE
-    MAX_IMAGE_SIDE = validation.MAX_IMAGE_SIDE
-    MAX_IMAGE_PIXELS = validation.MAX_IMAGE_PIXELS
+    MIN_IMAGE_SIDE = MIN_IMAGE_SIDE
+    MAX_IMAGE_SIDE = MAX_IMAGE_SIDE
+    MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
     # Class-level defaults: `BaseImageProcessor.to_dict` keeps an explicit None only where these differ.
     ignore_index = 255
@@ -248,21 +260,21 @@ class MaskFormerImageProcessor(BaseImageProcessor):
             logger.warning(f"{type(self).__name__}: ignoring unknown settings {unknown}.")
 
         self.do_resize = bool(do_resize)
-        self.size = validation.normalize_size(size, max_size)
-        self.resample = validation.normalize_resample(resample)
+        self.size = normalize_size(size, max_size)
+        self.resample = normalize_resample(resample)
         self.do_rescale = bool(do_rescale)
         self.rescale_factor = rescale_factor
         self.do_normalize = bool(do_normalize)
         mean = IMAGENET_DEFAULT_MEAN if image_mean is None else image_mean
         std = IMAGENET_DEFAULT_STD if image_std is None else image_std
-        self.image_mean = validation.normalize_channel_stats(mean, "image_mean", positive=False)
-        self.image_std = validation.normalize_channel_stats(std, "image_std", positive=True)
+        self.image_mean = normalize_channel_stats(mean, "image_mean", positive=False)
+        self.image_std = normalize_channel_stats(std, "image_std", positive=True)
         self.ignore_index = ignore_index
         self.do_reduce_labels = bool(do_reduce_labels)
         self.num_labels = num_labels
         self.size_divisor = size_divisor
         self.do_pad = bool(do_pad)
-        validation.check_settings(
+        check_settings(
             rescale_factor=rescale_factor,
             ignore_index=ignore_index,
             num_labels=num_labels,
@@ -270,6 +282,18 @@ class MaskFormerImageProcessor(BaseImageProcessor):
         )
         if self.do_reduce_labels and ignore_index is None:
             raise ValueError("`do_reduce_labels=True` needs an `ignore_index` for the background (id 0).")
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """Also writes the `auto_map` and the Python files `trust_remote_code=True` needs."""
+        from configuration.remote_code import PROCESSOR_AUTO_MAP, write_remote_code
+
+        self.auto_map = dict(PROCESSOR_AUTO_MAP)
+        saved = super().save_pretrained(save_directory, **kwargs)
+        write_remote_code(save_directory)
+        if push_to_hub:
+            self.push_to_hub(kwargs.get("repo_id", str(save_directory).rstrip("/").split("/")[-1]),
+                             **{k: v for k, v in kwargs.items() if k in ("token", "private", "commit_message")})  # fmt: skip
+        return saved
 
     def _settings(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _SETTING_NAMES}
@@ -343,11 +367,11 @@ class MaskFormerImageProcessor(BaseImageProcessor):
             "max_side": self.MAX_IMAGE_SIDE,
             "max_pixels": self.MAX_IMAGE_PIXELS,
         }
-        raw_images = validation.as_list(images, "images")
+        raw_images = as_list(images, "images")
         prepared = [
-            validation.image_to_tensor(im, f"images[{i}]", **limits) for i, im in enumerate(raw_images)
+            image_to_tensor(im, f"images[{i}]", **limits) for i, im in enumerate(raw_images)
         ]
-        mappings = validation.as_instance_mappings(instance_id_to_semantic_id, len(prepared))
+        mappings = as_instance_mappings(instance_id_to_semantic_id, len(prepared))
         label_maps = cfg._prepare_maps(segmentation_maps, [image for image, _ in prepared], mappings)
 
         # Resize each image; C is 1 (grayscale, broadcast to 3 below) or 3.
@@ -436,14 +460,14 @@ class MaskFormerImageProcessor(BaseImageProcessor):
             if any(mapping is not None for mapping in mappings):
                 raise ValueError("`instance_id_to_semantic_id` was given without `segmentation_maps`.")
             return None
-        raw_maps = validation.as_list(segmentation_maps, "segmentation_maps", num_images=len(images))
+        raw_maps = as_list(segmentation_maps, "segmentation_maps", num_images=len(images))
         if len(raw_maps) != len(images):
             raise ValueError(
                 f"Got {len(raw_maps)} segmentation maps for {len(images)} images: pass one per image."
             )
         maps = []
         for i, (raw_map, image) in enumerate(zip(raw_maps, images)):
-            label_map = validation.segmentation_map_to_tensor(raw_map, f"segmentation_maps[{i}]")
+            label_map = segmentation_map_to_tensor(raw_map, f"segmentation_maps[{i}]")
             if label_map.shape != image.shape[-2:]:
                 raise ValueError(
                     f"segmentation_maps[{i}] is {tuple(label_map.shape)} (HxW) but images[{i}] is "

@@ -5,7 +5,9 @@ Shapes: B batch, Q queries, K classes (+1 "no object"), C channels, H×W the pad
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
 from dataclasses import dataclass
 
 import torch
@@ -140,24 +142,20 @@ class MaskFormerPreTrainedModel(PreTrainedModel):
         - a `num_labels`/`id2label` different from the checkpoint's re-initialises the class head, with a
           warning that says so (instead of a size-mismatch error).
         """
+        hub_kwargs = {
+            key: kwargs[key]
+            for key in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+            if key in kwargs
+        }
         config = kwargs.pop("config", None)
-        if not isinstance(config, MaskFormerConfig):
-            config_kwargs = {
-                key: kwargs.pop(key)
-                for key in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
-                if key in kwargs
-            }
-            kwargs.update(config_kwargs)
-            config, kwargs = MaskFormerConfig.from_pretrained(
+        if config is None or isinstance(config, (str, os.PathLike)):
+            config, kwargs = cls.config_class.from_pretrained(
                 config or pretrained_model_name_or_path, return_unused_kwargs=True, **kwargs
             )
-            for key in config_kwargs:
-                kwargs.setdefault(key, config_kwargs[key])
-            checkpoint_labels = MaskFormerConfig.from_pretrained(
-                pretrained_model_name_or_path, **config_kwargs
-            ).num_labels
+            kwargs.update(hub_kwargs)
         else:
-            checkpoint_labels = MaskFormerConfig.from_pretrained(pretrained_model_name_or_path).num_labels
+            config = copy.deepcopy(config)
+        checkpoint_labels = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs).num_labels
         config.use_pretrained_backbone = False
         if config.num_labels != checkpoint_labels:
             logger.warning(
@@ -169,6 +167,42 @@ class MaskFormerPreTrainedModel(PreTrainedModel):
             )
             kwargs["ignore_mismatched_sizes"] = True
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
+
+
+    def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
+        """`PreTrainedModel.save_pretrained`; the config's save adds the remote code and `auto_map`."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if push_to_hub:
+            repo_id = kwargs.get("repo_id", str(save_directory).rstrip("/").split("/")[-1])
+            self.push_to_hub(repo_id, token=kwargs.get("token"), private=kwargs.get("private", False))
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        processor=None,
+        metrics: dict | None = None,
+        dataset: str | None = None,
+        base_model: str | None = None,
+        private: bool = False,
+        token: str | None = None,
+        commit_message: str = "Upload MaskFormer",
+        api=None,
+        **unused,
+    ) -> str:
+        """Upload a Hub-ready folder through huggingface_hub: weights, config, processor, remote code and a
+        model card with metadata (and `model-index` when `metrics` are given). Returns the commit URL."""
+        import tempfile
+
+        from .hub import build_model_card, push_folder_to_hub
+
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder)
+            if processor is not None:
+                processor.save_pretrained(folder)
+            card = build_model_card(self.config, repo_id=repo_id, metrics=metrics, dataset=dataset, base_model=base_model)
+            card.save(f"{folder}/README.md")
+            return push_folder_to_hub(folder, repo_id, token=token, private=private, commit_message=commit_message, api=api)
 
 
 class MaskFormerModel(MaskFormerPreTrainedModel):

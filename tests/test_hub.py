@@ -1,0 +1,156 @@
+"""Hub-ready folders: remote code + auto_map that load without this package, the model card, the upload."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from builders import tiny_model
+from huggingface_hub import ModelCard
+
+from configuration.remote_code import CONFIG_AUTO_MAP, REMOTE_CODE_FILES
+from modeling_maskformer import MaskFormerImageProcessor
+from modeling_maskformer.hub import build_model_card, check_model_card
+
+ALL_FILES = [name for names in REMOTE_CODE_FILES.values() for name in names]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hub-folder")
+    model = tiny_model(id2label={0: "sky", 1: "circle", 2: "square"}, label2id={"sky": 0, "circle": 1, "square": 2}).eval()
+    processor = MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128})
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return model, processor, folder
+
+
+def test_folder_carries_auto_map_and_flat_code(saved):
+    _, _, folder = saved
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"] == CONFIG_AUTO_MAP
+    assert json.loads((folder / "preprocessor_config.json").read_text())["auto_map"] == {
+        "AutoImageProcessor": "image_processing_maskformer.MaskFormerImageProcessor"
+    }
+    for name in ALL_FILES:
+        source = (folder / name).read_text()
+        assert not re.search(r"^\s*(from|import) (configuration|modeling_maskformer|image_processing)\b", source, re.M), name
+
+
+BLOCKER = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"modeling_maskformer", "configuration", "image_processing"}:
+            raise ModuleNotFoundError(f"blocked: {name}")
+sys.meta_path.insert(0, Block())
+sys.path = [p for p in sys.path if p not in ("", %(root)r)]
+"""
+
+
+def test_loads_in_a_fresh_process_without_this_package(saved, tmp_path):
+    model, _, folder = saved
+    torch.manual_seed(0)
+    pixel_values = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(pixel_values).masks_queries_logits.sum().item()
+    torch.save(pixel_values, tmp_path / "x.pt")
+    from PIL import Image
+
+    Image.new("RGB", (80, 64), (120, 30, 200)).save(tmp_path / "image.png")
+    script = BLOCKER % {"root": str(Path(__file__).resolve().parents[1])} + textwrap.dedent(f"""
+        import importlib.util, torch
+        from transformers import AutoImageProcessor, AutoModelForInstanceSegmentation, pipeline
+        try:
+            import modeling_maskformer
+            raise SystemExit("the package is importable: the test would prove nothing")
+        except ModuleNotFoundError:
+            pass
+        folder = {str(folder)!r}
+        model = AutoModelForInstanceSegmentation.from_pretrained(folder, trust_remote_code=True).eval()
+        processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+        assert type(processor).__name__ == "MaskFormerImageProcessor", type(processor)
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        with torch.no_grad():
+            value = model(torch.load({str(tmp_path / 'x.pt')!r})).masks_queries_logits.sum().item()
+        assert abs(value - {expected!r}) < 1e-3 * max(1.0, abs({expected!r})), (value, {expected!r})
+        segmenter = pipeline("image-segmentation", model=folder, trust_remote_code=True)
+        for subtask in ("semantic", "instance", "panoptic"):
+            result = segmenter({str(tmp_path / 'image.png')!r}, subtask=subtask, threshold=0.0)
+            assert isinstance(result, list), subtask
+        print("OK")
+    """)
+    env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin",
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-4000:]
+
+
+def test_model_card_metadata():
+    model = tiny_model()
+    card = build_model_card(
+        model.config,
+        repo_id="me/maskformer-demo",
+        metrics={"mean_iou": 0.9123, "pq": 0.75, "mask_ap": None},
+        dataset="synthetic-shapes",
+        training_args={"learning_rate": 3e-4},
+    )
+    data = card.data.to_dict()
+    assert data["library_name"] == "transformers" and data["pipeline_tag"] == "image-segmentation"
+    assert data["license"] == "apache-2.0" and "maskformer" in data["tags"]
+    assert data["datasets"] == ["synthetic-shapes"] and data["widget"]
+    results = data["model-index"][0]["results"][0]
+    assert {m["type"]: m["value"] for m in results["metrics"]} == {"mean_iou": 0.9123, "pq": 0.75}
+    reparsed = ModelCard(str(card))
+    assert reparsed.data.to_dict() == data
+    assert "learning_rate" in card.text and "| mIoU |" not in card.text and "| mean_iou | 0.9123 |" in card.text
+    check_model_card(card)
+
+
+def test_model_card_without_metrics_has_no_model_index():
+    card = build_model_card(tiny_model().config)
+    assert "model-index" not in card.data.to_dict()
+
+
+class RecordingApi:
+    """Stands in for huggingface_hub.HfApi at the library boundary and records what would be uploaded."""
+
+    def __init__(self):
+        self.calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        folder = Path(folder_path)
+        files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+        self.calls.append(("upload_folder", repo_id, files))
+        return type("Commit", (), {"commit_url": f"https://hub.example/{repo_id}/commit/1"})()
+
+
+def test_push_to_hub_uploads_a_complete_folder(saved):
+    model, processor, _ = saved
+    api = RecordingApi()
+    url = model.push_to_hub("me/maskformer-tiny", processor=processor, metrics={"mean_iou": 0.5}, dataset="synthetic", api=api)
+    assert url.endswith("/commit/1")
+    assert api.calls[0][:2] == ("create_repo", "me/maskformer-tiny")
+    _, repo_id, files = api.calls[1]
+    assert repo_id == "me/maskformer-tiny"
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", *ALL_FILES):
+        assert name in files, name
+    card = ModelCard(files["README.md"].decode())
+    assert card.data.pipeline_tag == "image-segmentation"
+    assert card.data.to_dict()["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.5
+
+
+def test_push_folder_requires_a_saved_model(tmp_path):
+    from modeling_maskformer.hub import push_folder_to_hub
+
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        push_folder_to_hub(tmp_path, "me/x", api=RecordingApi())
