@@ -35,6 +35,7 @@ CONFIG_AUTO_MAP = {
     "AutoModelForInstanceSegmentation": "modeling_maskformer.MaskFormerForInstanceSegmentation",
     "AutoModelForUniversalSegmentation": "modeling_maskformer.MaskFormerForInstanceSegmentation",
     "AutoModelForImageSegmentation": "modeling_maskformer.MaskFormerForInstanceSegmentation",
+    "AutoModelForSemanticSegmentation": "modeling_maskformer.MaskFormerForInstanceSegmentation",
     "AutoImageProcessor": IMAGE_PROCESSOR_REF,
 }
 PROCESSOR_AUTO_MAP = {"AutoImageProcessor": IMAGE_PROCESSOR_REF}

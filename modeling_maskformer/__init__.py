@@ -26,14 +26,23 @@ def _register_auto_classes() -> None:
         AutoConfig,
         AutoImageProcessor,
         AutoModel,
+        AutoModelForImageSegmentation,
         AutoModelForInstanceSegmentation,
+        AutoModelForSemanticSegmentation,
         AutoModelForUniversalSegmentation,
     )
 
     AutoConfig.register(MaskFormerConfig.model_type, MaskFormerConfig, exist_ok=True)
     AutoModel.register(MaskFormerConfig, MaskFormerModel, exist_ok=True)
-    AutoModelForInstanceSegmentation.register(MaskFormerConfig, MaskFormerForInstanceSegmentation, exist_ok=True)
-    AutoModelForUniversalSegmentation.register(MaskFormerConfig, MaskFormerForInstanceSegmentation, exist_ok=True)
+    # NOTE: every segmentation Auto class the pipeline may try: an unregistered one resolves our config by its
+    # class name, "MaskFormerConfig", to transformers' own MaskFormer.
+    for auto_class in (
+        AutoModelForInstanceSegmentation,
+        AutoModelForUniversalSegmentation,
+        AutoModelForImageSegmentation,
+        AutoModelForSemanticSegmentation,
+    ):
+        auto_class.register(MaskFormerConfig, MaskFormerForInstanceSegmentation, exist_ok=True)
     # NOTE: both backends, or transformers fills the default "torchvision" slot with its own processor.
     AutoImageProcessor.register(
         MaskFormerConfig,
