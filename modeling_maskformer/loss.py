@@ -69,9 +69,17 @@ class MaskFormerLoss(nn.Module):
         self.num_points = num_points
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
-        class_weights = torch.ones(num_labels + 1)
-        class_weights[-1] = no_object_weight
-        self.register_buffer("class_weights", class_weights, persistent=False)
+        self.no_object_weight = no_object_weight
+
+    def class_weights(self, device: torch.device) -> Tensor:
+        """CE weights (K+1,): 1 for every class, `no_object_weight` for "no object".
+
+        NOTE: built on the fly, not kept as a buffer: `from_pretrained` leaves non-persistent buffers
+        uninitialised (transformers 5 builds models on the meta device).
+        """
+        weights = torch.ones(self.num_labels + 1, device=device)
+        weights[-1] = self.no_object_weight
+        return weights
 
     def classification_loss(self, class_logits: Tensor, class_labels: list[Tensor], indices) -> Tensor:
         """CE over all B·Q queries; unmatched queries target "no object" (index K)."""
@@ -79,7 +87,7 @@ class MaskFormerLoss(nn.Module):
         targets = torch.full((batch_size, num_queries), self.num_labels, dtype=torch.int64, device=class_logits.device)
         for b, (pred_idx, tgt_idx) in enumerate(indices):
             targets[b, pred_idx.to(targets.device)] = class_labels[b][tgt_idx.to(class_labels[b].device)].to(targets)
-        weights = self.class_weights.to(device=class_logits.device, dtype=torch.float32)
+        weights = self.class_weights(class_logits.device)
         return F.cross_entropy(class_logits.float().transpose(1, 2), targets, weight=weights)
 
     def mask_losses(self, mask_logits: Tensor, mask_labels: list[Tensor], indices, num_masks: float) -> dict[str, Tensor]:

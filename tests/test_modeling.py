@@ -249,7 +249,7 @@ def test_focal_loss_by_hand():
 
 def test_cross_entropy_weights_no_object():
     model = tiny_model(no_object_weight=0.1)
-    assert model.criterion.class_weights.tolist() == pytest.approx([1.0, 1.0, 1.0, 0.1])
+    assert model.criterion.class_weights(torch.device("cpu")).tolist() == pytest.approx([1.0, 1.0, 1.0, 0.1])
 
 
 # --- backbones ----------------------------------------------------------------------------------------------
@@ -322,6 +322,12 @@ def test_save_and_load_round_trip(tmp_path, inputs):
         with torch.no_grad():
             torch.testing.assert_close(loaded(inputs).masks_queries_logits, model(inputs).masks_queries_logits, rtol=0, atol=0)
     assert type(AutoModel.from_pretrained(tmp_path)) is MaskFormerModel
+    # The loss of the reloaded model is the same too (no state left uninitialised by from_pretrained).
+    mask_labels, class_labels = random_targets(B, H, W)
+    with torch.no_grad():
+        expected = model(inputs, mask_labels=mask_labels, class_labels=class_labels).loss
+        reloaded = loaded(inputs, mask_labels=mask_labels, class_labels=class_labels).loss
+    torch.testing.assert_close(reloaded, expected)
 
 
 def test_loading_with_other_num_labels_warns_and_reinitialises_the_class_head(tmp_path, caplog):
