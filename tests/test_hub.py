@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from builders import tiny_model
 from huggingface_hub import ModelCard
 
 from configuration.remote_code import CONFIG_AUTO_MAP, REMOTE_CODE_FILES
 from modeling_maskformer import MaskFormerImageProcessor
 from modeling_maskformer.hub import build_model_card, check_model_card
+
+from builders import tiny_model
 
 ALL_FILES = [name for names in REMOTE_CODE_FILES.values() for name in names]
 

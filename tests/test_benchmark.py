@@ -1,0 +1,35 @@
+"""Smoke test of scripts/benchmark.py: the tiniest run (tiny model, 64 px inputs) fills every section of the
+JSON. No timing assertions: timings on a shared CI machine say nothing."""
+
+from __future__ import annotations
+
+import json
+
+import benchmark
+
+ARGS = ["--tiny", "--threads", "1", "--backbones", "r50", "--train-backbones", "r50", "--supervision", "deep"]
+
+
+def test_tiny_benchmark_writes_every_section(tmp_path):
+    output = tmp_path / "benchmark.json"
+    returned = benchmark.main([*ARGS, "--output", str(output)])
+    results = json.loads(output.read_text())
+    assert results["summary"] == json.loads(json.dumps(returned["summary"]))
+
+    assert {"cpu_model", "cores", "torch", "torch_threads", "mkldnn_bf16_supported"} <= set(results["machine"])
+    forward = results["forward"]["r50"]
+    assert {"transformers", "ours", "ours_channels_last"} <= set(forward["seconds"])
+    assert forward["max_abs_logit_difference"] < 1e-3  # the conversion kept the weights
+    post = results["post_processing"]
+    for task in ("semantic", "instance", "panoptic"):
+        assert set(post[task]["seconds"]) == {"transformers", "ours"}
+        assert 0.0 <= post[task]["agreement_with_reference"] <= 1.0
+    assert 0.0 <= post["semantic_agreement_with_transformers_no_padding"] <= 1.0
+    pipeline = results["pipeline"]["r50"]
+    assert set(pipeline["seconds"]) == set(pipeline["seconds_random_init_logits"]) == {"transformers", "ours"}
+    assert set(results["image_processor"]["seconds"]) == {"transformers", "ours"}
+    training = results["training"]["r50/deep-supervision"]
+    for impl in benchmark.TRAIN_IMPLS:
+        assert "error" not in training[impl], training[impl]
+        assert training[impl]["step_seconds"] > 0 and training[impl]["peak_memory_mb"] >= 0
+    assert {row["verdict"] for row in results["summary"]} <= {"PASS", "MISS", "-"}
