@@ -316,6 +316,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max_grad_norm", type=float, default=None, help="default: the recipe's (0.01)")
     p.add_argument("--max_train_steps", type=int, default=160000)
     p.add_argument("--max_train_seconds", type=float, default=None, help="stop (and save) after this wall time")
+    p.add_argument("--stop_at_step", type=int, default=None,
+                   help="save and exit at this step, keeping the schedule of --max_train_steps (for time-limited jobs)")
     p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
     p.add_argument("--checkpointing_steps", type=int, default=5000)
     p.add_argument("--checkpoints_total_limit", type=int, default=3)
@@ -408,6 +410,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     progress = tqdm(total=args.max_train_steps, initial=state["step"], disable=not accelerator.is_local_main_process)
     start_time = time.monotonic()
+    done = False
     model.train()
     while state["step"] < args.max_train_steps:
         epoch, first_batch = divmod(state["micro_batch"], batches_per_epoch)
@@ -416,7 +419,11 @@ def main(argv: list[str] | None = None) -> dict:
             batch[accelerator.process_index * args.per_device_train_batch_size :][: args.per_device_train_batch_size]
             for batch in epoch_batches(len(training_set), global_batch, args.seed, epoch)[first_batch:]
         ]
-        loader = torch.utils.data.DataLoader(training_set, batch_sampler=local, collate_fn=collate, num_workers=args.num_workers)
+        # NOTE: its own generator, so creating a loader (its base seed) draws nothing from the global RNG
+        # that the loss's point sampling uses; otherwise a resumed run would diverge.
+        loader = torch.utils.data.DataLoader(training_set, batch_sampler=local, collate_fn=collate,
+                                             num_workers=args.num_workers,
+                                             generator=torch.Generator().manual_seed(args.seed + epoch))  # fmt: skip
         for batch in loader:
             with accelerator.accumulate(model):
                 outputs = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"],
@@ -442,7 +449,8 @@ def main(argv: list[str] | None = None) -> dict:
                 accelerator.log({"train/loss": loss, "train/lr": scheduler.get_last_lr()[0], **{f"train/{k}": v for k, v in parts.items()}}, step=state["step"])
                 progress.set_postfix(loss=f"{loss:.3f}")
             out_of_time = args.max_train_seconds is not None and time.monotonic() - start_time > args.max_train_seconds
-            done = state["step"] >= args.max_train_steps or out_of_time
+            stopped = args.stop_at_step is not None and state["step"] >= args.stop_at_step
+            done = state["step"] >= args.max_train_steps or out_of_time or stopped
             if state["step"] % args.eval_steps == 0 or done:
                 results = summary(evaluate_model(model, processor, eval_data, accelerator=accelerator,
                                                  batch_size=args.per_device_eval_batch_size, max_items=args.max_eval_items,
@@ -459,8 +467,8 @@ def main(argv: list[str] | None = None) -> dict:
                 save_checkpoint(accelerator, output_dir, state, args.checkpoints_total_limit)
             if done:
                 break
-        if args.max_train_seconds is not None and time.monotonic() - start_time > args.max_train_seconds:
-            logger.info("stopping at step %d: --max_train_seconds reached", state["step"])
+        if done:
+            logger.info("stopping at step %d", state["step"])
             break
     progress.close()
 

@@ -69,7 +69,7 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tiny_folder, tmp_p
 
     common = ("--per_device_train_batch_size", "2", "--mask_loss_mode", "point")
     main(train_args(tiny_folder, tmp_path / "full", "--max_train_steps", "6", *common))
-    main(train_args(tiny_folder, tmp_path / "cut", "--max_train_steps", "3", *common))
+    main(train_args(tiny_folder, tmp_path / "cut", "--max_train_steps", "6", "--stop_at_step", "3", *common))
     # The interrupted run left a half-written checkpoint behind (a kill during a save): it must be ignored.
     (tmp_path / "cut" / "checkpoints" / "checkpoint-5.partial").mkdir()
     main(train_args(tiny_folder, tmp_path / "cut", "--max_train_steps", "6", "--resume_from_checkpoint", "latest", *common))
