@@ -19,6 +19,7 @@ from modeling_maskformer import MaskFormerForInstanceSegmentation, MaskFormerIma
 from data import build_dataset
 from evaluate import evaluate_model, summary
 from metrics import format_table
+from synthetic import SyntheticShapesConfig
 from train import main as train_main
 
 NEXT_STEPS = """
@@ -75,7 +76,8 @@ def main() -> None:
     args = parser.parse_args()
     output_dir = Path(args.output_dir)
     train_main([
-        "--dataset", "synthetic", "--model_preset", "demo", "--output_dir", str(output_dir),
+        "--dataset", "synthetic", "--synthetic_thing_colours", "by_class", "--model_preset", "demo",
+        "--output_dir", str(output_dir),
         "--num_train_images", "4000", "--num_eval_images", "200", "--crop_size", "128",
         "--min_scale", "0.75", "--max_scale", "1.5", "--per_device_train_batch_size", "8",
         # NOTE: the recipe's backbone LR x0.1 is for ImageNet-pretrained backbones; this one starts from scratch.
@@ -86,7 +88,8 @@ def main() -> None:
 
     model = MaskFormerForInstanceSegmentation.from_pretrained(output_dir)
     processor = MaskFormerImageProcessor.from_pretrained(output_dir)
-    dataset = build_dataset("synthetic", "validation", num_images=200, image_size=128)
+    dataset = build_dataset("synthetic", "validation", num_images=200, image_size=128,
+                            config=SyntheticShapesConfig(thing_colours="by_class"))
     results = evaluate_model(model, processor, dataset, batch_size=8)
     (output_dir / "demo_eval.json").write_text(json.dumps(results, indent=2))
     write_grid(model, processor, dataset, output_dir / "demo_predictions.png")

@@ -26,6 +26,7 @@ from modeling_maskformer import MaskFormerForInstanceSegmentation, MaskFormerIma
 
 from data import build_dataset
 from metrics import MaskAPMetric, PanopticQualityMetric, SemanticSegmentationMetric, format_table
+from synthetic import SyntheticShapesConfig
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +172,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="validation")
     parser.add_argument("--num_images", type=int, default=None, help="synthetic dataset: number of images")
     parser.add_argument("--image_size", type=int, default=None, help="synthetic dataset: image side")
+    parser.add_argument("--synthetic_thing_colours", choices=["random", "by_class"], default="random",
+                        help="synthetic dataset: thing colours random or by class hue band")
     parser.add_argument("--max_items", type=int, default=None, help="evaluate only the first N items")
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--output_json", default=None, help="write all results here")
@@ -182,7 +185,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def dataset_kwargs(args: argparse.Namespace) -> dict:
     if args.dataset == "synthetic":
-        return {key: getattr(args, key) for key in ("num_images", "image_size") if getattr(args, key) is not None}
+        kwargs = {key: getattr(args, key) for key in ("num_images", "image_size") if getattr(args, key) is not None}
+        return {**kwargs, "config": SyntheticShapesConfig(thing_colours=args.synthetic_thing_colours)}
     return {"name": args.dataset_config_name} if args.dataset_config_name else {}
 
 

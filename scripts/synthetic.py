@@ -33,6 +33,7 @@ Usage::
 
 from __future__ import annotations
 
+import colorsys
 import json
 import math
 from dataclasses import dataclass
@@ -90,6 +91,9 @@ class SyntheticShapesConfig:
     # A shape must keep this fraction of its full area inside the canvas.
     min_in_canvas_fraction: float = 0.6
     noise_std: float = 6.0
+    # "random": any colour (the shape alone tells the class); "by_class": each thing class has its own hue
+    # band (brightness and saturation still random), so colour is a cue too. The CPU demo uses "by_class".
+    thing_colours: Literal["random", "by_class"] = "random"
 
     def __post_init__(self):
         checks = {
@@ -103,6 +107,7 @@ class SyntheticShapesConfig:
             "min_visible_fraction": 0.0 < self.min_visible_fraction <= 1.0,
             "min_in_canvas_fraction": 0.0 < self.min_in_canvas_fraction <= 1.0,
             "noise_std": self.noise_std >= 0,
+            "thing_colours": self.thing_colours in ("random", "by_class"),
         }
         for field, ok in checks.items():
             if not ok:
@@ -186,13 +191,24 @@ def _stuff_texture(name: str, rng: np.random.Generator, xx, yy, size: int) -> np
     raise ValueError(f"unknown stuff class {name!r}")
 
 
-def _thing_colour(rng: np.random.Generator, background: np.ndarray, tries: int = 20) -> np.ndarray:
-    """A random colour at least ~80 (RGB distance) away from the mean background under the shape."""
-    colour = rng.uniform(0, 255, 3)
+def _class_colour(rng: np.random.Generator, class_id: int) -> np.ndarray:
+    """A colour in the hue band of a thing class (bands evenly spaced, +-0.03 turn), random saturation and value."""
+    hue = (class_id / len(THING_CLASSES) + rng.uniform(-0.03, 0.03)) % 1.0
+    saturation, value = rng.uniform(0.55, 1.0), rng.uniform(0.45, 1.0)
+    return np.array(colorsys.hsv_to_rgb(hue, saturation, value)) * 255
+
+
+def _thing_colour(rng: np.random.Generator, background: np.ndarray, class_id: int, mode: str, tries: int = 20) -> np.ndarray:
+    """A colour at least ~80 (RGB distance) away from the mean background under the shape."""
+
+    def draw() -> np.ndarray:
+        return rng.uniform(0, 255, 3) if mode == "random" else _class_colour(rng, class_id)
+
+    colour = draw()
     for _ in range(tries):
         if np.linalg.norm(colour - background) >= 80:
             break
-        colour = rng.uniform(0, 255, 3)
+        colour = draw()
     return colour
 
 
@@ -306,7 +322,7 @@ def generate_scene(rng: np.random.Generator, config: SyntheticShapesConfig):
         visible = kept + [mask]
         in_canvas_areas.append(area)
 
-        colour = _thing_colour(rng, image[mask].mean(axis=0))
+        colour = _thing_colour(rng, image[mask].mean(axis=0), class_id, config.thing_colours)
         # A gentle linear shading across the shape, so things are not flat fills.
         angle = rng.uniform(0, 2 * np.pi)
         shade = ((xs - cx) * math.cos(angle) + (ys - cy) * math.sin(angle)) / r * rng.uniform(0, 25)

@@ -37,6 +37,7 @@ from modeling_maskformer.hub import build_model_card, push_folder_to_hub
 
 from data import build_dataset, to_instance_targets
 from evaluate import evaluate_model, summary
+from synthetic import SyntheticShapesConfig
 
 logger = logging.getLogger(__name__)
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
@@ -297,6 +298,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num_train_images", type=int, default=None, help="synthetic: training scenes")
     p.add_argument("--num_eval_images", type=int, default=None, help="synthetic: validation scenes")
     p.add_argument("--image_size", type=int, default=None, help="synthetic: image side")
+    p.add_argument("--synthetic_thing_colours", choices=["random", "by_class"], default="random",
+                   help="synthetic: thing colours random (shape alone tells the class) or by class hue band")
     p.add_argument("--model_preset", default="demo", help="demo, resnet50, resnet101, swin-tiny, swin-small, swin-base")
     p.add_argument("--model_name_or_path", default=None, help="start from this model folder / Hub id instead")
     p.add_argument("--mask_loss_mode", choices=["dense", "point"], default=None)
@@ -350,7 +353,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def dataset_kwargs(args, split: str) -> dict:
     if args.dataset == "synthetic":
-        kwargs = {"image_size": args.image_size}
+        kwargs = {"image_size": args.image_size, "config": SyntheticShapesConfig(thing_colours=args.synthetic_thing_colours)}
         kwargs["num_images"] = args.num_train_images if split == args.train_split else args.num_eval_images
         return {k: v for k, v in kwargs.items() if v is not None}
     return {"name": args.dataset_config_name} if args.dataset_config_name else {}
