@@ -28,7 +28,7 @@ Same script, real data (network and, ideally, GPUs):
   accelerate launch --num_processes 8 scripts/train.py --dataset scene_parse_150 --model_preset swin-tiny \\
       --crop_size 512 --per_device_train_batch_size 2 --max_train_steps 160000 --mixed_precision bf16 \\
       --output_dir outputs/ade-swin-tiny --report_to tensorboard
-  # COCO panoptic (folder with annotations/panoptic_train2017.json, PNGs and images), R50 "+6 Enc"
+  # COCO panoptic (folder with annotations/panoptic_train2017.json, PNGs and images), R50
   accelerate launch --num_processes 8 scripts/train.py --dataset /data/coco --model_preset resnet50 \\
       --crop_size 640 --max_train_steps 554000 --output_dir outputs/coco-r50
   # evaluate any folder (ours or transformers'):
@@ -87,9 +87,9 @@ def main() -> None:
     ])  # fmt: skip
 
     history = json.loads((output_dir / "training_history.json").read_text())
-    print("\nLearning curve (first 100 validation scenes):  step  loss    mIoU   PQ")
+    print("\nLearning curve on the first 100 validation scenes:\n  step   loss   mIoU     PQ")
     for entry in (e for e in history if "eval" in e):
-        print(f"{entry['step']:>51}  {entry['loss']:.3f}  {entry['eval']['mean_iou']:.3f}  {entry['eval']['pq']:.3f}")
+        print(f"{entry['step']:>6}  {entry['loss']:.3f}  {entry['eval']['mean_iou']:.3f}  {entry['eval']['pq']:.3f}")
 
     model = MaskFormerForInstanceSegmentation.from_pretrained(output_dir)
     processor = MaskFormerImageProcessor.from_pretrained(output_dir)
