@@ -33,13 +33,19 @@ def focal_loss(logits: Tensor, targets: Tensor, num_masks: float, *, alpha: floa
     return loss.mean(1).sum() / num_masks
 
 
+def mean_over_processes(value: Tensor) -> Tensor:
+    """The average of a scalar over all processes (itself when not running distributed)."""
+    value = value.detach().float().clone()
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(value)
+        value = value / dist.get_world_size()
+    return value
+
+
 def global_num_masks(class_labels: list[Tensor], device: torch.device) -> float:
     """Average number of target masks per process, all-reduced when running distributed, at least 1."""
     num_masks = torch.tensor(float(sum(len(labels) for labels in class_labels)), device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(num_masks)
-        num_masks = num_masks / dist.get_world_size()
-    return max(num_masks.item(), 1.0)
+    return max(mean_over_processes(num_masks).item(), 1.0)
 
 
 class MaskFormerLoss(nn.Module):
@@ -88,7 +94,10 @@ class MaskFormerLoss(nn.Module):
         for b, (pred_idx, tgt_idx) in enumerate(indices):
             targets[b, pred_idx.to(targets.device)] = class_labels[b][tgt_idx.to(class_labels[b].device)].to(targets)
         weights = self.class_weights(class_logits.device)
-        return F.cross_entropy(class_logits.float().transpose(1, 2), targets, weight=weights)
+        loss = F.cross_entropy(class_logits.float().transpose(1, 2), targets, weight=weights, reduction="sum")
+        # NOTE: a weighted mean whose denominator (the summed weights) is averaged over processes, so the
+        # loss of a batch split over N processes equals the loss of the whole batch on one.
+        return loss / mean_over_processes(weights[targets].sum()).clamp(min=1e-6)
 
     def mask_losses(self, mask_logits: Tensor, mask_labels: list[Tensor], indices, num_masks: float) -> dict[str, Tensor]:
         """Focal + dice on matched masks: predictions (B, Q, h, w), targets (N_b, H, W) per image."""

@@ -3,7 +3,8 @@
     python scripts/train.py --dataset synthetic --model_preset demo --output_dir outputs/demo
     accelerate launch --num_processes 8 scripts/train.py --dataset scene_parse_150 \
         --model_preset swin-tiny --crop_size 512 --max_train_steps 160000 --output_dir outputs/ade-swin-t
-    accelerate launch --num_processes 2 --cpu scripts/train.py ...   # two CPU processes
+    accelerate launch --multi_gpu --num_processes 2 scripts/train.py ...   # two processes on a CPU-only machine
+    (accelerate's `--cpu` flag starts a single process whatever `--num_processes` says.)
 
 Data: `synthetic` (built in), a folder in the ADE20K or COCO panoptic layout, or a `datasets` name/path.
 The global batch is `per_device_train_batch_size x processes x gradient_accumulation_steps`; each
@@ -234,8 +235,10 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: dict, tot
     a save never damages the last good checkpoint."""
     final = output_dir / "checkpoints" / f"checkpoint-{state['step']}"
     partial = final.with_name(final.name + ".partial")
-    if accelerator.is_main_process and partial.exists():
-        shutil.rmtree(partial)
+    if accelerator.is_main_process:
+        if partial.exists():
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True)  # before any process writes its random state into it
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
     if accelerator.is_main_process:
@@ -362,7 +365,14 @@ def dataset_kwargs(args, split: str) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
+    # NOTE: several processes without CUDA (`accelerate launch --multi_gpu --num_processes 2` or torchrun on a
+    # CPU machine) must ask Accelerate for CPU explicitly, or it silently runs N independent copies.
+    multi_process_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(
+        cpu=multi_process_cpu,
+        # NOTE: our steps count global optimizer steps already; by default Accelerate would advance the
+        # schedule num_processes times per step.
+        step_scheduler_with_optimizer=False,
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=None if args.report_to == "none" else args.report_to,
@@ -391,6 +401,8 @@ def main(argv: list[str] | None = None) -> dict:
     collate = Collator(processor)
     global_batch = args.per_device_train_batch_size * accelerator.num_processes
     batches_per_epoch = len(epoch_batches(len(training_set), global_batch, args.seed, 0))
+    logger.info("num_processes=%d, global batch %d x %d accumulation steps, %d training items, recipe %s",
+                accelerator.num_processes, global_batch, args.gradient_accumulation_steps, len(training_set), recipe)  # fmt: skip
     if batches_per_epoch == 0:
         raise ValueError(f"the training set has {len(training_set)} items, fewer than one global batch ({global_batch})")
 
@@ -435,7 +447,8 @@ def main(argv: list[str] | None = None) -> dict:
                 if accelerator.sync_gradients and max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
                 optimizer.step()
-                scheduler.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
                 optimizer.zero_grad()
             state["micro_batch"] += 1
             if not accelerator.sync_gradients:

@@ -133,11 +133,15 @@ def test_resume_from_a_folder_that_is_not_a_checkpoint(tiny_folder, tmp_path):
 
 def launch(num_processes: int, folder: Path, output_dir: Path, per_device: int) -> subprocess.CompletedProcess:
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(num_processes),
+        # NOTE: `--cpu` makes accelerate start one process whatever --num_processes says; --multi_gpu starts
+        # torchrun workers, and train.py asks for CPU itself when there is no GPU.
+        sys.executable, "-m", "accelerate.commands.launch", *(["--multi_gpu"] if num_processes > 1 else ["--cpu"]),
+        "--num_processes", str(num_processes),
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         str(TRAIN), *train_args(folder, output_dir, "--max_train_steps", "3", "--per_device_train_batch_size", str(per_device)),
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'scripts'}"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'scripts'}"}  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -145,7 +149,8 @@ def launch(num_processes: int, folder: Path, output_dir: Path, per_device: int) 
 
 def test_accelerate_launch_one_and_two_processes_give_the_same_losses(tiny_folder, tmp_path):
     launch(1, tiny_folder, tmp_path / "one", per_device=4)
-    launch(2, tiny_folder, tmp_path / "two", per_device=2)
+    result = launch(2, tiny_folder, tmp_path / "two", per_device=2)
+    assert "num_processes=2" in result.stdout + result.stderr  # really two processes
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert len(one) == len(two) == 3
     assert two == pytest.approx(one, rel=1e-4)
