@@ -26,7 +26,12 @@ REMOTE_CODE_FILES = {
         "sampling.py",
         "hub.py",
     ],
-    "image_processing": ["image_processing_maskformer.py", "post_processing.py", "validation.py"],
+    "image_processing": [
+        "image_processing_maskformer.py",
+        "post_processing.py",
+        "window_resampling.py",
+        "validation.py",
+    ],
 }
 IMAGE_PROCESSOR_REF = "image_processing_maskformer.MaskFormerImageProcessor"
 CONFIG_AUTO_MAP = {
