@@ -93,7 +93,7 @@ class Evaluator:
                 masks = prediction["segmentation"]
                 self.instance.update(
                     {
-                        "masks": masks[keep].cpu().numpy().astype(bool) if len(keep) else np.zeros((0, *sizes[0]), bool),
+                        "masks": masks[keep].cpu().numpy().astype(bool),  # (N, H, W); N may be 0
                         "labels": np.array([prediction["segments_info"][i]["label_id"] for i in keep], dtype=np.int64),
                         "scores": np.array([prediction["segments_info"][i]["score"] for i in keep], dtype=np.float64),
                     },

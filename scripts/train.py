@@ -115,7 +115,7 @@ def build_model(args, id2label: dict[int, str]) -> MaskFormerForInstanceSegmenta
     return model
 
 
-def parameter_groups(model, recipe: Recipe, learning_rate: float, weight_decay: float, backbone_multiplier: float):
+def parameter_groups(model, learning_rate: float, weight_decay: float, backbone_multiplier: float):
     """AdamW groups: backbone at `lr * multiplier`; no weight decay on norms, biases, embeddings and
     relative position bias tables (Swin recipe)."""
     groups: dict[tuple[bool, bool], list] = {}
@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> dict:
     if batches_per_epoch == 0:
         raise ValueError(f"the training set has {len(training_set)} items, fewer than one global batch ({global_batch})")
 
-    optimizer = torch.optim.AdamW(parameter_groups(model, recipe, learning_rate, weight_decay, backbone_multiplier),
+    optimizer = torch.optim.AdamW(parameter_groups(model, learning_rate, weight_decay, backbone_multiplier),
                                   lr=learning_rate)  # fmt: skip
     scheduler = get_polynomial_decay_schedule_with_warmup(
         optimizer, num_warmup_steps=warmup, num_training_steps=args.max_train_steps, lr_end=0.0, power=recipe.poly_power

@@ -82,7 +82,8 @@ def test_parameter_groups_follow_the_recipe():
     from train import RECIPES, parameter_groups
 
     model = tiny_model()
-    groups = parameter_groups(model, RECIPES["resnet"], 1e-4, 1e-4, 0.1)
+    recipe = RECIPES["resnet"]
+    groups = parameter_groups(model, recipe.learning_rate, recipe.weight_decay, recipe.backbone_lr_multiplier)
     by_id = {id(p): g for g in groups for p in g["params"]}
     backbone_conv = model.model.backbone.body.embedder.embedder.convolution.weight
     assert by_id[id(backbone_conv)]["lr"] == pytest.approx(1e-5) and by_id[id(backbone_conv)]["weight_decay"] == 1e-4
