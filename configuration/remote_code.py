@@ -1,20 +1,22 @@
 """Hub-ready folders that load without this package: `save_pretrained` writes the Python files that
 `trust_remote_code=True` needs, flattened into the folder, and an `auto_map` naming the classes.
 
-The package spans three folders (`configuration/`, `modeling_maskformer/`, `image_processing/`); a Hub
-repository is flat, so first-party absolute imports (`from configuration.x import ...`) are rewritten to
-relative ones (`from .x import ...`) on the way out. This module itself is part of the exported code, so a
-model loaded with `trust_remote_code` saves a complete folder too.
+The package spans three folders (`modeling_maskformer/` and its subpackages `configuration/` and
+`image_processing/`); a Hub repository is flat, so first-party relative imports that reach into another
+folder (`from .configuration.x import ...`, `from ..configuration.x import ...`) are rewritten to
+`from .x import ...` on the way out. This module itself is part of the exported code, so a model loaded with
+`trust_remote_code` saves a complete folder too.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
 # Every module the model, config and processor import, by package.
 REMOTE_CODE_FILES = {
-    "configuration": ["configuration_maskformer.py", "remote_code.py"],
+    "modeling_maskformer.configuration": ["configuration_maskformer.py", "remote_code.py"],
     "modeling_maskformer": [
         "modeling_maskformer.py",
         "backbone.py",
@@ -26,7 +28,7 @@ REMOTE_CODE_FILES = {
         "sampling.py",
         "hub.py",
     ],
-    "image_processing": [
+    "modeling_maskformer.image_processing": [
         "image_processing_maskformer.py",
         "post_processing.py",
         "window_resampling.py",
@@ -45,7 +47,8 @@ CONFIG_AUTO_MAP = {
 }
 PROCESSOR_AUTO_MAP = {"AutoImageProcessor": IMAGE_PROCESSOR_REF}
 
-_FIRST_PARTY_IMPORT = re.compile(r"^(\s*)from (?:configuration|modeling_maskformer|image_processing)\.(\w+) import", re.M)
+# `from .x import`, `from ..configuration.x import`, `from .image_processing.x import`: the module is the last name.
+_FIRST_PARTY_IMPORT = re.compile(r"^(\s*)from \.+(?:\w+\.)*(\w+) import", re.M)
 
 
 def _source_file(package: str, name: str) -> Path:
@@ -53,11 +56,11 @@ def _source_file(package: str, name: str) -> Path:
     flat = here / name  # already a flat remote-code folder
     if (here / "modeling_maskformer.py").is_file() and flat.is_file():
         return flat
-    return here.parent / package / name
+    return Path(importlib.import_module(package).__file__).resolve().parent / name
 
 
 def flatten_imports(source: str) -> str:
-    """`from configuration.configuration_maskformer import X` -> `from .configuration_maskformer import X`."""
+    """`from ..configuration.configuration_maskformer import X` -> `from .configuration_maskformer import X`."""
     return _FIRST_PARTY_IMPORT.sub(r"\1from .\2 import", source)
 
 

@@ -285,7 +285,7 @@ class MaskFormerImageProcessor(BaseImageProcessor):
 
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
         """Also writes the `auto_map` and the Python files `trust_remote_code=True` needs."""
-        from configuration.remote_code import PROCESSOR_AUTO_MAP, write_remote_code
+        from ..configuration.remote_code import PROCESSOR_AUTO_MAP, write_remote_code
 
         self.auto_map = dict(PROCESSOR_AUTO_MAP)
         saved = super().save_pretrained(save_directory, **kwargs)

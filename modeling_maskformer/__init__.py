@@ -9,9 +9,8 @@ Importing the package registers the classes with transformers' Auto classes, so 
 `AutoImageProcessor` and `pipeline("image-segmentation")` resolve our `model_type` "maskformer-hf".
 """
 
-from configuration import MaskFormerConfig
-from image_processing import MaskFormerImageProcessor
-
+from .configuration import MaskFormerConfig
+from .image_processing import MaskFormerImageProcessor
 from .modeling_maskformer import (
     MaskFormerForInstanceSegmentation,
     MaskFormerForInstanceSegmentationOutput,

@@ -45,9 +45,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from configuration.configuration_maskformer import DEFAULT_BACKBONE_OUT_FEATURES, MaskFormerConfig
-from image_processing import MaskFormerImageProcessor
-
+from .configuration.configuration_maskformer import DEFAULT_BACKBONE_OUT_FEATURES, MaskFormerConfig
+from .image_processing import MaskFormerImageProcessor
 from .modeling_maskformer import MaskFormerForInstanceSegmentation
 
 logger = logging.getLogger(__name__)

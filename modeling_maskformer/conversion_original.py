@@ -46,10 +46,9 @@ import torch
 from torch import Tensor
 from transformers import MaskFormerSwinConfig, ResNetConfig
 
-from configuration.configuration_maskformer import DEFAULT_BACKBONE_OUT_FEATURES, MaskFormerConfig
-from image_processing import MaskFormerImageProcessor
-
+from .configuration.configuration_maskformer import DEFAULT_BACKBONE_OUT_FEATURES, MaskFormerConfig
 from .conversion import Rule, apply_rules, convert_state_dict, drop_keys
+from .image_processing import MaskFormerImageProcessor
 from .modeling_maskformer import MaskFormerForInstanceSegmentation
 
 _OUR_BACKBONE = "model.backbone.body"

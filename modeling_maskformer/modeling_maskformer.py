@@ -16,9 +16,8 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from configuration.configuration_maskformer import MaskFormerConfig
-
 from .backbone import build_backbone
+from .configuration.configuration_maskformer import MaskFormerConfig
 from .loss import MaskFormerLoss
 from .matcher import HungarianMatcher
 from .pixel_decoder import PixelDecoder, Res5TransformerEncoder

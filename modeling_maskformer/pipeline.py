@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from transformers.pipelines.image_segmentation import ImageSegmentationPipeline
 
-from image_processing.validation import image_to_tensor
+from .image_processing.validation import image_to_tensor
 
 # Arrays are converted once here; the image processor re-checks size limits.
 _NO_LIMIT = {"min_side": 1, "max_side": 1 << 30, "max_pixels": 1 << 62}

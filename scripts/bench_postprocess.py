@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from image_processing import post_processing as pp  # noqa: E402
+from modeling_maskformer.image_processing import post_processing as pp  # noqa: E402
 
 PADDED, TARGET = (512, 512), (512, 683)
 

@@ -71,9 +71,9 @@ import torch.nn.functional as F  # noqa: E402
 import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from image_processing import post_processing  # noqa: E402
 from modeling_maskformer import MaskFormerForInstanceSegmentation, MaskFormerImageProcessor  # noqa: E402
 from modeling_maskformer.conversion import convert_from_transformers  # noqa: E402
+from modeling_maskformer.image_processing import post_processing  # noqa: E402
 
 NUM_CLASSES, NUM_QUERIES = 150, 100
 STAGES = ["stage1", "stage2", "stage3", "stage4"]

@@ -48,7 +48,6 @@ from typing import Any, Literal, TypedDict
 
 import numpy as np
 from PIL import Image
-
 from synthetic import SyntheticShapes, SyntheticShapesConfig, rgb_to_id
 
 Task = Literal["semantic", "panoptic"]

@@ -12,15 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-
-from modeling_maskformer import MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
-
 from data import build_dataset
 from evaluate import evaluate_model, summary
 from metrics import format_table
+from PIL import Image
 from synthetic import SyntheticShapesConfig
 from train import main as train_main
+
+from modeling_maskformer import MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
 
 NEXT_STEPS = """
 Same script, real data (network and, ideally, GPUs):

@@ -20,13 +20,12 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
-from tqdm.auto import tqdm
-
-from modeling_maskformer import MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
-
 from data import build_dataset
 from metrics import MaskAPMetric, PanopticQualityMetric, SemanticSegmentationMetric, format_table
 from synthetic import SyntheticShapesConfig
+from tqdm.auto import tqdm
+
+from modeling_maskformer import MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
 
 logger = logging.getLogger(__name__)
 

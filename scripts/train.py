@@ -27,6 +27,9 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from data import build_dataset, to_instance_targets
+from evaluate import evaluate_model, summary
+from synthetic import SyntheticShapesConfig
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
@@ -35,10 +38,6 @@ from transformers import MaskFormerSwinConfig, ResNetConfig, get_polynomial_deca
 
 from modeling_maskformer import MaskFormerConfig, MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
 from modeling_maskformer.hub import build_model_card, push_folder_to_hub
-
-from data import build_dataset, to_instance_targets
-from evaluate import evaluate_model, summary
-from synthetic import SyntheticShapesConfig
 
 logger = logging.getLogger(__name__)
 STAGES = ["stage1", "stage2", "stage3", "stage4"]

@@ -5,8 +5,6 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from data import (
     build_dataset,
     load_ade_folder,
@@ -15,6 +13,7 @@ from data import (
     load_synthetic,
     to_instance_targets,
 )
+from PIL import Image
 from synthetic import SyntheticShapes, id_to_rgb, rgb_to_id
 
 ITEM_KEYS = {"image", "semantic", "panoptic_ids", "segments_info", "image_id"}

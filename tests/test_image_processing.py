@@ -15,7 +15,7 @@ from torchvision.transforms.v2 import functional as tvF
 from transformers.image_transforms import get_size_with_aspect_ratio
 from transformers.utils import ModelOutput
 
-from image_processing import (
+from modeling_maskformer.image_processing import (
     MaskFormerImageProcessor,
     convert_segmentation_map_to_binary_masks,
     get_resize_output_size,

@@ -12,7 +12,6 @@ if _SCRIPTS not in sys.path:
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
 from metrics import MaskAPMetric, PanopticQualityMetric, SemanticSegmentationMetric, format_table  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import torch
 from bench_postprocess import random_outputs
 from transformers import MaskFormerImageProcessor
 
-from image_processing.post_processing import (
+from modeling_maskformer.image_processing.post_processing import (
     _reference_instance,
     _reference_panoptic,
     _reference_semantic,

@@ -7,7 +7,6 @@ import time
 import datasets
 import numpy as np
 import pytest
-
 from synthetic import (
     CATEGORIES,
     STUFF_CLASSES,
