@@ -20,66 +20,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from modeling_maskformer.image_processing import post_processing as pp  # noqa: E402
+from modeling_maskformer.benchmarks.common import agreement, random_outputs
+from modeling_maskformer.image_processing import post_processing as pp
 
 PADDED, TARGET = (512, 512), (512, 683)
-
-
-def _smooth_noise(shape: tuple[int, ...], cell: int, generator: torch.Generator) -> torch.Tensor:
-    """Unit-variance-ish noise varying over `cell` pixels: coarse Gaussian noise upsampled bilinearly."""
-    *lead, h, w = shape
-    coarse = torch.randn(*lead, h // cell + 2, w // cell + 2, generator=generator)
-    return F.interpolate(coarse.flatten(0, -3)[:, None], size=(h, w), mode="bilinear")[:, 0].view(shape)
-
-
-def random_outputs(
-    kind: str = "confident",
-    *,
-    batch_size: int = 1,
-    num_queries: int = 100,
-    num_classes: int = 150,
-    mask_size: tuple[int, int] = (128, 128),
-    num_objects: int = 15,
-    seed: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Synthetic (class_logits (B, Q, K+1), mask_logits (B, Q, h, w)) of a confident model."""
-    g = torch.Generator().manual_seed(seed)
-    (h, w), K = mask_size, num_classes
-    class_logits = torch.randn(batch_size, num_queries, K + 1, generator=g)
-    class_logits[..., K] += 6.0  # "no object" by default
-    ys, xs = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
-    if kind == "confident":
-        mask_logits = _smooth_noise((batch_size, num_queries, h, w), 16, g) * 2 - 3
-    else:
-        mask_logits = torch.randn(batch_size, num_queries, h, w, generator=g) * 0.5 - 4
-    for b in range(batch_size):
-        objects = torch.randperm(num_queries, generator=g)[:num_objects]
-        labels = torch.randint(0, K, (num_objects,), generator=g)
-        centres = torch.rand(num_objects, 2, generator=g) * torch.tensor([h, w])
-        distance = ((ys - centres[:, :1, None]) ** 2 + (xs - centres[:, 1:, None]) ** 2).sqrt()  # (n, h, w)
-        class_logits[b, objects, K] -= 12.0
-        class_logits[b, objects, labels] += 10.0
-        if kind == "confident":  # Voronoi cells: positive inside, sloping down across the boundary
-            far = torch.full((1, h, w), float(h + w))  # so that a lone object still has a boundary
-            nearest_other = torch.stack(
-                [torch.cat([distance[:i], distance[i + 1 :], far]).amin(0) for i in range(num_objects)]
-            )
-            logits = 0.5 * (nearest_other - distance) + _smooth_noise((num_objects, h, w), 8, g) * 0.5
-        else:  # blobs on i.i.d. noise
-            radius = (torch.rand(num_objects, 1, 1, generator=g) * 0.2 + 0.05) * h
-            logits = 0.4 * (radius - distance) + torch.randn(num_objects, h, w, generator=g) * 0.3
-        mask_logits[b, objects] = logits
-    return class_logits, mask_logits
 
 
 def _best_ms(fn, repeats: int) -> float:
@@ -90,10 +39,6 @@ def _best_ms(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times) * 1e3
-
-
-def _agreement(ours: torch.Tensor, other: torch.Tensor) -> float:
-    return (ours.to(torch.int64) == other.to(torch.int64)).double().mean().item()
 
 
 def _tasks(processor, class_logits: torch.Tensor, mask_logits: torch.Tensor) -> dict:
@@ -147,7 +92,7 @@ def main() -> None:
         tasks = _tasks(processor, class_logits, mask_logits)
         for task, (theirs, ours, reference) in tasks.items():
             theirs_ms, ours_ms = _best_ms(theirs, args.repeats), _best_ms(ours, args.repeats)
-            same = _agreement(ours(), reference())
+            same = agreement(ours(), reference())
             print(
                 f"{kind:<10} {task:<9} {theirs_ms:>15.1f} {ours_ms:>8.1f} {theirs_ms / ours_ms:>8.1f}x {same:>12.6f}"
             )
@@ -155,7 +100,7 @@ def main() -> None:
         theirs = processor.post_process_semantic_segmentation(outputs, target_sizes=[PADDED])[0]
         ours = pp.semantic_segmentation(class_logits, mask_logits, padded_size=PADDED)[0]
         print(
-            f"{kind:<10} semantic at the input size: {_agreement(ours, theirs):.6f} identical to transformers"
+            f"{kind:<10} semantic at the input size: {agreement(ours, theirs):.6f} identical to transformers"
         )
 
 

@@ -72,6 +72,7 @@ import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from modeling_maskformer import MaskFormerForInstanceSegmentation, MaskFormerImageProcessor  # noqa: E402
+from modeling_maskformer.benchmarks.common import agreement, smooth_noise  # noqa: E402
 from modeling_maskformer.conversion import convert_from_transformers  # noqa: E402
 from modeling_maskformer.image_processing import post_processing  # noqa: E402
 
@@ -224,13 +225,6 @@ def load_pair(folders: dict[str, str]):
 # ----------------------------------------------------------------------------------------------------
 # Synthetic data
 # ----------------------------------------------------------------------------------------------------
-def smooth_noise(shape: tuple[int, ...], cell: int, generator: torch.Generator) -> torch.Tensor:
-    """Roughly unit-variance noise varying over `cell` pixels (coarse Gaussian noise, upsampled)."""
-    *lead, h, w = shape
-    coarse = torch.randn(math.prod(lead), 1, h // cell + 2, w // cell + 2, generator=generator)
-    return F.interpolate(coarse, size=(h, w), mode="bilinear").view(shape)
-
-
 def segment_map(height: int, width: int, num_segments: int, generator: torch.Generator) -> torch.Tensor:
     """(H, W) segment ids 0..n-1: a Voronoi partition with wobbly boundaries."""
     ys, xs = torch.meshgrid(torch.arange(height).float(), torch.arange(width).float(), indexing="ij")
@@ -351,13 +345,6 @@ def semantic_map_of(outputs) -> torch.Tensor:
 def first_map(results: list) -> torch.Tensor:
     """The first image's map from a post-processing result (a tensor, or a dict with "segmentation")."""
     return results[0] if isinstance(results[0], torch.Tensor) else results[0]["segmentation"]
-
-
-def agreement(ours: torch.Tensor, other: torch.Tensor) -> float:
-    """Share of pixels with the same value (0 when the shapes differ)."""
-    if ours.shape != other.shape:
-        return 0.0
-    return (ours.to(torch.int64) == other.to(torch.int64)).double().mean().item()
 
 
 def post_processing_inputs(settings: Settings):

@@ -12,26 +12,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from data import build_dataset
-from evaluate import evaluate_model, summary
-from metrics import format_table
 from PIL import Image
-from synthetic import SyntheticShapesConfig
-from train import main as train_main
 
 from modeling_maskformer import MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
+from modeling_maskformer.data import SyntheticShapesConfig, build_dataset
+from modeling_maskformer.evaluation import evaluate_model, format_table, summary
+from modeling_maskformer.training import train
 
 NEXT_STEPS = """
 Same script, real data (network and, ideally, GPUs):
   # ADE20K-150 semantic, Swin-T (paper: 46.7 mIoU single-scale), 8 GPUs x 2 images, 160k iterations
-  accelerate launch --num_processes 8 scripts/train.py --dataset scene_parse_150 --model_preset swin-tiny \\
+  accelerate launch --num_processes 8 scripts/train_maskformer.py --dataset scene_parse_150 --model_preset swin-tiny \\
       --crop_size 512 --per_device_train_batch_size 2 --max_train_steps 160000 --mixed_precision bf16 \\
       --output_dir outputs/ade-swin-tiny --report_to tensorboard
   # COCO panoptic (folder with annotations/panoptic_train2017.json, PNGs and images), R50
-  accelerate launch --num_processes 8 scripts/train.py --dataset /data/coco --model_preset resnet50 \\
+  accelerate launch --num_processes 8 scripts/train_maskformer.py --dataset /data/coco --model_preset resnet50 \\
       --crop_size 640 --max_train_steps 554000 --output_dir outputs/coco-r50
   # evaluate any folder (ours or transformers'):
-  python scripts/evaluate.py --model outputs/ade-swin-tiny --dataset scene_parse_150 --output_json ade.json
+  python scripts/evaluate_maskformer.py --model outputs/ade-swin-tiny --dataset scene_parse_150 --output_json ade.json
 """
 
 
@@ -74,7 +72,7 @@ def main() -> None:
     parser.add_argument("--max_train_steps", type=int, default=2600, help="the LR schedule's length")
     args = parser.parse_args()
     output_dir = Path(args.output_dir)
-    train_main([
+    train([
         "--dataset", "synthetic", "--synthetic_thing_colours", "by_class", "--model_preset", "demo",
         "--output_dir", str(output_dir),
         "--num_train_images", "4000", "--num_eval_images", "200", "--crop_size", "128",

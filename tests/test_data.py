@@ -5,16 +5,19 @@ import shutil
 
 import numpy as np
 import pytest
-from data import (
+from PIL import Image
+
+from modeling_maskformer.data import (
+    SyntheticShapes,
     build_dataset,
+    id_to_rgb,
     load_ade_folder,
     load_coco_panoptic_folder,
     load_hf_dataset,
     load_synthetic,
+    rgb_to_id,
     to_instance_targets,
 )
-from PIL import Image
-from synthetic import SyntheticShapes, id_to_rgb, rgb_to_id
 
 ITEM_KEYS = {"image", "semantic", "panoptic_ids", "segments_info", "image_id"}
 

@@ -1,24 +1,27 @@
-"""scripts/evaluate.py end to end: our folder and a transformers MaskFormer folder, JSON and table output."""
+"""scripts/evaluate_maskformer.py end to end: our folder and a transformers MaskFormer folder, JSON and table output."""
 
 from __future__ import annotations
 
 import json
+import runpy
+from pathlib import Path
 
 import pytest
 
 from builders import tiny_model
 
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "evaluate_maskformer.py"
+
 
 @pytest.fixture(scope="module")
 def synthetic_labels():
-    from synthetic import SyntheticShapes
+    from modeling_maskformer.data import SyntheticShapes
 
     return SyntheticShapes("train", 1).id2label
 
 
 def evaluate_cli(model_dir, output_json, *extra):
-    from evaluate import main
-
+    main = runpy.run_path(str(SCRIPT))["main"]  # the script's own main, without running it as __main__
     return main(["--model", str(model_dir), "--dataset", "synthetic", "--num_images", "3", "--image_size", "64",
                  "--batch_size", "2", "--output_json", str(output_json), *extra])  # fmt: skip
 

@@ -2,17 +2,17 @@
 
 import json
 import math
-import sys
-from pathlib import Path
 
-_SCRIPTS = str(Path(__file__).resolve().parents[1] / "scripts")
-if _SCRIPTS not in sys.path:
-    sys.path.insert(0, _SCRIPTS)
+import numpy as np
+import pytest
+import torch
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from metrics import MaskAPMetric, PanopticQualityMetric, SemanticSegmentationMetric, format_table  # noqa: E402
+from modeling_maskformer.evaluation import (
+    MaskAPMetric,
+    PanopticQualityMetric,
+    SemanticSegmentationMetric,
+    format_table,
+)
 
 # ----------------------------------------------------------------------------------------------------------
 # Semantic segmentation

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from bench_postprocess import random_outputs
 from transformers import MaskFormerImageProcessor
 
+from modeling_maskformer.benchmarks.common import random_outputs
 from modeling_maskformer.image_processing.post_processing import (
     _reference_instance,
     _reference_panoptic,

@@ -7,7 +7,8 @@ import time
 import datasets
 import numpy as np
 import pytest
-from synthetic import (
+
+from modeling_maskformer.data.synthetic import (
     CATEGORIES,
     STUFF_CLASSES,
     THING_CLASSES,

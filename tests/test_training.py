@@ -13,10 +13,12 @@ import pytest
 import torch
 from transformers import ConvNextConfig
 
+from modeling_maskformer.training import train
+
 from builders import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN = ROOT / "scripts" / "train.py"
+TRAIN = ROOT / "scripts" / "train_maskformer.py"
 SYNTHETIC_LABELS = 9
 
 
@@ -24,7 +26,7 @@ SYNTHETIC_LABELS = 9
 def tiny_folder(tmp_path_factory) -> Path:
     """A tiny model for the synthetic dataset's 9 classes, LayerNorm backbone (no BatchNorm, so the
     per-process batch split cannot change the numbers), no dropout."""
-    from synthetic import SyntheticShapes
+    from modeling_maskformer.data import SyntheticShapes
 
     folder = tmp_path_factory.mktemp("tiny")
     id2label = SyntheticShapes("train", 1).id2label
@@ -50,9 +52,7 @@ def losses(output_dir: Path) -> list[float]:
 
 
 def test_few_steps_write_checkpoints_and_a_hub_ready_folder(tiny_folder, tmp_path):
-    from train import main
-
-    result = main(train_args(tiny_folder, tmp_path / "run", "--max_train_steps", "4", "--per_device_train_batch_size", "2"))
+    result = train(train_args(tiny_folder, tmp_path / "run", "--max_train_steps", "4", "--per_device_train_batch_size", "2"))
     out = tmp_path / "run"
     assert result["state"]["step"] == 4
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md"):
@@ -65,21 +65,19 @@ def test_few_steps_write_checkpoints_and_a_hub_ready_folder(tiny_folder, tmp_pat
 
 
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tiny_folder, tmp_path):
-    from train import main
-
     common = ("--per_device_train_batch_size", "2", "--mask_loss_mode", "point")
-    main(train_args(tiny_folder, tmp_path / "full", "--max_train_steps", "6", *common))
-    main(train_args(tiny_folder, tmp_path / "cut", "--max_train_steps", "6", "--stop_at_step", "3", *common))
+    train(train_args(tiny_folder, tmp_path / "full", "--max_train_steps", "6", *common))
+    train(train_args(tiny_folder, tmp_path / "cut", "--max_train_steps", "6", "--stop_at_step", "3", *common))
     # The interrupted run left a half-written checkpoint behind (a kill during a save): it must be ignored.
     (tmp_path / "cut" / "checkpoints" / "checkpoint-5.partial").mkdir()
-    main(train_args(tiny_folder, tmp_path / "cut", "--max_train_steps", "6", "--resume_from_checkpoint", "latest", *common))
+    train(train_args(tiny_folder, tmp_path / "cut", "--max_train_steps", "6", "--resume_from_checkpoint", "latest", *common))
     full, resumed = losses(tmp_path / "full"), losses(tmp_path / "cut")
     assert len(full) == len(resumed) == 6
     assert resumed == pytest.approx(full, rel=1e-6, abs=1e-7)
 
 
 def test_parameter_groups_follow_the_recipe():
-    from train import RECIPES, parameter_groups
+    from modeling_maskformer.training import RECIPES, parameter_groups
 
     model = tiny_model()
     recipe = RECIPES["resnet"]
@@ -94,8 +92,7 @@ def test_parameter_groups_follow_the_recipe():
 
 
 def test_augmentation_is_deterministic_per_item_and_moves_masks_with_the_image():
-    from data import build_dataset
-    from train import Augmentation, TrainingSet
+    from modeling_maskformer.data import Augmentation, TrainingSet, build_dataset
 
     dataset = build_dataset("synthetic", "train", num_images=4, image_size=64)
     training_set = TrainingSet(dataset, Augmentation(48, 0.75, 1.5, 1.0), seed=0)
@@ -118,7 +115,7 @@ def test_augmentation_is_deterministic_per_item_and_moves_masks_with_the_image()
     ],
 )
 def test_cli_errors(argv, message, capsys, tmp_path):
-    from train import parse_args
+    from modeling_maskformer.training import parse_args
 
     with pytest.raises(SystemExit):
         parse_args(["--output_dir", str(tmp_path), *argv])
@@ -126,10 +123,8 @@ def test_cli_errors(argv, message, capsys, tmp_path):
 
 
 def test_resume_from_a_folder_that_is_not_a_checkpoint(tiny_folder, tmp_path):
-    from train import main
-
     with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
-        main(train_args(tiny_folder, tmp_path / "x", "--max_train_steps", "1", "--resume_from_checkpoint", str(tmp_path)))
+        train(train_args(tiny_folder, tmp_path / "x", "--max_train_steps", "1", "--resume_from_checkpoint", str(tmp_path)))
 
 
 def launch(num_processes: int, folder: Path, output_dir: Path, per_device: int) -> subprocess.CompletedProcess:
@@ -141,8 +136,7 @@ def launch(num_processes: int, folder: Path, output_dir: Path, per_device: int) 
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         str(TRAIN), *train_args(folder, output_dir, "--max_train_steps", "3", "--per_device_train_batch_size", str(per_device)),
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
-           "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'scripts'}"}  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     return result

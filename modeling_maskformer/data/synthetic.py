@@ -9,7 +9,7 @@ Scenes are generated on the fly and are a pure function of (seed, split, index):
 draws from ``numpy.random.SeedSequence(seed, spawn_key=(split_code, i))``, so the train and validation
 splits are disjoint random streams and never share a scene.
 
-Annotations use the real datasets' formats, so the same loading code runs on them (see ``data.py``):
+Annotations use the real datasets' formats, so the same loading code runs on them (see ``loaders.py``):
 
 - ``semantic``: uint8 (H, W) class ids 0..K-1, 255 = ignore (the generator leaves no pixel unlabeled,
   so 255 never occurs here).

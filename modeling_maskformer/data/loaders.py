@@ -1,40 +1,5 @@
-"""Dataset loaders with one item format for every source.
-
-Every dataset here is a map-style sequence (``len(ds)``, ``ds[i]``, usable by a torch DataLoader) of
-``SegmentationItem`` dicts::
-
-    {"image": PIL RGB, "semantic": uint8 (H, W) | None, "panoptic_ids": int32 (H, W) | None,
-     "segments_info": list[dict] | None, "image_id": str}
-
-and carries dataset-level ``id2label`` (contiguous class ids 0..K-1), ``thing_ids``, ``ignore_index``
-and ``reduce_labels``. Sources: ``load_ade_folder``, ``load_coco_panoptic_folder``, ``load_hf_dataset``,
-``load_synthetic``; ``build_dataset(source, split)`` picks one.
-
-Label conventions (the loaders convert; what they return is always the same):
-
-- ``semantic`` holds class ids 0..K-1 and ``ignore_index`` (255) for pixels that are excluded from
-  targets and metrics.
-- ADE20K (folders and scene_parse_150-like HF data) stores 0 = "other" and classes 1..150. With
-  ``reduce_labels=True`` (the default for semantic PNGs) the loader maps 0 -> 255 and k -> k - 1, and
-  keeps an existing 255 at 255 (transformers' ``do_reduce_labels`` turns it into 254). The reduction is
-  done here, once: do NOT also pass ``do_reduce_labels=True`` to the image processor.
-  ``dataset.reduce_labels`` records whether it was applied.
-- COCO panoptic stores segment id = R + 256 G + 256^2 B in an RGB PNG, 0 = void. ``panoptic_ids`` holds
-  those ids (0 = void); ``segments_info`` keeps COCO's entries with ``category_id`` remapped from COCO's
-  sparse ids to contiguous 0..K-1 (``dataset.label_to_category_id`` maps back for evaluation).
-  ``semantic`` is derived from the panoptic map: each segment's class (crowd segments included),
-  void -> 255.
-- ``to_instance_targets(item)`` turns an item into the image processor's instance format: an int32 map
-  with instance ids 1..N and ``ignore_index`` for void (and crowd) pixels, plus
-  ``instance_id_to_semantic_id`` {1..N: class id}. Feed both to the processor with
-  ``ignore_index=255, do_reduce_labels=False``. Semantic items may instead feed ``semantic`` to
-  ``segmentation_maps`` directly.
-
-Malformed data raises ``FileNotFoundError`` / ``ValueError`` naming the file: missing folders, empty
-folders and images without annotations at construction; size mismatches, labels out of range and
-segment/PNG disagreements when an item is read. ``dataset.validate()`` reads every item to surface
-all of these up front.
-"""
+"""Dataset sources, each yielding the item format of `dataset.py`: ADE20K-style folders, COCO panoptic
+folders, Hugging Face `datasets`, and the built-in synthetic shapes; `build_dataset` picks one."""
 
 from __future__ import annotations
 
@@ -44,13 +9,14 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
-from synthetic import SyntheticShapes, SyntheticShapesConfig, rgb_to_id
 
-Task = Literal["semantic", "panoptic"]
+from .dataset import SegmentationDataset, SegmentationItem, Task
+from .synthetic import SyntheticShapes, SyntheticShapesConfig, rgb_to_id
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 # Split names accepted everywhere, normalised to "train" / "validation" / "test".
@@ -59,84 +25,10 @@ _ADE_SPLIT_DIRS = {"train": "training", "validation": "validation", "test": "tes
 _COCO_SPLIT_NAMES = {"train": "train", "validation": "val", "test": "test"}
 
 
-class SegmentationItem(TypedDict):
-    image: Image.Image
-    semantic: np.ndarray | None
-    panoptic_ids: np.ndarray | None
-    segments_info: list[dict] | None
-    image_id: str
-
-
 def _normalize_split(split: str) -> str:
     if split not in _SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {sorted(_SPLITS)}")
     return _SPLITS[split]
-
-
-class SegmentationDataset(Sequence):
-    """Base class: label metadata plus the checks shared by all sources.
-
-    Subclasses implement ``__len__`` and ``_load(index) -> SegmentationItem``; ``__getitem__`` adds
-    the consistency checks.
-    """
-
-    task: Task = "semantic"
-
-    def __init__(
-        self,
-        *,
-        id2label: dict[int, str],
-        thing_ids: Sequence[int] = (),
-        ignore_index: int = 255,
-        reduce_labels: bool = False,
-        label_to_category_id: dict[int, int] | None = None,
-    ):
-        if sorted(id2label) != list(range(len(id2label))):
-            raise ValueError(f"id2label keys must be contiguous 0..K-1, got {sorted(id2label)[:10]}...")
-        if 0 <= ignore_index < len(id2label):
-            raise ValueError(f"ignore_index {ignore_index} collides with a class id (K={len(id2label)})")
-        self.id2label = dict(id2label)
-        self.thing_ids = sorted(thing_ids)
-        self.ignore_index = ignore_index
-        self.reduce_labels = reduce_labels
-        self.label_to_category_id = label_to_category_id or {i: i for i in self.id2label}
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.id2label)
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-    def _load(self, index: int) -> SegmentationItem:
-        raise NotImplementedError
-
-    def __getitem__(self, index: int) -> SegmentationItem:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} items")
-        item = self._load(index % len(self))
-        size = item["image"].size  # (W, H)
-        for key in ("semantic", "panoptic_ids"):
-            if item[key] is not None and item[key].shape != (size[1], size[0]):
-                raise ValueError(
-                    f"{item['image_id']}: image size {size[0]}x{size[1]} (WxH) but {key} annotation size "
-                    f"{item[key].shape[1]}x{item[key].shape[0]}"
-                )
-        if item["semantic"] is not None:
-            labels = np.unique(item["semantic"])
-            bad = labels[(labels >= self.num_labels) & (labels != self.ignore_index)]
-            if bad.size:
-                raise ValueError(
-                    f"{item['image_id']}: label(s) {bad.tolist()} outside 0..{self.num_labels - 1} "
-                    f"(ignore_index {self.ignore_index}); wrong reduce_labels or num_labels?"
-                )
-        return item
-
-    def validate(self) -> int:
-        """Read every item (raising on the first malformed one); returns the number checked."""
-        for index in range(len(self)):
-            self[index]
-        return len(self)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -657,34 +549,3 @@ def build_dataset(source, split: str = "train", **kwargs) -> SegmentationDataset
     return load_hf_dataset(source, split, **kwargs)
 
 
-# --------------------------------------------------------------------------------------------------
-# Targets for the image processor.
-
-
-def to_instance_targets(item: SegmentationItem, ignore_index: int = 255) -> tuple[np.ndarray, dict[int, int]]:
-    """(instance map int32 (H, W), instance_id_to_semantic_id) for the image processor.
-
-    Panoptic items: one instance per non-crowd segment, ids 1..N; void and crowd pixels get
-    ``ignore_index``. Semantic items: one "instance" per class present (MaskFormer's semantic targets);
-    ignored pixels keep ``ignore_index``.
-    """
-    if item["panoptic_ids"] is not None and item["segments_info"] is not None:
-        ids = item["panoptic_ids"]
-        segments = [s for s in item["segments_info"] if not s.get("iscrowd", 0)]
-        if len(segments) >= ignore_index > 0:
-            raise ValueError(f"{item['image_id']}: {len(segments)} segments collide with ignore_index {ignore_index}")
-        instance_map = np.full(ids.shape, ignore_index, dtype=np.int32)
-        mapping = {}
-        for instance_id, segment in enumerate(segments, start=1):
-            instance_map[ids == segment["id"]] = instance_id
-            mapping[instance_id] = int(segment["category_id"])
-        return instance_map, mapping
-    if item["semantic"] is None:
-        raise ValueError(f"{item['image_id']}: item has neither a panoptic nor a semantic annotation")
-    semantic = item["semantic"]
-    classes = [int(c) for c in np.unique(semantic) if c != ignore_index]
-    if len(classes) >= ignore_index > 0:
-        raise ValueError(f"{item['image_id']}: {len(classes)} classes collide with ignore_index {ignore_index}")
-    lookup = np.full(max(int(semantic.max()), ignore_index) + 1, ignore_index, dtype=np.int32)
-    lookup[classes] = np.arange(1, len(classes) + 1)
-    return lookup[semantic], {i + 1: c for i, c in enumerate(classes)}

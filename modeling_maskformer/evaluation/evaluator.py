@@ -1,16 +1,9 @@
 """Evaluate a MaskFormer on a segmentation dataset: mIoU (+ per-class IoU, pixel accuracy), PQ/SQ/RQ (all,
-things, stuff) and COCO mask AP where the dataset has instances.
-
-    python scripts/evaluate.py --model outputs/demo --dataset synthetic --split validation
-    python scripts/evaluate.py --model facebook/maskformer-swin-tiny-ade --dataset scene_parse_150
-
-The model folder may be ours or a transformers MaskFormer folder (converted on the fly). Prints a table
-and writes JSON (`--output_json`). Runs on several processes with `accelerate launch`.
+things, stuff) and COCO mask AP where the dataset has instances. Runs sharded over processes with Accelerate.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import tempfile
@@ -20,12 +13,11 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
-from data import build_dataset
-from metrics import MaskAPMetric, PanopticQualityMetric, SemanticSegmentationMetric, format_table
-from synthetic import SyntheticShapesConfig
 from tqdm.auto import tqdm
 
-from modeling_maskformer import MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
+from ..image_processing import MaskFormerImageProcessor
+from ..modeling_maskformer import MaskFormerForInstanceSegmentation
+from .metrics import MaskAPMetric, PanopticQualityMetric, SemanticSegmentationMetric
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +26,7 @@ def load_model_folder(model_path: str) -> tuple[MaskFormerForInstanceSegmentatio
     """Our folder, or a transformers MaskFormer folder/Hub id converted on the fly."""
     config_file = Path(model_path) / "config.json"
     if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "maskformer":
-        from modeling_maskformer.conversion import convert_from_transformers
+        from ..conversion import convert_from_transformers
 
         converted = Path(tempfile.mkdtemp(prefix="maskformer-converted-"))
         convert_from_transformers(model_path, converted)
@@ -161,54 +153,3 @@ def summary(results: dict) -> dict[str, float | None]:
     if "instance" in results:
         flat.update({"mask_ap": results["instance"]["ap"], "mask_ap50": results["instance"]["ap50"]})
     return flat
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="our model folder, a transformers MaskFormer folder, or Hub id")
-    parser.add_argument("--dataset", default="synthetic", help="'synthetic', a dataset folder, or a datasets name/path")
-    parser.add_argument("--dataset_config_name", default=None, help="config name of a datasets dataset")
-    parser.add_argument("--split", default="validation")
-    parser.add_argument("--num_images", type=int, default=None, help="synthetic dataset: number of images")
-    parser.add_argument("--image_size", type=int, default=None, help="synthetic dataset: image side")
-    parser.add_argument("--synthetic_thing_colours", choices=["random", "by_class"], default="random",
-                        help="synthetic dataset: thing colours random or by class hue band")
-    parser.add_argument("--max_items", type=int, default=None, help="evaluate only the first N items")
-    parser.add_argument("--batch_size", type=int, default=4)
-    parser.add_argument("--output_json", default=None, help="write all results here")
-    args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error("--batch_size must be >= 1")
-    return args
-
-
-def dataset_kwargs(args: argparse.Namespace) -> dict:
-    if args.dataset == "synthetic":
-        kwargs = {key: getattr(args, key) for key in ("num_images", "image_size") if getattr(args, key) is not None}
-        return {**kwargs, "config": SyntheticShapesConfig(thing_colours=args.synthetic_thing_colours)}
-    return {"name": args.dataset_config_name} if args.dataset_config_name else {}
-
-
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    accelerator = Accelerator()
-    dataset = build_dataset(args.dataset, args.split, **dataset_kwargs(args))
-    model, processor = load_model_folder(args.model)
-    if model.config.num_labels != dataset.num_labels:
-        raise ValueError(
-            f"the model predicts {model.config.num_labels} classes but the dataset has {dataset.num_labels}"
-        )
-    model = model.to(accelerator.device)
-    results = evaluate_model(model, processor, dataset, accelerator=accelerator, batch_size=args.batch_size,
-                             max_items=args.max_items)  # fmt: skip
-    if accelerator.is_main_process:
-        for group in results.values():
-            print(format_table(group))
-        if args.output_json:
-            Path(args.output_json).write_text(json.dumps(results, indent=2, allow_nan=False))
-    return results
-
-
-if __name__ == "__main__":
-    main()

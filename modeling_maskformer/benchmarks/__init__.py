@@ -1,0 +1,1 @@
+"""Benchmarks of this package against transformers' MaskFormer (`scripts/run_benchmarks.py`)."""

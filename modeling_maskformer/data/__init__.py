@@ -1,0 +1,39 @@
+"""Datasets in one item format (ADE20K-style and COCO panoptic folders, Hugging Face `datasets`, built-in
+synthetic shapes), the paper's training augmentation and the batch collator.
+
+    from modeling_maskformer.data import build_dataset, MaskFormerCollator
+
+    dataset = build_dataset("synthetic", "train", num_images=100)  # or a folder, a datasets name/object
+"""
+
+from .augmentation import Augmentation, TrainingSet
+from .collator import MaskFormerCollator
+from .dataset import SegmentationDataset, SegmentationItem, to_instance_targets
+from .loaders import (
+    build_dataset,
+    detect_folder_layout,
+    load_ade_folder,
+    load_coco_panoptic_folder,
+    load_hf_dataset,
+    load_synthetic,
+)
+from .synthetic import SyntheticShapes, SyntheticShapesConfig, id_to_rgb, rgb_to_id
+
+__all__ = [
+    "Augmentation",
+    "MaskFormerCollator",
+    "SegmentationDataset",
+    "SegmentationItem",
+    "SyntheticShapes",
+    "SyntheticShapesConfig",
+    "TrainingSet",
+    "build_dataset",
+    "detect_folder_layout",
+    "id_to_rgb",
+    "load_ade_folder",
+    "load_coco_panoptic_folder",
+    "load_hf_dataset",
+    "load_synthetic",
+    "rgb_to_id",
+    "to_instance_targets",
+]

@@ -1,0 +1,72 @@
+"""Evaluate a MaskFormer on a segmentation dataset: mIoU (+ per-class IoU, pixel accuracy), PQ/SQ/RQ (all,
+things, stuff) and COCO mask AP where the dataset has instances.
+
+    python scripts/evaluate_maskformer.py --model outputs/demo --dataset synthetic --split validation
+    python scripts/evaluate_maskformer.py --model facebook/maskformer-swin-tiny-ade --dataset scene_parse_150
+
+The model folder may be ours or a transformers MaskFormer folder (converted on the fly). Prints a table
+and writes JSON (`--output_json`). Runs on several processes with `accelerate launch`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from modeling_maskformer.data import SyntheticShapesConfig, build_dataset
+from modeling_maskformer.evaluation import evaluate_model, format_table, load_model_folder
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="our model folder, a transformers MaskFormer folder, or Hub id")
+    parser.add_argument("--dataset", default="synthetic", help="'synthetic', a dataset folder, or a datasets name/path")
+    parser.add_argument("--dataset_config_name", default=None, help="config name of a datasets dataset")
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--num_images", type=int, default=None, help="synthetic dataset: number of images")
+    parser.add_argument("--image_size", type=int, default=None, help="synthetic dataset: image side")
+    parser.add_argument("--synthetic_thing_colours", choices=["random", "by_class"], default="random",
+                        help="synthetic dataset: thing colours random or by class hue band")
+    parser.add_argument("--max_items", type=int, default=None, help="evaluate only the first N items")
+    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--output_json", default=None, help="write all results here")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch_size must be >= 1")
+    return args
+
+
+def dataset_kwargs(args: argparse.Namespace) -> dict:
+    if args.dataset == "synthetic":
+        kwargs = {key: getattr(args, key) for key in ("num_images", "image_size") if getattr(args, key) is not None}
+        return {**kwargs, "config": SyntheticShapesConfig(thing_colours=args.synthetic_thing_colours)}
+    return {"name": args.dataset_config_name} if args.dataset_config_name else {}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    accelerator = Accelerator()
+    dataset = build_dataset(args.dataset, args.split, **dataset_kwargs(args))
+    model, processor = load_model_folder(args.model)
+    if model.config.num_labels != dataset.num_labels:
+        raise ValueError(
+            f"the model predicts {model.config.num_labels} classes but the dataset has {dataset.num_labels}"
+        )
+    model = model.to(accelerator.device)
+    results = evaluate_model(model, processor, dataset, accelerator=accelerator, batch_size=args.batch_size,
+                             max_items=args.max_items)  # fmt: skip
+    if accelerator.is_main_process:
+        for group in results.values():
+            print(format_table(group))
+        if args.output_json:
+            Path(args.output_json).write_text(json.dumps(results, indent=2, allow_nan=False))
+    return results
+
+
+if __name__ == "__main__":
+    main()
