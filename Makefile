@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 bench: $(STAMP)
-	$(PY) scripts/benchmark.py
+	$(PY) scripts/run_benchmarks.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info outputs

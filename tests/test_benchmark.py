@@ -1,4 +1,4 @@
-"""Smoke test of scripts/benchmark.py: the tiniest run (tiny model, 64 px inputs) fills every section of the
+"""Smoke test of scripts/run_benchmarks.py: the tiniest run (tiny model, 64 px inputs) fills every section of the
 JSON. No timing assertions: timings on a shared CI machine say nothing."""
 
 from __future__ import annotations
@@ -7,14 +7,17 @@ import json
 import runpy
 from pathlib import Path
 
-benchmark = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"))
+from modeling_maskformer.benchmarks.common import TRAIN_IMPLS
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "run_benchmarks.py"
 
 ARGS = ["--tiny", "--threads", "1", "--backbones", "r50", "--train-backbones", "r50", "--supervision", "deep"]
 
 
 def test_tiny_benchmark_writes_every_section(tmp_path):
     output = tmp_path / "benchmark.json"
-    returned = benchmark["main"]([*ARGS, "--output", str(output)])
+    main = runpy.run_path(str(SCRIPT))["main"]  # the script's own main, without running it as __main__
+    returned = main([*ARGS, "--output", str(output)])
     results = json.loads(output.read_text())
     assert results["summary"] == json.loads(json.dumps(returned["summary"]))
 
@@ -33,7 +36,7 @@ def test_tiny_benchmark_writes_every_section(tmp_path):
     assert set(pipeline["seconds"]) == set(pipeline["seconds_random_init_logits"]) == {"transformers", "ours"}
     assert set(results["image_processor"]["seconds"]) == {"transformers", "ours"}
     training = results["training"]["r50/deep-supervision"]
-    for impl in benchmark["TRAIN_IMPLS"]:
+    for impl in TRAIN_IMPLS:
         assert "error" not in training[impl], training[impl]
         assert training[impl]["step_seconds"] > 0 and training[impl]["peak_memory_mb"] >= 0
     assert {row["verdict"] for row in results["summary"]} <= {"PASS", "MISS", "-"}

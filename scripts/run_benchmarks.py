@@ -1,0 +1,117 @@
+"""Side-by-side benchmark: this package vs transformers 5.23's MaskFormer, same weights, same inputs.
+
+    python scripts/run_benchmarks.py                  # full run (~5-10 min on 2 cores): `make bench`
+    python scripts/run_benchmarks.py --quick          # 128 px inputs, one repeat: a smoke run of the real shapes
+    python scripts/run_benchmarks.py --compile --train-backbones r50 swin-t --output outputs/benchmark.json
+
+Models: a randomly initialised `transformers.MaskFormerForInstanceSegmentation` at the ADE20K shapes (150
+classes, 100 queries, d=256, 6 decoder layers, FPN/mask 256) with a Swin-T and a ResNet-50 backbone, saved,
+then converted to ours with `convert_from_transformers`, so both hold identical weights (the forward section
+records the largest logit difference as a check). `--tiny` shrinks the model too (the test suite).
+
+Timings are medians of --repeats calls after --warmup untimed ones; ours and transformers' calls alternate,
+so that load drifting on a shared machine hits both alike. torch uses --threads threads (default: torch's).
+- forward: eval, no_grad, batch 1 at 512x512. Ours also with the opt-in fast path: channels_last weights and
+  input, alone and with bf16 autocast (the faster of the two is the "fast path" row); with --compile,
+  `torch.compile(ours)` in a separate process (compile time reported; skipped with a note on failure or
+  after --compile-timeout).
+- post-processing: the three `post_process_*` of each processor, fed identical outputs of a confident model
+  crafted from a synthetic ADE-like label map (20 segments with distinct classes, 512x683 original, 512x704
+  padded input; one query per segment with a confident class and mask logits +8 inside the segment at 1/4
+  resolution, -8 outside, 5x5 blur, unit noise; the other 80 queries "no object"). Agreement: share of our
+  pixels equal to the literal `_reference_*` implementations in `image_processing/post_processing.py` at the
+  same padded geometry; for semantic also vs transformers without padding and at the input size (where its
+  algorithm is the same, so exact); panoptic vs transformers there is informational (its overlap test differs).
+- pipeline: `pipeline("image-segmentation")(image, subtask="semantic")` on a 512x683 PIL image, each side with
+  its own model and processor; timed with the model's own (random-weight, near-uniform) logits and with the
+  logits swapped, after the full forward, for the crafted confident ones (the realistic case).
+- image processor: 2 PIL images 512x683 with semantic maps (150 classes, 20 present), shortest_edge 512,
+  longest_edge 2048, size_divisor 32, ignore_index 255 on both sides.
+- training (R50 by default; --train-backbones): batch of two 512x512 images with 20 instance masks each,
+  forward + backward + AdamW step, our dense and point-sampled losses vs transformers' (dense); dropout 0 in
+  all (transformers' default). --supervision: "deep" = a loss on every decoder layer (the paper; transformers
+  needs output_hidden_states=True for it), "last" = the final layer only (transformers' default), "both".
+  Each configuration runs in a fresh process (`python -m modeling_maskformer.benchmarks.training`), so one
+  allocator's cache never serves the next. Peak memory = peak resident set (VmHWM in /proc/self/status, reset with
+  /proc/self/clear_refs once model, optimizer and batch exist) minus the resident set at that moment: what the
+  steps add (activations, gradients, AdamW state; the last two are reported separately as an estimate).
+
+Prints the medians and a table of ratios (time: transformers / ours, >1 = ours faster; memory: ours /
+transformers, <1 = ours smaller) with PASS/MISS against the targets, and writes everything with machine
+information (CPU, cores, threads, bf16 support, load average) to --output as JSON.
+
+The sections live in `modeling_maskformer.benchmarks` (common, forward, postprocess, pipeline, processor,
+training, report, runner).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here downloads; fail fast if something tries
+
+import torch  # noqa: E402
+
+from modeling_maskformer.benchmarks.common import bench_environment  # noqa: E402
+from modeling_maskformer.benchmarks.report import print_seconds, print_table, summary_rows  # noqa: E402
+from modeling_maskformer.benchmarks.runner import run_all, settings_for  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--output", default="outputs/benchmark.json")
+    parser.add_argument("--quick", action="store_true", help="128 px inputs, one repeat: a smoke test")
+    parser.add_argument("--tiny", action="store_true", help="64 px inputs and a tiny model (the test suite)")
+    parser.add_argument(
+        "--backbones",
+        nargs="*",
+        default=["swin-t", "r50"],
+        choices=["swin-t", "r50"],
+        help="for forward and pipeline",
+    )
+    parser.add_argument("--train-backbones", nargs="*", default=["r50"], choices=["swin-t", "r50"])
+    parser.add_argument(
+        "--supervision",
+        choices=["deep", "last", "both"],
+        default="both",
+        help="training losses on every decoder layer (the paper), the last only, or both runs",
+    )
+    parser.add_argument("--repeats", type=int, help="timed calls per measurement (default 5, quick 1)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--compile", action="store_true", help="also time torch.compile(ours), in a subprocess"
+    )
+    parser.add_argument("--compile-timeout", type=float, default=300.0, help="seconds, per backbone")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    settings = settings_for(tiny=args.tiny, quick=args.quick, repeats=args.repeats)
+    started = time.perf_counter()
+    with bench_environment(args.threads):
+        results = run_all(settings, backbones=args.backbones, train_backbones=args.train_backbones,
+                          supervision=args.supervision, threads=args.threads, with_compile=args.compile,
+                          compile_timeout=args.compile_timeout)  # fmt: skip
+    results["total_seconds"] = time.perf_counter() - started
+    results["summary"] = summary_rows(results)
+    print_seconds(results)
+    print_table(results["summary"])
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2))
+    print(f"\n{results['total_seconds']:.0f} s; written to {output}")
+    if args.quick or args.tiny:
+        print("NOTE: --quick/--tiny runs check the machinery; the targets are for the full run (at 128 px,")
+        print("for one, point sampling's 12,544 points outnumber the pixels of a mask).")
+    return results
+
+
+if __name__ == "__main__":
+    main()
