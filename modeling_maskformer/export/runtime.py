@@ -1,0 +1,175 @@
+"""Run an exported folder with onnxruntime or OpenVINO and get the PyTorch model's output type back.
+
+    model = MaskFormerRuntimeModel.from_pretrained("exported/")            # fp32; precision="int8" if exported
+    processor = MaskFormerImageProcessor.from_pretrained("exported/")
+    outputs = model(**processor(image, return_tensors="pt"))
+    processor.post_process_semantic_segmentation(outputs, target_sizes=[(image.height, image.width)])
+
+`outputs` is a `MaskFormerForInstanceSegmentationOutput` with `class_queries_logits` (B, Q, K+1),
+`masks_queries_logits` (B, Q, H/4, W/4) and `pixel_mask` (B, H, W), so the processor's post-processings and
+`pipeline("image-segmentation", model=model, image_processor=processor)` work unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from transformers import AutoConfig
+from transformers.pipelines.image_segmentation import ImageSegmentationPipeline
+
+from ..modeling_maskformer import MaskFormerForInstanceSegmentationOutput
+
+EXPORT_INFO_FILE = "export.json"
+
+
+def pad_to_size(pixel_values: Tensor, pixel_mask: Tensor | None, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Zero-pad (B, 3, h, w) pixel values bottom/right to `size` = (H, W) as the processor pads, and the pixel
+    mask (B, h, w; None = all real) with zeros. Inputs larger than `size` are an error."""
+    batch, _, height, width = pixel_values.shape
+    if pixel_mask is None:
+        pixel_mask = torch.ones(batch, height, width, dtype=torch.long)
+    if height > size[0] or width > size[1]:
+        raise ValueError(
+            f"pixel_values are {height}x{width} but this graph was exported for a fixed {size[0]}x{size[1]} input: "
+            "use the processor saved with the export (it resizes to fit) or export with --dynamic"
+        )
+    if (height, width) == tuple(size):
+        return pixel_values, pixel_mask
+    padded = pixel_values.new_zeros(batch, 3, *size)
+    padded[:, :, :height, :width] = pixel_values
+    mask = pixel_mask.new_zeros(batch, *size)
+    mask[:, :height, :width] = pixel_mask
+    return padded, mask
+
+
+class _OnnxRuntimeSession:
+    def __init__(self, path: Path, num_threads: int | None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        class_logits, mask_logits = self.session.run(None, {"pixel_values": pixel_values})
+        return class_logits, mask_logits
+
+
+class _OpenVINOSession:
+    def __init__(self, path: Path, num_threads: int | None, inference_precision: str):
+        import openvino as ov
+
+        core = ov.Core()
+        config = {"INFERENCE_PRECISION_HINT": inference_precision, "PERFORMANCE_HINT": "LATENCY"}
+        if num_threads:
+            config["INFERENCE_NUM_THREADS"] = num_threads
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        results = self.request.infer({"pixel_values": pixel_values})
+        return (
+            np.array(results[self.compiled.output("class_queries_logits")]),
+            np.array(results[self.compiled.output("masks_queries_logits")]),
+        )
+
+
+class MaskFormerRuntimeModel:
+    """An exported MaskFormer (ONNX or OpenVINO folder written by `export_folder`) behind the PyTorch model's
+    call signature. CPU only; inference only."""
+
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    device = torch.device("cpu")
+    dtype = torch.float32
+
+    def __init__(self, session, *, config, export_info: dict, precision: str):
+        self.session = session
+        self.config = config
+        self.export_info = export_info
+        self.precision = precision
+        input_info = export_info["input"]
+        self.fixed_size = None if input_info["dynamic"] else (input_info["height"], input_info["width"])
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        *,
+        precision: Literal["fp32", "int8"] = "fp32",
+        num_threads: int | None = None,
+        openvino_inference_precision: Literal["f32", "bf16"] = "f32",
+    ) -> MaskFormerRuntimeModel:
+        """Load the graph of `precision` from an exported folder. `openvino_inference_precision="bf16"` lets
+        OpenVINO compute fp32 graphs in bf16 on CPUs that support it (faster, not bit-faithful)."""
+        folder = Path(folder)
+        info_path = folder / EXPORT_INFO_FILE
+        if not info_path.is_file():
+            raise FileNotFoundError(f"{info_path} not found: {folder} is not a folder written by scripts/export.py")
+        info = json.loads(info_path.read_text())
+        files = info["files"]
+        if precision not in files:
+            raise ValueError(f"{folder} has no {precision!r} graph (it has {sorted(files)}); export with --int8 to add one")
+        path = folder / files[precision]
+        if info["format"] == "onnx":
+            session = _OnnxRuntimeSession(path, num_threads)
+        elif info["format"] == "openvino":
+            session = _OpenVINOSession(path, num_threads, openvino_inference_precision)
+        else:
+            raise ValueError(f"{info_path}: unknown format {info['format']!r} (expected 'onnx' or 'openvino')")
+        # NOTE: our config class is registered with AutoConfig when the package is imported.
+        config = AutoConfig.from_pretrained(folder)
+        return cls(session, config=config, export_info=info, precision=precision)
+
+    def __call__(self, pixel_values: Tensor, pixel_mask: Tensor | None = None, **unused) -> MaskFormerForInstanceSegmentationOutput:
+        """pixel_values (B, 3, H, W) -> class logits (B, Q, K+1), mask logits (B, Q, H'/4, W'/4) and the pixel mask
+        (B, H', W'), where (H', W') is the export size for a fixed-size graph (inputs are padded to it)."""
+        pixel_values = torch.as_tensor(pixel_values)
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
+            raise ValueError(f"pixel_values must be (B, 3, H, W), got shape {tuple(pixel_values.shape)}")
+        if self.fixed_size is not None:
+            pixel_values, pixel_mask = pad_to_size(pixel_values, pixel_mask, self.fixed_size)
+        elif any(side % 32 for side in pixel_values.shape[-2:]):
+            raise ValueError(f"pixel_values are {tuple(pixel_values.shape[-2:])}: the dynamic graph needs multiples of 32")
+        class_logits, mask_logits = self.session(pixel_values.detach().float().contiguous().numpy())
+        return MaskFormerForInstanceSegmentationOutput(
+            class_queries_logits=torch.from_numpy(class_logits),
+            masks_queries_logits=torch.from_numpy(mask_logits),
+            pixel_mask=pixel_mask,
+        )
+
+    forward = __call__
+
+    # The few nn.Module/PreTrainedModel methods transformers' pipeline calls.
+    def to(self, device) -> MaskFormerRuntimeModel:
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"MaskFormerRuntimeModel runs on the CPU only, not {device}")
+        return self
+
+    def eval(self) -> MaskFormerRuntimeModel:
+        return self
+
+    def can_generate(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        size = "dynamic" if self.fixed_size is None else f"{self.fixed_size[0]}x{self.fixed_size[1]}"
+        return f"{type(self).__name__}(format={self.export_info['format']!r}, precision={self.precision!r}, input={size})"
+
+
+class RuntimeSegmentationPipeline(ImageSegmentationPipeline):
+    """transformers' image-segmentation pipeline, quiet about the runtime wrapper not being a registered model
+    class (plain `pipeline("image-segmentation", model=runtime, image_processor=processor)` works too, after
+    logging that complaint)."""
+
+    def check_model_type(self, supported_models):
+        if not isinstance(self.model, MaskFormerRuntimeModel):
+            super().check_model_type(supported_models)

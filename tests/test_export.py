@@ -1,0 +1,195 @@
+"""Export to ONNX / OpenVINO: logits within 1e-3 of PyTorch (FPN and "+6 Enc", ResNet and Swin, fixed and
+dynamic sizes), int8 graphs, the runtime wrapper with the processor's post-processing and the pipeline.
+
+The reference is PyTorch's own forward pass of the same weights; the graphs run in other runtimes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import MaskFormerSwinConfig
+
+from modeling_maskformer import MaskFormerImageProcessor
+
+from builders import STAGES, tiny_model
+
+pytest.importorskip("onnxruntime", reason="needs the [export] extra: pip install -e '.[export]'")
+pytest.importorskip("onnxscript", reason="needs the [export] extra")
+openvino = pytest.importorskip("openvino", reason="needs the [export] extra")
+
+from modeling_maskformer.export import (  # noqa: E402
+    PARITY_TOLERANCE,
+    MaskFormerRuntimeModel,
+    RuntimeSegmentationPipeline,
+    export_folder,
+    pad_to_size,
+)
+
+HEIGHT, WIDTH = 96, 128  # Swin (window 7): the stride-4 map 24x32 is padded inside the backbone
+MODELS = {
+    "resnet-fpn": {},
+    "resnet-6enc": {"pixel_decoder_type": "fpn_transformer_encoder"},
+    "swin-fpn": {
+        "backbone_config": MaskFormerSwinConfig(
+            embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=7, out_features=STAGES
+        )
+    },
+}
+
+
+def processor():
+    return MaskFormerImageProcessor(size={"shortest_edge": 96, "longest_edge": 160})
+
+
+def images(count=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (70 + 5 * i, 100, 3), dtype=np.uint8)) for i in range(count)]
+
+
+def max_difference(expected, got) -> float:
+    return max(
+        (expected.class_queries_logits - got.class_queries_logits).abs().max().item(),
+        (expected.masks_queries_logits - got.masks_queries_logits).abs().max().item(),
+    )
+
+
+# NOTE: each export takes ~10 s; ResNet-FPN to ONNX is also covered by the `exported` fixture's tests below.
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "name,format",
+    [
+        pytest.param("resnet-fpn", "onnx", marks=SLOW),
+        ("resnet-fpn", "openvino"),
+        ("resnet-6enc", "onnx"),
+        pytest.param("resnet-6enc", "openvino", marks=SLOW),
+        ("swin-fpn", "onnx"),
+        ("swin-fpn", "openvino"),
+    ],
+)
+def test_fixed_size_parity(tmp_path, name, format):
+    model = tiny_model(**MODELS[name]).eval()
+    folder = export_folder(model, tmp_path / name, processor=processor(), format=format, height=HEIGHT, width=WIDTH)
+    info = json.loads((folder / "export.json").read_text())
+    assert info["parity_max_abs_difference"]["fp32"] < PARITY_TOLERANCE
+    runtime = MaskFormerRuntimeModel.from_pretrained(folder)
+    # a batch of 3 (the graph was traced with 2), smaller than the export size: the wrapper pads it
+    pixel_values = torch.randn(3, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    got = runtime(pixel_values)
+    padded, mask = pad_to_size(pixel_values, None, (HEIGHT, WIDTH))
+    with torch.no_grad():
+        expected = model(padded)
+    assert max_difference(expected, got) < PARITY_TOLERANCE
+    assert got.masks_queries_logits.shape == (3, 10, HEIGHT // 4, WIDTH // 4)
+    torch.testing.assert_close(got.pixel_mask, mask)
+    assert mask[:, :64, :96].all() and not mask[:, 64:].any() and not mask[:, :, 96:].any()
+
+
+@pytest.mark.parametrize(
+    "name", ["resnet-fpn", pytest.param("swin-fpn", marks=pytest.mark.slow)]  # Swin: ~50 s to export
+)
+def test_dynamic_size_parity(tmp_path, name):
+    model = tiny_model(**MODELS[name]).eval()
+    folder = export_folder(model, tmp_path / name, processor=processor(), format="onnx", height=HEIGHT, width=WIDTH, dynamic=True)
+    runtime = MaskFormerRuntimeModel.from_pretrained(folder)
+    for shape in [(1, 3, 64, 64), (3, 3, 96, 160), (2, 3, 224, 128)]:
+        pixel_values = torch.randn(*shape, generator=torch.Generator().manual_seed(shape[-1]))
+        with torch.no_grad():
+            expected = model(pixel_values)
+        assert max_difference(expected, runtime(pixel_values)) < PARITY_TOLERANCE, shape
+    with pytest.raises(ValueError, match="multiples of 32"):
+        runtime(torch.randn(1, 3, 70, 64))
+
+
+@pytest.mark.parametrize("format,marker", [("onnx", "DequantizeLinear"), ("openvino", "FakeQuantize")])
+def test_int8_graph_is_quantised_and_close(tmp_path, format, marker):
+    model = tiny_model().eval()
+    folder = export_folder(
+        model, tmp_path / format, processor=processor(), format=format, height=HEIGHT, width=WIDTH, int8=True,
+        calibration_images=images(4),
+    )  # fmt: skip
+    info = json.loads((folder / "export.json").read_text())
+    graph = (folder / info["files"]["int8"]).read_bytes()
+    assert marker.encode() in graph  # really quantised, not a copy of the fp32 graph
+    runtime = MaskFormerRuntimeModel.from_pretrained(folder, precision="int8")
+    image_processor = MaskFormerImageProcessor.from_pretrained(folder)
+    outputs = runtime(**image_processor(images(1, seed=5), return_tensors="pt"))
+    assert torch.isfinite(outputs.class_queries_logits).all() and torch.isfinite(outputs.masks_queries_logits).all()
+    # int8 error is bounded but not tiny on a random model; recorded for the user
+    assert 0 < info["parity_max_abs_difference"]["int8"] < 5.0
+
+
+@pytest.mark.slow
+def test_onnx_dynamic_quantisation_needs_no_calibration(tmp_path):
+    folder = export_folder(
+        tiny_model().eval(), tmp_path / "q", processor=processor(), height=HEIGHT, width=WIDTH, int8=True,
+        onnx_int8_mode="dynamic",
+    )  # fmt: skip
+    assert b"DynamicQuantizeLinear" in (folder / "model_int8.onnx").read_bytes()
+    assert MaskFormerRuntimeModel.from_pretrained(folder, precision="int8")(torch.randn(1, 3, 64, 64)).class_queries_logits.shape == (1, 10, 4)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = tiny_model().eval()
+    folder = export_folder(model, tmp_path_factory.mktemp("export") / "onnx", processor=processor(), height=HEIGHT, width=WIDTH)
+    return model, folder
+
+
+def test_post_processing_matches_pytorch(exported):
+    model, folder = exported
+    image_processor = MaskFormerImageProcessor.from_pretrained(folder)
+    assert image_processor.size == {"shortest_edge": 96, "longest_edge": 96}  # every image fits the graph
+    runtime = MaskFormerRuntimeModel.from_pretrained(folder)
+    batch = images(2)
+    inputs = image_processor(batch, return_tensors="pt")
+    padded, mask = pad_to_size(inputs["pixel_values"], inputs["pixel_mask"], (HEIGHT, WIDTH))
+    with torch.no_grad():
+        expected = model(padded, pixel_mask=mask)
+    got = runtime(**inputs)
+    sizes = [(image.height, image.width) for image in batch]
+    for a, b, size in zip(
+        image_processor.post_process_semantic_segmentation(expected, target_sizes=sizes),
+        image_processor.post_process_semantic_segmentation(got, target_sizes=sizes),
+        sizes,
+    ):
+        assert a.shape == b.shape == size
+        assert (a == b).float().mean() > 0.999
+    for task in ("instance", "panoptic"):
+        post = getattr(image_processor, f"post_process_{task}_segmentation")
+        a, b = (post(o, threshold=0.0, target_sizes=sizes)[0] for o in (expected, got))
+        assert [s["label_id"] for s in a["segments_info"]] == [s["label_id"] for s in b["segments_info"]]
+
+
+def test_pipeline_runs_on_the_exported_graph(exported):
+    from transformers import pipeline
+
+    model, folder = exported
+    runtime = MaskFormerRuntimeModel.from_pretrained(folder)
+    image_processor = MaskFormerImageProcessor.from_pretrained(folder)
+    segmenter = pipeline("image-segmentation", model=runtime, image_processor=image_processor, pipeline_class=RuntimeSegmentationPipeline)
+    reference = pipeline("image-segmentation", model=model, image_processor=image_processor)
+    image = images(1)[0]
+    for subtask in ("semantic", "panoptic"):
+        got, expected = segmenter(image, subtask=subtask, threshold=0.0), reference(image, subtask=subtask, threshold=0.0)
+        assert [r["label"] for r in got] == [r["label"] for r in expected]
+        assert got[0]["mask"].size == image.size
+
+
+def test_clear_errors(tmp_path, exported):
+    _, folder = exported
+    with pytest.raises(FileNotFoundError, match="export.json"):
+        MaskFormerRuntimeModel.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="no 'int8' graph"):
+        MaskFormerRuntimeModel.from_pretrained(folder, precision="int8")
+    with pytest.raises(ValueError, match="fixed 96x128"):
+        MaskFormerRuntimeModel.from_pretrained(folder)(torch.randn(1, 3, 128, 128))
+    with pytest.raises(ValueError, match="multiple of 32"):
+        export_folder(tiny_model(), tmp_path / "x", processor=processor(), height=100, width=128)
+    with pytest.raises(ValueError, match="calibration images"):
+        export_folder(tiny_model(), tmp_path / "y", processor=processor(), format="openvino", height=96, width=128, int8=True)
