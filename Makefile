@@ -4,12 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all lint bench clean
+.PHONY: install demo test test-all test-browser lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,eval]"
+	$(PY) -m pip install --quiet -e ".[dev,eval,export,app]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,6 +22,11 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q
+
+# The web demo in a real browser: needs Chromium from the OS packages (apt-get install -y chromium); skipped,
+# with the reason printed, without it.
+test-browser: $(STAMP)
+	$(PY) -m pytest tests/test_browser.py -v -rs
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
