@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,6 +60,9 @@ import torch  # noqa: E402
 from modeling_maskformer.benchmarks.common import bench_environment  # noqa: E402
 from modeling_maskformer.benchmarks.report import print_seconds, print_table, summary_rows  # noqa: E402
 from modeling_maskformer.benchmarks.runner import run_all, settings_for  # noqa: E402
+from modeling_maskformer.cli import run_cli  # noqa: E402
+
+SECTIONS = ("main", "runtime")  # main: forward, post-processing, pipeline, processor, training (above)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -88,6 +92,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--compile", action="store_true", help="also time torch.compile(ours), in a subprocess"
     )
     parser.add_argument("--compile-timeout", type=float, default=300.0, help="seconds, per backbone")
+    parser.add_argument(
+        "--sections", nargs="*", default=list(SECTIONS), choices=SECTIONS,
+        help="main: the sections above; runtime: exported runtimes (onnxruntime, OpenVINO, int8) vs the FLOP "
+        "floor, and int8 accuracy on --demo-model (modeling_maskformer.benchmarks.runtimes)",
+    )  # fmt: skip
+    parser.add_argument("--demo-model", default="outputs/demo", help="trained folder for the int8 accuracy check")
     return parser.parse_args(argv)
 
 
@@ -95,14 +105,31 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     settings = settings_for(tiny=args.tiny, quick=args.quick, repeats=args.repeats)
     started = time.perf_counter()
+    results = {}
     with bench_environment(args.threads):
-        results = run_all(settings, backbones=args.backbones, train_backbones=args.train_backbones,
-                          supervision=args.supervision, threads=args.threads, with_compile=args.compile,
-                          compile_timeout=args.compile_timeout)  # fmt: skip
+        if "main" in args.sections:
+            results = run_all(settings, backbones=args.backbones, train_backbones=args.train_backbones,
+                              supervision=args.supervision, threads=args.threads, with_compile=args.compile,
+                              compile_timeout=args.compile_timeout)  # fmt: skip
+        if "runtime" in args.sections:
+            from modeling_maskformer.benchmarks.common import machine_info
+            from modeling_maskformer.benchmarks.runtimes import run_runtime_section
+
+            results.setdefault("machine", machine_info())
+            with tempfile.TemporaryDirectory(prefix="maskformer-runtimes-") as workdir:
+                results["runtime"] = run_runtime_section(
+                    settings, backbones=args.backbones, threads=args.threads,
+                    demo_model=None if args.tiny else args.demo_model, workdir=Path(workdir),
+                )  # fmt: skip
     results["total_seconds"] = time.perf_counter() - started
-    results["summary"] = summary_rows(results)
-    print_seconds(results)
-    print_table(results["summary"])
+    if "main" in args.sections:
+        results["summary"] = summary_rows(results)
+        print_seconds(results)
+        print_table(results["summary"])
+    if "runtime" in args.sections:
+        from modeling_maskformer.benchmarks.runtimes import print_runtime
+
+        print_runtime(results["runtime"])
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2))
@@ -114,4 +141,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -11,7 +11,8 @@ from modeling_maskformer.benchmarks.common import TRAIN_IMPLS
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "run_benchmarks.py"
 
-ARGS = ["--tiny", "--threads", "1", "--backbones", "r50", "--train-backbones", "r50", "--supervision", "deep"]
+ARGS = ["--tiny", "--threads", "1", "--backbones", "r50", "--train-backbones", "r50", "--supervision", "deep",
+        "--sections", "main"]  # the runtime section: tests/test_export.py
 
 
 def test_tiny_benchmark_writes_every_section(tmp_path):

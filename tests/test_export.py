@@ -193,3 +193,23 @@ def test_clear_errors(tmp_path, exported):
         export_folder(tiny_model(), tmp_path / "x", processor=processor(), height=100, width=128)
     with pytest.raises(ValueError, match="calibration images"):
         export_folder(tiny_model(), tmp_path / "y", processor=processor(), format="openvino", height=96, width=128, int8=True)
+
+
+@pytest.mark.slow
+def test_runtime_benchmark_section_tiny(tmp_path):
+    """scripts/run_benchmarks.py --sections runtime: every runtime timed, floors computed (no timing asserts)."""
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "run_benchmarks.py"
+    main = runpy.run_path(str(script))["main"]
+    output = tmp_path / "bench.json"
+    results = main(["--tiny", "--threads", "1", "--backbones", "r50", "--sections", "runtime", "--output", str(output)])
+    section = json.loads(output.read_text())["runtime"]
+    assert "forward" not in results  # the main sections did not run
+    seconds = section["forward"]["r50"]["seconds"]
+    assert {"transformers_eager_fp32", "ours_eager_fp32", "onnxruntime_fp32", "onnxruntime_int8", "openvino_fp32",
+            "openvino_int8"} <= set(seconds)  # fmt: skip
+    assert section["forward"]["r50"]["flops"] > 0
+    assert section["forward"]["r50"]["exports"]["onnxruntime"]["parity"]["fp32"] < PARITY_TOLERANCE
+    assert all(row["seconds"] > 0 for row in section["rows"])
