@@ -15,9 +15,11 @@ import torch
 from PIL import Image
 
 from modeling_maskformer import MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
+from modeling_maskformer.cli import run_cli
 from modeling_maskformer.data import SyntheticShapesConfig, build_dataset
 from modeling_maskformer.evaluation import evaluate_model, format_table, summary
 from modeling_maskformer.training import train
+from modeling_maskformer.visualization import draw, grid
 
 NEXT_STEPS = """
 Same script, real data (network and, ideally, GPUs):
@@ -33,36 +35,29 @@ Same script, real data (network and, ideally, GPUs):
 """
 
 
-def palette(num_classes: int) -> np.ndarray:
-    rng = np.random.default_rng(3)
-    colours = rng.integers(40, 255, size=(max(num_classes, 1) + 1, 3), dtype=np.uint8)
-    return colours
-
-
-def colourise(labels: np.ndarray, colours: np.ndarray, ignore_index: int = 255) -> np.ndarray:
-    out = colours[np.clip(labels, 0, len(colours) - 1)]
-    out[labels == ignore_index] = 0
-    return out
-
-
 def write_grid(model, processor, dataset, path: Path, count: int = 4) -> None:
-    """Rows: validation images; columns: image, ground-truth semantic map, predicted semantic map."""
+    """Rows: validation images; columns: image, ground truth, semantic and panoptic predictions, each with
+    its legend (`modeling_maskformer.visualization.draw`)."""
     items = [dataset[i] for i in range(min(count, len(dataset)))]
     model.eval()
     with torch.no_grad():
         outputs = model(**processor([item["image"] for item in items], return_tensors="pt"))
     sizes = [(item["image"].height, item["image"].width) for item in items]
-    predictions = processor.post_process_semantic_segmentation(outputs, target_sizes=sizes)
-    colours = palette(dataset.num_labels)
+    semantic = processor.post_process_semantic_segmentation(outputs, target_sizes=sizes)
+    panoptic = processor.post_process_panoptic_segmentation(outputs, target_sizes=sizes)
+    id2label = {int(k): v for k, v in model.config.id2label.items()}
     rows = []
-    for item, prediction in zip(items, predictions):
-        rows.append(np.concatenate([
-            np.asarray(item["image"].convert("RGB")),
-            colourise(item["semantic"].astype(np.int64), colours, dataset.ignore_index),
-            colourise(prediction.numpy(), colours, dataset.ignore_index),
-        ], axis=1))  # fmt: skip
-    height = min(row.shape[0] for row in rows)
-    Image.fromarray(np.concatenate([row[:height] for row in rows], axis=0)).save(path)
+    for item, semantic_map, panoptic_result in zip(items, semantic, panoptic):
+        image = item["image"].convert("RGB")
+        scale = max(1, -(-256 // min(image.size)))  # draw() enlarges small pictures to 256 px the same way
+        rows.append([
+            image.resize((image.width * scale, image.height * scale), Image.Resampling.BILINEAR),
+            draw(image, item["semantic"].astype(np.int64), id2label, task="semantic", ignore_index=dataset.ignore_index),
+            draw(image, semantic_map, id2label, task="semantic"),
+            draw(image, panoptic_result, id2label, task="panoptic"),
+        ])  # fmt: skip
+    titles = ["image", "ground truth", "prediction (semantic)", "prediction (panoptic, scores)"]
+    grid(rows, titles=titles).save(path)
 
 
 def main() -> None:
@@ -101,9 +96,9 @@ def main() -> None:
     print(f"\nHeld-out synthetic validation (200 scenes): mIoU {headline['mean_iou']:.3f}, PQ {headline['pq']:.3f} "
           f"(PQ things {headline['pq_things']:.3f}, stuff {headline['pq_stuff']:.3f}), mask AP {headline['mask_ap']:.3f}")  # fmt: skip
     print(f"Hub-ready folder: {output_dir}/ (model, processor, README.md model card)")
-    print(f"Prediction grid (image | ground truth | prediction): {output_dir / 'demo_predictions.png'}")
+    print(f"Prediction grid (image | ground truth | semantic | panoptic): {output_dir / 'demo_predictions.png'}")
     print(NEXT_STEPS)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
