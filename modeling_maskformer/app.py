@@ -8,7 +8,7 @@ Safe to expose, by construction:
   examples (`read_upload` refuses any other path, whatever a client sends);
 - uploads are limited in bytes (also enforced by Gradio: `max_file_size`) and in pixels (checked from the
   header, before decoding);
-- `launch` listens on 127.0.0.1 unless told otherwise.
+- `launch` listens on 127.0.0.1 unless told otherwise (`host`, or $GRADIO_SERVER_NAME as on a Space).
 """
 
 from __future__ import annotations
@@ -201,7 +201,9 @@ def build_demo(
     return demo
 
 
-def launch(demo, *, host: str = "127.0.0.1", port: int | None = None, limits: Limits = Limits(), **kwargs):
-    """`demo.launch` with the upload limit, examples as the only extra readable folder, localhost default."""
+def launch(demo, *, host: str | None = None, port: int | None = None, limits: Limits = Limits(), **kwargs):
+    """`demo.launch` with the upload limit, examples as the only extra readable folder, and the address
+    `host`, else $GRADIO_SERVER_NAME (what a Hugging Face Space sets), else 127.0.0.1 (localhost only)."""
+    host = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
     roots = [str(example_images()[0].parent)] if example_images() else []
     return demo.launch(server_name=host, server_port=port, max_file_size=limits.max_bytes, allowed_paths=roots, **kwargs)

@@ -4,7 +4,8 @@
     python scripts/app.py --model exported/demo-onnx        # an exported folder (onnxruntime / OpenVINO)
     python scripts/app.py --model you/maskformer --host 0.0.0.0 --port 7860   # expose it deliberately
 
-Listens on 127.0.0.1 unless --host says otherwise. Uploads are limited to --max_upload_mb and --max_megapixels.
+Listens on 127.0.0.1 unless --host (or $GRADIO_SERVER_NAME, set on a Space) says otherwise. Uploads are
+limited to --max_upload_mb and --max_megapixels.
 On a Hugging Face Space, this file is the Space's `app.py` (see the README, "Deploy").
 """
 
@@ -21,7 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=os.environ.get("MASKFORMER_MODEL", "outputs/demo"),
                         help="model folder, Hub id or exported folder (default: $MASKFORMER_MODEL or outputs/demo)")  # fmt: skip
     parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="for exported folders")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: localhost only)")
+    parser.add_argument("--host", default=None,
+                        help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1: localhost only)")  # fmt: skip
     parser.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free)")
     parser.add_argument("--max_upload_mb", type=float, default=10)
     parser.add_argument("--max_megapixels", type=float, default=25)

@@ -145,3 +145,13 @@ def test_model_is_not_a_page_control(model_dir):
     assert "image" in labels and not any(label and "model" in label.lower() for label in labels)
     assert all(c.get("type") not in ("textbox", "file", "fileexplorer", "code") for c in config["components"])
     demo.close()
+
+
+def test_listens_on_localhost_by_default(model_dir, monkeypatch):
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    demo = build_demo(model_dir)
+    launch(demo, prevent_thread_lock=True, quiet=True)
+    try:
+        assert demo.server_name == "127.0.0.1"
+    finally:
+        demo.close()
