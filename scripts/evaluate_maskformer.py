@@ -27,12 +27,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", default="synthetic", help="'synthetic', a dataset folder, or a datasets name/path")
     parser.add_argument("--dataset_config_name", default=None, help="config name of a datasets dataset")
     parser.add_argument("--split", default="validation")
+    parser.add_argument("--label_convention", choices=["ade", "as_is"], default=None,
+                        help="semantic PNGs: 'ade' = 0 is 'other' and ignored, 1..K are the classes; 'as_is' = the "
+                             "pixel values 0..K-1 are the classes (255 = ignored)")
     parser.add_argument("--num_images", type=int, default=None, help="synthetic dataset: number of images")
     parser.add_argument("--image_size", type=int, default=None, help="synthetic dataset: image side")
     parser.add_argument("--synthetic_thing_colours", choices=["random", "by_class"], default="random",
                         help="synthetic dataset: thing colours random or by class hue band")
     parser.add_argument("--max_items", type=int, default=None, help="evaluate only the first N items")
-    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--batch_size", type=int, default=4,
+                        help="images per forward pass; only images of one padded size are batched, so the "
+                             "results do not depend on it")
     parser.add_argument("--output_json", default=None, help="write all results here")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
@@ -44,7 +49,10 @@ def dataset_kwargs(args: argparse.Namespace) -> dict:
     if args.dataset == "synthetic":
         kwargs = {key: getattr(args, key) for key in ("num_images", "image_size") if getattr(args, key) is not None}
         return {**kwargs, "config": SyntheticShapesConfig(thing_colours=args.synthetic_thing_colours)}
-    return {"name": args.dataset_config_name} if args.dataset_config_name else {}
+    kwargs = {"name": args.dataset_config_name} if args.dataset_config_name else {}
+    if args.label_convention is not None:
+        kwargs["reduce_labels"] = args.label_convention == "ade"
+    return kwargs
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -1,4 +1,5 @@
-"""scripts/evaluate_maskformer.py end to end: our folder and a transformers MaskFormer folder, JSON and table output."""
+"""scripts/evaluate_maskformer.py end to end: our folder and a transformers MaskFormer folder, JSON and table output;
+evaluation results that do not depend on the batch size on mixed-size data."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import json
 import runpy
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+
+from modeling_maskformer.data import SegmentationDataset, build_dataset
 
 from builders import tiny_model
 
@@ -69,3 +74,102 @@ def test_evaluate_refuses_a_model_for_other_classes(tmp_path):
     MaskFormerImageProcessor().save_pretrained(tmp_path / "model")
     with pytest.raises(ValueError, match="predicts 3 classes but the dataset has 9"):
         evaluate_cli(tmp_path / "model", tmp_path / "out.json")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Batch size: the model does not read pixel_mask, so evaluation must not pad one image to another's size
+# ----------------------------------------------------------------------------------------------------------
+
+MIXED_SIZES = [(96, 96), (64, 96), (96, 72), (80, 80), (96, 64), (72, 96), (96, 96)]
+
+
+def mixed_size_ade_folder(root: Path) -> Path:
+    """An ADE-style folder (labels as they are, 255 ignored) of synthetic scenes cut to different sizes."""
+    from PIL import Image
+
+    from modeling_maskformer.data import SyntheticShapes
+
+    shapes = SyntheticShapes("validation", len(MIXED_SIZES), 96)
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    for i, (height, width) in enumerate(MIXED_SIZES):
+        item = shapes[i]
+        Image.fromarray(np.array(item["image"])[:height, :width]).save(root / "images" / f"{i:02d}.png")
+        Image.fromarray(np.array(item["semantic"])[:height, :width]).save(root / "annotations" / f"{i:02d}.png")
+    (root / "id2label.json").write_text(json.dumps(shapes.id2label))
+    return root
+
+
+def padding_changes_predictions(model, processor, items) -> bool:
+    """Whether this model predicts some image differently inside a padded mixed-size batch (so that the tests
+    below can fail)."""
+    with torch.no_grad():
+        together = model(**processor([item["image"] for item in items], return_tensors="pt"))
+        sizes = [item["semantic"].shape for item in items]
+        batched = processor.post_process_semantic_segmentation(together, target_sizes=sizes)
+        for item, prediction in zip(items, batched):
+            alone = model(**processor([item["image"]], return_tensors="pt"))
+            if not torch.equal(processor.post_process_semantic_segmentation(alone, target_sizes=[item["semantic"].shape])[0], prediction):
+                return True
+    return False
+
+
+def tiny_folder_model(folder: Path, id2label: dict[int, str]):
+    from modeling_maskformer import MaskFormerImageProcessor
+
+    model = tiny_model(num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    processor = MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128})
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return model.eval(), processor
+
+
+def test_evaluate_script_gives_the_same_metrics_at_any_batch_size(tmp_path, synthetic_labels):
+    folder = mixed_size_ade_folder(tmp_path / "ade")
+    model, processor = tiny_folder_model(tmp_path / "model", synthetic_labels)
+    dataset = build_dataset(str(folder), "validation", reduce_labels=False)
+    assert padding_changes_predictions(model, processor, [dataset[i] for i in range(len(dataset))])
+    main = runpy.run_path(str(SCRIPT))["main"]
+    results = [
+        main(["--model", str(tmp_path / "model"), "--dataset", str(folder), "--label_convention", "as_is",
+              "--batch_size", str(batch_size)])  # fmt: skip
+        for batch_size in (1, 3, 8)
+    ]
+    assert results[0]["semantic"]["mean_iou"] is not None
+    assert results[1] == results[0] and results[2] == results[0]
+
+
+class CroppedPanoptic(SegmentationDataset):
+    """Synthetic panoptic items cut to the sizes of MIXED_SIZES (segments left without pixels dropped)."""
+
+    task = "panoptic"
+
+    def __init__(self):
+        self.base = build_dataset("synthetic", "validation", num_images=len(MIXED_SIZES), image_size=96)
+        super().__init__(id2label=self.base.id2label, thing_ids=self.base.thing_ids)
+
+    def __len__(self):
+        return len(self.base)
+
+    def _load(self, index):
+        item = dict(self.base[index])
+        height, width = MIXED_SIZES[index]
+        item["image"] = item["image"].crop((0, 0, width, height))
+        item["semantic"] = item["semantic"][:height, :width]
+        item["panoptic_ids"] = item["panoptic_ids"][:height, :width]
+        present = set(np.unique(item["panoptic_ids"]).tolist())
+        item["segments_info"] = [s for s in item["segments_info"] if s["id"] in present]
+        return item
+
+
+def test_panoptic_evaluation_does_not_depend_on_batch_size(synthetic_labels):
+    from modeling_maskformer import MaskFormerImageProcessor
+    from modeling_maskformer.evaluation import evaluate_model
+
+    dataset = CroppedPanoptic()
+    model = tiny_model(seed=3, num_labels=9, id2label=synthetic_labels).eval()
+    processor = MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128})
+    assert padding_changes_predictions(model, processor, [dataset[i] for i in range(len(dataset))])
+    results = [evaluate_model(model, processor, dataset, batch_size=b, show_progress=False) for b in (1, 2, 7)]
+    assert set(results[0]) == {"semantic", "panoptic", "instance"}
+    assert results[1] == results[0] and results[2] == results[0]

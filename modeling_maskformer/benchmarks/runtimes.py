@@ -171,7 +171,7 @@ def int8_accuracy(
     results = {}
     probe = processor(dataset[0]["image"], return_tensors="pt")
     for name, runner in {"pytorch_fp32": model, **runtimes}.items():
-        evaluator = Evaluator(dataset, id2label)
+        evaluator = Evaluator.for_dataset(dataset, id2label)
         with torch.no_grad():
             for start in range(0, len(dataset), 8):
                 items = [dataset[i] for i in range(start, min(start + 8, len(dataset)))]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -49,21 +50,39 @@ def instance_ground_truth(item: dict, thing_ids: set[int]) -> dict:
 
 
 class Evaluator:
-    """Accumulates the metrics a dataset supports; `compute()` after all `update()` calls."""
+    """Accumulates the metrics the targets support; `update()` per batch, then `compute()`.
 
-    def __init__(self, dataset, id2label: dict[int, str]):
-        self.dataset = dataset
-        self.thing_ids = set(dataset.thing_ids)
+    Targets are items in the dataset format (`modeling_maskformer.data`): `semantic` (H, W) class ids with
+    `ignore_index`, and for panoptic evaluation `panoptic_ids` (H, W) with `segments_info`. Predictions are
+    post-processed at the size of `semantic`. PQ needs `panoptic=True`; mask AP also needs thing classes.
+    """
+
+    def __init__(
+        self,
+        id2label: dict[int, str],
+        *,
+        thing_ids: Iterable[int] = (),
+        ignore_index: int = 255,
+        panoptic: bool = False,
+    ):
+        self.thing_ids = {int(c) for c in thing_ids}
         self.stuff_ids = sorted(set(id2label) - self.thing_ids)
-        self.semantic = SemanticSegmentationMetric(len(id2label), ignore_index=dataset.ignore_index, id2label=id2label)
+        self.semantic = SemanticSegmentationMetric(len(id2label), ignore_index=ignore_index, id2label=id2label)
         self.panoptic = self.instance = None
-        if dataset.task == "panoptic":
+        if panoptic:
             self.panoptic = PanopticQualityMetric(sorted(self.thing_ids), self.stuff_ids, id2label=id2label)
             if self.thing_ids:
                 self.instance = MaskAPMetric(id2label=id2label)
 
+    @classmethod
+    def for_dataset(cls, dataset, id2label: dict[int, str]) -> Evaluator:
+        """The metrics a `SegmentationDataset` supports: mIoU always, PQ and mask AP for panoptic data."""
+        return cls(id2label, thing_ids=dataset.thing_ids, ignore_index=dataset.ignore_index,
+                   panoptic=dataset.task == "panoptic")  # fmt: skip
+
     def update(self, processor, outputs, items: list[dict]) -> None:
-        sizes = [(item["image"].height, item["image"].width) for item in items]
+        """Post-process `outputs` (a batch of len(items)) with `processor` and score it against `items`."""
+        sizes = [tuple(item["semantic"].shape) for item in items]
         semantic = processor.post_process_semantic_segmentation(outputs, target_sizes=sizes)
         for prediction, item in zip(semantic, items):
             self.semantic.update(prediction.cpu(), torch.as_tensor(item["semantic"].astype(np.int64)))
@@ -114,6 +133,12 @@ class Evaluator:
         return results
 
 
+def _single_image_outputs(outputs, index: int) -> dict[str, torch.Tensor]:
+    """What post-processing reads of one image of a batch, kept as a batch of one."""
+    fields = ("class_queries_logits", "masks_queries_logits", "pixel_mask")
+    return {name: outputs[name][index : index + 1] for name in fields if outputs.get(name) is not None}
+
+
 @torch.no_grad()
 def evaluate_model(
     model,
@@ -125,21 +150,44 @@ def evaluate_model(
     max_items: int | None = None,
     show_progress: bool = True,
 ) -> dict:
-    """Run the model over (a shard of) the dataset and return the summed metrics of all processes."""
+    """Run the model over (a shard of) the dataset and return the summed metrics of all processes.
+
+    NOTE: the results do not depend on `batch_size`. MaskFormer, like the original, does not read
+    `pixel_mask`: padding an image to a larger batch-mate changes what the model sees (convolutions at the
+    border, attention over padded positions), so a mixed-size batch would change its predictions. Each image
+    is therefore preprocessed alone (padded only by its own processor rule), and only images of the same
+    padded size share a forward pass. Images are grouped within windows of `8 * batch_size` items, and
+    metrics are updated in dataset order.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     was_training = model.training
     model.eval()
     unwrapped = accelerator.unwrap_model(model) if accelerator is not None else model
-    evaluator = Evaluator(dataset, {int(k): v for k, v in unwrapped.config.id2label.items()})
+    evaluator = Evaluator.for_dataset(dataset, {int(k): v for k, v in unwrapped.config.id2label.items()})
     device = next(model.parameters()).device
     indices = list(range(len(dataset) if max_items is None else min(max_items, len(dataset))))
     if accelerator is not None:
         indices = indices[accelerator.process_index :: accelerator.num_processes]
-    batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
     disabled = not show_progress or (accelerator is not None and not accelerator.is_local_main_process)
-    for batch in tqdm(batches, desc="evaluating", disable=disabled):
-        items = [dataset[i] for i in batch]
-        inputs = processor([item["image"] for item in items], return_tensors="pt").to(device)
-        evaluator.update(processor, model(**inputs), items)
+    window = 8 * batch_size
+    with tqdm(total=len(indices), desc="evaluating", disable=disabled) as progress:
+        for start in range(0, len(indices), window):
+            items = [dataset[i] for i in indices[start : start + window]]
+            inputs = [processor([item["image"]], return_tensors="pt") for item in items]
+            by_size: dict[tuple[int, int], list[int]] = {}
+            for position, single in enumerate(inputs):
+                by_size.setdefault(tuple(single["pixel_values"].shape[-2:]), []).append(position)
+            outputs: dict[int, dict[str, torch.Tensor]] = {}
+            for positions in by_size.values():
+                for first in range(0, len(positions), batch_size):
+                    chunk = positions[first : first + batch_size]
+                    batch = {key: torch.cat([inputs[p][key] for p in chunk]).to(device) for key in ("pixel_values", "pixel_mask")}
+                    batch_outputs = model(**batch)
+                    outputs.update({p: _single_image_outputs(batch_outputs, i) for i, p in enumerate(chunk)})
+            for position, item in enumerate(items):
+                evaluator.update(processor, outputs.pop(position), [item])
+                progress.update(1)
     evaluator.gather(accelerator)
     model.train(was_training)
     return evaluator.compute()
