@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test test-all test-browser lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tests/requirements-reference.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev,eval,export,app]"
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r tests/requirements-reference.txt
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,4 +1,5 @@
-"""Metrics against hand-computed answers, and against torchmetrics where both follow the same definition."""
+"""Metrics against hand-computed answers, against COCO's panopticapi, and against torchmetrics where both follow
+the same definition."""
 
 import json
 import math
@@ -6,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from panoptic_reference import panopticapi_pq, random_scene
 
 from modeling_maskformer.evaluation import (
     MaskAPMetric,
@@ -437,6 +439,25 @@ def test_pq_matches_torchmetrics_without_void():
     a.merge(b)
     assert all(torch.equal(getattr(a, k), getattr(ours, k)) for k in ("tp", "fp", "fn"))
     assert torch.allclose(a.iou_sum, ours.iou_sum, rtol=1e-12)  # only the summation order differs
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pq_gives_panopticapi_numbers(tmp_path, seed):
+    """COCO's reference `pq_compute` on random scenes with VOID and crowd regions (at most one crowd region per
+    category and image, every id listed: the cases where the documented deviations do not apply)."""
+    rng = np.random.default_rng(seed)
+    scenes = [random_scene(rng, panopticapi_only=False) for _ in range(10)]
+    expected = panopticapi_pq(scenes, tmp_path)
+    metric = PanopticQualityMetric(thing_ids=[0, 1, 2], stuff_ids=[3, 4, 5])
+    for gt_map, gt_segments, pred_map, pred_segments in scenes:
+        metric.update(torch.from_numpy(pred_map), pred_segments, torch.from_numpy(gt_map), gt_segments)
+    got = metric.compute()
+    assert any(s["iscrowd"] for scene in scenes for s in scene[1]) and 0 < got["pq"] < 1
+    for group, suffix in (("All", ""), ("Things", "_things"), ("Stuff", "_stuff")):
+        assert [got[k + suffix] for k in ("pq", "sq", "rq")] == pytest.approx(
+            [expected[group][k] for k in ("pq", "sq", "rq")], abs=1e-12
+        )
+        assert got["n" + suffix] == expected[group]["n"]
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,17 +1,90 @@
-"""Batches of training items for the model: pixel values, pixel mask and per-image mask and class labels."""
+"""Batches for the model: pixel values, pixel mask and per-image mask and class labels."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
 from ..image_processing import MaskFormerImageProcessor
+from .dataset import to_instance_targets
+
+# Batch keys `return_segment_maps=True` adds; give them to `TrainingArguments(label_names=...)`.
+SEGMENT_MAP_KEYS = ("segment_map", "segment_classes")
 
 
 class MaskFormerCollator:
-    """Batches augmented items through the image processor (rescale, normalise, pad, binary masks)."""
+    """Builds a model batch from dataset items through the image processor (resize, rescale, normalise, pad,
+    one binary mask per segment). Use it as a DataLoader's `collate_fn` or `transformers.Trainer`'s
+    `data_collator`.
 
-    def __init__(self, processor: MaskFormerImageProcessor):
+    Items are either
+    - `TrainingSet` items `(image uint8 (3, H, W), instance map (H, W), {instance id: class id})`, already
+      augmented and cropped: they are not resized, only padded to the batch's largest size; or
+    - dataset items (`SegmentationItem` dicts: `image`, `semantic`, `panoptic_ids`, `segments_info`), e.g. for
+      evaluation: resized by the processor, one target per segment (panoptic) or per class (semantic).
+
+    The batch holds `pixel_values` (B, 3, H, W), `pixel_mask` (B, H, W), and per image `mask_labels`
+    (N_i, H, W) float and `class_labels` (N_i,) long, with padding outside every mask.
+
+    With `return_segment_maps=True` it also holds the same targets as batch-first tensors, which
+    `transformers.Trainer` can gather and slice like any tensor (its lists of per-image tensors it cannot):
+    `segment_map` (B, H, W) long, i >= 1 where pixel is in mask_labels[b][i - 1] and 0 elsewhere (padding,
+    ignored pixels), and `segment_classes` (B, N_max) long, the class of each segment, -1 past N_i. The model
+    ignores both keys.
+    """
+
+    def __init__(self, processor: MaskFormerImageProcessor, return_segment_maps: bool = False):
         self.processor = processor
+        self.return_segment_maps = return_segment_maps
 
-    def __call__(self, batch):
-        images, maps, mappings = zip(*batch)
-        return self.processor(list(images), segmentation_maps=[m.numpy() for m in maps],
-                              instance_id_to_semantic_id=list(mappings), do_resize=False, return_tensors="pt")  # fmt: skip
+    def __call__(self, batch: Sequence) -> Mapping[str, object]:
+        if not batch:
+            raise ValueError("MaskFormerCollator got an empty batch")
+        if all(isinstance(item, Mapping) for item in batch):
+            features = self._from_dataset_items(batch)
+        elif all(isinstance(item, tuple | list) and len(item) == 3 for item in batch):
+            images, maps, mappings = zip(*batch)
+            features = self.processor(list(images), segmentation_maps=[np.asarray(m) for m in maps],
+                                      instance_id_to_semantic_id=list(mappings), do_resize=False, return_tensors="pt")  # fmt: skip
+        else:
+            raise TypeError(
+                "MaskFormerCollator takes dataset items (dicts with 'image' and 'semantic' or 'panoptic_ids') or "
+                f"TrainingSet items (image, instance map, mapping), not a mix; got {[type(i).__name__ for i in batch]}"
+            )
+        if self.return_segment_maps:
+            features["segment_map"], features["segment_classes"] = segment_maps(
+                features["mask_labels"], features["class_labels"]
+            )
+        return features
+
+    def _from_dataset_items(self, batch: Sequence[Mapping]):
+        ignore_index = self.processor.ignore_index
+        if ignore_index is None:
+            raise ValueError("MaskFormerCollator needs a processor with an ignore_index for dataset items (e.g. 255)")
+        if self.processor.do_reduce_labels:
+            raise ValueError(
+                "the processor has do_reduce_labels=True, but dataset items are already reduced (the loaders do it "
+                "once); use a processor with do_reduce_labels=False"
+            )
+        maps, mappings = zip(*(to_instance_targets(item, ignore_index) for item in batch))
+        return self.processor([item["image"] for item in batch], segmentation_maps=list(maps),
+                              instance_id_to_semantic_id=list(mappings), return_tensors="pt")  # fmt: skip
+
+
+def segment_maps(
+    mask_labels: Sequence[torch.Tensor], class_labels: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(segment_map (B, H, W) long, segment_classes (B, N_max) long) from per-image binary masks and classes;
+    see `MaskFormerCollator`. Masks of one image must not overlap (the processor's never do)."""
+    height, width = mask_labels[0].shape[-2:]
+    most = max((len(c) for c in class_labels), default=0)
+    segment_map = torch.zeros(len(mask_labels), height, width, dtype=torch.long)
+    segment_classes = torch.full((len(mask_labels), most), -1, dtype=torch.long)
+    for b, (masks, classes) in enumerate(zip(mask_labels, class_labels)):
+        if len(classes):
+            ids = torch.arange(1, len(classes) + 1, dtype=torch.long)
+            segment_map[b] = (masks.round().long() * ids[:, None, None]).sum(0)  # (N, H, W) -> (H, W)
+            segment_classes[b, : len(classes)] = classes
+    return segment_map, segment_classes

@@ -1,7 +1,6 @@
 """Evaluation metrics for semantic, panoptic and instance segmentation.
 
-A flat helper module for the scripts in `scripts/` (`from metrics import ...`). Three accumulators with the
-same life cycle, `update(...)` per image, `compute() -> dict`, `reset()`:
+Three accumulators with the same life cycle, `update(...)` per image, `compute() -> dict`, `reset()`:
 
 - `SemanticSegmentationMetric`: mIoU, per-class IoU and accuracy, pixel accuracy (a K×K confusion matrix).
 - `PanopticQualityMetric`: PQ, SQ and RQ (Kirillov et al., "Panoptic Segmentation", CVPR 2019, Sec. 4),
@@ -76,8 +75,8 @@ class SemanticSegmentationMetric:
     NOTE: the matrix is one `torch.bincount` instead of torchmetrics' `MulticlassJaccardIndex`. Its macro
     mean drops absent classes correctly (the tests use it as the reference), but `average="none"` reports
     absent classes as `zero_division` (0), not undefined, we need per-class accuracy from the same counts,
-    and its input validation runs `torch.unique` over every pixel. `evaluate`'s `mean_iou` is slow and needs
-    the Hub.
+    and its input validation runs `torch.unique` over every pixel. The `mean_iou` evaluate module
+    (`load_metric`) keeps the canonical metric's interface, but moves every map through Arrow as lists.
     """
 
     def __init__(
@@ -172,8 +171,8 @@ def _segment_category(segment: Mapping[str, Any]) -> int:
 class PanopticQualityMetric:
     """PQ = SQ × RQ per category, averaged over categories, overall and for things and stuff.
 
-    Follows `panopticapi`'s `pq_compute` (the COCO reference) exactly:
-    - pixels of a map whose id is not in its `segments_info` are VOID;
+    Follows `panopticapi`'s `pq_compute` (the COCO reference; tested against it):
+    - id 0 is VOID;
     - a predicted and a ground-truth segment of the same category match when IoU > 0.5 (strict), where the
       union leaves out the predicted pixels that fall on ground-truth VOID (but not the ground-truth pixels
       the prediction leaves unlabelled); crowd ground truth (`iscrowd=1`) is never matched;
@@ -181,9 +180,11 @@ class PanopticQualityMetric:
       prediction is an FP unless more than half of it lies on VOID plus crowd regions of its category;
     - SQ = iou_sum / TP, RQ = TP / (TP + FP/2 + FN/2); categories with TP + FP + FN = 0 are left out of
       the averages.
-    Two deviations, both for cases panopticapi cannot meet: segments listed in `segments_info` with no pixel
-    in the map are skipped (panopticapi raises for predictions; COCO ground truth has none), and a
-    prediction's overlap with several crowd regions of its category is summed (panopticapi keeps one).
+    Three deviations, for inputs COCO data does not have: ids of a map missing from its `segments_info` are
+    VOID (panopticapi rejects them in predictions and ignores them in ground truth), segments listed with no
+    pixel are skipped (panopticapi rejects them in predictions and counts an FN in ground truth), and a
+    prediction's overlap with several crowd regions of its category is summed (panopticapi keeps the last).
+    The `panoptic_quality` evaluate module (`load_metric`) follows panopticapi in these cases too.
 
     NOTE: not torchmetrics' `PanopticQuality`: it also removes the ground-truth pixels the prediction leaves
     unlabelled from the union and forgives ground-truth segments mostly left unlabelled (so an empty-ish
