@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal, get_args
 
 from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
+
+from .remote_code import CONFIG_AUTO_MAP, HubFolderMixin
 
 PixelDecoderType = Literal["fpn", "fpn_transformer_encoder"]
 MaskLossMode = Literal["dense", "point"]
@@ -37,7 +40,7 @@ def _known_backbone_types() -> set[str]:
     return set(MODEL_FOR_BACKBONE_MAPPING_NAMES) | registered
 
 
-class MaskFormerConfig(PretrainedConfig):
+class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
     r"""Configuration of a MaskFormer model (Cheng, Schwing, Kirillov, NeurIPS 2021).
 
     Defaults reproduce the paper: Swin-T backbone, FPN pixel decoder with 256 channels, a 6-layer DETR
@@ -83,6 +86,7 @@ class MaskFormerConfig(PretrainedConfig):
     """
 
     model_type = "maskformer-hf"
+    remote_auto_map = CONFIG_AUTO_MAP
     sub_configs = {"backbone_config": AutoConfig}
 
     def __init__(
@@ -243,6 +247,13 @@ class MaskFormerConfig(PretrainedConfig):
         check(self.oversample_ratio >= 1, "oversample_ratio", "must be >= 1")
         check(0 <= self.importance_sample_ratio <= 1, "importance_sample_ratio", "must be in [0, 1]")
         check(len(self.id2label) >= 1, "num_labels", "must be >= 1 (set num_labels or id2label)")
+        ids = sorted(self.id2label)
+        if ids != list(range(len(ids))):
+            shown = ", ".join(map(str, ids[:20])) + (", ..." if len(ids) > 20 else "")
+            raise ValueError(
+                f"MaskFormerConfig.id2label: class ids must be 0..{len(ids) - 1} without gaps (the class head has one "
+                f"output per id), got [{shown}]"
+            )
         backbone_type = getattr(self.backbone_config, "model_type", None)
         if backbone_type not in _known_backbone_types():
             raise ValueError(
@@ -262,14 +273,59 @@ class MaskFormerConfig(PretrainedConfig):
     def num_hidden_layers(self) -> int:
         return self.decoder_layers
 
-    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs) -> None:
-        """Also writes the `auto_map` and the Python files `trust_remote_code=True` needs, so the folder
-        loads without this package."""
-        from .remote_code import CONFIG_AUTO_MAP, write_remote_code
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs: Any):
+        """`PretrainedConfig.from_pretrained`; an invalid value is reported with the folder it comes from."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except ValueError as error:
+            raise ValueError(f"{pretrained_model_name_or_path}: {error}") from error
 
-        self.auto_map = dict(CONFIG_AUTO_MAP)
-        super().save_pretrained(save_directory, **kwargs)
-        write_remote_code(save_directory)
-        if push_to_hub:
-            self.push_to_hub(kwargs.get("repo_id", str(save_directory).rstrip("/").split("/")[-1]),
-                             **{k: v for k, v in kwargs.items() if k in ("token", "private", "commit_message")})  # fmt: skip
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
+        """`PretrainedConfig.get_config_dict`, with clear errors for a path that does not exist and a folder
+        without config.json (transformers would build the default config, a Swin-T, for it)."""
+        source = str(pretrained_model_name_or_path)
+        check_local_source(source)
+        try:
+            config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        except OSError as error:
+            if os.path.exists(source):
+                raise
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise OSError(f"{source}: no such local folder, and not available from the Hugging Face Hub ({reason})") from error
+        if not config_dict:
+            raise OSError(
+                f"{source} has no config.json: not a saved model folder (save one with save_pretrained, or convert "
+                "a checkpoint with scripts/convert_checkpoint.py)"
+            )
+        return config_dict, kwargs
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> MaskFormerConfig:
+        """Refuses another model's config (a transformers MaskFormer config has model_type "maskformer")."""
+        model_type = config_dict.get("model_type")
+        if model_type not in (None, cls.model_type):
+            hint = (
+                " (a transformers MaskFormer folder: convert it with `scripts/convert_checkpoint.py --from transformers`"
+                " or `modeling_maskformer.conversion.convert_from_transformers`)"
+                if model_type == "maskformer"
+                else ""
+            )
+            raise ValueError(
+                f"config.json has model_type {model_type!r}, not {cls.model_type!r}: not a folder of this package{hint}"
+            )
+        return super().from_dict(config_dict, **kwargs)
+
+
+def check_local_source(source: str) -> None:
+    """`FileNotFoundError` for a path that does not exist and cannot be a Hub repo id (instead of the Hub's
+    "Repo id must be in the form ..."); a valid repo id is left to the Hub."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if os.path.exists(source):
+        return
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        raise FileNotFoundError(f"{source}: no such file or folder") from None

@@ -1,41 +1,33 @@
-"""Hub-ready folders that load without this package: `save_pretrained` writes the Python files that
-`trust_remote_code=True` needs, flattened into the folder, and an `auto_map` naming the classes.
+"""Hub-ready folders that load without this package: one mechanism, `HubFolderMixin`, writes the Python files
+`trust_remote_code=True` needs next to the JSON whenever the config, the model or the image processor is saved.
 
-The package spans three folders (`modeling_maskformer/` and its subpackages `configuration/` and
-`image_processing/`); a Hub repository is flat, so first-party relative imports that reach into another
-folder (`from .configuration.x import ...`, `from ..configuration.x import ...`) are rewritten to
-`from .x import ...` on the way out. This module itself is part of the exported code, so a model loaded with
+- The files are found by following the first-party imports of the three modules that `auto_map` names (the
+  config, model and image processor modules), so a module added to (or removed from) that graph is picked up
+  without a list to maintain. Imports inside functions count too (`hub.py` is imported lazily).
+- A Hub repository is flat; the package spans three folders (`modeling_maskformer/` and its subpackages
+  `configuration/` and `image_processing/`). Each relative import (`from .x import`, `from ..configuration.x
+  import`, `from .image_processing.x import`) is rewritten to `from .x import`, at the positions the parser
+  finds (never inside strings). Module file names must therefore be unique across the three folders, and
+  first-party code must be imported from its module, not from a package `__init__`: both are checked.
+- `auto_map` lives in `config.json` only. NOTE: transformers 5.24's `AutoVideoProcessor`, which the pipeline
+  also tries, turns an `auto_map.AutoImageProcessor` in `preprocessor_config.json` into a video-processor
+  reference and asks "Do you wish to run the custom code?", even with this package imported. Without that
+  entry (and without `image_processor_type`), `AutoImageProcessor` reads the class from `config.json`: the
+  registered class when this package is imported, the remote code otherwise.
+
+transformers' own `custom_object_save` does not fit: it copies files verbatim and looks for a relative
+import `.a.b` as the file `a.b.py` in the first module's folder, so neither the cross-folder imports nor
+their rewriting are covered. This module is part of the exported code, so a model loaded with
 `trust_remote_code` saves a complete folder too.
 """
 
 from __future__ import annotations
 
-import importlib
-import re
+import ast
+import importlib.util
 from pathlib import Path
+from typing import Any
 
-# Every module the model, config and processor import, by package.
-REMOTE_CODE_FILES = {
-    "modeling_maskformer.configuration": ["configuration_maskformer.py", "remote_code.py"],
-    "modeling_maskformer": [
-        "modeling_maskformer.py",
-        "backbone.py",
-        "pixel_decoder.py",
-        "transformer_decoder.py",
-        "attention.py",
-        "matcher.py",
-        "loss.py",
-        "sampling.py",
-        "hub.py",
-    ],
-    "modeling_maskformer.image_processing": [
-        "image_processing_maskformer.py",
-        "post_processing.py",
-        "window_resampling.py",
-        "validation.py",
-    ],
-}
-IMAGE_PROCESSOR_REF = "image_processing_maskformer.MaskFormerImageProcessor"
 CONFIG_AUTO_MAP = {
     "AutoConfig": "configuration_maskformer.MaskFormerConfig",
     "AutoModel": "modeling_maskformer.MaskFormerModel",
@@ -43,37 +35,118 @@ CONFIG_AUTO_MAP = {
     "AutoModelForUniversalSegmentation": "modeling_maskformer.MaskFormerForInstanceSegmentation",
     "AutoModelForImageSegmentation": "modeling_maskformer.MaskFormerForInstanceSegmentation",
     "AutoModelForSemanticSegmentation": "modeling_maskformer.MaskFormerForInstanceSegmentation",
-    "AutoImageProcessor": IMAGE_PROCESSOR_REF,
+    "AutoImageProcessor": "image_processing_maskformer.MaskFormerHFImageProcessor",
 }
-PROCESSOR_AUTO_MAP = {"AutoImageProcessor": IMAGE_PROCESSOR_REF}
-
-# `from .x import`, `from ..configuration.x import`, `from .image_processing.x import`: the module is the last name.
-_FIRST_PARTY_IMPORT = re.compile(r"^(\s*)from \.+(?:\w+\.)*(\w+) import", re.M)
-
-
-def _source_file(package: str, name: str) -> Path:
-    here = Path(__file__).resolve().parent
-    flat = here / name  # already a flat remote-code folder
-    if (here / "modeling_maskformer.py").is_file() and flat.is_file():
-        return flat
-    return Path(importlib.import_module(package).__file__).resolve().parent / name
+# The modules defining the classes above, relative to the installed top-level package.
+_ENTRY_MODULES = (
+    "configuration.configuration_maskformer",
+    "modeling_maskformer",
+    "image_processing.image_processing_maskformer",
+)
+# Keyword arguments of `save_pretrained(..., push_to_hub=True)` that belong to the upload.
+_PUSH_KWARGS = ("repo_id", "token", "private", "commit_message", "create_pr", "revision")
 
 
-def flatten_imports(source: str) -> str:
-    """`from ..configuration.configuration_maskformer import X` -> `from .configuration_maskformer import X`."""
-    return _FIRST_PARTY_IMPORT.sub(r"\1from .\2 import", source)
+def _entry_modules() -> list[str]:
+    package = __name__.rpartition(".")[0]
+    if package.rpartition(".")[2] == "configuration":  # the installed package
+        top = package.rpartition(".")[0]
+        return [f"{top}.{name}" for name in _ENTRY_MODULES]
+    # A flat remote-code folder (loaded with trust_remote_code): the modules transformers copied next to this one.
+    flat = [f"{package}.{name.rpartition('.')[2]}" for name in _ENTRY_MODULES]
+    return [name for name in flat if importlib.util.find_spec(name) is not None]
+
+
+def _relative_imports(tree: ast.AST, module: str) -> list[tuple[ast.ImportFrom, list[str]]]:
+    """Each relative `from ... import` of `module` and the first-party modules it loads."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom) or node.level == 0:
+            continue
+        base = importlib.util.resolve_name("." * node.level + (node.module or ""), module.rpartition(".")[0])
+        if node.module is None:  # `from . import x`: x must be a module
+            targets = [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            targets = [base]
+        found.append((node, targets))
+    return found
+
+
+def _module_file(name: str, importer: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise ImportError(f"{importer}: relative import of {name!r}, which is not a module")
+    if spec.submodule_search_locations is not None:
+        raise ImportError(
+            f"{importer}: imports from the package {name!r}; remote code is flat, so import from the module that "
+            "defines the name"
+        )
+    return Path(spec.origin)
+
+
+def remote_code_modules() -> dict[str, str]:
+    """Flat file name -> module name, for every first-party module the config, model and processor import."""
+    modules: dict[str, str] = {}
+    queue = _entry_modules()
+    while queue:
+        module = queue.pop()
+        flat = module.rpartition(".")[2] + ".py"
+        if flat in modules:
+            if modules[flat] != module:
+                raise ImportError(f"remote code is flat, but {modules[flat]} and {module} are both {flat}")
+            continue
+        modules[flat] = module
+        path = _module_file(module, importer=module)
+        for _, targets in _relative_imports(ast.parse(path.read_text()), module):
+            for target in targets:
+                _module_file(target, importer=str(path))
+                queue.append(target)
+    return modules
+
+
+def flatten_imports(source: str, module: str) -> str:
+    """Rewrite every relative import in `module`'s source to `from .<module> import` (a flat folder)."""
+    lines = source.splitlines(keepends=True)
+    found = _relative_imports(ast.parse(source), module)
+    # Right to left, so that a rewrite never shifts the position of one still to do.
+    for node, targets in sorted(found, key=lambda item: (item[0].lineno, item[0].col_offset), reverse=True):
+        row, start = node.lineno - 1, node.col_offset
+        line = lines[row]
+        end = line.index(" import", start) + len(" import")
+        head = "from . import" if node.module is None else f"from .{targets[0].rpartition('.')[2]} import"
+        lines[row] = line[:start] + head + line[end:]
+    return "".join(lines)
 
 
 def write_remote_code(folder: str | Path) -> list[Path]:
-    """Write the flattened modules into `folder`; returns the written paths."""
+    """Write the flattened modules into `folder` (a file already there with the same text is left alone)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for package, names in REMOTE_CODE_FILES.items():
-        for name in names:
-            target = folder / name
-            source = _source_file(package, name)
-            if source.resolve() != target.resolve():
-                target.write_text(flatten_imports(source.read_text()))
-            written.append(target)
+    for flat, module in sorted(remote_code_modules().items()):
+        target = folder / flat
+        text = flatten_imports(_module_file(module, importer=module).read_text(), module)
+        if not target.is_file() or target.read_text() != text:
+            target.write_text(text)
+        written.append(target)
     return written
+
+
+class HubFolderMixin:
+    """`save_pretrained` that leaves a Hub-ready folder: the base class's files, plus the flattened remote code
+    (and, for the config, `auto_map` in config.json). With `push_to_hub=True` the upload happens after the code is
+    written, through the class's own `push_to_hub`. Used by the config, the model and the image processor."""
+
+    remote_auto_map: dict[str, str] | None = None  # written into this object's JSON when set
+
+    def save_pretrained(self, save_directory, *args: Any, push_to_hub: bool = False, **kwargs: Any):
+        push_kwargs = {key: kwargs.pop(key) for key in _PUSH_KWARGS if key in kwargs} if push_to_hub else {}
+        if self.remote_auto_map is not None:
+            self.auto_map = dict(self.remote_auto_map)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            write_remote_code(save_directory)
+        if push_to_hub:
+            repo_id = push_kwargs.pop("repo_id", None) or Path(save_directory).resolve().name
+            self.push_to_hub(repo_id, **push_kwargs)
+        return result

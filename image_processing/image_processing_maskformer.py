@@ -25,6 +25,7 @@ from transformers.image_utils import (
 from transformers.processing_utils import ImagesKwargs
 from transformers.utils import TensorType, logging
 
+from ..configuration.remote_code import HubFolderMixin
 from .validation import (
     MAX_IMAGE_PIXELS,
     MAX_IMAGE_SIDE,
@@ -44,7 +45,7 @@ logger = logging.get_logger(__name__)
 # Keys other image processors (or older/newer transformers) write into preprocessor_config.json that carry
 # no setting of ours: dropped silently. Any other unknown key is dropped with a warning.
 _IGNORED_CONFIG_KEYS = {
-    "image_processor_type", "processor_class", "feature_extractor_type", "_processor_class", "do_convert_rgb",
+    "image_processor_type", "auto_map", "processor_class", "feature_extractor_type", "_processor_class", "do_convert_rgb",
     "default_to_square", "data_format", "input_data_format", "device", "return_tensors", "disable_grouping",
     "do_center_crop", "crop_size", "pad_size", "image_seq_length",
 }  # fmt: skip
@@ -187,8 +188,13 @@ def _field(outputs: Any, name: str) -> Any:
     return outputs.get(name) if isinstance(outputs, Mapping) else getattr(outputs, name, None)
 
 
-class MaskFormerImageProcessor(BaseImageProcessor):
-    r"""Pre- and post-processing for MaskFormer.
+class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
+    r"""Pre- and post-processing for MaskFormer; imported as `MaskFormerImageProcessor`.
+
+    NOTE: the class itself is named `MaskFormerHFImageProcessor` because transformers resolves a registered
+    image processor by class name before its own: under transformers' name, importing this package would hand
+    this processor to every transformers MaskFormer checkpoint. Saved folders do not name the class in
+    preprocessor_config.json (see `remote_code.py`); it is found through config.json.
 
     Images are resized (short side to `size["shortest_edge"]`, long side capped at `size["longest_edge"]`,
     aspect ratio kept), rescaled, normalised, then padded bottom/right with zeros to the batch's largest size
@@ -253,8 +259,6 @@ class MaskFormerImageProcessor(BaseImageProcessor):
                 f"Legacy `size_divisibility={legacy_divisor}` overrides `size_divisor={size_divisor}`."
             )
             size_divisor = legacy_divisor
-        if "auto_map" in kwargs:  # written by save_pretrained for classes registered with an Auto class
-            self.auto_map = kwargs.pop("auto_map")
         unknown = sorted(set(kwargs) - _IGNORED_CONFIG_KEYS)
         if unknown:
             logger.warning(f"{type(self).__name__}: ignoring unknown settings {unknown}.")
@@ -283,17 +287,13 @@ class MaskFormerImageProcessor(BaseImageProcessor):
         if self.do_reduce_labels and ignore_index is None:
             raise ValueError("`do_reduce_labels=True` needs an `ignore_index` for the background (id 0).")
 
-    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
-        """Also writes the `auto_map` and the Python files `trust_remote_code=True` needs."""
-        from ..configuration.remote_code import PROCESSOR_AUTO_MAP, write_remote_code
-
-        self.auto_map = dict(PROCESSOR_AUTO_MAP)
-        saved = super().save_pretrained(save_directory, **kwargs)
-        write_remote_code(save_directory)
-        if push_to_hub:
-            self.push_to_hub(kwargs.get("repo_id", str(save_directory).rstrip("/").split("/")[-1]),
-                             **{k: v for k, v in kwargs.items() if k in ("token", "private", "commit_message")})  # fmt: skip
-        return saved
+    def to_dict(self) -> dict[str, Any]:
+        """The settings, without `image_processor_type` and `auto_map`: `config.json` names the class (see
+        `remote_code.py` for why preprocessor_config.json must not)."""
+        settings = super().to_dict()
+        for key in ("image_processor_type", "auto_map"):
+            settings.pop(key, None)
+        return settings
 
     def _settings(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _SETTING_NAMES}
@@ -602,3 +602,6 @@ class MaskFormerImageProcessor(BaseImageProcessor):
             label_ids_to_fuse=label_ids_to_fuse,
             **geometry,
         )
+
+
+MaskFormerImageProcessor = MaskFormerHFImageProcessor

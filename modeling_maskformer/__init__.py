@@ -6,11 +6,15 @@
 
 Importing the package registers the classes with transformers' Auto classes, so `AutoConfig`,
 `AutoModel`, `AutoModelForInstanceSegmentation`, `AutoModelForUniversalSegmentation`,
-`AutoImageProcessor` and `pipeline("image-segmentation")` resolve our `model_type` "maskformer-hf".
+`AutoImageProcessor` and `pipeline("image-segmentation")` resolve our `model_type` "maskformer-hf". It changes
+nothing for other models: a transformers MaskFormer checkpoint (`model_type` "maskformer") still gets
+transformers' own classes, and a folder saved by this package never asks about remote code while it is
+imported.
 """
 
 from .configuration import MaskFormerConfig
 from .image_processing import MaskFormerImageProcessor
+from .loading import MaskFormerLoadError
 from .modeling_maskformer import (
     MaskFormerForInstanceSegmentation,
     MaskFormerForInstanceSegmentationOutput,
@@ -57,6 +61,7 @@ __all__ = [
     "MaskFormerForInstanceSegmentation",
     "MaskFormerForInstanceSegmentationOutput",
     "MaskFormerImageProcessor",
+    "MaskFormerLoadError",
     "MaskFormerModel",
     "MaskFormerModelOutput",
     "MaskFormerPreTrainedModel",

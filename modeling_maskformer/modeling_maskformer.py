@@ -18,6 +18,14 @@ from transformers.utils import ModelOutput
 
 from .backbone import build_backbone
 from .configuration.configuration_maskformer import MaskFormerConfig
+from .configuration.remote_code import HubFolderMixin
+from .loading import (
+    MaskFormerLoadError,
+    check_loading_info,
+    check_weights_fit,
+    checkpoint_shapes,
+    model_shapes,
+)
 from .loss import MaskFormerLoss
 from .matcher import HungarianMatcher
 from .pixel_decoder import PixelDecoder, Res5TransformerEncoder
@@ -95,7 +103,7 @@ class MaskHead(nn.Module):
         return hidden_states
 
 
-class MaskFormerPreTrainedModel(PreTrainedModel):
+class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
     config_class = MaskFormerConfig
     config: MaskFormerConfig
     base_model_prefix = "model"
@@ -135,12 +143,15 @@ class MaskFormerPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, plus two things users trip over:
+        """`PreTrainedModel.from_pretrained`, plus what users trip over:
 
         - the checkpoint's weights replace the backbone's, so ImageNet weights are never downloaded on load;
         - a `num_labels`/`id2label` different from the checkpoint's re-initialises the class head, with a
-          warning that says so (instead of a size-mismatch error).
+          warning that says so (instead of a size-mismatch error);
+        - weights that do not fit the config (an edited config.json), or a layer they leave uninitialised, raise
+          `MaskFormerLoadError` naming the field, which `pipeline()` does not swallow (see `loading.py`).
         """
+        source = str(pretrained_model_name_or_path)
         hub_kwargs = {
             key: kwargs[key]
             for key in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
@@ -156,7 +167,8 @@ class MaskFormerPreTrainedModel(PreTrainedModel):
             config = copy.deepcopy(config)
         checkpoint_labels = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs).num_labels
         config.use_pretrained_backbone = False
-        if config.num_labels != checkpoint_labels:
+        new_class_head = config.num_labels != checkpoint_labels
+        if new_class_head:
             logger.warning(
                 "The checkpoint at %s has %d classes but the model is built with num_labels=%d: the class head "
                 "(class_head) is newly initialised and must be trained before use.",
@@ -164,16 +176,23 @@ class MaskFormerPreTrainedModel(PreTrainedModel):
                 checkpoint_labels,
                 config.num_labels,
             )
+        found = None if kwargs.get("ignore_mismatched_sizes") else checkpoint_shapes(source, hub_kwargs)
+        if found is not None:
+            check_weights_fit(
+                source, found[0], found[1], model_shapes(cls, config), prefix=cls.base_model_prefix,
+                skip_class_head=new_class_head,
+            )  # fmt: skip
+        if new_class_head:
             kwargs["ignore_mismatched_sizes"] = True
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
-
-
-    def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
-        """`PreTrainedModel.save_pretrained`; the config's save adds the remote code and `auto_map`."""
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if push_to_hub:
-            repo_id = kwargs.get("repo_id", str(save_directory).rstrip("/").split("/")[-1])
-            self.push_to_hub(repo_id, token=kwargs.get("token"), private=kwargs.get("private", False))
+        return_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, config=config, output_loading_info=True, **kwargs
+            )
+        except RuntimeError as error:  # transformers' size-mismatch and conversion errors
+            raise MaskFormerLoadError(f"{source}: {str(error).strip().splitlines()[0]}") from error
+        check_loading_info(source, info)
+        return (model, info) if return_info else model
 
     def push_to_hub(
         self,
@@ -321,6 +340,8 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         if (mask_labels is None) != (class_labels is None):
             raise ValueError("pass both mask_labels and class_labels to compute the loss, or neither")
         compute_loss = mask_labels is not None
+        if self.training and not compute_loss:
+            self._warn_training_mode()
         output_auxiliary_logits = (
             output_auxiliary_logits if output_auxiliary_logits is not None else self.config.output_auxiliary_logits
         )
@@ -353,6 +374,18 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
             encoder_last_hidden_state=outputs.encoder_last_hidden_state,
             encoder_hidden_states=outputs.encoder_hidden_states,
             pixel_decoder_hidden_states=outputs.pixel_decoder_hidden_states,
+        )
+
+    def _warn_training_mode(self) -> None:
+        """Once per model: predictions asked of a model in training mode (e.g. through the pipeline or the
+        post-processing after `model.train()`) use dropout and batch statistics."""
+        if getattr(self, "_warned_training_mode", False):
+            return
+        self._warned_training_mode = True
+        logger.warning(
+            "MaskFormerForInstanceSegmentation is called in training mode without labels: dropout is active and "
+            "BatchNorm uses the batch's statistics, so predictions are noisy and depend on the batch. Call "
+            "model.eval() before inference."
         )
 
     @staticmethod

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
+import ast
 import json
-import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,12 +12,16 @@ import torch
 from huggingface_hub import ModelCard
 
 from modeling_maskformer import MaskFormerImageProcessor
-from modeling_maskformer.configuration.remote_code import CONFIG_AUTO_MAP, REMOTE_CODE_FILES
+from modeling_maskformer.configuration.remote_code import (
+    CONFIG_AUTO_MAP,
+    flatten_imports,
+    remote_code_modules,
+)
 from modeling_maskformer.hub import build_model_card, check_model_card
 
-from builders import tiny_model
+from builders import run_in_terminal, tiny_model
 
-ALL_FILES = [name for names in REMOTE_CODE_FILES.values() for name in names]
+ALL_FILES = sorted(remote_code_modules())
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +38,64 @@ def test_folder_carries_auto_map_and_flat_code(saved):
     _, _, folder = saved
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"] == CONFIG_AUTO_MAP
-    assert json.loads((folder / "preprocessor_config.json").read_text())["auto_map"] == {
-        "AutoImageProcessor": "image_processing_maskformer.MaskFormerImageProcessor"
-    }
+    # The processor's JSON names no class: an auto_map there makes transformers' AutoVideoProcessor prompt.
+    processor_json = json.loads((folder / "preprocessor_config.json").read_text())
+    assert "auto_map" not in processor_json and "image_processor_type" not in processor_json
+    python_files = sorted(path.name for path in folder.glob("*.py"))
+    assert python_files == ALL_FILES
     for name in ALL_FILES:
-        source = (folder / name).read_text()
-        assert not re.search(r"^\s*(from|import) (\.\.|\.\w+\.|configuration|modeling_maskformer|image_processing)\b", source, re.M), name
+        tree = ast.parse((folder / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert node.level == 1 and node.module and (folder / f"{node.module}.py").is_file(), (name, node.module)
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                assert not any(n.split(".")[0] in {"modeling_maskformer", "configuration", "image_processing"}
+                               for n in names if not getattr(node, "level", 0)), (name, names)  # fmt: skip
+
+
+def test_remote_code_files_come_from_the_import_graph():
+    # The modules the model, config and processor need, lazily imported ones (hub.py, post-processing) included;
+    # nothing the model does not import (training, data, evaluation, the CLI).
+    for name in ("modeling_maskformer.py", "configuration_maskformer.py", "image_processing_maskformer.py",
+                 "remote_code.py", "loading.py", "hub.py", "post_processing.py", "matcher.py"):  # fmt: skip
+        assert name in ALL_FILES, name
+    for name in ("cli.py", "conversion.py", "loop.py", "evaluator.py", "collator.py", "__init__.py"):
+        assert name not in ALL_FILES, name
+
+
+def test_flatten_imports_rewrites_import_statements_only():
+    source = textwrap.dedent('''\
+        """Docstring: from ..configuration.x import y stays as written."""
+        from __future__ import annotations
+        from ..configuration.configuration_maskformer import (
+            A,
+            B,
+        )
+        from .validation import C; from ..configuration.remote_code import D
+        from . import sampling
+
+
+        def f():
+            from .post_processing import semantic_segmentation
+            return "from .image_processing.x import z"
+    ''')
+    flat = flatten_imports(source, "modeling_maskformer.image_processing.image_processing_maskformer")
+    assert flat.splitlines() == [
+        '"""Docstring: from ..configuration.x import y stays as written."""',
+        "from __future__ import annotations",
+        "from .configuration_maskformer import (",
+        "    A,",
+        "    B,",
+        ")",
+        "from .validation import C; from .remote_code import D",
+        "from . import sampling",
+        "",
+        "",
+        "def f():",
+        "    from .post_processing import semantic_segmentation",
+        '    return "from .image_processing.x import z"',
+    ]
 
 
 BLOCKER = """
@@ -56,6 +110,7 @@ sys.path = [p for p in sys.path if p not in ("", %(root)r)]
 
 
 def test_loads_in_a_fresh_process_without_this_package(saved, tmp_path):
+    """trust_remote_code=True in a process without this package: the model, the processor and the pipeline."""
     model, _, folder = saved
     torch.manual_seed(0)
     pixel_values = torch.randn(1, 3, 64, 64)
@@ -76,7 +131,8 @@ def test_loads_in_a_fresh_process_without_this_package(saved, tmp_path):
         folder = {str(folder)!r}
         model = AutoModelForInstanceSegmentation.from_pretrained(folder, trust_remote_code=True).eval()
         processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
-        assert type(processor).__name__ == "MaskFormerImageProcessor", type(processor)
+        assert type(processor).__name__ == "MaskFormerHFImageProcessor", type(processor)
+        assert type(processor).__module__.startswith("transformers_modules"), type(processor).__module__
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
         with torch.no_grad():
             value = model(torch.load({str(tmp_path / 'x.pt')!r})).masks_queries_logits.sum().item()
@@ -85,12 +141,20 @@ def test_loads_in_a_fresh_process_without_this_package(saved, tmp_path):
         for subtask in ("semantic", "instance", "panoptic"):
             result = segmenter({str(tmp_path / 'image.png')!r}, subtask=subtask, threshold=0.0)
             assert isinstance(result, list), subtask
+        # Saved again from the remote code: the same complete folder.
+        model.save_pretrained("resaved")
+        processor.save_pretrained("resaved")
+        import pathlib
+        assert sorted(p.name for p in pathlib.Path("resaved").glob("*.py")) == {ALL_FILES!r}
+        assert "auto_map" not in (pathlib.Path("resaved") / "preprocessor_config.json").read_text()
         print("OK")
     """)
     env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin",
            "OMP_NUM_THREADS": "1"}  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-4000:]
+    # On a terminal, where transformers would ask before running remote code it was not told to trust.
+    status, output = run_in_terminal(script, env=env, cwd=tmp_path)
+    assert status == 0 and "OK" in output, output[-4000:]
+    assert "custom code" not in output, output[-4000:]
 
 
 def test_model_card_metadata():
@@ -155,3 +219,17 @@ def test_push_folder_requires_a_saved_model(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no config.json"):
         push_folder_to_hub(tmp_path, "me/x", api=RecordingApi())
+
+
+@pytest.mark.parametrize("what", ["config", "model", "processor"])
+def test_save_with_push_uploads_after_the_code_is_written(saved, tmp_path, monkeypatch, what):
+    model, processor, _ = saved
+    obj = {"config": model.config, "model": model, "processor": processor}[what]
+    calls = []
+
+    def record(self, repo_id, **kwargs):
+        calls.append((repo_id, kwargs, sorted(path.name for path in tmp_path.glob("*.py"))))
+
+    monkeypatch.setattr(type(obj), "push_to_hub", record)
+    obj.save_pretrained(tmp_path, push_to_hub=True, repo_id="me/maskformer", token="secret", private=True)
+    assert calls == [("me/maskformer", {"token": "secret", "private": True}, ALL_FILES)]
