@@ -45,7 +45,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .configuration.configuration_maskformer import DEFAULT_BACKBONE_OUT_FEATURES, MaskFormerConfig
+from .configuration.configuration_maskformer import (
+    DEFAULT_BACKBONE_OUT_FEATURES,
+    MaskFormerConfig,
+    check_local_source,
+)
 from .image_processing import MaskFormerImageProcessor
 from .modeling_maskformer import MaskFormerForInstanceSegmentation
 
@@ -475,15 +479,27 @@ def resolve_source(source: str | Path) -> Path:
         return path
     if path.exists():
         raise ValueError(f"{source}: expected a folder (config.json + weights), got a file")
+    check_local_source(str(source))  # a path that cannot be a Hub id: "no such file or folder"
     from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors", "*.bin"]))
     except Exception as error:  # offline, unknown repo, gated repo: many exception types
         raise OSError(
-            f"{source!r} is not a local folder and could not be downloaded from the Hugging Face Hub "
-            f"({type(error).__name__}: {error}). Without network access, pass a local folder."
+            f"{source}: no such local folder, and it could not be downloaded from the Hugging Face Hub "
+            f"({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}). "
+            "Without network access, pass a local folder."
         ) from error
+
+
+def _read_config(folder: Path, source: str | Path) -> dict[str, Any]:
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{source} has no config.json: not a saved model folder")
+    try:
+        return json.loads(config_file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_file}: not valid JSON ({error})") from error
 
 
 def load_weights(folder: Path) -> dict[str, Tensor]:
@@ -541,7 +557,7 @@ def convert_from_transformers(
     from transformers import MaskFormerConfig as TransformersMaskFormerConfig
 
     folder = resolve_source(source)
-    raw_config = json.loads((folder / "config.json").read_text())
+    raw_config = _read_config(folder, source)
     if raw_config.get("model_type") != "maskformer":
         raise ValueError(
             f"{source}: config.json has model_type {raw_config.get('model_type')!r}, expected 'maskformer' "
@@ -576,6 +592,14 @@ def convert_to_transformers(
     if isinstance(source, MaskFormerForInstanceSegmentation):
         model = source
     else:
+        model_type = _read_config(resolve_source(source), source).get("model_type")
+        if model_type == "maskformer":
+            raise ValueError(f"{source} already is a transformers MaskFormer folder (model_type 'maskformer')")
+        if model_type != MaskFormerConfig.model_type:
+            raise ValueError(
+                f"{source}: config.json has model_type {model_type!r}, expected {MaskFormerConfig.model_type!r} (a "
+                "folder of this package)"
+            )
         model = MaskFormerForInstanceSegmentation.from_pretrained(source)
         if processor is None and (Path(source) / "preprocessor_config.json").is_file():
             processor = MaskFormerImageProcessor.from_pretrained(source)

@@ -32,14 +32,18 @@ number of attention heads (8 in every released model) and the processor settings
 
 from __future__ import annotations
 
+import _compat_pickle
+import importlib
 import io
 import math
+import os
 import pickle
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -61,42 +65,129 @@ _OURS_ONLY = (r".*\.num_batches_tracked", rf"{re.escape(_OUR_BACKBONE)}\.model\.
 # ----------------------------------------------------------------------------------------------------
 # Reading pickles safely
 # ----------------------------------------------------------------------------------------------------
-_NUMPY_CORE = "numpy._core" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core"
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("collections", "OrderedDict"),
-    ("builtins", "set"),
-    ("builtins", "frozenset"),
-    ("builtins", "bytearray"),
-    ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
-}
-
-
 class ArrayOnlyUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays and plain containers; refuses every other global before anything runs."""
+    """Unpickles numpy arrays and plain containers; refuses every other global before anything runs.
+
+    Each allowed global is replaced by a guarded version that refuses, before allocating, any size the pickle
+    cannot back with its own bytes (a 66-byte pickle must not make `bytearray(3_000_000_000)`), object arrays,
+    and calls a real checkpoint never makes (`numpy.ndarray(shape)` directly). Protocol-2 names
+    (`__builtin__.set`, `copy_reg`) are mapped to Python 3's exactly as `pickle` itself does, before the check.
+    """
+
+    def __init__(self, file, *, max_bytes: int | None = None, **kwargs: Any):
+        """`max_bytes`: the most any one object may allocate (default: the size of `file`)."""
+        super().__init__(file, **kwargs)
+        self.max_bytes = _stream_size(file) if max_bytes is None else max_bytes
+        self._allowed = {
+            ("numpy.core.multiarray", "_reconstruct"): self._reconstruct,
+            ("numpy.core.multiarray", "scalar"): self._scalar,
+            ("numpy.core.numeric", "_frombuffer"): self._frombuffer,
+            ("numpy", "ndarray"): _NDARRAY,
+            ("numpy", "dtype"): self._dtype,
+            ("collections", "OrderedDict"): OrderedDict,
+            ("builtins", "set"): set,
+            ("builtins", "frozenset"): frozenset,
+            ("builtins", "bytearray"): self._bytearray,
+            ("_codecs", "encode"): self._encode,  # bytes in protocol-2 pickles written by Python 3
+        }
 
     def find_class(self, module: str, name: str) -> Any:
-        canonical = module.replace("numpy._core", "numpy.core", 1)
-        if (canonical, name) not in _ALLOWED_GLOBALS:
+        module, name = _PROTOCOL_2_NAMES.get((module, name), (_PROTOCOL_2_MODULES.get(module, module), name))
+        allowed = self._allowed.get((module.replace("numpy._core", "numpy.core", 1), name))
+        if allowed is None:
             raise pickle.UnpicklingError(
                 f"refusing to load {module}.{name}: a checkpoint may only contain numpy arrays and plain "
                 "containers (this pickle would import or call other code)"
             )
-        return super().find_class(canonical.replace("numpy.core", _NUMPY_CORE, 1), name)
+        return allowed
+
+    def _refuse(self, what: str) -> NoReturn:
+        raise pickle.UnpicklingError(f"refusing {what}: not something a checkpoint of numpy arrays contains")
+
+    def _check_size(self, num_bytes: int, what: str) -> None:
+        if num_bytes > self.max_bytes:
+            self._refuse(f"{what} of {num_bytes} bytes from a {self.max_bytes}-byte file")
+
+    def _dtype(self, *args: Any) -> np.dtype:
+        dtype = np.dtype(*args)
+        if dtype.hasobject:
+            self._refuse(f"the object dtype {dtype}")
+        return dtype
+
+    def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+        if subtype is not _NDARRAY or not isinstance(shape, tuple) or not all(isinstance(n, int) for n in shape):
+            self._refuse(f"_reconstruct({subtype!r}, {shape!r}, ...)")
+        itemsize = dtype.itemsize if isinstance(dtype, np.dtype) else 1  # numpy writes the dtype b"b"
+        self._check_size(math.prod(shape) * itemsize, "an array")
+        return _NUMPY_RECONSTRUCT(np.ndarray, shape, dtype)
+
+    def _scalar(self, dtype: Any, data: Any = None) -> np.generic:
+        if not isinstance(dtype, np.dtype) or not isinstance(data, bytes) or len(data) != dtype.itemsize:
+            self._refuse(f"a numpy scalar of {dtype!r} from {type(data).__name__}")
+        return _NUMPY_SCALAR(dtype, data)
+
+    def _frombuffer(self, buffer: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
+        if not isinstance(buffer, (bytes, bytearray, memoryview)) or not isinstance(dtype, np.dtype):
+            self._refuse(f"_frombuffer of {type(buffer).__name__}")
+        return np.frombuffer(buffer, dtype).reshape(shape, order=order)
+
+    def _bytearray(self, *args: Any) -> bytearray:
+        if args and not isinstance(args[0], (bytes, str)):  # bytearray(n) would allocate n bytes
+            self._refuse(f"bytearray({args[0]!r})")
+        return bytearray(*args)
+
+    def _encode(self, text: Any, encoding: str = "utf-8") -> bytes:
+        if not isinstance(text, str) or encoding.replace("-", "").replace("_", "").lower() != "latin1":
+            self._refuse(f"_codecs.encode({type(text).__name__}, {encoding!r})")
+        return text.encode("latin-1")
+
+
+class _NDArrayMarker:
+    """Stands for `numpy.ndarray` as the first argument of `_reconstruct`; calling it is refused."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise pickle.UnpicklingError("refusing numpy.ndarray(...): a checkpoint never builds arrays that way")
+
+
+_NDARRAY = _NDArrayMarker()
+_NUMPY_CORE = "numpy._core" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core"
+_NUMPY_RECONSTRUCT = importlib.import_module(f"{_NUMPY_CORE}.multiarray")._reconstruct
+_NUMPY_SCALAR = importlib.import_module(f"{_NUMPY_CORE}.multiarray").scalar
+_PROTOCOL_2_NAMES = _compat_pickle.NAME_MAPPING
+_PROTOCOL_2_MODULES = _compat_pickle.IMPORT_MAPPING
+
+
+def _stream_size(file: Any) -> int:
+    try:
+        return os.fstat(file.fileno()).st_size
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return file.getbuffer().nbytes if isinstance(file, io.BytesIO) else 0
 
 
 def load_original_checkpoint(path: str | Path) -> dict[str, Tensor]:
     """The model weights of a detectron2 checkpoint (`.pkl` of numpy arrays, or `.pth`), as tensors."""
     path = Path(path)
-    if path.suffix == ".pkl":
-        with open(path, "rb") as file:
-            checkpoint = ArrayOnlyUnpickler(io.BufferedReader(file), encoding="latin1").load()
-    else:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    try:
+        if path.suffix == ".pkl":
+            with open(path, "rb") as file:
+                unpickler = ArrayOnlyUnpickler(io.BufferedReader(file), encoding="latin1")
+                checkpoint = unpickler.load()
+        else:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if path.suffix != ".pkl":  # torch.load's refusal suggests weights_only=False: never for untrusted files
+            raise pickle.UnpicklingError(
+                f"{path}: not a PyTorch checkpoint of tensors only (torch.load with weights_only=True refused it)"
+            ) from error
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable pickle"
+        raise pickle.UnpicklingError(f"{path}: {first_line}") from error
+    except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError) as error:
+        raise ValueError(
+            f"{path}: not a readable detectron2 checkpoint (.pkl of numpy arrays, or .pth): "
+            f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        ) from error
     weights = checkpoint.get("model", checkpoint) if isinstance(checkpoint, Mapping) else None
     if not isinstance(weights, Mapping):
         raise ValueError(
@@ -424,7 +515,10 @@ def convert_from_original(
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     state = load_original_checkpoint(source)
-    config = config_from_original(state, preset, num_attention_heads)
+    try:
+        config = config_from_original(state, preset, num_attention_heads)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from error
     model = MaskFormerForInstanceSegmentation(config)
     model.load_state_dict(state_dict_from_original(state, config, model.state_dict()), strict=True)
     model.eval()

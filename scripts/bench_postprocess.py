@@ -26,6 +26,7 @@ from types import SimpleNamespace
 import torch
 
 from modeling_maskformer.benchmarks.common import agreement, random_outputs
+from modeling_maskformer.cli import run_cli
 from modeling_maskformer.image_processing import post_processing as pp
 
 PADDED, TARGET = (512, 512), (512, 683)
@@ -105,4 +106,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

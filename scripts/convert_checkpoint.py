@@ -8,8 +8,9 @@
 its preprocessor_config.json; `--to transformers` writes a folder that transformers'
 `MaskFormerForInstanceSegmentation` and `AutoImageProcessor` load; `--from original` reads the authors'
 `model_final_*.pkl` (numpy arrays only: other pickled objects are refused before they run). Any missing,
-unexpected or mis-shaped weight is an error that names the keys. The library: modeling_maskformer/conversion.py
-and conversion_original.py.
+unexpected or mis-shaped weight is an error that names the keys. A user error (missing path, wrong format,
+refused pickle) prints one line and exits with status 2; `--debug` shows the traceback. The library:
+modeling_maskformer/conversion.py and conversion_original.py.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from modeling_maskformer.cli import run_cli
 from modeling_maskformer.conversion import convert_from_transformers, convert_to_transformers
 from modeling_maskformer.conversion_original import PRESETS, convert_from_original
 
@@ -60,4 +62,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

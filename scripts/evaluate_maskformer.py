@@ -17,6 +17,7 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+from modeling_maskformer.cli import run_cli
 from modeling_maskformer.data import SyntheticShapesConfig, build_dataset
 from modeling_maskformer.evaluation import evaluate_model, format_table, load_model_folder
 
@@ -77,4 +78,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

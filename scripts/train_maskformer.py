@@ -7,7 +7,8 @@
 All options: `--help`. The loop is `modeling_maskformer.training.train`.
 """
 
+from modeling_maskformer.cli import run_cli
 from modeling_maskformer.training import parse_args, train
 
 if __name__ == "__main__":
-    train(parse_args())
+    run_cli(lambda: train(parse_args()))
