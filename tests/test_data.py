@@ -261,7 +261,7 @@ def test_labels_out_of_range_are_reported(tmp_path):
     (tmp_path / "annotations").mkdir()
     Image.new("RGB", (2, 2)).save(tmp_path / "images/a.jpg")
     Image.fromarray(np.array([[1, 2], [3, 9]], dtype=np.uint8)).save(tmp_path / "annotations/a.png")
-    with pytest.raises(ValueError, match=r"a: label\(s\) \[8\] outside 0..2"):
+    with pytest.raises(ValueError, match=r"annotations/a.png: label\(s\) \[8\] outside 0..2"):
         load_ade_folder(tmp_path, num_labels=3)[0]
 
 
@@ -279,3 +279,106 @@ def test_segments_and_png_must_agree(tmp_path):
     ds = load_coco_panoptic_folder(_write_coco(tmp_path / "b", categories=SPARSE_CATEGORIES, segments_info=SEGMENTS[:2], ids=IDS), "val")
     with pytest.raises(ValueError, match=r"x.png: segment id\(s\) \[5\] in the PNG are missing from segments_info"):
         ds.validate()
+
+
+def test_undecodable_images_are_named(exported, tmp_path):
+    root = _copy(exported / "ade", tmp_path)
+    jpeg = root / "images/training/train_000001.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 2])  # truncated, as by an interrupted copy
+    ds = load_ade_folder(root, "train")
+    with pytest.raises(ValueError, match=r"train_000001.jpg: cannot decode the image .*truncated"):
+        ds[1]
+    coco = _copy(exported / "coco", tmp_path)
+    (coco / "annotations/panoptic_val2017/validation_000000.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(ValueError, match=r"validation_000000.png: cannot decode the image"):
+        load_coco_panoptic_folder(coco, "val")[0]
+
+
+def _edit_coco_json(root, edit):
+    path = root / "annotations/panoptic_val2017.json"
+    payload = json.loads(path.read_text())
+    edit(payload)
+    path.write_text(json.dumps(payload))
+    return path
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda p: p["annotations"][0].pop("segments_info"), r"annotations\[0\] \(x.png\) has no 'segments_info'"),
+        (lambda p: p["annotations"][0].pop("file_name"), r"annotations\[0\] \(image id 7\) has no 'file_name'"),
+        (lambda p: p["images"][0].pop("file_name"), r"images\[0\] \(id 7\) has no 'file_name'"),
+        (lambda p: p["annotations"][0]["segments_info"][1].update(id=300),
+         r"annotations\[0\] \(x.png\): segment id\(s\) \[300\] listed more than once"),
+        (lambda p: p["annotations"][0]["segments_info"][0].pop("category_id"), r"annotations\[0\] \(x.png\): a segment without 'category_id'"),
+        (lambda p: p["annotations"].append(dict(p["annotations"][0], file_name="y.png")), r"annotations\[1\] \(y.png\): a second annotation for image id 7"),
+    ],
+)
+def test_malformed_coco_json_is_refused_at_load_naming_the_file(tmp_path, edit, message):
+    root = _write_coco(tmp_path, categories=SPARSE_CATEGORIES, segments_info=SEGMENTS, ids=IDS)
+    _edit_coco_json(root, edit)
+    with pytest.raises(ValueError, match=r"panoptic_val2017.json: " + message):
+        load_coco_panoptic_folder(root, "val")
+
+
+def test_broken_coco_json_is_named(tmp_path):
+    root = _write_coco(tmp_path, categories=SPARSE_CATEGORIES, segments_info=SEGMENTS, ids=IDS)
+    path = root / "annotations/panoptic_val2017.json"
+    path.write_text(path.read_text()[:12])
+    with pytest.raises(ValueError, match=r"panoptic_val2017.json: not valid JSON .*line 1 column 13"):
+        load_coco_panoptic_folder(root, "val")
+
+
+def test_duplicate_segment_ids_in_a_datasets_row_are_named(shapes):
+    import datasets
+
+    hf = shapes["validation"].to_hf_dataset("panoptic")
+    rows = hf.to_list()
+    rows[1]["segments_info"].append(dict(rows[1]["segments_info"][0]))
+    ds = load_hf_dataset(datasets.Dataset.from_list(rows, features=hf.features), categories=shapes["validation"].categories)
+    ds[0]
+    with pytest.raises(ValueError, match=r"row 1 .*segment id\(s\) \[\d+\] listed more than once"):
+        ds[1]
+
+
+def _ade_with(tmp_path, annotation: Image.Image):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annotations").mkdir()
+    Image.new("RGB", annotation.size).save(tmp_path / "images/a.jpg")
+    annotation.save(tmp_path / "annotations/a.png")
+    return tmp_path
+
+
+def test_a_16_bit_annotation_above_ignore_index_is_named(tmp_path):
+    labels = np.zeros((4, 4), dtype=np.uint16)
+    labels[1, 2] = 3000
+    root = _ade_with(tmp_path, Image.fromarray(labels))
+    with pytest.raises(ValueError, match=r"annotations/a.png: label 3000 is above ignore_index 255, .*instance or colour map"):
+        load_ade_folder(root)
+
+
+def test_a_colour_annotation_gets_the_colour_error_first(tmp_path):
+    colours = np.zeros((4, 4, 3), dtype=np.uint8)
+    colours[:2] = (120, 120, 120)
+    root = _ade_with(tmp_path, Image.fromarray(colours))
+    for kwargs in ({}, {"num_labels": 3}, {"reduce_labels": None}):
+        with pytest.raises(ValueError, match=r"a.png: semantic annotation has mode RGB.*colour-coded"):
+            load_ade_folder(root, **kwargs)
+
+
+def test_the_label_convention_can_be_required(tmp_path, shapes):
+    root = _ade_with(tmp_path, Image.fromarray(np.array([[0, 1], [2, 2]], dtype=np.uint8)))
+    with pytest.raises(ValueError, match="say how to read the pixel values.*reduce_labels=True.*--label_convention ade"):
+        load_ade_folder(root, reduce_labels=None)
+    assert load_ade_folder(root, reduce_labels=False).num_labels == 3
+    assert load_ade_folder(root, reduce_labels=True).num_labels == 2
+    with pytest.raises(ValueError, match="--label_convention as_is"):
+        load_hf_dataset(shapes["train"].to_hf_dataset("semantic"), reduce_labels=None)
+    assert load_hf_dataset(shapes["train"].to_hf_dataset("panoptic"), reduce_labels=None).task == "panoptic"
+
+
+def test_an_empty_images_folder_is_reported_as_empty(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annotations").mkdir()
+    with pytest.raises(ValueError, match=r"images is empty"):
+        load_ade_folder(tmp_path, "validation")

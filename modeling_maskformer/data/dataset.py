@@ -30,9 +30,10 @@ Label conventions (the loaders convert; what they return is always the same):
   ``ignore_index=255, do_reduce_labels=False``. Semantic items may instead feed ``semantic`` to
   ``segmentation_maps`` directly.
 
-Malformed data raises ``FileNotFoundError`` / ``ValueError`` naming the file: missing folders, empty
-folders and images without annotations at construction; size mismatches, labels out of range and
-segment/PNG disagreements when an item is read. ``dataset.validate()`` reads every item to surface
+Malformed data raises ``FileNotFoundError`` / ``ValueError`` naming the file: missing or empty folders,
+images without annotations, colour (RGB) semantic annotations, labels that collide with ``ignore_index``,
+invalid COCO JSON (missing fields, a segment id listed twice for one image) at construction; undecodable
+(truncated) images, size mismatches, labels out of range and segment/PNG disagreements when an item is read. ``dataset.validate()`` reads every item to surface
 all of these up front.
 """
 
@@ -93,15 +94,20 @@ class SegmentationDataset(Sequence):
     def _load(self, index: int) -> SegmentationItem:
         raise NotImplementedError
 
+    def _source(self, index: int) -> str:
+        """Where item `index` comes from, for error messages (subclasses name the annotation file)."""
+        return self._load(index)["image_id"]
+
     def __getitem__(self, index: int) -> SegmentationItem:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
-        item = self._load(index % len(self))
+        index = index % len(self)
+        item = self._load(index)
         size = item["image"].size  # (W, H)
         for key in ("semantic", "panoptic_ids"):
             if item[key] is not None and item[key].shape != (size[1], size[0]):
                 raise ValueError(
-                    f"{item['image_id']}: image size {size[0]}x{size[1]} (WxH) but {key} annotation size "
+                    f"{self._source(index)}: image size {size[0]}x{size[1]} (WxH) but {key} annotation size "
                     f"{item[key].shape[1]}x{item[key].shape[0]}"
                 )
         if item["semantic"] is not None:
@@ -109,8 +115,8 @@ class SegmentationDataset(Sequence):
             bad = labels[(labels >= self.num_labels) & (labels != self.ignore_index)]
             if bad.size:
                 raise ValueError(
-                    f"{item['image_id']}: label(s) {bad.tolist()} outside 0..{self.num_labels - 1} "
-                    f"(ignore_index {self.ignore_index}); wrong reduce_labels or num_labels?"
+                    f"{self._source(index)}: label(s) {bad.tolist()} outside 0..{self.num_labels - 1} "
+                    f"(ignore_index {self.ignore_index}); wrong reduce_labels (--label_convention) or num_labels?"
                 )
         return item
 

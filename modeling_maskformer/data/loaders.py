@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -35,26 +36,50 @@ def _normalize_split(split: str) -> str:
 # Shared decoding helpers.
 
 
-def _open_rgb(value: Any) -> Image.Image:
-    return _open_image(value).convert("RGB")
+def _open_rgb(value: Any, source: str | None = None) -> Image.Image:
+    return _open_image(value, source).convert("RGB")
 
 
-def _open_image(value: Any) -> Image.Image:
-    """A PIL image from a path, a PIL image or a datasets ``{"bytes", "path"}`` dict."""
+def _open_image(value: Any, source: str | None = None) -> Image.Image:
+    """A decoded PIL image from a path, a PIL image or a datasets ``{"bytes", "path"}`` dict; a file that
+    cannot be decoded (truncated, damaged, not an image) is a ValueError naming ``source`` (default: the path)."""
     if isinstance(value, Image.Image):
         return value
     if isinstance(value, dict):
         value = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"]
-    image = Image.open(value)
-    image.load()
+    source = source or str(value)
+    try:
+        image = Image.open(value)
+        image.load()
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # PIL's decode errors
+        raise ValueError(f"{source}: cannot decode the image ({error}); the file is damaged, truncated or not "
+                         f"an image: replace it or remove it (and its annotation)") from error  # fmt: skip
     return image
 
 
-def _semantic_from_image(image: Image.Image, *, reduce_labels: bool, ignore_index: int, source: str) -> np.ndarray:
+def _check_class_index_mode(image: Image.Image, source: str) -> None:
     if image.mode not in ("L", "P", "I", "I;16"):
         raise ValueError(
-            f"{source}: semantic annotation has mode {image.mode}; expected a single-channel class-index PNG"
+            f"{source}: semantic annotation has mode {image.mode}; expected a single-channel class-index PNG "
+            f"(one class id per pixel){' - a colour-coded annotation must first be mapped to class ids' if image.mode in ('RGB', 'RGBA') else ''}"
         )
+
+
+def _require_label_convention(reduce_labels: bool | None, source: str) -> bool:
+    if reduce_labels is None:
+        raise ValueError(
+            f"{source}: semantic annotations: say how to read the pixel values. ADE20K's convention "
+            f"(0 = 'other', ignored; 1..K are the classes): reduce_labels=True, on the command line "
+            f"--label_convention ade. Values used as they are (0..K-1 are the classes, 255 = ignored): "
+            f"reduce_labels=False, --label_convention as_is."
+        )
+    return reduce_labels
+
+
+def _semantic_from_image(image: Image.Image, *, reduce_labels: bool, ignore_index: int, source: str) -> np.ndarray:
+    _check_class_index_mode(image, source)
     labels = np.asarray(image).astype(np.int64)
     if reduce_labels:
         labels = np.where(labels == 0, ignore_index, np.where(labels == ignore_index, ignore_index, labels - 1))
@@ -73,9 +98,14 @@ def _decode_panoptic(
     ids = rgb_to_id(np.asarray(png.convert("RGB")))
     segments = []
     for segment in segments_info:
+        if not isinstance(segment, dict) or "id" not in segment or "category_id" not in segment:
+            raise ValueError(f"{source}: a segments_info entry without 'id' or 'category_id': {segment}")
         if segment["category_id"] not in category_to_label:
             raise ValueError(f"{source}: unknown category id {segment['category_id']} in segments_info")
         segments.append({**segment, "category_id": category_to_label[segment["category_id"]]})
+    duplicates = sorted(i for i, count in Counter(s["id"] for s in segments).items() if count > 1)
+    if duplicates:
+        raise ValueError(f"{source}: segment id(s) {duplicates} listed more than once in segments_info")
     listed = {s["id"] for s in segments}
     present = set(np.unique(ids).tolist()) - {0}
     if listed - present:
@@ -108,13 +138,26 @@ def _read_id2label(root: Path) -> dict[int, str] | None:
 
 
 def _scan_num_labels(annotations, reduce_labels: bool, ignore_index: int) -> int:
-    """Number of classes implied by the largest raw label in the annotations (ignore_index excluded)."""
+    """Number of classes implied by the largest raw label in the annotations (ignore_index excluded); an
+    annotation that is not a class-index image, or a label at or above ignore_index, is an error naming it."""
     top = -1
-    for annotation in annotations:
-        labels = np.unique(np.asarray(_open_image(annotation))).astype(np.int64)
+    for number, annotation in enumerate(annotations):
+        source = str(annotation) if isinstance(annotation, (str, os.PathLike)) else f"row {number}"
+        image = _open_image(annotation, source)
+        _check_class_index_mode(image, source)
+        labels = np.unique(np.asarray(image)).astype(np.int64)
         labels = labels[labels != ignore_index]
-        top = max(top, int(labels.max(initial=-1)))
-    return max(top, 0) if reduce_labels else top + 1
+        largest = int(labels.max(initial=-1))
+        if largest > ignore_index >= 0:
+            raise ValueError(
+                f"{source}: label {largest} is above ignore_index {ignore_index}, so the ignore value would be a "
+                f"class id. Is it an instance or colour map rather than class ids? If there really are more than "
+                f"{ignore_index} classes, pass a larger ignore_index (or id2label)."
+            )
+        top = max(top, largest)
+    if top < 0:
+        return 0
+    return top if reduce_labels else top + 1
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -134,6 +177,9 @@ class AdeFolderDataset(SegmentationDataset):
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def _source(self, index: int) -> str:
+        return str(self.pairs[index][1])
 
     def _load(self, index: int) -> SegmentationItem:
         image_path, annotation_path = self.pairs[index]
@@ -157,7 +203,7 @@ def load_ade_folder(
     root: str | Path,
     split: str = "train",
     *,
-    reduce_labels: bool = True,
+    reduce_labels: bool | None = True,
     ignore_index: int = 255,
     num_labels: int | None = None,
     id2label: dict[int, str] | None = None,
@@ -169,12 +215,18 @@ def load_ade_folder(
     ``root/annotations/`` (then ``split`` is ignored). Class names come from ``id2label``, else
     ``root/id2label.json`` or ``root/objectInfo150.{csv,txt}``, else numbers; with none of these and no
     ``num_labels`` the annotations are scanned for the largest label (slow on large folders).
+
+    ``reduce_labels``: True for ADE20K's convention (0 = "other", ignored; 1..K are classes 0..K-1), False
+    for values used as they are; None refuses to guess (a ValueError asking for the choice).
     """
     root = Path(root)
     split = _normalize_split(split)
     for sub in ("images", "annotations"):
         if not (root / sub).is_dir():
             raise FileNotFoundError(f"ADE folder {root}: missing folder {root / sub}")
+    if not any((root / "images").iterdir()):
+        raise ValueError(f"ADE folder {root}: {root / 'images'} is empty (expected images/{_ADE_SPLIT_DIRS[split]}/*.jpg "
+                         f"or images/*.jpg)")  # fmt: skip
     image_dir, annotation_dir = root / "images" / _ADE_SPLIT_DIRS[split], root / "annotations" / _ADE_SPLIT_DIRS[split]
     if not image_dir.is_dir():
         if _list_images(root / "images"):  # flat layout
@@ -193,11 +245,18 @@ def load_ade_folder(
             f"ADE folder {root}: {len(missing)} image(s) without annotation in {annotation_dir}, e.g. {missing[0]}"
         )
     pairs = [(p, annotations[p.stem]) for p in images]
+    # Cheap (header only) and before any scan: a colour annotation must fail with its own message.
+    with Image.open(pairs[0][1]) as first:
+        _check_class_index_mode(first, str(pairs[0][1]))
+    reduce_labels = _require_label_convention(reduce_labels, f"ADE folder {root}")
 
     id2label = id2label or _read_id2label(root)
     if id2label is None:
         if num_labels is None:
             num_labels = _scan_num_labels((a for _, a in pairs), reduce_labels, ignore_index)
+            if num_labels == 0:
+                raise ValueError(f"ADE folder {root}: no annotation in {annotation_dir} has a class pixel (all are "
+                                 f"ignored{' or 0' if reduce_labels else ''}); check reduce_labels / --label_convention")  # fmt: skip
         id2label = {i: str(i) for i in range(num_labels)}
     return AdeFolderDataset(
         pairs, id2label=id2label, thing_ids=thing_ids, ignore_index=ignore_index, reduce_labels=reduce_labels
@@ -220,6 +279,9 @@ class CocoPanopticDataset(SegmentationDataset):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def _source(self, index: int) -> str:
+        return str(self.records[index][1])
 
     def _load(self, index: int) -> SegmentationItem:
         image_path, png_path, segments_info = self.records[index]
@@ -248,6 +310,61 @@ def _category_metadata(categories: list[dict]) -> dict[str, Any]:
     }
 
 
+_COCO_FIELDS = {
+    "images": ("id", "file_name"),
+    "annotations": ("image_id", "file_name", "segments_info"),
+    "categories": ("id", "name"),
+}
+
+
+def _coco_entry_name(entry) -> str:
+    if not isinstance(entry, dict):
+        return repr(entry)
+    for key, prefix in (("file_name", ""), ("image_id", "image id "), ("id", "id "), ("name", "")):
+        if key in entry:
+            return f"{prefix}{entry[key]}"
+    return "?"
+
+
+def _read_coco_json(json_path: Path) -> dict:
+    """A COCO panoptic JSON, checked for what the loader relies on; every problem is a ValueError naming the
+    file and the entry: invalid JSON, missing fields, segment ids listed twice for one image."""
+    try:
+        payload = json.loads(json_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{json_path}: not valid JSON ({error}); the file is damaged or truncated") from error
+    if not isinstance(payload, dict):
+        raise ValueError(f"{json_path}: expected a JSON object with 'images', 'annotations' and 'categories'")
+    for key, fields in _COCO_FIELDS.items():
+        if key not in payload:
+            raise ValueError(f"{json_path}: no {key!r} entry (keys: {sorted(payload)})")
+        for number, entry in enumerate(payload[key]):
+            missing = [f for f in fields if not isinstance(entry, dict) or f not in entry]
+            if missing:
+                name = _coco_entry_name(entry)
+                raise ValueError(f"{json_path}: {key}[{number}] ({name}) has no {', '.join(map(repr, missing))}")
+    if not payload["annotations"]:
+        raise ValueError(f"{json_path}: empty 'annotations' list")
+    seen_images = set()
+    for number, annotation in enumerate(payload["annotations"]):
+        where = f"{json_path}: annotations[{number}] ({annotation['file_name']})"
+        if annotation["image_id"] in seen_images:
+            raise ValueError(f"{where}: a second annotation for image id {annotation['image_id']}")
+        seen_images.add(annotation["image_id"])
+        if not isinstance(annotation["segments_info"], list):
+            raise ValueError(f"{where}: 'segments_info' must be a list")
+        ids = []
+        for segment in annotation["segments_info"]:
+            missing = [f for f in ("id", "category_id") if not isinstance(segment, dict) or f not in segment]
+            if missing:
+                raise ValueError(f"{where}: a segment without {', '.join(map(repr, missing))}: {segment}")
+            ids.append(segment["id"])
+        duplicates = sorted(i for i, count in Counter(ids).items() if count > 1)
+        if duplicates:
+            raise ValueError(f"{where}: segment id(s) {duplicates} listed more than once in segments_info")
+    return payload
+
+
 def load_coco_panoptic_folder(
     root: str | Path | None = None,
     split: str = "train",
@@ -270,12 +387,7 @@ def load_coco_panoptic_folder(
         if not (path.is_file() if is_file else path.is_dir()):
             raise FileNotFoundError(f"COCO panoptic: missing {'file' if is_file else 'folder'} {path}")
 
-    payload = json.loads(json_path.read_text())
-    for key in ("images", "annotations", "categories"):
-        if key not in payload:
-            raise ValueError(f"{json_path}: no {key!r} entry (keys: {sorted(payload)})")
-    if not payload["annotations"]:
-        raise ValueError(f"{json_path}: empty 'annotations' list")
+    payload = _read_coco_json(json_path)
     metadata = _category_metadata(payload["categories"])
     images_by_id = {image["id"]: image for image in payload["images"]}
     annotated = {a["image_id"] for a in payload["annotations"]}
@@ -283,6 +395,8 @@ def load_coco_panoptic_folder(
     if unannotated:
         raise ValueError(f"{json_path}: {len(unannotated)} image(s) without annotation, e.g. {unannotated[0]}")
     image_files, png_files = set(os.listdir(images_dir)), set(os.listdir(png_dir))
+    if not image_files:
+        raise FileNotFoundError(f"COCO panoptic: the image folder {images_dir} is empty")
 
     records = []
     for annotation in payload["annotations"]:
@@ -324,12 +438,15 @@ class HFDataset(SegmentationDataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def _source(self, index: int) -> str:
+        return f"row {index}"
+
     def _load(self, index: int) -> SegmentationItem:
         row = self.dataset[index]
         image_id = str(row.get("image_id", index))
         source = f"row {index} (image_id {image_id})"
-        image = _open_rgb(row[self.image_column])
-        annotation = _open_image(row[self.annotation_column])
+        image = _open_rgb(row[self.image_column], f"{source}, column {self.image_column!r}")
+        annotation = _open_image(row[self.annotation_column], f"{source}, column {self.annotation_column!r}")
         if annotation.size != image.size:
             raise ValueError(f"{source}: annotation size {annotation.width}x{annotation.height} (WxH) differs from "
                              f"image size {image.width}x{image.height}")
@@ -339,6 +456,8 @@ class HFDataset(SegmentationDataset):
             )
             return {"image": image, "semantic": semantic, "panoptic_ids": None, "segments_info": None,
                     "image_id": image_id}
+        if row.get("segments_info") is None:
+            raise ValueError(f"{source}: no segments_info")
         ids, segments, semantic = _decode_panoptic(
             annotation, row["segments_info"], self.category_to_label, ignore_index=self.ignore_index, source=source
         )
@@ -365,7 +484,7 @@ def load_hf_dataset(
     task: Task | None = None,
     image_column: str | None = None,
     annotation_column: str | None = None,
-    reduce_labels: bool = True,
+    reduce_labels: bool | None = True,
     ignore_index: int = 255,
     id2label: dict[int, str] | None = None,
     num_labels: int | None = None,
@@ -380,7 +499,7 @@ def load_hf_dataset(
     ``label``/``panoptic``/``annotation``/...), otherwise semantic (``annotation``/``semantic``/``label``/...).
 
     Semantic PNGs follow ADE's convention by default (0 = other, like scene_parse_150): pass
-    ``reduce_labels=False`` when 0 is a real class. Class names: ``id2label``, else ``id2label.json`` in a
+    ``reduce_labels=False`` when 0 is a real class (None: refuse to guess, asking for the choice). Class names: ``id2label``, else ``id2label.json`` in a
     local folder, else numbers (``num_labels``, or a scan of the annotations: slow on big data).
 
     Panoptic category ids: ``categories`` (COCO list, sparse ids mapped to 0..K-1), else
@@ -417,6 +536,8 @@ def load_hf_dataset(
     common = {"image_column": image_column, "annotation_column": annotation_column, "ignore_index": ignore_index}
 
     if task == "semantic":
+        described = f"dataset {name_or_path}" if folder is not None or isinstance(name_or_path, str) else "the dataset"
+        reduce_labels = _require_label_convention(reduce_labels, described)
         if id2label is None and folder is not None:
             id2label = _read_id2label(folder)
         if id2label is None:
