@@ -24,8 +24,8 @@ from modeling_maskformer.visualization import draw, grid
 NEXT_STEPS = """
 Same script, real data (network and, ideally, GPUs):
   # ADE20K-150 semantic, Swin-T (paper: 46.7 mIoU single-scale), 8 GPUs x 2 images, 160k iterations
-  accelerate launch --num_processes 8 scripts/train_maskformer.py --dataset scene_parse_150 --model_preset swin-tiny \\
-      --crop_size 512 --per_device_train_batch_size 2 --max_train_steps 160000 --mixed_precision bf16 \\
+  accelerate launch --num_processes 8 scripts/train_maskformer.py --dataset scene_parse_150 --label_convention ade \\
+      --model_preset swin-tiny --crop_size 512 --per_device_train_batch_size 2 --max_train_steps 160000 --mixed_precision bf16 \\
       --output_dir outputs/ade-swin-tiny --report_to tensorboard
   # COCO panoptic (folder with annotations/panoptic_train2017.json, PNGs and images), R50
   accelerate launch --num_processes 8 scripts/train_maskformer.py --dataset /data/coco --model_preset resnet50 \\

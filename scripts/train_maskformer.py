@@ -1,7 +1,10 @@
 """Train MaskFormer with Accelerate: the paper's recipe, resumable checkpoints, evaluation, Hub-ready output.
 
-    python scripts/train_maskformer.py --dataset synthetic --model_preset demo --output_dir outputs/demo
-    accelerate launch --num_processes 8 scripts/train_maskformer.py --dataset scene_parse_150 \
+    python scripts/train_maskformer.py --dataset synthetic --model_preset demo --crop_size 128 \
+        --max_train_steps 300 --output_dir outputs/first
+    python scripts/train_maskformer.py --model_name_or_path outputs/first --dataset my_data \
+        --label_convention as_is --max_train_steps 2000 --output_dir outputs/my-model
+    accelerate launch --num_processes 8 scripts/train_maskformer.py --dataset scene_parse_150 --label_convention ade \
         --model_preset swin-tiny --crop_size 512 --max_train_steps 160000 --output_dir outputs/ade-swin-t
 
 All options: `--help`. The loop is `modeling_maskformer.training.train`.

@@ -4,6 +4,7 @@ resume determinism, atomic checkpoints, the recipe's parameter groups, CLI error
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -11,44 +12,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import ConvNextConfig
 
 from modeling_maskformer.training import train
 
 from builders import tiny_model
+from tiny_training import losses, save_tiny_model, train_args
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "scripts" / "train_maskformer.py"
-SYNTHETIC_LABELS = 9
 
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory) -> Path:
-    """A tiny model for the synthetic dataset's 9 classes, LayerNorm backbone (no BatchNorm, so the
-    per-process batch split cannot change the numbers), no dropout."""
-    from modeling_maskformer.data import SyntheticShapes
-
-    folder = tmp_path_factory.mktemp("tiny")
-    id2label = SyntheticShapes("train", 1).id2label
-    backbone = ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], out_features=["stage1", "stage2", "stage3", "stage4"])
-    model = tiny_model(backbone_config=backbone, num_labels=SYNTHETIC_LABELS, id2label=id2label,
-                       label2id={v: k for k, v in id2label.items()}, dropout=0.0, attention_dropout=0.0)  # fmt: skip
-    model.save_pretrained(folder)
-    return folder
-
-
-def train_args(folder: Path, output_dir: Path, *extra: str) -> list[str]:
-    return [
-        "--dataset", "synthetic", "--num_train_images", "32", "--num_eval_images", "4", "--image_size", "64",
-        "--model_name_or_path", str(folder), "--output_dir", str(output_dir), "--crop_size", "64",
-        "--min_scale", "1.0", "--max_scale", "1.25", "--learning_rate", "1e-3", "--logging_steps", "1",
-        "--eval_steps", "1000", "--checkpointing_steps", "3", *extra,
-    ]  # fmt: skip
-
-
-def losses(output_dir: Path) -> list[float]:
-    history = json.loads((output_dir / "training_history.json").read_text())
-    return [entry["loss"] for entry in history if "eval" not in entry]
+    return save_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 def test_few_steps_write_checkpoints_and_a_hub_ready_folder(tiny_folder, tmp_path):
@@ -112,18 +88,92 @@ def test_augmentation_is_deterministic_per_item_and_moves_masks_with_the_image()
         (["--min_scale", "2", "--max_scale", "1"], "min_scale"),
         (["--push_to_hub"], "needs --hub_model_id"),
         (["--per_device_train_batch_size", "0"], "must be >= 1"),
+        (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be >= 1, got 0"),
+        (["--checkpoints_total_limit", "-1"], "--checkpoints_total_limit must be >= 1, got -1"),
+        (["--label_convention", "zero"], "invalid choice: 'zero'"),
     ],
 )
 def test_cli_errors(argv, message, capsys, tmp_path):
     from modeling_maskformer.training import parse_args
 
     with pytest.raises(SystemExit):
-        parse_args(["--output_dir", str(tmp_path), *argv])
+        parse_args(["--output_dir", str(tmp_path), "--max_train_steps", "10", *argv])
     assert message in capsys.readouterr().err
 
 
+def test_max_train_steps_is_required_and_says_why(capsys, tmp_path):
+    from modeling_maskformer.training import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--output_dir", str(tmp_path)])
+    assert "--max_train_steps is required" in capsys.readouterr().err
+    assert parse_args(["--output_dir", str(tmp_path), "--max_train_steps", "5"]).crop_size is None  # from the model
+
+
+def test_recipes_are_keyed_by_backbone_type():
+    from transformers import ConvNextConfig, MaskFormerSwinConfig
+
+    from modeling_maskformer.training import RECIPES, recipe_for
+
+    from builders import STAGES, tiny_config
+
+    assert recipe_for(tiny_config()) == RECIPES["resnet"]
+    swin = tiny_config(backbone_config=MaskFormerSwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
+                                                            out_features=STAGES))  # fmt: skip
+    assert recipe_for(swin) == RECIPES["swin"] and recipe_for(swin).warmup_steps == 1500
+    convnext = tiny_config(backbone_config=ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], out_features=STAGES))
+    with pytest.raises(ValueError, match="no training recipe for backbone type 'convnext'.*--recipe"):
+        recipe_for(convnext)
+    assert recipe_for(convnext, "swin") == RECIPES["swin"]
+    given = recipe_for(convnext, learning_rate=1e-3, weight_decay=0.0, backbone_lr_multiplier=1.0, warmup_steps=5)
+    assert (given.learning_rate, given.warmup_steps, given.max_grad_norm) == (1e-3, 5, 0.01)
+    assert recipe_for(tiny_config(), learning_rate=3e-4).weight_decay == RECIPES["resnet"].weight_decay
+    with pytest.raises(ValueError, match="unknown recipe 'adam'"):
+        recipe_for(convnext, "adam")
+
+
+def test_fine_tuning_takes_sizes_from_the_base_model_and_reports_once(tiny_folder, tmp_path, caplog, capfd):
+    """A base model trained at 96 px fine-tunes at 96 px; a new class count re-initialises the head with one
+    warning (transformers' load report and progress bars stay out of the training output)."""
+    from modeling_maskformer import MaskFormerImageProcessor
+
+    base = tmp_path / "base"
+    tiny_model(num_labels=3).save_pretrained(base)
+    MaskFormerImageProcessor(size={"shortest_edge": 96, "longest_edge": 384}).save_pretrained(base)
+    capfd.readouterr()
+    argv = train_args(base, tmp_path / "run", "--max_train_steps", "1")
+    del argv[argv.index("--crop_size") : argv.index("--crop_size") + 2]
+    with caplog.at_level(logging.INFO):
+        train(argv)
+    assert "training crop 96 px (the base model's processor), evaluation short side 96 px" in caplog.text
+    saved = json.loads((tmp_path / "run" / "preprocessor_config.json").read_text())
+    assert saved["size"] == {"shortest_edge": 96, "longest_edge": 384} and saved["num_labels"] == 9
+    assert caplog.text.count("newly initialised") == 1
+    err = capfd.readouterr().err
+    assert "LOAD REPORT" not in err and "Writing model shards" not in err and "Loading weights" not in err
+
+
+def test_semantic_folders_need_an_explicit_label_convention(tiny_folder, tmp_path, caplog):
+    from modeling_maskformer.data import SyntheticShapes
+
+    for split, count in (("train", 4), ("validation", 2)):
+        SyntheticShapes(split, count, image_size=64).export_ade_folder(tmp_path / "ade")
+    argv = train_args(tiny_folder, tmp_path / "run", "--max_train_steps", "1", "--per_device_train_batch_size", "2")
+    argv[argv.index("synthetic")] = str(tmp_path / "ade")
+    with pytest.raises(ValueError, match="--label_convention ade.*--label_convention as_is"):
+        train(argv)
+    with caplog.at_level(logging.INFO):
+        train([*argv, "--label_convention", "ade"])
+    assert "ADE convention (--label_convention ade): pixel 0 = 'other', ignored; pixel k = class k-1; 9 classes" in caplog.text
+    # The same files read as they are: pixel value 9 is then out of range for the 9 classes of id2label.json.
+    with pytest.raises(ValueError, match=r"train_0000\d\d.png: label\(s\) \[9\] outside 0..8"):
+        train([*argv, "--label_convention", "as_is"])
+
+
 def test_resume_from_a_folder_that_is_not_a_checkpoint(tiny_folder, tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+    from modeling_maskformer.training import CheckpointError
+
+    with pytest.raises(CheckpointError, match="not a complete checkpoint"):
         train(train_args(tiny_folder, tmp_path / "x", "--max_train_steps", "1", "--resume_from_checkpoint", str(tmp_path)))
 
 

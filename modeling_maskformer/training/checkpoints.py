@@ -1,10 +1,19 @@
-"""Atomic, resumable training checkpoints and the Hub-ready output folder."""
+"""Resumable training checkpoints that are either complete and verified or ignored, and the Hub-ready folder.
+
+A checkpoint is the folder `checkpoints/checkpoint-<step>` holding Accelerate's state (model, optimizer,
+scheduler, one `random_states_<process>.pkl` per process), `trainer_state.json` and, written last,
+`manifest.json`: every other file's name, size and SHA-256. It is written as `checkpoint-<step>.partial`,
+every file and the folder are fsync'ed, and only then is it renamed into place, so a kill or a power cut at
+any moment leaves either the previous checkpoints untouched or a new one that verifies.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -15,12 +24,27 @@ from ..hub import build_model_card
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
+MANIFEST_FILE = "manifest.json"
+MANIFEST_FORMAT = 1
+_NAME = re.compile(r"checkpoint-(\d+)")
+_PARTIAL = re.compile(r"checkpoint-(\d+)\.(partial|replaced)")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is incomplete or damaged; the message names the folder and the file."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing.
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: dict, total_limit: int | None) -> Path:
-    """Accelerate's state saving into a temporary folder, renamed into place once complete: a kill during
-    a save never damages the last good checkpoint."""
-    final = output_dir / "checkpoints" / f"checkpoint-{state['step']}"
+    """Write `state` and Accelerate's state as `output_dir/checkpoints/checkpoint-<step>` (see the module
+    docstring), then keep the `total_limit` newest checkpoints (None: keep all). The one just written is never
+    deleted."""
+    if total_limit is not None and total_limit < 1:
+        raise ValueError(f"checkpoints_total_limit must be >= 1 (or None to keep all), got {total_limit}")
+    final = Path(output_dir) / "checkpoints" / f"checkpoint-{state['step']}"
     partial = final.with_name(final.name + ".partial")
     if accelerator.is_main_process:
         if partial.exists():
@@ -28,33 +52,191 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: dict, tot
         partial.mkdir(parents=True)  # before any process writes its random state into it
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()  # every process's files are written
     if accelerator.is_main_process:
         (partial / STATE_FILE).write_text(json.dumps(state, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
+        write_manifest(partial)
+        aside = final.with_name(final.name + ".replaced")
+        if aside.exists():
+            shutil.rmtree(aside)
+        if final.exists():  # the same step saved again (a run resumed from an older checkpoint)
+            os.replace(final, aside)
         os.replace(partial, final)
-        for old in complete_checkpoints(output_dir)[:-total_limit] if total_limit else []:
-            shutil.rmtree(old)
+        _fsync_directory(final.parent)
+        if aside.exists():
+            shutil.rmtree(aside)
+        rotate_checkpoints(output_dir, total_limit, keep=final)
     accelerator.wait_for_everyone()
     return final
 
 
+def write_manifest(folder: Path) -> dict:
+    """fsync every file of `folder`, then write `manifest.json` (name, size, SHA-256 of each) and fsync it
+    and the folder. Returns the manifest."""
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_FILE):
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+        files[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    manifest = {"format": MANIFEST_FORMAT, "files": files}
+    with open(folder / MANIFEST_FILE, "w") as handle:
+        json.dump(manifest, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    _fsync_directory(folder)
+    return manifest
+
+
+def rotate_checkpoints(output_dir: Path, total_limit: int | None, keep: Path) -> None:
+    """Delete all but the `total_limit` newest checkpoints (by step), never `keep`; remove leftovers of
+    interrupted saves (`*.partial`, `*.replaced`) of other steps."""
+    folder = Path(output_dir) / "checkpoints"
+    for leftover in folder.iterdir():
+        if _PARTIAL.fullmatch(leftover.name) and leftover.is_dir() and leftover.name.split(".")[0] != keep.name:
+            shutil.rmtree(leftover)
+    if total_limit is None:
+        return
+    others = [c for c in list_checkpoints(output_dir) if c.name != keep.name]
+    for old in others[: max(len(others) - (total_limit - 1), 0)]:
+        shutil.rmtree(old)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make a rename or a new file in `folder` durable (POSIX; a no-op where directories can't be opened)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding and verifying.
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Folders named `checkpoint-<step>` under `output_dir/checkpoints`, oldest first (not verified; other
+    names such as `checkpoint-30-backup` or `checkpoint-30.partial` are not checkpoints)."""
+    folder = Path(output_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if _NAME.fullmatch(p.name) and p.is_dir()]
+    return sorted(found, key=lambda p: int(_NAME.fullmatch(p.name).group(1)))
+
+
 def complete_checkpoints(output_dir: Path) -> list[Path]:
-    folders = (output_dir / "checkpoints").glob("checkpoint-*")
-    complete = [f for f in folders if not f.name.endswith(".partial") and (f / STATE_FILE).is_file()]
-    return sorted(complete, key=lambda f: int(f.name.split("-")[-1]))
+    """The checkpoints that verify (`verify_checkpoint`), oldest first. Reads every file: use
+    `list_checkpoints` when names are enough."""
+    complete = []
+    for checkpoint in list_checkpoints(output_dir):
+        try:
+            verify_checkpoint(checkpoint)
+        except CheckpointError:
+            continue
+        complete.append(checkpoint)
+    return complete
 
 
-def resolve_checkpoint(resume_from: str, output_dir: Path) -> Path | None:
+def verify_checkpoint(checkpoint: Path) -> dict:
+    """Check `checkpoint` against its manifest (every file present, same size, same SHA-256) and return its
+    trainer state. Raises `CheckpointError` naming the first file that is missing or differs."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_dir():
+        raise CheckpointError(f"checkpoint {checkpoint}: no such folder")
+    manifest_path = checkpoint / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise CheckpointError(
+            f"checkpoint {checkpoint}: no {MANIFEST_FILE}, so it is not a complete checkpoint (an interrupted save, "
+            f"a folder that is not a checkpoint, or one written by a version without manifests)"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{manifest_path} is damaged ({error})") from error
+    if STATE_FILE not in files:
+        raise CheckpointError(f"{manifest_path} does not list {STATE_FILE}")
+    for name, expected in files.items():
+        path = checkpoint / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing (listed in {MANIFEST_FILE})")
+        size = path.stat().st_size
+        if size != expected["size"]:
+            raise CheckpointError(
+                f"{path} has {size} bytes, the manifest says {expected['size']} "
+                f"(truncated or overwritten)"
+            )
+        if _sha256(path) != expected["sha256"]:
+            raise CheckpointError(f"{path} does not match its checksum in {MANIFEST_FILE} (damaged)")
+    return json.loads((checkpoint / STATE_FILE).read_text())
+
+
+def missing_random_states(checkpoint: Path, num_processes: int) -> list[str]:
+    """The `random_states_<i>.pkl` files (i < num_processes) that `checkpoint` lacks. Accelerate would
+    resume without them (with an INFO line), and the losses would differ from an uninterrupted run."""
+    names = [f"random_states_{i}.pkl" for i in range(num_processes)]
+    return [name for name in names if not (Path(checkpoint) / name).is_file()]
+
+
+def resolve_checkpoint(
+    resume_from: str,
+    output_dir: Path,
+    *,
+    num_processes: int = 1,
+    allow_missing_random_states: bool = False,
+) -> Path | None:
+    """The checkpoint to resume from: `"latest"` (the newest one in `output_dir` that verifies, with a
+    warning for each newer one skipped; None when there is none) or a folder (an error unless it verifies).
+
+    Missing random states (a checkpoint written by fewer processes, or deleted files) are an error, or with
+    `allow_missing_random_states` a warning that the losses will differ from an uninterrupted run."""
     if resume_from == "latest":
-        found = complete_checkpoints(output_dir)
-        if not found:
-            logger.warning("--resume_from_checkpoint latest: no checkpoint in %s, starting fresh", output_dir)
-        return found[-1] if found else None
-    path = Path(resume_from)
-    if not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"--resume_from_checkpoint {path}: not a complete checkpoint (no {STATE_FILE})")
-    return path
+        candidates = list_checkpoints(output_dir)
+        if not candidates:
+            logger.warning("--resume_from_checkpoint latest: no checkpoint in %s, starting from step 0", output_dir)
+            return None
+        problems = []
+        for candidate in reversed(candidates):
+            try:
+                verify_checkpoint(candidate)
+            except CheckpointError as error:
+                logger.warning("--resume_from_checkpoint latest: skipping %s: %s", candidate.name, error)
+                problems.append(str(error))
+                continue
+            checkpoint = candidate
+            break
+        else:
+            raise CheckpointError(
+                f"--resume_from_checkpoint latest: none of the {len(candidates)} checkpoint(s) in "
+                f"{Path(output_dir) / 'checkpoints'} verifies:\n  " + "\n  ".join(problems)
+                + "\nMove them away to start from step 0."
+            )
+    else:
+        checkpoint = Path(resume_from)
+        verify_checkpoint(checkpoint)
+    missing = missing_random_states(checkpoint, num_processes)
+    if missing:
+        message = (f"checkpoint {checkpoint} has no {', '.join(missing)} (written by fewer processes, or "
+                   f"deleted): the resumed run's random numbers, and so its losses, will differ from an "
+                   f"uninterrupted run")  # fmt: skip
+        if not allow_missing_random_states:
+            raise CheckpointError(message + ". Pass --allow_missing_random_states to resume anyway.")
+        logger.warning("!!! %s. Resuming anyway (--allow_missing_random_states).", message)
+    return checkpoint
+
+
+# --------------------------------------------------------------------------------------------------
+# The Hub-ready output folder.
 
 
 def save_hub_folder(model, processor, folder: Path, args, metrics: dict | None) -> None:

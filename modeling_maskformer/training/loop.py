@@ -1,14 +1,16 @@
 """The training loop (Accelerate): the paper's recipe, resumable checkpoints, evaluation, Hub-ready output.
 
-    python scripts/train_maskformer.py --dataset synthetic --model_preset demo --output_dir outputs/demo
-    accelerate launch --num_processes 8 scripts/train_maskformer.py --dataset scene_parse_150 \
+    python scripts/train_maskformer.py --dataset synthetic --model_preset demo --crop_size 128 \
+        --max_train_steps 300 --output_dir outputs/first
+    accelerate launch --num_processes 8 scripts/train_maskformer.py --dataset scene_parse_150 --label_convention ade \
         --model_preset swin-tiny --crop_size 512 --max_train_steps 160000 --output_dir outputs/ade-swin-t
     accelerate launch --multi_gpu --num_processes 2 scripts/train_maskformer.py ...   # two processes, CPU-only machine
     (accelerate's `--cpu` flag starts a single process whatever `--num_processes` says.)
 
 From Python: `train(["--output_dir", "outputs/x", ...])` or `train(parse_args([...]))`.
 
-Data: `synthetic` (built in), a folder in the ADE20K or COCO panoptic layout, or a `datasets` name/path.
+Data: `synthetic` (built in), a folder in the ADE20K or COCO panoptic layout, or a `datasets` name/path;
+semantic PNGs need `--label_convention` (ade: 0 = "other", ignored; as_is: the values are the classes).
 The global batch is `per_device_train_batch_size x processes x gradient_accumulation_steps`; each
 process takes its slice of every global batch, so a run's losses do not depend on the process count.
 """
@@ -16,6 +18,7 @@ process takes its slice of every global batch, so a run's losses do not depend o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -28,15 +31,24 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import get_polynomial_decay_schedule_with_warmup
+from transformers.utils import logging as transformers_logging
 
-from ..data import Augmentation, MaskFormerCollator, SyntheticShapesConfig, TrainingSet, build_dataset
+from ..data import (
+    Augmentation,
+    MaskFormerCollator,
+    SyntheticShapesConfig,
+    TrainingSet,
+    build_dataset,
+    detect_folder_layout,
+)
 from ..evaluation import evaluate_model, summary
 from ..hub import push_folder_to_hub
 from ..image_processing import MaskFormerImageProcessor
 from .checkpoints import STATE_FILE, resolve_checkpoint, save_checkpoint, save_hub_folder
-from .presets import build_model
-from .recipes import parameter_groups, recipe_for
+from .presets import base_processor, build_model, processor_short_side
+from .recipes import RECIPES, parameter_groups, recipe_for
 
 logger = logging.getLogger(__name__)
 
@@ -47,44 +59,62 @@ def epoch_batches(num_items: int, global_batch: int, seed: int, epoch: int) -> l
     return [order[i : i + global_batch] for i in range(0, num_items - global_batch + 1, global_batch)]
 
 
+_MAX_STEPS_HELP = (
+    "--max_train_steps is required: it sets the length of the learning-rate schedule. For scale: the paper "
+    "trained ADE20K for 160000 steps of 16 images (about a day on 8 GPUs); the README's first CPU run uses 300."
+)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="synthetic", help="'synthetic', an ADE/COCO-panoptic folder, or a datasets name/path")
     p.add_argument("--dataset_config_name", default=None)
     p.add_argument("--train_split", default="train")
     p.add_argument("--eval_split", default="validation")
+    p.add_argument("--label_convention", choices=["ade", "as_is"], default=None,
+                   help="semantic PNGs (required for them): 'ade' = ADE20K's convention, 0 is 'other' and ignored, "
+                        "1..K are the classes; 'as_is' = the pixel values 0..K-1 are the classes (255 = ignored)")
     p.add_argument("--num_train_images", type=int, default=None, help="synthetic: training scenes")
     p.add_argument("--num_eval_images", type=int, default=None, help="synthetic: validation scenes")
     p.add_argument("--image_size", type=int, default=None, help="synthetic: image side")
     p.add_argument("--synthetic_thing_colours", choices=["random", "by_class"], default="random",
                    help="synthetic: thing colours random (shape alone tells the class) or by class hue band")
     p.add_argument("--model_preset", default="demo", help="demo, resnet50, resnet101, swin-tiny, swin-small, swin-base")
-    p.add_argument("--model_name_or_path", default=None, help="start from this model folder / Hub id instead")
+    p.add_argument("--model_name_or_path", default=None, help="fine-tune this model folder / Hub id instead of a preset")
     p.add_argument("--mask_loss_mode", choices=["dense", "point"], default=None)
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--crop_size", type=int, default=512)
+    p.add_argument("--crop_size", type=int, default=None,
+                   help="training crop (default: the base model's processor size, else 512)")
     p.add_argument("--min_scale", type=float, default=0.5)
     p.add_argument("--max_scale", type=float, default=2.0)
     p.add_argument("--single_category_max_area", type=float, default=1.0)
-    p.add_argument("--eval_short_side", type=int, default=None, help="evaluation resize (default: crop size)")
+    p.add_argument("--eval_short_side", type=int, default=None,
+                   help="evaluation resize (default: the base model's processor size, else the crop size)")
     p.add_argument("--per_device_train_batch_size", type=int, default=2)
     p.add_argument("--per_device_eval_batch_size", type=int, default=4)
     p.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                   help="the paper's recipe to use (default: the one for the backbone type)")
     p.add_argument("--learning_rate", type=float, default=None, help="default: the recipe's")
     p.add_argument("--weight_decay", type=float, default=None, help="default: the recipe's")
     p.add_argument("--backbone_lr_multiplier", type=float, default=None, help="default: the recipe's")
     p.add_argument("--num_warmup_steps", type=int, default=None, help="default: the recipe's")
     p.add_argument("--max_grad_norm", type=float, default=None, help="default: the recipe's (0.01)")
-    p.add_argument("--max_train_steps", type=int, default=160000)
+    p.add_argument("--max_train_steps", type=int, default=None, help="required: the schedule's length")
     p.add_argument("--max_train_seconds", type=float, default=None, help="stop (and save) after this wall time")
     p.add_argument("--stop_at_step", type=int, default=None,
                    help="save and exit at this step, keeping the schedule of --max_train_steps (for time-limited jobs)")
     p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
     p.add_argument("--checkpointing_steps", type=int, default=5000)
-    p.add_argument("--checkpoints_total_limit", type=int, default=3)
-    p.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder, or 'latest'")
+    p.add_argument("--checkpoints_total_limit", type=int, default=3, help="keep this many newest checkpoints (>= 1)")
+    p.add_argument("--resume_from_checkpoint", default=None,
+                   help="a checkpoint folder, or 'latest' (the newest one in --output_dir that verifies)")
+    p.add_argument("--allow_missing_random_states", action="store_true",
+                   help="resume from a checkpoint without this process count's random states (losses will differ)")
     p.add_argument("--eval_steps", type=int, default=5000)
     p.add_argument("--max_eval_items", type=int, default=None)
+    p.add_argument("--stop_on_eval_error", action="store_true",
+                   help="an evaluation error stops training (default: a warning and a recorded failure)")
     p.add_argument("--metric_for_best_model", default="mean_iou")
     p.add_argument("--logging_steps", type=int, default=20)
     p.add_argument("--report_to", default="none", help="'tensorboard', 'wandb', 'all' or 'none'")
@@ -94,27 +124,74 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hub_model_id", default=None)
     p.add_argument("--hub_token", default=None)
     args = p.parse_args(argv)
-    for name in ("crop_size", "per_device_train_batch_size", "per_device_eval_batch_size",
-                 "gradient_accumulation_steps", "max_train_steps", "checkpointing_steps", "eval_steps", "logging_steps"):  # fmt: skip
+    if args.max_train_steps is None:
+        p.error(_MAX_STEPS_HELP)
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                 "max_train_steps", "checkpointing_steps", "checkpoints_total_limit", "eval_steps", "logging_steps"):  # fmt: skip
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.crop_size < 32:
-        p.error(f"--crop_size must be at least 32 (the network's stride), got {args.crop_size}")
+    for name in ("crop_size", "eval_short_side"):
+        if getattr(args, name) is not None and getattr(args, name) < 32:
+            p.error(f"--{name} must be at least 32 (the network's stride), got {getattr(args, name)}")
     if not 0 < args.min_scale <= args.max_scale:
         p.error(f"need 0 < --min_scale <= --max_scale, got {args.min_scale} and {args.max_scale}")
-    if args.min_scale * args.crop_size < 32:
-        p.error("--min_scale x --crop_size must be at least 32 px")
     if args.push_to_hub and not args.hub_model_id:
         p.error("--push_to_hub needs --hub_model_id")
     return args
 
 
-def dataset_kwargs(args, split: str) -> dict:
+def dataset_kwargs(args, split: str, id2label: dict[int, str] | None = None) -> dict:
+    """Loader arguments for `args.dataset`'s `split`: the synthetic settings, or the label convention of
+    semantic PNGs (None: the loader refuses semantic data, which must choose), and for the evaluation split
+    the training split's classes."""
     if args.dataset == "synthetic":
         kwargs = {"image_size": args.image_size, "config": SyntheticShapesConfig(thing_colours=args.synthetic_thing_colours)}
         kwargs["num_images"] = args.num_train_images if split == args.train_split else args.num_eval_images
         return {k: v for k, v in kwargs.items() if v is not None}
-    return {"name": args.dataset_config_name} if args.dataset_config_name else {}
+    kwargs = {"name": args.dataset_config_name} if args.dataset_config_name else {}
+    path = Path(args.dataset).expanduser()
+    if path.is_dir() and detect_folder_layout(path) == "coco_panoptic":
+        return kwargs  # panoptic: category ids from the JSON, no label convention
+    kwargs["reduce_labels"] = None if args.label_convention is None else args.label_convention == "ade"
+    if id2label is not None:
+        kwargs["id2label"] = id2label
+    return kwargs
+
+
+def describe_labels(dataset) -> str:
+    """One line for the start of a run: annotation kind, label convention and class count."""
+    names = list(dataset.id2label.values())
+    classes = f"{dataset.num_labels} classes ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
+    if dataset.task == "panoptic":
+        return f"panoptic annotations, {classes}, {len(dataset.thing_ids)} of them things"
+    if dataset.reduce_labels:
+        convention = "ADE convention (--label_convention ade): pixel 0 = 'other', ignored; pixel k = class k-1"
+    else:
+        convention = "labels as they are (--label_convention as_is): pixel k = class k"
+    return f"semantic annotations, {convention}; {classes}; pixel {dataset.ignore_index} = ignored"
+
+
+@contextlib.contextmanager
+def readable_output(is_main_process: bool):
+    """Training output without clutter: this package logs at INFO on the main process only, log lines go
+    above the progress bar, and transformers' save/load progress bars (and, off the main process, its
+    warnings) are silenced; everything is restored on exit."""
+    package = logging.getLogger(__package__.split(".")[0])
+    saved = (package.level, transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled())
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    package.setLevel(logging.INFO if is_main_process else logging.ERROR)
+    transformers_logging.disable_progress_bar()
+    if not is_main_process:
+        transformers_logging.set_verbosity_error()
+    try:
+        with logging_redirect_tqdm():
+            yield
+    finally:
+        package.setLevel(saved[0])
+        transformers_logging.set_verbosity(saved[1])
+        if saved[2]:
+            transformers_logging.enable_progress_bar()
 
 
 def train(args: argparse.Namespace | list[str] | None = None) -> dict:
@@ -122,7 +199,6 @@ def train(args: argparse.Namespace | list[str] | None = None) -> dict:
     final state (steps, history, best metric), the last evaluation and the recipe used."""
     if not isinstance(args, argparse.Namespace):
         args = parse_args(args)
-    output_dir = Path(args.output_dir)
     # NOTE: several processes without CUDA (`accelerate launch --multi_gpu --num_processes 2` or torchrun on a
     # CPU machine) must ask Accelerate for CPU explicitly, or it silently runs N independent copies.
     multi_process_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -134,54 +210,90 @@ def train(args: argparse.Namespace | list[str] | None = None) -> dict:
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=None if args.report_to == "none" else args.report_to,
-        project_dir=str(output_dir),
+        project_dir=str(args.output_dir),
     )
-    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    with readable_output(accelerator.is_main_process):
+        return _train(args, accelerator)
+
+
+def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
+    output_dir = Path(args.output_dir)
     set_seed(args.seed)
 
     train_data = build_dataset(args.dataset, args.train_split, **dataset_kwargs(args, args.train_split))
-    eval_data = build_dataset(args.dataset, args.eval_split, **dataset_kwargs(args, args.eval_split))
-    model = build_model(args, train_data.id2label)
-    recipe = recipe_for(model.config)
-    learning_rate = args.learning_rate if args.learning_rate is not None else recipe.learning_rate
-    weight_decay = args.weight_decay if args.weight_decay is not None else recipe.weight_decay
-    backbone_multiplier = args.backbone_lr_multiplier if args.backbone_lr_multiplier is not None else recipe.backbone_lr_multiplier
-    warmup = args.num_warmup_steps if args.num_warmup_steps is not None else recipe.warmup_steps
-    max_grad_norm = args.max_grad_norm if args.max_grad_norm is not None else recipe.max_grad_norm
+    eval_ids = train_data.id2label if train_data.task == "semantic" else None
+    eval_data = build_dataset(args.dataset, args.eval_split, **dataset_kwargs(args, args.eval_split, eval_ids))
+    if eval_data.id2label != train_data.id2label:
+        raise ValueError(f"{args.dataset}: the {args.train_split} and {args.eval_split} splits have different classes "
+                         f"({train_data.num_labels} and {eval_data.num_labels})")  # fmt: skip
+    logger.info("data %s: %s", args.dataset, describe_labels(train_data))
+    if args.label_convention is not None and train_data.task != "semantic":
+        logger.info("--label_convention %s is not used: the annotations are panoptic", args.label_convention)
 
-    eval_side = args.eval_short_side or args.crop_size
-    processor = MaskFormerImageProcessor(size={"shortest_edge": eval_side, "longest_edge": 4 * eval_side},
-                                         ignore_index=train_data.ignore_index, num_labels=train_data.num_labels)  # fmt: skip
+    model = build_model(args, train_data.id2label)
+    recipe = recipe_for(model.config, args.recipe, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+                        backbone_lr_multiplier=args.backbone_lr_multiplier, warmup_steps=args.num_warmup_steps,
+                        max_grad_norm=args.max_grad_norm)  # fmt: skip
+
+    base = base_processor(args.model_name_or_path)
+    base_side = processor_short_side(base)
+    crop_size = args.crop_size or base_side or 512
+    eval_side = args.eval_short_side or base_side or crop_size
+    if args.min_scale * crop_size < 32:
+        raise ValueError(f"--min_scale x crop size must be at least 32 px, got {args.min_scale} x {crop_size}")
+    settings = base.to_dict() if base is not None else {}
+    if args.eval_short_side is not None or base_side is None:
+        settings["size"] = {"shortest_edge": eval_side, "longest_edge": 4 * eval_side}
+    processor = MaskFormerImageProcessor.from_dict(settings, ignore_index=train_data.ignore_index,
+                                                   num_labels=train_data.num_labels, do_reduce_labels=False)  # fmt: skip
+    crop_from = "--crop_size" if args.crop_size else "the base model's processor" if base_side else "default"
+    eval_from = "--eval_short_side" if args.eval_short_side else "the base model's processor" if base_side else "the crop"
+    model_from = f"from {args.model_name_or_path}" if args.model_name_or_path else f"preset {args.model_preset}"
+    logger.info("model %s; training crop %d px (%s), evaluation short side %d px (%s)",
+                model_from, crop_size, crop_from, eval_side, eval_from)  # fmt: skip
+
     training_set = TrainingSet(
-        train_data, Augmentation(args.crop_size, args.min_scale, args.max_scale, args.single_category_max_area), args.seed
+        train_data, Augmentation(crop_size, args.min_scale, args.max_scale, args.single_category_max_area), args.seed
     )
     collate = MaskFormerCollator(processor)
     global_batch = args.per_device_train_batch_size * accelerator.num_processes
     batches_per_epoch = len(epoch_batches(len(training_set), global_batch, args.seed, 0))
-    logger.info("num_processes=%d, global batch %d x %d accumulation steps, %d training items, recipe %s",
-                accelerator.num_processes, global_batch, args.gradient_accumulation_steps, len(training_set), recipe)  # fmt: skip
+    logger.info("%d steps, num_processes=%d, global batch %d x %d accumulation steps, %d training / %d evaluation "
+                "items; recipe %s", args.max_train_steps, accelerator.num_processes, global_batch,
+                args.gradient_accumulation_steps, len(training_set), len(eval_data), recipe)  # fmt: skip
     if batches_per_epoch == 0:
         raise ValueError(f"the training set has {len(training_set)} items, fewer than one global batch ({global_batch})")
 
-    optimizer = torch.optim.AdamW(parameter_groups(model, learning_rate, weight_decay, backbone_multiplier),
-                                  lr=learning_rate)  # fmt: skip
+    optimizer = torch.optim.AdamW(parameter_groups(model, recipe.learning_rate, recipe.weight_decay,
+                                                   recipe.backbone_lr_multiplier), lr=recipe.learning_rate)  # fmt: skip
     scheduler = get_polynomial_decay_schedule_with_warmup(
-        optimizer, num_warmup_steps=warmup, num_training_steps=args.max_train_steps, lr_end=0.0, power=recipe.poly_power
+        optimizer, num_warmup_steps=recipe.warmup_steps, num_training_steps=args.max_train_steps, lr_end=0.0,
+        power=recipe.poly_power,
     )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
-    state = {"step": 0, "micro_batch": 0, "best_metric": None, "best_step": None, "history": []}
-    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, output_dir) if args.resume_from_checkpoint else None
+    state = {"step": 0, "micro_batch": 0, "best_metric": None, "best_step": None, "last_loss": None, "history": []}
+    pending_eval = False
+    checkpoint = None
+    if args.resume_from_checkpoint:
+        checkpoint = resolve_checkpoint(args.resume_from_checkpoint, output_dir, num_processes=accelerator.num_processes,
+                                        allow_missing_random_states=args.allow_missing_random_states)  # fmt: skip
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         state = json.loads((checkpoint / STATE_FILE).read_text())
-        logger.info("Resumed from %s at step %d", checkpoint, state["step"])
+        pending_eval = state.pop("eval_pending", False)
+        logger.info("resumed from %s at step %d", checkpoint, state["step"])
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.init_trackers("maskformer", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
 
-    progress = tqdm(total=args.max_train_steps, initial=state["step"], disable=not accelerator.is_local_main_process)
+    def evaluate() -> None:
+        evaluate_and_record(model, processor, eval_data, accelerator, args, state)
+
+    if pending_eval:  # the checkpoint was saved just before an evaluation that did not finish
+        evaluate()
+    progress = tqdm(total=args.max_train_steps, initial=state["step"], desc="training", dynamic_ncols=True,
+                    disable=not accelerator.is_local_main_process)  # fmt: skip
     start_time = time.monotonic()
     done = False
     model.train()
@@ -202,8 +314,8 @@ def train(args: argparse.Namespace | list[str] | None = None) -> dict:
                 outputs = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"],
                                 mask_labels=batch["mask_labels"], class_labels=batch["class_labels"])  # fmt: skip
                 accelerator.backward(outputs.loss)
-                if accelerator.sync_gradients and max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+                if accelerator.sync_gradients and recipe.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
                 optimizer.step()
                 if accelerator.sync_gradients:
                     scheduler.step()
@@ -216,6 +328,7 @@ def train(args: argparse.Namespace | list[str] | None = None) -> dict:
             loss = accelerator.reduce(outputs.loss.detach(), reduction="mean").item()
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss} at step {state['step']}: lower the learning rate or check the data")
+            state["last_loss"] = loss
             if state["step"] % args.logging_steps == 0:
                 state["history"].append({"step": state["step"], "loss": loss})
                 parts = {k: accelerator.reduce(v.detach(), reduction="mean").item()
@@ -225,20 +338,13 @@ def train(args: argparse.Namespace | list[str] | None = None) -> dict:
             out_of_time = args.max_train_seconds is not None and time.monotonic() - start_time > args.max_train_seconds
             stopped = args.stop_at_step is not None and state["step"] >= args.stop_at_step
             done = state["step"] >= args.max_train_steps or out_of_time or stopped
-            if state["step"] % args.eval_steps == 0 or done:
-                results = summary(evaluate_model(model, processor, eval_data, accelerator=accelerator,
-                                                 batch_size=args.per_device_eval_batch_size, max_items=args.max_eval_items,
-                                                 show_progress=False))  # fmt: skip
-                accelerator.log({f"eval/{k}": v for k, v in results.items() if v is not None}, step=state["step"])
-                logger.info("step %d: %s", state["step"], {k: round(v, 4) for k, v in results.items() if v is not None})
-                state["history"].append({"step": state["step"], "loss": loss, "eval": results})
-                score = results.get(args.metric_for_best_model)
-                if score is not None and (state["best_metric"] is None or score > state["best_metric"]):
-                    state.update(best_metric=score, best_step=state["step"])
-                    if accelerator.is_main_process:
-                        save_hub_folder(accelerator.unwrap_model(model), processor, output_dir / "best", args, results)
+            due_eval = state["step"] % args.eval_steps == 0 or done
+            # NOTE: save before evaluating, so that an evaluation that crashes never costs the checkpoint; a
+            # run resumed from it finishes the evaluation first (`eval_pending`).
             if state["step"] % args.checkpointing_steps == 0 or done:
-                save_checkpoint(accelerator, output_dir, state, args.checkpoints_total_limit)
+                save_checkpoint(accelerator, output_dir, {**state, "eval_pending": due_eval}, args.checkpoints_total_limit)
+            if due_eval:
+                evaluate()
             if done:
                 break
         if done:
@@ -247,6 +353,9 @@ def train(args: argparse.Namespace | list[str] | None = None) -> dict:
     progress.close()
 
     final_metrics = next((h["eval"] for h in reversed(state["history"]) if "eval" in h), None)
+    failures = [h["step"] for h in state["history"] if "eval_error" in h]
+    if failures:
+        logger.warning("%d evaluation(s) failed, at step(s) %s; see training_history.json", len(failures), failures)
     if accelerator.is_main_process:
         save_hub_folder(accelerator.unwrap_model(model), processor, output_dir, args, final_metrics)
         (output_dir / "training_history.json").write_text(json.dumps(state["history"]))
@@ -257,3 +366,32 @@ def train(args: argparse.Namespace | list[str] | None = None) -> dict:
     accelerator.end_training()
     return {"state": state, "metrics": final_metrics, "recipe": asdict(recipe)}
 
+
+def evaluate_and_record(model, processor, eval_data, accelerator: Accelerator, args, state: dict) -> None:
+    """Evaluate, log, append to `state["history"]` and keep the best model in `output_dir/best`.
+
+    NOTE: an evaluation error does not stop a single-process run: it is logged with its traceback and
+    recorded in the history (`eval_error`), and training goes on, because the checkpoint of the step is
+    already saved and the failure is usually in the data or the metric, not the weights. `--stop_on_eval_error`
+    stops instead. With several processes the error always stops the run: the other processes may be waiting
+    inside the evaluation's collective operations, so continuing would hang them."""
+    step = state["step"]
+    try:
+        results = summary(evaluate_model(model, processor, eval_data, accelerator=accelerator,
+                                         batch_size=args.per_device_eval_batch_size, max_items=args.max_eval_items,
+                                         show_progress=False))  # fmt: skip
+    except Exception as error:
+        if args.stop_on_eval_error or accelerator.num_processes > 1:
+            raise
+        logger.warning("evaluation at step %d failed; training goes on (its checkpoint is saved; "
+                       "--stop_on_eval_error stops instead): %s: %s", step, type(error).__name__, error, exc_info=True)  # fmt: skip
+        state["history"].append({"step": step, "loss": state["last_loss"], "eval_error": f"{type(error).__name__}: {error}"})
+        return
+    accelerator.log({f"eval/{k}": v for k, v in results.items() if v is not None}, step=step)
+    logger.info("step %d: %s", step, {k: round(v, 4) for k, v in results.items() if v is not None})
+    state["history"].append({"step": step, "loss": state["last_loss"], "eval": results})
+    score = results.get(args.metric_for_best_model)
+    if score is not None and (state["best_metric"] is None or score > state["best_metric"]):
+        state.update(best_metric=score, best_step=step)
+        if accelerator.is_main_process:
+            save_hub_folder(accelerator.unwrap_model(model), processor, Path(args.output_dir) / "best", args, results)

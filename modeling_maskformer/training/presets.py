@@ -1,11 +1,17 @@
-"""Model architectures by name (`--model_preset`) and the model a training run starts from."""
+"""Model architectures by name (`--model_preset`), and the model and processor a training run starts from."""
 
 from __future__ import annotations
 
+import logging
+
 from transformers import MaskFormerSwinConfig, ResNetConfig
+from transformers.utils import logging as transformers_logging
 
 from ..configuration import MaskFormerConfig
+from ..image_processing import MaskFormerImageProcessor
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation
+
+logger = logging.getLogger(__name__)
 
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
@@ -42,11 +48,31 @@ def preset_config(name: str, id2label: dict[int, str]) -> MaskFormerConfig:
 
 
 def build_model(args, id2label: dict[int, str]) -> MaskFormerForInstanceSegmentation:
+    """A preset architecture (`args.model_preset`), or the model at `args.model_name_or_path` with its class
+    head re-initialised when the class count differs (which the model's `from_pretrained` warns about)."""
     overrides = {"mask_loss_mode": args.mask_loss_mode} if args.mask_loss_mode else {}
     if args.model_name_or_path:
-        model = MaskFormerForInstanceSegmentation.from_pretrained(
-            args.model_name_or_path, id2label=id2label, label2id={v: k for k, v in id2label.items()}, **overrides
-        )
+        # NOTE: transformers' own load report would repeat the class-head warning as a table; silence it and
+        # report the other unexpected or missing weights once, here.
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()
+        try:
+            model, info = MaskFormerForInstanceSegmentation.from_pretrained(
+                args.model_name_or_path, id2label=id2label, label2id={v: k for k, v in id2label.items()},
+                output_loading_info=True, **overrides,
+            )  # fmt: skip
+        finally:
+            transformers_logging.set_verbosity(verbosity)
+        mismatched = [key[0] if isinstance(key, tuple) else key for key in info.get("mismatched_keys", [])]
+        problems = {
+            "missing": sorted(info.get("missing_keys", [])),
+            "unexpected": sorted(info.get("unexpected_keys", [])),
+            "re-initialised (shape)": sorted(k for k in mismatched if not k.startswith("class_head.")),
+        }
+        for what, keys in problems.items():
+            if keys:
+                logger.warning("%s: %d %s weight(s): %s%s", args.model_name_or_path, len(keys), what,
+                               ", ".join(keys[:8]), ", ..." if len(keys) > 8 else "")  # fmt: skip
     else:
         config = preset_config(args.model_preset, id2label)
         for key, value in overrides.items():
@@ -54,3 +80,24 @@ def build_model(args, id2label: dict[int, str]) -> MaskFormerForInstanceSegmenta
         config.validate()
         model = MaskFormerForInstanceSegmentation(config)
     return model
+
+
+def base_processor(model_name_or_path: str | None) -> MaskFormerImageProcessor | None:
+    """The image processor saved with the base model (its input size is the size the model was trained at),
+    or None when there is no base model or it has no `preprocessor_config.json`."""
+    if not model_name_or_path:
+        return None
+    try:
+        return MaskFormerImageProcessor.from_pretrained(model_name_or_path)
+    except OSError:
+        return None
+
+
+def processor_short_side(processor: MaskFormerImageProcessor | None) -> int | None:
+    """The processor's resize target (shortest edge, or the smaller of a fixed height and width)."""
+    size = getattr(processor, "size", None) or {}
+    if "shortest_edge" in size:
+        return int(size["shortest_edge"])
+    if "height" in size and "width" in size:
+        return int(min(size["height"], size["width"]))
+    return None
