@@ -3,19 +3,27 @@ folders, Hugging Face `datasets`, and the built-in synthetic shapes; `build_data
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import numpy as np
 from PIL import Image
 
 from .dataset import SegmentationDataset, SegmentationItem, Task
+from .decoding import (
+    category_metadata,
+    check_class_index_mode,
+    decode_panoptic,
+    open_image,
+    open_rgb,
+    read_coco_panoptic_json,
+    read_id2label,
+    require_label_convention,
+    scan_num_labels,
+    semantic_from_image,
+)
 from .synthetic import SyntheticShapes, SyntheticShapesConfig, rgb_to_id
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -30,134 +38,6 @@ def _normalize_split(split: str) -> str:
     if split not in _SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {sorted(_SPLITS)}")
     return _SPLITS[split]
-
-
-# --------------------------------------------------------------------------------------------------
-# Shared decoding helpers.
-
-
-def _open_rgb(value: Any, source: str | None = None) -> Image.Image:
-    return _open_image(value, source).convert("RGB")
-
-
-def _open_image(value: Any, source: str | None = None) -> Image.Image:
-    """A decoded PIL image from a path, a PIL image or a datasets ``{"bytes", "path"}`` dict; a file that
-    cannot be decoded (truncated, damaged, not an image) is a ValueError naming ``source`` (default: the path)."""
-    if isinstance(value, Image.Image):
-        return value
-    if isinstance(value, dict):
-        value = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"]
-    source = source or str(value)
-    try:
-        image = Image.open(value)
-        image.load()
-    except FileNotFoundError:
-        raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # PIL's decode errors
-        raise ValueError(f"{source}: cannot decode the image ({error}); the file is damaged, truncated or not "
-                         f"an image: replace it or remove it (and its annotation)") from error  # fmt: skip
-    return image
-
-
-def _check_class_index_mode(image: Image.Image, source: str) -> None:
-    if image.mode not in ("L", "P", "I", "I;16"):
-        raise ValueError(
-            f"{source}: semantic annotation has mode {image.mode}; expected a single-channel class-index PNG "
-            f"(one class id per pixel){' - a colour-coded annotation must first be mapped to class ids' if image.mode in ('RGB', 'RGBA') else ''}"
-        )
-
-
-def _require_label_convention(reduce_labels: bool | None, source: str) -> bool:
-    if reduce_labels is None:
-        raise ValueError(
-            f"{source}: semantic annotations: say how to read the pixel values. ADE20K's convention "
-            f"(0 = 'other', ignored; 1..K are the classes): reduce_labels=True, on the command line "
-            f"--label_convention ade. Values used as they are (0..K-1 are the classes, 255 = ignored): "
-            f"reduce_labels=False, --label_convention as_is."
-        )
-    return reduce_labels
-
-
-def _semantic_from_image(image: Image.Image, *, reduce_labels: bool, ignore_index: int, source: str) -> np.ndarray:
-    _check_class_index_mode(image, source)
-    labels = np.asarray(image).astype(np.int64)
-    if reduce_labels:
-        labels = np.where(labels == 0, ignore_index, np.where(labels == ignore_index, ignore_index, labels - 1))
-    return labels.astype(np.uint8 if labels.max(initial=0) <= 255 else np.int32)
-
-
-def _decode_panoptic(
-    png: Image.Image,
-    segments_info: list[dict],
-    category_to_label: dict[int, int],
-    *,
-    ignore_index: int,
-    source: str,
-) -> tuple[np.ndarray, list[dict], np.ndarray]:
-    """COCO panoptic PNG + segments_info -> (ids int32, segments_info with contiguous ids, semantic)."""
-    ids = rgb_to_id(np.asarray(png.convert("RGB")))
-    segments = []
-    for segment in segments_info:
-        if not isinstance(segment, dict) or "id" not in segment or "category_id" not in segment:
-            raise ValueError(f"{source}: a segments_info entry without 'id' or 'category_id': {segment}")
-        if segment["category_id"] not in category_to_label:
-            raise ValueError(f"{source}: unknown category id {segment['category_id']} in segments_info")
-        segments.append({**segment, "category_id": category_to_label[segment["category_id"]]})
-    duplicates = sorted(i for i, count in Counter(s["id"] for s in segments).items() if count > 1)
-    if duplicates:
-        raise ValueError(f"{source}: segment id(s) {duplicates} listed more than once in segments_info")
-    listed = {s["id"] for s in segments}
-    present = set(np.unique(ids).tolist()) - {0}
-    if listed - present:
-        raise ValueError(f"{source}: segment id(s) {sorted(listed - present)} in segments_info are absent from the PNG")
-    if present - listed:
-        raise ValueError(f"{source}: segment id(s) {sorted(present - listed)} in the PNG are missing from segments_info")
-    semantic = np.full(ids.shape, ignore_index, dtype=np.uint8 if ignore_index <= 255 else np.int32)
-    for segment in segments:
-        semantic[ids == segment["id"]] = segment["category_id"]
-    return ids, segments, semantic
-
-
-def _read_id2label(root: Path) -> dict[int, str] | None:
-    """``id2label.json`` (contiguous training ids, like the Hub's ade20k-id2label.json) or ADE's
-    ``objectInfo150.{csv,txt}`` (Idx 1..150, first synonym of Name) from ``root``."""
-    path = root / "id2label.json"
-    if path.is_file():
-        return {int(k): v for k, v in json.loads(path.read_text()).items()}
-    for name in ("objectInfo150.csv", "objectInfo150.txt"):
-        path = root / name
-        if path.is_file():
-            text = path.read_text()
-            dialect = csv.Sniffer().sniff(text.splitlines()[0], delimiters=",\t")
-            rows = list(csv.DictReader(io.StringIO(text), dialect=dialect))
-            try:
-                return {int(row["Idx"]) - 1: row["Name"].split(";")[0].split(",")[0].strip() for row in rows}
-            except KeyError as error:
-                raise ValueError(f"{path}: expected columns Idx and Name, got {list(rows[0])}") from error
-    return None
-
-
-def _scan_num_labels(annotations, reduce_labels: bool, ignore_index: int) -> int:
-    """Number of classes implied by the largest raw label in the annotations (ignore_index excluded); an
-    annotation that is not a class-index image, or a label at or above ignore_index, is an error naming it."""
-    top = -1
-    for number, annotation in enumerate(annotations):
-        source = str(annotation) if isinstance(annotation, (str, os.PathLike)) else f"row {number}"
-        image = _open_image(annotation, source)
-        _check_class_index_mode(image, source)
-        labels = np.unique(np.asarray(image)).astype(np.int64)
-        labels = labels[labels != ignore_index]
-        largest = int(labels.max(initial=-1))
-        if largest > ignore_index >= 0:
-            raise ValueError(
-                f"{source}: label {largest} is above ignore_index {ignore_index}, so the ignore value would be a "
-                f"class id. Is it an instance or colour map rather than class ids? If there really are more than "
-                f"{ignore_index} classes, pass a larger ignore_index (or id2label)."
-            )
-        top = max(top, largest)
-    if top < 0:
-        return 0
-    return top if reduce_labels else top + 1
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -183,13 +63,13 @@ class AdeFolderDataset(SegmentationDataset):
 
     def _load(self, index: int) -> SegmentationItem:
         image_path, annotation_path = self.pairs[index]
-        semantic = _semantic_from_image(
-            _open_image(annotation_path),
+        semantic = semantic_from_image(
+            open_image(annotation_path),
             reduce_labels=self.reduce_labels,
             ignore_index=self.ignore_index,
             source=str(annotation_path),
         )
-        image = _open_rgb(image_path)
+        image = open_rgb(image_path)
         if semantic.shape != (image.height, image.width):
             raise ValueError(
                 f"{annotation_path}: annotation size {semantic.shape[1]}x{semantic.shape[0]} (WxH) differs from "
@@ -247,13 +127,13 @@ def load_ade_folder(
     pairs = [(p, annotations[p.stem]) for p in images]
     # Cheap (header only) and before any scan: a colour annotation must fail with its own message.
     with Image.open(pairs[0][1]) as first:
-        _check_class_index_mode(first, str(pairs[0][1]))
-    reduce_labels = _require_label_convention(reduce_labels, f"ADE folder {root}")
+        check_class_index_mode(first, str(pairs[0][1]))
+    reduce_labels = require_label_convention(reduce_labels, f"ADE folder {root}")
 
-    id2label = id2label or _read_id2label(root)
+    id2label = id2label or read_id2label(root)
     if id2label is None:
         if num_labels is None:
-            num_labels = _scan_num_labels((a for _, a in pairs), reduce_labels, ignore_index)
+            num_labels = scan_num_labels((a for _, a in pairs), reduce_labels, ignore_index)
             if num_labels == 0:
                 raise ValueError(f"ADE folder {root}: no annotation in {annotation_dir} has a class pixel (all are "
                                  f"ignored{' or 0' if reduce_labels else ''}); check reduce_labels / --label_convention")  # fmt: skip
@@ -285,84 +165,18 @@ class CocoPanopticDataset(SegmentationDataset):
 
     def _load(self, index: int) -> SegmentationItem:
         image_path, png_path, segments_info = self.records[index]
-        image = _open_rgb(image_path)
-        png = _open_image(png_path)
+        image = open_rgb(image_path)
+        png = open_image(png_path)
         if png.size != image.size:
             raise ValueError(
                 f"{png_path}: annotation size {png.width}x{png.height} (WxH) differs from image {image_path} "
                 f"size {image.width}x{image.height}"
             )
-        ids, segments, semantic = _decode_panoptic(
+        ids, segments, semantic = decode_panoptic(
             png, segments_info, self.category_to_label, ignore_index=self.ignore_index, source=str(png_path)
         )
         return {"image": image, "semantic": semantic, "panoptic_ids": ids, "segments_info": segments,
                 "image_id": image_path.stem}
-
-
-def _category_metadata(categories: list[dict]) -> dict[str, Any]:
-    """COCO categories (sparse ids) -> contiguous labels, sorted by COCO id."""
-    categories = sorted(categories, key=lambda c: c["id"])
-    return {
-        "category_to_label": {c["id"]: i for i, c in enumerate(categories)},
-        "id2label": {i: c["name"] for i, c in enumerate(categories)},
-        "thing_ids": [i for i, c in enumerate(categories) if c.get("isthing", 1)],
-        "label_to_category_id": {i: c["id"] for i, c in enumerate(categories)},
-    }
-
-
-_COCO_FIELDS = {
-    "images": ("id", "file_name"),
-    "annotations": ("image_id", "file_name", "segments_info"),
-    "categories": ("id", "name"),
-}
-
-
-def _coco_entry_name(entry) -> str:
-    if not isinstance(entry, dict):
-        return repr(entry)
-    for key, prefix in (("file_name", ""), ("image_id", "image id "), ("id", "id "), ("name", "")):
-        if key in entry:
-            return f"{prefix}{entry[key]}"
-    return "?"
-
-
-def _read_coco_json(json_path: Path) -> dict:
-    """A COCO panoptic JSON, checked for what the loader relies on; every problem is a ValueError naming the
-    file and the entry: invalid JSON, missing fields, segment ids listed twice for one image."""
-    try:
-        payload = json.loads(json_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{json_path}: not valid JSON ({error}); the file is damaged or truncated") from error
-    if not isinstance(payload, dict):
-        raise ValueError(f"{json_path}: expected a JSON object with 'images', 'annotations' and 'categories'")
-    for key, fields in _COCO_FIELDS.items():
-        if key not in payload:
-            raise ValueError(f"{json_path}: no {key!r} entry (keys: {sorted(payload)})")
-        for number, entry in enumerate(payload[key]):
-            missing = [f for f in fields if not isinstance(entry, dict) or f not in entry]
-            if missing:
-                name = _coco_entry_name(entry)
-                raise ValueError(f"{json_path}: {key}[{number}] ({name}) has no {', '.join(map(repr, missing))}")
-    if not payload["annotations"]:
-        raise ValueError(f"{json_path}: empty 'annotations' list")
-    seen_images = set()
-    for number, annotation in enumerate(payload["annotations"]):
-        where = f"{json_path}: annotations[{number}] ({annotation['file_name']})"
-        if annotation["image_id"] in seen_images:
-            raise ValueError(f"{where}: a second annotation for image id {annotation['image_id']}")
-        seen_images.add(annotation["image_id"])
-        if not isinstance(annotation["segments_info"], list):
-            raise ValueError(f"{where}: 'segments_info' must be a list")
-        ids = []
-        for segment in annotation["segments_info"]:
-            missing = [f for f in ("id", "category_id") if not isinstance(segment, dict) or f not in segment]
-            if missing:
-                raise ValueError(f"{where}: a segment without {', '.join(map(repr, missing))}: {segment}")
-            ids.append(segment["id"])
-        duplicates = sorted(i for i, count in Counter(ids).items() if count > 1)
-        if duplicates:
-            raise ValueError(f"{where}: segment id(s) {duplicates} listed more than once in segments_info")
-    return payload
 
 
 def load_coco_panoptic_folder(
@@ -387,8 +201,8 @@ def load_coco_panoptic_folder(
         if not (path.is_file() if is_file else path.is_dir()):
             raise FileNotFoundError(f"COCO panoptic: missing {'file' if is_file else 'folder'} {path}")
 
-    payload = _read_coco_json(json_path)
-    metadata = _category_metadata(payload["categories"])
+    payload = read_coco_panoptic_json(json_path)
+    metadata = category_metadata(payload["categories"])
     images_by_id = {image["id"]: image for image in payload["images"]}
     annotated = {a["image_id"] for a in payload["annotations"]}
     unannotated = [image["file_name"] for image in payload["images"] if image["id"] not in annotated]
@@ -445,20 +259,20 @@ class HFDataset(SegmentationDataset):
         row = self.dataset[index]
         image_id = str(row.get("image_id", index))
         source = f"row {index} (image_id {image_id})"
-        image = _open_rgb(row[self.image_column], f"{source}, column {self.image_column!r}")
-        annotation = _open_image(row[self.annotation_column], f"{source}, column {self.annotation_column!r}")
+        image = open_rgb(row[self.image_column], f"{source}, column {self.image_column!r}")
+        annotation = open_image(row[self.annotation_column], f"{source}, column {self.annotation_column!r}")
         if annotation.size != image.size:
             raise ValueError(f"{source}: annotation size {annotation.width}x{annotation.height} (WxH) differs from "
                              f"image size {image.width}x{image.height}")
         if self.task == "semantic":
-            semantic = _semantic_from_image(
+            semantic = semantic_from_image(
                 annotation, reduce_labels=self.reduce_labels, ignore_index=self.ignore_index, source=source
             )
             return {"image": image, "semantic": semantic, "panoptic_ids": None, "segments_info": None,
                     "image_id": image_id}
         if row.get("segments_info") is None:
             raise ValueError(f"{source}: no segments_info")
-        ids, segments, semantic = _decode_panoptic(
+        ids, segments, semantic = decode_panoptic(
             annotation, row["segments_info"], self.category_to_label, ignore_index=self.ignore_index, source=source
         )
         return {"image": image, "semantic": semantic, "panoptic_ids": ids, "segments_info": segments,
@@ -537,12 +351,12 @@ def load_hf_dataset(
 
     if task == "semantic":
         described = f"dataset {name_or_path}" if folder is not None or isinstance(name_or_path, str) else "the dataset"
-        reduce_labels = _require_label_convention(reduce_labels, described)
+        reduce_labels = require_label_convention(reduce_labels, described)
         if id2label is None and folder is not None:
-            id2label = _read_id2label(folder)
+            id2label = read_id2label(folder)
         if id2label is None:
             if num_labels is None:
-                num_labels = _scan_num_labels(dataset[annotation_column], reduce_labels, ignore_index)
+                num_labels = scan_num_labels(dataset[annotation_column], reduce_labels, ignore_index)
             id2label = {i: str(i) for i in range(num_labels)}
         return HFDataset(dataset, "semantic", id2label=id2label, thing_ids=thing_ids,
                          reduce_labels=reduce_labels, **common)
@@ -550,7 +364,7 @@ def load_hf_dataset(
     if categories is None and folder is not None and (folder / "categories.json").is_file():
         categories = json.loads((folder / "categories.json").read_text())
     if categories is not None:
-        metadata = _category_metadata(categories)
+        metadata = category_metadata(categories)
         category_to_label = metadata.pop("category_to_label")
         return HFDataset(dataset, "panoptic", category_to_label=category_to_label, **metadata, **common)
     feature = dataset.features["segments_info"]
