@@ -2,55 +2,104 @@
 
 Pure tensor functions (no processor state); `MaskFormerImageProcessor.post_process_*` call them.
 
-Shape legend: B batch, Q queries, K classes (+1 "no object", the last class logit), (h, w) the mask
-logits at stride 4 of the padded input (H, W), (h_v, w_v) the real content of one image inside (H, W)
-(padding is bottom/right), (H_t, W_t) the requested output size, N maps being resampled.
+Each follows the authors' order of operations (facebookresearch/MaskFormer `mask_former_model.py`; instance
+inference from Mask2Former): the mask *logits* are upsampled bilinearly to the padded input, the padding is
+cropped and the result resized bilinearly to the output size; the sigmoid comes
+- for semantic inference, after the upsampling and before the resize: per-class scores
+  sum_q p_q(k) * sigmoid(upsampled logits of q) are resized, then the argmax is taken;
+- for panoptic and instance inference, after both resamplings.
 
-Resampling follows the paper's code (detectron2 `sem_seg_postprocess`): probabilities upsampled
-bilinearly to the padded input, the padding cropped, then resized bilinearly to the target size.
-Those two passes compose into one linear map in which every output pixel is a convex blend of a
-small window (3x3 at stride 4) of low-resolution values (`_Resampler`). The functions use that to
-stay exact without resampling every map at full resolution: window maxima/minima decide most pixels
-at low resolution (which class or query wins, whether a mask passes its threshold), and only the
-pixels of undecided windows, along boundaries, are evaluated, over the few maps still in contention.
-The cost follows the boundary length instead of K x H_t x W_t. The literal implementations
-(`_reference_*`, at the bottom) resample everything; the tests and `scripts/bench_postprocess.py`
-check that both give the same pixels. They can differ only through float rounding on exact ties
-(a probability exactly at mask_threshold, two maps exactly equal), which continuous logits avoid.
+Two evaluations of that algorithm give the same maps (up to float rounding on exact ties):
+- "dense": every query or class resampled at every pixel, as the original does;
+- "bounded": `resampling.py` bounds every query at every pixel by the window of logits (2x2 to 3x3) its
+  pixels depend on; windows where those bounds already decide the outcome (the winning class or query, whether a mask covers
+  its pixels) are filled without evaluating them, and the others are evaluated exactly, pixel by pixel, over
+  the classes or queries still in contention. For semantic inference the bound is on score *differences*
+  (the winning class against each other one, query by query), which decides the near-uniform outputs of an
+  untrained model as well as the confident ones of a trained model.
+"auto" picks dense for small inputs (fewer, larger operations) and bounded otherwise.
+
+Deliberate differences from the original, all documented in the README: the padding is cropped before any
+resize (also for panoptic, where the original's outputs are at the padded size when not resized); instance
+inference honours `threshold`, `mask_threshold` and `overlap_mask_area_threshold` and paints non-overlapping
+maps; queries with non-finite logits are ignored with a warning.
 
 Output conventions (mirroring `transformers.MaskFormerImageProcessor` where it is correct):
-- maps come at the target size, by default the valid size in input pixels (transformers: the
-  stride-4 mask size when no target size is given).
+- maps come at the target size, by default the valid (unpadded) input size.
 - semantic: (H_t, W_t) int64 class ids.
-- instance: `segmentation` (H_t, W_t) int32 segment ids 0..N-1, -1 where no instance (transformers
-  fills -1 as well, in float32), or with `return_binary_maps` an (N, H_t, W_t) bool stack of each
-  kept instance's full binary mask (overlaps allowed); `segments_info` sorted by descending score.
-- panoptic: `segmentation` (H_t, W_t) int32 segment ids from 1, 0 where no segment. transformers also
-  leaves 0 on unclaimed pixels but returns a float -1 map when no query passes; we return 0 throughout.
+- instance: `segmentation` (H_t, W_t) int32 segment ids 0..N-1, -1 where no instance, or with
+  `return_binary_maps` an (N, H_t, W_t) bool stack of each kept instance's full binary mask (overlaps allowed);
+  `segments_info` sorted by descending score.
+- panoptic: `segmentation` (H_t, W_t) int32 segment ids from 1, 0 where no segment.
+
+Shape legend: B batch, Q queries, K classes (+1 "no object", the last class logit), (h, w) the mask logits at
+stride 4 of the padded input (H, W), (h_v, w_v) one image's unpadded content, (H_t, W_t) the output size,
+T tiles (one per low-resolution window), n pixels evaluated exactly.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
-from .window_resampling import (
-    _BOUND_SLACK,
-    _WINDOW_STRIDE,
-    _argmax_map,
-    _image_sizes,
-    _resample_dense,
-    _Resampler,
-    _sliding,
-    _threshold_stats,
-)
+from .resampling import Geometry, Pixels, argmax_rows, image_sizes, take
+
+logger = logging.getLogger(__name__)
+
+Method = Literal["auto", "dense", "bounded"]
+# "auto" evaluates densely while Q x h_v x w_v stays below this (measured crossover on 2 CPU cores).
+DENSE_LIMIT = 1 << 19
+# Decisions from bounds need a margin above float rounding, relative to the scores' magnitude: the float32
+# sums of the original itself differ from exact arithmetic by ~1e-7 of it.
+_SLACK = 1e-6
 
 
-def _class_probs(class_logits: torch.Tensor) -> torch.Tensor:
-    """(B, Q, K+1) logits -> (B, Q, K+1) float32 probabilities."""
-    return class_logits.detach().float().softmax(-1)
+def _prepared(class_logits: Tensor, mask_logits: Tensor, padded_size, valid_sizes, target_sizes):
+    """float32 logits, the per-image geometry, and per image the ids of the queries with finite logits."""
+    class_logits, mask_logits = class_logits.detach().float(), mask_logits.detach().float()
+    if class_logits.ndim != 3 or mask_logits.ndim != 4 or class_logits.shape[:2] != mask_logits.shape[:2]:
+        raise ValueError(
+            "Expected class logits (B, Q, K + 1) and mask logits (B, Q, h, w), got "
+            f"{tuple(class_logits.shape)} and {tuple(mask_logits.shape)}."
+        )
+    padded = (int(padded_size[0]), int(padded_size[1]))
+    sizes = image_sizes(len(class_logits), padded, valid_sizes, target_sizes)
+    # NOTE: a sum is non-finite when any term is (or, rarely, when huge terms overflow: checked element-wise).
+    finite = torch.isfinite(class_logits.sum(-1)) & torch.isfinite(mask_logits.sum((-2, -1)))  # (B, Q)
+    if not finite.all():
+        finite = torch.isfinite(class_logits).all(-1) & torch.isfinite(mask_logits).flatten(2).all(-1)
+    if not finite.all():
+        bad = (~finite).sum(1).tolist()
+        logger.warning(
+            "Ignoring queries with non-finite (NaN or inf) logits: %s of %d per image.", bad, finite.shape[1]
+        )
+    queries = [row.nonzero().squeeze(1) for row in finite]
+    return class_logits, mask_logits, padded, sizes, queries
+
+
+def _use_dense(method: Method, num_maps: int, valid: tuple[int, int]) -> bool:
+    if method not in ("auto", "dense", "bounded"):
+        raise ValueError(f"method must be 'auto', 'dense' or 'bounded', got {method!r}")
+    return method == "dense" or (method == "auto" and num_maps * valid[0] * valid[1] <= DENSE_LIMIT)
+
+
+def _upsampled(logits: Tensor, padded: tuple[int, int], valid: tuple[int, int]) -> Tensor:
+    """(C, h, w) -> (C, h_v, w_v): upsampled to the padded input (U), padding cropped."""
+    up = F.interpolate(logits[None], size=padded, mode="bilinear", align_corners=False)[0]
+    return up[:, : valid[0], : valid[1]]
+
+
+def _resized(maps: Tensor, target: tuple[int, int]) -> Tensor:
+    """(C, h_v, w_v) -> (C, H_t, W_t) (R); the identity at the same size."""
+    if tuple(maps.shape[-2:]) == tuple(target):
+        return maps
+    return F.interpolate(maps[None], size=target, mode="bilinear", align_corners=False)[0]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -58,144 +107,183 @@ def _class_probs(class_logits: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def semantic_segmentation(
-    class_logits: torch.Tensor,
-    mask_logits: torch.Tensor,
+    class_logits: Tensor,
+    mask_logits: Tensor,
     *,
     padded_size: Sequence[int],
     valid_sizes: Sequence[Sequence[int]] | None = None,
     target_sizes: Sequence[Sequence[int]] | None = None,
-) -> list[torch.Tensor]:
-    """Per-pixel class maps: argmax_k sum_q p_q(k) * sigmoid(m_q), resampled to each target size.
+    method: Method = "auto",
+) -> list[Tensor]:
+    """Per-pixel class maps: argmax_k of R(sum_q p_q(k) * sigmoid(U(m_q))), one (H_t, W_t) int64 map per image.
 
-    Returns one (H_t, W_t) int64 tensor of class ids per image. Unlike transformers 5.23, the padding
-    is cropped before resizing, so a padded image gets the same map as when run alone.
+    U upsamples the mask logits to the padded input, the padding is cropped, R resizes to the target size
+    (the original's `semantic_inference` then `sem_seg_postprocess`). Unlike transformers 5.x, the sigmoid
+    comes after the upsampling and the padding is cropped before resizing, so a padded image gets the same map
+    as when run alone.
     """
-    probs = _class_probs(class_logits)[..., :-1]  # (B, Q, K)
-    masks = mask_logits.detach().float().sigmoid()  # (B, Q, h, w)
-    padded = (int(padded_size[0]), int(padded_size[1]))
+    class_logits, mask_logits, padded, sizes, queries = _prepared(
+        class_logits, mask_logits, padded_size, valid_sizes, target_sizes
+    )
     results = []
-    for b, (valid, target) in enumerate(_image_sizes(len(probs), padded, valid_sizes, target_sizes)):
-        segm = torch.einsum("qk,qhw->khw", probs[b], masks[b])  # (K, h, w)
-        classes = _classes_in_contention(_Resampler(segm.shape[1:], padded, valid, target, segm.device), segm)
-        resampler = _Resampler(segm.shape[1:], padded, valid, target, segm.device, stride=_WINDOW_STRIDE)
-        results.append(_argmax_map(resampler, resampler.extend(segm[classes])).render(classes))
-    return results
-
-
-def _classes_in_contention(resampler: _Resampler, segm: torch.Tensor) -> torch.Tensor:
-    """Ids of the classes of segm (K, h, w) that can be the argmax somewhere (usually a few of K).
-
-    `resampler` must have stride 1 (every window start).
-    Every output pixel of a window is at least the window min of any one class (a lower bound on the
-    pixel's max, `floor`, taken over the classes on top at some low-res sample). A class can win only
-    where one of its samples reaches the floor of a window holding that sample.
-    """
-    # NOTE: max-reductions of differences; comparisons reduced with .any() are several times slower.
-    leaders = ((segm - segm.amax(0)).flatten(1).amax(1) >= 0).nonzero().squeeze(1)
-    if not len(leaders):  # NaN scores: no bound to prune with
-        return torch.arange(len(segm), device=segm.device)
-    floor = resampler.window_extrema(resampler.extend(segm[leaders]))[1].amax(0)  # (R, C)
-    floor = floor.masked_fill(resampler.block_sizes == 0, float(segm.amax()) + 1)  # windows without pixels
-    (ky, kx), (y, x) = resampler.window, (resampler.y, resampler.x)
-    # The lowest floor of the windows holding each sample. Every window holding a repeat of an edge
-    # sample holds the sample itself, so the extension can simply be cropped.
-    pad = (kx - 1, kx - 1, ky - 1, ky - 1)
-    sample_floor = -_sliding(F.pad(-floor[None], pad, value=-torch.inf), torch.maximum, resampler.window)[0]
-    sample_floor = sample_floor[y.head : y.head + segm.shape[1], x.head : x.head + segm.shape[2]]  # (h, w)
-    lowered = sample_floor - _BOUND_SLACK * sample_floor.abs()
-    return ((segm - lowered).flatten(1).amax(1) >= 0).nonzero().squeeze(1)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Instance segmentation (Mask2Former-style top-k scoring)
-# ----------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def instance_segmentation(
-    class_logits: torch.Tensor,
-    mask_logits: torch.Tensor,
-    *,
-    padded_size: Sequence[int],
-    valid_sizes: Sequence[Sequence[int]] | None = None,
-    target_sizes: Sequence[Sequence[int]] | None = None,
-    threshold: float = 0.5,
-    mask_threshold: float = 0.5,
-    overlap_mask_area_threshold: float = 0.8,
-    return_binary_maps: bool = False,
-) -> list[dict]:
-    """Instances from the top-Q (query, class) pairs, scored like Mask2Former.
-
-    score = p_q(k) * mean mask probability inside the binary mask (prob > mask_threshold); pairs
-    scoring < threshold or with an empty mask are dropped. Each pixel goes to the instance with the
-    highest score * prob among those whose binary mask covers it; an instance is kept only if its
-    visible area / binary area >= overlap_mask_area_threshold (0 keeps every overlapping mask).
-    transformers 5.23 ignores mask_threshold and the overlap threshold; here every argument counts.
-
-    Returns per image {"segmentation", "segments_info": [{"id", "label_id", "was_fused", "score"}]};
-    see the module docstring for the segmentation formats.
-    """
-    probs = _class_probs(class_logits)[..., :-1]  # (B, Q, K)
-    num_queries, num_classes = probs.shape[1:]
-    padded = (int(padded_size[0]), int(padded_size[1]))
-    results = []
-    for b, (valid, target) in enumerate(_image_sizes(len(probs), padded, valid_sizes, target_sizes)):
-        class_scores, pairs = probs[b].flatten().topk(num_queries)  # best first
-        # The mask factor is <= 1, so a pair whose class probability misses the threshold cannot pass.
-        passing = class_scores >= threshold
-        class_scores, pairs = class_scores[passing], pairs[passing]
-        queries, query_of = torch.unique(pairs // num_classes, return_inverse=True)
-        low_res = mask_logits[b, queries].detach().float().sigmoid()  # (U, h, w): each query once
-        resampler = _Resampler(
-            low_res.shape[1:], padded, valid, target, low_res.device, stride=_WINDOW_STRIDE
-        )
-        masks = resampler.extend(low_res)
-        extrema = resampler.window_extrema(masks)
-        area, inside = _threshold_stats(
-            resampler, masks, mask_threshold, strict=True, with_sums=True, extrema=extrema
-        )
-        scores = class_scores * (inside / area.clamp(min=1)).float()[query_of]
-        order = torch.argsort(scores, descending=True, stable=True)
-        order = order[(scores[order] >= threshold) & (area[query_of[order]] > 0)]
-        source, scores, labels = query_of[order], scores[order], pairs[order] % num_classes  # N instances
-
-        # Map n + 1 is instance n: score * prob where its binary mask covers the pixel, -1 elsewhere;
-        # map 0, "no instance", is 0 (prob 1 covering everywhere, weight 0). The argmax is then the
-        # covering instance with the highest score * prob, or no instance.
-        weight = torch.cat([scores.new_zeros(1), scores])
-
-        def covering(values: torch.Tensor, index: torch.Tensor, weight=weight) -> torch.Tensor:
-            return torch.where(values > mask_threshold, values * weight[index], -1.0)
-
-        maps = torch.cat([masks.new_ones(1, *masks.shape[1:]), masks[source]])  # (N + 1, h, w)
-        maps_extrema = tuple(torch.cat([e.new_ones(1, *e.shape[1:]), e[source]]) for e in extrema)
-        winners = _argmax_map(resampler, maps, covering, extrema=maps_extrema)
-        visible = winners.counts(len(maps))[1:].tolist()
-        area = area[source].tolist()
-        kept = [visible[n] / area[n] >= overlap_mask_area_threshold for n in range(len(source))]
-
-        segment_of = torch.full((len(maps),), -1, dtype=torch.int32, device=masks.device)  # per map
-        segments = []
-        for n, (label, score) in enumerate(zip(labels.tolist(), scores.tolist())):
-            if kept[n]:
-                segment_of[n + 1] = len(segments)
-                segments.append(
-                    {"id": len(segments), "label_id": label, "was_fused": False, "score": round(score, 6)}
-                )
-        if return_binary_maps:
-            kept_masks = low_res[source[torch.tensor(kept, dtype=torch.bool, device=source.device)]]
-            segmentation = _resample_dense(kept_masks, padded, valid, target) > mask_threshold
+    for b, (valid, target) in enumerate(sizes):
+        probs = class_logits[b, queries[b]].softmax(-1)[:, :-1]  # (Q, K)
+        logits = mask_logits[b, queries[b]]  # (Q, h, w)
+        if _use_dense(method, len(logits), valid):
+            results.append(_semantic_dense(probs, logits, padded, valid, target))
         else:
-            segmentation = winners.render(segment_of)
-        results.append({"segmentation": segmentation, "segments_info": segments})
+            geometry = Geometry.of(tuple(logits.shape[-2:]), padded, valid, target, logits.device)
+            results.append(_semantic_bounded(probs, logits, geometry))
     return results
 
 
+def _semantic_dense(probs: Tensor, logits: Tensor, padded, valid, target) -> Tensor:
+    masks = _upsampled(logits, padded, valid).sigmoid_()  # (Q, h_v, w_v)
+    num_queries, num_classes = probs.shape
+    if num_classes < num_queries and tuple(valid) != tuple(target):  # resize the fewer maps
+        scores = torch.mm(probs.t(), masks.flatten(1)).view(num_classes, *valid)
+        return argmax_rows(_resized(scores, target).flatten(1)).view(target)
+    scores = torch.mm(probs.t(), _resized(masks, target).flatten(1))  # (K, H_t * W_t)
+    return argmax_rows(scores).view(target)
+
+
+def _semantic_bounded(probs: Tensor, logits: Tensor, geometry: Geometry) -> Tensor:
+    """Decisions from the coarse to the fine, then exact scores where none decides.
+
+    Cells are the 2x2 windows of logits (all the padded pixels between four low-res samples): bounds over a
+    cell are tight. Blocks of 8x8 cells (overlapping by one cell, so that every tile's window lies in one
+    block's) decide whole regions and give the classes the finer steps still need. A tile's window is one
+    cell, or two or four adjacent ones where its pixels' sources straddle cells; it is decided when its cells
+    are, with the same class (an output pixel blends source pixels that all rank that class first). The
+    remaining tiles get a test of their own window, then exact scores over the classes still in contention.
+    """
+    low, high = (bound.sigmoid_() for bound in _cell_extrema(logits))  # (Q, h, w) each
+    slack = _SLACK * float(probs.sum(0).max())
+    block_low, block_high = _blocks(low, torch.amin), _blocks(high, torch.amax)
+    decided, guess, contenders = _dominance(probs, block_low.flatten(1).t(), block_high.flatten(1).t(), slack)
+    block_classes = contenders.nonzero().squeeze(1)
+    (h, w), blocks = geometry.low, block_low.shape[1:]
+    cell_block = (torch.arange(h, device=probs.device) // _BLOCK)[:, None] * blocks[1] + torch.arange(
+        w, device=probs.device
+    ) // _BLOCK  # (h, w) block id of each cell
+    cell_block = cell_block.flatten()
+    cell_label, cell_decided = take(guess, cell_block), take(decided, cell_block)
+    open_cells = (~cell_decided).nonzero().squeeze(1)
+    if len(open_cells):
+        cell_decided[open_cells], cell_guess, _ = _dominance(
+            probs[:, block_classes],
+            low.flatten(1).index_select(1, open_cells).t(),
+            high.flatten(1).index_select(1, open_cells).t(),
+            slack,
+        )
+        cell_label[open_cells] = block_classes[cell_guess]
+    # Tiles from their cells: first (window) and last cell along each axis.
+    ay, ax = geometry.y, geometry.x
+    first_y, first_x = ay.keys // 2, ax.keys // 2
+    last_y, last_x = (first_y + ay.keys % 2).clamp_(max=h - 1), (first_x + ax.keys % 2).clamp_(max=w - 1)
+    corners = [(r[:, None] * w + c[None, :]).flatten() for r in (first_y, last_y) for c in (first_x, last_x)]
+    per_tile = take(cell_label, corners[0])
+    tile_decided = take(decided, take(cell_block, corners[0]))  # inside a decided block's window
+    agreeing = take(cell_decided, corners[0])
+    for corner in corners[1:]:
+        agreeing &= take(cell_decided, corner) & (take(cell_label, corner) == per_tile)
+    tile_decided |= agreeing
+    open_tiles = (~tile_decided).nonzero().squeeze(1)
+    classes = block_classes
+    if len(open_tiles):
+        tile_low, tile_high = (
+            bound.sigmoid_().flatten(1).index_select(1, open_tiles).t() for bound in geometry.window_extrema(logits)
+        )
+        decided, guess, contenders = _dominance(probs[:, classes], tile_low, tile_high, slack)
+        per_tile[open_tiles] = classes[guess]
+        open_tiles, classes = open_tiles[~decided], classes[contenders]
+    segmentation = geometry.paint(per_tile)
+    if len(open_tiles):
+        rows, cols, _ = geometry.pixels_of(open_tiles)
+        pixels = Pixels(geometry, rows, cols)
+        masks = pixels.source_logits(logits).sigmoid_()  # (n_s, Q)
+        scores = pixels.blend(torch.mm(masks, probs[:, classes]))  # (n, K_c)
+        segmentation.view(-1)[geometry.flat_index(rows, cols)] = take(classes, argmax_rows(scores.t()))
+    return segmentation
+
+
+def _cell_extrema(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """(C, h, w) -> minimum and maximum over each 2x2 window logits[:, i : i + 2, j : j + 2] (cut at the edges)."""
+
+    def reduce(values: Tensor, op) -> Tensor:
+        for dim in (1, 2):
+            n = values.shape[dim]
+            out = values.clone()
+            if n > 1:
+                head = out.narrow(dim, 0, n - 1)
+                head.copy_(op(head, values.narrow(dim, 1, n - 1)))
+            values = out
+        return values
+
+    return reduce(logits, torch.minimum), reduce(logits, torch.maximum)
+
+
+def _dominance(probs: Tensor, low: Tensor, high: Tensor, slack: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Which class wins in each region, from per-query bounds of the sigmoid there.
+
+    probs (Q, K); low, high (R, Q) bounds of each query's sigmoid over each of R regions. The guess is the class
+    with the best score at the lower bounds; then, for every class k, a lower bound on score(guess) - score(k):
+    query q adds d_q * sigmoid with d_q = p_q(guess) - p_q(k), least at the lower bound where d_q > 0 and at
+    the upper one where d_q < 0, i.e. low @ d - (high - low) @ max(-d, 0). Returns per region whether the guess
+    wins for certain (every bound > slack) and the guess, (R,) each, and the classes that may win in an
+    undecided region, (K,) bool.
+    """
+    at_low = torch.mm(low, probs)  # (R, K) scores at the lower bounds
+    guess = at_low.argmax(1)  # (R,)
+    spread = high - low  # (R, Q)
+    decided = torch.zeros(len(guess), dtype=torch.bool, device=probs.device)
+    contenders = torch.zeros(probs.shape[1], dtype=torch.bool, device=probs.device)
+    for label in torch.unique(guess).tolist():
+        members = (guess == label).nonzero().squeeze(1)
+        scores = at_low[members]
+        margin = (scores[:, label : label + 1] - scores).sub_(
+            torch.mm(spread[members], (probs - probs[:, label : label + 1]).clamp_(min=0))
+        )  # (R_label, K) lower bounds
+        margin[:, label] = math.inf
+        beaten = margin > slack
+        won = beaten.all(1)
+        decided[members] = won
+        if not bool(won.all()):
+            contenders |= (~beaten[~won]).any(0)
+            contenders[label] = True
+    return decided, guess, contenders
+
+
+_BLOCK = 8  # cells per side of a block in the first round of semantic decisions
+
+
+def _blocks(values: Tensor, reduce) -> Tensor:
+    """(C, h, w) cell bounds -> (C, B_y, B_x) block bounds: `reduce` (torch.amin / amax) over cells
+    [8b, 8b + 8] along each axis (one cell of overlap with the next block; cut at the edges)."""
+    for dim in (1, 2):
+        n = values.shape[dim]
+        count = -(-n // _BLOCK)
+        extra = count * _BLOCK + 1 - n  # repeat the last cell: it is inside the last block already
+        last = values.narrow(dim, n - 1, 1)
+        padded = torch.cat([values, last.expand(*[extra if d == dim else -1 for d in range(values.ndim)])], dim)
+        main = padded.narrow(dim, 0, count * _BLOCK)
+        shape = list(main.shape)
+        shape[dim : dim + 1] = [count, _BLOCK]
+        reduced = reduce(main.reshape(shape), dim=dim + 1)
+        overlap = padded.narrow(dim, _BLOCK, count * _BLOCK - _BLOCK + 1)[
+            tuple(slice(None, None, _BLOCK) if d == dim else slice(None) for d in range(values.ndim))
+        ]
+        values = reduce(torch.stack([reduced, overlap]), dim=0)
+    return values
+
+
 # ----------------------------------------------------------------------------------------------------
-# Panoptic segmentation (paper Sec. 3.4 / original `panoptic_inference`)
+# Panoptic segmentation (paper Sec. 3.4 / the original `panoptic_inference`)
 # ----------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def panoptic_segmentation(
-    class_logits: torch.Tensor,
-    mask_logits: torch.Tensor,
+    class_logits: Tensor,
+    mask_logits: Tensor,
     *,
     padded_size: Sequence[int],
     valid_sizes: Sequence[Sequence[int]] | None = None,
@@ -205,44 +293,38 @@ def panoptic_segmentation(
     overlap_mask_area_threshold: float = 0.8,
     label_ids_to_fuse: set[int] | None = None,
 ) -> list[dict]:
-    """Non-overlapping segments: the paper's panoptic inference.
+    """Non-overlapping segments: the original's panoptic inference at the target size.
 
-    Queries whose most likely class is not "no object" and whose probability p exceeds `threshold`
-    compete per pixel by p * sigmoid(mask). A segment is dropped when its visible area is empty or
-    < overlap_mask_area_threshold * its own area (prob >= mask_threshold); transformers 5.23 measures
-    that own area on p * prob instead and keeps only ratios strictly above the threshold. Segments of
-    a class in `label_ids_to_fuse` (stuff) share one id; `segments_info` lists each id once, with the
-    score of its first query (transformers repeats the entry for every fused query).
+    Queries whose most likely class is not "no object" and whose probability p exceeds `threshold` compete
+    per pixel by p * sigmoid(m) (m: the logits upsampled, cropped and resized to the target). A segment is
+    dropped when its visible area is empty or < overlap_mask_area_threshold * its own area (pixels with
+    sigmoid(m) >= mask_threshold); its pixels stay 0. Segments of a class in `label_ids_to_fuse` (stuff) share
+    one id; `segments_info` lists each id once, with the score of its first query (transformers repeats the
+    entry for every fused query).
 
-    Returns per image {"segmentation": (H_t, W_t) int32, "segments_info": [{"id", "label_id",
-    "was_fused", "score"}]}, ids from 1 in query order and 0 where no segment.
+    Returns per image {"segmentation": (H_t, W_t) int32, "segments_info": [{"id", "label_id", "was_fused",
+    "score"}]}, ids from 1 in query order and 0 where no segment.
     """
     fuse = set() if label_ids_to_fuse is None else {int(label) for label in label_ids_to_fuse}
-    probs = _class_probs(class_logits)
-    num_classes = probs.shape[-1] - 1
-    class_scores, class_labels = probs.max(-1)  # (B, Q)
-    padded = (int(padded_size[0]), int(padded_size[1]))
+    class_logits, mask_logits, padded, sizes, queries = _prepared(
+        class_logits, mask_logits, padded_size, valid_sizes, target_sizes
+    )
+    num_classes = class_logits.shape[-1] - 1
     results = []
-    for b, (valid, target) in enumerate(_image_sizes(len(probs), padded, valid_sizes, target_sizes)):
-        keep = (class_labels[b] != num_classes) & (class_scores[b] > threshold)
-        scores, labels = class_scores[b, keep], class_labels[b, keep]  # M kept queries
+    for b, (valid, target) in enumerate(sizes):
+        scores, labels = class_logits[b, queries[b]].softmax(-1).max(-1)  # (Q,)
+        keep = (labels != num_classes) & (scores > threshold)
+        scores, labels, logits = scores[keep], labels[keep], mask_logits[b, queries[b][keep]]  # M kept
         if not len(scores):
             segmentation = torch.zeros(target, dtype=torch.int32, device=class_logits.device)
             results.append({"segmentation": segmentation, "segments_info": []})
             continue
-        masks = mask_logits[b, keep].detach().float().sigmoid()  # (M, h, w)
-        resampler = _Resampler(masks.shape[1:], padded, valid, target, masks.device, stride=_WINDOW_STRIDE)
-        masks = resampler.extend(masks)
-        extrema = resampler.window_extrema(masks)
-        own_area = _threshold_stats(resampler, masks, mask_threshold, strict=False, extrema=extrema)[
-            0
-        ].tolist()
-        winners = _argmax_map(
-            resampler, masks, lambda values, m, scores=scores: values * scores[m], extrema=extrema
-        )
-        visible = winners.counts(len(scores)).tolist()
-
-        segment_of = [0] * len(scores)
+        if len(logits) * target[0] * target[1] <= DENSE_LIMIT:
+            winner, visible, own_area = _panoptic_maps(scores, logits, padded, valid, target, mask_threshold)
+        else:
+            geometry = Geometry.of(tuple(logits.shape[-2:]), padded, valid, target, logits.device)
+            winner, visible, own_area = _panoptic_bounded(scores, logits, geometry, mask_threshold)
+        segment_of = [0] * len(scores)  # per kept query, its segment id (0: dropped)
         segments, fused_ids = [], {}
         for m, (label, score) in enumerate(zip(labels.tolist(), scores.tolist())):
             if visible[m] == 0 or own_area[m] == 0 or visible[m] / own_area[m] < overlap_mask_area_threshold:
@@ -256,95 +338,216 @@ def panoptic_segmentation(
             )
             if label in fuse:
                 fused_ids[label] = segment_of[m]
-        segmentation = winners.render(torch.tensor(segment_of, dtype=torch.int32, device=masks.device))
-        results.append({"segmentation": segmentation, "segments_info": segments})
+        lookup = torch.tensor(segment_of, dtype=torch.int32, device=winner.device)
+        results.append({"segmentation": take(lookup, winner.flatten()).view(target), "segments_info": segments})
     return results
 
 
+def _probability_at_least(threshold: float) -> float:
+    """The logit at which sigmoid reaches `threshold` (-inf / inf outside (0, 1))."""
+    if threshold <= 0:
+        return -math.inf
+    if threshold >= 1:
+        return math.inf
+    return math.log(threshold / (1 - threshold))
+
+
+def _panoptic_maps(scores: Tensor, logits: Tensor, padded, valid, target, mask_threshold: float):
+    """(winner query per pixel (H_t, W_t), visible pixels per query, own area per query), computed a group
+    of queries at a time with a running argmax (bounded memory; the first query wins ties, as argmax)."""
+    best = torch.full(target, -1.0, device=logits.device)
+    winner = torch.zeros(target, dtype=torch.long, device=logits.device)
+    own_area = []
+    group = max(1, _GROUP_ELEMENTS // (target[0] * target[1]))
+    for first in range(0, len(scores), group):
+        masks = _resized(_upsampled(logits[first : first + group], padded, valid), target).sigmoid_()
+        own_area += (masks >= mask_threshold).flatten(1).count_nonzero(1).tolist()
+        for m, weighted in enumerate(masks.mul_(scores[first : first + group, None, None]), start=first):
+            winner.masked_fill_(weighted > best, m)
+            torch.maximum(best, weighted, out=best)
+    visible = torch.bincount(winner.flatten(), minlength=len(scores))
+    return winner, visible.tolist(), own_area
+
+
+_GROUP_ELEMENTS = 1 << 24  # resampled values held at once (64 MB of float32)
+
+
+def _panoptic_bounded(scores: Tensor, logits: Tensor, geometry: Geometry, mask_threshold: float):
+    """As `_panoptic_maps`, deciding tiles from bounds: a tile's winner is certain when one query's least
+    weighted probability over the tile's window beats every other query's greatest, and its pixels count
+    towards a query's own area without evaluation when the window is entirely above (or below) the threshold
+    logit. Only the other tiles' pixels are evaluated."""
+    count = len(scores)
+    low, high = (bound.flatten(1) for bound in geometry.window_extrema(logits))  # (M, T) logits
+    least = low.sigmoid().mul_(scores[:, None])
+    most = high.sigmoid().mul_(scores[:, None])
+    best_value, best = least.max(0)
+    most.scatter_(0, best[None], -math.inf)
+    decided = best_value > most.max(0).values * (1 + _SLACK) + _SLACK
+    cut = _probability_at_least(mask_threshold)
+    if math.isfinite(cut):
+        margin = _SLACK * (1 + abs(cut))
+        inside, outside = low > cut + margin, high < cut - margin
+    else:  # thresholds at 0 or 1: the sigmoid's rounding decides, evaluate everything
+        inside = outside = torch.zeros_like(low, dtype=torch.bool)
+    tile_pixels = geometry.tile_pixels
+    own_area = torch.mv(inside.double(), tile_pixels.double()).long()
+    visible = torch.bincount(best[decided], weights=tile_pixels[decided].double(), minlength=count).long()
+    winner = geometry.paint(best)
+    unsure = ~(inside | outside)  # (M, T)
+    exact = ~decided | unsure.any(0)
+    if bool(exact.any()):
+        open_tiles = exact.nonzero().squeeze(1)
+        rows, cols, owner = geometry.pixels_of(open_tiles)
+        pixels = Pixels(geometry, rows, cols)
+        masks = pixels.blend(pixels.source_logits(logits)).sigmoid_().t()  # (M, n)
+        counted = unsure.index_select(1, open_tiles).index_select(1, owner)  # (M, n) not counted by tiles
+        own_area += ((masks >= mask_threshold) & counted).sum(1)
+        undecided = take(~decided, open_tiles).index_select(0, owner).nonzero().squeeze(1)  # winner still open
+        pixel_winner = argmax_rows(masks.index_select(1, undecided).mul_(scores[:, None]))
+        visible += torch.bincount(pixel_winner, minlength=count)
+        winner.view(-1)[take(geometry.flat_index(rows, cols), undecided)] = pixel_winner
+    return winner, visible.tolist(), own_area.tolist()
+
+
 # ----------------------------------------------------------------------------------------------------
-# Literal references: the algorithms above written plainly (every class or query resampled at full
-# resolution, Python loops over segments). For tests and `scripts/bench_postprocess.py` only.
+# Instance segmentation (Mask2Former's `instance_inference`)
 # ----------------------------------------------------------------------------------------------------
-def _reference_semantic(class_logits, mask_logits, *, padded_size, valid_sizes=None, target_sizes=None):
-    probs = class_logits.float().softmax(-1)[..., :-1]
-    segm = torch.einsum("bqk,bqhw->bkhw", probs, mask_logits.float().sigmoid())
-    sizes = _image_sizes(len(segm), padded_size, valid_sizes, target_sizes)
-    return [_resample_dense(segm[b], tuple(padded_size), v, t).argmax(0) for b, (v, t) in enumerate(sizes)]
+@torch.no_grad()
+def instance_segmentation(
+    class_logits: Tensor,
+    mask_logits: Tensor,
+    *,
+    padded_size: Sequence[int],
+    valid_sizes: Sequence[Sequence[int]] | None = None,
+    target_sizes: Sequence[Sequence[int]] | None = None,
+    threshold: float = 0.5,
+    mask_threshold: float = 0.5,
+    overlap_mask_area_threshold: float = 0.8,
+    return_binary_maps: bool = False,
+) -> list[dict]:
+    """Instances from the top-Q (query, class) pairs, scored like Mask2Former at the target size.
 
+    score = p_q(k) * mean of sigmoid(m_q) over the binary mask sigmoid(m_q) > mask_threshold (m: the logits
+    upsampled, cropped and resized to the target). Pairs scoring < threshold or with an empty mask are dropped.
+    Each pixel goes to the instance with the highest score * sigmoid among those whose binary mask covers it;
+    an instance is kept only if its visible area / binary area >= overlap_mask_area_threshold (0 keeps every
+    overlapping mask). transformers 5.x ignores mask_threshold and the overlap threshold.
 
-def _reference_instance(
-    class_logits, mask_logits, *, padded_size, valid_sizes=None, target_sizes=None,
-    threshold=0.5, mask_threshold=0.5, overlap_mask_area_threshold=0.8,
-):  # fmt: skip
-    probs = class_logits.float().softmax(-1)[..., :-1]
-    num_queries, num_classes = probs.shape[1:]
+    Returns per image {"segmentation", "segments_info": [{"id", "label_id", "was_fused", "score"}]}; see the
+    module docstring for the segmentation formats.
+    """
+    class_logits, mask_logits, padded, sizes, queries = _prepared(
+        class_logits, mask_logits, padded_size, valid_sizes, target_sizes
+    )
     results = []
-    for b, (valid, target) in enumerate(_image_sizes(len(probs), padded_size, valid_sizes, target_sizes)):
-        mask_probs = _resample_dense(mask_logits[b].float().sigmoid(), tuple(padded_size), valid, target)
-        candidates = []
-        for pair in probs[b].flatten().topk(num_queries).indices.tolist():
-            query, label = divmod(pair, num_classes)
-            binary = mask_probs[query] > mask_threshold
-            if binary.any():
-                score = probs[b, query, label].item() * mask_probs[query][binary].mean().item()
-                if score >= threshold:
-                    candidates.append((score, query, label))
-        candidates.sort(key=lambda candidate: -candidate[0])
-        best, winner = torch.zeros(target), torch.full(target, -1)
-        for n, (score, query, _) in enumerate(candidates):
-            weighted = score * mask_probs[query] * (mask_probs[query] > mask_threshold)
-            winner[weighted > best] = n
-            best = torch.maximum(best, weighted)
-        segmentation, segments = torch.full(target, -1, dtype=torch.int32), []
-        for n, (score, query, label) in enumerate(candidates):
-            area = (mask_probs[query] > mask_threshold).sum().item()
-            if (winner == n).sum().item() / area >= overlap_mask_area_threshold:
-                segmentation[winner == n] = len(segments)
-                segments.append(
-                    {"id": len(segments), "label_id": label, "was_fused": False, "score": round(score, 6)}
-                )
-        results.append({"segmentation": segmentation, "segments_info": segments})
-    return results
-
-
-def _reference_panoptic(
-    class_logits, mask_logits, *, padded_size, valid_sizes=None, target_sizes=None,
-    threshold=0.5, mask_threshold=0.5, overlap_mask_area_threshold=0.8, label_ids_to_fuse=None,
-):  # fmt: skip
-    fuse = set(label_ids_to_fuse or ())
-    num_classes = class_logits.shape[-1] - 1
-    class_scores, class_labels = class_logits.float().softmax(-1).max(-1)
-    results = []
-    for b, (valid, target) in enumerate(
-        _image_sizes(len(class_scores), padded_size, valid_sizes, target_sizes)
-    ):
-        keep = (class_labels[b] != num_classes) & (class_scores[b] > threshold)
-        scores, labels = class_scores[b, keep], class_labels[b, keep]
-        segmentation, segments, fused_ids = torch.zeros(target, dtype=torch.int32), [], {}
-        if len(scores):
-            mask_probs = _resample_dense(
-                mask_logits[b, keep].float().sigmoid(), tuple(padded_size), valid, target
+    for b, (valid, target) in enumerate(sizes):
+        probs = class_logits[b, queries[b]].softmax(-1)[:, :-1]  # (Q, K)
+        num_classes = probs.shape[1]
+        class_scores, pairs = probs.flatten().topk(min(len(probs), probs.numel()))  # best first
+        # The mask factor is <= 1, so a pair whose class probability misses the threshold cannot pass.
+        passing = class_scores >= threshold
+        class_scores, pairs = class_scores[passing], pairs[passing]
+        candidates, query_of = torch.unique(pairs // num_classes, return_inverse=True)  # U queries
+        if not len(candidates):
+            segmentation = (
+                torch.zeros(0, *target, dtype=torch.bool, device=probs.device)
+                if return_binary_maps
+                else torch.full(target, -1, dtype=torch.int32, device=probs.device)
             )
-            winner = (scores.view(-1, 1, 1) * mask_probs).argmax(0)
-            for m in range(len(scores)):
-                label, area = labels[m].item(), (winner == m).sum().item()
-                own_area = (mask_probs[m] >= mask_threshold).sum().item()
-                if area == 0 or own_area == 0 or area / own_area < overlap_mask_area_threshold:
-                    continue
-                if label in fused_ids:
-                    segment_id = fused_ids[label]
-                else:
-                    segment_id = len(segments) + 1
-                    segments.append(
-                        {
-                            "id": segment_id,
-                            "label_id": label,
-                            "was_fused": label in fuse,
-                            "score": round(scores[m].item(), 6),
-                        }
-                    )
-                    if label in fuse:
-                        fused_ids[label] = segment_id
-                segmentation[winner == m] = segment_id
+            results.append({"segmentation": segmentation, "segments_info": []})
+            continue
+        geometry = Geometry.of(tuple(mask_logits.shape[-2:]), padded, valid, target, mask_logits.device)
+        masks = _InstanceMasks(mask_logits[b, queries[b][candidates]], geometry, mask_threshold)
+        scores = class_scores * (masks.total / (masks.area + 1e-6))[query_of]  # Mask2Former's mean mask score
+        order = torch.argsort(scores, descending=True, stable=True)
+        order = order[(scores[order] >= threshold) & (masks.area[query_of[order]] > 0)]
+        instance_query, scores = query_of[order].tolist(), scores[order]  # N instances, best first
+        labels, area = (pairs[order] % num_classes).tolist(), masks.area[query_of[order]].tolist()
+        winner = masks.winners(instance_query, scores)  # (H_t, W_t), N where no instance
+        visible = torch.bincount(winner.flatten(), minlength=len(order) + 1).tolist()
+        kept = [visible[n] / area[n] >= overlap_mask_area_threshold for n in range(len(order))]
+        segment_of = torch.full((len(order) + 1,), -1, dtype=torch.int32, device=probs.device)
+        segments = []
+        for n, (label, score) in enumerate(zip(labels, scores.tolist())):
+            if kept[n]:
+                segment_of[n] = len(segments)
+                segments.append({"id": len(segments), "label_id": label, "was_fused": False, "score": round(score, 6)})
+        if return_binary_maps:
+            segmentation = masks.binary([u for u, keep in zip(instance_query, kept) if keep])
+        else:
+            segmentation = take(segment_of, winner.flatten()).view(target)
         results.append({"segmentation": segmentation, "segments_info": segments})
     return results
+
+
+def _span(reached: Tensor, axis) -> list[tuple[int, int] | None]:
+    """Per map, the output coordinates first..last-1 covered by its reached tiles (None: none); (U, T_axis)."""
+    count = reached.shape[1]
+    first = reached.int().argmax(1)
+    last = count - 1 - reached.flip(1).int().argmax(1)
+    any_reached = reached.any(1)
+    start, end = axis.start[first], axis.start[last] + axis.count[last]
+    return [
+        (a, b) if ok else None for a, b, ok in zip(start.tolist(), end.tolist(), any_reached.tolist())
+    ]
+
+
+class _InstanceMasks:
+    """The candidate queries' masks at the output size, each evaluated only over the bounding box of the tiles
+    its logits can reach the threshold in (outside, sigmoid <= mask_threshold for certain)."""
+
+    def __init__(self, logits: Tensor, geometry: Geometry, mask_threshold: float) -> None:
+        self.geometry, self.threshold = geometry, mask_threshold
+        cut = _probability_at_least(mask_threshold)
+        margin = _SLACK * (1 + abs(cut)) if math.isfinite(cut) else 0.0
+        self.boxes, self.values = [], []
+        if len(logits) * geometry.target[0] * geometry.target[1] <= DENSE_LIMIT:  # small: all at once
+            masks = geometry.full(logits).sigmoid_()  # (U, H_t, W_t)
+            inside = masks > mask_threshold
+            self.area = inside.flatten(1).count_nonzero(1)
+            self.total = (masks * inside).flatten(1).sum(1)
+            self.boxes = [((0, geometry.target[0]), (0, geometry.target[1]))] * len(logits)
+            self.values = list(masks)
+            return
+        reach = geometry.window_extrema(logits)[1] >= cut - margin  # (U, T_y, T_x)
+        boxes = [_span(reach.any(2), geometry.y), _span(reach.any(1), geometry.x)]
+        area, total = [], []
+        for u, (rows, cols) in enumerate(zip(*boxes)):
+            if rows is None:
+                self.boxes.append(None)
+                self.values.append(None)
+                area.append(0)
+                total.append(0.0)
+                continue
+            values = geometry.region(logits[u], rows, cols).sigmoid_()
+            inside = values > mask_threshold
+            self.boxes.append((rows, cols))
+            self.values.append(values)
+            area.append(int(inside.count_nonzero()))
+            total.append(float(torch.where(inside, values, 0.0).sum()))
+        self.area = torch.tensor(area, dtype=torch.long, device=logits.device)
+        self.total = torch.tensor(total, device=logits.device)
+
+    def winners(self, instance_query: list[int], scores: Tensor) -> Tensor:
+        """Per pixel, the instance whose binary mask covers it with the highest score * sigmoid (the first one
+        on ties), or N where none does: (H_t, W_t) int64."""
+        target = self.geometry.target
+        best = torch.full(target, -1.0, device=scores.device)
+        winner = torch.full(target, len(instance_query), dtype=torch.long, device=scores.device)
+        for n, (u, score) in enumerate(zip(instance_query, scores.tolist())):
+            (top, bottom), (left, right) = self.boxes[u]
+            values = self.values[u]
+            weighted = (values * score).masked_fill_(values <= self.threshold, -1.0)
+            region_best, region_winner = best[top:bottom, left:right], winner[top:bottom, left:right]
+            region_winner.masked_fill_(weighted > region_best, n)
+            torch.maximum(region_best, weighted, out=region_best)
+        return winner
+
+    def binary(self, queries: list[int]) -> Tensor:
+        """(len(queries), H_t, W_t) bool: each query's binary mask."""
+        maps = torch.zeros(len(queries), *self.geometry.target, dtype=torch.bool, device=self.area.device)
+        for n, u in enumerate(queries):
+            (top, bottom), (left, right) = self.boxes[u]
+            maps[n, top:bottom, left:right] = self.values[u] > self.threshold
+        return maps

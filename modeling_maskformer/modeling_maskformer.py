@@ -19,6 +19,7 @@ from transformers.utils import ModelOutput
 from .backbone import build_backbone
 from .configuration.configuration_maskformer import MaskFormerConfig
 from .configuration.remote_code import HubFolderMixin
+from .fast_inference import native_bf16
 from .loading import (
     MaskFormerLoadError,
     check_loading_info,
@@ -319,6 +320,29 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         )
         self.post_init()
 
+    def enable_fast_inference(self, bf16: bool | None = None) -> MaskFormerForInstanceSegmentation:
+        """Opt into the fast inference path; returns the model.
+
+        Weights and inputs go channels-last and, when `bf16` is True (or, by default, when the device computes
+        bf16 natively: AVX512-BF16 or AMX on a CPU, see `fast_inference.native_bf16`), the forward pass runs
+        under bf16 autocast. Outputs stay float32. Training (a forward with labels, or in train mode) is not
+        affected. `disable_fast_inference()` undoes it.
+        """
+        self.to(memory_format=torch.channels_last)
+        self._fast_inference_bf16 = native_bf16(self.device) if bf16 is None else bool(bf16)
+        return self
+
+    def disable_fast_inference(self) -> MaskFormerForInstanceSegmentation:
+        self.to(memory_format=torch.contiguous_format)
+        self._fast_inference_bf16 = None
+        return self
+
+    @property
+    def fast_inference(self) -> dict | None:
+        """None when off, else {"channels_last": True, "bf16": bool}."""
+        bf16 = getattr(self, "_fast_inference_bf16", None)
+        return None if bf16 is None else {"channels_last": True, "bf16": bf16}
+
     def predict(self, queries: Tensor, mask_features: Tensor) -> tuple[Tensor, Tensor]:
         """queries (B, Q, C), mask_features (B, C_mask, h, w) -> class logits (B, Q, K+1), mask logits (B, Q, h, w)."""
         mask_embeddings = self.mask_head(queries)  # (B, Q, C_mask)
@@ -339,6 +363,32 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         """pixel_values (B, 3, H, W); per image mask_labels (N, H, W) and class_labels (N,) to get a loss."""
         if (mask_labels is None) != (class_labels is None):
             raise ValueError("pass both mask_labels and class_labels to compute the loss, or neither")
+        compute_loss = mask_labels is not None
+        fast = self.fast_inference
+        if fast is not None and not compute_loss and not self.training:
+            with torch.autocast(pixel_values.device.type, dtype=torch.bfloat16, enabled=fast["bf16"]):
+                outputs = self._forward(
+                    pixel_values.contiguous(memory_format=torch.channels_last), pixel_mask=pixel_mask,
+                    output_auxiliary_logits=output_auxiliary_logits, output_hidden_states=output_hidden_states,
+                )  # fmt: skip
+            outputs.class_queries_logits = outputs.class_queries_logits.float()
+            outputs.masks_queries_logits = outputs.masks_queries_logits.float()
+            return outputs
+        return self._forward(
+            pixel_values, mask_labels, class_labels, pixel_mask=pixel_mask,
+            output_auxiliary_logits=output_auxiliary_logits, output_hidden_states=output_hidden_states,
+        )  # fmt: skip
+
+    def _forward(
+        self,
+        pixel_values: Tensor,
+        mask_labels: list[Tensor] | None = None,
+        class_labels: list[Tensor] | None = None,
+        *,
+        pixel_mask: Tensor | None,
+        output_auxiliary_logits: bool | None,
+        output_hidden_states: bool | None,
+    ) -> MaskFormerForInstanceSegmentationOutput:
         compute_loss = mask_labels is not None
         if self.training and not compute_loss:
             self._warn_training_mode()

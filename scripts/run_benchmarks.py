@@ -15,16 +15,13 @@ so that load drifting on a shared machine hits both alike. torch uses --threads 
   input, alone and with bf16 autocast (the faster of the two is the "fast path" row); with --compile,
   `torch.compile(ours)` in a separate process (compile time reported; skipped with a note on failure or
   after --compile-timeout).
-- post-processing: the three `post_process_*` of each processor, fed identical outputs of a confident model
-  crafted from a synthetic ADE-like label map (20 segments with distinct classes, 512x683 original, 512x704
-  padded input; one query per segment with a confident class and mask logits +8 inside the segment at 1/4
-  resolution, -8 outside, 5x5 blur, unit noise; the other 80 queries "no object"). Agreement: share of our
-  pixels equal to the literal `_reference_*` implementations in `image_processing/post_processing.py` at the
-  same padded geometry; for semantic also vs transformers without padding and at the input size (where its
-  algorithm is the same, so exact); panoptic vs transformers there is informational (its overlap test differs).
-- pipeline: `pipeline("image-segmentation")(image, subtask="semantic")` on a 512x683 PIL image, each side with
-  its own model and processor; timed with the model's own (random-weight, near-uniform) logits and with the
-  logits swapped, after the full forward, for the crafted confident ones (the realistic case).
+- post-processing: the three `post_process_*` of each processor on identical model outputs in several regimes
+  (a random-init model's, a trained model's recorded at 128 px, 384 px and as a padded mixed batch, crafted
+  confident ones, and the mixed batch again with another process busy), with the share of pixels equal to
+  the authors' algorithm (tests/reference_inference.py); see modeling_maskformer/benchmarks/postprocess.py.
+- pipeline: the whole `pipeline("image-segmentation")` call with default settings and with subtask="semantic",
+  in the random-init, trained and crafted regimes; ours also with `fast_inference=True` (channels-last, bf16
+  where native); see modeling_maskformer/benchmarks/pipeline.py.
 - image processor: 2 PIL images 512x683 with semantic maps (150 classes, 20 present), shortest_edge 512,
   longest_edge 2048, size_divisor 32, ignore_index 255 on both sides.
 - training (R50 by default; --train-backbones): batch of two 512x512 images with 20 instance masks each,

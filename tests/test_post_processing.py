@@ -1,13 +1,15 @@
-"""Semantic, instance and panoptic post-processing: hand-computed cases, parity with the literal
-reference implementations, and with transformers where it runs the same algorithm.
+"""Semantic, instance and panoptic post-processing: hand-computed cases, and agreement with the authors'
+algorithm (tests/reference_inference.py, written from their code) on random, crafted and recorded outputs.
 
 Hand-built cases: 8x8 mask logits of a 32x32 padded input (stride 4). "Left" masks are +20 on low-res
-columns 0..3 and -20 elsewhere, so after bilinear upsampling the probability is 1 on columns 0..13,
-0.875 on column 14, 0.625 on 15, 0.375 on 16, 0.125 on 17 and 0 beyond ("right" mirrors it).
+columns 0..3 and -20 elsewhere, so the upsampled logit is 20 on columns 0..13, 15 on column 14, 5 on 15,
+-5 on 16, -15 on 17 and -20 beyond ("right" mirrors it); the sigmoid comes after the upsampling, as in
+the original: probability 1.0 on columns 0..14 (to float precision), 0.9933 on 15, 0.0067 on 16.
 """
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -15,14 +17,14 @@ import torch
 from transformers import MaskFormerImageProcessor
 
 from modeling_maskformer.benchmarks.common import random_outputs
+from modeling_maskformer.benchmarks.recorded import SETS, load_recorded
 from modeling_maskformer.image_processing.post_processing import (
-    _reference_instance,
-    _reference_panoptic,
-    _reference_semantic,
     instance_segmentation,
     panoptic_segmentation,
     semantic_segmentation,
 )
+
+import reference_inference as reference
 
 PADDED = (32, 32)
 LEFT = torch.full((8, 8), -20.0)
@@ -81,8 +83,9 @@ def test_semantic_crops_the_padding_before_resizing():
     assert torch.equal(valid_only, columns((0, 16, 0), (16, 24, 2)))
 
 
-def test_semantic_matches_transformers_without_padding():
-    """transformers resizes without cropping: the same algorithm when there is nothing to crop."""
+def test_semantic_follows_the_original_order_not_transformers():
+    """transformers applies the sigmoid at stride 4, before resizing; the authors upsample the logits first.
+    Without padding the two differ only in that order: ours equals the original, not transformers."""
     class_logits, mask_logits = random_outputs(
         "confident", batch_size=2, num_queries=20, num_classes=10, mask_size=(32, 32), num_objects=5
     )
@@ -91,15 +94,20 @@ def test_semantic_matches_transformers_without_padding():
         target_sizes=[(128, 128)] * 2,
     )
     ours = semantic_segmentation(class_logits, mask_logits, padded_size=(128, 128))
-    for a, b in zip(ours, theirs):
-        assert torch.equal(a, b)
+    original = reference.semantic(class_logits, mask_logits, padded_size=(128, 128))
+    assert all(torch.equal(a, b) for a, b in zip(ours, original))
+    assert not all(torch.equal(a, b) for a, b in zip(ours, theirs))
 
 
 # ----------------------------------------------------------------------------------------------------
 # Instance
 # ----------------------------------------------------------------------------------------------------
-# Mean probability inside a half mask (prob > 0.5: 14 columns of 1, then 0.875 and 0.625).
-HALF_MEAN = (14 + 0.875 + 0.625) / 16
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+# Mean probability inside a half mask (probability > 0.5: columns 0..15, logits 20 x 14, 15, 5).
+HALF_MEAN = (14 * _sigmoid(20) + _sigmoid(15) + _sigmoid(5)) / 16
 
 
 def test_instance_scores_ids_and_map():
@@ -119,24 +127,25 @@ def test_instance_scores_ids_and_map():
     assert ids_labels_fused(strict["segments_info"]) == [(0, 0, False)]
     assert torch.equal(strict["segmentation"].long(), columns((0, 16, 0), (16, 32, -1)))
 
-    # A stricter mask threshold shrinks the binary mask to the columns of probability 1.
-    (sharp,) = instance_segmentation(class_logits, mask_logits, padded_size=PADDED, mask_threshold=0.9)
-    assert [s["score"] for s in sharp["segments_info"]] == pytest.approx([0.9, 0.8], abs=1e-5)
-    assert torch.equal(sharp["segmentation"].long(), columns((0, 14, 0), (14, 18, -1), (18, 32, 1)))
+    # A stricter mask threshold drops column 15 (probability sigmoid(5) = 0.9933) from the binary mask.
+    (sharp,) = instance_segmentation(class_logits, mask_logits, padded_size=PADDED, mask_threshold=0.995)
+    sharp_mean = (14 * _sigmoid(20) + _sigmoid(15)) / 15
+    assert [s["score"] for s in sharp["segments_info"]] == pytest.approx([0.9 * sharp_mean, 0.8 * sharp_mean], abs=1e-5)
+    assert torch.equal(sharp["segmentation"].long(), columns((0, 15, 0), (15, 17, -1), (17, 32, 1)))
 
 
 def test_instance_overlap_threshold_and_binary_maps():
-    # Instance 1 (score 0.8) covers everything; instance 0 (score 0.871875) outbids it on columns
-    # 0..13 only (0.871875 * 0.875 < 0.8 on column 14). Visible / own area: 14/16 and 18/32.
+    # Instance 1 (score 0.8) covers everything; instance 0 (score 0.9 * HALF_MEAN = 0.8996) outbids it on its
+    # whole mask, columns 0..15 (0.8996 * 0.9933 > 0.8 on column 15). Visible / own area: 16/16 and 16/32.
     class_logits, mask_logits = outputs(([0.9, 0.05, 0.05], LEFT), ([0.1, 0.8, 0.1], EVERYWHERE))
     kw = {"padded_size": PADDED}
     (result,) = instance_segmentation(class_logits, mask_logits, **kw)
     assert ids_labels_fused(result["segments_info"]) == [(0, 0, False)]
-    assert torch.equal(result["segmentation"].long(), columns((0, 14, 0), (14, 32, -1)))
+    assert torch.equal(result["segmentation"].long(), columns((0, 16, 0), (16, 32, -1)))
 
     (loose,) = instance_segmentation(class_logits, mask_logits, overlap_mask_area_threshold=0.5, **kw)
     assert ids_labels_fused(loose["segments_info"]) == [(0, 0, False), (1, 1, False)]
-    assert torch.equal(loose["segmentation"].long(), columns((0, 14, 0), (14, 32, 1)))
+    assert torch.equal(loose["segmentation"].long(), columns((0, 16, 0), (16, 32, 1)))
 
     (binary,) = instance_segmentation(
         class_logits, mask_logits, overlap_mask_area_threshold=0.5, return_binary_maps=True, **kw
@@ -209,15 +218,15 @@ def test_panoptic_threshold_and_overlap_drops():
     assert ids_labels_fused(weak["segments_info"]) == [(1, 0, False)]
     assert torch.equal(weak["segmentation"], torch.ones(32, 32, dtype=torch.int32))
 
-    # Query 1 (0.85) owns columns >= 8 (24 columns) but wins only 14..31 against query 0 (0.9):
-    # 18/24 = 0.75 < 0.8, dropped, leaving those pixels without a segment; kept at 0.7.
+    # Query 1 (0.85) owns columns >= 8 (24 columns) but wins only 16..31 against query 0 (0.9, probability
+    # 0.9933 on column 15): 16/24 = 0.67 < 0.8, dropped, leaving those pixels without a segment; kept at 0.6.
     queries = (([0.9, 0.05, 0.05], LEFT), ([0.05, 0.85, 0.1], FROM_COL_2))
     strict = panoptic(*queries)
     assert ids_labels_fused(strict["segments_info"]) == [(1, 0, False)]
-    assert torch.equal(strict["segmentation"].long(), columns((0, 14, 1), (14, 32, 0)))
-    loose = panoptic(*queries, overlap_mask_area_threshold=0.7)
+    assert torch.equal(strict["segmentation"].long(), columns((0, 16, 1), (16, 32, 0)))
+    loose = panoptic(*queries, overlap_mask_area_threshold=0.6)
     assert ids_labels_fused(loose["segments_info"]) == [(1, 0, False), (2, 1, False)]
-    assert torch.equal(loose["segmentation"].long(), columns((0, 14, 1), (14, 32, 2)))
+    assert torch.equal(loose["segmentation"].long(), columns((0, 16, 1), (16, 32, 2)))
 
     # Outbid everywhere: no visible pixel, no segment (ids stay consecutive).
     covered = panoptic(([0.9, 0.05, 0.05], LEFT), ([0.02, 0.95, 0.03], EVERYWHERE))
@@ -254,7 +263,7 @@ def test_panoptic_matches_transformers_on_the_simple_case():
 
 
 # ----------------------------------------------------------------------------------------------------
-# Parity with the literal algorithms on random confident outputs
+# Agreement with the original algorithm (tests/reference_inference.py)
 # ----------------------------------------------------------------------------------------------------
 SIZES = [
     pytest.param({"padded_size": (128, 128)}, id="unpadded"),
@@ -277,41 +286,79 @@ SIZES = [
 ]
 
 
-def agreement(ours: torch.Tensor, reference: torch.Tensor) -> float:
-    assert ours.shape == reference.shape
-    return (ours.long() == reference.long()).double().mean().item()
+def agreement(ours: torch.Tensor, expected: torch.Tensor) -> float:
+    assert ours.shape == expected.shape
+    return (ours.long() == expected.long()).double().mean().item()
 
 
-def same_segments(ours: list[dict], reference: list[dict]) -> bool:
-    return ids_labels_fused(ours) == ids_labels_fused(reference) and all(
-        abs(a["score"] - b["score"]) < 1e-4 for a, b in zip(ours, reference)
+def same_segments(ours: list[dict], expected: list[dict]) -> bool:
+    """Same ids, labels and fusing; scores to 1e-4 (float32 sums in a different order)."""
+    return ids_labels_fused(ours) == ids_labels_fused(expected) and all(
+        abs(a["score"] - b["score"]) < 1e-4 for a, b in zip(ours, expected)
     )
+
+
+def check_all_tasks(class_logits, mask_logits, sizes, *, semantic_floor=0.999, instance=None, panoptic=None):
+    for method in ("dense", "bounded"):
+        for ours, expected in zip(
+            semantic_segmentation(class_logits, mask_logits, method=method, **sizes),
+            reference.semantic(class_logits, mask_logits, **sizes),
+        ):
+            assert agreement(ours, expected) >= semantic_floor, method
+    for function, expected_function, options in [
+        (instance_segmentation, reference.instance, instance or {"threshold": 0.3}),
+        (panoptic_segmentation, reference.panoptic, panoptic or {"label_ids_to_fuse": {0, 1, 2}}),
+    ]:
+        for ours, expected in zip(
+            function(class_logits, mask_logits, **sizes, **options),
+            expected_function(class_logits, mask_logits, **sizes, **options),
+        ):
+            assert agreement(ours["segmentation"], expected["segmentation"]) >= 0.999
+            assert same_segments(ours["segments_info"], expected["segments_info"])
 
 
 @pytest.mark.parametrize("kind", ["confident", "noisy"])
 @pytest.mark.parametrize("sizes", SIZES)
-def test_parity_with_reference(kind, sizes):
+def test_agrees_with_the_original_on_crafted_outputs(kind, sizes):
     class_logits, mask_logits = random_outputs(
         kind, batch_size=2, num_queries=20, num_classes=10, mask_size=(32, 32), num_objects=6
     )
-    for ours, reference in zip(
-        semantic_segmentation(class_logits, mask_logits, **sizes),
-        _reference_semantic(class_logits, mask_logits, **sizes),
-    ):
-        assert agreement(ours, reference) >= 0.999
-    for function, reference_function, options in [
-        (instance_segmentation, _reference_instance, {"threshold": 0.3}),
-        (panoptic_segmentation, _reference_panoptic, {"label_ids_to_fuse": {0, 1, 2}}),
-    ]:
-        for ours, reference in zip(
-            function(class_logits, mask_logits, **sizes, **options),
-            reference_function(class_logits, mask_logits, **sizes, **options),
-        ):
-            assert agreement(ours["segmentation"], reference["segmentation"]) >= 0.999
-            assert same_segments(ours["segments_info"], reference["segments_info"])
+    check_all_tasks(class_logits, mask_logits, sizes)
 
 
-def test_parity_on_tiny_and_coarse_grids():
+def _geometry(recorded: dict, scale: float = 1.0) -> dict:
+    real = recorded["pixel_mask"].bool()
+    valid = torch.stack([real.any(2).sum(1), real.any(1).sum(1)], 1).tolist()
+    targets = [[round(h * scale), round(w * scale)] for h, w in recorded["target_sizes"].tolist()]
+    return {"padded_size": tuple(real.shape[-2:]), "valid_sizes": valid, "target_sizes": targets}
+
+
+@pytest.mark.parametrize("name", SETS)
+@pytest.mark.parametrize("scale", [1.0, 1.37, 0.6])
+def test_agrees_with_the_original_on_a_trained_models_outputs(name, scale):
+    """Outputs of the `make demo` model on held-out scenes, recorded (demo_mixed: a padded mixed-size batch),
+    at the scenes' sizes and resized up and down."""
+    recorded = load_recorded(name)
+    class_logits, mask_logits = recorded["class_queries_logits"], recorded["masks_queries_logits"]
+    check_all_tasks(
+        class_logits, mask_logits, _geometry(recorded, scale),
+        instance={"threshold": 0.5}, panoptic={"threshold": 0.8, "label_ids_to_fuse": {6, 7, 8}},
+    )  # fmt: skip
+
+
+def test_agrees_with_the_original_on_untrained_outputs():
+    """A freshly initialised model: near-uniform class probabilities, large smooth mask logits."""
+    generator = torch.Generator().manual_seed(3)
+    class_logits = torch.randn(1, 30, 41, generator=generator) * 0.3
+    coarse = torch.randn(1, 30, 12, 14, generator=generator) * 5
+    mask_logits = torch.nn.functional.interpolate(coarse, size=(48, 56), mode="bilinear") + torch.randn(
+        1, 30, 48, 56, generator=generator
+    )
+    sizes = {"padded_size": (192, 224), "valid_sizes": [(192, 213)], "target_sizes": [(288, 320)]}
+    check_all_tasks(class_logits, mask_logits, sizes, instance={"threshold": 0.0}, panoptic={"threshold": 0.0})
+
+
+def test_agrees_with_the_original_on_tiny_and_coarse_grids():
     """Mask grids smaller than a 3x3 window and a target smaller than the mask grid."""
     for mask_size, padded, valid, target in [
         ((2, 3), (8, 12), (7, 12), (29, 5)),
@@ -321,16 +368,26 @@ def test_parity_on_tiny_and_coarse_grids():
             "noisy", num_queries=8, num_classes=4, mask_size=mask_size, num_objects=3
         )
         sizes = {"padded_size": padded, "valid_sizes": [valid], "target_sizes": [target]}
-        assert (
-            agreement(
-                semantic_segmentation(class_logits, mask_logits, **sizes)[0],
-                _reference_semantic(class_logits, mask_logits, **sizes)[0],
-            )
-            == 1.0
-        )
-        ours = panoptic_segmentation(class_logits, mask_logits, threshold=0.2, **sizes)[0]
-        reference = _reference_panoptic(class_logits, mask_logits, threshold=0.2, **sizes)[0]
-        assert agreement(ours["segmentation"], reference["segmentation"]) == 1.0
+        check_all_tasks(class_logits, mask_logits, sizes, semantic_floor=1.0, panoptic={"threshold": 0.2})
+
+
+def test_non_finite_queries_are_ignored_with_a_warning(caplog):
+    class_logits, mask_logits = outputs(
+        ([0.9, 0.05, 0.05], LEFT), ([0.05, 0.9, 0.05], RIGHT), ([0.05, 0.9, 0.05], EVERYWHERE)
+    )
+    broken_class, broken_mask = class_logits.clone(), mask_logits.clone()
+    broken_class[0, 2, 0] = math.inf  # would win everywhere through a NaN softmax
+    broken_mask[0, 2, 3, 3] = math.nan
+    clean = (class_logits[:, :2], mask_logits[:, :2])
+    with caplog.at_level("WARNING"):
+        semantic = semantic_segmentation(broken_class, broken_mask, padded_size=PADDED)[0]
+    assert "non-finite" in caplog.text
+    assert torch.equal(semantic, semantic_segmentation(*clean, padded_size=PADDED)[0])
+    assert torch.equal(semantic, columns((0, 16, 0), (16, 32, 1)))
+    for function in (instance_segmentation, panoptic_segmentation):
+        ours, expected = function(broken_class, broken_mask, padded_size=PADDED)[0], function(*clean, padded_size=PADDED)[0]
+        assert torch.equal(ours["segmentation"], expected["segmentation"])
+        assert ours["segments_info"] == expected["segments_info"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
@@ -351,6 +408,8 @@ def test_runs_on_gpu():
 
 
 def test_input_checks():
+    with pytest.raises(ValueError, match="method"):
+        semantic_segmentation(*SEMANTIC, padded_size=PADDED, method="fast")
     with pytest.raises(ValueError, match="does not fit"):
         semantic_segmentation(*SEMANTIC, padded_size=PADDED, valid_sizes=[(40, 32)])
     with pytest.raises(ValueError, match="target_sizes"):

@@ -1,17 +1,30 @@
-"""Pipeline section: `pipeline("image-segmentation")(image, subtask="semantic")`, each side with its own model
-and processor."""
+"""Pipeline section: the whole `pipeline("image-segmentation")` call, each side with its own model and processor.
+
+Three regimes, as in the post-processing section: "random-init" (the random-weight models as they are, on a
+512x683 scene), "trained" (a 384 px synthetic scene; after the full forward pass a hook replaces the logits
+with the recorded outputs of the `make demo` model on such a scene) and "crafted" (512x683; the crafted
+confident logits). Calls: the stock pipeline with default settings (no subtask: panoptic, threshold 0.9) and
+with subtask="semantic" on both sides; ours also through `MaskFormerSegmentationPipeline(fast_inference=True)`
+(channels-last, bf16 autocast where the CPU computes bf16 natively).
+"""
 
 from __future__ import annotations
+
+import copy
 
 import torch
 import transformers
 
-from .common import Settings, median_times, scene_image
-from .postprocess import post_processing_inputs
+from ..data import SyntheticShapesConfig, build_dataset
+from ..image_processing import MaskFormerImageProcessor
+from ..pipeline import MaskFormerSegmentationPipeline
+from .common import Settings, median_times, processor_settings, scene_image
+from .postprocess import crafted_regime
+from .recorded import load_recorded
 
 
 def swap_logits(class_logits: torch.Tensor, mask_logits: torch.Tensor):
-    """A forward hook: the model runs in full, then its logits are replaced by the crafted confident ones."""
+    """A forward hook: the model runs in full, then its logits are replaced."""
 
     def hook(module, args, output):
         output["class_queries_logits"], output["masks_queries_logits"] = class_logits, mask_logits
@@ -20,24 +33,50 @@ def swap_logits(class_logits: torch.Tensor, mask_logits: torch.Tensor):
     return hook
 
 
+def synthetic_scene(size: int):
+    dataset = build_dataset(
+        "synthetic", "validation", num_images=1, image_size=size, config=SyntheticShapesConfig(thing_colours="by_class")
+    )
+    return dataset[0]["image"]
+
+
 def bench_pipeline(theirs, their_processor, ours, our_processor, settings: Settings) -> dict:
-    """Timed twice: as is (random weights: near-uniform, unrealistic logits) and with the model's logits
-    swapped for the crafted confident ones of the post-processing section (the figure the target is for)."""
-    image = scene_image(*settings.original, seed=3)
-    segmenters = {
-        "transformers": transformers.pipeline(
-            "image-segmentation", model=theirs, image_processor=their_processor
-        ),
-        "ours": transformers.pipeline("image-segmentation", model=ours, image_processor=our_processor),
+    result = {}
+    scene = scene_image(*settings.original, seed=3)
+    trained = load_recorded("demo_384")
+    crafted = crafted_regime(settings)
+    regimes = {
+        "random-init": (scene, None),
+        "trained": (synthetic_scene(384), (trained["class_queries_logits"][:1], trained["masks_queries_logits"][:1])),
+        "crafted": (scene, (crafted["class_queries_logits"], crafted["masks_queries_logits"])),
     }
-    functions = {name: (lambda s=s: s(image, subtask="semantic")) for name, s in segmenters.items()}
-    result = {"image": [image.height, image.width]}
-    result["seconds_random_init_logits"] = median_times(functions, settings.repeats, settings.warmup)
-    class_logits, mask_logits = post_processing_inputs(settings)[:2]
-    hooks = [model.register_forward_hook(swap_logits(class_logits, mask_logits)) for model in (theirs, ours)]
-    try:
-        result["seconds"] = median_times(functions, settings.repeats, settings.warmup)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    resize_to = {"random-init": None, "trained": 384, "crafted": None}
+    fast_model = copy.deepcopy(ours)
+    for name, (image, logits) in regimes.items():
+        size = resize_to[name]
+        processors = [their_processor, our_processor]
+        if size is not None:  # keep the scene at its recorded size on both sides
+            same = {**processor_settings(settings), "size": {"shortest_edge": size, "longest_edge": 4 * size}}
+            processors = [transformers.MaskFormerImageProcessor(**same), MaskFormerImageProcessor(**same)]
+        segmenters = {
+            "transformers": transformers.pipeline("image-segmentation", model=theirs, image_processor=processors[0]),
+            "ours": transformers.pipeline("image-segmentation", model=ours, image_processor=processors[1]),
+        }
+        segmenters["ours_fast"] = transformers.pipeline(
+            "image-segmentation", model=fast_model, image_processor=processors[1],
+            pipeline_class=MaskFormerSegmentationPipeline, fast_inference=True,
+        )  # fmt: skip
+        hooks = []
+        if logits is not None:
+            hooks = [model.register_forward_hook(swap_logits(*logits)) for model in (theirs, ours, fast_model)]
+        try:
+            entry = {"image": [image.height, image.width]}
+            for call, kwargs in (("defaults", {}), ("semantic", {"subtask": "semantic"})):
+                functions = {key: (lambda s=s, kw=kwargs, im=image: s(im, **kw)) for key, s in segmenters.items()}
+                entry[call] = median_times(functions, settings.repeats, settings.warmup)
+            result[name] = entry
+        finally:
+            for hook in hooks:
+                hook.remove()
+    result["fast_path"] = fast_model.fast_inference
     return result

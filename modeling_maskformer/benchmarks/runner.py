@@ -7,10 +7,10 @@ import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from .common import FULL, QUICK, TINY, Settings, build_checkpoints, load_pair, machine_info
+from .common import FULL, QUICK, TINY, Settings, build_checkpoints, load_pair, machine_info, scene_image
 from .forward import bench_forward
 from .pipeline import bench_pipeline
-from .postprocess import bench_post_processing
+from .postprocess import bench_post_processing, random_init_outputs
 from .processor import bench_image_processor
 from .training import bench_compile, bench_training
 
@@ -45,9 +45,12 @@ def run_all(
         folders = {}
         for backbone in dict.fromkeys(backbones + train_backbones):
             folders[backbone] = build_checkpoints(backbone, Path(workdir) / backbone, settings)
+        random_init = None
         for backbone in backbones:
             print(f"forward and pipeline, {backbone} ...", flush=True)
             theirs, their_processor, ours, our_processor = load_pair(folders[backbone])
+            if random_init is None:  # the first backbone's outputs: the post-processing's random-init regime
+                random_init = random_init_outputs(ours, scene_image(*settings.original, seed=3), our_processor)
             results["forward"][backbone] = bench_forward(theirs, ours, settings)
             results["pipeline"][backbone] = bench_pipeline(
                 theirs, their_processor, ours, our_processor, settings
@@ -60,7 +63,7 @@ def run_all(
                 for backbone in backbones
             }
         print("post-processing and image processor ...", flush=True)
-        results["post_processing"] = bench_post_processing(settings)
+        results["post_processing"] = bench_post_processing(settings, random_init)
         results["image_processor"] = bench_image_processor(settings)
         for backbone in train_backbones:
             for deep in {"deep": [True], "last": [False], "both": [True, False]}[supervision]:
