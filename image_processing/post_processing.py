@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .resampling import Geometry, Pixels, argmax_rows, image_sizes, take
+from .resampling import Geometry, Pixels, _mix, argmax_rows, image_sizes, take
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +135,57 @@ def semantic_segmentation(
             geometry = Geometry.of(tuple(logits.shape[-2:]), padded, valid, target, logits.device)
             results.append(_semantic_bounded(probs, logits, geometry))
     return results
+
+
+@torch.no_grad()
+def semantic_scores(
+    class_logits: Tensor,
+    mask_logits: Tensor,
+    *,
+    padded_size: Sequence[int],
+    valid_sizes: Sequence[Sequence[int]] | None = None,
+    target_sizes: Sequence[Sequence[int]] | None = None,
+    rows: tuple[int, int] | None = None,
+) -> list[Tensor]:
+    """The per-class score maps before the argmax: R(sum_q p_q(k) * sigmoid(U(m_q))), (K, H_t, W_t) float32
+    per image, or only the output rows rows[0]..rows[1]-1 (to bound memory: K x rows x W_t).
+
+    `semantic_segmentation` gives their argmax without computing them all; test-time augmentation averages them.
+    """
+    class_logits, mask_logits, padded, sizes, queries = _prepared(
+        class_logits, mask_logits, padded_size, valid_sizes, target_sizes
+    )
+    results = []
+    for b, (valid, target) in enumerate(sizes):
+        probs = class_logits[b, queries[b]].softmax(-1)[:, :-1]  # (Q, K)
+        geometry = Geometry.of(tuple(mask_logits.shape[-2:]), padded, valid, target, mask_logits.device)
+        first, last = rows if rows is not None else (0, target[0])
+        if not 0 <= first < last <= target[0]:
+            raise ValueError(f"rows {rows} are not a range of the {target[0]} output rows")
+        results.append(_score_rows(probs, mask_logits[b, queries[b]], geometry, first, last))
+    return results
+
+
+def _score_rows(probs: Tensor, logits: Tensor, geometry: Geometry, first: int, last: int) -> Tensor:
+    """Semantic scores of output rows first..last-1, (K, rows, W_t): the source rows of the padded input,
+    upsampled (U) along each axis, sigmoid, classes, then resized (R) along each axis."""
+    ay, ax = geometry.y, geometry.x
+    top, bottom = int(ay.src0[first]), int(ay.src1[last - 1]) + 1  # padded rows these outputs blend
+    sources = torch.arange(top, bottom, device=logits.device)
+    columns = torch.arange(ax.valid, device=logits.device)
+    upsampled = _mix(  # (Q, source rows, w), then (Q, source rows, w_v)
+        logits.index_select(1, ay.tap0[sources]), logits.index_select(1, ay.tap1[sources]), ay.tap_weight[sources, None]
+    )
+    upsampled = _mix(
+        upsampled.index_select(2, ax.tap0[columns]), upsampled.index_select(2, ax.tap1[columns]), ax.tap_weight
+    ).sigmoid_()
+    scores = torch.einsum("qk,qhw->khw", probs, upsampled)  # (K, source rows, w_v)
+    outputs = torch.arange(first, last, device=logits.device)
+    scores = _mix(
+        scores.index_select(1, ay.src0[outputs] - top), scores.index_select(1, ay.src1[outputs] - top),
+        ay.src_weight[outputs, None],
+    )  # fmt: skip
+    return _mix(scores.index_select(2, ax.src0), scores.index_select(2, ax.src1), ax.src_weight)
 
 
 def _semantic_dense(probs: Tensor, logits: Tensor, padded, valid, target) -> Tensor:

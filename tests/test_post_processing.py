@@ -21,6 +21,7 @@ from modeling_maskformer.benchmarks.recorded import SETS, load_recorded
 from modeling_maskformer.image_processing.post_processing import (
     instance_segmentation,
     panoptic_segmentation,
+    semantic_scores,
     semantic_segmentation,
 )
 
@@ -414,3 +415,21 @@ def test_input_checks():
         semantic_segmentation(*SEMANTIC, padded_size=PADDED, valid_sizes=[(40, 32)])
     with pytest.raises(ValueError, match="target_sizes"):
         panoptic_segmentation(*SEMANTIC, padded_size=PADDED, target_sizes=[(32, 32), (32, 32)])
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.5, 0.7])
+def test_semantic_scores_are_the_originals_before_the_argmax(scale):
+    recorded = load_recorded("demo_mixed")
+    class_logits, mask_logits = recorded["class_queries_logits"], recorded["masks_queries_logits"]
+    sizes = _geometry(recorded, scale)
+    upsampled = reference.upsampled(mask_logits, sizes["padded_size"])
+    scores = semantic_scores(class_logits, mask_logits, **sizes)
+    for b, (valid, target) in enumerate(zip(sizes["valid_sizes"], sizes["target_sizes"])):
+        semseg = torch.einsum("qc,qhw->chw", class_logits[b].softmax(-1)[:, :-1], upsampled[b].sigmoid())
+        expected = reference.sem_seg_postprocess(semseg, valid, target)
+        assert scores[b].shape == expected.shape
+        assert torch.allclose(scores[b], expected, atol=1e-5)
+    band = semantic_scores(class_logits, mask_logits, rows=(3, 11), **sizes)
+    assert all(torch.equal(part, whole[:, 3:11]) for part, whole in zip(band, scores))
+    with pytest.raises(ValueError, match="rows"):
+        semantic_scores(class_logits, mask_logits, rows=(5, 5), **sizes)
