@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .resampling import Geometry, Pixels, _mix, argmax_rows, image_sizes, take
+from .resampling import Geometry, Pixels, mix, argmax_rows, image_sizes, take
 
 logger = logging.getLogger(__name__)
 
@@ -173,19 +173,19 @@ def _score_rows(probs: Tensor, logits: Tensor, geometry: Geometry, first: int, l
     top, bottom = int(ay.src0[first]), int(ay.src1[last - 1]) + 1  # padded rows these outputs blend
     sources = torch.arange(top, bottom, device=logits.device)
     columns = torch.arange(ax.valid, device=logits.device)
-    upsampled = _mix(  # (Q, source rows, w), then (Q, source rows, w_v)
+    upsampled = mix(  # (Q, source rows, w), then (Q, source rows, w_v)
         logits.index_select(1, ay.tap0[sources]), logits.index_select(1, ay.tap1[sources]), ay.tap_weight[sources, None]
     )
-    upsampled = _mix(
+    upsampled = mix(
         upsampled.index_select(2, ax.tap0[columns]), upsampled.index_select(2, ax.tap1[columns]), ax.tap_weight
     ).sigmoid_()
     scores = torch.einsum("qk,qhw->khw", probs, upsampled)  # (K, source rows, w_v)
     outputs = torch.arange(first, last, device=logits.device)
-    scores = _mix(
+    scores = mix(
         scores.index_select(1, ay.src0[outputs] - top), scores.index_select(1, ay.src1[outputs] - top),
         ay.src_weight[outputs, None],
     )  # fmt: skip
-    return _mix(scores.index_select(2, ax.src0), scores.index_select(2, ax.src1), ax.src_weight)
+    return mix(scores.index_select(2, ax.src0), scores.index_select(2, ax.src1), ax.src_weight)
 
 
 def _semantic_dense(probs: Tensor, logits: Tensor, padded, valid, target) -> Tensor:

@@ -245,20 +245,20 @@ class Pixels:
 
         def row(tap: Tensor) -> Tensor:  # one tap row, blended along x
             base = take(tap, py) * w
-            return _mix(table.index_select(0, base + left), table.index_select(0, base + right), wx)
+            return mix(table.index_select(0, base + left), table.index_select(0, base + right), wx)
 
-        return _mix(row(ay.tap0), row(ay.tap1), wy)
+        return mix(row(ay.tap0), row(ay.tap1), wy)
 
     def blend(self, values: Tensor) -> Tensor:
         """(n_s, C) values at the sources -> (n, C) at the output pixels (R)."""
         if self.position is None:
             return values
         corner = [values.index_select(0, position) for position in self.position]
-        top = _mix(corner[0], corner[1], self.weight_x)
-        return _mix(top, _mix(corner[2], corner[3], self.weight_x), self.weight_y)
+        top = mix(corner[0], corner[1], self.weight_x)
+        return mix(top, mix(corner[2], corner[3], self.weight_x), self.weight_y)
 
 
-def _mix(first: Tensor, second: Tensor, weight: Tensor) -> Tensor:
+def mix(first: Tensor, second: Tensor, weight: Tensor) -> Tensor:
     """(1 - weight) * first + weight * second, in the order torch's bilinear kernel rounds it; reuses the
     (fresh) inputs' memory."""
     return first.mul_(1 - weight).add_(second.mul_(weight))
