@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .resampling import Geometry, Pixels, mix, argmax_rows, image_sizes, take
+from .resampling import Geometry, Pixels, argmax_rows, image_sizes, mix, take
 
 logger = logging.getLogger(__name__)
 
