@@ -15,6 +15,7 @@ import argparse
 import os
 
 from modeling_maskformer.app import Limits, build_demo, launch
+from modeling_maskformer.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,4 +34,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from modeling_maskformer.cli import run_cli
 from modeling_maskformer.export import export_folder
 
 
@@ -67,4 +68,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from modeling_maskformer.app import TASKS, load_model
+from modeling_maskformer.cli import run_cli
 from modeling_maskformer.visualization import draw
 
 
@@ -75,4 +76,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
