@@ -137,8 +137,16 @@ def test_onnx_dynamic_quantisation_needs_no_calibration(tmp_path):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
+    """A tiny model saved as a folder and exported to ONNX through scripts/export.py."""
+    import runpy
+    from pathlib import Path
+
+    root = tmp_path_factory.mktemp("export")
     model = tiny_model().eval()
-    folder = export_folder(model, tmp_path_factory.mktemp("export") / "onnx", processor=processor(), height=HEIGHT, width=WIDTH)
+    model.save_pretrained(root / "model")
+    processor().save_pretrained(root / "model")
+    main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "export.py"))["main"]
+    folder = main([str(root / "model"), str(root / "onnx"), "--height", str(HEIGHT), "--width", str(WIDTH)])
     return model, folder
 
 
