@@ -80,7 +80,7 @@ def test_evaluate_refuses_a_model_for_other_classes(tmp_path):
 # Batch size: the model does not read pixel_mask, so evaluation must not pad one image to another's size
 # ----------------------------------------------------------------------------------------------------------
 
-MIXED_SIZES = [(96, 96), (64, 96), (96, 72), (80, 80), (96, 64), (72, 96), (96, 96)]
+MIXED_SIZES = [(96, 96), (64, 96), (96, 72), (80, 80), (96, 96)]  # two of one size, to share a batch
 
 
 def mixed_size_ade_folder(root: Path) -> Path:
@@ -133,7 +133,7 @@ def test_evaluate_script_gives_the_same_metrics_at_any_batch_size(tmp_path, synt
     results = [
         main(["--model", str(tmp_path / "model"), "--dataset", str(folder), "--label_convention", "as_is",
               "--batch_size", str(batch_size)])  # fmt: skip
-        for batch_size in (1, 3, 8)
+        for batch_size in (1, 3, 5)
     ]
     assert results[0]["semantic"]["mean_iou"] is not None
     assert results[1] == results[0] and results[2] == results[0]
@@ -170,6 +170,6 @@ def test_panoptic_evaluation_does_not_depend_on_batch_size(synthetic_labels):
     model = tiny_model(seed=3, num_labels=9, id2label=synthetic_labels).eval()
     processor = MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128})
     assert padding_changes_predictions(model, processor, [dataset[i] for i in range(len(dataset))])
-    results = [evaluate_model(model, processor, dataset, batch_size=b, show_progress=False) for b in (1, 2, 7)]
+    results = [evaluate_model(model, processor, dataset, batch_size=b, show_progress=False) for b in (1, 2, 5)]
     assert set(results[0]) == {"semantic", "panoptic", "instance"}
     assert results[1] == results[0] and results[2] == results[0]
