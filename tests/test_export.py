@@ -92,11 +92,16 @@ def test_fixed_size_parity(tmp_path, name, format):
 
 
 @pytest.mark.parametrize(
-    "name", ["resnet-fpn", pytest.param("swin-fpn", marks=pytest.mark.slow)]  # Swin: ~50 s to export
+    "name,format",
+    [
+        ("resnet-fpn", "onnx"),
+        pytest.param("resnet-fpn", "openvino", marks=SLOW),
+        pytest.param("swin-fpn", "onnx", marks=SLOW),  # Swin with dynamic H/W: ~50 s to export
+    ],
 )
-def test_dynamic_size_parity(tmp_path, name):
+def test_dynamic_size_parity(tmp_path, name, format):
     model = tiny_model(**MODELS[name]).eval()
-    folder = export_folder(model, tmp_path / name, processor=processor(), format="onnx", height=HEIGHT, width=WIDTH, dynamic=True)
+    folder = export_folder(model, tmp_path / name, processor=processor(), format=format, height=HEIGHT, width=WIDTH, dynamic=True)
     runtime = MaskFormerRuntimeModel.from_pretrained(folder)
     for shape in [(1, 3, 64, 64), (3, 3, 96, 160), (2, 3, 224, 128)]:
         pixel_values = torch.randn(*shape, generator=torch.Generator().manual_seed(shape[-1]))
