@@ -520,12 +520,12 @@ def instance_segmentation(
         winner = masks.winners(instance_query, scores)  # (H_t, W_t), N where no instance
         visible = torch.bincount(winner.flatten(), minlength=len(order) + 1).tolist()
         kept = [visible[n] / area[n] >= overlap_mask_area_threshold for n in range(len(order))]
-        segment_of = torch.full((len(order) + 1,), -1, dtype=torch.int32, device=probs.device)
-        segments = []
+        segment_of, segments = [-1] * (len(order) + 1), []
         for n, (label, score) in enumerate(zip(labels, scores.tolist())):
             if kept[n]:
                 segment_of[n] = len(segments)
                 segments.append({"id": len(segments), "label_id": label, "was_fused": False, "score": round(score, 6)})
+        segment_of = torch.tensor(segment_of, dtype=torch.int32, device=probs.device)
         if return_binary_maps:
             segmentation = masks.binary([u for u, keep in zip(instance_query, kept) if keep])
         else:
@@ -548,7 +548,8 @@ def _span(reached: Tensor, axis) -> list[tuple[int, int] | None]:
 
 class _InstanceMasks:
     """The candidate queries' masks at the output size, each evaluated only over the bounding box of the tiles
-    its logits can reach the threshold in (outside, sigmoid <= mask_threshold for certain)."""
+    its logits can reach the threshold in (outside, sigmoid <= mask_threshold for certain). `values` keeps the
+    sigmoid inside each binary mask and -inf outside."""
 
     def __init__(self, logits: Tensor, geometry: Geometry, mask_threshold: float) -> None:
         self.geometry, self.threshold = geometry, mask_threshold
@@ -559,9 +560,10 @@ class _InstanceMasks:
             masks = geometry.full(logits).sigmoid_()  # (U, H_t, W_t)
             inside = masks > mask_threshold
             self.area = inside.flatten(1).count_nonzero(1)
-            self.total = (masks * inside).flatten(1).sum(1)
+            covered = masks.masked_fill_(~inside, -math.inf)
+            self.total = covered.clamp(min=0).flatten(1).sum(1)
             self.boxes = [((0, geometry.target[0]), (0, geometry.target[1]))] * len(logits)
-            self.values = list(masks)
+            self.values = list(covered)
             return
         reach = geometry.window_extrema(logits)[1] >= cut - margin  # (U, T_y, T_x)
         boxes = [_span(reach.any(2), geometry.y), _span(reach.any(1), geometry.x)]
@@ -575,10 +577,11 @@ class _InstanceMasks:
                 continue
             values = geometry.region(logits[u], rows, cols).sigmoid_()
             inside = values > mask_threshold
+            covered = values.masked_fill_(~inside, -math.inf)
             self.boxes.append((rows, cols))
-            self.values.append(values)
+            self.values.append(covered)
             area.append(int(inside.count_nonzero()))
-            total.append(float(torch.where(inside, values, 0.0).sum()))
+            total.append(float(covered.clamp(min=0).sum()))
         self.area = torch.tensor(area, dtype=torch.long, device=logits.device)
         self.total = torch.tensor(total, device=logits.device)
 
@@ -590,8 +593,7 @@ class _InstanceMasks:
         winner = torch.full(target, len(instance_query), dtype=torch.long, device=scores.device)
         for n, (u, score) in enumerate(zip(instance_query, scores.tolist())):
             (top, bottom), (left, right) = self.boxes[u]
-            values = self.values[u]
-            weighted = (values * score).masked_fill_(values <= self.threshold, -1.0)
+            weighted = self.values[u] * score  # -inf outside the binary mask
             region_best, region_winner = best[top:bottom, left:right], winner[top:bottom, left:right]
             region_winner.masked_fill_(weighted > region_best, n)
             torch.maximum(region_best, weighted, out=region_best)
@@ -602,5 +604,5 @@ class _InstanceMasks:
         maps = torch.zeros(len(queries), *self.geometry.target, dtype=torch.bool, device=self.area.device)
         for n, u in enumerate(queries):
             (top, bottom), (left, right) = self.boxes[u]
-            maps[n, top:bottom, left:right] = self.values[u] > self.threshold
+            maps[n, top:bottom, left:right] = self.values[u] > self.threshold  # -inf outside
         return maps
