@@ -88,6 +88,10 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
     model_type = "maskformer-hf"
     remote_auto_map = CONFIG_AUTO_MAP
     sub_configs = {"backbone_config": AutoConfig}
+    # Each loss term (a key of the model's `loss_dict`, a function in loss.py's `MaskFormerLoss.terms`) and the
+    # field holding its weight. The matcher weighs the costs that mirror these terms by the same values. A new
+    # term: its function in loss.py, its field in `__init__` (and the docstring) and its entry here.
+    loss_weight_fields = {"loss_cross_entropy": "class_weight", "loss_mask": "mask_weight", "loss_dice": "dice_weight"}
 
     def __init__(
         self,
@@ -238,7 +242,7 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
             "fpn_feature_size",
             "must be a multiple of 32 (the FPN uses GroupNorm with 32 groups)",
         )
-        for field in ("no_object_weight", "class_weight", "mask_weight", "dice_weight", "focal_gamma"):
+        for field in ("no_object_weight", *self.loss_weight_fields.values(), "focal_gamma"):
             value = getattr(self, field)
             check(isinstance(value, (int, float)) and value >= 0, field, "must be a number >= 0")
         check(0 <= self.focal_alpha <= 1, "focal_alpha", "must be in [0, 1]")
@@ -268,6 +272,11 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
                 "use_pretrained_backbone",
                 "needs `backbone`: a timm model name or a Hub id / folder of a transformers backbone checkpoint",
             )
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """The weight of each loss term by its name (Mask2Former's `weight_dict`), from the weight fields."""
+        return {term: getattr(self, field) for term, field in self.loss_weight_fields.items()}
 
     @property
     def num_hidden_layers(self) -> int:

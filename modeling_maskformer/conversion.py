@@ -310,10 +310,19 @@ def transformers_rules(config: MaskFormerConfig) -> tuple[list[Rule], list[str]]
 # makes transformers 5.23's forward fail unless output_hidden_states=True). Written under this key of its
 # config.json (transformers keeps unknown keys) and restored when converting back.
 STASH_KEY = "maskformer_hf_training"
-_STASHED = (
-    "use_auxiliary_loss", "class_weight", "mask_loss_mode", "focal_alpha", "focal_gamma", "train_num_points",
-    "oversample_ratio", "importance_sample_ratio",
-)  # fmt: skip
+# Loss weights transformers' loss and matcher both apply as ours do. Every other loss weight is stashed (the
+# class weight too: transformers' matcher fixes the class cost at 1), so a new loss term converts unchanged.
+_TRANSFORMERS_LOSS_WEIGHTS = ("mask_weight", "dice_weight")
+
+
+def _stashed_fields() -> tuple[str, ...]:
+    loss_weights = [
+        field for field in MaskFormerConfig.loss_weight_fields.values() if field not in _TRANSFORMERS_LOSS_WEIGHTS
+    ]
+    return (
+        "use_auxiliary_loss", *loss_weights, "mask_loss_mode", "focal_alpha", "focal_gamma", "train_num_points",
+        "oversample_ratio", "importance_sample_ratio",
+    )  # fmt: skip
 
 
 def _backbone_config_for_ours(backbone_config):
@@ -368,7 +377,7 @@ def config_from_transformers(tf_config) -> MaskFormerConfig:
         output_auxiliary_logits=tf_config.output_auxiliary_logits,
         id2label={int(k): v for k, v in tf_config.id2label.items()},
     )
-    settings.update((name, value) for name, value in stashed.items() if name in _STASHED)
+    settings.update((name, value) for name, value in stashed.items() if name in _stashed_fields())
     return MaskFormerConfig(**settings)
 
 
@@ -398,7 +407,7 @@ def config_to_transformers(config: MaskFormerConfig, state_dict: Mapping[str, Te
     if refusals:
         raise ValueError("transformers' MaskFormer cannot represent this model: " + "; ".join(refusals))
     defaults = inspect.signature(MaskFormerConfig.__init__).parameters
-    changed = [name for name in _STASHED[1:] if getattr(config, name) != defaults[name].default]
+    changed = [name for name in _stashed_fields()[1:] if getattr(config, name) != defaults[name].default]
     if config.use_auxiliary_loss or changed:
         logger.warning(
             "transformers' MaskFormer is written with use_auxiliary_loss=False (True breaks its inference) and "
@@ -433,7 +442,7 @@ def config_to_transformers(config: MaskFormerConfig, state_dict: Mapping[str, Te
         init_xavier_std=config.init_xavier_std,
         output_auxiliary_logits=config.output_auxiliary_logits,
         id2label=dict(config.id2label),
-        **{STASH_KEY: {name: getattr(config, name) for name in _STASHED}},
+        **{STASH_KEY: {name: getattr(config, name) for name in _stashed_fields()}},
     )
 
 

@@ -9,6 +9,9 @@ P points.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -48,18 +51,33 @@ def global_num_masks(class_labels: list[Tensor], device: torch.device) -> float:
     return max(mean_over_processes(num_masks).item(), 1.0)
 
 
+@dataclass
+class MatchedOutputs:
+    """One output (the final layer's or a deep-supervision layer's) paired with the targets by the matcher:
+    what every loss term reads."""
+
+    class_logits: Tensor  # (B, Q, K+1), float32
+    class_targets: Tensor  # (B, Q): the matched target's class, K ("no object") for unmatched queries
+    mask_logits: Tensor  # (N, P): matched predictions at the compared positions (pixels or sampled points)
+    mask_targets: Tensor  # (N, P): their targets, 0/1
+    num_masks: float  # target masks per process, averaged over processes, at least 1
+
+
 class MaskFormerLoss(nn.Module):
-    """Matching + CE + focal + dice, dense (the paper) or point-sampled (Mask2Former)."""
+    """Matching + weighted loss terms (CE, focal, dice), dense (the paper) or point-sampled (Mask2Former).
+
+    `weight_dict` maps each term's name (a key of `terms`) to its weight, as Mask2Former's criterion does; the
+    model takes it from `MaskFormerConfig.loss_weights`. A term is a function `(loss, matched) -> scalar` of
+    this module and the `MatchedOutputs` of one output.
+    """
 
     def __init__(
         self,
         *,
         num_labels: int,
         matcher: HungarianMatcher,
+        weight_dict: Mapping[str, float],
         no_object_weight: float = 0.1,
-        class_weight: float = 1.0,
-        mask_weight: float = 20.0,
-        dice_weight: float = 1.0,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         num_points: int | None = None,
@@ -67,9 +85,14 @@ class MaskFormerLoss(nn.Module):
         importance_sample_ratio: float = 0.75,
     ):
         super().__init__()
+        unknown = sorted(set(weight_dict) - set(self.terms))
+        if unknown:
+            raise ValueError(
+                f"MaskFormerLoss: unknown loss terms {unknown} in weight_dict (known: {sorted(self.terms)})"
+            )
         self.num_labels = num_labels
         self.matcher = matcher
-        self.weights = {"loss_cross_entropy": class_weight, "loss_mask": mask_weight, "loss_dice": dice_weight}
+        self.weight_dict = dict(weight_dict)
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.num_points = num_points
@@ -87,25 +110,58 @@ class MaskFormerLoss(nn.Module):
         weights[-1] = self.no_object_weight
         return weights
 
-    def classification_loss(self, class_logits: Tensor, class_labels: list[Tensor], indices) -> Tensor:
-        """CE over all B·Q queries; unmatched queries target "no object" (index K)."""
-        batch_size, num_queries = class_logits.shape[:2]
-        targets = torch.full((batch_size, num_queries), self.num_labels, dtype=torch.int64, device=class_logits.device)
-        for b, (pred_idx, tgt_idx) in enumerate(indices):
-            targets[b, pred_idx.to(targets.device)] = class_labels[b][tgt_idx.to(class_labels[b].device)].to(targets)
-        weights = self.class_weights(class_logits.device)
-        loss = F.cross_entropy(class_logits.float().transpose(1, 2), targets, weight=weights, reduction="sum")
+    # --- the loss terms --------------------------------------------------------------------------------------
+
+    def cross_entropy(self, matched: MatchedOutputs) -> Tensor:
+        """CE over all B·Q queries, "no object" weighted by `no_object_weight`."""
+        weights = self.class_weights(matched.class_logits.device)
+        targets = matched.class_targets
+        loss = F.cross_entropy(matched.class_logits.transpose(1, 2), targets, weight=weights, reduction="sum")
         # NOTE: a weighted mean whose denominator (the summed weights) is averaged over processes, so the
         # loss of a batch split over N processes equals the loss of the whole batch on one.
         return loss / mean_over_processes(weights[targets].sum()).clamp(min=1e-6)
 
-    def mask_losses(self, mask_logits: Tensor, mask_labels: list[Tensor], indices, num_masks: float) -> dict[str, Tensor]:
-        """Focal + dice on matched masks: predictions (B, Q, h, w), targets (N_b, H, W) per image."""
+    def focal(self, matched: MatchedOutputs) -> Tensor:
+        """Sigmoid focal loss of the matched masks."""
+        alpha, gamma = self.focal_alpha, self.focal_gamma
+        return focal_loss(matched.mask_logits, matched.mask_targets, matched.num_masks, alpha=alpha, gamma=gamma)
+
+    def dice(self, matched: MatchedOutputs) -> Tensor:
+        """Dice loss of the matched masks."""
+        return dice_loss(matched.mask_logits, matched.mask_targets, matched.num_masks)
+
+    # Every loss term by name: the keys of `weight_dict` and of the loss parts. A new term is a function here
+    # and its weight's field in `MaskFormerConfig.loss_weight_fields`; nothing else changes.
+    terms: dict[str, Callable[[MaskFormerLoss, MatchedOutputs], Tensor]] = {
+        "loss_cross_entropy": cross_entropy,
+        "loss_mask": focal,
+        "loss_dice": dice,
+    }
+
+    # --- matching ---------------------------------------------------------------------------------------------
+
+    def match(self, class_logits, mask_logits, class_labels, mask_labels, num_masks: float) -> MatchedOutputs:
+        """Runs the matcher on one output and gathers the matched pairs (masks at the compared positions)."""
+        indices = self.matcher(class_logits, mask_logits, class_labels, mask_labels)
+        batch_size, num_queries = class_logits.shape[:2]
+        class_targets = torch.full(
+            (batch_size, num_queries), self.num_labels, dtype=torch.int64, device=class_logits.device
+        )  # (B, Q)
+        for b, (pred_idx, tgt_idx) in enumerate(indices):
+            matched_classes = class_labels[b][tgt_idx.to(class_labels[b].device)]
+            class_targets[b, pred_idx.to(class_targets.device)] = matched_classes.to(class_targets)
+        mask_logits, mask_targets = self.matched_masks(mask_logits, mask_labels, indices)
+        return MatchedOutputs(class_logits.float(), class_targets, mask_logits, mask_targets, num_masks)
+
+    def matched_masks(self, mask_logits: Tensor, mask_labels: list[Tensor], indices) -> tuple[Tensor, Tensor]:
+        """Matched predictions (B, Q, h, w) and targets (N_b, H, W) per image -> (N, P) logits and targets,
+        compared at the target size (dense) or at `num_points` sampled points."""
         predicted = torch.cat([mask_logits[b][pred_idx.to(mask_logits.device)] for b, (pred_idx, _) in enumerate(indices)])
         if predicted.shape[0] == 0:
-            # NOTE: no targets anywhere: zero that still reaches every mask parameter (DDP needs it).
-            zero = mask_logits.sum() * 0.0
-            return {"loss_mask": zero, "loss_dice": zero}
+            # NOTE: no targets anywhere: empty pairs, whose losses are zeros that still reach every mask
+            # parameter (DDP needs it).
+            empty = mask_logits.float().flatten(0, 1)[:0].flatten(1)  # (0, hw)
+            return empty, torch.zeros_like(empty)
         targets = torch.cat(
             [mask_labels[b][tgt_idx.to(mask_labels[b].device)] for b, (_, tgt_idx) in enumerate(indices)]
         ).to(device=mask_logits.device, dtype=torch.float32)  # (N, H, W)
@@ -113,27 +169,21 @@ class MaskFormerLoss(nn.Module):
         if self.num_points is None:
             # The paper: predictions upsampled to the target (padded input) size.
             predicted = F.interpolate(predicted, size=targets.shape[-2:], mode="bilinear", align_corners=False)
-            predicted, targets = predicted.flatten(1), targets.flatten(1)  # (N, HW)
-        else:
-            with torch.no_grad():
-                coords = uncertain_point_coords(
-                    predicted,
-                    num_points=self.num_points,
-                    oversample_ratio=self.oversample_ratio,
-                    importance_sample_ratio=self.importance_sample_ratio,
-                )  # (N, P, 2)
-                targets = point_sample(targets[:, None], coords)[:, 0]  # (N, P)
-            predicted = point_sample(predicted, coords)[:, 0]  # (N, P)
-        return {
-            "loss_mask": focal_loss(predicted, targets, num_masks, alpha=self.focal_alpha, gamma=self.focal_gamma),
-            "loss_dice": dice_loss(predicted, targets, num_masks),
-        }
+            return predicted.flatten(1), targets.flatten(1)  # (N, HW)
+        with torch.no_grad():
+            coords = uncertain_point_coords(
+                predicted,
+                num_points=self.num_points,
+                oversample_ratio=self.oversample_ratio,
+                importance_sample_ratio=self.importance_sample_ratio,
+            )  # (N, P, 2)
+            targets = point_sample(targets[:, None], coords)[:, 0]  # (N, P)
+        return point_sample(predicted, coords)[:, 0], targets  # (N, P)
 
     def single_output_losses(self, class_logits, mask_logits, class_labels, mask_labels, num_masks) -> dict[str, Tensor]:
-        indices = self.matcher(class_logits, mask_logits, class_labels, mask_labels)
-        losses = {"loss_cross_entropy": self.classification_loss(class_logits, class_labels, indices)}
-        losses.update(self.mask_losses(mask_logits, mask_labels, indices, num_masks))
-        return losses
+        """The unweighted terms of one output."""
+        matched = self.match(class_logits, mask_logits, class_labels, mask_labels, num_masks)
+        return {name: self.terms[name](self, matched) for name in self.weight_dict}
 
     def forward(
         self,
@@ -148,10 +198,10 @@ class MaskFormerLoss(nn.Module):
         num_masks = global_num_masks(class_labels, class_logits.device)
         with torch.autocast(device_type=class_logits.device.type, enabled=False):
             losses = self.single_output_losses(class_logits, mask_logits, class_labels, mask_labels, num_masks)
-            weighted = {name: value * self.weights[name] for name, value in losses.items()}
+            weighted = {name: value * self.weight_dict[name] for name, value in losses.items()}
             for layer, (aux_class, aux_mask) in enumerate(auxiliary_outputs or []):
                 aux = self.single_output_losses(aux_class, aux_mask, class_labels, mask_labels, num_masks)
-                weighted.update({f"{name}_{layer}": value * self.weights[name] for name, value in aux.items()})
+                weighted.update({f"{name}_{layer}": value * self.weight_dict[name] for name, value in aux.items()})
         return sum(weighted.values()), weighted
 
     def _check_targets(self, class_logits: Tensor, class_labels: list[Tensor], mask_labels: list[Tensor]) -> None:

@@ -1,12 +1,16 @@
 """Bipartite matching between predicted and ground-truth masks (paper Sec. 3.2, Eq. 1 and 2).
 
-Cost of assigning prediction i to target j: `-class_weight * p_i(c_j) + mask_weight * focal(m_i, m_j) +
-dice_weight * dice(m_i, m_j)`, solved per image with scipy's `linear_sum_assignment`.
+Cost of assigning prediction i to target j: `-w_ce * p_i(c_j) + w_mask * focal(m_i, m_j) + w_dice * dice(m_i, m_j)`,
+solved per image with scipy's `linear_sum_assignment`. The weights are those of the loss terms the costs
+mirror (`loss_cross_entropy`, `loss_mask`, `loss_dice`: the model passes the loss's weight dict); loss terms
+without a pairwise cost here take no part in matching.
 
 Shapes: Q queries, N targets, P points (pixels or sampled points), K classes (+1 "no object").
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -16,6 +20,9 @@ from .sampling import point_sample
 
 # Finite stand-in for NaN/inf costs: large enough to never be preferred, small enough for scipy.
 _COST_LIMIT = 1e8
+
+# The paper's cost weights (Sec. 3.2 and its appendix), by the name of the loss term each cost mirrors.
+PAPER_COST_WEIGHTS = {"loss_cross_entropy": 1.0, "loss_mask": 20.0, "loss_dice": 1.0}
 
 
 def pairwise_sigmoid_focal(logits: Tensor, targets: Tensor, *, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
@@ -47,30 +54,30 @@ class HungarianMatcher(nn.Module):
     targets of one image.
     """
 
+    # The pairwise costs (`pairwise_costs`) by the loss term each mirrors, in summation order.
+    cost_terms = tuple(PAPER_COST_WEIGHTS)
+
     def __init__(
         self,
         *,
-        class_weight: float = 1.0,
-        mask_weight: float = 20.0,
-        dice_weight: float = 1.0,
+        cost_weights: Mapping[str, float] | None = None,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         num_points: int | None = None,
     ):
         super().__init__()
-        if class_weight == 0 and mask_weight == 0 and dice_weight == 0:
-            raise ValueError("HungarianMatcher: all cost weights are 0")
-        self.class_weight = class_weight
-        self.mask_weight = mask_weight
-        self.dice_weight = dice_weight
+        weights = PAPER_COST_WEIGHTS if cost_weights is None else cost_weights
+        self.cost_weights = {name: weights[name] for name in self.cost_terms if name in weights}
+        if not any(self.cost_weights.values()):
+            raise ValueError(f"HungarianMatcher: no cost weight > 0 among {list(self.cost_terms)}, got {dict(weights)}")
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.num_points = num_points
 
-    @torch.no_grad()
-    def cost_matrix(self, class_logits: Tensor, mask_logits: Tensor, target_classes: Tensor, target_masks: Tensor) -> Tensor:
-        """One image: class_logits (Q, K+1), mask_logits (Q, h, w), target_classes (N,), target_masks
-        (N, H, W) -> finite cost (Q, N), computed in fp32."""
+    def pairwise_costs(
+        self, class_logits: Tensor, mask_logits: Tensor, target_classes: Tensor, target_masks: Tensor
+    ) -> dict[str, Tensor]:
+        """One image, in fp32: each cost (Q, N) by the name of the loss term it mirrors."""
         class_logits = class_logits.float()
         mask_logits = mask_logits.float()
         target_masks = target_masks.to(mask_logits)
@@ -86,11 +93,18 @@ class HungarianMatcher(nn.Module):
             coords = torch.rand(1, self.num_points, 2, device=mask_logits.device)
             predicted = point_sample(mask_logits[:, None], coords.expand(mask_logits.shape[0], -1, -1))[:, 0]
             targets = point_sample(target_masks[:, None], coords.expand(target_masks.shape[0], -1, -1))[:, 0]
-        cost = (
-            self.class_weight * class_cost
-            + self.mask_weight * pairwise_sigmoid_focal(predicted, targets, alpha=self.focal_alpha, gamma=self.focal_gamma)
-            + self.dice_weight * pairwise_dice(predicted, targets)
-        )
+        return {
+            "loss_cross_entropy": class_cost,
+            "loss_mask": pairwise_sigmoid_focal(predicted, targets, alpha=self.focal_alpha, gamma=self.focal_gamma),
+            "loss_dice": pairwise_dice(predicted, targets),
+        }
+
+    @torch.no_grad()
+    def cost_matrix(self, class_logits: Tensor, mask_logits: Tensor, target_classes: Tensor, target_masks: Tensor) -> Tensor:
+        """One image: class_logits (Q, K+1), mask_logits (Q, h, w), target_classes (N,), target_masks
+        (N, H, W) -> finite cost (Q, N), computed in fp32."""
+        costs = self.pairwise_costs(class_logits, mask_logits, target_classes, target_masks)
+        cost = sum(weight * costs[name] for name, weight in self.cost_weights.items())
         # NOTE: NaN/inf (diverged logits) would make scipy raise "cost matrix is infeasible".
         return torch.nan_to_num(cost, nan=_COST_LIMIT, posinf=_COST_LIMIT, neginf=-_COST_LIMIT)
 

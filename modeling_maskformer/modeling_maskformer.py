@@ -304,14 +304,16 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         for linear in (self.class_head, *self.mask_head.layers):
             linear._maskformer_head = True
         num_points = config.train_num_points if config.mask_loss_mode == "point" else None
-        weights = {"class_weight": config.class_weight, "mask_weight": config.mask_weight, "dice_weight": config.dice_weight}
         self.criterion = MaskFormerLoss(
             num_labels=config.num_labels,
             matcher=HungarianMatcher(
-                **weights, focal_alpha=config.focal_alpha, focal_gamma=config.focal_gamma, num_points=num_points
+                cost_weights=config.loss_weights,
+                focal_alpha=config.focal_alpha,
+                focal_gamma=config.focal_gamma,
+                num_points=num_points,
             ),
+            weight_dict=config.loss_weights,
             no_object_weight=config.no_object_weight,
-            **weights,
             focal_alpha=config.focal_alpha,
             focal_gamma=config.focal_gamma,
             num_points=num_points,
