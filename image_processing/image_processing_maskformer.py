@@ -479,10 +479,12 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
 
     # ----- post-processing: thin wrappers around post_processing.py -----
 
-    def _post_processing_inputs(
+    def post_processing_inputs(
         self, outputs: Any, target_sizes: Any
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """Reads the model outputs and derives `padded_size`, `valid_sizes` and checked `target_sizes`."""
+        """The arguments of post_processing.py's functions for these model outputs: `(class_logits, mask_logits,
+        geometry)`, where geometry holds `padded_size`, `valid_sizes` (from `outputs.pixel_mask`, else from
+        `target_sizes` through this processor's resize rule) and the checked `target_sizes`."""
         class_logits = _field(outputs, "class_queries_logits")  # (B, Q, K + 1)
         mask_logits = _field(outputs, "masks_queries_logits")  # (B, Q, H / 4, W / 4)
         pixel_mask = _field(outputs, "pixel_mask")  # (B, H, W) or None
@@ -554,7 +556,7 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
         """Per image, a long (H_t, W_t) map of class ids, at `target_sizes` (default: the unpadded input size)."""
         from .post_processing import semantic_segmentation
 
-        class_logits, mask_logits, geometry = self._post_processing_inputs(outputs, target_sizes)
+        class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
         return semantic_segmentation(class_logits, mask_logits, **geometry)
 
     def post_process_instance_segmentation(
@@ -569,7 +571,7 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
         """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py)."""
         from .post_processing import instance_segmentation
 
-        class_logits, mask_logits, geometry = self._post_processing_inputs(outputs, target_sizes)
+        class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
         return instance_segmentation(
             class_logits,
             mask_logits,
@@ -592,7 +594,7 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
         """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py)."""
         from .post_processing import panoptic_segmentation
 
-        class_logits, mask_logits, geometry = self._post_processing_inputs(outputs, target_sizes)
+        class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
         return panoptic_segmentation(
             class_logits,
             mask_logits,

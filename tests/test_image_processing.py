@@ -545,38 +545,38 @@ def fake_outputs(with_pixel_mask: bool = True) -> FakeOutput:
 
 
 def test_post_processing_geometry_from_pixel_mask(processor):
-    _, _, geometry = processor._post_processing_inputs(fake_outputs(), [(40, 60), (30, 50)])
+    _, _, geometry = processor.post_processing_inputs(fake_outputs(), [(40, 60), (30, 50)])
     assert geometry == {
         "padded_size": (64, 96),
         "valid_sizes": [(64, 96), (48, 80)],
         "target_sizes": [(40, 60), (30, 50)],
     }
-    _, _, geometry = processor._post_processing_inputs(dict(fake_outputs()), None)
+    _, _, geometry = processor.post_processing_inputs(dict(fake_outputs()), None)
     assert geometry["valid_sizes"] == [(64, 96), (48, 80)] and geometry["target_sizes"] is None
 
 
 def test_post_processing_geometry_without_pixel_mask(processor):
     outputs = fake_outputs(with_pixel_mask=False)
-    _, _, geometry = processor._post_processing_inputs(outputs, torch.tensor([[40, 60], [30, 50]]))
+    _, _, geometry = processor.post_processing_inputs(outputs, torch.tensor([[40, 60], [30, 50]]))
     # (40, 60) → (64, 96) and (30, 50) → (58, 96) through the resize rule; padded = 4 x logits.
     assert geometry == {
         "padded_size": (64, 96),
         "valid_sizes": [(64, 96), (58, 96)],
         "target_sizes": [(40, 60), (30, 50)],
     }
-    _, _, geometry = processor._post_processing_inputs(outputs, None)
+    _, _, geometry = processor.post_processing_inputs(outputs, None)
     assert geometry["valid_sizes"] is None
 
 
 def test_post_processing_bad_arguments(processor):
     with pytest.raises(ValueError, match="1 target sizes for a batch of 2"):
-        processor._post_processing_inputs(fake_outputs(), [(40, 60)])
+        processor.post_processing_inputs(fake_outputs(), [(40, 60)])
     with pytest.raises(ValueError, match=r"target_sizes\[1\]"):
-        processor._post_processing_inputs(fake_outputs(), [(40, 60), (30, -1)])
+        processor.post_processing_inputs(fake_outputs(), [(40, 60), (30, -1)])
     with pytest.raises(TypeError, match="class_queries_logits"):
-        processor._post_processing_inputs({"logits": torch.zeros(1)}, None)
+        processor.post_processing_inputs({"logits": torch.zeros(1)}, None)
     with pytest.raises(ValueError, match="larger than the padded input"):  # (400, 600) → (800, 1200)
-        MaskFormerImageProcessor()._post_processing_inputs(
+        MaskFormerImageProcessor().post_processing_inputs(
             fake_outputs(with_pixel_mask=False), [(400, 600)] * 2
         )
 
