@@ -6,6 +6,7 @@ Shapes: B batch, S/T sequence lengths (queries Q or flattened pixels H*W), C cha
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 import torch
@@ -104,6 +105,23 @@ class FeedForward(nn.Module):
 
     def forward(self, hidden_states: Tensor) -> Tensor:
         return self.fc2(self.dropout(self.activation(self.fc1(hidden_states))))
+
+
+def residual_sublayers(
+    hidden_states: Tensor,
+    sublayers: Iterable[tuple[nn.Module, Callable[[Tensor], Tensor]]],
+    *,
+    dropout: nn.Module,
+    pre_norm: bool,
+) -> Tensor:
+    """Runs each (norm, block) as a residual sub-layer of a transformer layer: `norm(x + dropout(block(x)))`
+    post-norm (DETR), `x + dropout(block(norm(x)))` pre-norm."""
+    for norm, block in sublayers:
+        if pre_norm:
+            hidden_states = hidden_states + dropout(block(norm(hidden_states)))
+        else:
+            hidden_states = norm(hidden_states + dropout(block(hidden_states)))
+    return hidden_states
 
 
 def with_position(tensor: Tensor, position: Tensor | None) -> Tensor:

@@ -18,6 +18,7 @@ from .attention import (
     AttentionImplementation,
     FeedForward,
     MultiHeadAttention,
+    residual_sublayers,
     sine_position_encoding,
     with_position,
 )
@@ -67,12 +68,8 @@ class EncoderLayer(nn.Module):
             q = with_position(x, position)
             return self.self_attn(q, q, x, attn_implementation=attn_implementation)
 
-        for norm, block in ((self.self_attn_norm, attend), (self.ffn_norm, self.ffn)):
-            if self.pre_norm:
-                hidden_states = hidden_states + self.dropout(block(norm(hidden_states)))
-            else:
-                hidden_states = norm(hidden_states + self.dropout(block(hidden_states)))
-        return hidden_states
+        sublayers = ((self.self_attn_norm, attend), (self.ffn_norm, self.ffn))
+        return residual_sublayers(hidden_states, sublayers, dropout=self.dropout, pre_norm=self.pre_norm)
 
 
 class Res5TransformerEncoder(nn.Module):

@@ -17,6 +17,7 @@ from .attention import (
     AttentionImplementation,
     FeedForward,
     MultiHeadAttention,
+    residual_sublayers,
     sine_position_encoding,
     with_position,
 )
@@ -66,12 +67,7 @@ class DecoderLayer(GradientCheckpointingLayer):
             )),
             (self.ffn_norm, self.ffn),
         )  # fmt: skip
-        for norm, block in blocks:
-            if self.pre_norm:
-                hidden_states = hidden_states + self.dropout(block(norm(hidden_states)))
-            else:
-                hidden_states = norm(hidden_states + self.dropout(block(hidden_states)))
-        return hidden_states
+        return residual_sublayers(hidden_states, blocks, dropout=self.dropout, pre_norm=self.pre_norm)
 
 
 class TransformerDecoder(nn.Module):
