@@ -239,6 +239,7 @@ def test_a_fatal_evaluation_error_keeps_the_checkpoint_and_resume_finishes_the_e
     _assert_same_run(tmp_path / "run", reference)
 
 
+@pytest.mark.slow
 def test_resuming_without_random_states_needs_the_flag_and_changes_the_losses(reference, tiny_folder, tmp_path, caplog):
     run = shutil.copytree(reference, tmp_path / "run")
     shutil.rmtree(run / "checkpoints" / "checkpoint-6")
