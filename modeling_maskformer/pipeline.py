@@ -8,7 +8,9 @@ The stock pipeline works with this package's model and processor as they are. Pa
 - `fast_inference=True`: the model's opt-in fast path (channels-last, bf16 autocast where the CPU or GPU computes
   bf16 natively, float32 elsewhere; `MaskFormerForInstanceSegmentation.enable_fast_inference`);
 - the per-segment masks (PIL "L" images, 0 / 255) drawn with one table lookup per segment on an 8-bit copy of
-  the map instead of a full-size comparison, multiplication and conversion each. Same results.
+  the map instead of a full-size comparison, multiplication and conversion each. Same results;
+- `tta=True` (or a `TestTimeAugmentation`): semantic maps from the authors' multi-scale + flip test-time
+  augmentation (`modeling_maskformer.tta`; True: sizes around the processor's test size). Semantic subtask only.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
+from transformers.image_utils import load_image
 from transformers.pipelines.image_segmentation import ImageSegmentationPipeline
 
 from .image_processing.validation import image_to_tensor
+from .tta import TestTimeAugmentation, semantic_segmentation_tta
 
 # Arrays are converted once here; the image processor re-checks size limits.
 _NO_LIMIT = {"min_side": 1, "max_side": 1 << 30, "max_pixels": 1 << 62}
@@ -43,17 +47,32 @@ def segment_masks(segmentation: torch.Tensor, ids: list[int]) -> list[Image.Imag
 
 
 class MaskFormerSegmentationPipeline(ImageSegmentationPipeline):
-    def __init__(self, *args, fast_inference: bool = False, **kwargs):
+    def __init__(self, *args, fast_inference: bool = False, tta: bool | TestTimeAugmentation = False, **kwargs):
         super().__init__(*args, **kwargs)
         if fast_inference:
             if not hasattr(self.model, "enable_fast_inference"):
                 raise ValueError(f"fast_inference needs this package's model, got {type(self.model).__name__}")
             self.model.enable_fast_inference()
+        self.tta = TestTimeAugmentation.for_processor(self.image_processor) if tta is True else tta or None
 
     def preprocess(self, image, subtask=None, timeout=None):
         if isinstance(image, (np.ndarray, torch.Tensor)):
             image = array_to_pil(image)
+        if self.tta is not None:
+            if subtask != "semantic":
+                raise ValueError(f"tta applies to subtask='semantic' only (the authors' test-time augmentation averages "
+                                 f"semantic scores), got subtask={subtask!r}")  # fmt: skip
+            image = load_image(image, timeout=timeout)
+            return {"tta_image": image, "target_size": [(image.height, image.width)]}
         return super().preprocess(image, subtask=subtask, timeout=timeout)
+
+    def _forward(self, model_inputs):
+        if "tta_image" not in model_inputs:
+            return super()._forward(model_inputs)
+        sizes = model_inputs["target_size"]
+        maps = semantic_segmentation_tta(self.model, self.image_processor, model_inputs["tta_image"], self.tta,
+                                         target_sizes=sizes)  # fmt: skip
+        return {"tta_segmentation": maps[0], "target_size": sizes}
 
     def postprocess(
         self, model_outputs, subtask=None, threshold=0.9, mask_threshold=0.5, overlap_mask_area_threshold=0.5
@@ -77,7 +96,9 @@ class MaskFormerSegmentationPipeline(ImageSegmentationPipeline):
                 for segment, mask in zip(segments, masks)
             ]
         if subtask == "semantic":
-            segmentation = processor.post_process_semantic_segmentation(model_outputs, target_sizes=sizes)[0]
+            segmentation = model_outputs.get("tta_segmentation")
+            if segmentation is None:
+                segmentation = processor.post_process_semantic_segmentation(model_outputs, target_sizes=sizes)[0]
             ids = torch.unique(segmentation).tolist()
             masks = segment_masks(segmentation, ids)
             return [{"score": None, "label": labels[i], "mask": mask} for i, mask in zip(ids, masks)]

@@ -3,6 +3,7 @@ things, stuff) and COCO mask AP where the dataset has instances.
 
     python scripts/evaluate_maskformer.py --model outputs/demo --dataset synthetic --split validation
     python scripts/evaluate_maskformer.py --model facebook/maskformer-swin-tiny-ade --dataset scene_parse_150
+    python scripts/evaluate_maskformer.py --model outputs/demo --dataset synthetic --tta   # multi-scale + flip mIoU
 
 The model folder may be ours or a transformers MaskFormer folder (converted on the fly). Prints a table
 and writes JSON (`--output_json`). Runs on several processes with `accelerate launch`.
@@ -11,6 +12,7 @@ and writes JSON (`--output_json`). Runs on several processes with `accelerate la
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -20,6 +22,7 @@ from accelerate import Accelerator
 from modeling_maskformer.cli import run_cli
 from modeling_maskformer.data import SyntheticShapesConfig, build_dataset
 from modeling_maskformer.evaluation import evaluate_model, format_table, load_model_folder
+from modeling_maskformer.tta import TestTimeAugmentation
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,10 +43,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="images per forward pass; only images of one padded size are batched, so the "
                              "results do not depend on it")
     parser.add_argument("--output_json", default=None, help="write all results here")
+    parser.add_argument("--tta", action="store_true",
+                        help="mIoU with the authors' test-time augmentation: short sides 0.5, 0.75, ..., 1.75 x the "
+                             "processor's test size (long side up to 7x it) and horizontal flips, scores averaged; "
+                             "PQ and mask AP stay single-scale")
+    parser.add_argument("--tta_sizes", default=None,
+                        help="with --tta: the short sides instead, comma-separated (e.g. 256,384,512,640,768,896)")
+    parser.add_argument("--tta_max_size", type=int, default=None, help="with --tta_sizes: the long-side cap")
+    parser.add_argument("--tta_no_flip", action="store_true", help="with --tta: no mirrored views")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch_size must be >= 1")
+    if not args.tta and (args.tta_sizes or args.tta_max_size or args.tta_no_flip):
+        parser.error("--tta_sizes, --tta_max_size and --tta_no_flip need --tta")
     return args
+
+
+def test_time_augmentation(args: argparse.Namespace, processor) -> TestTimeAugmentation | None:
+    if not args.tta:
+        return None
+    if args.tta_sizes is None:
+        return TestTimeAugmentation.for_processor(processor, flip=not args.tta_no_flip)
+    try:
+        sizes = tuple(int(size) for size in args.tta_sizes.split(","))
+    except ValueError:
+        raise ValueError(f"--tta_sizes must be comma-separated ints, got {args.tta_sizes!r}") from None
+    return TestTimeAugmentation(sizes, args.tta_max_size, flip=not args.tta_no_flip)
 
 
 def dataset_kwargs(args: argparse.Namespace) -> dict:
@@ -66,12 +91,16 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(
             f"the model predicts {model.config.num_labels} classes but the dataset has {dataset.num_labels}"
         )
+    tta = test_time_augmentation(args, processor)
     model = model.to(accelerator.device)
     results = evaluate_model(model, processor, dataset, accelerator=accelerator, batch_size=args.batch_size,
-                             max_items=args.max_items)  # fmt: skip
+                             max_items=args.max_items, tta=tta)  # fmt: skip
     if accelerator.is_main_process:
         for group in results.values():
             print(format_table(group))
+        if tta is not None:
+            print(f"mIoU with test-time augmentation: {tta}")
+            results["test_time_augmentation"] = dataclasses.asdict(tta)
         if args.output_json:
             Path(args.output_json).write_text(json.dumps(results, indent=2, allow_nan=False))
     return results

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from ..image_processing import MaskFormerImageProcessor
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation
+from ..tta import TestTimeAugmentation, semantic_segmentation_tta
 from .metrics import MaskAPMetric, PanopticQualityMetric, SemanticSegmentationMetric
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Evaluator:
     Targets are items in the dataset format (`modeling_maskformer.data`): `semantic` (H, W) class ids with
     `ignore_index`, and for panoptic evaluation `panoptic_ids` (H, W) with `segments_info`. Predictions are
     post-processed at the size of `semantic`. PQ needs `panoptic=True`; mask AP also needs thing classes.
+    `panoptic_threshold` / `overlap_threshold`: the panoptic inference's object-mask and overlap thresholds.
     """
 
     def __init__(
@@ -64,7 +66,10 @@ class Evaluator:
         thing_ids: Iterable[int] = (),
         ignore_index: int = 255,
         panoptic: bool = False,
+        panoptic_threshold: float = 0.5,
+        overlap_threshold: float = 0.8,
     ):
+        self.panoptic_threshold, self.overlap_threshold = panoptic_threshold, overlap_threshold
         self.thing_ids = {int(c) for c in thing_ids}
         self.stuff_ids = sorted(set(id2label) - self.thing_ids)
         self.semantic = SemanticSegmentationMetric(len(id2label), ignore_index=ignore_index, id2label=id2label)
@@ -75,20 +80,23 @@ class Evaluator:
                 self.instance = MaskAPMetric(id2label=id2label)
 
     @classmethod
-    def for_dataset(cls, dataset, id2label: dict[int, str]) -> Evaluator:
+    def for_dataset(cls, dataset, id2label: dict[int, str], **kwargs) -> Evaluator:
         """The metrics a `SegmentationDataset` supports: mIoU always, PQ and mask AP for panoptic data."""
         return cls(id2label, thing_ids=dataset.thing_ids, ignore_index=dataset.ignore_index,
-                   panoptic=dataset.task == "panoptic")  # fmt: skip
+                   panoptic=dataset.task == "panoptic", **kwargs)  # fmt: skip
 
-    def update(self, processor, outputs, items: list[dict]) -> None:
-        """Post-process `outputs` (a batch of len(items)) with `processor` and score it against `items`."""
+    def update(self, processor, outputs, items: list[dict], semantic: list[torch.Tensor] | None = None) -> None:
+        """Post-process `outputs` (a batch of len(items)) with `processor` and score it against `items`;
+        `semantic`: the class maps when computed otherwise (test-time augmentation)."""
         sizes = [tuple(item["semantic"].shape) for item in items]
-        semantic = processor.post_process_semantic_segmentation(outputs, target_sizes=sizes)
+        if semantic is None:
+            semantic = processor.post_process_semantic_segmentation(outputs, target_sizes=sizes)
         for prediction, item in zip(semantic, items):
             self.semantic.update(prediction.cpu(), torch.as_tensor(item["semantic"].astype(np.int64)))
         if self.panoptic is not None:
             panoptic = processor.post_process_panoptic_segmentation(
-                outputs, threshold=0.5, label_ids_to_fuse=set(self.stuff_ids), target_sizes=sizes
+                outputs, threshold=self.panoptic_threshold, overlap_mask_area_threshold=self.overlap_threshold,
+                label_ids_to_fuse=set(self.stuff_ids), target_sizes=sizes,
             )
             for prediction, item in zip(panoptic, items):
                 self.panoptic.update(
@@ -149,6 +157,9 @@ def evaluate_model(
     batch_size: int = 4,
     max_items: int | None = None,
     show_progress: bool = True,
+    tta: TestTimeAugmentation | None = None,
+    panoptic_threshold: float = 0.5,
+    overlap_threshold: float = 0.8,
 ) -> dict:
     """Run the model over (a shard of) the dataset and return the summed metrics of all processes.
 
@@ -158,13 +169,17 @@ def evaluate_model(
     is therefore preprocessed alone (padded only by its own processor rule), and only images of the same
     padded size share a forward pass. Images are grouped within windows of `8 * batch_size` items, and
     metrics are updated in dataset order.
+
+    `tta`: semantic maps (mIoU) from test-time augmentation (`modeling_maskformer.tta`), as the authors' multi-scale
+    results; panoptic and instance predictions stay single-scale (the authors' TTA is semantic only).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     was_training = model.training
     model.eval()
     unwrapped = accelerator.unwrap_model(model) if accelerator is not None else model
-    evaluator = Evaluator.for_dataset(dataset, {int(k): v for k, v in unwrapped.config.id2label.items()})
+    evaluator = Evaluator.for_dataset(dataset, {int(k): v for k, v in unwrapped.config.id2label.items()},
+                                      panoptic_threshold=panoptic_threshold, overlap_threshold=overlap_threshold)
     device = next(model.parameters()).device
     indices = list(range(len(dataset) if max_items is None else min(max_items, len(dataset))))
     if accelerator is not None:
@@ -186,7 +201,11 @@ def evaluate_model(
                     batch_outputs = model(**batch)
                     outputs.update({p: _single_image_outputs(batch_outputs, i) for i, p in enumerate(chunk)})
             for position, item in enumerate(items):
-                evaluator.update(processor, outputs.pop(position), [item])
+                semantic = None
+                if tta is not None:
+                    semantic = semantic_segmentation_tta(model, processor, item["image"], tta,
+                                                         target_sizes=[item["semantic"].shape])  # fmt: skip
+                evaluator.update(processor, outputs.pop(position), [item], semantic=semantic)
                 progress.update(1)
     evaluator.gather(accelerator)
     model.train(was_training)
