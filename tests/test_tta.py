@@ -171,6 +171,8 @@ def live_tensor_bytes(excluded: set[int]) -> int:
         warnings.simplefilter("ignore")  # isinstance() on some deprecated torch objects warns
         tensors = [obj for obj in gc.get_objects() if isinstance(obj, torch.Tensor)]
     for tensor in tensors:
+        if type(tensor) not in (torch.Tensor, nn.Parameter) or tensor.device.type != "cpu":
+            continue  # e.g. fake or meta tensors other tests' tracing left behind: no memory of their own
         storage = tensor.untyped_storage()
         if storage.data_ptr() not in seen:
             seen.add(storage.data_ptr())
