@@ -45,7 +45,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .resampling import CellPixels, Geometry, Pixels, argmax_columns, argmax_rows, image_sizes, mix, take
@@ -89,19 +88,6 @@ def _use_dense(method: Method, num_maps: int, valid: tuple[int, int]) -> bool:
     return method == "dense" or (method == "auto" and num_maps * valid[0] * valid[1] <= DENSE_LIMIT)
 
 
-def _upsampled(logits: Tensor, padded: tuple[int, int], valid: tuple[int, int]) -> Tensor:
-    """(C, h, w) -> (C, h_v, w_v): upsampled to the padded input (U), padding cropped."""
-    up = F.interpolate(logits[None], size=padded, mode="bilinear", align_corners=False)[0]
-    return up[:, : valid[0], : valid[1]]
-
-
-def _resized(maps: Tensor, target: tuple[int, int]) -> Tensor:
-    """(C, h_v, w_v) -> (C, H_t, W_t) (R); the identity at the same size."""
-    if tuple(maps.shape[-2:]) == tuple(target):
-        return maps
-    return F.interpolate(maps[None], size=target, mode="bilinear", align_corners=False)[0]
-
-
 # ----------------------------------------------------------------------------------------------------
 # Semantic segmentation (paper Sec. 3.4, "semantic inference")
 # ----------------------------------------------------------------------------------------------------
@@ -129,10 +115,10 @@ def semantic_segmentation(
     for b, (valid, target) in enumerate(sizes):
         probs = class_logits[b, queries[b]].softmax(-1)[:, :-1]  # (Q, K)
         logits = mask_logits[b, queries[b]]  # (Q, h, w)
+        geometry = Geometry.of(tuple(logits.shape[-2:]), padded, valid, target, logits.device)
         if _use_dense(method, len(logits), valid):
-            results.append(_semantic_dense(probs, logits, padded, valid, target))
+            results.append(_semantic_dense(probs, logits, geometry))
         else:
-            geometry = Geometry.of(tuple(logits.shape[-2:]), padded, valid, target, logits.device)
             results.append(_semantic_bounded(probs, logits, geometry, padded))
     return results
 
@@ -167,34 +153,37 @@ def semantic_scores(
 
 
 def _score_rows(probs: Tensor, logits: Tensor, geometry: Geometry, first: int, last: int) -> Tensor:
-    """Semantic scores of output rows first..last-1, (K, rows, W_t): the source rows of the padded input,
+    """Semantic scores of output rows first..last-1, (K, rows, W_t): the padded rows these outputs blend,
     upsampled (U) along each axis, sigmoid, classes, then resized (R) along each axis."""
     ay, ax = geometry.y, geometry.x
-    top, bottom = int(ay.src0[first]), int(ay.src1[last - 1]) + 1  # padded rows these outputs blend
-    sources = torch.arange(top, bottom, device=logits.device)
-    columns = torch.arange(ax.valid, device=logits.device)
+    outputs = torch.arange(first, last, device=logits.device)
+    above, below = ay.src0[outputs], ay.src1[outputs]
+    # NOTE: only the source rows the outputs use (about two per output row when shrinking a large view).
+    sources, where = torch.unique(torch.cat([above, below]), return_inverse=True)
     upsampled = mix(  # (Q, source rows, w), then (Q, source rows, w_v)
         logits.index_select(1, ay.tap0[sources]), logits.index_select(1, ay.tap1[sources]), ay.tap_weight[sources, None]
     )
+    columns = torch.arange(ax.valid, device=logits.device)
     upsampled = mix(
         upsampled.index_select(2, ax.tap0[columns]), upsampled.index_select(2, ax.tap1[columns]), ax.tap_weight
     ).sigmoid_()
     scores = torch.einsum("qk,qhw->khw", probs, upsampled)  # (K, source rows, w_v)
-    outputs = torch.arange(first, last, device=logits.device)
+    count = len(outputs)
     scores = mix(
-        scores.index_select(1, ay.src0[outputs] - top), scores.index_select(1, ay.src1[outputs] - top),
-        ay.src_weight[outputs, None],
-    )  # fmt: skip
+        scores.index_select(1, where[:count]), scores.index_select(1, where[count:]), ay.src_weight[outputs, None]
+    )
     return mix(scores.index_select(2, ax.src0), scores.index_select(2, ax.src1), ax.src_weight)
 
 
-def _semantic_dense(probs: Tensor, logits: Tensor, padded, valid, target) -> Tensor:
-    masks = _upsampled(logits, padded, valid).sigmoid_()  # (Q, h_v, w_v)
+def _semantic_dense(probs: Tensor, logits: Tensor, geometry: Geometry) -> Tensor:
+    """Every class scored at every pixel, with torch's own resizes (few, large operations: small inputs)."""
+    valid, target = (geometry.y.valid, geometry.x.valid), geometry.target
+    masks = geometry.upsampled(logits).sigmoid()  # (Q, h_v, w_v)
     num_queries, num_classes = probs.shape
-    if num_classes < num_queries and tuple(valid) != tuple(target):  # resize the fewer maps
-        scores = torch.mm(probs.t(), masks.flatten(1)).view(num_classes, *valid)
-        return argmax_rows(_resized(scores, target).flatten(1)).view(target)
-    scores = torch.mm(probs.t(), _resized(masks, target).flatten(1))  # (K, H_t * W_t)
+    if num_classes < num_queries and valid != tuple(target):  # resize the fewer maps
+        scores = torch.mm(probs.t(), masks.reshape(num_queries, -1)).view(num_classes, *valid)
+        return argmax_rows(geometry.resized(scores).flatten(1)).view(target)
+    scores = torch.mm(probs.t(), geometry.resized(masks).reshape(num_queries, -1))  # (K, H_t * W_t)
     return argmax_rows(scores).view(target)
 
 
@@ -372,10 +361,10 @@ def panoptic_segmentation(
             segmentation = torch.zeros(target, dtype=torch.int32, device=class_logits.device)
             results.append({"segmentation": segmentation, "segments_info": []})
             continue
+        geometry = Geometry.of(tuple(logits.shape[-2:]), padded, valid, target, logits.device)
         if len(logits) * target[0] * target[1] <= DENSE_LIMIT:
-            winner, visible, own_area = _panoptic_maps(scores, logits, padded, valid, target, mask_threshold)
+            winner, visible, own_area = _panoptic_maps(scores, logits, geometry, mask_threshold)
         else:
-            geometry = Geometry.of(tuple(logits.shape[-2:]), padded, valid, target, logits.device)
             winner, visible, own_area = _panoptic_bounded(scores, logits, geometry, mask_threshold)
         segment_of = [0] * len(scores)  # per kept query, its segment id (0: dropped)
         segments, fused_ids = [], {}
@@ -405,16 +394,17 @@ def _probability_at_least(threshold: float) -> float:
     return math.log(threshold / (1 - threshold))
 
 
-def _panoptic_maps(scores: Tensor, logits: Tensor, padded, valid, target, mask_threshold: float):
+def _panoptic_maps(scores: Tensor, logits: Tensor, geometry: Geometry, mask_threshold: float):
     """(winner query per pixel (H_t, W_t), visible pixels per query, own area per query), computed a group
     of queries at a time with a running argmax (bounded memory; the first query wins ties, as argmax)."""
+    target = geometry.target
     best = torch.full(target, -1.0, device=logits.device)
     winner = torch.zeros(target, dtype=torch.long, device=logits.device)
     own_area = []
     group = max(1, _GROUP_ELEMENTS // (target[0] * target[1]))
     for first in range(0, len(scores), group):
-        masks = _resized(_upsampled(logits[first : first + group], padded, valid), target).sigmoid_()
-        own_area += (masks >= mask_threshold).flatten(1).count_nonzero(1).tolist()
+        masks = geometry.full(logits[first : first + group]).sigmoid()
+        own_area += (masks >= mask_threshold).count_nonzero((1, 2)).tolist()
         for m, weighted in enumerate(masks.mul_(scores[first : first + group, None, None]), start=first):
             winner.masked_fill_(weighted > best, m)
             torch.maximum(best, weighted, out=best)
@@ -557,11 +547,11 @@ class _InstanceMasks:
         margin = _SLACK * (1 + abs(cut)) if math.isfinite(cut) else 0.0
         self.boxes, self.values = [], []
         if len(logits) * geometry.target[0] * geometry.target[1] <= DENSE_LIMIT:  # small: all at once
-            masks = geometry.full(logits).sigmoid_()  # (U, H_t, W_t)
+            masks = geometry.full(logits).sigmoid()  # (U, H_t, W_t)
             inside = masks > mask_threshold
-            self.area = inside.flatten(1).count_nonzero(1)
+            self.area = inside.count_nonzero((1, 2))
             covered = masks.masked_fill_(~inside, -math.inf)
-            self.total = covered.clamp(min=0).flatten(1).sum(1)
+            self.total = covered.clamp(min=0).sum((1, 2))
             self.boxes = [((0, geometry.target[0]), (0, geometry.target[1]))] * len(logits)
             self.values = list(covered)
             return

@@ -168,14 +168,26 @@ class Geometry:
     def flat_index(self, rows: Tensor, cols: Tensor) -> Tensor:
         return rows * self.target[1] + cols
 
+    def upsampled(self, logits: Tensor) -> Tensor:
+        """U and the crop with torch's bilinear resize (the original's operation): (C, h, w) -> (C, h_v, w_v)."""
+        (h, w), size = self.low, self.padded
+        if size == (4 * h, 4 * w):
+            # NOTE: only the samples the valid region reads: a stride-4 upsampling of them gives the same values
+            # there (the clamping at the cut edge reaches 2 pixels past it; one extra sample keeps it outside).
+            h, w = min(h, -(-self.y.valid // 4) + 1), min(w, -(-self.x.valid // 4) + 1)
+            size = (4 * h, 4 * w)
+        up = F.interpolate(logits[None, :, :h, :w], size=size, mode="bilinear", align_corners=False)[0]
+        return up[:, : self.y.valid, : self.x.valid]
+
+    def resized(self, maps: Tensor) -> Tensor:
+        """R with torch's bilinear resize: (C, h_v, w_v) -> (C, H_t, W_t); the identity at the same size."""
+        if tuple(maps.shape[-2:]) == tuple(self.target):
+            return maps
+        return F.interpolate(maps[None], size=self.target, mode="bilinear", align_corners=False)[0]
+
     def full(self, logits: Tensor) -> Tensor:
-        """R(U(logits)) of (C, h, w) maps over the whole output, (C, H_t, W_t), with torch's own resizes
-        (the original's operations: upsample to the padded size, crop, resize)."""
-        up = F.interpolate(logits[None], size=self.padded, mode="bilinear", align_corners=False)[0]
-        up = up[:, : self.y.valid, : self.x.valid]
-        if (self.y.valid, self.x.valid) == tuple(self.target):
-            return up
-        return F.interpolate(up[None], size=self.target, mode="bilinear", align_corners=False)[0]
+        """R(U(logits)) of (C, h, w) maps over the whole output, (C, H_t, W_t)."""
+        return self.resized(self.upsampled(logits))
 
     def region(self, logits: Tensor, rows: tuple[int, int], cols: tuple[int, int]) -> Tensor:
         """R(U(logits)) of one (h, w) map over output rows first..last-1 and cols first..last-1.
