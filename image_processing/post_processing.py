@@ -9,15 +9,16 @@ cropped and the result resized bilinearly to the output size; the sigmoid comes
   sum_q p_q(k) * sigmoid(upsampled logits of q) are resized, then the argmax is taken;
 - for panoptic and instance inference, after both resamplings.
 
-Two evaluations of that algorithm give the same maps (up to float rounding on exact ties):
-- "dense": every query or class resampled at every pixel, as the original does;
-- "bounded": `resampling.py` bounds every query at every pixel by the window of logits (2x2 to 3x3) its
-  pixels depend on; windows where those bounds already decide the outcome (the winning class or query, whether a mask covers
-  its pixels) are filled without evaluating them, and the others are evaluated exactly, pixel by pixel, over
-  the classes or queries still in contention. For semantic inference the bound is on score *differences*
-  (the winning class against each other one, query by query), which decides the near-uniform outputs of an
-  untrained model as well as the confident ones of a trained model.
-"auto" picks dense for small inputs (fewer, larger operations) and bounded otherwise.
+The maps are exactly the original's (up to float rounding on exact ties), computed without resampling every
+query or class at every pixel where that is not needed (`resampling.py`: each output pixel depends on a 2x2 to
+3x3 window of logits, and both resamplings are convex blends, so a window's extrema bound its pixels):
+- semantic: bounds on score *differences* (the winning class against each other one, query by query) decide
+  blocks of cells, then cells; the rest is scored exactly, cell by cell, over the classes still in contention.
+  Small inputs (Q x h_v x w_v <= DENSE_LIMIT) are scored densely; `method` forces either evaluation;
+- panoptic: each tile's winning query and its threshold counts come from the bounds where they are certain;
+  small inputs dense;
+- instance: each candidate query is evaluated over the bounding box of the tiles its logits can reach the
+  mask threshold in (its mean-probability score needs every pixel of its mask); small inputs dense.
 
 Deliberate differences from the original, all documented in the README: the padding is cropped before any
 resize (also for panoptic, where the original's outputs are at the padded size when not resized); instance
@@ -34,7 +35,7 @@ Output conventions (mirroring `transformers.MaskFormerImageProcessor` where it i
 
 Shape legend: B batch, Q queries, K classes (+1 "no object", the last class logit), (h, w) the mask logits at
 stride 4 of the padded input (H, W), (h_v, w_v) one image's unpadded content, (H_t, W_t) the output size,
-T tiles (one per low-resolution window), n pixels evaluated exactly.
+T tiles (output pixels grouped by the window they depend on), n pixels evaluated exactly.
 """
 
 from __future__ import annotations
@@ -105,8 +106,7 @@ def semantic_segmentation(
 
     U upsamples the mask logits to the padded input, the padding is cropped, R resizes to the target size
     (the original's `semantic_inference` then `sem_seg_postprocess`). Unlike transformers 5.x, the sigmoid
-    comes after the upsampling and the padding is cropped before resizing, so a padded image gets the same map
-    as when run alone.
+    comes after the upsampling and the padding is cropped before resizing, so it never leaks into the map.
     """
     class_logits, mask_logits, padded, sizes, queries = _prepared(
         class_logits, mask_logits, padded_size, valid_sizes, target_sizes
@@ -119,7 +119,7 @@ def semantic_segmentation(
         if _use_dense(method, len(logits), valid):
             results.append(_semantic_dense(probs, logits, geometry))
         else:
-            results.append(_semantic_bounded(probs, logits, geometry, padded))
+            results.append(_semantic_bounded(probs, logits, geometry))
     return results
 
 
@@ -187,11 +187,11 @@ def _semantic_dense(probs: Tensor, logits: Tensor, geometry: Geometry) -> Tensor
     return argmax_rows(scores).view(target)
 
 
-def _semantic_bounded(probs: Tensor, logits: Tensor, geometry: Geometry, padded) -> Tensor:
+def _semantic_bounded(probs: Tensor, logits: Tensor, geometry: Geometry) -> Tensor:
     """Decisions from the coarse to the fine, then exact scores where none decides.
 
     Cells are the 2x2 windows of logits (all the padded pixels between four low-res samples): bounds over a
-    cell are tight. Blocks of 8x8 cells (overlapping by one cell, so that every tile's window lies in one
+    cell are tight. Blocks of 4x4 cells (overlapping by one cell, so that every tile's window lies in one
     block's) decide whole regions and give the classes the finer steps still need. A tile's window is one
     cell, or two or four adjacent ones where its pixels' sources straddle cells; it is decided when its cells
     are, with the same class (an output pixel blends source pixels that all rank that class first). The
@@ -238,7 +238,7 @@ def _semantic_bounded(probs: Tensor, logits: Tensor, geometry: Geometry, padded)
     segmentation = geometry.paint(per_tile)
     if len(open_tiles):
         rows, cols, _ = geometry.pixels_of(open_tiles)
-        if CellPixels.applies(geometry, padded):  # the upsampling cell by cell
+        if CellPixels.applies(geometry):  # the upsampling cell by cell
             pixels = CellPixels(geometry, rows, cols)
             masks = pixels.cell_logits(logits).sigmoid_()  # (16 * n_cells, Q)
         else:

@@ -302,8 +302,8 @@ class CellPixels:
         self.weights = torch.stack([(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx], 1)  # (16, 4)
 
     @staticmethod
-    def applies(geometry: Geometry, padded: Size) -> bool:
-        return padded == (4 * geometry.low[0], 4 * geometry.low[1])
+    def applies(geometry: Geometry) -> bool:
+        return geometry.padded == (4 * geometry.low[0], 4 * geometry.low[1])
 
     def cell_logits(self, logits: Tensor) -> Tensor:
         """(C, h, w) logits -> (16 * n_cells, C) upsampled (U) over the needed cells, offset-major rows."""

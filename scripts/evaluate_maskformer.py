@@ -20,7 +20,8 @@ from pathlib import Path
 from accelerate import Accelerator
 
 from modeling_maskformer.cli import run_cli
-from modeling_maskformer.data import SyntheticShapesConfig, build_dataset
+from modeling_maskformer.data import build_dataset
+from modeling_maskformer.data.arguments import add_dataset_arguments, dataset_kwargs
 from modeling_maskformer.evaluation import evaluate_model, format_table, load_model_folder
 from modeling_maskformer.tta import TestTimeAugmentation
 
@@ -28,16 +29,9 @@ from modeling_maskformer.tta import TestTimeAugmentation
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="our model folder, a transformers MaskFormer folder, or Hub id")
-    parser.add_argument("--dataset", default="synthetic", help="'synthetic', a dataset folder, or a datasets name/path")
-    parser.add_argument("--dataset_config_name", default=None, help="config name of a datasets dataset")
+    add_dataset_arguments(parser)
     parser.add_argument("--split", default="validation")
-    parser.add_argument("--label_convention", choices=["ade", "as_is"], default=None,
-                        help="semantic PNGs: 'ade' = 0 is 'other' and ignored, 1..K are the classes; 'as_is' = the "
-                             "pixel values 0..K-1 are the classes (255 = ignored)")
     parser.add_argument("--num_images", type=int, default=None, help="synthetic dataset: number of images")
-    parser.add_argument("--image_size", type=int, default=None, help="synthetic dataset: image side")
-    parser.add_argument("--synthetic_thing_colours", choices=["random", "by_class"], default="random",
-                        help="synthetic dataset: thing colours random or by class hue band")
     parser.add_argument("--max_items", type=int, default=None, help="evaluate only the first N items")
     parser.add_argument("--batch_size", type=int, default=4,
                         help="images per forward pass; only images of one padded size are batched, so the "
@@ -71,21 +65,14 @@ def test_time_augmentation(args: argparse.Namespace, processor) -> TestTimeAugme
     return TestTimeAugmentation(sizes, args.tta_max_size, flip=not args.tta_no_flip)
 
 
-def dataset_kwargs(args: argparse.Namespace) -> dict:
-    if args.dataset == "synthetic":
-        kwargs = {key: getattr(args, key) for key in ("num_images", "image_size") if getattr(args, key) is not None}
-        return {**kwargs, "config": SyntheticShapesConfig(thing_colours=args.synthetic_thing_colours)}
-    kwargs = {"name": args.dataset_config_name} if args.dataset_config_name else {}
-    if args.label_convention is not None:
-        kwargs["reduce_labels"] = args.label_convention == "ade"
-    return kwargs
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     accelerator = Accelerator()
-    dataset = build_dataset(args.dataset, args.split, **dataset_kwargs(args))
+    kwargs = dataset_kwargs(args, num_images=args.num_images)
+    if args.label_convention is None:  # evaluation keeps the loaders' default (ADE's convention)
+        kwargs.pop("reduce_labels", None)
+    dataset = build_dataset(args.dataset, args.split, **kwargs)
     model, processor = load_model_folder(args.model)
     if model.config.num_labels != dataset.num_labels:
         raise ValueError(

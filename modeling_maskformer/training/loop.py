@@ -38,11 +38,11 @@ from transformers.utils import logging as transformers_logging
 from ..data import (
     Augmentation,
     MaskFormerCollator,
-    SyntheticShapesConfig,
     TrainingSet,
     build_dataset,
-    detect_folder_layout,
 )
+from ..data.arguments import add_dataset_arguments
+from ..data.arguments import dataset_kwargs as shared_dataset_kwargs
 from ..evaluation import evaluate_model, summary
 from ..hub import push_folder_to_hub
 from ..image_processing import MaskFormerImageProcessor
@@ -67,18 +67,11 @@ _MAX_STEPS_HELP = (
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="synthetic", help="'synthetic', an ADE/COCO-panoptic folder, or a datasets name/path")
-    p.add_argument("--dataset_config_name", default=None)
+    add_dataset_arguments(p)
     p.add_argument("--train_split", default="train")
     p.add_argument("--eval_split", default="validation")
-    p.add_argument("--label_convention", choices=["ade", "as_is"], default=None,
-                   help="semantic PNGs (required for them): 'ade' = ADE20K's convention, 0 is 'other' and ignored, "
-                        "1..K are the classes; 'as_is' = the pixel values 0..K-1 are the classes (255 = ignored)")
     p.add_argument("--num_train_images", type=int, default=None, help="synthetic: training scenes")
     p.add_argument("--num_eval_images", type=int, default=None, help="synthetic: validation scenes")
-    p.add_argument("--image_size", type=int, default=None, help="synthetic: image side")
-    p.add_argument("--synthetic_thing_colours", choices=["random", "by_class"], default="random",
-                   help="synthetic: thing colours random (shape alone tells the class) or by class hue band")
     p.add_argument("--model_preset", default="demo", help="demo, resnet50, resnet101, swin-tiny, swin-small, swin-base")
     p.add_argument("--model_name_or_path", default=None, help="fine-tune this model folder / Hub id instead of a preset")
     p.add_argument("--mask_loss_mode", choices=["dense", "point"], default=None)
@@ -141,21 +134,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def dataset_kwargs(args, split: str, id2label: dict[int, str] | None = None) -> dict:
-    """Loader arguments for `args.dataset`'s `split`: the synthetic settings, or the label convention of
-    semantic PNGs (None: the loader refuses semantic data, which must choose), and for the evaluation split
-    the training split's classes."""
-    if args.dataset == "synthetic":
-        kwargs = {"image_size": args.image_size, "config": SyntheticShapesConfig(thing_colours=args.synthetic_thing_colours)}
-        kwargs["num_images"] = args.num_train_images if split == args.train_split else args.num_eval_images
-        return {k: v for k, v in kwargs.items() if v is not None}
-    kwargs = {"name": args.dataset_config_name} if args.dataset_config_name else {}
-    path = Path(args.dataset).expanduser()
-    if path.is_dir() and detect_folder_layout(path) == "coco_panoptic":
-        return kwargs  # panoptic: category ids from the JSON, no label convention
-    kwargs["reduce_labels"] = None if args.label_convention is None else args.label_convention == "ade"
-    if id2label is not None:
-        kwargs["id2label"] = id2label
-    return kwargs
+    """Loader arguments for `args.dataset`'s `split` (the evaluation split takes the training split's classes)."""
+    num_images = args.num_train_images if split == args.train_split else args.num_eval_images
+    return shared_dataset_kwargs(args, num_images=num_images, id2label=id2label)
 
 
 def describe_labels(dataset) -> str:

@@ -1,0 +1,46 @@
+"""Command-line arguments shared by the training and evaluation programs: which dataset, and how to read it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .loaders import detect_folder_layout
+from .synthetic import SyntheticShapesConfig
+
+LABEL_CONVENTION_HELP = (
+    "semantic PNGs (required for them): 'ade' = ADE20K's convention, 0 is 'other' and ignored, 1..K are the "
+    "classes; 'as_is' = the pixel values 0..K-1 are the classes (255 = ignored)"
+)
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """--dataset, --dataset_config_name, --label_convention, --image_size, --synthetic_thing_colours."""
+    parser.add_argument(
+        "--dataset", default="synthetic", help="'synthetic', an ADE/COCO-panoptic folder, or a datasets name/path"
+    )
+    parser.add_argument("--dataset_config_name", default=None, help="config name of a datasets dataset")
+    parser.add_argument("--label_convention", choices=["ade", "as_is"], default=None, help=LABEL_CONVENTION_HELP)
+    parser.add_argument("--image_size", type=int, default=None, help="synthetic: image side")
+    parser.add_argument(
+        "--synthetic_thing_colours", choices=["random", "by_class"], default="random",
+        help="synthetic: thing colours random (shape alone tells the class) or by class hue band",
+    )  # fmt: skip
+
+
+def dataset_kwargs(args: argparse.Namespace, *, num_images: int | None = None, id2label=None) -> dict:
+    """`build_dataset` keyword arguments from those arguments: the synthetic settings, or the label convention
+    of semantic PNGs (None: the loader refuses semantic data, which must choose; not used by COCO panoptic
+    folders, whose categories come from the JSON) and the classes to use."""
+    if args.dataset == "synthetic":
+        kwargs = {"image_size": args.image_size, "num_images": num_images}
+        kwargs = {key: value for key, value in kwargs.items() if value is not None}
+        return {**kwargs, "config": SyntheticShapesConfig(thing_colours=args.synthetic_thing_colours)}
+    kwargs = {"name": args.dataset_config_name} if args.dataset_config_name else {}
+    path = Path(args.dataset).expanduser()
+    if path.is_dir() and detect_folder_layout(path) == "coco_panoptic":
+        return kwargs
+    kwargs["reduce_labels"] = None if args.label_convention is None else args.label_convention == "ade"
+    if id2label is not None:
+        kwargs["id2label"] = id2label
+    return kwargs
