@@ -507,8 +507,8 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
                     f"`pixel_mask` must be (B={batch_size}, H, W), got {tuple(pixel_mask.shape)}."
                 )
             padded_size = tuple(pixel_mask.shape[-2:])
-            real = pixel_mask.bool()
-            rows, cols = real.any(dim=-1).sum(-1), real.any(dim=-2).sum(-1)  # (B,), (B,)
+            # NOTE: the padding is bottom/right, so the first column and row hold the content's height and width.
+            rows, cols = (pixel_mask[:, :, 0] != 0).sum(-1), (pixel_mask[:, 0, :] != 0).sum(-1)  # (B,), (B,)
             valid_sizes = list(zip(rows.tolist(), cols.tolist()))
             if min(min(s) for s in valid_sizes) == 0:
                 raise ValueError("`pixel_mask` has an image without any real pixel (all zeros).")

@@ -60,8 +60,9 @@ DENSE_LIMIT = 1 << 19
 _SLACK = 1e-6
 
 
-def _prepared(class_logits: Tensor, mask_logits: Tensor, padded_size, valid_sizes, target_sizes):
-    """float32 logits, the per-image geometry, and per image the ids of the queries with finite logits."""
+def _prepared(class_logits: Tensor, mask_logits: Tensor, padded_size, valid_sizes, target_sizes, masks=True):
+    """float32 logits, the per-image geometry, and per image the ids of the queries with finite logits (class
+    logits only, when `masks` is False: the caller checks the masks it uses with `_finite_maps`)."""
     class_logits, mask_logits = class_logits.detach().float(), mask_logits.detach().float()
     if class_logits.ndim != 3 or mask_logits.ndim != 4 or class_logits.shape[:2] != mask_logits.shape[:2]:
         raise ValueError(
@@ -71,16 +72,30 @@ def _prepared(class_logits: Tensor, mask_logits: Tensor, padded_size, valid_size
     padded = (int(padded_size[0]), int(padded_size[1]))
     sizes = image_sizes(len(class_logits), padded, valid_sizes, target_sizes)
     # NOTE: a sum is non-finite when any term is (or, rarely, when huge terms overflow: checked element-wise).
-    finite = torch.isfinite(class_logits.sum(-1)) & torch.isfinite(mask_logits.sum((-2, -1)))  # (B, Q)
+    finite = torch.isfinite(class_logits.sum(-1))  # (B, Q)
+    if masks:
+        finite &= torch.isfinite(mask_logits.sum((-2, -1)))
     if not finite.all():
-        finite = torch.isfinite(class_logits).all(-1) & torch.isfinite(mask_logits).flatten(2).all(-1)
-    if not finite.all():
-        bad = (~finite).sum(1).tolist()
-        logger.warning(
-            "Ignoring queries with non-finite (NaN or inf) logits: %s of %d per image.", bad, finite.shape[1]
-        )
+        finite = torch.isfinite(class_logits).all(-1)
+        if masks:
+            finite &= torch.isfinite(mask_logits).flatten(2).all(-1)
+        _warn_non_finite((~finite).sum(1).tolist(), finite.shape[1])
     queries = [row.nonzero().squeeze(1) for row in finite]
     return class_logits, mask_logits, padded, sizes, queries
+
+
+def _warn_non_finite(dropped: list[int], total: int) -> None:
+    if any(dropped):
+        logger.warning("Ignoring queries with non-finite (NaN or inf) logits: %s of %d per image.", dropped, total)
+
+
+def _finite_maps(logits: Tensor) -> Tensor:
+    """(M, h, w) -> (M,) bool: which maps are finite everywhere (warns about the others)."""
+    finite = torch.isfinite(logits.sum((-2, -1)))
+    if not finite.all():
+        finite = torch.isfinite(logits).flatten(1).all(1)
+        _warn_non_finite([int((~finite).sum())], len(logits))
+    return finite
 
 
 def _use_dense(method: Method, num_maps: int, valid: tuple[int, int]) -> bool:
@@ -349,7 +364,7 @@ def panoptic_segmentation(
     """
     fuse = set() if label_ids_to_fuse is None else {int(label) for label in label_ids_to_fuse}
     class_logits, mask_logits, padded, sizes, queries = _prepared(
-        class_logits, mask_logits, padded_size, valid_sizes, target_sizes
+        class_logits, mask_logits, padded_size, valid_sizes, target_sizes, masks=False
     )
     num_classes = class_logits.shape[-1] - 1
     results = []
@@ -357,6 +372,10 @@ def panoptic_segmentation(
         scores, labels = class_logits[b, queries[b]].softmax(-1).max(-1)  # (Q,)
         keep = (labels != num_classes) & (scores > threshold)
         scores, labels, logits = scores[keep], labels[keep], mask_logits[b, queries[b][keep]]  # M kept
+        if len(logits):
+            finite = _finite_maps(logits)
+            if not finite.all():
+                scores, labels, logits = scores[finite], labels[finite], logits[finite]
         if not len(scores):
             segmentation = torch.zeros(target, dtype=torch.int32, device=class_logits.device)
             results.append({"segmentation": segmentation, "segments_info": []})
@@ -553,8 +572,9 @@ class _InstanceMasks:
             covered = masks.masked_fill_(~inside, -math.inf)
             self.total = covered.clamp(min=0).sum((1, 2))
             self.boxes = [((0, geometry.target[0]), (0, geometry.target[1]))] * len(logits)
-            self.values = list(covered)
+            self.values, self.dense = list(covered), covered
             return
+        self.dense = None
         reach = geometry.window_extrema(logits)[1] >= cut - margin  # (U, T_y, T_x)
         boxes = [_span(reach.any(2), geometry.y), _span(reach.any(1), geometry.x)]
         area, total = [], []
@@ -579,6 +599,10 @@ class _InstanceMasks:
         """Per pixel, the instance whose binary mask covers it with the highest score * sigmoid (the first one
         on ties), or N where none does: (H_t, W_t) int64."""
         target = self.geometry.target
+        if self.dense is not None and instance_query:  # one maximum over the stacked instances
+            index = torch.tensor(instance_query, device=scores.device)
+            best, winner = (self.dense.index_select(0, index) * scores[:, None, None]).max(0)
+            return winner.masked_fill_(best == -math.inf, len(instance_query))
         best = torch.full(target, -1.0, device=scores.device)
         winner = torch.full(target, len(instance_query), dtype=torch.long, device=scores.device)
         for n, (u, score) in enumerate(zip(instance_query, scores.tolist())):
