@@ -40,7 +40,7 @@ class Settings:
     tiny_model: bool = False  # backbone and decoder a few channels wide (the test suite), not ADE20K's
 
 
-FULL = Settings(512, (512, 683), 20, 20, repeats=5, warmup=1, post_repeats=10, train_steps=3)
+FULL = Settings(512, (512, 683), 20, 20, repeats=5, warmup=1, post_repeats=40, train_steps=3)
 QUICK = Settings(128, (128, 171), 20, 20, repeats=1, warmup=1, post_repeats=2, train_steps=1)
 TINY = Settings(64, (64, 85), 20, 5, repeats=1, warmup=0, post_repeats=1, train_steps=1, tiny_model=True)
 
