@@ -24,6 +24,7 @@ from modeling_maskformer.image_processing.post_processing import (
     semantic_scores,
     semantic_segmentation,
 )
+from modeling_maskformer.image_processing.resampling import Geometry
 
 import reference_inference as reference
 
@@ -433,3 +434,34 @@ def test_semantic_scores_are_the_originals_before_the_argmax(scale):
     assert all(torch.equal(part, whole[:, 3:11]) for part, whole in zip(band, scores))
     with pytest.raises(ValueError, match="rows"):
         semantic_scores(class_logits, mask_logits, rows=(5, 5), **sizes)
+
+
+@pytest.mark.parametrize(
+    "low, padded, valid, target",
+    [
+        ((24, 20), (96, 80), (96, 80), (96, 80)),  # stride 4, no resize: torch's upsampling of a block
+        ((24, 20), (96, 80), (90, 73), (90, 73)),  # the same, with padding cropped
+        ((24, 20), (96, 80), (90, 73), (131, 57)),  # resized: the composite of both resamplings
+        ((24, 20), (100, 83), (100, 83), (100, 83)),  # padded size not 4x the logits
+    ],
+)
+def test_a_region_is_the_originals_resampling_there(low, padded, valid, target):
+    """Geometry.region (the instance masks' bounding boxes) against the authors' resampling of the whole map, over
+    regions touching every edge, single pixels and random boxes; to float32 rounding of the blend weights
+    (a few 1e-7 of the logits' magnitude: the composite of two resamplings rounds its weights once)."""
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(*low, generator=generator) * 6
+    whole = reference.sem_seg_postprocess(reference.upsampled(logits[None, None], padded)[0], valid, target)[0]
+    geometry = Geometry(low, padded, valid, target, logits.device)
+    tolerance_scale = float(logits.abs().max())
+    height, width = target
+    boxes = [((0, height), (0, width)), ((0, 1), (0, 1)), ((height - 1, height), (width - 1, width)), ((2, 3), (5, 6))]
+    for _ in range(100):
+        top, left = (int(torch.randint(n, (1,), generator=generator)) for n in target)
+        bottom = int(torch.randint(top + 1, height + 1, (1,), generator=generator))
+        right = int(torch.randint(left + 1, width + 1, (1,), generator=generator))
+        boxes.append(((top, bottom), (left, right)))
+    for (top, bottom), (left, right) in boxes:
+        region = geometry.region(logits, (top, bottom), (left, right))
+        assert region.shape == (bottom - top, right - left)
+        torch.testing.assert_close(region, whole[top:bottom, left:right], atol=2e-6 * tolerance_scale, rtol=0)
