@@ -151,7 +151,8 @@ class Geometry:
 
     def paint(self, per_tile: Tensor) -> Tensor:
         """(T,) values -> (H_t, W_t): every pixel gets its tile's value."""
-        return per_tile.view(self.grid).index_select(0, self.y.tile).index_select(1, self.x.tile)
+        # NOTE: columns first: widening the few tile rows, then copying whole rows, is ~3x faster than the reverse.
+        return per_tile.view(self.grid).index_select(1, self.x.tile).index_select(0, self.y.tile)
 
     def pixels_of(self, tiles: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Output pixels of the given tile ids, tile by tile: rows, cols and the position of their tile in

@@ -465,3 +465,24 @@ def test_a_region_is_the_originals_resampling_there(low, padded, valid, target):
         region = geometry.region(logits, (top, bottom), (left, right))
         assert region.shape == (bottom - top, right - left)
         torch.testing.assert_close(region, whole[top:bottom, left:right], atol=2e-6 * tolerance_scale, rtol=0)
+
+
+@pytest.mark.parametrize("few_classes", [0, 1000], ids=["label-by-label", "all-guesses-at-once"])
+def test_both_ways_of_bounding_decide_like_the_original(monkeypatch, few_classes):
+    """The semantic bounds are taken label by label (many classes) or for every guess at once (few classes);
+    each alone must give the original's maps, on a trained model's outputs and on many-class random ones."""
+    from modeling_maskformer.image_processing import post_processing
+
+    monkeypatch.setattr(post_processing, "_FEW_CLASSES", few_classes)
+    recorded = load_recorded("demo_384")
+    cases = [(recorded["class_queries_logits"], recorded["masks_queries_logits"], _geometry(recorded))]
+    class_logits, mask_logits = random_outputs(
+        "noisy", batch_size=1, num_queries=30, num_classes=24, mask_size=(40, 40), num_objects=8
+    )
+    cases.append((class_logits, mask_logits, {"padded_size": (160, 160), "target_sizes": [(211, 150)]}))
+    for class_logits, mask_logits, sizes in cases:
+        for ours, expected in zip(
+            semantic_segmentation(class_logits, mask_logits, method="bounded", **sizes),
+            reference.semantic(class_logits, mask_logits, **sizes),
+        ):
+            assert agreement(ours, expected) >= 0.9999
