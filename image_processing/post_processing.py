@@ -560,16 +560,20 @@ def instance_segmentation(
     return results
 
 
-def _span(reached: Tensor, axis) -> list[tuple[int, int] | None]:
-    """Per map, the output coordinates first..last-1 covered by its reached tiles (None: none); (U, T_axis)."""
-    count = reached.shape[1]
-    first = reached.int().argmax(1)
-    last = count - 1 - reached.flip(1).int().argmax(1)
-    any_reached = reached.any(1)
-    start, end = axis.start[first], axis.start[last] + axis.count[last]
-    return [
-        (a, b) if ok else None for a, b, ok in zip(start.tolist(), end.tolist(), any_reached.tolist())
-    ]
+def _boxes(reached: Tensor, geometry: Geometry) -> list[tuple[tuple[int, int], tuple[int, int]] | None]:
+    """Per map, the output box (rows, cols) of the pixels whose support holds a reached low-res sample, or None:
+    the bounding box outside which the map is below the threshold for certain. reached: (U, h, w) bool."""
+    boxes, spans = [], []
+    used = [int(axis.composite_taps[-1].max()) + 1 for axis in (geometry.y, geometry.x)]
+    reached = reached[:, : used[0], : used[1]]  # NOTE: samples past the crop (padding) reach no output pixel
+    for dim, axis in ((2, geometry.y), (1, geometry.x)):
+        hit = reached.any(dim).int()  # (U, h) or (U, w)
+        count = hit.shape[1]
+        first, last = hit.argmax(1), count - 1 - hit.flip(1).argmax(1)
+        spans.append(torch.stack(axis.reach(first, last), 1).tolist())
+    for ok, rows, cols in zip(reached.flatten(1).any(1).tolist(), *spans):
+        boxes.append((tuple(rows), tuple(cols)) if ok and rows[0] < rows[1] and cols[0] < cols[1] else None)
+    return boxes
 
 
 class _InstanceMasks:
@@ -592,16 +596,17 @@ class _InstanceMasks:
             self.values, self.dense = list(covered), covered
             return
         self.dense = None
-        reach = geometry.window_extrema(logits)[1] >= cut - margin  # (U, T_y, T_x)
-        boxes = [_span(reach.any(2), geometry.y), _span(reach.any(1), geometry.x)]
+        # NOTE: every output pixel blends the logits of its support (convexly), so outside the box of the pixels
+        # whose support holds a sample >= the cut, sigmoid <= mask_threshold.
         area, total = [], []
-        for u, (rows, cols) in enumerate(zip(*boxes)):
-            if rows is None:
+        for u, box in enumerate(_boxes(logits >= cut - margin, geometry)):
+            if box is None:
                 self.boxes.append(None)
                 self.values.append(None)
                 area.append(0)
                 total.append(0.0)
                 continue
+            rows, cols = box
             values = geometry.region(logits[u], rows, cols).sigmoid_()
             inside = values > mask_threshold
             covered = values.masked_fill_(~inside, -math.inf)

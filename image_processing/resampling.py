@@ -111,6 +111,14 @@ class Axis:
             torch.cumsum(count, 0) - count, count,
         )  # fmt: skip
 
+    def reach(self, first: Tensor, last: Tensor) -> tuple[Tensor, Tensor]:
+        """The output coordinates whose support meets low-res coordinates first..last (inclusive), as
+        [start, end) per entry: `first`, `last` (N,) int64 -> start, end (N,) (start == end: none)."""
+        support_end = self.window + 1 + (self.composite[:, 2] > 0).long()  # last low-res coordinate used
+        start = torch.searchsorted(support_end, first)
+        end = torch.searchsorted(self.window, last, right=True)
+        return start, torch.maximum(start, end)
+
     @property
     def identity(self) -> bool:
         return self.valid == self.target

@@ -486,3 +486,24 @@ def test_both_ways_of_bounding_decide_like_the_original(monkeypatch, few_classes
             reference.semantic(class_logits, mask_logits, **sizes),
         ):
             assert agreement(ours, expected) >= 0.9999
+
+
+@pytest.mark.parametrize("sizes", SIZES)
+@pytest.mark.parametrize("kind", ["confident", "noisy"])
+def test_instance_boxes_hold_every_mask_pixel(monkeypatch, kind, sizes):
+    """Large inputs evaluate each candidate only inside the box its low-res logits can reach the threshold from;
+    forced on small ones here, over padded, resized and odd geometries, the maps stay the original's."""
+    from modeling_maskformer.image_processing import post_processing
+
+    monkeypatch.setattr(post_processing, "DENSE_LIMIT", 0)
+    class_logits, mask_logits = random_outputs(
+        kind, batch_size=2, num_queries=20, num_classes=10, mask_size=(32, 32), num_objects=6
+    )
+    for mask_threshold in (0.5, 0.9, 0.02):
+        options = {"threshold": 0.3, "mask_threshold": mask_threshold}
+        for ours, expected in zip(
+            instance_segmentation(class_logits, mask_logits, **sizes, **options),
+            reference.instance(class_logits, mask_logits, **sizes, **options),
+        ):
+            assert agreement(ours["segmentation"], expected["segmentation"]) >= 0.999
+            assert same_segments(ours["segments_info"], expected["segments_info"])
