@@ -495,7 +495,7 @@ def test_instance_boxes_hold_every_mask_pixel(monkeypatch, kind, sizes):
     forced on small ones here, over padded, resized and odd geometries, the maps stay the original's."""
     from modeling_maskformer.image_processing import post_processing
 
-    monkeypatch.setattr(post_processing, "DENSE_LIMIT", 0)
+    monkeypatch.setattr(post_processing, "INSTANCE_DENSE_LIMIT", 0)
     class_logits, mask_logits = random_outputs(
         kind, batch_size=2, num_queries=20, num_classes=10, mask_size=(32, 32), num_objects=6
     )
