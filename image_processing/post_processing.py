@@ -568,23 +568,34 @@ def instance_segmentation(
 def _boxes(reached: Tensor, geometry: Geometry) -> list[tuple[tuple[int, int], tuple[int, int]] | None]:
     """Per map, the output box (rows, cols) of the pixels whose support holds a reached low-res sample, or None:
     the bounding box outside which the map is below the threshold for certain. reached: (U, h, w) bool."""
-    boxes, spans = [], []
-    used = [int(axis.composite_taps[-1].max()) + 1 for axis in (geometry.y, geometry.x)]
+    used = [int(axis.support_end[-1]) + 1 for axis in (geometry.y, geometry.x)]
     reached = reached[:, : used[0], : used[1]]  # NOTE: samples past the crop (padding) reach no output pixel
+    spans = []
     for dim, axis in ((2, geometry.y), (1, geometry.x)):
         hit = reached.any(dim).int()  # (U, h) or (U, w)
         count = hit.shape[1]
         first, last = hit.argmax(1), count - 1 - hit.flip(1).argmax(1)
         spans.append(torch.stack(axis.reach(first, last), 1).tolist())
-    for ok, rows, cols in zip(reached.flatten(1).any(1).tolist(), *spans):
-        boxes.append((tuple(rows), tuple(cols)) if ok and rows[0] < rows[1] and cols[0] < cols[1] else None)
-    return boxes
+    any_hit = hit.any(1).tolist()  # (a map with no sample reached gives first 0, last count - 1 above)
+    return [
+        (tuple(rows), tuple(cols)) if ok and rows[0] < rows[1] and cols[0] < cols[1] else None
+        for ok, rows, cols in zip(any_hit, *spans)
+    ]
+
+
+def _covered(probabilities: Tensor, mask_threshold: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(..., H, W) sigmoid values -> the same tensor with -inf outside the binary masks (values > mask_threshold),
+    and per mask its area and the sum of its values inside, (...,) each."""
+    inside = probabilities > mask_threshold
+    area = inside.count_nonzero((-2, -1))
+    covered = probabilities.masked_fill_(~inside, -math.inf)
+    return covered, area, covered.clamp(min=0).sum((-2, -1))
 
 
 class _InstanceMasks:
     """The candidate queries' masks at the output size, each evaluated only over the bounding box of the pixels
-    whose windows hold a logit that can reach the threshold (outside, sigmoid <= mask_threshold for certain). `values` keeps the
-    sigmoid inside each binary mask and -inf outside."""
+    whose windows hold a logit that can reach the threshold (outside, sigmoid <= mask_threshold for certain).
+    `values` keeps the sigmoid inside each binary mask and -inf outside."""
 
     def __init__(self, logits: Tensor, geometry: Geometry, mask_threshold: float) -> None:
         self.geometry, self.threshold = geometry, mask_threshold
@@ -592,11 +603,7 @@ class _InstanceMasks:
         margin = _SLACK * (1 + abs(cut)) if math.isfinite(cut) else 0.0
         self.boxes, self.values = [], []
         if len(logits) * geometry.target[0] * geometry.target[1] <= INSTANCE_DENSE_LIMIT:  # small: all at once
-            masks = geometry.full(logits).sigmoid()  # (U, H_t, W_t)
-            inside = masks > mask_threshold
-            self.area = inside.count_nonzero((1, 2))
-            covered = masks.masked_fill_(~inside, -math.inf)
-            self.total = covered.clamp(min=0).sum((1, 2))
+            covered, self.area, self.total = _covered(geometry.full(logits).sigmoid_(), mask_threshold)
             self.boxes = [((0, geometry.target[0]), (0, geometry.target[1]))] * len(logits)
             self.values, self.dense = list(covered), covered
             return
@@ -612,13 +619,11 @@ class _InstanceMasks:
                 total.append(0.0)
                 continue
             rows, cols = box
-            values = geometry.region(logits[u], rows, cols).sigmoid_()
-            inside = values > mask_threshold
-            covered = values.masked_fill_(~inside, -math.inf)
+            covered, box_area, box_total = _covered(geometry.region(logits[u], rows, cols).sigmoid_(), mask_threshold)
             self.boxes.append((rows, cols))
             self.values.append(covered)
-            area.append(int(inside.count_nonzero()))
-            total.append(float(covered.clamp(min=0).sum()))
+            area.append(int(box_area))
+            total.append(float(box_total))
         self.area = torch.tensor(area, dtype=torch.long, device=logits.device)
         self.total = torch.tensor(total, device=logits.device)
 

@@ -84,6 +84,7 @@ class Axis:
     window: Tensor  # (target,) first low-res coordinate of the support
     composite: Tensor  # (target, 3) weights of window, window + 1, window + 2 in R after U (both linear)
     composite_taps: Tensor  # (target, 3) those coordinates, clamped to the last one (where the weight is 0)
+    support_end: Tensor  # (target,) the last low-res coordinate of each output coordinate's support
     keys: Tensor  # (T_axis,) the keys that occur, increasing
     tile: Tensor  # (target,) index of each output coordinate's key in `keys` (non-decreasing)
     start: Tensor  # (T_axis,) first output coordinate of each tile
@@ -103,19 +104,17 @@ class Axis:
             for tap, weight in ((tap0, 1 - tap_weight), (tap1, tap_weight)):
                 composite.scatter_add_(1, (tap[source] - window)[:, None], (source_weight * weight[source])[:, None])
         taps = (window[:, None] + torch.arange(3, device=device)).clamp_(max=low - 1)
-        keys, tile, count = torch.unique_consecutive(
-            2 * window + (composite[:, 2] > 0).long(), return_inverse=True, return_counts=True
-        )
+        wide = (composite[:, 2] > 0).long()  # the support spans 3 coordinates
+        keys, tile, count = torch.unique_consecutive(2 * window + wide, return_inverse=True, return_counts=True)
         return cls(
-            low, valid, target, tap0, tap1, tap_weight, src0, src1, src_weight, window, composite, taps, keys, tile,
-            torch.cumsum(count, 0) - count, count,
+            low, valid, target, tap0, tap1, tap_weight, src0, src1, src_weight, window, composite, taps,
+            window + 1 + wide, keys, tile, torch.cumsum(count, 0) - count, count,
         )  # fmt: skip
 
     def reach(self, first: Tensor, last: Tensor) -> tuple[Tensor, Tensor]:
         """The output coordinates whose support meets low-res coordinates first..last (inclusive), as
         [start, end) per entry: `first`, `last` (N,) int64 -> start, end (N,) (start == end: none)."""
-        support_end = self.window + 1 + (self.composite[:, 2] > 0).long()  # last low-res coordinate used
-        start = torch.searchsorted(support_end, first)
+        start = torch.searchsorted(self.support_end, first)
         end = torch.searchsorted(self.window, last, right=True)
         return start, torch.maximum(start, end)
 
@@ -145,6 +144,8 @@ class Geometry:
         self.y = Axis.build(low[0], padded[0], valid[0], target[0], device)
         self.x = Axis.build(low[1], padded[1], valid[1], target[1], device)
         self.grid = (len(self.y.keys), len(self.x.keys))
+        # The padded input is exactly four times the logits (a stride-4 model's outputs, as the processor pads).
+        self.stride_4 = padded == (4 * low[0], 4 * low[1])
         self.tile_pixels = (self.y.count[:, None] * self.x.count[None, :]).flatten()  # (T,)
 
     @staticmethod
@@ -180,7 +181,7 @@ class Geometry:
     def upsampled(self, logits: Tensor) -> Tensor:
         """U and the crop with torch's bilinear resize (the original's operation): (C, h, w) -> (C, h_v, w_v)."""
         (h, w), size = self.low, self.padded
-        if size == (4 * h, 4 * w):
+        if self.stride_4:
             # NOTE: only the samples the valid region reads: a stride-4 upsampling of them gives the same values
             # there (the clamping at the cut edge reaches 2 pixels past it; one extra sample keeps it outside).
             h, w = min(h, -(-self.y.valid // 4) + 1), min(w, -(-self.x.valid // 4) + 1)
@@ -206,7 +207,7 @@ class Geometry:
         the cropped padded input itself at four times the logits (no second resize), torch's upsampling of the
         logits the region reads is used instead: it computes the same blends, faster.
         """
-        if self.y.identity and self.x.identity and self.padded == (4 * self.low[0], 4 * self.low[1]):
+        if self.y.identity and self.x.identity and self.stride_4:
             # NOTE: a block's upsampling equals the whole map's at the block's rows and columns except within two
             # pixels of a cut edge, where torch clamps to the block; the region starts >= 2 pixels after its
             # first low-res row (its window) and ends before its last one's reach, so it never reads those.
@@ -324,7 +325,7 @@ class CellPixels:
 
     @staticmethod
     def applies(geometry: Geometry) -> bool:
-        return geometry.padded == (4 * geometry.low[0], 4 * geometry.low[1])
+        return geometry.stride_4
 
     def cell_logits(self, logits: Tensor) -> Tensor:
         """(C, h, w) logits -> (16 * n_cells, C) upsampled (U) over the needed cells, offset-major rows."""
