@@ -4,7 +4,7 @@ line.
 
     from modeling_maskformer.reproduction import reproduce
 
-    report = reproduce("swin-large-ade", tta=True)   # needs the network (or local folders) and, in full, a GPU
+    report = reproduce("swin-large-ade", tta=True, download=True)   # the network (or local folders), in full a GPU
     report["measured"]["value"], report["paper"]["value"], report["difference"]
 """
 
@@ -20,6 +20,7 @@ import torch
 
 from .conversion import convert_from_transformers
 from .data import build_dataset
+from .data.prepare import default_data_root, get_spec, prepare, prepared_folder
 from .evaluation import evaluate_model
 from .hub import build_model_card, check_model_card
 from .zoo import AUTHORS_REPOSITORY, MODEL_ZOO_SOURCE, ZooEntry, get_entry
@@ -33,7 +34,14 @@ def _first_line(error: BaseException) -> str:
 
 
 def check_request(
-    entry: ZooEntry, *, tta: bool, limit: int | None, device: str | None, dataset: str | None
+    entry: ZooEntry,
+    *,
+    tta: bool,
+    limit: int | None,
+    device: str | None,
+    dataset: str | None,
+    download: bool = False,
+    data_root: str | Path | None = None,
 ) -> torch.device:
     """The device to run on, or an error naming what is missing or wrong, before anything is downloaded."""
     if tta and entry.task != "semantic":
@@ -44,11 +52,8 @@ def check_request(
         raise ValueError(f"row {entry.name}: no multi-scale setting to reproduce ({reason})")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1, got {limit}")
-    if dataset is None and entry.datasets_name is None:
-        raise FileNotFoundError(
-            f"row {entry.name} needs the {entry.dataset} data, which has no `datasets` name here: pass --dataset "
-            f"FOLDER ({entry.layout})"
-        )
+    if dataset is None:
+        check_row_data(entry, download=download, data_root=data_root)
     if device is not None:
         return torch.device(device)
     if torch.cuda.is_available():
@@ -62,10 +67,44 @@ def check_request(
     return torch.device("cpu")
 
 
-def load_row_dataset(entry: ZooEntry, source: str | None, id2label: dict[int, str] | None):
-    """The row's evaluation split from `source` (a local folder or `datasets` name; default: the row's `datasets`
-    name), with an error that says what to pass when it cannot be read."""
-    source = source or entry.datasets_name
+def check_row_data(entry: ZooEntry, *, download: bool, data_root: str | Path | None) -> None:
+    """Without --dataset: the row's data must be prepared under `data_root`, or `download` must be able to prepare
+    it; otherwise an error naming the command that does."""
+    if entry.prepare is None:
+        raise FileNotFoundError(f"row {entry.name} needs the {entry.dataset} data, which prepare_data.py does not "
+                                f"fetch: pass --dataset FOLDER ({entry.layout})")  # fmt: skip
+    if prepared_folder(entry.prepare, data_root, entry.split) is not None:
+        return
+    root = Path(data_root or default_data_root()).expanduser()
+    command = entry.prepare_command.replace("DIR", str(root))
+    if all(archive.url is None for archive in get_spec(entry.prepare).archives.values()):
+        raise FileNotFoundError(f"row {entry.name} needs the {entry.dataset} data, which needs a login to download, "
+                                f"so --download cannot fetch it: download the archives, then run `{command}`")  # fmt: skip
+    if not download:
+        raise FileNotFoundError(
+            f"row {entry.name} needs the {entry.dataset} {entry.split} data, not prepared in {root}: add --download "
+            f"(it runs `{command}`), or pass --data_root or --dataset FOLDER ({entry.layout})"
+        )
+
+
+def row_data_source(
+    entry: ZooEntry, dataset: str | None, *, data_root: str | Path | None, mirror: str | None, progress: bool
+) -> str:
+    """`dataset`, else the row's prepared folder under `data_root`, prepared now when missing (check_row_data has
+    allowed it)."""
+    if dataset is not None:
+        return dataset
+    folder = prepared_folder(entry.prepare, data_root, entry.split)
+    if folder is None:
+        result = prepare(entry.prepare, data_root, splits=[entry.split], mirror=mirror, progress=progress)
+        logger.warning(result.summary())
+        folder = result.folder
+    return str(folder)
+
+
+def load_row_dataset(entry: ZooEntry, source: str, id2label: dict[int, str] | None):
+    """The row's evaluation split from `source` (a local folder or `datasets` name), with an error that says what
+    to pass when it cannot be read."""
     kwargs: dict[str, Any] = {}
     if entry.task == "semantic":
         kwargs = {"reduce_labels": entry.label_convention == "ade", "ignore_index": entry.ignore_index}
@@ -102,6 +141,9 @@ def reproduce(
     batch_size: int = 1,
     model_card: bool = False,
     show_progress: bool = True,
+    download: bool = False,
+    data_root: str | Path | None = None,
+    mirror: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model-zoo row and compare with the paper. Returns the report (also written to
     `output_dir/reproduction.json`; with `model_card`, `model-index` entries go into `output_dir/README.md`).
@@ -111,17 +153,22 @@ def reproduce(
         tta: Multi-scale + flip (the row's TEST.AUG sizes) instead of single-scale; semantic rows only.
         limit: Evaluate only the first `limit` images.
         model: The transformers checkpoint to convert, when not the row's Hub id (a local folder).
-        dataset: A local folder or `datasets` name, when not the row's `datasets` name.
+        dataset: A local folder or `datasets` name, when not the row's prepared folder (`zoo.ZooEntry.prepare`
+            under `data_root`, default `data.prepare.default_data_root()`).
+        download: Prepare the row's data when it is missing (`data.prepare.prepare`), without asking.
+        mirror: With `download`: a base URL serving the official archive paths.
         output_dir: Where the converted model, the JSON and the model card go (default
             `outputs/reproduce/<row>`).
         device: "cuda", "cpu", ... (default: a GPU; without one only with `limit`).
     """
     entry = row if isinstance(row, ZooEntry) else get_entry(row)
-    run_device = check_request(entry, tta=tta, limit=limit, device=device, dataset=dataset)
+    run_device = check_request(entry, tta=tta, limit=limit, device=device, dataset=dataset, download=download,
+                               data_root=data_root)  # fmt: skip
     output_dir = Path(output_dir or Path("outputs") / "reproduce" / entry.name)
     source = model or entry.hub_id
     net, processor = convert_from_transformers(source, output_dir)
     id2label = {int(k): v for k, v in net.config.id2label.items()}
+    dataset = row_data_source(entry, dataset, data_root=data_root, mirror=mirror, progress=show_progress)
     data = load_row_dataset(entry, dataset, id2label if entry.task == "semantic" else None)
     if data.num_labels != net.config.num_labels:
         raise ValueError(f"{source} predicts {net.config.num_labels} classes but the dataset has {data.num_labels}")
@@ -140,7 +187,7 @@ def reproduce(
         "hub_id": entry.hub_id,
         "checkpoint": str(source),
         "converted_folder": str(output_dir),
-        "dataset": {"name": entry.dataset, "source": str(dataset or entry.datasets_name), "split": entry.split,
+        "dataset": {"name": entry.dataset, "source": str(dataset), "split": entry.split,
                     "images_evaluated": evaluated, "images_in_split": entry.num_images},  # fmt: skip
         "settings": {
             "test_size": entry.test_size, "max_test_size": entry.max_test_size, "size_divisor": entry.size_divisor,

@@ -38,10 +38,17 @@ COCO_STUFF_TTA = TestTimeAugmentation((320, 480, 640, 800, 960, 1120), 4480, fli
 CITYSCAPES_TTA = TestTimeAugmentation((512, 768, 1024, 1280, 1536, 1792), 4096, flip=True)  # Base-Cityscapes-19.yaml
 
 ADE_LAYOUT = (
-    "ADEChallengeData2016: images/validation/*.jpg + annotations/validation/*.png (0 = other, 1..150 = classes)"
+    "ADEChallengeData2016: images/validation/*.jpg + annotations/validation/*.png (0 = other, 1..150 = classes), "
+    "made by: python scripts/prepare_data.py ade20k --root DIR"
 )
 COCO_PANOPTIC_LAYOUT = (
-    "COCO 2017: val2017/*.jpg + annotations/panoptic_val2017.json + annotations/panoptic_val2017/*.png"
+    "COCO 2017: val2017/*.jpg + annotations/panoptic_val2017.json + annotations/panoptic_val2017/*.png, made by: "
+    "python scripts/prepare_data.py coco_panoptic --splits val --root DIR"
+)
+CITYSCAPES_LAYOUT = (
+    "images/validation/<name>.png + annotations/validation/<name>.png (gtFine labelTrainIds 0..18, 255 ignored), "
+    "made from the two local archives (a Cityscapes login) by: python scripts/prepare_data.py cityscapes --archives "
+    "gtFine_trainvaltest.zip leftImg8bit_trainvaltest.zip --root DIR"
 )
 SWIN_CARD = "Hub page and model card seen (stored snapshot); the card names the dataset and the Swin size"
 RESNET_SCRIPT = (
@@ -66,7 +73,8 @@ class ZooEntry:
     layout: str  # the local folder the data loader reads
     test_size: int  # INPUT.MIN_SIZE_TEST
     max_test_size: int  # INPUT.MAX_SIZE_TEST
-    datasets_name: str | None = None  # a Hugging Face `datasets` name that build_dataset loads, if any
+    datasets_name: str | None = None  # the data's Hugging Face `datasets` name (model-card metadata only)
+    prepare: str | None = None  # the `scripts/prepare_data.py` name that makes `layout`, if any
     label_convention: Literal["ade", "as_is"] | None = None  # semantic PNGs (see README "Fine-tune on your data")
     ignore_index: int = 255
     size_divisor: int = 32  # MODEL.MASK_FORMER.SIZE_DIVISIBILITY (0: no padding)
@@ -84,6 +92,14 @@ class ZooEntry:
     def metric(self) -> Literal["mIoU", "PQ"]:
         return "PQ" if self.task == "panoptic" else "mIoU"
 
+    @property
+    def prepare_command(self) -> str | None:
+        if self.prepare is None:
+            return None
+        splits = " --splits val" if self.prepare == "coco_panoptic" else ""
+        archives = " --archives gtFine_trainvaltest.zip leftImg8bit_trainvaltest.zip" if self.prepare == "cityscapes" else ""
+        return f"python scripts/prepare_data.py {self.prepare}{splits}{archives} --root DIR"
+
     def paper_value(self, tta: bool) -> float | None:
         return self.paper_multi_scale if tta else self.paper_single_scale
 
@@ -92,7 +108,8 @@ def _ade(name, backbone, config, single, multi, test_size=512, tta=ADE20K_512_TT
     return ZooEntry(
         name=name, backbone=backbone, dataset="ADE20K-150", task="semantic", config=f"configs/ade20k-150/{config}",
         paper_single_scale=single, paper_multi_scale=multi, num_images=2000, split="validation", layout=ADE_LAYOUT,
-        test_size=test_size, max_test_size=4 * test_size, datasets_name="scene_parse_150", label_convention="ade",
+        test_size=test_size, max_test_size=4 * test_size, datasets_name="scene_parse_150", prepare="ade20k",
+        label_convention="ade",
         tta=tta, hub_evidence=evidence,
     )  # fmt: skip
 
@@ -102,7 +119,7 @@ def _coco(name, backbone, config, pq):
         name=name, backbone=backbone, dataset="COCO panoptic", task="panoptic",
         config=f"configs/coco-panoptic/swin/{config}", paper_single_scale=pq, paper_multi_scale=None,
         num_images=5000, split="validation", layout=COCO_PANOPTIC_LAYOUT, test_size=800, max_test_size=1333,
-        size_divisor=0, threshold=0.8, overlap_threshold=0.8, hub_evidence=SWIN_CARD,
+        size_divisor=0, threshold=0.8, overlap_threshold=0.8, hub_evidence=SWIN_CARD, prepare="coco_panoptic",
         notes=("test size: detectron2's defaults (the config sets none); SIZE_DIVISIBILITY 0: no padding",),
     )  # fmt: skip
 
@@ -147,8 +164,7 @@ MODEL_ZOO: tuple[ZooEntry, ...] = (
         name="resnet101-cityscapes", backbone="R101", dataset="Cityscapes", task="semantic",
         config="configs/cityscapes-19/maskformer_R101_bs16_90k.yaml", paper_single_scale=78.5, paper_multi_scale=80.3,
         num_images=500, split="validation",
-        layout="images/validation/<name>.png + annotations/validation/<name>.png (gtFine labelTrainIds 0..18, 255 "
-               "ignored; rename the pairs to one stem)",
+        layout=CITYSCAPES_LAYOUT, prepare="cityscapes",
         test_size=1024, max_test_size=2048, label_convention="as_is", tta=CITYSCAPES_TTA,
     ),  # fmt: skip
     ZooEntry(
@@ -179,7 +195,7 @@ def markdown_table() -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for e in MODEL_ZOO:
-        data = f"{e.dataset}, {e.split}, {e.num_images} images" + (f" (`{e.datasets_name}`)" if e.datasets_name else "")
+        data = f"{e.dataset}, {e.split}, {e.num_images} images" + (f" (`prepare_data.py {e.prepare}`)" if e.prepare else "")
         if e.task == "panoptic":
             tta = f"- (thresholds {e.threshold} / {e.overlap_threshold})"
         elif e.tta is not None:

@@ -1,12 +1,14 @@
 """Reproduce a row of the MaskFormer model zoo from its transformers checkpoint on the Hub: convert it, evaluate it
 on the row's dataset with the authors' settings, and print the paper's number against the measured one.
 
-    python scripts/reproduce.py swin-large-ade --tta          # ADE20K val, multi-scale + flip: paper 55.6 mIoU
-    python scripts/reproduce.py swin-tiny-ade --limit 50      # a quick look at the first 50 images
-    python scripts/reproduce.py swin-base-coco --dataset /data/coco   # COCO panoptic needs a local folder
+    python scripts/reproduce.py swin-large-ade --tta --download   # ADE20K val, multi-scale + flip: paper 55.6 mIoU
+    python scripts/reproduce.py swin-tiny-ade --limit 50 --download   # a quick look at the first 50 images
+    python scripts/reproduce.py swin-base-coco --download     # COCO panoptic val2017 (1.7 GB of archives)
+    python scripts/reproduce.py swin-base-coco --dataset /data/coco   # a folder prepared before
     python scripts/reproduce.py --list                        # the rows
 
-Needs the network (checkpoint and `datasets` data) or local folders (--model, --dataset), and for a full run a GPU.
+Needs the network (the checkpoint; with --download the row's data, prepared like scripts/prepare_data.py into
+--data_root) or local folders (--model, --dataset), and for a full run a GPU.
 Writes <output_dir>/reproduction.json; with --model_card also the converted folder's README.md with `model-index`
 entries for the paper's and the measured figure.
 """
@@ -29,6 +31,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--model", default=None, help="a local transformers MaskFormer folder instead of the Hub id")
     parser.add_argument("--dataset", default=None, help="a local dataset folder (or `datasets` name) instead of the row's")
+    parser.add_argument("--download", action="store_true",
+                        help="prepare the row's data when it is missing (no prompt), as scripts/prepare_data.py does")
+    parser.add_argument("--data_root", default=None,
+                        help="where the prepared datasets are (default $MASKFORMER_DATA, else ~/.cache/maskformer-hf/datasets)")
+    parser.add_argument("--mirror", default=None, help="with --download: a base URL serving the official archive paths")
     parser.add_argument("--output_dir", default=None, help="converted model, JSON, model card (default outputs/reproduce/ROW)")
     parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: a GPU; the CPU only with --limit)")
     parser.add_argument("--batch_size", type=int, default=1, help="images of one padded size per forward pass")
@@ -49,7 +56,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     report = reproduce(
         args.row, tta=args.tta, limit=args.limit, model=args.model, dataset=args.dataset, output_dir=args.output_dir,
-        device=args.device, batch_size=args.batch_size, model_card=args.model_card,
+        device=args.device, batch_size=args.batch_size, model_card=args.model_card, download=args.download,
+        data_root=args.data_root, mirror=args.mirror,
     )  # fmt: skip
     print(summary_line(report))
     print(f"written: {report['converted_folder']}/reproduction.json" + (" and README.md" if args.model_card else ""))

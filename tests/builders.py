@@ -54,6 +54,26 @@ def random_targets(batch_size: int, height: int, width: int, num_labels: int = 3
     return mask_labels, class_labels
 
 
+def save_transformers_checkpoint(folder, *, num_labels: int = 150, predicted: int = 7) -> None:
+    """A transformers MaskFormer (tiny ResNet, 1 decoder layer, 5 queries) saved with save_pretrained, with its
+    processor, that predicts class `predicted` everywhere: a stand-in for a Hub checkpoint."""
+    from transformers import MaskFormerConfig as HFConfig
+    from transformers import MaskFormerForInstanceSegmentation as HFModel
+    from transformers import MaskFormerImageProcessor as HFProcessor
+
+    id2label = {i: f"class {i}" for i in range(num_labels)}
+    config = HFConfig(backbone_config=tiny_backbone_config(), fpn_feature_size=32, mask_feature_size=32,
+                      id2label=id2label, label2id={v: k for k, v in id2label.items()})  # fmt: skip
+    config.decoder_config.decoder_layers = 1
+    config.decoder_config.num_queries = 5
+    torch.manual_seed(0)
+    model = HFModel(config)
+    with torch.no_grad():
+        model.class_predictor.bias[predicted] = 50.0
+    model.save_pretrained(folder)
+    HFProcessor().save_pretrained(folder)
+
+
 def run_in_terminal(code: str, *, env: dict[str, str] | None = None, cwd=None, timeout: float = 300) -> tuple[int, str]:
     """Run `python -c code` with stdin, stdout and stderr on a pseudo-terminal, as in a shell or a notebook:
     only there does transformers ask "Do you wish to run the custom code?" (and waits 15 s for an answer that

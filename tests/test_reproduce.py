@@ -17,6 +17,8 @@ from PIL import Image
 from modeling_maskformer.data import SyntheticShapes
 from modeling_maskformer.zoo import ADE20K_512_TTA, MODEL_ZOO, get_entry, markdown_table
 
+from builders import save_transformers_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "reproduce.py"
 SIZES = [(96, 96), (80, 96), (96, 72)]
@@ -28,11 +30,6 @@ def standin(tmp_path_factory):
     """ADEChallengeData2016/{images,annotations}/validation (ADE convention: 0 = other, k = class k - 1) of synthetic
     scenes, and a transformers MaskFormer (150 classes, tiny ResNet) saved with save_pretrained that predicts
     class PREDICTED everywhere."""
-    from transformers import MaskFormerConfig as HFConfig
-    from transformers import MaskFormerForInstanceSegmentation as HFModel
-    from transformers import MaskFormerImageProcessor as HFProcessor
-    from transformers import ResNetConfig
-
     root = tmp_path_factory.mktemp("reproduce")
     ade = root / "ADEChallengeData2016"
     for sub in ("images/validation", "annotations/validation"):
@@ -45,19 +42,7 @@ def standin(tmp_path_factory):
         ade_values = np.where(semantic == 255, 0, semantic + 1).astype(np.uint8)
         Image.fromarray(ade_values).save(ade / "annotations/validation" / f"ADE_val_{i:08d}.png")
 
-    id2label = {i: f"class {i}" for i in range(150)}
-    backbone = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1],
-                            out_features=["stage1", "stage2", "stage3", "stage4"])  # fmt: skip
-    config = HFConfig(backbone_config=backbone, fpn_feature_size=32, mask_feature_size=32, id2label=id2label,
-                      label2id={v: k for k, v in id2label.items()})  # fmt: skip
-    config.decoder_config.decoder_layers = 1
-    config.decoder_config.num_queries = 5
-    torch.manual_seed(0)
-    model = HFModel(config)
-    with torch.no_grad():
-        model.class_predictor.bias[PREDICTED] = 50.0
-    model.save_pretrained(root / "checkpoint")
-    HFProcessor().save_pretrained(root / "checkpoint")
+    save_transformers_checkpoint(root / "checkpoint", num_labels=150, predicted=PREDICTED)
     return root
 
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from .loaders import detect_folder_layout
+from .prepare import DATA_ROOT_ENV, DATASETS, SCRIPT_DATASETS, default_data_root
 from .synthetic import SyntheticShapesConfig
 
 LABEL_CONVENTION_HELP = (
@@ -15,10 +16,16 @@ LABEL_CONVENTION_HELP = (
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    """--dataset, --dataset_config_name, --label_convention, --image_size, --synthetic_thing_colours."""
+    """--dataset, --data_root, --dataset_config_name, --label_convention, --image_size, --synthetic_thing_colours."""
     parser.add_argument(
-        "--dataset", default="synthetic", help="'synthetic', an ADE/COCO-panoptic folder, or a datasets name/path"
-    )
+        "--dataset", default="synthetic",
+        help="'synthetic', an ADE/COCO-panoptic folder, a name prepared by scripts/prepare_data.py (ade20k, "
+             "coco_panoptic, cityscapes; also scene_parse_150 = ade20k), or a datasets name/path",
+    )  # fmt: skip
+    parser.add_argument(
+        "--data_root", default=None,
+        help=f"where scripts/prepare_data.py put the named datasets (default ${DATA_ROOT_ENV}, else {default_data_root()})",
+    )  # fmt: skip
     parser.add_argument("--dataset_config_name", default=None, help="config name of a datasets dataset")
     parser.add_argument("--label_convention", choices=["ade", "as_is"], default=None, help=LABEL_CONVENTION_HELP)
     parser.add_argument("--image_size", type=int, default=None, help="synthetic: image side")
@@ -38,7 +45,12 @@ def dataset_kwargs(args: argparse.Namespace, *, num_images: int | None = None, i
         return {**kwargs, "config": SyntheticShapesConfig(thing_colours=args.synthetic_thing_colours)}
     kwargs = {"name": args.dataset_config_name} if args.dataset_config_name else {}
     path = Path(args.dataset).expanduser()
-    if path.is_dir() and detect_folder_layout(path) == "coco_panoptic":
+    if not path.exists():  # a prepared dataset's name, or a `datasets` name
+        if SCRIPT_DATASETS.get(args.dataset, args.dataset) in DATASETS:
+            kwargs = {"data_root": args.data_root}
+        if args.dataset == "coco_panoptic":
+            return kwargs
+    elif path.is_dir() and detect_folder_layout(path) == "coco_panoptic":
         return kwargs
     kwargs["reduce_labels"] = None if args.label_convention is None else args.label_convention == "ade"
     if id2label is not None:

@@ -8,14 +8,22 @@ import csv
 import io
 import json
 import os
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from .synthetic import rgb_to_id
+
+
+def load_progress(iterable=None, *, total: int | None = None, desc: str, unit: str = "it"):
+    """A progress bar on stderr for a long load, shown only when it takes over 2 s (so small folders stay quiet)."""
+    return tqdm(iterable, total=total, desc=desc, unit=unit, unit_scale=unit == "B", file=sys.stderr, delay=2.0,
+                mininterval=1.0, leave=False)  # fmt: skip
 
 
 def open_rgb(value: Any, source: str | None = None) -> Image.Image:
@@ -123,7 +131,8 @@ def scan_num_labels(annotations, reduce_labels: bool, ignore_index: int) -> int:
     """Number of classes implied by the largest raw label in the annotations (ignore_index excluded); an
     annotation that is not a class-index image, or a label at or above ignore_index, is an error naming it."""
     top = -1
-    for number, annotation in enumerate(annotations):
+    total = len(annotations) if hasattr(annotations, "__len__") else None
+    for number, annotation in enumerate(load_progress(annotations, total=total, desc="counting classes", unit="file")):
         source = str(annotation) if isinstance(annotation, (str, os.PathLike)) else f"row {number}"
         image = open_image(annotation, source)
         check_class_index_mode(image, source)
@@ -172,9 +181,15 @@ def _coco_entry_name(entry) -> str:
 def read_coco_panoptic_json(json_path: Path) -> dict:
     """A COCO panoptic JSON, checked for what the loader relies on; every problem is a ValueError naming the
     file and the entry: invalid JSON, missing fields, segment ids listed twice for one image."""
+    data = bytearray()
+    with open(json_path, "rb") as file, load_progress(total=os.path.getsize(json_path), desc=f"reading {json_path.name}",
+                                                      unit="B") as bar:  # fmt: skip
+        while chunk := file.read(1 << 22):
+            data += chunk
+            bar.update(len(chunk))
     try:
-        payload = json.loads(json_path.read_text())
-    except json.JSONDecodeError as error:
+        payload = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{json_path}: not valid JSON ({error}); the file is damaged or truncated") from error
     if not isinstance(payload, dict):
         raise ValueError(f"{json_path}: expected a JSON object with 'images', 'annotations' and 'categories'")
@@ -189,7 +204,8 @@ def read_coco_panoptic_json(json_path: Path) -> dict:
     if not payload["annotations"]:
         raise ValueError(f"{json_path}: empty 'annotations' list")
     seen_images = set()
-    for number, annotation in enumerate(payload["annotations"]):
+    annotations = load_progress(payload["annotations"], desc=f"checking {json_path.name}", unit="annotation")
+    for number, annotation in enumerate(annotations):
         where = f"{json_path}: annotations[{number}] ({annotation['file_name']})"
         if annotation["image_id"] in seen_images:
             raise ValueError(f"{where}: a second annotation for image id {annotation['image_id']}")

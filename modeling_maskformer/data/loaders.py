@@ -24,6 +24,7 @@ from .decoding import (
     scan_num_labels,
     semantic_from_image,
 )
+from .prepare import resolve_name
 from .synthetic import SyntheticShapes, SyntheticShapesConfig, rgb_to_id
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -133,7 +134,7 @@ def load_ade_folder(
     id2label = id2label or read_id2label(root)
     if id2label is None:
         if num_labels is None:
-            num_labels = scan_num_labels((a for _, a in pairs), reduce_labels, ignore_index)
+            num_labels = scan_num_labels([a for _, a in pairs], reduce_labels, ignore_index)
             if num_labels == 0:
                 raise ValueError(f"ADE folder {root}: no annotation in {annotation_dir} has a class pixel (all are "
                                  f"ignored{' or 0' if reduce_labels else ''}); check reduce_labels / --label_convention")  # fmt: skip
@@ -395,13 +396,23 @@ def _hf_split_name(available: list[str], split: str) -> str:
 def _load_split(datasets, name: str, split: str, load_kwargs: dict):
     """``datasets.load_dataset`` for one split, trying the aliases of its name ("validation", "val")."""
     candidates = _split_candidates(split)
-    for candidate in candidates[:-1]:
-        try:
-            return datasets.load_dataset(name, split=candidate, **load_kwargs)
-        except ValueError as error:  # datasets: 'Unknown split "validation". Should be one of [...]'
-            if "split" not in str(error).lower():
-                raise
-    return datasets.load_dataset(name, split=candidates[-1], **load_kwargs)
+    try:
+        for candidate in candidates[:-1]:
+            try:
+                return datasets.load_dataset(name, split=candidate, **load_kwargs)
+            except ValueError as error:  # datasets: 'Unknown split "validation". Should be one of [...]'
+                if "split" not in str(error).lower():
+                    raise
+        return datasets.load_dataset(name, split=candidates[-1], **load_kwargs)
+    except RuntimeError as error:
+        # NOTE: datasets >= 4.0 refuses loading scripts: "Dataset scripts are no longer supported, but found x.py".
+        if "scripts are no longer supported" not in str(error):
+            raise
+        raise ValueError(
+            f"dataset {name!r} is a loading script, which datasets {datasets.__version__} no longer runs ({error}); "
+            f"download its data and pass the folder (ADE20K, COCO panoptic and Cityscapes: python "
+            f"scripts/prepare_data.py NAME --root DIR, see --help)"
+        ) from error
 
 
 # --------------------------------------------------------------------------------------------------
@@ -464,12 +475,19 @@ def detect_folder_layout(root: str | Path) -> Literal["coco_panoptic", "ade", "h
     )
 
 
-def build_dataset(source, split: str = "train", **kwargs) -> SegmentationDataset:
+def build_dataset(source, split: str = "train", *, data_root: str | Path | None = None, **kwargs) -> SegmentationDataset:
     """One entry point: ``"synthetic"``, a local folder (ADE, COCO panoptic, ``save_to_disk`` output or
     parquet/arrow files; detected), a ``datasets`` object, or a Hugging Face dataset name. ``kwargs`` go
-    to the loader."""
+    to the loader.
+
+    A name of `prepare.py` (``"ade20k"``, ``"coco_panoptic"``, ``"cityscapes"``) or a Hub name whose loading script
+    `datasets` no longer runs (``"scene_parse_150"``) reads the folder `scripts/prepare_data.py` left under
+    ``data_root`` (default ``$MASKFORMER_DATA``, else ``~/.cache/maskformer-hf/datasets``); when it is not there,
+    a FileNotFoundError names the command that prepares it."""
     if isinstance(source, str) and source == "synthetic":
         return load_synthetic(split, **kwargs)
+    if isinstance(source, str) and not Path(source).expanduser().exists():
+        source = resolve_name(source, split, data_root) or source
     if isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
         if path.is_dir():

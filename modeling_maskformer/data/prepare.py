@@ -1,0 +1,471 @@
+"""Preparing the real datasets in one call each: download the official archives (or read local ones), verify them,
+extract them safely and leave a folder that `loaders.py` reads. `scripts/prepare_data.py` is the command line.
+
+    from modeling_maskformer.data.prepare import prepare
+
+    result = prepare("ade20k", "data")                   # data/ADEChallengeData2016, 967 MB download
+    result = prepare("coco_panoptic", "data", splits=["validation"])   # data/coco: val2017 + panoptic val PNGs
+    result = prepare("cityscapes", "data", archives=["gtFine_trainvaltest.zip", "leftImg8bit_trainvaltest.zip"])
+
+What is prepared goes through a temporary sibling folder (`ROOT/.NAME-*.tmp`): extracted, its layout checked (image
+count per split, every annotation paired with its image), then renamed into place, and recorded last in
+`FOLDER/.maskformer-prepared.json`. A second call finds that record and does nothing. A call that fails (checksum,
+truncated archive, full disk, dropped connection) leaves nothing half-extracted in place, and the next call
+finishes the job (a partial download resumes). Old Hub names whose loading scripts `datasets` no longer runs
+(`scene_parse_150`) resolve to the prepared folder (`resolve_name`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+import numpy as np
+from PIL import Image
+
+from .download import DataPreparationError, download, extract_zip, progress_bar
+
+logger = logging.getLogger(__name__)
+
+DATA_ROOT_ENV = "MASKFORMER_DATA"
+MIRROR_ENV = "MASKFORMER_DATA_MIRROR"
+MARKER = ".maskformer-prepared.json"
+SPLITS = ("train", "validation")
+_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "validation", "validation": "validation"}
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One archive: where it is, its pinned size and SHA-256, and where those values come from."""
+
+    filename: str
+    url: str | None  # None: no direct download (behind a login); the user passes a local path
+    size: int | None  # bytes
+    sha256: str | None
+    source: str  # where url / size / sha256 come from
+    unpinned: str | None = None  # why sha256 (or size) is None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset this module prepares: its archives, the folder it leaves under the root, the split sizes."""
+
+    name: str
+    title: str
+    folder: str  # under the root
+    archives: dict[str, Archive]  # by role
+    split_counts: dict[str, int]  # images per split ("train" / "validation")
+    counts_source: str
+    label_convention: str | None  # what --label_convention the training command needs
+    layout: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+TFDS = "tensorflow/datasets `tensorflow_datasets/url_checksums/{}` (size and SHA-256 of the official URL)"
+
+DATASETS: dict[str, DatasetSpec] = {
+    "ade20k": DatasetSpec(
+        name="ade20k", title="ADE20K-150 (MIT Scene Parsing benchmark, ADEChallengeData2016)",
+        folder="ADEChallengeData2016",
+        archives={"all": Archive(
+            "ADEChallengeData2016.zip", "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip",
+            967_382_037, "7ff1be44964418441f542a7cc1e1a650e7dc0fc275f5d23252bc9bbdbc977b29", TFDS.format("ade20k.txt"),
+        )},
+        split_counts={"train": 20_210, "validation": 2_000},
+        counts_source="the benchmark's published split sizes (sceneparsing.csail.mit.edu: 20,210 training, 2,000 "
+                      "validation images), also tfds scene_parse150's splits",
+        label_convention="ade",
+        layout="ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_*.{jpg,png} + objectInfo150.txt "
+               "(PNG values: 0 = other, 1..150 = classes)",
+    ),  # fmt: skip
+    "coco_panoptic": DatasetSpec(
+        name="coco_panoptic", title="COCO 2017 panoptic segmentation", folder="coco",
+        archives={
+            "annotations": Archive(
+                "panoptic_annotations_trainval2017.zip",
+                "http://images.cocodataset.org/annotations/panoptic_annotations_trainval2017.zip",
+                860_725_834, "c05f76d2129b6b561eb70efe16e7006df62f73fb92889132d373b9d90e31a370",
+                TFDS.format("coco2017_panoptic.txt"),
+            ),
+            "validation": Archive(
+                "val2017.zip", "http://images.cocodataset.org/zips/val2017.zip", 815_585_330,
+                "4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05", TFDS.format("coco2017_panoptic.txt"),
+            ),
+            "train": Archive(
+                "train2017.zip", "http://images.cocodataset.org/zips/train2017.zip", 19_336_861_798,
+                "69a8bb58ea5f8f99d24875f21416de2e9ded3178e903f1f7603e283b9e06d929", TFDS.format("coco2017_panoptic.txt"),
+            ),
+        },
+        split_counts={"train": 118_287, "validation": 5_000},
+        counts_source="COCO 2017: 118,287 train and 5,000 val images, each with a panoptic annotation",
+        label_convention=None,
+        layout="coco/{train2017,val2017}/*.jpg + coco/annotations/panoptic_{train,val}2017.json + "
+               "coco/annotations/panoptic_{train,val}2017/*.png",
+        notes=("the inner panoptic_{train,val}2017.zip of the annotation archive are covered by its SHA-256",),
+    ),  # fmt: skip
+    "cityscapes": DatasetSpec(
+        name="cityscapes", title="Cityscapes (fine annotations)", folder="cityscapes",
+        archives={
+            "annotations": Archive(
+                "gtFine_trainvaltest.zip", None, None, None, "www.cityscapes-dataset.com/downloads (241 MB)",
+                unpinned="downloads need a Cityscapes account; the site's md5 sums are behind the same login",
+            ),
+            "images": Archive(
+                "leftImg8bit_trainvaltest.zip", None, None, None, "www.cityscapes-dataset.com/downloads (11 GB)",
+                unpinned="downloads need a Cityscapes account; the site's md5 sums are behind the same login",
+            ),
+        },
+        split_counts={"train": 2_975, "validation": 500},
+        counts_source="the Cityscapes paper / site: 2,975 train and 500 val finely annotated images",
+        label_convention="as_is",
+        layout="cityscapes/{images,annotations}/{training,validation}/<city>_<seq>_<frame>.png + id2label.json "
+               "(gtFine labelIds converted to the 19 trainIds 0..18, 255 ignored)",
+    ),  # fmt: skip
+}
+
+# Hub names whose loading script `datasets` >= 4 refuses ("Dataset scripts are no longer supported"), and the
+# dataset here that holds the same data.
+SCRIPT_DATASETS = {"scene_parse_150": "ade20k", "zhoubolei/scene_parse_150": "ade20k"}
+
+# Cityscapes labelIds -> trainIds: cityscapesScripts `helpers/labels.py` (ids 0..33; every id whose trainId is 255
+# or -1 is ignored). The 19 names in trainId order come from the same table.
+CITYSCAPES_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
+                        26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}  # fmt: skip
+CITYSCAPES_CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+                      "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle",
+                      "bicycle")  # fmt: skip
+
+_ADE_DIRS = {"train": "training", "validation": "validation"}
+_COCO_NAMES = {"train": "train2017", "validation": "val2017"}
+
+
+def default_data_root() -> Path:
+    """$MASKFORMER_DATA, else ~/.cache/maskformer-hf/datasets."""
+    return Path(os.environ.get(DATA_ROOT_ENV) or Path.home() / ".cache" / "maskformer-hf" / "datasets").expanduser()
+
+
+def get_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; prepare_data.py knows {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def normalize_splits(name: str, splits: Sequence[str] | None) -> list[str]:
+    spec = get_spec(name)
+    if not splits:
+        return list(spec.split_counts)
+    bad = [s for s in splits if s not in _SPLIT_ALIASES]
+    if bad:
+        raise ValueError(f"unknown split {bad[0]!r}; use train and/or val")
+    return sorted({_SPLIT_ALIASES[s] for s in splits}, key=SPLITS.index)
+
+
+def prepare_command(name: str, root: str | Path | None = None, splits: Sequence[str] | None = None) -> str:
+    """The command line that prepares `name` (for messages)."""
+    spec = get_spec(name)
+    parts = ["python scripts/prepare_data.py", name]
+    if spec.archives and all(a.url is None for a in spec.archives.values()):
+        parts.append("--archives " + " ".join(f"PATH/{a.filename}" for a in spec.archives.values()))
+    if splits and name == "coco_panoptic":
+        parts.append("--splits " + ",".join("val" if s == "validation" else s for s in splits))
+    parts.append(f"--root {root if root is not None else 'DIR'}")
+    return " ".join(parts)
+
+
+def read_marker(folder: Path) -> dict | None:
+    path = folder / MARKER
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None  # written atomically, so only a hand edit breaks it: treated as not prepared
+
+
+def prepared_folder(name: str, data_root: str | Path | None = None, split: str | None = None) -> Path | None:
+    """The prepared folder of `name` under `data_root` (default `default_data_root()`), if it holds `split`."""
+    folder = Path(data_root or default_data_root()).expanduser() / get_spec(name).folder
+    marker = read_marker(folder)
+    if marker is None or (split is not None and _SPLIT_ALIASES.get(split, split) not in marker.get("splits", {})):
+        return None
+    return folder
+
+
+def resolve_name(source: str, split: str, data_root: str | Path | None = None) -> Path | None:
+    """For a dataset name of this module ("ade20k") or a dead Hub name ("scene_parse_150"): its prepared folder, or
+    a FileNotFoundError naming the command that prepares it. None for any other name."""
+    name = SCRIPT_DATASETS.get(source, source if source in DATASETS else None)
+    if name is None:
+        return None
+    folder = prepared_folder(name, data_root, split)
+    if folder is not None:
+        return folder
+    root = Path(data_root or default_data_root()).expanduser()
+    why = (f"{source!r} is a loading-script dataset on the Hub, which the installed `datasets` no longer runs; "
+           if source in SCRIPT_DATASETS else "")  # fmt: skip
+    raise FileNotFoundError(
+        f"{why}the {get_spec(name).title} data is not prepared in {root}: run `{prepare_command(name, root, [split])}` "
+        f"(or pass --data_root / set {DATA_ROOT_ENV} to where it is, or --dataset FOLDER)"
+    )
+
+
+@dataclass
+class PrepareResult:
+    name: str
+    folder: Path
+    splits: dict[str, int]  # images per split, as verified
+    already_prepared: bool
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{count:,} {split}" for split, count in self.splits.items())
+        if self.already_prepared:
+            return f"{self.name}: already prepared in {self.folder} ({counts} images); nothing to do"
+        return f"{self.name}: prepared {self.folder} ({counts} images, layout verified)"
+
+
+# --------------------------------------------------------------------------------------------------
+# Layout checks (run on the temporary folder before it moves into place, and on a folder found in place).
+
+
+def check_pairs(images_dir: Path, annotations_dir: Path, expected: int, image_suffix: str, what: str) -> int:
+    """`images_dir` holds `expected` images, each with the PNG of the same stem in `annotations_dir`, and back."""
+    for folder in (images_dir, annotations_dir):
+        if not folder.is_dir():
+            raise DataPreparationError(f"{what}: missing folder {folder} after extraction (not the expected layout)")
+    images = {p.stem for p in images_dir.iterdir() if p.suffix == image_suffix}
+    annotations = {p.stem for p in annotations_dir.iterdir() if p.suffix == ".png"}
+    if len(images) != expected:
+        raise DataPreparationError(f"{what}: {images_dir} holds {len(images):,} images, expected {expected:,}")
+    unpaired = sorted(images ^ annotations)
+    if unpaired:
+        side = "annotation" if unpaired[0] in images else "image"
+        raise DataPreparationError(f"{what}: {len(unpaired)} file(s) without their pair, e.g. {unpaired[0]} has no "
+                                   f"{side}")  # fmt: skip
+    return len(images)
+
+
+def _check(spec: DatasetSpec, base: Path, split: str) -> int:
+    """Verify `split` of the dataset under `base` (the root or the temporary folder); returns its image count."""
+    folder, expected = base / spec.folder, spec.split_counts[split]
+    what = f"{spec.name} {split}"
+    if spec.name == "coco_panoptic":
+        from .loaders import load_coco_panoptic_folder  # NOTE: the loader itself pairs JSON, PNGs and images
+
+        name = _COCO_NAMES[split]
+        count = sum(1 for p in (folder / name).iterdir() if p.suffix == ".jpg") if (folder / name).is_dir() else 0
+        if count != expected:
+            raise DataPreparationError(f"{what}: {folder / name} holds {count:,} images, expected {expected:,}")
+        try:
+            dataset = load_coco_panoptic_folder(folder, split)
+        except (FileNotFoundError, ValueError) as error:
+            raise DataPreparationError(f"{what}: {error}") from error
+        if len(dataset) != expected:
+            raise DataPreparationError(f"{what}: {len(dataset):,} annotations, expected {expected:,}")
+        return count
+    suffix = ".jpg" if spec.name == "ade20k" else ".png"
+    return check_pairs(folder / "images" / _ADE_DIRS[split], folder / "annotations" / _ADE_DIRS[split], expected,
+                       suffix, what)  # fmt: skip
+
+
+def _items(spec: DatasetSpec, split: str) -> list[str]:
+    """What one split adds under the root (renamed into place in this order)."""
+    if spec.name == "coco_panoptic":
+        name = _COCO_NAMES[split]
+        return [f"coco/{name}", f"coco/annotations/panoptic_{name}", f"coco/annotations/panoptic_{name}.json"]
+    if spec.name == "ade20k":
+        return [spec.folder]  # one archive holds both splits
+    return [f"{spec.folder}/{sub}/{_ADE_DIRS[split]}" for sub in ("images", "annotations")]
+
+
+# --------------------------------------------------------------------------------------------------
+# Building one split in a temporary folder.
+
+
+def _build_ade(spec, temp: Path, archives: dict[str, Path], split: str, progress: bool) -> None:
+    extract_zip(archives["all"], temp, progress=progress)
+    if not (temp / spec.folder / "objectInfo150.txt").is_file():
+        logger.warning("ade20k: no objectInfo150.txt in the archive: class names will be numbers")
+
+
+def _build_coco(spec, temp: Path, archives: dict[str, Path], split: str, progress: bool) -> None:
+    name = _COCO_NAMES[split]
+    annotations = temp / "coco" / "annotations"
+    wanted = {f"panoptic_{name}.json", f"panoptic_{name}.zip"}
+    written = extract_zip(archives["annotations"], annotations, select=lambda n: PurePosixPath(n).name in wanted,
+                          rename=lambda n: PurePosixPath(n).name, progress=progress)  # fmt: skip
+    if sorted(written) != sorted(wanted):
+        raise DataPreparationError(f"{archives['annotations']}: expected {sorted(wanted)} in it, found {written}")
+    inner = annotations / f"panoptic_{name}.zip"
+    extract_zip(inner, annotations, select=lambda n: n.endswith(".png"),
+                rename=lambda n: f"panoptic_{name}/{PurePosixPath(n).name}", progress=progress)  # fmt: skip
+    inner.unlink()
+    extract_zip(archives[split], temp / "coco", select=lambda n: n.endswith(".jpg"),
+                rename=lambda n: f"{name}/{PurePosixPath(n).name}", progress=progress)  # fmt: skip
+
+
+def _build_cityscapes(spec, temp: Path, archives: dict[str, Path], split: str, progress: bool) -> None:
+    folder, sub, raw = temp / spec.folder, {"train": "train", "validation": "val"}[split], temp / "raw"
+    image_name = re.compile(rf"^leftImg8bit/{sub}/[^/]+/([^/]+)_leftImg8bit\.png$")
+    label_name = re.compile(rf"^gtFine/{sub}/[^/]+/([^/]+)_gtFine_labelIds\.png$")
+    extract_zip(archives["images"], folder / "images" / _ADE_DIRS[split], select=lambda n: bool(image_name.match(n)),
+                rename=lambda n: image_name.match(n).group(1) + ".png", progress=progress)  # fmt: skip
+    labels = extract_zip(archives["annotations"], raw, select=lambda n: bool(label_name.match(n)),
+                         rename=lambda n: label_name.match(n).group(1) + ".png", progress=progress)  # fmt: skip
+    lookup = np.full(256, 255, dtype=np.uint8)
+    lookup[list(CITYSCAPES_TRAIN_IDS)] = list(CITYSCAPES_TRAIN_IDS.values())
+    out = folder / "annotations" / _ADE_DIRS[split]
+    out.mkdir(parents=True, exist_ok=True)
+    for name in _iterate(labels, progress, "labelIds -> trainIds"):
+        with Image.open(raw / name) as image:
+            ids = np.asarray(image)
+        if ids.ndim != 2:
+            raise DataPreparationError(f"{archives['annotations']}: {name} is not a single-channel labelIds PNG")
+        Image.fromarray(lookup[ids]).save(out / name)
+    shutil.rmtree(raw)
+
+
+def _iterate(items: list[str], progress: bool, desc: str):
+    with progress_bar(total=len(items), desc=desc, enabled=progress, unit="file") as bar:
+        for item in items:
+            yield item
+            bar.update(1)
+
+
+_BUILDERS: dict[str, Callable] = {"ade20k": _build_ade, "coco_panoptic": _build_coco, "cityscapes": _build_cityscapes}
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole preparation.
+
+
+def _recover(spec: DatasetSpec, root: Path) -> None:
+    """Undo what an interrupted earlier call left: temporary folders, and items it had begun to move into place
+    (listed in its journal before the first move)."""
+    for temp in root.glob(f".{spec.name}-*.tmp"):
+        shutil.rmtree(temp, ignore_errors=True)
+    journal = root / f".{spec.name}.moving.json"
+    if journal.is_file():
+        items = json.loads(journal.read_text() or "[]")
+        logger.warning("%s: removing %s, left by an interrupted earlier run", spec.name, ", ".join(items))
+        for item in items:
+            path = root / item
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        journal.unlink()
+
+
+def _write_json(path: Path, payload) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def _archive_paths(spec, splits, root, archives, mirror, retries, progress) -> dict[str, Path]:
+    """The archives the splits need, verified: downloaded into ROOT/downloads, or the local paths given."""
+    roles = ["all"] if spec.name == "ade20k" else ["annotations", *splits] if spec.name == "coco_panoptic" else \
+        ["annotations", "images"]  # fmt: skip
+    if spec.name == "cityscapes":
+        given = {Path(p).name: Path(p).expanduser() for p in archives or ()}
+        paths = {}
+        for role in roles:
+            archive = spec.archives[role]
+            path = given.get(archive.filename)
+            if path is None or not path.is_file():
+                raise FileNotFoundError(
+                    f"cityscapes: {archive.filename} {'not found at ' + str(path) if path else 'not given'}; "
+                    f"{archive.unpinned}, so download it there and pass it: {prepare_command('cityscapes')}"
+                )
+            paths[role] = path
+        return paths
+    if archives:
+        raise ValueError(f"{spec.name} is downloaded from its official site; --archives is for cityscapes")
+    mirror = mirror or os.environ.get(MIRROR_ENV)
+    paths = {}
+    for role in roles:
+        archive = spec.archives[role]
+        url = archive.url if not mirror else mirror.rstrip("/") + urlsplit(archive.url).path
+        logger.info("%s: %s (%s bytes)", spec.name, url, f"{archive.size:,}" if archive.size else "size unknown")
+        paths[role] = download(url, root / "downloads" / archive.filename, size=archive.size, sha256=archive.sha256,
+                               retries=retries, progress=progress)  # fmt: skip
+    return paths
+
+
+def prepare(
+    name: str,
+    root: str | Path | None = None,
+    *,
+    splits: Sequence[str] | None = None,
+    archives: Sequence[str | Path] | None = None,
+    mirror: str | None = None,
+    keep_archives: bool = False,
+    retries: int = 3,
+    progress: bool = True,
+) -> PrepareResult:
+    """Prepare `name` ("ade20k", "coco_panoptic", "cityscapes") under `root` (default `default_data_root()`).
+
+    Args:
+        splits: "train" and/or "val" (default both; ADE20K's one archive always gives both).
+        archives: cityscapes only: the local gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip.
+        mirror: a base URL serving the official paths (default $MASKFORMER_DATA_MIRROR, else the official sites).
+        keep_archives: keep the downloads in ROOT/downloads after extraction (default: delete them).
+        retries: attempts to resume a dropped connection before giving up (a rerun resumes too).
+    """
+    spec = get_spec(name)
+    splits = normalize_splits(name, splits)
+    if spec.name == "ade20k":
+        splits = list(SPLITS)
+    root = Path(root or default_data_root()).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / spec.folder
+    _recover(spec, root)
+    marker = read_marker(folder) or {"dataset": name, "splits": {}, "archives": {}}
+    done = {split: marker["splits"][split] for split in splits if split in marker["splits"]}
+    if len(done) == len(splits):
+        return PrepareResult(name, folder, done, already_prepared=True)
+    todo = [split for split in splits if split not in done]
+
+    # A folder already in place without our record (extracted by hand): verified and adopted, or refused.
+    found = [split for split in todo if any((root / item).exists() for item in _items(spec, split))]
+    for split in found:
+        try:
+            marker["splits"][split] = _check(spec, root, split)
+            logger.warning("%s %s: found in %s and verified; recorded as prepared", name, split, folder)
+        except (DataPreparationError, OSError) as error:
+            raise DataPreparationError(f"{error}; {folder} exists but was not prepared here: move it away and run the "
+                                       f"same command again") from error  # fmt: skip
+    todo = [split for split in todo if split not in found]
+
+    if todo:
+        paths = _archive_paths(spec, todo, root, archives, mirror, retries, progress)
+        for split in todo if spec.name != "ade20k" else todo[:1]:
+            temp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", suffix=".tmp", dir=root))
+            try:
+                _BUILDERS[spec.name](spec, temp, paths, split, progress)
+                counts = {s: _check(spec, temp, s) for s in (todo if spec.name == "ade20k" else [split])}
+                if spec.name == "cityscapes":
+                    _write_json(temp / spec.folder / "id2label.json", dict(enumerate(CITYSCAPES_CLASSES)))
+                items = _items(spec, split) + (["cityscapes/id2label.json"] if spec.name == "cityscapes" else [])
+                journal = root / f".{spec.name}.moving.json"
+                _write_json(journal, items)
+                for item in items:
+                    (root / item).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(temp / item, root / item)
+                marker["splits"].update(counts)
+                marker["archives"].update({p.name: spec_archive.sha256 for role, p in paths.items()
+                                           if (spec_archive := spec.archives[role])})  # fmt: skip
+                _write_json(folder / MARKER, marker)
+                journal.unlink()
+            finally:
+                shutil.rmtree(temp, ignore_errors=True)
+        if not keep_archives and spec.name != "cityscapes":  # never delete the user's own files
+            for path in paths.values():
+                path.unlink(missing_ok=True)
+    _write_json(folder / MARKER, marker)
+    return PrepareResult(name, folder, {split: marker["splits"][split] for split in splits}, already_prepared=False)
