@@ -119,11 +119,20 @@ def test_what_is_missing_is_said_in_one_line(standin, tmp_path, monkeypatch, cap
     # no Hub access (the suite runs with HF_HUB_OFFLINE=1)
     line = one_line_error(monkeypatch, capsys, "resnet50-ade", "--limit", "1", "--dataset", folder, "--output_dir", out)
     assert "facebook/maskformer-resnet50-ade" in line and "could not be downloaded" in line
-    # a `datasets` name that cannot be reached, a row without one, a folder that does not exist
+    # data not prepared (and no --download), a dead Hub name, data that needs a login, a folder that does not exist
+    monkeypatch.setenv("MASKFORMER_DATA", str(tmp_path / "no-data"))
     line = one_line_error(monkeypatch, capsys, "resnet50-ade", "--limit", "1", "--model", checkpoint, "--output_dir", out)
-    assert "dataset 'scene_parse_150' could not be loaded" in line and "pass --dataset FOLDER" in line
+    assert "needs the ADE20K-150 validation data, not prepared in" in line and "add --download" in line
+    assert f"python scripts/prepare_data.py ade20k --root {tmp_path / 'no-data'}" in line
     line = one_line_error(monkeypatch, capsys, "swin-base-coco", "--limit", "1")
-    assert "needs the COCO panoptic data" in line and "panoptic_val2017.json" in line
+    assert "needs the COCO panoptic validation data" in line and "prepare_data.py coco_panoptic --splits val" in line
+    line = one_line_error(monkeypatch, capsys, "resnet50-ade", "--limit", "1", "--model", checkpoint, "--dataset",
+                          "scene_parse_150", "--output_dir", out)  # fmt: skip
+    assert "dataset 'scene_parse_150' could not be loaded" in line and "prepare_data.py ade20k" in line
+    line = one_line_error(monkeypatch, capsys, "resnet101-cityscapes", "--limit", "1", "--download")
+    assert "needs a login" in line and "prepare_data.py cityscapes --archives" in line
+    line = one_line_error(monkeypatch, capsys, "resnet50-coco-stuff", "--limit", "1")
+    assert "prepare_data.py does not fetch: pass --dataset FOLDER" in line
     line = one_line_error(monkeypatch, capsys, "resnet50-ade", "--limit", "1", "--model", checkpoint, "--dataset",
                           str(tmp_path / "missing"), "--output_dir", out)  # fmt: skip
     assert "not found" in line

@@ -206,6 +206,7 @@ def extract_zip(
     entry of the archive. Returns the names written. A damaged or truncated archive (bad header, CRC mismatch) and a
     full disk are `DataPreparationError`s; what was written so far stays under `root`, which the caller discards."""
     written = []
+    root.mkdir(parents=True, exist_ok=True)
     try:
         with zipfile.ZipFile(source) as archive:
             check_members(archive, source, root)
