@@ -24,14 +24,17 @@ from modeling_maskformer.visualization import draw, grid
 NEXT_STEPS = """
 Same script, real data (network and, ideally, GPUs):
   # ADE20K-150 semantic, Swin-T (paper: 46.7 mIoU single-scale), 8 GPUs x 2 images, 160k iterations
-  accelerate launch --num_processes 8 scripts/train_maskformer.py --dataset scene_parse_150 --label_convention ade \\
-      --model_preset swin-tiny --crop_size 512 --per_device_train_batch_size 2 --max_train_steps 160000 --mixed_precision bf16 \\
-      --output_dir outputs/ade-swin-tiny --report_to tensorboard
-  # COCO panoptic (folder with annotations/panoptic_train2017.json, PNGs and images), R50
-  accelerate launch --num_processes 8 scripts/train_maskformer.py --dataset /data/coco --model_preset resnet50 \\
+  python scripts/prepare_data.py ade20k --root data     # 967 MB download -> data/ADEChallengeData2016
+  accelerate launch --num_processes 8 scripts/train_maskformer.py --dataset data/ADEChallengeData2016 \\
+      --label_convention ade --model_preset swin-tiny --crop_size 512 --per_device_train_batch_size 2 \\
+      --max_train_steps 160000 --mixed_precision bf16 --output_dir outputs/ade-swin-tiny --report_to tensorboard
+  # COCO panoptic, R50: annotations + train2017 + val2017 (about 21 GB of archives) -> data/coco
+  python scripts/prepare_data.py coco_panoptic --root data
+  accelerate launch --num_processes 8 scripts/train_maskformer.py --dataset data/coco --model_preset resnet50 \\
       --crop_size 640 --max_train_steps 554000 --output_dir outputs/coco-r50
   # evaluate any folder (ours or transformers'):
-  python scripts/evaluate_maskformer.py --model outputs/ade-swin-tiny --dataset scene_parse_150 --output_json ade.json
+  python scripts/evaluate_maskformer.py --model outputs/ade-swin-tiny --dataset data/ADEChallengeData2016 \\
+      --label_convention ade --output_json ade.json
 """
 
 

@@ -2,7 +2,9 @@
 things, stuff) and COCO mask AP where the dataset has instances.
 
     python scripts/evaluate_maskformer.py --model outputs/demo --dataset synthetic --split validation
-    python scripts/evaluate_maskformer.py --model facebook/maskformer-swin-tiny-ade --dataset scene_parse_150
+    python scripts/prepare_data.py ade20k --root data   # once: data/ADEChallengeData2016
+    python scripts/evaluate_maskformer.py --model facebook/maskformer-swin-tiny-ade --dataset data/ADEChallengeData2016 \
+        --label_convention ade
     python scripts/evaluate_maskformer.py --model outputs/demo --dataset synthetic --tta   # multi-scale + flip mIoU
 
 The model folder may be ours or a transformers MaskFormer folder (converted on the fly). Prints a table

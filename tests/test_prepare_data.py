@@ -226,7 +226,8 @@ def test_ade20k_end_to_end_then_the_loaders_and_a_rerun(site, served_ade, tmp_pa
 
 
 def test_the_readme_training_command_runs_on_the_prepared_folder(site, served_ade, tmp_path):
-    """The README's ADE20K command, shrunk (demo preset, 64 px crops, 2 steps): prepared folder in, model out."""
+    """The README's ADE20K commands, shrunk (demo preset, 64 px crops, 2 steps): prepared folder in, model out, then
+    evaluated."""
     from modeling_maskformer.training import train
 
     root = tmp_path / "data"
@@ -239,6 +240,10 @@ def test_the_readme_training_command_runs_on_the_prepared_folder(site, served_ad
     assert len(config["id2label"]) == 150 and config["id2label"]["0"] == "class1"
     history = json.loads((out / "training_history.json").read_text())
     assert history[-1]["step"] == 2 and np.isfinite(history[-1]["loss"])
+    # the evaluation program on the same data, named by the dead Hub name + --data_root
+    results = run_script(ROOT / "scripts" / "evaluate_maskformer.py", "--model", str(out), "--dataset", "scene_parse_150",
+                         "--data_root", str(root), "--label_convention", "ade", "--max_items", "2", "--batch_size", "1")  # fmt: skip
+    assert 0 <= results["semantic"]["mean_iou"] <= 1
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -2,14 +2,17 @@
 
     python scripts/train_maskformer.py --dataset synthetic --model_preset demo --crop_size 128 \
         --max_train_steps 300 --output_dir outputs/first
-    accelerate launch --num_processes 8 scripts/train_maskformer.py --dataset scene_parse_150 --label_convention ade \
-        --model_preset swin-tiny --crop_size 512 --max_train_steps 160000 --output_dir outputs/ade-swin-t
+    python scripts/prepare_data.py ade20k --root data      # -> data/ADEChallengeData2016 (967 MB download)
+    accelerate launch --num_processes 8 scripts/train_maskformer.py --dataset data/ADEChallengeData2016 \
+        --label_convention ade --model_preset swin-tiny --crop_size 512 --max_train_steps 160000 \
+        --output_dir outputs/ade-swin-t
     accelerate launch --multi_gpu --num_processes 2 scripts/train_maskformer.py ...   # two processes, CPU-only machine
     (accelerate's `--cpu` flag starts a single process whatever `--num_processes` says.)
 
 From Python: `train(["--output_dir", "outputs/x", ...])` or `train(parse_args([...]))`.
 
-Data: `synthetic` (built in), a folder in the ADE20K or COCO panoptic layout, or a `datasets` name/path;
+Data: `synthetic` (built in), a folder in the ADE20K or COCO panoptic layout (`scripts/prepare_data.py` makes
+them from the official archives), or a `datasets` name/path;
 semantic PNGs need `--label_convention` (ade: 0 = "other", ignored; as_is: the values are the classes).
 The global batch is `per_device_train_batch_size x processes x gradient_accumulation_steps`; each
 process takes its slice of every global batch, so a run's losses do not depend on the process count.
