@@ -346,12 +346,18 @@ def test_disk_full_is_one_line_and_leaves_nothing(site, served_ade, tmp_path, mo
 
 
 def test_a_run_killed_while_moving_into_place_is_cleaned_up(site, served_ade, tmp_path):
-    """What a process killed between its journal and its marker leaves: the next run removes it and redoes it."""
+    """What a process killed between its journal and its marker leaves: the next run removes it and redoes it. Killed
+    after the marker, before removing the journal: the next run keeps the data and does nothing else."""
     (tmp_path / "ADEChallengeData2016" / "images").mkdir(parents=True)  # half moved
-    (tmp_path / ".ade20k.moving.json").write_text(json.dumps(["ADEChallengeData2016"]))
+    journal = {"splits": ["train", "validation"], "items": ["ADEChallengeData2016"]}
+    (tmp_path / ".ade20k.moving.json").write_text(json.dumps(journal))
     (tmp_path / ".ade20k-x.tmp").mkdir()
     assert prepare("ade20k", tmp_path, mirror=site.mirror, progress=False).splits == ADE_COUNTS
-    assert leftovers(tmp_path) == []
+    assert leftovers(tmp_path) == [] and len(site.requests) == 1
+    (tmp_path / ".ade20k.moving.json").write_text(json.dumps(journal))
+    assert prepare("ade20k", tmp_path, mirror=site.mirror, progress=False).already_prepared
+    assert leftovers(tmp_path) == [] and (tmp_path / "ADEChallengeData2016" / MARKER).is_file()
+    assert len(site.requests) == 1
 
 
 def test_a_folder_that_is_not_ours_is_not_touched(site, served_ade, tmp_path):

@@ -80,9 +80,13 @@ def download(
     """`url` into `destination`, verified. The bytes go to `destination.part` first, which a later call (or a retry
     after a dropped connection) continues with an HTTP Range request; only a file whose size and SHA-256 match is
     renamed to `destination`. A checksum mismatch deletes the partial file (it cannot be resumed into the right
-    one). An existing `destination` was verified when it was written and is returned as it is."""
+    one). An existing `destination` of the pinned size was verified when it was written and is returned as it is."""
     if destination.is_file():
-        return destination
+        if size is None or destination.stat().st_size == size:
+            return destination
+        logger.warning("%s: %s bytes, not the pinned %s: downloading it again", destination,
+                       f"{destination.stat().st_size:,}", f"{size:,}")  # fmt: skip
+        destination.unlink()
     destination.parent.mkdir(parents=True, exist_ok=True)
     part = destination.with_name(destination.name + ".part")
     for attempt in range(retries + 1):

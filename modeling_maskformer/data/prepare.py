@@ -330,6 +330,7 @@ def _build_cityscapes(spec, temp: Path, archives: dict[str, Path], split: str, p
             raise DataPreparationError(f"{archives['annotations']}: {name} is not a single-channel labelIds PNG")
         Image.fromarray(lookup[ids]).save(out / name)
     shutil.rmtree(raw)
+    _write_json(folder / "id2label.json", dict(enumerate(CITYSCAPES_CLASSES)))
 
 
 def _iterate(items: list[str], progress: bool, desc: str):
@@ -340,25 +341,38 @@ def _iterate(items: list[str], progress: bool, desc: str):
 
 
 _BUILDERS: dict[str, Callable] = {"ade20k": _build_ade, "coco_panoptic": _build_coco, "cityscapes": _build_cityscapes}
+_SHARED_ITEMS = {"cityscapes": ["cityscapes/id2label.json"]}  # written by every split's build, the same each time
 
 
 # --------------------------------------------------------------------------------------------------
 # The whole preparation.
 
 
+def _journal(spec: DatasetSpec, root: Path) -> Path:
+    return root / f".{spec.name}.moving.json"
+
+
 def _recover(spec: DatasetSpec, root: Path) -> None:
-    """Undo what an interrupted earlier call left: temporary folders, and items it had begun to move into place
-    (listed in its journal before the first move)."""
+    """Undo what an interrupted earlier call left: temporary folders, and the items it had begun to move into place
+    (its journal lists them before the first move; when the marker already records those splits, the moves
+    finished and only the journal is left)."""
     for temp in root.glob(f".{spec.name}-*.tmp"):
         shutil.rmtree(temp, ignore_errors=True)
-    journal = root / f".{spec.name}.moving.json"
-    if journal.is_file():
-        items = json.loads(journal.read_text() or "[]")
-        logger.warning("%s: removing %s, left by an interrupted earlier run", spec.name, ", ".join(items))
-        for item in items:
+    journal = _journal(spec, root)
+    if not journal.is_file():
+        return
+    try:
+        entry = json.loads(journal.read_text())
+    except json.JSONDecodeError:  # killed while writing the journal: nothing was moved yet
+        entry = {"splits": [], "items": []}
+    recorded = (read_marker(root / spec.folder) or {}).get("splits", {})
+    if not entry["splits"] or not all(split in recorded for split in entry["splits"]):
+        if entry["items"]:
+            logger.warning("%s: removing %s, left by an interrupted earlier run", spec.name, ", ".join(entry["items"]))
+        for item in entry["items"]:
             path = root / item
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        journal.unlink()
+    journal.unlink()
 
 
 def _write_json(path: Path, payload) -> None:
@@ -367,10 +381,14 @@ def _write_json(path: Path, payload) -> None:
     os.replace(temporary, path)
 
 
+def _roles(spec: DatasetSpec, splits: list[str]) -> list[str]:
+    """The archives (by role) that `splits` need: COCO's images come one archive per split."""
+    return ["annotations", *splits] if spec.name == "coco_panoptic" else list(spec.archives)
+
+
 def _archive_paths(spec, splits, root, archives, mirror, retries, progress) -> dict[str, Path]:
     """The archives the splits need, verified: downloaded into ROOT/downloads, or the local paths given."""
-    roles = ["all"] if spec.name == "ade20k" else ["annotations", *splits] if spec.name == "coco_panoptic" else \
-        ["annotations", "images"]  # fmt: skip
+    roles = _roles(spec, splits)
     if spec.name == "cityscapes":
         given = {Path(p).name: Path(p).expanduser() for p in archives or ()}
         paths = {}
@@ -395,6 +413,29 @@ def _archive_paths(spec, splits, root, archives, mirror, retries, progress) -> d
         paths[role] = download(url, root / "downloads" / archive.filename, size=archive.size, sha256=archive.sha256,
                                retries=retries, progress=progress)  # fmt: skip
     return paths
+
+
+def _install(spec: DatasetSpec, root: Path, paths: dict[str, Path], unit: list[str], marker: dict,
+             progress: bool) -> None:
+    """Build the splits of `unit` in a temporary folder, verify them, list them in the journal, rename them into
+    place and record them in the marker (last)."""
+    temp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", suffix=".tmp", dir=root))
+    try:
+        _BUILDERS[spec.name](spec, temp, paths, unit[0], progress)
+        counts = {split: _check(spec, temp, split) for split in unit}
+        items = list(dict.fromkeys(item for split in unit for item in _items(spec, split)))
+        items += _SHARED_ITEMS.get(spec.name, [])
+        journal = _journal(spec, root)
+        _write_json(journal, {"splits": unit, "items": items})
+        for item in items:
+            (root / item).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp / item, root / item)
+        marker["splits"].update(counts)
+        marker["archives"].update({path.name: spec.archives[role].sha256 for role, path in paths.items()})
+        _write_json(root / spec.folder / MARKER, marker)
+        journal.unlink()
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def prepare(
@@ -444,26 +485,9 @@ def prepare(
 
     if todo:
         paths = _archive_paths(spec, todo, root, archives, mirror, retries, progress)
-        for split in todo if spec.name != "ade20k" else todo[:1]:
-            temp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", suffix=".tmp", dir=root))
-            try:
-                _BUILDERS[spec.name](spec, temp, paths, split, progress)
-                counts = {s: _check(spec, temp, s) for s in (todo if spec.name == "ade20k" else [split])}
-                if spec.name == "cityscapes":
-                    _write_json(temp / spec.folder / "id2label.json", dict(enumerate(CITYSCAPES_CLASSES)))
-                items = _items(spec, split) + (["cityscapes/id2label.json"] if spec.name == "cityscapes" else [])
-                journal = root / f".{spec.name}.moving.json"
-                _write_json(journal, items)
-                for item in items:
-                    (root / item).parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(temp / item, root / item)
-                marker["splits"].update(counts)
-                marker["archives"].update({p.name: spec_archive.sha256 for role, p in paths.items()
-                                           if (spec_archive := spec.archives[role])})  # fmt: skip
-                _write_json(folder / MARKER, marker)
-                journal.unlink()
-            finally:
-                shutil.rmtree(temp, ignore_errors=True)
+        units = [todo] if spec.name == "ade20k" else [[split] for split in todo]  # ADE: one archive, both splits
+        for unit in units:
+            _install(spec, root, paths, unit, marker, progress)
         if not keep_archives and spec.name != "cityscapes":  # never delete the user's own files
             for path in paths.values():
                 path.unlink(missing_ok=True)
