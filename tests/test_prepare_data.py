@@ -310,6 +310,26 @@ def test_unsafe_archives_are_refused_and_nothing_is_written(site, tmp_path, monk
     assert not list(tmp_path.rglob("evil*")) and not Path("/tmp/evil-absolute.txt").exists()
 
 
+@pytest.mark.parametrize("change", ["missing annotation", "extra image"])
+def test_the_layout_is_verified_before_anything_moves_into_place(site, tmp_path, monkeypatch, change):
+    with zipfile.ZipFile(io.BytesIO(ade_zip())) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    if change == "missing annotation":
+        del entries["ADEChallengeData2016/annotations/validation/ADE_val_00000002.png"]
+        expected = "1 file(s) without their pair, e.g. ADE_val_00000002 has no annotation"
+    else:
+        entries["ADEChallengeData2016/images/training/ADE_train_00000009.jpg"] = b"x"
+        expected = "holds 4 images, expected 3"
+    payload = zip_bytes(entries)
+    spec = DATASETS["ade20k"]
+    site.add(spec.archives["all"].url, payload)
+    monkeypatch.setitem(DATASETS, "ade20k", dataclasses.replace(
+        spec, archives={"all": pinned(spec.archives["all"], payload)}, split_counts=ADE_COUNTS))  # fmt: skip
+    with pytest.raises(DataPreparationError, match=re.escape(expected)):
+        prepare("ade20k", tmp_path, mirror=site.mirror, progress=False)
+    assert not (tmp_path / "ADEChallengeData2016").exists() and leftovers(tmp_path) == []
+
+
 def test_disk_full_is_one_line_and_leaves_nothing(site, served_ade, tmp_path, monkeypatch, capsys):
     from modeling_maskformer.data import download as download_module
 
@@ -524,3 +544,29 @@ def test_reproduce_download_prepares_the_row_data_then_runs(site, served_ade, tm
     assert len(site.requests) == 1
     again = run_script(REPRODUCE, *common, "--download", "--mirror", site.mirror)  # prepared: no new request
     assert again["measured"] == report["measured"] and len(site.requests) == 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Long loads show progress.
+# ----------------------------------------------------------------------------------------------------------
+def test_the_class_counting_pass_shows_progress_when_it_is_long(tmp_path, capsys):
+    """A pass over 4 annotations that takes over 2 s (each read slowed down) shows a bar on stderr; a quick one
+    shows none."""
+    import time
+
+    from modeling_maskformer.data.decoding import scan_num_labels
+
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((4, 4), i + 1, np.uint8)).save(paths[-1])
+
+    class Slow(list):
+        def __iter__(self):
+            for path in super().__iter__():
+                time.sleep(0.8)
+                yield path
+
+    assert scan_num_labels(paths, True, 255) == 4 and "counting classes" not in capsys.readouterr().err
+    assert scan_num_labels(Slow(paths), True, 255) == 4
+    assert re.search(r"counting classes: +\d+%", capsys.readouterr().err)
