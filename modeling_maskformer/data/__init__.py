@@ -4,6 +4,9 @@ synthetic shapes), the paper's training augmentation and the batch collator.
     from modeling_maskformer.data import build_dataset, MaskFormerCollator
 
     dataset = build_dataset("synthetic", "train", num_images=100)  # or a folder, a datasets name/object
+
+The real datasets (ADE20K-150, COCO panoptic, Cityscapes) are downloaded, verified and laid out by
+`modeling_maskformer.data.prepare.prepare` (`scripts/prepare_data.py`); `build_dataset("ade20k")` then reads them.
 """
 
 from .augmentation import Augmentation, TrainingSet

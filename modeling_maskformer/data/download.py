@@ -101,6 +101,11 @@ def download(
             if attempt == retries:
                 got = part.stat().st_size if part.exists() else 0
                 total = f" of {size:,}" if size else ""
+                if got == 0:
+                    raise DataPreparationError(
+                        f"cannot download {url} ({type(error).__name__}: {error}); check the network (or use --mirror) "
+                        f"and run the same command again"
+                    ) from error
                 raise DataPreparationError(
                     f"download of {url} interrupted at {got:,}{total} bytes ({type(error).__name__}: {error}); run "
                     f"the same command again to resume from there"
