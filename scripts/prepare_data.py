@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("give a dataset name (or --list)")
     if args.retries < 0:
         parser.error("--retries must be >= 0")
+    if args.name == "ade20k" and args.splits:
+        parser.error("ade20k comes as one archive holding both splits: drop --splits")
     return args
 
 
