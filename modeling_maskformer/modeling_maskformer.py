@@ -9,6 +9,7 @@ import copy
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from transformers.utils import ModelOutput
 
 from .backbone import build_backbone
 from .configuration.configuration_maskformer import MaskFormerConfig
-from .configuration.remote_code import HubFolderMixin
+from .configuration.remote_code import PUSH_KWARGS, HubFolderMixin
 from .fast_inference import native_bf16
 from .loading import (
     MaskFormerLoadError,
@@ -31,6 +32,14 @@ from .loss import MaskFormerLoss
 from .matcher import HungarianMatcher
 from .pixel_decoder import PixelDecoder, Res5TransformerEncoder
 from .transformer_decoder import TransformerDecoder
+from .transformers_folder import (
+    FolderFormat,
+    choose_format,
+    is_transformers_folder,
+    is_transformers_source,
+    read_transformers_state_dict,
+    save_transformers_folder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +176,7 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
         else:
             config = copy.deepcopy(config)
         checkpoint_labels = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs).num_labels
+        native = is_transformers_source(source, hub_kwargs)
         config.use_pretrained_backbone = False
         new_class_head = config.num_labels != checkpoint_labels
         if new_class_head:
@@ -177,7 +187,18 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
                 checkpoint_labels,
                 config.num_labels,
             )
-        found = None if kwargs.get("ignore_mismatched_sizes") else checkpoint_shapes(source, hub_kwargs)
+        if native:  # a transformers MaskFormer folder: its weights converted on the fly (transformers_folder.py)
+            try:
+                state_dict = read_transformers_state_dict(
+                    source, config, hub_kwargs, skip_class_head=new_class_head, heads=cls is not MaskFormerModel
+                )
+            except ValueError as error:  # CheckpointMismatchError: not swallowed by pipeline() (see loading.py)
+                raise MaskFormerLoadError(f"{source}: {error}") from error
+            kwargs = {key: value for key, value in kwargs.items() if key not in hub_kwargs}
+            kwargs.pop("ignore_mismatched_sizes", None)
+            kwargs["state_dict"] = state_dict
+            pretrained_model_name_or_path, model_args = None, ()
+        found = None if native or kwargs.get("ignore_mismatched_sizes") else checkpoint_shapes(source, hub_kwargs)
         if found is not None:
             check_weights_fit(
                 source, found[0], found[1], model_shapes(cls, config), prefix=cls.base_model_prefix,
@@ -194,6 +215,29 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
             raise MaskFormerLoadError(f"{source}: {str(error).strip().splitlines()[0]}") from error
         check_loading_info(source, info)
         return (model, info) if return_info else model
+
+    def save_pretrained(self, save_directory, *args, folder_format: FolderFormat = "auto", **kwargs):
+        """Write a folder `from_pretrained` loads. `folder_format="auto"` (default) writes transformers' own
+        MaskFormer format whenever it represents the model exactly (plain transformers, the Hub widget and
+        `pipeline()` load it with no trust_remote_code; our settings ride along in config.json), else the
+        remote-code folder, saying why in one log line; "transformers" insists (ValueError if impossible),
+        "remote_code" forces the remote-code folder."""
+        native, reasons = choose_format(self.config, folder_format)
+        if not native:
+            if folder_format == "auto":
+                logger.warning(
+                    "Saving %s as a remote-code folder (loads with trust_remote_code=True; no Hub widget): "
+                    "transformers' MaskFormer cannot represent %s.", save_directory, "; ".join(reasons),
+                )  # fmt: skip
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        if args:
+            raise TypeError("save_pretrained takes the folder as its only positional argument")
+        push_to_hub = kwargs.pop("push_to_hub", False)
+        push_kwargs = {key: kwargs.pop(key) for key in PUSH_KWARGS if key in kwargs}
+        save_transformers_folder(self, save_directory, **kwargs)
+        if push_to_hub:
+            repo_id = push_kwargs.pop("repo_id", None) or Path(save_directory).resolve().name
+            self.push_to_hub(repo_id, **push_kwargs)
 
     def push_to_hub(
         self,
@@ -219,7 +263,10 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
             self.save_pretrained(folder)
             if processor is not None:
                 processor.save_pretrained(folder)
-            card = build_model_card(self.config, repo_id=repo_id, metrics=metrics, dataset=dataset, base_model=base_model)
+            card = build_model_card(
+                self.config, repo_id=repo_id, metrics=metrics, dataset=dataset, base_model=base_model,
+                transformers_native=is_transformers_folder(folder),
+            )  # fmt: skip
             card.save(f"{folder}/README.md")
             return push_folder_to_hub(folder, repo_id, token=token, private=private, commit_message=commit_message, api=api)
 

@@ -38,7 +38,7 @@ def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("loading")
     model = tiny_model(id2label={0: "sky", 1: "circle", 2: "square"}, label2id={"sky": 0, "circle": 1, "square": 2})
     processor = MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128})
-    model.save_pretrained(root / "ours")
+    model.save_pretrained(root / "ours", folder_format="remote_code")
     processor.save_pretrained(root / "ours")
     convert_to_transformers(model, root / "transformers", processor=processor)
     Image.new("RGB", (80, 64), (120, 30, 200)).save(root / "image.png")
