@@ -80,7 +80,10 @@ def save_transformers_folder(model, folder: str | Path, **save_kwargs) -> None:
     if not full:  # the key rules name full-model keys
         state = {f"{_PREFIX}{key}": value for key, value in state.items()}
     tf_config = config_to_transformers(model.config, state if full else None)
-    tf_model = (TransformersFull if full else TransformersBase)(tf_config)
+    # NOTE: building transformers' model initialises it at random; the global RNG must not move (a checkpoint
+    # saved mid-run would change the rest of the run's random numbers).
+    with torch.random.fork_rng(devices=[]):
+        tf_model = (TransformersFull if full else TransformersBase)(tf_config)
     target = tf_model.state_dict()
     if not full:
         target = {f"{_PREFIX}{key}": value for key, value in target.items()}

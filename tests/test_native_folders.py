@@ -107,7 +107,9 @@ def test_train_save_load_continue_gives_the_same_losses(tmp_path):
     continues exactly as the original does."""
     model = tiny_model(seed=2, **TRAINING).train()
     train_steps(model, 2, seed=0)
+    state = torch.random.get_rng_state()
     model.save_pretrained(tmp_path)
+    assert torch.equal(torch.random.get_rng_state(), state)  # saving mid-run leaves the run's random numbers alone
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "maskformer"
     loaded = MaskFormerForInstanceSegmentation.from_pretrained(tmp_path).train()
     expected, got = train_steps(model, 3, seed=1), train_steps(loaded, 3, seed=1)
