@@ -323,6 +323,18 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
 
         return DetrConfig(**decoder_dict(self))
 
+    def save_pretrained(self, save_directory, *args: Any, **kwargs: Any):
+        """Into a transformers-native folder (config.json with model_type "maskformer", written by the model's
+        `save_pretrained`), the config is written in that format too, so that it still fits the weights."""
+        from .remote_code import TRANSFORMERS_MODEL_TYPE, folder_model_type
+        from .transformers_format import transformers_refusals, write_transformers_config
+
+        if folder_model_type(save_directory) != TRANSFORMERS_MODEL_TYPE or transformers_refusals(self):
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        if args or kwargs.get("push_to_hub"):
+            raise TypeError("saving a config into a transformers-native folder takes no other arguments")
+        write_transformers_config(self, save_directory, getattr(self, "architectures", None))
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs: Any):
         """`PretrainedConfig.from_pretrained`; an invalid value is reported with the folder it comes from."""

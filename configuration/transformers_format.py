@@ -167,3 +167,18 @@ def config_to_transformers(config):
         **top,
         **{STASH_KEY: {name: getattr(config, name) for name in stashed_fields(type(config))}},
     )
+
+
+def write_transformers_config(config, folder, architectures: list[str] | None = None) -> None:
+    """Write `config` as a transformers MaskFormer config.json into `folder` (the stash included)."""
+    import json
+    from pathlib import Path
+
+    saved = config_to_transformers(config).to_dict()
+    if architectures is not None:
+        saved["architectures"] = architectures
+    # transformers turns "swin" into MaskFormer-Swin when it builds the model, whatever the file says; keeping
+    # "swin" (as on the Hub) lets our classes build their SwinBackbone again.
+    saved["backbone_config"] = config.backbone_config.to_dict()
+    path = Path(folder) / "config.json"
+    path.write_text(json.dumps(saved, indent=2, sort_keys=True, default=str) + "\n")

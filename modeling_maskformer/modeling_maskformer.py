@@ -8,14 +8,12 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PreTrainedModel
-from transformers.utils import ModelOutput
 
 from .backbone import build_backbone
 from .configuration.configuration_maskformer import MaskFormerConfig
@@ -30,6 +28,7 @@ from .loading import (
 )
 from .loss import MaskFormerLoss
 from .matcher import HungarianMatcher
+from .outputs import MaskFormerForInstanceSegmentationOutput, MaskFormerModelOutput, check_output_attentions
 from .pixel_decoder import PixelDecoder, Res5TransformerEncoder
 from .transformer_decoder import TransformerDecoder
 from .transformers_folder import (
@@ -42,59 +41,6 @@ from .transformers_folder import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class MaskFormerModelOutput(ModelOutput):
-    """Outputs of `MaskFormerModel`.
-
-    Args:
-        transformer_decoder_last_hidden_state: (B, Q, C) final query embeddings (after the final LayerNorm).
-        pixel_decoder_last_hidden_state: (B, C_mask, H/4, W/4) per-pixel embeddings.
-        encoder_last_hidden_state: (B, C_5, H/32, W/32) the backbone's res5.
-        transformer_decoder_intermediate_states: L-1 tensors (B, Q, C), the normalised outputs of the
-            first decoder layers (deep supervision); empty unless asked for.
-        encoder_hidden_states: the backbone's feature maps res2..res5, when `output_hidden_states`.
-        pixel_decoder_hidden_states: the FPN maps from coarse to fine, when `output_hidden_states`.
-    """
-
-    transformer_decoder_last_hidden_state: Tensor | None = None
-    pixel_decoder_last_hidden_state: Tensor | None = None
-    encoder_last_hidden_state: Tensor | None = None
-    transformer_decoder_intermediate_states: tuple[Tensor, ...] | None = None
-    encoder_hidden_states: tuple[Tensor, ...] | None = None
-    pixel_decoder_hidden_states: tuple[Tensor, ...] | None = None
-
-
-@dataclass
-class MaskFormerForInstanceSegmentationOutput(ModelOutput):
-    """Outputs of `MaskFormerForInstanceSegmentation`.
-
-    Args:
-        loss: scalar total loss (weighted sum of `loss_dict`), when labels are given.
-        loss_dict: the weighted loss parts: `loss_cross_entropy`, `loss_mask` (focal), `loss_dice`, and the
-            same with a `_{layer}` suffix for each deep-supervision layer.
-        class_queries_logits: (B, Q, K+1) class logits; the last class is "no object".
-        masks_queries_logits: (B, Q, H/4, W/4) mask logits.
-        auxiliary_logits: per deep-supervision layer, a dict with `class_queries_logits` (B, Q, K+1) and
-            `masks_queries_logits` (B, Q, H/4, W/4).
-        pixel_mask: (B, H, W) the input's pixel mask (1 real, 0 padding), echoed back so post-processing
-            can crop the padding; None when the input had none.
-        transformer_decoder_last_hidden_state, pixel_decoder_last_hidden_state, encoder_last_hidden_state,
-        encoder_hidden_states, pixel_decoder_hidden_states: as in `MaskFormerModelOutput`.
-    """
-
-    loss: Tensor | None = None
-    loss_dict: dict[str, Tensor] | None = None
-    class_queries_logits: Tensor | None = None
-    masks_queries_logits: Tensor | None = None
-    auxiliary_logits: list[dict[str, Tensor]] | None = None
-    pixel_mask: Tensor | None = None
-    transformer_decoder_last_hidden_state: Tensor | None = None
-    pixel_decoder_last_hidden_state: Tensor | None = None
-    encoder_last_hidden_state: Tensor | None = None
-    encoder_hidden_states: tuple[Tensor, ...] | None = None
-    pixel_decoder_hidden_states: tuple[Tensor, ...] | None = None
 
 
 class MaskHead(nn.Module):
@@ -317,26 +263,40 @@ class MaskFormerModel(MaskFormerPreTrainedModel):
         pixel_values: Tensor,
         pixel_mask: Tensor | None = None,
         output_hidden_states: bool | None = None,
-        return_intermediate: bool = False,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
-    ) -> MaskFormerModelOutput:
+        return_intermediate: bool = False,
+    ) -> MaskFormerModelOutput | tuple:
+        """pixel_values (B, 3, H, W) -> `MaskFormerModelOutput` (a tuple in transformers' order with
+        `return_dict=False`). `pixel_mask` is accepted for transformers' signature: padding is bottom/right and
+        the network sees it (as transformers'). `return_intermediate`: the deep-supervision states."""
         check_pixel_values(pixel_values, self.config.backbone_config)
+        check_output_attentions(output_attentions, self.config)
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         attn_implementation = "eager" if self.config._attn_implementation == "eager" else "sdpa"
         features = self.backbone(pixel_values)  # res2..res5, each (B, C_i, H_i, W_i)
         mask_features, memory, fpn_maps = self.pixel_decoder(features, attn_implementation)
-        queries, intermediate = self.transformer_decoder(
-            memory, attn_implementation=attn_implementation, return_intermediate=return_intermediate
-        )
-        return MaskFormerModelOutput(
-            transformer_decoder_last_hidden_state=queries,
-            pixel_decoder_last_hidden_state=mask_features,
+        queries, intermediate, decoder_states = self.transformer_decoder(
+            memory, attn_implementation=attn_implementation, return_intermediate=return_intermediate,
+            return_hidden_states=bool(output_hidden_states),
+        )  # fmt: skip
+        hidden = {}
+        if output_hidden_states:
+            hidden = {
+                "encoder_hidden_states": tuple(features),
+                "pixel_decoder_hidden_states": tuple(fpn_maps),
+                "transformer_decoder_hidden_states": tuple(decoder_states),
+                "hidden_states": (*features, *fpn_maps, *decoder_states),
+            }
+        output = MaskFormerModelOutput(
             encoder_last_hidden_state=features[-1],
-            transformer_decoder_intermediate_states=tuple(intermediate),
-            encoder_hidden_states=tuple(features) if output_hidden_states else None,
-            pixel_decoder_hidden_states=tuple(fpn_maps) if output_hidden_states else None,
+            pixel_decoder_last_hidden_state=mask_features,
+            transformer_decoder_last_hidden_state=queries,
+            transformer_decoder_intermediate_states=tuple(intermediate) if return_intermediate else None,
+            **hidden,
         )
+        return output if return_dict else output.to_tuple()
 
 
 class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
@@ -398,6 +358,35 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         mask_logits = torch.einsum("bqc,bchw->bqhw", mask_embeddings, mask_features)
         return self.class_head(queries), mask_logits
 
+    def get_logits(self, outputs: MaskFormerModelOutput) -> tuple[Tensor, Tensor, list[dict[str, Tensor]]]:
+        """transformers' `get_logits`: (class logits (B, Q, K+1), mask logits (B, Q, h, w), per deep-supervision
+        layer a dict of both) from `MaskFormerModel`'s outputs; the list is empty unless the outputs carry the
+        intermediate states (`return_intermediate=True`)."""
+        mask_features = outputs.pixel_decoder_last_hidden_state
+        class_logits, mask_logits = self.predict(outputs.transformer_decoder_last_hidden_state, mask_features)
+        auxiliary = [
+            dict(zip(("class_queries_logits", "masks_queries_logits"), self.predict(queries, mask_features)))
+            for queries in outputs.transformer_decoder_intermediate_states or ()
+        ]
+        return class_logits, mask_logits, auxiliary
+
+    def get_loss_dict(
+        self,
+        masks_queries_logits: Tensor,
+        class_queries_logits: Tensor,
+        mask_labels: list[Tensor],
+        class_labels: list[Tensor],
+        auxiliary_logits: list[dict[str, Tensor]] | None,
+    ) -> dict[str, Tensor]:
+        """transformers' `get_loss_dict` (its argument order): the weighted loss terms, deep supervision's with a
+        `_{layer}` suffix."""
+        auxiliary = [(a["class_queries_logits"], a["masks_queries_logits"]) for a in auxiliary_logits or ()]
+        return self.criterion(class_queries_logits, masks_queries_logits, class_labels, mask_labels, auxiliary)[1]
+
+    def get_loss(self, loss_dict: dict[str, Tensor]) -> Tensor:
+        """transformers' `get_loss`: the total, the sum of the weighted terms."""
+        return sum(loss_dict.values())
+
     def forward(
         self,
         pixel_values: Tensor,
@@ -406,12 +395,15 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         pixel_mask: Tensor | None = None,
         output_auxiliary_logits: bool | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
-    ) -> MaskFormerForInstanceSegmentationOutput:
-        """pixel_values (B, 3, H, W); per image mask_labels (N, H, W) and class_labels (N,) to get a loss."""
+    ) -> MaskFormerForInstanceSegmentationOutput | tuple:
+        """pixel_values (B, 3, H, W); per image mask_labels (N, H, W) and class_labels (N,) to get a loss.
+        `return_dict=False`: a tuple in transformers' order (without our `loss_dict` and `pixel_mask`)."""
         if (mask_labels is None) != (class_labels is None):
             raise ValueError("pass both mask_labels and class_labels to compute the loss, or neither")
+        check_output_attentions(output_attentions, self.config)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         compute_loss = mask_labels is not None
         fast = self.fast_inference
         if fast is not None and not compute_loss and not self.training:
@@ -422,11 +414,12 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
                 )  # fmt: skip
             outputs.class_queries_logits = outputs.class_queries_logits.float()
             outputs.masks_queries_logits = outputs.masks_queries_logits.float()
-            return outputs
-        return self._forward(
-            pixel_values, mask_labels, class_labels, pixel_mask=pixel_mask,
-            output_auxiliary_logits=output_auxiliary_logits, output_hidden_states=output_hidden_states,
-        )  # fmt: skip
+        else:
+            outputs = self._forward(
+                pixel_values, mask_labels, class_labels, pixel_mask=pixel_mask,
+                output_auxiliary_logits=output_auxiliary_logits, output_hidden_states=output_hidden_states,
+            )  # fmt: skip
+        return outputs if return_dict else outputs.to_transformers_tuple()
 
     def _forward(
         self,
@@ -447,32 +440,26 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         use_auxiliary = self.config.use_auxiliary_loss and (compute_loss or bool(output_auxiliary_logits))
         outputs = self.model(
             pixel_values, pixel_mask=pixel_mask, output_hidden_states=output_hidden_states,
-            return_intermediate=use_auxiliary,
+            return_intermediate=use_auxiliary, return_dict=True,
         )  # fmt: skip
-        mask_features = outputs.pixel_decoder_last_hidden_state
-        class_logits, mask_logits = self.predict(outputs.transformer_decoder_last_hidden_state, mask_features)
-        auxiliary = [self.predict(queries, mask_features) for queries in outputs.transformer_decoder_intermediate_states]
+        class_logits, mask_logits, auxiliary = self.get_logits(outputs)
         loss, loss_dict = None, None
         if compute_loss:
             device = mask_logits.device
             mask_labels = [labels.to(device) for labels in mask_labels]
             class_labels = [labels.to(device) for labels in class_labels]
             self._check_label_sizes(mask_labels, pixel_values)
-            loss, loss_dict = self.criterion(class_logits, mask_logits, class_labels, mask_labels, auxiliary)
+            loss_dict = self.get_loss_dict(mask_logits, class_logits, mask_labels, class_labels, auxiliary)
+            loss = self.get_loss(loss_dict)
+        model_outputs = {k: v for k, v in outputs.items() if k != "transformer_decoder_intermediate_states"}
         return MaskFormerForInstanceSegmentationOutput(
             loss=loss,
             loss_dict=loss_dict,
             class_queries_logits=class_logits,
             masks_queries_logits=mask_logits,
-            auxiliary_logits=[{"class_queries_logits": c, "masks_queries_logits": m} for c, m in auxiliary]
-            if output_auxiliary_logits
-            else None,
+            auxiliary_logits=auxiliary if output_auxiliary_logits else None,
             pixel_mask=pixel_mask,
-            transformer_decoder_last_hidden_state=outputs.transformer_decoder_last_hidden_state,
-            pixel_decoder_last_hidden_state=mask_features,
-            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
-            encoder_hidden_states=outputs.encoder_hidden_states,
-            pixel_decoder_hidden_states=outputs.pixel_decoder_hidden_states,
+            **model_outputs,
         )
 
     def _warn_training_mode(self) -> None:

@@ -28,7 +28,7 @@ from .configuration.remote_code import (
     mark_processor_config,
     remote_code_modules,
 )
-from .configuration.transformers_format import transformers_refusals
+from .configuration.transformers_format import transformers_refusals, write_transformers_config
 
 logger = logging.getLogger(__name__)
 
@@ -95,13 +95,8 @@ def save_transformers_folder(model, folder: str | Path, **save_kwargs) -> None:
     if not save_kwargs.get("is_main_process", True):
         return
     folder = Path(folder)
-    config_file = folder / "config.json"
-    saved = json.loads(config_file.read_text())
-    if model.config.backbone_config.model_type == "swin":
-        # transformers rewrote its config's "swin" as MaskFormer-Swin while building; keep "swin" (as on the Hub)
-        # so that our classes build their SwinBackbone again (transformers converts it on every load).
-        saved["backbone_config"] = model.config.backbone_config.to_dict()
-    config_file.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
+    architectures = json.loads((folder / "config.json").read_text()).get("architectures")
+    write_transformers_config(model.config, folder, architectures)
     # A folder saved before in the remote-code format: its code files would only mislead.
     for name in remote_code_modules():
         (folder / name).unlink(missing_ok=True)
