@@ -95,6 +95,9 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
     """
 
     model_type = "maskformer-hf"
+    # transformers' lists; ours builds any backbone `AutoBackbone` builds (see `validate`).
+    backbones_supported = ["resnet", "swin", "maskformer-swin", "convnext", "dinov2", "timm_backbone"]
+    decoders_supported = ["detr"]
     remote_auto_map = CONFIG_AUTO_MAP
     sub_configs = {"backbone_config": AutoConfig}
     # Each loss term (a key of the model's `loss_dict`, a function in loss.py's `MaskFormerLoss.terms`) and the
@@ -313,6 +316,11 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
     @property
     def num_hidden_layers(self) -> int:
         return self.decoder_layers
+
+    @property
+    def cross_entropy_weight(self) -> float:
+        """transformers' name of `class_weight`."""
+        return self.class_weight
 
     @property
     def decoder_config(self) -> PretrainedConfig:

@@ -263,7 +263,6 @@ def _swin_backbone_rules(num_stages: int) -> list[Rule]:
     rules = [
         Rule(f"{tf}.embeddings.{{rest}}", f"{ours}.embeddings.{{rest}}"),
         Rule(f"{tf}.encoder.layers.{{i}}.downsample.{{rest}}", f"{ours}.encoder.layers.{{i}}.downsample.{{rest}}"),
-        Rule(f"{tf}.layernorm.{{p}}", f"{ours}.layernorm.{{p}}"),
         Rule(f"{block}.attention.self.relative_position_bias_table",
              f"{our_block}.attention.relative_position_bias.relative_position_bias_table"),
         Rule(f"{block}.attention.output.dense.{{p}}", f"{our_block}.attention.o_proj.{{p}}"),
@@ -290,7 +289,11 @@ def transformers_rules(config: MaskFormerConfig) -> tuple[list[Rule], list[str]]
     """Rules for transformers <-> ours, and the transformers buffers that have no counterpart in ours (skipped
     when reading, computed by transformers' model when writing)."""
     rules = _transformers_head_rules()
-    tf_buffers = [r"criterion\.empty_weight"]  # no-object class weight, built from no_object_weight
+    tf_buffers = [
+        r"criterion\.empty_weight",  # no-object class weight, built from no_object_weight
+        # MaskFormer-Swin's final LayerNorm, which its backbone never applies: not built in ours (backbone.py).
+        rf"{re.escape(_TF_BACKBONE)}\.model\.layernorm\.(weight|bias)",
+    ]
     if config.backbone_config.model_type == "swin":
         rules += _swin_backbone_rules(len(config.backbone_config.depths))
         # MaskFormer-Swin stores the relative position index (a function of the window size); Swin does not.

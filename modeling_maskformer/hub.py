@@ -90,6 +90,7 @@ def build_model_card(
     license: str = "apache-2.0",
     widget_images: list[str] | None = None,
     transformers_native: bool | None = None,
+    tags: list[str] | None = None,
 ) -> ModelCard:
     """A model card with Hub metadata (`library_name`, `pipeline_tag`, tags, license, datasets, base model,
     widget examples, and a `model-index` when metrics are known), validated by huggingface_hub.
@@ -121,7 +122,8 @@ def build_model_card(
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="image-segmentation",
-        tags=["maskformer", "image-segmentation", "vision", "semantic-segmentation", "panoptic-segmentation"],
+        tags=["maskformer", "image-segmentation", "vision", "semantic-segmentation", "panoptic-segmentation",
+              *(tags or [])],
         license=license,
         datasets=[dataset] if dataset else None,
         base_model=base_model,
@@ -173,6 +175,9 @@ def push_folder_to_hub(
     private: bool = False,
     commit_message: str = "Upload MaskFormer",
     api: HfApi | None = None,
+    commit_description: str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
 ) -> str:
     """Create the repo if needed and upload the folder (weights, configs, processor, card, code)."""
     folder = Path(folder)
@@ -180,7 +185,9 @@ def push_folder_to_hub(
         raise FileNotFoundError(f"{folder} has no config.json: save the model with save_pretrained first")
     api = api or HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    extra = {"commit_description": commit_description, "revision": revision, "create_pr": create_pr}
     commit = api.upload_folder(
-        repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, repo_type="model"
-    )
+        repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, repo_type="model",
+        **{key: value for key, value in extra.items() if value},
+    )  # fmt: skip
     return getattr(commit, "commit_url", str(commit))

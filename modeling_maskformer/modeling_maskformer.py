@@ -68,6 +68,8 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["DecoderLayer", "EncoderLayer"]
+    # The Swin backbones' unused final LayerNorm, no longer built (backbone.py), in folders saved before.
+    _keys_to_ignore_on_load_unexpected = [r"backbone\.body\.(swin|model)\.layernorm\.(weight|bias)"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -107,6 +109,10 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
         - weights that do not fit the config (an edited config.json), or a layer they leave uninitialised, raise
           `MaskFormerLoadError` naming the field, which `pipeline()` does not swallow (see `loading.py`).
         """
+        if torch.get_default_device().type == "meta":
+            # NOTE: transformers refuses this (weights cannot load onto meta tensors) and says what to use instead
+            # (`ModelClass(config)` / `from_config` under the meta device, or `device_map`): its error, unchanged.
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         source = str(pretrained_model_name_or_path)
         hub_kwargs = {
             key: kwargs[key]
@@ -196,25 +202,36 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
         private: bool = False,
         token: str | None = None,
         commit_message: str = "Upload MaskFormer",
+        commit_description: str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str = "50GB",
+        tags: list[str] | None = None,
+        folder_format: FolderFormat = "auto",
         api=None,
-        **unused,
     ) -> str:
-        """Upload a Hub-ready folder through huggingface_hub: weights, config, processor, remote code and a
-        model card with metadata (and `model-index` when `metrics` are given). Returns the commit URL."""
+        """Upload a Hub-ready folder through huggingface_hub: weights and config (transformers' own format when
+        it represents the model, see `save_pretrained`), processor and a model card with metadata (and
+        `model-index` when `metrics` are given; `tags` added to its tags). transformers' upload arguments
+        (`commit_description`, `revision`, `create_pr`, `max_shard_size`) mean what they mean there. Returns the
+        commit URL."""
         import tempfile
 
         from .hub import build_model_card, push_folder_to_hub
 
         with tempfile.TemporaryDirectory() as folder:
-            self.save_pretrained(folder)
+            self.save_pretrained(folder, folder_format=folder_format, max_shard_size=max_shard_size)
             if processor is not None:
                 processor.save_pretrained(folder)
             card = build_model_card(
                 self.config, repo_id=repo_id, metrics=metrics, dataset=dataset, base_model=base_model,
-                transformers_native=is_transformers_folder(folder),
+                transformers_native=is_transformers_folder(folder), tags=tags,
             )  # fmt: skip
             card.save(f"{folder}/README.md")
-            return push_folder_to_hub(folder, repo_id, token=token, private=private, commit_message=commit_message, api=api)
+            return push_folder_to_hub(
+                folder, repo_id, token=token, private=private, commit_message=commit_message, api=api,
+                commit_description=commit_description, revision=revision, create_pr=create_pr,
+            )  # fmt: skip
 
 
 class MaskFormerModel(MaskFormerPreTrainedModel):

@@ -192,8 +192,7 @@ def _bad_images():
     inf = np.zeros((40, 40, 3), np.float32)
     inf[0, 0, 1] = np.inf
     return {
-        "too_small": (np.zeros((31, 40, 3), np.uint8), ValueError, "31x40.*at least 32"),
-        "too_small_pil": (Image.new("RGB", (40, 20)), ValueError, "20x40.*at least 32"),
+        "empty": (np.zeros((0, 40, 3), np.uint8), ValueError, "0x40"),
         "too_large_side": (huge_side, ValueError, "16385x40.*16384"),
         "too_large_area": (huge_area, ValueError, "100,000,000"),
         "too_large_pil": (Image.new("1", (16385, 32)), ValueError, "16384"),
