@@ -208,11 +208,6 @@ def test_missing_path_says_so():
         MaskFormerForInstanceSegmentation.from_pretrained("/no/such/folder")
 
 
-def test_transformers_folder_is_not_loaded_as_ours(folders):
-    with pytest.raises(ValueError, match="model_type 'maskformer'.*convert_checkpoint.py --from transformers"):
-        MaskFormerForInstanceSegmentation.from_pretrained(folders / "transformers")
-
-
 # ---------------------------------------------------------------------------------------------------------
 # A model left in training mode
 # ---------------------------------------------------------------------------------------------------------
