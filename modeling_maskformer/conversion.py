@@ -26,8 +26,13 @@ transformers facts used here (5.23, `models/maskformer/`):
 - transformers cannot represent: the "+6 Enc" pixel decoder, pre-norm layers, a mask MLP depth other than 3,
   a backbone its `AutoBackbone` cannot build; `convert_to_transformers` refuses those with a ValueError.
 - With `use_auxiliary_loss=True`, transformers' forward fails unless `output_hidden_states=True`, so False is
-  written; that and our training settings it lacks (point-sampled mask loss, focal alpha/gamma, the class
-  cost in the matcher) are kept under `maskformer_hf_training` in its config.json and restored on the way back.
+  written; that and every training setting of ours it lacks are kept under `maskformer_hf_training` in its
+  config.json and restored on the way back (configuration/transformers_format.py, which also holds the config
+  conversion itself).
+- The Swin backbones' final LayerNorm, which their backbone output never applies, is not built in ours
+  (backbone.py): skipped when reading, taken from transformers' fresh model when writing.
+
+The key rules also serve the transformers-native folders `save_pretrained` writes (transformers_folder.py).
 """
 
 from __future__ import annotations
