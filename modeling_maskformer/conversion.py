@@ -115,7 +115,7 @@ def drop_keys(state_dict: Mapping[str, Any], patterns: Iterable[str]) -> tuple[d
     return kept, skipped
 
 
-def _find_rule(rules: Sequence[Rule], key: str, to_ours: bool) -> tuple[Rule, int, dict[str, str]] | None:
+def find_rule(rules: Sequence[Rule], key: str, to_ours: bool) -> tuple[Rule, int, dict[str, str]] | None:
     """The first rule with a template on the source side that matches `key`: (rule, template index, groups)."""
     for rule in rules:
         for index, template in enumerate((rule.foreign,) if to_ours else rule.ours):
@@ -142,7 +142,7 @@ def apply_rules(
         converted[name] = tensor
 
     for key, value in state_dict.items():
-        found = _find_rule(rules, key, to_ours)
+        found = find_rule(rules, key, to_ours)
         if found is None:
             problems.append(key)
             continue

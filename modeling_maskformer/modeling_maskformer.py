@@ -38,6 +38,7 @@ from .transformers_folder import (
     is_transformers_source,
     read_transformers_state_dict,
     save_transformers_folder,
+    transformers_weight_refusals,
 )
 
 logger = logging.getLogger(__name__)
@@ -175,6 +176,11 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
         remote-code folder, saying why in one log line; "transformers" insists (ValueError if impossible),
         "remote_code" forces the remote-code folder."""
         native, reasons = choose_format(self.config, folder_format)
+        if native and folder_format == "auto":
+            # NOTE: a module the config does not reveal (say, another head) has weights no key rule places: the
+            # conversion check finds them before anything is written.
+            reasons = transformers_weight_refusals(self)
+            native = not reasons
         if not native:
             if folder_format == "auto":
                 logger.warning(

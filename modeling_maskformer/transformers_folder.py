@@ -68,6 +68,18 @@ def choose_format(config, folder_format: FolderFormat) -> tuple[bool, list[str]]
     return not refusals, refusals
 
 
+def transformers_weight_refusals(model) -> list[str]:
+    """Our weights that transformers' key rules place nowhere (empty: all of them map)."""
+    from .conversion import find_rule, transformers_rules
+
+    rules, _ = transformers_rules(model.config)
+    prefix = "" if hasattr(model, "class_head") else _PREFIX
+    unplaced = [key for key in model.state_dict() if find_rule(rules, prefix + key, to_ours=False) is None]
+    if not unplaced:
+        return []
+    return [f"{len(unplaced)} weights with no place in its checkpoint (e.g. {', '.join(unplaced[:3])})"]
+
+
 def save_transformers_folder(model, folder: str | Path, **save_kwargs) -> None:
     """Write `model` (ours, full or base) as transformers' MaskFormer folder; see the module docstring."""
     from transformers import MaskFormerForInstanceSegmentation as TransformersFull

@@ -202,6 +202,16 @@ def test_what_transformers_cannot_represent_stays_remote_code(tmp_path, caplog):
         model.save_pretrained(tmp_path / "forced", folder_format="transformers")
 
 
+def test_weights_transformers_has_no_place_for_stay_remote_code(tmp_path, caplog):
+    """A module the config does not reveal (another head, say): found by the key rules, not saved natively."""
+    model = tiny_model()
+    model.extra_head = torch.nn.Linear(4, 4)
+    with caplog.at_level(logging.WARNING, logger="modeling_maskformer.modeling_maskformer"):
+        model.save_pretrained(tmp_path)
+    assert "extra_head.weight" in caplog.text and "remote-code folder" in caplog.text
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "maskformer-hf"
+
+
 def test_remote_code_format_on_request_and_then_native_again(tmp_path):
     model = tiny_model()
     model.save_pretrained(tmp_path, folder_format="remote_code")
