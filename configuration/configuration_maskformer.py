@@ -9,6 +9,7 @@ from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
 
 from .remote_code import CONFIG_AUTO_MAP, HubFolderMixin
+from .transformers_format import SWIN_OUT_FEATURES, decoder_settings, dict_from_transformers
 
 PixelDecoderType = Literal["fpn", "fpn_transformer_encoder"]
 MaskLossMode = Literal["dense", "point"]
@@ -83,9 +84,20 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
         train_num_points, oversample_ratio, importance_sample_ratio: Point sampling parameters.
         init_std, init_xavier_std: Initialisation scales.
         output_auxiliary_logits: Return the per-layer predictions of deep supervision.
+        decoder_config: transformers' way of giving the decoder (a DETR config or its dict): its `d_model`,
+            `num_queries`, `decoder_layers`, `decoder_attention_heads`, `decoder_ffn_dim`, `dropout`,
+            `attention_dropout` and `activation_function` replace the fields above. Not stored: the config
+            always shows it as the property `decoder_config`.
+        cross_entropy_weight: transformers' name of `class_weight` (either may be given, not both).
+
+    A config.json of transformers' MaskFormer (model_type "maskformer") is read too, converted on the fly (see
+    `transformers_format.py`). A "swin" backbone gives the four stages as outputs, as transformers builds it.
     """
 
     model_type = "maskformer-hf"
+    # transformers' lists; ours builds any backbone `AutoBackbone` builds (see `validate`).
+    backbones_supported = ["resnet", "swin", "maskformer-swin", "convnext", "dinov2", "timm_backbone"]
+    decoders_supported = ["detr"]
     remote_auto_map = CONFIG_AUTO_MAP
     sub_configs = {"backbone_config": AutoConfig}
     # Each loss term (a key of the model's `loss_dict`, a function in loss.py's `MaskFormerLoss.terms`) and the
@@ -128,8 +140,23 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
         init_std: float = 0.02,
         init_xavier_std: float = 1.0,
         output_auxiliary_logits: bool | None = None,
+        decoder_config: PretrainedConfig | dict | None = None,
+        cross_entropy_weight: float | None = None,
         **kwargs: Any,
     ):
+        if cross_entropy_weight is not None:
+            if class_weight != 1.0 and class_weight != cross_entropy_weight:
+                raise ValueError(
+                    f"MaskFormerConfig: class_weight={class_weight} and cross_entropy_weight={cross_entropy_weight} "
+                    "name the same weight; give one"
+                )
+            class_weight = cross_entropy_weight
+        if decoder_config is not None:
+            decoder = decoder_settings(decoder_config)
+            num_queries, hidden_size, decoder_layers = decoder["num_queries"], decoder["hidden_size"], decoder["decoder_layers"]
+            num_attention_heads, decoder_ffn_dim = decoder["num_attention_heads"], decoder["decoder_ffn_dim"]
+            dropout, attention_dropout = decoder["dropout"], decoder["attention_dropout"]
+            activation_function = decoder["activation_function"]
         self.backbone = backbone
         self.use_pretrained_backbone = use_pretrained_backbone
         self.use_timm_backbone = use_timm_backbone
@@ -167,6 +194,14 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
         self.validate()
 
     def _resolve_backbone_config(self, backbone_config: PretrainedConfig | dict | None) -> PretrainedConfig:
+        config = self._backbone_config_from(backbone_config)
+        if config.model_type == "swin" and list(getattr(config, "out_features", None) or []) != SWIN_OUT_FEATURES:
+            # NOTE: as transformers' MaskFormer, which builds a "swin" backbone with its four stages whatever
+            # `out_features` says (a SwinConfig() has only the last stage: one map, no FPN).
+            config = config.__class__.from_dict({**config.to_dict(), "out_features": list(SWIN_OUT_FEATURES), "out_indices": None})
+        return config
+
+    def _backbone_config_from(self, backbone_config: PretrainedConfig | dict | None) -> PretrainedConfig:
         if isinstance(backbone_config, PretrainedConfig):
             return backbone_config
         if isinstance(backbone_config, dict):
@@ -282,6 +317,32 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
     def num_hidden_layers(self) -> int:
         return self.decoder_layers
 
+    @property
+    def cross_entropy_weight(self) -> float:
+        """transformers' name of `class_weight`."""
+        return self.class_weight
+
+    @property
+    def decoder_config(self) -> PretrainedConfig:
+        """The decoder as transformers' MaskFormer describes it (a DETR config), built from this config's fields."""
+        from transformers import DetrConfig
+
+        from .transformers_format import decoder_dict
+
+        return DetrConfig(**decoder_dict(self))
+
+    def save_pretrained(self, save_directory, *args: Any, **kwargs: Any):
+        """Into a transformers-native folder (config.json with model_type "maskformer", written by the model's
+        `save_pretrained`), the config is written in that format too, so that it still fits the weights."""
+        from .remote_code import TRANSFORMERS_MODEL_TYPE, folder_model_type
+        from .transformers_format import transformers_refusals, write_transformers_config
+
+        if folder_model_type(save_directory) != TRANSFORMERS_MODEL_TYPE or transformers_refusals(self):
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        if args or kwargs.get("push_to_hub"):
+            raise TypeError("saving a config into a transformers-native folder takes no other arguments")
+        write_transformers_config(self, save_directory, getattr(self, "architectures", None))
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs: Any):
         """`PretrainedConfig.from_pretrained`; an invalid value is reported with the folder it comes from."""
@@ -303,6 +364,8 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
                 raise
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise OSError(f"{source}: no such local folder, and not available from the Hugging Face Hub ({reason})") from error
+        if config_dict.get("model_type") == "maskformer":  # converted here, so from_pretrained sees our type
+            config_dict = dict_from_transformers(config_dict, cls)
         if not config_dict:
             raise OSError(
                 f"{source} has no config.json: not a saved model folder (save one with save_pretrained, or convert "
@@ -312,17 +375,15 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> MaskFormerConfig:
-        """Refuses another model's config (a transformers MaskFormer config has model_type "maskformer")."""
+        """Reads a transformers MaskFormer config (model_type "maskformer": converted, our training settings
+        restored from its stash); refuses another model's config."""
         model_type = config_dict.get("model_type")
-        if model_type not in (None, cls.model_type):
-            hint = (
-                " (a transformers MaskFormer folder: convert it with `scripts/convert_checkpoint.py --from transformers`"
-                " or `modeling_maskformer.conversion.convert_from_transformers`)"
-                if model_type == "maskformer"
-                else ""
-            )
+        if model_type == "maskformer":
+            config_dict = dict_from_transformers(config_dict, cls)
+        elif model_type not in (None, cls.model_type):
             raise ValueError(
-                f"config.json has model_type {model_type!r}, not {cls.model_type!r}: not a folder of this package{hint}"
+                f"config.json has model_type {model_type!r}, not {cls.model_type!r} or 'maskformer': not a "
+                "MaskFormer folder"
             )
         return super().from_dict(config_dict, **kwargs)
 

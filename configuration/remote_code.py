@@ -44,7 +44,7 @@ _ENTRY_MODULES = (
     "image_processing.image_processing_maskformer",
 )
 # Keyword arguments of `save_pretrained(..., push_to_hub=True)` that belong to the upload.
-_PUSH_KWARGS = ("repo_id", "token", "private", "commit_message", "create_pr", "revision")
+PUSH_KWARGS = ("repo_id", "token", "private", "commit_message", "create_pr", "revision")
 
 
 def _entry_modules() -> list[str]:
@@ -132,6 +132,36 @@ def write_remote_code(folder: str | Path) -> list[Path]:
     return written
 
 
+TRANSFORMERS_MODEL_TYPE = "maskformer"  # transformers' own MaskFormer, as in a native folder's config.json
+TRANSFORMERS_PROCESSOR_TYPE = "MaskFormerImageProcessor"
+
+
+def folder_model_type(folder: str | Path) -> str | None:
+    """model_type in a local folder's config.json (None without one, or when it cannot be read)."""
+    import json
+
+    config_file = Path(folder) / "config.json"
+    try:
+        return json.loads(config_file.read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def mark_processor_config(folder: str | Path) -> None:
+    """Name transformers' processor class in a native folder's preprocessor_config.json (when there is one):
+    AutoImageProcessor then builds transformers' `MaskFormerImageProcessor`, which reads every setting of ours
+    (same names and meanings; see the README's drop-in section for the differences in behaviour)."""
+    import json
+
+    path = Path(folder) / "preprocessor_config.json"
+    if not path.is_file():
+        return
+    settings = json.loads(path.read_text())
+    settings.pop("auto_map", None)
+    settings["image_processor_type"] = TRANSFORMERS_PROCESSOR_TYPE
+    path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
 class HubFolderMixin:
     """`save_pretrained` that leaves a Hub-ready folder: the base class's files, plus the flattened remote code
     (and, for the config, `auto_map` in config.json). With `push_to_hub=True` the upload happens after the code is
@@ -140,11 +170,15 @@ class HubFolderMixin:
     remote_auto_map: dict[str, str] | None = None  # written into this object's JSON when set
 
     def save_pretrained(self, save_directory, *args: Any, push_to_hub: bool = False, **kwargs: Any):
-        push_kwargs = {key: kwargs.pop(key) for key in _PUSH_KWARGS if key in kwargs} if push_to_hub else {}
+        push_kwargs = {key: kwargs.pop(key) for key in PUSH_KWARGS if key in kwargs} if push_to_hub else {}
         if self.remote_auto_map is not None:
             self.auto_map = dict(self.remote_auto_map)
         result = super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
+        # NOTE: a processor saved next to a transformers-native model (transformers_folder.py) needs no code,
+        # and its preprocessor_config.json names transformers' processor class.
+        if folder_model_type(save_directory) == TRANSFORMERS_MODEL_TYPE:
+            mark_processor_config(save_directory)
+        elif kwargs.get("is_main_process", True):
             write_remote_code(save_directory)
         if push_to_hub:
             repo_id = push_kwargs.pop("repo_id", None) or Path(save_directory).resolve().name

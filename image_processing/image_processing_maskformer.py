@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as tvF
+from transformers.image_processing_outputs import SemanticSegmentationPostProcessorOutput
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.image_utils import (
     IMAGENET_DEFAULT_MEAN,
@@ -26,10 +27,15 @@ from transformers.processing_utils import ImagesKwargs
 from transformers.utils import TensorType, logging
 
 from ..configuration.remote_code import HubFolderMixin
+from .transformers_api import (
+    TransformersProcessorMethods,
+    channels_first,
+    check_transformers_kwargs,
+    convert_segmentation_to_rle,
+)
 from .validation import (
     MAX_IMAGE_PIXELS,
     MAX_IMAGE_SIDE,
-    MIN_IMAGE_SIDE,
     as_instance_mappings,
     as_list,
     check_settings,
@@ -188,7 +194,7 @@ def _field(outputs: Any, name: str) -> Any:
     return outputs.get(name) if isinstance(outputs, Mapping) else getattr(outputs, name, None)
 
 
-class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
+class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, BaseImageProcessor):
     r"""Pre- and post-processing for MaskFormer; imported as `MaskFormerImageProcessor`.
 
     NOTE: the class itself is named `MaskFormerHFImageProcessor` because transformers resolves a registered
@@ -219,7 +225,9 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
     model_input_names = ["pixel_values", "pixel_mask"]
     valid_kwargs = MaskFormerImageProcessorKwargs
 
-    MIN_IMAGE_SIDE = MIN_IMAGE_SIDE
+    # NOTE: any size is accepted, as transformers does: the batch is padded up to a multiple of `size_divisor`
+    # (32), which is what the backbone needs; the model itself refuses inputs under 32 px.
+    MIN_IMAGE_SIDE = 1
     MAX_IMAGE_SIDE = MAX_IMAGE_SIDE
     MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
@@ -334,6 +342,16 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
         num_labels: int | None = None,
         size_divisor: int | None = None,
         do_pad: bool | None = None,
+        pad_size: Mapping[str, int] | None = None,
+        input_data_format: str | None = None,
+        data_format: str | None = None,
+        do_convert_rgb: bool | None = None,
+        device: str | torch.device | None = None,
+        disable_grouping: bool | None = None,
+        default_to_square: bool | None = None,
+        do_center_crop: bool | None = None,
+        crop_size: Any = None,
+        image_seq_length: int | None = None,
     ) -> BatchFeature:
         """Prepares a batch of images (and, for training, their segmentation maps).
 
@@ -343,6 +361,13 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
             segmentation_maps: One 2-D map per image (same size as its image) of class ids, or of instance ids
                 when `instance_id_to_semantic_id` is given (one dict for all images, or one per image).
             return_tensors: "pt" (default), "np", or None (lists of numpy arrays, one per image).
+            pad_size: Pad to this {"height", "width"} instead of the batch's largest size (as transformers).
+            input_data_format: "channels_first" / "channels_last" for arrays and tensors (default: inferred).
+            device: Where the returned tensors go.
+            data_format, do_convert_rgb, disable_grouping, default_to_square, do_center_crop, crop_size,
+                image_seq_length: transformers' `ImagesKwargs`; accepted only where they change nothing here
+                (channels first, RGB, no center crop; grouping is an internal speed-up of transformers), any
+                other value raises (see `transformers_api.check_transformers_kwargs`).
             Other arguments override the processor's settings for this call.
 
         Returns:
@@ -367,7 +392,12 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
             "max_side": self.MAX_IMAGE_SIDE,
             "max_pixels": self.MAX_IMAGE_PIXELS,
         }
-        raw_images = as_list(images, "images")
+        check_transformers_kwargs(
+            data_format=data_format, do_convert_rgb=do_convert_rgb, default_to_square=default_to_square,
+            do_center_crop=do_center_crop, crop_size=crop_size, image_seq_length=image_seq_length,
+        )  # fmt: skip
+        del disable_grouping  # NOTE: transformers groups images by shape for speed; results do not depend on it
+        raw_images = [channels_first(image, input_data_format) for image in as_list(images, "images")]
         prepared = [
             image_to_tensor(im, f"images[{i}]", **limits) for i, im in enumerate(raw_images)
         ]
@@ -384,7 +414,12 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
             resized.append((image, in_unit_range))
         sizes = [tuple(image.shape[-2:]) for image, _ in resized]
 
-        if cfg.do_pad:
+        if pad_size is not None:
+            padded = (int(pad_size["height"]), int(pad_size["width"]))
+            too_big = [s for s in sizes if s[0] > padded[0] or s[1] > padded[1]]
+            if too_big:
+                raise ValueError(f"pad_size {dict(pad_size)} is smaller than resized images {too_big}.")
+        elif cfg.do_pad:
             divisor = max(cfg.size_divisor, 1)
             padded = tuple(math.ceil(max(s[d] for s in sizes) / divisor) * divisor for d in (0, 1))
         elif len(set(sizes)) == 1 or tensor_type is None:
@@ -434,6 +469,8 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
                 class_labels = [c.numpy() for c in class_labels]
             data["mask_labels"] = mask_labels
             data["class_labels"] = class_labels
+        if device is not None and tensor_type == TensorType.PYTORCH:
+            data = {k: [t.to(device) for t in v] if isinstance(v, list) else v.to(device) for k, v in data.items()}
         return BatchFeature(data=data)
 
     @staticmethod
@@ -513,18 +550,12 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
             if min(min(s) for s in valid_sizes) == 0:
                 raise ValueError("`pixel_mask` has an image without any real pixel (all zeros).")
         else:
-            # NOTE: without a pixel_mask, the padded input is taken as 4x the mask logits, and each image's
-            # content size follows from its original size (target_sizes) through this processor's resize rule.
+            # NOTE: without a pixel_mask (outputs built by the user's own code), the whole padded input, 4x the
+            # mask logits, is taken as valid, as transformers does.
             padded_size = (4 * mask_logits.shape[-2], 4 * mask_logits.shape[-1])
             valid_sizes = None
-            if target_sizes is not None:
-                valid_sizes = [self.get_resize_output_size(h, w) for h, w in target_sizes]
-                too_big = [s for s in valid_sizes if s[0] > padded_size[0] or s[1] > padded_size[1]]
-                if too_big:
-                    raise ValueError(
-                        f"target_sizes resize to {too_big}, larger than the padded input {padded_size} implied by the "
-                        "mask logits; pass the model's `pixel_mask` in `outputs`."
-                    )
+        if target_sizes is None:  # as transformers: the maps at the mask logits' resolution
+            target_sizes = [tuple(mask_logits.shape[-2:])] * batch_size
         geometry = {"padded_size": padded_size, "valid_sizes": valid_sizes, "target_sizes": target_sizes}
         return class_logits, mask_logits, geometry
 
@@ -551,13 +582,22 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
         return checked
 
     def post_process_semantic_segmentation(
-        self, outputs: Any, target_sizes: list[tuple[int, int]] | None = None
-    ) -> list[torch.Tensor]:
-        """Per image, a long (H_t, W_t) map of class ids, at `target_sizes` (default: the unpadded input size)."""
-        from .post_processing import semantic_segmentation
+        self, outputs: Any, target_sizes: list[tuple[int, int]] | None = None, return_segmentation_scores: bool = False
+    ) -> list[torch.Tensor] | list[SemanticSegmentationPostProcessorOutput]:
+        """Per image, a long (H_t, W_t) map of class ids, at `target_sizes` (default: the mask logits' size, as
+        transformers); with `return_segmentation_scores`, transformers' `SemanticSegmentationPostProcessorOutput`
+        with `segmentation` and the (K, H_t, W_t) `segmentation_scores` it is the argmax of."""
+        from .post_processing import semantic_scores, semantic_segmentation
 
         class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
-        return semantic_segmentation(class_logits, mask_logits, **geometry)
+        maps = semantic_segmentation(class_logits, mask_logits, **geometry)
+        if not return_segmentation_scores:
+            return maps
+        scores = semantic_scores(class_logits, mask_logits, **geometry)
+        return [
+            SemanticSegmentationPostProcessorOutput(data={"segmentation": m, "segmentation_scores": s})
+            for m, s in zip(maps, scores)
+        ]
 
     def post_process_instance_segmentation(
         self,
@@ -566,13 +606,18 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
         mask_threshold: float = 0.5,
         overlap_mask_area_threshold: float = 0.8,
         target_sizes: list[tuple[int, int]] | None = None,
+        return_coco_annotation: bool = False,
         return_binary_maps: bool = False,
     ) -> list[dict[str, Any]]:
-        """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py)."""
+        """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py); with
+        `return_coco_annotation`, the segmentation is one COCO RLE per id of the map (`-1`, no instance, first),
+        transformers' `convert_segmentation_to_rle`."""
         from .post_processing import instance_segmentation
 
+        if return_coco_annotation and return_binary_maps:
+            raise ValueError("return_coco_annotation and return_binary_maps: choose one form of the segmentation")
         class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
-        return instance_segmentation(
+        results = instance_segmentation(
             class_logits,
             mask_logits,
             threshold=threshold,
@@ -581,6 +626,10 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
             return_binary_maps=return_binary_maps,
             **geometry,
         )
+        if return_coco_annotation:
+            for result in results:
+                result["segmentation"] = convert_segmentation_to_rle(result["segmentation"])
+        return results
 
     def post_process_panoptic_segmentation(
         self,

@@ -17,6 +17,15 @@ class Backbone(nn.Module):
 
     def __init__(self, body: nn.Module):
         super().__init__()
+        from transformers import MaskFormerSwinBackbone, SwinBackbone
+
+        # NOTE: transformers' (MaskFormer-)Swin backbones build the classifier's final LayerNorm but normalise
+        # each stage's output with `hidden_states_norms`: the LayerNorm would get no gradient (wasted memory, an
+        # error under DDP without find_unused_parameters), so it is not built. transformers' MaskFormer keeps it;
+        # conversion.py skips and refills it.
+        if isinstance(body, SwinBackbone | MaskFormerSwinBackbone):
+            inner = body.swin if isinstance(body, SwinBackbone) else body.model
+            inner.layernorm = nn.Identity()
         self.body = body
         self.channels: list[int] = list(body.channels)
 

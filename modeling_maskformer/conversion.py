@@ -26,14 +26,18 @@ transformers facts used here (5.23, `models/maskformer/`):
 - transformers cannot represent: the "+6 Enc" pixel decoder, pre-norm layers, a mask MLP depth other than 3,
   a backbone its `AutoBackbone` cannot build; `convert_to_transformers` refuses those with a ValueError.
 - With `use_auxiliary_loss=True`, transformers' forward fails unless `output_hidden_states=True`, so False is
-  written; that and our training settings it lacks (point-sampled mask loss, focal alpha/gamma, the class
-  cost in the matcher) are kept under `maskformer_hf_training` in its config.json and restored on the way back.
+  written; that and every training setting of ours it lacks are kept under `maskformer_hf_training` in its
+  config.json and restored on the way back (configuration/transformers_format.py, which also holds the config
+  conversion itself).
+- The Swin backbones' final LayerNorm, which their backbone output never applies, is not built in ours
+  (backbone.py): skipped when reading, taken from transformers' fresh model when writing.
+
+The key rules also serve the transformers-native folders `save_pretrained` writes (transformers_folder.py).
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import logging
 import re
@@ -45,12 +49,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .configuration.configuration_maskformer import (
-    DEFAULT_BACKBONE_OUT_FEATURES,
-    MaskFormerConfig,
-    check_local_source,
-)
-from .image_processing import MaskFormerImageProcessor
+from .configuration.configuration_maskformer import MaskFormerConfig, check_local_source
+from .configuration.transformers_format import STASH_KEY, settings_from_transformers  # noqa: F401 (re-exported)
+from .configuration.transformers_format import config_to_transformers as _config_to_transformers
+from .image_processing.image_processing_maskformer import MaskFormerImageProcessor
 from .modeling_maskformer import MaskFormerForInstanceSegmentation
 
 logger = logging.getLogger(__name__)
@@ -113,7 +115,7 @@ def drop_keys(state_dict: Mapping[str, Any], patterns: Iterable[str]) -> tuple[d
     return kept, skipped
 
 
-def _find_rule(rules: Sequence[Rule], key: str, to_ours: bool) -> tuple[Rule, int, dict[str, str]] | None:
+def find_rule(rules: Sequence[Rule], key: str, to_ours: bool) -> tuple[Rule, int, dict[str, str]] | None:
     """The first rule with a template on the source side that matches `key`: (rule, template index, groups)."""
     for rule in rules:
         for index, template in enumerate((rule.foreign,) if to_ours else rule.ours):
@@ -140,7 +142,7 @@ def apply_rules(
         converted[name] = tensor
 
     for key, value in state_dict.items():
-        found = _find_rule(rules, key, to_ours)
+        found = find_rule(rules, key, to_ours)
         if found is None:
             problems.append(key)
             continue
@@ -266,7 +268,6 @@ def _swin_backbone_rules(num_stages: int) -> list[Rule]:
     rules = [
         Rule(f"{tf}.embeddings.{{rest}}", f"{ours}.embeddings.{{rest}}"),
         Rule(f"{tf}.encoder.layers.{{i}}.downsample.{{rest}}", f"{ours}.encoder.layers.{{i}}.downsample.{{rest}}"),
-        Rule(f"{tf}.layernorm.{{p}}", f"{ours}.layernorm.{{p}}"),
         Rule(f"{block}.attention.self.relative_position_bias_table",
              f"{our_block}.attention.relative_position_bias.relative_position_bias_table"),
         Rule(f"{block}.attention.output.dense.{{p}}", f"{our_block}.attention.o_proj.{{p}}"),
@@ -293,7 +294,11 @@ def transformers_rules(config: MaskFormerConfig) -> tuple[list[Rule], list[str]]
     """Rules for transformers <-> ours, and the transformers buffers that have no counterpart in ours (skipped
     when reading, computed by transformers' model when writing)."""
     rules = _transformers_head_rules()
-    tf_buffers = [r"criterion\.empty_weight"]  # no-object class weight, built from no_object_weight
+    tf_buffers = [
+        r"criterion\.empty_weight",  # no-object class weight, built from no_object_weight
+        # MaskFormer-Swin's final LayerNorm, which its backbone never applies: not built in ours (backbone.py).
+        rf"{re.escape(_TF_BACKBONE)}\.model\.layernorm\.(weight|bias)",
+    ]
     if config.backbone_config.model_type == "swin":
         rules += _swin_backbone_rules(len(config.backbone_config.depths))
         # MaskFormer-Swin stores the relative position index (a function of the window size); Swin does not.
@@ -306,144 +311,19 @@ def transformers_rules(config: MaskFormerConfig) -> tuple[list[Rule], list[str]]
 # ----------------------------------------------------------------------------------------------------
 # transformers <-> ours: configs and processors
 # ----------------------------------------------------------------------------------------------------
-# Our training settings that transformers has no field for, or cannot run with (use_auxiliary_loss=True
-# makes transformers 5.23's forward fail unless output_hidden_states=True). Written under this key of its
-# config.json (transformers keeps unknown keys) and restored when converting back.
-STASH_KEY = "maskformer_hf_training"
-# Loss weights transformers' loss and matcher both apply as ours do. Every other loss weight is stashed (the
-# class weight too: transformers' matcher fixes the class cost at 1), so a new loss term converts unchanged.
-_TRANSFORMERS_LOSS_WEIGHTS = ("mask_weight", "dice_weight")
-
-
-def _stashed_fields() -> tuple[str, ...]:
-    loss_weights = [
-        field for field in MaskFormerConfig.loss_weight_fields.values() if field not in _TRANSFORMERS_LOSS_WEIGHTS
-    ]
-    return (
-        "use_auxiliary_loss", *loss_weights, "mask_loss_mode", "focal_alpha", "focal_gamma", "train_num_points",
-        "oversample_ratio", "importance_sample_ratio",
-    )  # fmt: skip
-
-
-def _backbone_config_for_ours(backbone_config):
-    """transformers builds a "swin" backbone with the four stages as outputs whatever the config says."""
-    if backbone_config.model_type != "swin":
-        return backbone_config
-    return backbone_config.__class__.from_dict(
-        {
-            **backbone_config.to_dict(),
-            "out_features": list(DEFAULT_BACKBONE_OUT_FEATURES),
-            "out_indices": None,
-        }
-    )
-
-
 def config_from_transformers(tf_config) -> MaskFormerConfig:
     """Our config from a `transformers.MaskFormerConfig` (its `decoder_config` is a DETR config)."""
-    decoder = tf_config.decoder_config
-    if getattr(decoder, "auxiliary_loss", False):
-        logger.warning(
-            "decoder_config.auxiliary_loss=True: transformers then applies the decoder's final LayerNorm inside "
-            "the residual stream after every layer; this model follows the original (normalised predictions "
-            "only), so the converted model's outputs differ from transformers' for this checkpoint."
-        )
-    if decoder.activation_function not in ("relu", "gelu"):
-        raise ValueError(
-            f"decoder_config.activation_function={decoder.activation_function!r}: only relu/gelu"
-        )
-    stashed = getattr(tf_config, STASH_KEY, None) or {}
-    settings = dict(
-        backbone_config=_backbone_config_for_ours(tf_config.backbone_config),
-        use_pretrained_backbone=False,
-        pixel_decoder_type="fpn",
-        fpn_feature_size=tf_config.fpn_feature_size,
-        mask_feature_size=tf_config.mask_feature_size,
-        num_queries=decoder.num_queries,
-        hidden_size=decoder.d_model,
-        decoder_layers=decoder.decoder_layers,
-        num_attention_heads=decoder.decoder_attention_heads,
-        decoder_ffn_dim=decoder.decoder_ffn_dim,
-        dropout=decoder.dropout,
-        attention_dropout=decoder.attention_dropout,
-        activation_function=decoder.activation_function,
-        pre_norm=False,
-        no_object_weight=tf_config.no_object_weight,
-        class_weight=tf_config.cross_entropy_weight,
-        mask_weight=tf_config.mask_weight,
-        dice_weight=tf_config.dice_weight,
-        use_auxiliary_loss=tf_config.use_auxiliary_loss,
-        init_std=tf_config.init_std,
-        init_xavier_std=tf_config.init_xavier_std,
-        output_auxiliary_logits=tf_config.output_auxiliary_logits,
-        id2label={int(k): v for k, v in tf_config.id2label.items()},
-    )
-    settings.update((name, value) for name, value in stashed.items() if name in _stashed_fields())
-    return MaskFormerConfig(**settings)
+    return MaskFormerConfig(**settings_from_transformers(tf_config, MaskFormerConfig))
 
 
 def config_to_transformers(config: MaskFormerConfig, state_dict: Mapping[str, Tensor] | None = None):
-    """A `transformers.MaskFormerConfig` for our config; ValueError naming what transformers cannot represent."""
-    from transformers import MaskFormerConfig as TransformersMaskFormerConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
-
-    refusals = []
-    if config.pixel_decoder_type != "fpn":
-        refusals.append(
-            f"pixel_decoder_type={config.pixel_decoder_type!r} (transformers has only the FPN pixel decoder)"
-        )
-    if config.pre_norm:
-        refusals.append("pre_norm=True (transformers' DETR decoder is post-norm only)")
+    """A `transformers.MaskFormerConfig` for our config (`transformers_format.config_to_transformers`), also
+    refusing a state dict whose mask MLP depth transformers lacks."""
     if state_dict is not None:
         depth = len({k.split(".")[2] for k in state_dict if k.startswith("mask_head.layers.")})
         if depth != 3:
-            refusals.append(f"a {depth}-layer mask MLP (transformers' is 3 layers)")
-    if config.hidden_size % 2:
-        refusals.append(f"hidden_size={config.hidden_size} (the sine position encoding needs an even size)")
-    backbone_type = config.backbone_config.model_type
-    if backbone_type not in MODEL_FOR_BACKBONE_MAPPING_NAMES:
-        refusals.append(
-            f"backbone model_type {backbone_type!r} (not a backbone transformers' AutoBackbone builds)"
-        )
-    if refusals:
-        raise ValueError("transformers' MaskFormer cannot represent this model: " + "; ".join(refusals))
-    defaults = inspect.signature(MaskFormerConfig.__init__).parameters
-    changed = [name for name in _stashed_fields()[1:] if getattr(config, name) != defaults[name].default]
-    if config.use_auxiliary_loss or changed:
-        logger.warning(
-            "transformers' MaskFormer is written with use_auxiliary_loss=False (True breaks its inference) and "
-            "ignores %s; our values are kept under %r in config.json for converting back.",
-            ", ".join(changed) or "nothing else",
-            STASH_KEY,
-        )
-    decoder_config = {
-        "d_model": config.hidden_size,
-        "num_queries": config.num_queries,
-        "decoder_layers": config.decoder_layers,
-        "decoder_attention_heads": config.num_attention_heads,
-        "encoder_attention_heads": config.num_attention_heads,
-        "decoder_ffn_dim": config.decoder_ffn_dim,
-        "dropout": config.dropout,
-        "attention_dropout": config.attention_dropout,
-        "activation_dropout": config.dropout,  # ours drops inside the FFN with `dropout`
-        "activation_function": config.activation_function,
-        "auxiliary_loss": False,  # True would change the decoder's forward (see the module docstring)
-    }
-    return TransformersMaskFormerConfig(
-        backbone_config=config.backbone_config.__class__.from_dict(config.backbone_config.to_dict()),
-        decoder_config=decoder_config,
-        fpn_feature_size=config.fpn_feature_size,
-        mask_feature_size=config.mask_feature_size,
-        no_object_weight=config.no_object_weight,
-        cross_entropy_weight=config.class_weight,
-        mask_weight=config.mask_weight,
-        dice_weight=config.dice_weight,
-        use_auxiliary_loss=False,
-        init_std=config.init_std,
-        init_xavier_std=config.init_xavier_std,
-        output_auxiliary_logits=config.output_auxiliary_logits,
-        id2label=dict(config.id2label),
-        **{STASH_KEY: {name: getattr(config, name) for name in _stashed_fields()}},
-    )
+            raise ValueError(f"transformers' MaskFormer cannot represent this model: a {depth}-layer mask MLP (transformers' is 3 layers)")
+    return _config_to_transformers(config)
 
 
 def processor_from_transformers(settings: Mapping[str, Any] | None) -> MaskFormerImageProcessor:
@@ -602,12 +482,10 @@ def convert_to_transformers(
         model = source
     else:
         model_type = _read_config(resolve_source(source), source).get("model_type")
-        if model_type == "maskformer":
-            raise ValueError(f"{source} already is a transformers MaskFormer folder (model_type 'maskformer')")
-        if model_type != MaskFormerConfig.model_type:
+        if model_type not in ("maskformer", MaskFormerConfig.model_type):
             raise ValueError(
-                f"{source}: config.json has model_type {model_type!r}, expected {MaskFormerConfig.model_type!r} (a "
-                "folder of this package)"
+                f"{source}: config.json has model_type {model_type!r}, expected {MaskFormerConfig.model_type!r} or "
+                "'maskformer' (a MaskFormer folder)"
             )
         model = MaskFormerForInstanceSegmentation.from_pretrained(source)
         if processor is None and (Path(source) / "preprocessor_config.json").is_file():

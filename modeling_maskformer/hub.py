@@ -36,6 +36,23 @@ post-processing.
 No evaluation results recorded.
 {% endif %}
 ## Usage
+{% if transformers_native %}
+This folder is in transformers' own MaskFormer format: plain transformers, the Hub's inference widget and
+`pipeline()` load it with no `trust_remote_code`.
+
+```python
+from transformers import pipeline
+
+segmenter = pipeline("image-segmentation", model="{{ repo_id }}")
+segments = segmenter("image.jpg", subtask="semantic")
+```
+
+The training settings of the `modeling_maskformer` package that trained it ride along in config.json
+(`maskformer_hf_training`, which transformers ignores): that package's
+`MaskFormerForInstanceSegmentation.from_pretrained("{{ repo_id }}")` restores them to continue training.
+{% else %}
+transformers' MaskFormer cannot represent this model ({{ refusals }}), so the folder carries its code: it
+loads with `trust_remote_code=True`, and the Hub's inference widget (which runs no remote code) does not work.
 
 ```python
 from transformers import pipeline
@@ -44,9 +61,9 @@ segmenter = pipeline("image-segmentation", model="{{ repo_id }}", trust_remote_c
 segments = segmenter("image.jpg", subtask="semantic")
 ```
 
-With this repository's package installed, `from modeling_maskformer import MaskFormerForInstanceSegmentation,
-MaskFormerImageProcessor` and `from_pretrained("{{ repo_id }}")` work without `trust_remote_code`.
-{% if training_args %}
+With the `modeling_maskformer` package installed, `from_pretrained("{{ repo_id }}")` of its classes works
+without `trust_remote_code`.
+{% endif %}{% if training_args %}
 ## Training arguments
 
 ```json
@@ -72,9 +89,20 @@ def build_model_card(
     training_args: dict[str, Any] | None = None,
     license: str = "apache-2.0",
     widget_images: list[str] | None = None,
+    transformers_native: bool | None = None,
+    tags: list[str] | None = None,
 ) -> ModelCard:
     """A model card with Hub metadata (`library_name`, `pipeline_tag`, tags, license, datasets, base model,
-    widget examples, and a `model-index` when metrics are known), validated by huggingface_hub."""
+    widget examples, and a `model-index` when metrics are known), validated by huggingface_hub.
+
+    `transformers_native`: whether the folder is in transformers' own format (default: whether transformers
+    can represent `config`, which is what `save_pretrained` decides); the usage section says which way the
+    folder loads."""
+    from .configuration.transformers_format import transformers_refusals
+
+    refusals = transformers_refusals(config)
+    if transformers_native is None:
+        transformers_native = not refusals
     metrics = {name: value for name, value in (metrics or {}).items() if value is not None}
     eval_results = None
     if metrics and dataset:
@@ -94,7 +122,8 @@ def build_model_card(
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="image-segmentation",
-        tags=["maskformer", "image-segmentation", "vision", "semantic-segmentation", "panoptic-segmentation"],
+        tags=["maskformer", "image-segmentation", "vision", "semantic-segmentation", "panoptic-segmentation",
+              *(tags or [])],
         license=license,
         datasets=[dataset] if dataset else None,
         base_model=base_model,
@@ -119,6 +148,8 @@ def build_model_card(
         dataset=dataset,
         metrics={name: round(float(value), 4) for name, value in metrics.items()},
         repo_id=repo_id,
+        transformers_native=transformers_native,
+        refusals="; ".join(refusals) or "saved with folder_format='remote_code'",
         training_args=json.dumps(training_args, indent=2, default=str) if training_args else None,
     )
     check_model_card(card)
@@ -144,6 +175,9 @@ def push_folder_to_hub(
     private: bool = False,
     commit_message: str = "Upload MaskFormer",
     api: HfApi | None = None,
+    commit_description: str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
 ) -> str:
     """Create the repo if needed and upload the folder (weights, configs, processor, card, code)."""
     folder = Path(folder)
@@ -151,7 +185,9 @@ def push_folder_to_hub(
         raise FileNotFoundError(f"{folder} has no config.json: save the model with save_pretrained first")
     api = api or HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    extra = {"commit_description": commit_description, "revision": revision, "create_pr": create_pr}
     commit = api.upload_folder(
-        repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, repo_type="model"
-    )
+        repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, repo_type="model",
+        **{key: value for key, value in extra.items() if value},
+    )  # fmt: skip
     return getattr(commit, "commit_url", str(commit))

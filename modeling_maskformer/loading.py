@@ -58,12 +58,13 @@ FIELDS_FROM_SHAPES: dict[str, Callable[[Shapes], int | None]] = {
 }
 
 
-def checkpoint_shapes(source: str, hub_kwargs: Mapping) -> tuple[str, dict[str, tuple[int, ...]]] | None:
-    """(file, {name: shape}) from the safetensors header(s) of a folder or cached Hub repo; None when there is
-    no safetensors file to read (a `.bin` checkpoint, or a Hub repo not downloaded yet: transformers decides)."""
+def checkpoint_files(
+    source: str, hub_kwargs: Mapping, names: tuple[str, ...] = _WEIGHTS_FILES
+) -> tuple[str, list[str]] | None:
+    """(what to name in errors, the weight files) of a folder or cached Hub repo, for the first of `names` (a
+    single file, then its sharded index) that exists; None when none does."""
     import json
 
-    from safetensors import safe_open
     from transformers.utils import cached_file
 
     def resolve(name: str) -> str | None:
@@ -72,25 +73,33 @@ def checkpoint_shapes(source: str, hub_kwargs: Mapping) -> tuple[str, dict[str, 
             _raise_exceptions_for_connection_errors=False, **hub_kwargs,
         )  # fmt: skip
 
-    single, index = (resolve(name) for name in _WEIGHTS_FILES)
-    if single is not None:
-        files = [single]
-    elif index is not None:
-        with open(index) as file:
-            shard_names = sorted(set(json.load(file)["weight_map"].values()))
-        files = [resolve(name) for name in shard_names]
-        if any(path is None for path in files):
-            return None
-    else:
+    for single_name, index_name in zip(names[::2], names[1::2]):
+        if (single := resolve(single_name)) is not None:
+            return single, [single]
+        if (index := resolve(index_name)) is not None:
+            with open(index) as file:
+                shard_names = sorted(set(json.load(file)["weight_map"].values()))
+            files = [resolve(name) for name in shard_names]
+            return (index, files) if all(path is not None for path in files) else None
+    return None
+
+
+def checkpoint_shapes(source: str, hub_kwargs: Mapping) -> tuple[str, dict[str, tuple[int, ...]]] | None:
+    """(file, {name: shape}) from the safetensors header(s) of a folder or cached Hub repo; None when there is
+    no safetensors file to read (a `.bin` checkpoint, or a Hub repo not downloaded yet: transformers decides)."""
+    from safetensors import safe_open
+
+    found = checkpoint_files(source, hub_kwargs)
+    if found is None:
         return None
     shapes = {}
-    for path in files:
+    for path in found[1]:
         try:
             with safe_open(path, framework="pt") as file:
                 shapes.update({key: tuple(file.get_slice(key).get_shape()) for key in file.keys()})
         except Exception as error:  # safetensors raises its own error types for damaged headers
             raise MaskFormerLoadError(f"{path}: not a readable safetensors file ({error})") from error
-    return files[0] if len(files) == 1 else index, shapes
+    return found[0], shapes
 
 
 def model_shapes(model_class, config) -> dict[str, tuple[int, ...]]:

@@ -8,17 +8,16 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PreTrainedModel
-from transformers.utils import ModelOutput
 
 from .backbone import build_backbone
 from .configuration.configuration_maskformer import MaskFormerConfig
-from .configuration.remote_code import HubFolderMixin
+from .configuration.remote_code import PUSH_KWARGS, HubFolderMixin
 from .fast_inference import native_bf16
 from .loading import (
     MaskFormerLoadError,
@@ -29,63 +28,20 @@ from .loading import (
 )
 from .loss import MaskFormerLoss
 from .matcher import HungarianMatcher
+from .outputs import MaskFormerForInstanceSegmentationOutput, MaskFormerModelOutput, check_output_attentions
 from .pixel_decoder import PixelDecoder, Res5TransformerEncoder
 from .transformer_decoder import TransformerDecoder
+from .transformers_folder import (
+    FolderFormat,
+    choose_format,
+    is_transformers_folder,
+    is_transformers_source,
+    read_transformers_state_dict,
+    save_transformers_folder,
+    transformers_weight_refusals,
+)
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class MaskFormerModelOutput(ModelOutput):
-    """Outputs of `MaskFormerModel`.
-
-    Args:
-        transformer_decoder_last_hidden_state: (B, Q, C) final query embeddings (after the final LayerNorm).
-        pixel_decoder_last_hidden_state: (B, C_mask, H/4, W/4) per-pixel embeddings.
-        encoder_last_hidden_state: (B, C_5, H/32, W/32) the backbone's res5.
-        transformer_decoder_intermediate_states: L-1 tensors (B, Q, C), the normalised outputs of the
-            first decoder layers (deep supervision); empty unless asked for.
-        encoder_hidden_states: the backbone's feature maps res2..res5, when `output_hidden_states`.
-        pixel_decoder_hidden_states: the FPN maps from coarse to fine, when `output_hidden_states`.
-    """
-
-    transformer_decoder_last_hidden_state: Tensor | None = None
-    pixel_decoder_last_hidden_state: Tensor | None = None
-    encoder_last_hidden_state: Tensor | None = None
-    transformer_decoder_intermediate_states: tuple[Tensor, ...] | None = None
-    encoder_hidden_states: tuple[Tensor, ...] | None = None
-    pixel_decoder_hidden_states: tuple[Tensor, ...] | None = None
-
-
-@dataclass
-class MaskFormerForInstanceSegmentationOutput(ModelOutput):
-    """Outputs of `MaskFormerForInstanceSegmentation`.
-
-    Args:
-        loss: scalar total loss (weighted sum of `loss_dict`), when labels are given.
-        loss_dict: the weighted loss parts: `loss_cross_entropy`, `loss_mask` (focal), `loss_dice`, and the
-            same with a `_{layer}` suffix for each deep-supervision layer.
-        class_queries_logits: (B, Q, K+1) class logits; the last class is "no object".
-        masks_queries_logits: (B, Q, H/4, W/4) mask logits.
-        auxiliary_logits: per deep-supervision layer, a dict with `class_queries_logits` (B, Q, K+1) and
-            `masks_queries_logits` (B, Q, H/4, W/4).
-        pixel_mask: (B, H, W) the input's pixel mask (1 real, 0 padding), echoed back so post-processing
-            can crop the padding; None when the input had none.
-        transformer_decoder_last_hidden_state, pixel_decoder_last_hidden_state, encoder_last_hidden_state,
-        encoder_hidden_states, pixel_decoder_hidden_states: as in `MaskFormerModelOutput`.
-    """
-
-    loss: Tensor | None = None
-    loss_dict: dict[str, Tensor] | None = None
-    class_queries_logits: Tensor | None = None
-    masks_queries_logits: Tensor | None = None
-    auxiliary_logits: list[dict[str, Tensor]] | None = None
-    pixel_mask: Tensor | None = None
-    transformer_decoder_last_hidden_state: Tensor | None = None
-    pixel_decoder_last_hidden_state: Tensor | None = None
-    encoder_last_hidden_state: Tensor | None = None
-    encoder_hidden_states: tuple[Tensor, ...] | None = None
-    pixel_decoder_hidden_states: tuple[Tensor, ...] | None = None
 
 
 class MaskHead(nn.Module):
@@ -113,6 +69,8 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["DecoderLayer", "EncoderLayer"]
+    # The Swin backbones' unused final LayerNorm, no longer built (backbone.py), in folders saved before.
+    _keys_to_ignore_on_load_unexpected = [r"backbone\.body\.(swin|model)\.layernorm\.(weight|bias)"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -152,6 +110,10 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
         - weights that do not fit the config (an edited config.json), or a layer they leave uninitialised, raise
           `MaskFormerLoadError` naming the field, which `pipeline()` does not swallow (see `loading.py`).
         """
+        if torch.get_default_device().type == "meta":
+            # NOTE: transformers refuses this (weights cannot load onto meta tensors) and says what to use instead
+            # (`ModelClass(config)` / `from_config` under the meta device, or `device_map`): its error, unchanged.
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         source = str(pretrained_model_name_or_path)
         hub_kwargs = {
             key: kwargs[key]
@@ -167,6 +129,7 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
         else:
             config = copy.deepcopy(config)
         checkpoint_labels = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs).num_labels
+        native = is_transformers_source(source, hub_kwargs)
         config.use_pretrained_backbone = False
         new_class_head = config.num_labels != checkpoint_labels
         if new_class_head:
@@ -177,7 +140,18 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
                 checkpoint_labels,
                 config.num_labels,
             )
-        found = None if kwargs.get("ignore_mismatched_sizes") else checkpoint_shapes(source, hub_kwargs)
+        if native:  # a transformers MaskFormer folder: its weights converted on the fly (transformers_folder.py)
+            try:
+                state_dict = read_transformers_state_dict(
+                    source, config, hub_kwargs, skip_class_head=new_class_head, heads=cls is not MaskFormerModel
+                )
+            except ValueError as error:  # CheckpointMismatchError: not swallowed by pipeline() (see loading.py)
+                raise MaskFormerLoadError(f"{source}: {error}") from error
+            kwargs = {key: value for key, value in kwargs.items() if key not in hub_kwargs}
+            kwargs.pop("ignore_mismatched_sizes", None)
+            kwargs["state_dict"] = state_dict
+            pretrained_model_name_or_path, model_args = None, ()
+        found = None if native or kwargs.get("ignore_mismatched_sizes") else checkpoint_shapes(source, hub_kwargs)
         if found is not None:
             check_weights_fit(
                 source, found[0], found[1], model_shapes(cls, config), prefix=cls.base_model_prefix,
@@ -195,6 +169,34 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
         check_loading_info(source, info)
         return (model, info) if return_info else model
 
+    def save_pretrained(self, save_directory, *args, folder_format: FolderFormat = "auto", **kwargs):
+        """Write a folder `from_pretrained` loads. `folder_format="auto"` (default) writes transformers' own
+        MaskFormer format whenever it represents the model exactly (plain transformers, the Hub widget and
+        `pipeline()` load it with no trust_remote_code; our settings ride along in config.json), else the
+        remote-code folder, saying why in one log line; "transformers" insists (ValueError if impossible),
+        "remote_code" forces the remote-code folder."""
+        native, reasons = choose_format(self.config, folder_format)
+        if native and folder_format == "auto":
+            # NOTE: a module the config does not reveal (say, another head) has weights no key rule places: the
+            # conversion check finds them before anything is written.
+            reasons = transformers_weight_refusals(self)
+            native = not reasons
+        if not native:
+            if folder_format == "auto":
+                logger.warning(
+                    "Saving %s as a remote-code folder (loads with trust_remote_code=True; no Hub widget): "
+                    "transformers' MaskFormer cannot represent %s.", save_directory, "; ".join(reasons),
+                )  # fmt: skip
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        if args:
+            raise TypeError("save_pretrained takes the folder as its only positional argument")
+        push_to_hub = kwargs.pop("push_to_hub", False)
+        push_kwargs = {key: kwargs.pop(key) for key in PUSH_KWARGS if key in kwargs}
+        save_transformers_folder(self, save_directory, **kwargs)
+        if push_to_hub:
+            repo_id = push_kwargs.pop("repo_id", None) or Path(save_directory).resolve().name
+            self.push_to_hub(repo_id, **push_kwargs)
+
     def push_to_hub(
         self,
         repo_id: str,
@@ -206,22 +208,36 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
         private: bool = False,
         token: str | None = None,
         commit_message: str = "Upload MaskFormer",
+        commit_description: str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str = "50GB",
+        tags: list[str] | None = None,
+        folder_format: FolderFormat = "auto",
         api=None,
-        **unused,
     ) -> str:
-        """Upload a Hub-ready folder through huggingface_hub: weights, config, processor, remote code and a
-        model card with metadata (and `model-index` when `metrics` are given). Returns the commit URL."""
+        """Upload a Hub-ready folder through huggingface_hub: weights and config (transformers' own format when
+        it represents the model, see `save_pretrained`), processor and a model card with metadata (and
+        `model-index` when `metrics` are given; `tags` added to its tags). transformers' upload arguments
+        (`commit_description`, `revision`, `create_pr`, `max_shard_size`) mean what they mean there. Returns the
+        commit URL."""
         import tempfile
 
         from .hub import build_model_card, push_folder_to_hub
 
         with tempfile.TemporaryDirectory() as folder:
-            self.save_pretrained(folder)
+            self.save_pretrained(folder, folder_format=folder_format, max_shard_size=max_shard_size)
             if processor is not None:
                 processor.save_pretrained(folder)
-            card = build_model_card(self.config, repo_id=repo_id, metrics=metrics, dataset=dataset, base_model=base_model)
+            card = build_model_card(
+                self.config, repo_id=repo_id, metrics=metrics, dataset=dataset, base_model=base_model,
+                transformers_native=is_transformers_folder(folder), tags=tags,
+            )  # fmt: skip
             card.save(f"{folder}/README.md")
-            return push_folder_to_hub(folder, repo_id, token=token, private=private, commit_message=commit_message, api=api)
+            return push_folder_to_hub(
+                folder, repo_id, token=token, private=private, commit_message=commit_message, api=api,
+                commit_description=commit_description, revision=revision, create_pr=create_pr,
+            )  # fmt: skip
 
 
 class MaskFormerModel(MaskFormerPreTrainedModel):
@@ -270,26 +286,40 @@ class MaskFormerModel(MaskFormerPreTrainedModel):
         pixel_values: Tensor,
         pixel_mask: Tensor | None = None,
         output_hidden_states: bool | None = None,
-        return_intermediate: bool = False,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
-    ) -> MaskFormerModelOutput:
+        return_intermediate: bool = False,
+    ) -> MaskFormerModelOutput | tuple:
+        """pixel_values (B, 3, H, W) -> `MaskFormerModelOutput` (a tuple in transformers' order with
+        `return_dict=False`). `pixel_mask` is accepted for transformers' signature: padding is bottom/right and
+        the network sees it (as transformers'). `return_intermediate`: the deep-supervision states."""
         check_pixel_values(pixel_values, self.config.backbone_config)
+        check_output_attentions(output_attentions, self.config)
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         attn_implementation = "eager" if self.config._attn_implementation == "eager" else "sdpa"
         features = self.backbone(pixel_values)  # res2..res5, each (B, C_i, H_i, W_i)
         mask_features, memory, fpn_maps = self.pixel_decoder(features, attn_implementation)
-        queries, intermediate = self.transformer_decoder(
-            memory, attn_implementation=attn_implementation, return_intermediate=return_intermediate
-        )
-        return MaskFormerModelOutput(
-            transformer_decoder_last_hidden_state=queries,
-            pixel_decoder_last_hidden_state=mask_features,
+        queries, intermediate, decoder_states = self.transformer_decoder(
+            memory, attn_implementation=attn_implementation, return_intermediate=return_intermediate,
+            return_hidden_states=bool(output_hidden_states),
+        )  # fmt: skip
+        hidden = {}
+        if output_hidden_states:
+            hidden = {
+                "encoder_hidden_states": tuple(features),
+                "pixel_decoder_hidden_states": tuple(fpn_maps),
+                "transformer_decoder_hidden_states": tuple(decoder_states),
+                "hidden_states": (*features, *fpn_maps, *decoder_states),
+            }
+        output = MaskFormerModelOutput(
             encoder_last_hidden_state=features[-1],
-            transformer_decoder_intermediate_states=tuple(intermediate),
-            encoder_hidden_states=tuple(features) if output_hidden_states else None,
-            pixel_decoder_hidden_states=tuple(fpn_maps) if output_hidden_states else None,
+            pixel_decoder_last_hidden_state=mask_features,
+            transformer_decoder_last_hidden_state=queries,
+            transformer_decoder_intermediate_states=tuple(intermediate) if return_intermediate else None,
+            **hidden,
         )
+        return output if return_dict else output.to_tuple()
 
 
 class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
@@ -351,6 +381,35 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         mask_logits = torch.einsum("bqc,bchw->bqhw", mask_embeddings, mask_features)
         return self.class_head(queries), mask_logits
 
+    def get_logits(self, outputs: MaskFormerModelOutput) -> tuple[Tensor, Tensor, list[dict[str, Tensor]]]:
+        """transformers' `get_logits`: (class logits (B, Q, K+1), mask logits (B, Q, h, w), per deep-supervision
+        layer a dict of both) from `MaskFormerModel`'s outputs; the list is empty unless the outputs carry the
+        intermediate states (`return_intermediate=True`)."""
+        mask_features = outputs.pixel_decoder_last_hidden_state
+        class_logits, mask_logits = self.predict(outputs.transformer_decoder_last_hidden_state, mask_features)
+        auxiliary = [
+            dict(zip(("class_queries_logits", "masks_queries_logits"), self.predict(queries, mask_features)))
+            for queries in outputs.transformer_decoder_intermediate_states or ()
+        ]
+        return class_logits, mask_logits, auxiliary
+
+    def get_loss_dict(
+        self,
+        masks_queries_logits: Tensor,
+        class_queries_logits: Tensor,
+        mask_labels: list[Tensor],
+        class_labels: list[Tensor],
+        auxiliary_logits: list[dict[str, Tensor]] | None,
+    ) -> dict[str, Tensor]:
+        """transformers' `get_loss_dict` (its argument order): the weighted loss terms, deep supervision's with a
+        `_{layer}` suffix."""
+        auxiliary = [(a["class_queries_logits"], a["masks_queries_logits"]) for a in auxiliary_logits or ()]
+        return self.criterion(class_queries_logits, masks_queries_logits, class_labels, mask_labels, auxiliary)[1]
+
+    def get_loss(self, loss_dict: dict[str, Tensor]) -> Tensor:
+        """transformers' `get_loss`: the total, the sum of the weighted terms."""
+        return sum(loss_dict.values())
+
     def forward(
         self,
         pixel_values: Tensor,
@@ -359,12 +418,23 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         pixel_mask: Tensor | None = None,
         output_auxiliary_logits: bool | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
-    ) -> MaskFormerForInstanceSegmentationOutput:
-        """pixel_values (B, 3, H, W); per image mask_labels (N, H, W) and class_labels (N,) to get a loss."""
+        *,
+        segment_map: Tensor | None = None,
+        segment_classes: Tensor | None = None,
+    ) -> MaskFormerForInstanceSegmentationOutput | tuple:
+        """pixel_values (B, 3, H, W); per image mask_labels (N, H, W) and class_labels (N,) to get a loss.
+        `return_dict=False`: a tuple in transformers' order (without our `loss_dict` and `pixel_mask`).
+
+        `segment_map` / `segment_classes`: evaluation targets that `transformers.Trainer` hands to the model with
+        the batch (`MaskFormerCollator(return_segment_maps=True)`, `evaluation/trainer_metrics.py`); not used
+        here. Any other keyword is a TypeError."""
+        del segment_map, segment_classes
         if (mask_labels is None) != (class_labels is None):
             raise ValueError("pass both mask_labels and class_labels to compute the loss, or neither")
+        check_output_attentions(output_attentions, self.config)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         compute_loss = mask_labels is not None
         fast = self.fast_inference
         if fast is not None and not compute_loss and not self.training:
@@ -375,11 +445,12 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
                 )  # fmt: skip
             outputs.class_queries_logits = outputs.class_queries_logits.float()
             outputs.masks_queries_logits = outputs.masks_queries_logits.float()
-            return outputs
-        return self._forward(
-            pixel_values, mask_labels, class_labels, pixel_mask=pixel_mask,
-            output_auxiliary_logits=output_auxiliary_logits, output_hidden_states=output_hidden_states,
-        )  # fmt: skip
+        else:
+            outputs = self._forward(
+                pixel_values, mask_labels, class_labels, pixel_mask=pixel_mask,
+                output_auxiliary_logits=output_auxiliary_logits, output_hidden_states=output_hidden_states,
+            )  # fmt: skip
+        return outputs if return_dict else outputs.to_transformers_tuple()
 
     def _forward(
         self,
@@ -400,32 +471,26 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         use_auxiliary = self.config.use_auxiliary_loss and (compute_loss or bool(output_auxiliary_logits))
         outputs = self.model(
             pixel_values, pixel_mask=pixel_mask, output_hidden_states=output_hidden_states,
-            return_intermediate=use_auxiliary,
+            return_intermediate=use_auxiliary, return_dict=True,
         )  # fmt: skip
-        mask_features = outputs.pixel_decoder_last_hidden_state
-        class_logits, mask_logits = self.predict(outputs.transformer_decoder_last_hidden_state, mask_features)
-        auxiliary = [self.predict(queries, mask_features) for queries in outputs.transformer_decoder_intermediate_states]
+        class_logits, mask_logits, auxiliary = self.get_logits(outputs)
         loss, loss_dict = None, None
         if compute_loss:
             device = mask_logits.device
             mask_labels = [labels.to(device) for labels in mask_labels]
             class_labels = [labels.to(device) for labels in class_labels]
             self._check_label_sizes(mask_labels, pixel_values)
-            loss, loss_dict = self.criterion(class_logits, mask_logits, class_labels, mask_labels, auxiliary)
+            loss_dict = self.get_loss_dict(mask_logits, class_logits, mask_labels, class_labels, auxiliary)
+            loss = self.get_loss(loss_dict)
+        model_outputs = {k: v for k, v in outputs.items() if k != "transformer_decoder_intermediate_states"}
         return MaskFormerForInstanceSegmentationOutput(
             loss=loss,
             loss_dict=loss_dict,
             class_queries_logits=class_logits,
             masks_queries_logits=mask_logits,
-            auxiliary_logits=[{"class_queries_logits": c, "masks_queries_logits": m} for c, m in auxiliary]
-            if output_auxiliary_logits
-            else None,
+            auxiliary_logits=auxiliary if output_auxiliary_logits else None,
             pixel_mask=pixel_mask,
-            transformer_decoder_last_hidden_state=outputs.transformer_decoder_last_hidden_state,
-            pixel_decoder_last_hidden_state=mask_features,
-            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
-            encoder_hidden_states=outputs.encoder_hidden_states,
-            pixel_decoder_hidden_states=outputs.pixel_decoder_hidden_states,
+            **model_outputs,
         )
 
     def _warn_training_mode(self) -> None:

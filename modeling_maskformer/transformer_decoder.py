@@ -112,9 +112,11 @@ class TransformerDecoder(nn.Module):
         *,
         attn_implementation: AttentionImplementation = "sdpa",
         return_intermediate: bool = False,
-    ) -> tuple[Tensor, list[Tensor]]:
-        """memory (B, C_in, H, W) -> final queries (B, Q, C) and, if asked, the normalised outputs of the
-        first L-1 layers (each (B, Q, C)) for deep supervision."""
+        return_hidden_states: bool = False,
+    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """memory (B, C_in, H, W) -> final queries (B, Q, C); if asked, the normalised outputs of the first L-1
+        layers (each (B, Q, C)) for deep supervision; if asked, the hidden states in transformers' layout: each
+        layer's input (the first is the zero target) and the final queries, L+1 tensors (B, Q, C)."""
         if self.input_proj is not None:
             memory = self.input_proj(memory)
         batch_size, channels, height, width = memory.shape
@@ -125,9 +127,12 @@ class TransformerDecoder(nn.Module):
         memory = memory.flatten(2).transpose(1, 2)  # (B, HW, C)
         query_position = self.query_embed.weight.unsqueeze(0).expand(batch_size, -1, -1)  # (B, Q, C)
         hidden_states = torch.zeros_like(query_position)
-        intermediate = []
+        intermediate, layer_inputs = [], []
         for index, layer in enumerate(self.layers):
+            if return_hidden_states:
+                layer_inputs.append(hidden_states)
             hidden_states = layer(hidden_states, memory, query_position, memory_position, attn_implementation)
             if return_intermediate and index < len(self.layers) - 1:
                 intermediate.append(self.layernorm(hidden_states))
-        return self.layernorm(hidden_states), intermediate
+        queries = self.layernorm(hidden_states)
+        return queries, intermediate, [*layer_inputs, queries] if return_hidden_states else []

@@ -5,8 +5,9 @@
     python scripts/convert_checkpoint.py --from original model_final_8657a5.pkl out/ours --config swin-tiny-ade
 
 `--from transformers` reads a transformers MaskFormer folder (or a Hub id, when the network is there) with
-its preprocessor_config.json; `--to transformers` writes a folder that transformers'
-`MaskFormerForInstanceSegmentation` and `AutoImageProcessor` load; `--from original` reads the authors'
+its preprocessor_config.json (our classes' `from_pretrained` also reads such folders directly, converting on
+the fly); `--to transformers` writes a folder that transformers' `MaskFormerForInstanceSegmentation` and
+`AutoImageProcessor` load (what `save_pretrained` writes by default when transformers can represent the model); `--from original` reads the authors'
 `model_final_*.pkl` (numpy arrays only: other pickled objects are refused before they run). Any missing,
 unexpected or mis-shaped weight is an error that names the keys. A user error (missing path, wrong format,
 refused pickle) prints one line and exits with status 2; `--debug` shows the traceback. The library:

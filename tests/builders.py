@@ -74,6 +74,19 @@ def save_transformers_checkpoint(folder, *, num_labels: int = 150, predicted: in
     HFProcessor().save_pretrained(folder)
 
 
+# Prepended to a `python -c` program: our package (and its two subpackages) cannot be imported there, so what
+# runs is transformers alone, as on the Hub. `%(root)s`: the repository root, also taken off sys.path.
+PACKAGE_BLOCKER = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"modeling_maskformer", "configuration", "image_processing"}:
+            raise ModuleNotFoundError(f"blocked: {name}")
+sys.meta_path.insert(0, Block())
+sys.path = [p for p in sys.path if p not in ("", %(root)r)]
+"""
+
+
 def run_in_terminal(code: str, *, env: dict[str, str] | None = None, cwd=None, timeout: float = 300) -> tuple[int, str]:
     """Run `python -c code` with stdin, stdout and stderr on a pseudo-terminal, as in a shell or a notebook:
     only there does transformers ask "Do you wish to run the custom code?" (and waits 15 s for an answer that

@@ -91,7 +91,8 @@ def test_every_script_runs_its_main_through_run_cli(script):
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     model = tiny_model()
-    model.save_pretrained(root / "ours")
+    model.save_pretrained(root / "ours", folder_format="remote_code")
+    tiny_model(pre_norm=True).save_pretrained(root / "pre-norm")  # not representable: a remote-code folder
     convert_to_transformers(model, root / "transformers", processor=MaskFormerImageProcessor())
     (root / "no-config").mkdir()
     (root / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
@@ -110,9 +111,9 @@ def convert(monkeypatch, capsys, *args: str) -> str:
     return lines[0]
 
 
-def test_converter_refuses_a_transformers_folder_to_transformers(folders, tmp_path, monkeypatch, capsys):
-    line = convert(monkeypatch, capsys, "--to", "transformers", str(folders / "transformers"), str(tmp_path / "out"))
-    assert "already is a transformers MaskFormer folder" in line
+def test_converter_refuses_what_transformers_cannot_represent(folders, tmp_path, monkeypatch, capsys):
+    line = convert(monkeypatch, capsys, "--to", "transformers", str(folders / "pre-norm"), str(tmp_path / "out"))
+    assert "transformers' MaskFormer cannot represent this model: pre_norm=True" in line
 
 
 @pytest.mark.parametrize("direction", ["--to", "--from"])

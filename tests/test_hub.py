@@ -19,7 +19,7 @@ from modeling_maskformer.configuration.remote_code import (
 )
 from modeling_maskformer.hub import build_model_card, check_model_card
 
-from builders import run_in_terminal, tiny_model
+from builders import PACKAGE_BLOCKER, run_in_terminal, tiny_model
 
 ALL_FILES = sorted(remote_code_modules())
 
@@ -29,7 +29,7 @@ def saved(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hub-folder")
     model = tiny_model(id2label={0: "sky", 1: "circle", 2: "square"}, label2id={"sky": 0, "circle": 1, "square": 2}).eval()
     processor = MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128})
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, folder_format="remote_code")  # the format of models transformers cannot represent
     processor.save_pretrained(folder)
     return model, processor, folder
 
@@ -57,10 +57,12 @@ def test_folder_carries_auto_map_and_flat_code(saved):
 def test_remote_code_files_come_from_the_import_graph():
     # The modules the model, config and processor need, lazily imported ones (hub.py, post-processing) included;
     # nothing the model does not import (training, data, evaluation, the CLI).
+    # conversion.py: the key rules save_pretrained's transformers-native format needs.
     for name in ("modeling_maskformer.py", "configuration_maskformer.py", "image_processing_maskformer.py",
-                 "remote_code.py", "loading.py", "hub.py", "post_processing.py", "matcher.py"):  # fmt: skip
+                 "remote_code.py", "loading.py", "hub.py", "post_processing.py", "matcher.py", "conversion.py",
+                 "transformers_folder.py", "transformers_format.py"):  # fmt: skip
         assert name in ALL_FILES, name
-    for name in ("cli.py", "conversion.py", "loop.py", "evaluator.py", "collator.py", "__init__.py"):
+    for name in ("cli.py", "loop.py", "evaluator.py", "collator.py", "__init__.py"):
         assert name not in ALL_FILES, name
 
 
@@ -98,15 +100,7 @@ def test_flatten_imports_rewrites_import_statements_only():
     ]
 
 
-BLOCKER = """
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"modeling_maskformer", "configuration", "image_processing"}:
-            raise ModuleNotFoundError(f"blocked: {name}")
-sys.meta_path.insert(0, Block())
-sys.path = [p for p in sys.path if p not in ("", %(root)r)]
-"""
+BLOCKER = PACKAGE_BLOCKER
 
 
 def test_loads_in_a_fresh_process_without_this_package(saved, tmp_path):
@@ -142,7 +136,7 @@ def test_loads_in_a_fresh_process_without_this_package(saved, tmp_path):
             result = segmenter({str(tmp_path / 'image.png')!r}, subtask=subtask, threshold=0.0)
             assert isinstance(result, list), subtask
         # Saved again from the remote code: the same complete folder.
-        model.save_pretrained("resaved")
+        model.save_pretrained("resaved", folder_format="remote_code")
         processor.save_pretrained("resaved")
         import pathlib
         assert sorted(p.name for p in pathlib.Path("resaved").glob("*.py")) == {ALL_FILES!r}
@@ -207,9 +201,12 @@ def test_push_to_hub_uploads_a_complete_folder(saved):
     assert api.calls[0][:2] == ("create_repo", "me/maskformer-tiny")
     _, repo_id, files = api.calls[1]
     assert repo_id == "me/maskformer-tiny"
-    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", *ALL_FILES):
-        assert name in files, name
+    # The tiny model is representable: transformers' own format, no code.
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= set(files)
+    assert not [name for name in files if name.endswith(".py")]
+    assert json.loads(files["config.json"])["model_type"] == "maskformer"
     card = ModelCard(files["README.md"].decode())
+    assert "trust_remote_code=True" not in card.text and "no `trust_remote_code`" in card.text
     assert card.data.pipeline_tag == "image-segmentation"
     assert card.data.to_dict()["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.5
 
@@ -231,5 +228,18 @@ def test_save_with_push_uploads_after_the_code_is_written(saved, tmp_path, monke
         calls.append((repo_id, kwargs, sorted(path.name for path in tmp_path.glob("*.py"))))
 
     monkeypatch.setattr(type(obj), "push_to_hub", record)
-    obj.save_pretrained(tmp_path, push_to_hub=True, repo_id="me/maskformer", token="secret", private=True)
+    extra = {"folder_format": "remote_code"} if what == "model" else {}
+    obj.save_pretrained(tmp_path, push_to_hub=True, repo_id="me/maskformer", token="secret", private=True, **extra)
     assert calls == [("me/maskformer", {"token": "secret", "private": True}, ALL_FILES)]
+
+
+def test_native_save_with_push_uploads_after_the_folder_is_written(saved, tmp_path, monkeypatch):
+    model = saved[0]
+    calls = []
+
+    def record(self, repo_id, **kwargs):
+        calls.append((repo_id, kwargs, sorted(path.name for path in tmp_path.iterdir())))
+
+    monkeypatch.setattr(type(model), "push_to_hub", record)
+    model.save_pretrained(tmp_path, push_to_hub=True, repo_id="me/maskformer", token="secret")
+    assert calls == [("me/maskformer", {"token": "secret"}, ["config.json", "model.safetensors"])]

@@ -192,8 +192,7 @@ def _bad_images():
     inf = np.zeros((40, 40, 3), np.float32)
     inf[0, 0, 1] = np.inf
     return {
-        "too_small": (np.zeros((31, 40, 3), np.uint8), ValueError, "31x40.*at least 32"),
-        "too_small_pil": (Image.new("RGB", (40, 20)), ValueError, "20x40.*at least 32"),
+        "empty": (np.zeros((0, 40, 3), np.uint8), ValueError, "0x40"),
         "too_large_side": (huge_side, ValueError, "16385x40.*16384"),
         "too_large_area": (huge_area, ValueError, "100,000,000"),
         "too_large_pil": (Image.new("1", (16385, 32)), ValueError, "16384"),
@@ -222,7 +221,7 @@ def test_bad_images_are_refused(processor, kind):
 
 
 def test_limits_are_class_constants():
-    assert MaskFormerImageProcessor.MIN_IMAGE_SIDE == 32
+    assert MaskFormerImageProcessor.MIN_IMAGE_SIDE == 1  # smaller images are padded, as transformers
     assert MaskFormerImageProcessor.MAX_IMAGE_SIDE == 16384
     assert MaskFormerImageProcessor.MAX_IMAGE_PIXELS == 100_000_000
 
@@ -552,20 +551,17 @@ def test_post_processing_geometry_from_pixel_mask(processor):
         "target_sizes": [(40, 60), (30, 50)],
     }
     _, _, geometry = processor.post_processing_inputs(dict(fake_outputs()), None)
-    assert geometry["valid_sizes"] == [(64, 96), (48, 80)] and geometry["target_sizes"] is None
+    # No target sizes: transformers' default, the mask logits' resolution.
+    assert geometry["valid_sizes"] == [(64, 96), (48, 80)] and geometry["target_sizes"] == [(16, 24), (16, 24)]
 
 
 def test_post_processing_geometry_without_pixel_mask(processor):
     outputs = fake_outputs(with_pixel_mask=False)
     _, _, geometry = processor.post_processing_inputs(outputs, torch.tensor([[40, 60], [30, 50]]))
-    # (40, 60) → (64, 96) and (30, 50) → (58, 96) through the resize rule; padded = 4 x logits.
-    assert geometry == {
-        "padded_size": (64, 96),
-        "valid_sizes": [(64, 96), (58, 96)],
-        "target_sizes": [(40, 60), (30, 50)],
-    }
-    _, _, geometry = processor.post_processing_inputs(outputs, None)
-    assert geometry["valid_sizes"] is None
+    # As transformers: the whole padded input (4 x logits) is valid, whatever the target size.
+    assert geometry == {"padded_size": (64, 96), "valid_sizes": None, "target_sizes": [(40, 60), (30, 50)]}
+    _, _, geometry = processor.post_processing_inputs(outputs, [(800, 1200)] * 2)  # larger than the input: fine
+    assert geometry["valid_sizes"] is None and geometry["target_sizes"] == [(800, 1200)] * 2
 
 
 def test_post_processing_bad_arguments(processor):
@@ -575,10 +571,6 @@ def test_post_processing_bad_arguments(processor):
         processor.post_processing_inputs(fake_outputs(), [(40, 60), (30, -1)])
     with pytest.raises(TypeError, match="class_queries_logits"):
         processor.post_processing_inputs({"logits": torch.zeros(1)}, None)
-    with pytest.raises(ValueError, match="larger than the padded input"):  # (400, 600) → (800, 1200)
-        MaskFormerImageProcessor().post_processing_inputs(
-            fake_outputs(with_pixel_mask=False), [(400, 600)] * 2
-        )
 
 
 @pytest.mark.skipif(not POST_PROCESSING_READY, reason="image_processing/post_processing.py not written yet")
@@ -587,7 +579,7 @@ def test_post_process_semantic_crops_padding(processor):
     assert [tuple(m.shape) for m in maps] == [(40, 60), (30, 50)]
     assert all((m == 1).all() for m in maps)  # class 2 lived only in the padding
     unresized = processor.post_process_semantic_segmentation(dict(fake_outputs()))
-    assert [tuple(m.shape) for m in unresized] == [(64, 96), (48, 80)]
+    assert [tuple(m.shape) for m in unresized] == [(16, 24), (16, 24)]  # transformers' default size
 
 
 @pytest.mark.skipif(not POST_PROCESSING_READY, reason="image_processing/post_processing.py not written yet")

@@ -38,7 +38,7 @@ def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("loading")
     model = tiny_model(id2label={0: "sky", 1: "circle", 2: "square"}, label2id={"sky": 0, "circle": 1, "square": 2})
     processor = MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128})
-    model.save_pretrained(root / "ours")
+    model.save_pretrained(root / "ours", folder_format="remote_code")
     processor.save_pretrained(root / "ours")
     convert_to_transformers(model, root / "transformers", processor=processor)
     Image.new("RGB", (80, 64), (120, 30, 200)).save(root / "image.png")
@@ -206,11 +206,6 @@ def test_folder_without_config_is_a_clear_error(folders, tmp_path):
 def test_missing_path_says_so():
     with pytest.raises(FileNotFoundError, match="/no/such/folder: no such file or folder"):
         MaskFormerForInstanceSegmentation.from_pretrained("/no/such/folder")
-
-
-def test_transformers_folder_is_not_loaded_as_ours(folders):
-    with pytest.raises(ValueError, match="model_type 'maskformer'.*convert_checkpoint.py --from transformers"):
-        MaskFormerForInstanceSegmentation.from_pretrained(folders / "transformers")
 
 
 # ---------------------------------------------------------------------------------------------------------

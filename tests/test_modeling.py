@@ -7,6 +7,7 @@ import logging
 
 import pytest
 import torch
+import transformers
 from transformers import AutoModel, AutoModelForInstanceSegmentation, ConvNextConfig, Dinov2Config, SwinConfig
 
 from modeling_maskformer import MaskFormerConfig, MaskFormerForInstanceSegmentation, MaskFormerModel
@@ -314,14 +315,20 @@ def test_pretrained_timm_backbone_without_network_is_a_clear_error():
 
 def test_save_and_load_round_trip(tmp_path, inputs):
     model = tiny_model().eval()
-    model.save_pretrained(tmp_path)
-    assert (tmp_path / "model.safetensors").exists()
-    for loader in (MaskFormerForInstanceSegmentation, AutoModelForInstanceSegmentation):
-        loaded = loader.from_pretrained(tmp_path).eval()
-        assert type(loaded) is MaskFormerForInstanceSegmentation
+    model.save_pretrained(tmp_path / "remote", folder_format="remote_code")
+    model.save_pretrained(tmp_path / "native")  # transformers' own format: its Auto classes give its own model
+    for folder, loader, cls in (
+        ("remote", MaskFormerForInstanceSegmentation, MaskFormerForInstanceSegmentation),
+        ("remote", AutoModelForInstanceSegmentation, MaskFormerForInstanceSegmentation),
+        ("native", AutoModelForInstanceSegmentation, transformers.MaskFormerForInstanceSegmentation),
+        ("native", MaskFormerForInstanceSegmentation, MaskFormerForInstanceSegmentation),
+    ):
+        assert (tmp_path / folder / "model.safetensors").exists()
+        loaded = loader.from_pretrained(tmp_path / folder).eval()
+        assert type(loaded) is cls
         with torch.no_grad():
             torch.testing.assert_close(loaded(inputs).masks_queries_logits, model(inputs).masks_queries_logits, rtol=0, atol=0)
-    assert type(AutoModel.from_pretrained(tmp_path)) is MaskFormerModel
+    assert type(AutoModel.from_pretrained(tmp_path / "remote")) is MaskFormerModel
     # The loss of the reloaded model is the same too (no state left uninitialised by from_pretrained).
     mask_labels, class_labels = random_targets(B, H, W)
     with torch.no_grad():

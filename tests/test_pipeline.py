@@ -61,7 +61,9 @@ def test_pipeline_from_objects(parts, image, subtask):
 @pytest.mark.parametrize("kind", ["path", "array", "pil"])
 def test_pipeline_from_a_saved_folder(parts, image, kind, tmp_path):
     model, processor = parts
-    model.save_pretrained(tmp_path)
+    # A remote-code folder: the registered model_type gives our classes (a native folder gives transformers' own,
+    # tests/test_native_folders.py).
+    model.save_pretrained(tmp_path, folder_format="remote_code")
     processor.save_pretrained(tmp_path)
     image.save(tmp_path / "image.png")
     inputs = {"path": str(tmp_path / "image.png"), "array": np.asarray(image), "pil": image}[kind]

@@ -38,6 +38,10 @@ def test_few_steps_write_checkpoints_and_a_hub_ready_folder(tiny_folder, tmp_pat
     card = (out / "README.md").read_text()
     assert "pipeline_tag: image-segmentation" in card and "learning_rate" in card
     assert all(torch.isfinite(torch.tensor(losses(out))))
+    # The final folder is transformers' own format (the card says so), with the run's settings stashed.
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "maskformer" and "maskformer_hf_training" in config
+    assert "no `trust_remote_code`" in card and not list(out.glob("*.py"))
 
 
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tiny_folder, tmp_path):

@@ -77,8 +77,11 @@ def processor():
 
 
 def plain_map(model, processor, image) -> torch.Tensor:
+    inputs = processor(image, return_tensors="pt")
     with torch.no_grad():
-        outputs = model(**processor(image, return_tensors="pt"))
+        outputs = model(**inputs)
+    # The padding is known from the pixel mask (outputs without one count the whole input as valid).
+    outputs = {**outputs, "pixel_mask": inputs["pixel_mask"]}
     return processor.post_process_semantic_segmentation(outputs, target_sizes=[image.shape[:2]])[0]
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from accelerate import Accelerator
 
 from ..hub import build_model_card
+from ..transformers_folder import is_transformers_folder
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +250,7 @@ def save_hub_folder(model, processor, folder: Path, args, metrics: dict | None) 
         dataset=args.dataset,
         base_model=args.model_name_or_path,
         training_args={k: v for k, v in vars(args).items() if k != "hub_token"},
+        transformers_native=is_transformers_folder(folder),
     )
     card.save(folder / "README.md")
     if metrics:
