@@ -164,13 +164,13 @@ def binary_masks(
     h, w = label_map.shape
     size = size or (h, w)
     exact = not len(ids) or int(ids.max()) < 1 << 24
-    dtype = torch.float32 if exact else torch.int64
-    padded = label_map.to(dtype) if (h, w) == tuple(size) else torch.full(size, -1, dtype=dtype)
+    compared = torch.float32 if exact else torch.int64
+    padded = label_map.to(compared) if (h, w) == tuple(size) else torch.full(size, -1, dtype=compared)
     if (h, w) != tuple(size):
         padded[:h, :w] = label_map
     masks = torch.empty(len(ids), *size, dtype=dtype)
     if exact:
-        torch.eq(padded.unsqueeze(0), ids.to(dtype)[:, None, None], out=masks)  # (N, H, W)
+        torch.eq(padded.unsqueeze(0), ids.to(compared)[:, None, None], out=masks)  # (N, H, W)
     else:
         masks.copy_(padded.unsqueeze(0) == ids[:, None, None])
     return masks

@@ -59,7 +59,7 @@ from modeling_maskformer.benchmarks.report import print_seconds, print_table, su
 from modeling_maskformer.benchmarks.runner import run_all, settings_for  # noqa: E402
 from modeling_maskformer.cli import run_cli  # noqa: E402
 
-SECTIONS = ("main", "runtime")  # main: forward, post-processing, pipeline, processor, training (above)
+SECTIONS = ("main", "runtime", "data")  # main: forward, post-processing, pipeline, processor, training (above)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -92,7 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sections", nargs="*", default=list(SECTIONS), choices=SECTIONS,
         help="main: the sections above; runtime: exported runtimes (onnxruntime, OpenVINO, int8) vs the FLOP "
-        "floor, and int8 accuracy on --demo-model (modeling_maskformer.benchmarks.runtimes)",
+        "floor, and int8 accuracy on --demo-model (modeling_maskformer.benchmarks.runtimes); data: the training "
+        "data pipeline per image and per DataLoader worker, ours vs transformers' fine-tuning example "
+        "(albumentations) and plain torchvision v2 (modeling_maskformer.benchmarks.data_pipeline)",
     )  # fmt: skip
     parser.add_argument("--demo-model", default="outputs/demo", help="trained folder for the int8 accuracy check")
     return parser.parse_args(argv)
@@ -118,6 +120,12 @@ def main(argv: list[str] | None = None) -> dict:
                     settings, backbones=args.backbones, threads=args.threads,
                     demo_model=None if args.tiny else args.demo_model, workdir=Path(workdir),
                 )  # fmt: skip
+        if "data" in args.sections:
+            from modeling_maskformer.benchmarks import data_pipeline
+
+            print("data pipeline ...", flush=True)
+            data_settings = data_pipeline.TINY_DATA if args.tiny else data_pipeline.QUICK_DATA if args.quick else data_pipeline.FULL_DATA
+            results["data"] = data_pipeline.bench_data_pipeline(data_settings)
     results["total_seconds"] = time.perf_counter() - started
     if "main" in args.sections:
         results["summary"] = summary_rows(results)
@@ -127,6 +135,10 @@ def main(argv: list[str] | None = None) -> dict:
         from modeling_maskformer.benchmarks.runtimes import print_runtime
 
         print_runtime(results["runtime"])
+    if "data" in args.sections:
+        from modeling_maskformer.benchmarks.data_pipeline import print_data_pipeline
+
+        print_data_pipeline(results["data"])
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2))
