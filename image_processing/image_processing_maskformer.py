@@ -158,21 +158,25 @@ def binary_masks(
     """(N, H, W) masks of `dtype` (float or bool): mask n is 1 where the (h, w) `label_map` equals `ids[n]`, 0
     elsewhere and in the padding to `size` (H, W) >= (h, w), bottom and right (default: no padding).
 
-    NOTE: the map is padded (with -1, never an id) and compared in float32 straight into the output, ~10x faster
-    than a long comparison into a bool (N, h, w) copied into zeros; float32 holds ids exactly below 2**24.
+    NOTE: the map is padded (with -1, never an id) and compared straight into the output, ~10x faster than a long
+    comparison into a bool (N, h, w) copied into zeros: in int16 for bool masks, in float32 for float ones (the
+    fastest kinds for each; ids below 2**24 are exact in float32, larger map values stay larger than any id).
     """
     h, w = label_map.shape
     size = size or (h, w)
-    exact = not len(ids) or int(ids.max()) < 1 << 24
-    compared = torch.float32 if exact else torch.int64
-    padded = label_map.to(compared) if (h, w) == tuple(size) else torch.full(size, -1, dtype=compared)
-    if (h, w) != tuple(size):
+    top = int(ids.max()) if len(ids) else 0
+    narrow = label_map.dtype == torch.uint8 or (label_map.numel() and int(label_map.max()) < 1 << 15)
+    if dtype == torch.bool and narrow:  # int16 holds every value of the map exactly: no false match
+        compared = torch.int16
+    else:
+        compared = torch.float32 if top < 1 << 24 else torch.int64
+    if (h, w) == tuple(size):
+        padded = label_map.to(compared)
+    else:
+        padded = torch.full(size, -1, dtype=compared)
         padded[:h, :w] = label_map
     masks = torch.empty(len(ids), *size, dtype=dtype)
-    if exact:
-        torch.eq(padded.unsqueeze(0), ids.to(compared)[:, None, None], out=masks)  # (N, H, W)
-    else:
-        masks.copy_(padded.unsqueeze(0) == ids[:, None, None])
+    torch.eq(padded.unsqueeze(0), ids.to(compared)[:, None, None], out=masks)  # (N, H, W)
     return masks
 
 

@@ -255,10 +255,13 @@ def test_data_section_runs_at_a_tiny_size():
 def test_binary_masks_pad_and_keep_large_ids_exact():
     from modeling_maskformer.image_processing.image_processing_maskformer import binary_masks
 
-    label_map = torch.tensor([[0, 1 << 24, (1 << 24) + 1], [5, 5, 1 << 24]])
-    for ids in (torch.tensor([0, 5]), torch.tensor([1 << 24, (1 << 24) + 1])):  # float32 path, exact int64 path
+    label_map = torch.tensor([[0, 1 << 24, (1 << 24) + 1], [5, 5, (1 << 16) + 5]])  # 2**16 + 5 wraps to 5 in int16
+    for ids in (torch.tensor([0, 5]), torch.tensor([1 << 24, (1 << 24) + 1])):  # float32/int16, int64 comparisons
         for dtype in (torch.float32, torch.bool):
             masks = binary_masks(label_map, ids, (3, 4), dtype)
             assert masks.shape == (len(ids), 3, 4) and masks.dtype == dtype
             assert not masks[:, 2:].any() and not masks[:, :, 3:].any()  # the padding
             assert torch.equal(masks[:, :2, :3], label_map[None] == ids[:, None, None])
+    small = torch.tensor([[0, 3], [255, 3]], dtype=torch.uint8)
+    assert torch.equal(binary_masks(small, torch.tensor([3, 255]), (2, 3), torch.bool)[:, :, :2],
+                       small[None] == torch.tensor([3, 255])[:, None, None])  # fmt: skip
