@@ -233,10 +233,24 @@ def test_bool_masks_give_the_model_the_same_loss():
     assert torch.isfinite(losses[0]) and losses[0].item() == losses[1].item()
 
 
-def test_data_section_runs_at_a_tiny_size():
-    section = data_pipeline.bench_data_pipeline(data_pipeline.TINY_DATA)
+def test_data_section_runs_at_a_tiny_size(tmp_path):
+    """`scripts/run_benchmarks.py --tiny --sections data` (as `make bench` runs it), in its own process: the section
+    starts DataLoader workers and sets torch's and OpenCV's thread counts, which should not leak into this one."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "run_benchmarks.py"
+    output = tmp_path / "benchmark.json"
+    run = subprocess.run([sys.executable, str(script), "--tiny", "--sections", "data", "--output", str(output)],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "ours / torchvision per core" in run.stdout
+    section = json.loads(output.read_text())["data"]
     names = section["pipelines"]
-    assert names[:1] == ["ours"] and "torchvision" in names and set(names) | set(section["missing"]) == set(data_pipeline.LOADERS)
+    assert names[:1] == ["ours"] and "torchvision" in names
+    assert set(names) | set(section["missing"]) == set(data_pipeline.LOADERS)
     shapes = {name: section["batch_shapes"][name] for name in names}
     assert all(value == shapes["ours"] for value in shapes.values()), shapes  # the same batches from every pipeline
     assert shapes["ours"] == [[2, 3, 64, 64]]
@@ -249,7 +263,6 @@ def test_data_section_runs_at_a_tiny_size():
         if name != "ours":
             assert section["ratios"][name] > 0
     assert section["file_kb"]["jpeg"] > 0 and "avx2" in section["machine"]
-    data_pipeline.print_data_pipeline(section)
 
 
 def test_binary_masks_pad_and_keep_large_ids_exact():

@@ -151,8 +151,9 @@ class Augmentation:
 
 
 class TrainingSet(torch.utils.data.Dataset):
-    """Augmented items as (image uint8 (3, H, W), instance map (H, W), instance -> class). The augmentation
-    of item i in epoch e depends only on (seed, e, i), so a resumed run sees exactly the same data."""
+    """Augmented items as (image uint8 (3, H, W), channels-last in memory; instance map (H, W), uint8 when its ids
+    and the ignore index fit, else int64; instance -> class). The augmentation of item i in epoch e depends only
+    on (seed, e, i), so a resumed run sees exactly the same data."""
 
     def __init__(self, dataset, augmentation: Augmentation, seed: int):
         self.dataset = dataset
