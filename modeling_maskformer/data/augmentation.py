@@ -38,6 +38,12 @@ class PhotometricDistortion:
 
     def __init__(self, brightness_delta: float = 32, contrast: tuple[float, float] = (0.5, 1.5),
                  saturation: tuple[float, float] = (0.5, 1.5), hue_delta: int = 18):  # fmt: skip
+        for name, (low, high) in (("contrast", contrast), ("saturation", saturation)):
+            if not 0 <= low <= high:
+                raise ValueError(f"PhotometricDistortion: {name} must be a range 0 <= low <= high, got {(low, high)}")
+        if brightness_delta < 0 or not (isinstance(hue_delta, int) and 0 <= hue_delta <= 90):
+            raise ValueError(f"PhotometricDistortion: need brightness_delta >= 0 and an int 0 <= hue_delta <= 90 "
+                             f"(OpenCV hue units, half degrees), got {brightness_delta} and {hue_delta!r}")  # fmt: skip
         self.brightness_delta, self.contrast, self.saturation, self.hue_delta = brightness_delta, contrast, saturation, hue_delta
 
     @staticmethod
@@ -64,6 +70,9 @@ class PhotometricDistortion:
 
     def apply(self, image: np.ndarray, params: PhotometricParams) -> np.ndarray:
         """A distorted copy (or `image` itself when no step applies) of a uint8 (H, W, 3) RGB array."""
+        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
+            raise ValueError("PhotometricDistortion.apply takes a uint8 (H, W, 3) RGB numpy array, got "
+                             f"{type(image).__name__} {getattr(image, 'dtype', '')} {getattr(image, 'shape', '')}")  # fmt: skip
         tables = []  # value-wise steps waiting to be applied, composed into one table
         if params.brightness is not None:
             tables.append(self._table(beta=params.brightness))
