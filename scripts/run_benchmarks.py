@@ -33,12 +33,17 @@ so that load drifting on a shared machine hits both alike. torch uses --threads 
   /proc/self/clear_refs once model, optimizer and batch exist) minus the resident set at that moment: what the
   steps add (activations, gradients, AdamW state; the last two are reported separately as an estimate).
 
+- data (`--sections data`): the training data path per image at the paper's settings (decode, random resize,
+  crop, flip, photometric distortion, per-class masks, collate), ours against transformers' fine-tuning example
+  pipeline (albumentations, the `bench` extra) and plain torchvision v2, one thread; then DataLoader workers
+  0/1/2 and the workers needed for 16 and 64 images/s; see modeling_maskformer/benchmarks/data_pipeline.py.
+
 Prints the medians and a table of ratios (time: transformers / ours, >1 = ours faster; memory: ours /
 transformers, <1 = ours smaller) with PASS/MISS against the targets, and writes everything with machine
 information (CPU, cores, threads, bf16 support, load average) to --output as JSON.
 
 The sections live in `modeling_maskformer.benchmarks` (common, forward, postprocess, pipeline, processor,
-training, report, runner).
+training, report, runner; runtimes and data_pipeline for the "runtime" and "data" sections).
 """
 
 from __future__ import annotations
