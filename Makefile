@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml tests/requirements-reference.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,eval,export,app]"
+	$(PY) -m pip install --quiet -e ".[dev,eval,export,app,bench]"
 	$(PY) -m pip install --quiet --no-deps --require-hashes -r tests/requirements-reference.txt
 	touch $(STAMP)
 

@@ -191,7 +191,8 @@ def image_to_tensor(
 
 
 def segmentation_map_to_tensor(seg_map: Any, where: str) -> torch.Tensor:
-    """Converts one segmentation map (class or instance ids) to a long (h, w) tensor of ids >= 0.
+    """Converts one segmentation map (class or instance ids) to a long (h, w) tensor of ids >= 0 (uint8 maps stay
+    uint8).
 
     PIL "P" (palette) maps give their palette *indices*, not colours.
     """
@@ -230,6 +231,8 @@ def segmentation_map_to_tensor(seg_map: Any, where: str) -> torch.Tensor:
             raise ValueError(f"{where} contains NaN or infinite values.")
         if not torch.equal(tensor, tensor.round()):
             raise ValueError(f"{where} has non-integer values: segmentation maps must hold integer ids.")
+    if tensor.dtype == torch.uint8:
+        return tensor  # NOTE: 0..255 are exact, non-negative ids: kept narrow (cheaper to resize and compare)
     tensor = tensor.to(torch.int64)
     if tensor.min() < 0:
         negatives = torch.unique(tensor[tensor < 0])[:10].tolist()

@@ -477,7 +477,9 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         loss, loss_dict = None, None
         if compute_loss:
             device = mask_logits.device
-            mask_labels = [labels.to(device) for labels in mask_labels]
+            # NOTE: bool masks (`MaskFormerCollator(mask_dtype=torch.bool)`) travel small and become float here
+            mask_labels = [labels.to(device) if labels.is_floating_point() else labels.to(device).float()
+                           for labels in mask_labels]  # fmt: skip
             class_labels = [labels.to(device) for labels in class_labels]
             self._check_label_sizes(mask_labels, pixel_values)
             loss_dict = self.get_loss_dict(mask_logits, class_logits, mask_labels, class_labels, auxiliary)

@@ -33,12 +33,17 @@ so that load drifting on a shared machine hits both alike. torch uses --threads 
   /proc/self/clear_refs once model, optimizer and batch exist) minus the resident set at that moment: what the
   steps add (activations, gradients, AdamW state; the last two are reported separately as an estimate).
 
+- data (`--sections data`): the training data path per image at the paper's settings (decode, random resize,
+  crop, flip, photometric distortion, per-class masks, collate), ours against transformers' fine-tuning example
+  pipeline (albumentations, the `bench` extra) and plain torchvision v2, one thread; then DataLoader workers
+  0/1/2 and the workers needed for 16 and 64 images/s; see modeling_maskformer/benchmarks/data_pipeline.py.
+
 Prints the medians and a table of ratios (time: transformers / ours, >1 = ours faster; memory: ours /
 transformers, <1 = ours smaller) with PASS/MISS against the targets, and writes everything with machine
 information (CPU, cores, threads, bf16 support, load average) to --output as JSON.
 
 The sections live in `modeling_maskformer.benchmarks` (common, forward, postprocess, pipeline, processor,
-training, report, runner).
+training, report, runner; runtimes and data_pipeline for the "runtime" and "data" sections).
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ from modeling_maskformer.benchmarks.report import print_seconds, print_table, su
 from modeling_maskformer.benchmarks.runner import run_all, settings_for  # noqa: E402
 from modeling_maskformer.cli import run_cli  # noqa: E402
 
-SECTIONS = ("main", "runtime")  # main: forward, post-processing, pipeline, processor, training (above)
+SECTIONS = ("main", "runtime", "data")  # main: forward, post-processing, pipeline, processor, training (above)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -92,7 +97,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sections", nargs="*", default=list(SECTIONS), choices=SECTIONS,
         help="main: the sections above; runtime: exported runtimes (onnxruntime, OpenVINO, int8) vs the FLOP "
-        "floor, and int8 accuracy on --demo-model (modeling_maskformer.benchmarks.runtimes)",
+        "floor, and int8 accuracy on --demo-model (modeling_maskformer.benchmarks.runtimes); data: the training "
+        "data pipeline per image and per DataLoader worker, ours vs transformers' fine-tuning example "
+        "(albumentations) and plain torchvision v2 (modeling_maskformer.benchmarks.data_pipeline)",
     )  # fmt: skip
     parser.add_argument("--demo-model", default="outputs/demo", help="trained folder for the int8 accuracy check")
     return parser.parse_args(argv)
@@ -118,6 +125,12 @@ def main(argv: list[str] | None = None) -> dict:
                     settings, backbones=args.backbones, threads=args.threads,
                     demo_model=None if args.tiny else args.demo_model, workdir=Path(workdir),
                 )  # fmt: skip
+        if "data" in args.sections:
+            from modeling_maskformer.benchmarks import data_pipeline
+
+            print("data pipeline ...", flush=True)
+            data_settings = data_pipeline.TINY_DATA if args.tiny else data_pipeline.QUICK_DATA if args.quick else data_pipeline.FULL_DATA
+            results["data"] = data_pipeline.bench_data_pipeline(data_settings)
     results["total_seconds"] = time.perf_counter() - started
     if "main" in args.sections:
         results["summary"] = summary_rows(results)
@@ -127,6 +140,10 @@ def main(argv: list[str] | None = None) -> dict:
         from modeling_maskformer.benchmarks.runtimes import print_runtime
 
         print_runtime(results["runtime"])
+    if "data" in args.sections:
+        from modeling_maskformer.benchmarks.data_pipeline import print_data_pipeline
+
+        print_data_pipeline(results["data"])
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2))

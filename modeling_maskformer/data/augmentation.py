@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import cv2
 import numpy as np
 import torch
 from torchvision import tv_tensors
@@ -11,32 +14,127 @@ from torchvision.transforms.v2 import functional as TF
 from .dataset import to_instance_targets
 
 
+@dataclass(frozen=True)
+class PhotometricParams:
+    """One draw of `PhotometricDistortion`: None = that step is skipped."""
+
+    brightness: float | None  # added to every value
+    contrast: float | None  # every value multiplied by it
+    saturation: float | None  # HSV saturation multiplied by it
+    hue: int | None  # added to OpenCV's 8-bit hue (0..179, half degrees), modulo 180
+    contrast_first: bool  # contrast before saturation and hue, else after
+
+
+class PhotometricDistortion:
+    """The authors' photometric distortion (detectron2's `ColorAugSSDTransform`, which MaskFormer's configs turn
+    on with INPUT.COLOR_AUG_SSD), on uint8 RGB (H, W, 3) arrays: brightness + U(-32, 32); then contrast x U(0.5,
+    1.5) either first or last around saturation (HSV S x U(0.5, 1.5)) and hue (H + randint(-18, 18) mod 180),
+    each step with p=0.5, each rounding down to uint8 as the original does. No channel permutation (torchvision's
+    `RandomPhotometricDistort` adds one, which the recipe does not have).
+
+    NOTE: brightness and contrast act value by value, so each is a 256-entry table computed with the original's
+    float32 formula (exact); consecutive ones are composed into one table. HSV steps use OpenCV as the original.
+    """
+
+    def __init__(self, brightness_delta: float = 32, contrast: tuple[float, float] = (0.5, 1.5),
+                 saturation: tuple[float, float] = (0.5, 1.5), hue_delta: int = 18):  # fmt: skip
+        for name, (low, high) in (("contrast", contrast), ("saturation", saturation)):
+            if not 0 <= low <= high:
+                raise ValueError(f"PhotometricDistortion: {name} must be a range 0 <= low <= high, got {(low, high)}")
+        if brightness_delta < 0 or not (isinstance(hue_delta, int) and 0 <= hue_delta <= 90):
+            raise ValueError(f"PhotometricDistortion: need brightness_delta >= 0 and an int 0 <= hue_delta <= 90 "
+                             f"(OpenCV hue units, half degrees), got {brightness_delta} and {hue_delta!r}")  # fmt: skip
+        self.brightness_delta, self.contrast, self.saturation, self.hue_delta = brightness_delta, contrast, saturation, hue_delta
+
+    @staticmethod
+    def _coin() -> bool:
+        return bool(torch.rand(()) < 0.5)
+
+    @staticmethod
+    def _uniform(low: float, high: float) -> float:
+        return low + (high - low) * float(torch.rand((), dtype=torch.float64))
+
+    def sample(self) -> PhotometricParams:
+        """Draws from torch's global generator (`TrainingSet` seeds it per item)."""
+        brightness = self._uniform(-self.brightness_delta, self.brightness_delta) if self._coin() else None
+        contrast_first = self._coin()
+        contrast = self._uniform(*self.contrast) if self._coin() else None
+        saturation = self._uniform(*self.saturation) if self._coin() else None
+        hue = int(torch.randint(-self.hue_delta, self.hue_delta + 1, ())) if self._coin() else None
+        return PhotometricParams(brightness, contrast, saturation, hue, contrast_first)
+
+    @staticmethod
+    def _table(alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+        # the original's convert(): float32 x alpha + beta, clipped, truncated to uint8
+        return np.clip(np.arange(256, dtype=np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+
+    def apply(self, image: np.ndarray, params: PhotometricParams) -> np.ndarray:
+        """A distorted copy (or `image` itself when no step applies) of a uint8 (H, W, 3) RGB array."""
+        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
+            raise ValueError("PhotometricDistortion.apply takes a uint8 (H, W, 3) RGB numpy array, got "
+                             f"{type(image).__name__} {getattr(image, 'dtype', '')} {getattr(image, 'shape', '')}")  # fmt: skip
+        tables = []  # value-wise steps waiting to be applied, composed into one table
+        if params.brightness is not None:
+            tables.append(self._table(beta=params.brightness))
+        contrast = [self._table(alpha=params.contrast)] if params.contrast is not None else []
+        if params.contrast_first:
+            tables += contrast
+
+        def flush(img: np.ndarray) -> np.ndarray:
+            if not tables:
+                return img
+            table = tables[0]
+            for later in tables[1:]:
+                table = later[table]
+            tables.clear()
+            return cv2.LUT(img, table)
+
+        for channel, table in ((1, self._saturation_table(params)), (0, self._hue_table(params))):
+            if table is None:
+                continue
+            image = flush(image)
+            hsv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2HSV)
+            tables3 = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
+            tables3[:, channel] = table
+            image = cv2.cvtColor(cv2.LUT(hsv, tables3[:, None, :]), cv2.COLOR_HSV2RGB)
+        if not params.contrast_first:
+            tables += contrast
+        return flush(image)
+
+    def _saturation_table(self, params: PhotometricParams) -> np.ndarray | None:
+        return None if params.saturation is None else self._table(alpha=params.saturation)
+
+    @staticmethod
+    def _hue_table(params: PhotometricParams) -> np.ndarray | None:
+        if params.hue is None:
+            return None
+        return ((np.arange(256) + params.hue) % 180).astype(np.uint8)
+
+
 class Augmentation:
     """The paper's training augmentation (torchvision.transforms.v2 moves masks with the image): short side
     resized to a random 0.5-2.0x the crop size, random crop (retried so that no class covers more than
-    `single_category_max_area` of it), horizontal flip, photometric distortion. Padding to the crop size
-    happens in the image processor (masks padded with 0, i.e. no target)."""
+    `single_category_max_area` of it), horizontal flip, photometric distortion (`PhotometricDistortion`).
+    Padding to the crop size happens in the image processor (masks padded with 0, i.e. no target)."""
 
     def __init__(self, crop_size: int, min_scale: float, max_scale: float, single_category_max_area: float):
         self.crop_size = crop_size
         self.single_category_max_area = single_category_max_area
         self.resize = v2.RandomResize(int(min_scale * crop_size), int(max_scale * crop_size) + 1, antialias=True)
-        self.flip_and_colour = v2.Compose([
-            v2.RandomHorizontalFlip(),
-            # brightness +-32/255, contrast and saturation 0.5-1.5, hue +-18 (OpenCV units: 0.1 turn)
-            v2.RandomPhotometricDistort(brightness=(0.875, 1.125), contrast=(0.5, 1.5), saturation=(0.5, 1.5),
-                                        hue=(-0.1, 0.1), p=0.5),
-        ])  # fmt: skip
+        self.flip = v2.RandomHorizontalFlip()
+        self.photometric = PhotometricDistortion()
 
-    def crop_box(self, semantic: torch.Tensor, ignore_index: int) -> tuple[int, int, int, int]:
-        height, width = semantic.shape
+    def crop_box(self, mask: torch.Tensor, lookup: torch.Tensor, ignore_index: int) -> tuple[int, int, int, int]:
+        """(top, left, height, width) of the crop; `lookup[mask]` is the class map (only read in the window)."""
+        height, width = mask.shape
         crop_h, crop_w = min(self.crop_size, height), min(self.crop_size, width)
         for _ in range(10):
             top = int(torch.randint(0, height - crop_h + 1, ()))
             left = int(torch.randint(0, width - crop_w + 1, ()))
             if self.single_category_max_area >= 1.0:
                 break
-            counts = torch.bincount(semantic[top : top + crop_h, left : left + crop_w].flatten().long())
+            window = lookup[mask[top : top + crop_h, left : left + crop_w].long()]
+            counts = torch.bincount(window.flatten())
             counts = counts[:ignore_index] if ignore_index < len(counts) else counts
             if len(counts) > 1 and counts.max() < self.single_category_max_area * counts.sum():
                 break
@@ -44,20 +142,27 @@ class Augmentation:
 
     def __call__(self, image: torch.Tensor, instance_map: torch.Tensor, instance_to_class: dict[int, int],
                  ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """`image` uint8 (3, H, W) (channels-last memory is fastest), `instance_map` (H, W) ids; returns the
+        augmented (image uint8 (3, h, w) in channels-last memory, instance map (h, w) of the same dtype)."""
+        # NOTE: uint8 masks resize natively (nearest), other dtypes go through float32 in torchvision.
         image, mask = self.resize(tv_tensors.Image(image), tv_tensors.Mask(instance_map))
         lookup = torch.full((int(mask.max()) + 1,), ignore_index, dtype=torch.int64)
         for instance, label in instance_to_class.items():
             if instance < len(lookup):
                 lookup[instance] = label
-        box = self.crop_box(lookup[mask.long()], ignore_index)
-        image, mask = TF.crop(image, *box), TF.crop(mask, *box)
-        image, mask = self.flip_and_colour(image, mask)
-        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+        box = self.crop_box(mask, lookup, ignore_index)
+        image, mask = self.flip(TF.crop(image, *box), TF.crop(mask, *box))
+        pixels = np.ascontiguousarray(image.as_subclass(torch.Tensor).permute(1, 2, 0).numpy())  # (h, w, 3)
+        distorted = self.photometric.apply(pixels, self.photometric.sample())
+        distorted = distorted.copy() if distorted is pixels else distorted  # never a view into the resized image
+        mask = mask.as_subclass(torch.Tensor).clone(memory_format=torch.contiguous_format)
+        return torch.from_numpy(distorted).permute(2, 0, 1), mask
 
 
 class TrainingSet(torch.utils.data.Dataset):
-    """Augmented items as (image uint8 (3, H, W), instance map (H, W), instance -> class). The augmentation
-    of item i in epoch e depends only on (seed, e, i), so a resumed run sees exactly the same data."""
+    """Augmented items as (image uint8 (3, H, W), channels-last in memory; instance map (H, W), uint8 when its ids
+    and the ignore index fit, else int64; instance -> class). The augmentation of item i in epoch e depends only
+    on (seed, e, i), so a resumed run sees exactly the same data."""
 
     def __init__(self, dataset, augmentation: Augmentation, seed: int):
         self.dataset = dataset
@@ -70,11 +175,12 @@ class TrainingSet(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         item = self.dataset[index]
-        instance_map, instance_to_class = to_instance_targets(item, self.dataset.ignore_index)
-        image = torch.from_numpy(np.array(item["image"].convert("RGB"))).permute(2, 0, 1).contiguous()
+        ignore_index = self.dataset.ignore_index
+        instance_map, instance_to_class = to_instance_targets(item, ignore_index, compact=True)
+        instance_map = torch.from_numpy(instance_map if instance_map.dtype == np.uint8 else instance_map.astype(np.int64))
+        rgb = item["image"] if item["image"].mode == "RGB" else item["image"].convert("RGB")
+        image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)  # (3, H, W), channels-last memory: no copy
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
-            image, instance_map = self.augmentation(
-                image, torch.from_numpy(instance_map.astype(np.int64)), instance_to_class, self.dataset.ignore_index
-            )
+            image, instance_map = self.augmentation(image, instance_map, instance_to_class, ignore_index)
         return image, instance_map, instance_to_class

@@ -26,7 +26,9 @@ class MaskFormerCollator:
       evaluation: resized by the processor, one target per segment (panoptic) or per class (semantic).
 
     The batch holds `pixel_values` (B, 3, H, W), `pixel_mask` (B, H, W), and per image `mask_labels`
-    (N_i, H, W) float and `class_labels` (N_i,) long, with padding outside every mask.
+    (N_i, H, W) float (`mask_dtype=torch.bool`: bool, a quarter of the memory to build, pass to workers' shared
+    memory and copy to the GPU; our model converts them to float on its device) and `class_labels` (N_i,) long,
+    with padding outside every mask.
 
     With `return_segment_maps=True` it also holds the same targets as batch-first tensors, which
     `transformers.Trainer` can gather and slice like any tensor (its lists of per-image tensors it cannot):
@@ -35,9 +37,13 @@ class MaskFormerCollator:
     ignores both keys.
     """
 
-    def __init__(self, processor: MaskFormerImageProcessor, return_segment_maps: bool = False):
+    def __init__(self, processor: MaskFormerImageProcessor, return_segment_maps: bool = False,
+                 mask_dtype: torch.dtype = torch.float32):  # fmt: skip
+        if mask_dtype not in (torch.float32, torch.bool):
+            raise ValueError(f"MaskFormerCollator: mask_dtype must be torch.float32 or torch.bool, got {mask_dtype!r}")
         self.processor = processor
         self.return_segment_maps = return_segment_maps
+        self.mask_dtype = mask_dtype
 
     def __call__(self, batch: Sequence) -> Mapping[str, object]:
         if not batch:
@@ -47,7 +53,8 @@ class MaskFormerCollator:
         elif all(isinstance(item, tuple | list) and len(item) == 3 for item in batch):
             images, maps, mappings = zip(*batch)
             features = self.processor(list(images), segmentation_maps=[np.asarray(m) for m in maps],
-                                      instance_id_to_semantic_id=list(mappings), do_resize=False, return_tensors="pt")  # fmt: skip
+                                      instance_id_to_semantic_id=list(mappings), do_resize=False, return_tensors="pt",
+                                      mask_dtype=self.mask_dtype)  # fmt: skip
         else:
             raise TypeError(
                 "MaskFormerCollator takes dataset items (dicts with 'image' and 'semantic' or 'panoptic_ids') or "
@@ -70,7 +77,8 @@ class MaskFormerCollator:
             )
         maps, mappings = zip(*(to_instance_targets(item, ignore_index) for item in batch))
         return self.processor([item["image"] for item in batch], segmentation_maps=list(maps),
-                              instance_id_to_semantic_id=list(mappings), return_tensors="pt")  # fmt: skip
+                              instance_id_to_semantic_id=list(mappings), return_tensors="pt",
+                              mask_dtype=self.mask_dtype)  # fmt: skip
 
 
 def segment_maps(
@@ -85,6 +93,7 @@ def segment_maps(
     for b, (masks, classes) in enumerate(zip(mask_labels, class_labels)):
         if len(classes):
             ids = torch.arange(1, len(classes) + 1, dtype=torch.long)
-            segment_map[b] = (masks.round().long() * ids[:, None, None]).sum(0)  # (N, H, W) -> (H, W)
+            binary = masks.round().long() if masks.is_floating_point() else masks.long()
+            segment_map[b] = (binary * ids[:, None, None]).sum(0)  # (N, H, W) -> (H, W)
             segment_classes[b, : len(classes)] = classes
     return segment_map, segment_classes

@@ -42,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, TypedDict
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -111,7 +112,7 @@ class SegmentationDataset(Sequence):
                     f"{item[key].shape[1]}x{item[key].shape[0]}"
                 )
         if item["semantic"] is not None:
-            labels = np.unique(item["semantic"])
+            labels = present_labels(item["semantic"])
             bad = labels[(labels >= self.num_labels) & (labels != self.ignore_index)]
             if bad.size:
                 raise ValueError(
@@ -127,8 +128,23 @@ class SegmentationDataset(Sequence):
         return len(self)
 
 
-def to_instance_targets(item: SegmentationItem, ignore_index: int = 255) -> tuple[np.ndarray, dict[int, int]]:
-    """(instance map int32 (H, W), instance_id_to_semantic_id) for the image processor.
+def present_labels(labels: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of an integer map (`np.unique`'s result)."""
+    if labels.dtype == np.uint8 and labels.ndim == 2 and labels.size:
+        # NOTE: OpenCV's histogram is ~20x faster than np.unique's sort (and ~9x than np.bincount, which widens
+        # to int64 first); only whether a count is 0 matters, so its float32 counts are exact enough.
+        counts = cv2.calcHist([np.ascontiguousarray(labels)], [0], None, [256], [0, 256])
+        return np.flatnonzero(counts.reshape(-1)).astype(np.uint8)
+    if labels.dtype.kind == "u" and labels.dtype.itemsize <= 2 and labels.size:
+        return np.flatnonzero(np.bincount(labels.reshape(-1))).astype(labels.dtype)
+    return np.unique(labels)
+
+
+def to_instance_targets(
+    item: SegmentationItem, ignore_index: int = 255, *, compact: bool = False
+) -> tuple[np.ndarray, dict[int, int]]:
+    """(instance map int32 (H, W), instance_id_to_semantic_id) for the image processor; with `compact`, the map
+    is uint8 when its ids and ``ignore_index`` fit (what `TrainingSet` augments: uint8 masks resize natively).
 
     Panoptic items: one instance per non-crowd segment, ids 1..N; void and crowd pixels get
     ``ignore_index``. Semantic items: one "instance" per class present (MaskFormer's semantic targets);
@@ -139,18 +155,29 @@ def to_instance_targets(item: SegmentationItem, ignore_index: int = 255) -> tupl
         segments = [s for s in item["segments_info"] if not s.get("iscrowd", 0)]
         if len(segments) >= ignore_index > 0:
             raise ValueError(f"{item['image_id']}: {len(segments)} segments collide with ignore_index {ignore_index}")
-        instance_map = np.full(ids.shape, ignore_index, dtype=np.int32)
-        mapping = {}
-        for instance_id, segment in enumerate(segments, start=1):
-            instance_map[ids == segment["id"]] = instance_id
-            mapping[instance_id] = int(segment["category_id"])
+        dtype = np.uint8 if compact and max(ignore_index, len(segments)) <= 255 else np.int32
+        instance_map = np.full(ids.shape, ignore_index, dtype=dtype)
+        if segments:
+            # NOTE: one search of every pixel among the sorted segment ids, not one full-size pass per segment
+            # (segment ids are unique per image: the loaders refuse duplicates).
+            segment_ids = np.array([s["id"] for s in segments], dtype=np.int64)
+            order = np.argsort(segment_ids)
+            position = np.searchsorted(segment_ids[order], ids).clip(max=len(segments) - 1)
+            found = segment_ids[order][position] == ids
+            instance_map[found] = order[position[found]] + 1
+        mapping = {i: int(segment["category_id"]) for i, segment in enumerate(segments, start=1)}
         return instance_map, mapping
     if item["semantic"] is None:
         raise ValueError(f"{item['image_id']}: item has neither a panoptic nor a semantic annotation")
     semantic = item["semantic"]
-    classes = [int(c) for c in np.unique(semantic) if c != ignore_index]
+    labels = present_labels(semantic)
+    classes = [int(c) for c in labels if c != ignore_index]
     if len(classes) >= ignore_index > 0:
         raise ValueError(f"{item['image_id']}: {len(classes)} classes collide with ignore_index {ignore_index}")
-    lookup = np.full(max(int(semantic.max()), ignore_index) + 1, ignore_index, dtype=np.int32)
+    dtype = np.uint8 if compact and max(ignore_index, len(classes)) <= 255 else np.int32
+    lookup = np.full(max(int(labels[-1]) if labels.size else 0, ignore_index) + 1, ignore_index, dtype=dtype)
     lookup[classes] = np.arange(1, len(classes) + 1)
-    return lookup[semantic], {i + 1: c for i, c in enumerate(classes)}
+    mapping = {i + 1: c for i, c in enumerate(classes)}
+    if semantic.dtype == np.uint8 and lookup.dtype == np.uint8 and len(lookup) == 256:
+        return cv2.LUT(semantic, lookup), mapping  # NOTE: ~10x faster than numpy's fancy indexing for uint8
+    return lookup[semantic], mapping

@@ -239,7 +239,7 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     training_set = TrainingSet(
         train_data, Augmentation(crop_size, args.min_scale, args.max_scale, args.single_category_max_area), args.seed
     )
-    collate = MaskFormerCollator(processor)
+    collate = MaskFormerCollator(processor, mask_dtype=torch.bool)  # the model makes them float on its device
     global_batch = args.per_device_train_batch_size * accelerator.num_processes
     batches_per_epoch = len(epoch_batches(len(training_set), global_batch, args.seed, 0))
     logger.info("%d steps, num_processes=%d, global batch %d x %d accumulation steps, %d training / %d evaluation "
