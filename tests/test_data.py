@@ -382,3 +382,22 @@ def test_an_empty_images_folder_is_reported_as_empty(tmp_path):
     (tmp_path / "annotations").mkdir()
     with pytest.raises(ValueError, match=r"images is empty"):
         load_ade_folder(tmp_path, "validation")
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "I;16"])
+def test_ade_label_reduction_matches_evaluates_mean_iou(mode):
+    """The reduction (8-bit maps take a lookup table, wider ones the general path) against the one in
+    evaluate's canonical mean_iou metric: 0 -> 255, then k -> k - 1, and 254 (a former 255) back to 255."""
+    from modeling_maskformer.data.decoding import semantic_from_image
+
+    values = np.random.default_rng(0).integers(0, 256, (37, 53)).astype(np.uint8)
+    values[0, :3] = [0, 1, 255]
+    image = Image.fromarray(values).convert(mode) if mode != "I;16" else Image.fromarray(values.astype(np.uint16))
+    label = values.astype(np.int64)
+    label[label == 0] = 255
+    label = label - 1
+    label[label == 254] = 255
+    reduced = semantic_from_image(image, reduce_labels=True, ignore_index=255, source="x.png")
+    assert reduced.dtype == np.uint8 and np.array_equal(reduced, label)
+    as_is = semantic_from_image(image, reduce_labels=False, ignore_index=255, source="x.png")
+    assert np.array_equal(as_is, values)

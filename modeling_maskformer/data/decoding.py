@@ -70,10 +70,22 @@ def require_label_convention(reduce_labels: bool | None, source: str) -> bool:
 
 def semantic_from_image(image: Image.Image, *, reduce_labels: bool, ignore_index: int, source: str) -> np.ndarray:
     check_class_index_mode(image, source)
-    labels = np.asarray(image).astype(np.int64)
+    raw = np.asarray(image)
+    if raw.dtype == np.uint8:
+        # NOTE: 8-bit maps (ADE20K's, most others) go through a 256-entry table: one gather, no int64 copies
+        # (the training data path decodes one per image). Same values as the general path below.
+        table = _reduce(np.arange(256), ignore_index) if reduce_labels else np.arange(256)
+        if table.max() <= 255:
+            return table.astype(np.uint8)[raw]
+    labels = raw.astype(np.int64)
     if reduce_labels:
-        labels = np.where(labels == 0, ignore_index, np.where(labels == ignore_index, ignore_index, labels - 1))
+        labels = _reduce(labels, ignore_index)
     return labels.astype(np.uint8 if labels.max(initial=0) <= 255 else np.int32)
+
+
+def _reduce(labels: np.ndarray, ignore_index: int) -> np.ndarray:
+    """ADE20K's convention: 0 ('other') -> ignore_index, an existing ignore_index stays, k -> k - 1."""
+    return np.where(labels == 0, ignore_index, np.where(labels == ignore_index, ignore_index, labels - 1))
 
 
 def decode_panoptic(
