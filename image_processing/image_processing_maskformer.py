@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from .validation import (
     normalize_size,
     segmentation_map_to_tensor,
 )
+
+if TYPE_CHECKING:
+    from .post_processing import Method
 
 logger = logging.get_logger(__name__)
 
@@ -551,13 +554,14 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
         return checked
 
     def post_process_semantic_segmentation(
-        self, outputs: Any, target_sizes: list[tuple[int, int]] | None = None
+        self, outputs: Any, target_sizes: list[tuple[int, int]] | None = None, method: Method = "auto"
     ) -> list[torch.Tensor]:
-        """Per image, a long (H_t, W_t) map of class ids, at `target_sizes` (default: the unpadded input size)."""
+        """Per image, a long (H_t, W_t) map of class ids, at `target_sizes` (default: the unpadded input size).
+        `method`: "dense", "bounded" or "auto" (see post_processing.py); all give the same maps."""
         from .post_processing import semantic_segmentation
 
         class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
-        return semantic_segmentation(class_logits, mask_logits, **geometry)
+        return semantic_segmentation(class_logits, mask_logits, method=method, **geometry)
 
     def post_process_instance_segmentation(
         self,
@@ -567,6 +571,7 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
         overlap_mask_area_threshold: float = 0.8,
         target_sizes: list[tuple[int, int]] | None = None,
         return_binary_maps: bool = False,
+        method: Method = "auto",
     ) -> list[dict[str, Any]]:
         """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py)."""
         from .post_processing import instance_segmentation
@@ -579,6 +584,7 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
             mask_threshold=mask_threshold,
             overlap_mask_area_threshold=overlap_mask_area_threshold,
             return_binary_maps=return_binary_maps,
+            method=method,
             **geometry,
         )
 
@@ -590,6 +596,7 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
         overlap_mask_area_threshold: float = 0.8,
         label_ids_to_fuse: set[int] | None = None,
         target_sizes: list[tuple[int, int]] | None = None,
+        method: Method = "auto",
     ) -> list[dict[str, Any]]:
         """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py)."""
         from .post_processing import panoptic_segmentation
@@ -602,6 +609,7 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
             mask_threshold=mask_threshold,
             overlap_mask_area_threshold=overlap_mask_area_threshold,
             label_ids_to_fuse=label_ids_to_fuse,
+            method=method,
             **geometry,
         )
 
