@@ -9,17 +9,18 @@ cropped and the result resized bilinearly to the output size; the sigmoid comes
   sum_q p_q(k) * sigmoid(upsampled logits of q) are resized, then the argmax is taken;
 - for panoptic and instance inference, after both resamplings.
 
-The maps are exactly the original's (up to float rounding on exact ties), computed without resampling every
-query or class at every pixel where that is not needed (`resampling.py`: each output pixel depends on a 2x2 to
-3x3 window of logits, and both resamplings are convex blends, so a window's extrema bound its pixels):
-- semantic: bounds on score *differences* (the winning class against each other one, query by query) decide
-  blocks of cells, then cells; the rest is scored exactly, cell by cell, over the classes still in contention.
-  Small inputs (Q x h_v x w_v <= DENSE_LIMIT) are scored densely; `method` forces either evaluation;
-- panoptic: each tile's winning query and its threshold counts come from the bounds where they are certain;
-  small inputs dense;
-- instance: each candidate query is evaluated over the bounding box of the output pixels whose windows hold a
-  logit that can reach the mask threshold (its mean-probability score needs every pixel of its mask); small
-  inputs (U x H_t x W_t <= INSTANCE_DENSE_LIMIT) dense.
+Two evaluations, chosen by one `method` argument shared by the three tasks:
+- "dense" is the specification: the original's computation, written as plainly as the authors' (every query
+  resampled at every pixel with torch's resizes). The default off the CPU;
+- "bounded" gives the same maps (up to float rounding on exact ties) without resampling every query at every pixel
+  (`resampling.py`: each output pixel depends on a 2x2 to 3x3 window of logits, and both resamplings are convex
+  blends, so a window's extrema bound its pixels). Semantic: bounds on score *differences* (the winning class
+  against each other one, query by query) decide blocks of cells, then cells; the rest is scored exactly over the
+  classes still in contention. Panoptic: each tile's winning query and its threshold counts come from the bounds
+  where they are certain. Instance: each candidate query is evaluated over the bounding box of the output pixels
+  whose windows hold a logit that can reach the mask threshold. It syncs with the host and loops in Python, a CPU
+  design;
+- "auto" (default): dense off the CPU, and on the CPU for inputs below a measured size (`DENSE_LIMITS`).
 
 Deliberate differences from the original, all documented in the README: the padding is cropped before any
 resize (also for panoptic, where the original's outputs are at the padded size when not resized); instance
@@ -54,10 +55,14 @@ from .resampling import CellPixels, Geometry, Pixels, image_sizes, mix, take
 logger = logging.getLogger(__name__)
 
 Method = Literal["auto", "dense", "bounded"]
-# NOTE: "auto" evaluates densely on CPU while maps x output pixels stays at or below DENSE_LIMIT (maps: queries for
-# semantic, kept queries for panoptic, candidate queries for instance), and always on other devices, where the
-# dense path's few large kernels beat the bounded path's many small ones and its host syncs. DENSE_LIMIT_NOTE_
-DENSE_LIMIT = 1 << 19
+# NOTE: "auto" is dense off the CPU (the dense path's few large kernels beat the bounded path's many small ones and
+# host syncs there), and on the CPU while maps x (valid + output pixels), the pixels resampled, stays at or below
+# the task's limit: maps are all queries for semantic, the kept queries for panoptic, the candidate queries for
+# instance. Crossovers measured on 2 cores (Xeon with AVX-512, torch 2.14, 1 thread, one trained model's outputs
+# at 32-576 px): semantic dense faster up to ~1e6, bounded 1.7-3x faster from 3e6; instance even at 2.6e5, box
+# path 1.3-2.3x faster above; panoptic dense faster up to 2.4e6 (no resize), bounded faster from ~4e6 (3x at the
+# crafted ADE-like 1.4e7).
+DENSE_LIMITS = {"semantic": 1 << 21, "instance": 1 << 18, "panoptic": 1 << 22}
 # Decisions from bounds need a margin above float rounding, relative to the scores' magnitude: the float32
 # sums of the original itself differ from exact arithmetic by ~1e-7 of it.
 _SLACK = 1e-6
@@ -111,11 +116,12 @@ def _check_method(method: Method) -> None:
         raise ValueError(f"method must be 'auto', 'dense' or 'bounded', got {method!r}")
 
 
-def _use_dense(method: Method, maps: int, target: tuple[int, int], device: torch.device) -> bool:
+def _use_dense(task: str, method: Method, maps: int, geometry: Geometry) -> bool:
     """The one rule of the three tasks: dense when asked, or for "auto" off the CPU or for small inputs."""
     if method != "auto":
         return method == "dense"
-    return device.type != "cpu" or maps * target[0] * target[1] <= DENSE_LIMIT
+    pixels = geometry.y.valid * geometry.x.valid + geometry.target[0] * geometry.target[1]
+    return geometry.device.type != "cpu" or maps * pixels <= DENSE_LIMITS[task]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -148,7 +154,7 @@ def semantic_segmentation(
         probs = class_logits[b, queries[b]].softmax(-1)[:, :-1]  # (Q, K)
         logits = mask_logits[b, queries[b]]  # (Q, h, w)
         geometry = Geometry.of(tuple(logits.shape[-2:]), padded, valid, target, logits.device)
-        if _use_dense(method, len(logits), target, logits.device):
+        if _use_dense("semantic", method, len(logits), geometry):
             results.append(_semantic_dense(probs, logits, geometry))
         else:
             results.append(_semantic_bounded(probs, logits, geometry))
@@ -408,7 +414,7 @@ def panoptic_segmentation(
             results.append({"segmentation": segmentation, "segments_info": []})
             continue
         geometry = Geometry.of(tuple(logits.shape[-2:]), padded, valid, target, logits.device)
-        if _use_dense(method, len(logits), target, logits.device):
+        if _use_dense("panoptic", method, len(logits), geometry):
             winner, visible, own_area = _panoptic_dense(scores, logits, geometry, mask_threshold)
         else:
             winner, visible, own_area = _panoptic_bounded(scores, logits, geometry, mask_threshold)
@@ -540,7 +546,7 @@ def instance_segmentation(
             continue
         geometry = Geometry.of(tuple(mask_logits.shape[-2:]), padded, valid, target, mask_logits.device)
         logits = mask_logits[b, queries[b][candidates]]  # (U, h, w)
-        if _use_dense(method, len(logits), target, logits.device):
+        if _use_dense("instance", method, len(logits), geometry):
             masks = _InstanceMasks.dense(logits, geometry, mask_threshold)
         else:
             masks = _InstanceMasks.boxed(logits, geometry, mask_threshold)
@@ -584,28 +590,39 @@ def _boxes(reached: Tensor, geometry: Geometry) -> list[tuple[tuple[int, int], t
     ]
 
 
-class _InstanceMasks:
-    """The candidate queries' masks at the output size: per candidate u, its box (rows, cols) in the output (None:
-    an empty mask), its sigmoid values over the box, -1 outside its binary mask (values > mask_threshold), and the
-    binary mask's area and sum of values. `dense` evaluates every candidate everywhere (Mask2Former's
-    `instance_inference`); `boxed` only over the box of the pixels whose windows hold a logit that can reach the
-    threshold (outside it, sigmoid <= mask_threshold for certain)."""
+def _above(values: Tensor, threshold: float) -> Tensor:
+    """values > threshold as 1.0 / 0.0. NOTE: a comparison written to a float tensor, then float products and sums,
+    is several times faster on CPU than bool masks in arithmetic (measured with torch 2.x)."""
+    return torch.gt(values, threshold, out=torch.empty_like(values))
 
-    def __init__(self, geometry: Geometry, threshold: float, boxes: list, values: list, area: Tensor, total: Tensor):
-        self.geometry, self.threshold, self.boxes, self.values, self.area, self.total = (
-            geometry, threshold, boxes, values, area, total
+
+class _InstanceMasks:
+    """The candidate queries' masks at the output size. Per candidate u: its box (rows, cols) in the output (None:
+    an empty mask), over the box its binary mask `inside[u]` (1.0 where sigmoid > mask_threshold) and `covered[u]` (the
+    sigmoid inside the binary mask, 0 outside), and the binary mask's `area` and sum of sigmoid `total`, (U,) each.
+    `dense` evaluates every candidate everywhere (Mask2Former's `instance_inference`); `boxed` only over the box of
+    the pixels whose windows hold a logit that can reach the threshold (outside it, sigmoid <= mask_threshold for
+    certain)."""
+
+    def __init__(
+        self, geometry: Geometry, threshold: float, boxes: list, inside: list, covered: list, area: Tensor, total: Tensor
+    ) -> None:
+        self.geometry, self.threshold, self.boxes, self.inside, self.covered, self.area, self.total = (
+            geometry, threshold, boxes, inside, covered, area, total
         )
-        self.stacked: Tensor | None = None  # (U, H_t, W_t) when every box is the whole output
+        self.stacked: Tensor | None = None  # `covered` as one (U, H_t, W_t) tensor, from `dense`
 
     @classmethod
     def dense(cls, logits: Tensor, geometry: Geometry, mask_threshold: float) -> _InstanceMasks:
         probabilities = geometry.full(logits).sigmoid()  # (U, H_t, W_t)
-        inside = probabilities > mask_threshold
-        values = torch.where(inside, probabilities, -1.0)
-        area, total = inside.sum((1, 2)), (probabilities * inside).sum((1, 2))
+        inside = _above(probabilities, mask_threshold)
+        covered = probabilities * inside
+        # NOTE: a float32 sum of 0/1 values is exact below 2^24 (its partial sums are integers), 10x faster than float64.
+        exact = torch.float32 if inside[0].numel() < 1 << 24 else torch.float64
+        area, total = inside.sum((1, 2), dtype=exact).long(), covered.sum((1, 2))
         whole = ((0, geometry.target[0]), (0, geometry.target[1]))
-        masks = cls(geometry, mask_threshold, [whole] * len(logits), list(values), area, total)
-        masks.stacked = values
+        masks = cls(geometry, mask_threshold, [whole] * len(logits), list(inside), list(covered), area, total)
+        masks.stacked = covered
         return masks
 
     @classmethod
@@ -614,35 +631,38 @@ class _InstanceMasks:
         margin = _SLACK * (1 + abs(cut)) if math.isfinite(cut) else 0.0
         # NOTE: every output pixel blends the logits of its support (convexly), so outside the box of the pixels
         # whose support holds a sample >= the cut, sigmoid <= mask_threshold.
-        boxes, values, area, total = _boxes(logits >= cut - margin, geometry), [], [], []
+        boxes, inside, covered, area, total = _boxes(logits >= cut - margin, geometry), [], [], [], []
         for u, box in enumerate(boxes):
             if box is None:
-                values.append(None)
+                inside.append(None)
+                covered.append(None)
                 area.append(0)
                 total.append(0.0)
                 continue
             probabilities = geometry.region(logits[u], *box).sigmoid()
-            inside = probabilities > mask_threshold
-            values.append(torch.where(inside, probabilities, -1.0))
-            area.append(int(inside.sum()))
-            total.append(float((probabilities * inside).sum()))
+            inside.append(_above(probabilities, mask_threshold))
+            covered.append(probabilities * inside[-1])
+            area.append(int(inside[-1].sum()))
+            total.append(float(covered[-1].sum()))
         device = logits.device
-        return cls(geometry, mask_threshold, boxes, values, torch.tensor(area, device=device), torch.tensor(total, device=device))
+        return cls(geometry, mask_threshold, boxes, inside, covered, torch.tensor(area, device=device), torch.tensor(total, device=device))
 
     def winners(self, instance_query: list[int], scores: Tensor) -> Tensor:
         """Per pixel, the instance whose binary mask covers it with the highest score * sigmoid (the first one
-        on ties), or N where none does: (H_t, W_t) int64."""
+        on ties), or N where none does: (H_t, W_t) int64. scores: (N,) in decreasing order."""
         count = len(instance_query)
-        if self.stacked is not None and count:  # one maximum over the stacked instances
-            weighted = self.stacked.index_select(0, torch.tensor(instance_query, device=scores.device))
-            weighted = torch.where(weighted >= 0, weighted * scores[:, None, None], -1.0)
-            best, winner = weighted.max(0)
-            return winner.masked_fill(best == -1, count)
+        # NOTE: with every score * sigmoid inside a binary mask > 0 (scores and mask threshold not ~0), the maximum
+        # of score * covered (0 outside the masks) is the covering instance's: one maximum over the stack.
+        positive = count and float(scores[-1]) > 1e-15 and self.threshold > 1e-15
+        if self.stacked is not None and positive:
+            index = torch.tensor(instance_query, device=scores.device)
+            best, winner = (self.stacked.index_select(0, index) * scores[:, None, None]).max(0)
+            return winner.masked_fill_(best == 0, count)
         best = torch.full(self.geometry.target, -1.0, device=scores.device)
         winner = torch.full(self.geometry.target, count, dtype=torch.long, device=scores.device)
         for n, (u, score) in enumerate(zip(instance_query, scores.tolist())):
             (top, bottom), (left, right) = self.boxes[u]
-            weighted = torch.where(self.values[u] >= 0, self.values[u] * score, -1.0)
+            weighted = torch.where(self.inside[u] > 0, self.covered[u] * score, -1.0)
             region_best, region_winner = best[top:bottom, left:right], winner[top:bottom, left:right]
             region_winner.masked_fill_(weighted > region_best, n)
             torch.maximum(region_best, weighted, out=region_best)
@@ -653,5 +673,5 @@ class _InstanceMasks:
         maps = torch.zeros(len(queries), *self.geometry.target, dtype=torch.bool, device=self.area.device)
         for n, u in enumerate(queries):
             (top, bottom), (left, right) = self.boxes[u]
-            maps[n, top:bottom, left:right] = self.values[u] >= 0  # -1 outside the binary mask
+            maps[n, top:bottom, left:right] = self.inside[u] > 0
         return maps
