@@ -307,7 +307,7 @@ def check_all_tasks(class_logits, mask_logits, sizes, *, instance=None, panoptic
 
 @pytest.mark.parametrize("kind", ["confident", "noisy"])
 @pytest.mark.parametrize("sizes", SIZES)
-@pytest.mark.parametrize("num_classes", [10, 24])  # the semantic bounds for every guess at once (<= 10) or by label
+@pytest.mark.parametrize("num_classes", [10, 24])
 def test_agrees_with_the_original_on_crafted_outputs(kind, sizes, num_classes):
     class_logits, mask_logits = random_outputs(
         kind, batch_size=2, num_queries=20, num_classes=num_classes, mask_size=(32, 32), num_objects=6
