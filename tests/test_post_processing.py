@@ -1,5 +1,6 @@
-"""Semantic, instance and panoptic post-processing: hand-computed cases, and agreement with the authors'
-algorithm (tests/reference_inference.py, written from their code) on random, crafted and recorded outputs.
+"""Semantic, instance and panoptic post-processing: hand-computed cases, and exact equality with the authors'
+algorithm (tests/reference_inference.py, written from their code) up to float ties (tests/exact.py), on random,
+crafted and recorded outputs, through each `method`.
 
 Hand-built cases: 8x8 mask logits of a 32x32 padded input (stride 4). "Left" masks are +20 on low-res
 columns 0..3 and -20 elsewhere, so the upsampled logit is 20 on columns 0..13, 15 on column 14, 5 on 15,
