@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ from .validation import (
     normalize_size,
     segmentation_map_to_tensor,
 )
+
+if TYPE_CHECKING:
+    from .post_processing import Method
 
 logger = logging.get_logger(__name__)
 
@@ -618,15 +621,20 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         return checked
 
     def post_process_semantic_segmentation(
-        self, outputs: Any, target_sizes: list[tuple[int, int]] | None = None, return_segmentation_scores: bool = False
+        self,
+        outputs: Any,
+        target_sizes: list[tuple[int, int]] | None = None,
+        return_segmentation_scores: bool = False,
+        method: Method = "auto",
     ) -> list[torch.Tensor] | list[SemanticSegmentationPostProcessorOutput]:
         """Per image, a long (H_t, W_t) map of class ids, at `target_sizes` (default: the mask logits' size, as
         transformers); with `return_segmentation_scores`, transformers' `SemanticSegmentationPostProcessorOutput`
-        with `segmentation` and the (K, H_t, W_t) `segmentation_scores` it is the argmax of."""
+        with `segmentation` and the (K, H_t, W_t) `segmentation_scores` it is the argmax of. `method`: "dense",
+        "bounded" or "auto" (see post_processing.py); all give the same maps."""
         from .post_processing import semantic_scores, semantic_segmentation
 
         class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
-        maps = semantic_segmentation(class_logits, mask_logits, **geometry)
+        maps = semantic_segmentation(class_logits, mask_logits, method=method, **geometry)
         if not return_segmentation_scores:
             return maps
         scores = semantic_scores(class_logits, mask_logits, **geometry)
@@ -644,6 +652,7 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         target_sizes: list[tuple[int, int]] | None = None,
         return_coco_annotation: bool = False,
         return_binary_maps: bool = False,
+        method: Method = "auto",
     ) -> list[dict[str, Any]]:
         """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py); with
         `return_coco_annotation`, the segmentation is one COCO RLE per id of the map (`-1`, no instance, first),
@@ -660,6 +669,7 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
             mask_threshold=mask_threshold,
             overlap_mask_area_threshold=overlap_mask_area_threshold,
             return_binary_maps=return_binary_maps,
+            method=method,
             **geometry,
         )
         if return_coco_annotation:
@@ -675,6 +685,7 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         overlap_mask_area_threshold: float = 0.8,
         label_ids_to_fuse: set[int] | None = None,
         target_sizes: list[tuple[int, int]] | None = None,
+        method: Method = "auto",
     ) -> list[dict[str, Any]]:
         """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py)."""
         from .post_processing import panoptic_segmentation
@@ -687,6 +698,7 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
             mask_threshold=mask_threshold,
             overlap_mask_area_threshold=overlap_mask_area_threshold,
             label_ids_to_fuse=label_ids_to_fuse,
+            method=method,
             **geometry,
         )
 

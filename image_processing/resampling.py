@@ -346,32 +346,10 @@ class CellPixels:
 
 
 def mix(first: Tensor, second: Tensor, weight: Tensor) -> Tensor:
-    """(1 - weight) * first + weight * second, in the order torch's bilinear kernel rounds it; reuses the
-    (fresh) inputs' memory."""
-    return first.mul_(1 - weight).add_(second.mul_(weight))
+    """(1 - weight) * first + weight * second, rounded as torch's bilinear kernel rounds it (a new tensor)."""
+    return first * (1 - weight) + second * weight
 
 
 def take(values: Tensor, index: Tensor) -> Tensor:
     """values[index] along dim 0. NOTE: index_select is many times faster than advanced indexing on CPU."""
     return values.index_select(0, index)
-
-
-def argmax_rows(values: Tensor) -> Tensor:
-    """argmax over dim 0 of a (C, n) tensor, the first index on ties.
-
-    NOTE: a running maximum over the C rows: several times faster on CPU than torch's argmax over a leading
-    dimension (or over a short last one after transposing).
-    """
-    best, index = values[0].clone(), torch.zeros(values.shape[1], dtype=torch.long, device=values.device)
-    for row in range(1, len(values)):
-        index.masked_fill_(values[row] > best, row)
-        torch.maximum(best, values[row], out=best)
-    return index
-
-
-def argmax_columns(values: Tensor) -> Tensor:
-    """argmax over dim 1 of an (n, C) tensor, the first index on ties: torch's for many columns, a running
-    maximum over a transposed copy for few (torch's argmax over a short last dimension is slow on CPU)."""
-    if values.shape[1] > 16:
-        return values.argmax(1)
-    return argmax_rows(values.t().contiguous())

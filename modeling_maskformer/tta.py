@@ -28,7 +28,6 @@ import torch
 from torch import Tensor
 
 from .image_processing.post_processing import semantic_scores
-from .image_processing.resampling import argmax_rows
 from .image_processing.validation import image_to_tensor
 
 # The authors' ADE20K and COCO-Stuff configs test at these multiples of the single-scale test size
@@ -169,5 +168,5 @@ def semantic_segmentation_tta(
     for i, image in enumerate(images):
         target = None if target_sizes is None else target_sizes[i]
         scores = semantic_scores_tta(model, processor, image, augmentation, target_size=target)
-        maps.append(argmax_rows(scores.flatten(1)).view(scores.shape[-2:]))
+        maps.append(scores.max(0).indices)  # NOTE: argmax over classes (first on ties), faster on CPU
     return maps

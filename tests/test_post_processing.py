@@ -1,5 +1,6 @@
-"""Semantic, instance and panoptic post-processing: hand-computed cases, and agreement with the authors'
-algorithm (tests/reference_inference.py, written from their code) on random, crafted and recorded outputs.
+"""Semantic, instance and panoptic post-processing: hand-computed cases, and exact equality with the authors'
+algorithm (tests/reference_inference.py, written from their code) up to float ties (tests/exact.py), on random,
+crafted and recorded outputs, through each `method`.
 
 Hand-built cases: 8x8 mask logits of a 32x32 padded input (stride 4). "Left" masks are +20 on low-res
 columns 0..3 and -20 elsewhere, so the upsampled logit is 20 on columns 0..13, 15 on column 14, 5 on 15,
@@ -12,12 +13,14 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import exact
 import pytest
 import torch
 from transformers import MaskFormerImageProcessor
 
 from modeling_maskformer.benchmarks.common import random_outputs
 from modeling_maskformer.benchmarks.recorded import SETS, load_recorded
+from modeling_maskformer.image_processing import MaskFormerImageProcessor as OurProcessor
 from modeling_maskformer.image_processing.post_processing import (
     instance_segmentation,
     panoptic_segmentation,
@@ -288,42 +291,27 @@ SIZES = [
 ]
 
 
-def agreement(ours: torch.Tensor, expected: torch.Tensor) -> float:
-    assert ours.shape == expected.shape
-    return (ours.long() == expected.long()).double().mean().item()
+METHODS = ("dense", "bounded", "auto")
 
 
-def same_segments(ours: list[dict], expected: list[dict]) -> bool:
-    """Same ids, labels and fusing; scores to 1e-4 (float32 sums in a different order)."""
-    return ids_labels_fused(ours) == ids_labels_fused(expected) and all(
-        abs(a["score"] - b["score"]) < 1e-4 for a, b in zip(ours, expected)
-    )
-
-
-def check_all_tasks(class_logits, mask_logits, sizes, *, semantic_floor=0.999, instance=None, panoptic=None):
-    for method in ("dense", "bounded"):
-        for ours, expected in zip(
-            semantic_segmentation(class_logits, mask_logits, method=method, **sizes),
-            reference.semantic(class_logits, mask_logits, **sizes),
-        ):
-            assert agreement(ours, expected) >= semantic_floor, method
-    for function, expected_function, options in [
-        (instance_segmentation, reference.instance, instance or {"threshold": 0.3}),
-        (panoptic_segmentation, reference.panoptic, panoptic or {"label_ids_to_fuse": {0, 1, 2}}),
+def check_all_tasks(class_logits, mask_logits, sizes, *, instance=None, panoptic=None, methods=METHODS):
+    """Every task through every method equals the original's maps (float ties aside: tests/exact.py)."""
+    instance, panoptic = instance or {"threshold": 0.3}, panoptic or {"label_ids_to_fuse": {0, 1, 2}}
+    for function, check, options in [
+        (semantic_segmentation, exact.check_semantic, {}),
+        (instance_segmentation, exact.check_instance, instance),
+        (panoptic_segmentation, exact.check_panoptic, panoptic),
     ]:
-        for ours, expected in zip(
-            function(class_logits, mask_logits, **sizes, **options),
-            expected_function(class_logits, mask_logits, **sizes, **options),
-        ):
-            assert agreement(ours["segmentation"], expected["segmentation"]) >= 0.999
-            assert same_segments(ours["segments_info"], expected["segments_info"])
+        results = {m: function(class_logits, mask_logits, method=m, **sizes, **options) for m in methods}
+        check(results, class_logits, mask_logits, sizes, **options)
 
 
 @pytest.mark.parametrize("kind", ["confident", "noisy"])
 @pytest.mark.parametrize("sizes", SIZES)
-def test_agrees_with_the_original_on_crafted_outputs(kind, sizes):
+@pytest.mark.parametrize("num_classes", [10, 24])
+def test_agrees_with_the_original_on_crafted_outputs(kind, sizes, num_classes):
     class_logits, mask_logits = random_outputs(
-        kind, batch_size=2, num_queries=20, num_classes=10, mask_size=(32, 32), num_objects=6
+        kind, batch_size=2, num_queries=20, num_classes=num_classes, mask_size=(32, 32), num_objects=6
     )
     check_all_tasks(class_logits, mask_logits, sizes)
 
@@ -370,7 +358,7 @@ def test_agrees_with_the_original_on_tiny_and_coarse_grids():
             "noisy", num_queries=8, num_classes=4, mask_size=mask_size, num_objects=3
         )
         sizes = {"padded_size": padded, "valid_sizes": [valid], "target_sizes": [target]}
-        check_all_tasks(class_logits, mask_logits, sizes, semantic_floor=1.0, panoptic={"threshold": 0.2})
+        check_all_tasks(class_logits, mask_logits, sizes, panoptic={"threshold": 0.2})
 
 
 def test_non_finite_queries_are_ignored_with_a_warning(caplog):
@@ -393,25 +381,33 @@ def test_non_finite_queries_are_ignored_with_a_warning(caplog):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_runs_on_gpu():
+@pytest.mark.parametrize("method", ["auto", "dense"])
+def test_the_dense_path_on_gpu_is_the_original(method):
+    """On CUDA "auto" is the dense path; its maps (brought back to the CPU) are the original's, ties aside."""
+    recorded = load_recorded("demo_mixed")
+    class_logits, mask_logits = recorded["class_queries_logits"], recorded["masks_queries_logits"]
+    cases = [(class_logits, mask_logits, _geometry(recorded, 1.37))]
     class_logits, mask_logits = random_outputs(
-        "confident", num_queries=20, num_classes=10, mask_size=(32, 32), num_objects=6
+        "confident", batch_size=2, num_queries=20, num_classes=10, mask_size=(32, 32), num_objects=6
     )
-    sizes = {"padded_size": (128, 128), "valid_sizes": [(128, 96)], "target_sizes": [(150, 100)]}
-    on_gpu = (class_logits.cuda(), mask_logits.cuda())
-    assert torch.equal(
-        semantic_segmentation(*on_gpu, **sizes)[0].cpu(),
-        semantic_segmentation(class_logits, mask_logits, **sizes)[0],
-    )
-    for function in (instance_segmentation, panoptic_segmentation):
-        gpu, cpu = function(*on_gpu, **sizes)[0], function(class_logits, mask_logits, **sizes)[0]
-        assert agreement(gpu["segmentation"].cpu(), cpu["segmentation"]) >= 0.999
-        assert same_segments(gpu["segments_info"], cpu["segments_info"])
+    cases.append((class_logits, mask_logits, {"padded_size": (128, 128), "valid_sizes": [(128, 96), (100, 128)], "target_sizes": [(150, 100), (90, 128)]}))
+    for class_logits, mask_logits, sizes in cases:
+        on_gpu = (class_logits.cuda(), mask_logits.cuda())
+        exact.check_semantic(semantic_segmentation(*on_gpu, method=method, **sizes), class_logits, mask_logits, sizes)
+        options = {"threshold": 0.3}
+        exact.check_instance(
+            instance_segmentation(*on_gpu, method=method, **sizes, **options), class_logits, mask_logits, sizes, **options
+        )
+        options = {"label_ids_to_fuse": {0, 1, 2}}
+        exact.check_panoptic(
+            panoptic_segmentation(*on_gpu, method=method, **sizes, **options), class_logits, mask_logits, sizes, **options
+        )
 
 
 def test_input_checks():
-    with pytest.raises(ValueError, match="method"):
-        semantic_segmentation(*SEMANTIC, padded_size=PADDED, method="fast")
+    for function in (semantic_segmentation, instance_segmentation, panoptic_segmentation):
+        with pytest.raises(ValueError, match="method must be 'auto', 'dense' or 'bounded', got 'fast'"):
+            function(*SEMANTIC, padded_size=PADDED, method="fast")
     with pytest.raises(ValueError, match="does not fit"):
         semantic_segmentation(*SEMANTIC, padded_size=PADDED, valid_sizes=[(40, 32)])
     with pytest.raises(ValueError, match="target_sizes"):
@@ -467,43 +463,30 @@ def test_a_region_is_the_originals_resampling_there(low, padded, valid, target):
         torch.testing.assert_close(region, whole[top:bottom, left:right], atol=2e-6 * tolerance_scale, rtol=0)
 
 
-@pytest.mark.parametrize("few_classes", [0, 1000], ids=["label-by-label", "all-guesses-at-once"])
-def test_both_ways_of_bounding_decide_like_the_original(monkeypatch, few_classes):
-    """The semantic bounds are taken label by label (many classes) or for every guess at once (few classes);
-    each alone must give the original's maps, on a trained model's outputs and on many-class random ones."""
-    from modeling_maskformer.image_processing import post_processing
-
-    monkeypatch.setattr(post_processing, "_FEW_CLASSES", few_classes)
-    recorded = load_recorded("demo_384")
-    cases = [(recorded["class_queries_logits"], recorded["masks_queries_logits"], _geometry(recorded))]
-    class_logits, mask_logits = random_outputs(
-        "noisy", batch_size=1, num_queries=30, num_classes=24, mask_size=(40, 40), num_objects=8
-    )
-    cases.append((class_logits, mask_logits, {"padded_size": (160, 160), "target_sizes": [(211, 150)]}))
-    for class_logits, mask_logits, sizes in cases:
-        for ours, expected in zip(
-            semantic_segmentation(class_logits, mask_logits, method="bounded", **sizes),
-            reference.semantic(class_logits, mask_logits, **sizes),
-        ):
-            assert agreement(ours, expected) >= 0.9999
-
-
 @pytest.mark.parametrize("sizes", SIZES)
 @pytest.mark.parametrize("kind", ["confident", "noisy"])
-def test_instance_boxes_hold_every_mask_pixel(monkeypatch, kind, sizes):
-    """Large inputs evaluate each candidate only inside the box its low-res logits can reach the threshold from;
-    forced on small ones here, over padded, resized and odd geometries, the maps stay the original's."""
-    from modeling_maskformer.image_processing import post_processing
-
-    monkeypatch.setattr(post_processing, "INSTANCE_DENSE_LIMIT", 0)
+def test_instance_boxes_hold_every_mask_pixel(kind, sizes):
+    """The bounded instance path evaluates each candidate only inside the box its low-res logits can reach the
+    threshold from; over padded, resized and odd geometries and three mask thresholds, the maps stay the original's."""
     class_logits, mask_logits = random_outputs(
         kind, batch_size=2, num_queries=20, num_classes=10, mask_size=(32, 32), num_objects=6
     )
     for mask_threshold in (0.5, 0.9, 0.02):
         options = {"threshold": 0.3, "mask_threshold": mask_threshold}
-        for ours, expected in zip(
-            instance_segmentation(class_logits, mask_logits, **sizes, **options),
-            reference.instance(class_logits, mask_logits, **sizes, **options),
-        ):
-            assert agreement(ours["segmentation"], expected["segmentation"]) >= 0.999
-            assert same_segments(ours["segments_info"], expected["segments_info"])
+        ours = instance_segmentation(class_logits, mask_logits, method="bounded", **sizes, **options)
+        exact.check_instance(ours, class_logits, mask_logits, sizes, **options)
+
+
+def test_the_processor_passes_the_method_through():
+    """post_process_* accept the same `method`; each gives the original's maps, and a bad one is named."""
+    recorded = load_recorded("demo_mixed")
+    outputs = SimpleNamespace(**{k: recorded[k] for k in ("class_queries_logits", "masks_queries_logits", "pixel_mask")})
+    targets = [tuple(size) for size in recorded["target_sizes"].tolist()]
+    sizes = _geometry(recorded)
+    processor, logits = OurProcessor(), (outputs.class_queries_logits, outputs.masks_queries_logits)
+    for name, check in (("semantic", exact.check_semantic), ("instance", exact.check_instance), ("panoptic", exact.check_panoptic)):
+        function = getattr(processor, f"post_process_{name}_segmentation")
+        check({m: function(outputs, target_sizes=targets, method=m) for m in METHODS}, *logits, sizes)
+    for name in ("semantic", "instance", "panoptic"):
+        with pytest.raises(ValueError, match="method must be"):
+            getattr(processor, f"post_process_{name}_segmentation")(outputs, target_sizes=targets, method="gpu")

@@ -12,7 +12,8 @@ Regimes (each a batch of model outputs with the geometry a processor gives them)
 The original algorithm is tests/reference_inference.py, a literal transcription of the authors' inference; it
 is loaded from the repository when the benchmark runs from a checkout (agreement figures are omitted otherwise).
 transformers gets the same outputs without a pixel mask (its processor has no notion of padding) and the same
-target sizes; its maps are compared with the original too, for information.
+target sizes; its maps are compared with the original too, for information. Ours is timed with the default
+`method="auto"` ("ours") and with each evaluation forced ("ours_dense", "ours_bounded").
 """
 
 from __future__ import annotations
@@ -120,6 +121,8 @@ def bench_regime(outputs: dict, settings: Settings, original) -> dict:
             name: functools.partial(getattr(processor, method), inputs[name], target_sizes=targets, **extra)
             for name, processor in processors.items()
         }
+        for forced in ("dense", "bounded"):  # ours with each evaluation forced ("ours" is method="auto")
+            calls[f"ours_{forced}"] = functools.partial(calls["ours"], method=forced)
         entry = {"seconds": median_times(calls, settings.post_repeats, settings.warmup)}
         if original is not None:
             expected = maps_of(
