@@ -487,7 +487,6 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
         `target_sizes` through this processor's resize rule) and the checked `target_sizes`."""
         class_logits = _field(outputs, "class_queries_logits")  # (B, Q, K + 1)
         mask_logits = _field(outputs, "masks_queries_logits")  # (B, Q, H / 4, W / 4)
-        pixel_mask = _field(outputs, "pixel_mask")  # (B, H, W) or None
         if not isinstance(class_logits, torch.Tensor) or not isinstance(mask_logits, torch.Tensor):
             raise TypeError(
                 "`outputs` must provide `class_queries_logits` and `masks_queries_logits` tensors (a "
@@ -498,7 +497,13 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
                 "Expected class_queries_logits (B, Q, K + 1) and masks_queries_logits (B, Q, h, w), got "
                 f"{tuple(class_logits.shape)} and {tuple(mask_logits.shape)}."
             )
-        batch_size = class_logits.shape[0]
+        return class_logits, mask_logits, self._geometry(outputs, mask_logits.shape, target_sizes)
+
+    def _geometry(self, outputs: Any, logits_shape: Sequence[int], target_sizes: Any) -> dict[str, Any]:
+        """`padded_size`, `valid_sizes` and the checked `target_sizes` for outputs whose stride-4 logits are
+        (B, M, h, w) = `logits_shape` (M queries or classes)."""
+        batch_size, low_size = logits_shape[0], tuple(logits_shape[-2:])
+        pixel_mask = _field(outputs, "pixel_mask")  # (B, H, W) or None
         target_sizes = self._check_target_sizes(target_sizes, batch_size)
 
         if pixel_mask is not None:
@@ -515,7 +520,7 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
         else:
             # NOTE: without a pixel_mask, the padded input is taken as 4x the mask logits, and each image's
             # content size follows from its original size (target_sizes) through this processor's resize rule.
-            padded_size = (4 * mask_logits.shape[-2], 4 * mask_logits.shape[-1])
+            padded_size = (4 * low_size[0], 4 * low_size[1])
             valid_sizes = None
             if target_sizes is not None:
                 valid_sizes = [self.get_resize_output_size(h, w) for h, w in target_sizes]
@@ -525,8 +530,7 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
                         f"target_sizes resize to {too_big}, larger than the padded input {padded_size} implied by the "
                         "mask logits; pass the model's `pixel_mask` in `outputs`."
                     )
-        geometry = {"padded_size": padded_size, "valid_sizes": valid_sizes, "target_sizes": target_sizes}
-        return class_logits, mask_logits, geometry
+        return {"padded_size": padded_size, "valid_sizes": valid_sizes, "target_sizes": target_sizes}
 
     @staticmethod
     def _check_target_sizes(target_sizes: Any, batch_size: int) -> list[tuple[int, int]] | None:
@@ -553,9 +557,14 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
     def post_process_semantic_segmentation(
         self, outputs: Any, target_sizes: list[tuple[int, int]] | None = None
     ) -> list[torch.Tensor]:
-        """Per image, a long (H_t, W_t) map of class ids, at `target_sizes` (default: the unpadded input size)."""
+        """Per image, a long (H_t, W_t) map of class ids, at `target_sizes` (default: the unpadded input size).
+        Takes MaskFormer's outputs and a per-pixel classifier's (`logits` (B, K, H/4, W/4): the paper's baseline)."""
+        from .per_pixel_post_processing import per_pixel_logits, per_pixel_semantic_segmentation
         from .post_processing import semantic_segmentation
 
+        logits = per_pixel_logits(outputs)  # a per-pixel classifier's (B, K, H / 4, W / 4), else None
+        if logits is not None:
+            return per_pixel_semantic_segmentation(logits, **self._geometry(outputs, logits.shape, target_sizes))
         class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
         return semantic_segmentation(class_logits, mask_logits, **geometry)
 
@@ -569,8 +578,10 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
         return_binary_maps: bool = False,
     ) -> list[dict[str, Any]]:
         """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py)."""
+        from .per_pixel_post_processing import check_not_per_pixel
         from .post_processing import instance_segmentation
 
+        check_not_per_pixel(outputs, "instance")
         class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
         return instance_segmentation(
             class_logits,
@@ -592,8 +603,10 @@ class MaskFormerHFImageProcessor(HubFolderMixin, BaseImageProcessor):
         target_sizes: list[tuple[int, int]] | None = None,
     ) -> list[dict[str, Any]]:
         """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py)."""
+        from .per_pixel_post_processing import check_not_per_pixel
         from .post_processing import panoptic_segmentation
 
+        check_not_per_pixel(outputs, "panoptic")
         class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
         return panoptic_segmentation(
             class_logits,
