@@ -42,6 +42,16 @@ class PerPixelBaselineConfig(MaskFormerConfig):
             )
 
     @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> PerPixelBaselineConfig:
+        if config_dict.get("model_type") == MaskFormerConfig.model_type:
+            raise ValueError(
+                f"config.json is a MaskFormer's (model_type {MaskFormerConfig.model_type!r}), not the per-pixel "
+                "baseline's: load it with MaskFormerForInstanceSegmentation, or build the baseline on its architecture "
+                "with PerPixelBaselineConfig.from_maskformer_config(MaskFormerConfig.from_pretrained(...))"
+            )
+        return super().from_dict(config_dict, **kwargs)
+
+    @classmethod
     def from_maskformer_config(cls, config: MaskFormerConfig, **overrides: Any) -> PerPixelBaselineConfig:
         """The baseline with `config`'s backbone, pixel decoder and classes (for a like-for-like comparison)."""
         fields = config.to_dict()

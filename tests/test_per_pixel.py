@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoConfig, AutoModel, AutoModelForSemanticSegmentation
+from PIL import Image
+from transformers import AutoConfig, AutoModel, AutoModelForSemanticSegmentation, pipeline
 
 from modeling_maskformer import (
     MaskFormerForInstanceSegmentation,
@@ -25,6 +26,7 @@ from modeling_maskformer import (
 from modeling_maskformer.data import SyntheticShapes, SyntheticShapesConfig, build_dataset
 from modeling_maskformer.data.synthetic import MAX_THING_CLASSES
 from modeling_maskformer.evaluation import Evaluator, evaluate_model
+from modeling_maskformer.pipeline import MaskFormerSegmentationPipeline
 from modeling_maskformer.training import parse_args, train
 from modeling_maskformer.training.compare import (
     CompareSettings,
@@ -152,6 +154,9 @@ def test_save_and_load(tmp_path):
     assert type(AutoModel.from_pretrained(tmp_path)) is PerPixelBaselineModel
     with pytest.raises(ValueError, match="maskformer-per-pixel"):
         MaskFormerForInstanceSegmentation.from_pretrained(tmp_path)
+    MaskFormerForInstanceSegmentation(tiny_config()).save_pretrained(tmp_path / "maskformer")
+    with pytest.raises(ValueError, match="is a MaskFormer's"):
+        PerPixelBaselineForSemanticSegmentation.from_pretrained(tmp_path / "maskformer")
     # a new class count re-initialises the classifier only
     resized = PerPixelBaselineForSemanticSegmentation.from_pretrained(tmp_path, num_labels=6)
     assert resized.class_head.weight.shape == (6, 32, 1, 1)
@@ -306,3 +311,19 @@ def test_compare_heads_end_to_end(tmp_path, capsys):
     assert "| 4 (1 + 3) | 1 |" in capsys.readouterr().out
     with pytest.raises(ValueError, match="class_counts must be ints in 4..129"):
         CompareSettings(class_counts=(3,))
+
+
+def test_pipeline(tmp_path):
+    labels = {0: "a", 1: "b", 2: "c"}
+    tiny_baseline(id2label=labels).save_pretrained(tmp_path)
+    MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 256}).save_pretrained(tmp_path)
+    picture = Image.fromarray(image(64, 80))
+    stock = pipeline("image-segmentation", model=str(tmp_path))
+    assert type(stock.model) is PerPixelBaselineForSemanticSegmentation
+    expected = {r["label"] for r in stock(picture, subtask="semantic")}
+    with pytest.raises(ValueError, match="semantic segmentation only"):
+        stock(picture)  # the stock pipeline's default: panoptic
+    ours = pipeline("image-segmentation", model=str(tmp_path), pipeline_class=MaskFormerSegmentationPipeline)
+    assert {r["label"] for r in ours(picture)} == expected  # no subtask: semantic for the baseline
+    with pytest.raises(ValueError, match="semantic segmentation only"):
+        ours(picture, subtask="instance")
