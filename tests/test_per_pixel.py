@@ -285,10 +285,18 @@ def test_both_heads_start_from_the_same_backbone_and_pixel_decoder():
 
 
 def test_trend():
-    rows = [{"num_classes": k, "difference": d} for k, d in ((32, 0.0), (8, -0.1), (128, 0.2))]
-    assert trend(rows) == {"class_counts": [8, 32, 128], "differences": [-0.1, 0.0, 0.2], "grows_with_classes": True,
-                           "maskformer_ahead_at_largest": True}  # fmt: skip
-    assert not trend([{"num_classes": 8, "difference": 0.1}, {"num_classes": 32, "difference": 0.05}])["grows_with_classes"]
+    def row(k, difference, things=0.3):
+        return {"num_classes": k, "difference": difference, "maskformer": {"things_mean_iou": things},
+                "per_pixel": {"things_mean_iou": things}}  # fmt: skip
+
+    found = trend([row(32, 0.0), row(8, -0.1), row(128, 0.2)])
+    assert found == {"class_counts": [8, 32, 128], "differences": [-0.1, 0.0, 0.2], "grows_with_classes": True,
+                     "maskformer_ahead_at_largest": True, "reproduces": True, "untrained_class_counts": []}  # fmt: skip
+    assert not trend([row(8, 0.1), row(32, 0.05)])["grows_with_classes"]
+    # a gap that closes only because neither head learned the thing classes is not the paper's trend
+    collapsed = trend([row(8, -0.1), row(128, 0.001, things=0.01)])
+    assert collapsed["grows_with_classes"] and not collapsed["reproduces"]
+    assert collapsed["untrained_class_counts"] == [128]
 
 
 def test_compare_heads_end_to_end(tmp_path, capsys):
@@ -303,6 +311,7 @@ def test_compare_heads_end_to_end(tmp_path, capsys):
         assert row["difference"] == pytest.approx(row["maskformer"]["mean_iou"] - row["per_pixel"]["mean_iou"])
     table = format_report(report)
     assert table.count("\n| ") == 2 and "with the class count" in table  # two rows after the header
+    assert "The paper's trend" in table
     main = runpy.run_path(str(ROOT / "scripts" / "compare_heads.py"))["main"]
     out = tmp_path / "report.json"
     main(["--minutes", "1", "--class_counts", "4", "--image_size", "64", "--batch_size", "2", "--num_train_images", "2",
