@@ -33,6 +33,7 @@ from modeling_maskformer.training.compare import (
     build_pair,
     compare_heads,
     format_report,
+    lr_factor,
     trend,
 )
 from modeling_maskformer.tta import TestTimeAugmentation, semantic_scores_tta
@@ -299,9 +300,16 @@ def test_trend():
     assert collapsed["untrained_class_counts"] == [128]
 
 
+def test_learning_rate_schedule_over_the_budget():
+    assert lr_factor(0.0, 0.04, 0.9) == pytest.approx(1e-3)  # the first step does not stand still
+    assert lr_factor(0.02, 0.04, 0.9) == pytest.approx(0.5 * 0.98**0.9)
+    assert lr_factor(0.5, 0.04, 0.9) == pytest.approx(0.5**0.9)
+    assert lr_factor(1.0, 0.04, 0.9) == 0.0
+
+
 def test_compare_heads_end_to_end(tmp_path, capsys):
     settings = CompareSettings(class_counts=(4, 9), minutes=2, image_size=64, batch_size=2, num_train_images=4,
-                               num_eval_images=2, max_steps=2, warmup_steps=1)  # fmt: skip
+                               num_eval_images=2, max_steps=2)  # fmt: skip
     report = compare_heads(settings)
     assert [row["num_classes"] for row in report["rows"]] == [4, 9]
     for row in report["rows"]:
