@@ -138,7 +138,7 @@ def semantic_scores_tta(
             pixel_values, pixel_mask = torch.cat([pixel_values, mirrored]), pixel_mask.expand(2, -1, -1)
             flips.append(True)
         outputs = model(pixel_values=pixel_values.to(device, dtype), pixel_mask=pixel_mask.to(device))
-        per_pixel = per_pixel_logits(outputs)  # the per-pixel baseline's (2, K, h, w) class logits, else None
+        per_pixel = per_pixel_logits(outputs)  # the per-pixel baseline's (views, K, h, w) class logits, else None
         if per_pixel is not None:
             for b, flipped in enumerate(flips):
                 scores = per_pixel_semantic_scores(per_pixel[b : b + 1], padded_size=tuple(pixel_values.shape[-2:]),
