@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all test-browser lint bench clean
+.PHONY: install demo test test-all test-browser lint bench compare-heads clean
 
 $(STAMP): pyproject.toml tests/requirements-reference.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/run_benchmarks.py
+
+# MaskFormer against the per-pixel classification baseline at 8, 32 and 128 classes (README, "MaskFormer against
+# per-pixel classification"): about 30 minutes on 2 CPU cores; MINUTES=... changes the budget.
+MINUTES ?= 30
+compare-heads: $(STAMP)
+	OMP_NUM_THREADS=2 $(PY) scripts/compare_heads.py --minutes $(MINUTES) --output_json outputs/compare_heads.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info outputs

@@ -563,7 +563,6 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         `target_sizes` through this processor's resize rule) and the checked `target_sizes`."""
         class_logits = _field(outputs, "class_queries_logits")  # (B, Q, K + 1)
         mask_logits = _field(outputs, "masks_queries_logits")  # (B, Q, H / 4, W / 4)
-        pixel_mask = _field(outputs, "pixel_mask")  # (B, H, W) or None
         if not isinstance(class_logits, torch.Tensor) or not isinstance(mask_logits, torch.Tensor):
             raise TypeError(
                 "`outputs` must provide `class_queries_logits` and `masks_queries_logits` tensors (a "
@@ -574,7 +573,13 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
                 "Expected class_queries_logits (B, Q, K + 1) and masks_queries_logits (B, Q, h, w), got "
                 f"{tuple(class_logits.shape)} and {tuple(mask_logits.shape)}."
             )
-        batch_size = class_logits.shape[0]
+        return class_logits, mask_logits, self._geometry(outputs, mask_logits.shape, target_sizes)
+
+    def _geometry(self, outputs: Any, logits_shape: Sequence[int], target_sizes: Any) -> dict[str, Any]:
+        """`padded_size`, `valid_sizes` and the checked `target_sizes` for outputs whose stride-4 logits are
+        (B, M, h, w) = `logits_shape` (M queries or classes)."""
+        batch_size, low_size = logits_shape[0], tuple(logits_shape[-2:])
+        pixel_mask = _field(outputs, "pixel_mask")  # (B, H, W) or None
         target_sizes = self._check_target_sizes(target_sizes, batch_size)
 
         if pixel_mask is not None:
@@ -590,13 +595,12 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
                 raise ValueError("`pixel_mask` has an image without any real pixel (all zeros).")
         else:
             # NOTE: without a pixel_mask (outputs built by the user's own code), the whole padded input, 4x the
-            # mask logits, is taken as valid, as transformers does.
-            padded_size = (4 * mask_logits.shape[-2], 4 * mask_logits.shape[-1])
+            # stride-4 logits, is taken as valid, as transformers does.
+            padded_size = (4 * low_size[0], 4 * low_size[1])
             valid_sizes = None
-        if target_sizes is None:  # as transformers: the maps at the mask logits' resolution
-            target_sizes = [tuple(mask_logits.shape[-2:])] * batch_size
-        geometry = {"padded_size": padded_size, "valid_sizes": valid_sizes, "target_sizes": target_sizes}
-        return class_logits, mask_logits, geometry
+        if target_sizes is None:  # as transformers: the maps at the stride-4 logits' resolution
+            target_sizes = [low_size] * batch_size
+        return {"padded_size": padded_size, "valid_sizes": valid_sizes, "target_sizes": target_sizes}
 
     @staticmethod
     def _check_target_sizes(target_sizes: Any, batch_size: int) -> list[tuple[int, int]] | None:
@@ -630,14 +634,22 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         """Per image, a long (H_t, W_t) map of class ids, at `target_sizes` (default: the mask logits' size, as
         transformers); with `return_segmentation_scores`, transformers' `SemanticSegmentationPostProcessorOutput`
         with `segmentation` and the (K, H_t, W_t) `segmentation_scores` it is the argmax of. `method`: "dense",
-        "bounded" or "auto" (see post_processing.py); all give the same maps."""
+        "bounded" or "auto" (see post_processing.py); all give the same maps. Takes MaskFormer's outputs and a
+        per-pixel classifier's (`logits` (B, K, H/4, W/4): the paper's baseline, always dense)."""
+        from .per_pixel_post_processing import per_pixel_logits, per_pixel_semantic_scores, per_pixel_semantic_segmentation
         from .post_processing import semantic_scores, semantic_segmentation
 
-        class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
-        maps = semantic_segmentation(class_logits, mask_logits, method=method, **geometry)
-        if not return_segmentation_scores:
+        logits = per_pixel_logits(outputs)  # a per-pixel classifier's (B, K, H / 4, W / 4), else None
+        if logits is not None:
+            geometry = self._geometry(outputs, logits.shape, target_sizes)
+            maps = per_pixel_semantic_segmentation(logits, **geometry)
+            scores = per_pixel_semantic_scores(logits, **geometry) if return_segmentation_scores else None
+        else:
+            class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
+            maps = semantic_segmentation(class_logits, mask_logits, method=method, **geometry)
+            scores = semantic_scores(class_logits, mask_logits, **geometry) if return_segmentation_scores else None
+        if scores is None:
             return maps
-        scores = semantic_scores(class_logits, mask_logits, **geometry)
         return [
             SemanticSegmentationPostProcessorOutput(data={"segmentation": m, "segmentation_scores": s})
             for m, s in zip(maps, scores)
@@ -657,8 +669,10 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py); with
         `return_coco_annotation`, the segmentation is one COCO RLE per id of the map (`-1`, no instance, first),
         transformers' `convert_segmentation_to_rle`."""
+        from .per_pixel_post_processing import check_not_per_pixel
         from .post_processing import instance_segmentation
 
+        check_not_per_pixel(outputs, "instance")
         if return_coco_annotation and return_binary_maps:
             raise ValueError("return_coco_annotation and return_binary_maps: choose one form of the segmentation")
         class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
@@ -688,8 +702,10 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         method: Method = "auto",
     ) -> list[dict[str, Any]]:
         """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py)."""
+        from .per_pixel_post_processing import check_not_per_pixel
         from .post_processing import panoptic_segmentation
 
+        check_not_per_pixel(outputs, "panoptic")
         class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
         return panoptic_segmentation(
             class_logits,

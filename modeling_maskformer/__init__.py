@@ -6,13 +6,15 @@
 
 Importing the package registers the classes with transformers' Auto classes, so `AutoConfig`,
 `AutoModel`, `AutoModelForInstanceSegmentation`, `AutoModelForUniversalSegmentation`,
-`AutoImageProcessor` and `pipeline("image-segmentation")` resolve our `model_type` "maskformer-hf". It changes
+`AutoImageProcessor` and `pipeline("image-segmentation")` resolve our `model_type` "maskformer-hf" (and the
+per-pixel baseline's "maskformer-per-pixel" through `AutoModelForSemanticSegmentation`). It changes
 nothing for other models: a transformers MaskFormer checkpoint (`model_type` "maskformer") still gets
 transformers' own classes, and a folder saved by this package never asks about remote code while it is
 imported.
 """
 
 from .configuration import MaskFormerConfig
+from .configuration.configuration_per_pixel import PerPixelBaselineConfig
 from .image_processing import MaskFormerImageProcessor
 from .loading import MaskFormerLoadError
 from .modeling_maskformer import (
@@ -21,6 +23,11 @@ from .modeling_maskformer import (
     MaskFormerModel,
     MaskFormerModelOutput,
     MaskFormerPreTrainedModel,
+)
+from .per_pixel import (
+    PerPixelBaselineForSemanticSegmentation,
+    PerPixelBaselineModel,
+    PerPixelSemanticSegmentationOutput,
 )
 
 
@@ -47,11 +54,16 @@ def _register_auto_classes() -> None:
     ):
         auto_class.register(MaskFormerConfig, MaskFormerForInstanceSegmentation, exist_ok=True)
     # NOTE: both backends, or transformers fills the default "torchvision" slot with its own processor.
-    AutoImageProcessor.register(
-        MaskFormerConfig,
-        image_processor_classes={"torchvision": MaskFormerImageProcessor, "pil": MaskFormerImageProcessor},
-        exist_ok=True,
-    )
+    for config_class in (MaskFormerConfig, PerPixelBaselineConfig):
+        AutoImageProcessor.register(
+            config_class,
+            image_processor_classes={"torchvision": MaskFormerImageProcessor, "pil": MaskFormerImageProcessor},
+            exist_ok=True,
+        )
+    # The paper's per-pixel baseline: semantic segmentation only.
+    AutoConfig.register(PerPixelBaselineConfig.model_type, PerPixelBaselineConfig, exist_ok=True)
+    AutoModel.register(PerPixelBaselineConfig, PerPixelBaselineModel, exist_ok=True)
+    AutoModelForSemanticSegmentation.register(PerPixelBaselineConfig, PerPixelBaselineForSemanticSegmentation, exist_ok=True)
 
 
 _register_auto_classes()
@@ -65,4 +77,8 @@ __all__ = [
     "MaskFormerModel",
     "MaskFormerModelOutput",
     "MaskFormerPreTrainedModel",
+    "PerPixelBaselineConfig",
+    "PerPixelBaselineForSemanticSegmentation",
+    "PerPixelBaselineModel",
+    "PerPixelSemanticSegmentationOutput",
 ]

@@ -10,7 +10,9 @@ The stock pipeline works with this package's model and processor as they are. Pa
 - the per-segment masks (PIL "L" images, 0 / 255) drawn with one table lookup per segment on an 8-bit copy of
   the map instead of a full-size comparison, multiplication and conversion each. Same results;
 - `tta=True` (or a `TestTimeAugmentation`): semantic maps from the authors' multi-scale + flip test-time
-  augmentation (`modeling_maskformer.tta`; True: sizes around the processor's test size). Semantic subtask only.
+  augmentation (`modeling_maskformer.tta`; True: sizes around the processor's test size). Semantic subtask only;
+- the per-pixel baseline answers semantic segmentation when no subtask is given (the stock pipeline asks it
+  for panoptic segmentation, which it refuses).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from PIL import Image
 from transformers.image_utils import load_image
 from transformers.pipelines.image_segmentation import ImageSegmentationPipeline
 
+from .configuration.configuration_per_pixel import PerPixelBaselineConfig
 from .image_processing.validation import image_to_tensor
 from .tta import TestTimeAugmentation, semantic_segmentation_tta
 
@@ -55,7 +58,15 @@ class MaskFormerSegmentationPipeline(ImageSegmentationPipeline):
             self.model.enable_fast_inference()
         self.tta = TestTimeAugmentation.for_processor(self.image_processor) if tta is True else tta or None
 
+    def _default_subtask(self, subtask):
+        """The per-pixel baseline (`PerPixelBaselineForSemanticSegmentation`) answers semantic segmentation only, so
+        no subtask means "semantic" for it (for MaskFormer, as in transformers, "panoptic")."""
+        if subtask is None and isinstance(self.model.config, PerPixelBaselineConfig):
+            return "semantic"
+        return subtask
+
     def preprocess(self, image, subtask=None, timeout=None):
+        subtask = self._default_subtask(subtask)
         if isinstance(image, (np.ndarray, torch.Tensor)):
             image = array_to_pil(image)
         if self.tta is not None:
@@ -79,6 +90,7 @@ class MaskFormerSegmentationPipeline(ImageSegmentationPipeline):
     ):
         processor, labels = self.image_processor, self.model.config.id2label
         sizes = model_outputs["target_size"]
+        subtask = self._default_subtask(subtask)
         if subtask in {"panoptic", "instance", None}:
             post = (
                 processor.post_process_panoptic_segmentation

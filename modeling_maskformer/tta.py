@@ -6,7 +6,8 @@ The authors' test-time augmentation (facebookresearch/MaskFormer `mask_former/te
   `max_size` (detectron2's `ResizeShortestEdge`). With `flip`, each size is also mirrored horizontally after
   the resize;
 - each view runs through the model and gives the semantic inference's per-class scores before the argmax,
-  R(sum_q p_q(k) * sigmoid(U(m_q))), at the output size (`post_processing.semantic_scores`). A mirrored view's
+  R(sum_q p_q(k) * sigmoid(U(m_q))), at the output size (`post_processing.semantic_scores`); for the per-pixel
+  baseline, the class probabilities softmax_k(R(U(logits))) (`per_pixel_post_processing`). A mirrored view's
   scores are mirrored back;
 - the scores of all views are averaged with equal weights, and their argmax is the class map.
 
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .image_processing.per_pixel_post_processing import per_pixel_logits, per_pixel_semantic_scores
 from .image_processing.post_processing import semantic_scores
 from .image_processing.validation import image_to_tensor
 
@@ -135,6 +137,16 @@ def semantic_scores_tta(
             pixel_values, pixel_mask = torch.cat([pixel_values, mirrored]), pixel_mask.expand(2, -1, -1)
             flips.append(True)
         outputs = model(pixel_values=pixel_values.to(device, dtype), pixel_mask=pixel_mask.to(device))
+        per_pixel = per_pixel_logits(outputs)  # the per-pixel baseline's (views, K, h, w) class logits, else None
+        if per_pixel is not None:
+            for b, flipped in enumerate(flips):
+                scores = per_pixel_semantic_scores(per_pixel[b : b + 1], padded_size=tuple(pixel_values.shape[-2:]),
+                                                   valid_sizes=[valid], target_sizes=[target])[0]  # (K, H_t, W_t)  # fmt: skip
+                if total is None:
+                    total = torch.zeros_like(scores)
+                total += scores.flip(-1) if flipped else scores
+            del outputs, per_pixel, scores
+            continue
         class_logits, mask_logits = outputs["class_queries_logits"], outputs["masks_queries_logits"]
         if total is None:
             total = torch.zeros(class_logits.shape[-1] - 1, *target, device=class_logits.device)

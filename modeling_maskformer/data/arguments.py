@@ -16,7 +16,8 @@ LABEL_CONVENTION_HELP = (
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    """--dataset, --data_root, --dataset_config_name, --label_convention, --image_size, --synthetic_thing_colours."""
+    """--dataset, --data_root, --dataset_config_name, --label_convention, --image_size, --synthetic_thing_colours,
+    --synthetic_thing_classes."""
     parser.add_argument(
         "--dataset", default="synthetic",
         help="'synthetic', an ADE/COCO-panoptic folder, a name prepared by scripts/prepare_data.py (ade20k, "
@@ -33,6 +34,10 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
         "--synthetic_thing_colours", choices=["random", "by_class"], default="random",
         help="synthetic: thing colours random (shape alone tells the class) or by class hue band",
     )  # fmt: skip
+    parser.add_argument(
+        "--synthetic_thing_classes", type=int, default=None,
+        help="synthetic: number of thing classes as (shape, fill pattern) pairs, 1..126 (default: the 6 shapes)",
+    )  # fmt: skip
 
 
 def dataset_kwargs(args: argparse.Namespace, *, num_images: int | None = None, id2label=None) -> dict:
@@ -42,7 +47,9 @@ def dataset_kwargs(args: argparse.Namespace, *, num_images: int | None = None, i
     if args.dataset == "synthetic":
         kwargs = {"image_size": args.image_size, "num_images": num_images}
         kwargs = {key: value for key, value in kwargs.items() if value is not None}
-        return {**kwargs, "config": SyntheticShapesConfig(thing_colours=args.synthetic_thing_colours)}
+        config = SyntheticShapesConfig(thing_colours=args.synthetic_thing_colours,
+                                       num_thing_classes=getattr(args, "synthetic_thing_classes", None))  # fmt: skip
+        return {**kwargs, "config": config}
     kwargs = {"name": args.dataset_config_name} if args.dataset_config_name else {}
     path = Path(args.dataset).expanduser()
     if not path.exists():  # a prepared dataset's name, or a `datasets` name

@@ -5,6 +5,11 @@ boundaries, each band textured in its class's colour family, with 1-6 "thing" sh
 triangle, star, ellipse, hexagon) painted on top in random colours, sizes and rotations. Colour never
 gives a thing's class away; its shape does.
 
+Many classes (``num_thing_classes``, for the comparison with per-pixel classification): thing class c is the
+pair (shape c mod 6, fill pattern c div 6), with 21 patterns (solid, stripes at 4 angles and 3 periods,
+checkers, dots, rings, a grid) drawn in two random colours, so up to 126 thing classes that only shape and
+texture tell apart.
+
 Scenes are generated on the fly and are a pure function of (seed, split, index): item ``i`` of a split
 draws from ``numpy.random.SeedSequence(seed, spawn_key=(split_code, i))``, so the train and validation
 splits are disjoint random streams and never share a scene.
@@ -69,6 +74,41 @@ CATEGORIES: list[dict] = [
         )
     )
 ]
+# Fill patterns of the many-class scenes, (kind, period in px at image_size 128, angle in degrees). Index 0 is the
+# plain fill of the 6-class scenes.
+PATTERNS: tuple[tuple[str, float, float], ...] = (
+    ("solid", 0, 0),
+    *(("stripes", period, angle) for period in (4, 7, 12) for angle in (0, 45, 90, 135)),
+    *(("checker", period, 0) for period in (4, 8, 12)),
+    ("dots", 6, 0),
+    ("dots", 10, 0),
+    ("rings", 5, 0),
+    ("rings", 9, 0),
+    ("grid", 8, 0),
+)
+MAX_THING_CLASSES = len(THING_CLASSES) * len(PATTERNS)
+
+
+def pattern_name(index: int) -> str:
+    kind, period, angle = PATTERNS[index]
+    return kind if kind == "solid" else f"{kind}{period:g}" + (f"-{angle:g}deg" if kind == "stripes" else "")
+
+
+def make_categories(num_thing_classes: int | None) -> list[dict]:
+    """The categories of scenes with `num_thing_classes` thing classes (None: the 6 shapes, `CATEGORIES`); thing c
+    is shape c mod 6 filled with pattern c div 6, then the 3 stuff classes."""
+    if num_thing_classes is None:
+        return CATEGORIES
+    palette = np.random.default_rng(_STREAM_TAG).integers(0, 256, (num_thing_classes, 3)).tolist()
+    things = [
+        {"id": c, "name": f"{THING_CLASSES[c % len(THING_CLASSES)]}-{pattern_name(c // len(THING_CLASSES))}",
+         "isthing": 1, "color": palette[c]}
+        for c in range(num_thing_classes)
+    ]  # fmt: skip
+    stuff = [{**category, "id": num_thing_classes + i} for i, category in enumerate(CATEGORIES[len(THING_CLASSES) :])]
+    return things + stuff
+
+
 _SPLIT_CODE = {"train": 0, "validation": 1}
 # Spawn-key tag that separates this generator's streams from any other use of the same seed.
 _STREAM_TAG = 0x5EED
@@ -94,6 +134,8 @@ class SyntheticShapesConfig:
     # "random": any colour (the shape alone tells the class); "by_class": each thing class has its own hue
     # band (brightness and saturation still random), so colour is a cue too. The CPU demo uses "by_class".
     thing_colours: Literal["random", "by_class"] = "random"
+    # None: the 6 shapes in plain fills. A number (1..126): that many thing classes, (shape, fill pattern) pairs.
+    num_thing_classes: int | None = None
 
     def __post_init__(self):
         checks = {
@@ -108,10 +150,13 @@ class SyntheticShapesConfig:
             "min_in_canvas_fraction": 0.0 < self.min_in_canvas_fraction <= 1.0,
             "noise_std": self.noise_std >= 0,
             "thing_colours": self.thing_colours in ("random", "by_class"),
+            "num_thing_classes": self.num_thing_classes is None
+            or (isinstance(self.num_thing_classes, int) and 1 <= self.num_thing_classes <= MAX_THING_CLASSES),
         }
         for field, ok in checks.items():
             if not ok:
-                raise ValueError(f"SyntheticShapesConfig.{field}={getattr(self, field)!r} is out of range")
+                hint = f" (1..{MAX_THING_CLASSES} or None)" if field == "num_thing_classes" else ""
+                raise ValueError(f"SyntheticShapesConfig.{field}={getattr(self, field)!r} is out of range{hint}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -191,18 +236,20 @@ def _stuff_texture(name: str, rng: np.random.Generator, xx, yy, size: int) -> np
     raise ValueError(f"unknown stuff class {name!r}")
 
 
-def _class_colour(rng: np.random.Generator, class_id: int) -> np.ndarray:
+def _class_colour(rng: np.random.Generator, class_id: int, num_things: int) -> np.ndarray:
     """A colour in the hue band of a thing class (bands evenly spaced, +-0.03 turn), random saturation and value."""
-    hue = (class_id / len(THING_CLASSES) + rng.uniform(-0.03, 0.03)) % 1.0
+    hue = (class_id / num_things + rng.uniform(-0.03, 0.03)) % 1.0
     saturation, value = rng.uniform(0.55, 1.0), rng.uniform(0.45, 1.0)
     return np.array(colorsys.hsv_to_rgb(hue, saturation, value)) * 255
 
 
-def _thing_colour(rng: np.random.Generator, background: np.ndarray, class_id: int, mode: str, tries: int = 20) -> np.ndarray:
-    """A colour at least ~80 (RGB distance) away from the mean background under the shape."""
+def _thing_colour(
+    rng: np.random.Generator, background: np.ndarray, class_id: int, mode: str, num_things: int, tries: int = 20
+) -> np.ndarray:
+    """A colour at least ~80 (RGB distance) away from `background` (the mean background under the shape)."""
 
     def draw() -> np.ndarray:
-        return rng.uniform(0, 255, 3) if mode == "random" else _class_colour(rng, class_id)
+        return rng.uniform(0, 255, 3) if mode == "random" else _class_colour(rng, class_id, num_things)
 
     colour = draw()
     for _ in range(tries):
@@ -210,6 +257,26 @@ def _thing_colour(rng: np.random.Generator, background: np.ndarray, class_id: in
             break
         colour = draw()
     return colour
+
+
+def _pattern(index: int, rng: np.random.Generator, xx, yy, cx: float, cy: float, scale: float) -> np.ndarray:
+    """(H, W) bool: where fill pattern `index` takes its second colour (a random phase; rings centred on the shape)."""
+    kind, period, angle = PATTERNS[index]
+    period *= scale
+    phase_x, phase_y = rng.uniform(0, period, 2)
+    u, v = xx + phase_x, yy + phase_y
+    if kind == "stripes":
+        theta = math.radians(angle)
+        return ((u * math.cos(theta) + v * math.sin(theta)) % period) < period / 2
+    if kind == "checker":
+        return ((u // (period / 2)) + (v // (period / 2))) % 2 == 1
+    if kind == "dots":
+        return ((u % period - period / 2) ** 2 + (v % period - period / 2) ** 2) <= (0.3 * period) ** 2
+    if kind == "rings":
+        return (np.hypot(xx - cx, yy - cy) % period) < period / 2
+    if kind == "grid":
+        return ((u % period) < 0.3 * period) | ((v % period) < 0.3 * period)
+    raise ValueError(f"unknown pattern {kind!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -266,7 +333,8 @@ def generate_scene(rng: np.random.Generator, config: SyntheticShapesConfig):
     size = config.image_size
     scale = size / 128
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    num_things = len(THING_CLASSES)
+    categories = make_categories(config.num_thing_classes)
+    num_things = len(THING_CLASSES) if config.num_thing_classes is None else config.num_thing_classes
     used_ids: set[int] = set()
 
     # Stuff: 2-3 bands of distinct classes separated by smooth wavy boundaries y = b_k(x).
@@ -293,7 +361,7 @@ def generate_scene(rng: np.random.Generator, config: SyntheticShapesConfig):
     segment_category: dict[int, int] = {}
     for k, stuff_index in enumerate(region_classes):
         mask = region == k
-        category = CATEGORIES[num_things + stuff_index]
+        category = categories[num_things + stuff_index]
         image[mask] = _stuff_texture(STUFF_CLASSES[stuff_index], rng, xs, ys, size)[mask]
         segment_id = _new_segment_id(rng, category["color"], used_ids, jitter=0)
         ids[mask] = segment_id
@@ -311,8 +379,9 @@ def generate_scene(rng: np.random.Generator, config: SyntheticShapesConfig):
         r = rng.uniform(config.min_radius, config.max_radius) * scale
         cx, cy = rng.uniform(0, size, 2)
         mask, full_area = _shape_mask(
-            THING_CLASSES[class_id], cx, cy, r, rng.uniform(0, 2 * np.pi), rng.uniform(0.4, 0.6), xs, ys
-        )
+            THING_CLASSES[class_id % len(THING_CLASSES)], cx, cy, r, rng.uniform(0, 2 * np.pi), rng.uniform(0.4, 0.6),
+            xs, ys,
+        )  # fmt: skip
         area = int(mask.sum())
         if area < config.min_in_canvas_fraction * full_area or area < 4:
             continue
@@ -322,12 +391,18 @@ def generate_scene(rng: np.random.Generator, config: SyntheticShapesConfig):
         visible = kept + [mask]
         in_canvas_areas.append(area)
 
-        colour = _thing_colour(rng, image[mask].mean(axis=0), class_id, config.thing_colours)
+        background = image[mask].mean(axis=0)
+        colour = _thing_colour(rng, background, class_id, config.thing_colours, num_things)
         # A gentle linear shading across the shape, so things are not flat fills.
         angle = rng.uniform(0, 2 * np.pi)
         shade = ((xs - cx) * math.cos(angle) + (ys - cy) * math.sin(angle)) / r * rng.uniform(0, 25)
         image[mask] = colour + shade[mask][:, None]
-        segment_id = _new_segment_id(rng, CATEGORIES[class_id]["color"], used_ids, jitter=30)
+        pattern = class_id // len(THING_CLASSES)
+        if pattern:  # the second colour, away from the first, where the pattern says
+            second = _thing_colour(rng, colour, class_id, "random", num_things)
+            painted = mask & _pattern(pattern, rng, xs, ys, cx, cy, scale)
+            image[painted] = second + shade[painted][:, None]
+        segment_id = _new_segment_id(rng, categories[class_id]["color"], used_ids, jitter=30)
         ids[mask] = segment_id
         segment_category[segment_id] = class_id
 
@@ -374,6 +449,11 @@ class SyntheticShapes:
         )
         self.config = config
         self.split = split
+        if config.num_thing_classes is not None:  # otherwise the class attributes (the 6 shapes)
+            self.categories = make_categories(config.num_thing_classes)
+            self.id2label = {c["id"]: c["name"] for c in self.categories}
+            self.thing_ids = [c["id"] for c in self.categories if c["isthing"]]
+            self.stuff_ids = [c["id"] for c in self.categories if not c["isthing"]]
         self.num_images = num_images if num_images is not None else (
             config.num_train if split == "train" else config.num_val
         )
@@ -414,7 +494,7 @@ class SyntheticShapes:
         import datasets
 
         items = [self[i] for i in range(len(self))]
-        names = [c["name"] for c in CATEGORIES]
+        names = [c["name"] for c in self.categories]
         if kind == "semantic":
             features = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
             columns = {

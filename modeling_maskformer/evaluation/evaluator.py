@@ -16,18 +16,27 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
+from ..configuration.configuration_per_pixel import PerPixelBaselineConfig
 from ..image_processing import MaskFormerImageProcessor
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation
+from ..per_pixel import PerPixelBaselineForSemanticSegmentation
 from ..tta import TestTimeAugmentation, semantic_segmentation_tta
 from .metrics import MaskAPMetric, PanopticQualityMetric, SemanticSegmentationMetric
 
 logger = logging.getLogger(__name__)
 
 
-def load_model_folder(model_path: str) -> tuple[MaskFormerForInstanceSegmentation, MaskFormerImageProcessor]:
-    """Our folder, or a transformers MaskFormer folder/Hub id converted on the fly."""
+def load_model_folder(
+    model_path: str,
+) -> tuple[MaskFormerForInstanceSegmentation | PerPixelBaselineForSemanticSegmentation, MaskFormerImageProcessor]:
+    """Our folder (MaskFormer or the per-pixel baseline), or a transformers MaskFormer folder/Hub id converted on
+    the fly."""
     config_file = Path(model_path) / "config.json"
-    if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "maskformer":
+    model_type = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
+    if model_type == PerPixelBaselineConfig.model_type:
+        return (PerPixelBaselineForSemanticSegmentation.from_pretrained(model_path),
+                MaskFormerImageProcessor.from_pretrained(model_path))  # fmt: skip
+    if model_type == "maskformer":
         from ..conversion import convert_from_transformers
 
         converted = Path(tempfile.mkdtemp(prefix="maskformer-converted-"))
@@ -80,10 +89,11 @@ class Evaluator:
                 self.instance = MaskAPMetric(id2label=id2label)
 
     @classmethod
-    def for_dataset(cls, dataset, id2label: dict[int, str], **kwargs) -> Evaluator:
-        """The metrics a `SegmentationDataset` supports: mIoU always, PQ and mask AP for panoptic data."""
+    def for_dataset(cls, dataset, id2label: dict[int, str], *, semantic_only: bool = False, **kwargs) -> Evaluator:
+        """The metrics a `SegmentationDataset` supports: mIoU always, PQ and mask AP for panoptic data (unless
+        `semantic_only`: a per-pixel classifier has no segments to score)."""
         return cls(id2label, thing_ids=dataset.thing_ids, ignore_index=dataset.ignore_index,
-                   panoptic=dataset.task == "panoptic", **kwargs)  # fmt: skip
+                   panoptic=dataset.task == "panoptic" and not semantic_only, **kwargs)  # fmt: skip
 
     def update(self, processor, outputs, items: list[dict], semantic: list[torch.Tensor] | None = None) -> None:
         """Post-process `outputs` (a batch of len(items)) with `processor` and score it against `items`;
@@ -143,7 +153,7 @@ class Evaluator:
 
 def _single_image_outputs(outputs, index: int) -> dict[str, torch.Tensor]:
     """What post-processing reads of one image of a batch, kept as a batch of one."""
-    fields = ("class_queries_logits", "masks_queries_logits", "pixel_mask")
+    fields = ("class_queries_logits", "masks_queries_logits", "logits", "pixel_mask")  # logits: per-pixel baseline
     return {name: outputs[name][index : index + 1] for name in fields if outputs.get(name) is not None}
 
 
@@ -172,14 +182,20 @@ def evaluate_model(
 
     `tta`: semantic maps (mIoU) from test-time augmentation (`modeling_maskformer.tta`), as the authors' multi-scale
     results; panoptic and instance predictions stay single-scale (the authors' TTA is semantic only).
+
+    A per-pixel classifier (`PerPixelBaselineForSemanticSegmentation`) gets the semantic metrics only.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     was_training = model.training
     model.eval()
     unwrapped = accelerator.unwrap_model(model) if accelerator is not None else model
+    semantic_only = isinstance(unwrapped, PerPixelBaselineForSemanticSegmentation)
+    if semantic_only and dataset.task == "panoptic":
+        logger.info("per-pixel classification model: semantic metrics only (PQ and mask AP need mask classification)")
     evaluator = Evaluator.for_dataset(dataset, {int(k): v for k, v in unwrapped.config.id2label.items()},
-                                      panoptic_threshold=panoptic_threshold, overlap_threshold=overlap_threshold)
+                                      semantic_only=semantic_only, panoptic_threshold=panoptic_threshold,
+                                      overlap_threshold=overlap_threshold)  # fmt: skip
     device = next(model.parameters()).device
     indices = list(range(len(dataset) if max_items is None else min(max_items, len(dataset))))
     if accelerator is not None:

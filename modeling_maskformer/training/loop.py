@@ -50,10 +50,14 @@ from ..evaluation import evaluate_model, summary
 from ..hub import push_folder_to_hub
 from ..image_processing import MaskFormerImageProcessor
 from .checkpoints import STATE_FILE, resolve_checkpoint, save_checkpoint, save_hub_folder
-from .presets import base_processor, build_model, processor_short_side
+from .presets import HEADS, base_processor, build_model, processor_short_side
 from .recipes import RECIPES, parameter_groups, recipe_for
 
 logger = logging.getLogger(__name__)
+
+
+# The metrics a semantic-only model (the per-pixel baseline) can select the best checkpoint by (`summary`'s keys).
+SEMANTIC_METRICS = ("mean_iou", "pixel_accuracy")
 
 
 def epoch_batches(num_items: int, global_batch: int, seed: int, epoch: int) -> list[list[int]]:
@@ -77,6 +81,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num_eval_images", type=int, default=None, help="synthetic: validation scenes")
     p.add_argument("--model_preset", default="demo", help="demo, resnet50, resnet101, swin-tiny, swin-small, swin-base")
     p.add_argument("--model_name_or_path", default=None, help="fine-tune this model folder / Hub id instead of a preset")
+    p.add_argument("--head", choices=list(HEADS), default="mask_classification",
+                   help="mask_classification (MaskFormer) or per_pixel (the paper's per-pixel classification baseline: "
+                        "the same backbone and pixel decoder, a 1x1 conv classifier, per-pixel cross-entropy; semantic "
+                        "only)")  # fmt: skip
     p.add_argument("--mask_loss_mode", choices=["dense", "point"], default=None)
     p.add_argument("--output_dir", required=True)
     p.add_argument("--crop_size", type=int, default=None,
@@ -133,6 +141,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"need 0 < --min_scale <= --max_scale, got {args.min_scale} and {args.max_scale}")
     if args.push_to_hub and not args.hub_model_id:
         p.error("--push_to_hub needs --hub_model_id")
+    if args.head == "per_pixel" and args.metric_for_best_model not in SEMANTIC_METRICS:
+        p.error(f"--head per_pixel is semantic segmentation only: --metric_for_best_model must be one of "
+                f"{', '.join(SEMANTIC_METRICS)}, got {args.metric_for_best_model!r} (PQ and mask AP need mask "
+                "classification)")  # fmt: skip
+    if args.head == "per_pixel" and args.mask_loss_mode is not None:
+        p.error("--mask_loss_mode is MaskFormer's mask loss; --head per_pixel trains with per-pixel cross-entropy")
     return args
 
 
@@ -211,6 +225,8 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
         raise ValueError(f"{args.dataset}: the {args.train_split} and {args.eval_split} splits have different classes "
                          f"({train_data.num_labels} and {eval_data.num_labels})")  # fmt: skip
     logger.info("data %s: %s", args.dataset, describe_labels(train_data))
+    if args.head == "per_pixel" and train_data.task == "panoptic":
+        logger.info("--head per_pixel: trained on the semantic maps of the panoptic annotations, evaluated by mIoU")
     if args.label_convention is not None and train_data.task != "semantic":
         logger.info("--label_convention %s is not used: the annotations are panoptic", args.label_convention)
 

@@ -8,12 +8,21 @@ from transformers import MaskFormerSwinConfig, ResNetConfig
 from transformers.utils import logging as transformers_logging
 
 from ..configuration import MaskFormerConfig
+from ..configuration.configuration_per_pixel import PerPixelBaselineConfig
 from ..image_processing import MaskFormerImageProcessor
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation
+from ..per_pixel import PerPixelBaselineForSemanticSegmentation
 
 logger = logging.getLogger(__name__)
 
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
+
+# `--head`: the model class on top of a preset's backbone and pixel decoder (MaskFormer, or the paper's per-pixel
+# classification baseline, Table 4).
+HEADS = {
+    "mask_classification": MaskFormerForInstanceSegmentation,
+    "per_pixel": PerPixelBaselineForSemanticSegmentation,
+}
 
 
 def preset_config(name: str, id2label: dict[int, str]) -> MaskFormerConfig:
@@ -47,17 +56,22 @@ def preset_config(name: str, id2label: dict[int, str]) -> MaskFormerConfig:
     raise ValueError(f"unknown --model_preset {name!r}; choose from demo, resnet50, resnet101, {', '.join(swin)}")
 
 
-def build_model(args, id2label: dict[int, str]) -> MaskFormerForInstanceSegmentation:
-    """A preset architecture (`args.model_preset`), or the model at `args.model_name_or_path` with its class
-    head re-initialised when the class count differs (which the model's `from_pretrained` warns about)."""
+def build_model(args, id2label: dict[int, str]) -> MaskFormerForInstanceSegmentation | PerPixelBaselineForSemanticSegmentation:
+    """A preset architecture (`args.model_preset`) with the head `args.head`, or the model at
+    `args.model_name_or_path` with its class head re-initialised when the class count differs (which the model's
+    `from_pretrained` warns about)."""
     overrides = {"mask_loss_mode": args.mask_loss_mode} if args.mask_loss_mode else {}
+    head = getattr(args, "head", "mask_classification")
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose from {', '.join(HEADS)}")
+    model_class = HEADS[head]
     if args.model_name_or_path:
         # NOTE: transformers' own load report would repeat the class-head warning as a table; silence it and
         # report the other unexpected or missing weights once, here.
         verbosity = transformers_logging.get_verbosity()
         transformers_logging.set_verbosity_error()
         try:
-            model, info = MaskFormerForInstanceSegmentation.from_pretrained(
+            model, info = model_class.from_pretrained(
                 args.model_name_or_path, id2label=id2label, label2id={v: k for k, v in id2label.items()},
                 output_loading_info=True, **overrides,
             )  # fmt: skip
@@ -77,8 +91,10 @@ def build_model(args, id2label: dict[int, str]) -> MaskFormerForInstanceSegmenta
         config = preset_config(args.model_preset, id2label)
         for key, value in overrides.items():
             setattr(config, key, value)
+        if model_class is PerPixelBaselineForSemanticSegmentation:
+            config = PerPixelBaselineConfig.from_maskformer_config(config)
         config.validate()
-        model = MaskFormerForInstanceSegmentation(config)
+        model = model_class(config)
     return model
 
 

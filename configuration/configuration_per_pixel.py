@@ -1,0 +1,63 @@
+"""Configuration of the paper's per-pixel classification baseline (Table 4): MaskFormer's backbone and pixel
+decoder, a 1x1 convolution classifier on the per-pixel embeddings, per-pixel cross-entropy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .configuration_maskformer import MaskFormerConfig
+
+
+class PerPixelBaselineConfig(MaskFormerConfig):
+    r"""A `MaskFormerConfig` whose model is `PerPixelBaselineForSemanticSegmentation`.
+
+    NOTE: a subclass with its own `model_type`, not a `head_type` field of `MaskFormerConfig`: transformers' Auto
+    classes map a config *class* to a model class, so only a distinct type lets `AutoConfig`,
+    `AutoModelForSemanticSegmentation` and `pipeline()` pick the baseline from a saved folder, and makes
+    `MaskFormerForInstanceSegmentation.from_pretrained` refuse a baseline folder (its `model_type` check) instead
+    of loading it with a missing transformer decoder. Every MaskFormer field keeps its meaning, so one
+    architecture dict builds both heads; the transformer-decoder and set-prediction loss fields are not used.
+
+    Args:
+        ignore_index: The `labels` value (B, H, W) that carries no target; the cross-entropy skips it.
+        All other arguments: as in `MaskFormerConfig`.
+    """
+
+    model_type = "maskformer-per-pixel"
+    # NOTE: no `auto_map`: the flat remote-code folder holds MaskFormer's classes only, so a baseline folder
+    # loads through this package (imported), not with `trust_remote_code`.
+    remote_auto_map = None
+
+    def __init__(self, ignore_index: int = 255, **kwargs: Any):
+        self.ignore_index = ignore_index
+        super().__init__(**kwargs)
+
+    def validate(self) -> None:
+        super().validate()
+        if not isinstance(self.ignore_index, int) or isinstance(self.ignore_index, bool):
+            raise ValueError(f"PerPixelBaselineConfig.ignore_index={self.ignore_index!r}: must be an int")
+        if 0 <= self.ignore_index < self.num_labels:
+            raise ValueError(
+                f"PerPixelBaselineConfig.ignore_index={self.ignore_index}: must not be a class id (0..{self.num_labels - 1})"
+            )
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> PerPixelBaselineConfig:
+        if config_dict.get("model_type") == MaskFormerConfig.model_type:
+            raise ValueError(
+                f"config.json is a MaskFormer's (model_type {MaskFormerConfig.model_type!r}), not the per-pixel "
+                "baseline's: load it with MaskFormerForInstanceSegmentation, or build the baseline on its architecture "
+                "with PerPixelBaselineConfig.from_maskformer_config(MaskFormerConfig.from_pretrained(...))"
+            )
+        return super().from_dict(config_dict, **kwargs)
+
+    @classmethod
+    def from_maskformer_config(cls, config: MaskFormerConfig, **overrides: Any) -> PerPixelBaselineConfig:
+        """The baseline with `config`'s backbone, pixel decoder and classes (for a like-for-like comparison)."""
+        fields = config.to_dict()
+        for key in ("model_type", "architectures", "auto_map", "transformers_version"):
+            fields.pop(key, None)
+        return cls(**{**fields, **overrides})
+
+
+__all__ = ["PerPixelBaselineConfig"]

@@ -1,0 +1,86 @@
+"""Semantic inference of a per-pixel classifier (the paper's per-pixel baseline, `PerPixelBaselineForSemanticSegmentation`).
+
+The class logits (B, K, h, w) at stride 4 go through the same geometry as MaskFormer's semantic inference
+(`resampling.Geometry`): bilinear upsampling to the padded input (U), padding cropped, bilinear resize to the
+output size (R); then softmax over the classes and argmax, as detectron2's semantic heads and the paper's baseline
+(their `sem_seg_postprocess` of the upsampled logits). Per-pixel outputs have no segments, so panoptic and
+instance inference refuse them (`check_not_per_pixel`).
+
+Shape legend: B batch, K classes, (h, w) logits at stride 4, (H, W) padded input, (H_t, W_t) the output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .resampling import Geometry, image_sizes
+
+
+def per_pixel_logits(outputs: Any) -> Tensor | None:
+    """The (B, K, h, w) class logits when `outputs` are a per-pixel classifier's (a `logits` tensor and no
+    `class_queries_logits`), else None."""
+
+    def field(name: str) -> Any:
+        return outputs.get(name) if isinstance(outputs, Mapping) else getattr(outputs, name, None)
+
+    logits = field("logits")
+    if field("class_queries_logits") is not None or not isinstance(logits, Tensor):
+        return None
+    if logits.ndim != 4:
+        raise ValueError(f"per-pixel `logits` must be (B, K, h, w), got {tuple(logits.shape)}")
+    return logits
+
+
+def check_not_per_pixel(outputs: Any, task: str) -> None:
+    """A clear error for panoptic or instance inference asked of a per-pixel classifier's outputs."""
+    if per_pixel_logits(outputs) is not None:
+        raise ValueError(
+            f"{task} segmentation needs a mask-classification model (class_queries_logits and masks_queries_logits, "
+            "e.g. MaskFormerForInstanceSegmentation); these outputs are a per-pixel classifier's (`logits` (B, K, h, "
+            "w), e.g. PerPixelBaselineForSemanticSegmentation), which supports semantic segmentation only"
+        )
+
+
+@torch.no_grad()
+def per_pixel_semantic_scores(
+    logits: Tensor,
+    *,
+    padded_size: Sequence[int],
+    valid_sizes: Sequence[Sequence[int]] | None = None,
+    target_sizes: Sequence[Sequence[int]] | None = None,
+) -> list[Tensor]:
+    """Per image, the class probabilities softmax_k(R(U(logits))), (K, H_t, W_t) float32 (test-time
+    augmentation averages them)."""
+    logits = logits.detach().float()
+    if logits.ndim != 4:
+        raise ValueError(f"Expected per-pixel logits (B, K, h, w), got {tuple(logits.shape)}.")
+    padded = (int(padded_size[0]), int(padded_size[1]))
+    results = []
+    for b, (valid, target) in enumerate(image_sizes(len(logits), padded, valid_sizes, target_sizes)):
+        geometry = Geometry.of(tuple(logits.shape[-2:]), padded, valid, target, logits.device)
+        results.append(geometry.full(logits[b]).softmax(0))  # (K, H_t, W_t)
+    return results
+
+
+@torch.no_grad()
+def per_pixel_semantic_segmentation(
+    logits: Tensor,
+    *,
+    padded_size: Sequence[int],
+    valid_sizes: Sequence[Sequence[int]] | None = None,
+    target_sizes: Sequence[Sequence[int]] | None = None,
+) -> list[Tensor]:
+    """Per image, the (H_t, W_t) int64 class map argmax_k R(U(logits)) (the softmax does not change it)."""
+    logits = logits.detach().float()
+    if logits.ndim != 4:
+        raise ValueError(f"Expected per-pixel logits (B, K, h, w), got {tuple(logits.shape)}.")
+    padded = (int(padded_size[0]), int(padded_size[1]))
+    maps = []
+    for b, (valid, target) in enumerate(image_sizes(len(logits), padded, valid_sizes, target_sizes)):
+        geometry = Geometry.of(tuple(logits.shape[-2:]), padded, valid, target, logits.device)
+        maps.append(geometry.full(logits[b]).max(0).indices)  # (H_t, W_t)
+    return maps
