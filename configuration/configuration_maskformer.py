@@ -365,7 +365,7 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise OSError(f"{source}: no such local folder, and not available from the Hugging Face Hub ({reason})") from error
         if config_dict.get("model_type") == "maskformer":  # converted here, so from_pretrained sees our type
-            config_dict = dict_from_transformers(config_dict, cls)
+            config_dict = cls.dict_from_transformers(config_dict)
         if not config_dict:
             raise OSError(
                 f"{source} has no config.json: not a saved model folder (save one with save_pretrained, or convert "
@@ -374,12 +374,17 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
         return config_dict, kwargs
 
     @classmethod
+    def dict_from_transformers(cls, config_dict: dict[str, Any]) -> dict[str, Any]:
+        """This class's config dict from a transformers MaskFormer config.json's (model_type "maskformer")."""
+        return dict_from_transformers(config_dict, cls)
+
+    @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> MaskFormerConfig:
         """Reads a transformers MaskFormer config (model_type "maskformer": converted, our training settings
         restored from its stash); refuses another model's config."""
         model_type = config_dict.get("model_type")
         if model_type == "maskformer":
-            config_dict = dict_from_transformers(config_dict, cls)
+            config_dict = cls.dict_from_transformers(config_dict)
         elif model_type not in (None, cls.model_type):
             raise ValueError(
                 f"config.json has model_type {model_type!r}, not {cls.model_type!r} or 'maskformer': not a "

@@ -43,13 +43,21 @@ class PerPixelBaselineConfig(MaskFormerConfig):
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> PerPixelBaselineConfig:
-        if config_dict.get("model_type") == MaskFormerConfig.model_type:
-            raise ValueError(
-                f"config.json is a MaskFormer's (model_type {MaskFormerConfig.model_type!r}), not the per-pixel "
-                "baseline's: load it with MaskFormerForInstanceSegmentation, or build the baseline on its architecture "
-                "with PerPixelBaselineConfig.from_maskformer_config(MaskFormerConfig.from_pretrained(...))"
-            )
+        if config_dict.get("model_type") in (MaskFormerConfig.model_type, "maskformer"):
+            raise cls._not_a_baseline(config_dict["model_type"])
         return super().from_dict(config_dict, **kwargs)
+
+    @classmethod
+    def dict_from_transformers(cls, config_dict: dict[str, Any]) -> dict[str, Any]:
+        raise cls._not_a_baseline("maskformer")  # a MaskFormer folder in transformers' format
+
+    @staticmethod
+    def _not_a_baseline(model_type: str) -> ValueError:
+        return ValueError(
+            f"config.json is a MaskFormer's (model_type {model_type!r}), not the per-pixel baseline's: load it with "
+            "MaskFormerForInstanceSegmentation, or build the baseline on its architecture with "
+            "PerPixelBaselineConfig.from_maskformer_config(MaskFormerConfig.from_pretrained(...))"
+        )
 
     @classmethod
     def from_maskformer_config(cls, config: MaskFormerConfig, **overrides: Any) -> PerPixelBaselineConfig:

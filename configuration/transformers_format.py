@@ -64,6 +64,8 @@ def transformers_refusals(config) -> list[str]:
     from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
 
     refusals = []
+    if config.model_type != "maskformer-hf":  # NOTE: a subclass's, e.g. the per-pixel baseline's
+        refusals.append(f"model_type {config.model_type!r} (transformers' MaskFormer has mask classification heads only)")
     if config.pixel_decoder_type != "fpn":
         refusals.append(f"pixel_decoder_type={config.pixel_decoder_type!r} (transformers has only the FPN pixel decoder)")
     if config.pre_norm:

@@ -636,7 +636,11 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         with `segmentation` and the (K, H_t, W_t) `segmentation_scores` it is the argmax of. `method`: "dense",
         "bounded" or "auto" (see post_processing.py); all give the same maps. Takes MaskFormer's outputs and a
         per-pixel classifier's (`logits` (B, K, H/4, W/4): the paper's baseline, always dense)."""
-        from .per_pixel_post_processing import per_pixel_logits, per_pixel_semantic_scores, per_pixel_semantic_segmentation
+        from .per_pixel_post_processing import (
+            per_pixel_logits,
+            per_pixel_semantic_scores,
+            per_pixel_semantic_segmentation,
+        )
         from .post_processing import semantic_scores, semantic_segmentation
 
         logits = per_pixel_logits(outputs)  # a per-pixel classifier's (B, K, H / 4, W / 4), else None
