@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .configuration_maskformer import MaskFormerConfig
+from .remote_code import PER_PIXEL_AUTO_MAP
 
 
 class PerPixelBaselineConfig(MaskFormerConfig):
@@ -24,9 +25,7 @@ class PerPixelBaselineConfig(MaskFormerConfig):
     """
 
     model_type = "maskformer-per-pixel"
-    # NOTE: no `auto_map`: the flat remote-code folder holds MaskFormer's classes only, so a baseline folder
-    # loads through this package (imported), not with `trust_remote_code`.
-    remote_auto_map = None
+    remote_auto_map = PER_PIXEL_AUTO_MAP  # a saved folder also loads with trust_remote_code (remote_code.py)
 
     def __init__(self, ignore_index: int = 255, **kwargs: Any):
         self.ignore_index = ignore_index

@@ -37,10 +37,19 @@ CONFIG_AUTO_MAP = {
     "AutoModelForSemanticSegmentation": "modeling_maskformer.MaskFormerForInstanceSegmentation",
     "AutoImageProcessor": "image_processing_maskformer.MaskFormerHFImageProcessor",
 }
+# The per-pixel baseline's folders (model_type "maskformer-per-pixel"): semantic segmentation only.
+PER_PIXEL_AUTO_MAP = {
+    "AutoConfig": "configuration_per_pixel.PerPixelBaselineConfig",
+    "AutoModel": "per_pixel.PerPixelBaselineModel",
+    "AutoModelForSemanticSegmentation": "per_pixel.PerPixelBaselineForSemanticSegmentation",
+    "AutoImageProcessor": "image_processing_maskformer.MaskFormerHFImageProcessor",
+}
 # The modules defining the classes above, relative to the installed top-level package.
 _ENTRY_MODULES = (
     "configuration.configuration_maskformer",
+    "configuration.configuration_per_pixel",
     "modeling_maskformer",
+    "per_pixel",
     "image_processing.image_processing_maskformer",
 )
 # Keyword arguments of `save_pretrained(..., push_to_hub=True)` that belong to the upload.

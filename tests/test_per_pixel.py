@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +40,7 @@ from modeling_maskformer.training.compare import (
 )
 from modeling_maskformer.tta import TestTimeAugmentation, semantic_scores_tta
 
-from builders import random_targets, tiny_config
+from builders import PACKAGE_BLOCKER, random_targets, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,6 +164,37 @@ def test_save_and_load(tmp_path):
     resized = PerPixelBaselineForSemanticSegmentation.from_pretrained(tmp_path, num_labels=6)
     assert resized.class_head.weight.shape == (6, 32, 1, 1)
     assert torch.equal(resized.model.pixel_decoder.mask_features.weight, model.model.pixel_decoder.mask_features.weight)
+
+
+
+def test_saved_folder_loads_with_remote_code_where_the_package_cannot_be_imported(tmp_path):
+    """transformers' MaskFormer has no per-pixel head, so the folder carries the flattened code and an auto_map:
+    a process with transformers alone loads it with trust_remote_code and gives the same logits."""
+    model = tiny_baseline(num_labels=4).eval()
+    model.save_pretrained(tmp_path)
+    MaskFormerImageProcessor().save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["auto_map"]["AutoModelForSemanticSegmentation"] == (
+        "per_pixel.PerPixelBaselineForSemanticSegmentation"
+    )
+    pixels = torch.randn(1, 3, 64, 64)
+    torch.save(pixels, tmp_path / "pixels.pt")
+    root = str(Path(__file__).resolve().parents[1])
+    code = PACKAGE_BLOCKER % {"root": root} + f"""
+import numpy as np, torch
+from PIL import Image
+from transformers import AutoModelForSemanticSegmentation, pipeline
+folder = {str(tmp_path)!r}
+model = AutoModelForSemanticSegmentation.from_pretrained(folder, trust_remote_code=True).eval()
+assert type(model).__name__ == "PerPixelBaselineForSemanticSegmentation"
+pixels = torch.load(folder + "/pixels.pt", weights_only=True)
+torch.save(model(pixel_values=pixels).logits, folder + "/logits.pt")
+segments = pipeline("image-segmentation", model=folder, trust_remote_code=True)(
+    Image.fromarray(np.zeros((48, 40, 3), np.uint8)), subtask="semantic")
+assert segments and all(s["mask"].size == (40, 48) for s in segments), segments
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert torch.equal(torch.load(tmp_path / "logits.pt", weights_only=True), model(pixel_values=pixels).logits)
 
 
 # ----------------------------------------------------------------------------------------------------------
