@@ -240,33 +240,40 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
             )  # fmt: skip
 
 
+def build_pixel_level_module(config: MaskFormerConfig) -> tuple[nn.Module, PixelDecoder]:
+    """The backbone and the pixel decoder (paper Fig. 2's pixel-level module), shared by MaskFormer and the
+    per-pixel baseline."""
+    backbone = build_backbone(
+        config.backbone_config, pretrained_source=config.backbone, use_pretrained=config.use_pretrained_backbone
+    )
+    encoder = None
+    if config.pixel_decoder_type == "fpn_transformer_encoder":
+        encoder = Res5TransformerEncoder(
+            in_channels=backbone.channels[-1],
+            hidden_size=config.hidden_size,
+            num_layers=config.encoder_layers,
+            num_heads=config.num_attention_heads,
+            ffn_dim=config.encoder_ffn_dim,
+            dropout=config.dropout,
+            attention_dropout=config.attention_dropout,
+            activation=config.activation_function,
+            pre_norm=config.pre_norm,
+        )
+    pixel_decoder = PixelDecoder(
+        in_channels=backbone.channels,
+        feature_size=config.fpn_feature_size,
+        mask_feature_size=config.mask_feature_size,
+        encoder=encoder,
+    )
+    return backbone, pixel_decoder
+
+
 class MaskFormerModel(MaskFormerPreTrainedModel):
     """Backbone, pixel decoder and transformer decoder: per-pixel embeddings and Q query embeddings."""
 
     def __init__(self, config: MaskFormerConfig):
         super().__init__(config)
-        self.backbone = build_backbone(
-            config.backbone_config, pretrained_source=config.backbone, use_pretrained=config.use_pretrained_backbone
-        )
-        encoder = None
-        if config.pixel_decoder_type == "fpn_transformer_encoder":
-            encoder = Res5TransformerEncoder(
-                in_channels=self.backbone.channels[-1],
-                hidden_size=config.hidden_size,
-                num_layers=config.encoder_layers,
-                num_heads=config.num_attention_heads,
-                ffn_dim=config.encoder_ffn_dim,
-                dropout=config.dropout,
-                attention_dropout=config.attention_dropout,
-                activation=config.activation_function,
-                pre_norm=config.pre_norm,
-            )
-        self.pixel_decoder = PixelDecoder(
-            in_channels=self.backbone.channels,
-            feature_size=config.fpn_feature_size,
-            mask_feature_size=config.mask_feature_size,
-            encoder=encoder,
-        )
+        self.backbone, self.pixel_decoder = build_pixel_level_module(config)
         self.transformer_decoder = TransformerDecoder(
             in_channels=self.pixel_decoder.memory_channels,
             hidden_size=config.hidden_size,

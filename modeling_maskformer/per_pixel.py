@@ -20,10 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.utils import ModelOutput
 
-from .backbone import build_backbone
 from .configuration.configuration_per_pixel import PerPixelBaselineConfig
-from .modeling_maskformer import MaskFormerPreTrainedModel, check_pixel_values
-from .pixel_decoder import PixelDecoder, Res5TransformerEncoder
+from .modeling_maskformer import MaskFormerPreTrainedModel, build_pixel_level_module, check_pixel_values
 
 logger = logging.getLogger(__name__)
 
@@ -95,28 +93,7 @@ class PerPixelBaselineModel(PerPixelBaselinePreTrainedModel):
 
     def __init__(self, config: PerPixelBaselineConfig):
         super().__init__(config)
-        self.backbone = build_backbone(
-            config.backbone_config, pretrained_source=config.backbone, use_pretrained=config.use_pretrained_backbone
-        )
-        encoder = None
-        if config.pixel_decoder_type == "fpn_transformer_encoder":
-            encoder = Res5TransformerEncoder(
-                in_channels=self.backbone.channels[-1],
-                hidden_size=config.hidden_size,
-                num_layers=config.encoder_layers,
-                num_heads=config.num_attention_heads,
-                ffn_dim=config.encoder_ffn_dim,
-                dropout=config.dropout,
-                attention_dropout=config.attention_dropout,
-                activation=config.activation_function,
-                pre_norm=config.pre_norm,
-            )
-        self.pixel_decoder = PixelDecoder(
-            in_channels=self.backbone.channels,
-            feature_size=config.fpn_feature_size,
-            mask_feature_size=config.mask_feature_size,
-            encoder=encoder,
-        )
+        self.backbone, self.pixel_decoder = build_pixel_level_module(config)
         self.post_init()
 
     def forward(
