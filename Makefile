@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all test-browser lint bench compare-heads clean
+.PHONY: install demo test test-avx2 test-one-thread test-all test-browser lint bench compare-heads clean
 
 $(STAMP): pyproject.toml tests/requirements-reference.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,19 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q
+
+# The suite as an AVX2-only CPU runs it (.ci/run's second pass): torch's own kernels, oneDNN's convolutions, MKL's
+# matrix products, OpenCV and NumPy all take their AVX2 code paths (`ATEN_CPU_CAPABILITY=default` would mean
+# torch's scalar kernels, not an AVX2 machine's).
+AVX2_ENV := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+	OPENCV_CPU_DISABLE=AVX512-SKX,AVX512-CLX NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR"
+test-avx2: $(STAMP)
+	$(AVX2_ENV) $(PY) -c "import torch; c = torch.backends.cpu.get_cpu_capability(); assert c == 'AVX2', c"
+	$(AVX2_ENV) $(PY) -m pytest -m "not slow" -q
+
+# One thread (.ci/run's third pass): another reduction order for every parallel kernel.
+test-one-thread: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not slow" -q
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q

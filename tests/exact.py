@@ -50,14 +50,20 @@ def check_semantic(results, class_logits, mask_logits, sizes: dict) -> None:
     for b, (valid, target) in enumerate(_sizes(class_logits, sizes)):
         probs = F.softmax(class_logits[b].float(), dim=-1)[..., :-1]
         scores = reference.sem_seg_postprocess(torch.einsum("qc,qhw->chw", probs, upsampled[b].sigmoid()), valid, target)
-        expected, ties = scores.argmax(0), _close_top_two(scores)
-        _check_ties(ties, "semantic")
         for what, ours in _by_name(results).items():
-            mine = ours[b].cpu()
-            assert mine.shape == expected.shape and mine.dtype == torch.int64, what
-            assert torch.equal(mine[~ties], expected[~ties]), f"semantic {what}: {(mine != expected)[~ties].sum()} pixels"
-            chosen = scores.gather(0, mine[None])[0]
-            assert bool((scores.max(0).values - chosen <= TIE * max(1.0, float(scores.abs().max()))).all()), what
+            check_argmax(ours[b], scores, f"semantic {what}")
+
+
+def check_argmax(mine: torch.Tensor, scores: torch.Tensor, what: str = "") -> None:
+    """A class map (H, W) int64 equals the argmax of the reference scores (C, H, W) wherever the two best are not
+    tied; at ties, it is a tied class."""
+    expected, ties = scores.argmax(0), _close_top_two(scores)
+    _check_ties(ties, what)
+    mine = mine.cpu()
+    assert mine.shape == expected.shape and mine.dtype == torch.int64, what
+    assert torch.equal(mine[~ties], expected[~ties]), f"{what}: {(mine != expected)[~ties].sum()} pixels"
+    chosen = scores.gather(0, mine[None])[0]
+    assert bool((scores.max(0).values - chosen <= TIE * max(1.0, float(scores.abs().max()))).all()), what
 
 
 def same_segments(ours: list[dict], expected: list[dict], what: str = "") -> None:

@@ -30,6 +30,7 @@ from modeling_maskformer.configuration.transformers_format import STASH_KEY
 from modeling_maskformer.hub import build_model_card
 
 from builders import PACKAGE_BLOCKER, STAGES, random_targets, run_in_terminal, tiny_model
+from numerics import SAME_GRAPH, assert_close
 
 ROOT = Path(__file__).resolve().parents[1]
 ID2LABEL = {0: "sky", 1: "circle", 2: "square"}
@@ -119,8 +120,9 @@ def test_train_save_load_continue_gives_the_same_losses(tmp_path):
 
 def test_hub_process_without_this_package_runs_the_pipeline(native, tmp_path):
     """transformers alone (our package blocked), as the Hub's widget: pipeline() with no trust_remote_code for
-    the three subtasks, the image as a path, as request bytes and as a URL on 127.0.0.1; logits equal ours
-    exactly (the same modules in the same order: ResNet backbone, FPN, DETR decoder)."""
+    the three subtasks, the image as a path, as request bytes and as a URL on 127.0.0.1; logits equal ours to
+    float32 rounding (the same modules in the same order, computed in another process with another thread count,
+    so another reduction order on some CPUs)."""
     model, processor, folder = native
     Image.new("RGB", (96, 64), (120, 30, 200)).save(tmp_path / "image.png")
     image = Image.open(tmp_path / "image.png")
@@ -167,8 +169,8 @@ def test_hub_process_without_this_package_runs_the_pipeline(native, tmp_path):
     assert status == 0 and "OK" in output, output[-4000:]
     assert "custom code" not in output, output[-4000:]
     theirs = torch.load(tmp_path / "theirs.pt")
-    assert torch.equal(theirs["class"], expected.class_queries_logits)
-    assert torch.equal(theirs["masks"], expected.masks_queries_logits)
+    assert_close(theirs["class"], expected.class_queries_logits, atol=SAME_GRAPH, what="class logits, transformers")
+    assert_close(theirs["masks"], expected.masks_queries_logits, atol=SAME_GRAPH, what="mask logits, transformers")
     # transformers' processor on this folder gives our pixel values (same settings, same arithmetic here).
     torch.testing.assert_close(theirs["pixel_values"], ours["pixel_values"], rtol=0, atol=1e-6)
 
@@ -232,9 +234,10 @@ BACKBONES = {
     # transformers' own way: a SwinConfig without out_features (transformers takes the four stages itself).
     "swin": lambda: SwinConfig(**SWIN),
 }  # fmt: skip
-# ResNet: the same modules in the same order, bit for bit. Swin: transformers builds its MaskFormer-Swin where we
-# build transformers' SwinBackbone (same weights, another order of floating-point operations).
-TOLERANCE = {"resnet": 0.0, "swin": 1e-4}
+# ResNet: the same modules in the same order (float32 rounding only: bit equality is not promised across
+# implementations). Swin: transformers builds its MaskFormer-Swin where we build transformers' SwinBackbone (same
+# weights, another order of floating-point operations).
+TOLERANCE = {"resnet": SAME_GRAPH, "swin": 1e-4}
 
 
 @pytest.mark.parametrize("kind", sorted(BACKBONES))
@@ -253,7 +256,7 @@ def test_transformers_folder_loads_converted_on_the_fly(kind, tmp_path):
     with torch.no_grad():
         theirs, got = tf_model(pixel_values), ours(pixel_values)
     for field in ("class_queries_logits", "masks_queries_logits"):
-        assert (getattr(theirs, field) - getattr(got, field)).abs().max().item() <= TOLERANCE[kind], field
+        assert_close(getattr(got, field), getattr(theirs, field), atol=TOLERANCE[kind], what=f"{kind} {field}")
     assert MaskFormerImageProcessor.from_pretrained(tmp_path).size == PROCESSOR["size"]
     # transformers' constructor arguments build the same architecture in our config.
     config = MaskFormerConfig(
@@ -276,5 +279,5 @@ def test_transformers_base_folder_loads_into_our_base_model(tmp_path):
     pixel_values = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         theirs, got = tf_model(pixel_values), ours(pixel_values)
-    assert torch.equal(theirs.transformer_decoder_last_hidden_state, got.transformer_decoder_last_hidden_state)
-    assert torch.equal(theirs.pixel_decoder_last_hidden_state, got.pixel_decoder_last_hidden_state)
+    for field in ("transformer_decoder_last_hidden_state", "pixel_decoder_last_hidden_state"):
+        assert_close(getattr(got, field), getattr(theirs, field), atol=SAME_GRAPH, what=field)

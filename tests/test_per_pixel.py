@@ -40,7 +40,9 @@ from modeling_maskformer.training.compare import (
 )
 from modeling_maskformer.tta import TestTimeAugmentation, semantic_scores_tta
 
+import exact
 from builders import PACKAGE_BLOCKER, random_targets, tiny_config
+from numerics import SAME_GRAPH, assert_close
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,7 +196,9 @@ assert segments and all(s["mask"].size == (40, 48) for s in segments), segments
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert torch.equal(torch.load(tmp_path / "logits.pt", weights_only=True), model(pixel_values=pixels).logits)
+    # another process, maybe another thread count: float32 rounding apart at most
+    assert_close(torch.load(tmp_path / "logits.pt", weights_only=True), model(pixel_values=pixels).logits,
+                 atol=SAME_GRAPH, what="remote-code logits")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -214,7 +218,7 @@ def test_semantic_post_processing_matches_torch_resizes(processor):
         rows, cols = int(inputs["pixel_mask"][b, :, 0].sum()), int(inputs["pixel_mask"][b, 0].sum())
         up = F.interpolate(outputs.logits[b : b + 1], size=padded, mode="bilinear", align_corners=False)
         resized = F.interpolate(up[..., :rows, :cols], size=target, mode="bilinear", align_corners=False)
-        assert got.shape == target and torch.equal(got, resized[0].argmax(0))
+        exact.check_argmax(got, resized[0], f"image {b}")  # torch's resizes, equal outside float ties
 
 
 def test_panoptic_and_instance_are_refused(processor):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
-import exact
 import pytest
 import torch
 from transformers import MaskFormerImageProcessor
@@ -29,6 +28,7 @@ from modeling_maskformer.image_processing.post_processing import (
 )
 from modeling_maskformer.image_processing.resampling import Geometry
 
+import exact
 import reference_inference as reference
 
 PADDED = (32, 32)
