@@ -101,17 +101,36 @@ def mixed_size_ade_folder(root: Path) -> Path:
 
 
 def padding_changes_predictions(model, processor, items) -> bool:
-    """Whether this model predicts some image differently inside a padded mixed-size batch (so that the tests
-    below can fail)."""
+    """Whether this model predicts images differently inside a padded mixed-size batch, at more pixels than float
+    rounding could flip (so that the tests below can fail)."""
+    changed = 0
     with torch.no_grad():
         together = model(**processor([item["image"] for item in items], return_tensors="pt"))
         sizes = [item["semantic"].shape for item in items]
         batched = processor.post_process_semantic_segmentation(together, target_sizes=sizes)
         for item, prediction in zip(items, batched):
             alone = model(**processor([item["image"]], return_tensors="pt"))
-            if not torch.equal(processor.post_process_semantic_segmentation(alone, target_sizes=[item["semantic"].shape])[0], prediction):
-                return True
-    return False
+            alone_map = processor.post_process_semantic_segmentation(alone, target_sizes=[item["semantic"].shape])[0]
+            changed += int((alone_map != prediction).sum())
+    return changed >= 500
+
+
+def assert_same_results(got, expected, path: str = "results") -> None:
+    """The same metrics. NOTE: another batch size is another input to the kernels, so the logits may differ by float
+    rounding (~1e-7) and a pixel whose two best classes are that close may flip; on these small images one
+    pixel moves a metric by under 1e-3, while padding one image to another's size changes thousands of pixels."""
+    if isinstance(expected, dict):
+        assert set(got) == set(expected), path
+        for key in expected:
+            assert_same_results(got[key], expected[key], f"{path}.{key}")
+    elif isinstance(expected, list | tuple):
+        assert len(got) == len(expected), path
+        for i, (a, b) in enumerate(zip(got, expected)):
+            assert_same_results(a, b, f"{path}[{i}]")
+    elif isinstance(expected, float) and not isinstance(expected, bool):
+        assert got == pytest.approx(expected, abs=1e-3, nan_ok=True), path
+    else:
+        assert got == expected, path
 
 
 def tiny_folder_model(folder: Path, id2label: dict[int, str]):
@@ -136,7 +155,8 @@ def test_evaluate_script_gives_the_same_metrics_at_any_batch_size(tmp_path, synt
         for batch_size in (1, 3, 5)
     ]
     assert results[0]["semantic"]["mean_iou"] is not None
-    assert results[1] == results[0] and results[2] == results[0]
+    assert_same_results(results[1], results[0])
+    assert_same_results(results[2], results[0])
 
 
 class CroppedPanoptic(SegmentationDataset):
@@ -172,4 +192,5 @@ def test_panoptic_evaluation_does_not_depend_on_batch_size(synthetic_labels):
     assert padding_changes_predictions(model, processor, [dataset[i] for i in range(len(dataset))])
     results = [evaluate_model(model, processor, dataset, batch_size=b, show_progress=False) for b in (1, 2, 5)]
     assert set(results[0]) == {"semantic", "panoptic", "instance"}
-    assert results[1] == results[0] and results[2] == results[0]
+    assert_same_results(results[1], results[0])
+    assert_same_results(results[2], results[0])
