@@ -153,9 +153,10 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def _write_json(path: Path, payload: dict) -> None:
+def write_json(path: Path, payload) -> None:
+    """Written whole or not at all (a temporary file renamed into place)."""
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload) + "\n")
+    temporary.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(temporary, path)
 
 
@@ -182,7 +183,7 @@ def verified_sha256(path: Path, *, progress: bool = True) -> str:
     ):
         return known["sha256"]
     digest = sha256_of(path, progress=progress)
-    _write_json(record, {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": digest})
+    write_json(record, {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": digest})
     return digest
 
 
@@ -239,7 +240,7 @@ def download(
     _validators_path(part).unlink(missing_ok=True)
     if sha256 is not None:
         status = destination.stat()
-        _write_json(_verified_path(destination), {"size": status.st_size, "mtime_ns": status.st_mtime_ns,
+        write_json(_verified_path(destination), {"size": status.st_size, "mtime_ns": status.st_mtime_ns,
                                                   "sha256": sha256})  # fmt: skip
     logger.info("%s: %s bytes from %s, verified", destination.name, f"{destination.stat().st_size:,}", source)
     return destination
@@ -461,7 +462,7 @@ class _Transfer:
                 logger.warning("%s: %s; downloading from the start", self.source, why)
             offset = 0
             self.use_range = True
-            _write_json(_validators_path(self.part), current)
+            write_json(_validators_path(self.part), current)
         self.resumed = self.resumed or offset > 0
         self._receive(response, offset)
 
