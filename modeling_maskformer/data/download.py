@@ -398,6 +398,7 @@ class _Transfer:
 
     def _attempt(self) -> None:
         offset, validators = self.offset, _read_json(_validators_path(self.part))
+        check_free_space(self.part.parent, (self.size - offset) if self.size is not None else 0)
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         if offset and self.use_range:
             headers["Range"] = f"bytes={offset}-"
