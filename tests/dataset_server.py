@@ -56,8 +56,10 @@ class Site:
         self.gzip: set[str] = set()  # Content-Encoding: gzip
         self.redirects: dict[str, str] = {}  # path -> Location
         self.hold: dict[str, threading.Event] = {}  # the body waits for the event after the first byte
-        self.on_bytes: dict[str, tuple[int, Callable[[], None]]] = {}  # call after sending that many bytes, once
+        # once: the action called after sending that many bytes
+        self.on_bytes: dict[str, tuple[int, Callable[[], None]]] = {}
         self.closed = threading.Event()
+        self.connections = 0  # accepted, TLS handshakes included (failed ones too)
 
     def add(self, url: str, payload: bytes) -> None:
         self.files[urlsplit(url).path] = payload
@@ -136,14 +138,20 @@ class FaultHandler(BaseHTTPRequestHandler):
         pass
 
 
+class CountingServer(ThreadingHTTPServer):
+    def get_request(self):
+        self.site.connections += 1
+        return super().get_request()
+
+
 @contextmanager
 def serve(handler=FaultHandler, wrap=None):
     """A threaded server on 127.0.0.1; `wrap` turns its socket into a TLS one. Yields the Site (`site.mirror`)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = CountingServer(("127.0.0.1", 0), handler)
     if wrap is not None:
         server.socket = wrap(server.socket)
     server.site = Site()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     scheme = "https" if wrap is not None else "http"
     server.site.mirror = f"{scheme}://127.0.0.1:{server.server_address[1]}"
@@ -190,7 +198,8 @@ def ade_zip() -> bytes:
             labels[: height // 2] = 3 * i  # ADE class 3i (training id 3i - 1)
             labels[height // 2 :, : width // 2] = 8
             entries[f"ADEChallengeData2016/images/{split}/{prefix}_{i:08d}.jpg"] = encoded(
-                rng.integers(0, 255, (height, width, 3), dtype=np.uint8), "JPEG")
+                rng.integers(0, 255, (height, width, 3), dtype=np.uint8), "JPEG"
+            )
             entries[f"ADEChallengeData2016/annotations/{split}/{prefix}_{i:08d}.png"] = encoded(labels, "PNG")
     names = "\n".join(f"{k}\t0.01\t10\t1\tclass{k};synonym" for k in range(1, 151))
     entries["ADEChallengeData2016/objectInfo150.txt"] = f"Idx\tRatio\tTrain\tVal\tName\n{names}\n".encode()
@@ -219,14 +228,18 @@ def coco_archives() -> dict[str, bytes]:
                 {"id": 5, "category_id": 184, "iscrowd": 0, "area": 640, "bbox": [0, 0, 40, 16]},
                 {"id": 256, "category_id": 1, "iscrowd": 0, "area": 320, "bbox": [0, 16, 20, 16]}]})  # fmt: skip
             if split == "val":
-                images[f"val2017/{stem}.jpg"] = encoded(rng.integers(0, 255, (32, 40, 3), dtype=np.uint8), "JPEG")
+                images[f"val2017/{stem}.jpg"] = encoded(
+                    rng.integers(0, 255, (32, 40, 3), dtype=np.uint8), "JPEG"
+                )
         outer[f"annotations/panoptic_{split}2017.json"] = json.dumps(payload).encode()
         outer[f"annotations/panoptic_{split}2017.zip"] = zip_bytes(pngs)
     return {"annotations": zip_bytes(outer), "validation": zip_bytes(images)}
 
 
 def pinned(archive, payload: bytes, **overrides):
-    return dataclasses.replace(archive, size=len(payload), sha256=hashlib.sha256(payload).hexdigest(), **overrides)
+    return dataclasses.replace(
+        archive, size=len(payload), sha256=hashlib.sha256(payload).hexdigest(), **overrides
+    )
 
 
 def serve_ade(site: Site, monkeypatch) -> bytes:
@@ -235,7 +248,9 @@ def serve_ade(site: Site, monkeypatch) -> bytes:
     payload = ade_zip()
     spec = DATASETS["ade20k"]
     site.add(spec.archives["all"].url, payload)
-    served = dataclasses.replace(spec, archives={"all": pinned(spec.archives["all"], payload)}, split_counts=ADE_COUNTS)
+    served = dataclasses.replace(
+        spec, archives={"all": pinned(spec.archives["all"], payload)}, split_counts=ADE_COUNTS
+    )
     monkeypatch.setitem(DATASETS, "ade20k", served)
     return payload
 

@@ -469,8 +469,12 @@ class _Transfer:
 
     def _not_satisfiable(self, response, offset: int) -> None:
         """HTTP 416 to `Range: bytes=offset-`: the partial file holds the whole file (verified next), the server's
-        copy is shorter than ours (kept; the server is at fault), or the server cannot resume (from 0 once more)."""
+        copy is shorter than ours (kept; the server is at fault), or the server cannot resume: then the whole file
+        is asked for at once, outside the retry budget (a rerun would meet the same 416)."""
         _, total = _content_range(response.headers.get("Content-Range", ""))
+        if not offset:
+            raise _Failed(f"HTTP 416 from {self.source} to a request without Range", transient=False,
+                          advice="check the URL / --mirror")  # fmt: skip
         if total == offset and self.size in (None, total):
             return
         if self.size is None and total is None:
@@ -479,9 +483,10 @@ class _Transfer:
             pinned = f", the pinned archive {self.size:,}" if self.size else ""
             raise _Failed(f"{self.source} answers 416 (Range Not Satisfiable): it has {total:,} bytes{pinned}: an "
                           f"incomplete copy or another file", transient=False, advice="check --mirror")  # fmt: skip
+        logger.warning("%s answers 416 (Range Not Satisfiable) to a resume at byte %s; downloading from the start",
+                       self.source, f"{offset:,}")  # fmt: skip
         self.use_range = False
-        raise _Failed(f"{self.source} answers 416 (Range Not Satisfiable) to a resume at byte {offset:,}; downloading "
-                      f"from the start instead", transient=True)  # fmt: skip
+        self._attempt()
 
     def _receive(self, response, offset: int) -> None:
         """Append the body to `part`, as it arrives; a stall under the low-speed limit ends the attempt."""
