@@ -309,11 +309,11 @@ def test_permanent_answers_fail_at_once_naming_the_redirect_target(
     moved = "/moved/ADEChallengeData2016.zip"
     site.redirects[ADE_URL_PATH] = moved
     line = one_line_error(monkeypatch, capsys, PREPARE, *cli_args(site, tmp_path, "--retries", "3"))
-    assert f"HTTP 404 Not Found from {site.mirror}{moved}" in line and "check the URL / --mirror" in line
+    assert f"from {site.mirror}{moved}: HTTP 404 Not Found" in line and "check the URL / --mirror" in line
     assert site.requests == [(ADE_URL_PATH, None), (moved, None)]  # not retried
     site.answers[moved] = [(403, {})]
     line = one_line_error(monkeypatch, capsys, PREPARE, *cli_args(site, tmp_path, "--retries", "3"))
-    assert f"HTTP 403 Forbidden from {site.mirror}{moved}" in line and "access refused" in line
+    assert f"from {site.mirror}{moved}: HTTP 403 Forbidden" in line and "access refused" in line
     site.add(moved, served_ade)  # the redirect target is fixed: a rerun follows the redirect
     assert prepare_ade(site, tmp_path).splits == ADE_COUNTS
 

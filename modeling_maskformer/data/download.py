@@ -29,6 +29,7 @@ from urllib.parse import urljoin, urlsplit
 import urllib3
 from urllib3.exceptions import (
     HTTPError,
+    InvalidHeader,
     LocationValueError,
     MaxRetryError,
     ProxyError,
@@ -314,17 +315,16 @@ def _connection_failure(error: Exception, url: str, read_timeout: float) -> _Fai
     if isinstance(error, ReadTimeoutError):
         return _Failed(f"no data from {urlsplit(url).hostname} for {read_timeout:.0f} s", transient=True)
     if isinstance(error, (LocationValueError, URLSchemeUnknown)):
-        return _Failed(
-            f"cannot fetch {url} ({error})", transient=False, advice="use an http:// or https:// URL"
-        )
+        return _Failed(f"cannot fetch it ({error})", transient=False, advice="use an http:// or https:// URL")
     if isinstance(error, ResponseError):  # too many redirects
-        return _Failed(f"{url}: {error}", transient=False, advice="check the URL / --mirror")
+        return _Failed(str(error), transient=False, advice="check the URL / --mirror")
     return _Failed(_short(error), transient=True)
 
 
 def _short(error: BaseException) -> str:
-    """urllib3's message without its `HTTPConnection(host=..., port=...): ` prefix."""
-    return re.sub(r"^\w+\(host=[^)]*\):\s*", "", str(error)) or type(error).__name__
+    """urllib3's message without its `HTTPConnection(host=..., port=...): ` prefix or its tuple of arguments."""
+    text = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
+    return re.sub(r"^\w+\(host=[^)]*\):\s*", "", text) or type(error).__name__
 
 
 class _Transfer:
@@ -354,9 +354,9 @@ class _Transfer:
             except _Failed as failure:
                 if not failure.transient:
                     advice = f"; {failure.advice}" if failure.advice else ""
-                    raise DataPreparationError(f"{self.part.name.removesuffix('.part')}: {failure}{advice}"
-                                               f"{_kept(self.part, self.size)}; run the same command again "
-                                               f"after that") from None  # fmt: skip
+                    name, kept = self.part.name.removesuffix(".part"), _kept(self.part, self.size)
+                    raise DataPreparationError(f"{name} from {self.source}: {failure}{advice}{kept}; run the same "
+                                               f"command again after that") from None  # fmt: skip
                 retry = self._next(retry, failure)
 
     def _next(self, retry: Retry, failure: _Failed) -> Retry:
@@ -370,17 +370,20 @@ class _Transfer:
             if not got:
                 raise DataPreparationError(
                     f"cannot download {name} from {self.source} ({failure}; {attempts} attempt(s)){advice}; check "
-                    f"the network (or use --mirror) and run the same command again"
+                    f"the network, or try later or another --mirror, and run the same command again"
                 ) from None
             raise DataPreparationError(
                 f"download of {name} from {self.source} interrupted at {got:,}{f' of {self.size:,}' if self.size else ''}"
                 f" bytes ({failure}; {attempts} attempt(s)){advice}{kept}: run the same command again to resume"
             ) from None
-        wait = retry.get_retry_after(failure.response) if failure.response is not None else None
+        try:
+            wait = retry.get_retry_after(failure.response) if failure.response is not None else None
+        except InvalidHeader:  # a Retry-After that is neither seconds nor a date: the back-off instead
+            wait = None
         why = "the server's Retry-After" if wait is not None else "back-off"
         wait = retry.get_backoff_time() if wait is None else wait
         if wait > self.policy.max_retry_after:
-            raise DataPreparationError(f"{name}: {failure}, and the server asks to wait {wait:.0f} s (Retry-After), "
+            raise DataPreparationError(f"{name} from {self.source}: {failure}, and the server asks to wait {wait:.0f} s (Retry-After), "
                                        f"more than {self.policy.max_retry_after:.0f} s{_kept(self.part, self.size)}: "
                                        f"run the same command again later") from None  # fmt: skip
         logger.warning("%s from %s: %s; retrying in %.0f s (%s), at byte %s, retry %d of %d", name, self.source,
@@ -425,12 +428,12 @@ class _Transfer:
         if status == 416:
             return self._not_satisfiable(response, offset)
         if status not in (200, 206):
-            reason = f"HTTP {status} {response.reason or ''}".rstrip() + f" from {self.source}"
+            reason = f"HTTP {status} {response.reason or ''}".rstrip()
             retryable = self.policy.retry().is_retry("GET", status, "Retry-After" in response.headers)
             raise _Failed(reason, transient=retryable, response=response, advice=_ADVICE.get(status))
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
-            raise _Failed(f"{self.source} sends the archive compressed (Content-Encoding: {encoding}) although it was "
+            raise _Failed(f"the server sends the archive compressed (Content-Encoding: {encoding}) although it was "
                           f"asked for the file as it is (Accept-Encoding: identity), so the bytes are not the archive's",
                           transient=False, advice="configure the mirror to serve .zip files unencoded, or use another "
                                                   "--mirror")  # fmt: skip
@@ -440,18 +443,18 @@ class _Transfer:
             start, total = _content_range(response.headers.get("Content-Range", ""))
             if start != offset:
                 raise _Failed(f"unexpected Content-Range {response.headers.get('Content-Range')!r} from "
-                              f"{self.source} for bytes={offset}-", transient=True)  # fmt: skip
+                              f"the server for bytes={offset}-", transient=True)  # fmt: skip
             if total is not None and size is not None and total != size:
-                raise _Failed(f"{self.source} serves a file of {total:,} bytes, the pinned {name} has {size:,}: not the "
+                raise _Failed(f"the server has a file of {total:,} bytes, the pinned {name} has {size:,}: not the "
                               f"pinned archive", transient=False, advice="check --mirror")  # fmt: skip
             if changed := _changed(stored, current):
                 discard_partial(self.part)
-                raise _Failed(f"the file at {self.source} changed since the partial download ({changed}): the partial "
+                raise _Failed(f"the file changed since the partial download ({changed}): the partial "
                               f"file was removed, starting again from the start", transient=True)  # fmt: skip
         else:
             length = response.headers.get("Content-Length")
             if length is not None and size is not None and int(length) > size:
-                raise _Failed(f"{self.source} serves a file of {int(length):,} bytes, the pinned {name} has {size:,}: "
+                raise _Failed(f"the server has a file of {int(length):,} bytes, the pinned {name} has {size:,}: "
                               f"not the pinned archive", transient=False, advice="check --mirror")  # fmt: skip
             if offset:
                 changed = _changed(stored, current)
@@ -473,7 +476,7 @@ class _Transfer:
         is asked for at once, outside the retry budget (a rerun would meet the same 416)."""
         _, total = _content_range(response.headers.get("Content-Range", ""))
         if not offset:
-            raise _Failed(f"HTTP 416 from {self.source} to a request without Range", transient=False,
+            raise _Failed("HTTP 416 to a request without Range", transient=False,
                           advice="check the URL / --mirror")  # fmt: skip
         if total == offset and self.size in (None, total):
             return
@@ -481,7 +484,7 @@ class _Transfer:
             return  # nothing to compare with: the partial file is taken as complete, as the server says
         if total is not None and total < offset:
             pinned = f", the pinned archive {self.size:,}" if self.size else ""
-            raise _Failed(f"{self.source} answers 416 (Range Not Satisfiable): it has {total:,} bytes{pinned}: an "
+            raise _Failed(f"the server answers 416 (Range Not Satisfiable): it has {total:,} bytes{pinned}: an "
                           f"incomplete copy or another file", transient=False, advice="check --mirror")  # fmt: skip
         logger.warning("%s answers 416 (Range Not Satisfiable) to a resume at byte %s; downloading from the start",
                        self.source, f"{offset:,}")  # fmt: skip
@@ -504,7 +507,7 @@ class _Transfer:
                 if not chunk:
                     break
                 if size is not None and offset + received + len(chunk) > size:
-                    raise _Failed(f"{self.source} sends more than the pinned {size:,} bytes: not the pinned archive",
+                    raise _Failed(f"the server sends more than the pinned {size:,} bytes: not the pinned archive",
                                   transient=False, advice="check --mirror")  # fmt: skip
                 _write(file, chunk, self.part.parent)
                 received += len(chunk)
