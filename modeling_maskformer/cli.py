@@ -7,13 +7,22 @@ A user error (a bad path, a wrong format, a refused pickle, an invalid value) pr
 `<program>: error: <message>`, and exits with status 2, like argparse's own errors. `--debug` anywhere on the
 command line (or `MASKFORMER_DEBUG=1` in the environment, handy under `accelerate launch`) shows the full
 traceback instead. Anything else is a bug and keeps its traceback.
+
+Ctrl-C (SIGINT) and SIGTERM (`kill`, a batch scheduler's stop, a container's shutdown) take the same path: SIGTERM
+raises `Terminated`, a KeyboardInterrupt, in the main thread, so every `finally` and `except KeyboardInterrupt` of
+the program runs (temporary folders removed, partial downloads kept). The program ends with one line,
+`<program>: interrupted[ by SIGTERM][: what was kept and how to go on]`, and the shell's status for the signal:
+130 (SIGINT) or 143 (SIGTERM). The handler is an ordinary `signal.signal` handler for the duration of `run_cli`:
+code that installs its own (the training loop, to save a checkpoint) and restores it afterwards works unchanged.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +40,16 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 DEBUG_FLAG = "--debug"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt (see the module docstring)."""
+
+    signum = signal.SIGTERM
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def debug_requested(argv: list[str]) -> bool:
     return DEBUG_FLAG in argv or os.environ.get("MASKFORMER_DEBUG", "") not in ("", "0")
 
@@ -46,19 +65,28 @@ def one_line(error: BaseException) -> str:
 
 def run_cli(main: Callable[[], Any]) -> Any:
     """Run `main()` (which reads `sys.argv`, with `--debug` removed) and return its result; a user error exits
-    with status 2 and one line on stderr, Ctrl-C with status 130."""
+    with status 2 and one line on stderr, Ctrl-C with status 130, SIGTERM with 143."""
     debug = debug_requested(sys.argv[1:])
     sys.argv = [arg for arg in sys.argv if arg != DEBUG_FLAG]
     program = Path(sys.argv[0]).name
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal.signal works only there
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         return main()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if debug:
             raise
-        print(f"{program}: interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        by = " by SIGTERM" if signum == signal.SIGTERM else ""
+        detail = f": {one_line(interrupt)}" if str(interrupt).strip() else ""
+        print(f"{program}: interrupted{by}{detail}", file=sys.stderr)
+        raise SystemExit(128 + signum) from None
     except USER_ERRORS as error:
         if debug:
             raise
         print(f"{program}: error: {one_line(error)}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        if in_main_thread:
+            # NOTE: None means a handler installed outside Python; SIG_DFL is the closest thing to put back.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -1,5 +1,6 @@
 """scripts/prepare_data.py and `modeling_maskformer.data.prepare` against archives in the official layouts (a few tiny
-images, made here) served from 127.0.0.1 by an HTTP server that honours Range requests and can drop a connection:
+images, made in `dataset_server.py`) served from 127.0.0.1 by an HTTP server that honours Range requests and can drop a
+connection (the other faults a server or a user causes: test_prepare_faults.py):
 the real download, checksum, resume, extraction and layout checks, then the project's loaders, a training run and
 reproduce.py on the result. Also the dead Hub names (`scene_parse_150`) and `datasets`' refusal of loading scripts."""
 
@@ -10,11 +11,7 @@ import hashlib
 import io
 import json
 import re
-import runpy
-import sys
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,151 +20,38 @@ import pytest
 from PIL import Image
 
 from modeling_maskformer.data import build_dataset, load_coco_panoptic_folder, load_hf_dataset
-from modeling_maskformer.data.download import DataPreparationError
+from modeling_maskformer.data.download import DataPreparationError, DownloadPolicy
 from modeling_maskformer.data.prepare import DATASETS, MARKER, SCRIPT_DATASETS, prepare
 
 from builders import save_transformers_checkpoint
+from dataset_server import (
+    ADE_COUNTS,
+    PREPARE,
+    ROOT,
+    ade_zip,
+    encoded,
+    leftovers,
+    one_line_error,
+    pinned,
+    run_script,
+    serve,
+    serve_ade,
+    serve_coco_val,
+    zip_bytes,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-PREPARE = ROOT / "scripts" / "prepare_data.py"
 REPRODUCE = ROOT / "scripts" / "reproduce.py"
-
-
-# ----------------------------------------------------------------------------------------------------------
-# A local HTTP server with Range support.
-# ----------------------------------------------------------------------------------------------------------
-class Site:
-    """What the server serves (path -> bytes), what it was asked (path, Range header), and one-shot drops."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.requests: list[tuple[str, str | None]] = []
-        self.drop_after: dict[str, int] = {}  # path -> bytes sent before the connection is closed, once
-        self.always_drop: dict[str, int] = {}  # the same, on every request
-
-    def add(self, url: str, payload: bytes) -> None:
-        self.files[urlsplit(url).path] = payload
-
-
-class RangeHandler(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        site: Site = self.server.site
-        range_header = self.headers.get("Range")
-        site.requests.append((self.path, range_header))
-        body = site.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        start = 0
-        if range_header:
-            start = int(re.fullmatch(r"bytes=(\d+)-", range_header).group(1))
-            if start >= len(body):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(body)}")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body) - start))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-        drop = site.drop_after.pop(self.path, site.always_drop.get(self.path))
-        self.wfile.write(body[start:] if drop is None else body[start : start + drop])
-        self.wfile.flush()
-        self.close_connection = True
-
-    def log_message(self, *args):  # quiet
-        pass
 
 
 @pytest.fixture
 def site():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    server.site = Site()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    server.site.mirror = f"http://127.0.0.1:{server.server_address[1]}"
-    yield server.site
-    server.shutdown()
-    server.server_close()
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Archives in the official layouts.
-# ----------------------------------------------------------------------------------------------------------
-def encoded(array: np.ndarray, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def zip_bytes(entries: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, payload in entries.items():
-            archive.writestr(name, payload)
-    return buffer.getvalue()
-
-
-ADE_COUNTS = {"train": 3, "validation": 2}
-
-
-def ade_zip() -> bytes:
-    """ADEChallengeData2016.zip as published: images/ and annotations/ per split (ADE_train_00000001.jpg, ...),
-    objectInfo150.txt (tab-separated Idx, Ratio, Train, Val, Name) and sceneCategories.txt."""
-    rng = np.random.default_rng(0)
-    entries = {}
-    for split, prefix in (("training", "ADE_train"), ("validation", "ADE_val")):
-        for i in range(1, ADE_COUNTS["train" if split == "training" else "validation"] + 1):
-            height, width = 40 + 8 * i, 48
-            labels = np.zeros((height, width), np.uint8)  # 0 = other
-            labels[: height // 2] = 3 * i  # ADE class 3i (training id 3i - 1)
-            labels[height // 2 :, : width // 2] = 8
-            entries[f"ADEChallengeData2016/images/{split}/{prefix}_{i:08d}.jpg"] = encoded(
-                rng.integers(0, 255, (height, width, 3), dtype=np.uint8), "JPEG")
-            entries[f"ADEChallengeData2016/annotations/{split}/{prefix}_{i:08d}.png"] = encoded(labels, "PNG")
-    names = "\n".join(f"{k}\t0.01\t10\t1\tclass{k};synonym" for k in range(1, 151))
-    entries["ADEChallengeData2016/objectInfo150.txt"] = f"Idx\tRatio\tTrain\tVal\tName\n{names}\n".encode()
-    entries["ADEChallengeData2016/sceneCategories.txt"] = b"ADE_train_00000001 airport_terminal\n"
-    return zip_bytes(entries)
-
-
-def pinned(archive, payload: bytes, **overrides):
-    return dataclasses.replace(archive, size=len(payload), sha256=hashlib.sha256(payload).hexdigest(), **overrides)
+    with serve() as site:
+        yield site
 
 
 @pytest.fixture
 def served_ade(site, monkeypatch):
-    """The ADE archive on the site; the registry pins its size and SHA-256 (and the split counts) instead of the
-    real archive's, everything else (URL path, layout checks) as for the real one."""
-    payload = ade_zip()
-    spec = DATASETS["ade20k"]
-    site.add(spec.archives["all"].url, payload)
-    served = dataclasses.replace(spec, archives={"all": pinned(spec.archives["all"], payload)}, split_counts=ADE_COUNTS)
-    monkeypatch.setitem(DATASETS, "ade20k", served)
-    return payload
-
-
-def run_script(script: Path, *args: str):
-    return runpy.run_path(str(script))["main"](list(args))
-
-
-def one_line_error(monkeypatch, capsys, script: Path, *args: str) -> str:
-    monkeypatch.setattr(sys, "argv", [script.name, *args])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(script), run_name="__main__")
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2, err
-    lines = [line for line in err.splitlines() if line.startswith(f"{script.name}: error: ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
-
-def leftovers(root: Path) -> list[str]:
-    """Temporary folders, journals and partial downloads left under root."""
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.name.endswith((".tmp", ".part", ".moving.json")))
+    return serve_ade(site, monkeypatch)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -266,7 +150,7 @@ def test_a_dropped_connection_resumes_with_range(site, served_ade, tmp_path):
     path = urlsplit(DATASETS["ade20k"].archives["all"].url).path
     half = len(served_ade) // 2
     site.drop_after[path] = half
-    result = prepare("ade20k", tmp_path, mirror=site.mirror, progress=False, retries=1)
+    result = prepare("ade20k", tmp_path, mirror=site.mirror, progress=False, download_policy=DownloadPolicy(retries=1))
     assert site.requests == [(path, None), (path, f"bytes={half}-")]
     assert result.splits == ADE_COUNTS and (tmp_path / "ADEChallengeData2016" / MARKER).is_file()
 
@@ -332,6 +216,7 @@ def test_the_layout_is_verified_before_anything_moves_into_place(site, tmp_path,
 
 def test_disk_full_is_one_line_and_leaves_nothing(site, served_ade, tmp_path, monkeypatch, capsys):
     from modeling_maskformer.data import download as download_module
+    from modeling_maskformer.data import extract as extract_module
 
     real = download_module.shutil.disk_usage
     monkeypatch.setattr(download_module.shutil, "disk_usage", lambda path: real(path)._replace(free=10))
@@ -351,7 +236,7 @@ def test_disk_full_is_one_line_and_leaves_nothing(site, served_ade, tmp_path, mo
             raise OSError(28, "No space left on device")
         dst.write(src.read())
 
-    monkeypatch.setattr(download_module.shutil, "copyfileobj", copy_then_fail)
+    monkeypatch.setattr(extract_module.shutil, "copyfileobj", copy_then_fail)
     with pytest.raises(DataPreparationError, match="disk full"):
         prepare("ade20k", tmp_path, mirror=site.mirror, progress=False, keep_archives=True)
     assert not (tmp_path / "ADEChallengeData2016").exists() and leftovers(tmp_path) == []
@@ -392,42 +277,8 @@ def test_a_folder_that_is_not_ours_is_not_touched(site, served_ade, tmp_path):
 # ----------------------------------------------------------------------------------------------------------
 # COCO panoptic, val only.
 # ----------------------------------------------------------------------------------------------------------
-def coco_archives() -> dict[str, bytes]:
-    """panoptic_annotations_trainval2017.zip (annotations/panoptic_{train,val}2017.json and the inner
-    annotations/panoptic_{train,val}2017.zip of PNGs) and val2017.zip (val2017/*.jpg), as published."""
-    rng = np.random.default_rng(1)
-    categories = [{"id": 1, "name": "person", "isthing": 1, "supercategory": "person"},
-                  {"id": 184, "name": "tree-merged", "isthing": 0, "supercategory": "plant"}]  # fmt: skip
-    outer, images = {}, {}
-    for split, count in (("train", 1), ("val", 2)):
-        pngs, payload = {}, {"images": [], "annotations": [], "categories": categories}
-        for i in range(count):
-            image_id = 139 + i
-            stem = f"{image_id:012d}"
-            ids = np.zeros((32, 40, 3), np.uint8)
-            ids[:16, :, 0] = 5  # segment id 5 (R + 256 G + 256^2 B)
-            ids[16:, :20, 1] = 1  # segment id 256
-            pngs[f"panoptic_{split}2017/{stem}.png"] = encoded(ids, "PNG")
-            payload["images"].append({"id": image_id, "file_name": f"{stem}.jpg", "height": 32, "width": 40})
-            payload["annotations"].append({"image_id": image_id, "file_name": f"{stem}.png", "segments_info": [
-                {"id": 5, "category_id": 184, "iscrowd": 0, "area": 640, "bbox": [0, 0, 40, 16]},
-                {"id": 256, "category_id": 1, "iscrowd": 0, "area": 320, "bbox": [0, 16, 20, 16]}]})  # fmt: skip
-            if split == "val":
-                images[f"val2017/{stem}.jpg"] = encoded(rng.integers(0, 255, (32, 40, 3), dtype=np.uint8), "JPEG")
-        outer[f"annotations/panoptic_{split}2017.json"] = json.dumps(payload).encode()
-        outer[f"annotations/panoptic_{split}2017.zip"] = zip_bytes(pngs)
-    return {"annotations": zip_bytes(outer), "validation": zip_bytes(images)}
-
-
 def test_coco_panoptic_val_only(site, tmp_path, monkeypatch):
-    spec = DATASETS["coco_panoptic"]
-    payloads = coco_archives()
-    archives = dict(spec.archives)
-    for role, payload in payloads.items():
-        site.add(spec.archives[role].url, payload)
-        archives[role] = pinned(spec.archives[role], payload)
-    monkeypatch.setitem(DATASETS, "coco_panoptic", dataclasses.replace(
-        spec, archives=archives, split_counts={"train": 1, "validation": 2}))  # fmt: skip
+    serve_coco_val(site, monkeypatch)
     result = run_script(PREPARE, "coco_panoptic", "--splits", "val", "--root", str(tmp_path), "--mirror", site.mirror,
                         "--no_progress")  # fmt: skip
     assert result.splits == {"validation": 2}

@@ -1,44 +1,101 @@
-"""Fetching and unpacking dataset archives, for `prepare.py`: an HTTP download that resumes a partial file (Range
-requests), shows a progress bar and checks a pinned size and SHA-256; and a zip extraction that refuses any entry
-that would land outside the target folder. Every failure is a `DataPreparationError` (an OSError) whose first line
-says what happened and that running the same command again continues."""
+"""Fetching dataset archives, for `prepare.py` (the behaviour is described in docs/datasets-download.md).
+
+`download` fetches one archive over HTTP(S) (urllib3) or copies it from a `file:` URL into `NAME.part`, resuming a
+partial file with a Range request (guarded by `If-Range` and the validators stored in `NAME.part.json`); only a
+file whose pinned size and SHA-256 match is renamed to `NAME`. Transient failures (a dropped connection, a timeout,
+a stall under the low-speed limit, HTTP 408/429/5xx) are retried under urllib3's `Retry` policy (back-off,
+`Retry-After`); permanent ones (404, 403, an untrusted certificate, a file that is not the pinned archive) fail at
+once. Every failure is a
+`DataPreparationError` (an OSError) whose one line says what happened, what was kept, and that running the same
+command again continues; Ctrl-C and SIGTERM keep every byte received and say the same.
+"""
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import http.client
+import json
 import logging
 import os
 import re
 import shutil
-import socket
-import stat
-import sys
+import ssl
 import time
-import urllib.error
 import urllib.request
-import zipfile
-import zlib
-from collections.abc import Callable, Iterable
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
-from tqdm.auto import tqdm
+import urllib3
+from urllib3.exceptions import (
+    HTTPError,
+    InvalidHeader,
+    LocationValueError,
+    MaxRetryError,
+    ProxyError,
+    ReadTimeoutError,
+    ResponseError,
+    URLSchemeUnknown,
+)
+from urllib3.util import Retry
+
+from .progress import Progress
 
 logger = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
+# One read: whatever has arrived, up to 64 KiB, written to disk at once (a stall or Ctrl-C keeps it).
+CHUNK = 1 << 16
 USER_AGENT = "modeling_maskformer-prepare-data"
+SCHEMES = ("http", "https", "file")
+MAX_REDIRECTS = 10
+# Answers worth another try: a timeout, rate limiting, a server or gateway error (not 501/505: never going to work).
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524})
+_ADVICE = {
+    401: "the server wants a login: check --mirror",
+    403: "access refused: check the URL / --mirror (or the proxy)",
+    404: "the file is not there: check the URL / --mirror (a mirror must serve the official paths)",
+    410: "the file is gone: check the URL / --mirror (a mirror must serve the official paths)",
+}
 
 
 class DataPreparationError(OSError):
     """A download, check or extraction that failed; the message is one line with the way out."""
 
 
-def progress_bar(*, total: int | None, desc: str, initial: int = 0, enabled: bool = True, unit: str = "B"):
-    """tqdm on stderr; bytes scaled (KB, MB, ...); refreshed at most every 0.5 s."""
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, unit_scale=unit == "B", unit_divisor=1024,
-                file=sys.stderr, mininterval=0.5, disable=not enabled, leave=False)  # fmt: skip
+@dataclass(frozen=True)
+class DownloadPolicy:
+    """How hard `download` tries. A stall is fewer than `low_speed_limit` bytes/s on average over `low_speed_time`
+    seconds (curl's --speed-limit / --speed-time; 0 turns it off), no byte at all for that long included; it ends the
+    attempt like a dropped connection. `retries` counts every retried attempt of one call; the waits between them are
+    urllib3's exponential back-off (0, 2, 4, 8 ... s times `backoff_factor`, at most `backoff_max`) or the server's
+    `Retry-After`, which is honoured up to `max_retry_after` seconds (a longer one ends the call)."""
+
+    retries: int = 5
+    timeout: float = 60.0  # connecting, and waiting for a byte (shortened to low_speed_time when that is on)
+    low_speed_limit: int = 1024
+    low_speed_time: float = 60.0
+    backoff_factor: float = 1.0
+    backoff_max: float = 30.0
+    max_retry_after: float = 600.0
+
+    def __post_init__(self):
+        for name in ("retries", "low_speed_limit", "backoff_factor", "backoff_max", "max_retry_after"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"download policy: {name} must be >= 0, got {getattr(self, name)}")
+        for name in ("timeout", "low_speed_time"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"download policy: {name} must be > 0, got {getattr(self, name)}")
+
+    def retry(self) -> Retry:
+        """The retry budget and back-off of one `download` call (statuses in TRANSIENT_STATUSES, and 413/429/503
+        with a Retry-After, are retried; the waits come from `get_backoff_time` / `get_retry_after`)."""
+        return Retry(total=self.retries, connect=None, read=None, redirect=None, status=None, other=None,
+                     status_forcelist=TRANSIENT_STATUSES, backoff_factor=self.backoff_factor,
+                     backoff_max=self.backoff_max, respect_retry_after_header=True)  # fmt: skip
+
+    @property
+    def read_timeout(self) -> float:
+        return min(self.timeout, self.low_speed_time) if self.low_speed_limit else self.timeout
 
 
 def disk_full(path: Path, needed: int | None = None) -> DataPreparationError:
@@ -48,6 +105,17 @@ def disk_full(path: Path, needed: int | None = None) -> DataPreparationError:
                                 f"--root) and run the same command again")  # fmt: skip
 
 
+def _write(file, chunk: bytes, folder: Path) -> None:
+    """Write and flush (the bytes reach the file system as they arrive); a full disk is a DataPreparationError."""
+    try:
+        file.write(chunk)
+        file.flush()
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise disk_full(folder) from error
+        raise
+
+
 def check_free_space(folder: Path, needed: int) -> None:
     if needed > 0 and shutil.disk_usage(folder).free < needed:
         raise disk_full(folder, needed)
@@ -55,16 +123,90 @@ def check_free_space(folder: Path, needed: int) -> None:
 
 def sha256_of(path: Path, *, progress: bool = True) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as file, progress_bar(total=path.stat().st_size, desc=f"checking {path.name}",
-                                               enabled=progress) as bar:  # fmt: skip
-        while chunk := file.read(CHUNK):
+    with open(path, "rb") as file, Progress(total=path.stat().st_size, desc=f"checking {path.name}",
+                                            bar=progress) as bar:  # fmt: skip
+        while chunk := file.read(1 << 20):
             digest.update(chunk)
             bar.update(len(chunk))
     return digest.hexdigest()
 
 
-# Transient network failures: retried, then reported as an interrupted download that a rerun resumes.
-_TRANSIENT = (ConnectionError, TimeoutError, socket.timeout, http.client.HTTPException, urllib.error.URLError)
+# --------------------------------------------------------------------------------------------------
+# Files beside a download: the partial file's validators, the finished file's checksum record.
+
+
+def partial_path(destination: Path) -> Path:
+    return destination.with_name(destination.name + ".part")
+
+
+def _validators_path(part: Path) -> Path:
+    return part.with_name(part.name + ".json")
+
+
+def _verified_path(destination: Path) -> Path:
+    return destination.with_name(destination.name + ".verified.json")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # absent, or cut short by a crash: as if absent
+        return {}
+
+
+def write_json(path: Path, payload) -> None:
+    """Written whole or not at all (a temporary file renamed into place)."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def discard_partial(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _validators_path(part).unlink(missing_ok=True)
+
+
+def remove_download(destination: Path) -> None:
+    """Delete a finished download and its checksum record."""
+    destination.unlink(missing_ok=True)
+    _verified_path(destination).unlink(missing_ok=True)
+
+
+def verified_sha256(path: Path, *, progress: bool = True) -> str:
+    """The SHA-256 of `path`, computed once per version of the file: the result is recorded beside it, keyed by
+    size and modification time, so a rerun does not read gigabytes again."""
+    record, status = _verified_path(path), path.stat()
+    known = _read_json(record)
+    if (
+        known.get("size") == status.st_size
+        and known.get("mtime_ns") == status.st_mtime_ns
+        and "sha256" in known
+    ):
+        return known["sha256"]
+    digest = sha256_of(path, progress=progress)
+    write_json(record, {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": digest})
+    return digest
+
+
+def _kept(part: Path, size: int | None) -> str:
+    got = part.stat().st_size if part.exists() else 0
+    if not got:
+        return ""
+    return f"; {got:,}{f' of {size:,}' if size else ''} bytes are kept in {part}"
+
+
+# --------------------------------------------------------------------------------------------------
+# One download.
+
+
+def check_url(url: str) -> None:
+    """A URL this module can fetch: http(s) with a host, or file."""
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES:
+        why = f"unsupported scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+        raise DataPreparationError(f"{url}: {why}; use an http://, https:// or file:// URL")
+    if parts.scheme != "file" and not parts.hostname:
+        raise DataPreparationError(f"{url}: no host name; use an http://, https:// or file:// URL")
 
 
 def download(
@@ -73,179 +215,358 @@ def download(
     *,
     size: int | None,
     sha256: str | None,
-    retries: int = 3,
+    policy: DownloadPolicy | None = None,
     progress: bool = True,
-    timeout: float = 60.0,
 ) -> Path:
-    """`url` into `destination`, verified. The bytes go to `destination.part` first, which a later call (or a retry
-    after a dropped connection) continues with an HTTP Range request; only a file whose size and SHA-256 match is
-    renamed to `destination`. A checksum mismatch deletes the partial file (it cannot be resumed into the right
-    one). An existing `destination` of the pinned size was verified when it was written and is returned as it is."""
-    if destination.is_file():
-        if size is None or destination.stat().st_size == size:
-            return destination
-        logger.warning("%s: %s bytes, not the pinned %s: downloading it again", destination,
-                       f"{destination.stat().st_size:,}", f"{size:,}")  # fmt: skip
-        destination.unlink()
+    """`url` into `destination`, verified; the partial file `destination.part` is resumed. An existing `destination`
+    of the pinned size is trusted once its SHA-256 matches (recorded beside it, see `verified_sha256`); one that does
+    not match is downloaded again. A checksum mismatch after a resumed download (a stale partial file from another
+    copy of the archive) restarts from byte 0 once; any other mismatch deletes the file and fails."""
+    policy = policy or DownloadPolicy()
+    check_url(url)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    part = destination.with_name(destination.name + ".part")
-    for attempt in range(retries + 1):
-        try:
-            _fetch(url, part, size=size, progress=progress, timeout=timeout)
-            break
-        except urllib.error.HTTPError as error:
-            if error.code < 500 or attempt == retries:
-                raise DataPreparationError(f"{url}: HTTP {error.code} {error.reason}") from error
-            reason = f"HTTP {error.code}"
-        except _TRANSIENT as error:
-            if attempt == retries:
-                got = part.stat().st_size if part.exists() else 0
-                total = f" of {size:,}" if size else ""
-                if got == 0:
-                    raise DataPreparationError(
-                        f"cannot download {url} ({type(error).__name__}: {error}); check the network (or use --mirror) "
-                        f"and run the same command again"
-                    ) from error
-                raise DataPreparationError(
-                    f"download of {url} interrupted at {got:,}{total} bytes ({type(error).__name__}: {error}); run "
-                    f"the same command again to resume from there"
-                ) from error
-            reason = f"{type(error).__name__}: {error}"
-        wait = min(2.0**attempt, 10.0)
-        logger.warning("download of %s interrupted (%s); resuming in %.0f s", url, reason, wait)
-        time.sleep(wait)
-    received = part.stat().st_size
-    if size is not None and received != size:
-        part.unlink()
-        raise DataPreparationError(f"{url}: got {received:,} bytes, expected {size:,} (the pinned size); the file was "
-                                   f"removed: run the same command again, or check the URL / --mirror")  # fmt: skip
-    if sha256 is None:
-        logger.warning("%s: no pinned SHA-256, only its size was checked", destination.name)
-    else:
-        actual = sha256_of(part, progress=progress)
-        if actual != sha256:
-            part.unlink()
-            raise DataPreparationError(
-                f"{destination.name}: SHA-256 mismatch (expected {sha256}, got {actual}): not the pinned archive, so "
-                f"it was removed; run the same command again, or check the URL / --mirror"
-            )
+    part = partial_path(destination)
+    try:
+        if _trusted(destination, size=size, sha256=sha256, progress=progress):
+            return destination
+        source = _fetch_verified(url, part, size=size, sha256=sha256, policy=policy, progress=progress)
+    except KeyboardInterrupt as interrupt:
+        got = part.stat().st_size if part.exists() else 0
+        if not got:
+            raise type(interrupt)(f"{destination.name}: interrupted before any byte was downloaded: run the same "
+                                  f"command again") from interrupt  # fmt: skip
+        raise type(interrupt)(f"{destination.name}: download interrupted at {got:,}{f' of {size:,}' if size else ''} "
+                              f"bytes, kept in {part}: run the same command again to resume") from interrupt  # fmt: skip
     os.replace(part, destination)
+    _validators_path(part).unlink(missing_ok=True)
+    if sha256 is not None:
+        status = destination.stat()
+        write_json(_verified_path(destination), {"size": status.st_size, "mtime_ns": status.st_mtime_ns,
+                                                  "sha256": sha256})  # fmt: skip
+    logger.info("%s: %s bytes from %s, verified", destination.name, f"{destination.stat().st_size:,}", source)
     return destination
 
 
-def _fetch(url: str, part: Path, *, size: int | None, progress: bool, timeout: float) -> None:
-    """Download the rest of `url` onto `part` (all of it when `part` is absent or the server ignores Range)."""
-    offset = part.stat().st_size if part.exists() else 0
-    if size is not None and offset > size:  # not a prefix of the pinned file
-        part.unlink()
-        offset = 0
-    if size is not None and offset == size:
-        return
-    check_free_space(part.parent, (size - offset) if size is not None else 0)
-    headers = {"User-Agent": USER_AGENT, **({"Range": f"bytes={offset}-"} if offset else {})}
-    try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
-    except urllib.error.HTTPError as error:
-        if error.code == 416 and size is None:  # the partial file already holds everything the server has
-            return
-        raise
-    with response:
-        if offset and response.status != 206:
-            logger.warning("%s: the server ignored the Range request; downloading from the start", url)
+def _trusted(destination: Path, *, size: int | None, sha256: str | None, progress: bool) -> bool:
+    """Whether a finished download already in place is the pinned archive; one that is not is removed."""
+    if not destination.is_file():
+        return False
+    found = destination.stat().st_size
+    if size is not None and found != size:
+        logger.warning(
+            "%s: %s bytes, not the pinned %s: downloading it again", destination, f"{found:,}", f"{size:,}"
+        )
+    elif sha256 is None or verified_sha256(destination, progress=progress) == sha256:
+        return True
+    else:
+        logger.warning(
+            "%s: the pinned size but not the pinned SHA-256 (%s): downloading it again", destination, sha256
+        )
+    remove_download(destination)
+    return False
+
+
+def _fetch_verified(url: str, part: Path, *, size, sha256, policy: DownloadPolicy, progress: bool) -> str:
+    """Complete `part` and check its SHA-256, restarting once from byte 0 when a resumed file does not match.
+    Returns where the bytes came from (after redirects)."""
+    name = part.name.removesuffix(".part")
+    for restarted in (False, True):
+        transfer = _Transfer(url, part, size=size, policy=policy, progress=progress)
+        transfer.run()
+        if sha256 is None:
+            logger.warning("%s: no pinned SHA-256, only its size was checked", name)
+            return transfer.source
+        actual = sha256_of(part, progress=progress)
+        if actual == sha256:
+            return transfer.source
+        discard_partial(part)
+        if not transfer.resumed or restarted:
+            raise DataPreparationError(
+                f"{name}: SHA-256 mismatch (expected {sha256}, got {actual}) for the file from {transfer.source}: "
+                f"not the pinned archive, so it was removed; check the URL / --mirror and run the same command again"
+            )
+        logger.warning("%s: SHA-256 mismatch after resuming a partial download: the partial file was stale (from "
+                       "another copy of the archive); downloading it again from the start", name)  # fmt: skip
+    raise AssertionError("unreachable")
+
+
+class _Failed(Exception):
+    """One attempt that failed: the reason (for the messages), whether another attempt may help, and the answer
+    (for its Retry-After)."""
+
+    def __init__(self, reason: str, *, transient: bool, response=None, advice: str | None = None):
+        super().__init__(reason)
+        self.transient, self.response, self.advice = transient, response, advice
+
+
+def _connection_failure(error: Exception, url: str, read_timeout: float) -> _Failed:
+    """An urllib3 error before or while reading an answer, classified: an untrusted certificate, a URL urllib3
+    cannot fetch and too many redirects are permanent; the rest (refused, reset, timed out, proxy) transient."""
+    if isinstance(error, MaxRetryError) and error.reason is not None:
+        error = error.reason
+    causes = [error, *error.args, error.__cause__, error.__context__]
+    if certificate := next((c for c in causes if isinstance(c, ssl.SSLCertVerificationError)), None):
+        return _Failed(f"untrusted TLS certificate at {urlsplit(url).hostname} ({certificate.verify_message})",
+                       transient=False, advice="if a proxy or the mirror signs with its own certificate authority, "
+                                               "point SSL_CERT_FILE at that CA bundle")  # fmt: skip
+    if isinstance(error, ProxyError):
+        return _Failed(f"cannot go through the proxy ({_short(error.original_error)})", transient=True,
+                       advice="check the proxy settings (https_proxy / http_proxy / no_proxy)")  # fmt: skip
+    if isinstance(error, ReadTimeoutError):
+        return _Failed(f"no data from {urlsplit(url).hostname} for {read_timeout:.0f} s", transient=True)
+    if isinstance(error, (LocationValueError, URLSchemeUnknown)):
+        return _Failed(f"cannot fetch it ({error})", transient=False, advice="use an http:// or https:// URL")
+    if isinstance(error, ResponseError):  # too many redirects
+        return _Failed(str(error), transient=False, advice="check the URL / --mirror")
+    return _Failed(_short(error), transient=True)
+
+
+def _short(error: BaseException) -> str:
+    """urllib3's message without its `HTTPConnection(host=..., port=...): ` prefix or its tuple of arguments."""
+    text = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
+    return re.sub(r"^\w+\(host=[^)]*\):\s*", "", text) or type(error).__name__
+
+
+class _Transfer:
+    """Bring `part` up to the whole file at `url`, over as many attempts as the policy allows."""
+
+    def __init__(self, url: str, part: Path, *, size: int | None, policy: DownloadPolicy, progress: bool):
+        self.url, self.part, self.size, self.policy, self.progress = url, part, size, policy, progress
+        self.source = url  # where the bytes came from last (the redirect target), for messages
+        self.use_range = True
+        self.resumed = part.exists() and part.stat().st_size > 0  # some bytes predate this call, or a resume
+
+    @property
+    def offset(self) -> int:
+        return self.part.stat().st_size if self.part.exists() else 0
+
+    def run(self) -> None:
+        if urlsplit(self.url).scheme == "file":
+            return self._copy_local()
+        retry = self.policy.retry()
+        while True:
+            if self.size is not None and self.offset > self.size:  # not a prefix of the pinned file
+                discard_partial(self.part)
+            if self.size is not None and self.offset == self.size:
+                return
+            try:
+                return self._attempt()
+            except _Failed as failure:
+                if not failure.transient:
+                    advice = f"; {failure.advice}" if failure.advice else ""
+                    name, kept = self.part.name.removesuffix(".part"), _kept(self.part, self.size)
+                    raise DataPreparationError(f"{name} from {self.source}: {failure}{advice}{kept}; run the same "
+                                               f"command again after that") from None  # fmt: skip
+                retry = self._next(retry, failure)
+
+    def _next(self, retry: Retry, failure: _Failed) -> Retry:
+        """Count the failure against the budget and wait (Retry-After, or the back-off), or give up."""
+        name, attempts = self.part.name.removesuffix(".part"), len(retry.history) + 1
+        try:
+            retry = retry.increment("GET", self.url, response=failure.response, error=None)
+        except MaxRetryError:
+            kept, got = _kept(self.part, self.size), self.offset
+            advice = f"; {failure.advice}" if failure.advice else ""
+            if not got:
+                raise DataPreparationError(
+                    f"cannot download {name} from {self.source} ({failure}; {attempts} attempt(s)){advice}; check "
+                    f"the network, or try later or another --mirror, and run the same command again"
+                ) from None
+            raise DataPreparationError(
+                f"download of {name} from {self.source} interrupted at {got:,}{f' of {self.size:,}' if self.size else ''}"
+                f" bytes ({failure}; {attempts} attempt(s)){advice}{kept}: run the same command again to resume"
+            ) from None
+        try:
+            wait = retry.get_retry_after(failure.response) if failure.response is not None else None
+        except InvalidHeader:  # a Retry-After that is neither seconds nor a date: the back-off instead
+            wait = None
+        why = "the server's Retry-After" if wait is not None else "back-off"
+        wait = retry.get_backoff_time() if wait is None else wait
+        if wait > self.policy.max_retry_after:
+            raise DataPreparationError(f"{name} from {self.source}: {failure}, and the server asks to wait {wait:.0f} s (Retry-After), "
+                                       f"more than {self.policy.max_retry_after:.0f} s{_kept(self.part, self.size)}: "
+                                       f"run the same command again later") from None  # fmt: skip
+        logger.warning("%s from %s: %s; retrying in %.0f s (%s), at byte %s, retry %d of %d", name, self.source,
+                       failure, wait, why, f"{self.offset:,}", attempts, self.policy.retries)  # fmt: skip
+        time.sleep(wait)
+        return retry
+
+    def _pool(self) -> urllib3.PoolManager:
+        # NOTE: urllib3 leaves the proxy variables (http_proxy, https_proxy, no_proxy) alone; they are read as
+        # urllib.request reads them.
+        proxy = urllib.request.getproxies().get(urlsplit(self.url).scheme)
+        if proxy and not urllib.request.proxy_bypass(urlsplit(self.url).hostname or ""):
+            return urllib3.ProxyManager(proxy)
+        return urllib3.PoolManager()
+
+    def _attempt(self) -> None:
+        offset, validators = self.offset, _read_json(_validators_path(self.part))
+        check_free_space(self.part.parent, (self.size - offset) if self.size is not None else 0)
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        if offset and self.use_range:
+            headers["Range"] = f"bytes={offset}-"
+            if validators.get("url") == self.url and (if_range := _if_range(validators)):
+                headers["If-Range"] = if_range
+        # Redirects only: every other failure comes back here and is retried (or not) by `run`.
+        per_request = Retry(total=None, connect=0, read=0, status=0, other=0, redirect=MAX_REDIRECTS,
+                            respect_retry_after_header=False)  # fmt: skip
+        timeout = urllib3.Timeout(connect=self.policy.timeout, read=self.policy.read_timeout)
+        try:
+            response = self._pool().request("GET", self.url, headers=headers, retries=per_request, timeout=timeout,
+                                            preload_content=False, decode_content=False)  # fmt: skip
+        except HTTPError as error:
+            raise _connection_failure(error, self.source, self.policy.read_timeout) from error
+        try:
+            self._answer(response, offset if "Range" in headers else 0, validators)
+        finally:
+            response.close()  # NOTE: not drained: an unread body (an error page, a refused encoding) is dropped
+
+    def _answer(self, response, offset: int, stored: dict) -> None:
+        redirects = [h for h in response.retries.history if h.redirect_location] if response.retries else []
+        self.source = urljoin(redirects[-1].url, redirects[-1].redirect_location) if redirects else self.url
+        status, size, name = response.status, self.size, self.part.name.removesuffix(".part")
+        if status == 416:
+            return self._not_satisfiable(response, offset)
+        if status not in (200, 206):
+            reason = f"HTTP {status} {response.reason or ''}".rstrip()
+            retryable = self.policy.retry().is_retry("GET", status, "Retry-After" in response.headers)
+            raise _Failed(reason, transient=retryable, response=response, advice=_ADVICE.get(status))
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise _Failed(f"the server sends the archive compressed (Content-Encoding: {encoding}) although it was "
+                          f"asked for the file as it is (Accept-Encoding: identity), so the bytes are not the archive's",
+                          transient=False, advice="configure the mirror to serve .zip files unencoded, or use another "
+                                                  "--mirror")  # fmt: skip
+        current = {"url": self.url, "etag": response.headers.get("ETag"),
+                   "last_modified": response.headers.get("Last-Modified")}  # fmt: skip
+        if status == 206:
+            start, total = _content_range(response.headers.get("Content-Range", ""))
+            if start != offset:
+                raise _Failed(f"unexpected Content-Range {response.headers.get('Content-Range')!r} from "
+                              f"the server for bytes={offset}-", transient=True)  # fmt: skip
+            if total is not None and size is not None and total != size:
+                raise _Failed(f"the server has a file of {total:,} bytes, the pinned {name} has {size:,}: not the "
+                              f"pinned archive", transient=False, advice="check --mirror")  # fmt: skip
+            if changed := _changed(stored, current):
+                discard_partial(self.part)
+                raise _Failed(f"the file changed since the partial download ({changed}): the partial "
+                              f"file was removed, starting again from the start", transient=True)  # fmt: skip
+        else:
+            length = response.headers.get("Content-Length")
+            if length is not None and size is not None and int(length) > size:
+                raise _Failed(f"the server has a file of {int(length):,} bytes, the pinned {name} has {size:,}: "
+                              f"not the pinned archive", transient=False, advice="check --mirror")  # fmt: skip
+            if offset:
+                changed = _changed(stored, current)
+                why = (
+                    f"the file changed since the partial download ({changed})"
+                    if changed
+                    else "the server ignored Range"
+                )
+                logger.warning("%s: %s; downloading from the start", self.source, why)
             offset = 0
-        elif offset and not re.match(rf"bytes {offset}-", response.headers.get("Content-Range", "")):
-            raise http.client.HTTPException(f"unexpected Content-Range {response.headers.get('Content-Range')!r}")
-        length = response.headers.get("Content-Length")
-        expected = int(length) if length is not None else None
-        received = 0
-        total = size if size is not None else (offset + expected if expected is not None else None)
-        with open(part, "ab" if offset else "wb") as file, progress_bar(
-            total=total, initial=offset, desc=part.name.removesuffix(".part"), enabled=progress
+            self.use_range = True
+            write_json(_validators_path(self.part), current)
+        self.resumed = self.resumed or offset > 0
+        self._receive(response, offset)
+
+    def _not_satisfiable(self, response, offset: int) -> None:
+        """HTTP 416 to `Range: bytes=offset-`: the partial file holds the whole file (verified next), the server's
+        copy is shorter than ours (kept; the server is at fault), or the server cannot resume: then the whole file
+        is asked for at once, outside the retry budget (a rerun would meet the same 416)."""
+        _, total = _content_range(response.headers.get("Content-Range", ""))
+        if not offset:
+            raise _Failed("HTTP 416 to a request without Range", transient=False,
+                          advice="check the URL / --mirror")  # fmt: skip
+        if total == offset and self.size in (None, total):
+            return
+        if self.size is None and total is None:
+            return  # nothing to compare with: the partial file is taken as complete, as the server says
+        if total is not None and total < offset:
+            pinned = f", the pinned archive {self.size:,}" if self.size else ""
+            raise _Failed(f"the server answers 416 (Range Not Satisfiable): it has {total:,} bytes{pinned}: an "
+                          f"incomplete copy or another file", transient=False, advice="check --mirror")  # fmt: skip
+        logger.warning("%s answers 416 (Range Not Satisfiable) to a resume at byte %s; downloading from the start",
+                       self.source, f"{offset:,}")  # fmt: skip
+        self.use_range = False
+        self._attempt()
+
+    def _receive(self, response, offset: int) -> None:
+        """Append the body to `part`, as it arrives; a stall under the low-speed limit ends the attempt."""
+        limit, window = self.policy.low_speed_limit, self.policy.low_speed_time
+        received, size = 0, self.size
+        with open(self.part, "ab" if offset else "wb") as file, Progress(
+            total=size, initial=offset, desc=self.part.name.removesuffix(".part"), bar=self.progress
         ) as bar:  # fmt: skip
-            while chunk := response.read(CHUNK):
+            window_start, window_bytes = time.monotonic(), 0
+            while True:
                 try:
-                    file.write(chunk)
-                except OSError as error:
-                    if error.errno == errno.ENOSPC:
-                        raise disk_full(part.parent) from error
-                    raise
+                    chunk = response.read1(CHUNK)
+                except HTTPError as error:
+                    raise _connection_failure(error, self.source, self.policy.read_timeout) from error
+                if not chunk:
+                    break
+                if size is not None and offset + received + len(chunk) > size:
+                    raise _Failed(f"the server sends more than the pinned {size:,} bytes: not the pinned archive",
+                                  transient=False, advice="check --mirror")  # fmt: skip
+                _write(file, chunk, self.part.parent)
                 received += len(chunk)
+                window_bytes += len(chunk)
                 bar.update(len(chunk))
-        if expected is not None and received < expected:
-            raise ConnectionError(f"the connection closed after {received:,} of {expected:,} bytes")
+                now = time.monotonic()
+                if limit and now - window_start >= window:
+                    if window_bytes < limit * (now - window_start):
+                        raise _Failed(f"too slow: {window_bytes:,} bytes in {now - window_start:.0f} s, under the "
+                                      f"low-speed limit of {limit:,} bytes/s", transient=True,
+                                      advice="a slow but steady server can be allowed with --low_speed_limit 0")  # fmt: skip
+                    window_start, window_bytes = now, 0
+        if size is not None and offset + received < size:
+            raise _Failed(f"the connection closed at byte {offset + received:,} of {size:,}", transient=True)
+
+    def _copy_local(self) -> None:
+        """A `file:` URL: copy the file (resuming like a Range request) after checking its size."""
+        source = Path(urllib.request.url2pathname(urlsplit(self.url).path))
+        name = self.part.name.removesuffix(".part")
+        if not source.is_file():
+            raise DataPreparationError(f"{name}: no file {source} (from {self.url}); a mirror folder must hold the "
+                                       f"official paths: check --mirror and run the same command again")  # fmt: skip
+        found = source.stat().st_size
+        if self.size is not None and found != self.size:
+            raise DataPreparationError(f"{name}: {source} has {found:,} bytes, the pinned archive {self.size:,}: not "
+                                       f"the pinned archive; check --mirror and run the same command again")  # fmt: skip
+        offset = self.offset if self.offset <= found else 0
+        check_free_space(self.part.parent, found - offset)
+        with open(source, "rb") as src, open(self.part, "ab" if offset else "wb") as dst, Progress(
+            total=found, initial=offset, desc=name, bar=self.progress
+        ) as bar:  # fmt: skip
+            src.seek(offset)
+            while chunk := src.read(1 << 20):
+                _write(dst, chunk, self.part.parent)
+                bar.update(len(chunk))
 
 
-# --------------------------------------------------------------------------------------------------
-# Extraction.
+def _content_range(value: str) -> tuple[int | None, int | None]:
+    """`bytes START-END/TOTAL` or `bytes */TOTAL` -> (START, TOTAL), None where absent or `*`."""
+    match = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", value)
+    if match is None:
+        return None, None
+    start, total = match.groups()
+    return (int(start) if start else None), (int(total) if total and total != "*" else None)
 
 
-def _unsafe_reason(info: zipfile.ZipInfo) -> str | None:
-    """Why an entry must not be extracted: an absolute path, a `..` component, a symbolic link."""
-    name = info.filename
-    parts = re.split(r"[/\\]", name)
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        return "an absolute path"
-    if ".." in parts:
-        return "a '..' component"
-    if stat.S_ISLNK(info.external_attr >> 16):
-        return "a symbolic link"
+def _if_range(validators: dict) -> str | None:
+    """A strong ETag, else the Last-Modified date (weak ETags cannot be used in If-Range)."""
+    etag = validators.get("etag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return validators.get("last_modified")
+
+
+def _changed(stored: dict, current: dict) -> str | None:
+    """How the server's file differs from the one the partial file came from (same URL, validators known)."""
+    if stored.get("url") != current["url"]:
+        return None
+    for key, label in (("etag", "ETag"), ("last_modified", "Last-Modified")):
+        if stored.get(key) and current.get(key):
+            return f"{label} {stored[key]} -> {current[key]}" if stored[key] != current[key] else None
     return None
-
-
-def check_members(archive: zipfile.ZipFile, source: Path, root: Path) -> None:
-    """Refuse the whole archive when any entry is unsafe or would resolve outside `root` (nothing is written)."""
-    resolved = root.resolve()
-    for info in archive.infolist():
-        reason = _unsafe_reason(info)
-        if reason is None and not (resolved / PurePosixPath(info.filename)).resolve().is_relative_to(resolved):
-            reason = "a path outside the target folder"
-        if reason is not None:
-            raise DataPreparationError(f"{source}: refusing to extract: entry {info.filename!r} is {reason}")
-
-
-def extract_zip(
-    source: Path,
-    root: Path,
-    *,
-    select: Callable[[str], bool] = lambda name: True,
-    rename: Callable[[str], str] = lambda name: name,
-    progress: bool = True,
-) -> list[str]:
-    """Extract the entries of `source` that `select` keeps into `root` (under `rename(name)`), after checking every
-    entry of the archive. Returns the names written. A damaged or truncated archive (bad header, CRC mismatch) and a
-    full disk are `DataPreparationError`s; what was written so far stays under `root`, which the caller discards."""
-    written = []
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        with zipfile.ZipFile(source) as archive:
-            check_members(archive, source, root)
-            members = [i for i in archive.infolist() if not i.is_dir() and select(i.filename)]
-            check_free_space(root, sum(i.file_size for i in members))
-            with progress_bar(total=sum(i.file_size for i in members), desc=f"extracting {source.name}",
-                              enabled=progress) as bar:  # fmt: skip
-                for info in members:
-                    name = rename(info.filename)
-                    target = root / PurePosixPath(name)
-                    if not target.resolve().is_relative_to(root.resolve()):  # rename() must not escape either
-                        raise DataPreparationError(f"{source}: entry {info.filename!r} renamed outside the target")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with archive.open(info) as src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst, CHUNK)
-                    written.append(name)
-                    bar.update(info.file_size)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
-        raise DataPreparationError(f"{source}: damaged or truncated zip archive ({error}); delete it and download "
-                                   f"it again") from error  # fmt: skip
-    except OSError as error:
-        if error.errno == errno.ENOSPC:
-            raise disk_full(root) from error
-        raise
-    return written
-
-
-def zip_names(source: Path) -> Iterable[str]:
-    try:
-        with zipfile.ZipFile(source) as archive:
-            return archive.namelist()
-    except (zipfile.BadZipFile, EOFError) as error:
-        raise DataPreparationError(f"{source}: damaged or truncated zip archive ({error})") from error

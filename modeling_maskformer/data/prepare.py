@@ -7,11 +7,13 @@ extract them safely and leave a folder that `loaders.py` reads. `scripts/prepare
     result = prepare("coco_panoptic", "data", splits=["validation"])   # data/coco: val2017 + panoptic val PNGs
     result = prepare("cityscapes", "data", archives=["gtFine_trainvaltest.zip", "leftImg8bit_trainvaltest.zip"])
 
-What is prepared goes through a temporary sibling folder (`ROOT/.NAME-*.tmp`): extracted, its layout checked (image
+One call at a time per root: a second one stops at once with a line naming the first (`ROOT/.maskformer-prepare.lock`,
+held with filelock). What is prepared goes through a temporary sibling folder (`ROOT/.NAME-*.tmp`): extracted, its layout checked (image
 count per split, every annotation paired with its image), then renamed into place, and recorded last in
 `FOLDER/.maskformer-prepared.json`. A second call finds that record and does nothing. A call that fails (checksum,
 truncated archive, full disk, dropped connection) leaves nothing half-extracted in place, and the next call
-finishes the job (a partial download resumes). Old Hub names whose loading scripts `datasets` no longer runs
+finishes the job (a partial download resumes; docs/datasets-download.md says how downloads resume, retry and give
+up). Ctrl-C or SIGTERM removes the temporary folder, keeps every downloaded byte and says so. Old Hub names whose loading scripts `datasets` no longer runs
 (`scene_parse_150`) resolve to the prepared folder (`resolve_name`).
 """
 
@@ -22,22 +24,31 @@ import logging
 import os
 import re
 import shutil
+import socket
+import sys
 import tempfile
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import numpy as np
+from filelock import FileLock, Timeout
 from PIL import Image
 
-from .download import DataPreparationError, download, extract_zip, progress_bar
+from .download import DataPreparationError, DownloadPolicy, check_url, download, remove_download, write_json
+from .extract import extract_zip
+from .progress import Progress
 
 logger = logging.getLogger(__name__)
 
 DATA_ROOT_ENV = "MASKFORMER_DATA"
 MIRROR_ENV = "MASKFORMER_DATA_MIRROR"
 MARKER = ".maskformer-prepared.json"
+LOCK = ".maskformer-prepare.lock"  # under the root; its holder is described in LOCK + ".owner.json"
 SPLITS = ("train", "validation")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "validation", "validation": "validation"}
 
@@ -330,11 +341,11 @@ def _build_cityscapes(spec, temp: Path, archives: dict[str, Path], split: str, p
             raise DataPreparationError(f"{archives['annotations']}: {name} is not a single-channel labelIds PNG")
         Image.fromarray(lookup[ids]).save(out / name)
     shutil.rmtree(raw)
-    _write_json(folder / "id2label.json", dict(enumerate(CITYSCAPES_CLASSES)))
+    write_json(folder / "id2label.json", dict(enumerate(CITYSCAPES_CLASSES)))
 
 
 def _iterate(items: list[str], progress: bool, desc: str):
-    with progress_bar(total=len(items), desc=desc, enabled=progress, unit="file") as bar:
+    with Progress(total=len(items), desc=desc, bar=progress, unit="file") as bar:
         for item in items:
             yield item
             bar.update(1)
@@ -375,18 +386,56 @@ def _recover(spec: DatasetSpec, root: Path) -> None:
     journal.unlink()
 
 
-def _write_json(path: Path, payload) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(temporary, path)
-
-
 def _roles(spec: DatasetSpec, splits: list[str]) -> list[str]:
     """The archives (by role) that `splits` need: COCO's images come one archive per split."""
     return ["annotations", *splits] if spec.name == "coco_panoptic" else list(spec.archives)
 
 
-def _archive_paths(spec, splits, root, archives, mirror, retries, progress) -> dict[str, Path]:
+def check_mirror(mirror: str, origin: str) -> None:
+    """`mirror` (given by `origin`: --mirror or $MASKFORMER_DATA_MIRROR) is a base URL this module can fetch from."""
+    try:
+        check_url(mirror)
+    except DataPreparationError as error:
+        folder = Path(mirror).expanduser()
+        hint = f" (for the folder {folder}: file://{folder.resolve()})" if folder.is_dir() else ""
+        raise ValueError(f"{origin}: {error}{hint}") from None
+    if urlsplit(mirror).scheme == "file" and not Path(url2pathname(urlsplit(mirror).path)).is_dir():
+        raise ValueError(f"{origin}: {mirror}: no such folder; a file:// mirror is a folder holding the official paths")
+
+
+@contextmanager
+def root_lock(root: Path) -> Iterator[None]:
+    """Hold ROOT/.maskformer-prepare.lock (filelock: an OS lock that ends with the process, however it ends) and
+    describe the holder beside it; a lock held by another process is a DataPreparationError naming it."""
+    lock, owner = FileLock(root / LOCK), root / (LOCK + ".owner.json")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = _read_json_or_none(owner)
+        who = (f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}: {holder.get('command')}"
+               if holder else "holder unknown")  # fmt: skip
+        raise DataPreparationError(f"{root} is being prepared by another process ({who}; lock {root / LOCK}): wait "
+                                   f"for it to finish (or stop it) and run the same command again, or use another "
+                                   f"--root") from None  # fmt: skip
+    except PermissionError as error:
+        raise DataPreparationError(f"cannot write in {root} ({error.strerror}): choose a writable --root") from error
+    try:
+        write_json(owner, {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                           "command": " ".join(sys.argv)})  # fmt: skip
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
+
+
+def _read_json_or_none(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _archive_paths(spec, splits, root, archives, mirror, policy, progress) -> dict[str, Path]:
     """The archives the splits need, verified: downloaded into ROOT/downloads, or the local paths given."""
     roles = _roles(spec, splits)
     if spec.name == "cityscapes":
@@ -404,14 +453,13 @@ def _archive_paths(spec, splits, root, archives, mirror, retries, progress) -> d
         return paths
     if archives:
         raise ValueError(f"{spec.name} is downloaded from its official site; --archives is for cityscapes")
-    mirror = mirror or os.environ.get(MIRROR_ENV)
     paths = {}
     for role in roles:
         archive = spec.archives[role]
         url = archive.url if not mirror else mirror.rstrip("/") + urlsplit(archive.url).path
         logger.info("%s: %s (%s bytes)", spec.name, url, f"{archive.size:,}" if archive.size else "size unknown")
         paths[role] = download(url, root / "downloads" / archive.filename, size=archive.size, sha256=archive.sha256,
-                               retries=retries, progress=progress)  # fmt: skip
+                               policy=policy, progress=progress)  # fmt: skip
     return paths
 
 
@@ -426,16 +474,26 @@ def _install(spec: DatasetSpec, root: Path, paths: dict[str, Path], unit: list[s
         items = list(dict.fromkeys(item for split in unit for item in _items(spec, split)))
         items += _SHARED_ITEMS.get(spec.name, [])
         journal = _journal(spec, root)
-        _write_json(journal, {"splits": unit, "items": items})
+        write_json(journal, {"splits": unit, "items": items})
         for item in items:
             (root / item).parent.mkdir(parents=True, exist_ok=True)
             os.replace(temp / item, root / item)
         marker["splits"].update(counts)
         marker["archives"].update({path.name: spec.archives[role].sha256 for role, path in paths.items()})
-        _write_json(root / spec.folder / MARKER, marker)
+        write_json(root / spec.folder / MARKER, marker)
         journal.unlink()
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM through modeling_maskformer.cli
+        where = root / "downloads" if spec.name != "cityscapes" else "their folders"
+        raise type(interrupt)(f"{spec.name}: interrupted while extracting {', '.join(unit)}; its temporary folder is "
+                              f"removed and the verified archives stay in {where}: run the same command again to "
+                              f"finish") from interrupt  # fmt: skip
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _leftovers(spec: DatasetSpec, root: Path) -> bool:
+    """What an interrupted earlier call may have left for `_recover`."""
+    return _journal(spec, root).exists() or any(root.glob(f".{spec.name}-*.tmp"))
 
 
 def prepare(
@@ -446,7 +504,7 @@ def prepare(
     archives: Sequence[str | Path] | None = None,
     mirror: str | None = None,
     keep_archives: bool = False,
-    retries: int = 3,
+    download_policy: DownloadPolicy | None = None,
     progress: bool = True,
 ) -> PrepareResult:
     """Prepare `name` ("ade20k", "coco_panoptic", "cityscapes") under `root` (default `default_data_root()`).
@@ -454,17 +512,33 @@ def prepare(
     Args:
         splits: "train" and/or "val" (default both; ADE20K's one archive always gives both).
         archives: cityscapes only: the local gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip.
-        mirror: a base URL serving the official paths (default $MASKFORMER_DATA_MIRROR, else the official sites).
+        mirror: a base URL serving the official paths, http(s):// or file:// (default $MASKFORMER_DATA_MIRROR, else
+            the official sites).
         keep_archives: keep the downloads in ROOT/downloads after extraction (default: delete them).
-        retries: attempts to resume a dropped connection before giving up (a rerun resumes too).
+        download_policy: retries, timeouts and the low-speed limit of the downloads (default `DownloadPolicy()`).
+        progress: bars on a terminal; off, or when stderr is not a terminal, a plain log line every 30 s instead.
     """
     spec = get_spec(name)
     splits = normalize_splits(name, splits)
     if spec.name == "ade20k":
         splits = list(SPLITS)
+    if any(archive.url for archive in spec.archives.values()):
+        origin = "--mirror" if mirror else f"${MIRROR_ENV}"
+        mirror = mirror or os.environ.get(MIRROR_ENV)
+        if mirror:
+            check_mirror(mirror, origin)
     root = Path(root or default_data_root()).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     folder = root / spec.folder
+    marker = read_marker(folder)
+    if marker and all(split in marker["splits"] for split in splits) and not _leftovers(spec, root):
+        return PrepareResult(name, folder, {s: marker["splits"][s] for s in splits}, already_prepared=True)
+    with root_lock(root):
+        return _prepare_locked(spec, root, splits, archives, mirror, keep_archives, download_policy, progress)
+
+
+def _prepare_locked(spec, root, splits, archives, mirror, keep_archives, policy, progress) -> PrepareResult:
+    name, folder = spec.name, root / spec.folder
     _recover(spec, root)
     marker = read_marker(folder) or {"dataset": name, "splits": {}, "archives": {}}
     done = {split: marker["splits"][split] for split in splits if split in marker["splits"]}
@@ -484,12 +558,12 @@ def prepare(
     todo = [split for split in todo if split not in found]
 
     if todo:
-        paths = _archive_paths(spec, todo, root, archives, mirror, retries, progress)
+        paths = _archive_paths(spec, todo, root, archives, mirror, policy, progress)
         units = [todo] if spec.name == "ade20k" else [[split] for split in todo]  # ADE: one archive, both splits
         for unit in units:
             _install(spec, root, paths, unit, marker, progress)
         if not keep_archives and spec.name != "cityscapes":  # never delete the user's own files
             for path in paths.values():
-                path.unlink(missing_ok=True)
-    _write_json(folder / MARKER, marker)
+                remove_download(path)
+    write_json(folder / MARKER, marker)
     return PrepareResult(name, folder, {split: marker["splits"][split] for split in splits}, already_prepared=False)

@@ -1,0 +1,92 @@
+"""Unpacking dataset archives, for `prepare.py`: a zip extraction that checks every entry first and refuses any that
+would land outside the target folder (an absolute path, a `..` component, a symbolic link)."""
+
+from __future__ import annotations
+
+import errno
+import re
+import shutil
+import stat
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable
+from pathlib import Path, PurePosixPath
+
+from .download import DataPreparationError, check_free_space, disk_full
+from .progress import Progress
+
+
+def _unsafe_reason(info: zipfile.ZipInfo) -> str | None:
+    """Why an entry must not be extracted: an absolute path, a `..` component, a symbolic link."""
+    name = info.filename
+    parts = re.split(r"[/\\]", name)
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "an absolute path"
+    if ".." in parts:
+        return "a '..' component"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "a symbolic link"
+    return None
+
+
+def check_members(archive: zipfile.ZipFile, source: Path, root: Path) -> None:
+    """Refuse the whole archive when any entry is unsafe or would resolve outside `root` (nothing is written)."""
+    resolved = root.resolve()
+    for info in archive.infolist():
+        reason = _unsafe_reason(info)
+        if reason is None and not (resolved / PurePosixPath(info.filename)).resolve().is_relative_to(
+            resolved
+        ):
+            reason = "a path outside the target folder"
+        if reason is not None:
+            raise DataPreparationError(f"{source}: refusing to extract: entry {info.filename!r} is {reason}")
+
+
+def extract_zip(
+    source: Path,
+    root: Path,
+    *,
+    select: Callable[[str], bool] = lambda name: True,
+    rename: Callable[[str], str] = lambda name: name,
+    progress: bool = True,
+) -> list[str]:
+    """Extract the entries of `source` that `select` keeps into `root` (under `rename(name)`), after checking every
+    entry of the archive. Returns the names written. A damaged or truncated archive (bad header, CRC mismatch) and a
+    full disk are `DataPreparationError`s; what was written so far stays under `root`, which the caller discards."""
+    written = []
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        with zipfile.ZipFile(source) as archive:
+            check_members(archive, source, root)
+            members = [i for i in archive.infolist() if not i.is_dir() and select(i.filename)]
+            check_free_space(root, sum(i.file_size for i in members))
+            with Progress(total=sum(i.file_size for i in members), desc=f"extracting {source.name}",
+                          bar=progress) as bar:  # fmt: skip
+                for info in members:
+                    name = rename(info.filename)
+                    target = root / PurePosixPath(name)
+                    if not target.resolve().is_relative_to(root.resolve()):  # rename() must not escape either
+                        raise DataPreparationError(
+                            f"{source}: entry {info.filename!r} renamed outside the target"
+                        )
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with archive.open(info) as src, open(target, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                    written.append(name)
+                    bar.update(info.file_size)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise DataPreparationError(f"{source}: damaged or truncated zip archive ({error}); delete it and download "
+                                   f"it again") from error  # fmt: skip
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise disk_full(root) from error
+        raise
+    return written
+
+
+def zip_names(source: Path) -> Iterable[str]:
+    try:
+        with zipfile.ZipFile(source) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, EOFError) as error:
+        raise DataPreparationError(f"{source}: damaged or truncated zip archive ({error})") from error
