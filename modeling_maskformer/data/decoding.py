@@ -105,14 +105,17 @@ def binary_mask_warning(values, *, reduce_labels: bool, ignore_index: int, sourc
 
 def sample_label_values(annotations: Sequence, source: str, count: int = 8) -> set[int]:
     """The raw values of up to ``count`` annotations spread over the list (for `binary_mask_warning` at load time;
-    the data check pass sees every file)."""
+    the data check pass sees every file); a JPEG among them is refused (`lossy_label_message`)."""
     if not len(annotations):
         return set()
     picks = sorted({round(i * (len(annotations) - 1) / max(count - 1, 1)) for i in range(count)})
     values: set[int] = set()
     for index in picks:
-        image = open_image(annotations[index], source if not isinstance(annotations[index], (str, os.PathLike))
-                           else str(annotations[index]))  # fmt: skip
+        annotation = annotations[index]
+        where = str(annotation) if isinstance(annotation, (str, os.PathLike)) else f"{source}, row {index}"
+        image = open_image(annotation, where)
+        if image.format in _LOSSY_FORMATS:
+            raise ValueError(lossy_label_message(where))
         if image.mode in ("L", "P", "I", "I;16"):
             values.update(present_labels(np.asarray(image)).tolist())
     return values

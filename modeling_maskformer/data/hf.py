@@ -171,7 +171,8 @@ def _open(name_or_path, split: str, train_val_split: float | None, load_kwargs: 
     plan = plan_split(split, available, train_val_split, where)
     data = source[plan.subset] if available is not None else source
     indices = plan.select(len(data))
-    return (data if indices == range(len(data)) else data.select(indices)), folder, hub_id, where
+    whole = isinstance(indices, range) and indices == range(len(data))
+    return (data if whole else data.select(indices)), folder, hub_id, where
 
 
 def fetch_hub_id2label(repo_id: str, revision: str | None = None) -> dict[int, str] | None:
@@ -277,7 +278,7 @@ def load_hf_dataset(
         return HFDataset(dataset, "class_instance", stuff_ids=stuff, id2label=id2label, reduce_labels=reduce_labels,
                          thing_ids=[i for i in id2label if i not in stuff], **common)  # fmt: skip
 
-    warning = binary_mask_warning(sample_label_values(dataset.select_columns([label_column])[label_column], where),
+    warning = binary_mask_warning(sample_label_values(dataset[label_column], where),
                                   reduce_labels=reduce_labels, ignore_index=ignore_index, source=where)  # fmt: skip
     if warning:
         logger.warning(warning)
