@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import sys
 from collections import Counter
@@ -20,6 +21,8 @@ from tqdm.auto import tqdm
 from .dataset import present_labels
 from .palette import Palette
 from .synthetic import rgb_to_id
+
+logger = logging.getLogger(__name__)
 
 
 def load_progress(iterable=None, *, total: int | None = None, desc: str, unit: str = "it"):
@@ -101,6 +104,18 @@ def binary_mask_warning(values, *, reduce_labels: bool, ignore_index: int, sourc
     return (f"{source}: the label maps hold only the values 0 and 255; {meaning}. For a binary mask (255 = the "
             f"object) map 255 to 1 in the files, or pass --palette FILE with "
             f'{{"background": [0, 0, 0], "object": [255, 255, 255]}}')  # fmt: skip
+
+
+def warn_if_binary(
+    annotations: Sequence, *, reduce_labels: bool, ignore_index: int, source: str, count: int = 8
+) -> None:
+    """At load time: a warning (logged) when ``count`` annotations spread over the list hold only 0 and 255
+    (`binary_mask_warning`); a JPEG among them is refused."""
+    sampled = f"{source} ({min(count, len(annotations))} label maps sampled)"
+    warning = binary_mask_warning(sample_label_values(annotations, source, count), reduce_labels=reduce_labels,
+                                  ignore_index=ignore_index, source=sampled)  # fmt: skip
+    if warning:
+        logger.warning(warning)
 
 
 def sample_label_values(annotations: Sequence, source: str, count: int = 8) -> set[int]:

@@ -36,7 +36,6 @@ from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from .class_names import names_for_convention, parse_id2label, read_id2label, read_id2label_file
 from .dataset import SegmentationDataset, SegmentationItem, Task
 from .decoding import (
-    binary_mask_warning,
     category_metadata,
     decode_class_and_instance,
     decode_panoptic,
@@ -44,8 +43,8 @@ from .decoding import (
     open_image,
     open_rgb,
     require_label_convention,
-    sample_label_values,
     scan_num_labels,
+    warn_if_binary,
 )
 from .palette import Palette, read_palette
 from .splits import plan_split
@@ -246,7 +245,7 @@ def load_hf_dataset(
     kind: Kind = (
         "panoptic" if task == "panoptic" or (task is None and "segments_info" in columns) else "semantic"
     )
-    if kind == "semantic" and CLASS_MAP_COLUMN in columns and palette is None:
+    if task is None and kind == "semantic" and CLASS_MAP_COLUMN in columns and palette is None:
         kind = "class_instance"
     if kind == "panoptic" and "segments_info" not in columns:
         raise ValueError(f"{where}: panoptic data needs a 'segments_info' column; columns are {columns}")
@@ -278,10 +277,9 @@ def load_hf_dataset(
         return HFDataset(dataset, "class_instance", stuff_ids=stuff, id2label=id2label, reduce_labels=reduce_labels,
                          thing_ids=[i for i in id2label if i not in stuff], **common)  # fmt: skip
 
-    warning = binary_mask_warning(sample_label_values(dataset[label_column], where),
-                                  reduce_labels=reduce_labels, ignore_index=ignore_index, source=where)  # fmt: skip
-    if warning:
-        logger.warning(warning)
+    warn_if_binary(
+        dataset[label_column], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where
+    )
     if id2label is None and id2label_file is not None:
         id2label = names_for_convention(read_id2label_file(id2label_file), reduce_labels, str(id2label_file))
     if id2label is None and folder is not None:

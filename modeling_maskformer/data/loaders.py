@@ -17,7 +17,6 @@ from .dataset import SegmentationDataset, SegmentationItem, Task
 from .decoding import (
     IMAGE_SUFFIXES,
     LOSSY_LABEL_SUFFIXES,
-    binary_mask_warning,
     category_metadata,
     check_class_index_mode,
     decode_panoptic,
@@ -27,8 +26,8 @@ from .decoding import (
     open_rgb,
     read_coco_panoptic_json,
     require_label_convention,
-    sample_label_values,
     scan_num_labels,
+    warn_if_binary,
 )
 from .hf import load_hf_dataset
 from .palette import Palette, read_palette
@@ -160,10 +159,7 @@ def load_ade_folder(
     with Image.open(pairs[0][1]) as first:
         check_class_index_mode(first, str(pairs[0][1]))
     reduce_labels = require_label_convention(reduce_labels, where)
-    warning = binary_mask_warning(sample_label_values([a for _, a in pairs], where), reduce_labels=reduce_labels,
-                                  ignore_index=ignore_index, source=where)  # fmt: skip
-    if warning:
-        logger.warning(warning)
+    warn_if_binary([a for _, a in pairs], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where)
 
     if id2label is None and id2label_file is not None:
         id2label = names_for_convention(read_id2label_file(id2label_file), reduce_labels, str(id2label_file))

@@ -41,12 +41,11 @@ from .decoding import (
     IMAGE_SUFFIXES,
     LOSSY_LABEL_SUFFIXES,
     PALETTE_HINT,
-    binary_mask_warning,
     decode_semantic,
     lossy_label_message,
     open_image,
     open_rgb,
-    sample_label_values,
+    warn_if_binary,
 )
 from .palette import VOC_CLASSES, Palette, read_labelmap, read_palette, voc_colormap
 from .splits import plan_split
@@ -202,10 +201,9 @@ def load_voc_folder(
     if reduce_labels is None:
         reduce_labels = False
         logger.info("%s: mask values are the classes (255 = void), as VOC's format defines them", where)
-    warning = binary_mask_warning(sample_label_values([m for _, m in pairs], where), reduce_labels=reduce_labels,
-                                  ignore_index=ignore_index, source=where)  # fmt: skip
-    if warning:
-        logger.warning(warning)
+    warn_if_binary(
+        [m for _, m in pairs], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where
+    )
     things: Sequence[int] = thing_ids or ()
     if id2label is None and palette is not None:  # labelmap.txt with single-channel masks: its order
         id2label = names_for_convention(palette.id2label, reduce_labels, str(palette.source))
