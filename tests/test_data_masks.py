@@ -242,10 +242,17 @@ def test_pascal_voc_is_recognised_and_named(shapes, tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         train = build_dataset(root, "train")
     assert list(train.id2label.values()) == VOC_NAMES and train.thing_ids == list(range(1, 21))
-    assert "Pascal VOC (a folder named like VOC2012 whose masks carry VOC's palette)" in caplog.text
+    assert (
+        "Pascal VOC (a folder named like VOC2012 whose masks carry VOC's palette): its 21 classes"
+        in caplog.text
+    )
     item = train[1]
     np.testing.assert_array_equal(item["semantic"], expected[item["image_id"]])
     assert [len(build_dataset(root, s)) for s in ("val", "trainval", "train[:50%]")] == [2, 8, 3]
+    validation = build_dataset(
+        root, "val", id2label=train.id2label
+    )  # as the training loop reads its eval split
+    assert validation.thing_ids == train.thing_ids
     reduced = build_dataset(root, "val", reduce_labels=True)  # explicit: background ignored, names shift
     assert reduced.id2label[0] == "aeroplane" and reduced.num_labels == 20
     np.testing.assert_array_equal(reduced[0]["semantic"], np.where(expected[reduced[0]["image_id"]] == 255, 255,

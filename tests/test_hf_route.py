@@ -290,3 +290,40 @@ def test_instance_format_journey(tiny_folder, tmp_path, monkeypatch, capsys):
         "ellipse",
         "hexagon",
     ]
+
+
+def test_the_flags_reach_the_loaders(shapes, tmp_path):
+    from modeling_maskformer.training import parse_args
+    from modeling_maskformer.training.loop import dataset_kwargs
+
+    root = write_hub_semantic(tmp_path / "repo", shapes)
+    flags = ["--image_column", "pixel_values", "--label_column", "label", "--id2label", "names.json", "--palette",
+             "p.json", "--train_val_split", "0.3"]  # fmt: skip
+    args = parse_args(["--dataset", str(root), "--output_dir", "x", "--max_train_steps", "1", *flags])
+    assert dataset_kwargs(args, "train") == {
+        "image_column": "pixel_values", "label_column": "label", "id2label_file": "names.json", "palette": "p.json",
+        "train_val_split": 0.3, "reduce_labels": None,
+    }  # fmt: skip
+    shapes.export_ade_folder(tmp_path / "ade")
+    args = parse_args(["--dataset", str(tmp_path / "ade"), "--output_dir", "x", "--max_train_steps", "1",
+                       "--train_val_split", "0.3"])  # fmt: skip
+    with pytest.raises(ValueError, match=r"--train_val_split does not apply to .*ade \(a ade dataset\)"):
+        dataset_kwargs(args, "train")
+
+
+def test_colour_masks_in_a_dataset_with_a_palette(shapes, tmp_path):
+    colours = np.array([[25 * c, 255 - 20 * c, 7 * c] for c in range(9)], dtype=np.uint8)
+    rows = {"image": [shapes[i]["image"] for i in range(3)],
+            "mask": [Image.fromarray(colours[shapes[i]["semantic"]]) for i in range(3)]}  # fmt: skip
+    (tmp_path / "palette.json").write_text(
+        json.dumps({name: colours[c].tolist() for c, name in enumerate(NAMES)})
+    )
+    dataset = load_hf_dataset(
+        datasets.Dataset.from_dict(rows), palette=tmp_path / "palette.json", reduce_labels=None
+    )
+    assert list(dataset.id2label.values()) == NAMES
+    np.testing.assert_array_equal(dataset[2]["semantic"], shapes[2]["semantic"])
+    with pytest.raises(
+        ValueError, match=r"row 0 \(image_id 0\): semantic annotation has mode RGB.*--palette FILE"
+    ):
+        load_hf_dataset(datasets.Dataset.from_dict(rows), reduce_labels=False, num_labels=9)[0]

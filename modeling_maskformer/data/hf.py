@@ -258,6 +258,10 @@ def load_hf_dataset(
         raise ValueError(f"{where}: split {split!r} has no rows")
 
     if kind == "panoptic":
+        if id2label is None and id2label_file is not None:  # panoptic ids have no label convention
+            id2label = read_id2label_file(id2label_file)
+        if palette is not None:
+            raise ValueError(f"{where}: --palette reads semantic colour masks; this dataset is panoptic")
         return _panoptic(dataset, folder, categories, id2label, thing_ids, common)
     if palette is not None:
         if reduce_labels:
@@ -271,6 +275,10 @@ def load_hf_dataset(
                          reduce_labels=False, **common)  # fmt: skip
     reduce_labels = require_label_convention(reduce_labels, where)
     if kind == "class_instance":
+        if id2label is None and id2label_file is not None:  # keyed by the R value, like the column
+            id2label = names_for_convention(
+                read_id2label_file(id2label_file), reduce_labels, str(id2label_file)
+            )
         if id2label is None:
             id2label = _class_map_names(dataset, reduce_labels, where)
         stuff = [] if reduce_labels else [0]
@@ -306,6 +314,9 @@ def _panoptic(dataset, folder, categories, id2label, thing_ids, common) -> HFDat
         categories = json.loads((folder / "categories.json").read_text())
     if categories is not None:
         metadata = category_metadata(categories)
+        if id2label is not None and dict(id2label) != metadata["id2label"]:
+            raise ValueError(f"the dataset's categories name the classes {list(metadata['id2label'].values())[:8]}, "
+                             f"but id2label gives {list(id2label.values())[:8]}")  # fmt: skip
         category_to_label = metadata.pop("category_to_label")
         return HFDataset(dataset, "panoptic", category_to_label=category_to_label, **metadata, **common)
     feature = dataset.features["segments_info"]

@@ -211,13 +211,14 @@ def load_voc_folder(
         id2label = names_for_convention(read_id2label_file(id2label_file), reduce_labels, str(id2label_file))
     if id2label is None:
         id2label = read_id2label(root, reduce_labels)
-    if id2label is None and pascal_voc:
-        logger.info(
-            "%s: Pascal VOC (a folder named like VOC2012 whose masks carry VOC's palette): its 21 classes",
-            where,
-        )
-        id2label = names_for_convention(dict(enumerate(VOC_CLASSES)), reduce_labels, "Pascal VOC's classes")
-        things = thing_ids or [i for i, name in id2label.items() if name != "background"]
+    if pascal_voc:
+        voc_names = names_for_convention(dict(enumerate(VOC_CLASSES)), reduce_labels, "Pascal VOC's classes")
+        if id2label is None:
+            logger.info("%s: Pascal VOC (a folder named like VOC2012 whose masks carry VOC's palette): its %d classes",
+                        where, len(voc_names))  # fmt: skip
+            id2label = voc_names
+        if id2label == voc_names:  # the 20 object classes are things, background is stuff
+            things = thing_ids or [i for i, name in id2label.items() if name != "background"]
     if id2label is None:
         raise ValueError(f"{where}: no class names (no labelmap.txt or id2label.json, and not Pascal VOC itself: a "
                          f"folder named VOC2007..VOC2012 whose masks carry VOC's palette); pass --id2label FILE "
