@@ -174,7 +174,7 @@ def test_hf_unknown_columns_error_lists_them():
     hf = datasets.Dataset.from_dict({"picture": [Image.new("RGB", (2, 2))], "target": [Image.new("L", (2, 2))]})
     with pytest.raises(ValueError, match=r"image column.*columns are \['picture', 'target'\]"):
         load_hf_dataset(hf)
-    ds = load_hf_dataset(hf, image_column="picture", annotation_column="target", num_labels=1)
+    ds = load_hf_dataset(hf, image_column="picture", label_column="target", num_labels=1)
     assert ds[0]["semantic"].tolist() == [[255, 255], [255, 255]]
 
 

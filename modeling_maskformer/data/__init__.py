@@ -1,5 +1,6 @@
-"""Datasets in one item format (ADE20K-style and COCO panoptic folders, Hugging Face `datasets`, built-in
-synthetic shapes), the paper's training augmentation and the batch collator.
+"""Datasets in one item format (ADE20K-style, COCO panoptic and VOC-layout folders (Pascal VOC, CVAT's
+"Segmentation mask" export), Hugging Face `datasets`, built-in synthetic shapes), the paper's training
+augmentation and the batch collator.
 
     from modeling_maskformer.data import build_dataset, MaskFormerCollator
 
@@ -20,11 +21,14 @@ from .loaders import (
     load_hf_dataset,
     load_synthetic,
 )
+from .palette import Palette, read_palette
 from .synthetic import SyntheticShapes, SyntheticShapesConfig, id_to_rgb, rgb_to_id
+from .voc import load_voc_folder
 
 __all__ = [
     "Augmentation",
     "MaskFormerCollator",
+    "Palette",
     "SegmentationDataset",
     "SegmentationItem",
     "SyntheticShapes",
@@ -37,6 +41,8 @@ __all__ = [
     "load_coco_panoptic_folder",
     "load_hf_dataset",
     "load_synthetic",
+    "load_voc_folder",
+    "read_palette",
     "rgb_to_id",
     "to_instance_targets",
 ]

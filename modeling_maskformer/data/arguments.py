@@ -17,11 +17,12 @@ LABEL_CONVENTION_HELP = (
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     """--dataset, --data_root, --dataset_config_name, --label_convention, --image_size, --synthetic_thing_colours,
-    --synthetic_thing_classes."""
+    --synthetic_thing_classes, and `add_source_arguments`'."""
     parser.add_argument(
         "--dataset", default="synthetic",
-        help="'synthetic', an ADE/COCO-panoptic folder, a name prepared by scripts/prepare_data.py (ade20k, "
-             "coco_panoptic, cityscapes; also scene_parse_150 = ade20k), or a datasets name/path",
+        help="'synthetic', a folder (ADE, COCO panoptic, Pascal VOC, CVAT 'Segmentation mask' export, datasets "
+             "files), a name prepared by scripts/prepare_data.py (ade20k, coco_panoptic, cityscapes; also "
+             "scene_parse_150 = ade20k), or a datasets name (Hub id)",
     )  # fmt: skip
     parser.add_argument(
         "--data_root", default=None,
@@ -38,6 +39,52 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
         "--synthetic_thing_classes", type=int, default=None,
         help="synthetic: number of thing classes as (shape, fill pattern) pairs, 1..126 (default: the 6 shapes)",
     )  # fmt: skip
+    add_source_arguments(parser)
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """--image_column, --label_column, --id2label, --palette, --train_val_split (docs/data-masks.md)."""
+    parser.add_argument("--image_column", default=None,
+                        help="datasets data: the image column (default: the first of image, img, pixel_values)")  # fmt: skip
+    parser.add_argument("--label_column", default=None,
+                        help="datasets data: the annotation column (default: the first of annotation, semantic, "
+                             "semantic_map, segmentation, label, mask; panoptic data: label, panoptic, ...)")  # fmt: skip
+    parser.add_argument("--id2label", default=None, metavar="FILE",
+                        help='class names, JSON {"0": "name", ...} (ids 0..K-1, names unique). Under --label_convention '
+                             "ade, a file whose entry 0 names the ignored value (background, unlabeled, ...) is "
+                             "keyed by pixel value: entry 0 is dropped and entry k names class k-1")  # fmt: skip
+    parser.add_argument("--palette", default=None, metavar="FILE",
+                        help='colour-coded masks: colour -> class, JSON {"name": [r, g, b], ..., "__ignore__": [r, g, '
+                             "b]} or CVAT's labelmap.txt (a CVAT 'Segmentation mask' export needs none: its "
+                             "labelmap.txt is read)")  # fmt: skip
+    parser.add_argument("--train_val_split", type=float, default=None, metavar="FRACTION",
+                        help="hold this fraction of the training split out as the validation split (seeded, the "
+                             "same in training and evaluation); default: 0.15 when the data has no validation split")  # fmt: skip
+
+
+# The flags of `add_source_arguments`, their loader keyword, and the layouts whose loaders take them.
+_SOURCE_FLAGS = {
+    "image_column": ("image_column", ("hf",)),
+    "label_column": ("label_column", ("hf",)),
+    "id2label": ("id2label_file", ("hf", "ade", "voc", "cvat_mask")),
+    "palette": ("palette", ("hf", "ade", "voc", "cvat_mask")),
+    "train_val_split": ("train_val_split", ("hf", "voc", "cvat_mask")),
+}
+
+
+def source_kwargs(args: argparse.Namespace, layout: str) -> dict:
+    """The loader keywords of the `add_source_arguments` flags given; a ValueError for one that ``layout``'s loader
+    does not take."""
+    kwargs = {}
+    for flag, (keyword, layouts) in _SOURCE_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if layout not in layouts:
+            raise ValueError(f"--{flag} does not apply to {args.dataset} (a {layout} dataset); it applies to "
+                             f"{', '.join(layouts)} data (see docs/data-masks.md)")  # fmt: skip
+        kwargs[keyword] = value
+    return kwargs
 
 
 def dataset_kwargs(args: argparse.Namespace, *, num_images: int | None = None, id2label=None) -> dict:
@@ -45,6 +92,7 @@ def dataset_kwargs(args: argparse.Namespace, *, num_images: int | None = None, i
     of semantic PNGs (None: the loader refuses semantic data, which must choose; not used by COCO panoptic
     folders, whose categories come from the JSON) and the classes to use."""
     if args.dataset == "synthetic":
+        source_kwargs(args, "synthetic")
         kwargs = {"image_size": args.image_size, "num_images": num_images}
         kwargs = {key: value for key, value in kwargs.items() if value is not None}
         config = SyntheticShapesConfig(thing_colours=args.synthetic_thing_colours,
@@ -52,12 +100,15 @@ def dataset_kwargs(args: argparse.Namespace, *, num_images: int | None = None, i
         return {**kwargs, "config": config}
     kwargs = {"name": args.dataset_config_name} if args.dataset_config_name else {}
     path = Path(args.dataset).expanduser()
+    layout = "hf"
     if not path.exists():  # a prepared dataset's name, or a `datasets` name
         if SCRIPT_DATASETS.get(args.dataset, args.dataset) in DATASETS:
             kwargs = {"data_root": args.data_root}
-        if args.dataset == "coco_panoptic":
-            return kwargs
-    elif path.is_dir() and detect_folder_layout(path) == "coco_panoptic":
+            layout = "coco_panoptic" if args.dataset == "coco_panoptic" else "ade"
+    elif path.is_dir():
+        layout = detect_folder_layout(path)
+    kwargs.update(source_kwargs(args, layout))
+    if layout == "coco_panoptic":
         return kwargs
     kwargs["reduce_labels"] = None if args.label_convention is None else args.label_convention == "ade"
     if id2label is not None:

@@ -4,12 +4,13 @@ problem is a ValueError naming the file (or the `datasets` row) and, where it he
 
 from __future__ import annotations
 
-import csv
 import io
 import json
+import logging
 import os
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,11 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .dataset import present_labels
+from .palette import Palette
 from .synthetic import rgb_to_id
+
+logger = logging.getLogger(__name__)
 
 
 def load_progress(iterable=None, *, total: int | None = None, desc: str, unit: str = "it"):
@@ -49,12 +54,119 @@ def open_image(value: Any, source: str | None = None) -> Image.Image:
     return image
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Label files in these formats are refused: lossy compression changes label values (edges get values in between).
+LOSSY_LABEL_SUFFIXES = (".jpg", ".jpeg")
+_LOSSY_FORMATS = ("JPEG", "MPO")
+
+PALETTE_HINT = (
+    "pass --palette FILE (colour -> class: JSON {\"name\": [r, g, b], ...} or CVAT's labelmap.txt); a CVAT "
+    "'Segmentation mask 1.1' export is read as it is (point --dataset at the folder with labelmap.txt)"
+)
+
+
+def lossy_label_message(source: str) -> str:
+    return (f"{source}: label file is JPEG, whose lossy compression changes label values (pixels near edges get "
+            f"values of no class); re-export the labels as PNG")  # fmt: skip
+
+
 def check_class_index_mode(image: Image.Image, source: str) -> None:
+    if image.format in _LOSSY_FORMATS:
+        raise ValueError(lossy_label_message(source))
     if image.mode not in ("L", "P", "I", "I;16"):
+        colour = image.mode in ("RGB", "RGBA")
         raise ValueError(
-            f"{source}: semantic annotation has mode {image.mode}; expected a single-channel class-index PNG "
-            f"(one class id per pixel){' - a colour-coded annotation must first be mapped to class ids' if image.mode in ('RGB', 'RGBA') else ''}"
+            f"{source}: semantic annotation has mode {image.mode}; expected a single-channel class-index PNG (one "
+            f"class id per pixel){' or, for colour-coded masks, ' + PALETTE_HINT if colour else ''}"
         )
+
+
+def decode_semantic(
+    image: Image.Image, *, reduce_labels: bool, ignore_index: int, source: str, palette: Palette | None = None
+) -> np.ndarray:
+    """A semantic annotation -> class ids (uint8, or int32 above 255): by colour with a ``palette``, else the pixel
+    values under the label convention (``semantic_from_image``). Every problem is a ValueError naming ``source``."""
+    if palette is None:
+        return semantic_from_image(image, reduce_labels=reduce_labels, ignore_index=ignore_index, source=source)
+    if image.format in _LOSSY_FORMATS:
+        raise ValueError(lossy_label_message(source))
+    return palette.decode(image, ignore_index=ignore_index, source=source)
+
+
+def binary_mask_warning(values, *, reduce_labels: bool, ignore_index: int, source: str) -> str | None:
+    """A warning when the label values seen (raw pixel values) are only 0 and 255: a binary mask saved as 0/255,
+    whose 255 would be read as 'ignored'; None otherwise."""
+    values = {int(v) for v in values}
+    if not values or not values <= {0, 255} or 255 not in values or ignore_index != 255:
+        return None
+    meaning = ("both 0 ('other' under --label_convention ade) and 255 are ignored: nothing is left to learn"
+               if reduce_labels else "255 means 'ignored', so this trains one class (0) that is always right")  # fmt: skip
+    return (f"{source}: the label maps hold only the values 0 and 255; {meaning}. For a binary mask (255 = the "
+            f"object) map 255 to 1 in the files, or pass --palette FILE with "
+            f'{{"background": [0, 0, 0], "object": [255, 255, 255]}}')  # fmt: skip
+
+
+def warn_if_binary(
+    annotations: Sequence, *, reduce_labels: bool, ignore_index: int, source: str, count: int = 8
+) -> None:
+    """At load time: a warning (logged) when ``count`` annotations spread over the list hold only 0 and 255
+    (`binary_mask_warning`); a JPEG among them is refused."""
+    sampled = f"{source} ({min(count, len(annotations))} label maps sampled)"
+    warning = binary_mask_warning(sample_label_values(annotations, source, count), reduce_labels=reduce_labels,
+                                  ignore_index=ignore_index, source=sampled)  # fmt: skip
+    if warning:
+        logger.warning(warning)
+
+
+def sample_label_values(annotations: Sequence, source: str, count: int = 8) -> set[int]:
+    """The raw values of up to ``count`` annotations spread over the list (for `binary_mask_warning` at load time;
+    the data check pass sees every file); a JPEG among them is refused (`lossy_label_message`)."""
+    if not len(annotations):
+        return set()
+    picks = sorted({round(i * (len(annotations) - 1) / max(count - 1, 1)) for i in range(count)})
+    values: set[int] = set()
+    for index in picks:
+        annotation = annotations[index]
+        where = str(annotation) if isinstance(annotation, (str, os.PathLike)) else f"{source}, row {index}"
+        image = open_image(annotation, where)
+        if image.format in _LOSSY_FORMATS:
+            raise ValueError(lossy_label_message(where))
+        if image.mode in ("L", "P", "I", "I;16"):
+            values.update(present_labels(np.asarray(image)).tolist())
+    return values
+
+
+def decode_class_and_instance(
+    image: Image.Image, *, reduce_labels: bool, stuff_ids: Sequence[int], ignore_index: int, source: str
+) -> tuple[np.ndarray, list[dict], np.ndarray]:
+    """transformers' instance-segmentation example format (``run_instance_segmentation.py``): an RGB annotation
+    whose R channel is the class (pixel values as ``semantic_class_to_id`` gives them, 0 = background) and whose G
+    channel is the instance id (unique per instance; 0 = no instance) -> (segment ids int32, segments_info,
+    semantic) like `decode_panoptic`.
+
+    Classes: R as it is, or with ``reduce_labels`` R - 1 and R = 0 ignored (the example's ``--do_reduce_labels``).
+    A class in ``stuff_ids`` is one segment per image whatever G says; the pixels of another class with G = 0
+    belong to no instance (void in ``segment ids``, their class kept in ``semantic``). Segment id = (R x 256 + G) + 1.
+    """
+    if image.format in _LOSSY_FORMATS:
+        raise ValueError(lossy_label_message(source))
+    if image.mode not in ("RGB", "RGBA"):
+        raise ValueError(f"{source}: expected an RGB annotation (R = class, G = instance id, as in transformers' "
+                         f"instance-segmentation example), got mode {image.mode}")  # fmt: skip
+    rgb = np.asarray(image)
+    red, green = rgb[..., 0], rgb[..., 1]
+    classes = red.astype(np.int32) - 1 if reduce_labels else red.astype(np.int32)  # (H, W)
+    valid = red > 0 if reduce_labels else np.ones(red.shape, dtype=bool)
+    semantic = np.where(valid, classes, ignore_index)
+    semantic = semantic.astype(np.uint8 if max(ignore_index, int(semantic.max(initial=0))) <= 255 else np.int32)
+    stuff = np.isin(classes, np.asarray(list(stuff_ids), dtype=np.int32)) & valid
+    key = (red.astype(np.int32) << 8 | green) + 1  # (H, W), unique per (class, instance)
+    key = np.where(stuff, (red.astype(np.int32) << 8) + 1, key)  # a stuff class is one segment
+    ids = np.where(valid & (stuff | (green > 0)), key, 0).astype(np.int32)
+    counts = np.bincount(ids.reshape(-1), minlength=1)
+    segments = [{"id": int(i), "category_id": int(((i - 1) >> 8) - (1 if reduce_labels else 0)), "iscrowd": 0,
+                 "area": int(counts[i])} for i in np.flatnonzero(counts[1:]) + 1]  # fmt: skip
+    return ids, segments, semantic
 
 
 def require_label_convention(reduce_labels: bool | None, source: str) -> bool:
@@ -118,25 +230,6 @@ def decode_panoptic(
     for segment in segments:
         semantic[ids == segment["id"]] = segment["category_id"]
     return ids, segments, semantic
-
-
-def read_id2label(root: Path) -> dict[int, str] | None:
-    """``id2label.json`` (contiguous training ids, like the Hub's ade20k-id2label.json) or ADE's
-    ``objectInfo150.{csv,txt}`` (Idx 1..150, first synonym of Name) from ``root``."""
-    path = root / "id2label.json"
-    if path.is_file():
-        return {int(k): v for k, v in json.loads(path.read_text()).items()}
-    for name in ("objectInfo150.csv", "objectInfo150.txt"):
-        path = root / name
-        if path.is_file():
-            text = path.read_text()
-            dialect = csv.Sniffer().sniff(text.splitlines()[0], delimiters=",\t")
-            rows = list(csv.DictReader(io.StringIO(text), dialect=dialect))
-            try:
-                return {int(row["Idx"]) - 1: row["Name"].split(";")[0].split(",")[0].strip() for row in rows}
-            except KeyError as error:
-                raise ValueError(f"{path}: expected columns Idx and Name, got {list(rows[0])}") from error
-    return None
 
 
 def scan_num_labels(annotations, reduce_labels: bool, ignore_index: int) -> int:

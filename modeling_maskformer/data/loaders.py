@@ -1,9 +1,10 @@
 """Dataset sources, each yielding the item format of `dataset.py`: ADE20K-style folders, COCO panoptic
-folders, Hugging Face `datasets`, and the built-in synthetic shapes; `build_dataset` picks one."""
+folders, VOC-layout folders (`voc.py`), Hugging Face `datasets` (`hf.py`), and the built-in synthetic shapes;
+`build_dataset` picks one."""
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,34 +12,34 @@ from typing import Literal
 
 from PIL import Image
 
+from .class_names import names_for_convention, read_id2label, read_id2label_file
 from .dataset import SegmentationDataset, SegmentationItem, Task
 from .decoding import (
+    IMAGE_SUFFIXES,
+    LOSSY_LABEL_SUFFIXES,
     category_metadata,
     check_class_index_mode,
     decode_panoptic,
+    decode_semantic,
+    lossy_label_message,
     open_image,
     open_rgb,
     read_coco_panoptic_json,
-    read_id2label,
     require_label_convention,
     scan_num_labels,
-    semantic_from_image,
+    warn_if_binary,
 )
+from .hf import load_hf_dataset
+from .palette import Palette, read_palette
 from .prepare import resolve_name
+from .splits import normalize_split as _normalize_split
 from .synthetic import SyntheticShapes, SyntheticShapesConfig, rgb_to_id
+from .voc import is_voc_folder, load_voc_folder
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+logger = logging.getLogger(__name__)
 
-# Split names accepted everywhere, normalised to "train" / "validation" / "test".
-_SPLITS = {"train": "train", "training": "train", "validation": "validation", "val": "validation", "test": "test"}
 _ADE_SPLIT_DIRS = {"train": "training", "validation": "validation", "test": "testing"}
 _COCO_SPLIT_NAMES = {"train": "train", "validation": "val", "test": "test"}
-
-
-def _normalize_split(split: str) -> str:
-    if split not in _SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {sorted(_SPLITS)}")
-    return _SPLITS[split]
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -52,9 +53,9 @@ def _list_images(folder: Path) -> list[Path]:
 class AdeFolderDataset(SegmentationDataset):
     """``root/images/<split>/*.jpg`` + ``root/annotations/<split>/*.png`` (same stem)."""
 
-    def __init__(self, pairs: list[tuple[Path, Path]], **metadata):
+    def __init__(self, pairs: list[tuple[Path, Path]], palette: Palette | None = None, **metadata):
         super().__init__(**metadata)
-        self.pairs = pairs
+        self.pairs, self.palette = pairs, palette
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -64,11 +65,12 @@ class AdeFolderDataset(SegmentationDataset):
 
     def _load(self, index: int) -> SegmentationItem:
         image_path, annotation_path = self.pairs[index]
-        semantic = semantic_from_image(
+        semantic = decode_semantic(
             open_image(annotation_path),
             reduce_labels=self.reduce_labels,
             ignore_index=self.ignore_index,
             source=str(annotation_path),
+            palette=self.palette,
         )
         image = open_rgb(image_path)
         if semantic.shape != (image.height, image.width):
@@ -80,6 +82,24 @@ class AdeFolderDataset(SegmentationDataset):
                 "image_id": image_path.stem}
 
 
+def _ade_pairs(root: Path, images: list[Path], annotation_dir: Path) -> list[tuple[Path, Path]]:
+    """(image, annotation) by file stem; an annotation saved as JPEG is refused (lossy), not reported missing."""
+    annotations: dict[str, Path] = {}
+    for path in sorted(annotation_dir.iterdir()):
+        suffix = path.suffix.lower()
+        if suffix == ".png" or (suffix in LOSSY_LABEL_SUFFIXES and path.stem not in annotations):
+            annotations[path.stem] = path
+    lossy = [annotations[p.stem] for p in images if p.stem in annotations and annotations[p.stem].suffix.lower() != ".png"]
+    if lossy:
+        raise ValueError(lossy_label_message(f"{lossy[0]} ({len(lossy)} of the {len(images)} annotations are JPEG)"))
+    missing = [p.name for p in images if p.stem not in annotations]
+    if missing:
+        raise FileNotFoundError(
+            f"ADE folder {root}: {len(missing)} image(s) without annotation in {annotation_dir}, e.g. {missing[0]}"
+        )
+    return [(p, annotations[p.stem]) for p in images]
+
+
 def load_ade_folder(
     root: str | Path,
     split: str = "train",
@@ -88,14 +108,19 @@ def load_ade_folder(
     ignore_index: int = 255,
     num_labels: int | None = None,
     id2label: dict[int, str] | None = None,
+    id2label_file: str | Path | None = None,
     thing_ids: Sequence[int] = (),
+    palette: str | Path | Palette | None = None,
 ) -> AdeFolderDataset:
     """An ADEChallengeData2016-style folder.
 
     ``root/images/{training,validation}/`` and ``root/annotations/{...}/``, or flat ``root/images/`` and
-    ``root/annotations/`` (then ``split`` is ignored). Class names come from ``id2label``, else
-    ``root/id2label.json`` or ``root/objectInfo150.{csv,txt}``, else numbers; with none of these and no
-    ``num_labels`` the annotations are scanned for the largest label (slow on large folders).
+    ``root/annotations/`` (then ``split`` is ignored). Class names come from ``id2label`` (used as it is), else
+    ``id2label_file``, ``root/id2label.json`` (files are read under the label convention:
+    `class_names.names_for_convention`) or ``root/objectInfo150.{csv,txt}``, else numbers; with none of these
+    and no ``num_labels`` the annotations are scanned for the largest label (slow on large folders). With a
+    ``palette`` (`palette.read_palette`), the annotations are colour masks and the palette names the classes.
+    JPEG annotations are refused (lossy).
 
     ``reduce_labels``: True for ADE20K's convention (0 = "other", ignored; 1..K are classes 0..K-1), False
     for values used as they are; None refuses to guess (a ValueError asking for the choice).
@@ -119,19 +144,26 @@ def load_ade_folder(
     images = _list_images(image_dir)
     if not images:
         raise ValueError(f"ADE folder {root}: no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
-    annotations = {p.stem: p for p in annotation_dir.iterdir() if p.suffix.lower() == ".png"}
-    missing = [p.name for p in images if p.stem not in annotations]
-    if missing:
-        raise FileNotFoundError(
-            f"ADE folder {root}: {len(missing)} image(s) without annotation in {annotation_dir}, e.g. {missing[0]}"
-        )
-    pairs = [(p, annotations[p.stem]) for p in images]
+    pairs = _ade_pairs(root, images, annotation_dir)
+    where = f"ADE folder {root}"
+    if palette is not None:
+        palette = read_palette(palette) if isinstance(palette, (str, Path)) else palette
+        if id2label is not None and dict(id2label) != palette.id2label:
+            raise ValueError(f"{where}: {palette.source} names the classes {palette.names[:8]}, but id2label gives "
+                             f"{list(id2label.values())[:8]}")  # fmt: skip
+        if reduce_labels:
+            logger.info("%s: colour masks read with %s; the label convention does not apply", where, palette.source)
+        return AdeFolderDataset(pairs, palette, id2label=palette.id2label, thing_ids=thing_ids,
+                                ignore_index=ignore_index, reduce_labels=False)  # fmt: skip
     # Cheap (header only) and before any scan: a colour annotation must fail with its own message.
     with Image.open(pairs[0][1]) as first:
         check_class_index_mode(first, str(pairs[0][1]))
-    reduce_labels = require_label_convention(reduce_labels, f"ADE folder {root}")
+    reduce_labels = require_label_convention(reduce_labels, where)
+    warn_if_binary([a for _, a in pairs], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where)
 
-    id2label = id2label or read_id2label(root)
+    if id2label is None and id2label_file is not None:
+        id2label = names_for_convention(read_id2label_file(id2label_file), reduce_labels, str(id2label_file))
+    id2label = id2label or read_id2label(root, reduce_labels)
     if id2label is None:
         if num_labels is None:
             num_labels = scan_num_labels([a for _, a in pairs], reduce_labels, ignore_index)
@@ -233,189 +265,6 @@ def load_coco_panoptic_folder(
 
 
 # --------------------------------------------------------------------------------------------------
-# Hugging Face datasets.
-
-_IMAGE_COLUMNS = ("image", "img", "pixel_values")
-_SEMANTIC_COLUMNS = ("annotation", "semantic", "semantic_map", "segmentation", "label", "mask")
-_PANOPTIC_COLUMNS = ("label", "panoptic", "panoptic_map", "annotation", "segmentation", "mask")
-
-
-class HFDataset(SegmentationDataset):
-    """A ``datasets.Dataset`` with image + semantic PNG, or image + panoptic PNG + segments_info."""
-
-    def __init__(self, dataset, task: Task, image_column: str, annotation_column: str,
-                 category_to_label: dict[int, int] | None = None, **metadata):
-        super().__init__(**metadata)
-        self.dataset, self.task = dataset, task
-        self.image_column, self.annotation_column = image_column, annotation_column
-        self.category_to_label = category_to_label
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def _source(self, index: int) -> str:
-        return f"row {index}"
-
-    def _load(self, index: int) -> SegmentationItem:
-        row = self.dataset[index]
-        image_id = str(row.get("image_id", index))
-        source = f"row {index} (image_id {image_id})"
-        image = open_rgb(row[self.image_column], f"{source}, column {self.image_column!r}")
-        annotation = open_image(row[self.annotation_column], f"{source}, column {self.annotation_column!r}")
-        if annotation.size != image.size:
-            raise ValueError(f"{source}: annotation size {annotation.width}x{annotation.height} (WxH) differs from "
-                             f"image size {image.width}x{image.height}")
-        if self.task == "semantic":
-            semantic = semantic_from_image(
-                annotation, reduce_labels=self.reduce_labels, ignore_index=self.ignore_index, source=source
-            )
-            return {"image": image, "semantic": semantic, "panoptic_ids": None, "segments_info": None,
-                    "image_id": image_id}
-        if row.get("segments_info") is None:
-            raise ValueError(f"{source}: no segments_info")
-        ids, segments, semantic = decode_panoptic(
-            annotation, row["segments_info"], self.category_to_label, ignore_index=self.ignore_index, source=source
-        )
-        return {"image": image, "semantic": semantic, "panoptic_ids": ids, "segments_info": segments,
-                "image_id": image_id}
-
-
-def _pick_column(columns: list[str], given: str | None, candidates: Sequence[str], what: str) -> str:
-    if given is not None:
-        if given not in columns:
-            raise ValueError(f"{what} column {given!r} not found; columns are {columns}")
-        return given
-    for name in candidates:
-        if name in columns:
-            return name
-    raise ValueError(f"cannot find the {what} column (tried {list(candidates)}); columns are {columns}. "
-                     f"Pass it explicitly.")
-
-
-def load_hf_dataset(
-    name_or_path,
-    split: str = "train",
-    *,
-    task: Task | None = None,
-    image_column: str | None = None,
-    annotation_column: str | None = None,
-    reduce_labels: bool | None = True,
-    ignore_index: int = 255,
-    id2label: dict[int, str] | None = None,
-    num_labels: int | None = None,
-    categories: list[dict] | None = None,
-    thing_ids: Sequence[int] = (),
-    **load_kwargs,
-) -> HFDataset:
-    """A Hugging Face dataset: a ``datasets.Dataset``/``DatasetDict`` object, a folder written by
-    ``save_to_disk``, or anything ``datasets.load_dataset`` takes (Hub name, local data folder).
-
-    The task is panoptic when a ``segments_info`` column exists (the PNG column is one of
-    ``label``/``panoptic``/``annotation``/...), otherwise semantic (``annotation``/``semantic``/``label``/...).
-
-    Semantic PNGs follow ADE's convention by default (0 = other, like scene_parse_150): pass
-    ``reduce_labels=False`` when 0 is a real class (None: refuse to guess, asking for the choice). Class names: ``id2label``, else ``id2label.json`` in a
-    local folder, else numbers (``num_labels``, or a scan of the annotations: slow on big data).
-
-    Panoptic category ids: ``categories`` (COCO list, sparse ids mapped to 0..K-1), else
-    ``categories.json`` in a local folder, else a ClassLabel feature on ``segments_info.category_id``, else
-    the ids as they are (``id2label`` or numbers up to the largest id seen). ``thing_ids`` applies to the
-    last two cases.
-    """
-    import datasets
-
-    folder = None
-    if isinstance(name_or_path, (datasets.Dataset, datasets.DatasetDict)):
-        dataset = name_or_path
-    elif Path(name_or_path).is_dir() and any(
-        (Path(name_or_path) / f).is_file() for f in ("state.json", "dataset_dict.json")
-    ):
-        folder = Path(name_or_path)
-        dataset = datasets.load_from_disk(str(folder))
-    else:
-        folder = Path(name_or_path) if Path(name_or_path).is_dir() else None
-        dataset = _load_split(datasets, str(name_or_path), split, load_kwargs)
-    if isinstance(dataset, datasets.DatasetDict):
-        dataset = dataset[_hf_split_name(list(dataset), split)]
-
-    columns = list(dataset.column_names)
-    if task is None:
-        task = "panoptic" if "segments_info" in columns else "semantic"
-    if task == "panoptic" and "segments_info" not in columns:
-        raise ValueError(f"panoptic data needs a 'segments_info' column; columns are {columns}")
-    image_column = _pick_column(columns, image_column, _IMAGE_COLUMNS, "image")
-    candidates = _PANOPTIC_COLUMNS if task == "panoptic" else _SEMANTIC_COLUMNS
-    annotation_column = _pick_column(
-        [c for c in columns if c != image_column], annotation_column, candidates, f"{task} annotation"
-    )
-    common = {"image_column": image_column, "annotation_column": annotation_column, "ignore_index": ignore_index}
-
-    if task == "semantic":
-        described = f"dataset {name_or_path}" if folder is not None or isinstance(name_or_path, str) else "the dataset"
-        reduce_labels = require_label_convention(reduce_labels, described)
-        if id2label is None and folder is not None:
-            id2label = read_id2label(folder)
-        if id2label is None:
-            if num_labels is None:
-                num_labels = scan_num_labels(dataset[annotation_column], reduce_labels, ignore_index)
-            id2label = {i: str(i) for i in range(num_labels)}
-        return HFDataset(dataset, "semantic", id2label=id2label, thing_ids=thing_ids,
-                         reduce_labels=reduce_labels, **common)
-
-    if categories is None and folder is not None and (folder / "categories.json").is_file():
-        categories = json.loads((folder / "categories.json").read_text())
-    if categories is not None:
-        metadata = category_metadata(categories)
-        category_to_label = metadata.pop("category_to_label")
-        return HFDataset(dataset, "panoptic", category_to_label=category_to_label, **metadata, **common)
-    feature = dataset.features["segments_info"]
-    feature = feature.feature if hasattr(feature, "feature") else feature[0] if isinstance(feature, list) else feature
-    category_feature = feature.get("category_id") if isinstance(feature, dict) else None
-    if id2label is None and isinstance(category_feature, datasets.ClassLabel):
-        id2label = dict(enumerate(category_feature.names))
-    if id2label is None:
-        top = max((s["category_id"] for segments in dataset["segments_info"] for s in segments), default=-1)
-        id2label = {i: str(i) for i in range(top + 1)}
-    return HFDataset(dataset, "panoptic", category_to_label={i: i for i in id2label}, id2label=id2label,
-                     thing_ids=thing_ids, **common)
-
-
-def _split_candidates(split: str) -> list[str]:
-    canonical = _normalize_split(split)
-    return list(dict.fromkeys((split, canonical, _COCO_SPLIT_NAMES[canonical])))
-
-
-def _hf_split_name(available: list[str], split: str) -> str:
-    """Map our split name to the dataset's ("validation" vs "val")."""
-    for name in _split_candidates(split):
-        if name in available:
-            return name
-    raise ValueError(f"split {split!r} not found; the dataset has splits {available}")
-
-
-def _load_split(datasets, name: str, split: str, load_kwargs: dict):
-    """``datasets.load_dataset`` for one split, trying the aliases of its name ("validation", "val")."""
-    candidates = _split_candidates(split)
-    try:
-        for candidate in candidates[:-1]:
-            try:
-                return datasets.load_dataset(name, split=candidate, **load_kwargs)
-            except ValueError as error:  # datasets: 'Unknown split "validation". Should be one of [...]'
-                if "split" not in str(error).lower():
-                    raise
-        return datasets.load_dataset(name, split=candidates[-1], **load_kwargs)
-    except RuntimeError as error:
-        # NOTE: datasets >= 4.0 refuses loading scripts: "Dataset scripts are no longer supported, but found x.py".
-        if "scripts are no longer supported" not in str(error):
-            raise
-        raise ValueError(
-            f"dataset {name!r} is a loading script, which datasets {datasets.__version__} no longer runs ({error}); "
-            f"download its data and pass the folder (ADE20K, COCO panoptic and Cityscapes: python "
-            f"scripts/prepare_data.py NAME --root DIR, see --help)"
-        ) from error
-
-
-# --------------------------------------------------------------------------------------------------
 # Synthetic scenes.
 
 
@@ -459,25 +308,28 @@ def load_synthetic(
 _HF_DATA_FILES = ("*.parquet", "*.arrow", "*/*.parquet", "*/*.arrow")
 
 
-def detect_folder_layout(root: str | Path) -> Literal["coco_panoptic", "ade", "hf"]:
+def detect_folder_layout(root: str | Path) -> Literal["coco_panoptic", "cvat_mask", "voc", "ade", "hf"]:
     """Which layout a local folder has; ValueError listing its contents when none fits."""
     root = Path(root)
     if (root / "annotations").is_dir() and any((root / "annotations").glob("panoptic_*.json")):
         return "coco_panoptic"
+    if is_voc_folder(root):  # SegmentationClass/; CVAT's "Segmentation mask" export adds labelmap.txt
+        return "cvat_mask" if (root / "labelmap.txt").is_file() else "voc"
     if (root / "images").is_dir() and (root / "annotations").is_dir():
         return "ade"
     saved = any((root / f).is_file() for f in ("state.json", "dataset_dict.json"))
     if saved or any(next(root.glob(pattern), None) for pattern in _HF_DATA_FILES):
         return "hf"
     raise ValueError(
-        f"{root}: not a known dataset layout (COCO panoptic: annotations/panoptic_*.json; ADE: images/ + "
-        f"annotations/; datasets save_to_disk or parquet/arrow files). Contents: {sorted(os.listdir(root))[:20]}"
+        f"{root}: not a known dataset layout (COCO panoptic: annotations/panoptic_*.json; Pascal VOC or CVAT "
+        f"'Segmentation mask' export: SegmentationClass/; ADE: images/ + annotations/; datasets save_to_disk or "
+        f"parquet/arrow files). Contents: {sorted(os.listdir(root))[:20]}"
     )
 
 
 def build_dataset(source, split: str = "train", *, data_root: str | Path | None = None, **kwargs) -> SegmentationDataset:
-    """One entry point: ``"synthetic"``, a local folder (ADE, COCO panoptic, ``save_to_disk`` output or
-    parquet/arrow files; detected), a ``datasets`` object, or a Hugging Face dataset name. ``kwargs`` go
+    """One entry point: ``"synthetic"``, a local folder (ADE, COCO panoptic, Pascal VOC or a CVAT "Segmentation
+    mask" export, ``save_to_disk`` output or parquet/arrow files; detected), a ``datasets`` object, or a Hugging Face dataset name. ``kwargs`` go
     to the loader.
 
     A name of `prepare.py` (``"ade20k"``, ``"coco_panoptic"``, ``"cityscapes"``) or a Hub name whose loading script
@@ -494,6 +346,8 @@ def build_dataset(source, split: str = "train", *, data_root: str | Path | None 
             layout = detect_folder_layout(path)
             if layout == "coco_panoptic":
                 return load_coco_panoptic_folder(path, split, **kwargs)
+            if layout in ("voc", "cvat_mask"):
+                return load_voc_folder(path, split, **kwargs)
             if layout == "ade":
                 return load_ade_folder(path, split, **kwargs)
             return load_hf_dataset(path, split, **kwargs)

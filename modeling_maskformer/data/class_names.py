@@ -1,0 +1,123 @@
+"""Class names from files: ``id2label.json`` (checked: contiguous ids, unique names), ADE's ``objectInfo150``, and
+how a file keyed by pixel value meets ADE's label convention.
+
+ADE's convention (``--label_convention ade``, ``reduce_labels=True``) reads pixel 0 as ignored and pixel k as class
+k - 1. An ``id2label.json`` can be keyed two ways, and both exist on the Hub:
+
+- by class id (``huggingface/label-files``' ``ade20k-id2label.json``: 150 entries, 0 = "wall"): used as it is;
+- by pixel value (datasets exported by labelling tools, e.g. ``segments/sidewalk-semantic``: 0 = "unlabeled"),
+  with an entry 0 for the value the convention ignores. Read as it is, every name would be one class off.
+
+The rule: under ADE's convention, a file whose entry 0 is named like an ignored value (``IGNORED_CLASS_NAMES``:
+"background", "unlabeled", "other", "void", ...) is keyed by pixel value: entry 0 is dropped and entry k names
+class k - 1. Otherwise the file is keyed by class id. Either way one log line says which was read, with the
+first classes. Under ``as_is`` the file is always keyed by pixel value = class id.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# Names of entry 0 that mark a file keyed by pixel value under ADE's convention (compared lower-case, without
+# leading/trailing underscores or spaces).
+IGNORED_CLASS_NAMES = frozenset(
+    {
+        "background",
+        "unlabeled",
+        "unlabelled",
+        "other",
+        "others",
+        "void",
+        "ignore",
+        "ignored",
+        "none",
+        "unknown",
+    }
+)
+
+
+def parse_id2label(payload, source: str) -> dict[int, str]:
+    """``{"0": "name", ...}`` -> ``{0: "name", ...}``; ValueError naming ``source`` unless the keys are the
+    integers 0..K-1 (any order) and the names are distinct non-empty strings."""
+    if not isinstance(payload, dict) or not payload:
+        raise ValueError(f'{source}: expected a non-empty JSON object {{"0": "class name", "1": ...}}')
+    id2label = {}
+    for key, name in payload.items():
+        try:
+            number = int(key)
+        except (TypeError, ValueError):
+            raise ValueError(f"{source}: key {key!r} is not a class id (an integer)") from None
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"{source}: the name of class {key} must be a non-empty string, got {name!r}")
+        if number in id2label:
+            raise ValueError(f"{source}: class id {number} is given twice")
+        id2label[number] = name
+    missing = sorted(set(range(len(id2label))) - set(id2label))
+    if missing:
+        raise ValueError(f"{source}: class ids must be contiguous 0..{len(id2label) - 1}; missing {missing[:10]}, "
+                         f"extra {sorted(set(id2label) - set(range(len(id2label))))[:10]}")  # fmt: skip
+    names = list(id2label.values())
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(
+            f"{source}: class name(s) {duplicates} are used for more than one id; names must be unique"
+        )
+    return dict(sorted(id2label.items()))
+
+
+def read_id2label_file(path: str | Path) -> dict[int, str]:
+    """A checked ``id2label.json`` (see `parse_id2label`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"id2label file {path} not found")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    return parse_id2label(payload, str(path))
+
+
+def read_id2label(root: Path, reduce_labels: bool = False) -> dict[int, str] | None:
+    """Class names found in a dataset folder: ``id2label.json`` (read under the label convention, see the module
+    docstring) or ADE's ``objectInfo150.{csv,txt}`` (Idx 1..150, first synonym of Name); None when neither is there."""
+    path = root / "id2label.json"
+    if path.is_file():
+        return names_for_convention(read_id2label_file(path), reduce_labels, str(path))
+    for name in ("objectInfo150.csv", "objectInfo150.txt"):
+        path = root / name
+        if path.is_file():
+            text = path.read_text()
+            dialect = csv.Sniffer().sniff(text.splitlines()[0], delimiters=",\t")
+            rows = list(csv.DictReader(io.StringIO(text), dialect=dialect))
+            try:
+                return {int(row["Idx"]) - 1: row["Name"].split(";")[0].split(",")[0].strip() for row in rows}
+            except KeyError as error:
+                raise ValueError(f"{path}: expected columns Idx and Name, got {list(rows[0])}") from error
+    return None
+
+
+def names_for_convention(id2label: dict[int, str], reduce_labels: bool, source: str) -> dict[int, str]:
+    """An id2label read from a file, as class ids 0..K-1 under the label convention (see the module docstring)."""
+    if not reduce_labels:
+        return id2label
+    first = id2label[0]
+    if first.strip().strip("_").strip().lower() in IGNORED_CLASS_NAMES:
+        shifted = {key - 1: name for key, name in id2label.items() if key}
+        if not shifted:
+            raise ValueError(
+                f"{source}: only entry 0 ({first!r}), which ADE's convention ignores: no class is left"
+            )
+        logger.info("%s is keyed by pixel value (entry 0 is %r, the value --label_convention ade ignores): entry 0 "
+                    "dropped, pixel k is class k-1 = entry k (class 0 = %r); %d classes", source, first, shifted[0],
+                    len(shifted))  # fmt: skip
+        return shifted
+    logger.info("%s is keyed by class id (entry 0 is %r, not a name of an ignored value): with --label_convention "
+                "ade, pixel k is class k-1 = entry k-1 (pixel 1 = %r); %d classes", source, first, first,
+                len(id2label))  # fmt: skip
+    return id2label

@@ -1,0 +1,337 @@
+"""Hugging Face `datasets` as a dataset source: a ``Dataset``/``DatasetDict`` object, a ``save_to_disk`` folder, a
+local data folder (parquet/arrow files, optionally with ``id2label.json`` at its root, as in a Hub dataset repo),
+or a Hub dataset id.
+
+Columns: the image (``image_column``; else the first of ``image``, ``img``, ``pixel_values``) and the annotation
+(``label_column``; else the first of the names below). Three kinds of annotation:
+
+- semantic: a class-index PNG (the label convention must be chosen) or, with a ``palette``, a colour mask;
+- panoptic: a COCO panoptic PNG plus a ``segments_info`` column;
+- transformers' instance-segmentation example format (``run_instance_segmentation.py``, recognised by its
+  ``semantic_class_to_id`` column): an RGB annotation whose R channel is the class and G channel the instance id
+  (see `decoding.decode_class_and_instance`). Read as panoptic items: with ``reduce_labels`` (the example's
+  ``--do_reduce_labels``) class 0 "background" is ignored and every other class is a thing; without it class 0
+  is a stuff class (one segment) and the others are things.
+
+Semantic class names: ``id2label`` (the final classes, used as they are), else ``id2label_file``, else
+``id2label.json`` at a local folder's root or in the Hub dataset repo (fetched with huggingface_hub, as
+transformers' semantic-segmentation example does); a file is read under the label convention
+(`class_names.names_for_convention`). Without any, the classes are numbered, with a warning.
+
+Splits: `splits.plan_split` (aliases, slices, a seeded held-out validation split).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import datasets
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+from .class_names import names_for_convention, parse_id2label, read_id2label, read_id2label_file
+from .dataset import SegmentationDataset, SegmentationItem, Task
+from .decoding import (
+    category_metadata,
+    decode_class_and_instance,
+    decode_panoptic,
+    decode_semantic,
+    open_image,
+    open_rgb,
+    require_label_convention,
+    scan_num_labels,
+    warn_if_binary,
+)
+from .palette import Palette, read_palette
+from .splits import plan_split
+
+logger = logging.getLogger(__name__)
+
+_IMAGE_COLUMNS = ("image", "img", "pixel_values")
+_SEMANTIC_COLUMNS = ("annotation", "semantic", "semantic_map", "segmentation", "label", "mask")
+_PANOPTIC_COLUMNS = ("label", "panoptic", "panoptic_map", "annotation", "segmentation", "mask")
+CLASS_MAP_COLUMN = (
+    "semantic_class_to_id"  # transformers' instance-segmentation example: {name: class id} per row
+)
+ID2LABEL_FILE = "id2label.json"
+
+Kind = Literal["semantic", "panoptic", "class_instance"]
+
+
+class HFDataset(SegmentationDataset):
+    """A ``datasets.Dataset`` with an image column and an annotation column of one `Kind`."""
+
+    def __init__(self, dataset, kind: Kind, image_column: str, label_column: str, *,
+                 category_to_label: dict[int, int] | None = None, palette: Palette | None = None,
+                 stuff_ids: Sequence[int] = (), **metadata):  # fmt: skip
+        super().__init__(**metadata)
+        self.dataset, self.kind = dataset, kind
+        self.task: Task = "semantic" if kind == "semantic" else "panoptic"
+        self.image_column, self.label_column = image_column, label_column
+        self.category_to_label, self.palette, self.stuff_ids = category_to_label, palette, list(stuff_ids)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _source(self, index: int) -> str:
+        return f"row {index}"
+
+    def _load(self, index: int) -> SegmentationItem:
+        row = self.dataset[index]
+        image_id = str(row.get("image_id", index))
+        source = f"row {index} (image_id {image_id})"
+        image = open_rgb(row[self.image_column], f"{source}, column {self.image_column!r}")
+        annotation = open_image(row[self.label_column], f"{source}, column {self.label_column!r}")
+        if annotation.size != image.size:
+            raise ValueError(f"{source}: annotation size {annotation.width}x{annotation.height} (WxH) differs from "
+                             f"image size {image.width}x{image.height}")  # fmt: skip
+        item = {"image": image, "panoptic_ids": None, "segments_info": None, "image_id": image_id}
+        if self.kind == "semantic":
+            semantic = decode_semantic(annotation, reduce_labels=self.reduce_labels, ignore_index=self.ignore_index,
+                                       source=source, palette=self.palette)  # fmt: skip
+            return {**item, "semantic": semantic}
+        if self.kind == "class_instance":
+            ids, segments, semantic = decode_class_and_instance(
+                annotation, reduce_labels=self.reduce_labels, stuff_ids=self.stuff_ids,
+                ignore_index=self.ignore_index, source=source,
+            )  # fmt: skip
+            return {**item, "semantic": semantic, "panoptic_ids": ids, "segments_info": segments}
+        if row.get("segments_info") is None:
+            raise ValueError(f"{source}: no segments_info")
+        ids, segments, semantic = decode_panoptic(
+            annotation,
+            row["segments_info"],
+            self.category_to_label,
+            ignore_index=self.ignore_index,
+            source=source,
+        )
+        return {**item, "semantic": semantic, "panoptic_ids": ids, "segments_info": segments}
+
+
+def _pick_column(
+    columns: list[str], given: str | None, candidates: Sequence[str], what: str, flag: str
+) -> str:
+    if given is not None:
+        if given not in columns:
+            raise ValueError(f"{what} column {given!r} ({flag}) not found; columns are {columns}")
+        return given
+    for name in candidates:
+        if name in columns:
+            return name
+    raise ValueError(f"cannot find the {what} column (tried {list(candidates)}); columns are {columns}. "
+                     f"Name it with {flag} COLUMN.")  # fmt: skip
+
+
+def _script_error(name: str, error: RuntimeError) -> ValueError:
+    # NOTE: datasets >= 4.0 refuses loading scripts: "Dataset scripts are no longer supported, but found x.py".
+    if "scripts are no longer supported" not in str(error):
+        raise error
+    return ValueError(
+        f"dataset {name!r} is a loading script, which datasets {datasets.__version__} no longer runs ({error}); "
+        f"download its data and pass the folder (ADE20K, COCO panoptic and Cityscapes: python "
+        f"scripts/prepare_data.py NAME --root DIR, see --help)"
+    )
+
+
+def _open(name_or_path, split: str, train_val_split: float | None, load_kwargs: dict):
+    """(the planned ``datasets.Dataset``, the local folder or None, the Hub id or None, a description)."""
+    folder = hub_id = None
+    if isinstance(name_or_path, (datasets.Dataset, datasets.DatasetDict)):
+        source, where = name_or_path, "the dataset"
+    elif Path(name_or_path).is_dir() and any(
+        (Path(name_or_path) / f).is_file() for f in ("state.json", "dataset_dict.json")
+    ):
+        folder = Path(name_or_path)
+        source, where = datasets.load_from_disk(str(folder)), f"dataset {folder}"
+    else:
+        name = str(name_or_path)
+        folder = Path(name) if Path(name).is_dir() else None
+        hub_id, where = (None if folder else name), f"dataset {name}"
+        config = {key: value for key, value in load_kwargs.items() if key != "name"}
+        try:
+            available = datasets.get_dataset_split_names(name, load_kwargs.get("name"), **config)
+            plan = plan_split(split, available, train_val_split, where)
+            if plan.part == "all":  # datasets slices it itself
+                return (
+                    datasets.load_dataset(name, split=plan.subset + plan.slice, **load_kwargs),
+                    folder,
+                    hub_id,
+                    where,
+                )
+            data = datasets.load_dataset(name, split=plan.subset, **load_kwargs)
+        except RuntimeError as error:
+            raise _script_error(name, error) from error
+        return data.select(plan.select(len(data))), folder, hub_id, where
+    available = list(source) if isinstance(source, datasets.DatasetDict) else None
+    plan = plan_split(split, available, train_val_split, where)
+    data = source[plan.subset] if available is not None else source
+    indices = plan.select(len(data))
+    whole = isinstance(indices, range) and indices == range(len(data))
+    return (data if whole else data.select(indices)), folder, hub_id, where
+
+
+def fetch_hub_id2label(repo_id: str, revision: str | None = None) -> dict[int, str] | None:
+    """``id2label.json`` of a Hub dataset repo (``hf_hub_download(repo_id, "id2label.json", repo_type="dataset")``,
+    as transformers' semantic-segmentation example reads it), checked; None when the repo has none or it cannot be
+    fetched (logged)."""
+    try:
+        path = hf_hub_download(repo_id, ID2LABEL_FILE, repo_type="dataset", revision=revision)
+    except LocalEntryNotFoundError as error:  # offline, and not in the cache
+        logger.warning("dataset %s: could not fetch %s from the Hub (%s)", repo_id, ID2LABEL_FILE, error)
+        return None
+    except EntryNotFoundError:
+        logger.info("dataset %s: the Hub repo has no %s", repo_id, ID2LABEL_FILE)
+        return None
+    except OSError as error:  # network errors, a repo that is not a dataset repo
+        logger.warning("dataset %s: could not fetch %s from the Hub (%s)", repo_id, ID2LABEL_FILE, error)
+        return None
+    return read_id2label_file(path)
+
+
+def _class_map_names(dataset, reduce_labels: bool, where: str) -> dict[int, str]:
+    """id2label from the instance format's ``semantic_class_to_id`` column ({name: pixel value of R}, row 0)."""
+    label2id = dataset.select_columns([CLASS_MAP_COLUMN])[0][CLASS_MAP_COLUMN]
+    if not isinstance(label2id, dict):
+        raise ValueError(
+            f"{where}: column {CLASS_MAP_COLUMN!r} must hold {{class name: class id}}, got {label2id!r}"
+        )
+    id2label = parse_id2label({value: name for name, value in label2id.items() if value is not None},
+                              f"{where}, column {CLASS_MAP_COLUMN!r}")  # fmt: skip
+    if not reduce_labels:
+        return id2label
+    # NOTE: as the example's --do_reduce_labels: class 0 ("background") is dropped, the others shift down by one.
+    logger.info("%s: --label_convention ade: class 0 (%r) ignored, R = k is class k-1", where, id2label[0])
+    return {key - 1: name for key, name in id2label.items() if key}
+
+
+def load_hf_dataset(
+    name_or_path,
+    split: str = "train",
+    *,
+    task: Task | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    reduce_labels: bool | None = True,
+    ignore_index: int = 255,
+    id2label: dict[int, str] | None = None,
+    id2label_file: str | Path | None = None,
+    num_labels: int | None = None,
+    categories: list[dict] | None = None,
+    thing_ids: Sequence[int] = (),
+    palette: str | Path | Palette | None = None,
+    train_val_split: float | None = None,
+    **load_kwargs,
+) -> HFDataset:
+    """A Hugging Face dataset (see the module docstring); ``load_kwargs`` go to ``datasets.load_dataset``.
+
+    Semantic PNGs follow ADE's convention by default (0 = other, like scene_parse_150): pass
+    ``reduce_labels=False`` when 0 is a real class (None: refuse to guess, asking for the choice). Without class
+    names, ``num_labels`` or a scan of the annotations (slow on big data) gives the count.
+
+    Panoptic category ids: ``categories`` (COCO list, sparse ids mapped to 0..K-1), else ``categories.json`` in a
+    local folder, else a ClassLabel feature on ``segments_info.category_id``, else the ids as they are
+    (``id2label`` or numbers up to the largest id seen). ``thing_ids`` applies to the last two cases.
+    """
+    dataset, folder, hub_id, where = _open(name_or_path, split, train_val_split, load_kwargs)
+    if isinstance(palette, (str, Path)):
+        palette = read_palette(palette)
+    columns = list(dataset.column_names)
+    image_column = _pick_column(columns, image_column, _IMAGE_COLUMNS, "image", "--image_column")
+    others = [c for c in columns if c != image_column]
+    kind: Kind = (
+        "panoptic" if task == "panoptic" or (task is None and "segments_info" in columns) else "semantic"
+    )
+    if task is None and kind == "semantic" and CLASS_MAP_COLUMN in columns and palette is None:
+        kind = "class_instance"
+    if kind == "panoptic" and "segments_info" not in columns:
+        raise ValueError(f"{where}: panoptic data needs a 'segments_info' column; columns are {columns}")
+    candidates = _PANOPTIC_COLUMNS if kind == "panoptic" else _SEMANTIC_COLUMNS
+    label_column = _pick_column(
+        others, label_column, candidates, f"{kind.replace('_', ' ')} annotation", "--label_column"
+    )
+    common = {"image_column": image_column, "label_column": label_column, "ignore_index": ignore_index}
+    if not len(dataset):
+        raise ValueError(f"{where}: split {split!r} has no rows")
+
+    if kind == "panoptic":
+        if id2label is None and id2label_file is not None:  # panoptic ids have no label convention
+            id2label = read_id2label_file(id2label_file)
+        if palette is not None:
+            raise ValueError(f"{where}: --palette reads semantic colour masks; this dataset is panoptic")
+        return _panoptic(dataset, folder, categories, id2label, thing_ids, common)
+    if palette is not None:
+        if reduce_labels:
+            logger.info(
+                "%s: colour masks read with %s; the label convention does not apply", where, palette.source
+            )
+        if id2label is not None and dict(id2label) != palette.id2label:
+            raise ValueError(f"{where}: {palette.source} names the classes {palette.names[:8]}, but id2label gives "
+                             f"{list(id2label.values())[:8]}")  # fmt: skip
+        return HFDataset(dataset, "semantic", palette=palette, id2label=palette.id2label, thing_ids=thing_ids,
+                         reduce_labels=False, **common)  # fmt: skip
+    reduce_labels = require_label_convention(reduce_labels, where)
+    if kind == "class_instance":
+        if id2label is None and id2label_file is not None:  # keyed by the R value, like the column
+            id2label = names_for_convention(
+                read_id2label_file(id2label_file), reduce_labels, str(id2label_file)
+            )
+        if id2label is None:
+            id2label = _class_map_names(dataset, reduce_labels, where)
+        stuff = [] if reduce_labels else [0]
+        return HFDataset(dataset, "class_instance", stuff_ids=stuff, id2label=id2label, reduce_labels=reduce_labels,
+                         thing_ids=[i for i in id2label if i not in stuff], **common)  # fmt: skip
+
+    warn_if_binary(
+        dataset[label_column], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where
+    )
+    if id2label is None and id2label_file is not None:
+        id2label = names_for_convention(read_id2label_file(id2label_file), reduce_labels, str(id2label_file))
+    if id2label is None and folder is not None:
+        id2label = read_id2label(folder, reduce_labels)
+    if id2label is None and hub_id is not None:
+        fetched = fetch_hub_id2label(hub_id, load_kwargs.get("revision"))
+        if fetched is not None:
+            id2label = names_for_convention(
+                fetched, reduce_labels, f"{ID2LABEL_FILE} of the Hub dataset {hub_id}"
+            )
+    if id2label is None:
+        if num_labels is None:
+            num_labels = scan_num_labels(dataset[label_column], reduce_labels, ignore_index)
+        id2label = {i: str(i) for i in range(num_labels)}
+        logger.warning("%s: no class names (no --id2label, no %s): the %d classes are named by their ids",
+                       where, ID2LABEL_FILE, num_labels)  # fmt: skip
+    return HFDataset(
+        dataset, "semantic", id2label=id2label, thing_ids=thing_ids, reduce_labels=reduce_labels, **common
+    )
+
+
+def _panoptic(dataset, folder, categories, id2label, thing_ids, common) -> HFDataset:
+    if categories is None and folder is not None and (folder / "categories.json").is_file():
+        categories = json.loads((folder / "categories.json").read_text())
+    if categories is not None:
+        metadata = category_metadata(categories)
+        if id2label is not None and dict(id2label) != metadata["id2label"]:
+            raise ValueError(f"the dataset's categories name the classes {list(metadata['id2label'].values())[:8]}, "
+                             f"but id2label gives {list(id2label.values())[:8]}")  # fmt: skip
+        category_to_label = metadata.pop("category_to_label")
+        return HFDataset(dataset, "panoptic", category_to_label=category_to_label, **metadata, **common)
+    feature = dataset.features["segments_info"]
+    feature = (
+        feature.feature
+        if hasattr(feature, "feature")
+        else feature[0]
+        if isinstance(feature, list)
+        else feature
+    )
+    category_feature = feature.get("category_id") if isinstance(feature, dict) else None
+    if id2label is None and isinstance(category_feature, datasets.ClassLabel):
+        id2label = dict(enumerate(category_feature.names))
+    if id2label is None:
+        top = max((s["category_id"] for segments in dataset["segments_info"] for s in segments), default=-1)
+        id2label = {i: str(i) for i in range(top + 1)}
+    return HFDataset(dataset, "panoptic", category_to_label={i: i for i in id2label}, id2label=id2label,
+                     thing_ids=thing_ids, **common)  # fmt: skip

@@ -1,0 +1,220 @@
+"""Colour-coded semantic masks: a palette (colour -> class) read from a file, and the decoding of RGB masks to
+class ids with it.
+
+Two file formats, told apart by their content:
+
+- JSON, class names in file order (class ids 0, 1, ...), each with one colour or a list of colours::
+
+      {"background": [0, 0, 0], "cat": [128, 0, 0], "dog": [[0, 128, 0], [0, 100, 0]],
+       "__ignore__": [224, 224, 192], "__unlisted__": "ignore"}
+
+- CVAT's / Datumaro's ``labelmap.txt`` (the "Segmentation mask 1.1" export), one ``name:r,g,b:parts:actions``
+  line per class in file order, ``#`` comments::
+
+      # label:color_rgb:parts:actions
+      background:0,0,0::
+      cat:128,0,0::
+
+Reserved names: ``__ignore__`` (its colours are read as ``ignore_index``, excluded from training and metrics) and,
+in JSON, ``__unlisted__``: ``"error"`` (the default: a colour outside the palette is an error naming the file, the
+colour and its pixel count) or ``"ignore"`` (such pixels are ignored).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .synthetic import rgb_to_id
+
+IGNORE_NAME = "__ignore__"
+UNLISTED_NAME = "__unlisted__"
+
+# Pascal VOC's 21 classes (index = pixel value of its SegmentationClass PNGs; 255 = void).
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+_UNKNOWN = np.uint16(65535)  # a table entry for colours outside the palette (class ids and 255 stay below it)
+
+
+def voc_colormap(count: int = 256) -> np.ndarray:
+    """(count, 3) uint8: Pascal VOC's palette (the bits of the index spread over R, G, B from the high bit down),
+    the one its PNGs embed and CVAT uses for labels without colours."""
+    indices = np.arange(count)
+    colormap = np.zeros((count, 3), dtype=np.uint8)
+    for shift in range(7, -1, -1):
+        for channel in range(3):
+            colormap[:, channel] |= ((indices >> channel) & 1).astype(np.uint8) << shift
+        indices = indices >> 3
+    return colormap
+
+
+@dataclass
+class Palette:
+    """Colours -> class ids. ``names[k]`` is class k; ``colors`` lists (colour, class id or None = ignored)."""
+
+    names: list[str]
+    colors: list[tuple[tuple[int, int, int], int | None]]
+    source: str = "the palette"
+    unlisted: str = "error"
+    _tables: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self):
+        if len(set(self.names)) != len(self.names):
+            duplicate = next(n for n in self.names if self.names.count(n) > 1)
+            raise ValueError(f"{self.source}: class {duplicate!r} is listed twice")
+        seen: dict[tuple[int, int, int], int | None] = {}
+        for color, label in self.colors:
+            if len(color) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in color):
+                raise ValueError(f"{self.source}: colour {list(color)} is not three integers 0..255")
+            if color in seen and seen[color] != label:
+                raise ValueError(f"{self.source}: colour {tuple(color)} is given to both {self._name(seen[color])!r} "
+                                 f"and {self._name(label)!r}")  # fmt: skip
+            seen[color] = label
+        if self.unlisted not in ("error", "ignore"):
+            raise ValueError(
+                f"{self.source}: {UNLISTED_NAME} must be 'error' or 'ignore', got {self.unlisted!r}"
+            )
+        if not self.names:
+            raise ValueError(f"{self.source}: no classes")
+
+    def _name(self, label: int | None) -> str:
+        return IGNORE_NAME if label is None else self.names[label]
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.names))
+
+    def __getstate__(self):  # the lookup table is rebuilt where needed (a DataLoader worker), never pickled
+        return {**self.__dict__, "_tables": {}}
+
+    def _table(self, ignore_index: int) -> np.ndarray:
+        """A 2^24-entry table (32 MB, built once per ignore_index): packed colour -> class id, ignore_index, or
+        _UNKNOWN."""
+        if ignore_index not in self._tables:
+            table = np.full(1 << 24, _UNKNOWN, dtype=np.uint16)
+            for color, label in self.colors:
+                table[color[0] + 256 * color[1] + 65536 * color[2]] = ignore_index if label is None else label
+            self._tables[ignore_index] = table
+        return self._tables[ignore_index]
+
+    def decode(self, mask: Image.Image | np.ndarray, *, ignore_index: int = 255, source: str) -> np.ndarray:
+        """A colour mask (PIL image of any mode, or an (H, W, 3) uint8 array) -> (H, W) class ids (uint8 when they
+        fit, else int32), ``ignore_index`` for ``__ignore__`` colours; a colour outside the palette is a ValueError
+        naming ``source``, the colour and its pixel count (or ignored with ``__unlisted__: "ignore"``)."""
+        if ignore_index >= int(_UNKNOWN) or len(self.names) >= int(_UNKNOWN):
+            raise ValueError(f"{self.source}: ignore_index and class ids must be below {int(_UNKNOWN)}")
+        if isinstance(mask, Image.Image):
+            mask = np.asarray(mask.convert("RGB"))
+        # NOTE: vectorised: each pixel's colour packed into one int (R + 256 G + 65536 B, as COCO panoptic ids), then
+        # one gather from a dense table; ~2 ms for 512x683 where a search of the sorted colours takes ~6 ms.
+        packed = rgb_to_id(mask)  # (H, W) int32
+        labels = self._table(ignore_index)[packed]
+        unknown = labels == _UNKNOWN
+        if unknown.any():
+            if self.unlisted == "error":
+                raise ValueError(self._unknown_colours_message(packed[unknown], source))
+            labels[unknown] = ignore_index
+        return labels.astype(np.uint8 if max(ignore_index, len(self.names) - 1) <= 255 else np.int32)
+
+    def _unknown_colours_message(self, packed: np.ndarray, source: str) -> str:
+        values, counts = np.unique(packed, return_counts=True)
+        order = np.argsort(-counts, kind="stable")
+        first = int(values[order[0]])
+        colour = (first % 256, first // 256 % 256, first // 65536)
+        more = (
+            f" and {len(values) - 1} other unlisted colour(s), {int(counts.sum() - counts[order[0]])} pixels"
+            if len(values) > 1
+            else ""
+        )
+        return (f"{source}: {int(counts[order[0]])} pixels have colour {colour}, which {self.source} does not "
+                f"list{more}; add the colour to a class (or to {IGNORE_NAME}) in a --palette file, or set "
+                f"\"{UNLISTED_NAME}\": \"ignore\" there to ignore unlisted colours")  # fmt: skip
+
+
+def read_palette(path: str | Path) -> Palette:
+    """A palette file: JSON (``{"name": [r, g, b], ...}``) or CVAT's labelmap.txt; see the module docstring."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"palette file {path} not found")
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("{"):
+        return _palette_from_json(text, str(path))
+    return read_labelmap(path, text)
+
+
+def _color_list(value, source: str, name: str) -> list[tuple[int, int, int]]:
+    if isinstance(value, Sequence) and len(value) == 3 and all(isinstance(c, int) for c in value):
+        return [tuple(value)]
+    if (
+        isinstance(value, Sequence)
+        and value
+        and all(isinstance(c, Sequence) and not isinstance(c, str) for c in value)
+    ):
+        return [tuple(c) for c in value]
+    raise ValueError(f"{source}: {name!r} must be a colour [r, g, b] or a list of them, got {value!r}")
+
+
+def _palette_from_json(text: str, source: str) -> Palette:
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{source}: not valid JSON ({error})") from error
+    if not isinstance(payload, dict):
+        raise ValueError(f'{source}: expected a JSON object {{"class name": [r, g, b], ...}}')
+    unlisted = payload.pop(UNLISTED_NAME, "error")
+    names, colors = [], []
+    for name, value in payload.items():
+        label = None if name == IGNORE_NAME else len(names)
+        if label is not None:
+            names.append(name)
+        colors += [(color, label) for color in _color_list(value, source, name)]
+    return Palette(names, colors, source=source, unlisted=unlisted)
+
+
+def read_labelmap(path: str | Path, text: str | None = None) -> Palette:
+    """CVAT's / Datumaro's labelmap.txt (``name:r,g,b:parts:actions`` per line, in class order). When no line has a
+    colour, class k gets Pascal VOC's colour k, as Datumaro does."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8") if text is None else text
+    entries = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split(":")
+        if len(fields) != 4:
+            raise ValueError(f"{path}, line {number}: expected 'name:r,g,b:parts:actions' (4 fields separated by "
+                             f"':'), got {line!r}")  # fmt: skip
+        name, color = fields[0], fields[1].strip()
+        if color:
+            try:
+                color = tuple(int(c) for c in color.split(","))
+            except ValueError:
+                color = ()
+            if len(color) != 3:
+                raise ValueError(f"{path}, line {number}: colour {fields[1]!r} of {name!r} is not 'r,g,b'")
+        entries.append((name, color or None))
+    if not entries:
+        raise ValueError(f"{path}: no labels")
+    colored = [name for name, color in entries if color is not None]
+    if colored and len(colored) != len(entries):
+        missing = next(name for name, color in entries if color is None)
+        raise ValueError(f"{path}: label {missing!r} has no colour while others have one")
+    if not colored:
+        voc = voc_colormap(len(entries))
+        entries = [(name, tuple(int(c) for c in voc[i])) for i, (name, _) in enumerate(entries)]
+    names, colors = [], []
+    for name, color in entries:
+        label = None if name == IGNORE_NAME else len(names)
+        if label is not None:
+            names.append(name)
+        colors.append((color, label))
+    return Palette(names, colors, source=str(path))

@@ -1,0 +1,167 @@
+"""Which items a split name means, for every source with named subsets (a `datasets` DatasetDict or Hub dataset,
+the ``ImageSets/Segmentation/*.txt`` lists of a VOC or CVAT export).
+
+- Names: ``train``/``training``, ``validation``/``val``, ``test`` are one split each, whatever the source calls it.
+- Slices as `datasets` writes them: ``train[:100]``, ``train[80%:]``, ``validation[:10%]`` (read with datasets'
+  ``ReadInstruction``), taken as they are.
+- A validation split held out of the training split: with ``train_val_split=FRACTION`` always (the source's own
+  validation split, if any, is then not used), and by default (15%, like transformers' examples) when the source
+  has no validation split. ``train`` is then the rest. The split is seeded (``SPLIT_SEED``) and does not depend on
+  the training seed, so training and a later evaluation see the same held-out items.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from datasets import ReadInstruction
+
+logger = logging.getLogger(__name__)
+
+SPLITS = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "val": "validation",
+    "test": "test",
+}
+DEFAULT_VALIDATION_FRACTION = 0.15
+SPLIT_SEED = 0
+
+
+def normalize_split(split: str) -> str:
+    """Our name of a split: ``"val"`` -> ``"validation"``; ValueError for an unknown name."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
+    return SPLITS[split]
+
+
+def parse_split(split: str) -> tuple[str, str]:
+    """``"train[:80%]"`` -> ``("train", "[:80%]")``; ``"train"`` -> ``("train", "")``."""
+    name, bracket, rest = split.partition("[")
+    if bracket and not rest.endswith("]"):
+        raise ValueError(f"split {split!r}: a slice is written like train[:100] or train[80%:]")
+    return name, bracket + rest
+
+
+def slice_indices(name: str, bracket: str, count: int) -> range:
+    """The items of ``name{bracket}`` among ``count`` (datasets' slicing rules: ``[:100]``, ``[80%:]``, ...)."""
+    if not bracket:
+        return range(count)
+    try:
+        (instruction,) = ReadInstruction.from_spec(name + bracket).to_absolute({name: count})
+    except ValueError as error:
+        raise ValueError(
+            f"split {name + bracket!r}: {error} (write slices like train[:100] or train[80%:])"
+        ) from None
+    return range(instruction.from_, instruction.to)
+
+
+def holdout_indices(count: int, fraction: float, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """(training indices, held-out indices), each sorted: the same items as ``datasets.Dataset.train_test_split(
+    test_size=fraction, seed=seed)`` takes (``ceil(fraction x count)`` held out from a seeded permutation).
+
+    NOTE: written here rather than calling datasets because folder sources (VOC, CVAT) are lists of files, not
+    ``datasets.Dataset`` objects; tests check it against datasets' own split."""
+    check_fraction(fraction)
+    held_out = math.ceil(fraction * count)
+    if not 0 < held_out < count:
+        raise ValueError(
+            f"--train_val_split {fraction} of {count} item(s) leaves no training or no validation item"
+        )
+    permutation = np.random.default_rng(seed).permutation(count)
+    return np.sort(permutation[held_out:]), np.sort(permutation[:held_out])
+
+
+def check_fraction(fraction: float) -> float:
+    if not 0 < fraction < 1:
+        raise ValueError(f"--train_val_split must be a fraction between 0 and 1 (exclusive), got {fraction}")
+    return fraction
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """What to read: the source's ``subset`` (its own name for it), then ``slice`` of it (``"[:80%]"``, or ""), or
+    the ``part`` of it that a held-out validation split leaves (``"all"``, ``"train"`` or ``"held_out"``)."""
+
+    subset: str | None
+    slice: str = ""
+    part: Literal["all", "train", "held_out"] = "all"
+    fraction: float | None = None
+
+    def select(self, count: int) -> np.ndarray | range:
+        """Indices of the planned items among the ``count`` items of ``subset``."""
+        if self.part == "all":
+            return slice_indices(self.subset or "split", self.slice, count)
+        train, held_out = holdout_indices(count, self.fraction)
+        return train if self.part == "train" else held_out
+
+
+def _find(available: list[str], name: str) -> str | None:
+    """The source's name for split ``name``: itself, or an alias (``val`` for ``validation``), any case."""
+    canonical = SPLITS.get(name.lower())
+    for candidate in available:
+        if candidate == name or candidate.lower() == name.lower():
+            return candidate
+    if canonical is not None:
+        for candidate in available:
+            if SPLITS.get(candidate.lower()) == canonical:
+                return candidate
+    return None
+
+
+def plan_split(
+    split: str, available: list[str] | None, train_val_split: float | None, where: str
+) -> SplitPlan:
+    """Resolve ``split`` against the source's subsets ``available`` (None: a single unnamed one). Logs what was
+    held out; ValueError naming ``where``, the subsets and what to pass when the split cannot be found."""
+    name, bracket = parse_split(split)
+    canonical = SPLITS.get(name.lower())
+    if train_val_split is not None:
+        check_fraction(train_val_split)
+        if bracket:
+            raise ValueError(
+                f"{where}: give either a sliced split ({split!r}) or --train_val_split, not both"
+            )
+    if available is None:  # one set of items: the split name does not select anything
+        if train_val_split is not None and canonical in ("train", "validation"):
+            return _held_out(None, canonical, train_val_split, where, f"--train_val_split {train_val_split}")
+        return SplitPlan(None, bracket)
+
+    found = _find(available, name)
+    validation = _find(available, "validation")
+    holds_out = (
+        canonical in ("train", "validation")
+        and not bracket
+        and (train_val_split is not None or validation is None)
+    )
+    if not holds_out:
+        if found is None:
+            raise ValueError(f"{where}: no split {name!r}; it has {available}. Pass one of those names (--train_split, "
+                             f"--eval_split, --split), a slice of one such as {available[0]}[80%:], or --train_val_split "
+                             f"FRACTION to hold a validation split out of the training split")  # fmt: skip
+        return SplitPlan(found, bracket)
+    source = _find(available, "train") or (available[0] if len(available) == 1 else None)
+    if source is None:
+        raise ValueError(f"{where}: no 'train' split to hold a validation split out of; it has {available}. Pass "
+                         f"--train_split and --eval_split with two of them")  # fmt: skip
+    if train_val_split is None:
+        reason = f"no validation split (only {available})"
+        fraction = DEFAULT_VALIDATION_FRACTION
+    else:
+        reason = f"--train_val_split {train_val_split}" + (f" (the dataset's own {validation!r} split is not used)"
+                                                          if validation else "")  # fmt: skip
+        fraction = train_val_split
+    return _held_out(source, canonical, fraction, where, reason)
+
+
+def _held_out(source: str | None, canonical: str, fraction: float, where: str, reason: str) -> SplitPlan:
+    of = f"{source!r}" if source else "the items"
+    logger.info("%s: %s, so %.0f%% of %s (seed %d) are held out as the validation split and the rest is the "
+                "training split; --train_val_split FRACTION sets the fraction", where, reason, 100 * fraction, of,
+                SPLIT_SEED)  # fmt: skip
+    return SplitPlan(source, "", "train" if canonical == "train" else "held_out", fraction)

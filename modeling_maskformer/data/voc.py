@@ -1,0 +1,227 @@
+"""Pascal VOC-style folders: Pascal VOC itself, CVAT's "Segmentation mask 1.1" export (Datumaro's VOC
+segmentation writer), and other tools' VOC-layout exports.
+
+    root/JPEGImages/<id>.jpg                   images (CVAT keeps their extension, and writes them only when
+                                               "Save images" is ticked)
+    root/SegmentationClass/<id>.png            class masks
+    root/SegmentationObject/<id>.png           instance masks (not read: these datasets are semantic)
+    root/ImageSets/Segmentation/<subset>.txt   one id per line (VOC: train, val, trainval; CVAT: the task's
+                                               subsets, "default" when it has none)
+    root/labelmap.txt                          CVAT/Datumaro: "name:r,g,b::" per class, in class order
+
+How masks are read:
+
+- ``palette`` (``--palette FILE``): by colour with it, every mask.
+- ``labelmap.txt``: colour masks (RGB, or palette PNGs) by colour with it; single-channel masks (Datumaro without
+  its colour map) as indices in its class order. Its classes are the dataset's classes, in its order.
+  "background" is a class (CVAT paints every unannotated pixel with its colour, black unless the task defines
+  it, and lists it in labelmap.txt; Pascal VOC counts it as class 0). To ignore it instead, pass a --palette
+  that lists its colour under "__ignore__".
+- neither: palette ("P") or grey PNGs whose values are the classes, 255 = void. Class names from ``id2label``,
+  ``id2label_file``, ``root/id2label.json``, or Pascal VOC's 21 names when the folder is Pascal VOC itself: it is
+  named ``VOC2007`` .. ``VOC2012`` (``VOCdevkit/VOC2012``) and its masks carry VOC's palette. Nothing else gets
+  invented names: a ValueError says what to pass. An RGB mask here is an error pointing at ``--palette``.
+
+The label convention: colour masks have none (``reduce_labels=True`` is refused); index masks use the values as
+they are unless ``reduce_labels=True`` is passed explicitly (then 0 is ignored and k is class k - 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from .class_names import names_for_convention, read_id2label, read_id2label_file
+from .dataset import SegmentationDataset, SegmentationItem
+from .decoding import (
+    IMAGE_SUFFIXES,
+    LOSSY_LABEL_SUFFIXES,
+    PALETTE_HINT,
+    decode_semantic,
+    lossy_label_message,
+    open_image,
+    open_rgb,
+    warn_if_binary,
+)
+from .palette import VOC_CLASSES, Palette, read_labelmap, read_palette, voc_colormap
+from .splits import plan_split
+
+logger = logging.getLogger(__name__)
+
+_INDEX_MODES = ("L", "P", "I", "I;16")
+_VOC_FOLDER = re.compile(r"VOC20(0[7-9]|1[0-2])")
+
+
+class VocFolderDataset(SegmentationDataset):
+    """(image, class mask) pairs of a VOC-layout folder; masks decoded by colour (``palette``) or as indices."""
+
+    def __init__(self, ids: list[str], pairs: list[tuple[Path, Path]], *, palette: Palette | None, colour_only: bool,
+                 **metadata):  # fmt: skip
+        super().__init__(**metadata)
+        self.ids, self.pairs, self.palette, self.colour_only = ids, pairs, palette, colour_only
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _source(self, index: int) -> str:
+        return str(self.pairs[index][1])
+
+    def _load(self, index: int) -> SegmentationItem:
+        image_path, mask_path = self.pairs[index]
+        mask = open_image(mask_path)
+        by_colour = self.palette is not None and (self.colour_only or mask.mode not in _INDEX_MODES)
+        semantic = decode_semantic(mask, reduce_labels=self.reduce_labels, ignore_index=self.ignore_index,
+                                   source=str(mask_path), palette=self.palette if by_colour else None)  # fmt: skip
+        image = open_rgb(image_path)
+        if semantic.shape != (image.height, image.width):
+            raise ValueError(f"{mask_path}: mask size {semantic.shape[1]}x{semantic.shape[0]} (WxH) differs from "
+                             f"image {image_path} size {image.width}x{image.height}")  # fmt: skip
+        return {"image": image, "semantic": semantic, "panoptic_ids": None, "segments_info": None,
+                "image_id": self.ids[index]}  # fmt: skip
+
+
+def is_voc_folder(root: Path) -> bool:
+    return (root / "SegmentationClass").is_dir()
+
+
+def _subsets(root: Path) -> dict[str, list[str]] | None:
+    lists = root / "ImageSets" / "Segmentation"
+    if not lists.is_dir():
+        return None
+    subsets = {}
+    for path in sorted(lists.glob("*.txt")):
+        subsets[path.stem] = [
+            line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+        ]
+    return subsets or None
+
+
+def _files_by_id(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
+    """``folder``'s files with those suffixes (any case, in subfolders too) by id: the relative path without suffix."""
+    return {p.relative_to(folder).with_suffix("").as_posix(): p for p in sorted(folder.rglob("*"))
+            if p.suffix.lower() in suffixes and p.is_file()}  # fmt: skip
+
+
+def _pairs(root: Path, ids: list[str]) -> list[tuple[Path, Path]]:
+    masks = _files_by_id(root / "SegmentationClass", (".png", *LOSSY_LABEL_SUFFIXES))
+    lossy = [masks[i] for i in ids if i in masks and masks[i].suffix.lower() in LOSSY_LABEL_SUFFIXES]
+    if lossy:
+        raise ValueError(lossy_label_message(f"{lossy[0]} ({len(lossy)} of the {len(ids)} masks are JPEG)"))
+    missing = [i for i in ids if i not in masks]
+    if missing:
+        raise FileNotFoundError(f"VOC folder {root}: {len(missing)} listed id(s) without a mask in "
+                                f"{root / 'SegmentationClass'}, e.g. {missing[0]}.png")  # fmt: skip
+    image_dir = root / "JPEGImages"
+    if not image_dir.is_dir() or not any(image_dir.iterdir()):
+        raise FileNotFoundError(f"VOC folder {root}: no images in {image_dir}. CVAT writes them only when 'Save "
+                                f"images' is ticked in the export dialog: export again with it, or copy the images "
+                                f"there (named like the masks)")  # fmt: skip
+    images = _files_by_id(image_dir, IMAGE_SUFFIXES)
+    missing = [i for i in ids if i not in images]
+    if missing:
+        raise FileNotFoundError(f"VOC folder {root}: {len(missing)} mask(s) without an image in {image_dir}, e.g. "
+                                f"{missing[0]} (looked for {', '.join(IMAGE_SUFFIXES)})")  # fmt: skip
+    return [(images[i], masks[i]) for i in ids]
+
+
+def _is_pascal_voc(root: Path, first_mask: Image.Image) -> bool:
+    """Pascal VOC itself: a folder named VOC2007..VOC2012 whose palette PNGs carry VOC's palette."""
+    if not _VOC_FOLDER.fullmatch(root.name) or first_mask.mode != "P":
+        return False
+    palette = first_mask.getpalette() or []
+    return palette[: 3 * len(VOC_CLASSES)] == voc_colormap(len(VOC_CLASSES)).reshape(-1).tolist()
+
+
+def _check_names(given: dict[int, str] | None, palette: Palette) -> None:
+    if given is not None and dict(given) != palette.id2label:
+        raise ValueError(f"{palette.source} names the classes {list(palette.names)[:8]}, but id2label gives "
+                         f"{list(given.values())[:8]}; leave out --id2label (the palette names the classes)")  # fmt: skip
+
+
+def load_voc_folder(
+    root: str | Path,
+    split: str = "train",
+    *,
+    palette: str | Path | Palette | None = None,
+    reduce_labels: bool | None = None,
+    ignore_index: int = 255,
+    id2label: dict[int, str] | None = None,
+    id2label_file: str | Path | None = None,
+    train_val_split: float | None = None,
+    thing_ids: Sequence[int] | None = None,
+) -> VocFolderDataset:
+    """A VOC-layout folder (see the module docstring). ``split``: a subset of ``ImageSets/Segmentation`` (``val``
+    for ``validation``), slices like ``train[:80%]``, and a held-out validation split (`splits.plan_split`)."""
+    root = Path(root)
+    if not is_voc_folder(root):
+        raise FileNotFoundError(f"VOC folder {root}: missing folder {root / 'SegmentationClass'}")
+    where = f"VOC folder {root}"
+    subsets = _subsets(root)
+    plan = plan_split(split, None if subsets is None else list(subsets), train_val_split, where)
+    if subsets is None:
+        ids = sorted(_files_by_id(root / "SegmentationClass", (".png", *LOSSY_LABEL_SUFFIXES)))
+    else:
+        ids = subsets[plan.subset]
+    ids = [ids[i] for i in plan.select(len(ids))]
+    if not ids:
+        raise ValueError(f"{where}: split {split!r} has no items")
+    pairs = _pairs(root, ids)
+
+    colour_only = palette is not None
+    if isinstance(palette, (str, Path)):
+        palette = read_palette(palette)
+    labelmap = root / "labelmap.txt"
+    if palette is None and labelmap.is_file():
+        palette = read_labelmap(labelmap)
+        logger.info("%s: CVAT/Datumaro 'Segmentation mask' export: %d classes from %s (%s)", where,
+                    len(palette.names), labelmap, ", ".join(palette.names[:6]))  # fmt: skip
+    elif colour_only and labelmap.is_file():
+        logger.info("%s: reading the masks with %s, not with %s", where, palette.source, labelmap)
+    with Image.open(pairs[0][1]) as first:
+        first_mode = first.mode
+        pascal_voc = palette is None and _is_pascal_voc(root, first)
+
+    if palette is not None and (colour_only or first_mode not in _INDEX_MODES):
+        if reduce_labels:
+            raise ValueError(f"{where}: colour masks name their classes through {palette.source}; "
+                             f"--label_convention ade does not apply (list a colour under __ignore__ to ignore it)")  # fmt: skip
+        _check_names(id2label if id2label is not None else
+                     read_id2label_file(id2label_file) if id2label_file else None, palette)  # fmt: skip
+        return VocFolderDataset(ids, pairs, palette=palette, colour_only=colour_only, id2label=palette.id2label,
+                                thing_ids=thing_ids or (), ignore_index=ignore_index, reduce_labels=False)  # fmt: skip
+
+    if first_mode not in _INDEX_MODES:
+        raise ValueError(
+            f"{pairs[0][1]}: colour mask (mode {first_mode}) and no labelmap.txt in {root}: {PALETTE_HINT}"
+        )
+    if reduce_labels is None:
+        reduce_labels = False
+        logger.info("%s: mask values are the classes (255 = void), as VOC's format defines them", where)
+    warn_if_binary(
+        [m for _, m in pairs], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where
+    )
+    things: Sequence[int] = thing_ids or ()
+    if id2label is None and palette is not None:  # labelmap.txt with single-channel masks: its order
+        id2label = names_for_convention(palette.id2label, reduce_labels, str(palette.source))
+    if id2label is None and id2label_file is not None:
+        id2label = names_for_convention(read_id2label_file(id2label_file), reduce_labels, str(id2label_file))
+    if id2label is None:
+        id2label = read_id2label(root, reduce_labels)
+    if pascal_voc:
+        voc_names = names_for_convention(dict(enumerate(VOC_CLASSES)), reduce_labels, "Pascal VOC's classes")
+        if id2label is None:
+            logger.info("%s: Pascal VOC (a folder named like VOC2012 whose masks carry VOC's palette): its %d classes",
+                        where, len(voc_names))  # fmt: skip
+            id2label = voc_names
+        if id2label == voc_names:  # the 20 object classes are things, background is stuff
+            things = thing_ids or [i for i, name in id2label.items() if name != "background"]
+    if id2label is None:
+        raise ValueError(f"{where}: no class names (no labelmap.txt or id2label.json, and not Pascal VOC itself: a "
+                         f"folder named VOC2007..VOC2012 whose masks carry VOC's palette); pass --id2label FILE "
+                         f'(JSON {{"0": "background", "1": "cat", ...}})')  # fmt: skip
+    return VocFolderDataset(ids, pairs, palette=None, colour_only=False, id2label=id2label, thing_ids=things,
+                            ignore_index=ignore_index, reduce_labels=reduce_labels)  # fmt: skip
