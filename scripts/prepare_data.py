@@ -25,15 +25,21 @@ import shlex
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, checked with the standard library alone (so --help answers before torch loads)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("name", nargs="?", help="the dataset: ade20k, coco_panoptic or cityscapes")
     parser.add_argument("--root", default=None, help="where the dataset folder goes (default $MASKFORMER_DATA, else "
                         "~/.cache/maskformer-hf/datasets)")  # fmt: skip
-    parser.add_argument("--splits", default=None, help="comma-separated: train,val (default both; coco_panoptic, cityscapes)")
+    parser.add_argument(
+        "--splits", default=None, help="comma-separated: train,val (default both; coco_panoptic, cityscapes)"
+    )
     parser.add_argument("--archives", nargs="+", default=None, help="cityscapes: the local zip files")
     parser.add_argument("--mirror", default=None, help="base URL (http://, https:// or file://) serving the official "
                         "paths, instead of the official sites")  # fmt: skip
-    parser.add_argument("--keep_archives", action="store_true", help="keep the downloaded zips in ROOT/downloads")
+    parser.add_argument(
+        "--keep_archives", action="store_true", help="keep the downloaded zips in ROOT/downloads"
+    )
     parser.add_argument("--retries", type=int, default=5, help="retries of a failed attempt (dropped connection, "
                         "timeout, stall, HTTP 408/429/5xx) per archive before giving up; a rerun resumes")  # fmt: skip
     parser.add_argument("--low_speed_limit", type=int, default=1024, help="bytes/s: an attempt slower than this on "
@@ -41,7 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--low_speed_time", type=float, default=60.0, help="seconds (see --low_speed_limit)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars: a plain log line every 30 s "
                         "instead (as when stderr is not a terminal)")  # fmt: skip
-    parser.add_argument("--list", action="store_true", help="print the archives, their sizes and checksums, and exit")
+    parser.add_argument(
+        "--list", action="store_true", help="print the archives, their sizes and checksums, and exit"
+    )
     parser.add_argument("--debug", action="store_true", help="full tracebacks instead of one-line errors")
     args = parser.parse_args(argv)
     if not args.list and not args.name:

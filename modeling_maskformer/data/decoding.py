@@ -60,7 +60,7 @@ LOSSY_LABEL_SUFFIXES = (".jpg", ".jpeg")
 _LOSSY_FORMATS = ("JPEG", "MPO")
 
 PALETTE_HINT = (
-    "pass --palette FILE (colour -> class: JSON {\"name\": [r, g, b], ...} or CVAT's labelmap.txt); a CVAT "
+    'pass --palette FILE (colour -> class: JSON {"name": [r, g, b], ...} or CVAT\'s labelmap.txt); a CVAT '
     "'Segmentation mask 1.1' export is read as it is (point --dataset at the folder with labelmap.txt)"
 )
 
@@ -87,7 +87,9 @@ def decode_semantic(
     """A semantic annotation -> class ids (uint8, or int32 above 255): by colour with a ``palette``, else the pixel
     values under the label convention (``semantic_from_image``). Every problem is a ValueError naming ``source``."""
     if palette is None:
-        return semantic_from_image(image, reduce_labels=reduce_labels, ignore_index=ignore_index, source=source)
+        return semantic_from_image(
+            image, reduce_labels=reduce_labels, ignore_index=ignore_index, source=source
+        )
     if image.format in _LOSSY_FORMATS:
         raise ValueError(lossy_label_message(source))
     return palette.decode(image, ignore_index=ignore_index, source=source)
@@ -158,7 +160,9 @@ def decode_class_and_instance(
     classes = red.astype(np.int32) - 1 if reduce_labels else red.astype(np.int32)  # (H, W)
     valid = red > 0 if reduce_labels else np.ones(red.shape, dtype=bool)
     semantic = np.where(valid, classes, ignore_index)
-    semantic = semantic.astype(np.uint8 if max(ignore_index, int(semantic.max(initial=0))) <= 255 else np.int32)
+    semantic = semantic.astype(
+        np.uint8 if max(ignore_index, int(semantic.max(initial=0))) <= 255 else np.int32
+    )
     stuff = np.isin(classes, np.asarray(list(stuff_ids), dtype=np.int32)) & valid
     key = (red.astype(np.int32) << 8 | green) + 1  # (H, W), unique per (class, instance)
     key = np.where(stuff, (red.astype(np.int32) << 8) + 1, key)  # a stuff class is one segment
@@ -180,7 +184,9 @@ def require_label_convention(reduce_labels: bool | None, source: str) -> bool:
     return reduce_labels
 
 
-def semantic_from_image(image: Image.Image, *, reduce_labels: bool, ignore_index: int, source: str) -> np.ndarray:
+def semantic_from_image(
+    image: Image.Image, *, reduce_labels: bool, ignore_index: int, source: str
+) -> np.ndarray:
     check_class_index_mode(image, source)
     raw = np.asarray(image)
     if raw.dtype == np.uint8:
@@ -223,9 +229,13 @@ def decode_panoptic(
     listed = {s["id"] for s in segments}
     present = set(np.unique(ids).tolist()) - {0}
     if listed - present:
-        raise ValueError(f"{source}: segment id(s) {sorted(listed - present)} in segments_info are absent from the PNG")
+        raise ValueError(
+            f"{source}: segment id(s) {sorted(listed - present)} in segments_info are absent from the PNG"
+        )
     if present - listed:
-        raise ValueError(f"{source}: segment id(s) {sorted(present - listed)} in the PNG are missing from segments_info")
+        raise ValueError(
+            f"{source}: segment id(s) {sorted(present - listed)} in the PNG are missing from segments_info"
+        )
     semantic = np.full(ids.shape, ignore_index, dtype=np.uint8 if ignore_index <= 255 else np.int32)
     for segment in segments:
         semantic[ids == segment["id"]] = segment["category_id"]
@@ -237,7 +247,9 @@ def scan_num_labels(annotations, reduce_labels: bool, ignore_index: int) -> int:
     annotation that is not a class-index image, or a label at or above ignore_index, is an error naming it."""
     top = -1
     total = len(annotations) if hasattr(annotations, "__len__") else None
-    for number, annotation in enumerate(load_progress(annotations, total=total, desc="counting classes", unit="file")):
+    for number, annotation in enumerate(
+        load_progress(annotations, total=total, desc="counting classes", unit="file")
+    ):
         source = str(annotation) if isinstance(annotation, (str, os.PathLike)) else f"row {number}"
         image = open_image(annotation, source)
         check_class_index_mode(image, source)
@@ -295,7 +307,9 @@ def read_coco_panoptic_json(json_path: Path) -> dict:
     try:
         payload = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{json_path}: not valid JSON ({error}); the file is damaged or truncated") from error
+        raise ValueError(
+            f"{json_path}: not valid JSON ({error}); the file is damaged or truncated"
+        ) from error
     if not isinstance(payload, dict):
         raise ValueError(f"{json_path}: expected a JSON object with 'images', 'annotations' and 'categories'")
     for key, fields in _COCO_FIELDS.items():
@@ -305,7 +319,9 @@ def read_coco_panoptic_json(json_path: Path) -> dict:
             missing = [f for f in fields if not isinstance(entry, dict) or f not in entry]
             if missing:
                 name = _coco_entry_name(entry)
-                raise ValueError(f"{json_path}: {key}[{number}] ({name}) has no {', '.join(map(repr, missing))}")
+                raise ValueError(
+                    f"{json_path}: {key}[{number}] ({name}) has no {', '.join(map(repr, missing))}"
+                )
     if not payload["annotations"]:
         raise ValueError(f"{json_path}: empty 'annotations' list")
     seen_images = set()

@@ -78,8 +78,13 @@ class AdeFolderDataset(SegmentationDataset):
                 f"{annotation_path}: annotation size {semantic.shape[1]}x{semantic.shape[0]} (WxH) differs from "
                 f"image {image_path} size {image.width}x{image.height}"
             )
-        return {"image": image, "semantic": semantic, "panoptic_ids": None, "segments_info": None,
-                "image_id": image_path.stem}
+        return {
+            "image": image,
+            "semantic": semantic,
+            "panoptic_ids": None,
+            "segments_info": None,
+            "image_id": image_path.stem,
+        }
 
 
 def _ade_pairs(root: Path, images: list[Path], annotation_dir: Path) -> list[tuple[Path, Path]]:
@@ -89,9 +94,15 @@ def _ade_pairs(root: Path, images: list[Path], annotation_dir: Path) -> list[tup
         suffix = path.suffix.lower()
         if suffix == ".png" or (suffix in LOSSY_LABEL_SUFFIXES and path.stem not in annotations):
             annotations[path.stem] = path
-    lossy = [annotations[p.stem] for p in images if p.stem in annotations and annotations[p.stem].suffix.lower() != ".png"]
+    lossy = [
+        annotations[p.stem]
+        for p in images
+        if p.stem in annotations and annotations[p.stem].suffix.lower() != ".png"
+    ]
     if lossy:
-        raise ValueError(lossy_label_message(f"{lossy[0]} ({len(lossy)} of the {len(images)} annotations are JPEG)"))
+        raise ValueError(
+            lossy_label_message(f"{lossy[0]} ({len(lossy)} of the {len(images)} annotations are JPEG)")
+        )
     missing = [p.name for p in images if p.stem not in annotations]
     if missing:
         raise FileNotFoundError(
@@ -133,7 +144,10 @@ def load_ade_folder(
     if not any((root / "images").iterdir()):
         raise ValueError(f"ADE folder {root}: {root / 'images'} is empty (expected images/{_ADE_SPLIT_DIRS[split]}/*.jpg "
                          f"or images/*.jpg)")  # fmt: skip
-    image_dir, annotation_dir = root / "images" / _ADE_SPLIT_DIRS[split], root / "annotations" / _ADE_SPLIT_DIRS[split]
+    image_dir, annotation_dir = (
+        root / "images" / _ADE_SPLIT_DIRS[split],
+        root / "annotations" / _ADE_SPLIT_DIRS[split],
+    )
     if not image_dir.is_dir():
         if _list_images(root / "images"):  # flat layout
             image_dir, annotation_dir = root / "images", root / "annotations"
@@ -152,14 +166,18 @@ def load_ade_folder(
             raise ValueError(f"{where}: {palette.source} names the classes {palette.names[:8]}, but id2label gives "
                              f"{list(id2label.values())[:8]}")  # fmt: skip
         if reduce_labels:
-            logger.info("%s: colour masks read with %s; the label convention does not apply", where, palette.source)
+            logger.info(
+                "%s: colour masks read with %s; the label convention does not apply", where, palette.source
+            )
         return AdeFolderDataset(pairs, palette, id2label=palette.id2label, thing_ids=thing_ids,
                                 ignore_index=ignore_index, reduce_labels=False)  # fmt: skip
     # Cheap (header only) and before any scan: a colour annotation must fail with its own message.
     with Image.open(pairs[0][1]) as first:
         check_class_index_mode(first, str(pairs[0][1]))
     reduce_labels = require_label_convention(reduce_labels, where)
-    warn_if_binary([a for _, a in pairs], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where)
+    warn_if_binary(
+        [a for _, a in pairs], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where
+    )
 
     if id2label is None and id2label_file is not None:
         id2label = names_for_convention(read_id2label_file(id2label_file), reduce_labels, str(id2label_file))
@@ -185,7 +203,9 @@ class CocoPanopticDataset(SegmentationDataset):
 
     task: Task = "panoptic"
 
-    def __init__(self, records: list[tuple[Path, Path, list[dict]]], category_to_label: dict[int, int], **metadata):
+    def __init__(
+        self, records: list[tuple[Path, Path, list[dict]]], category_to_label: dict[int, int], **metadata
+    ):
         super().__init__(**metadata)
         self.records = records
         self.category_to_label = category_to_label
@@ -208,8 +228,13 @@ class CocoPanopticDataset(SegmentationDataset):
         ids, segments, semantic = decode_panoptic(
             png, segments_info, self.category_to_label, ignore_index=self.ignore_index, source=str(png_path)
         )
-        return {"image": image, "semantic": semantic, "panoptic_ids": ids, "segments_info": segments,
-                "image_id": image_path.stem}
+        return {
+            "image": image,
+            "semantic": semantic,
+            "panoptic_ids": ids,
+            "segments_info": segments,
+            "image_id": image_path.stem,
+        }
 
 
 def load_coco_panoptic_folder(
@@ -240,7 +265,9 @@ def load_coco_panoptic_folder(
     annotated = {a["image_id"] for a in payload["annotations"]}
     unannotated = [image["file_name"] for image in payload["images"] if image["id"] not in annotated]
     if unannotated:
-        raise ValueError(f"{json_path}: {len(unannotated)} image(s) without annotation, e.g. {unannotated[0]}")
+        raise ValueError(
+            f"{json_path}: {len(unannotated)} image(s) without annotation, e.g. {unannotated[0]}"
+        )
     image_files, png_files = set(os.listdir(images_dir)), set(os.listdir(png_dir))
     if not image_files:
         raise FileNotFoundError(f"COCO panoptic: the image folder {images_dir} is empty")
@@ -249,17 +276,25 @@ def load_coco_panoptic_folder(
     for annotation in payload["annotations"]:
         image = images_by_id.get(annotation["image_id"])
         if image is None:
-            raise ValueError(f"{json_path}: annotation {annotation['file_name']} refers to unknown image id "
-                             f"{annotation['image_id']}")
+            raise ValueError(
+                f"{json_path}: annotation {annotation['file_name']} refers to unknown image id "
+                f"{annotation['image_id']}"
+            )
         if image["file_name"] not in image_files:
             raise FileNotFoundError(f"COCO panoptic: image {images_dir / image['file_name']} not found")
         if annotation["file_name"] not in png_files:
-            raise FileNotFoundError(f"COCO panoptic: annotation PNG {png_dir / annotation['file_name']} not found")
+            raise FileNotFoundError(
+                f"COCO panoptic: annotation PNG {png_dir / annotation['file_name']} not found"
+            )
         for segment in annotation["segments_info"]:
             if segment["category_id"] not in metadata["category_to_label"]:
-                raise ValueError(f"{json_path}: unknown category id {segment['category_id']} in segments_info "
-                                 f"of {annotation['file_name']}")
-        records.append((images_dir / image["file_name"], png_dir / annotation["file_name"], annotation["segments_info"]))
+                raise ValueError(
+                    f"{json_path}: unknown category id {segment['category_id']} in segments_info "
+                    f"of {annotation['file_name']}"
+                )
+        records.append(
+            (images_dir / image["file_name"], png_dir / annotation["file_name"], annotation["segments_info"])
+        )
     category_to_label = metadata.pop("category_to_label")
     return CocoPanopticDataset(records, category_to_label, ignore_index=ignore_index, **metadata)
 
@@ -274,7 +309,9 @@ class SyntheticDataset(SegmentationDataset):
     task: Task = "panoptic"
 
     def __init__(self, shapes: SyntheticShapes):
-        super().__init__(id2label=shapes.id2label, thing_ids=shapes.thing_ids, ignore_index=shapes.ignore_index)
+        super().__init__(
+            id2label=shapes.id2label, thing_ids=shapes.thing_ids, ignore_index=shapes.ignore_index
+        )
         self.shapes = shapes
 
     def __len__(self) -> int:
@@ -282,8 +319,13 @@ class SyntheticDataset(SegmentationDataset):
 
     def _load(self, index: int) -> SegmentationItem:
         item = self.shapes[index]
-        return {"image": item["image"], "semantic": item["semantic"], "panoptic_ids": rgb_to_id(item["panoptic"]),
-                "segments_info": item["segments_info"], "image_id": item["image_id"]}
+        return {
+            "image": item["image"],
+            "semantic": item["semantic"],
+            "panoptic_ids": rgb_to_id(item["panoptic"]),
+            "segments_info": item["segments_info"],
+            "image_id": item["image_id"],
+        }
 
 
 def load_synthetic(
@@ -327,7 +369,9 @@ def detect_folder_layout(root: str | Path) -> Literal["coco_panoptic", "cvat_mas
     )
 
 
-def build_dataset(source, split: str = "train", *, data_root: str | Path | None = None, **kwargs) -> SegmentationDataset:
+def build_dataset(
+    source, split: str = "train", *, data_root: str | Path | None = None, **kwargs
+) -> SegmentationDataset:
     """One entry point: ``"synthetic"``, a local folder (ADE, COCO panoptic, Pascal VOC or a CVAT "Segmentation
     mask" export, ``save_to_disk`` output or parquet/arrow files; detected), a ``datasets`` object, or a Hugging Face dataset name. ``kwargs`` go
     to the loader.
@@ -354,5 +398,3 @@ def build_dataset(source, split: str = "train", *, data_root: str | Path | None 
         if path.exists() or str(source).startswith((".", "/", "~")):
             raise FileNotFoundError(f"dataset folder {path} not found")
     return load_hf_dataset(source, split, **kwargs)
-
-
