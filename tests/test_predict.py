@@ -364,7 +364,9 @@ def test_other_model_folders(photos, tmp_path, monkeypatch, capsys, caplog):
     assert [c["name"] for c in dataset["categories"]] == ["class 0", "class 1", "class 2", "class 3"]
 
 
-@pytest.mark.parametrize("name,status", [("SIGINT", 130), ("SIGTERM", 143)])
+@pytest.mark.parametrize(
+    "name,status", [("SIGINT", 130), pytest.param("SIGTERM", 143, marks=pytest.mark.slow)]
+)
 def test_a_signal_stops_the_run_and_what_is_done_is_written(model_dir, tmp_path, name, status):
     folder = tmp_path / "many"
     folder.mkdir()
@@ -390,6 +392,31 @@ def test_a_signal_stops_the_run_and_what_is_done_is_written(model_dir, tmp_path,
     assert all(
         (out / "panoptic" / "predictions_panoptic" / a["file_name"]).is_file() for a in payload["annotations"]
     )
+
+
+@pytest.mark.slow  # the export takes ~15-40 s
+def test_exported_folder(model_dir, photos, tmp_path, monkeypatch, capsys):
+    from modeling_maskformer.export import export_folder
+
+    model, processor = load_model(model_dir)
+    folder = export_folder(model, tmp_path / "onnx", processor=processor, dynamic=True, check_parity=False)
+    out = tmp_path / "out"
+    status, stdout, _ = run_predict(monkeypatch, capsys, photos, "--recursive", "--model", folder, "--out", out,
+                                    "--task", "semantic", "panoptic", "--threshold", "0.1", "--batch_size", "3")  # fmt: skip
+    assert status == 1 and "7 of 9 images done" in stdout
+    index = json.loads((out / "predictions.json").read_text())
+    check_semantic(out, index)
+    check_panoptic(out, index)
+    agreement = [
+        (np.array(Image.open(out / e["semantic"]["mask"])) == semantic_map(model, processor, read_image(photos / e["file_name"])).numpy()).mean()
+        for e in index["images"]
+    ]  # fmt: skip
+    print(f"semantic maps, onnxruntime vs PyTorch: pixel agreement min {min(agreement):.6f}")
+    assert min(agreement) >= 0.999  # another implementation: argmax ties may flip (see the first test)
+    status, _, stderr = run_predict(
+        monkeypatch, capsys, photos / "a.jpg", "--model", folder, "--out", out, "--device", "cuda"
+    )
+    assert status == 2 and "an exported model (ONNX / OpenVINO) runs on the CPU only" in stderr
 
 
 # ---------------------------------------------------------------------------------------------------------
