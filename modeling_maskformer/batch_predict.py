@@ -1,143 +1,59 @@
-"""Batch prediction: files, folders and globs in; overlays, class-index PNGs, COCO panoptic and COCO instance files
-out (`prediction_writers.py`). `scripts/predict.py` is its command line.
+"""Batch prediction: files, folders and globs in (`prediction_inputs.py`); overlays, class-index PNGs, COCO panoptic
+and COCO instance files out (`prediction_writers.py`). `scripts/predict.py` is its command line.
 
     from modeling_maskformer.app import load_model
-    from modeling_maskformer.batch_predict import expand_inputs, predict_images
+    from modeling_maskformer.batch_predict import predict_images
+    from modeling_maskformer.prediction_inputs import expand_inputs
 
     paths = expand_inputs(["photos/", "more/*.jpg"], recursive=True)
     model, processor = load_model("outputs/my-model")
     summary = predict_images(model, processor, paths, "predictions/", tasks=["panoptic", "instance"], batch_size=4)
     print(summary.report())
 
-- Inputs: a file is taken as given; a folder gives its files with an extension PIL reads (`IMAGE_EXTENSIONS`), hidden
-  ones (".name") left out, its subfolders too with `recursive=True`; a pattern (`*`, `?`, `[`; `**` for any depth)
-  gives the matching files with such an extension. Sorted within each input; duplicates dropped.
-- Images are read as transformers' `load_image` reads them (EXIF orientation applied, RGB); one that cannot be read
-  is reported and skipped, and the run goes on.
-- Batches hold images of one padded size only (`modeling_maskformer.batching`): results do not depend on
-  `batch_size`.
+- Batches hold images of one padded size only (`modeling_maskformer.batching`): padding never changes a result,
+  and the batch size changes them only by float rounding.
 - Outputs go to `<out>/<task>/`, named after the input's path relative to the deepest folder holding every input
-  (`photos/a/1.jpg` -> `a/1.png`), plus `<out>/predictions.json` (settings, per image its files and segments, the
-  summary). The files of every image done are written also when a run stops early: on a file that cannot be read,
-  on a bug (the traceback follows), or on Ctrl-C / SIGTERM, which stop the run after the current forward pass (a
-  second one stops it at once).
+  (`photos/a/1.jpg` -> `a/1.png`), plus `<out>/predictions.json` (the run's settings, per image its files and
+  segments, the summary).
+- Nothing is lost: an image that cannot be read is reported and skipped; the JSON files are written every
+  `flush_seconds` and at the end, also when the run stops early: on a bug (the traceback follows), or on Ctrl-C /
+  SIGTERM, which stop it after the current forward pass (a second one stops it at once). Running again into the
+  same folder with the same inputs and settings resumes: images done are kept, the others predicted. Other
+  settings are refused unless `overwrite=True`, which removes the earlier outputs first.
 """
 
 from __future__ import annotations
 
-import glob
+import hashlib
+import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
 import time
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from .batching import forward_batches
+from .prediction_inputs import UnreadableImageError, output_names, read_image
 from .prediction_writers import WRITERS, ImageRecord, write_json
 
 logger = logging.getLogger(__name__)
 
 TASKS = tuple(WRITERS)  # semantic, panoptic, instance
 INDEX_FILE = "predictions.json"
-GLOB_CHARACTERS = "*?["
-# Extensions of the formats PIL can open (not those it can only write, such as .pdf).
-IMAGE_EXTENSIONS = frozenset(
-    ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN
-)
+# The run settings that must match for a run to resume an earlier one (batch size and device change nothing).
+RESUME_KEYS = ("model", "precision", "tasks", "threshold", "mask_threshold", "overlap_threshold", "fuse_stuff",
+               "overlays", "inputs")  # fmt: skip
+FILE_FIELDS = ("overlay", "mask", "png")  # the fields of an image's entry that name a file
 Progress = Literal["auto", "bar", "lines", "none"]
-
-
-class UnreadableImageError(Exception):
-    """An input file that is not an image PIL can decode; the run reports it and goes on."""
-
-
-def _folder_images(folder: Path, recursive: bool) -> list[Path]:
-    candidates = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(
-        path
-        for path in candidates
-        if path.suffix.lower() in IMAGE_EXTENSIONS
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-        and path.is_file()
-    )
-
-
-def expand_inputs(inputs: Iterable[str | os.PathLike], *, recursive: bool = False) -> list[Path]:
-    """The image files that `inputs` (files, folders, glob patterns) name, in order (see the module docstring). A
-    folder without images, a pattern that matches none or a missing path is a ValueError / FileNotFoundError."""
-    paths, seen = [], set()
-    for given in inputs:
-        text = str(given)
-        path = Path(text).expanduser()
-        if path.is_dir():
-            found = _folder_images(path, recursive)
-            if not found:
-                subfolders = not recursive and any(
-                    p.is_dir() and not p.name.startswith(".") for p in path.iterdir()
-                )
-                hint = "; its subfolders are searched with --recursive" if subfolders else ""
-                raise ValueError(
-                    f"{text}: no image files in this folder (extensions PIL reads, e.g. .jpg, .png){hint}"
-                )
-        elif path.is_file():
-            found = [path]
-        elif any(character in text for character in GLOB_CHARACTERS):
-            matches = (Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
-            found = sorted(p for p in matches if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-            if not found:
-                raise ValueError(f"{text}: the pattern matches no image files")
-        elif path.exists():
-            raise ValueError(f"{text}: neither a file nor a folder")
-        else:
-            raise FileNotFoundError(f"{text}: no such file or folder")
-        for image in found:
-            if (resolved := image.resolve()) not in seen:
-                seen.add(resolved)
-                paths.append(image)
-    if not paths:
-        raise ValueError("no input images given")
-    return paths
-
-
-def output_names(paths: Sequence[str | os.PathLike]) -> list[tuple[str, str]]:
-    """Per path, (file_name, key): its path relative to the deepest folder holding every path, and that without
-    its suffix (kept where two files differ only by it: `a.jpg`, `a.png`), made unique."""
-    absolute = [Path(os.path.abspath(p)) for p in paths]
-    root = Path(os.path.commonpath([p.parent for p in absolute]))
-    names = [p.relative_to(root).as_posix() for p in absolute]
-    stems = [name[: len(name) - len(Path(name).suffix)] for name in names]
-    counts = Counter(stems)
-    keys, used = [], set()
-    for name, stem in zip(names, stems):
-        key = stem if counts[stem] == 1 else name
-        while key in used:  # only for contrived names (`a.jpg` beside `a.jpg.png` and `a.jpg.gif`)
-            key += "_"
-        used.add(key)
-        keys.append(key)
-    return list(zip(names, keys))
-
-
-def read_image(path: str | os.PathLike) -> Image.Image:
-    """The image at `path` as RGB, EXIF orientation applied (as transformers' `load_image`); an
-    `UnreadableImageError` saying why when it cannot be decoded."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return ImageOps.exif_transpose(image).convert("RGB")
-    except UnidentifiedImageError:
-        raise UnreadableImageError("not an image (PIL cannot identify its format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
-        raise UnreadableImageError(f"cannot decode it ({type(error).__name__}: {error})") from None
 
 
 def resolve_device(name: str, *, torch_model: bool = True) -> torch.device:
@@ -161,9 +77,7 @@ def resolve_device(name: str, *, torch_model: bool = True) -> torch.device:
             raise ValueError(f"device {name!r} is not available: {why} (torch {torch.__version__}); use cpu")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise ValueError(
-                f"device {name!r} is not available: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}"
-            )
+            raise ValueError(f"device {name!r} is not available: this machine has {count} CUDA device(s)")
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
             raise ValueError(
@@ -176,12 +90,13 @@ def resolve_device(name: str, *, torch_model: bool = True) -> torch.device:
 
 @dataclass
 class PredictionSummary:
-    """What a run did. `exit_status`: 0 all done, 1 some images skipped, 128 + signal number when stopped by a
-    signal (130 for Ctrl-C, 143 for SIGTERM)."""
+    """What a run did. `exit_status`: 0 every image done, 1 some skipped, 128 + the signal's number when stopped by
+    one (130 for Ctrl-C, 143 for SIGTERM)."""
 
     out_dir: Path
     total: int
-    done: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)  # predicted by this run
+    resumed: list[str] = field(default_factory=list)  # done by an earlier run into the same folder
     skipped: dict[str, str] = field(default_factory=dict)  # path -> reason
     stopped_by: str | None = None  # "SIGINT" / "SIGTERM"
     forward_passes: int = 0
@@ -194,16 +109,19 @@ class PredictionSummary:
             return 128 + signal.Signals[self.stopped_by].value
         return 1 if self.skipped else 0
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"images": self.total, "done": len(self.done), "skipped": self.skipped, "stopped_by": self.stopped_by,
+    def as_dict(self, *, finished: bool = True) -> dict[str, Any]:
+        return {"finished": finished, "images": self.total, "done": len(self.done) + len(self.resumed),
+                "resumed": len(self.resumed), "skipped": self.skipped, "stopped_by": self.stopped_by,
                 "forward_passes": self.forward_passes, "seconds": round(self.seconds, 3)}  # fmt: skip
 
     def report(self) -> str:
-        lines = [f"{len(self.done)} of {self.total} images done in {self.seconds:.1f} s ({self.forward_passes} "
+        done = len(self.done) + len(self.resumed)
+        earlier = f", {len(self.resumed)} of them by the earlier run" if self.resumed else ""
+        lines = [f"{done} of {self.total} images done{earlier}, in {self.seconds:.1f} s ({self.forward_passes} "
                  f"forward passes); outputs in {self.out_dir}"]  # fmt: skip
         if self.stopped_by:
-            lines.append(f"stopped by {self.stopped_by}: {self.total - len(self.done) - len(self.skipped)} images "
-                         "not predicted; the results of those done are written")  # fmt: skip
+            lines.append(f"stopped by {self.stopped_by}: {self.total - done - len(self.skipped)} images not "
+                         "predicted; the results of those done are written (run the command again to go on)")  # fmt: skip
         if self.skipped:
             lines.append(f"{len(self.skipped)} skipped:")
             lines.extend(f"  {path}: {reason}" for path, reason in self.skipped.items())
@@ -230,6 +148,12 @@ class _Progress:
             self.bar.update(1)
         elif self.mode == "lines" or problem:
             print(f"[{self.count}/{self.total}] {path}: {note}", file=sys.stderr, flush=True)
+
+    def advance(self, count: int) -> None:
+        """Count `count` images as done without a line each (those an earlier run did)."""
+        self.count += count
+        if self.bar is not None:
+            self.bar.update(count)
 
     def say(self, message: str) -> None:
         (self.bar.write if self.bar is not None else print)(message, file=sys.stderr)
@@ -269,11 +193,52 @@ class _StopOnSignal:
             signal.signal(number, handler)
 
 
-_FILE_FIELDS = ("overlay", "mask", "png")
+def _inputs_fingerprint(paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
+    digest = hashlib.sha256("\n".join(str(Path(p).resolve()) for p in paths).encode()).hexdigest()
+    return {"count": len(paths), "sha256": digest}
 
 
-def _relative(path: str | None, folder: Path) -> str | None:
-    return None if path is None else Path(os.path.relpath(path, folder)).as_posix()
+def _earlier_entries(
+    out_dir: Path, run: dict[str, Any], overwrite: bool, progress: _Progress
+) -> dict[int, dict]:
+    """The entries (by image id: the same inputs give the same ids) of the images an earlier run into `out_dir` finished with the same settings and
+    inputs, their files present; a ValueError when it had other settings, unless `overwrite` (then removed)."""
+    index_path = out_dir / INDEX_FILE
+    if not index_path.is_file():
+        return {}
+    if overwrite:
+        earlier = [out_dir / name for name in (*TASKS, INDEX_FILE) if (out_dir / name).exists()]
+        progress.say(
+            f"overwrite: removing the earlier predictions in {out_dir} ({', '.join(p.name for p in earlier)})"
+        )
+        for path in earlier:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        return {}
+    try:
+        earlier = read_index(index_path)
+    except ValueError as error:
+        raise ValueError(f"{error}; pass --overwrite (overwrite=True) to start over") from None
+    differences = [f"{key} {earlier['run'].get(key)!r} -> {run.get(key)!r}"
+                   for key in RESUME_KEYS if earlier["run"].get(key) != run.get(key)]  # fmt: skip
+    if differences:
+        raise ValueError(f"{out_dir} holds predictions of another run ({'; '.join(differences)}): pass --overwrite "
+                         "(overwrite=True) to replace them, or choose another output folder")  # fmt: skip
+    return {entry["id"]: entry for entry in earlier["images"]
+            if all((out_dir / entry[task][name]).is_file() for task in run["tasks"]
+                   for name in FILE_FIELDS if entry[task].get(name))}  # fmt: skip
+
+
+def read_index(path: str | os.PathLike) -> dict[str, Any]:
+    """A `predictions.json` ("run", "summary", "images"), checked; a ValueError naming the file otherwise."""
+    try:
+        payload = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(payload, dict) or not {"run", "summary", "images"} <= set(payload):
+        raise ValueError(
+            f"{path}: not a predictions.json written by batch prediction (no run, summary, images)"
+        )
+    return payload
 
 
 def _post_process(
@@ -307,11 +272,14 @@ def predict_images(
     overlap_threshold: float = 0.8,
     fuse_stuff: bool = True,
     overlays: bool = True,
+    overwrite: bool = False,
     progress: Progress = "auto",
+    flush_seconds: float = 300.0,
     run_info: dict[str, Any] | None = None,
 ) -> PredictionSummary:
-    """Predict every image of `paths` (files; see `expand_inputs`) and write, per task, the files of
-    `prediction_writers` under `<out_dir>/<task>/`, plus `<out_dir>/predictions.json` (`run_info` recorded in it).
+    """Predict every image of `paths` (files: `prediction_inputs.expand_inputs`) and write, per task, the files of
+    `prediction_writers` under `<out_dir>/<task>/`, plus `<out_dir>/predictions.json` (with `run_info`, e.g. the
+    model's name: a later run resumes this one only if it is the same).
 
     Things and stuff come from `model.config.thing_ids` (None: unknown, so every class counts as a thing and nothing
     is fused, said in one log line). Instance output lists thing classes only; panoptic output fuses the segments of
@@ -332,34 +300,57 @@ def predict_images(
                        "treated as a thing (instance output lists them all, panoptic output fuses none).")  # fmt: skip
     fuse = set(id2label) - set(thing_ids) if thing_ids is not None and fuse_stuff else set()
     settings = {"threshold": threshold, "mask_threshold": mask_threshold, "overlap_threshold": overlap_threshold,
-                "fuse_stuff": fuse_stuff, "batch_size": batch_size, "device": str(device)}  # fmt: skip
+                "fuse_stuff": fuse_stuff, "overlays": overlays}  # fmt: skip
+    run = {**(run_info or {}), "tasks": list(tasks), **settings, "inputs": _inputs_fingerprint(paths),
+           "batch_size": batch_size, "device": str(device)}  # fmt: skip
+    bar = _Progress(len(paths), progress)
+    carried = _earlier_entries(out_dir, run, overwrite, bar)
     writers = {
         task: WRITERS[task](out_dir / task, id2label, thing_ids=thing_ids, overlays=overlays)
         for task in tasks
     }
-    names = output_names(paths)
     summary = PredictionSummary(out_dir=out_dir, total=len(paths))
-    entries: list[dict[str, Any]] = []
-    bar = _Progress(len(paths), progress)
-    started = time.monotonic()
+    entries: dict[int, dict[str, Any]] = {}
+    if carried:
+        ids = set(carried)
+        for writer in writers.values():
+            ids &= writer.resume(ids)
+        entries = {image_id: carried[image_id] for image_id in ids}
+        bar.say(
+            f"resuming: {len(entries)} of {len(paths)} images were done by the earlier run into {out_dir}"
+        )
+
+    def flush(finished: bool) -> list[Path]:
+        summary.seconds = time.monotonic() - started
+        files = [path for writer in writers.values() for path in writer.flush()]
+        index = {
+            "run": run,
+            "summary": summary.as_dict(finished=finished),
+            "images": [entries[i] for i in sorted(entries)],
+        }
+        return [write_json(out_dir / INDEX_FILE, index, indent=1), *files]
+
+    names = output_names(paths)
+    todo = [index for index in range(len(paths)) if index + 1 not in entries]
+    summary.resumed = [str(paths[index]) for index in range(len(paths)) if index + 1 in entries]
+    bar.advance(len(summary.resumed))
+    started = last_flush = time.monotonic()
     window = 8 * batch_size  # images read and grouped by padded size at a time (as the evaluator)
     try:
         with _StopOnSignal(bar) as stop:
-            for first in range(0, len(paths), window):
+            for first in range(0, len(todo), window):
                 if stop.signal_name:
                     break
                 loaded = []
-                for index in range(first, min(first + window, len(paths))):
+                for index in todo[first : first + window]:
                     try:
                         image = read_image(paths[index])
                     except UnreadableImageError as error:
                         summary.skipped[str(paths[index])] = str(error)
                         bar.step(paths[index], f"skipped: {error}", problem=True)
                         continue
-                    file_name, key = names[index]
-                    loaded.append(
-                        (index, ImageRecord(index + 1, file_name, key, image.height, image.width), image)
-                    )
+                    record = ImageRecord(index + 1, *names[index], height=image.height, width=image.width)
+                    loaded.append((index, record, image))
                 inputs = [processor([image], return_tensors="pt") for _, _, image in loaded]
                 for chunk, outputs in forward_batches(model, inputs, batch_size=batch_size, device=device):
                     summary.forward_passes += 1
@@ -370,11 +361,10 @@ def predict_images(
                             result = _post_process(
                                 processor, task, single, (record.height, record.width), settings, fuse
                             )
-                            files = writer.add(record, image, result)
-                            entry[task] = {
-                                k: _relative(v, out_dir) if k in _FILE_FIELDS else v for k, v in files.items()
-                            }
-                        entries.append(entry)
+                            written = writer.add(record, image, result)
+                            entry[task] = {k: Path(os.path.relpath(v, out_dir)).as_posix() if k in FILE_FIELDS and v
+                                           else v for k, v in written.items()}  # fmt: skip
+                        entries[record.image_id] = entry
                         summary.done.append(str(paths[index]))
                         bar.step(
                             paths[index],
@@ -382,15 +372,13 @@ def predict_images(
                         )
                     if stop.signal_name:
                         break
+                    if time.monotonic() - last_flush > flush_seconds:
+                        flush(finished=False)
+                        last_flush = time.monotonic()
             summary.stopped_by = stop.signal_name
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
         summary.stopped_by = "SIGINT"
     finally:
         bar.close()
-        summary.seconds = time.monotonic() - started
-        for writer in writers.values():
-            summary.files.extend(writer.close())
-        index_payload = {"run": {**(run_info or {}), "tasks": list(tasks), **settings}, "summary": summary.as_dict(),
-                         "images": sorted(entries, key=lambda e: e["id"])}  # fmt: skip
-        summary.files.insert(0, write_json(out_dir / INDEX_FILE, index_payload, indent=1))
+        summary.files = flush(finished=summary.stopped_by is None)
     return summary

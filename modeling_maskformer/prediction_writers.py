@@ -5,7 +5,7 @@
     writer = PanopticWriter("predictions/panoptic", model.config.id2label, thing_ids=[0, 1])
     result = processor.post_process_panoptic_segmentation(outputs, target_sizes=[(h, w)])[0]
     writer.add(ImageRecord(image_id=1, file_name="street.jpg", key="street", height=h, width=w), image, result)
-    writer.close()  # writes the JSON file(s); returns the paths written
+    writer.flush()  # writes the JSON file(s) (again, with what was added since); returns the paths written
 
 - `SemanticWriter`: a class-index PNG per image, `masks/<key>.png`: 8-bit grayscale when the model has at most
   255 classes (values 0..K-1, so 255 never occurs), else 16-bit grayscale. PIL, OpenCV (`IMREAD_UNCHANGED`) and
@@ -184,9 +184,23 @@ class _Writer:
         draw(image, result, self.id2label, task=self.task).save(path)
         return str(path)
 
-    def close(self) -> list[Path]:
-        """Write what is accumulated; returns the files written (none for a writer that writes per image)."""
+    def flush(self) -> list[Path]:
+        """Write the JSON file(s) of every image added so far; returns the files (none for a writer without)."""
         return []
+
+    def resume(self, image_ids: Iterable[int]) -> set[int]:
+        """Take back, from the JSON file(s) an earlier run wrote in this folder, the images `image_ids`; returns
+        those found (all, for a writer without JSON)."""
+        return set(image_ids)
+
+    def _earlier(self, name: str) -> dict[str, Any]:
+        path = self.folder / name
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return {"images": [], "annotations": []}
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error}); remove it or start over") from error
 
 
 class SemanticWriter(_Writer):
@@ -236,7 +250,13 @@ class PanopticWriter(_Writer):
         return {"overlay": self._overlay(record, image, kept), "png": str(png),
                 "segments": segments_table(kept, self.task, self.id2label)}  # fmt: skip
 
-    def close(self) -> list[Path]:
+    def resume(self, image_ids: Iterable[int]) -> set[int]:
+        wanted, earlier = set(image_ids), self._earlier(f"{PANOPTIC_NAME}.json")
+        self.images = [i for i in earlier["images"] if i["id"] in wanted]
+        self.annotations = [a for a in earlier["annotations"] if a["image_id"] in wanted]
+        return {i["id"] for i in self.images} & {a["image_id"] for a in self.annotations}
+
+    def flush(self) -> list[Path]:
         payload = {"images": sorted(self.images, key=lambda i: i["id"]),
                    "annotations": sorted(self.annotations, key=lambda a: a["image_id"]),
                    "categories": self.categories}  # fmt: skip
@@ -284,7 +304,14 @@ class InstanceWriter(_Writer):
             "segments": segments_table(kept, self.task, self.id2label),
         }
 
-    def close(self) -> list[Path]:
+    def resume(self, image_ids: Iterable[int]) -> set[int]:
+        wanted, earlier = set(image_ids), self._earlier(INSTANCES_FILE)
+        self.images = [i for i in earlier["images"] if i["id"] in wanted]
+        fields = ("image_id", "category_id", "segmentation", "score", "bbox", "area")
+        self.results = [{k: a[k] for k in fields} for a in earlier["annotations"] if a["image_id"] in wanted]
+        return {i["id"] for i in self.images}
+
+    def flush(self) -> list[Path]:
         found = sorted(self.results, key=lambda r: r["image_id"])  # stable: by score within an image
         # NOTE: no bbox in the results: pycocotools' loadRes would take the box's area for the mask's (COCO's results
         # format for segm has image_id, category_id, segmentation, score); it computes area and box from the RLE.

@@ -9,7 +9,8 @@ Per task, under <out>/<task>/: overlays/<name>.png (picture + legend) and
   panoptic  predictions_panoptic.json + predictions_panoptic/<name>.png: COCO panoptic
   instance  results.json (COCO results, RLE) + instances.json (COCO instances dataset: CVAT, datumaro, detectron2)
 and <out>/predictions.json: settings, per image its files and segments, the summary. COCO category ids are the
-model's class ids + 1. Details: docs/predict.md.
+model's class ids + 1. The same command run again resumes (images done are kept); other settings into the same
+--out are refused unless --overwrite. Details: docs/predict.md.
 
 Exit status: 0 all images done; 1 some could not be read (reported, skipped; the others are written); 2 usage or
 input error (a folder or pattern without images, a missing path, an unavailable device); 130 Ctrl-C and 143 SIGTERM
@@ -22,29 +23,42 @@ import argparse
 import sys
 
 from modeling_maskformer.app import load_model
-from modeling_maskformer.batch_predict import TASKS, expand_inputs, predict_images
+from modeling_maskformer.batch_predict import TASKS, predict_images
 from modeling_maskformer.cli import run_cli
+from modeling_maskformer.prediction_inputs import expand_inputs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("images", nargs="+", help="image files, folders and glob patterns (quote them: '**/*.jpg')")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "images", nargs="+", help="image files, folders and glob patterns (quote them: '**/*.jpg')"
+    )
     parser.add_argument("--model", required=True,
                         help="our model folder, a transformers MaskFormer folder, a Hub id, or an exported folder")  # fmt: skip
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--task", nargs="+", choices=TASKS, default=["panoptic"], help="one or more (default panoptic)")
+    parser.add_argument(
+        "--task", nargs="+", choices=TASKS, default=["panoptic"], help="one or more (default panoptic)"
+    )
     parser.add_argument("--recursive", action="store_true", help="also the images in the folders' subfolders")
     parser.add_argument("--batch_size", type=int, default=4,
                         help="images per forward pass (only images of one padded size share one; results do not "
                              "depend on it)")  # fmt: skip
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, mps")
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, mps"
+    )
     parser.add_argument("--threshold", type=float, default=0.5, help="score threshold (instance, panoptic)")
     parser.add_argument("--mask_threshold", type=float, default=0.5)
     parser.add_argument("--overlap_threshold", type=float, default=0.8)
     parser.add_argument("--fuse_stuff", action=argparse.BooleanOptionalAction, default=True,
                         help="panoptic: one segment per stuff class (needs the model's thing_ids)")  # fmt: skip
-    parser.add_argument("--overlays", action=argparse.BooleanOptionalAction, default=True, help="draw overlays")
+    parser.add_argument(
+        "--overlays", action=argparse.BooleanOptionalAction, default=True, help="draw overlays"
+    )
     parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="for exported folders")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the predictions of another run in --out (the same command resumes without it)")  # fmt: skip
     parser.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto",
                         help="auto: a bar on a terminal, else one line per image (stderr)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -55,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
-    paths = expand_inputs(args.images, recursive=args.recursive)  # before loading the model: bad input fails fast
+    # Before loading the model, so that bad input fails fast; never the outputs of an earlier run as inputs.
+    paths = expand_inputs(args.images, recursive=args.recursive, exclude=[args.out])
     model, processor = load_model(args.model, precision=args.precision)
     summary = predict_images(
         model,
@@ -70,6 +85,7 @@ def main(argv: list[str] | None = None):
         overlap_threshold=args.overlap_threshold,
         fuse_stuff=args.fuse_stuff,
         overlays=args.overlays,
+        overwrite=args.overwrite,
         progress=args.progress,
         run_info={"model": args.model, "precision": args.precision},
     )

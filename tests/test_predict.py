@@ -27,10 +27,11 @@ from pycocotools.cocoeval import COCOeval
 
 from modeling_maskformer import MaskFormerImageProcessor
 from modeling_maskformer.app import load_model
-from modeling_maskformer.batch_predict import expand_inputs, output_names, read_image, resolve_device
+from modeling_maskformer.batch_predict import resolve_device
 from modeling_maskformer.batching import forward_by_padded_size
 from modeling_maskformer.cli import run_cli
 from modeling_maskformer.data.decoding import read_coco_panoptic_json
+from modeling_maskformer.prediction_inputs import expand_inputs, output_names, read_image
 from modeling_maskformer.prediction_writers import (
     ImageRecord,
     InstanceWriter,
@@ -367,18 +368,21 @@ def test_other_model_folders(photos, tmp_path, monkeypatch, capsys, caplog):
 @pytest.mark.parametrize(
     "name,status", [("SIGINT", 130), pytest.param("SIGTERM", 143, marks=pytest.mark.slow)]
 )
-def test_a_signal_stops_the_run_and_what_is_done_is_written(model_dir, tmp_path, name, status):
+def test_a_signal_stops_the_run_and_the_same_command_resumes(
+    model_dir, tmp_path, name, status, monkeypatch, capsys
+):
     folder = tmp_path / "many"
     folder.mkdir()
     rng = np.random.default_rng(0)
-    for n in range(150):
-        scene(rng, 80, 60).save(folder / f"{n:03d}.png")
+    for n in range(40):
+        scene(rng, 80, 60).save(folder / f"{n:02d}.png")
     out = tmp_path / "out"
-    command = [sys.executable, str(SCRIPT), str(folder), "--model", str(model_dir), "--out", str(out), "--task",
-               "panoptic", "--batch_size", "1"]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    arguments = [str(folder), "--model", str(model_dir), "--out", str(out), "--task", "panoptic", "instance",
+                 "--threshold", "0.1", "--batch_size", "1", "--no-overlays"]  # fmt: skip
+    process = subprocess.Popen([sys.executable, str(SCRIPT), *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and "[5/150]" not in process.stderr.readline():
+    while time.monotonic() < deadline and "[5/40]" not in process.stderr.readline():
         assert process.poll() is None, process.stderr.read()
     process.send_signal(getattr(signal, name))
     stdout, stderr = process.communicate(timeout=120)
@@ -386,12 +390,29 @@ def test_a_signal_stops_the_run_and_what_is_done_is_written(model_dir, tmp_path,
     assert f"{name}: stopping after the current forward pass" in stderr and f"stopped by {name}" in stdout
     index = json.loads((out / "predictions.json").read_text())
     done = index["summary"]["done"]
-    assert index["summary"]["stopped_by"] == name and 5 <= done < 150 and len(index["images"]) == done
+    assert index["summary"]["stopped_by"] == name and 5 <= done < 40 and len(index["images"]) == done
     payload = json.loads((out / "panoptic" / "predictions_panoptic.json").read_text())
-    assert [a["file_name"] for a in payload["annotations"]] == [f"{n:03d}.png" for n in range(done)]
+    assert [a["file_name"] for a in payload["annotations"]] == [f"{n:02d}.png" for n in range(done)]
     assert all(
         (out / "panoptic" / "predictions_panoptic" / a["file_name"]).is_file() for a in payload["annotations"]
     )
+    earlier = {task: (out / task / file).read_text() for task, file in (("panoptic", "predictions_panoptic.json"),
+                                                                      ("instance", "instances.json"))}  # fmt: skip
+
+    # The same command again: the images done are kept (their entries unchanged), the others predicted.
+    status, stdout, stderr = run_predict(monkeypatch, capsys, *arguments)
+    assert status == 0 and f"resuming: {done} of 40 images were done by the earlier run" in stderr
+    assert f"40 of 40 images done, {done} of them by the earlier run" in stdout
+    index = json.loads((out / "predictions.json").read_text())
+    assert [e["id"] for e in index["images"]] == list(range(1, 41)) and index["summary"][
+        "forward_passes"
+    ] == 40 - done
+    for task, file in (("panoptic", "predictions_panoptic.json"), ("instance", "instances.json")):
+        before, after = json.loads(earlier[task]), json.loads((out / task / file).read_text())
+        assert after["images"][:done] == before["images"] and len(after["images"]) == 40
+        assert [a for a in after["annotations"] if a["image_id"] <= done] == before["annotations"]
+    check_panoptic(out, index)
+    check_instances(out, index)
 
 
 @pytest.mark.slow  # the export takes ~15-40 s
@@ -496,7 +517,7 @@ def test_writers_from_user_code(tmp_path):
     writer = InstanceWriter(tmp_path / "instance", ID2LABEL, thing_ids=THING_IDS, overlays=False)
     entry = writer.add(record, image, instance)
     assert [s["label"] for s in entry["segments"]] == ["square", "circle"] and entry["overlay"] is None
-    writer.close()
+    writer.flush()
     with contextlib.redirect_stdout(io.StringIO()):
         detections = COCO(str(tmp_path / "instance" / "instances.json")).loadRes(
             str(tmp_path / "instance" / "results.json")
@@ -514,7 +535,7 @@ def test_writers_from_user_code(tmp_path):
                                   {"id": 3, "label_id": 1, "score": 0.5}]}  # fmt: skip
     writer = PanopticWriter(tmp_path / "panoptic", ID2LABEL, thing_ids=THING_IDS)
     writer.add(record, image, panoptic)
-    [json_path] = writer.close()
+    [json_path] = writer.flush()
     payload = json.loads(json_path.read_text())
     assert payload["images"] == [{"id": 7, "file_name": "dir/x.jpg", "height": 4, "width": 6}]
     [annotation] = payload["annotations"]
