@@ -374,7 +374,7 @@ def test_a_signal_stops_the_run_and_the_same_command_resumes(
     folder = tmp_path / "many"
     folder.mkdir()
     rng = np.random.default_rng(0)
-    for n in range(40):
+    for n in range(24):
         scene(rng, 80, 60).save(folder / f"{n:02d}.png")
     out = tmp_path / "out"
     arguments = [str(folder), "--model", str(model_dir), "--out", str(out), "--task", "panoptic", "instance",
@@ -382,7 +382,7 @@ def test_a_signal_stops_the_run_and_the_same_command_resumes(
     process = subprocess.Popen([sys.executable, str(SCRIPT), *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)  # fmt: skip
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and "[5/40]" not in process.stderr.readline():
+    while time.monotonic() < deadline and "[5/24]" not in process.stderr.readline():
         assert process.poll() is None, process.stderr.read()
     process.send_signal(getattr(signal, name))
     stdout, stderr = process.communicate(timeout=120)
@@ -390,7 +390,7 @@ def test_a_signal_stops_the_run_and_the_same_command_resumes(
     assert f"{name}: stopping after the current forward pass" in stderr and f"stopped by {name}" in stdout
     index = json.loads((out / "predictions.json").read_text())
     done = index["summary"]["done"]
-    assert index["summary"]["stopped_by"] == name and 5 <= done < 40 and len(index["images"]) == done
+    assert index["summary"]["stopped_by"] == name and 5 <= done < 24 and len(index["images"]) == done
     payload = json.loads((out / "panoptic" / "predictions_panoptic.json").read_text())
     assert [a["file_name"] for a in payload["annotations"]] == [f"{n:02d}.png" for n in range(done)]
     assert all(
@@ -401,15 +401,14 @@ def test_a_signal_stops_the_run_and_the_same_command_resumes(
 
     # The same command again: the images done are kept (their entries unchanged), the others predicted.
     status, stdout, stderr = run_predict(monkeypatch, capsys, *arguments)
-    assert status == 0 and f"resuming: {done} of 40 images were done by the earlier run" in stderr
-    assert f"40 of 40 images done, {done} of them by the earlier run" in stdout
+    assert status == 0 and f"resuming: {done} of 24 images were done by the earlier run" in stderr
+    assert f"24 of 24 images done, {done} of them by the earlier run" in stdout
     index = json.loads((out / "predictions.json").read_text())
-    assert [e["id"] for e in index["images"]] == list(range(1, 41)) and index["summary"][
-        "forward_passes"
-    ] == 40 - done
+    assert [e["id"] for e in index["images"]] == list(range(1, 25))
+    assert index["summary"]["forward_passes"] == 24 - done
     for task, file in (("panoptic", "predictions_panoptic.json"), ("instance", "instances.json")):
         before, after = json.loads(earlier[task]), json.loads((out / task / file).read_text())
-        assert after["images"][:done] == before["images"] and len(after["images"]) == 40
+        assert after["images"][:done] == before["images"] and len(after["images"]) == 24
         assert [a for a in after["annotations"] if a["image_id"] <= done] == before["annotations"]
     check_panoptic(out, index)
     check_instances(out, index)
