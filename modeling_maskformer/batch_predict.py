@@ -212,7 +212,10 @@ def _earlier_entries(
             f"overwrite: removing the earlier predictions in {out_dir} ({', '.join(p.name for p in earlier)})"
         )
         for path in earlier:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         return {}
     try:
         earlier = read_index(index_path)

@@ -313,6 +313,27 @@ def test_glob_and_files(model_dir, photos, tmp_path, monkeypatch, capsys):
     assert [e["file_name"] for e in index["images"]] == ["a.jpg", "c.jpg", "f.jpg", "sub/h.jpg", "b.png"]
     assert list(index["summary"]["skipped"]) == [str(photos / "d.jpg")]
     assert (out / "semantic" / "masks" / "sub" / "h.png").is_file() and "4 of 5" not in stdout
+    # Into the same folder, other settings are refused (nothing mixed, nothing lost) unless --overwrite.
+    other = [
+        str(photos / "*.jpg"),
+        "--model",
+        model_dir,
+        "--out",
+        out,
+        "--task",
+        "semantic",
+        "--threshold",
+        "0.3",
+    ]
+    status, _, stderr = run_predict(monkeypatch, capsys, *other)
+    assert status == 2 and "holds predictions of another run (threshold 0.5 -> 0.3; inputs" in stderr
+    status, stdout, stderr = run_predict(monkeypatch, capsys, *other, "--overwrite", "--no-overlays")
+    assert (
+        status == 1
+        and "3 of 4 images done" in stdout
+        and "overwrite: removing the earlier predictions" in stderr
+    )
+    assert not (out / "semantic" / "masks" / "sub").exists()
     # A recursive pattern, quoted (expanded by the program), and files given twice are predicted once.
     status, stdout, _ = run_predict(monkeypatch, capsys, str(photos / "**" / "*.png"), photos / "b.png", "--model", model_dir,
                                     "--out", tmp_path / "deep", "--task", "panoptic", "--no-overlays")  # fmt: skip
