@@ -254,7 +254,7 @@ def test_grouped_batches_give_each_image_its_own_outputs(model_dir, photos):
     print(
         f"logits, grouped batches vs each image alone: max difference {gap:.2e} (largest logit {scale:.1f})"
     )
-    assert gap <= 1e-5 * scale * 100  # float rounding of batched kernels only (measured ~1e-3 on logits ~60)
+    assert gap <= 1e-3 * scale  # float rounding of batched kernels only (measured 9e-4 to 1e-3 on logits up to 257)
     semantic = processor.post_process_semantic_segmentation
     mixed_maps = semantic(mixed, target_sizes=sizes)
     assert any(
