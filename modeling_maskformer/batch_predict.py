@@ -201,8 +201,9 @@ def _inputs_fingerprint(paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
 def _earlier_entries(
     out_dir: Path, run: dict[str, Any], overwrite: bool, progress: _Progress
 ) -> dict[int, dict]:
-    """The entries (by image id: the same inputs give the same ids) of the images an earlier run into `out_dir` finished with the same settings and
-    inputs, their files present; a ValueError when it had other settings, unless `overwrite` (then removed)."""
+    """The entries (by image id: the same inputs give the same ids) of the images an earlier run into `out_dir`
+    finished with the same settings and inputs, their files present; a ValueError when it had other settings,
+    unless `overwrite` (then removed)."""
     index_path = out_dir / INDEX_FILE
     if not index_path.is_file():
         return {}
@@ -338,6 +339,7 @@ def predict_images(
     summary.resumed = [str(paths[index]) for index in range(len(paths)) if index + 1 in entries]
     bar.advance(len(summary.resumed))
     started = last_flush = time.monotonic()
+    finished = False  # every image tried (a bug or a signal leaves it False)
     window = 8 * batch_size  # images read and grouped by padded size at a time (as the evaluator)
     try:
         with _StopOnSignal(bar) as stop:
@@ -379,9 +381,10 @@ def predict_images(
                         flush(finished=False)
                         last_flush = time.monotonic()
             summary.stopped_by = stop.signal_name
+            finished = stop.signal_name is None
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
         summary.stopped_by = "SIGINT"
     finally:
         bar.close()
-        summary.files = flush(finished=summary.stopped_by is None)
+        summary.files = flush(finished=finished)
     return summary

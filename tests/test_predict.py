@@ -254,7 +254,9 @@ def test_grouped_batches_give_each_image_its_own_outputs(model_dir, photos):
     print(
         f"logits, grouped batches vs each image alone: max difference {gap:.2e} (largest logit {scale:.1f})"
     )
-    assert gap <= 1e-3 * scale  # float rounding of batched kernels only (measured 9e-4 to 1e-3 on logits up to 257)
+    assert (
+        gap <= 1e-3 * scale
+    )  # float rounding of batched kernels only (measured 9e-4 to 1e-3 on logits up to 257)
     semantic = processor.post_process_semantic_segmentation
     mixed_maps = semantic(mixed, target_sizes=sizes)
     assert any(
@@ -572,3 +574,25 @@ def test_writers_from_user_code(tmp_path):
     )
     assert [(s["label"], s["area"]) for s in entry["segments"]] == [("circle", 4), ("square", 4), ("sky", 16)]
     assert Image.open(entry["overlay"]).size[1] >= 4
+
+
+def test_a_bug_keeps_its_traceback_after_the_results_are_written(photos, tmp_path, monkeypatch):
+    from modeling_maskformer import batch_predict
+
+    model, processor = varied_model()
+    real, calls = batch_predict._post_process, []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("a bug")
+        return real(*args)
+
+    monkeypatch.setattr(batch_predict, "_post_process", failing)
+    paths = [photos / name for name in ("a.jpg", "b.png", "e.png", "c.jpg")]
+    with pytest.raises(RuntimeError, match="a bug"):
+        batch_predict.predict_images(model, processor, paths, tmp_path, tasks=["semantic"], progress="none")
+    index = json.loads((tmp_path / "predictions.json").read_text())
+    assert [e["file_name"] for e in index["images"]] == ["a.jpg", "b.png"] and not index["summary"][
+        "finished"
+    ]
