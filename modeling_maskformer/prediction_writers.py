@@ -118,18 +118,13 @@ def write_panoptic_png(path: str | os.PathLike, segmentation: torch.Tensor | np.
     return path
 
 
-def encode_masks(masks: np.ndarray) -> list[dict[str, Any]]:
-    """(N, H, W) bool masks -> COCO compressed RLEs (`counts` as str, JSON-ready) with their `area` and `bbox`
-    ([x, y, width, height]), all from pycocotools."""
-    if not len(masks):
-        return []
-    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))  # (H, W, N) in
-    areas, boxes = mask_utils.area(rles), mask_utils.toBbox(rles)
-    return [
-        {"rle": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
-         "area": int(area), "bbox": [float(v) for v in box]}
-        for rle, area, box in zip(rles, areas, boxes)
-    ]  # fmt: skip
+def encode_mask(mask: np.ndarray | torch.Tensor) -> dict[str, Any]:
+    """An (H, W) bool mask -> its COCO compressed RLE (`counts` as str, JSON-ready), `area` and `bbox` ([x, y,
+    width, height]), all from pycocotools."""
+    mask = mask.cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+    return {"rle": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
+            "area": int(mask_utils.area(rle)), "bbox": [float(v) for v in mask_utils.toBbox(rle)]}  # fmt: skip
 
 
 def segments_table(result: Any, task: str, id2label: Mapping[int, str]) -> list[dict[str, Any]]:
@@ -171,9 +166,8 @@ class _Writer:
     ):
         self.folder = Path(folder)
         self.id2label = {int(k): v for k, v in id2label.items()}
-        self.thing_ids = (
-            None if thing_ids is None else {int(c) for c in thing_ids}
-        )  # None: every class is a thing
+        # None: every class is a thing
+        self.thing_ids = None if thing_ids is None else {int(c) for c in thing_ids}
         self.overlays = overlays
 
     def _overlay(self, record: ImageRecord, image: Image.Image, result: Any) -> str | None:
@@ -232,9 +226,9 @@ class PanopticWriter(_Writer):
         # result might.
         present = set(torch.unique(segmentation).tolist())
         segments = [s for s in result["segments_info"] if s["id"] in present]
-        encoded = encode_masks(
-            np.stack([(segmentation == s["id"]).numpy() for s in segments]) if segments else []
-        )
+        encoded = [
+            encode_mask(segmentation == s["id"]) for s in segments
+        ]  # one at a time: memory stays O(H W)
         png = write_panoptic_png(self.folder / PANOPTIC_NAME / f"{record.key}.png", segmentation)
         self.images.append(record.coco_image())
         self.annotations.append({
@@ -292,7 +286,7 @@ class InstanceWriter(_Writer):
 
     def add(self, record: ImageRecord, image: Image.Image, result: Mapping[str, Any]) -> dict[str, Any]:
         kept = self.things(result)
-        encoded = encode_masks(kept["segmentation"].numpy().astype(bool))
+        encoded = [encode_mask(mask) for mask in kept["segmentation"]]
         self.images.append(record.coco_image())
         self.results.extend(
             {"image_id": record.image_id, "category_id": int(s["label_id"]) + CATEGORY_ID_OFFSET,
