@@ -43,8 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--recursive", action="store_true", help="also the images in the folders' subfolders")
     parser.add_argument("--batch_size", type=int, default=4,
-                        help="images per forward pass (only images of one padded size share one; results do not "
-                             "depend on it)")  # fmt: skip
+                        help="images per forward pass (only images of one padded size share one, so results change only "
+                             "by float rounding)")  # fmt: skip
     parser.add_argument(
         "--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, mps"
     )
