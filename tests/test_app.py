@@ -173,33 +173,3 @@ def test_listens_on_localhost_by_default(model_dir, monkeypatch):
         assert demo.server_name == "127.0.0.1"
     finally:
         demo.close()
-
-
-def test_predict_script_writes_overlays_and_json(model_dir, tmp_path):
-    import json
-    import runpy
-    from pathlib import Path
-
-    main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "predict.py"))["main"]
-    image = write_image(tmp_path / "scene.png", (90, 70))
-    for task in ("semantic", "panoptic"):
-        report = main(
-            [
-                str(image),
-                "--model",
-                str(model_dir),
-                "--task",
-                task,
-                "--threshold",
-                "0.0",
-                "--out",
-                str(tmp_path / "out"),
-            ]
-        )
-        entry = report[str(image)]
-        assert Image.open(entry["overlay"]).height >= 70
-        saved = json.loads((tmp_path / "out" / "predictions.json").read_text())[str(image)]
-        assert saved["task"] == task and saved["segments"] == entry["segments"]
-        if task == "semantic":  # every pixel has a class
-            assert abs(sum(s["area_fraction"] for s in entry["segments"]) - 1) < 1e-6
-        assert all(s["label"] in {"circle", "square", "sky"} for s in entry["segments"])

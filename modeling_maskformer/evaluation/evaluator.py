@@ -16,6 +16,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
+from ..batching import forward_by_padded_size
 from ..configuration.configuration_per_pixel import PerPixelBaselineConfig
 from ..image_processing import MaskFormerImageProcessor
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation
@@ -171,17 +172,6 @@ class Evaluator:
         return results
 
 
-def _single_image_outputs(outputs, index: int) -> dict[str, torch.Tensor]:
-    """What post-processing reads of one image of a batch, kept as a batch of one."""
-    fields = (
-        "class_queries_logits",
-        "masks_queries_logits",
-        "logits",
-        "pixel_mask",
-    )  # logits: per-pixel baseline
-    return {name: outputs[name][index : index + 1] for name in fields if outputs.get(name) is not None}
-
-
 @torch.no_grad()
 def evaluate_model(
     model,
@@ -198,12 +188,9 @@ def evaluate_model(
 ) -> dict:
     """Run the model over (a shard of) the dataset and return the summed metrics of all processes.
 
-    NOTE: the results do not depend on `batch_size`. MaskFormer, like the original, does not read
-    `pixel_mask`: padding an image to a larger batch-mate changes what the model sees (convolutions at the
-    border, attention over padded positions), so a mixed-size batch would change its predictions. Each image
-    is therefore preprocessed alone (padded only by its own processor rule), and only images of the same
-    padded size share a forward pass. Images are grouped within windows of `8 * batch_size` items, and
-    metrics are updated in dataset order.
+    NOTE: the results do not depend on `batch_size`: only images of the same padded size share a forward pass
+    (`modeling_maskformer.batching`). Images are grouped within windows of `8 * batch_size` items, and metrics
+    are updated in dataset order.
 
     `tta`: semantic maps (mIoU) from test-time augmentation (`modeling_maskformer.tta`), as the authors' multi-scale
     results; panoptic and instance predictions stay single-scale (the authors' TTA is semantic only).
@@ -233,25 +220,14 @@ def evaluate_model(
         for start in range(0, len(indices), window):
             items = [dataset[i] for i in indices[start : start + window]]
             inputs = [processor([item["image"]], return_tensors="pt") for item in items]
-            by_size: dict[tuple[int, int], list[int]] = {}
-            for position, single in enumerate(inputs):
-                by_size.setdefault(tuple(single["pixel_values"].shape[-2:]), []).append(position)
-            outputs: dict[int, dict[str, torch.Tensor]] = {}
-            for positions in by_size.values():
-                for first in range(0, len(positions), batch_size):
-                    chunk = positions[first : first + batch_size]
-                    batch = {
-                        key: torch.cat([inputs[p][key] for p in chunk]).to(device)
-                        for key in ("pixel_values", "pixel_mask")
-                    }
-                    batch_outputs = model(**batch)
-                    outputs.update({p: _single_image_outputs(batch_outputs, i) for i, p in enumerate(chunk)})
+            outputs = forward_by_padded_size(model, inputs, batch_size=batch_size, device=device)
             for position, item in enumerate(items):
                 semantic = None
                 if tta is not None:
                     semantic = semantic_segmentation_tta(model, processor, item["image"], tta,
                                                          target_sizes=[item["semantic"].shape])  # fmt: skip
-                evaluator.update(processor, outputs.pop(position), [item], semantic=semantic)
+                evaluator.update(processor, outputs[position], [item], semantic=semantic)
+                outputs[position] = None  # free it
                 progress.update(1)
     evaluator.gather(accelerator)
     model.train(was_training)
