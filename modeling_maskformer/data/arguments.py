@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .loaders import detect_folder_layout
+from .loaders import takes_label_convention
 from .prepare import DATA_ROOT_ENV, DATASETS, SCRIPT_DATASETS, default_data_root
 from .synthetic import SyntheticShapesConfig
 
@@ -42,8 +42,9 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
 
 def dataset_kwargs(args: argparse.Namespace, *, num_images: int | None = None, id2label=None) -> dict:
     """`build_dataset` keyword arguments from those arguments: the synthetic settings, or the label convention
-    of semantic PNGs (None: the loader refuses semantic data, which must choose; not used by COCO panoptic
-    folders, whose categories come from the JSON) and the classes to use."""
+    of semantic label maps (None: not chosen; the loader refuses, or with `build_dataset(..., model=...)` the
+    model's recorded convention applies; not used by COCO panoptic folders, whose categories come from the JSON)
+    and the classes to use."""
     if args.dataset == "synthetic":
         kwargs = {"image_size": args.image_size, "num_images": num_images}
         kwargs = {key: value for key, value in kwargs.items() if value is not None}
@@ -51,13 +52,9 @@ def dataset_kwargs(args: argparse.Namespace, *, num_images: int | None = None, i
                                        num_thing_classes=getattr(args, "synthetic_thing_classes", None))  # fmt: skip
         return {**kwargs, "config": config}
     kwargs = {"name": args.dataset_config_name} if args.dataset_config_name else {}
-    path = Path(args.dataset).expanduser()
-    if not path.exists():  # a prepared dataset's name, or a `datasets` name
-        if SCRIPT_DATASETS.get(args.dataset, args.dataset) in DATASETS:
-            kwargs = {"data_root": args.data_root}
-        if args.dataset == "coco_panoptic":
-            return kwargs
-    elif path.is_dir() and detect_folder_layout(path) == "coco_panoptic":
+    if not Path(args.dataset).expanduser().exists() and SCRIPT_DATASETS.get(args.dataset, args.dataset) in DATASETS:
+        kwargs = {"data_root": args.data_root}  # a prepared dataset's name
+    if not takes_label_convention(args.dataset):
         return kwargs
     kwargs["reduce_labels"] = None if args.label_convention is None else args.label_convention == "ade"
     if id2label is not None:

@@ -170,8 +170,11 @@ def evaluate_model(
     tta: TestTimeAugmentation | None = None,
     panoptic_threshold: float = 0.5,
     overlap_threshold: float = 0.8,
+    id2label: dict[int, str] | None = None,
 ) -> dict:
     """Run the model over (a shard of) the dataset and return the summed metrics of all processes.
+
+    `id2label`: the classes scored (default: the model's; more when a dataset has classes the model lacks).
 
     NOTE: the results do not depend on `batch_size`. MaskFormer, like the original, does not read
     `pixel_mask`: padding an image to a larger batch-mate changes what the model sees (convolutions at the
@@ -193,7 +196,8 @@ def evaluate_model(
     semantic_only = isinstance(unwrapped, PerPixelBaselineForSemanticSegmentation)
     if semantic_only and dataset.task == "panoptic":
         logger.info("per-pixel classification model: semantic metrics only (PQ and mask AP need mask classification)")
-    evaluator = Evaluator.for_dataset(dataset, {int(k): v for k, v in unwrapped.config.id2label.items()},
+    id2label = id2label or {int(k): v for k, v in unwrapped.config.id2label.items()}
+    evaluator = Evaluator.for_dataset(dataset, id2label,
                                       semantic_only=semantic_only, panoptic_threshold=panoptic_threshold,
                                       overlap_threshold=overlap_threshold)  # fmt: skip
     device = next(model.parameters()).device
