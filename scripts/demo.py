@@ -75,8 +75,8 @@ def main() -> None:
         "--output_dir", str(output_dir),
         "--num_train_images", "4000", "--num_eval_images", "200", "--crop_size", "128",
         "--min_scale", "0.75", "--max_scale", "1.5", "--per_device_train_batch_size", "8",
-        # NOTE: the recipe's backbone LR x0.1 is for ImageNet-pretrained backbones; this one starts from scratch.
-        "--learning_rate", "5e-4", "--num_warmup_steps", "100", "--backbone_lr_multiplier", "1.0", "--max_train_steps", str(args.max_train_steps),
+        # The recipe is the library's choice for a backbone that starts from random weights ('scratch').
+        "--max_train_steps", str(args.max_train_steps),
         "--max_train_seconds", str(args.minutes * 60), "--eval_steps", "500", "--max_eval_items", "100", "--checkpointing_steps", "1000",
         "--logging_steps", "50",
     ])  # fmt: skip

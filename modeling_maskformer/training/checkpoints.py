@@ -94,11 +94,13 @@ def rotate_checkpoints(output_dir: Path, total_limit: int | None, keep: Path) ->
     folder = Path(output_dir) / "checkpoints"
     for leftover in folder.iterdir():
         if _PARTIAL.fullmatch(leftover.name) and leftover.is_dir() and leftover.name.split(".")[0] != keep.name:
+            logger.info("removing %s, left by an interrupted save", leftover)
             shutil.rmtree(leftover)
     if total_limit is None:
         return
     others = [c for c in list_checkpoints(output_dir) if c.name != keep.name]
     for old in others[: max(len(others) - (total_limit - 1), 0)]:
+        logger.info("removing %s: --checkpoints_total_limit %d keeps the newest", old, total_limit)
         shutil.rmtree(old)
 
 
