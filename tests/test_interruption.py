@@ -33,7 +33,7 @@ from tiny_training import history, losses, save_tiny_model, train_args
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "scripts" / "train_maskformer.py"
-STEPS = 30  # long enough that a signal sent at the first checkpoint always arrives before the end
+STEPS = 16  # long enough that a signal sent at the first checkpoint (step 2) arrives before the end
 RUN = ("--max_train_steps", str(STEPS), "--checkpointing_steps", "2", "--per_device_train_batch_size", "2",
        "--mask_loss_mode", "point")  # fmt: skip
 STOPPED = re.compile(
@@ -57,18 +57,25 @@ def run_command(argv: list[str], log: Path) -> subprocess.CompletedProcess:
         return subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT, timeout=600)
 
 
-def signalled_run(argv: list[str], output_dir: Path, signum: int, log: Path) -> tuple[int, str]:
-    """Start the command, send `signum` when its first checkpoint exists, return (status, output)."""
+def signalled_run(
+    argv: list[str], output_dir: Path, signum: int, log: Path, *, group: bool = False
+) -> tuple[int, str]:
+    """Start the command, send `signum` when its first checkpoint exists (with `group`, to its whole process group,
+    as a terminal's Ctrl-C does), return (status, output)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     with open(log, "w") as handle:
-        process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                   start_new_session=group)  # fmt: skip
         try:
             deadline = time.monotonic() + 300
             while not (output_dir / "checkpoints" / "checkpoint-2").is_dir():
                 assert process.poll() is None, log.read_text()[-3000:]
                 assert time.monotonic() < deadline, "no checkpoint after 300 s"
                 time.sleep(0.02)
-            process.send_signal(signum)
+            if group:
+                os.killpg(process.pid, signum)
+            else:
+                process.send_signal(signum)
             status = process.wait(timeout=300)
         finally:
             if process.poll() is None:
@@ -116,9 +123,11 @@ def test_sigterm_saves_then_the_same_command_resumes_with_the_losses_of_an_unint
     assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
-def test_sigint_saves_a_checkpoint_and_exits_130(tiny_folder, tmp_path):
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tiny_folder, tmp_path):
+    """SIGINT to the process group, as Ctrl-C in a terminal: the data loader's worker process gets it too."""
     out = tmp_path / "run"
-    status, output = signalled_run(command(tiny_folder, out), out, signal.SIGINT, tmp_path / "log")
+    argv = command(tiny_folder, out, "--num_workers", "1")
+    status, output = signalled_run(argv, out, signal.SIGINT, tmp_path / "log", group=True)
     step, _ = check_stopped(status, output, signal.SIGINT)
     assert [entry["step"] for entry in history(out)] == list(range(1, step + 1))  # the losses so far
 
@@ -170,25 +179,22 @@ def test_a_third_signal_aborts_and_leaves_no_checkpoint_that_counts(tiny_folder,
     assert start_from(args, tmp_path / "run", num_processes=1) is None
 
 
-def test_checkpoints_are_also_written_by_time(tiny_folder, tmp_path):
+def test_checkpoints_by_time_a_rerun_resumes_refuses_another_run_and_overwrites_only_when_asked(
+    tiny_folder, tmp_path, caplog
+):
     out = tmp_path / "run"
-    train(train_args(tiny_folder, out, "--max_train_steps", "4", "--checkpointing_steps", "1000",
-                     "--checkpointing_minutes", "1e-9", "--checkpoints_total_limit", "10"))  # fmt: skip
-    assert [p.name for p in list_checkpoints(out)] == [f"checkpoint-{step}" for step in range(1, 5)]
+    # Checkpoints by time (here: at every step, though 1000 steps apart by count), the oldest removed with a line.
     assert (
         training_loop.parse_args(["--output_dir", "x", "--max_train_steps", "1"]).checkpointing_minutes == 30
     )
-
-
-def test_a_rerun_resumes_refuses_another_run_and_overwrites_only_when_asked(tiny_folder, tmp_path, caplog):
-    out = tmp_path / "run"
-    short = ("--max_train_steps", "3", "--checkpointing_steps", "2", "--checkpoints_total_limit", "1")
+    short = ("--max_train_steps", "3", "--checkpointing_steps", "1000", "--checkpointing_minutes", "1e-9",
+             "--checkpoints_total_limit", "1")  # fmt: skip
     with caplog.at_level(logging.INFO):
         train(train_args(tiny_folder, out, *short))
-    assert (
-        f"removing {out / 'checkpoints' / 'checkpoint-2'}: --checkpoints_total_limit 1 keeps the newest"
-        in caplog.text
-    )
+    for step in (1, 2):
+        removed = out / "checkpoints" / f"checkpoint-{step}"
+        assert f"removing {removed}: --checkpoints_total_limit 1 keeps the newest" in caplog.text
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-3"]
     # The same command again: resumes at the end, trains nothing, says so.
     caplog.clear()
     with caplog.at_level(logging.INFO):

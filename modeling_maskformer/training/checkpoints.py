@@ -61,6 +61,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: dict, tot
         if aside.exists():
             shutil.rmtree(aside)
         if final.exists():  # the same step saved again (a run resumed from an older checkpoint)
+            logger.info("replacing %s with the one just saved at the same step", final)
             os.replace(final, aside)
         os.replace(partial, final)
         _fsync_directory(final.parent)

@@ -86,6 +86,14 @@ class StopRequests:
         return self.signum is not None
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """A DataLoader worker's `worker_init_fn`: Ctrl-C reaches every process of the terminal's foreground group and
+    Slurm signals every process of the job, workers included; they leave the stopping to the training process
+    (which shuts them down), instead of dying and taking the next batch, and the checkpoint, with them."""
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 class CheckpointTimer:
     """Whether `minutes` have passed since the last checkpoint (never when `minutes` is 0)."""
 

@@ -50,7 +50,7 @@ from ..evaluation import evaluate_model, summary
 from ..hub import push_folder_to_hub
 from ..image_processing import MaskFormerImageProcessor
 from .checkpoints import STATE_FILE, save_checkpoint, save_hub_folder
-from .interruption import CheckpointTimer, StopRequests, TrainingStopped, decide
+from .interruption import CheckpointTimer, StopRequests, TrainingStopped, decide, ignore_stop_signals
 from .presets import HEADS, backbone_is_pretrained, base_processor, build_model, processor_short_side
 from .recipes import RECIPES, choose_recipe, parameter_groups
 from .resume import check_same_run, describe_resumption, run_identity, start_from
@@ -342,7 +342,7 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
             # NOTE: its own generator, so creating a loader (its base seed) draws nothing from the global RNG
             # that the loss's point sampling uses; otherwise a resumed run would diverge.
             loader = torch.utils.data.DataLoader(training_set, batch_sampler=local, collate_fn=collate,
-                                                 num_workers=args.num_workers,
+                                                 num_workers=args.num_workers, worker_init_fn=ignore_stop_signals,
                                                  generator=torch.Generator().manual_seed(args.seed + epoch))  # fmt: skip
             for batch in loader:
                 with accelerator.accumulate(model):
