@@ -18,6 +18,7 @@ from modeling_maskformer import MaskFormerForInstanceSegmentation, MaskFormerIma
 from modeling_maskformer.cli import run_cli
 from modeling_maskformer.data import SyntheticShapesConfig, build_dataset
 from modeling_maskformer.evaluation import evaluate_model, format_table, summary
+from modeling_maskformer.labels import segment
 from modeling_maskformer.training import train
 from modeling_maskformer.visualization import draw, grid
 
@@ -47,7 +48,7 @@ def write_grid(model, processor, dataset, path: Path, count: int = 4) -> None:
         outputs = model(**processor([item["image"] for item in items], return_tensors="pt"))
     sizes = [(item["image"].height, item["image"].width) for item in items]
     semantic = processor.post_process_semantic_segmentation(outputs, target_sizes=sizes)
-    panoptic = processor.post_process_panoptic_segmentation(outputs, target_sizes=sizes)
+    panoptic = segment(processor, outputs, "panoptic", thing_ids=model.config.thing_ids, target_sizes=sizes)  # stuff fused
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     rows = []
     for item, semantic_map, panoptic_result in zip(items, semantic, panoptic):
