@@ -23,10 +23,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from . import MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
-from .labels import model_thing_ids, segment
+from .labels import TASKS, model_thing_ids, segment
 from .visualization import draw
 
-TASKS = ("semantic", "instance", "panoptic")
 TABLE_HEADERS = ["label", "score", "area %"]
 
 

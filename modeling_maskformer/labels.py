@@ -33,7 +33,7 @@ import torch
 from transformers import PretrainedConfig
 from transformers.image_processing_base import ImageProcessingMixin
 
-from .configuration.configuration_maskformer import MaskFormerConfig
+from .configuration.configuration_maskformer import MaskFormerConfig, check_local_source
 from .configuration.configuration_per_pixel import PerPixelBaselineConfig
 from .configuration.transformers_format import STASH_KEY
 
@@ -60,6 +60,11 @@ def _choices_message(source: str) -> str:
 def _names(id2label: Mapping[int, str], limit: int = 6) -> str:
     names = [id2label[i] for i in sorted(id2label)]
     return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+
+
+def _normalized(id2label: Mapping[int, str]) -> dict[int, str]:
+    """Names compared without case and surrounding spaces (transformers' ADE20K checkpoints say "bed ")."""
+    return {int(k): str(v).strip().lower() for k, v in id2label.items()}
 
 
 def _has_own_names(id2label: Mapping[int, str]) -> bool:
@@ -93,6 +98,7 @@ class LabelSettings:
     def from_pretrained(cls, model_path: str | os.PathLike, **hub_kwargs: Any) -> LabelSettings:
         """From a model folder or Hub id: ours (either format) or transformers' own (a Hub checkpoint)."""
         source = str(model_path)
+        check_local_source(source)  # a path that does not exist: said so, not the Hub's repo-id message
         config, _ = PretrainedConfig.get_config_dict(source, **hub_kwargs)
         if not config:
             raise OSError(f"{source} has no config.json: not a saved model folder")
@@ -154,15 +160,15 @@ class LabelSettings:
     def check_dataset(
         self, dataset, *, ignore_class_mismatch: bool = False, name: str = "the dataset"
     ) -> None:
-        """Refuse (ValueError, one line naming both) a dataset whose classes differ from the model's, unless
-        `ignore_class_mismatch` (then a warning). A dataset with numbered classes and the model's count takes
+        """Refuse (ValueError, one line naming both) a dataset whose classes differ from the model's (names compared
+        without case and surrounding spaces), unless `ignore_class_mismatch` (then a warning). A dataset with numbered classes and the model's count takes
         the model's names."""
         ours, theirs = self.id2label, dataset.id2label
         if len(ours) == len(theirs) and not _has_own_names(theirs) and _has_own_names(ours):
             dataset.id2label = dict(ours)
             logger.info("%s names no classes: using the %d names of %s", name, len(ours), self.source)
             return
-        if theirs != ours:
+        if _normalized(theirs) != _normalized(ours):
             differ = "class counts" if len(theirs) != len(ours) else "class names"
             message = (f"{name} has {len(theirs)} classes ({_names(theirs)}) but {self.source} predicts {len(ours)} "
                        f"({_names(ours)})")  # fmt: skip

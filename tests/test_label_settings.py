@@ -98,6 +98,12 @@ def test_other_classes_are_refused_naming_both(own_data, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         build_dataset(own_data, "validation", model=model, ignore_class_mismatch=True)
     assert "evaluating anyway (--ignore_class_mismatch)" in caplog.text
+    spaced = trained_like(
+        tmp_path / "spaced", thing_ids=(), id2label={0: "Sky", 1: "ground ", 2: "round", 3: "angular"}
+    )
+    assert (
+        build_dataset(own_data, "validation", model=spaced).num_labels == 4
+    )  # the same names but for case, spaces
     three = trained_like(tmp_path / "three", id2label=LABELS)
     with pytest.raises(ValueError, match=r"has 4 classes .* predicts 3 .* the class counts differ"):
         build_dataset(own_data, "validation", model=three)

