@@ -95,7 +95,9 @@ def _prepared(class_logits: Tensor, mask_logits: Tensor, padded_size, valid_size
 
 def _warn_non_finite(dropped: list[int], total: int) -> None:
     if any(dropped):
-        logger.warning("Ignoring queries with non-finite (NaN or inf) logits: %s of %d per image.", dropped, total)
+        logger.warning(
+            "Ignoring queries with non-finite (NaN or inf) logits: %s of %d per image.", dropped, total
+        )
 
 
 def _finite_maps(logits: Tensor) -> Tensor:
@@ -195,16 +197,22 @@ def _score_rows(probs: Tensor, logits: Tensor, geometry: Geometry, first: int, l
     # NOTE: only the source rows the outputs use (about two per output row when shrinking a large view).
     sources, where = torch.unique(torch.cat([above, below]), return_inverse=True)
     upsampled = mix(  # (Q, source rows, w), then (Q, source rows, w_v)
-        logits.index_select(1, ay.tap0[sources]), logits.index_select(1, ay.tap1[sources]), ay.tap_weight[sources, None]
+        logits.index_select(1, ay.tap0[sources]),
+        logits.index_select(1, ay.tap1[sources]),
+        ay.tap_weight[sources, None],
     )
     columns = torch.arange(ax.valid, device=logits.device)
     upsampled = mix(
-        upsampled.index_select(2, ax.tap0[columns]), upsampled.index_select(2, ax.tap1[columns]), ax.tap_weight
+        upsampled.index_select(2, ax.tap0[columns]),
+        upsampled.index_select(2, ax.tap1[columns]),
+        ax.tap_weight,
     ).sigmoid_()
     scores = torch.einsum("qk,qhw->khw", probs, upsampled)  # (K, source rows, w_v)
     count = len(outputs)
     scores = mix(
-        scores.index_select(1, where[:count]), scores.index_select(1, where[count:]), ay.src_weight[outputs, None]
+        scores.index_select(1, where[:count]),
+        scores.index_select(1, where[count:]),
+        ay.src_weight[outputs, None],
     )
     return mix(scores.index_select(2, ax.src0), scores.index_select(2, ax.src1), ax.src_weight)
 
@@ -326,7 +334,6 @@ def _dominance(probs: Tensor, low: Tensor, high: Tensor, slack: float) -> tuple[
     return decided, guess, contenders
 
 
-
 def _blocks(values: Tensor, reduce) -> Tensor:
     """(C, h, w) cell bounds -> (C, B_y, B_x) block bounds: `reduce` (torch.amin / amax) over cells
     _BLOCK * b .. _BLOCK * (b + 1) inclusive along each axis (one cell of overlap with the next block; cut at the
@@ -336,7 +343,9 @@ def _blocks(values: Tensor, reduce) -> Tensor:
         count = -(-n // _BLOCK)
         extra = count * _BLOCK + 1 - n  # repeat the last cell: it is inside the last block already
         last = values.narrow(dim, n - 1, 1)
-        padded = torch.cat([values, last.expand(*[extra if d == dim else -1 for d in range(values.ndim)])], dim)
+        padded = torch.cat(
+            [values, last.expand(*[extra if d == dim else -1 for d in range(values.ndim)])], dim
+        )
         main = padded.narrow(dim, 0, count * _BLOCK)
         shape = list(main.shape)
         shape[dim : dim + 1] = [count, _BLOCK]
@@ -416,7 +425,9 @@ def panoptic_segmentation(
             if label in fuse:
                 fused_ids[label] = segment_of[m]
         lookup = torch.tensor(segment_of, dtype=torch.int32, device=winner.device)
-        results.append({"segmentation": take(lookup, winner.flatten()).view(target), "segments_info": segments})
+        results.append(
+            {"segmentation": take(lookup, winner.flatten()).view(target), "segments_info": segments}
+        )
     return results
 
 
@@ -470,7 +481,9 @@ def _panoptic_bounded(scores: Tensor, logits: Tensor, geometry: Geometry, mask_t
         masks = pixels.blend(pixels.source_logits(logits)).sigmoid_().t()  # (M, n)
         counted = unsure.index_select(1, open_tiles).index_select(1, owner)  # (M, n) not counted by tiles
         own_area += ((masks >= mask_threshold) & counted).sum(1)
-        undecided = take(~decided, open_tiles).index_select(0, owner).nonzero().squeeze(1)  # winner still open
+        undecided = (
+            take(~decided, open_tiles).index_select(0, owner).nonzero().squeeze(1)
+        )  # winner still open
         pixel_winner = (masks.index_select(1, undecided) * scores[:, None]).max(0).indices
         visible += torch.bincount(pixel_winner, minlength=count)
         winner.view(-1)[take(geometry.flat_index(rows, cols), undecided)] = pixel_winner
@@ -545,7 +558,9 @@ def instance_segmentation(
         for n, (label, score) in enumerate(zip(labels, scores.tolist())):
             if kept[n]:
                 segment_of[n] = len(segments)
-                segments.append({"id": len(segments), "label_id": label, "was_fused": False, "score": round(score, 6)})
+                segments.append(
+                    {"id": len(segments), "label_id": label, "was_fused": False, "score": round(score, 6)}
+                )
         segment_of = torch.tensor(segment_of, dtype=torch.int32, device=probs.device)
         if return_binary_maps:
             segmentation = masks.binary([u for u, keep in zip(instance_query, kept) if keep])
@@ -566,7 +581,9 @@ def _boxes(reached: Tensor, geometry: Geometry) -> list[tuple[tuple[int, int], t
         count = hit.shape[1]
         first, last = hit.argmax(1), count - 1 - hit.flip(1).argmax(1)
         spans.append(torch.stack(axis.reach(first, last), 1).tolist())
-    any_hit = reached.flatten(1).any(1).tolist()  # a map with no sample reached gives first 0, last count - 1 above
+    any_hit = (
+        reached.flatten(1).any(1).tolist()
+    )  # a map with no sample reached gives first 0, last count - 1 above
     return [
         (tuple(rows), tuple(cols)) if ok and rows[0] < rows[1] and cols[0] < cols[1] else None
         for ok, rows, cols in zip(any_hit, *spans)
@@ -588,10 +605,23 @@ class _InstanceMasks:
     certain)."""
 
     def __init__(
-        self, geometry: Geometry, threshold: float, boxes: list, inside: list, covered: list, area: Tensor, total: Tensor
+        self,
+        geometry: Geometry,
+        threshold: float,
+        boxes: list,
+        inside: list,
+        covered: list,
+        area: Tensor,
+        total: Tensor,
     ) -> None:
         self.geometry, self.threshold, self.boxes, self.inside, self.covered, self.area, self.total = (
-            geometry, threshold, boxes, inside, covered, area, total
+            geometry,
+            threshold,
+            boxes,
+            inside,
+            covered,
+            area,
+            total,
         )
         self.stacked: Tensor | None = None  # `covered` as one (U, H_t, W_t) tensor, from `dense`
 
@@ -628,7 +658,15 @@ class _InstanceMasks:
             area.append(int(inside[-1].sum()))
             total.append(float(covered[-1].sum()))
         device = logits.device
-        return cls(geometry, mask_threshold, boxes, inside, covered, torch.tensor(area, device=device), torch.tensor(total, device=device))
+        return cls(
+            geometry,
+            mask_threshold,
+            boxes,
+            inside,
+            covered,
+            torch.tensor(area, device=device),
+            torch.tensor(total, device=device),
+        )
 
     def winners(self, instance_query: list[int], scores: Tensor) -> Tensor:
         """Per pixel, the instance whose binary mask covers it with the highest score * sigmoid (the first one

@@ -102,10 +102,14 @@ class Axis:
         composite = torch.zeros(target, 3, device=device)
         for source, source_weight in ((src0, 1 - src_weight), (src1, src_weight)):
             for tap, weight in ((tap0, 1 - tap_weight), (tap1, tap_weight)):
-                composite.scatter_add_(1, (tap[source] - window)[:, None], (source_weight * weight[source])[:, None])
+                composite.scatter_add_(
+                    1, (tap[source] - window)[:, None], (source_weight * weight[source])[:, None]
+                )
         taps = (window[:, None] + torch.arange(3, device=device)).clamp_(max=low - 1)
         wide = (composite[:, 2] > 0).long()  # the support spans 3 coordinates
-        keys, tile, count = torch.unique_consecutive(2 * window + wide, return_inverse=True, return_counts=True)
+        keys, tile, count = torch.unique_consecutive(
+            2 * window + wide, return_inverse=True, return_counts=True
+        )
         return cls(
             low, valid, target, tap0, tap1, tap_weight, src0, src1, src_weight, window, composite, taps,
             window + 1 + wide, keys, tile, torch.cumsum(count, 0) - count, count,
@@ -126,11 +130,22 @@ class Axis:
         """op-reduce `values` (..., low, ...) along `dim` over each tile's window -> (..., T_axis, ...)."""
         n = values.shape[dim]
         pair = values.narrow(dim, 0, n - 1) if n > 1 else values
-        pair = torch.cat([op(pair, values.narrow(dim, 1, n - 1)), values.narrow(dim, n - 1, 1)], dim) if n > 1 else values
+        pair = (
+            torch.cat([op(pair, values.narrow(dim, 1, n - 1)), values.narrow(dim, n - 1, 1)], dim)
+            if n > 1
+            else values
+        )
         starts = self.keys // 2
         if not bool((self.keys % 2).any()):  # every support spans two coordinates
             return pair.index_select(dim, starts)
-        triple = torch.cat([op(pair.narrow(dim, 0, n - 2), values.narrow(dim, 2, n - 2)), pair.narrow(dim, n - 2, 2)], dim) if n > 2 else pair
+        triple = (
+            torch.cat(
+                [op(pair.narrow(dim, 0, n - 2), values.narrow(dim, 2, n - 2)), pair.narrow(dim, n - 2, 2)],
+                dim,
+            )
+            if n > 2
+            else pair
+        )
         return torch.cat([pair, triple], dim).index_select(dim, starts + n * (self.keys % 2))
 
 
@@ -156,7 +171,9 @@ class Geometry:
 
     def window_extrema(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         """(C, h, w) -> the minimum and maximum of each tile's window, each (C, T_y, T_x)."""
-        return tuple(self.x.reduce(self.y.reduce(logits, 1, op), 2, op) for op in (torch.minimum, torch.maximum))
+        return tuple(
+            self.x.reduce(self.y.reduce(logits, 1, op), 2, op) for op in (torch.minimum, torch.maximum)
+        )
 
     def paint(self, per_tile: Tensor) -> Tensor:
         """(T,) values -> (H_t, W_t): every pixel gets its tile's value."""
@@ -170,7 +187,9 @@ class Geometry:
         widths = take(self.x.count, tile_x)
         sizes = take(self.y.count, tile_y) * widths
         owner = torch.repeat_interleave(torch.arange(len(tiles), device=self.device), sizes)
-        local = torch.arange(int(sizes.sum()), device=self.device) - take(torch.cumsum(sizes, 0) - sizes, owner)
+        local = torch.arange(int(sizes.sum()), device=self.device) - take(
+            torch.cumsum(sizes, 0) - sizes, owner
+        )
         width = take(widths, owner)
         rows = take(take(self.y.start, tile_y), owner) + local // width
         return rows, take(take(self.x.start, tile_x), owner) + local % width, owner
@@ -212,10 +231,13 @@ class Geometry:
             # pixels of a cut edge, where torch clamps to the block; the region starts >= 2 pixels after its
             # first low-res row (its window) and ends before its last one's reach, so it never reads those.
             (top, bottom), (left, right) = (
-                (int(axis.tap0[first]), int(axis.tap1[last - 1]) + 1) for axis, (first, last) in ((self.y, rows), (self.x, cols))
+                (int(axis.tap0[first]), int(axis.tap1[last - 1]) + 1)
+                for axis, (first, last) in ((self.y, rows), (self.x, cols))
             )
             block = logits[None, None, top:bottom, left:right]
-            up = F.interpolate(block, size=(4 * (bottom - top), 4 * (right - left)), mode="bilinear", align_corners=False)
+            up = F.interpolate(
+                block, size=(4 * (bottom - top), 4 * (right - left)), mode="bilinear", align_corners=False
+            )
             return up[0, 0, rows[0] - 4 * top : rows[1] - 4 * top, cols[0] - 4 * left : cols[1] - 4 * left]
         top = int(self.y.window[rows[0]])
         bottom = min(int(self.y.window[rows[1] - 1]) + 3, self.low[0])
@@ -258,7 +280,9 @@ class Pixels:
             return
         width = ax.valid
         corners = [(ay.src0, ax.src0), (ay.src0, ax.src1), (ay.src1, ax.src0), (ay.src1, ax.src1)]
-        flat = torch.stack([take(sy, rows) * width + take(sx, cols) for sy, sx in corners])  # (4, n) source ids
+        flat = torch.stack(
+            [take(sy, rows) * width + take(sx, cols) for sy, sx in corners]
+        )  # (4, n) source ids
         self.weight_y, self.weight_x = take(ay.src_weight, rows)[:, None], take(ax.src_weight, cols)[:, None]
         needed = torch.zeros(ay.valid * width, dtype=torch.bool, device=geometry.device)
         needed[flat.flatten()] = True
@@ -333,7 +357,9 @@ class CellPixels:
         table = F.pad(logits[None], (1, 1, 1, 1), mode="replicate")[0].reshape(channels, -1).t().contiguous()
         cell_y, cell_x = self.cells // (w + 1), self.cells % (w + 1)
         top_left = cell_y * (w + 2) + cell_x  # in the padded logits
-        corners = table.index_select(0, torch.cat([top_left, top_left + 1, top_left + w + 2, top_left + w + 3]))
+        corners = table.index_select(
+            0, torch.cat([top_left, top_left + 1, top_left + w + 2, top_left + w + 3])
+        )
         return torch.mm(self.weights, corners.view(4, -1)).view(16 * len(self.cells), channels)
 
     def blend(self, values: Tensor) -> Tensor:

@@ -64,7 +64,11 @@ from modeling_maskformer.benchmarks.report import print_seconds, print_table, su
 from modeling_maskformer.benchmarks.runner import run_all, settings_for  # noqa: E402
 from modeling_maskformer.cli import run_cli  # noqa: E402
 
-SECTIONS = ("main", "runtime", "data")  # main: forward, post-processing, pipeline, processor, training (above)
+SECTIONS = (
+    "main",
+    "runtime",
+    "data",
+)  # main: forward, post-processing, pipeline, processor, training (above)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -101,7 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "data pipeline per image and per DataLoader worker, ours vs transformers' fine-tuning example "
         "(albumentations) and plain torchvision v2 (modeling_maskformer.benchmarks.data_pipeline)",
     )  # fmt: skip
-    parser.add_argument("--demo-model", default="outputs/demo", help="trained folder for the int8 accuracy check")
+    parser.add_argument(
+        "--demo-model", default="outputs/demo", help="trained folder for the int8 accuracy check"
+    )
     return parser.parse_args(argv)
 
 
@@ -129,7 +135,13 @@ def main(argv: list[str] | None = None) -> dict:
             from modeling_maskformer.benchmarks import data_pipeline
 
             print("data pipeline ...", flush=True)
-            data_settings = data_pipeline.TINY_DATA if args.tiny else data_pipeline.QUICK_DATA if args.quick else data_pipeline.FULL_DATA
+            data_settings = (
+                data_pipeline.TINY_DATA
+                if args.tiny
+                else data_pipeline.QUICK_DATA
+                if args.quick
+                else data_pipeline.FULL_DATA
+            )
             results["data"] = data_pipeline.bench_data_pipeline(data_settings)
     results["total_seconds"] = time.perf_counter() - started
     if "main" in args.sections:

@@ -82,7 +82,9 @@ def choose_recipe(
         reason = f"the paper's recipe for a pretrained {backbone_type} backbone{given}"
         return RecipeChoice(replace(RECIPES[backbone_type], **overrides), backbone_type, reason)
     if all(k in overrides for k in REQUIRED_FIELDS):
-        return RecipeChoice(Recipe(**overrides), None, f"no recipe for a pretrained {backbone_type} backbone{given}")
+        return RecipeChoice(
+            Recipe(**overrides), None, f"no recipe for a pretrained {backbone_type} backbone{given}"
+        )
     raise ValueError(
         f"no training recipe for a pretrained backbone of type {backbone_type!r} (the paper's recipes: resnet, swin, "
         f"maskformer-swin). Pick one with --recipe (choose_recipe(config, name=...)), or give all of "
