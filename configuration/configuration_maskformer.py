@@ -89,6 +89,9 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
             `attention_dropout` and `activation_function` replace the fields above. Not stored: the config
             always shows it as the property `decoder_config`.
         cross_entropy_weight: transformers' name of `class_weight` (either may be given, not both).
+        thing_ids: The class ids that are things (countable objects: instance segmentation lists them, panoptic
+            segmentation keeps their instances apart); the other classes are stuff (panoptic segmentation fuses
+            each into one segment). None: unknown (a model saved without it). Training records the dataset's.
 
     A config.json of transformers' MaskFormer (model_type "maskformer") is read too, converted on the fly (see
     `transformers_format.py`). A "swin" backbone gives the four stages as outputs, as transformers builds it.
@@ -146,6 +149,7 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
         output_auxiliary_logits: bool | None = None,
         decoder_config: PretrainedConfig | dict | None = None,
         cross_entropy_weight: float | None = None,
+        thing_ids: list[int] | None = None,
         **kwargs: Any,
     ):
         if cross_entropy_weight is not None:
@@ -198,6 +202,7 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
         self.init_std = init_std
         self.init_xavier_std = init_xavier_std
         self.output_auxiliary_logits = output_auxiliary_logits
+        self.thing_ids = None if thing_ids is None else sorted(thing_ids)
         super().__init__(**kwargs)
         self.validate()
 
@@ -310,6 +315,12 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
                 f"MaskFormerConfig.id2label: class ids must be 0..{len(ids) - 1} without gaps (the class head has one "
                 f"output per id), got [{shown}]"
             )
+        if self.thing_ids is not None:
+            valid = all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(ids) for i in self.thing_ids
+            )
+            check(valid and len(set(self.thing_ids)) == len(self.thing_ids), "thing_ids",
+                  f"must be None or distinct class ids in 0..{len(ids) - 1}")  # fmt: skip
         backbone_type = getattr(self.backbone_config, "model_type", None)
         if backbone_type not in _known_backbone_types():
             raise ValueError(

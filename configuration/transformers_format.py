@@ -45,6 +45,10 @@ TRANSFORMERS_FIELDS: dict[str, tuple[str, str]] = {
 _FIXED = {"backbone_config": None, "pixel_decoder_type": "fpn", "pre_norm": False}
 # Constructor arguments that only spell other fields transformers' way (not stored).
 _ALIASES = ("decoder_config", "cross_entropy_weight")
+# Our fields that config.json holds at the top level though transformers' MaskFormer has no such field: it keeps
+# them as attributes (`transformers.AutoConfig.from_pretrained(folder).thing_ids`) and writes them back, so
+# code written for transformers' models reads them as ours does (`getattr(model.config, "thing_ids", None)`).
+TOP_LEVEL_EXTRAS = ("thing_ids",)
 SWIN_OUT_FEATURES = ["stage1", "stage2", "stage3", "stage4"]
 
 
@@ -56,7 +60,8 @@ def stashed_fields(config_class) -> tuple[str, ...]:
         if p.kind is p.POSITIONAL_OR_KEYWORD and name != "self"
     ]  # fmt: skip
     names = dict.fromkeys([*arguments, *config_class.loss_weight_fields.values()])
-    return tuple(n for n in names if n not in TRANSFORMERS_FIELDS and n not in _FIXED and n not in _ALIASES)
+    skipped = {*TRANSFORMERS_FIELDS, *_FIXED, *_ALIASES, *TOP_LEVEL_EXTRAS}
+    return tuple(n for n in names if n not in skipped)
 
 
 def transformers_refusals(config) -> list[str]:
@@ -136,6 +141,7 @@ def settings_from_transformers(tf_config, config_class) -> dict[str, Any]:
         use_pretrained_backbone=False,
     )
     settings["label2id"] = dict(tf_config.label2id or {v: k for k, v in settings["id2label"].items()})
+    settings.update((name, getattr(tf_config, name, None)) for name in TOP_LEVEL_EXTRAS)
     stash = getattr(tf_config, STASH_KEY, None) or {}
     settings.update((name, value) for name, value in stash.items() if name in stashed_fields(config_class))
     # PretrainedConfig-level settings transformers keeps on its config (return_dict, output_hidden_states, ...).
@@ -188,6 +194,7 @@ def config_to_transformers(config):
         id2label=dict(config.id2label),
         output_hidden_states=config.output_hidden_states,
         return_dict=config.return_dict,
+        **{name: getattr(config, name) for name in TOP_LEVEL_EXTRAS},
         **top,
         **{STASH_KEY: {name: getattr(config, name) for name in stashed_fields(type(config))}},
     )

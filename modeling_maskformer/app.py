@@ -23,9 +23,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from . import MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
+from .labels import TASKS, model_thing_ids, segment
 from .visualization import draw
 
-TASKS = ("semantic", "instance", "panoptic")
 TABLE_HEADERS = ["label", "score", "area %"]
 
 
@@ -106,11 +106,15 @@ def load_model(model_dir: str | os.PathLike, *, precision: str = "fp32"):
 
 
 class Segmenter:
-    """The app's logic without Gradio: image + settings -> (overlay picture, rows of the segments table)."""
+    """The app's logic without Gradio: image + settings -> (overlay picture, rows of the segments table). Instance
+    segmentation lists no stuff class, panoptic segmentation fuses them (`modeling_maskformer.labels.segment`)."""
 
     def __init__(self, model, processor, limits: Limits = Limits()):
         self.model, self.processor, self.limits = model, processor, limits
         self.id2label = {int(k): v for k, v in model.config.id2label.items()}
+        self.thing_ids = model_thing_ids(
+            model.config, getattr(model.config, "name_or_path", "") or "the model"
+        )
 
     @torch.no_grad()
     def __call__(
@@ -125,15 +129,13 @@ class Segmenter:
             raise UploadError(f"Unknown task {task!r}; choose one of {', '.join(TASKS)}.")
         size = [(image.height, image.width)]
         outputs = self.model(**self.processor(image, return_tensors="pt"))
+        result = segment(self.processor, outputs, task, thing_ids=self.thing_ids, target_sizes=size, threshold=threshold,
+                         mask_threshold=mask_threshold, overlap_mask_area_threshold=overlap_threshold)[0]  # fmt: skip
         if task == "semantic":
-            result = self.processor.post_process_semantic_segmentation(outputs, target_sizes=size)[0]
             ids, counts = torch.unique(result, return_counts=True)
             rows = [[self.id2label.get(int(i), str(int(i))), None, round(100 * int(c) / result.numel(), 2)]
                     for i, c in zip(ids, counts)]  # fmt: skip
         else:
-            post = getattr(self.processor, f"post_process_{task}_segmentation")
-            result = post(outputs, threshold=threshold, mask_threshold=mask_threshold,
-                          overlap_mask_area_threshold=overlap_threshold, target_sizes=size)[0]  # fmt: skip
             segmentation = result["segmentation"]
             rows = [[self.id2label.get(s["label_id"], str(s["label_id"])), round(float(s["score"]), 3),
                      round(100 * int((segmentation == s["id"]).sum()) / segmentation.numel(), 2)]

@@ -179,6 +179,9 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
         except RuntimeError as error:  # transformers' size-mismatch and conversion errors
             raise MaskFormerLoadError(f"{source}: {str(error).strip().splitlines()[0]}") from error
         check_loading_info(source, info)
+        if native:  # loaded from a state dict: say where it came from, as for any folder (labels.py reads it)
+            model.config.name_or_path = source
+            model.name_or_path = source
         return (model, info) if return_info else model
 
     def save_pretrained(self, save_directory, *args, folder_format: FolderFormat = "auto", **kwargs):

@@ -12,7 +12,10 @@ The stock pipeline works with this package's model and processor as they are. Pa
 - `tta=True` (or a `TestTimeAugmentation`): semantic maps from the authors' multi-scale + flip test-time
   augmentation (`modeling_maskformer.tta`; True: sizes around the processor's test size). Semantic subtask only;
 - the per-pixel baseline answers semantic segmentation when no subtask is given (the stock pipeline asks it
-  for panoptic segmentation, which it refuses).
+  for panoptic segmentation, which it refuses);
+- the model's things and stuff (`config.thing_ids`, recorded by training): instance segmentation never lists a
+  stuff class, and panoptic segmentation fuses the stuff classes unless `label_ids_to_fuse` is given (a model
+  that does not record them: as the stock pipeline, with one log line saying so).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from transformers.pipelines.image_segmentation import ImageSegmentationPipeline
 
 from .configuration.configuration_per_pixel import PerPixelBaselineConfig
 from .image_processing.validation import image_to_tensor
+from .labels import model_thing_ids, segment
 from .tta import TestTimeAugmentation, semantic_segmentation_tta
 
 # Arrays are converted once here; the image processor re-checks size limits.
@@ -63,6 +67,14 @@ class MaskFormerSegmentationPipeline(ImageSegmentationPipeline):
                 )
             self.model.enable_fast_inference()
         self.tta = TestTimeAugmentation.for_processor(self.image_processor) if tta is True else tta or None
+        name = getattr(self.model.config, "name_or_path", "") or type(self.model).__name__
+        self.thing_ids = model_thing_ids(self.model.config, name)
+
+    def _sanitize_parameters(self, label_ids_to_fuse=None, **kwargs):
+        preprocess, forward, postprocess = super()._sanitize_parameters(**kwargs)
+        if label_ids_to_fuse is not None:
+            postprocess["label_ids_to_fuse"] = label_ids_to_fuse
+        return preprocess, forward, postprocess
 
     def _default_subtask(self, subtask):
         """The per-pixel baseline (`PerPixelBaselineForSemanticSegmentation`) answers semantic segmentation only, so
@@ -92,20 +104,22 @@ class MaskFormerSegmentationPipeline(ImageSegmentationPipeline):
         return {"tta_segmentation": maps[0], "target_size": sizes}
 
     def postprocess(
-        self, model_outputs, subtask=None, threshold=0.9, mask_threshold=0.5, overlap_mask_area_threshold=0.5
+        self,
+        model_outputs,
+        subtask=None,
+        threshold=0.9,
+        mask_threshold=0.5,
+        overlap_mask_area_threshold=0.5,
+        label_ids_to_fuse=None,
     ):
         processor, labels = self.image_processor, self.model.config.id2label
         sizes = model_outputs["target_size"]
         subtask = self._default_subtask(subtask)
         if subtask in {"panoptic", "instance", None}:
-            post = (
-                processor.post_process_panoptic_segmentation
-                if subtask in {"panoptic", None}
-                else processor.post_process_instance_segmentation
-            )
-            outputs = post(
-                model_outputs, threshold=threshold, mask_threshold=mask_threshold,
-                overlap_mask_area_threshold=overlap_mask_area_threshold, target_sizes=sizes,
+            outputs = segment(
+                processor, model_outputs, subtask or "panoptic", thing_ids=self.thing_ids, target_sizes=sizes,
+                threshold=threshold, mask_threshold=mask_threshold,
+                overlap_mask_area_threshold=overlap_mask_area_threshold, label_ids_to_fuse=label_ids_to_fuse,
             )[0]  # fmt: skip
             segments = outputs["segments_info"]
             masks = segment_masks(outputs["segmentation"], [segment["id"] for segment in segments])

@@ -18,6 +18,7 @@ from modeling_maskformer import MaskFormerForInstanceSegmentation, MaskFormerIma
 from modeling_maskformer.cli import run_cli
 from modeling_maskformer.data import SyntheticShapesConfig, build_dataset
 from modeling_maskformer.evaluation import evaluate_model, format_table, summary
+from modeling_maskformer.labels import segment
 from modeling_maskformer.training import train
 from modeling_maskformer.visualization import draw, grid
 
@@ -47,7 +48,9 @@ def write_grid(model, processor, dataset, path: Path, count: int = 4) -> None:
         outputs = model(**processor([item["image"] for item in items], return_tensors="pt"))
     sizes = [(item["image"].height, item["image"].width) for item in items]
     semantic = processor.post_process_semantic_segmentation(outputs, target_sizes=sizes)
-    panoptic = processor.post_process_panoptic_segmentation(outputs, target_sizes=sizes)
+    panoptic = segment(
+        processor, outputs, "panoptic", thing_ids=model.config.thing_ids, target_sizes=sizes
+    )  # stuff fused
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     rows = []
     for item, semantic_map, panoptic_result in zip(items, semantic, panoptic):
@@ -75,8 +78,8 @@ def main() -> None:
         "--output_dir", str(output_dir),
         "--num_train_images", "4000", "--num_eval_images", "200", "--crop_size", "128",
         "--min_scale", "0.75", "--max_scale", "1.5", "--per_device_train_batch_size", "8",
-        # NOTE: the recipe's backbone LR x0.1 is for ImageNet-pretrained backbones; this one starts from scratch.
-        "--learning_rate", "5e-4", "--num_warmup_steps", "100", "--backbone_lr_multiplier", "1.0", "--max_train_steps", str(args.max_train_steps),
+        # The recipe is the library's choice for a backbone that starts from random weights ('scratch').
+        "--max_train_steps", str(args.max_train_steps),
         "--max_train_seconds", str(args.minutes * 60), "--eval_steps", "500", "--max_eval_items", "100", "--checkpointing_steps", "1000",
         "--logging_steps", "50",
     ])  # fmt: skip

@@ -7,8 +7,11 @@ things, stuff) and COCO mask AP where the dataset has instances.
         --label_convention ade
     python scripts/evaluate_maskformer.py --model outputs/demo --dataset synthetic --tta   # multi-scale + flip mIoU
 
-The model folder may be ours or a transformers MaskFormer folder (converted on the fly). Prints a table
-and writes JSON (`--output_json`). Runs on several processes with `accelerate launch`.
+The model folder may be ours or a transformers MaskFormer folder (converted on the fly). Semantic label maps
+are read with the label convention the model records (`--label_convention` overrides it, with a warning when it
+contradicts the record; a model that records none needs it), and a dataset whose classes differ from the
+model's is refused unless `--ignore_class_mismatch`. Prints a table and writes JSON (`--output_json`). Runs on
+several processes with `accelerate launch`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from modeling_maskformer.cli import run_cli
 from modeling_maskformer.data import build_dataset
 from modeling_maskformer.data.arguments import add_dataset_arguments, dataset_kwargs
 from modeling_maskformer.evaluation import evaluate_model, format_table, load_model_folder
+from modeling_maskformer.labels import OVERRIDE_FLAG, LabelSettings
 from modeling_maskformer.tta import TestTimeAugmentation
 
 
@@ -47,6 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "results do not depend on it",
     )
     parser.add_argument("--output_json", default=None, help="write all results here")
+    parser.add_argument(
+        OVERRIDE_FLAG,
+        action="store_true",
+        help="evaluate a dataset whose class names or count differ from the model's (class ids are "
+        "compared as numbers; names from the model)",
+    )
     parser.add_argument(
         "--tta",
         action="store_true",
@@ -85,19 +95,18 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     accelerator = Accelerator()
-    kwargs = dataset_kwargs(args, num_images=args.num_images)
-    if args.label_convention is None:  # evaluation keeps the loaders' default (ADE's convention)
-        kwargs.pop("reduce_labels", None)
-    dataset = build_dataset(args.dataset, args.split, **kwargs)
+    settings = LabelSettings.from_pretrained(args.model)
+    dataset = build_dataset(args.dataset, args.split, model=settings, ignore_class_mismatch=args.ignore_class_mismatch,
+                            **dataset_kwargs(args, num_images=args.num_images))  # fmt: skip
     model, processor = load_model_folder(args.model)
-    if model.config.num_labels != dataset.num_labels:
-        raise ValueError(
-            f"the model predicts {model.config.num_labels} classes but the dataset has {dataset.num_labels}"
-        )
     tta = test_time_augmentation(args, processor)
     model = model.to(accelerator.device)
+    classes = {
+        **dataset.id2label,
+        **settings.id2label,
+    }  # the model's; with the override, the dataset's extra ones
     results = evaluate_model(model, processor, dataset, accelerator=accelerator, batch_size=args.batch_size,
-                             max_items=args.max_items, tta=tta)  # fmt: skip
+                             max_items=args.max_items, tta=tta, id2label=classes)  # fmt: skip
     if accelerator.is_main_process:
         for group in results.values():
             print(format_table(group))

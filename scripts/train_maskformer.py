@@ -9,11 +9,25 @@
         --label_convention ade --model_preset swin-tiny --crop_size 512 --max_train_steps 160000 \
         --output_dir outputs/ade-swin-t
 
-All options: `--help`. The loop is `modeling_maskformer.training.train`.
+SIGTERM or Ctrl-C saves a checkpoint and exits with status 128 + the signal's number (143, 130), naming the
+checkpoint; the same command again resumes from it. All options: `--help`. The loop is
+`modeling_maskformer.training.train`.
 """
 
+import sys
+from pathlib import Path
+
 from modeling_maskformer.cli import run_cli
-from modeling_maskformer.training import parse_args, train
+from modeling_maskformer.training import TrainingStopped, parse_args, train
+
+
+def main() -> None:
+    try:
+        train(parse_args())
+    except TrainingStopped as stop:
+        print(f"{Path(sys.argv[0]).name}: {stop}", file=sys.stderr)
+        raise SystemExit(stop.exit_status) from None
+
 
 if __name__ == "__main__":
-    run_cli(lambda: train(parse_args()))
+    run_cli(main)

@@ -48,7 +48,7 @@ def _copy(src, tmp_path):
 
 def test_ade_folder_round_trip(exported, shapes):
     for split, n in (("train", 3), ("validation", 2), ("val", 2)):
-        ds = load_ade_folder(exported / "ade", split)
+        ds = load_ade_folder(exported / "ade", split, reduce_labels=True)
         assert len(ds) == n and ds.reduce_labels and ds.ignore_index == 255 and ds.task == "semantic"
         assert ds.id2label == shapes["train"].id2label  # from id2label.json
         item = ds[n - 1]
@@ -70,12 +70,16 @@ def test_ade_reduce_labels_and_flat_layout_and_object_info(tmp_path):
     (tmp_path / "objectInfo150.csv").write_text(
         "Idx,Ratio,Train,Val,Name\n1,0.1,1,1,wall\n2,0.1,1,1,building;edifice\n3,0.1,1,1,sky\n"
     )
-    ds = load_ade_folder(tmp_path, "validation")  # flat layout: split ignored
+    ds = load_ade_folder(tmp_path, "validation", reduce_labels=True)  # flat layout: split ignored
     assert ds.id2label == {0: "wall", 1: "building", 2: "sky"}
     # 0 ("other") -> 255, k -> k - 1, an existing 255 stays 255.
     np.testing.assert_array_equal(ds[0]["semantic"], [[255, 0, 1, 255], [2, 2, 0, 255]])
     (tmp_path / "objectInfo150.csv").unlink()
-    assert load_ade_folder(tmp_path).id2label == {0: "0", 1: "1", 2: "2"}  # scanned: largest raw label 3
+    assert load_ade_folder(tmp_path, reduce_labels=True).id2label == {
+        0: "0",
+        1: "1",
+        2: "2",
+    }  # scanned: largest raw label 3
     raw = load_ade_folder(tmp_path, reduce_labels=False, num_labels=4)
     np.testing.assert_array_equal(raw[0]["semantic"], [[0, 1, 2, 255], [3, 3, 1, 0]])
 
@@ -145,12 +149,12 @@ def test_coco_sparse_category_ids_become_contiguous(tmp_path):
 
 def test_hf_semantic_dataset(shapes, tmp_path):
     hf = shapes["train"].to_hf_dataset("semantic")
-    ds = load_hf_dataset(hf, "train", id2label=shapes["train"].id2label)
+    ds = load_hf_dataset(hf, "train", id2label=shapes["train"].id2label, reduce_labels=True)
     assert ds.task == "semantic" and len(ds) == 3 and ds.num_labels == 9
     np.testing.assert_array_equal(ds[2]["semantic"], shapes["train"][2]["semantic"])
     # A save_to_disk folder is detected by build_dataset; without id2label the labels are scanned.
     hf.save_to_disk(tmp_path / "hf_sem")
-    from_disk = build_dataset(str(tmp_path / "hf_sem"), "train", num_labels=9)
+    from_disk = build_dataset(str(tmp_path / "hf_sem"), "train", num_labels=9, reduce_labels=True)
     np.testing.assert_array_equal(from_disk[0]["semantic"], shapes["train"][0]["semantic"])
 
 
@@ -194,12 +198,12 @@ def test_hf_unknown_columns_error_lists_them():
     )
     with pytest.raises(ValueError, match=r"image column.*columns are \['picture', 'target'\]"):
         load_hf_dataset(hf)
-    ds = load_hf_dataset(hf, image_column="picture", label_column="target", num_labels=1)
+    ds = load_hf_dataset(hf, image_column="picture", label_column="target", num_labels=1, reduce_labels=True)
     assert ds[0]["semantic"].tolist() == [[255, 255], [255, 255]]
 
 
 def test_build_dataset_dispatch(exported):
-    assert build_dataset(exported / "ade", "train").task == "semantic"
+    assert build_dataset(exported / "ade", "train", reduce_labels=True).task == "semantic"
     assert build_dataset(exported / "coco", "val").task == "panoptic"
     synthetic = build_dataset("synthetic", "validation", num_images=2)
     assert len(synthetic) == 2 and synthetic.task == "panoptic" and synthetic.thing_ids == list(range(6))
@@ -214,7 +218,10 @@ def test_instance_targets_feed_the_image_processor(exported):
     processor = MaskFormerImageProcessor(
         do_resize=False, do_normalize=False, ignore_index=255, do_reduce_labels=False
     )
-    for ds in (build_dataset(exported / "coco", "train"), build_dataset(exported / "ade", "train")):
+    for ds in (
+        build_dataset(exported / "coco", "train"),
+        build_dataset(exported / "ade", "train", reduce_labels=True),
+    ):
         item = ds[0]
         instance_map, mapping = to_instance_targets(item)
         assert instance_map.dtype == np.int32
@@ -248,13 +255,13 @@ def test_missing_and_empty_folders(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         build_dataset(str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="missing folder .*images"):
-        load_ade_folder(tmp_path)
+        load_ade_folder(tmp_path, reduce_labels=True)
     (tmp_path / "images/training").mkdir(parents=True)
     (tmp_path / "annotations/training").mkdir(parents=True)
     with pytest.raises(ValueError, match="no images"):
-        load_ade_folder(tmp_path, "train")
+        load_ade_folder(tmp_path, "train", reduce_labels=True)
     with pytest.raises(FileNotFoundError, match="missing split folder .*validation"):
-        load_ade_folder(tmp_path, "validation")
+        load_ade_folder(tmp_path, "validation", reduce_labels=True)
     with pytest.raises(FileNotFoundError, match="panoptic_val2017.json"):
         load_coco_panoptic_folder(tmp_path, "val")
     other = tmp_path / "other"
@@ -267,7 +274,7 @@ def test_image_without_annotation_is_named(exported, tmp_path):
     root = _copy(exported / "ade", tmp_path)
     (root / "annotations/training/train_000001.png").unlink()
     with pytest.raises(FileNotFoundError, match="train_000001.jpg"):
-        load_ade_folder(root, "train")
+        load_ade_folder(root, "train", reduce_labels=True)
     coco = _copy(exported / "coco", tmp_path)
     (coco / "annotations/panoptic_val2017/validation_000001.png").unlink()
     with pytest.raises(FileNotFoundError, match="validation_000001.png"):
@@ -277,7 +284,7 @@ def test_image_without_annotation_is_named(exported, tmp_path):
 def test_size_mismatch_names_file_and_sizes(exported, tmp_path):
     root = _copy(exported / "ade", tmp_path)
     Image.new("L", (100, 90)).save(root / "annotations/training/train_000002.png")
-    ds = load_ade_folder(root, "train")
+    ds = load_ade_folder(root, "train", reduce_labels=True)
     ds[0]  # the others are fine
     with pytest.raises(ValueError, match=r"train_000002.png: annotation size 100x90 .* size 128x128"):
         ds.validate()
@@ -293,7 +300,7 @@ def test_labels_out_of_range_are_reported(tmp_path):
     Image.new("RGB", (2, 2)).save(tmp_path / "images/a.jpg")
     Image.fromarray(np.array([[1, 2], [3, 9]], dtype=np.uint8)).save(tmp_path / "annotations/a.png")
     with pytest.raises(ValueError, match=r"annotations/a.png: label\(s\) \[8\] outside 0..2"):
-        load_ade_folder(tmp_path, num_labels=3)[0]
+        load_ade_folder(tmp_path, num_labels=3, reduce_labels=True)[0]
 
 
 def test_unknown_category_id_is_named(tmp_path):
@@ -326,7 +333,7 @@ def test_undecodable_images_are_named(exported, tmp_path):
     root = _copy(exported / "ade", tmp_path)
     jpeg = root / "images/training/train_000001.jpg"
     jpeg.write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 2])  # truncated, as by an interrupted copy
-    ds = load_ade_folder(root, "train")
+    ds = load_ade_folder(root, "train", reduce_labels=True)
     with pytest.raises(ValueError, match=r"train_000001.jpg: cannot decode the image .*truncated"):
         ds[1]
     coco = _copy(exported / "coco", tmp_path)
@@ -413,7 +420,7 @@ def test_a_16_bit_annotation_above_ignore_index_is_named(tmp_path):
     with pytest.raises(
         ValueError, match=r"annotations/a.png: label 3000 is above ignore_index 255, .*instance or colour map"
     ):
-        load_ade_folder(root)
+        load_ade_folder(root, reduce_labels=True)
 
 
 def test_a_colour_annotation_gets_the_colour_error_first(tmp_path):
@@ -425,16 +432,20 @@ def test_a_colour_annotation_gets_the_colour_error_first(tmp_path):
             load_ade_folder(root, **kwargs)
 
 
-def test_the_label_convention_can_be_required(tmp_path, shapes):
+def test_the_label_convention_is_required(tmp_path, shapes):
+    """No loader falls back to ADE's convention: without a choice, semantic label maps are refused."""
     root = _ade_with(tmp_path, Image.fromarray(np.array([[0, 1], [2, 2]], dtype=np.uint8)))
-    with pytest.raises(
-        ValueError, match="say how to read the pixel values.*reduce_labels=True.*--label_convention ade"
-    ):
-        load_ade_folder(root, reduce_labels=None)
+    for kwargs in ({}, {"reduce_labels": None}):
+        with pytest.raises(
+            ValueError, match="say how to read the pixel values.*reduce_labels=True.*--label_convention ade"
+        ):
+            load_ade_folder(root, **kwargs)
+    with pytest.raises(ValueError, match="say how to read the pixel values"):
+        build_dataset(root)
     assert load_ade_folder(root, reduce_labels=False).num_labels == 3
     assert load_ade_folder(root, reduce_labels=True).num_labels == 2
     with pytest.raises(ValueError, match="--label_convention as_is"):
-        load_hf_dataset(shapes["train"].to_hf_dataset("semantic"), reduce_labels=None)
+        load_hf_dataset(shapes["train"].to_hf_dataset("semantic"))
     assert load_hf_dataset(shapes["train"].to_hf_dataset("panoptic"), reduce_labels=None).task == "panoptic"
 
 
@@ -442,7 +453,7 @@ def test_an_empty_images_folder_is_reported_as_empty(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "annotations").mkdir()
     with pytest.raises(ValueError, match=r"images is empty"):
-        load_ade_folder(tmp_path, "validation")
+        load_ade_folder(tmp_path, "validation", reduce_labels=True)
 
 
 @pytest.mark.parametrize("mode", ["L", "P", "I;16"])

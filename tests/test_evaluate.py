@@ -80,8 +80,13 @@ def test_evaluate_refuses_a_model_for_other_classes(tmp_path):
 
     tiny_model().save_pretrained(tmp_path / "model")  # 3 classes; the synthetic set has 9
     MaskFormerImageProcessor().save_pretrained(tmp_path / "model")
-    with pytest.raises(ValueError, match="predicts 3 classes but the dataset has 9"):
+    with pytest.raises(ValueError, match=r"dataset synthetic \(validation\) has 9 classes \(circle, square, .*\) but "
+                                         r".*model predicts 3 \(LABEL_0, LABEL_1, LABEL_2\): the class counts differ; "
+                                         r"pass --ignore_class_mismatch"):  # fmt: skip
         evaluate_cli(tmp_path / "model", tmp_path / "out.json")
+    # Asked for: scored over the model's classes and the dataset's others (which it can never predict).
+    results = evaluate_cli(tmp_path / "model", tmp_path / "out.json", "--ignore_class_mismatch")
+    assert list(results["semantic"]["per_class_iou"])[:4] == ["LABEL_0", "LABEL_1", "LABEL_2", "star"]
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -36,7 +36,14 @@ ROOT = Path(__file__).resolve().parents[1]
 ID2LABEL = {0: "sky", 1: "circle", 2: "square"}
 # Settings transformers has no field for: they must come back from the stash.
 TRAINING = {"mask_loss_mode": "point", "focal_alpha": 0.3, "class_weight": 2.0, "train_num_points": 128}
-PROCESSOR = {"size": {"shortest_edge": 64, "longest_edge": 128}}
+# What a trained folder records about its data (modeling_maskformer/labels.py): the label convention in the
+# processor's own fields, and which classes are things.
+PROCESSOR = {
+    "size": {"shortest_edge": 64, "longest_edge": 128},
+    "do_reduce_labels": True,
+    "ignore_index": 255,
+}
+THING_IDS = [1, 2]
 DECODER = {
     "d_model": 32,
     "decoder_layers": 2,
@@ -61,9 +68,8 @@ def env(tmp_path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def native(tmp_path_factory):
     folder = tmp_path_factory.mktemp("native")
-    model = tiny_model(
-        seed=1, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()}, **TRAINING
-    ).eval()
+    model = tiny_model(seed=1, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()}, thing_ids=THING_IDS,
+                       **TRAINING).eval()  # fmt: skip
     processor = MaskFormerImageProcessor(**PROCESSOR)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -141,7 +147,8 @@ def test_hub_process_without_this_package_runs_the_pipeline(native, tmp_path):
     """transformers alone (our package blocked), as the Hub's widget: pipeline() with no trust_remote_code for
     the three subtasks, the image as a path, as request bytes and as a URL on 127.0.0.1; logits equal ours to
     float32 rounding (the same modules in the same order, computed in another process with another thread count,
-    so another reduction order on some CPUs)."""
+    so another reduction order on some CPUs); the folder's label settings (thing_ids, do_reduce_labels) read by
+    transformers itself."""
     model, processor, folder = native
     Image.new("RGB", (96, 64), (120, 30, 200)).save(tmp_path / "image.png")
     image = Image.open(tmp_path / "image.png")
@@ -165,6 +172,8 @@ def test_hub_process_without_this_package_runs_the_pipeline(native, tmp_path):
         segmenter = pipeline("image-segmentation", model={str(folder)!r})
         assert type(segmenter.model).__module__.startswith("transformers.models.maskformer"), type(segmenter.model)
         assert type(segmenter.image_processor).__name__ == "MaskFormerImageProcessor"
+        assert segmenter.model.config.thing_ids == {THING_IDS!r}, segmenter.model.config.thing_ids
+        assert segmenter.image_processor.do_reduce_labels is True and segmenter.image_processor.ignore_index == 255
         image = Image.open("image.png")
         inputs = segmenter.image_processor(image, return_tensors="pt")
         with torch.no_grad():

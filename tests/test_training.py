@@ -136,28 +136,40 @@ def test_max_train_steps_is_required_and_says_why(capsys, tmp_path):
     )  # from the model
 
 
-def test_recipes_are_keyed_by_backbone_type():
+def test_recipes_are_keyed_by_backbone_type_and_by_where_the_backbone_starts():
     from transformers import ConvNextConfig, MaskFormerSwinConfig
 
-    from modeling_maskformer.training import RECIPES, recipe_for
+    from modeling_maskformer.training import RECIPES, choose_recipe, recipe_for
 
     from builders import STAGES, tiny_config
 
-    assert recipe_for(tiny_config()) == RECIPES["resnet"]
+    assert recipe_for(tiny_config(), pretrained_backbone=True) == RECIPES["resnet"]
     swin = tiny_config(backbone_config=MaskFormerSwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
                                                             out_features=STAGES))  # fmt: skip
-    assert recipe_for(swin) == RECIPES["swin"] and recipe_for(swin).warmup_steps == 1500
+    assert (
+        recipe_for(swin, pretrained_backbone=True) == RECIPES["swin"] and RECIPES["swin"].warmup_steps == 1500
+    )
+    # A backbone from random weights (the config says so, or the caller): the full learning rate, whatever its type.
+    scratch = choose_recipe(tiny_config())
+    assert scratch.name == "scratch" and scratch.recipe.backbone_lr_multiplier == 1.0
+    assert scratch.recipe.learning_rate == 5e-4 and "starts from random weights" in scratch.describe()
+    assert choose_recipe(swin, pretrained_backbone=False).recipe == RECIPES["scratch"]
+    assert (
+        "the paper's recipe for a pretrained resnet backbone"
+        in choose_recipe(tiny_config(), pretrained_backbone=True).reason
+    )
     convnext = tiny_config(
         backbone_config=ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], out_features=STAGES)
     )
-    with pytest.raises(ValueError, match="no training recipe for backbone type 'convnext'.*--recipe"):
-        recipe_for(convnext)
+    with pytest.raises(
+        ValueError, match="no training recipe for a pretrained backbone of type 'convnext'.*--recipe"
+    ):
+        recipe_for(convnext, pretrained_backbone=True)
     assert recipe_for(convnext, "swin") == RECIPES["swin"]
-    given = recipe_for(
-        convnext, learning_rate=1e-3, weight_decay=0.0, backbone_lr_multiplier=1.0, warmup_steps=5
-    )
+    given = recipe_for(convnext, pretrained_backbone=True, learning_rate=1e-3, weight_decay=0.0, backbone_lr_multiplier=1.0,
+                       warmup_steps=5)  # fmt: skip
     assert (given.learning_rate, given.warmup_steps, given.max_grad_norm) == (1e-3, 5, 0.01)
-    assert recipe_for(tiny_config(), learning_rate=3e-4).weight_decay == RECIPES["resnet"].weight_decay
+    assert recipe_for(tiny_config(), learning_rate=3e-4).weight_decay == RECIPES["scratch"].weight_decay
     with pytest.raises(ValueError, match="unknown recipe 'adam'"):
         recipe_for(convnext, "adam")
 
@@ -200,7 +212,13 @@ def test_semantic_folders_need_an_explicit_label_convention(tiny_folder, tmp_pat
         "ADE convention (--label_convention ade): pixel 0 = 'other', ignored; pixel k = class k-1; 9 classes"
         in caplog.text
     )
+    # Into the same folder: another run (the checkpoint's convention was ade), refused before any step.
+    with pytest.raises(
+        ValueError, match=r"belongs to a different run \(--label_convention: 'ade' then, 'as_is' now\)"
+    ):
+        train([*argv, "--label_convention", "as_is"])
     # The same files read as they are: pixel value 9 is then out of range for the 9 classes of id2label.json.
+    argv[argv.index(str(tmp_path / "run"))] = str(tmp_path / "as_is")
     with pytest.raises(ValueError, match=r"train_0000\d\d.png: label\(s\) \[9\] outside 0..8"):
         train([*argv, "--label_convention", "as_is"])
 

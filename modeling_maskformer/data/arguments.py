@@ -91,8 +91,9 @@ def source_kwargs(args: argparse.Namespace, layout: str) -> dict:
 
 def dataset_kwargs(args: argparse.Namespace, *, num_images: int | None = None, id2label=None) -> dict:
     """`build_dataset` keyword arguments from those arguments: the synthetic settings, or the label convention
-    of semantic PNGs (None: the loader refuses semantic data, which must choose; not used by COCO panoptic
-    folders, whose categories come from the JSON) and the classes to use."""
+    of semantic label maps (None: not chosen; the loader refuses, or with `build_dataset(..., model=...)` the
+    model's recorded convention applies; not used by COCO panoptic folders, whose categories come from the JSON)
+    and the classes to use."""
     if args.dataset == "synthetic":
         source_kwargs(args, "synthetic")
         kwargs = {"image_size": args.image_size, "num_images": num_images}

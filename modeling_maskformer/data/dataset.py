@@ -15,7 +15,7 @@ Label conventions (the loaders convert; what they return is always the same):
 - ``semantic`` holds class ids 0..K-1 and ``ignore_index`` (255) for pixels that are excluded from
   targets and metrics.
 - ADE20K (folders and scene_parse_150-like HF data) stores 0 = "other" and classes 1..150. With
-  ``reduce_labels=True`` (the default for semantic PNGs) the loader maps 0 -> 255 and k -> k - 1, and
+  ``reduce_labels=True`` (chosen explicitly: no loader guesses) the loader maps 0 -> 255 and k -> k - 1, and
   keeps an existing 255 at 255 (transformers' ``do_reduce_labels`` turns it into 254). The reduction is
   done here, once: do NOT also pass ``do_reduce_labels=True`` to the image processor.
   ``dataset.reduce_labels`` records whether it was applied.

@@ -215,7 +215,7 @@ def load_hf_dataset(
     task: Task | None = None,
     image_column: str | None = None,
     label_column: str | None = None,
-    reduce_labels: bool | None = True,
+    reduce_labels: bool | None = None,
     ignore_index: int = 255,
     id2label: dict[int, str] | None = None,
     id2label_file: str | Path | None = None,
@@ -228,9 +228,9 @@ def load_hf_dataset(
 ) -> HFDataset:
     """A Hugging Face dataset (see the module docstring); ``load_kwargs`` go to ``datasets.load_dataset``.
 
-    Semantic PNGs follow ADE's convention by default (0 = other, like scene_parse_150): pass
-    ``reduce_labels=False`` when 0 is a real class (None: refuse to guess, asking for the choice). Without class
-    names, ``num_labels`` or a scan of the annotations (slow on big data) gives the count.
+    Semantic PNGs need their label convention: ``reduce_labels=True`` for ADE's (0 = other, like
+    scene_parse_150), False when the values are the classes (None: refuse to guess, asking for the choice). Without
+    class names, ``num_labels`` or a scan of the annotations (slow on big data) gives the count.
 
     Panoptic category ids: ``categories`` (COCO list, sparse ids mapped to 0..K-1), else ``categories.json`` in a
     local folder, else a ClassLabel feature on ``segments_info.category_id``, else the ids as they are

@@ -12,6 +12,7 @@ from typing import Literal
 
 from PIL import Image
 
+from ..labels import LabelSettings
 from .class_names import names_for_convention, read_id2label, read_id2label_file
 from .dataset import SegmentationDataset, SegmentationItem, Task
 from .decoding import (
@@ -31,7 +32,7 @@ from .decoding import (
 )
 from .hf import load_hf_dataset
 from .palette import Palette, read_palette
-from .prepare import resolve_name
+from .prepare import SCRIPT_DATASETS, resolve_name
 from .splits import normalize_split as _normalize_split
 from .synthetic import SyntheticShapes, SyntheticShapesConfig, rgb_to_id
 from .voc import is_voc_folder, load_voc_folder
@@ -115,7 +116,7 @@ def load_ade_folder(
     root: str | Path,
     split: str = "train",
     *,
-    reduce_labels: bool | None = True,
+    reduce_labels: bool | None = None,
     ignore_index: int = 255,
     num_labels: int | None = None,
     id2label: dict[int, str] | None = None,
@@ -369,17 +370,48 @@ def detect_folder_layout(root: str | Path) -> Literal["coco_panoptic", "cvat_mas
     )
 
 
+# The layouts whose loaders read semantic label maps, and so take a label convention (`reduce_labels`).
+LABEL_CONVENTION_LAYOUTS = ("ade", "voc", "cvat_mask", "hf")
+
+
+def takes_label_convention(source) -> bool:
+    """Whether `build_dataset(source)` reads semantic label maps (and so takes `reduce_labels`): not the synthetic
+    scenes, nor COCO panoptic folders, whose classes come from their JSON."""
+    if isinstance(source, str) and source == "synthetic":
+        return False
+    if not isinstance(source, (str, os.PathLike)):  # a `datasets` object
+        return True
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return detect_folder_layout(path) in LABEL_CONVENTION_LAYOUTS
+    return SCRIPT_DATASETS.get(str(source), str(source)) != "coco_panoptic"  # a prepared name or a Hub name
+
+
 def build_dataset(
-    source, split: str = "train", *, data_root: str | Path | None = None, **kwargs
+    source,
+    split: str = "train",
+    *,
+    data_root: str | Path | None = None,
+    model=None,
+    ignore_class_mismatch: bool = False,
+    **kwargs,
 ) -> SegmentationDataset:
     """One entry point: ``"synthetic"``, a local folder (ADE, COCO panoptic, Pascal VOC or a CVAT "Segmentation
     mask" export, ``save_to_disk`` output or parquet/arrow files; detected), a ``datasets`` object, or a Hugging Face dataset name. ``kwargs`` go
     to the loader.
 
+    ``model`` (a model folder or Hub id, a loaded model, or a `LabelSettings`): read the data for that model.
+    Semantic label maps are read with the label convention the model records (``reduce_labels`` given: that
+    one, with a warning if it contradicts the record; neither: a ValueError naming the flags), unnamed classes
+    take the model's names, and a dataset whose classes differ from the model's is refused naming both
+    (``ignore_class_mismatch``: a warning instead). See `modeling_maskformer.labels`.
+
     A name of `prepare.py` (``"ade20k"``, ``"coco_panoptic"``, ``"cityscapes"``) or a Hub name whose loading script
     `datasets` no longer runs (``"scene_parse_150"``) reads the folder `scripts/prepare_data.py` left under
     ``data_root`` (default ``$MASKFORMER_DATA``, else ``~/.cache/maskformer-hf/datasets``); when it is not there,
     a FileNotFoundError names the command that prepares it."""
+    if model is not None:
+        return _dataset_for_model(source, split, data_root, model, ignore_class_mismatch, kwargs)
     if isinstance(source, str) and source == "synthetic":
         return load_synthetic(split, **kwargs)
     if isinstance(source, str) and not Path(source).expanduser().exists():
@@ -398,3 +430,26 @@ def build_dataset(
         if path.exists() or str(source).startswith((".", "/", "~")):
             raise FileNotFoundError(f"dataset folder {path} not found")
     return load_hf_dataset(source, split, **kwargs)
+
+
+def _dataset_for_model(
+    source, split, data_root, model, ignore_class_mismatch: bool, kwargs: dict
+) -> SegmentationDataset:
+    if isinstance(model, LabelSettings):
+        settings = model
+    elif isinstance(model, (str, os.PathLike)):
+        settings = LabelSettings.from_pretrained(model)
+    else:
+        settings = LabelSettings.from_model(model)
+    if takes_label_convention(source):
+        kwargs["reduce_labels"] = settings.label_convention(kwargs.get("reduce_labels"))
+        path = Path(source).expanduser() if isinstance(source, (str, os.PathLike)) else None
+        counted = path is None or not path.is_dir() or detect_folder_layout(path) in ("ade", "hf")
+        if counted and "id2label" not in kwargs and "num_labels" not in kwargs:
+            kwargs["num_labels"] = (
+                settings.num_labels
+            )  # no scan; the names come from the data, else the model
+    dataset = build_dataset(source, split, data_root=data_root, **kwargs)
+    name = f"dataset {source if isinstance(source, (str, os.PathLike)) else type(source).__name__} ({split})"
+    settings.check_dataset(dataset, ignore_class_mismatch=ignore_class_mismatch, name=name)
+    return dataset

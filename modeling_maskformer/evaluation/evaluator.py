@@ -185,8 +185,11 @@ def evaluate_model(
     tta: TestTimeAugmentation | None = None,
     panoptic_threshold: float = 0.5,
     overlap_threshold: float = 0.8,
+    id2label: dict[int, str] | None = None,
 ) -> dict:
     """Run the model over (a shard of) the dataset and return the summed metrics of all processes.
+
+    `id2label`: the classes scored (default: the model's; more when a dataset has classes the model lacks).
 
     NOTE: the results do not depend on `batch_size`: only images of the same padded size share a forward pass
     (`modeling_maskformer.batching`). Images are grouped within windows of `8 * batch_size` items, and metrics
@@ -207,7 +210,8 @@ def evaluate_model(
         logger.info(
             "per-pixel classification model: semantic metrics only (PQ and mask AP need mask classification)"
         )
-    evaluator = Evaluator.for_dataset(dataset, {int(k): v for k, v in unwrapped.config.id2label.items()},
+    id2label = id2label or {int(k): v for k, v in unwrapped.config.id2label.items()}
+    evaluator = Evaluator.for_dataset(dataset, id2label,
                                       semantic_only=semantic_only, panoptic_threshold=panoptic_threshold,
                                       overlap_threshold=overlap_threshold)  # fmt: skip
     device = next(model.parameters()).device

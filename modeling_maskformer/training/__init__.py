@@ -18,9 +18,10 @@ from .checkpoints import (
     save_hub_folder,
     verify_checkpoint,
 )
+from .interruption import TrainingStopped
 from .loop import epoch_batches, parse_args, train
 from .presets import STAGES, base_processor, build_model, preset_config
-from .recipes import RECIPES, Recipe, parameter_groups, recipe_for
+from .recipes import RECIPES, Recipe, RecipeChoice, choose_recipe, parameter_groups, recipe_for
 
 __all__ = [
     "MANIFEST_FILE",
@@ -29,8 +30,11 @@ __all__ = [
     "STATE_FILE",
     "CheckpointError",
     "Recipe",
+    "RecipeChoice",
+    "TrainingStopped",
     "base_processor",
     "build_model",
+    "choose_recipe",
     "complete_checkpoints",
     "epoch_batches",
     "list_checkpoints",

@@ -61,6 +61,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: dict, tot
         if aside.exists():
             shutil.rmtree(aside)
         if final.exists():  # the same step saved again (a run resumed from an older checkpoint)
+            logger.info("replacing %s with the one just saved at the same step", final)
             os.replace(final, aside)
         os.replace(partial, final)
         _fsync_directory(final.parent)
@@ -98,11 +99,13 @@ def rotate_checkpoints(output_dir: Path, total_limit: int | None, keep: Path) ->
             and leftover.is_dir()
             and leftover.name.split(".")[0] != keep.name
         ):
+            logger.info("removing %s, left by an interrupted save", leftover)
             shutil.rmtree(leftover)
     if total_limit is None:
         return
     others = [c for c in list_checkpoints(output_dir) if c.name != keep.name]
     for old in others[: max(len(others) - (total_limit - 1), 0)]:
+        logger.info("removing %s: --checkpoints_total_limit %d keeps the newest", old, total_limit)
         shutil.rmtree(old)
 
 

@@ -49,9 +49,11 @@ from ..data.arguments import dataset_kwargs as shared_dataset_kwargs
 from ..evaluation import evaluate_model, summary
 from ..hub import push_folder_to_hub
 from ..image_processing import MaskFormerImageProcessor
-from .checkpoints import STATE_FILE, resolve_checkpoint, save_checkpoint, save_hub_folder
-from .presets import HEADS, base_processor, build_model, processor_short_side
-from .recipes import RECIPES, parameter_groups, recipe_for
+from .checkpoints import STATE_FILE, save_checkpoint, save_hub_folder
+from .interruption import CheckpointTimer, StopRequests, TrainingStopped, decide, ignore_stop_signals
+from .presets import HEADS, backbone_is_pretrained, base_processor, build_model, processor_short_side
+from .recipes import RECIPES, choose_recipe, parameter_groups
+from .resume import check_same_run, describe_resumption, run_identity, start_from
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +115,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--recipe",
         choices=sorted(RECIPES),
         default=None,
-        help="the paper's recipe to use (default: the one for the backbone type)",
+        help="the recipe to use (default: 'scratch' for a backbone that starts from random weights, as the "
+        "demo preset's, else the paper's for the backbone type)",
     )
     p.add_argument("--learning_rate", type=float, default=None, help="default: the recipe's")
     p.add_argument("--weight_decay", type=float, default=None, help="default: the recipe's")
@@ -131,14 +134,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="save and exit at this step, keeping the schedule of --max_train_steps (for time-limited jobs)",
     )
     p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
-    p.add_argument("--checkpointing_steps", type=int, default=5000)
+    p.add_argument("--checkpointing_steps", type=int, default=5000, help="save a checkpoint every N steps")
+    p.add_argument(
+        "--checkpointing_minutes",
+        type=float,
+        default=30.0,
+        help="also save one when this many minutes have passed since the last (0: by steps only)",
+    )
     p.add_argument(
         "--checkpoints_total_limit", type=int, default=3, help="keep this many newest checkpoints (>= 1)"
     )
     p.add_argument(
         "--resume_from_checkpoint",
         default=None,
-        help="a checkpoint folder, or 'latest' (the newest one in --output_dir that verifies)",
+        help="a checkpoint folder, or 'latest' (the newest one in --output_dir that verifies: what a rerun "
+        "into a folder with checkpoints does by itself)",
+    )
+    p.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="start from step 0 even if --output_dir holds an earlier run (its checkpoints and results are "
+        "removed, each named in the log)",
     )
     p.add_argument(
         "--allow_missing_random_states",
@@ -172,6 +188,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name} must be at least 32 (the network's stride), got {getattr(args, name)}")
     if not 0 < args.min_scale <= args.max_scale:
         p.error(f"need 0 < --min_scale <= --max_scale, got {args.min_scale} and {args.max_scale}")
+    if args.checkpointing_minutes < 0:
+        p.error(f"--checkpointing_minutes must be >= 0 (0: by steps only), got {args.checkpointing_minutes}")
+    if args.overwrite_output_dir and args.resume_from_checkpoint:
+        p.error("--overwrite_output_dir starts over; --resume_from_checkpoint continues: choose one")
     if args.push_to_hub and not args.hub_model_id:
         p.error("--push_to_hub needs --hub_model_id")
     if args.head == "per_pixel" and args.metric_for_best_model not in SEMANTIC_METRICS:
@@ -258,6 +278,9 @@ def train(args: argparse.Namespace | list[str] | None = None) -> dict:
 def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     output_dir = Path(args.output_dir)
     set_seed(args.seed)
+    # Before anything slow: the checkpoint this run continues, or the refusal to overwrite an earlier run.
+    checkpoint = start_from(args, output_dir, accelerator.num_processes, clear=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
 
     train_data = build_dataset(args.dataset, args.train_split, **dataset_kwargs(args, args.train_split))
     eval_ids = train_data.id2label if train_data.task == "semantic" else None
@@ -276,9 +299,15 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
         logger.info("--label_convention %s is not used: the annotations are panoptic", args.label_convention)
 
     model = build_model(args, train_data.id2label)
-    recipe = recipe_for(model.config, args.recipe, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
-                        backbone_lr_multiplier=args.backbone_lr_multiplier, warmup_steps=args.num_warmup_steps,
-                        max_grad_norm=args.max_grad_norm)  # fmt: skip
+    model.config.thing_ids = list(
+        train_data.thing_ids
+    )  # recorded with the model (modeling_maskformer/labels.py)
+    choice = choose_recipe(model.config, args.recipe, pretrained_backbone=backbone_is_pretrained(args, model.config),
+                           learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+                           backbone_lr_multiplier=args.backbone_lr_multiplier, warmup_steps=args.num_warmup_steps,
+                           max_grad_norm=args.max_grad_norm)  # fmt: skip
+    recipe = choice.recipe
+    logger.info("%s", choice.describe())
 
     base = base_processor(args.model_name_or_path)
     base_side = processor_short_side(base)
@@ -293,6 +322,11 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
         settings["size"] = {"shortest_edge": eval_side, "longest_edge": 4 * eval_side}
     processor = MaskFormerImageProcessor.from_dict(settings, ignore_index=train_data.ignore_index,
                                                    num_labels=train_data.num_labels, do_reduce_labels=False)  # fmt: skip
+    # The saved processor records how the training data's label maps were read (transformers' field, the loader
+    # already applied it: the processor that batches the training data must not apply it again).
+    recorded_processor = MaskFormerImageProcessor.from_dict(
+        {**processor.to_dict(), "do_reduce_labels": train_data.reduce_labels}
+    )
     crop_from = "--crop_size" if args.crop_size else "the base model's processor" if base_side else "default"
     eval_from = (
         "--eval_short_side"
@@ -316,8 +350,8 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     global_batch = args.per_device_train_batch_size * accelerator.num_processes
     batches_per_epoch = len(epoch_batches(len(training_set), global_batch, args.seed, 0))
     logger.info("%d steps, num_processes=%d, global batch %d x %d accumulation steps, %d training / %d evaluation "
-                "items; recipe %s", args.max_train_steps, accelerator.num_processes, global_batch,
-                args.gradient_accumulation_steps, len(training_set), len(eval_data), recipe)  # fmt: skip
+                "items", args.max_train_steps, accelerator.num_processes, global_batch,
+                args.gradient_accumulation_steps, len(training_set), len(eval_data))  # fmt: skip
     if batches_per_epoch == 0:
         raise ValueError(
             f"the training set has {len(training_set)} items, fewer than one global batch ({global_batch})"
@@ -334,24 +368,20 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
-    state = {
-        "step": 0,
-        "micro_batch": 0,
-        "best_metric": None,
-        "best_step": None,
-        "last_loss": None,
-        "history": [],
-    }
+    run = run_identity(args, train_data)
+    state = {"step": 0, "micro_batch": 0, "best_metric": None, "best_step": None, "last_loss": None, "history": [],
+             "run": run}  # fmt: skip
     pending_eval = False
-    checkpoint = None
-    if args.resume_from_checkpoint:
-        checkpoint = resolve_checkpoint(args.resume_from_checkpoint, output_dir, num_processes=accelerator.num_processes,
-                                        allow_missing_random_states=args.allow_missing_random_states)  # fmt: skip
     if checkpoint is not None:
+        saved = json.loads((checkpoint / STATE_FILE).read_text())
+        check_same_run(checkpoint, saved, run)
         accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / STATE_FILE).read_text())
+        state = {**saved, "run": run}
         pending_eval = state.pop("eval_pending", False)
-        logger.info("resumed from %s at step %d", checkpoint, state["step"])
+        logger.info(
+            "%s",
+            describe_resumption(checkpoint, state, args.max_train_steps, bool(args.resume_from_checkpoint)),
+        )
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.init_trackers(
@@ -359,83 +389,102 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     )
 
     def evaluate() -> None:
-        evaluate_and_record(model, processor, eval_data, accelerator, args, state)
+        evaluate_and_record(model, processor, recorded_processor, eval_data, accelerator, args, state)
+
+    def save() -> Path:
+        path = save_checkpoint(
+            accelerator, output_dir, {**state, "eval_pending": due_eval}, args.checkpoints_total_limit
+        )
+        timer.reset()
+        return path
 
     if pending_eval:  # the checkpoint was saved just before an evaluation that did not finish
         evaluate()
     progress = tqdm(total=args.max_train_steps, initial=state["step"], desc="training", dynamic_ncols=True,
                     disable=not accelerator.is_local_main_process)  # fmt: skip
     start_time = time.monotonic()
-    done = False
+    due_eval = False
+    done = state["step"] >= min(args.max_train_steps, args.stop_at_step or args.max_train_steps)
+    if done:
+        logger.info("nothing left to train: the run is at step %d of %d%s (a larger --max_train_steps continues it, "
+                    "--overwrite_output_dir starts over)", state["step"], args.max_train_steps,
+                    f", --stop_at_step {args.stop_at_step}" if args.stop_at_step else "")  # fmt: skip
     model.train()
-    while state["step"] < args.max_train_steps:
-        epoch, first_batch = divmod(state["micro_batch"], batches_per_epoch)
-        training_set.epoch = epoch
-        local = [
-            batch[accelerator.process_index * args.per_device_train_batch_size :][
-                : args.per_device_train_batch_size
+    stops, timer = StopRequests(), CheckpointTimer(args.checkpointing_minutes)
+    with stops:
+        while not done and state["step"] < args.max_train_steps:
+            epoch, first_batch = divmod(state["micro_batch"], batches_per_epoch)
+            training_set.epoch = epoch
+            local = [
+                batch[accelerator.process_index * args.per_device_train_batch_size :][
+                    : args.per_device_train_batch_size
+                ]
+                for batch in epoch_batches(len(training_set), global_batch, args.seed, epoch)[first_batch:]
             ]
-            for batch in epoch_batches(len(training_set), global_batch, args.seed, epoch)[first_batch:]
-        ]
-        # NOTE: its own generator, so creating a loader (its base seed) draws nothing from the global RNG
-        # that the loss's point sampling uses; otherwise a resumed run would diverge.
-        loader = torch.utils.data.DataLoader(training_set, batch_sampler=local, collate_fn=collate,
-                                             num_workers=args.num_workers,
-                                             generator=torch.Generator().manual_seed(args.seed + epoch))  # fmt: skip
-        for batch in loader:
-            with accelerator.accumulate(model):
-                outputs = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"],
-                                mask_labels=batch["mask_labels"], class_labels=batch["class_labels"])  # fmt: skip
-                accelerator.backward(outputs.loss)
-                if accelerator.sync_gradients and recipe.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad()
-            state["micro_batch"] += 1
-            if not accelerator.sync_gradients:
-                continue
-            state["step"] += 1
-            progress.update(1)
-            loss = accelerator.reduce(outputs.loss.detach(), reduction="mean").item()
-            if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss is {loss} at step {state['step']}: lower the learning rate or check the data"
+            # NOTE: its own generator, so creating a loader (its base seed) draws nothing from the global RNG
+            # that the loss's point sampling uses; otherwise a resumed run would diverge.
+            loader = torch.utils.data.DataLoader(training_set, batch_sampler=local, collate_fn=collate,
+                                                 num_workers=args.num_workers, worker_init_fn=ignore_stop_signals,
+                                                 generator=torch.Generator().manual_seed(args.seed + epoch))  # fmt: skip
+            for batch in loader:
+                with accelerator.accumulate(model):
+                    outputs = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"],
+                                    mask_labels=batch["mask_labels"], class_labels=batch["class_labels"])  # fmt: skip
+                    accelerator.backward(outputs.loss)
+                    if accelerator.sync_gradients and recipe.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
+                    optimizer.step()
+                    if accelerator.sync_gradients:
+                        scheduler.step()
+                    optimizer.zero_grad()
+                state["micro_batch"] += 1
+                if not accelerator.sync_gradients:
+                    continue
+                state["step"] += 1
+                progress.update(1)
+                loss = accelerator.reduce(outputs.loss.detach(), reduction="mean").item()
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss is {loss} at step {state['step']}: lower the learning rate or check the data"
+                    )
+                state["last_loss"] = loss
+                if state["step"] % args.logging_steps == 0:
+                    state["history"].append({"step": state["step"], "loss": loss})
+                    parts = {k: accelerator.reduce(v.detach(), reduction="mean").item()
+                             for k, v in outputs.loss_dict.items() if not k[-1].isdigit()}  # fmt: skip
+                    accelerator.log(
+                        {
+                            "train/loss": loss,
+                            "train/lr": scheduler.get_last_lr()[0],
+                            **{f"train/{k}": v for k, v in parts.items()},
+                        },
+                        step=state["step"],
+                    )
+                    progress.set_postfix(loss=f"{loss:.3f}")
+                out_of_time = (
+                    args.max_train_seconds is not None
+                    and time.monotonic() - start_time > args.max_train_seconds
                 )
-            state["last_loss"] = loss
-            if state["step"] % args.logging_steps == 0:
-                state["history"].append({"step": state["step"], "loss": loss})
-                parts = {k: accelerator.reduce(v.detach(), reduction="mean").item()
-                         for k, v in outputs.loss_dict.items() if not k[-1].isdigit()}  # fmt: skip
-                accelerator.log(
-                    {
-                        "train/loss": loss,
-                        "train/lr": scheduler.get_last_lr()[0],
-                        **{f"train/{k}": v for k, v in parts.items()},
-                    },
-                    step=state["step"],
-                )
-                progress.set_postfix(loss=f"{loss:.3f}")
-            out_of_time = (
-                args.max_train_seconds is not None and time.monotonic() - start_time > args.max_train_seconds
-            )
-            stopped = args.stop_at_step is not None and state["step"] >= args.stop_at_step
-            done = state["step"] >= args.max_train_steps or out_of_time or stopped
-            due_eval = state["step"] % args.eval_steps == 0 or done
-            # NOTE: save before evaluating, so that an evaluation that crashes never costs the checkpoint; a
-            # run resumed from it finishes the evaluation first (`eval_pending`).
-            if state["step"] % args.checkpointing_steps == 0 or done:
-                save_checkpoint(
-                    accelerator, output_dir, {**state, "eval_pending": due_eval}, args.checkpoints_total_limit
-                )
-            if due_eval:
-                evaluate()
+                stopped = args.stop_at_step is not None and state["step"] >= args.stop_at_step
+                done = state["step"] >= args.max_train_steps or out_of_time or stopped
+                due_eval = state["step"] % args.eval_steps == 0 or done
+                # NOTE: save before evaluating, so that an evaluation that crashes never costs the checkpoint; a
+                # run resumed from it finishes the evaluation first (`eval_pending`).
+                stop, by_time = decide(accelerator, stops.requested, timer.due())
+                if state["step"] % args.checkpointing_steps == 0 or done or stop or by_time:
+                    saved_in = save()
+                if stop:  # a signal: stop here; a resumed run evaluates first if this step was due to
+                    raise _stopped(stops, state, args, saved_in, accelerator, progress)
+                if due_eval:
+                    evaluate()
+                    if decide(accelerator, stops.requested, False)[0]:  # a signal during the evaluation
+                        due_eval = False
+                        raise _stopped(stops, state, args, save(), accelerator, progress)
+                if done:
+                    break
             if done:
+                logger.info("stopping at step %d", state["step"])
                 break
-        if done:
-            logger.info("stopping at step %d", state["step"])
-            break
     progress.close()
 
     final_metrics = next((h["eval"] for h in reversed(state["history"]) if "eval" in h), None)
@@ -445,7 +494,7 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
             "%d evaluation(s) failed, at step(s) %s; see training_history.json", len(failures), failures
         )
     if accelerator.is_main_process:
-        save_hub_folder(accelerator.unwrap_model(model), processor, output_dir, args, final_metrics)
+        save_hub_folder(accelerator.unwrap_model(model), recorded_processor, output_dir, args, final_metrics)
         (output_dir / "training_history.json").write_text(json.dumps(state["history"]))
         if args.push_to_hub:
             url = push_folder_to_hub(output_dir / "best" if (output_dir / "best").is_dir() else output_dir,
@@ -455,8 +504,21 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     return {"state": state, "metrics": final_metrics, "recipe": asdict(recipe)}
 
 
-def evaluate_and_record(model, processor, eval_data, accelerator: Accelerator, args, state: dict) -> None:
-    """Evaluate, log, append to `state["history"]` and keep the best model in `output_dir/best`.
+def _stopped(
+    stops: StopRequests, state: dict, args, checkpoint: Path, accelerator: Accelerator, progress
+) -> TrainingStopped:
+    progress.close()
+    if accelerator.is_main_process:
+        (Path(args.output_dir) / "training_history.json").write_text(json.dumps(state["history"]))
+    accelerator.end_training()
+    return TrainingStopped(stops.signum, state["step"], args.max_train_steps, checkpoint)
+
+
+def evaluate_and_record(
+    model, processor, recorded_processor, eval_data, accelerator: Accelerator, args, state: dict
+) -> None:
+    """Evaluate, log, append to `state["history"]` and keep the best model in `output_dir/best` (with
+    `recorded_processor`, the one that records the label convention).
 
     NOTE: an evaluation error does not stop a single-process run: it is logged with its traceback and
     recorded in the history (`eval_error`), and training goes on, because the checkpoint of the step is
@@ -484,6 +546,5 @@ def evaluate_and_record(model, processor, eval_data, accelerator: Accelerator, a
     if score is not None and (state["best_metric"] is None or score > state["best_metric"]):
         state.update(best_metric=score, best_step=step)
         if accelerator.is_main_process:
-            save_hub_folder(
-                accelerator.unwrap_model(model), processor, Path(args.output_dir) / "best", args, results
-            )
+            save_hub_folder(accelerator.unwrap_model(model), recorded_processor, Path(args.output_dir) / "best", args,
+                            results)  # fmt: skip

@@ -108,6 +108,12 @@ def build_model(
     return model
 
 
+def backbone_is_pretrained(args, config) -> bool:
+    """Whether the run's backbone starts from trained weights (the recipe depends on it): a base model's
+    (`--model_name_or_path`) always has; a preset's when it loads ImageNet weights (`use_pretrained_backbone`)."""
+    return bool(args.model_name_or_path) or bool(config.use_pretrained_backbone)
+
+
 def base_processor(model_name_or_path: str | None) -> MaskFormerImageProcessor | None:
     """The image processor saved with the base model (its input size is the size the model was trained at),
     or None when there is no base model or it has no `preprocessor_config.json`."""

@@ -1,0 +1,157 @@
+"""What a training command does with its `--output_dir`: a rerun resumes, starting over is asked for, and
+nothing is deleted without a line saying so.
+
+- The folder holds checkpoints: the run resumes from the newest one that verifies (as detectron2's `--resume`
+  and transformers' `get_last_checkpoint`), saying which; a checkpoint of a different run (another model,
+  dataset, head, classes or label convention) is refused in one line.
+- The folder holds the results of an earlier run but no checkpoint: refused, since training would overwrite
+  them.
+- `--overwrite_output_dir`: the earlier run's outputs are removed first, each one named in the log.
+- `--resume_from_checkpoint FOLDER`: that checkpoint (it must verify).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from .checkpoints import CheckpointError, list_checkpoints, resolve_checkpoint
+
+logger = logging.getLogger(__name__)
+
+# What a training run writes into its output folder (`--overwrite_output_dir` removes exactly these).
+RUN_OUTPUTS = (
+    "checkpoints", "best", "training_history.json", "config.json", "model.safetensors", "preprocessor_config.json",
+    "README.md", "eval_results.json",
+)  # fmt: skip
+# The settings that make a checkpoint belong to one run: a rerun that changes any of them is another run.
+IDENTITY = {
+    "dataset": "--dataset",
+    "dataset_config_name": "--dataset_config_name",
+    "model": "--model_name_or_path / --model_preset",
+    "head": "--head",
+    "classes": "the classes (id2label)",
+    "label_convention": "--label_convention",
+}
+# Arguments that may change between a run and its resumption without a word.
+_UNREMARKABLE = {
+    "output_dir",
+    "resume_from_checkpoint",
+    "overwrite_output_dir",
+    "hub_token",
+    "allow_missing_random_states",
+}
+
+
+def _where(value: str) -> str:
+    """A path as an absolute path (a rerun from another folder names the same data), anything else as it is."""
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else value
+
+
+def run_identity(args, dataset) -> dict:
+    """What identifies a run (stored in every checkpoint's trainer state, compared on resumption), and its
+    arguments."""
+    return {
+        "dataset": _where(str(args.dataset)),
+        "dataset_config_name": args.dataset_config_name,
+        "model": _where(args.model_name_or_path) if args.model_name_or_path else f"preset {args.model_preset}",
+        "head": args.head,
+        "classes": {str(k): v for k, v in dataset.id2label.items()},
+        "label_convention": None if dataset.task != "semantic" else ("ade" if dataset.reduce_labels else "as_is"),
+        "args": {k: v for k, v in vars(args).items() if k not in _UNREMARKABLE and isinstance(v, (int, float, str, bool, type(None)))},
+    }  # fmt: skip
+
+
+def earlier_outputs(output_dir: Path) -> list[Path]:
+    return [Path(output_dir) / name for name in RUN_OUTPUTS if (Path(output_dir) / name).exists()]
+
+
+def clear_output_dir(output_dir: Path) -> None:
+    """Remove an earlier run's outputs (`RUN_OUTPUTS`), naming them; other files are left alone."""
+    found = earlier_outputs(output_dir)
+    if not found:
+        return
+    checkpoints = [p.name for p in list_checkpoints(output_dir)]
+    described = [f"{p.name}/ ({', '.join(checkpoints) or 'no checkpoint'})" if p.name == "checkpoints" else p.name
+                 for p in found]  # fmt: skip
+    logger.warning(
+        "--overwrite_output_dir: removing the earlier run's %s from %s", ", ".join(described), output_dir
+    )
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def start_from(args, output_dir: Path, num_processes: int, *, clear: bool = True) -> Path | None:
+    """The checkpoint this run resumes from (None: step 0); see the module docstring. With
+    `--overwrite_output_dir` the folder is cleared when `clear` (the main process; the others wait for it)."""
+    output_dir = Path(output_dir)
+    if args.overwrite_output_dir:
+        if clear:
+            clear_output_dir(output_dir)
+        return None
+    resume = args.resume_from_checkpoint
+    if resume is None and list_checkpoints(output_dir):
+        resume = "latest"
+    if resume is None:
+        found = [
+            p for p in earlier_outputs(output_dir) if p.name != "checkpoints"
+        ]  # none there: nothing to resume
+        if found:
+            raise ValueError(
+                f"{output_dir} holds the results of an earlier run ({', '.join(p.name for p in found)}) but no "
+                f"checkpoint to resume from: pass --overwrite_output_dir to start over (it removes them), or choose "
+                f"another --output_dir"
+            )
+        return None
+    try:
+        checkpoint = resolve_checkpoint(resume, output_dir, num_processes=num_processes,
+                                        allow_missing_random_states=args.allow_missing_random_states)  # fmt: skip
+    except CheckpointError as error:
+        if args.resume_from_checkpoint is None:  # found by itself: say how to start over instead
+            raise CheckpointError(f"{error} (or pass --overwrite_output_dir to start over)") from error
+        raise
+    return checkpoint
+
+
+def check_same_run(checkpoint: Path, state: dict, run: dict) -> None:
+    """Refuse (ValueError, one line) to resume a checkpoint written by a different run; log the arguments that
+    changed. A checkpoint without a recorded run (an older version's) resumes with a line saying so."""
+    saved = state.get("run")
+    if saved is None:
+        logger.warning("%s records no run settings (an older version wrote it): resuming without checking that it "
+                       "is this run's", checkpoint)  # fmt: skip
+        return
+    differences = [
+        f"{flag}: {_short(saved.get(key))} then, {_short(run[key])} now"
+        for key, flag in IDENTITY.items()
+        if saved.get(key) != run[key]
+    ]
+    if differences:
+        raise ValueError(
+            f"{checkpoint} belongs to a different run ({'; '.join(differences)}): pass --overwrite_output_dir to start "
+            f"over in {checkpoint.parent.parent}, or choose another --output_dir"
+        )
+    before, now = saved.get("args", {}), run["args"]
+    changed = [
+        f"--{k} {before.get(k)} -> {now[k]}" for k in sorted(now) if k in before and before[k] != now[k]
+    ]
+    if changed:
+        logger.info("settings changed since %s: %s", checkpoint.name, ", ".join(changed))
+
+
+def _short(value) -> str:
+    if isinstance(value, dict):
+        names = list(value.values())
+        return f"{len(names)} classes ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
+    return repr(value)
+
+
+def describe_resumption(checkpoint: Path, state: dict, max_steps: int, explicit: bool) -> str:
+    how = "as asked" if explicit else f"the newest checkpoint in {checkpoint.parent} that verifies"
+    return (f"resuming from {checkpoint} at step {state['step']} of {max_steps} ({how}); --overwrite_output_dir starts "
+            f"over instead")  # fmt: skip
