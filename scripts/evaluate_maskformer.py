@@ -95,9 +95,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     accelerator = Accelerator()
+    kwargs = dataset_kwargs(args, num_images=args.num_images)  # flags that do not fit the data: refused first
     settings = LabelSettings.from_pretrained(args.model)
     dataset = build_dataset(args.dataset, args.split, model=settings, ignore_class_mismatch=args.ignore_class_mismatch,
-                            **dataset_kwargs(args, num_images=args.num_images))  # fmt: skip
+                            **kwargs)  # fmt: skip
     model, processor = load_model_folder(args.model)
     tta = test_time_augmentation(args, processor)
     model = model.to(accelerator.device)

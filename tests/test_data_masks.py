@@ -331,12 +331,12 @@ def test_palette_journey_on_an_ade_like_folder_of_colour_masks(
 # -- JPEG labels and 0/255 label sets --------------------------------------------------------------------------
 
 
-def test_jpeg_labels_are_refused_with_the_reason(shapes, tmp_path, monkeypatch, capsys):
+def test_jpeg_labels_are_refused_with_the_reason(shapes, tiny_folder, tmp_path, monkeypatch, capsys):
     shapes["validation"].export_ade_folder(tmp_path / "ade")
     for png in (tmp_path / "ade" / "annotations" / "validation").iterdir():
         Image.open(png).save(png.with_suffix(".jpg"))
         png.unlink()
-    code, err = run(EVALUATE, "--model", "unused", "--dataset", tmp_path / "ade", "--label_convention", "ade",
+    code, err = run(EVALUATE, "--model", tiny_folder, "--dataset", tmp_path / "ade", "--label_convention", "ade",
                     monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
     line = error_line(EVALUATE, err)
     assert (

@@ -226,16 +226,16 @@ def test_hub_layout_journey_with_a_pixel_keyed_id2label(
     assert set(results["semantic"]["per_class_iou"]) == set(NAMES)
 
 
-def test_column_flags_and_their_errors(shapes, tmp_path, monkeypatch, capsys):
+def test_column_flags_and_their_errors(shapes, tiny_folder, tmp_path, monkeypatch, capsys):
     root = write_hub_semantic(tmp_path / "repo", shapes, image_column="photo", label_column="gt")
-    code, err = run(EVALUATE, "--model", "unused", "--dataset", root, "--label_convention", "as_is",
+    code, err = run(EVALUATE, "--model", tiny_folder, "--dataset", root, "--label_convention", "as_is",
                     monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
     line = error_line(EVALUATE, err)
     assert code == 2 and "columns are ['photo', 'gt']. Name it with --image_column COLUMN" in line
     dataset = build_dataset(root, "validation", image_column="photo", label_column="gt", reduce_labels=False)
     assert dataset.num_labels == 10 and dataset.id2label[0] == "unlabeled"
     (tmp_path / "bad.json").write_text(json.dumps({"0": "a", "1": "a"}))
-    code, err = run(EVALUATE, "--model", "unused", "--dataset", root, "--image_column", "photo", "--label_column", "gt",
+    code, err = run(EVALUATE, "--model", tiny_folder, "--dataset", root, "--image_column", "photo", "--label_column", "gt",
                     "--id2label", tmp_path / "bad.json", "--label_convention", "as_is", monkeypatch=monkeypatch,
                     capsys=capsys)  # fmt: skip
     assert code == 2 and "bad.json: class name(s) ['a'] are used for more than one id" in error_line(
@@ -244,7 +244,7 @@ def test_column_flags_and_their_errors(shapes, tmp_path, monkeypatch, capsys):
     code, err = run(EVALUATE, "--model", "unused", "--dataset", "synthetic", "--image_column", "photo",
                     monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
     assert code == 2 and "--image_column does not apply to synthetic" in error_line(EVALUATE, err)
-    code, err = run(EVALUATE, "--model", "unused", "--dataset", root, "--split", "test", "--image_column", "photo",
+    code, err = run(EVALUATE, "--model", tiny_folder, "--dataset", root, "--split", "test", "--image_column", "photo",
                     "--label_column", "gt", "--label_convention", "as_is", monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
     assert code == 2 and "no split 'test'; it has ['train']" in error_line(EVALUATE, err)
 
