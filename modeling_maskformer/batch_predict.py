@@ -42,6 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .batching import forward_batches
+from .labels import segment
 from .prediction_inputs import UnreadableImageError, output_names, read_image
 from .prediction_writers import WRITERS, ImageRecord, write_json
 
@@ -246,19 +247,14 @@ def read_index(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _post_process(
-    processor, task: str, outputs, size: tuple[int, int], settings: dict[str, Any], fuse: set[int]
+    processor, task: str, outputs, size: tuple[int, int], settings: dict[str, Any], thing_ids, fuse
 ):
-    if task == "semantic":
-        return processor.post_process_semantic_segmentation(outputs, target_sizes=[size])[0]
-    thresholds = {"threshold": settings["threshold"], "mask_threshold": settings["mask_threshold"],
-                  "overlap_mask_area_threshold": settings["overlap_threshold"]}  # fmt: skip
-    if task == "instance":
-        return processor.post_process_instance_segmentation(
-            outputs, target_sizes=[size], return_binary_maps=True, **thresholds
-        )[0]
-    return processor.post_process_panoptic_segmentation(
-        outputs, target_sizes=[size], label_ids_to_fuse=fuse, **thresholds
-    )[0]
+    (result,) = segment(
+        processor, outputs, task, thing_ids=thing_ids, target_sizes=[size], threshold=settings["threshold"],
+        mask_threshold=settings["mask_threshold"], overlap_mask_area_threshold=settings["overlap_threshold"],
+        label_ids_to_fuse=fuse, return_binary_maps=task == "instance",
+    )  # fmt: skip
+    return result
 
 
 @torch.inference_mode()
@@ -364,7 +360,13 @@ def predict_images(
                         entry = {"file": str(paths[index]), **record.coco_image()}
                         for task, writer in writers.items():
                             result = _post_process(
-                                processor, task, single, (record.height, record.width), settings, fuse
+                                processor,
+                                task,
+                                single,
+                                (record.height, record.width),
+                                settings,
+                                thing_ids,
+                                fuse,
                             )
                             written = writer.add(record, image, result)
                             entry[task] = {k: Path(os.path.relpath(v, out_dir)).as_posix() if k in FILE_FIELDS and v

@@ -232,16 +232,20 @@ def segment(
     mask_threshold: float = 0.5,
     overlap_mask_area_threshold: float = 0.8,
     label_ids_to_fuse: Collection[int] | None = None,
+    return_binary_maps: bool = False,
 ) -> list:
     """Post-process a batch of `outputs` for `task` with the things/stuff rules: instance results never hold a
     stuff class, and panoptic results fuse the stuff classes unless `label_ids_to_fuse` says otherwise
-    (`thing_ids` None: the split is unknown, so neither)."""
+    (`thing_ids` None: the split is unknown, so neither). `return_binary_maps`: instance masks as (N, H, W)
+    stacks, overlaps kept."""
     if task == "semantic":
         return processor.post_process_semantic_segmentation(outputs, target_sizes=target_sizes)
     common = {"threshold": threshold, "mask_threshold": mask_threshold,
               "overlap_mask_area_threshold": overlap_mask_area_threshold, "target_sizes": target_sizes}  # fmt: skip
     if task == "instance":
-        results = processor.post_process_instance_segmentation(outputs, **common)
+        results = processor.post_process_instance_segmentation(
+            outputs, return_binary_maps=return_binary_maps, **common
+        )
         return results if thing_ids is None else [drop_stuff(result, thing_ids) for result in results]
     if task == "panoptic":
         if label_ids_to_fuse is None and thing_ids is not None:

@@ -41,6 +41,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from .data.synthetic import id_to_rgb
+from .labels import drop_stuff
 from .visualization import draw
 
 CATEGORY_ID_OFFSET = 1  # COCO category id = class id + 1 (see the module docstring)
@@ -276,13 +277,8 @@ class InstanceWriter(_Writer):
             raise ValueError(
                 "InstanceWriter needs binary maps: post_process_instance_segmentation(..., return_binary_maps=True)"
             )
-        keep = [
-            i
-            for i, s in enumerate(result["segments_info"])
-            if self.thing_ids is None or s["label_id"] in self.thing_ids
-        ]
-        segments = [{**result["segments_info"][i], "id": n} for n, i in enumerate(keep)]
-        return {"segmentation": segmentation[keep], "segments_info": segments}
+        kept = {"segmentation": segmentation, "segments_info": result["segments_info"]}
+        return kept if self.thing_ids is None else drop_stuff(kept, self.thing_ids)
 
     def add(self, record: ImageRecord, image: Image.Image, result: Mapping[str, Any]) -> dict[str, Any]:
         kept = self.things(result)
