@@ -5,8 +5,11 @@ The reference is PyTorch's own forward pass of the same weights; the graphs run 
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -153,6 +156,27 @@ def test_int8_graph_is_quantised_and_close(tmp_path, format, marker):
     )
     # int8 error is bounded but not tiny on a random model; recorded for the user
     assert 0 < info["parity_max_abs_difference"]["int8"] < 5.0
+    del runtime
+    gc.collect()
+    assert signal_stack_is_usable()  # the fp32 and int8 graphs were compiled and released: Ctrl-C still works
+
+
+class _SignalStack(ctypes.Structure):  # Linux's stack_t
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+def signal_stack_is_usable() -> bool:
+    """This thread's alternate signal stack is off or in mapped memory (Linux). Python's handlers run on it: a stack
+    in freed memory turns the next signal, Ctrl-C included, into a segmentation fault (export/runtime.py)."""
+    if sys.platform != "linux":
+        return True
+    stack = _SignalStack()
+    ctypes.CDLL(None).sigaltstack(None, ctypes.byref(stack))
+    if not stack.ss_sp or stack.ss_flags & 2:  # SS_DISABLE
+        return True
+    with open("/proc/self/maps") as maps:
+        spans = [line.split()[0].split("-") for line in maps]
+    return any(int(low, 16) <= stack.ss_sp < int(high, 16) for low, high in spans)
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ uninterrupted run. A second signal during the save is sent from inside the save 
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import re
@@ -133,29 +132,6 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tiny_folder, tmp_path):
     assert [entry["step"] for entry in history(out)] == list(range(1, step + 1))  # the losses so far
 
 
-class _SignalStack(ctypes.Structure):  # Linux's stack_t
-    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
-
-
-_STACKS: list = []  # kept alive for the life of the process
-
-
-@pytest.fixture
-def signal_stack():
-    """A usable alternate signal stack for this (main) thread, before a test signals its own process.
-
-    NOTE: after the OpenVINO int8 export (nncf's quantisation, tests/test_export.py) in the same pytest process, the
-    main thread's alternate signal stack points to unmapped memory (checked in /proc/self/maps), and since Python
-    installs its handlers with SA_ONSTACK, any signal delivered to the thread then kills the process with SIGSEGV
-    at delivery. Not something training does; the process-level tests above run in fresh processes."""
-    if sys.platform == "linux":
-        buffer = ctypes.create_string_buffer(1 << 16)
-        _STACKS.append(buffer)
-        stack = _SignalStack(ctypes.cast(buffer, ctypes.c_void_p), 0, len(buffer))
-        if ctypes.CDLL(None, use_errno=True).sigaltstack(ctypes.byref(stack), None) != 0:
-            raise OSError(ctypes.get_errno(), "sigaltstack failed")
-
-
 def signal_during_first_save(monkeypatch, *, before: int, during_manifest: int = 0) -> None:
     """Make the loop's first checkpoint save send this process SIGTERMs: `before` as it starts, `during_manifest`
     once Accelerate's files are written (just before the manifest that makes the checkpoint count)."""
@@ -177,9 +153,7 @@ def signal_during_first_save(monkeypatch, *, before: int, during_manifest: int =
     monkeypatch.setattr(checkpoints, "write_manifest", manifest)
 
 
-def test_a_second_signal_while_saving_finishes_the_save(
-    tiny_folder, tmp_path, monkeypatch, caplog, signal_stack
-):
+def test_a_second_signal_while_saving_finishes_the_save(tiny_folder, tmp_path, monkeypatch, caplog):
     signal_during_first_save(monkeypatch, before=1, during_manifest=1)
     before = signal.getsignal(signal.SIGTERM)
     with caplog.at_level(logging.WARNING), pytest.raises(TrainingStopped) as stopped:
@@ -192,9 +166,7 @@ def test_a_second_signal_while_saving_finishes_the_save(
     assert signal.getsignal(signal.SIGTERM) is before  # the handlers are the loop's only
 
 
-def test_a_third_signal_aborts_and_leaves_no_checkpoint_that_counts(
-    tiny_folder, tmp_path, monkeypatch, signal_stack
-):
+def test_a_third_signal_aborts_and_leaves_no_checkpoint_that_counts(tiny_folder, tmp_path, monkeypatch):
     signal_during_first_save(monkeypatch, before=2, during_manifest=1)
     with pytest.raises(KeyboardInterrupt, match="SIGTERM received three times") as aborted:
         train(train_args(tiny_folder, tmp_path / "run", *RUN))

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import json
 from pathlib import Path
 from typing import Literal
@@ -65,11 +67,20 @@ class _OnnxRuntimeSession:
         return class_logits, mask_logits
 
 
+@functools.cache
+def _openvino_core():
+    """One OpenVINO Core for the process. NOTE: each Core's CPU plugin installs an alternate signal stack on the
+    thread that compiles, and two Cores released out of order (an fp32 and an int8 model, say) leave that thread's
+    alternate stack pointing at freed memory (OpenVINO 2026.4): any later signal, Ctrl-C included, then ends the
+    process with a segmentation fault. A single Core keeps its stack for the life of the process."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 class _OpenVINOSession:
     def __init__(self, path: Path, num_threads: int | None, inference_precision: str):
-        import openvino as ov
-
-        core = ov.Core()
+        core = _openvino_core()
         config = {"INFERENCE_PRECISION_HINT": inference_precision, "PERFORMANCE_HINT": "LATENCY"}
         if num_threads:
             config["INFERENCE_NUM_THREADS"] = num_threads
