@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import functools
-
 import json
 from pathlib import Path
 from typing import Literal
