@@ -296,16 +296,20 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
         raise ValueError(f"{args.dataset}: the {args.train_split} and {args.eval_split} splits have different classes "
                          f"({train_data.num_labels} and {eval_data.num_labels})")  # fmt: skip
     logger.info("data %s: %s", args.dataset, describe_labels(train_data))
-    # Every item read once, on every core, before step 1; problems reported at once (data/checks.py).
-    check = {"skip_bad_items": args.skip_bad_items, "accelerator": accelerator}
-    train_data = check_dataset(train_data, name=f"the {args.train_split!r} split", **check)
-    eval_data = check_dataset(eval_data, name=f"the {args.eval_split!r} split", **check)
     if train_data.task == "instance" and (args.head == "per_pixel" or args.metric_for_best_model not in
                                           (None, "mask_ap", "mask_ap50")):  # fmt: skip
         raise ValueError("instance data (COCO JSON) has no semantic maps: it trains MaskFormer's mask classification "
                          "and is scored by mask AP (--metric_for_best_model mask_ap or mask_ap50)")  # fmt: skip
     if args.metric_for_best_model is None:
         args.metric_for_best_model = "mask_ap" if train_data.task == "instance" else "mean_iou"
+    if checkpoint is not None:  # a rerun with other settings is refused before the pass over the data
+        check_same_run(
+            checkpoint, json.loads((checkpoint / STATE_FILE).read_text()), run_identity(args, train_data)
+        )
+    # Every item read once, on every core, before step 1; problems reported at once (data/checks.py).
+    check = {"skip_bad_items": args.skip_bad_items, "accelerator": accelerator}
+    train_data = check_dataset(train_data, name=f"the {args.train_split!r} split", **check)
+    eval_data = check_dataset(eval_data, name=f"the {args.eval_split!r} split", **check)
     if args.head == "per_pixel" and train_data.task == "panoptic":
         logger.info(
             "--head per_pixel: trained on the semantic maps of the panoptic annotations, evaluated by mIoU"
