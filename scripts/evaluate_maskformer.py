@@ -27,6 +27,7 @@ from accelerate import Accelerator
 from modeling_maskformer.cli import run_cli
 from modeling_maskformer.data import build_dataset
 from modeling_maskformer.data.arguments import add_dataset_arguments, dataset_kwargs
+from modeling_maskformer.data.checks import check_dataset
 from modeling_maskformer.evaluation import evaluate_model, format_table, load_model_folder
 from modeling_maskformer.labels import OVERRIDE_FLAG, LabelSettings
 from modeling_maskformer.tta import TestTimeAugmentation
@@ -99,6 +100,9 @@ def main(argv: list[str] | None = None) -> dict:
     settings = LabelSettings.from_pretrained(args.model)
     dataset = build_dataset(args.dataset, args.split, model=settings, ignore_class_mismatch=args.ignore_class_mismatch,
                             **kwargs)  # fmt: skip
+    dataset = check_dataset(
+        dataset, skip_bad_items=args.skip_bad_items, accelerator=accelerator, name=f"the {args.split!r} split"
+    )
     model, processor = load_model_folder(args.model)
     tta = test_time_augmentation(args, processor)
     model = model.to(accelerator.device)

@@ -37,6 +37,9 @@ so that load drifting on a shared machine hits both alike. torch uses --threads 
   crop, flip, photometric distortion, per-class masks, collate), ours against transformers' fine-tuning example
   pipeline (albumentations, the `bench` extra) and plain torchvision v2, one thread; then DataLoader workers
   0/1/2 and the workers needed for 16 and 64 images/s; see modeling_maskformer/benchmarks/data_pipeline.py.
+- data_check (`--sections data_check`): the data check before training (`check_dataset`) over 20,210 generated
+  items of ADE20K's sizes on every core (target: under 2 minutes on 2 cores), and its cost per item against a full
+  decode; see modeling_maskformer/benchmarks/data_check.py.
 
 Prints the medians and a table of ratios (time: transformers / ours, >1 = ours faster; memory: ours /
 transformers, <1 = ours smaller) with PASS/MISS against the targets, and writes everything with machine
@@ -68,6 +71,7 @@ SECTIONS = (
     "main",
     "runtime",
     "data",
+    "data_check",
 )  # main: forward, post-processing, pipeline, processor, training (above)
 
 
@@ -103,7 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="main: the sections above; runtime: exported runtimes (onnxruntime, OpenVINO, int8) vs the FLOP "
         "floor, and int8 accuracy on --demo-model (modeling_maskformer.benchmarks.runtimes); data: the training "
         "data pipeline per image and per DataLoader worker, ours vs transformers' fine-tuning example "
-        "(albumentations) and plain torchvision v2 (modeling_maskformer.benchmarks.data_pipeline)",
+        "(albumentations) and plain torchvision v2 (modeling_maskformer.benchmarks.data_pipeline); data_check: the "
+        "data check before training over 20,210 ADE-sized items (modeling_maskformer.benchmarks.data_check)",
     )  # fmt: skip
     parser.add_argument(
         "--demo-model", default="outputs/demo", help="trained folder for the int8 accuracy check"
@@ -143,6 +148,18 @@ def main(argv: list[str] | None = None) -> dict:
                 else data_pipeline.FULL_DATA
             )
             results["data"] = data_pipeline.bench_data_pipeline(data_settings)
+        if "data_check" in args.sections:
+            from modeling_maskformer.benchmarks import data_check
+
+            print("data check before training ...", flush=True)
+            check_settings = (
+                data_check.TINY_CHECK
+                if args.tiny
+                else data_check.QUICK_CHECK
+                if args.quick
+                else data_check.FULL_CHECK
+            )
+            results["data_check"] = data_check.bench_data_check(check_settings)
     results["total_seconds"] = time.perf_counter() - started
     if "main" in args.sections:
         results["summary"] = summary_rows(results)
@@ -156,6 +173,10 @@ def main(argv: list[str] | None = None) -> dict:
         from modeling_maskformer.benchmarks.data_pipeline import print_data_pipeline
 
         print_data_pipeline(results["data"])
+    if "data_check" in args.sections:
+        from modeling_maskformer.benchmarks.data_check import print_data_check
+
+        print_data_check(results["data_check"])
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2))

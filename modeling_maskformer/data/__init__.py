@@ -1,6 +1,7 @@
 """Datasets in one item format (ADE20K-style, COCO panoptic and VOC-layout folders (Pascal VOC, CVAT's
-"Segmentation mask" export), Hugging Face `datasets`, built-in synthetic shapes), the paper's training
-augmentation and the batch collator.
+"Segmentation mask" export), COCO instance JSON as COCO, CVAT, Roboflow and Label Studio export it, Hugging Face
+`datasets`, built-in synthetic shapes), the paper's training augmentation, the batch collator, and the data check
+before training (`checks.check_dataset`).
 
     from modeling_maskformer.data import build_dataset, MaskFormerCollator
 
@@ -11,6 +12,7 @@ The real datasets (ADE20K-150, COCO panoptic, Cityscapes) are downloaded, verifi
 """
 
 from .augmentation import Augmentation, TrainingSet
+from .coco_instances import load_coco_instances, load_coco_instances_folder
 from .collator import MaskFormerCollator
 from .dataset import SegmentationDataset, SegmentationItem, to_instance_targets
 from .loaders import (
@@ -38,6 +40,8 @@ __all__ = [
     "detect_folder_layout",
     "id_to_rgb",
     "load_ade_folder",
+    "load_coco_instances",
+    "load_coco_instances_folder",
     "load_coco_panoptic_folder",
     "load_hf_dataset",
     "load_synthetic",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .coco_instances import COCO_LAYOUT_MARKERS
 from .loaders import detect_folder_layout
 from .prepare import DATA_ROOT_ENV, DATASETS, SCRIPT_DATASETS, default_data_root
 from .synthetic import SyntheticShapesConfig
@@ -17,11 +18,11 @@ LABEL_CONVENTION_HELP = (
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     """--dataset, --data_root, --dataset_config_name, --label_convention, --image_size, --synthetic_thing_colours,
-    --synthetic_thing_classes, and `add_source_arguments`'."""
+    --synthetic_thing_classes, --skip_bad_items, and `add_source_arguments`'."""
     parser.add_argument(
         "--dataset", default="synthetic",
-        help="'synthetic', a folder (ADE, COCO panoptic, Pascal VOC, CVAT 'Segmentation mask' export, datasets "
-             "files), a name prepared by scripts/prepare_data.py (ade20k, coco_panoptic, cityscapes; also "
+        help="'synthetic', a folder (ADE, COCO panoptic, COCO instances as COCO, CVAT, Roboflow or Label Studio "
+             "export them, Pascal VOC, CVAT 'Segmentation mask' export, datasets files), a name prepared by scripts/prepare_data.py (ade20k, coco_panoptic, cityscapes; also "
              "scene_parse_150 = ade20k), or a datasets name (Hub id)",
     )  # fmt: skip
     parser.add_argument(
@@ -40,6 +41,11 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--synthetic_thing_classes", type=int, default=None,
         help="synthetic: number of thing classes as (shape, fill pattern) pairs, 1..126 (default: the 6 shapes)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--skip_bad_items", action="store_true",
+        help="the data check before training and evaluation leaves out the items it finds a problem in (one log "
+             "line each) instead of refusing the data",
     )  # fmt: skip
     add_source_arguments(parser)
 
@@ -70,7 +76,7 @@ _SOURCE_FLAGS = {
     "label_column": ("label_column", ("hf",)),
     "id2label": ("id2label_file", ("hf", "ade", "voc", "cvat_mask")),
     "palette": ("palette", ("hf", "ade", "voc", "cvat_mask")),
-    "train_val_split": ("train_val_split", ("hf", "voc", "cvat_mask")),
+    "train_val_split": ("train_val_split", ("hf", "voc", "cvat_mask", *COCO_LAYOUT_MARKERS)),
 }
 
 
@@ -111,8 +117,8 @@ def dataset_kwargs(args: argparse.Namespace, *, num_images: int | None = None, i
     elif path.is_dir():
         layout = detect_folder_layout(path)
     kwargs.update(source_kwargs(args, layout))
-    if layout == "coco_panoptic":
-        return kwargs
+    if layout in ("coco_panoptic", *COCO_LAYOUT_MARKERS):
+        return kwargs  # the classes come from the JSON
     kwargs["reduce_labels"] = None if args.label_convention is None else args.label_convention == "ade"
     if id2label is not None:
         kwargs["id2label"] = id2label

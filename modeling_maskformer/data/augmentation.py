@@ -11,7 +11,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from .dataset import to_instance_targets
+from .dataset import instance_masks, to_instance_targets
 
 
 @dataclass(frozen=True)
@@ -176,11 +176,35 @@ class Augmentation:
         mask = mask.as_subclass(torch.Tensor).clone(memory_format=torch.contiguous_format)
         return torch.from_numpy(distorted).permute(2, 0, 1), mask
 
+    def instances(self, image: torch.Tensor, masks: torch.Tensor, classes: torch.Tensor,
+                  ignore_index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """The same augmentation (the same random draws in the same order as `__call__`) for objects that may
+        overlap: `masks` uint8 (N, H, W), one full mask per object, `classes` (N,). Returns (image, masks bool
+        (n, h, w), classes (n,)) without the objects the crop leaves no pixel of."""
+        image, mask = self.resize(tv_tensors.Image(image), tv_tensors.Mask(masks))  # (N, h, w) nearest, uint8
+        mask = mask.as_subclass(torch.Tensor)
+        # NOTE: the area rule reads a class map (where objects overlap, the later one's class counts); without the
+        # rule `crop_box` reads only the size of the map it is given.
+        class_map = torch.full(mask.shape[1:], ignore_index, dtype=torch.int64)
+        if self.single_category_max_area < 1.0:
+            for object_mask, label in zip(mask.bool(), classes.tolist()):
+                class_map[object_mask] = label
+        identity = torch.arange(max([ignore_index, *classes.tolist()]) + 1)
+        box = self.crop_box(class_map, identity, ignore_index)
+        image, mask = self.flip(TF.crop(image, *box), tv_tensors.Mask(TF.crop(mask, *box)))
+        pixels = np.ascontiguousarray(image.as_subclass(torch.Tensor).permute(1, 2, 0).numpy())  # (h, w, 3)
+        distorted = self.photometric.apply(pixels, self.photometric.sample())
+        distorted = distorted.copy() if distorted is pixels else distorted
+        mask = mask.as_subclass(torch.Tensor).bool()  # (N, h, w)
+        kept = mask.flatten(1).any(1)
+        return torch.from_numpy(distorted).permute(2, 0, 1), mask[kept].contiguous(), classes[kept]
+
 
 class TrainingSet(torch.utils.data.Dataset):
     """Augmented items as (image uint8 (3, H, W), channels-last in memory; instance map (H, W), uint8 when its ids
-    and the ignore index fit, else int64; instance -> class). The augmentation of item i in epoch e depends only
-    on (seed, e, i), so a resumed run sees exactly the same data."""
+    and the ignore index fit, else int64; instance -> class). Instance data (items with ``instances``, whose
+    objects may overlap) gives (image; masks bool (N, H, W), one full mask per object; classes int64 (N,)). The
+    augmentation of item i in epoch e depends only on (seed, e, i), so a resumed run sees exactly the same data."""
 
     def __init__(self, dataset, augmentation: Augmentation, seed: int):
         self.dataset = dataset
@@ -194,13 +218,20 @@ class TrainingSet(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         item = self.dataset[index]
         ignore_index = self.dataset.ignore_index
+        rgb = item["image"] if item["image"].mode == "RGB" else item["image"].convert("RGB")
+        image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)  # (3, H, W), channels-last memory: no copy
+        seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
+        if item.get("instances") is not None:
+            masks, classes = instance_masks(item)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self.augmentation.instances(image, torch.from_numpy(masks.view(np.uint8)),
+                                                   torch.from_numpy(classes), ignore_index)  # fmt: skip
         instance_map, instance_to_class = to_instance_targets(item, ignore_index, compact=True)
         instance_map = torch.from_numpy(
             instance_map if instance_map.dtype == np.uint8 else instance_map.astype(np.int64)
         )
-        rgb = item["image"] if item["image"].mode == "RGB" else item["image"].convert("RGB")
-        image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)  # (3, H, W), channels-last memory: no copy
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+            torch.manual_seed(seed)
             image, instance_map = self.augmentation(image, instance_map, instance_to_class, ignore_index)
         return image, instance_map, instance_to_class

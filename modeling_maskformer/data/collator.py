@@ -6,9 +6,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
 from ..image_processing import MaskFormerImageProcessor
-from .dataset import to_instance_targets
+from .dataset import instance_masks, to_instance_targets
 
 # Batch keys `return_segment_maps=True` adds; give them to `TrainingArguments(label_names=...)`.
 SEGMENT_MAP_KEYS = ("segment_map", "segment_classes")
@@ -24,6 +26,10 @@ class MaskFormerCollator:
       augmented and cropped: they are not resized, only padded to the batch's largest size; or
     - dataset items (`SegmentationItem` dicts: `image`, `semantic`, `panoptic_ids`, `segments_info`), e.g. for
       evaluation: resized by the processor, one target per segment (panoptic) or per class (semantic).
+
+    Instance data, whose objects may overlap, keeps one full mask per object: `TrainingSet` gives `(image,
+    masks bool (N, H, W), classes (N,))`, only padded here; dataset items with ``instances`` get their
+    non-crowd objects' masks resized like the image (nearest).
 
     The batch holds `pixel_values` (B, 3, H, W), `pixel_mask` (B, H, W), and per image `mask_labels`
     (N_i, H, W) float (`mask_dtype=torch.bool`: bool, a quarter of the memory to build, pass to workers' shared
@@ -50,8 +56,24 @@ class MaskFormerCollator:
     def __call__(self, batch: Sequence) -> Mapping[str, object]:
         if not batch:
             raise ValueError("MaskFormerCollator got an empty batch")
+        instance_data = isinstance(batch[0], Mapping) and batch[0].get("instances") is not None
+        instance_data |= (
+            isinstance(batch[0], tuple | list) and len(batch[0]) == 3 and torch.is_tensor(batch[0][2])
+        )
+        if instance_data and self.return_segment_maps:
+            raise ValueError("MaskFormerCollator: return_segment_maps cannot hold instance data (its objects may "
+                             "overlap, a segment map cannot)")  # fmt: skip
         if all(isinstance(item, Mapping) for item in batch):
             features = self._from_dataset_items(batch)
+        elif all(
+            isinstance(item, tuple | list) and len(item) == 3 and torch.is_tensor(item[2]) for item in batch
+        ):
+            images, masks, classes = zip(*batch)
+            features = self.processor(list(images), do_resize=False, return_tensors="pt")
+            features["mask_labels"] = pad_masks(
+                masks, tuple(features["pixel_values"].shape[-2:]), self.mask_dtype
+            )
+            features["class_labels"] = [c.long() for c in classes]
         elif all(isinstance(item, tuple | list) and len(item) == 3 for item in batch):
             images, maps, mappings = zip(*batch)
             features = self.processor(list(images), segmentation_maps=[np.asarray(m) for m in maps],
@@ -79,10 +101,35 @@ class MaskFormerCollator:
                 "the processor has do_reduce_labels=True, but dataset items are already reduced (the loaders do it "
                 "once); use a processor with do_reduce_labels=False"
             )
+        if all(item.get("instances") is not None for item in batch):
+            features = self.processor([item["image"] for item in batch], return_tensors="pt")
+            masks, classes = [], []
+            for item, valid in zip(batch, features["pixel_mask"]):
+                size = [int(valid.any(1).sum()), int(valid.any(0).sum())]  # the resized image, before padding
+                object_masks, labels = instance_masks(item)
+                resized = TF.resize(torch.from_numpy(object_masks.view(np.uint8)), size,  # (N, h, w) nearest
+                                    interpolation=InterpolationMode.NEAREST_EXACT)  # fmt: skip
+                masks.append(resized.bool())
+                classes.append(torch.from_numpy(labels))
+            features["mask_labels"] = pad_masks(
+                masks, tuple(features["pixel_values"].shape[-2:]), self.mask_dtype
+            )
+            features["class_labels"] = classes
+            return features
         maps, mappings = zip(*(to_instance_targets(item, ignore_index) for item in batch))
         return self.processor([item["image"] for item in batch], segmentation_maps=list(maps),
                               instance_id_to_semantic_id=list(mappings), return_tensors="pt",
                               mask_dtype=self.mask_dtype)  # fmt: skip
+
+
+def pad_masks(masks: Sequence[torch.Tensor], size: tuple[int, int], dtype: torch.dtype) -> list[torch.Tensor]:
+    """Each (N_i, h, w) bool mask stack padded with 0 at the bottom and right to (N_i, H, W) of `dtype`."""
+    padded = []
+    for stack in masks:
+        out = torch.zeros(len(stack), *size, dtype=dtype)
+        out[:, : stack.shape[1], : stack.shape[2]] = stack
+        padded.append(out)
+    return padded
 
 
 def segment_maps(

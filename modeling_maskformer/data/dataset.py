@@ -4,10 +4,11 @@ Every dataset here is a map-style sequence (``len(ds)``, ``ds[i]``, usable by a 
 ``SegmentationItem`` dicts::
 
     {"image": PIL RGB, "semantic": uint8 (H, W) | None, "panoptic_ids": int32 (H, W) | None,
-     "segments_info": list[dict] | None, "image_id": str}
+     "segments_info": list[dict] | None, "image_id": str, "instances": InstanceAnnotations (optional)}
 
-and carries dataset-level ``id2label`` (contiguous class ids 0..K-1), ``thing_ids``, ``ignore_index``
-and ``reduce_labels``. Sources: ``load_ade_folder``, ``load_coco_panoptic_folder``, ``load_hf_dataset``,
+and carries dataset-level ``id2label`` (contiguous class ids 0..K-1), ``thing_ids``, ``ignore_index``,
+``reduce_labels`` and ``task`` ("semantic", "panoptic" or "instance"). Sources: ``load_ade_folder``,
+``load_coco_panoptic_folder``, ``load_coco_instances`` (COCO instance JSON), ``load_hf_dataset``,
 ``load_synthetic``; ``build_dataset(source, split)`` picks one.
 
 Label conventions (the loaders convert; what they return is always the same):
@@ -24,6 +25,10 @@ Label conventions (the loaders convert; what they return is always the same):
   sparse ids to contiguous 0..K-1 (``dataset.label_to_category_id`` maps back for evaluation).
   ``semantic`` is derived from the panoptic map: each segment's class (crowd segments included),
   void -> 255.
+- COCO instance JSON (task "instance") gives ``instances``: one full binary mask per object, so objects may
+  overlap (an object's mask is never cut by another's), with contiguous labels, ``iscrowd`` flags and COCO's
+  ``area``; ``semantic`` and ``panoptic_ids`` are None (pixels outside every object have no class).
+  ``instance_masks(item)`` gives the training targets: the non-crowd objects' masks and classes.
 - ``to_instance_targets(item)`` turns an item into the image processor's instance format: an int32 map
   with instance ids 1..N and ``ignore_index`` for void (and crowd) pixels, plus
   ``instance_id_to_semantic_id`` {1..N: class id}. Feed both to the processor with
@@ -39,6 +44,7 @@ all of these up front.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Literal, TypedDict
 
@@ -46,10 +52,23 @@ import cv2
 import numpy as np
 from PIL import Image
 
-Task = Literal["semantic", "panoptic"]
+Task = Literal["semantic", "panoptic", "instance"]
 
 
-class SegmentationItem(TypedDict):
+class InstanceAnnotations(TypedDict):
+    """The objects of one image (COCO instance annotations), N of them, in the JSON's order."""
+
+    masks: np.ndarray  # bool (N, H, W): each object's full mask; objects may overlap
+    labels: np.ndarray  # int64 (N,): contiguous class ids
+    iscrowd: np.ndarray  # uint8 (N,): 1 = a crowd region (no training target; absorbs detections in mask AP)
+    areas: np.ndarray  # float64 (N,): COCO's "area" (mask AP's small / medium / large ranges use it)
+
+
+class _OptionalItemKeys(TypedDict, total=False):
+    instances: InstanceAnnotations | None  # instance data only
+
+
+class SegmentationItem(_OptionalItemKeys):
     image: Image.Image
     semantic: np.ndarray | None
     panoptic_ids: np.ndarray | None
@@ -65,6 +84,11 @@ class SegmentationDataset(Sequence):
     """
 
     task: Task = "semantic"
+    # False: `_load` opens images for their header and checks their data cheaply (`decoding.open_image`'s
+    # `decode=False`) instead of decoding them: what `checks.check_dataset` reads. See `header_only()`.
+    decode_images: bool = True
+    # False: the items are generated, not read from user files (nothing for `checks.check_dataset` to find).
+    needs_check: bool = True
 
     def __init__(
         self,
@@ -111,6 +135,12 @@ class SegmentationDataset(Sequence):
                     f"{self._source(index)}: image size {size[0]}x{size[1]} (WxH) but {key} annotation size "
                     f"{item[key].shape[1]}x{item[key].shape[0]}"
                 )
+        instances = item.get("instances")
+        if instances is not None and instances["masks"].shape[1:] != (size[1], size[0]):
+            raise ValueError(
+                f"{self._source(index)}: image size {size[0]}x{size[1]} (WxH) but instance masks of size "
+                f"{instances['masks'].shape[2]}x{instances['masks'].shape[1]}"
+            )
         if item["semantic"] is not None:
             labels = present_labels(item["semantic"])
             bad = labels[(labels >= self.num_labels) & (labels != self.ignore_index)]
@@ -122,10 +152,51 @@ class SegmentationDataset(Sequence):
         return item
 
     def validate(self) -> int:
-        """Read every item (raising on the first malformed one); returns the number checked."""
+        """Read every item (raising on the first malformed one); returns the number checked. See also
+        `checks.check_dataset`, which reports every problem at once, on every core."""
         for index in range(len(self)):
             self[index]
         return len(self)
+
+    def header_only(self) -> SegmentationDataset:
+        """A shallow copy whose items hold images opened for their header only (size and mode; the data checked
+        for damage but not kept): everything else is read and checked as `__getitem__` does."""
+        copied = copy.copy(self)
+        copied.decode_images = False
+        return copied
+
+    def subset(self, indices: Sequence[int]) -> SubsetDataset:
+        """The items at `indices`, with this dataset's label metadata."""
+        return SubsetDataset(self, indices)
+
+
+class SubsetDataset(SegmentationDataset):
+    """Some items of a `SegmentationDataset` (e.g. those `check_dataset(..., skip_bad_items=True)` kept), with its
+    metadata; other attributes (e.g. ``category_to_label``) are read from the parent."""
+
+    def __init__(self, parent: SegmentationDataset, indices: Sequence[int]):
+        self.parent = parent
+        self.indices = [int(i) for i in indices]
+        self.task, self.needs_check = parent.task, parent.needs_check
+        for name in ("id2label", "thing_ids", "ignore_index", "reduce_labels", "label_to_category_id"):
+            setattr(self, name, getattr(parent, name))
+
+    def __getattr__(self, name: str):
+        if name == "parent":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.parent, name)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _load(self, index: int) -> SegmentationItem:
+        return self.parent._load(self.indices[index])
+
+    def _source(self, index: int) -> str:
+        return self.parent._source(self.indices[index])
+
+    def header_only(self) -> SubsetDataset:
+        return SubsetDataset(self.parent.header_only(), self.indices)
 
 
 def present_labels(labels: np.ndarray) -> np.ndarray:
@@ -138,6 +209,14 @@ def present_labels(labels: np.ndarray) -> np.ndarray:
     if labels.dtype.kind == "u" and labels.dtype.itemsize <= 2 and labels.size:
         return np.flatnonzero(np.bincount(labels.reshape(-1))).astype(labels.dtype)
     return np.unique(labels)
+
+
+def instance_masks(item: SegmentationItem) -> tuple[np.ndarray, np.ndarray]:
+    """The training targets of an instance item: (masks bool (N, H, W), classes int64 (N,)) of its non-crowd
+    objects, each with its full mask (overlaps kept). Crowd regions are no target, as in COCO's training."""
+    instances = item["instances"]
+    keep = instances["iscrowd"] == 0
+    return instances["masks"][keep], instances["labels"][keep]
 
 
 def to_instance_targets(

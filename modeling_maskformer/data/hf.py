@@ -84,7 +84,9 @@ class HFDataset(SegmentationDataset):
         row = self.dataset[index]
         image_id = str(row.get("image_id", index))
         source = f"row {index} (image_id {image_id})"
-        image = open_rgb(row[self.image_column], f"{source}, column {self.image_column!r}")
+        image = open_rgb(
+            row[self.image_column], f"{source}, column {self.image_column!r}", decode=self.decode_images
+        )
         annotation = open_image(row[self.label_column], f"{source}, column {self.label_column!r}")
         if annotation.size != image.size:
             raise ValueError(f"{source}: annotation size {annotation.width}x{annotation.height} (WxH) differs from "

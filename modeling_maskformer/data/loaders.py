@@ -1,6 +1,6 @@
 """Dataset sources, each yielding the item format of `dataset.py`: ADE20K-style folders, COCO panoptic
-folders, VOC-layout folders (`voc.py`), Hugging Face `datasets` (`hf.py`), and the built-in synthetic shapes;
-`build_dataset` picks one."""
+folders, VOC-layout folders (`voc.py`), COCO instance folders (`coco_instances.py`), Hugging Face `datasets`
+(`hf.py`), and the built-in synthetic shapes; `build_dataset` picks one."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 from PIL import Image
 
 from ..labels import LabelSettings
 from .class_names import names_for_convention, read_id2label, read_id2label_file
+from .coco_instances import COCO_LAYOUT_MARKERS, coco_instances_layout, load_coco_instances_folder
 from .dataset import SegmentationDataset, SegmentationItem, Task
 from .decoding import (
     IMAGE_SUFFIXES,
@@ -73,7 +73,7 @@ class AdeFolderDataset(SegmentationDataset):
             source=str(annotation_path),
             palette=self.palette,
         )
-        image = open_rgb(image_path)
+        image = open_rgb(image_path, decode=self.decode_images)
         if semantic.shape != (image.height, image.width):
             raise ValueError(
                 f"{annotation_path}: annotation size {semantic.shape[1]}x{semantic.shape[0]} (WxH) differs from "
@@ -219,7 +219,7 @@ class CocoPanopticDataset(SegmentationDataset):
 
     def _load(self, index: int) -> SegmentationItem:
         image_path, png_path, segments_info = self.records[index]
-        image = open_rgb(image_path)
+        image = open_rgb(image_path, decode=self.decode_images)
         png = open_image(png_path)
         if png.size != image.size:
             raise ValueError(
@@ -308,6 +308,7 @@ class SyntheticDataset(SegmentationDataset):
     """``synthetic.SyntheticShapes`` in the common item format (panoptic, with semantic maps)."""
 
     task: Task = "panoptic"
+    needs_check = False  # generated scenes
 
     def __init__(self, shapes: SyntheticShapes):
         super().__init__(
@@ -351,22 +352,37 @@ def load_synthetic(
 _HF_DATA_FILES = ("*.parquet", "*.arrow", "*/*.parquet", "*/*.arrow")
 
 
-def detect_folder_layout(root: str | Path) -> Literal["coco_panoptic", "cvat_mask", "voc", "ade", "hf"]:
-    """Which layout a local folder has; ValueError listing its contents when none fits."""
+# Every folder layout `detect_folder_layout` knows, in the order it tries them, with the file that marks each.
+FOLDER_LAYOUTS = {
+    "coco_panoptic": "annotations/panoptic_<subset>.json",
+    "voc": "SegmentationClass/ (Pascal VOC: + JPEGImages/, ImageSets/Segmentation/)",
+    "cvat_mask": "SegmentationClass/ + labelmap.txt (CVAT 'Segmentation mask 1.1' export)",
+    **COCO_LAYOUT_MARKERS,
+    "ade": "images/ + annotations/ (ADE20K: images/training/, annotations/training/)",
+    "hf": "state.json or dataset_dict.json (datasets' save_to_disk), or *.parquet / *.arrow files",
+}
+
+
+def detect_folder_layout(root: str | Path) -> str:
+    """Which layout of `FOLDER_LAYOUTS` a local folder has; a ValueError listing every layout and the file that
+    marks it, and the folder's contents, when none fits."""
     root = Path(root)
     if (root / "annotations").is_dir() and any((root / "annotations").glob("panoptic_*.json")):
         return "coco_panoptic"
     if is_voc_folder(root):  # SegmentationClass/; CVAT's "Segmentation mask" export adds labelmap.txt
         return "cvat_mask" if (root / "labelmap.txt").is_file() else "voc"
+    coco = coco_instances_layout(root)  # before ADE: a CVAT COCO export also has images/ + annotations/
+    if coco is not None:
+        return coco
     if (root / "images").is_dir() and (root / "annotations").is_dir():
         return "ade"
     saved = any((root / f).is_file() for f in ("state.json", "dataset_dict.json"))
     if saved or any(next(root.glob(pattern), None) for pattern in _HF_DATA_FILES):
         return "hf"
+    known = "; ".join(f"{name}: {marker}" for name, marker in FOLDER_LAYOUTS.items())
     raise ValueError(
-        f"{root}: not a known dataset layout (COCO panoptic: annotations/panoptic_*.json; Pascal VOC or CVAT "
-        f"'Segmentation mask' export: SegmentationClass/; ADE: images/ + annotations/; datasets save_to_disk or "
-        f"parquet/arrow files). Contents: {sorted(os.listdir(root))[:20]}"
+        f"{root}: not a known dataset layout. Known layouts (the file that marks each): {known}. "
+        f"Contents: {sorted(os.listdir(root))[:20]}"
     )
 
 
@@ -396,9 +412,10 @@ def build_dataset(
     ignore_class_mismatch: bool = False,
     **kwargs,
 ) -> SegmentationDataset:
-    """One entry point: ``"synthetic"``, a local folder (ADE, COCO panoptic, Pascal VOC or a CVAT "Segmentation
-    mask" export, ``save_to_disk`` output or parquet/arrow files; detected), a ``datasets`` object, or a Hugging Face dataset name. ``kwargs`` go
-    to the loader.
+    """One entry point: ``"synthetic"``, a local folder (a layout of `FOLDER_LAYOUTS`, detected: ADE, COCO
+    panoptic, COCO instances as COCO, CVAT, Roboflow or Label Studio export them, Pascal VOC or a CVAT
+    "Segmentation mask" export, ``save_to_disk`` output or parquet/arrow files), a ``datasets`` object, or a
+    Hugging Face dataset name. ``kwargs`` go to the loader.
 
     ``model`` (a model folder or Hub id, a loaded model, or a `LabelSettings`): read the data for that model.
     Semantic label maps are read with the label convention the model records (``reduce_labels`` given: that
@@ -424,6 +441,8 @@ def build_dataset(
                 return load_coco_panoptic_folder(path, split, **kwargs)
             if layout in ("voc", "cvat_mask"):
                 return load_voc_folder(path, split, **kwargs)
+            if layout in COCO_LAYOUT_MARKERS:
+                return load_coco_instances_folder(path, split, **kwargs)
             if layout == "ade":
                 return load_ade_folder(path, split, **kwargs)
             return load_hf_dataset(path, split, **kwargs)

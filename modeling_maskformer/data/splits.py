@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,7 +28,9 @@ SPLITS = {
     "training": "train",
     "validation": "validation",
     "val": "validation",
+    "valid": "validation",  # Roboflow
     "test": "test",
+    "testing": "test",
 }
 DEFAULT_VALIDATION_FRACTION = 0.15
 SPLIT_SEED = 0
@@ -101,17 +104,25 @@ class SplitPlan:
         return train if self.part == "train" else held_out
 
 
+def split_of(subset: str) -> str | None:
+    """Our name of the split a source's subset stands for, a year allowed (COCO's ``val2017``); None for others
+    (CVAT's ``default``)."""
+    return SPLITS.get(re.sub(r"\d{4}$", "", subset.lower()))
+
+
 def _find(available: list[str], name: str) -> str | None:
-    """The source's name for split ``name``: itself, or an alias (``val`` for ``validation``), any case."""
+    """The source's name for split ``name``: itself, or an alias (``val`` for ``validation``, ``val2017``), any
+    case; a ValueError when two subsets stand for it (``train2014`` and ``train2017``)."""
     canonical = SPLITS.get(name.lower())
     for candidate in available:
         if candidate == name or candidate.lower() == name.lower():
             return candidate
-    if canonical is not None:
-        for candidate in available:
-            if SPLITS.get(candidate.lower()) == canonical:
-                return candidate
-    return None
+    if canonical is None:
+        return None
+    matches = [candidate for candidate in available if split_of(candidate) == canonical]
+    if len(matches) > 1:
+        raise ValueError(f"split {name!r} is ambiguous: the data has {matches}; give one of those names")
+    return matches[0] if matches else None
 
 
 def plan_split(

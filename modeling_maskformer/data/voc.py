@@ -76,7 +76,7 @@ class VocFolderDataset(SegmentationDataset):
         by_colour = self.palette is not None and (self.colour_only or mask.mode not in _INDEX_MODES)
         semantic = decode_semantic(mask, reduce_labels=self.reduce_labels, ignore_index=self.ignore_index,
                                    source=str(mask_path), palette=self.palette if by_colour else None)  # fmt: skip
-        image = open_rgb(image_path)
+        image = open_rgb(image_path, decode=self.decode_images)
         if semantic.shape != (image.height, image.width):
             raise ValueError(f"{mask_path}: mask size {semantic.shape[1]}x{semantic.shape[0]} (WxH) differs from "
                              f"image {image_path} size {image.width}x{image.height}")  # fmt: skip

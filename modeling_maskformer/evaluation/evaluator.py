@@ -1,5 +1,6 @@
 """Evaluate a MaskFormer on a segmentation dataset: mIoU (+ per-class IoU, pixel accuracy), PQ/SQ/RQ (all,
-things, stuff) and COCO mask AP where the dataset has instances. Runs sharded over processes with Accelerate.
+things, stuff) and COCO mask AP where the dataset has instances (COCO instance data: mask AP only, equal to
+pycocotools' `COCOeval(iouType="segm")` on the same predictions). Runs sharded over processes with Accelerate.
 """
 
 from __future__ import annotations
@@ -51,7 +52,12 @@ def load_model_folder(
 
 
 def instance_ground_truth(item: dict, thing_ids: set[int]) -> dict:
-    """Binary masks, labels and crowd flags of the thing segments of a panoptic item."""
+    """Binary masks, labels and crowd flags of the thing segments of a panoptic item, or of the objects of an
+    instance item (then with COCO's areas, which mask AP's area ranges read, as `COCOeval` does)."""
+    instances = item.get("instances")
+    if instances is not None:
+        keep = np.isin(instances["labels"], sorted(thing_ids))
+        return {key: instances[key][keep] for key in ("masks", "labels", "iscrowd", "areas")}
     segments = [s for s in item["segments_info"] if s["category_id"] in thing_ids]
     ids = item["panoptic_ids"]
     masks = np.stack([ids == s["id"] for s in segments]) if segments else np.zeros((0, *ids.shape), bool)
@@ -62,12 +68,22 @@ def instance_ground_truth(item: dict, thing_ids: set[int]) -> dict:
     }
 
 
+def target_size(item: dict) -> tuple[int, int]:
+    """(H, W) of an item's ground truth: its semantic map, else its instance masks, else its image."""
+    if item.get("semantic") is not None:
+        return tuple(item["semantic"].shape)
+    if item.get("instances") is not None:
+        return tuple(item["instances"]["masks"].shape[1:])
+    return item["image"].height, item["image"].width
+
+
 class Evaluator:
     """Accumulates the metrics the targets support; `update()` per batch, then `compute()`.
 
     Targets are items in the dataset format (`modeling_maskformer.data`): `semantic` (H, W) class ids with
     `ignore_index`, and for panoptic evaluation `panoptic_ids` (H, W) with `segments_info`. Predictions are
-    post-processed at the size of `semantic`. PQ needs `panoptic=True`; mask AP also needs thing classes.
+    post-processed at the size of the image. PQ needs `panoptic=True`; mask AP also needs thing classes.
+    `instances=True` (COCO instance data, whose items carry `instances` and no semantic map): mask AP only.
     `panoptic_threshold` / `overlap_threshold`: the panoptic inference's object-mask and overlap thresholds.
     """
 
@@ -78,16 +94,24 @@ class Evaluator:
         thing_ids: Iterable[int] = (),
         ignore_index: int = 255,
         panoptic: bool = False,
+        instances: bool = False,
         panoptic_threshold: float = 0.5,
         overlap_threshold: float = 0.8,
     ):
+        if panoptic and instances:
+            raise ValueError(
+                "Evaluator: panoptic=True needs panoptic targets, instances=True instance targets; not both"
+            )
         self.panoptic_threshold, self.overlap_threshold = panoptic_threshold, overlap_threshold
         self.thing_ids = {int(c) for c in thing_ids}
         self.stuff_ids = sorted(set(id2label) - self.thing_ids)
-        self.semantic = SemanticSegmentationMetric(
-            len(id2label), ignore_index=ignore_index, id2label=id2label
-        )
-        self.panoptic = self.instance = None
+        self.semantic = self.panoptic = self.instance = None
+        if instances:
+            self.instance = MaskAPMetric(id2label=id2label)
+        else:
+            self.semantic = SemanticSegmentationMetric(
+                len(id2label), ignore_index=ignore_index, id2label=id2label
+            )
         if panoptic:
             self.panoptic = PanopticQualityMetric(sorted(self.thing_ids), self.stuff_ids, id2label=id2label)
             if self.thing_ids:
@@ -98,20 +122,25 @@ class Evaluator:
         cls, dataset, id2label: dict[int, str], *, semantic_only: bool = False, **kwargs
     ) -> Evaluator:
         """The metrics a `SegmentationDataset` supports: mIoU always, PQ and mask AP for panoptic data (unless
-        `semantic_only`: a per-pixel classifier has no segments to score)."""
+        `semantic_only`: a per-pixel classifier has no segments to score), mask AP alone for instance data."""
+        if dataset.task == "instance" and semantic_only:
+            raise ValueError("a per-pixel classification model has no instances to score, and instance data no "
+                             "semantic maps: evaluate a MaskFormer on it")  # fmt: skip
         return cls(id2label, thing_ids=dataset.thing_ids, ignore_index=dataset.ignore_index,
-                   panoptic=dataset.task == "panoptic" and not semantic_only, **kwargs)  # fmt: skip
+                   panoptic=dataset.task == "panoptic" and not semantic_only, instances=dataset.task == "instance",
+                   **kwargs)  # fmt: skip
 
     def update(
         self, processor, outputs, items: list[dict], semantic: list[torch.Tensor] | None = None
     ) -> None:
         """Post-process `outputs` (a batch of len(items)) with `processor` and score it against `items`;
         `semantic`: the class maps when computed otherwise (test-time augmentation)."""
-        sizes = [tuple(item["semantic"].shape) for item in items]
-        if semantic is None:
-            semantic = processor.post_process_semantic_segmentation(outputs, target_sizes=sizes)
-        for prediction, item in zip(semantic, items):
-            self.semantic.update(prediction.cpu(), torch.as_tensor(item["semantic"].astype(np.int64)))
+        sizes = [target_size(item) for item in items]
+        if self.semantic is not None:
+            if semantic is None:
+                semantic = processor.post_process_semantic_segmentation(outputs, target_sizes=sizes)
+            for prediction, item in zip(semantic, items):
+                self.semantic.update(prediction.cpu(), torch.as_tensor(item["semantic"].astype(np.int64)))
         if self.panoptic is not None:
             panoptic = processor.post_process_panoptic_segmentation(
                 outputs,
@@ -157,14 +186,15 @@ class Evaluator:
         def reduce(tensor: torch.Tensor) -> torch.Tensor:
             return accelerator.reduce(tensor.to(accelerator.device), reduction="sum").cpu()
 
-        self.semantic.all_reduce(reduce)
+        if self.semantic is not None:
+            self.semantic.all_reduce(reduce)
         if self.panoptic is not None:
             self.panoptic.all_reduce(reduce)
         if self.instance is not None:
             self.instance.all_gather(gather_object)
 
     def compute(self) -> dict:
-        results = {"semantic": self.semantic.compute()}
+        results = {"semantic": self.semantic.compute()} if self.semantic is not None else {}
         if self.panoptic is not None:
             results["panoptic"] = self.panoptic.compute()
         if self.instance is not None:
@@ -202,6 +232,10 @@ def evaluate_model(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if tta is not None and dataset.task == "instance":
+        raise ValueError(
+            "test-time augmentation averages semantic scores (mIoU): instance data has no semantic maps"
+        )
     was_training = model.training
     model.eval()
     unwrapped = accelerator.unwrap_model(model) if accelerator is not None else model
@@ -229,7 +263,7 @@ def evaluate_model(
                 semantic = None
                 if tta is not None:
                     semantic = semantic_segmentation_tta(model, processor, item["image"], tta,
-                                                         target_sizes=[item["semantic"].shape])  # fmt: skip
+                                                         target_sizes=[target_size(item)])  # fmt: skip
                 evaluator.update(processor, outputs[position], [item], semantic=semantic)
                 outputs[position] = None  # free it
                 progress.update(1)
@@ -239,11 +273,10 @@ def evaluate_model(
 
 
 def summary(results: dict) -> dict[str, float | None]:
-    """The headline numbers: mIoU, pixel accuracy, PQ (things/stuff) and mask AP."""
-    flat = {
-        "mean_iou": results["semantic"]["mean_iou"],
-        "pixel_accuracy": results["semantic"]["pixel_accuracy"],
-    }
+    """The headline numbers: mIoU, pixel accuracy, PQ (things/stuff) and mask AP (those the results have)."""
+    flat = {}
+    if "semantic" in results:
+        flat.update({key: results["semantic"][key] for key in ("mean_iou", "pixel_accuracy")})
     if "panoptic" in results:
         flat.update({key: results["panoptic"][key] for key in ("pq", "sq", "rq", "pq_things", "pq_stuff")})
     if "instance" in results:

@@ -384,7 +384,9 @@ class MaskAPMetric:
     builds the ground-truth and detection COCO objects in memory and runs `COCOeval(iouType="segm")` with
     `maxDets=[1, 10, max_detections]`. As in COCO, a category without ground truth in the whole set is left out
     of the mean, so predictions of such a category cost nothing; crowd ground truth (`iscrowd=1`) absorbs
-    detections without counting as a miss. Results are in [0, 1] (`COCOeval.stats` without the ×100 of the
+    detections without counting as a miss. A target may give each object's `"areas"` (COCO's `area` field,
+    which `COCOeval` reads for the small / medium / large ranges); by default an object's area is its mask's.
+    Results are in [0, 1] (`COCOeval.stats` without the ×100 of the
     papers) and `None` where COCO reports -1 (no ground truth in that area range). With no non-crowd ground
     truth at all, every value is `None` and a warning says why. pycocotools' printing is silenced unless
     `verbose=True`.
@@ -399,13 +401,21 @@ class MaskAPMetric:
         self.reset()
 
     def reset(self) -> None:
-        # one record per image: {"height", "width", "gt": [(rle, label, iscrowd)], "dt": [(rle, label, score)]}
+        # one record per image: {"height", "width", "gt": [(rle, label, iscrowd, area)], "dt": [(rle, label, score)]}
         self.images: list[dict[str, Any]] = []
 
     def update(self, pred: Mapping[str, Any], target: Mapping[str, Any]) -> None:
         """Add one image: `pred` and `target` as described in `_instances` (masks + labels (+ scores), or an
-        id map / binary maps + segments_info). An image without ground truth or without predictions is fine."""
+        id map / binary maps + segments_info; the target's masks may overlap, and may come with "areas"). An image
+        without ground truth or without predictions is fine."""
         gt_masks, gt_labels, gt_crowd = _instances(target, need_scores=False)
+        gt_rles = self._encode(gt_masks)
+        areas = target.get("areas")
+        areas = (
+            [float(mask_utils.area(rle)) for rle in gt_rles] if areas is None else [float(a) for a in areas]
+        )
+        if len(areas) != len(gt_rles):
+            raise ValueError(f"{len(areas)} areas for {len(gt_rles)} ground-truth masks")
         dt_masks, dt_labels, dt_scores = _instances(pred, need_scores=True)
         height, width = gt_masks.shape[1:]
         if dt_masks.shape[0] and dt_masks.shape[1:] != (height, width):
@@ -414,7 +424,7 @@ class MaskAPMetric:
             {
                 "height": int(height),
                 "width": int(width),
-                "gt": list(zip(self._encode(gt_masks), gt_labels, [int(c) for c in gt_crowd])),
+                "gt": list(zip(gt_rles, gt_labels, [int(c) for c in gt_crowd], areas)),
                 "dt": list(zip(self._encode(dt_masks), dt_labels, [float(s) for s in dt_scores])),
             }
         )
@@ -434,18 +444,21 @@ class MaskAPMetric:
 
     def compute(self) -> dict[str, Any]:
         empty = {key: None for key in _AP_KEYS} | {"per_class_ap": {}}
-        if not any(not crowd for image in self.images for _, _, crowd in image["gt"]):
+        if not any(not gt[2] for image in self.images for gt in image["gt"]):
             warnings.warn(
                 "MaskAPMetric: no (non-crowd) ground-truth instances, so AP is undefined", stacklevel=2
             )
             return empty
-        labels = sorted({lab for image in self.images for key in ("gt", "dt") for _, lab, _ in image[key]})
+        labels = sorted({entry[1] for image in self.images for key in ("gt", "dt") for entry in image[key]})
         cat_of = {lab: i + 1 for i, lab in enumerate(labels)}  # COCO ids from 1 (0 reads as "unmatched")
         images, gts, dts = [], [], []
         for image_id, image in enumerate(self.images, start=1):
             images.append({"id": image_id, "height": image["height"], "width": image["width"]})
-            for rle, lab, crowd in image["gt"]:
-                gts.append(self._annotation(len(gts) + 1, image_id, cat_of[lab], rle) | {"iscrowd": crowd})
+            for rle, lab, crowd, area in image["gt"]:
+                gts.append(
+                    self._annotation(len(gts) + 1, image_id, cat_of[lab], rle)
+                    | {"iscrowd": crowd, "area": area}
+                )
             for rle, lab, score in image["dt"]:
                 dts.append(
                     self._annotation(len(dts) + 1, image_id, cat_of[lab], rle)

@@ -46,6 +46,7 @@ from ..data import (
 )
 from ..data.arguments import add_dataset_arguments
 from ..data.arguments import dataset_kwargs as shared_dataset_kwargs
+from ..data.checks import check_dataset
 from ..evaluation import evaluate_model, summary
 from ..hub import push_folder_to_hub
 from ..image_processing import MaskFormerImageProcessor
@@ -168,7 +169,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="an evaluation error stops training (default: a warning and a recorded failure)",
     )
-    p.add_argument("--metric_for_best_model", default="mean_iou")
+    p.add_argument(
+        "--metric_for_best_model",
+        default=None,
+        help="keep the best model by this metric (default: mean_iou; mask_ap for instance data)",
+    )
     p.add_argument("--logging_steps", type=int, default=20)
     p.add_argument("--report_to", default="none", help="'tensorboard', 'wandb', 'all' or 'none'")
     p.add_argument("--num_workers", type=int, default=0)
@@ -194,7 +199,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--overwrite_output_dir starts over; --resume_from_checkpoint continues: choose one")
     if args.push_to_hub and not args.hub_model_id:
         p.error("--push_to_hub needs --hub_model_id")
-    if args.head == "per_pixel" and args.metric_for_best_model not in SEMANTIC_METRICS:
+    if args.head == "per_pixel" and args.metric_for_best_model not in (None, *SEMANTIC_METRICS):
         p.error(f"--head per_pixel is semantic segmentation only: --metric_for_best_model must be one of "
                 f"{', '.join(SEMANTIC_METRICS)}, got {args.metric_for_best_model!r} (PQ and mask AP need mask "
                 "classification)")  # fmt: skip
@@ -215,8 +220,8 @@ def describe_labels(dataset) -> str:
     """One line for the start of a run: annotation kind, label convention and class count."""
     names = list(dataset.id2label.values())
     classes = f"{dataset.num_labels} classes ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
-    if dataset.task == "panoptic":
-        return f"panoptic annotations, {classes}, {len(dataset.thing_ids)} of them things"
+    if dataset.task in ("panoptic", "instance"):
+        return f"{dataset.task} annotations, {classes}, {len(dataset.thing_ids)} of them things"
     if dataset.reduce_labels:
         convention = (
             "ADE convention (--label_convention ade): pixel 0 = 'other', ignored; pixel k = class k-1"
@@ -291,6 +296,20 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
         raise ValueError(f"{args.dataset}: the {args.train_split} and {args.eval_split} splits have different classes "
                          f"({train_data.num_labels} and {eval_data.num_labels})")  # fmt: skip
     logger.info("data %s: %s", args.dataset, describe_labels(train_data))
+    if train_data.task == "instance" and (args.head == "per_pixel" or args.metric_for_best_model not in
+                                          (None, "mask_ap", "mask_ap50")):  # fmt: skip
+        raise ValueError("instance data (COCO JSON) has no semantic maps: it trains MaskFormer's mask classification "
+                         "and is scored by mask AP (--metric_for_best_model mask_ap or mask_ap50)")  # fmt: skip
+    if args.metric_for_best_model is None:
+        args.metric_for_best_model = "mask_ap" if train_data.task == "instance" else "mean_iou"
+    if checkpoint is not None:  # a rerun with other settings is refused before the pass over the data
+        check_same_run(
+            checkpoint, json.loads((checkpoint / STATE_FILE).read_text()), run_identity(args, train_data)
+        )
+    # Every item read once, on every core, before step 1; problems reported at once (data/checks.py).
+    check = {"skip_bad_items": args.skip_bad_items, "accelerator": accelerator}
+    train_data = check_dataset(train_data, name=f"the {args.train_split!r} split", **check)
+    eval_data = check_dataset(eval_data, name=f"the {args.eval_split!r} split", **check)
     if args.head == "per_pixel" and train_data.task == "panoptic":
         logger.info(
             "--head per_pixel: trained on the semantic maps of the panoptic annotations, evaluated by mIoU"

@@ -1,0 +1,210 @@
+"""The data check before training: one pass over every item, on every core, that reports every problem at once.
+
+    from modeling_maskformer.data import build_dataset
+    from modeling_maskformer.data.checks import check_dataset
+
+    dataset = check_dataset(build_dataset("my_folder", "train", reduce_labels=False))  # ValueError listing problems
+    dataset = check_dataset(dataset, skip_bad_items=True)  # or: a subset without the bad items, each logged
+
+Each item is read as training reads it, by the loader's own code (`SegmentationDataset.__getitem__` on
+`dataset.header_only()`), so the check finds what training would trip over, with the loader's message naming the
+file: missing files, images that do not decode (truncated, damaged), annotations that are not class-index maps
+(colour, lossy JPEG), labels out of range, image and annotation sizes that disagree, COCO segmentations that do not
+decode. Only the images' pixels are not kept: each is read from its header and its data checked cheaply (see
+`decoding.open_image(..., decode=False)`); annotations are decoded in full. After the pass it warns about data
+that loads but is probably not what was meant: semantic labels that are only 0 and the ignore value (binary 0/255
+masks train a one-class model).
+
+The training loop (`training/loop.py`) runs it before step 1; `--skip_bad_items` leaves bad items out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+import cv2
+import numpy as np
+from accelerate.utils import broadcast_object_list
+
+from .dataset import SegmentationDataset, present_labels
+from .decoding import binary_mask_warning, load_progress
+
+logger = logging.getLogger(__name__)
+
+# Below this many items the pass runs in this process (a pool costs more than it saves).
+_MIN_ITEMS_FOR_POOL = 64
+
+
+class DataCheckError(ValueError):
+    """The data check found problems; `problems` holds every one (one line each, naming the file)."""
+
+    def __init__(self, message: str, problems: list[str]):
+        super().__init__(message)
+        self.problems = problems
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which container limits set), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def check_item(dataset: SegmentationDataset, index: int) -> tuple[str | None, np.ndarray | None]:
+    """(problem or None, the distinct semantic labels of the item or None) for item `index` of a header-only
+    dataset. A user-data error (ValueError / OSError, which the loaders raise naming the file) is a problem; any
+    other exception is a bug and propagates."""
+    try:
+        item = dataset[index]
+    except (ValueError, OSError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if isinstance(error, FileNotFoundError) and error.filename and str(error.filename) not in message:
+            message = f"{error.filename}: {message}"
+        return message, None
+    return None, present_labels(item["semantic"]) if item["semantic"] is not None else None
+
+
+_worker_dataset: SegmentationDataset | None = (
+    None  # the dataset of this worker process (set by `_start_worker`)
+)
+
+
+def _start_worker(dataset: SegmentationDataset) -> None:
+    global _worker_dataset
+    _worker_dataset = dataset
+    cv2.setNumThreads(1)  # NOTE: one process per core already; OpenCV's own pool would oversubscribe
+
+
+def _check_chunk(indices: list[int]) -> tuple[list[tuple[int, str]], np.ndarray]:
+    """The problems of some items and the union of their semantic labels (a (65536,) bool table)."""
+    return _check_indices(_worker_dataset, indices)
+
+
+def _check_indices(
+    dataset: SegmentationDataset, indices: list[int]
+) -> tuple[list[tuple[int, str]], np.ndarray]:
+    problems, seen = [], np.zeros(1 << 16, dtype=bool)
+    for index in indices:
+        problem, labels = check_item(dataset, index)
+        if problem is not None:
+            problems.append((index, problem))
+        elif labels is not None:
+            seen[labels[labels < len(seen)].astype(np.int64)] = True
+    return problems, seen
+
+
+def _run_pass(dataset: SegmentationDataset, num_workers: int, desc: str, show_progress: bool):
+    """Every item checked: (problems sorted by index, the union of semantic labels as a sorted array)."""
+    header_only = dataset.header_only()
+    total = len(header_only)
+    problems: list[tuple[int, str]] = []
+    seen = np.zeros(1 << 16, dtype=bool)
+    with load_progress(total=total, desc=desc, unit="item", disable=not show_progress) as bar:
+        if num_workers <= 1 or total < _MIN_ITEMS_FOR_POOL:
+            for start in range(0, total, 16):
+                found, labels = _check_indices(header_only, list(range(start, min(start + 16, total))))
+                problems += found
+                seen |= labels
+                bar.update(min(16, total - start))
+        else:
+            # Chunks small enough for a smooth progress bar and a balanced finish, large enough to amortise the
+            # round trip; at most 4 per worker in flight.
+            chunk = max(1, min(256, total // (num_workers * 16)))
+            pending = iter(range(0, total, chunk))
+            with ProcessPoolExecutor(num_workers, initializer=_start_worker, initargs=(header_only,)) as pool:
+                running = {}
+                while True:
+                    while len(running) < 4 * num_workers and (start := next(pending, None)) is not None:
+                        indices = list(range(start, min(start + chunk, total)))
+                        running[pool.submit(_check_chunk, indices)] = len(indices)
+                    if not running:
+                        break
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        found, labels = (
+                            future.result()
+                        )  # a bug in a worker re-raises here, with its traceback
+                        problems += found
+                        seen |= labels
+                        bar.update(running.pop(future))
+    return sorted(problems), np.flatnonzero(seen)
+
+
+def check_dataset(
+    dataset: SegmentationDataset,
+    *,
+    skip_bad_items: bool = False,
+    num_workers: int | None = None,
+    max_reported: int = 50,
+    accelerator=None,
+    name: str = "the data",
+    show_progress: bool = True,
+) -> SegmentationDataset:
+    """Read every item once, as training would, and report every problem at once (see the module's docstring).
+
+    Returns `dataset` when no item has a problem (at once for generated data: ``dataset.needs_check`` False). Otherwise raises a `DataCheckError` (a ValueError) whose first
+    line counts the problems and gives the first one, followed by up to `max_reported` of them, one line each
+    naming the file (they are also logged, so a command line shows them all); with `skip_bad_items` it logs them
+    instead and returns `dataset.subset(...)` of the good items (all bad is still an error).
+
+    `num_workers`: processes to use (default: every available core). With an Accelerate `accelerator` of several
+    processes, the main process checks and the others receive its findings, so all keep the same items. `name`
+    says which data in messages (e.g. "the training split").
+    """
+    if not dataset.needs_check:  # generated data (the synthetic shapes)
+        return dataset
+    num_workers = available_cores() if num_workers is None else num_workers
+    payload = None
+    if accelerator is None or accelerator.is_main_process:
+        problems, seen = _run_pass(dataset, num_workers, f"checking {name}", show_progress)
+        payload = (problems, seen.tolist())
+    if accelerator is not None and accelerator.num_processes > 1:
+        payload = broadcast_object_list([payload])[0]
+    problems, seen = payload
+    total = len(dataset)
+    if problems:
+        bad = {index for index, _ in problems}
+        shown = [message for _, message in problems[:max_reported]]
+        more = f" (and {len(problems) - len(shown)} more)" if len(problems) > len(shown) else ""
+        if skip_bad_items and len(bad) < total:
+            for message in shown:
+                logger.warning("--skip_bad_items: leaving out %s", message)
+            logger.warning(
+                "the data check left out %d of %d items of %s%s (--skip_bad_items)",
+                len(bad),
+                total,
+                name,
+                more,
+            )
+            dataset = dataset.subset([i for i in range(total) if i not in bad])
+        else:
+            for message in shown:
+                logger.error("data check: %s", message)
+            fix = (
+                "fix them, or pass --skip_bad_items to leave those items out"
+                if len(bad) < total
+                else "fix them"
+            )
+            summary = (f"the data check found {len(problems)} problem(s) in {len(bad)} of {total} items of {name}; "
+                       f"{fix}. The first: {problems[0][1]}")  # fmt: skip
+            raise DataCheckError("\n".join([summary, *shown]) + (f"\n...{more}" if more else ""),
+                                 [message for _, message in problems])  # fmt: skip
+    _warn_about_labels(dataset, set(seen), name)
+    return dataset
+
+
+def _warn_about_labels(dataset: SegmentationDataset, seen: set[int], name: str) -> None:
+    """Data that loads but is probably not what was meant, judged on every item (the loaders judge a sample)."""
+    if dataset.task != "semantic" or not seen or getattr(dataset, "palette", None) is not None:
+        return
+    if not dataset.reduce_labels:  # the values seen are the files' values
+        warning = binary_mask_warning(seen, reduce_labels=False, ignore_index=dataset.ignore_index,
+                                      source=f"{name} (every label map checked)")  # fmt: skip
+        if warning:
+            logger.warning(warning)
+    if seen <= {dataset.ignore_index}:
+        logger.warning("every labelled pixel of %s is ignore_index %d: there is nothing to learn; check the label "
+                       "convention (--label_convention)", name, dataset.ignore_index)  # fmt: skip

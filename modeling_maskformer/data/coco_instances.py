@@ -1,0 +1,407 @@
+"""COCO instance segmentation JSON (polygons, compressed and uncompressed RLE, crowd regions) as the official
+dataset and the labelling tools export it.
+
+- `load_coco_instances(json_file, image_root)`: one JSON and its images (detectron2's
+  `register_coco_instances(name, {}, json_file, image_root)`).
+- `load_coco_instances_folder(root, split)`: an exporter's folder, its layout detected (`coco_instances_layout`):
+
+  ================== ============================================== =========================================
+  layout             annotation file (the one file that marks it)   images
+  ================== ============================================== =========================================
+  ``coco_instances`` ``annotations/instances_<subset>.json``         ``<subset>/`` (official: ``val2017/``)
+  ``cvat_coco``      ``annotations/instances_<subset>.json``         ``images/<subset>/`` or ``images/``
+  ``roboflow_coco``  ``<subset>/_annotations.coco.json``             beside it, in ``<subset>/``
+  ``label_studio``   ``result.json``                                 ``images/`` (file names include it)
+  ================== ============================================== =========================================
+
+Splits are found as for every source (`splits.plan_split`): "train" / "training", "validation" / "val" /
+"valid", "test" / "testing" match a subset of that name (a year allowed: ``val2017``), or give the subset's own
+name (``default``) or a slice (``train[:80%]``). An export without a validation subset (CVAT's ``default``, Label
+Studio's one file) holds one out of its training subset: 15 % by default (seeded, logged), ``train_val_split``
+(``--train_val_split``) to choose.
+
+Items (task "instance") hold ``instances``: every object's full mask (overlaps kept), decoded with pycocotools.
+Category ids may be sparse: they map to contiguous labels 0..K-1 in id order (``label_to_category_id`` maps
+back). Annotations without a mask (boxes only) are left out, and so is the grouping category Roboflow adds
+(named as the others' supercategory, used by no annotation); both are logged. Images are turned upright by
+their EXIF orientation, as detectron2 reads them and as browser-based labelling tools show them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps
+from pycocotools import mask as mask_utils
+
+from .dataset import InstanceAnnotations, SegmentationDataset, SegmentationItem, Task
+from .decoding import category_metadata, open_image, read_json
+from .splits import plan_split
+
+logger = logging.getLogger(__name__)
+
+# The layouts `coco_instances_layout` detects, with the file that marks each (for messages).
+COCO_LAYOUT_MARKERS = {
+    "coco_instances": "annotations/instances_<subset>.json + <subset>/ (official COCO: instances_val2017.json, val2017/)",
+    "cvat_coco": "annotations/instances_<subset>.json + images/ (CVAT 'COCO 1.0' export)",
+    "roboflow_coco": "<subset>/_annotations.coco.json (Roboflow COCO export: train/, valid/, test/)",
+    "label_studio": "result.json + images/ (Label Studio COCO export)",
+}
+_LAYOUT_NAMES = {
+    "coco_instances": "official COCO layout",
+    "cvat_coco": "CVAT 'COCO 1.0' export",
+    "roboflow_coco": "Roboflow COCO export",
+    "label_studio": "Label Studio COCO export",
+}
+_INSTANCES_JSON = re.compile(r"instances_(.+)\.json")
+_ROBOFLOW_JSON = "_annotations.coco.json"
+_ORIENTATION = ExifTags.Base.Orientation
+_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+@dataclass(frozen=True)
+class CocoImage:
+    """One image of the JSON and its annotations (those with a mask)."""
+
+    path: Path
+    file_name: str  # as the JSON writes it
+    image_id: int | str
+    height: int | None  # None: the JSON leaves it out (then the image's own size is used)
+    width: int | None
+    annotations: tuple[dict, ...]
+
+
+class CocoInstancesDataset(SegmentationDataset):
+    """Images + COCO instance annotations; items carry ``instances`` (see `dataset.InstanceAnnotations`)."""
+
+    task: Task = "instance"
+
+    def __init__(self, records: list[CocoImage], category_to_label: dict[int, int], json_path: Path,
+                 image_dirs: Sequence[Path], **metadata):  # fmt: skip
+        super().__init__(**metadata)
+        self.records = records
+        self.category_to_label = category_to_label
+        self.json_path = json_path
+        self.image_dirs = tuple(image_dirs)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _source(self, index: int) -> str:
+        record = self.records[index]
+        return f"{record.path} (image id {record.image_id} of {self.json_path})"
+
+    def _load(self, index: int) -> SegmentationItem:
+        record = self.records[index]
+        if not record.path.is_file():
+            raise FileNotFoundError(f"{self._source(index)}: image not found (file_name {record.file_name!r}, looked "
+                                    f"up in {', '.join(map(str, self.image_dirs))})")  # fmt: skip
+        image = open_image(record.path, decode=self.decode_images)
+        orientation = image.getexif().get(_ORIENTATION, 1)
+        size = image.size[::-1] if orientation in _TRANSPOSED else image.size  # (W, H) upright
+        if self.decode_images:
+            image = (ImageOps.exif_transpose(image) if orientation != 1 else image).convert("RGB")
+        elif orientation in _TRANSPOSED:
+            image = Image.new("1", size)  # NOTE: the header-only item needs the upright size, not the pixels
+        width, height = size
+        if (record.width, record.height) not in ((width, height), (None, None)):
+            hint = ""
+            if (record.width, record.height) == size[::-1] and orientation in _TRANSPOSED:
+                hint = (f"; its EXIF orientation ({orientation}) turns it, and the JSON has the size before turning: "
+                        f"re-export from a tool that applies the orientation, or save the image upright")  # fmt: skip
+            raise ValueError(
+                f"{self._source(index)}: the image is {width}x{height} (WxH) but the JSON says "
+                f"{record.width}x{record.height}{hint}"
+            )
+        where = f"{self.json_path}: annotation(s) of image {record.path.name} (id {record.image_id})"
+        rles = [annotation_rle(a.get("segmentation"), height, width, f"{where}, annotation id {a.get('id')}")
+                for a in record.annotations]  # fmt: skip
+        masks = (
+            np.ascontiguousarray(mask_utils.decode(rles).transpose(2, 0, 1)).view(
+                bool
+            )  # (H, W, N) -> (N, H, W)
+            if rles
+            else np.zeros((0, height, width), dtype=bool)
+        )
+        areas = [float(a["area"]) if a.get("area") is not None else float(mask_utils.area(rle))
+                 for a, rle in zip(record.annotations, rles)]  # fmt: skip
+        instances: InstanceAnnotations = {
+            "masks": masks,
+            "labels": np.array(
+                [self.category_to_label[a["category_id"]] for a in record.annotations], dtype=np.int64
+            ),
+            "iscrowd": np.array([int(bool(a.get("iscrowd", 0))) for a in record.annotations], dtype=np.uint8),
+            "areas": np.array(areas, dtype=np.float64),
+        }
+        return {"image": image, "semantic": None, "panoptic_ids": None, "segments_info": None,
+                "image_id": str(record.image_id), "instances": instances}  # fmt: skip
+
+
+def annotation_rle(segmentation, height: int, width: int, where: str) -> dict:
+    """One object's mask as a compressed RLE, from COCO's three encodings: polygons (a list of flat [x1, y1, x2,
+    y2, ...] lists, merged), uncompressed RLE (``counts`` a list of run lengths) and compressed RLE (``counts`` a
+    string), decoded by pycocotools as COCO's own API does (`COCO.annToRLE`)."""
+    if isinstance(segmentation, list):
+        if any(not isinstance(p, list) or len(p) % 2 for p in segmentation):
+            raise ValueError(
+                f"{where}: a polygon must be a flat list of x, y pairs, got {str(segmentation)[:80]}"
+            )
+        # NOTE: fewer than 3 points enclose nothing; pycocotools would also read a 4-number first polygon as a box.
+        polygons = [[float(v) for v in p] for p in segmentation if len(p) >= 6]
+        if not polygons:
+            raise ValueError(f"{where}: no polygon with 3 or more points")
+        return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
+        if [int(v) for v in segmentation["size"]] != [height, width]:
+            raise ValueError(
+                f"{where}: RLE size {segmentation['size']} (HxW) differs from the image's [{height}, {width}]"
+            )
+        counts = segmentation["counts"]
+        if isinstance(counts, list):  # uncompressed
+            if sum(counts) != height * width:
+                raise ValueError(f"{where}: uncompressed RLE counts sum to {sum(counts)}, not height x width = "
+                                 f"{height * width}")  # fmt: skip
+            return mask_utils.frPyObjects(segmentation, height, width)
+        if isinstance(counts, str | bytes):
+            return {
+                "size": [height, width],
+                "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+            }
+    raise ValueError(f"{where}: 'segmentation' is neither polygons nor RLE: {str(segmentation)[:80]}")
+
+
+def has_mask(annotation: dict) -> bool:
+    """Whether an annotation has a mask (not only a box: Label Studio and CVAT write boxes as empty segmentation)."""
+    segmentation = annotation.get("segmentation")
+    if isinstance(segmentation, list):
+        return any(isinstance(p, list) and len(p) >= 6 for p in segmentation) or any(
+            not isinstance(p, list) or len(p) % 2
+            for p in segmentation  # malformed: kept, to be reported
+        )
+    return bool(segmentation)
+
+
+def _grouping_categories(categories: list[dict], used: set) -> list[dict]:
+    """Roboflow's root category: named as the supercategory of other categories and used by no annotation."""
+    parents = {c.get("supercategory") for c in categories} - {None, "", "none"}
+    return [c for c in categories if c["name"] in parents and c["id"] not in used]
+
+
+def _check_fields(json_path: Path, payload) -> None:
+    if not isinstance(payload, dict):
+        raise ValueError(f"{json_path}: expected a JSON object with 'images', 'annotations' and 'categories'")
+    fields = {
+        "images": ("id", "file_name"),
+        "annotations": ("image_id", "category_id"),
+        "categories": ("id", "name"),
+    }
+    for key, required in fields.items():
+        if not isinstance(payload.get(key), list):
+            raise ValueError(
+                f"{json_path}: no {key!r} list (keys: {sorted(payload)}); is it a COCO instances file?"
+            )
+        for number, entry in enumerate(payload[key]):
+            missing = [f for f in required if not isinstance(entry, dict) or f not in entry]
+            if missing:
+                raise ValueError(
+                    f"{json_path}: {key}[{number}] has no {', '.join(map(repr, missing))}: {str(entry)[:80]}"
+                )
+    if not payload["categories"]:
+        raise ValueError(f"{json_path}: empty 'categories' list")
+    for key in ("images", "categories"):
+        repeated = [i for i, count in Counter(e["id"] for e in payload[key]).items() if count > 1]
+        if repeated:
+            raise ValueError(f"{json_path}: {key} id(s) {repeated[:5]} listed more than once")
+
+
+class _Listing:
+    """Which files exist, from one directory listing per folder (not one stat per image)."""
+
+    def __init__(self):
+        self._folders: dict[Path, frozenset[str]] = {}
+
+    def exists(self, path: Path) -> bool:
+        folder = path.parent
+        if folder not in self._folders:
+            self._folders[folder] = frozenset(os.listdir(folder)) if folder.is_dir() else frozenset()
+        return path.name in self._folders[folder]
+
+
+def _image_path(file_name: str, image_dirs: Sequence[Path], listing: _Listing) -> Path:
+    """Where ``file_name`` is: under the first image folder that has it (as written, else its base name:
+    Label Studio writes Windows separators or upload folders into it); else the path it should have."""
+    relative = file_name.replace("\\", "/")
+    for folder in image_dirs:
+        for candidate in (folder / relative, folder / Path(relative).name):
+            if listing.exists(candidate):
+                return candidate
+    return image_dirs[0] / relative
+
+
+def load_coco_instances(
+    json_file: str | os.PathLike,
+    image_root: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    ignore_index: int = 255,
+) -> CocoInstancesDataset:
+    """A COCO instance segmentation JSON and the folder(s) of its images (each image's ``file_name`` is looked
+    up in them in order): the dataset detectron2's ``register_coco_instances(name, {}, json_file, image_root)``
+    reads. Structural problems (missing fields, unknown image or category ids) raise here; a missing or damaged
+    image, a size that disagrees with the JSON, or a segmentation that does not decode, when the item is read
+    (`checks.check_dataset` finds them all before training)."""
+    json_path = Path(json_file)
+    if not json_path.is_file():
+        raise FileNotFoundError(f"COCO instances: annotation file {json_path} not found")
+    image_dirs = (
+        [Path(image_root)] if isinstance(image_root, str | os.PathLike) else [Path(d) for d in image_root]
+    )
+    payload = read_json(json_path)
+    _check_fields(json_path, payload)
+    images = {image["id"]: image for image in payload["images"]}
+    categories = payload["categories"]
+    unknown_images = [a for a in payload["annotations"] if a["image_id"] not in images]
+    if unknown_images:
+        raise ValueError(f"{json_path}: {len(unknown_images)} annotation(s) refer to image ids not in 'images', e.g. "
+                         f"annotation id {unknown_images[0].get('id')} -> image id {unknown_images[0]['image_id']}")  # fmt: skip
+    used = {a["category_id"] for a in payload["annotations"]}
+    grouping = _grouping_categories(categories, used)
+    if grouping:
+        logger.info("%s: category %s is the supercategory of the others and no annotation uses it (Roboflow's "
+                    "grouping category): not a class", json_path, ", ".join(f"{c['name']!r} (id {c['id']})" for c in grouping))  # fmt: skip
+        categories = [c for c in categories if c not in grouping]
+    metadata = category_metadata(categories)
+    category_to_label = metadata.pop("category_to_label")
+    unknown = sorted(used - set(category_to_label), key=str)
+    if unknown:
+        raise ValueError(
+            f"{json_path}: annotations use category id(s) {unknown[:10]} that 'categories' does not list"
+        )
+
+    by_image: dict = {image_id: [] for image_id in images}
+    boxes_only = crowd = 0
+    for annotation in payload["annotations"]:
+        if not has_mask(annotation):
+            boxes_only += 1
+            continue
+        crowd += bool(annotation.get("iscrowd", 0))
+        by_image[annotation["image_id"]].append(annotation)
+    listing = _Listing()
+    records = []
+    for image in payload["images"]:
+        path = _image_path(str(image["file_name"]), image_dirs, listing)
+        height, width = image.get("height"), image.get("width")
+        records.append(CocoImage(path, str(image["file_name"]), image["id"], int(height) if height else None, int(width) if width else None,
+                                 tuple(by_image[image["id"]])))  # fmt: skip
+    if not records:
+        raise ValueError(f"{json_path}: empty 'images' list")
+    if boxes_only:
+        logger.warning("%s: %d annotation(s) have no mask (a box only, empty 'segmentation'): left out of training "
+                       "and evaluation, this is instance segmentation", json_path, boxes_only)  # fmt: skip
+    if crowd:
+        logger.info("%s: %d crowd region(s) (iscrowd=1) are no training target, as in COCO; mask AP lets them absorb "
+                    "detections (CVAT exports brush masks so: see docs/data-coco.md)", json_path, crowd)  # fmt: skip
+    return CocoInstancesDataset(
+        records, category_to_label, json_path, image_dirs, ignore_index=ignore_index, **metadata
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Exporters' folders.
+
+
+@dataclass(frozen=True)
+class CocoSubset:
+    """One annotation file of an export and where its images are."""
+
+    name: str  # as the export names it: "val2017", "valid", "default", "result"
+    json_path: Path
+    image_dirs: tuple[Path, ...]
+
+
+def coco_instances_layout(root: str | os.PathLike) -> str | None:
+    """The COCO instance layout of a folder (a key of `COCO_LAYOUT_MARKERS`), or None."""
+    root = Path(root)
+    annotations = root / "annotations"
+    if annotations.is_dir() and any(_INSTANCES_JSON.fullmatch(p.name) for p in annotations.iterdir()):
+        return "cvat_coco" if (root / "images").is_dir() else "coco_instances"
+    if (
+        any((p / _ROBOFLOW_JSON).is_file() for p in root.iterdir() if p.is_dir())
+        or (root / _ROBOFLOW_JSON).is_file()
+    ):
+        return "roboflow_coco"
+    if (root / "result.json").is_file() and (root / "images").is_dir():
+        return "label_studio"
+    return None
+
+
+def coco_subsets(root: Path, layout: str) -> list[CocoSubset]:
+    """The annotation files of a folder in `layout`, with the folders their images are looked up in."""
+    if layout in ("coco_instances", "cvat_coco"):
+        subsets = []
+        for path in sorted((root / "annotations").iterdir()):
+            match = _INSTANCES_JSON.fullmatch(path.name)
+            if match:
+                name = match.group(1)
+                dirs = (root / name, root / "images" / name, root / "images")
+                subsets.append(CocoSubset(name, path, dirs))
+        return subsets
+    if layout == "roboflow_coco":
+        if (root / _ROBOFLOW_JSON).is_file():  # one split exported on its own
+            return [CocoSubset(root.name, root / _ROBOFLOW_JSON, (root,))]
+        return [
+            CocoSubset(p.name, p / _ROBOFLOW_JSON, (p,))
+            for p in sorted(root.iterdir())
+            if (p / _ROBOFLOW_JSON).is_file()
+        ]
+    if layout == "label_studio":
+        return [CocoSubset("result", root / "result.json", (root, root / "images"))]
+    raise ValueError(f"unknown COCO instance layout {layout!r}; known: {sorted(COCO_LAYOUT_MARKERS)}")
+
+
+def load_coco_instances_folder(
+    root: str | os.PathLike,
+    split: str = "train",
+    *,
+    train_val_split: float | None = None,
+    ignore_index: int = 255,
+):
+    """An exporter's COCO instance folder (official, CVAT, Roboflow, Label Studio; see the module's docstring).
+    Splits as everywhere (`splits.plan_split`): a subset by name or alias, a slice (``train[:80%]``), or a
+    validation split held out of the training subset (``train_val_split``; 15 % when there is no validation
+    subset)."""
+    root = Path(root)
+    layout = coco_instances_layout(root)
+    if layout is None:
+        markers = "; ".join(f"{name}: {marker}" for name, marker in COCO_LAYOUT_MARKERS.items())
+        raise ValueError(f"{root}: not a COCO instance folder (layouts: {markers})")
+    where = f"{root} ({_LAYOUT_NAMES[layout]})"
+    subsets = {subset.name: subset for subset in coco_subsets(root, layout)}
+    plan = plan_split(split, list(subsets), train_val_split, where)
+    subset = subsets[plan.subset]
+    dataset = load_coco_instances(subset.json_path, subset.image_dirs, ignore_index=ignore_index)
+    found = sorted({str(r.path.parent.relative_to(root)) if r.path.parent.is_relative_to(root) else str(r.path.parent)
+                    for r in dataset.records})  # fmt: skip
+    indices = plan.select(len(dataset))
+    if len(indices) != len(dataset):
+        dataset = dataset.subset(indices)
+    logger.info("%s: split %r = %s%s (%d images, %d classes), images in %s", where, split,
+                subset.json_path.relative_to(root), plan.slice if plan.part == "all" else f" ({plan.part} part)",
+                len(dataset), dataset.num_labels, ", ".join(found[:3]))  # fmt: skip
+    return dataset
+
+
+__all__ = [
+    "COCO_LAYOUT_MARKERS",
+    "CocoInstancesDataset",
+    "annotation_rle",
+    "coco_instances_layout",
+    "load_coco_instances",
+    "load_coco_instances_folder",
+]
