@@ -28,6 +28,7 @@ from modeling_maskformer.image_processing.post_processing import (
     semantic_segmentation,
 )
 from modeling_maskformer.image_processing.resampling import Geometry
+from modeling_maskformer.image_processing.tiles import Tiles
 
 import reference_inference as reference
 
@@ -442,7 +443,7 @@ def test_semantic_scores_are_the_originals_before_the_argmax(scale):
     ],
 )
 def test_a_region_is_the_originals_resampling_there(low, padded, valid, target):
-    """Geometry.region (the instance masks' bounding boxes) against the authors' resampling of the whole map, over
+    """Tiles.region (the instance masks' bounding boxes) against the authors' resampling of the whole map, over
     regions touching every edge, single pixels and random boxes; to float32 rounding of the blend weights
     (a few 1e-7 of the logits' magnitude: the composite of two resamplings rounds its weights once)."""
     generator = torch.Generator().manual_seed(5)
@@ -458,7 +459,7 @@ def test_a_region_is_the_originals_resampling_there(low, padded, valid, target):
         right = int(torch.randint(left + 1, width + 1, (1,), generator=generator))
         boxes.append(((top, bottom), (left, right)))
     for (top, bottom), (left, right) in boxes:
-        region = geometry.region(logits, (top, bottom), (left, right))
+        region = Tiles(geometry).region(logits, (top, bottom), (left, right))
         assert region.shape == (bottom - top, right - left)
         torch.testing.assert_close(region, whole[top:bottom, left:right], atol=2e-6 * tolerance_scale, rtol=0)
 
