@@ -25,16 +25,21 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from .resampling import BAND_ELEMENTS, Geometry, Rows, take
-from .tiles import Pixels, Tiles, blend
+from .resampling import BAND_ELEMENTS, Geometry, Rows, mix, take
+from .tiles import Pixels, Tiles
 
 # Decisions from bounds need a margin above float rounding, relative to the scores' magnitude: the float32
 # sums of the original itself differ from exact arithmetic by ~1e-7 of it.
 _SLACK = 1e-6
 _BLOCK = 4  # cells per side of a block in the first round of semantic decisions (measured: 4 beats 8)
 _CHUNK = 1 << 14  # regions per chunk in `_dominance` (bounds its (R, Q) temporaries)
+_PROBE = 8  # one row of blocks in _PROBE tells whether bounds pay (`_worth_bounding`)
+_CELL_TEST_SHARE = 1 / 8  # decided share of blocks from which cells are tested too (`_decide_cells`)
+_PANOPTIC_SLOTS = 4  # queries evaluated per open panoptic tile (all of them in a chunk that needs more)
+_CHUNK_VALUES = 1 << 20  # sigmoid values per chunk of exact scores (4 MB: near the caches)
 
 
 def probability_at_least(threshold: float) -> float:
@@ -46,8 +51,9 @@ def probability_at_least(threshold: float) -> float:
     return math.log(threshold / (1 - threshold))
 
 
-def _pixels_per_band(geometry: Geometry, band_rows: int | None, per_pixel: float) -> int:
-    """Output pixels per band: `band_rows` whole rows, or about BAND_ELEMENTS / `per_pixel` values."""
+def _pixels(geometry: Geometry, band_rows: int | None, per_pixel: float) -> int:
+    """Output pixels per band (or per chunk of a band's open tiles): `band_rows` whole rows, or as many as hold
+    about BAND_ELEMENTS values at `per_pixel` values each."""
     if band_rows is not None:
         return band_rows * geometry.target[1]
     return max(geometry.target[1], int(BAND_ELEMENTS / per_pixel))
@@ -63,61 +69,278 @@ def _tile_ids(tiles: Tiles, band: Rows) -> Rows:
 def semantic(probs: Tensor, logits: Tensor, geometry: Geometry, band_rows: int | None) -> Tensor:
     """`post_processing.semantic_segmentation`'s map of one image, (H_t, W_t) int64.
 
-    Cells are the 2x2 windows of logits (all the padded pixels between four low-res samples): bounds over a
-    cell are tight. Blocks of 4x4 cells (overlapping by one cell, so that every tile's window lies in one
-    block's) decide whole regions and give the classes the finer steps still need. A tile's window is one
-    cell, or two or four adjacent ones where its pixels' sources straddle cells; it is decided when its cells
-    are, with the same class (an output pixel blends source pixels that all rank that class first).
+    Cells are the 2x2 windows of logits (all the pixels of the cropped input between four low-res samples): bounds
+    over a cell are tight. Blocks of 4x4 cells (overlapping by one cell, so that every output pixel's window lies
+    in one block's) decide whole regions and give the classes the finer steps still need; then cells. A source
+    pixel (of the cropped input) in a decided cell takes its class for certain; the others, and those next to
+    them or to a cell of another class (`_needed`), get their exact scores (`_Sources`). Each output pixel
+    then takes its class from its sources (`_resized_argmax`).
     """
-    tiles = Tiles.of(geometry)
-    low, high = (bound.sigmoid_() for bound in _cell_extrema(logits))  # (Q, h, w) each
     slack = _SLACK * float(probs.sum(0).max())
-    cell_label, cell_decided, cell_block, block_decided, block_classes, classes = _decide_cells(
-        probs, low, high, slack
-    )
-    del low, high
-    ay, ax, (h, w) = tiles.y, tiles.x, geometry.low
-    # Tiles from their cells: first (window) and last cell along each axis.
-    first_y, first_x = ay.keys // 2, ax.keys // 2
-    last_y, last_x = (first_y + ay.keys % 2).clamp_(max=h - 1), (first_x + ax.keys % 2).clamp_(max=w - 1)
-    corners = [(r[:, None] * w + c[None, :]).flatten() for r in (first_y, last_y) for c in (first_x, last_x)]
-    per_tile = take(cell_label, corners[0])
-    tile_decided = take(block_decided, take(cell_block, corners[0]))  # inside a decided block's window
-    agreeing = take(cell_decided, corners[0])
-    for corner in corners[1:]:
-        agreeing &= take(cell_decided, corner) & (take(cell_label, corner) == per_tile)
-    tile_decided |= agreeing
-    if bool((ay.keys % 2).any() or (ax.keys % 2).any()):
-        # NOTE: a tile straddling cells decided for different classes may be won by a third class; only the
-        # block's test covers its whole window, so all the block contenders stay in.
-        classes = block_classes
-    probs = probs[:, classes]  # (Q, K_c)
+    if _worth_bounding(probs, logits, slack):
+        low, high = _cell_extrema(logits)  # (Q, h, w) each: bounds of the sigmoid over each cell
+        cell_label, certain, block_classes, cell_classes = _decide_cells(probs, low, high, slack)
+        del low, high
+    else:  # every cell open, every class in contention
+        certain = torch.zeros(logits.shape[1:], dtype=torch.bool, device=logits.device)
+        cell_label = torch.zeros(logits.shape[1:], dtype=torch.long, device=logits.device)
+        block_classes = cell_classes = torch.arange(probs.shape[1], device=logits.device)
+    identity = geometry.y.identity and geometry.x.identity
+    # NOTE: an output pixel that is its own source needs scores only where its cell is undecided, and only the
+    # classes in contention there; one that blends sources across cells needs them next to a boundary too, and
+    # all the classes in contention in its block (the block's test is the one that covers its whole window).
+    needed = ~certain if identity else _needed(certain, cell_label)
+    classes = cell_classes if identity else torch.cat([block_classes, cell_label[needed]]).unique()
+    sources = _Sources(probs[:, classes], logits, geometry, classes, cell_label, needed, band_rows)
     segmentation = torch.empty(geometry.target, dtype=torch.long, device=logits.device)
-    sources_per_pixel = min(
-        1.0, (geometry.valid[0] * geometry.valid[1]) / (geometry.target[0] * geometry.target[1])
-    )
-    per_pixel = 40 + (len(logits) + len(classes)) * 2 * sources_per_pixel
-    for band in tiles.bands(_pixels_per_band(geometry, band_rows, per_pixel)):
-        (first, last), (tile_first, tile_last) = tiles.output_rows(band), _tile_ids(tiles, band)
-        segmentation[first:last] = tiles.paint(per_tile[tile_first:tile_last], band)
-        open_tiles = (~tile_decided[tile_first:tile_last]).nonzero().squeeze(1) + tile_first
-        if not len(open_tiles):
-            continue
-        rows, cols, _ = tiles.pixels_of(open_tiles)
-        pixels = Pixels.of(geometry, rows, cols)
-        masks = pixels.sources(logits).sigmoid_()  # (n_s, Q)
-        scores = torch.mm(masks, probs)  # (n_s, K_c)
-        del masks
-        segmentation.view(-1)[rows * geometry.target[1] + cols] = take(
-            classes, _blended_argmax(scores, pixels, slack)
-        )
+    for rows in geometry.bands(sources.band_rows):
+        band = sources.band(geometry.y.sources(rows), scores=not identity)
+        if identity:
+            segmentation[rows[0] : rows[1]] = band.label
+        else:
+            segmentation[rows[0] : rows[1]] = _resized_argmax(band, geometry, rows, slack)
     return segmentation
 
 
+def _worth_bounding(probs: Tensor, logits: Tensor, slack: float) -> bool:
+    """Whether blocks decide a fair share of the image (`_CELL_TEST_SHARE`), judged on every `_PROBE`-th row of
+    blocks: on an untrained model's or on noisy outputs they decide nothing, and the bounds would only cost time."""
+    height = logits.shape[1]
+    if height < 8 * _PROBE:
+        return True
+    low, high = [], []
+    for first in range(0, height - 6, 4 * _PROBE):  # block row b covers the cells of logit rows 4b .. 4b + 5
+        cells = _cell_extrema(logits[:, first : first + 6])
+        low.append(_blocks(cells[0], torch.amin)[:, 0])  # (Q, blocks in the row)
+        high.append(_blocks(cells[1], torch.amax)[:, 0])
+    decided, _, _ = _dominance(probs, torch.cat(low, 1).t(), torch.cat(high, 1).t(), slack)
+    return float(decided.float().mean()) >= _CELL_TEST_SHARE
+
+
+def _needed(certain: Tensor, label: Tensor) -> Tensor:
+    """(h, w) bool: the cells whose source pixels need exact scores when output pixels blend sources across cells:
+    the undecided cells and their neighbours, and the cells next to one (diagonals included) of another class.
+    An output pixel's sources lie in 2x2 adjacent cells at most; unless all four are decided for one class, each
+    of them is one of these."""
+    open_cells = (~certain).float()[None, None]
+    needed = F.max_pool2d(open_cells, 3, stride=1, padding=1)[0, 0] > 0
+    h, w = label.shape
+    padded = F.pad(label[None, None].float(), (1, 1, 1, 1), mode="replicate")[0, 0]
+    for dy in range(3):
+        for dx in range(3):
+            needed |= padded[dy : dy + h, dx : dx + w] != label
+    return needed
+
+
+class _Band:
+    """One band of source rows (the rows `rows` of the cropped input): per source pixel (rows, w_v) its class
+    `label`, and where scores were computed, `gap` (best minus second best score; inf where the cell decided it),
+    `second` (the second best score) and `where` (its column in `scores` (K_c, n_s), -1 elsewhere). `classes`
+    (K_c,) are the class ids of the rows of `scores`, `row_of` maps a class id back to its row."""
+
+    def __init__(self, rows: Rows, label: Tensor, classes: Tensor, row_of: Tensor) -> None:
+        self.rows, self.label, self.classes, self.row_of = rows, label, classes, row_of
+        self.gap = self.second = self.where = self.scores = None
+
+
+class _Sources:
+    """The exact scores of the source pixels in needed cells, band by band: U (through whole cells when the padded
+    input is four times the logits, with a 16x4 matrix per cell as `tiles.CellPixels`; pixel by pixel otherwise),
+    sigmoid, and the classes' sums, in chunks that stay in cache."""
+
+    def __init__(self, probs, logits, geometry, classes, cell_label, needed, band_rows) -> None:
+        device = logits.device
+        self.probs_t = probs.t().contiguous()  # (K_c, Q)
+        self.logits, self.geometry, self.classes = logits, geometry, classes
+        self.cell_label, self.needed = cell_label, needed
+        size = max(int(cell_label.max()), int(classes.max()) if len(classes) else 0) + 1
+        self.row_of = torch.full((size,), -1, dtype=torch.long, device=device)
+        self.row_of[classes] = torch.arange(len(classes), device=device)  # class id -> its row in the scores
+        self.weights = _CELL_WEIGHTS.to(device)
+        queries, count = len(logits), max(len(classes), 1)
+        (h_v, w_v), (h_t, w_t) = geometry.valid, geometry.target
+        # NOTE: a band holds its output rows' labels (one value each, in a few copies), and the scores of its source
+        # rows (K_c per source pixel, with ~8 values of indices and bounds).
+        per_row = 4 * w_t + (count + 8) * w_v * (h_v / h_t + 2 / h_t)
+        self.band_rows = band_rows or max(1, min(h_t, int(BAND_ELEMENTS // per_row)))
+        self.chunk = max(1, _CHUNK_VALUES // (16 * queries))  # cells per chunk
+
+    def band(self, rows: Rows, scores: bool) -> _Band:
+        """The band of source rows rows[0]..rows[1]-1; with `scores`, also what `_resized_argmax` reads."""
+        geometry, device = self.geometry, self.logits.device
+        taps_y, taps_x = geometry.y.tap0[rows[0] : rows[1]], geometry.x.tap0  # each source pixel's cell
+        label = self.cell_label.index_select(0, taps_y).index_select(1, taps_x)  # (rows, w_v)
+        band = _Band(rows, label, self.classes, self.row_of)
+        need = self.needed.index_select(0, taps_y).index_select(1, taps_x)
+        if scores:
+            band.gap = torch.full(label.shape, math.inf, device=device)
+            band.second = torch.zeros(label.shape, device=device)
+            band.where = torch.full(label.shape, -1, dtype=torch.long, device=device)
+        if not bool(need.any()):
+            return band
+        parts, offset = [], 0
+        for index, keep, part in self._cells(need, rows) if geometry.stride_4 else self._pixels(need, rows):
+            # part: (G, K_c, n) scores of G * n pixels, G-major; those at `keep` are the band's pixels `index`
+            best, arg = part.max(1)
+            if scores:
+                second = part.scatter(1, arg[:, None], -math.inf).max(1).values.flatten()
+            best, arg = best.flatten(), arg.flatten()
+            if keep is not None:
+                best, arg = take(best, keep), take(arg, keep)
+            label.view(-1)[index] = take(self.classes, arg)
+            if scores:
+                second = second if keep is None else take(second, keep)
+                band.gap.view(-1)[index] = best - second
+                band.second.view(-1)[index] = second
+                columns = torch.arange(len(index), device=device) if keep is None else keep
+                band.where.view(-1)[index] = columns + offset
+                parts.append(part.transpose(0, 1).reshape(part.shape[1], -1))  # (K_c, G * n)
+                offset += parts[-1].shape[1]
+        if scores:
+            band.scores = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+        return band
+
+    def _cells(self, need: Tensor, rows: Rows):
+        """Scores of the needed pixels through whole cells: cell e (rows) holds the pixels 4e-2 .. 4e+1, between
+        samples e-1 and e of the logits padded by one sample each side (torch clamps: the edge repeated)."""
+        geometry, logits, device = self.geometry, self.logits, self.logits.device
+        (first, last), (h, w), (_, w_v) = rows, geometry.low, geometry.valid
+        top, bottom = (first + 2) // 4, (last + 1) // 4 + 1  # cell rows top..bottom-1
+        # The needed pixels' cells: the band's mask placed on the cells' grid of pixels, any over each cell.
+        grid = torch.zeros(4 * (bottom - top), 4 * (w + 1), dtype=torch.bool, device=device)
+        grid[first - (4 * top - 2) : last - (4 * top - 2), 2 : 2 + w_v] = need
+        needed_cells = grid.view(bottom - top, 4, w + 1, 4).any(3).any(1)  # (cell rows, w + 1)
+        padded_rows = (torch.arange(top, bottom + 1, device=device) - 1).clamp_(0, h - 1)
+        padded_cols = (torch.arange(w + 2, device=device) - 1).clamp_(0, w - 1)
+        # The logits padded by one sample each side, over the band's cells: (Q, cell rows + 1, w + 2).
+        table = logits.index_select(1, padded_rows).index_select(2, padded_cols)
+        offsets = torch.arange(16, device=device)
+        if bool(needed_cells.all()):  # every cell: slices of whole cell rows, no gathers
+            step = max(1, self.chunk // (w + 1))
+            chunks = [(r, min(r + step, bottom - top)) for r in range(0, bottom - top, step)]
+        else:
+            chunks = torch.split(needed_cells.flatten().nonzero().squeeze(1), self.chunk)
+        for chunk in chunks:
+            if isinstance(chunk, tuple):
+                (r0, r1), t = chunk, table
+                corners = [
+                    t[:, r0:r1, :-1],
+                    t[:, r0:r1, 1:],
+                    t[:, r0 + 1 : r1 + 1, :-1],
+                    t[:, r0 + 1 : r1 + 1, 1:],
+                ]
+                corners = [c.reshape(len(logits), -1) for c in corners]
+                chunk = torch.arange(r0 * (w + 1), r1 * (w + 1), device=device)
+                cell_y, cell_x = chunk // (w + 1), chunk % (w + 1)
+            else:
+                cell_y, cell_x = chunk // (w + 1), chunk % (w + 1)
+                top_left = cell_y * (w + 2) + cell_x
+                flat = table.flatten(1)
+                corners = [flat.index_select(1, top_left + d) for d in (0, 1, w + 2, w + 3)]
+            # (16, Q, n): each cell's pixels (row-major) from its corners, sigmoid; then (16, K_c, n) scores
+            masks = (
+                torch.mm(self.weights, torch.stack(corners).view(4, -1)).view(16, len(logits), -1).sigmoid_()
+            )
+            part = torch.matmul(self.probs_t, masks)
+            # The cells' pixels in the band (a cell at the band's or the image's edge holds fewer).
+            y = (4 * (cell_y + top) - 2 - first)[None, :] + (offsets // 4)[:, None]  # (16, n)
+            x = (4 * cell_x - 2)[None, :] + (offsets % 4)[:, None]
+            keep = ((y >= 0) & (y < last - first) & (x >= 0) & (x < w_v)).flatten().nonzero().squeeze(1)
+            yield take((y * w_v + x).flatten(), keep), keep, part
+
+    def _pixels(self, need: Tensor, rows: Rows):
+        """Scores of the needed pixels one by one (any padding): U at each, sigmoid, the classes' sums."""
+        geometry, logits, (_, w) = self.geometry, self.logits, self.geometry.low
+        table = logits.flatten(1)  # (Q, h * w)
+        for chunk in torch.split(need.flatten().nonzero().squeeze(1), 16 * self.chunk):
+            y, x = chunk // geometry.valid[1] + rows[0], chunk % geometry.valid[1]
+            wy, wx = take(geometry.y.tap_weight, y), take(geometry.x.tap_weight, x)
+            left, right = take(geometry.x.tap0, x), take(geometry.x.tap1, x)
+
+            def row(
+                tap: Tensor, left=left, right=right, wx=wx, y=y
+            ) -> Tensor:  # one tap row, blended along x
+                base = take(tap, y) * w
+                return mix(table.index_select(1, base + left), table.index_select(1, base + right), wx)
+
+            masks = mix(row(geometry.y.tap0), row(geometry.y.tap1), wy).sigmoid_()  # (Q, n)
+            yield chunk, None, torch.mm(self.probs_t, masks)[None]
+
+
+_FRACTIONS = torch.arange(4) * 0.25 + 0.125
+_CELL_WEIGHTS = torch.stack(
+    [
+        (1 - _FRACTIONS.repeat_interleave(4)) * (1 - _FRACTIONS.repeat(4)),
+        (1 - _FRACTIONS.repeat_interleave(4)) * _FRACTIONS.repeat(4),
+        _FRACTIONS.repeat_interleave(4) * (1 - _FRACTIONS.repeat(4)),
+        _FRACTIONS.repeat_interleave(4) * _FRACTIONS.repeat(4),
+    ],
+    1,
+)  # (16, 4): a cell's 16 pixels (row-major) from its four corner samples
+
+
+def _resized_argmax(band: _Band, geometry: Geometry, rows: Rows, slack: float) -> Tensor:
+    """The argmax over classes of R's blend of the sources' scores for output rows rows[0]..rows[1]-1, (rows, W_t).
+
+    R blends four sources with weights >= 0 summing to one, so where the four are sure of one class (each by a
+    margin), it wins the blend too. Elsewhere, any class that is no source's best is below each source's second
+    best, so below the blend of the second bests: when the best blend of the four sources' best classes beats
+    that, it is the argmax; only the remaining pixels are blended over every class in contention.
+    """
+    ay, ax = geometry.y, geometry.x
+    first = band.rows[0]
+    top, bottom = (
+        ay.src0[rows[0] : rows[1]] - first,
+        ay.src1[rows[0] : rows[1]] - first,
+    )  # (rows,) in the band
+    label_top, label_bottom = band.label.index_select(0, top), band.label.index_select(0, bottom)
+    sure = (
+        (label_top == label_bottom)
+        & (band.gap.index_select(0, top) > slack)
+        & (band.gap.index_select(0, bottom) > slack)
+    )
+    code = torch.where(sure, label_top, -1)  # (rows, w_v): both source rows sure of one class, else -1
+    left, right = code.index_select(1, ax.src0), code.index_select(1, ax.src1)  # (rows, W_t)
+    rest = ((left != right) | (left < 0)).flatten().nonzero().squeeze(1)
+    if not len(rest):
+        return left
+    width = geometry.target[1]
+    out_y, out_x = rest // width, rest % width
+    sy, sx = (take(top, out_y), take(bottom, out_y)), (take(ax.src0, out_x), take(ax.src1, out_x))
+    flat = [sy[i] * geometry.valid[1] + sx[j] for i in (0, 1) for j in (0, 1)]  # (m,) each, in the band
+    where = torch.stack([take(band.where.view(-1), f) for f in flat])  # (4, m) columns of band.scores
+    weight_y = take(ay.src_weight[rows[0] : rows[1]], out_y)
+    weight_x = take(ax.src_weight, out_x)
+    scores, count = band.scores, band.scores.shape[1]
+    slots = torch.stack([take(band.label.view(-1), f) for f in flat])  # (4, m) each corner's best class
+    slot_rows = take(band.row_of, slots.flatten()).view(slots.shape)  # (4, m) rows of band.scores
+    blends = torch.stack(
+        [_blend(scores.view(-1), slot * count + where, weight_y, weight_x) for slot in slot_rows]
+    )
+    second = _blend(band.second.view(-1), torch.stack(flat), weight_y, weight_x)
+    best, slot = blends.max(0)
+    labels = slots.gather(0, slot[None])[0]
+    unsure = (best <= second + slack).nonzero().squeeze(1)
+    if len(unsure):
+        full = _blend(
+            scores.t(), where[:, unsure], weight_y[unsure, None], weight_x[unsure, None]
+        )  # (u, K_c)
+        labels[unsure] = take(band.classes, full.max(1).indices)
+    left.view(-1)[rest] = labels
+    return left
+
+
+def _blend(values: Tensor, index: Tensor, weight_y: Tensor, weight_x: Tensor) -> Tensor:
+    """R's blend of four corners: values[index[c]] for c = top-left, top-right, bottom-left, bottom-right."""
+    corner = [values.index_select(0, i) for i in index]
+    top = mix(corner[0], corner[1], weight_x)
+    return mix(top, mix(corner[2], corner[3], weight_x), weight_y)
+
+
 def _decide_cells(probs: Tensor, low: Tensor, high: Tensor, slack: float):
-    """Blocks, then the cells of undecided blocks: per cell (h * w,) its guessed class, whether it is certain,
-    and its block; per block whether it is certain; the classes that may win in an undecided block, and in an
-    undecided cell (K_b,), (K_c,) class ids."""
+    """Blocks, then the cells of undecided blocks: per cell (h, w) its class and whether it is certain (it wins at
+    every pixel of the cell, against every class); the classes that may win in an undecided block (K_b,) and in an
+    undecided cell (K_c,), class ids."""
     block_low, block_high = _blocks(low, torch.amin), _blocks(high, torch.amax)
     decided, guess, contenders = _dominance(probs, block_low.flatten(1).t(), block_high.flatten(1).t(), slack)
     block_classes = contenders.nonzero().squeeze(1)
@@ -126,75 +349,46 @@ def _decide_cells(probs: Tensor, low: Tensor, high: Tensor, slack: float):
     cell_block = (
         (rows // _BLOCK)[:, None] * blocks[1] + cols // _BLOCK
     ).flatten()  # (h * w,) block of each cell
-    cell_label, cell_decided = take(guess, cell_block), take(decided, cell_block)
-    open_cells = (~cell_decided).nonzero().squeeze(1)
+    label, certain = take(guess, cell_block), take(decided, cell_block)
+    open_cells = (~certain).nonzero().squeeze(1)
     classes = block_classes[:0]
+    # NOTE: testing a cell costs ~4 Q K_b flops; deciding it saves 16 pixels of exact scores, ~32 Q K_c flops: worth
+    # it where a fair share of cells gets decided, which the share of decided blocks predicts (on untrained or noisy
+    # outputs both are ~0, on trained ones 60-90 % of the blocks and most of the remaining cells).
+    if len(open_cells) and float(decided.float().mean()) < _CELL_TEST_SHARE:
+        return label.view(h, w), certain.view(h, w), block_classes, block_classes
     if len(open_cells):
-        cell_decided[open_cells], cell_guess, contenders = _dominance(
+        # NOTE: a class outside block_classes loses to its block's guess, which the cell's guess beats.
+        certain[open_cells], cell_guess, contenders = _dominance(
             probs[:, block_classes],
             low.flatten(1).index_select(1, open_cells).t(),
             high.flatten(1).index_select(1, open_cells).t(),
             slack,
         )
-        cell_label[open_cells] = block_classes[cell_guess]
+        label[open_cells] = block_classes[cell_guess]
         classes = block_classes[contenders]
-    return cell_label, cell_decided, cell_block, decided, block_classes, classes
-
-
-def _blended_argmax(scores: Tensor, pixels: Pixels, slack: float) -> Tensor:
-    """The argmax over K_c classes of R's blend of the sources' scores at each output pixel, (n,) int64.
-
-    scores (n_s, K_c). R blends four sources with weights >= 0 summing to one, so where the four agree on their
-    best class with a margin, it wins the blend too. Elsewhere, any class that is no source's best is below each
-    source's second best, so below the blend of the second bests: when the best blend of the four sources' best
-    classes beats that, it is the argmax; only the remaining pixels are blended over every class.
-    """
-    geometry, position = pixels.geometry, pixels.position
-    if geometry.y.identity and geometry.x.identity:  # each pixel is its own source
-        return scores.index_select(0, position[0]).max(1).indices
-    if scores.shape[1] == 1:
-        return torch.zeros(position.shape[1], dtype=torch.long, device=scores.device)
-    top_values, top_classes = scores.topk(2, dim=1)  # (n_s, 2) each
-    best = take(top_classes[:, 0], position.flatten()).view(position.shape)  # (4, n)
-    gap = take(top_values[:, 0] - top_values[:, 1], position.flatten()).view(position.shape).amin(0)
-    label = best[0].clone()
-    rest = (~((best == best[0]).all(0) & (gap > slack))).nonzero().squeeze(1)
-    if not len(rest):
-        return label
-    corners, slots = position[:, rest], best[:, rest]  # (4, m) each
-    weight_y, weight_x = take(pixels.weight_y, rest), take(pixels.weight_x, rest)
-    flat = scores.reshape(-1)
-    classes = scores.shape[1]
-    blends = torch.stack(
-        [blend(flat, corners * classes + slot, weight_y, weight_x) for slot in slots]
-    )  # (4, m): each corner's best class, blended
-    second = blend(top_values[:, 1], corners, weight_y, weight_x)
-    best_blend, slot = blends.max(0)
-    sure = best_blend > second + slack
-    label[rest] = slots.gather(0, slot[None])[0]
-    unsure = rest[~sure]
-    if len(unsure):
-        full = blend(
-            scores, position[:, unsure], pixels.weight_y[unsure, None], pixels.weight_x[unsure, None]
-        )
-        label[unsure] = full.max(1).indices
-    return label
+    return label.view(h, w), certain.view(h, w), block_classes, classes
 
 
 def _cell_extrema(logits: Tensor) -> tuple[Tensor, Tensor]:
-    """(C, h, w) -> minimum and maximum over each 2x2 window logits[:, i : i + 2, j : j + 2] (cut at the edges)."""
-
-    def reduce(values: Tensor, op) -> Tensor:
-        for dim in (1, 2):
-            n = values.shape[dim]
-            out = values.clone()
-            if n > 1:
-                head = out.narrow(dim, 0, n - 1)
-                head.copy_(op(head, values.narrow(dim, 1, n - 1)))
-            values = out
-        return values
-
-    return reduce(logits, torch.minimum), reduce(logits, torch.maximum)
+    """(C, h, w) -> sigmoid of the minimum and maximum over each 2x2 window logits[:, i : i + 2, j : j + 2] (cut at
+    the edges), (C, h, w) each. NOTE: in chunks of rows, so that each chunk's passes stay in cache."""
+    channels, height, width = logits.shape
+    bounds = (torch.empty_like(logits), torch.empty_like(logits))
+    step = max(1, _CHUNK * 16 // max(channels * width, 1))
+    for first in range(0, height, step):
+        last = min(first + step, height)
+        below = logits[:, first + 1 : last + 1]  # the next row of each row (none for the last row)
+        count = below.shape[1]
+        for op, out in zip((torch.minimum, torch.maximum), bounds):
+            pair = torch.empty(channels, last - first, width, device=logits.device)  # over rows i, i + 1
+            op(logits[:, first : first + count], below, out=pair[:, :count])
+            pair[:, count:] = logits[:, first + count : last]
+            band = out[:, first:last]
+            op(pair[:, :, :-1], pair[:, :, 1:], out=band[:, :, :-1])
+            band[:, :, -1] = pair[:, :, -1]
+            band.sigmoid_()
+    return bounds
 
 
 def _dominance(probs: Tensor, low: Tensor, high: Tensor, slack: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -271,11 +465,14 @@ def panoptic(
     winner = torch.empty(geometry.target, dtype=torch.int32, device=device)
     visible = torch.zeros(count, dtype=torch.float64, device=device)
     own_area = torch.zeros(count, dtype=torch.float64, device=device)
-    for band in tiles.bands(_pixels_per_band(geometry, band_rows, 40 + 3 * count)):
+    # NOTE: a band holds ~8 values per query and tile; an open pixel its indices (~40 values) and 3 per query.
+    chunk = _pixels(geometry, band_rows, 40 + 3 * count)
+    for band in tiles.bands(_pixels(geometry, band_rows, 8 * count / tiles.pixels_per_tile)):
         low, high = (bound.flatten(1) for bound in tiles.window_extrema(logits, band))  # (M, T_band) logits
         least = low.sigmoid().mul_(scores[:, None])
         most = high.sigmoid().mul_(scores[:, None])
         best_value, best = least.max(0)
+        contender = most >= best_value * (1 - _SLACK) - _SLACK  # (M, T_band) may win the tile
         most.scatter_(0, best[None], -math.inf)
         decided = best_value > most.max(0).values * (1 + _SLACK) + _SLACK
         del least, most
@@ -289,23 +486,53 @@ def panoptic(
         visible += torch.bincount(best[decided], weights=tile_pixels[decided], minlength=count)
         first, last = tiles.output_rows(band)
         winner[first:last] = tiles.paint(best, band)
-        unsure = ~(inside | outside)  # (M, T_band)
-        exact = ~decided | unsure.any(0)
+        unsure = ~(
+            inside | outside
+        )  # (M, T_band): the tile's pixels may fall on either side of the threshold
+        # The queries an open tile needs: those that may win it, where its winner is open, and those whose own
+        # area it may count.
+        relevant = (contender & ~decided) | unsure
+        exact = relevant.any(0)
         if not bool(exact.any()):
             continue
-        open_tiles = exact.nonzero().squeeze(1)
-        rows, cols, owner = tiles.pixels_of(open_tiles + _tile_ids(tiles, band)[0])
-        pixels = Pixels.of(geometry, rows, cols)
-        masks = pixels.blend(pixels.sources(logits)).sigmoid_().t()  # (M, n)
-        counted = unsure.index_select(1, open_tiles).index_select(1, owner)  # (M, n) not counted by tiles
-        own_area += ((masks >= mask_threshold) & counted).sum(1)
-        undecided = (
-            take(~decided, open_tiles).index_select(0, owner).nonzero().squeeze(1)
-        )  # winner still open
-        pixel_winner = (masks.index_select(1, undecided) * scores[:, None]).max(0).indices
-        visible += torch.bincount(pixel_winner, minlength=count)
-        winner.view(-1)[take(rows * geometry.target[1] + cols, undecided)] = pixel_winner.int()
+        tile_first = _tile_ids(tiles, band)[0]
+        for part in tiles.chunks(exact.nonzero().squeeze(1) + tile_first, chunk):
+            rows, cols, owner = tiles.pixels_of(part)
+            part = part - tile_first  # in the band
+            pixels = Pixels.of(geometry, rows, cols)
+            # (R, n): per pixel, the relevant queries of its tile (R at most; padded, `valid` marks the real ones)
+            needed = relevant.index_select(1, part)
+            per_tile = needed.sum(0)
+            slots = count if int(per_tile.max()) > _PANOPTIC_SLOTS else int(per_tile.max())
+            # NOTE: a stable sort keeps the relevant queries in query order: the first maximum is the original's.
+            query = needed.int().argsort(dim=0, descending=True, stable=True)[:slots].index_select(1, owner)
+            valid = (torch.arange(slots, device=device)[:, None] < per_tile[None]).index_select(1, owner)
+            masks = _blend_queries(pixels.sources(logits), pixels, query).sigmoid_()  # (R, n)
+            tile_of = part.index_select(0, owner)[None]  # (1, n) the pixels' tiles in the band
+            counted = valid & take(unsure.flatten(), (query * unsure.shape[1] + tile_of).flatten()).view(
+                query.shape
+            )
+            own_area += torch.bincount(query[counted & (masks >= mask_threshold)], minlength=count)
+            undecided = take(~decided, tile_of[0]).nonzero().squeeze(1)  # pixels whose winner is still open
+            may_win = valid & take(
+                contender.flatten(), (query * contender.shape[1] + tile_of).flatten()
+            ).view(query.shape)
+            weighted = (masks * take(scores, query.flatten()).view(query.shape)).masked_fill_(
+                ~may_win, -math.inf
+            )
+            slot = weighted.index_select(1, undecided).max(0).indices
+            pixel_winner = query.index_select(1, undecided).gather(0, slot[None])[0]
+            visible += torch.bincount(pixel_winner, minlength=count)
+            winner.view(-1)[take(rows * geometry.target[1] + cols, undecided)] = pixel_winner.int()
     return winner, visible.long().tolist(), own_area.long().tolist()
+
+
+def _blend_queries(sources: Tensor, pixels: Pixels, query: Tensor) -> Tensor:
+    """R(U(m_q)) at each pixel for its own queries: sources (n_s, M) from `pixels.sources`, query (R, n) -> (R, n)."""
+    flat, count = sources.reshape(-1), sources.shape[1]
+    return torch.stack(
+        [_blend(flat, pixels.position * count + q, pixels.weight_y, pixels.weight_x) for q in query]
+    )
 
 
 # ----------------------------------------------------------------------------------------------------

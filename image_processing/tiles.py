@@ -126,6 +126,20 @@ class Tiles:
             yield first, last
             first = last
 
+    def chunks(self, tiles: Tensor, pixels: int) -> list[Tensor]:
+        """The tile ids `tiles` in consecutive chunks of at most about `pixels` output pixels (one tile at least)."""
+        sizes = take(self.y.count, tiles // self.grid[1]) * take(self.x.count, tiles % self.grid[1])
+        ends = torch.cumsum(sizes, 0)
+        if int(ends[-1]) <= pixels:
+            return [tiles]
+        cuts = torch.searchsorted(ends, torch.arange(pixels, int(ends[-1]), pixels, device=self.device), right=True)
+        cuts = sorted({int(c) for c in cuts.clamp_(min=1).tolist()} - {len(tiles)})
+        return list(torch.tensor_split(tiles, cuts))
+
+    @property
+    def pixels_per_tile(self) -> float:
+        return self.geometry.target[0] * self.geometry.target[1] / (self.grid[0] * self.grid[1])
+
     def output_rows(self, tiles: tuple[int, int]) -> tuple[int, int]:
         """The output rows [first, last) of tile rows tiles[0]..tiles[1]-1."""
         return self._y_start[tiles[0]], self._y_start[tiles[1] - 1] + self._y_count[tiles[1] - 1]
