@@ -22,6 +22,7 @@ sample), T tiles, n pixels evaluated exactly, n_s their source pixels, K_c the c
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -77,7 +78,7 @@ def semantic(probs: Tensor, logits: Tensor, geometry: Geometry, band_rows: int |
     then takes its class from its sources (`_resized_argmax`).
     """
     slack = _SLACK * float(probs.sum(0).max())
-    if _worth_bounding(probs, logits, slack):
+    if decided_share(probs, logits) >= _CELL_TEST_SHARE:  # else the bounds would only cost time
         low, high = _cell_extrema(logits)  # (Q, h, w) each: bounds of the sigmoid over each cell
         cell_label, certain, block_classes, cell_classes = _decide_cells(probs, low, high, slack)
         del low, high
@@ -102,19 +103,25 @@ def semantic(probs: Tensor, logits: Tensor, geometry: Geometry, band_rows: int |
     return segmentation
 
 
-def _worth_bounding(probs: Tensor, logits: Tensor, slack: float) -> bool:
-    """Whether blocks decide a fair share of the image (`_CELL_TEST_SHARE`), judged on every `_PROBE`-th row of
-    blocks: on an untrained model's or on noisy outputs they decide nothing, and the bounds would only cost time."""
-    height = logits.shape[1]
+def semantic_open_share(probs: Tensor, logits: Tensor) -> float:
+    """The share of the image the bounds leave open, estimated as 1 - `decided_share` (cells decide at least as much
+    as blocks)."""
+    return 1.0 - decided_share(probs, logits)
+
+
+def decided_share(probs: Tensor, logits: Tensor) -> float:
+    """The share of blocks that bounds decide, judged on every `_PROBE`-th row of blocks (1.0 for maps too small
+    to probe): on an untrained model's or on noisy outputs it is ~0, on a trained model's 0.6-0.9."""
+    height, slack = logits.shape[1], _SLACK * float(probs.sum(0).max())
     if height < 8 * _PROBE:
-        return True
+        return 1.0
     low, high = [], []
     for first in range(0, height - 6, 4 * _PROBE):  # block row b covers the cells of logit rows 4b .. 4b + 5
         cells = _cell_extrema(logits[:, first : first + 6])
         low.append(_blocks(cells[0], torch.amin)[:, 0])  # (Q, blocks in the row)
         high.append(_blocks(cells[1], torch.amax)[:, 0])
     decided, _, _ = _dominance(probs, torch.cat(low, 1).t(), torch.cat(high, 1).t(), slack)
-    return float(decided.float().mean()) >= _CELL_TEST_SHARE
+    return float(decided.float().mean())
 
 
 def _needed(certain: Tensor, label: Tensor) -> Tensor:
@@ -468,27 +475,12 @@ def panoptic(
     # NOTE: a band holds ~8 values per query and tile; an open pixel its indices (~40 values) and 3 per query.
     chunk = _pixels(geometry, band_rows, 40 + 3 * count)
     for band in tiles.bands(_pixels(geometry, band_rows, 8 * count / tiles.pixels_per_tile)):
-        low, high = (bound.flatten(1) for bound in tiles.window_extrema(logits, band))  # (M, T_band) logits
-        least = low.sigmoid().mul_(scores[:, None])
-        most = high.sigmoid().mul_(scores[:, None])
-        best_value, best = least.max(0)
-        contender = most >= best_value * (1 - _SLACK) - _SLACK  # (M, T_band) may win the tile
-        most.scatter_(0, best[None], -math.inf)
-        decided = best_value > most.max(0).values * (1 + _SLACK) + _SLACK
-        del least, most
-        if math.isfinite(cut):
-            inside, outside = low > cut + margin, high < cut - margin
-        else:  # thresholds at 0 or 1: the sigmoid's rounding decides, evaluate everything
-            inside = outside = torch.zeros_like(low, dtype=torch.bool)
-        del low, high
+        best, decided, contender, inside, unsure = _panoptic_tiles(scores, logits, tiles, band, cut, margin)
         tile_pixels = tiles.tile_pixels(band).double()
         own_area += torch.mv(inside.double(), tile_pixels)
         visible += torch.bincount(best[decided], weights=tile_pixels[decided], minlength=count)
         first, last = tiles.output_rows(band)
         winner[first:last] = tiles.paint(best, band)
-        unsure = ~(
-            inside | outside
-        )  # (M, T_band): the tile's pixels may fall on either side of the threshold
         # The queries an open tile needs: those that may win it, where its winner is open, and those whose own
         # area it may count.
         relevant = (contender & ~decided) | unsure
@@ -497,34 +489,87 @@ def panoptic(
             continue
         tile_first = _tile_ids(tiles, band)[0]
         for part in tiles.chunks(exact.nonzero().squeeze(1) + tile_first, chunk):
-            rows, cols, owner = tiles.pixels_of(part)
-            part = part - tile_first  # in the band
-            pixels = Pixels.of(geometry, rows, cols)
-            # (R, n): per pixel, the relevant queries of its tile (R at most; padded, `valid` marks the real ones)
-            needed = relevant.index_select(1, part)
-            per_tile = needed.sum(0)
-            slots = count if int(per_tile.max()) > _PANOPTIC_SLOTS else int(per_tile.max())
-            # NOTE: a stable sort keeps the relevant queries in query order: the first maximum is the original's.
-            query = needed.int().argsort(dim=0, descending=True, stable=True)[:slots].index_select(1, owner)
-            valid = (torch.arange(slots, device=device)[:, None] < per_tile[None]).index_select(1, owner)
-            masks = _blend_queries(pixels.sources(logits), pixels, query).sigmoid_()  # (R, n)
-            tile_of = part.index_select(0, owner)[None]  # (1, n) the pixels' tiles in the band
-            counted = valid & take(unsure.flatten(), (query * unsure.shape[1] + tile_of).flatten()).view(
-                query.shape
-            )
-            own_area += torch.bincount(query[counted & (masks >= mask_threshold)], minlength=count)
-            undecided = take(~decided, tile_of[0]).nonzero().squeeze(1)  # pixels whose winner is still open
-            may_win = valid & take(
-                contender.flatten(), (query * contender.shape[1] + tile_of).flatten()
-            ).view(query.shape)
-            weighted = (masks * take(scores, query.flatten()).view(query.shape)).masked_fill_(
-                ~may_win, -math.inf
-            )
-            slot = weighted.index_select(1, undecided).max(0).indices
-            pixel_winner = query.index_select(1, undecided).gather(0, slot[None])[0]
-            visible += torch.bincount(pixel_winner, minlength=count)
-            winner.view(-1)[take(rows * geometry.target[1] + cols, undecided)] = pixel_winner.int()
+            per_tile = relevant.index_select(1, part - tile_first).sum(0)
+            few = per_tile <= _PANOPTIC_SLOTS
+            # NOTE: most open tiles need 1-3 queries (their edge's): those are evaluated for these only.
+            for group, slots in (
+                (part[few], int(per_tile[few].max()) if bool(few.any()) else 0),
+                (part[~few], count),
+            ):
+                if len(group):
+                    band_state = (relevant, contender, unsure, decided, tile_first)
+                    own, seen = _panoptic_exact(
+                        scores, logits, tiles, group, slots, band_state, mask_threshold, winner
+                    )
+                    own_area += own
+                    visible += seen
     return winner, visible.long().tolist(), own_area.long().tolist()
+
+
+def _panoptic_tiles(scores, logits, tiles, band, cut, margin):
+    """The bounds' decisions for the tiles of a band (T_band of them): each tile's best query by its least weighted
+    probability, whether that query wins the tile for certain (T_band,), which queries may win it, which count all
+    its pixels in their own area, and which may count some only, (M, T_band) each."""
+    low, high = (bound.flatten(1) for bound in tiles.window_extrema(logits, band))  # (M, T_band) logits
+    least = low.sigmoid().mul_(scores[:, None])
+    most = high.sigmoid().mul_(scores[:, None])
+    best_value, best = least.max(0)
+    contender = most >= best_value * (1 - _SLACK) - _SLACK
+    most.scatter_(0, best[None], -math.inf)
+    decided = best_value > most.max(0).values * (1 + _SLACK) + _SLACK
+    if math.isfinite(cut):
+        inside, outside = low > cut + margin, high < cut - margin
+    else:  # thresholds at 0 or 1: the sigmoid's rounding decides, evaluate everything
+        inside = outside = torch.zeros_like(low, dtype=torch.bool)
+    return best, decided, contender, inside, ~(inside | outside)
+
+
+def panoptic_open_share(scores: Tensor, logits: Tensor, geometry: Geometry, mask_threshold: float) -> float:
+    """The share of output pixels in tiles the bounds leave open, judged on every `_PROBE`-th row of tiles."""
+    tiles = Tiles.of(geometry)
+    cut = probability_at_least(mask_threshold)
+    margin = _SLACK * (1 + abs(cut)) if math.isfinite(cut) else 0.0
+    open_pixels = total = 0.0
+    for row in range(0, tiles.grid[0], _PROBE):
+        _, decided, contender, _, unsure = _panoptic_tiles(scores, logits, tiles, (row, row + 1), cut, margin)
+        pixels = tiles.tile_pixels((row, row + 1)).double()
+        open_pixels += float(pixels[((contender & ~decided) | unsure).any(0)].sum())
+        total += float(pixels.sum())
+    return open_pixels / total
+
+
+def _panoptic_exact(scores, logits, tiles, group, slots, band_state, mask_threshold, winner):
+    """The open tiles `group` evaluated exactly, each for its relevant queries (`slots` of them at most, or all):
+    paints the pixels whose winner is open into `winner`; returns the own-area and visible counts they add (M,)."""
+    relevant, contender, unsure, decided, tile_first = band_state
+    geometry, count, device = tiles.geometry, len(scores), logits.device
+    rows, cols, owner = tiles.pixels_of(group)
+    pixels = Pixels.of(geometry, rows, cols)
+    tile_of = (group - tile_first).index_select(0, owner)[None]  # (1, n) the pixels' tiles in the band
+    if slots == count:
+        query = torch.arange(count, device=device)[:, None].expand(count, len(owner))  # (M, n)
+        valid = torch.ones(query.shape, dtype=torch.bool, device=device)
+        masks = pixels.blend(pixels.sources(logits)).t().sigmoid_()  # (M, n)
+    else:
+        # (R, n): per pixel, the relevant queries of its tile, padded (`valid` marks the real ones). NOTE: a stable
+        # sort keeps them in query order, so that the first maximum is the original's.
+        needed = relevant.index_select(1, group - tile_first)
+        query = needed.int().argsort(dim=0, descending=True, stable=True)[:slots].index_select(1, owner)
+        valid = (torch.arange(slots, device=device)[:, None] < needed.sum(0)[None]).index_select(1, owner)
+        masks = _blend_queries(pixels.sources(logits), pixels, query).sigmoid_()  # (R, n)
+
+    def at(table: Tensor) -> Tensor:  # (M, T_band) -> (R, n): each slot's query at each pixel's tile
+        return take(table.flatten(), (query * table.shape[1] + tile_of).flatten()).view(query.shape)
+
+    counted = valid & at(unsure)
+    own_area = torch.bincount(query[counted & (masks >= mask_threshold)], minlength=count)
+    undecided = take(~decided, tile_of[0]).nonzero().squeeze(1)  # pixels whose winner is still open
+    weighted = masks * take(scores, query.flatten()).view(query.shape)
+    weighted.masked_fill_(~(valid & at(contender)), -math.inf)
+    slot = weighted.index_select(1, undecided).max(0).indices
+    pixel_winner = query.index_select(1, undecided).gather(0, slot[None])[0]
+    winner.view(-1)[take(rows * geometry.target[1] + cols, undecided)] = pixel_winner.int()
+    return own_area, torch.bincount(pixel_winner, minlength=count)
 
 
 def _blend_queries(sources: Tensor, pixels: Pixels, query: Tensor) -> Tensor:
@@ -554,10 +599,19 @@ class InstanceMasks:
     ) -> None:
         self.logits, self.geometry, self.threshold = logits, geometry, mask_threshold
         self.tiles = Tiles.of(geometry)
-        cut = probability_at_least(mask_threshold)
-        margin = _SLACK * (1 + abs(cut)) if math.isfinite(cut) else 0.0
-        self.boxes = self._boxes(logits >= cut - margin)
         self.rows = band_rows or max(1, BAND_ELEMENTS // geometry.target[1])
+        self.kept, self.kept_values = {}, 0
+
+    @functools.cached_property
+    def boxes(self) -> list[tuple[Rows, Rows] | None]:
+        cut = probability_at_least(self.threshold)
+        margin = _SLACK * (1 + abs(cut)) if math.isfinite(cut) else 0.0
+        return self._boxes(self.logits >= cut - margin)
+
+    def open_share(self) -> float:
+        """The boxes' pixels over U x the output's: the share of the dense path's work this one does."""
+        pixels = sum((rows[1] - rows[0]) * (cols[1] - cols[0]) for rows, cols in filter(None, self.boxes))
+        return pixels / max(1, len(self.logits) * self.geometry.target[0] * self.geometry.target[1])
 
     def _boxes(self, reached: Tensor) -> list[tuple[Rows, Rows] | None]:
         """Per map, the output box (rows, cols) of the pixels whose window holds a reached low-res sample, or None.
@@ -583,14 +637,21 @@ class InstanceMasks:
 
     def _regions(self, queries: list[int], band: Rows):
         """Per query (index n in `queries`) whose box meets the band of output rows: (n, the region's rows and
-        cols, its sigmoid)."""
+        cols, its sigmoid). Regions are kept from the first pass while they hold at most BAND_ELEMENTS values."""
         for n, u in enumerate(queries):
             box = self.boxes[u]
             if box is None:
                 continue
             rows = (max(box[0][0], band[0]), min(box[0][1], band[1]))
-            if rows[0] < rows[1]:
-                yield n, rows, box[1], self.tiles.region(self.logits[u], rows, box[1]).sigmoid_()
+            if rows[0] >= rows[1]:
+                continue
+            probabilities = self.kept.get((u, rows))
+            if probabilities is None:
+                probabilities = self.tiles.region(self.logits[u], rows, box[1]).sigmoid_()
+                if self.kept_values + probabilities.numel() <= BAND_ELEMENTS:
+                    self.kept[(u, rows)] = probabilities
+                    self.kept_values += probabilities.numel()
+            yield n, rows, box[1], probabilities
 
     def measure(self) -> tuple[Tensor, Tensor]:
         """Per candidate, its binary mask's area (int64) and the sum of its sigmoid there, (U,) each."""

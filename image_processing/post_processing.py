@@ -41,6 +41,7 @@ M kept queries (panoptic), U candidate queries and N instances (instance), rows:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Literal
@@ -110,6 +111,19 @@ def _check(method: Method, band_rows: int | None) -> None:
         )
 
 
+def _tiny(task: str, method: str) -> None:
+    """One tiny image (8 queries, 4 classes, 8x8 logits) through a task's `method`: its fixed cost, for `cost.py`."""
+    generator = torch.Generator().manual_seed(0)
+    class_logits = torch.randn(1, 8, 5, generator=generator) * 3
+    mask_logits = torch.randn(1, 8, 8, 8, generator=generator) * 4
+    if task == "semantic":
+        semantic_segmentation(class_logits, mask_logits, padded_size=(32, 32), method=method)
+    elif task == "panoptic":
+        panoptic_segmentation(class_logits, mask_logits, padded_size=(32, 32), threshold=0.0, method=method)
+    else:
+        instance_segmentation(class_logits, mask_logits, padded_size=(32, 32), threshold=0.0, method=method)
+
+
 def _bands(geometry: Geometry, maps: int, band_rows: int | None):
     return geometry.bands(band_rows or geometry.band_rows(maps, BAND_ELEMENTS))
 
@@ -142,7 +156,11 @@ def semantic_segmentation(
     for b, geometry in enumerate(geometries):
         probs = class_logits[b, queries[b]].softmax(-1)[:, :-1]  # (Q, K)
         logits = mask_logits[b, queries[b]]  # (Q, h, w)
-        if cost.use_bounded("semantic", method, geometry, maps=len(logits), classes=probs.shape[1]):
+        probe = functools.partial(bounded.semantic_open_share, probs, logits)  # asked only if it matters
+        classes = probs.shape[1]
+        if cost.use_bounded(
+            "semantic", method, geometry, maps=len(logits), classes=classes, open_share=probe, tiny=_tiny
+        ):
             results.append(bounded.semantic(probs, logits, geometry, band_rows))
             continue
         segmentation = torch.empty(geometry.target, dtype=torch.long, device=logits.device)
@@ -238,7 +256,8 @@ def panoptic_segmentation(
             segmentation = torch.zeros(geometry.target, dtype=torch.int32, device=class_logits.device)
             results.append({"segmentation": segmentation, "segments_info": []})
             continue
-        if cost.use_bounded("panoptic", method, geometry, maps=len(logits)):
+        probe = functools.partial(bounded.panoptic_open_share, scores, logits, geometry, mask_threshold)
+        if cost.use_bounded("panoptic", method, geometry, maps=len(logits), open_share=probe, tiny=_tiny):
             winner, visible, own_area = bounded.panoptic(scores, logits, geometry, mask_threshold, band_rows)
         else:
             winner, visible, own_area = _panoptic_winners(scores, logits, geometry, mask_threshold, band_rows)
@@ -339,10 +358,13 @@ def instance_segmentation(
             results.append({"segmentation": segmentation, "segments_info": []})
             continue
         logits = mask_logits[b, queries[b][candidates]]  # (U, h, w)
-        if cost.use_bounded("instance", method, geometry, maps=len(logits)):
-            masks = bounded.InstanceMasks(logits, geometry, mask_threshold, band_rows)
-        else:
-            masks = InstanceMasks(logits, geometry, mask_threshold, band_rows)
+        masks = InstanceMasks(logits, geometry, mask_threshold, band_rows)
+        if method == "bounded" or (method == "auto" and geometry.device.type == "cpu"):
+            boxed = bounded.InstanceMasks(logits, geometry, mask_threshold, band_rows)
+            if cost.use_bounded(
+                "instance", method, geometry, maps=len(logits), open_share=boxed.open_share, tiny=_tiny
+            ):
+                masks = boxed
         area, total = masks.measure()  # (U,) each
         scores = class_scores * (total / (area + 1e-6))[query_of]  # Mask2Former's mean mask score
         order = torch.argsort(scores, descending=True, stable=True)
@@ -367,38 +389,42 @@ def instance_segmentation(
 
 
 class InstanceMasks:
-    """The candidate queries' masks sigmoid(m_u) at the output size, evaluated band by band whenever asked
-    (never held whole): Mask2Former's `instance_inference` and our non-overlapping map. `bounded.InstanceMasks`
-    answers the same questions, evaluating each candidate only where its mask can be."""
+    """The candidate queries' masks at the output size, band by band: per band the binary masks `inside` (sigmoid(m_u)
+    > mask_threshold) and `covered` (the sigmoid inside them, 0 outside), (U, rows, W_t) each. Mask2Former's
+    `instance_inference` and our non-overlapping map read them. They are evaluated again for each question, unless
+    the output is one band (small images), which is kept. `bounded.InstanceMasks` answers the same questions,
+    evaluating each candidate only where its mask can be."""
 
     def __init__(
         self, logits: Tensor, geometry: Geometry, mask_threshold: float, band_rows: int | None
     ) -> None:
-        self.logits, self.geometry, self.threshold, self.band_rows = (
-            logits,
-            geometry,
-            mask_threshold,
-            band_rows,
-        )
+        self.logits, self.geometry, self.threshold = logits, geometry, mask_threshold
+        self.bands = list(_bands(geometry, 3 * len(logits), band_rows))
+        self.kept = None
 
-    def _bands(self, count: int):
-        """(rows, sigmoid of the candidates' masks over them (U, rows, W_t)) per band."""
-        for rows in _bands(self.geometry, count + len(self.logits), self.band_rows):
+    def _masks(self):
+        for rows in self.bands:
+            if self.kept is not None:
+                yield self.kept
+                continue
             sources = self.geometry.y.sources(rows)
-            yield (
-                rows,
-                self.geometry.resized(self.geometry.upsampled(self.logits, sources), rows, sources).sigmoid(),
-            )
+            masks = self.geometry.resized(
+                self.geometry.upsampled(self.logits, sources), rows, sources
+            ).sigmoid()
+            inside = masks > self.threshold
+            band = (rows, inside, masks.mul_(inside))
+            if len(self.bands) == 1:
+                self.kept = band
+            yield band
 
     def measure(self) -> tuple[Tensor, Tensor]:
-        """Per candidate, its binary mask's area (int64) and the sum of its sigmoid there (float64), (U,) each."""
+        """Per candidate, its binary mask's area (int64) and the sum of its sigmoid there, (U,) each."""
         area = torch.zeros(len(self.logits), dtype=torch.long, device=self.logits.device)
         total = torch.zeros(len(self.logits), dtype=torch.float64, device=self.logits.device)
-        for _, masks in self._bands(0):
-            inside = masks > self.threshold
+        for _, inside, covered in self._masks():
             # NOTE: a float32 sum of 0/1 values is exact below 2^24 (a band holds fewer), faster than an int sum.
             area += inside.sum((1, 2), dtype=torch.float32).long()
-            total += (masks * inside).sum((1, 2))
+            total += covered.sum((1, 2))
         return area, total.float()
 
     def winners(self, instance_query: list[int], scores: Tensor) -> tuple[Tensor, list[int]]:
@@ -411,9 +437,9 @@ class InstanceMasks:
             return winner, [winner.numel()]
         visible = torch.zeros(count + 1, dtype=torch.long, device=scores.device)
         index = torch.tensor(instance_query, dtype=torch.long, device=scores.device)
-        for rows, masks in self._bands(count):
-            masks = masks.index_select(0, index)  # (N, rows, W_t)
-            weighted = torch.where(masks > self.threshold, masks * scores[:, None, None], -1.0)
+        for rows, inside, covered in self._masks():
+            inside, covered = inside.index_select(0, index), covered.index_select(0, index)  # (N, rows, W_t)
+            weighted = torch.where(inside, covered * scores[:, None, None], -1.0)
             best, band = weighted.max(0)  # NOTE: the first maximum: the best-scoring instance on ties
             band.masked_fill_(best < 0, count)
             visible += torch.bincount(band.flatten(), minlength=count + 1)
@@ -424,6 +450,6 @@ class InstanceMasks:
         """(len(queries), H_t, W_t) bool: each query's binary mask."""
         maps = torch.empty(len(queries), *self.geometry.target, dtype=torch.bool, device=self.logits.device)
         index = torch.tensor(queries, dtype=torch.long, device=self.logits.device)
-        for rows, masks in self._bands(len(queries)):
-            maps[:, rows[0] : rows[1]] = masks.index_select(0, index) > self.threshold
+        for rows, inside, _ in self._masks():
+            maps[:, rows[0] : rows[1]] = inside.index_select(0, index)
         return maps

@@ -24,7 +24,7 @@ from torch import Tensor
 
 Size = tuple[int, int]
 Rows = tuple[int, int]  # [first, last) along an axis
-BAND_ELEMENTS = 1 << 22  # values per band tensor by default (16 MB of float32)
+BAND_ELEMENTS = 1 << 23  # values per band tensor by default (32 MB of float32)
 
 
 def image_sizes(

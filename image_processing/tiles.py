@@ -132,7 +132,9 @@ class Tiles:
         ends = torch.cumsum(sizes, 0)
         if int(ends[-1]) <= pixels:
             return [tiles]
-        cuts = torch.searchsorted(ends, torch.arange(pixels, int(ends[-1]), pixels, device=self.device), right=True)
+        cuts = torch.searchsorted(
+            ends, torch.arange(pixels, int(ends[-1]), pixels, device=self.device), right=True
+        )
         cuts = sorted({int(c) for c in cuts.clamp_(min=1).tolist()} - {len(tiles)})
         return list(torch.tensor_split(tiles, cuts))
 
