@@ -40,6 +40,7 @@ _CHUNK = 1 << 14  # regions per chunk in `_dominance` (bounds its (R, Q) tempora
 _PROBE = 8  # one row of blocks in _PROBE tells whether bounds pay (`_worth_bounding`)
 _CELL_TEST_SHARE = 1 / 8  # decided share of blocks from which cells are tested too (`_decide_cells`)
 _PANOPTIC_SLOTS = 4  # queries evaluated per open panoptic tile (all of them in a chunk that needs more)
+_REST_CHUNK = 1 << 17  # output pixels per chunk whose class comes from blending their sources' scores
 _CHUNK_VALUES = 1 << 20  # sigmoid values per chunk of exact scores (4 MB: near the caches)
 
 
@@ -290,51 +291,51 @@ def _resized_argmax(band: _Band, geometry: Geometry, rows: Rows, slack: float) -
     """The argmax over classes of R's blend of the sources' scores for output rows rows[0]..rows[1]-1, (rows, W_t).
 
     R blends four sources with weights >= 0 summing to one, so where the four are sure of one class (each by a
-    margin), it wins the blend too. Elsewhere, any class that is no source's best is below each source's second
-    best, so below the blend of the second bests: when the best blend of the four sources' best classes beats
-    that, it is the argmax; only the remaining pixels are blended over every class in contention.
+    margin), it wins the blend too. Elsewhere (`_blended_labels`, in chunks), any class that is no source's best is
+    below each source's second best, so below the blend of the second bests: when the best blend of the four
+    sources' best classes beats that, it is the argmax; only the remaining pixels are blended over every class in
+    contention.
     """
-    ay, ax = geometry.y, geometry.x
-    first = band.rows[0]
-    top, bottom = (
-        ay.src0[rows[0] : rows[1]] - first,
-        ay.src1[rows[0] : rows[1]] - first,
-    )  # (rows,) in the band
+    ay, ax, first = geometry.y, geometry.x, band.rows[0]
+    # (rows,) each output row's two source rows, in the band
+    top, bottom = ay.src0[rows[0] : rows[1]] - first, ay.src1[rows[0] : rows[1]] - first
     label_top, label_bottom = band.label.index_select(0, top), band.label.index_select(0, bottom)
-    sure = (
-        (label_top == label_bottom)
-        & (band.gap.index_select(0, top) > slack)
-        & (band.gap.index_select(0, bottom) > slack)
-    )
+    sure = label_top == label_bottom
+    sure &= (band.gap.index_select(0, top) > slack) & (band.gap.index_select(0, bottom) > slack)
     code = torch.where(sure, label_top, -1)  # (rows, w_v): both source rows sure of one class, else -1
     left, right = code.index_select(1, ax.src0), code.index_select(1, ax.src1)  # (rows, W_t)
     rest = ((left != right) | (left < 0)).flatten().nonzero().squeeze(1)
-    if not len(rest):
-        return left
-    width = geometry.target[1]
-    out_y, out_x = rest // width, rest % width
-    sy, sx = (take(top, out_y), take(bottom, out_y)), (take(ax.src0, out_x), take(ax.src1, out_x))
-    flat = [sy[i] * geometry.valid[1] + sx[j] for i in (0, 1) for j in (0, 1)]  # (m,) each, in the band
-    where = torch.stack([take(band.where.view(-1), f) for f in flat])  # (4, m) columns of band.scores
-    weight_y = take(ay.src_weight[rows[0] : rows[1]], out_y)
-    weight_x = take(ax.src_weight, out_x)
+    weight_y = ay.src_weight[rows[0] : rows[1]]
+    for chunk in torch.split(rest, _REST_CHUNK):
+        left.view(-1)[chunk] = _blended_labels(band, geometry, chunk, (top, bottom), weight_y, slack)
+    return left
+
+
+def _blended_labels(band: _Band, geometry: Geometry, pixels: Tensor, source_rows, weight_y, slack) -> Tensor:
+    """The classes of output pixels (flat indices in the band's output rows, (m,)) from their sources' scores."""
+    ax, width = geometry.x, geometry.target[1]
+    out_y, out_x = pixels // width, pixels % width
+    sy = [take(rows, out_y) for rows in source_rows]
+    sx = [take(ax.src0, out_x), take(ax.src1, out_x)]
+    flat = torch.stack(
+        [sy[i] * geometry.valid[1] + sx[j] for i in (0, 1) for j in (0, 1)]
+    )  # (4, m) in the band
+    where = take(band.where.view(-1), flat.flatten()).view(flat.shape)  # (4, m) columns of band.scores
+    weight_y, weight_x = take(weight_y, out_y), take(ax.src_weight, out_x)
     scores, count = band.scores, band.scores.shape[1]
-    slots = torch.stack([take(band.label.view(-1), f) for f in flat])  # (4, m) each corner's best class
+    slots = take(band.label.view(-1), flat.flatten()).view(flat.shape)  # (4, m) each corner's best class
     slot_rows = take(band.row_of, slots.flatten()).view(slots.shape)  # (4, m) rows of band.scores
     blends = torch.stack(
         [_blend(scores.view(-1), slot * count + where, weight_y, weight_x) for slot in slot_rows]
     )
-    second = _blend(band.second.view(-1), torch.stack(flat), weight_y, weight_x)
+    second = _blend(band.second.view(-1), flat, weight_y, weight_x)
     best, slot = blends.max(0)
     labels = slots.gather(0, slot[None])[0]
     unsure = (best <= second + slack).nonzero().squeeze(1)
-    if len(unsure):
-        full = _blend(
-            scores.t(), where[:, unsure], weight_y[unsure, None], weight_x[unsure, None]
-        )  # (u, K_c)
-        labels[unsure] = take(band.classes, full.max(1).indices)
-    left.view(-1)[rest] = labels
-    return left
+    for part in torch.split(unsure, max(1, BAND_ELEMENTS // (8 * len(band.classes)))):
+        full = _blend(scores.t(), where[:, part], weight_y[part, None], weight_x[part, None])  # (u, K_c)
+        labels[part] = take(band.classes, full.max(1).indices)
+    return labels
 
 
 def _blend(values: Tensor, index: Tensor, weight_y: Tensor, weight_x: Tensor) -> Tensor:
