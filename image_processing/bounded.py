@@ -306,7 +306,7 @@ def _resized_argmax(band: _Band, geometry: Geometry, rows: Rows, slack: float) -
     left, right = code.index_select(1, ax.src0), code.index_select(1, ax.src1)  # (rows, W_t)
     rest = ((left != right) | (left < 0)).flatten().nonzero().squeeze(1)
     weight_y = ay.src_weight[rows[0] : rows[1]]
-    for chunk in torch.split(rest, _REST_CHUNK):
+    for chunk in torch.split(rest, _REST_CHUNK) if len(rest) else []:
         left.view(-1)[chunk] = _blended_labels(band, geometry, chunk, (top, bottom), weight_y, slack)
     return left
 
@@ -332,7 +332,7 @@ def _blended_labels(band: _Band, geometry: Geometry, pixels: Tensor, source_rows
     best, slot = blends.max(0)
     labels = slots.gather(0, slot[None])[0]
     unsure = (best <= second + slack).nonzero().squeeze(1)
-    for part in torch.split(unsure, max(1, BAND_ELEMENTS // (8 * len(band.classes)))):
+    for part in torch.split(unsure, max(1, BAND_ELEMENTS // (8 * len(band.classes)))) if len(unsure) else []:
         full = _blend(scores.t(), where[:, part], weight_y[part, None], weight_x[part, None])  # (u, K_c)
         labels[part] = take(band.classes, full.max(1).indices)
     return labels

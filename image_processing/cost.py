@@ -79,7 +79,7 @@ def speeds() -> Speeds:
 
 @functools.lru_cache(maxsize=32)
 def _fixed(task: str, method: str, threads: int, tiny: Callable[[str, str], object]) -> float:
-    return _best_time(lambda: tiny(task, method))
+    return _best_time(lambda: tiny(task, method), repeats=5)
 
 
 def fixed_seconds(task: str, method: str, tiny: Callable[[str, str], object] | None) -> float:

@@ -295,15 +295,20 @@ SIZES = [
 METHODS = ("dense", "bounded", "auto")
 
 
-def check_all_tasks(class_logits, mask_logits, sizes, *, instance=None, panoptic=None, methods=METHODS):
-    """Every task through every method equals the original's maps (float ties aside: tests/exact.py)."""
+def check_all_tasks(
+    class_logits, mask_logits, sizes, *, instance=None, panoptic=None, methods=METHODS, band_rows=None
+):
+    """Every task through every method (in bands of `band_rows` output rows) equals the original's maps (float ties
+    aside: tests/exact.py)."""
     instance, panoptic = instance or {"threshold": 0.3}, panoptic or {"label_ids_to_fuse": {0, 1, 2}}
     for function, check, options in [
         (semantic_segmentation, exact.check_semantic, {}),
         (instance_segmentation, exact.check_instance, instance),
         (panoptic_segmentation, exact.check_panoptic, panoptic),
     ]:
-        results = {m: function(class_logits, mask_logits, method=m, **sizes, **options) for m in methods}
+        results = {
+            m: function(class_logits, mask_logits, method=m, band_rows=band_rows, **sizes, **options) for m in methods
+        }
         check(results, class_logits, mask_logits, sizes, **options)
 
 
