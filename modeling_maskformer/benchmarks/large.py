@@ -204,13 +204,16 @@ def bench_large(
     *,
     threads: int,
     repeats: int = 2,
-    folder: str | None = None,
+    folder: dict | None = None,
     demo_model: str | None = None,
     runs=RUNS,
-    timeout: float = 600.0,
+    impls=("transformers", "ours"),
+    pipeline: bool = True,
+    timeout: float = 900.0,
 ) -> dict:
-    """Every run of `RUNS`, ours ("auto") and transformers alternating case by case, then the pipeline on a
-    12-MP photo with `folder` (a random-init ADE20K-shaped pair from `build_checkpoints`) and `demo_model`."""  # fmt: skip
+    """Every run of `runs` for each of `impls` (ours is method="auto"; "ours_dense", "ours_bounded" force a
+    method), then with `pipeline` the whole pipeline on a 12-MP photo with `folder` (a random-init ADE20K-shaped
+    pair from `build_checkpoints`, built when None) and `demo_model` (a `make demo` folder, when it exists)."""
     results = {
         "machine": machine_info(),
         "threads": threads,
@@ -224,8 +227,11 @@ def bench_large(
             print(f"large: {name} ...", flush=True)
             spec = {"kind": "post", "case": case, "regime": regime, "task": task, "repeats": repeats}
             results["post_processing"][name] = {
-                impl: _run({**spec, "impl": impl}, threads, timeout) for impl in ("transformers", "ours")
+                impl: _run({**spec, "impl": impl}, threads, timeout) for impl in impls
             }
+    if not pipeline:
+        results["machine"]["load_average_at_end"] = os.getloadavg()
+        return results
     with tempfile.TemporaryDirectory(prefix="maskformer-large-") as workdir:
         if folder is None:
             folder = build_checkpoints("swin-t", Path(workdir), FULL)
@@ -247,19 +253,25 @@ def bench_large(
 
 def print_large(results: dict) -> None:
     machine = results["machine"]
-    print(
-        f"\nlarge: {machine['cpu_model']}, {results['threads']} threads, load {machine['load_average_at_start']}"
-    )
-    print(f"{'case':<40} {'transformers s / MB':>22} {'ours s / MB':>18} {'ratio':>7}")
+    start, end = machine["load_average_at_start"], machine.get("load_average_at_end")
+    print(f"\nlarge: {machine['cpu_model']}, {results['threads']} threads, load average {start} -> {end}")
+    print(f"{'case':<44} {'transformers s / MB':>20} {'ours s / MB':>16} {'ratio':>7}")
     for section in ("post_processing", "pipeline"):
         for name, entry in results[section].items():
-            theirs, ours = entry["transformers"], entry["ours"]
+            theirs, ours = entry.get("transformers", {}), entry.get("ours", {})
             cells = [
-                "error" if "error" in run else f"{run['seconds']:.2f} / {run['peak_mb']:.0f}"
+                run.get("error", "-")
+                if "seconds" not in run
+                else f"{run['seconds']:.2f} / {run['peak_mb']:.0f}"
                 for run in (theirs, ours)
             ]
-            ratio = theirs["seconds"] / ours["seconds"] if "seconds" in theirs and "seconds" in ours else None
-            print(f"{name:<40} {cells[0]:>22} {cells[1]:>18} {'' if ratio is None else f'{ratio:.2f}x':>7}")
+            ratio = (
+                f"{theirs['seconds'] / ours['seconds']:.2f}x"
+                if "seconds" in theirs and "seconds" in ours
+                else ""
+            )
+            print(f"{name:<44} {cells[0]:>20} {cells[1]:>16} {ratio:>7}")
+    print("(peak: resident-set growth of the first call in a fresh process, MB, returned maps included)")
 
 
 def worker(spec: dict) -> dict:
