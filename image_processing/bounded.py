@@ -37,11 +37,14 @@ from .tiles import Pixels, Tiles
 _SLACK = 1e-6
 _BLOCK = 4  # cells per side of a block in the first round of semantic decisions (measured: 4 beats 8)
 _CHUNK = 1 << 14  # regions per chunk in `_dominance` (bounds its (R, Q) temporaries)
-_PROBE = 8  # one row of blocks in _PROBE tells whether bounds pay (`_worth_bounding`)
+_PROBE = 8  # one row of blocks in _PROBE tells whether bounds pay (`decided_share`)
+_PROBE_ABOVE = 1 << 22  # logit values from which that is asked before computing the bounds
 _CELL_TEST_SHARE = 1 / 8  # decided share of blocks from which cells are tested too (`_decide_cells`)
 _PANOPTIC_SLOTS = 4  # queries evaluated per open panoptic tile (all of them in a chunk that needs more)
 _REST_CHUNK = 1 << 17  # output pixels per chunk whose class comes from blending their sources' scores
-_CHUNK_VALUES = 1 << 20  # sigmoid values per chunk of exact scores (4 MB: near the caches)
+_CHUNK_VALUES = (
+    1 << 19
+)  # sigmoid values per chunk of exact scores (2 MB: near the caches; measured 1<<18..1<<21)
 
 
 def probability_at_least(threshold: float) -> float:
@@ -79,7 +82,8 @@ def semantic(probs: Tensor, logits: Tensor, geometry: Geometry, band_rows: int |
     then takes its class from its sources (`_resized_argmax`).
     """
     slack = _SLACK * float(probs.sum(0).max())
-    if decided_share(probs, logits) >= _CELL_TEST_SHARE:  # else the bounds would only cost time
+    # NOTE: on large logits, a probe first: on untrained or noisy outputs the bounds would only cost time.
+    if logits.numel() < _PROBE_ABOVE or decided_share(probs, logits) >= _CELL_TEST_SHARE:
         low, high = _cell_extrema(logits)  # (Q, h, w) each: bounds of the sigmoid over each cell
         cell_label, certain, block_classes, cell_classes = _decide_cells(probs, low, high, slack)
         del low, high
@@ -489,21 +493,11 @@ def panoptic(
         if not bool(exact.any()):
             continue
         tile_first = _tile_ids(tiles, band)[0]
+        band_state = (relevant, contender, unsure, decided, tile_first)
         for part in tiles.chunks(exact.nonzero().squeeze(1) + tile_first, chunk):
-            per_tile = relevant.index_select(1, part - tile_first).sum(0)
-            few = per_tile <= _PANOPTIC_SLOTS
-            # NOTE: most open tiles need 1-3 queries (their edge's): those are evaluated for these only.
-            for group, slots in (
-                (part[few], int(per_tile[few].max()) if bool(few.any()) else 0),
-                (part[~few], count),
-            ):
-                if len(group):
-                    band_state = (relevant, contender, unsure, decided, tile_first)
-                    own, seen = _panoptic_exact(
-                        scores, logits, tiles, group, slots, band_state, mask_threshold, winner
-                    )
-                    own_area += own
-                    visible += seen
+            own, seen = _panoptic_exact(scores, logits, tiles, part, band_state, mask_threshold, winner)
+            own_area += own
+            visible += seen
     return winner, visible.long().tolist(), own_area.long().tolist()
 
 
@@ -539,46 +533,64 @@ def panoptic_open_share(scores: Tensor, logits: Tensor, geometry: Geometry, mask
     return open_pixels / total
 
 
-def _panoptic_exact(scores, logits, tiles, group, slots, band_state, mask_threshold, winner):
-    """The open tiles `group` evaluated exactly, each for its relevant queries (`slots` of them at most, or all):
-    paints the pixels whose winner is open into `winner`; returns the own-area and visible counts they add (M,)."""
+def _panoptic_exact(scores, logits, tiles, part, band_state, mask_threshold, winner):
+    """The open tiles `part` evaluated exactly: paints the pixels whose winner is open into `winner`; returns the
+    own-area and visible counts they add, (M,) each.
+
+    NOTE: most open tiles need 1-3 queries (those of the edge they lie on). Gathering one value per such query and
+    source pays while the sources' table stays in cache (output pixels sharing few sources, as when magnifying) or
+    where it skips most queries (`_PANOPTIC_SLOTS` of many); elsewhere whole rows of all queries are gathered.
+    """
     relevant, contender, unsure, decided, tile_first = band_state
     geometry, count, device = tiles.geometry, len(scores), logits.device
-    rows, cols, owner = tiles.pixels_of(group)
-    pixels = Pixels.of(geometry, rows, cols)
-    tile_of = (group - tile_first).index_select(0, owner)[None]  # (1, n) the pixels' tiles in the band
-    if slots == count:
-        query = torch.arange(count, device=device)[:, None].expand(count, len(owner))  # (M, n)
-        valid = torch.ones(query.shape, dtype=torch.bool, device=device)
-        masks = pixels.blend(pixels.sources(logits)).t().sigmoid_()  # (M, n)
+    rows, cols, owner = tiles.pixels_of(part)
+    pixels = Pixels(geometry, rows, cols)
+    sources = pixels.sources(logits)  # (n_s, M)
+    needed = relevant.index_select(1, part - tile_first)  # (M, tiles)
+    per_tile = needed.sum(0)
+    tile_of = take(part - tile_first, owner)  # (n,) each pixel's tile in the band
+    undecided = take(~decided, tile_of)  # (n,) pixels whose winner is still open
+    if 5 * _PANOPTIC_SLOTS < count or 4 * len(sources) <= len(owner):
+        few = take(per_tile <= _PANOPTIC_SLOTS, owner)
     else:
-        # (R, n): per pixel, the relevant queries of its tile, padded (`valid` marks the real ones). NOTE: a stable
-        # sort keeps them in query order, so that the first maximum is the original's.
-        needed = relevant.index_select(1, group - tile_first)
-        query = needed.int().argsort(dim=0, descending=True, stable=True)[:slots].index_select(1, owner)
-        valid = (torch.arange(slots, device=device)[:, None] < needed.sum(0)[None]).index_select(1, owner)
-        masks = _blend_queries(pixels.sources(logits), pixels, query).sigmoid_()  # (R, n)
-
-    def at(table: Tensor) -> Tensor:  # (M, T_band) -> (R, n): each slot's query at each pixel's tile
-        return take(table.flatten(), (query * table.shape[1] + tile_of).flatten()).view(query.shape)
-
-    counted = valid & at(unsure)
-    own_area = torch.bincount(query[counted & (masks >= mask_threshold)], minlength=count)
-    undecided = take(~decided, tile_of[0]).nonzero().squeeze(1)  # pixels whose winner is still open
-    weighted = masks * take(scores, query.flatten()).view(query.shape)
-    weighted.masked_fill_(~(valid & at(contender)), -math.inf)
-    slot = weighted.index_select(1, undecided).max(0).indices
-    pixel_winner = query.index_select(1, undecided).gather(0, slot[None])[0]
-    winner.view(-1)[take(rows * geometry.target[1] + cols, undecided)] = pixel_winner.int()
+        few = torch.zeros_like(undecided)
+    # Every query at the pixels of tiles that need many: (M, m) probabilities.
+    many = (~few).nonzero().squeeze(1) if bool(few.any()) else None
+    masks = pixels.blend(sources, many).t().sigmoid_()
+    tile_many = tile_of if many is None else take(tile_of, many)
+    own_area = ((masks >= mask_threshold) & unsure.index_select(1, tile_many)).sum(1)
+    open_many = (undecided if many is None else take(undecided, many)).nonzero().squeeze(1)
+    pixel_winner = torch.empty(len(owner), dtype=torch.long, device=device)
+    target = open_many if many is None else take(many, open_many)
+    pixel_winner[target] = (masks.index_select(1, open_many) * scores[:, None]).max(0).indices
+    # Each pixel's tile's relevant queries elsewhere: (R, m), padded (`valid` marks the real ones). NOTE: a stable
+    # sort keeps them in query order, so that the first maximum is the original's.
+    selected = few.nonzero().squeeze(1)
+    if len(selected):
+        tile = take(owner, selected)
+        slots = int(take(per_tile, tile).max())
+        query = needed.int().argsort(dim=0, descending=True, stable=True)[:slots].index_select(1, tile)
+        valid = (torch.arange(slots, device=device)[:, None] < per_tile[None]).index_select(1, tile)
+        # (4, R, m): the four sources of each pixel for each of its queries; then R's blend of them
+        position = pixels.position[:, selected]
+        corner = take(sources.reshape(-1), (position[:, None] * count + query[None]).flatten())
+        corner = corner.view(4, *query.shape)
+        weight_y, weight_x = take(pixels.weight_y, selected), take(pixels.weight_x, selected)
+        masks = mix(
+            mix(corner[0], corner[1], weight_x), mix(corner[2], corner[3], weight_x), weight_y
+        ).sigmoid_()
+        at = (query * len(decided) + take(tile_of, selected)[None]).flatten()  # each slot's (query, tile)
+        counted = valid & take(unsure.flatten(), at).view(query.shape)
+        own_area += torch.bincount(query[counted & (masks >= mask_threshold)], minlength=count)
+        may_win = valid & take(contender.flatten(), at).view(query.shape)
+        weighted = (masks * take(scores, query.flatten()).view(query.shape)).masked_fill_(~may_win, -math.inf)
+        open_few = take(undecided, selected).nonzero().squeeze(1)
+        slot = weighted.index_select(1, open_few).max(0).indices
+        pixel_winner[take(selected, open_few)] = query.index_select(1, open_few).gather(0, slot[None])[0]
+    open_winner = undecided.nonzero().squeeze(1)
+    pixel_winner = take(pixel_winner, open_winner)
+    winner.view(-1)[take(rows * geometry.target[1] + cols, open_winner)] = pixel_winner.int()
     return own_area, torch.bincount(pixel_winner, minlength=count)
-
-
-def _blend_queries(sources: Tensor, pixels: Pixels, query: Tensor) -> Tensor:
-    """R(U(m_q)) at each pixel for its own queries: sources (n_s, M) from `pixels.sources`, query (R, n) -> (R, n)."""
-    flat, count = sources.reshape(-1), sources.shape[1]
-    return torch.stack(
-        [_blend(flat, pixels.position * count + q, pixels.weight_y, pixels.weight_x) for q in query]
-    )
 
 
 # ----------------------------------------------------------------------------------------------------

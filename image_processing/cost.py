@@ -19,7 +19,9 @@ Off the CPU, "auto" is dense: the bounded path syncs with the host and launches 
 
 from __future__ import annotations
 
+import collections
 import functools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,6 +147,15 @@ def bounded_seconds(
     )
 
 
+def _predictions(task, geometry, maps, classes, tiny) -> tuple[float, float, float, Speeds]:
+    """(dense, bounded with everything open, bounded with nothing open) predicted seconds, and the speeds."""
+    s = speeds()
+    dense = fixed_seconds(task, "dense", tiny) + dense_seconds(task, geometry, maps, classes, s)
+    fixed = fixed_seconds(task, "bounded", tiny)
+    worst, best = (fixed + bounded_seconds(task, geometry, maps, classes, s, share) for share in (1.0, 0.0))
+    return dense, worst, best, s
+
+
 def use_bounded(
     task: str,
     method: str,
@@ -162,12 +173,91 @@ def use_bounded(
         return method == "bounded"
     if geometry.device.type != "cpu":
         return False
-    s = speeds()
-    dense = fixed_seconds(task, "dense", tiny) + dense_seconds(task, geometry, maps, classes, s)
-    fixed = fixed_seconds(task, "bounded", tiny)
-    if fixed + bounded_seconds(task, geometry, maps, classes, s, 1.0) < dense:
+    dense, worst, best, s = _predictions(task, geometry, maps, classes, tiny)
+    if worst < dense:
         return True
-    if open_share is None or fixed + bounded_seconds(task, geometry, maps, classes, s, 0.0) >= dense:
+    if open_share is None or best >= dense:
         return False
     share = open_share() if callable(open_share) else open_share
+    fixed = fixed_seconds(task, "bounded", tiny)
     return fixed + bounded_seconds(task, geometry, maps, classes, s, share) < dense
+
+
+_SURE = 2.0  # a prediction this many times faster than the other path's decides alone
+_MEASURE_BELOW = (
+    0.05  # seconds: under this, an unsure choice is settled by timing both paths once, remembered
+)
+_measured: collections.OrderedDict = collections.OrderedDict()  # signature -> the faster method (LRU)
+
+
+def evaluate(
+    task: str,
+    method: str,
+    geometry: Geometry,
+    paths: dict[str, Callable[[], object]],
+    *,
+    maps: int,
+    classes: int = 0,
+    open_share: Callable[[], float] | None = None,
+    tiny: Callable[[str, str], object] | None = None,
+):
+    """The result of the path `method` means for this image: `paths["dense"]()` or `paths["bounded"]()`.
+
+    For "auto" on the CPU: the path the model predicts faster by `_SURE` times with everything left open (bounded)
+    or nothing (dense); else, for images predicted under `_MEASURE_BELOW` seconds, the faster of both paths timed
+    once on this image and remembered for images of about this size and these counts; else the model with the
+    share the bounds leave open (`open_share()`).
+    """
+    if method != "auto" or geometry.device.type != "cpu":
+        return paths["bounded" if method == "bounded" else "dense"]()
+    dense, worst, best, s = _predictions(task, geometry, maps, classes, tiny)
+    if worst * _SURE < dense:
+        return paths["bounded"]()
+    if best > dense * _SURE or (open_share is None and dense < _MEASURE_BELOW):
+        return paths["dense"]()
+    fixed = fixed_seconds(task, "bounded", tiny)
+
+    def predicted() -> str:
+        share = open_share() if open_share is not None else 1.0
+        return (
+            "bounded" if fixed + bounded_seconds(task, geometry, maps, classes, s, share) < dense else "dense"
+        )
+
+    if min(dense, best) < _MEASURE_BELOW:
+        return _measured_path(task, geometry, maps, classes, paths, predicted)
+    return paths[predicted()]()
+
+
+def _bucket(pixels: int) -> int:
+    return round(math.log(max(pixels, 1)) / math.log(1.25))
+
+
+def _measured_path(task, geometry, maps, classes, paths, predicted: Callable[[], str]):
+    """The result of the path measured faster on this image: both timed three times, alternately (the best of each);
+    the `predicted()` one unless the other is 25 % faster (timings on a busy machine are noisy). Remembered per
+    signature (sizes in buckets of 25 %)."""
+    (h_v, w_v), (h_t, w_t) = geometry.valid, geometry.target
+    key = (
+        task,
+        torch.get_num_threads(),
+        maps,
+        classes,
+        _bucket(h_v * w_v),
+        _bucket(h_t * w_t),
+        (h_v, w_v) == (h_t, w_t),
+    )
+    if key in _measured:
+        _measured.move_to_end(key)
+        return paths[_measured[key]]()
+    seconds, result = dict.fromkeys(paths, math.inf), None
+    for _ in range(3):
+        for name, path in paths.items():
+            start = time.perf_counter()
+            result = path()
+            seconds[name] = min(seconds[name], time.perf_counter() - start)
+    expected = predicted()
+    other = next(name for name in paths if name != expected)
+    _measured[key] = other if seconds[other] < 0.75 * seconds[expected] else expected
+    if len(_measured) > 256:
+        _measured.popitem(last=False)
+    return result

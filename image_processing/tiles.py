@@ -247,12 +247,17 @@ class Pixels:
     def __init__(self, geometry: Geometry, rows: Tensor, cols: Tensor) -> None:
         self.geometry = geometry
         ay, ax = geometry.y, geometry.x
+        self.identity = ay.identity and ax.identity
+        self.weight_y, self.weight_x = take(ay.src_weight, rows), take(ax.src_weight, cols)
+        if self.identity:  # each pixel is its own (only) source, in the pixels' order
+            self.position = torch.arange(len(rows), device=rows.device).expand(4, -1)
+            self.source_rows, self.source_cols = rows, cols
+            return
         width = ax.valid
         corners = [(ay.src0, ax.src0), (ay.src0, ax.src1), (ay.src1, ax.src0), (ay.src1, ax.src1)]
         flat = torch.stack(
             [take(sy, rows) * width + take(sx, cols) for sy, sx in corners]
         )  # (4, n) source ids
-        self.weight_y, self.weight_x = take(ay.src_weight, rows), take(ax.src_weight, cols)
         self.position, sources = _renumber(flat, ay.valid * width)  # (4, n) into the sources (n_s,), sorted
         self.source_rows, self.source_cols = sources // width, sources % width
 
@@ -276,9 +281,14 @@ class Pixels:
 
         return mix(row(ay.tap0), row(ay.tap1), wy)
 
-    def blend(self, values: Tensor) -> Tensor:
-        """(n_s, C) values at the sources -> (n, C) at the output pixels (R)."""
-        return blend(values, self.position, self.weight_y[:, None], self.weight_x[:, None])
+    def blend(self, values: Tensor, selected: Tensor | None = None) -> Tensor:
+        """(n_s, C) values at the sources -> (n, C) at the output pixels (R); or at the pixels `selected` only."""
+        position = self.position if selected is None else self.position[:, selected]
+        if self.identity:  # each pixel is its first source (the others are the same, with weight 0)
+            return values.index_select(0, position[0])
+        weight_y, weight_x = (self.weight_y, self.weight_x) if selected is None else (
+            take(self.weight_y, selected), take(self.weight_x, selected))  # fmt: skip
+        return blend(values, position, weight_y[:, None], weight_x[:, None])
 
 
 class CellPixels(Pixels):
@@ -295,6 +305,7 @@ class CellPixels(Pixels):
     def __init__(self, geometry: Geometry, rows: Tensor, cols: Tensor) -> None:
         self.geometry = geometry
         ay, ax, (h, w) = geometry.y, geometry.x, geometry.low
+        self.identity = ay.identity and ax.identity
         device, width = geometry.device, w + 1  # cells per row
         sources_y = [take(ay.src0, rows) + 2, take(ay.src1, rows) + 2]  # shifted: cell = // 4, offset = % 4
         sources_x = [take(ax.src0, cols) + 2, take(ax.src1, cols) + 2]
