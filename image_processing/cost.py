@@ -11,17 +11,15 @@ values do, the bounded path's cheaper kinds of work and the work it skips win.
 The dense path's work follows from the sizes: Q (or M, U) maps, K classes, N_v = h_v * w_v source and N_t = H_t * W_t
 output pixels. The bounded path's depends on the outputs too: how much the bounds leave open. The model takes the
 worst case first (everything open); only when that makes the bounded path slower and its best case faster does it
-ask the data, through a probe the caller passes (a share of the image's bounds, a few per cent of the work), or,
-for instance segmentation, the candidates' boxes.
+ask the data, through a probe the caller passes (the bounds of one row of blocks or tiles in eight), or, for
+instance segmentation, the candidates' boxes.
 
 Off the CPU, "auto" is dense: the bounded path syncs with the host and launches many small kernels.
 """
 
 from __future__ import annotations
 
-import collections
 import functools
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -137,14 +135,15 @@ def bounded_seconds(
     tiles = max(1.0, min(n_t, 4 * cells * max(1.0, n_t / max(n_v, 1)) / 16))
     if task == "panoptic":
         bounds = maps * (cells * 8 + tiles * 14) * s.elem
-        exact = open_share * n_t * (40 * s.elem + 4 * 4 * s.gather + 10 * s.elem)
+        # an open pixel: its indices, and its queries' four sources gathered, blended, compared (all at worst);
+        # NOTE: ~40 passes over (M, n) values, out of cache, as measured against the dense path on 12-MP noise
+        exact = open_share * n_t * (40 * s.elem + maps * (4 * s.gather + s.sigmoid + 40 * s.elem))
         bands = maps * tiles * 8 // BAND_ELEMENTS
         return bounds + exact + n_t * 2 * s.gather + 40 * bands * s.call
     # instance: each candidate over its box (`open_share`: the boxes' pixels over maps x the output), twice
     evaluated = open_share * maps * n_t
-    return (
-        2 * evaluated * (10 * s.elem + s.sigmoid) + maps * cells * 4 * s.elem + (30 + 2 * 14 * maps) * s.call
-    )
+    extra_calls = 2 * 14 * max(0, maps - 8)  # per candidate and pass, beyond the tiny image's 8
+    return 2 * evaluated * (20 * s.elem + s.sigmoid) + maps * cells * 4 * s.elem + extra_calls * s.call
 
 
 def _predictions(task, geometry, maps, classes, tiny) -> tuple[float, float, float, Speeds]:
@@ -183,11 +182,11 @@ def use_bounded(
     return fixed + bounded_seconds(task, geometry, maps, classes, s, share) < dense
 
 
-_SURE = 2.0  # a prediction this many times faster than the other path's decides alone
-_MEASURE_BELOW = (
-    0.05  # seconds: under this, an unsure choice is settled by timing both paths once, remembered
-)
-_measured: collections.OrderedDict = collections.OrderedDict()  # signature -> the faster method (LRU)
+def probe_seconds(task: str, geometry: Geometry, s: Speeds) -> float:
+    """What asking the data costs: bounds over one row of blocks in eight (semantic, a few calls each) or four bands
+    of tiles (panoptic), calls dominating."""
+    calls = 30 + 20 * geometry.low[0] / 32 if task == "semantic" else 100
+    return calls * s.call
 
 
 def evaluate(
@@ -203,61 +202,17 @@ def evaluate(
 ):
     """The result of the path `method` means for this image: `paths["dense"]()` or `paths["bounded"]()`.
 
-    For "auto" on the CPU: the path the model predicts faster by `_SURE` times with everything left open (bounded)
-    or nothing (dense); else, for images predicted under `_MEASURE_BELOW` seconds, the faster of both paths timed
-    once on this image and remembered for images of about this size and these counts; else the model with the
-    share the bounds leave open (`open_share()`).
+    For "auto" on the CPU: the bounded path where the model predicts it faster even with everything left open; the
+    dense one where it is faster than the bounded one with nothing open plus the probe; else the faster one with
+    the share the bounds leave open (`open_share()`, the probe).
     """
     if method != "auto" or geometry.device.type != "cpu":
         return paths["bounded" if method == "bounded" else "dense"]()
     dense, worst, best, s = _predictions(task, geometry, maps, classes, tiny)
-    if worst * _SURE < dense:
+    if worst < dense:
         return paths["bounded"]()
-    if best > dense * _SURE or (open_share is None and dense < _MEASURE_BELOW):
+    if open_share is None or best + probe_seconds(task, geometry, s) >= dense:
         return paths["dense"]()
     fixed = fixed_seconds(task, "bounded", tiny)
-
-    def predicted() -> str:
-        share = open_share() if open_share is not None else 1.0
-        return (
-            "bounded" if fixed + bounded_seconds(task, geometry, maps, classes, s, share) < dense else "dense"
-        )
-
-    if min(dense, best) < _MEASURE_BELOW:
-        return _measured_path(task, geometry, maps, classes, paths, predicted)
-    return paths[predicted()]()
-
-
-def _bucket(pixels: int) -> int:
-    return round(math.log(max(pixels, 1)) / math.log(1.25))
-
-
-def _measured_path(task, geometry, maps, classes, paths, predicted: Callable[[], str]):
-    """The result of the path measured faster on this image: both timed three times, alternately (the best of each);
-    the `predicted()` one unless the other is 25 % faster (timings on a busy machine are noisy). Remembered per
-    signature (sizes in buckets of 25 %)."""
-    (h_v, w_v), (h_t, w_t) = geometry.valid, geometry.target
-    key = (
-        task,
-        torch.get_num_threads(),
-        maps,
-        classes,
-        _bucket(h_v * w_v),
-        _bucket(h_t * w_t),
-        (h_v, w_v) == (h_t, w_t),
-    )
-    if key in _measured:
-        _measured.move_to_end(key)
-        return paths[_measured[key]]()
-    seconds, result = dict.fromkeys(paths, math.inf), None
-    for _ in range(3):
-        for name, path in paths.items():
-            start = time.perf_counter()
-            result = path()
-            seconds[name] = min(seconds[name], time.perf_counter() - start)
-    expected = predicted()
-    other = next(name for name in paths if name != expected)
-    _measured[key] = other if seconds[other] < 0.75 * seconds[expected] else expected
-    if len(_measured) > 256:
-        _measured.popitem(last=False)
-    return result
+    faster = fixed + bounded_seconds(task, geometry, maps, classes, s, open_share()) < dense
+    return paths["bounded" if faster else "dense"]()

@@ -17,7 +17,7 @@ memory grows with the band and the output map, never with queries x output pixel
 `method` picks the evaluation, the same for the three tasks; all give the same maps (up to float rounding on
 exact ties):
 - "dense": this module, every query resampled at every output pixel, band by band;
-- "bounded": a CPU accelerator (`bounded.py`) that decides most pixels from bounds on the logits instead;
+- "bounded": a CPU accelerator (`bounded.py`, `bounded_masks.py`) that decides most pixels from bounds instead;
 - "auto" (default): the one the cost model (`cost.py`) predicts faster for these sizes on this machine; always
   "dense" off the CPU.
 
@@ -49,7 +49,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from . import bounded, cost
+from . import bounded, bounded_masks, cost
 from .resampling import BAND_ELEMENTS, Geometry, Rows, image_sizes, take
 
 logger = logging.getLogger(__name__)
@@ -117,12 +117,11 @@ def _check(method: Method, band_rows: int | None) -> None:
 
 
 def _tiny(task: str, method: str) -> None:
-    """One tiny image (8 queries, 4 classes, smooth 8x8 logits) through a task's `method`: its fixed cost, for
-    `cost.py`."""
+    """One tiny image (8 queries, 4 classes, 8x8 logits of noise, so that every stage of each path runs) through a
+    task's `method`: its fixed cost, for `cost.py`."""
     generator = torch.Generator().manual_seed(0)
     class_logits = torch.randn(1, 8, 5, generator=generator) * 3
-    coarse = torch.randn(1, 8, 3, 3, generator=generator) * 8
-    mask_logits = torch.nn.functional.interpolate(coarse, size=(8, 8), mode="bilinear")
+    mask_logits = torch.randn(1, 8, 8, 8, generator=generator) * 4
     if task == "semantic":
         semantic_segmentation(class_logits, mask_logits, padded_size=(32, 32), method=method)
     elif task == "panoptic":
@@ -272,10 +271,10 @@ def panoptic_segmentation(
                 _panoptic_winners, scores, logits, geometry, mask_threshold, band_rows
             ),
             "bounded": functools.partial(
-                bounded.panoptic, scores, logits, geometry, mask_threshold, band_rows
+                bounded_masks.panoptic, scores, logits, geometry, mask_threshold, band_rows
             ),
         }
-        probe = functools.partial(bounded.panoptic_open_share, scores, logits, geometry, mask_threshold)
+        probe = functools.partial(bounded_masks.panoptic_open_share, scores, logits, geometry, mask_threshold)
         winner, visible, own_area = cost.evaluate(
             "panoptic", method, geometry, paths, maps=len(logits), open_share=probe, tiny=_tiny
         )
@@ -378,7 +377,7 @@ def instance_segmentation(
         logits = mask_logits[b, queries[b][candidates]]  # (U, h, w)
         masks = InstanceMasks(logits, geometry, mask_threshold, band_rows)
         if method == "bounded" or (method == "auto" and geometry.device.type == "cpu"):
-            boxed = bounded.InstanceMasks(logits, geometry, mask_threshold, band_rows)
+            boxed = bounded_masks.InstanceMasks(logits, geometry, mask_threshold, band_rows)
             if cost.use_bounded(
                 "instance", method, geometry, maps=len(logits), open_share=boxed.open_share, tiny=_tiny
             ):
@@ -410,7 +409,7 @@ class InstanceMasks:
     """The candidate queries' masks at the output size, band by band: per band the binary masks `inside` (sigmoid(m_u)
     > mask_threshold) and `covered` (the sigmoid inside them, 0 outside), (U, rows, W_t) each. Mask2Former's
     `instance_inference` and our non-overlapping map read them. They are evaluated again for each question, unless
-    the output is one band (small images), which is kept. `bounded.InstanceMasks` answers the same questions,
+    the output is one band (small images), which is kept. `bounded_masks.InstanceMasks` answers the same questions,
     evaluating each candidate only where its mask can be."""
 
     def __init__(
