@@ -21,7 +21,7 @@ exact ties):
 - "auto" (default): the one the cost model (`cost.py`) predicts faster for these sizes on this machine; always
   "dense" off the CPU.
 
-Deliberate differences from the original, all documented in docs/post_processing.md: the padding is cropped
+Deliberate differences from the original, all documented in the README (post-processing): the padding is cropped
 before any resize (also for panoptic, where the original's outputs are at the padded size when not resized);
 instance inference honours `threshold`, `mask_threshold` and `overlap_mask_area_threshold` and paints
 non-overlapping maps; queries with non-finite logits are ignored with a warning.
@@ -49,7 +49,12 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from . import bounded, bounded_masks, cost
+from .bounded import semantic as bounded_semantic
+from .bounded import semantic_open_share
+from .bounded_masks import InstanceMasks as BoundedInstanceMasks
+from .bounded_masks import panoptic as bounded_panoptic
+from .bounded_masks import panoptic_open_share
+from .cost import evaluate, use_bounded
 from .resampling import BAND_ELEMENTS, Geometry, Rows, image_sizes, take
 
 logger = logging.getLogger(__name__)
@@ -164,11 +169,11 @@ def semantic_segmentation(
         logits = _kept(mask_logits[b], queries[b])  # (Q, h, w)
         paths = {
             "dense": functools.partial(_semantic_dense, probs, logits, geometry, band_rows),
-            "bounded": functools.partial(bounded.semantic, probs, logits, geometry, band_rows),
+            "bounded": functools.partial(bounded_semantic, probs, logits, geometry, band_rows),
         }
-        probe = functools.partial(bounded.semantic_open_share, probs, logits)  # asked only if it matters
+        probe = functools.partial(semantic_open_share, probs, logits)  # asked only if it matters
         counts = {"maps": len(logits), "classes": probs.shape[1], "open_share": probe, "tiny": _tiny}
-        results.append(cost.evaluate("semantic", method, geometry, paths, **counts))
+        results.append(evaluate("semantic", method, geometry, paths, **counts))
     return results
 
 
@@ -271,11 +276,11 @@ def panoptic_segmentation(
                 _panoptic_winners, scores, logits, geometry, mask_threshold, band_rows
             ),
             "bounded": functools.partial(
-                bounded_masks.panoptic, scores, logits, geometry, mask_threshold, band_rows
+                bounded_panoptic, scores, logits, geometry, mask_threshold, band_rows
             ),
         }
-        probe = functools.partial(bounded_masks.panoptic_open_share, scores, logits, geometry, mask_threshold)
-        winner, visible, own_area = cost.evaluate(
+        probe = functools.partial(panoptic_open_share, scores, logits, geometry, mask_threshold)
+        winner, visible, own_area = evaluate(
             "panoptic", method, geometry, paths, maps=len(logits), open_share=probe, tiny=_tiny
         )
         segment_of = [0] * (len(scores) + 1)  # per kept query, its segment id (0: dropped)
@@ -377,8 +382,8 @@ def instance_segmentation(
         logits = mask_logits[b, queries[b][candidates]]  # (U, h, w)
         masks = InstanceMasks(logits, geometry, mask_threshold, band_rows)
         if method == "bounded" or (method == "auto" and geometry.device.type == "cpu"):
-            boxed = bounded_masks.InstanceMasks(logits, geometry, mask_threshold, band_rows)
-            if cost.use_bounded(
+            boxed = BoundedInstanceMasks(logits, geometry, mask_threshold, band_rows)
+            if use_bounded(
                 "instance", method, geometry, maps=len(logits), open_share=boxed.open_share, tiny=_tiny
             ):
                 masks = boxed
