@@ -103,7 +103,11 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
     # Each loss term (a key of the model's `loss_dict`, a function in loss.py's `MaskFormerLoss.terms`) and the
     # field holding its weight. The matcher weighs the costs that mirror these terms by the same values. A new
     # term: its function in loss.py, its field in `__init__` (and the docstring) and its entry here.
-    loss_weight_fields = {"loss_cross_entropy": "class_weight", "loss_mask": "mask_weight", "loss_dice": "dice_weight"}
+    loss_weight_fields = {
+        "loss_cross_entropy": "class_weight",
+        "loss_mask": "mask_weight",
+        "loss_dice": "dice_weight",
+    }
 
     def __init__(
         self,
@@ -153,7 +157,11 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
             class_weight = cross_entropy_weight
         if decoder_config is not None:
             decoder = decoder_settings(decoder_config)
-            num_queries, hidden_size, decoder_layers = decoder["num_queries"], decoder["hidden_size"], decoder["decoder_layers"]
+            num_queries, hidden_size, decoder_layers = (
+                decoder["num_queries"],
+                decoder["hidden_size"],
+                decoder["decoder_layers"],
+            )
             num_attention_heads, decoder_ffn_dim = decoder["num_attention_heads"], decoder["decoder_ffn_dim"]
             dropout, attention_dropout = decoder["dropout"], decoder["attention_dropout"]
             activation_function = decoder["activation_function"]
@@ -195,10 +203,15 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
 
     def _resolve_backbone_config(self, backbone_config: PretrainedConfig | dict | None) -> PretrainedConfig:
         config = self._backbone_config_from(backbone_config)
-        if config.model_type == "swin" and list(getattr(config, "out_features", None) or []) != SWIN_OUT_FEATURES:
+        if (
+            config.model_type == "swin"
+            and list(getattr(config, "out_features", None) or []) != SWIN_OUT_FEATURES
+        ):
             # NOTE: as transformers' MaskFormer, which builds a "swin" backbone with its four stages whatever
             # `out_features` says (a SwinConfig() has only the last stage: one map, no FPN).
-            config = config.__class__.from_dict({**config.to_dict(), "out_features": list(SWIN_OUT_FEATURES), "out_indices": None})
+            config = config.__class__.from_dict(
+                {**config.to_dict(), "out_features": list(SWIN_OUT_FEATURES), "out_indices": None}
+            )
         return config
 
     def _backbone_config_from(self, backbone_config: PretrainedConfig | dict | None) -> PretrainedConfig:
@@ -261,7 +274,11 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
             "train_num_points",
         ):
             value = getattr(self, field)
-            check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, field, "must be an int >= 1")
+            check(
+                isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                field,
+                "must be an int >= 1",
+            )
         check(
             isinstance(self.encoder_layers, int) and self.encoder_layers >= 0,
             "encoder_layers",
@@ -352,7 +369,9 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
             raise ValueError(f"{pretrained_model_name_or_path}: {error}") from error
 
     @classmethod
-    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
+    def get_config_dict(
+        cls, pretrained_model_name_or_path, **kwargs
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """`PretrainedConfig.get_config_dict`, with clear errors for a path that does not exist and a folder
         without config.json (transformers would build the default config, a Swin-T, for it)."""
         source = str(pretrained_model_name_or_path)
@@ -363,7 +382,9 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
             if os.path.exists(source):
                 raise
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise OSError(f"{source}: no such local folder, and not available from the Hugging Face Hub ({reason})") from error
+            raise OSError(
+                f"{source}: no such local folder, and not available from the Hugging Face Hub ({reason})"
+            ) from error
         if config_dict.get("model_type") == "maskformer":  # converted here, so from_pretrained sees our type
             config_dict = cls.dict_from_transformers(config_dict)
         if not config_dict:

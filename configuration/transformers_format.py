@@ -65,9 +65,13 @@ def transformers_refusals(config) -> list[str]:
 
     refusals = []
     if config.model_type != "maskformer-hf":  # NOTE: a subclass's, e.g. the per-pixel baseline's
-        refusals.append(f"model_type {config.model_type!r} (transformers' MaskFormer has mask classification heads only)")
+        refusals.append(
+            f"model_type {config.model_type!r} (transformers' MaskFormer has mask classification heads only)"
+        )
     if config.pixel_decoder_type != "fpn":
-        refusals.append(f"pixel_decoder_type={config.pixel_decoder_type!r} (transformers has only the FPN pixel decoder)")
+        refusals.append(
+            f"pixel_decoder_type={config.pixel_decoder_type!r} (transformers has only the FPN pixel decoder)"
+        )
     if config.pre_norm:
         refusals.append("pre_norm=True (transformers' DETR decoder is post-norm only)")
     if config.hidden_size % 2:
@@ -76,7 +80,9 @@ def transformers_refusals(config) -> list[str]:
         refusals.append(f"activation_function={config.activation_function!r}")
     backbone_type = config.backbone_config.model_type
     if backbone_type not in MODEL_FOR_BACKBONE_MAPPING_NAMES:
-        refusals.append(f"backbone model_type {backbone_type!r} (not a backbone transformers' AutoBackbone builds)")
+        refusals.append(
+            f"backbone model_type {backbone_type!r} (not a backbone transformers' AutoBackbone builds)"
+        )
     return refusals
 
 
@@ -107,12 +113,20 @@ def decoder_settings(decoder_config) -> dict[str, Any]:
             "decoder_config.activation_dropout=%s is not used: this model drops inside the FFN with `dropout`=%s",
             activation_dropout, decoder_config.dropout,
         )  # fmt: skip
-    return {ours: getattr(decoder_config, theirs) for ours, (where, theirs) in TRANSFORMERS_FIELDS.items() if where == "decoder"}
+    return {
+        ours: getattr(decoder_config, theirs)
+        for ours, (where, theirs) in TRANSFORMERS_FIELDS.items()
+        if where == "decoder"
+    }
 
 
 def settings_from_transformers(tf_config, config_class) -> dict[str, Any]:
     """Constructor arguments of our config from a `transformers.MaskFormerConfig` (the stash restored)."""
-    settings = {ours: getattr(tf_config, theirs) for ours, (where, theirs) in TRANSFORMERS_FIELDS.items() if where == "top"}
+    settings = {
+        ours: getattr(tf_config, theirs)
+        for ours, (where, theirs) in TRANSFORMERS_FIELDS.items()
+        if where == "top"
+    }
     settings.update(decoder_settings(tf_config.decoder_config))
     settings.update(
         backbone_config=backbone_config_for_ours(tf_config.backbone_config),
@@ -141,7 +155,11 @@ def dict_from_transformers(config_dict: dict[str, Any], config_class) -> dict[st
 
 def decoder_dict(config) -> dict[str, Any]:
     """The DETR decoder config dict transformers' MaskFormer builds our decoder from."""
-    settings = {theirs: getattr(config, ours) for ours, (where, theirs) in TRANSFORMERS_FIELDS.items() if where == "decoder"}
+    settings = {
+        theirs: getattr(config, ours)
+        for ours, (where, theirs) in TRANSFORMERS_FIELDS.items()
+        if where == "decoder"
+    }
     settings.update(
         encoder_attention_heads=config.num_attention_heads,
         activation_dropout=config.dropout,  # ours drops inside the FFN with `dropout`
@@ -157,7 +175,11 @@ def config_to_transformers(config):
     refusals = transformers_refusals(config)
     if refusals:
         raise ValueError("transformers' MaskFormer cannot represent this model: " + "; ".join(refusals))
-    top = {theirs: getattr(config, ours) for ours, (where, theirs) in TRANSFORMERS_FIELDS.items() if where == "top"}
+    top = {
+        theirs: getattr(config, ours)
+        for ours, (where, theirs) in TRANSFORMERS_FIELDS.items()
+        if where == "top"
+    }
     return TransformersMaskFormerConfig(
         backbone_config=config.backbone_config.__class__.from_dict(config.backbone_config.to_dict()),
         decoder_config=decoder_dict(config),

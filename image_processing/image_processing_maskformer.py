@@ -162,7 +162,10 @@ def _segments(
 
 
 def binary_masks(
-    label_map: torch.Tensor, ids: torch.Tensor, size: tuple[int, int] | None = None, dtype: torch.dtype = torch.float32
+    label_map: torch.Tensor,
+    ids: torch.Tensor,
+    size: tuple[int, int] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """(N, H, W) masks of `dtype` (float or bool): mask n is 1 where the (h, w) `label_map` equals `ids[n]`, 0
     elsewhere and in the padding to `size` (H, W) >= (h, w), bottom and right (default: no padding).
@@ -433,11 +436,11 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
             data_format=data_format, do_convert_rgb=do_convert_rgb, default_to_square=default_to_square,
             do_center_crop=do_center_crop, crop_size=crop_size, image_seq_length=image_seq_length,
         )  # fmt: skip
-        del disable_grouping  # NOTE: transformers groups images by shape for speed; results do not depend on it
+        del (
+            disable_grouping
+        )  # NOTE: transformers groups images by shape for speed; results do not depend on it
         raw_images = [channels_first(image, input_data_format) for image in as_list(images, "images")]
-        prepared = [
-            image_to_tensor(im, f"images[{i}]", **limits) for i, im in enumerate(raw_images)
-        ]
+        prepared = [image_to_tensor(im, f"images[{i}]", **limits) for i, im in enumerate(raw_images)]
         mappings = as_instance_mappings(instance_id_to_semantic_id, len(prepared))
         label_maps = cfg._prepare_maps(segmentation_maps, [image for image, _ in prepared], mappings)
 
@@ -474,7 +477,9 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         batched = padded is not None or len(set(sizes)) == 1
         if batched:
             height, width = padded or sizes[0]
-            pixel_values = torch.empty(len(sizes), 3, height, width)  # (B, 3, H, W); the padding is zeroed below
+            pixel_values = torch.empty(
+                len(sizes), 3, height, width
+            )  # (B, 3, H, W); the padding is zeroed below
             pixel_mask = torch.zeros(len(sizes), height, width, dtype=torch.long)  # (B, H, W)
         else:
             pixel_values = [torch.empty(3, h, w) for h, w in sizes]
@@ -501,7 +506,9 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
                     label_map = _resize_nearest(label_map, (h, w))
                     segments = cfg._segments(label_map, mapping, f"segmentation_maps[{i}]")
                 ids, classes = segments
-                mask_labels.append(binary_masks(label_map, ids, padded or (h, w), mask_dtype))  # (N, H, W); padding 0
+                mask_labels.append(
+                    binary_masks(label_map, ids, padded or (h, w), mask_dtype)
+                )  # (N, H, W); padding 0
                 class_labels.append(classes)
             if tensor_type != TensorType.PYTORCH:
                 mask_labels = [m.numpy() for m in mask_labels]
@@ -509,7 +516,9 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
             data["mask_labels"] = mask_labels
             data["class_labels"] = class_labels
         if device is not None and tensor_type == TensorType.PYTORCH:
-            data = {k: [t.to(device) for t in v] if isinstance(v, list) else v.to(device) for k, v in data.items()}
+            data = {
+                k: [t.to(device) for t in v] if isinstance(v, list) else v.to(device) for k, v in data.items()
+            }
         return BatchFeature(data=data)
 
     @staticmethod
@@ -652,8 +661,12 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
             scores = per_pixel_semantic_scores(logits, **geometry) if return_segmentation_scores else None
         else:
             class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
-            maps = semantic_segmentation(class_logits, mask_logits, method=method, band_rows=band_rows, **geometry)
-            scores = semantic_scores(class_logits, mask_logits, **geometry) if return_segmentation_scores else None
+            maps = semantic_segmentation(
+                class_logits, mask_logits, method=method, band_rows=band_rows, **geometry
+            )
+            scores = (
+                semantic_scores(class_logits, mask_logits, **geometry) if return_segmentation_scores else None
+            )
         if scores is None:
             return maps
         return [
@@ -681,7 +694,9 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
 
         check_not_per_pixel(outputs, "instance")
         if return_coco_annotation and return_binary_maps:
-            raise ValueError("return_coco_annotation and return_binary_maps: choose one form of the segmentation")
+            raise ValueError(
+                "return_coco_annotation and return_binary_maps: choose one form of the segmentation"
+            )
         class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
         results = instance_segmentation(
             class_logits,

@@ -46,7 +46,9 @@ def convert_segmentation_to_rle(segmentation: torch.Tensor) -> list[list[int]]:
     values = torch.as_tensor(segmentation).flatten()
     if not len(values):
         return []
-    starts = torch.cat([values.new_zeros(1, dtype=torch.long), (values[1:] != values[:-1]).nonzero().squeeze(1) + 1])
+    starts = torch.cat(
+        [values.new_zeros(1, dtype=torch.long), (values[1:] != values[:-1]).nonzero().squeeze(1) + 1]
+    )
     lengths = torch.diff(starts, append=starts.new_tensor([len(values)]))
     ids = values.index_select(0, starts)
     order = torch.argsort(ids, stable=True)  # runs grouped by id, in map order within an id
@@ -78,7 +80,9 @@ def channels_first(image: Any, input_data_format: Any) -> Any:
     """An array/tensor image given channels last (input_data_format="channels_last") as (C, h, w)."""
     layout = getattr(input_data_format, "value", input_data_format)
     if layout not in (None, "channels_first", "channels_last", "none"):
-        raise ValueError(f"input_data_format={input_data_format!r}: must be 'channels_first' or 'channels_last'")
+        raise ValueError(
+            f"input_data_format={input_data_format!r}: must be 'channels_first' or 'channels_last'"
+        )
     if layout == "channels_last" and isinstance(image, np.ndarray | torch.Tensor) and image.ndim == 3:
         return np.moveaxis(image, -1, 0) if isinstance(image, np.ndarray) else image.movedim(-1, 0)
     return image
@@ -113,7 +117,9 @@ class TransformersProcessorMethods:
         if bottom or right:
             images = F.pad(images, (0, right, 0, bottom), value=fill)
             if segmentation_maps is not None:
-                segmentation_maps = [F.pad(m, (0, right, 0, bottom), value=ignore_index) for m in segmentation_maps]
+                segmentation_maps = [
+                    F.pad(m, (0, right, 0, bottom), value=ignore_index) for m in segmentation_maps
+                ]
         pixel_mask = torch.zeros((images.shape[0], *padded_size), dtype=torch.int64, device=images.device)
         pixel_mask[:, :height, :width] = 1
         return images, pixel_mask, None if segmentation_maps is None else list(segmentation_maps)
@@ -136,10 +142,14 @@ class TransformersProcessorMethods:
             from .image_processing_maskformer import get_resize_output_size
 
             new_size = get_resize_output_size(
-                height, width, {"shortest_edge": entries["shortest_edge"], "longest_edge": entries["longest_edge"]}
+                height,
+                width,
+                {"shortest_edge": entries["shortest_edge"], "longest_edge": entries["longest_edge"]},
             )
         elif entries["max_height"] and entries["max_width"]:
-            new_size = get_image_size_for_max_height_width((height, width), entries["max_height"], entries["max_width"])
+            new_size = get_image_size_for_max_height_width(
+                (height, width), entries["max_height"], entries["max_width"]
+            )
         elif entries["height"] and entries["width"]:
             new_size = (entries["height"], entries["width"])
         else:
@@ -152,7 +162,9 @@ class TransformersProcessorMethods:
         if isinstance(resample, tvF.InterpolationMode):
             interpolation = resample
         else:
-            interpolation = pil_torch_interpolation_mapping[normalize_resample(self.resample if resample is None else resample)]
+            interpolation = pil_torch_interpolation_mapping[
+                normalize_resample(self.resample if resample is None else resample)
+            ]
         return tvF.resize(image, list(new_size), interpolation=interpolation, antialias=antialias)
 
     def rescale_and_normalize(

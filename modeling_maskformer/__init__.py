@@ -57,13 +57,18 @@ def _register_auto_classes() -> None:
     for config_class in (MaskFormerConfig, PerPixelBaselineConfig):
         AutoImageProcessor.register(
             config_class,
-            image_processor_classes={"torchvision": MaskFormerImageProcessor, "pil": MaskFormerImageProcessor},
+            image_processor_classes={
+                "torchvision": MaskFormerImageProcessor,
+                "pil": MaskFormerImageProcessor,
+            },
             exist_ok=True,
         )
     # The paper's per-pixel baseline: semantic segmentation only.
     AutoConfig.register(PerPixelBaselineConfig.model_type, PerPixelBaselineConfig, exist_ok=True)
     AutoModel.register(PerPixelBaselineConfig, PerPixelBaselineModel, exist_ok=True)
-    AutoModelForSemanticSegmentation.register(PerPixelBaselineConfig, PerPixelBaselineForSemanticSegmentation, exist_ok=True)
+    AutoModelForSemanticSegmentation.register(
+        PerPixelBaselineConfig, PerPixelBaselineForSemanticSegmentation, exist_ok=True
+    )
 
 
 _register_auto_classes()

@@ -57,7 +57,9 @@ def upload_roots() -> list[Path]:
     return roots
 
 
-def read_upload(path: str | os.PathLike | None, limits: Limits = Limits(), roots: list[Path] | None = None) -> Image.Image:
+def read_upload(
+    path: str | os.PathLike | None, limits: Limits = Limits(), roots: list[Path] | None = None
+) -> Image.Image:
     """The uploaded image as RGB, or an `UploadError` saying what is wrong with it."""
     if path is None or str(path) == "":
         raise UploadError("Upload an image first (or pick an example).")
@@ -86,7 +88,9 @@ def read_upload(path: str | os.PathLike | None, limits: Limits = Limits(), roots
     if max(image.size) > limits.display_side:
         image.thumbnail((limits.display_side, limits.display_side), Image.Resampling.LANCZOS)
     if min(image.size) < 32:
-        raise UploadError(f"The image is {image.width}x{image.height} pixels; both sides must be at least 32.")
+        raise UploadError(
+            f"The image is {image.width}x{image.height} pixels; both sides must be at least 32."
+        )
     return image
 
 
@@ -186,13 +190,17 @@ def build_demo(
             with gr.Column():
                 upload = _image_input(sources=["upload"], label="image", elem_id="upload")
                 task = gr.Radio(list(TASKS), value="panoptic", label="task", elem_id="task")
-                threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="score threshold (instance, panoptic)")
+                threshold = gr.Slider(
+                    0.0, 1.0, value=0.5, step=0.05, label="score threshold (instance, panoptic)"
+                )
                 mask_threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="mask threshold")
                 overlap = gr.Slider(0.0, 1.0, value=0.8, step=0.05, label="overlap threshold")
                 button = gr.Button("Segment", variant="primary", elem_id="segment")
             with gr.Column():
                 overlay = gr.Image(type="pil", label="overlay", elem_id="overlay", format="png")
-                table = gr.Dataframe(headers=TABLE_HEADERS, label="segments", elem_id="segments", interactive=False)
+                table = gr.Dataframe(
+                    headers=TABLE_HEADERS, label="segments", elem_id="segments", interactive=False
+                )
         inputs = [upload, task, threshold, mask_threshold, overlap]
         if example_images():
             gr.Examples([[str(p)] for p in example_images()], inputs=[upload])
@@ -206,4 +214,6 @@ def launch(demo, *, host: str | None = None, port: int | None = None, limits: Li
     `host`, else $GRADIO_SERVER_NAME (what a Hugging Face Space sets), else 127.0.0.1 (localhost only)."""
     host = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
     roots = [str(example_images()[0].parent)] if example_images() else []
-    return demo.launch(server_name=host, server_port=port, max_file_size=limits.max_bytes, allowed_paths=roots, **kwargs)
+    return demo.launch(
+        server_name=host, server_port=port, max_file_size=limits.max_bytes, allowed_paths=roots, **kwargs
+    )

@@ -48,7 +48,10 @@ def sine_position_encoding(
     pos_y = torch.stack((pos_y[:, 0::2].sin(), pos_y[:, 1::2].cos()), dim=2).flatten(1)
     pos_x = torch.stack((pos_x[:, 0::2].sin(), pos_x[:, 1::2].cos()), dim=2).flatten(1)
     pos = torch.cat(
-        (pos_y[:, None, :].expand(height, width, num_pos_feats), pos_x[None, :, :].expand(height, width, num_pos_feats)),
+        (
+            pos_y[:, None, :].expand(height, width, num_pos_feats),
+            pos_x[None, :, :].expand(height, width, num_pos_feats),
+        ),
         dim=2,
     )  # (H, W, C)
     return pos.permute(2, 0, 1).unsqueeze(0).expand(batch_size, -1, -1, -1).to(dtype)

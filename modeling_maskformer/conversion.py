@@ -322,7 +322,9 @@ def config_to_transformers(config: MaskFormerConfig, state_dict: Mapping[str, Te
     if state_dict is not None:
         depth = len({k.split(".")[2] for k in state_dict if k.startswith("mask_head.layers.")})
         if depth != 3:
-            raise ValueError(f"transformers' MaskFormer cannot represent this model: a {depth}-layer mask MLP (transformers' is 3 layers)")
+            raise ValueError(
+                f"transformers' MaskFormer cannot represent this model: a {depth}-layer mask MLP (transformers' is 3 layers)"
+            )
     return _config_to_transformers(config)
 
 

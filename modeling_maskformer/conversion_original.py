@@ -115,7 +115,11 @@ class ArrayOnlyUnpickler(pickle.Unpickler):
         return dtype
 
     def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-        if subtype is not _NDARRAY or not isinstance(shape, tuple) or not all(isinstance(n, int) for n in shape):
+        if (
+            subtype is not _NDARRAY
+            or not isinstance(shape, tuple)
+            or not all(isinstance(n, int) for n in shape)
+        ):
             self._refuse(f"_reconstruct({subtype!r}, {shape!r}, ...)")
         itemsize = dtype.itemsize if isinstance(dtype, np.dtype) else 1  # numpy writes the dtype b"b"
         self._check_size(math.prod(shape) * itemsize, "an array")
@@ -177,7 +181,9 @@ def load_original_checkpoint(path: str | Path) -> dict[str, Tensor]:
         else:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if path.suffix != ".pkl":  # torch.load's refusal suggests weights_only=False: never for untrusted files
+        if (
+            path.suffix != ".pkl"
+        ):  # torch.load's refusal suggests weights_only=False: never for untrusted files
             raise pickle.UnpicklingError(
                 f"{path}: not a PyTorch checkpoint of tensors only (torch.load with weights_only=True refused it)"
             ) from error

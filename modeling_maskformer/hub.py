@@ -122,8 +122,14 @@ def build_model_card(
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="image-segmentation",
-        tags=["maskformer", "image-segmentation", "vision", "semantic-segmentation", "panoptic-segmentation",
-              *(tags or [])],
+        tags=[
+            "maskformer",
+            "image-segmentation",
+            "vision",
+            "semantic-segmentation",
+            "panoptic-segmentation",
+            *(tags or []),
+        ],
         license=license,
         datasets=[dataset] if dataset else None,
         base_model=base_model,

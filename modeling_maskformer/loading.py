@@ -157,7 +157,8 @@ def check_loading_info(source: str, info: Mapping) -> None:
     problems = {kind: keys for kind, keys in problems.items() if keys}
     if problems:
         listing = "; ".join(
-            f"{len(keys)} {kind.replace('_', ' ')} (e.g. {', '.join(keys[:3])})" for kind, keys in problems.items()
+            f"{len(keys)} {kind.replace('_', ' ')} (e.g. {', '.join(keys[:3])})"
+            for kind, keys in problems.items()
         )
         raise MaskFormerLoadError(
             f"{source}: the weights do not fit config.json: {listing}. Was config.json edited, or the folder "

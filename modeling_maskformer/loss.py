@@ -124,7 +124,9 @@ class MaskFormerLoss(nn.Module):
     def focal(self, matched: MatchedOutputs) -> Tensor:
         """Sigmoid focal loss of the matched masks."""
         alpha, gamma = self.focal_alpha, self.focal_gamma
-        return focal_loss(matched.mask_logits, matched.mask_targets, matched.num_masks, alpha=alpha, gamma=gamma)
+        return focal_loss(
+            matched.mask_logits, matched.mask_targets, matched.num_masks, alpha=alpha, gamma=gamma
+        )
 
     def dice(self, matched: MatchedOutputs) -> Tensor:
         """Dice loss of the matched masks."""
@@ -156,7 +158,9 @@ class MaskFormerLoss(nn.Module):
     def matched_masks(self, mask_logits: Tensor, mask_labels: list[Tensor], indices) -> tuple[Tensor, Tensor]:
         """Matched predictions (B, Q, h, w) and targets (N_b, H, W) per image -> (N, P) logits and targets,
         compared at the target size (dense) or at `num_points` sampled points."""
-        predicted = torch.cat([mask_logits[b][pred_idx.to(mask_logits.device)] for b, (pred_idx, _) in enumerate(indices)])
+        predicted = torch.cat(
+            [mask_logits[b][pred_idx.to(mask_logits.device)] for b, (pred_idx, _) in enumerate(indices)]
+        )
         if predicted.shape[0] == 0:
             # NOTE: no targets anywhere: empty pairs, whose losses are zeros that still reach every mask
             # parameter (DDP needs it).
@@ -168,7 +172,9 @@ class MaskFormerLoss(nn.Module):
         predicted = predicted.float()[:, None]  # (N, 1, h, w)
         if self.num_points is None:
             # The paper: predictions upsampled to the target (padded input) size.
-            predicted = F.interpolate(predicted, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+            predicted = F.interpolate(
+                predicted, size=targets.shape[-2:], mode="bilinear", align_corners=False
+            )
             return predicted.flatten(1), targets.flatten(1)  # (N, HW)
         with torch.no_grad():
             coords = uncertain_point_coords(
@@ -180,7 +186,9 @@ class MaskFormerLoss(nn.Module):
             targets = point_sample(targets[:, None], coords)[:, 0]  # (N, P)
         return point_sample(predicted, coords)[:, 0], targets  # (N, P)
 
-    def single_output_losses(self, class_logits, mask_logits, class_labels, mask_labels, num_masks) -> dict[str, Tensor]:
+    def single_output_losses(
+        self, class_logits, mask_logits, class_labels, mask_labels, num_masks
+    ) -> dict[str, Tensor]:
         """The unweighted terms of one output."""
         matched = self.match(class_logits, mask_logits, class_labels, mask_labels, num_masks)
         return {name: self.terms[name](self, matched) for name in self.weight_dict}
@@ -197,14 +205,20 @@ class MaskFormerLoss(nn.Module):
         self._check_targets(class_logits, class_labels, mask_labels)
         num_masks = global_num_masks(class_labels, class_logits.device)
         with torch.autocast(device_type=class_logits.device.type, enabled=False):
-            losses = self.single_output_losses(class_logits, mask_logits, class_labels, mask_labels, num_masks)
+            losses = self.single_output_losses(
+                class_logits, mask_logits, class_labels, mask_labels, num_masks
+            )
             weighted = {name: value * self.weight_dict[name] for name, value in losses.items()}
             for layer, (aux_class, aux_mask) in enumerate(auxiliary_outputs or []):
                 aux = self.single_output_losses(aux_class, aux_mask, class_labels, mask_labels, num_masks)
-                weighted.update({f"{name}_{layer}": value * self.weight_dict[name] for name, value in aux.items()})
+                weighted.update(
+                    {f"{name}_{layer}": value * self.weight_dict[name] for name, value in aux.items()}
+                )
         return sum(weighted.values()), weighted
 
-    def _check_targets(self, class_logits: Tensor, class_labels: list[Tensor], mask_labels: list[Tensor]) -> None:
+    def _check_targets(
+        self, class_logits: Tensor, class_labels: list[Tensor], mask_labels: list[Tensor]
+    ) -> None:
         batch_size = class_logits.shape[0]
         if not isinstance(class_labels, (list, tuple)) or not isinstance(mask_labels, (list, tuple)):
             raise TypeError("class_labels and mask_labels must be lists with one tensor per image")

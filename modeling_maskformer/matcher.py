@@ -25,7 +25,9 @@ _COST_LIMIT = 1e8
 PAPER_COST_WEIGHTS = {"loss_cross_entropy": 1.0, "loss_mask": 20.0, "loss_dice": 1.0}
 
 
-def pairwise_sigmoid_focal(logits: Tensor, targets: Tensor, *, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
+def pairwise_sigmoid_focal(
+    logits: Tensor, targets: Tensor, *, alpha: float = 0.25, gamma: float = 2.0
+) -> Tensor:
     """Mean over P of the sigmoid focal loss of every prediction against every target: (Q, P), (N, P) -> (Q, N)."""
     prob = logits.sigmoid()
     # NOTE: BCE with logits against all-ones / all-zeros, written through softplus to stay finite.
@@ -69,7 +71,9 @@ class HungarianMatcher(nn.Module):
         weights = PAPER_COST_WEIGHTS if cost_weights is None else cost_weights
         self.cost_weights = {name: weights[name] for name in self.cost_terms if name in weights}
         if not any(self.cost_weights.values()):
-            raise ValueError(f"HungarianMatcher: no cost weight > 0 among {list(self.cost_terms)}, got {dict(weights)}")
+            raise ValueError(
+                f"HungarianMatcher: no cost weight > 0 among {list(self.cost_terms)}, got {dict(weights)}"
+            )
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.num_points = num_points
@@ -95,12 +99,16 @@ class HungarianMatcher(nn.Module):
             targets = point_sample(target_masks[:, None], coords.expand(target_masks.shape[0], -1, -1))[:, 0]
         return {
             "loss_cross_entropy": class_cost,
-            "loss_mask": pairwise_sigmoid_focal(predicted, targets, alpha=self.focal_alpha, gamma=self.focal_gamma),
+            "loss_mask": pairwise_sigmoid_focal(
+                predicted, targets, alpha=self.focal_alpha, gamma=self.focal_gamma
+            ),
             "loss_dice": pairwise_dice(predicted, targets),
         }
 
     @torch.no_grad()
-    def cost_matrix(self, class_logits: Tensor, mask_logits: Tensor, target_classes: Tensor, target_masks: Tensor) -> Tensor:
+    def cost_matrix(
+        self, class_logits: Tensor, mask_logits: Tensor, target_classes: Tensor, target_masks: Tensor
+    ) -> Tensor:
         """One image: class_logits (Q, K+1), mask_logits (Q, h, w), target_classes (N,), target_masks
         (N, H, W) -> finite cost (Q, N), computed in fp32."""
         costs = self.pairwise_costs(class_logits, mask_logits, target_classes, target_masks)
@@ -128,5 +136,7 @@ class HungarianMatcher(nn.Module):
                     continue
                 cost = self.cost_matrix(class_logits[b], mask_logits[b], classes, masks)
                 rows, cols = linear_sum_assignment(cost.cpu().numpy())
-                indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
+                indices.append(
+                    (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
+                )
         return indices

@@ -128,7 +128,9 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
             kwargs.update(hub_kwargs)
         else:
             config = copy.deepcopy(config)
-        checkpoint_labels = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs).num_labels
+        checkpoint_labels = cls.config_class.from_pretrained(
+            pretrained_model_name_or_path, **hub_kwargs
+        ).num_labels
         native = is_transformers_source(source, hub_kwargs)
         config.use_pretrained_backbone = False
         new_class_head = config.num_labels != checkpoint_labels
@@ -140,18 +142,28 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
                 checkpoint_labels,
                 config.num_labels,
             )
-        if native:  # a transformers MaskFormer folder: its weights converted on the fly (transformers_folder.py)
+        if (
+            native
+        ):  # a transformers MaskFormer folder: its weights converted on the fly (transformers_folder.py)
             try:
                 state_dict = read_transformers_state_dict(
-                    source, config, hub_kwargs, skip_class_head=new_class_head, heads=cls is not MaskFormerModel
+                    source,
+                    config,
+                    hub_kwargs,
+                    skip_class_head=new_class_head,
+                    heads=cls is not MaskFormerModel,
                 )
-            except ValueError as error:  # CheckpointMismatchError: not swallowed by pipeline() (see loading.py)
+            except (
+                ValueError
+            ) as error:  # CheckpointMismatchError: not swallowed by pipeline() (see loading.py)
                 raise MaskFormerLoadError(f"{source}: {error}") from error
             kwargs = {key: value for key, value in kwargs.items() if key not in hub_kwargs}
             kwargs.pop("ignore_mismatched_sizes", None)
             kwargs["state_dict"] = state_dict
             pretrained_model_name_or_path, model_args = None, ()
-        found = None if native or kwargs.get("ignore_mismatched_sizes") else checkpoint_shapes(source, hub_kwargs)
+        found = (
+            None if native or kwargs.get("ignore_mismatched_sizes") else checkpoint_shapes(source, hub_kwargs)
+        )
         if found is not None:
             check_weights_fit(
                 source, found[0], found[1], model_shapes(cls, config), prefix=cls.base_model_prefix,
@@ -244,7 +256,9 @@ def build_pixel_level_module(config: MaskFormerConfig) -> tuple[nn.Module, Pixel
     """The backbone and the pixel decoder (paper Fig. 2's pixel-level module), shared by MaskFormer and the
     per-pixel baseline."""
     backbone = build_backbone(
-        config.backbone_config, pretrained_source=config.backbone, use_pretrained=config.use_pretrained_backbone
+        config.backbone_config,
+        pretrained_source=config.backbone,
+        use_pretrained=config.use_pretrained_backbone,
     )
     encoder = None
     if config.pixel_decoder_type == "fpn_transformer_encoder":
@@ -302,7 +316,9 @@ class MaskFormerModel(MaskFormerPreTrainedModel):
         the network sees it (as transformers'). `return_intermediate`: the deep-supervision states."""
         check_pixel_values(pixel_values, self.config.backbone_config)
         check_output_attentions(output_attentions, self.config)
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         attn_implementation = "eager" if self.config._attn_implementation == "eager" else "sdpa"
         features = self.backbone(pixel_values)  # res2..res5, each (B, C_i, H_i, W_i)
@@ -411,7 +427,9 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         """transformers' `get_loss_dict` (its argument order): the weighted loss terms, deep supervision's with a
         `_{layer}` suffix."""
         auxiliary = [(a["class_queries_logits"], a["masks_queries_logits"]) for a in auxiliary_logits or ()]
-        return self.criterion(class_queries_logits, masks_queries_logits, class_labels, mask_labels, auxiliary)[1]
+        return self.criterion(
+            class_queries_logits, masks_queries_logits, class_labels, mask_labels, auxiliary
+        )[1]
 
     def get_loss(self, loss_dict: dict[str, Tensor]) -> Tensor:
         """transformers' `get_loss`: the total, the sum of the weighted terms."""
@@ -473,7 +491,9 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         if self.training and not compute_loss:
             self._warn_training_mode()
         output_auxiliary_logits = (
-            output_auxiliary_logits if output_auxiliary_logits is not None else self.config.output_auxiliary_logits
+            output_auxiliary_logits
+            if output_auxiliary_logits is not None
+            else self.config.output_auxiliary_logits
         )
         use_auxiliary = self.config.use_auxiliary_loss and (compute_loss or bool(output_auxiliary_logits))
         outputs = self.model(
@@ -528,14 +548,20 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
 def check_pixel_values(pixel_values: Tensor, backbone_config) -> None:
     """Clear errors for inputs the backbone would reject with a deep traceback."""
     if not isinstance(pixel_values, Tensor):
-        raise TypeError(f"pixel_values must be a torch.Tensor (B, C, H, W), got {type(pixel_values).__name__}")
+        raise TypeError(
+            f"pixel_values must be a torch.Tensor (B, C, H, W), got {type(pixel_values).__name__}"
+        )
     if pixel_values.ndim != 4:
         raise ValueError(f"pixel_values must be 4-D (B, C, H, W), got shape {tuple(pixel_values.shape)}")
     channels = getattr(backbone_config, "num_channels", 3)
     if pixel_values.shape[1] != channels:
-        raise ValueError(f"pixel_values have {pixel_values.shape[1]} channels, the backbone expects {channels}")
+        raise ValueError(
+            f"pixel_values have {pixel_values.shape[1]} channels, the backbone expects {channels}"
+        )
     if min(pixel_values.shape[-2:]) < 32:
-        raise ValueError(f"pixel_values are {tuple(pixel_values.shape[-2:])}: both sides must be at least 32 px")
+        raise ValueError(
+            f"pixel_values are {tuple(pixel_values.shape[-2:])}: both sides must be at least 32 px"
+        )
     if not pixel_values.is_floating_point():
         raise TypeError(f"pixel_values must be floating point, got {pixel_values.dtype}")
 

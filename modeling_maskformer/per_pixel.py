@@ -105,10 +105,14 @@ class PerPixelBaselineModel(PerPixelBaselinePreTrainedModel):
         **kwargs,
     ) -> PerPixelBaselineModelOutput:
         check_pixel_values(pixel_values, self.config.backbone_config)
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
         attn_implementation = "eager" if self.config._attn_implementation == "eager" else "sdpa"
         features = self.backbone(pixel_values)  # res2..res5, each (B, C_i, H_i, W_i)
-        mask_features, _, fpn_maps = self.pixel_decoder(features, attn_implementation)  # (B, C_mask, H/4, W/4)
+        mask_features, _, fpn_maps = self.pixel_decoder(
+            features, attn_implementation
+        )  # (B, C_mask, H/4, W/4)
         return PerPixelBaselineModelOutput(
             pixel_decoder_last_hidden_state=mask_features,
             encoder_last_hidden_state=features[-1],
@@ -185,16 +189,22 @@ class PerPixelBaselineForSemanticSegmentation(PerPixelBaselinePreTrainedModel):
                 f"or the ignore index {ignore}"
             )
         # NOTE: at the input size, as the paper's per-pixel baseline (detectron2's semantic heads) computes it.
-        upsampled = F.interpolate(logits, size=input_size, mode="bilinear", align_corners=False)  # (B, K, H, W)
+        upsampled = F.interpolate(
+            logits, size=input_size, mode="bilinear", align_corners=False
+        )  # (B, K, H, W)
         if not (labels != ignore).any():  # F.cross_entropy would give NaN (0 / 0)
             return upsampled.sum() * 0.0
         return F.cross_entropy(upsampled, labels, ignore_index=ignore)
 
-    def labels_from_masks(self, mask_labels: list[Tensor], class_labels: list[Tensor], size: tuple[int, int]) -> Tensor:
+    def labels_from_masks(
+        self, mask_labels: list[Tensor], class_labels: list[Tensor], size: tuple[int, int]
+    ) -> Tensor:
         """(B, H, W) class map from per-image binary masks (N, H, W) and their classes (N,); pixels outside every
         mask (ignored pixels, padding) get `ignore_index`. Masks of one image must not overlap."""
         device = self.class_head.weight.device
-        labels = torch.full((len(mask_labels), *size), self.config.ignore_index, dtype=torch.long, device=device)
+        labels = torch.full(
+            (len(mask_labels), *size), self.config.ignore_index, dtype=torch.long, device=device
+        )
         for b, (masks, classes) in enumerate(zip(mask_labels, class_labels)):
             if masks.ndim != 3 or tuple(masks.shape[-2:]) != size or len(masks) != len(classes):
                 raise ValueError(

@@ -44,17 +44,23 @@ def segment_masks(segmentation: torch.Tensor, ids: list[int]) -> list[Image.Imag
     values = segmentation.numpy()
     if ids and 0 <= min(ids) and max(ids) < 255:
         # NOTE: one 8-bit copy of the map (any other value -> 255, never an id), then a 256-entry table per mask.
-        base = Image.fromarray(np.where((values >= 0) & (values < 255), values, 255).astype(np.uint8), mode="L")
+        base = Image.fromarray(
+            np.where((values >= 0) & (values < 255), values, 255).astype(np.uint8), mode="L"
+        )
         return [base.point([255 if value == segment_id else 0 for value in range(256)]) for segment_id in ids]
     return [Image.fromarray(((values == segment_id) * 255).astype(np.uint8), mode="L") for segment_id in ids]
 
 
 class MaskFormerSegmentationPipeline(ImageSegmentationPipeline):
-    def __init__(self, *args, fast_inference: bool = False, tta: bool | TestTimeAugmentation = False, **kwargs):
+    def __init__(
+        self, *args, fast_inference: bool = False, tta: bool | TestTimeAugmentation = False, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         if fast_inference:
             if not hasattr(self.model, "enable_fast_inference"):
-                raise ValueError(f"fast_inference needs this package's model, got {type(self.model).__name__}")
+                raise ValueError(
+                    f"fast_inference needs this package's model, got {type(self.model).__name__}"
+                )
             self.model.enable_fast_inference()
         self.tta = TestTimeAugmentation.for_processor(self.image_processor) if tta is True else tta or None
 
@@ -110,7 +116,9 @@ class MaskFormerSegmentationPipeline(ImageSegmentationPipeline):
         if subtask == "semantic":
             segmentation = model_outputs.get("tta_segmentation")
             if segmentation is None:
-                segmentation = processor.post_process_semantic_segmentation(model_outputs, target_sizes=sizes)[0]
+                segmentation = processor.post_process_semantic_segmentation(
+                    model_outputs, target_sizes=sizes
+                )[0]
             ids = torch.unique(segmentation).tolist()
             masks = segment_masks(segmentation, ids)
             return [{"score": None, "label": labels[i], "mask": mask} for i, mask in zip(ids, masks)]

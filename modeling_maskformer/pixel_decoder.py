@@ -57,13 +57,19 @@ class EncoderLayer(nn.Module):
                  activation: str = "relu", pre_norm: bool = False):  # fmt: skip
         super().__init__()
         self.pre_norm = pre_norm
-        self.self_attn = MultiHeadAttention(hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout)
-        self.ffn = FeedForward(hidden_size=hidden_size, ffn_dim=ffn_dim, dropout=dropout, activation=activation)
+        self.self_attn = MultiHeadAttention(
+            hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout
+        )
+        self.ffn = FeedForward(
+            hidden_size=hidden_size, ffn_dim=ffn_dim, dropout=dropout, activation=activation
+        )
         self.self_attn_norm = nn.LayerNorm(hidden_size)
         self.ffn_norm = nn.LayerNorm(hidden_size)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, hidden_states: Tensor, position: Tensor, attn_implementation: AttentionImplementation) -> Tensor:
+    def forward(
+        self, hidden_states: Tensor, position: Tensor, attn_implementation: AttentionImplementation
+    ) -> Tensor:
         def attend(x: Tensor) -> Tensor:
             q = with_position(x, position)
             return self.self_attn(q, q, x, attn_implementation=attn_implementation)
@@ -80,8 +86,15 @@ class Res5TransformerEncoder(nn.Module):
         super().__init__()
         self.input_proj = nn.Conv2d(in_channels, hidden_size, kernel_size=1)
         self.layers = nn.ModuleList(
-            EncoderLayer(hidden_size=hidden_size, num_heads=num_heads, ffn_dim=ffn_dim, dropout=dropout,
-                         attention_dropout=attention_dropout, activation=activation, pre_norm=pre_norm)  # fmt: skip
+            EncoderLayer(
+                hidden_size=hidden_size,
+                num_heads=num_heads,
+                ffn_dim=ffn_dim,
+                dropout=dropout,
+                attention_dropout=attention_dropout,
+                activation=activation,
+                pre_norm=pre_norm,
+            )  # fmt: skip
             for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(hidden_size) if pre_norm else None
@@ -89,7 +102,9 @@ class Res5TransformerEncoder(nn.Module):
     def forward(self, res5: Tensor, attn_implementation: AttentionImplementation) -> Tensor:
         hidden = self.input_proj(res5)
         batch_size, channels, height, width = hidden.shape
-        position = sine_position_encoding(batch_size, height, width, channels, device=hidden.device, dtype=hidden.dtype)
+        position = sine_position_encoding(
+            batch_size, height, width, channels, device=hidden.device, dtype=hidden.dtype
+        )
         position = position.flatten(2).transpose(1, 2)  # (B, HW, C)
         hidden = hidden.flatten(2).transpose(1, 2)  # (B, HW, C)
         for layer in self.layers:

@@ -48,7 +48,9 @@ def check_request(
         raise ValueError(f"row {entry.name}: test-time augmentation applies to semantic rows ({entry.dataset} is "
                          f"evaluated by PQ, single-scale)")  # fmt: skip
     if tta and entry.tta is None:
-        reason = entry.notes[0] if entry.notes else "the authors' config gives no test-time augmentation sizes"
+        reason = (
+            entry.notes[0] if entry.notes else "the authors' config gives no test-time augmentation sizes"
+        )
         raise ValueError(f"row {entry.name}: no multi-scale setting to reproduce ({reason})")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1, got {limit}")
@@ -108,7 +110,9 @@ def load_row_dataset(entry: ZooEntry, source: str, id2label: dict[int, str] | No
     kwargs: dict[str, Any] = {}
     if entry.task == "semantic":
         kwargs = {"reduce_labels": entry.label_convention == "ade", "ignore_index": entry.ignore_index}
-        if id2label is not None:  # NOTE: the model's class names; without them the loader scans every annotation
+        if (
+            id2label is not None
+        ):  # NOTE: the model's class names; without them the loader scans every annotation
             kwargs["id2label"] = id2label
     local = Path(source).expanduser().exists() or str(source).startswith((".", "/", "~"))
     try:
@@ -171,7 +175,9 @@ def reproduce(
     dataset = row_data_source(entry, dataset, data_root=data_root, mirror=mirror, progress=show_progress)
     data = load_row_dataset(entry, dataset, id2label if entry.task == "semantic" else None)
     if data.num_labels != net.config.num_labels:
-        raise ValueError(f"{source} predicts {net.config.num_labels} classes but the dataset has {data.num_labels}")
+        raise ValueError(
+            f"{source} predicts {net.config.num_labels} classes but the dataset has {data.num_labels}"
+        )
     set_row_processing(processor, entry)
     augmentation = entry.tta if tta else None
     results = evaluate_model(
@@ -180,25 +186,45 @@ def reproduce(
         show_progress=show_progress,
     )  # fmt: skip
     evaluated = len(data) if limit is None else min(limit, len(data))
-    measured = 100 * (results["panoptic"]["pq"] if entry.task == "panoptic" else results["semantic"]["mean_iou"])
+    measured = 100 * (
+        results["panoptic"]["pq"] if entry.task == "panoptic" else results["semantic"]["mean_iou"]
+    )
     paper = entry.paper_value(tta)
     report = {
         "row": entry.name,
         "hub_id": entry.hub_id,
         "checkpoint": str(source),
         "converted_folder": str(output_dir),
-        "dataset": {"name": entry.dataset, "source": str(dataset), "split": entry.split,
-                    "images_evaluated": evaluated, "images_in_split": entry.num_images},  # fmt: skip
+        "dataset": {
+            "name": entry.dataset,
+            "source": str(dataset),
+            "split": entry.split,
+            "images_evaluated": evaluated,
+            "images_in_split": entry.num_images,
+        },  # fmt: skip
         "settings": {
-            "test_size": entry.test_size, "max_test_size": entry.max_test_size, "size_divisor": entry.size_divisor,
-            "test_time_augmentation": json.loads(json.dumps(dataclasses.asdict(augmentation))) if augmentation else None,
-            "threshold": entry.threshold, "overlap_threshold": entry.overlap_threshold,
+            "test_size": entry.test_size,
+            "max_test_size": entry.max_test_size,
+            "size_divisor": entry.size_divisor,
+            "test_time_augmentation": json.loads(json.dumps(dataclasses.asdict(augmentation)))
+            if augmentation
+            else None,
+            "threshold": entry.threshold,
+            "overlap_threshold": entry.overlap_threshold,
             "authors_config": f"{AUTHORS_REPOSITORY}/blob/main/{entry.config}",
         },  # fmt: skip
         "metric": entry.metric,
-        "paper": {"value": paper, "setting": "multi-scale + flip" if tta else "single-scale", "source": MODEL_ZOO_SOURCE},
-        "measured": {"value": round(measured, 2), "where": "measured here (modeling_maskformer)", "device": str(run_device),
-                     "complete": evaluated == entry.num_images},  # fmt: skip
+        "paper": {
+            "value": paper,
+            "setting": "multi-scale + flip" if tta else "single-scale",
+            "source": MODEL_ZOO_SOURCE,
+        },
+        "measured": {
+            "value": round(measured, 2),
+            "where": "measured here (modeling_maskformer)",
+            "device": str(run_device),
+            "complete": evaluated == entry.num_images,
+        },  # fmt: skip
         "difference": None if paper is None else round(measured - paper, 2),
         "results": results,
     }
@@ -232,15 +258,21 @@ def write_model_card(config, report: dict[str, Any], path: Path) -> None:
               "dataset_name": report["dataset"]["name"],
               "dataset_split": report["dataset"]["split"], "metric_type": report["metric"].lower(), "verified": False}  # fmt: skip
     results = [
-        EvalResult(**common, metric_value=report["measured"]["value"], metric_config="measured",
-                   metric_name=f"{report['metric']} ({setting}), measured here on {report['dataset']['images_evaluated']} "
-                               f"images with modeling_maskformer")  # fmt: skip
+        EvalResult(
+            **common,
+            metric_value=report["measured"]["value"],
+            metric_config="measured",
+            metric_name=f"{report['metric']} ({setting}), measured here on {report['dataset']['images_evaluated']} "
+            f"images with modeling_maskformer",
+        )  # fmt: skip
     ]
     if report["paper"]["value"] is not None:
         results.append(EvalResult(**common, metric_value=report["paper"]["value"], metric_config="paper",
                                   metric_name=f"{report['metric']} ({setting}), from the paper: {MODEL_ZOO_SOURCE}"))  # fmt: skip
     metric_key = "pq" if report["metric"] == "PQ" else "mean_iou"
-    card = build_model_card(config, repo_id=report["hub_id"], metrics={metric_key: report["measured"]["value"] / 100})
+    card = build_model_card(
+        config, repo_id=report["hub_id"], metrics={metric_key: report["measured"]["value"] / 100}
+    )
     card.data.eval_results = results
     card.data.model_name = report["hub_id"].split("/")[-1]
     card.text += (

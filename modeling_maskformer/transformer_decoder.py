@@ -39,9 +39,15 @@ class DecoderLayer(GradientCheckpointingLayer):
     ):
         super().__init__()
         self.pre_norm = pre_norm
-        self.self_attn = MultiHeadAttention(hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout)
-        self.cross_attn = MultiHeadAttention(hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout)
-        self.ffn = FeedForward(hidden_size=hidden_size, ffn_dim=ffn_dim, dropout=dropout, activation=activation)
+        self.self_attn = MultiHeadAttention(
+            hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout
+        )
+        self.cross_attn = MultiHeadAttention(
+            hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout
+        )
+        self.ffn = FeedForward(
+            hidden_size=hidden_size, ffn_dim=ffn_dim, dropout=dropout, activation=activation
+        )
         self.self_attn_norm = nn.LayerNorm(hidden_size)
         self.cross_attn_norm = nn.LayerNorm(hidden_size)
         self.ffn_norm = nn.LayerNorm(hidden_size)
@@ -91,7 +97,9 @@ class TransformerDecoder(nn.Module):
         self.hidden_size = hidden_size
         self.query_embed = nn.Embedding(num_queries, hidden_size)
         # NOTE: the original projects the memory only when its width differs from d (1x1 conv).
-        self.input_proj = nn.Conv2d(in_channels, hidden_size, kernel_size=1) if in_channels != hidden_size else None
+        self.input_proj = (
+            nn.Conv2d(in_channels, hidden_size, kernel_size=1) if in_channels != hidden_size else None
+        )
         self.layers = nn.ModuleList(
             DecoderLayer(
                 hidden_size=hidden_size,

@@ -64,7 +64,9 @@ def choose_format(config, folder_format: FolderFormat) -> tuple[bool, list[str]]
         return False, ["folder_format='remote_code'"]
     refusals = transformers_refusals(config)
     if refusals and folder_format == "transformers":
-        raise ValueError("folder_format='transformers': transformers' MaskFormer cannot represent " + "; ".join(refusals))
+        raise ValueError(
+            "folder_format='transformers': transformers' MaskFormer cannot represent " + "; ".join(refusals)
+        )
     return not refusals, refusals
 
 
@@ -139,7 +141,9 @@ def read_transformers_state_dict(
             state.update(load_file(file))
         else:  # tensors only, no pickled code
             state.update(torch.load(file, map_location="cpu", weights_only=True))
-    if not any(key.startswith(_PREFIX) for key in state):  # transformers' MaskFormerModel: no heads, no prefix
+    if not any(
+        key.startswith(_PREFIX) for key in state
+    ):  # transformers' MaskFormerModel: no heads, no prefix
         state = {f"{_PREFIX}{key}": value for key, value in state.items()}
     with torch.device("meta"):
         target = MaskFormerForInstanceSegmentation(config).state_dict()
@@ -150,5 +154,7 @@ def read_transformers_state_dict(
     if skip_class_head:  # a new class head (another num_labels): initialised, not loaded
         skipped = (*skipped, "class_head.")
         state = {key: value for key, value in state.items() if not key.startswith("class_predictor.")}
-    target = {key: value for key, value in target.items() if not key.startswith(skipped)} if skipped else target
+    target = (
+        {key: value for key, value in target.items() if not key.startswith(skipped)} if skipped else target
+    )
     return state_dict_from_transformers(state, config, target)

@@ -58,7 +58,9 @@ class TestTimeAugmentation:
         if not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
             raise ValueError(f"min_sizes must be a non-empty list of positive ints, got {self.min_sizes!r}")
         if self.max_size is not None and not (isinstance(self.max_size, int) and self.max_size >= max(sizes)):
-            raise ValueError(f"max_size must be an int >= the largest min size {max(sizes)}, got {self.max_size!r}")
+            raise ValueError(
+                f"max_size must be an int >= the largest min size {max(sizes)}, got {self.max_size!r}"
+            )
         object.__setattr__(self, "min_sizes", sizes)
 
     @classmethod
@@ -91,12 +93,16 @@ class TestTimeAugmentation:
     def sizes(self) -> Iterator[dict[str, int]]:
         """The processor `size` of each scale."""
         for min_size in self.min_sizes:
-            yield {"shortest_edge": min_size} | ({} if self.max_size is None else {"longest_edge": self.max_size})
+            yield {"shortest_edge": min_size} | (
+                {} if self.max_size is None else {"longest_edge": self.max_size}
+            )
 
 
 def _device_and_dtype(model) -> tuple[torch.device, torch.dtype]:
     parameter = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
-    return (parameter.device, parameter.dtype) if parameter is not None else (torch.device("cpu"), torch.float32)
+    return (
+        (parameter.device, parameter.dtype) if parameter is not None else (torch.device("cpu"), torch.float32)
+    )
 
 
 def _band_rows(num_maps: int, valid: tuple[int, int], target: tuple[int, int]) -> int:
@@ -137,7 +143,9 @@ def semantic_scores_tta(
             pixel_values, pixel_mask = torch.cat([pixel_values, mirrored]), pixel_mask.expand(2, -1, -1)
             flips.append(True)
         outputs = model(pixel_values=pixel_values.to(device, dtype), pixel_mask=pixel_mask.to(device))
-        per_pixel = per_pixel_logits(outputs)  # the per-pixel baseline's (views, K, h, w) class logits, else None
+        per_pixel = per_pixel_logits(
+            outputs
+        )  # the per-pixel baseline's (views, K, h, w) class logits, else None
         if per_pixel is not None:
             for b, flipped in enumerate(flips):
                 scores = per_pixel_semantic_scores(per_pixel[b : b + 1], padded_size=tuple(pixel_values.shape[-2:]),

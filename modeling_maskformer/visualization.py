@@ -54,14 +54,20 @@ def _label(id2label: Mapping | None, class_id: int) -> str:
     return str(id2label.get(class_id, id2label.get(str(class_id), class_id)))
 
 
-def _regions(result: Any, id2label: Mapping | None, task: Task | None, ignore_index: int) -> tuple[np.ndarray, list]:
+def _regions(
+    result: Any, id2label: Mapping | None, task: Task | None, ignore_index: int
+) -> tuple[np.ndarray, list]:
     """(H, W) int map of region indices (-1 = nothing) and, per region, (colour, legend text)."""
     if task is None:
         task = "panoptic" if isinstance(result, Mapping) else "semantic"
     if task == "semantic":
-        labels = _to_numpy(result.get("segmentation") if isinstance(result, Mapping) else result).astype(np.int64)
+        labels = _to_numpy(result.get("segmentation") if isinstance(result, Mapping) else result).astype(
+            np.int64
+        )
         if labels.ndim != 2:
-            raise ValueError(f"draw(task='semantic'): expected an (H, W) map of class ids, got shape {labels.shape}")
+            raise ValueError(
+                f"draw(task='semantic'): expected an (H, W) map of class ids, got shape {labels.shape}"
+            )
         present = [int(c) for c in np.unique(labels) if c >= 0 and c != ignore_index]
         region_map = np.full(labels.shape, -1, dtype=np.int64)
         regions = []
@@ -72,7 +78,9 @@ def _regions(result: Any, id2label: Mapping | None, task: Task | None, ignore_in
     if task not in ("instance", "panoptic"):
         raise ValueError(f"draw: task must be 'semantic', 'instance' or 'panoptic', got {task!r}")
     if not isinstance(result, Mapping) or "segmentation" not in result or "segments_info" not in result:
-        raise ValueError(f"draw(task={task!r}): expected a dict with 'segmentation' and 'segments_info' (post_process_{task}_segmentation)")
+        raise ValueError(
+            f"draw(task={task!r}): expected a dict with 'segmentation' and 'segments_info' (post_process_{task}_segmentation)"
+        )
     segmentation = _to_numpy(result["segmentation"])
     segments = list(result["segments_info"])
     binary = segmentation.ndim == 3  # instance with return_binary_maps: (N, H, W)
@@ -125,7 +133,9 @@ def _legend(entries: Sequence[LegendEntry], height: int, font_size: int, max_ent
     for i, line in enumerate(lines):
         top = 6 + i * row
         if i < len(shown):
-            canvas.rectangle([6, top, 6 + font_size, top + font_size], fill=shown[i].colour, outline=(0, 0, 0))
+            canvas.rectangle(
+                [6, top, 6 + font_size, top + font_size], fill=shown[i].colour, outline=(0, 0, 0)
+            )
         canvas.text((font_size + 14, top), line, fill=(0, 0, 0), font=font)
     return panel
 
@@ -173,7 +183,9 @@ def draw(
         return picture
     total = region_map.size
     areas = np.bincount(region_map[region_map >= 0].ravel(), minlength=len(regions)) / total
-    entries = [LegendEntry(colour, text, float(area)) for (colour, text), area in zip(regions, areas) if area > 0]
+    entries = [
+        LegendEntry(colour, text, float(area)) for (colour, text), area in zip(regions, areas) if area > 0
+    ]
     entries.sort(key=lambda entry: -entry.area)
     font_size = max(12, min(24, picture.height // 24))
     panel = _legend(entries, picture.height, font_size, max_legend_entries)
@@ -183,7 +195,9 @@ def draw(
     return out
 
 
-def grid(pictures: Sequence[Sequence[Image.Image]], titles: Sequence[str] | None = None, gap: int = 4) -> Image.Image:
+def grid(
+    pictures: Sequence[Sequence[Image.Image]], titles: Sequence[str] | None = None, gap: int = 4
+) -> Image.Image:
     """Rows of pictures in a grid (each cell as wide as the widest picture of its column), with column
     titles on top."""
     columns = max(len(row) for row in pictures)
@@ -191,7 +205,11 @@ def grid(pictures: Sequence[Sequence[Image.Image]], titles: Sequence[str] | None
     heights = [max(picture.height for picture in row) for row in pictures]
     font_size = 16
     title_height = font_size + 12 if titles else 0
-    out = Image.new("RGB", (sum(widths) + gap * (columns - 1), title_height + sum(heights) + gap * (len(pictures) - 1)), "white")
+    out = Image.new(
+        "RGB",
+        (sum(widths) + gap * (columns - 1), title_height + sum(heights) + gap * (len(pictures) - 1)),
+        "white",
+    )
     canvas = ImageDraw.Draw(out)
     font = _font(font_size)
     for c, title in enumerate(titles or []):

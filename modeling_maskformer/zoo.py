@@ -34,8 +34,12 @@ AUTHORS_REPOSITORY = "https://github.com/facebookresearch/MaskFormer"
 # TEST.AUG of the authors' configs (the source is named next to each).
 ADE20K_512_TTA = TestTimeAugmentation((256, 384, 512, 640, 768, 896), 3584, flip=True)  # Base-ADE20K-150.yaml
 ADE20K_640_TTA = TestTimeAugmentation((320, 480, 640, 800, 960, 1120), 4480, flip=True)  # swin/*_res640.yaml
-COCO_STUFF_TTA = TestTimeAugmentation((320, 480, 640, 800, 960, 1120), 4480, flip=True)  # Base-COCOStuff10K-171.yaml
-CITYSCAPES_TTA = TestTimeAugmentation((512, 768, 1024, 1280, 1536, 1792), 4096, flip=True)  # Base-Cityscapes-19.yaml
+COCO_STUFF_TTA = TestTimeAugmentation(
+    (320, 480, 640, 800, 960, 1120), 4480, flip=True
+)  # Base-COCOStuff10K-171.yaml
+CITYSCAPES_TTA = TestTimeAugmentation(
+    (512, 768, 1024, 1280, 1536, 1792), 4096, flip=True
+)  # Base-Cityscapes-19.yaml
 
 ADE_LAYOUT = (
     "ADEChallengeData2016: images/validation/*.jpg + annotations/validation/*.png (0 = other, 1..150 = classes), "
@@ -75,7 +79,9 @@ class ZooEntry:
     max_test_size: int  # INPUT.MAX_SIZE_TEST
     datasets_name: str | None = None  # the data's Hugging Face `datasets` name (model-card metadata only)
     prepare: str | None = None  # the `scripts/prepare_data.py` name that makes `layout`, if any
-    label_convention: Literal["ade", "as_is"] | None = None  # semantic PNGs (see README "Fine-tune on your data")
+    label_convention: Literal["ade", "as_is"] | None = (
+        None  # semantic PNGs (see README "Fine-tune on your data")
+    )
     ignore_index: int = 255
     size_divisor: int = 32  # MODEL.MASK_FORMER.SIZE_DIVISIBILITY (0: no padding)
     tta: TestTimeAugmentation | None = None  # TEST.AUG; None where the config gives no sizes
@@ -97,7 +103,11 @@ class ZooEntry:
         if self.prepare is None:
             return None
         splits = " --splits val" if self.prepare == "coco_panoptic" else ""
-        archives = " --archives gtFine_trainvaltest.zip leftImg8bit_trainvaltest.zip" if self.prepare == "cityscapes" else ""
+        archives = (
+            " --archives gtFine_trainvaltest.zip leftImg8bit_trainvaltest.zip"
+            if self.prepare == "cityscapes"
+            else ""
+        )
         return f"python scripts/prepare_data.py {self.prepare}{splits}{archives} --root DIR"
 
     def paper_value(self, tta: bool) -> float | None:
@@ -127,54 +137,111 @@ def _coco(name, backbone, config, pq):
 MODEL_ZOO: tuple[ZooEntry, ...] = (
     _ade("swin-tiny-ade", "Swin-T", "swin/maskformer_swin_tiny_bs16_160k.yaml", 46.7, 48.8),
     _ade("swin-small-ade", "Swin-S", "swin/maskformer_swin_small_bs16_160k.yaml", 49.8, 51.0),
-    _ade("swin-base-ade", "Swin-B (IN-21k)", "swin/maskformer_swin_base_IN21k_384_bs16_160k_res640.yaml", 52.7, 53.9,
-         test_size=640, tta=ADE20K_640_TTA),  # fmt: skip
-    _ade("swin-large-ade", "Swin-L (IN-21k)", "swin/maskformer_swin_large_IN21k_384_bs16_160k_res640.yaml", 54.1,
-         55.6, test_size=640, tta=ADE20K_640_TTA),  # fmt: skip
+    _ade(
+        "swin-base-ade",
+        "Swin-B (IN-21k)",
+        "swin/maskformer_swin_base_IN21k_384_bs16_160k_res640.yaml",
+        52.7,
+        53.9,
+        test_size=640,
+        tta=ADE20K_640_TTA,
+    ),  # fmt: skip
+    _ade(
+        "swin-large-ade",
+        "Swin-L (IN-21k)",
+        "swin/maskformer_swin_large_IN21k_384_bs16_160k_res640.yaml",
+        54.1,
+        55.6,
+        test_size=640,
+        tta=ADE20K_640_TTA,
+    ),  # fmt: skip
     _ade("resnet50-ade", "R50", "maskformer_R50_bs16_160k.yaml", 44.5, 46.7, evidence=RESNET_SCRIPT),
     _ade("resnet101-ade", "R101", "maskformer_R101_bs16_160k.yaml", 45.5, 47.2, evidence=RESNET_SCRIPT),
     _coco("swin-tiny-coco", "Swin-T", "maskformer_panoptic_swin_tiny_bs64_554k.yaml", 47.7),
     _coco("swin-small-coco", "Swin-S", "maskformer_panoptic_swin_small_bs64_554k.yaml", 49.7),
-    _coco("swin-base-coco", "Swin-B (IN-21k)", "maskformer_panoptic_swin_base_IN21k_384_bs64_554k.yaml", 51.8),
-    _coco("swin-large-coco", "Swin-L (IN-21k)", "maskformer_panoptic_swin_large_IN21k_384_bs64_554k.yaml", 52.7),
+    _coco(
+        "swin-base-coco", "Swin-B (IN-21k)", "maskformer_panoptic_swin_base_IN21k_384_bs64_554k.yaml", 51.8
+    ),
+    _coco(
+        "swin-large-coco", "Swin-L (IN-21k)", "maskformer_panoptic_swin_large_IN21k_384_bs64_554k.yaml", 52.7
+    ),
     *(
         ZooEntry(
-            name=f"resnet{depth}-coco-stuff", backbone=f"R{depth}", dataset="COCO-Stuff-10K", task="semantic",
-            config=f"configs/coco-stuff-10k-171/maskformer_R{depth}_bs32_60k.yaml", paper_single_scale=single,
-            paper_multi_scale=multi, num_images=1000, split="test",
+            name=f"resnet{depth}-coco-stuff",
+            backbone=f"R{depth}",
+            dataset="COCO-Stuff-10K",
+            task="semantic",
+            config=f"configs/coco-stuff-10k-171/maskformer_R{depth}_bs32_60k.yaml",
+            paper_single_scale=single,
+            paper_multi_scale=multi,
+            num_images=1000,
+            split="test",
             layout="images/testing/*.jpg + annotations/testing/*.png (class ids 0..170, 255 ignored: the authors' "
-                   "prepare_coco_stuff_10k_sem_seg.py output)",
-            test_size=640, max_test_size=2560, label_convention="as_is", tta=COCO_STUFF_TTA,
+            "prepare_coco_stuff_10k_sem_seg.py output)",
+            test_size=640,
+            max_test_size=2560,
+            label_convention="as_is",
+            tta=COCO_STUFF_TTA,
         )  # fmt: skip
         for depth, single, multi in ((50, 37.1, 38.9), (101, 38.1, 39.8))
     ),
     *(
         ZooEntry(
-            name=f"resnet{depth}-ade20k-full", backbone=f"R{depth}", dataset="ADE20K-Full (847 classes)",
-            task="semantic", config=f"configs/ade20k-full-847/maskformer_R{depth}_bs16_200k.yaml",
-            paper_single_scale=single, paper_multi_scale=None, num_images=2000, split="validation",
+            name=f"resnet{depth}-ade20k-full",
+            backbone=f"R{depth}",
+            dataset="ADE20K-Full (847 classes)",
+            task="semantic",
+            config=f"configs/ade20k-full-847/maskformer_R{depth}_bs16_200k.yaml",
+            paper_single_scale=single,
+            paper_multi_scale=None,
+            num_images=2000,
+            split="validation",
             layout="images/validation/*.jpg + annotations/validation/*.png, 16-bit class ids 0..846, 65535 ignored "
-                   "(the authors' prepare_ade20k_full_sem_seg.py writes .tif: convert them to 16-bit PNG)",
-            test_size=512, max_test_size=2048, label_convention="as_is", ignore_index=65535,
+            "(the authors' prepare_ade20k_full_sem_seg.py writes .tif: convert them to 16-bit PNG)",
+            test_size=512,
+            max_test_size=2048,
+            label_convention="as_is",
+            ignore_index=65535,
             notes=("the model zoo reports no multi-scale number for ADE20K-Full",),
         )  # fmt: skip
         for depth, single in ((50, 16.0), (101, 16.8))
     ),
     ZooEntry(
-        name="resnet101-cityscapes", backbone="R101", dataset="Cityscapes", task="semantic",
-        config="configs/cityscapes-19/maskformer_R101_bs16_90k.yaml", paper_single_scale=78.5, paper_multi_scale=80.3,
-        num_images=500, split="validation",
-        layout=CITYSCAPES_LAYOUT, prepare="cityscapes",
-        test_size=1024, max_test_size=2048, label_convention="as_is", tta=CITYSCAPES_TTA,
+        name="resnet101-cityscapes",
+        backbone="R101",
+        dataset="Cityscapes",
+        task="semantic",
+        config="configs/cityscapes-19/maskformer_R101_bs16_90k.yaml",
+        paper_single_scale=78.5,
+        paper_multi_scale=80.3,
+        num_images=500,
+        split="validation",
+        layout=CITYSCAPES_LAYOUT,
+        prepare="cityscapes",
+        test_size=1024,
+        max_test_size=2048,
+        label_convention="as_is",
+        tta=CITYSCAPES_TTA,
     ),  # fmt: skip
     ZooEntry(
-        name="resnet50-vistas", backbone="R50", dataset="Mapillary Vistas", task="semantic",
-        config="configs/mapillary-vistas-65/maskformer_R50_bs16_300k.yaml", paper_single_scale=53.1,
-        paper_multi_scale=55.4, num_images=2000, split="validation",
+        name="resnet50-vistas",
+        backbone="R50",
+        dataset="Mapillary Vistas",
+        task="semantic",
+        config="configs/mapillary-vistas-65/maskformer_R50_bs16_300k.yaml",
+        paper_single_scale=53.1,
+        paper_multi_scale=55.4,
+        num_images=2000,
+        split="validation",
         layout="images/validation/*.jpg + annotations/validation/*.png (class ids 0..64, 65 ignored)",
-        test_size=2048, max_test_size=2048, label_convention="as_is", ignore_index=65,
-        notes=("the model zoo reports ms+flip 55.4, but the config sets no TEST.AUG sizes (detectron2's defaults "
-               "would be 400..1200 / 4000): not confirmed, so --tta is refused for this row",),
+        test_size=2048,
+        max_test_size=2048,
+        label_convention="as_is",
+        ignore_index=65,
+        notes=(
+            "the model zoo reports ms+flip 55.4, but the config sets no TEST.AUG sizes (detectron2's defaults "
+            "would be 400..1200 / 4000): not confirmed, so --tta is refused for this row",
+        ),
     ),  # fmt: skip
 )
 _BY_NAME = {entry.name: entry for entry in MODEL_ZOO}
@@ -195,7 +262,9 @@ def markdown_table() -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for e in MODEL_ZOO:
-        data = f"{e.dataset}, {e.split}, {e.num_images} images" + (f" (`prepare_data.py {e.prepare}`)" if e.prepare else "")
+        data = f"{e.dataset}, {e.split}, {e.num_images} images" + (
+            f" (`prepare_data.py {e.prepare}`)" if e.prepare else ""
+        )
         if e.task == "panoptic":
             tta = f"- (thresholds {e.threshold} / {e.overlap_threshold})"
         elif e.tta is not None:

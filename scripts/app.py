@@ -19,18 +19,27 @@ from modeling_maskformer.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=os.environ.get("MASKFORMER_MODEL", "outputs/demo"),
                         help="model folder, Hub id or exported folder (default: $MASKFORMER_MODEL or outputs/demo)")  # fmt: skip
     parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="for exported folders")
     parser.add_argument("--host", default=None,
                         help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1: localhost only)")  # fmt: skip
-    parser.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free)")
+    parser.add_argument(
+        "--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free)"
+    )
     parser.add_argument("--max_upload_mb", type=float, default=10)
     parser.add_argument("--max_megapixels", type=float, default=25)
     args = parser.parse_args(argv)
     limits = Limits(max_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6))
-    launch(build_demo(args.model, precision=args.precision, limits=limits), host=args.host, port=args.port, limits=limits)
+    launch(
+        build_demo(args.model, precision=args.precision, limits=limits),
+        host=args.host,
+        port=args.port,
+        limits=limits,
+    )
 
 
 if __name__ == "__main__":

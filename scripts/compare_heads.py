@@ -20,16 +20,27 @@ from modeling_maskformer.training.compare import CompareSettings, compare_heads,
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=30.0, help="the whole budget, split over the class counts")
-    parser.add_argument("--class_counts", default="8,32,128",
-                        help="comma-separated class counts K (3 stuff classes + K - 3 thing classes), 4..129")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=30.0, help="the whole budget, split over the class counts"
+    )
+    parser.add_argument(
+        "--class_counts",
+        default="8,32,128",
+        help="comma-separated class counts K (3 stuff classes + K - 3 thing classes), 4..129",
+    )
     parser.add_argument("--image_size", type=int, default=128)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--num_train_images", type=int, default=4000)
-    parser.add_argument("--num_eval_images", type=int, default=100, help="held-out scenes (the validation split)")
+    parser.add_argument(
+        "--num_eval_images", type=int, default=100, help="held-out scenes (the validation split)"
+    )
     parser.add_argument("--learning_rate", type=float, default=5e-4)
-    parser.add_argument("--max_steps", type=int, default=None, help="cap the steps per class count (quick checks)")
+    parser.add_argument(
+        "--max_steps", type=int, default=None, help="cap the steps per class count (quick checks)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_json", default=None, help="write the full report here")
     args = parser.parse_args(argv)

@@ -84,12 +84,19 @@ def main() -> None:
     history = json.loads((output_dir / "training_history.json").read_text())
     print("\nLearning curve on the first 100 validation scenes:\n  step   loss   mIoU     PQ")
     for entry in (e for e in history if "eval" in e):
-        print(f"{entry['step']:>6}  {entry['loss']:.3f}  {entry['eval']['mean_iou']:.3f}  {entry['eval']['pq']:.3f}")
+        print(
+            f"{entry['step']:>6}  {entry['loss']:.3f}  {entry['eval']['mean_iou']:.3f}  {entry['eval']['pq']:.3f}"
+        )
 
     model = MaskFormerForInstanceSegmentation.from_pretrained(output_dir)
     processor = MaskFormerImageProcessor.from_pretrained(output_dir)
-    dataset = build_dataset("synthetic", "validation", num_images=200, image_size=128,
-                            config=SyntheticShapesConfig(thing_colours="by_class"))
+    dataset = build_dataset(
+        "synthetic",
+        "validation",
+        num_images=200,
+        image_size=128,
+        config=SyntheticShapesConfig(thing_colours="by_class"),
+    )
     results = evaluate_model(model, processor, dataset, batch_size=8)
     (output_dir / "demo_eval.json").write_text(json.dumps(results, indent=2))
     write_grid(model, processor, dataset, output_dir / "demo_predictions.png")
@@ -99,7 +106,9 @@ def main() -> None:
     print(f"\nHeld-out synthetic validation (200 scenes): mIoU {headline['mean_iou']:.3f}, PQ {headline['pq']:.3f} "
           f"(PQ things {headline['pq_things']:.3f}, stuff {headline['pq_stuff']:.3f}), mask AP {headline['mask_ap']:.3f}")  # fmt: skip
     print(f"Hub-ready folder: {output_dir}/ (model, processor, README.md model card)")
-    print(f"Prediction grid (image | ground truth | semantic | panoptic): {output_dir / 'demo_predictions.png'}")
+    print(
+        f"Prediction grid (image | ground truth | semantic | panoptic): {output_dir / 'demo_predictions.png'}"
+    )
     print(NEXT_STEPS)
 
 

@@ -29,22 +29,36 @@ from modeling_maskformer.tta import TestTimeAugmentation
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="our model folder, a transformers MaskFormer folder, or Hub id")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", required=True, help="our model folder, a transformers MaskFormer folder, or Hub id"
+    )
     add_dataset_arguments(parser)
     parser.add_argument("--split", default="validation")
     parser.add_argument("--num_images", type=int, default=None, help="synthetic dataset: number of images")
     parser.add_argument("--max_items", type=int, default=None, help="evaluate only the first N items")
-    parser.add_argument("--batch_size", type=int, default=4,
-                        help="images per forward pass; only images of one padded size are batched, so the "
-                             "results do not depend on it")
+    parser.add_argument(
+        "--batch_size",
+        type=int,
+        default=4,
+        help="images per forward pass; only images of one padded size are batched, so the "
+        "results do not depend on it",
+    )
     parser.add_argument("--output_json", default=None, help="write all results here")
-    parser.add_argument("--tta", action="store_true",
-                        help="mIoU with the authors' test-time augmentation: short sides 0.5, 0.75, ..., 1.75 x the "
-                             "processor's test size (long side up to 7x it) and horizontal flips, scores averaged; "
-                             "PQ and mask AP stay single-scale")
-    parser.add_argument("--tta_sizes", default=None,
-                        help="with --tta: the short sides instead, comma-separated (e.g. 256,384,512,640,768,896)")
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="mIoU with the authors' test-time augmentation: short sides 0.5, 0.75, ..., 1.75 x the "
+        "processor's test size (long side up to 7x it) and horizontal flips, scores averaged; "
+        "PQ and mask AP stay single-scale",
+    )
+    parser.add_argument(
+        "--tta_sizes",
+        default=None,
+        help="with --tta: the short sides instead, comma-separated (e.g. 256,384,512,640,768,896)",
+    )
     parser.add_argument("--tta_max_size", type=int, default=None, help="with --tta_sizes: the long-side cap")
     parser.add_argument("--tta_no_flip", action="store_true", help="with --tta: no mirrored views")
     args = parser.parse_args(argv)

@@ -24,7 +24,9 @@ from modeling_maskformer.export import export_folder
 
 def calibration_images(args: argparse.Namespace) -> list[Image.Image] | None:
     if args.calibration_dir:
-        paths = sorted(p for p in Path(args.calibration_dir).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        paths = sorted(
+            p for p in Path(args.calibration_dir).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+        )
         if not paths:
             raise SystemExit(f"--calibration_dir {args.calibration_dir}: no .jpg/.jpeg/.png images found")
         return [Image.open(p).convert("RGB") for p in paths[: args.calibration_count]]
@@ -40,17 +42,25 @@ def calibration_images(args: argparse.Namespace) -> list[Image.Image] | None:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model", help="our model folder or Hub id")
     parser.add_argument("output_dir")
     parser.add_argument("--format", choices=["onnx", "openvino"], default="onnx")
-    parser.add_argument("--height", type=int, help="fixed input height (multiple of 32; default: the processor's shortest edge)")
+    parser.add_argument(
+        "--height",
+        type=int,
+        help="fixed input height (multiple of 32; default: the processor's shortest edge)",
+    )
     parser.add_argument("--width", type=int, help="fixed input width (multiple of 32)")
     parser.add_argument("--dynamic", action="store_true", help="dynamic height and width (multiples of 32)")
     parser.add_argument("--int8", action="store_true", help="also write an int8 graph")
     parser.add_argument("--onnx_int8_mode", choices=["static", "dynamic"], default="static")
     parser.add_argument("--calibration_dir", help="folder of images to calibrate int8 on")
-    parser.add_argument("--calibration", choices=["synthetic"], help="calibrate on generated synthetic training scenes")
+    parser.add_argument(
+        "--calibration", choices=["synthetic"], help="calibrate on generated synthetic training scenes"
+    )
     parser.add_argument("--calibration_count", type=int, default=32)
     parser.add_argument("--calibration_image_size", type=int, default=128)
     parser.add_argument("--opset", type=int, default=18)
@@ -63,7 +73,10 @@ def main(argv: list[str] | None = None) -> Path:
     )  # fmt: skip
     info = json.loads((folder / "export.json").read_text())
     print(f"Wrote {folder}: {', '.join(info['files'].values())}; input {info['input']}")
-    print("max |logit difference| to PyTorch:", {k: f"{v:.2e}" for k, v in info["parity_max_abs_difference"].items()})
+    print(
+        "max |logit difference| to PyTorch:",
+        {k: f"{v:.2e}" for k, v in info["parity_max_abs_difference"].items()},
+    )
     return folder
 
 

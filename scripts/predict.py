@@ -29,7 +29,10 @@ def segments_of(result, task: str, id2label: dict[int, str]) -> list[dict]:
     else:
         segmentation = result["segmentation"]
         total = segmentation.numel()
-        pairs = [(s["label_id"], float(s["score"]), int((segmentation == s["id"]).sum())) for s in result["segments_info"]]
+        pairs = [
+            (s["label_id"], float(s["score"]), int((segmentation == s["id"]).sum()))
+            for s in result["segments_info"]
+        ]
     return [
         {"id": index, "label_id": label, "label": id2label.get(label, str(label)), "score": score, "area": area,
          "area_fraction": area / total}
@@ -39,7 +42,9 @@ def segments_of(result, task: str, id2label: dict[int, str]) -> list[dict]:
 
 @torch.no_grad()
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("images", nargs="+")
     parser.add_argument("--model", required=True, help="our model folder / Hub id, or an exported folder")
     parser.add_argument("--task", choices=TASKS, default="panoptic")
@@ -69,7 +74,11 @@ def main(argv: list[str] | None = None) -> dict:
                           overlap_mask_area_threshold=args.overlap_threshold, target_sizes=size)[0]  # fmt: skip
         picture = out / f"{path.stem}_{args.task}.png"
         draw(image, result, id2label, task=args.task).save(picture)
-        report[str(path)] = {"overlay": str(picture), "task": args.task, "segments": segments_of(result, args.task, id2label)}
+        report[str(path)] = {
+            "overlay": str(picture),
+            "task": args.task,
+            "segments": segments_of(result, args.task, id2label),
+        }
         print(f"{path} -> {picture} ({len(report[str(path)]['segments'])} segments)")
     (out / "predictions.json").write_text(json.dumps(report, indent=2))
     return report

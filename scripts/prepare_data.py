@@ -24,16 +24,30 @@ from modeling_maskformer.data.prepare import DATASETS, PrepareResult, default_da
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("name", nargs="?", choices=list(DATASETS), help="the dataset")
-    parser.add_argument("--root", default=None, help=f"where the dataset folder goes (default {default_data_root()})")
-    parser.add_argument("--splits", default=None, help="comma-separated: train,val (default both; coco_panoptic, cityscapes)")
+    parser.add_argument(
+        "--root", default=None, help=f"where the dataset folder goes (default {default_data_root()})"
+    )
+    parser.add_argument(
+        "--splits", default=None, help="comma-separated: train,val (default both; coco_panoptic, cityscapes)"
+    )
     parser.add_argument("--archives", nargs="+", default=None, help="cityscapes: the local zip files")
-    parser.add_argument("--mirror", default=None, help="base URL serving the official paths instead of the official sites")
-    parser.add_argument("--keep_archives", action="store_true", help="keep the downloaded zips in ROOT/downloads")
-    parser.add_argument("--retries", type=int, default=3, help="resumes of a dropped connection before giving up")
+    parser.add_argument(
+        "--mirror", default=None, help="base URL serving the official paths instead of the official sites"
+    )
+    parser.add_argument(
+        "--keep_archives", action="store_true", help="keep the downloaded zips in ROOT/downloads"
+    )
+    parser.add_argument(
+        "--retries", type=int, default=3, help="resumes of a dropped connection before giving up"
+    )
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
-    parser.add_argument("--list", action="store_true", help="print the archives, their sizes and checksums, and exit")
+    parser.add_argument(
+        "--list", action="store_true", help="print the archives, their sizes and checksums, and exit"
+    )
     args = parser.parse_args(argv)
     if not args.list and not args.name:
         parser.error("give a dataset name (or --list)")

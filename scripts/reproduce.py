@@ -24,22 +24,48 @@ from modeling_maskformer.zoo import markdown_table
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("row", nargs="?", help="a model-zoo row (see --list), e.g. swin-large-ade, or its Hub id")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "row", nargs="?", help="a model-zoo row (see --list), e.g. swin-large-ade, or its Hub id"
+    )
     parser.add_argument("--list", action="store_true", help="print the model-zoo table and exit")
-    parser.add_argument("--tta", action="store_true", help="multi-scale + flip, the authors' TEST.AUG (semantic rows)")
+    parser.add_argument(
+        "--tta", action="store_true", help="multi-scale + flip, the authors' TEST.AUG (semantic rows)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
-    parser.add_argument("--model", default=None, help="a local transformers MaskFormer folder instead of the Hub id")
-    parser.add_argument("--dataset", default=None, help="a local dataset folder (or `datasets` name) instead of the row's")
-    parser.add_argument("--download", action="store_true",
-                        help="prepare the row's data when it is missing (no prompt), as scripts/prepare_data.py does")
-    parser.add_argument("--data_root", default=None,
-                        help="where the prepared datasets are (default $MASKFORMER_DATA, else ~/.cache/maskformer-hf/datasets)")
-    parser.add_argument("--mirror", default=None, help="with --download: a base URL serving the official archive paths")
-    parser.add_argument("--output_dir", default=None, help="converted model, JSON, model card (default outputs/reproduce/ROW)")
-    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: a GPU; the CPU only with --limit)")
-    parser.add_argument("--batch_size", type=int, default=1, help="images of one padded size per forward pass")
-    parser.add_argument("--model_card", action="store_true", help="write model-index entries into the folder's README.md")
+    parser.add_argument(
+        "--model", default=None, help="a local transformers MaskFormer folder instead of the Hub id"
+    )
+    parser.add_argument(
+        "--dataset", default=None, help="a local dataset folder (or `datasets` name) instead of the row's"
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="prepare the row's data when it is missing (no prompt), as scripts/prepare_data.py does",
+    )
+    parser.add_argument(
+        "--data_root",
+        default=None,
+        help="where the prepared datasets are (default $MASKFORMER_DATA, else ~/.cache/maskformer-hf/datasets)",
+    )
+    parser.add_argument(
+        "--mirror", default=None, help="with --download: a base URL serving the official archive paths"
+    )
+    parser.add_argument(
+        "--output_dir", default=None, help="converted model, JSON, model card (default outputs/reproduce/ROW)"
+    )
+    parser.add_argument(
+        "--device", default=None, help="cuda, cpu, ... (default: a GPU; the CPU only with --limit)"
+    )
+    parser.add_argument(
+        "--batch_size", type=int, default=1, help="images of one padded size per forward pass"
+    )
+    parser.add_argument(
+        "--model_card", action="store_true", help="write model-index entries into the folder's README.md"
+    )
     args = parser.parse_args(argv)
     if not args.list and not args.row:
         parser.error("give a ROW (see --list)")
@@ -60,7 +86,10 @@ def main(argv: list[str] | None = None) -> dict | None:
         data_root=args.data_root, mirror=args.mirror,
     )  # fmt: skip
     print(summary_line(report))
-    print(f"written: {report['converted_folder']}/reproduction.json" + (" and README.md" if args.model_card else ""))
+    print(
+        f"written: {report['converted_folder']}/reproduction.json"
+        + (" and README.md" if args.model_card else "")
+    )
     return report
 
 

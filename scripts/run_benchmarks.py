@@ -70,7 +70,12 @@ from modeling_maskformer.benchmarks.report import print_seconds, print_table, su
 from modeling_maskformer.benchmarks.runner import run_all, settings_for  # noqa: E402
 from modeling_maskformer.cli import run_cli  # noqa: E402
 
-SECTIONS = ("main", "runtime", "data", "large")  # main: forward, post-processing, pipeline, processor, training
+SECTIONS = (
+    "main",
+    "runtime",
+    "data",
+    "large",
+)  # main: forward, post-processing, pipeline, processor, training
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -109,7 +114,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "post-processing at Cityscapes' size and for 12-MP photos, time and peak memory per task in fresh processes, "
         "and the pipeline on a 12-MP photo (modeling_maskformer.benchmarks.large)",
     )  # fmt: skip
-    parser.add_argument("--demo-model", default="outputs/demo", help="trained folder for the int8 accuracy check")
+    parser.add_argument(
+        "--demo-model", default="outputs/demo", help="trained folder for the int8 accuracy check"
+    )
     return parser.parse_args(argv)
 
 
@@ -137,7 +144,13 @@ def main(argv: list[str] | None = None) -> dict:
             from modeling_maskformer.benchmarks import data_pipeline
 
             print("data pipeline ...", flush=True)
-            data_settings = data_pipeline.TINY_DATA if args.tiny else data_pipeline.QUICK_DATA if args.quick else data_pipeline.FULL_DATA
+            data_settings = (
+                data_pipeline.TINY_DATA
+                if args.tiny
+                else data_pipeline.QUICK_DATA
+                if args.quick
+                else data_pipeline.FULL_DATA
+            )
             results["data"] = data_pipeline.bench_data_pipeline(data_settings)
         if "large" in args.sections:
             print("large post-processing (one process per measurement) ...", flush=True)

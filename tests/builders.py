@@ -12,7 +12,9 @@ STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
 
 def tiny_backbone_config() -> ResNetConfig:
-    return ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], out_features=STAGES)
+    return ResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], out_features=STAGES
+    )
 
 
 def tiny_config(**overrides) -> MaskFormerConfig:
@@ -87,7 +89,9 @@ sys.path = [p for p in sys.path if p not in ("", %(root)r)]
 """
 
 
-def run_in_terminal(code: str, *, env: dict[str, str] | None = None, cwd=None, timeout: float = 300) -> tuple[int, str]:
+def run_in_terminal(
+    code: str, *, env: dict[str, str] | None = None, cwd=None, timeout: float = 300
+) -> tuple[int, str]:
     """Run `python -c code` with stdin, stdout and stderr on a pseudo-terminal, as in a shell or a notebook:
     only there does transformers ask "Do you wish to run the custom code?" (and waits 15 s for an answer that
     nobody types here). Returns (exit status, everything the program wrote)."""
@@ -100,7 +104,13 @@ def run_in_terminal(code: str, *, env: dict[str, str] | None = None, cwd=None, t
 
     master, slave = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd, close_fds=True
+        [sys.executable, "-c", code],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=cwd,
+        close_fds=True,
     )
     os.close(slave)
     chunks, deadline = [], time.monotonic() + timeout

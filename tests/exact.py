@@ -49,15 +49,21 @@ def check_semantic(results, class_logits, mask_logits, sizes: dict) -> None:
     upsampled = reference.upsampled(mask_logits, sizes["padded_size"])
     for b, (valid, target) in enumerate(_sizes(class_logits, sizes)):
         probs = F.softmax(class_logits[b].float(), dim=-1)[..., :-1]
-        scores = reference.sem_seg_postprocess(torch.einsum("qc,qhw->chw", probs, upsampled[b].sigmoid()), valid, target)
+        scores = reference.sem_seg_postprocess(
+            torch.einsum("qc,qhw->chw", probs, upsampled[b].sigmoid()), valid, target
+        )
         expected, ties = scores.argmax(0), _close_top_two(scores)
         _check_ties(ties, "semantic")
         for what, ours in _by_name(results).items():
             mine = ours[b].cpu()
             assert mine.shape == expected.shape and mine.dtype == torch.int64, what
-            assert torch.equal(mine[~ties], expected[~ties]), f"semantic {what}: {(mine != expected)[~ties].sum()} pixels"
+            assert torch.equal(mine[~ties], expected[~ties]), (
+                f"semantic {what}: {(mine != expected)[~ties].sum()} pixels"
+            )
             chosen = scores.gather(0, mine[None])[0]
-            assert bool((scores.max(0).values - chosen <= TIE * max(1.0, float(scores.abs().max()))).all()), what
+            assert bool((scores.max(0).values - chosen <= TIE * max(1.0, float(scores.abs().max()))).all()), (
+                what
+            )
 
 
 def same_segments(ours: list[dict], expected: list[dict], what: str = "") -> None:
@@ -72,7 +78,9 @@ def _equal_outside(ours: torch.Tensor, expected: torch.Tensor, ties: torch.Tenso
     _check_ties(ties, what)
     mine = ours.cpu()
     assert mine.shape == expected.shape and mine.dtype == expected.dtype, what
-    assert torch.equal(mine[~ties], expected[~ties]), f"{what}: {(mine != expected)[~ties].sum()} pixels differ"
+    assert torch.equal(mine[~ties], expected[~ties]), (
+        f"{what}: {(mine != expected)[~ties].sum()} pixels differ"
+    )
 
 
 def check_panoptic(results, class_logits, mask_logits, sizes: dict, **options) -> None:
@@ -103,10 +111,18 @@ def check_instance(results, class_logits, mask_logits, sizes: dict, **options) -
         scores, _, binary, probs = reference.instance_candidates(
             class_logits[b], mask_pred, class_logits.shape[1], mask_threshold
         )
-        kept = (scores >= options.get("threshold", 0.5)) & binary.flatten(1).any(1)  # the reference's instances
+        kept = (scores >= options.get("threshold", 0.5)) & binary.flatten(1).any(
+            1
+        )  # the reference's instances
         weighted = torch.where(binary[kept], scores[kept].view(-1, 1, 1) * probs[kept], torch.tensor(-1.0))
-        ties = _close_top_two(weighted) & (weighted.amax(0) >= 0) if len(weighted) else torch.zeros(tuple(target), dtype=torch.bool)
-        ties |= ((probs - mask_threshold).abs() <= THRESHOLD_TIE).any(0)  # every candidate: its area sets its score
+        ties = (
+            _close_top_two(weighted) & (weighted.amax(0) >= 0)
+            if len(weighted)
+            else torch.zeros(tuple(target), dtype=torch.bool)
+        )
+        ties |= ((probs - mask_threshold).abs() <= THRESHOLD_TIE).any(
+            0
+        )  # every candidate: its area sets its score
         for what, ours in _by_name(results).items():
             same_segments(ours[b]["segments_info"], expected[b]["segments_info"], f"instance {what}")
             _equal_outside(ours[b]["segmentation"], expected[b]["segmentation"], ties, f"instance {what}")

@@ -11,8 +11,19 @@ from modeling_maskformer.benchmarks.common import TRAIN_IMPLS
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "run_benchmarks.py"
 
-ARGS = ["--tiny", "--threads", "1", "--backbones", "r50", "--train-backbones", "r50", "--supervision", "deep",
-        "--sections", "main"]  # the runtime section: tests/test_export.py
+ARGS = [
+    "--tiny",
+    "--threads",
+    "1",
+    "--backbones",
+    "r50",
+    "--train-backbones",
+    "r50",
+    "--supervision",
+    "deep",
+    "--sections",
+    "main",
+]  # the runtime section: tests/test_export.py
 
 
 def test_tiny_benchmark_writes_every_section(tmp_path):
@@ -30,13 +41,24 @@ def test_tiny_benchmark_writes_every_section(tmp_path):
     assert forward["max_abs_logit_difference"] < 1e-3  # the conversion kept the weights
     post = results["post_processing"]
     assert post["original_algorithm_available"]
-    for regime in ("random-init", "trained-128", "trained-384", "trained-mixed", "crafted", "trained-mixed, loaded"):
+    for regime in (
+        "random-init",
+        "trained-128",
+        "trained-384",
+        "trained-mixed",
+        "crafted",
+        "trained-mixed, loaded",
+    ):
         for task in ("semantic", "instance", "panoptic"):
             ours = {"ours", "ours_dense", "ours_bounded"}
             assert set(post[regime][task]["seconds"]) == {"transformers"} | ours, (regime, task)
             if regime != "trained-mixed, loaded":
                 for name in ours:
-                    assert post[regime][task][f"{name}_agreement_with_original"] >= 0.999, (regime, task, name)
+                    assert post[regime][task][f"{name}_agreement_with_original"] >= 0.999, (
+                        regime,
+                        task,
+                        name,
+                    )
     for regime in ("random-init", "trained", "crafted"):
         entry = results["pipeline"]["r50"][regime]
         for call in ("defaults", "semantic"):

@@ -26,7 +26,8 @@ CHROMIUM = os.environ.get("CHROMIUM_PATH") or next(
     (path for path in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if path), None
 )
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no Chromium found (install the OS package: apt-get install -y chromium, or set CHROMIUM_PATH)"
+    CHROMIUM is None,
+    reason="no Chromium found (install the OS package: apt-get install -y chromium, or set CHROMIUM_PATH)",
 )
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -79,7 +80,9 @@ def table_labels(page) -> list[str]:
         "rows => rows.map(r => Array.from(r.querySelectorAll('td, [role=gridcell]')).map(c => c.innerText.trim()))"
         ".filter(cells => cells.length > 0)"
     )
-    page.wait_for_function(f"() => ({script})(Array.from(document.querySelectorAll('#segments [role=row]'))).length > 0")
+    page.wait_for_function(
+        f"() => ({script})(Array.from(document.querySelectorAll('#segments [role=row]'))).length > 0"
+    )
     return [cells[0] for cells in page.eval_on_selector_all("#segments [role=row]", script) if cells[0]]
 
 

@@ -112,7 +112,9 @@ def convert(monkeypatch, capsys, *args: str) -> str:
 
 
 def test_converter_refuses_what_transformers_cannot_represent(folders, tmp_path, monkeypatch, capsys):
-    line = convert(monkeypatch, capsys, "--to", "transformers", str(folders / "pre-norm"), str(tmp_path / "out"))
+    line = convert(
+        monkeypatch, capsys, "--to", "transformers", str(folders / "pre-norm"), str(tmp_path / "out")
+    )
     assert "transformers' MaskFormer cannot represent this model: pre_norm=True" in line
 
 
@@ -127,7 +129,9 @@ def test_converter_says_a_missing_path_does_not_exist(direction, tmp_path, monke
 
 def test_converter_other_user_errors(folders, tmp_path, monkeypatch, capsys):
     out = str(tmp_path / "out")
-    assert "has no config.json" in convert(monkeypatch, capsys, "--from", "transformers", str(folders / "no-config"), out)
+    assert "has no config.json" in convert(
+        monkeypatch, capsys, "--from", "transformers", str(folders / "no-config"), out
+    )
     assert "model_type 'maskformer-hf', expected 'maskformer'" in convert(
         monkeypatch, capsys, "--from", "transformers", str(folders / "ours"), out
     )
@@ -135,18 +139,30 @@ def test_converter_other_user_errors(folders, tmp_path, monkeypatch, capsys):
     assert "not a PyTorch checkpoint of tensors only" in line
     arrays = tmp_path / "arrays.pkl"
     arrays.write_bytes(pickle.dumps({"model": {"w": np.zeros(2)}}, protocol=2))
-    assert f"{arrays}: not a MaskFormer checkpoint" in convert(monkeypatch, capsys, "--from", "original", str(arrays), out)
+    assert f"{arrays}: not a MaskFormer checkpoint" in convert(
+        monkeypatch, capsys, "--from", "original", str(arrays), out
+    )
 
 
 def test_converter_command_line_end_to_end(tmp_path):
     """The real program: status 2 and one line; with --debug the traceback."""
     evil = tmp_path / "evil.pkl"
     evil.write_bytes(pickle_calling("builtins", "bytearray", 3_000_000_000))
-    command = [sys.executable, str(ROOT / "scripts" / "convert_checkpoint.py"), "--from", "original", str(evil), str(tmp_path / "out")]
+    command = [
+        sys.executable,
+        str(ROOT / "scripts" / "convert_checkpoint.py"),
+        "--from",
+        "original",
+        str(evil),
+        str(tmp_path / "out"),
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith("convert_checkpoint.py: error: ") and "refusing bytearray(3000000000)" in result.stderr
+    assert (
+        result.stderr.startswith("convert_checkpoint.py: error: ")
+        and "refusing bytearray(3000000000)" in result.stderr
+    )
     debug = subprocess.run([*command, "--debug"], capture_output=True, text=True, env=env, timeout=120)
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
 
@@ -162,13 +178,19 @@ def pickle_calling(module: str, name: str, *args: int) -> bytes:
 
 ALLOCATING = {
     "bytearray(n)": (pickle_calling("builtins", "bytearray", 3_000_000_000), "refusing bytearray"),
-    "protocol-2 bytearray(n)": (pickle_calling("__builtin__", "bytearray", 3_000_000_000), "refusing bytearray"),
+    "protocol-2 bytearray(n)": (
+        pickle_calling("__builtin__", "bytearray", 3_000_000_000),
+        "refusing bytearray",
+    ),
     "ndarray(n)": (pickle_calling("numpy", "ndarray", 1_000_000_000), r"refusing numpy\.ndarray"),
     "_reconstruct of n bytes": (
         b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n(\x8a\x04\x00\xca\x9a\x3btC\x01b\x87R.",
         "refusing an array of 1000000000 bytes",
     ),
-    "protocol-2 eval": (b"\x80\x02c__builtin__\neval\nX\x01\x00\x00\x001\x85R.", r"refusing to load builtins\.eval"),
+    "protocol-2 eval": (
+        b"\x80\x02c__builtin__\neval\nX\x01\x00\x00\x001\x85R.",
+        r"refusing to load builtins\.eval",
+    ),
 }
 
 
@@ -193,7 +215,9 @@ def test_pickles_that_allocate_are_refused_before_allocating(name, tmp_path):
 def test_checkpoints_of_every_protocol_load_alike(protocol, tmp_path):
     """Protocol 2 writes `__builtin__.set`, `__builtin__.bytearray` and `_codecs.encode`; they are mapped as
     pickle itself maps them, so the same checkpoint loads whatever the protocol."""
-    weights = OrderedDict(w=np.arange(6, dtype=np.float32).reshape(2, 3), b=np.ones(3), n=np.array(7, np.int64))
+    weights = OrderedDict(
+        w=np.arange(6, dtype=np.float32).reshape(2, 3), b=np.ones(3), n=np.array(7, np.int64)
+    )
     checkpoint = {"model": weights, "tags": {"a", "b"}, "frozen": frozenset([1]), "raw": bytearray(b"xy"),
                   "scalar": np.float32(2.5), "__author__": "test"}  # fmt: skip
     path = tmp_path / "model_final.pkl"

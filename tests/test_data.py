@@ -24,7 +24,10 @@ ITEM_KEYS = {"image", "semantic", "panoptic_ids", "segments_info", "image_id"}
 
 @pytest.fixture(scope="module")
 def shapes():
-    return {"train": SyntheticShapes("train", 3, seed=5), "validation": SyntheticShapes("validation", 2, seed=5)}
+    return {
+        "train": SyntheticShapes("train", 3, seed=5),
+        "validation": SyntheticShapes("validation", 2, seed=5),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,9 @@ def test_ade_folder_round_trip(exported, shapes):
         item = ds[n - 1]
         assert set(item) == ITEM_KEYS and item["image"].mode == "RGB"
         assert item["panoptic_ids"] is None and item["segments_info"] is None
-        np.testing.assert_array_equal(item["semantic"], shapes["train" if split == "train" else "validation"][n - 1]["semantic"])
+        np.testing.assert_array_equal(
+            item["semantic"], shapes["train" if split == "train" else "validation"][n - 1]["semantic"]
+        )
     assert ds.validate() == 2
 
 
@@ -59,8 +64,12 @@ def test_ade_reduce_labels_and_flat_layout_and_object_info(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "annotations").mkdir()
     Image.new("RGB", (4, 2)).save(tmp_path / "images/a.jpg")
-    Image.fromarray(np.array([[0, 1, 2, 255], [3, 3, 1, 0]], dtype=np.uint8)).save(tmp_path / "annotations/a.png")
-    (tmp_path / "objectInfo150.csv").write_text("Idx,Ratio,Train,Val,Name\n1,0.1,1,1,wall\n2,0.1,1,1,building;edifice\n3,0.1,1,1,sky\n")
+    Image.fromarray(np.array([[0, 1, 2, 255], [3, 3, 1, 0]], dtype=np.uint8)).save(
+        tmp_path / "annotations/a.png"
+    )
+    (tmp_path / "objectInfo150.csv").write_text(
+        "Idx,Ratio,Train,Val,Name\n1,0.1,1,1,wall\n2,0.1,1,1,building;edifice\n3,0.1,1,1,sky\n"
+    )
     ds = load_ade_folder(tmp_path, "validation")  # flat layout: split ignored
     assert ds.id2label == {0: "wall", 1: "building", 2: "sky"}
     # 0 ("other") -> 255, k -> k - 1, an existing 255 stays 255.
@@ -117,13 +126,17 @@ SEGMENTS = [
 
 
 def test_coco_sparse_category_ids_become_contiguous(tmp_path):
-    ds = load_coco_panoptic_folder(_write_coco(tmp_path, categories=SPARSE_CATEGORIES, segments_info=SEGMENTS, ids=IDS), "val")
+    ds = load_coco_panoptic_folder(
+        _write_coco(tmp_path, categories=SPARSE_CATEGORIES, segments_info=SEGMENTS, ids=IDS), "val"
+    )
     assert ds.id2label == {0: "train", 1: "bear", 2: "grass"} and ds.thing_ids == [0, 1]
     assert ds.label_to_category_id == {0: 7, 1: 23, 2: 187}
     item = ds[0]
     assert [s["category_id"] for s in item["segments_info"]] == [1, 2, 0]
     np.testing.assert_array_equal(item["panoptic_ids"], IDS)
-    np.testing.assert_array_equal(item["semantic"], [[255, 1, 1], [2, 2, 0]])  # void -> 255, crowd keeps class
+    np.testing.assert_array_equal(
+        item["semantic"], [[255, 1, 1], [2, 2, 0]]
+    )  # void -> 255, crowd keeps class
 
     instance_map, mapping = to_instance_targets(item)
     np.testing.assert_array_equal(instance_map, [[255, 1, 1], [2, 2, 255]])  # void and crowd ignored
@@ -144,7 +157,12 @@ def test_hf_semantic_dataset(shapes, tmp_path):
 def test_hf_panoptic_dataset_dict_with_val_split(shapes, tmp_path):
     import datasets
 
-    dd = datasets.DatasetDict({"train": shapes["train"].to_hf_dataset("panoptic"), "val": shapes["validation"].to_hf_dataset("panoptic")})
+    dd = datasets.DatasetDict(
+        {
+            "train": shapes["train"].to_hf_dataset("panoptic"),
+            "val": shapes["validation"].to_hf_dataset("panoptic"),
+        }
+    )
     dd.save_to_disk(tmp_path / "hf_pan")
     (tmp_path / "hf_pan/categories.json").write_text(json.dumps(shapes["train"].categories))
     ds = build_dataset(tmp_path / "hf_pan", "validation")
@@ -171,7 +189,9 @@ def test_hf_parquet_folder_with_val_split_name(shapes, tmp_path):
 def test_hf_unknown_columns_error_lists_them():
     import datasets
 
-    hf = datasets.Dataset.from_dict({"picture": [Image.new("RGB", (2, 2))], "target": [Image.new("L", (2, 2))]})
+    hf = datasets.Dataset.from_dict(
+        {"picture": [Image.new("RGB", (2, 2))], "target": [Image.new("L", (2, 2))]}
+    )
     with pytest.raises(ValueError, match=r"image column.*columns are \['picture', 'target'\]"):
         load_hf_dataset(hf)
     ds = load_hf_dataset(hf, image_column="picture", annotation_column="target", num_labels=1)
@@ -191,23 +211,34 @@ def test_build_dataset_dispatch(exported):
 def test_instance_targets_feed_the_image_processor(exported):
     from transformers import MaskFormerImageProcessor
 
-    processor = MaskFormerImageProcessor(do_resize=False, do_normalize=False, ignore_index=255, do_reduce_labels=False)
+    processor = MaskFormerImageProcessor(
+        do_resize=False, do_normalize=False, ignore_index=255, do_reduce_labels=False
+    )
     for ds in (build_dataset(exported / "coco", "train"), build_dataset(exported / "ade", "train")):
         item = ds[0]
         instance_map, mapping = to_instance_targets(item)
         assert instance_map.dtype == np.int32
-        batch = processor([item["image"]], segmentation_maps=[instance_map], instance_id_to_semantic_id=[mapping], return_tensors="pt")
+        batch = processor(
+            [item["image"]],
+            segmentation_maps=[instance_map],
+            instance_id_to_semantic_id=[mapping],
+            return_tensors="pt",
+        )
         masks, classes = batch["mask_labels"][0].numpy().astype(bool), batch["class_labels"][0].tolist()
         if item["segments_info"] is not None:
             expected = {s["id"]: s["category_id"] for s in item["segments_info"]}
             assert sorted(classes) == sorted(expected.values())
             for mask, cls in zip(masks, classes):
-                (segment_id,) = np.unique(item["panoptic_ids"][mask[: instance_map.shape[0], : instance_map.shape[1]]])
+                (segment_id,) = np.unique(
+                    item["panoptic_ids"][mask[: instance_map.shape[0], : instance_map.shape[1]]]
+                )
                 assert expected[segment_id] == cls
         else:  # semantic: one mask per class present
             assert classes == sorted(np.unique(item["semantic"]).tolist())
             for mask, cls in zip(masks, classes):
-                np.testing.assert_array_equal(mask[: instance_map.shape[0], : instance_map.shape[1]], item["semantic"] == cls)
+                np.testing.assert_array_equal(
+                    mask[: instance_map.shape[0], : instance_map.shape[1]], item["semantic"] == cls
+                )
 
 
 # -- malformed sources -----------------------------------------------------------------------------
@@ -268,16 +299,26 @@ def test_labels_out_of_range_are_reported(tmp_path):
 def test_unknown_category_id_is_named(tmp_path):
     segments = [dict(SEGMENTS[0], category_id=99)] + SEGMENTS[1:]
     with pytest.raises(ValueError, match="unknown category id 99 .*x.png"):
-        load_coco_panoptic_folder(_write_coco(tmp_path, categories=SPARSE_CATEGORIES, segments_info=segments, ids=IDS), "val")
+        load_coco_panoptic_folder(
+            _write_coco(tmp_path, categories=SPARSE_CATEGORIES, segments_info=segments, ids=IDS), "val"
+        )
 
 
 def test_segments_and_png_must_agree(tmp_path):
     extra = SEGMENTS + [{"id": 42, "category_id": 7, "iscrowd": 0, "area": 1, "bbox": [0, 0, 1, 1]}]
-    ds = load_coco_panoptic_folder(_write_coco(tmp_path / "a", categories=SPARSE_CATEGORIES, segments_info=extra, ids=IDS), "val")
-    with pytest.raises(ValueError, match=r"x.png: segment id\(s\) \[42\] in segments_info are absent from the PNG"):
+    ds = load_coco_panoptic_folder(
+        _write_coco(tmp_path / "a", categories=SPARSE_CATEGORIES, segments_info=extra, ids=IDS), "val"
+    )
+    with pytest.raises(
+        ValueError, match=r"x.png: segment id\(s\) \[42\] in segments_info are absent from the PNG"
+    ):
         ds[0]
-    ds = load_coco_panoptic_folder(_write_coco(tmp_path / "b", categories=SPARSE_CATEGORIES, segments_info=SEGMENTS[:2], ids=IDS), "val")
-    with pytest.raises(ValueError, match=r"x.png: segment id\(s\) \[5\] in the PNG are missing from segments_info"):
+    ds = load_coco_panoptic_folder(
+        _write_coco(tmp_path / "b", categories=SPARSE_CATEGORIES, segments_info=SEGMENTS[:2], ids=IDS), "val"
+    )
+    with pytest.raises(
+        ValueError, match=r"x.png: segment id\(s\) \[5\] in the PNG are missing from segments_info"
+    ):
         ds.validate()
 
 
@@ -305,13 +346,27 @@ def _edit_coco_json(root, edit):
 @pytest.mark.parametrize(
     "edit,message",
     [
-        (lambda p: p["annotations"][0].pop("segments_info"), r"annotations\[0\] \(x.png\) has no 'segments_info'"),
-        (lambda p: p["annotations"][0].pop("file_name"), r"annotations\[0\] \(image id 7\) has no 'file_name'"),
+        (
+            lambda p: p["annotations"][0].pop("segments_info"),
+            r"annotations\[0\] \(x.png\) has no 'segments_info'",
+        ),
+        (
+            lambda p: p["annotations"][0].pop("file_name"),
+            r"annotations\[0\] \(image id 7\) has no 'file_name'",
+        ),
         (lambda p: p["images"][0].pop("file_name"), r"images\[0\] \(id 7\) has no 'file_name'"),
-        (lambda p: p["annotations"][0]["segments_info"][1].update(id=300),
-         r"annotations\[0\] \(x.png\): segment id\(s\) \[300\] listed more than once"),
-        (lambda p: p["annotations"][0]["segments_info"][0].pop("category_id"), r"annotations\[0\] \(x.png\): a segment without 'category_id'"),
-        (lambda p: p["annotations"].append(dict(p["annotations"][0], file_name="y.png")), r"annotations\[1\] \(y.png\): a second annotation for image id 7"),
+        (
+            lambda p: p["annotations"][0]["segments_info"][1].update(id=300),
+            r"annotations\[0\] \(x.png\): segment id\(s\) \[300\] listed more than once",
+        ),
+        (
+            lambda p: p["annotations"][0]["segments_info"][0].pop("category_id"),
+            r"annotations\[0\] \(x.png\): a segment without 'category_id'",
+        ),
+        (
+            lambda p: p["annotations"].append(dict(p["annotations"][0], file_name="y.png")),
+            r"annotations\[1\] \(y.png\): a second annotation for image id 7",
+        ),
     ],
 )
 def test_malformed_coco_json_is_refused_at_load_naming_the_file(tmp_path, edit, message):
@@ -335,7 +390,9 @@ def test_duplicate_segment_ids_in_a_datasets_row_are_named(shapes):
     hf = shapes["validation"].to_hf_dataset("panoptic")
     rows = hf.to_list()
     rows[1]["segments_info"].append(dict(rows[1]["segments_info"][0]))
-    ds = load_hf_dataset(datasets.Dataset.from_list(rows, features=hf.features), categories=shapes["validation"].categories)
+    ds = load_hf_dataset(
+        datasets.Dataset.from_list(rows, features=hf.features), categories=shapes["validation"].categories
+    )
     ds[0]
     with pytest.raises(ValueError, match=r"row 1 .*segment id\(s\) \[\d+\] listed more than once"):
         ds[1]
@@ -353,7 +410,9 @@ def test_a_16_bit_annotation_above_ignore_index_is_named(tmp_path):
     labels = np.zeros((4, 4), dtype=np.uint16)
     labels[1, 2] = 3000
     root = _ade_with(tmp_path, Image.fromarray(labels))
-    with pytest.raises(ValueError, match=r"annotations/a.png: label 3000 is above ignore_index 255, .*instance or colour map"):
+    with pytest.raises(
+        ValueError, match=r"annotations/a.png: label 3000 is above ignore_index 255, .*instance or colour map"
+    ):
         load_ade_folder(root)
 
 
@@ -368,7 +427,9 @@ def test_a_colour_annotation_gets_the_colour_error_first(tmp_path):
 
 def test_the_label_convention_can_be_required(tmp_path, shapes):
     root = _ade_with(tmp_path, Image.fromarray(np.array([[0, 1], [2, 2]], dtype=np.uint8)))
-    with pytest.raises(ValueError, match="say how to read the pixel values.*reduce_labels=True.*--label_convention ade"):
+    with pytest.raises(
+        ValueError, match="say how to read the pixel values.*reduce_labels=True.*--label_convention ade"
+    ):
         load_ade_folder(root, reduce_labels=None)
     assert load_ade_folder(root, reduce_labels=False).num_labels == 3
     assert load_ade_folder(root, reduce_labels=True).num_labels == 2
@@ -392,7 +453,9 @@ def test_ade_label_reduction_matches_evaluates_mean_iou(mode):
 
     values = np.random.default_rng(0).integers(0, 256, (37, 53)).astype(np.uint8)
     values[0, :3] = [0, 1, 255]
-    image = Image.fromarray(values).convert(mode) if mode != "I;16" else Image.fromarray(values.astype(np.uint16))
+    image = (
+        Image.fromarray(values).convert(mode) if mode != "I;16" else Image.fromarray(values.astype(np.uint16))
+    )
     label = values.astype(np.int64)
     label[label == 0] = 255
     label = label - 1

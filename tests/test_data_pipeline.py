@@ -102,7 +102,9 @@ def test_photometric_sampling_follows_the_recipe():
                                "hue": (-18, 18)}.items():  # fmt: skip
         values = [getattr(d, field) for d in draws if getattr(d, field) is not None]
         assert 900 < len(values) < 1100, field  # p = 0.5 each (binomial sd ~22)
-        assert low <= min(values) and max(values) <= high and max(values) - min(values) > 0.9 * (high - low), field
+        assert (
+            low <= min(values) and max(values) <= high and max(values) - min(values) > 0.9 * (high - low)
+        ), field
     assert all(isinstance(d.hue, int) for d in draws if d.hue is not None)
     assert 900 < sum(d.contrast_first for d in draws) < 1100
 
@@ -144,12 +146,16 @@ def _reference_item(training_set: TrainingSet, index: int):
             left = int(torch.randint(0, width - crop_w + 1, ()))
             if aug.single_category_max_area >= 1.0:
                 break
-            counts = torch.bincount(semantic[top : top + crop_h, left : left + crop_w].flatten())[:ignore_index]
+            counts = torch.bincount(semantic[top : top + crop_h, left : left + crop_w].flatten())[
+                :ignore_index
+            ]
             if len(counts) > 1 and counts.max() < aug.single_category_max_area * counts.sum():
                 break
         image, mask = v2.RandomHorizontalFlip()(TF.crop(image, top, left, crop_h, crop_w),
                                                 TF.crop(mask, top, left, crop_h, crop_w))  # fmt: skip
-        params = aug.photometric.sample()  # the draws' order is ours; what they do is checked against the authors'
+        params = (
+            aug.photometric.sample()
+        )  # the draws' order is ours; what they do is checked against the authors'
     pixels = authors_colour_augmentation(np.ascontiguousarray(image.permute(1, 2, 0).numpy()), params)
     return torch.from_numpy(pixels).permute(2, 0, 1), mask.as_subclass(torch.Tensor), mapping
 
@@ -165,7 +171,9 @@ def ade_folder(tmp_path_factory):
 
 @pytest.mark.parametrize("source,crop,min_scale,area", [("ade", 64, 0.5, 1.0), ("ade", 48, 0.5, 0.4),
                                                         ("synthetic", 48, 0.75, 0.6)])  # fmt: skip
-def test_training_items_equal_torchvision_v2_and_the_authors_colours(ade_folder, source, crop, min_scale, area):
+def test_training_items_equal_torchvision_v2_and_the_authors_colours(
+    ade_folder, source, crop, min_scale, area
+):
     if source == "ade":
         dataset = load_ade_folder(ade_folder, "train", reduce_labels=True, num_labels=150)
     else:
@@ -185,7 +193,10 @@ def test_instance_targets_and_present_labels_match_numpy():
     rng = np.random.default_rng(1)
     for dtype, high in ((np.uint8, 256), (np.uint8, 4), (np.uint16, 3000), (np.int32, 500)):
         labels = rng.integers(0, high, (31, 47)).astype(dtype)
-        assert np.array_equal(present_labels(labels), np.unique(labels)) and present_labels(labels).dtype == dtype
+        assert (
+            np.array_equal(present_labels(labels), np.unique(labels))
+            and present_labels(labels).dtype == dtype
+        )
     semantic = rng.integers(0, 12, (40, 50)).astype(np.uint8)
     semantic[semantic == 11] = 255
     item = {"image": None, "semantic": semantic, "panoptic_ids": None, "segments_info": None, "image_id": "x"}
@@ -196,13 +207,21 @@ def test_instance_targets_and_present_labels_match_numpy():
     ids = rng.choice([0, 7, 300, 70000, 5], size=(40, 50)).astype(np.int32)
     segments = [{"id": 70000, "category_id": 3}, {"id": 7, "category_id": 1}, {"id": 5, "category_id": 2, "iscrowd": 1},
                 {"id": 300, "category_id": 4}, {"id": 999, "category_id": 0}]  # fmt: skip
-    panoptic = {"image": None, "semantic": None, "panoptic_ids": ids, "segments_info": segments, "image_id": "p"}
+    panoptic = {
+        "image": None,
+        "semantic": None,
+        "panoptic_ids": ids,
+        "segments_info": segments,
+        "image_id": "p",
+    }
     instance_map, mapping = to_instance_targets(panoptic, 255)
     kept = [s for s in segments if not s.get("iscrowd")]
     expected = np.full(ids.shape, 255)
     for instance, segment in enumerate(kept, start=1):
         expected[ids == segment["id"]] = instance
-    assert np.array_equal(instance_map, expected) and mapping == {i: s["category_id"] for i, s in enumerate(kept, 1)}
+    assert np.array_equal(instance_map, expected) and mapping == {
+        i: s["category_id"] for i, s in enumerate(kept, 1)
+    }
 
 
 def test_collated_targets_equal_transformers_processor(ade_folder):
@@ -261,7 +280,9 @@ def test_data_section_runs_at_a_tiny_size(tmp_path):
     assert names[:1] == ["ours"] and "torchvision" in names
     assert set(names) | set(section["missing"]) == set(data_pipeline.LOADERS)
     shapes = {name: section["batch_shapes"][name] for name in names}
-    assert all(value == shapes["ours"] for value in shapes.values()), shapes  # the same batches from every pipeline
+    assert all(value == shapes["ours"] for value in shapes.values()), (
+        shapes
+    )  # the same batches from every pipeline
     assert shapes["ours"] == [[2, 3, 64, 64]]
     for name in names:
         assert section["per_core_images_per_second"][name] > 0
@@ -277,8 +298,13 @@ def test_data_section_runs_at_a_tiny_size(tmp_path):
 def test_binary_masks_pad_and_keep_large_ids_exact():
     from modeling_maskformer.image_processing.image_processing_maskformer import binary_masks
 
-    label_map = torch.tensor([[0, 1 << 24, (1 << 24) + 1], [5, 5, (1 << 16) + 5]])  # 2**16 + 5 wraps to 5 in int16
-    for ids in (torch.tensor([0, 5]), torch.tensor([1 << 24, (1 << 24) + 1])):  # float32/int16, int64 comparisons
+    label_map = torch.tensor(
+        [[0, 1 << 24, (1 << 24) + 1], [5, 5, (1 << 16) + 5]]
+    )  # 2**16 + 5 wraps to 5 in int16
+    for ids in (
+        torch.tensor([0, 5]),
+        torch.tensor([1 << 24, (1 << 24) + 1]),
+    ):  # float32/int16, int64 comparisons
         for dtype in (torch.float32, torch.bool):
             masks = binary_masks(label_map, ids, (3, 4), dtype)
             assert masks.shape == (len(ids), 3, 4) and masks.dtype == dtype

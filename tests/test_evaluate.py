@@ -34,14 +34,20 @@ def evaluate_cli(model_dir, output_json, *extra):
 def test_evaluate_our_folder_reports_every_metric(tmp_path, synthetic_labels, capsys):
     from modeling_maskformer import MaskFormerImageProcessor
 
-    model = tiny_model(num_labels=9, id2label=synthetic_labels, label2id={v: k for k, v in synthetic_labels.items()})
+    model = tiny_model(
+        num_labels=9, id2label=synthetic_labels, label2id={v: k for k, v in synthetic_labels.items()}
+    )
     model.save_pretrained(tmp_path / "model")
-    MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 256}).save_pretrained(tmp_path / "model")
+    MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 256}).save_pretrained(
+        tmp_path / "model"
+    )
     results = evaluate_cli(tmp_path / "model", tmp_path / "out.json")
     written = json.loads((tmp_path / "out.json").read_text())
     assert written == json.loads(json.dumps(results))
     assert set(written) == {"semantic", "panoptic", "instance"}
-    assert 0 <= written["semantic"]["mean_iou"] <= 1 and set(written["semantic"]["per_class_iou"]) == set(synthetic_labels.values())
+    assert 0 <= written["semantic"]["mean_iou"] <= 1 and set(written["semantic"]["per_class_iou"]) == set(
+        synthetic_labels.values()
+    )
     for key in ("pq", "sq", "rq", "pq_things", "pq_stuff"):
         assert key in written["panoptic"]
     assert "ap" in written["instance"]
@@ -62,7 +68,9 @@ def test_evaluate_a_transformers_folder(tmp_path, synthetic_labels):
     config.decoder_config.decoder_layers = 1
     config.decoder_config.num_queries = 5
     HFModel(config).save_pretrained(tmp_path / "hf")
-    HFProcessor(size={"shortest_edge": 64, "longest_edge": 256}, ignore_index=255).save_pretrained(tmp_path / "hf")
+    HFProcessor(size={"shortest_edge": 64, "longest_edge": 256}, ignore_index=255).save_pretrained(
+        tmp_path / "hf"
+    )
     results = evaluate_cli(tmp_path / "hf", tmp_path / "out.json")
     assert "mean_iou" in results["semantic"]
 
@@ -95,7 +103,9 @@ def mixed_size_ade_folder(root: Path) -> Path:
     for i, (height, width) in enumerate(MIXED_SIZES):
         item = shapes[i]
         Image.fromarray(np.array(item["image"])[:height, :width]).save(root / "images" / f"{i:02d}.png")
-        Image.fromarray(np.array(item["semantic"])[:height, :width]).save(root / "annotations" / f"{i:02d}.png")
+        Image.fromarray(np.array(item["semantic"])[:height, :width]).save(
+            root / "annotations" / f"{i:02d}.png"
+        )
     (root / "id2label.json").write_text(json.dumps(shapes.id2label))
     return root
 
@@ -109,7 +119,10 @@ def padding_changes_predictions(model, processor, items) -> bool:
         batched = processor.post_process_semantic_segmentation(together, target_sizes=sizes)
         for item, prediction in zip(items, batched):
             alone = model(**processor([item["image"]], return_tensors="pt"))
-            if not torch.equal(processor.post_process_semantic_segmentation(alone, target_sizes=[item["semantic"].shape])[0], prediction):
+            if not torch.equal(
+                processor.post_process_semantic_segmentation(alone, target_sizes=[item["semantic"].shape])[0],
+                prediction,
+            ):
                 return True
     return False
 
@@ -117,7 +130,9 @@ def padding_changes_predictions(model, processor, items) -> bool:
 def tiny_folder_model(folder: Path, id2label: dict[int, str]):
     from modeling_maskformer import MaskFormerImageProcessor
 
-    model = tiny_model(num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    model = tiny_model(
+        num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()}
+    )
     processor = MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128})
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -131,8 +146,18 @@ def test_evaluate_script_gives_the_same_metrics_at_any_batch_size(tmp_path, synt
     assert padding_changes_predictions(model, processor, [dataset[i] for i in range(len(dataset))])
     main = runpy.run_path(str(SCRIPT))["main"]
     results = [
-        main(["--model", str(tmp_path / "model"), "--dataset", str(folder), "--label_convention", "as_is",
-              "--batch_size", str(batch_size)])  # fmt: skip
+        main(
+            [
+                "--model",
+                str(tmp_path / "model"),
+                "--dataset",
+                str(folder),
+                "--label_convention",
+                "as_is",
+                "--batch_size",
+                str(batch_size),
+            ]
+        )  # fmt: skip
         for batch_size in (1, 3, 5)
     ]
     assert results[0]["semantic"]["mean_iou"] is not None
@@ -170,6 +195,8 @@ def test_panoptic_evaluation_does_not_depend_on_batch_size(synthetic_labels):
     model = tiny_model(seed=3, num_labels=9, id2label=synthetic_labels).eval()
     processor = MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128})
     assert padding_changes_predictions(model, processor, [dataset[i] for i in range(len(dataset))])
-    results = [evaluate_model(model, processor, dataset, batch_size=b, show_progress=False) for b in (1, 2, 5)]
+    results = [
+        evaluate_model(model, processor, dataset, batch_size=b, show_progress=False) for b in (1, 2, 5)
+    ]
     assert set(results[0]) == {"semantic", "panoptic", "instance"}
     assert results[1] == results[0] and results[2] == results[0]

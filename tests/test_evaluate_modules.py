@@ -35,10 +35,17 @@ def test_load_metric_gives_evaluation_modules_offline(modules, monkeypatch):
 def test_every_module_file_is_package_data():
     """pyproject ships `metric_modules/*/*` of modeling_maskformer.evaluation: no deeper files, no stray ones."""
     root = metric_module_path("mean_iou").parent
-    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    files = sorted(
+        p.relative_to(root) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    )
     assert all(len(p.parts) == 2 for p in files), files
     for name in METRIC_NAMES:
-        assert {p.name for p in files if p.parts[0] == name} == {f"{name}.py", "README.md", "app.py", "requirements.txt"}
+        assert {p.name for p in files if p.parts[0] == name} == {
+            f"{name}.py",
+            "README.md",
+            "app.py",
+            "requirements.txt",
+        }
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -60,7 +67,11 @@ CARD_REFERENCES = [
 
 def test_mean_iou_reproduces_the_canonical_card_example(modules):
     r = modules["mean_iou"].compute(
-        predictions=CARD_PREDICTIONS, references=CARD_REFERENCES, num_labels=10, ignore_index=255, reduce_labels=False
+        predictions=CARD_PREDICTIONS,
+        references=CARD_REFERENCES,
+        num_labels=10,
+        ignore_index=255,
+        reduce_labels=False,
     )
     assert r["mean_iou"] == pytest.approx(0.47750000000000004, abs=1e-15)
     assert r["mean_accuracy"] == pytest.approx(0.5916666666666666, abs=1e-15)
@@ -165,7 +176,9 @@ def test_panoptic_quality_gives_panopticapi_numbers(modules, tmp_path, seed):
     scenes = [random_scene(rng) for _ in range(10)]  # VOID, crowd, unlisted and absent ground-truth ids
     expected = panopticapi_pq(scenes, tmp_path)
     predictions, references = _pq_inputs(scenes)
-    got = modules["panoptic_quality"].compute(predictions=predictions, references=references, categories=CATEGORIES)
+    got = modules["panoptic_quality"].compute(
+        predictions=predictions, references=references, categories=CATEGORIES
+    )
     for group, suffix in (("All", ""), ("Things", "_things"), ("Stuff", "_stuff")):
         for key in ("pq", "sq", "rq"):
             assert got[key + suffix] == pytest.approx(expected[group][key], abs=1e-12), key + suffix
@@ -185,7 +198,9 @@ def test_panoptic_quality_keeps_panopticapi_crowd_rule(modules, tmp_path):
     scenes = [(gt_map, gt_segments, pred_map, pred_segments)]
     expected = panopticapi_pq(scenes, tmp_path)
     predictions, references = _pq_inputs(scenes)
-    got = modules["panoptic_quality"].compute(predictions=predictions, references=references, categories=CATEGORIES)
+    got = modules["panoptic_quality"].compute(
+        predictions=predictions, references=references, categories=CATEGORIES
+    )
     assert got["per_category"][0]["fp"] == 1 and got["n_things"] == expected["Things"]["n"] == 1
     assert (got["pq"], got["pq_things"], got["pq_stuff"]) == pytest.approx(
         (expected["All"]["pq"], expected["Things"]["pq"], expected["Stuff"]["pq"])
@@ -198,7 +213,9 @@ def test_panoptic_quality_takes_transformers_post_processing_output(modules):
     prediction = {"segmentation": torch.tensor([[4, 4, 7, 7]], dtype=torch.int32),
                   "segments_info": [{"id": 4, "label_id": 0, "was_fused": False, "score": 0.9},
                                     {"id": 7, "label_id": 3, "was_fused": True, "score": 0.8}]}  # fmt: skip
-    r = modules["panoptic_quality"].compute(predictions=[prediction], references=[reference], categories=CATEGORIES)
+    r = modules["panoptic_quality"].compute(
+        predictions=[prediction], references=[reference], categories=CATEGORIES
+    )
     assert (r["pq"], r["pq_things"], r["pq_stuff"], r["n"]) == (1.0, 1.0, 1.0, 2)
 
 
@@ -206,12 +223,22 @@ def test_panoptic_quality_refuses_what_panopticapi_refuses(modules):
     reference = {"segmentation": np.array([[1, 1]]), "segments_info": [{"id": 1, "category_id": 0}]}
     compute = modules["panoptic_quality"].compute
     cases = {
-        "segment ids \\[5\\] in the map are not listed": {"segmentation": np.array([[5, 0]]), "segments_info": []},
-        "listed segments \\[6\\] have no pixel": {"segmentation": np.array([[0, 0]]),
-                                                  "segments_info": [{"id": 6, "category_id": 0}]},  # fmt: skip
-        "category 9, not in `categories`": {"segmentation": np.array([[6, 6]]),
-                                            "segments_info": [{"id": 6, "category_id": 9}]},  # fmt: skip
-        "needs an 'id' and a 'category_id'": {"segmentation": np.array([[6, 6]]), "segments_info": [{"id": 6}]},
+        "segment ids \\[5\\] in the map are not listed": {
+            "segmentation": np.array([[5, 0]]),
+            "segments_info": [],
+        },
+        "listed segments \\[6\\] have no pixel": {
+            "segmentation": np.array([[0, 0]]),
+            "segments_info": [{"id": 6, "category_id": 0}],
+        },  # fmt: skip
+        "category 9, not in `categories`": {
+            "segmentation": np.array([[6, 6]]),
+            "segments_info": [{"id": 6, "category_id": 9}],
+        },  # fmt: skip
+        "needs an 'id' and a 'category_id'": {
+            "segmentation": np.array([[6, 6]]),
+            "segments_info": [{"id": 6}],
+        },
     }
     for message, prediction in cases.items():
         with pytest.raises(ValueError, match=message):
@@ -250,7 +277,14 @@ def pycocotools_reference(predictions, references, tmp_path) -> np.ndarray:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label), "iscrowd": 0,
                                 "segmentation": r, "area": float(mask_utils.area(r)), "bbox": mask_utils.toBbox(r).tolist()})  # fmt: skip
         for mask, label, score in zip(prediction["masks"], prediction["labels"], prediction["scores"]):
-            detections.append({"image_id": image_id, "category_id": int(label), "segmentation": rle(mask), "score": float(score)})
+            detections.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(label),
+                    "segmentation": rle(mask),
+                    "score": float(score),
+                }
+            )
     categories = sorted({a["category_id"] for a in annotations + detections})
     (tmp_path / "gt.json").write_text(json.dumps({"images": images, "annotations": annotations,
                                                   "categories": [{"id": c} for c in categories]}))  # fmt: skip
@@ -270,13 +304,21 @@ def test_mask_ap_gives_pycocotools_numbers(modules, tmp_path):
         gt = torch.stack([_box(2, 12, 2, 12), _box(16, 30, 16, 30), _box(2, 8, 20, 30), _box(20, 31, 0, 9)])
         shifts = torch.randint(0, 4, (4,), generator=generator).tolist()
         masks = torch.stack([torch.roll(m, s, dims=1) for m, s in zip(gt, shifts)] + [_box(0, 5, 0, 5)])
-        predictions.append({"masks": masks, "labels": torch.tensor([0, 1, 0, 2, 1]), "scores": torch.rand(5, generator=generator)})
+        predictions.append(
+            {
+                "masks": masks,
+                "labels": torch.tensor([0, 1, 0, 2, 1]),
+                "scores": torch.rand(5, generator=generator),
+            }
+        )
         references.append({"masks": gt, "labels": torch.tensor([0, 1, 1, 2])})
     expected = pycocotools_reference(predictions, references, tmp_path)
     got = modules["mask_ap"].compute(predictions=predictions, references=references)
     names = ["ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar1", "ar10", "ar100", "ar_small",
              "ar_medium", "ar_large"]  # fmt: skip
-    assert [got[k] if got[k] is not None else -1.0 for k in names] == pytest.approx(expected.tolist(), abs=1e-12)
+    assert [got[k] if got[k] is not None else -1.0 for k in names] == pytest.approx(
+        expected.tolist(), abs=1e-12
+    )
     assert 0 < got["ap"] < 1 and got["ap_medium"] is None  # no medium objects: COCO's -1
 
 
@@ -289,12 +331,18 @@ def test_mask_ap_input_formats_agree(modules):
     as_id_map = {"segmentation": id_map,
                  "segments_info": [{"id": 3, "label_id": 0, "score": 0.875}, {"id": 4, "label_id": 1, "score": 0.5}]}  # fmt: skip
     as_binary = {"segmentation": masks.float(), "segments_info": as_id_map["segments_info"]}
-    results = [modules["mask_ap"].compute(predictions=[p], references=[gt]) for p in (as_masks, as_id_map, as_binary)]
+    results = [
+        modules["mask_ap"].compute(predictions=[p], references=[gt]) for p in (as_masks, as_id_map, as_binary)
+    ]
     assert results[0] == results[1] == results[2] and 0 < results[0]["ap"] < 1
 
 
 def test_mask_ap_crowd_and_empty_cases(modules):
-    gt = {"masks": torch.stack([_box(2, 12, 2, 12), _box(16, 30, 16, 30)]), "labels": [0, 0], "iscrowd": [0, 1]}
+    gt = {
+        "masks": torch.stack([_box(2, 12, 2, 12), _box(16, 30, 16, 30)]),
+        "labels": [0, 0],
+        "iscrowd": [0, 1],
+    }
     prediction = {"masks": gt["masks"], "labels": [0, 0], "scores": [0.5, 0.9]}
     assert modules["mask_ap"].compute(predictions=[prediction], references=[gt])["ap"] == pytest.approx(1.0)
     nothing = {"masks": torch.zeros(0, 32, 32), "labels": [], "scores": []}

@@ -75,7 +75,9 @@ SLOW = pytest.mark.slow
 )
 def test_fixed_size_parity(tmp_path, name, format):
     model = tiny_model(**MODELS[name]).eval()
-    folder = export_folder(model, tmp_path / name, processor=processor(), format=format, height=HEIGHT, width=WIDTH)
+    folder = export_folder(
+        model, tmp_path / name, processor=processor(), format=format, height=HEIGHT, width=WIDTH
+    )
     info = json.loads((folder / "export.json").read_text())
     assert info["parity_max_abs_difference"]["fp32"] < PARITY_TOLERANCE
     runtime = MaskFormerRuntimeModel.from_pretrained(folder)
@@ -101,7 +103,9 @@ def test_fixed_size_parity(tmp_path, name, format):
 )
 def test_dynamic_size_parity(tmp_path, name, format):
     model = tiny_model(**MODELS[name]).eval()
-    folder = export_folder(model, tmp_path / name, processor=processor(), format=format, height=HEIGHT, width=WIDTH, dynamic=True)
+    folder = export_folder(
+        model, tmp_path / name, processor=processor(), format=format, height=HEIGHT, width=WIDTH, dynamic=True
+    )
     runtime = MaskFormerRuntimeModel.from_pretrained(folder)
     for shape in [(1, 3, 64, 64), (3, 3, 96, 160), (2, 3, 224, 128)]:
         pixel_values = torch.randn(*shape, generator=torch.Generator().manual_seed(shape[-1]))
@@ -125,7 +129,10 @@ def test_int8_graph_is_quantised_and_close(tmp_path, format, marker):
     runtime = MaskFormerRuntimeModel.from_pretrained(folder, precision="int8")
     image_processor = MaskFormerImageProcessor.from_pretrained(folder)
     outputs = runtime(**image_processor(images(1, seed=5), return_tensors="pt"))
-    assert torch.isfinite(outputs.class_queries_logits).all() and torch.isfinite(outputs.masks_queries_logits).all()
+    assert (
+        torch.isfinite(outputs.class_queries_logits).all()
+        and torch.isfinite(outputs.masks_queries_logits).all()
+    )
     # int8 error is bounded but not tiny on a random model; recorded for the user
     assert 0 < info["parity_max_abs_difference"]["int8"] < 5.0
 
@@ -137,7 +144,9 @@ def test_onnx_dynamic_quantisation_needs_no_calibration(tmp_path):
         onnx_int8_mode="dynamic",
     )  # fmt: skip
     assert b"DynamicQuantizeLinear" in (folder / "model_int8.onnx").read_bytes()
-    assert MaskFormerRuntimeModel.from_pretrained(folder, precision="int8")(torch.randn(1, 3, 64, 64)).class_queries_logits.shape == (1, 10, 4)
+    assert MaskFormerRuntimeModel.from_pretrained(folder, precision="int8")(
+        torch.randn(1, 3, 64, 64)
+    ).class_queries_logits.shape == (1, 10, 4)
 
 
 @pytest.fixture(scope="module")
@@ -186,11 +195,19 @@ def test_pipeline_runs_on_the_exported_graph(exported):
     model, folder = exported
     runtime = MaskFormerRuntimeModel.from_pretrained(folder)
     image_processor = MaskFormerImageProcessor.from_pretrained(folder)
-    segmenter = pipeline("image-segmentation", model=runtime, image_processor=image_processor, pipeline_class=RuntimeSegmentationPipeline)
+    segmenter = pipeline(
+        "image-segmentation",
+        model=runtime,
+        image_processor=image_processor,
+        pipeline_class=RuntimeSegmentationPipeline,
+    )
     reference = pipeline("image-segmentation", model=model, image_processor=image_processor)
     image = images(1)[0]
     for subtask in ("semantic", "panoptic"):
-        got, expected = segmenter(image, subtask=subtask, threshold=0.0), reference(image, subtask=subtask, threshold=0.0)
+        got, expected = (
+            segmenter(image, subtask=subtask, threshold=0.0),
+            reference(image, subtask=subtask, threshold=0.0),
+        )
         assert [r["label"] for r in got] == [r["label"] for r in expected]
         assert got[0]["mask"].size == image.size
 
@@ -206,7 +223,15 @@ def test_clear_errors(tmp_path, exported):
     with pytest.raises(ValueError, match="multiple of 32"):
         export_folder(tiny_model(), tmp_path / "x", processor=processor(), height=100, width=128)
     with pytest.raises(ValueError, match="calibration images"):
-        export_folder(tiny_model(), tmp_path / "y", processor=processor(), format="openvino", height=96, width=128, int8=True)
+        export_folder(
+            tiny_model(),
+            tmp_path / "y",
+            processor=processor(),
+            format="openvino",
+            height=96,
+            width=128,
+            int8=True,
+        )
 
 
 @pytest.mark.slow
@@ -218,7 +243,9 @@ def test_runtime_benchmark_section_tiny(tmp_path):
     script = Path(__file__).resolve().parents[1] / "scripts" / "run_benchmarks.py"
     main = runpy.run_path(str(script))["main"]
     output = tmp_path / "bench.json"
-    results = main(["--tiny", "--threads", "1", "--backbones", "r50", "--sections", "runtime", "--output", str(output)])
+    results = main(
+        ["--tiny", "--threads", "1", "--backbones", "r50", "--sections", "runtime", "--output", str(output)]
+    )
     section = json.loads(output.read_text())["runtime"]
     assert "forward" not in results  # the main sections did not run
     seconds = section["forward"]["r50"]["seconds"]

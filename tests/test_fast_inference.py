@@ -102,13 +102,18 @@ def test_pipeline_class_matches_the_stock_pipeline_and_offers_the_fast_path():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 90, 3), dtype=np.uint8))
     stock = pipeline("image-segmentation", model=model, image_processor=processor)
     ours = pipeline(
-        "image-segmentation", model=model, image_processor=processor, pipeline_class=MaskFormerSegmentationPipeline
+        "image-segmentation",
+        model=model,
+        image_processor=processor,
+        pipeline_class=MaskFormerSegmentationPipeline,
     )
     for subtask in ("semantic", "instance", "panoptic"):
         kwargs = {} if subtask == "semantic" else {"threshold": 0.1, "overlap_mask_area_threshold": 0.0}
         expected, got = stock(image, subtask=subtask, **kwargs), ours(image, subtask=subtask, **kwargs)
         assert [(s["label"], s["score"]) for s in got] == [(s["label"], s["score"]) for s in expected]
-        assert all(np.array_equal(np.asarray(a["mask"]), np.asarray(b["mask"])) for a, b in zip(got, expected))
+        assert all(
+            np.array_equal(np.asarray(a["mask"]), np.asarray(b["mask"])) for a, b in zip(got, expected)
+        )
     fast = pipeline(
         "image-segmentation", model=tiny_model(id2label=LABELS).eval(), image_processor=processor,
         pipeline_class=MaskFormerSegmentationPipeline, fast_inference=True,

@@ -60,7 +60,9 @@ def saved(tmp_path) -> Path:
     """checkpoint-2, -4 and -6 written by `save_checkpoint`."""
     accelerator, *_ = _accelerator_state()
     for step in (2, 4, 6):
-        save_checkpoint(accelerator, tmp_path, {"step": step, "micro_batch": step, "history": []}, total_limit=None)
+        save_checkpoint(
+            accelerator, tmp_path, {"step": step, "micro_batch": step, "history": []}, total_limit=None
+        )
     return tmp_path
 
 
@@ -76,9 +78,21 @@ def _flip_a_byte(path: Path) -> None:
 
 
 DAMAGES = {
-    "truncated optimizer.bin": ("optimizer.bin", _truncate, "optimizer.bin has \\d+ bytes, the manifest says"),
-    "empty random_states_0.pkl": ("random_states_0.pkl", lambda p: p.write_bytes(b""), "random_states_0.pkl has 0 bytes"),
-    "flipped byte in model.safetensors": ("model.safetensors", _flip_a_byte, "model.safetensors does not match its checksum"),
+    "truncated optimizer.bin": (
+        "optimizer.bin",
+        _truncate,
+        "optimizer.bin has \\d+ bytes, the manifest says",
+    ),
+    "empty random_states_0.pkl": (
+        "random_states_0.pkl",
+        lambda p: p.write_bytes(b""),
+        "random_states_0.pkl has 0 bytes",
+    ),
+    "flipped byte in model.safetensors": (
+        "model.safetensors",
+        _flip_a_byte,
+        "model.safetensors does not match its checksum",
+    ),
     "deleted trainer_state.json": (STATE_FILE, Path.unlink, "trainer_state.json is missing"),
     "no manifest.json": (MANIFEST_FILE, Path.unlink, "no manifest.json, so it is not a complete checkpoint"),
     "broken manifest.json": (MANIFEST_FILE, lambda p: p.write_text('{"files": '), "manifest.json is damaged"),
@@ -89,7 +103,11 @@ def test_a_checkpoint_is_written_with_a_manifest_and_verifies(saved):
     checkpoint = saved / "checkpoints" / "checkpoint-6"
     manifest = json.loads((checkpoint / MANIFEST_FILE).read_text())
     on_disk = {p.name for p in checkpoint.iterdir()} - {MANIFEST_FILE}
-    assert set(manifest["files"]) == on_disk >= {STATE_FILE, "model.safetensors", "optimizer.bin", "random_states_0.pkl"}
+    assert (
+        set(manifest["files"])
+        == on_disk
+        >= {STATE_FILE, "model.safetensors", "optimizer.bin", "random_states_0.pkl"}
+    )
     for name, entry in manifest["files"].items():
         assert entry["size"] == (checkpoint / name).stat().st_size and len(entry["sha256"]) == 64
     assert verify_checkpoint(checkpoint)["step"] == 6
@@ -129,10 +147,15 @@ def test_other_folder_names_are_not_checkpoints(saved):
 
 def test_missing_random_states_are_an_error_or_a_loud_warning(saved, caplog):
     newest = saved / "checkpoints" / "checkpoint-6"
-    with pytest.raises(CheckpointError, match="no random_states_1.pkl .*losses, will differ.*--allow_missing_random_states"):
+    with pytest.raises(
+        CheckpointError, match="no random_states_1.pkl .*losses, will differ.*--allow_missing_random_states"
+    ):
         resolve_checkpoint("latest", saved, num_processes=2)  # written by one process, resumed by two
     with caplog.at_level(logging.WARNING):
-        assert resolve_checkpoint(str(newest), saved, num_processes=2, allow_missing_random_states=True) == newest
+        assert (
+            resolve_checkpoint(str(newest), saved, num_processes=2, allow_missing_random_states=True)
+            == newest
+        )
     assert "will differ" in caplog.text
 
 
@@ -158,7 +181,12 @@ def test_leftovers_of_interrupted_saves_are_replaced_and_removed(saved):
     _truncate(folder / "checkpoint-6" / "optimizer.bin")
     save_checkpoint(accelerator, saved, {"step": 8}, total_limit=None)
     save_checkpoint(accelerator, saved, {"step": 6}, total_limit=None)  # the same step again replaces it
-    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint-2", "checkpoint-4", "checkpoint-6", "checkpoint-8"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "checkpoint-2",
+        "checkpoint-4",
+        "checkpoint-6",
+        "checkpoint-8",
+    ]
     for checkpoint in list_checkpoints(saved):
         verify_checkpoint(checkpoint)
 
@@ -187,11 +215,16 @@ def _resume(tiny_folder: Path, output_dir: Path, *extra: str) -> None:
 def _assert_same_run(output_dir: Path, reference: Path) -> None:
     assert len(losses(reference)) == 6
     assert losses(output_dir) == pytest.approx(losses(reference), rel=1e-6, abs=1e-7)
-    evaluated, expected = ({h["step"]: h["eval"]["mean_iou"] for h in history(run) if "eval" in h} for run in (output_dir, reference))
+    evaluated, expected = (
+        {h["step"]: h["eval"]["mean_iou"] for h in history(run) if "eval" in h}
+        for run in (output_dir, reference)
+    )
     assert evaluated == pytest.approx(expected) and list(evaluated) == [3, 6]
 
 
-def test_resuming_past_a_damaged_newest_checkpoint_gives_the_same_losses(reference, tiny_folder, tmp_path, caplog):
+def test_resuming_past_a_damaged_newest_checkpoint_gives_the_same_losses(
+    reference, tiny_folder, tmp_path, caplog
+):
     run = shutil.copytree(reference, tmp_path / "run")
     _truncate(run / "checkpoints" / "checkpoint-6" / "optimizer.bin")
     with caplog.at_level(logging.WARNING):
@@ -214,11 +247,16 @@ def _failing_evaluation(monkeypatch, fail_at_call: int = 1) -> None:
     monkeypatch.setattr(training_loop, "evaluate_model", evaluate_model)
 
 
-def test_an_evaluation_error_is_recorded_and_training_goes_on(reference, tiny_folder, tmp_path, monkeypatch, caplog):
+def test_an_evaluation_error_is_recorded_and_training_goes_on(
+    reference, tiny_folder, tmp_path, monkeypatch, caplog
+):
     _failing_evaluation(monkeypatch)
     with caplog.at_level(logging.WARNING):
         result = train(train_args(tiny_folder, tmp_path / "run", *RUN))
-    assert "evaluation at step 3 failed; training goes on" in caplog.text and "1 evaluation(s) failed" in caplog.text
+    assert (
+        "evaluation at step 3 failed; training goes on" in caplog.text
+        and "1 evaluation(s) failed" in caplog.text
+    )
     failed = [h for h in history(tmp_path / "run") if "eval_error" in h]
     assert [h["step"] for h in failed] == [3] and "duplicate segment ids" in failed[0]["eval_error"]
     assert result["state"]["step"] == 6 and result["metrics"] is not None  # step 6 evaluated
@@ -240,7 +278,9 @@ def test_a_fatal_evaluation_error_keeps_the_checkpoint_and_resume_finishes_the_e
 
 
 @pytest.mark.slow
-def test_resuming_without_random_states_needs_the_flag_and_changes_the_losses(reference, tiny_folder, tmp_path, caplog):
+def test_resuming_without_random_states_needs_the_flag_and_changes_the_losses(
+    reference, tiny_folder, tmp_path, caplog
+):
     run = shutil.copytree(reference, tmp_path / "run")
     shutil.rmtree(run / "checkpoints" / "checkpoint-6")
     checkpoint = run / "checkpoints" / "checkpoint-3"
@@ -253,7 +293,9 @@ def test_resuming_without_random_states_needs_the_flag_and_changes_the_losses(re
     with caplog.at_level(logging.WARNING):
         _resume(tiny_folder, run, "--allow_missing_random_states")
     assert "will differ" in caplog.text
-    assert losses(run)[:3] == losses(reference)[:3] and losses(run)[3:] != pytest.approx(losses(reference)[3:])
+    assert losses(run)[:3] == losses(reference)[:3] and losses(run)[3:] != pytest.approx(
+        losses(reference)[3:]
+    )
 
 
 # -- killed training processes (slow) --------------------------------------------------------------
@@ -303,7 +345,9 @@ def _environment() -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["while_writing_state", "before_rename", "before_rotation"])
-def test_a_kill_during_a_save_costs_at_most_the_steps_since_the_last_checkpoint(point, reference, tiny_folder, tmp_path):
+def test_a_kill_during_a_save_costs_at_most_the_steps_since_the_last_checkpoint(
+    point, reference, tiny_folder, tmp_path
+):
     run = tmp_path / "run"
     killed = subprocess.run([sys.executable, "-c", KILLER, point, *train_args(tiny_folder, run, *RUN)],
                             capture_output=True, text=True, env=_environment(), timeout=600, cwd=ROOT)  # fmt: skip
@@ -317,12 +361,20 @@ def test_a_kill_during_a_save_costs_at_most_the_steps_since_the_last_checkpoint(
 @pytest.mark.slow
 def test_sigkill_at_an_arbitrary_moment_then_resume(reference, tiny_folder, tmp_path):
     run = tmp_path / "run"
-    command = [sys.executable, str(ROOT / "scripts" / "train_maskformer.py"), *train_args(tiny_folder, run, *RUN)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_environment(), cwd=ROOT)
+    command = [
+        sys.executable,
+        str(ROOT / "scripts" / "train_maskformer.py"),
+        *train_args(tiny_folder, run, *RUN),
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_environment(), cwd=ROOT
+    )
     try:
         deadline = time.monotonic() + 600
         while not (run / "checkpoints" / "checkpoint-3" / MANIFEST_FILE).exists():
-            assert process.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
+            assert process.poll() is None and time.monotonic() < deadline, (
+                "the run ended before its first checkpoint"
+            )
             time.sleep(0.05)
         process.send_signal(signal.SIGKILL)  # somewhere in the evaluation of step 3 or the steps after it
     finally:

@@ -30,9 +30,13 @@ MASKFORMER_FILES = sorted(set(ALL_FILES) - {"per_pixel.py", "configuration_per_p
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hub-folder")
-    model = tiny_model(id2label={0: "sky", 1: "circle", 2: "square"}, label2id={"sky": 0, "circle": 1, "square": 2}).eval()
+    model = tiny_model(
+        id2label={0: "sky", 1: "circle", 2: "square"}, label2id={"sky": 0, "circle": 1, "square": 2}
+    ).eval()
     processor = MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128})
-    model.save_pretrained(folder, folder_format="remote_code")  # the format of models transformers cannot represent
+    model.save_pretrained(
+        folder, folder_format="remote_code"
+    )  # the format of models transformers cannot represent
     processor.save_pretrained(folder)
     return model, processor, folder
 
@@ -50,9 +54,14 @@ def test_folder_carries_auto_map_and_flat_code(saved):
         tree = ast.parse((folder / name).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.level:
-                assert node.level == 1 and node.module and (folder / f"{node.module}.py").is_file(), (name, node.module)
+                assert node.level == 1 and node.module and (folder / f"{node.module}.py").is_file(), (
+                    name,
+                    node.module,
+                )
             if isinstance(node, ast.ImportFrom | ast.Import):
-                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                names = (
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                )
                 assert not any(n.split(".")[0] in {"modeling_maskformer", "configuration", "image_processing"}
                                for n in names if not getattr(node, "level", 0)), (name, names)  # fmt: skip
 
@@ -132,11 +141,11 @@ def test_loads_in_a_fresh_process_without_this_package(saved, tmp_path):
         assert type(processor).__module__.startswith("transformers_modules"), type(processor).__module__
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
         with torch.no_grad():
-            value = model(torch.load({str(tmp_path / 'x.pt')!r})).masks_queries_logits.sum().item()
+            value = model(torch.load({str(tmp_path / "x.pt")!r})).masks_queries_logits.sum().item()
         assert abs(value - {expected!r}) < 1e-3 * max(1.0, abs({expected!r})), (value, {expected!r})
         segmenter = pipeline("image-segmentation", model=folder, trust_remote_code=True)
         for subtask in ("semantic", "instance", "panoptic"):
-            result = segmenter({str(tmp_path / 'image.png')!r}, subtask=subtask, threshold=0.0)
+            result = segmenter({str(tmp_path / "image.png")!r}, subtask=subtask, threshold=0.0)
             assert isinstance(result, list), subtask
         # Saved again from the remote code: the same complete folder.
         model.save_pretrained("resaved", folder_format="remote_code")
@@ -171,7 +180,9 @@ def test_model_card_metadata():
     assert {m["type"]: m["value"] for m in results["metrics"]} == {"mean_iou": 0.9123, "pq": 0.75}
     reparsed = ModelCard(str(card))
     assert reparsed.data.to_dict() == data
-    assert "learning_rate" in card.text and "| mIoU |" not in card.text and "| mean_iou | 0.9123 |" in card.text
+    assert (
+        "learning_rate" in card.text and "| mIoU |" not in card.text and "| mean_iou | 0.9123 |" in card.text
+    )
     check_model_card(card)
 
 
@@ -199,7 +210,9 @@ class RecordingApi:
 def test_push_to_hub_uploads_a_complete_folder(saved):
     model, processor, _ = saved
     api = RecordingApi()
-    url = model.push_to_hub("me/maskformer-tiny", processor=processor, metrics={"mean_iou": 0.5}, dataset="synthetic", api=api)
+    url = model.push_to_hub(
+        "me/maskformer-tiny", processor=processor, metrics={"mean_iou": 0.5}, dataset="synthetic", api=api
+    )
     assert url.endswith("/commit/1")
     assert api.calls[0][:2] == ("create_repo", "me/maskformer-tiny")
     _, repo_id, files = api.calls[1]
@@ -232,7 +245,9 @@ def test_save_with_push_uploads_after_the_code_is_written(saved, tmp_path, monke
 
     monkeypatch.setattr(type(obj), "push_to_hub", record)
     extra = {"folder_format": "remote_code"} if what == "model" else {}
-    obj.save_pretrained(tmp_path, push_to_hub=True, repo_id="me/maskformer", token="secret", private=True, **extra)
+    obj.save_pretrained(
+        tmp_path, push_to_hub=True, repo_id="me/maskformer", token="secret", private=True, **extra
+    )
     assert calls == [("me/maskformer", {"token": "secret", "private": True}, ALL_FILES)]
 
 

@@ -552,7 +552,10 @@ def test_post_processing_geometry_from_pixel_mask(processor):
     }
     _, _, geometry = processor.post_processing_inputs(dict(fake_outputs()), None)
     # No target sizes: transformers' default, the mask logits' resolution.
-    assert geometry["valid_sizes"] == [(64, 96), (48, 80)] and geometry["target_sizes"] == [(16, 24), (16, 24)]
+    assert geometry["valid_sizes"] == [(64, 96), (48, 80)] and geometry["target_sizes"] == [
+        (16, 24),
+        (16, 24),
+    ]
 
 
 def test_post_processing_geometry_without_pixel_mask(processor):
@@ -560,7 +563,9 @@ def test_post_processing_geometry_without_pixel_mask(processor):
     _, _, geometry = processor.post_processing_inputs(outputs, torch.tensor([[40, 60], [30, 50]]))
     # As transformers: the whole padded input (4 x logits) is valid, whatever the target size.
     assert geometry == {"padded_size": (64, 96), "valid_sizes": None, "target_sizes": [(40, 60), (30, 50)]}
-    _, _, geometry = processor.post_processing_inputs(outputs, [(800, 1200)] * 2)  # larger than the input: fine
+    _, _, geometry = processor.post_processing_inputs(
+        outputs, [(800, 1200)] * 2
+    )  # larger than the input: fine
     assert geometry["valid_sizes"] is None and geometry["target_sizes"] == [(800, 1200)] * 2
 
 

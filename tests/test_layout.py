@@ -17,7 +17,15 @@ SCRIPTS = ROOT / "scripts"
 SKIP_DIRS = {".venv", ".git", "build", "outputs", "__pycache__", ".pytest_cache", ".ruff_cache"}
 # Old script-side modules and the generic folder names: importing any of them at top level means code reaches
 # past the installed package (or into scripts/).
-FORBIDDEN_TOP_LEVEL = {"configuration", "image_processing", "data", "metrics", "synthetic", "train", "benchmark"}
+FORBIDDEN_TOP_LEVEL = {
+    "configuration",
+    "image_processing",
+    "data",
+    "metrics",
+    "synthetic",
+    "train",
+    "benchmark",
+}
 
 
 def python_files() -> list[Path]:
@@ -68,7 +76,9 @@ def test_no_module_imports_a_generic_top_level_name():
         str(path.relative_to(ROOT)): sorted(top_level_imports(path) & forbidden) for path in python_files()
     }
     offenders = {path: names for path, names in offenders.items() if names}
-    assert not offenders, f"imports of non-package top-level names: {offenders}; use modeling_maskformer.<...>"
+    assert not offenders, (
+        f"imports of non-package top-level names: {offenders}; use modeling_maskformer.<...>"
+    )
 
 
 def test_every_subpackage_is_installed():

@@ -36,7 +36,9 @@ AUTO_CLASSES = [
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("loading")
-    model = tiny_model(id2label={0: "sky", 1: "circle", 2: "square"}, label2id={"sky": 0, "circle": 1, "square": 2})
+    model = tiny_model(
+        id2label={0: "sky", 1: "circle", 2: "square"}, label2id={"sky": 0, "circle": 1, "square": 2}
+    )
     processor = MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128})
     model.save_pretrained(root / "ours", folder_format="remote_code")
     processor.save_pretrained(root / "ours")
@@ -88,19 +90,32 @@ def test_no_remote_code_prompt_for_our_folder(terminal_report):
     # transformers waits 15 s for an answer to its prompt: everything here took less than one such wait.
     assert report["seconds"] < 15, report["seconds"]
     ours = report["ours"]
-    for key in ("pipeline model", "AutoModel", "AutoModelForInstanceSegmentation", "AutoModelForUniversalSegmentation"):
+    for key in (
+        "pipeline model",
+        "AutoModel",
+        "AutoModelForInstanceSegmentation",
+        "AutoModelForUniversalSegmentation",
+    ):
         assert ours[key].startswith("modeling_maskformer.modeling_maskformer."), (key, ours[key])
     for key in ("pipeline processor", "AutoImageProcessor", "AutoProcessor"):
-        assert ours[key] == "modeling_maskformer.image_processing.image_processing_maskformer.MaskFormerHFImageProcessor"
+        assert (
+            ours[key]
+            == "modeling_maskformer.image_processing.image_processing_maskformer.MaskFormerHFImageProcessor"
+        )
     assert ours["AutoConfig"].startswith("modeling_maskformer.configuration.")
 
 
 def test_transformers_folder_keeps_transformers_classes(terminal_report):
     theirs = terminal_report[0]["transformers"]
     processor = "transformers.models.maskformer.image_processing_maskformer.MaskFormerImageProcessor"
-    assert theirs["pipeline processor"] == theirs["AutoImageProcessor"] == theirs["AutoProcessor"] == processor
+    assert (
+        theirs["pipeline processor"] == theirs["AutoImageProcessor"] == theirs["AutoProcessor"] == processor
+    )
     for key in ("pipeline model", "AutoModelForInstanceSegmentation", "AutoModelForUniversalSegmentation"):
-        assert theirs[key] == "transformers.models.maskformer.modeling_maskformer.MaskFormerForInstanceSegmentation"
+        assert (
+            theirs[key]
+            == "transformers.models.maskformer.modeling_maskformer.MaskFormerForInstanceSegmentation"
+        )
     assert theirs["AutoConfig"] == "transformers.models.maskformer.configuration_maskformer.MaskFormerConfig"
 
 
@@ -162,7 +177,9 @@ def test_backbone_that_does_not_fit_is_our_error(folders, tmp_path):
     deeper = {**config["backbone_config"], "depths": [1, 1, 2, 1]}  # layers the checkpoint lacks
     shutil.rmtree(tmp_path / "edited")
     with pytest.raises(MaskFormerLoadError, match="missing keys"):
-        MaskFormerForInstanceSegmentation.from_pretrained(edited_copy(folders, tmp_path, backbone_config=deeper))
+        MaskFormerForInstanceSegmentation.from_pretrained(
+            edited_copy(folders, tmp_path, backbone_config=deeper)
+        )
 
 
 def test_damaged_weights_are_our_error(folders, tmp_path):
@@ -189,7 +206,9 @@ def test_fitting_loads_still_work(folders, caplog):
 # ---------------------------------------------------------------------------------------------------------
 def test_non_contiguous_id2label_is_refused(folders, tmp_path):
     labels = {i: f"c{i}" for i in [0, 1, 2, 3, 4, 5, 7, 8, 20]}
-    with pytest.raises(ValueError, match=r"MaskFormerConfig\.id2label: class ids must be 0\.\.8 without gaps"):
+    with pytest.raises(
+        ValueError, match=r"MaskFormerConfig\.id2label: class ids must be 0\.\.8 without gaps"
+    ):
         MaskFormerConfig(id2label=labels, label2id={v: k for k, v in labels.items()})
     folder = edited_copy(folders, tmp_path, id2label={"0": "sky", "1": "circle", "3": "square"})
     with pytest.raises(ValueError, match=r"id2label: .*got \[0, 1, 3\]"):
@@ -224,5 +243,9 @@ def test_training_mode_inference_warns_once(folders, caplog):
         segmenter(image, subtask="semantic")
         pixel_values = processor(image, return_tensors="pt")["pixel_values"]
         with torch.no_grad():
-            model(pixel_values, mask_labels=[torch.zeros(0, *pixel_values.shape[-2:])], class_labels=[torch.zeros(0, dtype=torch.long)])
+            model(
+                pixel_values,
+                mask_labels=[torch.zeros(0, *pixel_values.shape[-2:])],
+                class_labels=[torch.zeros(0, dtype=torch.long)],
+            )
     assert caplog.text.count("called in training mode without labels") == 1

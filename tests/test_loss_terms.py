@@ -75,7 +75,9 @@ def bce_term(monkeypatch):
     `loss_weight_fields`. Nothing else is touched."""
 
     def bce(loss, matched):
-        per_mask = F.binary_cross_entropy_with_logits(matched.mask_logits, matched.mask_targets, reduction="none")
+        per_mask = F.binary_cross_entropy_with_logits(
+            matched.mask_logits, matched.mask_targets, reduction="none"
+        )
         return per_mask.mean(1).sum() / matched.num_masks
 
     monkeypatch.setitem(MaskFormerLoss.terms, "loss_bce", bce)
@@ -96,11 +98,15 @@ def bce_term(monkeypatch):
 
 def matched_bce(model, outputs, mask_labels, class_labels) -> torch.Tensor:
     """The BCE of the final output's matched masks at the input size, computed here from the matcher's pairs."""
-    indices = model.criterion.matcher(outputs.class_queries_logits, outputs.masks_queries_logits, class_labels, mask_labels)
+    indices = model.criterion.matcher(
+        outputs.class_queries_logits, outputs.masks_queries_logits, class_labels, mask_labels
+    )
     total, num_masks = 0.0, sum(len(labels) for labels in class_labels)
     for b, (pred_idx, tgt_idx) in enumerate(indices):
         for q, t in zip(pred_idx.tolist(), tgt_idx.tolist()):
-            logits = F.interpolate(outputs.masks_queries_logits[b, q][None, None], size=(H, W), mode="bilinear")[0, 0]
+            logits = F.interpolate(
+                outputs.masks_queries_logits[b, q][None, None], size=(H, W), mode="bilinear"
+            )[0, 0]
             total = total + F.binary_cross_entropy_with_logits(logits, mask_labels[b][t])
     return total / num_masks
 

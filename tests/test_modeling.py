@@ -79,7 +79,14 @@ def test_every_parameter_gets_a_gradient(inputs, mode, decoder):
     missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-    expected = {"loss_cross_entropy", "loss_mask", "loss_dice", "loss_cross_entropy_0", "loss_mask_0", "loss_dice_0"}
+    expected = {
+        "loss_cross_entropy",
+        "loss_mask",
+        "loss_dice",
+        "loss_cross_entropy_0",
+        "loss_mask_0",
+        "loss_dice_0",
+    }
     assert set(out.loss_dict) == expected
     torch.testing.assert_close(out.loss, sum(out.loss_dict.values()))
 
@@ -132,7 +139,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(inputs):
     for checkpointing in (False, True):
         model = tiny_model(dropout=0.0, attention_dropout=0.0, mask_loss_mode="dense")
         if checkpointing:
-            model.gradient_checkpointing_enable() if not hasattr(model, "activation_checkpointing_enable") else model.activation_checkpointing_enable()
+            model.gradient_checkpointing_enable() if not hasattr(
+                model, "activation_checkpointing_enable"
+            ) else model.activation_checkpointing_enable()
             assert getattr(model, "is_activation_checkpointing", None) or model.is_gradient_checkpointing
         model(inputs, mask_labels=mask_labels, class_labels=class_labels).loss.backward()
         grads.append(model.model.transformer_decoder.layers[0].self_attn.q_proj.weight.grad.clone())
@@ -205,7 +214,10 @@ def test_matcher_cost_is_fp32_under_autocast():
     matcher = HungarianMatcher()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         cost = matcher.cost_matrix(
-            torch.randn(3, 4).bfloat16(), torch.randn(3, 8, 8).bfloat16(), torch.tensor([1]), torch.ones(1, 8, 8)
+            torch.randn(3, 4).bfloat16(),
+            torch.randn(3, 8, 8).bfloat16(),
+            torch.tensor([1]),
+            torch.ones(1, 8, 8),
         )
     assert cost.dtype == torch.float32
 
@@ -217,8 +229,12 @@ def test_pairwise_costs_match_the_per_pair_losses():
     dice = pairwise_dice(logits, targets)
     for q in range(4):
         for n in range(3):
-            assert focal[q, n].item() == pytest.approx(focal_loss(logits[q : q + 1], targets[n : n + 1], 1.0, alpha=0.25, gamma=2.0).item(), rel=1e-5)
-            assert dice[q, n].item() == pytest.approx(dice_loss(logits[q : q + 1], targets[n : n + 1], 1.0).item(), rel=1e-5)
+            assert focal[q, n].item() == pytest.approx(
+                focal_loss(logits[q : q + 1], targets[n : n + 1], 1.0, alpha=0.25, gamma=2.0).item(), rel=1e-5
+            )
+            assert dice[q, n].item() == pytest.approx(
+                dice_loss(logits[q : q + 1], targets[n : n + 1], 1.0).item(), rel=1e-5
+            )
 
 
 # --- focal and dice against hand-computed values ----------------------------------------------------------
@@ -245,7 +261,9 @@ def test_focal_loss_by_hand():
     # a confident correct logit of +4 on a positive: alpha * (1 - s)^2 * softplus(-4)
     s = 1 / (1 + math.exp(-4))
     expected = 0.25 * (1 - s) ** 2 * math.log1p(math.exp(-4))
-    assert focal_loss(torch.tensor([[4.0]]), torch.tensor([[1.0]]), 1.0, alpha=0.25, gamma=2.0).item() == pytest.approx(expected, rel=1e-5)
+    assert focal_loss(
+        torch.tensor([[4.0]]), torch.tensor([[1.0]]), 1.0, alpha=0.25, gamma=2.0
+    ).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_cross_entropy_weights_no_object():
@@ -259,10 +277,35 @@ def test_cross_entropy_weights_no_object():
 @pytest.mark.parametrize(
     "backbone_config",
     [
-        SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=4, out_features=["stage1", "stage2", "stage3", "stage4"]),
-        ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], out_features=["stage1", "stage2", "stage3", "stage4"]),
-        Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=8, image_size=64, out_features=["stage1", "stage2"]),
-        {"model_type": "maskformer-swin", "embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "window_size": 4, "out_features": ["stage1", "stage2", "stage3", "stage4"]},
+        SwinConfig(
+            embed_dim=16,
+            depths=[1, 1, 1, 1],
+            num_heads=[1, 1, 2, 2],
+            window_size=4,
+            out_features=["stage1", "stage2", "stage3", "stage4"],
+        ),
+        ConvNextConfig(
+            hidden_sizes=[8, 16, 32, 64],
+            depths=[1, 1, 1, 1],
+            out_features=["stage1", "stage2", "stage3", "stage4"],
+        ),
+        Dinov2Config(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            patch_size=8,
+            image_size=64,
+            out_features=["stage1", "stage2"],
+        ),
+        {
+            "model_type": "maskformer-swin",
+            "embed_dim": 16,
+            "depths": [1, 1, 1, 1],
+            "num_heads": [1, 1, 2, 2],
+            "window_size": 4,
+            "out_features": ["stage1", "stage2", "stage3", "stage4"],
+        },
     ],
     ids=["swin", "convnext", "dinov2", "maskformer-swin"],
 )
@@ -292,13 +335,16 @@ def test_pretrained_backbone_really_loads_weights(tmp_path):
     config = tiny_config(backbone=str(tmp_path / "backbone"), use_pretrained_backbone=True)
     model = MaskFormerForInstanceSegmentation(config)
     torch.testing.assert_close(
-        model.model.backbone.body.embedder.embedder.convolution.weight, pretrained.embedder.embedder.convolution.weight
+        model.model.backbone.body.embedder.embedder.convolution.weight,
+        pretrained.embedder.embedder.convolution.weight,
     )
 
 
 def test_pretrained_backbone_that_cannot_load_is_a_clear_error(tmp_path):
     config = tiny_config(backbone=str(tmp_path / "does-not-exist"), use_pretrained_backbone=True)
-    with pytest.raises(OSError, match="could not load pretrained backbone weights.*use_pretrained_backbone=False"):
+    with pytest.raises(
+        OSError, match="could not load pretrained backbone weights.*use_pretrained_backbone=False"
+    ):
         MaskFormerForInstanceSegmentation(config)
 
 
@@ -316,7 +362,9 @@ def test_pretrained_timm_backbone_without_network_is_a_clear_error():
 def test_save_and_load_round_trip(tmp_path, inputs):
     model = tiny_model().eval()
     model.save_pretrained(tmp_path / "remote", folder_format="remote_code")
-    model.save_pretrained(tmp_path / "native")  # transformers' own format: its Auto classes give its own model
+    model.save_pretrained(
+        tmp_path / "native"
+    )  # transformers' own format: its Auto classes give its own model
     for folder, loader, cls in (
         ("remote", MaskFormerForInstanceSegmentation, MaskFormerForInstanceSegmentation),
         ("remote", AutoModelForInstanceSegmentation, MaskFormerForInstanceSegmentation),
@@ -327,7 +375,9 @@ def test_save_and_load_round_trip(tmp_path, inputs):
         loaded = loader.from_pretrained(tmp_path / folder).eval()
         assert type(loaded) is cls
         with torch.no_grad():
-            torch.testing.assert_close(loaded(inputs).masks_queries_logits, model(inputs).masks_queries_logits, rtol=0, atol=0)
+            torch.testing.assert_close(
+                loaded(inputs).masks_queries_logits, model(inputs).masks_queries_logits, rtol=0, atol=0
+            )
     assert type(AutoModel.from_pretrained(tmp_path / "remote")) is MaskFormerModel
     # The loss of the reloaded model is the same too (no state left uninitialised by from_pretrained).
     mask_labels, class_labels = random_targets(B, H, W)

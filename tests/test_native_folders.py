@@ -36,8 +36,20 @@ ID2LABEL = {0: "sky", 1: "circle", 2: "square"}
 # Settings transformers has no field for: they must come back from the stash.
 TRAINING = {"mask_loss_mode": "point", "focal_alpha": 0.3, "class_weight": 2.0, "train_num_points": 128}
 PROCESSOR = {"size": {"shortest_edge": 64, "longest_edge": 128}}
-DECODER = {"d_model": 32, "decoder_layers": 2, "decoder_attention_heads": 4, "decoder_ffn_dim": 64, "num_queries": 10}
-SWIN = {"embed_dim": 16, "depths": [1, 2, 1, 1], "num_heads": [1, 2, 2, 4], "window_size": 4, "image_size": 64}
+DECODER = {
+    "d_model": 32,
+    "decoder_layers": 2,
+    "decoder_attention_heads": 4,
+    "decoder_ffn_dim": 64,
+    "num_queries": 10,
+}
+SWIN = {
+    "embed_dim": 16,
+    "depths": [1, 2, 1, 1],
+    "num_heads": [1, 2, 2, 4],
+    "window_size": 4,
+    "image_size": 64,
+}
 
 
 def env(tmp_path) -> dict[str, str]:
@@ -48,7 +60,9 @@ def env(tmp_path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def native(tmp_path_factory):
     folder = tmp_path_factory.mktemp("native")
-    model = tiny_model(seed=1, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()}, **TRAINING).eval()
+    model = tiny_model(
+        seed=1, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()}, **TRAINING
+    ).eval()
     processor = MaskFormerImageProcessor(**PROCESSOR)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -65,7 +79,10 @@ def test_saved_folder_is_transformers_own(native):
     assert config["model_type"] == "maskformer" and "auto_map" not in config
     assert config["architectures"] == ["MaskFormerForInstanceSegmentation"]
     assert config[STASH_KEY]["mask_loss_mode"] == "point" and config[STASH_KEY]["use_auxiliary_loss"] is True
-    assert json.loads((folder / "preprocessor_config.json").read_text())["image_processor_type"] == "MaskFormerImageProcessor"
+    assert (
+        json.loads((folder / "preprocessor_config.json").read_text())["image_processor_type"]
+        == "MaskFormerImageProcessor"
+    )
     # transformers reads its own fields and keeps ours, warning nothing.
     tf_config = transformers.MaskFormerConfig.from_pretrained(folder)
     assert tf_config.decoder_config.d_model == 32 and getattr(tf_config, STASH_KEY)["focal_alpha"] == 0.3
@@ -109,7 +126,9 @@ def test_train_save_load_continue_gives_the_same_losses(tmp_path):
     train_steps(model, 2, seed=0)
     state = torch.random.get_rng_state()
     model.save_pretrained(tmp_path)
-    assert torch.equal(torch.random.get_rng_state(), state)  # saving mid-run leaves the run's random numbers alone
+    assert torch.equal(
+        torch.random.get_rng_state(), state
+    )  # saving mid-run leaves the run's random numbers alone
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "maskformer"
     loaded = MaskFormerForInstanceSegmentation.from_pretrained(tmp_path).train()
     expected, got = train_steps(model, 3, seed=1), train_steps(loaded, 3, seed=1)
@@ -183,7 +202,9 @@ def test_model_card_snippet_runs_as_written(native, tmp_path):
     snippet = card_snippet(folder)
     assert "trust_remote_code" not in snippet and str(folder) in snippet
     Image.new("RGB", (80, 64), (10, 200, 30)).save(tmp_path / "image.jpg")
-    program = PACKAGE_BLOCKER % {"root": str(ROOT)} + snippet + "\nassert isinstance(segments, list)\nprint('OK')\n"
+    program = (
+        PACKAGE_BLOCKER % {"root": str(ROOT)} + snippet + "\nassert isinstance(segments, list)\nprint('OK')\n"
+    )
     status, output = run_in_terminal(program, env=env(tmp_path), cwd=tmp_path, timeout=240)
     assert status == 0 and "OK" in output, output[-4000:]
 
@@ -219,7 +240,10 @@ def test_remote_code_format_on_request_and_then_native_again(tmp_path):
     assert (tmp_path / "modeling_maskformer.py").is_file()
     model.save_pretrained(tmp_path)  # the same folder, now native: the code files go, the processor is marked
     assert not list(tmp_path.glob("*.py"))
-    assert json.loads((tmp_path / "preprocessor_config.json").read_text())["image_processor_type"] == "MaskFormerImageProcessor"
+    assert (
+        json.loads((tmp_path / "preprocessor_config.json").read_text())["image_processor_type"]
+        == "MaskFormerImageProcessor"
+    )
     with pytest.raises(ValueError, match="folder_format='zip'"):
         model.save_pretrained(tmp_path, folder_format="zip")
 
@@ -276,5 +300,7 @@ def test_transformers_base_folder_loads_into_our_base_model(tmp_path):
     pixel_values = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         theirs, got = tf_model(pixel_values), ours(pixel_values)
-    assert torch.equal(theirs.transformer_decoder_last_hidden_state, got.transformer_decoder_last_hidden_state)
+    assert torch.equal(
+        theirs.transformer_decoder_last_hidden_state, got.transformer_decoder_last_hidden_state
+    )
     assert torch.equal(theirs.pixel_decoder_last_hidden_state, got.pixel_decoder_last_hidden_state)

@@ -325,7 +325,9 @@ def test_panoptic_post_processing_matches_transformers():
     theirs = transformers.MaskFormerImageProcessor().post_process_panoptic_segmentation(
         transformers.utils.ModelOutput(outputs), label_ids_to_fuse={2}, target_sizes=[(64, 96)]
     )[0]
-    ours = MaskFormerImageProcessor().post_process_panoptic_segmentation(outputs, label_ids_to_fuse={2}, target_sizes=[(64, 96)])[0]
+    ours = MaskFormerImageProcessor().post_process_panoptic_segmentation(
+        outputs, label_ids_to_fuse={2}, target_sizes=[(64, 96)]
+    )[0]
     assert torch.equal(ours["segmentation"], theirs["segmentation"])
     assert ours["segments_info"] == theirs["segments_info"]
     assert [s["label_id"] for s in ours["segments_info"]] == [0, 1, 2] and ours["segments_info"][2][

@@ -47,7 +47,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tiny_baseline(seed: int = 0, **overrides) -> PerPixelBaselineForSemanticSegmentation:
     torch.manual_seed(seed)
-    return PerPixelBaselineForSemanticSegmentation(PerPixelBaselineConfig.from_maskformer_config(tiny_config(**overrides)))
+    return PerPixelBaselineForSemanticSegmentation(
+        PerPixelBaselineConfig.from_maskformer_config(tiny_config(**overrides))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,9 @@ def processor():
 
 
 def image(height: int, width: int, index: int = 0) -> np.ndarray:
-    return np.array(SyntheticShapes("validation", index + 1, max(height, width))[index]["image"])[:height, :width]
+    return np.array(SyntheticShapes("validation", index + 1, max(height, width))[index]["image"])[
+        :height, :width
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -106,7 +110,9 @@ def test_ignore_index():
     changed[:, 32:] = 255
     base = model(pixel_values=pixels, labels=labels).loss
     # ignored pixels carry no target: a loss over the top half only
-    upsampled = F.interpolate(model(pixel_values=pixels).logits, size=(64, 64), mode="bilinear", align_corners=False)
+    upsampled = F.interpolate(
+        model(pixel_values=pixels).logits, size=(64, 64), mode="bilinear", align_corners=False
+    )
     top = F.cross_entropy(upsampled[..., :32, :], labels[:, :32])
     torch.testing.assert_close(base, top)
     # every pixel ignored: a zero loss (not NaN) that still backpropagates
@@ -139,7 +145,11 @@ def test_mask_labels_give_the_same_loss_as_the_class_map():
         model(pixel_values=pixels, labels=labels, mask_labels=mask_labels, class_labels=class_labels)
     overlapping = [torch.ones(2, 64, 64)] + mask_labels[1:]
     with pytest.raises(ValueError, match="masks overlap"):
-        model(pixel_values=pixels, mask_labels=overlapping, class_labels=[torch.tensor([0, 1])] + class_labels[1:])
+        model(
+            pixel_values=pixels,
+            mask_labels=overlapping,
+            class_labels=[torch.tensor([0, 1])] + class_labels[1:],
+        )
 
 
 def test_save_and_load(tmp_path):
@@ -163,8 +173,9 @@ def test_save_and_load(tmp_path):
     # a new class count re-initialises the classifier only
     resized = PerPixelBaselineForSemanticSegmentation.from_pretrained(tmp_path, num_labels=6)
     assert resized.class_head.weight.shape == (6, 32, 1, 1)
-    assert torch.equal(resized.model.pixel_decoder.mask_features.weight, model.model.pixel_decoder.mask_features.weight)
-
+    assert torch.equal(
+        resized.model.pixel_decoder.mask_features.weight, model.model.pixel_decoder.mask_features.weight
+    )
 
 
 def test_saved_folder_loads_with_remote_code_where_the_package_cannot_be_imported(tmp_path):
@@ -173,13 +184,15 @@ def test_saved_folder_loads_with_remote_code_where_the_package_cannot_be_importe
     model = tiny_baseline(num_labels=4).eval()
     model.save_pretrained(tmp_path)
     MaskFormerImageProcessor().save_pretrained(tmp_path)
-    assert json.loads((tmp_path / "config.json").read_text())["auto_map"]["AutoModelForSemanticSegmentation"] == (
-        "per_pixel.PerPixelBaselineForSemanticSegmentation"
-    )
+    assert json.loads((tmp_path / "config.json").read_text())["auto_map"][
+        "AutoModelForSemanticSegmentation"
+    ] == ("per_pixel.PerPixelBaselineForSemanticSegmentation")
     pixels = torch.randn(1, 3, 64, 64)
     torch.save(pixels, tmp_path / "pixels.pt")
     root = str(Path(__file__).resolve().parents[1])
-    code = PACKAGE_BLOCKER % {"root": root} + f"""
+    code = (
+        PACKAGE_BLOCKER % {"root": root}
+        + f"""
 import numpy as np, torch
 from PIL import Image
 from transformers import AutoModelForSemanticSegmentation, pipeline
@@ -192,9 +205,14 @@ segments = pipeline("image-segmentation", model=folder, trust_remote_code=True)(
     Image.fromarray(np.zeros((48, 40, 3), np.uint8)), subtask="semantic")
 assert segments and all(s["mask"].size == (40, 48) for s in segments), segments
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert torch.equal(torch.load(tmp_path / "logits.pt", weights_only=True), model(pixel_values=pixels).logits)
+    assert torch.equal(
+        torch.load(tmp_path / "logits.pt", weights_only=True), model(pixel_values=pixels).logits
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -221,7 +239,10 @@ def test_panoptic_and_instance_are_refused(processor):
     model = tiny_baseline().eval()
     with torch.no_grad():
         outputs = model(**processor([image(64, 64)], return_tensors="pt"))
-    for post_process in (processor.post_process_panoptic_segmentation, processor.post_process_instance_segmentation):
+    for post_process in (
+        processor.post_process_panoptic_segmentation,
+        processor.post_process_instance_segmentation,
+    ):
         with pytest.raises(ValueError, match="semantic segmentation only"):
             post_process(outputs)
     evaluator = Evaluator({0: "a", 1: "b", 2: "c"}, thing_ids=[0], panoptic=True)
@@ -230,7 +251,18 @@ def test_panoptic_and_instance_are_refused(processor):
     with pytest.raises(ValueError, match="semantic segmentation only"):
         evaluator.update(processor, outputs, [item])
     with pytest.raises(SystemExit):
-        parse_args(["--head", "per_pixel", "--metric_for_best_model", "pq", "--output_dir", "x", "--max_train_steps", "1"])
+        parse_args(
+            [
+                "--head",
+                "per_pixel",
+                "--metric_for_best_model",
+                "pq",
+                "--output_dir",
+                "x",
+                "--max_train_steps",
+                "1",
+            ]
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -273,7 +305,9 @@ def test_evaluate_script_on_a_baseline_folder(tmp_path):
     plain = main(common)
     assert set(plain) == {"semantic"}
     tta = main([*common, "--tta", "--tta_sizes", "48,64", "--output_json", str(tmp_path / "out.json")])
-    assert json.loads((tmp_path / "out.json").read_text())["semantic"]["mean_iou"] == tta["semantic"]["mean_iou"]
+    assert (
+        json.loads((tmp_path / "out.json").read_text())["semantic"]["mean_iou"] == tta["semantic"]["mean_iou"]
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -290,13 +324,28 @@ def test_training_loop_head_per_pixel(tmp_path):
     model = PerPixelBaselineForSemanticSegmentation.from_pretrained(tmp_path)
     assert model.config.num_labels == 12
     with pytest.raises(SystemExit):
-        parse_args(["--head", "per_pixel", "--mask_loss_mode", "point", "--output_dir", "x", "--max_train_steps", "1"])
+        parse_args(
+            [
+                "--head",
+                "per_pixel",
+                "--mask_loss_mode",
+                "point",
+                "--output_dir",
+                "x",
+                "--max_train_steps",
+                "1",
+            ]
+        )
 
 
 def test_many_class_scenes():
     config = SyntheticShapesConfig(num_thing_classes=125)
     dataset = SyntheticShapes("train", 6, 64, config=config)
-    assert len(dataset.id2label) == 128 and dataset.id2label[127] == "sand" and dataset.thing_ids == list(range(125))
+    assert (
+        len(dataset.id2label) == 128
+        and dataset.id2label[127] == "sand"
+        and dataset.thing_ids == list(range(125))
+    )
     assert dataset.id2label[6] == "circle-stripes4-0deg"
     seen = set()
     for i in range(len(dataset)):
@@ -305,7 +354,10 @@ def test_many_class_scenes():
         assert ids <= set(dataset.id2label) and set(np.unique(item["semantic"])) <= ids
         seen |= ids
     assert any(c >= 6 for c in seen)  # patterned classes occur
-    assert np.array_equal(np.asarray(dataset[0]["image"]), np.asarray(SyntheticShapes("train", 6, 64, config=config)[0]["image"]))
+    assert np.array_equal(
+        np.asarray(dataset[0]["image"]),
+        np.asarray(SyntheticShapes("train", 6, 64, config=config)[0]["image"]),
+    )
     with pytest.raises(ValueError, match=f"num_thing_classes=127 is out of range \\(1..{MAX_THING_CLASSES}"):
         SyntheticShapesConfig(num_thing_classes=127)
 
@@ -349,7 +401,9 @@ def test_compare_heads_end_to_end(tmp_path, capsys):
         assert row["steps"] == 2
         for head in ("maskformer", "per_pixel"):
             assert 0 <= row[head]["mean_iou"] <= 1 and row[head]["seconds_per_step"] > 0
-        assert row["difference"] == pytest.approx(row["maskformer"]["mean_iou"] - row["per_pixel"]["mean_iou"])
+        assert row["difference"] == pytest.approx(
+            row["maskformer"]["mean_iou"] - row["per_pixel"]["mean_iou"]
+        )
     table = format_report(report)
     assert table.count("\n| ") == 2 and "with the class count" in table  # two rows after the header
     assert "The paper's trend" in table

@@ -50,7 +50,11 @@ def check(result, image_size):
 def test_pipeline_from_objects(parts, image, subtask):
     model, processor = parts
     segmenter = pipeline("image-segmentation", model=model, image_processor=processor)
-    result = segmenter(image, subtask=subtask, threshold=0.1, overlap_mask_area_threshold=0.0) if subtask != "semantic" else segmenter(image, subtask=subtask)
+    result = (
+        segmenter(image, subtask=subtask, threshold=0.1, overlap_mask_area_threshold=0.0)
+        if subtask != "semantic"
+        else segmenter(image, subtask=subtask)
+    )
     check(result, image.size)
     if subtask == "semantic":
         assert {segment["label"] for segment in result} == {"circle"}
@@ -81,7 +85,9 @@ def test_pipeline_semantic_matches_direct_post_processing(parts, image):
     result = segmenter(image, subtask="semantic")
     with torch.no_grad():
         outputs = model(**processor(image, return_tensors="pt"))
-    expected = processor.post_process_semantic_segmentation(outputs, target_sizes=[(image.height, image.width)])[0]
+    expected = processor.post_process_semantic_segmentation(
+        outputs, target_sizes=[(image.height, image.width)]
+    )[0]
     for segment in result:
         label = {v: k for k, v in LABELS.items()}[segment["label"]]
         np.testing.assert_array_equal(np.asarray(segment["mask"]) > 0, expected.numpy() == label)

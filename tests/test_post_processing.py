@@ -136,7 +136,9 @@ def test_instance_scores_ids_and_map():
     # A stricter mask threshold drops column 15 (probability sigmoid(5) = 0.9933) from the binary mask.
     (sharp,) = instance_segmentation(class_logits, mask_logits, padded_size=PADDED, mask_threshold=0.995)
     sharp_mean = (14 * _sigmoid(20) + _sigmoid(15)) / 15
-    assert [s["score"] for s in sharp["segments_info"]] == pytest.approx([0.9 * sharp_mean, 0.8 * sharp_mean], abs=1e-5)
+    assert [s["score"] for s in sharp["segments_info"]] == pytest.approx(
+        [0.9 * sharp_mean, 0.8 * sharp_mean], abs=1e-5
+    )
     assert torch.equal(sharp["segmentation"].long(), columns((0, 15, 0), (15, 17, -1), (17, 32, 1)))
 
 
@@ -307,7 +309,8 @@ def check_all_tasks(
         (panoptic_segmentation, exact.check_panoptic, panoptic),
     ]:
         results = {
-            m: function(class_logits, mask_logits, method=m, band_rows=band_rows, **sizes, **options) for m in methods
+            m: function(class_logits, mask_logits, method=m, band_rows=band_rows, **sizes, **options)
+            for m in methods
         }
         check(results, class_logits, mask_logits, sizes, **options)
 
@@ -351,7 +354,9 @@ def test_agrees_with_the_original_on_untrained_outputs():
         1, 30, 48, 56, generator=generator
     )
     sizes = {"padded_size": (192, 224), "valid_sizes": [(192, 213)], "target_sizes": [(288, 320)]}
-    check_all_tasks(class_logits, mask_logits, sizes, instance={"threshold": 0.0}, panoptic={"threshold": 0.0})
+    check_all_tasks(
+        class_logits, mask_logits, sizes, instance={"threshold": 0.0}, panoptic={"threshold": 0.0}
+    )
 
 
 def test_agrees_with_the_original_on_tiny_and_coarse_grids():
@@ -381,7 +386,10 @@ def test_non_finite_queries_are_ignored_with_a_warning(caplog):
     assert torch.equal(semantic, semantic_segmentation(*clean, padded_size=PADDED)[0])
     assert torch.equal(semantic, columns((0, 16, 0), (16, 32, 1)))
     for function in (instance_segmentation, panoptic_segmentation):
-        ours, expected = function(broken_class, broken_mask, padded_size=PADDED)[0], function(*clean, padded_size=PADDED)[0]
+        ours, expected = (
+            function(broken_class, broken_mask, padded_size=PADDED)[0],
+            function(*clean, padded_size=PADDED)[0],
+        )
         assert torch.equal(ours["segmentation"], expected["segmentation"])
         assert ours["segments_info"] == expected["segments_info"]
 
@@ -396,17 +404,37 @@ def test_the_dense_path_on_gpu_is_the_original(method):
     class_logits, mask_logits = random_outputs(
         "confident", batch_size=2, num_queries=20, num_classes=10, mask_size=(32, 32), num_objects=6
     )
-    cases.append((class_logits, mask_logits, {"padded_size": (128, 128), "valid_sizes": [(128, 96), (100, 128)], "target_sizes": [(150, 100), (90, 128)]}))
+    cases.append(
+        (
+            class_logits,
+            mask_logits,
+            {
+                "padded_size": (128, 128),
+                "valid_sizes": [(128, 96), (100, 128)],
+                "target_sizes": [(150, 100), (90, 128)],
+            },
+        )
+    )
     for class_logits, mask_logits, sizes in cases:
         on_gpu = (class_logits.cuda(), mask_logits.cuda())
-        exact.check_semantic(semantic_segmentation(*on_gpu, method=method, **sizes), class_logits, mask_logits, sizes)
+        exact.check_semantic(
+            semantic_segmentation(*on_gpu, method=method, **sizes), class_logits, mask_logits, sizes
+        )
         options = {"threshold": 0.3}
         exact.check_instance(
-            instance_segmentation(*on_gpu, method=method, **sizes, **options), class_logits, mask_logits, sizes, **options
+            instance_segmentation(*on_gpu, method=method, **sizes, **options),
+            class_logits,
+            mask_logits,
+            sizes,
+            **options,
         )
         options = {"label_ids_to_fuse": {0, 1, 2}}
         exact.check_panoptic(
-            panoptic_segmentation(*on_gpu, method=method, **sizes, **options), class_logits, mask_logits, sizes, **options
+            panoptic_segmentation(*on_gpu, method=method, **sizes, **options),
+            class_logits,
+            mask_logits,
+            sizes,
+            **options,
         )
 
 
@@ -453,11 +481,18 @@ def test_a_region_is_the_originals_resampling_there(low, padded, valid, target):
     (a few 1e-7 of the logits' magnitude: the composite of two resamplings rounds its weights once)."""
     generator = torch.Generator().manual_seed(5)
     logits = torch.randn(*low, generator=generator) * 6
-    whole = reference.sem_seg_postprocess(reference.upsampled(logits[None, None], padded)[0], valid, target)[0]
+    whole = reference.sem_seg_postprocess(reference.upsampled(logits[None, None], padded)[0], valid, target)[
+        0
+    ]
     geometry = Geometry(low, padded, valid, target, logits.device)
     tolerance_scale = float(logits.abs().max())
     height, width = target
-    boxes = [((0, height), (0, width)), ((0, 1), (0, 1)), ((height - 1, height), (width - 1, width)), ((2, 3), (5, 6))]
+    boxes = [
+        ((0, height), (0, width)),
+        ((0, 1), (0, 1)),
+        ((height - 1, height), (width - 1, width)),
+        ((2, 3), (5, 6)),
+    ]
     for _ in range(100):
         top, left = (int(torch.randint(n, (1,), generator=generator)) for n in target)
         bottom = int(torch.randint(top + 1, height + 1, (1,), generator=generator))
@@ -486,13 +521,21 @@ def test_instance_boxes_hold_every_mask_pixel(kind, sizes):
 def test_the_processor_passes_the_method_through():
     """post_process_* accept the same `method`; each gives the original's maps, and a bad one is named."""
     recorded = load_recorded("demo_mixed")
-    outputs = SimpleNamespace(**{k: recorded[k] for k in ("class_queries_logits", "masks_queries_logits", "pixel_mask")})
+    outputs = SimpleNamespace(
+        **{k: recorded[k] for k in ("class_queries_logits", "masks_queries_logits", "pixel_mask")}
+    )
     targets = [tuple(size) for size in recorded["target_sizes"].tolist()]
     sizes = _geometry(recorded)
     processor, logits = OurProcessor(), (outputs.class_queries_logits, outputs.masks_queries_logits)
-    for name, check in (("semantic", exact.check_semantic), ("instance", exact.check_instance), ("panoptic", exact.check_panoptic)):
+    for name, check in (
+        ("semantic", exact.check_semantic),
+        ("instance", exact.check_instance),
+        ("panoptic", exact.check_panoptic),
+    ):
         function = getattr(processor, f"post_process_{name}_segmentation")
         check({m: function(outputs, target_sizes=targets, method=m) for m in METHODS}, *logits, sizes)
     for name in ("semantic", "instance", "panoptic"):
         with pytest.raises(ValueError, match="method must be"):
-            getattr(processor, f"post_process_{name}_segmentation")(outputs, target_sizes=targets, method="gpu")
+            getattr(processor, f"post_process_{name}_segmentation")(
+                outputs, target_sizes=targets, method="gpu"
+            )

@@ -126,7 +126,8 @@ def ade_zip() -> bytes:
             labels[: height // 2] = 3 * i  # ADE class 3i (training id 3i - 1)
             labels[height // 2 :, : width // 2] = 8
             entries[f"ADEChallengeData2016/images/{split}/{prefix}_{i:08d}.jpg"] = encoded(
-                rng.integers(0, 255, (height, width, 3), dtype=np.uint8), "JPEG")
+                rng.integers(0, 255, (height, width, 3), dtype=np.uint8), "JPEG"
+            )
             entries[f"ADEChallengeData2016/annotations/{split}/{prefix}_{i:08d}.png"] = encoded(labels, "PNG")
     names = "\n".join(f"{k}\t0.01\t10\t1\tclass{k};synonym" for k in range(1, 151))
     entries["ADEChallengeData2016/objectInfo150.txt"] = f"Idx\tRatio\tTrain\tVal\tName\n{names}\n".encode()
@@ -135,7 +136,9 @@ def ade_zip() -> bytes:
 
 
 def pinned(archive, payload: bytes, **overrides):
-    return dataclasses.replace(archive, size=len(payload), sha256=hashlib.sha256(payload).hexdigest(), **overrides)
+    return dataclasses.replace(
+        archive, size=len(payload), sha256=hashlib.sha256(payload).hexdigest(), **overrides
+    )
 
 
 @pytest.fixture
@@ -145,7 +148,9 @@ def served_ade(site, monkeypatch):
     payload = ade_zip()
     spec = DATASETS["ade20k"]
     site.add(spec.archives["all"].url, payload)
-    served = dataclasses.replace(spec, archives={"all": pinned(spec.archives["all"], payload)}, split_counts=ADE_COUNTS)
+    served = dataclasses.replace(
+        spec, archives={"all": pinned(spec.archives["all"], payload)}, split_counts=ADE_COUNTS
+    )
     monkeypatch.setitem(DATASETS, "ade20k", served)
     return payload
 
@@ -167,7 +172,11 @@ def one_line_error(monkeypatch, capsys, script: Path, *args: str) -> str:
 
 def leftovers(root: Path) -> list[str]:
     """Temporary folders, journals and partial downloads left under root."""
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.name.endswith((".tmp", ".part", ".moving.json")))
+    return sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.name.endswith((".tmp", ".part", ".moving.json"))
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -182,7 +191,9 @@ def test_registry_shape():
             if archive.url is None:  # a local archive: the reason is stated
                 assert archive.unpinned and "login" in archive.unpinned
                 continue
-            assert urlsplit(archive.url).scheme in ("http", "https") and archive.url.endswith("/" + archive.filename)
+            assert urlsplit(archive.url).scheme in ("http", "https") and archive.url.endswith(
+                "/" + archive.filename
+            )
             assert isinstance(archive.size, int) and archive.size > 0
             assert (re.fullmatch(r"[0-9a-f]{64}", archive.sha256 or "") is not None) or bool(archive.unpinned)
     assert set(SCRIPT_DATASETS.values()) <= set(DATASETS)
@@ -249,12 +260,16 @@ def test_the_readme_training_command_runs_on_the_prepared_folder(site, served_ad
 # ----------------------------------------------------------------------------------------------------------
 # Failures: checksum, dropped connection, unsafe archives, disk full, truncated archive.
 # ----------------------------------------------------------------------------------------------------------
-def test_wrong_checksum_leaves_nothing_and_a_rerun_after_the_fix_works(site, served_ade, tmp_path, monkeypatch, capsys):
+def test_wrong_checksum_leaves_nothing_and_a_rerun_after_the_fix_works(
+    site, served_ade, tmp_path, monkeypatch, capsys
+):
     root = tmp_path / "data"
     good = DATASETS["ade20k"]
     wrong = dataclasses.replace(good.archives["all"], sha256="0" * 64)
     monkeypatch.setitem(DATASETS, "ade20k", dataclasses.replace(good, archives={"all": wrong}))
-    line = one_line_error(monkeypatch, capsys, PREPARE, "ade20k", "--root", str(root), "--mirror", site.mirror)
+    line = one_line_error(
+        monkeypatch, capsys, PREPARE, "ade20k", "--root", str(root), "--mirror", site.mirror
+    )
     assert "SHA-256 mismatch" in line and "0" * 64 in line and hashlib.sha256(served_ade).hexdigest() in line
     assert not (root / "ADEChallengeData2016").exists() and not any((root / "downloads").iterdir())
     assert leftovers(root) == []
@@ -271,12 +286,16 @@ def test_a_dropped_connection_resumes_with_range(site, served_ade, tmp_path):
     assert result.splits == ADE_COUNTS and (tmp_path / "ADEChallengeData2016" / MARKER).is_file()
 
 
-def test_an_interrupted_download_is_one_line_and_a_rerun_finishes(site, served_ade, tmp_path, monkeypatch, capsys):
+def test_an_interrupted_download_is_one_line_and_a_rerun_finishes(
+    site, served_ade, tmp_path, monkeypatch, capsys
+):
     path = urlsplit(DATASETS["ade20k"].archives["all"].url).path
     site.always_drop[path] = 1000
     line = one_line_error(monkeypatch, capsys, PREPARE, "ade20k", "--root", str(tmp_path), "--mirror", site.mirror,
                           "--retries", "0")  # fmt: skip
-    assert f"interrupted at 1,000 of {len(served_ade):,} bytes" in line and "run the same command again" in line
+    assert (
+        f"interrupted at 1,000 of {len(served_ade):,} bytes" in line and "run the same command again" in line
+    )
     assert (tmp_path / "downloads" / "ADEChallengeData2016.zip.part").stat().st_size == 1000
     assert not (tmp_path / "ADEChallengeData2016").exists()
     del site.always_drop[path]
@@ -293,7 +312,7 @@ def test_unsafe_archives_are_refused_and_nothing_is_written(site, tmp_path, monk
     with zipfile.ZipFile(buffer, "a") as archive:
         if entry == "symlink":
             info = zipfile.ZipInfo("ADEChallengeData2016/link")
-            info.external_attr = (0o120777 << 16)  # S_IFLNK
+            info.external_attr = 0o120777 << 16  # S_IFLNK
             archive.writestr(info, "../../outside")
         else:
             archive.writestr(zipfile.ZipInfo(entry), b"owned")
@@ -335,8 +354,14 @@ def test_disk_full_is_one_line_and_leaves_nothing(site, served_ade, tmp_path, mo
 
     real = download_module.shutil.disk_usage
     monkeypatch.setattr(download_module.shutil, "disk_usage", lambda path: real(path)._replace(free=10))
-    line = one_line_error(monkeypatch, capsys, PREPARE, "ade20k", "--root", str(tmp_path), "--mirror", site.mirror)
-    assert "disk full" in line and f"{len(served_ade):,} bytes needed" in line and "run the same command again" in line
+    line = one_line_error(
+        monkeypatch, capsys, PREPARE, "ade20k", "--root", str(tmp_path), "--mirror", site.mirror
+    )
+    assert (
+        "disk full" in line
+        and f"{len(served_ade):,} bytes needed" in line
+        and "run the same command again" in line
+    )
     monkeypatch.undo()
     monkeypatch.setitem(DATASETS, "ade20k", dataclasses.replace(
         DATASETS["ade20k"], archives={"all": pinned(DATASETS["ade20k"].archives["all"], served_ade)},
@@ -413,7 +438,9 @@ def coco_archives() -> dict[str, bytes]:
                 {"id": 5, "category_id": 184, "iscrowd": 0, "area": 640, "bbox": [0, 0, 40, 16]},
                 {"id": 256, "category_id": 1, "iscrowd": 0, "area": 320, "bbox": [0, 16, 20, 16]}]})  # fmt: skip
             if split == "val":
-                images[f"val2017/{stem}.jpg"] = encoded(rng.integers(0, 255, (32, 40, 3), dtype=np.uint8), "JPEG")
+                images[f"val2017/{stem}.jpg"] = encoded(
+                    rng.integers(0, 255, (32, 40, 3), dtype=np.uint8), "JPEG"
+                )
         outer[f"annotations/panoptic_{split}2017.json"] = json.dumps(payload).encode()
         outer[f"annotations/panoptic_{split}2017.zip"] = zip_bytes(pngs)
     return {"annotations": zip_bytes(outer), "validation": zip_bytes(images)}
@@ -434,7 +461,10 @@ def test_coco_panoptic_val_only(site, tmp_path, monkeypatch):
     assert sorted(path for path, _ in site.requests) == ["/annotations/panoptic_annotations_trainval2017.zip",
                                                          "/zips/val2017.zip"]  # no train2017.zip  # fmt: skip
     coco = tmp_path / "coco"
-    assert sorted(p.name for p in (coco / "annotations").iterdir()) == ["panoptic_val2017", "panoptic_val2017.json"]
+    assert sorted(p.name for p in (coco / "annotations").iterdir()) == [
+        "panoptic_val2017",
+        "panoptic_val2017.json",
+    ]
     dataset = load_coco_panoptic_folder(coco, "validation")
     item = dataset[0]
     assert len(dataset) == 2 and dataset.id2label == {0: "person", 1: "tree-merged"}
@@ -465,7 +495,8 @@ def cityscapes_archives(folder: Path) -> list[str]:
             gt[f"gtFine/{split}/{stem}_gtFine_color.png"] = encoded(np.zeros((16, 32, 3), np.uint8), "PNG")
             gt[f"gtFine/{split}/{stem}_gtFine_polygons.json"] = b"{}"
             left[f"leftImg8bit/{split}/{stem}_leftImg8bit.png"] = encoded(
-                rng.integers(0, 255, (16, 32, 3), dtype=np.uint8), "PNG")
+                rng.integers(0, 255, (16, 32, 3), dtype=np.uint8), "PNG"
+            )
     paths = [folder / "gtFine_trainvaltest.zip", folder / "leftImg8bit_trainvaltest.zip"]
     paths[0].write_bytes(zip_bytes(gt))
     paths[1].write_bytes(zip_bytes(left))
@@ -478,15 +509,24 @@ def test_cityscapes_from_local_archives(tmp_path, monkeypatch, capsys):
     archives = cityscapes_archives(tmp_path)
     line = one_line_error(monkeypatch, capsys, PREPARE, "cityscapes", "--root", str(tmp_path / "data"))
     assert "gtFine_trainvaltest.zip not given" in line and "--archives" in line and "login" in line
-    result = run_script(PREPARE, "cityscapes", "--archives", *archives, "--root", str(tmp_path / "data"), "--no_progress")
+    result = run_script(
+        PREPARE, "cityscapes", "--archives", *archives, "--root", str(tmp_path / "data"), "--no_progress"
+    )
     assert result.splits == {"train": 2, "validation": 1}
     assert all(Path(p).is_file() for p in archives)  # the user's archives stay
     folder = tmp_path / "data" / "cityscapes"
     dataset = build_dataset(str(folder), "train", reduce_labels=False)
     assert dataset.num_labels == 19 and dataset.id2label[13] == "car"
     # trainIds from cityscapesScripts' table: road 7 -> 0, car 26 -> 13, person 24 -> 11, unlabeled 0 -> 255
-    first, second = (np.array(Image.open(folder / "annotations/training" / f"aachen_{i:06d}_000019.png")) for i in (0, 1))
-    assert first[0, 0] == 11 and (first[:, 8:] == 0).all() and (first[1:, :8] == 255).all() and (second[:, 8:] == 13).all()
+    first, second = (
+        np.array(Image.open(folder / "annotations/training" / f"aachen_{i:06d}_000019.png")) for i in (0, 1)
+    )
+    assert (
+        first[0, 0] == 11
+        and (first[:, 8:] == 0).all()
+        and (first[1:, :8] == 255).all()
+        and (second[:, 8:] == 13).all()
+    )
     assert sorted(p.name for p in (folder / "images/validation").iterdir()) == ["frankfurt_000000_000019.png"]
 
 
@@ -508,7 +548,10 @@ def test_dead_hub_names_name_the_prepare_command(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError) as error:
         build_dataset("scene_parse_150", "train", reduce_labels=True)
     message = str(error.value)
-    assert "loading-script dataset" in message and f"python scripts/prepare_data.py ade20k --root {tmp_path / 'empty'}" in message
+    assert (
+        "loading-script dataset" in message
+        and f"python scripts/prepare_data.py ade20k --root {tmp_path / 'empty'}" in message
+    )
 
 
 def test_a_loading_script_dataset_gets_a_clear_error(tmp_path, monkeypatch):
@@ -522,7 +565,9 @@ def test_a_loading_script_dataset_gets_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RuntimeError, match="Dataset scripts are no longer supported"):
         datasets.load_dataset("my_script_dataset", split="train")
-    with pytest.raises(ValueError, match="is a loading script, which datasets .* no longer runs.*prepare_data.py"):
+    with pytest.raises(
+        ValueError, match="is a loading script, which datasets .* no longer runs.*prepare_data.py"
+    ):
         load_hf_dataset("my_script_dataset", "train")
 
 

@@ -38,7 +38,9 @@ def standin(tmp_path_factory):
     for i, (height, width) in enumerate(SIZES):
         item = shapes[i]
         semantic = np.array(item["semantic"])[:height, :width].astype(np.int64)
-        Image.fromarray(np.array(item["image"])[:height, :width]).save(ade / "images/validation" / f"ADE_val_{i:08d}.jpg")
+        Image.fromarray(np.array(item["image"])[:height, :width]).save(
+            ade / "images/validation" / f"ADE_val_{i:08d}.jpg"
+        )
         ade_values = np.where(semantic == 255, 0, semantic + 1).astype(np.uint8)
         Image.fromarray(ade_values).save(ade / "annotations/validation" / f"ADE_val_{i:08d}.png")
 
@@ -74,7 +76,10 @@ def test_reproduce_end_to_end_on_a_local_ade_folder(standin, tmp_path, capsys):
     report = run("resnet50-ade", "--model", str(standin / "checkpoint"), "--dataset", str(standin / "ADEChallengeData2016"),
                  "--output_dir", str(out), "--limit", "2", "--device", "cpu", "--model_card")  # fmt: skip
     printed = capsys.readouterr().out
-    assert "resnet50-ade: mIoU (single-scale) paper 44.5 vs measured" in printed and "on 2/2000 images" in printed
+    assert (
+        "resnet50-ade: mIoU (single-scale) paper 44.5 vs measured" in printed
+        and "on 2/2000 images" in printed
+    )
     measured = expected_miou(standin / "ADEChallengeData2016", 2)
     assert measured > 1  # the stand-in's prediction overlaps the labels: the comparison below can fail
     assert report["measured"]["value"] == pytest.approx(measured, abs=0.01)
@@ -85,9 +90,14 @@ def test_reproduce_end_to_end_on_a_local_ade_folder(standin, tmp_path, capsys):
 
     card = ModelCard.load(out / "README.md")
     metrics = card.data.eval_results
-    assert {m.metric_config: m.metric_value for m in metrics} == {"measured": report["measured"]["value"], "paper": 44.5}
+    assert {m.metric_config: m.metric_value for m in metrics} == {
+        "measured": report["measured"]["value"],
+        "paper": 44.5,
+    }
     assert all(m.dataset_type == "scene_parse_150" and m.dataset_split == "validation" for m in metrics)
-    assert "measured here on 2 images" in next(m.metric_name for m in metrics if m.metric_config == "measured")
+    assert "measured here on 2 images" in next(
+        m.metric_name for m in metrics if m.metric_config == "measured"
+    )
     assert "MODEL_ZOO.md" in next(m.metric_name for m in metrics if m.metric_config == "paper")
     model = MaskFormerForInstanceSegmentation.from_pretrained(out)  # the converted folder is ours
     assert model.config.num_labels == 150
@@ -97,9 +107,15 @@ def test_reproduce_end_to_end_on_a_local_ade_folder(standin, tmp_path, capsys):
 def test_reproduce_with_tta(standin, tmp_path):
     report = run("resnet50-ade", "--tta", "--model", str(standin / "checkpoint"), "--dataset",
                  str(standin / "ADEChallengeData2016"), "--output_dir", str(tmp_path), "--limit", "1", "--device", "cpu")  # fmt: skip
-    assert report["paper"] == {"value": 46.7, "setting": "multi-scale + flip", "source": report["paper"]["source"]}
+    assert report["paper"] == {
+        "value": 46.7,
+        "setting": "multi-scale + flip",
+        "source": report["paper"]["source"],
+    }
     assert report["settings"]["test_time_augmentation"]["min_sizes"] == list(ADE20K_512_TTA.min_sizes)
-    assert report["measured"]["value"] == pytest.approx(expected_miou(standin / "ADEChallengeData2016", 1), abs=0.01)
+    assert report["measured"]["value"] == pytest.approx(
+        expected_miou(standin / "ADEChallengeData2016", 1), abs=0.01
+    )
 
 
 def one_line_error(monkeypatch, capsys, *args: str) -> str:
@@ -115,17 +131,28 @@ def one_line_error(monkeypatch, capsys, *args: str) -> str:
 
 
 def test_what_is_missing_is_said_in_one_line(standin, tmp_path, monkeypatch, capsys):
-    checkpoint, folder, out = str(standin / "checkpoint"), str(standin / "ADEChallengeData2016"), str(tmp_path)
+    checkpoint, folder, out = (
+        str(standin / "checkpoint"),
+        str(standin / "ADEChallengeData2016"),
+        str(tmp_path),
+    )
     # no Hub access (the suite runs with HF_HUB_OFFLINE=1)
-    line = one_line_error(monkeypatch, capsys, "resnet50-ade", "--limit", "1", "--dataset", folder, "--output_dir", out)
+    line = one_line_error(
+        monkeypatch, capsys, "resnet50-ade", "--limit", "1", "--dataset", folder, "--output_dir", out
+    )
     assert "facebook/maskformer-resnet50-ade" in line and "could not be downloaded" in line
     # data not prepared (and no --download), a dead Hub name, data that needs a login, a folder that does not exist
     monkeypatch.setenv("MASKFORMER_DATA", str(tmp_path / "no-data"))
-    line = one_line_error(monkeypatch, capsys, "resnet50-ade", "--limit", "1", "--model", checkpoint, "--output_dir", out)
+    line = one_line_error(
+        monkeypatch, capsys, "resnet50-ade", "--limit", "1", "--model", checkpoint, "--output_dir", out
+    )
     assert "needs the ADE20K-150 validation data, not prepared in" in line and "add --download" in line
     assert f"python scripts/prepare_data.py ade20k --root {tmp_path / 'no-data'}" in line
     line = one_line_error(monkeypatch, capsys, "swin-base-coco", "--limit", "1")
-    assert "needs the COCO panoptic validation data" in line and "prepare_data.py coco_panoptic --splits val" in line
+    assert (
+        "needs the COCO panoptic validation data" in line
+        and "prepare_data.py coco_panoptic --splits val" in line
+    )
     line = one_line_error(monkeypatch, capsys, "resnet50-ade", "--limit", "1", "--model", checkpoint, "--dataset",
                           "scene_parse_150", "--output_dir", out)  # fmt: skip
     assert "dataset 'scene_parse_150' could not be loaded" in line and "prepare_data.py ade20k" in line
@@ -137,11 +164,15 @@ def test_what_is_missing_is_said_in_one_line(standin, tmp_path, monkeypatch, cap
                           str(tmp_path / "missing"), "--output_dir", out)  # fmt: skip
     assert "not found" in line
     # settings the row cannot reproduce
-    assert "--tta is refused" in one_line_error(monkeypatch, capsys, "resnet50-vistas", "--tta", "--limit", "1")
+    assert "--tta is refused" in one_line_error(
+        monkeypatch, capsys, "resnet50-vistas", "--tta", "--limit", "1"
+    )
     assert "semantic rows" in one_line_error(monkeypatch, capsys, "swin-tiny-coco", "--tta", "--limit", "1")
     assert "unknown model-zoo row 'nope'" in one_line_error(monkeypatch, capsys, "nope")
     if not torch.cuda.is_available():
-        line = one_line_error(monkeypatch, capsys, "swin-large-ade", "--tta", "--model", checkpoint, "--dataset", folder)
+        line = one_line_error(
+            monkeypatch, capsys, "swin-large-ade", "--tta", "--model", checkpoint, "--dataset", folder
+        )
         assert "no GPU" in line and "2000 ADE20K-150 images (12 view(s) each)" in line and "--limit" in line
 
 
@@ -151,18 +182,25 @@ def test_what_is_missing_is_said_in_one_line(standin, tmp_path, monkeypatch, cap
 def test_zoo_rows_are_consistent():
     assert len({entry.hub_id for entry in MODEL_ZOO}) == len(MODEL_ZOO) == 16
     for entry in MODEL_ZOO:
-        assert get_entry(entry.hub_id) is get_entry(f"maskformer-{entry.name}") is get_entry(entry.name) is entry
+        assert (
+            get_entry(entry.hub_id) is get_entry(f"maskformer-{entry.name}") is get_entry(entry.name) is entry
+        )
         assert entry.max_test_size >= entry.test_size
         if entry.paper_multi_scale is not None:
             assert entry.paper_multi_scale > entry.paper_single_scale
         if entry.tta is not None:
             assert entry.task == "semantic" and entry.test_size in entry.tta.min_sizes and entry.tta.flip
         assert (entry.task == "panoptic") == (entry.threshold is not None) == (entry.metric == "PQ")
-    headline = [get_entry("swin-large-ade").paper_multi_scale, get_entry("swin-large-coco").paper_single_scale]
+    headline = [
+        get_entry("swin-large-ade").paper_multi_scale,
+        get_entry("swin-large-coco").paper_single_scale,
+    ]
     assert headline == [55.6, 52.7]  # the paper's abstract
 
 
 def test_readme_holds_the_table_and_the_script_lists_it(capsys):
-    assert markdown_table() in (ROOT / "README.md").read_text(), "regenerate the README table: python scripts/reproduce.py --list"
+    assert markdown_table() in (ROOT / "README.md").read_text(), (
+        "regenerate the README table: python scripts/reproduce.py --list"
+    )
     assert run("--list") is None
     assert capsys.readouterr().out.strip() == markdown_table()

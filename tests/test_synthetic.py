@@ -37,8 +37,13 @@ def test_same_seed_same_bytes_different_seed_different():
 
 
 def test_splits_never_share_scenes():
-    train = {hashlib.sha256(SyntheticShapes("train", 150)[i]["image"].tobytes()).hexdigest() for i in range(150)}
-    val = {hashlib.sha256(SyntheticShapes("validation", 150)[i]["image"].tobytes()).hexdigest() for i in range(150)}
+    train = {
+        hashlib.sha256(SyntheticShapes("train", 150)[i]["image"].tobytes()).hexdigest() for i in range(150)
+    }
+    val = {
+        hashlib.sha256(SyntheticShapes("validation", 150)[i]["image"].tobytes()).hexdigest()
+        for i in range(150)
+    }
     assert len(train) == 150 and len(val) == 150
     assert not train & val
 
@@ -130,7 +135,10 @@ def test_folder_exports_write_real_layouts(tmp_path):
     for ds in (train, val):
         ds.export_ade_folder(tmp_path / "ade")
         ds.export_coco_panoptic_folder(tmp_path / "coco")
-    assert sorted(p.name for p in (tmp_path / "ade/images/training").iterdir()) == ["train_000000.jpg", "train_000001.jpg"]
+    assert sorted(p.name for p in (tmp_path / "ade/images/training").iterdir()) == [
+        "train_000000.jpg",
+        "train_000001.jpg",
+    ]
     assert (tmp_path / "ade/annotations/validation/validation_000000.png").is_file()
     assert json.loads((tmp_path / "ade/id2label.json").read_text())["8"] == "sand"
     payload = json.loads((tmp_path / "coco/annotations/panoptic_val2017.json").read_text())

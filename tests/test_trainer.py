@@ -38,7 +38,9 @@ def hand_item(height: int, width: int, boxes: list[tuple[int, int, int, int, int
 
 ITEMS = [
     hand_item(64, 64, [(0, 0, 32, 64, 2), (32, 0, 64, 40, 3), (40, 44, 60, 60, 0)]),
-    hand_item(48, 64, [(0, 0, 48, 24, 3), (8, 28, 24, 44, 1), (28, 28, 44, 60, 0)], seed=1),  # padded to 64x64
+    hand_item(
+        48, 64, [(0, 0, 48, 24, 3), (8, 28, 24, 44, 1), (28, 28, 44, 60, 0)], seed=1
+    ),  # padded to 64x64
 ]
 
 
@@ -90,7 +92,10 @@ def test_segmentation_metrics_score_exact_predictions_as_perfect(processor):
     batch = MaskFormerCollator(processor, return_segment_maps=True)(ITEMS)
     metrics = SegmentationMetrics(processor, ID2LABEL, thing_ids=THINGS)
     labels = tuple(batch[name] for name in SegmentationMetrics.label_names)
-    assert metrics(EvalPrediction(predictions=exact_outputs(batch), label_ids=labels), compute_result=False) is None
+    assert (
+        metrics(EvalPrediction(predictions=exact_outputs(batch), label_ids=labels), compute_result=False)
+        is None
+    )
     results = metrics(EvalPrediction(predictions=exact_outputs(batch), label_ids=labels), compute_result=True)
     assert results == pytest.approx({"mean_iou": 1.0, "pixel_accuracy": 1.0, "pq": 1.0, "sq": 1.0, "rq": 1.0,
                                      "pq_things": 1.0, "pq_stuff": 1.0, "mask_ap": 1.0, "mask_ap50": 1.0})  # fmt: skip
@@ -98,7 +103,9 @@ def test_segmentation_metrics_score_exact_predictions_as_perfect(processor):
     outputs = exact_outputs(batch)
     outputs[1][1, 0, 3], outputs[1][1, 0, 2] = -10.0, 10.0  # image 2: the grass segment called sky
     results = metrics(EvalPrediction(predictions=outputs, label_ids=labels), compute_result=True)
-    assert results["pixel_accuracy"] == pytest.approx(1 - 48 * 24 / (32 * 64 + 32 * 40 + 20 * 16 + 48 * 24 + 16 * 16 + 16 * 32))
+    assert results["pixel_accuracy"] == pytest.approx(
+        1 - 48 * 24 / (32 * 64 + 32 * 40 + 20 * 16 + 48 * 24 + 16 * 16 + 16 * 32)
+    )
     assert results["pq_things"] == 1.0 and results["pq_stuff"] < 1.0
 
 
@@ -115,11 +122,19 @@ def test_segmentation_metrics_agree_with_the_evaluate_modules(processor):
     predictions = (loss_dict, class_logits, mask_logits, pixel_mask)
     got = metrics(EvalPrediction(predictions=predictions, label_ids=labels), compute_result=True)
 
-    outputs = {"class_queries_logits": class_logits, "masks_queries_logits": mask_logits, "pixel_mask": pixel_mask}
+    outputs = {
+        "class_queries_logits": class_logits,
+        "masks_queries_logits": mask_logits,
+        "pixel_mask": pixel_mask,
+    }
     sizes = [item["semantic"].shape for item in ITEMS]
     semantic = processor.post_process_semantic_segmentation(outputs, target_sizes=sizes)
-    panoptic = processor.post_process_panoptic_segmentation(outputs, threshold=0.5, label_ids_to_fuse={2, 3}, target_sizes=sizes)
-    instances = processor.post_process_instance_segmentation(outputs, threshold=0.0, target_sizes=sizes, return_binary_maps=True)
+    panoptic = processor.post_process_panoptic_segmentation(
+        outputs, threshold=0.5, label_ids_to_fuse={2, 3}, target_sizes=sizes
+    )
+    instances = processor.post_process_instance_segmentation(
+        outputs, threshold=0.0, target_sizes=sizes, return_binary_maps=True
+    )
     mean_iou = load_metric("mean_iou").compute(predictions=[p.numpy() for p in semantic],
                                                references=[i["semantic"] for i in ITEMS], num_labels=4, ignore_index=255)  # fmt: skip
     categories = [{"id": c, "isthing": int(c in THINGS)} for c in ID2LABEL]
@@ -181,4 +196,6 @@ def test_trainer_fine_tunes_and_evaluates(tmp_path):
     # gives the same numbers (synthetic images share one size, so no padding differs)
     trainer.args.per_device_eval_batch_size = 1
     single = trainer.evaluate()
-    assert {k: single[k] for k in keys - {"eval_loss"}} == pytest.approx({k: metrics[k] for k in keys - {"eval_loss"}}, abs=1e-9)
+    assert {k: single[k] for k in keys - {"eval_loss"}} == pytest.approx(
+        {k: metrics[k] for k in keys - {"eval_loss"}}, abs=1e-9
+    )

@@ -28,7 +28,11 @@ def tiny_folder(tmp_path_factory) -> Path:
 
 
 def test_few_steps_write_checkpoints_and_a_hub_ready_folder(tiny_folder, tmp_path):
-    result = train(train_args(tiny_folder, tmp_path / "run", "--max_train_steps", "4", "--per_device_train_batch_size", "2"))
+    result = train(
+        train_args(
+            tiny_folder, tmp_path / "run", "--max_train_steps", "4", "--per_device_train_batch_size", "2"
+        )
+    )
     out = tmp_path / "run"
     assert result["state"]["step"] == 4
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md"):
@@ -50,7 +54,17 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tiny_folder, tmp_p
     train(train_args(tiny_folder, tmp_path / "cut", "--max_train_steps", "6", "--stop_at_step", "3", *common))
     # The interrupted run left a half-written checkpoint behind (a kill during a save): it must be ignored.
     (tmp_path / "cut" / "checkpoints" / "checkpoint-5.partial").mkdir()
-    train(train_args(tiny_folder, tmp_path / "cut", "--max_train_steps", "6", "--resume_from_checkpoint", "latest", *common))
+    train(
+        train_args(
+            tiny_folder,
+            tmp_path / "cut",
+            "--max_train_steps",
+            "6",
+            "--resume_from_checkpoint",
+            "latest",
+            *common,
+        )
+    )
     full, resumed = losses(tmp_path / "full"), losses(tmp_path / "cut")
     assert len(full) == len(resumed) == 6
     assert resumed == pytest.approx(full, rel=1e-6, abs=1e-7)
@@ -64,8 +78,14 @@ def test_parameter_groups_follow_the_recipe():
     groups = parameter_groups(model, recipe.learning_rate, recipe.weight_decay, recipe.backbone_lr_multiplier)
     by_id = {id(p): g for g in groups for p in g["params"]}
     backbone_conv = model.model.backbone.body.embedder.embedder.convolution.weight
-    assert by_id[id(backbone_conv)]["lr"] == pytest.approx(1e-5) and by_id[id(backbone_conv)]["weight_decay"] == 1e-4
-    assert by_id[id(model.class_head.bias)]["weight_decay"] == 0.0 and by_id[id(model.class_head.bias)]["lr"] == 1e-4
+    assert (
+        by_id[id(backbone_conv)]["lr"] == pytest.approx(1e-5)
+        and by_id[id(backbone_conv)]["weight_decay"] == 1e-4
+    )
+    assert (
+        by_id[id(model.class_head.bias)]["weight_decay"] == 0.0
+        and by_id[id(model.class_head.bias)]["lr"] == 1e-4
+    )
     assert by_id[id(model.model.transformer_decoder.query_embed.weight)]["weight_decay"] == 0.0
     assert by_id[id(model.model.transformer_decoder.layers[0].ffn_norm.weight)]["weight_decay"] == 0.0
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
@@ -111,7 +131,9 @@ def test_max_train_steps_is_required_and_says_why(capsys, tmp_path):
     with pytest.raises(SystemExit):
         parse_args(["--output_dir", str(tmp_path)])
     assert "--max_train_steps is required" in capsys.readouterr().err
-    assert parse_args(["--output_dir", str(tmp_path), "--max_train_steps", "5"]).crop_size is None  # from the model
+    assert (
+        parse_args(["--output_dir", str(tmp_path), "--max_train_steps", "5"]).crop_size is None
+    )  # from the model
 
 
 def test_recipes_are_keyed_by_backbone_type():
@@ -125,11 +147,15 @@ def test_recipes_are_keyed_by_backbone_type():
     swin = tiny_config(backbone_config=MaskFormerSwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
                                                             out_features=STAGES))  # fmt: skip
     assert recipe_for(swin) == RECIPES["swin"] and recipe_for(swin).warmup_steps == 1500
-    convnext = tiny_config(backbone_config=ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], out_features=STAGES))
+    convnext = tiny_config(
+        backbone_config=ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], out_features=STAGES)
+    )
     with pytest.raises(ValueError, match="no training recipe for backbone type 'convnext'.*--recipe"):
         recipe_for(convnext)
     assert recipe_for(convnext, "swin") == RECIPES["swin"]
-    given = recipe_for(convnext, learning_rate=1e-3, weight_decay=0.0, backbone_lr_multiplier=1.0, warmup_steps=5)
+    given = recipe_for(
+        convnext, learning_rate=1e-3, weight_decay=0.0, backbone_lr_multiplier=1.0, warmup_steps=5
+    )
     assert (given.learning_rate, given.warmup_steps, given.max_grad_norm) == (1e-3, 5, 0.01)
     assert recipe_for(tiny_config(), learning_rate=3e-4).weight_decay == RECIPES["resnet"].weight_decay
     with pytest.raises(ValueError, match="unknown recipe 'adam'"):
@@ -162,13 +188,18 @@ def test_semantic_folders_need_an_explicit_label_convention(tiny_folder, tmp_pat
 
     for split, count in (("train", 4), ("validation", 2)):
         SyntheticShapes(split, count, image_size=64).export_ade_folder(tmp_path / "ade")
-    argv = train_args(tiny_folder, tmp_path / "run", "--max_train_steps", "1", "--per_device_train_batch_size", "2")
+    argv = train_args(
+        tiny_folder, tmp_path / "run", "--max_train_steps", "1", "--per_device_train_batch_size", "2"
+    )
     argv[argv.index("synthetic")] = str(tmp_path / "ade")
     with pytest.raises(ValueError, match="--label_convention ade.*--label_convention as_is"):
         train(argv)
     with caplog.at_level(logging.INFO):
         train([*argv, "--label_convention", "ade"])
-    assert "ADE convention (--label_convention ade): pixel 0 = 'other', ignored; pixel k = class k-1; 9 classes" in caplog.text
+    assert (
+        "ADE convention (--label_convention ade): pixel 0 = 'other', ignored; pixel k = class k-1; 9 classes"
+        in caplog.text
+    )
     # The same files read as they are: pixel value 9 is then out of range for the 9 classes of id2label.json.
     with pytest.raises(ValueError, match=r"train_0000\d\d.png: label\(s\) \[9\] outside 0..8"):
         train([*argv, "--label_convention", "as_is"])
@@ -178,10 +209,21 @@ def test_resume_from_a_folder_that_is_not_a_checkpoint(tiny_folder, tmp_path):
     from modeling_maskformer.training import CheckpointError
 
     with pytest.raises(CheckpointError, match="not a complete checkpoint"):
-        train(train_args(tiny_folder, tmp_path / "x", "--max_train_steps", "1", "--resume_from_checkpoint", str(tmp_path)))
+        train(
+            train_args(
+                tiny_folder,
+                tmp_path / "x",
+                "--max_train_steps",
+                "1",
+                "--resume_from_checkpoint",
+                str(tmp_path),
+            )
+        )
 
 
-def launch(num_processes: int, folder: Path, output_dir: Path, per_device: int) -> subprocess.CompletedProcess:
+def launch(
+    num_processes: int, folder: Path, output_dir: Path, per_device: int
+) -> subprocess.CompletedProcess:
     command = [
         # NOTE: `--cpu` makes accelerate start one process whatever --num_processes says; --multi_gpu starts
         # torchrun workers, and train.py asks for CPU itself when there is no GPU.

@@ -35,7 +35,10 @@ PAIRS = {
 DELIBERATE = {
     ("MaskFormerImageProcessor", "backend"): "ours is one torch implementation, not a choice of backends",
     ("MaskFormerImageProcessor", "process_image"): "transformers' internal per-image step of its backend",
-    ("MaskFormerImageProcessor", "normalize.inplace"): "BaseImageProcessor's numpy normalize (never in place)",
+    (
+        "MaskFormerImageProcessor",
+        "normalize.inplace",
+    ): "BaseImageProcessor's numpy normalize (never in place)",
 }
 
 
@@ -63,13 +66,20 @@ def gaps(name: str) -> list[str]:
                       "post_process_instance_segmentation", "post_process_panoptic_segmentation"):  # fmt: skip
             forwards = False  # these must name every argument: no **kwargs that could swallow one
         for argument, parameter in parameters(function).items():
-            if parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL) or argument in ours_parameters:
+            if (
+                parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
+                or argument in ours_parameters
+            ):
                 continue
             if not forwards:
                 found.append(f"{method}.{argument}")
     if name == "MaskFormerImageProcessor":  # preprocess takes transformers' ImagesKwargs as **kwargs
         ours_parameters = parameters(ours.preprocess)
-        found += [f"preprocess.{k}" for k in typing.get_type_hints(MaskFormerImageProcessorKwargs) if k not in ours_parameters]
+        found += [
+            f"preprocess.{k}"
+            for k in typing.get_type_hints(MaskFormerImageProcessorKwargs)
+            if k not in ours_parameters
+        ]
     if name == "MaskFormerConfig":  # its fields, read on an instance
         config = ours(num_labels=3)
         found += [f.name for f in dataclasses.fields(theirs) if not hasattr(config, f.name)]
@@ -109,8 +119,16 @@ def test_hidden_states_in_transformers_fields(pair):
     ours, theirs = pair
     pixel_values = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
-        expected, got = theirs(pixel_values, output_hidden_states=True), ours(pixel_values, output_hidden_states=True)
-    for field in ("encoder_hidden_states", "pixel_decoder_hidden_states", "transformer_decoder_hidden_states", "hidden_states"):
+        expected, got = (
+            theirs(pixel_values, output_hidden_states=True),
+            ours(pixel_values, output_hidden_states=True),
+        )
+    for field in (
+        "encoder_hidden_states",
+        "pixel_decoder_hidden_states",
+        "transformer_decoder_hidden_states",
+        "hidden_states",
+    ):
         assert len(getattr(got, field)) == len(getattr(expected, field)), field
         for a, b in zip(getattr(got, field), getattr(expected, field)):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=field)
@@ -124,7 +142,10 @@ def test_return_dict_false_gives_transformers_tuple(pair):
     pixel_values = torch.randn(1, 3, 64, 64)
     for kwargs in ({}, {"output_hidden_states": True}):
         with torch.no_grad():
-            expected, got = theirs(pixel_values, return_dict=False, **kwargs), ours(pixel_values, return_dict=False, **kwargs)
+            expected, got = (
+                theirs(pixel_values, return_dict=False, **kwargs),
+                ours(pixel_values, return_dict=False, **kwargs),
+            )
         assert isinstance(got, tuple) and len(got) == len(expected)
         for a, b in zip(got, expected):
             if isinstance(a, tuple):
@@ -133,7 +154,11 @@ def test_return_dict_false_gives_transformers_tuple(pair):
                 torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     with torch.no_grad():
         got = ours.model(pixel_values, return_dict=False)
-    assert [tuple(t.shape) for t in got] == [(1, 64, 2, 2), (1, 32, 16, 16), (1, 10, 32)]  # transformers' order
+    assert [tuple(t.shape) for t in got] == [
+        (1, 64, 2, 2),
+        (1, 32, 16, 16),
+        (1, 10, 32),
+    ]  # transformers' order
 
 
 def test_get_logits_get_loss_dict_get_loss_are_forwards_parts(pair):
@@ -146,7 +171,10 @@ def test_get_logits_get_loss_dict_get_loss_are_forwards_parts(pair):
         base = ours.model(pixel_values, return_intermediate=True)
         class_logits, mask_logits, auxiliary = ours.get_logits(base)
         loss_dict = ours.get_loss_dict(mask_logits, class_logits, mask_labels, class_labels, auxiliary)
-    assert torch.equal(class_logits, outputs.class_queries_logits) and len(auxiliary) == ours.config.decoder_layers - 1
+    assert (
+        torch.equal(class_logits, outputs.class_queries_logits)
+        and len(auxiliary) == ours.config.decoder_layers - 1
+    )
     assert set(loss_dict) == set(outputs.loss_dict)
     torch.testing.assert_close(ours.get_loss(loss_dict), outputs.loss)
 
@@ -188,7 +216,9 @@ def test_meta_device_loading_behaves_as_transformers(tmp_path):
     with torch.device("meta"):  # what transformers' error recommends
         empty = MaskFormerForInstanceSegmentation(model.config)
     assert {p.device.type for p in empty.parameters()} == {"meta"}
-    loaded = MaskFormerForInstanceSegmentation.from_pretrained(tmp_path, device_map="cpu", low_cpu_mem_usage=True)
+    loaded = MaskFormerForInstanceSegmentation.from_pretrained(
+        tmp_path, device_map="cpu", low_cpu_mem_usage=True
+    )
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
 
 
@@ -212,13 +242,18 @@ def test_helper_methods_give_transformers_results(processors):
     image = (255 * torch.rand(3, 50, 70, generator=generator)).to(torch.uint8)
     from transformers.image_utils import SizeDict
 
-    for size, divisor in ((SizeDict(shortest_edge=64, longest_edge=96), 0), (SizeDict(height=40, width=50), 32)):
+    for size, divisor in (
+        (SizeDict(shortest_edge=64, longest_edge=96), 0),
+        (SizeDict(height=40, width=50), 32),
+    ):
         torch.testing.assert_close(
             ours.resize(image, size, size_divisor=divisor).float(), theirs.resize(image, size, size_divisor=divisor).float(),
             rtol=0, atol=1.0,  # uint8 rounding of the same bilinear antialiased filter
         )  # fmt: skip
     args = (True, 1 / 255, True, (0.5, 0.4, 0.3), (0.2, 0.3, 0.4))  # tuples: transformers caches on them
-    torch.testing.assert_close(ours.rescale_and_normalize(image[None], *args), theirs.rescale_and_normalize(image[None], *args))
+    torch.testing.assert_close(
+        ours.rescale_and_normalize(image[None], *args), theirs.rescale_and_normalize(image[None], *args)
+    )
     labels_ours, labels_theirs = [torch.tensor([[0, 1, 255, 7]])], [torch.tensor([[0, 1, 255, 7]])]
     ours.reduce_label(labels_ours)
     theirs.reduce_label(labels_theirs)
@@ -253,7 +288,10 @@ def test_preprocess_takes_transformers_keywords(processors):
     from transformers.image_utils import SizeDict
 
     padded = ours(image, pad_size={"height": 128, "width": 160})
-    assert padded["pixel_values"].shape == theirs(image, pad_size=SizeDict(height=128, width=160), return_tensors="pt")["pixel_values"].shape
+    assert (
+        padded["pixel_values"].shape
+        == theirs(image, pad_size=SizeDict(height=128, width=160), return_tensors="pt")["pixel_values"].shape
+    )
     assert ours(image, disable_grouping=True, do_convert_rgb=True, device="cpu")["pixel_values"].shape[1] == 3
     with pytest.raises(ValueError, match="do_convert_rgb=False is not supported"):
         ours(image, do_convert_rgb=False)
@@ -278,8 +316,12 @@ def test_post_processing_arguments_of_transformers(processors, outputs):
     assert [tuple(m.shape) for m in ours.post_process_semantic_segmentation(outputs)] == [
         tuple(m.shape) for m in theirs.post_process_semantic_segmentation(outputs)
     ]
-    scored = ours.post_process_semantic_segmentation(outputs, target_sizes=big, return_segmentation_scores=True)
-    expected = theirs.post_process_semantic_segmentation(outputs, target_sizes=big, return_segmentation_scores=True)
+    scored = ours.post_process_semantic_segmentation(
+        outputs, target_sizes=big, return_segmentation_scores=True
+    )
+    expected = theirs.post_process_semantic_segmentation(
+        outputs, target_sizes=big, return_segmentation_scores=True
+    )
     for a, b, plain in zip(scored, expected, maps):
         assert a.segmentation_scores.shape == b.segmentation_scores.shape
         assert torch.equal(a.segmentation, plain)
@@ -289,6 +331,12 @@ def test_post_processing_arguments_of_transformers(processors, outputs):
         assert (a.segmentation == b.segmentation).float().mean() > 0.97
     instances = ours.post_process_instance_segmentation(outputs, threshold=0.0, return_coco_annotation=True)
     for result in instances:
-        assert isinstance(result["segmentation"], list) and all(isinstance(run, list) for run in result["segmentation"])
+        assert isinstance(result["segmentation"], list) and all(
+            isinstance(run, list) for run in result["segmentation"]
+        )
     panoptic = ours.post_process_panoptic_segmentation(outputs, threshold=0.0, label_ids_to_fuse={0})
-    assert all(info["label_id"] != 0 or info["was_fused"] in (True, False) for r in panoptic for info in r["segments_info"])
+    assert all(
+        info["label_id"] != 0 or info["was_fused"] in (True, False)
+        for r in panoptic
+        for info in r["segments_info"]
+    )

@@ -46,7 +46,10 @@ class PixelModel(nn.Module):
 
     def forward(self, pixel_values, pixel_mask=None):
         masks = self.mix(F.avg_pool2d(pixel_values, 4))  # (B, Q, H/4, W/4)
-        return {"class_queries_logits": self.class_logits.expand(len(pixel_values), -1, -1), "masks_queries_logits": masks}
+        return {
+            "class_queries_logits": self.class_logits.expand(len(pixel_values), -1, -1),
+            "masks_queries_logits": masks,
+        }
 
 
 class MirrorSymmetric(nn.Module):
@@ -62,13 +65,18 @@ class MirrorSymmetric(nn.Module):
         mirrored = self.model(pixel_values=pixel_values.flip(-1), pixel_mask=pixel_mask.flip(-1))
         return {
             "class_queries_logits": (plain["class_queries_logits"] + mirrored["class_queries_logits"]) / 2,
-            "masks_queries_logits": (plain["masks_queries_logits"] + mirrored["masks_queries_logits"].flip(-1)) / 2,
+            "masks_queries_logits": (
+                plain["masks_queries_logits"] + mirrored["masks_queries_logits"].flip(-1)
+            )
+            / 2,
         }
 
 
 def scene(height: int, width: int, index: int = 0) -> np.ndarray:
     """A synthetic scene cut to height x width (uint8 RGB)."""
-    return np.array(SyntheticShapes("validation", index + 1, max(height, width))[index]["image"])[:height, :width]
+    return np.array(SyntheticShapes("validation", index + 1, max(height, width))[index]["image"])[
+        :height, :width
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +100,10 @@ def test_sizes_around_a_test_size_are_the_authors_lists():
     assert TestTimeAugmentation.from_test_size(512) == ADE20K_512_TTA
     assert TestTimeAugmentation.from_test_size(640) == ADE20K_640_TTA == COCO_STUFF_TTA
     assert ADE20K_512_TTA.num_views == 12
-    assert TestTimeAugmentation.for_processor(MaskFormerImageProcessor(size={"shortest_edge": 512})) == ADE20K_512_TTA
+    assert (
+        TestTimeAugmentation.for_processor(MaskFormerImageProcessor(size={"shortest_edge": 512}))
+        == ADE20K_512_TTA
+    )
     with pytest.raises(ValueError, match="min_sizes"):
         TestTimeAugmentation(())
     with pytest.raises(ValueError, match="max_size"):
@@ -108,7 +119,9 @@ def test_one_size_without_flip_is_the_plain_inference(shape, processor):
     for model in (PixelModel().eval(), tiny_model(num_labels=4).eval()):
         expected = plain_map(model, processor, image)
         assert torch.equal(semantic_segmentation_tta(model, processor, image, single)[0], expected)
-    assert len(torch.unique(plain_map(PixelModel().eval(), processor, image))) >= 3  # varied maps: the test can fail
+    assert (
+        len(torch.unique(plain_map(PixelModel().eval(), processor, image))) >= 3
+    )  # varied maps: the test can fail
 
 
 def authors_tta_scores(model, processor, image, augmentation) -> torch.Tensor:
@@ -146,7 +159,9 @@ def test_multi_scale_flip_matches_the_authors_procedure(shape, processor):
     # the test can fail: no flip, or one size fewer, gives other scores
     assert (semantic_scores_tta(model, processor, image, TestTimeAugmentation((32, 48, 64, 80), 128, flip=False))
             - expected).abs().max() > 1e-3  # fmt: skip
-    assert (semantic_scores_tta(model, processor, image, TestTimeAugmentation((32, 48, 64), 128)) - expected).abs().max() > 1e-3
+    assert (
+        semantic_scores_tta(model, processor, image, TestTimeAugmentation((32, 48, 64), 128)) - expected
+    ).abs().max() > 1e-3
 
 
 def test_flip_averaging_a_mirror_symmetric_model_changes_nothing(processor):
@@ -155,7 +170,14 @@ def test_flip_averaging_a_mirror_symmetric_model_changes_nothing(processor):
 
     def flip_change(model) -> float:
         with_flip = semantic_scores_tta(model, processor, image, TestTimeAugmentation(sizes, 256, flip=True))
-        return float((with_flip - semantic_scores_tta(model, processor, image, TestTimeAugmentation(sizes, 256, flip=False))).abs().max())
+        return float(
+            (
+                with_flip
+                - semantic_scores_tta(model, processor, image, TestTimeAugmentation(sizes, 256, flip=False))
+            )
+            .abs()
+            .max()
+        )
 
     maskformer = tiny_model(num_labels=4).eval()
     assert flip_change(MirrorSymmetric(maskformer).eval()) < 1e-6
@@ -190,7 +212,14 @@ class MemoryProbe(nn.Module):
 
     def __init__(self, model: nn.Module, num_calls: int, leak: bool = False):
         super().__init__()
-        self.model, self.num_calls, self.leak, self.kept, self.samples, self.calls = model, num_calls, leak, [], [], 0
+        self.model, self.num_calls, self.leak, self.kept, self.samples, self.calls = (
+            model,
+            num_calls,
+            leak,
+            [],
+            [],
+            0,
+        )
         self.own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
 
     def forward(self, pixel_values, pixel_mask=None):
@@ -205,11 +234,16 @@ class MemoryProbe(nn.Module):
 
 def test_memory_stays_flat_as_the_number_of_sizes_grows(processor):
     image = scene(96, 128)
-    target = (384, 512)  # a large output: its (K, H_t, W_t) score buffer is what stacking the views would multiply
+    target = (
+        384,
+        512,
+    )  # a large output: its (K, H_t, W_t) score buffer is what stacking the views would multiply
     peaks = {}
     for count in (2, 6):
         probe = MemoryProbe(PixelModel(num_labels=8).eval(), count)
-        semantic_scores_tta(probe, processor, image, TestTimeAugmentation((64,) * count, 256), target_size=target)
+        semantic_scores_tta(
+            probe, processor, image, TestTimeAugmentation((64,) * count, 256), target_size=target
+        )
         peaks[count] = max(probe.samples)
     buffer = 8 * target[0] * target[1] * 4
     assert buffer <= peaks[2] < 2 * buffer, peaks  # one buffer alive from the second size on
@@ -226,7 +260,9 @@ def test_memory_stays_flat_as_the_number_of_sizes_grows(processor):
 def synthetic_model_folder(tmp_path_factory):
     labels = SyntheticShapes("train", 1).id2label
     folder = tmp_path_factory.mktemp("tta") / "model"
-    tiny_model(num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()}).save_pretrained(folder)
+    tiny_model(
+        num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()}
+    ).save_pretrained(folder)
     MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 256}).save_pretrained(folder)
     return folder
 
@@ -240,16 +276,31 @@ def test_evaluator_with_one_size_and_no_flip_gives_the_plain_results(synthetic_m
     plain = evaluate_model(model, processor, dataset, show_progress=False)
     single = TestTimeAugmentation((64,), 256, flip=False)
     assert evaluate_model(model, processor, dataset, show_progress=False, tta=single) == plain
-    ms = evaluate_model(model, processor, dataset, show_progress=False, tta=TestTimeAugmentation((48, 64, 96), 256))
+    ms = evaluate_model(
+        model, processor, dataset, show_progress=False, tta=TestTimeAugmentation((48, 64, 96), 256)
+    )
     assert ms["panoptic"] == plain["panoptic"]  # TTA changes the semantic maps only
 
 
 def test_evaluate_script_tta(synthetic_model_folder, tmp_path, capsys):
     main = runpy.run_path(str(ROOT / "scripts" / "evaluate_maskformer.py"))["main"]
-    common = ["--model", str(synthetic_model_folder), "--dataset", "synthetic", "--num_images", "2", "--image_size", "64"]
+    common = [
+        "--model",
+        str(synthetic_model_folder),
+        "--dataset",
+        "synthetic",
+        "--num_images",
+        "2",
+        "--image_size",
+        "64",
+    ]
     results = main([*common, "--tta", "--output_json", str(tmp_path / "out.json")])
     written = json.loads((tmp_path / "out.json").read_text())
-    assert written["test_time_augmentation"] == {"min_sizes": [32, 48, 64, 80, 96, 112], "max_size": 448, "flip": True}
+    assert written["test_time_augmentation"] == {
+        "min_sizes": [32, 48, 64, 80, 96, 112],
+        "max_size": 448,
+        "flip": True,
+    }
     assert written["semantic"]["mean_iou"] == results["semantic"]["mean_iou"]
     assert "test-time augmentation" in capsys.readouterr().out
     custom = main([*common, "--tta", "--tta_sizes", "64", "--tta_max_size", "256", "--tta_no_flip"])
@@ -298,6 +349,8 @@ def test_tta_does_not_lower_miou_of_a_trained_demo_model(tmp_path):
                             config=SyntheticShapesConfig(thing_colours="by_class"))  # fmt: skip
     plain = evaluate_model(model, processor, dataset, show_progress=False)["semantic"]["mean_iou"]
     tta = TestTimeAugmentation.for_processor(processor)
-    augmented = evaluate_model(model, processor, dataset, show_progress=False, tta=tta)["semantic"]["mean_iou"]
+    augmented = evaluate_model(model, processor, dataset, show_progress=False, tta=tta)["semantic"][
+        "mean_iou"
+    ]
     assert plain > 0.3, plain  # the model learned something: the comparison means something
     assert augmented >= plain, (plain, augmented)

@@ -65,7 +65,10 @@ def test_instance_binary_maps_and_minimum_size():
     masks = torch.zeros(2, 32, 40, dtype=torch.bool)
     masks[0, :10] = True
     masks[1, 20:] = True
-    result = {"segmentation": masks, "segments_info": [{"id": 0, "label_id": 0, "score": 0.8}, {"id": 1, "label_id": 2, "score": 0.6}]}
+    result = {
+        "segmentation": masks,
+        "segments_info": [{"id": 0, "label_id": 0, "score": 0.8}, {"id": 1, "label_id": 2, "score": 0.6}],
+    }
     picture = draw(flat_image(32, 40), result, ID2LABEL, task="instance", min_size=128)
     assert picture.height == 128  # enlarged 4x for legibility
     pixels = np.asarray(picture).astype(int)
@@ -77,7 +80,9 @@ def test_no_legend_and_empty_result():
     picture = draw(flat_image(), torch.full((64, 80), 255), ID2LABEL, legend=False, min_size=0)
     assert picture.size == (80, 64)
     np.testing.assert_array_equal(np.asarray(picture), np.asarray(flat_image()))
-    empty = draw(flat_image(), {"segmentation": torch.zeros(64, 80), "segments_info": []}, ID2LABEL, min_size=0)
+    empty = draw(
+        flat_image(), {"segmentation": torch.zeros(64, 80), "segments_info": []}, ID2LABEL, min_size=0
+    )
     assert empty.width > 80  # a legend saying "no segments"
 
 

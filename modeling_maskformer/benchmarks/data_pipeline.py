@@ -58,7 +58,9 @@ class DataSettings:
     batch_size: int = 8
     repeats: int = 5
     worker_counts: tuple[int, ...] = (0, 1, 2)
-    worker_passes: int = 4  # passes over the files per num_workers measurement (the first batch per worker untimed)
+    worker_passes: int = (
+        4  # passes over the files per num_workers measurement (the first batch per worker untimed)
+    )
 
 
 FULL_DATA = DataSettings()
@@ -78,7 +80,9 @@ def scene(height: int, width: int, seed: int) -> tuple[Image.Image, Image.Image]
     labels[smooth_noise((height, width), 48, generator) > 1.6] = 0  # patches of "other"
     pixels = (torch.rand(count, 3, generator=generator) * 200 + 20)[segments].permute(2, 0, 1)  # (3, H, W)
     ys, xs = torch.linspace(-1, 1, height)[:, None], torch.linspace(-1, 1, width)[None]
-    pixels = pixels * (1 + 0.25 * (ys * torch.randn((), generator=generator) + xs * torch.randn((), generator=generator)))
+    pixels = pixels * (
+        1 + 0.25 * (ys * torch.randn((), generator=generator) + xs * torch.randn((), generator=generator))
+    )
     for cell, amplitude in ((64, 25), (16, 15), (4, 10)):
         pixels = pixels + smooth_noise((3, height, width), cell, generator) * amplitude
     pixels = pixels + torch.randn(3, height, width, generator=generator) * 4
@@ -107,7 +111,9 @@ def _loader(dataset, s: DataSettings, num_workers: int, collate, passes: int) ->
                                        collate_fn=collate, num_workers=num_workers)  # fmt: skip
 
 
-def ours_loader(root: Path, s: DataSettings, num_workers: int, passes: int = 1) -> torch.utils.data.DataLoader:
+def ours_loader(
+    root: Path, s: DataSettings, num_workers: int, passes: int = 1
+) -> torch.utils.data.DataLoader:
     dataset = load_ade_folder(root, "train", reduce_labels=True, num_labels=NUM_CLASSES)
     training_set = TrainingSet(dataset, Augmentation(s.crop_size, s.min_scale, s.max_scale, 1.0), seed=0)
     processor = MaskFormerImageProcessor(ignore_index=IGNORE, num_labels=NUM_CLASSES, do_reduce_labels=False)
@@ -121,7 +127,9 @@ class _Files(torch.utils.data.Dataset):
     def __init__(self, root: Path, transform):
         self.images = sorted((root / "images" / "training").glob("*.jpg"))
         self.transform = transform
-        self.reduce = np.array([IGNORE] + list(range(NUM_CLASSES)) + [IGNORE] * (255 - NUM_CLASSES), dtype=np.uint8)
+        self.reduce = np.array(
+            [IGNORE] + list(range(NUM_CLASSES)) + [IGNORE] * (255 - NUM_CLASSES), dtype=np.uint8
+        )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -129,7 +137,9 @@ class _Files(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         path = self.images[index]
         image = np.array(Image.open(path).convert("RGB"))
-        labels = self.reduce[np.array(Image.open(path.parent.parent.parent / "annotations" / "training" / f"{path.stem}.png"))]
+        labels = self.reduce[
+            np.array(Image.open(path.parent.parent.parent / "annotations" / "training" / f"{path.stem}.png"))
+        ]
         return self.transform(image, labels)
 
 
@@ -137,7 +147,9 @@ def _their_processor() -> transformers.MaskFormerImageProcessor:
     return transformers.MaskFormerImageProcessor(do_resize=False, ignore_index=IGNORE, do_reduce_labels=False)
 
 
-def albumentations_loader(root: Path, s: DataSettings, num_workers: int, passes: int = 1) -> torch.utils.data.DataLoader:
+def albumentations_loader(
+    root: Path, s: DataSettings, num_workers: int, passes: int = 1
+) -> torch.utils.data.DataLoader:
     import albumentations as A
 
     compose = A.Compose([
@@ -165,7 +177,9 @@ def albumentations_loader(root: Path, s: DataSettings, num_workers: int, passes:
     return _loader(_Files(root, transform), s, num_workers, collate, passes)
 
 
-def torchvision_loader(root: Path, s: DataSettings, num_workers: int, passes: int = 1) -> torch.utils.data.DataLoader:
+def torchvision_loader(
+    root: Path, s: DataSettings, num_workers: int, passes: int = 1
+) -> torch.utils.data.DataLoader:
     from torchvision import tv_tensors
     from torchvision.transforms import v2
 
@@ -260,12 +274,20 @@ def ours_stages(root: Path, s: DataSettings, repeats: int) -> dict[str, float]:
             pixels = np.ascontiguousarray(image.as_subclass(torch.Tensor).permute(1, 2, 0).numpy())
             params = augmentation.photometric.sample()
             pixels = _timed(times, "photometric distortion", augmentation.photometric.apply, pixels, params)
-            items.append((torch.from_numpy(pixels).permute(2, 0, 1), mask.as_subclass(torch.Tensor).contiguous(), mapping))
+            items.append(
+                (
+                    torch.from_numpy(pixels).permute(2, 0, 1),
+                    mask.as_subclass(torch.Tensor).contiguous(),
+                    mapping,
+                )
+            )
         for start in range(0, len(items), s.batch_size):
             batch = items[start : start + s.batch_size]
             begin = time.perf_counter()
             collate(batch)
-            times["masks, normalise, pad: collate"].extend([(time.perf_counter() - begin) / len(batch)] * len(batch))
+            times["masks, normalise, pad: collate"].extend(
+                [(time.perf_counter() - begin) / len(batch)] * len(batch)
+            )
     return {name: 1000 * statistics.median(values) for name, values in times.items()}
 
 
@@ -281,14 +303,20 @@ def comparison_stages(name: str, root: Path, s: DataSettings, repeats: int) -> d
             image, labels = _timed(times, "decode JPEG + PNG, label reduction", files.__getitem__, index)
             files.transform = transform
             if name == "albumentations":  # augmentation and the processor per item, as the example does
-                outputs.append(_timed(times, "augment + masks, normalise (processor, per item)", transform, image, labels))
+                outputs.append(
+                    _timed(
+                        times, "augment + masks, normalise (processor, per item)", transform, image, labels
+                    )
+                )
             else:
                 outputs.append(_timed(times, "augment", transform, image, labels))
         for start in range(0, len(outputs), s.batch_size):
             batch = outputs[start : start + s.batch_size]
             begin = time.perf_counter()
             loader.collate_fn(batch)
-            label = "stack: collate" if name == "albumentations" else "masks, normalise, pad (processor): collate"
+            label = (
+                "stack: collate" if name == "albumentations" else "masks, normalise, pad (processor): collate"
+            )
             times[label].extend([(time.perf_counter() - begin) / len(batch)] * len(batch))
     return {stage: 1000 * statistics.median(values) for stage, values in times.items()}
 
@@ -299,9 +327,16 @@ def comparison_stages(name: str, root: Path, s: DataSettings, repeats: int) -> d
 def cpu_flags() -> dict:
     """lscpu's model name and whether the vector/matrix flags that matter here are present."""
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    return {"model_name": model, **{flag: flag in flags for flag in ("avx2", "avx512f", "avx512_bf16", "amx_tile")}}
+    model = next(
+        (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), ""
+    )
+    flags = set(
+        next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    )
+    return {
+        "model_name": model,
+        **{flag: flag in flags for flag in ("avx2", "avx512f", "avx512_bf16", "amx_tile")},
+    }
 
 
 def bench_data_pipeline(s: DataSettings = FULL_DATA, root: Path | None = None) -> dict:
@@ -340,7 +375,9 @@ def _measure(root: Path, s: DataSettings) -> dict:
     per_core = {name: statistics.median(values) for name, values in rates.items()}
     result["per_core_images_per_second"] = per_core
     result["per_core_runs"] = rates
-    result["batch_shapes"] = {name: [list(shape) for shape in sorted(set(value))] for name, value in shapes.items()}
+    result["batch_shapes"] = {
+        name: [list(shape) for shape in sorted(set(value))] for name, value in shapes.items()
+    }
     result["ratios"] = {name: per_core["ours"] / per_core[name] for name in per_core if name != "ours"}
     # NOTE: each repeat times the pipelines back to back, so its ratio sees about the same load from other processes
     result["paired_ratios"] = {name: sorted(o / t for o, t in zip(rates["ours"], rates[name])) for name in rates
@@ -368,7 +405,9 @@ def _measure(root: Path, s: DataSettings) -> dict:
 
 def print_data_pipeline(section: dict) -> None:
     machine, s = section["machine"], section["settings"]
-    flags = ", ".join(f"{k} {'yes' if machine[k] else 'no'}" for k in ("avx2", "avx512f", "avx512_bf16", "amx_tile"))
+    flags = ", ".join(
+        f"{k} {'yes' if machine[k] else 'no'}" for k in ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+    )
     print(f"\ndata section: {machine['model_name']} ({flags}); load average {machine['load_average_at_start']} -> "
           f"{machine['load_average_at_end']}")  # fmt: skip
     print(f"  {s['num_images']} files {s['image_size'][0]}x{s['image_size'][1]} (JPEG {section['file_kb']['jpeg']:.0f} kB, "

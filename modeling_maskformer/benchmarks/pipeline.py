@@ -35,7 +35,11 @@ def swap_logits(class_logits: torch.Tensor, mask_logits: torch.Tensor):
 
 def synthetic_scene(size: int):
     dataset = build_dataset(
-        "synthetic", "validation", num_images=1, image_size=size, config=SyntheticShapesConfig(thing_colours="by_class")
+        "synthetic",
+        "validation",
+        num_images=1,
+        image_size=size,
+        config=SyntheticShapesConfig(thing_colours="by_class"),
     )
     return dataset[0]["image"]
 
@@ -47,7 +51,10 @@ def bench_pipeline(theirs, their_processor, ours, our_processor, settings: Setti
     crafted = crafted_regime(settings)
     regimes = {
         "random-init": (scene, None),
-        "trained": (synthetic_scene(384), (trained["class_queries_logits"][:1], trained["masks_queries_logits"][:1])),
+        "trained": (
+            synthetic_scene(384),
+            (trained["class_queries_logits"][:1], trained["masks_queries_logits"][:1]),
+        ),
         "crafted": (scene, (crafted["class_queries_logits"], crafted["masks_queries_logits"])),
     }
     resize_to = {"random-init": None, "trained": 384, "crafted": None}
@@ -59,7 +66,9 @@ def bench_pipeline(theirs, their_processor, ours, our_processor, settings: Setti
             same = {**processor_settings(settings), "size": {"shortest_edge": size, "longest_edge": 4 * size}}
             processors = [transformers.MaskFormerImageProcessor(**same), MaskFormerImageProcessor(**same)]
         segmenters = {
-            "transformers": transformers.pipeline("image-segmentation", model=theirs, image_processor=processors[0]),
+            "transformers": transformers.pipeline(
+                "image-segmentation", model=theirs, image_processor=processors[0]
+            ),
             "ours": transformers.pipeline("image-segmentation", model=ours, image_processor=processors[1]),
         }
         segmenters["ours_fast"] = transformers.pipeline(
@@ -68,11 +77,15 @@ def bench_pipeline(theirs, their_processor, ours, our_processor, settings: Setti
         )  # fmt: skip
         hooks = []
         if logits is not None:
-            hooks = [model.register_forward_hook(swap_logits(*logits)) for model in (theirs, ours, fast_model)]
+            hooks = [
+                model.register_forward_hook(swap_logits(*logits)) for model in (theirs, ours, fast_model)
+            ]
         try:
             entry = {"image": [image.height, image.width]}
             for call, kwargs in (("defaults", {}), ("semantic", {"subtask": "semantic"})):
-                functions = {key: (lambda s=s, kw=kwargs, im=image: s(im, **kw)) for key, s in segmenters.items()}
+                functions = {
+                    key: (lambda s=s, kw=kwargs, im=image: s(im, **kw)) for key, s in segmenters.items()
+                }
                 entry[call] = median_times(functions, settings.repeats, settings.warmup)
             result[name] = entry
         finally:

@@ -107,9 +107,12 @@ def busy_core():
 
 
 def bench_regime(outputs: dict, settings: Settings, original) -> dict:
-    ours_in = SimpleNamespace(**{k: outputs[k] for k in ("class_queries_logits", "masks_queries_logits", "pixel_mask")})
+    ours_in = SimpleNamespace(
+        **{k: outputs[k] for k in ("class_queries_logits", "masks_queries_logits", "pixel_mask")}
+    )
     theirs_in = SimpleNamespace(
-        class_queries_logits=outputs["class_queries_logits"], masks_queries_logits=outputs["masks_queries_logits"]
+        class_queries_logits=outputs["class_queries_logits"],
+        masks_queries_logits=outputs["masks_queries_logits"],
     )
     targets = outputs["target_sizes"]
     processors = {"transformers": transformers.MaskFormerImageProcessor(), "ours": MaskFormerImageProcessor()}

@@ -32,7 +32,9 @@ def load_recorded(name: str, path: str | Path = RECORDED) -> dict[str, torch.Ten
         raise ValueError(f"unknown recorded set {name!r}: one of {SETS}")
     tensors = load_file(str(path))
     mask_logits = tensors[f"{name}.masks_queries_logits"].float()
-    pixel_mask = torch.zeros(len(mask_logits), 4 * mask_logits.shape[-2], 4 * mask_logits.shape[-1], dtype=torch.long)
+    pixel_mask = torch.zeros(
+        len(mask_logits), 4 * mask_logits.shape[-2], 4 * mask_logits.shape[-1], dtype=torch.long
+    )
     for image, (height, width) in zip(pixel_mask, tensors[f"{name}.valid_sizes"].tolist()):
         image[:height, :width] = 1
     return {

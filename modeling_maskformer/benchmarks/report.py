@@ -75,7 +75,11 @@ def summary_rows(results: dict) -> list[dict]:
                 continue
             for call in ("defaults", "semantic"):
                 s = entry[call]
-                add(f"pipeline {call} {backbone} {regime} (time t/o)", ratio(s["transformers"], s["ours"]), goal(">=", 1.0))
+                add(
+                    f"pipeline {call} {backbone} {regime} (time t/o)",
+                    ratio(s["transformers"], s["ours"]),
+                    goal(">=", 1.0),
+                )
                 fast_goal = goal(">=", 1.5) if (pipe.get("fast_path") or {}).get("bf16") else NO_GOAL
                 add(f"pipeline {call} {backbone} {regime}, fast path (time t/o)",
                     ratio(s["transformers"], s["ours_fast"]), fast_goal, str(pipe.get("fast_path")))  # fmt: skip

@@ -50,7 +50,9 @@ def run_all(
             print(f"forward and pipeline, {backbone} ...", flush=True)
             theirs, their_processor, ours, our_processor = load_pair(folders[backbone])
             if random_init is None:  # the first backbone's outputs: the post-processing's random-init regime
-                random_init = random_init_outputs(ours, scene_image(*settings.original, seed=3), our_processor)
+                random_init = random_init_outputs(
+                    ours, scene_image(*settings.original, seed=3), our_processor
+                )
             results["forward"][backbone] = bench_forward(theirs, ours, settings)
             results["pipeline"][backbone] = bench_pipeline(
                 theirs, their_processor, ours, our_processor, settings

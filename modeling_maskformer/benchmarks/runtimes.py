@@ -62,7 +62,9 @@ def count_flops(model, pixel_values: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-def _exports(model, processor, workdir: Path, size: int, calibration: list, threads: int) -> tuple[dict, dict]:
+def _exports(
+    model, processor, workdir: Path, size: int, calibration: list, threads: int
+) -> tuple[dict, dict]:
     """{runtime name: MaskFormerRuntimeModel} for onnxruntime and OpenVINO, fp32 and int8, and export facts."""
     from ..export import MaskFormerRuntimeModel, export_folder
 
@@ -72,13 +74,20 @@ def _exports(model, processor, workdir: Path, size: int, calibration: list, thre
         folder = export_folder(model, workdir / fmt, processor=processor, format=fmt, height=size, width=size,
                                int8=True, calibration_images=calibration)  # fmt: skip
         info = json.loads((folder / "export.json").read_text())
-        facts[name] = {"export_seconds": time.perf_counter() - start, "parity": info["parity_max_abs_difference"]}
+        facts[name] = {
+            "export_seconds": time.perf_counter() - start,
+            "parity": info["parity_max_abs_difference"],
+        }
         for precision in ("fp32", "int8"):
-            runtimes[f"{name}_{precision}"] = MaskFormerRuntimeModel.from_pretrained(folder, precision=precision, num_threads=threads)
+            runtimes[f"{name}_{precision}"] = MaskFormerRuntimeModel.from_pretrained(
+                folder, precision=precision, num_threads=threads
+            )
     return runtimes, facts
 
 
-def bench_runtimes(folders: dict[str, str], settings: Settings, workdir: Path, *, threads: int, calibration_count: int = 8) -> dict:
+def bench_runtimes(
+    folders: dict[str, str], settings: Settings, workdir: Path, *, threads: int, calibration_count: int = 8
+) -> dict:
     """Median seconds of one forward pass per runtime, the FLOPs and the floors, for one backbone."""
     theirs, _, ours, processor = load_pair(folders)
     size = settings.image_size
@@ -102,7 +111,13 @@ def bench_runtimes(folders: dict[str, str], settings: Settings, workdir: Path, *
     }
     with torch.no_grad():
         seconds = median_times(functions, settings.repeats, settings.warmup)
-    return {"input": [1, 3, size, size], "flops": flops, "seconds": seconds, "exports": facts, "fast_path_bf16": use_bf16}
+    return {
+        "input": [1, 3, size, size],
+        "flops": flops,
+        "seconds": seconds,
+        "exports": facts,
+        "fast_path_bf16": use_bf16,
+    }
 
 
 def _precision_of(name: str) -> str:
@@ -128,13 +143,17 @@ def runtime_rows(section: dict) -> list[dict]:
 
 def print_runtime(section: dict) -> None:
     cpu = section["cpu"]
-    print(f"\nruntime section: {cpu['cores']} cores at {cpu['clock_ghz']} GHz, flags {' '.join(cpu['flags'])}")
+    print(
+        f"\nruntime section: {cpu['cores']} cores at {cpu['clock_ghz']} GHz, flags {' '.join(cpu['flags'])}"
+    )
     print("  peak GFLOP/s: " + ", ".join(f"{p} {v / 1e9:.0f}" for p, v in cpu["peak_flops"].items() if v)
           + f"; measured fp32 GEMM {section['gemm_flops'] / 1e9:.0f}")  # fmt: skip
     for backbone, result in section["forward"].items():
         print(f"  {backbone}: {result['flops'] / 1e9:.1f} GFLOPs per forward; export parity "
               + ", ".join(f"{k} {v}" for k, v in result["exports"].items()))  # fmt: skip
-    print(f"\n{'backbone':<8} {'runtime':<40} {'seconds':>8} {'x transformers':>15} {'floor s':>8} {'x floor':>8}")
+    print(
+        f"\n{'backbone':<8} {'runtime':<40} {'seconds':>8} {'x transformers':>15} {'floor s':>8} {'x floor':>8}"
+    )
     for row in runtime_rows(section):
         floor = f"{row['floor_seconds']:.3f}" if row["floor_seconds"] else "n/a"
         times = f"{row['times_floor']:.2f}" if row["times_floor"] else "n/a"
@@ -146,7 +165,9 @@ def print_runtime(section: dict) -> None:
               f"{accuracy['image_size']} px, batch 1):")  # fmt: skip
         print(f"  {'runtime':<20} {'mIoU':>7} {'PQ':>7} {'PQ th':>7} {'PQ st':>7} {'seconds':>8}")
         for name, r in accuracy["runtimes"].items():
-            print(f"  {name:<20} {r['mean_iou']:>7.4f} {r['pq']:>7.4f} {r['pq_things']:>7.4f} {r['pq_stuff']:>7.4f} {r['seconds']:>8.4f}")
+            print(
+                f"  {name:<20} {r['mean_iou']:>7.4f} {r['pq']:>7.4f} {r['pq_things']:>7.4f} {r['pq_stuff']:>7.4f} {r['seconds']:>8.4f}"
+            )
 
 
 def int8_accuracy(
@@ -163,8 +184,12 @@ def int8_accuracy(
     model = MaskFormerForInstanceSegmentation.from_pretrained(model_dir).eval()
     processor = MaskFormerImageProcessor.from_pretrained(model_dir)
     config = SyntheticShapesConfig(thing_colours="by_class")
-    dataset = build_dataset("synthetic", "validation", num_images=num_images, image_size=image_size, config=config)
-    train = build_dataset("synthetic", "train", num_images=calibration_count, image_size=image_size, config=config)
+    dataset = build_dataset(
+        "synthetic", "validation", num_images=num_images, image_size=image_size, config=config
+    )
+    train = build_dataset(
+        "synthetic", "train", num_images=calibration_count, image_size=image_size, config=config
+    )
     calibration = [train[i]["image"].convert("RGB") for i in range(len(train))]
     runtimes, facts = _exports(model, processor, workdir, image_size, calibration, threads)
     id2label = {int(k): v for k, v in model.config.id2label.items()}
@@ -175,7 +200,11 @@ def int8_accuracy(
         with torch.no_grad():
             for start in range(0, len(dataset), 8):
                 items = [dataset[i] for i in range(start, min(start + 8, len(dataset)))]
-                evaluator.update(processor, runner(**processor([item["image"] for item in items], return_tensors="pt")), items)
+                evaluator.update(
+                    processor,
+                    runner(**processor([item["image"] for item in items], return_tensors="pt")),
+                    items,
+                )
             seconds = median_times({"f": lambda runner=runner: runner(**probe)}, repeats, 2)["f"]
         metrics = evaluator.compute()
         results[name] = {
@@ -197,7 +226,9 @@ def run_runtime_section(
     for backbone in backbones:
         print(f"runtime section: exporting and timing {backbone} ...", flush=True)
         folders = build_checkpoints(backbone, workdir / backbone, settings)
-        section["forward"][backbone] = bench_runtimes(folders, settings, workdir / backbone / "exports", threads=threads)
+        section["forward"][backbone] = bench_runtimes(
+            folders, settings, workdir / backbone / "exports", threads=threads
+        )
     if demo_model and Path(demo_model).is_dir():
         print(f"runtime section: int8 accuracy on {demo_model} ...", flush=True)
         section["int8_accuracy"] = int8_accuracy(demo_model, workdir / "demo", threads=threads)

@@ -28,7 +28,9 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"where scripts/prepare_data.py put the named datasets (default ${DATA_ROOT_ENV}, else {default_data_root()})",
     )  # fmt: skip
     parser.add_argument("--dataset_config_name", default=None, help="config name of a datasets dataset")
-    parser.add_argument("--label_convention", choices=["ade", "as_is"], default=None, help=LABEL_CONVENTION_HELP)
+    parser.add_argument(
+        "--label_convention", choices=["ade", "as_is"], default=None, help=LABEL_CONVENTION_HELP
+    )
     parser.add_argument("--image_size", type=int, default=None, help="synthetic: image side")
     parser.add_argument(
         "--synthetic_thing_colours", choices=["random", "by_class"], default="random",

@@ -40,11 +40,18 @@ class PhotometricDistortion:
                  saturation: tuple[float, float] = (0.5, 1.5), hue_delta: int = 18):  # fmt: skip
         for name, (low, high) in (("contrast", contrast), ("saturation", saturation)):
             if not 0 <= low <= high:
-                raise ValueError(f"PhotometricDistortion: {name} must be a range 0 <= low <= high, got {(low, high)}")
+                raise ValueError(
+                    f"PhotometricDistortion: {name} must be a range 0 <= low <= high, got {(low, high)}"
+                )
         if brightness_delta < 0 or not (isinstance(hue_delta, int) and 0 <= hue_delta <= 90):
             raise ValueError(f"PhotometricDistortion: need brightness_delta >= 0 and an int 0 <= hue_delta <= 90 "
                              f"(OpenCV hue units, half degrees), got {brightness_delta} and {hue_delta!r}")  # fmt: skip
-        self.brightness_delta, self.contrast, self.saturation, self.hue_delta = brightness_delta, contrast, saturation, hue_delta
+        self.brightness_delta, self.contrast, self.saturation, self.hue_delta = (
+            brightness_delta,
+            contrast,
+            saturation,
+            hue_delta,
+        )
 
     @staticmethod
     def _coin() -> bool:
@@ -70,7 +77,12 @@ class PhotometricDistortion:
 
     def apply(self, image: np.ndarray, params: PhotometricParams) -> np.ndarray:
         """A distorted copy (or `image` itself when no step applies) of a uint8 (H, W, 3) RGB array."""
-        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
+        if not (
+            isinstance(image, np.ndarray)
+            and image.dtype == np.uint8
+            and image.ndim == 3
+            and image.shape[2] == 3
+        ):
             raise ValueError("PhotometricDistortion.apply takes a uint8 (H, W, 3) RGB numpy array, got "
                              f"{type(image).__name__} {getattr(image, 'dtype', '')} {getattr(image, 'shape', '')}")  # fmt: skip
         tables = []  # value-wise steps waiting to be applied, composed into one table
@@ -120,11 +132,15 @@ class Augmentation:
     def __init__(self, crop_size: int, min_scale: float, max_scale: float, single_category_max_area: float):
         self.crop_size = crop_size
         self.single_category_max_area = single_category_max_area
-        self.resize = v2.RandomResize(int(min_scale * crop_size), int(max_scale * crop_size) + 1, antialias=True)
+        self.resize = v2.RandomResize(
+            int(min_scale * crop_size), int(max_scale * crop_size) + 1, antialias=True
+        )
         self.flip = v2.RandomHorizontalFlip()
         self.photometric = PhotometricDistortion()
 
-    def crop_box(self, mask: torch.Tensor, lookup: torch.Tensor, ignore_index: int) -> tuple[int, int, int, int]:
+    def crop_box(
+        self, mask: torch.Tensor, lookup: torch.Tensor, ignore_index: int
+    ) -> tuple[int, int, int, int]:
         """(top, left, height, width) of the crop; `lookup[mask]` is the class map (only read in the window)."""
         height, width = mask.shape
         crop_h, crop_w = min(self.crop_size, height), min(self.crop_size, width)
@@ -154,7 +170,9 @@ class Augmentation:
         image, mask = self.flip(TF.crop(image, *box), TF.crop(mask, *box))
         pixels = np.ascontiguousarray(image.as_subclass(torch.Tensor).permute(1, 2, 0).numpy())  # (h, w, 3)
         distorted = self.photometric.apply(pixels, self.photometric.sample())
-        distorted = distorted.copy() if distorted is pixels else distorted  # never a view into the resized image
+        distorted = (
+            distorted.copy() if distorted is pixels else distorted
+        )  # never a view into the resized image
         mask = mask.as_subclass(torch.Tensor).clone(memory_format=torch.contiguous_format)
         return torch.from_numpy(distorted).permute(2, 0, 1), mask
 
@@ -177,7 +195,9 @@ class TrainingSet(torch.utils.data.Dataset):
         item = self.dataset[index]
         ignore_index = self.dataset.ignore_index
         instance_map, instance_to_class = to_instance_targets(item, ignore_index, compact=True)
-        instance_map = torch.from_numpy(instance_map if instance_map.dtype == np.uint8 else instance_map.astype(np.int64))
+        instance_map = torch.from_numpy(
+            instance_map if instance_map.dtype == np.uint8 else instance_map.astype(np.int64)
+        )
         rgb = item["image"] if item["image"].mode == "RGB" else item["image"].convert("RGB")
         image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)  # (3, H, W), channels-last memory: no copy
         with torch.random.fork_rng(devices=[]):

@@ -40,7 +40,9 @@ class MaskFormerCollator:
     def __init__(self, processor: MaskFormerImageProcessor, return_segment_maps: bool = False,
                  mask_dtype: torch.dtype = torch.float32):  # fmt: skip
         if mask_dtype not in (torch.float32, torch.bool):
-            raise ValueError(f"MaskFormerCollator: mask_dtype must be torch.float32 or torch.bool, got {mask_dtype!r}")
+            raise ValueError(
+                f"MaskFormerCollator: mask_dtype must be torch.float32 or torch.bool, got {mask_dtype!r}"
+            )
         self.processor = processor
         self.return_segment_maps = return_segment_maps
         self.mask_dtype = mask_dtype
@@ -69,7 +71,9 @@ class MaskFormerCollator:
     def _from_dataset_items(self, batch: Sequence[Mapping]):
         ignore_index = self.processor.ignore_index
         if ignore_index is None:
-            raise ValueError("MaskFormerCollator needs a processor with an ignore_index for dataset items (e.g. 255)")
+            raise ValueError(
+                "MaskFormerCollator needs a processor with an ignore_index for dataset items (e.g. 255)"
+            )
         if self.processor.do_reduce_labels:
             raise ValueError(
                 "the processor has do_reduce_labels=True, but dataset items are already reduced (the loaders do it "

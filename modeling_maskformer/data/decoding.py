@@ -68,7 +68,9 @@ def require_label_convention(reduce_labels: bool | None, source: str) -> bool:
     return reduce_labels
 
 
-def semantic_from_image(image: Image.Image, *, reduce_labels: bool, ignore_index: int, source: str) -> np.ndarray:
+def semantic_from_image(
+    image: Image.Image, *, reduce_labels: bool, ignore_index: int, source: str
+) -> np.ndarray:
     check_class_index_mode(image, source)
     raw = np.asarray(image)
     if raw.dtype == np.uint8:
@@ -111,9 +113,13 @@ def decode_panoptic(
     listed = {s["id"] for s in segments}
     present = set(np.unique(ids).tolist()) - {0}
     if listed - present:
-        raise ValueError(f"{source}: segment id(s) {sorted(listed - present)} in segments_info are absent from the PNG")
+        raise ValueError(
+            f"{source}: segment id(s) {sorted(listed - present)} in segments_info are absent from the PNG"
+        )
     if present - listed:
-        raise ValueError(f"{source}: segment id(s) {sorted(present - listed)} in the PNG are missing from segments_info")
+        raise ValueError(
+            f"{source}: segment id(s) {sorted(present - listed)} in the PNG are missing from segments_info"
+        )
     semantic = np.full(ids.shape, ignore_index, dtype=np.uint8 if ignore_index <= 255 else np.int32)
     for segment in segments:
         semantic[ids == segment["id"]] = segment["category_id"]
@@ -144,7 +150,9 @@ def scan_num_labels(annotations, reduce_labels: bool, ignore_index: int) -> int:
     annotation that is not a class-index image, or a label at or above ignore_index, is an error naming it."""
     top = -1
     total = len(annotations) if hasattr(annotations, "__len__") else None
-    for number, annotation in enumerate(load_progress(annotations, total=total, desc="counting classes", unit="file")):
+    for number, annotation in enumerate(
+        load_progress(annotations, total=total, desc="counting classes", unit="file")
+    ):
         source = str(annotation) if isinstance(annotation, (str, os.PathLike)) else f"row {number}"
         image = open_image(annotation, source)
         check_class_index_mode(image, source)
@@ -202,7 +210,9 @@ def read_coco_panoptic_json(json_path: Path) -> dict:
     try:
         payload = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{json_path}: not valid JSON ({error}); the file is damaged or truncated") from error
+        raise ValueError(
+            f"{json_path}: not valid JSON ({error}); the file is damaged or truncated"
+        ) from error
     if not isinstance(payload, dict):
         raise ValueError(f"{json_path}: expected a JSON object with 'images', 'annotations' and 'categories'")
     for key, fields in _COCO_FIELDS.items():
@@ -212,7 +222,9 @@ def read_coco_panoptic_json(json_path: Path) -> dict:
             missing = [f for f in fields if not isinstance(entry, dict) or f not in entry]
             if missing:
                 name = _coco_entry_name(entry)
-                raise ValueError(f"{json_path}: {key}[{number}] ({name}) has no {', '.join(map(repr, missing))}")
+                raise ValueError(
+                    f"{json_path}: {key}[{number}] ({name}) has no {', '.join(map(repr, missing))}"
+                )
     if not payload["annotations"]:
         raise ValueError(f"{json_path}: empty 'annotations' list")
     seen_images = set()

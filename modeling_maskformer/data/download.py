@@ -154,7 +154,9 @@ def _fetch(url: str, part: Path, *, size: int | None, progress: bool, timeout: f
             logger.warning("%s: the server ignored the Range request; downloading from the start", url)
             offset = 0
         elif offset and not re.match(rf"bytes {offset}-", response.headers.get("Content-Range", "")):
-            raise http.client.HTTPException(f"unexpected Content-Range {response.headers.get('Content-Range')!r}")
+            raise http.client.HTTPException(
+                f"unexpected Content-Range {response.headers.get('Content-Range')!r}"
+            )
         length = response.headers.get("Content-Length")
         expected = int(length) if length is not None else None
         received = 0
@@ -197,7 +199,9 @@ def check_members(archive: zipfile.ZipFile, source: Path, root: Path) -> None:
     resolved = root.resolve()
     for info in archive.infolist():
         reason = _unsafe_reason(info)
-        if reason is None and not (resolved / PurePosixPath(info.filename)).resolve().is_relative_to(resolved):
+        if reason is None and not (resolved / PurePosixPath(info.filename)).resolve().is_relative_to(
+            resolved
+        ):
             reason = "a path outside the target folder"
         if reason is not None:
             raise DataPreparationError(f"{source}: refusing to extract: entry {info.filename!r} is {reason}")
@@ -227,7 +231,9 @@ def extract_zip(
                     name = rename(info.filename)
                     target = root / PurePosixPath(name)
                     if not target.resolve().is_relative_to(root.resolve()):  # rename() must not escape either
-                        raise DataPreparationError(f"{source}: entry {info.filename!r} renamed outside the target")
+                        raise DataPreparationError(
+                            f"{source}: entry {info.filename!r} renamed outside the target"
+                        )
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with archive.open(info) as src, open(target, "wb") as dst:
                         shutil.copyfileobj(src, dst, CHUNK)

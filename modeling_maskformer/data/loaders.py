@@ -30,7 +30,13 @@ from .synthetic import SyntheticShapes, SyntheticShapesConfig, rgb_to_id
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 # Split names accepted everywhere, normalised to "train" / "validation" / "test".
-_SPLITS = {"train": "train", "training": "train", "validation": "validation", "val": "validation", "test": "test"}
+_SPLITS = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "val": "validation",
+    "test": "test",
+}
 _ADE_SPLIT_DIRS = {"train": "training", "validation": "validation", "test": "testing"}
 _COCO_SPLIT_NAMES = {"train": "train", "validation": "val", "test": "test"}
 
@@ -76,8 +82,13 @@ class AdeFolderDataset(SegmentationDataset):
                 f"{annotation_path}: annotation size {semantic.shape[1]}x{semantic.shape[0]} (WxH) differs from "
                 f"image {image_path} size {image.width}x{image.height}"
             )
-        return {"image": image, "semantic": semantic, "panoptic_ids": None, "segments_info": None,
-                "image_id": image_path.stem}
+        return {
+            "image": image,
+            "semantic": semantic,
+            "panoptic_ids": None,
+            "segments_info": None,
+            "image_id": image_path.stem,
+        }
 
 
 def load_ade_folder(
@@ -108,7 +119,10 @@ def load_ade_folder(
     if not any((root / "images").iterdir()):
         raise ValueError(f"ADE folder {root}: {root / 'images'} is empty (expected images/{_ADE_SPLIT_DIRS[split]}/*.jpg "
                          f"or images/*.jpg)")  # fmt: skip
-    image_dir, annotation_dir = root / "images" / _ADE_SPLIT_DIRS[split], root / "annotations" / _ADE_SPLIT_DIRS[split]
+    image_dir, annotation_dir = (
+        root / "images" / _ADE_SPLIT_DIRS[split],
+        root / "annotations" / _ADE_SPLIT_DIRS[split],
+    )
     if not image_dir.is_dir():
         if _list_images(root / "images"):  # flat layout
             image_dir, annotation_dir = root / "images", root / "annotations"
@@ -153,7 +167,9 @@ class CocoPanopticDataset(SegmentationDataset):
 
     task: Task = "panoptic"
 
-    def __init__(self, records: list[tuple[Path, Path, list[dict]]], category_to_label: dict[int, int], **metadata):
+    def __init__(
+        self, records: list[tuple[Path, Path, list[dict]]], category_to_label: dict[int, int], **metadata
+    ):
         super().__init__(**metadata)
         self.records = records
         self.category_to_label = category_to_label
@@ -176,8 +192,13 @@ class CocoPanopticDataset(SegmentationDataset):
         ids, segments, semantic = decode_panoptic(
             png, segments_info, self.category_to_label, ignore_index=self.ignore_index, source=str(png_path)
         )
-        return {"image": image, "semantic": semantic, "panoptic_ids": ids, "segments_info": segments,
-                "image_id": image_path.stem}
+        return {
+            "image": image,
+            "semantic": semantic,
+            "panoptic_ids": ids,
+            "segments_info": segments,
+            "image_id": image_path.stem,
+        }
 
 
 def load_coco_panoptic_folder(
@@ -208,7 +229,9 @@ def load_coco_panoptic_folder(
     annotated = {a["image_id"] for a in payload["annotations"]}
     unannotated = [image["file_name"] for image in payload["images"] if image["id"] not in annotated]
     if unannotated:
-        raise ValueError(f"{json_path}: {len(unannotated)} image(s) without annotation, e.g. {unannotated[0]}")
+        raise ValueError(
+            f"{json_path}: {len(unannotated)} image(s) without annotation, e.g. {unannotated[0]}"
+        )
     image_files, png_files = set(os.listdir(images_dir)), set(os.listdir(png_dir))
     if not image_files:
         raise FileNotFoundError(f"COCO panoptic: the image folder {images_dir} is empty")
@@ -217,17 +240,25 @@ def load_coco_panoptic_folder(
     for annotation in payload["annotations"]:
         image = images_by_id.get(annotation["image_id"])
         if image is None:
-            raise ValueError(f"{json_path}: annotation {annotation['file_name']} refers to unknown image id "
-                             f"{annotation['image_id']}")
+            raise ValueError(
+                f"{json_path}: annotation {annotation['file_name']} refers to unknown image id "
+                f"{annotation['image_id']}"
+            )
         if image["file_name"] not in image_files:
             raise FileNotFoundError(f"COCO panoptic: image {images_dir / image['file_name']} not found")
         if annotation["file_name"] not in png_files:
-            raise FileNotFoundError(f"COCO panoptic: annotation PNG {png_dir / annotation['file_name']} not found")
+            raise FileNotFoundError(
+                f"COCO panoptic: annotation PNG {png_dir / annotation['file_name']} not found"
+            )
         for segment in annotation["segments_info"]:
             if segment["category_id"] not in metadata["category_to_label"]:
-                raise ValueError(f"{json_path}: unknown category id {segment['category_id']} in segments_info "
-                                 f"of {annotation['file_name']}")
-        records.append((images_dir / image["file_name"], png_dir / annotation["file_name"], annotation["segments_info"]))
+                raise ValueError(
+                    f"{json_path}: unknown category id {segment['category_id']} in segments_info "
+                    f"of {annotation['file_name']}"
+                )
+        records.append(
+            (images_dir / image["file_name"], png_dir / annotation["file_name"], annotation["segments_info"])
+        )
     category_to_label = metadata.pop("category_to_label")
     return CocoPanopticDataset(records, category_to_label, ignore_index=ignore_index, **metadata)
 
@@ -243,8 +274,15 @@ _PANOPTIC_COLUMNS = ("label", "panoptic", "panoptic_map", "annotation", "segment
 class HFDataset(SegmentationDataset):
     """A ``datasets.Dataset`` with image + semantic PNG, or image + panoptic PNG + segments_info."""
 
-    def __init__(self, dataset, task: Task, image_column: str, annotation_column: str,
-                 category_to_label: dict[int, int] | None = None, **metadata):
+    def __init__(
+        self,
+        dataset,
+        task: Task,
+        image_column: str,
+        annotation_column: str,
+        category_to_label: dict[int, int] | None = None,
+        **metadata,
+    ):
         super().__init__(**metadata)
         self.dataset, self.task = dataset, task
         self.image_column, self.annotation_column = image_column, annotation_column
@@ -263,21 +301,37 @@ class HFDataset(SegmentationDataset):
         image = open_rgb(row[self.image_column], f"{source}, column {self.image_column!r}")
         annotation = open_image(row[self.annotation_column], f"{source}, column {self.annotation_column!r}")
         if annotation.size != image.size:
-            raise ValueError(f"{source}: annotation size {annotation.width}x{annotation.height} (WxH) differs from "
-                             f"image size {image.width}x{image.height}")
+            raise ValueError(
+                f"{source}: annotation size {annotation.width}x{annotation.height} (WxH) differs from "
+                f"image size {image.width}x{image.height}"
+            )
         if self.task == "semantic":
             semantic = semantic_from_image(
                 annotation, reduce_labels=self.reduce_labels, ignore_index=self.ignore_index, source=source
             )
-            return {"image": image, "semantic": semantic, "panoptic_ids": None, "segments_info": None,
-                    "image_id": image_id}
+            return {
+                "image": image,
+                "semantic": semantic,
+                "panoptic_ids": None,
+                "segments_info": None,
+                "image_id": image_id,
+            }
         if row.get("segments_info") is None:
             raise ValueError(f"{source}: no segments_info")
         ids, segments, semantic = decode_panoptic(
-            annotation, row["segments_info"], self.category_to_label, ignore_index=self.ignore_index, source=source
+            annotation,
+            row["segments_info"],
+            self.category_to_label,
+            ignore_index=self.ignore_index,
+            source=source,
         )
-        return {"image": image, "semantic": semantic, "panoptic_ids": ids, "segments_info": segments,
-                "image_id": image_id}
+        return {
+            "image": image,
+            "semantic": semantic,
+            "panoptic_ids": ids,
+            "segments_info": segments,
+            "image_id": image_id,
+        }
 
 
 def _pick_column(columns: list[str], given: str | None, candidates: Sequence[str], what: str) -> str:
@@ -288,8 +342,10 @@ def _pick_column(columns: list[str], given: str | None, candidates: Sequence[str
     for name in candidates:
         if name in columns:
             return name
-    raise ValueError(f"cannot find the {what} column (tried {list(candidates)}); columns are {columns}. "
-                     f"Pass it explicitly.")
+    raise ValueError(
+        f"cannot find the {what} column (tried {list(candidates)}); columns are {columns}. "
+        f"Pass it explicitly."
+    )
 
 
 def load_hf_dataset(
@@ -348,10 +404,18 @@ def load_hf_dataset(
     annotation_column = _pick_column(
         [c for c in columns if c != image_column], annotation_column, candidates, f"{task} annotation"
     )
-    common = {"image_column": image_column, "annotation_column": annotation_column, "ignore_index": ignore_index}
+    common = {
+        "image_column": image_column,
+        "annotation_column": annotation_column,
+        "ignore_index": ignore_index,
+    }
 
     if task == "semantic":
-        described = f"dataset {name_or_path}" if folder is not None or isinstance(name_or_path, str) else "the dataset"
+        described = (
+            f"dataset {name_or_path}"
+            if folder is not None or isinstance(name_or_path, str)
+            else "the dataset"
+        )
         reduce_labels = require_label_convention(reduce_labels, described)
         if id2label is None and folder is not None:
             id2label = read_id2label(folder)
@@ -359,8 +423,9 @@ def load_hf_dataset(
             if num_labels is None:
                 num_labels = scan_num_labels(dataset[annotation_column], reduce_labels, ignore_index)
             id2label = {i: str(i) for i in range(num_labels)}
-        return HFDataset(dataset, "semantic", id2label=id2label, thing_ids=thing_ids,
-                         reduce_labels=reduce_labels, **common)
+        return HFDataset(
+            dataset, "semantic", id2label=id2label, thing_ids=thing_ids, reduce_labels=reduce_labels, **common
+        )
 
     if categories is None and folder is not None and (folder / "categories.json").is_file():
         categories = json.loads((folder / "categories.json").read_text())
@@ -369,15 +434,27 @@ def load_hf_dataset(
         category_to_label = metadata.pop("category_to_label")
         return HFDataset(dataset, "panoptic", category_to_label=category_to_label, **metadata, **common)
     feature = dataset.features["segments_info"]
-    feature = feature.feature if hasattr(feature, "feature") else feature[0] if isinstance(feature, list) else feature
+    feature = (
+        feature.feature
+        if hasattr(feature, "feature")
+        else feature[0]
+        if isinstance(feature, list)
+        else feature
+    )
     category_feature = feature.get("category_id") if isinstance(feature, dict) else None
     if id2label is None and isinstance(category_feature, datasets.ClassLabel):
         id2label = dict(enumerate(category_feature.names))
     if id2label is None:
         top = max((s["category_id"] for segments in dataset["segments_info"] for s in segments), default=-1)
         id2label = {i: str(i) for i in range(top + 1)}
-    return HFDataset(dataset, "panoptic", category_to_label={i: i for i in id2label}, id2label=id2label,
-                     thing_ids=thing_ids, **common)
+    return HFDataset(
+        dataset,
+        "panoptic",
+        category_to_label={i: i for i in id2label},
+        id2label=id2label,
+        thing_ids=thing_ids,
+        **common,
+    )
 
 
 def _split_candidates(split: str) -> list[str]:
@@ -425,7 +502,9 @@ class SyntheticDataset(SegmentationDataset):
     task: Task = "panoptic"
 
     def __init__(self, shapes: SyntheticShapes):
-        super().__init__(id2label=shapes.id2label, thing_ids=shapes.thing_ids, ignore_index=shapes.ignore_index)
+        super().__init__(
+            id2label=shapes.id2label, thing_ids=shapes.thing_ids, ignore_index=shapes.ignore_index
+        )
         self.shapes = shapes
 
     def __len__(self) -> int:
@@ -433,8 +512,13 @@ class SyntheticDataset(SegmentationDataset):
 
     def _load(self, index: int) -> SegmentationItem:
         item = self.shapes[index]
-        return {"image": item["image"], "semantic": item["semantic"], "panoptic_ids": rgb_to_id(item["panoptic"]),
-                "segments_info": item["segments_info"], "image_id": item["image_id"]}
+        return {
+            "image": item["image"],
+            "semantic": item["semantic"],
+            "panoptic_ids": rgb_to_id(item["panoptic"]),
+            "segments_info": item["segments_info"],
+            "image_id": item["image_id"],
+        }
 
 
 def load_synthetic(
@@ -475,7 +559,9 @@ def detect_folder_layout(root: str | Path) -> Literal["coco_panoptic", "ade", "h
     )
 
 
-def build_dataset(source, split: str = "train", *, data_root: str | Path | None = None, **kwargs) -> SegmentationDataset:
+def build_dataset(
+    source, split: str = "train", *, data_root: str | Path | None = None, **kwargs
+) -> SegmentationDataset:
     """One entry point: ``"synthetic"``, a local folder (ADE, COCO panoptic, ``save_to_disk`` output or
     parquet/arrow files; detected), a ``datasets`` object, or a Hugging Face dataset name. ``kwargs`` go
     to the loader.
@@ -500,5 +586,3 @@ def build_dataset(source, split: str = "train", *, data_root: str | Path | None 
         if path.exists() or str(source).startswith((".", "/", "~")):
             raise FileNotFoundError(f"dataset folder {path} not found")
     return load_hf_dataset(source, split, **kwargs)
-
-

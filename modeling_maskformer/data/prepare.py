@@ -73,53 +73,80 @@ TFDS = "tensorflow/datasets `tensorflow_datasets/url_checksums/{}` (size and SHA
 
 DATASETS: dict[str, DatasetSpec] = {
     "ade20k": DatasetSpec(
-        name="ade20k", title="ADE20K-150 (MIT Scene Parsing benchmark, ADEChallengeData2016)",
+        name="ade20k",
+        title="ADE20K-150 (MIT Scene Parsing benchmark, ADEChallengeData2016)",
         folder="ADEChallengeData2016",
-        archives={"all": Archive(
-            "ADEChallengeData2016.zip", "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip",
-            967_382_037, "7ff1be44964418441f542a7cc1e1a650e7dc0fc275f5d23252bc9bbdbc977b29", TFDS.format("ade20k.txt"),
-        )},
+        archives={
+            "all": Archive(
+                "ADEChallengeData2016.zip",
+                "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip",
+                967_382_037,
+                "7ff1be44964418441f542a7cc1e1a650e7dc0fc275f5d23252bc9bbdbc977b29",
+                TFDS.format("ade20k.txt"),
+            )
+        },
         split_counts={"train": 20_210, "validation": 2_000},
         counts_source="the benchmark's published split sizes (sceneparsing.csail.mit.edu: 20,210 training, 2,000 "
-                      "validation images), also tfds scene_parse150's splits",
+        "validation images), also tfds scene_parse150's splits",
         label_convention="ade",
         layout="ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_*.{jpg,png} + objectInfo150.txt "
-               "(PNG values: 0 = other, 1..150 = classes)",
+        "(PNG values: 0 = other, 1..150 = classes)",
     ),  # fmt: skip
     "coco_panoptic": DatasetSpec(
-        name="coco_panoptic", title="COCO 2017 panoptic segmentation", folder="coco",
+        name="coco_panoptic",
+        title="COCO 2017 panoptic segmentation",
+        folder="coco",
         archives={
             "annotations": Archive(
                 "panoptic_annotations_trainval2017.zip",
                 "http://images.cocodataset.org/annotations/panoptic_annotations_trainval2017.zip",
-                860_725_834, "c05f76d2129b6b561eb70efe16e7006df62f73fb92889132d373b9d90e31a370",
+                860_725_834,
+                "c05f76d2129b6b561eb70efe16e7006df62f73fb92889132d373b9d90e31a370",
                 TFDS.format("coco2017_panoptic.txt"),
             ),
             "validation": Archive(
-                "val2017.zip", "http://images.cocodataset.org/zips/val2017.zip", 815_585_330,
-                "4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05", TFDS.format("coco2017_panoptic.txt"),
+                "val2017.zip",
+                "http://images.cocodataset.org/zips/val2017.zip",
+                815_585_330,
+                "4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05",
+                TFDS.format("coco2017_panoptic.txt"),
             ),
             "train": Archive(
-                "train2017.zip", "http://images.cocodataset.org/zips/train2017.zip", 19_336_861_798,
-                "69a8bb58ea5f8f99d24875f21416de2e9ded3178e903f1f7603e283b9e06d929", TFDS.format("coco2017_panoptic.txt"),
+                "train2017.zip",
+                "http://images.cocodataset.org/zips/train2017.zip",
+                19_336_861_798,
+                "69a8bb58ea5f8f99d24875f21416de2e9ded3178e903f1f7603e283b9e06d929",
+                TFDS.format("coco2017_panoptic.txt"),
             ),
         },
         split_counts={"train": 118_287, "validation": 5_000},
         counts_source="COCO 2017: 118,287 train and 5,000 val images, each with a panoptic annotation",
         label_convention=None,
         layout="coco/{train2017,val2017}/*.jpg + coco/annotations/panoptic_{train,val}2017.json + "
-               "coco/annotations/panoptic_{train,val}2017/*.png",
-        notes=("the inner panoptic_{train,val}2017.zip of the annotation archive are covered by its SHA-256",),
+        "coco/annotations/panoptic_{train,val}2017/*.png",
+        notes=(
+            "the inner panoptic_{train,val}2017.zip of the annotation archive are covered by its SHA-256",
+        ),
     ),  # fmt: skip
     "cityscapes": DatasetSpec(
-        name="cityscapes", title="Cityscapes (fine annotations)", folder="cityscapes",
+        name="cityscapes",
+        title="Cityscapes (fine annotations)",
+        folder="cityscapes",
         archives={
             "annotations": Archive(
-                "gtFine_trainvaltest.zip", None, None, None, "www.cityscapes-dataset.com/downloads (241 MB)",
+                "gtFine_trainvaltest.zip",
+                None,
+                None,
+                None,
+                "www.cityscapes-dataset.com/downloads (241 MB)",
                 unpinned="downloads need a Cityscapes account; the site's md5 sums are behind the same login",
             ),
             "images": Archive(
-                "leftImg8bit_trainvaltest.zip", None, None, None, "www.cityscapes-dataset.com/downloads (11 GB)",
+                "leftImg8bit_trainvaltest.zip",
+                None,
+                None,
+                None,
+                "www.cityscapes-dataset.com/downloads (11 GB)",
                 unpinned="downloads need a Cityscapes account; the site's md5 sums are behind the same login",
             ),
         },
@@ -127,7 +154,7 @@ DATASETS: dict[str, DatasetSpec] = {
         counts_source="the Cityscapes paper / site: 2,975 train and 500 val finely annotated images",
         label_convention="as_is",
         layout="cityscapes/{images,annotations}/{training,validation}/<city>_<seq>_<frame>.png + id2label.json "
-               "(gtFine labelIds converted to the 19 trainIds 0..18, 255 ignored)",
+        "(gtFine labelIds converted to the 19 trainIds 0..18, 255 ignored)",
     ),  # fmt: skip
 }
 
@@ -149,7 +176,9 @@ _COCO_NAMES = {"train": "train2017", "validation": "val2017"}
 
 def default_data_root() -> Path:
     """$MASKFORMER_DATA, else ~/.cache/maskformer-hf/datasets."""
-    return Path(os.environ.get(DATA_ROOT_ENV) or Path.home() / ".cache" / "maskformer-hf" / "datasets").expanduser()
+    return Path(
+        os.environ.get(DATA_ROOT_ENV) or Path.home() / ".cache" / "maskformer-hf" / "datasets"
+    ).expanduser()
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -194,7 +223,9 @@ def prepared_folder(name: str, data_root: str | Path | None = None, split: str |
     """The prepared folder of `name` under `data_root` (default `default_data_root()`), if it holds `split`."""
     folder = Path(data_root or default_data_root()).expanduser() / get_spec(name).folder
     marker = read_marker(folder)
-    if marker is None or (split is not None and _SPLIT_ALIASES.get(split, split) not in marker.get("splits", {})):
+    if marker is None or (
+        split is not None and _SPLIT_ALIASES.get(split, split) not in marker.get("splits", {})
+    ):
         return None
     return folder
 
@@ -239,11 +270,15 @@ def check_pairs(images_dir: Path, annotations_dir: Path, expected: int, image_su
     """`images_dir` holds `expected` images, each with the PNG of the same stem in `annotations_dir`, and back."""
     for folder in (images_dir, annotations_dir):
         if not folder.is_dir():
-            raise DataPreparationError(f"{what}: missing folder {folder} after extraction (not the expected layout)")
+            raise DataPreparationError(
+                f"{what}: missing folder {folder} after extraction (not the expected layout)"
+            )
     images = {p.stem for p in images_dir.iterdir() if p.suffix == image_suffix}
     annotations = {p.stem for p in annotations_dir.iterdir() if p.suffix == ".png"}
     if len(images) != expected:
-        raise DataPreparationError(f"{what}: {images_dir} holds {len(images):,} images, expected {expected:,}")
+        raise DataPreparationError(
+            f"{what}: {images_dir} holds {len(images):,} images, expected {expected:,}"
+        )
     unpaired = sorted(images ^ annotations)
     if unpaired:
         side = "annotation" if unpaired[0] in images else "image"
@@ -260,9 +295,13 @@ def _check(spec: DatasetSpec, base: Path, split: str) -> int:
         from .loaders import load_coco_panoptic_folder  # NOTE: the loader itself pairs JSON, PNGs and images
 
         name = _COCO_NAMES[split]
-        count = sum(1 for p in (folder / name).iterdir() if p.suffix == ".jpg") if (folder / name).is_dir() else 0
+        count = (
+            sum(1 for p in (folder / name).iterdir() if p.suffix == ".jpg") if (folder / name).is_dir() else 0
+        )
         if count != expected:
-            raise DataPreparationError(f"{what}: {folder / name} holds {count:,} images, expected {expected:,}")
+            raise DataPreparationError(
+                f"{what}: {folder / name} holds {count:,} images, expected {expected:,}"
+            )
         try:
             dataset = load_coco_panoptic_folder(folder, split)
         except (FileNotFoundError, ValueError) as error:
@@ -302,7 +341,9 @@ def _build_coco(spec, temp: Path, archives: dict[str, Path], split: str, progres
     written = extract_zip(archives["annotations"], annotations, select=lambda n: PurePosixPath(n).name in wanted,
                           rename=lambda n: PurePosixPath(n).name, progress=progress)  # fmt: skip
     if sorted(written) != sorted(wanted):
-        raise DataPreparationError(f"{archives['annotations']}: expected {sorted(wanted)} in it, found {written}")
+        raise DataPreparationError(
+            f"{archives['annotations']}: expected {sorted(wanted)} in it, found {written}"
+        )
     inner = annotations / f"panoptic_{name}.zip"
     extract_zip(inner, annotations, select=lambda n: n.endswith(".png"),
                 rename=lambda n: f"panoptic_{name}/{PurePosixPath(n).name}", progress=progress)  # fmt: skip
@@ -327,7 +368,9 @@ def _build_cityscapes(spec, temp: Path, archives: dict[str, Path], split: str, p
         with Image.open(raw / name) as image:
             ids = np.asarray(image)
         if ids.ndim != 2:
-            raise DataPreparationError(f"{archives['annotations']}: {name} is not a single-channel labelIds PNG")
+            raise DataPreparationError(
+                f"{archives['annotations']}: {name} is not a single-channel labelIds PNG"
+            )
         Image.fromarray(lookup[ids]).save(out / name)
     shutil.rmtree(raw)
     _write_json(folder / "id2label.json", dict(enumerate(CITYSCAPES_CLASSES)))
@@ -340,8 +383,14 @@ def _iterate(items: list[str], progress: bool, desc: str):
             bar.update(1)
 
 
-_BUILDERS: dict[str, Callable] = {"ade20k": _build_ade, "coco_panoptic": _build_coco, "cityscapes": _build_cityscapes}
-_SHARED_ITEMS = {"cityscapes": ["cityscapes/id2label.json"]}  # written by every split's build, the same each time
+_BUILDERS: dict[str, Callable] = {
+    "ade20k": _build_ade,
+    "coco_panoptic": _build_coco,
+    "cityscapes": _build_cityscapes,
+}
+_SHARED_ITEMS = {
+    "cityscapes": ["cityscapes/id2label.json"]
+}  # written by every split's build, the same each time
 
 
 # --------------------------------------------------------------------------------------------------
@@ -368,7 +417,9 @@ def _recover(spec: DatasetSpec, root: Path) -> None:
     recorded = (read_marker(root / spec.folder) or {}).get("splits", {})
     if not entry["splits"] or not all(split in recorded for split in entry["splits"]):
         if entry["items"]:
-            logger.warning("%s: removing %s, left by an interrupted earlier run", spec.name, ", ".join(entry["items"]))
+            logger.warning(
+                "%s: removing %s, left by an interrupted earlier run", spec.name, ", ".join(entry["items"])
+            )
         for item in entry["items"]:
             path = root / item
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
@@ -409,14 +460,17 @@ def _archive_paths(spec, splits, root, archives, mirror, retries, progress) -> d
     for role in roles:
         archive = spec.archives[role]
         url = archive.url if not mirror else mirror.rstrip("/") + urlsplit(archive.url).path
-        logger.info("%s: %s (%s bytes)", spec.name, url, f"{archive.size:,}" if archive.size else "size unknown")
+        logger.info(
+            "%s: %s (%s bytes)", spec.name, url, f"{archive.size:,}" if archive.size else "size unknown"
+        )
         paths[role] = download(url, root / "downloads" / archive.filename, size=archive.size, sha256=archive.sha256,
                                retries=retries, progress=progress)  # fmt: skip
     return paths
 
 
-def _install(spec: DatasetSpec, root: Path, paths: dict[str, Path], unit: list[str], marker: dict,
-             progress: bool) -> None:
+def _install(
+    spec: DatasetSpec, root: Path, paths: dict[str, Path], unit: list[str], marker: dict, progress: bool
+) -> None:
     """Build the splits of `unit` in a temporary folder, verify them, list them in the journal, rename them into
     place and record them in the marker (last)."""
     temp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", suffix=".tmp", dir=root))
@@ -485,11 +539,15 @@ def prepare(
 
     if todo:
         paths = _archive_paths(spec, todo, root, archives, mirror, retries, progress)
-        units = [todo] if spec.name == "ade20k" else [[split] for split in todo]  # ADE: one archive, both splits
+        units = (
+            [todo] if spec.name == "ade20k" else [[split] for split in todo]
+        )  # ADE: one archive, both splits
         for unit in units:
             _install(spec, root, paths, unit, marker, progress)
         if not keep_archives and spec.name != "cityscapes":  # never delete the user's own files
             for path in paths.values():
                 path.unlink(missing_ok=True)
     _write_json(folder / MARKER, marker)
-    return PrepareResult(name, folder, {split: marker["splits"][split] for split in splits}, already_prepared=False)
+    return PrepareResult(
+        name, folder, {split: marker["splits"][split] for split in splits}, already_prepared=False
+    )

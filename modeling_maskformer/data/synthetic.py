@@ -105,7 +105,10 @@ def make_categories(num_thing_classes: int | None) -> list[dict]:
          "isthing": 1, "color": palette[c]}
         for c in range(num_thing_classes)
     ]  # fmt: skip
-    stuff = [{**category, "id": num_thing_classes + i} for i, category in enumerate(CATEGORIES[len(THING_CLASSES) :])]
+    stuff = [
+        {**category, "id": num_thing_classes + i}
+        for i, category in enumerate(CATEGORIES[len(THING_CLASSES) :])
+    ]
     return things + stuff
 
 
@@ -156,7 +159,9 @@ class SyntheticShapesConfig:
         for field, ok in checks.items():
             if not ok:
                 hint = f" (1..{MAX_THING_CLASSES} or None)" if field == "num_thing_classes" else ""
-                raise ValueError(f"SyntheticShapesConfig.{field}={getattr(self, field)!r} is out of range{hint}")
+                raise ValueError(
+                    f"SyntheticShapesConfig.{field}={getattr(self, field)!r} is out of range{hint}"
+                )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -224,7 +229,9 @@ def _stuff_texture(name: str, rng: np.random.Generator, xx, yy, size: int) -> np
     if name == "grass":  # green, blotches and vertical blades
         base = np.array([60, 145, 50]) + rng.normal(0, 12, 3)
         blotches = _smooth_noise(rng, size, rng.integers(6, 14))[..., None] * rng.uniform(15, 30)
-        blades = np.sin(2 * np.pi * xx / rng.uniform(2.5, 6) + rng.uniform(0, 6.3))[..., None] * rng.uniform(5, 15)
+        blades = np.sin(2 * np.pi * xx / rng.uniform(2.5, 6) + rng.uniform(0, 6.3))[..., None] * rng.uniform(
+            5, 15
+        )
         return base + blotches + blades * np.array([0.4, 1.0, 0.3])
     if name == "sand":  # tan, oblique ripples and speckle
         base = np.array([205, 175, 120]) + rng.normal(0, 12, 3)
@@ -244,7 +251,12 @@ def _class_colour(rng: np.random.Generator, class_id: int, num_things: int) -> n
 
 
 def _thing_colour(
-    rng: np.random.Generator, background: np.ndarray, class_id: int, mode: str, num_things: int, tries: int = 20
+    rng: np.random.Generator,
+    background: np.ndarray,
+    class_id: int,
+    mode: str,
+    num_things: int,
+    tries: int = 20,
 ) -> np.ndarray:
     """A colour at least ~80 (RGB distance) away from `background` (the mean background under the shape)."""
 
@@ -346,7 +358,9 @@ def generate_scene(rng: np.random.Generator, config: SyntheticShapesConfig):
     for k in range(1, num_regions):
         base = size * k / num_regions + rng.uniform(-0.08, 0.08) * size
         wave = sum(
-            rng.uniform(0, 0.06) * size * np.sin(2 * np.pi * rng.uniform(0.5, 2.5) * x / size + rng.uniform(0, 6.3))
+            rng.uniform(0, 0.06)
+            * size
+            * np.sin(2 * np.pi * rng.uniform(0.5, 2.5) * x / size + rng.uniform(0, 6.3))
             for _ in range(2)
         )
         tilt = rng.uniform(-0.15, 0.15) * (x - size / 2)
@@ -454,8 +468,10 @@ class SyntheticShapes:
             self.id2label = {c["id"]: c["name"] for c in self.categories}
             self.thing_ids = [c["id"] for c in self.categories if c["isthing"]]
             self.stuff_ids = [c["id"] for c in self.categories if not c["isthing"]]
-        self.num_images = num_images if num_images is not None else (
-            config.num_train if split == "train" else config.num_val
+        self.num_images = (
+            num_images
+            if num_images is not None
+            else (config.num_train if split == "train" else config.num_val)
         )
         if self.num_images < 0:
             raise ValueError(f"num_images must be >= 0, got {self.num_images}")
@@ -541,8 +557,12 @@ class SyntheticShapes:
         for i in range(len(self)):
             item = self[i]
             item["image"].save(image_dir / f"{item['image_id']}.jpg", quality=95)
-            Image.fromarray(_to_ade_annotation(item["semantic"])).save(annotation_dir / f"{item['image_id']}.png")
-        (root / "id2label.json").write_text(json.dumps({str(k): v for k, v in self.id2label.items()}, indent=1))
+            Image.fromarray(_to_ade_annotation(item["semantic"])).save(
+                annotation_dir / f"{item['image_id']}.png"
+            )
+        (root / "id2label.json").write_text(
+            json.dumps({str(k): v for k, v in self.id2label.items()}, indent=1)
+        )
         return root
 
     def export_coco_panoptic_folder(self, root: str | Path) -> Path:
@@ -562,8 +582,17 @@ class SyntheticShapes:
             stem = item["image_id"]
             item["image"].save(image_dir / f"{stem}.jpg", quality=95)
             Image.fromarray(item["panoptic"]).save(png_dir / f"{stem}.png")
-            images.append({"id": i, "file_name": f"{stem}.jpg", "height": item["image"].height, "width": item["image"].width})
-            annotations.append({"image_id": i, "file_name": f"{stem}.png", "segments_info": item["segments_info"]})
+            images.append(
+                {
+                    "id": i,
+                    "file_name": f"{stem}.jpg",
+                    "height": item["image"].height,
+                    "width": item["image"].width,
+                }
+            )
+            annotations.append(
+                {"image_id": i, "file_name": f"{stem}.png", "segments_info": item["segments_info"]}
+            )
         payload = {"images": images, "annotations": annotations, "categories": self.categories}
         (root / "annotations" / f"panoptic_{coco_split}.json").write_text(json.dumps(payload))
         return root

@@ -28,7 +28,9 @@ logger = logging.getLogger(__name__)
 
 def load_model_folder(
     model_path: str,
-) -> tuple[MaskFormerForInstanceSegmentation | PerPixelBaselineForSemanticSegmentation, MaskFormerImageProcessor]:
+) -> tuple[
+    MaskFormerForInstanceSegmentation | PerPixelBaselineForSemanticSegmentation, MaskFormerImageProcessor
+]:
     """Our folder (MaskFormer or the per-pixel baseline), or a transformers MaskFormer folder/Hub id converted on
     the fly."""
     config_file = Path(model_path) / "config.json"
@@ -81,7 +83,9 @@ class Evaluator:
         self.panoptic_threshold, self.overlap_threshold = panoptic_threshold, overlap_threshold
         self.thing_ids = {int(c) for c in thing_ids}
         self.stuff_ids = sorted(set(id2label) - self.thing_ids)
-        self.semantic = SemanticSegmentationMetric(len(id2label), ignore_index=ignore_index, id2label=id2label)
+        self.semantic = SemanticSegmentationMetric(
+            len(id2label), ignore_index=ignore_index, id2label=id2label
+        )
         self.panoptic = self.instance = None
         if panoptic:
             self.panoptic = PanopticQualityMetric(sorted(self.thing_ids), self.stuff_ids, id2label=id2label)
@@ -89,13 +93,17 @@ class Evaluator:
                 self.instance = MaskAPMetric(id2label=id2label)
 
     @classmethod
-    def for_dataset(cls, dataset, id2label: dict[int, str], *, semantic_only: bool = False, **kwargs) -> Evaluator:
+    def for_dataset(
+        cls, dataset, id2label: dict[int, str], *, semantic_only: bool = False, **kwargs
+    ) -> Evaluator:
         """The metrics a `SegmentationDataset` supports: mIoU always, PQ and mask AP for panoptic data (unless
         `semantic_only`: a per-pixel classifier has no segments to score)."""
         return cls(id2label, thing_ids=dataset.thing_ids, ignore_index=dataset.ignore_index,
                    panoptic=dataset.task == "panoptic" and not semantic_only, **kwargs)  # fmt: skip
 
-    def update(self, processor, outputs, items: list[dict], semantic: list[torch.Tensor] | None = None) -> None:
+    def update(
+        self, processor, outputs, items: list[dict], semantic: list[torch.Tensor] | None = None
+    ) -> None:
         """Post-process `outputs` (a batch of len(items)) with `processor` and score it against `items`;
         `semantic`: the class maps when computed otherwise (test-time augmentation)."""
         sizes = [tuple(item["semantic"].shape) for item in items]
@@ -105,25 +113,37 @@ class Evaluator:
             self.semantic.update(prediction.cpu(), torch.as_tensor(item["semantic"].astype(np.int64)))
         if self.panoptic is not None:
             panoptic = processor.post_process_panoptic_segmentation(
-                outputs, threshold=self.panoptic_threshold, overlap_mask_area_threshold=self.overlap_threshold,
-                label_ids_to_fuse=set(self.stuff_ids), target_sizes=sizes,
+                outputs,
+                threshold=self.panoptic_threshold,
+                overlap_mask_area_threshold=self.overlap_threshold,
+                label_ids_to_fuse=set(self.stuff_ids),
+                target_sizes=sizes,
             )
             for prediction, item in zip(panoptic, items):
                 self.panoptic.update(
-                    prediction["segmentation"].cpu(), prediction["segments_info"], item["panoptic_ids"], item["segments_info"]
+                    prediction["segmentation"].cpu(),
+                    prediction["segments_info"],
+                    item["panoptic_ids"],
+                    item["segments_info"],
                 )
         if self.instance is not None:
             instances = processor.post_process_instance_segmentation(
                 outputs, threshold=0.0, target_sizes=sizes, return_binary_maps=True
             )
             for prediction, item in zip(instances, items):
-                keep = [i for i, s in enumerate(prediction["segments_info"]) if s["label_id"] in self.thing_ids]
+                keep = [
+                    i for i, s in enumerate(prediction["segments_info"]) if s["label_id"] in self.thing_ids
+                ]
                 masks = prediction["segmentation"]
                 self.instance.update(
                     {
                         "masks": masks[keep].cpu().numpy().astype(bool),  # (N, H, W); N may be 0
-                        "labels": np.array([prediction["segments_info"][i]["label_id"] for i in keep], dtype=np.int64),
-                        "scores": np.array([prediction["segments_info"][i]["score"] for i in keep], dtype=np.float64),
+                        "labels": np.array(
+                            [prediction["segments_info"][i]["label_id"] for i in keep], dtype=np.int64
+                        ),
+                        "scores": np.array(
+                            [prediction["segments_info"][i]["score"] for i in keep], dtype=np.float64
+                        ),
                     },
                     instance_ground_truth(item, self.thing_ids),
                 )
@@ -153,7 +173,12 @@ class Evaluator:
 
 def _single_image_outputs(outputs, index: int) -> dict[str, torch.Tensor]:
     """What post-processing reads of one image of a batch, kept as a batch of one."""
-    fields = ("class_queries_logits", "masks_queries_logits", "logits", "pixel_mask")  # logits: per-pixel baseline
+    fields = (
+        "class_queries_logits",
+        "masks_queries_logits",
+        "logits",
+        "pixel_mask",
+    )  # logits: per-pixel baseline
     return {name: outputs[name][index : index + 1] for name in fields if outputs.get(name) is not None}
 
 
@@ -192,7 +217,9 @@ def evaluate_model(
     unwrapped = accelerator.unwrap_model(model) if accelerator is not None else model
     semantic_only = isinstance(unwrapped, PerPixelBaselineForSemanticSegmentation)
     if semantic_only and dataset.task == "panoptic":
-        logger.info("per-pixel classification model: semantic metrics only (PQ and mask AP need mask classification)")
+        logger.info(
+            "per-pixel classification model: semantic metrics only (PQ and mask AP need mask classification)"
+        )
     evaluator = Evaluator.for_dataset(dataset, {int(k): v for k, v in unwrapped.config.id2label.items()},
                                       semantic_only=semantic_only, panoptic_threshold=panoptic_threshold,
                                       overlap_threshold=overlap_threshold)  # fmt: skip
@@ -213,7 +240,10 @@ def evaluate_model(
             for positions in by_size.values():
                 for first in range(0, len(positions), batch_size):
                     chunk = positions[first : first + batch_size]
-                    batch = {key: torch.cat([inputs[p][key] for p in chunk]).to(device) for key in ("pixel_values", "pixel_mask")}
+                    batch = {
+                        key: torch.cat([inputs[p][key] for p in chunk]).to(device)
+                        for key in ("pixel_values", "pixel_mask")
+                    }
                     batch_outputs = model(**batch)
                     outputs.update({p: _single_image_outputs(batch_outputs, i) for i, p in enumerate(chunk)})
             for position, item in enumerate(items):
@@ -230,7 +260,10 @@ def evaluate_model(
 
 def summary(results: dict) -> dict[str, float | None]:
     """The headline numbers: mIoU, pixel accuracy, PQ (things/stuff) and mask AP."""
-    flat = {"mean_iou": results["semantic"]["mean_iou"], "pixel_accuracy": results["semantic"]["pixel_accuracy"]}
+    flat = {
+        "mean_iou": results["semantic"]["mean_iou"],
+        "pixel_accuracy": results["semantic"]["pixel_accuracy"],
+    }
     if "panoptic" in results:
         flat.update({key: results["panoptic"][key] for key in ("pq", "sq", "rq", "pq_things", "pq_stuff")})
     if "instance" in results:

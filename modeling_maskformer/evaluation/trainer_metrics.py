@@ -1,10 +1,10 @@
 """`compute_metrics` for `transformers.Trainer`: mIoU, PQ (all / things / stuff) and mask AP per evaluation.
 
-    collator = MaskFormerCollator(processor, return_segment_maps=True)
-    args = TrainingArguments(..., batch_eval_metrics=True, label_names=SegmentationMetrics.label_names,
-                             remove_unused_columns=False)
-    trainer = Trainer(model, args, data_collator=collator, train_dataset=..., eval_dataset=...,
-                      compute_metrics=SegmentationMetrics(processor, id2label, thing_ids=...))
+collator = MaskFormerCollator(processor, return_segment_maps=True)
+args = TrainingArguments(..., batch_eval_metrics=True, label_names=SegmentationMetrics.label_names,
+                         remove_unused_columns=False)
+trainer = Trainer(model, args, data_collator=collator, train_dataset=..., eval_dataset=...,
+                  compute_metrics=SegmentationMetrics(processor, id2label, thing_ids=...))
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ class SegmentationMetrics:
         self.reset()
 
     def reset(self) -> None:
-        self.evaluator = Evaluator(self.id2label, thing_ids=self.thing_ids, ignore_index=self.ignore_index, panoptic=True)
+        self.evaluator = Evaluator(
+            self.id2label, thing_ids=self.thing_ids, ignore_index=self.ignore_index, panoptic=True
+        )
 
     def __call__(self, eval_prediction, compute_result: bool | None = None) -> dict[str, float] | None:
         if compute_result is None:
@@ -90,7 +92,9 @@ class SegmentationMetrics:
         self.evaluator.update(self.processor, outputs, items)
         if not compute_result:
             return None
-        results = {key: value for key, value in summary(self.evaluator.compute()).items() if value is not None}
+        results = {
+            key: value for key, value in summary(self.evaluator.compute()).items() if value is not None
+        }
         self.reset()
         return results
 
@@ -111,7 +115,9 @@ class SegmentationMetrics:
     def _item(self, segment_map: torch.Tensor, segment_classes: torch.Tensor) -> dict:
         """One image's targets in the dataset item format (see `Evaluator`)."""
         classes = segment_classes.tolist()
-        present = [i for i, c in enumerate(classes, start=1) if c >= 0]  # Trainer pads with -100 across processes
+        present = [
+            i for i, c in enumerate(classes, start=1) if c >= 0
+        ]  # Trainer pads with -100 across processes
         lookup = np.full(len(classes) + 1, self.ignore_index, dtype=np.int64)
         for i in present:
             lookup[i] = classes[i - 1]

@@ -115,7 +115,9 @@ def export_folder(
     files = FILES[format]
     if not dynamic:
         side = min(height, width)
-        processor = MaskFormerImageProcessor.from_dict({**processor.to_dict(), "size": {"shortest_edge": side, "longest_edge": side}})
+        processor = MaskFormerImageProcessor.from_dict(
+            {**processor.to_dict(), "size": {"shortest_edge": side, "longest_edge": side}}
+        )
     model.config.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
 
@@ -140,7 +142,9 @@ def export_folder(
         "files": written,
         "input": {"height": height, "width": width, "dynamic": dynamic, "multiple_of": SIZE_MULTIPLE},
         "opset": opset,
-        "int8_method": (("nncf" if format == "openvino" else f"onnxruntime-{onnx_int8_mode}") if int8 else None),
+        "int8_method": (
+            ("nncf" if format == "openvino" else f"onnxruntime-{onnx_int8_mode}") if int8 else None
+        ),
         "versions": _versions(format),
         "parity_max_abs_difference": {},
     }
@@ -173,9 +177,13 @@ def _versions(format: str) -> dict[str, str]:
 
 
 def _write_readme(output_dir: Path, info: dict) -> None:
-    size = "dynamic H×W" if info["input"]["dynamic"] else f"{info['input']['height']}×{info['input']['width']}"
+    size = (
+        "dynamic H×W" if info["input"]["dynamic"] else f"{info['input']['height']}×{info['input']['width']}"
+    )
     if info["input"]["dynamic"]:
-        input_note = "H and W may be any multiples of 32 (the processor pads to them); the batch size is free."
+        input_note = (
+            "H and W may be any multiples of 32 (the processor pads to them); the batch size is free."
+        )
         resize_note = "unchanged from the model's"
     else:
         input_note = (

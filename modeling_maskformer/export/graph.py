@@ -88,7 +88,9 @@ def export_onnx(
     return path
 
 
-def convert_onnx_to_openvino(onnx_path: str | Path, xml_path: str | Path, *, compress_to_fp16: bool = False) -> Path:
+def convert_onnx_to_openvino(
+    onnx_path: str | Path, xml_path: str | Path, *, compress_to_fp16: bool = False
+) -> Path:
     """OpenVINO IR (`.xml` + `.bin`) of an ONNX file; fp32 weights unless `compress_to_fp16`."""
     import openvino as ov
 

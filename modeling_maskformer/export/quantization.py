@@ -18,7 +18,9 @@ import numpy as np
 ONNX_OPS_TO_QUANTIZE = ["Conv", "MatMul", "Gemm"]
 
 
-def calibration_batches(images: Sequence, processor, *, height: int, width: int, batch_size: int = 1) -> list[np.ndarray]:
+def calibration_batches(
+    images: Sequence, processor, *, height: int, width: int, batch_size: int = 1
+) -> list[np.ndarray]:
     """The processor's pixel_values for `images` (PIL images), zero-padded bottom/right to (height, width)
     as the runtime wrapper pads them; images that come out larger than that are an error."""
     from .runtime import pad_to_size
@@ -62,7 +64,9 @@ def quantize_onnx(
             )  # fmt: skip
         elif mode == "static":
             if calibration is None:
-                raise ValueError("quantize_onnx(mode='static') needs calibration batches (or use mode='dynamic')")
+                raise ValueError(
+                    "quantize_onnx(mode='static') needs calibration batches (or use mode='dynamic')"
+                )
 
             class Reader(CalibrationDataReader):
                 def __init__(self, batches):
@@ -84,7 +88,9 @@ def quantize_onnx(
     return output_path
 
 
-def quantize_openvino(xml_path: str | Path, output_path: str | Path, *, calibration: Sequence[np.ndarray]) -> Path:
+def quantize_openvino(
+    xml_path: str | Path, output_path: str | Path, *, calibration: Sequence[np.ndarray]
+) -> Path:
     """int8 OpenVINO IR by NNCF post-training quantisation, calibrated on `calibration`."""
     import nncf
     import openvino as ov

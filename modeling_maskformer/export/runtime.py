@@ -27,7 +27,9 @@ from ..modeling_maskformer import MaskFormerForInstanceSegmentationOutput
 EXPORT_INFO_FILE = "export.json"
 
 
-def pad_to_size(pixel_values: Tensor, pixel_mask: Tensor | None, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+def pad_to_size(
+    pixel_values: Tensor, pixel_mask: Tensor | None, size: tuple[int, int]
+) -> tuple[Tensor, Tensor]:
     """Zero-pad (B, 3, h, w) pixel values bottom/right to `size` = (H, W) as the processor pads, and the pixel
     mask (B, h, w; None = all real) with zeros. Inputs larger than `size` are an error."""
     batch, _, height, width = pixel_values.shape
@@ -113,23 +115,31 @@ class MaskFormerRuntimeModel:
         folder = Path(folder)
         info_path = folder / EXPORT_INFO_FILE
         if not info_path.is_file():
-            raise FileNotFoundError(f"{info_path} not found: {folder} is not a folder written by scripts/export.py")
+            raise FileNotFoundError(
+                f"{info_path} not found: {folder} is not a folder written by scripts/export.py"
+            )
         info = json.loads(info_path.read_text())
         files = info["files"]
         if precision not in files:
-            raise ValueError(f"{folder} has no {precision!r} graph (it has {sorted(files)}); export with --int8 to add one")
+            raise ValueError(
+                f"{folder} has no {precision!r} graph (it has {sorted(files)}); export with --int8 to add one"
+            )
         path = folder / files[precision]
         if info["format"] == "onnx":
             session = _OnnxRuntimeSession(path, num_threads)
         elif info["format"] == "openvino":
             session = _OpenVINOSession(path, num_threads, openvino_inference_precision)
         else:
-            raise ValueError(f"{info_path}: unknown format {info['format']!r} (expected 'onnx' or 'openvino')")
+            raise ValueError(
+                f"{info_path}: unknown format {info['format']!r} (expected 'onnx' or 'openvino')"
+            )
         # NOTE: our config class is registered with AutoConfig when the package is imported.
         config = AutoConfig.from_pretrained(folder)
         return cls(session, config=config, export_info=info, precision=precision)
 
-    def __call__(self, pixel_values: Tensor, pixel_mask: Tensor | None = None, **unused) -> MaskFormerForInstanceSegmentationOutput:
+    def __call__(
+        self, pixel_values: Tensor, pixel_mask: Tensor | None = None, **unused
+    ) -> MaskFormerForInstanceSegmentationOutput:
         """pixel_values (B, 3, H, W) -> class logits (B, Q, K+1), mask logits (B, Q, H'/4, W'/4) and the pixel mask
         (B, H', W'), where (H', W') is the export size for a fixed-size graph (inputs are padded to it)."""
         pixel_values = torch.as_tensor(pixel_values)
@@ -138,7 +148,9 @@ class MaskFormerRuntimeModel:
         if self.fixed_size is not None:
             pixel_values, pixel_mask = pad_to_size(pixel_values, pixel_mask, self.fixed_size)
         elif any(side % 32 for side in pixel_values.shape[-2:]):
-            raise ValueError(f"pixel_values are {tuple(pixel_values.shape[-2:])}: the dynamic graph needs multiples of 32")
+            raise ValueError(
+                f"pixel_values are {tuple(pixel_values.shape[-2:])}: the dynamic graph needs multiples of 32"
+            )
         class_logits, mask_logits = self.session(pixel_values.detach().float().contiguous().numpy())
         return MaskFormerForInstanceSegmentationOutput(
             class_queries_logits=torch.from_numpy(class_logits),

@@ -93,7 +93,11 @@ def rotate_checkpoints(output_dir: Path, total_limit: int | None, keep: Path) ->
     interrupted saves (`*.partial`, `*.replaced`) of other steps."""
     folder = Path(output_dir) / "checkpoints"
     for leftover in folder.iterdir():
-        if _PARTIAL.fullmatch(leftover.name) and leftover.is_dir() and leftover.name.split(".")[0] != keep.name:
+        if (
+            _PARTIAL.fullmatch(leftover.name)
+            and leftover.is_dir()
+            and leftover.name.split(".")[0] != keep.name
+        ):
             shutil.rmtree(leftover)
     if total_limit is None:
         return
@@ -174,8 +178,7 @@ def verify_checkpoint(checkpoint: Path) -> dict:
         size = path.stat().st_size
         if size != expected["size"]:
             raise CheckpointError(
-                f"{path} has {size} bytes, the manifest says {expected['size']} "
-                f"(truncated or overwritten)"
+                f"{path} has {size} bytes, the manifest says {expected['size']} (truncated or overwritten)"
             )
         if _sha256(path) != expected["sha256"]:
             raise CheckpointError(f"{path} does not match its checksum in {MANIFEST_FILE} (damaged)")
@@ -204,7 +207,9 @@ def resolve_checkpoint(
     if resume_from == "latest":
         candidates = list_checkpoints(output_dir)
         if not candidates:
-            logger.warning("--resume_from_checkpoint latest: no checkpoint in %s, starting from step 0", output_dir)
+            logger.warning(
+                "--resume_from_checkpoint latest: no checkpoint in %s, starting from step 0", output_dir
+            )
             return None
         problems = []
         for candidate in reversed(candidates):
@@ -219,7 +224,8 @@ def resolve_checkpoint(
         else:
             raise CheckpointError(
                 f"--resume_from_checkpoint latest: none of the {len(candidates)} checkpoint(s) in "
-                f"{Path(output_dir) / 'checkpoints'} verifies:\n  " + "\n  ".join(problems)
+                f"{Path(output_dir) / 'checkpoints'} verifies:\n  "
+                + "\n  ".join(problems)
                 + "\nMove them away to start from step 0."
             )
     else:

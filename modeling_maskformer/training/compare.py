@@ -69,7 +69,9 @@ class CompareSettings:
     def __post_init__(self) -> None:
         self.class_counts = tuple(self.class_counts)
         low, high = len(STUFF_CLASSES) + 1, len(STUFF_CLASSES) + MAX_THING_CLASSES
-        if not self.class_counts or any(not isinstance(k, int) or not low <= k <= high for k in self.class_counts):
+        if not self.class_counts or any(
+            not isinstance(k, int) or not low <= k <= high for k in self.class_counts
+        ):
             raise ValueError(f"class_counts must be ints in {low}..{high} (3 stuff + 1..{MAX_THING_CLASSES} thing "
                              f"classes), got {self.class_counts}")  # fmt: skip
         for name in ("minutes", "learning_rate"):
@@ -81,7 +83,9 @@ class CompareSettings:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_train_images < self.batch_size:
-            raise ValueError(f"num_train_images ({self.num_train_images}) must be >= batch_size ({self.batch_size})")
+            raise ValueError(
+                f"num_train_images ({self.num_train_images}) must be >= batch_size ({self.batch_size})"
+            )
         if self.image_size < 32:
             raise ValueError(f"image_size must be >= 32, got {self.image_size}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -95,10 +99,16 @@ def build_pair(id2label: dict[int, str], seed: int) -> dict[str, torch.nn.Module
     config = preset_config("demo", id2label)
     maskformer = MaskFormerForInstanceSegmentation(config)
     per_pixel = PerPixelBaselineForSemanticSegmentation(PerPixelBaselineConfig.from_maskformer_config(config))
-    shared = {k: v for k, v in maskformer.state_dict().items() if k.startswith(("model.backbone.", "model.pixel_decoder."))}
+    shared = {
+        k: v
+        for k, v in maskformer.state_dict().items()
+        if k.startswith(("model.backbone.", "model.pixel_decoder."))
+    }
     missing = set(per_pixel.state_dict()) - set(shared) - {"class_head.weight", "class_head.bias"}
     if missing:
-        raise RuntimeError(f"the heads do not share these backbone / pixel-decoder weights: {sorted(missing)[:5]}")
+        raise RuntimeError(
+            f"the heads do not share these backbone / pixel-decoder weights: {sorted(missing)[:5]}"
+        )
     per_pixel.load_state_dict(shared, strict=False)
     return {"maskformer": maskformer, "per_pixel": per_pixel}
 
@@ -112,7 +122,9 @@ class _Trainer:
         # NOTE: warm-up by time (`lr_factor`), not the recipe's steps.
         self.recipe = recipe_for(model.config, learning_rate=settings.learning_rate, backbone_lr_multiplier=1.0,
                                  warmup_steps=0)  # fmt: skip
-        groups = parameter_groups(model, self.recipe.learning_rate, self.recipe.weight_decay, self.recipe.backbone_lr_multiplier)
+        groups = parameter_groups(
+            model, self.recipe.learning_rate, self.recipe.weight_decay, self.recipe.backbone_lr_multiplier
+        )
         self.optimizer = torch.optim.AdamW(groups, lr=self.recipe.learning_rate)
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.seconds = 0.0
@@ -170,7 +182,10 @@ def compare_one(settings: CompareSettings, num_classes: int, budget_seconds: flo
     training_set = TrainingSet(train_data, Augmentation(settings.image_size, 0.75, 1.5, 1.0), settings.seed)
     stream = _batches(settings, training_set, MaskFormerCollator(processor))
 
-    trainers = {name: _Trainer(model, settings) for name, model in build_pair(train_data.id2label, settings.seed).items()}
+    trainers = {
+        name: _Trainer(model, settings)
+        for name, model in build_pair(train_data.id2label, settings.seed).items()
+    }
     recipe = trainers["maskformer"].recipe  # the same for both (the demo preset's backbone)
     train_seconds = max(budget_seconds * (1 - EVAL_SHARE) - (time.monotonic() - start), 1e-3)
     logger.info("K=%d: training both heads for %.0f s, alternating steps", num_classes, train_seconds)

@@ -79,46 +79,79 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval_split", default="validation")
     p.add_argument("--num_train_images", type=int, default=None, help="synthetic: training scenes")
     p.add_argument("--num_eval_images", type=int, default=None, help="synthetic: validation scenes")
-    p.add_argument("--model_preset", default="demo", help="demo, resnet50, resnet101, swin-tiny, swin-small, swin-base")
-    p.add_argument("--model_name_or_path", default=None, help="fine-tune this model folder / Hub id instead of a preset")
+    p.add_argument(
+        "--model_preset", default="demo", help="demo, resnet50, resnet101, swin-tiny, swin-small, swin-base"
+    )
+    p.add_argument(
+        "--model_name_or_path", default=None, help="fine-tune this model folder / Hub id instead of a preset"
+    )
     p.add_argument("--head", choices=list(HEADS), default="mask_classification",
                    help="mask_classification (MaskFormer) or per_pixel (the paper's per-pixel classification baseline: "
                         "the same backbone and pixel decoder, a 1x1 conv classifier, per-pixel cross-entropy; semantic "
                         "only)")  # fmt: skip
     p.add_argument("--mask_loss_mode", choices=["dense", "point"], default=None)
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--crop_size", type=int, default=None,
-                   help="training crop (default: the base model's processor size, else 512)")
+    p.add_argument(
+        "--crop_size",
+        type=int,
+        default=None,
+        help="training crop (default: the base model's processor size, else 512)",
+    )
     p.add_argument("--min_scale", type=float, default=0.5)
     p.add_argument("--max_scale", type=float, default=2.0)
     p.add_argument("--single_category_max_area", type=float, default=1.0)
-    p.add_argument("--eval_short_side", type=int, default=None,
-                   help="evaluation resize (default: the base model's processor size, else the crop size)")
+    p.add_argument(
+        "--eval_short_side",
+        type=int,
+        default=None,
+        help="evaluation resize (default: the base model's processor size, else the crop size)",
+    )
     p.add_argument("--per_device_train_batch_size", type=int, default=2)
     p.add_argument("--per_device_eval_batch_size", type=int, default=4)
     p.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
-                   help="the paper's recipe to use (default: the one for the backbone type)")
+    p.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default=None,
+        help="the paper's recipe to use (default: the one for the backbone type)",
+    )
     p.add_argument("--learning_rate", type=float, default=None, help="default: the recipe's")
     p.add_argument("--weight_decay", type=float, default=None, help="default: the recipe's")
     p.add_argument("--backbone_lr_multiplier", type=float, default=None, help="default: the recipe's")
     p.add_argument("--num_warmup_steps", type=int, default=None, help="default: the recipe's")
     p.add_argument("--max_grad_norm", type=float, default=None, help="default: the recipe's (0.01)")
     p.add_argument("--max_train_steps", type=int, default=None, help="required: the schedule's length")
-    p.add_argument("--max_train_seconds", type=float, default=None, help="stop (and save) after this wall time")
-    p.add_argument("--stop_at_step", type=int, default=None,
-                   help="save and exit at this step, keeping the schedule of --max_train_steps (for time-limited jobs)")
+    p.add_argument(
+        "--max_train_seconds", type=float, default=None, help="stop (and save) after this wall time"
+    )
+    p.add_argument(
+        "--stop_at_step",
+        type=int,
+        default=None,
+        help="save and exit at this step, keeping the schedule of --max_train_steps (for time-limited jobs)",
+    )
     p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
     p.add_argument("--checkpointing_steps", type=int, default=5000)
-    p.add_argument("--checkpoints_total_limit", type=int, default=3, help="keep this many newest checkpoints (>= 1)")
-    p.add_argument("--resume_from_checkpoint", default=None,
-                   help="a checkpoint folder, or 'latest' (the newest one in --output_dir that verifies)")
-    p.add_argument("--allow_missing_random_states", action="store_true",
-                   help="resume from a checkpoint without this process count's random states (losses will differ)")
+    p.add_argument(
+        "--checkpoints_total_limit", type=int, default=3, help="keep this many newest checkpoints (>= 1)"
+    )
+    p.add_argument(
+        "--resume_from_checkpoint",
+        default=None,
+        help="a checkpoint folder, or 'latest' (the newest one in --output_dir that verifies)",
+    )
+    p.add_argument(
+        "--allow_missing_random_states",
+        action="store_true",
+        help="resume from a checkpoint without this process count's random states (losses will differ)",
+    )
     p.add_argument("--eval_steps", type=int, default=5000)
     p.add_argument("--max_eval_items", type=int, default=None)
-    p.add_argument("--stop_on_eval_error", action="store_true",
-                   help="an evaluation error stops training (default: a warning and a recorded failure)")
+    p.add_argument(
+        "--stop_on_eval_error",
+        action="store_true",
+        help="an evaluation error stops training (default: a warning and a recorded failure)",
+    )
     p.add_argument("--metric_for_best_model", default="mean_iou")
     p.add_argument("--logging_steps", type=int, default=20)
     p.add_argument("--report_to", default="none", help="'tensorboard', 'wandb', 'all' or 'none'")
@@ -146,7 +179,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 f"{', '.join(SEMANTIC_METRICS)}, got {args.metric_for_best_model!r} (PQ and mask AP need mask "
                 "classification)")  # fmt: skip
     if args.head == "per_pixel" and args.mask_loss_mode is not None:
-        p.error("--mask_loss_mode is MaskFormer's mask loss; --head per_pixel trains with per-pixel cross-entropy")
+        p.error(
+            "--mask_loss_mode is MaskFormer's mask loss; --head per_pixel trains with per-pixel cross-entropy"
+        )
     return args
 
 
@@ -163,7 +198,9 @@ def describe_labels(dataset) -> str:
     if dataset.task == "panoptic":
         return f"panoptic annotations, {classes}, {len(dataset.thing_ids)} of them things"
     if dataset.reduce_labels:
-        convention = "ADE convention (--label_convention ade): pixel 0 = 'other', ignored; pixel k = class k-1"
+        convention = (
+            "ADE convention (--label_convention ade): pixel 0 = 'other', ignored; pixel k = class k-1"
+        )
     else:
         convention = "labels as they are (--label_convention as_is): pixel k = class k"
     return f"semantic annotations, {convention}; {classes}; pixel {dataset.ignore_index} = ignored"
@@ -175,7 +212,11 @@ def readable_output(is_main_process: bool):
     above the progress bar, and transformers' save/load progress bars (and, off the main process, its
     warnings) are silenced; everything is restored on exit."""
     package = logging.getLogger(__package__.split(".")[0])
-    saved = (package.level, transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled())
+    saved = (
+        package.level,
+        transformers_logging.get_verbosity(),
+        transformers_logging.is_progress_bar_enabled(),
+    )
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     package.setLevel(logging.INFO if is_main_process else logging.ERROR)
@@ -220,13 +261,17 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
 
     train_data = build_dataset(args.dataset, args.train_split, **dataset_kwargs(args, args.train_split))
     eval_ids = train_data.id2label if train_data.task == "semantic" else None
-    eval_data = build_dataset(args.dataset, args.eval_split, **dataset_kwargs(args, args.eval_split, eval_ids))
+    eval_data = build_dataset(
+        args.dataset, args.eval_split, **dataset_kwargs(args, args.eval_split, eval_ids)
+    )
     if eval_data.id2label != train_data.id2label:
         raise ValueError(f"{args.dataset}: the {args.train_split} and {args.eval_split} splits have different classes "
                          f"({train_data.num_labels} and {eval_data.num_labels})")  # fmt: skip
     logger.info("data %s: %s", args.dataset, describe_labels(train_data))
     if args.head == "per_pixel" and train_data.task == "panoptic":
-        logger.info("--head per_pixel: trained on the semantic maps of the panoptic annotations, evaluated by mIoU")
+        logger.info(
+            "--head per_pixel: trained on the semantic maps of the panoptic annotations, evaluated by mIoU"
+        )
     if args.label_convention is not None and train_data.task != "semantic":
         logger.info("--label_convention %s is not used: the annotations are panoptic", args.label_convention)
 
@@ -240,20 +285,32 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     crop_size = args.crop_size or base_side or 512
     eval_side = args.eval_short_side or base_side or crop_size
     if args.min_scale * crop_size < 32:
-        raise ValueError(f"--min_scale x crop size must be at least 32 px, got {args.min_scale} x {crop_size}")
+        raise ValueError(
+            f"--min_scale x crop size must be at least 32 px, got {args.min_scale} x {crop_size}"
+        )
     settings = base.to_dict() if base is not None else {}
     if args.eval_short_side is not None or base_side is None:
         settings["size"] = {"shortest_edge": eval_side, "longest_edge": 4 * eval_side}
     processor = MaskFormerImageProcessor.from_dict(settings, ignore_index=train_data.ignore_index,
                                                    num_labels=train_data.num_labels, do_reduce_labels=False)  # fmt: skip
     crop_from = "--crop_size" if args.crop_size else "the base model's processor" if base_side else "default"
-    eval_from = "--eval_short_side" if args.eval_short_side else "the base model's processor" if base_side else "the crop"
-    model_from = f"from {args.model_name_or_path}" if args.model_name_or_path else f"preset {args.model_preset}"
+    eval_from = (
+        "--eval_short_side"
+        if args.eval_short_side
+        else "the base model's processor"
+        if base_side
+        else "the crop"
+    )
+    model_from = (
+        f"from {args.model_name_or_path}" if args.model_name_or_path else f"preset {args.model_preset}"
+    )
     logger.info("model %s; training crop %d px (%s), evaluation short side %d px (%s)",
                 model_from, crop_size, crop_from, eval_side, eval_from)  # fmt: skip
 
     training_set = TrainingSet(
-        train_data, Augmentation(crop_size, args.min_scale, args.max_scale, args.single_category_max_area), args.seed
+        train_data,
+        Augmentation(crop_size, args.min_scale, args.max_scale, args.single_category_max_area),
+        args.seed,
     )
     collate = MaskFormerCollator(processor, mask_dtype=torch.bool)  # the model makes them float on its device
     global_batch = args.per_device_train_batch_size * accelerator.num_processes
@@ -262,17 +319,29 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
                 "items; recipe %s", args.max_train_steps, accelerator.num_processes, global_batch,
                 args.gradient_accumulation_steps, len(training_set), len(eval_data), recipe)  # fmt: skip
     if batches_per_epoch == 0:
-        raise ValueError(f"the training set has {len(training_set)} items, fewer than one global batch ({global_batch})")
+        raise ValueError(
+            f"the training set has {len(training_set)} items, fewer than one global batch ({global_batch})"
+        )
 
     optimizer = torch.optim.AdamW(parameter_groups(model, recipe.learning_rate, recipe.weight_decay,
                                                    recipe.backbone_lr_multiplier), lr=recipe.learning_rate)  # fmt: skip
     scheduler = get_polynomial_decay_schedule_with_warmup(
-        optimizer, num_warmup_steps=recipe.warmup_steps, num_training_steps=args.max_train_steps, lr_end=0.0,
+        optimizer,
+        num_warmup_steps=recipe.warmup_steps,
+        num_training_steps=args.max_train_steps,
+        lr_end=0.0,
         power=recipe.poly_power,
     )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
-    state = {"step": 0, "micro_batch": 0, "best_metric": None, "best_step": None, "last_loss": None, "history": []}
+    state = {
+        "step": 0,
+        "micro_batch": 0,
+        "best_metric": None,
+        "best_step": None,
+        "last_loss": None,
+        "history": [],
+    }
     pending_eval = False
     checkpoint = None
     if args.resume_from_checkpoint:
@@ -285,7 +354,9 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
         logger.info("resumed from %s at step %d", checkpoint, state["step"])
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-    accelerator.init_trackers("maskformer", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+    accelerator.init_trackers(
+        "maskformer", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+    )
 
     def evaluate() -> None:
         evaluate_and_record(model, processor, eval_data, accelerator, args, state)
@@ -301,7 +372,9 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
         epoch, first_batch = divmod(state["micro_batch"], batches_per_epoch)
         training_set.epoch = epoch
         local = [
-            batch[accelerator.process_index * args.per_device_train_batch_size :][: args.per_device_train_batch_size]
+            batch[accelerator.process_index * args.per_device_train_batch_size :][
+                : args.per_device_train_batch_size
+            ]
             for batch in epoch_batches(len(training_set), global_batch, args.seed, epoch)[first_batch:]
         ]
         # NOTE: its own generator, so creating a loader (its base seed) draws nothing from the global RNG
@@ -327,22 +400,35 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
             progress.update(1)
             loss = accelerator.reduce(outputs.loss.detach(), reduction="mean").item()
             if not math.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss} at step {state['step']}: lower the learning rate or check the data")
+                raise FloatingPointError(
+                    f"loss is {loss} at step {state['step']}: lower the learning rate or check the data"
+                )
             state["last_loss"] = loss
             if state["step"] % args.logging_steps == 0:
                 state["history"].append({"step": state["step"], "loss": loss})
                 parts = {k: accelerator.reduce(v.detach(), reduction="mean").item()
                          for k, v in outputs.loss_dict.items() if not k[-1].isdigit()}  # fmt: skip
-                accelerator.log({"train/loss": loss, "train/lr": scheduler.get_last_lr()[0], **{f"train/{k}": v for k, v in parts.items()}}, step=state["step"])
+                accelerator.log(
+                    {
+                        "train/loss": loss,
+                        "train/lr": scheduler.get_last_lr()[0],
+                        **{f"train/{k}": v for k, v in parts.items()},
+                    },
+                    step=state["step"],
+                )
                 progress.set_postfix(loss=f"{loss:.3f}")
-            out_of_time = args.max_train_seconds is not None and time.monotonic() - start_time > args.max_train_seconds
+            out_of_time = (
+                args.max_train_seconds is not None and time.monotonic() - start_time > args.max_train_seconds
+            )
             stopped = args.stop_at_step is not None and state["step"] >= args.stop_at_step
             done = state["step"] >= args.max_train_steps or out_of_time or stopped
             due_eval = state["step"] % args.eval_steps == 0 or done
             # NOTE: save before evaluating, so that an evaluation that crashes never costs the checkpoint; a
             # run resumed from it finishes the evaluation first (`eval_pending`).
             if state["step"] % args.checkpointing_steps == 0 or done:
-                save_checkpoint(accelerator, output_dir, {**state, "eval_pending": due_eval}, args.checkpoints_total_limit)
+                save_checkpoint(
+                    accelerator, output_dir, {**state, "eval_pending": due_eval}, args.checkpoints_total_limit
+                )
             if due_eval:
                 evaluate()
             if done:
@@ -355,7 +441,9 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     final_metrics = next((h["eval"] for h in reversed(state["history"]) if "eval" in h), None)
     failures = [h["step"] for h in state["history"] if "eval_error" in h]
     if failures:
-        logger.warning("%d evaluation(s) failed, at step(s) %s; see training_history.json", len(failures), failures)
+        logger.warning(
+            "%d evaluation(s) failed, at step(s) %s; see training_history.json", len(failures), failures
+        )
     if accelerator.is_main_process:
         save_hub_folder(accelerator.unwrap_model(model), processor, output_dir, args, final_metrics)
         (output_dir / "training_history.json").write_text(json.dumps(state["history"]))
@@ -385,7 +473,9 @@ def evaluate_and_record(model, processor, eval_data, accelerator: Accelerator, a
             raise
         logger.warning("evaluation at step %d failed; training goes on (its checkpoint is saved; "
                        "--stop_on_eval_error stops instead): %s: %s", step, type(error).__name__, error, exc_info=True)  # fmt: skip
-        state["history"].append({"step": step, "loss": state["last_loss"], "eval_error": f"{type(error).__name__}: {error}"})
+        state["history"].append(
+            {"step": step, "loss": state["last_loss"], "eval_error": f"{type(error).__name__}: {error}"}
+        )
         return
     accelerator.log({f"eval/{k}": v for k, v in results.items() if v is not None}, step=step)
     logger.info("step %d: %s", step, {k: round(v, 4) for k, v in results.items() if v is not None})
@@ -394,4 +484,6 @@ def evaluate_and_record(model, processor, eval_data, accelerator: Accelerator, a
     if score is not None and (state["best_metric"] is None or score > state["best_metric"]):
         state.update(best_metric=score, best_step=step)
         if accelerator.is_main_process:
-            save_hub_folder(accelerator.unwrap_model(model), processor, Path(args.output_dir) / "best", args, results)
+            save_hub_folder(
+                accelerator.unwrap_model(model), processor, Path(args.output_dir) / "best", args, results
+            )

@@ -45,7 +45,13 @@ def preset_config(name: str, id2label: dict[int, str]) -> MaskFormerConfig:
     swin = {
         "swin-tiny": (96, [2, 2, 6, 2], [3, 6, 12, 24], 7, "microsoft/swin-tiny-patch4-window7-224"),
         "swin-small": (96, [2, 2, 18, 2], [3, 6, 12, 24], 7, "microsoft/swin-small-patch4-window7-224"),
-        "swin-base": (128, [2, 2, 18, 2], [4, 8, 16, 32], 12, "microsoft/swin-base-patch4-window12-384-in22k"),
+        "swin-base": (
+            128,
+            [2, 2, 18, 2],
+            [4, 8, 16, 32],
+            12,
+            "microsoft/swin-base-patch4-window12-384-in22k",
+        ),
     }
     if name in swin:
         embed, depths, heads, window, checkpoint = swin[name]
@@ -53,10 +59,14 @@ def preset_config(name: str, id2label: dict[int, str]) -> MaskFormerConfig:
                                         drop_path_rate=0.3, out_features=STAGES)  # fmt: skip
         return MaskFormerConfig(backbone_config=backbone, backbone=checkpoint, use_pretrained_backbone=True,
                                 use_timm_backbone=False, **labels)  # fmt: skip
-    raise ValueError(f"unknown --model_preset {name!r}; choose from demo, resnet50, resnet101, {', '.join(swin)}")
+    raise ValueError(
+        f"unknown --model_preset {name!r}; choose from demo, resnet50, resnet101, {', '.join(swin)}"
+    )
 
 
-def build_model(args, id2label: dict[int, str]) -> MaskFormerForInstanceSegmentation | PerPixelBaselineForSemanticSegmentation:
+def build_model(
+    args, id2label: dict[int, str]
+) -> MaskFormerForInstanceSegmentation | PerPixelBaselineForSemanticSegmentation:
     """A preset architecture (`args.model_preset`) with the head `args.head`, or the model at
     `args.model_name_or_path` with its class head re-initialised when the class count differs (which the model's
     `from_pretrained` warns about)."""

@@ -96,7 +96,9 @@ def _standard(image: dict, is_prediction: bool) -> dict:
         raise ValueError("every prediction needs 'scores'")
     extra = [0] * len(labels) if extra is None else _numpy(extra).reshape(-1).tolist()
     if not len(masks) == len(labels) == len(extra):
-        raise ValueError(f"{len(masks)} masks, {len(labels)} labels and {len(extra)} scores/iscrowd flags differ in number")
+        raise ValueError(
+            f"{len(masks)} masks, {len(labels)} labels and {len(extra)} scores/iscrowd flags differ in number"
+        )
     key = "scores" if is_prediction else "iscrowd"
     return {"masks": masks, "labels": labels, key: [float(v) if is_prediction else int(v) for v in extra]}
 
@@ -111,11 +113,22 @@ class MaskAp(evaluate.Metric):
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
                 {
-                    "predictions": {"masks": [_RLE], "labels": labels, "scores": datasets.Sequence(datasets.Value("float64"))},
-                    "references": {"masks": [_RLE], "labels": labels, "iscrowd": datasets.Sequence(datasets.Value("int64"))},
+                    "predictions": {
+                        "masks": [_RLE],
+                        "labels": labels,
+                        "scores": datasets.Sequence(datasets.Value("float64")),
+                    },
+                    "references": {
+                        "masks": [_RLE],
+                        "labels": labels,
+                        "iscrowd": datasets.Sequence(datasets.Value("int64")),
+                    },
                 }
             ),
-            reference_urls=["https://cocodataset.org/#detection-eval", "https://github.com/cocodataset/cocoapi"],
+            reference_urls=[
+                "https://cocodataset.org/#detection-eval",
+                "https://github.com/cocodataset/cocoapi",
+            ],
         )
 
     # NOTE: masks are run-length encoded before they are stored: the module keeps a few bytes per mask
@@ -142,13 +155,19 @@ class MaskAp(evaluate.Metric):
         for image_id, (prediction, reference) in enumerate(zip(predictions, references), start=1):
             sizes = [m["size"] for m in reference["masks"] + prediction["masks"]]
             if any(size != sizes[0] for size in sizes):
-                raise ValueError(f"image {image_id - 1}: masks of different sizes {sorted(set(map(tuple, sizes)))}")
+                raise ValueError(
+                    f"image {image_id - 1}: masks of different sizes {sorted(set(map(tuple, sizes)))}"
+                )
             height, width = sizes[0] if sizes else (0, 0)
             images.append({"id": image_id, "height": height, "width": width})
             for rle, label, crowd in zip(reference["masks"], reference["labels"], reference["iscrowd"]):
-                ground_truth.append(_annotation(len(ground_truth) + 1, image_id, rle, label) | {"iscrowd": crowd})
+                ground_truth.append(
+                    _annotation(len(ground_truth) + 1, image_id, rle, label) | {"iscrowd": crowd}
+                )
             for rle, label, score in zip(prediction["masks"], prediction["labels"], prediction["scores"]):
-                detections.append(_annotation(len(detections) + 1, image_id, rle, label) | {"score": score, "iscrowd": 0})
+                detections.append(
+                    _annotation(len(detections) + 1, image_id, rle, label) | {"score": score, "iscrowd": 0}
+                )
         if not any(not annotation["iscrowd"] for annotation in ground_truth):
             return dict.fromkeys(names) | {"per_category_ap": {}}
         categories = sorted({a["category_id"] for a in ground_truth + detections})
@@ -156,7 +175,11 @@ class MaskAp(evaluate.Metric):
             coco = {}
             for key, annotations in (("gt", ground_truth), ("dt", detections)):
                 coco[key] = COCO()
-                coco[key].dataset = {"images": images, "annotations": annotations, "categories": [{"id": c} for c in categories]}
+                coco[key].dataset = {
+                    "images": images,
+                    "annotations": annotations,
+                    "categories": [{"id": c} for c in categories],
+                }
                 coco[key].createIndex()
             evaluation = COCOeval(coco["gt"], coco["dt"], iouType="segm")
             evaluation.params.maxDets = [1, 10, max_detections]
@@ -164,7 +187,9 @@ class MaskAp(evaluate.Metric):
             evaluation.accumulate()
             evaluation.summarize()
         results = {name: float(value) if value >= 0 else None for name, value in zip(names, evaluation.stats)}
-        precision = evaluation.eval["precision"][:, :, :, 0, -1]  # (IoU thresholds, recall points, categories)
+        precision = evaluation.eval["precision"][
+            :, :, :, 0, -1
+        ]  # (IoU thresholds, recall points, categories)
         per_category = {}
         for k, category in enumerate(evaluation.params.catIds):
             values = precision[:, :, k]
