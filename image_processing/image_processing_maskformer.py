@@ -639,11 +639,13 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         target_sizes: list[tuple[int, int]] | None = None,
         return_segmentation_scores: bool = False,
         method: Method = "auto",
+        band_rows: int | None = None,
     ) -> list[torch.Tensor] | list[SemanticSegmentationPostProcessorOutput]:
         """Per image, a long (H_t, W_t) map of class ids, at `target_sizes` (default: the mask logits' size, as
         transformers); with `return_segmentation_scores`, transformers' `SemanticSegmentationPostProcessorOutput`
         with `segmentation` and the (K, H_t, W_t) `segmentation_scores` it is the argmax of. `method`: "dense",
-        "bounded" or "auto" (see post_processing.py); all give the same maps. Takes MaskFormer's outputs and a
+        "bounded" or "auto" (see post_processing.py); all give the same maps. `band_rows`: output rows evaluated at
+        once (default: from a memory budget; see docs/post_processing.md). Takes MaskFormer's outputs and a
         per-pixel classifier's (`logits` (B, K, H/4, W/4): the paper's baseline, always dense)."""
         from .per_pixel_post_processing import (
             per_pixel_logits,
@@ -659,7 +661,9 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
             scores = per_pixel_semantic_scores(logits, **geometry) if return_segmentation_scores else None
         else:
             class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
-            maps = semantic_segmentation(class_logits, mask_logits, method=method, **geometry)
+            maps = semantic_segmentation(
+                class_logits, mask_logits, method=method, band_rows=band_rows, **geometry
+            )
             scores = (
                 semantic_scores(class_logits, mask_logits, **geometry) if return_segmentation_scores else None
             )
@@ -680,6 +684,7 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         return_coco_annotation: bool = False,
         return_binary_maps: bool = False,
         method: Method = "auto",
+        band_rows: int | None = None,
     ) -> list[dict[str, Any]]:
         """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py); with
         `return_coco_annotation`, the segmentation is one COCO RLE per id of the map (`-1`, no instance, first),
@@ -701,6 +706,7 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
             overlap_mask_area_threshold=overlap_mask_area_threshold,
             return_binary_maps=return_binary_maps,
             method=method,
+            band_rows=band_rows,
             **geometry,
         )
         if return_coco_annotation:
@@ -717,6 +723,7 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         label_ids_to_fuse: set[int] | None = None,
         target_sizes: list[tuple[int, int]] | None = None,
         method: Method = "auto",
+        band_rows: int | None = None,
     ) -> list[dict[str, Any]]:
         """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py)."""
         from .per_pixel_post_processing import check_not_per_pixel
@@ -732,6 +739,7 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
             overlap_mask_area_threshold=overlap_mask_area_threshold,
             label_ids_to_fuse=label_ids_to_fuse,
             method=method,
+            band_rows=band_rows,
             **geometry,
         )
 

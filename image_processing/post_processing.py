@@ -2,30 +2,29 @@
 
 Pure tensor functions (no processor state); `MaskFormerImageProcessor.post_process_*` call them.
 
-Each follows the authors' order of operations (facebookresearch/MaskFormer `mask_former_model.py`; instance
-inference from Mask2Former): the mask *logits* are upsampled bilinearly to the padded input, the padding is
-cropped and the result resized bilinearly to the output size; the sigmoid comes
-- for semantic inference, after the upsampling and before the resize: per-class scores
-  sum_q p_q(k) * sigmoid(upsampled logits of q) are resized, then the argmax is taken;
+This module is the authors' algorithm (facebookresearch/MaskFormer `mask_former_model.py`, `semantic_inference`
+and `panoptic_inference`; instance inference from Mask2Former's `instance_inference`), in their order of
+operations: the mask *logits* are upsampled bilinearly to the padded input (U), the padding is cropped and the
+result resized bilinearly to the output size (R); the sigmoid comes
+- for semantic inference, after U and before R: per-class scores sum_q p_q(k) * sigmoid(U(m_q)) are resized,
+  then the argmax is taken;
 - for panoptic and instance inference, after both resamplings.
 
-Two evaluations, chosen by one `method` argument shared by the three tasks:
-- "dense" is the specification: the original's computation, written as plainly as the authors' (every query
-  resampled at every pixel with torch's resizes). The default off the CPU;
-- "bounded" gives the same maps (up to float rounding on exact ties) without resampling every query at every pixel
-  (`resampling.py`: each output pixel depends on a 2x2 to 3x3 window of logits, and both resamplings are convex
-  blends, so a window's extrema bound its pixels). Semantic: bounds on score *differences* (the winning class
-  against each other one, query by query) decide blocks of cells, then cells; the rest is scored exactly over the
-  classes still in contention. Panoptic: each tile's winning query and its threshold counts come from the bounds
-  where they are certain. Instance: each candidate query is evaluated over the bounding box of the output pixels
-  whose windows hold a logit that can reach the mask threshold. It syncs with the host and loops in Python, a CPU
-  design;
-- "auto" (default): dense off the CPU, and on the CPU for inputs below a measured size (`DENSE_LIMITS`).
+It runs in bands of output rows (`resampling.py`): each band resamples only the logit rows it reads, so the
+memory grows with the band and the output map, never with queries x output pixels; `band_rows` sets the band
+(default: about `BAND_ELEMENTS` values per tensor). Every other step is the authors' as they wrote it.
 
-Deliberate differences from the original, all documented in the README: the padding is cropped before any
-resize (also for panoptic, where the original's outputs are at the padded size when not resized); instance
-inference honours `threshold`, `mask_threshold` and `overlap_mask_area_threshold` and paints non-overlapping
-maps; queries with non-finite logits are ignored with a warning.
+`method` picks the evaluation, the same for the three tasks; all give the same maps (up to float rounding on
+exact ties):
+- "dense": this module, every query resampled at every output pixel, band by band;
+- "bounded": a CPU accelerator (`bounded.py`, `bounded_masks.py`) that decides most pixels from bounds instead;
+- "auto" (default): the one the cost model (`cost.py`) predicts faster for these sizes on this machine; always
+  "dense" off the CPU.
+
+Deliberate differences from the original, all documented in the README (post-processing): the padding is cropped
+before any resize (also for panoptic, where the original's outputs are at the padded size when not resized);
+instance inference honours `threshold`, `mask_threshold` and `overlap_mask_area_threshold` and paints
+non-overlapping maps; queries with non-finite logits are ignored with a warning.
 
 Output conventions (mirroring `transformers.MaskFormerImageProcessor` where it is correct):
 - maps come at the target size, by default the valid (unpadded) input size.
@@ -37,36 +36,30 @@ Output conventions (mirroring `transformers.MaskFormerImageProcessor` where it i
 
 Shape legend: B batch, Q queries, K classes (+1 "no object", the last class logit), (h, w) the mask logits at
 stride 4 of the padded input (H, W), (h_v, w_v) one image's unpadded content, (H_t, W_t) the output size,
-T tiles (output pixels grouped by the window they depend on), n pixels evaluated exactly.
+M kept queries (panoptic), U candidate queries and N instances (instance), rows: a band's output rows.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import math
 from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from .resampling import CellPixels, Geometry, Pixels, image_sizes, mix, take
+from .bounded import semantic as bounded_semantic
+from .bounded import semantic_open_share
+from .bounded_masks import InstanceMasks as BoundedInstanceMasks
+from .bounded_masks import panoptic as bounded_panoptic
+from .bounded_masks import panoptic_open_share
+from .cost import evaluate, use_bounded
+from .resampling import BAND_ELEMENTS, Geometry, Rows, image_sizes, take
 
 logger = logging.getLogger(__name__)
 
 Method = Literal["auto", "dense", "bounded"]
-# NOTE: "auto" is dense off the CPU (the dense path's few large kernels beat the bounded path's many small ones and
-# host syncs there), and on the CPU while maps x (valid + output pixels), the pixels resampled, stays at or below
-# the task's limit: maps are all queries for semantic, the kept queries for panoptic, the candidate queries for
-# instance. Crossovers measured on 2 cores (Xeon with AVX-512, torch 2.14, 1 thread, one trained model's outputs
-# at 32-576 px): semantic dense faster up to ~1e6, bounded 1.7-3x faster from 3e6; instance even at 2.6e5, box
-# path 1.3-2.3x faster above; panoptic dense faster up to 2.4e6 (no resize), bounded faster from ~4e6 (3x at the
-# crafted ADE-like 1.4e7).
-DENSE_LIMITS = {"semantic": 1 << 21, "instance": 1 << 18, "panoptic": 1 << 22}
-# Decisions from bounds need a margin above float rounding, relative to the scores' magnitude: the float32
-# sums of the original itself differ from exact arithmetic by ~1e-7 of it.
-_SLACK = 1e-6
-_BLOCK = 4  # cells per side of a block in the first round of semantic decisions (measured: 4 beats 8)
 
 
 def _prepared(class_logits: Tensor, mask_logits: Tensor, padded_size, valid_sizes, target_sizes, masks=True):
@@ -90,7 +83,15 @@ def _prepared(class_logits: Tensor, mask_logits: Tensor, padded_size, valid_size
             finite &= torch.isfinite(mask_logits).flatten(2).all(-1)
         _warn_non_finite((~finite).sum(1).tolist(), finite.shape[1])
     queries = [row.nonzero().squeeze(1) for row in finite]
-    return class_logits, mask_logits, padded, sizes, queries
+    geometries = [
+        Geometry.of(tuple(mask_logits.shape[-2:]), padded, v, t, mask_logits.device) for v, t in sizes
+    ]
+    return class_logits, mask_logits, geometries, queries
+
+
+def _kept(values: Tensor, index: Tensor) -> Tensor:
+    """values[index] along dim 0, without a copy when the index keeps every row (the usual case)."""
+    return values if len(index) == len(values) else values[index]
 
 
 def _warn_non_finite(dropped: list[int], total: int) -> None:
@@ -109,21 +110,37 @@ def _finite_maps(logits: Tensor) -> Tensor:
     return finite
 
 
-def _check_method(method: Method) -> None:
+def _check(method: Method, band_rows: int | None) -> None:
     if method not in ("auto", "dense", "bounded"):
         raise ValueError(f"method must be 'auto', 'dense' or 'bounded', got {method!r}")
+    if band_rows is not None and (
+        isinstance(band_rows, bool) or not isinstance(band_rows, int) or band_rows < 1
+    ):
+        raise ValueError(
+            f"band_rows must be a positive int (output rows per band) or None, got {band_rows!r}"
+        )
 
 
-def _use_dense(task: str, method: Method, maps: int, geometry: Geometry) -> bool:
-    """The one rule of the three tasks: dense when asked, or for "auto" off the CPU or for small inputs."""
-    if method != "auto":
-        return method == "dense"
-    pixels = geometry.y.valid * geometry.x.valid + geometry.target[0] * geometry.target[1]
-    return geometry.device.type != "cpu" or maps * pixels <= DENSE_LIMITS[task]
+def _tiny(task: str, method: str) -> None:
+    """One tiny image (8 queries, 4 classes, 8x8 logits of noise, so that every stage of each path runs) through a
+    task's `method`: its fixed cost, for `cost.py`."""
+    generator = torch.Generator().manual_seed(0)
+    class_logits = torch.randn(1, 8, 5, generator=generator) * 3
+    mask_logits = torch.randn(1, 8, 8, 8, generator=generator) * 4
+    if task == "semantic":
+        semantic_segmentation(class_logits, mask_logits, padded_size=(32, 32), method=method)
+    elif task == "panoptic":
+        panoptic_segmentation(class_logits, mask_logits, padded_size=(32, 32), threshold=0.0, method=method)
+    else:
+        instance_segmentation(class_logits, mask_logits, padded_size=(32, 32), threshold=0.0, method=method)
+
+
+def _bands(geometry: Geometry, maps: int, band_rows: int | None):
+    return geometry.bands(band_rows or geometry.band_rows(maps, BAND_ELEMENTS))
 
 
 # ----------------------------------------------------------------------------------------------------
-# Semantic segmentation (paper Sec. 3.4, "semantic inference")
+# Semantic segmentation (paper Sec. 3.4; the original's `semantic_inference` and `sem_seg_postprocess`)
 # ----------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def semantic_segmentation(
@@ -134,29 +151,47 @@ def semantic_segmentation(
     valid_sizes: Sequence[Sequence[int]] | None = None,
     target_sizes: Sequence[Sequence[int]] | None = None,
     method: Method = "auto",
+    band_rows: int | None = None,
 ) -> list[Tensor]:
     """Per-pixel class maps: argmax_k of R(sum_q p_q(k) * sigmoid(U(m_q))), one (H_t, W_t) int64 map per image.
 
     U upsamples the mask logits to the padded input, the padding is cropped, R resizes to the target size
     (the original's `semantic_inference` then `sem_seg_postprocess`). Unlike transformers 5.x, the sigmoid
     comes after the upsampling and the padding is cropped before resizing, so it never leaks into the map.
-    `method`: "dense" (the original's computation), "bounded" (the same maps from bounds, for large inputs on
-    CPU) or "auto" (`_use_dense`).
     """
-    _check_method(method)
-    class_logits, mask_logits, padded, sizes, queries = _prepared(
+    _check(method, band_rows)
+    class_logits, mask_logits, geometries, queries = _prepared(
         class_logits, mask_logits, padded_size, valid_sizes, target_sizes
     )
     results = []
-    for b, (valid, target) in enumerate(sizes):
+    for b, geometry in enumerate(geometries):
         probs = class_logits[b, queries[b]].softmax(-1)[:, :-1]  # (Q, K)
-        logits = mask_logits[b, queries[b]]  # (Q, h, w)
-        geometry = Geometry.of(tuple(logits.shape[-2:]), padded, valid, target, logits.device)
-        if _use_dense("semantic", method, len(logits), geometry):
-            results.append(_semantic_dense(probs, logits, geometry))
-        else:
-            results.append(_semantic_bounded(probs, logits, geometry))
+        logits = _kept(mask_logits[b], queries[b])  # (Q, h, w)
+        paths = {
+            "dense": functools.partial(_semantic_dense, probs, logits, geometry, band_rows),
+            "bounded": functools.partial(bounded_semantic, probs, logits, geometry, band_rows),
+        }
+        probe = functools.partial(semantic_open_share, probs, logits)  # asked only if it matters
+        counts = {"maps": len(logits), "classes": probs.shape[1], "open_share": probe, "tiny": _tiny}
+        results.append(evaluate("semantic", method, geometry, paths, **counts))
     return results
+
+
+def _semantic_dense(probs: Tensor, logits: Tensor, geometry: Geometry, band_rows: int | None) -> Tensor:
+    """The original's semantic inference of one image, band by band: (H_t, W_t) int64."""
+    segmentation = torch.empty(geometry.target, dtype=torch.long, device=logits.device)
+    for rows in _bands(geometry, max(probs.shape), band_rows):
+        # NOTE: max(0).indices, not argmax(0): the same first index on ties, and 3x faster on CPU (torch 2.x).
+        segmentation[rows[0] : rows[1]] = _semantic_scores(probs, logits, geometry, rows).max(0).indices
+    return segmentation
+
+
+def _semantic_scores(probs: Tensor, logits: Tensor, geometry: Geometry, rows: Rows) -> Tensor:
+    """The original's semantic scores over output rows rows[0]..rows[1]-1: (K, rows, W_t)."""
+    sources = geometry.y.sources(rows)  # the rows of the cropped input these output rows blend
+    masks = geometry.upsampled(logits, sources).sigmoid()  # (Q, source rows, w_v)
+    scores = torch.einsum("qk,qhw->khw", probs, masks)  # (K, source rows, w_v)
+    return geometry.resized(scores, rows, sources)
 
 
 @torch.no_grad()
@@ -172,193 +207,23 @@ def semantic_scores(
     """The per-class score maps before the argmax: R(sum_q p_q(k) * sigmoid(U(m_q))), (K, H_t, W_t) float32
     per image, or only the output rows rows[0]..rows[1]-1 (to bound memory: K x rows x W_t).
 
-    `semantic_segmentation` gives their argmax without computing them all; test-time augmentation averages them.
+    `semantic_segmentation` gives their argmax without holding them all; test-time augmentation averages them.
     """
-    class_logits, mask_logits, padded, sizes, queries = _prepared(
+    class_logits, mask_logits, geometries, queries = _prepared(
         class_logits, mask_logits, padded_size, valid_sizes, target_sizes
     )
     results = []
-    for b, (valid, target) in enumerate(sizes):
+    for b, geometry in enumerate(geometries):
         probs = class_logits[b, queries[b]].softmax(-1)[:, :-1]  # (Q, K)
-        geometry = Geometry.of(tuple(mask_logits.shape[-2:]), padded, valid, target, mask_logits.device)
-        first, last = rows if rows is not None else (0, target[0])
-        if not 0 <= first < last <= target[0]:
-            raise ValueError(f"rows {rows} are not a range of the {target[0]} output rows")
-        results.append(_score_rows(probs, mask_logits[b, queries[b]], geometry, first, last))
+        first, last = rows if rows is not None else (0, geometry.target[0])
+        if not 0 <= first < last <= geometry.target[0]:
+            raise ValueError(f"rows {rows} are not a range of the {geometry.target[0]} output rows")
+        results.append(_semantic_scores(probs, _kept(mask_logits[b], queries[b]), geometry, (first, last)))
     return results
 
 
-def _score_rows(probs: Tensor, logits: Tensor, geometry: Geometry, first: int, last: int) -> Tensor:
-    """Semantic scores of output rows first..last-1, (K, rows, W_t): the padded rows these outputs blend,
-    upsampled (U) along each axis, sigmoid, classes, then resized (R) along each axis."""
-    ay, ax = geometry.y, geometry.x
-    outputs = torch.arange(first, last, device=logits.device)
-    above, below = ay.src0[outputs], ay.src1[outputs]
-    # NOTE: only the source rows the outputs use (about two per output row when shrinking a large view).
-    sources, where = torch.unique(torch.cat([above, below]), return_inverse=True)
-    upsampled = mix(  # (Q, source rows, w), then (Q, source rows, w_v)
-        logits.index_select(1, ay.tap0[sources]),
-        logits.index_select(1, ay.tap1[sources]),
-        ay.tap_weight[sources, None],
-    )
-    columns = torch.arange(ax.valid, device=logits.device)
-    upsampled = mix(
-        upsampled.index_select(2, ax.tap0[columns]),
-        upsampled.index_select(2, ax.tap1[columns]),
-        ax.tap_weight,
-    ).sigmoid_()
-    scores = torch.einsum("qk,qhw->khw", probs, upsampled)  # (K, source rows, w_v)
-    count = len(outputs)
-    scores = mix(
-        scores.index_select(1, where[:count]),
-        scores.index_select(1, where[count:]),
-        ay.src_weight[outputs, None],
-    )
-    return mix(scores.index_select(2, ax.src0), scores.index_select(2, ax.src1), ax.src_weight)
-
-
-def _semantic_dense(probs: Tensor, logits: Tensor, geometry: Geometry) -> Tensor:
-    """The original's `semantic_inference` and `sem_seg_postprocess`, with torch's resizes: (H_t, W_t) int64."""
-    masks = geometry.upsampled(logits).sigmoid()  # (Q, h_v, w_v)
-    scores = torch.einsum("qk,qhw->khw", probs, masks)  # (K, h_v, w_v)
-    # NOTE: max(0).indices, not argmax(0): the same first index on ties, and 3x faster on CPU (torch 2.x).
-    return geometry.resized(scores).max(0).indices
-
-
-def _semantic_bounded(probs: Tensor, logits: Tensor, geometry: Geometry) -> Tensor:
-    """Decisions from the coarse to the fine, then exact scores where none decides.
-
-    Cells are the 2x2 windows of logits (all the padded pixels between four low-res samples): bounds over a
-    cell are tight. Blocks of 4x4 cells (overlapping by one cell, so that every tile's window lies in one
-    block's) decide whole regions and give the classes the finer steps still need. A tile's window is one
-    cell, or two or four adjacent ones where its pixels' sources straddle cells; it is decided when its cells
-    are, with the same class (an output pixel blends source pixels that all rank that class first). The
-    remaining tiles get exact scores over the classes still in contention.
-    """
-    low, high = (bound.sigmoid_() for bound in _cell_extrema(logits))  # (Q, h, w) each
-    slack = _SLACK * float(probs.sum(0).max())
-    block_low, block_high = _blocks(low, torch.amin), _blocks(high, torch.amax)
-    decided, guess, contenders = _dominance(probs, block_low.flatten(1).t(), block_high.flatten(1).t(), slack)
-    block_classes = contenders.nonzero().squeeze(1)
-    (h, w), blocks = geometry.low, block_low.shape[1:]
-    cell_block = (torch.arange(h, device=probs.device) // _BLOCK)[:, None] * blocks[1] + torch.arange(
-        w, device=probs.device
-    ) // _BLOCK  # (h, w) block id of each cell
-    cell_block = cell_block.flatten()
-    cell_label, cell_decided = take(guess, cell_block), take(decided, cell_block)
-    open_cells = (~cell_decided).nonzero().squeeze(1)
-    classes = block_classes[:0]
-    if len(open_cells):
-        cell_decided[open_cells], cell_guess, contenders = _dominance(
-            probs[:, block_classes],
-            low.flatten(1).index_select(1, open_cells).t(),
-            high.flatten(1).index_select(1, open_cells).t(),
-            slack,
-        )
-        cell_label[open_cells] = block_classes[cell_guess]
-        classes = block_classes[contenders]
-    # Tiles from their cells: first (window) and last cell along each axis.
-    ay, ax = geometry.y, geometry.x
-    first_y, first_x = ay.keys // 2, ax.keys // 2
-    last_y, last_x = (first_y + ay.keys % 2).clamp_(max=h - 1), (first_x + ax.keys % 2).clamp_(max=w - 1)
-    corners = [(r[:, None] * w + c[None, :]).flatten() for r in (first_y, last_y) for c in (first_x, last_x)]
-    per_tile = take(cell_label, corners[0])
-    tile_decided = take(decided, take(cell_block, corners[0]))  # inside a decided block's window
-    agreeing = take(cell_decided, corners[0])
-    for corner in corners[1:]:
-        agreeing &= take(cell_decided, corner) & (take(cell_label, corner) == per_tile)
-    tile_decided |= agreeing
-    open_tiles = (~tile_decided).nonzero().squeeze(1)
-    if bool((ay.keys % 2).any() or (ax.keys % 2).any()):
-        # NOTE: a tile straddling cells decided for different classes may be won by a third class; only the
-        # block's test covers its whole window, so all the block contenders stay in.
-        classes = block_classes
-    segmentation = geometry.paint(per_tile)
-    if len(open_tiles):
-        rows, cols, _ = geometry.pixels_of(open_tiles)
-        if CellPixels.applies(geometry):  # the upsampling cell by cell
-            pixels = CellPixels(geometry, rows, cols)
-            masks = pixels.cell_logits(logits).sigmoid_()  # (16 * n_cells, Q)
-        else:
-            pixels = Pixels(geometry, rows, cols)
-            masks = pixels.source_logits(logits).sigmoid_()  # (n_s, Q)
-        scores = pixels.blend(torch.mm(masks, probs[:, classes]))  # (n, K_c)
-        segmentation.view(-1)[geometry.flat_index(rows, cols)] = take(classes, scores.max(1).indices)
-    return segmentation
-
-
-def _cell_extrema(logits: Tensor) -> tuple[Tensor, Tensor]:
-    """(C, h, w) -> minimum and maximum over each 2x2 window logits[:, i : i + 2, j : j + 2] (cut at the edges)."""
-
-    def reduce(values: Tensor, op) -> Tensor:
-        for dim in (1, 2):
-            n = values.shape[dim]
-            out = values.clone()
-            if n > 1:
-                head = out.narrow(dim, 0, n - 1)
-                head.copy_(op(head, values.narrow(dim, 1, n - 1)))
-            values = out
-        return values
-
-    return reduce(logits, torch.minimum), reduce(logits, torch.maximum)
-
-
-def _dominance(probs: Tensor, low: Tensor, high: Tensor, slack: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Which class wins in each region, from per-query bounds of the sigmoid there.
-
-    probs (Q, K); low, high (R, Q) bounds of each query's sigmoid over each of R regions. The guess is the class
-    with the best score at the lower bounds; then, for every class k, a lower bound on score(guess) - score(k):
-    query q adds d_q * sigmoid with d_q = p_q(guess) - p_q(k), least at the lower bound where d_q > 0 and at
-    the upper one where d_q < 0, i.e. low @ d - (high - low) @ max(-d, 0). Returns per region whether the guess
-    wins for certain (every bound > slack) and the guess, (R,) each, and the classes that may win in an
-    undecided region, (K,) bool.
-    """
-    at_low = torch.mm(low, probs)  # (R, K) scores at the lower bounds
-    guess = at_low.max(1).indices  # (R,) NOTE: as argmax(1), faster on CPU
-    spread = high - low  # (R, Q)
-    decided = torch.zeros(len(guess), dtype=torch.bool, device=probs.device)
-    contenders = torch.zeros(probs.shape[1], dtype=torch.bool, device=probs.device)
-    for label in torch.unique(guess).tolist():
-        members = (guess == label).nonzero().squeeze(1)
-        scores = at_low[members]
-        margin = (scores[:, label : label + 1] - scores).sub_(
-            torch.mm(spread[members], (probs - probs[:, label : label + 1]).clamp_(min=0))
-        )  # (R_label, K) lower bounds
-        margin[:, label] = math.inf
-        beaten = margin > slack
-        won = beaten.all(1)
-        decided[members] = won
-        if not bool(won.all()):
-            contenders |= (~beaten[~won]).any(0)
-            contenders[label] = True
-    return decided, guess, contenders
-
-
-def _blocks(values: Tensor, reduce) -> Tensor:
-    """(C, h, w) cell bounds -> (C, B_y, B_x) block bounds: `reduce` (torch.amin / amax) over cells
-    _BLOCK * b .. _BLOCK * (b + 1) inclusive along each axis (one cell of overlap with the next block; cut at the
-    edges)."""
-    for dim in (1, 2):
-        n = values.shape[dim]
-        count = -(-n // _BLOCK)
-        extra = count * _BLOCK + 1 - n  # repeat the last cell: it is inside the last block already
-        last = values.narrow(dim, n - 1, 1)
-        padded = torch.cat(
-            [values, last.expand(*[extra if d == dim else -1 for d in range(values.ndim)])], dim
-        )
-        main = padded.narrow(dim, 0, count * _BLOCK)
-        shape = list(main.shape)
-        shape[dim : dim + 1] = [count, _BLOCK]
-        reduced = reduce(main.reshape(shape), dim=dim + 1)
-        overlap = padded.narrow(dim, _BLOCK, count * _BLOCK - _BLOCK + 1)[
-            tuple(slice(None, None, _BLOCK) if d == dim else slice(None) for d in range(values.ndim))
-        ]
-        values = reduce(torch.stack([reduced, overlap]), dim=0)
-    return values
-
-
 # ----------------------------------------------------------------------------------------------------
-# Panoptic segmentation (paper Sec. 3.4 / the original `panoptic_inference`)
+# Panoptic segmentation (paper Sec. 3.4; the original's `panoptic_inference`)
 # ----------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def panoptic_segmentation(
@@ -373,6 +238,7 @@ def panoptic_segmentation(
     overlap_mask_area_threshold: float = 0.8,
     label_ids_to_fuse: set[int] | None = None,
     method: Method = "auto",
+    band_rows: int | None = None,
 ) -> list[dict]:
     """Non-overlapping segments: the original's panoptic inference at the target size.
 
@@ -384,16 +250,16 @@ def panoptic_segmentation(
     entry for every fused query).
 
     Returns per image {"segmentation": (H_t, W_t) int32, "segments_info": [{"id", "label_id", "was_fused",
-    "score"}]}, ids from 1 in query order and 0 where no segment. `method` as for `semantic_segmentation`.
+    "score"}]}, ids from 1 in query order and 0 where no segment.
     """
-    _check_method(method)
+    _check(method, band_rows)
     fuse = set() if label_ids_to_fuse is None else {int(label) for label in label_ids_to_fuse}
-    class_logits, mask_logits, padded, sizes, queries = _prepared(
+    class_logits, mask_logits, geometries, queries = _prepared(
         class_logits, mask_logits, padded_size, valid_sizes, target_sizes, masks=False
     )
     num_classes = class_logits.shape[-1] - 1
     results = []
-    for b, (valid, target) in enumerate(sizes):
+    for b, geometry in enumerate(geometries):
         scores, labels = class_logits[b, queries[b]].softmax(-1).max(-1)  # (Q,)
         keep = (labels != num_classes) & (scores > threshold)
         scores, labels, logits = scores[keep], labels[keep], mask_logits[b, queries[b][keep]]  # M kept
@@ -402,15 +268,22 @@ def panoptic_segmentation(
             if not finite.all():
                 scores, labels, logits = scores[finite], labels[finite], logits[finite]
         if not len(scores):
-            segmentation = torch.zeros(target, dtype=torch.int32, device=class_logits.device)
+            segmentation = torch.zeros(geometry.target, dtype=torch.int32, device=class_logits.device)
             results.append({"segmentation": segmentation, "segments_info": []})
             continue
-        geometry = Geometry.of(tuple(logits.shape[-2:]), padded, valid, target, logits.device)
-        if _use_dense("panoptic", method, len(logits), geometry):
-            winner, visible, own_area = _panoptic_dense(scores, logits, geometry, mask_threshold)
-        else:
-            winner, visible, own_area = _panoptic_bounded(scores, logits, geometry, mask_threshold)
-        segment_of = [0] * len(scores)  # per kept query, its segment id (0: dropped)
+        paths = {
+            "dense": functools.partial(
+                _panoptic_winners, scores, logits, geometry, mask_threshold, band_rows
+            ),
+            "bounded": functools.partial(
+                bounded_panoptic, scores, logits, geometry, mask_threshold, band_rows
+            ),
+        }
+        probe = functools.partial(panoptic_open_share, scores, logits, geometry, mask_threshold)
+        winner, visible, own_area = evaluate(
+            "panoptic", method, geometry, paths, maps=len(logits), open_share=probe, tiny=_tiny
+        )
+        segment_of = [0] * (len(scores) + 1)  # per kept query, its segment id (0: dropped)
         segments, fused_ids = [], {}
         for m, (label, score) in enumerate(zip(labels.tolist(), scores.tolist())):
             if visible[m] == 0 or own_area[m] == 0 or visible[m] / own_area[m] < overlap_mask_area_threshold:
@@ -424,70 +297,36 @@ def panoptic_segmentation(
             )
             if label in fuse:
                 fused_ids[label] = segment_of[m]
-        lookup = torch.tensor(segment_of, dtype=torch.int32, device=winner.device)
-        results.append(
-            {"segmentation": take(lookup, winner.flatten()).view(target), "segments_info": segments}
-        )
+        results.append({"segmentation": _relabel(winner, segment_of), "segments_info": segments})
     return results
 
 
-def _probability_at_least(threshold: float) -> float:
-    """The logit at which sigmoid reaches `threshold` (-inf / inf outside (0, 1))."""
-    if threshold <= 0:
-        return -math.inf
-    if threshold >= 1:
-        return math.inf
-    return math.log(threshold / (1 - threshold))
-
-
-def _panoptic_dense(scores: Tensor, logits: Tensor, geometry: Geometry, mask_threshold: float):
-    """The original's `panoptic_inference` maps: (winner query per pixel (H_t, W_t), visible pixels per query,
-    own area per query: pixels with sigmoid >= mask_threshold), the counts as lists."""
-    masks = geometry.full(logits).sigmoid()  # (M, H_t, W_t)
-    winner = (scores[:, None, None] * masks).max(0).indices  # NOTE: as argmax(0), faster on CPU
-    own_area = (masks >= mask_threshold).sum((1, 2))
-    visible = torch.bincount(winner.flatten(), minlength=len(scores))
+def _panoptic_winners(scores: Tensor, logits: Tensor, geometry: Geometry, mask_threshold: float, band_rows):
+    """The original's `panoptic_inference` maps, band by band: the winning query of each pixel (H_t, W_t) int32,
+    and per query its visible pixels and its own area (pixels with sigmoid >= mask_threshold), as lists."""
+    winner = torch.empty(geometry.target, dtype=torch.int32, device=logits.device)
+    visible = torch.zeros(len(scores), dtype=torch.long, device=logits.device)
+    own_area = torch.zeros(len(scores), dtype=torch.long, device=logits.device)
+    for rows in _bands(geometry, len(logits), band_rows):
+        sources = geometry.y.sources(rows)
+        masks = geometry.resized(
+            geometry.upsampled(logits, sources), rows, sources
+        ).sigmoid()  # (M, rows, W_t)
+        band = (scores[:, None, None] * masks).max(0).indices  # NOTE: as argmax(0), faster on CPU
+        own_area += (masks >= mask_threshold).sum((1, 2))
+        visible += torch.bincount(band.flatten(), minlength=len(scores))
+        winner[rows[0] : rows[1]] = band
     return winner, visible.tolist(), own_area.tolist()
 
 
-def _panoptic_bounded(scores: Tensor, logits: Tensor, geometry: Geometry, mask_threshold: float):
-    """As `_panoptic_dense`, deciding tiles from bounds: a tile's winner is certain when one query's least
-    weighted probability over the tile's window beats every other query's greatest, and its pixels count
-    towards a query's own area without evaluation when the window is entirely above (or below) the threshold
-    logit. Only the other tiles' pixels are evaluated."""
-    count = len(scores)
-    low, high = (bound.flatten(1) for bound in geometry.window_extrema(logits))  # (M, T) logits
-    least = low.sigmoid().mul_(scores[:, None])
-    most = high.sigmoid().mul_(scores[:, None])
-    best_value, best = least.max(0)
-    most.scatter_(0, best[None], -math.inf)
-    decided = best_value > most.max(0).values * (1 + _SLACK) + _SLACK
-    cut = _probability_at_least(mask_threshold)
-    if math.isfinite(cut):
-        margin = _SLACK * (1 + abs(cut))
-        inside, outside = low > cut + margin, high < cut - margin
-    else:  # thresholds at 0 or 1: the sigmoid's rounding decides, evaluate everything
-        inside = outside = torch.zeros_like(low, dtype=torch.bool)
-    tile_pixels = geometry.tile_pixels
-    own_area = torch.mv(inside.double(), tile_pixels.double()).long()
-    visible = torch.bincount(best[decided], weights=tile_pixels[decided].double(), minlength=count).long()
-    winner = geometry.paint(best)
-    unsure = ~(inside | outside)  # (M, T)
-    exact = ~decided | unsure.any(0)
-    if bool(exact.any()):
-        open_tiles = exact.nonzero().squeeze(1)
-        rows, cols, owner = geometry.pixels_of(open_tiles)
-        pixels = Pixels(geometry, rows, cols)
-        masks = pixels.blend(pixels.source_logits(logits)).sigmoid_().t()  # (M, n)
-        counted = unsure.index_select(1, open_tiles).index_select(1, owner)  # (M, n) not counted by tiles
-        own_area += ((masks >= mask_threshold) & counted).sum(1)
-        undecided = (
-            take(~decided, open_tiles).index_select(0, owner).nonzero().squeeze(1)
-        )  # winner still open
-        pixel_winner = (masks.index_select(1, undecided) * scores[:, None]).max(0).indices
-        visible += torch.bincount(pixel_winner, minlength=count)
-        winner.view(-1)[take(geometry.flat_index(rows, cols), undecided)] = pixel_winner
-    return winner, visible.tolist(), own_area.tolist()
+def _relabel(winner: Tensor, ids: list[int]) -> Tensor:
+    """(H_t, W_t) int32 indices -> ids[index], in place, a band at a time (the int64 index stays small)."""
+    lookup = torch.tensor(ids, dtype=torch.int32, device=winner.device)
+    step = max(1, (1 << 22) // max(winner.shape[1], 1))
+    for first in range(0, len(winner), step):
+        band = winner[first : first + step]
+        band.copy_(take(lookup, band.flatten().long()).view(band.shape))
+    return winner
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -506,6 +345,7 @@ def instance_segmentation(
     overlap_mask_area_threshold: float = 0.8,
     return_binary_maps: bool = False,
     method: Method = "auto",
+    band_rows: int | None = None,
 ) -> list[dict]:
     """Instances from the top-Q (query, class) pairs, scored like Mask2Former at the target size.
 
@@ -516,15 +356,14 @@ def instance_segmentation(
     overlapping mask). transformers 5.x ignores mask_threshold and the overlap threshold.
 
     Returns per image {"segmentation", "segments_info": [{"id", "label_id", "was_fused", "score"}]}; see the
-    module docstring for the segmentation formats. `method` as for `semantic_segmentation` ("bounded": each
-    candidate evaluated over the bounding box its logits can reach the mask threshold from).
+    module docstring for the segmentation formats.
     """
-    _check_method(method)
-    class_logits, mask_logits, padded, sizes, queries = _prepared(
+    _check(method, band_rows)
+    class_logits, mask_logits, geometries, queries = _prepared(
         class_logits, mask_logits, padded_size, valid_sizes, target_sizes
     )
     results = []
-    for b, (valid, target) in enumerate(sizes):
+    for b, geometry in enumerate(geometries):
         probs = class_logits[b, queries[b]].softmax(-1)[:, :-1]  # (Q, K)
         num_classes = probs.shape[1]
         class_scores, pairs = probs.flatten().topk(min(len(probs), probs.numel()))  # best first
@@ -534,25 +373,27 @@ def instance_segmentation(
         candidates, query_of = torch.unique(pairs // num_classes, return_inverse=True)  # U queries
         if not len(candidates):
             segmentation = (
-                torch.zeros(0, *target, dtype=torch.bool, device=probs.device)
+                torch.zeros(0, *geometry.target, dtype=torch.bool, device=probs.device)
                 if return_binary_maps
-                else torch.full(target, -1, dtype=torch.int32, device=probs.device)
+                else torch.full(geometry.target, -1, dtype=torch.int32, device=probs.device)
             )
             results.append({"segmentation": segmentation, "segments_info": []})
             continue
-        geometry = Geometry.of(tuple(mask_logits.shape[-2:]), padded, valid, target, mask_logits.device)
         logits = mask_logits[b, queries[b][candidates]]  # (U, h, w)
-        if _use_dense("instance", method, len(logits), geometry):
-            masks = _InstanceMasks.dense(logits, geometry, mask_threshold)
-        else:
-            masks = _InstanceMasks.boxed(logits, geometry, mask_threshold)
-        scores = class_scores * (masks.total / (masks.area + 1e-6))[query_of]  # Mask2Former's mean mask score
+        masks = InstanceMasks(logits, geometry, mask_threshold, band_rows)
+        if method == "bounded" or (method == "auto" and geometry.device.type == "cpu"):
+            boxed = BoundedInstanceMasks(logits, geometry, mask_threshold, band_rows)
+            if use_bounded(
+                "instance", method, geometry, maps=len(logits), open_share=boxed.open_share, tiny=_tiny
+            ):
+                masks = boxed
+        area, total = masks.measure()  # (U,) each
+        scores = class_scores * (total / (area + 1e-6))[query_of]  # Mask2Former's mean mask score
         order = torch.argsort(scores, descending=True, stable=True)
-        order = order[(scores[order] >= threshold) & (masks.area[query_of[order]] > 0)]
+        order = order[(scores[order] >= threshold) & (area[query_of[order]] > 0)]
         instance_query, scores = query_of[order].tolist(), scores[order]  # N instances, best first
-        labels, area = (pairs[order] % num_classes).tolist(), masks.area[query_of[order]].tolist()
-        winner = masks.winners(instance_query, scores)  # (H_t, W_t), N where no instance
-        visible = torch.bincount(winner.flatten(), minlength=len(order) + 1).tolist()
+        labels, area = (pairs[order] % num_classes).tolist(), area[query_of[order]].tolist()
+        winner, visible = masks.winners(instance_query, scores)  # (H_t, W_t) int32, N where no instance
         kept = [visible[n] / area[n] >= overlap_mask_area_threshold for n in range(len(order))]
         segment_of, segments = [-1] * (len(order) + 1), []
         for n, (label, score) in enumerate(zip(labels, scores.tolist())):
@@ -561,138 +402,81 @@ def instance_segmentation(
                 segments.append(
                     {"id": len(segments), "label_id": label, "was_fused": False, "score": round(score, 6)}
                 )
-        segment_of = torch.tensor(segment_of, dtype=torch.int32, device=probs.device)
         if return_binary_maps:
             segmentation = masks.binary([u for u, keep in zip(instance_query, kept) if keep])
         else:
-            segmentation = take(segment_of, winner.flatten()).view(target)
+            segmentation = _relabel(winner, segment_of)
         results.append({"segmentation": segmentation, "segments_info": segments})
     return results
 
 
-def _boxes(reached: Tensor, geometry: Geometry) -> list[tuple[tuple[int, int], tuple[int, int]] | None]:
-    """Per map, the output box (rows, cols) of the pixels whose support holds a reached low-res sample, or None:
-    the bounding box outside which the map is below the threshold for certain. reached: (U, h, w) bool."""
-    used = [int(axis.support_end[-1]) + 1 for axis in (geometry.y, geometry.x)]
-    reached = reached[:, : used[0], : used[1]]  # NOTE: samples past the crop (padding) reach no output pixel
-    spans = []
-    for dim, axis in ((2, geometry.y), (1, geometry.x)):
-        hit = reached.any(dim).int()  # (U, h) or (U, w)
-        count = hit.shape[1]
-        first, last = hit.argmax(1), count - 1 - hit.flip(1).argmax(1)
-        spans.append(torch.stack(axis.reach(first, last), 1).tolist())
-    any_hit = (
-        reached.flatten(1).any(1).tolist()
-    )  # a map with no sample reached gives first 0, last count - 1 above
-    return [
-        (tuple(rows), tuple(cols)) if ok and rows[0] < rows[1] and cols[0] < cols[1] else None
-        for ok, rows, cols in zip(any_hit, *spans)
-    ]
-
-
-def _above(values: Tensor, threshold: float) -> Tensor:
-    """values > threshold as 1.0 / 0.0. NOTE: a comparison written to a float tensor, then float products and sums,
-    is several times faster on CPU than bool masks in arithmetic (measured with torch 2.x)."""
-    return torch.gt(values, threshold, out=torch.empty_like(values))
-
-
-class _InstanceMasks:
-    """The candidate queries' masks at the output size. Per candidate u: its box (rows, cols) in the output (None:
-    an empty mask), over the box its binary mask `inside[u]` (1.0 where sigmoid > mask_threshold) and `covered[u]` (the
-    sigmoid inside the binary mask, 0 outside), and the binary mask's `area` and sum of sigmoid `total`, (U,) each.
-    `dense` evaluates every candidate everywhere (Mask2Former's `instance_inference`); `boxed` only over the box of
-    the pixels whose windows hold a logit that can reach the threshold (outside it, sigmoid <= mask_threshold for
-    certain)."""
+class InstanceMasks:
+    """The candidate queries' masks at the output size, band by band: per band the binary masks `inside` (sigmoid(m_u)
+    > mask_threshold) and `covered` (the sigmoid inside them, 0 outside), (U, rows, W_t) each. Mask2Former's
+    `instance_inference` and our non-overlapping map read them. They are evaluated again for each question, unless
+    the output is one band (small images), which is kept. `bounded_masks.InstanceMasks` answers the same questions,
+    evaluating each candidate only where its mask can be."""
 
     def __init__(
-        self,
-        geometry: Geometry,
-        threshold: float,
-        boxes: list,
-        inside: list,
-        covered: list,
-        area: Tensor,
-        total: Tensor,
+        self, logits: Tensor, geometry: Geometry, mask_threshold: float, band_rows: int | None
     ) -> None:
-        self.geometry, self.threshold, self.boxes, self.inside, self.covered, self.area, self.total = (
-            geometry,
-            threshold,
-            boxes,
-            inside,
-            covered,
-            area,
-            total,
-        )
-        self.stacked: Tensor | None = None  # `covered` as one (U, H_t, W_t) tensor, from `dense`
+        self.logits, self.geometry, self.threshold = logits, geometry, mask_threshold
+        self.bands = list(_bands(geometry, 3 * len(logits), band_rows))
+        self.kept = None
 
-    @classmethod
-    def dense(cls, logits: Tensor, geometry: Geometry, mask_threshold: float) -> _InstanceMasks:
-        probabilities = geometry.full(logits).sigmoid()  # (U, H_t, W_t)
-        inside = _above(probabilities, mask_threshold)
-        covered = probabilities * inside
-        # NOTE: a float32 sum of 0/1 values is exact below 2^24 (its partial sums are integers), 10x faster than float64.
-        exact = torch.float32 if inside[0].numel() < 1 << 24 else torch.float64
-        area, total = inside.sum((1, 2), dtype=exact).long(), covered.sum((1, 2))
-        whole = ((0, geometry.target[0]), (0, geometry.target[1]))
-        masks = cls(geometry, mask_threshold, [whole] * len(logits), list(inside), list(covered), area, total)
-        masks.stacked = covered
-        return masks
-
-    @classmethod
-    def boxed(cls, logits: Tensor, geometry: Geometry, mask_threshold: float) -> _InstanceMasks:
-        cut = _probability_at_least(mask_threshold)
-        margin = _SLACK * (1 + abs(cut)) if math.isfinite(cut) else 0.0
-        # NOTE: every output pixel blends the logits of its support (convexly), so outside the box of the pixels
-        # whose support holds a sample >= the cut, sigmoid <= mask_threshold.
-        boxes, inside, covered, area, total = _boxes(logits >= cut - margin, geometry), [], [], [], []
-        for u, box in enumerate(boxes):
-            if box is None:
-                inside.append(None)
-                covered.append(None)
-                area.append(0)
-                total.append(0.0)
+    def _masks(self):
+        for rows in self.bands:
+            if self.kept is not None:
+                yield self.kept
                 continue
-            probabilities = geometry.region(logits[u], *box).sigmoid()
-            inside.append(_above(probabilities, mask_threshold))
-            covered.append(probabilities * inside[-1])
-            area.append(int(inside[-1].sum()))
-            total.append(float(covered[-1].sum()))
-        device = logits.device
-        return cls(
-            geometry,
-            mask_threshold,
-            boxes,
-            inside,
-            covered,
-            torch.tensor(area, device=device),
-            torch.tensor(total, device=device),
-        )
+            sources = self.geometry.y.sources(rows)
+            masks = self.geometry.upsampled(self.logits, sources)
+            masks = self.geometry.resized(masks, rows, sources).sigmoid()  # (U, rows, W_t)
+            # NOTE: the comparison written to a float tensor, then float products and sums: several times faster
+            # on CPU than bool masks in arithmetic (measured with torch 2.x).
+            inside = torch.gt(masks, self.threshold, out=torch.empty_like(masks))
+            band = (rows, inside, masks.mul_(inside))
+            if len(self.bands) == 1:
+                self.kept = band
+            yield band
 
-    def winners(self, instance_query: list[int], scores: Tensor) -> Tensor:
-        """Per pixel, the instance whose binary mask covers it with the highest score * sigmoid (the first one
-        on ties), or N where none does: (H_t, W_t) int64. scores: (N,) in decreasing order."""
+    def measure(self) -> tuple[Tensor, Tensor]:
+        """Per candidate, its binary mask's area (int64) and the sum of its sigmoid there, (U,) each."""
+        area = torch.zeros(len(self.logits), dtype=torch.long, device=self.logits.device)
+        total = torch.zeros(len(self.logits), dtype=torch.float64, device=self.logits.device)
+        for _, inside, covered in self._masks():
+            # NOTE: a float32 sum of 0/1 values is exact below 2^24 (a band holds fewer), faster than an int sum.
+            area += inside.sum((1, 2)).long()
+            total += covered.sum((1, 2))
+        return area, total.float()
+
+    def winners(self, instance_query: list[int], scores: Tensor) -> tuple[Tensor, list[int]]:
+        """Per pixel, the instance whose binary mask covers it with the highest score * sigmoid (the first one on
+        ties), or N where none does: (H_t, W_t) int32, and each instance's visible pixels (N + 1,) as a list.
+        scores: (N,) in decreasing order."""
         count = len(instance_query)
+        winner = torch.full(self.geometry.target, count, dtype=torch.int32, device=scores.device)
+        if not count:
+            return winner, [winner.numel()]
+        visible = torch.zeros(count + 1, dtype=torch.long, device=scores.device)
+        index = torch.tensor(instance_query, dtype=torch.long, device=scores.device)
         # NOTE: with every score * sigmoid inside a binary mask > 0 (scores and mask threshold not ~0), the maximum
         # of score * covered (0 outside the masks) is the covering instance's: one maximum over the stack.
-        positive = count and float(scores[-1]) > 1e-15 and self.threshold > 1e-15
-        if self.stacked is not None and positive:
-            index = torch.tensor(instance_query, device=scores.device)
-            best, winner = (self.stacked.index_select(0, index) * scores[:, None, None]).max(0)
-            return winner.masked_fill_(best == 0, count)
-        best = torch.full(self.geometry.target, -1.0, device=scores.device)
-        winner = torch.full(self.geometry.target, count, dtype=torch.long, device=scores.device)
-        for n, (u, score) in enumerate(zip(instance_query, scores.tolist())):
-            (top, bottom), (left, right) = self.boxes[u]
-            weighted = torch.where(self.inside[u] > 0, self.covered[u] * score, -1.0)
-            region_best, region_winner = best[top:bottom, left:right], winner[top:bottom, left:right]
-            region_winner.masked_fill_(weighted > region_best, n)
-            torch.maximum(region_best, weighted, out=region_best)
-        return winner
+        positive = float(scores[-1]) > 1e-15 and self.threshold > 1e-15
+        for rows, inside, covered in self._masks():
+            covered = covered.index_select(0, index) * scores[:, None, None]  # (N, rows, W_t)
+            if not positive:
+                covered = torch.where(inside.index_select(0, index) > 0, covered, -1.0)
+            best, band = covered.max(0)  # NOTE: the first maximum: the best-scoring instance on ties
+            band.masked_fill_(best <= 0 if positive else best < 0, count)
+            visible += torch.bincount(band.flatten(), minlength=count + 1)
+            winner[rows[0] : rows[1]] = band
+        return winner, visible.tolist()
 
     def binary(self, queries: list[int]) -> Tensor:
         """(len(queries), H_t, W_t) bool: each query's binary mask."""
-        maps = torch.zeros(len(queries), *self.geometry.target, dtype=torch.bool, device=self.area.device)
-        for n, u in enumerate(queries):
-            (top, bottom), (left, right) = self.boxes[u]
-            maps[n, top:bottom, left:right] = self.inside[u] > 0
+        maps = torch.empty(len(queries), *self.geometry.target, dtype=torch.bool, device=self.logits.device)
+        index = torch.tensor(queries, dtype=torch.long, device=self.logits.device)
+        for rows, inside, _ in self._masks():
+            maps[:, rows[0] : rows[1]] = inside.index_select(0, index) > 0
         return maps

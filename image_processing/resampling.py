@@ -1,27 +1,21 @@
-"""The resampling geometry of MaskFormer's inference, bounded tile by tile and evaluated at chosen pixels.
+"""The resampling geometry of MaskFormer's inference, band by band.
 
 The authors' inference (facebookresearch/MaskFormer `mask_former_model.py` with detectron2's
 `sem_seg_postprocess`) resamples the stride-4 mask logits twice, bilinearly with align_corners=False: up to
-the padded input size (U), then, once the padding is cropped, to the output size (R). Along one axis every
-output coordinate blends two padded coordinates (R), each a blend of two low-resolution ones (U), so an output
-pixel depends on a window of 2x2 to 3x3 low-resolution logits. Output pixels are grouped into *tiles* by their
-window; the post-processing uses two facts:
-
-- both resamplings are convex blends and the sigmoid is monotone, so the minimum and maximum of a query's
-  logits over a tile's window bound the query at every pixel of the tile (`Geometry.window_extrema`);
-- at a list of output pixels the original computation can be carried out exactly: logits interpolated to the
-  pixels' source pixels (U), then blended to the output pixels (R), with the sigmoid between the two
-  (semantic inference) or after both (panoptic, instance) as in the original (`Pixels`).
+the padded input size (U), then, once the padding is cropped, to the output size (R). Both are separable, and
+along one axis an output coordinate blends two coordinates of the cropped input (R), each a blend of two
+low-resolution ones (U). So a band of output rows needs only a band of the cropped input's rows (`Axis.sources`),
+which needs only a band of the logits' rows (`Axis.taps`): the post-processing works band by band, and its
+memory grows with the band, not with the output.
 
 Shapes: C maps (queries or classes), (h, w) low resolution, (H, W) padded input, (h_v, w_v) its unpadded
-content, (H_t, W_t) the output, (T_y, T_x) the grid of tiles (T = T_y * T_x), n pixels, n_s their distinct
-source pixels.
+content, (H_t, W_t) the output.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 Size = tuple[int, int]
+Rows = tuple[int, int]  # [first, last) along an axis
+BAND_ELEMENTS = 1 << 23  # values per band tensor by default (32 MB of float32)
 
 
 def image_sizes(
@@ -65,30 +61,18 @@ def linear_taps(n_in: int, n_out: int, device: torch.device | None = None) -> tu
 
 @dataclass(frozen=True)
 class Axis:
-    """One axis of an image: `low` logits -> `padded` input (first `valid` kept) -> `target` output.
-
-    The support of an output coordinate (the low-res coordinates it depends on with a non-zero weight) starts
-    at `window` and spans 2 coordinates, or 3 where its two sources straddle two low-res cells. Output
-    coordinates are grouped by key = 2 * window + (span == 3); the keys that occur are this axis's tiles.
-    """
+    """One axis of an image: `low` logits -> `padded` input (first `valid` kept) -> `target` output."""
 
     low: int
+    padded: int
     valid: int
     target: int
     tap0: Tensor  # (valid,) the two low-res coordinates each kept padded coordinate blends (U)
     tap1: Tensor
     tap_weight: Tensor  # (valid,) float32 weight of tap1
-    src0: Tensor  # (target,) the two padded coordinates each output coordinate blends (R)
+    src0: Tensor  # (target,) the two valid coordinates each output coordinate blends (R)
     src1: Tensor
     src_weight: Tensor  # (target,) weight of src1
-    window: Tensor  # (target,) first low-res coordinate of the support
-    composite: Tensor  # (target, 3) weights of window, window + 1, window + 2 in R after U (both linear)
-    composite_taps: Tensor  # (target, 3) those coordinates, clamped to the last one (where the weight is 0)
-    support_end: Tensor  # (target,) the last low-res coordinate of each output coordinate's support
-    keys: Tensor  # (T_axis,) the keys that occur, increasing
-    tile: Tensor  # (target,) index of each output coordinate's key in `keys` (non-decreasing)
-    start: Tensor  # (T_axis,) first output coordinate of each tile
-    count: Tensor  # (T_axis,) output coordinates per tile
 
     @classmethod
     def build(cls, low: int, padded: int, valid: int, target: int, device: torch.device) -> Axis:
@@ -98,55 +82,25 @@ class Axis:
             src_weight = torch.zeros(target, device=device)
         else:
             src0, src1, src_weight = linear_taps(valid, target, device)
-        window = tap0[src0]
-        composite = torch.zeros(target, 3, device=device)
-        for source, source_weight in ((src0, 1 - src_weight), (src1, src_weight)):
-            for tap, weight in ((tap0, 1 - tap_weight), (tap1, tap_weight)):
-                composite.scatter_add_(
-                    1, (tap[source] - window)[:, None], (source_weight * weight[source])[:, None]
-                )
-        taps = (window[:, None] + torch.arange(3, device=device)).clamp_(max=low - 1)
-        wide = (composite[:, 2] > 0).long()  # the support spans 3 coordinates
-        keys, tile, count = torch.unique_consecutive(
-            2 * window + wide, return_inverse=True, return_counts=True
-        )
-        return cls(
-            low, valid, target, tap0, tap1, tap_weight, src0, src1, src_weight, window, composite, taps,
-            window + 1 + wide, keys, tile, torch.cumsum(count, 0) - count, count,
-        )  # fmt: skip
-
-    def reach(self, first: Tensor, last: Tensor) -> tuple[Tensor, Tensor]:
-        """The output coordinates whose support meets low-res coordinates first..last (inclusive), as
-        [start, end) per entry: `first`, `last` (N,) int64 -> start, end (N,) (start == end: none)."""
-        start = torch.searchsorted(self.support_end, first)
-        end = torch.searchsorted(self.window, last, right=True)
-        return start, torch.maximum(start, end)
+        return cls(low, padded, valid, target, tap0, tap1, tap_weight, src0, src1, src_weight)
 
     @property
     def identity(self) -> bool:
         return self.valid == self.target
 
-    def reduce(self, values: Tensor, dim: int, op) -> Tensor:
-        """op-reduce `values` (..., low, ...) along `dim` over each tile's window -> (..., T_axis, ...)."""
-        n = values.shape[dim]
-        pair = values.narrow(dim, 0, n - 1) if n > 1 else values
-        pair = (
-            torch.cat([op(pair, values.narrow(dim, 1, n - 1)), values.narrow(dim, n - 1, 1)], dim)
-            if n > 1
-            else values
-        )
-        starts = self.keys // 2
-        if not bool((self.keys % 2).any()):  # every support spans two coordinates
-            return pair.index_select(dim, starts)
-        triple = (
-            torch.cat(
-                [op(pair.narrow(dim, 0, n - 2), values.narrow(dim, 2, n - 2)), pair.narrow(dim, n - 2, 2)],
-                dim,
-            )
-            if n > 2
-            else pair
-        )
-        return torch.cat([pair, triple], dim).index_select(dim, starts + n * (self.keys % 2))
+    @functools.cached_property
+    def _host(self) -> tuple[list[int], list[int], list[int], list[int]]:
+        return self.src0.tolist(), self.src1.tolist(), self.tap0.tolist(), self.tap1.tolist()
+
+    def sources(self, rows: Rows) -> Rows:
+        """The valid coordinates [a, b) that output coordinates rows[0]..rows[1]-1 blend (R)."""
+        src0, src1, _, _ = self._host
+        return src0[rows[0]], src1[rows[1] - 1] + 1
+
+    def taps(self, sources: Rows) -> Rows:
+        """The low-res coordinates [c, d) that valid coordinates sources[0]..sources[1]-1 blend (U)."""
+        _, _, tap0, tap1 = self._host
+        return tap0[sources[0]], tap1[sources[1] - 1] + 1
 
 
 class Geometry:
@@ -155,13 +109,11 @@ class Geometry:
     def __init__(self, low: Size, padded: Size, valid: Size, target: Size, device: torch.device) -> None:
         if padded[0] < low[0] or padded[1] < low[1]:
             raise ValueError(f"padded size {padded} is smaller than the mask logits {low}")
-        self.low, self.padded, self.target, self.device = low, padded, target, device
+        self.low, self.padded, self.valid, self.target, self.device = low, padded, valid, target, device
         self.y = Axis.build(low[0], padded[0], valid[0], target[0], device)
         self.x = Axis.build(low[1], padded[1], valid[1], target[1], device)
-        self.grid = (len(self.y.keys), len(self.x.keys))
         # The padded input is exactly four times the logits (a stride-4 model's outputs, as the processor pads).
         self.stride_4 = padded == (4 * low[0], 4 * low[1])
-        self.tile_pixels = (self.y.count[:, None] * self.x.count[None, :]).flatten()  # (T,)
 
     @staticmethod
     @functools.lru_cache(maxsize=16)
@@ -169,206 +121,66 @@ class Geometry:
         """The geometry for these sizes, cached: images of a batch, and successive batches, often share it."""
         return Geometry(low, padded, valid, target, device)
 
-    def window_extrema(self, logits: Tensor) -> tuple[Tensor, Tensor]:
-        """(C, h, w) -> the minimum and maximum of each tile's window, each (C, T_y, T_x)."""
-        return tuple(
-            self.x.reduce(self.y.reduce(logits, 1, op), 2, op) for op in (torch.minimum, torch.maximum)
-        )
+    def bands(self, rows: int) -> Iterator[Rows]:
+        """The output rows in bands of `rows`: [first, last) pairs."""
+        for first in range(0, self.target[0], rows):
+            yield first, min(first + rows, self.target[0])
 
-    def paint(self, per_tile: Tensor) -> Tensor:
-        """(T,) values -> (H_t, W_t): every pixel gets its tile's value."""
-        # NOTE: columns first: widening the few tile rows, then copying whole rows, is ~3x faster than the reverse.
-        return per_tile.view(self.grid).index_select(1, self.x.tile).index_select(0, self.y.tile)
+    def band_rows(self, maps: int, elements: int = BAND_ELEMENTS) -> int:
+        """Output rows per band so that `maps` maps over a band's rows, at the output and at the cropped input
+        (with the rows a band's edges add), hold about `elements` values."""
+        (h_v, w_v), (h_t, w_t) = self.valid, self.target
+        per_row = maps * (w_t + w_v * (h_v / h_t)) + 1
+        return max(1, min(h_t, int(elements / per_row) - 2))
 
-    def pixels_of(self, tiles: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Output pixels of the given tile ids, tile by tile: rows, cols and the position of their tile in
-        `tiles`, each (n,)."""
-        tile_y, tile_x = tiles // self.grid[1], tiles % self.grid[1]
-        widths = take(self.x.count, tile_x)
-        sizes = take(self.y.count, tile_y) * widths
-        owner = torch.repeat_interleave(torch.arange(len(tiles), device=self.device), sizes)
-        local = torch.arange(int(sizes.sum()), device=self.device) - take(
-            torch.cumsum(sizes, 0) - sizes, owner
-        )
-        width = take(widths, owner)
-        rows = take(take(self.y.start, tile_y), owner) + local // width
-        return rows, take(take(self.x.start, tile_x), owner) + local % width, owner
-
-    def flat_index(self, rows: Tensor, cols: Tensor) -> Tensor:
-        return rows * self.target[1] + cols
-
-    def upsampled(self, logits: Tensor) -> Tensor:
-        """U and the crop with torch's bilinear resize (the original's operation): (C, h, w) -> (C, h_v, w_v)."""
-        (h, w), size = self.low, self.padded
+    def upsampled(self, logits: Tensor, sources: Rows | None = None) -> Tensor:
+        """U and the crop: (C, h, w) logits -> (C, rows, w_v), the valid rows sources[0]..sources[1]-1 (all by
+        default) of their bilinear upsampling to the padded input."""
+        first, last = sources or (0, self.y.valid)
         if self.stride_4:
-            # NOTE: only the samples the valid region reads: a stride-4 upsampling of them gives the same values
-            # there (the clamping at the cut edge reaches 2 pixels past it; one extra sample keeps it outside).
-            h, w = min(h, -(-self.y.valid // 4) + 1), min(w, -(-self.x.valid // 4) + 1)
-            size = (4 * h, 4 * w)
-        up = F.interpolate(logits[None, :, :h, :w], size=size, mode="bilinear", align_corners=False)[0]
-        return up[:, : self.y.valid, : self.x.valid]
+            # NOTE: torch's upsampling of a band of logit rows, one row of margin on each side, equals the whole
+            # map's on the rows the band reads without its margin (the clamping at a cut edge reaches two pixels
+            # in); so does the band of columns the crop keeps, plus one.
+            low_first, low_last = self.y.taps((first, last))
+            low_first, low_last = max(low_first - 1, 0), min(low_last + 1, self.low[0])
+            cols = min(self.low[1], -(-self.x.valid // 4) + 1)
+            block = logits[None, :, low_first:low_last, :cols]
+            up = F.interpolate(
+                block, size=(4 * (low_last - low_first), 4 * cols), mode="bilinear", align_corners=False
+            )
+            offset = first - 4 * low_first
+            return up[0, :, offset : offset + last - first, : self.x.valid]
+        # Any other padding: the rows blended with the taps of torch's coordinates, then the columns by torch.
+        tap0, tap1, weight = (t[first:last] for t in (self.y.tap0, self.y.tap1, self.y.tap_weight))
+        rows = mix(
+            logits.index_select(1, tap0), logits.index_select(1, tap1), weight[:, None]
+        )  # (C, rows, w)
+        up = F.interpolate(
+            rows[None], size=(last - first, self.padded[1]), mode="bilinear", align_corners=False
+        )
+        return up[0, :, :, : self.x.valid]
 
-    def resized(self, maps: Tensor) -> Tensor:
-        """R with torch's bilinear resize: (C, h_v, w_v) -> (C, H_t, W_t); the identity at the same size."""
-        if tuple(maps.shape[-2:]) == tuple(self.target):
+    def resized(self, maps: Tensor, rows: Rows | None = None, sources: Rows | None = None) -> Tensor:
+        """R: maps over the valid rows `sources` (all by default) -> (C, rows, W_t), output rows rows[0]..rows[1]-1
+        (all by default); `sources` must hold `self.y.sources(rows)`."""
+        rows = rows or (0, self.y.target)
+        first = (sources or (0, self.y.valid))[0]
+        if not self.y.identity:
+            src0, src1, weight = (t[rows[0] : rows[1]] for t in (self.y.src0, self.y.src1, self.y.src_weight))
+            maps = mix(
+                maps.index_select(1, src0 - first), maps.index_select(1, src1 - first), weight[:, None]
+            )
+        elif first != rows[0] or maps.shape[1] != rows[1] - rows[0]:
+            maps = maps[:, rows[0] - first : rows[1] - first]
+        if self.x.identity:
             return maps
-        return F.interpolate(maps[None], size=self.target, mode="bilinear", align_corners=False)[0]
+        return F.interpolate(
+            maps[None], size=(maps.shape[1], self.x.target), mode="bilinear", align_corners=False
+        )[0]
 
     def full(self, logits: Tensor) -> Tensor:
         """R(U(logits)) of (C, h, w) maps over the whole output, (C, H_t, W_t)."""
         return self.resized(self.upsampled(logits))
-
-    def region(self, logits: Tensor, rows: tuple[int, int], cols: tuple[int, int]) -> Tensor:
-        """R(U(logits)) of one (h, w) map over output rows first..last-1 and cols first..last-1.
-
-        The two linear resamplings compose into one per axis (`Axis.composite`), so the logits are resampled
-        straight to the output, without the padded-size intermediate, and only where asked. Where the output is
-        the cropped padded input itself at four times the logits (no second resize), torch's upsampling of the
-        logits the region reads is used instead: it computes the same blends, faster.
-        """
-        if self.y.identity and self.x.identity and self.stride_4:
-            # NOTE: a block's upsampling equals the whole map's at the block's rows and columns except within two
-            # pixels of a cut edge, where torch clamps to the block; the region starts >= 2 pixels after its
-            # first low-res row (its window) and ends before its last one's reach, so it never reads those.
-            (top, bottom), (left, right) = (
-                (int(axis.tap0[first]), int(axis.tap1[last - 1]) + 1)
-                for axis, (first, last) in ((self.y, rows), (self.x, cols))
-            )
-            block = logits[None, None, top:bottom, left:right]
-            up = F.interpolate(
-                block, size=(4 * (bottom - top), 4 * (right - left)), mode="bilinear", align_corners=False
-            )
-            return up[0, 0, rows[0] - 4 * top : rows[1] - 4 * top, cols[0] - 4 * left : cols[1] - 4 * left]
-        top = int(self.y.window[rows[0]])
-        bottom = min(int(self.y.window[rows[1] - 1]) + 3, self.low[0])
-        band = _composite(logits[top:bottom], 1, self.x, cols, 0)  # (low-res rows, cols)
-        return _composite(band, 0, self.y, rows, top)
-
-
-def _composite(values: Tensor, dim: int, axis: Axis, part: tuple[int, int], offset: int) -> Tensor:
-    """Resample a 2-D `values` along `dim` (holding low-res coordinates offset, offset + 1, ...) to the output
-    coordinates part[0]..part[1]-1 of `axis`, with its composite weights."""
-    first, last = part
-    taps = values.index_select(dim, (axis.composite_taps[first:last] - offset).flatten())
-    weights = axis.composite[first:last]
-    if dim == 0:  # (3n, cols) -> (n, cols)
-        taps, weights = taps.view(last - first, 3, -1), weights[:, :, None]
-        out = taps[:, 0] * weights[:, 0]
-        for tap in (1, 2):
-            out.addcmul_(taps[:, tap], weights[:, tap])
-        return out
-    taps = taps.view(-1, last - first, 3)  # (rows, 3n) -> (rows, n)
-    out = taps[..., 0] * weights[:, 0]
-    for tap in (1, 2):
-        out.addcmul_(taps[..., tap], weights[:, tap])
-    return out
-
-
-class Pixels:
-    """Output pixels of one image and their source pixels in the padded input, pixel-major.
-
-    `source_logits(logits)` gives the logits upsampled to the distinct source pixels (U), (n_s, C);
-    `blend(values)` takes per-source values (n_s, C) to the output pixels (R), (n, C). Pixels of an axis
-    resized to its own size are their own source along it.
-    """
-
-    def __init__(self, geometry: Geometry, rows: Tensor, cols: Tensor) -> None:
-        self.geometry = geometry
-        ay, ax = geometry.y, geometry.x
-        if ay.identity and ax.identity:
-            self.source_rows, self.source_cols, self.position = rows, cols, None
-            return
-        width = ax.valid
-        corners = [(ay.src0, ax.src0), (ay.src0, ax.src1), (ay.src1, ax.src0), (ay.src1, ax.src1)]
-        flat = torch.stack(
-            [take(sy, rows) * width + take(sx, cols) for sy, sx in corners]
-        )  # (4, n) source ids
-        self.weight_y, self.weight_x = take(ay.src_weight, rows)[:, None], take(ax.src_weight, cols)[:, None]
-        needed = torch.zeros(ay.valid * width, dtype=torch.bool, device=geometry.device)
-        needed[flat.flatten()] = True
-        sources = needed.nonzero().squeeze(1)  # (n_s,) sorted
-        index = torch.empty(ay.valid * width, dtype=torch.long, device=geometry.device)
-        index[sources] = torch.arange(len(sources), device=geometry.device)
-        self.position = take(index, flat.flatten()).view(flat.shape)  # (4, n) into the sources
-        self.source_rows, self.source_cols = sources // width, sources % width
-
-    def source_logits(self, logits: Tensor) -> Tensor:
-        """(C, h, w) logits -> (n_s, C) their bilinear upsampling (U) at the source pixels."""
-        ay, ax, (_, w) = self.geometry.y, self.geometry.x, self.geometry.low
-        py, px = self.source_rows, self.source_cols
-        # NOTE: pixel-major, so that each gather copies one contiguous row of C values.
-        table = logits.reshape(len(logits), -1).t().contiguous()  # (h * w, C)
-        wy, wx = take(ay.tap_weight, py)[:, None], take(ax.tap_weight, px)[:, None]
-        left, right = take(ax.tap0, px), take(ax.tap1, px)
-
-        def row(tap: Tensor) -> Tensor:  # one tap row, blended along x
-            base = take(tap, py) * w
-            return mix(table.index_select(0, base + left), table.index_select(0, base + right), wx)
-
-        return mix(row(ay.tap0), row(ay.tap1), wy)
-
-    def blend(self, values: Tensor) -> Tensor:
-        """(n_s, C) values at the sources -> (n, C) at the output pixels (R)."""
-        if self.position is None:
-            return values
-        corner = [values.index_select(0, position) for position in self.position]
-        top = mix(corner[0], corner[1], self.weight_x)
-        return mix(top, mix(corner[2], corner[3], self.weight_x), self.weight_y)
-
-
-class CellPixels:
-    """Output pixels of one image evaluated through whole cells of the padded input, when it is exactly four times
-    the logits (a stride-4 model's outputs, as the processor pads them): channel-major, pixel-major.
-
-    With the logits padded by one sample on each side (torch clamps at the borders, which equals repeating the
-    edge), cell (i, j) holds the 4x4 padded pixels between samples i-1, i (rows) and j-1, j (columns), at the
-    fixed fractions 1/8, 3/8, 5/8, 7/8: its pixels are one 16x4 matrix times its four corner logits, so the
-    upsampling (U) costs four gathers per cell instead of four per pixel. `cell_logits(logits)` gives the
-    upsampled logits of the cells the pixels' sources lie in, (16 * n_cells, C); `blend(values)` takes such
-    per-source values to the output pixels (R), (n, C).
-    """
-
-    def __init__(self, geometry: Geometry, rows: Tensor, cols: Tensor) -> None:
-        self.geometry = geometry
-        ay, ax, (h, w) = geometry.y, geometry.x, geometry.low
-        device, width = geometry.device, w + 1  # cells per row
-        sources_y = [take(ay.src0, rows) + 2, take(ay.src1, rows) + 2]  # shifted: cell = // 4, offset = % 4
-        sources_x = [take(ax.src0, cols) + 2, take(ax.src1, cols) + 2]
-        cell = torch.stack([(sy // 4) * width + sx // 4 for sy in sources_y for sx in sources_x])  # (4, n)
-        offset = torch.stack([(sy % 4) * 4 + sx % 4 for sy in sources_y for sx in sources_x])  # (4, n)
-        needed = torch.zeros((h + 1) * width, dtype=torch.bool, device=device)
-        needed[cell.flatten()] = True
-        self.cells = needed.nonzero().squeeze(1)  # (n_cells,)
-        index = torch.empty((h + 1) * width, dtype=torch.long, device=device)
-        index[self.cells] = torch.arange(len(self.cells), device=device)
-        self.position = offset * len(self.cells) + take(index, cell.flatten()).view(cell.shape)  # (4, n)
-        self.weight_y, self.weight_x = take(ay.src_weight, rows), take(ax.src_weight, cols)
-        fractions = torch.arange(4, device=device) * 0.25 + 0.125
-        wy, wx = fractions.repeat_interleave(4), fractions.repeat(4)  # (16,) per pixel of a cell
-        self.weights = torch.stack([(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx], 1)  # (16, 4)
-
-    @staticmethod
-    def applies(geometry: Geometry) -> bool:
-        return geometry.stride_4
-
-    def cell_logits(self, logits: Tensor) -> Tensor:
-        """(C, h, w) logits -> (16 * n_cells, C) upsampled (U) over the needed cells, offset-major rows."""
-        channels, w = len(logits), self.geometry.low[1]
-        table = F.pad(logits[None], (1, 1, 1, 1), mode="replicate")[0].reshape(channels, -1).t().contiguous()
-        cell_y, cell_x = self.cells // (w + 1), self.cells % (w + 1)
-        top_left = cell_y * (w + 2) + cell_x  # in the padded logits
-        corners = table.index_select(
-            0, torch.cat([top_left, top_left + 1, top_left + w + 2, top_left + w + 3])
-        )
-        return torch.mm(self.weights, corners.view(4, -1)).view(16 * len(self.cells), channels)
-
-    def blend(self, values: Tensor) -> Tensor:
-        """(16 * n_cells, C) values at the sources' cells -> (n, C) at the output pixels (R)."""
-        if self.geometry.y.identity and self.geometry.x.identity:  # each pixel is its own (first) source
-            return values.index_select(0, self.position[0])
-        corner = [values.index_select(0, position) for position in self.position]
-        top = mix(corner[0], corner[1], self.weight_x[:, None])
-        return mix(top, mix(corner[2], corner[3], self.weight_x[:, None]), self.weight_y[:, None])
 
 
 def mix(first: Tensor, second: Tensor, weight: Tensor) -> Tensor:

@@ -37,8 +37,24 @@ def binary_mask_to_rle(mask: torch.Tensor | np.ndarray) -> list[int]:
 
 
 def convert_segmentation_to_rle(segmentation: torch.Tensor) -> list[list[int]]:
-    """One RLE per segment id of an (h, w) id map, in increasing id order (transformers' layout)."""
-    return [binary_mask_to_rle(segmentation == index) for index in torch.unique(segmentation)]
+    """One RLE per segment id of an (h, w) id map, in increasing id order (transformers' layout: each id's
+    `binary_mask_to_rle`).
+
+    NOTE: in one pass over the map (its runs of equal ids, grouped by id), not one binary mask per id as
+    transformers: a 12-MP map with 100 segments takes one pass instead of 100.
+    """
+    values = torch.as_tensor(segmentation).flatten()
+    if not len(values):
+        return []
+    starts = torch.cat(
+        [values.new_zeros(1, dtype=torch.long), (values[1:] != values[:-1]).nonzero().squeeze(1) + 1]
+    )
+    lengths = torch.diff(starts, append=starts.new_tensor([len(values)]))
+    ids = values.index_select(0, starts)
+    order = torch.argsort(ids, stable=True)  # runs grouped by id, in map order within an id
+    _, counts = torch.unique_consecutive(ids.index_select(0, order), return_counts=True)
+    pairs = torch.stack([starts.index_select(0, order) + 1, lengths.index_select(0, order)], 1)  # (runs, 2)
+    return [group.flatten().tolist() for group in torch.split(pairs, counts.tolist())]
 
 
 def check_transformers_kwargs(**given: Any) -> None:

@@ -33,6 +33,11 @@ so that load drifting on a shared machine hits both alike. torch uses --threads 
   /proc/self/clear_refs once model, optimizer and batch exist) minus the resident set at that moment: what the
   steps add (activations, gradients, AdamW state; the last two are reported separately as an estimate).
 
+- large (`--sections large`): post-processing at Cityscapes' size (2048x1024, K=19) and for 12-MP photos
+  (4000x3000, K=150; 2048x2048 and 4096x4096 of noise), in trained-like, random-init and noise regimes and on the
+  `make demo` model's recorded outputs, each task ours against transformers, time and peak memory measured in a
+  fresh process per case; then the whole pipeline on a 12-MP photo (see modeling_maskformer/benchmarks/large.py).
+
 - data (`--sections data`): the training data path per image at the paper's settings (decode, random resize,
   crop, flip, photometric distortion, per-class masks, collate), ours against transformers' fine-tuning example
   pipeline (albumentations, the `bench` extra) and plain torchvision v2, one thread; then DataLoader workers
@@ -63,6 +68,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here downloads; fail fas
 import torch  # noqa: E402
 
 from modeling_maskformer.benchmarks.common import bench_environment  # noqa: E402
+from modeling_maskformer.benchmarks.large import RUNS, bench_large, print_large  # noqa: E402
 from modeling_maskformer.benchmarks.report import print_seconds, print_table, summary_rows  # noqa: E402
 from modeling_maskformer.benchmarks.runner import run_all, settings_for  # noqa: E402
 from modeling_maskformer.cli import run_cli  # noqa: E402
@@ -72,6 +78,7 @@ SECTIONS = (
     "runtime",
     "data",
     "data_check",
+    "large",
 )  # main: forward, post-processing, pipeline, processor, training (above)
 
 
@@ -108,7 +115,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "floor, and int8 accuracy on --demo-model (modeling_maskformer.benchmarks.runtimes); data: the training "
         "data pipeline per image and per DataLoader worker, ours vs transformers' fine-tuning example "
         "(albumentations) and plain torchvision v2 (modeling_maskformer.benchmarks.data_pipeline); data_check: the "
-        "data check before training over 20,210 ADE-sized items (modeling_maskformer.benchmarks.data_check)",
+        "data check before training over 20,210 ADE-sized items (modeling_maskformer.benchmarks.data_check); large: "
+        "post-processing at Cityscapes' size and for 12-MP photos, time and peak memory per task in fresh processes, "
+        "and the pipeline on a 12-MP photo (modeling_maskformer.benchmarks.large)",
     )  # fmt: skip
     parser.add_argument(
         "--demo-model", default="outputs/demo", help="trained folder for the int8 accuracy check"
@@ -160,6 +169,14 @@ def main(argv: list[str] | None = None) -> dict:
                 else data_check.FULL_CHECK
             )
             results["data_check"] = data_check.bench_data_check(check_settings)
+        if "large" in args.sections:
+            print("large post-processing (one process per measurement) ...", flush=True)
+            quick = args.quick or args.tiny  # one cheap case, ours only: the machinery
+            results["large"] = bench_large(
+                threads=args.threads, repeats=1 if quick else 2, demo_model=args.demo_model,
+                runs=[("cityscapes", "trained-like", ("instance",))] if quick else RUNS,
+                impls=("ours",) if quick else ("transformers", "ours"), pipeline=not quick,
+            )  # fmt: skip
     results["total_seconds"] = time.perf_counter() - started
     if "main" in args.sections:
         results["summary"] = summary_rows(results)
@@ -177,6 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
         from modeling_maskformer.benchmarks.data_check import print_data_check
 
         print_data_check(results["data_check"])
+    if "large" in args.sections:
+        print_large(results["large"])
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2))

@@ -69,3 +69,15 @@ def test_tiny_benchmark_writes_every_section(tmp_path):
         assert "error" not in training[impl], training[impl]
         assert training[impl]["step_seconds"] > 0 and training[impl]["peak_memory_mb"] >= 0
     assert {row["verdict"] for row in results["summary"]} <= {"PASS", "MISS", "-"}
+
+
+def test_large_section_measures_in_a_fresh_process(tmp_path):
+    """The large section's machinery (`--sections large --tiny`: one Cityscapes-sized case, ours only): a time, a
+    peak memory and the size of the returned map, from a worker process."""
+    output = tmp_path / "large.json"
+    main = runpy.run_path(str(SCRIPT))["main"]
+    main(["--tiny", "--threads", "1", "--sections", "large", "--output", str(output)])
+    (entry,) = json.loads(output.read_text())["large"]["post_processing"].values()
+    run = entry["ours"]
+    assert "error" not in run, run
+    assert run["seconds"] > 0 and run["peak_mb"] >= 0 and run["returned_mb"] == 8.0  # 1024 x 2048 int32

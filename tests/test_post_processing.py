@@ -27,6 +27,7 @@ from modeling_maskformer.image_processing.post_processing import (
     semantic_segmentation,
 )
 from modeling_maskformer.image_processing.resampling import Geometry
+from modeling_maskformer.image_processing.tiles import Tiles
 
 import exact
 import reference_inference as reference
@@ -296,15 +297,21 @@ SIZES = [
 METHODS = ("dense", "bounded", "auto")
 
 
-def check_all_tasks(class_logits, mask_logits, sizes, *, instance=None, panoptic=None, methods=METHODS):
-    """Every task through every method equals the original's maps (float ties aside: tests/exact.py)."""
+def check_all_tasks(
+    class_logits, mask_logits, sizes, *, instance=None, panoptic=None, methods=METHODS, band_rows=None
+):
+    """Every task through every method (in bands of `band_rows` output rows) equals the original's maps (float ties
+    aside: tests/exact.py)."""
     instance, panoptic = instance or {"threshold": 0.3}, panoptic or {"label_ids_to_fuse": {0, 1, 2}}
     for function, check, options in [
         (semantic_segmentation, exact.check_semantic, {}),
         (instance_segmentation, exact.check_instance, instance),
         (panoptic_segmentation, exact.check_panoptic, panoptic),
     ]:
-        results = {m: function(class_logits, mask_logits, method=m, **sizes, **options) for m in methods}
+        results = {
+            m: function(class_logits, mask_logits, method=m, band_rows=band_rows, **sizes, **options)
+            for m in methods
+        }
         check(results, class_logits, mask_logits, sizes, **options)
 
 
@@ -469,7 +476,7 @@ def test_semantic_scores_are_the_originals_before_the_argmax(scale):
     ],
 )
 def test_a_region_is_the_originals_resampling_there(low, padded, valid, target):
-    """Geometry.region (the instance masks' bounding boxes) against the authors' resampling of the whole map, over
+    """Tiles.region (the instance masks' bounding boxes) against the authors' resampling of the whole map, over
     regions touching every edge, single pixels and random boxes; to float32 rounding of the blend weights
     (a few 1e-7 of the logits' magnitude: the composite of two resamplings rounds its weights once)."""
     generator = torch.Generator().manual_seed(5)
@@ -492,7 +499,7 @@ def test_a_region_is_the_originals_resampling_there(low, padded, valid, target):
         right = int(torch.randint(left + 1, width + 1, (1,), generator=generator))
         boxes.append(((top, bottom), (left, right)))
     for (top, bottom), (left, right) in boxes:
-        region = geometry.region(logits, (top, bottom), (left, right))
+        region = Tiles(geometry).region(logits, (top, bottom), (left, right))
         assert region.shape == (bottom - top, right - left)
         torch.testing.assert_close(region, whole[top:bottom, left:right], atol=2e-6 * tolerance_scale, rtol=0)
 

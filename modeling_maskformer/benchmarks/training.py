@@ -20,9 +20,10 @@ from ..modeling_maskformer import MaskFormerForInstanceSegmentation
 from .common import TRAIN_IMPLS, Settings, bench_environment, median_times, training_batch
 
 
-def run_in_subprocess(spec: dict, timeout: float) -> dict:
-    """Runs this module as a worker with `spec` in a fresh process; its last stdout line is the JSON result."""
-    command = [sys.executable, "-m", __name__, json.dumps(spec)]
+def run_in_subprocess(spec: dict, timeout: float, module: str = __name__) -> dict:
+    """Runs `module` (this one by default) as a worker with `spec` in a fresh process; its last stdout line is the
+    JSON result."""
+    command = [sys.executable, "-m", module, json.dumps(spec)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
