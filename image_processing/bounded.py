@@ -157,10 +157,17 @@ class _Sources:
         device = logits.device
         self.probs_t = probs.t().contiguous()  # (K_c, Q)
         self.logits, self.geometry, self.classes = logits, geometry, classes
+        self.padded = (
+            None  # the logits padded by one sample each side (`_cell_table`), made when first needed
+        )
         self.cell_label, self.needed = cell_label, needed
         size = max(int(cell_label.max()), int(classes.max()) if len(classes) else 0) + 1
         self.row_of = torch.full((size,), -1, dtype=torch.long, device=device)
         self.row_of[classes] = torch.arange(len(classes), device=device)  # class id -> its row in the scores
+        self.every_cell = bool(needed.all())
+        self.every_class = bool(
+            (classes == torch.arange(len(classes), device=device)).all()
+        )  # row = class id
         self.weights = _CELL_WEIGHTS.to(device)
         queries, count = len(logits), max(len(classes), 1)
         (h_v, w_v), (h_t, w_t) = geometry.valid, geometry.target
@@ -173,6 +180,12 @@ class _Sources:
     def band(self, rows: Rows, scores: bool) -> _Band:
         """The band of source rows rows[0]..rows[1]-1; with `scores`, also what `_resized_argmax` reads."""
         geometry, device = self.geometry, self.logits.device
+        if (
+            not scores and geometry.stride_4 and self.every_cell
+        ):  # untrained or noisy outputs: nothing decided
+            label = torch.empty(rows[1] - rows[0], geometry.valid[1], dtype=torch.long, device=device)
+            self._whole_cells(rows, label)
+            return _Band(rows, label, self.classes, self.row_of)
         taps_y, taps_x = geometry.y.tap0[rows[0] : rows[1]], geometry.x.tap0  # each source pixel's cell
         label = self.cell_label.index_select(0, taps_y).index_select(1, taps_x)  # (rows, w_v)
         band = _Band(rows, label, self.classes, self.row_of)
@@ -206,19 +219,14 @@ class _Sources:
         return band
 
     def _cells(self, need: Tensor, rows: Rows):
-        """Scores of the needed pixels through whole cells: cell e (rows) holds the pixels 4e-2 .. 4e+1, between
-        samples e-1 and e of the logits padded by one sample each side (torch clamps: the edge repeated)."""
-        geometry, logits, device = self.geometry, self.logits, self.logits.device
-        (first, last), (h, w), (_, w_v) = rows, geometry.low, geometry.valid
-        top, bottom = (first + 2) // 4, (last + 1) // 4 + 1  # cell rows top..bottom-1
+        """Scores of the needed pixels through whole cells (`_cell_table`)."""
+        geometry, device = self.geometry, self.logits.device
+        (first, last), (_, w), (_, w_v) = rows, geometry.low, geometry.valid
+        table, top, bottom = self._cell_table(rows)
         # The needed pixels' cells: the band's mask placed on the cells' grid of pixels, any over each cell.
         grid = torch.zeros(4 * (bottom - top), 4 * (w + 1), dtype=torch.bool, device=device)
         grid[first - (4 * top - 2) : last - (4 * top - 2), 2 : 2 + w_v] = need
         needed_cells = grid.view(bottom - top, 4, w + 1, 4).any(3).any(1)  # (cell rows, w + 1)
-        padded_rows = (torch.arange(top, bottom + 1, device=device) - 1).clamp_(0, h - 1)
-        padded_cols = (torch.arange(w + 2, device=device) - 1).clamp_(0, w - 1)
-        # The logits padded by one sample each side, over the band's cells: (Q, cell rows + 1, w + 2).
-        table = logits.index_select(1, padded_rows).index_select(2, padded_cols)
         offsets = torch.arange(16, device=device)
         if bool(needed_cells.all()):  # every cell: slices of whole cell rows, no gathers
             step = max(1, self.chunk // (w + 1))
@@ -227,31 +235,57 @@ class _Sources:
             chunks = torch.split(needed_cells.flatten().nonzero().squeeze(1), self.chunk)
         for chunk in chunks:
             if isinstance(chunk, tuple):
-                (r0, r1), t = chunk, table
-                corners = [
-                    t[:, r0:r1, :-1],
-                    t[:, r0:r1, 1:],
-                    t[:, r0 + 1 : r1 + 1, :-1],
-                    t[:, r0 + 1 : r1 + 1, 1:],
-                ]
-                corners = [c.reshape(len(logits), -1) for c in corners]
-                chunk = torch.arange(r0 * (w + 1), r1 * (w + 1), device=device)
+                corners = _row_corners(table, *chunk)
+                chunk = torch.arange(chunk[0] * (w + 1), chunk[1] * (w + 1), device=device)
                 cell_y, cell_x = chunk // (w + 1), chunk % (w + 1)
             else:
                 cell_y, cell_x = chunk // (w + 1), chunk % (w + 1)
                 top_left = cell_y * (w + 2) + cell_x
                 flat = table.flatten(1)
                 corners = [flat.index_select(1, top_left + d) for d in (0, 1, w + 2, w + 3)]
-            # (16, Q, n): each cell's pixels (row-major) from its corners, sigmoid; then (16, K_c, n) scores
-            masks = (
-                torch.mm(self.weights, torch.stack(corners).view(4, -1)).view(16, len(logits), -1).sigmoid_()
-            )
-            part = torch.matmul(self.probs_t, masks)
+            part = self._cell_scores(corners)
             # The cells' pixels in the band (a cell at the band's or the image's edge holds fewer).
             y = (4 * (cell_y + top) - 2 - first)[None, :] + (offsets // 4)[:, None]  # (16, n)
             x = (4 * cell_x - 2)[None, :] + (offsets % 4)[:, None]
             keep = ((y >= 0) & (y < last - first) & (x >= 0) & (x < w_v)).flatten().nonzero().squeeze(1)
             yield take((y * w_v + x).flatten(), keep), keep, part
+
+    def _cell_table(self, rows: Rows) -> tuple[Tensor, int, int]:
+        """The logits padded by one sample each side over the cells of source rows rows[0]..rows[1]-1: (Q, cell
+        rows + 1, w + 2), and the cell rows top..bottom-1. Cell e (rows) holds the pixels 4e-2 .. 4e+1, between
+        samples e-1 and e of the padded logits (torch clamps: the edge repeated); the same along columns."""
+        first, last = rows
+        top, bottom = (first + 2) // 4, (last + 1) // 4 + 1
+        if self.padded is None:  # NOTE: once, not a gather per band: index_select along the last dim is slow
+            self.padded = F.pad(self.logits[None], (1, 1, 1, 1), mode="replicate")[0]
+        return self.padded[:, top : bottom + 1], top, bottom
+
+    def _cell_scores(self, corners: list[Tensor]) -> Tensor:
+        """(16, K_c, n) scores of n cells' pixels (row-major in a cell) from their four corner samples (Q, n) each:
+        U as one (16, 4) matrix, sigmoid, the classes' sums."""
+        masks = (
+            torch.mm(self.weights, torch.stack(corners).view(4, -1)).view(16, len(self.logits), -1).sigmoid_()
+        )
+        return torch.matmul(self.probs_t, masks)
+
+    def _whole_cells(self, rows: Rows, label: Tensor) -> None:
+        """`label` (rows, w_v) of a band when every cell is open and no scores are needed (identity geometry):
+        chunks of whole cell rows, each chunk's argmax put on the pixel grid by a reshape instead of per-pixel
+        gathers (the same values as `_cells`)."""
+        (first, last), (_, w), (_, w_v) = rows, self.geometry.low, self.geometry.valid
+        table, top, bottom = self._cell_table(rows)
+        step = max(1, self.chunk // (w + 1))
+        for r0 in range(0, bottom - top, step):
+            r1 = min(r0 + step, bottom - top)
+            arg = self._cell_scores(_row_corners(table, r0, r1)).max(1).indices  # (16, cells)
+            grid = arg.view(4, 4, r1 - r0, w + 1).permute(2, 0, 3, 1).reshape(4 * (r1 - r0), 4 * (w + 1))
+            y0 = 4 * (top + r0) - 2  # the source row of the grid's first row
+            low, high = max(y0, first), min(y0 + 4 * (r1 - r0), last)
+            if low < high:
+                cut = grid[low - y0 : high - y0, 2 : 2 + w_v]
+                label[low - first : high - first] = (
+                    cut if self.every_class else take(self.classes, cut.flatten()).view(cut.shape)
+                )
 
     def _pixels(self, need: Tensor, rows: Rows):
         """Scores of the needed pixels one by one (any padding): U at each, sigmoid, the classes' sums."""
@@ -282,6 +316,18 @@ _CELL_WEIGHTS = torch.stack(
     ],
     1,
 )  # (16, 4): a cell's 16 pixels (row-major) from its four corner samples
+
+
+def _row_corners(table: Tensor, first: int, last: int) -> list[Tensor]:
+    """The four corner samples (Q, cells) of the cells of cell rows first..last-1 of `_Sources._cell_table`'s table,
+    row-major: top-left, top-right, bottom-left, bottom-right."""
+    corners = [
+        table[:, first:last, :-1],
+        table[:, first:last, 1:],
+        table[:, first + 1 : last + 1, :-1],
+        table[:, first + 1 : last + 1, 1:],
+    ]
+    return [corner.reshape(len(table), -1) for corner in corners]
 
 
 def _resized_argmax(band: _Band, geometry: Geometry, rows: Rows, slack: float) -> Tensor:

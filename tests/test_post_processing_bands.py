@@ -18,7 +18,7 @@ from transformers.models.maskformer.image_processing_maskformer import (
 
 from modeling_maskformer.benchmarks.common import random_outputs
 from modeling_maskformer.benchmarks.recorded import load_recorded
-from modeling_maskformer.image_processing import cost
+from modeling_maskformer.image_processing import bounded, cost
 from modeling_maskformer.image_processing import post_processing as pp
 from modeling_maskformer.image_processing.resampling import Geometry
 from modeling_maskformer.image_processing.transformers_api import convert_segmentation_to_rle
@@ -67,6 +67,29 @@ def test_small_bands_keep_the_original_maps(regime, sizes):
     for band_rows in (7, None):
         check = {"methods": ("dense", "bounded"), "instance": options or None, "panoptic": options or None}
         check_all_tasks(class_logits, mask_logits, sizes, band_rows=band_rows, **check)
+
+
+@pytest.mark.parametrize("regime", ["random-init", "noise"])
+@pytest.mark.parametrize(
+    "sizes", [{"padded_size": (256, 128)}, {"padded_size": (256, 128), "valid_sizes": [(250, 121)]}]
+)
+def test_semantic_with_every_cell_open_is_the_originals(regime, sizes, monkeypatch):
+    """Untrained or noisy outputs where the probe finds nothing for the bounds to decide and no resize follows (as at
+    Cityscapes' size): whole cell rows straight onto the map (`_Sources._whole_cells`), in 7-row bands and the
+    default ones, equal to the reference."""
+    monkeypatch.setattr(bounded, "_PROBE_ABOVE", 0)  # probe these small logits as it does large ones
+    whole_cells = []
+    original = bounded._Sources._whole_cells
+    monkeypatch.setattr(bounded._Sources, "_whole_cells", lambda *a: whole_cells.append(1) or original(*a))
+    class_logits, mask_logits = regime_outputs(regime, queries=12, classes=6, low=(64, 32), seed=4)
+    for band_rows in (7, None):
+        results = {
+            "bounded": pp.semantic_segmentation(
+                class_logits, mask_logits, method="bounded", band_rows=band_rows, **sizes
+            )
+        }
+        exact.check_semantic(results, class_logits, mask_logits, sizes)
+    assert whole_cells, "the every-cell-open path was not taken"
 
 
 def test_a_large_output_in_small_bands():
