@@ -44,6 +44,7 @@ test-browser: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 bench: $(STAMP)
 	$(PY) scripts/run_benchmarks.py
