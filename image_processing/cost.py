@@ -107,9 +107,13 @@ def dense_seconds(task: str, geometry: Geometry, maps: int, classes: int, s: Spe
             + 8 * (bands - 1) * s.call
         )
     bands = _bands(geometry, 3 * maps)
-    per_pixel = maps * (s.interp * resize + s.sigmoid + 4 * s.elem)
-    passes = 2 if task == "instance" else 1  # instance: the masks' areas, then the map (one band: kept)
-    passes = 1 if bands == 1 else passes
+    # instance: the masks' areas, then the map (one band: kept)
+    passes = 2 if task == "instance" and bands > 1 else 1
+    # NOTE: instance over several bands makes, per pass, new band-sized tensors (BAND_ELEMENTS values, out of cache)
+    # for the resize, sigmoid, comparison, gather and product: ~20 in-cache elementwise passes' worth per value, as
+    # the bounded model counts for its regions (4 undercounted it by half against the time measured at 12 MP).
+    elementwise = 20 if passes == 2 else 4
+    per_pixel = maps * (s.interp * resize + s.sigmoid + elementwise * s.elem)
     return passes * (maps * n_v * s.interp + n_t * per_pixel) + 12 * (bands - 1) * passes * s.call
 
 

@@ -29,6 +29,10 @@ from torch import Tensor
 
 from .resampling import Axis, Geometry, mix, take
 
+# Output coordinates per block of `_composite`, along rows and along columns (measured: rows 32-128 alike; columns
+# fewer calls, on the few low-res rows a region reads).
+_COMPOSITE_CHUNK = (64, 512)
+
 
 @dataclass(frozen=True)
 class TileAxis:
@@ -44,6 +48,7 @@ class TileAxis:
     tile: Tensor  # (target,) index of each output coordinate's key in `keys` (non-decreasing)
     start: Tensor  # (T_axis,) first output coordinate of each tile
     count: Tensor  # (T_axis,) output coordinates per tile
+    matrix: Tensor  # (target, low) the composite weights as a dense matrix: R after U is matrix @ values
 
     @classmethod
     def build(cls, axis: Axis) -> TileAxis:
@@ -61,7 +66,8 @@ class TileAxis:
             2 * window + wide, return_inverse=True, return_counts=True
         )
         start = torch.cumsum(count, 0) - count
-        return cls(axis, window, composite, taps, window + 1 + wide, keys, tile, start, count)
+        matrix = torch.zeros(axis.target, axis.low, device=device).scatter_add_(1, taps, composite)
+        return cls(axis, window, composite, taps, window + 1 + wide, keys, tile, start, count, matrix)
 
     def reach(self, first: Tensor, last: Tensor) -> tuple[Tensor, Tensor]:
         """The output coordinates whose support meets low-res coordinates first..last (inclusive), as
@@ -218,20 +224,26 @@ class Tiles:
 
 def _composite(values: Tensor, dim: int, axis: TileAxis, part: tuple[int, int], offset: int) -> Tensor:
     """Resample a 2-D `values` along `dim` (holding low-res coordinates offset, offset + 1, ...) to the output
-    coordinates part[0]..part[1]-1 of `axis`, with its composite weights."""
+    coordinates part[0]..part[1]-1 of `axis`, with its composite weights.
+
+    NOTE: products with blocks of the dense weight matrix (at most 3 nonzeros a row), `_COMPOSITE_CHUNK[dim]`
+    outputs at a time so that each block holds only the few low-res coordinates they read: a gather of the 3 taps
+    and their blend copies three values per output and is several times slower on CPU."""
     first, last = part
-    taps = values.index_select(dim, (axis.composite_taps[first:last] - offset).flatten())
-    weights = axis.composite[first:last]
-    if dim == 0:  # (3n, cols) -> (n, cols)
-        taps, weights = taps.view(last - first, 3, -1), weights[:, :, None]
-        out = taps[:, 0] * weights[:, 0]
-        for tap in (1, 2):
-            out.addcmul_(taps[:, tap], weights[:, tap])
-        return out
-    taps = taps.view(-1, last - first, 3)  # (rows, 3n) -> (rows, n)
-    out = taps[..., 0] * weights[:, 0]
-    for tap in (1, 2):
-        out.addcmul_(taps[..., tap], weights[:, tap])
+    shape = list(values.shape)
+    shape[dim] = last - first
+    out = values.new_empty(shape)
+    chunk = _COMPOSITE_CHUNK[dim]
+    starts = range(first, last, chunk)
+    ends = [min(start + chunk, last) for start in starts]
+    windows = zip(axis.window[first:last:chunk].tolist(), axis.window[[end - 1 for end in ends]].tolist())
+    for start, end, (low, high) in zip(starts, ends, windows):
+        high = min(high + 3, offset + values.shape[dim])  # the last output's support ends within window + 2
+        weights = axis.matrix[start:end, low:high]  # (outputs, low-res coordinates)
+        if dim == 0:
+            torch.mm(weights, values[low - offset : high - offset], out=out[start - first : end - first])
+        else:
+            out[:, start - first : end - first] = values[:, low - offset : high - offset] @ weights.t()
     return out
 
 
