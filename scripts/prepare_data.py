@@ -19,8 +19,14 @@ docs/datasets-download.md.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import shlex
+import sys
+from pathlib import Path
+from types import ModuleType
+
+REGISTRY = "modeling_maskformer.data.registry"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,25 +69,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def load_registry() -> ModuleType:
+    """`modeling_maskformer/data/registry.py`, read from its file when the package is not imported yet: importing it
+    by name would first run the package's __init__, which loads torch and transformers (seconds) to register the Auto
+    classes. The file imports only the standard library."""
+    if REGISTRY in sys.modules:
+        return sys.modules[REGISTRY]
+    package = importlib.util.find_spec("modeling_maskformer")  # a top-level name: found, not run
+    if package is None or package.origin is None:
+        raise ModuleNotFoundError(
+            "modeling_maskformer is not installed: run pip install -e . in the repository"
+        )
+    spec = importlib.util.spec_from_file_location(
+        REGISTRY, Path(package.origin).parent / "data" / "registry.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[REGISTRY] = module  # as an import would: dataclasses look the module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 if __name__ == "__main__":
     # NOTE: checked before the library is imported: importing modeling_maskformer loads torch and transformers (to
-    # register the Auto classes), seconds that --help and a mistyped option do not need.
-    parse_args()
+    # register the Auto classes), seconds that --help, a mistyped option and --list do not need.
+    if parse_args().list:
+        print(load_registry().registry_table())
+        raise SystemExit(0)
 
 from modeling_maskformer.cli import run_cli  # noqa: E402
 from modeling_maskformer.data.download import DownloadPolicy  # noqa: E402
-from modeling_maskformer.data.prepare import DATASETS, PrepareResult, prepare  # noqa: E402
-
-
-def registry_table() -> str:
-    lines = ["| dataset | archive | bytes | SHA-256 | source |", "|---|---|---|---|---|"]
-    for spec in DATASETS.values():
-        for archive in spec.archives.values():
-            size = f"{archive.size:,}" if archive.size else "-"
-            digest = f"`{archive.sha256}`" if archive.sha256 else f"none: {archive.unpinned}"
-            lines.append(f"| {spec.name} | {archive.url or archive.filename + ' (local)'} | {size} | {digest} | "
-                         f"{archive.source} |")  # fmt: skip
-    return "\n".join(lines)
+from modeling_maskformer.data.prepare import PrepareResult, prepare  # noqa: E402
+from modeling_maskformer.data.registry import DATASETS, registry_table  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> PrepareResult | None:

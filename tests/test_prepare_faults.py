@@ -29,6 +29,7 @@ from modeling_maskformer.data import download as download_module
 from modeling_maskformer.data import progress as progress_module
 from modeling_maskformer.data.download import DataPreparationError, DownloadPolicy
 from modeling_maskformer.data.prepare import DATASETS, MARKER, prepare
+from modeling_maskformer.data.registry import registry_table
 
 from dataset_server import (
     ADE_COUNTS,
@@ -475,10 +476,11 @@ def test_a_kept_archive_is_verified_before_it_is_trusted(site, served_ade, tmp_p
     assert (tmp_path / "ADEChallengeData2016" / MARKER).is_file()
 
 
-def test_help_and_argument_errors_do_not_import_torch():
-    """--help and a mistyped option answer from the standard library alone (the package import costs seconds)."""
+def test_help_list_and_argument_errors_do_not_import_torch():
+    """--help, --list and a mistyped option answer from the standard library alone (the package import costs
+    seconds): --list reads the registry's file without the package's __init__."""
     outputs = {}
-    for args, code in ((["--help"], 0), (["ade20k", "--retries", "-1"], 2)):
+    for args, code in ((["--help"], 0), (["--list"], 0), (["ade20k", "--retries", "-1"], 2)):
         done = subprocess.run([sys.executable, "-X", "importtime", str(PREPARE), *args], capture_output=True,
                               text=True, timeout=120)  # fmt: skip
         assert done.returncode == code, done.stderr
@@ -488,7 +490,9 @@ def test_help_and_argument_errors_do_not_import_torch():
             if line.startswith("import time:")
         }
         assert not {m for m in modules if m.split(".")[0] in ("torch", "transformers", "modeling_maskformer")}
-        outputs[args[0]] = " ".join(done.stdout.split())
+        outputs[args[0]] = done.stdout
+    assert outputs["--list"] == registry_table() + "\n"  # the table the library makes, byte for byte
+    outputs = {arg: " ".join(out.split()) for arg, out in outputs.items()}
     assert "--low_speed_limit" in outputs["--help"] and "docs/datasets-download.md" in outputs["--help"]
     names = re.search(r"the dataset: (\w+), (\w+) or (\w+)", outputs["--help"])
     # the help names the registry's datasets

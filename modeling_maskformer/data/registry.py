@@ -1,0 +1,144 @@
+"""The datasets `prepare.py` prepares: their official archives with pinned sizes and SHA-256 sums, the folder each
+leaves under the root, the split sizes and where each value comes from; `registry_table()` is what
+`scripts/prepare_data.py --list` prints.
+
+    from modeling_maskformer.data.registry import DATASETS
+
+    DATASETS["ade20k"].archives["all"].sha256
+
+NOTE: standard library only, and no import from the package: `prepare_data.py --list` loads this file by its path,
+without the package's __init__ (which loads torch and transformers to register the Auto classes: seconds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One archive: where it is, its pinned size and SHA-256, and where those values come from."""
+
+    filename: str
+    url: str | None  # None: no direct download (behind a login); the user passes a local path
+    size: int | None  # bytes
+    sha256: str | None
+    source: str  # where url / size / sha256 come from
+    unpinned: str | None = None  # why sha256 (or size) is None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset this module prepares: its archives, the folder it leaves under the root, the split sizes."""
+
+    name: str
+    title: str
+    folder: str  # under the root
+    archives: dict[str, Archive]  # by role
+    split_counts: dict[str, int]  # images per split ("train" / "validation")
+    counts_source: str
+    label_convention: str | None  # what --label_convention the training command needs
+    layout: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+TFDS = "tensorflow/datasets `tensorflow_datasets/url_checksums/{}` (size and SHA-256 of the official URL)"
+
+DATASETS: dict[str, DatasetSpec] = {
+    "ade20k": DatasetSpec(
+        name="ade20k",
+        title="ADE20K-150 (MIT Scene Parsing benchmark, ADEChallengeData2016)",
+        folder="ADEChallengeData2016",
+        archives={
+            "all": Archive(
+                "ADEChallengeData2016.zip",
+                "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip",
+                967_382_037,
+                "7ff1be44964418441f542a7cc1e1a650e7dc0fc275f5d23252bc9bbdbc977b29",
+                TFDS.format("ade20k.txt"),
+            )
+        },
+        split_counts={"train": 20_210, "validation": 2_000},
+        counts_source="the benchmark's published split sizes (sceneparsing.csail.mit.edu: 20,210 training, 2,000 "
+        "validation images), also tfds scene_parse150's splits",
+        label_convention="ade",
+        layout="ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_*.{jpg,png} + objectInfo150.txt "
+        "(PNG values: 0 = other, 1..150 = classes)",
+    ),  # fmt: skip
+    "coco_panoptic": DatasetSpec(
+        name="coco_panoptic",
+        title="COCO 2017 panoptic segmentation",
+        folder="coco",
+        archives={
+            "annotations": Archive(
+                "panoptic_annotations_trainval2017.zip",
+                "http://images.cocodataset.org/annotations/panoptic_annotations_trainval2017.zip",
+                860_725_834,
+                "c05f76d2129b6b561eb70efe16e7006df62f73fb92889132d373b9d90e31a370",
+                TFDS.format("coco2017_panoptic.txt"),
+            ),
+            "validation": Archive(
+                "val2017.zip",
+                "http://images.cocodataset.org/zips/val2017.zip",
+                815_585_330,
+                "4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05",
+                TFDS.format("coco2017_panoptic.txt"),
+            ),
+            "train": Archive(
+                "train2017.zip",
+                "http://images.cocodataset.org/zips/train2017.zip",
+                19_336_861_798,
+                "69a8bb58ea5f8f99d24875f21416de2e9ded3178e903f1f7603e283b9e06d929",
+                TFDS.format("coco2017_panoptic.txt"),
+            ),
+        },
+        split_counts={"train": 118_287, "validation": 5_000},
+        counts_source="COCO 2017: 118,287 train and 5,000 val images, each with a panoptic annotation",
+        label_convention=None,
+        layout="coco/{train2017,val2017}/*.jpg + coco/annotations/panoptic_{train,val}2017.json + "
+        "coco/annotations/panoptic_{train,val}2017/*.png",
+        notes=(
+            "the inner panoptic_{train,val}2017.zip of the annotation archive are covered by its SHA-256",
+        ),
+    ),  # fmt: skip
+    "cityscapes": DatasetSpec(
+        name="cityscapes",
+        title="Cityscapes (fine annotations)",
+        folder="cityscapes",
+        archives={
+            "annotations": Archive(
+                "gtFine_trainvaltest.zip",
+                None,
+                None,
+                None,
+                "www.cityscapes-dataset.com/downloads (241 MB)",
+                unpinned="downloads need a Cityscapes account; the site's md5 sums are behind the same login",
+            ),
+            "images": Archive(
+                "leftImg8bit_trainvaltest.zip",
+                None,
+                None,
+                None,
+                "www.cityscapes-dataset.com/downloads (11 GB)",
+                unpinned="downloads need a Cityscapes account; the site's md5 sums are behind the same login",
+            ),
+        },
+        split_counts={"train": 2_975, "validation": 500},
+        counts_source="the Cityscapes paper / site: 2,975 train and 500 val finely annotated images",
+        label_convention="as_is",
+        layout="cityscapes/{images,annotations}/{training,validation}/<city>_<seq>_<frame>.png + id2label.json "
+        "(gtFine labelIds converted to the 19 trainIds 0..18, 255 ignored)",
+    ),  # fmt: skip
+}
+
+
+def registry_table() -> str:
+    """A Markdown table: one row per archive, with its URL (or "(local)"), size, SHA-256 and source."""
+    lines = ["| dataset | archive | bytes | SHA-256 | source |", "|---|---|---|---|---|"]
+    for spec in DATASETS.values():
+        for archive in spec.archives.values():
+            size = f"{archive.size:,}" if archive.size else "-"
+            digest = f"`{archive.sha256}`" if archive.sha256 else f"none: {archive.unpinned}"
+            lines.append(f"| {spec.name} | {archive.url or archive.filename + ' (local)'} | {size} | {digest} | "
+                         f"{archive.source} |")  # fmt: skip
+    return "\n".join(lines)
