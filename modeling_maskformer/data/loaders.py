@@ -156,12 +156,13 @@ def load_ade_folder(
     ``root/images/<subset>/`` and ``root/annotations/<subset>/`` (ADE20K: ``training``, ``validation``), or flat
     ``root/images/`` and ``root/annotations/``, one subset named ``all``. ``split`` as for every source
     (`splits.plan_split`): a subset by name or alias, a slice (``train[:80%]``), or the parts of a training subset
-    when there is no validation subset (``train_val_split`` held out, 15% by default). Class names come from ``id2label`` (used as it is), else
-    ``id2label_file``, ``root/id2label.json`` (files are read under the label convention:
-    `class_names.names_for_convention`) or ``root/objectInfo150.{csv,txt}``, else numbers; with none of these
-    and no ``num_labels`` the annotations are scanned for the largest label (slow on large folders). With a
-    ``palette`` (`palette.read_palette`), the annotations are colour masks and the palette names the classes.
-    JPEG annotations are refused (lossy).
+    when there is no validation subset (``train_val_split`` held out, 15% by default).
+
+    Class names come from ``id2label`` (used as it is), else ``id2label_file``, ``root/id2label.json`` (files are
+    read under the label convention: `class_names.names_for_convention`) or ``root/objectInfo150.{csv,txt}``, else
+    numbers; with none of these and no ``num_labels`` the annotations are scanned for the largest label (slow on
+    large folders). With a ``palette`` (`palette.read_palette`), the annotations are colour masks and the palette
+    names the classes. JPEG annotations are refused (lossy).
 
     ``reduce_labels``: True for ADE20K's convention (0 = "other", ignored; 1..K are classes 0..K-1), False
     for values used as they are; None refuses to guess (a ValueError asking for the choice).
@@ -404,7 +405,8 @@ def detect_folder_layout(root: str | Path) -> str:
     )
 
 
-# The layouts whose loaders read semantic label maps, and so take a label convention (`reduce_labels`).
+# The layouts whose loaders read semantic label maps, and so take a label convention (`reduce_labels`); the others
+# (synthetic scenes, COCO panoptic and instance data) take their classes from the data.
 LABEL_CONVENTION_LAYOUTS = ("ade", "voc", "cvat_mask", "hf")
 
 
@@ -433,12 +435,6 @@ def source_layout(source) -> str:
     if name in DATASETS:
         return "coco_panoptic" if name == "coco_panoptic" else "ade"
     return "hf"
-
-
-def takes_label_convention(source) -> bool:
-    """Whether `build_dataset(source)` reads semantic label maps (and so takes `reduce_labels`): not the synthetic
-    scenes, nor COCO panoptic or instance data, whose classes come from their JSON."""
-    return source_layout(source) in LABEL_CONVENTION_LAYOUTS
 
 
 def build_dataset(
