@@ -192,11 +192,15 @@ def test_a_plain_json_and_image_folder_like_register_coco_instances(tmp_path):
     root = write_official(tmp_path / "coco", {"val2017": 3})
     dataset = load_coco_instances(root / "annotations" / "instances_val2017.json", root / "val2017")
     assert len(dataset) == 3 and dataset[0]["instances"]["masks"].dtype == bool
-    missing = load_coco_instances(root / "annotations" / "instances_val2017.json", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"instances_val2017.json: none of its 3 images is in .*file_name "
+                                                 r"'000000000001.jpg' is not .*--image_root DIR"):  # fmt: skip
+        load_coco_instances(root / "annotations" / "instances_val2017.json", tmp_path)
+    (root / "val2017" / "000000000002.jpg").unlink()  # one missing: found by the data check (or when read)
+    missing = load_coco_instances(root / "annotations" / "instances_val2017.json", root / "val2017")
     with pytest.raises(
-        FileNotFoundError, match=r"000000000001.jpg.*image not found \(file_name '000000000001.jpg'"
+        FileNotFoundError, match=r"000000000002.jpg.*image not found \(file_name '000000000002.jpg'"
     ):
-        missing[0]
+        missing[1]
 
 
 def test_images_are_turned_upright_by_their_exif_orientation(tmp_path):

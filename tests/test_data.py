@@ -70,17 +70,17 @@ def test_ade_reduce_labels_and_flat_layout_and_object_info(tmp_path):
     (tmp_path / "objectInfo150.csv").write_text(
         "Idx,Ratio,Train,Val,Name\n1,0.1,1,1,wall\n2,0.1,1,1,building;edifice\n3,0.1,1,1,sky\n"
     )
-    ds = load_ade_folder(tmp_path, "validation", reduce_labels=True)  # flat layout: split ignored
+    ds = load_ade_folder(tmp_path, "all", reduce_labels=True)  # flat layout: one subset, "all"
     assert ds.id2label == {0: "wall", 1: "building", 2: "sky"}
     # 0 ("other") -> 255, k -> k - 1, an existing 255 stays 255.
     np.testing.assert_array_equal(ds[0]["semantic"], [[255, 0, 1, 255], [2, 2, 0, 255]])
     (tmp_path / "objectInfo150.csv").unlink()
-    assert load_ade_folder(tmp_path, reduce_labels=True).id2label == {
+    assert load_ade_folder(tmp_path, "all", reduce_labels=True).id2label == {
         0: "0",
         1: "1",
         2: "2",
     }  # scanned: largest raw label 3
-    raw = load_ade_folder(tmp_path, reduce_labels=False, num_labels=4)
+    raw = load_ade_folder(tmp_path, "all", reduce_labels=False, num_labels=4)
     np.testing.assert_array_equal(raw[0]["semantic"], [[0, 1, 2, 255], [3, 3, 1, 0]])
 
 
@@ -258,9 +258,13 @@ def test_missing_and_empty_folders(tmp_path):
         load_ade_folder(tmp_path, reduce_labels=True)
     (tmp_path / "images/training").mkdir(parents=True)
     (tmp_path / "annotations/training").mkdir(parents=True)
-    with pytest.raises(ValueError, match="no images"):
-        load_ade_folder(tmp_path, "train", reduce_labels=True)
-    with pytest.raises(FileNotFoundError, match="missing split folder .*validation"):
+    for split in ("train", "validation"):  # no validation folder: both come from training/
+        with pytest.raises(ValueError, match="no images .* in .*images/training"):
+            load_ade_folder(tmp_path, split, reduce_labels=True)
+    with pytest.raises(ValueError, match=r"no split 'test'; it has \['training'\]"):
+        load_ade_folder(tmp_path, "test", reduce_labels=True)
+    (tmp_path / "images/validation").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="missing split folder .*annotations/validation"):
         load_ade_folder(tmp_path, "validation", reduce_labels=True)
     with pytest.raises(FileNotFoundError, match="panoptic_val2017.json"):
         load_coco_panoptic_folder(tmp_path, "val")
@@ -300,7 +304,7 @@ def test_labels_out_of_range_are_reported(tmp_path):
     Image.new("RGB", (2, 2)).save(tmp_path / "images/a.jpg")
     Image.fromarray(np.array([[1, 2], [3, 9]], dtype=np.uint8)).save(tmp_path / "annotations/a.png")
     with pytest.raises(ValueError, match=r"annotations/a.png: label\(s\) \[8\] outside 0..2"):
-        load_ade_folder(tmp_path, num_labels=3, reduce_labels=True)[0]
+        load_ade_folder(tmp_path, "all", num_labels=3, reduce_labels=True)[0]
 
 
 def test_unknown_category_id_is_named(tmp_path):
@@ -420,7 +424,7 @@ def test_a_16_bit_annotation_above_ignore_index_is_named(tmp_path):
     with pytest.raises(
         ValueError, match=r"annotations/a.png: label 3000 is above ignore_index 255, .*instance or colour map"
     ):
-        load_ade_folder(root, reduce_labels=True)
+        load_ade_folder(root, "all", reduce_labels=True)
 
 
 def test_a_colour_annotation_gets_the_colour_error_first(tmp_path):
@@ -429,7 +433,7 @@ def test_a_colour_annotation_gets_the_colour_error_first(tmp_path):
     root = _ade_with(tmp_path, Image.fromarray(colours))
     for kwargs in ({}, {"num_labels": 3}, {"reduce_labels": None}):
         with pytest.raises(ValueError, match=r"a.png: semantic annotation has mode RGB.*colour-coded"):
-            load_ade_folder(root, **kwargs)
+            load_ade_folder(root, "all", **kwargs)
 
 
 def test_the_label_convention_is_required(tmp_path, shapes):
@@ -439,11 +443,11 @@ def test_the_label_convention_is_required(tmp_path, shapes):
         with pytest.raises(
             ValueError, match="say how to read the pixel values.*reduce_labels=True.*--label_convention ade"
         ):
-            load_ade_folder(root, **kwargs)
+            load_ade_folder(root, "all", **kwargs)
     with pytest.raises(ValueError, match="say how to read the pixel values"):
-        build_dataset(root)
-    assert load_ade_folder(root, reduce_labels=False).num_labels == 3
-    assert load_ade_folder(root, reduce_labels=True).num_labels == 2
+        build_dataset(root, "all")
+    assert load_ade_folder(root, "all", reduce_labels=False).num_labels == 3
+    assert load_ade_folder(root, "all", reduce_labels=True).num_labels == 2
     with pytest.raises(ValueError, match="--label_convention as_is"):
         load_hf_dataset(shapes["train"].to_hf_dataset("semantic"))
     assert load_hf_dataset(shapes["train"].to_hf_dataset("panoptic"), reduce_labels=None).task == "panoptic"

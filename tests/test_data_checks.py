@@ -23,6 +23,7 @@ from script_runs import run_script
 from tiny_training import losses
 
 NINE_CLASSES = {i: str(i) for i in range(9)}
+ALL_OF_TRAINING = "train[:100%]"  # every item: the folders here have no validation split to hold out
 
 
 def ade_folder(root: Path, count: int) -> Path:
@@ -47,7 +48,7 @@ def break_files(root: Path) -> dict[str, Path]:
 def test_every_problem_is_reported_at_once_naming_each_file(tmp_path, caplog):
     root = ade_folder(tmp_path / "ade", 80)  # enough items for the process pool
     broken = break_files(root)
-    dataset = build_dataset(root, "train", reduce_labels=True, id2label=NINE_CLASSES)
+    dataset = build_dataset(root, ALL_OF_TRAINING, reduce_labels=True, id2label=NINE_CLASSES)
     with caplog.at_level(logging.ERROR, logger="modeling_maskformer"), pytest.raises(DataCheckError) as error:
         check_dataset(dataset)
     message = str(error.value)
@@ -69,7 +70,7 @@ def test_every_problem_is_reported_at_once_naming_each_file(tmp_path, caplog):
 def test_skip_bad_items_keeps_the_rest_with_their_metadata(tmp_path, caplog):
     root = ade_folder(tmp_path / "ade", 20)
     broken = break_files(root)
-    dataset = build_dataset(root, "train", reduce_labels=True, id2label=NINE_CLASSES)
+    dataset = build_dataset(root, ALL_OF_TRAINING, reduce_labels=True, id2label=NINE_CLASSES)
     with caplog.at_level(logging.WARNING, logger="modeling_maskformer"):
         kept = check_dataset(dataset, skip_bad_items=True, num_workers=1)
     assert (
@@ -88,7 +89,7 @@ def test_the_report_is_capped(tmp_path, caplog):
     root = ade_folder(tmp_path / "ade", 12)
     for label in (root / "annotations" / "training").glob("*.png"):
         Image.new("L", (48, 64)).save(label)
-    dataset = build_dataset(root, "train", reduce_labels=True, id2label=NINE_CLASSES)
+    dataset = build_dataset(root, ALL_OF_TRAINING, reduce_labels=True, id2label=NINE_CLASSES)
     with pytest.raises(DataCheckError) as error:
         check_dataset(dataset, max_reported=4, num_workers=1, skip_bad_items=True)  # all bad: still an error
     lines = str(error.value).splitlines()
@@ -190,13 +191,14 @@ def test_the_training_command_line_refuses_bad_data_listing_every_file(tmp_path,
     root = ade_folder(tmp_path / "ade", 12)
     broken = break_files(root)
     argv = ["--dataset", root, "--label_convention", "ade", "--model_preset", "demo", "--output_dir", tmp_path / "run",
-            "--max_train_steps", 1, "--crop_size", 64, "--eval_split", "train"]  # fmt: skip
+            "--max_train_steps", 1, "--crop_size", 64, "--train_split", ALL_OF_TRAINING, "--eval_split",
+            ALL_OF_TRAINING]  # fmt: skip
     status = run_script("train_maskformer.py", argv)
     err = capsys.readouterr().err
     assert status == 2
     last = err.strip().splitlines()[-1]
     assert last.startswith("train_maskformer.py: error: the data check found 5 problem(s) in 5 of 12 items of the "
-                           "'train' split")  # fmt: skip
+                           "'train[:100%]' split")  # fmt: skip
     for path in broken.values():
         assert str(path) in err  # each problem on its own line above the error
 

@@ -175,7 +175,7 @@ def test_training_items_equal_torchvision_v2_and_the_authors_colours(
     ade_folder, source, crop, min_scale, area
 ):
     if source == "ade":
-        dataset = load_ade_folder(ade_folder, "train", reduce_labels=True, num_labels=150)
+        dataset = load_ade_folder(ade_folder, "train[:100%]", reduce_labels=True, num_labels=150)
     else:
         dataset = build_dataset("synthetic", "train", num_images=3, image_size=64)
     training_set = TrainingSet(dataset, Augmentation(crop, min_scale, 2.0, area), seed=7)
@@ -225,7 +225,7 @@ def test_instance_targets_and_present_labels_match_numpy():
 
 
 def test_collated_targets_equal_transformers_processor(ade_folder):
-    dataset = load_ade_folder(ade_folder, "train", reduce_labels=True, num_labels=150)
+    dataset = load_ade_folder(ade_folder, "train[:100%]", reduce_labels=True, num_labels=150)
     items = [TrainingSet(dataset, Augmentation(64, 1.0, 1.5, 1.0), seed=1)[i] for i in range(4)]  # all 64x64
     processor = MaskFormerImageProcessor(ignore_index=255, num_labels=150, do_reduce_labels=False)
     theirs = transformers.MaskFormerImageProcessor(do_resize=False, ignore_index=255, do_reduce_labels=False)

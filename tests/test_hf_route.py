@@ -306,8 +306,11 @@ def test_the_flags_reach_the_loaders(shapes, tmp_path):
     }  # fmt: skip
     shapes.export_ade_folder(tmp_path / "ade")
     args = parse_args(["--dataset", str(tmp_path / "ade"), "--output_dir", "x", "--max_train_steps", "1",
-                       "--train_val_split", "0.3"])  # fmt: skip
-    with pytest.raises(ValueError, match=r"--train_val_split does not apply to .*ade \(a ade dataset\)"):
+                       "--train_val_split", "0.3", "--label_convention", "ade"])  # fmt: skip
+    assert dataset_kwargs(args, "train") == {"train_val_split": 0.3, "reduce_labels": True}
+    args.image_root = "images"
+    with pytest.raises(ValueError, match=r"--image_root does not apply to .*ade \(a ade dataset\); it applies to "
+                                         r"coco_json data"):  # fmt: skip
         dataset_kwargs(args, "train")
 
 

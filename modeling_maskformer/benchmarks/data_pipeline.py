@@ -114,7 +114,7 @@ def _loader(dataset, s: DataSettings, num_workers: int, collate, passes: int) ->
 def ours_loader(
     root: Path, s: DataSettings, num_workers: int, passes: int = 1
 ) -> torch.utils.data.DataLoader:
-    dataset = load_ade_folder(root, "train", reduce_labels=True, num_labels=NUM_CLASSES)
+    dataset = load_ade_folder(root, "train[:100%]", reduce_labels=True, num_labels=NUM_CLASSES)  # every item
     training_set = TrainingSet(dataset, Augmentation(s.crop_size, s.min_scale, s.max_scale, 1.0), seed=0)
     processor = MaskFormerImageProcessor(ignore_index=IGNORE, num_labels=NUM_CLASSES, do_reduce_labels=False)
     collate = MaskFormerCollator(processor, mask_dtype=torch.bool)  # as training/loop.py

@@ -5,14 +5,14 @@ before training (`checks.check_dataset`).
 
     from modeling_maskformer.data import build_dataset, MaskFormerCollator
 
-    dataset = build_dataset("synthetic", "train", num_images=100)  # or a folder, a datasets name/object
+    dataset = build_dataset("synthetic", "train", num_images=100)  # or a folder, a COCO JSON, a datasets name/object
 
 The real datasets (ADE20K-150, COCO panoptic, Cityscapes) are downloaded, verified and laid out by
 `modeling_maskformer.data.prepare.prepare` (`scripts/prepare_data.py`); `build_dataset("ade20k")` then reads them.
 """
 
 from .augmentation import Augmentation, TrainingSet
-from .coco_instances import load_coco_instances, load_coco_instances_folder
+from .coco_instances import load_coco_instances, load_coco_instances_file, load_coco_instances_folder
 from .collator import MaskFormerCollator
 from .dataset import SegmentationDataset, SegmentationItem, to_instance_targets
 from .loaders import (
@@ -41,6 +41,7 @@ __all__ = [
     "id_to_rgb",
     "load_ade_folder",
     "load_coco_instances",
+    "load_coco_instances_file",
     "load_coco_instances_folder",
     "load_coco_panoptic_folder",
     "load_hf_dataset",

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from .coco_instances import COCO_LAYOUT_MARKERS
-from .loaders import detect_folder_layout
-from .prepare import DATA_ROOT_ENV, DATASETS, SCRIPT_DATASETS, default_data_root
+from .loaders import COCO_JSON, source_layout
+from .prepare import DATA_ROOT_ENV, default_data_root
 from .synthetic import SyntheticShapesConfig
 
 LABEL_CONVENTION_HELP = (
@@ -22,7 +22,8 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset", default="synthetic",
         help="'synthetic', a folder (ADE, COCO panoptic, COCO instances as COCO, CVAT, Roboflow or Label Studio "
-             "export them, Pascal VOC, CVAT 'Segmentation mask' export, datasets files), a name prepared by scripts/prepare_data.py (ade20k, coco_panoptic, cityscapes; also "
+             "export them, Pascal VOC, CVAT 'Segmentation mask' export, datasets files), a COCO instance JSON file "
+             "(see --image_root), a name prepared by scripts/prepare_data.py (ade20k, coco_panoptic, cityscapes; also "
              "scene_parse_150 = ade20k), or a datasets name (Hub id)",
     )  # fmt: skip
     parser.add_argument(
@@ -51,7 +52,8 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    """--image_column, --label_column, --id2label, --palette, --train_val_split (docs/data-masks.md)."""
+    """--image_column, --label_column, --id2label, --palette, --train_val_split (docs/data-masks.md), --image_root
+    (docs/data-coco.md)."""
     parser.add_argument("--image_column", default=None,
                         help="datasets data: the image column (default: the first of image, img, pixel_values)")  # fmt: skip
     parser.add_argument("--label_column", default=None,
@@ -66,8 +68,11 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
                              "b]} or CVAT's labelmap.txt (a CVAT 'Segmentation mask' export needs none: its "
                              "labelmap.txt is read)")  # fmt: skip
     parser.add_argument("--train_val_split", type=float, default=None, metavar="FRACTION",
-                        help="hold this fraction of the training split out as the validation split (seeded, the "
-                             "same in training and evaluation); default: 0.15 when the data has no validation split")  # fmt: skip
+                        help="data without a validation split: hold this fraction of the training split out as the "
+                             "validation split (seeded, the same in training and evaluation; default 0.15)")  # fmt: skip
+    parser.add_argument("--image_root", default=None, metavar="DIR",
+                        help="--dataset FILE.json (COCO instances): the folder its images' file_names are relative to "
+                             "(default: the JSON's folder)")  # fmt: skip
 
 
 # The flags of `add_source_arguments`, their loader keyword, and the layouts whose loaders take them.
@@ -76,7 +81,11 @@ _SOURCE_FLAGS = {
     "label_column": ("label_column", ("hf",)),
     "id2label": ("id2label_file", ("hf", "ade", "voc", "cvat_mask")),
     "palette": ("palette", ("hf", "ade", "voc", "cvat_mask")),
-    "train_val_split": ("train_val_split", ("hf", "voc", "cvat_mask", *COCO_LAYOUT_MARKERS)),
+    "train_val_split": (
+        "train_val_split",
+        ("hf", "ade", "voc", "cvat_mask", COCO_JSON, *COCO_LAYOUT_MARKERS),
+    ),
+    "image_root": ("image_root", (COCO_JSON,)),
 }
 
 
@@ -108,16 +117,11 @@ def dataset_kwargs(args: argparse.Namespace, *, num_images: int | None = None, i
                                        num_thing_classes=getattr(args, "synthetic_thing_classes", None))  # fmt: skip
         return {**kwargs, "config": config}
     kwargs = {"name": args.dataset_config_name} if args.dataset_config_name else {}
-    path = Path(args.dataset).expanduser()
-    layout = "hf"
-    if not path.exists():  # a prepared dataset's name, or a `datasets` name
-        if SCRIPT_DATASETS.get(args.dataset, args.dataset) in DATASETS:
-            kwargs = {"data_root": args.data_root}
-            layout = "coco_panoptic" if args.dataset == "coco_panoptic" else "ade"
-    elif path.is_dir():
-        layout = detect_folder_layout(path)
+    layout = source_layout(args.dataset)
+    if not Path(args.dataset).expanduser().exists() and layout != "hf":  # a prepared dataset's name
+        kwargs = {"data_root": args.data_root}
     kwargs.update(source_kwargs(args, layout))
-    if layout in ("coco_panoptic", *COCO_LAYOUT_MARKERS):
+    if layout in ("coco_panoptic", COCO_JSON, *COCO_LAYOUT_MARKERS):
         return kwargs  # the classes come from the JSON
     kwargs["reduce_labels"] = None if args.label_convention is None else args.label_convention == "ade"
     if id2label is not None:

@@ -3,6 +3,8 @@ dataset and the labelling tools export it.
 
 - `load_coco_instances(json_file, image_root)`: one JSON and its images (detectron2's
   `register_coco_instances(name, {}, json_file, image_root)`).
+- `load_coco_instances_file(json_file, split, image_root=...)`: the same as a source with one subset, with splits
+  (``--dataset FILE.json --image_root DIR``).
 - `load_coco_instances_folder(root, split)`: an exporter's folder, its layout detected (`coco_instances_layout`):
 
   ================== ============================================== =========================================
@@ -197,6 +199,15 @@ def _grouping_categories(categories: list[dict], used: set) -> list[dict]:
 def _check_fields(json_path: Path, payload) -> None:
     if not isinstance(payload, dict):
         raise ValueError(f"{json_path}: expected a JSON object with 'images', 'annotations' and 'categories'")
+    annotations = payload.get("annotations")
+    if (
+        isinstance(annotations, list)
+        and annotations
+        and isinstance(annotations[0], dict)
+        and "segments_info" in annotations[0]
+    ):
+        raise ValueError(f"{json_path}: a COCO panoptic JSON (its annotations hold 'segments_info'), not COCO instances; "
+                         f"give the folder with annotations/panoptic_<subset>.json and its PNGs instead")  # fmt: skip
     fields = {
         "images": ("id", "file_name"),
         "annotations": ("image_id", "category_id"),
@@ -301,6 +312,10 @@ def load_coco_instances(
                                  tuple(by_image[image["id"]])))  # fmt: skip
     if not records:
         raise ValueError(f"{json_path}: empty 'images' list")
+    if not any(listing.exists(record.path) for record in records):
+        raise FileNotFoundError(f"{json_path}: none of its {len(records)} images is in {', '.join(map(str, image_dirs))} "
+                                f"(file_name {records[0].file_name!r} is not {records[0].path}); give the folder that "
+                                f"holds them (--image_root DIR, or image_root=...)")  # fmt: skip
     if boxes_only:
         logger.warning("%s: %d annotation(s) have no mask (a box only, empty 'segmentation'): left out of training "
                        "and evaluation, this is instance segmentation", json_path, boxes_only)  # fmt: skip
@@ -382,18 +397,64 @@ def load_coco_instances_folder(
         markers = "; ".join(f"{name}: {marker}" for name, marker in COCO_LAYOUT_MARKERS.items())
         raise ValueError(f"{root}: not a COCO instance folder (layouts: {markers})")
     where = f"{root} ({_LAYOUT_NAMES[layout]})"
-    subsets = {subset.name: subset for subset in coco_subsets(root, layout)}
-    plan = plan_split(split, list(subsets), train_val_split, where)
-    subset = subsets[plan.subset]
+    return _load_split(coco_subsets(root, layout), split, train_val_split, where, root, ignore_index)
+
+
+def json_file_subset(json_file: str | os.PathLike) -> str:
+    """The subset a COCO instance JSON file stands for, named as the folder layouts name it: ``instances_val2017.json``
+    -> ``val2017``, Roboflow's ``valid/_annotations.coco.json`` -> ``valid``, any other file its stem (``result``)."""
+    path = Path(json_file)
+    match = _INSTANCES_JSON.fullmatch(path.name)
+    if match:
+        return match.group(1)
+    return path.parent.name if path.name == _ROBOFLOW_JSON else path.stem
+
+
+def load_coco_instances_file(
+    json_file: str | os.PathLike,
+    split: str = "train",
+    *,
+    image_root: str | os.PathLike | None = None,
+    train_val_split: float | None = None,
+    ignore_index: int = 255,
+):
+    """One COCO instance JSON file as a source with one subset (`json_file_subset`): ``--dataset FILE.json``. Its
+    images are looked up in ``image_root`` (``--image_root``; default: the JSON's folder), as detectron2's
+    ``register_coco_instances(name, {}, json_file, image_root)`` does. ``split``: as for a folder with that one
+    subset (`splits.plan_split`): ``instances_val2017.json`` is the validation split; a file that names no split
+    (``my_export.json``) or a training file holds a validation split out (``train_val_split``, 15 % by default)."""
+    json_path = Path(json_file).expanduser()
+    if not json_path.is_file():
+        raise FileNotFoundError(f"COCO instances: annotation file {json_path} not found")
+    image_dir = Path(image_root).expanduser() if image_root is not None else json_path.parent
+    if not image_dir.is_dir():
+        raise FileNotFoundError(
+            f"COCO instances {json_path}: image folder {image_dir} not found (--image_root)"
+        )
+    subset = CocoSubset(json_file_subset(json_path), json_path, (image_dir,))
+    return _load_split(
+        [subset], split, train_val_split, f"COCO instances {json_path}", json_path.parent, ignore_index
+    )
+
+
+def _load_split(subsets: list[CocoSubset], split: str, train_val_split: float | None, where: str, root: Path,
+                ignore_index: int) -> CocoInstancesDataset:  # fmt: skip
+    """The items of ``split`` among the annotation files ``subsets``, logged with where they were found."""
+    by_name = {subset.name: subset for subset in subsets}
+    plan = plan_split(split, list(by_name), train_val_split, where)
+    subset = by_name[plan.subset]
     dataset = load_coco_instances(subset.json_path, subset.image_dirs, ignore_index=ignore_index)
     found = sorted({str(r.path.parent.relative_to(root)) if r.path.parent.is_relative_to(root) else str(r.path.parent)
                     for r in dataset.records})  # fmt: skip
     indices = plan.select(len(dataset))
     if len(indices) != len(dataset):
         dataset = dataset.subset(indices)
-    logger.info("%s: split %r = %s%s (%d images, %d classes), images in %s", where, split,
-                subset.json_path.relative_to(root), plan.slice if plan.part == "all" else f" ({plan.part} part)",
-                len(dataset), dataset.num_labels, ", ".join(found[:3]))  # fmt: skip
+    json_name = (
+        subset.json_path.relative_to(root) if subset.json_path.is_relative_to(root) else subset.json_path
+    )
+    logger.info("%s: split %r = %s%s (%d images, %d classes), images in %s", where, split, json_name,
+                plan.slice if plan.part == "all" else f" ({plan.part} part)", len(dataset), dataset.num_labels,
+                ", ".join(found[:3]))  # fmt: skip
     return dataset
 
 
@@ -402,6 +463,8 @@ __all__ = [
     "CocoInstancesDataset",
     "annotation_rle",
     "coco_instances_layout",
+    "json_file_subset",
     "load_coco_instances",
+    "load_coco_instances_file",
     "load_coco_instances_folder",
 ]

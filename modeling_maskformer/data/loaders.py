@@ -13,7 +13,12 @@ from PIL import Image
 
 from ..labels import LabelSettings
 from .class_names import names_for_convention, read_id2label, read_id2label_file
-from .coco_instances import COCO_LAYOUT_MARKERS, coco_instances_layout, load_coco_instances_folder
+from .coco_instances import (
+    COCO_LAYOUT_MARKERS,
+    coco_instances_layout,
+    load_coco_instances_file,
+    load_coco_instances_folder,
+)
 from .dataset import SegmentationDataset, SegmentationItem, Task
 from .decoding import (
     IMAGE_SUFFIXES,
@@ -32,14 +37,14 @@ from .decoding import (
 )
 from .hf import load_hf_dataset
 from .palette import Palette, read_palette
-from .prepare import SCRIPT_DATASETS, resolve_name
+from .prepare import DATASETS, SCRIPT_DATASETS, resolve_name
+from .splits import WHOLE, plan_split
 from .splits import normalize_split as _normalize_split
 from .synthetic import SyntheticShapes, SyntheticShapesConfig, rgb_to_id
 from .voc import is_voc_folder, load_voc_folder
 
 logger = logging.getLogger(__name__)
 
-_ADE_SPLIT_DIRS = {"train": "training", "validation": "validation", "test": "testing"}
 _COCO_SPLIT_NAMES = {"train": "train", "validation": "val", "test": "test"}
 
 
@@ -112,6 +117,27 @@ def _ade_pairs(root: Path, images: list[Path], annotation_dir: Path) -> list[tup
     return [(p, annotations[p.stem]) for p in images]
 
 
+def _ade_subsets(root: Path) -> dict[str, Path]:
+    """The image folder of each subset: ``images/<subset>/`` (``training``, ``validation``), or ``images/`` itself
+    as the one subset `splits.WHOLE` of a flat folder."""
+    for sub in ("images", "annotations"):
+        if not (root / sub).is_dir():
+            raise FileNotFoundError(f"ADE folder {root}: missing folder {root / sub}")
+    folders = {
+        p.name: p for p in sorted((root / "images").iterdir()) if p.is_dir() and not p.name.startswith(".")
+    }
+    flat = _list_images(root / "images")
+    if flat and folders:
+        logger.warning("ADE folder %s: the %d image(s) directly in %s are not read: its subfolders %s are the "
+                       "splits", root, len(flat), root / "images", sorted(folders))  # fmt: skip
+    if folders:
+        return folders
+    if not flat:
+        raise ValueError(f"ADE folder {root}: {root / 'images'} is empty (expected images/training/*.jpg and "
+                         f"images/validation/*.jpg, or images/*.jpg)")  # fmt: skip
+    return {WHOLE: root / "images"}
+
+
 def load_ade_folder(
     root: str | Path,
     split: str = "train",
@@ -123,44 +149,37 @@ def load_ade_folder(
     id2label_file: str | Path | None = None,
     thing_ids: Sequence[int] = (),
     palette: str | Path | Palette | None = None,
+    train_val_split: float | None = None,
 ) -> AdeFolderDataset:
     """An ADEChallengeData2016-style folder.
 
-    ``root/images/{training,validation}/`` and ``root/annotations/{...}/``, or flat ``root/images/`` and
-    ``root/annotations/`` (then ``split`` is ignored). Class names come from ``id2label`` (used as it is), else
-    ``id2label_file``, ``root/id2label.json`` (files are read under the label convention:
-    `class_names.names_for_convention`) or ``root/objectInfo150.{csv,txt}``, else numbers; with none of these
-    and no ``num_labels`` the annotations are scanned for the largest label (slow on large folders). With a
-    ``palette`` (`palette.read_palette`), the annotations are colour masks and the palette names the classes.
-    JPEG annotations are refused (lossy).
+    ``root/images/<subset>/`` and ``root/annotations/<subset>/`` (ADE20K: ``training``, ``validation``), or flat
+    ``root/images/`` and ``root/annotations/``, one subset named ``all``. ``split`` as for every source
+    (`splits.plan_split`): a subset by name or alias, a slice (``train[:80%]``), or the parts of a training subset
+    when there is no validation subset (``train_val_split`` held out, 15% by default).
+
+    Class names come from ``id2label`` (used as it is), else ``id2label_file``, ``root/id2label.json`` (files are
+    read under the label convention: `class_names.names_for_convention`) or ``root/objectInfo150.{csv,txt}``, else
+    numbers; with none of these and no ``num_labels`` the annotations are scanned for the largest label (slow on
+    large folders). With a ``palette`` (`palette.read_palette`), the annotations are colour masks and the palette
+    names the classes. JPEG annotations are refused (lossy).
 
     ``reduce_labels``: True for ADE20K's convention (0 = "other", ignored; 1..K are classes 0..K-1), False
     for values used as they are; None refuses to guess (a ValueError asking for the choice).
     """
     root = Path(root)
-    split = _normalize_split(split)
-    for sub in ("images", "annotations"):
-        if not (root / sub).is_dir():
-            raise FileNotFoundError(f"ADE folder {root}: missing folder {root / sub}")
-    if not any((root / "images").iterdir()):
-        raise ValueError(f"ADE folder {root}: {root / 'images'} is empty (expected images/{_ADE_SPLIT_DIRS[split]}/*.jpg "
-                         f"or images/*.jpg)")  # fmt: skip
-    image_dir, annotation_dir = (
-        root / "images" / _ADE_SPLIT_DIRS[split],
-        root / "annotations" / _ADE_SPLIT_DIRS[split],
-    )
-    if not image_dir.is_dir():
-        if _list_images(root / "images"):  # flat layout
-            image_dir, annotation_dir = root / "images", root / "annotations"
-        else:
-            raise FileNotFoundError(f"ADE folder {root}: missing split folder {image_dir}")
+    where = f"ADE folder {root}"
+    subsets = _ade_subsets(root)
+    plan = plan_split(split, list(subsets), train_val_split, where)
+    image_dir = subsets[plan.subset]
+    annotation_dir = root / "annotations" / image_dir.relative_to(root / "images")
     if not annotation_dir.is_dir():
-        raise FileNotFoundError(f"ADE folder {root}: missing split folder {annotation_dir}")
+        raise FileNotFoundError(f"{where}: missing split folder {annotation_dir}")
     images = _list_images(image_dir)
     if not images:
-        raise ValueError(f"ADE folder {root}: no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
+        raise ValueError(f"{where}: no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
     pairs = _ade_pairs(root, images, annotation_dir)
-    where = f"ADE folder {root}"
+    pairs = [pairs[i] for i in plan.select(len(pairs))]
     if palette is not None:
         palette = read_palette(palette) if isinstance(palette, (str, Path)) else palette
         if id2label is not None and dict(id2label) != palette.id2label:
@@ -386,21 +405,36 @@ def detect_folder_layout(root: str | Path) -> str:
     )
 
 
-# The layouts whose loaders read semantic label maps, and so take a label convention (`reduce_labels`).
+# The layouts whose loaders read semantic label maps, and so take a label convention (`reduce_labels`); the others
+# (synthetic scenes, COCO panoptic and instance data) take their classes from the data.
 LABEL_CONVENTION_LAYOUTS = ("ade", "voc", "cvat_mask", "hf")
 
 
-def takes_label_convention(source) -> bool:
-    """Whether `build_dataset(source)` reads semantic label maps (and so takes `reduce_labels`): not the synthetic
-    scenes, nor COCO panoptic folders, whose classes come from their JSON."""
+# A COCO instance JSON file given as the source (`coco_instances.load_coco_instances_file`).
+COCO_JSON = "coco_json"
+
+
+def source_layout(source) -> str:
+    """Which loader `build_dataset(source)` uses: ``"synthetic"``; a folder's layout (`detect_folder_layout`);
+    `COCO_JSON` for a ``.json`` file; for the name of a prepared dataset, the layout `prepare.py` gives it
+    (``"coco_panoptic"``, else ``"ade"``); ``"hf"`` for a ``datasets`` object or any other name. A ValueError for
+    a file that is not JSON."""
     if isinstance(source, str) and source == "synthetic":
-        return False
+        return "synthetic"
     if not isinstance(source, (str, os.PathLike)):  # a `datasets` object
-        return True
+        return "hf"
     path = Path(source).expanduser()
     if path.is_dir():
-        return detect_folder_layout(path) in LABEL_CONVENTION_LAYOUTS
-    return SCRIPT_DATASETS.get(str(source), str(source)) != "coco_panoptic"  # a prepared name or a Hub name
+        return detect_folder_layout(path)
+    if path.is_file():
+        if path.suffix.lower() != ".json":
+            raise ValueError(f"{path} is a file but not a COCO instance JSON; a dataset is a folder (layouts: "
+                             f"{', '.join(FOLDER_LAYOUTS)}), a COCO instance .json file or a datasets name")  # fmt: skip
+        return COCO_JSON
+    name = SCRIPT_DATASETS.get(str(source), str(source))
+    if name in DATASETS:
+        return "coco_panoptic" if name == "coco_panoptic" else "ade"
+    return "hf"
 
 
 def build_dataset(
@@ -414,8 +448,9 @@ def build_dataset(
 ) -> SegmentationDataset:
     """One entry point: ``"synthetic"``, a local folder (a layout of `FOLDER_LAYOUTS`, detected: ADE, COCO
     panoptic, COCO instances as COCO, CVAT, Roboflow or Label Studio export them, Pascal VOC or a CVAT
-    "Segmentation mask" export, ``save_to_disk`` output or parquet/arrow files), a ``datasets`` object, or a
-    Hugging Face dataset name. ``kwargs`` go to the loader.
+    "Segmentation mask" export, ``save_to_disk`` output or parquet/arrow files), a COCO instance JSON file
+    (``image_root``: its images' folder, default the JSON's), a ``datasets`` object, or a Hugging Face dataset name.
+    ``kwargs`` go to the loader.
 
     ``model`` (a model folder or Hub id, a loaded model, or a `LabelSettings`): read the data for that model.
     Semantic label maps are read with the label convention the model records (``reduce_labels`` given: that
@@ -435,8 +470,10 @@ def build_dataset(
         source = resolve_name(source, split, data_root) or source
     if isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
-        if path.is_dir():
-            layout = detect_folder_layout(path)
+        if path.exists():
+            layout = source_layout(path)
+            if layout == COCO_JSON:
+                return load_coco_instances_file(path, split, **kwargs)
             if layout == "coco_panoptic":
                 return load_coco_panoptic_folder(path, split, **kwargs)
             if layout in ("voc", "cvat_mask"):
@@ -446,8 +483,10 @@ def build_dataset(
             if layout == "ade":
                 return load_ade_folder(path, split, **kwargs)
             return load_hf_dataset(path, split, **kwargs)
-        if path.exists() or str(source).startswith((".", "/", "~")):
-            raise FileNotFoundError(f"dataset folder {path} not found")
+        if str(source).startswith((".", "/", "~")) or path.suffix.lower() == ".json":
+            raise FileNotFoundError(
+                f"dataset {'file' if path.suffix.lower() == '.json' else 'folder'} {path} not found"
+            )
     return load_hf_dataset(source, split, **kwargs)
 
 
@@ -460,11 +499,10 @@ def _dataset_for_model(
         settings = LabelSettings.from_pretrained(model)
     else:
         settings = LabelSettings.from_model(model)
-    if takes_label_convention(source):
+    layout = source_layout(source)
+    if layout in LABEL_CONVENTION_LAYOUTS:
         kwargs["reduce_labels"] = settings.label_convention(kwargs.get("reduce_labels"))
-        path = Path(source).expanduser() if isinstance(source, (str, os.PathLike)) else None
-        counted = path is None or not path.is_dir() or detect_folder_layout(path) in ("ade", "hf")
-        if counted and "id2label" not in kwargs and "num_labels" not in kwargs:
+        if layout in ("ade", "hf") and "id2label" not in kwargs and "num_labels" not in kwargs:
             kwargs["num_labels"] = (
                 settings.num_labels
             )  # no scan; the names come from the data, else the model

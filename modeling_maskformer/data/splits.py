@@ -4,10 +4,12 @@ the ``ImageSets/Segmentation/*.txt`` lists of a VOC or CVAT export).
 - Names: ``train``/``training``, ``validation``/``val``, ``test`` are one split each, whatever the source calls it.
 - Slices as `datasets` writes them: ``train[:100]``, ``train[80%:]``, ``validation[:10%]`` (read with datasets'
   ``ReadInstruction``), taken as they are.
-- A validation split held out of the training split: with ``train_val_split=FRACTION`` always (the source's own
-  validation split, if any, is then not used), and by default (15%, like transformers' examples) when the source
-  has no validation split. ``train`` is then the rest. The split is seeded (``SPLIT_SEED``) and does not depend on
-  the training seed, so training and a later evaluation see the same held-out items.
+- A validation split held out of the training split when the source has none: ``train_val_split=FRACTION`` of it,
+  else 15% (like transformers' examples), with a log line saying so. ``train`` is then the rest. The split is seeded
+  (``SPLIT_SEED``) and does not depend on the training seed, so training and a later evaluation see the same
+  held-out items. A source with a validation split of its own refuses ``train_val_split``.
+- A folder source without named subsets (a flat ADE-style folder, a VOC folder without ``ImageSets``) has one
+  subset, `WHOLE` (``"all"``): ``train`` and ``validation`` are its two parts, ``all`` all of it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ SPLITS = {
 }
 DEFAULT_VALIDATION_FRACTION = 0.15
 SPLIT_SEED = 0
+WHOLE = "all"  # the one subset of a folder source without named subsets
 
 
 def normalize_split(split: str) -> str:
@@ -68,14 +71,13 @@ def holdout_indices(count: int, fraction: float, seed: int = SPLIT_SEED) -> tupl
     """(training indices, held-out indices), each sorted: the same items as ``datasets.Dataset.train_test_split(
     test_size=fraction, seed=seed)`` takes (``ceil(fraction x count)`` held out from a seeded permutation).
 
-    NOTE: written here rather than calling datasets because folder sources (VOC, CVAT) are lists of files, not
-    ``datasets.Dataset`` objects; tests check it against datasets' own split."""
+    NOTE: written here rather than calling datasets because folder sources (ADE, VOC, CVAT, COCO) are lists of
+    files, not ``datasets.Dataset`` objects; tests check it against datasets' own split."""
     check_fraction(fraction)
     held_out = math.ceil(fraction * count)
     if not 0 < held_out < count:
-        raise ValueError(
-            f"--train_val_split {fraction} of {count} item(s) leaves no training or no validation item"
-        )
+        raise ValueError(f"holding {fraction:.0%} of {count} item(s) out as the validation split leaves no training or "
+                         f"no validation item")  # fmt: skip
     permutation = np.random.default_rng(seed).permutation(count)
     return np.sort(permutation[held_out:]), np.sort(permutation[:held_out])
 
@@ -95,12 +97,19 @@ class SplitPlan:
     slice: str = ""
     part: Literal["all", "train", "held_out"] = "all"
     fraction: float | None = None
+    where: str = ""
 
     def select(self, count: int) -> np.ndarray | range:
         """Indices of the planned items among the ``count`` items of ``subset``."""
         if self.part == "all":
             return slice_indices(self.subset or "split", self.slice, count)
-        train, held_out = holdout_indices(count, self.fraction)
+        try:
+            train, held_out = holdout_indices(count, self.fraction)
+        except ValueError as error:
+            whole = f" or read all of it with {_whole_split(self.subset)}" if self.subset else ""
+            raise ValueError(
+                f"{self.where}: {error}; pass --train_val_split with another fraction{whole}"
+            ) from None
         return train if self.part == "train" else held_out
 
 
@@ -145,11 +154,11 @@ def plan_split(
 
     found = _find(available, name)
     validation = _find(available, "validation")
-    holds_out = (
-        canonical in ("train", "validation")
-        and not bracket
-        and (train_val_split is not None or validation is None)
-    )
+    if train_val_split is not None and validation is not None:
+        raise ValueError(f"{where}: --train_val_split holds a validation split out of data that has none, but this "
+                         f"has its own, {validation!r}; leave --train_val_split out to use it, or split differently "
+                         f"with slices (--train_split 'train[:80%]' --eval_split 'train[80%:]')")  # fmt: skip
+    holds_out = canonical in ("train", "validation") and not bracket and validation is None
     if not holds_out:
         if found is None:
             raise ValueError(f"{where}: no split {name!r}; it has {available}. Pass one of those names (--train_split, "
@@ -160,19 +169,22 @@ def plan_split(
     if source is None:
         raise ValueError(f"{where}: no 'train' split to hold a validation split out of; it has {available}. Pass "
                          f"--train_split and --eval_split with two of them")  # fmt: skip
-    if train_val_split is None:
-        reason = f"no validation split (only {available})"
-        fraction = DEFAULT_VALIDATION_FRACTION
-    else:
-        reason = f"--train_val_split {train_val_split}" + (f" (the dataset's own {validation!r} split is not used)"
-                                                          if validation else "")  # fmt: skip
-        fraction = train_val_split
+    reason = f"no validation split (only {available})"
+    if train_val_split is not None:
+        reason += f" and --train_val_split {train_val_split}"
+    fraction = DEFAULT_VALIDATION_FRACTION if train_val_split is None else train_val_split
     return _held_out(source, canonical, fraction, where, reason)
+
+
+def _whole_split(subset: str) -> str:
+    """The split argument that reads all of ``subset``: its name, or a full slice when the name means a split."""
+    return f"--split {subset}" if split_of(subset) is None else f"--split '{subset}[:100%]'"
 
 
 def _held_out(source: str | None, canonical: str, fraction: float, where: str, reason: str) -> SplitPlan:
     of = f"{source!r}" if source else "the items"
+    whole = f"; {_whole_split(source)} reads all of it" if source else ""
     logger.info("%s: %s, so %.0f%% of %s (seed %d) are held out as the validation split and the rest is the "
-                "training split; --train_val_split FRACTION sets the fraction", where, reason, 100 * fraction, of,
-                SPLIT_SEED)  # fmt: skip
-    return SplitPlan(source, "", "train" if canonical == "train" else "held_out", fraction)
+                "training split; --train_val_split FRACTION sets the fraction%s", where, reason, 100 * fraction, of,
+                SPLIT_SEED, whole)  # fmt: skip
+    return SplitPlan(source, "", "train" if canonical == "train" else "held_out", fraction, where)

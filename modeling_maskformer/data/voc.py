@@ -6,7 +6,8 @@ segmentation writer), and other tools' VOC-layout exports.
     root/SegmentationClass/<id>.png            class masks
     root/SegmentationObject/<id>.png           instance masks (not read: these datasets are semantic)
     root/ImageSets/Segmentation/<subset>.txt   one id per line (VOC: train, val, trainval; CVAT: the task's
-                                               subsets, "default" when it has none)
+                                               subsets, "default" when it has none); without these lists,
+                                               every mask is one subset, "all"
     root/labelmap.txt                          CVAT/Datumaro: "name:r,g,b::" per class, in class order
 
 How masks are read:
@@ -48,7 +49,7 @@ from .decoding import (
     warn_if_binary,
 )
 from .palette import VOC_CLASSES, Palette, read_labelmap, read_palette, voc_colormap
-from .splits import plan_split
+from .splits import WHOLE, plan_split
 
 logger = logging.getLogger(__name__)
 
@@ -160,12 +161,11 @@ def load_voc_folder(
     if not is_voc_folder(root):
         raise FileNotFoundError(f"VOC folder {root}: missing folder {root / 'SegmentationClass'}")
     where = f"VOC folder {root}"
-    subsets = _subsets(root)
-    plan = plan_split(split, None if subsets is None else list(subsets), train_val_split, where)
-    if subsets is None:
-        ids = sorted(_files_by_id(root / "SegmentationClass", (".png", *LOSSY_LABEL_SUFFIXES)))
-    else:
-        ids = subsets[plan.subset]
+    subsets = _subsets(root) or {
+        WHOLE: sorted(_files_by_id(root / "SegmentationClass", (".png", *LOSSY_LABEL_SUFFIXES)))
+    }
+    plan = plan_split(split, list(subsets), train_val_split, where)
+    ids = subsets[plan.subset]
     ids = [ids[i] for i in plan.select(len(ids))]
     if not ids:
         raise ValueError(f"{where}: split {split!r} has no items")

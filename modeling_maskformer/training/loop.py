@@ -295,7 +295,8 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     if eval_data.id2label != train_data.id2label:
         raise ValueError(f"{args.dataset}: the {args.train_split} and {args.eval_split} splits have different classes "
                          f"({train_data.num_labels} and {eval_data.num_labels})")  # fmt: skip
-    logger.info("data %s: %s", args.dataset, describe_labels(train_data))
+    logger.info("data %s: %s; %d items in the %r split, %d in the %r split", args.dataset, describe_labels(train_data),
+                len(train_data), args.train_split, len(eval_data), args.eval_split)  # fmt: skip
     if train_data.task == "instance" and (args.head == "per_pixel" or args.metric_for_best_model not in
                                           (None, "mask_ap", "mask_ap50")):  # fmt: skip
         raise ValueError("instance data (COCO JSON) has no semantic maps: it trains MaskFormer's mask classification "
