@@ -157,9 +157,6 @@ class _Sources:
         device = logits.device
         self.probs_t = probs.t().contiguous()  # (K_c, Q)
         self.logits, self.geometry, self.classes = logits, geometry, classes
-        self.padded = (
-            None  # the logits padded by one sample each side (`_cell_table`), made when first needed
-        )
         self.cell_label, self.needed = cell_label, needed
         size = max(int(cell_label.max()), int(classes.max()) if len(classes) else 0) + 1
         self.row_of = torch.full((size,), -1, dtype=torch.long, device=device)
@@ -254,11 +251,13 @@ class _Sources:
         """The logits padded by one sample each side over the cells of source rows rows[0]..rows[1]-1: (Q, cell
         rows + 1, w + 2), and the cell rows top..bottom-1. Cell e (rows) holds the pixels 4e-2 .. 4e+1, between
         samples e-1 and e of the padded logits (torch clamps: the edge repeated); the same along columns."""
-        first, last = rows
+        (first, last), (h, w) = rows, self.geometry.low
         top, bottom = (first + 2) // 4, (last + 1) // 4 + 1
-        if self.padded is None:  # NOTE: once, not a gather per band: index_select along the last dim is slow
-            self.padded = F.pad(self.logits[None], (1, 1, 1, 1), mode="replicate")[0]
-        return self.padded[:, top : bottom + 1], top, bottom
+        padded_rows = (torch.arange(top, bottom + 1, device=self.logits.device) - 1).clamp_(0, h - 1)
+        band = self.logits.index_select(1, padded_rows)  # (Q, cell rows + 1, w)
+        # NOTE: the columns by a replicate pad: a gather along the last dim is several times slower
+        table = F.pad(band.view(1, -1, w), (1, 1), mode="replicate").view(len(band), -1, w + 2)
+        return table, top, bottom
 
     def _cell_scores(self, corners: list[Tensor]) -> Tensor:
         """(16, K_c, n) scores of n cells' pixels (row-major in a cell) from their four corner samples (Q, n) each:
