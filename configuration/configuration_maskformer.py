@@ -92,6 +92,10 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
         thing_ids: The class ids that are things (countable objects: instance segmentation lists them, panoptic
             segmentation keeps their instances apart); the other classes are stuff (panoptic segmentation fuses
             each into one segment). None: unknown (a model saved without it). Training records the dataset's.
+        validation_held_out: The validation split training held out of a training subset that had none, as
+            `{"fraction": 0.15, "seed": 0, "subset": "all", "items": 40}` (the subset's name and item count), so
+            that evaluating the model on its data reads the same items (`modeling_maskformer.data.splits`). None:
+            nothing held out (the data had a validation split) or not recorded.
 
     A config.json of transformers' MaskFormer (model_type "maskformer") is read too, converted on the fly (see
     `transformers_format.py`). A "swin" backbone gives the four stages as outputs, as transformers builds it.
@@ -150,6 +154,7 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
         decoder_config: PretrainedConfig | dict | None = None,
         cross_entropy_weight: float | None = None,
         thing_ids: list[int] | None = None,
+        validation_held_out: dict[str, Any] | None = None,
         **kwargs: Any,
     ):
         if cross_entropy_weight is not None:
@@ -203,6 +208,7 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
         self.init_xavier_std = init_xavier_std
         self.output_auxiliary_logits = output_auxiliary_logits
         self.thing_ids = None if thing_ids is None else sorted(thing_ids)
+        self.validation_held_out = None if validation_held_out is None else dict(validation_held_out)
         super().__init__(**kwargs)
         self.validate()
 
@@ -321,6 +327,10 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
             )
             check(valid and len(set(self.thing_ids)) == len(self.thing_ids), "thing_ids",
                   f"must be None or distinct class ids in 0..{len(ids) - 1}")  # fmt: skip
+        if self.validation_held_out is not None:
+            fraction, seed = self.validation_held_out.get("fraction"), self.validation_held_out.get("seed", 0)
+            valid = isinstance(fraction, (int, float)) and 0 < fraction < 1 and isinstance(seed, int)
+            check(valid, "validation_held_out", 'must be None or {"fraction": 0 < f < 1, "seed": int, ...}')
         backbone_type = getattr(self.backbone_config, "model_type", None)
         if backbone_type not in _known_backbone_types():
             raise ValueError(

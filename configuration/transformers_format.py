@@ -48,7 +48,7 @@ _ALIASES = ("decoder_config", "cross_entropy_weight")
 # Our fields that config.json holds at the top level though transformers' MaskFormer has no such field: it keeps
 # them as attributes (`transformers.AutoConfig.from_pretrained(folder).thing_ids`) and writes them back, so
 # code written for transformers' models reads them as ours does (`getattr(model.config, "thing_ids", None)`).
-TOP_LEVEL_EXTRAS = ("thing_ids",)
+TOP_LEVEL_EXTRAS = ("thing_ids", "validation_held_out")
 SWIN_OUT_FEATURES = ["stage1", "stage2", "stage3", "stage4"]
 
 

@@ -9,11 +9,15 @@ A trained folder records (training writes them; transformers' own fields where t
   k-1; `--label_convention ade`), false the values as they are (`--label_convention as_is`). These are
   transformers' `MaskFormerImageProcessor` fields with transformers' meaning, so its own checkpoints record
   theirs the same way.
+- `config.validation_held_out`: the validation split its training run held out of a training subset when the
+  data had none (`{"fraction": 0.15, "seed": 0, "subset": "all", "items": 40}`, `data.splits.HoldOut`), or null
+  (the data had its own validation split, or the folder predates the record).
 
 The rules (`LabelSettings`): a dataset read for a model uses the recorded convention unless told otherwise (an
 explicit choice that contradicts it is followed, with a warning); a model with no recorded convention and no
 choice is refused with the flag to pass, never read as ADE's; a dataset whose classes differ from the model's
-is refused naming both, unless overridden. `segment` (instance: never a stuff class; panoptic: stuff fused by
+is refused naming both, unless overridden; data without a validation split holds out the items the training run
+held out (`data.splits.RecordedHoldOut`). `segment` (instance: never a stuff class; panoptic: stuff fused by
 default) is the post-processing of every reader: the pipeline, the app, `scripts/predict.py`.
 
 NOTE: a folder written by this package before the label settings were recorded (its config has no `thing_ids`)
@@ -76,13 +80,15 @@ def _has_own_names(id2label: Mapping[int, str]) -> bool:
 class LabelSettings:
     """A model's classes and the label convention of its training data; see the module docstring.
 
-    `thing_ids` None: the things/stuff split is unknown. `reduce_labels` None: no convention recorded."""
+    `thing_ids` None: the things/stuff split is unknown. `reduce_labels` None: no convention recorded. `held_out`:
+    the record `config.validation_held_out` as saved (None: none)."""
 
     id2label: dict[int, str]
     thing_ids: list[int] | None
     reduce_labels: bool | None
     ignore_index: int | None
     source: str
+    held_out: Mapping[str, Any] | None = None
 
     @property
     def num_labels(self) -> int:
@@ -120,6 +126,7 @@ class LabelSettings:
             reduce_labels=reduce_labels,
             ignore_index=processor.get("ignore_index"),
             source=source,
+            held_out=config.get("validation_held_out"),
         )
 
     @classmethod
@@ -129,9 +136,12 @@ class LabelSettings:
         config = model.config
         id2label = {int(k): v for k, v in config.id2label.items()}
         thing_ids = getattr(config, "thing_ids", None)
+        held_out = getattr(config, "validation_held_out", None)
         folder = getattr(config, "name_or_path", "") or getattr(config, "_name_or_path", "")
         if folder and (Path(folder) / "config.json").is_file():
-            return replace(cls.from_pretrained(folder), id2label=id2label, thing_ids=thing_ids)
+            return replace(
+                cls.from_pretrained(folder), id2label=id2label, thing_ids=thing_ids, held_out=held_out
+            )
         recorded = processor is not None and thing_ids is not None
         return cls(
             id2label=id2label,
@@ -139,6 +149,7 @@ class LabelSettings:
             reduce_labels=bool(processor.do_reduce_labels) if recorded else None,
             ignore_index=getattr(processor, "ignore_index", None),
             source=f"the {type(model).__name__}" + (f" from {folder}" if folder else ""),
+            held_out=held_out,
         )
 
     def label_convention(self, requested: bool | None) -> bool:

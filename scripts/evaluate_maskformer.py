@@ -10,8 +10,10 @@ things, stuff) and COCO mask AP where the dataset has instances.
 The model folder may be ours or a transformers MaskFormer folder (converted on the fly). Semantic label maps
 are read with the label convention the model records (`--label_convention` overrides it, with a warning when it
 contradicts the record; a model that records none needs it), and a dataset whose classes differ from the
-model's is refused unless `--ignore_class_mismatch`. Prints a table and writes JSON (`--output_json`). Runs on
-several processes with `accelerate launch`.
+model's is refused unless `--ignore_class_mismatch`. Data without a validation split holds out the items the
+model's training run held out (its config records the fraction); a larger `--train_val_split` is refused, a smaller
+one evaluates a subset of them. Prints a table and writes JSON (`--output_json`). Runs on several processes with
+`accelerate launch`.
 """
 
 from __future__ import annotations

@@ -15,8 +15,10 @@ import datasets
 import pytest
 from journeys import EVALUATE, TRAIN, error_line, run, train_argv
 from mask_exports import write_cvat_export
+from transformers import AutoConfig
 
 from modeling_maskformer.data import SyntheticShapes, build_dataset
+from modeling_maskformer.labels import LabelSettings
 
 from coco_exports import save_tiny_model as save_shapes_model
 from coco_exports import train_argv as coco_train_argv
@@ -148,6 +150,127 @@ def test_a_folder_too_small_to_split_says_how_to_read_all_of_it(tiny_folder, tmp
     assert "pass --train_val_split with another fraction or read all of it with --split all" in line
     code, err = run(EVALUATE, *argv, "--split", "all", monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0, err[-2000:]
+
+
+# -- the model folder records what its training run held out ------------------------------------------------------
+
+
+def recorded_held_out(model: Path) -> dict | None:
+    return json.loads((model / "config.json").read_text())["validation_held_out"]
+
+
+def evaluated(path: Path) -> dict:
+    return json.loads(path.read_text())["semantic"]
+
+
+def repeats_training(model: Path, evaluation: Path, capsys) -> bool:
+    """The evaluation's mIoU and pixel accuracy equal the training run's own evaluation of the saved model."""
+    trained, got = json.loads((model / "eval_results.json").read_text()), evaluated(evaluation)
+    differences = {key: abs(got[key] - trained[key]) for key in ("mean_iou", "pixel_accuracy")}
+    with capsys.disabled():
+        print(f"\nmIoU: training run {trained['mean_iou']}, evaluate_maskformer.py {got['mean_iou']}; differences "
+              f"{differences}")  # fmt: skip
+    # NOTE: the same process, kernels and thread count, batches of one padded size: the class maps agree (measured
+    # difference 0.0); the tolerance allows a pixel whose scores tie to float rounding.
+    return all(difference <= 5e-4 for difference in differences.values())
+
+
+def test_evaluation_reads_the_held_out_items_the_model_records(
+    tiny_folder, tmp_path, monkeypatch, capsys, caplog
+):
+    """Trained with the default 15 %, evaluated without the flag: the same held-out items, the same metrics. A
+    larger fraction would add training items: refused; a smaller one is a subset of them: allowed, logged."""
+    root, model = ade_folder(tmp_path / "flat", 12, flat=True), tmp_path / "model"
+    log = train_and_evaluate(
+        train_argv(tiny_folder, root, model, "--label_convention", "ade"),
+        ["--model", model, "--dataset", root, "--output_json", tmp_path / "eval.json"],
+        monkeypatch, capsys, caplog,
+    )  # fmt: skip
+    record = {"fraction": 0.15, "seed": 0, "subset": "all", "items": 12}
+    assert recorded_held_out(model) == recorded_held_out(model / "best") == record
+    assert (
+        AutoConfig.from_pretrained(model).validation_held_out == record
+    )  # transformers' own config keeps it
+    assert (f"ADE folder {root}: no validation split (only ['all']) and {model} records that its training run held "
+            f"0.15 out (config.validation_held_out), so 15% of 'all' (seed 0) are held out") in log  # fmt: skip
+    assert repeats_training(model, tmp_path / "eval.json", capsys)
+
+    code, err = run(EVALUATE, "--model", model, "--dataset", root, "--train_val_split", "0.25",
+                    monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
+    assert code == 2 and error_line(EVALUATE, err) == (
+        f"evaluate_maskformer.py: error: ADE folder {root}: --train_val_split 0.25 is larger than the 0.15 that {model} "
+        f"held out of its training data (config.validation_held_out): the extra items are ones it was trained on, so "
+        f"its metrics would be inflated; leave --train_val_split out to use its held-out items, or pass a fraction up "
+        f"to 0.15"
+    )  # fmt: skip
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="modeling_maskformer"):
+        code, err = run(EVALUATE, "--model", model, "--dataset", root, "--train_val_split", "0.05",
+                        monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
+        assert code == 0, err[-2000:]
+        smaller = build_dataset(root, "validation", model=model, train_val_split=0.05)
+    assert (f"--train_val_split 0.05 is smaller than the 0.15 that {model} held out when it was trained: the "
+            f"validation split is a subset of the items it was not trained on") in caplog.text  # fmt: skip
+    held_out = build_dataset(root, "validation", model=model)
+    assert len(smaller) == 1 and set(ids(smaller)) < set(ids(held_out))
+
+    # The same folder with an item more: its held-out items are others, said in a warning.
+    grown = shutil.copytree(root, tmp_path / "grown")
+    for sub, suffix in (("images", ".jpg"), ("annotations", ".png")):
+        first = sorted((grown / sub).iterdir())[0]
+        shutil.copy(first, grown / sub / f"zz_copy{suffix}")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="modeling_maskformer"):
+        build_dataset(grown, "validation", model=model)
+    assert (
+        f"'all' has 13 items, but 'all' had 12 when {model} was trained: the held-out items are not"
+        in caplog.text
+    )
+
+    # Data with a validation split of its own ignores the record.
+    own = ade_folder(tmp_path / "own", 4, flat=False)
+    SyntheticShapes("validation", 3, 64, seed=5).export_ade_folder(own)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="modeling_maskformer"):
+        assert len(build_dataset(own, "validation", model=model)) == 3
+    assert (
+        f"it has its own validation split, 'validation', so the hold-out {model} records (0.15 of 'all')"
+        in caplog.text
+    )
+
+
+def test_a_model_trained_with_a_fraction_is_evaluated_with_it(
+    tiny_folder, tmp_path, monkeypatch, capsys, caplog
+):
+    root, model = ade_folder(tmp_path / "flat", 12, flat=True), tmp_path / "model"
+    log = train_and_evaluate(
+        train_argv(tiny_folder, root, model, "--label_convention", "ade", "--train_val_split", "0.3"),
+        ["--model", model, "--dataset", root, "--output_json", tmp_path / "eval.json"],
+        monkeypatch, capsys, caplog,
+    )  # fmt: skip
+    assert "8 items in the 'train' split, 4 in the 'validation' split" in log  # ceil(30 % of 12) held out
+    assert recorded_held_out(model) == {"fraction": 0.3, "seed": 0, "subset": "all", "items": 12}
+    assert (
+        f"{model} records that its training run held 0.3 out (config.validation_held_out), so 30% of 'all'"
+        in log
+    )
+    assert repeats_training(model, tmp_path / "eval.json", capsys)
+    names = ids(build_dataset(root, "all", reduce_labels=True))
+    assert set(ids(build_dataset(root, "validation", model=model))) == held_out_by_datasets(names, 0.3)
+    # Resuming the run with another fraction would evaluate on items it has trained on: refused.
+    argv = train_argv(tiny_folder, root, model, "--label_convention", "ade", "--max_train_steps", "3")
+    code, err = run(TRAIN, *argv, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2 and ("belongs to a different run (the held-out validation split (--train_val_split): 0.3 of 12 "
+                          "items in 'all' then, 0.15 of 12 items in 'all' now)") in error_line(TRAIN, err)  # fmt: skip
+
+
+def test_a_malformed_record_is_refused_naming_the_model(tmp_path):
+    root = ade_folder(tmp_path / "flat", 4, flat=True)
+    id2label = SyntheticShapes("train", 1).id2label
+    settings = LabelSettings(id2label, None, True, 255, "outputs/m", held_out={"fraction": 1.5, "seed": 0})
+    with pytest.raises(ValueError, match=r"^outputs/m: config.validation_held_out \{'fraction': 1.5, 'seed': 0\} is "
+                                         r"not a hold-out record \(--train_val_split must be a fraction"):  # fmt: skip
+        build_dataset(root, "validation", model=settings)
 
 
 # -- VOC layout, CVAT "Segmentation mask 1.1" -------------------------------------------------------------------

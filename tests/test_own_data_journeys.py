@@ -55,6 +55,7 @@ def test_training_records_what_the_data_means(journey):
         processor = json.loads((folder / "preprocessor_config.json").read_text())
         assert config["model_type"] == "maskformer"  # transformers' own format
         assert config["id2label"] == {str(k): v for k, v in OWN_CLASSES.items()} and config["thing_ids"] == []
+        assert config["validation_held_out"] is None  # the data has a validation split: nothing held out
         assert processor["do_reduce_labels"] is False and processor["ignore_index"] == 255
 
 

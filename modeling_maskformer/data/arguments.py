@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .coco_instances import COCO_LAYOUT_MARKERS
-from .loaders import COCO_JSON, source_layout
+from .loaders import COCO_JSON, HOLD_OUT_LAYOUTS, source_layout
 from .prepare import DATA_ROOT_ENV, default_data_root
 from .synthetic import SyntheticShapesConfig
 
@@ -69,7 +69,8 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
                              "labelmap.txt is read)")  # fmt: skip
     parser.add_argument("--train_val_split", type=float, default=None, metavar="FRACTION",
                         help="data without a validation split: hold this fraction of the training split out as the "
-                             "validation split (seeded, the same in training and evaluation; default 0.15)")  # fmt: skip
+                             "validation split (seeded; default 0.15). Training records it in the model folder and "
+                             "evaluation uses the record; a larger fraction than recorded is refused")  # fmt: skip
     parser.add_argument("--image_root", default=None, metavar="DIR",
                         help="--dataset FILE.json (COCO instances): the folder its images' file_names are relative to "
                              "(default: the JSON's folder)")  # fmt: skip
@@ -81,10 +82,7 @@ _SOURCE_FLAGS = {
     "label_column": ("label_column", ("hf",)),
     "id2label": ("id2label_file", ("hf", "ade", "voc", "cvat_mask")),
     "palette": ("palette", ("hf", "ade", "voc", "cvat_mask")),
-    "train_val_split": (
-        "train_val_split",
-        ("hf", "ade", "voc", "cvat_mask", COCO_JSON, *COCO_LAYOUT_MARKERS),
-    ),
+    "train_val_split": ("train_val_split", HOLD_OUT_LAYOUTS),
     "image_root": ("image_root", (COCO_JSON,)),
 }
 

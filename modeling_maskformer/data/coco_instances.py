@@ -45,7 +45,7 @@ from pycocotools import mask as mask_utils
 
 from .dataset import InstanceAnnotations, SegmentationDataset, SegmentationItem, Task
 from .decoding import category_metadata, open_image, read_json
-from .splits import plan_split
+from .splits import RecordedHoldOut, plan_split
 
 logger = logging.getLogger(__name__)
 
@@ -384,7 +384,7 @@ def load_coco_instances_folder(
     root: str | os.PathLike,
     split: str = "train",
     *,
-    train_val_split: float | None = None,
+    train_val_split: float | RecordedHoldOut | None = None,
     ignore_index: int = 255,
 ):
     """An exporter's COCO instance folder (official, CVAT, Roboflow, Label Studio; see the module's docstring).
@@ -415,7 +415,7 @@ def load_coco_instances_file(
     split: str = "train",
     *,
     image_root: str | os.PathLike | None = None,
-    train_val_split: float | None = None,
+    train_val_split: float | RecordedHoldOut | None = None,
     ignore_index: int = 255,
 ):
     """One COCO instance JSON file as a source with one subset (`json_file_subset`): ``--dataset FILE.json``. Its
@@ -437,8 +437,8 @@ def load_coco_instances_file(
     )
 
 
-def _load_split(subsets: list[CocoSubset], split: str, train_val_split: float | None, where: str, root: Path,
-                ignore_index: int) -> CocoInstancesDataset:  # fmt: skip
+def _load_split(subsets: list[CocoSubset], split: str, train_val_split: float | RecordedHoldOut | None, where: str,
+                root: Path, ignore_index: int) -> CocoInstancesDataset:  # fmt: skip
     """The items of ``split`` among the annotation files ``subsets``, logged with where they were found."""
     by_name = {subset.name: subset for subset in subsets}
     plan = plan_split(split, list(by_name), train_val_split, where)
@@ -446,9 +446,11 @@ def _load_split(subsets: list[CocoSubset], split: str, train_val_split: float | 
     dataset = load_coco_instances(subset.json_path, subset.image_dirs, ignore_index=ignore_index)
     found = sorted({str(r.path.parent.relative_to(root)) if r.path.parent.is_relative_to(root) else str(r.path.parent)
                     for r in dataset.records})  # fmt: skip
+    held_out = plan.held_out(len(dataset))
     indices = plan.select(len(dataset))
     if len(indices) != len(dataset):
         dataset = dataset.subset(indices)
+    dataset.held_out = held_out
     json_name = (
         subset.json_path.relative_to(root) if subset.json_path.is_relative_to(root) else subset.json_path
     )

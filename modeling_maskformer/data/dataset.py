@@ -7,7 +7,8 @@ Every dataset here is a map-style sequence (``len(ds)``, ``ds[i]``, usable by a 
      "segments_info": list[dict] | None, "image_id": str, "instances": InstanceAnnotations (optional)}
 
 and carries dataset-level ``id2label`` (contiguous class ids 0..K-1), ``thing_ids``, ``ignore_index``,
-``reduce_labels`` and ``task`` ("semantic", "panoptic" or "instance"). Sources: ``load_ade_folder``,
+``reduce_labels``, ``task`` ("semantic", "panoptic" or "instance") and ``held_out`` (the validation split held
+out of its training subset, `splits.HoldOut`, or None when none was). Sources: ``load_ade_folder``,
 ``load_coco_panoptic_folder``, ``load_coco_instances`` (COCO instance JSON), ``load_hf_dataset``,
 ``load_synthetic``; ``build_dataset(source, split)`` picks one.
 
@@ -52,6 +53,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .splits import HoldOut
+
 Task = Literal["semantic", "panoptic", "instance"]
 
 
@@ -89,6 +92,9 @@ class SegmentationDataset(Sequence):
     decode_images: bool = True
     # False: the items are generated, not read from user files (nothing for `checks.check_dataset` to find).
     needs_check: bool = True
+    # The validation split held out of the source's training subset (`splits.plan_split`), when these items are
+    # one of its two parts: what training records in the model folder (config.validation_held_out).
+    held_out: HoldOut | None = None
 
     def __init__(
         self,
@@ -98,6 +104,7 @@ class SegmentationDataset(Sequence):
         ignore_index: int = 255,
         reduce_labels: bool = False,
         label_to_category_id: dict[int, int] | None = None,
+        held_out: HoldOut | None = None,
     ):
         if sorted(id2label) != list(range(len(id2label))):
             raise ValueError(f"id2label keys must be contiguous 0..K-1, got {sorted(id2label)[:10]}...")
@@ -108,6 +115,7 @@ class SegmentationDataset(Sequence):
         self.ignore_index = ignore_index
         self.reduce_labels = reduce_labels
         self.label_to_category_id = label_to_category_id or {i: i for i in self.id2label}
+        self.held_out = held_out
 
     @property
     def num_labels(self) -> int:
@@ -178,7 +186,14 @@ class SubsetDataset(SegmentationDataset):
         self.parent = parent
         self.indices = [int(i) for i in indices]
         self.task, self.needs_check = parent.task, parent.needs_check
-        for name in ("id2label", "thing_ids", "ignore_index", "reduce_labels", "label_to_category_id"):
+        for name in (
+            "id2label",
+            "thing_ids",
+            "ignore_index",
+            "reduce_labels",
+            "label_to_category_id",
+            "held_out",
+        ):
             setattr(self, name, getattr(parent, name))
 
     def __getattr__(self, name: str):

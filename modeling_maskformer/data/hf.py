@@ -47,7 +47,7 @@ from .decoding import (
     warn_if_binary,
 )
 from .palette import Palette, read_palette
-from .splits import plan_split
+from .splits import RecordedHoldOut, plan_split
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +139,9 @@ def _script_error(name: str, error: RuntimeError) -> ValueError:
     )
 
 
-def _open(name_or_path, split: str, train_val_split: float | None, load_kwargs: dict):
-    """(the planned ``datasets.Dataset``, the local folder or None, the Hub id or None, a description)."""
+def _open(name_or_path, split: str, train_val_split: float | RecordedHoldOut | None, load_kwargs: dict):
+    """(the planned ``datasets.Dataset``, the local folder or None, the Hub id or None, a description, what was
+    held out (`SplitPlan.held_out`))."""
     folder = hub_id = None
     if isinstance(name_or_path, (datasets.Dataset, datasets.DatasetDict)):
         source, where = name_or_path, "the dataset"
@@ -158,22 +159,18 @@ def _open(name_or_path, split: str, train_val_split: float | None, load_kwargs: 
             available = datasets.get_dataset_split_names(name, load_kwargs.get("name"), **config)
             plan = plan_split(split, available, train_val_split, where)
             if plan.part == "all":  # datasets slices it itself
-                return (
-                    datasets.load_dataset(name, split=plan.subset + plan.slice, **load_kwargs),
-                    folder,
-                    hub_id,
-                    where,
-                )
+                data = datasets.load_dataset(name, split=plan.subset + plan.slice, **load_kwargs)
+                return data, folder, hub_id, where, None
             data = datasets.load_dataset(name, split=plan.subset, **load_kwargs)
         except RuntimeError as error:
             raise _script_error(name, error) from error
-        return data.select(plan.select(len(data))), folder, hub_id, where
+        return data.select(plan.select(len(data))), folder, hub_id, where, plan.held_out(len(data))
     available = list(source) if isinstance(source, datasets.DatasetDict) else None
     plan = plan_split(split, available, train_val_split, where)
     data = source[plan.subset] if available is not None else source
     indices = plan.select(len(data))
     whole = isinstance(indices, range) and indices == range(len(data))
-    return (data if whole else data.select(indices)), folder, hub_id, where
+    return (data if whole else data.select(indices)), folder, hub_id, where, plan.held_out(len(data))
 
 
 def fetch_hub_id2label(repo_id: str, revision: str | None = None) -> dict[int, str] | None:
@@ -225,7 +222,7 @@ def load_hf_dataset(
     categories: list[dict] | None = None,
     thing_ids: Sequence[int] = (),
     palette: str | Path | Palette | None = None,
-    train_val_split: float | None = None,
+    train_val_split: float | RecordedHoldOut | None = None,
     **load_kwargs,
 ) -> HFDataset:
     """A Hugging Face dataset (see the module docstring); ``load_kwargs`` go to ``datasets.load_dataset``.
@@ -238,7 +235,7 @@ def load_hf_dataset(
     local folder, else a ClassLabel feature on ``segments_info.category_id``, else the ids as they are
     (``id2label`` or numbers up to the largest id seen). ``thing_ids`` applies to the last two cases.
     """
-    dataset, folder, hub_id, where = _open(name_or_path, split, train_val_split, load_kwargs)
+    dataset, folder, hub_id, where, held_out = _open(name_or_path, split, train_val_split, load_kwargs)
     if isinstance(palette, (str, Path)):
         palette = read_palette(palette)
     columns = list(dataset.column_names)
@@ -255,7 +252,8 @@ def load_hf_dataset(
     label_column = _pick_column(
         others, label_column, candidates, f"{kind.replace('_', ' ')} annotation", "--label_column"
     )
-    common = {"image_column": image_column, "label_column": label_column, "ignore_index": ignore_index}
+    common = {"image_column": image_column, "label_column": label_column, "ignore_index": ignore_index,
+              "held_out": held_out}  # fmt: skip
     if not len(dataset):
         raise ValueError(f"{where}: split {split!r} has no rows")
 

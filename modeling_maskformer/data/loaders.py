@@ -38,7 +38,7 @@ from .decoding import (
 from .hf import load_hf_dataset
 from .palette import Palette, read_palette
 from .prepare import DATASETS, SCRIPT_DATASETS, resolve_name
-from .splits import WHOLE, plan_split
+from .splits import WHOLE, HoldOut, RecordedHoldOut, plan_split
 from .splits import normalize_split as _normalize_split
 from .synthetic import SyntheticShapes, SyntheticShapesConfig, rgb_to_id
 from .voc import is_voc_folder, load_voc_folder
@@ -149,7 +149,7 @@ def load_ade_folder(
     id2label_file: str | Path | None = None,
     thing_ids: Sequence[int] = (),
     palette: str | Path | Palette | None = None,
-    train_val_split: float | None = None,
+    train_val_split: float | RecordedHoldOut | None = None,
 ) -> AdeFolderDataset:
     """An ADEChallengeData2016-style folder.
 
@@ -179,6 +179,7 @@ def load_ade_folder(
     if not images:
         raise ValueError(f"{where}: no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
     pairs = _ade_pairs(root, images, annotation_dir)
+    held_out = plan.held_out(len(pairs))
     pairs = [pairs[i] for i in plan.select(len(pairs))]
     if palette is not None:
         palette = read_palette(palette) if isinstance(palette, (str, Path)) else palette
@@ -190,7 +191,7 @@ def load_ade_folder(
                 "%s: colour masks read with %s; the label convention does not apply", where, palette.source
             )
         return AdeFolderDataset(pairs, palette, id2label=palette.id2label, thing_ids=thing_ids,
-                                ignore_index=ignore_index, reduce_labels=False)  # fmt: skip
+                                ignore_index=ignore_index, reduce_labels=False, held_out=held_out)  # fmt: skip
     # Cheap (header only) and before any scan: a colour annotation must fail with its own message.
     with Image.open(pairs[0][1]) as first:
         check_class_index_mode(first, str(pairs[0][1]))
@@ -209,9 +210,8 @@ def load_ade_folder(
                 raise ValueError(f"ADE folder {root}: no annotation in {annotation_dir} has a class pixel (all are "
                                  f"ignored{' or 0' if reduce_labels else ''}); check reduce_labels / --label_convention")  # fmt: skip
         id2label = {i: str(i) for i in range(num_labels)}
-    return AdeFolderDataset(
-        pairs, id2label=id2label, thing_ids=thing_ids, ignore_index=ignore_index, reduce_labels=reduce_labels
-    )
+    return AdeFolderDataset(pairs, id2label=id2label, thing_ids=thing_ids, ignore_index=ignore_index,
+                            reduce_labels=reduce_labels, held_out=held_out)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
@@ -412,6 +412,9 @@ LABEL_CONVENTION_LAYOUTS = ("ade", "voc", "cvat_mask", "hf")
 
 # A COCO instance JSON file given as the source (`coco_instances.load_coco_instances_file`).
 COCO_JSON = "coco_json"
+# The layouts whose loaders hold a validation split out of a training subset when there is none (they take
+# `train_val_split`: `splits.plan_split`).
+HOLD_OUT_LAYOUTS = ("hf", "ade", "voc", "cvat_mask", COCO_JSON, *COCO_LAYOUT_MARKERS)
 
 
 def source_layout(source) -> str:
@@ -456,7 +459,9 @@ def build_dataset(
     Semantic label maps are read with the label convention the model records (``reduce_labels`` given: that
     one, with a warning if it contradicts the record; neither: a ValueError naming the flags), unnamed classes
     take the model's names, and a dataset whose classes differ from the model's is refused naming both
-    (``ignore_class_mismatch``: a warning instead). See `modeling_maskformer.labels`.
+    (``ignore_class_mismatch``: a warning instead). See `modeling_maskformer.labels`. Data without a validation
+    split holds out the items the model's training run held out (``config.validation_held_out``); a larger
+    ``train_val_split`` is refused, a smaller one takes a subset of them (`splits.RecordedHoldOut`).
 
     A name of `prepare.py` (``"ade20k"``, ``"coco_panoptic"``, ``"cityscapes"``) or a Hub name whose loading script
     `datasets` no longer runs (``"scene_parse_150"``) reads the folder `scripts/prepare_data.py` left under
@@ -500,6 +505,9 @@ def _dataset_for_model(
     else:
         settings = LabelSettings.from_model(model)
     layout = source_layout(source)
+    if settings.held_out is not None and layout in HOLD_OUT_LAYOUTS:
+        recorded = HoldOut.from_dict(settings.held_out, settings.source)
+        kwargs["train_val_split"] = RecordedHoldOut(recorded, settings.source, kwargs.get("train_val_split"))
     if layout in LABEL_CONVENTION_LAYOUTS:
         kwargs["reduce_labels"] = settings.label_convention(kwargs.get("reduce_labels"))
         if layout in ("ade", "hf") and "id2label" not in kwargs and "num_labels" not in kwargs:

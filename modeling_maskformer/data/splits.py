@@ -8,6 +8,11 @@ the ``ImageSets/Segmentation/*.txt`` lists of a VOC or CVAT export).
   else 15% (like transformers' examples), with a log line saying so. ``train`` is then the rest. The split is seeded
   (``SPLIT_SEED``) and does not depend on the training seed, so training and a later evaluation see the same
   held-out items. A source with a validation split of its own refuses ``train_val_split``.
+- What a training run held out (`HoldOut`: fraction, seed, the subset and its item count) is recorded in the model
+  folder (``config.validation_held_out``); reading data for that model (`RecordedHoldOut`, given as
+  ``train_val_split``) holds the same items out by default, refuses a larger fraction (its extra items were
+  trained on) and takes a smaller one as a subset of them. A source with a validation split of its own ignores
+  the record.
 - A folder source without named subsets (a flat ADE-style folder, a VOC folder without ``ImageSets``) has one
   subset, `WHOLE` (``"all"``): ``train`` and ``validation`` are its two parts, ``all`` all of it.
 """
@@ -17,7 +22,8 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
@@ -89,6 +95,46 @@ def check_fraction(fraction: float) -> float:
 
 
 @dataclass(frozen=True)
+class HoldOut:
+    """A validation split held out of a training subset: ``fraction`` of its ``items`` items, chosen with ``seed``
+    (`holdout_indices`). A trained model records its training run's as ``config.validation_held_out``
+    (`to_dict`), so that evaluating it reads the same items."""
+
+    fraction: float
+    seed: int = SPLIT_SEED
+    # The source's name of the subset it was held out of ("all": one unnamed subset), and its item count.
+    subset: str | None = None
+    items: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: Mapping, source: str) -> HoldOut:
+        """The record ``config.validation_held_out`` of ``source``; a ValueError naming it when malformed."""
+        try:
+            held_out = cls(float(record["fraction"]), int(record.get("seed", SPLIT_SEED)), record.get("subset"),
+                           None if record.get("items") is None else int(record["items"]))  # fmt: skip
+            check_fraction(held_out.fraction)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ValueError(f"{source}: config.validation_held_out {record!r} is not a hold-out record ({error}); "
+                             f'expected {{"fraction": 0.15, "seed": 0, "subset": ..., "items": ...}} or null') from None  # fmt: skip
+        return held_out
+
+
+@dataclass(frozen=True)
+class RecordedHoldOut:
+    """The hold-out a model records (``held_out``, read from ``source``) and the fraction asked for now
+    (``requested``, None: the recorded one), given to a loader as its ``train_val_split``. Used only where the data
+    has no validation split: the recorded items, or with a smaller ``requested`` a subset of them; a larger one is
+    refused (its extra items are training items)."""
+
+    held_out: HoldOut
+    source: str
+    requested: float | None = None
+
+
+@dataclass(frozen=True)
 class SplitPlan:
     """What to read: the source's ``subset`` (its own name for it), then ``slice`` of it (``"[:80%]"``, or ""), or
     the ``part`` of it that a held-out validation split leaves (``"all"``, ``"train"`` or ``"held_out"``)."""
@@ -98,19 +144,34 @@ class SplitPlan:
     part: Literal["all", "train", "held_out"] = "all"
     fraction: float | None = None
     where: str = ""
+    seed: int = SPLIT_SEED
+    recorded: RecordedHoldOut | None = None  # the model record the hold-out follows
 
     def select(self, count: int) -> np.ndarray | range:
         """Indices of the planned items among the ``count`` items of ``subset``."""
         if self.part == "all":
             return slice_indices(self.subset or "split", self.slice, count)
+        recorded = self.recorded.held_out if self.recorded is not None else None
+        if recorded is not None and recorded.items is not None and recorded.items != count:
+            logger.warning("%s: %s has %d items, but %r had %d when %s was trained: the held-out items are not the "
+                           "ones its training run held out, so if this is its training data with items added or "
+                           "removed, some were trained on and the metrics are optimistic", self.where,
+                           repr(self.subset) if self.subset else "the data", count, recorded.subset, recorded.items,
+                           self.recorded.source)  # fmt: skip
         try:
-            train, held_out = holdout_indices(count, self.fraction)
+            train, held_out = holdout_indices(count, self.fraction, self.seed)
         except ValueError as error:
             whole = f" or read all of it with {_whole_split(self.subset)}" if self.subset else ""
             raise ValueError(
                 f"{self.where}: {error}; pass --train_val_split with another fraction{whole}"
             ) from None
         return train if self.part == "train" else held_out
+
+    def held_out(self, count: int) -> HoldOut | None:
+        """What this plan holds out of the ``count`` items of ``subset`` (None: nothing), as a model records it."""
+        if self.part == "all":
+            return None
+        return HoldOut(self.fraction, self.seed, self.subset, count)
 
 
 def split_of(subset: str) -> str | None:
@@ -135,29 +196,36 @@ def _find(available: list[str], name: str) -> str | None:
 
 
 def plan_split(
-    split: str, available: list[str] | None, train_val_split: float | None, where: str
+    split: str, available: list[str] | None, train_val_split: float | RecordedHoldOut | None, where: str
 ) -> SplitPlan:
     """Resolve ``split`` against the source's subsets ``available`` (None: a single unnamed one). Logs what was
-    held out; ValueError naming ``where``, the subsets and what to pass when the split cannot be found."""
+    held out; ValueError naming ``where``, the subsets and what to pass when the split cannot be found.
+    ``train_val_split``: the fraction to hold out, or what a model recorded (`RecordedHoldOut`)."""
     name, bracket = parse_split(split)
     canonical = SPLITS.get(name.lower())
-    if train_val_split is not None:
-        check_fraction(train_val_split)
+    recorded = train_val_split if isinstance(train_val_split, RecordedHoldOut) else None
+    requested = recorded.requested if recorded is not None else train_val_split
+    if requested is not None:
+        check_fraction(requested)
         if bracket:
             raise ValueError(
                 f"{where}: give either a sliced split ({split!r}) or --train_val_split, not both"
             )
     if available is None:  # one set of items: the split name does not select anything
-        if train_val_split is not None and canonical in ("train", "validation"):
-            return _held_out(None, canonical, train_val_split, where, f"--train_val_split {train_val_split}")
+        holds_out = requested is not None or recorded is not None
+        if holds_out and canonical in ("train", "validation") and not bracket:
+            return _held_out(None, canonical, requested, recorded, where, "")
         return SplitPlan(None, bracket)
 
     found = _find(available, name)
     validation = _find(available, "validation")
-    if train_val_split is not None and validation is not None:
+    if requested is not None and validation is not None:
         raise ValueError(f"{where}: --train_val_split holds a validation split out of data that has none, but this "
                          f"has its own, {validation!r}; leave --train_val_split out to use it, or split differently "
                          f"with slices (--train_split 'train[:80%]' --eval_split 'train[80%:]')")  # fmt: skip
+    if recorded is not None and validation is not None:
+        logger.info("%s: it has its own validation split, %r, so the hold-out %s records (%g of %r) does not apply",
+                    where, validation, recorded.source, recorded.held_out.fraction, recorded.held_out.subset)  # fmt: skip
     holds_out = canonical in ("train", "validation") and not bracket and validation is None
     if not holds_out:
         if found is None:
@@ -169,11 +237,7 @@ def plan_split(
     if source is None:
         raise ValueError(f"{where}: no 'train' split to hold a validation split out of; it has {available}. Pass "
                          f"--train_split and --eval_split with two of them")  # fmt: skip
-    reason = f"no validation split (only {available})"
-    if train_val_split is not None:
-        reason += f" and --train_val_split {train_val_split}"
-    fraction = DEFAULT_VALIDATION_FRACTION if train_val_split is None else train_val_split
-    return _held_out(source, canonical, fraction, where, reason)
+    return _held_out(source, canonical, requested, recorded, where, f"no validation split (only {available})")
 
 
 def _whole_split(subset: str) -> str:
@@ -181,10 +245,36 @@ def _whole_split(subset: str) -> str:
     return f"--split {subset}" if split_of(subset) is None else f"--split '{subset}[:100%]'"
 
 
-def _held_out(source: str | None, canonical: str, fraction: float, where: str, reason: str) -> SplitPlan:
+def _held_out(source: str | None, canonical: str, requested: float | None, recorded: RecordedHoldOut | None,
+              where: str, reason: str) -> SplitPlan:  # fmt: skip
+    """The plan of the ``canonical`` part of ``source`` when a validation split is held out of it: the fraction
+    ``requested``, else the one ``recorded``, else 15%; a ``requested`` larger than the recorded one is refused."""
+    reasons = [reason] if reason else []
+    fraction, seed = DEFAULT_VALIDATION_FRACTION if requested is None else requested, SPLIT_SEED
+    if requested is not None:
+        reasons.append(f"--train_val_split {requested}")
+    if recorded is not None:
+        kept, model = recorded.held_out, recorded.source
+        seed = kept.seed
+        if requested is None:
+            fraction = kept.fraction
+            reasons.append(
+                f"{model} records that its training run held {kept.fraction:g} out (config.validation_held_out)"
+            )
+        elif requested > kept.fraction:
+            raise ValueError(f"{where}: --train_val_split {requested:g} is larger than the {kept.fraction:g} that {model} "
+                             f"held out of its training data (config.validation_held_out): the extra items are ones it "
+                             f"was trained on, so its metrics would be inflated; leave --train_val_split out to use "
+                             f"its held-out items, or pass a fraction up to {kept.fraction:g}")  # fmt: skip
+        elif requested < kept.fraction:
+            logger.info("%s: --train_val_split %g is smaller than the %g that %s held out when it was trained: the "
+                        "validation split is a subset of the items it was not trained on", where, requested,
+                        kept.fraction, model)  # fmt: skip
     of = f"{source!r}" if source else "the items"
     whole = f"; {_whole_split(source)} reads all of it" if source else ""
     logger.info("%s: %s, so %.0f%% of %s (seed %d) are held out as the validation split and the rest is the "
-                "training split; --train_val_split FRACTION sets the fraction%s", where, reason, 100 * fraction, of,
-                SPLIT_SEED, whole)  # fmt: skip
-    return SplitPlan(source, "", "train" if canonical == "train" else "held_out", fraction, where)
+                "training split; --train_val_split FRACTION sets the fraction%s", where, " and ".join(reasons),
+                100 * fraction, of, seed, whole)  # fmt: skip
+    return SplitPlan(
+        source, "", "train" if canonical == "train" else "held_out", fraction, where, seed, recorded
+    )

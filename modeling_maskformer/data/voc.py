@@ -49,7 +49,7 @@ from .decoding import (
     warn_if_binary,
 )
 from .palette import VOC_CLASSES, Palette, read_labelmap, read_palette, voc_colormap
-from .splits import WHOLE, plan_split
+from .splits import WHOLE, RecordedHoldOut, plan_split
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def load_voc_folder(
     ignore_index: int = 255,
     id2label: dict[int, str] | None = None,
     id2label_file: str | Path | None = None,
-    train_val_split: float | None = None,
+    train_val_split: float | RecordedHoldOut | None = None,
     thing_ids: Sequence[int] | None = None,
 ) -> VocFolderDataset:
     """A VOC-layout folder (see the module docstring). ``split``: a subset of ``ImageSets/Segmentation`` (``val``
@@ -166,6 +166,7 @@ def load_voc_folder(
     }
     plan = plan_split(split, list(subsets), train_val_split, where)
     ids = subsets[plan.subset]
+    held_out = plan.held_out(len(ids))
     ids = [ids[i] for i in plan.select(len(ids))]
     if not ids:
         raise ValueError(f"{where}: split {split!r} has no items")
@@ -192,7 +193,8 @@ def load_voc_folder(
         _check_names(id2label if id2label is not None else
                      read_id2label_file(id2label_file) if id2label_file else None, palette)  # fmt: skip
         return VocFolderDataset(ids, pairs, palette=palette, colour_only=colour_only, id2label=palette.id2label,
-                                thing_ids=thing_ids or (), ignore_index=ignore_index, reduce_labels=False)  # fmt: skip
+                                thing_ids=thing_ids or (), ignore_index=ignore_index, reduce_labels=False,
+                                held_out=held_out)  # fmt: skip
 
     if first_mode not in _INDEX_MODES:
         raise ValueError(
@@ -224,4 +226,4 @@ def load_voc_folder(
                          f"folder named VOC2007..VOC2012 whose masks carry VOC's palette); pass --id2label FILE "
                          f'(JSON {{"0": "background", "1": "cat", ...}})')  # fmt: skip
     return VocFolderDataset(ids, pairs, palette=None, colour_only=False, id2label=id2label, thing_ids=things,
-                            ignore_index=ignore_index, reduce_labels=reduce_labels)  # fmt: skip
+                            ignore_index=ignore_index, reduce_labels=reduce_labels, held_out=held_out)  # fmt: skip

@@ -319,9 +319,10 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
         logger.info("--label_convention %s is not used: the annotations are panoptic", args.label_convention)
 
     model = build_model(args, train_data.id2label)
-    model.config.thing_ids = list(
-        train_data.thing_ids
-    )  # recorded with the model (modeling_maskformer/labels.py)
+    # Recorded with the model (modeling_maskformer/labels.py): which classes are things, and which items of a source
+    # without a validation split were held out, so that evaluating the model reads them again (data/splits.py).
+    model.config.thing_ids = list(train_data.thing_ids)
+    model.config.validation_held_out = None if train_data.held_out is None else train_data.held_out.to_dict()
     choice = choose_recipe(model.config, args.recipe, pretrained_backbone=backbone_is_pretrained(args, model.config),
                            learning_rate=args.learning_rate, weight_decay=args.weight_decay,
                            backbone_lr_multiplier=args.backbone_lr_multiplier, warmup_steps=args.num_warmup_steps,

@@ -33,6 +33,7 @@ IDENTITY = {
     "head": "--head",
     "classes": "the classes (id2label)",
     "label_convention": "--label_convention",
+    "held_out": "the held-out validation split (--train_val_split)",
 }
 # Arguments that may change between a run and its resumption without a word.
 _UNREMARKABLE = {
@@ -60,6 +61,7 @@ def run_identity(args, dataset) -> dict:
         "head": args.head,
         "classes": {str(k): v for k, v in dataset.id2label.items()},
         "label_convention": None if dataset.task != "semantic" else ("ade" if dataset.reduce_labels else "as_is"),
+        "held_out": None if dataset.held_out is None else dataset.held_out.to_dict(),
         "args": {k: v for k, v in vars(args).items() if k not in _UNREMARKABLE and isinstance(v, (int, float, str, bool, type(None)))},
     }  # fmt: skip
 
@@ -127,9 +129,9 @@ def check_same_run(checkpoint: Path, state: dict, run: dict) -> None:
                        "is this run's", checkpoint)  # fmt: skip
         return
     differences = [
-        f"{flag}: {_short(saved.get(key))} then, {_short(run[key])} now"
+        f"{flag}: {_short(key, saved[key])} then, {_short(key, run[key])} now"
         for key, flag in IDENTITY.items()
-        if saved.get(key) != run[key]
+        if key in saved and saved[key] != run[key]  # a key an older version did not record: not compared
     ]
     if differences:
         raise ValueError(
@@ -144,7 +146,9 @@ def check_same_run(checkpoint: Path, state: dict, run: dict) -> None:
         logger.info("settings changed since %s: %s", checkpoint.name, ", ".join(changed))
 
 
-def _short(value) -> str:
+def _short(key: str, value) -> str:
+    if key == "held_out" and value is not None:  # data.splits.HoldOut.to_dict()
+        return f"{value['fraction']:g} of {value['items']} items in {value['subset']!r}"
     if isinstance(value, dict):
         names = list(value.values())
         return f"{len(names)} classes ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
