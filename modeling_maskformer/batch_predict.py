@@ -24,6 +24,7 @@ and COCO instance files out (`prediction_writers.py`). `scripts/predict.py` is i
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
@@ -42,7 +43,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .batching import forward_batches
-from .labels import segment
+from .labels import segment, task_caveats
 from .prediction_inputs import UnreadableImageError, output_names, read_image
 from .prediction_writers import WRITERS, ImageRecord, write_json
 
@@ -130,25 +131,48 @@ class PredictionSummary:
         return "\n".join(lines)
 
 
+def _count(segments: list) -> str:
+    return f"{len(segments)} segment{'' if len(segments) == 1 else 's'}"
+
+
 class _Progress:
-    """A tqdm bar on a terminal, else one plain line per image (logs, CI); on stderr."""
+    """A tqdm bar on a terminal, else one plain line per image (logs, CI); on stderr. A line reads `[k/N] path:
+    note`, k the image's position in the input order, and lines come in that order: a line waits until the images
+    before it (`expect`) have theirs. NOTE: an unreadable file is found when its group is read, before the
+    forward passes of the images ahead of it, which would otherwise be listed after it."""
 
     def __init__(self, total: int, mode: Progress):
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "lines"
         self.mode, self.total, self.count = mode, total, 0
+        self.order: collections.deque[int] = collections.deque()
+        self.pending: dict[int, str] = {}
         self.bar = (
             tqdm(total=total, desc="predicting", unit="image", file=sys.stderr) if mode == "bar" else None
         )
 
-    def step(self, path: Path, note: str, *, problem: bool = False) -> None:
+    def expect(self, positions: Sequence[int]) -> None:
+        """The images (0-based positions in the input order) about to be predicted, in that order."""
+        self.order.extend(positions)
+
+    def step(self, position: int, path: Path, note: str, *, problem: bool = False) -> None:
+        """Image `position` is finished."""
         self.count += 1
         if self.bar is not None:
             if problem:
                 self.bar.write(f"{path}: {note}", file=sys.stderr)
             self.bar.update(1)
         elif self.mode == "lines" or problem:
-            print(f"[{self.count}/{self.total}] {path}: {note}", file=sys.stderr, flush=True)
+            self.pending[position] = f"[{position + 1}/{self.total}] {path}: {note}"
+            while self.order and self.order[0] in self.pending:
+                print(self.pending.pop(self.order.popleft()), file=sys.stderr, flush=True)
+
+    def flush_lines(self) -> None:
+        """The lines still waiting (a run stopped early), in input order."""
+        for position in sorted(self.pending):
+            print(self.pending[position], file=sys.stderr, flush=True)
+        self.pending.clear()
+        self.order.clear()
 
     def advance(self, count: int) -> None:
         """Count `count` images as done without a line each (those an earlier run did)."""
@@ -160,6 +184,7 @@ class _Progress:
         (self.bar.write if self.bar is not None else print)(message, file=sys.stderr)
 
     def close(self) -> None:
+        self.flush_lines()
         if self.bar is not None:
             self.bar.close()
 
@@ -298,6 +323,11 @@ def predict_images(
     if thing_ids is None and {"instance", "panoptic"} & set(tasks):
         logger.warning("The model does not record which classes are things (config.thing_ids): every class is "
                        "treated as a thing (instance output lists them all, panoptic output fuses none).")  # fmt: skip
+    name = (run_info or {}).get("model") or getattr(model.config, "name_or_path", None) or "the model"
+    for line in task_caveats(model.config, tasks, str(name)):
+        logger.warning(
+            "%s", line
+        )  # NOTE: WARNING reaches stderr also where no logging is set up (predict.py)
     fuse = set(id2label) - set(thing_ids) if thing_ids is not None and fuse_stuff else set()
     settings = {"threshold": threshold, "mask_threshold": mask_threshold, "overlap_threshold": overlap_threshold,
                 "fuse_stuff": fuse_stuff, "overlays": overlays}  # fmt: skip
@@ -343,12 +373,13 @@ def predict_images(
                 if stop.signal_name:
                     break
                 loaded = []
+                bar.expect(todo[first : first + window])
                 for index in todo[first : first + window]:
                     try:
                         image = read_image(paths[index])
                     except UnreadableImageError as error:
                         summary.skipped[str(paths[index])] = str(error)
-                        bar.step(paths[index], f"skipped: {error}", problem=True)
+                        bar.step(index, paths[index], f"skipped: {error}", problem=True)
                         continue
                     record = ImageRecord(index + 1, *names[index], height=image.height, width=image.width)
                     loaded.append((index, record, image))
@@ -374,8 +405,9 @@ def predict_images(
                         entries[record.image_id] = entry
                         summary.done.append(str(paths[index]))
                         bar.step(
+                            index,
                             paths[index],
-                            ", ".join(f"{t}: {len(entry[t]['segments'])} segments" for t in tasks),
+                            ", ".join(f"{t}: {_count(entry[t]['segments'])}" for t in tasks),
                         )
                     if stop.signal_name:
                         break

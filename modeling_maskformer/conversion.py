@@ -54,6 +54,7 @@ from .configuration.transformers_format import STASH_KEY, settings_from_transfor
 from .configuration.transformers_format import config_to_transformers as _config_to_transformers
 from .image_processing.image_processing_maskformer import MaskFormerImageProcessor
 from .modeling_maskformer import MaskFormerForInstanceSegmentation
+from .saving import make_weights_readable
 
 logger = logging.getLogger(__name__)
 
@@ -498,6 +499,7 @@ def convert_to_transformers(
     tf_model.load_state_dict(converted, strict=True)
     tf_model.eval()
     tf_model.save_pretrained(destination)
+    make_weights_readable(destination)
     if model.config.backbone_config.model_type == "swin":
         # transformers rewrote its config's "swin" as MaskFormer-Swin while building; keep "swin" (as on the Hub)
         # so that converting back gives our SwinBackbone again (transformers converts it on every load).

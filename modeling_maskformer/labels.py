@@ -210,6 +210,34 @@ def model_thing_ids(config, source: str = "the model") -> list[int] | None:
     return list(thing_ids)
 
 
+def task_caveats(config, tasks: Collection[str], source: str = "the model") -> list[str]:
+    """One line per limit of this model for the requested `tasks`, from its recorded classes (`config.thing_ids`;
+    nothing when it is unknown): no thing class (instance output finds nothing), or no stuff class, not even a
+    background (semantic maps give every pixel an object class; panoptic segments cover the background with
+    objects). Each line names the model, the reason and what to do."""
+    thing_ids = getattr(config, "thing_ids", None)
+    if thing_ids is None:
+        return []
+    lines = []
+    if "instance" in tasks and not thing_ids:
+        lines.append(f"{source} records no thing class (config.thing_ids is empty: it was trained on semantic label "
+                     f"maps), so instance segmentation finds nothing: every image gets 0 instances (COCO results []). "
+                     f"Use semantic or panoptic segmentation with this model; for instances, train on instance or "
+                     f"panoptic data (COCO JSON, a COCO panoptic folder)")  # fmt: skip
+    no_stuff = {int(i) for i in thing_ids} >= {int(i) for i in config.id2label}
+    dense = [task for task in ("semantic", "panoptic") if task in tasks]
+    if no_stuff and dense:
+        effects = {
+            "semantic": "semantic maps give every pixel one of its object classes, the background included",
+            "panoptic": "panoptic output leaves empty only the pixels no confident object mask covers, so the "
+            "background often becomes part of an object segment",
+        }
+        lines.append(f"{source} has no background or stuff class (every class is a thing, as after training on COCO "
+                     f"instance data): {'; '.join(effects[task] for task in dense)}. Instance segmentation gives "
+                     f"its objects alone")  # fmt: skip
+    return lines
+
+
 def drop_stuff(result: dict, thing_ids: Collection[int]) -> dict:
     """An instance-segmentation result without its stuff segments, ids renumbered 0..N-1 (as Mask2Former's
     instance inference keeps only thing classes). In a segment-id map the pixels of a dropped segment become

@@ -30,6 +30,7 @@ from .loss import MaskFormerLoss
 from .matcher import HungarianMatcher
 from .outputs import MaskFormerForInstanceSegmentationOutput, MaskFormerModelOutput, check_output_attentions
 from .pixel_decoder import PixelDecoder, Res5TransformerEncoder
+from .saving import make_weights_readable
 from .transformer_decoder import TransformerDecoder
 from .transformers_folder import (
     FolderFormat,
@@ -202,12 +203,15 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
                     "Saving %s as a remote-code folder (loads with trust_remote_code=True; no Hub widget): "
                     "transformers' MaskFormer cannot represent %s.", save_directory, "; ".join(reasons),
                 )  # fmt: skip
-            return super().save_pretrained(save_directory, *args, **kwargs)
+            super().save_pretrained(save_directory, *args, **kwargs)
+            make_weights_readable(save_directory)
+            return
         if args:
             raise TypeError("save_pretrained takes the folder as its only positional argument")
         push_to_hub = kwargs.pop("push_to_hub", False)
         push_kwargs = {key: kwargs.pop(key) for key in PUSH_KWARGS if key in kwargs}
         save_transformers_folder(self, save_directory, **kwargs)
+        make_weights_readable(save_directory)
         if push_to_hub:
             repo_id = push_kwargs.pop("repo_id", None) or Path(save_directory).resolve().name
             self.push_to_hub(repo_id, **push_kwargs)

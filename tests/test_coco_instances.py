@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -384,7 +385,16 @@ def test_each_exporters_folder_trains_and_evaluates_from_the_command_line(layout
     model = save_tiny_model(tmp_path / "tiny")
     with caplog.at_level(logging.INFO, logger="modeling_maskformer"):
         assert run_script("train_maskformer.py", train_argv(root, model, tmp_path / "run", 2, *splits)) == 0
-    assert "instance annotations, 3 classes (square, disc, bar)" in caplog.text
+    logged = caplog.text
+    # The data line names the data kind and where the classes come from; the label convention is not used.
+    assert "instance annotations (COCO JSON), classes from the JSON's categories; 3 classes (square, disc, bar), 3 of " \
+           "them things" in logged  # fmt: skip
+    assert "panoptic" not in logged and "--label_convention" not in logged
+    # Each split line and its crowd count once, the count of that split's own images (the file has 3 when it has 10).
+    crowd = {split: int(count) for split, count in re.findall(r"split '(\w+)': (\d+) crowd region", logged)}
+    assert len(re.findall(r"crowd region", logged)) == len(crowd)
+    if layout == "cvat_coco":
+        assert sum(crowd.values()) == 3 and logged.count("are held out as the validation split") == 1
     assert len(losses(tmp_path / "run")) == 2
     split = {"cvat_coco": "default", "label_studio": "result", "roboflow_coco": "valid"}[layout]
     argv = [

@@ -173,9 +173,27 @@ def test_cvat_export_without_images_says_to_tick_save_images(shapes, tmp_path):
         build_dataset(tmp_path, "default")
 
 
-def test_cvat_journey_train_and_evaluate(shapes, tiny_folder, tmp_path, monkeypatch, capsys):
+def _data_line(log: str) -> str:
+    """The training run's line about its data (one)."""
+    (line,) = [line for line in log.splitlines() if " data " in line and "annotations" in line]
+    return line
+
+
+def test_cvat_journey_train_and_evaluate(shapes, tiny_folder, tmp_path, monkeypatch, capsys, caplog):
     write_cvat_export(tmp_path / "cvat", shapes, {"Train": "train", "Validation": "validation"})
-    results = train_then_evaluate(tiny_folder, tmp_path / "cvat", tmp_path, monkeypatch, capsys)
+    with caplog.at_level(logging.INFO, logger="modeling_maskformer"):
+        results = train_then_evaluate(tiny_folder, tmp_path / "cvat", tmp_path, monkeypatch, capsys)
+    # No flag was given, and none applies: the line says what fixed the labels (not "--label_convention as_is").
+    labelmap = tmp_path / "cvat" / "labelmap.txt"
+    assert f"semantic annotations, labels as the colours of {labelmap} defines them" in _data_line(
+        caplog.text
+    )
+    assert "--label_convention as_is" not in caplog.text
+    training = caplog.text.split("stopping at step")[0]  # the training run's lines (evaluation says it again)
+    (classes,) = [line for line in training.splitlines() if "'Segmentation mask' export" in line]
+    assert classes.endswith(
+        "10 classes from " + str(labelmap) + " (background, circle, ellipse, grass, hexagon, sand, ...)"
+    )
     names = sorted(["background", *CVAT_COLOURS])
     assert list(saved_id2label(tmp_path / "model").values()) == names
     assert (
@@ -226,9 +244,12 @@ def test_a_voc_layout_without_names_asks_for_them(shapes, tmp_path):
         build_dataset(tmp_path / "my_export", "train")
 
 
-def test_pascal_voc_journey_train_and_evaluate(shapes, tiny_folder, tmp_path, monkeypatch, capsys):
+def test_pascal_voc_journey_train_and_evaluate(shapes, tiny_folder, tmp_path, monkeypatch, capsys, caplog):
     write_pascal_voc(tmp_path / "VOC2012", shapes)
-    results = train_then_evaluate(tiny_folder, tmp_path / "VOC2012", tmp_path, monkeypatch, capsys)
+    with caplog.at_level(logging.INFO, logger="modeling_maskformer"):
+        results = train_then_evaluate(tiny_folder, tmp_path / "VOC2012", tmp_path, monkeypatch, capsys)
+    assert "semantic annotations, labels as VOC's format (255 = void) defines them" in _data_line(caplog.text)
+    assert "--label_convention as_is" not in caplog.text
     assert list(saved_id2label(tmp_path / "model").values()) == VOC_NAMES
     assert set(results["semantic"]["per_class_iou"]) == set(VOC_NAMES)
 
@@ -249,7 +270,7 @@ def _ade_colour_folder(root: Path, shapes, colours: dict[str, tuple]) -> None:
 
 
 def test_palette_journey_on_an_ade_like_folder_of_colour_masks(
-    shapes, tiny_folder, tmp_path, monkeypatch, capsys
+    shapes, tiny_folder, tmp_path, monkeypatch, capsys, caplog
 ):
     _ade_colour_folder(tmp_path / "data", shapes, CVAT_COLOURS)
     code, err = run(
@@ -263,8 +284,14 @@ def test_palette_journey_on_an_ade_like_folder_of_colour_masks(
     assert "pass --palette FILE" in line
     palette = {name: list(colour) for name, colour in CVAT_COLOURS.items()}
     (tmp_path / "palette.json").write_text(json.dumps(palette))
-    results = train_then_evaluate(tiny_folder, tmp_path / "data", tmp_path, monkeypatch, capsys, "--palette",
-                                  tmp_path / "palette.json")  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="modeling_maskformer"):
+        results = train_then_evaluate(tiny_folder, tmp_path / "data", tmp_path, monkeypatch, capsys, "--palette",
+                                      tmp_path / "palette.json")  # fmt: skip
+    line = _data_line(caplog.text)
+    assert (
+        f"labels as the colours of {tmp_path / 'palette.json'} defines them" in line
+        and "--label_convention as_is" not in line
+    )
     assert list(saved_id2label(tmp_path / "model").values()) == list(CVAT_COLOURS)
     assert set(results["semantic"]["per_class_iou"]) == set(CVAT_COLOURS)
     dataset = build_dataset(tmp_path / "data", "validation", palette=tmp_path / "palette.json")

@@ -356,7 +356,10 @@ def test_a_json_file_with_its_image_folder(shapes_model, tmp_path, monkeypatch, 
          tmp_path / "m.json"],
         monkeypatch, capsys, caplog,
     )  # fmt: skip
-    assert "instance annotations, 3 classes (square, disc, bar)" in log
+    assert (
+        "instance annotations (COCO JSON), classes from the JSON's categories; 3 classes (square, disc, bar)"
+        in log
+    )
     assert f"COCO instances {train_json}: no validation split (only ['train2017'])" in log
     assert "6 items in the 'train' split, 2 in the 'validation' split" in log
     assert (

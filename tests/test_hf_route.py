@@ -20,6 +20,7 @@ from modeling_maskformer.data import SyntheticShapes, build_dataset, load_hf_dat
 from modeling_maskformer.data.class_names import names_for_convention, read_id2label_file
 from modeling_maskformer.data.hf import fetch_hub_id2label
 from modeling_maskformer.data.splits import holdout_indices, plan_split
+from modeling_maskformer.training.loop import describe_labels
 
 from tiny_training import save_tiny_model
 
@@ -276,11 +277,19 @@ def test_instance_format_of_transformers_example(tmp_path):
     assert len(background) == 1 and len(as_is[1]["segments_info"]) == len(truth["validation"][1]) + 1
 
 
-def test_instance_format_journey(tiny_folder, tmp_path, monkeypatch, capsys):
+def test_instance_format_journey(tiny_folder, tmp_path, monkeypatch, capsys, caplog):
     write_instance_dataset(tmp_path / "mini")
-    results = train_then_evaluate(
-        tiny_folder, tmp_path / "mini", tmp_path, monkeypatch, capsys, "--label_convention", "ade"
-    )
+    with caplog.at_level(logging.INFO, logger="modeling_maskformer"):
+        results = train_then_evaluate(
+            tiny_folder, tmp_path / "mini", tmp_path, monkeypatch, capsys, "--label_convention", "ade"
+        )
+    # The flag decides this format's classes (class 0 dropped, 6 things): the data line says so, nothing says unused.
+    assert ("panoptic annotations, ADE convention (--label_convention ade): class channel 0 = 'other', ignored; "
+            "class channel k = class k-1; 6 classes (circle, ") in caplog.text  # fmt: skip
+    assert "6 of them things" in caplog.text and "is not used" not in caplog.text
+    as_is = describe_labels(build_dataset(tmp_path / "mini", "validation", reduce_labels=False), "as_is")
+    assert as_is.startswith("panoptic annotations, labels as they are (--label_convention as_is): class channel k = "
+                            "class k; 7 classes (background, ") and "6 of them things" in as_is  # fmt: skip
     assert "pq" in results["panoptic"] and "ap" in results["instance"]
     assert list(saved_id2label(tmp_path / "model").values()) == [
         "circle",

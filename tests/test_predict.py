@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import runpy
 import signal
 import subprocess
@@ -31,6 +32,7 @@ from modeling_maskformer.batch_predict import resolve_device
 from modeling_maskformer.batching import forward_by_padded_size
 from modeling_maskformer.cli import run_cli
 from modeling_maskformer.data.decoding import read_coco_panoptic_json
+from modeling_maskformer.labels import TASKS, task_caveats
 from modeling_maskformer.prediction_inputs import expand_inputs, output_names, read_image
 from modeling_maskformer.prediction_writers import (
     ImageRecord,
@@ -596,3 +598,63 @@ def test_a_bug_keeps_its_traceback_after_the_results_are_written(photos, tmp_pat
     assert [e["file_name"] for e in index["images"]] == ["a.jpg", "b.png"] and not index["summary"][
         "finished"
     ]
+
+
+def _predict_process(model_dir: Path, inputs: Path, out: Path, *tasks: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(SCRIPT), str(inputs), "--model", str(model_dir), "--out", str(out), "--task",
+               *tasks, "--threshold", "0.1", "--batch_size", "2", "--no-overlays"]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def few_photos(tmp_path_factory):
+    """a.png, b.png (one padded size), c.png (another) and z.jpg, truncated: last by name, first found bad."""
+    root = tmp_path_factory.mktemp("few") / "photos"
+    root.mkdir()
+    rng = np.random.default_rng(2)
+    for name, (width, height) in zip(("a.png", "b.png", "c.png"), [(80, 60), (80, 60), (60, 80)]):
+        scene(rng, width, height).save(root / name)
+    scene(rng, 80, 60).save(root / "z.jpg")
+    (root / "z.jpg").write_bytes((root / "z.jpg").read_bytes()[:300])
+    return root
+
+
+@pytest.mark.parametrize("things", ["none", "all"])
+def test_a_model_without_things_or_without_stuff_is_named_once_before_the_run(things, few_photos, tmp_path):
+    """Through the program, with no logging set up: a model that records no thing class (trained on semantic maps)
+    gets one line saying --task instance finds nothing, and results.json is [] as documented; one whose every class
+    is a thing gets one line saying semantic / panoptic output paint the background with objects. Progress lines
+    come in input order (z.jpg, found unreadable first, is listed last) with the count's plural right."""
+    model, processor = varied_model()
+    model.config.thing_ids = [] if things == "none" else sorted(ID2LABEL)
+    folder = tmp_path / "model"
+    model.save_pretrained(folder, folder_format="remote_code")
+    processor.save_pretrained(folder)
+    out = tmp_path / "out"
+    finished = _predict_process(folder, few_photos, out, "semantic", "panoptic", "instance")
+    assert finished.returncode == 1, finished.stderr  # z.jpg skipped
+    lines = finished.stderr.splitlines()
+    said = [
+        line for line in lines if "records no thing class" in line or "no background or stuff class" in line
+    ]
+    assert len(said) == 1 and str(folder) in said[0], finished.stderr
+    progress = [line for line in lines if line.startswith("[")]
+    assert lines.index(said[0]) < lines.index(progress[0])  # before the run
+    assert [line.split("]")[0] + "]" for line in progress] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"], progress
+    assert "z.jpg: skipped" in progress[-1]
+    for count, plural in re.findall(r"(\d+) segment(s?)\b", finished.stderr):
+        assert (plural == "") == (count == "1"), finished.stderr
+    if things == "none":
+        assert "instance segmentation finds nothing" in said[0] and "Use semantic or panoptic" in said[0]
+        assert json.loads((out / "instance" / "results.json").read_text()) == []
+        assert json.loads((out / "instance" / "instances.json").read_text())["annotations"] == []
+    else:
+        assert "semantic maps give every pixel one of its object classes" in said[0]
+        assert (
+            "panoptic output leaves empty only the pixels" in said[0] and "Instance segmentation" in said[0]
+        )
+    # Only the tasks concerned: the other tasks say nothing, nor does a model with things and stuff.
+    other = ["panoptic", "semantic"] if things == "none" else ["instance"]
+    assert task_caveats(model.config, other, "m") == []
+    model.config.thing_ids = THING_IDS
+    assert task_caveats(model.config, TASKS, "m") == []

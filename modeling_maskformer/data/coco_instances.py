@@ -84,6 +84,7 @@ class CocoInstancesDataset(SegmentationDataset):
     """Images + COCO instance annotations; items carry ``instances`` (see `dataset.InstanceAnnotations`)."""
 
     task: Task = "instance"
+    convention_from = None  # the classes come from the JSON's categories
 
     def __init__(self, records: list[CocoImage], category_to_label: dict[int, int], json_path: Path,
                  image_dirs: Sequence[Path], **metadata):  # fmt: skip
@@ -296,12 +297,11 @@ def load_coco_instances(
         )
 
     by_image: dict = {image_id: [] for image_id in images}
-    boxes_only = crowd = 0
+    boxes_only = 0
     for annotation in payload["annotations"]:
         if not has_mask(annotation):
             boxes_only += 1
             continue
-        crowd += bool(annotation.get("iscrowd", 0))
         by_image[annotation["image_id"]].append(annotation)
     listing = _Listing()
     records = []
@@ -319,9 +319,6 @@ def load_coco_instances(
     if boxes_only:
         logger.warning("%s: %d annotation(s) have no mask (a box only, empty 'segmentation'): left out of training "
                        "and evaluation, this is instance segmentation", json_path, boxes_only)  # fmt: skip
-    if crowd:
-        logger.info("%s: %d crowd region(s) (iscrowd=1) are no training target, as in COCO; mask AP lets them absorb "
-                    "detections (CVAT exports brush masks so: see docs/data-coco.md)", json_path, crowd)  # fmt: skip
     return CocoInstancesDataset(
         records, category_to_label, json_path, image_dirs, ignore_index=ignore_index, **metadata
     )
@@ -448,6 +445,7 @@ def _load_split(subsets: list[CocoSubset], split: str, train_val_split: float | 
                     for r in dataset.records})  # fmt: skip
     held_out = plan.held_out(len(dataset))
     indices = plan.select(len(dataset))
+    crowd = sum(bool(a.get("iscrowd", 0)) for i in indices for a in dataset.records[i].annotations)
     if len(indices) != len(dataset):
         dataset = dataset.subset(indices)
     dataset.held_out = held_out
@@ -457,6 +455,10 @@ def _load_split(subsets: list[CocoSubset], split: str, train_val_split: float | 
     logger.info("%s: split %r = %s%s (%d images, %d classes), images in %s", where, split, json_name,
                 plan.slice if plan.part == "all" else f" ({plan.part} part)", len(dataset), dataset.num_labels,
                 ", ".join(found[:3]))  # fmt: skip
+    if crowd:  # this split's own count (a held-out part has its share of the file's)
+        logger.info("%s: split %r: %d crowd region(s) (iscrowd=1) are no training target, as in COCO; mask AP lets "
+                    "them absorb detections (CVAT exports brush masks so: see docs/data-coco.md)", where, split,
+                    crowd)  # fmt: skip
     return dataset
 
 

@@ -95,6 +95,10 @@ class SegmentationDataset(Sequence):
     # The validation split held out of the source's training subset (`splits.plan_split`), when these items are
     # one of its two parts: what training records in the model folder (config.validation_held_out).
     held_out: HoldOut | None = None
+    # Where the label convention (``reduce_labels``) of these items came from, for the log: "argument" (the caller's
+    # ``reduce_labels``: --label_convention, or a model's record), what in the data fixed it ("VOC's format", "the
+    # colours of labelmap.txt"), or None where no convention applies (the classes come from a JSON's categories).
+    convention_from: str | None = "argument"
 
     def __init__(
         self,
@@ -193,6 +197,7 @@ class SubsetDataset(SegmentationDataset):
             "reduce_labels",
             "label_to_category_id",
             "held_out",
+            "convention_from",
         ):
             setattr(self, name, getattr(parent, name))
 

@@ -73,6 +73,10 @@ class HFDataset(SegmentationDataset):
         self.task: Task = "semantic" if kind == "semantic" else "panoptic"
         self.image_column, self.label_column = image_column, label_column
         self.category_to_label, self.palette, self.stuff_ids = category_to_label, palette, list(stuff_ids)
+        if kind == "panoptic":  # segments_info's categories name the classes
+            self.convention_from = None
+        if palette is not None:  # colour masks: the palette names the classes, no convention applies
+            self.convention_from = f"the colours of {palette.source}"
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -62,6 +62,8 @@ class AdeFolderDataset(SegmentationDataset):
     def __init__(self, pairs: list[tuple[Path, Path]], palette: Palette | None = None, **metadata):
         super().__init__(**metadata)
         self.pairs, self.palette = pairs, palette
+        if palette is not None:  # colour masks: the palette names the classes, no convention applies
+            self.convention_from = f"the colours of {palette.source}"
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -222,6 +224,7 @@ class CocoPanopticDataset(SegmentationDataset):
     """Images + panoptic PNGs + a COCO panoptic JSON."""
 
     task: Task = "panoptic"
+    convention_from = None  # the classes come from the JSON's categories
 
     def __init__(
         self, records: list[tuple[Path, Path, list[dict]]], category_to_label: dict[int, int], **metadata
@@ -327,6 +330,7 @@ class SyntheticDataset(SegmentationDataset):
     """``synthetic.SyntheticShapes`` in the common item format (panoptic, with semantic maps)."""
 
     task: Task = "panoptic"
+    convention_from = None  # generated with their classes
     needs_check = False  # generated scenes
 
     def __init__(self, shapes: SyntheticShapes):

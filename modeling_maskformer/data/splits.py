@@ -272,7 +272,9 @@ def _held_out(source: str | None, canonical: str, requested: float | None, recor
                         kept.fraction, model)  # fmt: skip
     of = f"{source!r}" if source else "the items"
     whole = f"; {_whole_split(source)} reads all of it" if source else ""
-    logger.info("%s: %s, so %.0f%% of %s (seed %d) are held out as the validation split and the rest is the "
+    # NOTE: said once, with the validation part (a run builds its training split first, then this one); the training
+    # part says it at DEBUG level.
+    logger.log(logging.INFO if canonical == "validation" else logging.DEBUG,"%s: %s, so %.0f%% of %s (seed %d) are held out as the validation split and the rest is the "
                 "training split; --train_val_split FRACTION sets the fraction%s", where, " and ".join(reasons),
                 100 * fraction, of, seed, whole)  # fmt: skip
     return SplitPlan(

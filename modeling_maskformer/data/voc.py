@@ -64,6 +64,8 @@ class VocFolderDataset(SegmentationDataset):
                  **metadata):  # fmt: skip
         super().__init__(**metadata)
         self.ids, self.pairs, self.palette, self.colour_only = ids, pairs, palette, colour_only
+        if palette is not None:  # colour masks: the palette names the classes, no convention applies
+            self.convention_from = f"the colours of {palette.source}"
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -178,8 +180,10 @@ def load_voc_folder(
     labelmap = root / "labelmap.txt"
     if palette is None and labelmap.is_file():
         palette = read_labelmap(labelmap)
-        logger.info("%s: CVAT/Datumaro 'Segmentation mask' export: %d classes from %s (%s)", where,
-                    len(palette.names), labelmap, ", ".join(palette.names[:6]))  # fmt: skip
+        if id2label is None:  # NOTE: a run's evaluation split gets the training split's classes: said once
+            names = ", ".join(palette.names[:6]) + (", ..." if len(palette.names) > 6 else "")
+            logger.info("%s: CVAT/Datumaro 'Segmentation mask' export: %d classes from %s (%s)", where,
+                        len(palette.names), labelmap, names)  # fmt: skip
     elif colour_only and labelmap.is_file():
         logger.info("%s: reading the masks with %s, not with %s", where, palette.source, labelmap)
     with Image.open(pairs[0][1]) as first:
@@ -200,9 +204,9 @@ def load_voc_folder(
         raise ValueError(
             f"{pairs[0][1]}: colour mask (mode {first_mode}) and no labelmap.txt in {root}: {PALETTE_HINT}"
         )
-    if reduce_labels is None:
+    fixed_by_format = reduce_labels is None
+    if fixed_by_format:
         reduce_labels = False
-        logger.info("%s: mask values are the classes (255 = void), as VOC's format defines them", where)
     warn_if_binary(
         [m for _, m in pairs], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where
     )
@@ -225,5 +229,8 @@ def load_voc_folder(
         raise ValueError(f"{where}: no class names (no labelmap.txt or id2label.json, and not Pascal VOC itself: a "
                          f"folder named VOC2007..VOC2012 whose masks carry VOC's palette); pass --id2label FILE "
                          f'(JSON {{"0": "background", "1": "cat", ...}})')  # fmt: skip
-    return VocFolderDataset(ids, pairs, palette=None, colour_only=False, id2label=id2label, thing_ids=things,
-                            ignore_index=ignore_index, reduce_labels=reduce_labels, held_out=held_out)  # fmt: skip
+    dataset = VocFolderDataset(ids, pairs, palette=None, colour_only=False, id2label=id2label, thing_ids=things,
+                               ignore_index=ignore_index, reduce_labels=reduce_labels, held_out=held_out)  # fmt: skip
+    if fixed_by_format:  # said once per run, in the data line (training) or by the caller
+        dataset.convention_from = "VOC's format (255 = void)"
+    return dataset

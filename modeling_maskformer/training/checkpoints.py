@@ -20,6 +20,7 @@ from pathlib import Path
 from accelerate import Accelerator
 
 from ..hub import build_model_card
+from ..saving import make_weights_readable
 from ..transformers_folder import is_transformers_folder
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: dict, tot
     accelerator.save_state(str(partial))
     accelerator.wait_for_everyone()  # every process's files are written
     if accelerator.is_main_process:
+        make_weights_readable(partial)
         (partial / STATE_FILE).write_text(json.dumps(state, indent=2))
         write_manifest(partial)
         aside = final.with_name(final.name + ".replaced")

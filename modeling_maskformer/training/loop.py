@@ -216,19 +216,36 @@ def dataset_kwargs(args, split: str, id2label: dict[int, str] | None = None) -> 
     return shared_dataset_kwargs(args, num_images=num_images, id2label=id2label)
 
 
-def describe_labels(dataset) -> str:
-    """One line for the start of a run: annotation kind, label convention and class count."""
+_KINDS = {"semantic": "semantic annotations", "panoptic": "panoptic annotations",
+          "instance": "instance annotations (COCO JSON)"}  # fmt: skip
+
+
+def describe_labels(dataset, label_convention: str | None = None) -> str:
+    """One line for the start of a run: annotation kind, the label convention and where it came from
+    (`label_convention`: the flag given, if any; `dataset.convention_from`), and the classes."""
     names = list(dataset.id2label.values())
     classes = f"{dataset.num_labels} classes ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
-    if dataset.task in ("panoptic", "instance"):
-        return f"{dataset.task} annotations, {classes}, {len(dataset.thing_ids)} of them things"
+    if dataset.task != "semantic":
+        classes += f", {len(dataset.thing_ids)} of them things"
+    kind = _KINDS[dataset.task]
+    source = getattr(dataset, "convention_from", "argument" if dataset.task == "semantic" else None)
+    if source is None:
+        where = "the JSON's categories" if dataset.task == "instance" else "the annotations' categories"
+        unused = f" (--label_convention {label_convention} is not used)" if label_convention else ""
+        return f"{kind}, classes from {where}{unused}; {classes}"
+    if source != "argument":
+        return f"{kind}, labels as {source} defines them (no --label_convention applies); {classes}"
+    given = (
+        f"--label_convention {label_convention}"
+        if label_convention
+        else f"reduce_labels={dataset.reduce_labels}"
+    )
+    value = "pixel" if dataset.task == "semantic" else "class channel"
     if dataset.reduce_labels:
-        convention = (
-            "ADE convention (--label_convention ade): pixel 0 = 'other', ignored; pixel k = class k-1"
-        )
+        convention = f"ADE convention ({given}): {value} 0 = 'other', ignored; {value} k = class k-1"
     else:
-        convention = "labels as they are (--label_convention as_is): pixel k = class k"
-    return f"semantic annotations, {convention}; {classes}; pixel {dataset.ignore_index} = ignored"
+        convention = f"labels as they are ({given}): {value} k = class k"
+    return f"{kind}, {convention}; {classes}; pixel {dataset.ignore_index} = ignored"
 
 
 @contextlib.contextmanager
@@ -295,7 +312,7 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     if eval_data.id2label != train_data.id2label:
         raise ValueError(f"{args.dataset}: the {args.train_split} and {args.eval_split} splits have different classes "
                          f"({train_data.num_labels} and {eval_data.num_labels})")  # fmt: skip
-    logger.info("data %s: %s; %d items in the %r split, %d in the %r split", args.dataset, describe_labels(train_data),
+    logger.info("data %s: %s; %d items in the %r split, %d in the %r split", args.dataset, describe_labels(train_data, args.label_convention),
                 len(train_data), args.train_split, len(eval_data), args.eval_split)  # fmt: skip
     if train_data.task == "instance" and (args.head == "per_pixel" or args.metric_for_best_model not in
                                           (None, "mask_ap", "mask_ap50")):  # fmt: skip
@@ -315,8 +332,6 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
         logger.info(
             "--head per_pixel: trained on the semantic maps of the panoptic annotations, evaluated by mIoU"
         )
-    if args.label_convention is not None and train_data.task != "semantic":
-        logger.info("--label_convention %s is not used: the annotations are panoptic", args.label_convention)
 
     model = build_model(args, train_data.id2label)
     # Recorded with the model (modeling_maskformer/labels.py): which classes are things, and which items of a source
