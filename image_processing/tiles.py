@@ -48,7 +48,6 @@ class TileAxis:
     tile: Tensor  # (target,) index of each output coordinate's key in `keys` (non-decreasing)
     start: Tensor  # (T_axis,) first output coordinate of each tile
     count: Tensor  # (T_axis,) output coordinates per tile
-    matrix: Tensor  # (target, low) the composite weights as a dense matrix: R after U is matrix @ values
 
     @classmethod
     def build(cls, axis: Axis) -> TileAxis:
@@ -66,8 +65,14 @@ class TileAxis:
             2 * window + wide, return_inverse=True, return_counts=True
         )
         start = torch.cumsum(count, 0) - count
-        matrix = torch.zeros(axis.target, axis.low, device=device).scatter_add_(1, taps, composite)
-        return cls(axis, window, composite, taps, window + 1 + wide, keys, tile, start, count, matrix)
+        return cls(axis, window, composite, taps, window + 1 + wide, keys, tile, start, count)
+
+    @functools.cached_property
+    def matrix(self) -> Tensor:
+        """(target, low) the composite weights as a dense matrix (R after U is matrix @ values), made when a region is
+        first resampled (`_composite`)."""
+        matrix = torch.zeros(self.axis.target, self.axis.low, device=self.window.device)
+        return matrix.scatter_add_(1, self.composite_taps, self.composite)
 
     def reach(self, first: Tensor, last: Tensor) -> tuple[Tensor, Tensor]:
         """The output coordinates whose support meets low-res coordinates first..last (inclusive), as

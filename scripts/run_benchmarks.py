@@ -82,6 +82,11 @@ SECTIONS = (
 )  # main: forward, post-processing, pipeline, processor, training (above)
 
 
+def by_size(args: argparse.Namespace, tiny, quick, full):
+    """A section's settings for --tiny, --quick or neither."""
+    return tiny if args.tiny else quick if args.quick else full
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -149,26 +154,14 @@ def main(argv: list[str] | None = None) -> dict:
             from modeling_maskformer.benchmarks import data_pipeline
 
             print("data pipeline ...", flush=True)
-            data_settings = (
-                data_pipeline.TINY_DATA
-                if args.tiny
-                else data_pipeline.QUICK_DATA
-                if args.quick
-                else data_pipeline.FULL_DATA
-            )
-            results["data"] = data_pipeline.bench_data_pipeline(data_settings)
+            sizes = (data_pipeline.TINY_DATA, data_pipeline.QUICK_DATA, data_pipeline.FULL_DATA)
+            results["data"] = data_pipeline.bench_data_pipeline(by_size(args, *sizes))
         if "data_check" in args.sections:
             from modeling_maskformer.benchmarks import data_check
 
             print("data check before training ...", flush=True)
-            check_settings = (
-                data_check.TINY_CHECK
-                if args.tiny
-                else data_check.QUICK_CHECK
-                if args.quick
-                else data_check.FULL_CHECK
-            )
-            results["data_check"] = data_check.bench_data_check(check_settings)
+            sizes = (data_check.TINY_CHECK, data_check.QUICK_CHECK, data_check.FULL_CHECK)
+            results["data_check"] = data_check.bench_data_check(by_size(args, *sizes))
         if "large" in args.sections:
             print("large post-processing (one process per measurement) ...", flush=True)
             quick = args.quick or args.tiny  # one cheap case, ours only: the machinery

@@ -31,6 +31,21 @@ def _instance_colours(item) -> np.ndarray:
     return voc_colormap(256)[ids]
 
 
+VOC_FOLDERS = (
+    "Annotations",
+    "ImageSets/Segmentation",
+    "JPEGImages",
+    "SegmentationClass",
+    "SegmentationObject",
+)
+
+
+def make_voc_folders(root: Path) -> None:
+    """The folders of the VOC layout (VOC 2012 and the exports that copy it)."""
+    for folder in VOC_FOLDERS:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+
+
 def write_cvat_export(root: Path, shapes, subsets: dict[str, str]) -> dict[str, np.ndarray]:
     """A CVAT "Segmentation mask 1.1" export with "Save images" ticked (Datumaro's voc_segmentation writer):
     labelmap.txt, ImageSets/Segmentation/<subset>.txt, JPEGImages/, SegmentationClass/ and SegmentationObject/ as
@@ -39,14 +54,7 @@ def write_cvat_export(root: Path, shapes, subsets: dict[str, str]) -> dict[str, 
     loader must give, by item id."""
     names = sorted(["background", *CVAT_COLOURS])
     colours = {"background": (0, 0, 0), **CVAT_COLOURS}
-    for folder in (
-        "Annotations",
-        "ImageSets/Segmentation",
-        "JPEGImages",
-        "SegmentationClass",
-        "SegmentationObject",
-    ):
-        (root / folder).mkdir(parents=True, exist_ok=True)
+    make_voc_folders(root)
     lines = ["# label:color_rgb:parts:actions"] + [f"{n}:{','.join(map(str, colours[n]))}::" for n in names]
     (root / "labelmap.txt").write_text("\n".join(lines) + "\n")
     expected = {}

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from journeys import EVALUATE, TRAIN, error_line, run, saved_id2label, train_argv, train_then_evaluate
-from mask_exports import CVAT_COLOURS, write_cvat_export
+from mask_exports import CVAT_COLOURS, make_voc_folders, write_cvat_export
 from PIL import Image
 
 from modeling_maskformer.data import (
@@ -59,14 +59,7 @@ def write_pascal_voc(root: Path, shapes) -> dict[str, np.ndarray]:
     """VOCdevkit/VOC2012 as the VOC 2012 tar unpacks: JPEGImages/, SegmentationClass/ and SegmentationObject/ as
     palette PNGs with VOC's palette (255 = void, drawn on the first row here), ImageSets/Segmentation/{train,val,
     trainval}.txt, Annotations/. The synthetic class c is written as VOC index c + 10 (cat .. train)."""
-    for folder in (
-        "Annotations",
-        "ImageSets/Segmentation",
-        "JPEGImages",
-        "SegmentationClass",
-        "SegmentationObject",
-    ):
-        (root / folder).mkdir(parents=True, exist_ok=True)
+    make_voc_folders(root)
     expected, lists = {}, {}
     for split, listed in (("train", "train"), ("validation", "val")):
         for item in (shapes[split][i] for i in range(len(shapes[split]))):
