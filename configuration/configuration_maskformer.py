@@ -214,10 +214,7 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
 
     def _resolve_backbone_config(self, backbone_config: PretrainedConfig | dict | None) -> PretrainedConfig:
         config = self._backbone_config_from(backbone_config)
-        if (
-            config.model_type == "swin"
-            and list(getattr(config, "out_features", None) or []) != SWIN_OUT_FEATURES
-        ):
+        if config.model_type == "swin" and list(getattr(config, "out_features", None) or []) != SWIN_OUT_FEATURES:
             # NOTE: as transformers' MaskFormer, which builds a "swin" backbone with its four stages whatever
             # `out_features` says (a SwinConfig() has only the last stage: one map, no FPN).
             config = config.__class__.from_dict(
@@ -322,11 +319,12 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
                 f"output per id), got [{shown}]"
             )
         if self.thing_ids is not None:
-            valid = all(
-                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(ids) for i in self.thing_ids
+            valid = all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(ids) for i in self.thing_ids)
+            check(
+                valid and len(set(self.thing_ids)) == len(self.thing_ids),
+                "thing_ids",
+                f"must be None or distinct class ids in 0..{len(ids) - 1}",
             )
-            check(valid and len(set(self.thing_ids)) == len(self.thing_ids), "thing_ids",
-                  f"must be None or distinct class ids in 0..{len(ids) - 1}")  # fmt: skip
         if self.validation_held_out is not None:
             fraction, seed = self.validation_held_out.get("fraction"), self.validation_held_out.get("seed", 0)
             valid = isinstance(fraction, (int, float)) and 0 < fraction < 1 and isinstance(seed, int)
@@ -390,9 +388,7 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
             raise ValueError(f"{pretrained_model_name_or_path}: {error}") from error
 
     @classmethod
-    def get_config_dict(
-        cls, pretrained_model_name_or_path, **kwargs
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
         """`PretrainedConfig.get_config_dict`, with clear errors for a path that does not exist and a folder
         without config.json (transformers would build the default config, a Swin-T, for it)."""
         source = str(pretrained_model_name_or_path)

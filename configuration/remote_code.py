@@ -49,7 +49,7 @@ _ENTRY_MODULES = (
     "configuration.configuration_maskformer",
     "configuration.configuration_per_pixel",
     "modeling_maskformer",
-    "per_pixel",
+    "paper.per_pixel",
     "image_processing.image_processing_maskformer",
 )
 # Keyword arguments of `save_pretrained(..., push_to_hub=True)` that belong to the upload.

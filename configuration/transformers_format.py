@@ -56,9 +56,10 @@ def stashed_fields(config_class) -> tuple[str, ...]:
     """Our settings transformers has no field for: every constructor argument and loss weight not in
     `TRANSFORMERS_FIELDS` (so a new field is stashed without touching this module)."""
     arguments = [
-        name for name, p in inspect.signature(config_class.__init__).parameters.items()
+        name
+        for name, p in inspect.signature(config_class.__init__).parameters.items()
         if p.kind is p.POSITIONAL_OR_KEYWORD and name != "self"
-    ]  # fmt: skip
+    ]
     names = dict.fromkeys([*arguments, *config_class.loss_weight_fields.values()])
     skipped = {*TRANSFORMERS_FIELDS, *_FIXED, *_ALIASES, *TOP_LEVEL_EXTRAS}
     return tuple(n for n in names if n not in skipped)
@@ -85,9 +86,7 @@ def transformers_refusals(config) -> list[str]:
         refusals.append(f"activation_function={config.activation_function!r}")
     backbone_type = config.backbone_config.model_type
     if backbone_type not in MODEL_FOR_BACKBONE_MAPPING_NAMES:
-        refusals.append(
-            f"backbone model_type {backbone_type!r} (not a backbone transformers' AutoBackbone builds)"
-        )
+        refusals.append(f"backbone model_type {backbone_type!r} (not a backbone transformers' AutoBackbone builds)")
     return refusals
 
 
@@ -116,8 +115,9 @@ def decoder_settings(decoder_config) -> dict[str, Any]:
     if activation_dropout not in (0.0, decoder_config.dropout):
         logger.warning(
             "decoder_config.activation_dropout=%s is not used: this model drops inside the FFN with `dropout`=%s",
-            activation_dropout, decoder_config.dropout,
-        )  # fmt: skip
+            activation_dropout,
+            decoder_config.dropout,
+        )
     return {
         ours: getattr(decoder_config, theirs)
         for ours, (where, theirs) in TRANSFORMERS_FIELDS.items()
@@ -128,9 +128,7 @@ def decoder_settings(decoder_config) -> dict[str, Any]:
 def settings_from_transformers(tf_config, config_class) -> dict[str, Any]:
     """Constructor arguments of our config from a `transformers.MaskFormerConfig` (the stash restored)."""
     settings = {
-        ours: getattr(tf_config, theirs)
-        for ours, (where, theirs) in TRANSFORMERS_FIELDS.items()
-        if where == "top"
+        ours: getattr(tf_config, theirs) for ours, (where, theirs) in TRANSFORMERS_FIELDS.items() if where == "top"
     }
     settings.update(decoder_settings(tf_config.decoder_config))
     settings.update(
@@ -162,9 +160,7 @@ def dict_from_transformers(config_dict: dict[str, Any], config_class) -> dict[st
 def decoder_dict(config) -> dict[str, Any]:
     """The DETR decoder config dict transformers' MaskFormer builds our decoder from."""
     settings = {
-        theirs: getattr(config, ours)
-        for ours, (where, theirs) in TRANSFORMERS_FIELDS.items()
-        if where == "decoder"
+        theirs: getattr(config, ours) for ours, (where, theirs) in TRANSFORMERS_FIELDS.items() if where == "decoder"
     }
     settings.update(
         encoder_attention_heads=config.num_attention_heads,
@@ -181,11 +177,7 @@ def config_to_transformers(config):
     refusals = transformers_refusals(config)
     if refusals:
         raise ValueError("transformers' MaskFormer cannot represent this model: " + "; ".join(refusals))
-    top = {
-        theirs: getattr(config, ours)
-        for ours, (where, theirs) in TRANSFORMERS_FIELDS.items()
-        if where == "top"
-    }
+    top = {theirs: getattr(config, ours) for ours, (where, theirs) in TRANSFORMERS_FIELDS.items() if where == "top"}
     return TransformersMaskFormerConfig(
         backbone_config=config.backbone_config.__class__.from_dict(config.backbone_config.to_dict()),
         decoder_config=decoder_dict(config),

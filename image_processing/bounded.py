@@ -39,9 +39,7 @@ _PROBE = 8  # one row of blocks in _PROBE tells whether bounds pay (`decided_sha
 _PROBE_ABOVE = 1 << 22  # logit values from which that is asked before computing the bounds
 _CELL_TEST_SHARE = 1 / 8  # decided share of blocks from which cells are tested too (`_decide_cells`)
 _REST_CHUNK = 1 << 17  # output pixels per chunk whose class comes from blending their sources' scores
-_CHUNK_VALUES = (
-    1 << 19
-)  # sigmoid values per chunk of exact scores (2 MB: near the caches; measured 1<<18..1<<21)
+_CHUNK_VALUES = 1 << 19  # sigmoid values per chunk of exact scores (2 MB: near the caches; measured 1<<18..1<<21)
 
 
 def probability_at_least(threshold: float) -> float:
@@ -162,9 +160,7 @@ class _Sources:
         self.row_of = torch.full((size,), -1, dtype=torch.long, device=device)
         self.row_of[classes] = torch.arange(len(classes), device=device)  # class id -> its row in the scores
         self.every_cell = bool(needed.all())
-        self.every_class = bool(
-            (classes == torch.arange(len(classes), device=device)).all()
-        )  # row = class id
+        self.every_class = bool((classes == torch.arange(len(classes), device=device)).all())  # row = class id
         self.weights = _CELL_WEIGHTS.to(device)
         queries, count = len(logits), max(len(classes), 1)
         (h_v, w_v), (h_t, w_t) = geometry.valid, geometry.target
@@ -177,9 +173,7 @@ class _Sources:
     def band(self, rows: Rows, scores: bool) -> _Band:
         """The band of source rows rows[0]..rows[1]-1; with `scores`, also what `_resized_argmax` reads."""
         geometry, device = self.geometry, self.logits.device
-        if (
-            not scores and geometry.stride_4 and self.every_cell
-        ):  # untrained or noisy outputs: nothing decided
+        if not scores and geometry.stride_4 and self.every_cell:  # untrained or noisy outputs: nothing decided
             label = torch.empty(rows[1] - rows[0], geometry.valid[1], dtype=torch.long, device=device)
             self._whole_cells(rows, label)
             return _Band(rows, label, self.classes, self.row_of)
@@ -262,9 +256,7 @@ class _Sources:
     def _cell_scores(self, corners: list[Tensor]) -> Tensor:
         """(16, K_c, n) scores of n cells' pixels (row-major in a cell) from their four corner samples (Q, n) each:
         U as one (16, 4) matrix, sigmoid, the classes' sums."""
-        masks = (
-            torch.mm(self.weights, torch.stack(corners).view(4, -1)).view(16, len(self.logits), -1).sigmoid_()
-        )
+        masks = torch.mm(self.weights, torch.stack(corners).view(4, -1)).view(16, len(self.logits), -1).sigmoid_()
         return torch.matmul(self.probs_t, masks)
 
     def _whole_cells(self, rows: Rows, label: Tensor) -> None:
@@ -295,9 +287,7 @@ class _Sources:
             wy, wx = take(geometry.y.tap_weight, y), take(geometry.x.tap_weight, x)
             left, right = take(geometry.x.tap0, x), take(geometry.x.tap1, x)
 
-            def row(
-                tap: Tensor, left=left, right=right, wx=wx, y=y
-            ) -> Tensor:  # one tap row, blended along x
+            def row(tap: Tensor, left=left, right=right, wx=wx, y=y) -> Tensor:  # one tap row, blended along x
                 base = take(tap, y) * w
                 return mix(table.index_select(1, base + left), table.index_select(1, base + right), wx)
 
@@ -359,9 +349,7 @@ def _blended_labels(band: _Band, geometry: Geometry, pixels: Tensor, source_rows
     out_y, out_x = pixels // width, pixels % width
     sy = [take(rows, out_y) for rows in source_rows]
     sx = [take(ax.src0, out_x), take(ax.src1, out_x)]
-    flat = torch.stack(
-        [sy[i] * geometry.valid[1] + sx[j] for i in (0, 1) for j in (0, 1)]
-    )  # (4, m) in the band
+    flat = torch.stack([sy[i] * geometry.valid[1] + sx[j] for i in (0, 1) for j in (0, 1)])  # (4, m) in the band
     where = take(band.where.view(-1), flat.flatten()).view(flat.shape)  # (4, m) columns of band.scores
     weight_y, weight_x = take(weight_y, out_y), take(ax.src_weight, out_x)
     scores, count = band.scores, band.scores.shape[1]
@@ -375,9 +363,7 @@ def _blended_labels(band: _Band, geometry: Geometry, pixels: Tensor, source_rows
     labels = slots.gather(0, slot[None])[0]
     unsure = (best <= second + slack).nonzero().squeeze(1)
     for part in torch.split(unsure, max(1, BAND_ELEMENTS // (8 * len(band.classes)))) if len(unsure) else []:
-        full = blend_corners(
-            scores.t(), where[:, part], weight_y[part, None], weight_x[part, None]
-        )  # (u, K_c)
+        full = blend_corners(scores.t(), where[:, part], weight_y[part, None], weight_x[part, None])  # (u, K_c)
         labels[part] = take(band.classes, full.max(1).indices)
     return labels
 
@@ -398,9 +384,7 @@ def _decide_cells(probs: Tensor, low: Tensor, high: Tensor, slack: float):
     block_classes = contenders.nonzero().squeeze(1)
     (h, w), blocks = low.shape[1:], block_low.shape[1:]
     rows, cols = torch.arange(h, device=probs.device), torch.arange(w, device=probs.device)
-    cell_block = (
-        (rows // _BLOCK)[:, None] * blocks[1] + cols // _BLOCK
-    ).flatten()  # (h * w,) block of each cell
+    cell_block = ((rows // _BLOCK)[:, None] * blocks[1] + cols // _BLOCK).flatten()  # (h * w,) block of each cell
     label, certain = take(guess, cell_block), take(decided, cell_block)
     open_cells = (~certain).nonzero().squeeze(1)
     classes = block_classes[:0]
@@ -487,9 +471,7 @@ def _blocks(values: Tensor, reduce) -> Tensor:
         count = -(-n // _BLOCK)
         extra = count * _BLOCK + 1 - n  # repeat the last cell: it is inside the last block already
         last = values.narrow(dim, n - 1, 1)
-        padded = torch.cat(
-            [values, last.expand(*[extra if d == dim else -1 for d in range(values.ndim)])], dim
-        )
+        padded = torch.cat([values, last.expand(*[extra if d == dim else -1 for d in range(values.ndim)])], dim)
         main = padded.narrow(dim, 0, count * _BLOCK)
         shape = list(main.shape)
         shape[dim : dim + 1] = [count, _BLOCK]

@@ -25,9 +25,7 @@ _PROBE = 8  # one row of tiles in _PROBE tells the share the bounds leave open (
 _PANOPTIC_SLOTS = 4  # queries evaluated per pixel of an open panoptic tile that needs few
 
 
-def panoptic(
-    scores: Tensor, logits: Tensor, geometry: Geometry, mask_threshold: float, band_rows: int | None
-):
+def panoptic(scores: Tensor, logits: Tensor, geometry: Geometry, mask_threshold: float, band_rows: int | None):
     """`post_processing._panoptic_winners` deciding tiles from bounds: a tile's winner is certain when one query's
     least weighted probability over the tile's window beats every other query's greatest, and its pixels count
     towards a query's own area without evaluation when the window is entirely above (or below) the threshold
@@ -140,9 +138,7 @@ def _panoptic_exact(scores, logits, tiles, part, band_state, mask_threshold, win
         corner = take(sources.reshape(-1), (position[:, None] * count + query[None]).flatten())
         corner = corner.view(4, *query.shape)
         weight_y, weight_x = take(pixels.weight_y, selected), take(pixels.weight_x, selected)
-        masks = mix(
-            mix(corner[0], corner[1], weight_x), mix(corner[2], corner[3], weight_x), weight_y
-        ).sigmoid_()
+        masks = mix(mix(corner[0], corner[1], weight_x), mix(corner[2], corner[3], weight_x), weight_y).sigmoid_()
         at = (query * len(decided) + take(tile_of, selected)[None]).flatten()  # each slot's (query, tile)
         counted = valid & take(unsure.flatten(), at).view(query.shape)
         own_area += torch.bincount(query[counted & (masks >= mask_threshold)], minlength=count)
@@ -171,9 +167,7 @@ class InstanceMasks:
     windows hold a logit that can reach the mask threshold (outside it, sigmoid <= mask_threshold for certain,
     as every output pixel blends the logits of its window convexly)."""
 
-    def __init__(
-        self, logits: Tensor, geometry: Geometry, mask_threshold: float, band_rows: int | None
-    ) -> None:
+    def __init__(self, logits: Tensor, geometry: Geometry, mask_threshold: float, band_rows: int | None) -> None:
         self.logits, self.geometry, self.threshold = logits, geometry, mask_threshold
         self.tiles = Tiles.of(geometry)
         # NOTE: a band holds each region's ~5 temporaries and the best value so far: 1/6 of BAND_ELEMENTS pixels.
@@ -196,18 +190,14 @@ class InstanceMasks:
         reached: (U, h, w) bool."""
         tiles = self.tiles
         used = [int(axis.support_end[-1]) + 1 for axis in (tiles.y, tiles.x)]
-        reached = reached[
-            :, : used[0], : used[1]
-        ]  # NOTE: samples past the crop (padding) reach no output pixel
+        reached = reached[:, : used[0], : used[1]]  # NOTE: samples past the crop (padding) reach no output pixel
         spans = []
         for dim, axis in ((2, tiles.y), (1, tiles.x)):
             hit = reached.any(dim).int()  # (U, h) or (U, w)
             count = hit.shape[1]
             first, last = hit.argmax(1), count - 1 - hit.flip(1).argmax(1)
             spans.append(torch.stack(axis.reach(first, last), 1).tolist())
-        any_hit = (
-            reached.flatten(1).any(1).tolist()
-        )  # a map with no sample reached: first 0, last count - 1 above
+        any_hit = reached.flatten(1).any(1).tolist()  # a map with no sample reached: first 0, last count - 1 above
         return [
             (tuple(rows), tuple(cols)) if ok and rows[0] < rows[1] and cols[0] < cols[1] else None
             for ok, rows, cols in zip(any_hit, *spans)

@@ -117,9 +117,7 @@ def dense_seconds(task: str, geometry: Geometry, maps: int, classes: int, s: Spe
     return passes * (maps * n_v * s.interp + n_t * per_pixel) + 12 * (bands - 1) * passes * s.call
 
 
-def bounded_seconds(
-    task: str, geometry: Geometry, maps: int, classes: int, s: Speeds, open_share: float
-) -> float:
+def bounded_seconds(task: str, geometry: Geometry, maps: int, classes: int, s: Speeds, open_share: float) -> float:
     """The bounded path's work (`bounded.py`) when a share `open_share` of the image is left open by the bounds;
     and its calls beyond a tiny image's (more bands, chunks, guessed classes or candidates)."""
     (h, w), (h_v, w_v), (h_t, w_t) = geometry.low, geometry.valid, geometry.target
@@ -132,9 +130,7 @@ def bounded_seconds(
         rest = 0 if identity else open_share * n_t * 0.3 * (16 * s.gather + 24 * s.elem)
         bands = n_t * 4 // BAND_ELEMENTS
         chunks = open_share * n_v * maps // (1 << 20)
-        guesses = max(
-            0, min(classes, 64) - 4
-        )  # the bounds' tests loop over the classes guessed (~24 calls each)
+        guesses = max(0, min(classes, 64) - 4)  # the bounds' tests loop over the classes guessed (~24 calls each)
         return bounds + exact + labels + rest + (30 * bands + 20 * chunks + 24 * guesses) * s.call
     tiles = max(1.0, min(n_t, 4 * cells * max(1.0, n_t / max(n_v, 1)) / 16))
     if task == "panoptic":

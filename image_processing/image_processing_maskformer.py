@@ -54,14 +54,38 @@ logger = logging.get_logger(__name__)
 # Keys other image processors (or older/newer transformers) write into preprocessor_config.json that carry
 # no setting of ours: dropped silently. Any other unknown key is dropped with a warning.
 _IGNORED_CONFIG_KEYS = {
-    "image_processor_type", "auto_map", "processor_class", "feature_extractor_type", "_processor_class", "do_convert_rgb",
-    "default_to_square", "data_format", "input_data_format", "device", "return_tensors", "disable_grouping",
-    "do_center_crop", "crop_size", "pad_size", "image_seq_length",
-}  # fmt: skip
+    "image_processor_type",
+    "auto_map",
+    "processor_class",
+    "feature_extractor_type",
+    "_processor_class",
+    "do_convert_rgb",
+    "default_to_square",
+    "data_format",
+    "input_data_format",
+    "device",
+    "return_tensors",
+    "disable_grouping",
+    "do_center_crop",
+    "crop_size",
+    "pad_size",
+    "image_seq_length",
+}
 _SETTING_NAMES = (
-    "do_resize", "size", "resample", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std",
-    "ignore_index", "do_reduce_labels", "num_labels", "size_divisor", "do_pad",
-)  # fmt: skip
+    "do_resize",
+    "size",
+    "resample",
+    "do_rescale",
+    "rescale_factor",
+    "do_normalize",
+    "image_mean",
+    "image_std",
+    "ignore_index",
+    "do_reduce_labels",
+    "num_labels",
+    "size_divisor",
+    "do_pad",
+)
 _UNSET: Any = object()  # "not given" where None is a meaningful value (ignore_index=None)
 
 
@@ -291,15 +315,11 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         legacy_reduce = kwargs.pop("reduce_labels", None)
         if legacy_reduce is not None:
             if bool(legacy_reduce) != do_reduce_labels:
-                logger.warning(
-                    "Both `reduce_labels` and `do_reduce_labels` given; using do_reduce_labels=True."
-                )
+                logger.warning("Both `reduce_labels` and `do_reduce_labels` given; using do_reduce_labels=True.")
             do_reduce_labels = do_reduce_labels or bool(legacy_reduce)
         legacy_divisor = kwargs.pop("size_divisibility", None)
         if legacy_divisor is not None and legacy_divisor != size_divisor:
-            logger.warning(
-                f"Legacy `size_divisibility={legacy_divisor}` overrides `size_divisor={size_divisor}`."
-            )
+            logger.warning(f"Legacy `size_divisibility={legacy_divisor}` overrides `size_divisor={size_divisor}`.")
             size_divisor = legacy_divisor
         unknown = sorted(set(kwargs) - _IGNORED_CONFIG_KEYS)
         if unknown:
@@ -413,11 +433,19 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
             (N_i,)).
         """
         overrides = {
-            "do_resize": do_resize, "size": size, "resample": resample, "do_rescale": do_rescale,
-            "rescale_factor": rescale_factor, "do_normalize": do_normalize, "image_mean": image_mean,
-            "image_std": image_std, "do_reduce_labels": do_reduce_labels, "num_labels": num_labels,
-            "size_divisor": size_divisor, "do_pad": do_pad,
-        }  # fmt: skip
+            "do_resize": do_resize,
+            "size": size,
+            "resample": resample,
+            "do_rescale": do_rescale,
+            "rescale_factor": rescale_factor,
+            "do_normalize": do_normalize,
+            "image_mean": image_mean,
+            "image_std": image_std,
+            "do_reduce_labels": do_reduce_labels,
+            "num_labels": num_labels,
+            "size_divisor": size_divisor,
+            "do_pad": do_pad,
+        }
         overrides = {key: value for key, value in overrides.items() if value is not None}
         if ignore_index is not _UNSET:
             overrides["ignore_index"] = ignore_index
@@ -433,12 +461,14 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
             "max_pixels": self.MAX_IMAGE_PIXELS,
         }
         check_transformers_kwargs(
-            data_format=data_format, do_convert_rgb=do_convert_rgb, default_to_square=default_to_square,
-            do_center_crop=do_center_crop, crop_size=crop_size, image_seq_length=image_seq_length,
-        )  # fmt: skip
-        del (
-            disable_grouping
-        )  # NOTE: transformers groups images by shape for speed; results do not depend on it
+            data_format=data_format,
+            do_convert_rgb=do_convert_rgb,
+            default_to_square=default_to_square,
+            do_center_crop=do_center_crop,
+            crop_size=crop_size,
+            image_seq_length=image_seq_length,
+        )
+        del disable_grouping  # NOTE: transformers groups images by shape for speed; results do not depend on it
         raw_images = [channels_first(image, input_data_format) for image in as_list(images, "images")]
         prepared = [image_to_tensor(im, f"images[{i}]", **limits) for i, im in enumerate(raw_images)]
         mappings = as_instance_mappings(instance_id_to_semantic_id, len(prepared))
@@ -477,9 +507,7 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         batched = padded is not None or len(set(sizes)) == 1
         if batched:
             height, width = padded or sizes[0]
-            pixel_values = torch.empty(
-                len(sizes), 3, height, width
-            )  # (B, 3, H, W); the padding is zeroed below
+            pixel_values = torch.empty(len(sizes), 3, height, width)  # (B, 3, H, W); the padding is zeroed below
             pixel_mask = torch.zeros(len(sizes), height, width, dtype=torch.long)  # (B, H, W)
         else:
             pixel_values = [torch.empty(3, h, w) for h, w in sizes]
@@ -506,9 +534,7 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
                     label_map = _resize_nearest(label_map, (h, w))
                     segments = cfg._segments(label_map, mapping, f"segmentation_maps[{i}]")
                 ids, classes = segments
-                mask_labels.append(
-                    binary_masks(label_map, ids, padded or (h, w), mask_dtype)
-                )  # (N, H, W); padding 0
+                mask_labels.append(binary_masks(label_map, ids, padded or (h, w), mask_dtype))  # (N, H, W); padding 0
                 class_labels.append(classes)
             if tensor_type != TensorType.PYTORCH:
                 mask_labels = [m.numpy() for m in mask_labels]
@@ -516,9 +542,7 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
             data["mask_labels"] = mask_labels
             data["class_labels"] = class_labels
         if device is not None and tensor_type == TensorType.PYTORCH:
-            data = {
-                k: [t.to(device) for t in v] if isinstance(v, list) else v.to(device) for k, v in data.items()
-            }
+            data = {k: [t.to(device) for t in v] if isinstance(v, list) else v.to(device) for k, v in data.items()}
         return BatchFeature(data=data)
 
     @staticmethod
@@ -548,9 +572,7 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
             return None
         raw_maps = as_list(segmentation_maps, "segmentation_maps", num_images=len(images))
         if len(raw_maps) != len(images):
-            raise ValueError(
-                f"Got {len(raw_maps)} segmentation maps for {len(images)} images: pass one per image."
-            )
+            raise ValueError(f"Got {len(raw_maps)} segmentation maps for {len(images)} images: pass one per image.")
         maps = []
         for i, (raw_map, image) in enumerate(zip(raw_maps, images)):
             label_map = segmentation_map_to_tensor(raw_map, f"segmentation_maps[{i}]")
@@ -593,9 +615,7 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
 
         if pixel_mask is not None:
             if pixel_mask.ndim != 3 or pixel_mask.shape[0] != batch_size:
-                raise ValueError(
-                    f"`pixel_mask` must be (B={batch_size}, H, W), got {tuple(pixel_mask.shape)}."
-                )
+                raise ValueError(f"`pixel_mask` must be (B={batch_size}, H, W), got {tuple(pixel_mask.shape)}.")
             padded_size = tuple(pixel_mask.shape[-2:])
             # NOTE: the padding is bottom/right, so the first column and row hold the content's height and width.
             rows, cols = (pixel_mask[:, :, 0] != 0).sum(-1), (pixel_mask[:, 0, :] != 0).sum(-1)  # (B,), (B,)
@@ -627,9 +647,7 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
             if len(pair) != 2 or not all(
                 isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in pair
             ):
-                raise ValueError(
-                    f"target_sizes[{i}] must be a (height, width) pair of positive ints, got {target!r}."
-                )
+                raise ValueError(f"target_sizes[{i}] must be a (height, width) pair of positive ints, got {target!r}.")
             checked.append((int(pair[0]), int(pair[1])))
         return checked
 
@@ -661,12 +679,8 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
             scores = per_pixel_semantic_scores(logits, **geometry) if return_segmentation_scores else None
         else:
             class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
-            maps = semantic_segmentation(
-                class_logits, mask_logits, method=method, band_rows=band_rows, **geometry
-            )
-            scores = (
-                semantic_scores(class_logits, mask_logits, **geometry) if return_segmentation_scores else None
-            )
+            maps = semantic_segmentation(class_logits, mask_logits, method=method, band_rows=band_rows, **geometry)
+            scores = semantic_scores(class_logits, mask_logits, **geometry) if return_segmentation_scores else None
         if scores is None:
             return maps
         return [
@@ -694,9 +708,7 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
 
         check_not_per_pixel(outputs, "instance")
         if return_coco_annotation and return_binary_maps:
-            raise ValueError(
-                "return_coco_annotation and return_binary_maps: choose one form of the segmentation"
-            )
+            raise ValueError("return_coco_annotation and return_binary_maps: choose one form of the segmentation")
         class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
         results = instance_segmentation(
             class_logits,

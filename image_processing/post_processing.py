@@ -83,9 +83,7 @@ def _prepared(class_logits: Tensor, mask_logits: Tensor, padded_size, valid_size
             finite &= torch.isfinite(mask_logits).flatten(2).all(-1)
         _warn_non_finite((~finite).sum(1).tolist(), finite.shape[1])
     queries = [row.nonzero().squeeze(1) for row in finite]
-    geometries = [
-        Geometry.of(tuple(mask_logits.shape[-2:]), padded, v, t, mask_logits.device) for v, t in sizes
-    ]
+    geometries = [Geometry.of(tuple(mask_logits.shape[-2:]), padded, v, t, mask_logits.device) for v, t in sizes]
     return class_logits, mask_logits, geometries, queries
 
 
@@ -96,9 +94,7 @@ def _kept(values: Tensor, index: Tensor) -> Tensor:
 
 def _warn_non_finite(dropped: list[int], total: int) -> None:
     if any(dropped):
-        logger.warning(
-            "Ignoring queries with non-finite (NaN or inf) logits: %s of %d per image.", dropped, total
-        )
+        logger.warning("Ignoring queries with non-finite (NaN or inf) logits: %s of %d per image.", dropped, total)
 
 
 def _finite_maps(logits: Tensor) -> Tensor:
@@ -113,12 +109,8 @@ def _finite_maps(logits: Tensor) -> Tensor:
 def _check(method: Method, band_rows: int | None) -> None:
     if method not in ("auto", "dense", "bounded"):
         raise ValueError(f"method must be 'auto', 'dense' or 'bounded', got {method!r}")
-    if band_rows is not None and (
-        isinstance(band_rows, bool) or not isinstance(band_rows, int) or band_rows < 1
-    ):
-        raise ValueError(
-            f"band_rows must be a positive int (output rows per band) or None, got {band_rows!r}"
-        )
+    if band_rows is not None and (isinstance(band_rows, bool) or not isinstance(band_rows, int) or band_rows < 1):
+        raise ValueError(f"band_rows must be a positive int (output rows per band) or None, got {band_rows!r}")
 
 
 def _tiny(task: str, method: str) -> None:
@@ -272,12 +264,8 @@ def panoptic_segmentation(
             results.append({"segmentation": segmentation, "segments_info": []})
             continue
         paths = {
-            "dense": functools.partial(
-                _panoptic_winners, scores, logits, geometry, mask_threshold, band_rows
-            ),
-            "bounded": functools.partial(
-                bounded_panoptic, scores, logits, geometry, mask_threshold, band_rows
-            ),
+            "dense": functools.partial(_panoptic_winners, scores, logits, geometry, mask_threshold, band_rows),
+            "bounded": functools.partial(bounded_panoptic, scores, logits, geometry, mask_threshold, band_rows),
         }
         probe = functools.partial(panoptic_open_share, scores, logits, geometry, mask_threshold)
         winner, visible, own_area = evaluate(
@@ -309,9 +297,7 @@ def _panoptic_winners(scores: Tensor, logits: Tensor, geometry: Geometry, mask_t
     own_area = torch.zeros(len(scores), dtype=torch.long, device=logits.device)
     for rows in _bands(geometry, len(logits), band_rows):
         sources = geometry.y.sources(rows)
-        masks = geometry.resized(
-            geometry.upsampled(logits, sources), rows, sources
-        ).sigmoid()  # (M, rows, W_t)
+        masks = geometry.resized(geometry.upsampled(logits, sources), rows, sources).sigmoid()  # (M, rows, W_t)
         band = (scores[:, None, None] * masks).max(0).indices  # NOTE: as argmax(0), faster on CPU
         own_area += (masks >= mask_threshold).sum((1, 2))
         visible += torch.bincount(band.flatten(), minlength=len(scores))
@@ -383,9 +369,7 @@ def instance_segmentation(
         masks = InstanceMasks(logits, geometry, mask_threshold, band_rows)
         if method == "bounded" or (method == "auto" and geometry.device.type == "cpu"):
             boxed = BoundedInstanceMasks(logits, geometry, mask_threshold, band_rows)
-            if use_bounded(
-                "instance", method, geometry, maps=len(logits), open_share=boxed.open_share, tiny=_tiny
-            ):
+            if use_bounded("instance", method, geometry, maps=len(logits), open_share=boxed.open_share, tiny=_tiny):
                 masks = boxed
         area, total = masks.measure()  # (U,) each
         scores = class_scores * (total / (area + 1e-6))[query_of]  # Mask2Former's mean mask score
@@ -399,9 +383,7 @@ def instance_segmentation(
         for n, (label, score) in enumerate(zip(labels, scores.tolist())):
             if kept[n]:
                 segment_of[n] = len(segments)
-                segments.append(
-                    {"id": len(segments), "label_id": label, "was_fused": False, "score": round(score, 6)}
-                )
+                segments.append({"id": len(segments), "label_id": label, "was_fused": False, "score": round(score, 6)})
         if return_binary_maps:
             segmentation = masks.binary([u for u, keep in zip(instance_query, kept) if keep])
         else:
@@ -417,9 +399,7 @@ class InstanceMasks:
     the output is one band (small images), which is kept. `bounded_masks.InstanceMasks` answers the same questions,
     evaluating each candidate only where its mask can be."""
 
-    def __init__(
-        self, logits: Tensor, geometry: Geometry, mask_threshold: float, band_rows: int | None
-    ) -> None:
+    def __init__(self, logits: Tensor, geometry: Geometry, mask_threshold: float, band_rows: int | None) -> None:
         self.logits, self.geometry, self.threshold = logits, geometry, mask_threshold
         self.bands = list(_bands(geometry, 3 * len(logits), band_rows))
         self.kept = None

@@ -152,12 +152,8 @@ class Geometry:
             return up[0, :, offset : offset + last - first, : self.x.valid]
         # Any other padding: the rows blended with the taps of torch's coordinates, then the columns by torch.
         tap0, tap1, weight = (t[first:last] for t in (self.y.tap0, self.y.tap1, self.y.tap_weight))
-        rows = mix(
-            logits.index_select(1, tap0), logits.index_select(1, tap1), weight[:, None]
-        )  # (C, rows, w)
-        up = F.interpolate(
-            rows[None], size=(last - first, self.padded[1]), mode="bilinear", align_corners=False
-        )
+        rows = mix(logits.index_select(1, tap0), logits.index_select(1, tap1), weight[:, None])  # (C, rows, w)
+        up = F.interpolate(rows[None], size=(last - first, self.padded[1]), mode="bilinear", align_corners=False)
         return up[0, :, :, : self.x.valid]
 
     def resized(self, maps: Tensor, rows: Rows | None = None, sources: Rows | None = None) -> Tensor:
@@ -167,16 +163,12 @@ class Geometry:
         first = (sources or (0, self.y.valid))[0]
         if not self.y.identity:
             src0, src1, weight = (t[rows[0] : rows[1]] for t in (self.y.src0, self.y.src1, self.y.src_weight))
-            maps = mix(
-                maps.index_select(1, src0 - first), maps.index_select(1, src1 - first), weight[:, None]
-            )
+            maps = mix(maps.index_select(1, src0 - first), maps.index_select(1, src1 - first), weight[:, None])
         elif first != rows[0] or maps.shape[1] != rows[1] - rows[0]:
             maps = maps[:, rows[0] - first : rows[1] - first]
         if self.x.identity:
             return maps
-        return F.interpolate(
-            maps[None], size=(maps.shape[1], self.x.target), mode="bilinear", align_corners=False
-        )[0]
+        return F.interpolate(maps[None], size=(maps.shape[1], self.x.target), mode="bilinear", align_corners=False)[0]
 
     def full(self, logits: Tensor) -> Tensor:
         """R(U(logits)) of (C, h, w) maps over the whole output, (C, H_t, W_t)."""

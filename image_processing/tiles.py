@@ -56,14 +56,10 @@ class TileAxis:
         composite = torch.zeros(axis.target, 3, device=device)
         for source, source_weight in ((axis.src0, 1 - axis.src_weight), (axis.src1, axis.src_weight)):
             for tap, weight in ((axis.tap0, 1 - axis.tap_weight), (axis.tap1, axis.tap_weight)):
-                composite.scatter_add_(
-                    1, (tap[source] - window)[:, None], (source_weight * weight[source])[:, None]
-                )
+                composite.scatter_add_(1, (tap[source] - window)[:, None], (source_weight * weight[source])[:, None])
         taps = (window[:, None] + torch.arange(3, device=device)).clamp_(max=axis.low - 1)
         wide = (composite[:, 2] > 0).long()  # the support spans 3 coordinates
-        keys, tile, count = torch.unique_consecutive(
-            2 * window + wide, return_inverse=True, return_counts=True
-        )
+        keys, tile, count = torch.unique_consecutive(2 * window + wide, return_inverse=True, return_counts=True)
         start = torch.cumsum(count, 0) - count
         return cls(axis, window, composite, taps, window + 1 + wide, keys, tile, start, count)
 
@@ -143,9 +139,7 @@ class Tiles:
         ends = torch.cumsum(sizes, 0)
         if int(ends[-1]) <= pixels:
             return [tiles]
-        cuts = torch.searchsorted(
-            ends, torch.arange(pixels, int(ends[-1]), pixels, device=self.device), right=True
-        )
+        cuts = torch.searchsorted(ends, torch.arange(pixels, int(ends[-1]), pixels, device=self.device), right=True)
         cuts = sorted({int(c) for c in cuts.clamp_(min=1).tolist()} - {len(tiles)})
         return list(torch.tensor_split(tiles, cuts))
 
@@ -192,9 +186,7 @@ class Tiles:
         widths = take(self.x.count, tile_x)
         sizes = take(self.y.count, tile_y) * widths
         owner = torch.repeat_interleave(torch.arange(len(tiles), device=self.device), sizes)
-        local = torch.arange(int(sizes.sum()), device=self.device) - take(
-            torch.cumsum(sizes, 0) - sizes, owner
-        )
+        local = torch.arange(int(sizes.sum()), device=self.device) - take(torch.cumsum(sizes, 0) - sizes, owner)
         width = take(widths, owner)
         rows = take(take(self.y.start, tile_y), owner) + local // width
         return rows, take(take(self.x.start, tile_x), owner) + local % width, owner
@@ -272,9 +264,7 @@ class Pixels:
             return
         width = ax.valid
         corners = [(ay.src0, ax.src0), (ay.src0, ax.src1), (ay.src1, ax.src0), (ay.src1, ax.src1)]
-        flat = torch.stack(
-            [take(sy, rows) * width + take(sx, cols) for sy, sx in corners]
-        )  # (4, n) source ids
+        flat = torch.stack([take(sy, rows) * width + take(sx, cols) for sy, sx in corners])  # (4, n) source ids
         self.position, sources = _renumber(flat, ay.valid * width)  # (4, n) into the sources (n_s,), sorted
         self.source_rows, self.source_cols = sources // width, sources % width
 
@@ -303,8 +293,11 @@ class Pixels:
         position = self.position if selected is None else self.position[:, selected]
         if self.identity:  # each pixel is its first source (the others are the same, with weight 0)
             return values.index_select(0, position[0])
-        weight_y, weight_x = (self.weight_y, self.weight_x) if selected is None else (
-            take(self.weight_y, selected), take(self.weight_x, selected))  # fmt: skip
+        weight_y, weight_x = (
+            (self.weight_y, self.weight_x)
+            if selected is None
+            else (take(self.weight_y, selected), take(self.weight_x, selected))
+        )
         return blend(values, position, weight_y[:, None], weight_x[:, None])
 
 
@@ -344,17 +337,9 @@ class CellPixels(Pixels):
         # The rows top..bottom - 1 of the logits padded by one sample on each side, pixel-major: (rows * (w + 2), C).
         padded_rows = (torch.arange(top, bottom, device=logits.device) - 1).clamp_(0, h - 1)
         padded_cols = (torch.arange(w + 2, device=logits.device) - 1).clamp_(0, w - 1)
-        table = (
-            logits.index_select(1, padded_rows)
-            .index_select(2, padded_cols)
-            .reshape(channels, -1)
-            .t()
-            .contiguous()
-        )
+        table = logits.index_select(1, padded_rows).index_select(2, padded_cols).reshape(channels, -1).t().contiguous()
         top_left = (cell_y - top) * (w + 2) + cell_x
-        corners = table.index_select(
-            0, torch.cat([top_left, top_left + 1, top_left + w + 2, top_left + w + 3])
-        )
+        corners = table.index_select(0, torch.cat([top_left, top_left + 1, top_left + w + 2, top_left + w + 3]))
         return torch.mm(self.weights, corners.view(4, -1)).view(16 * len(self.cells), channels)
 
 

@@ -46,9 +46,7 @@ def convert_segmentation_to_rle(segmentation: torch.Tensor) -> list[list[int]]:
     values = torch.as_tensor(segmentation).flatten()
     if not len(values):
         return []
-    starts = torch.cat(
-        [values.new_zeros(1, dtype=torch.long), (values[1:] != values[:-1]).nonzero().squeeze(1) + 1]
-    )
+    starts = torch.cat([values.new_zeros(1, dtype=torch.long), (values[1:] != values[:-1]).nonzero().squeeze(1) + 1])
     lengths = torch.diff(starts, append=starts.new_tensor([len(values)]))
     ids = values.index_select(0, starts)
     order = torch.argsort(ids, stable=True)  # runs grouped by id, in map order within an id
@@ -80,9 +78,7 @@ def channels_first(image: Any, input_data_format: Any) -> Any:
     """An array/tensor image given channels last (input_data_format="channels_last") as (C, h, w)."""
     layout = getattr(input_data_format, "value", input_data_format)
     if layout not in (None, "channels_first", "channels_last", "none"):
-        raise ValueError(
-            f"input_data_format={input_data_format!r}: must be 'channels_first' or 'channels_last'"
-        )
+        raise ValueError(f"input_data_format={input_data_format!r}: must be 'channels_first' or 'channels_last'")
     if layout == "channels_last" and isinstance(image, np.ndarray | torch.Tensor) and image.ndim == 3:
         return np.moveaxis(image, -1, 0) if isinstance(image, np.ndarray) else image.movedim(-1, 0)
     return image
@@ -111,15 +107,11 @@ class TransformersProcessorMethods:
         height, width = images.shape[-2:]
         bottom, right = padded_size[0] - height, padded_size[1] - width
         if bottom < 0 or right < 0:
-            raise ValueError(
-                f"pad: padded_size {tuple(padded_size)} is smaller than the images ({height}, {width})"
-            )
+            raise ValueError(f"pad: padded_size {tuple(padded_size)} is smaller than the images ({height}, {width})")
         if bottom or right:
             images = F.pad(images, (0, right, 0, bottom), value=fill)
             if segmentation_maps is not None:
-                segmentation_maps = [
-                    F.pad(m, (0, right, 0, bottom), value=ignore_index) for m in segmentation_maps
-                ]
+                segmentation_maps = [F.pad(m, (0, right, 0, bottom), value=ignore_index) for m in segmentation_maps]
         pixel_mask = torch.zeros((images.shape[0], *padded_size), dtype=torch.int64, device=images.device)
         pixel_mask[:, :height, :width] = 1
         return images, pixel_mask, None if segmentation_maps is None else list(segmentation_maps)

@@ -59,9 +59,12 @@ def as_list(inputs: Any, name: str, *, num_images: int | None = None) -> list[An
     _refuse_path(inputs, name)
     is_array = isinstance(inputs, np.ndarray | torch.Tensor)
     map_batch = (
-        is_array and num_images is not None and inputs.ndim == 3
-        and inputs.shape[0] == num_images and inputs.shape[-1] != 1
-    )  # fmt: skip
+        is_array
+        and num_images is not None
+        and inputs.ndim == 3
+        and inputs.shape[0] == num_images
+        and inputs.shape[-1] != 1
+    )
     if isinstance(inputs, list | tuple):
         items = list(inputs)
     elif is_array and (inputs.ndim == 4 or map_batch):
@@ -144,9 +147,7 @@ def image_to_tensor(
         tensor = _to_torch(array)
     elif isinstance(image, np.ndarray):
         if image.dtype.kind not in "uif":
-            raise TypeError(
-                f"{where} has numpy dtype {image.dtype}: expected an unsigned/signed int or float dtype."
-            )
+            raise TypeError(f"{where} has numpy dtype {image.dtype}: expected an unsigned/signed int or float dtype.")
         tensor = _to_torch(image)
     elif isinstance(image, torch.Tensor):
         tensor = image.detach().cpu()
@@ -171,9 +172,7 @@ def image_to_tensor(
         tensor = tensor.to(torch.int32)  # torch has few kernels for uint16
         low, high = int(tensor.min()), int(tensor.max())
         if low < 0 or high > 65535:
-            raise ValueError(
-                f"{where}: 16-bit pixel values must lie in [0, 65535], got range [{low}, {high}]."
-            )
+            raise ValueError(f"{where}: 16-bit pixel values must lie in [0, 65535], got range [{low}, {high}].")
         return tensor.to(torch.float32) / 65535.0, True
     if tensor.is_floating_point():
         tensor = tensor.to(torch.float32)
@@ -254,9 +253,7 @@ def as_instance_mappings(mapping: Any, num_images: int) -> list[dict[int, int] |
             )
         mappings = list(mapping)
     else:
-        raise TypeError(
-            f"`instance_id_to_semantic_id` must be a dict or a list of dicts, got {_describe(mapping)}."
-        )
+        raise TypeError(f"`instance_id_to_semantic_id` must be a dict or a list of dicts, got {_describe(mapping)}.")
     result: list[dict[int, int] | None] = []
     for index, item in enumerate(mappings):
         if item is None:
@@ -318,18 +315,14 @@ def normalize_resample(resample: Any) -> PILImageResampling:
         and resample in {int(r) for r in SUPPORTED_RESAMPLE}
     ):
         return PILImageResampling(resample)
-    raise ValueError(
-        f"`resample`={resample!r} is not supported; use one of {[r.name for r in SUPPORTED_RESAMPLE]}."
-    )
+    raise ValueError(f"`resample`={resample!r} is not supported; use one of {[r.name for r in SUPPORTED_RESAMPLE]}.")
 
 
 def normalize_channel_stats(value: Any, name: str, positive: bool) -> list[float]:
     values = [float(value)] * 3 if isinstance(value, int | float) else [float(v) for v in value]
     if len(values) != 3 or not all(math.isfinite(v) for v in values) or (positive and min(values) <= 0):
         kind = "positive " if positive else ""
-        raise ValueError(
-            f"`{name}` must be a {kind}number or 3 {kind}numbers (one per RGB channel), got {value!r}."
-        )
+        raise ValueError(f"`{name}` must be a {kind}number or 3 {kind}numbers (one per RGB channel), got {value!r}.")
     return values
 
 

@@ -16,7 +16,7 @@ imported.
 from .configuration import MaskFormerConfig
 from .configuration.configuration_per_pixel import PerPixelBaselineConfig
 from .image_processing import MaskFormerImageProcessor
-from .loading import MaskFormerLoadError
+from .interop.loading import MaskFormerLoadError
 from .modeling_maskformer import (
     MaskFormerForInstanceSegmentation,
     MaskFormerForInstanceSegmentationOutput,
@@ -24,7 +24,7 @@ from .modeling_maskformer import (
     MaskFormerModelOutput,
     MaskFormerPreTrainedModel,
 )
-from .per_pixel import (
+from .paper.per_pixel import (
     PerPixelBaselineForSemanticSegmentation,
     PerPixelBaselineModel,
     PerPixelSemanticSegmentationOutput,

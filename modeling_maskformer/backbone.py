@@ -51,9 +51,7 @@ def build_backbone(
     is_timm = backbone_config.model_type == "timm_backbone"
     source = pretrained_source or getattr(backbone_config, "backbone", None)
     if source is None:
-        raise ValueError(
-            "use_pretrained_backbone=True needs `backbone`: a timm model name or a Hub id / folder"
-        )
+        raise ValueError("use_pretrained_backbone=True needs `backbone`: a timm model name or a Hub id / folder")
     try:
         if is_timm:
             from transformers import TimmBackbone

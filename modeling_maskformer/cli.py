@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .loading import MaskFormerLoadError
+from .interop.loading import MaskFormerLoadError
 
 # Exceptions that report something about the user's input or environment, not a defect of the program.
 USER_ERRORS: tuple[type[BaseException], ...] = (

@@ -124,9 +124,7 @@ class MaskFormerLoss(nn.Module):
     def focal(self, matched: MatchedOutputs) -> Tensor:
         """Sigmoid focal loss of the matched masks."""
         alpha, gamma = self.focal_alpha, self.focal_gamma
-        return focal_loss(
-            matched.mask_logits, matched.mask_targets, matched.num_masks, alpha=alpha, gamma=gamma
-        )
+        return focal_loss(matched.mask_logits, matched.mask_targets, matched.num_masks, alpha=alpha, gamma=gamma)
 
     def dice(self, matched: MatchedOutputs) -> Tensor:
         """Dice loss of the matched masks."""
@@ -172,9 +170,7 @@ class MaskFormerLoss(nn.Module):
         predicted = predicted.float()[:, None]  # (N, 1, h, w)
         if self.num_points is None:
             # The paper: predictions upsampled to the target (padded input) size.
-            predicted = F.interpolate(
-                predicted, size=targets.shape[-2:], mode="bilinear", align_corners=False
-            )
+            predicted = F.interpolate(predicted, size=targets.shape[-2:], mode="bilinear", align_corners=False)
             return predicted.flatten(1), targets.flatten(1)  # (N, HW)
         with torch.no_grad():
             coords = uncertain_point_coords(
@@ -205,20 +201,14 @@ class MaskFormerLoss(nn.Module):
         self._check_targets(class_logits, class_labels, mask_labels)
         num_masks = global_num_masks(class_labels, class_logits.device)
         with torch.autocast(device_type=class_logits.device.type, enabled=False):
-            losses = self.single_output_losses(
-                class_logits, mask_logits, class_labels, mask_labels, num_masks
-            )
+            losses = self.single_output_losses(class_logits, mask_logits, class_labels, mask_labels, num_masks)
             weighted = {name: value * self.weight_dict[name] for name, value in losses.items()}
             for layer, (aux_class, aux_mask) in enumerate(auxiliary_outputs or []):
                 aux = self.single_output_losses(aux_class, aux_mask, class_labels, mask_labels, num_masks)
-                weighted.update(
-                    {f"{name}_{layer}": value * self.weight_dict[name] for name, value in aux.items()}
-                )
+                weighted.update({f"{name}_{layer}": value * self.weight_dict[name] for name, value in aux.items()})
         return sum(weighted.values()), weighted
 
-    def _check_targets(
-        self, class_logits: Tensor, class_labels: list[Tensor], mask_labels: list[Tensor]
-    ) -> None:
+    def _check_targets(self, class_logits: Tensor, class_labels: list[Tensor], mask_labels: list[Tensor]) -> None:
         batch_size = class_logits.shape[0]
         if not isinstance(class_labels, (list, tuple)) or not isinstance(mask_labels, (list, tuple)):
             raise TypeError("class_labels and mask_labels must be lists with one tensor per image")

@@ -25,9 +25,7 @@ _COST_LIMIT = 1e8
 PAPER_COST_WEIGHTS = {"loss_cross_entropy": 1.0, "loss_mask": 20.0, "loss_dice": 1.0}
 
 
-def pairwise_sigmoid_focal(
-    logits: Tensor, targets: Tensor, *, alpha: float = 0.25, gamma: float = 2.0
-) -> Tensor:
+def pairwise_sigmoid_focal(logits: Tensor, targets: Tensor, *, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
     """Mean over P of the sigmoid focal loss of every prediction against every target: (Q, P), (N, P) -> (Q, N)."""
     prob = logits.sigmoid()
     # NOTE: BCE with logits against all-ones / all-zeros, written through softplus to stay finite.
@@ -99,9 +97,7 @@ class HungarianMatcher(nn.Module):
             targets = point_sample(target_masks[:, None], coords.expand(target_masks.shape[0], -1, -1))[:, 0]
         return {
             "loss_cross_entropy": class_cost,
-            "loss_mask": pairwise_sigmoid_focal(
-                predicted, targets, alpha=self.focal_alpha, gamma=self.focal_gamma
-            ),
+            "loss_mask": pairwise_sigmoid_focal(predicted, targets, alpha=self.focal_alpha, gamma=self.focal_gamma),
             "loss_dice": pairwise_dice(predicted, targets),
         }
 
@@ -136,7 +132,5 @@ class HungarianMatcher(nn.Module):
                     continue
                 cost = self.cost_matrix(class_logits[b], mask_logits[b], classes, masks)
                 rows, cols = linear_sum_assignment(cost.cpu().numpy())
-                indices.append(
-                    (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
-                )
+                indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
         return indices

@@ -18,21 +18,16 @@ from transformers import PreTrainedModel
 from .backbone import build_backbone
 from .configuration.configuration_maskformer import MaskFormerConfig
 from .configuration.remote_code import PUSH_KWARGS, HubFolderMixin
-from .fast_inference import native_bf16
-from .loading import (
+from .inference.fast_path import native_bf16
+from .interop.loading import (
     MaskFormerLoadError,
     check_loading_info,
     check_weights_fit,
     checkpoint_shapes,
     model_shapes,
 )
-from .loss import MaskFormerLoss
-from .matcher import HungarianMatcher
-from .outputs import MaskFormerForInstanceSegmentationOutput, MaskFormerModelOutput, check_output_attentions
-from .pixel_decoder import PixelDecoder, Res5TransformerEncoder
-from .saving import make_weights_readable
-from .transformer_decoder import TransformerDecoder
-from .transformers_folder import (
+from .interop.saving import make_weights_readable
+from .interop.transformers_folder import (
     FolderFormat,
     choose_format,
     is_transformers_folder,
@@ -41,6 +36,11 @@ from .transformers_folder import (
     save_transformers_folder,
     transformers_weight_refusals,
 )
+from .loss import MaskFormerLoss
+from .matcher import HungarianMatcher
+from .outputs import MaskFormerForInstanceSegmentationOutput, MaskFormerModelOutput, check_output_attentions
+from .pixel_decoder import PixelDecoder, Res5TransformerEncoder
+from .transformer_decoder import TransformerDecoder
 
 logger = logging.getLogger(__name__)
 
@@ -129,9 +129,7 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
             kwargs.update(hub_kwargs)
         else:
             config = copy.deepcopy(config)
-        checkpoint_labels = cls.config_class.from_pretrained(
-            pretrained_model_name_or_path, **hub_kwargs
-        ).num_labels
+        checkpoint_labels = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs).num_labels
         native = is_transformers_source(source, hub_kwargs)
         config.use_pretrained_backbone = False
         new_class_head = config.num_labels != checkpoint_labels
@@ -143,9 +141,7 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
                 checkpoint_labels,
                 config.num_labels,
             )
-        if (
-            native
-        ):  # a transformers MaskFormer folder: its weights converted on the fly (transformers_folder.py)
+        if native:  # a transformers MaskFormer folder: its weights converted on the fly (transformers_folder.py)
             try:
                 state_dict = read_transformers_state_dict(
                     source,
@@ -154,22 +150,22 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
                     skip_class_head=new_class_head,
                     heads=cls is not MaskFormerModel,
                 )
-            except (
-                ValueError
-            ) as error:  # CheckpointMismatchError: not swallowed by pipeline() (see loading.py)
+            except ValueError as error:  # CheckpointMismatchError: not swallowed by pipeline() (see loading.py)
                 raise MaskFormerLoadError(f"{source}: {error}") from error
             kwargs = {key: value for key, value in kwargs.items() if key not in hub_kwargs}
             kwargs.pop("ignore_mismatched_sizes", None)
             kwargs["state_dict"] = state_dict
             pretrained_model_name_or_path, model_args = None, ()
-        found = (
-            None if native or kwargs.get("ignore_mismatched_sizes") else checkpoint_shapes(source, hub_kwargs)
-        )
+        found = None if native or kwargs.get("ignore_mismatched_sizes") else checkpoint_shapes(source, hub_kwargs)
         if found is not None:
             check_weights_fit(
-                source, found[0], found[1], model_shapes(cls, config), prefix=cls.base_model_prefix,
+                source,
+                found[0],
+                found[1],
+                model_shapes(cls, config),
+                prefix=cls.base_model_prefix,
                 skip_class_head=new_class_head,
-            )  # fmt: skip
+            )
         if new_class_head:
             kwargs["ignore_mismatched_sizes"] = True
         return_info = kwargs.pop("output_loading_info", False)
@@ -201,8 +197,10 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
             if folder_format == "auto":
                 logger.warning(
                     "Saving %s as a remote-code folder (loads with trust_remote_code=True; no Hub widget): "
-                    "transformers' MaskFormer cannot represent %s.", save_directory, "; ".join(reasons),
-                )  # fmt: skip
+                    "transformers' MaskFormer cannot represent %s.",
+                    save_directory,
+                    "; ".join(reasons),
+                )
             super().save_pretrained(save_directory, *args, **kwargs)
             make_weights_readable(save_directory)
             return
@@ -242,21 +240,33 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
         commit URL."""
         import tempfile
 
-        from .hub import build_model_card, push_folder_to_hub
+        from .interop.hub import build_model_card, push_folder_to_hub
 
         with tempfile.TemporaryDirectory() as folder:
             self.save_pretrained(folder, folder_format=folder_format, max_shard_size=max_shard_size)
             if processor is not None:
                 processor.save_pretrained(folder)
             card = build_model_card(
-                self.config, repo_id=repo_id, metrics=metrics, dataset=dataset, base_model=base_model,
-                transformers_native=is_transformers_folder(folder), tags=tags,
-            )  # fmt: skip
+                self.config,
+                repo_id=repo_id,
+                metrics=metrics,
+                dataset=dataset,
+                base_model=base_model,
+                transformers_native=is_transformers_folder(folder),
+                tags=tags,
+            )
             card.save(f"{folder}/README.md")
             return push_folder_to_hub(
-                folder, repo_id, token=token, private=private, commit_message=commit_message, api=api,
-                commit_description=commit_description, revision=revision, create_pr=create_pr,
-            )  # fmt: skip
+                folder,
+                repo_id,
+                token=token,
+                private=private,
+                commit_message=commit_message,
+                api=api,
+                commit_description=commit_description,
+                revision=revision,
+                create_pr=create_pr,
+            )
 
 
 def build_pixel_level_module(config: MaskFormerConfig) -> tuple[nn.Module, PixelDecoder]:
@@ -331,9 +341,11 @@ class MaskFormerModel(MaskFormerPreTrainedModel):
         features = self.backbone(pixel_values)  # res2..res5, each (B, C_i, H_i, W_i)
         mask_features, memory, fpn_maps = self.pixel_decoder(features, attn_implementation)
         queries, intermediate, decoder_states = self.transformer_decoder(
-            memory, attn_implementation=attn_implementation, return_intermediate=return_intermediate,
+            memory,
+            attn_implementation=attn_implementation,
+            return_intermediate=return_intermediate,
             return_hidden_states=bool(output_hidden_states),
-        )  # fmt: skip
+        )
         hidden = {}
         if output_hidden_states:
             hidden = {
@@ -434,9 +446,7 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         """transformers' `get_loss_dict` (its argument order): the weighted loss terms, deep supervision's with a
         `_{layer}` suffix."""
         auxiliary = [(a["class_queries_logits"], a["masks_queries_logits"]) for a in auxiliary_logits or ()]
-        return self.criterion(
-            class_queries_logits, masks_queries_logits, class_labels, mask_labels, auxiliary
-        )[1]
+        return self.criterion(class_queries_logits, masks_queries_logits, class_labels, mask_labels, auxiliary)[1]
 
     def get_loss(self, loss_dict: dict[str, Tensor]) -> Tensor:
         """transformers' `get_loss`: the total, the sum of the weighted terms."""
@@ -472,16 +482,22 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         if fast is not None and not compute_loss and not self.training:
             with torch.autocast(pixel_values.device.type, dtype=torch.bfloat16, enabled=fast["bf16"]):
                 outputs = self._forward(
-                    pixel_values.contiguous(memory_format=torch.channels_last), pixel_mask=pixel_mask,
-                    output_auxiliary_logits=output_auxiliary_logits, output_hidden_states=output_hidden_states,
-                )  # fmt: skip
+                    pixel_values.contiguous(memory_format=torch.channels_last),
+                    pixel_mask=pixel_mask,
+                    output_auxiliary_logits=output_auxiliary_logits,
+                    output_hidden_states=output_hidden_states,
+                )
             outputs.class_queries_logits = outputs.class_queries_logits.float()
             outputs.masks_queries_logits = outputs.masks_queries_logits.float()
         else:
             outputs = self._forward(
-                pixel_values, mask_labels, class_labels, pixel_mask=pixel_mask,
-                output_auxiliary_logits=output_auxiliary_logits, output_hidden_states=output_hidden_states,
-            )  # fmt: skip
+                pixel_values,
+                mask_labels,
+                class_labels,
+                pixel_mask=pixel_mask,
+                output_auxiliary_logits=output_auxiliary_logits,
+                output_hidden_states=output_hidden_states,
+            )
         return outputs if return_dict else outputs.to_transformers_tuple()
 
     def _forward(
@@ -498,22 +514,25 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         if self.training and not compute_loss:
             self._warn_training_mode()
         output_auxiliary_logits = (
-            output_auxiliary_logits
-            if output_auxiliary_logits is not None
-            else self.config.output_auxiliary_logits
+            output_auxiliary_logits if output_auxiliary_logits is not None else self.config.output_auxiliary_logits
         )
         use_auxiliary = self.config.use_auxiliary_loss and (compute_loss or bool(output_auxiliary_logits))
         outputs = self.model(
-            pixel_values, pixel_mask=pixel_mask, output_hidden_states=output_hidden_states,
-            return_intermediate=use_auxiliary, return_dict=True,
-        )  # fmt: skip
+            pixel_values,
+            pixel_mask=pixel_mask,
+            output_hidden_states=output_hidden_states,
+            return_intermediate=use_auxiliary,
+            return_dict=True,
+        )
         class_logits, mask_logits, auxiliary = self.get_logits(outputs)
         loss, loss_dict = None, None
         if compute_loss:
             device = mask_logits.device
             # NOTE: bool masks (`MaskFormerCollator(mask_dtype=torch.bool)`) travel small and become float here
-            mask_labels = [labels.to(device) if labels.is_floating_point() else labels.to(device).float()
-                           for labels in mask_labels]  # fmt: skip
+            mask_labels = [
+                labels.to(device) if labels.is_floating_point() else labels.to(device).float()
+                for labels in mask_labels
+            ]
             class_labels = [labels.to(device) for labels in class_labels]
             self._check_label_sizes(mask_labels, pixel_values)
             loss_dict = self.get_loss_dict(mask_logits, class_logits, mask_labels, class_labels, auxiliary)
@@ -555,20 +574,14 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
 def check_pixel_values(pixel_values: Tensor, backbone_config) -> None:
     """Clear errors for inputs the backbone would reject with a deep traceback."""
     if not isinstance(pixel_values, Tensor):
-        raise TypeError(
-            f"pixel_values must be a torch.Tensor (B, C, H, W), got {type(pixel_values).__name__}"
-        )
+        raise TypeError(f"pixel_values must be a torch.Tensor (B, C, H, W), got {type(pixel_values).__name__}")
     if pixel_values.ndim != 4:
         raise ValueError(f"pixel_values must be 4-D (B, C, H, W), got shape {tuple(pixel_values.shape)}")
     channels = getattr(backbone_config, "num_channels", 3)
     if pixel_values.shape[1] != channels:
-        raise ValueError(
-            f"pixel_values have {pixel_values.shape[1]} channels, the backbone expects {channels}"
-        )
+        raise ValueError(f"pixel_values have {pixel_values.shape[1]} channels, the backbone expects {channels}")
     if min(pixel_values.shape[-2:]) < 32:
-        raise ValueError(
-            f"pixel_values are {tuple(pixel_values.shape[-2:])}: both sides must be at least 32 px"
-        )
+        raise ValueError(f"pixel_values are {tuple(pixel_values.shape[-2:])}: both sides must be at least 32 px")
     if not pixel_values.is_floating_point():
         raise TypeError(f"pixel_values must be floating point, got {pixel_values.dtype}")
 

@@ -53,23 +53,26 @@ class FPNLayer(nn.Module):
 class EncoderLayer(nn.Module):
     """DETR transformer encoder layer (self-attention + FFN) on the flattened res5 map."""
 
-    def __init__(self, *, hidden_size: int, num_heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
-                 activation: str = "relu", pre_norm: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        hidden_size: int,
+        num_heads: int,
+        ffn_dim: int,
+        dropout: float,
+        attention_dropout: float,
+        activation: str = "relu",
+        pre_norm: bool = False,
+    ):
         super().__init__()
         self.pre_norm = pre_norm
-        self.self_attn = MultiHeadAttention(
-            hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout
-        )
-        self.ffn = FeedForward(
-            hidden_size=hidden_size, ffn_dim=ffn_dim, dropout=dropout, activation=activation
-        )
+        self.self_attn = MultiHeadAttention(hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout)
+        self.ffn = FeedForward(hidden_size=hidden_size, ffn_dim=ffn_dim, dropout=dropout, activation=activation)
         self.self_attn_norm = nn.LayerNorm(hidden_size)
         self.ffn_norm = nn.LayerNorm(hidden_size)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(
-        self, hidden_states: Tensor, position: Tensor, attn_implementation: AttentionImplementation
-    ) -> Tensor:
+    def forward(self, hidden_states: Tensor, position: Tensor, attn_implementation: AttentionImplementation) -> Tensor:
         def attend(x: Tensor) -> Tensor:
             q = with_position(x, position)
             return self.self_attn(q, q, x, attn_implementation=attn_implementation)
@@ -81,8 +84,19 @@ class EncoderLayer(nn.Module):
 class Res5TransformerEncoder(nn.Module):
     """1x1 input projection of res5 + N encoder layers (+ a final LayerNorm when pre-norm)."""
 
-    def __init__(self, *, in_channels: int, hidden_size: int, num_layers: int, num_heads: int, ffn_dim: int,
-                 dropout: float, attention_dropout: float, activation: str = "relu", pre_norm: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        hidden_size: int,
+        num_layers: int,
+        num_heads: int,
+        ffn_dim: int,
+        dropout: float,
+        attention_dropout: float,
+        activation: str = "relu",
+        pre_norm: bool = False,
+    ):
         super().__init__()
         self.input_proj = nn.Conv2d(in_channels, hidden_size, kernel_size=1)
         self.layers = nn.ModuleList(
@@ -94,7 +108,7 @@ class Res5TransformerEncoder(nn.Module):
                 attention_dropout=attention_dropout,
                 activation=activation,
                 pre_norm=pre_norm,
-            )  # fmt: skip
+            )
             for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(hidden_size) if pre_norm else None

@@ -39,15 +39,9 @@ class DecoderLayer(GradientCheckpointingLayer):
     ):
         super().__init__()
         self.pre_norm = pre_norm
-        self.self_attn = MultiHeadAttention(
-            hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout
-        )
-        self.cross_attn = MultiHeadAttention(
-            hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout
-        )
-        self.ffn = FeedForward(
-            hidden_size=hidden_size, ffn_dim=ffn_dim, dropout=dropout, activation=activation
-        )
+        self.self_attn = MultiHeadAttention(hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout)
+        self.cross_attn = MultiHeadAttention(hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout)
+        self.ffn = FeedForward(hidden_size=hidden_size, ffn_dim=ffn_dim, dropout=dropout, activation=activation)
         self.self_attn_norm = nn.LayerNorm(hidden_size)
         self.cross_attn_norm = nn.LayerNorm(hidden_size)
         self.ffn_norm = nn.LayerNorm(hidden_size)
@@ -63,16 +57,26 @@ class DecoderLayer(GradientCheckpointingLayer):
     ) -> Tensor:
         """hidden_states (B, Q, C), memory (B, HW, C), query_position (B, Q, C), memory_position (B, HW, C)."""
         blocks = (
-            (self.self_attn_norm, lambda x: self.self_attn(
-                with_position(x, query_position), with_position(x, query_position), x,
-                attn_implementation=attn_implementation,
-            )),
-            (self.cross_attn_norm, lambda x: self.cross_attn(
-                with_position(x, query_position), with_position(memory, memory_position), memory,
-                attn_implementation=attn_implementation,
-            )),
+            (
+                self.self_attn_norm,
+                lambda x: self.self_attn(
+                    with_position(x, query_position),
+                    with_position(x, query_position),
+                    x,
+                    attn_implementation=attn_implementation,
+                ),
+            ),
+            (
+                self.cross_attn_norm,
+                lambda x: self.cross_attn(
+                    with_position(x, query_position),
+                    with_position(memory, memory_position),
+                    memory,
+                    attn_implementation=attn_implementation,
+                ),
+            ),
             (self.ffn_norm, self.ffn),
-        )  # fmt: skip
+        )
         return residual_sublayers(hidden_states, blocks, dropout=self.dropout, pre_norm=self.pre_norm)
 
 
@@ -97,9 +101,7 @@ class TransformerDecoder(nn.Module):
         self.hidden_size = hidden_size
         self.query_embed = nn.Embedding(num_queries, hidden_size)
         # NOTE: the original projects the memory only when its width differs from d (1x1 conv).
-        self.input_proj = (
-            nn.Conv2d(in_channels, hidden_size, kernel_size=1) if in_channels != hidden_size else None
-        )
+        self.input_proj = nn.Conv2d(in_channels, hidden_size, kernel_size=1) if in_channels != hidden_size else None
         self.layers = nn.ModuleList(
             DecoderLayer(
                 hidden_size=hidden_size,

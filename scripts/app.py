@@ -14,22 +14,24 @@ from __future__ import annotations
 import argparse
 import os
 
-from modeling_maskformer.app import Limits, build_demo, launch
 from modeling_maskformer.cli import run_cli
+from modeling_maskformer.inference.app import Limits, build_demo, launch
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", default=os.environ.get("MASKFORMER_MODEL", "outputs/demo"),
-                        help="model folder, Hub id or exported folder (default: $MASKFORMER_MODEL or outputs/demo)")  # fmt: skip
-    parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="for exported folders")
-    parser.add_argument("--host", default=None,
-                        help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1: localhost only)")  # fmt: skip
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free)"
+        "--model",
+        default=os.environ.get("MASKFORMER_MODEL", "outputs/demo"),
+        help="model folder, Hub id or exported folder (default: $MASKFORMER_MODEL or outputs/demo)",
     )
+    parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="for exported folders")
+    parser.add_argument(
+        "--host",
+        default=None,
+        help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1: localhost only)",
+    )
+    parser.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free)")
     parser.add_argument("--max_upload_mb", type=float, default=10)
     parser.add_argument("--max_megapixels", type=float, default=25)
     args = parser.parse_args(argv)

@@ -11,7 +11,7 @@ the fly); `--to transformers` writes a folder that transformers' `MaskFormerForI
 `model_final_*.pkl` (numpy arrays only: other pickled objects are refused before they run). Any missing,
 unexpected or mis-shaped weight is an error that names the keys. A user error (missing path, wrong format,
 refused pickle) prints one line and exits with status 2; `--debug` shows the traceback. The library:
-modeling_maskformer/conversion.py and conversion_original.py.
+modeling_maskformer/interop/transformers_weights.py and conversion_original.py.
 """
 
 from __future__ import annotations
@@ -20,26 +20,31 @@ import argparse
 import logging
 
 from modeling_maskformer.cli import run_cli
-from modeling_maskformer.conversion import convert_from_transformers, convert_to_transformers
-from modeling_maskformer.conversion_original import PRESETS, convert_from_original
+from modeling_maskformer.interop.authors_checkpoints import PRESETS, convert_from_original
+from modeling_maskformer.interop.transformers_weights import convert_from_transformers, convert_to_transformers
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     direction = parser.add_mutually_exclusive_group(required=True)
-    direction.add_argument("--from", dest="source_format", choices=["transformers", "original"],
-                           help="convert from this format to ours")  # fmt: skip
     direction.add_argument(
-        "--to", dest="target_format", choices=["transformers"], help="convert ours to this format"
+        "--from", dest="source_format", choices=["transformers", "original"], help="convert from this format to ours"
     )
+    direction.add_argument("--to", dest="target_format", choices=["transformers"], help="convert ours to this format")
     parser.add_argument("source", help="folder, Hub id (transformers) or .pkl/.pth file (original)")
     parser.add_argument("destination", help="output folder")
-    parser.add_argument("--config", choices=sorted(PRESETS), default=None,
-                        help="original format: the released model (checks the architecture, sets the processor)")  # fmt: skip
-    parser.add_argument("--num_attention_heads", type=int, default=None,
-                        help="original format: attention heads (not stored in the weights; default 8)")  # fmt: skip
+    parser.add_argument(
+        "--config",
+        choices=sorted(PRESETS),
+        default=None,
+        help="original format: the released model (checks the architecture, sets the processor)",
+    )
+    parser.add_argument(
+        "--num_attention_heads",
+        type=int,
+        default=None,
+        help="original format: attention heads (not stored in the weights; default 8)",
+    )
     args = parser.parse_args(argv)
     if (args.config or args.num_attention_heads) and args.source_format != "original":
         parser.error("--config and --num_attention_heads apply to --from original only")

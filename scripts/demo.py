@@ -17,10 +17,10 @@ from PIL import Image
 from modeling_maskformer import MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
 from modeling_maskformer.cli import run_cli
 from modeling_maskformer.data import SyntheticShapesConfig, build_dataset
+from modeling_maskformer.data.labels import segment
 from modeling_maskformer.evaluation import evaluate_model, format_table, summary
-from modeling_maskformer.labels import segment
+from modeling_maskformer.inference.visualization import draw, grid
 from modeling_maskformer.training import train
-from modeling_maskformer.visualization import draw, grid
 
 NEXT_STEPS = """
 Same script, real data (network and, ideally, GPUs):
@@ -41,7 +41,7 @@ Same script, real data (network and, ideally, GPUs):
 
 def write_grid(model, processor, dataset, path: Path, count: int = 4) -> None:
     """Rows: validation images; columns: image, ground truth, semantic and panoptic predictions, each with
-    its legend (`modeling_maskformer.visualization.draw`)."""
+    its legend (`modeling_maskformer.inference.visualization.draw`)."""
     items = [dataset[i] for i in range(min(count, len(dataset)))]
     model.eval()
     with torch.no_grad():
@@ -56,12 +56,20 @@ def write_grid(model, processor, dataset, path: Path, count: int = 4) -> None:
     for item, semantic_map, panoptic_result in zip(items, semantic, panoptic):
         image = item["image"].convert("RGB")
         scale = max(1, -(-256 // min(image.size)))  # draw() enlarges small pictures to 256 px the same way
-        rows.append([
-            image.resize((image.width * scale, image.height * scale), Image.Resampling.BILINEAR),
-            draw(image, item["semantic"].astype(np.int64), id2label, task="semantic", ignore_index=dataset.ignore_index),
-            draw(image, semantic_map, id2label, task="semantic"),
-            draw(image, panoptic_result, id2label, task="panoptic"),
-        ])  # fmt: skip
+        rows.append(
+            [
+                image.resize((image.width * scale, image.height * scale), Image.Resampling.BILINEAR),
+                draw(
+                    image,
+                    item["semantic"].astype(np.int64),
+                    id2label,
+                    task="semantic",
+                    ignore_index=dataset.ignore_index,
+                ),
+                draw(image, semantic_map, id2label, task="semantic"),
+                draw(image, panoptic_result, id2label, task="panoptic"),
+            ]
+        )
     titles = ["image", "ground truth", "prediction (semantic)", "prediction (panoptic, scores)"]
     grid(rows, titles=titles).save(path)
 
@@ -73,23 +81,48 @@ def main() -> None:
     parser.add_argument("--max_train_steps", type=int, default=2600, help="the LR schedule's length")
     args = parser.parse_args()
     output_dir = Path(args.output_dir)
-    train([
-        "--dataset", "synthetic", "--synthetic_thing_colours", "by_class", "--model_preset", "demo",
-        "--output_dir", str(output_dir),
-        "--num_train_images", "4000", "--num_eval_images", "200", "--crop_size", "128",
-        "--min_scale", "0.75", "--max_scale", "1.5", "--per_device_train_batch_size", "8",
-        # The recipe is the library's choice for a backbone that starts from random weights ('scratch').
-        "--max_train_steps", str(args.max_train_steps),
-        "--max_train_seconds", str(args.minutes * 60), "--eval_steps", "500", "--max_eval_items", "100", "--checkpointing_steps", "1000",
-        "--logging_steps", "50",
-    ])  # fmt: skip
+    train(
+        [
+            "--dataset",
+            "synthetic",
+            "--synthetic_thing_colours",
+            "by_class",
+            "--model_preset",
+            "demo",
+            "--output_dir",
+            str(output_dir),
+            "--num_train_images",
+            "4000",
+            "--num_eval_images",
+            "200",
+            "--crop_size",
+            "128",
+            "--min_scale",
+            "0.75",
+            "--max_scale",
+            "1.5",
+            "--per_device_train_batch_size",
+            "8",
+            # The recipe is the library's choice for a backbone that starts from random weights ('scratch').
+            "--max_train_steps",
+            str(args.max_train_steps),
+            "--max_train_seconds",
+            str(args.minutes * 60),
+            "--eval_steps",
+            "500",
+            "--max_eval_items",
+            "100",
+            "--checkpointing_steps",
+            "1000",
+            "--logging_steps",
+            "50",
+        ]
+    )
 
     history = json.loads((output_dir / "training_history.json").read_text())
     print("\nLearning curve on the first 100 validation scenes:\n  step   loss   mIoU     PQ")
     for entry in (e for e in history if "eval" in e):
-        print(
-            f"{entry['step']:>6}  {entry['loss']:.3f}  {entry['eval']['mean_iou']:.3f}  {entry['eval']['pq']:.3f}"
-        )
+        print(f"{entry['step']:>6}  {entry['loss']:.3f}  {entry['eval']['mean_iou']:.3f}  {entry['eval']['pq']:.3f}")
 
     model = MaskFormerForInstanceSegmentation.from_pretrained(output_dir)
     processor = MaskFormerImageProcessor.from_pretrained(output_dir)
@@ -106,12 +139,12 @@ def main() -> None:
     print(format_table(results["semantic"]))
     print(format_table(results["panoptic"]))
     headline = summary(results)
-    print(f"\nHeld-out synthetic validation (200 scenes): mIoU {headline['mean_iou']:.3f}, PQ {headline['pq']:.3f} "
-          f"(PQ things {headline['pq_things']:.3f}, stuff {headline['pq_stuff']:.3f}), mask AP {headline['mask_ap']:.3f}")  # fmt: skip
-    print(f"Hub-ready folder: {output_dir}/ (model, processor, README.md model card)")
     print(
-        f"Prediction grid (image | ground truth | semantic | panoptic): {output_dir / 'demo_predictions.png'}"
+        f"\nHeld-out synthetic validation (200 scenes): mIoU {headline['mean_iou']:.3f}, PQ {headline['pq']:.3f} "
+        f"(PQ things {headline['pq_things']:.3f}, stuff {headline['pq_stuff']:.3f}), mask AP {headline['mask_ap']:.3f}"
     )
+    print(f"Hub-ready folder: {output_dir}/ (model, processor, README.md model card)")
+    print(f"Prediction grid (image | ground truth | semantic | panoptic): {output_dir / 'demo_predictions.png'}")
     print(NEXT_STEPS)
 
 

@@ -30,18 +30,14 @@ from modeling_maskformer.cli import run_cli
 from modeling_maskformer.data import build_dataset
 from modeling_maskformer.data.arguments import add_dataset_arguments, dataset_kwargs
 from modeling_maskformer.data.checks import check_dataset
+from modeling_maskformer.data.labels import OVERRIDE_FLAG, LabelSettings
 from modeling_maskformer.evaluation import evaluate_model, format_table, load_model_folder
-from modeling_maskformer.labels import OVERRIDE_FLAG, LabelSettings
-from modeling_maskformer.tta import TestTimeAugmentation
+from modeling_maskformer.inference.tta import TestTimeAugmentation
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--model", required=True, help="our model folder, a transformers MaskFormer folder, or Hub id"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="our model folder, a transformers MaskFormer folder, or Hub id")
     add_dataset_arguments(parser)
     parser.add_argument("--split", default="validation")
     parser.add_argument("--num_images", type=int, default=None, help="synthetic dataset: number of images")
@@ -50,8 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batch_size",
         type=int,
         default=4,
-        help="images per forward pass; only images of one padded size are batched, so the "
-        "results do not depend on it",
+        help="images per forward pass; only images of one padded size are batched, so the results do not depend on it",
     )
     parser.add_argument("--output_json", default=None, help="write all results here")
     parser.add_argument(
@@ -100,8 +95,9 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator = Accelerator()
     kwargs = dataset_kwargs(args, num_images=args.num_images)  # flags that do not fit the data: refused first
     settings = LabelSettings.from_pretrained(args.model)
-    dataset = build_dataset(args.dataset, args.split, model=settings, ignore_class_mismatch=args.ignore_class_mismatch,
-                            **kwargs)  # fmt: skip
+    dataset = build_dataset(
+        args.dataset, args.split, model=settings, ignore_class_mismatch=args.ignore_class_mismatch, **kwargs
+    )
     dataset = check_dataset(
         dataset, skip_bad_items=args.skip_bad_items, accelerator=accelerator, name=f"the {args.split!r} split"
     )
@@ -112,8 +108,16 @@ def main(argv: list[str] | None = None) -> dict:
         **dataset.id2label,
         **settings.id2label,
     }  # the model's; with the override, the dataset's extra ones
-    results = evaluate_model(model, processor, dataset, accelerator=accelerator, batch_size=args.batch_size,
-                             max_items=args.max_items, tta=tta, id2label=classes)  # fmt: skip
+    results = evaluate_model(
+        model,
+        processor,
+        dataset,
+        accelerator=accelerator,
+        batch_size=args.batch_size,
+        max_items=args.max_items,
+        tta=tta,
+        id2label=classes,
+    )
     if accelerator.is_main_process:
         for group in results.values():
             print(format_table(group))

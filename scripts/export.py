@@ -34,17 +34,18 @@ def calibration_images(args: argparse.Namespace) -> list[Image.Image] | None:
         from modeling_maskformer.data import SyntheticShapesConfig, build_dataset
 
         dataset = build_dataset(
-            "synthetic", "train", num_images=args.calibration_count, image_size=args.calibration_image_size,
+            "synthetic",
+            "train",
+            num_images=args.calibration_count,
+            image_size=args.calibration_image_size,
             config=SyntheticShapesConfig(thing_colours="by_class"),
-        )  # fmt: skip
+        )
         return [dataset[i]["image"].convert("RGB") for i in range(len(dataset))]
     return None
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="our model folder or Hub id")
     parser.add_argument("output_dir")
     parser.add_argument("--format", choices=["onnx", "openvino"], default="onnx")
@@ -68,9 +69,17 @@ def main(argv: list[str] | None = None) -> Path:
     if (args.height is None) != (args.width is None):
         parser.error("give both --height and --width, or neither")
     folder = export_folder(
-        args.model, args.output_dir, format=args.format, height=args.height, width=args.width, dynamic=args.dynamic,
-        int8=args.int8, calibration_images=calibration_images(args), onnx_int8_mode=args.onnx_int8_mode, opset=args.opset,
-    )  # fmt: skip
+        args.model,
+        args.output_dir,
+        format=args.format,
+        height=args.height,
+        width=args.width,
+        dynamic=args.dynamic,
+        int8=args.int8,
+        calibration_images=calibration_images(args),
+        onnx_int8_mode=args.onnx_int8_mode,
+        opset=args.opset,
+    )
     info = json.loads((folder / "export.json").read_text())
     print(f"Wrote {folder}: {', '.join(info['files'].values())}; input {info['input']}")
     print(

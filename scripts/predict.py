@@ -22,45 +22,55 @@ from __future__ import annotations
 import argparse
 import sys
 
-from modeling_maskformer.app import load_model
-from modeling_maskformer.batch_predict import TASKS, predict_images
 from modeling_maskformer.cli import run_cli
-from modeling_maskformer.prediction_inputs import expand_inputs
+from modeling_maskformer.inference.app import load_model
+from modeling_maskformer.inference.batch_predict import TASKS, predict_images
+from modeling_maskformer.inference.prediction_inputs import expand_inputs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("images", nargs="+", help="image files, folders and glob patterns (quote them: '**/*.jpg')")
     parser.add_argument(
-        "images", nargs="+", help="image files, folders and glob patterns (quote them: '**/*.jpg')"
+        "--model",
+        required=True,
+        help="our model folder, a transformers MaskFormer folder, a Hub id, or an exported folder",
     )
-    parser.add_argument("--model", required=True,
-                        help="our model folder, a transformers MaskFormer folder, a Hub id, or an exported folder")  # fmt: skip
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument(
         "--task", nargs="+", choices=TASKS, default=["panoptic"], help="one or more (default panoptic)"
     )
     parser.add_argument("--recursive", action="store_true", help="also the images in the folders' subfolders")
-    parser.add_argument("--batch_size", type=int, default=4,
-                        help="images per forward pass (only images of one padded size share one, so results change only "
-                             "by float rounding)")  # fmt: skip
     parser.add_argument(
-        "--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, mps"
+        "--batch_size",
+        type=int,
+        default=4,
+        help="images per forward pass (only images of one padded size share one, so results change only "
+        "by float rounding)",
     )
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, mps")
     parser.add_argument("--threshold", type=float, default=0.5, help="score threshold (instance, panoptic)")
     parser.add_argument("--mask_threshold", type=float, default=0.5)
     parser.add_argument("--overlap_threshold", type=float, default=0.8)
-    parser.add_argument("--fuse_stuff", action=argparse.BooleanOptionalAction, default=True,
-                        help="panoptic: one segment per stuff class (needs the model's thing_ids)")  # fmt: skip
     parser.add_argument(
-        "--overlays", action=argparse.BooleanOptionalAction, default=True, help="draw overlays"
+        "--fuse_stuff",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="panoptic: one segment per stuff class (needs the model's thing_ids)",
     )
+    parser.add_argument("--overlays", action=argparse.BooleanOptionalAction, default=True, help="draw overlays")
     parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="for exported folders")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the predictions of another run in --out (the same command resumes without it)")  # fmt: skip
-    parser.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto",
-                        help="auto: a bar on a terminal, else one line per image (stderr)")  # fmt: skip
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the predictions of another run in --out (the same command resumes without it)",
+    )
+    parser.add_argument(
+        "--progress",
+        choices=["auto", "bar", "lines", "none"],
+        default="auto",
+        help="auto: a bar on a terminal, else one line per image (stderr)",
+    )
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")

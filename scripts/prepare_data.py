@@ -31,31 +31,44 @@ REGISTRY = "modeling_maskformer.data.registry"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, checked with the standard library alone (so --help answers before torch loads)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", nargs="?", help="the dataset: ade20k, coco_panoptic or cityscapes")
-    parser.add_argument("--root", default=None, help="where the dataset folder goes (default $MASKFORMER_DATA, else "
-                        "~/.cache/maskformer-hf/datasets)")  # fmt: skip
+    parser.add_argument(
+        "--root",
+        default=None,
+        help="where the dataset folder goes (default $MASKFORMER_DATA, else ~/.cache/maskformer-hf/datasets)",
+    )
     parser.add_argument(
         "--splits", default=None, help="comma-separated: train,val (default both; coco_panoptic, cityscapes)"
     )
     parser.add_argument("--archives", nargs="+", default=None, help="cityscapes: the local zip files")
-    parser.add_argument("--mirror", default=None, help="base URL (http://, https:// or file://) serving the official "
-                        "paths, instead of the official sites")  # fmt: skip
     parser.add_argument(
-        "--keep_archives", action="store_true", help="keep the downloaded zips in ROOT/downloads"
+        "--mirror",
+        default=None,
+        help="base URL (http://, https:// or file://) serving the official paths, instead of the official sites",
     )
-    parser.add_argument("--retries", type=int, default=5, help="retries of a failed attempt (dropped connection, "
-                        "timeout, stall, HTTP 408/429/5xx) per archive before giving up; a rerun resumes")  # fmt: skip
-    parser.add_argument("--low_speed_limit", type=int, default=1024, help="bytes/s: an attempt slower than this on "
-                        "average over --low_speed_time seconds is ended and retried (0: never)")  # fmt: skip
+    parser.add_argument("--keep_archives", action="store_true", help="keep the downloaded zips in ROOT/downloads")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        help="retries of a failed attempt (dropped connection, "
+        "timeout, stall, HTTP 408/429/5xx) per archive before giving up; a rerun resumes",
+    )
+    parser.add_argument(
+        "--low_speed_limit",
+        type=int,
+        default=1024,
+        help="bytes/s: an attempt slower than this on "
+        "average over --low_speed_time seconds is ended and retried (0: never)",
+    )
     parser.add_argument("--low_speed_time", type=float, default=60.0, help="seconds (see --low_speed_limit)")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bars: a plain log line every 30 s "
-                        "instead (as when stderr is not a terminal)")  # fmt: skip
     parser.add_argument(
-        "--list", action="store_true", help="print the archives, their sizes and checksums, and exit"
+        "--no_progress",
+        action="store_true",
+        help="no progress bars: a plain log line every 30 s instead (as when stderr is not a terminal)",
     )
+    parser.add_argument("--list", action="store_true", help="print the archives, their sizes and checksums, and exit")
     parser.add_argument("--debug", action="store_true", help="full tracebacks instead of one-line errors")
     args = parser.parse_args(argv)
     if not args.list and not args.name:
@@ -77,12 +90,8 @@ def load_registry() -> ModuleType:
         return sys.modules[REGISTRY]
     package = importlib.util.find_spec("modeling_maskformer")  # a top-level name: found, not run
     if package is None or package.origin is None:
-        raise ModuleNotFoundError(
-            "modeling_maskformer is not installed: run pip install -e . in the repository"
-        )
-    spec = importlib.util.spec_from_file_location(
-        REGISTRY, Path(package.origin).parent / "data" / "registry.py"
-    )
+        raise ModuleNotFoundError("modeling_maskformer is not installed: run pip install -e . in the repository")
+    spec = importlib.util.spec_from_file_location(REGISTRY, Path(package.origin).parent / "data" / "registry.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[REGISTRY] = module  # as an import would: dataclasses look the module up there
     spec.loader.exec_module(module)
@@ -108,12 +117,19 @@ def main(argv: list[str] | None = None) -> PrepareResult | None:
         print(registry_table())
         return None
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    policy = DownloadPolicy(retries=args.retries, low_speed_limit=args.low_speed_limit,
-                            low_speed_time=args.low_speed_time)  # fmt: skip
+    policy = DownloadPolicy(
+        retries=args.retries, low_speed_limit=args.low_speed_limit, low_speed_time=args.low_speed_time
+    )
     result = prepare(
-        args.name, args.root, splits=args.splits.split(",") if args.splits else None, archives=args.archives,
-        mirror=args.mirror, keep_archives=args.keep_archives, download_policy=policy, progress=not args.no_progress,
-    )  # fmt: skip
+        args.name,
+        args.root,
+        splits=args.splits.split(",") if args.splits else None,
+        archives=args.archives,
+        mirror=args.mirror,
+        keep_archives=args.keep_archives,
+        download_policy=policy,
+        progress=not args.no_progress,
+    )
     print(result.summary())
     spec = DATASETS[args.name]
     convention = f" --label_convention {spec.label_convention}" if spec.label_convention else ""

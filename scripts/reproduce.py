@@ -19,25 +19,17 @@ import argparse
 import logging
 
 from modeling_maskformer.cli import run_cli
-from modeling_maskformer.reproduction import reproduce, summary_line
-from modeling_maskformer.zoo import markdown_table
+from modeling_maskformer.paper.reproduction import reproduce, summary_line
+from modeling_maskformer.paper.zoo import markdown_table
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "row", nargs="?", help="a model-zoo row (see --list), e.g. swin-large-ade, or its Hub id"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("row", nargs="?", help="a model-zoo row (see --list), e.g. swin-large-ade, or its Hub id")
     parser.add_argument("--list", action="store_true", help="print the model-zoo table and exit")
-    parser.add_argument(
-        "--tta", action="store_true", help="multi-scale + flip, the authors' TEST.AUG (semantic rows)"
-    )
+    parser.add_argument("--tta", action="store_true", help="multi-scale + flip, the authors' TEST.AUG (semantic rows)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
-    parser.add_argument(
-        "--model", default=None, help="a local transformers MaskFormer folder instead of the Hub id"
-    )
+    parser.add_argument("--model", default=None, help="a local transformers MaskFormer folder instead of the Hub id")
     parser.add_argument(
         "--dataset", default=None, help="a local dataset folder (or `datasets` name) instead of the row's"
     )
@@ -57,12 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--output_dir", default=None, help="converted model, JSON, model card (default outputs/reproduce/ROW)"
     )
-    parser.add_argument(
-        "--device", default=None, help="cuda, cpu, ... (default: a GPU; the CPU only with --limit)"
-    )
-    parser.add_argument(
-        "--batch_size", type=int, default=1, help="images of one padded size per forward pass"
-    )
+    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: a GPU; the CPU only with --limit)")
+    parser.add_argument("--batch_size", type=int, default=1, help="images of one padded size per forward pass")
     parser.add_argument(
         "--model_card", action="store_true", help="write model-index entries into the folder's README.md"
     )
@@ -81,15 +69,21 @@ def main(argv: list[str] | None = None) -> dict | None:
         return None
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     report = reproduce(
-        args.row, tta=args.tta, limit=args.limit, model=args.model, dataset=args.dataset, output_dir=args.output_dir,
-        device=args.device, batch_size=args.batch_size, model_card=args.model_card, download=args.download,
-        data_root=args.data_root, mirror=args.mirror,
-    )  # fmt: skip
-    print(summary_line(report))
-    print(
-        f"written: {report['converted_folder']}/reproduction.json"
-        + (" and README.md" if args.model_card else "")
+        args.row,
+        tta=args.tta,
+        limit=args.limit,
+        model=args.model,
+        dataset=args.dataset,
+        output_dir=args.output_dir,
+        device=args.device,
+        batch_size=args.batch_size,
+        model_card=args.model_card,
+        download=args.download,
+        data_root=args.data_root,
+        mirror=args.mirror,
     )
+    print(summary_line(report))
+    print(f"written: {report['converted_folder']}/reproduction.json" + (" and README.md" if args.model_card else ""))
     return report
 
 

@@ -12,9 +12,7 @@ STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
 
 def tiny_backbone_config() -> ResNetConfig:
-    return ResNetConfig(
-        embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], out_features=STAGES
-    )
+    return ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], out_features=STAGES)
 
 
 def tiny_config(**overrides) -> MaskFormerConfig:
@@ -64,8 +62,13 @@ def save_transformers_checkpoint(folder, *, num_labels: int = 150, predicted: in
     from transformers import MaskFormerImageProcessor as HFProcessor
 
     id2label = {i: f"class {i}" for i in range(num_labels)}
-    config = HFConfig(backbone_config=tiny_backbone_config(), fpn_feature_size=32, mask_feature_size=32,
-                      id2label=id2label, label2id={v: k for k, v in id2label.items()})  # fmt: skip
+    config = HFConfig(
+        backbone_config=tiny_backbone_config(),
+        fpn_feature_size=32,
+        mask_feature_size=32,
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+    )
     config.decoder_config.decoder_layers = 1
     config.decoder_config.num_queries = 5
     torch.manual_seed(0)

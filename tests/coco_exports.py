@@ -59,9 +59,7 @@ def uncompressed_rle(mask: np.ndarray) -> dict:
     return {"size": list(mask.shape), "counts": [int(c) for c in counts]}
 
 
-def scene(
-    seed: int, size: tuple[int, int] = (64, 64), *, crowd: bool = False
-) -> tuple[Image.Image, list[dict]]:
+def scene(seed: int, size: tuple[int, int] = (64, 64), *, crowd: bool = False) -> tuple[Image.Image, list[dict]]:
     """(image, objects): each object {"class": index into CLASSES, "mask": bool (H, W), "iscrowd": 0/1}. 1-3 shapes;
     the second, when there is one, overlaps the first; with `crowd`, a crowd region of discs in a corner."""
     rng = np.random.default_rng(seed)
@@ -106,9 +104,15 @@ def _annotation(ann_id: int, image_id: int, category_id: int, obj: dict, encodin
         segmentation = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
     else:
         segmentation = uncompressed_rle(mask)
-    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "segmentation": segmentation,
-            "area": float(mask_utils.area(rle)), "bbox": [float(v) for v in mask_utils.toBbox(rle)],
-            "iscrowd": obj["iscrowd"]}  # fmt: skip
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "segmentation": segmentation,
+        "area": float(mask_utils.area(rle)),
+        "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+        "iscrowd": obj["iscrowd"],
+    }
 
 
 def _coco_json(
@@ -118,8 +122,15 @@ def _coco_json(
     for file_name, image_id, image, objects in entries:
         images.append({"id": image_id, "file_name": file_name, "height": image.height, "width": image.width})
         for obj in objects:
-            annotations.append(_annotation(len(annotations) + first_id, image_id, category_id(obj["class"]), obj,
-                                           encoding(obj, len(annotations))))  # fmt: skip
+            annotations.append(
+                _annotation(
+                    len(annotations) + first_id,
+                    image_id,
+                    category_id(obj["class"]),
+                    obj,
+                    encoding(obj, len(annotations)),
+                )
+            )
     return {"images": images, "annotations": annotations}
 
 
@@ -145,9 +156,7 @@ def write_official(root: Path, counts: dict[str, int], size=(64, 64), seed: int 
     return root
 
 
-def write_cvat(
-    root: Path, counts: dict[str, int], size=(64, 64), seed: int = 0, *, flat: bool = False
-) -> Path:
+def write_cvat(root: Path, counts: dict[str, int], size=(64, 64), seed: int = 0, *, flat: bool = False) -> Path:
     """CVAT's "COCO 1.0" export; `counts`: images per subset (a task export has one, "default")."""
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     categories = [{"id": i + 1, "name": name, "supercategory": ""} for i, (name, _, _) in enumerate(CLASSES)]
@@ -161,9 +170,7 @@ def write_cvat(
             image.save(folder / name, quality=95)
             entries.append((name, i + 1, image, objects))
         # datumaro: polygons as polygons, mask shapes (the brush) as uncompressed RLE with iscrowd=1
-        payload = _coco_json(
-            entries, lambda c: c + 1, lambda obj, n: "uncompressed" if obj["iscrowd"] else "polygon"
-        )
+        payload = _coco_json(entries, lambda c: c + 1, lambda obj, n: "uncompressed" if obj["iscrowd"] else "polygon")
         for annotation in payload["annotations"]:
             annotation["attributes"] = {"occluded": False}
         for image in payload["images"]:
@@ -189,9 +196,7 @@ def write_cvat(
 def write_roboflow(root: Path, counts: dict[str, int], size=(64, 64), seed: int = 0) -> Path:
     """Roboflow's COCO export; `counts`: images per split folder, e.g. {"train": 8, "valid": 4, "test": 2}."""
     categories = [{"id": 0, "name": "shapes", "supercategory": "none"}]
-    categories += [
-        {"id": i + 1, "name": name, "supercategory": "shapes"} for i, (name, _, _) in enumerate(CLASSES)
-    ]
+    categories += [{"id": i + 1, "name": name, "supercategory": "shapes"} for i, (name, _, _) in enumerate(CLASSES)]
     for offset, (split, count) in enumerate(counts.items()):
         (root / split).mkdir(parents=True, exist_ok=True)
         entries = []
@@ -201,8 +206,12 @@ def write_roboflow(root: Path, counts: dict[str, int], size=(64, 64), seed: int 
             image.save(root / split / name, quality=95)
             entries.append((name, i, image, objects))
         payload = _coco_json(entries, lambda c: c + 1, lambda obj, n: "polygon", first_id=0)
-        payload = {"info": {"year": "2024"}, "licenses": [{"id": 1, "name": "CC BY 4.0"}], "categories": categories,
-                   **payload}  # fmt: skip
+        payload = {
+            "info": {"year": "2024"},
+            "licenses": [{"id": 1, "name": "CC BY 4.0"}],
+            "categories": categories,
+            **payload,
+        }
         (root / split / "_annotations.coco.json").write_text(json.dumps(payload))
     return root
 
@@ -220,12 +229,27 @@ def write_label_studio(root: Path, count: int, size=(64, 64), seed: int = 0, *, 
     for annotation in payload["annotations"]:
         annotation["ignore"] = 0
     for i in range(boxes):
-        payload["annotations"].append({"id": len(payload["annotations"]), "image_id": i, "category_id": 0,
-                                       "segmentation": [], "bbox": [2.0, 2.0, 10.0, 10.0], "ignore": 0, "iscrowd": 0,
-                                       "area": 100.0})  # fmt: skip
+        payload["annotations"].append(
+            {
+                "id": len(payload["annotations"]),
+                "image_id": i,
+                "category_id": 0,
+                "segmentation": [],
+                "bbox": [2.0, 2.0, 10.0, 10.0],
+                "ignore": 0,
+                "iscrowd": 0,
+                "area": 100.0,
+            }
+        )
     payload["categories"] = [{"id": i, "name": name} for i, (name, _, _) in enumerate(CLASSES)]
-    payload["info"] = {"year": 2025, "version": "1.0", "description": "", "contributor": "Label Studio", "url": "",
-                       "date_created": "2025-01-01 00:00:00"}  # fmt: skip
+    payload["info"] = {
+        "year": 2025,
+        "version": "1.0",
+        "description": "",
+        "contributor": "Label Studio",
+        "url": "",
+        "date_created": "2025-01-01 00:00:00",
+    }
     (root / "result.json").write_text(json.dumps(payload, indent=2))
     return root
 
@@ -237,14 +261,45 @@ def write_label_studio(root: Path, count: int, size=(64, 64), seed: int = 0, *, 
 def save_tiny_model(folder: Path) -> Path:
     """A tiny model for the three shape classes: LayerNorm backbone, no dropout."""
     backbone = ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], out_features=STAGES)
-    model = tiny_model(backbone_config=backbone, num_labels=3, id2label=ID2LABEL, dropout=0.0, attention_dropout=0.0,
-                       label2id={v: k for k, v in ID2LABEL.items()})  # fmt: skip
+    model = tiny_model(
+        backbone_config=backbone,
+        num_labels=3,
+        id2label=ID2LABEL,
+        dropout=0.0,
+        attention_dropout=0.0,
+        label2id={v: k for k, v in ID2LABEL.items()},
+    )
     model.save_pretrained(folder)
     return folder
 
 
 def train_argv(dataset: Path, model: Path, output_dir: Path, steps: int, *extra) -> list:
-    return ["--dataset", dataset, "--model_name_or_path", model, "--output_dir", output_dir, "--crop_size", 64,
-            "--min_scale", 1.0, "--max_scale", 1.25, "--recipe", "resnet", "--learning_rate", 1e-3,
-            "--backbone_lr_multiplier", 1.0, "--per_device_train_batch_size", 4, "--logging_steps", 1,
-            "--eval_steps", 1000, "--max_train_steps", steps, *extra]  # fmt: skip
+    return [
+        "--dataset",
+        dataset,
+        "--model_name_or_path",
+        model,
+        "--output_dir",
+        output_dir,
+        "--crop_size",
+        64,
+        "--min_scale",
+        1.0,
+        "--max_scale",
+        1.25,
+        "--recipe",
+        "resnet",
+        "--learning_rate",
+        1e-3,
+        "--backbone_lr_multiplier",
+        1.0,
+        "--per_device_train_batch_size",
+        4,
+        "--logging_steps",
+        1,
+        "--eval_steps",
+        1000,
+        "--max_train_steps",
+        steps,
+        *extra,
+    ]

@@ -211,8 +211,10 @@ def coco_archives() -> dict[str, bytes]:
     """panoptic_annotations_trainval2017.zip (annotations/panoptic_{train,val}2017.json and the inner
     annotations/panoptic_{train,val}2017.zip of PNGs) and val2017.zip (val2017/*.jpg), as published."""
     rng = np.random.default_rng(1)
-    categories = [{"id": 1, "name": "person", "isthing": 1, "supercategory": "person"},
-                  {"id": 184, "name": "tree-merged", "isthing": 0, "supercategory": "plant"}]  # fmt: skip
+    categories = [
+        {"id": 1, "name": "person", "isthing": 1, "supercategory": "person"},
+        {"id": 184, "name": "tree-merged", "isthing": 0, "supercategory": "plant"},
+    ]
     outer, images = {}, {}
     for split, count in (("train", 1), ("val", 2)):
         pngs, payload = {}, {"images": [], "annotations": [], "categories": categories}
@@ -224,22 +226,25 @@ def coco_archives() -> dict[str, bytes]:
             ids[16:, :20, 1] = 1  # segment id 256
             pngs[f"panoptic_{split}2017/{stem}.png"] = encoded(ids, "PNG")
             payload["images"].append({"id": image_id, "file_name": f"{stem}.jpg", "height": 32, "width": 40})
-            payload["annotations"].append({"image_id": image_id, "file_name": f"{stem}.png", "segments_info": [
-                {"id": 5, "category_id": 184, "iscrowd": 0, "area": 640, "bbox": [0, 0, 40, 16]},
-                {"id": 256, "category_id": 1, "iscrowd": 0, "area": 320, "bbox": [0, 16, 20, 16]}]})  # fmt: skip
+            payload["annotations"].append(
+                {
+                    "image_id": image_id,
+                    "file_name": f"{stem}.png",
+                    "segments_info": [
+                        {"id": 5, "category_id": 184, "iscrowd": 0, "area": 640, "bbox": [0, 0, 40, 16]},
+                        {"id": 256, "category_id": 1, "iscrowd": 0, "area": 320, "bbox": [0, 16, 20, 16]},
+                    ],
+                }
+            )
             if split == "val":
-                images[f"val2017/{stem}.jpg"] = encoded(
-                    rng.integers(0, 255, (32, 40, 3), dtype=np.uint8), "JPEG"
-                )
+                images[f"val2017/{stem}.jpg"] = encoded(rng.integers(0, 255, (32, 40, 3), dtype=np.uint8), "JPEG")
         outer[f"annotations/panoptic_{split}2017.json"] = json.dumps(payload).encode()
         outer[f"annotations/panoptic_{split}2017.zip"] = zip_bytes(pngs)
     return {"annotations": zip_bytes(outer), "validation": zip_bytes(images)}
 
 
 def pinned(archive, payload: bytes, **overrides):
-    return dataclasses.replace(
-        archive, size=len(payload), sha256=hashlib.sha256(payload).hexdigest(), **overrides
-    )
+    return dataclasses.replace(archive, size=len(payload), sha256=hashlib.sha256(payload).hexdigest(), **overrides)
 
 
 def serve_ade(site: Site, monkeypatch) -> bytes:
@@ -262,8 +267,11 @@ def serve_coco_val(site: Site, monkeypatch) -> dict[str, bytes]:
     for role, payload in payloads.items():
         site.add(spec.archives[role].url, payload)
         archives[role] = pinned(spec.archives[role], payload)
-    monkeypatch.setitem(DATASETS, "coco_panoptic", dataclasses.replace(
-        spec, archives=archives, split_counts={"train": 1, "validation": 2}))  # fmt: skip
+    monkeypatch.setitem(
+        DATASETS,
+        "coco_panoptic",
+        dataclasses.replace(spec, archives=archives, split_counts={"train": 1, "validation": 2}),
+    )
     return payloads
 
 

@@ -80,9 +80,7 @@ def _equal_outside(ours: torch.Tensor, expected: torch.Tensor, ties: torch.Tenso
     _check_ties(ties, what)
     mine = ours.cpu()
     assert mine.shape == expected.shape and mine.dtype == expected.dtype, what
-    assert torch.equal(mine[~ties], expected[~ties]), (
-        f"{what}: {(mine != expected)[~ties].sum()} pixels differ"
-    )
+    assert torch.equal(mine[~ties], expected[~ties]), f"{what}: {(mine != expected)[~ties].sum()} pixels differ"
 
 
 def check_panoptic(results, class_logits, mask_logits, sizes: dict, **options) -> None:
@@ -113,18 +111,14 @@ def check_instance(results, class_logits, mask_logits, sizes: dict, **options) -
         scores, _, binary, probs = reference.instance_candidates(
             class_logits[b], mask_pred, class_logits.shape[1], mask_threshold
         )
-        kept = (scores >= options.get("threshold", 0.5)) & binary.flatten(1).any(
-            1
-        )  # the reference's instances
+        kept = (scores >= options.get("threshold", 0.5)) & binary.flatten(1).any(1)  # the reference's instances
         weighted = torch.where(binary[kept], scores[kept].view(-1, 1, 1) * probs[kept], torch.tensor(-1.0))
         ties = (
             _close_top_two(weighted) & (weighted.amax(0) >= 0)
             if len(weighted)
             else torch.zeros(tuple(target), dtype=torch.bool)
         )
-        ties |= ((probs - mask_threshold).abs() <= THRESHOLD_TIE).any(
-            0
-        )  # every candidate: its area sets its score
+        ties |= ((probs - mask_threshold).abs() <= THRESHOLD_TIE).any(0)  # every candidate: its area sets its score
         for what, ours in _by_name(results).items():
             same_segments(ours[b]["segments_info"], expected[b]["segments_info"], f"instance {what}")
             _equal_outside(ours[b]["segmentation"], expected[b]["segmentation"], ties, f"instance {what}")

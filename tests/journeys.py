@@ -31,9 +31,31 @@ def error_line(script: Path, err: str) -> str:
 
 
 def train_argv(tiny_folder: Path, dataset: Path, output_dir: Path, *extra) -> list[str]:
-    return ["--dataset", dataset, "--model_name_or_path", tiny_folder, "--output_dir", output_dir, "--crop_size", "64",
-            "--min_scale", "1.0", "--max_scale", "1.0", "--recipe", "resnet", "--max_train_steps", "2",
-            "--per_device_train_batch_size", "2", "--eval_steps", "1000", "--checkpointing_steps", "1000", *extra]  # fmt: skip
+    return [
+        "--dataset",
+        dataset,
+        "--model_name_or_path",
+        tiny_folder,
+        "--output_dir",
+        output_dir,
+        "--crop_size",
+        "64",
+        "--min_scale",
+        "1.0",
+        "--max_scale",
+        "1.0",
+        "--recipe",
+        "resnet",
+        "--max_train_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--eval_steps",
+        "1000",
+        "--checkpointing_steps",
+        "1000",
+        *extra,
+    ]
 
 
 def train_then_evaluate(tiny_folder, dataset, tmp_path, monkeypatch, capsys, *extra) -> dict:
@@ -45,8 +67,18 @@ def train_then_evaluate(tiny_folder, dataset, tmp_path, monkeypatch, capsys, *ex
         capsys=capsys,
     )
     assert code == 0, err[-2000:]
-    code, err = run(EVALUATE, "--model", tmp_path / "model", "--dataset", dataset, "--output_json", tmp_path / "eval.json",
-                    *extra, monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
+    code, err = run(
+        EVALUATE,
+        "--model",
+        tmp_path / "model",
+        "--dataset",
+        dataset,
+        "--output_json",
+        tmp_path / "eval.json",
+        *extra,
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+    )
     assert code == 0, err[-2000:]
     return json.loads((tmp_path / "eval.json").read_text())
 

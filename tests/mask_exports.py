@@ -16,9 +16,17 @@ from modeling_maskformer.data.palette import voc_colormap
 
 # CVAT task labels with their colours (CVAT picks arbitrary colours); its export adds "background" (black) and
 # sorts the labels by name.
-CVAT_COLOURS = {"circle": (250, 50, 83), "square": (52, 209, 183), "triangle": (255, 204, 51), "star": (131, 224, 112),
-                "ellipse": (61, 61, 245), "hexagon": (184, 61, 245), "sky": (51, 221, 255), "grass": (42, 125, 209),
-                "sand": (255, 106, 77)}  # fmt: skip
+CVAT_COLOURS = {
+    "circle": (250, 50, 83),
+    "square": (52, 209, 183),
+    "triangle": (255, 204, 51),
+    "star": (131, 224, 112),
+    "ellipse": (61, 61, 245),
+    "hexagon": (184, 61, 245),
+    "sky": (51, 221, 255),
+    "grass": (42, 125, 209),
+    "sand": (255, 106, 77),
+}
 
 
 def _instance_colours(item) -> np.ndarray:

@@ -16,9 +16,7 @@ OWN_CLASSES = {0: "sky", 1: "ground", 2: "round", 3: "angular"}
 _FROM_SYNTHETIC = np.array([2, 3, 3, 3, 2, 3, 0, 1, 1] + [255] * 247, dtype=np.uint8)
 
 
-def write_own_dataset(
-    root: Path, num_train: int = 32, num_val: int = 8, image_size: int = 160, seed: int = 7
-) -> Path:
+def write_own_dataset(root: Path, num_train: int = 32, num_val: int = 8, image_size: int = 160, seed: int = 7) -> Path:
     """`root/images/{training,validation}/*.jpg` + `root/annotations/{...}/*.png` (0..3, as they are) + `id2label.json`."""
     from modeling_maskformer.data import SyntheticShapes, SyntheticShapesConfig
 
@@ -31,8 +29,6 @@ def write_own_dataset(
             item = shapes[index]
             name = f"photo_{split}_{index:03d}"
             item["image"].save(root / "images" / folder / f"{name}.jpg", quality=90)
-            Image.fromarray(_FROM_SYNTHETIC[item["semantic"]]).save(
-                root / "annotations" / folder / f"{name}.png"
-            )
+            Image.fromarray(_FROM_SYNTHETIC[item["semantic"]]).save(root / "annotations" / folder / f"{name}.png")
     (root / "id2label.json").write_text(json.dumps({str(k): v for k, v in OWN_CLASSES.items()}))
     return root

@@ -16,14 +16,10 @@ CATEGORIES = [{"id": c, "name": f"c{c}", "isthing": int(c < 3)} for c in range(6
 
 def _rectangle(rng: np.random.Generator, height: int, width: int) -> tuple[slice, slice]:
     top, left = rng.integers(0, height - 4), rng.integers(0, width - 4)
-    return slice(top, top + rng.integers(4, height // 2 + 4)), slice(
-        left, left + rng.integers(4, width // 2 + 4)
-    )
+    return slice(top, top + rng.integers(4, height // 2 + 4)), slice(left, left + rng.integers(4, width // 2 + 4))
 
 
-def random_scene(
-    rng: np.random.Generator, height: int = 24, width: int = 32, *, panopticapi_only: bool = True
-):
+def random_scene(rng: np.random.Generator, height: int = 24, width: int = 32, *, panopticapi_only: bool = True):
     """(gt map, gt segments, pred map, pred segments): rectangles painted in order over VOID (0), predictions
     jittered copies of the ground truth (class changed 1 time in 5) plus spurious ones. With
     `panopticapi_only`, also cases where panopticapi's rules are particular: a ground-truth id missing from
@@ -51,9 +47,7 @@ def random_scene(
 
     pred_map = np.zeros_like(gt_map)
     categories = {}
-    for k, (_, category, box) in enumerate(
-        boxes + [(0, int(rng.integers(0, 6)), _rectangle(rng, height, width))]
-    ):
+    for k, (_, category, box) in enumerate(boxes + [(0, int(rng.integers(0, 6)), _rectangle(rng, height, width))]):
         shift = rng.integers(-3, 4, size=2)
         rows = slice(max(box[0].start + shift[0], 0), max(box[0].stop + shift[0], 0))
         cols = slice(max(box[1].start + shift[1], 0), max(box[1].stop + shift[1], 0))
@@ -77,14 +71,8 @@ def panopticapi_pq(scenes, folder: Path, categories=CATEGORIES) -> dict:
     for image_id, (gt_map, gt_segments, pred_map, pred_segments) in enumerate(scenes):
         for side, id_map, segments in (("gt", gt_map, gt_segments), ("pred", pred_map, pred_segments)):
             Image.fromarray(_id_to_rgb(id_map)).save(folder / side / f"{image_id}.png")
-            annotations[side].append(
-                {"image_id": image_id, "file_name": f"{image_id}.png", "segments_info": segments}
-            )
+            annotations[side].append({"image_id": image_id, "file_name": f"{image_id}.png", "segments_info": segments})
     for side in annotations:
-        (folder / f"{side}.json").write_text(
-            json.dumps({"annotations": annotations[side], "categories": categories})
-        )
+        (folder / f"{side}.json").write_text(json.dumps({"annotations": annotations[side], "categories": categories}))
     with contextlib.redirect_stdout(io.StringIO()):
-        return pq_compute(
-            str(folder / "gt.json"), str(folder / "pred.json"), str(folder / "gt"), str(folder / "pred")
-        )
+        return pq_compute(str(folder / "gt.json"), str(folder / "pred.json"), str(folder / "gt"), str(folder / "pred"))

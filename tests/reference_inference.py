@@ -52,9 +52,17 @@ def semantic(class_logits, mask_logits, *, padded_size, valid_sizes=None, target
 
 
 def panoptic(
-    class_logits, mask_logits, *, padded_size, valid_sizes=None, target_sizes=None,
-    threshold=0.5, mask_threshold=0.5, overlap_mask_area_threshold=0.8, label_ids_to_fuse=None,
-):  # fmt: skip
+    class_logits,
+    mask_logits,
+    *,
+    padded_size,
+    valid_sizes=None,
+    target_sizes=None,
+    threshold=0.5,
+    mask_threshold=0.5,
+    overlap_mask_area_threshold=0.8,
+    label_ids_to_fuse=None,
+):
     fuse = set(label_ids_to_fuse or ())
     masks = upsampled(mask_logits, padded_size)
     num_classes = class_logits.shape[-1] - 1
@@ -110,9 +118,16 @@ def instance_candidates(class_logits_b, mask_pred, num_queries, mask_threshold=0
 
 
 def instance(
-    class_logits, mask_logits, *, padded_size, valid_sizes=None, target_sizes=None,
-    threshold=0.5, mask_threshold=0.5, overlap_mask_area_threshold=0.8,
-):  # fmt: skip
+    class_logits,
+    mask_logits,
+    *,
+    padded_size,
+    valid_sizes=None,
+    target_sizes=None,
+    threshold=0.5,
+    mask_threshold=0.5,
+    overlap_mask_area_threshold=0.8,
+):
     masks = upsampled(mask_logits, padded_size)
     results = []
     for b, (valid, target) in enumerate(_sizes(len(masks), padded_size, valid_sizes, target_sizes)):
@@ -123,9 +138,10 @@ def instance(
         # Our additions: threshold, non-empty masks, best first; each pixel to the covering instance with the
         # highest score * probability (the earlier one on ties); drop instances mostly hidden by others.
         order = [
-            int(i) for i in torch.argsort(scores, descending=True, stable=True)
+            int(i)
+            for i in torch.argsort(scores, descending=True, stable=True)
             if scores[i] >= threshold and binary[i].any()
-        ]  # fmt: skip
+        ]
         best, winner = torch.full(tuple(target), -1.0), torch.full(tuple(target), -1)
         for n, i in enumerate(order):
             weighted = torch.where(binary[i], scores[i] * probs[i], torch.tensor(-1.0))
@@ -136,8 +152,12 @@ def instance(
             if (winner == n).sum().item() / binary[i].sum().item() >= overlap_mask_area_threshold:
                 segmentation[winner == n] = len(segments)
                 segments.append(
-                    {"id": len(segments), "label_id": int(labels[i]), "was_fused": False,
-                     "score": round(float(scores[i]), 6)}
-                )  # fmt: skip
+                    {
+                        "id": len(segments),
+                        "label_id": int(labels[i]),
+                        "was_fused": False,
+                        "score": round(float(scores[i]), 6),
+                    }
+                )
         results.append({"segmentation": segmentation, "segments_info": segments})
     return results

@@ -16,9 +16,7 @@ def run_script(name: str, argv: list) -> int:
     """Run scripts/<name> with `argv` (any values, made strings); returns its exit status."""
     saved, threads = sys.argv, torch.get_num_threads()
     sys.argv = [str(SCRIPTS / name), *map(str, argv)]
-    torch.set_num_threads(
-        1
-    )  # NOTE: tiny models; on a busy machine a second thread mostly spins (~10x CPU time)
+    torch.set_num_threads(1)  # NOTE: tiny models; on a busy machine a second thread mostly spins (~10x CPU time)
     try:
         runpy.run_path(str(SCRIPTS / name), run_name="__main__")
     except SystemExit as exit_:

@@ -12,7 +12,7 @@ from modeling_maskformer import MaskFormerImageProcessor
 from builders import tiny_model
 
 gr = pytest.importorskip("gradio", reason="needs the [app] extra: pip install -e '.[app]'")
-from modeling_maskformer.app import (  # noqa: E402
+from modeling_maskformer.inference.app import (  # noqa: E402
     TASKS,
     Limits,
     Segmenter,
@@ -27,9 +27,7 @@ from modeling_maskformer.app import (  # noqa: E402
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("app-model")
-    model = tiny_model(
-        id2label={0: "circle", 1: "square", 2: "sky"}, label2id={"circle": 0, "square": 1, "sky": 2}
-    )
+    model = tiny_model(id2label={0: "circle", 1: "square", 2: "sky"}, label2id={"circle": 0, "square": 1, "sky": 2})
     model.save_pretrained(folder)
     MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128}).save_pretrained(folder)
     return folder
@@ -60,9 +58,7 @@ def test_read_upload_checks(tmp_path):
         read_upload(write_image(tmp_path / "heavy.png"), Limits(max_bytes=100), roots=roots)
     with pytest.raises(UploadError, match="at least 32"):
         read_upload(write_image(tmp_path / "thin.png", (100, 10)), roots=roots)
-    shrunk = read_upload(
-        write_image(tmp_path / "wide.png", (400, 100)), Limits(display_side=200), roots=roots
-    )
+    shrunk = read_upload(write_image(tmp_path / "wide.png", (400, 100)), Limits(display_side=200), roots=roots)
     assert shrunk.size == (200, 50)
 
 
@@ -77,7 +73,7 @@ def test_read_upload_refuses_paths_outside_the_upload_folders(tmp_path):
 
 
 def test_segmenter_tasks(model_dir, tmp_path):
-    from modeling_maskformer.app import load_model
+    from modeling_maskformer.inference.app import load_model
 
     segmenter = Segmenter(*load_model(model_dir))
     image = read_upload(write_image(tmp_path / "x.png", (90, 70)), roots=[tmp_path])
@@ -86,11 +82,7 @@ def test_segmenter_tasks(model_dir, tmp_path):
         assert overlay.height >= 70 and overlay.width > 90  # overlay plus legend
         assert all(row[0] in {"circle", "square", "sky"} for row in rows)
         assert sum(row[2] for row in rows) <= 100.01
-        assert (
-            all(row[1] is None for row in rows)
-            if task == "semantic"
-            else all(0 <= row[1] <= 1 for row in rows)
-        )
+        assert all(row[1] is None for row in rows) if task == "semantic" else all(0 <= row[1] <= 1 for row in rows)
     semantic_rows = segmenter(image, "semantic")[1]
     assert abs(sum(row[2] for row in semantic_rows) - 100) < 0.1  # every pixel has a class
     with pytest.raises(UploadError, match="Unknown task"):
@@ -100,9 +92,7 @@ def test_segmenter_tasks(model_dir, tmp_path):
 @pytest.fixture(scope="module")
 def running_app(model_dir):
     demo = build_demo(model_dir, limits=Limits(max_bytes=200_000))
-    _, url, _ = launch(
-        demo, port=None, limits=Limits(max_bytes=200_000), prevent_thread_lock=True, quiet=True
-    )
+    _, url, _ = launch(demo, port=None, limits=Limits(max_bytes=200_000), prevent_thread_lock=True, quiet=True)
     yield url
     demo.close()
 
@@ -135,9 +125,7 @@ def test_visitor_cannot_make_it_read_another_path(running_app, tmp_path):
     for target in (str(secret), "/etc/hostname"):
         assert httpx.get(f"{base}/gradio_api/file={target}").status_code == 403
         # a forged file reference (a path instead of an upload) in an API call
-        payload = {
-            "data": [{"path": target, "meta": {"_type": "gradio.FileData"}}, "semantic", 0.5, 0.5, 0.8]
-        }
+        payload = {"data": [{"path": target, "meta": {"_type": "gradio.FileData"}}, "semantic", 0.5, 0.5, 0.8]}
         event = httpx.post(f"{base}/gradio_api/call/segment", json=payload).json()["event_id"]
         stream = httpx.get(f"{base}/gradio_api/call/segment/{event}", timeout=60).text
         assert "event: error" in stream and "event: complete" not in stream
@@ -147,9 +135,7 @@ def test_upload_size_limit_is_enforced_by_the_server(running_app, tmp_path):
     import httpx
 
     big = tmp_path / "big.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)).save(
-        big
-    )  # ~480 kB
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)).save(big)  # ~480 kB
     assert big.stat().st_size > 200_000
     with big.open("rb") as handle:
         response = httpx.post(f"{running_app.rstrip('/')}/gradio_api/upload", files={"files": handle})

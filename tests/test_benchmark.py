@@ -7,7 +7,7 @@ import json
 import runpy
 from pathlib import Path
 
-from modeling_maskformer.benchmarks.common import TRAIN_IMPLS
+from benchmarks.common import TRAIN_IMPLS
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "run_benchmarks.py"
 
@@ -33,9 +33,7 @@ def test_tiny_benchmark_writes_every_section(tmp_path):
     results = json.loads(output.read_text())
     assert results["summary"] == json.loads(json.dumps(returned["summary"]))
 
-    assert {"cpu_model", "cores", "torch", "torch_threads", "mkldnn_bf16_supported"} <= set(
-        results["machine"]
-    )
+    assert {"cpu_model", "cores", "torch", "torch_threads", "mkldnn_bf16_supported"} <= set(results["machine"])
     forward = results["forward"]["r50"]
     assert {"transformers", "ours", "ours_channels_last"} <= set(forward["seconds"])
     assert forward["max_abs_logit_difference"] < 1e-3  # the conversion kept the weights

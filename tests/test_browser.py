@@ -30,15 +30,21 @@ pytestmark = pytest.mark.skipif(
     reason="no Chromium found (install the OS package: apt-get install -y chromium, or set CHROMIUM_PATH)",
 )
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ID2LABEL = {0: "circle", 1: "square", 2: "sky"}
 
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    from modeling_maskformer.app import build_demo, launch
+    from modeling_maskformer.inference.app import build_demo, launch
 
     folder = tmp_path_factory.mktemp("browser-model")
     tiny_model(id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()}).save_pretrained(folder)
@@ -87,7 +93,7 @@ def table_labels(page) -> list[str]:
 
 
 def legend_has_swatch(picture: Image.Image, photo_width: int, label: str) -> bool:
-    from modeling_maskformer.visualization import class_colour
+    from modeling_maskformer.inference.visualization import class_colour
 
     class_id = {v: k for k, v in ID2LABEL.items()}[label]
     legend = np.asarray(picture)[:, photo_width:].astype(int)
@@ -96,7 +102,7 @@ def legend_has_swatch(picture: Image.Image, photo_width: int, label: str) -> boo
 
 
 def test_upload_segment_and_switch_tasks(page):
-    from modeling_maskformer.app import example_images
+    from modeling_maskformer.inference.app import example_images
 
     photo = next(p for p in example_images() if p.name == "grace_hopper.jpg")
     width = Image.open(photo).width * max(1, -(-256 // min(Image.open(photo).size)))  # draw() enlarges to 256

@@ -18,8 +18,8 @@ import pytest
 
 from modeling_maskformer import MaskFormerImageProcessor
 from modeling_maskformer.cli import run_cli
-from modeling_maskformer.conversion import convert_to_transformers
-from modeling_maskformer.conversion_original import load_original_checkpoint
+from modeling_maskformer.interop.authors_checkpoints import load_original_checkpoint
+from modeling_maskformer.interop.transformers_weights import convert_to_transformers
 
 from builders import tiny_model
 
@@ -78,8 +78,10 @@ def test_bugs_keep_their_traceback_and_ctrl_c_exits_130(monkeypatch, capsys):
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
 def test_every_script_runs_its_main_through_run_cli(script):
     source = script.read_text()
-    fix = (f"scripts/{script.name}: import `from modeling_maskformer.cli import run_cli` and end with "
-           "`run_cli(main)`, so that user errors print one line and exit with status 2")  # fmt: skip
+    fix = (
+        f"scripts/{script.name}: import `from modeling_maskformer.cli import run_cli` and end with "
+        "`run_cli(main)`, so that user errors print one line and exit with status 2"
+    )
     assert "from modeling_maskformer.cli import run_cli" in source, fix
     assert source.rstrip().splitlines()[-1].strip().startswith("run_cli("), fix
 
@@ -112,9 +114,7 @@ def convert(monkeypatch, capsys, *args: str) -> str:
 
 
 def test_converter_refuses_what_transformers_cannot_represent(folders, tmp_path, monkeypatch, capsys):
-    line = convert(
-        monkeypatch, capsys, "--to", "transformers", str(folders / "pre-norm"), str(tmp_path / "out")
-    )
+    line = convert(monkeypatch, capsys, "--to", "transformers", str(folders / "pre-norm"), str(tmp_path / "out"))
     assert "transformers' MaskFormer cannot represent this model: pre_norm=True" in line
 
 
@@ -215,11 +215,15 @@ def test_pickles_that_allocate_are_refused_before_allocating(name, tmp_path):
 def test_checkpoints_of_every_protocol_load_alike(protocol, tmp_path):
     """Protocol 2 writes `__builtin__.set`, `__builtin__.bytearray` and `_codecs.encode`; they are mapped as
     pickle itself maps them, so the same checkpoint loads whatever the protocol."""
-    weights = OrderedDict(
-        w=np.arange(6, dtype=np.float32).reshape(2, 3), b=np.ones(3), n=np.array(7, np.int64)
-    )
-    checkpoint = {"model": weights, "tags": {"a", "b"}, "frozen": frozenset([1]), "raw": bytearray(b"xy"),
-                  "scalar": np.float32(2.5), "__author__": "test"}  # fmt: skip
+    weights = OrderedDict(w=np.arange(6, dtype=np.float32).reshape(2, 3), b=np.ones(3), n=np.array(7, np.int64))
+    checkpoint = {
+        "model": weights,
+        "tags": {"a", "b"},
+        "frozen": frozenset([1]),
+        "raw": bytearray(b"xy"),
+        "scalar": np.float32(2.5),
+        "__author__": "test",
+    }
     path = tmp_path / "model_final.pkl"
     path.write_bytes(pickle.dumps(checkpoint, protocol=protocol))
     state = load_original_checkpoint(path)

@@ -124,9 +124,14 @@ def test_an_unknown_folder_lists_every_layout_and_a_coco_export_is_never_called_
     (root / "annotations").rmdir()  # images/ + two JSON files beside it: no known layout
     with pytest.raises(ValueError) as error:
         detect_folder_layout(root)
-    for marker in ("annotations/panoptic_<subset>.json", "annotations/instances_<subset>.json",
-                   "<subset>/_annotations.coco.json", "result.json + images/", "images/ + annotations/",
-                   "dataset_dict.json"):  # fmt: skip
+    for marker in (
+        "annotations/panoptic_<subset>.json",
+        "annotations/instances_<subset>.json",
+        "<subset>/_annotations.coco.json",
+        "result.json + images/",
+        "images/ + annotations/",
+        "dataset_dict.json",
+    ):
         assert marker in str(error.value)
 
 
@@ -161,8 +166,9 @@ def test_every_encoding_decodes_to_the_masks_that_were_written(tmp_path):
         annotations = [a for a in payload["annotations"] if a["image_id"] == index + 1]
         instances = dataset[index]["instances"]
         assert len(objects) == len(annotations) == len(instances["masks"])
-        for obj, annotation, mask, label, crowd in zip(objects, annotations, instances["masks"], instances["labels"],
-                                                       instances["iscrowd"]):  # fmt: skip
+        for obj, annotation, mask, label, crowd in zip(
+            objects, annotations, instances["masks"], instances["labels"], instances["iscrowd"]
+        ):
             assert label == obj["class"] and crowd == obj["iscrowd"]
             segmentation = annotation["segmentation"]
             kind = (
@@ -173,19 +179,13 @@ def test_every_encoding_decodes_to_the_masks_that_were_written(tmp_path):
                 else "uncompressed"
             )
             kinds.add(kind)
-            if (
-                kind == "polygon"
-            ):  # rasterised within a pixel of the shape (polygon vertices lie on pixel corners)
-                assert (binary_erosion(obj["mask"]) <= mask).all() and (
-                    mask <= binary_dilation(obj["mask"])
-                ).all()
+            if kind == "polygon":  # rasterised within a pixel of the shape (polygon vertices lie on pixel corners)
+                assert (binary_erosion(obj["mask"]) <= mask).all() and (mask <= binary_dilation(obj["mask"])).all()
             else:
                 assert np.array_equal(mask, obj["mask"]), kind
         if len(instances["masks"]) > 1:
             overlaps += int((instances["masks"][0] & instances["masks"][1]).any())
-        assert np.array_equal(
-            instance_masks(dataset[index])[1], instances["labels"][instances["iscrowd"] == 0]
-        )
+        assert np.array_equal(instance_masks(dataset[index])[1], instances["labels"][instances["iscrowd"] == 0])
     assert kinds == {"polygon", "rle", "uncompressed"} and overlaps >= 2
 
 
@@ -193,14 +193,15 @@ def test_a_plain_json_and_image_folder_like_register_coco_instances(tmp_path):
     root = write_official(tmp_path / "coco", {"val2017": 3})
     dataset = load_coco_instances(root / "annotations" / "instances_val2017.json", root / "val2017")
     assert len(dataset) == 3 and dataset[0]["instances"]["masks"].dtype == bool
-    with pytest.raises(FileNotFoundError, match=r"instances_val2017.json: none of its 3 images is in .*file_name "
-                                                 r"'000000000001.jpg' is not .*--image_root DIR"):  # fmt: skip
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"instances_val2017.json: none of its 3 images is in .*file_name "
+        r"'000000000001.jpg' is not .*--image_root DIR",
+    ):
         load_coco_instances(root / "annotations" / "instances_val2017.json", tmp_path)
     (root / "val2017" / "000000000002.jpg").unlink()  # one missing: found by the data check (or when read)
     missing = load_coco_instances(root / "annotations" / "instances_val2017.json", root / "val2017")
-    with pytest.raises(
-        FileNotFoundError, match=r"000000000002.jpg.*image not found \(file_name '000000000002.jpg'"
-    ):
+    with pytest.raises(FileNotFoundError, match=r"000000000002.jpg.*image not found \(file_name '000000000002.jpg'"):
         missing[1]
 
 
@@ -220,14 +221,19 @@ def test_images_are_turned_upright_by_their_exif_orientation(tmp_path):
 def test_overlapping_objects_stay_whole_through_augmentation_and_collation(tmp_path):
     root = write_official(tmp_path / "coco", {"train2017": 12})
     dataset = build_dataset(root, "train")
-    index = next(i for i in range(len(dataset)) if len(instance_masks(dataset[i])[0]) > 1
-                 and (instance_masks(dataset[i])[0][0] & instance_masks(dataset[i])[0][1]).any())  # fmt: skip
+    index = next(
+        i
+        for i in range(len(dataset))
+        if len(instance_masks(dataset[i])[0]) > 1
+        and (instance_masks(dataset[i])[0][0] & instance_masks(dataset[i])[0][1]).any()
+    )
     training = TrainingSet(dataset, Augmentation(64, 1.0, 1.0, 1.0), seed=0)
     image, masks, classes = training[index]
     assert masks.dtype == torch.bool and masks.shape[1:] == image.shape[1:] and len(masks) == len(classes)
     assert (masks[0] & masks[1]).any()  # both objects keep the pixels they share
-    processor = MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 256}, ignore_index=255,
-                                         do_reduce_labels=False, num_labels=3)  # fmt: skip
+    processor = MaskFormerImageProcessor(
+        size={"shortest_edge": 64, "longest_edge": 256}, ignore_index=255, do_reduce_labels=False, num_labels=3
+    )
     batch = MaskFormerCollator(processor, mask_dtype=torch.bool)([training[index], training[0]])
     assert torch.equal(batch["mask_labels"][0], masks) and torch.equal(batch["class_labels"][0], classes)
     evaluation = MaskFormerCollator(processor)([dataset[index]])  # dataset items: resized with the image
@@ -254,9 +260,7 @@ def test_mask_ap_equals_cocoeval_on_the_same_predictions(tmp_path, capsys):
     """Predictions near the ground truth (shifted masks, some with the wrong class, some spurious), scored by our
     metric on the loader's ground truth and by COCOeval on the JSON file itself: crowd regions, overlapping
     objects, sparse category ids and COCO's areas included."""
-    root = write_official(
-        tmp_path / "coco", {"val2017": 16}, size=(224, 224)
-    )  # small, medium and large objects
+    root = write_official(tmp_path / "coco", {"val2017": 16}, size=(224, 224))  # small, medium and large objects
     json_path = root / "annotations" / "instances_val2017.json"
     dataset = build_dataset(root, "val")
     rng = np.random.default_rng(0)
@@ -277,8 +281,14 @@ def test_mask_ap_equals_cocoeval_on_the_same_predictions(tmp_path, capsys):
         for mask, label, score in zip(masks, labels, scores):
             rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
             rle["counts"] = rle["counts"].decode("ascii")
-            results.append({"image_id": int(item["image_id"]), "category_id": dataset.label_to_category_id[label],
-                            "segmentation": rle, "score": float(score)})  # fmt: skip
+            results.append(
+                {
+                    "image_id": int(item["image_id"]),
+                    "category_id": dataset.label_to_category_id[label],
+                    "segmentation": rle,
+                    "score": float(score),
+                }
+            )
     ours = metric.compute()
     reference = cocoeval_stats(json_path, results)
     print(
@@ -325,10 +335,7 @@ def test_a_longer_run_learns_instance_segmentation(tmp_path):
     """600 steps (about 1 minute on an idle core): mask AP 0.36 measured on AMD EPYC with AVX-512, 0.32 AVX2 only."""
     root = write_official(tmp_path / "coco", {"train2017": 48, "val2017": 12})
     model = save_tiny_model(tmp_path / "tiny")
-    assert (
-        run_script("train_maskformer.py", train_argv(root, model, tmp_path / "run", 600, "--eval_steps", 200))
-        == 0
-    )
+    assert run_script("train_maskformer.py", train_argv(root, model, tmp_path / "run", 600, "--eval_steps", 200)) == 0
     evaluations = [entry["eval"] for entry in history(tmp_path / "run") if "eval" in entry]
     print(evaluations)
     assert len(evaluations) == 3 and evaluations[-1]["mask_ap"] > 0.25 and evaluations[-1]["mask_ap50"] > 0.4
@@ -336,8 +343,10 @@ def test_a_longer_run_learns_instance_segmentation(tmp_path):
 
 def test_evaluating_the_trained_model_reports_mask_ap_like_training_did(official_run, tmp_path, capsys):
     root, run = official_run
-    status = run_script("evaluate_maskformer.py", ["--model", run, "--dataset", root, "--split", "val",
-                                                   "--output_json", tmp_path / "metrics.json"])  # fmt: skip
+    status = run_script(
+        "evaluate_maskformer.py",
+        ["--model", run, "--dataset", root, "--split", "val", "--output_json", tmp_path / "metrics.json"],
+    )
     assert status == 0
     results = json.loads((tmp_path / "metrics.json").read_text())
     assert set(results) == {"instance"}  # no mIoU or PQ: instance data has neither
@@ -361,13 +370,20 @@ def test_our_evaluator_equals_cocoeval_on_a_trained_models_predictions(official_
         with torch.no_grad():
             outputs = model(**processor([item["image"]], return_tensors="pt"))
         evaluator.update(processor, outputs, [item])
-        [prediction] = processor.post_process_instance_segmentation(outputs, threshold=0.0, target_sizes=[(64, 64)],
-                                                                    return_binary_maps=True)  # fmt: skip
+        [prediction] = processor.post_process_instance_segmentation(
+            outputs, threshold=0.0, target_sizes=[(64, 64)], return_binary_maps=True
+        )
         for mask, segment in zip(prediction["segmentation"], prediction["segments_info"]):
             rle = mask_utils.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
             rle["counts"] = rle["counts"].decode("ascii")
-            results.append({"image_id": int(item["image_id"]), "segmentation": rle, "score": segment["score"],
-                            "category_id": dataset.label_to_category_id[segment["label_id"]]})  # fmt: skip
+            results.append(
+                {
+                    "image_id": int(item["image_id"]),
+                    "segmentation": rle,
+                    "score": segment["score"],
+                    "category_id": dataset.label_to_category_id[segment["label_id"]],
+                }
+            )
     ours = evaluator.compute()["instance"]
     reference = cocoeval_stats(root / "annotations" / "instances_val2017.json", results)
     for key, value in zip(("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large"), reference):
@@ -387,8 +403,10 @@ def test_each_exporters_folder_trains_and_evaluates_from_the_command_line(layout
         assert run_script("train_maskformer.py", train_argv(root, model, tmp_path / "run", 2, *splits)) == 0
     logged = caplog.text
     # The data line names the data kind and where the classes come from; the label convention is not used.
-    assert "instance annotations (COCO JSON), classes from the JSON's categories; 3 classes (square, disc, bar), 3 of " \
-           "them things" in logged  # fmt: skip
+    assert (
+        "instance annotations (COCO JSON), classes from the JSON's categories; 3 classes (square, disc, bar), 3 of "
+        "them things" in logged
+    )
     assert "panoptic" not in logged and "--label_convention" not in logged
     # Each split line and its crowd count once, the count of that split's own images (the file has 3 when it has 10).
     crowd = {split: int(count) for split, count in re.findall(r"split '(\w+)': (\d+) crowd region", logged)}

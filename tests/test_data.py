@@ -64,9 +64,7 @@ def test_ade_reduce_labels_and_flat_layout_and_object_info(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "annotations").mkdir()
     Image.new("RGB", (4, 2)).save(tmp_path / "images/a.jpg")
-    Image.fromarray(np.array([[0, 1, 2, 255], [3, 3, 1, 0]], dtype=np.uint8)).save(
-        tmp_path / "annotations/a.png"
-    )
+    Image.fromarray(np.array([[0, 1, 2, 255], [3, 3, 1, 0]], dtype=np.uint8)).save(tmp_path / "annotations/a.png")
     (tmp_path / "objectInfo150.csv").write_text(
         "Idx,Ratio,Train,Val,Name\n1,0.1,1,1,wall\n2,0.1,1,1,building;edifice\n3,0.1,1,1,sky\n"
     )
@@ -138,9 +136,7 @@ def test_coco_sparse_category_ids_become_contiguous(tmp_path):
     item = ds[0]
     assert [s["category_id"] for s in item["segments_info"]] == [1, 2, 0]
     np.testing.assert_array_equal(item["panoptic_ids"], IDS)
-    np.testing.assert_array_equal(
-        item["semantic"], [[255, 1, 1], [2, 2, 0]]
-    )  # void -> 255, crowd keeps class
+    np.testing.assert_array_equal(item["semantic"], [[255, 1, 1], [2, 2, 0]])  # void -> 255, crowd keeps class
 
     instance_map, mapping = to_instance_targets(item)
     np.testing.assert_array_equal(instance_map, [[255, 1, 1], [2, 2, 255]])  # void and crowd ignored
@@ -193,9 +189,7 @@ def test_hf_parquet_folder_with_val_split_name(shapes, tmp_path):
 def test_hf_unknown_columns_error_lists_them():
     import datasets
 
-    hf = datasets.Dataset.from_dict(
-        {"picture": [Image.new("RGB", (2, 2))], "target": [Image.new("L", (2, 2))]}
-    )
+    hf = datasets.Dataset.from_dict({"picture": [Image.new("RGB", (2, 2))], "target": [Image.new("L", (2, 2))]})
     with pytest.raises(ValueError, match=r"image column.*columns are \['picture', 'target'\]"):
         load_hf_dataset(hf)
     ds = load_hf_dataset(hf, image_column="picture", label_column="target", num_labels=1, reduce_labels=True)
@@ -215,9 +209,7 @@ def test_build_dataset_dispatch(exported):
 def test_instance_targets_feed_the_image_processor(exported):
     from transformers import MaskFormerImageProcessor
 
-    processor = MaskFormerImageProcessor(
-        do_resize=False, do_normalize=False, ignore_index=255, do_reduce_labels=False
-    )
+    processor = MaskFormerImageProcessor(do_resize=False, do_normalize=False, ignore_index=255, do_reduce_labels=False)
     for ds in (
         build_dataset(exported / "coco", "train"),
         build_dataset(exported / "ade", "train", reduce_labels=True),
@@ -236,9 +228,7 @@ def test_instance_targets_feed_the_image_processor(exported):
             expected = {s["id"]: s["category_id"] for s in item["segments_info"]}
             assert sorted(classes) == sorted(expected.values())
             for mask, cls in zip(masks, classes):
-                (segment_id,) = np.unique(
-                    item["panoptic_ids"][mask[: instance_map.shape[0], : instance_map.shape[1]]]
-                )
+                (segment_id,) = np.unique(item["panoptic_ids"][mask[: instance_map.shape[0], : instance_map.shape[1]]])
                 assert expected[segment_id] == cls
         else:  # semantic: one mask per class present
             assert classes == sorted(np.unique(item["semantic"]).tolist())
@@ -320,16 +310,12 @@ def test_segments_and_png_must_agree(tmp_path):
     ds = load_coco_panoptic_folder(
         _write_coco(tmp_path / "a", categories=SPARSE_CATEGORIES, segments_info=extra, ids=IDS), "val"
     )
-    with pytest.raises(
-        ValueError, match=r"x.png: segment id\(s\) \[42\] in segments_info are absent from the PNG"
-    ):
+    with pytest.raises(ValueError, match=r"x.png: segment id\(s\) \[42\] in segments_info are absent from the PNG"):
         ds[0]
     ds = load_coco_panoptic_folder(
         _write_coco(tmp_path / "b", categories=SPARSE_CATEGORIES, segments_info=SEGMENTS[:2], ids=IDS), "val"
     )
-    with pytest.raises(
-        ValueError, match=r"x.png: segment id\(s\) \[5\] in the PNG are missing from segments_info"
-    ):
+    with pytest.raises(ValueError, match=r"x.png: segment id\(s\) \[5\] in the PNG are missing from segments_info"):
         ds.validate()
 
 
@@ -468,9 +454,7 @@ def test_ade_label_reduction_matches_evaluates_mean_iou(mode):
 
     values = np.random.default_rng(0).integers(0, 256, (37, 53)).astype(np.uint8)
     values[0, :3] = [0, 1, 255]
-    image = (
-        Image.fromarray(values).convert(mode) if mode != "I;16" else Image.fromarray(values.astype(np.uint16))
-    )
+    image = Image.fromarray(values).convert(mode) if mode != "I;16" else Image.fromarray(values.astype(np.uint16))
     label = values.astype(np.int64)
     label[label == 0] = 255
     label = label - 1

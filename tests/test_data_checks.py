@@ -41,8 +41,13 @@ def break_files(root: Path) -> dict[str, Path]:
     Image.fromarray(np.full((64, 64), 300, np.uint16)).save(labels[7])  # 16-bit PNG, label 300 of 9 classes
     Image.new("L", (48, 64)).save(labels[9])  # the annotation of another image size
     images[11].write_bytes(b"not an image")
-    return {"truncated": images[3], "colour": labels[5], "out of range": labels[7], "size": labels[9],
-            "not an image": images[11]}  # fmt: skip
+    return {
+        "truncated": images[3],
+        "colour": labels[5],
+        "out of range": labels[7],
+        "size": labels[9],
+        "not an image": images[11],
+    }
 
 
 def test_every_problem_is_reported_at_once_naming_each_file(tmp_path, caplog):
@@ -52,14 +57,20 @@ def test_every_problem_is_reported_at_once_naming_each_file(tmp_path, caplog):
     with caplog.at_level(logging.ERROR, logger="modeling_maskformer"), pytest.raises(DataCheckError) as error:
         check_dataset(dataset)
     message = str(error.value)
-    assert message.startswith("the data check found 5 problem(s) in 5 of 80 items of the data; fix them, or pass "
-                              "--skip_bad_items")  # fmt: skip
+    assert message.startswith(
+        "the data check found 5 problem(s) in 5 of 80 items of the data; fix them, or pass --skip_bad_items"
+    )
     assert len(error.value.problems) == 5
     for kind, path in broken.items():
         [line] = [p for p in error.value.problems if p.startswith(str(path))]
         assert line in caplog.text, kind  # logged too: a command line shows every problem, not only the first
-    reasons = {"truncated": "truncated", "colour": "mode RGB", "out of range": "label(s) [299] outside 0..8",
-               "size": "annotation size 48x64", "not an image": "cannot decode"}  # fmt: skip
+    reasons = {
+        "truncated": "truncated",
+        "colour": "mode RGB",
+        "out of range": "label(s) [299] outside 0..8",
+        "size": "annotation size 48x64",
+        "not an image": "cannot decode",
+    }
     for kind, reason in reasons.items():
         assert any(p.startswith(str(broken[kind])) and reason in p for p in error.value.problems), kind
     with pytest.raises(DataCheckError) as one_core:
@@ -73,11 +84,10 @@ def test_skip_bad_items_keeps_the_rest_with_their_metadata(tmp_path, caplog):
     dataset = build_dataset(root, ALL_OF_TRAINING, reduce_labels=True, id2label=NINE_CLASSES)
     with caplog.at_level(logging.WARNING, logger="modeling_maskformer"):
         kept = check_dataset(dataset, skip_bad_items=True, num_workers=1)
-    assert (
-        len(kept) == 15 and kept.id2label == NINE_CLASSES and kept.reduce_labels and kept.task == "semantic"
-    )
-    assert [kept[i]["image_id"] for i in range(len(kept))] == [dataset[i]["image_id"] for i in range(20)
-                                                                if i not in (3, 5, 7, 9, 11)]  # fmt: skip
+    assert len(kept) == 15 and kept.id2label == NINE_CLASSES and kept.reduce_labels and kept.task == "semantic"
+    assert [kept[i]["image_id"] for i in range(len(kept))] == [
+        dataset[i]["image_id"] for i in range(20) if i not in (3, 5, 7, 9, 11)
+    ]
     assert caplog.text.count("--skip_bad_items: leaving out") == 5 and all(
         str(p) in caplog.text for p in broken.values()
     )
@@ -93,9 +103,7 @@ def test_the_report_is_capped(tmp_path, caplog):
     with pytest.raises(DataCheckError) as error:
         check_dataset(dataset, max_reported=4, num_workers=1, skip_bad_items=True)  # all bad: still an error
     lines = str(error.value).splitlines()
-    assert (
-        "12 problem(s) in 12 of 12 items" in lines[0] and "fix them." in lines[0] and "skip" not in lines[0]
-    )
+    assert "12 problem(s) in 12 of 12 items" in lines[0] and "fix them." in lines[0] and "skip" not in lines[0]
     assert len(lines) == 1 + 4 + 1 and lines[-1] == "... (and 8 more)"
     assert len(error.value.problems) == 12
 
@@ -147,10 +155,7 @@ def test_labels_that_are_only_0_and_255_warn_that_255_is_ignored(tmp_path, caplo
     with caplog.at_level(logging.WARNING, logger="modeling_maskformer"):
         check_dataset(dataset, num_workers=1, name="the 'train' split")
     # the loader judged a sample of the files; the check judges every one
-    assert (
-        "the 'train' split (every label map checked): the label maps hold only the values 0 and 255"
-        in caplog.text
-    )
+    assert "the 'train' split (every label map checked): the label maps hold only the values 0 and 255" in caplog.text
     assert "255 means 'ignored'" in caplog.text and "map 255 to 1" in caplog.text
 
 
@@ -166,18 +171,14 @@ def test_coco_problems_are_reported_at_once(tmp_path):
     data = (root / "train2017" / "000000000007.jpg").read_bytes()
     (root / "train2017" / "000000000007.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(DataCheckError) as error:
-        check_dataset(
-            build_dataset(root, "train2017"), num_workers=1
-        )  # all of it: no validation split held out
+        check_dataset(build_dataset(root, "train2017"), num_workers=1)  # all of it: no validation split held out
     problems = error.value.problems
     assert len(problems) == 4
     assert any(
-        "000000000002.jpg (image id 2 of" in p and "is 64x64 (WxH) but the JSON says 80x64" in p
-        for p in problems
+        "000000000002.jpg (image id 2 of" in p and "is 64x64 (WxH) but the JSON says 80x64" in p for p in problems
     )
     assert any(
-        "annotation id" in p and "RLE size [32, 32] (HxW) differs from the image's [64, 64]" in p
-        for p in problems
+        "annotation id" in p and "RLE size [32, 32] (HxW) differs from the image's [64, 64]" in p for p in problems
     )
     assert any("000000000005.jpg" in p and "image not found" in p for p in problems)
     assert any("000000000007.jpg: cannot decode the image" in p for p in problems)
@@ -190,15 +191,31 @@ def test_coco_problems_are_reported_at_once(tmp_path):
 def test_the_training_command_line_refuses_bad_data_listing_every_file(tmp_path, capsys):
     root = ade_folder(tmp_path / "ade", 12)
     broken = break_files(root)
-    argv = ["--dataset", root, "--label_convention", "ade", "--model_preset", "demo", "--output_dir", tmp_path / "run",
-            "--max_train_steps", 1, "--crop_size", 64, "--train_split", ALL_OF_TRAINING, "--eval_split",
-            ALL_OF_TRAINING]  # fmt: skip
+    argv = [
+        "--dataset",
+        root,
+        "--label_convention",
+        "ade",
+        "--model_preset",
+        "demo",
+        "--output_dir",
+        tmp_path / "run",
+        "--max_train_steps",
+        1,
+        "--crop_size",
+        64,
+        "--train_split",
+        ALL_OF_TRAINING,
+        "--eval_split",
+        ALL_OF_TRAINING,
+    ]
     status = run_script("train_maskformer.py", argv)
     err = capsys.readouterr().err
     assert status == 2
     last = err.strip().splitlines()[-1]
-    assert last.startswith("train_maskformer.py: error: the data check found 5 problem(s) in 5 of 12 items of the "
-                           "'train[:100%]' split")  # fmt: skip
+    assert last.startswith(
+        "train_maskformer.py: error: the data check found 5 problem(s) in 5 of 12 items of the 'train[:100%]' split"
+    )
     for path in broken.values():
         assert str(path) in err  # each problem on its own line above the error
 

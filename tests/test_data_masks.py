@@ -27,18 +27,61 @@ from tiny_training import save_tiny_model
 
 # Pascal VOC 2012's classes and the colours of its palette PNGs (VOCdevkit's VOCcode/VOClabelcolormap.m), written
 # out here as the reference.
-VOC_NAMES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-             "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]  # fmt: skip
-VOC_COLOURS = [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128), (0, 128, 128),
-               (128, 128, 128), (64, 0, 0), (192, 0, 0), (64, 128, 0), (192, 128, 0), (64, 0, 128), (192, 0, 128),
-               (64, 128, 128), (192, 128, 128), (0, 64, 0), (128, 64, 0), (0, 192, 0), (128, 192, 0), (0, 64, 128)]  # fmt: skip
+VOC_NAMES = [
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+]
+VOC_COLOURS = [
+    (0, 0, 0),
+    (128, 0, 0),
+    (0, 128, 0),
+    (128, 128, 0),
+    (0, 0, 128),
+    (128, 0, 128),
+    (0, 128, 128),
+    (128, 128, 128),
+    (64, 0, 0),
+    (192, 0, 0),
+    (64, 128, 0),
+    (192, 128, 0),
+    (64, 0, 128),
+    (192, 0, 128),
+    (64, 128, 128),
+    (192, 128, 128),
+    (0, 64, 0),
+    (128, 64, 0),
+    (0, 192, 0),
+    (128, 192, 0),
+    (0, 64, 128),
+]
 VOC_VOID = (224, 224, 192)
 
 
 @pytest.fixture(scope="module")
 def shapes():
-    return {"train": SyntheticShapes("train", 6, image_size=64, seed=3),
-            "validation": SyntheticShapes("validation", 2, image_size=64, seed=3)}  # fmt: skip
+    return {
+        "train": SyntheticShapes("train", 6, image_size=64, seed=3),
+        "validation": SyntheticShapes("validation", 2, image_size=64, seed=3),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +130,7 @@ def test_voc_colormap_is_pascal_vocs():
 
 def test_palette_decoding_equals_a_per_pixel_lookup(tmp_path):
     path = tmp_path / "palette.json"
-    path.write_text(
-        json.dumps({"road": [128, 64, 128], "car": [[0, 0, 142], [0, 0, 70]], "__ignore__": [0, 0, 0]})
-    )
+    path.write_text(json.dumps({"road": [128, 64, 128], "car": [[0, 0, 142], [0, 0, 70]], "__ignore__": [0, 0, 0]}))
     palette = read_palette(path)
     assert palette.names == ["road", "car"]
     rng = np.random.default_rng(0)
@@ -100,8 +141,11 @@ def test_palette_decoding_equals_a_per_pixel_lookup(tmp_path):
     np.testing.assert_array_equal(palette.decode(Image.fromarray(mask), source="m.png"), expected)
     mask[3, 4:7] = (1, 2, 3)
     mask[5, 5] = (9, 9, 9)
-    with pytest.raises(ValueError, match=r"m.png: 3 pixels have colour \(1, 2, 3\), which .*palette.json does not list "
-                                         r"and 1 other unlisted colour\(s\), 1 pixels.*__unlisted__"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"m.png: 3 pixels have colour \(1, 2, 3\), which .*palette.json does not list "
+        r"and 1 other unlisted colour\(s\), 1 pixels.*__unlisted__",
+    ):
         palette.decode(mask, source="m.png")
     path.write_text(json.dumps({"road": [128, 64, 128], "car": [0, 0, 142], "__unlisted__": "ignore"}))
     assert read_palette(path).decode(mask, source="m.png")[3, 4] == 255
@@ -137,9 +181,7 @@ def test_cvat_export_classes_come_from_the_labelmap(shapes, tmp_path, caplog):
     expected = write_cvat_export(tmp_path / "cvat", shapes, {"Train": "train", "Validation": "validation"})
     assert detect_folder_layout(tmp_path / "cvat") == "cvat_mask"
     train = build_dataset(tmp_path / "cvat", "train")
-    assert list(train.id2label.values()) == sorted(
-        ["background", *CVAT_COLOURS]
-    )  # labelmap order, background first
+    assert list(train.id2label.values()) == sorted(["background", *CVAT_COLOURS])  # labelmap order, background first
     assert train.reduce_labels is False and len(train) == 6 and train.task == "semantic"
     for index in range(len(train)):
         item = train[index]
@@ -160,9 +202,7 @@ def test_cvat_export_without_images_says_to_tick_save_images(shapes, tmp_path):
     write_cvat_export(tmp_path, shapes, {"default": "validation"})
     for image in (tmp_path / "JPEGImages").iterdir():
         image.unlink()
-    with pytest.raises(
-        FileNotFoundError, match="no images in .*JPEGImages. CVAT writes them only when 'Save images'"
-    ):
+    with pytest.raises(FileNotFoundError, match="no images in .*JPEGImages. CVAT writes them only when 'Save images'"):
         build_dataset(tmp_path, "default")
 
 
@@ -178,9 +218,7 @@ def test_cvat_journey_train_and_evaluate(shapes, tiny_folder, tmp_path, monkeypa
         results = train_then_evaluate(tiny_folder, tmp_path / "cvat", tmp_path, monkeypatch, capsys)
     # No flag was given, and none applies: the line says what fixed the labels (not "--label_convention as_is").
     labelmap = tmp_path / "cvat" / "labelmap.txt"
-    assert f"semantic annotations, labels as the colours of {labelmap} defines them" in _data_line(
-        caplog.text
-    )
+    assert f"semantic annotations, labels as the colours of {labelmap} defines them" in _data_line(caplog.text)
     assert "--label_convention as_is" not in caplog.text
     training = caplog.text.split("stopping at step")[0]  # the training run's lines (evaluation says it again)
     (classes,) = [line for line in training.splitlines() if "'Segmentation mask' export" in line]
@@ -189,9 +227,7 @@ def test_cvat_journey_train_and_evaluate(shapes, tiny_folder, tmp_path, monkeypa
     )
     names = sorted(["background", *CVAT_COLOURS])
     assert list(saved_id2label(tmp_path / "model").values()) == names
-    assert (
-        set(results["semantic"]["per_class_iou"]) == set(names) and 0 <= results["semantic"]["mean_iou"] <= 1
-    )
+    assert set(results["semantic"]["per_class_iou"]) == set(names) and 0 <= results["semantic"]["mean_iou"] <= 1
 
 
 # -- Pascal VOC -------------------------------------------------------------------------------------------------
@@ -203,21 +239,18 @@ def test_pascal_voc_is_recognised_and_named(shapes, tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         train = build_dataset(root, "train")
     assert list(train.id2label.values()) == VOC_NAMES and train.thing_ids == list(range(1, 21))
-    assert (
-        "Pascal VOC (a folder named like VOC2012 whose masks carry VOC's palette): its 21 classes"
-        in caplog.text
-    )
+    assert "Pascal VOC (a folder named like VOC2012 whose masks carry VOC's palette): its 21 classes" in caplog.text
     item = train[1]
     np.testing.assert_array_equal(item["semantic"], expected[item["image_id"]])
     assert [len(build_dataset(root, s)) for s in ("val", "trainval", "train[:50%]")] == [2, 8, 3]
-    validation = build_dataset(
-        root, "val", id2label=train.id2label
-    )  # as the training loop reads its eval split
+    validation = build_dataset(root, "val", id2label=train.id2label)  # as the training loop reads its eval split
     assert validation.thing_ids == train.thing_ids
     reduced = build_dataset(root, "val", reduce_labels=True)  # explicit: background ignored, names shift
     assert reduced.id2label[0] == "aeroplane" and reduced.num_labels == 20
-    np.testing.assert_array_equal(reduced[0]["semantic"], np.where(expected[reduced[0]["image_id"]] == 255, 255,
-                                                                   expected[reduced[0]["image_id"]] - 1))  # fmt: skip
+    np.testing.assert_array_equal(
+        reduced[0]["semantic"],
+        np.where(expected[reduced[0]["image_id"]] == 255, 255, expected[reduced[0]["image_id"]] - 1),
+    )
 
 
 def test_a_voc_layout_without_names_asks_for_them(shapes, tmp_path):
@@ -225,9 +258,7 @@ def test_a_voc_layout_without_names_asks_for_them(shapes, tmp_path):
     with pytest.raises(ValueError, match=r"no class names .*not Pascal VOC itself.*pass --id2label FILE"):
         build_dataset(tmp_path / "my_export", "train")
     (tmp_path / "names.json").write_text(json.dumps({str(i): f"class {i}" for i in range(19)}))
-    assert (
-        build_dataset(tmp_path / "my_export", "train", id2label_file=tmp_path / "names.json").num_labels == 19
-    )
+    assert build_dataset(tmp_path / "my_export", "train", id2label_file=tmp_path / "names.json").num_labels == 19
     # A colour mask in a VOC layout without labelmap.txt points at --palette.
     mask = tmp_path / "my_export" / "SegmentationClass" / "2012_0000000.png"
     Image.open(mask).convert("RGB").save(mask)
@@ -257,9 +288,7 @@ def _ade_colour_folder(root: Path, shapes, colours: dict[str, tuple]) -> None:
         for item in (shapes[split][i] for i in range(len(shapes[split]))):
             table = np.array([colours[shapes[split].id2label[c]] for c in range(9)], dtype=np.uint8)
             item["image"].save(root / "images" / folder / f"{item['image_id']}.jpg")
-            Image.fromarray(table[item["semantic"]]).save(
-                root / "annotations" / folder / f"{item['image_id']}.png"
-            )
+            Image.fromarray(table[item["semantic"]]).save(root / "annotations" / folder / f"{item['image_id']}.png")
 
 
 def test_palette_journey_on_an_ade_like_folder_of_colour_masks(
@@ -278,8 +307,9 @@ def test_palette_journey_on_an_ade_like_folder_of_colour_masks(
     palette = {name: list(colour) for name, colour in CVAT_COLOURS.items()}
     (tmp_path / "palette.json").write_text(json.dumps(palette))
     with caplog.at_level(logging.INFO, logger="modeling_maskformer"):
-        results = train_then_evaluate(tiny_folder, tmp_path / "data", tmp_path, monkeypatch, capsys, "--palette",
-                                      tmp_path / "palette.json")  # fmt: skip
+        results = train_then_evaluate(
+            tiny_folder, tmp_path / "data", tmp_path, monkeypatch, capsys, "--palette", tmp_path / "palette.json"
+        )
     line = _data_line(caplog.text)
     assert (
         f"labels as the colours of {tmp_path / 'palette.json'} defines them" in line
@@ -292,8 +322,17 @@ def test_palette_journey_on_an_ade_like_folder_of_colour_masks(
     # A colour missing from the palette: one line naming the file, the colour and its pixel count.
     palette["sky"] = [1, 2, 3]
     (tmp_path / "palette.json").write_text(json.dumps(palette))
-    code, err = run(EVALUATE, "--model", tmp_path / "model", "--dataset", tmp_path / "data", "--palette",
-                    tmp_path / "palette.json", monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
+    code, err = run(
+        EVALUATE,
+        "--model",
+        tmp_path / "model",
+        "--dataset",
+        tmp_path / "data",
+        "--palette",
+        tmp_path / "palette.json",
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+    )
     line = error_line(EVALUATE, err)
     assert code == 2 and "validation_00000" in line and "pixels have colour (51, 221, 255), which" in line
 
@@ -306,8 +345,17 @@ def test_jpeg_labels_are_refused_with_the_reason(shapes, tiny_folder, tmp_path, 
     for png in (tmp_path / "ade" / "annotations" / "validation").iterdir():
         Image.open(png).save(png.with_suffix(".jpg"))
         png.unlink()
-    code, err = run(EVALUATE, "--model", tiny_folder, "--dataset", tmp_path / "ade", "--label_convention", "ade",
-                    monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
+    code, err = run(
+        EVALUATE,
+        "--model",
+        tiny_folder,
+        "--dataset",
+        tmp_path / "ade",
+        "--label_convention",
+        "ade",
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+    )
     line = error_line(EVALUATE, err)
     assert (
         code == 2
@@ -317,9 +365,7 @@ def test_jpeg_labels_are_refused_with_the_reason(shapes, tiny_folder, tmp_path, 
     mask = tmp_path / "VOC2012" / "SegmentationClass" / "2012_0000001.png"
     Image.open(mask).convert("L").save(mask.with_suffix(".jpg"))
     mask.unlink()
-    with pytest.raises(
-        ValueError, match=r"2012_0000001.jpg \(1 of the 8 masks are JPEG\): label file is JPEG"
-    ):
+    with pytest.raises(ValueError, match=r"2012_0000001.jpg \(1 of the 8 masks are JPEG\): label file is JPEG"):
         build_dataset(tmp_path / "VOC2012", "trainval")
 
 

@@ -14,7 +14,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from modeling_maskformer.benchmarks import data_pipeline
+from benchmarks import data_pipeline
 from modeling_maskformer.data import (
     Augmentation,
     MaskFormerCollator,
@@ -98,13 +98,15 @@ def test_photometric_sampling_follows_the_recipe():
     distortion = PhotometricDistortion()
     torch.manual_seed(0)
     draws = [distortion.sample() for _ in range(2000)]
-    for field, (low, high) in {"brightness": (-32, 32), "contrast": (0.5, 1.5), "saturation": (0.5, 1.5),
-                               "hue": (-18, 18)}.items():  # fmt: skip
+    for field, (low, high) in {
+        "brightness": (-32, 32),
+        "contrast": (0.5, 1.5),
+        "saturation": (0.5, 1.5),
+        "hue": (-18, 18),
+    }.items():
         values = [getattr(d, field) for d in draws if getattr(d, field) is not None]
         assert 900 < len(values) < 1100, field  # p = 0.5 each (binomial sd ~22)
-        assert (
-            low <= min(values) and max(values) <= high and max(values) - min(values) > 0.9 * (high - low)
-        ), field
+        assert low <= min(values) and max(values) <= high and max(values) - min(values) > 0.9 * (high - low), field
     assert all(isinstance(d.hue, int) for d in draws if d.hue is not None)
     assert 900 < sum(d.contrast_first for d in draws) < 1100
 
@@ -146,16 +148,13 @@ def _reference_item(training_set: TrainingSet, index: int):
             left = int(torch.randint(0, width - crop_w + 1, ()))
             if aug.single_category_max_area >= 1.0:
                 break
-            counts = torch.bincount(semantic[top : top + crop_h, left : left + crop_w].flatten())[
-                :ignore_index
-            ]
+            counts = torch.bincount(semantic[top : top + crop_h, left : left + crop_w].flatten())[:ignore_index]
             if len(counts) > 1 and counts.max() < aug.single_category_max_area * counts.sum():
                 break
-        image, mask = v2.RandomHorizontalFlip()(TF.crop(image, top, left, crop_h, crop_w),
-                                                TF.crop(mask, top, left, crop_h, crop_w))  # fmt: skip
-        params = (
-            aug.photometric.sample()
-        )  # the draws' order is ours; what they do is checked against the authors'
+        image, mask = v2.RandomHorizontalFlip()(
+            TF.crop(image, top, left, crop_h, crop_w), TF.crop(mask, top, left, crop_h, crop_w)
+        )
+        params = aug.photometric.sample()  # the draws' order is ours; what they do is checked against the authors'
     pixels = authors_colour_augmentation(np.ascontiguousarray(image.permute(1, 2, 0).numpy()), params)
     return torch.from_numpy(pixels).permute(2, 0, 1), mask.as_subclass(torch.Tensor), mapping
 
@@ -169,11 +168,10 @@ def ade_folder(tmp_path_factory):
     return data_pipeline.write_ade_folder(tmp_path_factory.mktemp("ade"), 4, (96, 128), seed=5)
 
 
-@pytest.mark.parametrize("source,crop,min_scale,area", [("ade", 64, 0.5, 1.0), ("ade", 48, 0.5, 0.4),
-                                                        ("synthetic", 48, 0.75, 0.6)])  # fmt: skip
-def test_training_items_equal_torchvision_v2_and_the_authors_colours(
-    ade_folder, source, crop, min_scale, area
-):
+@pytest.mark.parametrize(
+    "source,crop,min_scale,area", [("ade", 64, 0.5, 1.0), ("ade", 48, 0.5, 0.4), ("synthetic", 48, 0.75, 0.6)]
+)
+def test_training_items_equal_torchvision_v2_and_the_authors_colours(ade_folder, source, crop, min_scale, area):
     if source == "ade":
         dataset = load_ade_folder(ade_folder, "train[:100%]", reduce_labels=True, num_labels=150)
     else:
@@ -193,10 +191,7 @@ def test_instance_targets_and_present_labels_match_numpy():
     rng = np.random.default_rng(1)
     for dtype, high in ((np.uint8, 256), (np.uint8, 4), (np.uint16, 3000), (np.int32, 500)):
         labels = rng.integers(0, high, (31, 47)).astype(dtype)
-        assert (
-            np.array_equal(present_labels(labels), np.unique(labels))
-            and present_labels(labels).dtype == dtype
-        )
+        assert np.array_equal(present_labels(labels), np.unique(labels)) and present_labels(labels).dtype == dtype
     semantic = rng.integers(0, 12, (40, 50)).astype(np.uint8)
     semantic[semantic == 11] = 255
     item = {"image": None, "semantic": semantic, "panoptic_ids": None, "segments_info": None, "image_id": "x"}
@@ -205,8 +200,13 @@ def test_instance_targets_and_present_labels_match_numpy():
         got, got_mapping = to_instance_targets(item, 255, compact=compact)
         assert got.dtype == dtype and np.array_equal(got, expected) and got_mapping == mapping
     ids = rng.choice([0, 7, 300, 70000, 5], size=(40, 50)).astype(np.int32)
-    segments = [{"id": 70000, "category_id": 3}, {"id": 7, "category_id": 1}, {"id": 5, "category_id": 2, "iscrowd": 1},
-                {"id": 300, "category_id": 4}, {"id": 999, "category_id": 0}]  # fmt: skip
+    segments = [
+        {"id": 70000, "category_id": 3},
+        {"id": 7, "category_id": 1},
+        {"id": 5, "category_id": 2, "iscrowd": 1},
+        {"id": 300, "category_id": 4},
+        {"id": 999, "category_id": 0},
+    ]
     panoptic = {
         "image": None,
         "semantic": None,
@@ -219,9 +219,7 @@ def test_instance_targets_and_present_labels_match_numpy():
     expected = np.full(ids.shape, 255)
     for instance, segment in enumerate(kept, start=1):
         expected[ids == segment["id"]] = instance
-    assert np.array_equal(instance_map, expected) and mapping == {
-        i: s["category_id"] for i, s in enumerate(kept, 1)
-    }
+    assert np.array_equal(instance_map, expected) and mapping == {i: s["category_id"] for i, s in enumerate(kept, 1)}
 
 
 def test_collated_targets_equal_transformers_processor(ade_folder):
@@ -229,15 +227,20 @@ def test_collated_targets_equal_transformers_processor(ade_folder):
     items = [TrainingSet(dataset, Augmentation(64, 1.0, 1.5, 1.0), seed=1)[i] for i in range(4)]  # all 64x64
     processor = MaskFormerImageProcessor(ignore_index=255, num_labels=150, do_reduce_labels=False)
     theirs = transformers.MaskFormerImageProcessor(do_resize=False, ignore_index=255, do_reduce_labels=False)
-    expected = theirs(images=[i[0].numpy() for i in items], segmentation_maps=[i[1].numpy() for i in items],
-                      instance_id_to_semantic_id=[i[2] for i in items], input_data_format="channels_first",
-                      return_tensors="pt")  # fmt: skip
+    expected = theirs(
+        images=[i[0].numpy() for i in items],
+        segmentation_maps=[i[1].numpy() for i in items],
+        instance_id_to_semantic_id=[i[2] for i in items],
+        input_data_format="channels_first",
+        return_tensors="pt",
+    )
     for mask_dtype in (torch.float32, torch.bool):
         batch = MaskFormerCollator(processor, mask_dtype=mask_dtype)(items)
         assert torch.allclose(batch["pixel_values"], expected["pixel_values"], atol=1e-5)
         assert torch.equal(batch["pixel_mask"], expected["pixel_mask"])
-        for ours, masks, classes, their_classes in zip(batch["mask_labels"], expected["mask_labels"],
-                                                        batch["class_labels"], expected["class_labels"]):  # fmt: skip
+        for ours, masks, classes, their_classes in zip(
+            batch["mask_labels"], expected["mask_labels"], batch["class_labels"], expected["class_labels"]
+        ):
             assert ours.dtype == mask_dtype and torch.equal(ours.float(), masks)
             assert torch.equal(classes, their_classes)
     with pytest.raises(ValueError, match="mask_dtype must be torch.float32 or torch.bool"):
@@ -271,8 +274,12 @@ def test_data_section_runs_at_a_tiny_size(tmp_path):
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "run_benchmarks.py"
     output = tmp_path / "benchmark.json"
-    run = subprocess.run([sys.executable, str(script), "--tiny", "--sections", "data", "--output", str(output)],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, str(script), "--tiny", "--sections", "data", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "ours / torchvision per core" in run.stdout
     section = json.loads(output.read_text())["data"]
@@ -280,9 +287,7 @@ def test_data_section_runs_at_a_tiny_size(tmp_path):
     assert names[:1] == ["ours"] and "torchvision" in names
     assert set(names) | set(section["missing"]) == set(data_pipeline.LOADERS)
     shapes = {name: section["batch_shapes"][name] for name in names}
-    assert all(value == shapes["ours"] for value in shapes.values()), (
-        shapes
-    )  # the same batches from every pipeline
+    assert all(value == shapes["ours"] for value in shapes.values()), shapes  # the same batches from every pipeline
     assert shapes["ours"] == [[2, 3, 64, 64]]
     for name in names:
         assert section["per_core_images_per_second"][name] > 0
@@ -298,9 +303,7 @@ def test_data_section_runs_at_a_tiny_size(tmp_path):
 def test_binary_masks_pad_and_keep_large_ids_exact():
     from modeling_maskformer.image_processing.image_processing_maskformer import binary_masks
 
-    label_map = torch.tensor(
-        [[0, 1 << 24, (1 << 24) + 1], [5, 5, (1 << 16) + 5]]
-    )  # 2**16 + 5 wraps to 5 in int16
+    label_map = torch.tensor([[0, 1 << 24, (1 << 24) + 1], [5, 5, (1 << 16) + 5]])  # 2**16 + 5 wraps to 5 in int16
     for ids in (
         torch.tensor([0, 5]),
         torch.tensor([1 << 24, (1 << 24) + 1]),
@@ -311,5 +314,7 @@ def test_binary_masks_pad_and_keep_large_ids_exact():
             assert not masks[:, 2:].any() and not masks[:, :, 3:].any()  # the padding
             assert torch.equal(masks[:, :2, :3], label_map[None] == ids[:, None, None])
     small = torch.tensor([[0, 3], [255, 3]], dtype=torch.uint8)
-    assert torch.equal(binary_masks(small, torch.tensor([3, 255]), (2, 3), torch.bool)[:, :, :2],
-                       small[None] == torch.tensor([3, 255])[:, None, None])  # fmt: skip
+    assert torch.equal(
+        binary_masks(small, torch.tensor([3, 255]), (2, 3), torch.bool)[:, :, :2],
+        small[None] == torch.tensor([3, 255])[:, None, None],
+    )

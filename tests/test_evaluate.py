@@ -27,20 +27,31 @@ def synthetic_labels():
 
 def evaluate_cli(model_dir, output_json, *extra):
     main = runpy.run_path(str(SCRIPT))["main"]  # the script's own main, without running it as __main__
-    return main(["--model", str(model_dir), "--dataset", "synthetic", "--num_images", "3", "--image_size", "64",
-                 "--batch_size", "2", "--output_json", str(output_json), *extra])  # fmt: skip
+    return main(
+        [
+            "--model",
+            str(model_dir),
+            "--dataset",
+            "synthetic",
+            "--num_images",
+            "3",
+            "--image_size",
+            "64",
+            "--batch_size",
+            "2",
+            "--output_json",
+            str(output_json),
+            *extra,
+        ]
+    )
 
 
 def test_evaluate_our_folder_reports_every_metric(tmp_path, synthetic_labels, capsys):
     from modeling_maskformer import MaskFormerImageProcessor
 
-    model = tiny_model(
-        num_labels=9, id2label=synthetic_labels, label2id={v: k for k, v in synthetic_labels.items()}
-    )
+    model = tiny_model(num_labels=9, id2label=synthetic_labels, label2id={v: k for k, v in synthetic_labels.items()})
     model.save_pretrained(tmp_path / "model")
-    MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 256}).save_pretrained(
-        tmp_path / "model"
-    )
+    MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 256}).save_pretrained(tmp_path / "model")
     results = evaluate_cli(tmp_path / "model", tmp_path / "out.json")
     written = json.loads((tmp_path / "out.json").read_text())
     assert written == json.loads(json.dumps(results))
@@ -61,16 +72,23 @@ def test_evaluate_a_transformers_folder(tmp_path, synthetic_labels):
     from transformers import MaskFormerImageProcessor as HFProcessor
     from transformers import ResNetConfig
 
-    backbone = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1],
-                            out_features=["stage1", "stage2", "stage3", "stage4"])  # fmt: skip
-    config = HFConfig(backbone_config=backbone, fpn_feature_size=32, mask_feature_size=32, id2label=synthetic_labels,
-                      label2id={v: k for k, v in synthetic_labels.items()})  # fmt: skip
+    backbone = ResNetConfig(
+        embedding_size=8,
+        hidden_sizes=[8, 16, 32, 64],
+        depths=[1, 1, 1, 1],
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    config = HFConfig(
+        backbone_config=backbone,
+        fpn_feature_size=32,
+        mask_feature_size=32,
+        id2label=synthetic_labels,
+        label2id={v: k for k, v in synthetic_labels.items()},
+    )
     config.decoder_config.decoder_layers = 1
     config.decoder_config.num_queries = 5
     HFModel(config).save_pretrained(tmp_path / "hf")
-    HFProcessor(size={"shortest_edge": 64, "longest_edge": 256}, ignore_index=255).save_pretrained(
-        tmp_path / "hf"
-    )
+    HFProcessor(size={"shortest_edge": 64, "longest_edge": 256}, ignore_index=255).save_pretrained(tmp_path / "hf")
     results = evaluate_cli(tmp_path / "hf", tmp_path / "out.json")
     assert "mean_iou" in results["semantic"]
 
@@ -80,9 +98,12 @@ def test_evaluate_refuses_a_model_for_other_classes(tmp_path):
 
     tiny_model().save_pretrained(tmp_path / "model")  # 3 classes; the synthetic set has 9
     MaskFormerImageProcessor().save_pretrained(tmp_path / "model")
-    with pytest.raises(ValueError, match=r"dataset synthetic \(validation\) has 9 classes \(circle, square, .*\) but "
-                                         r".*model predicts 3 \(LABEL_0, LABEL_1, LABEL_2\): the class counts differ; "
-                                         r"pass --ignore_class_mismatch"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"dataset synthetic \(validation\) has 9 classes \(circle, square, .*\) but "
+        r".*model predicts 3 \(LABEL_0, LABEL_1, LABEL_2\): the class counts differ; "
+        r"pass --ignore_class_mismatch",
+    ):
         evaluate_cli(tmp_path / "model", tmp_path / "out.json")
     # Asked for: scored over the model's classes and the dataset's others (which it can never predict).
     results = evaluate_cli(tmp_path / "model", tmp_path / "out.json", "--ignore_class_mismatch")
@@ -108,9 +129,7 @@ def mixed_size_ade_folder(root: Path) -> Path:
     for i, (height, width) in enumerate(MIXED_SIZES):
         item = shapes[i]
         Image.fromarray(np.array(item["image"])[:height, :width]).save(root / "images" / f"{i:02d}.png")
-        Image.fromarray(np.array(item["semantic"])[:height, :width]).save(
-            root / "annotations" / f"{i:02d}.png"
-        )
+        Image.fromarray(np.array(item["semantic"])[:height, :width]).save(root / "annotations" / f"{i:02d}.png")
     (root / "id2label.json").write_text(json.dumps(shapes.id2label))
     return root
 
@@ -125,9 +144,7 @@ def padding_changes_predictions(model, processor, items) -> bool:
         batched = processor.post_process_semantic_segmentation(together, target_sizes=sizes)
         for item, prediction in zip(items, batched):
             alone = model(**processor([item["image"]], return_tensors="pt"))
-            alone_map = processor.post_process_semantic_segmentation(
-                alone, target_sizes=[item["semantic"].shape]
-            )[0]
+            alone_map = processor.post_process_semantic_segmentation(alone, target_sizes=[item["semantic"].shape])[0]
             changed += int((alone_map != prediction).sum())
     return changed >= 500
 
@@ -153,9 +170,7 @@ def assert_same_results(got, expected, path: str = "results") -> None:
 def tiny_folder_model(folder: Path, id2label: dict[int, str]):
     from modeling_maskformer import MaskFormerImageProcessor
 
-    model = tiny_model(
-        num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()}
-    )
+    model = tiny_model(num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
     processor = MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128})
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -182,7 +197,7 @@ def test_evaluate_script_gives_the_same_metrics_at_any_batch_size(tmp_path, synt
                 "--batch_size",
                 str(batch_size),
             ]
-        )  # fmt: skip
+        )
         for batch_size in (1, 3, 5)
     ]
     assert results[0]["semantic"]["mean_iou"] is not None
@@ -221,9 +236,7 @@ def test_panoptic_evaluation_does_not_depend_on_batch_size(synthetic_labels):
     model = tiny_model(seed=3, num_labels=9, id2label=synthetic_labels).eval()
     processor = MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128})
     assert padding_changes_predictions(model, processor, [dataset[i] for i in range(len(dataset))])
-    results = [
-        evaluate_model(model, processor, dataset, batch_size=b, show_progress=False) for b in (1, 2, 5)
-    ]
+    results = [evaluate_model(model, processor, dataset, batch_size=b, show_progress=False) for b in (1, 2, 5)]
     assert set(results[0]) == {"semantic", "panoptic", "instance"}
     assert_same_results(results[1], results[0])
     assert_same_results(results[2], results[0])

@@ -35,9 +35,7 @@ def test_load_metric_gives_evaluation_modules_offline(modules, monkeypatch):
 def test_every_module_file_is_package_data():
     """pyproject ships `metric_modules/*/*` of modeling_maskformer.evaluation: no deeper files, no stray ones."""
     root = metric_module_path("mean_iou").parent
-    files = sorted(
-        p.relative_to(root) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-    )
+    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     assert all(len(p.parts) == 2 for p in files), files
     for name in METRIC_NAMES:
         assert {p.name for p in files if p.parts[0] == name} == {
@@ -82,8 +80,9 @@ def test_mean_iou_reproduces_the_canonical_card_example(modules):
     )
 
 
-def canonical_mean_iou(predictions, references, num_labels, ignore_index, nan_to_num=None, label_map=None,
-                       reduce_labels=False):  # fmt: skip
+def canonical_mean_iou(
+    predictions, references, num_labels, ignore_index, nan_to_num=None, label_map=None, reduce_labels=False
+):
     """The canonical metric's documented algorithm (after mmsegmentation's `intersect_and_union`): per image,
     relabel, reduce, drop ignored pixels, then class histograms with `np.histogram(bins=K, range=(0, K-1))`
     summed over images in float64; IoU = I / U, accuracy = I / area, NaN-means, optional nan_to_num."""
@@ -100,8 +99,10 @@ def canonical_mean_iou(predictions, references, num_labels, ignore_index, nan_to
             label[label == 254] = 255
         keep = label != ignore_index
         prediction, label = prediction[keep], label[keep]
-        hist = [np.histogram(x, bins=num_labels, range=(0, num_labels - 1))[0]
-                for x in (prediction[prediction == label], prediction, label)]  # fmt: skip
+        hist = [
+            np.histogram(x, bins=num_labels, range=(0, num_labels - 1))[0]
+            for x in (prediction[prediction == label], prediction, label)
+        ]
         totals += [hist[0], hist[1] + hist[2] - hist[0], hist[1], hist[2]]
     intersect, union, _, area_label = totals
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -148,15 +149,17 @@ def test_mean_iou_matches_the_canonical_algorithm(modules, options):
 
 def test_mean_iou_label_map_applies_all_pairs_at_once(modules):
     prediction, reference = np.array([[1, 1, 2, 2]]), np.array([[2, 2, 1, 1]])
-    r = modules["mean_iou"].compute(predictions=[prediction], references=[reference], num_labels=3,
-                                    ignore_index=255, label_map={1: 2, 2: 1})  # fmt: skip
+    r = modules["mean_iou"].compute(
+        predictions=[prediction], references=[reference], num_labels=3, ignore_index=255, label_map={1: 2, 2: 1}
+    )
     assert r["mean_iou"] == 1.0
 
 
 def test_mean_iou_errors_name_the_problem(modules):
     with pytest.raises(ValueError, match="image 0: prediction \\(1, 2\\) and reference \\(2, 1\\)"):
-        modules["mean_iou"].compute(predictions=[np.zeros((1, 2))], references=[np.zeros((2, 1))], num_labels=2,
-                                    ignore_index=255)  # fmt: skip
+        modules["mean_iou"].compute(
+            predictions=[np.zeros((1, 2))], references=[np.zeros((2, 1))], num_labels=2, ignore_index=255
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -176,9 +179,7 @@ def test_panoptic_quality_gives_panopticapi_numbers(modules, tmp_path, seed):
     scenes = [random_scene(rng) for _ in range(10)]  # VOID, crowd, unlisted and absent ground-truth ids
     expected = panopticapi_pq(scenes, tmp_path)
     predictions, references = _pq_inputs(scenes)
-    got = modules["panoptic_quality"].compute(
-        predictions=predictions, references=references, categories=CATEGORIES
-    )
+    got = modules["panoptic_quality"].compute(predictions=predictions, references=references, categories=CATEGORIES)
     for group, suffix in (("All", ""), ("Things", "_things"), ("Stuff", "_stuff")):
         for key in ("pq", "sq", "rq"):
             assert got[key + suffix] == pytest.approx(expected[group][key], abs=1e-12), key + suffix
@@ -191,16 +192,17 @@ def test_panoptic_quality_gives_panopticapi_numbers(modules, tmp_path, seed):
 def test_panoptic_quality_keeps_panopticapi_crowd_rule(modules, tmp_path):
     """panopticapi forgives a prediction on crowd only for the LAST crowd segment listed for its category."""
     gt_map = np.array([[1, 1, 1, 1, 2, 2, 3, 3]])
-    gt_segments = [{"id": 1, "category_id": 0, "iscrowd": 1, "area": 4}, {"id": 2, "category_id": 0, "iscrowd": 1, "area": 2},
-                   {"id": 3, "category_id": 3, "iscrowd": 0, "area": 2}]  # fmt: skip
+    gt_segments = [
+        {"id": 1, "category_id": 0, "iscrowd": 1, "area": 4},
+        {"id": 2, "category_id": 0, "iscrowd": 1, "area": 2},
+        {"id": 3, "category_id": 3, "iscrowd": 0, "area": 2},
+    ]
     pred_map = np.array([[5, 5, 5, 5, 0, 0, 6, 6]])
     pred_segments = [{"id": 5, "category_id": 0}, {"id": 6, "category_id": 3}]
     scenes = [(gt_map, gt_segments, pred_map, pred_segments)]
     expected = panopticapi_pq(scenes, tmp_path)
     predictions, references = _pq_inputs(scenes)
-    got = modules["panoptic_quality"].compute(
-        predictions=predictions, references=references, categories=CATEGORIES
-    )
+    got = modules["panoptic_quality"].compute(predictions=predictions, references=references, categories=CATEGORIES)
     assert got["per_category"][0]["fp"] == 1 and got["n_things"] == expected["Things"]["n"] == 1
     assert (got["pq"], got["pq_things"], got["pq_stuff"]) == pytest.approx(
         (expected["All"]["pq"], expected["Things"]["pq"], expected["Stuff"]["pq"])
@@ -208,14 +210,18 @@ def test_panoptic_quality_keeps_panopticapi_crowd_rule(modules, tmp_path):
 
 
 def test_panoptic_quality_takes_transformers_post_processing_output(modules):
-    reference = {"segmentation": torch.tensor([[1, 1, 2, 2]]),
-                 "segments_info": [{"id": 1, "category_id": 0, "iscrowd": 0, "area": 2}, {"id": 2, "category_id": 3}]}  # fmt: skip
-    prediction = {"segmentation": torch.tensor([[4, 4, 7, 7]], dtype=torch.int32),
-                  "segments_info": [{"id": 4, "label_id": 0, "was_fused": False, "score": 0.9},
-                                    {"id": 7, "label_id": 3, "was_fused": True, "score": 0.8}]}  # fmt: skip
-    r = modules["panoptic_quality"].compute(
-        predictions=[prediction], references=[reference], categories=CATEGORIES
-    )
+    reference = {
+        "segmentation": torch.tensor([[1, 1, 2, 2]]),
+        "segments_info": [{"id": 1, "category_id": 0, "iscrowd": 0, "area": 2}, {"id": 2, "category_id": 3}],
+    }
+    prediction = {
+        "segmentation": torch.tensor([[4, 4, 7, 7]], dtype=torch.int32),
+        "segments_info": [
+            {"id": 4, "label_id": 0, "was_fused": False, "score": 0.9},
+            {"id": 7, "label_id": 3, "was_fused": True, "score": 0.8},
+        ],
+    }
+    r = modules["panoptic_quality"].compute(predictions=[prediction], references=[reference], categories=CATEGORIES)
     assert (r["pq"], r["pq_things"], r["pq_stuff"], r["n"]) == (1.0, 1.0, 1.0, 2)
 
 
@@ -230,11 +236,11 @@ def test_panoptic_quality_refuses_what_panopticapi_refuses(modules):
         "listed segments \\[6\\] have no pixel": {
             "segmentation": np.array([[0, 0]]),
             "segments_info": [{"id": 6, "category_id": 0}],
-        },  # fmt: skip
+        },
         "category 9, not in `categories`": {
             "segmentation": np.array([[6, 6]]),
             "segments_info": [{"id": 6, "category_id": 9}],
-        },  # fmt: skip
+        },
         "needs an 'id' and a 'category_id'": {
             "segmentation": np.array([[6, 6]]),
             "segments_info": [{"id": 6}],
@@ -274,8 +280,17 @@ def pycocotools_reference(predictions, references, tmp_path) -> np.ndarray:
         images.append({"id": image_id, "height": 32, "width": 32})
         for mask, label in zip(reference["masks"], reference["labels"]):
             r = rle(mask)
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label), "iscrowd": 0,
-                                "segmentation": r, "area": float(mask_utils.area(r)), "bbox": mask_utils.toBbox(r).tolist()})  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(label),
+                    "iscrowd": 0,
+                    "segmentation": r,
+                    "area": float(mask_utils.area(r)),
+                    "bbox": mask_utils.toBbox(r).tolist(),
+                }
+            )
         for mask, label, score in zip(prediction["masks"], prediction["labels"], prediction["scores"]):
             detections.append(
                 {
@@ -286,8 +301,9 @@ def pycocotools_reference(predictions, references, tmp_path) -> np.ndarray:
                 }
             )
     categories = sorted({a["category_id"] for a in annotations + detections})
-    (tmp_path / "gt.json").write_text(json.dumps({"images": images, "annotations": annotations,
-                                                  "categories": [{"id": c} for c in categories]}))  # fmt: skip
+    (tmp_path / "gt.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": [{"id": c} for c in categories]})
+    )
     with contextlib.redirect_stdout(io.StringIO()):
         ground_truth = COCO(str(tmp_path / "gt.json"))
         evaluation = COCOeval(ground_truth, ground_truth.loadRes(detections), iouType="segm")
@@ -314,11 +330,21 @@ def test_mask_ap_gives_pycocotools_numbers(modules, tmp_path):
         references.append({"masks": gt, "labels": torch.tensor([0, 1, 1, 2])})
     expected = pycocotools_reference(predictions, references, tmp_path)
     got = modules["mask_ap"].compute(predictions=predictions, references=references)
-    names = ["ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar1", "ar10", "ar100", "ar_small",
-             "ar_medium", "ar_large"]  # fmt: skip
-    assert [got[k] if got[k] is not None else -1.0 for k in names] == pytest.approx(
-        expected.tolist(), abs=1e-12
-    )
+    names = [
+        "ap",
+        "ap50",
+        "ap75",
+        "ap_small",
+        "ap_medium",
+        "ap_large",
+        "ar1",
+        "ar10",
+        "ar100",
+        "ar_small",
+        "ar_medium",
+        "ar_large",
+    ]
+    assert [got[k] if got[k] is not None else -1.0 for k in names] == pytest.approx(expected.tolist(), abs=1e-12)
     assert 0 < got["ap"] < 1 and got["ap_medium"] is None  # no medium objects: COCO's -1
 
 
@@ -328,12 +354,12 @@ def test_mask_ap_input_formats_agree(modules):
     as_masks = {"masks": masks.numpy(), "labels": np.array([0, 1]), "scores": [0.875, 0.5]}
     id_map = torch.zeros(32, 32, dtype=torch.int32)
     id_map[masks[0]], id_map[masks[1]] = 3, 4
-    as_id_map = {"segmentation": id_map,
-                 "segments_info": [{"id": 3, "label_id": 0, "score": 0.875}, {"id": 4, "label_id": 1, "score": 0.5}]}  # fmt: skip
+    as_id_map = {
+        "segmentation": id_map,
+        "segments_info": [{"id": 3, "label_id": 0, "score": 0.875}, {"id": 4, "label_id": 1, "score": 0.5}],
+    }
     as_binary = {"segmentation": masks.float(), "segments_info": as_id_map["segments_info"]}
-    results = [
-        modules["mask_ap"].compute(predictions=[p], references=[gt]) for p in (as_masks, as_id_map, as_binary)
-    ]
+    results = [modules["mask_ap"].compute(predictions=[p], references=[gt]) for p in (as_masks, as_id_map, as_binary)]
     assert results[0] == results[1] == results[2] and 0 < results[0]["ap"] < 1
 
 
@@ -355,8 +381,16 @@ def test_mask_ap_crowd_and_empty_cases(modules):
 # README cards and documented examples
 # ----------------------------------------------------------------------------------------------------------
 
-CARD_SECTIONS = ["## Metric Description", "## How to Use", "### Inputs", "### Output Values", "### Examples",
-                 "## Limitations and Bias", "## Citation", "## Further References"]  # fmt: skip
+CARD_SECTIONS = [
+    "## Metric Description",
+    "## How to Use",
+    "### Inputs",
+    "### Output Values",
+    "### Examples",
+    "## Limitations and Bias",
+    "## Citation",
+    "## Further References",
+]
 
 
 @pytest.mark.parametrize("name", METRIC_NAMES)
@@ -376,8 +410,10 @@ def test_module_card_has_the_community_metric_format(name):
 def test_documented_examples_are_true(modules, name):
     """The examples of the module's docstring and of its README card, run as doctests."""
     card = (metric_module_path(name) / "README.md").read_text()
-    sources = {"inputs_description": modules[name].inputs_description,
-               "README.md": "\n".join(re.findall(r"```python\n(>>>.*?)```", card, re.DOTALL))}  # fmt: skip
+    sources = {
+        "inputs_description": modules[name].inputs_description,
+        "README.md": "\n".join(re.findall(r"```python\n(>>>.*?)```", card, re.DOTALL)),
+    }
     for where, text in sources.items():
         test = doctest.DocTestParser().get_doctest(text, {"np": np, name: modules[name]}, where, where, 0)
         assert test.examples, f"{name} {where} has no example"

@@ -93,9 +93,7 @@ SLOW = pytest.mark.slow
 )
 def test_fixed_size_parity(tmp_path, name, format):
     model = tiny_model(**MODELS[name]).eval()
-    folder = export_folder(
-        model, tmp_path / name, processor=processor(), format=format, height=HEIGHT, width=WIDTH
-    )
+    folder = export_folder(model, tmp_path / name, processor=processor(), format=format, height=HEIGHT, width=WIDTH)
     info = json.loads((folder / "export.json").read_text())
     assert info["parity_max_abs_difference"]["fp32"] < PARITY_TOLERANCE
     runtime = MaskFormerRuntimeModel.from_pretrained(folder)
@@ -141,19 +139,22 @@ def test_dynamic_size_parity(tmp_path, name, format):
 def test_int8_graph_is_quantised_and_close(tmp_path, format, marker):
     model = tiny_model().eval()
     folder = export_folder(
-        model, tmp_path / format, processor=processor(), format=format, height=HEIGHT, width=WIDTH, int8=True,
+        model,
+        tmp_path / format,
+        processor=processor(),
+        format=format,
+        height=HEIGHT,
+        width=WIDTH,
+        int8=True,
         calibration_images=images(4),
-    )  # fmt: skip
+    )
     info = json.loads((folder / "export.json").read_text())
     graph = (folder / info["files"]["int8"]).read_bytes()
     assert marker.encode() in graph  # really quantised, not a copy of the fp32 graph
     runtime = MaskFormerRuntimeModel.from_pretrained(folder, precision="int8")
     image_processor = MaskFormerImageProcessor.from_pretrained(folder)
     outputs = runtime(**image_processor(images(1, seed=5), return_tensors="pt"))
-    assert (
-        torch.isfinite(outputs.class_queries_logits).all()
-        and torch.isfinite(outputs.masks_queries_logits).all()
-    )
+    assert torch.isfinite(outputs.class_queries_logits).all() and torch.isfinite(outputs.masks_queries_logits).all()
     # int8 error is bounded but not tiny on a random model; recorded for the user
     assert 0 < info["parity_max_abs_difference"]["int8"] < 5.0
     del runtime
@@ -182,9 +183,14 @@ def signal_stack_is_usable() -> bool:
 @pytest.mark.slow
 def test_onnx_dynamic_quantisation_needs_no_calibration(tmp_path):
     folder = export_folder(
-        tiny_model().eval(), tmp_path / "q", processor=processor(), height=HEIGHT, width=WIDTH, int8=True,
+        tiny_model().eval(),
+        tmp_path / "q",
+        processor=processor(),
+        height=HEIGHT,
+        width=WIDTH,
+        int8=True,
         onnx_int8_mode="dynamic",
-    )  # fmt: skip
+    )
     assert b"DynamicQuantizeLinear" in (folder / "model_int8.onnx").read_bytes()
     assert MaskFormerRuntimeModel.from_pretrained(folder, precision="int8")(
         torch.randn(1, 3, 64, 64)
@@ -292,8 +298,14 @@ def test_runtime_benchmark_section_tiny(tmp_path):
     section = json.loads(output.read_text())["runtime"]
     assert "forward" not in results  # the main sections did not run
     seconds = section["forward"]["r50"]["seconds"]
-    assert {"transformers_eager_fp32", "ours_eager_fp32", "onnxruntime_fp32", "onnxruntime_int8", "openvino_fp32",
-            "openvino_int8"} <= set(seconds)  # fmt: skip
+    assert {
+        "transformers_eager_fp32",
+        "ours_eager_fp32",
+        "onnxruntime_fp32",
+        "onnxruntime_int8",
+        "openvino_fp32",
+        "openvino_int8",
+    } <= set(seconds)
     assert section["forward"]["r50"]["flops"] > 0
     assert section["forward"]["r50"]["exports"]["onnxruntime"]["parity"]["fp32"] < PARITY_TOLERANCE
     assert all(row["seconds"] > 0 for row in section["rows"])

@@ -8,9 +8,10 @@ import torch
 from PIL import Image
 from transformers import pipeline
 
-from modeling_maskformer import MaskFormerImageProcessor, fast_inference
+from modeling_maskformer import MaskFormerImageProcessor
 from modeling_maskformer.image_processing.post_processing import semantic_segmentation
-from modeling_maskformer.pipeline import MaskFormerSegmentationPipeline, segment_masks
+from modeling_maskformer.inference import fast_path as fast_inference
+from modeling_maskformer.inference.pipeline import MaskFormerSegmentationPipeline, segment_masks
 
 from builders import tiny_model
 
@@ -111,12 +112,13 @@ def test_pipeline_class_matches_the_stock_pipeline_and_offers_the_fast_path():
         kwargs = {} if subtask == "semantic" else {"threshold": 0.1, "overlap_mask_area_threshold": 0.0}
         expected, got = stock(image, subtask=subtask, **kwargs), ours(image, subtask=subtask, **kwargs)
         assert [(s["label"], s["score"]) for s in got] == [(s["label"], s["score"]) for s in expected]
-        assert all(
-            np.array_equal(np.asarray(a["mask"]), np.asarray(b["mask"])) for a, b in zip(got, expected)
-        )
+        assert all(np.array_equal(np.asarray(a["mask"]), np.asarray(b["mask"])) for a, b in zip(got, expected))
     fast = pipeline(
-        "image-segmentation", model=tiny_model(id2label=LABELS).eval(), image_processor=processor,
-        pipeline_class=MaskFormerSegmentationPipeline, fast_inference=True,
-    )  # fmt: skip
+        "image-segmentation",
+        model=tiny_model(id2label=LABELS).eval(),
+        image_processor=processor,
+        pipeline_class=MaskFormerSegmentationPipeline,
+        fast_inference=True,
+    )
     assert fast.model.fast_inference is not None
     assert fast(image, subtask="semantic")

@@ -38,8 +38,18 @@ from tiny_training import history, losses, save_tiny_model, train_args
 
 ROOT = Path(__file__).resolve().parents[1]
 # Point-sampled loss: its random points make the restored random states matter for the losses.
-RUN = ("--max_train_steps", "6", "--checkpointing_steps", "3", "--eval_steps", "3", "--mask_loss_mode", "point",
-       "--per_device_train_batch_size", "2")  # fmt: skip
+RUN = (
+    "--max_train_steps",
+    "6",
+    "--checkpointing_steps",
+    "3",
+    "--eval_steps",
+    "3",
+    "--mask_loss_mode",
+    "point",
+    "--per_device_train_batch_size",
+    "2",
+)
 
 
 # -- checkpoints without training ------------------------------------------------------------------
@@ -60,9 +70,7 @@ def saved(tmp_path) -> Path:
     """checkpoint-2, -4 and -6 written by `save_checkpoint`."""
     accelerator, *_ = _accelerator_state()
     for step in (2, 4, 6):
-        save_checkpoint(
-            accelerator, tmp_path, {"step": step, "micro_batch": step, "history": []}, total_limit=None
-        )
+        save_checkpoint(accelerator, tmp_path, {"step": step, "micro_batch": step, "history": []}, total_limit=None)
     return tmp_path
 
 
@@ -104,9 +112,7 @@ def test_a_checkpoint_is_written_with_a_manifest_and_verifies(saved):
     manifest = json.loads((checkpoint / MANIFEST_FILE).read_text())
     on_disk = {p.name for p in checkpoint.iterdir()} - {MANIFEST_FILE}
     assert (
-        set(manifest["files"])
-        == on_disk
-        >= {STATE_FILE, "model.safetensors", "optimizer.bin", "random_states_0.pkl"}
+        set(manifest["files"]) == on_disk >= {STATE_FILE, "model.safetensors", "optimizer.bin", "random_states_0.pkl"}
     )
     for name, entry in manifest["files"].items():
         assert entry["size"] == (checkpoint / name).stat().st_size and len(entry["sha256"]) == 64
@@ -152,10 +158,7 @@ def test_missing_random_states_are_an_error_or_a_loud_warning(saved, caplog):
     ):
         resolve_checkpoint("latest", saved, num_processes=2)  # written by one process, resumed by two
     with caplog.at_level(logging.WARNING):
-        assert (
-            resolve_checkpoint(str(newest), saved, num_processes=2, allow_missing_random_states=True)
-            == newest
-        )
+        assert resolve_checkpoint(str(newest), saved, num_processes=2, allow_missing_random_states=True) == newest
     assert "will differ" in caplog.text
 
 
@@ -216,15 +219,12 @@ def _assert_same_run(output_dir: Path, reference: Path) -> None:
     assert len(losses(reference)) == 6
     assert losses(output_dir) == pytest.approx(losses(reference), rel=1e-6, abs=1e-7)
     evaluated, expected = (
-        {h["step"]: h["eval"]["mean_iou"] for h in history(run) if "eval" in h}
-        for run in (output_dir, reference)
+        {h["step"]: h["eval"]["mean_iou"] for h in history(run) if "eval" in h} for run in (output_dir, reference)
     )
     assert evaluated == pytest.approx(expected) and list(evaluated) == [3, 6]
 
 
-def test_resuming_past_a_damaged_newest_checkpoint_gives_the_same_losses(
-    reference, tiny_folder, tmp_path, caplog
-):
+def test_resuming_past_a_damaged_newest_checkpoint_gives_the_same_losses(reference, tiny_folder, tmp_path, caplog):
     run = shutil.copytree(reference, tmp_path / "run")
     _truncate(run / "checkpoints" / "checkpoint-6" / "optimizer.bin")
     with caplog.at_level(logging.WARNING):
@@ -247,16 +247,11 @@ def _failing_evaluation(monkeypatch, fail_at_call: int = 1) -> None:
     monkeypatch.setattr(training_loop, "evaluate_model", evaluate_model)
 
 
-def test_an_evaluation_error_is_recorded_and_training_goes_on(
-    reference, tiny_folder, tmp_path, monkeypatch, caplog
-):
+def test_an_evaluation_error_is_recorded_and_training_goes_on(reference, tiny_folder, tmp_path, monkeypatch, caplog):
     _failing_evaluation(monkeypatch)
     with caplog.at_level(logging.WARNING):
         result = train(train_args(tiny_folder, tmp_path / "run", *RUN))
-    assert (
-        "evaluation at step 3 failed; training goes on" in caplog.text
-        and "1 evaluation(s) failed" in caplog.text
-    )
+    assert "evaluation at step 3 failed; training goes on" in caplog.text and "1 evaluation(s) failed" in caplog.text
     failed = [h for h in history(tmp_path / "run") if "eval_error" in h]
     assert [h["step"] for h in failed] == [3] and "duplicate segment ids" in failed[0]["eval_error"]
     assert result["state"]["step"] == 6 and result["metrics"] is not None  # step 6 evaluated
@@ -293,9 +288,7 @@ def test_resuming_without_random_states_needs_the_flag_and_changes_the_losses(
     with caplog.at_level(logging.WARNING):
         _resume(tiny_folder, run, "--allow_missing_random_states")
     assert "will differ" in caplog.text
-    assert losses(run)[:3] == losses(reference)[:3] and losses(run)[3:] != pytest.approx(
-        losses(reference)[3:]
-    )
+    assert losses(run)[:3] == losses(reference)[:3] and losses(run)[3:] != pytest.approx(losses(reference)[3:])
 
 
 # -- killed training processes (slow) --------------------------------------------------------------
@@ -349,8 +342,14 @@ def test_a_kill_during_a_save_costs_at_most_the_steps_since_the_last_checkpoint(
     point, reference, tiny_folder, tmp_path
 ):
     run = tmp_path / "run"
-    killed = subprocess.run([sys.executable, "-c", KILLER, point, *train_args(tiny_folder, run, *RUN)],
-                            capture_output=True, text=True, env=_environment(), timeout=600, cwd=ROOT)  # fmt: skip
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, point, *train_args(tiny_folder, run, *RUN)],
+        capture_output=True,
+        text=True,
+        env=_environment(),
+        timeout=600,
+        cwd=ROOT,
+    )
     assert killed.returncode == 9, killed.stderr[-3000:]
     expected = "checkpoint-6" if point == "before_rotation" else "checkpoint-3"
     assert resolve_checkpoint("latest", run).name == expected
@@ -372,9 +371,7 @@ def test_sigkill_at_an_arbitrary_moment_then_resume(reference, tiny_folder, tmp_
     try:
         deadline = time.monotonic() + 600
         while not (run / "checkpoints" / "checkpoint-3" / MANIFEST_FILE).exists():
-            assert process.poll() is None and time.monotonic() < deadline, (
-                "the run ended before its first checkpoint"
-            )
+            assert process.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
             time.sleep(0.05)
         process.send_signal(signal.SIGKILL)  # somewhere in the evaluation of step 3 or the steps after it
     finally:

@@ -112,10 +112,7 @@ def test_the_held_out_split_is_the_one_datasets_takes(count, fraction):
     table = datasets.Dataset.from_dict({"i": list(range(count))})
     reference = table.train_test_split(test_size=fraction, seed=0)
     train, held_out = holdout_indices(count, fraction)
-    assert (
-        sorted(reference["train"]["i"]) == train.tolist()
-        and sorted(reference["test"]["i"]) == held_out.tolist()
-    )
+    assert sorted(reference["train"]["i"]) == train.tolist() and sorted(reference["test"]["i"]) == held_out.tolist()
 
 
 def test_split_names_slices_and_their_errors():
@@ -148,13 +145,9 @@ def test_jpeg_labels_in_a_dataset_are_refused_with_the_reason():
         return {"bytes": buffer.getvalue(), "path": None}
 
     values = np.kron(np.arange(4, dtype=np.uint8).reshape(2, 2), np.ones((8, 8), dtype=np.uint8))
-    table = datasets.Dataset.from_dict(
-        {"image": [Image.new("RGB", (16, 16))] * 3, "label": [jpeg(values)] * 3}
-    )
+    table = datasets.Dataset.from_dict({"image": [Image.new("RGB", (16, 16))] * 3, "label": [jpeg(values)] * 3})
     table = table.cast_column("label", datasets.Image())
-    with pytest.raises(
-        ValueError, match=r"the dataset, row 0: label file is JPEG, whose lossy compression changes"
-    ):
+    with pytest.raises(ValueError, match=r"the dataset, row 0: label file is JPEG, whose lossy compression changes"):
         load_hf_dataset(table, reduce_labels=False, num_labels=4)
 
 
@@ -214,14 +207,10 @@ def test_hub_id2label_is_fetched_with_huggingface_hub(tmp_path, monkeypatch, cap
 # -- journeys -------------------------------------------------------------------------------------------------
 
 
-def test_hub_layout_journey_with_a_pixel_keyed_id2label(
-    shapes, tiny_folder, tmp_path, monkeypatch, capsys, caplog
-):
+def test_hub_layout_journey_with_a_pixel_keyed_id2label(shapes, tiny_folder, tmp_path, monkeypatch, capsys, caplog):
     root = write_hub_semantic(tmp_path / "sidewalk", shapes)
     with caplog.at_level(logging.INFO):
-        results = train_then_evaluate(
-            tiny_folder, root, tmp_path, monkeypatch, capsys, "--label_convention", "ade"
-        )
+        results = train_then_evaluate(tiny_folder, root, tmp_path, monkeypatch, capsys, "--label_convention", "ade")
     assert list(saved_id2label(tmp_path / "model").values()) == NAMES  # not shifted by one
     assert "keyed by pixel value (entry 0 is 'unlabeled'" in caplog.text and "are held out" in caplog.text
     assert set(results["semantic"]["per_class_iou"]) == set(NAMES)
@@ -229,24 +218,69 @@ def test_hub_layout_journey_with_a_pixel_keyed_id2label(
 
 def test_column_flags_and_their_errors(shapes, tiny_folder, tmp_path, monkeypatch, capsys):
     root = write_hub_semantic(tmp_path / "repo", shapes, image_column="photo", label_column="gt")
-    code, err = run(EVALUATE, "--model", tiny_folder, "--dataset", root, "--label_convention", "as_is",
-                    monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
+    code, err = run(
+        EVALUATE,
+        "--model",
+        tiny_folder,
+        "--dataset",
+        root,
+        "--label_convention",
+        "as_is",
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+    )
     line = error_line(EVALUATE, err)
     assert code == 2 and "columns are ['photo', 'gt']. Name it with --image_column COLUMN" in line
     dataset = build_dataset(root, "validation", image_column="photo", label_column="gt", reduce_labels=False)
     assert dataset.num_labels == 10 and dataset.id2label[0] == "unlabeled"
     (tmp_path / "bad.json").write_text(json.dumps({"0": "a", "1": "a"}))
-    code, err = run(EVALUATE, "--model", tiny_folder, "--dataset", root, "--image_column", "photo", "--label_column", "gt",
-                    "--id2label", tmp_path / "bad.json", "--label_convention", "as_is", monkeypatch=monkeypatch,
-                    capsys=capsys)  # fmt: skip
-    assert code == 2 and "bad.json: class name(s) ['a'] are used for more than one id" in error_line(
-        EVALUATE, err
+    code, err = run(
+        EVALUATE,
+        "--model",
+        tiny_folder,
+        "--dataset",
+        root,
+        "--image_column",
+        "photo",
+        "--label_column",
+        "gt",
+        "--id2label",
+        tmp_path / "bad.json",
+        "--label_convention",
+        "as_is",
+        monkeypatch=monkeypatch,
+        capsys=capsys,
     )
-    code, err = run(EVALUATE, "--model", "unused", "--dataset", "synthetic", "--image_column", "photo",
-                    monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
+    assert code == 2 and "bad.json: class name(s) ['a'] are used for more than one id" in error_line(EVALUATE, err)
+    code, err = run(
+        EVALUATE,
+        "--model",
+        "unused",
+        "--dataset",
+        "synthetic",
+        "--image_column",
+        "photo",
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+    )
     assert code == 2 and "--image_column does not apply to synthetic" in error_line(EVALUATE, err)
-    code, err = run(EVALUATE, "--model", tiny_folder, "--dataset", root, "--split", "test", "--image_column", "photo",
-                    "--label_column", "gt", "--label_convention", "as_is", monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
+    code, err = run(
+        EVALUATE,
+        "--model",
+        tiny_folder,
+        "--dataset",
+        root,
+        "--split",
+        "test",
+        "--image_column",
+        "photo",
+        "--label_column",
+        "gt",
+        "--label_convention",
+        "as_is",
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+    )
     assert code == 2 and "no split 'test'; it has ['train']" in error_line(EVALUATE, err)
 
 
@@ -254,23 +288,22 @@ def test_instance_format_of_transformers_example(tmp_path):
     truth = write_instance_dataset(tmp_path / "mini")
     synthetic = SyntheticShapes("validation", 1)
     things = [synthetic.id2label[t] for t in synthetic.thing_ids]
-    reduced = build_dataset(
-        tmp_path / "mini", "validation", reduce_labels=True
-    )  # the example's --do_reduce_labels
+    reduced = build_dataset(tmp_path / "mini", "validation", reduce_labels=True)  # the example's --do_reduce_labels
     assert reduced.task == "panoptic" and list(reduced.id2label.values()) == things
     assert reduced.thing_ids == list(range(len(things)))
     item, reference = reduced[1], SyntheticShapes("validation", 2, image_size=64, seed=5)[1]
     reference_ids = rgb_to_id(reference["panoptic"])
-    expected = sorted((s["category_id"], (reference_ids == s["id"]).sum()) for s in reference["segments_info"]
-                      if s["category_id"] in synthetic.thing_ids)  # fmt: skip
+    expected = sorted(
+        (s["category_id"], (reference_ids == s["id"]).sum())
+        for s in reference["segments_info"]
+        if s["category_id"] in synthetic.thing_ids
+    )
     found = sorted((s["category_id"], (item["panoptic_ids"] == s["id"]).sum()) for s in item["segments_info"])
     assert found == expected and len(found) == len(truth["validation"][1])
     for segment in reference["segments_info"]:  # each thing of the scene is one segment, pixel for pixel
         if segment["category_id"] in synthetic.thing_ids:
             ids = np.unique(item["panoptic_ids"][reference_ids == segment["id"]])
-            assert (
-                len(ids) == 1 and ((item["panoptic_ids"] == ids[0]) == (reference_ids == segment["id"])).all()
-            )
+            assert len(ids) == 1 and ((item["panoptic_ids"] == ids[0]) == (reference_ids == segment["id"])).all()
     as_is = build_dataset(tmp_path / "mini", "validation", reduce_labels=False)
     assert as_is.id2label[0] == "background" and as_is.thing_ids == list(range(1, len(things) + 1))
     background = [s for s in as_is[1]["segments_info"] if s["category_id"] == 0]
@@ -284,12 +317,19 @@ def test_instance_format_journey(tiny_folder, tmp_path, monkeypatch, capsys, cap
             tiny_folder, tmp_path / "mini", tmp_path, monkeypatch, capsys, "--label_convention", "ade"
         )
     # The flag decides this format's classes (class 0 dropped, 6 things): the data line says so, nothing says unused.
-    assert ("panoptic annotations, ADE convention (--label_convention ade): class channel 0 = 'other', ignored; "
-            "class channel k = class k-1; 6 classes (circle, ") in caplog.text  # fmt: skip
+    assert (
+        "panoptic annotations, ADE convention (--label_convention ade): class channel 0 = 'other', ignored; "
+        "class channel k = class k-1; 6 classes (circle, "
+    ) in caplog.text
     assert "6 of them things" in caplog.text and "is not used" not in caplog.text
     as_is = describe_labels(build_dataset(tmp_path / "mini", "validation", reduce_labels=False), "as_is")
-    assert as_is.startswith("panoptic annotations, labels as they are (--label_convention as_is): class channel k = "
-                            "class k; 7 classes (background, ") and "6 of them things" in as_is  # fmt: skip
+    assert (
+        as_is.startswith(
+            "panoptic annotations, labels as they are (--label_convention as_is): class channel k = "
+            "class k; 7 classes (background, "
+        )
+        and "6 of them things" in as_is
+    )
     assert "pq" in results["panoptic"] and "ap" in results["instance"]
     assert list(saved_id2label(tmp_path / "model").values()) == [
         "circle",
@@ -306,36 +346,61 @@ def test_the_flags_reach_the_loaders(shapes, tmp_path):
     from modeling_maskformer.training.loop import dataset_kwargs
 
     root = write_hub_semantic(tmp_path / "repo", shapes)
-    flags = ["--image_column", "pixel_values", "--label_column", "label", "--id2label", "names.json", "--palette",
-             "p.json", "--train_val_split", "0.3"]  # fmt: skip
+    flags = [
+        "--image_column",
+        "pixel_values",
+        "--label_column",
+        "label",
+        "--id2label",
+        "names.json",
+        "--palette",
+        "p.json",
+        "--train_val_split",
+        "0.3",
+    ]
     args = parse_args(["--dataset", str(root), "--output_dir", "x", "--max_train_steps", "1", *flags])
     assert dataset_kwargs(args, "train") == {
-        "image_column": "pixel_values", "label_column": "label", "id2label_file": "names.json", "palette": "p.json",
-        "train_val_split": 0.3, "reduce_labels": None,
-    }  # fmt: skip
+        "image_column": "pixel_values",
+        "label_column": "label",
+        "id2label_file": "names.json",
+        "palette": "p.json",
+        "train_val_split": 0.3,
+        "reduce_labels": None,
+    }
     shapes.export_ade_folder(tmp_path / "ade")
-    args = parse_args(["--dataset", str(tmp_path / "ade"), "--output_dir", "x", "--max_train_steps", "1",
-                       "--train_val_split", "0.3", "--label_convention", "ade"])  # fmt: skip
+    args = parse_args(
+        [
+            "--dataset",
+            str(tmp_path / "ade"),
+            "--output_dir",
+            "x",
+            "--max_train_steps",
+            "1",
+            "--train_val_split",
+            "0.3",
+            "--label_convention",
+            "ade",
+        ]
+    )
     assert dataset_kwargs(args, "train") == {"train_val_split": 0.3, "reduce_labels": True}
     args.image_root = "images"
-    with pytest.raises(ValueError, match=r"--image_root does not apply to .*ade \(a ade dataset\); it applies to "
-                                         r"coco_json data"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"--image_root does not apply to .*ade \(a ade dataset\); it applies to "
+        r"coco_json data",
+    ):
         dataset_kwargs(args, "train")
 
 
 def test_colour_masks_in_a_dataset_with_a_palette(shapes, tmp_path):
     colours = np.array([[25 * c, 255 - 20 * c, 7 * c] for c in range(9)], dtype=np.uint8)
-    rows = {"image": [shapes[i]["image"] for i in range(3)],
-            "mask": [Image.fromarray(colours[shapes[i]["semantic"]]) for i in range(3)]}  # fmt: skip
-    (tmp_path / "palette.json").write_text(
-        json.dumps({name: colours[c].tolist() for c, name in enumerate(NAMES)})
-    )
-    dataset = load_hf_dataset(
-        datasets.Dataset.from_dict(rows), palette=tmp_path / "palette.json", reduce_labels=None
-    )
+    rows = {
+        "image": [shapes[i]["image"] for i in range(3)],
+        "mask": [Image.fromarray(colours[shapes[i]["semantic"]]) for i in range(3)],
+    }
+    (tmp_path / "palette.json").write_text(json.dumps({name: colours[c].tolist() for c, name in enumerate(NAMES)}))
+    dataset = load_hf_dataset(datasets.Dataset.from_dict(rows), palette=tmp_path / "palette.json", reduce_labels=None)
     assert list(dataset.id2label.values()) == NAMES
     np.testing.assert_array_equal(dataset[2]["semantic"], shapes[2]["semantic"])
-    with pytest.raises(
-        ValueError, match=r"row 0 \(image_id 0\): semantic annotation has mode RGB.*--palette FILE"
-    ):
+    with pytest.raises(ValueError, match=r"row 0 \(image_id 0\): semantic annotation has mode RGB.*--palette FILE"):
         load_hf_dataset(datasets.Dataset.from_dict(rows), reduce_labels=False, num_labels=9)[0]

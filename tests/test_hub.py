@@ -17,7 +17,7 @@ from modeling_maskformer.configuration.remote_code import (
     flatten_imports,
     remote_code_modules,
 )
-from modeling_maskformer.hub import build_model_card, check_model_card
+from modeling_maskformer.interop.hub import build_model_card, check_model_card
 
 from builders import PACKAGE_BLOCKER, run_in_terminal, tiny_model
 
@@ -34,9 +34,7 @@ def saved(tmp_path_factory):
         id2label={0: "sky", 1: "circle", 2: "square"}, label2id={"sky": 0, "circle": 1, "square": 2}
     ).eval()
     processor = MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128})
-    model.save_pretrained(
-        folder, folder_format="remote_code"
-    )  # the format of models transformers cannot represent
+    model.save_pretrained(folder, folder_format="remote_code")  # the format of models transformers cannot represent
     processor.save_pretrained(folder)
     return model, processor, folder
 
@@ -59,20 +57,31 @@ def test_folder_carries_auto_map_and_flat_code(saved):
                     node.module,
                 )
             if isinstance(node, ast.ImportFrom | ast.Import):
-                names = (
-                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
-                )
-                assert not any(n.split(".")[0] in {"modeling_maskformer", "configuration", "image_processing"}
-                               for n in names if not getattr(node, "level", 0)), (name, names)  # fmt: skip
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                assert not any(
+                    n.split(".")[0] in {"modeling_maskformer", "configuration", "image_processing"}
+                    for n in names
+                    if not getattr(node, "level", 0)
+                ), (name, names)
 
 
 def test_remote_code_files_come_from_the_import_graph():
     # The modules the model, config and processor need, lazily imported ones (hub.py, post-processing) included;
     # nothing the model does not import (training, data, evaluation, the CLI).
-    # conversion.py: the key rules save_pretrained's transformers-native format needs.
-    for name in ("modeling_maskformer.py", "configuration_maskformer.py", "image_processing_maskformer.py",
-                 "remote_code.py", "loading.py", "hub.py", "post_processing.py", "matcher.py", "conversion.py",
-                 "transformers_folder.py", "transformers_format.py"):  # fmt: skip
+    # transformers_weights.py: the key rules save_pretrained's transformers-native format needs.
+    for name in (
+        "modeling_maskformer.py",
+        "configuration_maskformer.py",
+        "image_processing_maskformer.py",
+        "remote_code.py",
+        "loading.py",
+        "hub.py",
+        "post_processing.py",
+        "matcher.py",
+        "transformers_weights.py",
+        "transformers_folder.py",
+        "transformers_format.py",
+    ):
         assert name in ALL_FILES, name
     for name in ("cli.py", "loop.py", "evaluator.py", "collator.py", "__init__.py"):
         assert name not in ALL_FILES, name
@@ -155,8 +164,12 @@ def test_loads_in_a_fresh_process_without_this_package(saved, tmp_path):
         assert "auto_map" not in (pathlib.Path("resaved") / "preprocessor_config.json").read_text()
         print("OK")
     """)
-    env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin",
-           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+        "PATH": "/usr/bin:/bin",
+        "OMP_NUM_THREADS": "1",
+    }
     # On a terminal, where transformers would ask before running remote code it was not told to trust.
     status, output = run_in_terminal(script, env=env, cwd=tmp_path)
     assert status == 0 and "OK" in output, output[-4000:]
@@ -180,9 +193,7 @@ def test_model_card_metadata():
     assert {m["type"]: m["value"] for m in results["metrics"]} == {"mean_iou": 0.9123, "pq": 0.75}
     reparsed = ModelCard(str(card))
     assert reparsed.data.to_dict() == data
-    assert (
-        "learning_rate" in card.text and "| mIoU |" not in card.text and "| mean_iou | 0.9123 |" in card.text
-    )
+    assert "learning_rate" in card.text and "| mIoU |" not in card.text and "| mean_iou | 0.9123 |" in card.text
     check_model_card(card)
 
 
@@ -228,7 +239,7 @@ def test_push_to_hub_uploads_a_complete_folder(saved):
 
 
 def test_push_folder_requires_a_saved_model(tmp_path):
-    from modeling_maskformer.hub import push_folder_to_hub
+    from modeling_maskformer.interop.hub import push_folder_to_hub
 
     with pytest.raises(FileNotFoundError, match="no config.json"):
         push_folder_to_hub(tmp_path, "me/x", api=RecordingApi())
@@ -245,9 +256,7 @@ def test_save_with_push_uploads_after_the_code_is_written(saved, tmp_path, monke
 
     monkeypatch.setattr(type(obj), "push_to_hub", record)
     extra = {"folder_format": "remote_code"} if what == "model" else {}
-    obj.save_pretrained(
-        tmp_path, push_to_hub=True, repo_id="me/maskformer", token="secret", private=True, **extra
-    )
+    obj.save_pretrained(tmp_path, push_to_hub=True, repo_id="me/maskformer", token="secret", private=True, **extra)
     assert calls == [("me/maskformer", {"token": "secret", "private": True}, ALL_FILES)]
 
 

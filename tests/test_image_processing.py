@@ -47,9 +47,7 @@ def semantic_map(height: int = 40, width: int = 60) -> np.ndarray:
 
 def resized_map(seg: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """Reference: torchvision's nearest-exact resize (PIL NEAREST)."""
-    out = tvF.resize(
-        torch.from_numpy(seg)[None], list(size), interpolation=tvF.InterpolationMode.NEAREST_EXACT
-    )
+    out = tvF.resize(torch.from_numpy(seg)[None], list(size), interpolation=tvF.InterpolationMode.NEAREST_EXACT)
     return out[0].long()
 
 
@@ -251,9 +249,7 @@ def test_instance_targets(processor):
     expected_ids = resized_map(seg, (64, 96))
     for mask, instance_id in zip(masks, [0, 1, 5]):
         assert torch.equal(mask.bool(), expected_ids == instance_id)
-    per_image = processor(
-        [rgb(), rgb()], [seg, seg], instance_id_to_semantic_id=[mapping, {0: 0, 1: 1, 5: 1}]
-    )
+    per_image = processor([rgb(), rgb()], [seg, seg], instance_id_to_semantic_id=[mapping, {0: 0, 1: 1, 5: 1}])
     assert per_image["class_labels"][1].tolist() == [0, 1, 1]
     with pytest.raises(ValueError, match=r"instance ids \[5\]"):
         processor(rgb(), seg, instance_id_to_semantic_id={0: 4, 1: 2})
@@ -335,9 +331,7 @@ def test_palette_png_map_uses_indices(processor, tmp_path):
     assert loaded.mode == "P"
     out = processor(rgb(), loaded)
     assert out["class_labels"][0].tolist() == [0, 1, 3]
-    torch.testing.assert_close(
-        reconstruct(out["mask_labels"][0], out["class_labels"][0]), resized_map(seg, (64, 96))
-    )
+    torch.testing.assert_close(reconstruct(out["mask_labels"][0], out["class_labels"][0]), resized_map(seg, (64, 96)))
 
 
 @pytest.mark.parametrize(
@@ -411,9 +405,7 @@ def test_targets_match_transformers():
 
     seg = semantic_map(50, 70)
     ours = MaskFormerImageProcessor(size=SMALL, size_divisor=0)(rgb(50, 70), seg)
-    ref = ReferenceProcessor(size=SMALL, size_divisor=0, ignore_index=255)(
-        rgb(50, 70), seg, return_tensors="pt"
-    )
+    ref = ReferenceProcessor(size=SMALL, size_divisor=0, ignore_index=255)(rgb(50, 70), seg, return_tensors="pt")
     torch.testing.assert_close(ours["mask_labels"][0], ref["mask_labels"][0])
     torch.testing.assert_close(ours["class_labels"][0], ref["class_labels"][0])
 
@@ -563,9 +555,7 @@ def test_post_processing_geometry_without_pixel_mask(processor):
     _, _, geometry = processor.post_processing_inputs(outputs, torch.tensor([[40, 60], [30, 50]]))
     # As transformers: the whole padded input (4 x logits) is valid, whatever the target size.
     assert geometry == {"padded_size": (64, 96), "valid_sizes": None, "target_sizes": [(40, 60), (30, 50)]}
-    _, _, geometry = processor.post_processing_inputs(
-        outputs, [(800, 1200)] * 2
-    )  # larger than the input: fine
+    _, _, geometry = processor.post_processing_inputs(outputs, [(800, 1200)] * 2)  # larger than the input: fine
     assert geometry["valid_sizes"] is None and geometry["target_sizes"] == [(800, 1200)] * 2
 
 

@@ -34,8 +34,16 @@ from tiny_training import history, losses, save_tiny_model, train_args
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "scripts" / "train_maskformer.py"
 STEPS = 16  # long enough that a signal sent at the first checkpoint (step 2) arrives before the end
-RUN = ("--max_train_steps", str(STEPS), "--checkpointing_steps", "2", "--per_device_train_batch_size", "2",
-       "--mask_loss_mode", "point")  # fmt: skip
+RUN = (
+    "--max_train_steps",
+    str(STEPS),
+    "--checkpointing_steps",
+    "2",
+    "--per_device_train_batch_size",
+    "2",
+    "--mask_loss_mode",
+    "point",
+)
 STOPPED = re.compile(
     r"train_maskformer\.py: stopped by (SIG\w+) at step (\d+) of \d+; checkpoint saved in (\S+)\. Run the same "
     r"command again to resume from it\."
@@ -64,8 +72,9 @@ def signalled_run(
     as a terminal's Ctrl-C does), return (status, output)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     with open(log, "w") as handle:
-        process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                                   start_new_session=group)  # fmt: skip
+        process = subprocess.Popen(
+            argv, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=group
+        )
         try:
             deadline = time.monotonic() + 300
             while not (output_dir / "checkpoints" / "checkpoint-2").is_dir():
@@ -93,16 +102,11 @@ def check_stopped(status: int, output: str, signum: int) -> tuple[int, Path]:
     step, checkpoint = int(match.group(2)), Path(match.group(3))
     assert 2 <= step < STEPS and checkpoint.name == f"checkpoint-{step}"
     assert verify_checkpoint(checkpoint)["step"] == step
-    assert (
-        f"{signal.Signals(signum).name} received: finishing this step, saving a checkpoint, then stopping"
-        in output
-    )
+    assert f"{signal.Signals(signum).name} received: finishing this step, saving a checkpoint, then stopping" in output
     return step, checkpoint
 
 
-def test_sigterm_saves_then_the_same_command_resumes_with_the_losses_of_an_uninterrupted_run(
-    tiny_folder, tmp_path
-):
+def test_sigterm_saves_then_the_same_command_resumes_with_the_losses_of_an_uninterrupted_run(tiny_folder, tmp_path):
     out = tmp_path / "run"
     argv = command(tiny_folder, out)
     status, output = signalled_run(argv, out, signal.SIGTERM, tmp_path / "first.log")
@@ -112,8 +116,10 @@ def test_sigterm_saves_then_the_same_command_resumes_with_the_losses_of_an_unint
     resumed = run_command(argv, tmp_path / "second.log")
     output = (tmp_path / "second.log").read_text()
     assert resumed.returncode == 0, output[-3000:]
-    assert f"resuming from {checkpoint} at step {step} of {STEPS} (the newest checkpoint in {checkpoint.parent} that " \
-           "verifies); --overwrite_output_dir starts over instead" in output  # fmt: skip
+    assert (
+        f"resuming from {checkpoint} at step {step} of {STEPS} (the newest checkpoint in {checkpoint.parent} that "
+        "verifies); --overwrite_output_dir starts over instead" in output
+    )
 
     train(train_args(tiny_folder, tmp_path / "uninterrupted", *RUN))
     expected, got = losses(tmp_path / "uninterrupted"), losses(out)
@@ -184,11 +190,17 @@ def test_checkpoints_by_time_a_rerun_resumes_refuses_another_run_and_overwrites_
 ):
     out = tmp_path / "run"
     # Checkpoints by time (here: at every step, though 1000 steps apart by count), the oldest removed with a line.
-    assert (
-        training_loop.parse_args(["--output_dir", "x", "--max_train_steps", "1"]).checkpointing_minutes == 30
+    assert training_loop.parse_args(["--output_dir", "x", "--max_train_steps", "1"]).checkpointing_minutes == 30
+    short = (
+        "--max_train_steps",
+        "3",
+        "--checkpointing_steps",
+        "1000",
+        "--checkpointing_minutes",
+        "1e-9",
+        "--checkpoints_total_limit",
+        "1",
     )
-    short = ("--max_train_steps", "3", "--checkpointing_steps", "1000", "--checkpointing_minutes", "1e-9",
-             "--checkpoints_total_limit", "1")  # fmt: skip
     with caplog.at_level(logging.INFO):
         train(train_args(tiny_folder, out, *short))
     for step in (1, 2):
@@ -199,9 +211,7 @@ def test_checkpoints_by_time_a_rerun_resumes_refuses_another_run_and_overwrites_
     caplog.clear()
     with caplog.at_level(logging.INFO):
         train(train_args(tiny_folder, out, *short))
-    assert (
-        "resuming from" in caplog.text and "nothing left to train: the run is at step 3 of 3" in caplog.text
-    )
+    assert "resuming from" in caplog.text and "nothing left to train: the run is at step 3 of 3" in caplog.text
     # Another run into the same folder: another dataset (classes), or another model.
     other = train_args(tiny_folder, out, *short, "--synthetic_thing_classes", "12")
     with pytest.raises(
@@ -211,12 +221,16 @@ def test_checkpoints_by_time_a_rerun_resumes_refuses_another_run_and_overwrites_
     # Results but no checkpoint: refused, then --overwrite_output_dir names what it removes.
     for checkpoint in list_checkpoints(out):
         os.rename(checkpoint, tmp_path / checkpoint.name)
-    with pytest.raises(ValueError, match="holds the results of an earlier run .* but no checkpoint to resume from: pass "
-                                         "--overwrite_output_dir"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match="holds the results of an earlier run .* but no checkpoint to resume from: pass --overwrite_output_dir",
+    ):
         train(train_args(tiny_folder, out, *short))
     caplog.clear()
     with caplog.at_level(logging.INFO):
         train([*other, "--overwrite_output_dir"])
-    assert "--overwrite_output_dir: removing the earlier run's checkpoints/ (no checkpoint), best, training_history.json, " \
-           "config.json, model.safetensors" in caplog.text  # fmt: skip
+    assert (
+        "--overwrite_output_dir: removing the earlier run's checkpoints/ (no checkpoint), best, training_history.json, "
+        "config.json, model.safetensors" in caplog.text
+    )
     assert "resuming" not in caplog.text and len(losses(out)) == 3

@@ -72,13 +72,9 @@ def top_level_imports(path: Path) -> set[str]:
 
 def test_no_module_imports_a_generic_top_level_name():
     forbidden = FORBIDDEN_TOP_LEVEL | {script.stem for script in SCRIPTS.glob("*.py")}
-    offenders = {
-        str(path.relative_to(ROOT)): sorted(top_level_imports(path) & forbidden) for path in python_files()
-    }
+    offenders = {str(path.relative_to(ROOT)): sorted(top_level_imports(path) & forbidden) for path in python_files()}
     offenders = {path: names for path, names in offenders.items() if names}
-    assert not offenders, (
-        f"imports of non-package top-level names: {offenders}; use modeling_maskformer.<...>"
-    )
+    assert not offenders, f"imports of non-package top-level names: {offenders}; use modeling_maskformer.<...>"
 
 
 def test_every_subpackage_is_installed():

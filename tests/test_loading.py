@@ -22,23 +22,26 @@ from modeling_maskformer import (
     MaskFormerLoadError,
     MaskFormerModel,
 )
-from modeling_maskformer.conversion import convert_to_transformers
+from modeling_maskformer.interop.transformers_weights import convert_to_transformers
 
 from builders import run_in_terminal, tiny_model
 
 PROMPT = "Do you wish to run the custom code?"
 AUTO_CLASSES = [
-    "AutoConfig", "AutoModel", "AutoModelForInstanceSegmentation", "AutoModelForUniversalSegmentation",
-    "AutoImageProcessor", "AutoProcessor", "AutoVideoProcessor",
-]  # fmt: skip
+    "AutoConfig",
+    "AutoModel",
+    "AutoModelForInstanceSegmentation",
+    "AutoModelForUniversalSegmentation",
+    "AutoImageProcessor",
+    "AutoProcessor",
+    "AutoVideoProcessor",
+]
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("loading")
-    model = tiny_model(
-        id2label={0: "sky", 1: "circle", 2: "square"}, label2id={"sky": 0, "circle": 1, "square": 2}
-    )
+    model = tiny_model(id2label={0: "sky", 1: "circle", 2: "square"}, label2id={"sky": 0, "circle": 1, "square": 2})
     processor = MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128})
     model.save_pretrained(root / "ours", folder_format="remote_code")
     processor.save_pretrained(root / "ours")
@@ -72,8 +75,12 @@ def load_everything(folders, *, import_package: bool = True, prompt_timeout: int
 
 
 def run_report(code: str, tmp_path) -> tuple[dict, str]:
-    env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin",
-           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+        "PATH": "/usr/bin:/bin",
+        "OMP_NUM_THREADS": "1",
+    }
     status, output = run_in_terminal(code, env=env, cwd=tmp_path, timeout=240)
     assert status == 0, output[-4000:]
     return json.loads(output.split("RESULT-JSON:", 1)[1].splitlines()[0]), output
@@ -99,8 +106,7 @@ def test_no_remote_code_prompt_for_our_folder(terminal_report):
         assert ours[key].startswith("modeling_maskformer.modeling_maskformer."), (key, ours[key])
     for key in ("pipeline processor", "AutoImageProcessor", "AutoProcessor"):
         assert (
-            ours[key]
-            == "modeling_maskformer.image_processing.image_processing_maskformer.MaskFormerHFImageProcessor"
+            ours[key] == "modeling_maskformer.image_processing.image_processing_maskformer.MaskFormerHFImageProcessor"
         )
     assert ours["AutoConfig"].startswith("modeling_maskformer.configuration.")
 
@@ -108,14 +114,9 @@ def test_no_remote_code_prompt_for_our_folder(terminal_report):
 def test_transformers_folder_keeps_transformers_classes(terminal_report):
     theirs = terminal_report[0]["transformers"]
     processor = "transformers.models.maskformer.image_processing_maskformer.MaskFormerImageProcessor"
-    assert (
-        theirs["pipeline processor"] == theirs["AutoImageProcessor"] == theirs["AutoProcessor"] == processor
-    )
+    assert theirs["pipeline processor"] == theirs["AutoImageProcessor"] == theirs["AutoProcessor"] == processor
     for key in ("pipeline model", "AutoModelForInstanceSegmentation", "AutoModelForUniversalSegmentation"):
-        assert (
-            theirs[key]
-            == "transformers.models.maskformer.modeling_maskformer.MaskFormerForInstanceSegmentation"
-        )
+        assert theirs[key] == "transformers.models.maskformer.modeling_maskformer.MaskFormerForInstanceSegmentation"
     assert theirs["AutoConfig"] == "transformers.models.maskformer.configuration_maskformer.MaskFormerConfig"
 
 
@@ -177,9 +178,7 @@ def test_backbone_that_does_not_fit_is_our_error(folders, tmp_path):
     deeper = {**config["backbone_config"], "depths": [1, 1, 2, 1]}  # layers the checkpoint lacks
     shutil.rmtree(tmp_path / "edited")
     with pytest.raises(MaskFormerLoadError, match="missing keys"):
-        MaskFormerForInstanceSegmentation.from_pretrained(
-            edited_copy(folders, tmp_path, backbone_config=deeper)
-        )
+        MaskFormerForInstanceSegmentation.from_pretrained(edited_copy(folders, tmp_path, backbone_config=deeper))
 
 
 def test_damaged_weights_are_our_error(folders, tmp_path):
@@ -206,9 +205,7 @@ def test_fitting_loads_still_work(folders, caplog):
 # ---------------------------------------------------------------------------------------------------------
 def test_non_contiguous_id2label_is_refused(folders, tmp_path):
     labels = {i: f"c{i}" for i in [0, 1, 2, 3, 4, 5, 7, 8, 20]}
-    with pytest.raises(
-        ValueError, match=r"MaskFormerConfig\.id2label: class ids must be 0\.\.8 without gaps"
-    ):
+    with pytest.raises(ValueError, match=r"MaskFormerConfig\.id2label: class ids must be 0\.\.8 without gaps"):
         MaskFormerConfig(id2label=labels, label2id={v: k for k, v in labels.items()})
     folder = edited_copy(folders, tmp_path, id2label={"0": "sky", "1": "circle", "3": "square"})
     with pytest.raises(ValueError, match=r"id2label: .*got \[0, 1, 3\]"):

@@ -10,7 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from modeling_maskformer import MaskFormerConfig, MaskFormerForInstanceSegmentation
-from modeling_maskformer.conversion import STASH_KEY, config_from_transformers, config_to_transformers
+from modeling_maskformer.interop.transformers_weights import (
+    STASH_KEY,
+    config_from_transformers,
+    config_to_transformers,
+)
 from modeling_maskformer.loss import MaskFormerLoss
 from modeling_maskformer.matcher import HungarianMatcher
 
@@ -75,9 +79,7 @@ def bce_term(monkeypatch):
     `loss_weight_fields`. Nothing else is touched."""
 
     def bce(loss, matched):
-        per_mask = F.binary_cross_entropy_with_logits(
-            matched.mask_logits, matched.mask_targets, reduction="none"
-        )
+        per_mask = F.binary_cross_entropy_with_logits(matched.mask_logits, matched.mask_targets, reduction="none")
         return per_mask.mean(1).sum() / matched.num_masks
 
     monkeypatch.setitem(MaskFormerLoss.terms, "loss_bce", bce)
@@ -104,9 +106,7 @@ def matched_bce(model, outputs, mask_labels, class_labels) -> torch.Tensor:
     total, num_masks = 0.0, sum(len(labels) for labels in class_labels)
     for b, (pred_idx, tgt_idx) in enumerate(indices):
         for q, t in zip(pred_idx.tolist(), tgt_idx.tolist()):
-            logits = F.interpolate(
-                outputs.masks_queries_logits[b, q][None, None], size=(H, W), mode="bilinear"
-            )[0, 0]
+            logits = F.interpolate(outputs.masks_queries_logits[b, q][None, None], size=(H, W), mode="bilinear")[0, 0]
             total = total + F.binary_cross_entropy_with_logits(logits, mask_labels[b][t])
     return total / num_masks
 

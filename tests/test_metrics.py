@@ -206,9 +206,7 @@ def test_pq_unlabelled_prediction_pixels_still_count():
     pred = torch.zeros(4, 4, dtype=torch.long)
     pred[0, :2] = 1
     r = _pq(pred, [{"id": 1, "category_id": 1}])
-    assert (
-        r["per_class"]["1"]["tp"] == 0 and r["per_class"]["1"]["fn"] == 1 and r["per_class"]["1"]["fp"] == 1
-    )
+    assert r["per_class"]["1"]["tp"] == 0 and r["per_class"]["1"]["fn"] == 1 and r["per_class"]["1"]["fp"] == 1
     assert r["per_class"]["2"]["fn"] == 1
     assert r["pq"] == 0.0
 
@@ -221,11 +219,7 @@ def test_pq_iou_two_thirds():
         [9, 9, 9, 9],
     ]
     r = _pq(pred, GT_INFO)
-    assert (
-        r["sq_things"] == pytest.approx(2 / 3)
-        and r["rq_things"] == 1.0
-        and r["pq_things"] == pytest.approx(2 / 3)
-    )
+    assert r["sq_things"] == pytest.approx(2 / 3) and r["rq_things"] == 1.0 and r["pq_things"] == pytest.approx(2 / 3)
     assert r["pq_stuff"] == pytest.approx(5 / 6)
     assert r["pq"] == pytest.approx((2 / 3 + 5 / 6) / 2)
 
@@ -256,9 +250,7 @@ def test_pq_counts_fp_and_fn():
     assert things["rq"] == pytest.approx(1 / (1 + 2 / 2 + 2 / 2))  # 1/3
     assert things["sq"] == 1.0
     assert r["pq_stuff"] == pytest.approx(2 / 3) and r["rq_stuff"] == 1.0
-    assert (r["pq"], r["sq"], r["rq"]) == pytest.approx(
-        ((1 / 3 + 2 / 3) / 2, (1 + 2 / 3) / 2, (1 / 3 + 1) / 2)
-    )
+    assert (r["pq"], r["sq"], r["rq"]) == pytest.approx(((1 / 3 + 2 / 3) / 2, (1 + 2 / 3) / 2, (1 / 3 + 1) / 2))
     assert (r["n_things"], r["n_stuff"]) == (1, 1)
 
 
@@ -415,9 +407,7 @@ def test_pq_matches_torchmetrics_without_void():
         ref.update(to_tm(pred, pred_info), to_tm(gt, gt_info))
     r = ours.compute()
     ref_per_class = ref.compute()  # (4, 3): pq, sq, rq in things-then-stuff order
-    assert torch.equal(ours.tp, ref.true_positives.long()) and torch.equal(
-        ours.fp, ref.false_positives.long()
-    )
+    assert torch.equal(ours.tp, ref.true_positives.long()) and torch.equal(ours.fp, ref.false_positives.long())
     assert torch.equal(ours.fn, ref.false_negatives.long())
     assert 0 < r["pq"] < 1 and ours.fp.sum() > 0 and ours.fn.sum() > 0  # a case that exercises everything
     for i, cat in enumerate([1, 2, 3, 4]):
@@ -487,9 +477,7 @@ def test_ap_perfect_predictions():
     gt = _gt_image()
     pred = {"masks": gt["masks"], "labels": gt["labels"], "scores": torch.tensor([0.9, 0.8, 0.7])}
     r = _ap([pred, pred], [gt, gt])
-    assert (
-        r["ap"] == pytest.approx(1.0) and r["ap50"] == pytest.approx(1.0) and r["ap75"] == pytest.approx(1.0)
-    )
+    assert r["ap"] == pytest.approx(1.0) and r["ap50"] == pytest.approx(1.0) and r["ap75"] == pytest.approx(1.0)
     assert r["per_class_ap"] == pytest.approx({"0": 1.0, "1": 1.0})
 
 
@@ -543,9 +531,7 @@ def test_ap_accepts_post_processing_formats():
     id_map = torch.full((32, 32), -1.0)
     for i, m in enumerate(gt["masks"]):
         id_map[m] = float(i)
-    info = [
-        {"id": i, "label_id": int(lab), "score": s} for i, (lab, s) in enumerate(zip(gt["labels"], scores))
-    ]
+    info = [{"id": i, "label_id": int(lab), "score": s} for i, (lab, s) in enumerate(zip(gt["labels"], scores))]
     from_map = {"segmentation": id_map, "segments_info": info}
     from_binary = {"segmentation": gt["masks"].float(), "segments_info": info}
     from_masks = {"masks": gt["masks"], "labels": gt["labels"], "scores": torch.tensor(scores)}
@@ -573,9 +559,7 @@ def test_ap_matches_torchmetrics_and_merges():
         gt = _gt_image()
         shift = torch.randint(0, 4, (3,), generator=g).tolist()
         masks = torch.stack([torch.roll(m, s, dims=1) for m, s in zip(gt["masks"], shift)])
-        preds.append(
-            {"masks": masks, "labels": torch.tensor([0, 1, 0]), "scores": torch.rand(3, generator=g)}
-        )
+        preds.append({"masks": masks, "labels": torch.tensor([0, 1, 0]), "scores": torch.rand(3, generator=g)})
         targets.append(gt)
     r = _ap(preds, targets)
     ref = MeanAveragePrecision(iou_type="segm", backend="pycocotools")
@@ -637,9 +621,7 @@ def test_semantic_metric_is_fast():
 
     metric = SemanticSegmentationMetric(num_classes=150)
     pred = torch.randint(0, 150, (4, 512, 512))
-    target = torch.from_numpy(
-        np.where(np.random.default_rng(0).random((4, 512, 512)) < 0.1, 255, pred.numpy())
-    )
+    target = torch.from_numpy(np.where(np.random.default_rng(0).random((4, 512, 512)) < 0.1, 255, pred.numpy()))
     start = time.perf_counter()
     metric.update(pred, target)
     assert metric.compute()["pixel_accuracy"] == 1.0

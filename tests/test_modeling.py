@@ -342,9 +342,7 @@ def test_pretrained_backbone_really_loads_weights(tmp_path):
 
 def test_pretrained_backbone_that_cannot_load_is_a_clear_error(tmp_path):
     config = tiny_config(backbone=str(tmp_path / "does-not-exist"), use_pretrained_backbone=True)
-    with pytest.raises(
-        OSError, match="could not load pretrained backbone weights.*use_pretrained_backbone=False"
-    ):
+    with pytest.raises(OSError, match="could not load pretrained backbone weights.*use_pretrained_backbone=False"):
         MaskFormerForInstanceSegmentation(config)
 
 
@@ -362,9 +360,7 @@ def test_pretrained_timm_backbone_without_network_is_a_clear_error():
 def test_save_and_load_round_trip(tmp_path, inputs):
     model = tiny_model().eval()
     model.save_pretrained(tmp_path / "remote", folder_format="remote_code")
-    model.save_pretrained(
-        tmp_path / "native"
-    )  # transformers' own format: its Auto classes give its own model
+    model.save_pretrained(tmp_path / "native")  # transformers' own format: its Auto classes give its own model
     for folder, loader, cls in (
         ("remote", MaskFormerForInstanceSegmentation, MaskFormerForInstanceSegmentation),
         ("remote", AutoModelForInstanceSegmentation, MaskFormerForInstanceSegmentation),

@@ -27,7 +27,7 @@ from modeling_maskformer import (
     MaskFormerModel,
 )
 from modeling_maskformer.configuration.transformers_format import STASH_KEY
-from modeling_maskformer.hub import build_model_card
+from modeling_maskformer.interop.hub import build_model_card
 
 from builders import PACKAGE_BLOCKER, STAGES, random_targets, run_in_terminal, tiny_model
 from numerics import SAME_GRAPH, assert_close
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ID2LABEL = {0: "sky", 1: "circle", 2: "square"}
 # Settings transformers has no field for: they must come back from the stash.
 TRAINING = {"mask_loss_mode": "point", "focal_alpha": 0.3, "class_weight": 2.0, "train_num_points": 128}
-# What a trained folder records about its data (modeling_maskformer/labels.py): the label convention in the
+# What a trained folder records about its data (modeling_maskformer/data/labels.py): the label convention in the
 # processor's own fields, and which classes are things.
 PROCESSOR = {
     "size": {"shortest_edge": 64, "longest_edge": 128},
@@ -61,15 +61,20 @@ SWIN = {
 
 
 def env(tmp_path) -> dict[str, str]:
-    return {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin",
-            "OMP_NUM_THREADS": "1"}  # fmt: skip
+    return {
+        "HF_HUB_OFFLINE": "1",
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+        "PATH": "/usr/bin:/bin",
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 @pytest.fixture(scope="module")
 def native(tmp_path_factory):
     folder = tmp_path_factory.mktemp("native")
-    model = tiny_model(seed=1, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()}, thing_ids=THING_IDS,
-                       **TRAINING).eval()  # fmt: skip
+    model = tiny_model(
+        seed=1, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()}, thing_ids=THING_IDS, **TRAINING
+    ).eval()
     processor = MaskFormerImageProcessor(**PROCESSOR)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -80,8 +85,11 @@ def native(tmp_path_factory):
 def test_saved_folder_is_transformers_own(native):
     model, _, folder = native
     assert sorted(p.name for p in folder.iterdir()) == [
-        "README.md", "config.json", "model.safetensors", "preprocessor_config.json",
-    ]  # fmt: skip
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ]
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "maskformer" and "auto_map" not in config
     assert config["architectures"] == ["MaskFormerForInstanceSegmentation"]
@@ -133,9 +141,7 @@ def test_train_save_load_continue_gives_the_same_losses(tmp_path):
     train_steps(model, 2, seed=0)
     state = torch.random.get_rng_state()
     model.save_pretrained(tmp_path)
-    assert torch.equal(
-        torch.random.get_rng_state(), state
-    )  # saving mid-run leaves the run's random numbers alone
+    assert torch.equal(torch.random.get_rng_state(), state)  # saving mid-run leaves the run's random numbers alone
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "maskformer"
     loaded = MaskFormerForInstanceSegmentation.from_pretrained(tmp_path).train()
     expected, got = train_steps(model, 3, seed=1), train_steps(loaded, 3, seed=1)
@@ -197,12 +203,8 @@ def test_hub_process_without_this_package_runs_the_pipeline(native, tmp_path):
     assert status == 0 and "OK" in output, output[-4000:]
     assert "custom code" not in output, output[-4000:]
     theirs = torch.load(tmp_path / "theirs.pt")
-    assert_close(
-        theirs["class"], expected.class_queries_logits, atol=SAME_GRAPH, what="class logits, transformers"
-    )
-    assert_close(
-        theirs["masks"], expected.masks_queries_logits, atol=SAME_GRAPH, what="mask logits, transformers"
-    )
+    assert_close(theirs["class"], expected.class_queries_logits, atol=SAME_GRAPH, what="class logits, transformers")
+    assert_close(theirs["masks"], expected.masks_queries_logits, atol=SAME_GRAPH, what="mask logits, transformers")
     # transformers' processor on this folder gives our pixel values (same settings, same arithmetic here).
     torch.testing.assert_close(theirs["pixel_values"], ours["pixel_values"], rtol=0, atol=1e-6)
 
@@ -217,9 +219,7 @@ def test_model_card_snippet_runs_as_written(native, tmp_path):
     snippet = card_snippet(folder)
     assert "trust_remote_code" not in snippet and str(folder) in snippet
     Image.new("RGB", (80, 64), (10, 200, 30)).save(tmp_path / "image.jpg")
-    program = (
-        PACKAGE_BLOCKER % {"root": str(ROOT)} + snippet + "\nassert isinstance(segments, list)\nprint('OK')\n"
-    )
+    program = PACKAGE_BLOCKER % {"root": str(ROOT)} + snippet + "\nassert isinstance(segments, list)\nprint('OK')\n"
     status, output = run_in_terminal(program, env=env(tmp_path), cwd=tmp_path, timeout=240)
     assert status == 0 and "OK" in output, output[-4000:]
 
@@ -267,10 +267,12 @@ def test_remote_code_format_on_request_and_then_native_again(tmp_path):
 # transformers' own folders (built and saved by transformers), read by our classes
 # ---------------------------------------------------------------------------------------------------------
 BACKBONES = {
-    "resnet": lambda: ResNetConfig(embedding_size=8, hidden_sizes=[16, 32, 64, 64], depths=[1, 1, 1, 1], out_features=STAGES),
+    "resnet": lambda: ResNetConfig(
+        embedding_size=8, hidden_sizes=[16, 32, 64, 64], depths=[1, 1, 1, 1], out_features=STAGES
+    ),
     # transformers' own way: a SwinConfig without out_features (transformers takes the four stages itself).
     "swin": lambda: SwinConfig(**SWIN),
-}  # fmt: skip
+}
 # ResNet: the same modules in the same order (float32 rounding only: bit equality is not promised across
 # implementations). Swin: transformers builds its MaskFormer-Swin where we build transformers' SwinBackbone (same
 # weights, another order of floating-point operations).
@@ -281,9 +283,12 @@ TOLERANCE = {"resnet": SAME_GRAPH, "swin": 1e-4}
 def test_transformers_folder_loads_converted_on_the_fly(kind, tmp_path):
     torch.manual_seed(0)
     tf_config = transformers.MaskFormerConfig(
-        backbone_config=BACKBONES[kind](), decoder_config=DetrConfig(**DECODER), fpn_feature_size=32,
-        mask_feature_size=32, num_labels=3,
-    )  # fmt: skip
+        backbone_config=BACKBONES[kind](),
+        decoder_config=DetrConfig(**DECODER),
+        fpn_feature_size=32,
+        mask_feature_size=32,
+        num_labels=3,
+    )
     tf_model = transformers.MaskFormerForInstanceSegmentation(tf_config).eval()
     tf_model.save_pretrained(tmp_path)
     transformers.MaskFormerImageProcessor(**PROCESSOR).save_pretrained(tmp_path)
@@ -293,15 +298,16 @@ def test_transformers_folder_loads_converted_on_the_fly(kind, tmp_path):
     with torch.no_grad():
         theirs, got = tf_model(pixel_values), ours(pixel_values)
     for field in ("class_queries_logits", "masks_queries_logits"):
-        assert_close(
-            getattr(got, field), getattr(theirs, field), atol=TOLERANCE[kind], what=f"{kind} {field}"
-        )
+        assert_close(getattr(got, field), getattr(theirs, field), atol=TOLERANCE[kind], what=f"{kind} {field}")
     assert MaskFormerImageProcessor.from_pretrained(tmp_path).size == PROCESSOR["size"]
     # transformers' constructor arguments build the same architecture in our config.
     config = MaskFormerConfig(
-        backbone_config=BACKBONES[kind](), decoder_config=DetrConfig(**DECODER), fpn_feature_size=32,
-        mask_feature_size=32, num_labels=3,
-    )  # fmt: skip
+        backbone_config=BACKBONES[kind](),
+        decoder_config=DetrConfig(**DECODER),
+        fpn_feature_size=32,
+        mask_feature_size=32,
+        num_labels=3,
+    )
     assert sum(p.numel() for p in MaskFormerForInstanceSegmentation(config).parameters()) == sum(
         p.numel() for p in ours.parameters()
     )
@@ -309,9 +315,12 @@ def test_transformers_folder_loads_converted_on_the_fly(kind, tmp_path):
 
 def test_transformers_base_folder_loads_into_our_base_model(tmp_path):
     tf_config = transformers.MaskFormerConfig(
-        backbone_config=BACKBONES["resnet"](), decoder_config=DetrConfig(**DECODER), fpn_feature_size=32,
-        mask_feature_size=32, num_labels=3,
-    )  # fmt: skip
+        backbone_config=BACKBONES["resnet"](),
+        decoder_config=DetrConfig(**DECODER),
+        fpn_feature_size=32,
+        mask_feature_size=32,
+        num_labels=3,
+    )
     tf_model = transformers.MaskFormerModel(tf_config).eval()
     tf_model.save_pretrained(tmp_path)
     ours = MaskFormerModel.from_pretrained(tmp_path)

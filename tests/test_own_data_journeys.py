@@ -26,20 +26,35 @@ TRAIN, EVALUATE = ROOT / "scripts" / "train_maskformer.py", ROOT / "scripts" / "
 
 def run(script: Path, *argv: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run([sys.executable, str(script), *map(str, argv)], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(script), *map(str, argv)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
 def journey(tmp_path_factory):
     root = tmp_path_factory.mktemp("journey")
     data = write_own_dataset(root / "my_data", num_train=8, num_val=4, image_size=64)
-    tiny_model(num_labels=3).save_pretrained(
-        root / "base"
-    )  # another model's classes: the head is re-initialised
-    trained = run(TRAIN, "--model_name_or_path", root / "base", "--dataset", data, "--label_convention", "as_is",
-                  "--crop_size", "64", "--max_train_steps", "6", "--per_device_train_batch_size", "2",
-                  "--learning_rate", "1e-3", "--output_dir", root / "model")  # fmt: skip
+    tiny_model(num_labels=3).save_pretrained(root / "base")  # another model's classes: the head is re-initialised
+    trained = run(
+        TRAIN,
+        "--model_name_or_path",
+        root / "base",
+        "--dataset",
+        data,
+        "--label_convention",
+        "as_is",
+        "--crop_size",
+        "64",
+        "--max_train_steps",
+        "6",
+        "--per_device_train_batch_size",
+        "2",
+        "--learning_rate",
+        "1e-3",
+        "--output_dir",
+        root / "model",
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
     return root, data, root / "model", trained.stderr
 
@@ -47,9 +62,7 @@ def journey(tmp_path_factory):
 def test_training_records_what_the_data_means(journey):
     _, _, model, log = journey
     assert "recipe 'resnet' (lr 0.001, weight decay 0.0001, backbone lr x0.1, warmup 0 steps" in log
-    assert (
-        "the paper's recipe for a pretrained resnet backbone" in log
-    )  # the base model's backbone is trained
+    assert "the paper's recipe for a pretrained resnet backbone" in log  # the base model's backbone is trained
     for folder in (model, model / "best"):
         config = json.loads((folder / "config.json").read_text())
         processor = json.loads((folder / "preprocessor_config.json").read_text())
@@ -94,10 +107,7 @@ def test_other_classes_are_refused_in_one_line(journey, tmp_path):
         f"evaluate anyway (class ids are then compared as numbers)"
     )
     main = runpy.run_path(str(EVALUATE))["main"]
-    assert (
-        "mean_iou"
-        in main(["--model", str(model), "--dataset", str(other), "--ignore_class_mismatch"])["semantic"]
-    )
+    assert "mean_iou" in main(["--model", str(model), "--dataset", str(other), "--ignore_class_mismatch"])["semantic"]
 
 
 def test_a_model_that_records_no_convention_needs_the_flag(journey, tmp_path):
@@ -107,10 +117,10 @@ def test_a_model_that_records_no_convention_needs_the_flag(journey, tmp_path):
     del config["thing_ids"]  # as this package saved folders before it recorded the label settings
     (old / "config.json").write_text(json.dumps(config))
     main = runpy.run_path(str(EVALUATE))["main"]
-    with pytest.raises(ValueError, match=r"records no label convention.*--label_convention ade \(reduce_labels=True\).*"
-                                         r"--label_convention as_is \(reduce_labels=False\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"records no label convention.*--label_convention ade \(reduce_labels=True\).*"
+        r"--label_convention as_is \(reduce_labels=False\)",
+    ):
         main(["--model", str(old), "--dataset", str(data)])
-    assert (
-        "mean_iou"
-        in main(["--model", str(old), "--dataset", str(data), "--label_convention", "as_is"])["semantic"]
-    )
+    assert "mean_iou" in main(["--model", str(old), "--dataset", str(data), "--label_convention", "as_is"])["semantic"]

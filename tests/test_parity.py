@@ -24,18 +24,18 @@ from torch import nn
 from transformers import MaskFormerSwinConfig, ResNetConfig, SwinConfig, TimmBackboneConfig
 
 from modeling_maskformer import MaskFormerConfig, MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
-from modeling_maskformer.conversion import (
+from modeling_maskformer.interop.authors_checkpoints import (
+    ArrayOnlyUnpickler,
+    convert_from_original,
+    load_original_checkpoint,
+    to_original_state_dict,
+)
+from modeling_maskformer.interop.transformers_weights import (
     CheckpointMismatchError,
     convert_from_transformers,
     convert_to_transformers,
     resolve_source,
     state_dict_from_transformers,
-)
-from modeling_maskformer.conversion_original import (
-    ArrayOnlyUnpickler,
-    convert_from_original,
-    load_original_checkpoint,
-    to_original_state_dict,
 )
 
 import exact
@@ -61,9 +61,11 @@ SWIN = {
 BACKBONES = {
     "maskformer-swin": lambda: MaskFormerSwinConfig(**SWIN, out_features=STAGES),
     "swin": lambda: SwinConfig(**SWIN, out_features=STAGES),
-    "resnet": lambda: ResNetConfig(embedding_size=8, hidden_sizes=[16, 32, 64, 64], depths=[1, 1, 1, 1], out_features=STAGES),
+    "resnet": lambda: ResNetConfig(
+        embedding_size=8, hidden_sizes=[16, 32, 64, 64], depths=[1, 1, 1, 1], out_features=STAGES
+    ),
     "timm": lambda: TimmBackboneConfig(backbone="test_resnet", out_indices=[1, 2, 3, 4]),
-}  # fmt: skip
+}
 PROCESSOR = {"size": {"shortest_edge": 64, "longest_edge": 96}, "ignore_index": 255, "do_reduce_labels": True}
 
 
@@ -88,9 +90,12 @@ def perturb_(model: nn.Module, seed: int) -> None:
 def transformers_model(kind: str, seed: int = 0) -> transformers.MaskFormerForInstanceSegmentation:
     torch.manual_seed(seed)
     config = transformers.MaskFormerConfig(
-        backbone_config=BACKBONES[kind](), decoder_config=DECODER, fpn_feature_size=32, mask_feature_size=32,
+        backbone_config=BACKBONES[kind](),
+        decoder_config=DECODER,
+        fpn_feature_size=32,
+        mask_feature_size=32,
         num_labels=3,
-    )  # fmt: skip
+    )
     model = transformers.MaskFormerForInstanceSegmentation(config).eval()
     perturb_(model, seed)
     return model
@@ -137,9 +142,7 @@ def test_logits_match_transformers(converted, kind):
     assert reloaded.config.backbone_config.model_type == ours.config.backbone_config.model_type
     worst = 0.0
     for height, width in SIZES:
-        pixel_values = torch.randn(
-            2, 3, height, width, generator=torch.Generator().manual_seed(height * width)
-        )
+        pixel_values = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(height * width))
         with torch.no_grad():
             expected, got, again = tf_model(pixel_values), ours(pixel_values), reloaded(pixel_values)
         assert got.masks_queries_logits.shape == expected.masks_queries_logits.shape
@@ -155,8 +158,10 @@ def test_padded_batch_matches_transformers(converted, kind):
     does our model: both see the same padded tensor)."""
     tf_model, _, ours, _ = converted[kind]
     generator = torch.Generator().manual_seed(1)
-    images = [torch.randint(0, 256, (3, 50, 70), generator=generator, dtype=torch.uint8),
-              torch.randint(0, 256, (3, 64, 40), generator=generator, dtype=torch.uint8)]  # fmt: skip
+    images = [
+        torch.randint(0, 256, (3, 50, 70), generator=generator, dtype=torch.uint8),
+        torch.randint(0, 256, (3, 64, 40), generator=generator, dtype=torch.uint8),
+    ]
     inputs = MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 96})(images)
     assert inputs["pixel_values"].shape == (2, 3, 96, 96) and inputs["pixel_mask"][1, :, 60:].sum() == 0
     with torch.no_grad():
@@ -222,9 +227,7 @@ def test_hub_id_offline_is_a_clear_error(monkeypatch):
 def test_ours_to_transformers_to_ours_is_bit_identical(converted, kind, tmp_path):
     _, _, ours, saved = converted[kind]
     convert_to_transformers(saved, tmp_path / "transformers")
-    tf_model = transformers.MaskFormerForInstanceSegmentation.from_pretrained(
-        tmp_path / "transformers"
-    ).eval()
+    tf_model = transformers.MaskFormerForInstanceSegmentation.from_pretrained(tmp_path / "transformers").eval()
     processor = transformers.AutoImageProcessor.from_pretrained(tmp_path / "transformers")
     assert type(processor) is transformers.MaskFormerImageProcessor and processor.do_reduce_labels  # not ours
     back, back_processor = convert_from_transformers(tmp_path / "transformers")
@@ -277,14 +280,10 @@ def test_missing_extra_and_mis_shaped_keys_are_errors(converted):
     ):
         state_dict_from_transformers(extra, config, target)
     unknown = {**state, "model.some_new_module.weight": torch.zeros(1)}
-    with pytest.raises(
-        CheckpointMismatchError, match=r"no conversion rule covers: model\.some_new_module\.weight"
-    ):
+    with pytest.raises(CheckpointMismatchError, match=r"no conversion rule covers: model\.some_new_module\.weight"):
         state_dict_from_transformers(unknown, config, target)
     shaped = {**state, "class_predictor.weight": torch.zeros(5, 32)}
-    with pytest.raises(
-        CheckpointMismatchError, match=r"class_head\.weight \(checkpoint \(5, 32\), model \(4, 32\)\)"
-    ):
+    with pytest.raises(CheckpointMismatchError, match=r"class_head\.weight \(checkpoint \(5, 32\), model \(4, 32\)\)"):
         state_dict_from_transformers(shaped, config, target)
 
 
@@ -304,8 +303,9 @@ def test_semantic_post_processing_matches_transformers(converted):
     )
     got = MaskFormerImageProcessor().post_process_semantic_segmentation(outputs, target_sizes=[(64, 96)] * 2)
     sizes = {"padded_size": (64, 96), "target_sizes": [(64, 96)] * 2}
-    exact.check_semantic({"ours": got, "transformers": expected}, outputs.class_queries_logits,
-                         outputs.masks_queries_logits, sizes)  # fmt: skip
+    exact.check_semantic(
+        {"ours": got, "transformers": expected}, outputs.class_queries_logits, outputs.masks_queries_logits, sizes
+    )
 
 
 def confident_outputs():
@@ -318,8 +318,11 @@ def confident_outputs():
     mask_logits = torch.full((1, 4, 16, 24), -10.0)
     mask_logits[0, 0, :5] = mask_logits[0, 1, 5:10] = mask_logits[0, 3, 10:] = 10.0
     mask_logits[0, 2] = torch.randn(16, 24, generator=torch.Generator().manual_seed(5))
-    return {"class_queries_logits": class_logits, "masks_queries_logits": mask_logits,
-            "pixel_mask": torch.ones(1, 64, 96, dtype=torch.long)}  # fmt: skip
+    return {
+        "class_queries_logits": class_logits,
+        "masks_queries_logits": mask_logits,
+        "pixel_mask": torch.ones(1, 64, 96, dtype=torch.long),
+    }
 
 
 def test_panoptic_post_processing_matches_transformers():
@@ -334,9 +337,7 @@ def test_panoptic_post_processing_matches_transformers():
     )[0]
     assert torch.equal(ours["segmentation"], theirs["segmentation"])
     assert ours["segments_info"] == theirs["segments_info"]
-    assert [s["label_id"] for s in ours["segments_info"]] == [0, 1, 2] and ours["segments_info"][2][
-        "was_fused"
-    ]
+    assert [s["label_id"] for s in ours["segments_info"]] == [0, 1, 2] and ours["segments_info"][2]["was_fused"]
 
 
 def test_instance_post_processing_matches_transformers():
@@ -373,9 +374,7 @@ UNUSED = {"model.backbone.body.model.layernorm.weight", "model.backbone.body.mod
 def write_original(model, path: Path) -> Path:
     """Pickled as detectron2's model zoo files are: numpy arrays under "model"."""
     with open(path, "wb") as file:
-        pickle.dump(
-            {"model": to_original_state_dict(model), "__author__": "test", "matching_heuristics": True}, file
-        )
+        pickle.dump({"model": to_original_state_dict(model), "__author__": "test", "matching_heuristics": True}, file)
     return path
 
 
@@ -386,9 +385,7 @@ def test_original_format_round_trip(kind, tmp_path):
     path = write_original(ours, tmp_path / "model_final_test.pkl")
     keys = set(load_original_checkpoint(path))
     assert "sem_seg_head.predictor.transformer.decoder.layers.0.self_attn.in_proj_weight" in keys
-    assert ("sem_seg_head.pixel_decoder.transformer.encoder.layers.0.linear1.weight" in keys) == (
-        "6enc" in kind
-    )
+    assert ("sem_seg_head.pixel_decoder.transformer.encoder.layers.0.linear1.weight" in keys) == ("6enc" in kind)
     back, _ = convert_from_original(path, tmp_path / "ours", num_attention_heads=4)
     assert back.config.pixel_decoder_type == ours.config.pixel_decoder_type
     before, after = ours.state_dict(), back.state_dict()
@@ -471,9 +468,7 @@ def test_original_layout_runs_as_detr(tmp_path):
         for layer in encoder.layers:
             memory = layer(memory, pos)
         encoded = memory.permute(1, 2, 0).reshape(batch, d, height, width)
-        torch.testing.assert_close(
-            encoded, ours.model.pixel_decoder.encoder(res5, "eager"), atol=1e-5, rtol=0
-        )
+        torch.testing.assert_close(encoded, ours.model.pixel_decoder.encoder(res5, "eager"), atol=1e-5, rtol=0)
         query_pos = predictor.query_embed.weight.unsqueeze(1).repeat(1, batch, 1)  # (Q, B, d)
         hidden = torch.zeros_like(query_pos)
         for layer in predictor.transformer.decoder.layers:
@@ -484,9 +479,7 @@ def test_original_layout_runs_as_detr(tmp_path):
             embedding = linear(embedding) if index == 2 else F.relu(linear(embedding))
         outputs = ours(pixel_values)
         masks = torch.einsum("bqc,bchw->bqhw", embedding, outputs.pixel_decoder_last_hidden_state)
-    torch.testing.assert_close(
-        predictor.class_embed(hidden), outputs.class_queries_logits, atol=TOLERANCE, rtol=0
-    )
+    torch.testing.assert_close(predictor.class_embed(hidden), outputs.class_queries_logits, atol=TOLERANCE, rtol=0)
     torch.testing.assert_close(masks, outputs.masks_queries_logits, atol=TOLERANCE, rtol=0)
 
 
@@ -516,10 +509,13 @@ def test_original_presets_at_full_size(preset, tmp_path):
     config = {
         "swin-tiny-ade": MaskFormerConfig(num_labels=150),  # our defaults are the paper's Swin-T model
         "resnet50-6enc-coco": MaskFormerConfig(
-            num_labels=133, pixel_decoder_type="fpn_transformer_encoder",
-            backbone_config=ResNetConfig(depths=[3, 4, 6, 3], hidden_sizes=[256, 512, 1024, 2048], out_features=STAGES),
+            num_labels=133,
+            pixel_decoder_type="fpn_transformer_encoder",
+            backbone_config=ResNetConfig(
+                depths=[3, 4, 6, 3], hidden_sizes=[256, 512, 1024, 2048], out_features=STAGES
+            ),
         ),
-    }[preset]  # fmt: skip
+    }[preset]
     ours = MaskFormerForInstanceSegmentation(config)
     back, processor = convert_from_original(write_original(ours, tmp_path / "model.pkl"), preset=preset)
     assert back.config.backbone_config.to_diff_dict() == ours.config.backbone_config.to_diff_dict()
@@ -544,8 +540,11 @@ def test_cli_from_transformers(converted, tmp_path):
     script = ROOT / "scripts" / "convert_checkpoint.py"
     result = subprocess.run(
         [sys.executable, str(script), "--from", "transformers", str(folder), str(tmp_path / "ours")],
-        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "Wrote" in result.stdout
     model = MaskFormerForInstanceSegmentation.from_pretrained(tmp_path / "ours").eval()

@@ -28,9 +28,9 @@ from modeling_maskformer import (
 from modeling_maskformer.data import SyntheticShapes, SyntheticShapesConfig, build_dataset
 from modeling_maskformer.data.synthetic import MAX_THING_CLASSES
 from modeling_maskformer.evaluation import Evaluator, evaluate_model
-from modeling_maskformer.pipeline import MaskFormerSegmentationPipeline
-from modeling_maskformer.training import parse_args, train
-from modeling_maskformer.training.compare import (
+from modeling_maskformer.inference.pipeline import MaskFormerSegmentationPipeline
+from modeling_maskformer.inference.tta import TestTimeAugmentation, semantic_scores_tta
+from modeling_maskformer.paper.compare import (
     CompareSettings,
     build_pair,
     compare_heads,
@@ -38,7 +38,7 @@ from modeling_maskformer.training.compare import (
     lr_factor,
     trend,
 )
-from modeling_maskformer.tta import TestTimeAugmentation, semantic_scores_tta
+from modeling_maskformer.training import parse_args, train
 
 import exact
 from builders import PACKAGE_BLOCKER, random_targets, tiny_config
@@ -60,9 +60,7 @@ def processor():
 
 
 def image(height: int, width: int, index: int = 0) -> np.ndarray:
-    return np.array(SyntheticShapes("validation", index + 1, max(height, width))[index]["image"])[
-        :height, :width
-    ]
+    return np.array(SyntheticShapes("validation", index + 1, max(height, width))[index]["image"])[:height, :width]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -112,9 +110,7 @@ def test_ignore_index():
     changed[:, 32:] = 255
     base = model(pixel_values=pixels, labels=labels).loss
     # ignored pixels carry no target: a loss over the top half only
-    upsampled = F.interpolate(
-        model(pixel_values=pixels).logits, size=(64, 64), mode="bilinear", align_corners=False
-    )
+    upsampled = F.interpolate(model(pixel_values=pixels).logits, size=(64, 64), mode="bilinear", align_corners=False)
     top = F.cross_entropy(upsampled[..., :32, :], labels[:, :32])
     torch.testing.assert_close(base, top)
     # every pixel ignored: a zero loss (not NaN) that still backpropagates
@@ -186,9 +182,9 @@ def test_saved_folder_loads_with_remote_code_where_the_package_cannot_be_importe
     model = tiny_baseline(num_labels=4).eval()
     model.save_pretrained(tmp_path)
     MaskFormerImageProcessor().save_pretrained(tmp_path)
-    assert json.loads((tmp_path / "config.json").read_text())["auto_map"][
-        "AutoModelForSemanticSegmentation"
-    ] == ("per_pixel.PerPixelBaselineForSemanticSegmentation")
+    assert json.loads((tmp_path / "config.json").read_text())["auto_map"]["AutoModelForSemanticSegmentation"] == (
+        "per_pixel.PerPixelBaselineForSemanticSegmentation"
+    )
     pixels = torch.randn(1, 3, 64, 64)
     torch.save(pixels, tmp_path / "pixels.pt")
     root = str(Path(__file__).resolve().parents[1])
@@ -208,13 +204,15 @@ segments = pipeline("image-segmentation", model=folder, trust_remote_code=True)(
 assert segments and all(s["mask"].size == (40, 48) for s in segments), segments
 """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300
-    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     # another process, maybe another thread count: float32 rounding apart at most
-    assert_close(torch.load(tmp_path / "logits.pt", weights_only=True), model(pixel_values=pixels).logits,
-                 atol=SAME_GRAPH, what="remote-code logits")  # fmt: skip
+    assert_close(
+        torch.load(tmp_path / "logits.pt", weights_only=True),
+        model(pixel_values=pixels).logits,
+        atol=SAME_GRAPH,
+        what="remote-code logits",
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -248,8 +246,11 @@ def test_panoptic_and_instance_are_refused(processor):
         with pytest.raises(ValueError, match="semantic segmentation only"):
             post_process(outputs)
     evaluator = Evaluator({0: "a", 1: "b", 2: "c"}, thing_ids=[0], panoptic=True)
-    item = {"semantic": np.zeros((64, 64), np.uint8), "panoptic_ids": np.ones((64, 64), np.int32),
-            "segments_info": [{"id": 1, "category_id": 0, "iscrowd": 0}]}  # fmt: skip
+    item = {
+        "semantic": np.zeros((64, 64), np.uint8),
+        "panoptic_ids": np.ones((64, 64), np.int32),
+        "segments_info": [{"id": 1, "category_id": 0, "iscrowd": 0}],
+    }
     with pytest.raises(ValueError, match="semantic segmentation only"):
         evaluator.update(processor, outputs, [item])
     with pytest.raises(SystemExit):
@@ -307,21 +308,41 @@ def test_evaluate_script_on_a_baseline_folder(tmp_path):
     plain = main(common)
     assert set(plain) == {"semantic"}
     tta = main([*common, "--tta", "--tta_sizes", "48,64", "--output_json", str(tmp_path / "out.json")])
-    assert (
-        json.loads((tmp_path / "out.json").read_text())["semantic"]["mean_iou"] == tta["semantic"]["mean_iou"]
-    )
+    assert json.loads((tmp_path / "out.json").read_text())["semantic"]["mean_iou"] == tta["semantic"]["mean_iou"]
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Training: the shared loop, and the comparison
 # ----------------------------------------------------------------------------------------------------------
 def test_training_loop_head_per_pixel(tmp_path):
-    result = train([
-        "--head", "per_pixel", "--dataset", "synthetic", "--image_size", "64", "--crop_size", "64",
-        "--num_train_images", "4", "--num_eval_images", "2", "--per_device_train_batch_size", "2",
-        "--max_train_steps", "2", "--eval_steps", "2", "--output_dir", str(tmp_path), "--learning_rate", "1e-3",
-        "--synthetic_thing_classes", "9",
-    ])  # fmt: skip
+    result = train(
+        [
+            "--head",
+            "per_pixel",
+            "--dataset",
+            "synthetic",
+            "--image_size",
+            "64",
+            "--crop_size",
+            "64",
+            "--num_train_images",
+            "4",
+            "--num_eval_images",
+            "2",
+            "--per_device_train_batch_size",
+            "2",
+            "--max_train_steps",
+            "2",
+            "--eval_steps",
+            "2",
+            "--output_dir",
+            str(tmp_path),
+            "--learning_rate",
+            "1e-3",
+            "--synthetic_thing_classes",
+            "9",
+        ]
+    )
     assert result["state"]["step"] == 2 and set(result["metrics"]) == {"mean_iou", "pixel_accuracy"}
     model = PerPixelBaselineForSemanticSegmentation.from_pretrained(tmp_path)
     assert model.config.num_labels == 12
@@ -343,11 +364,7 @@ def test_training_loop_head_per_pixel(tmp_path):
 def test_many_class_scenes():
     config = SyntheticShapesConfig(num_thing_classes=125)
     dataset = SyntheticShapes("train", 6, 64, config=config)
-    assert (
-        len(dataset.id2label) == 128
-        and dataset.id2label[127] == "sand"
-        and dataset.thing_ids == list(range(125))
-    )
+    assert len(dataset.id2label) == 128 and dataset.id2label[127] == "sand" and dataset.thing_ids == list(range(125))
     assert dataset.id2label[6] == "circle-stripes4-0deg"
     seen = set()
     for i in range(len(dataset)):
@@ -374,12 +391,22 @@ def test_both_heads_start_from_the_same_backbone_and_pixel_decoder():
 
 def test_trend():
     def row(k, difference, things=0.3):
-        return {"num_classes": k, "difference": difference, "maskformer": {"things_mean_iou": things},
-                "per_pixel": {"things_mean_iou": things}}  # fmt: skip
+        return {
+            "num_classes": k,
+            "difference": difference,
+            "maskformer": {"things_mean_iou": things},
+            "per_pixel": {"things_mean_iou": things},
+        }
 
     found = trend([row(32, 0.0), row(8, -0.1), row(128, 0.2)])
-    assert found == {"class_counts": [8, 32, 128], "differences": [-0.1, 0.0, 0.2], "grows_with_classes": True,
-                     "maskformer_ahead_at_largest": True, "reproduces": True, "untrained_class_counts": []}  # fmt: skip
+    assert found == {
+        "class_counts": [8, 32, 128],
+        "differences": [-0.1, 0.0, 0.2],
+        "grows_with_classes": True,
+        "maskformer_ahead_at_largest": True,
+        "reproduces": True,
+        "untrained_class_counts": [],
+    }
     assert not trend([row(8, 0.1), row(32, 0.05)])["grows_with_classes"]
     # a gap that closes only because neither head learned the thing classes is not the paper's trend
     collapsed = trend([row(8, -0.1), row(128, 0.001, things=0.01)])
@@ -395,24 +422,41 @@ def test_learning_rate_schedule_over_the_budget():
 
 
 def test_compare_heads_end_to_end(tmp_path, capsys):
-    settings = CompareSettings(class_counts=(4, 9), minutes=2, image_size=64, batch_size=2, num_train_images=4,
-                               num_eval_images=1, max_steps=2)  # fmt: skip
+    settings = CompareSettings(
+        class_counts=(4, 9), minutes=2, image_size=64, batch_size=2, num_train_images=4, num_eval_images=1, max_steps=2
+    )
     report = compare_heads(settings)
     assert [row["num_classes"] for row in report["rows"]] == [4, 9]
     for row in report["rows"]:
         assert row["steps"] == 2
         for head in ("maskformer", "per_pixel"):
             assert 0 <= row[head]["mean_iou"] <= 1 and row[head]["seconds_per_step"] > 0
-        assert row["difference"] == pytest.approx(
-            row["maskformer"]["mean_iou"] - row["per_pixel"]["mean_iou"]
-        )
+        assert row["difference"] == pytest.approx(row["maskformer"]["mean_iou"] - row["per_pixel"]["mean_iou"])
     table = format_report(report)
     assert table.count("\n| ") == 2 and "with the class count" in table  # two rows after the header
     assert "The paper's trend" in table
     main = runpy.run_path(str(ROOT / "scripts" / "compare_heads.py"))["main"]
     out = tmp_path / "report.json"
-    main(["--minutes", "1", "--class_counts", "4", "--image_size", "64", "--batch_size", "2", "--num_train_images", "2",
-          "--num_eval_images", "1", "--max_steps", "1", "--output_json", str(out)])  # fmt: skip
+    main(
+        [
+            "--minutes",
+            "1",
+            "--class_counts",
+            "4",
+            "--image_size",
+            "64",
+            "--batch_size",
+            "2",
+            "--num_train_images",
+            "2",
+            "--num_eval_images",
+            "1",
+            "--max_steps",
+            "1",
+            "--output_json",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text())["rows"][0]["steps"] == 1
     assert "| 4 (1 + 3) | 1 |" in capsys.readouterr().out
     with pytest.raises(ValueError, match="class_counts must be ints in 4..129"):

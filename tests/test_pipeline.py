@@ -10,7 +10,7 @@ from PIL import Image
 from transformers import pipeline
 
 from modeling_maskformer import MaskFormerImageProcessor
-from modeling_maskformer.pipeline import MaskFormerSegmentationPipeline, array_to_pil
+from modeling_maskformer.inference.pipeline import MaskFormerSegmentationPipeline, array_to_pil
 
 from builders import tiny_model
 
@@ -85,9 +85,7 @@ def test_pipeline_semantic_matches_direct_post_processing(parts, image):
     result = segmenter(image, subtask="semantic")
     with torch.no_grad():
         outputs = model(**processor(image, return_tensors="pt"))
-    expected = processor.post_process_semantic_segmentation(
-        outputs, target_sizes=[(image.height, image.width)]
-    )[0]
+    expected = processor.post_process_semantic_segmentation(outputs, target_sizes=[(image.height, image.width)])[0]
     for segment in result:
         label = {v: k for k, v in LABELS.items()}[segment["label"]]
         np.testing.assert_array_equal(np.asarray(segment["mask"]) > 0, expected.numpy() == label)

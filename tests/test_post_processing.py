@@ -17,8 +17,8 @@ import pytest
 import torch
 from transformers import MaskFormerImageProcessor
 
-from modeling_maskformer.benchmarks.common import random_outputs
-from modeling_maskformer.benchmarks.recorded import SETS, load_recorded
+from benchmarks.common import random_outputs
+from benchmarks.recorded import SETS, load_recorded
 from modeling_maskformer.image_processing import MaskFormerImageProcessor as OurProcessor
 from modeling_maskformer.image_processing.post_processing import (
     instance_segmentation,
@@ -81,9 +81,7 @@ def test_semantic_target_size():
 def test_semantic_crops_the_padding_before_resizing():
     # Only columns 0..23 are image: cropped and stretched back to 32 columns, the class-0 region
     # (columns 0..15 of the padded input) covers 0..20 (worked out from the bilinear weights).
-    (cropped,) = semantic_segmentation(
-        *SEMANTIC, padded_size=PADDED, valid_sizes=[(32, 24)], target_sizes=[(32, 32)]
-    )
+    (cropped,) = semantic_segmentation(*SEMANTIC, padded_size=PADDED, valid_sizes=[(32, 24)], target_sizes=[(32, 32)])
     assert torch.equal(cropped, columns((0, 21, 0), (21, 32, 2)))
     (valid_only,) = semantic_segmentation(*SEMANTIC, padded_size=PADDED, valid_sizes=[(32, 24)])
     assert torch.equal(valid_only, columns((0, 16, 0), (16, 24, 2)))
@@ -309,8 +307,7 @@ def check_all_tasks(
         (panoptic_segmentation, exact.check_panoptic, panoptic),
     ]:
         results = {
-            m: function(class_logits, mask_logits, method=m, band_rows=band_rows, **sizes, **options)
-            for m in methods
+            m: function(class_logits, mask_logits, method=m, band_rows=band_rows, **sizes, **options) for m in methods
         }
         check(results, class_logits, mask_logits, sizes, **options)
 
@@ -340,9 +337,12 @@ def test_agrees_with_the_original_on_a_trained_models_outputs(name, scale):
     recorded = load_recorded(name)
     class_logits, mask_logits = recorded["class_queries_logits"], recorded["masks_queries_logits"]
     check_all_tasks(
-        class_logits, mask_logits, _geometry(recorded, scale),
-        instance={"threshold": 0.5}, panoptic={"threshold": 0.8, "label_ids_to_fuse": {6, 7, 8}},
-    )  # fmt: skip
+        class_logits,
+        mask_logits,
+        _geometry(recorded, scale),
+        instance={"threshold": 0.5},
+        panoptic={"threshold": 0.8, "label_ids_to_fuse": {6, 7, 8}},
+    )
 
 
 def test_agrees_with_the_original_on_untrained_outputs():
@@ -354,9 +354,7 @@ def test_agrees_with_the_original_on_untrained_outputs():
         1, 30, 48, 56, generator=generator
     )
     sizes = {"padded_size": (192, 224), "valid_sizes": [(192, 213)], "target_sizes": [(288, 320)]}
-    check_all_tasks(
-        class_logits, mask_logits, sizes, instance={"threshold": 0.0}, panoptic={"threshold": 0.0}
-    )
+    check_all_tasks(class_logits, mask_logits, sizes, instance={"threshold": 0.0}, panoptic={"threshold": 0.0})
 
 
 def test_agrees_with_the_original_on_tiny_and_coarse_grids():
@@ -417,9 +415,7 @@ def test_the_dense_path_on_gpu_is_the_original(method):
     )
     for class_logits, mask_logits, sizes in cases:
         on_gpu = (class_logits.cuda(), mask_logits.cuda())
-        exact.check_semantic(
-            semantic_segmentation(*on_gpu, method=method, **sizes), class_logits, mask_logits, sizes
-        )
+        exact.check_semantic(semantic_segmentation(*on_gpu, method=method, **sizes), class_logits, mask_logits, sizes)
         options = {"threshold": 0.3}
         exact.check_instance(
             instance_segmentation(*on_gpu, method=method, **sizes, **options),
@@ -481,9 +477,7 @@ def test_a_region_is_the_originals_resampling_there(low, padded, valid, target):
     (a few 1e-7 of the logits' magnitude: the composite of two resamplings rounds its weights once)."""
     generator = torch.Generator().manual_seed(5)
     logits = torch.randn(*low, generator=generator) * 6
-    whole = reference.sem_seg_postprocess(reference.upsampled(logits[None, None], padded)[0], valid, target)[
-        0
-    ]
+    whole = reference.sem_seg_postprocess(reference.upsampled(logits[None, None], padded)[0], valid, target)[0]
     geometry = Geometry(low, padded, valid, target, logits.device)
     tolerance_scale = float(logits.abs().max())
     height, width = target
@@ -536,6 +530,4 @@ def test_the_processor_passes_the_method_through():
         check({m: function(outputs, target_sizes=targets, method=m) for m in METHODS}, *logits, sizes)
     for name in ("semantic", "instance", "panoptic"):
         with pytest.raises(ValueError, match="method must be"):
-            getattr(processor, f"post_process_{name}_segmentation")(
-                outputs, target_sizes=targets, method="gpu"
-            )
+            getattr(processor, f"post_process_{name}_segmentation")(outputs, target_sizes=targets, method="gpu")

@@ -16,8 +16,8 @@ from transformers.models.maskformer.image_processing_maskformer import (
     convert_segmentation_to_rle as transformers_rle,
 )
 
-from modeling_maskformer.benchmarks.common import random_outputs
-from modeling_maskformer.benchmarks.recorded import load_recorded
+from benchmarks.common import random_outputs
+from benchmarks.recorded import load_recorded
 from modeling_maskformer.image_processing import bounded, cost
 from modeling_maskformer.image_processing import post_processing as pp
 from modeling_maskformer.image_processing.resampling import Geometry
@@ -36,25 +36,17 @@ def regime_outputs(regime: str, *, queries: int, classes: int, low: tuple[int, i
     if regime == "random-init":  # near-uniform classes, rough masks
         class_logits = torch.randn(1, queries, classes + 1, generator=generator) * 0.31
         noise = torch.randn(queries, 1, *low, generator=generator)
-        masks = (
-            torch.nn.functional.avg_pool2d(noise, 3, stride=1, padding=1, count_include_pad=False) * 8 - 0.6
-        )
+        masks = torch.nn.functional.avg_pool2d(noise, 3, stride=1, padding=1, count_include_pad=False) * 8 - 0.6
         return class_logits, masks[None, :, 0]
     class_logits = torch.randn(1, queries, classes + 1, generator=generator) * 4
     return class_logits, torch.randn(1, queries, *low, generator=generator) * 4
 
 
 GEOMETRIES = [
-    pytest.param(
-        {"padded_size": (96, 128), "valid_sizes": [(90, 121)], "target_sizes": [(270, 365)]}, id="magnified"
-    ),
-    pytest.param(
-        {"padded_size": (96, 128), "valid_sizes": [(96, 100)], "target_sizes": [(41, 57)]}, id="shrunk"
-    ),
+    pytest.param({"padded_size": (96, 128), "valid_sizes": [(90, 121)], "target_sizes": [(270, 365)]}, id="magnified"),
+    pytest.param({"padded_size": (96, 128), "valid_sizes": [(96, 100)], "target_sizes": [(41, 57)]}, id="shrunk"),
     pytest.param({"padded_size": (96, 128), "valid_sizes": [(90, 121)]}, id="cropped"),
-    pytest.param(
-        {"padded_size": (100, 131), "valid_sizes": [(97, 131)], "target_sizes": [(150, 201)]}, id="not-4x"
-    ),
+    pytest.param({"padded_size": (100, 131), "valid_sizes": [(97, 131)], "target_sizes": [(150, 201)]}, id="not-4x"),
 ]
 
 
@@ -107,9 +99,7 @@ def test_a_12_mp_output_is_the_originals(regime):
     class_logits, mask_logits = regime_outputs(regime, queries=16, classes=8, low=(128, 176), seed=3)
     sizes = {"padded_size": (512, 704), "valid_sizes": [(512, 683)], "target_sizes": [(3000, 4000)]}
     for method, band_rows in (("auto", None), ("dense", 256)):
-        (ours,) = pp.semantic_segmentation(
-            class_logits, mask_logits, method=method, band_rows=band_rows, **sizes
-        )
+        (ours,) = pp.semantic_segmentation(class_logits, mask_logits, method=method, band_rows=band_rows, **sizes)
         exact.check_semantic([ours], class_logits, mask_logits, sizes)
 
 
@@ -118,9 +108,14 @@ def test_the_recorded_demo_outputs_brought_to_a_photo_size():
     recorded = load_recorded("demo_384")
     sizes = {"padded_size": (384, 384), "target_sizes": [(1536, 1536)]}
     check_all_tasks(
-        recorded["class_queries_logits"], recorded["masks_queries_logits"], sizes, methods=("dense", "bounded"),
-        band_rows=96, instance={"threshold": 0.5}, panoptic={"threshold": 0.8, "label_ids_to_fuse": {6, 7, 8}},
-    )  # fmt: skip
+        recorded["class_queries_logits"],
+        recorded["masks_queries_logits"],
+        sizes,
+        methods=("dense", "bounded"),
+        band_rows=96,
+        instance={"threshold": 0.5},
+        panoptic={"threshold": 0.8, "label_ids_to_fuse": {6, 7, 8}},
+    )
 
 
 def test_band_rows_are_checked():
@@ -149,9 +144,7 @@ def test_auto_takes_the_cheaper_fixed_cost_for_tiny_maps_and_dense_off_the_cpu(t
         assert chosen == (fixed["bounded"] < fixed["dense"]), fixed
     elsewhere = Geometry((128, 176), (512, 704), (512, 683), (3000, 4000), torch.device("meta"))
     assert not cost.use_bounded(task, "auto", elsewhere, maps=100, classes=150, open_share=0.0, tiny=pp._tiny)
-    assert cost.use_bounded(task, "bounded", tiny, maps=4) and not cost.use_bounded(
-        task, "dense", elsewhere, maps=4
-    )
+    assert cost.use_bounded(task, "bounded", tiny, maps=4) and not cost.use_bounded(task, "dense", elsewhere, maps=4)
 
 
 def test_auto_takes_the_bounded_path_for_a_photo_and_asks_the_data_only_when_it_matters():
@@ -211,9 +204,7 @@ def test_instance_results_stay_compact():
     """Binary maps are bool, the id map int32; with return_coco_annotation, RLE lists only."""
     class_logits, mask_logits = regime_outputs("trained-like", queries=10, classes=4, low=(16, 16))
     sizes = {"padded_size": (64, 64), "target_sizes": [(200, 200)], "band_rows": 16}
-    (maps,) = pp.instance_segmentation(
-        class_logits, mask_logits, return_binary_maps=True, threshold=0.3, **sizes
-    )
+    (maps,) = pp.instance_segmentation(class_logits, mask_logits, return_binary_maps=True, threshold=0.3, **sizes)
     assert maps["segmentation"].dtype == torch.bool and maps["segmentation"].shape[1:] == (200, 200)
     (ids,) = pp.instance_segmentation(class_logits, mask_logits, threshold=0.3, **sizes)
     assert ids["segmentation"].dtype == torch.int32

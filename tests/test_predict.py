@@ -1,4 +1,4 @@
-"""Batch prediction (`scripts/predict.py`, `modeling_maskformer.batch_predict`, `prediction_writers`): folders, globs
+"""Batch prediction (`scripts/predict.py`, `modeling_maskformer.inference.batch_predict`, `prediction_writers`): folders, globs
 and files written by the tests, unreadable files reported and skipped, exit statuses, results independent of the
 batch size, Ctrl-C / SIGTERM writing what is done, and every output format read back by the real tools (PIL,
 panopticapi's `rgb2id` and `pq_compute`, pycocotools' `COCO.loadRes` and `COCOeval`)."""
@@ -27,14 +27,14 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from modeling_maskformer import MaskFormerImageProcessor
-from modeling_maskformer.app import load_model
-from modeling_maskformer.batch_predict import resolve_device
-from modeling_maskformer.batching import forward_by_padded_size
 from modeling_maskformer.cli import run_cli
 from modeling_maskformer.data.decoding import read_coco_panoptic_json
-from modeling_maskformer.labels import TASKS, task_caveats
-from modeling_maskformer.prediction_inputs import expand_inputs, output_names, read_image
-from modeling_maskformer.prediction_writers import (
+from modeling_maskformer.data.labels import TASKS, task_caveats
+from modeling_maskformer.inference.app import load_model
+from modeling_maskformer.inference.batch_predict import resolve_device
+from modeling_maskformer.inference.batching import forward_by_padded_size
+from modeling_maskformer.inference.prediction_inputs import expand_inputs, output_names, read_image
+from modeling_maskformer.inference.prediction_writers import (
     ImageRecord,
     InstanceWriter,
     PanopticWriter,
@@ -69,8 +69,10 @@ def varied_model():
     model.config.thing_ids = THING_IDS  # NOTE: recorded by training (issue 23); set here for the test's model
     processor = MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128})
     inputs = {}
-    hooks = [model.class_head.register_forward_hook(lambda m, i, o: inputs.update(c=i[0][0])),
-             model.mask_head.layers[2].register_forward_hook(lambda m, i, o: inputs.update(m=i[0][0]))]  # fmt: skip
+    hooks = [
+        model.class_head.register_forward_hook(lambda m, i, o: inputs.update(c=i[0][0])),
+        model.mask_head.layers[2].register_forward_hook(lambda m, i, o: inputs.update(m=i[0][0])),
+    ]
     with torch.no_grad():
         model(**processor(scene(np.random.default_rng(0), 80, 60), return_tensors="pt"))
         for hook in hooks:
@@ -129,9 +131,7 @@ def semantic_map(model, processor, image: Image.Image) -> torch.Tensor:
     """The class map of `image` predicted alone, as predict.py computes it."""
     with torch.no_grad():
         outputs = model(**processor([image], return_tensors="pt"))
-    return processor.post_process_semantic_segmentation(outputs, target_sizes=[(image.height, image.width)])[
-        0
-    ]
+    return processor.post_process_semantic_segmentation(outputs, target_sizes=[(image.height, image.width)])[0]
 
 
 def check_semantic(out: Path, index: dict) -> None:
@@ -167,9 +167,7 @@ def check_panoptic(out: Path, index: dict) -> dict:
         stuff = [s["category_id"] for s in annotation["segments_info"] if s["category_id"] == 3]
         assert len(stuff) <= 1  # stuff fused: at most one "sky" segment per image
     with contextlib.redirect_stdout(io.StringIO()):
-        results = pq_compute(
-            str(json_path), str(json_path)
-        )  # folders: the JSON's name without .json, as COCO's
+        results = pq_compute(str(json_path), str(json_path))  # folders: the JSON's name without .json, as COCO's
     assert results["All"]["n"] > 0 and results["All"]["pq"] == pytest.approx(1.0)
     return payload
 
@@ -199,8 +197,24 @@ def test_folder_with_unreadable_files_through_the_program(model_dir, photos, tmp
     """The whole journey in a real process: a folder, recursively, with a truncated JPEG and a text file in the
     middle: both reported and skipped, the others written in every format, exit status 1."""
     out = tmp_path / "out"
-    command = [sys.executable, str(SCRIPT), str(photos), "--recursive", "--model", str(model_dir), "--out", str(out),
-               "--task", "semantic", "panoptic", "instance", "--threshold", "0.1", "--batch_size", "3"]  # fmt: skip
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        str(photos),
+        "--recursive",
+        "--model",
+        str(model_dir),
+        "--out",
+        str(out),
+        "--task",
+        "semantic",
+        "panoptic",
+        "instance",
+        "--threshold",
+        "0.1",
+        "--batch_size",
+        "3",
+    ]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 1, finished.stderr
     assert "d.jpg: skipped: cannot decode it (OSError: " in finished.stderr
@@ -250,28 +264,41 @@ def test_grouped_batches_give_each_image_its_own_outputs(model_dir, photos):
         alone = [model(**single) for single in inputs]
         grouped = forward_by_padded_size(model, inputs, batch_size=3, device="cpu")
         mixed = model(**processor(images, return_tensors="pt"))  # padded to the largest image of the batch
-    gap = max((a[name][0] - g[name][0]).abs().max().item() for a, g in zip(alone, grouped)
-              for name in ("class_queries_logits", "masks_queries_logits"))  # fmt: skip
-    scale = max(a.masks_queries_logits.abs().max().item() for a in alone)
-    print(
-        f"logits, grouped batches vs each image alone: max difference {gap:.2e} (largest logit {scale:.1f})"
+    gap = max(
+        (a[name][0] - g[name][0]).abs().max().item()
+        for a, g in zip(alone, grouped)
+        for name in ("class_queries_logits", "masks_queries_logits")
     )
-    assert (
-        gap <= 1e-3 * scale
-    )  # float rounding of batched kernels only (measured 9e-4 to 1e-3 on logits up to 257)
+    scale = max(a.masks_queries_logits.abs().max().item() for a in alone)
+    print(f"logits, grouped batches vs each image alone: max difference {gap:.2e} (largest logit {scale:.1f})")
+    assert gap <= 1e-3 * scale  # float rounding of batched kernels only (measured 9e-4 to 1e-3 on logits up to 257)
     semantic = processor.post_process_semantic_segmentation
     mixed_maps = semantic(mixed, target_sizes=sizes)
-    assert any(
-        not torch.equal(semantic(a, target_sizes=[s])[0], m) for a, s, m in zip(alone, sizes, mixed_maps)
-    )
+    assert any(not torch.equal(semantic(a, target_sizes=[s])[0], m) for a, s, m in zip(alone, sizes, mixed_maps))
 
 
 def test_batch_size_does_not_change_the_results(model_dir, photos, tmp_path, monkeypatch, capsys):
     indexes = {}
     for batch_size in (1, 3):
         out = tmp_path / f"batch{batch_size}"
-        status, _, _ = run_predict(monkeypatch, capsys, photos, "--recursive", "--model", model_dir, "--out", out, "--task",
-                                   "semantic", "panoptic", "instance", "--threshold", "0.1", "--batch_size", batch_size)  # fmt: skip
+        status, _, _ = run_predict(
+            monkeypatch,
+            capsys,
+            photos,
+            "--recursive",
+            "--model",
+            model_dir,
+            "--out",
+            out,
+            "--task",
+            "semantic",
+            "panoptic",
+            "instance",
+            "--threshold",
+            "0.1",
+            "--batch_size",
+            batch_size,
+        )
         assert status == 1  # the two unreadable files
         indexes[batch_size] = json.loads((out / "predictions.json").read_text())
     assert indexes[1]["summary"]["forward_passes"] == 7 and indexes[3]["summary"]["forward_passes"] == 4
@@ -290,9 +317,7 @@ def test_batch_size_does_not_change_the_results(model_dir, photos, tmp_path, mon
                 .mean()
             )
         for task in ("semantic", "panoptic", "instance"):
-            assert [s["label_id"] for s in entry[task]["segments"]] == [
-                s["label_id"] for s in other[task]["segments"]
-            ]
+            assert [s["label_id"] for s in entry[task]["segments"]] == [s["label_id"] for s in other[task]["segments"]]
             assert all(
                 abs(s["area_fraction"] - t["area_fraction"]) <= 1e-3
                 for s, t in zip(entry[task]["segments"], other[task]["segments"])
@@ -310,8 +335,21 @@ def test_batch_size_does_not_change_the_results(model_dir, photos, tmp_path, mon
 
 def test_glob_and_files(model_dir, photos, tmp_path, monkeypatch, capsys):
     out = tmp_path / "glob"
-    status, stdout, _ = run_predict(monkeypatch, capsys, str(photos / "*.jpg"), photos / "sub" / "h.jpg", photos / "b.png",
-                                    "--model", model_dir, "--out", out, "--task", "semantic", "--progress", "none")  # fmt: skip
+    status, stdout, _ = run_predict(
+        monkeypatch,
+        capsys,
+        str(photos / "*.jpg"),
+        photos / "sub" / "h.jpg",
+        photos / "b.png",
+        "--model",
+        model_dir,
+        "--out",
+        out,
+        "--task",
+        "semantic",
+        "--progress",
+        "none",
+    )
     assert status == 1  # the glob also matches the truncated d.jpg (hidden .hidden.jpg: not matched)
     index = json.loads((out / "predictions.json").read_text())
     assert [e["file_name"] for e in index["images"]] == ["a.jpg", "c.jpg", "f.jpg", "sub/h.jpg", "b.png"]
@@ -332,15 +370,22 @@ def test_glob_and_files(model_dir, photos, tmp_path, monkeypatch, capsys):
     status, _, stderr = run_predict(monkeypatch, capsys, *other)
     assert status == 2 and "holds predictions of another run (threshold 0.5 -> 0.3; inputs" in stderr
     status, stdout, stderr = run_predict(monkeypatch, capsys, *other, "--overwrite", "--no-overlays")
-    assert (
-        status == 1
-        and "3 of 4 images done" in stdout
-        and "overwrite: removing the earlier predictions" in stderr
-    )
+    assert status == 1 and "3 of 4 images done" in stdout and "overwrite: removing the earlier predictions" in stderr
     assert not (out / "semantic" / "masks" / "sub").exists()
     # A recursive pattern, quoted (expanded by the program), and files given twice are predicted once.
-    status, stdout, _ = run_predict(monkeypatch, capsys, str(photos / "**" / "*.png"), photos / "b.png", "--model", model_dir,
-                                    "--out", tmp_path / "deep", "--task", "panoptic", "--no-overlays")  # fmt: skip
+    status, stdout, _ = run_predict(
+        monkeypatch,
+        capsys,
+        str(photos / "**" / "*.png"),
+        photos / "b.png",
+        "--model",
+        model_dir,
+        "--out",
+        tmp_path / "deep",
+        "--task",
+        "panoptic",
+        "--no-overlays",
+    )
     assert status == 1 and "3 of 4 images done" in stdout  # b, e, g; notes.png skipped
     assert not (tmp_path / "deep" / "panoptic" / "overlays").exists()
 
@@ -351,30 +396,25 @@ def test_exit_status_2_for_input_errors(model_dir, photos, tmp_path, monkeypatch
     scene(np.random.default_rng(0), 64, 64).save(tmp_path / "nested" / "inner" / "x.png")
     cases = {
         str(tmp_path / "empty"): "empty: no image files in this folder",
-        str(
-            tmp_path / "nested"
-        ): "nested: no image files in this folder (extensions PIL reads, e.g. .jpg, .png); its "
+        str(tmp_path / "nested"): "nested: no image files in this folder (extensions PIL reads, e.g. .jpg, .png); its "
         "subfolders are searched with --recursive",
         str(tmp_path / "*.jpg"): "*.jpg: the pattern matches no image files",
         str(tmp_path / "missing.jpg"): "missing.jpg: no such file or folder",
     }
     for given, message in cases.items():
-        status, stdout, stderr = run_predict(
-            monkeypatch, capsys, given, "--model", model_dir, "--out", tmp_path / "o"
-        )
+        status, stdout, stderr = run_predict(monkeypatch, capsys, given, "--model", model_dir, "--out", tmp_path / "o")
         assert (
-            status == 2
-            and stderr.startswith("predict.py: error: ")
-            and message in stderr
-            and stderr.count("\n") == 1
+            status == 2 and stderr.startswith("predict.py: error: ") and message in stderr and stderr.count("\n") == 1
         )
     assert not (tmp_path / "o").exists()  # nothing written, the model not even loaded
     if not torch.cuda.is_available():
-        status, _, stderr = run_predict(monkeypatch, capsys, photos / "a.jpg", "--model", model_dir, "--out", tmp_path / "o",
-                                        "--device", "cuda")  # fmt: skip
+        status, _, stderr = run_predict(
+            monkeypatch, capsys, photos / "a.jpg", "--model", model_dir, "--out", tmp_path / "o", "--device", "cuda"
+        )
         assert status == 2 and "device 'cuda' is not available" in stderr
-    status, _, stderr = run_predict(monkeypatch, capsys, photos / "a.jpg", "--model", model_dir, "--out", tmp_path / "o",
-                                    "--batch_size", "0")  # fmt: skip
+    status, _, stderr = run_predict(
+        monkeypatch, capsys, photos / "a.jpg", "--model", model_dir, "--out", tmp_path / "o", "--batch_size", "0"
+    )
     assert status == 2 and "--batch_size must be >= 1" in stderr
 
 
@@ -382,30 +422,53 @@ def test_other_model_folders(photos, tmp_path, monkeypatch, capsys, caplog):
     """A transformers MaskFormer folder (as from the Hub): no thing_ids recorded, so every class is a thing, said in
     one log line."""
     save_transformers_checkpoint(tmp_path / "hf", num_labels=4, predicted=2)
-    status, stdout, _ = run_predict(monkeypatch, capsys, photos / "a.jpg", photos / "b.png", "--model", tmp_path / "hf",
-                                    "--out", tmp_path / "out", "--task", "instance", "panoptic", "--threshold", "0.0")  # fmt: skip
+    status, stdout, _ = run_predict(
+        monkeypatch,
+        capsys,
+        photos / "a.jpg",
+        photos / "b.png",
+        "--model",
+        tmp_path / "hf",
+        "--out",
+        tmp_path / "out",
+        "--task",
+        "instance",
+        "panoptic",
+        "--threshold",
+        "0.0",
+    )
     assert status == 0 and "2 of 2 images done" in stdout
     assert "does not record which classes are things" in caplog.text
     dataset = json.loads((tmp_path / "out" / "instance" / "instances.json").read_text())
     assert [c["name"] for c in dataset["categories"]] == ["class 0", "class 1", "class 2", "class 3"]
 
 
-@pytest.mark.parametrize(
-    "name,status", [("SIGINT", 130), pytest.param("SIGTERM", 143, marks=pytest.mark.slow)]
-)
-def test_a_signal_stops_the_run_and_the_same_command_resumes(
-    model_dir, tmp_path, name, status, monkeypatch, capsys
-):
+@pytest.mark.parametrize("name,status", [("SIGINT", 130), pytest.param("SIGTERM", 143, marks=pytest.mark.slow)])
+def test_a_signal_stops_the_run_and_the_same_command_resumes(model_dir, tmp_path, name, status, monkeypatch, capsys):
     folder = tmp_path / "many"
     folder.mkdir()
     rng = np.random.default_rng(0)
     for n in range(24):
         scene(rng, 80, 60).save(folder / f"{n:02d}.png")
     out = tmp_path / "out"
-    arguments = [str(folder), "--model", str(model_dir), "--out", str(out), "--task", "panoptic", "instance",
-                 "--threshold", "0.1", "--batch_size", "1", "--no-overlays"]  # fmt: skip
-    process = subprocess.Popen([sys.executable, str(SCRIPT), *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)  # fmt: skip
+    arguments = [
+        str(folder),
+        "--model",
+        str(model_dir),
+        "--out",
+        str(out),
+        "--task",
+        "panoptic",
+        "instance",
+        "--threshold",
+        "0.1",
+        "--batch_size",
+        "1",
+        "--no-overlays",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and "[5/24]" not in process.stderr.readline():
         assert process.poll() is None, process.stderr.read()
@@ -418,11 +481,11 @@ def test_a_signal_stops_the_run_and_the_same_command_resumes(
     assert index["summary"]["stopped_by"] == name and 5 <= done < 24 and len(index["images"]) == done
     payload = json.loads((out / "panoptic" / "predictions_panoptic.json").read_text())
     assert [a["file_name"] for a in payload["annotations"]] == [f"{n:02d}.png" for n in range(done)]
-    assert all(
-        (out / "panoptic" / "predictions_panoptic" / a["file_name"]).is_file() for a in payload["annotations"]
-    )
-    earlier = {task: (out / task / file).read_text() for task, file in (("panoptic", "predictions_panoptic.json"),
-                                                                      ("instance", "instances.json"))}  # fmt: skip
+    assert all((out / "panoptic" / "predictions_panoptic" / a["file_name"]).is_file() for a in payload["annotations"])
+    earlier = {
+        task: (out / task / file).read_text()
+        for task, file in (("panoptic", "predictions_panoptic.json"), ("instance", "instances.json"))
+    }
 
     # The same command again: the images done are kept (their entries unchanged), the others predicted.
     status, stdout, stderr = run_predict(monkeypatch, capsys, *arguments)
@@ -446,16 +509,34 @@ def test_exported_folder(model_dir, photos, tmp_path, monkeypatch, capsys):
     model, processor = load_model(model_dir)
     folder = export_folder(model, tmp_path / "onnx", processor=processor, dynamic=True, check_parity=False)
     out = tmp_path / "out"
-    status, stdout, _ = run_predict(monkeypatch, capsys, photos, "--recursive", "--model", folder, "--out", out,
-                                    "--task", "semantic", "panoptic", "--threshold", "0.1", "--batch_size", "3")  # fmt: skip
+    status, stdout, _ = run_predict(
+        monkeypatch,
+        capsys,
+        photos,
+        "--recursive",
+        "--model",
+        folder,
+        "--out",
+        out,
+        "--task",
+        "semantic",
+        "panoptic",
+        "--threshold",
+        "0.1",
+        "--batch_size",
+        "3",
+    )
     assert status == 1 and "7 of 9 images done" in stdout
     index = json.loads((out / "predictions.json").read_text())
     check_semantic(out, index)
     check_panoptic(out, index)
     agreement = [
-        (np.array(Image.open(out / e["semantic"]["mask"])) == semantic_map(model, processor, read_image(photos / e["file_name"])).numpy()).mean()
+        (
+            np.array(Image.open(out / e["semantic"]["mask"]))
+            == semantic_map(model, processor, read_image(photos / e["file_name"])).numpy()
+        ).mean()
         for e in index["images"]
-    ]  # fmt: skip
+    ]
     print(f"semantic maps, onnxruntime vs PyTorch: pixel agreement min {min(agreement):.6f}")
     assert min(agreement) >= 0.999  # another implementation: argmax ties may flip (see the first test)
     status, _, stderr = run_predict(
@@ -536,8 +617,14 @@ def test_writers_from_user_code(tmp_path):
     record = ImageRecord(image_id=7, file_name="dir/x.jpg", key="dir/x", height=4, width=6)
     masks = torch.zeros(3, 4, 6, dtype=torch.bool)
     masks[0, :2, :3] = masks[1, 1:, 2:] = masks[2, 3:, :] = True  # 0 and 1 overlap at (1, 2)
-    instance = {"segmentation": masks, "segments_info": [{"id": 0, "label_id": 1, "score": 0.9},
-                {"id": 1, "label_id": 0, "score": 0.8}, {"id": 2, "label_id": 2, "score": 0.7}]}  # fmt: skip
+    instance = {
+        "segmentation": masks,
+        "segments_info": [
+            {"id": 0, "label_id": 1, "score": 0.9},
+            {"id": 1, "label_id": 0, "score": 0.8},
+            {"id": 2, "label_id": 2, "score": 0.7},
+        ],
+    }
     writer = InstanceWriter(tmp_path / "instance", ID2LABEL, thing_ids=THING_IDS, overlays=False)
     entry = writer.add(record, image, instance)
     assert [s["label"] for s in entry["segments"]] == ["square", "circle"] and entry["overlay"] is None
@@ -549,14 +636,17 @@ def test_writers_from_user_code(tmp_path):
     decoded = [detections.annToMask(a) for a in detections.loadAnns(detections.getAnnIds())]
     assert [np.array_equal(d, m.numpy()) for d, m in zip(decoded, masks[:2])] == [True, True]
     results = json.loads((tmp_path / "instance" / "results.json").read_text())
-    assert [r["category_id"] for r in results] == [2, 1] and isinstance(
-        results[0]["segmentation"]["counts"], str
-    )
+    assert [r["category_id"] for r in results] == [2, 1] and isinstance(results[0]["segmentation"]["counts"], str)
     assert mask_utils.area(results[0]["segmentation"]) == 6
 
-    panoptic = {"segmentation": torch.tensor([[1, 1, 2, 2, 0, 0]] * 4, dtype=torch.int32),
-                "segments_info": [{"id": 1, "label_id": 0, "score": 0.9}, {"id": 2, "label_id": 2, "score": 0.8},
-                                  {"id": 3, "label_id": 1, "score": 0.5}]}  # fmt: skip
+    panoptic = {
+        "segmentation": torch.tensor([[1, 1, 2, 2, 0, 0]] * 4, dtype=torch.int32),
+        "segments_info": [
+            {"id": 1, "label_id": 0, "score": 0.9},
+            {"id": 2, "label_id": 2, "score": 0.8},
+            {"id": 3, "label_id": 1, "score": 0.5},
+        ],
+    }
     writer = PanopticWriter(tmp_path / "panoptic", ID2LABEL, thing_ids=THING_IDS)
     writer.add(record, image, panoptic)
     [json_path] = writer.flush()
@@ -565,15 +655,15 @@ def test_writers_from_user_code(tmp_path):
     [annotation] = payload["annotations"]
     assert annotation["file_name"] == "dir/x.png"
     assert [(s["id"], s["category_id"], s["area"], s["bbox"]) for s in annotation["segments_info"]] == [
-        (1, 1, 8, [0.0, 0.0, 2.0, 4.0]), (2, 3, 8, [2.0, 0.0, 2.0, 4.0])]  # fmt: skip
+        (1, 1, 8, [0.0, 0.0, 2.0, 4.0]),
+        (2, 3, 8, [2.0, 0.0, 2.0, 4.0]),
+    ]
     png = rgb2id(np.array(Image.open(tmp_path / "panoptic" / "predictions_panoptic" / "dir" / "x.png")))
     assert np.array_equal(png, panoptic["segmentation"].numpy())
     with contextlib.redirect_stdout(io.StringIO()):
         assert pq_compute(str(json_path), str(json_path))["All"]["pq"] == pytest.approx(1.0)
 
-    entry = SemanticWriter(tmp_path / "semantic", ID2LABEL).add(
-        record, image, torch.tensor([[0, 1, 2, 2, 2, 2]] * 4)
-    )
+    entry = SemanticWriter(tmp_path / "semantic", ID2LABEL).add(record, image, torch.tensor([[0, 1, 2, 2, 2, 2]] * 4))
     assert [(s["label"], s["area"]) for s in entry["segments"]] == [("circle", 4), ("square", 4), ("sky", 16)]
     assert Image.open(entry["overlay"]).size[1] >= 4
 
@@ -595,14 +685,26 @@ def test_a_bug_keeps_its_traceback_after_the_results_are_written(photos, tmp_pat
     with pytest.raises(RuntimeError, match="a bug"):
         batch_predict.predict_images(model, processor, paths, tmp_path, tasks=["semantic"], progress="none")
     index = json.loads((tmp_path / "predictions.json").read_text())
-    assert [e["file_name"] for e in index["images"]] == ["a.jpg", "b.png"] and not index["summary"][
-        "finished"
-    ]
+    assert [e["file_name"] for e in index["images"]] == ["a.jpg", "b.png"] and not index["summary"]["finished"]
 
 
 def _predict_process(model_dir: Path, inputs: Path, out: Path, *tasks: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(SCRIPT), str(inputs), "--model", str(model_dir), "--out", str(out), "--task",
-               *tasks, "--threshold", "0.1", "--batch_size", "2", "--no-overlays"]  # fmt: skip
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        str(inputs),
+        "--model",
+        str(model_dir),
+        "--out",
+        str(out),
+        "--task",
+        *tasks,
+        "--threshold",
+        "0.1",
+        "--batch_size",
+        "2",
+        "--no-overlays",
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
@@ -634,9 +736,7 @@ def test_a_model_without_things_or_without_stuff_is_named_once_before_the_run(th
     finished = _predict_process(folder, few_photos, out, "semantic", "panoptic", "instance")
     assert finished.returncode == 1, finished.stderr  # z.jpg skipped
     lines = finished.stderr.splitlines()
-    said = [
-        line for line in lines if "records no thing class" in line or "no background or stuff class" in line
-    ]
+    said = [line for line in lines if "records no thing class" in line or "no background or stuff class" in line]
     assert len(said) == 1 and str(folder) in said[0], finished.stderr
     progress = [line for line in lines if line.startswith("[")]
     assert lines.index(said[0]) < lines.index(progress[0])  # before the run
@@ -650,9 +750,7 @@ def test_a_model_without_things_or_without_stuff_is_named_once_before_the_run(th
         assert json.loads((out / "instance" / "instances.json").read_text())["annotations"] == []
     else:
         assert "semantic maps give every pixel one of its object classes" in said[0]
-        assert (
-            "panoptic output leaves empty only the pixels" in said[0] and "Instance segmentation" in said[0]
-        )
+        assert "panoptic output leaves empty only the pixels" in said[0] and "Instance segmentation" in said[0]
     # Only the tasks concerned: the other tasks say nothing, nor does a model with things and stuff.
     other = ["panoptic", "semantic"] if things == "none" else ["instance"]
     assert task_caveats(model.config, other, "m") == []

@@ -66,9 +66,7 @@ def test_registry_shape():
             if archive.url is None:  # a local archive: the reason is stated
                 assert archive.unpinned and "login" in archive.unpinned
                 continue
-            assert urlsplit(archive.url).scheme in ("http", "https") and archive.url.endswith(
-                "/" + archive.filename
-            )
+            assert urlsplit(archive.url).scheme in ("http", "https") and archive.url.endswith("/" + archive.filename)
             assert isinstance(archive.size, int) and archive.size > 0
             assert (re.fullmatch(r"[0-9a-f]{64}", archive.sha256 or "") is not None) or bool(archive.unpinned)
     assert set(SCRIPT_DATASETS.values()) <= set(DATASETS)
@@ -119,16 +117,48 @@ def test_the_readme_training_command_runs_on_the_prepared_folder(site, served_ad
     root = tmp_path / "data"
     prepare("ade20k", root, mirror=site.mirror, progress=False)
     out = tmp_path / "run"
-    train(["--dataset", str(root / "ADEChallengeData2016"), "--label_convention", "ade", "--model_preset", "demo",
-           "--crop_size", "64", "--per_device_train_batch_size", "2", "--max_train_steps", "2", "--eval_steps", "2",
-           "--max_eval_items", "1", "--output_dir", str(out)])  # fmt: skip
+    train(
+        [
+            "--dataset",
+            str(root / "ADEChallengeData2016"),
+            "--label_convention",
+            "ade",
+            "--model_preset",
+            "demo",
+            "--crop_size",
+            "64",
+            "--per_device_train_batch_size",
+            "2",
+            "--max_train_steps",
+            "2",
+            "--eval_steps",
+            "2",
+            "--max_eval_items",
+            "1",
+            "--output_dir",
+            str(out),
+        ]
+    )
     config = json.loads((out / "config.json").read_text())
     assert len(config["id2label"]) == 150 and config["id2label"]["0"] == "class1"
     history = json.loads((out / "training_history.json").read_text())
     assert history[-1]["step"] == 2 and np.isfinite(history[-1]["loss"])
     # the evaluation program on the same data, named by the dead Hub name + --data_root
-    results = run_script(ROOT / "scripts" / "evaluate_maskformer.py", "--model", str(out), "--dataset", "scene_parse_150",
-                         "--data_root", str(root), "--label_convention", "ade", "--max_items", "2", "--batch_size", "1")  # fmt: skip
+    results = run_script(
+        ROOT / "scripts" / "evaluate_maskformer.py",
+        "--model",
+        str(out),
+        "--dataset",
+        "scene_parse_150",
+        "--data_root",
+        str(root),
+        "--label_convention",
+        "ade",
+        "--max_items",
+        "2",
+        "--batch_size",
+        "1",
+    )
     assert 0 <= results["semantic"]["mean_iou"] <= 1
 
 
@@ -142,9 +172,7 @@ def test_wrong_checksum_leaves_nothing_and_a_rerun_after_the_fix_works(
     good = DATASETS["ade20k"]
     wrong = dataclasses.replace(good.archives["all"], sha256="0" * 64)
     monkeypatch.setitem(DATASETS, "ade20k", dataclasses.replace(good, archives={"all": wrong}))
-    line = one_line_error(
-        monkeypatch, capsys, PREPARE, "ade20k", "--root", str(root), "--mirror", site.mirror
-    )
+    line = one_line_error(monkeypatch, capsys, PREPARE, "ade20k", "--root", str(root), "--mirror", site.mirror)
     assert "SHA-256 mismatch" in line and "0" * 64 in line and hashlib.sha256(served_ade).hexdigest() in line
     assert not (root / "ADEChallengeData2016").exists() and not any((root / "downloads").iterdir())
     assert leftovers(root) == []
@@ -156,23 +184,18 @@ def test_a_dropped_connection_resumes_with_range(site, served_ade, tmp_path):
     path = urlsplit(DATASETS["ade20k"].archives["all"].url).path
     half = len(served_ade) // 2
     site.drop_after[path] = half
-    result = prepare(
-        "ade20k", tmp_path, mirror=site.mirror, progress=False, download_policy=DownloadPolicy(retries=1)
-    )
+    result = prepare("ade20k", tmp_path, mirror=site.mirror, progress=False, download_policy=DownloadPolicy(retries=1))
     assert site.requests == [(path, None), (path, f"bytes={half}-")]
     assert result.splits == ADE_COUNTS and (tmp_path / "ADEChallengeData2016" / MARKER).is_file()
 
 
-def test_an_interrupted_download_is_one_line_and_a_rerun_finishes(
-    site, served_ade, tmp_path, monkeypatch, capsys
-):
+def test_an_interrupted_download_is_one_line_and_a_rerun_finishes(site, served_ade, tmp_path, monkeypatch, capsys):
     path = urlsplit(DATASETS["ade20k"].archives["all"].url).path
     site.always_drop[path] = 1000
-    line = one_line_error(monkeypatch, capsys, PREPARE, "ade20k", "--root", str(tmp_path), "--mirror", site.mirror,
-                          "--retries", "0")  # fmt: skip
-    assert (
-        f"interrupted at 1,000 of {len(served_ade):,} bytes" in line and "run the same command again" in line
+    line = one_line_error(
+        monkeypatch, capsys, PREPARE, "ade20k", "--root", str(tmp_path), "--mirror", site.mirror, "--retries", "0"
     )
+    assert f"interrupted at 1,000 of {len(served_ade):,} bytes" in line and "run the same command again" in line
     assert (tmp_path / "downloads" / "ADEChallengeData2016.zip.part").stat().st_size == 1000
     assert not (tmp_path / "ADEChallengeData2016").exists()
     del site.always_drop[path]
@@ -181,8 +204,9 @@ def test_an_interrupted_download_is_one_line_and_a_rerun_finishes(
     assert site.requests == [(path, "bytes=1000-")]
 
 
-@pytest.mark.parametrize("entry", ["../evil.txt", "ADEChallengeData2016/../../evil.txt", "/tmp/evil-absolute.txt",
-                                   "symlink"])  # fmt: skip
+@pytest.mark.parametrize(
+    "entry", ["../evil.txt", "ADEChallengeData2016/../../evil.txt", "/tmp/evil-absolute.txt", "symlink"]
+)
 def test_unsafe_archives_are_refused_and_nothing_is_written(site, tmp_path, monkeypatch, entry):
     good = ade_zip()
     buffer = io.BytesIO(good)
@@ -196,11 +220,16 @@ def test_unsafe_archives_are_refused_and_nothing_is_written(site, tmp_path, monk
     payload = buffer.getvalue()
     spec = DATASETS["ade20k"]
     site.add(spec.archives["all"].url, payload)
-    monkeypatch.setitem(DATASETS, "ade20k", dataclasses.replace(
-        spec, archives={"all": pinned(spec.archives["all"], payload)}, split_counts=ADE_COUNTS))  # fmt: skip
+    monkeypatch.setitem(
+        DATASETS,
+        "ade20k",
+        dataclasses.replace(spec, archives={"all": pinned(spec.archives["all"], payload)}, split_counts=ADE_COUNTS),
+    )
     root = tmp_path / "deep" / "root"
-    with pytest.raises(DataPreparationError, match="refusing to extract: entry .* is (a '..' component|an absolute "
-                                                   "path|a symbolic link)"):  # fmt: skip
+    with pytest.raises(
+        DataPreparationError,
+        match="refusing to extract: entry .* is (a '..' component|an absolute path|a symbolic link)",
+    ):
         prepare("ade20k", root, mirror=site.mirror, progress=False)
     assert not (root / "ADEChallengeData2016").exists() and leftovers(root) == []
     assert not list(tmp_path.rglob("evil*")) and not Path("/tmp/evil-absolute.txt").exists()
@@ -219,8 +248,11 @@ def test_the_layout_is_verified_before_anything_moves_into_place(site, tmp_path,
     payload = zip_bytes(entries)
     spec = DATASETS["ade20k"]
     site.add(spec.archives["all"].url, payload)
-    monkeypatch.setitem(DATASETS, "ade20k", dataclasses.replace(
-        spec, archives={"all": pinned(spec.archives["all"], payload)}, split_counts=ADE_COUNTS))  # fmt: skip
+    monkeypatch.setitem(
+        DATASETS,
+        "ade20k",
+        dataclasses.replace(spec, archives={"all": pinned(spec.archives["all"], payload)}, split_counts=ADE_COUNTS),
+    )
     with pytest.raises(DataPreparationError, match=re.escape(expected)):
         prepare("ade20k", tmp_path, mirror=site.mirror, progress=False)
     assert not (tmp_path / "ADEChallengeData2016").exists() and leftovers(tmp_path) == []
@@ -232,18 +264,18 @@ def test_disk_full_is_one_line_and_leaves_nothing(site, served_ade, tmp_path, mo
 
     real = download_module.shutil.disk_usage
     monkeypatch.setattr(download_module.shutil, "disk_usage", lambda path: real(path)._replace(free=10))
-    line = one_line_error(
-        monkeypatch, capsys, PREPARE, "ade20k", "--root", str(tmp_path), "--mirror", site.mirror
-    )
-    assert (
-        "disk full" in line
-        and f"{len(served_ade):,} bytes needed" in line
-        and "run the same command again" in line
-    )
+    line = one_line_error(monkeypatch, capsys, PREPARE, "ade20k", "--root", str(tmp_path), "--mirror", site.mirror)
+    assert "disk full" in line and f"{len(served_ade):,} bytes needed" in line and "run the same command again" in line
     monkeypatch.undo()
-    monkeypatch.setitem(DATASETS, "ade20k", dataclasses.replace(
-        DATASETS["ade20k"], archives={"all": pinned(DATASETS["ade20k"].archives["all"], served_ade)},
-        split_counts=ADE_COUNTS))  # fmt: skip
+    monkeypatch.setitem(
+        DATASETS,
+        "ade20k",
+        dataclasses.replace(
+            DATASETS["ade20k"],
+            archives={"all": pinned(DATASETS["ade20k"].archives["all"], served_ade)},
+            split_counts=ADE_COUNTS,
+        ),
+    )
 
     # ENOSPC in the middle of the extraction: nothing half-extracted in place, the verified download is kept
     calls = []
@@ -260,9 +292,15 @@ def test_disk_full_is_one_line_and_leaves_nothing(site, served_ade, tmp_path, mo
     assert not (tmp_path / "ADEChallengeData2016").exists() and leftovers(tmp_path) == []
     assert (tmp_path / "downloads" / "ADEChallengeData2016.zip").is_file()
     monkeypatch.undo()
-    monkeypatch.setitem(DATASETS, "ade20k", dataclasses.replace(
-        DATASETS["ade20k"], archives={"all": pinned(DATASETS["ade20k"].archives["all"], served_ade)},
-        split_counts=ADE_COUNTS))  # fmt: skip
+    monkeypatch.setitem(
+        DATASETS,
+        "ade20k",
+        dataclasses.replace(
+            DATASETS["ade20k"],
+            archives={"all": pinned(DATASETS["ade20k"].archives["all"], served_ade)},
+            split_counts=ADE_COUNTS,
+        ),
+    )
     site.requests.clear()
     assert prepare("ade20k", tmp_path, mirror=site.mirror, progress=False).splits == ADE_COUNTS
     assert site.requests == []  # the kept, verified archive was used
@@ -297,11 +335,14 @@ def test_a_folder_that_is_not_ours_is_not_touched(site, served_ade, tmp_path):
 # ----------------------------------------------------------------------------------------------------------
 def test_coco_panoptic_val_only(site, tmp_path, monkeypatch):
     serve_coco_val(site, monkeypatch)
-    result = run_script(PREPARE, "coco_panoptic", "--splits", "val", "--root", str(tmp_path), "--mirror", site.mirror,
-                        "--no_progress")  # fmt: skip
+    result = run_script(
+        PREPARE, "coco_panoptic", "--splits", "val", "--root", str(tmp_path), "--mirror", site.mirror, "--no_progress"
+    )
     assert result.splits == {"validation": 2}
-    assert sorted(path for path, _ in site.requests) == ["/annotations/panoptic_annotations_trainval2017.zip",
-                                                         "/zips/val2017.zip"]  # no train2017.zip  # fmt: skip
+    assert sorted(path for path, _ in site.requests) == [
+        "/annotations/panoptic_annotations_trainval2017.zip",
+        "/zips/val2017.zip",
+    ]  # no train2017.zip
     coco = tmp_path / "coco"
     assert sorted(p.name for p in (coco / "annotations").iterdir()) == [
         "panoptic_val2017",
@@ -346,8 +387,9 @@ def cityscapes_archives(folder: Path) -> list[str]:
 
 
 def test_cityscapes_from_local_archives(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(DATASETS, "cityscapes", dataclasses.replace(
-        DATASETS["cityscapes"], split_counts={"train": 2, "validation": 1}))  # fmt: skip
+    monkeypatch.setitem(
+        DATASETS, "cityscapes", dataclasses.replace(DATASETS["cityscapes"], split_counts={"train": 2, "validation": 1})
+    )
     archives = cityscapes_archives(tmp_path)
     line = one_line_error(monkeypatch, capsys, PREPARE, "cityscapes", "--root", str(tmp_path / "data"))
     assert "gtFine_trainvaltest.zip not given" in line and "--archives" in line and "login" in line
@@ -376,8 +418,9 @@ def test_a_truncated_local_archive_is_one_line(tmp_path, monkeypatch, capsys):
     archives = cityscapes_archives(tmp_path)
     data = Path(archives[1]).read_bytes()
     Path(archives[1]).write_bytes(data[: len(data) // 2])
-    line = one_line_error(monkeypatch, capsys, PREPARE, "cityscapes", "--archives", *archives, "--root",
-                          str(tmp_path / "data"))  # fmt: skip
+    line = one_line_error(
+        monkeypatch, capsys, PREPARE, "cityscapes", "--archives", *archives, "--root", str(tmp_path / "data")
+    )
     assert "damaged or truncated zip archive" in line
     assert not (tmp_path / "data" / "cityscapes").exists() and leftovers(tmp_path / "data") == []
 
@@ -407,9 +450,7 @@ def test_a_loading_script_dataset_gets_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RuntimeError, match="Dataset scripts are no longer supported"):
         datasets.load_dataset("my_script_dataset", split="train")
-    with pytest.raises(
-        ValueError, match="is a loading script, which datasets .* no longer runs.*prepare_data.py"
-    ):
+    with pytest.raises(ValueError, match="is a loading script, which datasets .* no longer runs.*prepare_data.py"):
         load_hf_dataset("my_script_dataset", "train")
 
 
@@ -420,8 +461,19 @@ def test_reproduce_download_prepares_the_row_data_then_runs(site, served_ade, tm
     checkpoint = tmp_path / "checkpoint"
     save_transformers_checkpoint(checkpoint, num_labels=150, predicted=7)
     data_root = tmp_path / "data"
-    common = ("resnet50-ade", "--model", str(checkpoint), "--limit", "2", "--device", "cpu", "--data_root",
-              str(data_root), "--output_dir", str(tmp_path / "out"))  # fmt: skip
+    common = (
+        "resnet50-ade",
+        "--model",
+        str(checkpoint),
+        "--limit",
+        "2",
+        "--device",
+        "cpu",
+        "--data_root",
+        str(data_root),
+        "--output_dir",
+        str(tmp_path / "out"),
+    )
     line = one_line_error(monkeypatch, capsys, REPRODUCE, *common)
     assert "not prepared in" in line and "--download" in line and "prepare_data.py ade20k" in line
     assert site.requests == []

@@ -59,8 +59,9 @@ def served_ade(site, monkeypatch):
 
 
 def prepare_ade(site, root, **kwargs):
-    return prepare("ade20k", root, mirror=site.mirror, progress=False, download_policy=kwargs.pop("policy", FAST),
-                   **kwargs)  # fmt: skip
+    return prepare(
+        "ade20k", root, mirror=site.mirror, progress=False, download_policy=kwargs.pop("policy", FAST), **kwargs
+    )
 
 
 def cli_args(site, root, *extra):
@@ -98,10 +99,20 @@ DRIVER = textwrap.dedent("""
 
 def start_prepare(*args: str, slow_extraction: float = 0.0) -> subprocess.Popen:
     archive = DATASETS["ade20k"].archives["all"]
-    config = {"size": archive.size, "sha256": archive.sha256, "counts": ADE_COUNTS, "script": str(PREPARE),
-              "slow_extraction": slow_extraction}  # fmt: skip
-    return subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(config), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    config = {
+        "size": archive.size,
+        "sha256": archive.sha256,
+        "counts": ADE_COUNTS,
+        "script": str(PREPARE),
+        "slow_extraction": slow_extraction,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", DRIVER, json.dumps(config), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -118,9 +129,7 @@ def test_two_runs_at_once_then_sigterm_during_the_extraction(site, served_ade, t
         wait_for(lambda: site.requests or first.poll() is not None, "the first run's request")
         assert first.poll() is None, first.communicate()[1]
         line = one_line_error(monkeypatch, capsys, PREPARE, *cli_args(site, root))
-        assert (
-            f"is being prepared by another process (pid {first.pid} on " in line and "prepare_data.py" in line
-        )
+        assert f"is being prepared by another process (pid {first.pid} on " in line and "prepare_data.py" in line
         assert str(root / ".maskformer-prepare.lock") in line and "wait for it to finish" in line
         assert len(site.requests) == 1  # the second run touched nothing
 
@@ -147,8 +156,7 @@ def test_two_runs_at_once_then_sigterm_during_the_extraction(site, served_ade, t
 # ----------------------------------------------------------------------------------------------------------
 # Resuming: no Content-Length, a short Content-Length, 416, a stale partial file, a file mirror.
 # ----------------------------------------------------------------------------------------------------------
-def test_a_connection_dropped_without_content_length_keeps_its_bytes(site, served_ade, tmp_path, monkeypatch,
-                                                                     capsys):  # fmt: skip
+def test_a_connection_dropped_without_content_length_keeps_its_bytes(site, served_ade, tmp_path, monkeypatch, capsys):
     site.no_length.add(ADE_URL_PATH)
     site.always_drop[ADE_URL_PATH] = 1000
     line = one_line_error(monkeypatch, capsys, PREPARE, *cli_args(site, tmp_path, "--retries", "0"))
@@ -174,14 +182,9 @@ def test_416_answers(site, served_ade, tmp_path, monkeypatch, capsys, caplog):
     # a server that answers every Range request with a bare 416: from the start at once, not wedged (retries 0)
     site.refuse_range.add(ADE_URL_PATH)
     part.write_bytes(served_ade[:1000])
-    assert (
-        prepare_ade(site, tmp_path, policy=DownloadPolicy(retries=0), keep_archives=True).splits == ADE_COUNTS
-    )
+    assert prepare_ade(site, tmp_path, policy=DownloadPolicy(retries=0), keep_archives=True).splits == ADE_COUNTS
     assert site.requests == [(ADE_URL_PATH, "bytes=1000-"), (ADE_URL_PATH, None)]
-    assert (
-        "answers 416 (Range Not Satisfiable) to a resume at byte 1,000; downloading from the start"
-        in caplog.text
-    )
+    assert "answers 416 (Range Not Satisfiable) to a resume at byte 1,000; downloading from the start" in caplog.text
 
     # a partial file that is already whole: verified, no request
     site.requests.clear()
@@ -197,13 +200,8 @@ def test_416_answers(site, served_ade, tmp_path, monkeypatch, capsys, caplog):
     site.refuse_range.clear()
     site.files[ADE_URL_PATH] = served_ade[:500]
     line = one_line_error(monkeypatch, capsys, PREPARE, *cli_args(site, root))
-    assert (
-        f"answers 416 (Range Not Satisfiable): it has 500 bytes, the pinned archive {len(served_ade):,}"
-        in line
-    )
-    assert (
-        f"1,000 of {len(served_ade):,} bytes are kept in {root / PART}" in line and "check --mirror" in line
-    )
+    assert f"answers 416 (Range Not Satisfiable): it has 500 bytes, the pinned archive {len(served_ade):,}" in line
+    assert f"1,000 of {len(served_ade):,} bytes are kept in {root / PART}" in line and "check --mirror" in line
     assert (root / PART).read_bytes() == served_ade[:1000]
     site.files[ADE_URL_PATH] = served_ade
     site.requests.clear()
@@ -248,32 +246,31 @@ def test_a_file_mirror_is_copied_and_resumed(served_ade, tmp_path):
 # ----------------------------------------------------------------------------------------------------------
 # The low-speed limit.
 # ----------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "interval", [0.5, 4.0], ids=["drip-under-the-limit", "silent-longer-than-the-window"]
-)
-def test_a_server_that_drips_bytes_is_cut_off_and_the_bytes_are_kept(site, served_ade, tmp_path, monkeypatch,
-                                                                     capsys, interval):  # fmt: skip
+@pytest.mark.parametrize("interval", [0.5, 4.0], ids=["drip-under-the-limit", "silent-longer-than-the-window"])
+def test_a_server_that_drips_bytes_is_cut_off_and_the_bytes_are_kept(
+    site, served_ade, tmp_path, monkeypatch, capsys, interval
+):
     """One byte every `interval` s against a limit of 100 bytes/s over 2 s: the attempt ends after about 2 s (the
     whole file would take hours), with every byte received in the partial file."""
     site.drip[ADE_URL_PATH] = interval
     start = time.monotonic()
-    line = one_line_error(monkeypatch, capsys, PREPARE, *cli_args(site, tmp_path, "--retries", "0",
-                          "--low_speed_limit", "100", "--low_speed_time", "2"))  # fmt: skip
+    line = one_line_error(
+        monkeypatch,
+        capsys,
+        PREPARE,
+        *cli_args(site, tmp_path, "--retries", "0", "--low_speed_limit", "100", "--low_speed_time", "2"),
+    )
     elapsed = time.monotonic() - start
     kept = (tmp_path / PART).stat().st_size
     assert elapsed < 30 and kept >= 1, (elapsed, kept)
     expected = "too slow: " if interval < 2 else "no data from 127.0.0.1 for 2 s"
     assert (
-        expected in line
-        and f"interrupted at {kept:,} of" in line
-        and "run the same command again to resume" in line
+        expected in line and f"interrupted at {kept:,} of" in line and "run the same command again to resume" in line
     )
     assert (tmp_path / PART).read_bytes() == served_ade[:kept]
     del site.drip[ADE_URL_PATH]
     site.requests.clear()
-    assert prepare_ade(site, tmp_path).splits == ADE_COUNTS and site.requests == [
-        (ADE_URL_PATH, f"bytes={kept}-")
-    ]
+    assert prepare_ade(site, tmp_path).splits == ADE_COUNTS and site.requests == [(ADE_URL_PATH, f"bytes={kept}-")]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -283,10 +280,7 @@ def test_429_and_503_with_retry_after(site, served_ade, tmp_path, monkeypatch, c
     site.answers[ADE_URL_PATH] = [(429, {"Retry-After": "1"})]
     assert prepare_ade(site, tmp_path / "a").splits == ADE_COUNTS
     assert len(site.requests) == 2 and site.times[1] - site.times[0] >= 0.9
-    assert (
-        "HTTP 429 Too Many Requests" in caplog.text
-        and "retrying in 1 s (the server's Retry-After)" in caplog.text
-    )
+    assert "HTTP 429 Too Many Requests" in caplog.text and "retrying in 1 s (the server's Retry-After)" in caplog.text
 
     site.requests.clear()
     site.answers[ADE_URL_PATH] = [(503, {"Retry-After": "3600"})]
@@ -302,9 +296,7 @@ def test_429_and_503_with_retry_after(site, served_ade, tmp_path, monkeypatch, c
     assert prepare_ade(site, tmp_path / "b").splits == ADE_COUNTS
 
 
-def test_permanent_answers_fail_at_once_naming_the_redirect_target(
-    site, served_ade, tmp_path, monkeypatch, capsys
-):
+def test_permanent_answers_fail_at_once_naming_the_redirect_target(site, served_ade, tmp_path, monkeypatch, capsys):
     moved = "/moved/ADEChallengeData2016.zip"
     site.redirects[ADE_URL_PATH] = moved
     line = one_line_error(monkeypatch, capsys, PREPARE, *cli_args(site, tmp_path, "--retries", "3"))
@@ -327,14 +319,32 @@ def test_gzip_encoding_is_named(site, served_ade, tmp_path, monkeypatch, capsys)
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
-def test_an_untrusted_certificate_fails_at_once_and_ssl_cert_file_fixes_it(served_ade, tmp_path, monkeypatch,
-                                                                             capsys):  # fmt: skip
+def test_an_untrusted_certificate_fails_at_once_and_ssl_cert_file_fixes_it(served_ade, tmp_path, monkeypatch, capsys):
     import ssl
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     with serve(wrap=lambda sock: context.wrap_socket(sock, server_side=True)) as site:
@@ -346,15 +356,19 @@ def test_an_untrusted_certificate_fails_at_once_and_ssl_cert_file_fixes_it(serve
         assert prepare_ade(site, tmp_path).splits == ADE_COUNTS
 
 
-@pytest.mark.parametrize("mirror, expected", [
-    ("example.com/data", "--mirror: example.com/data: no scheme; use an http://, https:// or file:// URL"),
-    ("ftp://example.com/data", "unsupported scheme 'ftp'"),
-    ("http:///data", "no host name"),
-    ("file:///no/such/mirror", "no such folder"),
-    ("FOLDER", "no scheme; use an http://, https:// or file:// URL (for the folder"),
-])  # fmt: skip
-def test_a_bad_mirror_is_refused_before_anything_starts(site, served_ade, tmp_path, monkeypatch, capsys, mirror,
-                                                        expected):  # fmt: skip
+@pytest.mark.parametrize(
+    "mirror, expected",
+    [
+        ("example.com/data", "--mirror: example.com/data: no scheme; use an http://, https:// or file:// URL"),
+        ("ftp://example.com/data", "unsupported scheme 'ftp'"),
+        ("http:///data", "no host name"),
+        ("file:///no/such/mirror", "no such folder"),
+        ("FOLDER", "no scheme; use an http://, https:// or file:// URL (for the folder"),
+    ],
+)
+def test_a_bad_mirror_is_refused_before_anything_starts(
+    site, served_ade, tmp_path, monkeypatch, capsys, mirror, expected
+):
     root = tmp_path / "data"
     mirror = str(tmp_path) if mirror == "FOLDER" else mirror
     line = one_line_error(monkeypatch, capsys, PREPARE, "ade20k", "--root", str(root), "--mirror", mirror)
@@ -397,9 +411,7 @@ def test_a_signal_during_a_download_keeps_the_bytes(site, served_ade, tmp_path, 
     assert part.read_bytes() == served_ade[:1000]
     site.hold.clear()
     site.requests.clear()
-    assert prepare_ade(site, tmp_path).splits == ADE_COUNTS and site.requests == [
-        (ADE_URL_PATH, "bytes=1000-")
-    ]
+    assert prepare_ade(site, tmp_path).splits == ADE_COUNTS and site.requests == [(ADE_URL_PATH, "bytes=1000-")]
 
 
 NESTED_HANDLERS = textwrap.dedent("""
@@ -427,8 +439,13 @@ NESTED_HANDLERS = textwrap.dedent("""
 def test_sigterm_is_ctrl_c_for_every_cli_and_handlers_nest():
     """run_cli's SIGTERM handler is an ordinary one: code that installs its own (the training loop's checkpoint on
     SIGTERM) and puts it back leaves it working."""
-    result = subprocess.run([sys.executable, "-c", NESTED_HANDLERS], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", NESTED_HANDLERS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.stdout == "OK\n", result.stderr
     assert result.stderr == "tool.py: interrupted by SIGTERM\n"
 
@@ -437,8 +454,9 @@ def test_sigterm_is_ctrl_c_for_every_cli_and_handlers_nest():
 # Logs, kept archives, --help.
 # ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("flags", [(), ("--no_progress",)], ids=["default", "no_progress"])
-def test_plain_progress_lines_when_stderr_is_not_a_terminal(site, served_ade, tmp_path, monkeypatch, capsys, caplog,
-                                                             flags):  # fmt: skip
+def test_plain_progress_lines_when_stderr_is_not_a_terminal(
+    site, served_ade, tmp_path, monkeypatch, capsys, caplog, flags
+):
     monkeypatch.setattr(progress_module, "LOG_INTERVAL", 0.0)  # a line per update instead of one per 30 s
     caplog.set_level(logging.INFO)
     root = tmp_path / "my data ä"
@@ -448,10 +466,7 @@ def test_plain_progress_lines_when_stderr_is_not_a_terminal(site, served_ade, tm
     assert re.search(rf"ADEChallengeData2016\.zip: {size} of {size} \(100%\), {size}/s", caplog.text)
     assert re.search(rf"extracting ADEChallengeData2016\.zip: {size} of {size} \(100%\)", caplog.text)
     assert "\r" not in err and "\r" not in caplog.text
-    assert (
-        f"use it with: --dataset {shlex.quote(str(root / 'ADEChallengeData2016'))} --label_convention ade"
-        in out
-    )
+    assert f"use it with: --dataset {shlex.quote(str(root / 'ADEChallengeData2016'))} --label_convention ade" in out
 
 
 def test_a_kept_archive_is_verified_before_it_is_trusted(site, served_ade, tmp_path, monkeypatch, caplog):
@@ -459,9 +474,7 @@ def test_a_kept_archive_is_verified_before_it_is_trusted(site, served_ade, tmp_p
     archive = tmp_path / "downloads" / "ADEChallengeData2016.zip"
     hashed = []
     real = download_module.sha256_of
-    monkeypatch.setattr(
-        download_module, "sha256_of", lambda path, **kw: hashed.append(path) or real(path, **kw)
-    )
+    monkeypatch.setattr(download_module, "sha256_of", lambda path, **kw: hashed.append(path) or real(path, **kw))
     shutil.rmtree(tmp_path / "ADEChallengeData2016")
     assert prepare_ade(site, tmp_path, keep_archives=True).splits == ADE_COUNTS
     assert len(site.requests) == 1 and hashed == []  # verified when it was downloaded: the record says so
@@ -481,14 +494,11 @@ def test_help_list_and_argument_errors_do_not_import_torch():
     seconds): --list reads the registry's file without the package's __init__."""
     outputs = {}
     for args, code in ((["--help"], 0), (["--list"], 0), (["ade20k", "--retries", "-1"], 2)):
-        done = subprocess.run([sys.executable, "-X", "importtime", str(PREPARE), *args], capture_output=True,
-                              text=True, timeout=120)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", str(PREPARE), *args], capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == code, done.stderr
-        modules = {
-            line.split("|")[-1].strip()
-            for line in done.stderr.splitlines()
-            if line.startswith("import time:")
-        }
+        modules = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
         assert not {m for m in modules if m.split(".")[0] in ("torch", "transformers", "modeling_maskformer")}
         outputs[args[0]] = done.stdout
     assert outputs["--list"] == registry_table() + "\n"  # the table the library makes, byte for byte

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from modeling_maskformer.data import SyntheticShapes
-from modeling_maskformer.zoo import ADE20K_512_TTA, MODEL_ZOO, get_entry, markdown_table
+from modeling_maskformer.paper.zoo import ADE20K_512_TTA, MODEL_ZOO, get_entry, markdown_table
 
 from builders import save_transformers_checkpoint
 
@@ -73,13 +73,22 @@ def test_reproduce_end_to_end_on_a_local_ade_folder(standin, tmp_path, capsys):
     from modeling_maskformer import MaskFormerForInstanceSegmentation
 
     out = tmp_path / "out"
-    report = run("resnet50-ade", "--model", str(standin / "checkpoint"), "--dataset", str(standin / "ADEChallengeData2016"),
-                 "--output_dir", str(out), "--limit", "2", "--device", "cpu", "--model_card")  # fmt: skip
-    printed = capsys.readouterr().out
-    assert (
-        "resnet50-ade: mIoU (single-scale) paper 44.5 vs measured" in printed
-        and "on 2/2000 images" in printed
+    report = run(
+        "resnet50-ade",
+        "--model",
+        str(standin / "checkpoint"),
+        "--dataset",
+        str(standin / "ADEChallengeData2016"),
+        "--output_dir",
+        str(out),
+        "--limit",
+        "2",
+        "--device",
+        "cpu",
+        "--model_card",
     )
+    printed = capsys.readouterr().out
+    assert "resnet50-ade: mIoU (single-scale) paper 44.5 vs measured" in printed and "on 2/2000 images" in printed
     measured = expected_miou(standin / "ADEChallengeData2016", 2)
     assert measured > 1  # the stand-in's prediction overlaps the labels: the comparison below can fail
     assert report["measured"]["value"] == pytest.approx(measured, abs=0.01)
@@ -95,9 +104,7 @@ def test_reproduce_end_to_end_on_a_local_ade_folder(standin, tmp_path, capsys):
         "paper": 44.5,
     }
     assert all(m.dataset_type == "scene_parse_150" and m.dataset_split == "validation" for m in metrics)
-    assert "measured here on 2 images" in next(
-        m.metric_name for m in metrics if m.metric_config == "measured"
-    )
+    assert "measured here on 2 images" in next(m.metric_name for m in metrics if m.metric_config == "measured")
     assert "MODEL_ZOO.md" in next(m.metric_name for m in metrics if m.metric_config == "paper")
     model = MaskFormerForInstanceSegmentation.from_pretrained(out)  # the converted folder is ours
     assert model.config.num_labels == 150
@@ -105,17 +112,27 @@ def test_reproduce_end_to_end_on_a_local_ade_folder(standin, tmp_path, capsys):
 
 @pytest.mark.slow  # 12 views of up to 896 px, 150 classes, on the CPU
 def test_reproduce_with_tta(standin, tmp_path):
-    report = run("resnet50-ade", "--tta", "--model", str(standin / "checkpoint"), "--dataset",
-                 str(standin / "ADEChallengeData2016"), "--output_dir", str(tmp_path), "--limit", "1", "--device", "cpu")  # fmt: skip
+    report = run(
+        "resnet50-ade",
+        "--tta",
+        "--model",
+        str(standin / "checkpoint"),
+        "--dataset",
+        str(standin / "ADEChallengeData2016"),
+        "--output_dir",
+        str(tmp_path),
+        "--limit",
+        "1",
+        "--device",
+        "cpu",
+    )
     assert report["paper"] == {
         "value": 46.7,
         "setting": "multi-scale + flip",
         "source": report["paper"]["source"],
     }
     assert report["settings"]["test_time_augmentation"]["min_sizes"] == list(ADE20K_512_TTA.min_sizes)
-    assert report["measured"]["value"] == pytest.approx(
-        expected_miou(standin / "ADEChallengeData2016", 1), abs=0.01
-    )
+    assert report["measured"]["value"] == pytest.approx(expected_miou(standin / "ADEChallengeData2016", 1), abs=0.01)
 
 
 def one_line_error(monkeypatch, capsys, *args: str) -> str:
@@ -149,24 +166,41 @@ def test_what_is_missing_is_said_in_one_line(standin, tmp_path, monkeypatch, cap
     assert "needs the ADE20K-150 validation data, not prepared in" in line and "add --download" in line
     assert f"python scripts/prepare_data.py ade20k --root {tmp_path / 'no-data'}" in line
     line = one_line_error(monkeypatch, capsys, "swin-base-coco", "--limit", "1")
-    assert (
-        "needs the COCO panoptic validation data" in line
-        and "prepare_data.py coco_panoptic --splits val" in line
+    assert "needs the COCO panoptic validation data" in line and "prepare_data.py coco_panoptic --splits val" in line
+    line = one_line_error(
+        monkeypatch,
+        capsys,
+        "resnet50-ade",
+        "--limit",
+        "1",
+        "--model",
+        checkpoint,
+        "--dataset",
+        "scene_parse_150",
+        "--output_dir",
+        out,
     )
-    line = one_line_error(monkeypatch, capsys, "resnet50-ade", "--limit", "1", "--model", checkpoint, "--dataset",
-                          "scene_parse_150", "--output_dir", out)  # fmt: skip
     assert "dataset 'scene_parse_150' could not be loaded" in line and "prepare_data.py ade20k" in line
     line = one_line_error(monkeypatch, capsys, "resnet101-cityscapes", "--limit", "1", "--download")
     assert "needs a login" in line and "prepare_data.py cityscapes --archives" in line
     line = one_line_error(monkeypatch, capsys, "resnet50-coco-stuff", "--limit", "1")
     assert "prepare_data.py does not fetch: pass --dataset FOLDER" in line
-    line = one_line_error(monkeypatch, capsys, "resnet50-ade", "--limit", "1", "--model", checkpoint, "--dataset",
-                          str(tmp_path / "missing"), "--output_dir", out)  # fmt: skip
+    line = one_line_error(
+        monkeypatch,
+        capsys,
+        "resnet50-ade",
+        "--limit",
+        "1",
+        "--model",
+        checkpoint,
+        "--dataset",
+        str(tmp_path / "missing"),
+        "--output_dir",
+        out,
+    )
     assert "not found" in line
     # settings the row cannot reproduce
-    assert "--tta is refused" in one_line_error(
-        monkeypatch, capsys, "resnet50-vistas", "--tta", "--limit", "1"
-    )
+    assert "--tta is refused" in one_line_error(monkeypatch, capsys, "resnet50-vistas", "--tta", "--limit", "1")
     assert "semantic rows" in one_line_error(monkeypatch, capsys, "swin-tiny-coco", "--tta", "--limit", "1")
     assert "unknown model-zoo row 'nope'" in one_line_error(monkeypatch, capsys, "nope")
     if not torch.cuda.is_available():
@@ -182,9 +216,7 @@ def test_what_is_missing_is_said_in_one_line(standin, tmp_path, monkeypatch, cap
 def test_zoo_rows_are_consistent():
     assert len({entry.hub_id for entry in MODEL_ZOO}) == len(MODEL_ZOO) == 16
     for entry in MODEL_ZOO:
-        assert (
-            get_entry(entry.hub_id) is get_entry(f"maskformer-{entry.name}") is get_entry(entry.name) is entry
-        )
+        assert get_entry(entry.hub_id) is get_entry(f"maskformer-{entry.name}") is get_entry(entry.name) is entry
         assert entry.max_test_size >= entry.test_size
         if entry.paper_multi_scale is not None:
             assert entry.paper_multi_scale > entry.paper_single_scale

@@ -13,8 +13,8 @@ from accelerate import Accelerator
 from safetensors.torch import save_file
 
 from modeling_maskformer import MaskFormerImageProcessor
-from modeling_maskformer.conversion import convert_to_transformers
-from modeling_maskformer.saving import current_umask, make_weights_readable
+from modeling_maskformer.interop.saving import current_umask, make_weights_readable
+from modeling_maskformer.interop.transformers_weights import convert_to_transformers
 from modeling_maskformer.training import save_checkpoint
 
 from builders import tiny_model

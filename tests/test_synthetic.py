@@ -37,13 +37,8 @@ def test_same_seed_same_bytes_different_seed_different():
 
 
 def test_splits_never_share_scenes():
-    train = {
-        hashlib.sha256(SyntheticShapes("train", 150)[i]["image"].tobytes()).hexdigest() for i in range(150)
-    }
-    val = {
-        hashlib.sha256(SyntheticShapes("validation", 150)[i]["image"].tobytes()).hexdigest()
-        for i in range(150)
-    }
+    train = {hashlib.sha256(SyntheticShapes("train", 150)[i]["image"].tobytes()).hexdigest() for i in range(150)}
+    val = {hashlib.sha256(SyntheticShapes("validation", 150)[i]["image"].tobytes()).hexdigest() for i in range(150)}
     assert len(train) == 150 and len(val) == 150
     assert not train & val
 

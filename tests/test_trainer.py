@@ -32,15 +32,18 @@ def hand_item(height: int, width: int, boxes: list[tuple[int, int, int, int, int
         semantic[top:bottom, left:right] = label
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     info = [{"id": i, "category_id": box[4], "iscrowd": 0} for i, box in enumerate(boxes, start=1)]
-    return {"image": Image.fromarray(pixels), "semantic": semantic, "panoptic_ids": panoptic, "segments_info": info,
-            "image_id": f"hand-{height}x{width}"}  # fmt: skip
+    return {
+        "image": Image.fromarray(pixels),
+        "semantic": semantic,
+        "panoptic_ids": panoptic,
+        "segments_info": info,
+        "image_id": f"hand-{height}x{width}",
+    }
 
 
 ITEMS = [
     hand_item(64, 64, [(0, 0, 32, 64, 2), (32, 0, 64, 40, 3), (40, 44, 60, 60, 0)]),
-    hand_item(
-        48, 64, [(0, 0, 48, 24, 3), (8, 28, 24, 44, 1), (28, 28, 44, 60, 0)], seed=1
-    ),  # padded to 64x64
+    hand_item(48, 64, [(0, 0, 48, 24, 3), (8, 28, 24, 44, 1), (28, 28, 44, 60, 0)], seed=1),  # padded to 64x64
 ]
 
 
@@ -92,13 +95,21 @@ def test_segmentation_metrics_score_exact_predictions_as_perfect(processor):
     batch = MaskFormerCollator(processor, return_segment_maps=True)(ITEMS)
     metrics = SegmentationMetrics(processor, ID2LABEL, thing_ids=THINGS)
     labels = tuple(batch[name] for name in SegmentationMetrics.label_names)
-    assert (
-        metrics(EvalPrediction(predictions=exact_outputs(batch), label_ids=labels), compute_result=False)
-        is None
-    )
+    assert metrics(EvalPrediction(predictions=exact_outputs(batch), label_ids=labels), compute_result=False) is None
     results = metrics(EvalPrediction(predictions=exact_outputs(batch), label_ids=labels), compute_result=True)
-    assert results == pytest.approx({"mean_iou": 1.0, "pixel_accuracy": 1.0, "pq": 1.0, "sq": 1.0, "rq": 1.0,
-                                     "pq_things": 1.0, "pq_stuff": 1.0, "mask_ap": 1.0, "mask_ap50": 1.0})  # fmt: skip
+    assert results == pytest.approx(
+        {
+            "mean_iou": 1.0,
+            "pixel_accuracy": 1.0,
+            "pq": 1.0,
+            "sq": 1.0,
+            "rq": 1.0,
+            "pq_things": 1.0,
+            "pq_stuff": 1.0,
+            "mask_ap": 1.0,
+            "mask_ap50": 1.0,
+        }
+    )
     # a new evaluation starts afresh: one wrong class now costs exactly that class's pixels
     outputs = exact_outputs(batch)
     outputs[1][1, 0, 3], outputs[1][1, 0, 2] = -10.0, 10.0  # image 2: the grass segment called sky
@@ -135,23 +146,49 @@ def test_segmentation_metrics_agree_with_the_evaluate_modules(processor):
     instances = processor.post_process_instance_segmentation(
         outputs, threshold=0.0, target_sizes=sizes, return_binary_maps=True
     )
-    mean_iou = load_metric("mean_iou").compute(predictions=[p.numpy() for p in semantic],
-                                               references=[i["semantic"] for i in ITEMS], num_labels=4, ignore_index=255)  # fmt: skip
+    mean_iou = load_metric("mean_iou").compute(
+        predictions=[p.numpy() for p in semantic],
+        references=[i["semantic"] for i in ITEMS],
+        num_labels=4,
+        ignore_index=255,
+    )
     categories = [{"id": c, "isthing": int(c in THINGS)} for c in ID2LABEL]
     pq = load_metric("panoptic_quality").compute(
-        predictions=panoptic, references=[{"segmentation": i["panoptic_ids"], "segments_info": i["segments_info"]} for i in ITEMS],
+        predictions=panoptic,
+        references=[{"segmentation": i["panoptic_ids"], "segments_info": i["segments_info"]} for i in ITEMS],
         categories=categories,
-    )  # fmt: skip
+    )
     things = [[s["label_id"] in THINGS for s in p["segments_info"]] for p in instances]
     ap = load_metric("mask_ap").compute(
-        predictions=[{"masks": p["segmentation"][keep], "labels": [s["label_id"] for s, k in zip(p["segments_info"], keep) if k],
-                      "scores": [s["score"] for s, k in zip(p["segments_info"], keep) if k]} for p, keep in zip(instances, things)],
-        references=[{"masks": np.stack([i["panoptic_ids"] == s["id"] for s in i["segments_info"] if s["category_id"] in THINGS]),
-                     "labels": [s["category_id"] for s in i["segments_info"] if s["category_id"] in THINGS]} for i in ITEMS],
-    )  # fmt: skip
-    expected = {"mean_iou": mean_iou["mean_iou"], "pixel_accuracy": mean_iou["overall_accuracy"], "pq": pq["pq"],
-                "sq": pq["sq"], "rq": pq["rq"], "pq_things": pq["pq_things"], "pq_stuff": pq["pq_stuff"],
-                "mask_ap": ap["ap"], "mask_ap50": ap["ap50"]}  # fmt: skip
+        predictions=[
+            {
+                "masks": p["segmentation"][keep],
+                "labels": [s["label_id"] for s, k in zip(p["segments_info"], keep) if k],
+                "scores": [s["score"] for s, k in zip(p["segments_info"], keep) if k],
+            }
+            for p, keep in zip(instances, things)
+        ],
+        references=[
+            {
+                "masks": np.stack(
+                    [i["panoptic_ids"] == s["id"] for s in i["segments_info"] if s["category_id"] in THINGS]
+                ),
+                "labels": [s["category_id"] for s in i["segments_info"] if s["category_id"] in THINGS],
+            }
+            for i in ITEMS
+        ],
+    )
+    expected = {
+        "mean_iou": mean_iou["mean_iou"],
+        "pixel_accuracy": mean_iou["overall_accuracy"],
+        "pq": pq["pq"],
+        "sq": pq["sq"],
+        "rq": pq["rq"],
+        "pq_things": pq["pq_things"],
+        "pq_stuff": pq["pq_stuff"],
+        "mask_ap": ap["ap"],
+        "mask_ap50": ap["ap50"],
+    }
     assert got == pytest.approx(expected, abs=1e-9)
     assert 0 < got["mean_iou"] < 1 and 0 < got["pq"] < 1  # the noise made a case that can fail
 
@@ -159,8 +196,10 @@ def test_segmentation_metrics_agree_with_the_evaluate_modules(processor):
 def test_segmentation_metrics_explain_a_wrong_setup(processor):
     batch = MaskFormerCollator(processor)(ITEMS)
     metrics = SegmentationMetrics(processor, ID2LABEL)
-    prediction = EvalPrediction(predictions=exact_outputs(MaskFormerCollator(processor, True)(ITEMS)),
-                                label_ids=(batch["mask_labels"], batch["class_labels"]))  # fmt: skip
+    prediction = EvalPrediction(
+        predictions=exact_outputs(MaskFormerCollator(processor, True)(ITEMS)),
+        label_ids=(batch["mask_labels"], batch["class_labels"]),
+    )
     with pytest.raises(ValueError, match="batch_eval_metrics=True"):
         metrics(prediction)
     with pytest.raises(ValueError, match="label_names=SegmentationMetrics.label_names"):
@@ -170,14 +209,27 @@ def test_segmentation_metrics_explain_a_wrong_setup(processor):
 def test_trainer_fine_tunes_and_evaluates(tmp_path):
     train = build_dataset("synthetic", "train", num_images=8, image_size=64)
     validation = build_dataset("synthetic", "validation", num_images=5, image_size=64)
-    model = tiny_model(num_labels=train.num_labels, id2label=train.id2label,
-                       label2id={v: k for k, v in train.id2label.items()})  # fmt: skip
+    model = tiny_model(
+        num_labels=train.num_labels, id2label=train.id2label, label2id={v: k for k, v in train.id2label.items()}
+    )
     before = [p.detach().clone() for p in model.parameters()]
     processor = MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128})
-    arguments = dict(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=2, per_device_eval_batch_size=2,
-                     learning_rate=1e-3, batch_eval_metrics=True, label_names=SegmentationMetrics.label_names,
-                     remove_unused_columns=False, use_cpu=True, report_to=[], save_strategy="no", logging_steps=1,
-                     dataloader_num_workers=0, seed=0)  # fmt: skip
+    arguments = dict(
+        output_dir=str(tmp_path),
+        max_steps=3,
+        per_device_train_batch_size=2,
+        per_device_eval_batch_size=2,
+        learning_rate=1e-3,
+        batch_eval_metrics=True,
+        label_names=SegmentationMetrics.label_names,
+        remove_unused_columns=False,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        dataloader_num_workers=0,
+        seed=0,
+    )
     trainer = Trainer(
         model=model,
         args=TrainingArguments(**arguments),
@@ -189,8 +241,18 @@ def test_trainer_fine_tunes_and_evaluates(tmp_path):
     assert trainer.train().global_step == 3
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     metrics = trainer.evaluate()
-    keys = {"eval_loss", "eval_mean_iou", "eval_pixel_accuracy", "eval_pq", "eval_sq", "eval_rq", "eval_pq_things",
-            "eval_pq_stuff", "eval_mask_ap", "eval_mask_ap50"}  # fmt: skip
+    keys = {
+        "eval_loss",
+        "eval_mean_iou",
+        "eval_pixel_accuracy",
+        "eval_pq",
+        "eval_sq",
+        "eval_rq",
+        "eval_pq_things",
+        "eval_pq_stuff",
+        "eval_mask_ap",
+        "eval_mask_ap50",
+    }
     assert keys <= set(metrics) and all(math.isfinite(metrics[k]) for k in keys)
     # 5 images in batches of 2: the last batch is a remainder, which Trainer slices; and one image per batch
     # gives the same numbers (synthetic images share one size, so no padding differs)

@@ -29,9 +29,7 @@ def tiny_folder(tmp_path_factory) -> Path:
 
 def test_few_steps_write_checkpoints_and_a_hub_ready_folder(tiny_folder, tmp_path):
     result = train(
-        train_args(
-            tiny_folder, tmp_path / "run", "--max_train_steps", "4", "--per_device_train_batch_size", "2"
-        )
+        train_args(tiny_folder, tmp_path / "run", "--max_train_steps", "4", "--per_device_train_batch_size", "2")
     )
     out = tmp_path / "run"
     assert result["state"]["step"] == 4
@@ -78,14 +76,8 @@ def test_parameter_groups_follow_the_recipe():
     groups = parameter_groups(model, recipe.learning_rate, recipe.weight_decay, recipe.backbone_lr_multiplier)
     by_id = {id(p): g for g in groups for p in g["params"]}
     backbone_conv = model.model.backbone.body.embedder.embedder.convolution.weight
-    assert (
-        by_id[id(backbone_conv)]["lr"] == pytest.approx(1e-5)
-        and by_id[id(backbone_conv)]["weight_decay"] == 1e-4
-    )
-    assert (
-        by_id[id(model.class_head.bias)]["weight_decay"] == 0.0
-        and by_id[id(model.class_head.bias)]["lr"] == 1e-4
-    )
+    assert by_id[id(backbone_conv)]["lr"] == pytest.approx(1e-5) and by_id[id(backbone_conv)]["weight_decay"] == 1e-4
+    assert by_id[id(model.class_head.bias)]["weight_decay"] == 0.0 and by_id[id(model.class_head.bias)]["lr"] == 1e-4
     assert by_id[id(model.model.transformer_decoder.query_embed.weight)]["weight_decay"] == 0.0
     assert by_id[id(model.model.transformer_decoder.layers[0].ffn_norm.weight)]["weight_decay"] == 0.0
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
@@ -131,9 +123,7 @@ def test_max_train_steps_is_required_and_says_why(capsys, tmp_path):
     with pytest.raises(SystemExit):
         parse_args(["--output_dir", str(tmp_path)])
     assert "--max_train_steps is required" in capsys.readouterr().err
-    assert (
-        parse_args(["--output_dir", str(tmp_path), "--max_train_steps", "5"]).crop_size is None
-    )  # from the model
+    assert parse_args(["--output_dir", str(tmp_path), "--max_train_steps", "5"]).crop_size is None  # from the model
 
 
 def test_recipes_are_keyed_by_backbone_type_and_by_where_the_backbone_starts():
@@ -144,11 +134,12 @@ def test_recipes_are_keyed_by_backbone_type_and_by_where_the_backbone_starts():
     from builders import STAGES, tiny_config
 
     assert recipe_for(tiny_config(), pretrained_backbone=True) == RECIPES["resnet"]
-    swin = tiny_config(backbone_config=MaskFormerSwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
-                                                            out_features=STAGES))  # fmt: skip
-    assert (
-        recipe_for(swin, pretrained_backbone=True) == RECIPES["swin"] and RECIPES["swin"].warmup_steps == 1500
+    swin = tiny_config(
+        backbone_config=MaskFormerSwinConfig(
+            embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], out_features=STAGES
+        )
     )
+    assert recipe_for(swin, pretrained_backbone=True) == RECIPES["swin"] and RECIPES["swin"].warmup_steps == 1500
     # A backbone from random weights (the config says so, or the caller): the full learning rate, whatever its type.
     scratch = choose_recipe(tiny_config())
     assert scratch.name == "scratch" and scratch.recipe.backbone_lr_multiplier == 1.0
@@ -161,13 +152,17 @@ def test_recipes_are_keyed_by_backbone_type_and_by_where_the_backbone_starts():
     convnext = tiny_config(
         backbone_config=ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], out_features=STAGES)
     )
-    with pytest.raises(
-        ValueError, match="no training recipe for a pretrained backbone of type 'convnext'.*--recipe"
-    ):
+    with pytest.raises(ValueError, match="no training recipe for a pretrained backbone of type 'convnext'.*--recipe"):
         recipe_for(convnext, pretrained_backbone=True)
     assert recipe_for(convnext, "swin") == RECIPES["swin"]
-    given = recipe_for(convnext, pretrained_backbone=True, learning_rate=1e-3, weight_decay=0.0, backbone_lr_multiplier=1.0,
-                       warmup_steps=5)  # fmt: skip
+    given = recipe_for(
+        convnext,
+        pretrained_backbone=True,
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        backbone_lr_multiplier=1.0,
+        warmup_steps=5,
+    )
     assert (given.learning_rate, given.warmup_steps, given.max_grad_norm) == (1e-3, 5, 0.01)
     assert recipe_for(tiny_config(), learning_rate=3e-4).weight_decay == RECIPES["scratch"].weight_decay
     with pytest.raises(ValueError, match="unknown recipe 'adam'"):
@@ -200,9 +195,7 @@ def test_semantic_folders_need_an_explicit_label_convention(tiny_folder, tmp_pat
 
     for split, count in (("train", 4), ("validation", 2)):
         SyntheticShapes(split, count, image_size=64).export_ade_folder(tmp_path / "ade")
-    argv = train_args(
-        tiny_folder, tmp_path / "run", "--max_train_steps", "1", "--per_device_train_batch_size", "2"
-    )
+    argv = train_args(tiny_folder, tmp_path / "run", "--max_train_steps", "1", "--per_device_train_batch_size", "2")
     argv[argv.index("synthetic")] = str(tmp_path / "ade")
     with pytest.raises(ValueError, match="--label_convention ade.*--label_convention as_is"):
         train(argv)
@@ -239,17 +232,25 @@ def test_resume_from_a_folder_that_is_not_a_checkpoint(tiny_folder, tmp_path):
         )
 
 
-def launch(
-    num_processes: int, folder: Path, output_dir: Path, per_device: int
-) -> subprocess.CompletedProcess:
+def launch(num_processes: int, folder: Path, output_dir: Path, per_device: int) -> subprocess.CompletedProcess:
     command = [
         # NOTE: `--cpu` makes accelerate start one process whatever --num_processes says; --multi_gpu starts
         # torchrun workers, and train.py asks for CPU itself when there is no GPU.
-        sys.executable, "-m", "accelerate.commands.launch", *(["--multi_gpu"] if num_processes > 1 else ["--cpu"]),
-        "--num_processes", str(num_processes),
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        str(TRAIN), *train_args(folder, output_dir, "--max_train_steps", "3", "--per_device_train_batch_size", str(per_device)),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *(["--multi_gpu"] if num_processes > 1 else ["--cpu"]),
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(TRAIN),
+        *train_args(folder, output_dir, "--max_train_steps", "3", "--per_device_train_batch_size", str(per_device)),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]

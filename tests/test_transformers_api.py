@@ -28,9 +28,12 @@ from builders import random_targets, tiny_model
 PAIRS = {
     "MaskFormerImageProcessor": (transformers.MaskFormerImageProcessor, MaskFormerImageProcessor),
     "MaskFormerModel": (transformers.MaskFormerModel, MaskFormerModel),
-    "MaskFormerForInstanceSegmentation": (transformers.MaskFormerForInstanceSegmentation, MaskFormerForInstanceSegmentation),
+    "MaskFormerForInstanceSegmentation": (
+        transformers.MaskFormerForInstanceSegmentation,
+        MaskFormerForInstanceSegmentation,
+    ),
     "MaskFormerConfig": (transformers.MaskFormerConfig, MaskFormerConfig),
-}  # fmt: skip
+}
 # Documented deliberate differences (README, "Drop-in for transformers' MaskFormer"): (class, name) -> why.
 DELIBERATE = {
     ("MaskFormerImageProcessor", "backend"): "ours is one torch implementation, not a choice of backends",
@@ -62,14 +65,16 @@ def gaps(name: str) -> list[str]:
             continue
         ours_parameters = parameters(getattr(ours, method))
         forwards = any(p.kind is p.VAR_KEYWORD for p in ours_parameters.values())
-        if method in ("forward", "preprocess", "post_process_semantic_segmentation",
-                      "post_process_instance_segmentation", "post_process_panoptic_segmentation"):  # fmt: skip
+        if method in (
+            "forward",
+            "preprocess",
+            "post_process_semantic_segmentation",
+            "post_process_instance_segmentation",
+            "post_process_panoptic_segmentation",
+        ):
             forwards = False  # these must name every argument: no **kwargs that could swallow one
         for argument, parameter in parameters(function).items():
-            if (
-                parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
-                or argument in ours_parameters
-            ):
+            if parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL) or argument in ours_parameters:
                 continue
             if not forwards:
                 found.append(f"{method}.{argument}")
@@ -171,10 +176,7 @@ def test_get_logits_get_loss_dict_get_loss_are_forwards_parts(pair):
         base = ours.model(pixel_values, return_intermediate=True)
         class_logits, mask_logits, auxiliary = ours.get_logits(base)
         loss_dict = ours.get_loss_dict(mask_logits, class_logits, mask_labels, class_labels, auxiliary)
-    assert (
-        torch.equal(class_logits, outputs.class_queries_logits)
-        and len(auxiliary) == ours.config.decoder_layers - 1
-    )
+    assert torch.equal(class_logits, outputs.class_queries_logits) and len(auxiliary) == ours.config.decoder_layers - 1
     assert set(loss_dict) == set(outputs.loss_dict)
     torch.testing.assert_close(ours.get_loss(loss_dict), outputs.loss)
 
@@ -182,9 +184,11 @@ def test_get_logits_get_loss_dict_get_loss_are_forwards_parts(pair):
 def test_config_accepts_transformers_constructor_arguments():
     swin = {"embed_dim": 16, "depths": [1, 2, 1, 1], "num_heads": [1, 2, 2, 4], "window_size": 4}
     config = MaskFormerConfig(
-        backbone_config=SwinConfig(**swin), decoder_config=DetrConfig(d_model=64, num_queries=20, decoder_layers=3),
-        cross_entropy_weight=2.0, num_labels=5,
-    )  # fmt: skip
+        backbone_config=SwinConfig(**swin),
+        decoder_config=DetrConfig(d_model=64, num_queries=20, decoder_layers=3),
+        cross_entropy_weight=2.0,
+        num_labels=5,
+    )
     assert config.backbone_config.out_features == ["stage1", "stage2", "stage3", "stage4"]
     assert (config.hidden_size, config.num_queries, config.decoder_layers) == (64, 20, 3)
     assert config.class_weight == config.cross_entropy_weight == 2.0
@@ -216,9 +220,7 @@ def test_meta_device_loading_behaves_as_transformers(tmp_path):
     with torch.device("meta"):  # what transformers' error recommends
         empty = MaskFormerForInstanceSegmentation(model.config)
     assert {p.device.type for p in empty.parameters()} == {"meta"}
-    loaded = MaskFormerForInstanceSegmentation.from_pretrained(
-        tmp_path, device_map="cpu", low_cpu_mem_usage=True
-    )
+    loaded = MaskFormerForInstanceSegmentation.from_pretrained(tmp_path, device_map="cpu", low_cpu_mem_usage=True)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
 
 
@@ -247,9 +249,11 @@ def test_helper_methods_give_transformers_results(processors):
         (SizeDict(height=40, width=50), 32),
     ):
         torch.testing.assert_close(
-            ours.resize(image, size, size_divisor=divisor).float(), theirs.resize(image, size, size_divisor=divisor).float(),
-            rtol=0, atol=1.0,  # uint8 rounding of the same bilinear antialiased filter
-        )  # fmt: skip
+            ours.resize(image, size, size_divisor=divisor).float(),
+            theirs.resize(image, size, size_divisor=divisor).float(),
+            rtol=0,
+            atol=1.0,  # uint8 rounding of the same bilinear antialiased filter
+        )
     args = (True, 1 / 255, True, (0.5, 0.4, 0.3), (0.2, 0.3, 0.4))  # tuples: transformers caches on them
     torch.testing.assert_close(
         ours.rescale_and_normalize(image[None], *args), theirs.rescale_and_normalize(image[None], *args)
@@ -316,12 +320,8 @@ def test_post_processing_arguments_of_transformers(processors, outputs):
     assert [tuple(m.shape) for m in ours.post_process_semantic_segmentation(outputs)] == [
         tuple(m.shape) for m in theirs.post_process_semantic_segmentation(outputs)
     ]
-    scored = ours.post_process_semantic_segmentation(
-        outputs, target_sizes=big, return_segmentation_scores=True
-    )
-    expected = theirs.post_process_semantic_segmentation(
-        outputs, target_sizes=big, return_segmentation_scores=True
-    )
+    scored = ours.post_process_semantic_segmentation(outputs, target_sizes=big, return_segmentation_scores=True)
+    expected = theirs.post_process_semantic_segmentation(outputs, target_sizes=big, return_segmentation_scores=True)
     for a, b, plain in zip(scored, expected, maps):
         assert a.segmentation_scores.shape == b.segmentation_scores.shape
         assert torch.equal(a.segmentation, plain)
@@ -336,7 +336,5 @@ def test_post_processing_arguments_of_transformers(processors, outputs):
         )
     panoptic = ours.post_process_panoptic_segmentation(outputs, threshold=0.0, label_ids_to_fuse={0})
     assert all(
-        info["label_id"] != 0 or info["was_fused"] in (True, False)
-        for r in panoptic
-        for info in r["segments_info"]
+        info["label_id"] != 0 or info["was_fused"] in (True, False) for r in panoptic for info in r["segments_info"]
     )

@@ -1,4 +1,4 @@
-"""Test-time augmentation (modeling_maskformer.tta): equal to the plain inference with one size and no flip, equal
+"""Test-time augmentation (modeling_maskformer.inference.tta): equal to the plain inference with one size and no flip, equal
 to the authors' procedure written out (tests/reference_inference.py, views averaged after the flip back), no change
 from flip-averaging a mirror-symmetric model, memory that does not grow with the number of sizes, and the hooks in
 the evaluator, the evaluation script and the pipeline."""
@@ -20,8 +20,8 @@ from torch import nn
 from modeling_maskformer import MaskFormerImageProcessor
 from modeling_maskformer.data import SyntheticShapes, SyntheticShapesConfig, build_dataset
 from modeling_maskformer.evaluation import evaluate_model
-from modeling_maskformer.tta import TestTimeAugmentation, semantic_scores_tta, semantic_segmentation_tta
-from modeling_maskformer.zoo import ADE20K_512_TTA, ADE20K_640_TTA, COCO_STUFF_TTA
+from modeling_maskformer.inference.tta import TestTimeAugmentation, semantic_scores_tta, semantic_segmentation_tta
+from modeling_maskformer.paper.zoo import ADE20K_512_TTA, ADE20K_640_TTA, COCO_STUFF_TTA
 
 import exact
 import reference_inference as reference
@@ -66,18 +66,13 @@ class MirrorSymmetric(nn.Module):
         mirrored = self.model(pixel_values=pixel_values.flip(-1), pixel_mask=pixel_mask.flip(-1))
         return {
             "class_queries_logits": (plain["class_queries_logits"] + mirrored["class_queries_logits"]) / 2,
-            "masks_queries_logits": (
-                plain["masks_queries_logits"] + mirrored["masks_queries_logits"].flip(-1)
-            )
-            / 2,
+            "masks_queries_logits": (plain["masks_queries_logits"] + mirrored["masks_queries_logits"].flip(-1)) / 2,
         }
 
 
 def scene(height: int, width: int, index: int = 0) -> np.ndarray:
     """A synthetic scene cut to height x width (uint8 RGB)."""
-    return np.array(SyntheticShapes("validation", index + 1, max(height, width))[index]["image"])[
-        :height, :width
-    ]
+    return np.array(SyntheticShapes("validation", index + 1, max(height, width))[index]["image"])[:height, :width]
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +96,7 @@ def test_sizes_around_a_test_size_are_the_authors_lists():
     assert TestTimeAugmentation.from_test_size(512) == ADE20K_512_TTA
     assert TestTimeAugmentation.from_test_size(640) == ADE20K_640_TTA == COCO_STUFF_TTA
     assert ADE20K_512_TTA.num_views == 12
-    assert (
-        TestTimeAugmentation.for_processor(MaskFormerImageProcessor(size={"shortest_edge": 512}))
-        == ADE20K_512_TTA
-    )
+    assert TestTimeAugmentation.for_processor(MaskFormerImageProcessor(size={"shortest_edge": 512})) == ADE20K_512_TTA
     with pytest.raises(ValueError, match="min_sizes"):
         TestTimeAugmentation(())
     with pytest.raises(ValueError, match="max_size"):
@@ -122,9 +114,7 @@ def test_one_size_without_flip_is_the_plain_inference(shape, processor):
         scores = semantic_scores_tta(model, processor, image, single)
         exact.check_argmax(plain_map(model, processor, image), scores, "plain")
         assert torch.equal(semantic_segmentation_tta(model, processor, image, single)[0], scores.argmax(0))
-    assert (
-        len(torch.unique(plain_map(PixelModel().eval(), processor, image))) >= 3
-    )  # varied maps: the test can fail
+    assert len(torch.unique(plain_map(PixelModel().eval(), processor, image))) >= 3  # varied maps: the test can fail
 
 
 def authors_tta_scores(model, processor, image, augmentation) -> torch.Tensor:
@@ -144,8 +134,9 @@ def authors_tta_scores(model, processor, image, augmentation) -> torch.Tensor:
                 outputs = model(pixel_values=pixels, pixel_mask=inputs["pixel_mask"])
             masks = reference.upsampled(outputs["masks_queries_logits"], pixels.shape[-2:])[0]
             probs = outputs["class_queries_logits"][0].softmax(-1)[:, :-1]
-            scores = reference.sem_seg_postprocess(torch.einsum("qc,qhw->chw", probs, masks.sigmoid()), (h, w),
-                                                   image.shape[:2])  # fmt: skip
+            scores = reference.sem_seg_postprocess(
+                torch.einsum("qc,qhw->chw", probs, masks.sigmoid()), (h, w), image.shape[:2]
+            )
             views.append(scores.flip(-1) if flip else scores)
     return torch.stack(views).mean(0)
 
@@ -160,8 +151,10 @@ def test_multi_scale_flip_matches_the_authors_procedure(shape, processor):
     torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
     assert torch.equal(scores.argmax(0), semantic_segmentation_tta(model, processor, image, augmentation)[0])
     # the test can fail: no flip, or one size fewer, gives other scores
-    assert (semantic_scores_tta(model, processor, image, TestTimeAugmentation((32, 48, 64, 80), 128, flip=False))
-            - expected).abs().max() > 1e-3  # fmt: skip
+    assert (
+        semantic_scores_tta(model, processor, image, TestTimeAugmentation((32, 48, 64, 80), 128, flip=False))
+        - expected
+    ).abs().max() > 1e-3
     assert (
         semantic_scores_tta(model, processor, image, TestTimeAugmentation((32, 48, 64), 128)) - expected
     ).abs().max() > 1e-3
@@ -174,10 +167,7 @@ def test_flip_averaging_a_mirror_symmetric_model_changes_nothing(processor):
     def flip_change(model) -> float:
         with_flip = semantic_scores_tta(model, processor, image, TestTimeAugmentation(sizes, 256, flip=True))
         return float(
-            (
-                with_flip
-                - semantic_scores_tta(model, processor, image, TestTimeAugmentation(sizes, 256, flip=False))
-            )
+            (with_flip - semantic_scores_tta(model, processor, image, TestTimeAugmentation(sizes, 256, flip=False)))
             .abs()
             .max()
         )
@@ -246,9 +236,7 @@ def test_memory_stays_flat_as_the_number_of_sizes_grows(processor):
     peaks = {}
     for count in (2, 6):
         probe = MemoryProbe(PixelModel(num_labels=8).eval(), count)
-        semantic_scores_tta(
-            probe, processor, image, TestTimeAugmentation((64,) * count, 256), target_size=target
-        )
+        semantic_scores_tta(probe, processor, image, TestTimeAugmentation((64,) * count, 256), target_size=target)
         peaks[count] = max(probe.samples)
     buffer = 8 * target[0] * target[1] * 4
     assert buffer <= peaks[2] < 2 * buffer, peaks  # one buffer alive from the second size on
@@ -265,9 +253,9 @@ def test_memory_stays_flat_as_the_number_of_sizes_grows(processor):
 def synthetic_model_folder(tmp_path_factory):
     labels = SyntheticShapes("train", 1).id2label
     folder = tmp_path_factory.mktemp("tta") / "model"
-    tiny_model(
-        num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()}
-    ).save_pretrained(folder)
+    tiny_model(num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()}).save_pretrained(
+        folder
+    )
     MaskFormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 256}).save_pretrained(folder)
     return folder
 
@@ -276,14 +264,13 @@ def test_evaluator_with_one_size_and_no_flip_gives_the_plain_results(synthetic_m
     from modeling_maskformer.evaluation import load_model_folder
 
     model, processor = load_model_folder(str(synthetic_model_folder))
-    dataset = build_dataset("synthetic", "validation", num_images=3, image_size=64,
-                            config=SyntheticShapesConfig(thing_colours="by_class"))  # fmt: skip
+    dataset = build_dataset(
+        "synthetic", "validation", num_images=3, image_size=64, config=SyntheticShapesConfig(thing_colours="by_class")
+    )
     plain = evaluate_model(model, processor, dataset, show_progress=False)
     single = TestTimeAugmentation((64,), 256, flip=False)
     assert evaluate_model(model, processor, dataset, show_progress=False, tta=single) == plain
-    ms = evaluate_model(
-        model, processor, dataset, show_progress=False, tta=TestTimeAugmentation((48, 64, 96), 256)
-    )
+    ms = evaluate_model(model, processor, dataset, show_progress=False, tta=TestTimeAugmentation((48, 64, 96), 256))
     assert ms["panoptic"] == plain["panoptic"]  # TTA changes the semantic maps only
 
 
@@ -319,13 +306,18 @@ def test_evaluate_script_tta(synthetic_model_folder, tmp_path, capsys):
 def test_pipeline_tta(processor):
     from transformers import pipeline
 
-    from modeling_maskformer.pipeline import MaskFormerSegmentationPipeline
+    from modeling_maskformer.inference.pipeline import MaskFormerSegmentationPipeline
 
     model, image = tiny_model(num_labels=4).eval(), scene(70, 90)
 
     def make(**kwargs):
-        return pipeline("image-segmentation", model=model, image_processor=processor,
-                        pipeline_class=MaskFormerSegmentationPipeline, **kwargs)  # fmt: skip
+        return pipeline(
+            "image-segmentation",
+            model=model,
+            image_processor=processor,
+            pipeline_class=MaskFormerSegmentationPipeline,
+            **kwargs,
+        )
 
     plain = make()(image, subtask="semantic")
     single = make(tta=TestTimeAugmentation((64,), 256, flip=False))(image, subtask="semantic")
@@ -351,17 +343,42 @@ def test_tta_does_not_lower_miou_of_a_trained_demo_model(tmp_path):
     from modeling_maskformer.evaluation import load_model_folder
     from modeling_maskformer.training import train
 
-    train(["--dataset", "synthetic", "--synthetic_thing_colours", "by_class", "--model_preset", "demo",
-           "--num_train_images", "400", "--num_eval_images", "4", "--image_size", "128", "--crop_size", "128",
-           "--per_device_train_batch_size", "8", "--max_train_steps", "400", "--eval_steps", "10000",
-           "--output_dir", str(tmp_path / "demo")])  # fmt: skip
+    train(
+        [
+            "--dataset",
+            "synthetic",
+            "--synthetic_thing_colours",
+            "by_class",
+            "--model_preset",
+            "demo",
+            "--num_train_images",
+            "400",
+            "--num_eval_images",
+            "4",
+            "--image_size",
+            "128",
+            "--crop_size",
+            "128",
+            "--per_device_train_batch_size",
+            "8",
+            "--max_train_steps",
+            "400",
+            "--eval_steps",
+            "10000",
+            "--output_dir",
+            str(tmp_path / "demo"),
+        ]
+    )
     model, processor = load_model_folder(str(tmp_path / "demo"))
-    dataset = build_dataset("synthetic", "validation", num_images=40, image_size=128,
-                            config=SyntheticShapesConfig(thing_colours="by_class"))  # fmt: skip
+    dataset = build_dataset(
+        "synthetic",
+        "validation",
+        num_images=40,
+        image_size=128,
+        config=SyntheticShapesConfig(thing_colours="by_class"),
+    )
     plain = evaluate_model(model, processor, dataset, show_progress=False)["semantic"]["mean_iou"]
     tta = TestTimeAugmentation.for_processor(processor)
-    augmented = evaluate_model(model, processor, dataset, show_progress=False, tta=tta)["semantic"][
-        "mean_iou"
-    ]
+    augmented = evaluate_model(model, processor, dataset, show_progress=False, tta=tta)["semantic"]["mean_iou"]
     assert plain > 0.3, plain  # the model learned something: the comparison means something
     assert augmented >= plain, (plain, augmented)

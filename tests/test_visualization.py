@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from modeling_maskformer.visualization import class_colour, draw, grid
+from modeling_maskformer.inference.visualization import class_colour, draw, grid
 
 GREY = 100
 ID2LABEL = {0: "circle", 1: "square", 2: "sky"}
@@ -49,10 +49,13 @@ def test_panoptic_segments_of_one_class_get_their_own_shades():
     segmentation = torch.zeros(64, 80, dtype=torch.int32)
     segmentation[0:30, :] = 1
     segmentation[40:64, :] = 2
-    result = {"segmentation": segmentation, "segments_info": [
-        {"id": 1, "label_id": 1, "score": 0.9, "was_fused": False},
-        {"id": 2, "label_id": 1, "score": 0.7, "was_fused": False},
-    ]}  # fmt: skip
+    result = {
+        "segmentation": segmentation,
+        "segments_info": [
+            {"id": 1, "label_id": 1, "score": 0.9, "was_fused": False},
+            {"id": 2, "label_id": 1, "score": 0.7, "was_fused": False},
+        ],
+    }
     pixels = np.asarray(draw(flat_image(), result, ID2LABEL, task="panoptic", min_size=0)).astype(int)
     first, second = pixels[10, 40], pixels[50, 40]
     assert not np.array_equal(first, second)
@@ -80,9 +83,7 @@ def test_no_legend_and_empty_result():
     picture = draw(flat_image(), torch.full((64, 80), 255), ID2LABEL, legend=False, min_size=0)
     assert picture.size == (80, 64)
     np.testing.assert_array_equal(np.asarray(picture), np.asarray(flat_image()))
-    empty = draw(
-        flat_image(), {"segmentation": torch.zeros(64, 80), "segments_info": []}, ID2LABEL, min_size=0
-    )
+    empty = draw(flat_image(), {"segmentation": torch.zeros(64, 80), "segments_info": []}, ID2LABEL, min_size=0)
     assert empty.width > 80  # a legend saying "no segments"
 
 

@@ -36,16 +36,21 @@ class PhotometricDistortion:
     float32 formula (exact); consecutive ones are composed into one table. HSV steps use OpenCV as the original.
     """
 
-    def __init__(self, brightness_delta: float = 32, contrast: tuple[float, float] = (0.5, 1.5),
-                 saturation: tuple[float, float] = (0.5, 1.5), hue_delta: int = 18):  # fmt: skip
+    def __init__(
+        self,
+        brightness_delta: float = 32,
+        contrast: tuple[float, float] = (0.5, 1.5),
+        saturation: tuple[float, float] = (0.5, 1.5),
+        hue_delta: int = 18,
+    ):
         for name, (low, high) in (("contrast", contrast), ("saturation", saturation)):
             if not 0 <= low <= high:
-                raise ValueError(
-                    f"PhotometricDistortion: {name} must be a range 0 <= low <= high, got {(low, high)}"
-                )
+                raise ValueError(f"PhotometricDistortion: {name} must be a range 0 <= low <= high, got {(low, high)}")
         if brightness_delta < 0 or not (isinstance(hue_delta, int) and 0 <= hue_delta <= 90):
-            raise ValueError(f"PhotometricDistortion: need brightness_delta >= 0 and an int 0 <= hue_delta <= 90 "
-                             f"(OpenCV hue units, half degrees), got {brightness_delta} and {hue_delta!r}")  # fmt: skip
+            raise ValueError(
+                f"PhotometricDistortion: need brightness_delta >= 0 and an int 0 <= hue_delta <= 90 "
+                f"(OpenCV hue units, half degrees), got {brightness_delta} and {hue_delta!r}"
+            )
         self.brightness_delta, self.contrast, self.saturation, self.hue_delta = (
             brightness_delta,
             contrast,
@@ -77,14 +82,11 @@ class PhotometricDistortion:
 
     def apply(self, image: np.ndarray, params: PhotometricParams) -> np.ndarray:
         """A distorted copy (or `image` itself when no step applies) of a uint8 (H, W, 3) RGB array."""
-        if not (
-            isinstance(image, np.ndarray)
-            and image.dtype == np.uint8
-            and image.ndim == 3
-            and image.shape[2] == 3
-        ):
-            raise ValueError("PhotometricDistortion.apply takes a uint8 (H, W, 3) RGB numpy array, got "
-                             f"{type(image).__name__} {getattr(image, 'dtype', '')} {getattr(image, 'shape', '')}")  # fmt: skip
+        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
+            raise ValueError(
+                "PhotometricDistortion.apply takes a uint8 (H, W, 3) RGB numpy array, got "
+                f"{type(image).__name__} {getattr(image, 'dtype', '')} {getattr(image, 'shape', '')}"
+            )
         tables = []  # value-wise steps waiting to be applied, composed into one table
         if params.brightness is not None:
             tables.append(self._table(beta=params.brightness))
@@ -132,15 +134,11 @@ class Augmentation:
     def __init__(self, crop_size: int, min_scale: float, max_scale: float, single_category_max_area: float):
         self.crop_size = crop_size
         self.single_category_max_area = single_category_max_area
-        self.resize = v2.RandomResize(
-            int(min_scale * crop_size), int(max_scale * crop_size) + 1, antialias=True
-        )
+        self.resize = v2.RandomResize(int(min_scale * crop_size), int(max_scale * crop_size) + 1, antialias=True)
         self.flip = v2.RandomHorizontalFlip()
         self.photometric = PhotometricDistortion()
 
-    def crop_box(
-        self, mask: torch.Tensor, lookup: torch.Tensor, ignore_index: int
-    ) -> tuple[int, int, int, int]:
+    def crop_box(self, mask: torch.Tensor, lookup: torch.Tensor, ignore_index: int) -> tuple[int, int, int, int]:
         """(top, left, height, width) of the crop; `lookup[mask]` is the class map (only read in the window)."""
         height, width = mask.shape
         crop_h, crop_w = min(self.crop_size, height), min(self.crop_size, width)
@@ -156,8 +154,9 @@ class Augmentation:
                 break
         return top, left, crop_h, crop_w
 
-    def __call__(self, image: torch.Tensor, instance_map: torch.Tensor, instance_to_class: dict[int, int],
-                 ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def __call__(
+        self, image: torch.Tensor, instance_map: torch.Tensor, instance_to_class: dict[int, int], ignore_index: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """`image` uint8 (3, H, W) (channels-last memory is fastest), `instance_map` (H, W) ids; returns the
         augmented (image uint8 (3, h, w) in channels-last memory, instance map (h, w) of the same dtype)."""
         # NOTE: uint8 masks resize natively (nearest), other dtypes go through float32 in torchvision.
@@ -170,14 +169,13 @@ class Augmentation:
         image, mask = self.flip(TF.crop(image, *box), TF.crop(mask, *box))
         pixels = np.ascontiguousarray(image.as_subclass(torch.Tensor).permute(1, 2, 0).numpy())  # (h, w, 3)
         distorted = self.photometric.apply(pixels, self.photometric.sample())
-        distorted = (
-            distorted.copy() if distorted is pixels else distorted
-        )  # never a view into the resized image
+        distorted = distorted.copy() if distorted is pixels else distorted  # never a view into the resized image
         mask = mask.as_subclass(torch.Tensor).clone(memory_format=torch.contiguous_format)
         return torch.from_numpy(distorted).permute(2, 0, 1), mask
 
-    def instances(self, image: torch.Tensor, masks: torch.Tensor, classes: torch.Tensor,
-                  ignore_index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    def instances(
+        self, image: torch.Tensor, masks: torch.Tensor, classes: torch.Tensor, ignore_index: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The same augmentation (the same random draws in the same order as `__call__`) for objects that may
         overlap: `masks` uint8 (N, H, W), one full mask per object, `classes` (N,). Returns (image, masks bool
         (n, h, w), classes (n,)) without the objects the crop leaves no pixel of."""
@@ -225,8 +223,9 @@ class TrainingSet(torch.utils.data.Dataset):
             masks, classes = instance_masks(item)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                return self.augmentation.instances(image, torch.from_numpy(masks.view(np.uint8)),
-                                                   torch.from_numpy(classes), ignore_index)  # fmt: skip
+                return self.augmentation.instances(
+                    image, torch.from_numpy(masks.view(np.uint8)), torch.from_numpy(classes), ignore_index
+                )
         instance_map, instance_to_class = to_instance_targets(item, ignore_index, compact=True)
         instance_map = torch.from_numpy(
             instance_map if instance_map.dtype == np.uint8 else instance_map.astype(np.int64)

@@ -67,9 +67,7 @@ def check_item(dataset: SegmentationDataset, index: int) -> tuple[str | None, np
     return None, present_labels(item["semantic"]) if item["semantic"] is not None else None
 
 
-_worker_dataset: SegmentationDataset | None = (
-    None  # the dataset of this worker process (set by `_start_worker`)
-)
+_worker_dataset: SegmentationDataset | None = None  # the dataset of this worker process (set by `_start_worker`)
 
 
 def _start_worker(dataset: SegmentationDataset) -> None:
@@ -83,9 +81,7 @@ def _check_chunk(indices: list[int]) -> tuple[list[tuple[int, str]], np.ndarray]
     return _check_indices(_worker_dataset, indices)
 
 
-def _check_indices(
-    dataset: SegmentationDataset, indices: list[int]
-) -> tuple[list[tuple[int, str]], np.ndarray]:
+def _check_indices(dataset: SegmentationDataset, indices: list[int]) -> tuple[list[tuple[int, str]], np.ndarray]:
     problems, seen = [], np.zeros(1 << 16, dtype=bool)
     for index in indices:
         problem, labels = check_item(dataset, index)
@@ -124,9 +120,7 @@ def _run_pass(dataset: SegmentationDataset, num_workers: int, desc: str, show_pr
                         break
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in done:
-                        found, labels = (
-                            future.result()
-                        )  # a bug in a worker re-raises here, with its traceback
+                        found, labels = future.result()  # a bug in a worker re-raises here, with its traceback
                         problems += found
                         seen |= labels
                         bar.update(running.pop(future))
@@ -183,15 +177,14 @@ def check_dataset(
         else:
             for message in shown:
                 logger.error("data check: %s", message)
-            fix = (
-                "fix them, or pass --skip_bad_items to leave those items out"
-                if len(bad) < total
-                else "fix them"
+            fix = "fix them, or pass --skip_bad_items to leave those items out" if len(bad) < total else "fix them"
+            summary = (
+                f"the data check found {len(problems)} problem(s) in {len(bad)} of {total} items of {name}; "
+                f"{fix}. The first: {problems[0][1]}"
             )
-            summary = (f"the data check found {len(problems)} problem(s) in {len(bad)} of {total} items of {name}; "
-                       f"{fix}. The first: {problems[0][1]}")  # fmt: skip
-            raise DataCheckError("\n".join([summary, *shown]) + (f"\n...{more}" if more else ""),
-                                 [message for _, message in problems])  # fmt: skip
+            raise DataCheckError(
+                "\n".join([summary, *shown]) + (f"\n...{more}" if more else ""), [message for _, message in problems]
+            )
     _warn_about_labels(dataset, set(seen), name)
     return dataset
 
@@ -201,10 +194,15 @@ def _warn_about_labels(dataset: SegmentationDataset, seen: set[int], name: str) 
     if dataset.task != "semantic" or not seen or getattr(dataset, "palette", None) is not None:
         return
     if not dataset.reduce_labels:  # the values seen are the files' values
-        warning = binary_mask_warning(seen, reduce_labels=False, ignore_index=dataset.ignore_index,
-                                      source=f"{name} (every label map checked)")  # fmt: skip
+        warning = binary_mask_warning(
+            seen, reduce_labels=False, ignore_index=dataset.ignore_index, source=f"{name} (every label map checked)"
+        )
         if warning:
             logger.warning(warning)
     if seen <= {dataset.ignore_index}:
-        logger.warning("every labelled pixel of %s is ignore_index %d: there is nothing to learn; check the label "
-                       "convention (--label_convention)", name, dataset.ignore_index)  # fmt: skip
+        logger.warning(
+            "every labelled pixel of %s is ignore_index %d: there is nothing to learn; check the label "
+            "convention (--label_convention)",
+            name,
+            dataset.ignore_index,
+        )

@@ -60,14 +60,14 @@ def parse_id2label(payload, source: str) -> dict[int, str]:
         id2label[number] = name
     missing = sorted(set(range(len(id2label))) - set(id2label))
     if missing:
-        raise ValueError(f"{source}: class ids must be contiguous 0..{len(id2label) - 1}; missing {missing[:10]}, "
-                         f"extra {sorted(set(id2label) - set(range(len(id2label))))[:10]}")  # fmt: skip
+        raise ValueError(
+            f"{source}: class ids must be contiguous 0..{len(id2label) - 1}; missing {missing[:10]}, "
+            f"extra {sorted(set(id2label) - set(range(len(id2label))))[:10]}"
+        )
     names = list(id2label.values())
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise ValueError(
-            f"{source}: class name(s) {duplicates} are used for more than one id; names must be unique"
-        )
+        raise ValueError(f"{source}: class name(s) {duplicates} are used for more than one id; names must be unique")
     return dict(sorted(id2label.items()))
 
 
@@ -110,14 +110,22 @@ def names_for_convention(id2label: dict[int, str], reduce_labels: bool, source: 
     if first.strip().strip("_").strip().lower() in IGNORED_CLASS_NAMES:
         shifted = {key - 1: name for key, name in id2label.items() if key}
         if not shifted:
-            raise ValueError(
-                f"{source}: only entry 0 ({first!r}), which ADE's convention ignores: no class is left"
-            )
-        logger.info("%s is keyed by pixel value (entry 0 is %r, the value --label_convention ade ignores): entry 0 "
-                    "dropped, pixel k is class k-1 = entry k (class 0 = %r); %d classes", source, first, shifted[0],
-                    len(shifted))  # fmt: skip
+            raise ValueError(f"{source}: only entry 0 ({first!r}), which ADE's convention ignores: no class is left")
+        logger.info(
+            "%s is keyed by pixel value (entry 0 is %r, the value --label_convention ade ignores): entry 0 "
+            "dropped, pixel k is class k-1 = entry k (class 0 = %r); %d classes",
+            source,
+            first,
+            shifted[0],
+            len(shifted),
+        )
         return shifted
-    logger.info("%s is keyed by class id (entry 0 is %r, not a name of an ignored value): with --label_convention "
-                "ade, pixel k is class k-1 = entry k-1 (pixel 1 = %r); %d classes", source, first, first,
-                len(id2label))  # fmt: skip
+    logger.info(
+        "%s is keyed by class id (entry 0 is %r, not a name of an ignored value): with --label_convention "
+        "ade, pixel k is class k-1 = entry k-1 (pixel 1 = %r); %d classes",
+        source,
+        first,
+        first,
+        len(id2label),
+    )
     return id2label

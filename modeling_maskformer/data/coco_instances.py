@@ -86,8 +86,14 @@ class CocoInstancesDataset(SegmentationDataset):
     task: Task = "instance"
     convention_from = None  # the classes come from the JSON's categories
 
-    def __init__(self, records: list[CocoImage], category_to_label: dict[int, int], json_path: Path,
-                 image_dirs: Sequence[Path], **metadata):  # fmt: skip
+    def __init__(
+        self,
+        records: list[CocoImage],
+        category_to_label: dict[int, int],
+        json_path: Path,
+        image_dirs: Sequence[Path],
+        **metadata,
+    ):
         super().__init__(**metadata)
         self.records = records
         self.category_to_label = category_to_label
@@ -104,8 +110,10 @@ class CocoInstancesDataset(SegmentationDataset):
     def _load(self, index: int) -> SegmentationItem:
         record = self.records[index]
         if not record.path.is_file():
-            raise FileNotFoundError(f"{self._source(index)}: image not found (file_name {record.file_name!r}, looked "
-                                    f"up in {', '.join(map(str, self.image_dirs))})")  # fmt: skip
+            raise FileNotFoundError(
+                f"{self._source(index)}: image not found (file_name {record.file_name!r}, looked "
+                f"up in {', '.join(map(str, self.image_dirs))})"
+            )
         image = open_image(record.path, decode=self.decode_images)
         orientation = image.getexif().get(_ORIENTATION, 1)
         size = image.size[::-1] if orientation in _TRANSPOSED else image.size  # (W, H) upright
@@ -117,34 +125,42 @@ class CocoInstancesDataset(SegmentationDataset):
         if (record.width, record.height) not in ((width, height), (None, None)):
             hint = ""
             if (record.width, record.height) == size[::-1] and orientation in _TRANSPOSED:
-                hint = (f"; its EXIF orientation ({orientation}) turns it, and the JSON has the size before turning: "
-                        f"re-export from a tool that applies the orientation, or save the image upright")  # fmt: skip
+                hint = (
+                    f"; its EXIF orientation ({orientation}) turns it, and the JSON has the size before turning: "
+                    f"re-export from a tool that applies the orientation, or save the image upright"
+                )
             raise ValueError(
                 f"{self._source(index)}: the image is {width}x{height} (WxH) but the JSON says "
                 f"{record.width}x{record.height}{hint}"
             )
         where = f"{self.json_path}: annotation(s) of image {record.path.name} (id {record.image_id})"
-        rles = [annotation_rle(a.get("segmentation"), height, width, f"{where}, annotation id {a.get('id')}")
-                for a in record.annotations]  # fmt: skip
+        rles = [
+            annotation_rle(a.get("segmentation"), height, width, f"{where}, annotation id {a.get('id')}")
+            for a in record.annotations
+        ]
         masks = (
-            np.ascontiguousarray(mask_utils.decode(rles).transpose(2, 0, 1)).view(
-                bool
-            )  # (H, W, N) -> (N, H, W)
+            np.ascontiguousarray(mask_utils.decode(rles).transpose(2, 0, 1)).view(bool)  # (H, W, N) -> (N, H, W)
             if rles
             else np.zeros((0, height, width), dtype=bool)
         )
-        areas = [float(a["area"]) if a.get("area") is not None else float(mask_utils.area(rle))
-                 for a, rle in zip(record.annotations, rles)]  # fmt: skip
+        areas = [
+            float(a["area"]) if a.get("area") is not None else float(mask_utils.area(rle))
+            for a, rle in zip(record.annotations, rles)
+        ]
         instances: InstanceAnnotations = {
             "masks": masks,
-            "labels": np.array(
-                [self.category_to_label[a["category_id"]] for a in record.annotations], dtype=np.int64
-            ),
+            "labels": np.array([self.category_to_label[a["category_id"]] for a in record.annotations], dtype=np.int64),
             "iscrowd": np.array([int(bool(a.get("iscrowd", 0))) for a in record.annotations], dtype=np.uint8),
             "areas": np.array(areas, dtype=np.float64),
         }
-        return {"image": image, "semantic": None, "panoptic_ids": None, "segments_info": None,
-                "image_id": str(record.image_id), "instances": instances}  # fmt: skip
+        return {
+            "image": image,
+            "semantic": None,
+            "panoptic_ids": None,
+            "segments_info": None,
+            "image_id": str(record.image_id),
+            "instances": instances,
+        }
 
 
 def annotation_rle(segmentation, height: int, width: int, where: str) -> dict:
@@ -153,9 +169,7 @@ def annotation_rle(segmentation, height: int, width: int, where: str) -> dict:
     string), decoded by pycocotools as COCO's own API does (`COCO.annToRLE`)."""
     if isinstance(segmentation, list):
         if any(not isinstance(p, list) or len(p) % 2 for p in segmentation):
-            raise ValueError(
-                f"{where}: a polygon must be a flat list of x, y pairs, got {str(segmentation)[:80]}"
-            )
+            raise ValueError(f"{where}: a polygon must be a flat list of x, y pairs, got {str(segmentation)[:80]}")
         # NOTE: fewer than 3 points enclose nothing; pycocotools would also read a 4-number first polygon as a box.
         polygons = [[float(v) for v in p] for p in segmentation if len(p) >= 6]
         if not polygons:
@@ -169,8 +183,9 @@ def annotation_rle(segmentation, height: int, width: int, where: str) -> dict:
         counts = segmentation["counts"]
         if isinstance(counts, list):  # uncompressed
             if sum(counts) != height * width:
-                raise ValueError(f"{where}: uncompressed RLE counts sum to {sum(counts)}, not height x width = "
-                                 f"{height * width}")  # fmt: skip
+                raise ValueError(
+                    f"{where}: uncompressed RLE counts sum to {sum(counts)}, not height x width = {height * width}"
+                )
             return mask_utils.frPyObjects(segmentation, height, width)
         if isinstance(counts, str | bytes):
             return {
@@ -207,8 +222,10 @@ def _check_fields(json_path: Path, payload) -> None:
         and isinstance(annotations[0], dict)
         and "segments_info" in annotations[0]
     ):
-        raise ValueError(f"{json_path}: a COCO panoptic JSON (its annotations hold 'segments_info'), not COCO instances; "
-                         f"give the folder with annotations/panoptic_<subset>.json and its PNGs instead")  # fmt: skip
+        raise ValueError(
+            f"{json_path}: a COCO panoptic JSON (its annotations hold 'segments_info'), not COCO instances; "
+            f"give the folder with annotations/panoptic_<subset>.json and its PNGs instead"
+        )
     fields = {
         "images": ("id", "file_name"),
         "annotations": ("image_id", "category_id"),
@@ -216,9 +233,7 @@ def _check_fields(json_path: Path, payload) -> None:
     }
     for key, required in fields.items():
         if not isinstance(payload.get(key), list):
-            raise ValueError(
-                f"{json_path}: no {key!r} list (keys: {sorted(payload)}); is it a COCO instances file?"
-            )
+            raise ValueError(f"{json_path}: no {key!r} list (keys: {sorted(payload)}); is it a COCO instances file?")
         for number, entry in enumerate(payload[key]):
             missing = [f for f in required if not isinstance(entry, dict) or f not in entry]
             if missing:
@@ -271,30 +286,32 @@ def load_coco_instances(
     json_path = Path(json_file)
     if not json_path.is_file():
         raise FileNotFoundError(f"COCO instances: annotation file {json_path} not found")
-    image_dirs = (
-        [Path(image_root)] if isinstance(image_root, str | os.PathLike) else [Path(d) for d in image_root]
-    )
+    image_dirs = [Path(image_root)] if isinstance(image_root, str | os.PathLike) else [Path(d) for d in image_root]
     payload = read_json(json_path)
     _check_fields(json_path, payload)
     images = {image["id"]: image for image in payload["images"]}
     categories = payload["categories"]
     unknown_images = [a for a in payload["annotations"] if a["image_id"] not in images]
     if unknown_images:
-        raise ValueError(f"{json_path}: {len(unknown_images)} annotation(s) refer to image ids not in 'images', e.g. "
-                         f"annotation id {unknown_images[0].get('id')} -> image id {unknown_images[0]['image_id']}")  # fmt: skip
+        raise ValueError(
+            f"{json_path}: {len(unknown_images)} annotation(s) refer to image ids not in 'images', e.g. "
+            f"annotation id {unknown_images[0].get('id')} -> image id {unknown_images[0]['image_id']}"
+        )
     used = {a["category_id"] for a in payload["annotations"]}
     grouping = _grouping_categories(categories, used)
     if grouping:
-        logger.info("%s: category %s is the supercategory of the others and no annotation uses it (Roboflow's "
-                    "grouping category): not a class", json_path, ", ".join(f"{c['name']!r} (id {c['id']})" for c in grouping))  # fmt: skip
+        logger.info(
+            "%s: category %s is the supercategory of the others and no annotation uses it (Roboflow's "
+            "grouping category): not a class",
+            json_path,
+            ", ".join(f"{c['name']!r} (id {c['id']})" for c in grouping),
+        )
         categories = [c for c in categories if c not in grouping]
     metadata = category_metadata(categories)
     category_to_label = metadata.pop("category_to_label")
     unknown = sorted(used - set(category_to_label), key=str)
     if unknown:
-        raise ValueError(
-            f"{json_path}: annotations use category id(s) {unknown[:10]} that 'categories' does not list"
-        )
+        raise ValueError(f"{json_path}: annotations use category id(s) {unknown[:10]} that 'categories' does not list")
 
     by_image: dict = {image_id: [] for image_id in images}
     boxes_only = 0
@@ -308,17 +325,31 @@ def load_coco_instances(
     for image in payload["images"]:
         path = _image_path(str(image["file_name"]), image_dirs, listing)
         height, width = image.get("height"), image.get("width")
-        records.append(CocoImage(path, str(image["file_name"]), image["id"], int(height) if height else None, int(width) if width else None,
-                                 tuple(by_image[image["id"]])))  # fmt: skip
+        records.append(
+            CocoImage(
+                path,
+                str(image["file_name"]),
+                image["id"],
+                int(height) if height else None,
+                int(width) if width else None,
+                tuple(by_image[image["id"]]),
+            )
+        )
     if not records:
         raise ValueError(f"{json_path}: empty 'images' list")
     if not any(listing.exists(record.path) for record in records):
-        raise FileNotFoundError(f"{json_path}: none of its {len(records)} images is in {', '.join(map(str, image_dirs))} "
-                                f"(file_name {records[0].file_name!r} is not {records[0].path}); give the folder that "
-                                f"holds them (--image_root DIR, or image_root=...)")  # fmt: skip
+        raise FileNotFoundError(
+            f"{json_path}: none of its {len(records)} images is in {', '.join(map(str, image_dirs))} "
+            f"(file_name {records[0].file_name!r} is not {records[0].path}); give the folder that "
+            f"holds them (--image_root DIR, or image_root=...)"
+        )
     if boxes_only:
-        logger.warning("%s: %d annotation(s) have no mask (a box only, empty 'segmentation'): left out of training "
-                       "and evaluation, this is instance segmentation", json_path, boxes_only)  # fmt: skip
+        logger.warning(
+            "%s: %d annotation(s) have no mask (a box only, empty 'segmentation'): left out of training "
+            "and evaluation, this is instance segmentation",
+            json_path,
+            boxes_only,
+        )
     return CocoInstancesDataset(
         records, category_to_label, json_path, image_dirs, ignore_index=ignore_index, **metadata
     )
@@ -343,10 +374,7 @@ def coco_instances_layout(root: str | os.PathLike) -> str | None:
     annotations = root / "annotations"
     if annotations.is_dir() and any(_INSTANCES_JSON.fullmatch(p.name) for p in annotations.iterdir()):
         return "cvat_coco" if (root / "images").is_dir() else "coco_instances"
-    if (
-        any((p / _ROBOFLOW_JSON).is_file() for p in root.iterdir() if p.is_dir())
-        or (root / _ROBOFLOW_JSON).is_file()
-    ):
+    if any((p / _ROBOFLOW_JSON).is_file() for p in root.iterdir() if p.is_dir()) or (root / _ROBOFLOW_JSON).is_file():
         return "roboflow_coco"
     if (root / "result.json").is_file() and (root / "images").is_dir():
         return "label_studio"
@@ -425,40 +453,55 @@ def load_coco_instances_file(
         raise FileNotFoundError(f"COCO instances: annotation file {json_path} not found")
     image_dir = Path(image_root).expanduser() if image_root is not None else json_path.parent
     if not image_dir.is_dir():
-        raise FileNotFoundError(
-            f"COCO instances {json_path}: image folder {image_dir} not found (--image_root)"
-        )
+        raise FileNotFoundError(f"COCO instances {json_path}: image folder {image_dir} not found (--image_root)")
     subset = CocoSubset(json_file_subset(json_path), json_path, (image_dir,))
-    return _load_split(
-        [subset], split, train_val_split, f"COCO instances {json_path}", json_path.parent, ignore_index
-    )
+    return _load_split([subset], split, train_val_split, f"COCO instances {json_path}", json_path.parent, ignore_index)
 
 
-def _load_split(subsets: list[CocoSubset], split: str, train_val_split: float | RecordedHoldOut | None, where: str,
-                root: Path, ignore_index: int) -> CocoInstancesDataset:  # fmt: skip
+def _load_split(
+    subsets: list[CocoSubset],
+    split: str,
+    train_val_split: float | RecordedHoldOut | None,
+    where: str,
+    root: Path,
+    ignore_index: int,
+) -> CocoInstancesDataset:
     """The items of ``split`` among the annotation files ``subsets``, logged with where they were found."""
     by_name = {subset.name: subset for subset in subsets}
     plan = plan_split(split, list(by_name), train_val_split, where)
     subset = by_name[plan.subset]
     dataset = load_coco_instances(subset.json_path, subset.image_dirs, ignore_index=ignore_index)
-    found = sorted({str(r.path.parent.relative_to(root)) if r.path.parent.is_relative_to(root) else str(r.path.parent)
-                    for r in dataset.records})  # fmt: skip
+    found = sorted(
+        {
+            str(r.path.parent.relative_to(root)) if r.path.parent.is_relative_to(root) else str(r.path.parent)
+            for r in dataset.records
+        }
+    )
     held_out = plan.held_out(len(dataset))
     indices = plan.select(len(dataset))
     crowd = sum(bool(a.get("iscrowd", 0)) for i in indices for a in dataset.records[i].annotations)
     if len(indices) != len(dataset):
         dataset = dataset.subset(indices)
     dataset.held_out = held_out
-    json_name = (
-        subset.json_path.relative_to(root) if subset.json_path.is_relative_to(root) else subset.json_path
+    json_name = subset.json_path.relative_to(root) if subset.json_path.is_relative_to(root) else subset.json_path
+    logger.info(
+        "%s: split %r = %s%s (%d images, %d classes), images in %s",
+        where,
+        split,
+        json_name,
+        plan.slice if plan.part == "all" else f" ({plan.part} part)",
+        len(dataset),
+        dataset.num_labels,
+        ", ".join(found[:3]),
     )
-    logger.info("%s: split %r = %s%s (%d images, %d classes), images in %s", where, split, json_name,
-                plan.slice if plan.part == "all" else f" ({plan.part} part)", len(dataset), dataset.num_labels,
-                ", ".join(found[:3]))  # fmt: skip
     if crowd:  # this split's own count (a held-out part has its share of the file's)
-        logger.info("%s: split %r: %d crowd region(s) (iscrowd=1) are no training target, as in COCO; mask AP lets "
-                    "them absorb detections (CVAT exports brush masks so: see docs/data-coco.md)", where, split,
-                    crowd)  # fmt: skip
+        logger.info(
+            "%s: split %r: %d crowd region(s) (iscrowd=1) are no training target, as in COCO; mask AP lets "
+            "them absorb detections (CVAT exports brush masks so: see docs/data-coco.md)",
+            where,
+            split,
+            crowd,
+        )
     return dataset
 
 

@@ -43,12 +43,14 @@ class MaskFormerCollator:
     ignores both keys.
     """
 
-    def __init__(self, processor: MaskFormerImageProcessor, return_segment_maps: bool = False,
-                 mask_dtype: torch.dtype = torch.float32):  # fmt: skip
+    def __init__(
+        self,
+        processor: MaskFormerImageProcessor,
+        return_segment_maps: bool = False,
+        mask_dtype: torch.dtype = torch.float32,
+    ):
         if mask_dtype not in (torch.float32, torch.bool):
-            raise ValueError(
-                f"MaskFormerCollator: mask_dtype must be torch.float32 or torch.bool, got {mask_dtype!r}"
-            )
+            raise ValueError(f"MaskFormerCollator: mask_dtype must be torch.float32 or torch.bool, got {mask_dtype!r}")
         self.processor = processor
         self.return_segment_maps = return_segment_maps
         self.mask_dtype = mask_dtype
@@ -57,28 +59,29 @@ class MaskFormerCollator:
         if not batch:
             raise ValueError("MaskFormerCollator got an empty batch")
         instance_data = isinstance(batch[0], Mapping) and batch[0].get("instances") is not None
-        instance_data |= (
-            isinstance(batch[0], tuple | list) and len(batch[0]) == 3 and torch.is_tensor(batch[0][2])
-        )
+        instance_data |= isinstance(batch[0], tuple | list) and len(batch[0]) == 3 and torch.is_tensor(batch[0][2])
         if instance_data and self.return_segment_maps:
-            raise ValueError("MaskFormerCollator: return_segment_maps cannot hold instance data (its objects may "
-                             "overlap, a segment map cannot)")  # fmt: skip
+            raise ValueError(
+                "MaskFormerCollator: return_segment_maps cannot hold instance data (its objects may "
+                "overlap, a segment map cannot)"
+            )
         if all(isinstance(item, Mapping) for item in batch):
             features = self._from_dataset_items(batch)
-        elif all(
-            isinstance(item, tuple | list) and len(item) == 3 and torch.is_tensor(item[2]) for item in batch
-        ):
+        elif all(isinstance(item, tuple | list) and len(item) == 3 and torch.is_tensor(item[2]) for item in batch):
             images, masks, classes = zip(*batch)
             features = self.processor(list(images), do_resize=False, return_tensors="pt")
-            features["mask_labels"] = pad_masks(
-                masks, tuple(features["pixel_values"].shape[-2:]), self.mask_dtype
-            )
+            features["mask_labels"] = pad_masks(masks, tuple(features["pixel_values"].shape[-2:]), self.mask_dtype)
             features["class_labels"] = [c.long() for c in classes]
         elif all(isinstance(item, tuple | list) and len(item) == 3 for item in batch):
             images, maps, mappings = zip(*batch)
-            features = self.processor(list(images), segmentation_maps=[np.asarray(m) for m in maps],
-                                      instance_id_to_semantic_id=list(mappings), do_resize=False, return_tensors="pt",
-                                      mask_dtype=self.mask_dtype)  # fmt: skip
+            features = self.processor(
+                list(images),
+                segmentation_maps=[np.asarray(m) for m in maps],
+                instance_id_to_semantic_id=list(mappings),
+                do_resize=False,
+                return_tensors="pt",
+                mask_dtype=self.mask_dtype,
+            )
         else:
             raise TypeError(
                 "MaskFormerCollator takes dataset items (dicts with 'image' and 'semantic' or 'panoptic_ids') or "
@@ -93,9 +96,7 @@ class MaskFormerCollator:
     def _from_dataset_items(self, batch: Sequence[Mapping]):
         ignore_index = self.processor.ignore_index
         if ignore_index is None:
-            raise ValueError(
-                "MaskFormerCollator needs a processor with an ignore_index for dataset items (e.g. 255)"
-            )
+            raise ValueError("MaskFormerCollator needs a processor with an ignore_index for dataset items (e.g. 255)")
         if self.processor.do_reduce_labels:
             raise ValueError(
                 "the processor has do_reduce_labels=True, but dataset items are already reduced (the loaders do it "
@@ -107,19 +108,24 @@ class MaskFormerCollator:
             for item, valid in zip(batch, features["pixel_mask"]):
                 size = [int(valid.any(1).sum()), int(valid.any(0).sum())]  # the resized image, before padding
                 object_masks, labels = instance_masks(item)
-                resized = TF.resize(torch.from_numpy(object_masks.view(np.uint8)), size,  # (N, h, w) nearest
-                                    interpolation=InterpolationMode.NEAREST_EXACT)  # fmt: skip
+                resized = TF.resize(
+                    torch.from_numpy(object_masks.view(np.uint8)),
+                    size,  # (N, h, w) nearest
+                    interpolation=InterpolationMode.NEAREST_EXACT,
+                )
                 masks.append(resized.bool())
                 classes.append(torch.from_numpy(labels))
-            features["mask_labels"] = pad_masks(
-                masks, tuple(features["pixel_values"].shape[-2:]), self.mask_dtype
-            )
+            features["mask_labels"] = pad_masks(masks, tuple(features["pixel_values"].shape[-2:]), self.mask_dtype)
             features["class_labels"] = classes
             return features
         maps, mappings = zip(*(to_instance_targets(item, ignore_index) for item in batch))
-        return self.processor([item["image"] for item in batch], segmentation_maps=list(maps),
-                              instance_id_to_semantic_id=list(mappings), return_tensors="pt",
-                              mask_dtype=self.mask_dtype)  # fmt: skip
+        return self.processor(
+            [item["image"] for item in batch],
+            segmentation_maps=list(maps),
+            instance_id_to_semantic_id=list(mappings),
+            return_tensors="pt",
+            mask_dtype=self.mask_dtype,
+        )
 
 
 def pad_masks(masks: Sequence[torch.Tensor], size: tuple[int, int], dtype: torch.dtype) -> list[torch.Tensor]:

@@ -253,9 +253,7 @@ def to_instance_targets(
         ids = item["panoptic_ids"]
         segments = [s for s in item["segments_info"] if not s.get("iscrowd", 0)]
         if len(segments) >= ignore_index > 0:
-            raise ValueError(
-                f"{item['image_id']}: {len(segments)} segments collide with ignore_index {ignore_index}"
-            )
+            raise ValueError(f"{item['image_id']}: {len(segments)} segments collide with ignore_index {ignore_index}")
         dtype = np.uint8 if compact and max(ignore_index, len(segments)) <= 255 else np.int32
         instance_map = np.full(ids.shape, ignore_index, dtype=dtype)
         if segments:
@@ -274,9 +272,7 @@ def to_instance_targets(
     labels = present_labels(semantic)
     classes = [int(c) for c in labels if c != ignore_index]
     if len(classes) >= ignore_index > 0:
-        raise ValueError(
-            f"{item['image_id']}: {len(classes)} classes collide with ignore_index {ignore_index}"
-        )
+        raise ValueError(f"{item['image_id']}: {len(classes)} classes collide with ignore_index {ignore_index}")
     dtype = np.uint8 if compact and max(ignore_index, len(classes)) <= 255 else np.int32
     lookup = np.full(max(int(labels[-1]) if labels.size else 0, ignore_index) + 1, ignore_index, dtype=dtype)
     lookup[classes] = np.arange(1, len(classes) + 1)

@@ -25,12 +25,20 @@ from .synthetic import rgb_to_id
 logger = logging.getLogger(__name__)
 
 
-def load_progress(
-    iterable=None, *, total: int | None = None, desc: str, unit: str = "it", disable: bool = False
-):
+def load_progress(iterable=None, *, total: int | None = None, desc: str, unit: str = "it", disable: bool = False):
     """A progress bar on stderr for a long load, shown only when it takes over 2 s (so small folders stay quiet)."""
-    return tqdm(iterable, total=total, desc=desc, unit=unit, unit_scale=unit == "B", file=sys.stderr, delay=2.0,
-                mininterval=1.0, leave=False, disable=disable)  # fmt: skip
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        unit_scale=unit == "B",
+        file=sys.stderr,
+        delay=2.0,
+        mininterval=1.0,
+        leave=False,
+        disable=disable,
+    )
 
 
 def open_rgb(value: Any, source: str | None = None, *, decode: bool = True) -> Image.Image:
@@ -57,15 +65,15 @@ def open_image(value: Any, source: str | None = None, *, decode: bool = True) ->
         image = Image.open(value)
         if not decode:
             size, mode = image.size, image.mode
-            image.draft(
-                mode, (max(1, size[0] // 8), max(1, size[1] // 8))
-            )  # a no-op for formats other than JPEG
+            image.draft(mode, (max(1, size[0] // 8), max(1, size[1] // 8)))  # a no-op for formats other than JPEG
         image.load()
     except FileNotFoundError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # PIL's decode errors
-        raise ValueError(f"{source}: cannot decode the image ({error}); the file is damaged, truncated or not "
-                         f"an image: replace it or remove it (and its annotation)") from error  # fmt: skip
+        raise ValueError(
+            f"{source}: cannot decode the image ({error}); the file is damaged, truncated or not "
+            f"an image: replace it or remove it (and its annotation)"
+        ) from error
     if decode:
         return image
     if isinstance(value, io.BytesIO):
@@ -87,8 +95,10 @@ PALETTE_HINT = (
 
 
 def lossy_label_message(source: str) -> str:
-    return (f"{source}: label file is JPEG, whose lossy compression changes label values (pixels near edges get "
-            f"values of no class); re-export the labels as PNG")  # fmt: skip
+    return (
+        f"{source}: label file is JPEG, whose lossy compression changes label values (pixels near edges get "
+        f"values of no class); re-export the labels as PNG"
+    )
 
 
 def check_class_index_mode(image: Image.Image, source: str) -> None:
@@ -108,9 +118,7 @@ def decode_semantic(
     """A semantic annotation -> class ids (uint8, or int32 above 255): by colour with a ``palette``, else the pixel
     values under the label convention (``semantic_from_image``). Every problem is a ValueError naming ``source``."""
     if palette is None:
-        return semantic_from_image(
-            image, reduce_labels=reduce_labels, ignore_index=ignore_index, source=source
-        )
+        return semantic_from_image(image, reduce_labels=reduce_labels, ignore_index=ignore_index, source=source)
     if image.format in _LOSSY_FORMATS:
         raise ValueError(lossy_label_message(source))
     return palette.decode(image, ignore_index=ignore_index, source=source)
@@ -122,11 +130,16 @@ def binary_mask_warning(values, *, reduce_labels: bool, ignore_index: int, sourc
     values = {int(v) for v in values}
     if not values or not values <= {0, 255} or 255 not in values or ignore_index != 255:
         return None
-    meaning = ("both 0 ('other' under --label_convention ade) and 255 are ignored: nothing is left to learn"
-               if reduce_labels else "255 means 'ignored', so this trains one class (0) that is always right")  # fmt: skip
-    return (f"{source}: the label maps hold only the values 0 and 255; {meaning}. For a binary mask (255 = the "
-            f"object) map 255 to 1 in the files, or pass --palette FILE with "
-            f'{{"background": [0, 0, 0], "object": [255, 255, 255]}}')  # fmt: skip
+    meaning = (
+        "both 0 ('other' under --label_convention ade) and 255 are ignored: nothing is left to learn"
+        if reduce_labels
+        else "255 means 'ignored', so this trains one class (0) that is always right"
+    )
+    return (
+        f"{source}: the label maps hold only the values 0 and 255; {meaning}. For a binary mask (255 = the "
+        f"object) map 255 to 1 in the files, or pass --palette FILE with "
+        f'{{"background": [0, 0, 0], "object": [255, 255, 255]}}'
+    )
 
 
 def warn_if_binary(
@@ -135,8 +148,12 @@ def warn_if_binary(
     """At load time: a warning (logged) when ``count`` annotations spread over the list hold only 0 and 255
     (`binary_mask_warning`); a JPEG among them is refused."""
     sampled = f"{source} ({min(count, len(annotations))} label maps sampled)"
-    warning = binary_mask_warning(sample_label_values(annotations, source, count), reduce_labels=reduce_labels,
-                                  ignore_index=ignore_index, source=sampled)  # fmt: skip
+    warning = binary_mask_warning(
+        sample_label_values(annotations, source, count),
+        reduce_labels=reduce_labels,
+        ignore_index=ignore_index,
+        source=sampled,
+    )
     if warning:
         logger.warning(warning)
 
@@ -174,23 +191,30 @@ def decode_class_and_instance(
     if image.format in _LOSSY_FORMATS:
         raise ValueError(lossy_label_message(source))
     if image.mode not in ("RGB", "RGBA"):
-        raise ValueError(f"{source}: expected an RGB annotation (R = class, G = instance id, as in transformers' "
-                         f"instance-segmentation example), got mode {image.mode}")  # fmt: skip
+        raise ValueError(
+            f"{source}: expected an RGB annotation (R = class, G = instance id, as in transformers' "
+            f"instance-segmentation example), got mode {image.mode}"
+        )
     rgb = np.asarray(image)
     red, green = rgb[..., 0], rgb[..., 1]
     classes = red.astype(np.int32) - 1 if reduce_labels else red.astype(np.int32)  # (H, W)
     valid = red > 0 if reduce_labels else np.ones(red.shape, dtype=bool)
     semantic = np.where(valid, classes, ignore_index)
-    semantic = semantic.astype(
-        np.uint8 if max(ignore_index, int(semantic.max(initial=0))) <= 255 else np.int32
-    )
+    semantic = semantic.astype(np.uint8 if max(ignore_index, int(semantic.max(initial=0))) <= 255 else np.int32)
     stuff = np.isin(classes, np.asarray(list(stuff_ids), dtype=np.int32)) & valid
     key = (red.astype(np.int32) << 8 | green) + 1  # (H, W), unique per (class, instance)
     key = np.where(stuff, (red.astype(np.int32) << 8) + 1, key)  # a stuff class is one segment
     ids = np.where(valid & (stuff | (green > 0)), key, 0).astype(np.int32)
     counts = np.bincount(ids.reshape(-1), minlength=1)
-    segments = [{"id": int(i), "category_id": int(((i - 1) >> 8) - (1 if reduce_labels else 0)), "iscrowd": 0,
-                 "area": int(counts[i])} for i in np.flatnonzero(counts[1:]) + 1]  # fmt: skip
+    segments = [
+        {
+            "id": int(i),
+            "category_id": int(((i - 1) >> 8) - (1 if reduce_labels else 0)),
+            "iscrowd": 0,
+            "area": int(counts[i]),
+        }
+        for i in np.flatnonzero(counts[1:]) + 1
+    ]
     return ids, segments, semantic
 
 
@@ -205,9 +229,7 @@ def require_label_convention(reduce_labels: bool | None, source: str) -> bool:
     return reduce_labels
 
 
-def semantic_from_image(
-    image: Image.Image, *, reduce_labels: bool, ignore_index: int, source: str
-) -> np.ndarray:
+def semantic_from_image(image: Image.Image, *, reduce_labels: bool, ignore_index: int, source: str) -> np.ndarray:
     check_class_index_mode(image, source)
     raw = np.asarray(image)
     if raw.dtype == np.uint8:
@@ -268,9 +290,7 @@ def scan_num_labels(annotations, reduce_labels: bool, ignore_index: int) -> int:
     annotation that is not a class-index image, or a label at or above ignore_index, is an error naming it."""
     top = -1
     total = len(annotations) if hasattr(annotations, "__len__") else None
-    for number, annotation in enumerate(
-        load_progress(annotations, total=total, desc="counting classes", unit="file")
-    ):
+    for number, annotation in enumerate(load_progress(annotations, total=total, desc="counting classes", unit="file")):
         source = str(annotation) if isinstance(annotation, (str, os.PathLike)) else f"row {number}"
         image = open_image(annotation, source)
         check_class_index_mode(image, source)
@@ -305,17 +325,17 @@ def read_json(json_path: Path) -> Any:
     ValueError naming the file."""
     json_path = Path(json_path)
     data = bytearray()
-    with open(json_path, "rb") as file, load_progress(total=os.path.getsize(json_path), desc=f"reading {json_path.name}",
-                                                      unit="B") as bar:  # fmt: skip
+    with (
+        open(json_path, "rb") as file,
+        load_progress(total=os.path.getsize(json_path), desc=f"reading {json_path.name}", unit="B") as bar,
+    ):
         while chunk := file.read(1 << 22):
             data += chunk
             bar.update(len(chunk))
     try:
         return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(
-            f"{json_path}: not valid JSON ({error}); the file is damaged or truncated"
-        ) from error
+        raise ValueError(f"{json_path}: not valid JSON ({error}); the file is damaged or truncated") from error
 
 
 _COCO_FIELDS = {
@@ -347,9 +367,7 @@ def read_coco_panoptic_json(json_path: Path) -> dict:
             missing = [f for f in fields if not isinstance(entry, dict) or f not in entry]
             if missing:
                 name = _coco_entry_name(entry)
-                raise ValueError(
-                    f"{json_path}: {key}[{number}] ({name}) has no {', '.join(map(repr, missing))}"
-                )
+                raise ValueError(f"{json_path}: {key}[{number}] ({name}) has no {', '.join(map(repr, missing))}")
     if not payload["annotations"]:
         raise ValueError(f"{json_path}: empty 'annotations' list")
     seen_images = set()

@@ -89,9 +89,18 @@ class DownloadPolicy:
     def retry(self) -> Retry:
         """The retry budget and back-off of one `download` call (statuses in TRANSIENT_STATUSES, and 413/429/503
         with a Retry-After, are retried; the waits come from `get_backoff_time` / `get_retry_after`)."""
-        return Retry(total=self.retries, connect=None, read=None, redirect=None, status=None, other=None,
-                     status_forcelist=TRANSIENT_STATUSES, backoff_factor=self.backoff_factor,
-                     backoff_max=self.backoff_max, respect_retry_after_header=True)  # fmt: skip
+        return Retry(
+            total=self.retries,
+            connect=None,
+            read=None,
+            redirect=None,
+            status=None,
+            other=None,
+            status_forcelist=TRANSIENT_STATUSES,
+            backoff_factor=self.backoff_factor,
+            backoff_max=self.backoff_max,
+            respect_retry_after_header=True,
+        )
 
     @property
     def read_timeout(self) -> float:
@@ -101,8 +110,10 @@ class DownloadPolicy:
 def disk_full(path: Path, needed: int | None = None) -> DataPreparationError:
     free = shutil.disk_usage(path).free
     need = f"{needed:,} bytes needed, " if needed is not None else ""
-    return DataPreparationError(f"disk full in {path}: {need}{free:,} bytes free; free some space (or choose another "
-                                f"--root) and run the same command again")  # fmt: skip
+    return DataPreparationError(
+        f"disk full in {path}: {need}{free:,} bytes free; free some space (or choose another "
+        f"--root) and run the same command again"
+    )
 
 
 def _write(file, chunk: bytes, folder: Path) -> None:
@@ -123,8 +134,10 @@ def check_free_space(folder: Path, needed: int) -> None:
 
 def sha256_of(path: Path, *, progress: bool = True) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as file, Progress(total=path.stat().st_size, desc=f"checking {path.name}",
-                                            bar=progress) as bar:  # fmt: skip
+    with (
+        open(path, "rb") as file,
+        Progress(total=path.stat().st_size, desc=f"checking {path.name}", bar=progress) as bar,
+    ):
         while chunk := file.read(1 << 20):
             digest.update(chunk)
             bar.update(len(chunk))
@@ -177,11 +190,7 @@ def verified_sha256(path: Path, *, progress: bool = True) -> str:
     size and modification time, so a rerun does not read gigabytes again."""
     record, status = _verified_path(path), path.stat()
     known = _read_json(record)
-    if (
-        known.get("size") == status.st_size
-        and known.get("mtime_ns") == status.st_mtime_ns
-        and "sha256" in known
-    ):
+    if known.get("size") == status.st_size and known.get("mtime_ns") == status.st_mtime_ns and "sha256" in known:
         return known["sha256"]
     digest = sha256_of(path, progress=progress)
     write_json(record, {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": digest})
@@ -233,16 +242,20 @@ def download(
     except KeyboardInterrupt as interrupt:
         got = part.stat().st_size if part.exists() else 0
         if not got:
-            raise type(interrupt)(f"{destination.name}: interrupted before any byte was downloaded: run the same "
-                                  f"command again") from interrupt  # fmt: skip
-        raise type(interrupt)(f"{destination.name}: download interrupted at {got:,}{f' of {size:,}' if size else ''} "
-                              f"bytes, kept in {part}: run the same command again to resume") from interrupt  # fmt: skip
+            raise type(interrupt)(
+                f"{destination.name}: interrupted before any byte was downloaded: run the same command again"
+            ) from interrupt
+        raise type(interrupt)(
+            f"{destination.name}: download interrupted at {got:,}{f' of {size:,}' if size else ''} "
+            f"bytes, kept in {part}: run the same command again to resume"
+        ) from interrupt
     os.replace(part, destination)
     _validators_path(part).unlink(missing_ok=True)
     if sha256 is not None:
         status = destination.stat()
-        write_json(_verified_path(destination), {"size": status.st_size, "mtime_ns": status.st_mtime_ns,
-                                                  "sha256": sha256})  # fmt: skip
+        write_json(
+            _verified_path(destination), {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": sha256}
+        )
     logger.info("%s: %s bytes from %s, verified", destination.name, f"{destination.stat().st_size:,}", source)
     return destination
 
@@ -253,9 +266,7 @@ def _trusted(destination: Path, *, size: int | None, sha256: str | None, progres
         return False
     found = destination.stat().st_size
     if size is not None and found != size:
-        logger.warning(
-            "%s: %s bytes, not the pinned %s: downloading it again", destination, f"{found:,}", f"{size:,}"
-        )
+        logger.warning("%s: %s bytes, not the pinned %s: downloading it again", destination, f"{found:,}", f"{size:,}")
     elif sha256 is None or verified_sha256(destination, progress=progress) == sha256:
         return True
     else:
@@ -285,8 +296,11 @@ def _fetch_verified(url: str, part: Path, *, size, sha256, policy: DownloadPolic
                 f"{name}: SHA-256 mismatch (expected {sha256}, got {actual}) for the file from {transfer.source}: "
                 f"not the pinned archive, so it was removed; check the URL / --mirror and run the same command again"
             )
-        logger.warning("%s: SHA-256 mismatch after resuming a partial download: the partial file was stale (from "
-                       "another copy of the archive); downloading it again from the start", name)  # fmt: skip
+        logger.warning(
+            "%s: SHA-256 mismatch after resuming a partial download: the partial file was stale (from "
+            "another copy of the archive); downloading it again from the start",
+            name,
+        )
     raise AssertionError("unreachable")
 
 
@@ -306,12 +320,18 @@ def _connection_failure(error: Exception, url: str, read_timeout: float) -> _Fai
         error = error.reason
     causes = [error, *error.args, error.__cause__, error.__context__]
     if certificate := next((c for c in causes if isinstance(c, ssl.SSLCertVerificationError)), None):
-        return _Failed(f"untrusted TLS certificate at {urlsplit(url).hostname} ({certificate.verify_message})",
-                       transient=False, advice="if a proxy or the mirror signs with its own certificate authority, "
-                                               "point SSL_CERT_FILE at that CA bundle")  # fmt: skip
+        return _Failed(
+            f"untrusted TLS certificate at {urlsplit(url).hostname} ({certificate.verify_message})",
+            transient=False,
+            advice="if a proxy or the mirror signs with its own certificate authority, "
+            "point SSL_CERT_FILE at that CA bundle",
+        )
     if isinstance(error, ProxyError):
-        return _Failed(f"cannot go through the proxy ({_short(error.original_error)})", transient=True,
-                       advice="check the proxy settings (https_proxy / http_proxy / no_proxy)")  # fmt: skip
+        return _Failed(
+            f"cannot go through the proxy ({_short(error.original_error)})",
+            transient=True,
+            advice="check the proxy settings (https_proxy / http_proxy / no_proxy)",
+        )
     if isinstance(error, ReadTimeoutError):
         return _Failed(f"no data from {urlsplit(url).hostname} for {read_timeout:.0f} s", transient=True)
     if isinstance(error, (LocationValueError, URLSchemeUnknown)):
@@ -355,8 +375,9 @@ class _Transfer:
                 if not failure.transient:
                     advice = f"; {failure.advice}" if failure.advice else ""
                     name, kept = self.part.name.removesuffix(".part"), _kept(self.part, self.size)
-                    raise DataPreparationError(f"{name} from {self.source}: {failure}{advice}{kept}; run the same "
-                                               f"command again after that") from None  # fmt: skip
+                    raise DataPreparationError(
+                        f"{name} from {self.source}: {failure}{advice}{kept}; run the same command again after that"
+                    ) from None
                 retry = self._next(retry, failure)
 
     def _next(self, retry: Retry, failure: _Failed) -> Retry:
@@ -383,11 +404,22 @@ class _Transfer:
         why = "the server's Retry-After" if wait is not None else "back-off"
         wait = retry.get_backoff_time() if wait is None else wait
         if wait > self.policy.max_retry_after:
-            raise DataPreparationError(f"{name} from {self.source}: {failure}, and the server asks to wait {wait:.0f} s (Retry-After), "
-                                       f"more than {self.policy.max_retry_after:.0f} s{_kept(self.part, self.size)}: "
-                                       f"run the same command again later") from None  # fmt: skip
-        logger.warning("%s from %s: %s; retrying in %.0f s (%s), at byte %s, retry %d of %d", name, self.source,
-                       failure, wait, why, f"{self.offset:,}", attempts, self.policy.retries)  # fmt: skip
+            raise DataPreparationError(
+                f"{name} from {self.source}: {failure}, and the server asks to wait {wait:.0f} s (Retry-After), "
+                f"more than {self.policy.max_retry_after:.0f} s{_kept(self.part, self.size)}: "
+                f"run the same command again later"
+            ) from None
+        logger.warning(
+            "%s from %s: %s; retrying in %.0f s (%s), at byte %s, retry %d of %d",
+            name,
+            self.source,
+            failure,
+            wait,
+            why,
+            f"{self.offset:,}",
+            attempts,
+            self.policy.retries,
+        )
         time.sleep(wait)
         return retry
 
@@ -408,12 +440,20 @@ class _Transfer:
             if validators.get("url") == self.url and (if_range := _if_range(validators)):
                 headers["If-Range"] = if_range
         # Redirects only: every other failure comes back here and is retried (or not) by `run`.
-        per_request = Retry(total=None, connect=0, read=0, status=0, other=0, redirect=MAX_REDIRECTS,
-                            respect_retry_after_header=False)  # fmt: skip
+        per_request = Retry(
+            total=None, connect=0, read=0, status=0, other=0, redirect=MAX_REDIRECTS, respect_retry_after_header=False
+        )
         timeout = urllib3.Timeout(connect=self.policy.timeout, read=self.policy.read_timeout)
         try:
-            response = self._pool().request("GET", self.url, headers=headers, retries=per_request, timeout=timeout,
-                                            preload_content=False, decode_content=False)  # fmt: skip
+            response = self._pool().request(
+                "GET",
+                self.url,
+                headers=headers,
+                retries=per_request,
+                timeout=timeout,
+                preload_content=False,
+                decode_content=False,
+            )
         except HTTPError as error:
             raise _connection_failure(error, self.source, self.policy.read_timeout) from error
         try:
@@ -433,29 +473,48 @@ class _Transfer:
             raise _Failed(reason, transient=retryable, response=response, advice=_ADVICE.get(status))
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
-            raise _Failed(f"the server sends the archive compressed (Content-Encoding: {encoding}) although it was "
-                          f"asked for the file as it is (Accept-Encoding: identity), so the bytes are not the archive's",
-                          transient=False, advice="configure the mirror to serve .zip files unencoded, or use another "
-                                                  "--mirror")  # fmt: skip
-        current = {"url": self.url, "etag": response.headers.get("ETag"),
-                   "last_modified": response.headers.get("Last-Modified")}  # fmt: skip
+            raise _Failed(
+                f"the server sends the archive compressed (Content-Encoding: {encoding}) although it was "
+                f"asked for the file as it is (Accept-Encoding: identity), so the bytes are not the archive's",
+                transient=False,
+                advice="configure the mirror to serve .zip files unencoded, or use another --mirror",
+            )
+        current = {
+            "url": self.url,
+            "etag": response.headers.get("ETag"),
+            "last_modified": response.headers.get("Last-Modified"),
+        }
         if status == 206:
             start, total = _content_range(response.headers.get("Content-Range", ""))
             if start != offset:
-                raise _Failed(f"unexpected Content-Range {response.headers.get('Content-Range')!r} from "
-                              f"the server for bytes={offset}-", transient=True)  # fmt: skip
+                raise _Failed(
+                    f"unexpected Content-Range {response.headers.get('Content-Range')!r} from "
+                    f"the server for bytes={offset}-",
+                    transient=True,
+                )
             if total is not None and size is not None and total != size:
-                raise _Failed(f"the server has a file of {total:,} bytes, the pinned {name} has {size:,}: not the "
-                              f"pinned archive", transient=False, advice="check --mirror")  # fmt: skip
+                raise _Failed(
+                    f"the server has a file of {total:,} bytes, the pinned {name} has {size:,}: not the "
+                    f"pinned archive",
+                    transient=False,
+                    advice="check --mirror",
+                )
             if changed := _changed(stored, current):
                 discard_partial(self.part)
-                raise _Failed(f"the file changed since the partial download ({changed}): the partial "
-                              f"file was removed, starting again from the start", transient=True)  # fmt: skip
+                raise _Failed(
+                    f"the file changed since the partial download ({changed}): the partial "
+                    f"file was removed, starting again from the start",
+                    transient=True,
+                )
         else:
             length = response.headers.get("Content-Length")
             if length is not None and size is not None and int(length) > size:
-                raise _Failed(f"the server has a file of {int(length):,} bytes, the pinned {name} has {size:,}: "
-                              f"not the pinned archive", transient=False, advice="check --mirror")  # fmt: skip
+                raise _Failed(
+                    f"the server has a file of {int(length):,} bytes, the pinned {name} has {size:,}: "
+                    f"not the pinned archive",
+                    transient=False,
+                    advice="check --mirror",
+                )
             if offset:
                 changed = _changed(stored, current)
                 why = (
@@ -476,18 +535,24 @@ class _Transfer:
         is asked for at once, outside the retry budget (a rerun would meet the same 416)."""
         _, total = _content_range(response.headers.get("Content-Range", ""))
         if not offset:
-            raise _Failed("HTTP 416 to a request without Range", transient=False,
-                          advice="check the URL / --mirror")  # fmt: skip
+            raise _Failed("HTTP 416 to a request without Range", transient=False, advice="check the URL / --mirror")
         if total == offset and self.size in (None, total):
             return
         if self.size is None and total is None:
             return  # nothing to compare with: the partial file is taken as complete, as the server says
         if total is not None and total < offset:
             pinned = f", the pinned archive {self.size:,}" if self.size else ""
-            raise _Failed(f"the server answers 416 (Range Not Satisfiable): it has {total:,} bytes{pinned}: an "
-                          f"incomplete copy or another file", transient=False, advice="check --mirror")  # fmt: skip
-        logger.warning("%s answers 416 (Range Not Satisfiable) to a resume at byte %s; downloading from the start",
-                       self.source, f"{offset:,}")  # fmt: skip
+            raise _Failed(
+                f"the server answers 416 (Range Not Satisfiable): it has {total:,} bytes{pinned}: an "
+                f"incomplete copy or another file",
+                transient=False,
+                advice="check --mirror",
+            )
+        logger.warning(
+            "%s answers 416 (Range Not Satisfiable) to a resume at byte %s; downloading from the start",
+            self.source,
+            f"{offset:,}",
+        )
         self.use_range = False
         self._attempt()
 
@@ -495,9 +560,10 @@ class _Transfer:
         """Append the body to `part`, as it arrives; a stall under the low-speed limit ends the attempt."""
         limit, window = self.policy.low_speed_limit, self.policy.low_speed_time
         received, size = 0, self.size
-        with open(self.part, "ab" if offset else "wb") as file, Progress(
-            total=size, initial=offset, desc=self.part.name.removesuffix(".part"), bar=self.progress
-        ) as bar:  # fmt: skip
+        with (
+            open(self.part, "ab" if offset else "wb") as file,
+            Progress(total=size, initial=offset, desc=self.part.name.removesuffix(".part"), bar=self.progress) as bar,
+        ):
             window_start, window_bytes = time.monotonic(), 0
             while True:
                 try:
@@ -507,8 +573,11 @@ class _Transfer:
                 if not chunk:
                     break
                 if size is not None and offset + received + len(chunk) > size:
-                    raise _Failed(f"the server sends more than the pinned {size:,} bytes: not the pinned archive",
-                                  transient=False, advice="check --mirror")  # fmt: skip
+                    raise _Failed(
+                        f"the server sends more than the pinned {size:,} bytes: not the pinned archive",
+                        transient=False,
+                        advice="check --mirror",
+                    )
                 _write(file, chunk, self.part.parent)
                 received += len(chunk)
                 window_bytes += len(chunk)
@@ -516,9 +585,12 @@ class _Transfer:
                 now = time.monotonic()
                 if limit and now - window_start >= window:
                     if window_bytes < limit * (now - window_start):
-                        raise _Failed(f"too slow: {window_bytes:,} bytes in {now - window_start:.0f} s, under the "
-                                      f"low-speed limit of {limit:,} bytes/s", transient=True,
-                                      advice="a slow but steady server can be allowed with --low_speed_limit 0")  # fmt: skip
+                        raise _Failed(
+                            f"too slow: {window_bytes:,} bytes in {now - window_start:.0f} s, under the "
+                            f"low-speed limit of {limit:,} bytes/s",
+                            transient=True,
+                            advice="a slow but steady server can be allowed with --low_speed_limit 0",
+                        )
                     window_start, window_bytes = now, 0
         if size is not None and offset + received < size:
             raise _Failed(f"the connection closed at byte {offset + received:,} of {size:,}", transient=True)
@@ -528,17 +600,23 @@ class _Transfer:
         source = Path(urllib.request.url2pathname(urlsplit(self.url).path))
         name = self.part.name.removesuffix(".part")
         if not source.is_file():
-            raise DataPreparationError(f"{name}: no file {source} (from {self.url}); a mirror folder must hold the "
-                                       f"official paths: check --mirror and run the same command again")  # fmt: skip
+            raise DataPreparationError(
+                f"{name}: no file {source} (from {self.url}); a mirror folder must hold the "
+                f"official paths: check --mirror and run the same command again"
+            )
         found = source.stat().st_size
         if self.size is not None and found != self.size:
-            raise DataPreparationError(f"{name}: {source} has {found:,} bytes, the pinned archive {self.size:,}: not "
-                                       f"the pinned archive; check --mirror and run the same command again")  # fmt: skip
+            raise DataPreparationError(
+                f"{name}: {source} has {found:,} bytes, the pinned archive {self.size:,}: not "
+                f"the pinned archive; check --mirror and run the same command again"
+            )
         offset = self.offset if self.offset <= found else 0
         check_free_space(self.part.parent, found - offset)
-        with open(source, "rb") as src, open(self.part, "ab" if offset else "wb") as dst, Progress(
-            total=found, initial=offset, desc=name, bar=self.progress
-        ) as bar:  # fmt: skip
+        with (
+            open(source, "rb") as src,
+            open(self.part, "ab" if offset else "wb") as dst,
+            Progress(total=found, initial=offset, desc=name, bar=self.progress) as bar,
+        ):
             src.seek(offset)
             while chunk := src.read(1 << 20):
                 _write(dst, chunk, self.part.parent)

@@ -34,9 +34,7 @@ def check_members(archive: zipfile.ZipFile, source: Path, root: Path) -> None:
     resolved = root.resolve()
     for info in archive.infolist():
         reason = _unsafe_reason(info)
-        if reason is None and not (resolved / PurePosixPath(info.filename)).resolve().is_relative_to(
-            resolved
-        ):
+        if reason is None and not (resolved / PurePosixPath(info.filename)).resolve().is_relative_to(resolved):
             reason = "a path outside the target folder"
         if reason is not None:
             raise DataPreparationError(f"{source}: refusing to extract: entry {info.filename!r} is {reason}")
@@ -60,23 +58,23 @@ def extract_zip(
             check_members(archive, source, root)
             members = [i for i in archive.infolist() if not i.is_dir() and select(i.filename)]
             check_free_space(root, sum(i.file_size for i in members))
-            with Progress(total=sum(i.file_size for i in members), desc=f"extracting {source.name}",
-                          bar=progress) as bar:  # fmt: skip
+            with Progress(
+                total=sum(i.file_size for i in members), desc=f"extracting {source.name}", bar=progress
+            ) as bar:
                 for info in members:
                     name = rename(info.filename)
                     target = root / PurePosixPath(name)
                     if not target.resolve().is_relative_to(root.resolve()):  # rename() must not escape either
-                        raise DataPreparationError(
-                            f"{source}: entry {info.filename!r} renamed outside the target"
-                        )
+                        raise DataPreparationError(f"{source}: entry {info.filename!r} renamed outside the target")
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with archive.open(info) as src, open(target, "wb") as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)
                     written.append(name)
                     bar.update(info.file_size)
     except (zipfile.BadZipFile, zlib.error, EOFError) as error:
-        raise DataPreparationError(f"{source}: damaged or truncated zip archive ({error}); delete it and download "
-                                   f"it again") from error  # fmt: skip
+        raise DataPreparationError(
+            f"{source}: damaged or truncated zip archive ({error}); delete it and download it again"
+        ) from error
     except OSError as error:
         if error.errno == errno.ENOSPC:
             raise disk_full(root) from error

@@ -54,9 +54,7 @@ logger = logging.getLogger(__name__)
 _IMAGE_COLUMNS = ("image", "img", "pixel_values")
 _SEMANTIC_COLUMNS = ("annotation", "semantic", "semantic_map", "segmentation", "label", "mask")
 _PANOPTIC_COLUMNS = ("label", "panoptic", "panoptic_map", "annotation", "segmentation", "mask")
-CLASS_MAP_COLUMN = (
-    "semantic_class_to_id"  # transformers' instance-segmentation example: {name: class id} per row
-)
+CLASS_MAP_COLUMN = "semantic_class_to_id"  # transformers' instance-segmentation example: {name: class id} per row
 ID2LABEL_FILE = "id2label.json"
 
 Kind = Literal["semantic", "panoptic", "class_instance"]
@@ -65,9 +63,18 @@ Kind = Literal["semantic", "panoptic", "class_instance"]
 class HFDataset(SegmentationDataset):
     """A ``datasets.Dataset`` with an image column and an annotation column of one `Kind`."""
 
-    def __init__(self, dataset, kind: Kind, image_column: str, label_column: str, *,
-                 category_to_label: dict[int, int] | None = None, palette: Palette | None = None,
-                 stuff_ids: Sequence[int] = (), **metadata):  # fmt: skip
+    def __init__(
+        self,
+        dataset,
+        kind: Kind,
+        image_column: str,
+        label_column: str,
+        *,
+        category_to_label: dict[int, int] | None = None,
+        palette: Palette | None = None,
+        stuff_ids: Sequence[int] = (),
+        **metadata,
+    ):
         super().__init__(**metadata)
         self.dataset, self.kind = dataset, kind
         self.task: Task = "semantic" if kind == "semantic" else "panoptic"
@@ -88,23 +95,31 @@ class HFDataset(SegmentationDataset):
         row = self.dataset[index]
         image_id = str(row.get("image_id", index))
         source = f"row {index} (image_id {image_id})"
-        image = open_rgb(
-            row[self.image_column], f"{source}, column {self.image_column!r}", decode=self.decode_images
-        )
+        image = open_rgb(row[self.image_column], f"{source}, column {self.image_column!r}", decode=self.decode_images)
         annotation = open_image(row[self.label_column], f"{source}, column {self.label_column!r}")
         if annotation.size != image.size:
-            raise ValueError(f"{source}: annotation size {annotation.width}x{annotation.height} (WxH) differs from "
-                             f"image size {image.width}x{image.height}")  # fmt: skip
+            raise ValueError(
+                f"{source}: annotation size {annotation.width}x{annotation.height} (WxH) differs from "
+                f"image size {image.width}x{image.height}"
+            )
         item = {"image": image, "panoptic_ids": None, "segments_info": None, "image_id": image_id}
         if self.kind == "semantic":
-            semantic = decode_semantic(annotation, reduce_labels=self.reduce_labels, ignore_index=self.ignore_index,
-                                       source=source, palette=self.palette)  # fmt: skip
+            semantic = decode_semantic(
+                annotation,
+                reduce_labels=self.reduce_labels,
+                ignore_index=self.ignore_index,
+                source=source,
+                palette=self.palette,
+            )
             return {**item, "semantic": semantic}
         if self.kind == "class_instance":
             ids, segments, semantic = decode_class_and_instance(
-                annotation, reduce_labels=self.reduce_labels, stuff_ids=self.stuff_ids,
-                ignore_index=self.ignore_index, source=source,
-            )  # fmt: skip
+                annotation,
+                reduce_labels=self.reduce_labels,
+                stuff_ids=self.stuff_ids,
+                ignore_index=self.ignore_index,
+                source=source,
+            )
             return {**item, "semantic": semantic, "panoptic_ids": ids, "segments_info": segments}
         if row.get("segments_info") is None:
             raise ValueError(f"{source}: no segments_info")
@@ -118,9 +133,7 @@ class HFDataset(SegmentationDataset):
         return {**item, "semantic": semantic, "panoptic_ids": ids, "segments_info": segments}
 
 
-def _pick_column(
-    columns: list[str], given: str | None, candidates: Sequence[str], what: str, flag: str
-) -> str:
+def _pick_column(columns: list[str], given: str | None, candidates: Sequence[str], what: str, flag: str) -> str:
     if given is not None:
         if given not in columns:
             raise ValueError(f"{what} column {given!r} ({flag}) not found; columns are {columns}")
@@ -128,8 +141,9 @@ def _pick_column(
     for name in candidates:
         if name in columns:
             return name
-    raise ValueError(f"cannot find the {what} column (tried {list(candidates)}); columns are {columns}. "
-                     f"Name it with {flag} COLUMN.")  # fmt: skip
+    raise ValueError(
+        f"cannot find the {what} column (tried {list(candidates)}); columns are {columns}. Name it with {flag} COLUMN."
+    )
 
 
 def _script_error(name: str, error: RuntimeError) -> ValueError:
@@ -199,11 +213,10 @@ def _class_map_names(dataset, reduce_labels: bool, where: str) -> dict[int, str]
     """id2label from the instance format's ``semantic_class_to_id`` column ({name: pixel value of R}, row 0)."""
     label2id = dataset.select_columns([CLASS_MAP_COLUMN])[0][CLASS_MAP_COLUMN]
     if not isinstance(label2id, dict):
-        raise ValueError(
-            f"{where}: column {CLASS_MAP_COLUMN!r} must hold {{class name: class id}}, got {label2id!r}"
-        )
-    id2label = parse_id2label({value: name for name, value in label2id.items() if value is not None},
-                              f"{where}, column {CLASS_MAP_COLUMN!r}")  # fmt: skip
+        raise ValueError(f"{where}: column {CLASS_MAP_COLUMN!r} must hold {{class name: class id}}, got {label2id!r}")
+    id2label = parse_id2label(
+        {value: name for name, value in label2id.items() if value is not None}, f"{where}, column {CLASS_MAP_COLUMN!r}"
+    )
     if not reduce_labels:
         return id2label
     # NOTE: as the example's --do_reduce_labels: class 0 ("background") is dropped, the others shift down by one.
@@ -245,9 +258,7 @@ def load_hf_dataset(
     columns = list(dataset.column_names)
     image_column = _pick_column(columns, image_column, _IMAGE_COLUMNS, "image", "--image_column")
     others = [c for c in columns if c != image_column]
-    kind: Kind = (
-        "panoptic" if task == "panoptic" or (task is None and "segments_info" in columns) else "semantic"
-    )
+    kind: Kind = "panoptic" if task == "panoptic" or (task is None and "segments_info" in columns) else "semantic"
     if task is None and kind == "semantic" and CLASS_MAP_COLUMN in columns and palette is None:
         kind = "class_instance"
     if kind == "panoptic" and "segments_info" not in columns:
@@ -256,8 +267,12 @@ def load_hf_dataset(
     label_column = _pick_column(
         others, label_column, candidates, f"{kind.replace('_', ' ')} annotation", "--label_column"
     )
-    common = {"image_column": image_column, "label_column": label_column, "ignore_index": ignore_index,
-              "held_out": held_out}  # fmt: skip
+    common = {
+        "image_column": image_column,
+        "label_column": label_column,
+        "ignore_index": ignore_index,
+        "held_out": held_out,
+    }
     if not len(dataset):
         raise ValueError(f"{where}: split {split!r} has no rows")
 
@@ -269,29 +284,39 @@ def load_hf_dataset(
         return _panoptic(dataset, folder, categories, id2label, thing_ids, common)
     if palette is not None:
         if reduce_labels:
-            logger.info(
-                "%s: colour masks read with %s; the label convention does not apply", where, palette.source
-            )
+            logger.info("%s: colour masks read with %s; the label convention does not apply", where, palette.source)
         if id2label is not None and dict(id2label) != palette.id2label:
-            raise ValueError(f"{where}: {palette.source} names the classes {palette.names[:8]}, but id2label gives "
-                             f"{list(id2label.values())[:8]}")  # fmt: skip
-        return HFDataset(dataset, "semantic", palette=palette, id2label=palette.id2label, thing_ids=thing_ids,
-                         reduce_labels=False, **common)  # fmt: skip
+            raise ValueError(
+                f"{where}: {palette.source} names the classes {palette.names[:8]}, but id2label gives "
+                f"{list(id2label.values())[:8]}"
+            )
+        return HFDataset(
+            dataset,
+            "semantic",
+            palette=palette,
+            id2label=palette.id2label,
+            thing_ids=thing_ids,
+            reduce_labels=False,
+            **common,
+        )
     reduce_labels = require_label_convention(reduce_labels, where)
     if kind == "class_instance":
         if id2label is None and id2label_file is not None:  # keyed by the R value, like the column
-            id2label = names_for_convention(
-                read_id2label_file(id2label_file), reduce_labels, str(id2label_file)
-            )
+            id2label = names_for_convention(read_id2label_file(id2label_file), reduce_labels, str(id2label_file))
         if id2label is None:
             id2label = _class_map_names(dataset, reduce_labels, where)
         stuff = [] if reduce_labels else [0]
-        return HFDataset(dataset, "class_instance", stuff_ids=stuff, id2label=id2label, reduce_labels=reduce_labels,
-                         thing_ids=[i for i in id2label if i not in stuff], **common)  # fmt: skip
+        return HFDataset(
+            dataset,
+            "class_instance",
+            stuff_ids=stuff,
+            id2label=id2label,
+            reduce_labels=reduce_labels,
+            thing_ids=[i for i in id2label if i not in stuff],
+            **common,
+        )
 
-    warn_if_binary(
-        dataset[label_column], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where
-    )
+    warn_if_binary(dataset[label_column], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where)
     if id2label is None and id2label_file is not None:
         id2label = names_for_convention(read_id2label_file(id2label_file), reduce_labels, str(id2label_file))
     if id2label is None and folder is not None:
@@ -299,15 +324,17 @@ def load_hf_dataset(
     if id2label is None and hub_id is not None:
         fetched = fetch_hub_id2label(hub_id, load_kwargs.get("revision"))
         if fetched is not None:
-            id2label = names_for_convention(
-                fetched, reduce_labels, f"{ID2LABEL_FILE} of the Hub dataset {hub_id}"
-            )
+            id2label = names_for_convention(fetched, reduce_labels, f"{ID2LABEL_FILE} of the Hub dataset {hub_id}")
     if id2label is None:
         if num_labels is None:
             num_labels = scan_num_labels(dataset[label_column], reduce_labels, ignore_index)
         id2label = {i: str(i) for i in range(num_labels)}
-        logger.warning("%s: no class names (no --id2label, no %s): the %d classes are named by their ids",
-                       where, ID2LABEL_FILE, num_labels)  # fmt: skip
+        logger.warning(
+            "%s: no class names (no --id2label, no %s): the %d classes are named by their ids",
+            where,
+            ID2LABEL_FILE,
+            num_labels,
+        )
     return HFDataset(
         dataset, "semantic", id2label=id2label, thing_ids=thing_ids, reduce_labels=reduce_labels, **common
     )
@@ -319,23 +346,25 @@ def _panoptic(dataset, folder, categories, id2label, thing_ids, common) -> HFDat
     if categories is not None:
         metadata = category_metadata(categories)
         if id2label is not None and dict(id2label) != metadata["id2label"]:
-            raise ValueError(f"the dataset's categories name the classes {list(metadata['id2label'].values())[:8]}, "
-                             f"but id2label gives {list(id2label.values())[:8]}")  # fmt: skip
+            raise ValueError(
+                f"the dataset's categories name the classes {list(metadata['id2label'].values())[:8]}, "
+                f"but id2label gives {list(id2label.values())[:8]}"
+            )
         category_to_label = metadata.pop("category_to_label")
         return HFDataset(dataset, "panoptic", category_to_label=category_to_label, **metadata, **common)
     feature = dataset.features["segments_info"]
-    feature = (
-        feature.feature
-        if hasattr(feature, "feature")
-        else feature[0]
-        if isinstance(feature, list)
-        else feature
-    )
+    feature = feature.feature if hasattr(feature, "feature") else feature[0] if isinstance(feature, list) else feature
     category_feature = feature.get("category_id") if isinstance(feature, dict) else None
     if id2label is None and isinstance(category_feature, datasets.ClassLabel):
         id2label = dict(enumerate(category_feature.names))
     if id2label is None:
         top = max((s["category_id"] for segments in dataset["segments_info"] for s in segments), default=-1)
         id2label = {i: str(i) for i in range(top + 1)}
-    return HFDataset(dataset, "panoptic", category_to_label={i: i for i in id2label}, id2label=id2label,
-                     thing_ids=thing_ids, **common)  # fmt: skip
+    return HFDataset(
+        dataset,
+        "panoptic",
+        category_to_label={i: i for i in id2label},
+        id2label=id2label,
+        thing_ids=thing_ids,
+        **common,
+    )

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..labels import LabelSettings
 from .class_names import names_for_convention, read_id2label, read_id2label_file
 from .coco_instances import (
     COCO_LAYOUT_MARKERS,
@@ -36,6 +35,7 @@ from .decoding import (
     warn_if_binary,
 )
 from .hf import load_hf_dataset
+from .labels import LabelSettings
 from .palette import Palette, read_palette
 from .prepare import DATASETS, SCRIPT_DATASETS, resolve_name
 from .splits import WHOLE, HoldOut, RecordedHoldOut, plan_split
@@ -103,14 +103,10 @@ def _ade_pairs(root: Path, images: list[Path], annotation_dir: Path) -> list[tup
         if suffix == ".png" or (suffix in LOSSY_LABEL_SUFFIXES and path.stem not in annotations):
             annotations[path.stem] = path
     lossy = [
-        annotations[p.stem]
-        for p in images
-        if p.stem in annotations and annotations[p.stem].suffix.lower() != ".png"
+        annotations[p.stem] for p in images if p.stem in annotations and annotations[p.stem].suffix.lower() != ".png"
     ]
     if lossy:
-        raise ValueError(
-            lossy_label_message(f"{lossy[0]} ({len(lossy)} of the {len(images)} annotations are JPEG)")
-        )
+        raise ValueError(lossy_label_message(f"{lossy[0]} ({len(lossy)} of the {len(images)} annotations are JPEG)"))
     missing = [p.name for p in images if p.stem not in annotations]
     if missing:
         raise FileNotFoundError(
@@ -125,18 +121,23 @@ def _ade_subsets(root: Path) -> dict[str, Path]:
     for sub in ("images", "annotations"):
         if not (root / sub).is_dir():
             raise FileNotFoundError(f"ADE folder {root}: missing folder {root / sub}")
-    folders = {
-        p.name: p for p in sorted((root / "images").iterdir()) if p.is_dir() and not p.name.startswith(".")
-    }
+    folders = {p.name: p for p in sorted((root / "images").iterdir()) if p.is_dir() and not p.name.startswith(".")}
     flat = _list_images(root / "images")
     if flat and folders:
-        logger.warning("ADE folder %s: the %d image(s) directly in %s are not read: its subfolders %s are the "
-                       "splits", root, len(flat), root / "images", sorted(folders))  # fmt: skip
+        logger.warning(
+            "ADE folder %s: the %d image(s) directly in %s are not read: its subfolders %s are the splits",
+            root,
+            len(flat),
+            root / "images",
+            sorted(folders),
+        )
     if folders:
         return folders
     if not flat:
-        raise ValueError(f"ADE folder {root}: {root / 'images'} is empty (expected images/training/*.jpg and "
-                         f"images/validation/*.jpg, or images/*.jpg)")  # fmt: skip
+        raise ValueError(
+            f"ADE folder {root}: {root / 'images'} is empty (expected images/training/*.jpg and "
+            f"images/validation/*.jpg, or images/*.jpg)"
+        )
     return {WHOLE: root / "images"}
 
 
@@ -186,21 +187,26 @@ def load_ade_folder(
     if palette is not None:
         palette = read_palette(palette) if isinstance(palette, (str, Path)) else palette
         if id2label is not None and dict(id2label) != palette.id2label:
-            raise ValueError(f"{where}: {palette.source} names the classes {palette.names[:8]}, but id2label gives "
-                             f"{list(id2label.values())[:8]}")  # fmt: skip
-        if reduce_labels:
-            logger.info(
-                "%s: colour masks read with %s; the label convention does not apply", where, palette.source
+            raise ValueError(
+                f"{where}: {palette.source} names the classes {palette.names[:8]}, but id2label gives "
+                f"{list(id2label.values())[:8]}"
             )
-        return AdeFolderDataset(pairs, palette, id2label=palette.id2label, thing_ids=thing_ids,
-                                ignore_index=ignore_index, reduce_labels=False, held_out=held_out)  # fmt: skip
+        if reduce_labels:
+            logger.info("%s: colour masks read with %s; the label convention does not apply", where, palette.source)
+        return AdeFolderDataset(
+            pairs,
+            palette,
+            id2label=palette.id2label,
+            thing_ids=thing_ids,
+            ignore_index=ignore_index,
+            reduce_labels=False,
+            held_out=held_out,
+        )
     # Cheap (header only) and before any scan: a colour annotation must fail with its own message.
     with Image.open(pairs[0][1]) as first:
         check_class_index_mode(first, str(pairs[0][1]))
     reduce_labels = require_label_convention(reduce_labels, where)
-    warn_if_binary(
-        [a for _, a in pairs], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where
-    )
+    warn_if_binary([a for _, a in pairs], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where)
 
     if id2label is None and id2label_file is not None:
         id2label = names_for_convention(read_id2label_file(id2label_file), reduce_labels, str(id2label_file))
@@ -209,11 +215,19 @@ def load_ade_folder(
         if num_labels is None:
             num_labels = scan_num_labels([a for _, a in pairs], reduce_labels, ignore_index)
             if num_labels == 0:
-                raise ValueError(f"ADE folder {root}: no annotation in {annotation_dir} has a class pixel (all are "
-                                 f"ignored{' or 0' if reduce_labels else ''}); check reduce_labels / --label_convention")  # fmt: skip
+                raise ValueError(
+                    f"ADE folder {root}: no annotation in {annotation_dir} has a class pixel (all are "
+                    f"ignored{' or 0' if reduce_labels else ''}); check reduce_labels / --label_convention"
+                )
         id2label = {i: str(i) for i in range(num_labels)}
-    return AdeFolderDataset(pairs, id2label=id2label, thing_ids=thing_ids, ignore_index=ignore_index,
-                            reduce_labels=reduce_labels, held_out=held_out)  # fmt: skip
+    return AdeFolderDataset(
+        pairs,
+        id2label=id2label,
+        thing_ids=thing_ids,
+        ignore_index=ignore_index,
+        reduce_labels=reduce_labels,
+        held_out=held_out,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -226,9 +240,7 @@ class CocoPanopticDataset(SegmentationDataset):
     task: Task = "panoptic"
     convention_from = None  # the classes come from the JSON's categories
 
-    def __init__(
-        self, records: list[tuple[Path, Path, list[dict]]], category_to_label: dict[int, int], **metadata
-    ):
+    def __init__(self, records: list[tuple[Path, Path, list[dict]]], category_to_label: dict[int, int], **metadata):
         super().__init__(**metadata)
         self.records = records
         self.category_to_label = category_to_label
@@ -288,9 +300,7 @@ def load_coco_panoptic_folder(
     annotated = {a["image_id"] for a in payload["annotations"]}
     unannotated = [image["file_name"] for image in payload["images"] if image["id"] not in annotated]
     if unannotated:
-        raise ValueError(
-            f"{json_path}: {len(unannotated)} image(s) without annotation, e.g. {unannotated[0]}"
-        )
+        raise ValueError(f"{json_path}: {len(unannotated)} image(s) without annotation, e.g. {unannotated[0]}")
     image_files, png_files = set(os.listdir(images_dir)), set(os.listdir(png_dir))
     if not image_files:
         raise FileNotFoundError(f"COCO panoptic: the image folder {images_dir} is empty")
@@ -306,9 +316,7 @@ def load_coco_panoptic_folder(
         if image["file_name"] not in image_files:
             raise FileNotFoundError(f"COCO panoptic: image {images_dir / image['file_name']} not found")
         if annotation["file_name"] not in png_files:
-            raise FileNotFoundError(
-                f"COCO panoptic: annotation PNG {png_dir / annotation['file_name']} not found"
-            )
+            raise FileNotFoundError(f"COCO panoptic: annotation PNG {png_dir / annotation['file_name']} not found")
         for segment in annotation["segments_info"]:
             if segment["category_id"] not in metadata["category_to_label"]:
                 raise ValueError(
@@ -334,9 +342,7 @@ class SyntheticDataset(SegmentationDataset):
     needs_check = False  # generated scenes
 
     def __init__(self, shapes: SyntheticShapes):
-        super().__init__(
-            id2label=shapes.id2label, thing_ids=shapes.thing_ids, ignore_index=shapes.ignore_index
-        )
+        super().__init__(id2label=shapes.id2label, thing_ids=shapes.thing_ids, ignore_index=shapes.ignore_index)
         self.shapes = shapes
 
     def __len__(self) -> int:
@@ -435,8 +441,10 @@ def source_layout(source) -> str:
         return detect_folder_layout(path)
     if path.is_file():
         if path.suffix.lower() != ".json":
-            raise ValueError(f"{path} is a file but not a COCO instance JSON; a dataset is a folder (layouts: "
-                             f"{', '.join(FOLDER_LAYOUTS)}), a COCO instance .json file or a datasets name")  # fmt: skip
+            raise ValueError(
+                f"{path} is a file but not a COCO instance JSON; a dataset is a folder (layouts: "
+                f"{', '.join(FOLDER_LAYOUTS)}), a COCO instance .json file or a datasets name"
+            )
         return COCO_JSON
     name = SCRIPT_DATASETS.get(str(source), str(source))
     if name in DATASETS:
@@ -463,7 +471,7 @@ def build_dataset(
     Semantic label maps are read with the label convention the model records (``reduce_labels`` given: that
     one, with a warning if it contradicts the record; neither: a ValueError naming the flags), unnamed classes
     take the model's names, and a dataset whose classes differ from the model's is refused naming both
-    (``ignore_class_mismatch``: a warning instead). See `modeling_maskformer.labels`. Data without a validation
+    (``ignore_class_mismatch``: a warning instead). See `modeling_maskformer.data.labels`. Data without a validation
     split holds out the items the model's training run held out (``config.validation_held_out``); a larger
     ``train_val_split`` is refused, a smaller one takes a subset of them (`splits.RecordedHoldOut`).
 
@@ -515,9 +523,7 @@ def _dataset_for_model(
     if layout in LABEL_CONVENTION_LAYOUTS:
         kwargs["reduce_labels"] = settings.label_convention(kwargs.get("reduce_labels"))
         if layout in ("ade", "hf") and "id2label" not in kwargs and "num_labels" not in kwargs:
-            kwargs["num_labels"] = (
-                settings.num_labels
-            )  # no scan; the names come from the data, else the model
+            kwargs["num_labels"] = settings.num_labels  # no scan; the names come from the data, else the model
     dataset = build_dataset(source, split, data_root=data_root, **kwargs)
     name = f"dataset {source if isinstance(source, (str, os.PathLike)) else type(source).__name__} ({split})"
     settings.check_dataset(dataset, ignore_class_mismatch=ignore_class_mismatch, name=name)

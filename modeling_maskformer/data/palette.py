@@ -37,9 +37,28 @@ UNLISTED_NAME = "__unlisted__"
 
 # Pascal VOC's 21 classes (index = pixel value of its SegmentationClass PNGs; 255 = void).
 VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 
 _UNKNOWN = np.uint16(65535)  # a table entry for colours outside the palette (class ids and 255 stay below it)
 
@@ -75,13 +94,13 @@ class Palette:
             if len(color) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in color):
                 raise ValueError(f"{self.source}: colour {list(color)} is not three integers 0..255")
             if color in seen and seen[color] != label:
-                raise ValueError(f"{self.source}: colour {tuple(color)} is given to both {self._name(seen[color])!r} "
-                                 f"and {self._name(label)!r}")  # fmt: skip
+                raise ValueError(
+                    f"{self.source}: colour {tuple(color)} is given to both {self._name(seen[color])!r} "
+                    f"and {self._name(label)!r}"
+                )
             seen[color] = label
         if self.unlisted not in ("error", "ignore"):
-            raise ValueError(
-                f"{self.source}: {UNLISTED_NAME} must be 'error' or 'ignore', got {self.unlisted!r}"
-            )
+            raise ValueError(f"{self.source}: {UNLISTED_NAME} must be 'error' or 'ignore', got {self.unlisted!r}")
         if not self.names:
             raise ValueError(f"{self.source}: no classes")
 
@@ -134,9 +153,11 @@ class Palette:
             if len(values) > 1
             else ""
         )
-        return (f"{source}: {int(counts[order[0]])} pixels have colour {colour}, which {self.source} does not "
-                f"list{more}; add the colour to a class (or to {IGNORE_NAME}) in a --palette file, or set "
-                f"\"{UNLISTED_NAME}\": \"ignore\" there to ignore unlisted colours")  # fmt: skip
+        return (
+            f"{source}: {int(counts[order[0]])} pixels have colour {colour}, which {self.source} does not "
+            f"list{more}; add the colour to a class (or to {IGNORE_NAME}) in a --palette file, or set "
+            f'"{UNLISTED_NAME}": "ignore" there to ignore unlisted colours'
+        )
 
 
 def read_palette(path: str | Path) -> Palette:
@@ -191,8 +212,9 @@ def read_labelmap(path: str | Path, text: str | None = None) -> Palette:
             continue
         fields = line.split(":")
         if len(fields) != 4:
-            raise ValueError(f"{path}, line {number}: expected 'name:r,g,b:parts:actions' (4 fields separated by "
-                             f"':'), got {line!r}")  # fmt: skip
+            raise ValueError(
+                f"{path}, line {number}: expected 'name:r,g,b:parts:actions' (4 fields separated by ':'), got {line!r}"
+            )
         name, color = fields[0], fields[1].strip()
         if color:
             try:

@@ -61,11 +61,48 @@ SCRIPT_DATASETS = {"scene_parse_150": "ade20k", "zhoubolei/scene_parse_150": "ad
 
 # Cityscapes labelIds -> trainIds: cityscapesScripts `helpers/labels.py` (ids 0..33; every id whose trainId is 255
 # or -1 is ignored). The 19 names in trainId order come from the same table.
-CITYSCAPES_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
-                        26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}  # fmt: skip
-CITYSCAPES_CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-                      "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle",
-                      "bicycle")  # fmt: skip
+CITYSCAPES_TRAIN_IDS = {
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
+}
+CITYSCAPES_CLASSES = (
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+)
 
 _ADE_DIRS = {"train": "training", "validation": "validation"}
 _COCO_NAMES = {"train": "train2017", "validation": "val2017"}
@@ -73,9 +110,7 @@ _COCO_NAMES = {"train": "train2017", "validation": "val2017"}
 
 def default_data_root() -> Path:
     """$MASKFORMER_DATA, else ~/.cache/maskformer-hf/datasets."""
-    return Path(
-        os.environ.get(DATA_ROOT_ENV) or Path.home() / ".cache" / "maskformer-hf" / "datasets"
-    ).expanduser()
+    return Path(os.environ.get(DATA_ROOT_ENV) or Path.home() / ".cache" / "maskformer-hf" / "datasets").expanduser()
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -120,9 +155,7 @@ def prepared_folder(name: str, data_root: str | Path | None = None, split: str |
     """The prepared folder of `name` under `data_root` (default `default_data_root()`), if it holds `split`."""
     folder = Path(data_root or default_data_root()).expanduser() / get_spec(name).folder
     marker = read_marker(folder)
-    if marker is None or (
-        split is not None and _SPLIT_ALIASES.get(split, split) not in marker.get("splits", {})
-    ):
+    if marker is None or (split is not None and _SPLIT_ALIASES.get(split, split) not in marker.get("splits", {})):
         return None
     return folder
 
@@ -137,8 +170,11 @@ def resolve_name(source: str, split: str, data_root: str | Path | None = None) -
     if folder is not None:
         return folder
     root = Path(data_root or default_data_root()).expanduser()
-    why = (f"{source!r} is a loading-script dataset on the Hub, which the installed `datasets` no longer runs; "
-           if source in SCRIPT_DATASETS else "")  # fmt: skip
+    why = (
+        f"{source!r} is a loading-script dataset on the Hub, which the installed `datasets` no longer runs; "
+        if source in SCRIPT_DATASETS
+        else ""
+    )
     raise FileNotFoundError(
         f"{why}the {get_spec(name).title} data is not prepared in {root}: run `{prepare_command(name, root, [split])}` "
         f"(or pass --data_root / set {DATA_ROOT_ENV} to where it is, or --dataset FOLDER)"
@@ -167,20 +203,17 @@ def check_pairs(images_dir: Path, annotations_dir: Path, expected: int, image_su
     """`images_dir` holds `expected` images, each with the PNG of the same stem in `annotations_dir`, and back."""
     for folder in (images_dir, annotations_dir):
         if not folder.is_dir():
-            raise DataPreparationError(
-                f"{what}: missing folder {folder} after extraction (not the expected layout)"
-            )
+            raise DataPreparationError(f"{what}: missing folder {folder} after extraction (not the expected layout)")
     images = {p.stem for p in images_dir.iterdir() if p.suffix == image_suffix}
     annotations = {p.stem for p in annotations_dir.iterdir() if p.suffix == ".png"}
     if len(images) != expected:
-        raise DataPreparationError(
-            f"{what}: {images_dir} holds {len(images):,} images, expected {expected:,}"
-        )
+        raise DataPreparationError(f"{what}: {images_dir} holds {len(images):,} images, expected {expected:,}")
     unpaired = sorted(images ^ annotations)
     if unpaired:
         side = "annotation" if unpaired[0] in images else "image"
-        raise DataPreparationError(f"{what}: {len(unpaired)} file(s) without their pair, e.g. {unpaired[0]} has no "
-                                   f"{side}")  # fmt: skip
+        raise DataPreparationError(
+            f"{what}: {len(unpaired)} file(s) without their pair, e.g. {unpaired[0]} has no {side}"
+        )
     return len(images)
 
 
@@ -192,13 +225,9 @@ def _check(spec: DatasetSpec, base: Path, split: str) -> int:
         from .loaders import load_coco_panoptic_folder  # NOTE: the loader itself pairs JSON, PNGs and images
 
         name = _COCO_NAMES[split]
-        count = (
-            sum(1 for p in (folder / name).iterdir() if p.suffix == ".jpg") if (folder / name).is_dir() else 0
-        )
+        count = sum(1 for p in (folder / name).iterdir() if p.suffix == ".jpg") if (folder / name).is_dir() else 0
         if count != expected:
-            raise DataPreparationError(
-                f"{what}: {folder / name} holds {count:,} images, expected {expected:,}"
-            )
+            raise DataPreparationError(f"{what}: {folder / name} holds {count:,} images, expected {expected:,}")
         try:
             dataset = load_coco_panoptic_folder(folder, split)
         except (FileNotFoundError, ValueError) as error:
@@ -207,8 +236,9 @@ def _check(spec: DatasetSpec, base: Path, split: str) -> int:
             raise DataPreparationError(f"{what}: {len(dataset):,} annotations, expected {expected:,}")
         return count
     suffix = ".jpg" if spec.name == "ade20k" else ".png"
-    return check_pairs(folder / "images" / _ADE_DIRS[split], folder / "annotations" / _ADE_DIRS[split], expected,
-                       suffix, what)  # fmt: skip
+    return check_pairs(
+        folder / "images" / _ADE_DIRS[split], folder / "annotations" / _ADE_DIRS[split], expected, suffix, what
+    )
 
 
 def _items(spec: DatasetSpec, split: str) -> list[str]:
@@ -235,28 +265,51 @@ def _build_coco(spec, temp: Path, archives: dict[str, Path], split: str, progres
     name = _COCO_NAMES[split]
     annotations = temp / "coco" / "annotations"
     wanted = {f"panoptic_{name}.json", f"panoptic_{name}.zip"}
-    written = extract_zip(archives["annotations"], annotations, select=lambda n: PurePosixPath(n).name in wanted,
-                          rename=lambda n: PurePosixPath(n).name, progress=progress)  # fmt: skip
+    written = extract_zip(
+        archives["annotations"],
+        annotations,
+        select=lambda n: PurePosixPath(n).name in wanted,
+        rename=lambda n: PurePosixPath(n).name,
+        progress=progress,
+    )
     if sorted(written) != sorted(wanted):
-        raise DataPreparationError(
-            f"{archives['annotations']}: expected {sorted(wanted)} in it, found {written}"
-        )
+        raise DataPreparationError(f"{archives['annotations']}: expected {sorted(wanted)} in it, found {written}")
     inner = annotations / f"panoptic_{name}.zip"
-    extract_zip(inner, annotations, select=lambda n: n.endswith(".png"),
-                rename=lambda n: f"panoptic_{name}/{PurePosixPath(n).name}", progress=progress)  # fmt: skip
+    extract_zip(
+        inner,
+        annotations,
+        select=lambda n: n.endswith(".png"),
+        rename=lambda n: f"panoptic_{name}/{PurePosixPath(n).name}",
+        progress=progress,
+    )
     inner.unlink()
-    extract_zip(archives[split], temp / "coco", select=lambda n: n.endswith(".jpg"),
-                rename=lambda n: f"{name}/{PurePosixPath(n).name}", progress=progress)  # fmt: skip
+    extract_zip(
+        archives[split],
+        temp / "coco",
+        select=lambda n: n.endswith(".jpg"),
+        rename=lambda n: f"{name}/{PurePosixPath(n).name}",
+        progress=progress,
+    )
 
 
 def _build_cityscapes(spec, temp: Path, archives: dict[str, Path], split: str, progress: bool) -> None:
     folder, sub, raw = temp / spec.folder, {"train": "train", "validation": "val"}[split], temp / "raw"
     image_name = re.compile(rf"^leftImg8bit/{sub}/[^/]+/([^/]+)_leftImg8bit\.png$")
     label_name = re.compile(rf"^gtFine/{sub}/[^/]+/([^/]+)_gtFine_labelIds\.png$")
-    extract_zip(archives["images"], folder / "images" / _ADE_DIRS[split], select=lambda n: bool(image_name.match(n)),
-                rename=lambda n: image_name.match(n).group(1) + ".png", progress=progress)  # fmt: skip
-    labels = extract_zip(archives["annotations"], raw, select=lambda n: bool(label_name.match(n)),
-                         rename=lambda n: label_name.match(n).group(1) + ".png", progress=progress)  # fmt: skip
+    extract_zip(
+        archives["images"],
+        folder / "images" / _ADE_DIRS[split],
+        select=lambda n: bool(image_name.match(n)),
+        rename=lambda n: image_name.match(n).group(1) + ".png",
+        progress=progress,
+    )
+    labels = extract_zip(
+        archives["annotations"],
+        raw,
+        select=lambda n: bool(label_name.match(n)),
+        rename=lambda n: label_name.match(n).group(1) + ".png",
+        progress=progress,
+    )
     lookup = np.full(256, 255, dtype=np.uint8)
     lookup[list(CITYSCAPES_TRAIN_IDS)] = list(CITYSCAPES_TRAIN_IDS.values())
     out = folder / "annotations" / _ADE_DIRS[split]
@@ -265,9 +318,7 @@ def _build_cityscapes(spec, temp: Path, archives: dict[str, Path], split: str, p
         with Image.open(raw / name) as image:
             ids = np.asarray(image)
         if ids.ndim != 2:
-            raise DataPreparationError(
-                f"{archives['annotations']}: {name} is not a single-channel labelIds PNG"
-            )
+            raise DataPreparationError(f"{archives['annotations']}: {name} is not a single-channel labelIds PNG")
         Image.fromarray(lookup[ids]).save(out / name)
     shutil.rmtree(raw)
     write_json(folder / "id2label.json", dict(enumerate(CITYSCAPES_CLASSES)))
@@ -285,9 +336,7 @@ _BUILDERS: dict[str, Callable] = {
     "coco_panoptic": _build_coco,
     "cityscapes": _build_cityscapes,
 }
-_SHARED_ITEMS = {
-    "cityscapes": ["cityscapes/id2label.json"]
-}  # written by every split's build, the same each time
+_SHARED_ITEMS = {"cityscapes": ["cityscapes/id2label.json"]}  # written by every split's build, the same each time
 
 
 # --------------------------------------------------------------------------------------------------
@@ -314,9 +363,7 @@ def _recover(spec: DatasetSpec, root: Path) -> None:
     recorded = (read_marker(root / spec.folder) or {}).get("splits", {})
     if not entry["splits"] or not all(split in recorded for split in entry["splits"]):
         if entry["items"]:
-            logger.warning(
-                "%s: removing %s, left by an interrupted earlier run", spec.name, ", ".join(entry["items"])
-            )
+            logger.warning("%s: removing %s, left by an interrupted earlier run", spec.name, ", ".join(entry["items"]))
         for item in entry["items"]:
             path = root / item
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
@@ -351,18 +398,28 @@ def root_lock(root: Path) -> Iterator[None]:
         lock.acquire(timeout=0)
     except Timeout:
         holder = _read_json_or_none(owner)
-        who = (f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}: {holder.get('command')}"
-               if holder else "holder unknown")  # fmt: skip
-        raise DataPreparationError(f"{root} is being prepared by another process ({who}; lock {root / LOCK}): wait "
-                                   f"for it to finish (or stop it) and run the same command again, or use another "
-                                   f"--root") from None  # fmt: skip
-    except PermissionError as error:
+        who = (
+            f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}: {holder.get('command')}"
+            if holder
+            else "holder unknown"
+        )
         raise DataPreparationError(
-            f"cannot write in {root} ({error.strerror}): choose a writable --root"
-        ) from error
+            f"{root} is being prepared by another process ({who}; lock {root / LOCK}): wait "
+            f"for it to finish (or stop it) and run the same command again, or use another "
+            f"--root"
+        ) from None
+    except PermissionError as error:
+        raise DataPreparationError(f"cannot write in {root} ({error.strerror}): choose a writable --root") from error
     try:
-        write_json(owner, {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-                           "command": " ".join(sys.argv)})  # fmt: skip
+        write_json(
+            owner,
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "command": " ".join(sys.argv),
+            },
+        )
         yield
     finally:
         owner.unlink(missing_ok=True)
@@ -398,11 +455,15 @@ def _archive_paths(spec, splits, root, archives, mirror, policy, progress) -> di
     for role in roles:
         archive = spec.archives[role]
         url = archive.url if not mirror else mirror.rstrip("/") + urlsplit(archive.url).path
-        logger.info(
-            "%s: %s (%s bytes)", spec.name, url, f"{archive.size:,}" if archive.size else "size unknown"
+        logger.info("%s: %s (%s bytes)", spec.name, url, f"{archive.size:,}" if archive.size else "size unknown")
+        paths[role] = download(
+            url,
+            root / "downloads" / archive.filename,
+            size=archive.size,
+            sha256=archive.sha256,
+            policy=policy,
+            progress=progress,
         )
-        paths[role] = download(url, root / "downloads" / archive.filename, size=archive.size, sha256=archive.sha256,
-                               policy=policy, progress=progress)  # fmt: skip
     return paths
 
 
@@ -428,9 +489,11 @@ def _install(
         journal.unlink()
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM through modeling_maskformer.cli
         where = root / "downloads" if spec.name != "cityscapes" else "their folders"
-        raise type(interrupt)(f"{spec.name}: interrupted while extracting {', '.join(unit)}; its temporary folder is "
-                              f"removed and the verified archives stay in {where}: run the same command again to "
-                              f"finish") from interrupt  # fmt: skip
+        raise type(interrupt)(
+            f"{spec.name}: interrupted while extracting {', '.join(unit)}; its temporary folder is "
+            f"removed and the verified archives stay in {where}: run the same command again to "
+            f"finish"
+        ) from interrupt
     finally:
         shutil.rmtree(temp, ignore_errors=True)
 
@@ -497,21 +560,18 @@ def _prepare_locked(spec, root, splits, archives, mirror, keep_archives, policy,
             marker["splits"][split] = _check(spec, root, split)
             logger.warning("%s %s: found in %s and verified; recorded as prepared", name, split, folder)
         except (DataPreparationError, OSError) as error:
-            raise DataPreparationError(f"{error}; {folder} exists but was not prepared here: move it away and run the "
-                                       f"same command again") from error  # fmt: skip
+            raise DataPreparationError(
+                f"{error}; {folder} exists but was not prepared here: move it away and run the same command again"
+            ) from error
     todo = [split for split in todo if split not in found]
 
     if todo:
         paths = _archive_paths(spec, todo, root, archives, mirror, policy, progress)
-        units = (
-            [todo] if spec.name == "ade20k" else [[split] for split in todo]
-        )  # ADE: one archive, both splits
+        units = [todo] if spec.name == "ade20k" else [[split] for split in todo]  # ADE: one archive, both splits
         for unit in units:
             _install(spec, root, paths, unit, marker, progress)
         if not keep_archives and spec.name != "cityscapes":  # never delete the user's own files
             for path in paths.values():
                 remove_download(path)
     write_json(folder / MARKER, marker)
-    return PrepareResult(
-        name, folder, {split: marker["splits"][split] for split in splits}, already_prepared=False
-    )
+    return PrepareResult(name, folder, {split: marker["splits"][split] for split in splits}, already_prepared=False)

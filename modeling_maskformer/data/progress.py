@@ -27,8 +27,17 @@ class Progress:
         self.lines = 0
         self.bar = None
         if bar and sys.stderr.isatty():
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, unit_scale=unit == "B",
-                            unit_divisor=1024, file=sys.stderr, mininterval=0.5, leave=False)  # fmt: skip
+            self.bar = tqdm(
+                total=total,
+                initial=initial,
+                desc=desc,
+                unit=unit,
+                unit_scale=unit == "B",
+                unit_divisor=1024,
+                file=sys.stderr,
+                mininterval=0.5,
+                leave=False,
+            )
 
     def __enter__(self) -> Progress:
         return self

@@ -64,7 +64,7 @@ DATASETS: dict[str, DatasetSpec] = {
         label_convention="ade",
         layout="ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_*.{jpg,png} + objectInfo150.txt "
         "(PNG values: 0 = other, 1..150 = classes)",
-    ),  # fmt: skip
+    ),
     "coco_panoptic": DatasetSpec(
         name="coco_panoptic",
         title="COCO 2017 panoptic segmentation",
@@ -97,10 +97,8 @@ DATASETS: dict[str, DatasetSpec] = {
         label_convention=None,
         layout="coco/{train2017,val2017}/*.jpg + coco/annotations/panoptic_{train,val}2017.json + "
         "coco/annotations/panoptic_{train,val}2017/*.png",
-        notes=(
-            "the inner panoptic_{train,val}2017.zip of the annotation archive are covered by its SHA-256",
-        ),
-    ),  # fmt: skip
+        notes=("the inner panoptic_{train,val}2017.zip of the annotation archive are covered by its SHA-256",),
+    ),
     "cityscapes": DatasetSpec(
         name="cityscapes",
         title="Cityscapes (fine annotations)",
@@ -128,7 +126,7 @@ DATASETS: dict[str, DatasetSpec] = {
         label_convention="as_is",
         layout="cityscapes/{images,annotations}/{training,validation}/<city>_<seq>_<frame>.png + id2label.json "
         "(gtFine labelIds converted to the 19 trainIds 0..18, 255 ignored)",
-    ),  # fmt: skip
+    ),
 }
 
 
@@ -139,6 +137,8 @@ def registry_table() -> str:
         for archive in spec.archives.values():
             size = f"{archive.size:,}" if archive.size else "-"
             digest = f"`{archive.sha256}`" if archive.sha256 else f"none: {archive.unpinned}"
-            lines.append(f"| {spec.name} | {archive.url or archive.filename + ' (local)'} | {size} | {digest} | "
-                         f"{archive.source} |")  # fmt: skip
+            lines.append(
+                f"| {spec.name} | {archive.url or archive.filename + ' (local)'} | {size} | {digest} | "
+                f"{archive.source} |"
+            )
     return "\n".join(lines)

@@ -67,9 +67,7 @@ def slice_indices(name: str, bracket: str, count: int) -> range:
     try:
         (instruction,) = ReadInstruction.from_spec(name + bracket).to_absolute({name: count})
     except ValueError as error:
-        raise ValueError(
-            f"split {name + bracket!r}: {error} (write slices like train[:100] or train[80%:])"
-        ) from None
+        raise ValueError(f"split {name + bracket!r}: {error} (write slices like train[:100] or train[80%:])") from None
     return range(instruction.from_, instruction.to)
 
 
@@ -82,8 +80,10 @@ def holdout_indices(count: int, fraction: float, seed: int = SPLIT_SEED) -> tupl
     check_fraction(fraction)
     held_out = math.ceil(fraction * count)
     if not 0 < held_out < count:
-        raise ValueError(f"holding {fraction:.0%} of {count} item(s) out as the validation split leaves no training or "
-                         f"no validation item")  # fmt: skip
+        raise ValueError(
+            f"holding {fraction:.0%} of {count} item(s) out as the validation split leaves no training or "
+            f"no validation item"
+        )
     permutation = np.random.default_rng(seed).permutation(count)
     return np.sort(permutation[held_out:]), np.sort(permutation[:held_out])
 
@@ -113,12 +113,18 @@ class HoldOut:
     def from_dict(cls, record: Mapping, source: str) -> HoldOut:
         """The record ``config.validation_held_out`` of ``source``; a ValueError naming it when malformed."""
         try:
-            held_out = cls(float(record["fraction"]), int(record.get("seed", SPLIT_SEED)), record.get("subset"),
-                           None if record.get("items") is None else int(record["items"]))  # fmt: skip
+            held_out = cls(
+                float(record["fraction"]),
+                int(record.get("seed", SPLIT_SEED)),
+                record.get("subset"),
+                None if record.get("items") is None else int(record["items"]),
+            )
             check_fraction(held_out.fraction)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise ValueError(f"{source}: config.validation_held_out {record!r} is not a hold-out record ({error}); "
-                             f'expected {{"fraction": 0.15, "seed": 0, "subset": ..., "items": ...}} or null') from None  # fmt: skip
+            raise ValueError(
+                f"{source}: config.validation_held_out {record!r} is not a hold-out record ({error}); "
+                f'expected {{"fraction": 0.15, "seed": 0, "subset": ..., "items": ...}} or null'
+            ) from None
         return held_out
 
 
@@ -153,18 +159,22 @@ class SplitPlan:
             return slice_indices(self.subset or "split", self.slice, count)
         recorded = self.recorded.held_out if self.recorded is not None else None
         if recorded is not None and recorded.items is not None and recorded.items != count:
-            logger.warning("%s: %s has %d items, but %r had %d when %s was trained: the held-out items are not the "
-                           "ones its training run held out, so if this is its training data with items added or "
-                           "removed, some were trained on and the metrics are optimistic", self.where,
-                           repr(self.subset) if self.subset else "the data", count, recorded.subset, recorded.items,
-                           self.recorded.source)  # fmt: skip
+            logger.warning(
+                "%s: %s has %d items, but %r had %d when %s was trained: the held-out items are not the "
+                "ones its training run held out, so if this is its training data with items added or "
+                "removed, some were trained on and the metrics are optimistic",
+                self.where,
+                repr(self.subset) if self.subset else "the data",
+                count,
+                recorded.subset,
+                recorded.items,
+                self.recorded.source,
+            )
         try:
             train, held_out = holdout_indices(count, self.fraction, self.seed)
         except ValueError as error:
             whole = f" or read all of it with {_whole_split(self.subset)}" if self.subset else ""
-            raise ValueError(
-                f"{self.where}: {error}; pass --train_val_split with another fraction{whole}"
-            ) from None
+            raise ValueError(f"{self.where}: {error}; pass --train_val_split with another fraction{whole}") from None
         return train if self.part == "train" else held_out
 
     def held_out(self, count: int) -> HoldOut | None:
@@ -208,9 +218,7 @@ def plan_split(
     if requested is not None:
         check_fraction(requested)
         if bracket:
-            raise ValueError(
-                f"{where}: give either a sliced split ({split!r}) or --train_val_split, not both"
-            )
+            raise ValueError(f"{where}: give either a sliced split ({split!r}) or --train_val_split, not both")
     if available is None:  # one set of items: the split name does not select anything
         holds_out = requested is not None or recorded is not None
         if holds_out and canonical in ("train", "validation") and not bracket:
@@ -220,23 +228,35 @@ def plan_split(
     found = _find(available, name)
     validation = _find(available, "validation")
     if requested is not None and validation is not None:
-        raise ValueError(f"{where}: --train_val_split holds a validation split out of data that has none, but this "
-                         f"has its own, {validation!r}; leave --train_val_split out to use it, or split differently "
-                         f"with slices (--train_split 'train[:80%]' --eval_split 'train[80%:]')")  # fmt: skip
+        raise ValueError(
+            f"{where}: --train_val_split holds a validation split out of data that has none, but this "
+            f"has its own, {validation!r}; leave --train_val_split out to use it, or split differently "
+            f"with slices (--train_split 'train[:80%]' --eval_split 'train[80%:]')"
+        )
     if recorded is not None and validation is not None:
-        logger.info("%s: it has its own validation split, %r, so the hold-out %s records (%g of %r) does not apply",
-                    where, validation, recorded.source, recorded.held_out.fraction, recorded.held_out.subset)  # fmt: skip
+        logger.info(
+            "%s: it has its own validation split, %r, so the hold-out %s records (%g of %r) does not apply",
+            where,
+            validation,
+            recorded.source,
+            recorded.held_out.fraction,
+            recorded.held_out.subset,
+        )
     holds_out = canonical in ("train", "validation") and not bracket and validation is None
     if not holds_out:
         if found is None:
-            raise ValueError(f"{where}: no split {name!r}; it has {available}. Pass one of those names (--train_split, "
-                             f"--eval_split, --split), a slice of one such as {available[0]}[80%:], or --train_val_split "
-                             f"FRACTION to hold a validation split out of the training split")  # fmt: skip
+            raise ValueError(
+                f"{where}: no split {name!r}; it has {available}. Pass one of those names (--train_split, "
+                f"--eval_split, --split), a slice of one such as {available[0]}[80%:], or --train_val_split "
+                f"FRACTION to hold a validation split out of the training split"
+            )
         return SplitPlan(found, bracket)
     source = _find(available, "train") or (available[0] if len(available) == 1 else None)
     if source is None:
-        raise ValueError(f"{where}: no 'train' split to hold a validation split out of; it has {available}. Pass "
-                         f"--train_split and --eval_split with two of them")  # fmt: skip
+        raise ValueError(
+            f"{where}: no 'train' split to hold a validation split out of; it has {available}. Pass "
+            f"--train_split and --eval_split with two of them"
+        )
     return _held_out(source, canonical, requested, recorded, where, f"no validation split (only {available})")
 
 
@@ -245,8 +265,14 @@ def _whole_split(subset: str) -> str:
     return f"--split {subset}" if split_of(subset) is None else f"--split '{subset}[:100%]'"
 
 
-def _held_out(source: str | None, canonical: str, requested: float | None, recorded: RecordedHoldOut | None,
-              where: str, reason: str) -> SplitPlan:  # fmt: skip
+def _held_out(
+    source: str | None,
+    canonical: str,
+    requested: float | None,
+    recorded: RecordedHoldOut | None,
+    where: str,
+    reason: str,
+) -> SplitPlan:
     """The plan of the ``canonical`` part of ``source`` when a validation split is held out of it: the fraction
     ``requested``, else the one ``recorded``, else 15%; a ``requested`` larger than the recorded one is refused."""
     reasons = [reason] if reason else []
@@ -262,21 +288,34 @@ def _held_out(source: str | None, canonical: str, requested: float | None, recor
                 f"{model} records that its training run held {kept.fraction:g} out (config.validation_held_out)"
             )
         elif requested > kept.fraction:
-            raise ValueError(f"{where}: --train_val_split {requested:g} is larger than the {kept.fraction:g} that {model} "
-                             f"held out of its training data (config.validation_held_out): the extra items are ones it "
-                             f"was trained on, so its metrics would be inflated; leave --train_val_split out to use "
-                             f"its held-out items, or pass a fraction up to {kept.fraction:g}")  # fmt: skip
+            raise ValueError(
+                f"{where}: --train_val_split {requested:g} is larger than the {kept.fraction:g} that {model} "
+                f"held out of its training data (config.validation_held_out): the extra items are ones it "
+                f"was trained on, so its metrics would be inflated; leave --train_val_split out to use "
+                f"its held-out items, or pass a fraction up to {kept.fraction:g}"
+            )
         elif requested < kept.fraction:
-            logger.info("%s: --train_val_split %g is smaller than the %g that %s held out when it was trained: the "
-                        "validation split is a subset of the items it was not trained on", where, requested,
-                        kept.fraction, model)  # fmt: skip
+            logger.info(
+                "%s: --train_val_split %g is smaller than the %g that %s held out when it was trained: the "
+                "validation split is a subset of the items it was not trained on",
+                where,
+                requested,
+                kept.fraction,
+                model,
+            )
     of = f"{source!r}" if source else "the items"
     whole = f"; {_whole_split(source)} reads all of it" if source else ""
     # NOTE: said once, with the validation part (a run builds its training split first, then this one); the training
     # part says it at DEBUG level.
-    logger.log(logging.INFO if canonical == "validation" else logging.DEBUG,"%s: %s, so %.0f%% of %s (seed %d) are held out as the validation split and the rest is the "
-                "training split; --train_val_split FRACTION sets the fraction%s", where, " and ".join(reasons),
-                100 * fraction, of, seed, whole)  # fmt: skip
-    return SplitPlan(
-        source, "", "train" if canonical == "train" else "held_out", fraction, where, seed, recorded
+    logger.log(
+        logging.INFO if canonical == "validation" else logging.DEBUG,
+        "%s: %s, so %.0f%% of %s (seed %d) are held out as the validation split and the rest is the "
+        "training split; --train_val_split FRACTION sets the fraction%s",
+        where,
+        " and ".join(reasons),
+        100 * fraction,
+        of,
+        seed,
+        whole,
     )
+    return SplitPlan(source, "", "train" if canonical == "train" else "held_out", fraction, where, seed, recorded)

@@ -101,14 +101,15 @@ def make_categories(num_thing_classes: int | None) -> list[dict]:
         return CATEGORIES
     palette = np.random.default_rng(_STREAM_TAG).integers(0, 256, (num_thing_classes, 3)).tolist()
     things = [
-        {"id": c, "name": f"{THING_CLASSES[c % len(THING_CLASSES)]}-{pattern_name(c // len(THING_CLASSES))}",
-         "isthing": 1, "color": palette[c]}
+        {
+            "id": c,
+            "name": f"{THING_CLASSES[c % len(THING_CLASSES)]}-{pattern_name(c // len(THING_CLASSES))}",
+            "isthing": 1,
+            "color": palette[c],
+        }
         for c in range(num_thing_classes)
-    ]  # fmt: skip
-    stuff = [
-        {**category, "id": num_thing_classes + i}
-        for i, category in enumerate(CATEGORIES[len(THING_CLASSES) :])
     ]
+    stuff = [{**category, "id": num_thing_classes + i} for i, category in enumerate(CATEGORIES[len(THING_CLASSES) :])]
     return things + stuff
 
 
@@ -159,9 +160,7 @@ class SyntheticShapesConfig:
         for field, ok in checks.items():
             if not ok:
                 hint = f" (1..{MAX_THING_CLASSES} or None)" if field == "num_thing_classes" else ""
-                raise ValueError(
-                    f"SyntheticShapesConfig.{field}={getattr(self, field)!r} is out of range{hint}"
-                )
+                raise ValueError(f"SyntheticShapesConfig.{field}={getattr(self, field)!r} is out of range{hint}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,9 +228,7 @@ def _stuff_texture(name: str, rng: np.random.Generator, xx, yy, size: int) -> np
     if name == "grass":  # green, blotches and vertical blades
         base = np.array([60, 145, 50]) + rng.normal(0, 12, 3)
         blotches = _smooth_noise(rng, size, rng.integers(6, 14))[..., None] * rng.uniform(15, 30)
-        blades = np.sin(2 * np.pi * xx / rng.uniform(2.5, 6) + rng.uniform(0, 6.3))[..., None] * rng.uniform(
-            5, 15
-        )
+        blades = np.sin(2 * np.pi * xx / rng.uniform(2.5, 6) + rng.uniform(0, 6.3))[..., None] * rng.uniform(5, 15)
         return base + blotches + blades * np.array([0.4, 1.0, 0.3])
     if name == "sand":  # tan, oblique ripples and speckle
         base = np.array([205, 175, 120]) + rng.normal(0, 12, 3)
@@ -330,9 +327,7 @@ def segments_from_ids(ids: np.ndarray, segment_category: dict[int, int]) -> list
             continue
         ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
         bbox = [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)]
-        segments.append(
-            {"id": segment_id, "category_id": category_id, "iscrowd": 0, "area": area, "bbox": bbox}
-        )
+        segments.append({"id": segment_id, "category_id": category_id, "iscrowd": 0, "area": area, "bbox": bbox})
     return segments
 
 
@@ -358,9 +353,7 @@ def generate_scene(rng: np.random.Generator, config: SyntheticShapesConfig):
     for k in range(1, num_regions):
         base = size * k / num_regions + rng.uniform(-0.08, 0.08) * size
         wave = sum(
-            rng.uniform(0, 0.06)
-            * size
-            * np.sin(2 * np.pi * rng.uniform(0.5, 2.5) * x / size + rng.uniform(0, 6.3))
+            rng.uniform(0, 0.06) * size * np.sin(2 * np.pi * rng.uniform(0.5, 2.5) * x / size + rng.uniform(0, 6.3))
             for _ in range(2)
         )
         tilt = rng.uniform(-0.15, 0.15) * (x - size / 2)
@@ -393,9 +386,15 @@ def generate_scene(rng: np.random.Generator, config: SyntheticShapesConfig):
         r = rng.uniform(config.min_radius, config.max_radius) * scale
         cx, cy = rng.uniform(0, size, 2)
         mask, full_area = _shape_mask(
-            THING_CLASSES[class_id % len(THING_CLASSES)], cx, cy, r, rng.uniform(0, 2 * np.pi), rng.uniform(0.4, 0.6),
-            xs, ys,
-        )  # fmt: skip
+            THING_CLASSES[class_id % len(THING_CLASSES)],
+            cx,
+            cy,
+            r,
+            rng.uniform(0, 2 * np.pi),
+            rng.uniform(0.4, 0.6),
+            xs,
+            ys,
+        )
         area = int(mask.sum())
         if area < config.min_in_canvas_fraction * full_area or area < 4:
             continue
@@ -458,9 +457,7 @@ class SyntheticShapes:
             raise ValueError(f"split must be one of {list(_SPLIT_CODE)}, got {split!r}")
         config = config or SyntheticShapesConfig()
         overrides = {"image_size": image_size, "seed": seed}
-        config = SyntheticShapesConfig(
-            **{**vars(config), **{k: v for k, v in overrides.items() if v is not None}}
-        )
+        config = SyntheticShapesConfig(**{**vars(config), **{k: v for k, v in overrides.items() if v is not None}})
         self.config = config
         self.split = split
         if config.num_thing_classes is not None:  # otherwise the class attributes (the 6 shapes)
@@ -469,9 +466,7 @@ class SyntheticShapes:
             self.thing_ids = [c["id"] for c in self.categories if c["isthing"]]
             self.stuff_ids = [c["id"] for c in self.categories if not c["isthing"]]
         self.num_images = (
-            num_images
-            if num_images is not None
-            else (config.num_train if split == "train" else config.num_val)
+            num_images if num_images is not None else (config.num_train if split == "train" else config.num_val)
         )
         if self.num_images < 0:
             raise ValueError(f"num_images must be >= 0, got {self.num_images}")
@@ -557,12 +552,8 @@ class SyntheticShapes:
         for i in range(len(self)):
             item = self[i]
             item["image"].save(image_dir / f"{item['image_id']}.jpg", quality=95)
-            Image.fromarray(_to_ade_annotation(item["semantic"])).save(
-                annotation_dir / f"{item['image_id']}.png"
-            )
-        (root / "id2label.json").write_text(
-            json.dumps({str(k): v for k, v in self.id2label.items()}, indent=1)
-        )
+            Image.fromarray(_to_ade_annotation(item["semantic"])).save(annotation_dir / f"{item['image_id']}.png")
+        (root / "id2label.json").write_text(json.dumps({str(k): v for k, v in self.id2label.items()}, indent=1))
         return root
 
     def export_coco_panoptic_folder(self, root: str | Path) -> Path:
@@ -590,9 +581,7 @@ class SyntheticShapes:
                     "width": item["image"].width,
                 }
             )
-            annotations.append(
-                {"image_id": i, "file_name": f"{stem}.png", "segments_info": item["segments_info"]}
-            )
+            annotations.append({"image_id": i, "file_name": f"{stem}.png", "segments_info": item["segments_info"]})
         payload = {"images": images, "annotations": annotations, "categories": self.categories}
         (root / "annotations" / f"panoptic_{coco_split}.json").write_text(json.dumps(payload))
         return root

@@ -60,8 +60,9 @@ _VOC_FOLDER = re.compile(r"VOC20(0[7-9]|1[0-2])")
 class VocFolderDataset(SegmentationDataset):
     """(image, class mask) pairs of a VOC-layout folder; masks decoded by colour (``palette``) or as indices."""
 
-    def __init__(self, ids: list[str], pairs: list[tuple[Path, Path]], *, palette: Palette | None, colour_only: bool,
-                 **metadata):  # fmt: skip
+    def __init__(
+        self, ids: list[str], pairs: list[tuple[Path, Path]], *, palette: Palette | None, colour_only: bool, **metadata
+    ):
         super().__init__(**metadata)
         self.ids, self.pairs, self.palette, self.colour_only = ids, pairs, palette, colour_only
         if palette is not None:  # colour masks: the palette names the classes, no convention applies
@@ -77,14 +78,26 @@ class VocFolderDataset(SegmentationDataset):
         image_path, mask_path = self.pairs[index]
         mask = open_image(mask_path)
         by_colour = self.palette is not None and (self.colour_only or mask.mode not in _INDEX_MODES)
-        semantic = decode_semantic(mask, reduce_labels=self.reduce_labels, ignore_index=self.ignore_index,
-                                   source=str(mask_path), palette=self.palette if by_colour else None)  # fmt: skip
+        semantic = decode_semantic(
+            mask,
+            reduce_labels=self.reduce_labels,
+            ignore_index=self.ignore_index,
+            source=str(mask_path),
+            palette=self.palette if by_colour else None,
+        )
         image = open_rgb(image_path, decode=self.decode_images)
         if semantic.shape != (image.height, image.width):
-            raise ValueError(f"{mask_path}: mask size {semantic.shape[1]}x{semantic.shape[0]} (WxH) differs from "
-                             f"image {image_path} size {image.width}x{image.height}")  # fmt: skip
-        return {"image": image, "semantic": semantic, "panoptic_ids": None, "segments_info": None,
-                "image_id": self.ids[index]}  # fmt: skip
+            raise ValueError(
+                f"{mask_path}: mask size {semantic.shape[1]}x{semantic.shape[0]} (WxH) differs from "
+                f"image {image_path} size {image.width}x{image.height}"
+            )
+        return {
+            "image": image,
+            "semantic": semantic,
+            "panoptic_ids": None,
+            "segments_info": None,
+            "image_id": self.ids[index],
+        }
 
 
 def is_voc_folder(root: Path) -> bool:
@@ -105,8 +118,11 @@ def _subsets(root: Path) -> dict[str, list[str]] | None:
 
 def _files_by_id(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
     """``folder``'s files with those suffixes (any case, in subfolders too) by id: the relative path without suffix."""
-    return {p.relative_to(folder).with_suffix("").as_posix(): p for p in sorted(folder.rglob("*"))
-            if p.suffix.lower() in suffixes and p.is_file()}  # fmt: skip
+    return {
+        p.relative_to(folder).with_suffix("").as_posix(): p
+        for p in sorted(folder.rglob("*"))
+        if p.suffix.lower() in suffixes and p.is_file()
+    }
 
 
 def _pairs(root: Path, ids: list[str]) -> list[tuple[Path, Path]]:
@@ -116,18 +132,24 @@ def _pairs(root: Path, ids: list[str]) -> list[tuple[Path, Path]]:
         raise ValueError(lossy_label_message(f"{lossy[0]} ({len(lossy)} of the {len(ids)} masks are JPEG)"))
     missing = [i for i in ids if i not in masks]
     if missing:
-        raise FileNotFoundError(f"VOC folder {root}: {len(missing)} listed id(s) without a mask in "
-                                f"{root / 'SegmentationClass'}, e.g. {missing[0]}.png")  # fmt: skip
+        raise FileNotFoundError(
+            f"VOC folder {root}: {len(missing)} listed id(s) without a mask in "
+            f"{root / 'SegmentationClass'}, e.g. {missing[0]}.png"
+        )
     image_dir = root / "JPEGImages"
     if not image_dir.is_dir() or not any(image_dir.iterdir()):
-        raise FileNotFoundError(f"VOC folder {root}: no images in {image_dir}. CVAT writes them only when 'Save "
-                                f"images' is ticked in the export dialog: export again with it, or copy the images "
-                                f"there (named like the masks)")  # fmt: skip
+        raise FileNotFoundError(
+            f"VOC folder {root}: no images in {image_dir}. CVAT writes them only when 'Save "
+            f"images' is ticked in the export dialog: export again with it, or copy the images "
+            f"there (named like the masks)"
+        )
     images = _files_by_id(image_dir, IMAGE_SUFFIXES)
     missing = [i for i in ids if i not in images]
     if missing:
-        raise FileNotFoundError(f"VOC folder {root}: {len(missing)} mask(s) without an image in {image_dir}, e.g. "
-                                f"{missing[0]} (looked for {', '.join(IMAGE_SUFFIXES)})")  # fmt: skip
+        raise FileNotFoundError(
+            f"VOC folder {root}: {len(missing)} mask(s) without an image in {image_dir}, e.g. "
+            f"{missing[0]} (looked for {', '.join(IMAGE_SUFFIXES)})"
+        )
     return [(images[i], masks[i]) for i in ids]
 
 
@@ -141,8 +163,10 @@ def _is_pascal_voc(root: Path, first_mask: Image.Image) -> bool:
 
 def _check_names(given: dict[int, str] | None, palette: Palette) -> None:
     if given is not None and dict(given) != palette.id2label:
-        raise ValueError(f"{palette.source} names the classes {list(palette.names)[:8]}, but id2label gives "
-                         f"{list(given.values())[:8]}; leave out --id2label (the palette names the classes)")  # fmt: skip
+        raise ValueError(
+            f"{palette.source} names the classes {list(palette.names)[:8]}, but id2label gives "
+            f"{list(given.values())[:8]}; leave out --id2label (the palette names the classes)"
+        )
 
 
 def load_voc_folder(
@@ -182,8 +206,13 @@ def load_voc_folder(
         palette = read_labelmap(labelmap)
         if id2label is None:  # NOTE: a run's evaluation split gets the training split's classes: said once
             names = ", ".join(palette.names[:6]) + (", ..." if len(palette.names) > 6 else "")
-            logger.info("%s: CVAT/Datumaro 'Segmentation mask' export: %d classes from %s (%s)", where,
-                        len(palette.names), labelmap, names)  # fmt: skip
+            logger.info(
+                "%s: CVAT/Datumaro 'Segmentation mask' export: %d classes from %s (%s)",
+                where,
+                len(palette.names),
+                labelmap,
+                names,
+            )
     elif colour_only and labelmap.is_file():
         logger.info("%s: reading the masks with %s, not with %s", where, palette.source, labelmap)
     with Image.open(pairs[0][1]) as first:
@@ -192,13 +221,24 @@ def load_voc_folder(
 
     if palette is not None and (colour_only or first_mode not in _INDEX_MODES):
         if reduce_labels:
-            raise ValueError(f"{where}: colour masks name their classes through {palette.source}; "
-                             f"--label_convention ade does not apply (list a colour under __ignore__ to ignore it)")  # fmt: skip
-        _check_names(id2label if id2label is not None else
-                     read_id2label_file(id2label_file) if id2label_file else None, palette)  # fmt: skip
-        return VocFolderDataset(ids, pairs, palette=palette, colour_only=colour_only, id2label=palette.id2label,
-                                thing_ids=thing_ids or (), ignore_index=ignore_index, reduce_labels=False,
-                                held_out=held_out)  # fmt: skip
+            raise ValueError(
+                f"{where}: colour masks name their classes through {palette.source}; "
+                f"--label_convention ade does not apply (list a colour under __ignore__ to ignore it)"
+            )
+        _check_names(
+            id2label if id2label is not None else read_id2label_file(id2label_file) if id2label_file else None, palette
+        )
+        return VocFolderDataset(
+            ids,
+            pairs,
+            palette=palette,
+            colour_only=colour_only,
+            id2label=palette.id2label,
+            thing_ids=thing_ids or (),
+            ignore_index=ignore_index,
+            reduce_labels=False,
+            held_out=held_out,
+        )
 
     if first_mode not in _INDEX_MODES:
         raise ValueError(
@@ -207,9 +247,7 @@ def load_voc_folder(
     fixed_by_format = reduce_labels is None
     if fixed_by_format:
         reduce_labels = False
-    warn_if_binary(
-        [m for _, m in pairs], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where
-    )
+    warn_if_binary([m for _, m in pairs], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where)
     things: Sequence[int] = thing_ids or ()
     if id2label is None and palette is not None:  # labelmap.txt with single-channel masks: its order
         id2label = names_for_convention(palette.id2label, reduce_labels, str(palette.source))
@@ -220,17 +258,31 @@ def load_voc_folder(
     if pascal_voc:
         voc_names = names_for_convention(dict(enumerate(VOC_CLASSES)), reduce_labels, "Pascal VOC's classes")
         if id2label is None:
-            logger.info("%s: Pascal VOC (a folder named like VOC2012 whose masks carry VOC's palette): its %d classes",
-                        where, len(voc_names))  # fmt: skip
+            logger.info(
+                "%s: Pascal VOC (a folder named like VOC2012 whose masks carry VOC's palette): its %d classes",
+                where,
+                len(voc_names),
+            )
             id2label = voc_names
         if id2label == voc_names:  # the 20 object classes are things, background is stuff
             things = thing_ids or [i for i, name in id2label.items() if name != "background"]
     if id2label is None:
-        raise ValueError(f"{where}: no class names (no labelmap.txt or id2label.json, and not Pascal VOC itself: a "
-                         f"folder named VOC2007..VOC2012 whose masks carry VOC's palette); pass --id2label FILE "
-                         f'(JSON {{"0": "background", "1": "cat", ...}})')  # fmt: skip
-    dataset = VocFolderDataset(ids, pairs, palette=None, colour_only=False, id2label=id2label, thing_ids=things,
-                               ignore_index=ignore_index, reduce_labels=reduce_labels, held_out=held_out)  # fmt: skip
+        raise ValueError(
+            f"{where}: no class names (no labelmap.txt or id2label.json, and not Pascal VOC itself: a "
+            f"folder named VOC2007..VOC2012 whose masks carry VOC's palette); pass --id2label FILE "
+            f'(JSON {{"0": "background", "1": "cat", ...}})'
+        )
+    dataset = VocFolderDataset(
+        ids,
+        pairs,
+        palette=None,
+        colour_only=False,
+        id2label=id2label,
+        thing_ids=things,
+        ignore_index=ignore_index,
+        reduce_labels=reduce_labels,
+        held_out=held_out,
+    )
     if fixed_by_format:  # said once per run, in the data line (training) or by the caller
         dataset.convention_from = "VOC's format (255 = void)"
     return dataset

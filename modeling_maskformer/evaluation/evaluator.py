@@ -17,12 +17,12 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from ..batching import forward_by_padded_size
 from ..configuration.configuration_per_pixel import PerPixelBaselineConfig
 from ..image_processing import MaskFormerImageProcessor
+from ..inference.batching import forward_by_padded_size
+from ..inference.tta import TestTimeAugmentation, semantic_segmentation_tta
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation
-from ..per_pixel import PerPixelBaselineForSemanticSegmentation
-from ..tta import TestTimeAugmentation, semantic_segmentation_tta
+from ..paper.per_pixel import PerPixelBaselineForSemanticSegmentation
 from .metrics import MaskAPMetric, PanopticQualityMetric, SemanticSegmentationMetric
 
 logger = logging.getLogger(__name__)
@@ -30,18 +30,18 @@ logger = logging.getLogger(__name__)
 
 def load_model_folder(
     model_path: str,
-) -> tuple[
-    MaskFormerForInstanceSegmentation | PerPixelBaselineForSemanticSegmentation, MaskFormerImageProcessor
-]:
+) -> tuple[MaskFormerForInstanceSegmentation | PerPixelBaselineForSemanticSegmentation, MaskFormerImageProcessor]:
     """Our folder (MaskFormer or the per-pixel baseline), or a transformers MaskFormer folder/Hub id converted on
     the fly."""
     config_file = Path(model_path) / "config.json"
     model_type = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
     if model_type == PerPixelBaselineConfig.model_type:
-        return (PerPixelBaselineForSemanticSegmentation.from_pretrained(model_path),
-                MaskFormerImageProcessor.from_pretrained(model_path))  # fmt: skip
+        return (
+            PerPixelBaselineForSemanticSegmentation.from_pretrained(model_path),
+            MaskFormerImageProcessor.from_pretrained(model_path),
+        )
     if model_type == "maskformer":
-        from ..conversion import convert_from_transformers
+        from ..interop.transformers_weights import convert_from_transformers
 
         converted = Path(tempfile.mkdtemp(prefix="maskformer-converted-"))
         convert_from_transformers(model_path, converted)
@@ -109,30 +109,31 @@ class Evaluator:
         if instances:
             self.instance = MaskAPMetric(id2label=id2label)
         else:
-            self.semantic = SemanticSegmentationMetric(
-                len(id2label), ignore_index=ignore_index, id2label=id2label
-            )
+            self.semantic = SemanticSegmentationMetric(len(id2label), ignore_index=ignore_index, id2label=id2label)
         if panoptic:
             self.panoptic = PanopticQualityMetric(sorted(self.thing_ids), self.stuff_ids, id2label=id2label)
             if self.thing_ids:
                 self.instance = MaskAPMetric(id2label=id2label)
 
     @classmethod
-    def for_dataset(
-        cls, dataset, id2label: dict[int, str], *, semantic_only: bool = False, **kwargs
-    ) -> Evaluator:
+    def for_dataset(cls, dataset, id2label: dict[int, str], *, semantic_only: bool = False, **kwargs) -> Evaluator:
         """The metrics a `SegmentationDataset` supports: mIoU always, PQ and mask AP for panoptic data (unless
         `semantic_only`: a per-pixel classifier has no segments to score), mask AP alone for instance data."""
         if dataset.task == "instance" and semantic_only:
-            raise ValueError("a per-pixel classification model has no instances to score, and instance data no "
-                             "semantic maps: evaluate a MaskFormer on it")  # fmt: skip
-        return cls(id2label, thing_ids=dataset.thing_ids, ignore_index=dataset.ignore_index,
-                   panoptic=dataset.task == "panoptic" and not semantic_only, instances=dataset.task == "instance",
-                   **kwargs)  # fmt: skip
+            raise ValueError(
+                "a per-pixel classification model has no instances to score, and instance data no "
+                "semantic maps: evaluate a MaskFormer on it"
+            )
+        return cls(
+            id2label,
+            thing_ids=dataset.thing_ids,
+            ignore_index=dataset.ignore_index,
+            panoptic=dataset.task == "panoptic" and not semantic_only,
+            instances=dataset.task == "instance",
+            **kwargs,
+        )
 
-    def update(
-        self, processor, outputs, items: list[dict], semantic: list[torch.Tensor] | None = None
-    ) -> None:
+    def update(self, processor, outputs, items: list[dict], semantic: list[torch.Tensor] | None = None) -> None:
         """Post-process `outputs` (a batch of len(items)) with `processor` and score it against `items`;
         `semantic`: the class maps when computed otherwise (test-time augmentation)."""
         sizes = [target_size(item) for item in items]
@@ -161,19 +162,13 @@ class Evaluator:
                 outputs, threshold=0.0, target_sizes=sizes, return_binary_maps=True
             )
             for prediction, item in zip(instances, items):
-                keep = [
-                    i for i, s in enumerate(prediction["segments_info"]) if s["label_id"] in self.thing_ids
-                ]
+                keep = [i for i, s in enumerate(prediction["segments_info"]) if s["label_id"] in self.thing_ids]
                 masks = prediction["segmentation"]
                 self.instance.update(
                     {
                         "masks": masks[keep].cpu().numpy().astype(bool),  # (N, H, W); N may be 0
-                        "labels": np.array(
-                            [prediction["segments_info"][i]["label_id"] for i in keep], dtype=np.int64
-                        ),
-                        "scores": np.array(
-                            [prediction["segments_info"][i]["score"] for i in keep], dtype=np.float64
-                        ),
+                        "labels": np.array([prediction["segments_info"][i]["label_id"] for i in keep], dtype=np.int64),
+                        "scores": np.array([prediction["segments_info"][i]["score"] for i in keep], dtype=np.float64),
                     },
                     instance_ground_truth(item, self.thing_ids),
                 )
@@ -222,10 +217,10 @@ def evaluate_model(
     `id2label`: the classes scored (default: the model's; more when a dataset has classes the model lacks).
 
     NOTE: the results do not depend on `batch_size`: only images of the same padded size share a forward pass
-    (`modeling_maskformer.batching`). Images are grouped within windows of `8 * batch_size` items, and metrics
+    (`modeling_maskformer.inference.batching`). Images are grouped within windows of `8 * batch_size` items, and metrics
     are updated in dataset order.
 
-    `tta`: semantic maps (mIoU) from test-time augmentation (`modeling_maskformer.tta`), as the authors' multi-scale
+    `tta`: semantic maps (mIoU) from test-time augmentation (`modeling_maskformer.inference.tta`), as the authors' multi-scale
     results; panoptic and instance predictions stay single-scale (the authors' TTA is semantic only).
 
     A per-pixel classifier (`PerPixelBaselineForSemanticSegmentation`) gets the semantic metrics only.
@@ -233,21 +228,21 @@ def evaluate_model(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if tta is not None and dataset.task == "instance":
-        raise ValueError(
-            "test-time augmentation averages semantic scores (mIoU): instance data has no semantic maps"
-        )
+        raise ValueError("test-time augmentation averages semantic scores (mIoU): instance data has no semantic maps")
     was_training = model.training
     model.eval()
     unwrapped = accelerator.unwrap_model(model) if accelerator is not None else model
     semantic_only = isinstance(unwrapped, PerPixelBaselineForSemanticSegmentation)
     if semantic_only and dataset.task == "panoptic":
-        logger.info(
-            "per-pixel classification model: semantic metrics only (PQ and mask AP need mask classification)"
-        )
+        logger.info("per-pixel classification model: semantic metrics only (PQ and mask AP need mask classification)")
     id2label = id2label or {int(k): v for k, v in unwrapped.config.id2label.items()}
-    evaluator = Evaluator.for_dataset(dataset, id2label,
-                                      semantic_only=semantic_only, panoptic_threshold=panoptic_threshold,
-                                      overlap_threshold=overlap_threshold)  # fmt: skip
+    evaluator = Evaluator.for_dataset(
+        dataset,
+        id2label,
+        semantic_only=semantic_only,
+        panoptic_threshold=panoptic_threshold,
+        overlap_threshold=overlap_threshold,
+    )
     device = next(model.parameters()).device
     indices = list(range(len(dataset) if max_items is None else min(max_items, len(dataset))))
     if accelerator is not None:
@@ -262,8 +257,9 @@ def evaluate_model(
             for position, item in enumerate(items):
                 semantic = None
                 if tta is not None:
-                    semantic = semantic_segmentation_tta(model, processor, item["image"], tta,
-                                                         target_sizes=[target_size(item)])  # fmt: skip
+                    semantic = semantic_segmentation_tta(
+                        model, processor, item["image"], tta, target_sizes=[target_size(item)]
+                    )
                 evaluator.update(processor, outputs[position], [item], semantic=semantic)
                 outputs[position] = None  # free it
                 progress.update(1)

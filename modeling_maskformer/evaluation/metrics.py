@@ -79,9 +79,7 @@ class SemanticSegmentationMetric:
     (`load_metric`) keeps the canonical metric's interface, but moves every map through Arrow as lists.
     """
 
-    def __init__(
-        self, num_classes: int, ignore_index: int | None = 255, id2label: Mapping[int, str] | None = None
-    ):
+    def __init__(self, num_classes: int, ignore_index: int | None = 255, id2label: Mapping[int, str] | None = None):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if ignore_index is not None and 0 <= ignore_index < num_classes:
@@ -145,12 +143,8 @@ class SemanticSegmentationMetric:
             "mean_iou": _finite_or_none(iou.nanmean()),
             "mean_accuracy": _finite_or_none(acc.nanmean()),
             "pixel_accuracy": _finite_or_none(tp.sum() / total) if total > 0 else None,
-            "per_class_iou": {
-                _label(self.id2label, c): _finite_or_none(v) for c, v in enumerate(iou.tolist())
-            },
-            "per_class_accuracy": {
-                _label(self.id2label, c): _finite_or_none(v) for c, v in enumerate(acc.tolist())
-            },
+            "per_class_iou": {_label(self.id2label, c): _finite_or_none(v) for c, v in enumerate(iou.tolist())},
+            "per_class_accuracy": {_label(self.id2label, c): _finite_or_none(v) for c, v in enumerate(acc.tolist())},
         }
 
 
@@ -232,9 +226,7 @@ class PanopticQualityMetric:
         for s in segments_info:
             cat = _segment_category(s)
             if cat not in self._index_of:
-                raise ValueError(
-                    f"{what} segment {s['id']} has category {cat}, in neither thing_ids nor stuff_ids"
-                )
+                raise ValueError(f"{what} segment {s['id']} has category {cat}, in neither thing_ids nor stuff_ids")
             cats.append(self._index_of[cat])
         order = sorted(range(len(ids)), key=ids.__getitem__)
         sorted_ids = torch.tensor([ids[i] for i in order], dtype=torch.long, device=seg_map.device)
@@ -258,9 +250,7 @@ class PanopticQualityMetric:
         (those of `thing_ids` / `stuff_ids`)."""
         pred_map, gt_map = _as_long(pred_segmentation), _as_long(gt_segmentation)
         if pred_map.shape != gt_map.shape:
-            raise ValueError(
-                f"prediction and ground-truth maps differ in shape: {pred_map.shape} vs {gt_map.shape}"
-            )
+            raise ValueError(f"prediction and ground-truth maps differ in shape: {pred_map.shape} vs {gt_map.shape}")
         gt_map = gt_map.to(pred_map.device)
         gt_index, gt_cat, gt_crowd = self._index_segments(gt_map.flatten(), gt_segments_info, "ground-truth")
         pred_index, pred_cat, _ = self._index_segments(pred_map.flatten(), pred_segments_info, "prediction")
@@ -392,9 +382,7 @@ class MaskAPMetric:
     `verbose=True`.
     """
 
-    def __init__(
-        self, id2label: Mapping[int, str] | None = None, max_detections: int = 100, verbose: bool = False
-    ):
+    def __init__(self, id2label: Mapping[int, str] | None = None, max_detections: int = 100, verbose: bool = False):
         self.id2label = id2label
         self.max_detections = max_detections
         self.verbose = verbose
@@ -411,9 +399,7 @@ class MaskAPMetric:
         gt_masks, gt_labels, gt_crowd = _instances(target, need_scores=False)
         gt_rles = self._encode(gt_masks)
         areas = target.get("areas")
-        areas = (
-            [float(mask_utils.area(rle)) for rle in gt_rles] if areas is None else [float(a) for a in areas]
-        )
+        areas = [float(mask_utils.area(rle)) for rle in gt_rles] if areas is None else [float(a) for a in areas]
         if len(areas) != len(gt_rles):
             raise ValueError(f"{len(areas)} areas for {len(gt_rles)} ground-truth masks")
         dt_masks, dt_labels, dt_scores = _instances(pred, need_scores=True)
@@ -445,9 +431,7 @@ class MaskAPMetric:
     def compute(self) -> dict[str, Any]:
         empty = {key: None for key in _AP_KEYS} | {"per_class_ap": {}}
         if not any(not gt[2] for image in self.images for gt in image["gt"]):
-            warnings.warn(
-                "MaskAPMetric: no (non-crowd) ground-truth instances, so AP is undefined", stacklevel=2
-            )
+            warnings.warn("MaskAPMetric: no (non-crowd) ground-truth instances, so AP is undefined", stacklevel=2)
             return empty
         labels = sorted({entry[1] for image in self.images for key in ("gt", "dt") for entry in image[key]})
         cat_of = {lab: i + 1 for i, lab in enumerate(labels)}  # COCO ids from 1 (0 reads as "unmatched")
@@ -456,14 +440,10 @@ class MaskAPMetric:
             images.append({"id": image_id, "height": image["height"], "width": image["width"]})
             for rle, lab, crowd, area in image["gt"]:
                 gts.append(
-                    self._annotation(len(gts) + 1, image_id, cat_of[lab], rle)
-                    | {"iscrowd": crowd, "area": area}
+                    self._annotation(len(gts) + 1, image_id, cat_of[lab], rle) | {"iscrowd": crowd, "area": area}
                 )
             for rle, lab, score in image["dt"]:
-                dts.append(
-                    self._annotation(len(dts) + 1, image_id, cat_of[lab], rle)
-                    | {"iscrowd": 0, "score": score}
-                )
+                dts.append(self._annotation(len(dts) + 1, image_id, cat_of[lab], rle) | {"iscrowd": 0, "score": score})
         categories = [{"id": i} for i in cat_of.values()]
 
         out = io.StringIO()
@@ -479,9 +459,7 @@ class MaskAPMetric:
             evaluator.evaluate()
             evaluator.accumulate()
             evaluator.summarize()
-        results: dict[str, Any] = {
-            key: (float(v) if v >= 0 else None) for key, v in zip(_AP_KEYS, evaluator.stats)
-        }
+        results: dict[str, Any] = {key: (float(v) if v >= 0 else None) for key, v in zip(_AP_KEYS, evaluator.stats)}
         precision = evaluator.eval["precision"]  # (T iou thresholds, R recall points, K, A areas, M maxDets)
         per_class = {}
         for k, lab in enumerate(labels):
@@ -520,10 +498,7 @@ def _cell(value: Any) -> str:
 def _grid(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [list(header)] + [[_cell(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = [
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-        for r in cells
-    ]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

@@ -92,9 +92,7 @@ class SegmentationMetrics:
         self.evaluator.update(self.processor, outputs, items)
         if not compute_result:
             return None
-        results = {
-            key: value for key, value in summary(self.evaluator.compute()).items() if value is not None
-        }
+        results = {key: value for key, value in summary(self.evaluator.compute()).items() if value is not None}
         self.reset()
         return results
 
@@ -115,9 +113,7 @@ class SegmentationMetrics:
     def _item(self, segment_map: torch.Tensor, segment_classes: torch.Tensor) -> dict:
         """One image's targets in the dataset item format (see `Evaluator`)."""
         classes = segment_classes.tolist()
-        present = [
-            i for i, c in enumerate(classes, start=1) if c >= 0
-        ]  # Trainer pads with -100 across processes
+        present = [i for i, c in enumerate(classes, start=1) if c >= 0]  # Trainer pads with -100 across processes
         lookup = np.full(len(classes) + 1, self.ignore_index, dtype=np.int64)
         for i in present:
             lookup[i] = classes[i - 1]
@@ -132,8 +128,11 @@ class SegmentationMetrics:
 def model_outputs(predictions: Any) -> dict[str, torch.Tensor]:
     """The post-processing inputs in a Trainer `predictions` tuple (see `SegmentationMetrics`), or a mapping."""
     if isinstance(predictions, Mapping):
-        return {key: torch.as_tensor(predictions[key]) for key in ("class_queries_logits", "masks_queries_logits",
-                "pixel_mask") if predictions.get(key) is not None}  # fmt: skip
+        return {
+            key: torch.as_tensor(predictions[key])
+            for key in ("class_queries_logits", "masks_queries_logits", "pixel_mask")
+            if predictions.get(key) is not None
+        }
     tensors = [torch.as_tensor(p) for p in predictions if isinstance(p, torch.Tensor | np.ndarray)]
     if len(tensors) < 2 or tensors[0].ndim != 3 or tensors[1].ndim != 4:
         raise ValueError(

@@ -142,9 +142,7 @@ def export_folder(
         "files": written,
         "input": {"height": height, "width": width, "dynamic": dynamic, "multiple_of": SIZE_MULTIPLE},
         "opset": opset,
-        "int8_method": (
-            ("nncf" if format == "openvino" else f"onnxruntime-{onnx_int8_mode}") if int8 else None
-        ),
+        "int8_method": (("nncf" if format == "openvino" else f"onnxruntime-{onnx_int8_mode}") if int8 else None),
         "versions": _versions(format),
         "parity_max_abs_difference": {},
     }
@@ -177,13 +175,9 @@ def _versions(format: str) -> dict[str, str]:
 
 
 def _write_readme(output_dir: Path, info: dict) -> None:
-    size = (
-        "dynamic H×W" if info["input"]["dynamic"] else f"{info['input']['height']}×{info['input']['width']}"
-    )
+    size = "dynamic H×W" if info["input"]["dynamic"] else f"{info['input']['height']}×{info['input']['width']}"
     if info["input"]["dynamic"]:
-        input_note = (
-            "H and W may be any multiples of 32 (the processor pads to them); the batch size is free."
-        )
+        input_note = "H and W may be any multiples of 32 (the processor pads to them); the batch size is free."
         resize_note = "unchanged from the model's"
     else:
         input_note = (
@@ -193,7 +187,12 @@ def _write_readme(output_dir: Path, info: dict) -> None:
         resize_note = f"set to resize every image to fit in {size}"
     parity = ", ".join(f"{k} {v:.1e}" for k, v in info["parity_max_abs_difference"].items()) or "not measured"
     text = README.format(
-        format={"onnx": "ONNX", "openvino": "OpenVINO IR"}[info["format"]], size=size, files=", ".join(info["files"].values()),
-        resize_note=resize_note, folder=output_dir.name, input_note=input_note, parity=parity,
-    )  # fmt: skip
+        format={"onnx": "ONNX", "openvino": "OpenVINO IR"}[info["format"]],
+        size=size,
+        files=", ".join(info["files"].values()),
+        resize_note=resize_note,
+        folder=output_dir.name,
+        input_note=input_note,
+        parity=parity,
+    )
     (output_dir / "README.md").write_text(text)

@@ -68,10 +68,12 @@ def export_onnx(
     batch = torch.export.Dim("batch", min=1, max=1024)
     dims = {0: batch}
     if dynamic:
-        dims.update({
-            2: SIZE_MULTIPLE * torch.export.Dim("height_blocks", min=2, max=512),
-            3: SIZE_MULTIPLE * torch.export.Dim("width_blocks", min=2, max=512),
-        })  # fmt: skip
+        dims.update(
+            {
+                2: SIZE_MULTIPLE * torch.export.Dim("height_blocks", min=2, max=512),
+                3: SIZE_MULTIPLE * torch.export.Dim("width_blocks", min=2, max=512),
+            }
+        )
     with torch.no_grad():
         program = torch.onnx.export(
             module,
@@ -88,9 +90,7 @@ def export_onnx(
     return path
 
 
-def convert_onnx_to_openvino(
-    onnx_path: str | Path, xml_path: str | Path, *, compress_to_fp16: bool = False
-) -> Path:
+def convert_onnx_to_openvino(onnx_path: str | Path, xml_path: str | Path, *, compress_to_fp16: bool = False) -> Path:
     """OpenVINO IR (`.xml` + `.bin`) of an ONNX file; fp32 weights unless `compress_to_fp16`."""
     import openvino as ov
 

@@ -59,14 +59,15 @@ def quantize_onnx(
     try:
         if mode == "dynamic":
             quantize_dynamic(
-                str(prepared), str(output_path), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8,
+                str(prepared),
+                str(output_path),
+                op_types_to_quantize=["MatMul", "Gemm"],
+                weight_type=QuantType.QInt8,
                 per_channel=True,
-            )  # fmt: skip
+            )
         elif mode == "static":
             if calibration is None:
-                raise ValueError(
-                    "quantize_onnx(mode='static') needs calibration batches (or use mode='dynamic')"
-                )
+                raise ValueError("quantize_onnx(mode='static') needs calibration batches (or use mode='dynamic')")
 
             class Reader(CalibrationDataReader):
                 def __init__(self, batches):
@@ -77,10 +78,15 @@ def quantize_onnx(
                     return None if batch is None else {"pixel_values": batch}
 
             quantize_static(
-                str(prepared), str(output_path), Reader(calibration), quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=ONNX_OPS_TO_QUANTIZE, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            )  # fmt: skip
+                str(prepared),
+                str(output_path),
+                Reader(calibration),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=ONNX_OPS_TO_QUANTIZE,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
         else:
             raise ValueError(f"quantize_onnx: mode must be 'static' or 'dynamic', got {mode!r}")
     finally:
@@ -88,9 +94,7 @@ def quantize_onnx(
     return output_path
 
 
-def quantize_openvino(
-    xml_path: str | Path, output_path: str | Path, *, calibration: Sequence[np.ndarray]
-) -> Path:
+def quantize_openvino(xml_path: str | Path, output_path: str | Path, *, calibration: Sequence[np.ndarray]) -> Path:
     """int8 OpenVINO IR by NNCF post-training quantisation, calibrated on `calibration`."""
     import nncf
     import openvino as ov

@@ -28,9 +28,7 @@ from ..modeling_maskformer import MaskFormerForInstanceSegmentationOutput
 EXPORT_INFO_FILE = "export.json"
 
 
-def pad_to_size(
-    pixel_values: Tensor, pixel_mask: Tensor | None, size: tuple[int, int]
-) -> tuple[Tensor, Tensor]:
+def pad_to_size(pixel_values: Tensor, pixel_mask: Tensor | None, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """Zero-pad (B, 3, h, w) pixel values bottom/right to `size` = (H, W) as the processor pads, and the pixel
     mask (B, h, w; None = all real) with zeros. Inputs larger than `size` are an error."""
     batch, _, height, width = pixel_values.shape
@@ -125,9 +123,7 @@ class MaskFormerRuntimeModel:
         folder = Path(folder)
         info_path = folder / EXPORT_INFO_FILE
         if not info_path.is_file():
-            raise FileNotFoundError(
-                f"{info_path} not found: {folder} is not a folder written by scripts/export.py"
-            )
+            raise FileNotFoundError(f"{info_path} not found: {folder} is not a folder written by scripts/export.py")
         info = json.loads(info_path.read_text())
         files = info["files"]
         if precision not in files:
@@ -140,9 +136,7 @@ class MaskFormerRuntimeModel:
         elif info["format"] == "openvino":
             session = _OpenVINOSession(path, num_threads, openvino_inference_precision)
         else:
-            raise ValueError(
-                f"{info_path}: unknown format {info['format']!r} (expected 'onnx' or 'openvino')"
-            )
+            raise ValueError(f"{info_path}: unknown format {info['format']!r} (expected 'onnx' or 'openvino')")
         # NOTE: our config class is registered with AutoConfig when the package is imported.
         config = AutoConfig.from_pretrained(folder)
         return cls(session, config=config, export_info=info, precision=precision)
@@ -184,7 +178,9 @@ class MaskFormerRuntimeModel:
 
     def __repr__(self) -> str:
         size = "dynamic" if self.fixed_size is None else f"{self.fixed_size[0]}x{self.fixed_size[1]}"
-        return f"{type(self).__name__}(format={self.export_info['format']!r}, precision={self.precision!r}, input={size})"
+        return (
+            f"{type(self).__name__}(format={self.export_info['format']!r}, precision={self.precision!r}, input={size})"
+        )
 
 
 class RuntimeSegmentationPipeline(ImageSegmentationPipeline):

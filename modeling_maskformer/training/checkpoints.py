@@ -19,9 +19,9 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
-from ..hub import build_model_card
-from ..saving import make_weights_readable
-from ..transformers_folder import is_transformers_folder
+from ..interop.hub import build_model_card
+from ..interop.saving import make_weights_readable
+from ..interop.transformers_folder import is_transformers_folder
 
 logger = logging.getLogger(__name__)
 
@@ -96,11 +96,7 @@ def rotate_checkpoints(output_dir: Path, total_limit: int | None, keep: Path) ->
     interrupted saves (`*.partial`, `*.replaced`) of other steps."""
     folder = Path(output_dir) / "checkpoints"
     for leftover in folder.iterdir():
-        if (
-            _PARTIAL.fullmatch(leftover.name)
-            and leftover.is_dir()
-            and leftover.name.split(".")[0] != keep.name
-        ):
+        if _PARTIAL.fullmatch(leftover.name) and leftover.is_dir() and leftover.name.split(".")[0] != keep.name:
             logger.info("removing %s, left by an interrupted save", leftover)
             shutil.rmtree(leftover)
     if total_limit is None:
@@ -212,9 +208,7 @@ def resolve_checkpoint(
     if resume_from == "latest":
         candidates = list_checkpoints(output_dir)
         if not candidates:
-            logger.warning(
-                "--resume_from_checkpoint latest: no checkpoint in %s, starting from step 0", output_dir
-            )
+            logger.warning("--resume_from_checkpoint latest: no checkpoint in %s, starting from step 0", output_dir)
             return None
         problems = []
         for candidate in reversed(candidates):
@@ -238,9 +232,11 @@ def resolve_checkpoint(
         verify_checkpoint(checkpoint)
     missing = missing_random_states(checkpoint, num_processes)
     if missing:
-        message = (f"checkpoint {checkpoint} has no {', '.join(missing)} (written by fewer processes, or "
-                   f"deleted): the resumed run's random numbers, and so its losses, will differ from an "
-                   f"uninterrupted run")  # fmt: skip
+        message = (
+            f"checkpoint {checkpoint} has no {', '.join(missing)} (written by fewer processes, or "
+            f"deleted): the resumed run's random numbers, and so its losses, will differ from an "
+            f"uninterrupted run"
+        )
         if not allow_missing_random_states:
             raise CheckpointError(message + ". Pass --allow_missing_random_states to resume anyway.")
         logger.warning("!!! %s. Resuming anyway (--allow_missing_random_states).", message)

@@ -76,8 +76,11 @@ class StopRequests:
             self.signum = signum
             logger.warning("%s received: finishing this step, saving a checkpoint, then stopping", name)
         elif self.count == 2:
-            logger.warning("%s received again: still finishing the checkpoint; a third signal stops at once "
-                           "(the earlier checkpoints stay as they are)", name)  # fmt: skip
+            logger.warning(
+                "%s received again: still finishing the checkpoint; a third signal stops at once "
+                "(the earlier checkpoints stay as they are)",
+                name,
+            )
         else:
             raise KeyboardInterrupt(f"{name} received three times: stopped without saving")
 

@@ -48,8 +48,8 @@ from ..data.arguments import add_dataset_arguments
 from ..data.arguments import dataset_kwargs as shared_dataset_kwargs
 from ..data.checks import check_dataset
 from ..evaluation import evaluate_model, summary
-from ..hub import push_folder_to_hub
 from ..image_processing import MaskFormerImageProcessor
+from ..interop.hub import push_folder_to_hub
 from .checkpoints import STATE_FILE, save_checkpoint, save_hub_folder
 from .interruption import CheckpointTimer, StopRequests, TrainingStopped, decide, ignore_stop_signals
 from .presets import HEADS, backbone_is_pretrained, base_processor, build_model, processor_short_side
@@ -88,10 +88,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--model_name_or_path", default=None, help="fine-tune this model folder / Hub id instead of a preset"
     )
-    p.add_argument("--head", choices=list(HEADS), default="mask_classification",
-                   help="mask_classification (MaskFormer) or per_pixel (the paper's per-pixel classification baseline: "
-                        "the same backbone and pixel decoder, a 1x1 conv classifier, per-pixel cross-entropy; semantic "
-                        "only)")  # fmt: skip
+    p.add_argument(
+        "--head",
+        choices=list(HEADS),
+        default="mask_classification",
+        help="mask_classification (MaskFormer) or per_pixel (the paper's per-pixel classification baseline: "
+        "the same backbone and pixel decoder, a 1x1 conv classifier, per-pixel cross-entropy; semantic "
+        "only)",
+    )
     p.add_argument("--mask_loss_mode", choices=["dense", "point"], default=None)
     p.add_argument("--output_dir", required=True)
     p.add_argument(
@@ -125,9 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num_warmup_steps", type=int, default=None, help="default: the recipe's")
     p.add_argument("--max_grad_norm", type=float, default=None, help="default: the recipe's (0.01)")
     p.add_argument("--max_train_steps", type=int, default=None, help="required: the schedule's length")
-    p.add_argument(
-        "--max_train_seconds", type=float, default=None, help="stop (and save) after this wall time"
-    )
+    p.add_argument("--max_train_seconds", type=float, default=None, help="stop (and save) after this wall time")
     p.add_argument(
         "--stop_at_step",
         type=int,
@@ -142,9 +144,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=30.0,
         help="also save one when this many minutes have passed since the last (0: by steps only)",
     )
-    p.add_argument(
-        "--checkpoints_total_limit", type=int, default=3, help="keep this many newest checkpoints (>= 1)"
-    )
+    p.add_argument("--checkpoints_total_limit", type=int, default=3, help="keep this many newest checkpoints (>= 1)")
     p.add_argument(
         "--resume_from_checkpoint",
         default=None,
@@ -184,8 +184,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.max_train_steps is None:
         p.error(_MAX_STEPS_HELP)
-    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                 "max_train_steps", "checkpointing_steps", "checkpoints_total_limit", "eval_steps", "logging_steps"):  # fmt: skip
+    for name in (
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+        "max_train_steps",
+        "checkpointing_steps",
+        "checkpoints_total_limit",
+        "eval_steps",
+        "logging_steps",
+    ):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     for name in ("crop_size", "eval_short_side"):
@@ -200,13 +208,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.push_to_hub and not args.hub_model_id:
         p.error("--push_to_hub needs --hub_model_id")
     if args.head == "per_pixel" and args.metric_for_best_model not in (None, *SEMANTIC_METRICS):
-        p.error(f"--head per_pixel is semantic segmentation only: --metric_for_best_model must be one of "
-                f"{', '.join(SEMANTIC_METRICS)}, got {args.metric_for_best_model!r} (PQ and mask AP need mask "
-                "classification)")  # fmt: skip
-    if args.head == "per_pixel" and args.mask_loss_mode is not None:
         p.error(
-            "--mask_loss_mode is MaskFormer's mask loss; --head per_pixel trains with per-pixel cross-entropy"
+            f"--head per_pixel is semantic segmentation only: --metric_for_best_model must be one of "
+            f"{', '.join(SEMANTIC_METRICS)}, got {args.metric_for_best_model!r} (PQ and mask AP need mask "
+            "classification)"
         )
+    if args.head == "per_pixel" and args.mask_loss_mode is not None:
+        p.error("--mask_loss_mode is MaskFormer's mask loss; --head per_pixel trains with per-pixel cross-entropy")
     return args
 
 
@@ -216,8 +224,11 @@ def dataset_kwargs(args, split: str, id2label: dict[int, str] | None = None) -> 
     return shared_dataset_kwargs(args, num_images=num_images, id2label=id2label)
 
 
-_KINDS = {"semantic": "semantic annotations", "panoptic": "panoptic annotations",
-          "instance": "instance annotations (COCO JSON)"}  # fmt: skip
+_KINDS = {
+    "semantic": "semantic annotations",
+    "panoptic": "panoptic annotations",
+    "instance": "instance annotations (COCO JSON)",
+}
 
 
 def describe_labels(dataset, label_convention: str | None = None) -> str:
@@ -235,11 +246,7 @@ def describe_labels(dataset, label_convention: str | None = None) -> str:
         return f"{kind}, classes from {where}{unused}; {classes}"
     if source != "argument":
         return f"{kind}, labels as {source} defines them (no --label_convention applies); {classes}"
-    given = (
-        f"--label_convention {label_convention}"
-        if label_convention
-        else f"reduce_labels={dataset.reduce_labels}"
-    )
+    given = f"--label_convention {label_convention}" if label_convention else f"reduce_labels={dataset.reduce_labels}"
     value = "pixel" if dataset.task == "semantic" else "class channel"
     if dataset.reduce_labels:
         convention = f"ADE convention ({given}): {value} 0 = 'other', ignored; {value} k = class k-1"
@@ -306,42 +313,54 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
 
     train_data = build_dataset(args.dataset, args.train_split, **dataset_kwargs(args, args.train_split))
     eval_ids = train_data.id2label if train_data.task == "semantic" else None
-    eval_data = build_dataset(
-        args.dataset, args.eval_split, **dataset_kwargs(args, args.eval_split, eval_ids)
-    )
+    eval_data = build_dataset(args.dataset, args.eval_split, **dataset_kwargs(args, args.eval_split, eval_ids))
     if eval_data.id2label != train_data.id2label:
-        raise ValueError(f"{args.dataset}: the {args.train_split} and {args.eval_split} splits have different classes "
-                         f"({train_data.num_labels} and {eval_data.num_labels})")  # fmt: skip
-    logger.info("data %s: %s; %d items in the %r split, %d in the %r split", args.dataset, describe_labels(train_data, args.label_convention),
-                len(train_data), args.train_split, len(eval_data), args.eval_split)  # fmt: skip
-    if train_data.task == "instance" and (args.head == "per_pixel" or args.metric_for_best_model not in
-                                          (None, "mask_ap", "mask_ap50")):  # fmt: skip
-        raise ValueError("instance data (COCO JSON) has no semantic maps: it trains MaskFormer's mask classification "
-                         "and is scored by mask AP (--metric_for_best_model mask_ap or mask_ap50)")  # fmt: skip
+        raise ValueError(
+            f"{args.dataset}: the {args.train_split} and {args.eval_split} splits have different classes "
+            f"({train_data.num_labels} and {eval_data.num_labels})"
+        )
+    logger.info(
+        "data %s: %s; %d items in the %r split, %d in the %r split",
+        args.dataset,
+        describe_labels(train_data, args.label_convention),
+        len(train_data),
+        args.train_split,
+        len(eval_data),
+        args.eval_split,
+    )
+    if train_data.task == "instance" and (
+        args.head == "per_pixel" or args.metric_for_best_model not in (None, "mask_ap", "mask_ap50")
+    ):
+        raise ValueError(
+            "instance data (COCO JSON) has no semantic maps: it trains MaskFormer's mask classification "
+            "and is scored by mask AP (--metric_for_best_model mask_ap or mask_ap50)"
+        )
     if args.metric_for_best_model is None:
         args.metric_for_best_model = "mask_ap" if train_data.task == "instance" else "mean_iou"
     if checkpoint is not None:  # a rerun with other settings is refused before the pass over the data
-        check_same_run(
-            checkpoint, json.loads((checkpoint / STATE_FILE).read_text()), run_identity(args, train_data)
-        )
+        check_same_run(checkpoint, json.loads((checkpoint / STATE_FILE).read_text()), run_identity(args, train_data))
     # Every item read once, on every core, before step 1; problems reported at once (data/checks.py).
     check = {"skip_bad_items": args.skip_bad_items, "accelerator": accelerator}
     train_data = check_dataset(train_data, name=f"the {args.train_split!r} split", **check)
     eval_data = check_dataset(eval_data, name=f"the {args.eval_split!r} split", **check)
     if args.head == "per_pixel" and train_data.task == "panoptic":
-        logger.info(
-            "--head per_pixel: trained on the semantic maps of the panoptic annotations, evaluated by mIoU"
-        )
+        logger.info("--head per_pixel: trained on the semantic maps of the panoptic annotations, evaluated by mIoU")
 
     model = build_model(args, train_data.id2label)
-    # Recorded with the model (modeling_maskformer/labels.py): which classes are things, and which items of a source
+    # Recorded with the model (modeling_maskformer/data/labels.py): which classes are things, and which items of a source
     # without a validation split were held out, so that evaluating the model reads them again (data/splits.py).
     model.config.thing_ids = list(train_data.thing_ids)
     model.config.validation_held_out = None if train_data.held_out is None else train_data.held_out.to_dict()
-    choice = choose_recipe(model.config, args.recipe, pretrained_backbone=backbone_is_pretrained(args, model.config),
-                           learning_rate=args.learning_rate, weight_decay=args.weight_decay,
-                           backbone_lr_multiplier=args.backbone_lr_multiplier, warmup_steps=args.num_warmup_steps,
-                           max_grad_norm=args.max_grad_norm)  # fmt: skip
+    choice = choose_recipe(
+        model.config,
+        args.recipe,
+        pretrained_backbone=backbone_is_pretrained(args, model.config),
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        backbone_lr_multiplier=args.backbone_lr_multiplier,
+        warmup_steps=args.num_warmup_steps,
+        max_grad_norm=args.max_grad_norm,
+    )
     recipe = choice.recipe
     logger.info("%s", choice.describe())
 
@@ -350,14 +369,13 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     crop_size = args.crop_size or base_side or 512
     eval_side = args.eval_short_side or base_side or crop_size
     if args.min_scale * crop_size < 32:
-        raise ValueError(
-            f"--min_scale x crop size must be at least 32 px, got {args.min_scale} x {crop_size}"
-        )
+        raise ValueError(f"--min_scale x crop size must be at least 32 px, got {args.min_scale} x {crop_size}")
     settings = base.to_dict() if base is not None else {}
     if args.eval_short_side is not None or base_side is None:
         settings["size"] = {"shortest_edge": eval_side, "longest_edge": 4 * eval_side}
-    processor = MaskFormerImageProcessor.from_dict(settings, ignore_index=train_data.ignore_index,
-                                                   num_labels=train_data.num_labels, do_reduce_labels=False)  # fmt: skip
+    processor = MaskFormerImageProcessor.from_dict(
+        settings, ignore_index=train_data.ignore_index, num_labels=train_data.num_labels, do_reduce_labels=False
+    )
     # The saved processor records how the training data's label maps were read (transformers' field, the loader
     # already applied it: the processor that batches the training data must not apply it again).
     recorded_processor = MaskFormerImageProcessor.from_dict(
@@ -365,17 +383,17 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     )
     crop_from = "--crop_size" if args.crop_size else "the base model's processor" if base_side else "default"
     eval_from = (
-        "--eval_short_side"
-        if args.eval_short_side
-        else "the base model's processor"
-        if base_side
-        else "the crop"
+        "--eval_short_side" if args.eval_short_side else "the base model's processor" if base_side else "the crop"
     )
-    model_from = (
-        f"from {args.model_name_or_path}" if args.model_name_or_path else f"preset {args.model_preset}"
+    model_from = f"from {args.model_name_or_path}" if args.model_name_or_path else f"preset {args.model_preset}"
+    logger.info(
+        "model %s; training crop %d px (%s), evaluation short side %d px (%s)",
+        model_from,
+        crop_size,
+        crop_from,
+        eval_side,
+        eval_from,
     )
-    logger.info("model %s; training crop %d px (%s), evaluation short side %d px (%s)",
-                model_from, crop_size, crop_from, eval_side, eval_from)  # fmt: skip
 
     training_set = TrainingSet(
         train_data,
@@ -385,16 +403,24 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     collate = MaskFormerCollator(processor, mask_dtype=torch.bool)  # the model makes them float on its device
     global_batch = args.per_device_train_batch_size * accelerator.num_processes
     batches_per_epoch = len(epoch_batches(len(training_set), global_batch, args.seed, 0))
-    logger.info("%d steps, num_processes=%d, global batch %d x %d accumulation steps, %d training / %d evaluation "
-                "items", args.max_train_steps, accelerator.num_processes, global_batch,
-                args.gradient_accumulation_steps, len(training_set), len(eval_data))  # fmt: skip
+    logger.info(
+        "%d steps, num_processes=%d, global batch %d x %d accumulation steps, %d training / %d evaluation items",
+        args.max_train_steps,
+        accelerator.num_processes,
+        global_batch,
+        args.gradient_accumulation_steps,
+        len(training_set),
+        len(eval_data),
+    )
     if batches_per_epoch == 0:
         raise ValueError(
             f"the training set has {len(training_set)} items, fewer than one global batch ({global_batch})"
         )
 
-    optimizer = torch.optim.AdamW(parameter_groups(model, recipe.learning_rate, recipe.weight_decay,
-                                                   recipe.backbone_lr_multiplier), lr=recipe.learning_rate)  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, recipe.learning_rate, recipe.weight_decay, recipe.backbone_lr_multiplier),
+        lr=recipe.learning_rate,
+    )
     scheduler = get_polynomial_decay_schedule_with_warmup(
         optimizer,
         num_warmup_steps=recipe.warmup_steps,
@@ -405,8 +431,15 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     run = run_identity(args, train_data)
-    state = {"step": 0, "micro_batch": 0, "best_metric": None, "best_step": None, "last_loss": None, "history": [],
-             "run": run}  # fmt: skip
+    state = {
+        "step": 0,
+        "micro_batch": 0,
+        "best_metric": None,
+        "best_step": None,
+        "last_loss": None,
+        "history": [],
+        "run": run,
+    }
     pending_eval = False
     if checkpoint is not None:
         saved = json.loads((checkpoint / STATE_FILE).read_text())
@@ -436,15 +469,24 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
 
     if pending_eval:  # the checkpoint was saved just before an evaluation that did not finish
         evaluate()
-    progress = tqdm(total=args.max_train_steps, initial=state["step"], desc="training", dynamic_ncols=True,
-                    disable=not accelerator.is_local_main_process)  # fmt: skip
+    progress = tqdm(
+        total=args.max_train_steps,
+        initial=state["step"],
+        desc="training",
+        dynamic_ncols=True,
+        disable=not accelerator.is_local_main_process,
+    )
     start_time = time.monotonic()
     due_eval = False
     done = state["step"] >= min(args.max_train_steps, args.stop_at_step or args.max_train_steps)
     if done:
-        logger.info("nothing left to train: the run is at step %d of %d%s (a larger --max_train_steps continues it, "
-                    "--overwrite_output_dir starts over)", state["step"], args.max_train_steps,
-                    f", --stop_at_step {args.stop_at_step}" if args.stop_at_step else "")  # fmt: skip
+        logger.info(
+            "nothing left to train: the run is at step %d of %d%s (a larger --max_train_steps continues it, "
+            "--overwrite_output_dir starts over)",
+            state["step"],
+            args.max_train_steps,
+            f", --stop_at_step {args.stop_at_step}" if args.stop_at_step else "",
+        )
     model.train()
     stops, timer = StopRequests(), CheckpointTimer(args.checkpointing_minutes)
     with stops:
@@ -459,13 +501,22 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
             ]
             # NOTE: its own generator, so creating a loader (its base seed) draws nothing from the global RNG
             # that the loss's point sampling uses; otherwise a resumed run would diverge.
-            loader = torch.utils.data.DataLoader(training_set, batch_sampler=local, collate_fn=collate,
-                                                 num_workers=args.num_workers, worker_init_fn=ignore_stop_signals,
-                                                 generator=torch.Generator().manual_seed(args.seed + epoch))  # fmt: skip
+            loader = torch.utils.data.DataLoader(
+                training_set,
+                batch_sampler=local,
+                collate_fn=collate,
+                num_workers=args.num_workers,
+                worker_init_fn=ignore_stop_signals,
+                generator=torch.Generator().manual_seed(args.seed + epoch),
+            )
             for batch in loader:
                 with accelerator.accumulate(model):
-                    outputs = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"],
-                                    mask_labels=batch["mask_labels"], class_labels=batch["class_labels"])  # fmt: skip
+                    outputs = model(
+                        pixel_values=batch["pixel_values"],
+                        pixel_mask=batch["pixel_mask"],
+                        mask_labels=batch["mask_labels"],
+                        class_labels=batch["class_labels"],
+                    )
                     accelerator.backward(outputs.loss)
                     if accelerator.sync_gradients and recipe.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
@@ -486,8 +537,11 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
                 state["last_loss"] = loss
                 if state["step"] % args.logging_steps == 0:
                     state["history"].append({"step": state["step"], "loss": loss})
-                    parts = {k: accelerator.reduce(v.detach(), reduction="mean").item()
-                             for k, v in outputs.loss_dict.items() if not k[-1].isdigit()}  # fmt: skip
+                    parts = {
+                        k: accelerator.reduce(v.detach(), reduction="mean").item()
+                        for k, v in outputs.loss_dict.items()
+                        if not k[-1].isdigit()
+                    }
                     accelerator.log(
                         {
                             "train/loss": loss,
@@ -498,8 +552,7 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
                     )
                     progress.set_postfix(loss=f"{loss:.3f}")
                 out_of_time = (
-                    args.max_train_seconds is not None
-                    and time.monotonic() - start_time > args.max_train_seconds
+                    args.max_train_seconds is not None and time.monotonic() - start_time > args.max_train_seconds
                 )
                 stopped = args.stop_at_step is not None and state["step"] >= args.stop_at_step
                 done = state["step"] >= args.max_train_steps or out_of_time or stopped
@@ -526,15 +579,16 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     final_metrics = next((h["eval"] for h in reversed(state["history"]) if "eval" in h), None)
     failures = [h["step"] for h in state["history"] if "eval_error" in h]
     if failures:
-        logger.warning(
-            "%d evaluation(s) failed, at step(s) %s; see training_history.json", len(failures), failures
-        )
+        logger.warning("%d evaluation(s) failed, at step(s) %s; see training_history.json", len(failures), failures)
     if accelerator.is_main_process:
         save_hub_folder(accelerator.unwrap_model(model), recorded_processor, output_dir, args, final_metrics)
         (output_dir / "training_history.json").write_text(json.dumps(state["history"]))
         if args.push_to_hub:
-            url = push_folder_to_hub(output_dir / "best" if (output_dir / "best").is_dir() else output_dir,
-                                     args.hub_model_id, token=args.hub_token)  # fmt: skip
+            url = push_folder_to_hub(
+                output_dir / "best" if (output_dir / "best").is_dir() else output_dir,
+                args.hub_model_id,
+                token=args.hub_token,
+            )
             logger.info("pushed to %s", url)
     accelerator.end_training()
     return {"state": state, "metrics": final_metrics, "recipe": asdict(recipe)}
@@ -563,14 +617,28 @@ def evaluate_and_record(
     inside the evaluation's collective operations, so continuing would hang them."""
     step = state["step"]
     try:
-        results = summary(evaluate_model(model, processor, eval_data, accelerator=accelerator,
-                                         batch_size=args.per_device_eval_batch_size, max_items=args.max_eval_items,
-                                         show_progress=False))  # fmt: skip
+        results = summary(
+            evaluate_model(
+                model,
+                processor,
+                eval_data,
+                accelerator=accelerator,
+                batch_size=args.per_device_eval_batch_size,
+                max_items=args.max_eval_items,
+                show_progress=False,
+            )
+        )
     except Exception as error:
         if args.stop_on_eval_error or accelerator.num_processes > 1:
             raise
-        logger.warning("evaluation at step %d failed; training goes on (its checkpoint is saved; "
-                       "--stop_on_eval_error stops instead): %s: %s", step, type(error).__name__, error, exc_info=True)  # fmt: skip
+        logger.warning(
+            "evaluation at step %d failed; training goes on (its checkpoint is saved; "
+            "--stop_on_eval_error stops instead): %s: %s",
+            step,
+            type(error).__name__,
+            error,
+            exc_info=True,
+        )
         state["history"].append(
             {"step": step, "loss": state["last_loss"], "eval_error": f"{type(error).__name__}: {error}"}
         )
@@ -582,5 +650,6 @@ def evaluate_and_record(
     if score is not None and (state["best_metric"] is None or score > state["best_metric"]):
         state.update(best_metric=score, best_step=step)
         if accelerator.is_main_process:
-            save_hub_folder(accelerator.unwrap_model(model), recorded_processor, Path(args.output_dir) / "best", args,
-                            results)  # fmt: skip
+            save_hub_folder(
+                accelerator.unwrap_model(model), recorded_processor, Path(args.output_dir) / "best", args, results
+            )

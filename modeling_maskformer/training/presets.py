@@ -11,7 +11,7 @@ from ..configuration import MaskFormerConfig
 from ..configuration.configuration_per_pixel import PerPixelBaselineConfig
 from ..image_processing import MaskFormerImageProcessor
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation
-from ..per_pixel import PerPixelBaselineForSemanticSegmentation
+from ..paper.per_pixel import PerPixelBaselineForSemanticSegmentation
 
 logger = logging.getLogger(__name__)
 
@@ -32,16 +32,36 @@ def preset_config(name: str, id2label: dict[int, str]) -> MaskFormerConfig:
     if name == "demo":
         # NOTE: dropout 0 — on short from-scratch runs decoder dropout 0.1 made eval-mode predictions
         # collapse to "no object" (REFERENCE.md, observed here); the paper's 0.1 stays the default elsewhere.
-        backbone = ResNetConfig(embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 2, 1],
-                                layer_type="basic", out_features=STAGES)  # fmt: skip
-        return MaskFormerConfig(backbone_config=backbone, num_queries=20, hidden_size=128, num_attention_heads=4,
-                                decoder_layers=3, decoder_ffn_dim=512, fpn_feature_size=64, mask_feature_size=64,
-                                dropout=0.0, attention_dropout=0.0, **labels)  # fmt: skip
+        backbone = ResNetConfig(
+            embedding_size=32,
+            hidden_sizes=[32, 64, 128, 256],
+            depths=[1, 1, 2, 1],
+            layer_type="basic",
+            out_features=STAGES,
+        )
+        return MaskFormerConfig(
+            backbone_config=backbone,
+            num_queries=20,
+            hidden_size=128,
+            num_attention_heads=4,
+            decoder_layers=3,
+            decoder_ffn_dim=512,
+            fpn_feature_size=64,
+            mask_feature_size=64,
+            dropout=0.0,
+            attention_dropout=0.0,
+            **labels,
+        )
     if name in ("resnet50", "resnet101"):
         depths = [3, 4, 6, 3] if name == "resnet50" else [3, 4, 23, 3]
         backbone = ResNetConfig(depths=depths, layer_type="bottleneck", out_features=STAGES)
-        return MaskFormerConfig(backbone_config=backbone, backbone=f"microsoft/{name.replace('resnet', 'resnet-')}",
-                                use_pretrained_backbone=True, use_timm_backbone=False, **labels)  # fmt: skip
+        return MaskFormerConfig(
+            backbone_config=backbone,
+            backbone=f"microsoft/{name.replace('resnet', 'resnet-')}",
+            use_pretrained_backbone=True,
+            use_timm_backbone=False,
+            **labels,
+        )
     swin = {
         "swin-tiny": (96, [2, 2, 6, 2], [3, 6, 12, 24], 7, "microsoft/swin-tiny-patch4-window7-224"),
         "swin-small": (96, [2, 2, 18, 2], [3, 6, 12, 24], 7, "microsoft/swin-small-patch4-window7-224"),
@@ -55,13 +75,22 @@ def preset_config(name: str, id2label: dict[int, str]) -> MaskFormerConfig:
     }
     if name in swin:
         embed, depths, heads, window, checkpoint = swin[name]
-        backbone = MaskFormerSwinConfig(embed_dim=embed, depths=depths, num_heads=heads, window_size=window,
-                                        drop_path_rate=0.3, out_features=STAGES)  # fmt: skip
-        return MaskFormerConfig(backbone_config=backbone, backbone=checkpoint, use_pretrained_backbone=True,
-                                use_timm_backbone=False, **labels)  # fmt: skip
-    raise ValueError(
-        f"unknown --model_preset {name!r}; choose from demo, resnet50, resnet101, {', '.join(swin)}"
-    )
+        backbone = MaskFormerSwinConfig(
+            embed_dim=embed,
+            depths=depths,
+            num_heads=heads,
+            window_size=window,
+            drop_path_rate=0.3,
+            out_features=STAGES,
+        )
+        return MaskFormerConfig(
+            backbone_config=backbone,
+            backbone=checkpoint,
+            use_pretrained_backbone=True,
+            use_timm_backbone=False,
+            **labels,
+        )
+    raise ValueError(f"unknown --model_preset {name!r}; choose from demo, resnet50, resnet101, {', '.join(swin)}")
 
 
 def build_model(
@@ -82,9 +111,12 @@ def build_model(
         transformers_logging.set_verbosity_error()
         try:
             model, info = model_class.from_pretrained(
-                args.model_name_or_path, id2label=id2label, label2id={v: k for k, v in id2label.items()},
-                output_loading_info=True, **overrides,
-            )  # fmt: skip
+                args.model_name_or_path,
+                id2label=id2label,
+                label2id={v: k for k, v in id2label.items()},
+                output_loading_info=True,
+                **overrides,
+            )
         finally:
             transformers_logging.set_verbosity(verbosity)
         mismatched = [key[0] if isinstance(key, tuple) else key for key in info.get("mismatched_keys", [])]
@@ -95,8 +127,14 @@ def build_model(
         }
         for what, keys in problems.items():
             if keys:
-                logger.warning("%s: %d %s weight(s): %s%s", args.model_name_or_path, len(keys), what,
-                               ", ".join(keys[:8]), ", ..." if len(keys) > 8 else "")  # fmt: skip
+                logger.warning(
+                    "%s: %d %s weight(s): %s%s",
+                    args.model_name_or_path,
+                    len(keys),
+                    what,
+                    ", ".join(keys[:8]),
+                    ", ..." if len(keys) > 8 else "",
+                )
     else:
         config = preset_config(args.model_preset, id2label)
         for key, value in overrides.items():

@@ -48,8 +48,10 @@ class RecipeChoice:
 
     def describe(self) -> str:
         r = self.recipe
-        settings = (f"lr {r.learning_rate:g}, weight decay {r.weight_decay:g}, backbone lr x{r.backbone_lr_multiplier:g}, "
-                    f"warmup {r.warmup_steps} steps, poly {r.poly_power:g}, gradient clipping {r.max_grad_norm:g}")  # fmt: skip
+        settings = (
+            f"lr {r.learning_rate:g}, weight decay {r.weight_decay:g}, backbone lr x{r.backbone_lr_multiplier:g}, "
+            f"warmup {r.warmup_steps} steps, poly {r.poly_power:g}, gradient clipping {r.max_grad_norm:g}"
+        )
         name = f"recipe {self.name!r}" if self.name else "recipe from the command line"
         return f"{name} ({settings}): {self.reason}"
 
@@ -75,16 +77,16 @@ def choose_recipe(
             raise ValueError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
         return RecipeChoice(replace(RECIPES[name], **overrides), name, f"chosen with --recipe{given}")
     if not pretrained_backbone:
-        reason = (f"the {backbone_type} backbone starts from random weights, so it trains at the full learning rate "
-                  f"(the paper's recipes, backbone lr x0.1, are for ImageNet-pretrained backbones){given}")  # fmt: skip
+        reason = (
+            f"the {backbone_type} backbone starts from random weights, so it trains at the full learning rate "
+            f"(the paper's recipes, backbone lr x0.1, are for ImageNet-pretrained backbones){given}"
+        )
         return RecipeChoice(replace(RECIPES[SCRATCH], **overrides), SCRATCH, reason)
     if backbone_type in RECIPES:
         reason = f"the paper's recipe for a pretrained {backbone_type} backbone{given}"
         return RecipeChoice(replace(RECIPES[backbone_type], **overrides), backbone_type, reason)
     if all(k in overrides for k in REQUIRED_FIELDS):
-        return RecipeChoice(
-            Recipe(**overrides), None, f"no recipe for a pretrained {backbone_type} backbone{given}"
-        )
+        return RecipeChoice(Recipe(**overrides), None, f"no recipe for a pretrained {backbone_type} backbone{given}")
     raise ValueError(
         f"no training recipe for a pretrained backbone of type {backbone_type!r} (the paper's recipes: resnet, swin, "
         f"maskformer-swin). Pick one with --recipe (choose_recipe(config, name=...)), or give all of "

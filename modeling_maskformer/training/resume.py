@@ -22,9 +22,15 @@ logger = logging.getLogger(__name__)
 
 # What a training run writes into its output folder (`--overwrite_output_dir` removes exactly these).
 RUN_OUTPUTS = (
-    "checkpoints", "best", "training_history.json", "config.json", "model.safetensors", "preprocessor_config.json",
-    "README.md", "eval_results.json",
-)  # fmt: skip
+    "checkpoints",
+    "best",
+    "training_history.json",
+    "config.json",
+    "model.safetensors",
+    "preprocessor_config.json",
+    "README.md",
+    "eval_results.json",
+)
 # The settings that make a checkpoint belong to one run: a rerun that changes any of them is another run.
 IDENTITY = {
     "dataset": "--dataset",
@@ -62,8 +68,12 @@ def run_identity(args, dataset) -> dict:
         "classes": {str(k): v for k, v in dataset.id2label.items()},
         "label_convention": None if dataset.task != "semantic" else ("ade" if dataset.reduce_labels else "as_is"),
         "held_out": None if dataset.held_out is None else dataset.held_out.to_dict(),
-        "args": {k: v for k, v in vars(args).items() if k not in _UNREMARKABLE and isinstance(v, (int, float, str, bool, type(None)))},
-    }  # fmt: skip
+        "args": {
+            k: v
+            for k, v in vars(args).items()
+            if k not in _UNREMARKABLE and isinstance(v, (int, float, str, bool, type(None)))
+        },
+    }
 
 
 def earlier_outputs(output_dir: Path) -> list[Path]:
@@ -76,11 +86,11 @@ def clear_output_dir(output_dir: Path) -> None:
     if not found:
         return
     checkpoints = [p.name for p in list_checkpoints(output_dir)]
-    described = [f"{p.name}/ ({', '.join(checkpoints) or 'no checkpoint'})" if p.name == "checkpoints" else p.name
-                 for p in found]  # fmt: skip
-    logger.warning(
-        "--overwrite_output_dir: removing the earlier run's %s from %s", ", ".join(described), output_dir
-    )
+    described = [
+        f"{p.name}/ ({', '.join(checkpoints) or 'no checkpoint'})" if p.name == "checkpoints" else p.name
+        for p in found
+    ]
+    logger.warning("--overwrite_output_dir: removing the earlier run's %s from %s", ", ".join(described), output_dir)
     for path in found:
         if path.is_dir():
             shutil.rmtree(path)
@@ -100,9 +110,7 @@ def start_from(args, output_dir: Path, num_processes: int, *, clear: bool = True
     if resume is None and list_checkpoints(output_dir):
         resume = "latest"
     if resume is None:
-        found = [
-            p for p in earlier_outputs(output_dir) if p.name != "checkpoints"
-        ]  # none there: nothing to resume
+        found = [p for p in earlier_outputs(output_dir) if p.name != "checkpoints"]  # none there: nothing to resume
         if found:
             raise ValueError(
                 f"{output_dir} holds the results of an earlier run ({', '.join(p.name for p in found)}) but no "
@@ -111,8 +119,12 @@ def start_from(args, output_dir: Path, num_processes: int, *, clear: bool = True
             )
         return None
     try:
-        checkpoint = resolve_checkpoint(resume, output_dir, num_processes=num_processes,
-                                        allow_missing_random_states=args.allow_missing_random_states)  # fmt: skip
+        checkpoint = resolve_checkpoint(
+            resume,
+            output_dir,
+            num_processes=num_processes,
+            allow_missing_random_states=args.allow_missing_random_states,
+        )
     except CheckpointError as error:
         if args.resume_from_checkpoint is None:  # found by itself: say how to start over instead
             raise CheckpointError(f"{error} (or pass --overwrite_output_dir to start over)") from error
@@ -125,8 +137,10 @@ def check_same_run(checkpoint: Path, state: dict, run: dict) -> None:
     changed. A checkpoint without a recorded run (an older version's) resumes with a line saying so."""
     saved = state.get("run")
     if saved is None:
-        logger.warning("%s records no run settings (an older version wrote it): resuming without checking that it "
-                       "is this run's", checkpoint)  # fmt: skip
+        logger.warning(
+            "%s records no run settings (an older version wrote it): resuming without checking that it is this run's",
+            checkpoint,
+        )
         return
     differences = [
         f"{flag}: {_short(key, saved[key])} then, {_short(key, run[key])} now"
@@ -139,9 +153,7 @@ def check_same_run(checkpoint: Path, state: dict, run: dict) -> None:
             f"over in {checkpoint.parent.parent}, or choose another --output_dir"
         )
     before, now = saved.get("args", {}), run["args"]
-    changed = [
-        f"--{k} {before.get(k)} -> {now[k]}" for k in sorted(now) if k in before and before[k] != now[k]
-    ]
+    changed = [f"--{k} {before.get(k)} -> {now[k]}" for k in sorted(now) if k in before and before[k] != now[k]]
     if changed:
         logger.info("settings changed since %s: %s", checkpoint.name, ", ".join(changed))
 
@@ -157,5 +169,7 @@ def _short(key: str, value) -> str:
 
 def describe_resumption(checkpoint: Path, state: dict, max_steps: int, explicit: bool) -> str:
     how = "as asked" if explicit else f"the newest checkpoint in {checkpoint.parent} that verifies"
-    return (f"resuming from {checkpoint} at step {state['step']} of {max_steps} ({how}); --overwrite_output_dir starts "
-            f"over instead")  # fmt: skip
+    return (
+        f"resuming from {checkpoint} at step {state['step']} of {max_steps} ({how}); --overwrite_output_dir starts "
+        f"over instead"
+    )

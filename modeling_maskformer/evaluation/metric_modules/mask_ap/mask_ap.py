@@ -59,8 +59,20 @@ Examples:
 """
 
 _RLE = {"size": datasets.Sequence(datasets.Value("int64")), "counts": datasets.Value("string")}
-_STATS = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar1", "ar10", "ar_max", "ar_small",
-          "ar_medium", "ar_large")  # fmt: skip
+_STATS = (
+    "ap",
+    "ap50",
+    "ap75",
+    "ap_small",
+    "ap_medium",
+    "ap_large",
+    "ar1",
+    "ar10",
+    "ar_max",
+    "ar_small",
+    "ar_medium",
+    "ar_large",
+)
 
 
 def _numpy(x) -> np.ndarray:
@@ -70,8 +82,13 @@ def _numpy(x) -> np.ndarray:
 def _rles(masks) -> list[dict]:
     """COCO RLEs (counts as text) of binary masks given as (N, H, W), a list of (H, W), or RLE dicts."""
     if isinstance(masks, (list, tuple)) and masks and isinstance(masks[0], dict):
-        return [{"size": [int(v) for v in m["size"]], "counts": m["counts"].decode() if isinstance(m["counts"], bytes) else m["counts"]}
-                for m in masks]  # fmt: skip
+        return [
+            {
+                "size": [int(v) for v in m["size"]],
+                "counts": m["counts"].decode() if isinstance(m["counts"], bytes) else m["counts"],
+            }
+            for m in masks
+        ]
     masks = [_numpy(m) for m in masks] if isinstance(masks, (list, tuple)) else list(_numpy(masks))
     if not masks:
         return []
@@ -87,8 +104,12 @@ def _standard(image: dict, is_prediction: bool) -> dict:
         segmentation = _numpy(image["segmentation"])
         if segmentation.ndim == 2:
             segmentation = segmentation[None] == np.array([s["id"] for s in info]).reshape(-1, 1, 1)
-        image = {"masks": segmentation[: len(info)], "labels": [s.get("category_id", s.get("label_id")) for s in info],
-                 "scores": [s.get("score") for s in info], "iscrowd": [s.get("iscrowd", 0) for s in info]}  # fmt: skip
+        image = {
+            "masks": segmentation[: len(info)],
+            "labels": [s.get("category_id", s.get("label_id")) for s in info],
+            "scores": [s.get("score") for s in info],
+            "iscrowd": [s.get("iscrowd", 0) for s in info],
+        }
     masks = _rles(image["masks"])
     labels = [int(v) for v in _numpy(image["labels"]).reshape(-1)]
     extra = image.get("scores" if is_prediction else "iscrowd")
@@ -155,15 +176,11 @@ class MaskAp(evaluate.Metric):
         for image_id, (prediction, reference) in enumerate(zip(predictions, references), start=1):
             sizes = [m["size"] for m in reference["masks"] + prediction["masks"]]
             if any(size != sizes[0] for size in sizes):
-                raise ValueError(
-                    f"image {image_id - 1}: masks of different sizes {sorted(set(map(tuple, sizes)))}"
-                )
+                raise ValueError(f"image {image_id - 1}: masks of different sizes {sorted(set(map(tuple, sizes)))}")
             height, width = sizes[0] if sizes else (0, 0)
             images.append({"id": image_id, "height": height, "width": width})
             for rle, label, crowd in zip(reference["masks"], reference["labels"], reference["iscrowd"]):
-                ground_truth.append(
-                    _annotation(len(ground_truth) + 1, image_id, rle, label) | {"iscrowd": crowd}
-                )
+                ground_truth.append(_annotation(len(ground_truth) + 1, image_id, rle, label) | {"iscrowd": crowd})
             for rle, label, score in zip(prediction["masks"], prediction["labels"], prediction["scores"]):
                 detections.append(
                     _annotation(len(detections) + 1, image_id, rle, label) | {"score": score, "iscrowd": 0}
@@ -187,9 +204,7 @@ class MaskAp(evaluate.Metric):
             evaluation.accumulate()
             evaluation.summarize()
         results = {name: float(value) if value >= 0 else None for name, value in zip(names, evaluation.stats)}
-        precision = evaluation.eval["precision"][
-            :, :, :, 0, -1
-        ]  # (IoU thresholds, recall points, categories)
+        precision = evaluation.eval["precision"][:, :, :, 0, -1]  # (IoU thresholds, recall points, categories)
         per_category = {}
         for k, category in enumerate(evaluation.params.catIds):
             values = precision[:, :, k]

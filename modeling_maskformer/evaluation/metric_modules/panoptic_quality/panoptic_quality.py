@@ -63,16 +63,12 @@ _MAP = datasets.Sequence(datasets.Sequence(datasets.Value("int64")))
 def _standard(image: dict, with_crowd: bool) -> dict:
     """One image in the stored form: an (H, W) int64 id map and segments with exactly the schema's keys."""
     segmentation = image["segmentation"]
-    segmentation = np.asarray(
-        segmentation.cpu() if hasattr(segmentation, "cpu") else segmentation, dtype=np.int64
-    )
+    segmentation = np.asarray(segmentation.cpu() if hasattr(segmentation, "cpu") else segmentation, dtype=np.int64)
     segments = []
     for segment in image["segments_info"]:
         category = segment.get("category_id", segment.get("label_id"))
         if segment.get("id") is None or category is None:
-            raise ValueError(
-                f"every segment needs an 'id' and a 'category_id' (or 'label_id'), got {segment}"
-            )
+            raise ValueError(f"every segment needs an 'id' and a 'category_id' (or 'label_id'), got {segment}")
         segments.append({"id": int(segment["id"]), "category_id": int(category)})
         if with_crowd:
             segments[-1]["iscrowd"] = int(segment.get("iscrowd", 0))
@@ -163,17 +159,11 @@ class PanopticQuality(evaluate.Metric):
             raise ValueError(
                 f"image {image}: prediction {pred_map.shape} and reference {gt_map.shape} differ in shape"
             )
-        pred_ids, pred_cat, _ = _read_segments(
-            prediction["segments_info"], isthing, f"image {image} prediction"
-        )
-        gt_ids, gt_cat, gt_crowd = _read_segments(
-            reference["segments_info"], isthing, f"image {image} reference"
-        )
+        pred_ids, pred_cat, _ = _read_segments(prediction["segments_info"], isthing, f"image {image} prediction")
+        gt_ids, gt_cat, gt_crowd = _read_segments(reference["segments_info"], isthing, f"image {image} reference")
         unknown = np.setdiff1d(np.unique(pred_map), np.append(pred_ids, 0))
         if unknown.size:
-            raise ValueError(
-                f"image {image} prediction: segment ids {unknown.tolist()} in the map are not listed"
-            )
+            raise ValueError(f"image {image} prediction: segment ids {unknown.tolist()} in the map are not listed")
         p, g = len(pred_ids), len(gt_ids)
         pred_index = _positions(pred_map, pred_ids, unlisted=0)
         # NOTE: a ground-truth id missing from segments_info is not VOID (panopticapi): it gets its own row g + 1.
@@ -183,9 +173,7 @@ class PanopticQuality(evaluate.Metric):
         pred_area = counts[:, 1:].sum(0)  # (P,)
         absent = pred_ids[pred_area == 0]
         if absent.size:
-            raise ValueError(
-                f"image {image} prediction: listed segments {absent.tolist()} have no pixel in the map"
-            )
+            raise ValueError(f"image {image} prediction: listed segments {absent.tolist()} have no pixel in the map")
         gt_area = counts[1 : g + 1].sum(1)  # (G,)
         overlap = counts[1 : g + 1, 1:]  # (G, P)
         pred_on_void = counts[0, 1:]  # (P,)
@@ -196,9 +184,7 @@ class PanopticQuality(evaluate.Metric):
             stats[int(gt_cat[gi])] += [overlap[gi, pi] / union[gi, pi], 1, 0, 0]
         for gi in np.nonzero(~matched.any(1) & ~gt_crowd)[0]:
             stats[int(gt_cat[gi])][3] += 1
-        crowd_of = {
-            int(gt_cat[gi]): gi for gi in np.nonzero(gt_crowd)[0]
-        }  # the last crowd segment per category
+        crowd_of = {int(gt_cat[gi]): gi for gi in np.nonzero(gt_crowd)[0]}  # the last crowd segment per category
         for pi in np.nonzero(~matched.any(0))[0]:
             ignored = pred_on_void[pi]
             if int(pred_cat[pi]) in crowd_of:
@@ -213,9 +199,7 @@ def _summarise(stats: dict[int, np.ndarray], isthing: dict[int, bool]) -> dict:
         entry = {"pq": 0.0, "sq": 0.0, "rq": 0.0, "tp": int(tp), "fp": int(fp), "fn": int(fn)}
         if tp + fp + fn > 0:
             denominator = tp + 0.5 * fp + 0.5 * fn
-            entry.update(
-                pq=float(iou / denominator), sq=float(iou / tp) if tp else 0.0, rq=float(tp / denominator)
-            )
+            entry.update(pq=float(iou / denominator), sq=float(iou / tp) if tp else 0.0, rq=float(tp / denominator))
             for suffix in ("", "_things" if isthing[category] else "_stuff"):
                 groups[suffix].append(entry)
         per_category[category] = entry

@@ -1,0 +1,321 @@
+"""What a model's classes mean, as its folder records it, and the rules every reader of a model follows.
+
+A trained folder records (training writes them; transformers' own fields where transformers has them):
+
+- `config.id2label`: the class names, ids 0..K-1;
+- `config.thing_ids`: the classes that are things (the others are stuff), or null when unknown;
+- `preprocessor_config.json`'s `do_reduce_labels` and `ignore_index`: how the training data's semantic label
+  maps were read. `do_reduce_labels: true` is ADE20K's convention (pixel 0 = "other", ignored; pixel k = class
+  k-1; `--label_convention ade`), false the values as they are (`--label_convention as_is`). These are
+  transformers' `MaskFormerImageProcessor` fields with transformers' meaning, so its own checkpoints record
+  theirs the same way.
+- `config.validation_held_out`: the validation split its training run held out of a training subset when the
+  data had none (`{"fraction": 0.15, "seed": 0, "subset": "all", "items": 40}`, `data.splits.HoldOut`), or null
+  (the data had its own validation split, or the folder predates the record).
+
+The rules (`LabelSettings`): a dataset read for a model uses the recorded convention unless told otherwise (an
+explicit choice that contradicts it is followed, with a warning); a model with no recorded convention and no
+choice is refused with the flag to pass, never read as ADE's; a dataset whose classes differ from the model's
+is refused naming both, unless overridden; data without a validation split holds out the items the training run
+held out (`data.splits.RecordedHoldOut`). `segment` (instance: never a stuff class; panoptic: stuff fused by
+default) is the post-processing of every reader: the pipeline, the app, `scripts/predict.py`.
+
+NOTE: a folder written by this package before the label settings were recorded (its config has no `thing_ids`)
+always said `do_reduce_labels: false`, whatever the data, so its convention counts as unknown.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PretrainedConfig
+from transformers.image_processing_base import ImageProcessingMixin
+
+from ..configuration.configuration_maskformer import MaskFormerConfig, check_local_source
+from ..configuration.configuration_per_pixel import PerPixelBaselineConfig
+from ..configuration.transformers_format import STASH_KEY
+
+logger = logging.getLogger(__name__)
+
+OUR_MODEL_TYPES = (MaskFormerConfig.model_type, PerPixelBaselineConfig.model_type)
+# How the convention is spelled on the command line, and as a loader argument.
+CONVENTION_FLAGS = {True: "--label_convention ade", False: "--label_convention as_is"}
+CONVENTION_NAMES = {True: "ade", False: "as_is"}
+OVERRIDE_FLAG = "--ignore_class_mismatch"
+TASKS = ("semantic", "instance", "panoptic")
+
+
+def convention_flag(reduce_labels: bool) -> str:
+    return f"{CONVENTION_FLAGS[reduce_labels]} (reduce_labels={reduce_labels})"
+
+
+def _choices_message(source: str) -> str:
+    return (
+        f"{source} records no label convention, so how to read semantic label maps for it must be chosen: pass "
+        f"{convention_flag(True)} for ADE20K's (pixel 0 = 'other', ignored; pixel k = class k-1) or "
+        f"{convention_flag(False)} for pixel values that are the class ids"
+    )
+
+
+def _names(id2label: Mapping[int, str], limit: int = 6) -> str:
+    names = [id2label[i] for i in sorted(id2label)]
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+
+
+def _normalized(id2label: Mapping[int, str]) -> dict[int, str]:
+    """Names compared without case and surrounding spaces (transformers' ADE20K checkpoints say "bed ")."""
+    return {int(k): str(v).strip().lower() for k, v in id2label.items()}
+
+
+def _has_own_names(id2label: Mapping[int, str]) -> bool:
+    """False for the numbered classes a loader makes when the data names none ("0", "1", ...)."""
+    return any(name != str(index) for index, name in id2label.items())
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """A model's classes and the label convention of its training data; see the module docstring.
+
+    `thing_ids` None: the things/stuff split is unknown. `reduce_labels` None: no convention recorded. `held_out`:
+    the record `config.validation_held_out` as saved (None: none)."""
+
+    id2label: dict[int, str]
+    thing_ids: list[int] | None
+    reduce_labels: bool | None
+    ignore_index: int | None
+    source: str
+    held_out: Mapping[str, Any] | None = None
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    @property
+    def stuff_ids(self) -> list[int] | None:
+        if self.thing_ids is None:
+            return None
+        return sorted(set(self.id2label) - set(self.thing_ids))
+
+    @classmethod
+    def from_pretrained(cls, model_path: str | os.PathLike, **hub_kwargs: Any) -> LabelSettings:
+        """From a model folder or Hub id: ours (either format) or transformers' own (a Hub checkpoint)."""
+        source = str(model_path)
+        check_local_source(source)  # a path that does not exist: said so, not the Hub's repo-id message
+        config, _ = PretrainedConfig.get_config_dict(source, **hub_kwargs)
+        if not config:
+            raise OSError(f"{source} has no config.json: not a saved model folder")
+        try:
+            processor, _ = ImageProcessingMixin.get_image_processor_dict(source, **hub_kwargs)
+        except OSError:  # no preprocessor_config.json
+            processor = {}
+        ours = config.get("model_type") in OUR_MODEL_TYPES or STASH_KEY in config
+        reduce_labels = next(
+            (bool(processor[k]) for k in ("do_reduce_labels", "reduce_labels") if k in processor), None
+        )
+        if ours and config.get("thing_ids") is None:
+            reduce_labels = None  # see the module docstring
+        return cls(
+            id2label={int(k): v for k, v in (config.get("id2label") or {}).items()},
+            thing_ids=None if config.get("thing_ids") is None else sorted(int(i) for i in config["thing_ids"]),
+            reduce_labels=reduce_labels,
+            ignore_index=processor.get("ignore_index"),
+            source=source,
+            held_out=config.get("validation_held_out"),
+        )
+
+    @classmethod
+    def from_model(cls, model, processor=None) -> LabelSettings:
+        """From a loaded model: the classes from its config, the convention from the folder it was loaded from
+        (else from `processor`, counted as recorded when the config records `thing_ids`, as training writes)."""
+        config = model.config
+        id2label = {int(k): v for k, v in config.id2label.items()}
+        thing_ids = getattr(config, "thing_ids", None)
+        held_out = getattr(config, "validation_held_out", None)
+        folder = getattr(config, "name_or_path", "") or getattr(config, "_name_or_path", "")
+        if folder and (Path(folder) / "config.json").is_file():
+            return replace(cls.from_pretrained(folder), id2label=id2label, thing_ids=thing_ids, held_out=held_out)
+        recorded = processor is not None and thing_ids is not None
+        return cls(
+            id2label=id2label,
+            thing_ids=thing_ids,
+            reduce_labels=bool(processor.do_reduce_labels) if recorded else None,
+            ignore_index=getattr(processor, "ignore_index", None),
+            source=f"the {type(model).__name__}" + (f" from {folder}" if folder else ""),
+            held_out=held_out,
+        )
+
+    def label_convention(self, requested: bool | None) -> bool:
+        """The convention to read semantic label maps with: `requested` (None: the recorded one). A request that
+        contradicts the record is followed with a warning; neither is a ValueError naming the flags."""
+        if requested is None:
+            if self.reduce_labels is None:
+                raise ValueError(_choices_message(self.source))
+            logger.info(
+                "label convention %s, recorded by %s (do_reduce_labels=%s)",
+                CONVENTION_NAMES[self.reduce_labels],
+                self.source,
+                str(self.reduce_labels).lower(),
+            )
+            return self.reduce_labels
+        if self.reduce_labels is not None and requested != self.reduce_labels:
+            logger.warning(
+                "%s contradicts %s, whose training data was read with %s: using %s as asked (right only "
+                "if these label files are written differently from the training data's)",
+                convention_flag(requested),
+                self.source,
+                convention_flag(self.reduce_labels),
+                CONVENTION_NAMES[requested],
+            )
+        return requested
+
+    def check_dataset(self, dataset, *, ignore_class_mismatch: bool = False, name: str = "the dataset") -> None:
+        """Refuse (ValueError, one line naming both) a dataset whose classes differ from the model's (names compared
+        without case and surrounding spaces), unless `ignore_class_mismatch` (then a warning). A dataset with numbered classes and the model's count takes
+        the model's names."""
+        ours, theirs = self.id2label, dataset.id2label
+        if len(ours) == len(theirs) and not _has_own_names(theirs) and _has_own_names(ours):
+            dataset.id2label = dict(ours)
+            logger.info("%s names no classes: using the %d names of %s", name, len(ours), self.source)
+            return
+        if _normalized(theirs) != _normalized(ours):
+            differ = "class counts" if len(theirs) != len(ours) else "class names"
+            message = (
+                f"{name} has {len(theirs)} classes ({_names(theirs)}) but {self.source} predicts {len(ours)} "
+                f"({_names(ours)})"
+            )
+            if not ignore_class_mismatch:
+                raise ValueError(
+                    f"{message}: the {differ} differ; pass {OVERRIDE_FLAG} to evaluate anyway "
+                    f"(class ids are then compared as numbers)"
+                )
+            logger.warning("%s; evaluating anyway (%s): class ids are compared as numbers", message, OVERRIDE_FLAG)
+        known = self.thing_ids is not None and dataset.task != "semantic"
+        if known and sorted(dataset.thing_ids) != sorted(self.thing_ids):
+            logger.warning(
+                "%s and %s differ in which classes are things (%s vs %s): the metrics follow %s",
+                name,
+                self.source,
+                dataset.thing_ids,
+                self.thing_ids,
+                name,
+            )
+
+
+def model_thing_ids(config, source: str = "the model") -> list[int] | None:
+    """`config.thing_ids`, or None with one log line when the model does not record it (a folder saved before
+    it was recorded, a transformers checkpoint): then instance output lists every class and panoptic output
+    fuses only what the caller asks, as before."""
+    thing_ids = getattr(config, "thing_ids", None)
+    if thing_ids is None:
+        logger.info(
+            "%s does not record which classes are things and which stuff (config.thing_ids): instance "
+            "segmentation lists every class, panoptic segmentation fuses no class by default",
+            source,
+        )
+        return None
+    if not thing_ids:
+        logger.info(
+            "%s records no thing class (trained on semantic labels): instance segmentation finds nothing; "
+            "use semantic or panoptic segmentation",
+            source,
+        )
+    return list(thing_ids)
+
+
+def task_caveats(config, tasks: Collection[str], source: str = "the model") -> list[str]:
+    """One line per limit of this model for the requested `tasks`, from its recorded classes (`config.thing_ids`;
+    nothing when it is unknown): no thing class (instance output finds nothing), or no stuff class, not even a
+    background (semantic maps give every pixel an object class; panoptic segments cover the background with
+    objects). Each line names the model, the reason and what to do."""
+    thing_ids = getattr(config, "thing_ids", None)
+    if thing_ids is None:
+        return []
+    lines = []
+    if "instance" in tasks and not thing_ids:
+        lines.append(
+            f"{source} records no thing class (config.thing_ids is empty: it was trained on semantic label "
+            f"maps), so instance segmentation finds nothing: every image gets 0 instances (COCO results []). "
+            f"Use semantic or panoptic segmentation with this model; for instances, train on instance or "
+            f"panoptic data (COCO JSON, a COCO panoptic folder)"
+        )
+    no_stuff = {int(i) for i in thing_ids} >= {int(i) for i in config.id2label}
+    dense = [task for task in ("semantic", "panoptic") if task in tasks]
+    if no_stuff and dense:
+        effects = {
+            "semantic": "semantic maps give every pixel one of its object classes, the background included",
+            "panoptic": "panoptic output leaves empty only the pixels no confident object mask covers, so the "
+            "background often becomes part of an object segment",
+        }
+        lines.append(
+            f"{source} has no background or stuff class (every class is a thing, as after training on COCO "
+            f"instance data): {'; '.join(effects[task] for task in dense)}. Instance segmentation gives "
+            f"its objects alone"
+        )
+    return lines
+
+
+def drop_stuff(result: dict, thing_ids: Collection[int]) -> dict:
+    """An instance-segmentation result without its stuff segments, ids renumbered 0..N-1 (as Mask2Former's
+    instance inference keeps only thing classes). In a segment-id map the pixels of a dropped segment become
+    -1 (no instance); binary maps (N, H, W) lose their rows."""
+    things = {int(i) for i in thing_ids}
+    segments = result["segments_info"]
+    kept = [n for n, segment in enumerate(segments) if segment["label_id"] in things]
+    if len(kept) == len(segments):
+        return result
+    segmentation = result["segmentation"]
+    if segmentation.dim() == 3:  # (N, H, W) binary maps, one per segment in segments_info's order
+        segmentation = segmentation[kept]
+    else:  # (H, W) segment ids, -1 = no instance
+        lookup = torch.full((len(segments) + 1,), -1, dtype=segmentation.dtype, device=segmentation.device)
+        lookup[torch.tensor([segments[n]["id"] for n in kept], dtype=torch.long)] = torch.arange(
+            len(kept), dtype=segmentation.dtype, device=segmentation.device
+        )
+        segmentation = lookup[segmentation.long().clamp(min=-1)]  # index -1 is the last entry: -1
+    info = [{**segments[n], "id": new} for new, n in enumerate(kept)]
+    return {**result, "segmentation": segmentation, "segments_info": info}
+
+
+def segment(
+    processor,
+    outputs,
+    task: str,
+    *,
+    thing_ids: Collection[int] | None,
+    target_sizes: list[tuple[int, int]] | None = None,
+    threshold: float = 0.5,
+    mask_threshold: float = 0.5,
+    overlap_mask_area_threshold: float = 0.8,
+    label_ids_to_fuse: Collection[int] | None = None,
+    return_binary_maps: bool = False,
+) -> list:
+    """Post-process a batch of `outputs` for `task` with the things/stuff rules: instance results never hold a
+    stuff class, and panoptic results fuse the stuff classes unless `label_ids_to_fuse` says otherwise
+    (`thing_ids` None: the split is unknown, so neither). `return_binary_maps`: instance masks as (N, H, W)
+    stacks, overlaps kept."""
+    if task == "semantic":
+        return processor.post_process_semantic_segmentation(outputs, target_sizes=target_sizes)
+    common = {
+        "threshold": threshold,
+        "mask_threshold": mask_threshold,
+        "overlap_mask_area_threshold": overlap_mask_area_threshold,
+        "target_sizes": target_sizes,
+    }
+    if task == "instance":
+        results = processor.post_process_instance_segmentation(
+            outputs, return_binary_maps=return_binary_maps, **common
+        )
+        return results if thing_ids is None else [drop_stuff(result, thing_ids) for result in results]
+    if task == "panoptic":
+        if label_ids_to_fuse is None and thing_ids is not None:
+            num_labels = outputs["class_queries_logits"].shape[-1] - 1  # (B, Q, K + 1)
+            label_ids_to_fuse = set(range(num_labels)) - {int(i) for i in thing_ids}
+        fuse = None if label_ids_to_fuse is None else set(label_ids_to_fuse)
+        return processor.post_process_panoptic_segmentation(outputs, label_ids_to_fuse=fuse, **common)
+    raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")

@@ -1,0 +1,140 @@
+"""`pipeline("image-segmentation")` with arrays, the fast inference path and quicker masks.
+
+The stock pipeline works with this package's model and processor as they are. Passing
+`pipeline_class=MaskFormerSegmentationPipeline` adds:
+
+- numpy arrays and torch tensors as inputs (H×W, H×W×C or C×H×W; uint8, uint16, or float in [0, 1]); the stock
+  pipeline accepts only paths, URLs, base64 strings and PIL images;
+- `fast_inference=True`: the model's opt-in fast path (channels-last, bf16 autocast where the CPU or GPU computes
+  bf16 natively, float32 elsewhere; `MaskFormerForInstanceSegmentation.enable_fast_inference`);
+- the per-segment masks (PIL "L" images, 0 / 255) drawn with one table lookup per segment on an 8-bit copy of
+  the map instead of a full-size comparison, multiplication and conversion each. Same results;
+- `tta=True` (or a `TestTimeAugmentation`): semantic maps from the authors' multi-scale + flip test-time
+  augmentation (`modeling_maskformer.inference.tta`; True: sizes around the processor's test size). Semantic subtask only;
+- the per-pixel baseline answers semantic segmentation when no subtask is given (the stock pipeline asks it
+  for panoptic segmentation, which it refuses);
+- the model's things and stuff (`config.thing_ids`, recorded by training): instance segmentation never lists a
+  stuff class, and panoptic segmentation fuses the stuff classes unless `label_ids_to_fuse` is given (a model
+  that does not record them: as the stock pipeline, with one log line saying so).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers.image_utils import load_image
+from transformers.pipelines.image_segmentation import ImageSegmentationPipeline
+
+from ..configuration.configuration_per_pixel import PerPixelBaselineConfig
+from ..data.labels import model_thing_ids, segment
+from ..image_processing.validation import image_to_tensor
+from .tta import TestTimeAugmentation, semantic_segmentation_tta
+
+# Arrays are converted once here; the image processor re-checks size limits.
+_NO_LIMIT = {"min_side": 1, "max_side": 1 << 30, "max_pixels": 1 << 62}
+
+
+def array_to_pil(image: np.ndarray | torch.Tensor) -> Image.Image:
+    tensor, in_unit_range = image_to_tensor(image, "pipeline input", **_NO_LIMIT)
+    if tensor.is_floating_point():
+        tensor = (tensor * (255.0 if in_unit_range else 1.0)).round().clamp(0, 255)
+    array = tensor.to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).convert("RGB")
+
+
+def segment_masks(segmentation: torch.Tensor, ids: list[int]) -> list[Image.Image]:
+    """One "L" mask (255 where `segmentation` equals the id, 0 elsewhere) per id."""
+    values = segmentation.numpy()
+    if ids and 0 <= min(ids) and max(ids) < 255:
+        # NOTE: one 8-bit copy of the map (any other value -> 255, never an id), then a 256-entry table per mask.
+        base = Image.fromarray(np.where((values >= 0) & (values < 255), values, 255).astype(np.uint8), mode="L")
+        return [base.point([255 if value == segment_id else 0 for value in range(256)]) for segment_id in ids]
+    return [Image.fromarray(((values == segment_id) * 255).astype(np.uint8), mode="L") for segment_id in ids]
+
+
+class MaskFormerSegmentationPipeline(ImageSegmentationPipeline):
+    def __init__(self, *args, fast_inference: bool = False, tta: bool | TestTimeAugmentation = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if fast_inference:
+            if not hasattr(self.model, "enable_fast_inference"):
+                raise ValueError(f"fast_inference needs this package's model, got {type(self.model).__name__}")
+            self.model.enable_fast_inference()
+        self.tta = TestTimeAugmentation.for_processor(self.image_processor) if tta is True else tta or None
+        name = getattr(self.model.config, "name_or_path", "") or type(self.model).__name__
+        self.thing_ids = model_thing_ids(self.model.config, name)
+
+    def _sanitize_parameters(self, label_ids_to_fuse=None, **kwargs):
+        preprocess, forward, postprocess = super()._sanitize_parameters(**kwargs)
+        if label_ids_to_fuse is not None:
+            postprocess["label_ids_to_fuse"] = label_ids_to_fuse
+        return preprocess, forward, postprocess
+
+    def _default_subtask(self, subtask):
+        """The per-pixel baseline (`PerPixelBaselineForSemanticSegmentation`) answers semantic segmentation only, so
+        no subtask means "semantic" for it (for MaskFormer, as in transformers, "panoptic")."""
+        if subtask is None and isinstance(self.model.config, PerPixelBaselineConfig):
+            return "semantic"
+        return subtask
+
+    def preprocess(self, image, subtask=None, timeout=None):
+        subtask = self._default_subtask(subtask)
+        if isinstance(image, (np.ndarray, torch.Tensor)):
+            image = array_to_pil(image)
+        if self.tta is not None:
+            if subtask != "semantic":
+                raise ValueError(
+                    f"tta applies to subtask='semantic' only (the authors' test-time augmentation averages "
+                    f"semantic scores), got subtask={subtask!r}"
+                )
+            image = load_image(image, timeout=timeout)
+            return {"tta_image": image, "target_size": [(image.height, image.width)]}
+        return super().preprocess(image, subtask=subtask, timeout=timeout)
+
+    def _forward(self, model_inputs):
+        if "tta_image" not in model_inputs:
+            return super()._forward(model_inputs)
+        sizes = model_inputs["target_size"]
+        maps = semantic_segmentation_tta(
+            self.model, self.image_processor, model_inputs["tta_image"], self.tta, target_sizes=sizes
+        )
+        return {"tta_segmentation": maps[0], "target_size": sizes}
+
+    def postprocess(
+        self,
+        model_outputs,
+        subtask=None,
+        threshold=0.9,
+        mask_threshold=0.5,
+        overlap_mask_area_threshold=0.5,
+        label_ids_to_fuse=None,
+    ):
+        processor, labels = self.image_processor, self.model.config.id2label
+        sizes = model_outputs["target_size"]
+        subtask = self._default_subtask(subtask)
+        if subtask in {"panoptic", "instance", None}:
+            outputs = segment(
+                processor,
+                model_outputs,
+                subtask or "panoptic",
+                thing_ids=self.thing_ids,
+                target_sizes=sizes,
+                threshold=threshold,
+                mask_threshold=mask_threshold,
+                overlap_mask_area_threshold=overlap_mask_area_threshold,
+                label_ids_to_fuse=label_ids_to_fuse,
+            )[0]
+            segments = outputs["segments_info"]
+            masks = segment_masks(outputs["segmentation"], [segment["id"] for segment in segments])
+            return [
+                {"score": segment["score"], "label": labels[segment["label_id"]], "mask": mask}
+                for segment, mask in zip(segments, masks)
+            ]
+        if subtask == "semantic":
+            segmentation = model_outputs.get("tta_segmentation")
+            if segmentation is None:
+                segmentation = processor.post_process_semantic_segmentation(model_outputs, target_sizes=sizes)[0]
+            ids = torch.unique(segmentation).tolist()
+            masks = segment_masks(segmentation, ids)
+            return [{"score": None, "label": labels[i], "mask": mask} for i, mask in zip(ids, masks)]
+        raise ValueError(f"Subtask {subtask} is not supported for model {type(self.model)}")

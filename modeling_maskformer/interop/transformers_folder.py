@@ -1,0 +1,160 @@
+"""Transformers-native folders: what `save_pretrained` writes when transformers' MaskFormer can represent the
+model exactly, and how our classes read such a folder (any transformers MaskFormer folder) back.
+
+A native folder is transformers' own: config.json with model_type "maskformer" (our training settings under
+`transformers_format.STASH_KEY`), the weights under transformers' key names, and a preprocessor_config.json
+naming transformers' `MaskFormerImageProcessor`. Plain transformers, the Hub widget and `pipeline()` load it
+with no `trust_remote_code`; our classes convert it on the fly (`conversion.py`'s key rules), every setting
+restored. The network is the same at inference (conversion parity 0.0, tests/test_parity.py).
+
+Otherwise (see `transformers_format.transformers_refusals`) the folder is the remote-code one
+(`configuration/remote_code.py`), and saving says so in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ..configuration.remote_code import (
+    TRANSFORMERS_MODEL_TYPE,
+    folder_model_type,
+    mark_processor_config,
+    remote_code_modules,
+)
+from ..configuration.transformers_format import transformers_refusals, write_transformers_config
+
+logger = logging.getLogger(__name__)
+
+FolderFormat = Literal["auto", "transformers", "remote_code"]
+_PREFIX = "model."
+
+
+def is_transformers_folder(folder: str | Path) -> bool:
+    return folder_model_type(folder) == TRANSFORMERS_MODEL_TYPE
+
+
+def is_transformers_source(source: str, hub_kwargs: Mapping) -> bool:
+    """Whether a local folder or (cached / reachable) Hub repo holds transformers' MaskFormer config.json."""
+    if Path(source).is_dir():
+        return is_transformers_folder(source)
+    from transformers.utils import cached_file
+
+    try:
+        config_file = cached_file(
+            source,
+            "config.json",
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+            **hub_kwargs,
+        )
+    except (OSError, ValueError):  # not a repo id: our config loading names the problem
+        return False
+    return config_file is not None and is_transformers_folder(Path(config_file).parent)
+
+
+def choose_format(config, folder_format: FolderFormat) -> tuple[bool, list[str]]:
+    """(write natively?, why not): "auto" is native whenever transformers can represent the model."""
+    if folder_format not in ("auto", "transformers", "remote_code"):
+        raise ValueError(f"folder_format={folder_format!r}: must be 'auto', 'transformers' or 'remote_code'")
+    if folder_format == "remote_code":
+        return False, ["folder_format='remote_code'"]
+    refusals = transformers_refusals(config)
+    if refusals and folder_format == "transformers":
+        raise ValueError(
+            "folder_format='transformers': transformers' MaskFormer cannot represent " + "; ".join(refusals)
+        )
+    return not refusals, refusals
+
+
+def transformers_weight_refusals(model) -> list[str]:
+    """Our weights that transformers' key rules place nowhere (empty: all of them map)."""
+    from .transformers_weights import find_rule, transformers_rules
+
+    rules, _ = transformers_rules(model.config)
+    prefix = "" if hasattr(model, "class_head") else _PREFIX
+    unplaced = [key for key in model.state_dict() if find_rule(rules, prefix + key, to_ours=False) is None]
+    if not unplaced:
+        return []
+    return [f"{len(unplaced)} weights with no place in its checkpoint (e.g. {', '.join(unplaced[:3])})"]
+
+
+def save_transformers_folder(model, folder: str | Path, **save_kwargs) -> None:
+    """Write `model` (ours, full or base) as transformers' MaskFormer folder; see the module docstring."""
+    from transformers import MaskFormerForInstanceSegmentation as TransformersFull
+    from transformers import MaskFormerModel as TransformersBase
+
+    from .transformers_weights import config_to_transformers, state_dict_to_transformers
+
+    full = hasattr(model, "class_head")
+    state = model.state_dict()
+    if not full:  # the key rules name full-model keys
+        state = {f"{_PREFIX}{key}": value for key, value in state.items()}
+    tf_config = config_to_transformers(model.config, state if full else None)
+    # NOTE: building transformers' model initialises it at random; the global RNG must not move (a checkpoint
+    # saved mid-run would change the rest of the run's random numbers).
+    with torch.random.fork_rng(devices=[]):
+        tf_model = (TransformersFull if full else TransformersBase)(tf_config)
+    target = tf_model.state_dict()
+    if not full:
+        target = {f"{_PREFIX}{key}": value for key, value in target.items()}
+    converted = state_dict_to_transformers(state, model.config, target)
+    if not full:
+        converted = {key.removeprefix(_PREFIX): value for key, value in converted.items()}
+    tf_model.to(next(model.parameters()).dtype).load_state_dict(converted, strict=True)
+    tf_model.save_pretrained(folder, **save_kwargs)
+    if not save_kwargs.get("is_main_process", True):
+        return
+    folder = Path(folder)
+    architectures = json.loads((folder / "config.json").read_text()).get("architectures")
+    write_transformers_config(model.config, folder, architectures)
+    # A folder saved before in the remote-code format: its code files would only mislead.
+    for name in remote_code_modules():
+        (folder / name).unlink(missing_ok=True)
+    mark_processor_config(folder)
+
+
+def read_transformers_state_dict(
+    source: str, config, hub_kwargs: Mapping, *, skip_class_head: bool, heads: bool = True
+) -> dict[str, Tensor]:
+    """Our full-model state dict from a transformers MaskFormer folder or Hub repo (full or base checkpoint),
+    checked against the model `config` builds (`CheckpointMismatchError` naming the keys); without the heads
+    when `heads` is False (for our base model)."""
+    from safetensors.torch import load_file
+
+    from ..modeling_maskformer import MaskFormerForInstanceSegmentation
+    from .loading import checkpoint_files
+    from .transformers_weights import state_dict_from_transformers
+
+    found = checkpoint_files(
+        source,
+        hub_kwargs,
+        ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"),
+    )
+    if found is None:
+        raise FileNotFoundError(f"{source}: no model.safetensors or pytorch_model.bin (or a sharded index)")
+    state: dict[str, Tensor] = {}
+    for file in found[1]:
+        if file.endswith(".safetensors"):
+            state.update(load_file(file))
+        else:  # tensors only, no pickled code
+            state.update(torch.load(file, map_location="cpu", weights_only=True))
+    if not any(key.startswith(_PREFIX) for key in state):  # transformers' MaskFormerModel: no heads, no prefix
+        state = {f"{_PREFIX}{key}": value for key, value in state.items()}
+    with torch.device("meta"):
+        target = MaskFormerForInstanceSegmentation(config).state_dict()
+    has_heads = any(not key.startswith(_PREFIX) for key in state if not key.startswith("criterion."))
+    skipped = () if has_heads and heads else ("class_head.", "mask_head.")
+    if not heads:
+        state = {key: value for key, value in state.items() if key.startswith((_PREFIX, "criterion."))}
+    if skip_class_head:  # a new class head (another num_labels): initialised, not loaded
+        skipped = (*skipped, "class_head.")
+        state = {key: value for key, value in state.items() if not key.startswith("class_predictor.")}
+    target = {key: value for key, value in target.items() if not key.startswith(skipped)} if skipped else target
+    return state_dict_from_transformers(state, config, target)

@@ -1,0 +1,509 @@
+"""Checkpoint conversion between this package and transformers' MaskFormer (the authors' detectron2
+checkpoints: `conversion_original.py`).
+
+    model, processor = convert_from_transformers("facebook/maskformer-swin-tiny-ade", "out/ours")
+    convert_to_transformers("out/ours", "out/transformers")
+
+Weights move by explicit `Rule`s: a template of the foreign key and the template(s) of ours, with typed
+placeholders (`{i}` an index, `{p}` weight|bias, `{rest}` anything). Several of ours = the foreign tensor is
+split in equal chunks along dim 0 (fused q/k/v); the reverse direction concatenates them. Every conversion is
+checked against a freshly built target model: a key no rule covers, a missing or unexpected key or a shape
+mismatch raises `CheckpointMismatchError` naming the keys. Nothing is dropped silently: the only source keys
+skipped are the non-parameter buffers listed next to each format, and the only target keys not converted are
+buffers the target model computes from its config (taken from the fresh model).
+
+transformers facts used here (5.23, `models/maskformer/`):
+- Key names: 5.x names the decoder attention output `o_proj` and the FFN `mlp.fc1/fc2`; 4.x checkpoints (and
+  5.x `save_pretrained`, which reverts to the old names: `conversion_mapping.py`, entries "maskformer" and
+  "DetrModel") use `out_proj` and layer-level `fc1/fc2`. Both are read; 5.x names are written.
+- A backbone config of type "swin" is built as a MaskFormer-Swin (`MaskFormerPixelLevelModule`), with the
+  four stages as outputs. We keep "swin" as a plain `SwinBackbone` (same numerics, checked to 1e-6) and map
+  its keys (`swin.*`, `q_proj`, `hidden_states_norms.stageN`) to MaskFormer-Swin's (`model.*`,
+  `attention.self.query`, `hidden_states_norms.{N-1}`).
+- `decoder_config.auxiliary_loss=True` writes the final LayerNorm into the decoder's residual stream after
+  every layer (the original normalises only the per-layer predictions): such checkpoints convert, with a
+  warning, but their outputs differ from transformers'. We always write `auxiliary_loss=False`.
+- transformers cannot represent: the "+6 Enc" pixel decoder, pre-norm layers, a mask MLP depth other than 3,
+  a backbone its `AutoBackbone` cannot build; `convert_to_transformers` refuses those with a ValueError.
+- With `use_auxiliary_loss=True`, transformers' forward fails unless `output_hidden_states=True`, so False is
+  written; that and every training setting of ours it lacks are kept under `maskformer_hf_training` in its
+  config.json and restored on the way back (configuration/transformers_format.py, which also holds the config
+  conversion itself).
+- The Swin backbones' final LayerNorm, which their backbone output never applies, is not built in ours
+  (backbone.py): skipped when reading, taken from transformers' fresh model when writing.
+
+The key rules also serve the transformers-native folders `save_pretrained` writes (transformers_folder.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..configuration.configuration_maskformer import MaskFormerConfig, check_local_source
+from ..configuration.transformers_format import STASH_KEY, settings_from_transformers  # noqa: F401 (re-exported)
+from ..configuration.transformers_format import config_to_transformers as _config_to_transformers
+from ..image_processing.image_processing_maskformer import MaskFormerImageProcessor
+from ..modeling_maskformer import MaskFormerForInstanceSegmentation
+from .saving import make_weights_readable
+
+logger = logging.getLogger(__name__)
+
+_PLACEHOLDERS = {
+    "i": r"\d+",
+    "j": r"\d+",
+    "k": r"\d+",
+    "p": r"weight|bias",
+    "stat": r"weight|bias|running_mean|running_var",
+    "rest": r".+",
+}
+
+
+# ----------------------------------------------------------------------------------------------------
+# The rule engine
+# ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rule:
+    """`foreign` key template <-> `ours` template(s); several of ours split the foreign tensor along dim 0."""
+
+    foreign: str
+    ours: tuple[str, ...]
+
+    def __init__(self, foreign: str, *ours: str):
+        object.__setattr__(self, "foreign", foreign)
+        object.__setattr__(self, "ours", ours)
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fit the model it is converted to; the message lists the keys."""
+
+
+@functools.cache
+def _pattern(template: str) -> re.Pattern:
+    parts = re.split(r"\{(\w+)\}", template)
+    return re.compile(
+        "".join(
+            re.escape(part) if i % 2 == 0 else f"(?P<{part}>{_PLACEHOLDERS[part]})" for i, part in enumerate(parts)
+        )
+    )
+
+
+def _listing(title: str, keys: Sequence[str], limit: int = 20) -> str:
+    shown = ", ".join(keys[:limit])
+    more = f", ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return f"{len(keys)} {title}: {shown}{more}"
+
+
+def drop_keys(state_dict: Mapping[str, Any], patterns: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
+    """Remove the keys that fully match one of `patterns` (explicitly skipped buffers); returns (kept, skipped)."""
+    compiled = [re.compile(p) for p in patterns]
+    kept, skipped = {}, []
+    for key, value in state_dict.items():
+        if any(p.fullmatch(key) for p in compiled):
+            skipped.append(key)
+        else:
+            kept[key] = value
+    return kept, skipped
+
+
+def find_rule(rules: Sequence[Rule], key: str, to_ours: bool) -> tuple[Rule, int, dict[str, str]] | None:
+    """The first rule with a template on the source side that matches `key`: (rule, template index, groups)."""
+    for rule in rules:
+        for index, template in enumerate((rule.foreign,) if to_ours else rule.ours):
+            if match := _pattern(template).fullmatch(key):
+                return rule, index, match.groupdict()
+    return None
+
+
+def apply_rules(
+    state_dict: Mapping[str, Tensor], rules: Sequence[Rule], *, to_ours: bool
+) -> tuple[dict[str, Tensor], list[str]]:
+    """Renames (and splits or concatenates) every key by the first rule that matches it.
+
+    Returns the converted dict and the source keys that no rule covers (or that could not be converted:
+    a fused tensor whose size does not split, a part of a fused tensor without its siblings, a duplicate).
+    """
+    converted: dict[str, Tensor] = {}
+    problems: list[str] = []
+    parts: dict[str, tuple[int, dict[int, Tensor]]] = {}  # fused foreign key -> (count, {index: our part})
+
+    def put(name: str, tensor: Tensor, source: str) -> None:
+        if name in converted:
+            problems.append(f"{source} (maps to {name}, already converted)")
+        converted[name] = tensor
+
+    for key, value in state_dict.items():
+        found = find_rule(rules, key, to_ours)
+        if found is None:
+            problems.append(key)
+            continue
+        rule, index, groups = found
+        if not to_ours:
+            name = rule.foreign.format(**groups)
+            if len(rule.ours) == 1:
+                put(name, value, key)
+            else:
+                parts.setdefault(name, (len(rule.ours), {}))[1][index] = value
+        elif len(rule.ours) == 1:
+            put(rule.ours[0].format(**groups), value, key)
+        elif value.shape[0] % len(rule.ours):
+            problems.append(f"{key} (dim 0 of {tuple(value.shape)} does not split in {len(rule.ours)})")
+        else:
+            for template, chunk in zip(rule.ours, value.chunk(len(rule.ours))):
+                put(template.format(**groups), chunk.clone(), key)
+    for name, (count, pieces) in parts.items():
+        if len(pieces) == count:
+            converted[name] = torch.cat([pieces[i] for i in range(count)])
+        else:
+            problems.append(f"{name} (only parts {sorted(pieces)} of {count} present)")
+    return converted, problems
+
+
+def check_state_dict(
+    converted: Mapping[str, Tensor],
+    expected: Mapping[str, Tensor],
+    *,
+    unconverted: Sequence[str] = (),
+    what: str = "checkpoint",
+) -> None:
+    """Raise `CheckpointMismatchError` unless `converted` has exactly the keys and shapes of `expected`."""
+    missing = sorted(set(expected) - set(converted))
+    unexpected = sorted(set(converted) - set(expected))
+    mismatched = [
+        f"{key} (checkpoint {tuple(converted[key].shape)}, model {tuple(expected[key].shape)})"
+        for key in sorted(set(converted) & set(expected))
+        if tuple(converted[key].shape) != tuple(expected[key].shape)
+    ]
+    problems = [
+        _listing(title, keys)
+        for title, keys in (
+            ("keys no conversion rule covers", list(unconverted)),
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        )
+        if keys
+    ]
+    if problems:
+        raise CheckpointMismatchError(f"{what} does not fit the model: " + "; ".join(problems))
+
+
+def convert_state_dict(
+    state_dict: Mapping[str, Tensor],
+    rules: Sequence[Rule],
+    target: Mapping[str, Tensor],
+    *,
+    to_ours: bool,
+    skipped_source: Sequence[str] = (),
+    computed_target: Sequence[str] = (),
+    what: str = "checkpoint",
+) -> dict[str, Tensor]:
+    """Skip the listed source buffers, apply the rules, take the listed target buffers from `target` (the
+    state dict of a freshly built target model) and check the result against `target`."""
+    kept, skipped = drop_keys(state_dict, skipped_source)
+    if skipped:
+        logger.info("Skipped %d non-parameter buffers: %s", len(skipped), ", ".join(skipped[:20]))
+    converted, unconverted = apply_rules(kept, rules, to_ours=to_ours)
+    computed = [re.compile(p) for p in computed_target]
+    for key, value in target.items():
+        if key not in converted and any(p.fullmatch(key) for p in computed):
+            converted[key] = value.clone()
+    check_state_dict(converted, target, unconverted=unconverted, what=what)
+    return converted
+
+
+# ----------------------------------------------------------------------------------------------------
+# transformers <-> ours: key rules
+# ----------------------------------------------------------------------------------------------------
+_TF_DECODER = "model.transformer_module.decoder"
+_OUR_DECODER = "model.transformer_decoder"
+_TF_FPN = "model.pixel_level_module.decoder"
+_TF_BACKBONE = "model.pixel_level_module.encoder"
+_OUR_BACKBONE = "model.backbone.body"
+
+
+def _transformers_head_rules() -> list[Rule]:
+    """Pixel decoder, transformer decoder and heads; 5.x names first (written), 4.x names after (read)."""
+    layer, ours = f"{_TF_DECODER}.layers.{{i}}", f"{_OUR_DECODER}.layers.{{i}}"
+    rules = [
+        Rule(f"{_TF_FPN}.fpn.stem.{{k}}.{{p}}", "model.pixel_decoder.stem.{k}.{p}"),
+        Rule(f"{_TF_FPN}.fpn.layers.{{i}}.proj.{{k}}.{{p}}", "model.pixel_decoder.layers.{i}.lateral.{k}.{p}"),
+        Rule(f"{_TF_FPN}.fpn.layers.{{i}}.block.{{k}}.{{p}}", "model.pixel_decoder.layers.{i}.output.{k}.{p}"),
+        Rule(f"{_TF_FPN}.mask_projection.{{p}}", "model.pixel_decoder.mask_features.{p}"),
+        Rule("model.transformer_module.queries_embedder.weight", f"{_OUR_DECODER}.query_embed.weight"),
+        Rule("model.transformer_module.input_projection.{p}", f"{_OUR_DECODER}.input_proj.{{p}}"),
+        Rule(f"{_TF_DECODER}.layernorm.{{p}}", f"{_OUR_DECODER}.layernorm.{{p}}"),
+        Rule("class_predictor.{p}", "class_head.{p}"),
+        Rule("mask_embedder.{i}.0.{p}", "mask_head.layers.{i}.{p}"),
+    ]
+    for theirs, our in (("self_attn", "self_attn"), ("encoder_attn", "cross_attn")):
+        rules += [Rule(f"{layer}.{theirs}.{x}_proj.{{p}}", f"{ours}.{our}.{x}_proj.{{p}}") for x in "qkv"]
+        rules.append(Rule(f"{layer}.{theirs}.o_proj.{{p}}", f"{ours}.{our}.out_proj.{{p}}"))
+        rules.append(Rule(f"{layer}.{theirs}.out_proj.{{p}}", f"{ours}.{our}.out_proj.{{p}}"))  # 4.x
+        rules.append(Rule(f"{layer}.{theirs}_layer_norm.{{p}}", f"{ours}.{our}_norm.{{p}}"))
+    rules.append(Rule(f"{layer}.final_layer_norm.{{p}}", f"{ours}.ffn_norm.{{p}}"))
+    for fc in ("fc1", "fc2"):
+        rules.append(Rule(f"{layer}.mlp.{fc}.{{p}}", f"{ours}.ffn.{fc}.{{p}}"))
+        rules.append(Rule(f"{layer}.{fc}.{{p}}", f"{ours}.ffn.{fc}.{{p}}"))  # 4.x
+    return rules
+
+
+def _swin_backbone_rules(num_stages: int) -> list[Rule]:
+    """transformers' MaskFormer-Swin (what it builds for "swin") <-> a plain `SwinBackbone` (ours for "swin")."""
+    tf, ours = f"{_TF_BACKBONE}.model", f"{_OUR_BACKBONE}.swin"
+    block, our_block = f"{tf}.encoder.layers.{{i}}.blocks.{{j}}", f"{ours}.encoder.layers.{{i}}.blocks.{{j}}"
+    rules = [
+        Rule(f"{tf}.embeddings.{{rest}}", f"{ours}.embeddings.{{rest}}"),
+        Rule(f"{tf}.encoder.layers.{{i}}.downsample.{{rest}}", f"{ours}.encoder.layers.{{i}}.downsample.{{rest}}"),
+        Rule(
+            f"{block}.attention.self.relative_position_bias_table",
+            f"{our_block}.attention.relative_position_bias.relative_position_bias_table",
+        ),
+        Rule(f"{block}.attention.output.dense.{{p}}", f"{our_block}.attention.o_proj.{{p}}"),
+        Rule(f"{block}.intermediate.dense.{{p}}", f"{our_block}.mlp.fc1.{{p}}"),
+        Rule(f"{block}.output.dense.{{p}}", f"{our_block}.mlp.fc2.{{p}}"),
+        Rule(f"{block}.layernorm_before.{{p}}", f"{our_block}.layernorm_before.{{p}}"),
+        Rule(f"{block}.layernorm_after.{{p}}", f"{our_block}.layernorm_after.{{p}}"),
+    ]
+    rules += [
+        Rule(f"{block}.attention.self.{name}.{{p}}", f"{our_block}.attention.{name[0]}_proj.{{p}}")
+        for name in ("query", "key", "value")
+    ]
+    rules += [
+        Rule(
+            f"{_TF_BACKBONE}.hidden_states_norms.{n}.{{p}}",
+            f"{_OUR_BACKBONE}.hidden_states_norms.stage{n + 1}.{{p}}",
+        )
+        for n in range(num_stages)
+    ]
+    return rules
+
+
+def transformers_rules(config: MaskFormerConfig) -> tuple[list[Rule], list[str]]:
+    """Rules for transformers <-> ours, and the transformers buffers that have no counterpart in ours (skipped
+    when reading, computed by transformers' model when writing)."""
+    rules = _transformers_head_rules()
+    tf_buffers = [
+        r"criterion\.empty_weight",  # no-object class weight, built from no_object_weight
+        # MaskFormer-Swin's final LayerNorm, which its backbone never applies: not built in ours (backbone.py).
+        rf"{re.escape(_TF_BACKBONE)}\.model\.layernorm\.(weight|bias)",
+    ]
+    if config.backbone_config.model_type == "swin":
+        rules += _swin_backbone_rules(len(config.backbone_config.depths))
+        # MaskFormer-Swin stores the relative position index (a function of the window size); Swin does not.
+        tf_buffers.append(r".*\.relative_position_index")
+    else:
+        rules.append(Rule(f"{_TF_BACKBONE}.{{rest}}", f"{_OUR_BACKBONE}.{{rest}}"))
+    return rules, tf_buffers
+
+
+# ----------------------------------------------------------------------------------------------------
+# transformers <-> ours: configs and processors
+# ----------------------------------------------------------------------------------------------------
+def config_from_transformers(tf_config) -> MaskFormerConfig:
+    """Our config from a `transformers.MaskFormerConfig` (its `decoder_config` is a DETR config)."""
+    return MaskFormerConfig(**settings_from_transformers(tf_config, MaskFormerConfig))
+
+
+def config_to_transformers(config: MaskFormerConfig, state_dict: Mapping[str, Tensor] | None = None):
+    """A `transformers.MaskFormerConfig` for our config (`transformers_format.config_to_transformers`), also
+    refusing a state dict whose mask MLP depth transformers lacks."""
+    if state_dict is not None:
+        depth = len({k.split(".")[2] for k in state_dict if k.startswith("mask_head.layers.")})
+        if depth != 3:
+            raise ValueError(
+                f"transformers' MaskFormer cannot represent this model: a {depth}-layer mask MLP (transformers' is 3 layers)"
+            )
+    return _config_to_transformers(config)
+
+
+def processor_from_transformers(settings: Mapping[str, Any] | None) -> MaskFormerImageProcessor:
+    """Our processor from the dict in a transformers `preprocessor_config.json` (legacy keys accepted)."""
+    settings = dict(settings or {})
+    settings.setdefault("ignore_index", None)  # transformers' default: no ignore value
+    return MaskFormerImageProcessor(**settings)
+
+
+def processor_to_transformers(processor: MaskFormerImageProcessor) -> dict[str, Any]:
+    """The `preprocessor_config.json` dict transformers' `MaskFormerImageProcessor` reads.
+
+    NOTE: transformers 5.23 resizes to a multiple of `size_divisor` (distorting the aspect ratio) where we
+    pad; the value is kept so that transformers does what it always does with such checkpoints.
+    """
+    settings = {
+        "image_processor_type": "MaskFormerImageProcessor",
+        "do_resize": processor.do_resize,
+        "size": dict(processor.size),
+        "resample": int(processor.resample),
+        "do_rescale": processor.do_rescale,
+        "rescale_factor": processor.rescale_factor,
+        "do_normalize": processor.do_normalize,
+        "image_mean": list(processor.image_mean),
+        "image_std": list(processor.image_std),
+        "ignore_index": processor.ignore_index,
+        "do_reduce_labels": processor.do_reduce_labels,
+        "size_divisor": processor.size_divisor,
+    }
+    if processor.num_labels is not None:
+        settings["num_labels"] = processor.num_labels
+    return settings
+
+
+# ----------------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------------
+def resolve_source(source: str | Path) -> Path:
+    """A local folder, or a Hub id downloaded with `huggingface_hub.snapshot_download`."""
+    path = Path(source)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"{source}: expected a folder (config.json + weights), got a file")
+    check_local_source(str(source))  # a path that cannot be a Hub id: "no such file or folder"
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors", "*.bin"]))
+    except Exception as error:  # offline, unknown repo, gated repo: many exception types
+        raise OSError(
+            f"{source}: no such local folder, and it could not be downloaded from the Hugging Face Hub "
+            f"({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}). "
+            "Without network access, pass a local folder."
+        ) from error
+
+
+def _read_config(folder: Path, source: str | Path) -> dict[str, Any]:
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{source} has no config.json: not a saved model folder")
+    try:
+        return json.loads(config_file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_file}: not valid JSON ({error})") from error
+
+
+def load_weights(folder: Path) -> dict[str, Tensor]:
+    """The state dict of a transformers folder: model.safetensors, pytorch_model.bin, or their sharded index.
+
+    `.bin` files are read with `torch.load(weights_only=True)`: tensors only, no pickled code.
+    """
+    from safetensors.torch import load_file
+
+    def load(file: Path) -> dict[str, Tensor]:
+        if file.suffix == ".safetensors":
+            return load_file(str(file))
+        return torch.load(file, map_location="cpu", weights_only=True)
+
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return load(folder / name)
+        index = folder / f"{name}.index.json"
+        if index.is_file():
+            state: dict[str, Tensor] = {}
+            for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+                state.update(load(folder / shard))
+            return state
+    raise FileNotFoundError(f"{folder}: no model.safetensors or pytorch_model.bin (or a sharded index)")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Entry points
+# ----------------------------------------------------------------------------------------------------
+def state_dict_from_transformers(
+    state_dict: Mapping[str, Tensor], config: MaskFormerConfig, target: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    """transformers (4.x or 5.x names) -> ours, checked against `target` (our fresh model's state dict)."""
+    rules, tf_buffers = transformers_rules(config)
+    return convert_state_dict(
+        state_dict, rules, target, to_ours=True, skipped_source=tf_buffers, what="transformers checkpoint"
+    )
+
+
+def state_dict_to_transformers(
+    state_dict: Mapping[str, Tensor], config: MaskFormerConfig, target: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    """ours -> transformers 5.x names, checked against `target` (a fresh transformers model's state dict)."""
+    rules, tf_buffers = transformers_rules(config)
+    return convert_state_dict(
+        state_dict, rules, target, to_ours=False, computed_target=tf_buffers, what="our checkpoint"
+    )
+
+
+def convert_from_transformers(
+    source: str | Path, destination: str | Path | None = None
+) -> tuple[MaskFormerForInstanceSegmentation, MaskFormerImageProcessor]:
+    """Read a transformers MaskFormer folder (or Hub id) and return our model (eval mode) and processor;
+    with `destination`, also `save_pretrained` both there."""
+    from transformers import MaskFormerConfig as TransformersMaskFormerConfig
+
+    folder = resolve_source(source)
+    raw_config = _read_config(folder, source)
+    if raw_config.get("model_type") != "maskformer":
+        raise ValueError(
+            f"{source}: config.json has model_type {raw_config.get('model_type')!r}, expected 'maskformer' "
+            "(a transformers MaskFormer checkpoint)"
+        )
+    config = config_from_transformers(TransformersMaskFormerConfig.from_dict(raw_config))
+    model = MaskFormerForInstanceSegmentation(config)
+    converted = state_dict_from_transformers(load_weights(folder), config, model.state_dict())
+    model.load_state_dict(converted, strict=True)
+    model.eval()
+    processor_file = folder / "preprocessor_config.json"
+    settings = json.loads(processor_file.read_text()) if processor_file.is_file() else None
+    if settings is None:
+        logger.warning("%s has no preprocessor_config.json: transformers' default processor settings", source)
+    processor = processor_from_transformers(settings)
+    if destination is not None:
+        model.save_pretrained(destination)
+        processor.save_pretrained(destination)
+    return model, processor
+
+
+def convert_to_transformers(
+    source: str | Path | MaskFormerForInstanceSegmentation,
+    destination: str | Path,
+    processor: MaskFormerImageProcessor | None = None,
+):
+    """Write our model (a folder or an instance) as a transformers MaskFormer folder that
+    `transformers.MaskFormerForInstanceSegmentation.from_pretrained` and `AutoImageProcessor.from_pretrained`
+    load. Returns the transformers model (eval mode)."""
+    from transformers import MaskFormerForInstanceSegmentation as TransformersMaskFormer
+
+    if isinstance(source, MaskFormerForInstanceSegmentation):
+        model = source
+    else:
+        model_type = _read_config(resolve_source(source), source).get("model_type")
+        if model_type not in ("maskformer", MaskFormerConfig.model_type):
+            raise ValueError(
+                f"{source}: config.json has model_type {model_type!r}, expected {MaskFormerConfig.model_type!r} or "
+                "'maskformer' (a MaskFormer folder)"
+            )
+        model = MaskFormerForInstanceSegmentation.from_pretrained(source)
+        if processor is None and (Path(source) / "preprocessor_config.json").is_file():
+            processor = MaskFormerImageProcessor.from_pretrained(source)
+    state_dict = model.state_dict()
+    tf_model = TransformersMaskFormer(config_to_transformers(model.config, state_dict))
+    converted = state_dict_to_transformers(state_dict, model.config, tf_model.state_dict())
+    tf_model.load_state_dict(converted, strict=True)
+    tf_model.eval()
+    tf_model.save_pretrained(destination)
+    make_weights_readable(destination)
+    if model.config.backbone_config.model_type == "swin":
+        # transformers rewrote its config's "swin" as MaskFormer-Swin while building; keep "swin" (as on the Hub)
+        # so that converting back gives our SwinBackbone again (transformers converts it on every load).
+        config_file = Path(destination) / "config.json"
+        saved = json.loads(config_file.read_text())
+        saved["backbone_config"] = model.config.backbone_config.to_dict()
+        config_file.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
+    settings = json.dumps(processor_to_transformers(processor or MaskFormerImageProcessor()), indent=2, sort_keys=True)
+    (Path(destination) / "preprocessor_config.json").write_text(settings + "\n")
+    return tf_model
