@@ -3,8 +3,8 @@
     if __name__ == "__main__":
         run_cli(main)
 
-A user error (a bad path, a wrong format, a refused pickle, an invalid value) prints one line on stderr,
-`<program>: error: <message>`, and exits with status 2, like argparse's own errors. `--debug` anywhere on the
+A user error (`errors.UserError`: a bad path, a wrong format, a refused pickle, an invalid value) prints one line
+on stderr, `<program>: error: <message>`, and exits with status 2, like argparse's own errors. `--debug` anywhere on the
 command line (or `MASKFORMER_DEBUG=1` in the environment, handy under `accelerate launch`) shows the full
 traceback instead. Anything else is a bug and keeps its traceback.
 
@@ -19,7 +19,6 @@ code that installs its own (the training loop, to save a checkpoint) and restore
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import sys
 import threading
@@ -27,16 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .interop.loading import MaskFormerLoadError
+from .errors import UserError
 
-# Exceptions that report something about the user's input or environment, not a defect of the program.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,  # invalid values, wrong formats, mismatched checkpoints (CheckpointMismatchError), bad JSON
-    OSError,  # missing or unreadable files, nothing on the Hub
-    pickle.UnpicklingError,  # refused or damaged pickles
-    ImportError,  # an optional dependency that is not installed
-    MaskFormerLoadError,  # a saved folder whose weights do not fit its config
-)
 DEBUG_FLAG = "--debug"
 
 
@@ -81,7 +72,7 @@ def run_cli(main: Callable[[], Any]) -> Any:
         detail = f": {one_line(interrupt)}" if str(interrupt).strip() else ""
         print(f"{program}: interrupted{by}{detail}", file=sys.stderr)
         raise SystemExit(128 + signum) from None
-    except USER_ERRORS as error:
+    except UserError as error:
         if debug:
             raise
         print(f"{program}: error: {one_line(error)}", file=sys.stderr)

@@ -16,13 +16,15 @@ from collections.abc import Callable, Mapping
 
 import torch
 
+from ..errors import UserError
+
 Shapes = Mapping[str, tuple[int, ...]]
 HEADS = ("class_head.", "mask_head.")
 _BACKBONE = "model.backbone."
 _WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
-class MaskFormerLoadError(Exception):
+class MaskFormerLoadError(UserError):
     """A folder of this package that cannot give the model: its weights do not fit its config, or are damaged.
 
     NOTE: deliberately not a ValueError, OSError, RuntimeError or TypeError. transformers' `pipeline()` catches
