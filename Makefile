@@ -47,7 +47,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 
 bench: $(STAMP)
-	$(PY) scripts/run_benchmarks.py
+	$(PY) -m benchmarks
 
 # MaskFormer against the per-pixel classification baseline at 8, 32 and 128 classes (README, "MaskFormer against
 # per-pixel classification"): about 30 minutes on 2 CPU cores; MINUTES=... changes the budget.

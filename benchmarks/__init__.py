@@ -1,1 +1,1 @@
-"""Benchmarks of this package against transformers' MaskFormer (`scripts/run_benchmarks.py`)."""
+"""Benchmarks of this package against transformers' MaskFormer (`python -m benchmarks`, `make bench`)."""

@@ -1,8 +1,8 @@
 """Side-by-side benchmark: this package vs transformers 5.23's MaskFormer, same weights, same inputs.
 
-    python scripts/run_benchmarks.py                  # full run (~5-10 min on 2 cores): `make bench`
-    python scripts/run_benchmarks.py --quick          # 128 px inputs, one repeat: a smoke run of the real shapes
-    python scripts/run_benchmarks.py --compile --train-backbones r50 swin-t --output outputs/benchmark.json
+    python -m benchmarks                  # full run (~5-10 min on 2 cores): `make bench`
+    python -m benchmarks --quick          # 128 px inputs, one repeat: a smoke run of the real shapes
+    python -m benchmarks --compile --train-backbones r50 swin-t --output outputs/benchmark.json
 
 Models: a randomly initialised `transformers.MaskFormerForInstanceSegmentation` at the ADE20K shapes (150
 classes, 100 queries, d=256, 6 decoder layers, FPN/mask 256) with a Swin-T and a ResNet-50 backbone, saved,

@@ -1,4 +1,4 @@
-"""All sections in one run, as `scripts/run_benchmarks.py` (`make bench`) does it."""
+"""All sections in one run, as `python -m benchmarks` (`make bench`) does it."""
 
 from __future__ import annotations
 

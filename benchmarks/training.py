@@ -19,13 +19,16 @@ import transformers
 from benchmarks.common import TRAIN_IMPLS, Settings, bench_environment, median_times, training_batch
 from modeling_maskformer.modeling_maskformer import MaskFormerForInstanceSegmentation
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 
 def run_in_subprocess(spec: dict, timeout: float, module: str = __name__) -> dict:
     """Runs `module` (this one by default) as a worker with `spec` in a fresh process; its last stdout line is the
     JSON result."""
     command = [sys.executable, "-m", module, json.dumps(spec)]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        # NOTE: benchmarks/ is not installed: the worker finds it from the checkout's root, whatever the cwd.
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     if done.returncode != 0:

@@ -1,15 +1,12 @@
-"""Smoke test of scripts/run_benchmarks.py: the tiniest run (tiny model, 64 px inputs) fills every section of the
+"""Smoke test of `python -m benchmarks` (`make bench`): the tiniest run (tiny model, 64 px inputs) fills every section of the
 JSON. No timing assertions: timings on a shared CI machine say nothing."""
 
 from __future__ import annotations
 
 import json
-import runpy
-from pathlib import Path
 
+from benchmarks.__main__ import main
 from benchmarks.common import TRAIN_IMPLS
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "run_benchmarks.py"
 
 ARGS = [
     "--tiny",
@@ -28,7 +25,6 @@ ARGS = [
 
 def test_tiny_benchmark_writes_every_section(tmp_path):
     output = tmp_path / "benchmark.json"
-    main = runpy.run_path(str(SCRIPT))["main"]  # the script's own main, without running it as __main__
     returned = main([*ARGS, "--output", str(output)])
     results = json.loads(output.read_text())
     assert results["summary"] == json.loads(json.dumps(returned["summary"]))
@@ -73,7 +69,6 @@ def test_large_section_measures_in_a_fresh_process(tmp_path):
     """The large section's machinery (`--sections large --tiny`: one Cityscapes-sized case, ours only): a time, a
     peak memory and the size of the returned map, from a worker process."""
     output = tmp_path / "large.json"
-    main = runpy.run_path(str(SCRIPT))["main"]
     main(["--tiny", "--threads", "1", "--sections", "large", "--output", str(output)])
     (entry,) = json.loads(output.read_text())["large"]["post_processing"].values()
     run = entry["ours"]

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.__main__ import main
 from modeling_maskformer.data import SyntheticShapes, build_dataset
 from modeling_maskformer.data.checks import DataCheckError, check_dataset
 from modeling_maskformer.data.decoding import open_image
@@ -235,7 +236,7 @@ def test_skip_bad_items_trains_on_the_rest(tmp_path, caplog):
 def test_the_benchmark_section_runs(tmp_path):
     """`make bench`'s data_check section, at its tiniest (the figures are in docs/data-coco.md)."""
     output = tmp_path / "bench.json"
-    assert run_script("run_benchmarks.py", ["--tiny", "--sections", "data_check", "--output", output]) == 0
+    main(["--tiny", "--sections", "data_check", "--output", str(output)])
     section = json.loads(output.read_text())["data_check"]
     assert section["settings"]["num_items"] == 80 and section["seconds"] > 0 and section["cpu_seconds"] > 0
     assert set(section["per_item_ms"]) == {"check (JPEG data at 1/8 scale)", "full decode"}

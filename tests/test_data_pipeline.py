@@ -265,17 +265,18 @@ def test_bool_masks_give_the_model_the_same_loss():
 
 
 def test_data_section_runs_at_a_tiny_size(tmp_path):
-    """`scripts/run_benchmarks.py --tiny --sections data` (as `make bench` runs it), in its own process: the section
+    """`python -m benchmarks --tiny --sections data` (as `make bench` runs it), in its own process: the section
     starts DataLoader workers and sets torch's and OpenCV's thread counts, which should not leak into this one."""
     import json
     import subprocess
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "run_benchmarks.py"
+    root = Path(__file__).resolve().parents[1]
     output = tmp_path / "benchmark.json"
     run = subprocess.run(
-        [sys.executable, str(script), "--tiny", "--sections", "data", "--output", str(output)],
+        [sys.executable, "-m", "benchmarks", "--tiny", "--sections", "data", "--output", str(output)],
+        cwd=root,
         capture_output=True,
         text=True,
         timeout=300,

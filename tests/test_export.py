@@ -285,12 +285,9 @@ def test_clear_errors(tmp_path, exported):
 @pytest.mark.slow
 @NEEDS_OPENVINO
 def test_runtime_benchmark_section_tiny(tmp_path):
-    """scripts/run_benchmarks.py --sections runtime: every runtime timed, floors computed (no timing asserts)."""
-    import runpy
-    from pathlib import Path
+    """`python -m benchmarks --sections runtime`: every runtime timed, floors computed (no timing asserts)."""
+    from benchmarks.__main__ import main
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "run_benchmarks.py"
-    main = runpy.run_path(str(script))["main"]
     output = tmp_path / "bench.json"
     results = main(
         ["--tiny", "--threads", "1", "--backbones", "r50", "--sections", "runtime", "--output", str(output)]
