@@ -181,7 +181,7 @@ def parse_only(program: Path, argv: list[str], run_name: str = "__main__") -> No
     except SystemExit as error:
         if error.code == 0 and {"-h", "--help"} & set(argv):
             return
-        raise AssertionError(f"{program.name} {shlex.join(argv)}: the parser refused it (exit {error.code})")
+        raise AssertionError(f"{program.name} {shlex.join(argv)}: the parser refused it (exit {error.code})") from None
     finally:
         argparse.ArgumentParser.parse_known_args = original
         sys.argv = saved
