@@ -277,31 +277,16 @@ class PanopticQualityMetric:
         tp, fp, fn = self.tp.double(), self.fp.double(), self.fn.double()
         counted = (self.tp + self.fp + self.fn) > 0
         denominator = (tp + 0.5 * fp + 0.5 * fn).clamp(min=1e-12)
-        pq, sq, rq = (
-            self.iou_sum / denominator,
-            torch.where(tp > 0, self.iou_sum / tp.clamp(min=1), 0.0),
-            tp / denominator,
-        )
+        sq = torch.where(tp > 0, self.iou_sum / tp.clamp(min=1), 0.0)
+        scores = {"pq": self.iou_sum / denominator, "sq": sq, "rq": tp / denominator}  # (C,) each
         results: dict[str, Any] = {}
-        for suffix, subset in (
-            ("", counted),
-            ("_things", counted & self.is_thing),
-            ("_stuff", counted & ~self.is_thing),
-        ):
-            for name, values in (("pq", pq), ("sq", sq), ("rq", rq)):
-                results[name + suffix] = float(values[subset].mean()) if subset.any() else None
+        groups = {"": counted, "_things": counted & self.is_thing, "_stuff": counted & ~self.is_thing}
+        for suffix, subset in groups.items():
+            results |= {k + suffix: float(v[subset].mean()) if subset.any() else None for k, v in scores.items()}
             results["n" + suffix] = int(subset.sum())
         results["per_class"] = {
-            _label(self.id2label, category): {
-                **{
-                    name: float(values[i]) if counted[i] else None
-                    for name, values in (("pq", pq), ("sq", sq), ("rq", rq))
-                },
-                "tp": int(self.tp[i]),
-                "fp": int(self.fp[i]),
-                "fn": int(self.fn[i]),
-                "isthing": bool(self.is_thing[i]),
-            }
+            _label(self.id2label, category): {k: float(v[i]) if counted[i] else None for k, v in scores.items()}
+            | {"tp": int(self.tp[i]), "fp": int(self.fp[i]), "fn": int(self.fn[i]), "isthing": bool(self.is_thing[i])}
             for i, category in enumerate(self.category_ids)
         }
         return results
@@ -311,20 +296,7 @@ class PanopticQualityMetric:
 # COCO mask AP
 # ----------------------------------------------------------------------------------------------------------
 
-_STATS = (
-    "ap",
-    "ap50",
-    "ap75",
-    "ap_small",
-    "ap_medium",
-    "ap_large",
-    "ar1",
-    "ar10",
-    "ar{}",
-    "ar_small",
-    "ar_medium",
-    "ar_large",
-)
+_STATS = "ap ap50 ap75 ap_small ap_medium ap_large ar1 ar10 ar{} ar_small ar_medium ar_large".split()  # COCOeval.stats
 
 
 def _rles(masks: Any) -> list[dict[str, Any]]:
