@@ -12,7 +12,7 @@
 from .evaluator import Evaluator, evaluate_model, instance_ground_truth, load_model_folder, summary
 from .hub_metrics import METRIC_NAMES, load_metric, metric_module_path
 from .metrics import MaskAPMetric, PanopticQualityMetric, SemanticSegmentationMetric, format_table
-from .trainer_metrics import SegmentationMetrics
+from .trainer_metrics import SegmentationMetrics, SegmentationTrainer
 
 __all__ = [
     "METRIC_NAMES",
@@ -20,6 +20,7 @@ __all__ = [
     "MaskAPMetric",
     "PanopticQualityMetric",
     "SegmentationMetrics",
+    "SegmentationTrainer",
     "SemanticSegmentationMetric",
     "evaluate_model",
     "format_table",
