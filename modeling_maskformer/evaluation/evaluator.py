@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,13 +82,13 @@ class Evaluator:
         self.panoptic_threshold, self.overlap_threshold = panoptic_threshold, overlap_threshold
         self.thing_ids = {int(c) for c in thing_ids}
         self.stuff_ids = sorted(set(id2label) - self.thing_ids)
-        self.semantic = self.panoptic = self.instance = None
+        self.metrics: dict[str, Any] = {}  # "semantic", "panoptic", "instance": what `compute` returns
         if not instances:
-            self.semantic = SemanticSegmentationMetric(len(id2label), ignore_index=ignore_index, id2label=id2label)
+            self.metrics["semantic"] = SemanticSegmentationMetric(len(id2label), ignore_index, id2label=id2label)
         if panoptic:
-            self.panoptic = PanopticQualityMetric(sorted(self.thing_ids), self.stuff_ids, id2label=id2label)
+            self.metrics["panoptic"] = PanopticQualityMetric(sorted(self.thing_ids), self.stuff_ids, id2label=id2label)
         if instances or (panoptic and self.thing_ids):
-            self.instance = MaskAPMetric(id2label=id2label)
+            self.metrics["instance"] = MaskAPMetric(id2label=id2label)
 
     @classmethod
     def for_dataset(cls, dataset, id2label: dict[int, str], *, semantic_only: bool = False, **kwargs) -> Evaluator:
@@ -111,12 +112,12 @@ class Evaluator:
         """Post-process `outputs` (a batch of len(items)) with `processor` and score it against `items`;
         `semantic`: the class maps when computed otherwise (test-time augmentation)."""
         sizes = [target_size(item) for item in items]
-        if self.semantic is not None:
+        if "semantic" in self.metrics:
             if semantic is None:
                 semantic = processor.post_process_semantic_segmentation(outputs, target_sizes=sizes)
             for prediction, item in zip(semantic, items):
-                self.semantic.update(prediction.cpu(), torch.as_tensor(item["semantic"].astype(np.int64)))
-        if self.panoptic is not None:
+                self.metrics["semantic"].update(prediction.cpu(), item["semantic"].astype(np.int64))
+        if "panoptic" in self.metrics:
             panoptic = processor.post_process_panoptic_segmentation(
                 outputs,
                 threshold=self.panoptic_threshold,
@@ -125,13 +126,13 @@ class Evaluator:
                 target_sizes=sizes,
             )
             for prediction, item in zip(panoptic, items):
-                self.panoptic.update(
+                self.metrics["panoptic"].update(
                     prediction["segmentation"],
                     prediction["segments_info"],
                     item["panoptic_ids"],
                     item["segments_info"],
                 )
-        if self.instance is not None:
+        if "instance" in self.metrics:
             instances = processor.post_process_instance_segmentation(
                 outputs, threshold=0.0, target_sizes=sizes, return_binary_maps=True
             )
@@ -139,30 +140,18 @@ class Evaluator:
                 info = prediction["segments_info"]
                 keep = [i for i, s in enumerate(info) if s["label_id"] in self.thing_ids]
                 things = {"segmentation": prediction["segmentation"][keep], "segments_info": [info[i] for i in keep]}
-                self.instance.update(things, instance_ground_truth(item, self.thing_ids))
+                self.metrics["instance"].update(things, instance_ground_truth(item, self.thing_ids))
 
     def gather(self, accelerator: Accelerator | None) -> None:
         """Sum the metric states over processes (each process saw a shard of the data)."""
-        if accelerator is None or accelerator.num_processes == 1:
-            return
-
-        def reduce(tensor: torch.Tensor) -> torch.Tensor:
-            return accelerator.reduce(tensor.to(accelerator.device), reduction="sum").cpu()
-
-        if self.semantic is not None:
-            self.semantic.all_reduce(reduce)
-        if self.panoptic is not None:
-            self.panoptic.all_reduce(reduce)
-        if self.instance is not None:
-            self.instance.all_gather(gather_object)
+        for metric in self.metrics.values() if accelerator is not None and accelerator.num_processes > 1 else ():
+            if isinstance(metric, MaskAPMetric):
+                metric.all_gather(gather_object)
+            else:
+                metric.all_reduce(lambda t: accelerator.reduce(t.to(accelerator.device), reduction="sum").cpu())
 
     def compute(self) -> dict:
-        results = {"semantic": self.semantic.compute()} if self.semantic is not None else {}
-        if self.panoptic is not None:
-            results["panoptic"] = self.panoptic.compute()
-        if self.instance is not None:
-            results["instance"] = self.instance.compute()
-        return results
+        return {name: metric.compute() for name, metric in self.metrics.items()}
 
 
 @torch.no_grad()
@@ -235,12 +224,11 @@ def evaluate_model(
 
 
 def summary(results: dict) -> dict[str, float | None]:
-    """The headline numbers: mIoU, pixel accuracy, PQ (things/stuff) and mask AP (those the results have)."""
-    flat = {}
-    if "semantic" in results:
-        flat.update({key: results["semantic"][key] for key in ("mean_iou", "pixel_accuracy")})
-    if "panoptic" in results:
-        flat.update({key: results["panoptic"][key] for key in ("pq", "sq", "rq", "pq_things", "pq_stuff")})
-    if "instance" in results:
-        flat.update({"mask_ap": results["instance"]["ap"], "mask_ap50": results["instance"]["ap50"]})
-    return flat
+    """The headline numbers the results have: mIoU, pixel accuracy, PQ (things / stuff) and mask AP."""
+    keys = {"semantic": ("mean_iou", "pixel_accuracy"), "panoptic": ("pq", "sq", "rq", "pq_things", "pq_stuff")}
+    flat = {key: results[task][key] for task, names in keys.items() if task in results for key in names}
+    return flat | (
+        {"mask_ap": results["instance"]["ap"], "mask_ap50": results["instance"]["ap50"]}
+        if "instance" in results
+        else {}
+    )

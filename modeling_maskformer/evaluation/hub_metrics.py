@@ -74,15 +74,8 @@ class MeanIou(evaluate.Metric):
         return _card_info("mean_iou", {"predictions": rows, "references": rows})
 
     def _compute(
-        self,
-        predictions,
-        references,
-        num_labels: int,
-        ignore_index: int,
-        nan_to_num: int | None = None,
-        label_map: Mapping[int, int] | None = None,
-        reduce_labels: bool = False,
-    ) -> dict[str, Any]:
+        self, predictions, references, num_labels, ignore_index, nan_to_num=None, label_map=None, reduce_labels=False
+    ):
         if not isinstance(num_labels, int | np.integer) or num_labels < 1:
             raise InvalidInputError(f"num_labels must be a positive int, got {num_labels!r}")
         confusion = torch.zeros(num_labels + 1, num_labels + 1, dtype=torch.long)

@@ -1,17 +1,10 @@
-"""The segmentation metrics: the one implementation behind `evaluate_model`, `SegmentationMetrics` (Trainer) and
-the shipped `evaluate` modules (`hub_metrics.py`).
+"""mIoU (`SemanticSegmentationMetric`), PQ (`PanopticQualityMetric`) and COCO mask AP (`MaskAPMetric`): the one
+implementation behind `evaluate_model`, `SegmentationMetrics` (Trainer) and the shipped `evaluate` modules.
 
-- `SemanticSegmentationMetric`: mIoU, per-class IoU and accuracy, pixel accuracy (the numbers of `evaluate`'s
-  canonical `mean_iou`).
-- `PanopticQualityMetric`: PQ, SQ, RQ overall / things / stuff (Kirillov et al., CVPR 2019, Sec. 4) with the rules
-  of COCO's `panopticapi.pq_compute`.
-- `MaskAPMetric`: COCO mask AP and AR by pycocotools' `COCOeval(iouType="segm")`.
-
-Each has `update(...)` per image, `compute() -> dict` and `reset()`. Results are fractions in [0, 1] as plain
-Python values, `None` where undefined (never NaN), so they go straight into `json.dump`. Distributed: each process
-accumulates its shard; then `all_reduce(lambda t: accelerator.reduce(t, reduction="sum"))` sums the tensor states
-and `MaskAPMetric.all_gather(accelerate.utils.gather_object)` collects its records; `merge(other)` does the same in
-one process. Shape legend: H×W image size, K classes, N instances or segments.
+Each has `update(...)` per image, `compute() -> dict` and `reset()`; results are fractions in [0, 1] as plain Python
+values, `None` where undefined (never NaN), ready for `json.dump`. Distributed: each process accumulates its shard,
+then `all_reduce(lambda t: accelerator.reduce(t, reduction="sum"))` sums the tensor states (mask AP:
+`all_gather(accelerate.utils.gather_object)`); `merge(other)` does the same in one process.
 """
 
 from __future__ import annotations
@@ -59,19 +52,10 @@ def read_segment(segment: Mapping[str, Any]) -> tuple[int, int]:
     return int(segment["id"]), int(category)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Semantic segmentation
-# ----------------------------------------------------------------------------------------------------------
-
-
-def confusion_matrix(
-    pred: ArrayLike, target: ArrayLike, num_classes: int, ignore_index: int | None, *, strict: bool = False
-) -> Tensor:
-    """(K+1, K+1) int64 pixel counts of class maps of one shape, rows target class, columns predicted class.
-
-    Pixels whose target is `ignore_index` are left out. Row / column K counts labels outside [0, K), as the
-    canonical `mean_iou` does (such a prediction is wrong, such a target counts for no class); `strict=True`
-    refuses them instead (a model / label-set mismatch)."""
+def confusion_matrix(pred: ArrayLike, target: ArrayLike, num_classes: int, ignore_index: int | None, strict=False):
+    """(K+1, K+1) int64 pixel counts of two class maps, rows target, columns prediction, without the pixels whose
+    target is `ignore_index`. Row / column K counts labels outside [0, K) as the canonical `mean_iou` does (a wrong
+    prediction, a target of no class); `strict=True` refuses them (a model / label-set mismatch)."""
     pred, target = _as_long(pred), _as_long(target)
     if pred.shape != target.shape:
         raise InvalidInputError(f"prediction {tuple(pred.shape)} and reference {tuple(target.shape)} shapes differ")
@@ -80,11 +64,11 @@ def confusion_matrix(
         keep = target != ignore_index
         pred, target = pred[keep], target[keep]
     k = num_classes
-    outside = [(name, t[(t < 0) | (t >= k)]) for name, t in (("pred", pred), ("target", target))]
-    for name, labels in outside if strict else ():
-        if labels.numel():
+    for name, t in (("pred", pred), ("target", target)) if strict else ():
+        outside = t[(t < 0) | (t >= k)]
+        if outside.numel():
             raise InvalidInputError(
-                f"{name} holds label {int(labels[0])}, outside [0, {k}) (ignore_index={ignore_index}); "
+                f"{name} holds label {int(outside[0])}, outside [0, {k}) (ignore_index={ignore_index}); "
                 "check num_classes and the label mapping"
             )
     pred, target = (torch.where((t >= 0) & (t < k), t, k) for t in (pred, target))
@@ -100,15 +84,12 @@ def class_scores(confusion: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 class SemanticSegmentationMetric:
-    """mIoU, mean class accuracy and pixel accuracy from a confusion matrix summed over images.
+    """mIoU, mean class accuracy and pixel accuracy from a confusion matrix summed over images (the numbers of the
+    canonical `mean_iou`). A class absent from prediction and target has IoU `None`, left out of `mean_iou`;
+    accuracy (recall) is `None` for a class without target pixels.
 
-    A class absent from both prediction and target (union 0) has IoU `None` and is left out of `mean_iou`; a class
-    only predicted has IoU 0 and counts. Accuracy (recall) is `None` for a class without target pixels. Labels
-    outside [0, K) raise, as does an `ignore_index` inside it.
-
-    NOTE: one `torch.bincount`, not torchmetrics' `MulticlassJaccardIndex` (the same mean, tested): its per-class
-    values report absent classes as 0 rather than undefined, and its input checks run `torch.unique` over every
-    pixel.
+    NOTE: one `torch.bincount`, not torchmetrics' `MulticlassJaccardIndex` (the same mean, tested), whose per-class
+    values give absent classes 0 rather than undefined, and whose input checks run `torch.unique` on every pixel.
     """
 
     def __init__(self, num_classes: int, ignore_index: int | None = 255, id2label: Mapping[int, str] | None = None):
@@ -148,36 +129,20 @@ class SemanticSegmentationMetric:
         }
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Panoptic quality
-# ----------------------------------------------------------------------------------------------------------
-
-
 class PanopticQualityMetric:
-    """PQ = SQ × RQ per category, averaged over the categories that occur, overall and for things and stuff.
+    """PQ = SQ × RQ per category (Kirillov et al., CVPR 2019), averaged over the categories that occur, overall and
+    for things and stuff, with the rules of `panopticapi.pq_compute` (tested against it): ground-truth id 0 is VOID;
+    segments of one category match when IoU > 0.5, the union leaving out the predicted pixels on VOID; crowd ground
+    truth is never matched nor missed; an unmatched prediction is no FP when more than half of it lies on VOID plus
+    the last listed crowd region of its category; a ground-truth id `segments_info` does not list is ignored (not
+    VOID). A prediction's unlisted id means "no segment" (post-processing writes -1) and a listed segment without
+    pixels is skipped; `strict=True` refuses both, as panopticapi does.
 
-    The rules of `panopticapi.pq_compute` (tested against it): ground-truth id 0 is VOID; a predicted and a
-    ground-truth segment of one category match when IoU > 0.5, the union leaving out the predicted pixels on VOID;
-    crowd ground truth (`iscrowd=1`) is never matched nor missed; an unmatched prediction is an FP unless more than
-    half of it lies on VOID plus the last listed crowd region of its category; a ground-truth id its
-    `segments_info` does not list is ignored (not VOID). Areas are pixel counts. In a prediction an unlisted id is
-    "no segment" (transformers' post-processing writes -1 there) and a listed segment without pixels is skipped;
-    `strict=True` refuses both, as panopticapi does.
-
-    NOTE: not torchmetrics' `PanopticQuality`, which also drops from the union the ground-truth pixels the
-    prediction leaves unlabelled, has no crowd regions, and loops in Python over segment pairs (without VOID or
-    crowd both agree, tested). Here an image's pairwise intersections are one `bincount`. The state, `tp`, `fp`,
-    `fn` (int64) and `iou_sum` (float64) per category (things, then stuff), sums across processes.
+    NOTE: not torchmetrics' `PanopticQuality` (the same numbers without VOID and crowd, tested), which also drops
+    from the union the ground-truth pixels the prediction leaves unlabelled, and loops over segment pairs in Python.
     """
 
-    def __init__(
-        self,
-        thing_ids: Sequence[int],
-        stuff_ids: Sequence[int],
-        id2label: Mapping[int, str] | None = None,
-        *,
-        strict: bool = False,
-    ):
+    def __init__(self, thing_ids: Sequence[int], stuff_ids: Sequence[int], id2label=None, *, strict: bool = False):
         things, stuff = sorted({int(c) for c in thing_ids}), sorted({int(c) for c in stuff_ids})
         if set(things) & set(stuff):
             raise InvalidInputError(f"categories listed as both thing and stuff: {sorted(set(things) & set(stuff))}")
@@ -197,31 +162,21 @@ class PanopticQualityMetric:
         """Each pixel's segment as 1..N in listed order (0 for id 0, `unlisted` for an id not listed), each
         segment's category index and its crowd flag."""
         fields = [read_segment(s) for s in segments_info]
-        ids = torch.tensor([i for i, _ in fields], dtype=torch.long)
-        if len(set(ids.tolist())) != len(ids) or 0 in ids.tolist():
-            raise InvalidInputError(f"duplicate segment ids or id 0 (VOID) in segments_info: {ids.tolist()}")
-        for _, category in fields:
-            if category not in self._index_of:
-                raise InvalidInputError(
-                    f"a segment has category {category}, not in `categories` (neither thing_ids nor stuff_ids)"
-                )
+        position = {segment_id: n for n, (segment_id, _) in enumerate(fields, start=1)} | {0: 0}
+        if len(position) != len(fields) + 1:
+            raise InvalidInputError(f"duplicate segment ids or id 0 (VOID) in segments_info: {[i for i, _ in fields]}")
+        unknown = [c for _, c in fields if c not in self._index_of]
+        if unknown:
+            raise InvalidInputError(
+                f"a segment has category {unknown[0]}, not in `categories` (neither thing_ids nor stuff_ids)"
+            )
+        values, inverse = torch.unique(ids_map, return_inverse=True)
+        index = torch.tensor([position.get(v, unlisted) for v in values.tolist()], dtype=torch.long)
         category = torch.tensor([self._index_of[c] for _, c in fields], dtype=torch.long)
         crowd = torch.tensor([bool(s.get("iscrowd", 0)) for s in segments_info], dtype=torch.bool)
-        if not fields:
-            return torch.where(ids_map == 0, 0, unlisted), category, crowd
-        order = ids.argsort().to(ids_map.device)
-        sorted_ids = ids.to(ids_map.device)[order]
-        found = torch.searchsorted(sorted_ids, ids_map).clamp(max=len(ids) - 1)
-        index = torch.where(sorted_ids[found] == ids_map, order[found] + 1, unlisted)
-        return torch.where(ids_map == 0, 0, index), category, crowd
+        return index.to(ids_map.device)[inverse], category, crowd
 
-    def update(
-        self,
-        pred_segmentation: ArrayLike,
-        pred_segments_info: Sequence[Mapping[str, Any]],
-        gt_segmentation: ArrayLike,
-        gt_segments_info: Sequence[Mapping[str, Any]],
-    ) -> None:
+    def update(self, pred_segmentation, pred_segments_info, gt_segmentation, gt_segments_info) -> None:
         """Add one image: (H, W) segment-id maps and their `segments_info`, `{"id", "category_id" or "label_id"}`
         per segment (ground truth may add `"iscrowd"`), categories among `thing_ids` / `stuff_ids`."""
         pred_map, gt_map = _as_long(pred_segmentation), _as_long(gt_segmentation)
@@ -292,10 +247,6 @@ class PanopticQualityMetric:
         return results
 
 
-# ----------------------------------------------------------------------------------------------------------
-# COCO mask AP
-# ----------------------------------------------------------------------------------------------------------
-
 _STATS = "ap ap50 ap75 ap_small ap_medium ap_large ar1 ar10 ar{} ar_small ar_medium ar_large".split()  # COCOeval.stats
 
 
@@ -342,14 +293,10 @@ def encode_instances(instances: Mapping[str, Any], key: str) -> tuple[list[dict]
 
 
 class MaskAPMetric:
-    """COCO mask AP (AP@[.5:.95], AP50, AP75, AP small / medium / large) and AR with pycocotools.
-
-    Each image's masks are RLE-encoded on `update`; `compute` builds the ground truth and detections as COCO
-    objects in memory and runs `COCOeval(iouType="segm")` with `maxDets=[1, 10, max_detections]`. As in COCO, a
-    category without ground truth in the whole set is left out of the mean, crowd ground truth (`iscrowd=1`)
-    absorbs detections without counting as missed, and a target may give COCO's `"areas"` (read by the size
-    ranges; default: the mask areas). Values are `None` where COCO reports -1 (no ground truth in that range);
-    with no non-crowd ground truth at all, every value is `None` and a warning says why.
+    """COCO mask AP (AP@[.5:.95], AP50, AP75, small / medium / large) and AR: pycocotools' `COCOeval(iouType="segm")`
+    with `maxDets=[1, 10, max_detections]` on the RLE-encoded masks. As in COCO, a category without ground truth is
+    left out of the mean, crowd ground truth absorbs detections, and a target may give COCO's `"areas"` (which the
+    size ranges read; default: the mask areas). `None` where COCO reports -1 (no ground truth in that range).
     """
 
     def __init__(self, id2label: Mapping[int, str] | None = None, max_detections: int = 100, verbose: bool = False):
@@ -357,7 +304,7 @@ class MaskAPMetric:
         self.reset()
 
     def reset(self) -> None:
-        # per image: {"height", "width", "gt": [(rle, label, iscrowd, area)], "dt": [(rle, label, score)]}
+        # per image: {"height", "width", "gt": [COCO annotation], "dt": [...]}, ids given in `compute`
         self.images: list[dict[str, Any]] = []
 
     def update(self, pred: Mapping[str, Any], target: Mapping[str, Any]) -> None:
@@ -367,19 +314,18 @@ class MaskAPMetric:
         sizes = {tuple(int(v) for v in rle["size"]) for rle in gt + dt}
         if len(sizes) > 1:
             raise InvalidInputError(f"masks of different sizes in one image: {sorted(sizes)}")
-        areas = target.get("areas")
-        areas = [float(mask_utils.area(rle)) for rle in gt] if areas is None else [float(a) for a in areas]
+        areas = [float(a) for a in target["areas"]] if target.get("areas") is not None else mask_utils.area(gt)
         if len(areas) != len(gt):
             raise InvalidInputError(f"{len(areas)} areas for {len(gt)} ground-truth masks")
         height, width = sizes.pop() if sizes else (0, 0)
-        self.images.append(
-            {
-                "height": height,
-                "width": width,
-                "gt": list(zip(gt, gt_labels, crowd, areas)),
-                "dt": list(zip(dt, dt_labels, scores)),
-            }
-        )
+        image = {"height": height, "width": width, "gt": [], "dt": []}
+        for key, rles, labels, values in (("gt", gt, gt_labels, crowd), ("dt", dt, dt_labels, scores)):
+            for i, (rle, label, value) in enumerate(zip(rles, labels, values)):
+                area = float(areas[i] if key == "gt" else mask_utils.area(rle))
+                annotation = {"category_id": label, "segmentation": rle, "area": area}  # no bbox: "segm" reads none
+                extra = {"iscrowd": value} if key == "gt" else {"iscrowd": 0, "score": value}
+                image[key].append(annotation | extra)
+        self.images.append(image)
 
     def merge(self, other: MaskAPMetric) -> None:
         self.images.extend(other.images)
@@ -389,38 +335,22 @@ class MaskAPMetric:
 
     def compute(self) -> dict[str, Any]:
         names = [name.format(self.max_detections) for name in _STATS]
-        if not any(not gt[2] for image in self.images for gt in image["gt"]):
+        if not any(not a["iscrowd"] for image in self.images for a in image["gt"]):
             warnings.warn("MaskAPMetric: no (non-crowd) ground-truth instances, so AP is undefined", stacklevel=2)
             return dict.fromkeys(names) | {"per_class_ap": {}}
-        labels = sorted({entry[1] for image in self.images for key in ("gt", "dt") for entry in image[key]})
-        cat_of = {label: i + 1 for i, label in enumerate(labels)}  # COCO ids from 1
+        coco = {"gt": COCO(), "dt": COCO()}
+        labels = sorted({a["category_id"] for image in self.images for key in coco for a in image[key]})
         images, annotations = [], {"gt": [], "dt": []}
         for image_id, image in enumerate(self.images, start=1):
             images.append({"id": image_id, "height": image["height"], "width": image["width"]})
-            for key in ("gt", "dt"):
-                for rle, label, value, *area in image[key]:
-                    annotations[key].append(
-                        {
-                            "id": len(annotations[key]) + 1,
-                            "image_id": image_id,
-                            "category_id": cat_of[label],
-                            "segmentation": rle,
-                            "bbox": mask_utils.toBbox(rle).tolist(),
-                            "area": area[0] if area else float(mask_utils.area(rle)),
-                            "iscrowd": value if key == "gt" else 0,
-                        }
-                        | ({} if key == "gt" else {"score": value})
-                    )
+            for key, listed in annotations.items():
+                # NOTE: annotation ids from 1: COCOeval reads a match with id 0 as no match.
+                listed += [a | {"id": len(listed) + 1 + i, "image_id": image_id} for i, a in enumerate(image[key])]
         with contextlib.redirect_stdout(io.StringIO()) if not self.verbose else contextlib.nullcontext():
-            coco = {}
-            for key in ("gt", "dt"):
+            for key in coco:
                 # NOTE: built in memory rather than with `COCO.loadRes`, which fails on an empty detection list.
-                coco[key] = COCO()
-                coco[key].dataset = {
-                    "images": images,
-                    "annotations": annotations[key],
-                    "categories": [{"id": i} for i in cat_of.values()],
-                }
+                categories = [{"id": label} for label in labels]
+                coco[key].dataset = {"images": images, "annotations": annotations[key], "categories": categories}
                 coco[key].createIndex()
             evaluator = COCOeval(coco["gt"], coco["dt"], iouType="segm")
             evaluator.params.maxDets = [1, 10, self.max_detections]
@@ -434,11 +364,6 @@ class MaskAPMetric:
             for label, p in zip(labels, precision.transpose(2, 0, 1))
         }
         return results
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Reporting
-# ----------------------------------------------------------------------------------------------------------
 
 
 def _cell(value: Any) -> str:
