@@ -58,12 +58,18 @@ def _card_info(name: str, features: dict) -> evaluate.MetricInfo:
     )
 
 
-def _each_image(predictions: Iterable, references: Iterable, update: Callable[[Any, Any], None]) -> None:
+_INTS, _MAP = datasets.Sequence(datasets.Value("int64")), datasets.Sequence(datasets.Sequence(datasets.Value("int64")))
+
+
+def _each_image(predictions: Iterable, references: Iterable, update: Callable[[Any, Any], Any]) -> list:
+    """`update` of every (prediction, reference) pair; an error names the image."""
+    results = []
     for index, (prediction, reference) in enumerate(zip(predictions, references)):
         try:
-            update(prediction, reference)
+            results.append(update(prediction, reference))
         except ValueError as error:
             raise InvalidInputError(f"image {index}: {error}") from error
+    return results
 
 
 class MeanIou(evaluate.Metric):
@@ -78,31 +84,23 @@ class MeanIou(evaluate.Metric):
     ):
         if not isinstance(num_labels, int | np.integer) or num_labels < 1:
             raise InvalidInputError(f"num_labels must be a positive int, got {num_labels!r}")
-        confusion = torch.zeros(num_labels + 1, num_labels + 1, dtype=torch.long)
 
-        def update(prediction, reference) -> None:
-            nonlocal confusion
+        def confusion(prediction, reference) -> torch.Tensor:
             reference = np.asarray(reference, dtype=np.int64)
             relabelled = reference.copy()
             for old, new in (label_map or {}).items():  # all pairs at once: {1: 2, 2: 1} swaps
                 relabelled[reference == old] = new
             if reduce_labels:  # ADE20K's convention: 0 is ignored (255), k becomes k - 1
                 relabelled = np.where((relabelled == 0) | (relabelled == 255), 255, relabelled - 1)
-            confusion += confusion_matrix(np.asarray(prediction, dtype=np.int64), relabelled, num_labels, ignore_index)
+            return confusion_matrix(np.asarray(prediction, dtype=np.int64), relabelled, num_labels, ignore_index)
 
-        _each_image(predictions, references, update)
-        iou, accuracy, overall = class_scores(confusion)
-        results = {
-            "mean_iou": iou.nanmean(),
-            "mean_accuracy": accuracy.nanmean(),
-            "overall_accuracy": overall,
-            "per_category_iou": iou,
-            "per_category_accuracy": accuracy,
-        }
-        results = {key: value.numpy()[()] for key, value in results.items()}
-        if nan_to_num is not None:
-            results = {key: np.nan_to_num(value, nan=nan_to_num) for key, value in results.items()}
-        return results
+        empty = torch.zeros(num_labels + 1, num_labels + 1, dtype=torch.long)
+        total = sum(_each_image(predictions, references, confusion), empty)  # (K+1, K+1)
+        iou, accuracy, overall = class_scores(total)
+        names = ("mean_iou", "mean_accuracy", "overall_accuracy", "per_category_iou", "per_category_accuracy")
+        values = (iou.nanmean(), accuracy.nanmean(), overall, iou, accuracy)
+        results = {name: value.numpy()[()] for name, value in zip(names, values)}  # numpy, as the canonical module
+        return results if nan_to_num is None else {k: np.nan_to_num(v, nan=nan_to_num) for k, v in results.items()}
 
 
 class _StoredInputs(evaluate.Metric):
@@ -130,27 +128,21 @@ class PanopticQuality(_StoredInputs):
 
     def _info(self) -> evaluate.MetricInfo:
         segment = {"id": datasets.Value("int64"), "category_id": datasets.Value("int64")}
-        id_map = datasets.Sequence(datasets.Sequence(datasets.Value("int64")))
+        crowd = segment | {"iscrowd": datasets.Value("int64")}
         return _card_info(
             "panoptic_quality",
             {
-                "predictions": {"segmentation": id_map, "segments_info": [segment]},
-                "references": {
-                    "segmentation": id_map,
-                    "segments_info": [segment | {"iscrowd": datasets.Value("int64")}],
-                },
+                "predictions": {"segmentation": _MAP, "segments_info": [segment]},
+                "references": {"segmentation": _MAP, "segments_info": [crowd]},
             },
         )
 
     def _store(self, image: Mapping, is_prediction: bool) -> dict:
-        segments = []
-        for segment in image["segments_info"]:
-            segments.append(dict(zip(("id", "category_id"), read_segment(segment))))
-            if not is_prediction:
-                segments[-1]["iscrowd"] = int(segment.get("iscrowd", 0))
-        segmentation = image["segmentation"]
-        segmentation = segmentation.cpu().numpy() if isinstance(segmentation, torch.Tensor) else segmentation
-        return {"segmentation": np.asarray(segmentation, dtype=np.int64), "segments_info": segments}
+        segments = [dict(zip(("id", "category_id"), read_segment(s))) for s in image["segments_info"]]
+        for segment, given in zip(segments, image["segments_info"]) if not is_prediction else ():
+            segment["iscrowd"] = int(given.get("iscrowd", 0))
+        segmentation = np.asarray(torch.as_tensor(image["segmentation"]).cpu(), dtype=np.int64)
+        return {"segmentation": segmentation, "segments_info": segments}
 
     def _compute(self, predictions, references, categories: list[Mapping]) -> dict[str, Any]:
         if not all("id" in c and "isthing" in c for c in categories):
@@ -175,17 +167,13 @@ class MaskAp(_StoredInputs):
     COCO RLEs."""
 
     def _info(self) -> evaluate.MetricInfo:
-        rle = [{"size": datasets.Sequence(datasets.Value("int64")), "counts": datasets.Value("string")}]
-        labels = datasets.Sequence(datasets.Value("int64"))
+        rle = [{"size": _INTS, "counts": datasets.Value("string")}]
+        scores = datasets.Sequence(datasets.Value("float64"))
         return _card_info(
             "mask_ap",
             {
-                "predictions": {
-                    "masks": rle,
-                    "labels": labels,
-                    "scores": datasets.Sequence(datasets.Value("float64")),
-                },
-                "references": {"masks": rle, "labels": labels, "iscrowd": datasets.Sequence(datasets.Value("int64"))},
+                "predictions": {"masks": rle, "labels": _INTS, "scores": scores},
+                "references": {"masks": rle, "labels": _INTS, "iscrowd": _INTS},
             },
         )
 
