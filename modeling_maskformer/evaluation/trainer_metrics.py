@@ -35,26 +35,20 @@ class SegmentationTrainer(Trainer):
 
 
 class SegmentationMetrics:
-    """A `compute_metrics` for `TrainingArguments(batch_eval_metrics=True)`: Trainer calls it per evaluation batch
-    with an `EvalPrediction` and `compute_result` (True on the last batch, which returns the results).
+    """A `compute_metrics` for `TrainingArguments(batch_eval_metrics=True)`, called per evaluation batch (the last
+    with `compute_result=True`, which returns `mean_iou`, `pixel_accuracy`, `pq`, `sq`, `rq`, `pq_things`,
+    `pq_stuff` and, with `thing_ids`, `mask_ap`, `mask_ap50`; undefined values left out).
 
-    - `predictions`: the model outputs but the loss, in output order (`loss_dict`, `class_queries_logits`
-      (B, Q, K+1), `masks_queries_logits` (B, Q, H/4, W/4), ..., `pixel_mask` (B, H, W), ...): the first two
-      tensors and the first integer (B, H, W) tensor after them.
-    - `label_ids`: `SegmentationMetrics.label_names` = ("segment_map", "segment_classes"), the batch-first targets
-      of `MaskFormerCollator(processor, return_segment_maps=True)`.
-      NOTE: not `mask_labels` / `class_labels`: on the last batch Trainer slices every label tensor along dim 0
-      (accelerate's `gather_for_metrics` drops the samples it repeated), which would cut masks out of a list of
-      per-image (N, H, W) tensors.
+    `predictions` holds the model outputs but the loss, in output order: the first two tensors are
+    `class_queries_logits` and `masks_queries_logits`, the first integer (B, H, W) one after them `pixel_mask`.
+    `label_ids` must be `label_names` = ("segment_map", "segment_classes"), the batch-first targets of
+    `MaskFormerCollator(processor, return_segment_maps=True)`. NOTE: not `mask_labels` / `class_labels`: on the
+    last batch Trainer slices every label tensor along dim 0 (accelerate's `gather_for_metrics`), which would cut
+    masks out of a list of per-image (N, H, W) tensors.
 
-    Ground truth is the processed targets, so scores are at the processor's resolution (`evaluate_model` scores
-    at the original size): mIoU over the pixels with a target, PQ over every segment (things in `thing_ids`), mask
-    AP over thing segments when `thing_ids` is given. Results: `mean_iou`, `pixel_accuracy`, `pq`, `sq`, `rq`,
-    `pq_things`, `pq_stuff`, and with things `mask_ap`, `mask_ap50` (undefined values left out).
-
-    The model does not read `pixel_mask`, so an image padded to a larger batch-mate is predicted slightly
-    differently: use `per_device_eval_batch_size=1` or images of one size when numbers must not depend on the
-    batch size (several processes need images of one size too: Trainer concatenates their outputs).
+    Scores are at the processor's resolution (`evaluate_model` scores at the original size). The model does not
+    read `pixel_mask`, so use `per_device_eval_batch_size=1` or images of one size when numbers must not depend on
+    the batch size (several processes need images of one size too: Trainer concatenates their outputs).
     """
 
     label_names = list(SEGMENT_MAP_KEYS)
@@ -80,13 +74,9 @@ class SegmentationMetrics:
         segment_map, segment_classes = self._targets(eval_prediction.label_ids)
         if len(segment_map) != len(outputs["class_queries_logits"]):
             raise ValueError(f"{len(segment_map)} targets for {len(outputs['class_queries_logits'])} predictions")
-        items = []
-        for b in range(len(segment_map)):
-            rows, cols = segment_map.shape[-2:]
-            if "pixel_mask" in outputs:
-                real = outputs["pixel_mask"][b].bool()
-                rows, cols = int(real.any(1).sum()), int(real.any(0).sum())
-            items.append(self._item(segment_map[b, :rows, :cols], segment_classes[b]))
+        real = outputs.get("pixel_mask", torch.ones(segment_map.shape)).bool()  # (B, H, W)
+        rows, cols = real.any(2).sum(1).tolist(), real.any(1).sum(1).tolist()  # each image's size without padding
+        items = [self._item(segment_map[b, : rows[b], : cols[b]], segment_classes[b]) for b in range(len(rows))]
         self.evaluator.update(self.processor, outputs, items)
         if not compute_result:
             return None
@@ -119,10 +109,7 @@ class SegmentationMetrics:
 
 
 def model_outputs(predictions: Any) -> dict[str, torch.Tensor]:
-    """The post-processing inputs in a Trainer `predictions` tuple (see `SegmentationMetrics`), or a mapping."""
-    if isinstance(predictions, Mapping):
-        keys = ("class_queries_logits", "masks_queries_logits", "pixel_mask")
-        return {key: torch.as_tensor(predictions[key]) for key in keys if predictions.get(key) is not None}
+    """The post-processing inputs in a Trainer `predictions` tuple (see `SegmentationMetrics`)."""
     tensors = [torch.as_tensor(p) for p in predictions if isinstance(p, torch.Tensor | np.ndarray)]
     if len(tensors) < 2 or tensors[0].ndim != 3 or tensors[1].ndim != 4:
         raise InvalidInputError(
