@@ -1,5 +1,5 @@
 """Segmentation metrics (mIoU, PQ, COCO mask AP), the evaluator that runs a model over a dataset, a
-`compute_metrics` for `transformers.Trainer`, and the `evaluate` metric modules shipped with the package.
+`transformers.Trainer` and its `compute_metrics`, and the `evaluate` metric modules shipped with the package.
 
     from modeling_maskformer.evaluation import evaluate_model, summary
 

@@ -104,11 +104,8 @@ class MeanIou(evaluate.Metric):
 
 
 class _StoredInputs(evaluate.Metric):
-    """Inputs brought to the stored schema (`_store`) before Arrow holds them, so that other formats and extra
-    keys are accepted."""
-
-    def _store(self, image: Mapping, is_prediction: bool) -> dict:
-        raise NotImplementedError
+    """Inputs brought to the stored schema by the subclass's `_store(image, is_prediction)` before Arrow holds
+    them, so that other formats and extra keys are accepted."""
 
     def add_batch(self, *, predictions=None, references=None, **kwargs):
         """Add a batch of images."""
