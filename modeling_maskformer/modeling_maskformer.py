@@ -462,17 +462,9 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
-        *,
-        segment_map: Tensor | None = None,
-        segment_classes: Tensor | None = None,
     ) -> MaskFormerForInstanceSegmentationOutput | tuple:
         """pixel_values (B, 3, H, W); per image mask_labels (N, H, W) and class_labels (N,) to get a loss.
-        `return_dict=False`: a tuple in transformers' order (without our `loss_dict` and `pixel_mask`).
-
-        `segment_map` / `segment_classes`: evaluation targets that `transformers.Trainer` hands to the model with
-        the batch (`MaskFormerCollator(return_segment_maps=True)`, `evaluation/trainer_metrics.py`); not used
-        here. Any other keyword is a TypeError."""
-        del segment_map, segment_classes
+        `return_dict=False`: a tuple in transformers' order (without our `loss_dict` and `pixel_mask`)."""
         if (mask_labels is None) != (class_labels is None):
             raise ValueError("pass both mask_labels and class_labels to compute the loss, or neither")
         check_output_attentions(output_attentions, self.config)

@@ -432,11 +432,12 @@ def test_pq_matches_torchmetrics_without_void():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_pq_gives_panopticapi_numbers(tmp_path, seed):
-    """COCO's reference `pq_compute` on random scenes with VOID and crowd regions (at most one crowd region per
-    category and image, every id listed: the cases where the documented deviations do not apply)."""
+@pytest.mark.parametrize("particular", [False, True])
+def test_pq_gives_panopticapi_numbers(tmp_path, seed, particular):
+    """COCO's reference `pq_compute` on random scenes with VOID and crowd regions; `particular`: also unlisted and
+    absent ground-truth ids and two crowd regions of one category, where panopticapi's rules are particular."""
     rng = np.random.default_rng(seed)
-    scenes = [random_scene(rng, panopticapi_only=False) for _ in range(10)]
+    scenes = [random_scene(rng, panopticapi_only=particular) for _ in range(10)]
     expected = panopticapi_pq(scenes, tmp_path)
     metric = PanopticQualityMetric(thing_ids=[0, 1, 2], stuff_ids=[3, 4, 5])
     for gt_map, gt_segments, pred_map, pred_segments in scenes:

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import EvalPrediction, Trainer, TrainingArguments
+from transformers import EvalPrediction, TrainingArguments
 
 from modeling_maskformer import MaskFormerImageProcessor
 from modeling_maskformer.data import Augmentation, MaskFormerCollator, TrainingSet, build_dataset
-from modeling_maskformer.evaluation import SegmentationMetrics, load_metric
+from modeling_maskformer.evaluation import SegmentationMetrics, SegmentationTrainer, load_metric
 
 from builders import tiny_model
 
@@ -230,7 +230,7 @@ def test_trainer_fine_tunes_and_evaluates(tmp_path):
         dataloader_num_workers=0,
         seed=0,
     )
-    trainer = Trainer(
+    trainer = SegmentationTrainer(
         model=model,
         args=TrainingArguments(**arguments),
         data_collator=MaskFormerCollator(processor, return_segment_maps=True),

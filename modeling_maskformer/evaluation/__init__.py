@@ -1,5 +1,5 @@
 """Segmentation metrics (mIoU, PQ, COCO mask AP), the evaluator that runs a model over a dataset, a
-`compute_metrics` for `transformers.Trainer`, and the `evaluate` metric modules shipped with the package.
+`transformers.Trainer` and its `compute_metrics`, and the `evaluate` metric modules shipped with the package.
 
     from modeling_maskformer.evaluation import evaluate_model, summary
 
@@ -12,7 +12,7 @@
 from .evaluator import Evaluator, evaluate_model, instance_ground_truth, load_model_folder, summary
 from .hub_metrics import METRIC_NAMES, load_metric, metric_module_path
 from .metrics import MaskAPMetric, PanopticQualityMetric, SemanticSegmentationMetric, format_table
-from .trainer_metrics import SegmentationMetrics
+from .trainer_metrics import SegmentationMetrics, SegmentationTrainer
 
 __all__ = [
     "METRIC_NAMES",
@@ -20,6 +20,7 @@ __all__ = [
     "MaskAPMetric",
     "PanopticQualityMetric",
     "SegmentationMetrics",
+    "SegmentationTrainer",
     "SemanticSegmentationMetric",
     "evaluate_model",
     "format_table",
