@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +148,6 @@ TRANSFORMERS_PROCESSOR_TYPE = "MaskFormerImageProcessor"
 
 def folder_model_type(folder: str | Path) -> str | None:
     """model_type in a local folder's config.json (None without one, or when it cannot be read)."""
-    import json
-
     config_file = Path(folder) / "config.json"
     try:
         return json.loads(config_file.read_text()).get("model_type")
@@ -160,8 +159,6 @@ def mark_processor_config(folder: str | Path) -> None:
     """Name transformers' processor class in a native folder's preprocessor_config.json (when there is one):
     AutoImageProcessor then builds transformers' `MaskFormerImageProcessor`, which reads every setting of ours
     (same names and meanings; see the README's drop-in section for the differences in behaviour)."""
-    import json
-
     path = Path(folder) / "preprocessor_config.json"
     if not path.is_file():
         return
