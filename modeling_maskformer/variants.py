@@ -70,6 +70,9 @@ _ADE = {"size": {"shortest_edge": 512, "longest_edge": 2048}, "do_reduce_labels"
 _ADE_640 = {**_ADE, "size": {"shortest_edge": 640, "longest_edge": 2560}}
 _COCO = {"size": {"shortest_edge": 800, "longest_edge": 1333}, "ignore_index": 255}
 _CITYSCAPES = {"size": {"shortest_edge": 1024, "longest_edge": 2048}, "ignore_index": 255}
+_COCO_STUFF = {"size": {"shortest_edge": 640, "longest_edge": 2560}, "ignore_index": 255}
+_ADE_FULL = {"size": {"shortest_edge": 512, "longest_edge": 2048}, "ignore_index": 65535}
+_VISTAS = {"size": {"shortest_edge": 2048, "longest_edge": 2048}, "ignore_index": 65}
 _SWIN_ADE = {"swin-tiny": _ADE, "swin-small": _ADE, "swin-base": _ADE_640, "swin-large": _ADE_640}
 _BENCHMARK_TINY = {"hidden_size": 32, "fpn_feature_size": 32, "mask_feature_size": 32, "decoder_layers": 2}
 _BENCHMARK_TINY.update(decoder_ffn_dim=64, num_labels=150)
@@ -88,7 +91,10 @@ VARIANTS: dict[str, Variant] = {
         )
         for d in (50, 101)
     },
+    **{f"resnet{d}-coco-stuff": _paper(f"resnet{d}", num_labels=171, processor=_COCO_STUFF) for d in (50, 101)},
+    **{f"resnet{d}-ade20k-full": _paper(f"resnet{d}", num_labels=847, processor=_ADE_FULL) for d in (50, 101)},
     "resnet101-cityscapes": _paper("resnet101", num_labels=19, processor=_CITYSCAPES),
+    "resnet50-vistas": _paper("resnet50", num_labels=65, processor=_VISTAS),
     # The benchmark's random models at the ADE20K shapes, and a few channels wide (the test suite's).
     "benchmark-swin-t": Variant("swin-tiny", num_labels=150),
     "benchmark-r50": Variant("resnet50", num_labels=150),

@@ -2,32 +2,16 @@
 
     model, processor = convert_from_original("model_final_abc.pkl", "out/ours", preset="swin-tiny-ade")
 
-A `.pkl` is a pickled dict `{"model": {name: numpy array}, "__author__": ..., ...}`. It is read by
-`ArrayOnlyUnpickler`, which builds numpy arrays and plain containers only: any other global (`os.system`, a
-class) stops the load before it runs. A `.pth` (detectron2's own checkpointer) is read with
-`torch.load(weights_only=True)`.
-
-Assumed key layout (MaskFormer's code on detectron2; cfg names in parentheses):
-- ResNet (`build_resnet_backbone`, basic 7x7 stem, FrozenBN): `backbone.stem.conv1.{weight,norm.*}`,
-  `backbone.res{2..5}.{b}.conv{1,2,3}.{weight,norm.*}`, `.shortcut.{weight,norm.*}` on the first block.
-  -> transformers `ResNetBackbone` (`embedder.embedder.*`, `encoder.stages.{s}.layers.{b}.layer.{c}.*`).
-  STRIDE_IN_1X1=False in MaskFormer's configs (torchvision weights) = `downsample_in_bottleneck=False`.
-  The "deeplab" stem of the R101c models (stem.conv1..3) has no transformers counterpart: refused.
-- Swin (`D2SwinTransformer`): `backbone.patch_embed.{proj,norm}`, `backbone.layers.{i}.blocks.{j}.{norm1,
-  attn.qkv, attn.proj, attn.relative_position_bias_table, attn.relative_position_index, norm2, mlp.fc1,
-  mlp.fc2}`, `backbone.layers.{i}.downsample.{reduction,norm}`, output norms `backbone.norm{0..3}`
-  -> transformers `MaskFormerSwinBackbone`; `qkv` is split in thirds into query/key/value.
-- Pixel decoder (`BasePixelDecoder`, conv_dim C): `sem_seg_head.pixel_decoder.adapter_{1..3}` (1x1 lateral
-  conv + `.norm` GroupNorm) and `layer_{1..4}` (3x3 conv + `.norm`) from fine (res2) to coarse, `layer_4`
-  on res5; `mask_features`. "+6 Enc" (`TransformerEncoderPixelDecoder`): also `input_proj` and
-  `transformer.encoder.layers.{i}.{self_attn.in_proj_weight/bias, self_attn.out_proj, linear1, linear2,
-  norm1, norm2}` (q/k/v split in thirds).
-- Predictor (`TransformerPredictor`): `sem_seg_head.predictor.{query_embed, input_proj, class_embed,
-  mask_embed.layers.{0..2}}`, `transformer.decoder.layers.{i}.{self_attn, multihead_attn (in_proj split in
-  thirds), linear1, linear2, norm1..3}`, `transformer.decoder.norm`.
-Skipped source keys: `criterion.empty_weight` (no-object weight, from the config), `pixel_mean/pixel_std`
-(read into the processor), `*.num_batches_tracked` (SyncBN bookkeeping). Not inferable from the keys: the
-number of attention heads (8 in every released model) and the processor settings: `--config` presets.
+A `.pkl` is a pickled dict `{"model": {name: numpy array}, "__author__": ..., ...}`, read by `ArrayOnlyUnpickler`
+(numpy arrays and plain containers only: any other global stops the load before it runs); a `.pth` (detectron2's
+own checkpointer) with `torch.load(weights_only=True)`. The architecture is read from the key shapes
+(`config_from_original`) and the keys are renamed by `original_rules`: detectron2's ResNet (basic 7x7 stem,
+FrozenBN; STRIDE_IN_1X1=False, i.e. `downsample_in_bottleneck=False`) and `D2SwinTransformer` (its fused `qkv`
+split in thirds) -> transformers' ResNet / MaskFormer-Swin backbones; `BasePixelDecoder` and "+6 Enc"
+`TransformerEncoderPixelDecoder`; `TransformerPredictor` (fused `in_proj` split in thirds). The "deeplab" stem of
+the R101c models has no transformers counterpart: refused. Skipped source keys: `criterion.empty_weight` (from the
+config), `pixel_mean/pixel_std` (read into the processor), `*.num_batches_tracked`. Not in the keys: the number of
+attention heads (8 in every released model) and the processor settings: the presets (`modeling_maskformer.variants`).
 """
 
 from __future__ import annotations
