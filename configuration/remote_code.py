@@ -1,24 +1,18 @@
-"""Hub-ready folders that load without this package: one mechanism, `HubFolderMixin`, writes the Python files
+"""Hub-ready folders that load without this package: `HubFolderMixin` writes the Python files that
 `trust_remote_code=True` needs next to the JSON whenever the config, the model or the image processor is saved.
 
-- The files are found by following the first-party imports of the three modules that `auto_map` names (the
-  config, model and image processor modules), so a module added to (or removed from) that graph is picked up
-  without a list to maintain. Imports inside functions count too (`hub.py` is imported lazily).
-- A Hub repository is flat; the package spans three folders (`modeling_maskformer/` and its subpackages
-  `configuration/` and `image_processing/`). Each relative import (`from .x import`, `from ..configuration.x
-  import`, `from .image_processing.x import`) is rewritten to `from .x import`, at the positions the parser
-  finds (never inside strings). Module file names must therefore be unique across the three folders, and
-  first-party code must be imported from its module, not from a package `__init__`: both are checked.
+- The files are the first-party modules reachable by imports from the modules `auto_map` names, so nothing lists
+  them. A Hub repository is flat, so each relative import is rewritten to `from .x import` (at the positions the
+  parser finds, never inside strings): module file names must be unique across the package's folders, and
+  first-party code must be imported from its module, not from a package `__init__` (both checked).
 - `auto_map` lives in `config.json` only. NOTE: transformers 5.24's `AutoVideoProcessor`, which the pipeline
   also tries, turns an `auto_map.AutoImageProcessor` in `preprocessor_config.json` into a video-processor
   reference and asks "Do you wish to run the custom code?", even with this package imported. Without that
-  entry (and without `image_processor_type`), `AutoImageProcessor` reads the class from `config.json`: the
-  registered class when this package is imported, the remote code otherwise.
+  entry (and without `image_processor_type`), `AutoImageProcessor` reads the class from `config.json`.
 
-transformers' own `custom_object_save` does not fit: it copies files verbatim and looks for a relative
-import `.a.b` as the file `a.b.py` in the first module's folder, so neither the cross-folder imports nor
-their rewriting are covered. This module is part of the exported code, so a model loaded with
-`trust_remote_code` saves a complete folder too.
+NOTE: transformers' `custom_object_save` copies files verbatim and looks for `.a.b` as the file `a.b.py` in the
+first module's folder, so it covers neither cross-folder imports nor their rewriting. This module is part of the
+exported code, so a model loaded with `trust_remote_code` saves a complete folder too.
 """
 
 from __future__ import annotations
