@@ -3,10 +3,11 @@
 import pytest
 
 from modeling_maskformer.configuration import MaskFormerConfig
-from modeling_maskformer.configuration.backbones import STAGES, build_backbone_config
+from modeling_maskformer.configuration.backbones import BACKBONE_SHAPES, STAGES, build_backbone_config
 from modeling_maskformer.interop.authors_checkpoints import PRESETS
 from modeling_maskformer.paper.zoo import MODEL_ZOO
 from modeling_maskformer.training.presets import preset_config
+from modeling_maskformer.training.recipes import RECIPES, choose_recipe
 from modeling_maskformer.variants import AUTHORS_CHECKPOINTS, TRAINING_PRESETS, VARIANTS, variant_config
 
 # Swin (Liu et al. 2021, Sec. 3.3): C, layer numbers, heads of stage 1 and the window of the 384 px models.
@@ -47,3 +48,10 @@ def test_presets_zoo_and_conversion_read_the_registry():
     assert config.backbone == "microsoft/resnet-50" and config.num_labels == 2 and "demo" in TRAINING_PRESETS
     with pytest.raises(ValueError, match="unknown --model_preset 'swin-tiny-ade'"):
         preset_config("swin-tiny-ade", {0: "a"})
+
+
+def test_every_backbone_type_has_the_papers_recipe():
+    assert {shape["model_type"] for shape in BACKBONE_SHAPES.values()} <= set(RECIPES)
+    for name in ("demo", "swin-tiny", "resnet50"):
+        expected = "scratch" if name == "demo" else VARIANTS[name].config().backbone_config.model_type
+        assert choose_recipe(variant_config(name)).name == expected
