@@ -16,6 +16,7 @@ from typing import Any
 
 from .configuration.backbones import SWIN_DROP_PATH_RATE, build_backbone_config
 from .configuration.configuration_maskformer import MaskFormerConfig
+from .errors import InvalidInputError
 from .modeling_maskformer import MaskFormerForInstanceSegmentation
 
 
@@ -107,7 +108,7 @@ AUTHORS_CHECKPOINTS = tuple(name for name, variant in VARIANTS.items() if varian
 
 def get_variant(name: str) -> Variant:
     if name not in VARIANTS:
-        raise ValueError(f"unknown model variant {name!r}; choose from {', '.join(VARIANTS)}")
+        raise InvalidInputError(f"unknown model variant {name!r}; choose from {', '.join(VARIANTS)}")
     return VARIANTS[name]
 
 
