@@ -25,12 +25,13 @@ HEADS = {
 }
 
 
-def preset_config(name: str, id2label: dict[int, str]) -> MaskFormerConfig:
-    """The `--model_preset` architecture `name` (`variants.TRAINING_PRESETS`) for these classes: `demo` is a small
-    from-scratch model for CPU; the others are the paper's, with ImageNet backbones from the Hub."""
+def preset_config(name: str, id2label: dict[int, str], **overrides) -> MaskFormerConfig:
+    """The `--model_preset` architecture `name` (`variants.TRAINING_PRESETS`) for these classes, with `overrides`
+    (MaskFormerConfig fields): `demo` is a small from-scratch model for CPU; the others are the paper's, with
+    ImageNet backbones from the Hub."""
     if name not in TRAINING_PRESETS:
         raise InvalidInputError(f"unknown --model_preset {name!r}; choose from {', '.join(TRAINING_PRESETS)}")
-    return variant_config(name, id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    return variant_config(name, id2label=id2label, label2id={v: k for k, v in id2label.items()}, **overrides)
 
 
 def build_model(
@@ -76,12 +77,9 @@ def build_model(
                     ", ..." if len(keys) > 8 else "",
                 )
     else:
-        config = preset_config(args.model_preset, id2label)
-        for key, value in overrides.items():
-            setattr(config, key, value)
+        config = preset_config(args.model_preset, id2label, **overrides)
         if model_class is PerPixelBaselineForSemanticSegmentation:
             config = PerPixelBaselineConfig.from_maskformer_config(config)
-        config.validate()
         model = model_class(config)
     return model
 
