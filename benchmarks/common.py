@@ -21,9 +21,9 @@ from PIL import Image
 from modeling_maskformer.image_processing import MaskFormerImageProcessor
 from modeling_maskformer.interop.transformers_weights import convert_from_transformers
 from modeling_maskformer.modeling_maskformer import MaskFormerForInstanceSegmentation
+from modeling_maskformer.variants import variant_config
 
 NUM_CLASSES, NUM_QUERIES = 150, 100
-STAGES = ["stage1", "stage2", "stage3", "stage4"]
 TRAIN_IMPLS = ("transformers", "ours-dense", "ours-point")
 
 
@@ -114,18 +114,11 @@ def median_times(functions: dict, repeats: int, warmup: int) -> dict[str, float]
 
 
 def backbone_config(name: str, tiny: bool):
-    """Swin-T or ResNet-50 as in the ADE20K checkpoints (`tiny`: the same kinds, a few channels wide)."""
-    if name == "swin-t":
-        shape = {"embed_dim": 96, "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24], "window_size": 7}
-        if tiny:
-            shape = {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "window_size": 4}
-        return transformers.MaskFormerSwinConfig(**shape, out_features=STAGES)
-    if name == "r50":
-        shape = {"embedding_size": 64, "hidden_sizes": [256, 512, 1024, 2048], "depths": [3, 4, 6, 3]}
-        if tiny:
-            shape = {"embedding_size": 8, "hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1]}
-        return transformers.ResNetConfig(**shape, layer_type="bottleneck", out_features=STAGES)
-    raise ValueError(f"unknown backbone {name!r}: swin-t or r50")
+    """Swin-T or ResNet-50 as in the ADE20K checkpoints (`tiny`: the same kinds, a few channels wide), from the
+    variants `benchmark-swin-t`, `benchmark-r50` and their `-tiny` versions (`modeling_maskformer.variants`)."""
+    if name not in ("swin-t", "r50"):
+        raise ValueError(f"unknown backbone {name!r}: swin-t or r50")
+    return variant_config(f"benchmark-{name}{'-tiny' if tiny else ''}").backbone_config
 
 
 def build_checkpoints(backbone: str, folder: Path, settings: Settings) -> dict[str, str]:

@@ -5,38 +5,28 @@ from __future__ import annotations
 import os
 from typing import Any, Literal, get_args
 
-from transformers import AutoConfig, PretrainedConfig
-from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from transformers import CONFIG_MAPPING, AutoConfig, DetrConfig, PretrainedConfig, TimmBackboneConfig
+from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING, MODEL_FOR_BACKBONE_MAPPING_NAMES
 
-from .remote_code import CONFIG_AUTO_MAP, HubFolderMixin
-from .transformers_format import SWIN_OUT_FEATURES, decoder_settings, dict_from_transformers
+from ..errors import InvalidInputError, MissingInputError
+from .backbones import STAGES, SWIN_DROP_PATH_RATE, build_backbone_config, with_all_stages
+from .remote_code import CONFIG_AUTO_MAP, TRANSFORMERS_MODEL_TYPE, HubFolderMixin, folder_model_type
+from .transformers_format import (
+    decoder_dict,
+    decoder_settings,
+    dict_from_transformers,
+    transformers_refusals,
+    write_transformers_config,
+)
 
 PixelDecoderType = Literal["fpn", "fpn_transformer_encoder"]
 MaskLossMode = Literal["dense", "point"]
 ActivationFunction = Literal["relu", "gelu"]
 
-# Backbone config types that produce a multi-scale feature pyramid through `AutoBackbone`.
-DEFAULT_BACKBONE_OUT_FEATURES = ["stage1", "stage2", "stage3", "stage4"]
-
-
-def _default_backbone_config() -> PretrainedConfig:
-    """Swin-T, the paper's ADE20K backbone (Sec. 4.1), with the four stages res2..res5."""
-    from transformers import MaskFormerSwinConfig
-
-    return MaskFormerSwinConfig(
-        embed_dim=96,
-        depths=[2, 2, 6, 2],
-        num_heads=[3, 6, 12, 24],
-        window_size=7,
-        drop_path_rate=0.3,
-        out_features=list(DEFAULT_BACKBONE_OUT_FEATURES),
-    )
-
 
 def _known_backbone_types() -> set[str]:
     """Config types `AutoBackbone` can build: transformers' own plus any registered at run time."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING
-
     registered = {cfg.model_type for cfg in MODEL_FOR_BACKBONE_MAPPING._extra_content}
     return set(MODEL_FOR_BACKBONE_MAPPING_NAMES) | registered
 
@@ -159,7 +149,7 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
     ):
         if cross_entropy_weight is not None:
             if class_weight != 1.0 and class_weight != cross_entropy_weight:
-                raise ValueError(
+                raise InvalidInputError(
                     f"MaskFormerConfig: class_weight={class_weight} and cross_entropy_weight={cross_entropy_weight} "
                     "name the same weight; give one"
                 )
@@ -178,7 +168,7 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
         self.use_pretrained_backbone = use_pretrained_backbone
         self.use_timm_backbone = use_timm_backbone
         self.backbone_kwargs = dict(backbone_kwargs or {})
-        self.backbone_config = self._resolve_backbone_config(backbone_config)
+        self.backbone_config = with_all_stages(self._backbone_config_from(backbone_config))
         self.pixel_decoder_type = pixel_decoder_type
         self.fpn_feature_size = fpn_feature_size
         self.mask_feature_size = mask_feature_size
@@ -212,57 +202,43 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
         super().__init__(**kwargs)
         self.validate()
 
-    def _resolve_backbone_config(self, backbone_config: PretrainedConfig | dict | None) -> PretrainedConfig:
-        config = self._backbone_config_from(backbone_config)
-        if config.model_type == "swin" and list(getattr(config, "out_features", None) or []) != SWIN_OUT_FEATURES:
-            # NOTE: as transformers' MaskFormer, which builds a "swin" backbone with its four stages whatever
-            # `out_features` says (a SwinConfig() has only the last stage: one map, no FPN).
-            config = config.__class__.from_dict(
-                {**config.to_dict(), "out_features": list(SWIN_OUT_FEATURES), "out_indices": None}
-            )
-        return config
-
     def _backbone_config_from(self, backbone_config: PretrainedConfig | dict | None) -> PretrainedConfig:
         if isinstance(backbone_config, PretrainedConfig):
             return backbone_config
         if isinstance(backbone_config, dict):
             model_type = backbone_config.get("model_type")
             if model_type is None:
-                raise ValueError("backbone_config: a dict backbone config needs a 'model_type' key")
-            from transformers import CONFIG_MAPPING
-
+                raise InvalidInputError("backbone_config: a dict backbone config needs a 'model_type' key")
             if model_type not in CONFIG_MAPPING:
-                raise ValueError(f"backbone_config: unknown model_type {model_type!r}")
+                raise InvalidInputError(f"backbone_config: unknown model_type {model_type!r}")
             return CONFIG_MAPPING[model_type].from_dict(backbone_config)
         if backbone_config is not None:
             raise TypeError(
                 f"backbone_config must be a PretrainedConfig, a dict or None, got {type(backbone_config).__name__}"
             )
-        if self.backbone is None:
-            return _default_backbone_config()
+        if self.backbone is None:  # Swin-T, the paper's ADE20K backbone (Sec. 4.1)
+            return build_backbone_config("swin-tiny", drop_path_rate=SWIN_DROP_PATH_RATE)
         if self.use_timm_backbone:
-            from transformers import TimmBackboneConfig
-
             kwargs = {"out_indices": [1, 2, 3, 4], **self.backbone_kwargs}
             return TimmBackboneConfig(backbone=self.backbone, **kwargs)
         # A transformers backbone checkpoint: its config.json describes the architecture.
         try:
             config = AutoConfig.from_pretrained(self.backbone, **self.backbone_kwargs)
         except OSError as error:
-            raise OSError(
+            raise MissingInputError(
                 f"backbone={self.backbone!r}: could not read its config (no network, or not a Hub id / local "
                 f"folder). Pass `backbone_config` explicitly to build the architecture offline. ({error})"
             ) from error
         if getattr(config, "out_features", None) is None and hasattr(config, "stage_names"):
-            config.out_features = list(DEFAULT_BACKBONE_OUT_FEATURES)
+            config.out_features = list(STAGES)
         return config
 
     def validate(self) -> None:
-        """Raise `ValueError` naming the first field whose value cannot build a MaskFormer."""
+        """Raise `InvalidInputError` (a ValueError) naming the first field whose value cannot build a MaskFormer."""
 
         def check(condition: bool, field: str, requirement: str) -> None:
             if not condition:
-                raise ValueError(f"MaskFormerConfig.{field}={getattr(self, field)!r}: {requirement}")
+                raise InvalidInputError(f"MaskFormerConfig.{field}={getattr(self, field)!r}: {requirement}")
 
         for field, allowed in (
             ("pixel_decoder_type", PixelDecoderType),
@@ -314,7 +290,7 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
         ids = sorted(self.id2label)
         if ids != list(range(len(ids))):
             shown = ", ".join(map(str, ids[:20])) + (", ..." if len(ids) > 20 else "")
-            raise ValueError(
+            raise InvalidInputError(
                 f"MaskFormerConfig.id2label: class ids must be 0..{len(ids) - 1} without gaps (the class head has one "
                 f"output per id), got [{shown}]"
             )
@@ -331,7 +307,7 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
             check(valid, "validation_held_out", 'must be None or {"fraction": 0 < f < 1, "seed": int, ...}')
         backbone_type = getattr(self.backbone_config, "model_type", None)
         if backbone_type not in _known_backbone_types():
-            raise ValueError(
+            raise InvalidInputError(
                 f"MaskFormerConfig.backbone_config: model_type {backbone_type!r} is not a backbone "
                 "transformers.AutoBackbone can build (e.g. 'swin', 'maskformer-swin', 'resnet', 'convnext', "
                 "'dinov2', 'timm_backbone')"
@@ -361,18 +337,11 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
     @property
     def decoder_config(self) -> PretrainedConfig:
         """The decoder as transformers' MaskFormer describes it (a DETR config), built from this config's fields."""
-        from transformers import DetrConfig
-
-        from .transformers_format import decoder_dict
-
         return DetrConfig(**decoder_dict(self))
 
     def save_pretrained(self, save_directory, *args: Any, **kwargs: Any):
         """Into a transformers-native folder (config.json with model_type "maskformer", written by the model's
         `save_pretrained`), the config is written in that format too, so that it still fits the weights."""
-        from .remote_code import TRANSFORMERS_MODEL_TYPE, folder_model_type
-        from .transformers_format import transformers_refusals, write_transformers_config
-
         if folder_model_type(save_directory) != TRANSFORMERS_MODEL_TYPE or transformers_refusals(self):
             return super().save_pretrained(save_directory, *args, **kwargs)
         if args or kwargs.get("push_to_hub"):
@@ -385,7 +354,7 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except ValueError as error:
-            raise ValueError(f"{pretrained_model_name_or_path}: {error}") from error
+            raise InvalidInputError(f"{pretrained_model_name_or_path}: {error}") from error
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -399,13 +368,13 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
             if os.path.exists(source):
                 raise
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise OSError(
+            raise MissingInputError(
                 f"{source}: no such local folder, and not available from the Hugging Face Hub ({reason})"
             ) from error
         if config_dict.get("model_type") == "maskformer":  # converted here, so from_pretrained sees our type
             config_dict = cls.dict_from_transformers(config_dict)
         if not config_dict:
-            raise OSError(
+            raise MissingInputError(
                 f"{source} has no config.json: not a saved model folder (save one with save_pretrained, or convert "
                 "a checkpoint with scripts/convert_checkpoint.py)"
             )
@@ -424,7 +393,7 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
         if model_type == "maskformer":
             config_dict = cls.dict_from_transformers(config_dict)
         elif model_type not in (None, cls.model_type):
-            raise ValueError(
+            raise InvalidInputError(
                 f"config.json has model_type {model_type!r}, not {cls.model_type!r} or 'maskformer': not a "
                 "MaskFormer folder"
             )
@@ -432,13 +401,11 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
 
 
 def check_local_source(source: str) -> None:
-    """`FileNotFoundError` for a path that does not exist and cannot be a Hub repo id (instead of the Hub's
-    "Repo id must be in the form ..."); a valid repo id is left to the Hub."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
+    """`MissingInputError` (a FileNotFoundError) for a path that does not exist and cannot be a Hub repo id (instead
+    of the Hub's "Repo id must be in the form ..."); a valid repo id is left to the Hub."""
     if os.path.exists(source):
         return
     try:
         validate_repo_id(source)
     except HFValidationError:
-        raise FileNotFoundError(f"{source}: no such file or folder") from None
+        raise MissingInputError(f"{source}: no such file or folder") from None

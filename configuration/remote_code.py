@@ -1,30 +1,25 @@
-"""Hub-ready folders that load without this package: one mechanism, `HubFolderMixin`, writes the Python files
+"""Hub-ready folders that load without this package: `HubFolderMixin` writes the Python files that
 `trust_remote_code=True` needs next to the JSON whenever the config, the model or the image processor is saved.
 
-- The files are found by following the first-party imports of the three modules that `auto_map` names (the
-  config, model and image processor modules), so a module added to (or removed from) that graph is picked up
-  without a list to maintain. Imports inside functions count too (`hub.py` is imported lazily).
-- A Hub repository is flat; the package spans three folders (`modeling_maskformer/` and its subpackages
-  `configuration/` and `image_processing/`). Each relative import (`from .x import`, `from ..configuration.x
-  import`, `from .image_processing.x import`) is rewritten to `from .x import`, at the positions the parser
-  finds (never inside strings). Module file names must therefore be unique across the three folders, and
-  first-party code must be imported from its module, not from a package `__init__`: both are checked.
+- The files are the first-party modules reachable by imports from the modules `auto_map` names, so nothing lists
+  them. A Hub repository is flat, so each relative import is rewritten to `from .x import` (at the positions the
+  parser finds, never inside strings): module file names must be unique across the package's folders, and
+  first-party code must be imported from its module, not from a package `__init__` (both checked).
 - `auto_map` lives in `config.json` only. NOTE: transformers 5.24's `AutoVideoProcessor`, which the pipeline
   also tries, turns an `auto_map.AutoImageProcessor` in `preprocessor_config.json` into a video-processor
   reference and asks "Do you wish to run the custom code?", even with this package imported. Without that
-  entry (and without `image_processor_type`), `AutoImageProcessor` reads the class from `config.json`: the
-  registered class when this package is imported, the remote code otherwise.
+  entry (and without `image_processor_type`), `AutoImageProcessor` reads the class from `config.json`.
 
-transformers' own `custom_object_save` does not fit: it copies files verbatim and looks for a relative
-import `.a.b` as the file `a.b.py` in the first module's folder, so neither the cross-folder imports nor
-their rewriting are covered. This module is part of the exported code, so a model loaded with
-`trust_remote_code` saves a complete folder too.
+NOTE: transformers' `custom_object_save` copies files verbatim and looks for `.a.b` as the file `a.b.py` in the
+first module's folder, so it covers neither cross-folder imports nor their rewriting. This module is part of the
+exported code, so a model loaded with `trust_remote_code` saves a complete folder too.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +142,6 @@ TRANSFORMERS_PROCESSOR_TYPE = "MaskFormerImageProcessor"
 
 def folder_model_type(folder: str | Path) -> str | None:
     """model_type in a local folder's config.json (None without one, or when it cannot be read)."""
-    import json
-
     config_file = Path(folder) / "config.json"
     try:
         return json.loads(config_file.read_text()).get("model_type")
@@ -160,8 +153,6 @@ def mark_processor_config(folder: str | Path) -> None:
     """Name transformers' processor class in a native folder's preprocessor_config.json (when there is one):
     AutoImageProcessor then builds transformers' `MaskFormerImageProcessor`, which reads every setting of ours
     (same names and meanings; see the README's drop-in section for the differences in behaviour)."""
-    import json
-
     path = Path(folder) / "preprocessor_config.json"
     if not path.is_file():
         return

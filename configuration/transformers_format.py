@@ -16,8 +16,17 @@ config.json holds, and how our settings travel in it.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
+from pathlib import Path
 from typing import Any
+
+from transformers import DetrConfig
+from transformers import MaskFormerConfig as TransformersMaskFormerConfig
+from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
+
+from ..errors import InvalidInputError
+from .backbones import with_all_stages
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +58,6 @@ _ALIASES = ("decoder_config", "cross_entropy_weight")
 # them as attributes (`transformers.AutoConfig.from_pretrained(folder).thing_ids`) and writes them back, so
 # code written for transformers' models reads them as ours does (`getattr(model.config, "thing_ids", None)`).
 TOP_LEVEL_EXTRAS = ("thing_ids", "validation_held_out")
-SWIN_OUT_FEATURES = ["stage1", "stage2", "stage3", "stage4"]
 
 
 def stashed_fields(config_class) -> tuple[str, ...]:
@@ -67,8 +75,6 @@ def stashed_fields(config_class) -> tuple[str, ...]:
 
 def transformers_refusals(config) -> list[str]:
     """Why transformers' MaskFormer cannot represent `config` (empty: it can, exactly)."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
-
     refusals = []
     if config.model_type != "maskformer-hf":  # NOTE: a subclass's, e.g. the per-pixel baseline's
         refusals.append(
@@ -90,20 +96,9 @@ def transformers_refusals(config) -> list[str]:
     return refusals
 
 
-def backbone_config_for_ours(backbone_config):
-    """transformers builds a "swin" backbone with the four stages as outputs whatever its config says."""
-    if backbone_config.model_type != "swin" or list(backbone_config.out_features) == SWIN_OUT_FEATURES:
-        return backbone_config
-    return backbone_config.__class__.from_dict(
-        {**backbone_config.to_dict(), "out_features": list(SWIN_OUT_FEATURES), "out_indices": None}
-    )
-
-
 def decoder_settings(decoder_config) -> dict[str, Any]:
     """Our fields from a DETR decoder config (transformers' `MaskFormerConfig.decoder_config`), or its dict."""
     if isinstance(decoder_config, dict):
-        from transformers import DetrConfig
-
         decoder_config = DetrConfig.from_dict({k: v for k, v in decoder_config.items() if k != "model_type"})
     if getattr(decoder_config, "auxiliary_loss", False):
         logger.warning(
@@ -132,7 +127,7 @@ def settings_from_transformers(tf_config, config_class) -> dict[str, Any]:
     }
     settings.update(decoder_settings(tf_config.decoder_config))
     settings.update(
-        backbone_config=backbone_config_for_ours(tf_config.backbone_config),
+        backbone_config=with_all_stages(tf_config.backbone_config),
         class_weight=tf_config.cross_entropy_weight,
         use_auxiliary_loss=tf_config.use_auxiliary_loss,
         id2label={int(k): v for k, v in tf_config.id2label.items()},
@@ -151,8 +146,6 @@ def settings_from_transformers(tf_config, config_class) -> dict[str, Any]:
 
 def dict_from_transformers(config_dict: dict[str, Any], config_class) -> dict[str, Any]:
     """Our config dict from the dict of a transformers config.json (model_type "maskformer")."""
-    from transformers import MaskFormerConfig as TransformersMaskFormerConfig
-
     tf_config = TransformersMaskFormerConfig.from_dict(config_dict)
     return config_class(**settings_from_transformers(tf_config, config_class)).to_dict()
 
@@ -171,12 +164,11 @@ def decoder_dict(config) -> dict[str, Any]:
 
 
 def config_to_transformers(config):
-    """A `transformers.MaskFormerConfig` for our config; ValueError naming what transformers cannot represent."""
-    from transformers import MaskFormerConfig as TransformersMaskFormerConfig
-
+    """A `transformers.MaskFormerConfig` for our config; `InvalidInputError` naming what transformers cannot
+    represent."""
     refusals = transformers_refusals(config)
     if refusals:
-        raise ValueError("transformers' MaskFormer cannot represent this model: " + "; ".join(refusals))
+        raise InvalidInputError("transformers' MaskFormer cannot represent this model: " + "; ".join(refusals))
     top = {theirs: getattr(config, ours) for ours, (where, theirs) in TRANSFORMERS_FIELDS.items() if where == "top"}
     return TransformersMaskFormerConfig(
         backbone_config=config.backbone_config.__class__.from_dict(config.backbone_config.to_dict()),
@@ -194,9 +186,6 @@ def config_to_transformers(config):
 
 def write_transformers_config(config, folder, architectures: list[str] | None = None) -> None:
     """Write `config` as a transformers MaskFormer config.json into `folder` (the stash included)."""
-    import json
-    from pathlib import Path
-
     saved = config_to_transformers(config).to_dict()
     if architectures is not None:
         saved["architectures"] = architectures

@@ -2,32 +2,16 @@
 
     model, processor = convert_from_original("model_final_abc.pkl", "out/ours", preset="swin-tiny-ade")
 
-A `.pkl` is a pickled dict `{"model": {name: numpy array}, "__author__": ..., ...}`. It is read by
-`ArrayOnlyUnpickler`, which builds numpy arrays and plain containers only: any other global (`os.system`, a
-class) stops the load before it runs. A `.pth` (detectron2's own checkpointer) is read with
-`torch.load(weights_only=True)`.
-
-Assumed key layout (MaskFormer's code on detectron2; cfg names in parentheses):
-- ResNet (`build_resnet_backbone`, basic 7x7 stem, FrozenBN): `backbone.stem.conv1.{weight,norm.*}`,
-  `backbone.res{2..5}.{b}.conv{1,2,3}.{weight,norm.*}`, `.shortcut.{weight,norm.*}` on the first block.
-  -> transformers `ResNetBackbone` (`embedder.embedder.*`, `encoder.stages.{s}.layers.{b}.layer.{c}.*`).
-  STRIDE_IN_1X1=False in MaskFormer's configs (torchvision weights) = `downsample_in_bottleneck=False`.
-  The "deeplab" stem of the R101c models (stem.conv1..3) has no transformers counterpart: refused.
-- Swin (`D2SwinTransformer`): `backbone.patch_embed.{proj,norm}`, `backbone.layers.{i}.blocks.{j}.{norm1,
-  attn.qkv, attn.proj, attn.relative_position_bias_table, attn.relative_position_index, norm2, mlp.fc1,
-  mlp.fc2}`, `backbone.layers.{i}.downsample.{reduction,norm}`, output norms `backbone.norm{0..3}`
-  -> transformers `MaskFormerSwinBackbone`; `qkv` is split in thirds into query/key/value.
-- Pixel decoder (`BasePixelDecoder`, conv_dim C): `sem_seg_head.pixel_decoder.adapter_{1..3}` (1x1 lateral
-  conv + `.norm` GroupNorm) and `layer_{1..4}` (3x3 conv + `.norm`) from fine (res2) to coarse, `layer_4`
-  on res5; `mask_features`. "+6 Enc" (`TransformerEncoderPixelDecoder`): also `input_proj` and
-  `transformer.encoder.layers.{i}.{self_attn.in_proj_weight/bias, self_attn.out_proj, linear1, linear2,
-  norm1, norm2}` (q/k/v split in thirds).
-- Predictor (`TransformerPredictor`): `sem_seg_head.predictor.{query_embed, input_proj, class_embed,
-  mask_embed.layers.{0..2}}`, `transformer.decoder.layers.{i}.{self_attn, multihead_attn (in_proj split in
-  thirds), linear1, linear2, norm1..3}`, `transformer.decoder.norm`.
-Skipped source keys: `criterion.empty_weight` (no-object weight, from the config), `pixel_mean/pixel_std`
-(read into the processor), `*.num_batches_tracked` (SyncBN bookkeeping). Not inferable from the keys: the
-number of attention heads (8 in every released model) and the processor settings: `--config` presets.
+A `.pkl` is a pickled dict `{"model": {name: numpy array}, "__author__": ..., ...}`, read by `ArrayOnlyUnpickler`
+(numpy arrays and plain containers only: any other global stops the load before it runs); a `.pth` (detectron2's
+own checkpointer) with `torch.load(weights_only=True)`. The architecture is read from the key shapes
+(`config_from_original`) and the keys are renamed by `original_rules`: detectron2's ResNet (basic 7x7 stem,
+FrozenBN; STRIDE_IN_1X1=False, i.e. `downsample_in_bottleneck=False`) and `D2SwinTransformer` (its fused `qkv`
+split in thirds) -> transformers' ResNet / MaskFormer-Swin backbones; `BasePixelDecoder` and "+6 Enc"
+`TransformerEncoderPixelDecoder`; `TransformerPredictor` (fused `in_proj` split in thirds). The "deeplab" stem of
+the R101c models has no transformers counterpart: refused. Skipped source keys: `criterion.empty_weight` (from the
+config), `pixel_mean/pixel_std` (read into the processor), `*.num_batches_tracked`. Not in the keys: the number of
+attention heads (8 in every released model) and the processor settings: the presets (`modeling_maskformer.variants`).
 """
 
 from __future__ import annotations
@@ -41,7 +25,6 @@ import pickle
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -50,9 +33,12 @@ import torch
 from torch import Tensor
 from transformers import MaskFormerSwinConfig, ResNetConfig
 
-from ..configuration.configuration_maskformer import DEFAULT_BACKBONE_OUT_FEATURES, MaskFormerConfig
+from ..configuration.backbones import BACKBONE_SHAPES, STAGES, SWIN_DROP_PATH_RATE
+from ..configuration.configuration_maskformer import MaskFormerConfig
+from ..errors import InvalidInputError, MissingInputError
 from ..image_processing import MaskFormerImageProcessor
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation
+from ..variants import AUTHORS_CHECKPOINTS, VARIANTS, Variant
 from .transformers_weights import Rule, apply_rules, convert_state_dict, drop_keys
 
 _OUR_BACKBONE = "model.backbone.body"
@@ -60,6 +46,13 @@ SKIPPED_SOURCE_KEYS = (r"criterion\.empty_weight", r"pixel_mean", r"pixel_std", 
 # Our buffers with no original counterpart: BatchNorm counters, and MaskFormer-Swin's final LayerNorm, which
 # its backbone forward never uses (the original has only the per-stage output norms).
 _OURS_ONLY = (r".*\.num_batches_tracked", rf"{re.escape(_OUR_BACKBONE)}\.model\.layernorm\.(weight|bias)")
+# The released models `preset` names (`modeling_maskformer.variants`): the architecture each must have, and its
+# test-time processor settings (what the keys cannot tell).
+PRESETS: dict[str, Variant] = {name: VARIANTS[name] for name in AUTHORS_CHECKPOINTS}
+
+
+class RefusedPickleError(InvalidInputError, pickle.UnpicklingError):
+    """A checkpoint file refused before anything in it ran (a user error, and still a `pickle.UnpicklingError`)."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -168,7 +161,7 @@ def load_original_checkpoint(path: str | Path) -> dict[str, Tensor]:
     """The model weights of a detectron2 checkpoint (`.pkl` of numpy arrays, or `.pth`), as tensors."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+        raise MissingInputError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
     try:
         if path.suffix == ".pkl":
             with open(path, "rb") as file:
@@ -178,80 +171,29 @@ def load_original_checkpoint(path: str | Path) -> dict[str, Tensor]:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         if path.suffix != ".pkl":  # torch.load's refusal suggests weights_only=False: never for untrusted files
-            raise pickle.UnpicklingError(
+            raise RefusedPickleError(
                 f"{path}: not a PyTorch checkpoint of tensors only (torch.load with weights_only=True refused it)"
             ) from error
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable pickle"
-        raise pickle.UnpicklingError(f"{path}: {first_line}") from error
+        raise RefusedPickleError(f"{path}: {first_line}") from error
     except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError) as error:
-        raise ValueError(
+        raise InvalidInputError(
             f"{path}: not a readable detectron2 checkpoint (.pkl of numpy arrays, or .pth): "
             f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
         ) from error
     weights = checkpoint.get("model", checkpoint) if isinstance(checkpoint, Mapping) else None
     if not isinstance(weights, Mapping):
-        raise ValueError(f"{path}: expected a dict with a 'model' dict of arrays, got {type(checkpoint).__name__}")
+        raise InvalidInputError(
+            f"{path}: expected a dict with a 'model' dict of arrays, got {type(checkpoint).__name__}"
+        )
     state = {}
     for key, value in weights.items():
         if isinstance(value, np.ndarray | np.generic):
             value = torch.from_numpy(np.ascontiguousarray(value))
         if not isinstance(value, Tensor):
-            raise ValueError(f"{path}: weight {key!r} is a {type(value).__name__}, not an array")
+            raise InvalidInputError(f"{path}: weight {key!r} is a {type(value).__name__}, not an array")
         state[key] = value
     return state
-
-
-# ----------------------------------------------------------------------------------------------------
-# Presets: what the keys cannot tell
-# ----------------------------------------------------------------------------------------------------
-_ADE = {"size": {"shortest_edge": 512, "longest_edge": 2048}, "do_reduce_labels": True, "ignore_index": 255}
-_ADE_640 = {**_ADE, "size": {"shortest_edge": 640, "longest_edge": 2560}}
-_COCO = {"size": {"shortest_edge": 800, "longest_edge": 1333}, "ignore_index": 255}
-_CITYSCAPES = {"size": {"shortest_edge": 1024, "longest_edge": 2048}, "ignore_index": 255}
-_SWIN = {  # name: (embed_dim C, depth of stage 3, heads of stage 1, window); stages 2-2-x-2, heads doubling
-    name: {
-        "model_type": "maskformer-swin",
-        "embed_dim": c,
-        "depths": [2, 2, depth, 2],
-        "num_heads": [heads, 2 * heads, 4 * heads, 8 * heads],
-        "window_size": window,
-    }
-    for name, (c, depth, heads, window) in {
-        "tiny": (96, 6, 3, 7),
-        "small": (96, 18, 3, 7),
-        "base": (128, 18, 4, 12),
-        "large": (192, 18, 6, 12),
-    }.items()
-}
-_RESNET = {
-    "50": {"model_type": "resnet", "depths": [3, 4, 6, 3]},
-    "101": {"model_type": "resnet", "depths": [3, 4, 23, 3]},
-}
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A released model: the backbone and head it must have, and its test-time processor settings."""
-
-    backbone: dict[str, Any]
-    num_labels: int
-    processor: dict[str, Any]
-    pixel_decoder_type: str = "fpn"
-    num_attention_heads: int = 8
-
-
-PRESETS: dict[str, Preset] = {
-    **{
-        f"swin-{name}-ade": Preset(_SWIN[name], 150, _ADE if name in ("tiny", "small") else _ADE_640) for name in _SWIN
-    },
-    **{f"swin-{name}-coco": Preset(_SWIN[name], 133, _COCO) for name in _SWIN},
-    **{f"resnet{depth}-ade": Preset(_RESNET[depth], 150, _ADE) for depth in _RESNET},
-    **{
-        f"resnet{depth}-6enc-coco": Preset(_RESNET[depth], 133, _COCO, pixel_decoder_type="fpn_transformer_encoder")
-        for depth in _RESNET
-    },
-    "resnet101-cityscapes": Preset(_RESNET["101"], 19, _CITYSCAPES),
-}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -279,14 +221,14 @@ def _swin_config(state: Mapping[str, Tensor]) -> MaskFormerSwinConfig:
         window_size=window,
         mlp_ratio=state["backbone.layers.0.blocks.0.mlp.fc1.weight"].shape[0] / proj.shape[0],
         qkv_bias="backbone.layers.0.blocks.0.attn.qkv.bias" in state,
-        drop_path_rate=0.3,
-        out_features=list(DEFAULT_BACKBONE_OUT_FEATURES[: len(stages)]),
+        drop_path_rate=SWIN_DROP_PATH_RATE,
+        out_features=STAGES[: len(stages)],
     )
 
 
 def _resnet_config(state: Mapping[str, Tensor]) -> ResNetConfig:
     if "backbone.stem.conv2.weight" in state:
-        raise ValueError(
+        raise InvalidInputError(
             "this checkpoint has detectron2's 'deeplab' ResNet stem (three 3x3 convs, the R101c models): "
             "transformers' ResNet has a single 7x7 stem conv, so it cannot be converted"
         )
@@ -301,15 +243,15 @@ def _resnet_config(state: Mapping[str, Tensor]) -> ResNetConfig:
         depths=[len(_indices(state, rf"backbone\.res{n}\.(\d+)\..*")) for n in stages],
         layer_type="bottleneck" if bottleneck else "basic",
         downsample_in_bottleneck=False,  # MaskFormer's configs: STRIDE_IN_1X1=False
-        out_features=list(DEFAULT_BACKBONE_OUT_FEATURES[: len(stages)]),
+        out_features=STAGES[: len(stages)],
     )
 
 
 def config_from_original(
     state: Mapping[str, Tensor], preset: str | None = None, num_attention_heads: int | None = None
 ) -> MaskFormerConfig:
-    """Our config from the shapes of an original state dict, checked against a preset when given. The number
-    of attention heads is not in the shapes: `num_attention_heads`, else the preset's, else 8."""
+    """Our config from the shapes of an original state dict, checked against a preset (a key of `PRESETS`) when
+    given. The number of attention heads is not in the shapes: `num_attention_heads`, else the preset's."""
     head, pixel = "sem_seg_head.predictor", "sem_seg_head.pixel_decoder"
     required = [
         f"{head}.query_embed.weight",
@@ -318,15 +260,17 @@ def config_from_original(
         f"{head}.transformer.decoder.layers.0.linear1.weight",
     ]
     if missing := [key for key in required if key not in state]:
-        raise ValueError(f"not a MaskFormer checkpoint in the authors' layout: no {', '.join(missing)}")
+        raise InvalidInputError(f"not a MaskFormer checkpoint in the authors' layout: no {', '.join(missing)}")
     if "backbone.patch_embed.proj.weight" in state:
         backbone_config = _swin_config(state)
     elif "backbone.stem.conv1.weight" in state:
         backbone_config = _resnet_config(state)
     else:
-        raise ValueError("unknown backbone: neither a Swin (backbone.patch_embed) nor a ResNet (backbone.stem) key")
+        raise InvalidInputError(
+            "unknown backbone: neither a Swin (backbone.patch_embed) nor a ResNet (backbone.stem) key"
+        )
     if any(key.startswith("sem_seg_head.predictor.transformer.encoder.") for key in state):
-        raise ValueError(
+        raise InvalidInputError(
             "this checkpoint has a transformer encoder (or its pre-norm LayerNorm) inside the predictor "
             "(TRANSFORMER.ENC_LAYERS > 0 or PRE_NORM=True): not supported by this model"
         )
@@ -334,7 +278,7 @@ def config_from_original(
     encoder_layers = _indices(state, rf"{re.escape(pixel)}\.transformer\.encoder\.layers\.(\d+)\..*")
     query_embed = state[f"{head}.query_embed.weight"]  # (Q, d)
     mask_features = state[f"{pixel}.mask_features.weight"]  # (C_mask, C, 3, 3)
-    chosen = PRESETS[preset] if preset is not None else None
+    expected = PRESETS[preset].config() if preset is not None else MaskFormerConfig()
     config = MaskFormerConfig(
         backbone_config=backbone_config,
         pixel_decoder_type="fpn_transformer_encoder" if encoder_layers else "fpn",
@@ -347,28 +291,28 @@ def config_from_original(
         num_queries=query_embed.shape[0],
         hidden_size=query_embed.shape[1],
         decoder_layers=len(decoder_layers),
-        num_attention_heads=num_attention_heads or (chosen.num_attention_heads if chosen else 8),
+        num_attention_heads=num_attention_heads or expected.num_attention_heads,
         decoder_ffn_dim=state[f"{head}.transformer.decoder.layers.0.linear1.weight"].shape[0],
         num_labels=state[f"{head}.class_embed.weight"].shape[0] - 1,
     )
-    if chosen is not None:
-        _check_preset(config, chosen, preset)
+    if preset is not None:
+        _check_preset(config, expected, preset)
     return config
 
 
-def _check_preset(config: MaskFormerConfig, preset: Preset, name: str) -> None:
-    found = {key: getattr(config.backbone_config, key, None) for key in preset.backbone}
-    found.update(num_labels=config.num_labels, pixel_decoder_type=config.pixel_decoder_type)
-    wanted = {
-        **preset.backbone,
-        "num_labels": preset.num_labels,
-        "pixel_decoder_type": preset.pixel_decoder_type,
-    }
+def _check_preset(config: MaskFormerConfig, expected: MaskFormerConfig, name: str) -> None:
+    """The backbone shape (`BACKBONE_SHAPES`), classes and pixel decoder of the preset, or an error naming each
+    difference."""
+    shape = BACKBONE_SHAPES[PRESETS[name].backbone]
+    wanted = {key: getattr(expected.backbone_config, key) for key in shape}
+    found = {key: getattr(config.backbone_config, key, None) for key in shape}
+    for key in ("num_labels", "pixel_decoder_type"):
+        wanted[key], found[key] = getattr(expected, key), getattr(config, key)
     differences = [
         f"{key}: checkpoint {found[key]!r}, preset {value!r}" for key, value in wanted.items() if found[key] != value
     ]
     if differences:
-        raise ValueError(f"the checkpoint does not match preset {name!r}: " + "; ".join(differences))
+        raise InvalidInputError(f"the checkpoint does not match preset {name!r}: " + "; ".join(differences))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -490,7 +434,7 @@ def to_original_state_dict(model: MaskFormerForInstanceSegmentation) -> dict[str
     state, _ = drop_keys(model.state_dict(), _OURS_ONLY)
     converted, unconverted = apply_rules(state, original_rules(model.config), to_ours=False)
     if unconverted:
-        raise ValueError(f"no original-format name for {len(unconverted)} keys: {', '.join(unconverted[:20])}")
+        raise InvalidInputError(f"no original-format name for {len(unconverted)} keys: {', '.join(unconverted[:20])}")
     empty_weight = torch.ones(model.config.num_labels + 1)
     empty_weight[-1] = model.config.no_object_weight
     converted["criterion.empty_weight"] = empty_weight
@@ -519,12 +463,12 @@ def convert_from_original(
     processor; the architecture itself is inferred from the key shapes, except the number of attention heads
     (`num_attention_heads`, else the preset's, else 8: every released model)."""
     if preset is not None and preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+        raise InvalidInputError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     state = load_original_checkpoint(source)
     try:
         config = config_from_original(state, preset, num_attention_heads)
     except ValueError as error:
-        raise ValueError(f"{source}: {error}") from error
+        raise InvalidInputError(f"{source}: {error}") from error
     model = MaskFormerForInstanceSegmentation(config)
     model.load_state_dict(state_dict_from_original(state, config, model.state_dict()), strict=True)
     model.eval()

@@ -11,7 +11,8 @@ Where each figure comes from (NOTE: no network here; the Hub pages were read fro
   single-scale mIoU, "mIoU (ms+flip)", PQ;
 - test sizes, scales and thresholds: the authors' config named in `config` (same repository) and detectron2's
   defaults (`detectron2/config/defaults.py`) where that config sets none: INPUT.MIN_SIZE_TEST 800,
-  INPUT.MAX_SIZE_TEST 1333, TEST.AUG.MIN_SIZES (400, ..., 1200), TEST.AUG.MAX_SIZE 4000;
+  INPUT.MAX_SIZE_TEST 1333, TEST.AUG.MIN_SIZES (400, ..., 1200), TEST.AUG.MAX_SIZE 4000; the architecture, class
+  count, test size and ignored label of each row are its variant's (`modeling_maskformer.variants`, same name);
 - which zoo row a Hub checkpoint holds: the Swin checkpoints' model cards (ADE20K / COCO panoptic, by size);
   the ResNet checkpoints have no model card, and their rows are inferred from transformers' conversion script
   (`convert_maskformer_resnet_to_pytorch.py`: the dataset from the name, ResNet-101 and not ResNet-101c).
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..inference.tta import TestTimeAugmentation
+from ..variants import VARIANTS, Variant
 
 MODEL_ZOO_SOURCE = "facebookresearch/MaskFormer MODEL_ZOO.md (commit da3e60d)"
 AUTHORS_REPOSITORY = "https://github.com/facebookresearch/MaskFormer"
@@ -59,9 +61,10 @@ RESNET_SCRIPT = (
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """One released checkpoint: where it is, what it is evaluated on, how, and the number it should reach."""
+    """One released checkpoint: where it is, what it is evaluated on, how, and the number it should reach. Its
+    architecture, class count, test size and ignored label are those of the variant of the same name."""
 
-    name: str  # row name for scripts/reproduce.py: the Hub repo name without "maskformer-"
+    name: str  # row name for scripts/reproduce.py: the Hub repo name without "maskformer-", a key of VARIANTS
     backbone: str
     dataset: str  # the benchmark, as the paper names it
     task: Literal["semantic", "panoptic"]
@@ -71,18 +74,37 @@ class ZooEntry:
     num_images: int  # the evaluation split's size
     split: str
     layout: str  # the local folder the data loader reads
-    test_size: int  # INPUT.MIN_SIZE_TEST
-    max_test_size: int  # INPUT.MAX_SIZE_TEST
     datasets_name: str | None = None  # the data's Hugging Face `datasets` name (model-card metadata only)
     prepare: str | None = None  # the `scripts/prepare_data.py` name that makes `layout`, if any
-    label_convention: Literal["ade", "as_is"] | None = None  # semantic PNGs (see README "Fine-tune on your data")
-    ignore_index: int = 255
     size_divisor: int = 32  # MODEL.MASK_FORMER.SIZE_DIVISIBILITY (0: no padding)
     tta: TestTimeAugmentation | None = None  # TEST.AUG; None where the config gives no sizes
     threshold: float | None = None  # panoptic: MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD
     overlap_threshold: float | None = None  # panoptic: MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD
     hub_evidence: str = RESNET_SCRIPT
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def variant(self) -> Variant:
+        return VARIANTS[self.name]
+
+    @property
+    def test_size(self) -> int:  # INPUT.MIN_SIZE_TEST
+        return self.variant.processor["size"]["shortest_edge"]
+
+    @property
+    def max_test_size(self) -> int:  # INPUT.MAX_SIZE_TEST
+        return self.variant.processor["size"]["longest_edge"]
+
+    @property
+    def ignore_index(self) -> int:
+        return self.variant.processor["ignore_index"]
+
+    @property
+    def label_convention(self) -> Literal["ade", "as_is"] | None:
+        """Of the semantic PNGs (see README "Fine-tune on your data"): "ade" where the labels are reduced."""
+        if self.task != "semantic":
+            return None
+        return "ade" if self.variant.processor.get("do_reduce_labels") else "as_is"
 
     @property
     def hub_id(self) -> str:
@@ -106,7 +128,7 @@ class ZooEntry:
         return self.paper_multi_scale if tta else self.paper_single_scale
 
 
-def _ade(name, backbone, config, single, multi, test_size=512, tta=ADE20K_512_TTA, evidence=SWIN_CARD):
+def _ade(name, backbone, config, single, multi, evidence=SWIN_CARD):
     return ZooEntry(
         name=name,
         backbone=backbone,
@@ -118,12 +140,9 @@ def _ade(name, backbone, config, single, multi, test_size=512, tta=ADE20K_512_TT
         num_images=2000,
         split="validation",
         layout=ADE_LAYOUT,
-        test_size=test_size,
-        max_test_size=4 * test_size,
         datasets_name="scene_parse_150",
         prepare="ade20k",
-        label_convention="ade",
-        tta=tta,
+        tta=ADE20K_640_TTA if VARIANTS[name].processor["size"]["shortest_edge"] == 640 else ADE20K_512_TTA,
         hub_evidence=evidence,
     )
 
@@ -140,8 +159,6 @@ def _coco(name, backbone, config, pq):
         num_images=5000,
         split="validation",
         layout=COCO_PANOPTIC_LAYOUT,
-        test_size=800,
-        max_test_size=1333,
         size_divisor=0,
         threshold=0.8,
         overlap_threshold=0.8,
@@ -154,23 +171,9 @@ def _coco(name, backbone, config, pq):
 MODEL_ZOO: tuple[ZooEntry, ...] = (
     _ade("swin-tiny-ade", "Swin-T", "swin/maskformer_swin_tiny_bs16_160k.yaml", 46.7, 48.8),
     _ade("swin-small-ade", "Swin-S", "swin/maskformer_swin_small_bs16_160k.yaml", 49.8, 51.0),
+    _ade("swin-base-ade", "Swin-B (IN-21k)", "swin/maskformer_swin_base_IN21k_384_bs16_160k_res640.yaml", 52.7, 53.9),
     _ade(
-        "swin-base-ade",
-        "Swin-B (IN-21k)",
-        "swin/maskformer_swin_base_IN21k_384_bs16_160k_res640.yaml",
-        52.7,
-        53.9,
-        test_size=640,
-        tta=ADE20K_640_TTA,
-    ),
-    _ade(
-        "swin-large-ade",
-        "Swin-L (IN-21k)",
-        "swin/maskformer_swin_large_IN21k_384_bs16_160k_res640.yaml",
-        54.1,
-        55.6,
-        test_size=640,
-        tta=ADE20K_640_TTA,
+        "swin-large-ade", "Swin-L (IN-21k)", "swin/maskformer_swin_large_IN21k_384_bs16_160k_res640.yaml", 54.1, 55.6
     ),
     _ade("resnet50-ade", "R50", "maskformer_R50_bs16_160k.yaml", 44.5, 46.7, evidence=RESNET_SCRIPT),
     _ade("resnet101-ade", "R101", "maskformer_R101_bs16_160k.yaml", 45.5, 47.2, evidence=RESNET_SCRIPT),
@@ -191,9 +194,6 @@ MODEL_ZOO: tuple[ZooEntry, ...] = (
             split="test",
             layout="images/testing/*.jpg + annotations/testing/*.png (class ids 0..170, 255 ignored: the authors' "
             "prepare_coco_stuff_10k_sem_seg.py output)",
-            test_size=640,
-            max_test_size=2560,
-            label_convention="as_is",
             tta=COCO_STUFF_TTA,
         )
         for depth, single, multi in ((50, 37.1, 38.9), (101, 38.1, 39.8))
@@ -211,10 +211,6 @@ MODEL_ZOO: tuple[ZooEntry, ...] = (
             split="validation",
             layout="images/validation/*.jpg + annotations/validation/*.png, 16-bit class ids 0..846, 65535 ignored "
             "(the authors' prepare_ade20k_full_sem_seg.py writes .tif: convert them to 16-bit PNG)",
-            test_size=512,
-            max_test_size=2048,
-            label_convention="as_is",
-            ignore_index=65535,
             notes=("the model zoo reports no multi-scale number for ADE20K-Full",),
         )
         for depth, single in ((50, 16.0), (101, 16.8))
@@ -231,9 +227,6 @@ MODEL_ZOO: tuple[ZooEntry, ...] = (
         split="validation",
         layout=CITYSCAPES_LAYOUT,
         prepare="cityscapes",
-        test_size=1024,
-        max_test_size=2048,
-        label_convention="as_is",
         tta=CITYSCAPES_TTA,
     ),
     ZooEntry(
@@ -247,10 +240,6 @@ MODEL_ZOO: tuple[ZooEntry, ...] = (
         num_images=2000,
         split="validation",
         layout="images/validation/*.jpg + annotations/validation/*.png (class ids 0..64, 65 ignored)",
-        test_size=2048,
-        max_test_size=2048,
-        label_convention="as_is",
-        ignore_index=65,
         notes=(
             "the model zoo reports ms+flip 55.4, but the config sets no TEST.AUG sizes (detectron2's defaults "
             "would be 400..1200 / 4000): not confirmed, so --tta is refused for this row",

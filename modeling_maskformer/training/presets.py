@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import logging
 
-from transformers import MaskFormerSwinConfig, ResNetConfig
 from transformers.utils import logging as transformers_logging
 
 from ..configuration import MaskFormerConfig
+from ..configuration.backbones import STAGES  # noqa: F401 (re-exported: modeling_maskformer.training.STAGES)
 from ..configuration.configuration_per_pixel import PerPixelBaselineConfig
+from ..errors import InvalidInputError
 from ..image_processing import MaskFormerImageProcessor
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation
 from ..paper.per_pixel import PerPixelBaselineForSemanticSegmentation
+from ..variants import TRAINING_PRESETS, variant_config
 
 logger = logging.getLogger(__name__)
-
-STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
 # `--head`: the model class on top of a preset's backbone and pixel decoder (MaskFormer, or the paper's per-pixel
 # classification baseline, Table 4).
@@ -25,72 +25,13 @@ HEADS = {
 }
 
 
-def preset_config(name: str, id2label: dict[int, str]) -> MaskFormerConfig:
-    """Architectures by name. `demo` is a small from-scratch model for CPU; the others are the paper's,
-    with ImageNet backbones from the Hub."""
-    labels = {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
-    if name == "demo":
-        # NOTE: dropout 0 — on short from-scratch runs decoder dropout 0.1 made eval-mode predictions
-        # collapse to "no object" (REFERENCE.md, observed here); the paper's 0.1 stays the default elsewhere.
-        backbone = ResNetConfig(
-            embedding_size=32,
-            hidden_sizes=[32, 64, 128, 256],
-            depths=[1, 1, 2, 1],
-            layer_type="basic",
-            out_features=STAGES,
-        )
-        return MaskFormerConfig(
-            backbone_config=backbone,
-            num_queries=20,
-            hidden_size=128,
-            num_attention_heads=4,
-            decoder_layers=3,
-            decoder_ffn_dim=512,
-            fpn_feature_size=64,
-            mask_feature_size=64,
-            dropout=0.0,
-            attention_dropout=0.0,
-            **labels,
-        )
-    if name in ("resnet50", "resnet101"):
-        depths = [3, 4, 6, 3] if name == "resnet50" else [3, 4, 23, 3]
-        backbone = ResNetConfig(depths=depths, layer_type="bottleneck", out_features=STAGES)
-        return MaskFormerConfig(
-            backbone_config=backbone,
-            backbone=f"microsoft/{name.replace('resnet', 'resnet-')}",
-            use_pretrained_backbone=True,
-            use_timm_backbone=False,
-            **labels,
-        )
-    swin = {
-        "swin-tiny": (96, [2, 2, 6, 2], [3, 6, 12, 24], 7, "microsoft/swin-tiny-patch4-window7-224"),
-        "swin-small": (96, [2, 2, 18, 2], [3, 6, 12, 24], 7, "microsoft/swin-small-patch4-window7-224"),
-        "swin-base": (
-            128,
-            [2, 2, 18, 2],
-            [4, 8, 16, 32],
-            12,
-            "microsoft/swin-base-patch4-window12-384-in22k",
-        ),
-    }
-    if name in swin:
-        embed, depths, heads, window, checkpoint = swin[name]
-        backbone = MaskFormerSwinConfig(
-            embed_dim=embed,
-            depths=depths,
-            num_heads=heads,
-            window_size=window,
-            drop_path_rate=0.3,
-            out_features=STAGES,
-        )
-        return MaskFormerConfig(
-            backbone_config=backbone,
-            backbone=checkpoint,
-            use_pretrained_backbone=True,
-            use_timm_backbone=False,
-            **labels,
-        )
-    raise ValueError(f"unknown --model_preset {name!r}; choose from demo, resnet50, resnet101, {', '.join(swin)}")
+def preset_config(name: str, id2label: dict[int, str], **overrides) -> MaskFormerConfig:
+    """The `--model_preset` architecture `name` (`variants.TRAINING_PRESETS`) for these classes, with `overrides`
+    (MaskFormerConfig fields): `demo` is a small from-scratch model for CPU; the others are the paper's, with
+    ImageNet backbones from the Hub."""
+    if name not in TRAINING_PRESETS:
+        raise InvalidInputError(f"unknown --model_preset {name!r}; choose from {', '.join(TRAINING_PRESETS)}")
+    return variant_config(name, id2label=id2label, label2id={v: k for k, v in id2label.items()}, **overrides)
 
 
 def build_model(
@@ -102,7 +43,7 @@ def build_model(
     overrides = {"mask_loss_mode": args.mask_loss_mode} if args.mask_loss_mode else {}
     head = getattr(args, "head", "mask_classification")
     if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; choose from {', '.join(HEADS)}")
+        raise InvalidInputError(f"unknown head {head!r}; choose from {', '.join(HEADS)}")
     model_class = HEADS[head]
     if args.model_name_or_path:
         # NOTE: transformers' own load report would repeat the class-head warning as a table; silence it and
@@ -136,12 +77,9 @@ def build_model(
                     ", ..." if len(keys) > 8 else "",
                 )
     else:
-        config = preset_config(args.model_preset, id2label)
-        for key, value in overrides.items():
-            setattr(config, key, value)
+        config = preset_config(args.model_preset, id2label, **overrides)
         if model_class is PerPixelBaselineForSemanticSegmentation:
             config = PerPixelBaselineConfig.from_maskformer_config(config)
-        config.validate()
         model = model_class(config)
     return model
 

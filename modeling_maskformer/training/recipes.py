@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 from ..configuration import MaskFormerConfig
+from ..errors import InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -24,14 +25,15 @@ _RESNET = Recipe(learning_rate=1e-4, weight_decay=1e-4, backbone_lr_multiplier=0
 _SWIN = Recipe(learning_rate=6e-5, weight_decay=0.01, backbone_lr_multiplier=1.0, warmup_steps=1500)
 # NOTE: not the paper's. A randomly initialised backbone has nothing to protect, so it learns at the full rate
 # (the paper's x0.1 keeps ImageNet features), and a small model from scratch takes a 5x higher rate after a
-# short warmup. Measured on the synthetic scenes (`make demo`, 2,600 steps): mIoU 0.92; the ResNet recipe on
-# the same from-scratch model reaches 0.22 after 60 steps with everything predicted as background.
+# short warmup. Measured on the synthetic scenes (`make demo`: the `demo` variant, 2,600 steps): mIoU 0.92; the
+# ResNet recipe on the same from-scratch model reaches 0.22 after 60 steps with everything predicted as background.
 _SCRATCH = Recipe(learning_rate=5e-4, weight_decay=1e-4, backbone_lr_multiplier=1.0, warmup_steps=100)
 
 SCRATCH = "scratch"
 # Keyed by the backbone config's `model_type` for ImageNet-pretrained backbones (the paper gives recipes for
-# ResNet and Swin only; any other backbone type needs an explicit choice), and `SCRATCH` for a backbone that
-# starts from random weights, whatever its type.
+# ResNet and Swin only, the types of `configuration.backbones.BACKBONE_SHAPES`; any other backbone type needs an
+# explicit choice), and `SCRATCH` for a backbone that starts from random weights (the `demo` variant), whatever
+# its type.
 RECIPES = {"resnet": _RESNET, "swin": _SWIN, "maskformer-swin": _SWIN, SCRATCH: _SCRATCH}
 
 # The fields that a recipe must supply (the others have the paper's defaults for every backbone).
@@ -74,7 +76,7 @@ def choose_recipe(
     backbone_type = config.backbone_config.model_type
     if name is not None:
         if name not in RECIPES:
-            raise ValueError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
+            raise InvalidInputError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
         return RecipeChoice(replace(RECIPES[name], **overrides), name, f"chosen with --recipe{given}")
     if not pretrained_backbone:
         reason = (
@@ -87,9 +89,9 @@ def choose_recipe(
         return RecipeChoice(replace(RECIPES[backbone_type], **overrides), backbone_type, reason)
     if all(k in overrides for k in REQUIRED_FIELDS):
         return RecipeChoice(Recipe(**overrides), None, f"no recipe for a pretrained {backbone_type} backbone{given}")
-    raise ValueError(
-        f"no training recipe for a pretrained backbone of type {backbone_type!r} (the paper's recipes: resnet, swin, "
-        f"maskformer-swin). Pick one with --recipe (choose_recipe(config, name=...)), or give all of "
+    raise InvalidInputError(
+        f"no training recipe for a pretrained backbone of type {backbone_type!r} (the paper's recipes: "
+        f"{', '.join(k for k in RECIPES if k != SCRATCH)}). Pick one with --recipe (choose_recipe(config, name=...)), or give all of "
         f"--learning_rate, --weight_decay, --backbone_lr_multiplier and --num_warmup_steps."
     )
 
