@@ -40,7 +40,7 @@ class MaskFormerCollator:
     `transformers.Trainer` can gather and slice like any tensor (its lists of per-image tensors it cannot):
     `segment_map` (B, H, W) long, i >= 1 where pixel is in mask_labels[b][i - 1] and 0 elsewhere (padding,
     ignored pixels), and `segment_classes` (B, N_max) long, the class of each segment, -1 past N_i. The model
-    never sees both keys (`evaluation.SegmentationTrainer` takes them off its inputs).
+    sees neither (`evaluation.SegmentationTrainer` takes them off its inputs).
     """
 
     def __init__(
