@@ -258,7 +258,7 @@ def get_entry(name: str) -> ZooEntry:
 
 
 def markdown_table() -> str:
-    """The zoo as a Markdown table (the README's, regenerated from this module)."""
+    """The zoo as a Markdown table (docs/paper.md's, regenerated from this module)."""
     lines = [
         "| row | Hub id | data | test size (max) | TTA sizes (max) | metric | paper: single / multi-scale | row of the checkpoint |",
         "|---|---|---|---|---|---|---|---|",
