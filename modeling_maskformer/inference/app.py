@@ -1,13 +1,10 @@
-"""A Gradio web demo of a MaskFormer: upload an image, pick a task and thresholds, see the overlay with its
-legend and a table of segments. `build_demo(model_dir)` returns the `gr.Blocks`; `scripts/app.py` launches it.
-
-Safe to expose, by construction:
-- the model is fixed by whoever starts the app (`model_dir`); the page has no control that names a model,
-  a path or code, and models load without `trust_remote_code`;
-- the only files the handler reads are the uploads Gradio stored in its own upload folder and the bundled
-  examples (`read_upload` refuses any other path, whatever a client sends);
-- uploads are limited in bytes (also enforced by Gradio: `max_file_size`) and in pixels (checked from the
-  header, before decoding);
+"""A Gradio web demo: upload an image, pick a task and thresholds, see the overlay with its legend and a table of
+segments. `build_demo(model_dir)` returns the `gr.Blocks`; `scripts/app.py` launches it. Safe to expose:
+- the model is fixed by whoever starts the app; no control names a model, a path or code, and models load without
+  `trust_remote_code`;
+- the handler reads only the uploads in Gradio's upload folder and the bundled examples (`read_upload` refuses any
+  other path, whatever a client sends);
+- uploads are limited in bytes (also by Gradio: `max_file_size`) and in pixels (from the header, before decoding);
 - `launch` listens on 127.0.0.1 unless told otherwise (`host`, or $GRADIO_SERVER_NAME as on a Space).
 """
 
@@ -24,6 +21,9 @@ from PIL import Image, UnidentifiedImageError
 
 from .. import MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
 from ..data.labels import TASKS, model_thing_ids, segment
+from ..errors import InvalidInputError
+from ..export import MaskFormerRuntimeModel
+from .prediction_writers import segments_table
 from .visualization import draw
 
 TABLE_HEADERS = ["label", "score", "area %"]
@@ -37,7 +37,7 @@ class Limits:
     display_side: int = 1024  # larger images are shrunk (aspect kept) before prediction and drawing
 
 
-class UploadError(ValueError):
+class UploadError(InvalidInputError):
     """An upload the app refuses; its message is shown to the visitor."""
 
 
@@ -49,7 +49,7 @@ def example_images() -> list[Path]:
 
 def upload_roots() -> list[Path]:
     """Folders uploads may come from: Gradio's upload folder and the bundled examples."""
-    from gradio.utils import get_upload_folder
+    from gradio.utils import get_upload_folder  # NOTE: gradio is optional (the [app] extra), so imported here
 
     roots = [Path(get_upload_folder()).resolve()]
     if example_images():
@@ -95,8 +95,6 @@ def read_upload(
 def load_model(model_dir: str | os.PathLike, *, precision: str = "fp32"):
     """(model, processor) from our model folder / Hub id, or from an exported folder (has `export.json`)."""
     if (Path(model_dir) / "export.json").is_file():
-        from ..export import MaskFormerRuntimeModel
-
         model = MaskFormerRuntimeModel.from_pretrained(model_dir, precision=precision)
     else:
         model = MaskFormerForInstanceSegmentation.from_pretrained(model_dir).eval()
@@ -135,22 +133,14 @@ class Segmenter:
             mask_threshold=mask_threshold,
             overlap_mask_area_threshold=overlap_threshold,
         )[0]
-        if task == "semantic":
-            ids, counts = torch.unique(result, return_counts=True)
-            rows = [
-                [self.id2label.get(int(i), str(int(i))), None, round(100 * int(c) / result.numel(), 2)]
-                for i, c in zip(ids, counts)
+        rows = [
+            [
+                row["label"],
+                row["score"] if row["score"] is None else round(row["score"], 3),
+                round(100 * row["area_fraction"], 2),
             ]
-        else:
-            segmentation = result["segmentation"]
-            rows = [
-                [
-                    self.id2label.get(s["label_id"], str(s["label_id"])),
-                    round(float(s["score"]), 3),
-                    round(100 * int((segmentation == s["id"]).sum()) / segmentation.numel(), 2),
-                ]
-                for s in result["segments_info"]
-            ]
+            for row in segments_table(result, task, self.id2label)
+        ]
         rows.sort(key=lambda row: -row[2])
         return draw(image, result, self.id2label, task=task), rows
 
