@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from .prediction_writers import segments_table
 from .visualization import draw
 
 TABLE_HEADERS = ["label", "score", "area %"]
+EXAMPLES = Path(__file__).resolve().parent / "assets" / "examples"
 
 
 @dataclass(frozen=True)
@@ -43,18 +43,14 @@ class UploadError(InvalidInputError):
 
 def example_images() -> list[Path]:
     """The bundled example pictures (`modeling_maskformer/inference/assets/examples`)."""
-    folder = Path(str(resources.files("modeling_maskformer.inference") / "assets" / "examples"))
-    return sorted(p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    return sorted(p for p in EXAMPLES.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
 
 def upload_roots() -> list[Path]:
     """Folders uploads may come from: Gradio's upload folder and the bundled examples."""
     from gradio.utils import get_upload_folder  # NOTE: gradio is optional (the [app] extra), so imported here
 
-    roots = [Path(get_upload_folder()).resolve()]
-    if example_images():
-        roots.append(example_images()[0].parent.resolve())
-    return roots
+    return [Path(get_upload_folder()).resolve(), EXAMPLES]
 
 
 def read_upload(
@@ -203,8 +199,7 @@ def build_demo(
                 overlay = gr.Image(type="pil", label="overlay", elem_id="overlay", format="png")
                 table = gr.Dataframe(headers=TABLE_HEADERS, label="segments", elem_id="segments", interactive=False)
         inputs = [upload, task, threshold, mask_threshold, overlap]
-        if example_images():
-            gr.Examples([[str(p)] for p in example_images()], inputs=[upload])
+        gr.Examples([[str(p)] for p in example_images()], inputs=[upload])
         button.click(segment, inputs, [overlay, table], api_name="segment")
         task.change(segment, inputs, [overlay, table], api_name=False)
     return demo
@@ -214,7 +209,6 @@ def launch(demo, *, host: str | None = None, port: int | None = None, limits: Li
     """`demo.launch` with the upload limit, examples as the only extra readable folder, and the address
     `host`, else $GRADIO_SERVER_NAME (what a Hugging Face Space sets), else 127.0.0.1 (localhost only)."""
     host = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
-    roots = [str(example_images()[0].parent)] if example_images() else []
     return demo.launch(
-        server_name=host, server_port=port, max_file_size=limits.max_bytes, allowed_paths=roots, **kwargs
+        server_name=host, server_port=port, max_file_size=limits.max_bytes, allowed_paths=[str(EXAMPLES)], **kwargs
     )

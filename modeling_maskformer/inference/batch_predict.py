@@ -191,19 +191,6 @@ class _StopOnSignal:
             signal.signal(number, handler)
 
 
-def read_index(path: str | os.PathLike) -> dict[str, Any]:
-    """A `predictions.json` ("run", "summary", "images"), checked; a user error naming the file otherwise."""
-    try:
-        payload = json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InvalidInputError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(payload, dict) or not {"run", "summary", "images"} <= set(payload):
-        raise InvalidInputError(
-            f"{path}: not a predictions.json written by batch prediction (no run, summary, images)"
-        )
-    return payload
-
-
 def _earlier_entries(out_dir: Path, run: dict[str, Any], overwrite: bool, progress: _Progress) -> dict[int, dict]:
     """The entries (by image id: the same inputs give the same ids) of the images an earlier run into `out_dir`
     finished with the same settings and inputs, their files present; a user error when it had other settings, unless
@@ -220,9 +207,14 @@ def _earlier_entries(out_dir: Path, run: dict[str, Any], overwrite: bool, progre
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         return {}
     try:
-        earlier = read_index(index_path)
-    except InvalidInputError as error:
-        raise InvalidInputError(f"{error}; pass --overwrite (overwrite=True) to start over") from None
+        earlier = json.loads(index_path.read_text())
+        if not isinstance(earlier, dict) or not {"run", "summary", "images"} <= set(earlier):
+            raise ValueError("no run, summary, images")
+    except ValueError as error:  # also json.JSONDecodeError, UnicodeDecodeError
+        raise InvalidInputError(
+            f"{index_path}: not a predictions.json written by batch prediction ({error}); pass --overwrite "
+            "(overwrite=True) to start over"
+        ) from None
     differences = [
         f"{key} {earlier['run'].get(key)!r} -> {run.get(key)!r}"
         for key in RESUME_KEYS

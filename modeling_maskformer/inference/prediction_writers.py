@@ -1,14 +1,11 @@
-"""Writers of predictions in the formats other tools import, one per task (`docs/predict.md` shows their use).
+"""Writers of predictions in the formats other tools import, one per task; each also draws the overlays
+(`overlays/<key>.png`). `docs/predict.md` shows them from your own code.
 
-- `SemanticWriter`: a class-index PNG per image, `masks/<key>.png`, 8-bit grayscale for at most 255 classes (values
-  0..K-1, so 255 never occurs), else 16-bit. PIL, OpenCV (`IMREAD_UNCHANGED`) and numpy read the ids straight back.
-- `PanopticWriter`: COCO panoptic, laid out as COCO's ground truth: `predictions_panoptic/<key>.png` (segment id =
-  R + 256 G + 256^2 B, 0 = none) and `predictions_panoptic.json` (`segments_info` with our `score`; "categories"
-  with `isthing`). panopticapi (`pq_compute`, `rgb2id`), detectron2 and datumaro/CVAT read it.
-- `InstanceWriter`: `results.json`, COCO's results format (RLE `counts` as a string), what pycocotools' `loadRes`
-  and `COCOeval` take; and `instances.json`, a COCO instances dataset (RLE, area, bbox, iscrowd 0, score) that CVAT
-  ("COCO 1.0"), datumaro, detectron2's `register_coco_instances` and pycocotools import. Thing classes only.
-Each writer also draws the overlay (`visualization.draw`) as `overlays/<key>.png`.
+- `SemanticWriter`: class-index PNGs `masks/<key>.png` (8-bit for at most 255 classes, else 16-bit).
+- `PanopticWriter`: COCO panoptic, `predictions_panoptic/<key>.png` (id = R + 256 G + 256^2 B, 0 = none) and
+  `predictions_panoptic.json` (with our `score`), as panopticapi, detectron2 and datumaro/CVAT read it.
+- `InstanceWriter`: `results.json` (COCO results: what pycocotools' `loadRes` and `COCOeval` take) and
+  `instances.json` (a COCO instances dataset with scores: CVAT "COCO 1.0", datumaro, detectron2). Thing classes only.
 
 NOTE: COCO category ids are the model's class ids + 1 (`CATEGORY_ID_OFFSET`): COCO numbers categories from 1, and
 CVAT's importer (datumaro) reads category id 0 as "no class". The class-index PNGs keep the model's ids 0..K-1.
@@ -177,11 +174,9 @@ class _Writer:
         except json.JSONDecodeError as error:
             raise InvalidInputError(f"{path}: not valid JSON ({error}); remove it or start over") from None
         self.images = [i for i in earlier["images"] if i["id"] in wanted]
-        self.records = [self._earlier_record(a) for a in earlier["annotations"] if a["image_id"] in wanted]
+        annotations = (a for a in earlier["annotations"] if a["image_id"] in wanted)
+        self.records = [{k: v for k, v in a.items() if k not in ("id", "iscrowd")} for a in annotations]
         return {i["id"] for i in self.images}
-
-    def _earlier_record(self, annotation: dict) -> dict:
-        return annotation
 
     def _json(self, path: Path, payload: Any) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -242,7 +237,6 @@ class InstanceWriter(_Writer):
 
     task = "instance"
     json_file = INSTANCES_FILE
-    FIELDS = ("image_id", "category_id", "segmentation", "score", "bbox", "area")
 
     def add(self, record: ImageRecord, image: Image.Image, result: Mapping[str, Any]) -> dict[str, Any]:
         segmentation = result["segmentation"].cpu()
@@ -255,24 +249,24 @@ class InstanceWriter(_Writer):
         self.images.append(record.coco_image())
         for segment, mask in zip(kept["segments_info"], kept["segmentation"]):
             encoded = encode_mask(mask)
-            category = int(segment["label_id"]) + CATEGORY_ID_OFFSET
-            score = round(float(segment["score"]), 6)
-            values = (record.image_id, category, encoded["rle"], score, encoded["bbox"], encoded["area"])
-            self.records.append(dict(zip(self.FIELDS, values)))
+            self.records.append(
+                {
+                    "image_id": record.image_id,
+                    "category_id": int(segment["label_id"]) + CATEGORY_ID_OFFSET,
+                    "segmentation": encoded["rle"],
+                    "score": round(float(segment["score"]), 6),
+                    "bbox": encoded["bbox"],
+                    "area": encoded["area"],
+                }
+            )
         return self._entry(record, image, kept)
-
-    def _earlier_record(self, annotation: dict) -> dict:
-        return {k: annotation[k] for k in self.FIELDS}
 
     def flush(self) -> list[Path]:
         found = sorted(self.records, key=lambda r: r["image_id"])  # stable: by score within an image
         # NOTE: no bbox in the results: pycocotools' loadRes would take the box's area for the mask's (COCO's results
         # format for segm has image_id, category_id, segmentation, score); it computes area and box from the RLE.
         results = [{k: r[k] for k in ("image_id", "category_id", "segmentation", "score")} for r in found]
-        annotations = [
-            {"id": n, **{k: r[k] for k in self.FIELDS if k != "score"}, "iscrowd": 0, "score": r["score"]}
-            for n, r in enumerate(found, start=1)
-        ]
+        annotations = [{"id": n, **r, "iscrowd": 0} for n, r in enumerate(found, start=1)]
         dataset = {
             "images": sorted(self.images, key=lambda i: i["id"]),
             "annotations": annotations,
