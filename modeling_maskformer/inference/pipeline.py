@@ -25,14 +25,12 @@ from ..configuration.configuration_per_pixel import PerPixelBaselineConfig
 from ..data.labels import model_thing_ids, segment
 from ..errors import InvalidInputError
 from ..image_processing.validation import image_to_tensor
-from .tta import TestTimeAugmentation, semantic_segmentation_tta
-
-# Arrays are converted once here; the image processor re-checks size limits.
-_NO_LIMIT = {"min_side": 1, "max_side": 1 << 30, "max_pixels": 1 << 62}
+from .tta import NO_SIZE_LIMIT, TestTimeAugmentation, semantic_segmentation_tta
 
 
 def array_to_pil(image: np.ndarray | torch.Tensor) -> Image.Image:
-    tensor, in_unit_range = image_to_tensor(image, "pipeline input", **_NO_LIMIT)
+    """An array or tensor input (see the module docstring) as the RGB image the stock pipeline takes."""
+    tensor, in_unit_range = image_to_tensor(image, "pipeline input", **NO_SIZE_LIMIT)
     if tensor.is_floating_point():
         tensor = (tensor * (255.0 if in_unit_range else 1.0)).round().clamp(0, 255)
     array = tensor.to(torch.uint8).permute(1, 2, 0).numpy()

@@ -29,7 +29,7 @@ from ..data.download import write_json
 from ..data.labels import drop_stuff
 from ..data.synthetic import id_to_rgb
 from ..errors import InvalidInputError
-from .visualization import draw
+from .visualization import draw, to_numpy
 
 CATEGORY_ID_OFFSET = 1  # COCO category id = class id + 1 (see the module docstring)
 PANOPTIC_NAME = "predictions_panoptic"  # the JSON file and, as in COCO, the PNG folder of the same name
@@ -49,10 +49,6 @@ class ImageRecord:
 
     def coco_image(self) -> dict[str, Any]:
         return {"id": self.image_id, "file_name": self.file_name, "height": self.height, "width": self.width}
-
-
-def _numpy(array: torch.Tensor | np.ndarray) -> np.ndarray:
-    return array.cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
 
 
 def _save_png(path: Path, array: np.ndarray) -> Path:
@@ -75,7 +71,7 @@ def coco_categories(
 
 def write_class_index_png(path: str | os.PathLike, class_map: torch.Tensor | np.ndarray, num_labels: int) -> Path:
     """An (H, W) map of class ids 0..num_labels-1 as a grayscale PNG: 8-bit for up to 255 classes, else 16-bit."""
-    class_map = _numpy(class_map)
+    class_map = to_numpy(class_map)
     if num_labels > 65535:
         raise InvalidInputError(f"{num_labels} classes do not fit a 16-bit class-index PNG (at most 65535)")
     if class_map.size and (class_map.min() < 0 or class_map.max() >= num_labels):
@@ -85,13 +81,13 @@ def write_class_index_png(path: str | os.PathLike, class_map: torch.Tensor | np.
 
 def write_panoptic_png(path: str | os.PathLike, segmentation: torch.Tensor | np.ndarray) -> Path:
     """An (H, W) map of segment ids (0 = none) as a COCO panoptic PNG (id = R + 256 G + 256^2 B)."""
-    return _save_png(Path(path), id_to_rgb(_numpy(segmentation)))
+    return _save_png(Path(path), id_to_rgb(to_numpy(segmentation)))
 
 
 def encode_mask(mask: np.ndarray | torch.Tensor) -> dict[str, Any]:
     """An (H, W) bool mask -> its COCO compressed RLE (`counts` as str, JSON-ready), `area` and `bbox` ([x, y, width,
     height]), all from pycocotools."""
-    rle = mask_utils.encode(np.asfortranarray(_numpy(mask), dtype=np.uint8))
+    rle = mask_utils.encode(np.asfortranarray(to_numpy(mask), dtype=np.uint8))
     return {
         "rle": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
         "area": int(mask_utils.area(rle)),

@@ -32,7 +32,8 @@ AUTHORS_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 AUTHORS_MAX_RATIO = 7
 # Elements of float32 working memory per band of output rows (about 64 MiB).
 BAND_ELEMENTS = 1 << 24
-_NO_LIMIT = {"min_side": 1, "max_side": 1 << 30, "max_pixels": 1 << 62}
+# Images are converted once, here and in the pipeline; the image processor checks the size limits of each view.
+NO_SIZE_LIMIT = {"min_side": 1, "max_side": 1 << 30, "max_pixels": 1 << 62}
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def semantic_scores_tta(
 ) -> Tensor:
     """The per-class scores averaged over the views of `augmentation`, (K, H_t, W_t) float32 on the model's device.
     `image`: anything the processor takes; `target_size` defaults to its size. The model must be in eval mode."""
-    pixels, _ = image_to_tensor(image, "image", **_NO_LIMIT)  # (C, h, w), decoded once for all views
+    pixels, _ = image_to_tensor(image, "image", **NO_SIZE_LIMIT)  # (C, h, w), decoded once for all views
     target = tuple(int(v) for v in (target_size or pixels.shape[-2:]))
     parameter = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
     device, dtype = (parameter.device, parameter.dtype) if parameter is not None else ("cpu", torch.float32)

@@ -35,7 +35,8 @@ def class_colour(class_id: int, shade: int = 0) -> tuple[int, int, int]:
     return tuple(round(255 * c) for c in colorsys.hsv_to_rgb(hue, saturation, value))
 
 
-def _to_numpy(array: Any) -> np.ndarray:
+def to_numpy(array: Any) -> np.ndarray:
+    """A tensor (any device) or array-like as a numpy array."""
     return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
 
 
@@ -44,7 +45,7 @@ def _segments(result: Any, task: Task | None, ignore_index: int) -> tuple[np.nda
     segments (id = class id, no score)."""
     task = task or ("panoptic" if isinstance(result, Mapping) else "semantic")
     if task == "semantic":
-        labels = _to_numpy(result.get("segmentation") if isinstance(result, Mapping) else result).astype(np.int64)
+        labels = to_numpy(result.get("segmentation") if isinstance(result, Mapping) else result).astype(np.int64)
         if labels.ndim != 2:
             raise InvalidInputError(f"draw(task='semantic'): expected an (H, W) map of class ids, got {labels.shape}")
         return labels, [{"id": c, "label_id": c} for c in np.unique(labels).tolist() if c >= 0 and c != ignore_index]
@@ -55,7 +56,7 @@ def _segments(result: Any, task: Task | None, ignore_index: int) -> tuple[np.nda
             f"draw(task={task!r}): expected a dict with 'segmentation' and 'segments_info' "
             f"(post_process_{task}_segmentation)"
         )
-    return _to_numpy(result["segmentation"]), list(result["segments_info"])
+    return to_numpy(result["segmentation"]), list(result["segments_info"])
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -103,7 +104,7 @@ def draw(
     semantic). Pictures smaller than `min_size` are enlarged (nearest) for legibility. Legend rows: label (and score
     for segments) with the area as a percentage of the image, largest first.
     """
-    image = image if isinstance(image, Image.Image) else Image.fromarray(_to_numpy(image).astype(np.uint8))
+    image = image if isinstance(image, Image.Image) else Image.fromarray(to_numpy(image).astype(np.uint8))
     image = image.convert("RGB")
     segmentation, segments = _segments(result, task, ignore_index)
     region_map = np.full(segmentation.shape[-2:], -1, dtype=np.int64)  # (H, W) segment positions, -1 = none
