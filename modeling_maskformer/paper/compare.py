@@ -17,6 +17,7 @@ allows (it is reported), and the schedule always completes.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -127,12 +128,7 @@ class _Trainer:
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
         self.model.train()
-        outputs = self.model(
-            pixel_values=batch["pixel_values"],
-            pixel_mask=batch["pixel_mask"],
-            mask_labels=batch["mask_labels"],
-            class_labels=batch["class_labels"],
-        )
+        outputs = self.model(**{k: batch[k] for k in ("pixel_values", "pixel_mask", "mask_labels", "class_labels")})
         outputs.loss.backward()
         if self.recipe.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.max_grad_norm)
@@ -153,18 +149,14 @@ def lr_factor(progress: float, warmup_fraction: float, power: float) -> float:
 
 def _batches(settings: CompareSettings, training_set: TrainingSet, collate):
     """The shared data stream: seeded epochs of global batches, forever."""
-    epoch = 0
-    while True:
+    for epoch in itertools.count():
         training_set.epoch = epoch
-        batches = epoch_batches(len(training_set), settings.batch_size, settings.seed, epoch)
-        loader = torch.utils.data.DataLoader(
+        yield from torch.utils.data.DataLoader(
             training_set,
-            batch_sampler=batches,
+            batch_sampler=epoch_batches(len(training_set), settings.batch_size, settings.seed, epoch),
             collate_fn=collate,
             generator=torch.Generator().manual_seed(settings.seed + epoch),
         )
-        yield from loader
-        epoch += 1
 
 
 def compare_one(settings: CompareSettings, num_classes: int, budget_seconds: float) -> dict:
