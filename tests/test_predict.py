@@ -669,7 +669,7 @@ def test_writers_from_user_code(tmp_path):
 
 
 def test_a_bug_keeps_its_traceback_after_the_results_are_written(photos, tmp_path, monkeypatch):
-    from modeling_maskformer import batch_predict
+    from modeling_maskformer.inference import batch_predict
 
     model, processor = varied_model()
     real, calls = batch_predict._post_process, []

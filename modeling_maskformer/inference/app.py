@@ -1,13 +1,10 @@
-"""A Gradio web demo of a MaskFormer: upload an image, pick a task and thresholds, see the overlay with its
-legend and a table of segments. `build_demo(model_dir)` returns the `gr.Blocks`; `scripts/app.py` launches it.
-
-Safe to expose, by construction:
-- the model is fixed by whoever starts the app (`model_dir`); the page has no control that names a model,
-  a path or code, and models load without `trust_remote_code`;
-- the only files the handler reads are the uploads Gradio stored in its own upload folder and the bundled
-  examples (`read_upload` refuses any other path, whatever a client sends);
-- uploads are limited in bytes (also enforced by Gradio: `max_file_size`) and in pixels (checked from the
-  header, before decoding);
+"""A Gradio web demo: upload an image, pick a task and thresholds, see the overlay with its legend and a table of
+segments. `build_demo(model_dir)` returns the `gr.Blocks`; `scripts/app.py` launches it. Safe to expose:
+- the model is fixed by whoever starts the app; no control names a model, a path or code, and models load without
+  `trust_remote_code`;
+- the handler reads only the uploads in Gradio's upload folder and the bundled examples (`read_upload` refuses any
+  other path, whatever a client sends);
+- uploads are limited in bytes (also by Gradio: `max_file_size`) and in pixels (from the header, before decoding);
 - `launch` listens on 127.0.0.1 unless told otherwise (`host`, or $GRADIO_SERVER_NAME as on a Space).
 """
 
@@ -15,7 +12,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +20,13 @@ from PIL import Image, UnidentifiedImageError
 
 from .. import MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
 from ..data.labels import TASKS, model_thing_ids, segment
+from ..errors import InvalidInputError
+from ..export import MaskFormerRuntimeModel
+from .prediction_writers import segments_table
 from .visualization import draw
 
 TABLE_HEADERS = ["label", "score", "area %"]
+EXAMPLES = Path(__file__).resolve().parent / "assets" / "examples"
 
 
 @dataclass(frozen=True)
@@ -37,24 +37,20 @@ class Limits:
     display_side: int = 1024  # larger images are shrunk (aspect kept) before prediction and drawing
 
 
-class UploadError(ValueError):
+class UploadError(InvalidInputError):
     """An upload the app refuses; its message is shown to the visitor."""
 
 
 def example_images() -> list[Path]:
     """The bundled example pictures (`modeling_maskformer/inference/assets/examples`)."""
-    folder = Path(str(resources.files("modeling_maskformer.inference") / "assets" / "examples"))
-    return sorted(p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    return sorted(p for p in EXAMPLES.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
 
 def upload_roots() -> list[Path]:
     """Folders uploads may come from: Gradio's upload folder and the bundled examples."""
-    from gradio.utils import get_upload_folder
+    from gradio.utils import get_upload_folder  # NOTE: gradio is optional (the [app] extra), so imported here
 
-    roots = [Path(get_upload_folder()).resolve()]
-    if example_images():
-        roots.append(example_images()[0].parent.resolve())
-    return roots
+    return [Path(get_upload_folder()).resolve(), EXAMPLES]
 
 
 def read_upload(
@@ -95,8 +91,6 @@ def read_upload(
 def load_model(model_dir: str | os.PathLike, *, precision: str = "fp32"):
     """(model, processor) from our model folder / Hub id, or from an exported folder (has `export.json`)."""
     if (Path(model_dir) / "export.json").is_file():
-        from ..export import MaskFormerRuntimeModel
-
         model = MaskFormerRuntimeModel.from_pretrained(model_dir, precision=precision)
     else:
         model = MaskFormerForInstanceSegmentation.from_pretrained(model_dir).eval()
@@ -135,22 +129,14 @@ class Segmenter:
             mask_threshold=mask_threshold,
             overlap_mask_area_threshold=overlap_threshold,
         )[0]
-        if task == "semantic":
-            ids, counts = torch.unique(result, return_counts=True)
-            rows = [
-                [self.id2label.get(int(i), str(int(i))), None, round(100 * int(c) / result.numel(), 2)]
-                for i, c in zip(ids, counts)
+        rows = [
+            [
+                row["label"],
+                row["score"] if row["score"] is None else round(row["score"], 3),
+                round(100 * row["area_fraction"], 2),
             ]
-        else:
-            segmentation = result["segmentation"]
-            rows = [
-                [
-                    self.id2label.get(s["label_id"], str(s["label_id"])),
-                    round(float(s["score"]), 3),
-                    round(100 * int((segmentation == s["id"]).sum()) / segmentation.numel(), 2),
-                ]
-                for s in result["segments_info"]
-            ]
+            for row in segments_table(result, task, self.id2label)
+        ]
         rows.sort(key=lambda row: -row[2])
         return draw(image, result, self.id2label, task=task), rows
 
@@ -213,8 +199,7 @@ def build_demo(
                 overlay = gr.Image(type="pil", label="overlay", elem_id="overlay", format="png")
                 table = gr.Dataframe(headers=TABLE_HEADERS, label="segments", elem_id="segments", interactive=False)
         inputs = [upload, task, threshold, mask_threshold, overlap]
-        if example_images():
-            gr.Examples([[str(p)] for p in example_images()], inputs=[upload])
+        gr.Examples([[str(p)] for p in example_images()], inputs=[upload])
         button.click(segment, inputs, [overlay, table], api_name="segment")
         task.change(segment, inputs, [overlay, table], api_name=False)
     return demo
@@ -224,7 +209,6 @@ def launch(demo, *, host: str | None = None, port: int | None = None, limits: Li
     """`demo.launch` with the upload limit, examples as the only extra readable folder, and the address
     `host`, else $GRADIO_SERVER_NAME (what a Hugging Face Space sets), else 127.0.0.1 (localhost only)."""
     host = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
-    roots = [str(example_images()[0].parent)] if example_images() else []
     return demo.launch(
-        server_name=host, server_port=port, max_file_size=limits.max_bytes, allowed_paths=roots, **kwargs
+        server_name=host, server_port=port, max_file_size=limits.max_bytes, allowed_paths=[str(EXAMPLES)], **kwargs
     )

@@ -1,30 +1,18 @@
-"""Batch prediction: files, folders and globs in (`prediction_inputs.py`); overlays, class-index PNGs, COCO panoptic
-and COCO instance files out (`prediction_writers.py`). `scripts/predict.py` is its command line.
+"""Batch prediction: files, folders and globs in (`prediction_inputs`); overlays, class-index PNGs, COCO panoptic and
+COCO instance files out (`prediction_writers`). `scripts/predict.py` is its command line; `docs/predict.md` the guide.
 
-    from modeling_maskformer.inference.app import load_model
-    from modeling_maskformer.inference.batch_predict import predict_images
-    from modeling_maskformer.inference.prediction_inputs import expand_inputs
-
-    paths = expand_inputs(["photos/", "more/*.jpg"], recursive=True)
-    model, processor = load_model("outputs/my-model")
-    summary = predict_images(model, processor, paths, "predictions/", tasks=["panoptic", "instance"], batch_size=4)
-    print(summary.report())
-
-- Batches hold images of one padded size only (`modeling_maskformer.inference.batching`): padding never changes a result,
-  and the batch size changes them only by float rounding.
-- Outputs go to `<out>/<task>/`, named after the input's path relative to the deepest folder holding every input
-  (`photos/a/1.jpg` -> `a/1.png`), plus `<out>/predictions.json` (the run's settings, per image its files and
-  segments, the summary).
-- Nothing is lost: an image that cannot be read is reported and skipped; the JSON files are written every
-  `flush_seconds` and at the end, also when the run stops early: on a bug (the traceback follows), or on Ctrl-C /
-  SIGTERM, which stop it after the current forward pass (a second one stops it at once). Running again into the
-  same folder with the same inputs and settings resumes: images done are kept, the others predicted. Other
-  settings are refused unless `overwrite=True`, which removes the earlier outputs first.
+- Batches hold images of one padded size only (`batching`): padding never changes a result, and the batch size
+  changes them only by float rounding.
+- Outputs go to `<out>/<task>/`, named after the input's path relative to the deepest folder holding every input,
+  plus `<out>/predictions.json` (the run's settings, per image its files and segments, the summary).
+- Nothing is lost: an unreadable image is reported and skipped; the JSON files are written every `flush_seconds` and
+  at the end, also when the run stops early: on a bug (the traceback follows), or on Ctrl-C / SIGTERM, which stop it
+  after the current forward pass (a second one stops it at once). The same inputs and settings into the same folder
+  resume: images done are kept. Other settings are refused unless `overwrite=True` (earlier outputs removed first).
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 import logging
@@ -34,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,63 +31,54 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
+from ..data.download import write_json
 from ..data.labels import segment, task_caveats
+from ..errors import InvalidInputError
 from .batching import forward_batches
 from .prediction_inputs import UnreadableImageError, output_names, read_image
-from .prediction_writers import WRITERS, ImageRecord, write_json
+from .prediction_writers import WRITERS, ImageRecord
 
 logger = logging.getLogger(__name__)
 
 TASKS = tuple(WRITERS)  # semantic, panoptic, instance
 INDEX_FILE = "predictions.json"
 # The run settings that must match for a run to resume an earlier one (batch size and device change nothing).
-RESUME_KEYS = (
-    "model",
-    "precision",
-    "tasks",
-    "threshold",
-    "mask_threshold",
-    "overlap_threshold",
-    "fuse_stuff",
-    "overlays",
-    "inputs",
-)
+RESUME_KEYS = ("model", "precision", "tasks", "threshold", "mask_threshold", "overlap_threshold")
+RESUME_KEYS += ("fuse_stuff", "overlays", "inputs")
 FILE_FIELDS = ("overlay", "mask", "png")  # the fields of an image's entry that name a file
 Progress = Literal["auto", "bar", "lines", "none"]
 
 
 def resolve_device(name: str, *, torch_model: bool = True) -> torch.device:
     """ "auto" (CUDA when available for a PyTorch model, else the CPU), "cpu", "cuda", "cuda:N" or "mps"; a device
-    this machine lacks is a ValueError saying why."""
+    this machine lacks is a user error saying why."""
     if name == "auto":
         return torch.device("cuda" if torch_model and torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"device {name!r}: not a device name (auto, cpu, cuda, cuda:N, mps)") from None
+        raise InvalidInputError(f"device {name!r}: not a device name (auto, cpu, cuda, cuda:N, mps)") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise InvalidInputError(f"device {name!r}: not supported here (auto, cpu, cuda, cuda:N, mps)")
     if not torch_model and device.type != "cpu":
-        raise ValueError(f"device {name!r}: an exported model (ONNX / OpenVINO) runs on the CPU only; use cpu")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise ValueError(f"device {name!r} is not available: {why} (torch {torch.__version__}); use cpu")
-        count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
-            raise ValueError(f"device {name!r} is not available: this machine has {count} CUDA device(s)")
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(
-                f"device {name!r} is not available: MPS needs Apple silicon, macOS 12.3+ and a torch built with it"
-            )
-    elif device.type != "cpu":
-        raise ValueError(f"device {name!r}: not supported here (auto, cpu, cuda, cuda:N, mps)")
+        raise InvalidInputError(f"device {name!r}: an exported model (ONNX / OpenVINO) runs on the CPU only; use cpu")
+    why = None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+        why += f" (torch {torch.__version__})"
+    elif device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        why = f"this machine has {torch.cuda.device_count()} CUDA device(s)"
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        why = "MPS needs Apple silicon, macOS 12.3+ and a torch built with it"
+    if why:
+        raise InvalidInputError(f"device {name!r} is not available: {why}; use cpu")
     return device
 
 
 @dataclass
 class PredictionSummary:
-    """What a run did. `exit_status`: 0 every image done, 1 some skipped, 128 + the signal's number when stopped by
-    one (130 for Ctrl-C, 143 for SIGTERM)."""
+    """What a run did. `exit_status`: 0 every image done, 1 some skipped, 128 + the signal's number when stopped by one
+    (130 for Ctrl-C, 143 for SIGTERM)."""
 
     out_dir: Path
     total: int
@@ -132,13 +112,13 @@ class PredictionSummary:
         done = len(self.done) + len(self.resumed)
         earlier = f", {len(self.resumed)} of them by the earlier run" if self.resumed else ""
         lines = [
-            f"{done} of {self.total} images done{earlier}, in {self.seconds:.1f} s ({self.forward_passes} "
-            f"forward passes); outputs in {self.out_dir}"
+            f"{done} of {self.total} images done{earlier}, in {self.seconds:.1f} s ({self.forward_passes} forward "
+            f"passes); outputs in {self.out_dir}"
         ]
         if self.stopped_by:
             lines.append(
-                f"stopped by {self.stopped_by}: {self.total - done - len(self.skipped)} images not "
-                "predicted; the results of those done are written (run the command again to go on)"
+                f"stopped by {self.stopped_by}: {self.total - done - len(self.skipped)} images not predicted; the "
+                "results of those done are written (run the command again to go on)"
             )
         if self.skipped:
             lines.append(f"{len(self.skipped)} skipped:")
@@ -147,31 +127,22 @@ class PredictionSummary:
         return "\n".join(lines)
 
 
-def _count(segments: list) -> str:
-    return f"{len(segments)} segment{'' if len(segments) == 1 else 's'}"
-
-
 class _Progress:
-    """A tqdm bar on a terminal, else one plain line per image (logs, CI); on stderr. A line reads `[k/N] path:
-    note`, k the image's position in the input order, and lines come in that order: a line waits until the images
-    before it (`expect`) have theirs. NOTE: an unreadable file is found when its group is read, before the
-    forward passes of the images ahead of it, which would otherwise be listed after it."""
+    """A tqdm bar on a terminal, else one line per image `[k/N] path: note` (k its position in the input order), on
+    stderr; "none": only problems. Lines come in input order: one waits until the images before it (`expect`) have
+    theirs. NOTE: an unreadable file is found when its window is read, before the forward passes of the images
+    ahead of it, which would otherwise be listed after it."""
 
     def __init__(self, total: int, mode: Progress):
-        if mode == "auto":
-            mode = "bar" if sys.stderr.isatty() else "lines"
-        self.mode, self.total, self.count = mode, total, 0
-        self.order: collections.deque[int] = collections.deque()
-        self.pending: dict[int, str] = {}
-        self.bar = tqdm(total=total, desc="predicting", unit="image", file=sys.stderr) if mode == "bar" else None
+        self.mode = ("bar" if sys.stderr.isatty() else "lines") if mode == "auto" else mode
+        self.total, self.order, self.pending = total, deque(), {}
+        self.bar = tqdm(total=total, desc="predicting", unit="image", file=sys.stderr) if self.mode == "bar" else None
 
     def expect(self, positions: Sequence[int]) -> None:
-        """The images (0-based positions in the input order) about to be predicted, in that order."""
         self.order.extend(positions)
 
     def step(self, position: int, path: Path, note: str, *, problem: bool = False) -> None:
-        """Image `position` is finished."""
-        self.count += 1
+        """Image `position` (0-based, in the input order) is finished."""
         if self.bar is not None:
             if problem:
                 self.bar.write(f"{path}: {note}", file=sys.stderr)
@@ -181,44 +152,29 @@ class _Progress:
             while self.order and self.order[0] in self.pending:
                 print(self.pending.pop(self.order.popleft()), file=sys.stderr, flush=True)
 
-    def flush_lines(self) -> None:
-        """The lines still waiting (a run stopped early), in input order."""
-        for position in sorted(self.pending):
-            print(self.pending[position], file=sys.stderr, flush=True)
-        self.pending.clear()
-        self.order.clear()
-
-    def advance(self, count: int) -> None:
-        """Count `count` images as done without a line each (those an earlier run did)."""
-        self.count += count
-        if self.bar is not None:
-            self.bar.update(count)
-
     def say(self, message: str) -> None:
         (self.bar.write if self.bar is not None else print)(message, file=sys.stderr)
 
     def close(self) -> None:
-        self.flush_lines()
+        for position in sorted(self.pending):  # the lines still waiting (a run stopped early)
+            print(self.pending[position], file=sys.stderr, flush=True)
         if self.bar is not None:
             self.bar.close()
 
 
 class _StopOnSignal:
-    """SIGINT / SIGTERM ask the run to stop after the current forward pass (`signal_name` set); the handler then
-    gives the signal back its previous behaviour, so a second one stops the program at once. Main thread only."""
-
-    SIGNALS = ("SIGINT", "SIGTERM")
+    """SIGINT / SIGTERM ask the run to stop after the current forward pass (`signal_name` set); the handler then gives
+    the signal back its previous behaviour, so a second one stops the program at once. Main thread only."""
 
     def __init__(self, progress: _Progress):
         self.progress, self.signal_name, self.previous = progress, None, {}
 
     def __enter__(self) -> _StopOnSignal:
         if threading.current_thread() is threading.main_thread():
-            for name in self.SIGNALS:
-                number = signal.Signals[name]
+            for number in (signal.SIGINT, signal.SIGTERM):
                 current = signal.getsignal(number)
                 if current is not signal.SIG_IGN:  # NOTE: an ignored signal (nohup) stays ignored
-                    self.previous[number] = current if current is not None else signal.SIG_DFL
+                    self.previous[number] = signal.SIG_DFL if current is None else current
                     signal.signal(number, self._handle)
         return self
 
@@ -235,15 +191,10 @@ class _StopOnSignal:
             signal.signal(number, handler)
 
 
-def _inputs_fingerprint(paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
-    digest = hashlib.sha256("\n".join(str(Path(p).resolve()) for p in paths).encode()).hexdigest()
-    return {"count": len(paths), "sha256": digest}
-
-
 def _earlier_entries(out_dir: Path, run: dict[str, Any], overwrite: bool, progress: _Progress) -> dict[int, dict]:
     """The entries (by image id: the same inputs give the same ids) of the images an earlier run into `out_dir`
-    finished with the same settings and inputs, their files present; a ValueError when it had other settings,
-    unless `overwrite` (then removed)."""
+    finished with the same settings and inputs, their files present; a user error when it had other settings, unless
+    `overwrite` (then its outputs are removed)."""
     index_path = out_dir / INDEX_FILE
     if not index_path.is_file():
         return {}
@@ -253,22 +204,24 @@ def _earlier_entries(out_dir: Path, run: dict[str, Any], overwrite: bool, progre
             f"overwrite: removing the earlier predictions in {out_dir} ({', '.join(p.name for p in earlier)})"
         )
         for path in earlier:
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
         return {}
     try:
-        earlier = read_index(index_path)
-    except ValueError as error:
-        raise ValueError(f"{error}; pass --overwrite (overwrite=True) to start over") from None
+        earlier = json.loads(index_path.read_text())
+        if not isinstance(earlier, dict) or not {"run", "summary", "images"} <= set(earlier):
+            raise ValueError("no run, summary, images")
+    except ValueError as error:  # also json.JSONDecodeError, UnicodeDecodeError
+        raise InvalidInputError(
+            f"{index_path}: not a predictions.json written by batch prediction ({error}); pass --overwrite "
+            "(overwrite=True) to start over"
+        ) from None
     differences = [
         f"{key} {earlier['run'].get(key)!r} -> {run.get(key)!r}"
         for key in RESUME_KEYS
         if earlier["run"].get(key) != run.get(key)
     ]
     if differences:
-        raise ValueError(
+        raise InvalidInputError(
             f"{out_dir} holds predictions of another run ({'; '.join(differences)}): pass --overwrite "
             "(overwrite=True) to replace them, or choose another output folder"
         )
@@ -276,23 +229,9 @@ def _earlier_entries(out_dir: Path, run: dict[str, Any], overwrite: bool, progre
         entry["id"]: entry
         for entry in earlier["images"]
         if all(
-            (out_dir / entry[task][name]).is_file()
-            for task in run["tasks"]
-            for name in FILE_FIELDS
-            if entry[task].get(name)
+            (out_dir / entry[task][k]).is_file() for task in run["tasks"] for k in FILE_FIELDS if entry[task].get(k)
         )
     }
-
-
-def read_index(path: str | os.PathLike) -> dict[str, Any]:
-    """A `predictions.json` ("run", "summary", "images"), checked; a ValueError naming the file otherwise."""
-    try:
-        payload = json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(payload, dict) or not {"run", "summary", "images"} <= set(payload):
-        raise ValueError(f"{path}: not a predictions.json written by batch prediction (no run, summary, images)")
-    return payload
 
 
 def _post_process(processor, task: str, outputs, size: tuple[int, int], settings: dict[str, Any], thing_ids, fuse):
@@ -331,19 +270,18 @@ def predict_images(
     flush_seconds: float = 300.0,
     run_info: dict[str, Any] | None = None,
 ) -> PredictionSummary:
-    """Predict every image of `paths` (files: `prediction_inputs.expand_inputs`) and write, per task, the files of
+    """Predict every image of `paths` (`prediction_inputs.expand_inputs`) and write, per task, the files of
     `prediction_writers` under `<out_dir>/<task>/`, plus `<out_dir>/predictions.json` (with `run_info`, e.g. the
     model's name: a later run resumes this one only if it is the same).
 
-    Things and stuff come from `model.config.thing_ids` (None: unknown, so every class counts as a thing and nothing
-    is fused, said in one log line). Instance output lists thing classes only; panoptic output fuses the segments of
-    each stuff class into one unless `fuse_stuff=False`. `threshold`, `mask_threshold`, `overlap_threshold`: the
-    instance and panoptic post-processings' (`MaskFormerImageProcessor.post_process_*`).
+    Things and stuff come from `model.config.thing_ids` (None: unknown, so every class counts as a thing and nothing is
+    fused, said in one log line). Instance output lists thing classes only; panoptic output fuses the segments of each
+    stuff class into one unless `fuse_stuff=False`. The thresholds are the processor's post-processings'.
     """
     if not tasks or set(tasks) - set(TASKS):
-        raise ValueError(f"tasks must be some of {', '.join(TASKS)}; got {list(tasks)}")
+        raise InvalidInputError(f"tasks must be some of {', '.join(TASKS)}; got {list(tasks)}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
     device = resolve_device(str(device), torch_model=isinstance(model, torch.nn.Module))
     model = model.to(device).eval()
     out_dir = Path(out_dir)
@@ -351,28 +289,18 @@ def predict_images(
     thing_ids = getattr(model.config, "thing_ids", None)
     if thing_ids is None and {"instance", "panoptic"} & set(tasks):
         logger.warning(
-            "The model does not record which classes are things (config.thing_ids): every class is "
-            "treated as a thing (instance output lists them all, panoptic output fuses none)."
+            "The model does not record which classes are things (config.thing_ids): every class is treated as a "
+            "thing (instance output lists them all, panoptic output fuses none)."
         )
     name = (run_info or {}).get("model") or getattr(model.config, "name_or_path", None) or "the model"
     for line in task_caveats(model.config, tasks, str(name)):
         logger.warning("%s", line)  # NOTE: WARNING reaches stderr also where no logging is set up (predict.py)
     fuse = set(id2label) - set(thing_ids) if thing_ids is not None and fuse_stuff else set()
-    settings = {
-        "threshold": threshold,
-        "mask_threshold": mask_threshold,
-        "overlap_threshold": overlap_threshold,
-        "fuse_stuff": fuse_stuff,
-        "overlays": overlays,
-    }
-    run = {
-        **(run_info or {}),
-        "tasks": list(tasks),
-        **settings,
-        "inputs": _inputs_fingerprint(paths),
-        "batch_size": batch_size,
-        "device": str(device),
-    }
+    settings = {"threshold": threshold, "mask_threshold": mask_threshold, "overlap_threshold": overlap_threshold}
+    settings |= {"fuse_stuff": fuse_stuff, "overlays": overlays}
+    digest = hashlib.sha256("\n".join(str(Path(p).resolve()) for p in paths).encode()).hexdigest()
+    run = {**(run_info or {}), "tasks": list(tasks), **settings, "inputs": {"count": len(paths), "sha256": digest}}
+    run |= {"batch_size": batch_size, "device": str(device)}
     bar = _Progress(len(paths), progress)
     carried = _earlier_entries(out_dir, run, overwrite, bar)
     writers = {task: WRITERS[task](out_dir / task, id2label, thing_ids=thing_ids, overlays=overlays) for task in tasks}
@@ -393,12 +321,15 @@ def predict_images(
             "summary": summary.as_dict(finished=finished),
             "images": [entries[i] for i in sorted(entries)],
         }
-        return [write_json(out_dir / INDEX_FILE, index, indent=1), *files]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / INDEX_FILE, index)
+        return [out_dir / INDEX_FILE, *files]
 
     names = output_names(paths)
     todo = [index for index in range(len(paths)) if index + 1 not in entries]
     summary.resumed = [str(paths[index]) for index in range(len(paths)) if index + 1 in entries]
-    bar.advance(len(summary.resumed))
+    if bar.bar is not None:
+        bar.bar.update(len(summary.resumed))
     started = last_flush = time.monotonic()
     finished = False  # every image tried (a bug or a signal leaves it False)
     window = 8 * batch_size  # images read and grouped by padded size at a time (as the evaluator)
@@ -416,8 +347,7 @@ def predict_images(
                         summary.skipped[str(paths[index])] = str(error)
                         bar.step(index, paths[index], f"skipped: {error}", problem=True)
                         continue
-                    record = ImageRecord(index + 1, *names[index], height=image.height, width=image.width)
-                    loaded.append((index, record, image))
+                    loaded.append((index, ImageRecord(index + 1, *names[index], image.height, image.width), image))
                 inputs = [processor([image], return_tensors="pt") for _, _, image in loaded]
                 for chunk, outputs in forward_batches(model, inputs, batch_size=batch_size, device=device):
                     summary.forward_passes += 1
@@ -425,15 +355,8 @@ def predict_images(
                         index, record, image = loaded[position]
                         entry = {"file": str(paths[index]), **record.coco_image()}
                         for task, writer in writers.items():
-                            result = _post_process(
-                                processor,
-                                task,
-                                single,
-                                (record.height, record.width),
-                                settings,
-                                thing_ids,
-                                fuse,
-                            )
+                            size = (record.height, record.width)
+                            result = _post_process(processor, task, single, size, settings, thing_ids, fuse)
                             written = writer.add(record, image, result)
                             entry[task] = {
                                 k: Path(os.path.relpath(v, out_dir)).as_posix() if k in FILE_FIELDS and v else v
@@ -441,11 +364,9 @@ def predict_images(
                             }
                         entries[record.image_id] = entry
                         summary.done.append(str(paths[index]))
-                        bar.step(
-                            index,
-                            paths[index],
-                            ", ".join(f"{t}: {_count(entry[t]['segments'])}" for t in tasks),
-                        )
+                        counts = (len(entry[t]["segments"]) for t in tasks)
+                        notes = (f"{t}: {n} segment{'' if n == 1 else 's'}" for t, n in zip(tasks, counts))
+                        bar.step(index, paths[index], ", ".join(notes))
                     if stop.signal_name:
                         break
                     if time.monotonic() - last_flush > flush_seconds:

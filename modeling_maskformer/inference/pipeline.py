@@ -1,21 +1,16 @@
-"""`pipeline("image-segmentation")` with arrays, the fast inference path and quicker masks.
+"""`pipeline("image-segmentation")` with arrays, the fast inference path, test-time augmentation and quicker masks.
 
-The stock pipeline works with this package's model and processor as they are. Passing
-`pipeline_class=MaskFormerSegmentationPipeline` adds:
-
-- numpy arrays and torch tensors as inputs (H×W, H×W×C or C×H×W; uint8, uint16, or float in [0, 1]); the stock
-  pipeline accepts only paths, URLs, base64 strings and PIL images;
-- `fast_inference=True`: the model's opt-in fast path (channels-last, bf16 autocast where the CPU or GPU computes
-  bf16 natively, float32 elsewhere; `MaskFormerForInstanceSegmentation.enable_fast_inference`);
-- the per-segment masks (PIL "L" images, 0 / 255) drawn with one table lookup per segment on an 8-bit copy of
-  the map instead of a full-size comparison, multiplication and conversion each. Same results;
+The stock pipeline works with this package's model and processor as they are. `pipeline_class=
+MaskFormerSegmentationPipeline` adds:
+- numpy arrays and torch tensors as inputs (H×W, H×W×C or C×H×W; uint8, uint16, or float in [0, 1]);
+- `fast_inference=True`: the model's opt-in fast path (`MaskFormerForInstanceSegmentation.enable_fast_inference`);
 - `tta=True` (or a `TestTimeAugmentation`): semantic maps from the authors' multi-scale + flip test-time
-  augmentation (`modeling_maskformer.inference.tta`; True: sizes around the processor's test size). Semantic subtask only;
-- the per-pixel baseline answers semantic segmentation when no subtask is given (the stock pipeline asks it
-  for panoptic segmentation, which it refuses);
-- the model's things and stuff (`config.thing_ids`, recorded by training): instance segmentation never lists a
-  stuff class, and panoptic segmentation fuses the stuff classes unless `label_ids_to_fuse` is given (a model
-  that does not record them: as the stock pipeline, with one log line saying so).
+  augmentation (`inference.tta`; True: sizes around the processor's test size). Semantic subtask only;
+- the per-segment masks (PIL "L", 0 / 255) drawn with one table lookup per segment on an 8-bit copy of the map;
+- the per-pixel baseline answers semantic segmentation when no subtask is given (the stock pipeline asks it for
+  panoptic segmentation, which it refuses);
+- the model's things and stuff (`config.thing_ids`): instance segmentation never lists a stuff class, and panoptic
+  segmentation fuses the stuff classes unless `label_ids_to_fuse` is given (`data.labels.segment`).
 """
 
 from __future__ import annotations
@@ -28,15 +23,14 @@ from transformers.pipelines.image_segmentation import ImageSegmentationPipeline
 
 from ..configuration.configuration_per_pixel import PerPixelBaselineConfig
 from ..data.labels import model_thing_ids, segment
+from ..errors import InvalidInputError
 from ..image_processing.validation import image_to_tensor
-from .tta import TestTimeAugmentation, semantic_segmentation_tta
-
-# Arrays are converted once here; the image processor re-checks size limits.
-_NO_LIMIT = {"min_side": 1, "max_side": 1 << 30, "max_pixels": 1 << 62}
+from .tta import NO_SIZE_LIMIT, TestTimeAugmentation, semantic_segmentation_tta
 
 
 def array_to_pil(image: np.ndarray | torch.Tensor) -> Image.Image:
-    tensor, in_unit_range = image_to_tensor(image, "pipeline input", **_NO_LIMIT)
+    """An array or tensor input (see the module docstring) as the RGB image the stock pipeline takes."""
+    tensor, in_unit_range = image_to_tensor(image, "pipeline input", **NO_SIZE_LIMIT)
     if tensor.is_floating_point():
         tensor = (tensor * (255.0 if in_unit_range else 1.0)).round().clamp(0, 255)
     array = tensor.to(torch.uint8).permute(1, 2, 0).numpy()
@@ -58,7 +52,7 @@ class MaskFormerSegmentationPipeline(ImageSegmentationPipeline):
         super().__init__(*args, **kwargs)
         if fast_inference:
             if not hasattr(self.model, "enable_fast_inference"):
-                raise ValueError(f"fast_inference needs this package's model, got {type(self.model).__name__}")
+                raise InvalidInputError(f"fast_inference needs this package's model, got {type(self.model).__name__}")
             self.model.enable_fast_inference()
         self.tta = TestTimeAugmentation.for_processor(self.image_processor) if tta is True else tta or None
         name = getattr(self.model.config, "name_or_path", "") or type(self.model).__name__
@@ -70,26 +64,24 @@ class MaskFormerSegmentationPipeline(ImageSegmentationPipeline):
             postprocess["label_ids_to_fuse"] = label_ids_to_fuse
         return preprocess, forward, postprocess
 
-    def _default_subtask(self, subtask):
-        """The per-pixel baseline (`PerPixelBaselineForSemanticSegmentation`) answers semantic segmentation only, so
-        no subtask means "semantic" for it (for MaskFormer, as in transformers, "panoptic")."""
-        if subtask is None and isinstance(self.model.config, PerPixelBaselineConfig):
-            return "semantic"
+    def _subtask(self, subtask):
+        """No subtask means "semantic" for the per-pixel baseline (for MaskFormer, as in transformers, "panoptic")."""
+        if subtask is None:
+            return "semantic" if isinstance(self.model.config, PerPixelBaselineConfig) else "panoptic"
         return subtask
 
     def preprocess(self, image, subtask=None, timeout=None):
-        subtask = self._default_subtask(subtask)
         if isinstance(image, (np.ndarray, torch.Tensor)):
             image = array_to_pil(image)
-        if self.tta is not None:
-            if subtask != "semantic":
-                raise ValueError(
-                    f"tta applies to subtask='semantic' only (the authors' test-time augmentation averages "
-                    f"semantic scores), got subtask={subtask!r}"
-                )
-            image = load_image(image, timeout=timeout)
-            return {"tta_image": image, "target_size": [(image.height, image.width)]}
-        return super().preprocess(image, subtask=subtask, timeout=timeout)
+        if self.tta is None:
+            return super().preprocess(image, subtask=self._subtask(subtask), timeout=timeout)
+        if self._subtask(subtask) != "semantic":
+            raise InvalidInputError(
+                "tta applies to subtask='semantic' only (the authors' test-time augmentation averages semantic "
+                f"scores), got subtask={subtask!r}"
+            )
+        image = load_image(image, timeout=timeout)
+        return {"tta_image": image, "target_size": [(image.height, image.width)]}
 
     def _forward(self, model_inputs):
         if "tta_image" not in model_inputs:
@@ -109,14 +101,12 @@ class MaskFormerSegmentationPipeline(ImageSegmentationPipeline):
         overlap_mask_area_threshold=0.5,
         label_ids_to_fuse=None,
     ):
-        processor, labels = self.image_processor, self.model.config.id2label
-        sizes = model_outputs["target_size"]
-        subtask = self._default_subtask(subtask)
-        if subtask in {"panoptic", "instance", None}:
+        labels, sizes, subtask = self.model.config.id2label, model_outputs["target_size"], self._subtask(subtask)
+        if subtask in ("panoptic", "instance"):
             outputs = segment(
-                processor,
+                self.image_processor,
                 model_outputs,
-                subtask or "panoptic",
+                subtask,
                 thing_ids=self.thing_ids,
                 target_sizes=sizes,
                 threshold=threshold,
@@ -125,16 +115,13 @@ class MaskFormerSegmentationPipeline(ImageSegmentationPipeline):
                 label_ids_to_fuse=label_ids_to_fuse,
             )[0]
             segments = outputs["segments_info"]
-            masks = segment_masks(outputs["segmentation"], [segment["id"] for segment in segments])
-            return [
-                {"score": segment["score"], "label": labels[segment["label_id"]], "mask": mask}
-                for segment, mask in zip(segments, masks)
-            ]
-        if subtask == "semantic":
-            segmentation = model_outputs.get("tta_segmentation")
-            if segmentation is None:
-                segmentation = processor.post_process_semantic_segmentation(model_outputs, target_sizes=sizes)[0]
-            ids = torch.unique(segmentation).tolist()
-            masks = segment_masks(segmentation, ids)
-            return [{"score": None, "label": labels[i], "mask": mask} for i, mask in zip(ids, masks)]
-        raise ValueError(f"Subtask {subtask} is not supported for model {type(self.model)}")
+            masks = segment_masks(outputs["segmentation"], [s["id"] for s in segments])
+            return [{"score": s["score"], "label": labels[s["label_id"]], "mask": m} for s, m in zip(segments, masks)]
+        if subtask != "semantic":
+            raise InvalidInputError(f"Subtask {subtask} is not supported for model {type(self.model)}")
+        segmentation = model_outputs.get("tta_segmentation")
+        if segmentation is None:
+            post_process = self.image_processor.post_process_semantic_segmentation
+            segmentation = post_process(model_outputs, target_sizes=sizes)[0]
+        ids = torch.unique(segmentation).tolist()
+        return [{"score": None, "label": labels[i], "mask": m} for i, m in zip(ids, segment_masks(segmentation, ids))]

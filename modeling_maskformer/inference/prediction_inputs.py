@@ -1,15 +1,11 @@
-"""What batch prediction reads: image files named by files, folders and glob patterns, their output names, and the
-images themselves.
+"""What batch prediction reads: the image files that files, folders and glob patterns name, their output names, and
+the images themselves.
 
-    paths = expand_inputs(["photos/", "more/**/*.jpg", "one.png"], recursive=True)
-    names = output_names(paths)  # per path (file_name, key): "a/1.jpg", "a/1"
-    image = read_image(paths[0])  # RGB, EXIF orientation applied; UnreadableImageError if it cannot be decoded
-
-- A file is taken as given (whatever its extension: if it is no image, reading it says so).
-- A folder gives its files with an extension PIL reads (`IMAGE_EXTENSIONS`), its subfolders' too with
-  `recursive=True`; hidden names (".name", such as macOS's "._photo.jpg" and ".DS_Store") are left out.
-- A pattern (`*`, `?`, `[...]`; `**` for any depth) gives the matching files with such an extension; quoted on the
-  command line, the program expands it (so it also works where the shell does not, and past the shell's limits).
+- A file is taken as given (if it is no image, reading it says so).
+- A folder gives its files with an extension PIL reads (`IMAGE_EXTENSIONS`), its subfolders' too with `recursive`;
+  hidden names (".name", such as macOS's "._photo.jpg") are left out.
+- A pattern (`*`, `?`, `[...]`; `**` for any depth) gives the matching files with such an extension; the program
+  expands it, so it also works quoted, where the shell does not, and past the shell's limits.
 - Sorted within each input, inputs in the order given, a file named twice taken once.
 """
 
@@ -23,7 +19,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-GLOB_CHARACTERS = "*?["
+from ..errors import InvalidInputError, MissingInputError
+
 # Extensions of the formats PIL can open (not those it can only write, such as .pdf).
 IMAGE_EXTENSIONS = frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 
@@ -32,71 +29,63 @@ class UnreadableImageError(Exception):
     """An input file that is not an image PIL can decode; batch prediction reports it and goes on."""
 
 
-def _inside(path: Path, folders: list[Path]) -> bool:
-    resolved = path.resolve()
-    return any(resolved.is_relative_to(folder) for folder in folders)
-
-
-def _folder_images(folder: Path, recursive: bool, exclude: list[Path]) -> list[Path]:
-    candidates = folder.rglob("*") if recursive else folder.iterdir()
+def _images(candidates: Iterable[Path], root: Path | None, exclude: list[Path]) -> list[Path]:
+    """The image files among `candidates`, sorted: no hidden name below `root`, nothing inside `exclude`."""
     return sorted(
         path
         for path in candidates
         if path.suffix.lower() in IMAGE_EXTENSIONS
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        and not (root and any(part.startswith(".") for part in path.relative_to(root).parts))
         and path.is_file()
-        and not _inside(path, exclude)
+        and not any(path.resolve().is_relative_to(folder) for folder in exclude)
     )
 
 
 def expand_inputs(
     inputs: Iterable[str | os.PathLike], *, recursive: bool = False, exclude: Iterable[str | os.PathLike] = ()
 ) -> list[Path]:
-    """The image files that `inputs` (files, folders, glob patterns) name (see the module docstring); folders and
-    patterns skip what lies inside the folders `exclude` (the output folder). A folder without images, a pattern
-    that matches none or a missing path is a ValueError / FileNotFoundError naming it."""
+    """The image files that `inputs` (files, folders, glob patterns) name; folders and patterns skip what lies in the
+    folders `exclude` (the output folder). A folder without images, a pattern that matches none or a missing path is
+    a user error naming it."""
     exclude = [Path(folder).resolve() for folder in exclude]
     paths, seen = [], set()
     for given in inputs:
         text = str(given)
         path = Path(text).expanduser()
         if path.is_dir():
-            found = _folder_images(path, recursive, exclude)
+            found = _images(path.rglob("*") if recursive else path.iterdir(), path, exclude)
             if not found:
                 subfolders = not recursive and any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir())
                 hint = "; its subfolders are searched with --recursive" if subfolders else ""
-                raise ValueError(
+                raise InvalidInputError(
                     f"{text}: no image files in this folder (extensions PIL reads, e.g. .jpg, .png){hint}"
                 )
         elif path.is_file():
             found = [path]
-        elif any(character in text for character in GLOB_CHARACTERS):
-            matches = (Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
-            found = sorted(
-                p for p in matches if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not _inside(p, exclude)
-            )
+        elif any(character in text for character in "*?["):
+            found = _images(map(Path, glob.glob(os.path.expanduser(text), recursive=True)), None, exclude)
             if not found:
-                raise ValueError(f"{text}: the pattern matches no image files")
+                raise InvalidInputError(f"{text}: the pattern matches no image files")
         elif path.exists():
-            raise ValueError(f"{text}: neither a file nor a folder")
+            raise InvalidInputError(f"{text}: neither a file nor a folder")
         else:
-            raise FileNotFoundError(f"{text}: no such file or folder")
+            raise MissingInputError(f"{text}: no such file or folder")
         for image in found:
             if (resolved := image.resolve()) not in seen:
                 seen.add(resolved)
                 paths.append(image)
     if not paths:
-        raise ValueError("no input images given")
+        raise InvalidInputError("no input images given")
     return paths
 
 
 def output_names(paths: Sequence[str | os.PathLike]) -> list[tuple[str, str]]:
-    """Per path, (file_name, key): its path relative to the deepest folder holding every path, and that without
-    its suffix (kept where two files differ only by it: `a.jpg`, `a.png`), made unique."""
+    """Per path, (file_name, key): its path relative to the deepest folder holding every path, and that without its
+    suffix (kept where two files differ only by it: `a.jpg`, `a.png`), made unique."""
     absolute = [Path(os.path.abspath(p)) for p in paths]
     root = Path(os.path.commonpath([p.parent for p in absolute]))
     names = [p.relative_to(root).as_posix() for p in absolute]
-    stems = [name[: len(name) - len(Path(name).suffix)] for name in names]
+    stems = [name.removesuffix(Path(name).suffix) for name in names]
     counts = Counter(stems)
     keys, used = [], set()
     for name, stem in zip(names, stems):
@@ -110,7 +99,7 @@ def output_names(paths: Sequence[str | os.PathLike]) -> list[tuple[str, str]]:
 
 def read_image(path: str | os.PathLike) -> Image.Image:
     """The image at `path` as RGB, EXIF orientation applied (as transformers' `load_image`); an
-    `UnreadableImageError` saying why when it cannot be read or decoded."""
+    `UnreadableImageError` saying why when it cannot be decoded."""
     try:
         with Image.open(path) as image:
             image.load()

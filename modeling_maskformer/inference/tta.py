@@ -1,22 +1,15 @@
-"""Test-time augmentation (TTA) for semantic segmentation, the way the authors compute their multi-scale results.
-
-The authors' test-time augmentation (facebookresearch/MaskFormer `mask_former/test_time_augmentation.py`,
-`SemanticSegmentorWithTTA`, with detectron2's `DatasetMapperTTA`), followed here:
-- each view resizes the image so that its short side is one of `min_sizes`, with the long side capped at
-  `max_size` (detectron2's `ResizeShortestEdge`). With `flip`, each size is also mirrored horizontally after
-  the resize;
-- each view runs through the model and gives the semantic inference's per-class scores before the argmax,
-  R(sum_q p_q(k) * sigmoid(U(m_q))), at the output size (`post_processing.semantic_scores`); for the per-pixel
-  baseline, the class probabilities softmax_k(R(U(logits))) (`per_pixel_post_processing`). A mirrored view's
-  scores are mirrored back;
+"""Test-time augmentation (TTA) for semantic segmentation, as the authors compute their multi-scale results
+(facebookresearch/MaskFormer `SemanticSegmentorWithTTA`, with detectron2's `DatasetMapperTTA`):
+- each view resizes the image so that its short side is one of `min_sizes`, the long side capped at `max_size`
+  (detectron2's `ResizeShortestEdge`); with `flip`, each size is also mirrored horizontally after the resize;
+- each view gives the semantic inference's per-class scores before the argmax at the output size,
+  R(sum_q p_q(k) * sigmoid(U(m_q))) (`post_processing.semantic_scores`), or for the per-pixel baseline the class
+  probabilities softmax_k(R(U(logits))); a mirrored view's scores are mirrored back;
 - the scores of all views are averaged with equal weights, and their argmax is the class map.
 
-Memory: one size is processed at a time (its plain and mirrored views share one forward pass), and the scores
-are added into a single (K, H_t, W_t) buffer, one band of output rows at a time, so memory does not grow with
-the number of sizes. The size lists of the authors' configs are in `modeling_maskformer.paper.zoo`.
-
-Shape legend: K classes, Q queries, (H, W) a view's padded input, (h_v, w_v) its unpadded content, (H_t, W_t)
-the output size (by default the image's own size).
+Memory: one size at a time (its plain and mirrored views share one forward pass), added into one (K, H_t, W_t)
+buffer a band of output rows at a time, so memory does not grow with the number of sizes. The authors' size lists
+are in `modeling_maskformer.paper.zoo`. Shapes: K classes, (H, W) a view's padded input, (H_t, W_t) the output.
 """
 
 from __future__ import annotations
@@ -28,24 +21,25 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import InvalidInputError
 from ..image_processing.per_pixel_post_processing import per_pixel_logits, per_pixel_semantic_scores
 from ..image_processing.post_processing import semantic_scores
 from ..image_processing.validation import image_to_tensor
 
 # The authors' ADE20K and COCO-Stuff configs test at these multiples of the single-scale test size
-# (`TEST.AUG.MIN_SIZES` [256, ..., 896] for MIN_SIZE_TEST 512, [320, ..., 1120] for 640), with the long side
-# capped at 7x it (`TEST.AUG.MAX_SIZE` 3584 for 512, 4480 for 640).
+# (`TEST.AUG.MIN_SIZES` [256, ..., 896] for MIN_SIZE_TEST 512), the long side capped at 7x it (`TEST.AUG.MAX_SIZE`).
 AUTHORS_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 AUTHORS_MAX_RATIO = 7
 # Elements of float32 working memory per band of output rows (about 64 MiB).
 BAND_ELEMENTS = 1 << 24
-_NO_LIMIT = {"min_side": 1, "max_side": 1 << 30, "max_pixels": 1 << 62}
+# Images are converted once, here and in the pipeline; the image processor checks the size limits of each view.
+NO_SIZE_LIMIT = {"min_side": 1, "max_side": 1 << 30, "max_pixels": 1 << 62}
 
 
 @dataclass(frozen=True)
 class TestTimeAugmentation:
-    """The views of test-time augmentation: short sides `min_sizes`, long side capped at `max_size` (None: no
-    cap), each also mirrored horizontally when `flip`."""
+    """The views: short sides `min_sizes`, long side capped at `max_size` (None: no cap), each also mirrored
+    horizontally when `flip`."""
 
     __test__ = False  # not a pytest test class, despite the name
 
@@ -56,9 +50,11 @@ class TestTimeAugmentation:
     def __post_init__(self) -> None:
         sizes = tuple(self.min_sizes) if isinstance(self.min_sizes, Sequence) else (self.min_sizes,)
         if not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
-            raise ValueError(f"min_sizes must be a non-empty list of positive ints, got {self.min_sizes!r}")
+            raise InvalidInputError(f"min_sizes must be a non-empty list of positive ints, got {self.min_sizes!r}")
         if self.max_size is not None and not (isinstance(self.max_size, int) and self.max_size >= max(sizes)):
-            raise ValueError(f"max_size must be an int >= the largest min size {max(sizes)}, got {self.max_size!r}")
+            raise InvalidInputError(
+                f"max_size must be an int >= the largest min size {max(sizes)}, got {self.max_size!r}"
+            )
         object.__setattr__(self, "min_sizes", sizes)
 
     @classmethod
@@ -69,8 +65,8 @@ class TestTimeAugmentation:
         max_ratio: float | None = AUTHORS_MAX_RATIO,
         flip: bool = True,
     ) -> TestTimeAugmentation:
-        """The authors' ADE20K / COCO-Stuff scheme around a single-scale test size: short sides `ratios` x
-        `test_size`, long side capped at `max_ratio` x `test_size`. 512 gives ADE20K's [256, ..., 896], 3584."""
+        """The authors' ADE20K / COCO-Stuff scheme: short sides `ratios` x `test_size`, long side capped at
+        `max_ratio` x `test_size`. 512 gives ADE20K's [256, ..., 896], 3584."""
         sizes = tuple(max(1, round(test_size * ratio)) for ratio in ratios)
         return cls(sizes, None if max_ratio is None else round(test_size * max_ratio), flip)
 
@@ -79,7 +75,7 @@ class TestTimeAugmentation:
         """`from_test_size` around the processor's own test size (`size["shortest_edge"]`)."""
         size = getattr(processor, "size", None) or {}
         if "shortest_edge" not in size:
-            raise ValueError(
+            raise InvalidInputError(
                 f"test-time augmentation needs a processor that resizes by its shortest edge, got size={size!r}"
             )
         return cls.from_test_size(int(size["shortest_edge"]), **kwargs)
@@ -94,80 +90,53 @@ class TestTimeAugmentation:
             yield {"shortest_edge": min_size} | ({} if self.max_size is None else {"longest_edge": self.max_size})
 
 
-def _device_and_dtype(model) -> tuple[torch.device, torch.dtype]:
-    parameter = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
-    return (parameter.device, parameter.dtype) if parameter is not None else (torch.device("cpu"), torch.float32)
-
-
-def _band_rows(num_maps: int, valid: tuple[int, int], target: tuple[int, int]) -> int:
-    """Output rows per band so that a band's working memory stays near BAND_ELEMENTS: per output row,
-    num_maps x (source rows per output row) x w_v for the upsampled maps and scores, and K x W_t for the band."""
-    source_rows = valid[0] / target[0] + 2 / target[0]
-    per_row = num_maps * max(source_rows, 1 / target[0]) * valid[1] + num_maps * target[1]
-    return max(1, min(target[0], int(BAND_ELEMENTS // max(per_row, 1))))
-
-
 @torch.no_grad()
 def semantic_scores_tta(
-    model,
-    processor,
-    image: Any,
-    augmentation: TestTimeAugmentation,
-    *,
-    target_size: Sequence[int] | None = None,
+    model, processor, image: Any, augmentation: TestTimeAugmentation, *, target_size: Sequence[int] | None = None
 ) -> Tensor:
     """The per-class scores averaged over the views of `augmentation`, (K, H_t, W_t) float32 on the model's device.
-
-    `image` is anything the processor takes (PIL, numpy, torch); `target_size` defaults to the image's size.
-    The model must be in eval mode (as for any inference).
-    """
-    pixels, _ = image_to_tensor(image, "image", **_NO_LIMIT)  # (C, h, w), decoded once for all views
+    `image`: anything the processor takes; `target_size` defaults to its size. The model must be in eval mode."""
+    pixels, _ = image_to_tensor(image, "image", **NO_SIZE_LIMIT)  # (C, h, w), decoded once for all views
     target = tuple(int(v) for v in (target_size or pixels.shape[-2:]))
-    device, dtype = _device_and_dtype(model)
+    parameter = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    device, dtype = (parameter.device, parameter.dtype) if parameter is not None else ("cpu", torch.float32)
     total: Tensor | None = None  # (K, H_t, W_t)
     for size in augmentation.sizes():
         inputs = processor(pixels, return_tensors="pt", do_resize=True, size=size)
         pixel_values, pixel_mask = inputs["pixel_values"], inputs["pixel_mask"]  # (1, 3, H, W), (1, H, W)
         valid = (int(pixel_mask[0].any(1).sum()), int(pixel_mask[0].any(0).sum()))
-        flips = [False]
         if augmentation.flip:
             # NOTE: mirrored after the resize, as detectron2's TTA does; the padding stays bottom/right.
             mirrored = pixel_values.clone()
             mirrored[..., : valid[0], : valid[1]] = pixel_values[..., : valid[0], : valid[1]].flip(-1)
             pixel_values, pixel_mask = torch.cat([pixel_values, mirrored]), pixel_mask.expand(2, -1, -1)
-            flips.append(True)
         outputs = model(pixel_values=pixel_values.to(device, dtype), pixel_mask=pixel_mask.to(device))
-        per_pixel = per_pixel_logits(outputs)  # the per-pixel baseline's (views, K, h, w) class logits, else None
+        geometry = {"padded_size": tuple(pixel_values.shape[-2:]), "valid_sizes": [valid], "target_sizes": [target]}
+        per_pixel = per_pixel_logits(outputs)  # the per-pixel baseline's (V, K, h, w) class logits, else None
         if per_pixel is not None:
-            for b, flipped in enumerate(flips):
-                scores = per_pixel_semantic_scores(
-                    per_pixel[b : b + 1],
-                    padded_size=tuple(pixel_values.shape[-2:]),
-                    valid_sizes=[valid],
-                    target_sizes=[target],
-                )[0]  # (K, H_t, W_t)
-                if total is None:
-                    total = torch.zeros_like(scores)
-                total += scores.flip(-1) if flipped else scores
-            del outputs, per_pixel, scores
-            continue
-        class_logits, mask_logits = outputs["class_queries_logits"], outputs["masks_queries_logits"]
+            logits, masks, band = per_pixel, None, target[0]  # NOTE: the softmax needs every class: one band
+            classes = per_pixel.shape[1]
+        else:
+            logits, masks = (
+                outputs["class_queries_logits"],
+                outputs["masks_queries_logits"],
+            )  # (V, Q, K+1), (V, Q, h, w)
+            classes = logits.shape[-1] - 1
+            # Per output row: the upsampled maps and scores (source rows per output row x w_v), and K x W_t.
+            maps = max(logits.shape[1], classes)
+            per_row = maps * (valid[0] + 2) / target[0] * valid[1] + maps * target[1]
+            band = max(1, min(target[0], int(BAND_ELEMENTS // max(per_row, 1))))
         if total is None:
-            total = torch.zeros(class_logits.shape[-1] - 1, *target, device=class_logits.device)
-        band = _band_rows(max(class_logits.shape[1], len(total)), valid, target)
-        for b, flipped in enumerate(flips):
+            total = torch.zeros(classes, *target, device=logits.device)
+        for view in range(len(pixel_values)):
             for first in range(0, target[0], band):
                 rows = (first, min(first + band, target[0]))
-                scores = semantic_scores(
-                    class_logits[b : b + 1],
-                    mask_logits[b : b + 1],
-                    padded_size=tuple(pixel_values.shape[-2:]),
-                    valid_sizes=[valid],
-                    target_sizes=[target],
-                    rows=rows,
-                )[0]  # (K, rows, W_t)
-                total[:, rows[0] : rows[1]] += scores.flip(-1) if flipped else scores
-        del outputs, class_logits, mask_logits, scores  # nothing of this size outlives it
+                if per_pixel is not None:
+                    scores = per_pixel_semantic_scores(per_pixel[view : view + 1], **geometry)[0]  # (K, H_t, W_t)
+                else:
+                    scores = semantic_scores(logits[view : view + 1], masks[view : view + 1], **geometry, rows=rows)[0]
+                total[:, rows[0] : rows[1]] += scores.flip(-1) if view == 1 else scores  # view 1: the mirrored one
+        del outputs, per_pixel, logits, masks, scores  # nothing of this size outlives it
     return total.div_(augmentation.num_views)
 
 
@@ -183,10 +152,10 @@ def semantic_segmentation_tta(
     """Per image, the (H_t, W_t) int64 class map of the test-time augmented scores (`semantic_scores_tta`)."""
     images = images if isinstance(images, list | tuple) else [images]
     if target_sizes is not None and len(target_sizes) != len(images):
-        raise ValueError(f"Got {len(target_sizes)} target sizes for {len(images)} images.")
-    maps = []
-    for i, image in enumerate(images):
-        target = None if target_sizes is None else target_sizes[i]
-        scores = semantic_scores_tta(model, processor, image, augmentation, target_size=target)
-        maps.append(scores.max(0).indices)  # NOTE: argmax over classes (first on ties), faster on CPU
-    return maps
+        raise InvalidInputError(f"Got {len(target_sizes)} target sizes for {len(images)} images.")
+    targets = target_sizes or [None] * len(images)
+    # NOTE: argmax over classes (first on ties) as max().indices, faster on CPU
+    return [
+        semantic_scores_tta(model, processor, image, augmentation, target_size=target).max(0).indices
+        for image, target in zip(images, targets)
+    ]

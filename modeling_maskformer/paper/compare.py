@@ -1,26 +1,23 @@
 """MaskFormer against per-pixel classification, head to head (the paper's Table 4 at CPU scale).
 
-For each class count K, MaskFormer (`MaskFormerForInstanceSegmentation`) and the per-pixel baseline
-(`PerPixelBaselineForSemanticSegmentation`) are trained with the same backbone and pixel decoder (the `demo`
-preset: same architecture and the same initial weights, copied), the same recipe, optimiser (AdamW, poly
-schedule, gradient clipping), data stream (every batch goes to both) and number of steps, then scored by mIoU
-on the same held-out synthetic scenes (`SyntheticShapesConfig.num_thing_classes`: classes told apart by shape
-and texture, colours random).
+For each class count K, MaskFormer and the per-pixel baseline are trained with the same backbone and pixel decoder
+(the `demo` preset, the same initial weights, copied), recipe, optimiser (AdamW, poly schedule, gradient clipping),
+data stream (every batch goes to both) and number of steps, then scored by mIoU on the same held-out synthetic scenes
+(`SyntheticShapesConfig.num_thing_classes`: classes told apart by shape and texture, colours random).
 
-NOTE: fair under a loaded machine. Both models train in one process, alternating steps on the same batch, until
-the time budget is spent, so both get the same number of steps and a slowdown from other work hits both alike.
-The learning rate follows the paper's poly schedule (power 0.9) over the *budget*: at each step both models get
-base_lr x warmup x (1 - elapsed / budget)^0.9, the same value for both, reaching 0 when the time is up; the
-linear warm-up also spans a share of the budget (`warmup_fraction`), so it ends whatever the machine's speed. The
-step count is therefore whatever the machine allows (it is reported), and the schedule always completes.
+NOTE: fair under a loaded machine. Both models train in one process, alternating steps on the same batch, until the
+time budget is spent, so a slowdown from other work hits both alike. The learning rate follows the paper's poly
+schedule (power 0.9) over the *budget*: base_lr x warmup x (1 - elapsed / budget)^0.9, reaching 0 when the time is
+up, with the linear warm-up over a share of the budget (`warmup_fraction`); the step count is what the machine
+allows (it is reported), and the schedule always completes.
 
     from modeling_maskformer.paper.compare import CompareSettings, compare_heads, format_report
-    report = compare_heads(CompareSettings(minutes=30, class_counts=(8, 32, 128)))
-    print(format_report(report))
+    print(format_report(compare_heads(CompareSettings(minutes=30, class_counts=(8, 32, 128)))))
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -31,6 +28,7 @@ import torch
 from ..configuration.configuration_per_pixel import PerPixelBaselineConfig
 from ..data import Augmentation, MaskFormerCollator, SyntheticShapesConfig, TrainingSet, build_dataset
 from ..data.synthetic import MAX_THING_CLASSES, STUFF_CLASSES
+from ..errors import InvalidInputError
 from ..evaluation import evaluate_model
 from ..image_processing import MaskFormerImageProcessor
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation
@@ -70,24 +68,24 @@ class CompareSettings:
         self.class_counts = tuple(self.class_counts)
         low, high = len(STUFF_CLASSES) + 1, len(STUFF_CLASSES) + MAX_THING_CLASSES
         if not self.class_counts or any(not isinstance(k, int) or not low <= k <= high for k in self.class_counts):
-            raise ValueError(
-                f"class_counts must be ints in {low}..{high} (3 stuff + 1..{MAX_THING_CLASSES} thing "
-                f"classes), got {self.class_counts}"
+            raise InvalidInputError(
+                f"class_counts must be ints in {low}..{high} (3 stuff + 1..{MAX_THING_CLASSES} thing classes), got "
+                f"{self.class_counts}"
             )
-        for name in ("minutes", "learning_rate"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not 0 <= self.warmup_fraction < 1:
-            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
-        for name in ("batch_size", "num_eval_images", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_train_images < self.batch_size:
-            raise ValueError(f"num_train_images ({self.num_train_images}) must be >= batch_size ({self.batch_size})")
-        if self.image_size < 32:
-            raise ValueError(f"image_size must be >= 32, got {self.image_size}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
+        rules = {
+            "minutes": (self.minutes > 0, "> 0"),
+            "learning_rate": (self.learning_rate > 0, "> 0"),
+            "warmup_fraction": (0 <= self.warmup_fraction < 1, "in [0, 1)"),
+            "batch_size": (self.batch_size >= 1, ">= 1"),
+            "num_eval_images": (self.num_eval_images >= 1, ">= 1"),
+            "eval_batch_size": (self.eval_batch_size >= 1, ">= 1"),
+            "num_train_images": (self.num_train_images >= self.batch_size, f">= batch_size ({self.batch_size})"),
+            "image_size": (self.image_size >= 32, ">= 32"),
+            "max_steps": (self.max_steps is None or self.max_steps >= 1, ">= 1 or None"),
+        }
+        for name, (ok, requirement) in rules.items():
+            if not ok:
+                raise InvalidInputError(f"{name} must be {requirement}, got {getattr(self, name)}")
 
 
 def build_pair(id2label: dict[int, str], seed: int) -> dict[str, torch.nn.Module]:
@@ -130,12 +128,7 @@ class _Trainer:
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
         self.model.train()
-        outputs = self.model(
-            pixel_values=batch["pixel_values"],
-            pixel_mask=batch["pixel_mask"],
-            mask_labels=batch["mask_labels"],
-            class_labels=batch["class_labels"],
-        )
+        outputs = self.model(**{k: batch[k] for k in ("pixel_values", "pixel_mask", "mask_labels", "class_labels")})
         outputs.loss.backward()
         if self.recipe.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.max_grad_norm)
@@ -156,18 +149,14 @@ def lr_factor(progress: float, warmup_fraction: float, power: float) -> float:
 
 def _batches(settings: CompareSettings, training_set: TrainingSet, collate):
     """The shared data stream: seeded epochs of global batches, forever."""
-    epoch = 0
-    while True:
+    for epoch in itertools.count():
         training_set.epoch = epoch
-        batches = epoch_batches(len(training_set), settings.batch_size, settings.seed, epoch)
-        loader = torch.utils.data.DataLoader(
+        yield from torch.utils.data.DataLoader(
             training_set,
-            batch_sampler=batches,
+            batch_sampler=epoch_batches(len(training_set), settings.batch_size, settings.seed, epoch),
             collate_fn=collate,
             generator=torch.Generator().manual_seed(settings.seed + epoch),
         )
-        yield from loader
-        epoch += 1
 
 
 def compare_one(settings: CompareSettings, num_classes: int, budget_seconds: float) -> dict:
@@ -175,21 +164,11 @@ def compare_one(settings: CompareSettings, num_classes: int, budget_seconds: flo
     start = time.monotonic()
     num_things = num_classes - len(STUFF_CLASSES)
     scenes = SyntheticShapesConfig(num_thing_classes=num_things)
-    train_data = build_dataset(
-        "synthetic",
-        "train",
-        num_images=settings.num_train_images,
-        image_size=settings.image_size,
-        seed=settings.seed,
-        config=scenes,
-    )
-    eval_data = build_dataset(
-        "synthetic",
-        "validation",
-        num_images=settings.num_eval_images,
-        image_size=settings.image_size,
-        seed=settings.seed,
-        config=scenes,
+    train_data, eval_data = (
+        build_dataset(
+            "synthetic", split, num_images=n, image_size=settings.image_size, seed=settings.seed, config=scenes
+        )
+        for split, n in (("train", settings.num_train_images), ("validation", settings.num_eval_images))
     )
     processor = MaskFormerImageProcessor(
         size={"shortest_edge": settings.image_size, "longest_edge": 4 * settings.image_size},

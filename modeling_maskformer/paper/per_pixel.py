@@ -1,18 +1,11 @@
-"""The paper's per-pixel classification baseline (Sec. 4.1 and Table 4): MaskFormer's backbone and pixel decoder,
-then a 1x1 convolution that classifies every per-pixel embedding, trained with per-pixel cross-entropy.
-
-The paper compares it with MaskFormer on the same backbone, pixel decoder and training (ADE20K-150, R50: 39.2
-against 44.5 mIoU; the gap grows with 847 classes and nearly closes on Cityscapes' 19). The modules are
-MaskFormer's own (`backbone.py`, `pixel_decoder.py`), and the weights carry the same names under `model.`, so
-a MaskFormer checkpoint's backbone and pixel decoder load into the baseline. Semantic segmentation only: a
-per-pixel classifier has no segments to give panoptic or instance results.
-
-Shapes: B batch, K classes, C_mask the per-pixel embedding channels, H×W the padded input size.
+"""The paper's per-pixel classification baseline (Sec. 4.1, Table 4): MaskFormer's backbone and pixel decoder, then a
+1x1 convolution that classifies every per-pixel embedding, trained with per-pixel cross-entropy. Semantic
+segmentation only. The weights carry MaskFormer's names under `model.`, so a MaskFormer checkpoint's backbone and
+pixel decoder load into it. Shapes: B batch, K classes, C_mask the per-pixel embedding channels, H×W the input.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch
@@ -23,19 +16,12 @@ from transformers.utils import ModelOutput
 from ..configuration.configuration_per_pixel import PerPixelBaselineConfig
 from ..modeling_maskformer import MaskFormerPreTrainedModel, build_pixel_level_module, check_pixel_values
 
-logger = logging.getLogger(__name__)
-
 
 @dataclass
 class PerPixelBaselineModelOutput(ModelOutput):
-    """Outputs of `PerPixelBaselineModel`.
-
-    Args:
-        pixel_decoder_last_hidden_state: (B, C_mask, H/4, W/4) per-pixel embeddings.
-        encoder_last_hidden_state: (B, C_5, H/32, W/32) the backbone's res5.
-        encoder_hidden_states: the backbone's feature maps res2..res5, when `output_hidden_states`.
-        pixel_decoder_hidden_states: the FPN maps from coarse to fine, when `output_hidden_states`.
-    """
+    """`pixel_decoder_last_hidden_state` (B, C_mask, H/4, W/4) per-pixel embeddings; `encoder_last_hidden_state`
+    (B, C_5, H/32, W/32) the backbone's res5; with `output_hidden_states`, the backbone's maps res2..res5
+    (`encoder_hidden_states`) and the FPN maps from coarse to fine (`pixel_decoder_hidden_states`)."""
 
     pixel_decoder_last_hidden_state: Tensor | None = None
     encoder_last_hidden_state: Tensor | None = None
@@ -45,18 +31,10 @@ class PerPixelBaselineModelOutput(ModelOutput):
 
 @dataclass
 class PerPixelSemanticSegmentationOutput(ModelOutput):
-    """Outputs of `PerPixelBaselineForSemanticSegmentation` (field names of transformers' `SemanticSegmenterOutput`).
-
-    Args:
-        loss: scalar per-pixel cross-entropy, when labels are given.
-        loss_dict: `{"loss_cross_entropy": loss}` (the training loop logs its parts).
-        logits: (B, K, H/4, W/4) class logits at stride 4; the image processor's
-            `post_process_semantic_segmentation` upsamples them.
-        pixel_mask: (B, H, W) the input's pixel mask (1 real, 0 padding), echoed back so post-processing can
-            crop the padding; None when the input had none.
-        pixel_decoder_last_hidden_state, encoder_last_hidden_state, encoder_hidden_states,
-        pixel_decoder_hidden_states: as in `PerPixelBaselineModelOutput`.
-    """
+    """Field names of transformers' `SemanticSegmenterOutput`: `loss` the scalar per-pixel cross-entropy when labels
+    are given, `loss_dict` `{"loss_cross_entropy": loss}`, `logits` (B, K, H/4, W/4) class logits (upsampled by
+    `post_process_semantic_segmentation`), `pixel_mask` (B, H, W) the input's, echoed back so post-processing can crop
+    the padding; then `PerPixelBaselineModelOutput`'s fields."""
 
     loss: Tensor | None = None
     loss_dict: dict[str, Tensor] | None = None
@@ -165,10 +143,7 @@ class PerPixelBaselineForSemanticSegmentation(PerPixelBaselinePreTrainedModel):
             loss_dict=None if loss is None else {"loss_cross_entropy": loss},
             logits=logits,
             pixel_mask=pixel_mask,
-            pixel_decoder_last_hidden_state=mask_features,
-            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
-            encoder_hidden_states=outputs.encoder_hidden_states,
-            pixel_decoder_hidden_states=outputs.pixel_decoder_hidden_states,
+            **outputs,  # the non-None fields of PerPixelBaselineModelOutput
         )
 
     def loss(self, logits: Tensor, labels: Tensor, input_size: tuple[int, int]) -> Tensor:

@@ -1,6 +1,5 @@
-"""Reproduce one row of the model zoo (`modeling_maskformer.paper.zoo`): convert its transformers checkpoint, evaluate
-it on its dataset with the authors' settings, and compare with the paper. `scripts/reproduce.py` is the command
-line.
+"""Reproduce one row of the model zoo (`paper.zoo`): convert its transformers checkpoint, evaluate it on its dataset
+with the authors' settings, and compare with the paper. `scripts/reproduce.py` is the command line.
 
     from modeling_maskformer.paper.reproduction import reproduce
 
@@ -17,20 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import EvalResult
 
 from ..data import build_dataset
 from ..data.prepare import default_data_root, get_spec, prepare, prepared_folder
+from ..errors import InvalidInputError, MissingInputError
 from ..evaluation import evaluate_model
 from ..interop.hub import build_model_card, check_model_card
 from ..interop.transformers_weights import convert_from_transformers
 from .zoo import AUTHORS_REPOSITORY, MODEL_ZOO_SOURCE, ZooEntry, get_entry
 
 logger = logging.getLogger(__name__)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def check_request(
@@ -43,17 +39,17 @@ def check_request(
     download: bool = False,
     data_root: str | Path | None = None,
 ) -> torch.device:
-    """The device to run on, or an error naming what is missing or wrong, before anything is downloaded."""
+    """The device to run on, or a user error naming what is missing or wrong, before anything is downloaded."""
     if tta and entry.task != "semantic":
-        raise ValueError(
-            f"row {entry.name}: test-time augmentation applies to semantic rows ({entry.dataset} is "
-            f"evaluated by PQ, single-scale)"
+        raise InvalidInputError(
+            f"row {entry.name}: test-time augmentation applies to semantic rows ({entry.dataset} is evaluated by "
+            "PQ, single-scale)"
         )
     if tta and entry.tta is None:
         reason = entry.notes[0] if entry.notes else "the authors' config gives no test-time augmentation sizes"
-        raise ValueError(f"row {entry.name}: no multi-scale setting to reproduce ({reason})")
+        raise InvalidInputError(f"row {entry.name}: no multi-scale setting to reproduce ({reason})")
     if limit is not None and limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {limit}")
+        raise InvalidInputError(f"--limit must be >= 1, got {limit}")
     if dataset is None:
         check_row_data(entry, download=download, data_root=data_root)
     if device is not None:
@@ -61,78 +57,56 @@ def check_request(
     if torch.cuda.is_available():
         return torch.device("cuda")
     if limit is None:
-        views = entry.tta.num_views if tta else 1
-        raise ValueError(
-            f"no GPU: evaluating all {entry.num_images} {entry.dataset} images ({views} view(s) each) with "
-            f"{entry.hub_id} needs one; use --limit N for a quick look on the CPU, or --device cpu to run it anyway"
+        raise InvalidInputError(
+            f"no GPU: evaluating all {entry.num_images} {entry.dataset} images ({entry.tta.num_views if tta else 1} "
+            f"view(s) each) with {entry.hub_id} needs one; use --limit N for a quick look on the CPU, or --device cpu "
+            "to run it anyway"
         )
     return torch.device("cpu")
 
 
 def check_row_data(entry: ZooEntry, *, download: bool, data_root: str | Path | None) -> None:
     """Without --dataset: the row's data must be prepared under `data_root`, or `download` must be able to prepare
-    it; otherwise an error naming the command that does."""
+    it; otherwise a user error naming the command that does."""
     if entry.prepare is None:
-        raise FileNotFoundError(
-            f"row {entry.name} needs the {entry.dataset} data, which prepare_data.py does not "
-            f"fetch: pass --dataset FOLDER ({entry.layout})"
+        raise MissingInputError(
+            f"row {entry.name} needs the {entry.dataset} data, which prepare_data.py does not fetch: pass --dataset "
+            f"FOLDER ({entry.layout})"
         )
     if prepared_folder(entry.prepare, data_root, entry.split) is not None:
         return
     root = Path(data_root or default_data_root()).expanduser()
     command = entry.prepare_command.replace("DIR", str(root))
     if all(archive.url is None for archive in get_spec(entry.prepare).archives.values()):
-        raise FileNotFoundError(
-            f"row {entry.name} needs the {entry.dataset} data, which needs a login to download, "
-            f"so --download cannot fetch it: download the archives, then run `{command}`"
+        raise MissingInputError(
+            f"row {entry.name} needs the {entry.dataset} data, which needs a login to download, so --download "
+            f"cannot fetch it: download the archives, then run `{command}`"
         )
     if not download:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"row {entry.name} needs the {entry.dataset} {entry.split} data, not prepared in {root}: add --download "
             f"(it runs `{command}`), or pass --data_root or --dataset FOLDER ({entry.layout})"
         )
 
 
-def row_data_source(
-    entry: ZooEntry, dataset: str | None, *, data_root: str | Path | None, mirror: str | None, progress: bool
-) -> str:
-    """`dataset`, else the row's prepared folder under `data_root`, prepared now when missing (check_row_data has
-    allowed it)."""
-    if dataset is not None:
-        return dataset
-    folder = prepared_folder(entry.prepare, data_root, entry.split)
-    if folder is None:
-        result = prepare(entry.prepare, data_root, splits=[entry.split], mirror=mirror, progress=progress)
-        logger.warning(result.summary())
-        folder = result.folder
-    return str(folder)
-
-
 def load_row_dataset(entry: ZooEntry, source: str, id2label: dict[int, str] | None):
-    """The row's evaluation split from `source` (a local folder or `datasets` name), with an error that says what
-    to pass when it cannot be read."""
+    """The row's evaluation split from `source` (a local folder or `datasets` name), with a user error that says
+    what to pass when a `datasets` name cannot be read."""
     kwargs: dict[str, Any] = {}
     if entry.task == "semantic":
         kwargs = {"reduce_labels": entry.label_convention == "ade", "ignore_index": entry.ignore_index}
         if id2label is not None:  # NOTE: the model's class names; without them the loader scans every annotation
             kwargs["id2label"] = id2label
-    local = Path(source).expanduser().exists() or str(source).startswith((".", "/", "~"))
     try:
         return build_dataset(source, entry.split, **kwargs)
     except (OSError, ValueError, ConnectionError) as error:
-        if local:
+        if Path(source).expanduser().exists() or str(source).startswith((".", "/", "~")):
             raise
-        raise OSError(
-            f"dataset {source!r} could not be loaded ({_first_line(error)}); without network access pass --dataset "
-            f"FOLDER ({entry.layout})"
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise MissingInputError(
+            f"dataset {source!r} could not be loaded ({type(error).__name__}: {first_line}); without network "
+            f"access pass --dataset FOLDER ({entry.layout})"
         ) from error
-
-
-def set_row_processing(processor, entry: ZooEntry) -> None:
-    """The authors' single-scale test size and padding for this row (the Hub's preprocessor_config may differ)."""
-    processor.size = {"shortest_edge": entry.test_size, "longest_edge": entry.max_test_size}
-    processor.size_divisor = entry.size_divisor
-    processor.do_resize = True
 
 
 def reproduce(
@@ -159,12 +133,11 @@ def reproduce(
         tta: Multi-scale + flip (the row's TEST.AUG sizes) instead of single-scale; semantic rows only.
         limit: Evaluate only the first `limit` images.
         model: The transformers checkpoint to convert, when not the row's Hub id (a local folder).
-        dataset: A local folder or `datasets` name, when not the row's prepared folder (`zoo.ZooEntry.prepare`
-            under `data_root`, default `data.prepare.default_data_root()`).
-        download: Prepare the row's data when it is missing (`data.prepare.prepare`), without asking.
-        mirror: With `download`: a base URL serving the official archive paths.
-        output_dir: Where the converted model, the JSON and the model card go (default
-            `outputs/reproduce/<row>`).
+        dataset: A local folder or `datasets` name, when not the row's prepared folder (`ZooEntry.prepare` under
+            `data_root`, default `data.prepare.default_data_root()`).
+        download: Prepare the row's data when it is missing (`data.prepare.prepare`), without asking; `mirror`: a
+            base URL serving the official archive paths.
+        output_dir: Where the converted model, the JSON and the model card go (default `outputs/reproduce/<row>`).
         device: "cuda", "cpu", ... (default: a GPU; without one only with `limit`).
     """
     entry = row if isinstance(row, ZooEntry) else get_entry(row)
@@ -175,11 +148,21 @@ def reproduce(
     source = model or entry.hub_id
     net, processor = convert_from_transformers(source, output_dir)
     id2label = {int(k): v for k, v in net.config.id2label.items()}
-    dataset = row_data_source(entry, dataset, data_root=data_root, mirror=mirror, progress=show_progress)
+    if dataset is None:
+        folder = prepared_folder(entry.prepare, data_root, entry.split)
+        if folder is None:  # check_row_data has allowed the download
+            result = prepare(entry.prepare, data_root, splits=[entry.split], mirror=mirror, progress=show_progress)
+            logger.warning(result.summary())
+            folder = result.folder
+        dataset = str(folder)
     data = load_row_dataset(entry, dataset, id2label if entry.task == "semantic" else None)
     if data.num_labels != net.config.num_labels:
-        raise ValueError(f"{source} predicts {net.config.num_labels} classes but the dataset has {data.num_labels}")
-    set_row_processing(processor, entry)
+        raise InvalidInputError(
+            f"{source} predicts {net.config.num_labels} classes but the dataset has {data.num_labels}"
+        )
+    # The authors' single-scale test size and padding for this row (the Hub's preprocessor_config may differ).
+    processor.size = {"shortest_edge": entry.test_size, "longest_edge": entry.max_test_size}
+    processor.size_divisor, processor.do_resize = entry.size_divisor, True
     augmentation = entry.tta if tta else None
     results = evaluate_model(
         net.to(run_device),
@@ -211,9 +194,7 @@ def reproduce(
             "test_size": entry.test_size,
             "max_test_size": entry.max_test_size,
             "size_divisor": entry.size_divisor,
-            "test_time_augmentation": json.loads(json.dumps(dataclasses.asdict(augmentation)))
-            if augmentation
-            else None,
+            "test_time_augmentation": augmentation and json.loads(json.dumps(dataclasses.asdict(augmentation))),
             "threshold": entry.threshold,
             "overlap_threshold": entry.overlap_threshold,
             "authors_config": f"{AUTHORS_REPOSITORY}/blob/main/{entry.config}",
@@ -242,61 +223,48 @@ def reproduce(
 
 def summary_line(report: dict[str, Any]) -> str:
     """`<row>: <metric> paper P (setting) vs measured M on n/N images: difference D`."""
-    paper, measured = report["paper"], report["measured"]
-    data = report["dataset"]
+    paper, measured, data = report["paper"], report["measured"], report["dataset"]
     paper_text = "not reported" if paper["value"] is None else f"{paper['value']:.1f}"
     difference = "" if report["difference"] is None else f", difference {report['difference']:+.2f}"
     partial = "" if measured["complete"] else " (a partial evaluation: not comparable with the paper)"
     return (
         f"{report['row']}: {report['metric']} ({paper['setting']}) paper {paper_text} vs measured "
-        f"{measured['value']:.2f} on {data['images_evaluated']}/{data['images_in_split']} images{difference}"
-        f"{partial}"
+        f"{measured['value']:.2f} on {data['images_evaluated']}/{data['images_in_split']} images{difference}{partial}"
     )
 
 
 def write_model_card(config, report: dict[str, Any], path: Path) -> None:
-    """The converted folder's model card with `model-index` entries for the paper's figure and the measured one,
-    each named by where it comes from."""
-    from huggingface_hub import EvalResult
-
+    """The converted folder's model card with `model-index` entries for the paper's figure and the measured one, each
+    named by where it comes from."""
     entry = get_entry(report["row"])
-    setting = report["paper"]["setting"]
+    setting, metric, data = report["paper"]["setting"], report["metric"], report["dataset"]
     common = {
         "task_type": "image-segmentation",
         "dataset_type": entry.datasets_name or entry.dataset,
-        "dataset_name": report["dataset"]["name"],
-        "dataset_split": report["dataset"]["split"],
-        "metric_type": report["metric"].lower(),
+        "dataset_name": data["name"],
+        "dataset_split": data["split"],
+        "metric_type": metric.lower(),
         "verified": False,
     }
+    measured = f"{metric} ({setting}), measured here on {data['images_evaluated']} images with modeling_maskformer"
     results = [
-        EvalResult(
-            **common,
-            metric_value=report["measured"]["value"],
-            metric_config="measured",
-            metric_name=f"{report['metric']} ({setting}), measured here on {report['dataset']['images_evaluated']} "
-            f"images with modeling_maskformer",
-        )
+        EvalResult(**common, metric_value=report["measured"]["value"], metric_config="measured", metric_name=measured)
     ]
     if report["paper"]["value"] is not None:
+        paper = f"{metric} ({setting}), from the paper: {MODEL_ZOO_SOURCE}"
         results.append(
-            EvalResult(
-                **common,
-                metric_value=report["paper"]["value"],
-                metric_config="paper",
-                metric_name=f"{report['metric']} ({setting}), from the paper: {MODEL_ZOO_SOURCE}",
-            )
+            EvalResult(**common, metric_value=report["paper"]["value"], metric_config="paper", metric_name=paper)
         )
-    metric_key = "pq" if report["metric"] == "PQ" else "mean_iou"
+    metric_key = "pq" if metric == "PQ" else "mean_iou"
     card = build_model_card(config, repo_id=report["hub_id"], metrics={metric_key: report["measured"]["value"] / 100})
     card.data.eval_results = results
     card.data.model_name = report["hub_id"].split("/")[-1]
     card.text += (
         f"\n## Reproduction\n\nConverted from the transformers checkpoint `{report['checkpoint']}`.\n\n"
-        f"| {report['metric']} ({setting}) | value | source |\n|---|---|---|\n"
+        f"| {metric} ({setting}) | value | source |\n|---|---|---|\n"
         f"| paper | {report['paper']['value']} | {MODEL_ZOO_SOURCE} |\n"
-        f"| measured | {report['measured']['value']} | here, {report['dataset']['images_evaluated']} of "
-        f"{report['dataset']['images_in_split']} images, `scripts/reproduce.py` |\n"
+        f"| measured | {report['measured']['value']} | here, {data['images_evaluated']} of "
+        f"{data['images_in_split']} images, `scripts/reproduce.py` |\n"
     )
     check_model_card(card)
     card.save(path)
