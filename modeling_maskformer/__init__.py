@@ -13,11 +13,23 @@ transformers' own classes, and a folder saved by this package never asks about r
 imported.
 """
 
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageSegmentation,
+    AutoModelForInstanceSegmentation,
+    AutoModelForSemanticSegmentation,
+    AutoModelForUniversalSegmentation,
+)
+
 from .configuration import MaskFormerConfig
 from .configuration.configuration_per_pixel import PerPixelBaselineConfig
 from .image_processing import MaskFormerImageProcessor
+from .interop import hub, loading, saving
 from .interop.loading import MaskFormerLoadError
 from .modeling_maskformer import (
+    FolderIO,
     MaskFormerForInstanceSegmentation,
     MaskFormerForInstanceSegmentationOutput,
     MaskFormerModel,
@@ -31,17 +43,9 @@ from .paper.per_pixel import (
 )
 
 
-def _register_auto_classes() -> None:
-    from transformers import (
-        AutoConfig,
-        AutoImageProcessor,
-        AutoModel,
-        AutoModelForImageSegmentation,
-        AutoModelForInstanceSegmentation,
-        AutoModelForSemanticSegmentation,
-        AutoModelForUniversalSegmentation,
-    )
-
+def _register() -> None:
+    # Loading, saving and the Hub upload of our models (and the per-pixel baseline's) live in interop/.
+    MaskFormerPreTrainedModel.folder_io = FolderIO(loading.from_pretrained, saving.save_pretrained, hub.push_to_hub)
     AutoConfig.register(MaskFormerConfig.model_type, MaskFormerConfig, exist_ok=True)
     AutoModel.register(MaskFormerConfig, MaskFormerModel, exist_ok=True)
     # NOTE: every segmentation Auto class the pipeline may try: an unregistered one resolves our config by its
@@ -71,7 +75,7 @@ def _register_auto_classes() -> None:
     )
 
 
-_register_auto_classes()
+_register()
 
 __all__ = [
     "MaskFormerConfig",

@@ -1,12 +1,18 @@
-"""Hub plumbing: the model card (the folder's README.md, with Hub metadata) and the upload."""
+"""Hub plumbing: the model card (the folder's README.md, with Hub metadata), the upload, and `push_to_hub` for our
+models (registered by the package face)."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+
+from ..configuration.transformers_format import transformers_refusals
+from ..modeling_maskformer import FolderFormat
+from .transformers_folder import is_transformers_folder
 
 PAPER = "https://arxiv.org/abs/2107.06278"
 DEFAULT_WIDGET_IMAGES = [
@@ -98,16 +104,12 @@ def build_model_card(
     `transformers_native`: whether the folder is in transformers' own format (default: whether transformers
     can represent `config`, which is what `save_pretrained` decides); the usage section says which way the
     folder loads."""
-    from ..configuration.transformers_format import transformers_refusals
-
     refusals = transformers_refusals(config)
     if transformers_native is None:
         transformers_native = not refusals
     metrics = {name: value for name, value in (metrics or {}).items() if value is not None}
     eval_results = None
     if metrics and dataset:
-        from huggingface_hub import EvalResult
-
         eval_results = [
             EvalResult(
                 task_type="image-segmentation",
@@ -200,3 +202,53 @@ def push_folder_to_hub(
         **{key: value for key, value in extra.items() if value},
     )
     return getattr(commit, "commit_url", str(commit))
+
+
+def push_to_hub(
+    model,
+    repo_id: str,
+    *,
+    processor=None,
+    metrics: dict | None = None,
+    dataset: str | None = None,
+    base_model: str | None = None,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = "Upload MaskFormer",
+    commit_description: str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    max_shard_size: int | str = "50GB",
+    tags: list[str] | None = None,
+    folder_format: FolderFormat = "auto",
+    api: HfApi | None = None,
+) -> str:
+    """Upload a Hub-ready folder: weights and config (transformers' own format when it represents the model, see
+    `save_pretrained`), processor and a model card with metadata (and `model-index` when `metrics` are given;
+    `tags` added to its tags). transformers' upload arguments (`commit_description`, `revision`, `create_pr`,
+    `max_shard_size`) mean what they mean there. Returns the commit URL."""
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder, folder_format=folder_format, max_shard_size=max_shard_size)
+        if processor is not None:
+            processor.save_pretrained(folder)
+        card = build_model_card(
+            model.config,
+            repo_id=repo_id,
+            metrics=metrics,
+            dataset=dataset,
+            base_model=base_model,
+            transformers_native=is_transformers_folder(folder),
+            tags=tags,
+        )
+        card.save(f"{folder}/README.md")
+        return push_folder_to_hub(
+            folder,
+            repo_id,
+            token=token,
+            private=private,
+            commit_message=commit_message,
+            api=api,
+            commit_description=commit_description,
+            revision=revision,
+            create_pr=create_pr,
+        )
