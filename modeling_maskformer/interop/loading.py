@@ -41,31 +41,30 @@ class MaskFormerLoadError(UserError):
     """
 
 
-def _count(pattern: str) -> Callable[[Shapes], int | None]:
-    compiled = re.compile(pattern)
-
-    def count(shapes: Shapes) -> int | None:
-        found = {m.group(1) for key in shapes if (m := compiled.fullmatch(key))}
-        return len(found) or None
-
-    return count
-
-
-def _dim(key: str, dim: int, offset: int = 0) -> Callable[[Shapes], int | None]:
-    return lambda shapes: shapes[key][dim] + offset if key in shapes else None
-
-
-# Config fields readable from tensor shapes (full-model key names), to name the field that was edited.
-FIELDS_FROM_SHAPES: dict[str, Callable[[Shapes], int | None]] = {
-    "num_labels (entries of id2label)": _dim("class_head.weight", 0, offset=-1),
-    "hidden_size": _dim("model.transformer_decoder.query_embed.weight", 1),
-    "num_queries": _dim("model.transformer_decoder.query_embed.weight", 0),
-    "mask_feature_size": _dim("model.pixel_decoder.mask_features.weight", 0),
-    "fpn_feature_size": _dim("model.pixel_decoder.mask_features.weight", 1),
-    "decoder_ffn_dim": _dim("model.transformer_decoder.layers.0.ffn.fc1.weight", 0),
-    "decoder_layers": _count(r"model\.transformer_decoder\.layers\.(\d+)\..*"),
-    "encoder_layers": _count(r"model\.pixel_decoder\.encoder\.layers\.(\d+)\..*"),
+# Config fields readable from tensor shapes (full-model names), to name the field that was edited: a dimension of a
+# tensor, or the number of layers whose keys a pattern finds.
+_FIELDS_FROM_DIMS = {
+    "num_labels (entries of id2label)": ("class_head.weight", 0),
+    "hidden_size": ("model.transformer_decoder.query_embed.weight", 1),
+    "num_queries": ("model.transformer_decoder.query_embed.weight", 0),
+    "mask_feature_size": ("model.pixel_decoder.mask_features.weight", 0),
+    "fpn_feature_size": ("model.pixel_decoder.mask_features.weight", 1),
+    "decoder_ffn_dim": ("model.transformer_decoder.layers.0.ffn.fc1.weight", 0),
 }
+_FIELDS_FROM_LAYERS = {
+    "decoder_layers": r"model\.transformer_decoder\.layers\.(\d+)\.",
+    "encoder_layers": r"model\.pixel_decoder\.encoder\.layers\.(\d+)\.",
+}
+
+
+def fields_from_shapes(shapes: Shapes) -> dict[str, int]:
+    fields = {field: shapes[key][dim] for field, (key, dim) in _FIELDS_FROM_DIMS.items() if key in shapes}
+    if "num_labels (entries of id2label)" in fields:
+        fields["num_labels (entries of id2label)"] -= 1  # the "no object" class
+    for field, pattern in _FIELDS_FROM_LAYERS.items():
+        if layers := {m.group(1) for key in shapes if (m := re.match(pattern, key))}:
+            fields[field] = len(layers)
+    return fields
 
 
 def checkpoint_shapes(source: str, hub_kwargs: Mapping) -> tuple[str, dict[str, tuple[int, ...]]] | None:
@@ -113,13 +112,12 @@ def check_weights_fit(
     differing = sorted(named) + sorted(k for k in set(ours) & set(theirs) if ours[k] != theirs[k])
     if not differing:
         return
-    fields = []
-    for field, read in FIELDS_FROM_SHAPES.items():
-        if field.startswith("num_labels") and skip_class_head:
-            continue
-        in_config, in_weights = read(expected), read(checkpoint)
-        if in_config is not None and in_weights is not None and in_config != in_weights:
-            fields.append(f"{field} is {in_config} in the config but {in_weights} in the weights")
+    in_config, in_weights = fields_from_shapes(expected), fields_from_shapes(checkpoint)
+    fields = [
+        f"{field} is {value} in the config but {in_weights[field]} in the weights"
+        for field, value in in_config.items()
+        if in_weights.get(field, value) != value and not (field.startswith("num_labels") and skip_class_head)
+    ]
     key = differing[0]
     example = f"{key}: weights {theirs.get(key, 'absent')}, config {ours.get(key, 'absent')}"
     reason = "; ".join(fields) if fields else f"{len(differing)} tensors differ (e.g. {example})"

@@ -32,7 +32,6 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +62,11 @@ _PLACEHOLDERS = {
 # ----------------------------------------------------------------------------------------------------
 # The rule engine
 # ----------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
 class Rule:
     """`foreign` key template <-> `ours` template(s); several of ours split the foreign tensor along dim 0."""
 
-    foreign: str
-    ours: tuple[str, ...]
-
     def __init__(self, foreign: str, *ours: str):
-        object.__setattr__(self, "foreign", foreign)
-        object.__setattr__(self, "ours", ours)
+        self.foreign, self.ours = foreign, ours
 
 
 class CheckpointMismatchError(ValueError):
@@ -89,22 +83,11 @@ def _pattern(template: str) -> re.Pattern:
     )
 
 
-def _listing(title: str, keys: Sequence[str], limit: int = 20) -> str:
-    shown = ", ".join(keys[:limit])
-    more = f", ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return f"{len(keys)} {title}: {shown}{more}"
-
-
 def drop_keys(state_dict: Mapping[str, Any], patterns: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
     """Remove the keys that fully match one of `patterns` (explicitly skipped buffers); returns (kept, skipped)."""
-    compiled = [re.compile(p) for p in patterns]
-    kept, skipped = {}, []
-    for key, value in state_dict.items():
-        if any(p.fullmatch(key) for p in compiled):
-            skipped.append(key)
-        else:
-            kept[key] = value
-    return kept, skipped
+    pattern = re.compile("|".join(f"(?:{p})" for p in patterns) or "(?!)")  # (?!) matches nothing
+    skipped = [key for key in state_dict if pattern.fullmatch(key)]
+    return {key: value for key, value in state_dict.items() if key not in skipped}, skipped
 
 
 def find_rule(rules: Sequence[Rule], key: str, to_ours: bool) -> tuple[Rule, int, dict[str, str]] | None:
@@ -176,7 +159,7 @@ def check_state_dict(
         if tuple(converted[key].shape) != tuple(expected[key].shape)
     ]
     problems = [
-        _listing(title, keys)
+        f"{len(keys)} {title}: {', '.join(keys[:20])}" + (f", ... (+{len(keys) - 20} more)" if len(keys) > 20 else "")
         for title, keys in (
             ("keys no conversion rule covers", list(unconverted)),
             ("missing keys", missing),
@@ -205,10 +188,8 @@ def convert_state_dict(
     if skipped:
         logger.info("Skipped %d non-parameter buffers: %s", len(skipped), ", ".join(skipped[:20]))
     converted, unconverted = apply_rules(kept, rules, to_ours=to_ours)
-    computed = [re.compile(p) for p in computed_target]
-    for key, value in target.items():
-        if key not in converted and any(p.fullmatch(key) for p in computed):
-            converted[key] = value.clone()
+    _, computed = drop_keys({key: None for key in target if key not in converted}, computed_target)
+    converted.update({key: target[key].clone() for key in computed})
     check_state_dict(converted, target, unconverted=unconverted, what=what)
     return converted
 
