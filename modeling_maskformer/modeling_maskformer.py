@@ -62,7 +62,7 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _no_split_modules = ["DecoderLayer", "EncoderLayer"]
+    _no_split_modules = ["TransformerLayer"]
     # The Swin backbones' unused final LayerNorm, no longer built (backbone.py), in folders saved before.
     _keys_to_ignore_on_load_unexpected = [r"backbone\.body\.(swin|model)\.layernorm\.(weight|bias)"]
 
