@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import ClassVar, Literal, NamedTuple
 
 import torch
@@ -339,53 +340,28 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         check_output_attentions(output_attentions, self.config)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         compute_loss = mask_labels is not None
-        fast = self.fast_inference
-        if fast is not None and not compute_loss and not self.training:
-            with torch.autocast(pixel_values.device.type, dtype=torch.bfloat16, enabled=fast["bf16"]):
-                outputs = self._forward(
-                    pixel_values.contiguous(memory_format=torch.channels_last),
-                    pixel_mask=pixel_mask,
-                    output_auxiliary_logits=output_auxiliary_logits,
-                    output_hidden_states=output_hidden_states,
-                )
-            outputs.class_queries_logits = outputs.class_queries_logits.float()
-            outputs.masks_queries_logits = outputs.masks_queries_logits.float()
-        else:
-            outputs = self._forward(
-                pixel_values,
-                mask_labels,
-                class_labels,
-                pixel_mask=pixel_mask,
-                output_auxiliary_logits=output_auxiliary_logits,
-                output_hidden_states=output_hidden_states,
-            )
-        return outputs if return_dict else outputs.to_transformers_tuple()
-
-    def _forward(
-        self,
-        pixel_values: Tensor,
-        mask_labels: list[Tensor] | None = None,
-        class_labels: list[Tensor] | None = None,
-        *,
-        pixel_mask: Tensor | None,
-        output_auxiliary_logits: bool | None,
-        output_hidden_states: bool | None,
-    ) -> MaskFormerForInstanceSegmentationOutput:
-        compute_loss = mask_labels is not None
         if self.training and not compute_loss:
             self._warn_training_mode()
+        fast = self.fast_inference if not compute_loss and not self.training else None
+        if fast is not None:
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         output_auxiliary_logits = (
             output_auxiliary_logits if output_auxiliary_logits is not None else self.config.output_auxiliary_logits
         )
         use_auxiliary = self.config.use_auxiliary_loss and (compute_loss or bool(output_auxiliary_logits))
-        outputs = self.model(
-            pixel_values,
-            pixel_mask=pixel_mask,
-            output_hidden_states=output_hidden_states,
-            return_intermediate=use_auxiliary,
-            return_dict=True,
-        )
-        class_logits, mask_logits, auxiliary = self.get_logits(outputs)
+        with (
+            torch.autocast(pixel_values.device.type, dtype=torch.bfloat16) if fast and fast["bf16"] else nullcontext()
+        ):
+            outputs = self.model(
+                pixel_values,
+                pixel_mask=pixel_mask,
+                output_hidden_states=output_hidden_states,
+                return_intermediate=use_auxiliary,
+                return_dict=True,
+            )
+            class_logits, mask_logits, auxiliary = self.get_logits(outputs)
+        if fast is not None:  # outputs stay float32
+            class_logits, mask_logits = class_logits.float(), mask_logits.float()
         loss, loss_dict = None, None
         if compute_loss:
             device = mask_logits.device
@@ -399,7 +375,7 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
             loss_dict = self.get_loss_dict(mask_logits, class_logits, mask_labels, class_labels, auxiliary)
             loss = self.get_loss(loss_dict)
         model_outputs = {k: v for k, v in outputs.items() if k != "transformer_decoder_intermediate_states"}
-        return MaskFormerForInstanceSegmentationOutput(
+        outputs = MaskFormerForInstanceSegmentationOutput(
             loss=loss,
             loss_dict=loss_dict,
             class_queries_logits=class_logits,
@@ -408,6 +384,7 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
             pixel_mask=pixel_mask,
             **model_outputs,
         )
+        return outputs if return_dict else outputs.to_transformers_tuple()
 
     def _warn_training_mode(self) -> None:
         """Once per model: predictions asked of a model in training mode (e.g. through the pipeline or the
