@@ -170,8 +170,9 @@ def from_pretrained(cls, load: Callable, pretrained_model_name_or_path, *model_a
         if isinstance(error, UserError) or Path(source).exists():
             raise
         # NOTE: transformers' "not a local folder and not a valid model identifier" (or offline) report.
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise MissingInputError(f"{source}: no such local folder or Hugging Face Hub repo ({first_line})") from error
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        message = reason if reason.startswith(source) else f"{source}: no such local folder or Hub repo ({reason})"
+        raise MissingInputError(message) from error
     config.use_pretrained_backbone = False
     new_class_head = config.num_labels != checkpoint_labels
     if new_class_head:
