@@ -4,13 +4,13 @@
         MaskFormerConfig, MaskFormerModel, MaskFormerForInstanceSegmentation, MaskFormerImageProcessor,
     )
 
-Importing the package registers the classes with transformers' Auto classes, so `AutoConfig`,
-`AutoModel`, `AutoModelForInstanceSegmentation`, `AutoModelForUniversalSegmentation`,
-`AutoImageProcessor` and `pipeline("image-segmentation")` resolve our `model_type` "maskformer-hf" (and the
-per-pixel baseline's "maskformer-per-pixel" through `AutoModelForSemanticSegmentation`). It changes
-nothing for other models: a transformers MaskFormer checkpoint (`model_type` "maskformer") still gets
-transformers' own classes, and a folder saved by this package never asks about remote code while it is
-imported.
+Importing the package plugs interop/'s loading, saving and Hub upload into the models (`FolderIO`: the model
+module never imports interop) and registers the classes with transformers' Auto classes, so `AutoConfig`,
+`AutoModel`, `AutoModelForInstanceSegmentation`, `AutoModelForUniversalSegmentation`, `AutoImageProcessor` and
+`pipeline("image-segmentation")` resolve our `model_type` "maskformer-hf" (and the per-pixel baseline's
+"maskformer-per-pixel" through `AutoModelForSemanticSegmentation`). It changes nothing for other models: a
+transformers MaskFormer checkpoint (`model_type` "maskformer") still gets transformers' own classes, and a folder
+saved by this package never asks about remote code while it is imported.
 """
 
 from transformers import (
@@ -44,7 +44,7 @@ from .paper.per_pixel import (
 
 
 def _register() -> None:
-    # Loading, saving and the Hub upload of our models (and the per-pixel baseline's) live in interop/.
+    # Our models' (and the per-pixel baseline's) from_pretrained, save_pretrained and push_to_hub.
     MaskFormerPreTrainedModel.folder_io = FolderIO(loading.from_pretrained, saving.save_pretrained, hub.push_to_hub)
     AutoConfig.register(MaskFormerConfig.model_type, MaskFormerConfig, exist_ok=True)
     AutoModel.register(MaskFormerConfig, MaskFormerModel, exist_ok=True)
@@ -61,10 +61,7 @@ def _register() -> None:
     for config_class in (MaskFormerConfig, PerPixelBaselineConfig):
         AutoImageProcessor.register(
             config_class,
-            image_processor_classes={
-                "torchvision": MaskFormerImageProcessor,
-                "pil": MaskFormerImageProcessor,
-            },
+            image_processor_classes=dict.fromkeys(("torchvision", "pil"), MaskFormerImageProcessor),
             exist_ok=True,
         )
     # The paper's per-pixel baseline: semantic segmentation only.
