@@ -94,7 +94,8 @@ def choose_format(config, folder_format: FolderFormat) -> tuple[bool, list[str]]
     refusals = transformers_refusals(config)
     if refusals and folder_format == "transformers":
         raise InvalidInputError(
-            "folder_format='transformers': transformers' MaskFormer cannot represent " + "; ".join(refusals)
+            "folder_format='transformers': transformers' MaskFormer cannot represent this model: "
+            + "; ".join(refusals)
         )
     return not refusals, refusals
 

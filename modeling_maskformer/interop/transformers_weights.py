@@ -336,7 +336,10 @@ def resolve_source(source: str | Path) -> Path:
         return path
     if path.exists():
         raise InvalidInputError(f"{source}: expected a folder (config.json + weights), got a file")
-    check_local_source(str(source))  # a path that cannot be a Hub id: "no such file or folder"
+    try:
+        check_local_source(str(source))  # a path that cannot be a Hub id: "no such file or folder"
+    except FileNotFoundError as error:
+        raise MissingInputError(str(error)) from None
     try:
         return Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors", "*.bin"]))
     except Exception as error:  # offline, unknown repo, gated repo: many exception types
