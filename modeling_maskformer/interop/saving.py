@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..configuration.remote_code import PUSH_KWARGS
+from ..errors import InvalidInputError
 from ..modeling_maskformer import FolderFormat
 from .transformers_folder import choose_format, save_transformers_folder, transformers_weight_refusals
 
@@ -60,10 +61,12 @@ def save_pretrained(model, save: Callable, save_directory, *args, folder_format:
     model's `HubFolderMixin.save_pretrained`), saying why in one log line; "transformers" insists (ValueError if
     impossible), "remote_code" forces the remote-code folder."""
     native, reasons = choose_format(model.config, folder_format)
-    if native and folder_format == "auto":
+    if native:
         # NOTE: a module the config does not reveal (say, another head) has weights no key rule places: the
         # conversion check finds them before anything is written.
         reasons = transformers_weight_refusals(model)
+        if reasons and folder_format == "transformers":
+            raise InvalidInputError("transformers' MaskFormer cannot represent this model: " + "; ".join(reasons))
         native = not reasons
     if not native:
         if folder_format == "auto":

@@ -101,13 +101,17 @@ def choose_format(config, folder_format: FolderFormat) -> tuple[bool, list[str]]
 
 
 def transformers_weight_refusals(model) -> list[str]:
-    """Our weights that transformers' key rules place nowhere (empty: all of them map)."""
+    """What of our weights transformers' MaskFormer has no place for (empty: all of them map)."""
     rules, _ = transformers_rules(model.config)
     prefix = "" if hasattr(model, "class_head") else _PREFIX
     unplaced = [key for key in model.state_dict() if find_rule(rules, prefix + key, to_ours=False) is None]
-    if not unplaced:
-        return []
-    return [f"{len(unplaced)} weights with no place in its checkpoint (e.g. {', '.join(unplaced[:3])})"]
+    refusals = []
+    if unplaced:
+        refusals.append(f"{len(unplaced)} weights with no place in its checkpoint (e.g. {', '.join(unplaced[:3])})")
+    mask_head = getattr(model, "mask_head", None)
+    if mask_head is not None and len(mask_head.layers) != 3:
+        refusals.append(f"a {len(mask_head.layers)}-layer mask MLP (transformers' is 3 layers)")
+    return refusals
 
 
 def save_transformers_folder(model, folder: str | Path, **save_kwargs) -> None:
@@ -116,7 +120,7 @@ def save_transformers_folder(model, folder: str | Path, **save_kwargs) -> None:
     state = model.state_dict()
     if not full:  # the key rules name full-model keys
         state = {f"{_PREFIX}{key}": value for key, value in state.items()}
-    tf_config = config_to_transformers(model.config, state if full else None)
+    tf_config = config_to_transformers(model.config)
     # NOTE: building transformers' model initialises it at random; the global RNG must not move (a checkpoint
     # saved mid-run would change the rest of the run's random numbers).
     with torch.random.fork_rng(devices=[]):

@@ -41,8 +41,11 @@ from torch import Tensor
 from transformers import MaskFormerForInstanceSegmentation as TransformersMaskFormer
 
 from ..configuration.configuration_maskformer import MaskFormerConfig, check_local_source
-from ..configuration.transformers_format import STASH_KEY, settings_from_transformers  # noqa: F401 (re-exported)
-from ..configuration.transformers_format import config_to_transformers as _config_to_transformers
+from ..configuration.transformers_format import (  # noqa: F401 (STASH_KEY, config_to_transformers: re-exported)
+    STASH_KEY,
+    config_to_transformers,
+    settings_from_transformers,
+)
 from ..errors import InvalidInputError, MissingInputError
 from ..image_processing.image_processing_maskformer import MaskFormerImageProcessor
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation
@@ -285,18 +288,6 @@ def transformers_rules(config: MaskFormerConfig) -> tuple[list[Rule], list[str]]
 def config_from_transformers(tf_config) -> MaskFormerConfig:
     """Our config from a `transformers.MaskFormerConfig` (its `decoder_config` is a DETR config)."""
     return MaskFormerConfig(**settings_from_transformers(tf_config, MaskFormerConfig))
-
-
-def config_to_transformers(config: MaskFormerConfig, state_dict: Mapping[str, Tensor] | None = None):
-    """A `transformers.MaskFormerConfig` for our config (`transformers_format.config_to_transformers`), also
-    refusing a state dict whose mask MLP depth transformers lacks."""
-    if state_dict is not None:
-        depth = len({k.split(".")[2] for k in state_dict if k.startswith("mask_head.layers.")})
-        if depth != 3:
-            raise ValueError(
-                f"transformers' MaskFormer cannot represent this model: a {depth}-layer mask MLP (transformers' is 3 layers)"
-            )
-    return _config_to_transformers(config)
 
 
 def processor_from_transformers(settings: Mapping[str, Any] | None) -> MaskFormerImageProcessor:
