@@ -260,7 +260,7 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         """Opt into the fast inference path; returns the model.
 
         Weights and inputs go channels-last and, when `bf16` is True (or, by default, when the device computes
-        bf16 natively: AVX512-BF16 or AMX on a CPU, see `fast_inference.native_bf16`), the forward pass runs
+        bf16 natively: AVX512-BF16 or AMX on a CPU, see `inference/fast_path.py`), the forward pass runs
         under bf16 autocast. Outputs stay float32. Training (a forward with labels, or in train mode) is not
         affected. `disable_fast_inference()` undoes it.
         """

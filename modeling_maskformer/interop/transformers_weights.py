@@ -341,7 +341,7 @@ def resolve_source(source: str | Path) -> Path:
         ) from error
 
 
-def _model_type(folder: Path, source: str | Path, expected: tuple[str, ...]) -> str:
+def _check_model_type(folder: Path, source: str | Path, expected: tuple[str, ...]) -> None:
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise MissingInputError(f"{source} has no config.json: not a saved model folder")
@@ -354,7 +354,6 @@ def _model_type(folder: Path, source: str | Path, expected: tuple[str, ...]) -> 
             f"{source}: config.json has model_type {model_type!r}, expected {' or '.join(map(repr, expected))} "
             "(a MaskFormer folder)"
         )
-    return model_type
 
 
 def convert_from_transformers(
@@ -363,7 +362,7 @@ def convert_from_transformers(
     """Read a transformers MaskFormer folder (or Hub id) and return our model (eval mode) and processor;
     with `destination`, also `save_pretrained` both there."""
     folder = resolve_source(source)
-    _model_type(folder, source, ("maskformer",))
+    _check_model_type(folder, source, ("maskformer",))
     model = MaskFormerForInstanceSegmentation.from_pretrained(folder).eval()
     processor_file = folder / "preprocessor_config.json"
     settings = json.loads(processor_file.read_text()) if processor_file.is_file() else None
@@ -387,7 +386,7 @@ def convert_to_transformers(
     model = source
     if not isinstance(source, MaskFormerForInstanceSegmentation):
         folder = resolve_source(source)
-        _model_type(folder, source, (MaskFormerConfig.model_type, "maskformer"))
+        _check_model_type(folder, source, (MaskFormerConfig.model_type, "maskformer"))
         model = MaskFormerForInstanceSegmentation.from_pretrained(folder)
         if processor is None and (folder / "preprocessor_config.json").is_file():
             processor = MaskFormerImageProcessor.from_pretrained(folder)
