@@ -95,9 +95,10 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
         elif isinstance(module, nn.Linear) and getattr(module, "_maskformer_head", False):
             module.reset_parameters()
 
-    # NOTE: reading and writing folders (transformers-native folders, weight checks, model cards) lives in interop/;
-    # the package face (`__init__.py`) plugs it in here, so this module never imports interop. Without it (a
-    # remote-code folder loaded with trust_remote_code), transformers' own behaviour and remote-code folders.
+    # NOTE: reading and writing folders lives in interop/ (transformers-native folders, the weight-fit checks, model
+    # cards); the package face (`__init__.py`) plugs it in through `folder_io`, so this module never imports interop
+    # and remote-code folders carry none of it. Loaded with trust_remote_code where this package is not installed,
+    # the models keep transformers' own from_pretrained, save_pretrained (remote-code folders) and push_to_hub.
     folder_io: ClassVar[FolderIO | None] = None
 
     @classmethod
