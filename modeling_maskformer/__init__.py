@@ -4,20 +4,32 @@
         MaskFormerConfig, MaskFormerModel, MaskFormerForInstanceSegmentation, MaskFormerImageProcessor,
     )
 
-Importing the package registers the classes with transformers' Auto classes, so `AutoConfig`,
-`AutoModel`, `AutoModelForInstanceSegmentation`, `AutoModelForUniversalSegmentation`,
-`AutoImageProcessor` and `pipeline("image-segmentation")` resolve our `model_type` "maskformer-hf" (and the
-per-pixel baseline's "maskformer-per-pixel" through `AutoModelForSemanticSegmentation`). It changes
-nothing for other models: a transformers MaskFormer checkpoint (`model_type` "maskformer") still gets
-transformers' own classes, and a folder saved by this package never asks about remote code while it is
-imported.
+Importing the package plugs interop/'s loading, saving and Hub upload into the models (`FolderIO`: the model
+module never imports interop) and registers the classes with transformers' Auto classes, so `AutoConfig`,
+`AutoModel`, `AutoModelForInstanceSegmentation`, `AutoModelForUniversalSegmentation`, `AutoImageProcessor` and
+`pipeline("image-segmentation")` resolve our `model_type` "maskformer-hf" (and the per-pixel baseline's
+"maskformer-per-pixel" through `AutoModelForSemanticSegmentation`). It changes nothing for other models: a
+transformers MaskFormer checkpoint (`model_type` "maskformer") still gets transformers' own classes, and a folder
+saved by this package never asks about remote code while it is imported.
 """
+
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageSegmentation,
+    AutoModelForInstanceSegmentation,
+    AutoModelForSemanticSegmentation,
+    AutoModelForUniversalSegmentation,
+)
 
 from .configuration import MaskFormerConfig
 from .configuration.configuration_per_pixel import PerPixelBaselineConfig
 from .image_processing import MaskFormerImageProcessor
+from .interop import hub, loading, saving
 from .interop.loading import MaskFormerLoadError
 from .modeling_maskformer import (
+    FolderIO,
     MaskFormerForInstanceSegmentation,
     MaskFormerForInstanceSegmentationOutput,
     MaskFormerModel,
@@ -31,17 +43,9 @@ from .paper.per_pixel import (
 )
 
 
-def _register_auto_classes() -> None:
-    from transformers import (
-        AutoConfig,
-        AutoImageProcessor,
-        AutoModel,
-        AutoModelForImageSegmentation,
-        AutoModelForInstanceSegmentation,
-        AutoModelForSemanticSegmentation,
-        AutoModelForUniversalSegmentation,
-    )
-
+def _register() -> None:
+    # Our models' (and the per-pixel baseline's) from_pretrained, save_pretrained and push_to_hub.
+    MaskFormerPreTrainedModel.folder_io = FolderIO(loading.from_pretrained, saving.save_pretrained, hub.push_to_hub)
     AutoConfig.register(MaskFormerConfig.model_type, MaskFormerConfig, exist_ok=True)
     AutoModel.register(MaskFormerConfig, MaskFormerModel, exist_ok=True)
     # NOTE: every segmentation Auto class the pipeline may try: an unregistered one resolves our config by its
@@ -57,10 +61,7 @@ def _register_auto_classes() -> None:
     for config_class in (MaskFormerConfig, PerPixelBaselineConfig):
         AutoImageProcessor.register(
             config_class,
-            image_processor_classes={
-                "torchvision": MaskFormerImageProcessor,
-                "pil": MaskFormerImageProcessor,
-            },
+            image_processor_classes=dict.fromkeys(("torchvision", "pil"), MaskFormerImageProcessor),
             exist_ok=True,
         )
     # The paper's per-pixel baseline: semantic segmentation only.
@@ -71,7 +72,7 @@ def _register_auto_classes() -> None:
     )
 
 
-_register_auto_classes()
+_register()
 
 __all__ = [
     "MaskFormerConfig",

@@ -1,4 +1,5 @@
-"""Transformer building blocks shared by the "+6 Enc" pixel decoder and the transformer decoder.
+"""Transformer building blocks (DETR, Carion et al. 2020) shared by the "+6 Enc" pixel decoder and the transformer
+decoder.
 
 Shapes: B batch, S/T sequence lengths (queries Q or flattened pixels H*W), C channels (d_model).
 """
@@ -6,12 +7,12 @@ Shapes: B batch, S/T sequence lengths (queries Q or flattened pixels H*W), C cha
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 AttentionImplementation = Literal["sdpa", "eager"]
 
@@ -110,22 +111,63 @@ class FeedForward(nn.Module):
         return self.fc2(self.dropout(self.activation(self.fc1(hidden_states))))
 
 
-def residual_sublayers(
-    hidden_states: Tensor,
-    sublayers: Iterable[tuple[nn.Module, Callable[[Tensor], Tensor]]],
-    *,
-    dropout: nn.Module,
-    pre_norm: bool,
-) -> Tensor:
-    """Runs each (norm, block) as a residual sub-layer of a transformer layer: `norm(x + dropout(block(x)))`
-    post-norm (DETR), `x + dropout(block(norm(x)))` pre-norm."""
-    for norm, block in sublayers:
-        if pre_norm:
-            hidden_states = hidden_states + dropout(block(norm(hidden_states)))
-        else:
-            hidden_states = norm(hidden_states + dropout(block(hidden_states)))
-    return hidden_states
-
-
 def with_position(tensor: Tensor, position: Tensor | None) -> Tensor:
     return tensor if position is None else tensor + position
+
+
+class TransformerLayer(GradientCheckpointingLayer):
+    """DETR's transformer layer: self-attention, cross-attention to a memory (decoder layers only) and FFN, each a
+    residual sub-layer: `norm(x + dropout(block(x)))` post-norm (DETR), `x + dropout(block(norm(x)))` pre-norm."""
+
+    def __init__(
+        self,
+        *,
+        hidden_size: int,
+        num_heads: int,
+        ffn_dim: int,
+        dropout: float,
+        attention_dropout: float,
+        activation: str = "relu",
+        pre_norm: bool = False,
+        cross_attention: bool = False,
+    ):
+        super().__init__()
+        self.pre_norm = pre_norm
+        self.self_attn = MultiHeadAttention(hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout)
+        self.self_attn_norm = nn.LayerNorm(hidden_size)
+        if cross_attention:
+            self.cross_attn = MultiHeadAttention(
+                hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout
+            )
+            self.cross_attn_norm = nn.LayerNorm(hidden_size)
+        self.ffn = FeedForward(hidden_size=hidden_size, ffn_dim=ffn_dim, dropout=dropout, activation=activation)
+        self.ffn_norm = nn.LayerNorm(hidden_size)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        hidden_states: Tensor,
+        position: Tensor,
+        memory: Tensor | None = None,
+        memory_position: Tensor | None = None,
+        attn_implementation: AttentionImplementation = "sdpa",
+    ) -> Tensor:
+        """hidden_states and position (B, S, C); memory and memory_position (B, HW, C) for cross-attention."""
+
+        def self_attention(x: Tensor) -> Tensor:
+            query = with_position(x, position)
+            return self.self_attn(query, query, x, attn_implementation=attn_implementation)
+
+        def cross_attention(x: Tensor) -> Tensor:
+            key = with_position(memory, memory_position)
+            return self.cross_attn(with_position(x, position), key, memory, attn_implementation=attn_implementation)
+
+        blocks = [(self.self_attn_norm, self_attention)]
+        if memory is not None:
+            blocks.append((self.cross_attn_norm, cross_attention))
+        for norm, block in (*blocks, (self.ffn_norm, self.ffn)):
+            if self.pre_norm:
+                hidden_states = hidden_states + self.dropout(block(norm(hidden_states)))
+            else:
+                hidden_states = norm(hidden_states + self.dropout(block(hidden_states)))
+        return hidden_states

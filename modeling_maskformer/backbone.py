@@ -7,7 +7,10 @@ from __future__ import annotations
 import logging
 
 from torch import Tensor, nn
-from transformers import AutoBackbone, PretrainedConfig
+from transformers import AutoBackbone, AutoConfig, MaskFormerSwinBackbone, PretrainedConfig, SwinBackbone
+from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING
+
+from .errors import InvalidInputError, MissingInputError
 
 logger = logging.getLogger(__name__)
 
@@ -17,12 +20,10 @@ class Backbone(nn.Module):
 
     def __init__(self, body: nn.Module):
         super().__init__()
-        from transformers import MaskFormerSwinBackbone, SwinBackbone
-
         # NOTE: transformers' (MaskFormer-)Swin backbones build the classifier's final LayerNorm but normalise
         # each stage's output with `hidden_states_norms`: the LayerNorm would get no gradient (wasted memory, an
         # error under DDP without find_unused_parameters), so it is not built. transformers' MaskFormer keeps it;
-        # conversion.py skips and refills it.
+        # interop/transformers_weights.py skips and refills it.
         if isinstance(body, SwinBackbone | MaskFormerSwinBackbone):
             inner = body.swin if isinstance(body, SwinBackbone) else body.model
             inner.layernorm = nn.Identity()
@@ -51,25 +52,24 @@ def build_backbone(
     is_timm = backbone_config.model_type == "timm_backbone"
     source = pretrained_source or getattr(backbone_config, "backbone", None)
     if source is None:
-        raise ValueError("use_pretrained_backbone=True needs `backbone`: a timm model name or a Hub id / folder")
+        raise InvalidInputError(
+            "use_pretrained_backbone=True needs `backbone`: a timm model name or a Hub id / folder"
+        )
     try:
         if is_timm:
-            from transformers import TimmBackbone
+            from transformers import TimmBackbone  # needs timm, an optional dependency
 
             config = backbone_config.__class__.from_dict({**backbone_config.to_dict(), "backbone": source})
             body = TimmBackbone._from_config(config, pretrained=True)
         else:
             # NOTE: AutoBackbone.from_pretrained (transformers 5.23) asks the Hub whether the name exists
             # before anything else, so it rejects local folders; resolve the backbone class ourselves.
-            from transformers import AutoConfig
-            from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING
-
             source_config = AutoConfig.from_pretrained(source)
             body = MODEL_FOR_BACKBONE_MAPPING[type(source_config)].from_pretrained(
                 source, out_features=getattr(backbone_config, "out_features", None)
             )
     except Exception as error:  # network errors, missing files and unknown names surface in many types
-        raise OSError(
+        raise MissingInputError(
             f"use_pretrained_backbone=True: could not load pretrained backbone weights from {source!r} "
             f"({type(error).__name__}: {error}). Check the name and the network (the Hugging Face Hub / timm "
             "weights must be reachable, or pass a local folder), or set use_pretrained_backbone=False to start "

@@ -5,10 +5,10 @@ Shapes: B batch, Q queries, K classes (+1 "no object"), C channels, H×W the pad
 
 from __future__ import annotations
 
-import copy
 import logging
-import os
-from pathlib import Path
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import ClassVar, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -17,25 +17,8 @@ from transformers import PreTrainedModel
 
 from .backbone import build_backbone
 from .configuration.configuration_maskformer import MaskFormerConfig
-from .configuration.remote_code import PUSH_KWARGS, HubFolderMixin
+from .configuration.remote_code import HubFolderMixin
 from .inference.fast_path import native_bf16
-from .interop.loading import (
-    MaskFormerLoadError,
-    check_loading_info,
-    check_weights_fit,
-    checkpoint_shapes,
-    model_shapes,
-)
-from .interop.saving import make_weights_readable
-from .interop.transformers_folder import (
-    FolderFormat,
-    choose_format,
-    is_transformers_folder,
-    is_transformers_source,
-    read_transformers_state_dict,
-    save_transformers_folder,
-    transformers_weight_refusals,
-)
 from .loss import MaskFormerLoss
 from .matcher import HungarianMatcher
 from .outputs import MaskFormerForInstanceSegmentationOutput, MaskFormerModelOutput, check_output_attentions
@@ -43,6 +26,17 @@ from .pixel_decoder import PixelDecoder, Res5TransformerEncoder
 from .transformer_decoder import TransformerDecoder
 
 logger = logging.getLogger(__name__)
+
+FolderFormat = Literal["auto", "transformers", "remote_code"]
+
+
+class FolderIO(NamedTuple):
+    """How the models read and write folders; each function gets the model class (or model) and transformers'
+    own method first. The package face registers interop's (`MaskFormerPreTrainedModel.folder_io`)."""
+
+    from_pretrained: Callable
+    save_pretrained: Callable
+    push_to_hub: Callable
 
 
 class MaskHead(nn.Module):
@@ -69,7 +63,7 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _no_split_modules = ["DecoderLayer", "EncoderLayer"]
+    _no_split_modules = ["TransformerLayer"]
     # The Swin backbones' unused final LayerNorm, no longer built (backbone.py), in folders saved before.
     _keys_to_ignore_on_load_unexpected = [r"backbone\.body\.(swin|model)\.layernorm\.(weight|bias)"]
 
@@ -101,172 +95,41 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
         elif isinstance(module, nn.Linear) and getattr(module, "_maskformer_head", False):
             module.reset_parameters()
 
+    # NOTE: reading and writing folders lives in interop/ (transformers-native folders, the weight-fit checks, model
+    # cards); the package face (`__init__.py`) plugs it in through `folder_io`, so this module never imports interop
+    # and remote-code folders carry none of it. Loaded with trust_remote_code where this package is not installed,
+    # the models keep transformers' own from_pretrained, save_pretrained (remote-code folders) and push_to_hub.
+    folder_io: ClassVar[FolderIO | None] = None
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, plus what users trip over:
-
-        - the checkpoint's weights replace the backbone's, so ImageNet weights are never downloaded on load;
-        - a `num_labels`/`id2label` different from the checkpoint's re-initialises the class head, with a
-          warning that says so (instead of a size-mismatch error);
-        - weights that do not fit the config (an edited config.json), or a layer they leave uninitialised, raise
-          `MaskFormerLoadError` naming the field, which `pipeline()` does not swallow (see `loading.py`).
-        """
-        if torch.get_default_device().type == "meta":
-            # NOTE: transformers refuses this (weights cannot load onto meta tensors) and says what to use instead
-            # (`ModelClass(config)` / `from_config` under the meta device, or `device_map`): its error, unchanged.
+        """`PreTrainedModel.from_pretrained` that also reads transformers' MaskFormer folders, re-initialises the
+        class head (with a warning) for another `num_labels`, and raises `MaskFormerLoadError` for weights that
+        do not fit the config (`interop/loading.py`)."""
+        if cls.folder_io is None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        source = str(pretrained_model_name_or_path)
-        hub_kwargs = {
-            key: kwargs[key]
-            for key in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
-            if key in kwargs
-        }
-        config = kwargs.pop("config", None)
-        if config is None or isinstance(config, (str, os.PathLike)):
-            config, kwargs = cls.config_class.from_pretrained(
-                config or pretrained_model_name_or_path, return_unused_kwargs=True, **kwargs
-            )
-            kwargs.update(hub_kwargs)
-        else:
-            config = copy.deepcopy(config)
-        checkpoint_labels = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs).num_labels
-        native = is_transformers_source(source, hub_kwargs)
-        config.use_pretrained_backbone = False
-        new_class_head = config.num_labels != checkpoint_labels
-        if new_class_head:
-            logger.warning(
-                "The checkpoint at %s has %d classes but the model is built with num_labels=%d: the class head "
-                "(class_head) is newly initialised and must be trained before use.",
-                pretrained_model_name_or_path,
-                checkpoint_labels,
-                config.num_labels,
-            )
-        if native:  # a transformers MaskFormer folder: its weights converted on the fly (transformers_folder.py)
-            try:
-                state_dict = read_transformers_state_dict(
-                    source,
-                    config,
-                    hub_kwargs,
-                    skip_class_head=new_class_head,
-                    heads=cls is not MaskFormerModel,
-                )
-            except ValueError as error:  # CheckpointMismatchError: not swallowed by pipeline() (see loading.py)
-                raise MaskFormerLoadError(f"{source}: {error}") from error
-            kwargs = {key: value for key, value in kwargs.items() if key not in hub_kwargs}
-            kwargs.pop("ignore_mismatched_sizes", None)
-            kwargs["state_dict"] = state_dict
-            pretrained_model_name_or_path, model_args = None, ()
-        found = None if native or kwargs.get("ignore_mismatched_sizes") else checkpoint_shapes(source, hub_kwargs)
-        if found is not None:
-            check_weights_fit(
-                source,
-                found[0],
-                found[1],
-                model_shapes(cls, config),
-                prefix=cls.base_model_prefix,
-                skip_class_head=new_class_head,
-            )
-        if new_class_head:
-            kwargs["ignore_mismatched_sizes"] = True
-        return_info = kwargs.pop("output_loading_info", False)
-        try:
-            model, info = super().from_pretrained(
-                pretrained_model_name_or_path, *model_args, config=config, output_loading_info=True, **kwargs
-            )
-        except RuntimeError as error:  # transformers' size-mismatch and conversion errors
-            raise MaskFormerLoadError(f"{source}: {str(error).strip().splitlines()[0]}") from error
-        check_loading_info(source, info)
-        if native:  # loaded from a state dict: say where it came from, as for any folder (labels.py reads it)
-            model.config.name_or_path = source
-            model.name_or_path = source
-        return (model, info) if return_info else model
+        return cls.folder_io.from_pretrained(
+            cls, super().from_pretrained, pretrained_model_name_or_path, *model_args, **kwargs
+        )
 
     def save_pretrained(self, save_directory, *args, folder_format: FolderFormat = "auto", **kwargs):
-        """Write a folder `from_pretrained` loads. `folder_format="auto"` (default) writes transformers' own
-        MaskFormer format whenever it represents the model exactly (plain transformers, the Hub widget and
-        `pipeline()` load it with no trust_remote_code; our settings ride along in config.json), else the
-        remote-code folder, saying why in one log line; "transformers" insists (ValueError if impossible),
-        "remote_code" forces the remote-code folder."""
-        native, reasons = choose_format(self.config, folder_format)
-        if native and folder_format == "auto":
-            # NOTE: a module the config does not reveal (say, another head) has weights no key rule places: the
-            # conversion check finds them before anything is written.
-            reasons = transformers_weight_refusals(self)
-            native = not reasons
-        if not native:
-            if folder_format == "auto":
-                logger.warning(
-                    "Saving %s as a remote-code folder (loads with trust_remote_code=True; no Hub widget): "
-                    "transformers' MaskFormer cannot represent %s.",
-                    save_directory,
-                    "; ".join(reasons),
-                )
-            super().save_pretrained(save_directory, *args, **kwargs)
-            make_weights_readable(save_directory)
-            return
-        if args:
-            raise TypeError("save_pretrained takes the folder as its only positional argument")
-        push_to_hub = kwargs.pop("push_to_hub", False)
-        push_kwargs = {key: kwargs.pop(key) for key in PUSH_KWARGS if key in kwargs}
-        save_transformers_folder(self, save_directory, **kwargs)
-        make_weights_readable(save_directory)
-        if push_to_hub:
-            repo_id = push_kwargs.pop("repo_id", None) or Path(save_directory).resolve().name
-            self.push_to_hub(repo_id, **push_kwargs)
+        """Write a folder `from_pretrained` loads: transformers' own MaskFormer format whenever it represents the
+        model exactly ("auto"; "transformers" insists), else the remote-code folder ("remote_code" forces it)
+        (`interop/saving.py`)."""
+        if self.folder_io is None:
+            if folder_format == "transformers":
+                raise ValueError("folder_format='transformers' needs the modeling_maskformer package")
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        return self.folder_io.save_pretrained(
+            self, super().save_pretrained, save_directory, *args, folder_format=folder_format, **kwargs
+        )
 
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        processor=None,
-        metrics: dict | None = None,
-        dataset: str | None = None,
-        base_model: str | None = None,
-        private: bool = False,
-        token: str | None = None,
-        commit_message: str = "Upload MaskFormer",
-        commit_description: str | None = None,
-        revision: str | None = None,
-        create_pr: bool = False,
-        max_shard_size: int | str = "50GB",
-        tags: list[str] | None = None,
-        folder_format: FolderFormat = "auto",
-        api=None,
-    ) -> str:
-        """Upload a Hub-ready folder through huggingface_hub: weights and config (transformers' own format when
-        it represents the model, see `save_pretrained`), processor and a model card with metadata (and
-        `model-index` when `metrics` are given; `tags` added to its tags). transformers' upload arguments
-        (`commit_description`, `revision`, `create_pr`, `max_shard_size`) mean what they mean there. Returns the
+    def push_to_hub(self, repo_id: str, **kwargs) -> str:
+        """Upload the saved folder, its processor and a model card with metadata (`interop/hub.py`); returns the
         commit URL."""
-        import tempfile
-
-        from .interop.hub import build_model_card, push_folder_to_hub
-
-        with tempfile.TemporaryDirectory() as folder:
-            self.save_pretrained(folder, folder_format=folder_format, max_shard_size=max_shard_size)
-            if processor is not None:
-                processor.save_pretrained(folder)
-            card = build_model_card(
-                self.config,
-                repo_id=repo_id,
-                metrics=metrics,
-                dataset=dataset,
-                base_model=base_model,
-                transformers_native=is_transformers_folder(folder),
-                tags=tags,
-            )
-            card.save(f"{folder}/README.md")
-            return push_folder_to_hub(
-                folder,
-                repo_id,
-                token=token,
-                private=private,
-                commit_message=commit_message,
-                api=api,
-                commit_description=commit_description,
-                revision=revision,
-                create_pr=create_pr,
-            )
+        if self.folder_io is None:
+            return super().push_to_hub(repo_id, **kwargs)
+        return self.folder_io.push_to_hub(self, repo_id, **kwargs)
 
 
 def build_pixel_level_module(config: MaskFormerConfig) -> tuple[nn.Module, PixelDecoder]:
@@ -398,7 +261,7 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         """Opt into the fast inference path; returns the model.
 
         Weights and inputs go channels-last and, when `bf16` is True (or, by default, when the device computes
-        bf16 natively: AVX512-BF16 or AMX on a CPU, see `fast_inference.native_bf16`), the forward pass runs
+        bf16 natively: AVX512-BF16 or AMX on a CPU, see `inference/fast_path.py`), the forward pass runs
         under bf16 autocast. Outputs stay float32. Training (a forward with labels, or in train mode) is not
         affected. `disable_fast_inference()` undoes it.
         """
@@ -470,53 +333,28 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         check_output_attentions(output_attentions, self.config)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         compute_loss = mask_labels is not None
-        fast = self.fast_inference
-        if fast is not None and not compute_loss and not self.training:
-            with torch.autocast(pixel_values.device.type, dtype=torch.bfloat16, enabled=fast["bf16"]):
-                outputs = self._forward(
-                    pixel_values.contiguous(memory_format=torch.channels_last),
-                    pixel_mask=pixel_mask,
-                    output_auxiliary_logits=output_auxiliary_logits,
-                    output_hidden_states=output_hidden_states,
-                )
-            outputs.class_queries_logits = outputs.class_queries_logits.float()
-            outputs.masks_queries_logits = outputs.masks_queries_logits.float()
-        else:
-            outputs = self._forward(
-                pixel_values,
-                mask_labels,
-                class_labels,
-                pixel_mask=pixel_mask,
-                output_auxiliary_logits=output_auxiliary_logits,
-                output_hidden_states=output_hidden_states,
-            )
-        return outputs if return_dict else outputs.to_transformers_tuple()
-
-    def _forward(
-        self,
-        pixel_values: Tensor,
-        mask_labels: list[Tensor] | None = None,
-        class_labels: list[Tensor] | None = None,
-        *,
-        pixel_mask: Tensor | None,
-        output_auxiliary_logits: bool | None,
-        output_hidden_states: bool | None,
-    ) -> MaskFormerForInstanceSegmentationOutput:
-        compute_loss = mask_labels is not None
         if self.training and not compute_loss:
             self._warn_training_mode()
+        fast = self.fast_inference if not compute_loss and not self.training else None
+        if fast is not None:
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         output_auxiliary_logits = (
             output_auxiliary_logits if output_auxiliary_logits is not None else self.config.output_auxiliary_logits
         )
         use_auxiliary = self.config.use_auxiliary_loss and (compute_loss or bool(output_auxiliary_logits))
-        outputs = self.model(
-            pixel_values,
-            pixel_mask=pixel_mask,
-            output_hidden_states=output_hidden_states,
-            return_intermediate=use_auxiliary,
-            return_dict=True,
-        )
-        class_logits, mask_logits, auxiliary = self.get_logits(outputs)
+        with (
+            torch.autocast(pixel_values.device.type, dtype=torch.bfloat16) if fast and fast["bf16"] else nullcontext()
+        ):
+            outputs = self.model(
+                pixel_values,
+                pixel_mask=pixel_mask,
+                output_hidden_states=output_hidden_states,
+                return_intermediate=use_auxiliary,
+                return_dict=True,
+            )
+            class_logits, mask_logits, auxiliary = self.get_logits(outputs)
+        if fast is not None:  # outputs stay float32
+            class_logits, mask_logits = class_logits.float(), mask_logits.float()
         loss, loss_dict = None, None
         if compute_loss:
             device = mask_logits.device
@@ -530,7 +368,7 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
             loss_dict = self.get_loss_dict(mask_logits, class_logits, mask_labels, class_labels, auxiliary)
             loss = self.get_loss(loss_dict)
         model_outputs = {k: v for k, v in outputs.items() if k != "transformer_decoder_intermediate_states"}
-        return MaskFormerForInstanceSegmentationOutput(
+        outputs = MaskFormerForInstanceSegmentationOutput(
             loss=loss,
             loss_dict=loss_dict,
             class_queries_logits=class_logits,
@@ -539,6 +377,7 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
             pixel_mask=pixel_mask,
             **model_outputs,
         )
+        return outputs if return_dict else outputs.to_transformers_tuple()
 
     def _warn_training_mode(self) -> None:
         """Once per model: predictions asked of a model in training mode (e.g. through the pipeline or the

@@ -14,14 +14,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import (
-    AttentionImplementation,
-    FeedForward,
-    MultiHeadAttention,
-    residual_sublayers,
-    sine_position_encoding,
-    with_position,
-)
+from .attention import AttentionImplementation, TransformerLayer, sine_position_encoding
 
 
 class ConvNormAct(nn.Sequential):
@@ -50,39 +43,8 @@ class FPNLayer(nn.Module):
         return self.output(lateral + F.interpolate(coarse, size=lateral.shape[-2:], mode="nearest"))
 
 
-class EncoderLayer(nn.Module):
-    """DETR transformer encoder layer (self-attention + FFN) on the flattened res5 map."""
-
-    def __init__(
-        self,
-        *,
-        hidden_size: int,
-        num_heads: int,
-        ffn_dim: int,
-        dropout: float,
-        attention_dropout: float,
-        activation: str = "relu",
-        pre_norm: bool = False,
-    ):
-        super().__init__()
-        self.pre_norm = pre_norm
-        self.self_attn = MultiHeadAttention(hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout)
-        self.ffn = FeedForward(hidden_size=hidden_size, ffn_dim=ffn_dim, dropout=dropout, activation=activation)
-        self.self_attn_norm = nn.LayerNorm(hidden_size)
-        self.ffn_norm = nn.LayerNorm(hidden_size)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, hidden_states: Tensor, position: Tensor, attn_implementation: AttentionImplementation) -> Tensor:
-        def attend(x: Tensor) -> Tensor:
-            q = with_position(x, position)
-            return self.self_attn(q, q, x, attn_implementation=attn_implementation)
-
-        sublayers = ((self.self_attn_norm, attend), (self.ffn_norm, self.ffn))
-        return residual_sublayers(hidden_states, sublayers, dropout=self.dropout, pre_norm=self.pre_norm)
-
-
 class Res5TransformerEncoder(nn.Module):
-    """1x1 input projection of res5 + N encoder layers (+ a final LayerNorm when pre-norm)."""
+    """1x1 input projection of res5 + N transformer encoder layers (+ a final LayerNorm when pre-norm)."""
 
     def __init__(
         self,
@@ -100,7 +62,7 @@ class Res5TransformerEncoder(nn.Module):
         super().__init__()
         self.input_proj = nn.Conv2d(in_channels, hidden_size, kernel_size=1)
         self.layers = nn.ModuleList(
-            EncoderLayer(
+            TransformerLayer(
                 hidden_size=hidden_size,
                 num_heads=num_heads,
                 ffn_dim=ffn_dim,
@@ -122,7 +84,7 @@ class Res5TransformerEncoder(nn.Module):
         position = position.flatten(2).transpose(1, 2)  # (B, HW, C)
         hidden = hidden.flatten(2).transpose(1, 2)  # (B, HW, C)
         for layer in self.layers:
-            hidden = layer(hidden, position, attn_implementation)
+            hidden = layer(hidden, position, attn_implementation=attn_implementation)
         if self.norm is not None:
             hidden = self.norm(hidden)
         return hidden.transpose(1, 2).reshape(batch_size, channels, height, width)

@@ -11,77 +11,12 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from transformers.modeling_layers import GradientCheckpointingLayer
 
-from .attention import (
-    AttentionImplementation,
-    FeedForward,
-    MultiHeadAttention,
-    residual_sublayers,
-    sine_position_encoding,
-    with_position,
-)
-
-
-class DecoderLayer(GradientCheckpointingLayer):
-    """Self-attention over queries, cross-attention to the memory, FFN; post-norm (DETR) or pre-norm."""
-
-    def __init__(
-        self,
-        *,
-        hidden_size: int,
-        num_heads: int,
-        ffn_dim: int,
-        dropout: float,
-        attention_dropout: float,
-        activation: str = "relu",
-        pre_norm: bool = False,
-    ):
-        super().__init__()
-        self.pre_norm = pre_norm
-        self.self_attn = MultiHeadAttention(hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout)
-        self.cross_attn = MultiHeadAttention(hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout)
-        self.ffn = FeedForward(hidden_size=hidden_size, ffn_dim=ffn_dim, dropout=dropout, activation=activation)
-        self.self_attn_norm = nn.LayerNorm(hidden_size)
-        self.cross_attn_norm = nn.LayerNorm(hidden_size)
-        self.ffn_norm = nn.LayerNorm(hidden_size)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(
-        self,
-        hidden_states: Tensor,
-        memory: Tensor,
-        query_position: Tensor,
-        memory_position: Tensor,
-        attn_implementation: AttentionImplementation = "sdpa",
-    ) -> Tensor:
-        """hidden_states (B, Q, C), memory (B, HW, C), query_position (B, Q, C), memory_position (B, HW, C)."""
-        blocks = (
-            (
-                self.self_attn_norm,
-                lambda x: self.self_attn(
-                    with_position(x, query_position),
-                    with_position(x, query_position),
-                    x,
-                    attn_implementation=attn_implementation,
-                ),
-            ),
-            (
-                self.cross_attn_norm,
-                lambda x: self.cross_attn(
-                    with_position(x, query_position),
-                    with_position(memory, memory_position),
-                    memory,
-                    attn_implementation=attn_implementation,
-                ),
-            ),
-            (self.ffn_norm, self.ffn),
-        )
-        return residual_sublayers(hidden_states, blocks, dropout=self.dropout, pre_norm=self.pre_norm)
+from .attention import AttentionImplementation, TransformerLayer, sine_position_encoding
 
 
 class TransformerDecoder(nn.Module):
-    """Queries + input projection + L decoder layers + the shared final LayerNorm."""
+    """Queries + input projection + L decoder layers (self-, cross-attention, FFN) + the shared final LayerNorm."""
 
     def __init__(
         self,
@@ -103,7 +38,7 @@ class TransformerDecoder(nn.Module):
         # NOTE: the original projects the memory only when its width differs from d (1x1 conv).
         self.input_proj = nn.Conv2d(in_channels, hidden_size, kernel_size=1) if in_channels != hidden_size else None
         self.layers = nn.ModuleList(
-            DecoderLayer(
+            TransformerLayer(
                 hidden_size=hidden_size,
                 num_heads=num_heads,
                 ffn_dim=ffn_dim,
@@ -111,6 +46,7 @@ class TransformerDecoder(nn.Module):
                 attention_dropout=attention_dropout,
                 activation=activation,
                 pre_norm=pre_norm,
+                cross_attention=True,
             )
             for _ in range(num_layers)
         )
@@ -141,7 +77,7 @@ class TransformerDecoder(nn.Module):
         for index, layer in enumerate(self.layers):
             if return_hidden_states:
                 layer_inputs.append(hidden_states)
-            hidden_states = layer(hidden_states, memory, query_position, memory_position, attn_implementation)
+            hidden_states = layer(hidden_states, query_position, memory, memory_position, attn_implementation)
             if return_intermediate and index < len(self.layers) - 1:
                 intermediate.append(self.layernorm(hidden_states))
         queries = self.layernorm(hidden_states)

@@ -99,3 +99,18 @@ def test_every_subpackage_is_installed():
 def test_folders_install_as_subpackages(name):
     module = importlib.import_module(f"modeling_maskformer.{name}")
     assert Path(module.__file__).resolve().parent == ROOT / name
+
+
+# The model and its blocks, at the top of the package.
+MODEL_MODULES = ["modeling_maskformer", "backbone", "pixel_decoder", "transformer_decoder", "attention"]
+MODEL_MODULES += ["loss", "matcher", "outputs", "sampling"]
+
+
+@pytest.mark.parametrize("name", MODEL_MODULES)
+def test_the_model_never_imports_interop(name):
+    """interop/ reaches the model classes through the package face's registration (`FolderIO`), never the other way
+    round (tests/test_hub.py checks the whole import graph of the remote-code folder)."""
+    tree = ast.parse((ROOT / "modeling_maskformer" / f"{name}.py").read_text())
+    imported = ["." * node.level + (node.module or "") for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    assert not [module for module in imported if "interop" in module.split(".")], imported

@@ -22,6 +22,7 @@ from modeling_maskformer import (
     MaskFormerLoadError,
     MaskFormerModel,
 )
+from modeling_maskformer.errors import MissingInputError
 from modeling_maskformer.interop.transformers_weights import convert_to_transformers
 
 from builders import run_in_terminal, tiny_model
@@ -217,6 +218,13 @@ def test_folder_without_config_is_a_clear_error(folders, tmp_path):
     for load in (MaskFormerForInstanceSegmentation.from_pretrained, MaskFormerConfig.from_pretrained):
         with pytest.raises(OSError, match="has no config.json: not a saved model folder"):
             load(tmp_path)
+
+
+def test_hub_repo_not_found_is_a_user_error():
+    """Offline here (conftest): transformers' OSError becomes one line the command-line programs print."""
+    with pytest.raises(MissingInputError, match=r"^nobody/no-such-maskformer: no such local folder") as caught:
+        MaskFormerForInstanceSegmentation.from_pretrained("nobody/no-such-maskformer")
+    assert "\n" not in str(caught.value)
 
 
 def test_missing_path_says_so():

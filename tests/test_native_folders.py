@@ -226,7 +226,7 @@ def test_model_card_snippet_runs_as_written(native, tmp_path):
 
 def test_what_transformers_cannot_represent_stays_remote_code(tmp_path, caplog):
     model = tiny_model(pre_norm=True)
-    with caplog.at_level(logging.WARNING, logger="modeling_maskformer.modeling_maskformer"):
+    with caplog.at_level(logging.WARNING, logger="modeling_maskformer.interop.saving"):
         model.save_pretrained(tmp_path)
     lines = [r.getMessage() for r in caplog.records if "remote-code folder" in r.getMessage()]
     assert len(lines) == 1 and "pre_norm=True" in lines[0] and "\n" not in lines[0]
@@ -242,7 +242,7 @@ def test_weights_transformers_has_no_place_for_stay_remote_code(tmp_path, caplog
     """A module the config does not reveal (another head, say): found by the key rules, not saved natively."""
     model = tiny_model()
     model.extra_head = torch.nn.Linear(4, 4)
-    with caplog.at_level(logging.WARNING, logger="modeling_maskformer.modeling_maskformer"):
+    with caplog.at_level(logging.WARNING, logger="modeling_maskformer.interop.saving"):
         model.save_pretrained(tmp_path)
     assert "extra_head.weight" in caplog.text and "remote-code folder" in caplog.text
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "maskformer-hf"

@@ -1,16 +1,23 @@
-"""Hub plumbing: the model card (the folder's README.md, with Hub metadata) and the upload."""
+"""Hub plumbing: the model card (the folder's README.md, with Hub metadata), the upload, and `push_to_hub` for our
+models (registered by the package face)."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+
+from ..configuration.transformers_format import transformers_refusals
+from ..errors import MissingInputError
+from ..modeling_maskformer import FolderFormat
+from .transformers_folder import is_transformers_folder
 
 PAPER = "https://arxiv.org/abs/2107.06278"
 DEFAULT_WIDGET_IMAGES = [
-    "https://huggingface.co/datasets/huggingface/documentation-images/resolve/main/coco_sample.png",
+    "https://huggingface.co/datasets/huggingface/documentation-images/resolve/main/coco_sample.png"
 ]
 _TEMPLATE = """---
 {{ card_data }}
@@ -18,10 +25,9 @@ _TEMPLATE = """---
 
 # {{ title }}
 
-MaskFormer ([Cheng, Schwing, Kirillov, NeurIPS 2021]({{ paper }})) treats segmentation as mask
-classification: {{ num_queries }} queries each predict a binary mask and one of {{ num_labels }} classes (or
-"no object"). The same model serves semantic, instance and panoptic segmentation; the task is chosen at
-post-processing.
+MaskFormer ([Cheng, Schwing, Kirillov, NeurIPS 2021]({{ paper }})) treats segmentation as mask classification:
+{{ num_queries }} queries each predict a binary mask and one of {{ num_labels }} classes (or "no object"). One model
+serves semantic, instance and panoptic segmentation; the task is chosen at post-processing.
 
 - Backbone: `{{ backbone }}`; pixel decoder: `{{ pixel_decoder }}`; decoder layers: {{ decoder_layers }}.
 {% if base_model %}- Fine-tuned from: `{{ base_model }}`.
@@ -47,12 +53,12 @@ segmenter = pipeline("image-segmentation", model="{{ repo_id }}")
 segments = segmenter("image.jpg", subtask="semantic")
 ```
 
-The training settings of the `modeling_maskformer` package that trained it ride along in config.json
-(`maskformer_hf_training`, which transformers ignores): that package's
-`MaskFormerForInstanceSegmentation.from_pretrained("{{ repo_id }}")` restores them to continue training.
+The training settings of the `modeling_maskformer` package ride along in config.json (`maskformer_hf_training`,
+which transformers ignores): its `MaskFormerForInstanceSegmentation.from_pretrained("{{ repo_id }}")` restores
+them to continue training.
 {% else %}
-transformers' MaskFormer cannot represent this model ({{ refusals }}), so the folder carries its code: it
-loads with `trust_remote_code=True`, and the Hub's inference widget (which runs no remote code) does not work.
+transformers' MaskFormer cannot represent this model ({{ refusals }}), so the folder carries its code: it loads
+with `trust_remote_code=True`, and the Hub's inference widget (which runs no remote code) does not work.
 
 ```python
 from transformers import pipeline
@@ -61,8 +67,8 @@ segmenter = pipeline("image-segmentation", model="{{ repo_id }}", trust_remote_c
 segments = segmenter("image.jpg", subtask="semantic")
 ```
 
-With the `modeling_maskformer` package installed, `from_pretrained("{{ repo_id }}")` of its classes works
-without `trust_remote_code`.
+With the `modeling_maskformer` package installed, its classes' `from_pretrained("{{ repo_id }}")` works without
+`trust_remote_code`.
 {% endif %}{% if training_args %}
 ## Training arguments
 
@@ -70,7 +76,8 @@ without `trust_remote_code`.
 {{ training_args }}
 ```
 {% endif %}"""
-
+TAGS = ["maskformer", "image-segmentation", "vision", "semantic-segmentation", "panoptic-segmentation"]
+# Our metric key -> (name shown, `model-index` metric type).
 _METRIC_NAMES = {
     "mean_iou": ("mIoU", "mean_iou"),
     "pixel_accuracy": ("pixel accuracy", "accuracy"),
@@ -98,23 +105,19 @@ def build_model_card(
     `transformers_native`: whether the folder is in transformers' own format (default: whether transformers
     can represent `config`, which is what `save_pretrained` decides); the usage section says which way the
     folder loads."""
-    from ..configuration.transformers_format import transformers_refusals
-
     refusals = transformers_refusals(config)
     if transformers_native is None:
         transformers_native = not refusals
     metrics = {name: value for name, value in (metrics or {}).items() if value is not None}
     eval_results = None
     if metrics and dataset:
-        from huggingface_hub import EvalResult
-
         eval_results = [
             EvalResult(
                 task_type="image-segmentation",
                 dataset_type=dataset,
                 dataset_name=dataset,
-                metric_type=_METRIC_NAMES.get(name, (name, name))[1],
                 metric_name=_METRIC_NAMES.get(name, (name, name))[0],
+                metric_type=_METRIC_NAMES.get(name, (name, name))[1],
                 metric_value=round(float(value), 4),
             )
             for name, value in metrics.items()
@@ -122,14 +125,7 @@ def build_model_card(
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="image-segmentation",
-        tags=[
-            "maskformer",
-            "image-segmentation",
-            "vision",
-            "semantic-segmentation",
-            "panoptic-segmentation",
-            *(tags or []),
-        ],
+        tags=[*TAGS, *(tags or [])],
         license=license,
         datasets=[dataset] if dataset else None,
         base_model=base_model,
@@ -181,22 +177,52 @@ def push_folder_to_hub(
     private: bool = False,
     commit_message: str = "Upload MaskFormer",
     api: HfApi | None = None,
-    commit_description: str | None = None,
-    revision: str | None = None,
-    create_pr: bool = False,
+    **upload: Any,
 ) -> str:
-    """Create the repo if needed and upload the folder (weights, configs, processor, card, code)."""
+    """Create the repo if needed and upload the folder (weights, configs, processor, card, code); `upload`:
+    `upload_folder`'s `commit_description`, `revision`, `create_pr`. Returns the commit URL."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} has no config.json: save the model with save_pretrained first")
+        raise MissingInputError(f"{folder} has no config.json: save the model with save_pretrained first")
     api = api or HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    extra = {"commit_description": commit_description, "revision": revision, "create_pr": create_pr}
+    upload = {key: value for key, value in upload.items() if value}
     commit = api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(folder),
-        commit_message=commit_message,
-        repo_type="model",
-        **{key: value for key, value in extra.items() if value},
+        repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, repo_type="model", **upload
     )
     return getattr(commit, "commit_url", str(commit))
+
+
+def push_to_hub(
+    model,
+    repo_id: str,
+    *,
+    processor=None,
+    metrics: dict | None = None,
+    dataset: str | None = None,
+    base_model: str | None = None,
+    tags: list[str] | None = None,
+    folder_format: FolderFormat = "auto",
+    max_shard_size: int | str = "50GB",
+    **upload: Any,
+) -> str:
+    """Upload a Hub-ready folder: weights and config (transformers' own format when it represents the model, see
+    `save_pretrained`), processor and a model card with metadata (and `model-index` when `metrics` are given;
+    `tags` added to its tags). `upload`: `push_folder_to_hub`'s arguments (`token`, `private`, `commit_message`,
+    `commit_description`, `revision`, `create_pr`, `api`), which mean what they mean in transformers. Returns the
+    commit URL."""
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder, folder_format=folder_format, max_shard_size=max_shard_size)
+        if processor is not None:
+            processor.save_pretrained(folder)
+        card = build_model_card(
+            model.config,
+            repo_id=repo_id,
+            metrics=metrics,
+            dataset=dataset,
+            base_model=base_model,
+            transformers_native=is_transformers_folder(folder),
+            tags=tags,
+        )
+        card.save(f"{folder}/README.md")
+        return push_folder_to_hub(folder, repo_id, **upload)

@@ -1,27 +1,35 @@
-"""Loading a saved folder: its weights must fit its config, or `MaskFormerLoadError` says which field differs.
+"""`from_pretrained` for our models (registered by the package face): transformers' loading, plus what users
+trip over. A folder's weights must fit its config, or `MaskFormerLoadError` says which field differs:
 
-Two checks around `PreTrainedModel.from_pretrained`:
 - before loading, the tensor names and shapes of the safetensors header against those of the model the config
   builds (on the meta device, no memory), for everything outside the backbone (whose checkpoint names
-  transformers renames on load): a config.json edited by hand (`hidden_size`, `id2label`, `num_queries`, ...)
-  is named without transformers' long load report;
+  transformers renames on load): a config.json edited by hand (`hidden_size`, `id2label`, ...) is named without
+  transformers' long load report;
 - after loading, transformers' loading info: a missing or unexpected tensor (the backbone included) is an error,
   never a silently re-initialised layer.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
+import os
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
-from ..errors import UserError
+from ..errors import MissingInputError, UserError
+from ..modeling_maskformer import MaskFormerModel
+from .transformers_folder import checkpoint_files, is_transformers_source, read_transformers_state_dict
 
+logger = logging.getLogger(__name__)
 Shapes = Mapping[str, tuple[int, ...]]
 HEADS = ("class_head.", "mask_head.")
 _BACKBONE = "model.backbone."
-_WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json")
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
 
 
 class MaskFormerLoadError(UserError):
@@ -33,67 +41,35 @@ class MaskFormerLoadError(UserError):
     """
 
 
-def _count(pattern: str) -> Callable[[Shapes], int | None]:
-    compiled = re.compile(pattern)
-
-    def count(shapes: Shapes) -> int | None:
-        found = {m.group(1) for key in shapes if (m := compiled.fullmatch(key))}
-        return len(found) or None
-
-    return count
-
-
-def _dim(key: str, dim: int, offset: int = 0) -> Callable[[Shapes], int | None]:
-    return lambda shapes: shapes[key][dim] + offset if key in shapes else None
-
-
-# Config fields readable from tensor shapes (full-model key names), to name the field that was edited.
-FIELDS_FROM_SHAPES: dict[str, Callable[[Shapes], int | None]] = {
-    "num_labels (entries of id2label)": _dim("class_head.weight", 0, offset=-1),
-    "hidden_size": _dim("model.transformer_decoder.query_embed.weight", 1),
-    "num_queries": _dim("model.transformer_decoder.query_embed.weight", 0),
-    "mask_feature_size": _dim("model.pixel_decoder.mask_features.weight", 0),
-    "fpn_feature_size": _dim("model.pixel_decoder.mask_features.weight", 1),
-    "decoder_ffn_dim": _dim("model.transformer_decoder.layers.0.ffn.fc1.weight", 0),
-    "decoder_layers": _count(r"model\.transformer_decoder\.layers\.(\d+)\..*"),
-    "encoder_layers": _count(r"model\.pixel_decoder\.encoder\.layers\.(\d+)\..*"),
+# Config fields readable from tensor shapes (full-model names), to name the field that was edited: a dimension of a
+# tensor, or the number of layers whose keys a pattern finds.
+_FIELDS_FROM_DIMS = {
+    "num_labels (entries of id2label)": ("class_head.weight", 0),
+    "hidden_size": ("model.transformer_decoder.query_embed.weight", 1),
+    "num_queries": ("model.transformer_decoder.query_embed.weight", 0),
+    "mask_feature_size": ("model.pixel_decoder.mask_features.weight", 0),
+    "fpn_feature_size": ("model.pixel_decoder.mask_features.weight", 1),
+    "decoder_ffn_dim": ("model.transformer_decoder.layers.0.ffn.fc1.weight", 0),
+}
+_FIELDS_FROM_LAYERS = {
+    "decoder_layers": r"model\.transformer_decoder\.layers\.(\d+)\.",
+    "encoder_layers": r"model\.pixel_decoder\.encoder\.layers\.(\d+)\.",
 }
 
 
-def checkpoint_files(
-    source: str, hub_kwargs: Mapping, names: tuple[str, ...] = _WEIGHTS_FILES
-) -> tuple[str, list[str]] | None:
-    """(what to name in errors, the weight files) of a folder or cached Hub repo, for the first of `names` (a
-    single file, then its sharded index) that exists; None when none does."""
-    import json
-
-    from transformers.utils import cached_file
-
-    def resolve(name: str) -> str | None:
-        return cached_file(
-            source,
-            name,
-            _raise_exceptions_for_missing_entries=False,
-            _raise_exceptions_for_connection_errors=False,
-            **hub_kwargs,
-        )
-
-    for single_name, index_name in zip(names[::2], names[1::2]):
-        if (single := resolve(single_name)) is not None:
-            return single, [single]
-        if (index := resolve(index_name)) is not None:
-            with open(index) as file:
-                shard_names = sorted(set(json.load(file)["weight_map"].values()))
-            files = [resolve(name) for name in shard_names]
-            return (index, files) if all(path is not None for path in files) else None
-    return None
+def fields_from_shapes(shapes: Shapes) -> dict[str, int]:
+    fields = {field: shapes[key][dim] for field, (key, dim) in _FIELDS_FROM_DIMS.items() if key in shapes}
+    if "num_labels (entries of id2label)" in fields:
+        fields["num_labels (entries of id2label)"] -= 1  # the "no object" class
+    for field, pattern in _FIELDS_FROM_LAYERS.items():
+        if layers := {m.group(1) for key in shapes if (m := re.match(pattern, key))}:
+            fields[field] = len(layers)
+    return fields
 
 
 def checkpoint_shapes(source: str, hub_kwargs: Mapping) -> tuple[str, dict[str, tuple[int, ...]]] | None:
     """(file, {name: shape}) from the safetensors header(s) of a folder or cached Hub repo; None when there is
     no safetensors file to read (a `.bin` checkpoint, or a Hub repo not downloaded yet: transformers decides)."""
-    from safetensors import safe_open
-
     found = checkpoint_files(source, hub_kwargs)
     if found is None:
         return None
@@ -136,13 +112,12 @@ def check_weights_fit(
     differing = sorted(named) + sorted(k for k in set(ours) & set(theirs) if ours[k] != theirs[k])
     if not differing:
         return
-    fields = []
-    for field, read in FIELDS_FROM_SHAPES.items():
-        if field.startswith("num_labels") and skip_class_head:
-            continue
-        in_config, in_weights = read(expected), read(checkpoint)
-        if in_config is not None and in_weights is not None and in_config != in_weights:
-            fields.append(f"{field} is {in_config} in the config but {in_weights} in the weights")
+    in_config, in_weights = fields_from_shapes(expected), fields_from_shapes(checkpoint)
+    fields = [
+        f"{field} is {value} in the config but {in_weights[field]} in the weights"
+        for field, value in in_config.items()
+        if in_weights.get(field, value) != value and not (field.startswith("num_labels") and skip_class_head)
+    ]
     key = differing[0]
     example = f"{key}: weights {theirs.get(key, 'absent')}, config {ours.get(key, 'absent')}"
     reason = "; ".join(fields) if fields else f"{len(differing)} tensors differ (e.g. {example})"
@@ -168,3 +143,73 @@ def check_loading_info(source: str, info: Mapping) -> None:
             f"{source}: the weights do not fit config.json: {listing}. Was config.json edited, or the folder "
             "saved by another architecture?"
         )
+
+
+def from_pretrained(cls, load: Callable, pretrained_model_name_or_path, *model_args, **kwargs):
+    """`load` (transformers' `from_pretrained` of `cls`), plus: the checkpoint's weights replace the backbone's
+    (ImageNet weights are never downloaded on load); transformers MaskFormer folders are converted on the fly; a
+    `num_labels` different from the checkpoint's re-initialises the class head with a warning; weights that do not
+    fit the config raise `MaskFormerLoadError`; a Hub repo that cannot be found raises `MissingInputError`."""
+    if torch.get_default_device().type == "meta":
+        # NOTE: transformers refuses this (weights cannot load onto meta tensors) and says what to use instead
+        # (`ModelClass(config)` / `from_config` under the meta device, or `device_map`): its error, unchanged.
+        return load(pretrained_model_name_or_path, *model_args, **kwargs)
+    source = str(pretrained_model_name_or_path)
+    hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
+    config = kwargs.pop("config", None)
+    try:
+        if config is None or isinstance(config, (str, os.PathLike)):
+            config, kwargs = cls.config_class.from_pretrained(
+                config or pretrained_model_name_or_path, return_unused_kwargs=True, **kwargs
+            )
+            kwargs.update(hub_kwargs)
+        else:
+            config = copy.deepcopy(config)
+        checkpoint_labels = cls.config_class.from_pretrained(source, **hub_kwargs).num_labels
+    except OSError as error:
+        if isinstance(error, UserError) or Path(source).exists():
+            raise
+        # NOTE: transformers' "not a local folder and not a valid model identifier" (or offline) report.
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        message = reason if reason.startswith(source) else f"{source}: no such local folder or Hub repo ({reason})"
+        raise MissingInputError(message) from error
+    config.use_pretrained_backbone = False
+    new_class_head = config.num_labels != checkpoint_labels
+    if new_class_head:
+        logger.warning(
+            "The checkpoint at %s has %d classes but the model is built with num_labels=%d: the class head "
+            "(class_head) is newly initialised and must be trained before use.",
+            source,
+            checkpoint_labels,
+            config.num_labels,
+        )
+    native = is_transformers_source(source, hub_kwargs)
+    if native:  # a transformers MaskFormer folder: its weights converted on the fly (transformers_folder.py)
+        try:
+            state_dict = read_transformers_state_dict(
+                source, config, hub_kwargs, skip_class_head=new_class_head, heads=cls is not MaskFormerModel
+            )
+        except ValueError as error:  # CheckpointMismatchError: not swallowed by pipeline() (see MaskFormerLoadError)
+            raise MaskFormerLoadError(f"{source}: {error}") from error
+        kwargs = {key: value for key, value in kwargs.items() if key not in hub_kwargs}
+        kwargs.pop("ignore_mismatched_sizes", None)
+        kwargs["state_dict"] = state_dict
+        pretrained_model_name_or_path, model_args = None, ()
+    found = None if native or kwargs.get("ignore_mismatched_sizes") else checkpoint_shapes(source, hub_kwargs)
+    if found is not None:
+        expected = model_shapes(cls, config)
+        check_weights_fit(source, *found, expected, prefix=cls.base_model_prefix, skip_class_head=new_class_head)
+    if new_class_head:
+        kwargs["ignore_mismatched_sizes"] = True
+    return_info = kwargs.pop("output_loading_info", False)
+    try:
+        model, info = load(
+            pretrained_model_name_or_path, *model_args, config=config, output_loading_info=True, **kwargs
+        )
+    except RuntimeError as error:  # transformers' size-mismatch and conversion errors
+        raise MaskFormerLoadError(f"{source}: {str(error).strip().splitlines()[0]}") from error
+    check_loading_info(source, info)
+    if native:  # loaded from a state dict: say where it came from, as for any folder (labels.py reads it)
+        model.config.name_or_path = source
+        model.name_or_path = source
+    return (model, info) if return_info else model

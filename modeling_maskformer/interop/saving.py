@@ -1,4 +1,4 @@
-"""File modes of what this package saves.
+"""`save_pretrained` for our models (registered by the package face), and the file modes of what this package saves.
 
 safetensors' `save_file` (0.8) creates its file with mode 0600 whatever the umask, while every other file of a
 saved folder gets the usual 0644: a model folder copied to a server, or shared with another user or container,
@@ -8,10 +8,18 @@ could then not be read there. `make_weights_readable` gives the weight files the
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
+from ..configuration.remote_code import PUSH_KWARGS
+from ..errors import InvalidInputError
+from ..modeling_maskformer import FolderFormat
+from .transformers_folder import choose_format, save_transformers_folder, transformers_weight_refusals
+
+logger = logging.getLogger(__name__)
 _UMASK_LOCK = threading.Lock()
 WEIGHT_SUFFIXES = (".safetensors",)
 
@@ -44,3 +52,39 @@ def make_weights_readable(folder: str | Path) -> list[Path]:
             path.chmod(mode)
             changed.append(path)
     return changed
+
+
+def save_pretrained(model, save: Callable, save_directory, *args, folder_format: FolderFormat = "auto", **kwargs):
+    """Write a folder `from_pretrained` loads. `folder_format="auto"` writes transformers' own MaskFormer format
+    whenever it represents the model exactly (plain transformers, the Hub widget and `pipeline()` load it with no
+    trust_remote_code; our settings ride along in config.json), else the remote-code folder through `save` (the
+    model's `HubFolderMixin.save_pretrained`), saying why in one log line; "transformers" insists (ValueError if
+    impossible), "remote_code" forces the remote-code folder."""
+    native, reasons = choose_format(model.config, folder_format)
+    if native:
+        # NOTE: a module the config does not reveal (say, another head) has weights no key rule places: the
+        # conversion check finds them before anything is written.
+        reasons = transformers_weight_refusals(model)
+        if reasons and folder_format == "transformers":
+            raise InvalidInputError("transformers' MaskFormer cannot represent this model: " + "; ".join(reasons))
+        native = not reasons
+    if not native:
+        if folder_format == "auto":
+            logger.warning(
+                "Saving %s as a remote-code folder (loads with trust_remote_code=True; no Hub widget): "
+                "transformers' MaskFormer cannot represent %s.",
+                save_directory,
+                "; ".join(reasons),
+            )
+        save(save_directory, *args, **kwargs)
+        make_weights_readable(save_directory)
+        return
+    if args:
+        raise TypeError("save_pretrained takes the folder as its only positional argument")
+    push_to_hub = kwargs.pop("push_to_hub", False)
+    push_kwargs = {key: kwargs.pop(key) for key in PUSH_KWARGS if key in kwargs}
+    save_transformers_folder(model, save_directory, **kwargs)
+    make_weights_readable(save_directory)
+    if push_to_hub:
+        repo_id = push_kwargs.pop("repo_id", None) or Path(save_directory).resolve().name
+        model.push_to_hub(repo_id, **push_kwargs)

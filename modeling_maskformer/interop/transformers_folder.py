@@ -1,26 +1,26 @@
 """Transformers-native folders: what `save_pretrained` writes when transformers' MaskFormer can represent the
-model exactly, and how our classes read such a folder (any transformers MaskFormer folder) back.
+model exactly, and how our classes read any transformers MaskFormer folder back.
 
 A native folder is transformers' own: config.json with model_type "maskformer" (our training settings under
 `transformers_format.STASH_KEY`), the weights under transformers' key names, and a preprocessor_config.json
 naming transformers' `MaskFormerImageProcessor`. Plain transformers, the Hub widget and `pipeline()` load it
-with no `trust_remote_code`; our classes convert it on the fly (`conversion.py`'s key rules), every setting
-restored. The network is the same at inference (conversion parity 0.0, tests/test_parity.py).
-
-Otherwise (see `transformers_format.transformers_refusals`) the folder is the remote-code one
-(`configuration/remote_code.py`), and saving says so in one line.
+with no `trust_remote_code`; our classes convert it on the fly (`transformers_weights.py`'s key rules), every
+setting restored (conversion parity 0.0, tests/test_parity.py). Otherwise (`transformers_refusals`) the folder is
+the remote-code one (`configuration/remote_code.py`), and saving says so in one line.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor
+from transformers import MaskFormerForInstanceSegmentation as TransformersFull
+from transformers import MaskFormerModel as TransformersBase
+from transformers.utils import cached_file
 
 from ..configuration.remote_code import (
     TRANSFORMERS_MODEL_TYPE,
@@ -29,74 +29,98 @@ from ..configuration.remote_code import (
     remote_code_modules,
 )
 from ..configuration.transformers_format import transformers_refusals, write_transformers_config
+from ..errors import InvalidInputError, MissingInputError
+from ..modeling_maskformer import FolderFormat, MaskFormerForInstanceSegmentation
+from .transformers_weights import (
+    config_to_transformers,
+    find_rule,
+    state_dict_from_transformers,
+    state_dict_to_transformers,
+    transformers_rules,
+)
 
-logger = logging.getLogger(__name__)
-
-FolderFormat = Literal["auto", "transformers", "remote_code"]
 _PREFIX = "model."
+SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
+TRANSFORMERS_WEIGHT_FILES = (*SAFETENSORS_FILES, "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def is_transformers_folder(folder: str | Path) -> bool:
     return folder_model_type(folder) == TRANSFORMERS_MODEL_TYPE
 
 
+def _cached(source: str, name: str, hub_kwargs: Mapping) -> str | None:
+    """A file of a local folder or (cached / reachable) Hub repo; None when it has none."""
+    return cached_file(
+        source,
+        name,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+        **hub_kwargs,
+    )
+
+
 def is_transformers_source(source: str, hub_kwargs: Mapping) -> bool:
     """Whether a local folder or (cached / reachable) Hub repo holds transformers' MaskFormer config.json."""
     if Path(source).is_dir():
         return is_transformers_folder(source)
-    from transformers.utils import cached_file
-
     try:
-        config_file = cached_file(
-            source,
-            "config.json",
-            _raise_exceptions_for_missing_entries=False,
-            _raise_exceptions_for_connection_errors=False,
-            **hub_kwargs,
-        )
+        config_file = _cached(source, "config.json", hub_kwargs)
     except (OSError, ValueError):  # not a repo id: our config loading names the problem
         return False
     return config_file is not None and is_transformers_folder(Path(config_file).parent)
 
 
+def checkpoint_files(
+    source: str, hub_kwargs: Mapping, names: tuple[str, ...] = SAFETENSORS_FILES
+) -> tuple[str, list[str]] | None:
+    """(what to name in errors, the weight files) of a folder or cached Hub repo, for the first of `names` (a
+    single file, then its sharded index) that exists; None when none does."""
+    for single_name, index_name in zip(names[::2], names[1::2]):
+        if (single := _cached(source, single_name, hub_kwargs)) is not None:
+            return single, [single]
+        if (index := _cached(source, index_name, hub_kwargs)) is not None:
+            shard_names = sorted(set(json.loads(Path(index).read_text())["weight_map"].values()))
+            files = [_cached(source, name, hub_kwargs) for name in shard_names]
+            return (index, files) if all(path is not None for path in files) else None
+    return None
+
+
 def choose_format(config, folder_format: FolderFormat) -> tuple[bool, list[str]]:
     """(write natively?, why not): "auto" is native whenever transformers can represent the model."""
     if folder_format not in ("auto", "transformers", "remote_code"):
-        raise ValueError(f"folder_format={folder_format!r}: must be 'auto', 'transformers' or 'remote_code'")
+        raise InvalidInputError(f"folder_format={folder_format!r}: must be 'auto', 'transformers' or 'remote_code'")
     if folder_format == "remote_code":
         return False, ["folder_format='remote_code'"]
     refusals = transformers_refusals(config)
     if refusals and folder_format == "transformers":
-        raise ValueError(
-            "folder_format='transformers': transformers' MaskFormer cannot represent " + "; ".join(refusals)
+        raise InvalidInputError(
+            "folder_format='transformers': transformers' MaskFormer cannot represent this model: "
+            + "; ".join(refusals)
         )
     return not refusals, refusals
 
 
 def transformers_weight_refusals(model) -> list[str]:
-    """Our weights that transformers' key rules place nowhere (empty: all of them map)."""
-    from .transformers_weights import find_rule, transformers_rules
-
+    """What of our weights transformers' MaskFormer has no place for (empty: all of them map)."""
     rules, _ = transformers_rules(model.config)
     prefix = "" if hasattr(model, "class_head") else _PREFIX
     unplaced = [key for key in model.state_dict() if find_rule(rules, prefix + key, to_ours=False) is None]
-    if not unplaced:
-        return []
-    return [f"{len(unplaced)} weights with no place in its checkpoint (e.g. {', '.join(unplaced[:3])})"]
+    refusals = []
+    if unplaced:
+        refusals.append(f"{len(unplaced)} weights with no place in its checkpoint (e.g. {', '.join(unplaced[:3])})")
+    mask_head = getattr(model, "mask_head", None)
+    if mask_head is not None and len(mask_head.layers) != 3:
+        refusals.append(f"a {len(mask_head.layers)}-layer mask MLP (transformers' is 3 layers)")
+    return refusals
 
 
 def save_transformers_folder(model, folder: str | Path, **save_kwargs) -> None:
     """Write `model` (ours, full or base) as transformers' MaskFormer folder; see the module docstring."""
-    from transformers import MaskFormerForInstanceSegmentation as TransformersFull
-    from transformers import MaskFormerModel as TransformersBase
-
-    from .transformers_weights import config_to_transformers, state_dict_to_transformers
-
     full = hasattr(model, "class_head")
     state = model.state_dict()
     if not full:  # the key rules name full-model keys
         state = {f"{_PREFIX}{key}": value for key, value in state.items()}
-    tf_config = config_to_transformers(model.config, state if full else None)
+    tf_config = config_to_transformers(model.config)
     # NOTE: building transformers' model initialises it at random; the global RNG must not move (a checkpoint
     # saved mid-run would change the rest of the run's random numbers).
     with torch.random.fork_rng(devices=[]):
@@ -125,25 +149,15 @@ def read_transformers_state_dict(
 ) -> dict[str, Tensor]:
     """Our full-model state dict from a transformers MaskFormer folder or Hub repo (full or base checkpoint),
     checked against the model `config` builds (`CheckpointMismatchError` naming the keys); without the heads
-    when `heads` is False (for our base model)."""
-    from safetensors.torch import load_file
-
-    from ..modeling_maskformer import MaskFormerForInstanceSegmentation
-    from .loading import checkpoint_files
-    from .transformers_weights import state_dict_from_transformers
-
-    found = checkpoint_files(
-        source,
-        hub_kwargs,
-        ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"),
-    )
+    when `heads` is False (for our base model). A `.bin` is read with `weights_only=True`: no pickled code."""
+    found = checkpoint_files(source, hub_kwargs, TRANSFORMERS_WEIGHT_FILES)
     if found is None:
-        raise FileNotFoundError(f"{source}: no model.safetensors or pytorch_model.bin (or a sharded index)")
+        raise MissingInputError(f"{source}: no model.safetensors or pytorch_model.bin (or a sharded index)")
     state: dict[str, Tensor] = {}
     for file in found[1]:
         if file.endswith(".safetensors"):
             state.update(load_file(file))
-        else:  # tensors only, no pickled code
+        else:
             state.update(torch.load(file, map_location="cpu", weights_only=True))
     if not any(key.startswith(_PREFIX) for key in state):  # transformers' MaskFormerModel: no heads, no prefix
         state = {f"{_PREFIX}{key}": value for key, value in state.items()}
@@ -156,5 +170,5 @@ def read_transformers_state_dict(
     if skip_class_head:  # a new class head (another num_labels): initialised, not loaded
         skipped = (*skipped, "class_head.")
         state = {key: value for key, value in state.items() if not key.startswith("class_predictor.")}
-    target = {key: value for key, value in target.items() if not key.startswith(skipped)} if skipped else target
+    target = {key: value for key, value in target.items() if not key.startswith(skipped)}
     return state_dict_from_transformers(state, config, target)

@@ -1,38 +1,28 @@
-"""Checkpoint conversion between this package and transformers' MaskFormer (the authors' detectron2
-checkpoints: `conversion_original.py`).
+"""Checkpoint conversion between this package and transformers' MaskFormer (the authors' detectron2 checkpoints:
+`authors_checkpoints.py`).
 
     model, processor = convert_from_transformers("facebook/maskformer-swin-tiny-ade", "out/ours")
     convert_to_transformers("out/ours", "out/transformers")
 
 Weights move by explicit `Rule`s: a template of the foreign key and the template(s) of ours, with typed
-placeholders (`{i}` an index, `{p}` weight|bias, `{rest}` anything). Several of ours = the foreign tensor is
-split in equal chunks along dim 0 (fused q/k/v); the reverse direction concatenates them. Every conversion is
-checked against a freshly built target model: a key no rule covers, a missing or unexpected key or a shape
-mismatch raises `CheckpointMismatchError` naming the keys. Nothing is dropped silently: the only source keys
-skipped are the non-parameter buffers listed next to each format, and the only target keys not converted are
-buffers the target model computes from its config (taken from the fresh model).
+placeholders (`{i}` an index, `{p}` weight|bias, `{rest}` anything). Several of ours = the foreign tensor is split
+in equal chunks along dim 0 (fused q/k/v); the reverse direction concatenates them. Every conversion is checked
+against a freshly built target model: a key no rule covers, a missing or unexpected key or a shape mismatch
+raises `CheckpointMismatchError` naming the keys. The only source keys skipped are the buffers listed next to each
+format; the only target keys not converted are buffers the target model computes from its config.
 
 transformers facts used here (5.23, `models/maskformer/`):
-- Key names: 5.x names the decoder attention output `o_proj` and the FFN `mlp.fc1/fc2`; 4.x checkpoints (and
-  5.x `save_pretrained`, which reverts to the old names: `conversion_mapping.py`, entries "maskformer" and
-  "DetrModel") use `out_proj` and layer-level `fc1/fc2`. Both are read; 5.x names are written.
-- A backbone config of type "swin" is built as a MaskFormer-Swin (`MaskFormerPixelLevelModule`), with the
-  four stages as outputs. We keep "swin" as a plain `SwinBackbone` (same numerics, checked to 1e-6) and map
-  its keys (`swin.*`, `q_proj`, `hidden_states_norms.stageN`) to MaskFormer-Swin's (`model.*`,
-  `attention.self.query`, `hidden_states_norms.{N-1}`).
-- `decoder_config.auxiliary_loss=True` writes the final LayerNorm into the decoder's residual stream after
-  every layer (the original normalises only the per-layer predictions): such checkpoints convert, with a
-  warning, but their outputs differ from transformers'. We always write `auxiliary_loss=False`.
-- transformers cannot represent: the "+6 Enc" pixel decoder, pre-norm layers, a mask MLP depth other than 3,
-  a backbone its `AutoBackbone` cannot build; `convert_to_transformers` refuses those with a ValueError.
-- With `use_auxiliary_loss=True`, transformers' forward fails unless `output_hidden_states=True`, so False is
-  written; that and every training setting of ours it lacks are kept under `maskformer_hf_training` in its
-  config.json and restored on the way back (configuration/transformers_format.py, which also holds the config
-  conversion itself).
+- 5.x names the decoder attention output `o_proj` and the FFN `mlp.fc1/fc2`; 4.x checkpoints (and 5.x
+  `save_pretrained`, which reverts to the old names: `conversion_mapping.py`) use `out_proj` and layer-level
+  `fc1/fc2`. Both are read; 5.x names are written.
+- A backbone config of type "swin" is built as a MaskFormer-Swin (`MaskFormerPixelLevelModule`). We keep "swin" as
+  a plain `SwinBackbone` (same numerics) and map its keys (`swin.*`, `q_proj`, `hidden_states_norms.stageN`) to
+  MaskFormer-Swin's (`model.*`, `attention.self.query`, `hidden_states_norms.{N-1}`).
+- `decoder_config.auxiliary_loss=True` writes the final LayerNorm into the decoder's residual stream after every
+  layer; we always write False (configuration/transformers_format.py holds the config conversion and keeps every
+  training setting of ours under `maskformer_hf_training`).
 - The Swin backbones' final LayerNorm, which their backbone output never applies, is not built in ours
   (backbone.py): skipped when reading, taken from transformers' fresh model when writing.
-
-The key rules also serve the transformers-native folders `save_pretrained` writes (transformers_folder.py).
 """
 
 from __future__ import annotations
@@ -42,19 +32,23 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import snapshot_download
 from torch import Tensor
+from transformers import MaskFormerForInstanceSegmentation as TransformersMaskFormer
 
 from ..configuration.configuration_maskformer import MaskFormerConfig, check_local_source
-from ..configuration.transformers_format import STASH_KEY, settings_from_transformers  # noqa: F401 (re-exported)
-from ..configuration.transformers_format import config_to_transformers as _config_to_transformers
+from ..configuration.transformers_format import (  # noqa: F401 (STASH_KEY, config_to_transformers: re-exported)
+    STASH_KEY,
+    config_to_transformers,
+    settings_from_transformers,
+)
+from ..errors import InvalidInputError, MissingInputError
 from ..image_processing.image_processing_maskformer import MaskFormerImageProcessor
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation
-from .saving import make_weights_readable
 
 logger = logging.getLogger(__name__)
 
@@ -71,16 +65,11 @@ _PLACEHOLDERS = {
 # ----------------------------------------------------------------------------------------------------
 # The rule engine
 # ----------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
 class Rule:
     """`foreign` key template <-> `ours` template(s); several of ours split the foreign tensor along dim 0."""
 
-    foreign: str
-    ours: tuple[str, ...]
-
     def __init__(self, foreign: str, *ours: str):
-        object.__setattr__(self, "foreign", foreign)
-        object.__setattr__(self, "ours", ours)
+        self.foreign, self.ours = foreign, ours
 
 
 class CheckpointMismatchError(ValueError):
@@ -97,22 +86,11 @@ def _pattern(template: str) -> re.Pattern:
     )
 
 
-def _listing(title: str, keys: Sequence[str], limit: int = 20) -> str:
-    shown = ", ".join(keys[:limit])
-    more = f", ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return f"{len(keys)} {title}: {shown}{more}"
-
-
 def drop_keys(state_dict: Mapping[str, Any], patterns: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
     """Remove the keys that fully match one of `patterns` (explicitly skipped buffers); returns (kept, skipped)."""
-    compiled = [re.compile(p) for p in patterns]
-    kept, skipped = {}, []
-    for key, value in state_dict.items():
-        if any(p.fullmatch(key) for p in compiled):
-            skipped.append(key)
-        else:
-            kept[key] = value
-    return kept, skipped
+    pattern = re.compile("|".join(f"(?:{p})" for p in patterns) or "(?!)")  # (?!) matches nothing
+    skipped = [key for key in state_dict if pattern.fullmatch(key)]
+    return {key: value for key, value in state_dict.items() if key not in skipped}, skipped
 
 
 def find_rule(rules: Sequence[Rule], key: str, to_ours: bool) -> tuple[Rule, int, dict[str, str]] | None:
@@ -184,7 +162,7 @@ def check_state_dict(
         if tuple(converted[key].shape) != tuple(expected[key].shape)
     ]
     problems = [
-        _listing(title, keys)
+        f"{len(keys)} {title}: {', '.join(keys[:20])}" + (f", ... (+{len(keys) - 20} more)" if len(keys) > 20 else "")
         for title, keys in (
             ("keys no conversion rule covers", list(unconverted)),
             ("missing keys", missing),
@@ -213,10 +191,8 @@ def convert_state_dict(
     if skipped:
         logger.info("Skipped %d non-parameter buffers: %s", len(skipped), ", ".join(skipped[:20]))
     converted, unconverted = apply_rules(kept, rules, to_ours=to_ours)
-    computed = [re.compile(p) for p in computed_target]
-    for key, value in target.items():
-        if key not in converted and any(p.fullmatch(key) for p in computed):
-            converted[key] = value.clone()
+    _, computed = drop_keys({key: None for key in target if key not in converted}, computed_target)
+    converted.update({key: target[key].clone() for key in computed})
     check_state_dict(converted, target, unconverted=unconverted, what=what)
     return converted
 
@@ -314,105 +290,11 @@ def config_from_transformers(tf_config) -> MaskFormerConfig:
     return MaskFormerConfig(**settings_from_transformers(tf_config, MaskFormerConfig))
 
 
-def config_to_transformers(config: MaskFormerConfig, state_dict: Mapping[str, Tensor] | None = None):
-    """A `transformers.MaskFormerConfig` for our config (`transformers_format.config_to_transformers`), also
-    refusing a state dict whose mask MLP depth transformers lacks."""
-    if state_dict is not None:
-        depth = len({k.split(".")[2] for k in state_dict if k.startswith("mask_head.layers.")})
-        if depth != 3:
-            raise ValueError(
-                f"transformers' MaskFormer cannot represent this model: a {depth}-layer mask MLP (transformers' is 3 layers)"
-            )
-    return _config_to_transformers(config)
-
-
 def processor_from_transformers(settings: Mapping[str, Any] | None) -> MaskFormerImageProcessor:
     """Our processor from the dict in a transformers `preprocessor_config.json` (legacy keys accepted)."""
     settings = dict(settings or {})
     settings.setdefault("ignore_index", None)  # transformers' default: no ignore value
     return MaskFormerImageProcessor(**settings)
-
-
-def processor_to_transformers(processor: MaskFormerImageProcessor) -> dict[str, Any]:
-    """The `preprocessor_config.json` dict transformers' `MaskFormerImageProcessor` reads.
-
-    NOTE: transformers 5.23 resizes to a multiple of `size_divisor` (distorting the aspect ratio) where we
-    pad; the value is kept so that transformers does what it always does with such checkpoints.
-    """
-    settings = {
-        "image_processor_type": "MaskFormerImageProcessor",
-        "do_resize": processor.do_resize,
-        "size": dict(processor.size),
-        "resample": int(processor.resample),
-        "do_rescale": processor.do_rescale,
-        "rescale_factor": processor.rescale_factor,
-        "do_normalize": processor.do_normalize,
-        "image_mean": list(processor.image_mean),
-        "image_std": list(processor.image_std),
-        "ignore_index": processor.ignore_index,
-        "do_reduce_labels": processor.do_reduce_labels,
-        "size_divisor": processor.size_divisor,
-    }
-    if processor.num_labels is not None:
-        settings["num_labels"] = processor.num_labels
-    return settings
-
-
-# ----------------------------------------------------------------------------------------------------
-# Files
-# ----------------------------------------------------------------------------------------------------
-def resolve_source(source: str | Path) -> Path:
-    """A local folder, or a Hub id downloaded with `huggingface_hub.snapshot_download`."""
-    path = Path(source)
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise ValueError(f"{source}: expected a folder (config.json + weights), got a file")
-    check_local_source(str(source))  # a path that cannot be a Hub id: "no such file or folder"
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors", "*.bin"]))
-    except Exception as error:  # offline, unknown repo, gated repo: many exception types
-        raise OSError(
-            f"{source}: no such local folder, and it could not be downloaded from the Hugging Face Hub "
-            f"({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}). "
-            "Without network access, pass a local folder."
-        ) from error
-
-
-def _read_config(folder: Path, source: str | Path) -> dict[str, Any]:
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{source} has no config.json: not a saved model folder")
-    try:
-        return json.loads(config_file.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_file}: not valid JSON ({error})") from error
-
-
-def load_weights(folder: Path) -> dict[str, Tensor]:
-    """The state dict of a transformers folder: model.safetensors, pytorch_model.bin, or their sharded index.
-
-    `.bin` files are read with `torch.load(weights_only=True)`: tensors only, no pickled code.
-    """
-    from safetensors.torch import load_file
-
-    def load(file: Path) -> dict[str, Tensor]:
-        if file.suffix == ".safetensors":
-            return load_file(str(file))
-        return torch.load(file, map_location="cpu", weights_only=True)
-
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / name).is_file():
-            return load(folder / name)
-        index = folder / f"{name}.index.json"
-        if index.is_file():
-            state: dict[str, Tensor] = {}
-            for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-                state.update(load(folder / shard))
-            return state
-    raise FileNotFoundError(f"{folder}: no model.safetensors or pytorch_model.bin (or a sharded index)")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -438,25 +320,50 @@ def state_dict_to_transformers(
     )
 
 
+def resolve_source(source: str | Path) -> Path:
+    """A local folder, or a Hub id downloaded with `huggingface_hub.snapshot_download`."""
+    path = Path(source)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise InvalidInputError(f"{source}: expected a folder (config.json + weights), got a file")
+    try:
+        check_local_source(str(source))  # a path that cannot be a Hub id: "no such file or folder"
+    except FileNotFoundError as error:
+        raise MissingInputError(str(error)) from None
+    try:
+        return Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors", "*.bin"]))
+    except Exception as error:  # offline, unknown repo, gated repo: many exception types
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise MissingInputError(
+            f"{source}: no such local folder, and it could not be downloaded from the Hugging Face Hub "
+            f"({type(error).__name__}: {first_line}). Without network access, pass a local folder."
+        ) from error
+
+
+def _check_model_type(folder: Path, source: str | Path, expected: tuple[str, ...]) -> None:
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise MissingInputError(f"{source} has no config.json: not a saved model folder")
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type")
+    except json.JSONDecodeError as error:
+        raise InvalidInputError(f"{config_file}: not valid JSON ({error})") from error
+    if model_type not in expected:
+        raise InvalidInputError(
+            f"{source}: config.json has model_type {model_type!r}, expected {' or '.join(map(repr, expected))} "
+            "(a MaskFormer folder)"
+        )
+
+
 def convert_from_transformers(
     source: str | Path, destination: str | Path | None = None
 ) -> tuple[MaskFormerForInstanceSegmentation, MaskFormerImageProcessor]:
     """Read a transformers MaskFormer folder (or Hub id) and return our model (eval mode) and processor;
     with `destination`, also `save_pretrained` both there."""
-    from transformers import MaskFormerConfig as TransformersMaskFormerConfig
-
     folder = resolve_source(source)
-    raw_config = _read_config(folder, source)
-    if raw_config.get("model_type") != "maskformer":
-        raise ValueError(
-            f"{source}: config.json has model_type {raw_config.get('model_type')!r}, expected 'maskformer' "
-            "(a transformers MaskFormer checkpoint)"
-        )
-    config = config_from_transformers(TransformersMaskFormerConfig.from_dict(raw_config))
-    model = MaskFormerForInstanceSegmentation(config)
-    converted = state_dict_from_transformers(load_weights(folder), config, model.state_dict())
-    model.load_state_dict(converted, strict=True)
-    model.eval()
+    _check_model_type(folder, source, ("maskformer",))
+    model = MaskFormerForInstanceSegmentation.from_pretrained(folder).eval()
     processor_file = folder / "preprocessor_config.json"
     settings = json.loads(processor_file.read_text()) if processor_file.is_file() else None
     if settings is None:
@@ -473,37 +380,16 @@ def convert_to_transformers(
     destination: str | Path,
     processor: MaskFormerImageProcessor | None = None,
 ):
-    """Write our model (a folder or an instance) as a transformers MaskFormer folder that
-    `transformers.MaskFormerForInstanceSegmentation.from_pretrained` and `AutoImageProcessor.from_pretrained`
-    load. Returns the transformers model (eval mode)."""
-    from transformers import MaskFormerForInstanceSegmentation as TransformersMaskFormer
-
-    if isinstance(source, MaskFormerForInstanceSegmentation):
-        model = source
-    else:
-        model_type = _read_config(resolve_source(source), source).get("model_type")
-        if model_type not in ("maskformer", MaskFormerConfig.model_type):
-            raise ValueError(
-                f"{source}: config.json has model_type {model_type!r}, expected {MaskFormerConfig.model_type!r} or "
-                "'maskformer' (a MaskFormer folder)"
-            )
-        model = MaskFormerForInstanceSegmentation.from_pretrained(source)
-        if processor is None and (Path(source) / "preprocessor_config.json").is_file():
-            processor = MaskFormerImageProcessor.from_pretrained(source)
-    state_dict = model.state_dict()
-    tf_model = TransformersMaskFormer(config_to_transformers(model.config, state_dict))
-    converted = state_dict_to_transformers(state_dict, model.config, tf_model.state_dict())
-    tf_model.load_state_dict(converted, strict=True)
-    tf_model.eval()
-    tf_model.save_pretrained(destination)
-    make_weights_readable(destination)
-    if model.config.backbone_config.model_type == "swin":
-        # transformers rewrote its config's "swin" as MaskFormer-Swin while building; keep "swin" (as on the Hub)
-        # so that converting back gives our SwinBackbone again (transformers converts it on every load).
-        config_file = Path(destination) / "config.json"
-        saved = json.loads(config_file.read_text())
-        saved["backbone_config"] = model.config.backbone_config.to_dict()
-        config_file.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
-    settings = json.dumps(processor_to_transformers(processor or MaskFormerImageProcessor()), indent=2, sort_keys=True)
-    (Path(destination) / "preprocessor_config.json").write_text(settings + "\n")
-    return tf_model
+    """Write our model (a folder or an instance) as a transformers MaskFormer folder (`save_pretrained`'s
+    transformers-native format) that `transformers.MaskFormerForInstanceSegmentation.from_pretrained` and
+    `AutoImageProcessor.from_pretrained` load. Returns the transformers model (eval mode)."""
+    model = source
+    if not isinstance(source, MaskFormerForInstanceSegmentation):
+        folder = resolve_source(source)
+        _check_model_type(folder, source, (MaskFormerConfig.model_type, "maskformer"))
+        model = MaskFormerForInstanceSegmentation.from_pretrained(folder)
+        if processor is None and (folder / "preprocessor_config.json").is_file():
+            processor = MaskFormerImageProcessor.from_pretrained(folder)
+    model.save_pretrained(destination, folder_format="transformers")
+    (processor or MaskFormerImageProcessor()).save_pretrained(destination)
+    return TransformersMaskFormer.from_pretrained(destination).eval()
