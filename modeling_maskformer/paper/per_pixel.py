@@ -52,7 +52,7 @@ class PerPixelBaselinePreTrainedModel(MaskFormerPreTrainedModel):
 
     config_class = PerPixelBaselineConfig
     config: PerPixelBaselineConfig
-    _no_split_modules = ["EncoderLayer"]
+    _no_split_modules = ["TransformerLayer"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
