@@ -21,7 +21,7 @@ from benchmarks.recorded import load_recorded
 from modeling_maskformer.image_processing import bounded, cost
 from modeling_maskformer.image_processing import post_processing as pp
 from modeling_maskformer.image_processing.resampling import Geometry
-from modeling_maskformer.image_processing.transformers_api import convert_segmentation_to_rle
+from modeling_maskformer.image_processing import convert_segmentation_to_rle
 
 import exact
 
