@@ -48,33 +48,15 @@ from .post_processing import (
 from .validation import (
     as_instance_mappings,
     as_list,
-    check_settings,
-    check_transformers_kwargs,
+    check_call_options,
+    checked_settings,
     image_to_tensor,
-    normalize_channel_stats,
-    normalize_resample,
     normalize_size,
     segmentation_map_to_tensor,
 )
 
 logger = logging.get_logger(__name__)
 
-# The settings: stored, saved in preprocessor_config.json and overridable per `preprocess` call.
-_SETTINGS = (
-    "do_resize",
-    "size",
-    "resample",
-    "do_rescale",
-    "rescale_factor",
-    "do_normalize",
-    "image_mean",
-    "image_std",
-    "ignore_index",
-    "do_reduce_labels",
-    "num_labels",
-    "size_divisor",
-    "do_pad",
-)
 # Keys of saved configs that are no option: dropped silently (any other unknown key is dropped with a warning).
 _CONFIG_KEYS = {"image_processor_type", "auto_map", "processor_class", "feature_extractor_type", "_processor_class"}
 
@@ -236,18 +218,15 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
     transformers MaskFormer checkpoint. Saved folders do not name the class in preprocessor_config.json (see
     `remote_code.py`); it is found through config.json.
 
-    Images are resized (short side to `size["shortest_edge"]`, long side capped at `size["longest_edge"]`, aspect
-    ratio kept), rescaled, normalised, then padded bottom/right with zeros to the batch's largest size rounded up to
-    a multiple of `size_divisor` (transformers resizes to that multiple instead: padding never distorts the image).
-    `pixel_mask` marks real pixels (1) and padding (0). The options (`MaskFormerImageProcessorKwargs`) are
-    transformers'; the defaults are the class attributes below. `rescale_factor` applies to 8-bit values: uint16
-    images are scaled by 1/65535 and float images already in [0, 1] are not rescaled. `num_labels`, when set: class
-    ids must be < num_labels (or the ignore value). `do_pad=False`: all images must end up the same size, unless
-    `return_tensors=None`. Legacy keys of transformers' configs are read: `reduce_labels`, `max_size`/`_max_size`,
-    `size_divisibility`; others are dropped.
+    The options are transformers' (`MaskFormerImageProcessorKwargs`), their defaults the class attributes below.
+    Images are resized (aspect ratio kept), rescaled, normalised, then padded bottom/right with zeros to the batch's
+    largest size rounded up to a multiple of `size_divisor` (transformers resizes to that multiple: padding never
+    distorts the image). `rescale_factor` applies to 8-bit values: uint16 images are scaled by 1/65535, float ones
+    already in [0, 1] are kept. `num_labels`, when set: class ids must be below it (or the ignore value).
     """
 
     valid_kwargs = MaskFormerImageProcessorKwargs
+    # The settings: stored, saved in preprocessor_config.json, overridable per `preprocess` call (see `SETTINGS`).
     do_resize = True
     size = {"shortest_edge": 800, "longest_edge": 1333}
     resample = PILImageResampling.BILINEAR
@@ -269,44 +248,29 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
     MAX_IMAGE_PIXELS = 100_000_000
 
     def __init__(self, **kwargs: Unpack[MaskFormerImageProcessorKwargs]) -> None:
+        # Legacy keys of older transformers configs: `max_size`, `reduce_labels`, `size_divisibility`.
         max_size = kwargs.pop("max_size", kwargs.pop("_max_size", None))
-        legacy_reduce = kwargs.pop("reduce_labels", None)
-        if legacy_reduce is not None:
-            if bool(legacy_reduce) != bool(kwargs.get("do_reduce_labels")):
-                logger.warning("Both `reduce_labels` and `do_reduce_labels` given; using do_reduce_labels=True.")
-            kwargs["do_reduce_labels"] = bool(kwargs.get("do_reduce_labels")) or bool(legacy_reduce)
-        legacy_divisor = kwargs.pop("size_divisibility", None)
-        if legacy_divisor is not None and legacy_divisor != kwargs.get("size_divisor", self.size_divisor):
-            logger.warning(f"Legacy `size_divisibility={legacy_divisor}` overrides `size_divisor`.")
-            kwargs["size_divisor"] = legacy_divisor
-        unknown = sorted(set(kwargs) - set(self.valid_kwargs.__annotations__) - _CONFIG_KEYS)
+        if kwargs.pop("reduce_labels", None):
+            kwargs["do_reduce_labels"] = True
+        if (divisor := kwargs.pop("size_divisibility", None)) is not None:
+            kwargs["size_divisor"] = divisor
+        unknown = sorted(set(kwargs) - set(SETTINGS) - _CONFIG_KEYS)
         if unknown:
-            logger.warning(f"{type(self).__name__}: ignoring unknown settings {unknown}.")
-        settings = {name: kwargs[name] for name in _SETTINGS if name in kwargs}
+            logger.warning(f"{type(self).__name__}: ignoring settings it has no use for: {unknown}.")
+        settings = {name: kwargs[name] for name in SETTINGS if name in kwargs}
         # NOTE: our check of `size` before transformers' (whose `get_size_dict` names no fix).
         settings["size"] = normalize_size(self.size if kwargs.get("size") is None else kwargs["size"], max_size)
         super().__init__(**settings)
 
     def _set_attributes(self, **kwargs: Any) -> None:
-        """Stores the settings, the class default where one is not given (or None: except `ignore_index`, where None
-        means no ignore value), normalised and checked.
+        """Stores the settings, checked; the class default where one is not given or None (but `ignore_index=None`
+        means no ignore value).
 
         NOTE: transformers stores every `ImagesKwargs` key here; only the settings are stored, so that a saved config
         holds nothing this processor does not use (`do_convert_rgb`, `crop_size`, ...).
         """
-        given = {name: kwargs.get(name) for name in _SETTINGS if name in kwargs}
-        settings = {name: getattr(type(self), name) for name in _SETTINGS}
-        settings |= {name: value for name, value in given.items() if value is not None or name == "ignore_index"}
-        check_settings(**settings)
-        if settings["do_reduce_labels"] and settings["ignore_index"] is None:
-            raise InvalidInputError("`do_reduce_labels=True` needs an `ignore_index` for the background (id 0).")
-        settings["size"] = normalize_size(settings["size"])
-        settings["resample"] = normalize_resample(settings["resample"])
-        settings["image_mean"] = normalize_channel_stats(settings["image_mean"], "image_mean", positive=False)
-        settings["image_std"] = normalize_channel_stats(settings["image_std"], "image_std", positive=True)
-        for name in ("do_resize", "do_rescale", "do_normalize", "do_reduce_labels", "do_pad"):
-            settings[name] = bool(settings[name])
-        for name, value in settings.items():
+        given = {k: v for k, v in kwargs.items() if k in SETTINGS and (v is not None or k == "ignore_index")}
+        for name, value in checked_settings({name: getattr(type(self), name) for name in SETTINGS} | given).items():
             setattr(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
@@ -334,39 +298,23 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
         instance_id_to_semantic_id: Mapping[int, int] | Sequence[Mapping[int, int]] | None = None,
         **kwargs: Unpack[MaskFormerImageProcessorKwargs],
     ) -> BatchFeature:
-        """Prepares a batch of images (and, for training, their segmentation maps).
+        """A batch of images (one or a list of PIL images, arrays or tensors: (H, W), (H, W, C) or (C, H, W) with C
+        in {1, 3, 4}, uint8, uint16 or float) and, for training, one 2-D map per image (its size) of class ids, or of
+        instance ids with `instance_id_to_semantic_id` (one dict, or one per image).
 
-        Args:
-            images: One image or a list: PIL image, numpy array or torch tensor; (H, W), (H, W, C) or (C, H, W) with
-                C in {1, 3, 4}; uint8, uint16 or float (values in [0, 1] are taken as already rescaled).
-            segmentation_maps: One 2-D map per image (same size as its image) of class ids, or of instance ids when
-                `instance_id_to_semantic_id` is given (one dict for all images, or one per image).
-            kwargs: `MaskFormerImageProcessorKwargs`. A setting overrides the processor's for this call;
-                `return_tensors` "pt" (default), "np" or None (lists of numpy arrays, one per image); `pad_size`
-                {"height", "width"} instead of the batch's largest size; `device` for the returned tensors.
-                `data_format`, `do_convert_rgb`, `default_to_square`, `do_center_crop`, `crop_size` and
-                `image_seq_length` are accepted only where they change nothing here (channels first, RGB, no crop);
-                `disable_grouping` changes nothing (transformers' grouping by shape is a speed-up).
+        `kwargs` (`MaskFormerImageProcessorKwargs`): a setting overrides the processor's for this call;
+        `return_tensors` "pt" (default), "np" or None (one array per image); `pad_size` {"height", "width"} instead
+        of the batch's largest size; `device`; `mask_dtype`. transformers' `data_format`, `do_convert_rgb`,
+        `default_to_square`, `do_center_crop`, `crop_size`, `image_seq_length` are accepted where they change
+        nothing (channels first, RGB, no crop), and `disable_grouping` (its grouping by shape is a speed-up).
 
-        Returns:
-            `BatchFeature` with `pixel_values` (B, 3, H, W) float32, `pixel_mask` (B, H, W) int64, and with maps
-            `mask_labels` (list of B (N_i, H, W) of `mask_dtype`, padding 0) and `class_labels` (list of B int64
-            (N_i,)).
+        Returns a `BatchFeature`: `pixel_values` (B, 3, H, W) float32, `pixel_mask` (B, H, W) int64, and with maps
+        `mask_labels` (B tensors (N_i, H, W) of `mask_dtype`, 0 in the padding) and `class_labels` (B int64 (N_i,)).
         """
-        unknown = sorted(set(kwargs) - set(self.valid_kwargs.__annotations__))
-        if unknown:
-            raise TypeError(f"preprocess() got unexpected keyword arguments {unknown}")
-        overrides = {k: v for k, v in kwargs.items() if k in _SETTINGS and (v is not None or k == "ignore_index")}
+        tensor_type, mask_dtype, channels_last = check_call_options(kwargs, self.valid_kwargs)
+        overrides = {k: v for k, v in kwargs.items() if k in SETTINGS and (v is not None or k == "ignore_index")}
         # NOTE: call-time settings go through the constructor, so they are checked exactly like saved ones.
-        cfg = type(self)(**{**{name: getattr(self, name) for name in _SETTINGS}, **overrides}) if overrides else self
-        tensor_type = self._check_return_tensors(kwargs.get("return_tensors", "pt"))
-        mask_dtype = kwargs.get("mask_dtype") or torch.float32
-        if mask_dtype not in (torch.float32, torch.bool):
-            raise InvalidInputError(f"`mask_dtype` must be torch.float32 or torch.bool, got {mask_dtype!r}.")
-        check_transformers_kwargs(kwargs)
-        layout = str(getattr(kwargs.get("input_data_format"), "value", kwargs.get("input_data_format")))
-        if layout not in ("None", "channels_first", "channels_last", "none"):
-            raise InvalidInputError(f"input_data_format={layout!r}: must be 'channels_first' or 'channels_last'")
+        cfg = type(self)(**{name: getattr(self, name) for name in SETTINGS} | overrides) if overrides else self
 
         limits = {
             "min_side": self.MIN_IMAGE_SIDE,
@@ -374,7 +322,7 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
             "max_pixels": self.MAX_IMAGE_PIXELS,
         }
         prepared = [
-            image_to_tensor(image, f"images[{i}]", **limits, channels_last=layout == "channels_last")
+            image_to_tensor(image, f"images[{i}]", **limits, channels_last=channels_last)
             for i, image in enumerate(as_list(images, "images"))
         ]  # (C, h, w) with C 1 (grayscale, broadcast to 3 below) or 3, and whether in [0, 1]
         mappings = as_instance_mappings(instance_id_to_semantic_id, len(prepared))
@@ -448,14 +396,6 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
                 f"{sorted(set(sizes))}; use do_pad=True or return_tensors=None."
             )
         return None
-
-    @staticmethod
-    def _check_return_tensors(return_tensors: Any) -> TensorType | None:
-        if return_tensors is None:
-            return None
-        if return_tensors not in (TensorType.PYTORCH, TensorType.NUMPY, "pt", "np"):
-            raise InvalidInputError(f"`return_tensors` must be 'pt', 'np' or None, got {return_tensors!r}.")
-        return TensorType(return_tensors)
 
     def _prepare_maps(
         self, segmentation_maps: Any, images: list[torch.Tensor], mappings: list[dict[int, int] | None]
@@ -644,3 +584,7 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
 
 
 MaskFormerImageProcessor = MaskFormerHFImageProcessor
+
+
+# The settings: the options the class gives a default (stored, saved, overridable per call).
+SETTINGS = tuple(k for k in MaskFormerImageProcessorKwargs.__annotations__ if k in vars(MaskFormerHFImageProcessor))

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as tvF
 from transformers.image_utils import ChannelDimension, PILImageResampling, SizeDict, pil_torch_interpolation_mapping
+from transformers.utils import TensorType
 
 from ..errors import InvalidInputError
 
@@ -49,16 +50,6 @@ def _describe(obj: Any) -> str:
 def _refuse_path(obj: Any, where: str) -> None:
     if isinstance(obj, str | os.PathLike):
         raise TypeError(f"{where} is a path ({str(obj)!r}), not an image. Open it first, e.g. `PIL.Image.open(path)`.")
-
-
-def check_transformers_kwargs(given: Mapping[str, Any]) -> None:
-    """transformers' `ImagesKwargs` that this processor ignores: a value that would change the result raises."""
-    for name, allowed in _HARMLESS.items():
-        if given.get(name) not in allowed:
-            raise InvalidInputError(
-                f"{name}={given[name]!r} is not supported by this processor (allowed: {allowed}); see the "
-                "README's drop-in section"
-            )
 
 
 def as_list(inputs: Any, name: str, *, num_images: int | None = None) -> list[Any]:
@@ -291,39 +282,70 @@ def normalize_size(size: Any, max_size: int | None = None) -> dict[str, int]:
     return size
 
 
-def normalize_resample(resample: Any) -> PILImageResampling:
-    """A PIL resampling filter (enum or int) or a torchvision InterpolationMode → `PILImageResampling`."""
+def _checked(ok: bool, setting: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise InvalidInputError(f"`{setting}` must be {rule}, got {value!r}.")
+
+
+def checked_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The processor's settings, checked (one line naming the setting) and normalised: `size` a dict, `resample` a
+    `PILImageResampling` (a torchvision InterpolationMode is read too), mean/std 3 floats, flags bools."""
+    settings = dict(settings, size=normalize_size(settings["size"]))
+    resample = settings["resample"]
     if isinstance(resample, tvF.InterpolationMode):
         by_mode = {mode: pil for pil, mode in pil_torch_interpolation_mapping.items()}
-        by_mode[tvF.InterpolationMode.NEAREST] = PILImageResampling.NEAREST
-        resample = by_mode.get(resample, resample)
-    if (
-        isinstance(resample, int)
-        and not isinstance(resample, bool)
-        and resample in {int(r) for r in SUPPORTED_RESAMPLE}
-    ):
-        return PILImageResampling(resample)
-    raise InvalidInputError(
-        f"`resample`={resample!r} is not supported; use one of {[r.name for r in SUPPORTED_RESAMPLE]}."
+        resample = by_mode.get(resample, PILImageResampling.NEAREST if resample.value == "nearest" else resample)
+    supported = {int(r): r.name for r in SUPPORTED_RESAMPLE}
+    _checked(type(resample) in (int, PILImageResampling) and resample in supported, "resample", supported, resample)
+    settings["resample"] = PILImageResampling(resample)
+    for name, positive in (("image_mean", False), ("image_std", True)):
+        value = settings[name]
+        values = [float(value)] * 3 if isinstance(value, int | float) else [float(v) for v in value]
+        ok = len(values) == 3 and all(math.isfinite(v) and (v > 0 or not positive) for v in values)
+        _checked(ok, name, f"a {'positive ' * positive}number or 3 (one per RGB channel)", value)
+        settings[name] = values
+    factor, ignore_index, num_labels, divisor = (
+        settings[k] for k in ("rescale_factor", "ignore_index", "num_labels", "size_divisor")
     )
+    _checked(isinstance(factor, int | float) and factor > 0, "rescale_factor", "a positive number", factor)
+    _checked(
+        ignore_index is None or (isinstance(ignore_index, int) and ignore_index >= 0),
+        "ignore_index",
+        "None or an int >= 0",
+        ignore_index,
+    )
+    _checked(
+        num_labels is None or (isinstance(num_labels, int) and num_labels > 0),
+        "num_labels",
+        "None or a positive int",
+        num_labels,
+    )
+    _checked(isinstance(divisor, int) and divisor >= 0, "size_divisor", "an int >= 0 (0 or 1: no rounding)", divisor)
+    if settings["do_reduce_labels"] and ignore_index is None:
+        raise InvalidInputError("`do_reduce_labels=True` needs an `ignore_index` for the background (id 0).")
+    return settings | {name: bool(settings[name]) for name in settings if name.startswith("do_")}
 
 
-def normalize_channel_stats(value: Any, name: str, positive: bool) -> list[float]:
-    values = [float(value)] * 3 if isinstance(value, int | float) else [float(v) for v in value]
-    if len(values) != 3 or not all(math.isfinite(v) for v in values) or (positive and min(values) <= 0):
-        kind = "positive " if positive else ""
-        raise InvalidInputError(
-            f"`{name}` must be a {kind}number or 3 {kind}numbers (one per RGB channel), got {value!r}."
-        )
-    return values
-
-
-def check_settings(*, rescale_factor: Any, ignore_index: Any, num_labels: Any, size_divisor: Any, **_: Any) -> None:
-    if not isinstance(rescale_factor, int | float) or not rescale_factor > 0:
-        raise InvalidInputError(f"`rescale_factor` must be a positive number, got {rescale_factor!r}.")
-    if ignore_index is not None and (not isinstance(ignore_index, int) or ignore_index < 0):
-        raise InvalidInputError(f"`ignore_index` must be None or an int >= 0, got {ignore_index!r}.")
-    if num_labels is not None and (not isinstance(num_labels, int) or num_labels <= 0):
-        raise InvalidInputError(f"`num_labels` must be None or a positive int, got {num_labels!r}.")
-    if not isinstance(size_divisor, int) or size_divisor < 0:
-        raise InvalidInputError(f"`size_divisor` must be an int >= 0 (0 or 1: no rounding), got {size_divisor!r}.")
+def check_call_options(options: Mapping[str, Any], valid: Any) -> tuple[TensorType | None, torch.dtype, bool]:
+    """`preprocess`'s keywords that are no setting: `(return_tensors, mask_dtype, channels_last)`, checked."""
+    unknown = sorted(set(options) - set(valid.__annotations__))
+    if unknown:
+        raise TypeError(f"preprocess() got unexpected keyword arguments {unknown}")
+    for name, allowed in _HARMLESS.items():
+        if options.get(name) not in allowed:
+            raise InvalidInputError(
+                f"{name}={options[name]!r} is not supported by this processor (allowed: {allowed}); see the "
+                "README's drop-in section"
+            )
+    return_tensors = options.get("return_tensors", "pt")
+    _checked(return_tensors in (None, "pt", "np"), "return_tensors", "'pt', 'np' or None", return_tensors)
+    mask_dtype = options.get("mask_dtype") or torch.float32
+    _checked(mask_dtype in (torch.float32, torch.bool), "mask_dtype", "torch.float32 or torch.bool", mask_dtype)
+    layout = str(getattr(options.get("input_data_format"), "value", options.get("input_data_format")))
+    _checked(
+        layout in ("None", "none", "channels_first", "channels_last"),
+        "input_data_format",
+        "'channels_first' or 'channels_last'",
+        layout,
+    )
+    return (TensorType(return_tensors) if return_tensors else None), mask_dtype, layout == "channels_last"
