@@ -23,12 +23,14 @@ from transformers.utils import TensorType
 from ..errors import InvalidInputError
 
 _VALID_SIZE_KEYS = ({"shortest_edge"}, {"shortest_edge", "longest_edge"}, {"height", "width"})
-SUPPORTED_RESAMPLE = (
-    PILImageResampling.NEAREST,
-    PILImageResampling.BILINEAR,
-    PILImageResampling.BICUBIC,
-    PILImageResampling.LANCZOS,
-)
+_RESAMPLE = {int(r): r.name for r in PILImageResampling if r.name in ("NEAREST", "BILINEAR", "BICUBIC", "LANCZOS")}
+# The scalar settings: what each must be.
+_RULES = {
+    "rescale_factor": (lambda v: isinstance(v, int | float) and v > 0, "a positive number"),
+    "ignore_index": (lambda v: v is None or (isinstance(v, int) and v >= 0), "None or an int >= 0"),
+    "num_labels": (lambda v: v is None or (isinstance(v, int) and v > 0), "None or a positive int"),
+    "size_divisor": (lambda v: isinstance(v, int) and v >= 0, "an int >= 0 (0 or 1: no rounding)"),
+}
 _CHANNEL_COUNTS = (1, 3, 4)  # grayscale, RGB, RGBA (alpha dropped)
 _PIL_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _PIL_MAP_MODES = ("1", "L", "P", "I", "F", *_PIL_16BIT_MODES)
@@ -295,8 +297,8 @@ def checked_settings(settings: dict[str, Any]) -> dict[str, Any]:
     if isinstance(resample, tvF.InterpolationMode):
         by_mode = {mode: pil for pil, mode in pil_torch_interpolation_mapping.items()}
         resample = by_mode.get(resample, PILImageResampling.NEAREST if resample.value == "nearest" else resample)
-    supported = {int(r): r.name for r in SUPPORTED_RESAMPLE}
-    _checked(type(resample) in (int, PILImageResampling) and resample in supported, "resample", supported, resample)
+    ok = type(resample) in (int, PILImageResampling) and resample in _RESAMPLE
+    _checked(ok, "resample", f"one of {_RESAMPLE}", resample)
     settings["resample"] = PILImageResampling(resample)
     for name, positive in (("image_mean", False), ("image_std", True)):
         value = settings[name]
@@ -304,24 +306,9 @@ def checked_settings(settings: dict[str, Any]) -> dict[str, Any]:
         ok = len(values) == 3 and all(math.isfinite(v) and (v > 0 or not positive) for v in values)
         _checked(ok, name, f"a {'positive ' * positive}number or 3 (one per RGB channel)", value)
         settings[name] = values
-    factor, ignore_index, num_labels, divisor = (
-        settings[k] for k in ("rescale_factor", "ignore_index", "num_labels", "size_divisor")
-    )
-    _checked(isinstance(factor, int | float) and factor > 0, "rescale_factor", "a positive number", factor)
-    _checked(
-        ignore_index is None or (isinstance(ignore_index, int) and ignore_index >= 0),
-        "ignore_index",
-        "None or an int >= 0",
-        ignore_index,
-    )
-    _checked(
-        num_labels is None or (isinstance(num_labels, int) and num_labels > 0),
-        "num_labels",
-        "None or a positive int",
-        num_labels,
-    )
-    _checked(isinstance(divisor, int) and divisor >= 0, "size_divisor", "an int >= 0 (0 or 1: no rounding)", divisor)
-    if settings["do_reduce_labels"] and ignore_index is None:
+    for name, (rule, text) in _RULES.items():
+        _checked(rule(settings[name]), name, text, settings[name])
+    if settings["do_reduce_labels"] and settings["ignore_index"] is None:
         raise InvalidInputError("`do_reduce_labels=True` needs an `ignore_index` for the background (id 0).")
     return settings | {name: bool(settings[name]) for name in settings if name.startswith("do_")}
 
@@ -342,10 +329,6 @@ def check_call_options(options: Mapping[str, Any], valid: Any) -> tuple[TensorTy
     mask_dtype = options.get("mask_dtype") or torch.float32
     _checked(mask_dtype in (torch.float32, torch.bool), "mask_dtype", "torch.float32 or torch.bool", mask_dtype)
     layout = str(getattr(options.get("input_data_format"), "value", options.get("input_data_format")))
-    _checked(
-        layout in ("None", "none", "channels_first", "channels_last"),
-        "input_data_format",
-        "'channels_first' or 'channels_last'",
-        layout,
-    )
+    ok = layout in ("None", "none", "channels_first", "channels_last")
+    _checked(ok, "input_data_format", "'channels_first' or 'channels_last'", layout)
     return (TensorType(return_tensors) if return_tensors else None), mask_dtype, layout == "channels_last"
