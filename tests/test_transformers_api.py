@@ -80,7 +80,9 @@ def gaps(name: str) -> list[str]:
                 found.append(f"{method}.{argument}")
     if name == "MaskFormerImageProcessor":  # both declare preprocess's keywords once, in a TypedDict (an unknown
         declared = typing.get_type_hints(ours.valid_kwargs)  # one raises TypeError: see the test below)
-        found += [f"preprocess.{k}" for k in typing.get_type_hints(MaskFormerImageProcessorKwargs) if k not in declared]
+        found += [
+            f"preprocess.{k}" for k in typing.get_type_hints(MaskFormerImageProcessorKwargs) if k not in declared
+        ]
     if name == "MaskFormerConfig":  # its fields, read on an instance
         config = ours(num_labels=3)
         found += [f.name for f in dataclasses.fields(theirs) if not hasattr(config, f.name)]
