@@ -1,8 +1,7 @@
 """MaskFormer image processor: images → padded, normalised `pixel_values` with a `pixel_mask`; segmentation maps →
-per-segment binary `mask_labels` and `class_labels`; model outputs → segmentations (`post_processing.py`).
-
-It is transformers' `MaskFormerImageProcessor` (its `pad`, `resize`, `rescale_and_normalize`, `reduce_label`, ...
-are inherited as they are) with its own `preprocess`, post-processing and input checks.
+per-segment binary `mask_labels` and `class_labels`; model outputs → segmentations (`post_processing.py`). It is
+transformers' `MaskFormerImageProcessor` (`pad`, `resize`, `rescale_and_normalize`, `reduce_label`, ... inherited)
+with its own `preprocess`, input checks and post-processing.
 
 Shape legend: B batch, N segments in one image, Q queries, K classes, (h, w) one image's resized size, (H, W) the
 padded batch size.
@@ -70,9 +69,8 @@ class MaskFormerImageProcessorKwargs(transformers_maskformer.MaskFormerImageProc
 
 
 def get_resize_output_size(height: int, width: int, size: Mapping[str, int]) -> tuple[int, int]:
-    """(h, w) after resizing a `height` x `width` image to `size`: `{"height", "width"}` exactly, or the short side
-    to `shortest_edge` unless the long side would then exceed `longest_edge` (then the long side to it), aspect
-    ratio kept (transformers' `get_size_with_aspect_ratio`).
+    """(h, w) after resizing a `height` x `width` image to `size`: `{"height", "width"}` exactly, else transformers'
+    `get_size_with_aspect_ratio` (short side to `shortest_edge`, long side at most `longest_edge`).
 
     NOTE: at least 1 px a side, where transformers rounds an extreme aspect ratio down to an empty image.
     """
@@ -173,12 +171,9 @@ def convert_segmentation_map_to_binary_masks(
     do_reduce_labels: bool = False,
     num_labels: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One binary mask per segment of a 2-D map (PIL, numpy or torch): float (N, h, w) and long (N,) classes, by id.
-
-    Without `instance_id_to_semantic_id` the map holds class ids; with it, instance ids whose class the dict gives.
-    Pixels equal to `ignore_index` get no mask. `do_reduce_labels`: id 0 is background (ignored) and class ids
-    shift down by one; pixels already equal to `ignore_index` stay ignored.
-    """
+    """One binary mask per segment of a 2-D map (PIL, numpy or torch), by id: float (N, h, w) and long (N,) classes.
+    The map holds class ids, or instance ids whose class `instance_id_to_semantic_id` gives; `ignore_index` pixels
+    get no mask; `do_reduce_labels`: id 0 is background (no mask) and class ids shift down by one."""
     if do_reduce_labels and ignore_index is None:
         raise InvalidInputError("`do_reduce_labels=True` needs an `ignore_index` for the background (id 0).")
     label_map = segmentation_map_to_tensor(segmentation_map, "segmentation_map")
@@ -215,14 +210,13 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
 
     NOTE: named `MaskFormerHFImageProcessor` because transformers resolves a registered image processor by class
     name before its own: under transformers' name, importing this package would hand this processor to every
-    transformers MaskFormer checkpoint. Saved folders do not name the class in preprocessor_config.json (see
-    `remote_code.py`); it is found through config.json.
+    transformers MaskFormer checkpoint. preprocessor_config.json does not name it (`remote_code.py`); config.json does.
 
     The options are transformers' (`MaskFormerImageProcessorKwargs`), their defaults the class attributes below.
-    Images are resized (aspect ratio kept), rescaled, normalised, then padded bottom/right with zeros to the batch's
-    largest size rounded up to a multiple of `size_divisor` (transformers resizes to that multiple: padding never
-    distorts the image). `rescale_factor` applies to 8-bit values: uint16 images are scaled by 1/65535, float ones
-    already in [0, 1] are kept. `num_labels`, when set: class ids must be below it (or the ignore value).
+    Images are resized (aspect ratio kept), rescaled, normalised and padded bottom/right with zeros to the batch's
+    largest size rounded up to a multiple of `size_divisor` (NOTE: transformers resizes to that multiple instead,
+    distorting the image). `rescale_factor` applies to 8-bit values: uint16 images are scaled by 1/65535, float
+    ones already in [0, 1] are kept. `num_labels`, when set: class ids must be below it (or the ignore value).
     """
 
     valid_kwargs = MaskFormerImageProcessorKwargs
@@ -263,12 +257,9 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
         super().__init__(**settings)
 
     def _set_attributes(self, **kwargs: Any) -> None:
-        """Stores the settings, checked; the class default where one is not given or None (but `ignore_index=None`
-        means no ignore value).
-
-        NOTE: transformers stores every `ImagesKwargs` key here; only the settings are stored, so that a saved config
-        holds nothing this processor does not use (`do_convert_rgb`, `crop_size`, ...).
-        """
+        """Stores the settings, checked; the class default where one is not given or None (`ignore_index=None` means
+        no ignore value). NOTE: transformers stores every `ImagesKwargs` key; only the settings are stored, so that a
+        saved config holds nothing this processor does not use (`do_convert_rgb`, `crop_size`, ...)."""
         given = {k: v for k, v in kwargs.items() if k in SETTINGS and (v is not None or k == "ignore_index")}
         for name, value in checked_settings({name: getattr(type(self), name) for name in SETTINGS} | given).items():
             setattr(self, name, value)
@@ -316,11 +307,7 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
         # NOTE: call-time settings go through the constructor, so they are checked exactly like saved ones.
         cfg = type(self)(**{name: getattr(self, name) for name in SETTINGS} | overrides) if overrides else self
 
-        limits = {
-            "min_side": self.MIN_IMAGE_SIDE,
-            "max_side": self.MAX_IMAGE_SIDE,
-            "max_pixels": self.MAX_IMAGE_PIXELS,
-        }
+        limits = dict(min_side=self.MIN_IMAGE_SIDE, max_side=self.MAX_IMAGE_SIDE, max_pixels=self.MAX_IMAGE_PIXELS)
         prepared = [
             image_to_tensor(image, f"images[{i}]", **limits, channels_last=channels_last)
             for i, image in enumerate(as_list(images, "images"))

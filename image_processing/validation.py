@@ -54,6 +54,22 @@ def _refuse_path(obj: Any, where: str) -> None:
         raise TypeError(f"{where} is a path ({str(obj)!r}), not an image. Open it first, e.g. `PIL.Image.open(path)`.")
 
 
+def _as_tensor(obj: Any, where: str, kinds: str, expected: str) -> torch.Tensor:
+    """A numpy array (dtype kind in `kinds`) or a torch tensor as a CPU tensor; anything else is refused."""
+    _refuse_path(obj, where)
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in kinds:
+            raise TypeError(f"{where} has numpy dtype {obj.dtype}: expected {expected}.")
+        return _to_torch(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, list | tuple):
+        raise TypeError(f"{where} is a {type(obj).__name__}: pass a flat list, not nested lists.")
+    raise TypeError(
+        f"{where} has unsupported type {_describe(obj)}: expected a PIL.Image.Image, numpy.ndarray or torch.Tensor."
+    )
+
+
 def as_list(inputs: Any, name: str, *, num_images: int | None = None) -> list[Any]:
     """A single input, a list/tuple of inputs or a batch array/tensor → a non-empty list.
 
@@ -133,26 +149,12 @@ def image_to_tensor(
     its values are already in [0, 1] (uint16 input scaled by 1/65535, or float input with max <= 1), so that the
     processor does not rescale it again. `channels_last`: a 3-D array is (H, W, C) (transformers'
     `input_data_format="channels_last"`)."""
-    _refuse_path(image, where)
     limits = {"min_side": min_side, "max_side": max_side, "max_pixels": max_pixels}
     is_16bit = False
     if isinstance(image, Image.Image):
         check_image_size(image.size[1], image.size[0], where, **limits)  # before decoding a huge image
-        array, is_16bit = _pil_image_to_array(image)
-        tensor = _to_torch(array)
-    elif isinstance(image, np.ndarray):
-        if image.dtype.kind not in "uif":
-            raise TypeError(f"{where} has numpy dtype {image.dtype}: expected an unsigned/signed int or float dtype.")
-        tensor = _to_torch(image)
-    elif isinstance(image, torch.Tensor):
-        tensor = image.detach().cpu()
-    elif isinstance(image, list | tuple):
-        raise TypeError(f"{where} is a {type(image).__name__}: pass a flat list of images, not nested lists.")
-    else:
-        raise TypeError(
-            f"{where} has unsupported type {_describe(image)}: expected a PIL.Image.Image, numpy.ndarray or "
-            "torch.Tensor."
-        )
+        image, is_16bit = _pil_image_to_array(image)
+    tensor = _as_tensor(image, where, "uif", "an unsigned/signed int or float dtype")
     if tensor.dtype == torch.bool or tensor.is_complex():
         raise TypeError(f"{where} has dtype {tensor.dtype}: expected an integer or float image.")
 
@@ -186,25 +188,14 @@ def image_to_tensor(
 def segmentation_map_to_tensor(seg_map: Any, where: str) -> torch.Tensor:
     """One segmentation map (class or instance ids) as an (h, w) tensor of ids >= 0: uint8 maps stay uint8 (0..255
     are exact: cheaper to resize and compare), others become long. PIL "P" maps give their palette indices."""
-    _refuse_path(seg_map, where)
     if isinstance(seg_map, Image.Image):
         if seg_map.mode not in _PIL_MAP_MODES:
             raise InvalidInputError(
                 f"{where} is a PIL image in mode {seg_map.mode!r}: a segmentation map must hold one id per pixel "
                 "(modes 'P', 'L', 'I', 'I;16', '1' or 'F'). Convert colour-coded maps to ids first."
             )
-        tensor = _to_torch(np.asarray(seg_map))
-    elif isinstance(seg_map, np.ndarray):
-        if seg_map.dtype.kind not in "buif":
-            raise TypeError(f"{where} has numpy dtype {seg_map.dtype}: expected integer ids.")
-        tensor = _to_torch(seg_map)
-    elif isinstance(seg_map, torch.Tensor):
-        tensor = seg_map.detach().cpu()
-    else:
-        raise TypeError(
-            f"{where} has unsupported type {_describe(seg_map)}: expected a PIL.Image.Image, numpy.ndarray or "
-            "torch.Tensor."
-        )
+        seg_map = np.asarray(seg_map)
+    tensor = _as_tensor(seg_map, where, "buif", "integer ids")
     if tensor.ndim == 3 and 1 in (tensor.shape[0], tensor.shape[-1]):
         tensor = tensor[..., 0] if tensor.shape[-1] == 1 else tensor[0]
     if tensor.ndim != 2:
