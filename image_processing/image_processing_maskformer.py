@@ -248,7 +248,7 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
             kwargs["do_reduce_labels"] = True
         if (divisor := kwargs.pop("size_divisibility", None)) is not None:
             kwargs["size_divisor"] = divisor
-        unknown = sorted(set(kwargs) - set(SETTINGS) - _CONFIG_KEYS)
+        unknown = sorted(set(kwargs) - set(self.valid_kwargs.__annotations__) - _CONFIG_KEYS)
         if unknown:
             logger.warning(f"{type(self).__name__}: ignoring settings it has no use for: {unknown}.")
         settings = {name: kwargs[name] for name in SETTINGS if name in kwargs}
