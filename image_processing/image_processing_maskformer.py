@@ -1,145 +1,97 @@
-"""MaskFormer image processor: images → padded, normalised `pixel_values` with a `pixel_mask`; segmentation
-maps → per-segment binary `mask_labels` and `class_labels`; model outputs → segmentations (thin wrappers
-around `post_processing.py`).
+"""MaskFormer image processor: images → padded, normalised `pixel_values` with a `pixel_mask`; segmentation maps →
+per-segment binary `mask_labels` and `class_labels`; model outputs → segmentations (`post_processing.py`). It is
+transformers' `MaskFormerImageProcessor` (`pad`, `resize`, `rescale_and_normalize`, `reduce_label`, ... inherited)
+with its own `preprocess`, input checks and post-processing.
 
-Shape legend: B batch, N segments in one image, Q queries, K classes, (h, w) one image's resized size,
-(H, W) the padded batch size.
+Shape legend: B batch, N segments in one image, Q queries, K classes, (h, w) one image's resized size, (H, W) the
+padded batch size.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as tvF
 from transformers.image_processing_outputs import SemanticSegmentationPostProcessorOutput
-from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+from transformers.image_processing_utils import BatchFeature
+from transformers.image_transforms import get_size_with_aspect_ratio
 from transformers.image_utils import (
     IMAGENET_DEFAULT_MEAN,
     IMAGENET_DEFAULT_STD,
     PILImageResampling,
     pil_torch_interpolation_mapping,
 )
-from transformers.processing_utils import ImagesKwargs
+from transformers.models.maskformer import image_processing_maskformer as transformers_maskformer
+from transformers.processing_utils import Unpack
 from transformers.utils import TensorType, logging
 
 from ..configuration.remote_code import HubFolderMixin
-from .transformers_api import (
-    TransformersProcessorMethods,
-    channels_first,
-    check_transformers_kwargs,
-    convert_segmentation_to_rle,
+from ..errors import InvalidInputError
+from .per_pixel_post_processing import (
+    check_not_per_pixel,
+    per_pixel_logits,
+    per_pixel_semantic_scores,
+    per_pixel_semantic_segmentation,
+)
+from .post_processing import (
+    Method,
+    instance_segmentation,
+    panoptic_segmentation,
+    semantic_scores,
+    semantic_segmentation,
 )
 from .validation import (
-    MAX_IMAGE_PIXELS,
-    MAX_IMAGE_SIDE,
     as_instance_mappings,
     as_list,
-    check_settings,
+    check_call_options,
+    checked_settings,
     image_to_tensor,
-    normalize_channel_stats,
-    normalize_resample,
     normalize_size,
     segmentation_map_to_tensor,
 )
 
-if TYPE_CHECKING:
-    from .post_processing import Method
-
 logger = logging.get_logger(__name__)
 
-# Keys other image processors (or older/newer transformers) write into preprocessor_config.json that carry
-# no setting of ours: dropped silently. Any other unknown key is dropped with a warning.
-_IGNORED_CONFIG_KEYS = {
-    "image_processor_type",
-    "auto_map",
-    "processor_class",
-    "feature_extractor_type",
-    "_processor_class",
-    "do_convert_rgb",
-    "default_to_square",
-    "data_format",
-    "input_data_format",
-    "device",
-    "return_tensors",
-    "disable_grouping",
-    "do_center_crop",
-    "crop_size",
-    "pad_size",
-    "image_seq_length",
-}
-_SETTING_NAMES = (
-    "do_resize",
-    "size",
-    "resample",
-    "do_rescale",
-    "rescale_factor",
-    "do_normalize",
-    "image_mean",
-    "image_std",
-    "ignore_index",
-    "do_reduce_labels",
-    "num_labels",
-    "size_divisor",
-    "do_pad",
-)
-_UNSET: Any = object()  # "not given" where None is a meaningful value (ignore_index=None)
+# Keys of saved configs that are no option: dropped silently (any other unknown key is dropped with a warning).
+_CONFIG_KEYS = {"image_processor_type", "auto_map", "processor_class", "feature_extractor_type", "_processor_class"}
 
 
-class MaskFormerImageProcessorKwargs(ImagesKwargs, total=False):
-    """Keys `from_pretrained(..., **kwargs)` may override, on top of transformers' `ImagesKwargs`."""
+class MaskFormerImageProcessorKwargs(transformers_maskformer.MaskFormerImageProcessorKwargs, total=False):
+    """The options of `__init__` and `preprocess`: transformers' (`ImagesKwargs` and MaskFormer's `ignore_index`,
+    `do_reduce_labels`, `num_labels`, `size_divisor`, `pad_size`) and `mask_dtype`, for `preprocess`:
+    `torch.float32` (transformers') or `torch.bool` (the same masks in a quarter of the memory)."""
 
-    ignore_index: int | None
-    do_reduce_labels: bool
-    num_labels: int | None
-    size_divisor: int
+    mask_dtype: torch.dtype
 
 
 def get_resize_output_size(height: int, width: int, size: Mapping[str, int]) -> tuple[int, int]:
-    """(h, w) after resizing an image of `height` x `width` according to `size`.
+    """(h, w) after resizing a `height` x `width` image to `size`: `{"height", "width"}` exactly, else transformers'
+    `get_size_with_aspect_ratio` (short side to `shortest_edge`, long side at most `longest_edge`).
 
-    `{"shortest_edge": s, "longest_edge": l}`: scale so the short side is `s`, unless the long side would then
-    exceed `l`, in which case scale so the long side is (at most) `l`. The aspect ratio is kept.
-    `{"height", "width"}`: that exact size.
+    NOTE: at least 1 px a side, where transformers rounds an extreme aspect ratio down to an empty image.
     """
     if "height" in size:
         return size["height"], size["width"]
-    short, long = min(height, width), max(height, width)
-    target = float(size["shortest_edge"])
-    longest = size.get("longest_edge")
-    if longest is not None and long * target / short > longest:
-        target = longest * short / long
-    # NOTE: same rounding as transformers' `get_size_with_aspect_ratio` (round the short side, truncate the
-    # long one), so sizes, and therefore pixel values, agree with checkpoints' original preprocessing.
-    new_short, new_long = max(1, int(round(target))), max(1, int(target * long / short))
-    return (new_short, new_long) if height <= width else (new_long, new_short)
+    new_size = get_size_with_aspect_ratio((height, width), size["shortest_edge"], size.get("longest_edge"))
+    return max(1, new_size[0]), max(1, new_size[1])
 
 
 def _resize_nearest(label_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest-neighbour resize of an (h0, w0) id map by index gathering.
+    """Nearest-neighbour resize of an (h0, w0) id map.
 
-    NOTE: same sampling as torch's "nearest-exact" (PIL's NEAREST, used by the original pipeline), done by
-    indexing so int64 ids of any size stay exact (interpolate would need a float copy, exact only < 2**24).
+    NOTE: the sampling of torch's "nearest-exact" (PIL's NEAREST, used by the original pipeline), done by indexing
+    so that int64 ids of any size stay exact (interpolate would need a float copy, exact only below 2**24).
     """
-    if tuple(label_map.shape) == tuple(size):
-        return label_map
     indices = []
     for in_size, out_size in zip(label_map.shape, size):
         scale = torch.tensor(in_size, dtype=torch.float32) / out_size
         index = ((torch.arange(out_size, dtype=torch.float32) + 0.5) * scale).floor().long()
         indices.append(index.clamp_(max=in_size - 1))
     return label_map[indices[0][:, None], indices[1][None, :]]
-
-
-def _present_ids(label_map: torch.Tensor) -> torch.Tensor:
-    """Sorted ids present in a long map."""
-    if label_map.numel() and int(label_map.max()) < 1 << 20:
-        # NOTE: bincount is ~10x faster than torch.unique (a sort) on CPU; its (max id + 1) counts stay small.
-        return torch.bincount(label_map.reshape(-1)).nonzero().squeeze(1)
-    return torch.unique(label_map)
 
 
 def _segments(
@@ -151,34 +103,33 @@ def _segments(
     num_labels: int | None,
     where: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ids that get a mask in an already checked long (h, w) map, and their classes: (N,), (N,)."""
-    ids = _present_ids(label_map)  # sorted
-    keep = torch.ones_like(ids, dtype=torch.bool)
-    if ignore_index is not None:
-        keep &= ids != ignore_index
-    if do_reduce_labels:
-        keep &= ids != 0  # 0 is "background": ignored
-    ids = ids[keep]
+    """The sorted ids that get a mask in a checked (h, w) map, and their classes: (N,), (N,)."""
+    if label_map.numel() and int(label_map.max()) < 1 << 20:
+        # NOTE: bincount is ~10x faster than torch.unique (a sort) on CPU; its (max id + 1) counts stay small.
+        ids = torch.bincount(label_map.reshape(-1)).nonzero().squeeze(1)
+    else:
+        ids = torch.unique(label_map)
+    dropped = ([] if ignore_index is None else [ignore_index]) + ([0] if do_reduce_labels else [])  # 0: background
+    ids = ids[~torch.isin(ids, torch.tensor(dropped, dtype=ids.dtype))]
     if instance_id_to_semantic_id is None:
         classes = ids - 1 if do_reduce_labels else ids.clone()
     else:
         missing = [i for i in ids.tolist() if i not in instance_id_to_semantic_id]
         if missing:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{where}: instance ids {missing[:10]} appear in the map but not in `instance_id_to_semantic_id`."
             )
         classes = torch.tensor([instance_id_to_semantic_id[i] for i in ids.tolist()], dtype=torch.long)
         if do_reduce_labels:  # class ids reduce like semantic ids: 0 (background) has no mask, c → c - 1
             keep = classes != 0
             ids, classes = ids[keep], classes[keep] - 1
-    if ignore_index is not None:
-        # NOTE: a segment whose (reduced) class is the ignore value carries no target.
+    if ignore_index is not None:  # NOTE: a segment whose (reduced) class is the ignore value carries no target.
         keep = classes != ignore_index
         ids, classes = ids[keep], classes[keep]
     if num_labels is not None and (classes >= num_labels).any():
         bad = torch.unique(classes[classes >= num_labels])[:10].tolist()
         reduced = " (after do_reduce_labels)" if do_reduce_labels else ""
-        raise ValueError(
+        raise InvalidInputError(
             f"{where}: class ids {bad}{reduced} are >= num_labels={num_labels} and are not the ignore value "
             f"{ignore_index}."
         )
@@ -186,10 +137,7 @@ def _segments(
 
 
 def binary_masks(
-    label_map: torch.Tensor,
-    ids: torch.Tensor,
-    size: tuple[int, int] | None = None,
-    dtype: torch.dtype = torch.float32,
+    label_map: torch.Tensor, ids: torch.Tensor, size: tuple[int, int] | None = None, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """(N, H, W) masks of `dtype` (float or bool): mask n is 1 where the (h, w) `label_map` equals `ids[n]`, 0
     elsewhere and in the padding to `size` (H, W) >= (h, w), bottom and right (default: no padding).
@@ -223,131 +171,98 @@ def convert_segmentation_map_to_binary_masks(
     do_reduce_labels: bool = False,
     num_labels: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One binary mask per segment of a 2-D map (PIL, numpy or torch).
-
-    Without `instance_id_to_semantic_id` the map holds class ids: one mask per class present. With it, the
-    map holds instance ids: one mask per instance, its class looked up in the dict (a missing id is an error).
-    Pixels equal to `ignore_index` get no mask. `do_reduce_labels`: id 0 is background (ignored) and class
-    ids shift down by one; pixels already equal to `ignore_index` stay ignored.
-
-    Returns `(masks, class_labels)`: float (N, h, w) and long (N,), ordered by id; (0, h, w) and (0,) when
-    the map has no segment.
-    """
+    """One binary mask per segment of a 2-D map (PIL, numpy or torch), by id: float (N, h, w) and long (N,) classes.
+    The map holds class ids, or instance ids whose class `instance_id_to_semantic_id` gives; `ignore_index` pixels
+    get no mask; `do_reduce_labels`: id 0 is background (no mask) and class ids shift down by one."""
     if do_reduce_labels and ignore_index is None:
-        raise ValueError("`do_reduce_labels=True` needs an `ignore_index` for the background (id 0).")
+        raise InvalidInputError("`do_reduce_labels=True` needs an `ignore_index` for the background (id 0).")
     label_map = segmentation_map_to_tensor(segmentation_map, "segmentation_map")
     mapping = as_instance_mappings(instance_id_to_semantic_id, 1)[0]
-    ids, classes = _segments(
-        label_map,
-        mapping,
-        ignore_index=ignore_index,
-        do_reduce_labels=do_reduce_labels,
-        num_labels=num_labels,
-        where="segmentation_map",
-    )
+    checks = {"ignore_index": ignore_index, "do_reduce_labels": do_reduce_labels, "num_labels": num_labels}
+    ids, classes = _segments(label_map, mapping, **checks, where="segmentation_map")
     return binary_masks(label_map, ids), classes  # (N, h, w), (N,)
+
+
+def convert_segmentation_to_rle(segmentation: torch.Tensor) -> list[list[int]]:
+    """One COCO RLE per id of an (h, w) map, in increasing id order: transformers' `convert_segmentation_to_rle`.
+
+    NOTE: in one pass over the map (its runs of equal ids, grouped by id), not one binary mask per id as
+    transformers: a 12-MP map with 100 segments takes one pass instead of 100.
+    """
+    values = torch.as_tensor(segmentation).flatten()
+    if not len(values):
+        return []
+    starts = torch.cat([values.new_zeros(1, dtype=torch.long), (values[1:] != values[:-1]).nonzero().squeeze(1) + 1])
+    lengths = torch.diff(starts, append=starts.new_tensor([len(values)]))
+    ids = values.index_select(0, starts)
+    order = torch.argsort(ids, stable=True)  # runs grouped by id, in map order within an id
+    _, counts = torch.unique_consecutive(ids.index_select(0, order), return_counts=True)
+    pairs = torch.stack([starts.index_select(0, order) + 1, lengths.index_select(0, order)], 1)  # (runs, 2)
+    return [group.flatten().tolist() for group in torch.split(pairs, counts.tolist())]
 
 
 def _field(outputs: Any, name: str) -> Any:
     return outputs.get(name) if isinstance(outputs, Mapping) else getattr(outputs, name, None)
 
 
-class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, BaseImageProcessor):
+class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFormerImageProcessor):
     r"""Pre- and post-processing for MaskFormer; imported as `MaskFormerImageProcessor`.
 
-    NOTE: the class itself is named `MaskFormerHFImageProcessor` because transformers resolves a registered
-    image processor by class name before its own: under transformers' name, importing this package would hand
-    this processor to every transformers MaskFormer checkpoint. Saved folders do not name the class in
-    preprocessor_config.json (see `remote_code.py`); it is found through config.json.
+    NOTE: named `MaskFormerHFImageProcessor` because transformers resolves a registered image processor by class
+    name before its own: under transformers' name, importing this package would hand this processor to every
+    transformers MaskFormer checkpoint. preprocessor_config.json does not name it (`remote_code.py`); config.json does.
 
-    Images are resized (short side to `size["shortest_edge"]`, long side capped at `size["longest_edge"]`,
-    aspect ratio kept), rescaled, normalised, then padded bottom/right with zeros to the batch's largest size
-    rounded up to a multiple of `size_divisor`. Padding never distorts the image; `pixel_mask` marks real
-    pixels (1) and padding (0).
-
-    Args:
-        do_resize, size, resample: Resizing and its filter (a `PILImageResampling`).
-        do_rescale, rescale_factor: Multiply 8-bit pixel values by this (1/255). uint16 images are scaled by
-            1/65535 and float images with values already in [0, 1] are not rescaled again.
-        do_normalize, image_mean, image_std: Per-channel normalisation (ImageNet statistics by default).
-        ignore_index: Segmentation-map value that marks pixels without a target (None: no such value).
-        do_reduce_labels: Treat id 0 as background (ignored) and shift the other ids down by one.
-        num_labels: When set, class ids must be < num_labels (or the ignore value).
-        size_divisor: Pad height and width up to a multiple of this (0 or 1: no rounding).
-        do_pad: Pad the batch to a common size (otherwise all images must end up the same size, unless
-            `return_tensors=None`).
-    Legacy keys of transformers' configs are accepted: `reduce_labels`, `max_size`/`_max_size`,
-    `size_divisibility`; others are ignored.
+    The options are transformers' (`MaskFormerImageProcessorKwargs`), their defaults the class attributes below.
+    Images are resized (aspect ratio kept), rescaled, normalised and padded bottom/right with zeros to the batch's
+    largest size rounded up to a multiple of `size_divisor` (NOTE: transformers resizes to that multiple instead,
+    distorting the image). `rescale_factor` applies to 8-bit values: uint16 images are scaled by 1/65535, float
+    ones already in [0, 1] are kept. `num_labels`, when set: class ids must be below it (or the ignore value).
     """
 
-    model_input_names = ["pixel_values", "pixel_mask"]
     valid_kwargs = MaskFormerImageProcessorKwargs
+    # The settings: stored, saved in preprocessor_config.json, overridable per `preprocess` call (see `SETTINGS`).
+    do_resize = True
+    size = {"shortest_edge": 800, "longest_edge": 1333}
+    resample = PILImageResampling.BILINEAR
+    do_rescale = True
+    rescale_factor = 1 / 255
+    do_normalize = True
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
+    ignore_index = 255
+    do_reduce_labels = False
+    num_labels = None
+    size_divisor = 32
+    do_pad = True
 
     # NOTE: any size is accepted, as transformers does: the batch is padded up to a multiple of `size_divisor`
     # (32), which is what the backbone needs; the model itself refuses inputs under 32 px.
     MIN_IMAGE_SIDE = 1
-    MAX_IMAGE_SIDE = MAX_IMAGE_SIDE
-    MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    MAX_IMAGE_SIDE = 16384
+    MAX_IMAGE_PIXELS = 100_000_000
 
-    # Class-level defaults: `BaseImageProcessor.to_dict` keeps an explicit None only where these differ.
-    ignore_index = 255
-    num_labels = None
-
-    def __init__(
-        self,
-        do_resize: bool = True,
-        size: dict[str, int] | int | None = None,
-        resample: PILImageResampling | int = PILImageResampling.BILINEAR,
-        do_rescale: bool = True,
-        rescale_factor: float = 1 / 255,
-        do_normalize: bool = True,
-        image_mean: float | Sequence[float] | None = None,
-        image_std: float | Sequence[float] | None = None,
-        ignore_index: int | None = 255,
-        do_reduce_labels: bool = False,
-        num_labels: int | None = None,
-        size_divisor: int = 32,
-        do_pad: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__()
+    def __init__(self, **kwargs: Unpack[MaskFormerImageProcessorKwargs]) -> None:
+        # Legacy keys of older transformers configs: `max_size`, `reduce_labels`, `size_divisibility`.
         max_size = kwargs.pop("max_size", kwargs.pop("_max_size", None))
-        legacy_reduce = kwargs.pop("reduce_labels", None)
-        if legacy_reduce is not None:
-            if bool(legacy_reduce) != do_reduce_labels:
-                logger.warning("Both `reduce_labels` and `do_reduce_labels` given; using do_reduce_labels=True.")
-            do_reduce_labels = do_reduce_labels or bool(legacy_reduce)
-        legacy_divisor = kwargs.pop("size_divisibility", None)
-        if legacy_divisor is not None and legacy_divisor != size_divisor:
-            logger.warning(f"Legacy `size_divisibility={legacy_divisor}` overrides `size_divisor={size_divisor}`.")
-            size_divisor = legacy_divisor
-        unknown = sorted(set(kwargs) - _IGNORED_CONFIG_KEYS)
+        if kwargs.pop("reduce_labels", None):
+            kwargs["do_reduce_labels"] = True
+        if (divisor := kwargs.pop("size_divisibility", None)) is not None:
+            kwargs["size_divisor"] = divisor
+        unknown = sorted(set(kwargs) - set(self.valid_kwargs.__annotations__) - _CONFIG_KEYS)
         if unknown:
-            logger.warning(f"{type(self).__name__}: ignoring unknown settings {unknown}.")
+            logger.warning(f"{type(self).__name__}: ignoring settings it has no use for: {unknown}.")
+        settings = {name: kwargs[name] for name in SETTINGS if name in kwargs}
+        # NOTE: our check of `size` before transformers' (whose `get_size_dict` names no fix).
+        settings["size"] = normalize_size(self.size if kwargs.get("size") is None else kwargs["size"], max_size)
+        super().__init__(**settings)
 
-        self.do_resize = bool(do_resize)
-        self.size = normalize_size(size, max_size)
-        self.resample = normalize_resample(resample)
-        self.do_rescale = bool(do_rescale)
-        self.rescale_factor = rescale_factor
-        self.do_normalize = bool(do_normalize)
-        mean = IMAGENET_DEFAULT_MEAN if image_mean is None else image_mean
-        std = IMAGENET_DEFAULT_STD if image_std is None else image_std
-        self.image_mean = normalize_channel_stats(mean, "image_mean", positive=False)
-        self.image_std = normalize_channel_stats(std, "image_std", positive=True)
-        self.ignore_index = ignore_index
-        self.do_reduce_labels = bool(do_reduce_labels)
-        self.num_labels = num_labels
-        self.size_divisor = size_divisor
-        self.do_pad = bool(do_pad)
-        check_settings(
-            rescale_factor=rescale_factor,
-            ignore_index=ignore_index,
-            num_labels=num_labels,
-            size_divisor=size_divisor,
-        )
-        if self.do_reduce_labels and ignore_index is None:
-            raise ValueError("`do_reduce_labels=True` needs an `ignore_index` for the background (id 0).")
+    def _set_attributes(self, **kwargs: Any) -> None:
+        """Stores the settings, checked; the class default where one is not given or None (`ignore_index=None` means
+        no ignore value). NOTE: transformers stores every `ImagesKwargs` key; only the settings are stored, so that a
+        saved config holds nothing this processor does not use (`do_convert_rgb`, `crop_size`, ...)."""
+        given = {k: v for k, v in kwargs.items() if k in SETTINGS and (v is not None or k == "ignore_index")}
+        for name, value in checked_settings({name: getattr(type(self), name) for name in SETTINGS} | given).items():
+            setattr(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings, without `image_processor_type` and `auto_map`: `config.json` names the class (see
@@ -357,20 +272,11 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
             settings.pop(key, None)
         return settings
 
-    def _settings(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _SETTING_NAMES}
-
     def _segments(
         self, label_map: torch.Tensor, mapping: dict[int, int] | None, where: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return _segments(
-            label_map,
-            mapping,
-            ignore_index=self.ignore_index,
-            do_reduce_labels=self.do_reduce_labels,
-            num_labels=self.num_labels,
-            where=where,
-        )
+        checks = {"ignore_index": self.ignore_index, "do_reduce_labels": self.do_reduce_labels}
+        return _segments(label_map, mapping, **checks, num_labels=self.num_labels, where=where)
 
     def get_resize_output_size(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) this processor resizes a `height` x `width` image to (before padding)."""
@@ -381,100 +287,34 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         images: Any,
         segmentation_maps: Any = None,
         instance_id_to_semantic_id: Mapping[int, int] | Sequence[Mapping[int, int]] | None = None,
-        *,
-        return_tensors: str | TensorType | None = "pt",
-        do_resize: bool | None = None,
-        size: dict[str, int] | int | None = None,
-        resample: PILImageResampling | int | None = None,
-        do_rescale: bool | None = None,
-        rescale_factor: float | None = None,
-        do_normalize: bool | None = None,
-        image_mean: float | Sequence[float] | None = None,
-        image_std: float | Sequence[float] | None = None,
-        ignore_index: int | None = _UNSET,
-        do_reduce_labels: bool | None = None,
-        num_labels: int | None = None,
-        size_divisor: int | None = None,
-        do_pad: bool | None = None,
-        pad_size: Mapping[str, int] | None = None,
-        input_data_format: str | None = None,
-        data_format: str | None = None,
-        do_convert_rgb: bool | None = None,
-        device: str | torch.device | None = None,
-        disable_grouping: bool | None = None,
-        default_to_square: bool | None = None,
-        do_center_crop: bool | None = None,
-        crop_size: Any = None,
-        image_seq_length: int | None = None,
-        mask_dtype: torch.dtype = torch.float32,
+        **kwargs: Unpack[MaskFormerImageProcessorKwargs],
     ) -> BatchFeature:
-        """Prepares a batch of images (and, for training, their segmentation maps).
+        """A batch of images (one or a list of PIL images, arrays or tensors: (H, W), (H, W, C) or (C, H, W) with C
+        in {1, 3, 4}, uint8, uint16 or float) and, for training, one 2-D map per image (its size) of class ids, or of
+        instance ids with `instance_id_to_semantic_id` (one dict, or one per image).
 
-        Args:
-            images: One image or a list: PIL image, numpy array or torch tensor; (H, W), (H, W, C) or (C, H, W)
-                with C in {1, 3, 4}; uint8, uint16 or float (values in [0, 1] are taken as already rescaled).
-            segmentation_maps: One 2-D map per image (same size as its image) of class ids, or of instance ids
-                when `instance_id_to_semantic_id` is given (one dict for all images, or one per image).
-            return_tensors: "pt" (default), "np", or None (lists of numpy arrays, one per image).
-            pad_size: Pad to this {"height", "width"} instead of the batch's largest size (as transformers).
-            input_data_format: "channels_first" / "channels_last" for arrays and tensors (default: inferred).
-            device: Where the returned tensors go.
-            data_format, do_convert_rgb, disable_grouping, default_to_square, do_center_crop, crop_size,
-                image_seq_length: transformers' `ImagesKwargs`; accepted only where they change nothing here
-                (channels first, RGB, no center crop; grouping is an internal speed-up of transformers), any
-                other value raises (see `transformers_api.check_transformers_kwargs`).
-            mask_dtype: `torch.float32` (default, what transformers gives) or `torch.bool` for `mask_labels`: the same
-                values in a quarter of the memory (our model converts them to float on its device).
-            Other arguments override the processor's settings for this call.
+        `kwargs` (`MaskFormerImageProcessorKwargs`): a setting overrides the processor's for this call;
+        `return_tensors` "pt" (default), "np" or None (one array per image); `pad_size` {"height", "width"} instead
+        of the batch's largest size; `device`; `mask_dtype`. transformers' `data_format`, `do_convert_rgb`,
+        `default_to_square`, `do_center_crop`, `crop_size`, `image_seq_length` are accepted where they change
+        nothing (channels first, RGB, no crop), and `disable_grouping` (its grouping by shape is a speed-up).
 
-        Returns:
-            `BatchFeature` with `pixel_values` (B, 3, H, W) float32, `pixel_mask` (B, H, W) int64, and with maps
-            `mask_labels` (list of B (N_i, H, W) of `mask_dtype`, padding 0) and `class_labels` (list of B int64
-            (N_i,)).
+        Returns a `BatchFeature`: `pixel_values` (B, 3, H, W) float32, `pixel_mask` (B, H, W) int64, and with maps
+        `mask_labels` (B tensors (N_i, H, W) of `mask_dtype`, 0 in the padding) and `class_labels` (B int64 (N_i,)).
         """
-        overrides = {
-            "do_resize": do_resize,
-            "size": size,
-            "resample": resample,
-            "do_rescale": do_rescale,
-            "rescale_factor": rescale_factor,
-            "do_normalize": do_normalize,
-            "image_mean": image_mean,
-            "image_std": image_std,
-            "do_reduce_labels": do_reduce_labels,
-            "num_labels": num_labels,
-            "size_divisor": size_divisor,
-            "do_pad": do_pad,
-        }
-        overrides = {key: value for key, value in overrides.items() if value is not None}
-        if ignore_index is not _UNSET:
-            overrides["ignore_index"] = ignore_index
-        # NOTE: call-time overrides go through the constructor, so they are checked exactly like settings.
-        cfg = type(self)(**{**self._settings(), **overrides}) if overrides else self
-        tensor_type = self._check_return_tensors(return_tensors)
-        if mask_dtype not in (torch.float32, torch.bool):
-            raise ValueError(f"`mask_dtype` must be torch.float32 or torch.bool, got {mask_dtype!r}.")
+        tensor_type, mask_dtype, channels_last = check_call_options(kwargs, self.valid_kwargs)
+        overrides = {k: v for k, v in kwargs.items() if k in SETTINGS and (v is not None or k == "ignore_index")}
+        # NOTE: call-time settings go through the constructor, so they are checked exactly like saved ones.
+        cfg = type(self)(**{name: getattr(self, name) for name in SETTINGS} | overrides) if overrides else self
 
-        limits = {
-            "min_side": self.MIN_IMAGE_SIDE,
-            "max_side": self.MAX_IMAGE_SIDE,
-            "max_pixels": self.MAX_IMAGE_PIXELS,
-        }
-        check_transformers_kwargs(
-            data_format=data_format,
-            do_convert_rgb=do_convert_rgb,
-            default_to_square=default_to_square,
-            do_center_crop=do_center_crop,
-            crop_size=crop_size,
-            image_seq_length=image_seq_length,
-        )
-        del disable_grouping  # NOTE: transformers groups images by shape for speed; results do not depend on it
-        raw_images = [channels_first(image, input_data_format) for image in as_list(images, "images")]
-        prepared = [image_to_tensor(im, f"images[{i}]", **limits) for i, im in enumerate(raw_images)]
+        limits = dict(min_side=self.MIN_IMAGE_SIDE, max_side=self.MAX_IMAGE_SIDE, max_pixels=self.MAX_IMAGE_PIXELS)
+        prepared = [
+            image_to_tensor(image, f"images[{i}]", **limits, channels_last=channels_last)
+            for i, image in enumerate(as_list(images, "images"))
+        ]  # (C, h, w) with C 1 (grayscale, broadcast to 3 below) or 3, and whether in [0, 1]
         mappings = as_instance_mappings(instance_id_to_semantic_id, len(prepared))
         label_maps = cfg._prepare_maps(segmentation_maps, [image for image, _ in prepared], mappings)
 
-        # Resize each image; C is 1 (grayscale, broadcast to 3 below) or 3.
         interpolation = pil_torch_interpolation_mapping[cfg.resample]
         resized = []
         for image, in_unit_range in prepared:
@@ -483,29 +323,14 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
                 image = tvF.resize(image, list(new_size), interpolation=interpolation, antialias=True)
             resized.append((image, in_unit_range))
         sizes = [tuple(image.shape[-2:]) for image, _ in resized]
+        padded = cfg._padded_size(sizes, kwargs.get("pad_size"), tensor_type)
 
-        if pad_size is not None:
-            padded = (int(pad_size["height"]), int(pad_size["width"]))
-            too_big = [s for s in sizes if s[0] > padded[0] or s[1] > padded[1]]
-            if too_big:
-                raise ValueError(f"pad_size {dict(pad_size)} is smaller than resized images {too_big}.")
-        elif cfg.do_pad:
-            divisor = max(cfg.size_divisor, 1)
-            padded = tuple(math.ceil(max(s[d] for s in sizes) / divisor) * divisor for d in (0, 1))
-        elif len(set(sizes)) == 1 or tensor_type is None:
-            padded = None  # no padding: each image keeps its size
-        else:
-            raise ValueError(
-                "With do_pad=False all images must be resized to the same size to be batched, got "
-                f"{sorted(set(sizes))}; use do_pad=True or return_tensors=None."
-            )
-
-        # Rescale + normalise fused into one multiply-add per channel: x * scale - shift. (3, 1, 1)
+        # NOTE: rescale and normalise fused into one multiply-add per channel, x * scale - shift, written straight
+        # into the padded batch (transformers' `rescale_and_normalize` then `pad` make two more copies).
         mean_t, std_t = torch.tensor(cfg.image_mean).view(3, 1, 1), torch.tensor(cfg.image_std).view(3, 1, 1)
         if not cfg.do_normalize:
             mean_t, std_t = torch.zeros(3, 1, 1), torch.ones(3, 1, 1)
-        batched = padded is not None or len(set(sizes)) == 1
-        if batched:
+        if padded is not None or len(set(sizes)) == 1:
             height, width = padded or sizes[0]
             pixel_values = torch.empty(len(sizes), 3, height, width)  # (B, 3, H, W); the padding is zeroed below
             pixel_mask = torch.zeros(len(sizes), height, width, dtype=torch.long)  # (B, H, W)
@@ -522,62 +347,65 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
             pixel_mask[i][:h, :w] = 1
 
         data: dict[str, Any] = {"pixel_values": pixel_values, "pixel_mask": pixel_mask}
-        if tensor_type is None:
-            data = {key: [item.numpy() for item in value] for key, value in data.items()}
-        elif tensor_type == TensorType.NUMPY:
-            data = {key: value.numpy() for key, value in data.items()}
-
         if label_maps is not None:
-            mask_labels, class_labels = [], []
+            data["mask_labels"], data["class_labels"] = [], []
             for i, ((label_map, segments), mapping, (h, w)) in enumerate(zip(label_maps, mappings, sizes)):
                 if tuple(label_map.shape) != (h, w):  # resized: small segments may have vanished
                     label_map = _resize_nearest(label_map, (h, w))
                     segments = cfg._segments(label_map, mapping, f"segmentation_maps[{i}]")
-                ids, classes = segments
-                mask_labels.append(binary_masks(label_map, ids, padded or (h, w), mask_dtype))  # (N, H, W); padding 0
-                class_labels.append(classes)
-            if tensor_type != TensorType.PYTORCH:
-                mask_labels = [m.numpy() for m in mask_labels]
-                class_labels = [c.numpy() for c in class_labels]
-            data["mask_labels"] = mask_labels
-            data["class_labels"] = class_labels
-        if device is not None and tensor_type == TensorType.PYTORCH:
+                data["mask_labels"].append(binary_masks(label_map, segments[0], padded or (h, w), mask_dtype))
+                data["class_labels"].append(segments[1])  # (N,); the masks (N, H, W), 0 in the padding
+        if tensor_type != TensorType.PYTORCH:  # None: one array per image; "np": a batch is one array
+            data = {
+                k: v.numpy() if tensor_type and torch.is_tensor(v) else [t.numpy() for t in v] for k, v in data.items()
+            }
+        elif kwargs.get("device") is not None:
+            device = kwargs["device"]
             data = {k: [t.to(device) for t in v] if isinstance(v, list) else v.to(device) for k, v in data.items()}
         return BatchFeature(data=data)
 
-    @staticmethod
-    def _check_return_tensors(return_tensors: Any) -> TensorType | None:
-        if return_tensors is None:
-            return None
-        try:
-            tensor_type = TensorType(return_tensors)
-        except ValueError:
-            tensor_type = None
-        if tensor_type not in (TensorType.PYTORCH, TensorType.NUMPY):
-            raise ValueError(f"`return_tensors` must be 'pt', 'np' or None, got {return_tensors!r}.")
-        return tensor_type
+    def _padded_size(
+        self, sizes: list[tuple[int, int]], pad_size: Mapping[str, int] | None, tensor_type: TensorType | None
+    ) -> tuple[int, int] | None:
+        """The (H, W) the batch is padded to, or None: each image keeps its size."""
+        if pad_size is not None:
+            padded = (int(pad_size["height"]), int(pad_size["width"]))
+            too_big = [s for s in sizes if s[0] > padded[0] or s[1] > padded[1]]
+            if too_big:
+                raise InvalidInputError(f"pad_size {dict(pad_size)} is smaller than resized images {too_big}.")
+            return padded
+        if self.do_pad:
+            divisor = max(self.size_divisor, 1)
+            return tuple(math.ceil(max(s[d] for s in sizes) / divisor) * divisor for d in (0, 1))
+        if len(set(sizes)) > 1 and tensor_type is not None:
+            raise InvalidInputError(
+                "With do_pad=False all images must be resized to the same size to be batched, got "
+                f"{sorted(set(sizes))}; use do_pad=True or return_tensors=None."
+            )
+        return None
 
     def _prepare_maps(
         self, segmentation_maps: Any, images: list[torch.Tensor], mappings: list[dict[int, int] | None]
     ) -> list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] | None:
-        """Checks and converts the maps: one per image, each the size of its image, with valid labels. Returns
-        per image the long map and its segments (ids, classes).
+        """Per image, the checked map (the size of its image) and its segments (ids, classes).
 
-        NOTE: labels are checked here, at full resolution, so that an error never depends on whether
-        resizing happens to drop a small segment.
+        NOTE: labels are checked here, at full resolution, so that an error never depends on whether resizing
+        happens to drop a small segment.
         """
         if segmentation_maps is None:
             if any(mapping is not None for mapping in mappings):
-                raise ValueError("`instance_id_to_semantic_id` was given without `segmentation_maps`.")
+                raise InvalidInputError("`instance_id_to_semantic_id` was given without `segmentation_maps`.")
             return None
         raw_maps = as_list(segmentation_maps, "segmentation_maps", num_images=len(images))
         if len(raw_maps) != len(images):
-            raise ValueError(f"Got {len(raw_maps)} segmentation maps for {len(images)} images: pass one per image.")
+            raise InvalidInputError(
+                f"Got {len(raw_maps)} segmentation maps for {len(images)} images: pass one per image."
+            )
         maps = []
         for i, (raw_map, image) in enumerate(zip(raw_maps, images)):
             label_map = segmentation_map_to_tensor(raw_map, f"segmentation_maps[{i}]")
             if label_map.shape != image.shape[-2:]:
-                raise ValueError(
+                raise InvalidInputError(
                     f"segmentation_maps[{i}] is {tuple(label_map.shape)} (HxW) but images[{i}] is "
                     f"{tuple(image.shape[-2:])}: a map must have the size of its image."
                 )
@@ -590,8 +418,8 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         self, outputs: Any, target_sizes: Any
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         """The arguments of post_processing.py's functions for these model outputs: `(class_logits, mask_logits,
-        geometry)`, where geometry holds `padded_size`, `valid_sizes` (from `outputs.pixel_mask`, else from
-        `target_sizes` through this processor's resize rule) and the checked `target_sizes`."""
+        geometry)`, where geometry holds `padded_size`, `valid_sizes` (from `outputs.pixel_mask`) and the checked
+        `target_sizes`."""
         class_logits = _field(outputs, "class_queries_logits")  # (B, Q, K + 1)
         mask_logits = _field(outputs, "masks_queries_logits")  # (B, Q, H / 4, W / 4)
         if not isinstance(class_logits, torch.Tensor) or not isinstance(mask_logits, torch.Tensor):
@@ -600,7 +428,7 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
                 f"MaskFormerForInstanceSegmentationOutput or a dict), got {type(outputs).__name__}."
             )
         if class_logits.ndim != 3 or mask_logits.ndim != 4 or class_logits.shape[:2] != mask_logits.shape[:2]:
-            raise ValueError(
+            raise InvalidInputError(
                 "Expected class_queries_logits (B, Q, K + 1) and masks_queries_logits (B, Q, h, w), got "
                 f"{tuple(class_logits.shape)} and {tuple(mask_logits.shape)}."
             )
@@ -612,21 +440,19 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         batch_size, low_size = logits_shape[0], tuple(logits_shape[-2:])
         pixel_mask = _field(outputs, "pixel_mask")  # (B, H, W) or None
         target_sizes = self._check_target_sizes(target_sizes, batch_size)
-
         if pixel_mask is not None:
             if pixel_mask.ndim != 3 or pixel_mask.shape[0] != batch_size:
-                raise ValueError(f"`pixel_mask` must be (B={batch_size}, H, W), got {tuple(pixel_mask.shape)}.")
+                raise InvalidInputError(f"`pixel_mask` must be (B={batch_size}, H, W), got {tuple(pixel_mask.shape)}.")
             padded_size = tuple(pixel_mask.shape[-2:])
             # NOTE: the padding is bottom/right, so the first column and row hold the content's height and width.
             rows, cols = (pixel_mask[:, :, 0] != 0).sum(-1), (pixel_mask[:, 0, :] != 0).sum(-1)  # (B,), (B,)
             valid_sizes = list(zip(rows.tolist(), cols.tolist()))
             if min(min(s) for s in valid_sizes) == 0:
-                raise ValueError("`pixel_mask` has an image without any real pixel (all zeros).")
+                raise InvalidInputError("`pixel_mask` has an image without any real pixel (all zeros).")
         else:
             # NOTE: without a pixel_mask (outputs built by the user's own code), the whole padded input, 4x the
             # stride-4 logits, is taken as valid, as transformers does.
-            padded_size = (4 * low_size[0], 4 * low_size[1])
-            valid_sizes = None
+            padded_size, valid_sizes = (4 * low_size[0], 4 * low_size[1]), None
         if target_sizes is None:  # as transformers: the maps at the stride-4 logits' resolution
             target_sizes = [low_size] * batch_size
         return {"padded_size": padded_size, "valid_sizes": valid_sizes, "target_sizes": target_sizes}
@@ -638,18 +464,18 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         if isinstance(target_sizes, torch.Tensor | np.ndarray):
             target_sizes = target_sizes.tolist()
         if len(target_sizes) != batch_size:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Got {len(target_sizes)} target sizes for a batch of {batch_size}: pass one (height, width) per image."
             )
-        checked = []
         for i, target in enumerate(target_sizes):
             pair = tuple(target) if isinstance(target, Sequence) else ()
             if len(pair) != 2 or not all(
                 isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in pair
             ):
-                raise ValueError(f"target_sizes[{i}] must be a (height, width) pair of positive ints, got {target!r}.")
-            checked.append((int(pair[0]), int(pair[1])))
-        return checked
+                raise InvalidInputError(
+                    f"target_sizes[{i}] must be a (height, width) pair of positive ints, got {target!r}."
+                )
+        return [(int(h), int(w)) for h, w in target_sizes]
 
     def post_process_semantic_segmentation(
         self,
@@ -665,13 +491,6 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         "bounded" or "auto" (see post_processing.py); all give the same maps. `band_rows`: output rows evaluated at
         once (default: from a memory budget; see docs/post_processing.md). Takes MaskFormer's outputs and a
         per-pixel classifier's (`logits` (B, K, H/4, W/4): the paper's baseline, always dense)."""
-        from .per_pixel_post_processing import (
-            per_pixel_logits,
-            per_pixel_semantic_scores,
-            per_pixel_semantic_segmentation,
-        )
-        from .post_processing import semantic_scores, semantic_segmentation
-
         logits = per_pixel_logits(outputs)  # a per-pixel classifier's (B, K, H / 4, W / 4), else None
         if logits is not None:
             geometry = self._geometry(outputs, logits.shape, target_sizes)
@@ -701,14 +520,12 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         band_rows: int | None = None,
     ) -> list[dict[str, Any]]:
         """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py); with
-        `return_coco_annotation`, the segmentation is one COCO RLE per id of the map (`-1`, no instance, first),
-        transformers' `convert_segmentation_to_rle`."""
-        from .per_pixel_post_processing import check_not_per_pixel
-        from .post_processing import instance_segmentation
-
+        `return_coco_annotation`, the segmentation is one COCO RLE per id of the map (`-1`, no instance, first)."""
         check_not_per_pixel(outputs, "instance")
         if return_coco_annotation and return_binary_maps:
-            raise ValueError("return_coco_annotation and return_binary_maps: choose one form of the segmentation")
+            raise InvalidInputError(
+                "return_coco_annotation and return_binary_maps: choose one form of the segmentation"
+            )
         class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
         results = instance_segmentation(
             class_logits,
@@ -738,9 +555,6 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
         band_rows: int | None = None,
     ) -> list[dict[str, Any]]:
         """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py)."""
-        from .per_pixel_post_processing import check_not_per_pixel
-        from .post_processing import panoptic_segmentation
-
         check_not_per_pixel(outputs, "panoptic")
         class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
         return panoptic_segmentation(
@@ -757,3 +571,7 @@ class MaskFormerHFImageProcessor(TransformersProcessorMethods, HubFolderMixin, B
 
 
 MaskFormerImageProcessor = MaskFormerHFImageProcessor
+
+
+# The settings: the options the class gives a default (stored, saved, overridable per call).
+SETTINGS = tuple(k for k in MaskFormerImageProcessorKwargs.__annotations__ if k in vars(MaskFormerHFImageProcessor))

@@ -18,10 +18,9 @@ from transformers.models.maskformer.image_processing_maskformer import (
 
 from benchmarks.common import random_outputs
 from benchmarks.recorded import load_recorded
-from modeling_maskformer.image_processing import bounded, cost
+from modeling_maskformer.image_processing import bounded, convert_segmentation_to_rle, cost
 from modeling_maskformer.image_processing import post_processing as pp
 from modeling_maskformer.image_processing.resampling import Geometry
-from modeling_maskformer.image_processing.transformers_api import convert_segmentation_to_rle
 
 import exact
 
