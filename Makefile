@@ -49,7 +49,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
-# MaskFormer against the per-pixel classification baseline at 8, 32 and 128 classes (README, "MaskFormer against
+# MaskFormer against the per-pixel classification baseline at 8, 32 and 128 classes (docs/paper.md, "MaskFormer against
 # per-pixel classification"): about 30 minutes on 2 CPU cores; MINUTES=... changes the budget.
 MINUTES ?= 30
 compare-heads: $(STAMP)

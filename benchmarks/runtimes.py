@@ -2,7 +2,7 @@
 transformers eager fp32, ours eager fp32, ours' fast path, onnxruntime fp32/int8, OpenVINO fp32/int8 — each
 against this CPU's FLOP floor; and, on a trained model (the demo's), what int8 does to mIoU/PQ and speed.
 
-The FLOP floor (README, "Deploy"): FLOPs of the forward pass (torch's FlopCounterMode on our model: 2 per
+The FLOP floor (docs/benchmarks.md, the runtime section): FLOPs of the forward pass (torch's FlopCounterMode on our model: 2 per
 multiply-add of convolutions and matrix products) divided by the CPU's peak: cores x clock x FLOPs per cycle
 and core (fp32: 32 with AVX-512 on two 256-bit FMA pipes (AMD Zen 4) or one 512-bit FMA unit (most Intel
 Xeons; 64 with two)); bf16 (AVX512_BF16 dot products) and int8 (AVX512_VNNI) twice and four times that).

@@ -152,7 +152,7 @@ def folder_model_type(folder: str | Path) -> str | None:
 def mark_processor_config(folder: str | Path) -> None:
     """Name transformers' processor class in a native folder's preprocessor_config.json (when there is one):
     AutoImageProcessor then builds transformers' `MaskFormerImageProcessor`, which reads every setting of ours
-    (same names and meanings; see the README's drop-in section for the differences in behaviour)."""
+    (same names and meanings; see docs/api.md, drop-in for the differences in behaviour)."""
     path = Path(folder) / "preprocessor_config.json"
     if not path.is_file():
         return

@@ -21,7 +21,7 @@ exact ties):
 - "auto" (default): the one the cost model (`cost.py`) predicts faster for these sizes on this machine; always
   "dense" off the CPU.
 
-Deliberate differences from the original, all documented in the README (post-processing): the padding is cropped
+Deliberate differences from the original, all documented in docs/inference.md (post-processing): the padding is cropped
 before any resize (also for panoptic, where the original's outputs are at the padded size when not resized);
 instance inference honours `threshold`, `mask_threshold` and `overlap_mask_area_threshold` and paints
 non-overlapping maps; queries with non-finite logits are ignored with a warning.

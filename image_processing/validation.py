@@ -312,8 +312,8 @@ def check_call_options(options: Mapping[str, Any], valid: Any) -> tuple[TensorTy
     for name, allowed in _HARMLESS.items():
         if options.get(name) not in allowed:
             raise InvalidInputError(
-                f"{name}={options[name]!r} is not supported by this processor (allowed: {allowed}); see the "
-                "README's drop-in section"
+                f"{name}={options[name]!r} is not supported by this processor (allowed: {allowed}); see "
+                "docs/api.md, drop-in"
             )
     return_tensors = options.get("return_tensors", "pt")
     _checked(return_tensors in (None, "pt", "np"), "return_tensors", "'pt', 'np' or None", return_tensors)

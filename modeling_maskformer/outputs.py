@@ -25,7 +25,7 @@ class MaskFormerModelOutput(ModelOutput):
         transformer_decoder_hidden_states: L+1 tensors (B, Q, C), when `output_hidden_states`: each decoder
             layer's input (the first is the zero target) and the final queries (transformers' layout).
         hidden_states: the three above concatenated, when `output_hidden_states` (as transformers).
-        attentions: never filled (`output_attentions=True` raises: see the README's drop-in section).
+        attentions: never filled (`output_attentions=True` raises: see docs/api.md, drop-in).
         transformer_decoder_intermediate_states: L-1 tensors (B, Q, C), the normalised outputs of the first
             decoder layers (deep supervision), when asked for (`return_intermediate`); ours only.
     """
@@ -79,7 +79,7 @@ class MaskFormerForInstanceSegmentationOutput(ModelOutput):
 
 
 def check_output_attentions(output_attentions: bool | None, config) -> None:
-    """`output_attentions=True` is refused, not ignored (see the README's drop-in section)."""
+    """`output_attentions=True` is refused, not ignored (see docs/api.md, drop-in)."""
     if output_attentions or (output_attentions is None and getattr(config, "output_attentions", False)):
         raise ValueError(
             "output_attentions=True is not supported: the attention runs fused (scaled_dot_product_attention) and "

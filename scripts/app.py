@@ -6,7 +6,7 @@
 
 Listens on 127.0.0.1 unless --host (or $GRADIO_SERVER_NAME, set on a Space) says otherwise. Uploads are
 limited to --max_upload_mb and --max_megapixels.
-On a Hugging Face Space, this file is the Space's `app.py` (see the README, "Deploy").
+On a Hugging Face Space, this file is the Space's `app.py` (see docs/deploy.md).
 """
 
 from __future__ import annotations

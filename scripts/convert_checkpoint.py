@@ -11,7 +11,7 @@ the fly); `--to transformers` writes a folder that transformers' `MaskFormerForI
 `model_final_*.pkl` (numpy arrays only: other pickled objects are refused before they run). Any missing,
 unexpected or mis-shaped weight is an error that names the keys. A user error (missing path, wrong format,
 refused pickle) prints one line and exits with status 2; `--debug` shows the traceback. The library:
-modeling_maskformer/interop/transformers_weights.py and conversion_original.py.
+modeling_maskformer/interop/transformers_weights.py and authors_checkpoints.py.
 """
 
 from __future__ import annotations

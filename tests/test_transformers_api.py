@@ -34,7 +34,7 @@ PAIRS = {
     ),
     "MaskFormerConfig": (transformers.MaskFormerConfig, MaskFormerConfig),
 }
-# Documented deliberate differences (README, "Drop-in for transformers' MaskFormer"): (class, name) -> why.
+# Documented deliberate differences (docs/api.md, "Drop-in for transformers' MaskFormer"): (class, name) -> why.
 # (Ours subclasses transformers' processor, so its backend methods are transformers' own: none is left out.)
 DELIBERATE: dict[tuple[str, str], str] = {}
 
