@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import InvalidInputError
 from .coco_instances import COCO_LAYOUT_MARKERS
 from .loaders import COCO_JSON, HOLD_OUT_LAYOUTS, source_layout
 from .prepare import DATA_ROOT_ENV, default_data_root
@@ -124,7 +125,7 @@ def source_kwargs(args: argparse.Namespace, layout: str) -> dict:
         if value is None:
             continue
         if layout not in layouts:
-            raise ValueError(
+            raise InvalidInputError(
                 f"--{flag} does not apply to {args.dataset} (a {layout} dataset); it applies to "
                 f"{', '.join(layouts)} data (see docs/data-masks.md)"
             )

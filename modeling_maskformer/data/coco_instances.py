@@ -43,8 +43,9 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 from pycocotools import mask as mask_utils
 
+from ..errors import InvalidInputError, MissingInputError
 from .dataset import InstanceAnnotations, SegmentationDataset, SegmentationItem, Task
-from .decoding import category_metadata, open_image, read_json
+from .decoding import category_metadata, check_coco_fields, open_image, read_json
 from .splits import RecordedHoldOut, plan_split
 
 logger = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class CocoInstancesDataset(SegmentationDataset):
     def _load(self, index: int) -> SegmentationItem:
         record = self.records[index]
         if not record.path.is_file():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{self._source(index)}: image not found (file_name {record.file_name!r}, looked "
                 f"up in {', '.join(map(str, self.image_dirs))})"
             )
@@ -129,7 +130,7 @@ class CocoInstancesDataset(SegmentationDataset):
                     f"; its EXIF orientation ({orientation}) turns it, and the JSON has the size before turning: "
                     f"re-export from a tool that applies the orientation, or save the image upright"
                 )
-            raise ValueError(
+            raise InvalidInputError(
                 f"{self._source(index)}: the image is {width}x{height} (WxH) but the JSON says "
                 f"{record.width}x{record.height}{hint}"
             )
@@ -169,21 +170,23 @@ def annotation_rle(segmentation, height: int, width: int, where: str) -> dict:
     string), decoded by pycocotools as COCO's own API does (`COCO.annToRLE`)."""
     if isinstance(segmentation, list):
         if any(not isinstance(p, list) or len(p) % 2 for p in segmentation):
-            raise ValueError(f"{where}: a polygon must be a flat list of x, y pairs, got {str(segmentation)[:80]}")
+            raise InvalidInputError(
+                f"{where}: a polygon must be a flat list of x, y pairs, got {str(segmentation)[:80]}"
+            )
         # NOTE: fewer than 3 points enclose nothing; pycocotools would also read a 4-number first polygon as a box.
         polygons = [[float(v) for v in p] for p in segmentation if len(p) >= 6]
         if not polygons:
-            raise ValueError(f"{where}: no polygon with 3 or more points")
+            raise InvalidInputError(f"{where}: no polygon with 3 or more points")
         return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
     if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
         if [int(v) for v in segmentation["size"]] != [height, width]:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{where}: RLE size {segmentation['size']} (HxW) differs from the image's [{height}, {width}]"
             )
         counts = segmentation["counts"]
         if isinstance(counts, list):  # uncompressed
             if sum(counts) != height * width:
-                raise ValueError(
+                raise InvalidInputError(
                     f"{where}: uncompressed RLE counts sum to {sum(counts)}, not height x width = {height * width}"
                 )
             return mask_utils.frPyObjects(segmentation, height, width)
@@ -192,7 +195,7 @@ def annotation_rle(segmentation, height: int, width: int, where: str) -> dict:
                 "size": [height, width],
                 "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
             }
-    raise ValueError(f"{where}: 'segmentation' is neither polygons nor RLE: {str(segmentation)[:80]}")
+    raise InvalidInputError(f"{where}: 'segmentation' is neither polygons nor RLE: {str(segmentation)[:80]}")
 
 
 def has_mask(annotation: dict) -> bool:
@@ -212,40 +215,24 @@ def _grouping_categories(categories: list[dict], used: set) -> list[dict]:
     return [c for c in categories if c["name"] in parents and c["id"] not in used]
 
 
+_FIELDS = {"images": ("id", "file_name"), "annotations": ("image_id", "category_id"), "categories": ("id", "name")}
+
+
 def _check_fields(json_path: Path, payload) -> None:
-    if not isinstance(payload, dict):
-        raise ValueError(f"{json_path}: expected a JSON object with 'images', 'annotations' and 'categories'")
-    annotations = payload.get("annotations")
-    if (
-        isinstance(annotations, list)
-        and annotations
-        and isinstance(annotations[0], dict)
-        and "segments_info" in annotations[0]
-    ):
-        raise ValueError(
-            f"{json_path}: a COCO panoptic JSON (its annotations hold 'segments_info'), not COCO instances; "
-            f"give the folder with annotations/panoptic_<subset>.json and its PNGs instead"
-        )
-    fields = {
-        "images": ("id", "file_name"),
-        "annotations": ("image_id", "category_id"),
-        "categories": ("id", "name"),
-    }
-    for key, required in fields.items():
-        if not isinstance(payload.get(key), list):
-            raise ValueError(f"{json_path}: no {key!r} list (keys: {sorted(payload)}); is it a COCO instances file?")
-        for number, entry in enumerate(payload[key]):
-            missing = [f for f in required if not isinstance(entry, dict) or f not in entry]
-            if missing:
-                raise ValueError(
-                    f"{json_path}: {key}[{number}] has no {', '.join(map(repr, missing))}: {str(entry)[:80]}"
-                )
+    annotations = payload.get("annotations") if isinstance(payload, dict) else None
+    if annotations and isinstance(annotations, list) and isinstance(annotations[0], dict):
+        if "segments_info" in annotations[0]:
+            raise InvalidInputError(
+                f"{json_path}: a COCO panoptic JSON (its annotations hold 'segments_info'), not COCO instances; "
+                f"give the folder with annotations/panoptic_<subset>.json and its PNGs instead"
+            )
+    check_coco_fields(json_path, payload, _FIELDS, "; is it a COCO instances file?")
     if not payload["categories"]:
-        raise ValueError(f"{json_path}: empty 'categories' list")
+        raise InvalidInputError(f"{json_path}: empty 'categories' list")
     for key in ("images", "categories"):
         repeated = [i for i, count in Counter(e["id"] for e in payload[key]).items() if count > 1]
         if repeated:
-            raise ValueError(f"{json_path}: {key} id(s) {repeated[:5]} listed more than once")
+            raise InvalidInputError(f"{json_path}: {key} id(s) {repeated[:5]} listed more than once")
 
 
 class _Listing:
@@ -285,7 +272,7 @@ def load_coco_instances(
     (`checks.check_dataset` finds them all before training)."""
     json_path = Path(json_file)
     if not json_path.is_file():
-        raise FileNotFoundError(f"COCO instances: annotation file {json_path} not found")
+        raise MissingInputError(f"COCO instances: annotation file {json_path} not found")
     image_dirs = [Path(image_root)] if isinstance(image_root, str | os.PathLike) else [Path(d) for d in image_root]
     payload = read_json(json_path)
     _check_fields(json_path, payload)
@@ -293,7 +280,7 @@ def load_coco_instances(
     categories = payload["categories"]
     unknown_images = [a for a in payload["annotations"] if a["image_id"] not in images]
     if unknown_images:
-        raise ValueError(
+        raise InvalidInputError(
             f"{json_path}: {len(unknown_images)} annotation(s) refer to image ids not in 'images', e.g. "
             f"annotation id {unknown_images[0].get('id')} -> image id {unknown_images[0]['image_id']}"
         )
@@ -311,7 +298,9 @@ def load_coco_instances(
     category_to_label = metadata.pop("category_to_label")
     unknown = sorted(used - set(category_to_label), key=str)
     if unknown:
-        raise ValueError(f"{json_path}: annotations use category id(s) {unknown[:10]} that 'categories' does not list")
+        raise InvalidInputError(
+            f"{json_path}: annotations use category id(s) {unknown[:10]} that 'categories' does not list"
+        )
 
     by_image: dict = {image_id: [] for image_id in images}
     boxes_only = 0
@@ -336,9 +325,9 @@ def load_coco_instances(
             )
         )
     if not records:
-        raise ValueError(f"{json_path}: empty 'images' list")
+        raise InvalidInputError(f"{json_path}: empty 'images' list")
     if not any(listing.exists(record.path) for record in records):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{json_path}: none of its {len(records)} images is in {', '.join(map(str, image_dirs))} "
             f"(file_name {records[0].file_name!r} is not {records[0].path}); give the folder that "
             f"holds them (--image_root DIR, or image_root=...)"
@@ -402,7 +391,7 @@ def coco_subsets(root: Path, layout: str) -> list[CocoSubset]:
         ]
     if layout == "label_studio":
         return [CocoSubset("result", root / "result.json", (root, root / "images"))]
-    raise ValueError(f"unknown COCO instance layout {layout!r}; known: {sorted(COCO_LAYOUT_MARKERS)}")
+    raise InvalidInputError(f"unknown COCO instance layout {layout!r}; known: {sorted(COCO_LAYOUT_MARKERS)}")
 
 
 def load_coco_instances_folder(
@@ -420,7 +409,7 @@ def load_coco_instances_folder(
     layout = coco_instances_layout(root)
     if layout is None:
         markers = "; ".join(f"{name}: {marker}" for name, marker in COCO_LAYOUT_MARKERS.items())
-        raise ValueError(f"{root}: not a COCO instance folder (layouts: {markers})")
+        raise InvalidInputError(f"{root}: not a COCO instance folder (layouts: {markers})")
     where = f"{root} ({_LAYOUT_NAMES[layout]})"
     return _load_split(coco_subsets(root, layout), split, train_val_split, where, root, ignore_index)
 
@@ -450,10 +439,10 @@ def load_coco_instances_file(
     (``my_export.json``) or a training file holds a validation split out (``train_val_split``, 15 % by default)."""
     json_path = Path(json_file).expanduser()
     if not json_path.is_file():
-        raise FileNotFoundError(f"COCO instances: annotation file {json_path} not found")
+        raise MissingInputError(f"COCO instances: annotation file {json_path} not found")
     image_dir = Path(image_root).expanduser() if image_root is not None else json_path.parent
     if not image_dir.is_dir():
-        raise FileNotFoundError(f"COCO instances {json_path}: image folder {image_dir} not found (--image_root)")
+        raise MissingInputError(f"COCO instances {json_path}: image folder {image_dir} not found (--image_root)")
     subset = CocoSubset(json_file_subset(json_path), json_path, (image_dir,))
     return _load_split([subset], split, train_val_split, f"COCO instances {json_path}", json_path.parent, ignore_index)
 

@@ -12,8 +12,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
-from .download import DataPreparationError, check_free_space, disk_full
-from .progress import Progress
+from .progress import DataPreparationError, Progress, check_free_space, disk_full
 
 
 def _unsafe_reason(info: zipfile.ZipInfo) -> str | None:

@@ -40,6 +40,7 @@ from transformers.image_processing_base import ImageProcessingMixin
 from ..configuration.configuration_maskformer import MaskFormerConfig, check_local_source
 from ..configuration.configuration_per_pixel import PerPixelBaselineConfig
 from ..configuration.transformers_format import STASH_KEY
+from ..errors import InvalidInputError, MissingInputError
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class LabelSettings:
         check_local_source(source)  # a path that does not exist: said so, not the Hub's repo-id message
         config, _ = PretrainedConfig.get_config_dict(source, **hub_kwargs)
         if not config:
-            raise OSError(f"{source} has no config.json: not a saved model folder")
+            raise MissingInputError(f"{source} has no config.json: not a saved model folder")
         try:
             processor, _ = ImageProcessingMixin.get_image_processor_dict(source, **hub_kwargs)
         except OSError:  # no preprocessor_config.json
@@ -155,7 +156,7 @@ class LabelSettings:
         contradicts the record is followed with a warning; neither is a ValueError naming the flags."""
         if requested is None:
             if self.reduce_labels is None:
-                raise ValueError(_choices_message(self.source))
+                raise InvalidInputError(_choices_message(self.source))
             logger.info(
                 "label convention %s, recorded by %s (do_reduce_labels=%s)",
                 CONVENTION_NAMES[self.reduce_labels],
@@ -190,7 +191,7 @@ class LabelSettings:
                 f"({_names(ours)})"
             )
             if not ignore_class_mismatch:
-                raise ValueError(
+                raise InvalidInputError(
                     f"{message}: the {differ} differ; pass {OVERRIDE_FLAG} to evaluate anyway "
                     f"(class ids are then compared as numbers)"
                 )
@@ -318,4 +319,4 @@ def segment(
             label_ids_to_fuse = set(range(num_labels)) - {int(i) for i in thing_ids}
         fuse = None if label_ids_to_fuse is None else set(label_ids_to_fuse)
         return processor.post_process_panoptic_segmentation(outputs, label_ids_to_fuse=fuse, **common)
-    raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    raise InvalidInputError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")

@@ -29,6 +29,8 @@ from typing import Literal
 import numpy as np
 from datasets import ReadInstruction
 
+from ..errors import InvalidInputError
+
 logger = logging.getLogger(__name__)
 
 SPLITS = {
@@ -48,7 +50,7 @@ WHOLE = "all"  # the one subset of a folder source without named subsets
 def normalize_split(split: str) -> str:
     """Our name of a split: ``"val"`` -> ``"validation"``; ValueError for an unknown name."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
+        raise InvalidInputError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
     return SPLITS[split]
 
 
@@ -56,7 +58,7 @@ def parse_split(split: str) -> tuple[str, str]:
     """``"train[:80%]"`` -> ``("train", "[:80%]")``; ``"train"`` -> ``("train", "")``."""
     name, bracket, rest = split.partition("[")
     if bracket and not rest.endswith("]"):
-        raise ValueError(f"split {split!r}: a slice is written like train[:100] or train[80%:]")
+        raise InvalidInputError(f"split {split!r}: a slice is written like train[:100] or train[80%:]")
     return name, bracket + rest
 
 
@@ -67,7 +69,9 @@ def slice_indices(name: str, bracket: str, count: int) -> range:
     try:
         (instruction,) = ReadInstruction.from_spec(name + bracket).to_absolute({name: count})
     except ValueError as error:
-        raise ValueError(f"split {name + bracket!r}: {error} (write slices like train[:100] or train[80%:])") from None
+        raise InvalidInputError(
+            f"split {name + bracket!r}: {error} (write slices like train[:100] or train[80%:])"
+        ) from None
     return range(instruction.from_, instruction.to)
 
 
@@ -80,7 +84,7 @@ def holdout_indices(count: int, fraction: float, seed: int = SPLIT_SEED) -> tupl
     check_fraction(fraction)
     held_out = math.ceil(fraction * count)
     if not 0 < held_out < count:
-        raise ValueError(
+        raise InvalidInputError(
             f"holding {fraction:.0%} of {count} item(s) out as the validation split leaves no training or "
             f"no validation item"
         )
@@ -90,7 +94,7 @@ def holdout_indices(count: int, fraction: float, seed: int = SPLIT_SEED) -> tupl
 
 def check_fraction(fraction: float) -> float:
     if not 0 < fraction < 1:
-        raise ValueError(f"--train_val_split must be a fraction between 0 and 1 (exclusive), got {fraction}")
+        raise InvalidInputError(f"--train_val_split must be a fraction between 0 and 1 (exclusive), got {fraction}")
     return fraction
 
 
@@ -121,7 +125,7 @@ class HoldOut:
             )
             check_fraction(held_out.fraction)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{source}: config.validation_held_out {record!r} is not a hold-out record ({error}); "
                 f'expected {{"fraction": 0.15, "seed": 0, "subset": ..., "items": ...}} or null'
             ) from None
@@ -174,7 +178,9 @@ class SplitPlan:
             train, held_out = holdout_indices(count, self.fraction, self.seed)
         except ValueError as error:
             whole = f" or read all of it with {_whole_split(self.subset)}" if self.subset else ""
-            raise ValueError(f"{self.where}: {error}; pass --train_val_split with another fraction{whole}") from None
+            raise InvalidInputError(
+                f"{self.where}: {error}; pass --train_val_split with another fraction{whole}"
+            ) from None
         return train if self.part == "train" else held_out
 
     def held_out(self, count: int) -> HoldOut | None:
@@ -201,7 +207,7 @@ def _find(available: list[str], name: str) -> str | None:
         return None
     matches = [candidate for candidate in available if split_of(candidate) == canonical]
     if len(matches) > 1:
-        raise ValueError(f"split {name!r} is ambiguous: the data has {matches}; give one of those names")
+        raise InvalidInputError(f"split {name!r} is ambiguous: the data has {matches}; give one of those names")
     return matches[0] if matches else None
 
 
@@ -218,7 +224,7 @@ def plan_split(
     if requested is not None:
         check_fraction(requested)
         if bracket:
-            raise ValueError(f"{where}: give either a sliced split ({split!r}) or --train_val_split, not both")
+            raise InvalidInputError(f"{where}: give either a sliced split ({split!r}) or --train_val_split, not both")
     if available is None:  # one set of items: the split name does not select anything
         holds_out = requested is not None or recorded is not None
         if holds_out and canonical in ("train", "validation") and not bracket:
@@ -228,7 +234,7 @@ def plan_split(
     found = _find(available, name)
     validation = _find(available, "validation")
     if requested is not None and validation is not None:
-        raise ValueError(
+        raise InvalidInputError(
             f"{where}: --train_val_split holds a validation split out of data that has none, but this "
             f"has its own, {validation!r}; leave --train_val_split out to use it, or split differently "
             f"with slices (--train_split 'train[:80%]' --eval_split 'train[80%:]')"
@@ -245,7 +251,7 @@ def plan_split(
     holds_out = canonical in ("train", "validation") and not bracket and validation is None
     if not holds_out:
         if found is None:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{where}: no split {name!r}; it has {available}. Pass one of those names (--train_split, "
                 f"--eval_split, --split), a slice of one such as {available[0]}[80%:], or --train_val_split "
                 f"FRACTION to hold a validation split out of the training split"
@@ -253,7 +259,7 @@ def plan_split(
         return SplitPlan(found, bracket)
     source = _find(available, "train") or (available[0] if len(available) == 1 else None)
     if source is None:
-        raise ValueError(
+        raise InvalidInputError(
             f"{where}: no 'train' split to hold a validation split out of; it has {available}. Pass "
             f"--train_split and --eval_split with two of them"
         )
@@ -288,7 +294,7 @@ def _held_out(
                 f"{model} records that its training run held {kept.fraction:g} out (config.validation_held_out)"
             )
         elif requested > kept.fraction:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{where}: --train_val_split {requested:g} is larger than the {kept.fraction:g} that {model} "
                 f"held out of its training data (config.validation_held_out): the extra items are ones it "
                 f"was trained on, so its metrics would be inflated; leave --train_val_split out to use "

@@ -48,6 +48,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from ..errors import InvalidInputError
+
 Split = Literal["train", "validation"]
 
 THING_CLASSES = ("circle", "square", "triangle", "star", "ellipse", "hexagon")
@@ -160,7 +162,9 @@ class SyntheticShapesConfig:
         for field, ok in checks.items():
             if not ok:
                 hint = f" (1..{MAX_THING_CLASSES} or None)" if field == "num_thing_classes" else ""
-                raise ValueError(f"SyntheticShapesConfig.{field}={getattr(self, field)!r} is out of range{hint}")
+                raise InvalidInputError(
+                    f"SyntheticShapesConfig.{field}={getattr(self, field)!r} is out of range{hint}"
+                )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -454,7 +458,7 @@ class SyntheticShapes:
         config: SyntheticShapesConfig | None = None,
     ):
         if split not in _SPLIT_CODE:
-            raise ValueError(f"split must be one of {list(_SPLIT_CODE)}, got {split!r}")
+            raise InvalidInputError(f"split must be one of {list(_SPLIT_CODE)}, got {split!r}")
         config = config or SyntheticShapesConfig()
         overrides = {"image_size": image_size, "seed": seed}
         config = SyntheticShapesConfig(**{**vars(config), **{k: v for k, v in overrides.items() if v is not None}})
@@ -469,7 +473,7 @@ class SyntheticShapes:
             num_images if num_images is not None else (config.num_train if split == "train" else config.num_val)
         )
         if self.num_images < 0:
-            raise ValueError(f"num_images must be >= 0, got {self.num_images}")
+            raise InvalidInputError(f"num_images must be >= 0, got {self.num_images}")
 
     def __len__(self) -> int:
         return self.num_images
@@ -535,7 +539,7 @@ class SyntheticShapes:
                 "image_id": [item["image_id"] for item in items],
             }
         else:
-            raise ValueError(f"kind must be 'semantic' or 'panoptic', got {kind!r}")
+            raise InvalidInputError(f"kind must be 'semantic' or 'panoptic', got {kind!r}")
         return datasets.Dataset.from_dict(columns, features=features)
 
     def export_ade_folder(self, root: str | Path) -> Path:

@@ -1,5 +1,6 @@
-"""Pascal VOC-style folders: Pascal VOC itself, CVAT's "Segmentation mask 1.1" export (Datumaro's VOC
-segmentation writer), and other tools' VOC-layout exports.
+"""Folders of image and mask files: Pascal VOC itself, CVAT's "Segmentation mask 1.1" export (Datumaro's VOC
+segmentation writer) and other VOC-layout exports (`load_voc_folder`); `MaskPairsDataset` also reads ADE-style
+folders (`loaders.load_ade_folder`).
 
     root/JPEGImages/<id>.jpg                   images (CVAT keeps their extension, and writes them only when
                                                "Save images" is ticked)
@@ -36,7 +37,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .class_names import names_for_convention, read_id2label, read_id2label_file
+from ..errors import InvalidInputError, MissingInputError
+from .class_names import check_palette_names, find_id2label, names_for_convention
 from .dataset import SegmentationDataset, SegmentationItem
 from .decoding import (
     IMAGE_SUFFIXES,
@@ -57,14 +59,22 @@ _INDEX_MODES = ("L", "P", "I", "I;16")
 _VOC_FOLDER = re.compile(r"VOC20(0[7-9]|1[0-2])")
 
 
-class VocFolderDataset(SegmentationDataset):
-    """(image, class mask) pairs of a VOC-layout folder; masks decoded by colour (``palette``) or as indices."""
+class MaskPairsDataset(SegmentationDataset):
+    """(image, semantic mask) file pairs (ADE-style and VOC-layout folders); masks decoded by colour with a
+    ``palette`` (``colour_only``: every mask, else only colour masks), otherwise as class indices."""
 
     def __init__(
-        self, ids: list[str], pairs: list[tuple[Path, Path]], *, palette: Palette | None, colour_only: bool, **metadata
+        self,
+        pairs: list[tuple[Path, Path]],
+        ids: list[str] | None = None,
+        *,
+        palette: Palette | None = None,
+        colour_only: bool = True,
+        **metadata,
     ):
         super().__init__(**metadata)
-        self.ids, self.pairs, self.palette, self.colour_only = ids, pairs, palette, colour_only
+        self.pairs, self.palette, self.colour_only = pairs, palette, colour_only
+        self.ids = ids if ids is not None else [image.stem for image, _ in pairs]
         if palette is not None:  # colour masks: the palette names the classes, no convention applies
             self.convention_from = f"the colours of {palette.source}"
 
@@ -87,9 +97,9 @@ class VocFolderDataset(SegmentationDataset):
         )
         image = open_rgb(image_path, decode=self.decode_images)
         if semantic.shape != (image.height, image.width):
-            raise ValueError(
-                f"{mask_path}: mask size {semantic.shape[1]}x{semantic.shape[0]} (WxH) differs from "
-                f"image {image_path} size {image.width}x{image.height}"
+            raise InvalidInputError(
+                f"{mask_path}: annotation size {semantic.shape[1]}x{semantic.shape[0]} (WxH) differs from image "
+                f"{image_path} size {image.width}x{image.height}"
             )
         return {
             "image": image,
@@ -129,16 +139,16 @@ def _pairs(root: Path, ids: list[str]) -> list[tuple[Path, Path]]:
     masks = _files_by_id(root / "SegmentationClass", (".png", *LOSSY_LABEL_SUFFIXES))
     lossy = [masks[i] for i in ids if i in masks and masks[i].suffix.lower() in LOSSY_LABEL_SUFFIXES]
     if lossy:
-        raise ValueError(lossy_label_message(f"{lossy[0]} ({len(lossy)} of the {len(ids)} masks are JPEG)"))
+        raise InvalidInputError(lossy_label_message(f"{lossy[0]} ({len(lossy)} of the {len(ids)} masks are JPEG)"))
     missing = [i for i in ids if i not in masks]
     if missing:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"VOC folder {root}: {len(missing)} listed id(s) without a mask in "
             f"{root / 'SegmentationClass'}, e.g. {missing[0]}.png"
         )
     image_dir = root / "JPEGImages"
     if not image_dir.is_dir() or not any(image_dir.iterdir()):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"VOC folder {root}: no images in {image_dir}. CVAT writes them only when 'Save "
             f"images' is ticked in the export dialog: export again with it, or copy the images "
             f"there (named like the masks)"
@@ -146,7 +156,7 @@ def _pairs(root: Path, ids: list[str]) -> list[tuple[Path, Path]]:
     images = _files_by_id(image_dir, IMAGE_SUFFIXES)
     missing = [i for i in ids if i not in images]
     if missing:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"VOC folder {root}: {len(missing)} mask(s) without an image in {image_dir}, e.g. "
             f"{missing[0]} (looked for {', '.join(IMAGE_SUFFIXES)})"
         )
@@ -161,14 +171,6 @@ def _is_pascal_voc(root: Path, first_mask: Image.Image) -> bool:
     return palette[: 3 * len(VOC_CLASSES)] == voc_colormap(len(VOC_CLASSES)).reshape(-1).tolist()
 
 
-def _check_names(given: dict[int, str] | None, palette: Palette) -> None:
-    if given is not None and dict(given) != palette.id2label:
-        raise ValueError(
-            f"{palette.source} names the classes {list(palette.names)[:8]}, but id2label gives "
-            f"{list(given.values())[:8]}; leave out --id2label (the palette names the classes)"
-        )
-
-
 def load_voc_folder(
     root: str | Path,
     split: str = "train",
@@ -180,12 +182,12 @@ def load_voc_folder(
     id2label_file: str | Path | None = None,
     train_val_split: float | RecordedHoldOut | None = None,
     thing_ids: Sequence[int] | None = None,
-) -> VocFolderDataset:
+) -> MaskPairsDataset:
     """A VOC-layout folder (see the module docstring). ``split``: a subset of ``ImageSets/Segmentation`` (``val``
     for ``validation``), slices like ``train[:80%]``, and a held-out validation split (`splits.plan_split`)."""
     root = Path(root)
     if not is_voc_folder(root):
-        raise FileNotFoundError(f"VOC folder {root}: missing folder {root / 'SegmentationClass'}")
+        raise MissingInputError(f"VOC folder {root}: missing folder {root / 'SegmentationClass'}")
     where = f"VOC folder {root}"
     subsets = _subsets(root) or {
         WHOLE: sorted(_files_by_id(root / "SegmentationClass", (".png", *LOSSY_LABEL_SUFFIXES)))
@@ -195,7 +197,7 @@ def load_voc_folder(
     held_out = plan.held_out(len(ids))
     ids = [ids[i] for i in plan.select(len(ids))]
     if not ids:
-        raise ValueError(f"{where}: split {split!r} has no items")
+        raise InvalidInputError(f"{where}: split {split!r} has no items")
     pairs = _pairs(root, ids)
 
     colour_only = palette is not None
@@ -221,16 +223,14 @@ def load_voc_folder(
 
     if palette is not None and (colour_only or first_mode not in _INDEX_MODES):
         if reduce_labels:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{where}: colour masks name their classes through {palette.source}; "
                 f"--label_convention ade does not apply (list a colour under __ignore__ to ignore it)"
             )
-        _check_names(
-            id2label if id2label is not None else read_id2label_file(id2label_file) if id2label_file else None, palette
-        )
-        return VocFolderDataset(
-            ids,
+        check_palette_names(find_id2label(id2label, id2label_file, None, False), palette, where)
+        return MaskPairsDataset(
             pairs,
+            ids,
             palette=palette,
             colour_only=colour_only,
             id2label=palette.id2label,
@@ -241,7 +241,7 @@ def load_voc_folder(
         )
 
     if first_mode not in _INDEX_MODES:
-        raise ValueError(
+        raise InvalidInputError(
             f"{pairs[0][1]}: colour mask (mode {first_mode}) and no labelmap.txt in {root}: {PALETTE_HINT}"
         )
     fixed_by_format = reduce_labels is None
@@ -251,10 +251,7 @@ def load_voc_folder(
     things: Sequence[int] = thing_ids or ()
     if id2label is None and palette is not None:  # labelmap.txt with single-channel masks: its order
         id2label = names_for_convention(palette.id2label, reduce_labels, str(palette.source))
-    if id2label is None and id2label_file is not None:
-        id2label = names_for_convention(read_id2label_file(id2label_file), reduce_labels, str(id2label_file))
-    if id2label is None:
-        id2label = read_id2label(root, reduce_labels)
+    id2label = find_id2label(id2label, id2label_file, root, reduce_labels)
     if pascal_voc:
         voc_names = names_for_convention(dict(enumerate(VOC_CLASSES)), reduce_labels, "Pascal VOC's classes")
         if id2label is None:
@@ -267,16 +264,14 @@ def load_voc_folder(
         if id2label == voc_names:  # the 20 object classes are things, background is stuff
             things = thing_ids or [i for i, name in id2label.items() if name != "background"]
     if id2label is None:
-        raise ValueError(
+        raise InvalidInputError(
             f"{where}: no class names (no labelmap.txt or id2label.json, and not Pascal VOC itself: a "
             f"folder named VOC2007..VOC2012 whose masks carry VOC's palette); pass --id2label FILE "
             f'(JSON {{"0": "background", "1": "cat", ...}})'
         )
-    dataset = VocFolderDataset(
-        ids,
+    dataset = MaskPairsDataset(
         pairs,
-        palette=None,
-        colour_only=False,
+        ids,
         id2label=id2label,
         thing_ids=things,
         ignore_index=ignore_index,
