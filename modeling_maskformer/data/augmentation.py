@@ -26,15 +26,11 @@ class PhotometricParams:
 
 
 class PhotometricDistortion:
-    """The authors' photometric distortion (detectron2's `ColorAugSSDTransform`, which MaskFormer's configs turn
-    on with INPUT.COLOR_AUG_SSD), on uint8 RGB (H, W, 3) arrays: brightness + U(-32, 32); then contrast x U(0.5,
-    1.5) either first or last around saturation (HSV S x U(0.5, 1.5)) and hue (H + randint(-18, 18) mod 180),
-    each step with p=0.5, each rounding down to uint8 as the original does. No channel permutation (torchvision's
-    `RandomPhotometricDistort` adds one, which the recipe does not have).
-
-    NOTE: brightness and contrast act value by value, so each is a 256-entry table computed with the original's
-    float32 formula (exact); consecutive ones are composed into one table. HSV steps use OpenCV as the original.
-    """
+    """The authors' photometric distortion (detectron2's `ColorAugSSDTransform`, INPUT.COLOR_AUG_SSD) on uint8 RGB
+    (H, W, 3): brightness + U(-32, 32); contrast x U(0.5, 1.5) first or last around saturation (x U(0.5, 1.5)) and
+    hue (+ randint(-18, 18) mod 180), each with p=0.5 and rounded down to uint8 as the original. NOTE: torchvision's
+    `RandomPhotometricDistort` adds a channel permutation the recipe lacks; value-wise steps here are exact 256-entry
+    tables (composed), HSV steps use OpenCV as the original."""
 
     def __init__(
         self,
@@ -51,12 +47,8 @@ class PhotometricDistortion:
                 f"PhotometricDistortion: need brightness_delta >= 0 and an int 0 <= hue_delta <= 90 "
                 f"(OpenCV hue units, half degrees), got {brightness_delta} and {hue_delta!r}"
             )
-        self.brightness_delta, self.contrast, self.saturation, self.hue_delta = (
-            brightness_delta,
-            contrast,
-            saturation,
-            hue_delta,
-        )
+        self.brightness_delta, self.hue_delta = brightness_delta, hue_delta
+        self.contrast, self.saturation = contrast, saturation
 
     @staticmethod
     def _coin() -> bool:

@@ -1,32 +1,18 @@
 """COCO instance segmentation JSON (polygons, compressed and uncompressed RLE, crowd regions) as the official
-dataset and the labelling tools export it.
+dataset and the labelling tools export it (detectron2's `load_coco_json` is the model).
 
-- `load_coco_instances(json_file, image_root)`: one JSON and its images (detectron2's
-  `register_coco_instances(name, {}, json_file, image_root)`).
-- `load_coco_instances_file(json_file, split, image_root=...)`: the same as a source with one subset, with splits
-  (``--dataset FILE.json --image_root DIR``).
-- `load_coco_instances_folder(root, split)`: an exporter's folder, its layout detected (`coco_instances_layout`):
+- `load_coco_instances(json_file, image_root)`: one JSON and its images (detectron2's `register_coco_instances`).
+- `load_coco_instances_file(json_file, split, image_root=...)`: the same as a source with splits (``--dataset FILE.json``).
+- `load_coco_instances_folder(root, split)`: an exporter's folder, its layout detected (`COCO_LAYOUT_MARKERS`):
+  ``coco_instances`` (``annotations/instances_<subset>.json`` + ``<subset>/``), ``cvat_coco`` (the same + ``images/``),
+  ``roboflow_coco`` (``<subset>/_annotations.coco.json``, images beside it), ``label_studio`` (``result.json`` +
+  ``images/``).
 
-  ================== ============================================== =========================================
-  layout             annotation file (the one file that marks it)   images
-  ================== ============================================== =========================================
-  ``coco_instances`` ``annotations/instances_<subset>.json``         ``<subset>/`` (official: ``val2017/``)
-  ``cvat_coco``      ``annotations/instances_<subset>.json``         ``images/<subset>/`` or ``images/``
-  ``roboflow_coco``  ``<subset>/_annotations.coco.json``             beside it, in ``<subset>/``
-  ``label_studio``   ``result.json``                                 ``images/`` (file names include it)
-  ================== ============================================== =========================================
-
-Splits are found as for every source (`splits.plan_split`): "train" / "training", "validation" / "val" /
-"valid", "test" / "testing" match a subset of that name (a year allowed: ``val2017``), or give the subset's own
-name (``default``) or a slice (``train[:80%]``). An export without a validation subset (CVAT's ``default``, Label
-Studio's one file) holds one out of its training subset: 15 % by default (seeded, logged), ``train_val_split``
-(``--train_val_split``) to choose.
-
-Items (task "instance") hold ``instances``: every object's full mask (overlaps kept), decoded with pycocotools.
-Category ids may be sparse: they map to contiguous labels 0..K-1 in id order (``label_to_category_id`` maps
-back). Annotations without a mask (boxes only) are left out, and so is the grouping category Roboflow adds
-(named as the others' supercategory, used by no annotation); both are logged. Images are turned upright by
-their EXIF orientation, as detectron2 reads them and as browser-based labelling tools show them.
+Splits as for every source (`splits.plan_split`); an export without a validation subset holds one out of its
+training subset. Items (task "instance") hold every object's full mask (overlaps kept), decoded by pycocotools.
+Sparse category ids map to contiguous labels in id order (``label_to_category_id`` maps back). Annotations without a
+mask (boxes only) are left out, and so is Roboflow's grouping category (the others' supercategory, used by no
+annotation); both are logged. Images are turned upright by their EXIF orientation, as detectron2 reads them.
 """
 
 from __future__ import annotations
@@ -165,9 +151,8 @@ class CocoInstancesDataset(SegmentationDataset):
 
 
 def annotation_rle(segmentation, height: int, width: int, where: str) -> dict:
-    """One object's mask as a compressed RLE, from COCO's three encodings: polygons (a list of flat [x1, y1, x2,
-    y2, ...] lists, merged), uncompressed RLE (``counts`` a list of run lengths) and compressed RLE (``counts`` a
-    string), decoded by pycocotools as COCO's own API does (`COCO.annToRLE`)."""
+    """One object's mask as a compressed RLE from COCO's three encodings (polygons, merged; uncompressed RLE;
+    compressed RLE), as COCO's own API does (`COCO.annToRLE`)."""
     if isinstance(segmentation, list):
         if any(not isinstance(p, list) or len(p) % 2 for p in segmentation):
             raise InvalidInputError(
@@ -265,11 +250,9 @@ def load_coco_instances(
     *,
     ignore_index: int = 255,
 ) -> CocoInstancesDataset:
-    """A COCO instance segmentation JSON and the folder(s) of its images (each image's ``file_name`` is looked
-    up in them in order): the dataset detectron2's ``register_coco_instances(name, {}, json_file, image_root)``
-    reads. Structural problems (missing fields, unknown image or category ids) raise here; a missing or damaged
-    image, a size that disagrees with the JSON, or a segmentation that does not decode, when the item is read
-    (`checks.check_dataset` finds them all before training)."""
+    """A COCO instance JSON and the folder(s) its images' ``file_name`` is looked up in, in order. Structural
+    problems raise here; a missing or damaged image, a size that disagrees with the JSON or a segmentation that does
+    not decode, when the item is read (`checks.check_dataset` finds them all before training)."""
     json_path = Path(json_file)
     if not json_path.is_file():
         raise MissingInputError(f"COCO instances: annotation file {json_path} not found")
@@ -401,10 +384,7 @@ def load_coco_instances_folder(
     train_val_split: float | RecordedHoldOut | None = None,
     ignore_index: int = 255,
 ):
-    """An exporter's COCO instance folder (official, CVAT, Roboflow, Label Studio; see the module's docstring).
-    Splits as everywhere (`splits.plan_split`): a subset by name or alias, a slice (``train[:80%]``), or a
-    validation split held out of the training subset (``train_val_split``; 15 % when there is no validation
-    subset)."""
+    """An exporter's COCO instance folder (official, CVAT, Roboflow, Label Studio); splits: `splits.plan_split`."""
     root = Path(root)
     layout = coco_instances_layout(root)
     if layout is None:
@@ -415,8 +395,8 @@ def load_coco_instances_folder(
 
 
 def json_file_subset(json_file: str | os.PathLike) -> str:
-    """The subset a COCO instance JSON file stands for, named as the folder layouts name it: ``instances_val2017.json``
-    -> ``val2017``, Roboflow's ``valid/_annotations.coco.json`` -> ``valid``, any other file its stem (``result``)."""
+    """The subset a COCO instance JSON stands for: ``instances_val2017.json`` -> ``val2017``, Roboflow's
+    ``valid/_annotations.coco.json`` -> ``valid``, any other its stem."""
     path = Path(json_file)
     match = _INSTANCES_JSON.fullmatch(path.name)
     if match:
@@ -432,11 +412,9 @@ def load_coco_instances_file(
     train_val_split: float | RecordedHoldOut | None = None,
     ignore_index: int = 255,
 ):
-    """One COCO instance JSON file as a source with one subset (`json_file_subset`): ``--dataset FILE.json``. Its
-    images are looked up in ``image_root`` (``--image_root``; default: the JSON's folder), as detectron2's
-    ``register_coco_instances(name, {}, json_file, image_root)`` does. ``split``: as for a folder with that one
-    subset (`splits.plan_split`): ``instances_val2017.json`` is the validation split; a file that names no split
-    (``my_export.json``) or a training file holds a validation split out (``train_val_split``, 15 % by default)."""
+    """One COCO instance JSON file as a source with one subset (`json_file_subset`): ``--dataset FILE.json``, its
+    images in ``image_root`` (``--image_root``; default: the JSON's folder). ``instances_val2017.json`` is the
+    validation split; from a file that names no split or a training file, one is held out (`splits.plan_split`)."""
     json_path = Path(json_file).expanduser()
     if not json_path.is_file():
         raise MissingInputError(f"COCO instances: annotation file {json_path} not found")

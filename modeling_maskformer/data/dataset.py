@@ -112,8 +112,8 @@ class SegmentationDataset(Sequence):
         for key in ("semantic", "panoptic_ids"):
             if item[key] is not None and item[key].shape != (size[1], size[0]):
                 raise InvalidInputError(
-                    f"{self._source(index)}: image size {size[0]}x{size[1]} (WxH) but {key} annotation size "
-                    f"{item[key].shape[1]}x{item[key].shape[0]}"
+                    f"{self._source(index)}: annotation size {item[key].shape[1]}x{item[key].shape[0]} (WxH) differs "
+                    f"from image size {size[0]}x{size[1]}"
                 )
         instances = item.get("instances")
         if instances is not None and instances["masks"].shape[1:] != (size[1], size[0]):

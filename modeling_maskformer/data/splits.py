@@ -1,20 +1,13 @@
-"""Which items a split name means, for every source with named subsets (a `datasets` DatasetDict or Hub dataset,
-the ``ImageSets/Segmentation/*.txt`` lists of a VOC or CVAT export).
+"""Which items a split name means, for every source with named subsets (a `datasets` DatasetDict or Hub dataset, a
+VOC export's ``ImageSets/Segmentation/*.txt``, COCO exports' annotation files) or none (`WHOLE`, ``"all"``).
 
-- Names: ``train``/``training``, ``validation``/``val``, ``test`` are one split each, whatever the source calls it.
-- Slices as `datasets` writes them: ``train[:100]``, ``train[80%:]``, ``validation[:10%]`` (read with datasets'
-  ``ReadInstruction``), taken as they are.
-- A validation split held out of the training split when the source has none: ``train_val_split=FRACTION`` of it,
-  else 15% (like transformers' examples), with a log line saying so. ``train`` is then the rest. The split is seeded
-  (``SPLIT_SEED``) and does not depend on the training seed, so training and a later evaluation see the same
-  held-out items. A source with a validation split of its own refuses ``train_val_split``.
-- What a training run held out (`HoldOut`: fraction, seed, the subset and its item count) is recorded in the model
-  folder (``config.validation_held_out``); reading data for that model (`RecordedHoldOut`, given as
-  ``train_val_split``) holds the same items out by default, refuses a larger fraction (its extra items were
-  trained on) and takes a smaller one as a subset of them. A source with a validation split of its own ignores
-  the record.
-- A folder source without named subsets (a flat ADE-style folder, a VOC folder without ``ImageSets``) has one
-  subset, `WHOLE` (``"all"``): ``train`` and ``validation`` are its two parts, ``all`` all of it.
+- ``train``/``training``, ``validation``/``val``/``valid``, ``test``/``testing`` name one split each, a year allowed.
+- Slices as `datasets` writes them (``train[:100]``, ``train[80%:]``), read with datasets' ``ReadInstruction``.
+- A source without a validation split holds one out of its training split: ``train_val_split`` of it, else 15% (as
+  transformers' examples), seeded with ``SPLIT_SEED`` whatever the training seed, and logged. A source with its own
+  validation split refuses ``train_val_split``.
+- A training run records what it held out (`HoldOut`, ``config.validation_held_out``); reading data for that model
+  (`RecordedHoldOut`) holds the same items out, refuses a larger fraction and takes a smaller one as their subset.
 """
 
 from __future__ import annotations
@@ -33,15 +26,8 @@ from ..errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
-SPLITS = {
-    "train": "train",
-    "training": "train",
-    "validation": "validation",
-    "val": "validation",
-    "valid": "validation",  # Roboflow
-    "test": "test",
-    "testing": "test",
-}
+SPLITS = {"train": "train", "training": "train", "validation": "validation", "val": "validation"}
+SPLITS.update({"valid": "validation", "test": "test", "testing": "test"})  # valid: Roboflow
 DEFAULT_VALIDATION_FRACTION = 0.15
 SPLIT_SEED = 0
 WHOLE = "all"  # the one subset of a folder source without named subsets
@@ -76,11 +62,9 @@ def slice_indices(name: str, bracket: str, count: int) -> range:
 
 
 def holdout_indices(count: int, fraction: float, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """(training indices, held-out indices), each sorted: the same items as ``datasets.Dataset.train_test_split(
-    test_size=fraction, seed=seed)`` takes (``ceil(fraction x count)`` held out from a seeded permutation).
-
-    NOTE: written here rather than calling datasets because folder sources (ADE, VOC, CVAT, COCO) are lists of
-    files, not ``datasets.Dataset`` objects; tests check it against datasets' own split."""
+    """(training indices, held-out indices), sorted: the items ``datasets.Dataset.train_test_split(test_size=fraction,
+    seed=seed)`` takes. NOTE: written here because folder sources are lists of files, not ``datasets.Dataset``
+    objects; tests check it against datasets' own split."""
     check_fraction(fraction)
     held_out = math.ceil(fraction * count)
     if not 0 < held_out < count:
@@ -100,13 +84,11 @@ def check_fraction(fraction: float) -> float:
 
 @dataclass(frozen=True)
 class HoldOut:
-    """A validation split held out of a training subset: ``fraction`` of its ``items`` items, chosen with ``seed``
-    (`holdout_indices`). A trained model records its training run's as ``config.validation_held_out``
-    (`to_dict`), so that evaluating it reads the same items."""
+    """A validation split held out of a training subset (``fraction`` of its ``items`` items, with ``seed``), as a
+    trained model records it (``config.validation_held_out``)."""
 
     fraction: float
     seed: int = SPLIT_SEED
-    # The source's name of the subset it was held out of ("all": one unnamed subset), and its item count.
     subset: str | None = None
     items: int | None = None
 
@@ -134,10 +116,8 @@ class HoldOut:
 
 @dataclass(frozen=True)
 class RecordedHoldOut:
-    """The hold-out a model records (``held_out``, read from ``source``) and the fraction asked for now
-    (``requested``, None: the recorded one), given to a loader as its ``train_val_split``. Used only where the data
-    has no validation split: the recorded items, or with a smaller ``requested`` a subset of them; a larger one is
-    refused (its extra items are training items)."""
+    """The hold-out a model records (read from ``source``) and the fraction asked for now (None: the recorded one),
+    given to a loader as its ``train_val_split``."""
 
     held_out: HoldOut
     source: str
@@ -146,8 +126,8 @@ class RecordedHoldOut:
 
 @dataclass(frozen=True)
 class SplitPlan:
-    """What to read: the source's ``subset`` (its own name for it), then ``slice`` of it (``"[:80%]"``, or ""), or
-    the ``part`` of it that a held-out validation split leaves (``"all"``, ``"train"`` or ``"held_out"``)."""
+    """What to read: the source's ``subset``, then its ``slice`` (``"[:80%]"``), or the ``part`` a held-out validation
+    split leaves of it."""
 
     subset: str | None
     slice: str = ""
@@ -214,9 +194,9 @@ def _find(available: list[str], name: str) -> str | None:
 def plan_split(
     split: str, available: list[str] | None, train_val_split: float | RecordedHoldOut | None, where: str
 ) -> SplitPlan:
-    """Resolve ``split`` against the source's subsets ``available`` (None: a single unnamed one). Logs what was
-    held out; ValueError naming ``where``, the subsets and what to pass when the split cannot be found.
-    ``train_val_split``: the fraction to hold out, or what a model recorded (`RecordedHoldOut`)."""
+    """Resolve ``split`` against the source's subsets ``available`` (None: one unnamed); ``train_val_split``: the
+    fraction to hold out, or a model's record. An error naming ``where``, the subsets and what to pass when the split
+    cannot be found."""
     name, bracket = parse_split(split)
     canonical = SPLITS.get(name.lower())
     recorded = train_val_split if isinstance(train_val_split, RecordedHoldOut) else None
@@ -280,7 +260,7 @@ def _held_out(
     reason: str,
 ) -> SplitPlan:
     """The plan of the ``canonical`` part of ``source`` when a validation split is held out of it: the fraction
-    ``requested``, else the one ``recorded``, else 15%; a ``requested`` larger than the recorded one is refused."""
+    ``requested``, else the recorded one, else 15%; more than the recorded one is refused."""
     reasons = [reason] if reason else []
     fraction, seed = DEFAULT_VALIDATION_FRACTION if requested is None else requested, SPLIT_SEED
     if requested is not None:

@@ -96,11 +96,6 @@ class MaskPairsDataset(SegmentationDataset):
             palette=self.palette if by_colour else None,
         )
         image = open_rgb(image_path, decode=self.decode_images)
-        if semantic.shape != (image.height, image.width):
-            raise InvalidInputError(
-                f"{mask_path}: annotation size {semantic.shape[1]}x{semantic.shape[0]} (WxH) differs from image "
-                f"{image_path} size {image.width}x{image.height}"
-            )
         return {
             "image": image,
             "semantic": semantic,
