@@ -438,28 +438,18 @@ def _load_split(
     plan = plan_split(split, list(by_name), train_val_split, where)
     subset = by_name[plan.subset]
     dataset = load_coco_instances(subset.json_path, subset.image_dirs, ignore_index=ignore_index)
-    found = sorted(
-        {
-            str(r.path.parent.relative_to(root)) if r.path.parent.is_relative_to(root) else str(r.path.parent)
-            for r in dataset.records
-        }
-    )
+    found = sorted({str(_relative(r.path.parent, root)) for r in dataset.records})
     held_out = plan.held_out(len(dataset))
     indices = plan.select(len(dataset))
     crowd = sum(bool(a.get("iscrowd", 0)) for i in indices for a in dataset.records[i].annotations)
     if len(indices) != len(dataset):
         dataset = dataset.subset(indices)
     dataset.held_out = held_out
-    json_name = subset.json_path.relative_to(root) if subset.json_path.is_relative_to(root) else subset.json_path
+    json_name = _relative(subset.json_path, root)
+    part = plan.slice if plan.part == "all" else f" ({plan.part} part)"
     logger.info(
         "%s: split %r = %s%s (%d images, %d classes), images in %s",
-        where,
-        split,
-        json_name,
-        plan.slice if plan.part == "all" else f" ({plan.part} part)",
-        len(dataset),
-        dataset.num_labels,
-        ", ".join(found[:3]),
+        *(where, split, json_name, part, len(dataset), dataset.num_labels, ", ".join(found[:3])),
     )
     if crowd:  # this split's own count (a held-out part has its share of the file's)
         logger.info(
@@ -472,13 +462,5 @@ def _load_split(
     return dataset
 
 
-__all__ = [
-    "COCO_LAYOUT_MARKERS",
-    "CocoInstancesDataset",
-    "annotation_rle",
-    "coco_instances_layout",
-    "json_file_subset",
-    "load_coco_instances",
-    "load_coco_instances_file",
-    "load_coco_instances_folder",
-]
+def _relative(path: Path, root: Path) -> Path:
+    return path.relative_to(root) if path.is_relative_to(root) else path

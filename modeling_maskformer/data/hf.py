@@ -1,24 +1,13 @@
-"""Hugging Face `datasets` as a dataset source: a ``Dataset``/``DatasetDict`` object, a ``save_to_disk`` folder, a
-local data folder (parquet/arrow files, optionally with ``id2label.json`` at its root, as in a Hub dataset repo),
-or a Hub dataset id.
+"""Hugging Face `datasets` as a source: a ``Dataset``/``DatasetDict``, a ``save_to_disk`` folder, a local data folder
+(parquet/arrow files, maybe with ``id2label.json``, as a Hub dataset repo) or a Hub dataset id.
 
-Columns: the image (``image_column``; else the first of ``image``, ``img``, ``pixel_values``) and the annotation
-(``label_column``; else the first of the names below). Three kinds of annotation:
-
-- semantic: a class-index PNG (the label convention must be chosen) or, with a ``palette``, a colour mask;
-- panoptic: a COCO panoptic PNG plus a ``segments_info`` column;
-- transformers' instance-segmentation example format (``run_instance_segmentation.py``, recognised by its
-  ``semantic_class_to_id`` column): an RGB annotation whose R channel is the class and G channel the instance id
-  (see `decoding.decode_class_and_instance`). Read as panoptic items: with ``reduce_labels`` (the example's
-  ``--do_reduce_labels``) class 0 "background" is ignored and every other class is a thing; without it class 0
-  is a stuff class (one segment) and the others are things.
-
-Semantic class names: ``id2label`` (the final classes, used as they are), else ``id2label_file``, else
-``id2label.json`` at a local folder's root or in the Hub dataset repo (fetched with huggingface_hub, as
-transformers' semantic-segmentation example does); a file is read under the label convention
-(`class_names.names_for_convention`). Without any, the classes are numbered, with a warning.
-
-Splits: `splits.plan_split` (aliases, slices, a seeded held-out validation split).
+Columns: the image (``image_column``, else the first of `_IMAGE_COLUMNS`) and the annotation (``label_column``):
+a semantic class-index PNG (the label convention must be chosen) or, with a ``palette``, colour mask; a COCO panoptic
+PNG with a ``segments_info`` column; or transformers' instance-segmentation example format (a
+``semantic_class_to_id`` column, `decoding.decode_class_and_instance`), read as panoptic items whose class 0 is
+ignored (``reduce_labels``, the example's ``--do_reduce_labels``) or stuff, every other class a thing.
+Semantic class names: `class_names.find_id2label`, else the Hub repo's ``id2label.json`` (as transformers'
+semantic-segmentation example reads it), else numbers, with a warning. Splits: `splits.plan_split`.
 """
 
 from __future__ import annotations
@@ -99,33 +88,20 @@ class HFDataset(SegmentationDataset):
         image = open_rgb(row[self.image_column], f"{source}, column {self.image_column!r}", decode=self.decode_images)
         annotation = open_image(row[self.label_column], f"{source}, column {self.label_column!r}")
         item = {"image": image, "panoptic_ids": None, "segments_info": None, "image_id": image_id}
+        common = {"ignore_index": self.ignore_index, "source": source}
         if self.kind == "semantic":
-            semantic = decode_semantic(
-                annotation,
-                reduce_labels=self.reduce_labels,
-                ignore_index=self.ignore_index,
-                source=source,
-                palette=self.palette,
-            )
+            semantic = decode_semantic(annotation, reduce_labels=self.reduce_labels, palette=self.palette, **common)
             return {**item, "semantic": semantic}
         if self.kind == "class_instance":
             ids, segments, semantic = decode_class_and_instance(
-                annotation,
-                reduce_labels=self.reduce_labels,
-                stuff_ids=self.stuff_ids,
-                ignore_index=self.ignore_index,
-                source=source,
+                annotation, reduce_labels=self.reduce_labels, stuff_ids=self.stuff_ids, **common
             )
-            return {**item, "semantic": semantic, "panoptic_ids": ids, "segments_info": segments}
-        if row.get("segments_info") is None:
+        elif row.get("segments_info") is None:
             raise InvalidInputError(f"{source}: no segments_info")
-        ids, segments, semantic = decode_panoptic(
-            annotation,
-            row["segments_info"],
-            self.category_to_label,
-            ignore_index=self.ignore_index,
-            source=source,
-        )
+        else:
+            ids, segments, semantic = decode_panoptic(
+                annotation, row["segments_info"], self.category_to_label, **common
+            )
         return {**item, "semantic": semantic, "panoptic_ids": ids, "segments_info": segments}
 
 

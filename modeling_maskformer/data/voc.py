@@ -1,31 +1,18 @@
 """Folders of image and mask files: Pascal VOC itself, CVAT's "Segmentation mask 1.1" export (Datumaro's VOC
-segmentation writer) and other VOC-layout exports (`load_voc_folder`); `MaskPairsDataset` also reads ADE-style
-folders (`loaders.load_ade_folder`).
+writer) and other VOC-layout exports (`load_voc_folder`); `MaskPairsDataset` also reads ADE-style folders.
 
-    root/JPEGImages/<id>.jpg                   images (CVAT keeps their extension, and writes them only when
-                                               "Save images" is ticked)
-    root/SegmentationClass/<id>.png            class masks
-    root/SegmentationObject/<id>.png           instance masks (not read: these datasets are semantic)
-    root/ImageSets/Segmentation/<subset>.txt   one id per line (VOC: train, val, trainval; CVAT: the task's
-                                               subsets, "default" when it has none); without these lists,
-                                               every mask is one subset, "all"
+    root/JPEGImages/<id>.jpg                   images (CVAT writes them only when "Save images" is ticked)
+    root/SegmentationClass/<id>.png            class masks (SegmentationObject/, instance masks, is not read)
+    root/ImageSets/Segmentation/<subset>.txt   one id per line (VOC: train, val, trainval; CVAT: "default" ...);
+                                               without these lists every mask is one subset, "all"
     root/labelmap.txt                          CVAT/Datumaro: "name:r,g,b::" per class, in class order
 
-How masks are read:
-
-- ``palette`` (``--palette FILE``): by colour with it, every mask.
-- ``labelmap.txt``: colour masks (RGB, or palette PNGs) by colour with it; single-channel masks (Datumaro without
-  its colour map) as indices in its class order. Its classes are the dataset's classes, in its order.
-  "background" is a class (CVAT paints every unannotated pixel with its colour, black unless the task defines
-  it, and lists it in labelmap.txt; Pascal VOC counts it as class 0). To ignore it instead, pass a --palette
-  that lists its colour under "__ignore__".
-- neither: palette ("P") or grey PNGs whose values are the classes, 255 = void. Class names from ``id2label``,
-  ``id2label_file``, ``root/id2label.json``, or Pascal VOC's 21 names when the folder is Pascal VOC itself: it is
-  named ``VOC2007`` .. ``VOC2012`` (``VOCdevkit/VOC2012``) and its masks carry VOC's palette. Nothing else gets
-  invented names: a ValueError says what to pass. An RGB mask here is an error pointing at ``--palette``.
-
-The label convention: colour masks have none (``reduce_labels=True`` is refused); index masks use the values as
-they are unless ``reduce_labels=True`` is passed explicitly (then 0 is ignored and k is class k - 1).
+Masks are read by colour with ``palette`` (``--palette``), else with ``labelmap.txt`` (colour masks by colour,
+single-channel ones as indices in its class order; its "background", CVAT's colour of unannotated pixels, is a
+class unless a --palette lists it under "__ignore__"), else as class indices (255 = void) named by
+`class_names.find_id2label` or, for Pascal VOC itself (a folder ``VOC2007``..``VOC2012`` whose masks carry VOC's
+palette), VOC's 21 names; nothing else gets invented names. Colour masks have no label convention
+(``reduce_labels=True`` is refused); index masks use the values as they are unless ``reduce_labels=True``.
 """
 
 from __future__ import annotations
