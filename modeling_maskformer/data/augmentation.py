@@ -95,7 +95,9 @@ class PhotometricDistortion:
             tables.clear()
             return cv2.LUT(img, table)
 
-        for channel, table in ((1, self._saturation_table(params)), (0, self._hue_table(params))):
+        saturation = None if params.saturation is None else self._table(alpha=params.saturation)
+        hue = None if params.hue is None else ((np.arange(256) + params.hue) % 180).astype(np.uint8)
+        for channel, table in ((1, saturation), (0, hue)):
             if table is None:
                 continue
             image = flush(image)
@@ -106,15 +108,6 @@ class PhotometricDistortion:
         if not params.contrast_first:
             tables += contrast
         return flush(image)
-
-    def _saturation_table(self, params: PhotometricParams) -> np.ndarray | None:
-        return None if params.saturation is None else self._table(alpha=params.saturation)
-
-    @staticmethod
-    def _hue_table(params: PhotometricParams) -> np.ndarray | None:
-        if params.hue is None:
-            return None
-        return ((np.arange(256) + params.hue) % 180).astype(np.uint8)
 
 
 class Augmentation:
@@ -159,11 +152,14 @@ class Augmentation:
                 lookup[instance] = label
         box = self.crop_box(mask, lookup, ignore_index)
         image, mask = self.flip(TF.crop(image, *box), TF.crop(mask, *box))
+        return self._distort(image), mask.as_subclass(torch.Tensor).clone(memory_format=torch.contiguous_format)
+
+    def _distort(self, image: tv_tensors.Image) -> torch.Tensor:
+        """The photometric distortion of a (3, h, w) uint8 image, as a new (3, h, w) tensor in channels-last memory."""
         pixels = np.ascontiguousarray(image.as_subclass(torch.Tensor).permute(1, 2, 0).numpy())  # (h, w, 3)
         distorted = self.photometric.apply(pixels, self.photometric.sample())
         distorted = distorted.copy() if distorted is pixels else distorted  # never a view into the resized image
-        mask = mask.as_subclass(torch.Tensor).clone(memory_format=torch.contiguous_format)
-        return torch.from_numpy(distorted).permute(2, 0, 1), mask
+        return torch.from_numpy(distorted).permute(2, 0, 1)
 
     def instances(
         self, image: torch.Tensor, masks: torch.Tensor, classes: torch.Tensor, ignore_index: int
@@ -182,12 +178,9 @@ class Augmentation:
         identity = torch.arange(max([ignore_index, *classes.tolist()]) + 1)
         box = self.crop_box(class_map, identity, ignore_index)
         image, mask = self.flip(TF.crop(image, *box), tv_tensors.Mask(TF.crop(mask, *box)))
-        pixels = np.ascontiguousarray(image.as_subclass(torch.Tensor).permute(1, 2, 0).numpy())  # (h, w, 3)
-        distorted = self.photometric.apply(pixels, self.photometric.sample())
-        distorted = distorted.copy() if distorted is pixels else distorted
-        mask = mask.as_subclass(torch.Tensor).bool()  # (N, h, w)
+        image, mask = self._distort(image), mask.as_subclass(torch.Tensor).bool()  # (N, h, w)
         kept = mask.flatten(1).any(1)
-        return torch.from_numpy(distorted).permute(2, 0, 1), mask[kept].contiguous(), classes[kept]
+        return image, mask[kept].contiguous(), classes[kept]
 
 
 class TrainingSet(torch.utils.data.Dataset):
@@ -211,18 +204,15 @@ class TrainingSet(torch.utils.data.Dataset):
         rgb = item["image"] if item["image"].mode == "RGB" else item["image"].convert("RGB")
         image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)  # (3, H, W), channels-last memory: no copy
         seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
-        if item.get("instances") is not None:
-            masks, classes = instance_masks(item)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                return self.augmentation.instances(
-                    image, torch.from_numpy(masks.view(np.uint8)), torch.from_numpy(classes), ignore_index
-                )
-        instance_map, instance_to_class = to_instance_targets(item, ignore_index, compact=True)
-        instance_map = torch.from_numpy(
-            instance_map if instance_map.dtype == np.uint8 else instance_map.astype(np.int64)
-        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
+            if item.get("instances") is not None:
+                masks, classes = instance_masks(item)
+                masks, classes = torch.from_numpy(masks.view(np.uint8)), torch.from_numpy(classes)
+                return self.augmentation.instances(image, masks, classes, ignore_index)
+            instance_map, instance_to_class = to_instance_targets(item, ignore_index, compact=True)
+            instance_map = torch.from_numpy(
+                instance_map if instance_map.dtype == np.uint8 else instance_map.astype(np.int64)
+            )
             image, instance_map = self.augmentation(image, instance_map, instance_to_class, ignore_index)
         return image, instance_map, instance_to_class

@@ -449,7 +449,13 @@ def _load_split(
     part = plan.slice if plan.part == "all" else f" ({plan.part} part)"
     logger.info(
         "%s: split %r = %s%s (%d images, %d classes), images in %s",
-        *(where, split, json_name, part, len(dataset), dataset.num_labels, ", ".join(found[:3])),
+        where,
+        split,
+        json_name,
+        part,
+        len(dataset),
+        dataset.num_labels,
+        ", ".join(found[:3]),
     )
     if crowd:  # this split's own count (a held-out part has its share of the file's)
         logger.info(

@@ -351,7 +351,14 @@ class _Transfer:
             ) from None
         logger.warning(
             "%s from %s: %s; retrying in %.0f s (%s), at byte %s, retry %d of %d",
-            *(name, self.source, failure, wait, why, f"{self.offset:,}", attempts, self.policy.retries),
+            name,
+            self.source,
+            failure,
+            wait,
+            why,
+            f"{self.offset:,}",
+            attempts,
+            self.policy.retries,
         )
         time.sleep(wait)
         return retry

@@ -133,20 +133,13 @@ def load_ade_folder(
     pairs = _ade_pairs(root, images, annotation_dir)
     held_out = plan.held_out(len(pairs))
     pairs = [pairs[i] for i in plan.select(len(pairs))]
+    common = {"thing_ids": thing_ids, "ignore_index": ignore_index, "held_out": held_out}
     if palette is not None:
         palette = read_palette(palette) if isinstance(palette, (str, Path)) else palette
         check_palette_names(id2label, palette, where)
         if reduce_labels:
             logger.info("%s: colour masks read with %s; the label convention does not apply", where, palette.source)
-        return MaskPairsDataset(
-            pairs,
-            palette=palette,
-            id2label=palette.id2label,
-            thing_ids=thing_ids,
-            ignore_index=ignore_index,
-            reduce_labels=False,
-            held_out=held_out,
-        )
+        return MaskPairsDataset(pairs, palette=palette, id2label=palette.id2label, reduce_labels=False, **common)
     # Cheap (header only) and before any scan: a colour annotation must fail with its own message.
     with Image.open(pairs[0][1]) as first:
         check_class_index_mode(first, str(pairs[0][1]))
@@ -163,14 +156,7 @@ def load_ade_folder(
                     f"ignored{' or 0' if reduce_labels else ''}); check reduce_labels / --label_convention"
                 )
         id2label = {i: str(i) for i in range(num_labels)}
-    return MaskPairsDataset(
-        pairs,
-        id2label=id2label,
-        thing_ids=thing_ids,
-        ignore_index=ignore_index,
-        reduce_labels=reduce_labels,
-        held_out=held_out,
-    )
+    return MaskPairsDataset(pairs, id2label=id2label, reduce_labels=reduce_labels, **common)
 
 
 class CocoPanopticDataset(SegmentationDataset):

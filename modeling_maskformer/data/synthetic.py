@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import datasets
 import numpy as np
 from PIL import Image
 
@@ -458,8 +459,6 @@ class SyntheticShapes:
         """A ``datasets.Dataset`` in the Hub's usual columns: "semantic": ``image``, ``annotation`` as scene_parse_150
         (ADE's convention: load with ``reduce_labels=True``); "panoptic": ``image``, ``label`` (COCO panoptic PNG),
         ``segments_info`` (``category_id`` a ClassLabel with the names), ``image_id``."""
-        import datasets
-
         items = [self[i] for i in range(len(self))]
         names = [c["name"] for c in self.categories]
         if kind == "semantic":

@@ -181,6 +181,7 @@ def load_voc_folder(
     if not ids:
         raise InvalidInputError(f"{where}: split {split!r} has no items")
     pairs = _pairs(root, ids)
+    common = {"ignore_index": ignore_index, "held_out": held_out}
 
     colour_only = palette is not None
     if isinstance(palette, (str, Path)):
@@ -210,17 +211,8 @@ def load_voc_folder(
                 f"--label_convention ade does not apply (list a colour under __ignore__ to ignore it)"
             )
         check_palette_names(find_id2label(id2label, id2label_file, None, False), palette, where)
-        return MaskPairsDataset(
-            pairs,
-            ids,
-            palette=palette,
-            colour_only=colour_only,
-            id2label=palette.id2label,
-            thing_ids=thing_ids or (),
-            ignore_index=ignore_index,
-            reduce_labels=False,
-            held_out=held_out,
-        )
+        metadata = {"id2label": palette.id2label, "thing_ids": thing_ids or (), "reduce_labels": False}
+        return MaskPairsDataset(pairs, ids, palette=palette, colour_only=colour_only, **metadata, **common)
 
     if first_mode not in _INDEX_MODES:
         raise InvalidInputError(
@@ -251,15 +243,7 @@ def load_voc_folder(
             f"folder named VOC2007..VOC2012 whose masks carry VOC's palette); pass --id2label FILE "
             f'(JSON {{"0": "background", "1": "cat", ...}})'
         )
-    dataset = MaskPairsDataset(
-        pairs,
-        ids,
-        id2label=id2label,
-        thing_ids=things,
-        ignore_index=ignore_index,
-        reduce_labels=reduce_labels,
-        held_out=held_out,
-    )
+    dataset = MaskPairsDataset(pairs, ids, id2label=id2label, thing_ids=things, reduce_labels=reduce_labels, **common)
     if fixed_by_format:  # said once per run, in the data line (training) or by the caller
         dataset.convention_from = "VOC's format (255 = void)"
     return dataset
