@@ -101,9 +101,13 @@ def lossy_label_message(source: str) -> str:
     )
 
 
-def check_class_index_mode(image: Image.Image, source: str) -> None:
+def refuse_lossy(image: Image.Image, source: str) -> None:
     if image.format in _LOSSY_FORMATS:
         raise InvalidInputError(lossy_label_message(source))
+
+
+def check_class_index_mode(image: Image.Image, source: str) -> None:
+    refuse_lossy(image, source)
     if image.mode not in ("L", "P", "I", "I;16"):
         colour = image.mode in ("RGB", "RGBA")
         raise InvalidInputError(
@@ -119,8 +123,7 @@ def decode_semantic(
     values under the label convention (``semantic_from_image``)."""
     if palette is None:
         return semantic_from_image(image, reduce_labels=reduce_labels, ignore_index=ignore_index, source=source)
-    if image.format in _LOSSY_FORMATS:
-        raise InvalidInputError(lossy_label_message(source))
+    refuse_lossy(image, source)
     return palette.decode(image, ignore_index=ignore_index, source=source)
 
 
@@ -154,8 +157,7 @@ def warn_if_binary(
         annotation = annotations[index]
         where = str(annotation) if isinstance(annotation, (str, os.PathLike)) else f"{source}, row {index}"
         image = open_image(annotation, where)
-        if image.format in _LOSSY_FORMATS:
-            raise InvalidInputError(lossy_label_message(where))
+        refuse_lossy(image, where)
         if image.mode in ("L", "P", "I", "I;16"):
             values.update(present_labels(np.asarray(image)).tolist())
     sampled = f"{source} ({len(picks)} label maps sampled)"
@@ -172,8 +174,7 @@ def decode_class_and_instance(
     `decode_panoptic`. With ``reduce_labels`` (the example's ``--do_reduce_labels``) class R - 1, R = 0 ignored. A
     class in ``stuff_ids`` is one segment whatever G says; other pixels with G = 0 are void but keep their class in
     ``semantic``. Segment id = (R x 256 + G) + 1."""
-    if image.format in _LOSSY_FORMATS:
-        raise InvalidInputError(lossy_label_message(source))
+    refuse_lossy(image, source)
     if image.mode not in ("RGB", "RGBA"):
         raise InvalidInputError(
             f"{source}: expected an RGB annotation (R = class, G = instance id, as in transformers' "
