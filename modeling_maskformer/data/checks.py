@@ -1,21 +1,12 @@
 """The data check before training: one pass over every item, on every core, that reports every problem at once.
 
-    from modeling_maskformer.data import build_dataset
-    from modeling_maskformer.data.checks import check_dataset
-
-    dataset = check_dataset(build_dataset("my_folder", "train", reduce_labels=False))  # ValueError listing problems
+    dataset = check_dataset(build_dataset("my_folder", "train", reduce_labels=False))  # an error listing problems
     dataset = check_dataset(dataset, skip_bad_items=True)  # or: a subset without the bad items, each logged
 
-Each item is read as training reads it, by the loader's own code (`SegmentationDataset.__getitem__` on
-`dataset.header_only()`), so the check finds what training would trip over, with the loader's message naming the
-file: missing files, images that do not decode (truncated, damaged), annotations that are not class-index maps
-(colour, lossy JPEG), labels out of range, image and annotation sizes that disagree, COCO segmentations that do not
-decode. Only the images' pixels are not kept: each is read from its header and its data checked cheaply (see
-`decoding.open_image(..., decode=False)`); annotations are decoded in full. After the pass it warns about data
-that loads but is probably not what was meant: semantic labels that are only 0 and the ignore value (binary 0/255
-masks train a one-class model).
-
-The training loop (`training/loop.py`) runs it before step 1; `--skip_bad_items` leaves bad items out.
+Each item is read by the loader's own code (`SegmentationDataset.__getitem__` on `dataset.header_only()`), so the
+check finds what training would trip over, with the loader's message naming the file; only the images' pixels are
+not kept (`decoding.open_image(..., decode=False)`). After the pass it warns about data that loads but is probably
+not what was meant (binary 0/255 masks train a one-class model). The training loop runs it before step 1.
 """
 
 from __future__ import annotations
