@@ -140,14 +140,7 @@ class CocoInstancesDataset(SegmentationDataset):
             "iscrowd": np.array([int(bool(a.get("iscrowd", 0))) for a in record.annotations], dtype=np.uint8),
             "areas": np.array(areas, dtype=np.float64),
         }
-        return {
-            "image": image,
-            "semantic": None,
-            "panoptic_ids": None,
-            "segments_info": None,
-            "image_id": str(record.image_id),
-            "instances": instances,
-        }
+        return {"image": image, "image_id": str(record.image_id), "instances": instances}
 
 
 def annotation_rle(segmentation, height: int, width: int, where: str) -> dict:

@@ -58,7 +58,8 @@ class SegmentationItem(_OptionalItemKeys):
 
 
 class SegmentationDataset(Sequence):
-    """Label metadata and the checks every source shares: subclasses implement ``__len__`` and ``_load(index)``."""
+    """Label metadata and the checks every source shares: subclasses implement ``__len__`` and ``_load(index)``
+    (an item without the annotation keys that are None)."""
 
     task: Task = "semantic"
     decode_images: bool = True  # False: images read for their header only (`header_only()`, the data check)
@@ -107,7 +108,7 @@ class SegmentationDataset(Sequence):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         index = index % len(self)
-        item = self._load(index)
+        item = {"semantic": None, "panoptic_ids": None, "segments_info": None, **self._load(index)}
         size = item["image"].size  # (W, H)
         for key in ("semantic", "panoptic_ids"):
             if item[key] is not None and item[key].shape != (size[1], size[0]):

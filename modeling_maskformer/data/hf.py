@@ -87,7 +87,7 @@ class HFDataset(SegmentationDataset):
         source = f"row {index} (image_id {image_id})"
         image = open_rgb(row[self.image_column], f"{source}, column {self.image_column!r}", decode=self.decode_images)
         annotation = open_image(row[self.label_column], f"{source}, column {self.label_column!r}")
-        item = {"image": image, "panoptic_ids": None, "segments_info": None, "image_id": image_id}
+        item = {"image": image, "image_id": image_id}
         common = {"ignore_index": self.ignore_index, "source": source}
         if self.kind == "semantic":
             semantic = decode_semantic(annotation, reduce_labels=self.reduce_labels, palette=self.palette, **common)

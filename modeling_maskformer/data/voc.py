@@ -83,13 +83,7 @@ class MaskPairsDataset(SegmentationDataset):
             palette=self.palette if by_colour else None,
         )
         image = open_rgb(image_path, decode=self.decode_images)
-        return {
-            "image": image,
-            "semantic": semantic,
-            "panoptic_ids": None,
-            "segments_info": None,
-            "image_id": self.ids[index],
-        }
+        return {"image": image, "semantic": semantic, "image_id": self.ids[index]}
 
 
 def is_voc_folder(root: Path) -> bool:
