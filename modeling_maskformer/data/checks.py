@@ -142,13 +142,7 @@ def check_dataset(
         if skip_bad_items and len(bad) < total:
             for message in shown:
                 logger.warning("--skip_bad_items: leaving out %s", message)
-            logger.warning(
-                "the data check left out %d of %d items of %s%s (--skip_bad_items)",
-                len(bad),
-                total,
-                name,
-                more,
-            )
+            logger.warning(f"the data check left out {len(bad)} of {total} items of {name}{more} (--skip_bad_items)")
             dataset = dataset.subset([i for i in range(total) if i not in bad])
         else:
             for message in shown:
@@ -177,8 +171,6 @@ def _warn_about_labels(dataset: SegmentationDataset, seen: set[int], name: str) 
             logger.warning(warning)
     if seen <= {dataset.ignore_index}:
         logger.warning(
-            "every labelled pixel of %s is ignore_index %d: there is nothing to learn; check the label "
-            "convention (--label_convention)",
-            name,
-            dataset.ignore_index,
+            f"every labelled pixel of {name} is ignore_index {dataset.ignore_index}: there is nothing to learn; "
+            "check the label convention (--label_convention)"
         )

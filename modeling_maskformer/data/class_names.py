@@ -101,21 +101,13 @@ def names_for_convention(id2label: dict[int, str], reduce_labels: bool, source: 
                 f"{source}: only entry 0 ({first!r}), which ADE's convention ignores: no class is left"
             )
         logger.info(
-            "%s is keyed by pixel value (entry 0 is %r, the value --label_convention ade ignores): entry 0 "
-            "dropped, pixel k is class k-1 = entry k (class 0 = %r); %d classes",
-            source,
-            first,
-            shifted[0],
-            len(shifted),
+            f"{source} is keyed by pixel value (entry 0 is {first!r}, the value --label_convention ade ignores): "
+            f"entry 0 dropped, pixel k is class k-1 = entry k (class 0 = {shifted[0]!r}); {len(shifted)} classes"
         )
         return shifted
     logger.info(
-        "%s is keyed by class id (entry 0 is %r, not a name of an ignored value): with --label_convention "
-        "ade, pixel k is class k-1 = entry k-1 (pixel 1 = %r); %d classes",
-        source,
-        first,
-        first,
-        len(id2label),
+        f"{source} is keyed by class id (entry 0 is {first!r}, not a name of an ignored value): with "
+        f"--label_convention ade, pixel k is class k-1 = entry k-1 (pixel 1 = {first!r}); {len(id2label)} classes"
     )
     return id2label
 

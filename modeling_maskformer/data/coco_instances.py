@@ -2,7 +2,7 @@
 dataset and the labelling tools export it (detectron2's `load_coco_json` is the model).
 
 - `load_coco_instances(json_file, image_root)`: one JSON and its images (detectron2's `register_coco_instances`).
-- `load_coco_instances_file(json_file, split, image_root=...)`: the same as a source with splits (``--dataset FILE.json``).
+- `load_coco_instances_file(json_file, split, image_root=...)`: the same with splits (``--dataset FILE.json``).
 - `load_coco_instances_folder(root, split)`: an exporter's folder, its layout detected (`COCO_LAYOUT_MARKERS`):
   ``coco_instances`` (``annotations/instances_<subset>.json`` + ``<subset>/``), ``cvat_coco`` (the same + ``images/``),
   ``roboflow_coco`` (``<subset>/_annotations.coco.json``, images beside it), ``label_studio`` (``result.json`` +
@@ -310,10 +310,8 @@ def load_coco_instances(
         )
     if boxes_only:
         logger.warning(
-            "%s: %d annotation(s) have no mask (a box only, empty 'segmentation'): left out of training "
-            "and evaluation, this is instance segmentation",
-            json_path,
-            boxes_only,
+            f"{json_path}: {boxes_only} annotation(s) have no mask (a box only, empty 'segmentation'): left out "
+            "of training and evaluation, this is instance segmentation"
         )
     return CocoInstancesDataset(
         records, category_to_label, json_path, image_dirs, ignore_index=ignore_index, **metadata
@@ -452,11 +450,8 @@ def _load_split(
     )
     if crowd:  # this split's own count (a held-out part has its share of the file's)
         logger.info(
-            "%s: split %r: %d crowd region(s) (iscrowd=1) are no training target, as in COCO; mask AP lets "
-            "them absorb detections (CVAT exports brush masks so: see docs/data-coco.md)",
-            where,
-            split,
-            crowd,
+            f"{where}: split {split!r}: {crowd} crowd region(s) (iscrowd=1) are no training target, as in COCO; "
+            "mask AP lets them absorb detections (CVAT exports brush masks so: see docs/data-coco.md)"
         )
     return dataset
 

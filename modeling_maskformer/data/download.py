@@ -239,9 +239,8 @@ def _fetch_verified(url: str, part: Path, *, size, sha256, policy: DownloadPolic
                 f"not the pinned archive, so it was removed; check the URL / --mirror and run the same command again"
             )
         logger.warning(
-            "%s: SHA-256 mismatch after resuming a partial download: the partial file was stale (from "
-            "another copy of the archive); downloading it again from the start",
-            name,
+            f"{name}: SHA-256 mismatch after resuming a partial download: the partial file was stale (from another "
+            "copy of the archive); downloading it again from the start"
         )
     raise AssertionError("unreachable")
 

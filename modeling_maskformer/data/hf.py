@@ -292,10 +292,8 @@ def load_hf_dataset(
             num_labels = scan_num_labels(dataset[label_column], reduce_labels, ignore_index)
         id2label = {i: str(i) for i in range(num_labels)}
         logger.warning(
-            "%s: no class names (no --id2label, no %s): the %d classes are named by their ids",
-            where,
-            ID2LABEL_FILE,
-            num_labels,
+            f"{where}: no class names (no --id2label, no {ID2LABEL_FILE}): the {num_labels} classes are named "
+            "by their ids"
         )
     return HFDataset(
         dataset, "semantic", id2label=id2label, thing_ids=thing_ids, reduce_labels=reduce_labels, **common

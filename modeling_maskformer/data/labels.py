@@ -146,20 +146,15 @@ class LabelSettings:
             if self.reduce_labels is None:
                 raise InvalidInputError(_choices_message(self.source))
             logger.info(
-                "label convention %s, recorded by %s (do_reduce_labels=%s)",
-                CONVENTION_NAMES[self.reduce_labels],
-                self.source,
-                str(self.reduce_labels).lower(),
+                f"label convention {CONVENTION_NAMES[self.reduce_labels]}, recorded by {self.source} "
+                f"(do_reduce_labels={str(self.reduce_labels).lower()})"
             )
             return self.reduce_labels
         if self.reduce_labels is not None and requested != self.reduce_labels:
             logger.warning(
-                "%s contradicts %s, whose training data was read with %s: using %s as asked (right only "
-                "if these label files are written differently from the training data's)",
-                convention_flag(requested),
-                self.source,
-                convention_flag(self.reduce_labels),
-                CONVENTION_NAMES[requested],
+                f"{convention_flag(requested)} contradicts {self.source}, whose training data was read with "
+                f"{convention_flag(self.reduce_labels)}: using {CONVENTION_NAMES[requested]} as asked (right only if "
+                "these label files are written differently from the training data's)"
             )
         return requested
 
@@ -186,12 +181,8 @@ class LabelSettings:
         known = self.thing_ids is not None and dataset.task != "semantic"
         if known and sorted(dataset.thing_ids) != sorted(self.thing_ids):
             logger.warning(
-                "%s and %s differ in which classes are things (%s vs %s): the metrics follow %s",
-                name,
-                self.source,
-                dataset.thing_ids,
-                self.thing_ids,
-                name,
+                f"{name} and {self.source} differ in which classes are things ({dataset.thing_ids} vs "
+                f"{self.thing_ids}): the metrics follow {name}"
             )
 
 
@@ -201,16 +192,14 @@ def model_thing_ids(config, source: str = "the model") -> list[int] | None:
     thing_ids = getattr(config, "thing_ids", None)
     if thing_ids is None:
         logger.info(
-            "%s does not record which classes are things and which stuff (config.thing_ids): instance "
-            "segmentation lists every class, panoptic segmentation fuses no class by default",
-            source,
+            f"{source} does not record which classes are things and which stuff (config.thing_ids): instance "
+            "segmentation lists every class, panoptic segmentation fuses no class by default"
         )
         return None
     if not thing_ids:
         logger.info(
-            "%s records no thing class (trained on semantic labels): instance segmentation finds nothing; "
-            "use semantic or panoptic segmentation",
-            source,
+            f"{source} records no thing class (trained on semantic labels): instance segmentation finds nothing; "
+            "use semantic or panoptic segmentation"
         )
     return list(thing_ids)
 

@@ -429,8 +429,9 @@ def resolve_name(source: str, split: str, data_root: str | Path | None = None) -
         else ""
     )
     raise MissingInputError(
-        f"{why}the {DATASETS[name].title} data is not prepared in {root}: run `{prepare_command(name, root, [split])}` "
-        f"(or pass --data_root / set {DATA_ROOT_ENV} to where it is, or --dataset FOLDER)"
+        f"{why}the {DATASETS[name].title} data is not prepared in {root}: run "
+        f"`{prepare_command(name, root, [split])}` (or pass --data_root / set {DATA_ROOT_ENV} to where it is, or "
+        "--dataset FOLDER)"
     )
 
 

@@ -221,12 +221,8 @@ def plan_split(
         )
     if recorded is not None and validation is not None:
         logger.info(
-            "%s: it has its own validation split, %r, so the hold-out %s records (%g of %r) does not apply",
-            where,
-            validation,
-            recorded.source,
-            recorded.held_out.fraction,
-            recorded.held_out.subset,
+            f"{where}: it has its own validation split, {validation!r}, so the hold-out {recorded.source} records "
+            f"({recorded.held_out.fraction:g} of {recorded.held_out.subset!r}) does not apply"
         )
     holds_out = canonical in ("train", "validation") and not bracket and validation is None
     if not holds_out:
@@ -282,12 +278,8 @@ def _held_out(
             )
         elif requested < kept.fraction:
             logger.info(
-                "%s: --train_val_split %g is smaller than the %g that %s held out when it was trained: the "
-                "validation split is a subset of the items it was not trained on",
-                where,
-                requested,
-                kept.fraction,
-                model,
+                f"{where}: --train_val_split {requested:g} is smaller than the {kept.fraction:g} that {model} held "
+                "out when it was trained: the validation split is a subset of the items it was not trained on"
             )
     of = f"{source!r}" if source else "the items"
     whole = f"; {_whole_split(source)} reads all of it" if source else ""

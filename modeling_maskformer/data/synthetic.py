@@ -494,8 +494,8 @@ class SyntheticShapes:
         return datasets.Dataset.from_dict(columns, features=features)
 
     def export_ade_folder(self, root: str | Path) -> Path:
-        """This split in ADEChallengeData2016's layout: ``root/{images,annotations}/{training,validation}/<id>.{jpg,png}``
-        (ADE's convention: class id + 1, 0 = other) and ``root/id2label.json`` (ids after ``reduce_labels``)."""
+        """This split in ADEChallengeData2016's layout: ``root/{images,annotations}/{training,validation}/<id>``
+        (``.jpg``, ``.png`` in ADE's convention: class id + 1, 0 = other) and ``root/id2label.json``."""
         root = Path(root)
         folder = {"train": "training", "validation": "validation"}[self.split]
         image_dir, annotation_dir = root / "images" / folder, root / "annotations" / folder
@@ -509,8 +509,8 @@ class SyntheticShapes:
         return root
 
     def export_coco_panoptic_folder(self, root: str | Path) -> Path:
-        """This split in COCO panoptic's layout: ``root/{train,val}2017/<id>.jpg``,
-        ``root/annotations/panoptic_{train,val}2017/<id>.png`` and ``root/annotations/panoptic_{train,val}2017.json``."""
+        """This split in COCO panoptic's layout: ``root/{train,val}2017/<id>.jpg``, and in ``root/annotations/``
+        ``panoptic_{train,val}2017/<id>.png`` and ``panoptic_{train,val}2017.json``."""
         root = Path(root)
         coco_split = {"train": "train2017", "validation": "val2017"}[self.split]
         image_dir, png_dir = root / coco_split, root / "annotations" / f"panoptic_{coco_split}"

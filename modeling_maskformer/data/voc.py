@@ -186,11 +186,8 @@ def load_voc_folder(
         if id2label is None:  # NOTE: a run's evaluation split gets the training split's classes: said once
             names = ", ".join(palette.names[:6]) + (", ..." if len(palette.names) > 6 else "")
             logger.info(
-                "%s: CVAT/Datumaro 'Segmentation mask' export: %d classes from %s (%s)",
-                where,
-                len(palette.names),
-                labelmap,
-                names,
+                f"{where}: CVAT/Datumaro 'Segmentation mask' export: {len(palette.names)} classes from {labelmap} "
+                f"({names})"
             )
     elif colour_only and labelmap.is_file():
         logger.info("%s: reading the masks with %s, not with %s", where, palette.source, labelmap)
@@ -224,9 +221,8 @@ def load_voc_folder(
         voc_names = names_for_convention(dict(enumerate(VOC_CLASSES)), reduce_labels, "Pascal VOC's classes")
         if id2label is None:
             logger.info(
-                "%s: Pascal VOC (a folder named like VOC2012 whose masks carry VOC's palette): its %d classes",
-                where,
-                len(voc_names),
+                f"{where}: Pascal VOC (a folder named like VOC2012 whose masks carry VOC's palette): its "
+                f"{len(voc_names)} classes"
             )
             id2label = voc_names
         if id2label == voc_names:  # the 20 object classes are things, background is stuff
