@@ -31,7 +31,8 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data_root",
         default=None,
-        help=f"where scripts/prepare_data.py put the named datasets (default ${DATA_ROOT_ENV}, else {default_data_root()})",
+        help=f"where scripts/prepare_data.py put the named datasets (default ${DATA_ROOT_ENV}, else "
+        f"{default_data_root()})",
     )
     parser.add_argument("--dataset_config_name", default=None, help="config name of a datasets dataset")
     parser.add_argument("--label_convention", choices=["ade", "as_is"], default=None, help=LABEL_CONVENTION_HELP)

@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 # The layouts `coco_instances_layout` detects, with the file that marks each (for messages).
 COCO_LAYOUT_MARKERS = {
-    "coco_instances": "annotations/instances_<subset>.json + <subset>/ (official COCO: instances_val2017.json, val2017/)",
+    "coco_instances": "annotations/instances_<subset>.json + <subset>/ (official COCO: instances_val2017.json, "
+    "val2017/)",
     "cvat_coco": "annotations/instances_<subset>.json + images/ (CVAT 'COCO 1.0' export)",
     "roboflow_coco": "<subset>/_annotations.coco.json (Roboflow COCO export: train/, valid/, test/)",
     "label_studio": "result.json + images/ (Label Studio COCO export)",
@@ -263,11 +264,10 @@ def load_coco_instances(
     used = {a["category_id"] for a in payload["annotations"]}
     grouping = _grouping_categories(categories, used)
     if grouping:
+        names = ", ".join(f"{c['name']!r} (id {c['id']})" for c in grouping)
         logger.info(
-            "%s: category %s is the supercategory of the others and no annotation uses it (Roboflow's "
-            "grouping category): not a class",
-            json_path,
-            ", ".join(f"{c['name']!r} (id {c['id']})" for c in grouping),
+            f"{json_path}: category {names} is the supercategory of the others and no annotation uses it "
+            "(Roboflow's grouping category): not a class"
         )
         categories = [c for c in categories if c not in grouping]
     metadata = category_metadata(categories)
@@ -438,15 +438,10 @@ def _load_split(
     dataset.held_out = held_out
     json_name = _relative(subset.json_path, root)
     part = plan.slice if plan.part == "all" else f" ({plan.part} part)"
+    images_in = ", ".join(found[:3])
     logger.info(
-        "%s: split %r = %s%s (%d images, %d classes), images in %s",
-        where,
-        split,
-        json_name,
-        part,
-        len(dataset),
-        dataset.num_labels,
-        ", ".join(found[:3]),
+        f"{where}: split {split!r} = {json_name}{part} ({len(dataset)} images, {dataset.num_labels} classes), "
+        f"images in {images_in}"
     )
     if crowd:  # this split's own count (a held-out part has its share of the file's)
         logger.info(

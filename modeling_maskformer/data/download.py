@@ -349,15 +349,8 @@ class _Transfer:
                 f"run the same command again later"
             ) from None
         logger.warning(
-            "%s from %s: %s; retrying in %.0f s (%s), at byte %s, retry %d of %d",
-            name,
-            self.source,
-            failure,
-            wait,
-            why,
-            f"{self.offset:,}",
-            attempts,
-            self.policy.retries,
+            f"{name} from {self.source}: {failure}; retrying in {wait:.0f} s ({why}), at byte {self.offset:,}, "
+            f"retry {attempts} of {self.policy.retries}"
         )
         time.sleep(wait)
         return retry
@@ -474,9 +467,8 @@ class _Transfer:
                 advice="check --mirror",
             )
         logger.warning(
-            "%s answers 416 (Range Not Satisfiable) to a resume at byte %s; downloading from the start",
-            self.source,
-            f"{offset:,}",
+            f"{self.source} answers 416 (Range Not Satisfiable) to a resume at byte {offset:,}; downloading from the "
+            "start"
         )
         self.use_range = False
         self._attempt()

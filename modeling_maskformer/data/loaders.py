@@ -83,11 +83,8 @@ def _ade_subsets(root: Path) -> dict[str, Path]:
     flat = _list_images(root / "images")
     if flat and folders:
         logger.warning(
-            "ADE folder %s: the %d image(s) directly in %s are not read: its subfolders %s are the splits",
-            root,
-            len(flat),
-            root / "images",
-            sorted(folders),
+            f"ADE folder {root}: the {len(flat)} image(s) directly in {root / 'images'} are not read: its subfolders "
+            f"{sorted(folders)} are the splits"
         )
     if folders:
         return folders

@@ -143,16 +143,12 @@ class SplitPlan:
             return slice_indices(self.subset or "split", self.slice, count)
         recorded = self.recorded.held_out if self.recorded is not None else None
         if recorded is not None and recorded.items is not None and recorded.items != count:
+            data = repr(self.subset) if self.subset else "the data"
             logger.warning(
-                "%s: %s has %d items, but %r had %d when %s was trained: the held-out items are not the "
-                "ones its training run held out, so if this is its training data with items added or "
-                "removed, some were trained on and the metrics are optimistic",
-                self.where,
-                repr(self.subset) if self.subset else "the data",
-                count,
-                recorded.subset,
-                recorded.items,
-                self.recorded.source,
+                f"{self.where}: {data} has {count} items, but {recorded.subset!r} had {recorded.items} when "
+                f"{self.recorded.source} was trained: the held-out items are not the ones its training run held out, "
+                "so if this is its training data with items added or removed, some were trained on and the metrics "
+                "are optimistic"
             )
         try:
             train, held_out = holdout_indices(count, self.fraction, self.seed)
@@ -285,15 +281,10 @@ def _held_out(
     whole = f"; {_whole_split(source)} reads all of it" if source else ""
     # NOTE: said once, with the validation part (a run builds its training split first, then this one); the training
     # part says it at DEBUG level.
+    because = " and ".join(reasons)
     logger.log(
         logging.INFO if canonical == "validation" else logging.DEBUG,
-        "%s: %s, so %.0f%% of %s (seed %d) are held out as the validation split and the rest is the "
-        "training split; --train_val_split FRACTION sets the fraction%s",
-        where,
-        " and ".join(reasons),
-        100 * fraction,
-        of,
-        seed,
-        whole,
+        f"{where}: {because}, so {100 * fraction:.0f}% of {of} (seed {seed}) are held out as the validation split "
+        f"and the rest is the training split; --train_val_split FRACTION sets the fraction{whole}",
     )
     return SplitPlan(source, "", "train" if canonical == "train" else "held_out", fraction, where, seed, recorded)
