@@ -259,11 +259,11 @@ def test_the_layout_is_verified_before_anything_moves_into_place(site, tmp_path,
 
 
 def test_disk_full_is_one_line_and_leaves_nothing(site, served_ade, tmp_path, monkeypatch, capsys):
-    from modeling_maskformer.data import download as download_module
     from modeling_maskformer.data import extract as extract_module
+    from modeling_maskformer.data import progress as progress_module
 
-    real = download_module.shutil.disk_usage
-    monkeypatch.setattr(download_module.shutil, "disk_usage", lambda path: real(path)._replace(free=10))
+    real = progress_module.shutil.disk_usage
+    monkeypatch.setattr(progress_module.shutil, "disk_usage", lambda path: real(path)._replace(free=10))
     line = one_line_error(monkeypatch, capsys, PREPARE, "ade20k", "--root", str(tmp_path), "--mirror", site.mirror)
     assert "disk full" in line and f"{len(served_ade):,} bytes needed" in line and "run the same command again" in line
     monkeypatch.undo()

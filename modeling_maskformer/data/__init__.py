@@ -1,14 +1,9 @@
-"""Datasets in one item format (ADE20K-style, COCO panoptic and VOC-layout folders (Pascal VOC, CVAT's
-"Segmentation mask" export), COCO instance JSON as COCO, CVAT, Roboflow and Label Studio export it, Hugging Face
-`datasets`, built-in synthetic shapes), the paper's training augmentation, the batch collator, and the data check
-before training (`checks.check_dataset`).
-
-    from modeling_maskformer.data import build_dataset, MaskFormerCollator
+"""Datasets in one item format (ADE-style, COCO panoptic and VOC-layout folders, COCO instance JSON as COCO, CVAT,
+Roboflow and Label Studio export it, Hugging Face `datasets`, synthetic shapes), the paper's training augmentation,
+the batch collator and the data check before training (`checks.check_dataset`). `prepare.prepare`
+(`scripts/prepare_data.py`) downloads and lays out ADE20K-150, COCO panoptic and Cityscapes.
 
     dataset = build_dataset("synthetic", "train", num_images=100)  # or a folder, a COCO JSON, a datasets name/object
-
-The real datasets (ADE20K-150, COCO panoptic, Cityscapes) are downloaded, verified and laid out by
-`modeling_maskformer.data.prepare.prepare` (`scripts/prepare_data.py`); `build_dataset("ade20k")` then reads them.
 """
 
 from .augmentation import Augmentation, TrainingSet

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import InvalidInputError
 from .coco_instances import COCO_LAYOUT_MARKERS
 from .loaders import COCO_JSON, HOLD_OUT_LAYOUTS, source_layout
 from .prepare import DATA_ROOT_ENV, default_data_root
@@ -30,7 +31,8 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data_root",
         default=None,
-        help=f"where scripts/prepare_data.py put the named datasets (default ${DATA_ROOT_ENV}, else {default_data_root()})",
+        help=f"where scripts/prepare_data.py put the named datasets (default ${DATA_ROOT_ENV}, else "
+        f"{default_data_root()})",
     )
     parser.add_argument("--dataset_config_name", default=None, help="config name of a datasets dataset")
     parser.add_argument("--label_convention", choices=["ade", "as_is"], default=None, help=LABEL_CONVENTION_HELP)
@@ -124,7 +126,7 @@ def source_kwargs(args: argparse.Namespace, layout: str) -> dict:
         if value is None:
             continue
         if layout not in layouts:
-            raise ValueError(
+            raise InvalidInputError(
                 f"--{flag} does not apply to {args.dataset} (a {layout} dataset); it applies to "
                 f"{', '.join(layouts)} data (see docs/data-masks.md)"
             )

@@ -26,15 +26,11 @@ class PhotometricParams:
 
 
 class PhotometricDistortion:
-    """The authors' photometric distortion (detectron2's `ColorAugSSDTransform`, which MaskFormer's configs turn
-    on with INPUT.COLOR_AUG_SSD), on uint8 RGB (H, W, 3) arrays: brightness + U(-32, 32); then contrast x U(0.5,
-    1.5) either first or last around saturation (HSV S x U(0.5, 1.5)) and hue (H + randint(-18, 18) mod 180),
-    each step with p=0.5, each rounding down to uint8 as the original does. No channel permutation (torchvision's
-    `RandomPhotometricDistort` adds one, which the recipe does not have).
-
-    NOTE: brightness and contrast act value by value, so each is a 256-entry table computed with the original's
-    float32 formula (exact); consecutive ones are composed into one table. HSV steps use OpenCV as the original.
-    """
+    """The authors' photometric distortion (detectron2's `ColorAugSSDTransform`, INPUT.COLOR_AUG_SSD) on uint8 RGB
+    (H, W, 3): brightness + U(-32, 32); contrast x U(0.5, 1.5) first or last around saturation (x U(0.5, 1.5)) and
+    hue (+ randint(-18, 18) mod 180), each with p=0.5 and rounded down to uint8 as the original. NOTE: torchvision's
+    `RandomPhotometricDistort` adds a channel permutation the recipe lacks; value-wise steps here are exact 256-entry
+    tables (composed), HSV steps use OpenCV as the original."""
 
     def __init__(
         self,
@@ -51,12 +47,8 @@ class PhotometricDistortion:
                 f"PhotometricDistortion: need brightness_delta >= 0 and an int 0 <= hue_delta <= 90 "
                 f"(OpenCV hue units, half degrees), got {brightness_delta} and {hue_delta!r}"
             )
-        self.brightness_delta, self.contrast, self.saturation, self.hue_delta = (
-            brightness_delta,
-            contrast,
-            saturation,
-            hue_delta,
-        )
+        self.brightness_delta, self.hue_delta = brightness_delta, hue_delta
+        self.contrast, self.saturation = contrast, saturation
 
     @staticmethod
     def _coin() -> bool:
@@ -103,7 +95,9 @@ class PhotometricDistortion:
             tables.clear()
             return cv2.LUT(img, table)
 
-        for channel, table in ((1, self._saturation_table(params)), (0, self._hue_table(params))):
+        saturation = None if params.saturation is None else self._table(alpha=params.saturation)
+        hue = None if params.hue is None else ((np.arange(256) + params.hue) % 180).astype(np.uint8)
+        for channel, table in ((1, saturation), (0, hue)):
             if table is None:
                 continue
             image = flush(image)
@@ -114,15 +108,6 @@ class PhotometricDistortion:
         if not params.contrast_first:
             tables += contrast
         return flush(image)
-
-    def _saturation_table(self, params: PhotometricParams) -> np.ndarray | None:
-        return None if params.saturation is None else self._table(alpha=params.saturation)
-
-    @staticmethod
-    def _hue_table(params: PhotometricParams) -> np.ndarray | None:
-        if params.hue is None:
-            return None
-        return ((np.arange(256) + params.hue) % 180).astype(np.uint8)
 
 
 class Augmentation:
@@ -167,11 +152,14 @@ class Augmentation:
                 lookup[instance] = label
         box = self.crop_box(mask, lookup, ignore_index)
         image, mask = self.flip(TF.crop(image, *box), TF.crop(mask, *box))
+        return self._distort(image), mask.as_subclass(torch.Tensor).clone(memory_format=torch.contiguous_format)
+
+    def _distort(self, image: tv_tensors.Image) -> torch.Tensor:
+        """The photometric distortion of a (3, h, w) uint8 image, as a new (3, h, w) tensor in channels-last memory."""
         pixels = np.ascontiguousarray(image.as_subclass(torch.Tensor).permute(1, 2, 0).numpy())  # (h, w, 3)
         distorted = self.photometric.apply(pixels, self.photometric.sample())
         distorted = distorted.copy() if distorted is pixels else distorted  # never a view into the resized image
-        mask = mask.as_subclass(torch.Tensor).clone(memory_format=torch.contiguous_format)
-        return torch.from_numpy(distorted).permute(2, 0, 1), mask
+        return torch.from_numpy(distorted).permute(2, 0, 1)
 
     def instances(
         self, image: torch.Tensor, masks: torch.Tensor, classes: torch.Tensor, ignore_index: int
@@ -190,12 +178,9 @@ class Augmentation:
         identity = torch.arange(max([ignore_index, *classes.tolist()]) + 1)
         box = self.crop_box(class_map, identity, ignore_index)
         image, mask = self.flip(TF.crop(image, *box), tv_tensors.Mask(TF.crop(mask, *box)))
-        pixels = np.ascontiguousarray(image.as_subclass(torch.Tensor).permute(1, 2, 0).numpy())  # (h, w, 3)
-        distorted = self.photometric.apply(pixels, self.photometric.sample())
-        distorted = distorted.copy() if distorted is pixels else distorted
-        mask = mask.as_subclass(torch.Tensor).bool()  # (N, h, w)
+        image, mask = self._distort(image), mask.as_subclass(torch.Tensor).bool()  # (N, h, w)
         kept = mask.flatten(1).any(1)
-        return torch.from_numpy(distorted).permute(2, 0, 1), mask[kept].contiguous(), classes[kept]
+        return image, mask[kept].contiguous(), classes[kept]
 
 
 class TrainingSet(torch.utils.data.Dataset):
@@ -219,18 +204,15 @@ class TrainingSet(torch.utils.data.Dataset):
         rgb = item["image"] if item["image"].mode == "RGB" else item["image"].convert("RGB")
         image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)  # (3, H, W), channels-last memory: no copy
         seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
-        if item.get("instances") is not None:
-            masks, classes = instance_masks(item)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                return self.augmentation.instances(
-                    image, torch.from_numpy(masks.view(np.uint8)), torch.from_numpy(classes), ignore_index
-                )
-        instance_map, instance_to_class = to_instance_targets(item, ignore_index, compact=True)
-        instance_map = torch.from_numpy(
-            instance_map if instance_map.dtype == np.uint8 else instance_map.astype(np.int64)
-        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
+            if item.get("instances") is not None:
+                masks, classes = instance_masks(item)
+                masks, classes = torch.from_numpy(masks.view(np.uint8)), torch.from_numpy(classes)
+                return self.augmentation.instances(image, masks, classes, ignore_index)
+            instance_map, instance_to_class = to_instance_targets(item, ignore_index, compact=True)
+            instance_map = torch.from_numpy(
+                instance_map if instance_map.dtype == np.uint8 else instance_map.astype(np.int64)
+            )
             image, instance_map = self.augmentation(image, instance_map, instance_to_class, ignore_index)
         return image, instance_map, instance_to_class

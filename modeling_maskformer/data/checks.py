@@ -1,33 +1,26 @@
 """The data check before training: one pass over every item, on every core, that reports every problem at once.
 
-    from modeling_maskformer.data import build_dataset
-    from modeling_maskformer.data.checks import check_dataset
-
-    dataset = check_dataset(build_dataset("my_folder", "train", reduce_labels=False))  # ValueError listing problems
+    dataset = check_dataset(build_dataset("my_folder", "train", reduce_labels=False))  # an error listing problems
     dataset = check_dataset(dataset, skip_bad_items=True)  # or: a subset without the bad items, each logged
 
-Each item is read as training reads it, by the loader's own code (`SegmentationDataset.__getitem__` on
-`dataset.header_only()`), so the check finds what training would trip over, with the loader's message naming the
-file: missing files, images that do not decode (truncated, damaged), annotations that are not class-index maps
-(colour, lossy JPEG), labels out of range, image and annotation sizes that disagree, COCO segmentations that do not
-decode. Only the images' pixels are not kept: each is read from its header and its data checked cheaply (see
-`decoding.open_image(..., decode=False)`); annotations are decoded in full. After the pass it warns about data
-that loads but is probably not what was meant: semantic labels that are only 0 and the ignore value (binary 0/255
-masks train a one-class model).
-
-The training loop (`training/loop.py`) runs it before step 1; `--skip_bad_items` leaves bad items out.
+Each item is read by the loader's own code (`SegmentationDataset.__getitem__` on `dataset.header_only()`), so the
+check finds what training would trip over, with the loader's message naming the file; only the images' pixels are
+not kept (`decoding.open_image(..., decode=False)`). After the pass it warns about data that loads but is probably
+not what was meant (binary 0/255 masks train a one-class model). The training loop runs it before step 1.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 
 import cv2
 import numpy as np
 from accelerate.utils import broadcast_object_list
 
+from ..errors import InvalidInputError
 from .dataset import SegmentationDataset, present_labels
 from .decoding import binary_mask_warning, load_progress
 
@@ -37,7 +30,7 @@ logger = logging.getLogger(__name__)
 _MIN_ITEMS_FOR_POOL = 64
 
 
-class DataCheckError(ValueError):
+class DataCheckError(InvalidInputError):
     """The data check found problems; `problems` holds every one (one line each, naming the file)."""
 
     def __init__(self, message: str, problems: list[str]):
@@ -96,34 +89,21 @@ def _run_pass(dataset: SegmentationDataset, num_workers: int, desc: str, show_pr
     """Every item checked: (problems sorted by index, the union of semantic labels as a sorted array)."""
     header_only = dataset.header_only()
     total = len(header_only)
-    problems: list[tuple[int, str]] = []
-    seen = np.zeros(1 << 16, dtype=bool)
-    with load_progress(total=total, desc=desc, unit="item", disable=not show_progress) as bar:
-        if num_workers <= 1 or total < _MIN_ITEMS_FOR_POOL:
-            for start in range(0, total, 16):
-                found, labels = _check_indices(header_only, list(range(start, min(start + 16, total))))
-                problems += found
-                seen |= labels
-                bar.update(min(16, total - start))
+    in_process = num_workers <= 1 or total < _MIN_ITEMS_FOR_POOL
+    # NOTE: chunks small enough for a smooth progress bar and a balanced finish, large enough to amortise the trip.
+    size = 16 if in_process else max(1, min(256, total // (num_workers * 16)))
+    chunks = [list(range(start, min(start + size, total))) for start in range(0, total, size)]
+    problems, seen = [], np.zeros(1 << 16, dtype=bool)
+    with ExitStack() as stack, load_progress(total=total, desc=desc, unit="item", disable=not show_progress) as bar:
+        if in_process:
+            results = (_check_indices(header_only, indices) for indices in chunks)
         else:
-            # Chunks small enough for a smooth progress bar and a balanced finish, large enough to amortise the
-            # round trip; at most 4 per worker in flight.
-            chunk = max(1, min(256, total // (num_workers * 16)))
-            pending = iter(range(0, total, chunk))
-            with ProcessPoolExecutor(num_workers, initializer=_start_worker, initargs=(header_only,)) as pool:
-                running = {}
-                while True:
-                    while len(running) < 4 * num_workers and (start := next(pending, None)) is not None:
-                        indices = list(range(start, min(start + chunk, total)))
-                        running[pool.submit(_check_chunk, indices)] = len(indices)
-                    if not running:
-                        break
-                    done, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        found, labels = future.result()  # a bug in a worker re-raises here, with its traceback
-                        problems += found
-                        seen |= labels
-                        bar.update(running.pop(future))
+            pool = ProcessPoolExecutor(num_workers, initializer=_start_worker, initargs=(header_only,))
+            results = stack.enter_context(pool).map(_check_chunk, chunks)  # a worker's bug re-raises here
+        for indices, (found, labels) in zip(chunks, results):
+            problems += found
+            seen |= labels
+            bar.update(len(indices))
     return sorted(problems), np.flatnonzero(seen)
 
 
@@ -139,15 +119,11 @@ def check_dataset(
 ) -> SegmentationDataset:
     """Read every item once, as training would, and report every problem at once (see the module's docstring).
 
-    Returns `dataset` when no item has a problem (at once for generated data: ``dataset.needs_check`` False). Otherwise raises a `DataCheckError` (a ValueError) whose first
-    line counts the problems and gives the first one, followed by up to `max_reported` of them, one line each
-    naming the file (they are also logged, so a command line shows them all); with `skip_bad_items` it logs them
-    instead and returns `dataset.subset(...)` of the good items (all bad is still an error).
-
-    `num_workers`: processes to use (default: every available core). With an Accelerate `accelerator` of several
-    processes, the main process checks and the others receive its findings, so all keep the same items. `name`
-    says which data in messages (e.g. "the training split").
-    """
+    Returns `dataset` when no item has a problem (at once for generated data). Otherwise raises a `DataCheckError`
+    whose first line counts the problems and gives the first, followed by up to `max_reported` of them, one line each
+    naming the file (also logged); with `skip_bad_items` it logs them and returns the good items (`dataset.subset`).
+    `num_workers`: processes (default: every available core). With an Accelerate `accelerator`, the main process
+    checks and the others receive its findings. `name` says which data in messages ("the training split")."""
     if not dataset.needs_check:  # generated data (the synthetic shapes)
         return dataset
     num_workers = available_cores() if num_workers is None else num_workers
@@ -166,13 +142,7 @@ def check_dataset(
         if skip_bad_items and len(bad) < total:
             for message in shown:
                 logger.warning("--skip_bad_items: leaving out %s", message)
-            logger.warning(
-                "the data check left out %d of %d items of %s%s (--skip_bad_items)",
-                len(bad),
-                total,
-                name,
-                more,
-            )
+            logger.warning(f"the data check left out {len(bad)} of {total} items of {name}{more} (--skip_bad_items)")
             dataset = dataset.subset([i for i in range(total) if i not in bad])
         else:
             for message in shown:
@@ -201,8 +171,6 @@ def _warn_about_labels(dataset: SegmentationDataset, seen: set[int], name: str) 
             logger.warning(warning)
     if seen <= {dataset.ignore_index}:
         logger.warning(
-            "every labelled pixel of %s is ignore_index %d: there is nothing to learn; check the label "
-            "convention (--label_convention)",
-            name,
-            dataset.ignore_index,
+            f"every labelled pixel of {name} is ignore_index {dataset.ignore_index}: there is nothing to learn; "
+            "check the label convention (--label_convention)"
         )

@@ -1,17 +1,11 @@
-"""Class names from files: ``id2label.json`` (checked: contiguous ids, unique names), ADE's ``objectInfo150``, and
-how a file keyed by pixel value meets ADE's label convention.
+"""Class names from files (``id2label.json``, checked; ADE's ``objectInfo150``) and how a file keyed by pixel value
+meets ADE's label convention.
 
-ADE's convention (``--label_convention ade``, ``reduce_labels=True``) reads pixel 0 as ignored and pixel k as class
-k - 1. An ``id2label.json`` can be keyed two ways, and both exist on the Hub:
-
-- by class id (``huggingface/label-files``' ``ade20k-id2label.json``: 150 entries, 0 = "wall"): used as it is;
-- by pixel value (datasets exported by labelling tools, e.g. ``segments/sidewalk-semantic``: 0 = "unlabeled"),
-  with an entry 0 for the value the convention ignores. Read as it is, every name would be one class off.
-
-The rule: under ADE's convention, a file whose entry 0 is named like an ignored value (``IGNORED_CLASS_NAMES``:
-"background", "unlabeled", "other", "void", ...) is keyed by pixel value: entry 0 is dropped and entry k names
-class k - 1. Otherwise the file is keyed by class id. Either way one log line says which was read, with the
-first classes. Under ``as_is`` the file is always keyed by pixel value = class id.
+Under ``--label_convention ade`` (pixel 0 ignored, pixel k = class k - 1) an ``id2label.json`` may be keyed by class
+id (``huggingface/label-files``' ``ade20k-id2label.json``, 0 = "wall": used as it is) or by pixel value (labelling
+tools' exports, e.g. ``segments/sidewalk-semantic``, 0 = "unlabeled"). The rule: a file whose entry 0 is named like
+an ignored value (``IGNORED_CLASS_NAMES``) is keyed by pixel value, so entry 0 is dropped and entry k names class
+k - 1; otherwise it is keyed by class id. One log line says which. Under ``as_is`` pixel value = class id.
 """
 
 from __future__ import annotations
@@ -22,52 +16,45 @@ import json
 import logging
 from pathlib import Path
 
+from ..errors import InvalidInputError, MissingInputError
+
 logger = logging.getLogger(__name__)
 
 # Names of entry 0 that mark a file keyed by pixel value under ADE's convention (compared lower-case, without
 # leading/trailing underscores or spaces).
 IGNORED_CLASS_NAMES = frozenset(
-    {
-        "background",
-        "unlabeled",
-        "unlabelled",
-        "other",
-        "others",
-        "void",
-        "ignore",
-        "ignored",
-        "none",
-        "unknown",
-    }
-)
+    "background unlabeled unlabelled other others void ignore ignored none unknown".split()
+)  # compared lower-case, without leading/trailing underscores or spaces
 
 
 def parse_id2label(payload, source: str) -> dict[int, str]:
     """``{"0": "name", ...}`` -> ``{0: "name", ...}``; ValueError naming ``source`` unless the keys are the
     integers 0..K-1 (any order) and the names are distinct non-empty strings."""
     if not isinstance(payload, dict) or not payload:
-        raise ValueError(f'{source}: expected a non-empty JSON object {{"0": "class name", "1": ...}}')
+        raise InvalidInputError(f'{source}: expected a non-empty JSON object {{"0": "class name", "1": ...}}')
     id2label = {}
     for key, name in payload.items():
         try:
             number = int(key)
         except (TypeError, ValueError):
-            raise ValueError(f"{source}: key {key!r} is not a class id (an integer)") from None
+            raise InvalidInputError(f"{source}: key {key!r} is not a class id (an integer)") from None
         if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"{source}: the name of class {key} must be a non-empty string, got {name!r}")
+            raise InvalidInputError(f"{source}: the name of class {key} must be a non-empty string, got {name!r}")
         if number in id2label:
-            raise ValueError(f"{source}: class id {number} is given twice")
+            raise InvalidInputError(f"{source}: class id {number} is given twice")
         id2label[number] = name
     missing = sorted(set(range(len(id2label))) - set(id2label))
     if missing:
-        raise ValueError(
+        raise InvalidInputError(
             f"{source}: class ids must be contiguous 0..{len(id2label) - 1}; missing {missing[:10]}, "
             f"extra {sorted(set(id2label) - set(range(len(id2label))))[:10]}"
         )
     names = list(id2label.values())
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise ValueError(f"{source}: class name(s) {duplicates} are used for more than one id; names must be unique")
+        raise InvalidInputError(
+            f"{source}: class name(s) {duplicates} are used for more than one id; names must be unique"
+        )
     return dict(sorted(id2label.items()))
 
 
@@ -75,11 +62,11 @@ def read_id2label_file(path: str | Path) -> dict[int, str]:
     """A checked ``id2label.json`` (see `parse_id2label`)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"id2label file {path} not found")
+        raise MissingInputError(f"id2label file {path} not found")
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+        raise InvalidInputError(f"{path}: not valid JSON ({error})") from error
     return parse_id2label(payload, str(path))
 
 
@@ -98,7 +85,7 @@ def read_id2label(root: Path, reduce_labels: bool = False) -> dict[int, str] | N
             try:
                 return {int(row["Idx"]) - 1: row["Name"].split(";")[0].split(",")[0].strip() for row in rows}
             except KeyError as error:
-                raise ValueError(f"{path}: expected columns Idx and Name, got {list(rows[0])}") from error
+                raise InvalidInputError(f"{path}: expected columns Idx and Name, got {list(rows[0])}") from error
     return None
 
 
@@ -110,22 +97,35 @@ def names_for_convention(id2label: dict[int, str], reduce_labels: bool, source: 
     if first.strip().strip("_").strip().lower() in IGNORED_CLASS_NAMES:
         shifted = {key - 1: name for key, name in id2label.items() if key}
         if not shifted:
-            raise ValueError(f"{source}: only entry 0 ({first!r}), which ADE's convention ignores: no class is left")
+            raise InvalidInputError(
+                f"{source}: only entry 0 ({first!r}), which ADE's convention ignores: no class is left"
+            )
         logger.info(
-            "%s is keyed by pixel value (entry 0 is %r, the value --label_convention ade ignores): entry 0 "
-            "dropped, pixel k is class k-1 = entry k (class 0 = %r); %d classes",
-            source,
-            first,
-            shifted[0],
-            len(shifted),
+            f"{source} is keyed by pixel value (entry 0 is {first!r}, the value --label_convention ade ignores): "
+            f"entry 0 dropped, pixel k is class k-1 = entry k (class 0 = {shifted[0]!r}); {len(shifted)} classes"
         )
         return shifted
     logger.info(
-        "%s is keyed by class id (entry 0 is %r, not a name of an ignored value): with --label_convention "
-        "ade, pixel k is class k-1 = entry k-1 (pixel 1 = %r); %d classes",
-        source,
-        first,
-        first,
-        len(id2label),
+        f"{source} is keyed by class id (entry 0 is {first!r}, not a name of an ignored value): with "
+        f"--label_convention ade, pixel k is class k-1 = entry k-1 (pixel 1 = {first!r}); {len(id2label)} classes"
     )
     return id2label
+
+
+def find_id2label(id2label, id2label_file, folder: Path | None, reduce_labels: bool) -> dict[int, str] | None:
+    """Class names: ``id2label`` as given, else ``id2label_file``, else ``folder``'s `read_id2label` (files are read
+    under the label convention); None when there are none."""
+    if id2label is not None:
+        return id2label
+    if id2label_file is not None:
+        return names_for_convention(read_id2label_file(id2label_file), reduce_labels, str(id2label_file))
+    return read_id2label(Path(folder), reduce_labels) if folder is not None else None
+
+
+def check_palette_names(id2label, palette, where: str) -> None:
+    """A palette names its classes: an ``id2label`` given as well must agree."""
+    if id2label is not None and dict(id2label) != palette.id2label:
+        raise InvalidInputError(
+            f"{where}: {palette.source} names the classes {list(palette.names)[:8]}, but id2label gives "
+            f"{list(id2label.values())[:8]}; leave out --id2label (the palette names the classes)"
+        )

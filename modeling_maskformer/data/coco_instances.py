@@ -1,32 +1,18 @@
 """COCO instance segmentation JSON (polygons, compressed and uncompressed RLE, crowd regions) as the official
-dataset and the labelling tools export it.
+dataset and the labelling tools export it (detectron2's `load_coco_json` is the model).
 
-- `load_coco_instances(json_file, image_root)`: one JSON and its images (detectron2's
-  `register_coco_instances(name, {}, json_file, image_root)`).
-- `load_coco_instances_file(json_file, split, image_root=...)`: the same as a source with one subset, with splits
-  (``--dataset FILE.json --image_root DIR``).
-- `load_coco_instances_folder(root, split)`: an exporter's folder, its layout detected (`coco_instances_layout`):
+- `load_coco_instances(json_file, image_root)`: one JSON and its images (detectron2's `register_coco_instances`).
+- `load_coco_instances_file(json_file, split, image_root=...)`: the same with splits (``--dataset FILE.json``).
+- `load_coco_instances_folder(root, split)`: an exporter's folder, its layout detected (`COCO_LAYOUT_MARKERS`):
+  ``coco_instances`` (``annotations/instances_<subset>.json`` + ``<subset>/``), ``cvat_coco`` (the same + ``images/``),
+  ``roboflow_coco`` (``<subset>/_annotations.coco.json``, images beside it), ``label_studio`` (``result.json`` +
+  ``images/``).
 
-  ================== ============================================== =========================================
-  layout             annotation file (the one file that marks it)   images
-  ================== ============================================== =========================================
-  ``coco_instances`` ``annotations/instances_<subset>.json``         ``<subset>/`` (official: ``val2017/``)
-  ``cvat_coco``      ``annotations/instances_<subset>.json``         ``images/<subset>/`` or ``images/``
-  ``roboflow_coco``  ``<subset>/_annotations.coco.json``             beside it, in ``<subset>/``
-  ``label_studio``   ``result.json``                                 ``images/`` (file names include it)
-  ================== ============================================== =========================================
-
-Splits are found as for every source (`splits.plan_split`): "train" / "training", "validation" / "val" /
-"valid", "test" / "testing" match a subset of that name (a year allowed: ``val2017``), or give the subset's own
-name (``default``) or a slice (``train[:80%]``). An export without a validation subset (CVAT's ``default``, Label
-Studio's one file) holds one out of its training subset: 15 % by default (seeded, logged), ``train_val_split``
-(``--train_val_split``) to choose.
-
-Items (task "instance") hold ``instances``: every object's full mask (overlaps kept), decoded with pycocotools.
-Category ids may be sparse: they map to contiguous labels 0..K-1 in id order (``label_to_category_id`` maps
-back). Annotations without a mask (boxes only) are left out, and so is the grouping category Roboflow adds
-(named as the others' supercategory, used by no annotation); both are logged. Images are turned upright by
-their EXIF orientation, as detectron2 reads them and as browser-based labelling tools show them.
+Splits as for every source (`splits.plan_split`); an export without a validation subset holds one out of its
+training subset. Items (task "instance") hold every object's full mask (overlaps kept), decoded by pycocotools.
+Sparse category ids map to contiguous labels in id order (``label_to_category_id`` maps back). Annotations without a
+mask (boxes only) are left out, and so is Roboflow's grouping category (the others' supercategory, used by no
+annotation); both are logged. Images are turned upright by their EXIF orientation, as detectron2 reads them.
 """
 
 from __future__ import annotations
@@ -43,15 +29,17 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 from pycocotools import mask as mask_utils
 
+from ..errors import InvalidInputError, MissingInputError
 from .dataset import InstanceAnnotations, SegmentationDataset, SegmentationItem, Task
-from .decoding import category_metadata, open_image, read_json
+from .decoding import category_metadata, check_coco_fields, open_image, read_json
 from .splits import RecordedHoldOut, plan_split
 
 logger = logging.getLogger(__name__)
 
 # The layouts `coco_instances_layout` detects, with the file that marks each (for messages).
 COCO_LAYOUT_MARKERS = {
-    "coco_instances": "annotations/instances_<subset>.json + <subset>/ (official COCO: instances_val2017.json, val2017/)",
+    "coco_instances": "annotations/instances_<subset>.json + <subset>/ (official COCO: instances_val2017.json, "
+    "val2017/)",
     "cvat_coco": "annotations/instances_<subset>.json + images/ (CVAT 'COCO 1.0' export)",
     "roboflow_coco": "<subset>/_annotations.coco.json (Roboflow COCO export: train/, valid/, test/)",
     "label_studio": "result.json + images/ (Label Studio COCO export)",
@@ -110,7 +98,7 @@ class CocoInstancesDataset(SegmentationDataset):
     def _load(self, index: int) -> SegmentationItem:
         record = self.records[index]
         if not record.path.is_file():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{self._source(index)}: image not found (file_name {record.file_name!r}, looked "
                 f"up in {', '.join(map(str, self.image_dirs))})"
             )
@@ -129,7 +117,7 @@ class CocoInstancesDataset(SegmentationDataset):
                     f"; its EXIF orientation ({orientation}) turns it, and the JSON has the size before turning: "
                     f"re-export from a tool that applies the orientation, or save the image upright"
                 )
-            raise ValueError(
+            raise InvalidInputError(
                 f"{self._source(index)}: the image is {width}x{height} (WxH) but the JSON says "
                 f"{record.width}x{record.height}{hint}"
             )
@@ -153,37 +141,31 @@ class CocoInstancesDataset(SegmentationDataset):
             "iscrowd": np.array([int(bool(a.get("iscrowd", 0))) for a in record.annotations], dtype=np.uint8),
             "areas": np.array(areas, dtype=np.float64),
         }
-        return {
-            "image": image,
-            "semantic": None,
-            "panoptic_ids": None,
-            "segments_info": None,
-            "image_id": str(record.image_id),
-            "instances": instances,
-        }
+        return {"image": image, "image_id": str(record.image_id), "instances": instances}
 
 
 def annotation_rle(segmentation, height: int, width: int, where: str) -> dict:
-    """One object's mask as a compressed RLE, from COCO's three encodings: polygons (a list of flat [x1, y1, x2,
-    y2, ...] lists, merged), uncompressed RLE (``counts`` a list of run lengths) and compressed RLE (``counts`` a
-    string), decoded by pycocotools as COCO's own API does (`COCO.annToRLE`)."""
+    """One object's mask as a compressed RLE from COCO's three encodings (polygons, merged; uncompressed RLE;
+    compressed RLE), as COCO's own API does (`COCO.annToRLE`)."""
     if isinstance(segmentation, list):
         if any(not isinstance(p, list) or len(p) % 2 for p in segmentation):
-            raise ValueError(f"{where}: a polygon must be a flat list of x, y pairs, got {str(segmentation)[:80]}")
+            raise InvalidInputError(
+                f"{where}: a polygon must be a flat list of x, y pairs, got {str(segmentation)[:80]}"
+            )
         # NOTE: fewer than 3 points enclose nothing; pycocotools would also read a 4-number first polygon as a box.
         polygons = [[float(v) for v in p] for p in segmentation if len(p) >= 6]
         if not polygons:
-            raise ValueError(f"{where}: no polygon with 3 or more points")
+            raise InvalidInputError(f"{where}: no polygon with 3 or more points")
         return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
     if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
         if [int(v) for v in segmentation["size"]] != [height, width]:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{where}: RLE size {segmentation['size']} (HxW) differs from the image's [{height}, {width}]"
             )
         counts = segmentation["counts"]
         if isinstance(counts, list):  # uncompressed
             if sum(counts) != height * width:
-                raise ValueError(
+                raise InvalidInputError(
                     f"{where}: uncompressed RLE counts sum to {sum(counts)}, not height x width = {height * width}"
                 )
             return mask_utils.frPyObjects(segmentation, height, width)
@@ -192,7 +174,7 @@ def annotation_rle(segmentation, height: int, width: int, where: str) -> dict:
                 "size": [height, width],
                 "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
             }
-    raise ValueError(f"{where}: 'segmentation' is neither polygons nor RLE: {str(segmentation)[:80]}")
+    raise InvalidInputError(f"{where}: 'segmentation' is neither polygons nor RLE: {str(segmentation)[:80]}")
 
 
 def has_mask(annotation: dict) -> bool:
@@ -212,40 +194,24 @@ def _grouping_categories(categories: list[dict], used: set) -> list[dict]:
     return [c for c in categories if c["name"] in parents and c["id"] not in used]
 
 
+_FIELDS = {"images": ("id", "file_name"), "annotations": ("image_id", "category_id"), "categories": ("id", "name")}
+
+
 def _check_fields(json_path: Path, payload) -> None:
-    if not isinstance(payload, dict):
-        raise ValueError(f"{json_path}: expected a JSON object with 'images', 'annotations' and 'categories'")
-    annotations = payload.get("annotations")
-    if (
-        isinstance(annotations, list)
-        and annotations
-        and isinstance(annotations[0], dict)
-        and "segments_info" in annotations[0]
-    ):
-        raise ValueError(
-            f"{json_path}: a COCO panoptic JSON (its annotations hold 'segments_info'), not COCO instances; "
-            f"give the folder with annotations/panoptic_<subset>.json and its PNGs instead"
-        )
-    fields = {
-        "images": ("id", "file_name"),
-        "annotations": ("image_id", "category_id"),
-        "categories": ("id", "name"),
-    }
-    for key, required in fields.items():
-        if not isinstance(payload.get(key), list):
-            raise ValueError(f"{json_path}: no {key!r} list (keys: {sorted(payload)}); is it a COCO instances file?")
-        for number, entry in enumerate(payload[key]):
-            missing = [f for f in required if not isinstance(entry, dict) or f not in entry]
-            if missing:
-                raise ValueError(
-                    f"{json_path}: {key}[{number}] has no {', '.join(map(repr, missing))}: {str(entry)[:80]}"
-                )
+    annotations = payload.get("annotations") if isinstance(payload, dict) else None
+    if annotations and isinstance(annotations, list) and isinstance(annotations[0], dict):
+        if "segments_info" in annotations[0]:
+            raise InvalidInputError(
+                f"{json_path}: a COCO panoptic JSON (its annotations hold 'segments_info'), not COCO instances; "
+                f"give the folder with annotations/panoptic_<subset>.json and its PNGs instead"
+            )
+    check_coco_fields(json_path, payload, _FIELDS, "; is it a COCO instances file?")
     if not payload["categories"]:
-        raise ValueError(f"{json_path}: empty 'categories' list")
+        raise InvalidInputError(f"{json_path}: empty 'categories' list")
     for key in ("images", "categories"):
         repeated = [i for i, count in Counter(e["id"] for e in payload[key]).items() if count > 1]
         if repeated:
-            raise ValueError(f"{json_path}: {key} id(s) {repeated[:5]} listed more than once")
+            raise InvalidInputError(f"{json_path}: {key} id(s) {repeated[:5]} listed more than once")
 
 
 class _Listing:
@@ -278,14 +244,12 @@ def load_coco_instances(
     *,
     ignore_index: int = 255,
 ) -> CocoInstancesDataset:
-    """A COCO instance segmentation JSON and the folder(s) of its images (each image's ``file_name`` is looked
-    up in them in order): the dataset detectron2's ``register_coco_instances(name, {}, json_file, image_root)``
-    reads. Structural problems (missing fields, unknown image or category ids) raise here; a missing or damaged
-    image, a size that disagrees with the JSON, or a segmentation that does not decode, when the item is read
-    (`checks.check_dataset` finds them all before training)."""
+    """A COCO instance JSON and the folder(s) its images' ``file_name`` is looked up in, in order. Structural
+    problems raise here; a missing or damaged image, a size that disagrees with the JSON or a segmentation that does
+    not decode, when the item is read (`checks.check_dataset` finds them all before training)."""
     json_path = Path(json_file)
     if not json_path.is_file():
-        raise FileNotFoundError(f"COCO instances: annotation file {json_path} not found")
+        raise MissingInputError(f"COCO instances: annotation file {json_path} not found")
     image_dirs = [Path(image_root)] if isinstance(image_root, str | os.PathLike) else [Path(d) for d in image_root]
     payload = read_json(json_path)
     _check_fields(json_path, payload)
@@ -293,25 +257,26 @@ def load_coco_instances(
     categories = payload["categories"]
     unknown_images = [a for a in payload["annotations"] if a["image_id"] not in images]
     if unknown_images:
-        raise ValueError(
+        raise InvalidInputError(
             f"{json_path}: {len(unknown_images)} annotation(s) refer to image ids not in 'images', e.g. "
             f"annotation id {unknown_images[0].get('id')} -> image id {unknown_images[0]['image_id']}"
         )
     used = {a["category_id"] for a in payload["annotations"]}
     grouping = _grouping_categories(categories, used)
     if grouping:
+        names = ", ".join(f"{c['name']!r} (id {c['id']})" for c in grouping)
         logger.info(
-            "%s: category %s is the supercategory of the others and no annotation uses it (Roboflow's "
-            "grouping category): not a class",
-            json_path,
-            ", ".join(f"{c['name']!r} (id {c['id']})" for c in grouping),
+            f"{json_path}: category {names} is the supercategory of the others and no annotation uses it "
+            "(Roboflow's grouping category): not a class"
         )
         categories = [c for c in categories if c not in grouping]
     metadata = category_metadata(categories)
     category_to_label = metadata.pop("category_to_label")
     unknown = sorted(used - set(category_to_label), key=str)
     if unknown:
-        raise ValueError(f"{json_path}: annotations use category id(s) {unknown[:10]} that 'categories' does not list")
+        raise InvalidInputError(
+            f"{json_path}: annotations use category id(s) {unknown[:10]} that 'categories' does not list"
+        )
 
     by_image: dict = {image_id: [] for image_id in images}
     boxes_only = 0
@@ -336,19 +301,17 @@ def load_coco_instances(
             )
         )
     if not records:
-        raise ValueError(f"{json_path}: empty 'images' list")
+        raise InvalidInputError(f"{json_path}: empty 'images' list")
     if not any(listing.exists(record.path) for record in records):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{json_path}: none of its {len(records)} images is in {', '.join(map(str, image_dirs))} "
             f"(file_name {records[0].file_name!r} is not {records[0].path}); give the folder that "
             f"holds them (--image_root DIR, or image_root=...)"
         )
     if boxes_only:
         logger.warning(
-            "%s: %d annotation(s) have no mask (a box only, empty 'segmentation'): left out of training "
-            "and evaluation, this is instance segmentation",
-            json_path,
-            boxes_only,
+            f"{json_path}: {boxes_only} annotation(s) have no mask (a box only, empty 'segmentation'): left out "
+            "of training and evaluation, this is instance segmentation"
         )
     return CocoInstancesDataset(
         records, category_to_label, json_path, image_dirs, ignore_index=ignore_index, **metadata
@@ -402,7 +365,7 @@ def coco_subsets(root: Path, layout: str) -> list[CocoSubset]:
         ]
     if layout == "label_studio":
         return [CocoSubset("result", root / "result.json", (root, root / "images"))]
-    raise ValueError(f"unknown COCO instance layout {layout!r}; known: {sorted(COCO_LAYOUT_MARKERS)}")
+    raise InvalidInputError(f"unknown COCO instance layout {layout!r}; known: {sorted(COCO_LAYOUT_MARKERS)}")
 
 
 def load_coco_instances_folder(
@@ -412,22 +375,19 @@ def load_coco_instances_folder(
     train_val_split: float | RecordedHoldOut | None = None,
     ignore_index: int = 255,
 ):
-    """An exporter's COCO instance folder (official, CVAT, Roboflow, Label Studio; see the module's docstring).
-    Splits as everywhere (`splits.plan_split`): a subset by name or alias, a slice (``train[:80%]``), or a
-    validation split held out of the training subset (``train_val_split``; 15 % when there is no validation
-    subset)."""
+    """An exporter's COCO instance folder (official, CVAT, Roboflow, Label Studio); splits: `splits.plan_split`."""
     root = Path(root)
     layout = coco_instances_layout(root)
     if layout is None:
         markers = "; ".join(f"{name}: {marker}" for name, marker in COCO_LAYOUT_MARKERS.items())
-        raise ValueError(f"{root}: not a COCO instance folder (layouts: {markers})")
+        raise InvalidInputError(f"{root}: not a COCO instance folder (layouts: {markers})")
     where = f"{root} ({_LAYOUT_NAMES[layout]})"
     return _load_split(coco_subsets(root, layout), split, train_val_split, where, root, ignore_index)
 
 
 def json_file_subset(json_file: str | os.PathLike) -> str:
-    """The subset a COCO instance JSON file stands for, named as the folder layouts name it: ``instances_val2017.json``
-    -> ``val2017``, Roboflow's ``valid/_annotations.coco.json`` -> ``valid``, any other file its stem (``result``)."""
+    """The subset a COCO instance JSON stands for: ``instances_val2017.json`` -> ``val2017``, Roboflow's
+    ``valid/_annotations.coco.json`` -> ``valid``, any other its stem."""
     path = Path(json_file)
     match = _INSTANCES_JSON.fullmatch(path.name)
     if match:
@@ -443,17 +403,15 @@ def load_coco_instances_file(
     train_val_split: float | RecordedHoldOut | None = None,
     ignore_index: int = 255,
 ):
-    """One COCO instance JSON file as a source with one subset (`json_file_subset`): ``--dataset FILE.json``. Its
-    images are looked up in ``image_root`` (``--image_root``; default: the JSON's folder), as detectron2's
-    ``register_coco_instances(name, {}, json_file, image_root)`` does. ``split``: as for a folder with that one
-    subset (`splits.plan_split`): ``instances_val2017.json`` is the validation split; a file that names no split
-    (``my_export.json``) or a training file holds a validation split out (``train_val_split``, 15 % by default)."""
+    """One COCO instance JSON file as a source with one subset (`json_file_subset`): ``--dataset FILE.json``, its
+    images in ``image_root`` (``--image_root``; default: the JSON's folder). ``instances_val2017.json`` is the
+    validation split; from a file that names no split or a training file, one is held out (`splits.plan_split`)."""
     json_path = Path(json_file).expanduser()
     if not json_path.is_file():
-        raise FileNotFoundError(f"COCO instances: annotation file {json_path} not found")
+        raise MissingInputError(f"COCO instances: annotation file {json_path} not found")
     image_dir = Path(image_root).expanduser() if image_root is not None else json_path.parent
     if not image_dir.is_dir():
-        raise FileNotFoundError(f"COCO instances {json_path}: image folder {image_dir} not found (--image_root)")
+        raise MissingInputError(f"COCO instances {json_path}: image folder {image_dir} not found (--image_root)")
     subset = CocoSubset(json_file_subset(json_path), json_path, (image_dir,))
     return _load_split([subset], split, train_val_split, f"COCO instances {json_path}", json_path.parent, ignore_index)
 
@@ -471,47 +429,27 @@ def _load_split(
     plan = plan_split(split, list(by_name), train_val_split, where)
     subset = by_name[plan.subset]
     dataset = load_coco_instances(subset.json_path, subset.image_dirs, ignore_index=ignore_index)
-    found = sorted(
-        {
-            str(r.path.parent.relative_to(root)) if r.path.parent.is_relative_to(root) else str(r.path.parent)
-            for r in dataset.records
-        }
-    )
+    found = sorted({str(_relative(r.path.parent, root)) for r in dataset.records})
     held_out = plan.held_out(len(dataset))
     indices = plan.select(len(dataset))
     crowd = sum(bool(a.get("iscrowd", 0)) for i in indices for a in dataset.records[i].annotations)
     if len(indices) != len(dataset):
         dataset = dataset.subset(indices)
     dataset.held_out = held_out
-    json_name = subset.json_path.relative_to(root) if subset.json_path.is_relative_to(root) else subset.json_path
+    json_name = _relative(subset.json_path, root)
+    part = plan.slice if plan.part == "all" else f" ({plan.part} part)"
+    images_in = ", ".join(found[:3])
     logger.info(
-        "%s: split %r = %s%s (%d images, %d classes), images in %s",
-        where,
-        split,
-        json_name,
-        plan.slice if plan.part == "all" else f" ({plan.part} part)",
-        len(dataset),
-        dataset.num_labels,
-        ", ".join(found[:3]),
+        f"{where}: split {split!r} = {json_name}{part} ({len(dataset)} images, {dataset.num_labels} classes), "
+        f"images in {images_in}"
     )
     if crowd:  # this split's own count (a held-out part has its share of the file's)
         logger.info(
-            "%s: split %r: %d crowd region(s) (iscrowd=1) are no training target, as in COCO; mask AP lets "
-            "them absorb detections (CVAT exports brush masks so: see docs/data-coco.md)",
-            where,
-            split,
-            crowd,
+            f"{where}: split {split!r}: {crowd} crowd region(s) (iscrowd=1) are no training target, as in COCO; "
+            "mask AP lets them absorb detections (CVAT exports brush masks so: see docs/data-coco.md)"
         )
     return dataset
 
 
-__all__ = [
-    "COCO_LAYOUT_MARKERS",
-    "CocoInstancesDataset",
-    "annotation_rle",
-    "coco_instances_layout",
-    "json_file_subset",
-    "load_coco_instances",
-    "load_coco_instances_file",
-    "load_coco_instances_folder",
-]
+def _relative(path: Path, root: Path) -> Path:
+    return path.relative_to(root) if path.is_relative_to(root) else path

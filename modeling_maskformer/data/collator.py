@@ -17,31 +17,20 @@ SEGMENT_MAP_KEYS = ("segment_map", "segment_classes")
 
 
 class MaskFormerCollator:
-    """Builds a model batch from dataset items through the image processor (resize, rescale, normalise, pad,
-    one binary mask per segment). Use it as a DataLoader's `collate_fn` or `transformers.Trainer`'s
-    `data_collator`.
+    """A model batch from dataset items through the image processor (resize, rescale, normalise, pad, one binary
+    mask per segment): a DataLoader's `collate_fn` or `transformers.Trainer`'s `data_collator`.
 
-    Items are either
-    - `TrainingSet` items `(image uint8 (3, H, W), instance map (H, W), {instance id: class id})`, already
-      augmented and cropped: they are not resized, only padded to the batch's largest size; or
-    - dataset items (`SegmentationItem` dicts: `image`, `semantic`, `panoptic_ids`, `segments_info`), e.g. for
-      evaluation: resized by the processor, one target per segment (panoptic) or per class (semantic).
+    Items: `TrainingSet` items (augmented and cropped: only padded here), either `(image uint8 (3, H, W), instance
+    map (H, W), {instance id: class id})` or, for instance data whose objects may overlap, `(image, masks bool
+    (N, H, W), classes (N,))`; or dataset items (`SegmentationItem`, e.g. for evaluation: resized by the processor,
+    one target per segment, class or non-crowd object).
 
-    Instance data, whose objects may overlap, keeps one full mask per object: `TrainingSet` gives `(image,
-    masks bool (N, H, W), classes (N,))`, only padded here; dataset items with ``instances`` get their
-    non-crowd objects' masks resized like the image (nearest).
-
-    The batch holds `pixel_values` (B, 3, H, W), `pixel_mask` (B, H, W), and per image `mask_labels`
-    (N_i, H, W) float (`mask_dtype=torch.bool`: bool, a quarter of the memory to build, pass to workers' shared
-    memory and copy to the GPU; our model converts them to float on its device) and `class_labels` (N_i,) long,
-    with padding outside every mask.
-
-    With `return_segment_maps=True` it also holds the same targets as batch-first tensors, which
-    `transformers.Trainer` can gather and slice like any tensor (its lists of per-image tensors it cannot):
-    `segment_map` (B, H, W) long, i >= 1 where pixel is in mask_labels[b][i - 1] and 0 elsewhere (padding,
-    ignored pixels), and `segment_classes` (B, N_max) long, the class of each segment, -1 past N_i. The model
-    sees neither (`evaluation.SegmentationTrainer` takes them off its inputs).
-    """
+    The batch: `pixel_values` (B, 3, H, W), `pixel_mask` (B, H, W), per image `mask_labels` (N_i, H, W) of
+    `mask_dtype` (bool: a quarter of the memory; the model converts on its device) and `class_labels` (N_i,).
+    `return_segment_maps=True` adds the same targets batch-first, which `transformers.Trainer` can gather:
+    `segment_map` (B, H, W), i >= 1 inside mask_labels[b][i - 1], 0 elsewhere, and `segment_classes` (B, N_max),
+    -1 past N_i. The model sees neither
+    (`evaluation.SegmentationTrainer` takes them off its inputs)."""
 
     def __init__(
         self,

@@ -1,46 +1,23 @@
-"""Dataset loaders with one item format for every source.
+"""The item format every dataset source yields, and the targets the model trains on.
 
-Every dataset here is a map-style sequence (``len(ds)``, ``ds[i]``, usable by a torch DataLoader) of
-``SegmentationItem`` dicts::
+A dataset is a map-style sequence (usable by a torch DataLoader) of `SegmentationItem` dicts::
 
     {"image": PIL RGB, "semantic": uint8 (H, W) | None, "panoptic_ids": int32 (H, W) | None,
      "segments_info": list[dict] | None, "image_id": str, "instances": InstanceAnnotations (optional)}
 
-and carries dataset-level ``id2label`` (contiguous class ids 0..K-1), ``thing_ids``, ``ignore_index``,
-``reduce_labels``, ``task`` ("semantic", "panoptic" or "instance") and ``held_out`` (the validation split held
-out of its training subset, `splits.HoldOut`, or None when none was). Sources: ``load_ade_folder``,
-``load_coco_panoptic_folder``, ``load_coco_instances`` (COCO instance JSON), ``load_hf_dataset``,
-``load_synthetic``; ``build_dataset(source, split)`` picks one.
+with dataset-level ``id2label`` (class ids 0..K-1), ``thing_ids``, ``ignore_index`` (255), ``reduce_labels``,
+``task`` ("semantic", "panoptic" or "instance") and ``held_out`` (`splits.HoldOut` or None).
 
-Label conventions (the loaders convert; what they return is always the same):
+- ``semantic``: class ids 0..K-1, ``ignore_index`` for pixels excluded from targets and metrics. ADE20K's files
+  (0 = "other", 1..150 the classes) are reduced by the loader only when ``reduce_labels=True`` was chosen (0 -> 255,
+  k -> k - 1, 255 stays); never pass ``do_reduce_labels=True`` to the image processor as well.
+- ``panoptic_ids``: COCO panoptic segment ids (R + 256 G + 256^2 B, 0 = void); ``segments_info`` has contiguous
+  ``category_id`` (``label_to_category_id`` maps back); ``semantic`` is derived from it (void -> 255).
+- ``instances`` (COCO instance JSON): every object's full mask (objects may overlap); ``instance_masks(item)`` gives
+  the training targets, ``to_instance_targets(item)`` the image processor's instance map.
 
-- ``semantic`` holds class ids 0..K-1 and ``ignore_index`` (255) for pixels that are excluded from
-  targets and metrics.
-- ADE20K (folders and scene_parse_150-like HF data) stores 0 = "other" and classes 1..150. With
-  ``reduce_labels=True`` (chosen explicitly: no loader guesses) the loader maps 0 -> 255 and k -> k - 1, and
-  keeps an existing 255 at 255 (transformers' ``do_reduce_labels`` turns it into 254). The reduction is
-  done here, once: do NOT also pass ``do_reduce_labels=True`` to the image processor.
-  ``dataset.reduce_labels`` records whether it was applied.
-- COCO panoptic stores segment id = R + 256 G + 256^2 B in an RGB PNG, 0 = void. ``panoptic_ids`` holds
-  those ids (0 = void); ``segments_info`` keeps COCO's entries with ``category_id`` remapped from COCO's
-  sparse ids to contiguous 0..K-1 (``dataset.label_to_category_id`` maps back for evaluation).
-  ``semantic`` is derived from the panoptic map: each segment's class (crowd segments included),
-  void -> 255.
-- COCO instance JSON (task "instance") gives ``instances``: one full binary mask per object, so objects may
-  overlap (an object's mask is never cut by another's), with contiguous labels, ``iscrowd`` flags and COCO's
-  ``area``; ``semantic`` and ``panoptic_ids`` are None (pixels outside every object have no class).
-  ``instance_masks(item)`` gives the training targets: the non-crowd objects' masks and classes.
-- ``to_instance_targets(item)`` turns an item into the image processor's instance format: an int32 map
-  with instance ids 1..N and ``ignore_index`` for void (and crowd) pixels, plus
-  ``instance_id_to_semantic_id`` {1..N: class id}. Feed both to the processor with
-  ``ignore_index=255, do_reduce_labels=False``. Semantic items may instead feed ``semantic`` to
-  ``segmentation_maps`` directly.
-
-Malformed data raises ``FileNotFoundError`` / ``ValueError`` naming the file: missing or empty folders,
-images without annotations, colour (RGB) semantic annotations, labels that collide with ``ignore_index``,
-invalid COCO JSON (missing fields, a segment id listed twice for one image) at construction; undecodable
-(truncated) images, size mismatches, labels out of range and segment/PNG disagreements when an item is read. ``dataset.validate()`` reads every item to surface
-all of these up front.
+Malformed data raises `errors.InvalidInputError` / `MissingInputError` naming the file, when the dataset is built or
+when an item is read (`checks.check_dataset` reads every item before training).
 """
 
 from __future__ import annotations
@@ -53,6 +30,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..errors import InvalidInputError
 from .splits import HoldOut
 
 Task = Literal["semantic", "panoptic", "instance"]
@@ -80,24 +58,15 @@ class SegmentationItem(_OptionalItemKeys):
 
 
 class SegmentationDataset(Sequence):
-    """Base class: label metadata plus the checks shared by all sources.
-
-    Subclasses implement ``__len__`` and ``_load(index) -> SegmentationItem``; ``__getitem__`` adds
-    the consistency checks.
-    """
+    """Label metadata and the checks every source shares: subclasses implement ``__len__`` and ``_load(index)``
+    (an item without the annotation keys that are None)."""
 
     task: Task = "semantic"
-    # False: `_load` opens images for their header and checks their data cheaply (`decoding.open_image`'s
-    # `decode=False`) instead of decoding them: what `checks.check_dataset` reads. See `header_only()`.
-    decode_images: bool = True
-    # False: the items are generated, not read from user files (nothing for `checks.check_dataset` to find).
-    needs_check: bool = True
-    # The validation split held out of the source's training subset (`splits.plan_split`), when these items are
-    # one of its two parts: what training records in the model folder (config.validation_held_out).
-    held_out: HoldOut | None = None
-    # Where the label convention (``reduce_labels``) of these items came from, for the log: "argument" (the caller's
-    # ``reduce_labels``: --label_convention, or a model's record), what in the data fixed it ("VOC's format", "the
-    # colours of labelmap.txt"), or None where no convention applies (the classes come from a JSON's categories).
+    decode_images: bool = True  # False: images read for their header only (`header_only()`, the data check)
+    needs_check: bool = True  # False: generated items, nothing for `checks.check_dataset` to find
+    held_out: HoldOut | None = None  # what was held out of the training subset (training records it)
+    # Where ``reduce_labels`` came from, for the log: "argument" (--label_convention or a model's record), what in the
+    # data fixed it ("VOC's format", "the colours of labelmap.txt"), or None (the classes come from a JSON).
     convention_from: str | None = "argument"
 
     def __init__(
@@ -111,9 +80,9 @@ class SegmentationDataset(Sequence):
         held_out: HoldOut | None = None,
     ):
         if sorted(id2label) != list(range(len(id2label))):
-            raise ValueError(f"id2label keys must be contiguous 0..K-1, got {sorted(id2label)[:10]}...")
+            raise InvalidInputError(f"id2label keys must be contiguous 0..K-1, got {sorted(id2label)[:10]}...")
         if 0 <= ignore_index < len(id2label):
-            raise ValueError(f"ignore_index {ignore_index} collides with a class id (K={len(id2label)})")
+            raise InvalidInputError(f"ignore_index {ignore_index} collides with a class id (K={len(id2label)})")
         self.id2label = dict(id2label)
         self.thing_ids = sorted(thing_ids)
         self.ignore_index = ignore_index
@@ -139,17 +108,17 @@ class SegmentationDataset(Sequence):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         index = index % len(self)
-        item = self._load(index)
+        item = {"semantic": None, "panoptic_ids": None, "segments_info": None, **self._load(index)}
         size = item["image"].size  # (W, H)
         for key in ("semantic", "panoptic_ids"):
             if item[key] is not None and item[key].shape != (size[1], size[0]):
-                raise ValueError(
-                    f"{self._source(index)}: image size {size[0]}x{size[1]} (WxH) but {key} annotation size "
-                    f"{item[key].shape[1]}x{item[key].shape[0]}"
+                raise InvalidInputError(
+                    f"{self._source(index)}: annotation size {item[key].shape[1]}x{item[key].shape[0]} (WxH) differs "
+                    f"from image size {size[0]}x{size[1]}"
                 )
         instances = item.get("instances")
         if instances is not None and instances["masks"].shape[1:] != (size[1], size[0]):
-            raise ValueError(
+            raise InvalidInputError(
                 f"{self._source(index)}: image size {size[0]}x{size[1]} (WxH) but instance masks of size "
                 f"{instances['masks'].shape[2]}x{instances['masks'].shape[1]}"
             )
@@ -157,7 +126,7 @@ class SegmentationDataset(Sequence):
             labels = present_labels(item["semantic"])
             bad = labels[(labels >= self.num_labels) & (labels != self.ignore_index)]
             if bad.size:
-                raise ValueError(
+                raise InvalidInputError(
                     f"{self._source(index)}: label(s) {bad.tolist()} outside 0..{self.num_labels - 1} "
                     f"(ignore_index {self.ignore_index}); wrong reduce_labels (--label_convention) or num_labels?"
                 )
@@ -253,7 +222,9 @@ def to_instance_targets(
         ids = item["panoptic_ids"]
         segments = [s for s in item["segments_info"] if not s.get("iscrowd", 0)]
         if len(segments) >= ignore_index > 0:
-            raise ValueError(f"{item['image_id']}: {len(segments)} segments collide with ignore_index {ignore_index}")
+            raise InvalidInputError(
+                f"{item['image_id']}: {len(segments)} segments collide with ignore_index {ignore_index}"
+            )
         dtype = np.uint8 if compact and max(ignore_index, len(segments)) <= 255 else np.int32
         instance_map = np.full(ids.shape, ignore_index, dtype=dtype)
         if segments:
@@ -272,7 +243,7 @@ def to_instance_targets(
     labels = present_labels(semantic)
     classes = [int(c) for c in labels if c != ignore_index]
     if len(classes) >= ignore_index > 0:
-        raise ValueError(f"{item['image_id']}: {len(classes)} classes collide with ignore_index {ignore_index}")
+        raise InvalidInputError(f"{item['image_id']}: {len(classes)} classes collide with ignore_index {ignore_index}")
     dtype = np.uint8 if compact and max(ignore_index, len(classes)) <= 255 else np.int32
     lookup = np.full(max(int(labels[-1]) if labels.size else 0, ignore_index) + 1, ignore_index, dtype=dtype)
     lookup[classes] = np.arange(1, len(classes) + 1)

@@ -1,6 +1,6 @@
-"""Reading annotation files, shared by the dataset sources of `loaders.py`: images that fail to decode, class-index
-PNGs (the label convention, colour and out-of-range maps), COCO panoptic PNGs and JSON, class names. Every
-problem is a ValueError naming the file (or the `datasets` row) and, where it helps, the fix."""
+"""Reading annotation files, shared by every dataset source: images that fail to decode, class-index PNGs (the label
+convention, colour and out-of-range maps), COCO panoptic PNGs and JSON. Every problem is an `InvalidInputError`
+naming the file (or the `datasets` row) and, where it helps, the fix."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..errors import InvalidInputError
 from .dataset import present_labels
 from .palette import Palette
 from .synthetic import rgb_to_id
@@ -48,13 +49,12 @@ def open_rgb(value: Any, source: str | None = None, *, decode: bool = True) -> I
 
 
 def open_image(value: Any, source: str | None = None, *, decode: bool = True) -> Image.Image:
-    """A decoded PIL image from a path, a PIL image or a datasets ``{"bytes", "path"}`` dict; a file that
-    cannot be decoded (truncated, damaged, not an image) is a ValueError naming ``source`` (default: the path).
+    """A decoded PIL image from a path, a PIL image or a datasets ``{"bytes", "path"}`` dict; a file that cannot be
+    decoded (truncated, damaged, not an image) is an error naming ``source`` (default: the path).
 
-    ``decode=False`` (the data check before training): the image is read from its header only (size, mode and
-    metadata, no pixels; closed), after a check of its data: JPEGs are decoded at 1/8 scale (libjpeg's DCT
-    scaling still reads the whole entropy-coded stream, so a truncated or damaged file fails as in a full
-    decode, at ~60 % of its cost), other formats are decoded in full."""
+    ``decode=False`` (the data check): the header-only image (size, mode, metadata; closed), after a check of the
+    data. NOTE: JPEGs are decoded at 1/8 scale: libjpeg's DCT scaling still reads the whole entropy-coded stream, so
+    a damaged file fails as in a full decode, at ~60 % of its cost."""
     if isinstance(value, Image.Image):
         return value
     if isinstance(value, dict):
@@ -70,7 +70,7 @@ def open_image(value: Any, source: str | None = None, *, decode: bool = True) ->
     except FileNotFoundError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # PIL's decode errors
-        raise ValueError(
+        raise InvalidInputError(
             f"{source}: cannot decode the image ({error}); the file is damaged, truncated or not "
             f"an image: replace it or remove it (and its annotation)"
         ) from error
@@ -101,12 +101,16 @@ def lossy_label_message(source: str) -> str:
     )
 
 
-def check_class_index_mode(image: Image.Image, source: str) -> None:
+def refuse_lossy(image: Image.Image, source: str) -> None:
     if image.format in _LOSSY_FORMATS:
-        raise ValueError(lossy_label_message(source))
+        raise InvalidInputError(lossy_label_message(source))
+
+
+def check_class_index_mode(image: Image.Image, source: str) -> None:
+    refuse_lossy(image, source)
     if image.mode not in ("L", "P", "I", "I;16"):
         colour = image.mode in ("RGB", "RGBA")
-        raise ValueError(
+        raise InvalidInputError(
             f"{source}: semantic annotation has mode {image.mode}; expected a single-channel class-index PNG (one "
             f"class id per pixel){' or, for colour-coded masks, ' + PALETTE_HINT if colour else ''}"
         )
@@ -116,17 +120,15 @@ def decode_semantic(
     image: Image.Image, *, reduce_labels: bool, ignore_index: int, source: str, palette: Palette | None = None
 ) -> np.ndarray:
     """A semantic annotation -> class ids (uint8, or int32 above 255): by colour with a ``palette``, else the pixel
-    values under the label convention (``semantic_from_image``). Every problem is a ValueError naming ``source``."""
+    values under the label convention (``semantic_from_image``)."""
     if palette is None:
         return semantic_from_image(image, reduce_labels=reduce_labels, ignore_index=ignore_index, source=source)
-    if image.format in _LOSSY_FORMATS:
-        raise ValueError(lossy_label_message(source))
+    refuse_lossy(image, source)
     return palette.decode(image, ignore_index=ignore_index, source=source)
 
 
 def binary_mask_warning(values, *, reduce_labels: bool, ignore_index: int, source: str) -> str | None:
-    """A warning when the label values seen (raw pixel values) are only 0 and 255: a binary mask saved as 0/255,
-    whose 255 would be read as 'ignored'; None otherwise."""
+    """A warning when the raw label values seen are only 0 and 255 (a binary mask whose 255 would be ignored)."""
     values = {int(v) for v in values}
     if not values or not values <= {0, 255} or 255 not in values or ignore_index != 255:
         return None
@@ -145,53 +147,36 @@ def binary_mask_warning(values, *, reduce_labels: bool, ignore_index: int, sourc
 def warn_if_binary(
     annotations: Sequence, *, reduce_labels: bool, ignore_index: int, source: str, count: int = 8
 ) -> None:
-    """At load time: a warning (logged) when ``count`` annotations spread over the list hold only 0 and 255
-    (`binary_mask_warning`); a JPEG among them is refused."""
-    sampled = f"{source} ({min(count, len(annotations))} label maps sampled)"
-    warning = binary_mask_warning(
-        sample_label_values(annotations, source, count),
-        reduce_labels=reduce_labels,
-        ignore_index=ignore_index,
-        source=sampled,
-    )
-    if warning:
-        logger.warning(warning)
-
-
-def sample_label_values(annotations: Sequence, source: str, count: int = 8) -> set[int]:
-    """The raw values of up to ``count`` annotations spread over the list (for `binary_mask_warning` at load time;
-    the data check pass sees every file); a JPEG among them is refused (`lossy_label_message`)."""
+    """At load time: `binary_mask_warning` for ``count`` annotations spread over the list (the data check sees every
+    file); a JPEG among them is refused."""
     if not len(annotations):
-        return set()
+        return
     picks = sorted({round(i * (len(annotations) - 1) / max(count - 1, 1)) for i in range(count)})
     values: set[int] = set()
     for index in picks:
         annotation = annotations[index]
         where = str(annotation) if isinstance(annotation, (str, os.PathLike)) else f"{source}, row {index}"
         image = open_image(annotation, where)
-        if image.format in _LOSSY_FORMATS:
-            raise ValueError(lossy_label_message(where))
+        refuse_lossy(image, where)
         if image.mode in ("L", "P", "I", "I;16"):
             values.update(present_labels(np.asarray(image)).tolist())
-    return values
+    sampled = f"{source} ({len(picks)} label maps sampled)"
+    warning = binary_mask_warning(values, reduce_labels=reduce_labels, ignore_index=ignore_index, source=sampled)
+    if warning:
+        logger.warning(warning)
 
 
 def decode_class_and_instance(
     image: Image.Image, *, reduce_labels: bool, stuff_ids: Sequence[int], ignore_index: int, source: str
 ) -> tuple[np.ndarray, list[dict], np.ndarray]:
-    """transformers' instance-segmentation example format (``run_instance_segmentation.py``): an RGB annotation
-    whose R channel is the class (pixel values as ``semantic_class_to_id`` gives them, 0 = background) and whose G
-    channel is the instance id (unique per instance; 0 = no instance) -> (segment ids int32, segments_info,
-    semantic) like `decode_panoptic`.
-
-    Classes: R as it is, or with ``reduce_labels`` R - 1 and R = 0 ignored (the example's ``--do_reduce_labels``).
-    A class in ``stuff_ids`` is one segment per image whatever G says; the pixels of another class with G = 0
-    belong to no instance (void in ``segment ids``, their class kept in ``semantic``). Segment id = (R x 256 + G) + 1.
-    """
-    if image.format in _LOSSY_FORMATS:
-        raise ValueError(lossy_label_message(source))
+    """transformers' instance-segmentation example format (``run_instance_segmentation.py``: R = the class as
+    ``semantic_class_to_id`` gives it, G = the instance id, 0 = none) -> (segment ids, segments_info, semantic) like
+    `decode_panoptic`. With ``reduce_labels`` (the example's ``--do_reduce_labels``) class R - 1, R = 0 ignored. A
+    class in ``stuff_ids`` is one segment whatever G says; other pixels with G = 0 are void but keep their class in
+    ``semantic``. Segment id = (R x 256 + G) + 1."""
+    refuse_lossy(image, source)
     if image.mode not in ("RGB", "RGBA"):
-        raise ValueError(
+        raise InvalidInputError(
             f"{source}: expected an RGB annotation (R = class, G = instance id, as in transformers' "
             f"instance-segmentation example), got mode {image.mode}"
         )
@@ -220,7 +205,7 @@ def decode_class_and_instance(
 
 def require_label_convention(reduce_labels: bool | None, source: str) -> bool:
     if reduce_labels is None:
-        raise ValueError(
+        raise InvalidInputError(
             f"{source}: semantic annotations: say how to read the pixel values. ADE20K's convention "
             f"(0 = 'other', ignored; 1..K are the classes): reduce_labels=True, on the command line "
             f"--label_convention ade. Values used as they are (0..K-1 are the classes, 255 = ignored): "
@@ -262,21 +247,21 @@ def decode_panoptic(
     segments = []
     for segment in segments_info:
         if not isinstance(segment, dict) or "id" not in segment or "category_id" not in segment:
-            raise ValueError(f"{source}: a segments_info entry without 'id' or 'category_id': {segment}")
+            raise InvalidInputError(f"{source}: a segments_info entry without 'id' or 'category_id': {segment}")
         if segment["category_id"] not in category_to_label:
-            raise ValueError(f"{source}: unknown category id {segment['category_id']} in segments_info")
+            raise InvalidInputError(f"{source}: unknown category id {segment['category_id']} in segments_info")
         segments.append({**segment, "category_id": category_to_label[segment["category_id"]]})
     duplicates = sorted(i for i, count in Counter(s["id"] for s in segments).items() if count > 1)
     if duplicates:
-        raise ValueError(f"{source}: segment id(s) {duplicates} listed more than once in segments_info")
+        raise InvalidInputError(f"{source}: segment id(s) {duplicates} listed more than once in segments_info")
     listed = {s["id"] for s in segments}
     present = set(np.unique(ids).tolist()) - {0}
     if listed - present:
-        raise ValueError(
+        raise InvalidInputError(
             f"{source}: segment id(s) {sorted(listed - present)} in segments_info are absent from the PNG"
         )
     if present - listed:
-        raise ValueError(
+        raise InvalidInputError(
             f"{source}: segment id(s) {sorted(present - listed)} in the PNG are missing from segments_info"
         )
     semantic = np.full(ids.shape, ignore_index, dtype=np.uint8 if ignore_index <= 255 else np.int32)
@@ -298,7 +283,7 @@ def scan_num_labels(annotations, reduce_labels: bool, ignore_index: int) -> int:
         labels = labels[labels != ignore_index]
         largest = int(labels.max(initial=-1))
         if largest > ignore_index >= 0:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{source}: label {largest} is above ignore_index {ignore_index}, so the ignore value would be a "
                 f"class id. Is it an instance or colour map rather than class ids? If there really are more than "
                 f"{ignore_index} classes, pass a larger ignore_index (or id2label)."
@@ -321,8 +306,7 @@ def category_metadata(categories: list[dict]) -> dict[str, Any]:
 
 
 def read_json(json_path: Path) -> Any:
-    """A JSON file, with a progress bar when it is large (COCO's are hundreds of MB); invalid JSON is a
-    ValueError naming the file."""
+    """A JSON file, with a progress bar when it is large (COCO's are hundreds of MB)."""
     json_path = Path(json_path)
     data = bytearray()
     with (
@@ -335,7 +319,7 @@ def read_json(json_path: Path) -> Any:
     try:
         return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{json_path}: not valid JSON ({error}); the file is damaged or truncated") from error
+        raise InvalidInputError(f"{json_path}: not valid JSON ({error}); the file is damaged or truncated") from error
 
 
 _COCO_FIELDS = {
@@ -345,47 +329,53 @@ _COCO_FIELDS = {
 }
 
 
-def _coco_entry_name(entry) -> str:
-    if not isinstance(entry, dict):
-        return repr(entry)
-    for key, prefix in (("file_name", ""), ("image_id", "image id "), ("id", "id "), ("name", "")):
-        if key in entry:
-            return f"{prefix}{entry[key]}"
-    return "?"
+def check_coco_fields(json_path: Path, payload, fields: dict[str, tuple[str, ...]], hint: str = "") -> dict:
+    """``payload`` is a JSON object whose lists ``fields`` hold entries with those keys; else an error naming the
+    file and the entry."""
+    if not isinstance(payload, dict):
+        raise InvalidInputError(f"{json_path}: expected a JSON object with {', '.join(map(repr, fields))}")
+    for key, required in fields.items():
+        if not isinstance(payload.get(key), list):
+            raise InvalidInputError(f"{json_path}: no {key!r} list (keys: {sorted(payload)}){hint}")
+        for number, entry in enumerate(payload[key]):
+            missing = [f for f in required if not isinstance(entry, dict) or f not in entry]
+            if missing:
+                name = (
+                    next((f"{p}{entry[k]}" for k, p in _ENTRY_NAMES if k in entry), "?")
+                    if isinstance(entry, dict)
+                    else repr(entry)
+                )
+                raise InvalidInputError(
+                    f"{json_path}: {key}[{number}] ({name}) has no {', '.join(map(repr, missing))}"
+                )
+    return payload
+
+
+_ENTRY_NAMES = (("file_name", ""), ("image_id", "image id "), ("id", "id "), ("name", ""))
 
 
 def read_coco_panoptic_json(json_path: Path) -> dict:
-    """A COCO panoptic JSON, checked for what the loader relies on; every problem is a ValueError naming the
-    file and the entry: invalid JSON, missing fields, segment ids listed twice for one image."""
-    payload = read_json(json_path)
-    if not isinstance(payload, dict):
-        raise ValueError(f"{json_path}: expected a JSON object with 'images', 'annotations' and 'categories'")
-    for key, fields in _COCO_FIELDS.items():
-        if key not in payload:
-            raise ValueError(f"{json_path}: no {key!r} entry (keys: {sorted(payload)})")
-        for number, entry in enumerate(payload[key]):
-            missing = [f for f in fields if not isinstance(entry, dict) or f not in entry]
-            if missing:
-                name = _coco_entry_name(entry)
-                raise ValueError(f"{json_path}: {key}[{number}] ({name}) has no {', '.join(map(repr, missing))}")
+    """A COCO panoptic JSON, checked for what the loader relies on (fields, one annotation per image, segment ids
+    listed once)."""
+    payload = check_coco_fields(json_path, read_json(json_path), _COCO_FIELDS)
     if not payload["annotations"]:
-        raise ValueError(f"{json_path}: empty 'annotations' list")
+        raise InvalidInputError(f"{json_path}: empty 'annotations' list")
     seen_images = set()
     annotations = load_progress(payload["annotations"], desc=f"checking {json_path.name}", unit="annotation")
     for number, annotation in enumerate(annotations):
         where = f"{json_path}: annotations[{number}] ({annotation['file_name']})"
         if annotation["image_id"] in seen_images:
-            raise ValueError(f"{where}: a second annotation for image id {annotation['image_id']}")
+            raise InvalidInputError(f"{where}: a second annotation for image id {annotation['image_id']}")
         seen_images.add(annotation["image_id"])
         if not isinstance(annotation["segments_info"], list):
-            raise ValueError(f"{where}: 'segments_info' must be a list")
+            raise InvalidInputError(f"{where}: 'segments_info' must be a list")
         ids = []
         for segment in annotation["segments_info"]:
             missing = [f for f in ("id", "category_id") if not isinstance(segment, dict) or f not in segment]
             if missing:
-                raise ValueError(f"{where}: a segment without {', '.join(map(repr, missing))}: {segment}")
+                raise InvalidInputError(f"{where}: a segment without {', '.join(map(repr, missing))}: {segment}")
             ids.append(segment["id"])
         duplicates = sorted(i for i, count in Counter(ids).items() if count > 1)
         if duplicates:
-            raise ValueError(f"{where}: segment id(s) {duplicates} listed more than once in segments_info")
+            raise InvalidInputError(f"{where}: segment id(s) {duplicates} listed more than once in segments_info")
     return payload

@@ -1,24 +1,19 @@
-"""Fetching dataset archives, for `prepare.py` (the behaviour is described in docs/datasets-download.md).
+"""Fetching dataset archives for `prepare.py` (docs/datasets-download.md describes the behaviour).
 
-`download` fetches one archive over HTTP(S) (urllib3) or copies it from a `file:` URL into `NAME.part`, resuming a
-partial file with a Range request (guarded by `If-Range` and the validators stored in `NAME.part.json`); only a
-file whose pinned size and SHA-256 match is renamed to `NAME`. Transient failures (a dropped connection, a timeout,
-a stall under the low-speed limit, HTTP 408/429/5xx) are retried under urllib3's `Retry` policy (back-off,
-`Retry-After`); permanent ones (404, 403, an untrusted certificate, a file that is not the pinned archive) fail at
-once. Every failure is a
-`DataPreparationError` (an OSError) whose one line says what happened, what was kept, and that running the same
-command again continues; Ctrl-C and SIGTERM keep every byte received and say the same.
+`download` fetches one archive over HTTP(S) (urllib3) or copies it from a `file:` URL into `NAME.part`, resuming
+with a Range request guarded by `If-Range` and the validators kept in `NAME.part.json`; only a file of the pinned
+size and SHA-256 becomes `NAME`. Transient failures (dropped connection, timeout, a stall under the low-speed
+limit, HTTP 408/429/5xx) are retried under urllib3's `Retry` (back-off, `Retry-After`); permanent ones (404, 403,
+an untrusted certificate, not the pinned file) fail at once. Every failure is a `DataPreparationError` whose one
+line says what happened, what was kept and that the same command continues; Ctrl-C and SIGTERM keep every byte.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import json
 import logging
 import os
 import re
-import shutil
 import ssl
 import time
 import urllib.request
@@ -39,7 +34,15 @@ from urllib3.exceptions import (
 )
 from urllib3.util import Retry
 
-from .progress import Progress
+from ..errors import InvalidInputError
+from .progress import (
+    DataPreparationError,
+    Progress,
+    check_free_space,
+    read_json_or_empty,
+    write_chunk,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,17 +61,11 @@ _ADVICE = {
 }
 
 
-class DataPreparationError(OSError):
-    """A download, check or extraction that failed; the message is one line with the way out."""
-
-
 @dataclass(frozen=True)
 class DownloadPolicy:
-    """How hard `download` tries. A stall is fewer than `low_speed_limit` bytes/s on average over `low_speed_time`
-    seconds (curl's --speed-limit / --speed-time; 0 turns it off), no byte at all for that long included; it ends the
-    attempt like a dropped connection. `retries` counts every retried attempt of one call; the waits between them are
-    urllib3's exponential back-off (0, 2, 4, 8 ... s times `backoff_factor`, at most `backoff_max`) or the server's
-    `Retry-After`, which is honoured up to `max_retry_after` seconds (a longer one ends the call)."""
+    """How hard `download` tries. A stall (under `low_speed_limit` bytes/s over `low_speed_time` s, curl's
+    --speed-limit / --speed-time; 0: off) ends an attempt like a dropped connection. `retries` counts the retried
+    attempts of one call; the waits are urllib3's back-off or the server's `Retry-After` (up to `max_retry_after`)."""
 
     retries: int = 5
     timeout: float = 60.0  # connecting, and waiting for a byte (shortened to low_speed_time when that is on)
@@ -81,21 +78,15 @@ class DownloadPolicy:
     def __post_init__(self):
         for name in ("retries", "low_speed_limit", "backoff_factor", "backoff_max", "max_retry_after"):
             if getattr(self, name) < 0:
-                raise ValueError(f"download policy: {name} must be >= 0, got {getattr(self, name)}")
+                raise InvalidInputError(f"download policy: {name} must be >= 0, got {getattr(self, name)}")
         for name in ("timeout", "low_speed_time"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"download policy: {name} must be > 0, got {getattr(self, name)}")
+                raise InvalidInputError(f"download policy: {name} must be > 0, got {getattr(self, name)}")
 
     def retry(self) -> Retry:
-        """The retry budget and back-off of one `download` call (statuses in TRANSIENT_STATUSES, and 413/429/503
-        with a Retry-After, are retried; the waits come from `get_backoff_time` / `get_retry_after`)."""
+        """The retry budget and back-off of one `download` call."""
         return Retry(
             total=self.retries,
-            connect=None,
-            read=None,
-            redirect=None,
-            status=None,
-            other=None,
             status_forcelist=TRANSIENT_STATUSES,
             backoff_factor=self.backoff_factor,
             backoff_max=self.backoff_max,
@@ -105,31 +96,6 @@ class DownloadPolicy:
     @property
     def read_timeout(self) -> float:
         return min(self.timeout, self.low_speed_time) if self.low_speed_limit else self.timeout
-
-
-def disk_full(path: Path, needed: int | None = None) -> DataPreparationError:
-    free = shutil.disk_usage(path).free
-    need = f"{needed:,} bytes needed, " if needed is not None else ""
-    return DataPreparationError(
-        f"disk full in {path}: {need}{free:,} bytes free; free some space (or choose another "
-        f"--root) and run the same command again"
-    )
-
-
-def _write(file, chunk: bytes, folder: Path) -> None:
-    """Write and flush (the bytes reach the file system as they arrive); a full disk is a DataPreparationError."""
-    try:
-        file.write(chunk)
-        file.flush()
-    except OSError as error:
-        if error.errno == errno.ENOSPC:
-            raise disk_full(folder) from error
-        raise
-
-
-def check_free_space(folder: Path, needed: int) -> None:
-    if needed > 0 and shutil.disk_usage(folder).free < needed:
-        raise disk_full(folder, needed)
 
 
 def sha256_of(path: Path, *, progress: bool = True) -> str:
@@ -144,10 +110,6 @@ def sha256_of(path: Path, *, progress: bool = True) -> str:
     return digest.hexdigest()
 
 
-# --------------------------------------------------------------------------------------------------
-# Files beside a download: the partial file's validators, the finished file's checksum record.
-
-
 def partial_path(destination: Path) -> Path:
     return destination.with_name(destination.name + ".part")
 
@@ -158,20 +120,6 @@ def _validators_path(part: Path) -> Path:
 
 def _verified_path(destination: Path) -> Path:
     return destination.with_name(destination.name + ".verified.json")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):  # absent, or cut short by a crash: as if absent
-        return {}
-
-
-def write_json(path: Path, payload) -> None:
-    """Written whole or not at all (a temporary file renamed into place)."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(temporary, path)
 
 
 def discard_partial(part: Path) -> None:
@@ -188,24 +136,25 @@ def remove_download(destination: Path) -> None:
 def verified_sha256(path: Path, *, progress: bool = True) -> str:
     """The SHA-256 of `path`, computed once per version of the file: the result is recorded beside it, keyed by
     size and modification time, so a rerun does not read gigabytes again."""
-    record, status = _verified_path(path), path.stat()
-    known = _read_json(record)
+    status, known = path.stat(), read_json_or_empty(_verified_path(path))
     if known.get("size") == status.st_size and known.get("mtime_ns") == status.st_mtime_ns and "sha256" in known:
         return known["sha256"]
-    digest = sha256_of(path, progress=progress)
-    write_json(record, {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": digest})
+    return _record_sha256(path, sha256_of(path, progress=progress))
+
+
+def _record_sha256(path: Path, digest: str) -> str:
+    status = path.stat()
+    write_json(_verified_path(path), {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": digest})
     return digest
+
+
+def _of(size: int | None) -> str:
+    return f" of {size:,}" if size else ""
 
 
 def _kept(part: Path, size: int | None) -> str:
     got = part.stat().st_size if part.exists() else 0
-    if not got:
-        return ""
-    return f"; {got:,}{f' of {size:,}' if size else ''} bytes are kept in {part}"
-
-
-# --------------------------------------------------------------------------------------------------
-# One download.
+    return f"; {got:,}{_of(size)} bytes are kept in {part}" if got else ""
 
 
 def check_url(url: str) -> None:
@@ -227,10 +176,9 @@ def download(
     policy: DownloadPolicy | None = None,
     progress: bool = True,
 ) -> Path:
-    """`url` into `destination`, verified; the partial file `destination.part` is resumed. An existing `destination`
-    of the pinned size is trusted once its SHA-256 matches (recorded beside it, see `verified_sha256`); one that does
-    not match is downloaded again. A checksum mismatch after a resumed download (a stale partial file from another
-    copy of the archive) restarts from byte 0 once; any other mismatch deletes the file and fails."""
+    """`url` into `destination`, verified, resuming `destination.part`. An existing `destination` whose size and
+    SHA-256 match is kept, any other is downloaded again. A checksum mismatch after a resume (a stale partial file)
+    restarts from byte 0 once; any other mismatch deletes the file and fails."""
     policy = policy or DownloadPolicy()
     check_url(url)
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -241,21 +189,16 @@ def download(
         source = _fetch_verified(url, part, size=size, sha256=sha256, policy=policy, progress=progress)
     except KeyboardInterrupt as interrupt:
         got = part.stat().st_size if part.exists() else 0
-        if not got:
-            raise type(interrupt)(
-                f"{destination.name}: interrupted before any byte was downloaded: run the same command again"
-            ) from interrupt
-        raise type(interrupt)(
-            f"{destination.name}: download interrupted at {got:,}{f' of {size:,}' if size else ''} "
-            f"bytes, kept in {part}: run the same command again to resume"
-        ) from interrupt
+        message = (
+            f"download interrupted at {got:,}{_of(size)} bytes, kept in {part}: run the same command again to resume"
+            if got
+            else "interrupted before any byte was downloaded: run the same command again"
+        )
+        raise type(interrupt)(f"{destination.name}: {message}") from interrupt
     os.replace(part, destination)
     _validators_path(part).unlink(missing_ok=True)
     if sha256 is not None:
-        status = destination.stat()
-        write_json(
-            _verified_path(destination), {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": sha256}
-        )
+        _record_sha256(destination, sha256)
     logger.info("%s: %s bytes from %s, verified", destination.name, f"{destination.stat().st_size:,}", source)
     return destination
 
@@ -278,8 +221,7 @@ def _trusted(destination: Path, *, size: int | None, sha256: str | None, progres
 
 
 def _fetch_verified(url: str, part: Path, *, size, sha256, policy: DownloadPolicy, progress: bool) -> str:
-    """Complete `part` and check its SHA-256, restarting once from byte 0 when a resumed file does not match.
-    Returns where the bytes came from (after redirects)."""
+    """Complete `part` and check its SHA-256 (see `download`); returns where the bytes came from (after redirects)."""
     name = part.name.removesuffix(".part")
     for restarted in (False, True):
         transfer = _Transfer(url, part, size=size, policy=policy, progress=progress)
@@ -297,25 +239,23 @@ def _fetch_verified(url: str, part: Path, *, size, sha256, policy: DownloadPolic
                 f"not the pinned archive, so it was removed; check the URL / --mirror and run the same command again"
             )
         logger.warning(
-            "%s: SHA-256 mismatch after resuming a partial download: the partial file was stale (from "
-            "another copy of the archive); downloading it again from the start",
-            name,
+            f"{name}: SHA-256 mismatch after resuming a partial download: the partial file was stale (from another "
+            "copy of the archive); downloading it again from the start"
         )
     raise AssertionError("unreachable")
 
 
 class _Failed(Exception):
-    """One attempt that failed: the reason (for the messages), whether another attempt may help, and the answer
-    (for its Retry-After)."""
+    """One failed attempt: the reason, whether another may help, the answer (for its Retry-After), advice."""
 
     def __init__(self, reason: str, *, transient: bool, response=None, advice: str | None = None):
         super().__init__(reason)
-        self.transient, self.response, self.advice = transient, response, advice
+        self.transient, self.response, self.advice = transient, response, f"; {advice}" if advice else ""
 
 
 def _connection_failure(error: Exception, url: str, read_timeout: float) -> _Failed:
-    """An urllib3 error before or while reading an answer, classified: an untrusted certificate, a URL urllib3
-    cannot fetch and too many redirects are permanent; the rest (refused, reset, timed out, proxy) transient."""
+    """An urllib3 error, classified: an untrusted certificate, a URL urllib3 cannot fetch and too many redirects are
+    permanent; the rest (refused, reset, timed out, proxy) transient."""
     if isinstance(error, MaxRetryError) and error.reason is not None:
         error = error.reason
     causes = [error, *error.args, error.__cause__, error.__context__]
@@ -355,6 +295,7 @@ class _Transfer:
         self.source = url  # where the bytes came from last (the redirect target), for messages
         self.use_range = True
         self.resumed = part.exists() and part.stat().st_size > 0  # some bytes predate this call, or a resume
+        self.name = part.name.removesuffix(".part")
 
     @property
     def offset(self) -> int:
@@ -373,29 +314,27 @@ class _Transfer:
                 return self._attempt()
             except _Failed as failure:
                 if not failure.transient:
-                    advice = f"; {failure.advice}" if failure.advice else ""
-                    name, kept = self.part.name.removesuffix(".part"), _kept(self.part, self.size)
                     raise DataPreparationError(
-                        f"{name} from {self.source}: {failure}{advice}{kept}; run the same command again after that"
+                        f"{self.name} from {self.source}: {failure}{failure.advice}{_kept(self.part, self.size)}; "
+                        f"run the same command again after that"
                     ) from None
                 retry = self._next(retry, failure)
 
     def _next(self, retry: Retry, failure: _Failed) -> Retry:
         """Count the failure against the budget and wait (Retry-After, or the back-off), or give up."""
-        name, attempts = self.part.name.removesuffix(".part"), len(retry.history) + 1
+        name, attempts, advice = self.name, len(retry.history) + 1, failure.advice
         try:
             retry = retry.increment("GET", self.url, response=failure.response, error=None)
         except MaxRetryError:
             kept, got = _kept(self.part, self.size), self.offset
-            advice = f"; {failure.advice}" if failure.advice else ""
             if not got:
                 raise DataPreparationError(
                     f"cannot download {name} from {self.source} ({failure}; {attempts} attempt(s)){advice}; check "
                     f"the network, or try later or another --mirror, and run the same command again"
                 ) from None
             raise DataPreparationError(
-                f"download of {name} from {self.source} interrupted at {got:,}{f' of {self.size:,}' if self.size else ''}"
-                f" bytes ({failure}; {attempts} attempt(s)){advice}{kept}: run the same command again to resume"
+                f"download of {name} from {self.source} interrupted at {got:,}{_of(self.size)} bytes ({failure}; "
+                f"{attempts} attempt(s)){advice}{kept}: run the same command again to resume"
             ) from None
         try:
             wait = retry.get_retry_after(failure.response) if failure.response is not None else None
@@ -410,15 +349,8 @@ class _Transfer:
                 f"run the same command again later"
             ) from None
         logger.warning(
-            "%s from %s: %s; retrying in %.0f s (%s), at byte %s, retry %d of %d",
-            name,
-            self.source,
-            failure,
-            wait,
-            why,
-            f"{self.offset:,}",
-            attempts,
-            self.policy.retries,
+            f"{name} from {self.source}: {failure}; retrying in {wait:.0f} s ({why}), at byte {self.offset:,}, "
+            f"retry {attempts} of {self.policy.retries}"
         )
         time.sleep(wait)
         return retry
@@ -432,7 +364,7 @@ class _Transfer:
         return urllib3.PoolManager()
 
     def _attempt(self) -> None:
-        offset, validators = self.offset, _read_json(_validators_path(self.part))
+        offset, validators = self.offset, read_json_or_empty(_validators_path(self.part))
         check_free_space(self.part.parent, (self.size - offset) if self.size is not None else 0)
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         if offset and self.use_range:
@@ -464,7 +396,7 @@ class _Transfer:
     def _answer(self, response, offset: int, stored: dict) -> None:
         redirects = [h for h in response.retries.history if h.redirect_location] if response.retries else []
         self.source = urljoin(redirects[-1].url, redirects[-1].redirect_location) if redirects else self.url
-        status, size, name = response.status, self.size, self.part.name.removesuffix(".part")
+        status, size, name = response.status, self.size, self.name
         if status == 416:
             return self._not_satisfiable(response, offset)
         if status not in (200, 206):
@@ -479,11 +411,8 @@ class _Transfer:
                 transient=False,
                 advice="configure the mirror to serve .zip files unencoded, or use another --mirror",
             )
-        current = {
-            "url": self.url,
-            "etag": response.headers.get("ETag"),
-            "last_modified": response.headers.get("Last-Modified"),
-        }
+        headers = response.headers
+        current = {"url": self.url, "etag": headers.get("ETag"), "last_modified": headers.get("Last-Modified")}
         if status == 206:
             start, total = _content_range(response.headers.get("Content-Range", ""))
             if start != offset:
@@ -493,12 +422,7 @@ class _Transfer:
                     transient=True,
                 )
             if total is not None and size is not None and total != size:
-                raise _Failed(
-                    f"the server has a file of {total:,} bytes, the pinned {name} has {size:,}: not the "
-                    f"pinned archive",
-                    transient=False,
-                    advice="check --mirror",
-                )
+                raise _wrong_file(f"the server has a file of {total:,} bytes, the pinned {name} has {size:,}")
             if changed := _changed(stored, current):
                 discard_partial(self.part)
                 raise _Failed(
@@ -509,12 +433,7 @@ class _Transfer:
         else:
             length = response.headers.get("Content-Length")
             if length is not None and size is not None and int(length) > size:
-                raise _Failed(
-                    f"the server has a file of {int(length):,} bytes, the pinned {name} has {size:,}: "
-                    f"not the pinned archive",
-                    transient=False,
-                    advice="check --mirror",
-                )
+                raise _wrong_file(f"the server has a file of {int(length):,} bytes, the pinned {name} has {size:,}")
             if offset:
                 changed = _changed(stored, current)
                 why = (
@@ -530,9 +449,8 @@ class _Transfer:
         self._receive(response, offset)
 
     def _not_satisfiable(self, response, offset: int) -> None:
-        """HTTP 416 to `Range: bytes=offset-`: the partial file holds the whole file (verified next), the server's
-        copy is shorter than ours (kept; the server is at fault), or the server cannot resume: then the whole file
-        is asked for at once, outside the retry budget (a rerun would meet the same 416)."""
+        """HTTP 416 to `Range: bytes=offset-`: the partial file is whole (verified next), the server's copy is shorter
+        (kept; the server is at fault), or it cannot resume: the whole file then, outside the retry budget."""
         _, total = _content_range(response.headers.get("Content-Range", ""))
         if not offset:
             raise _Failed("HTTP 416 to a request without Range", transient=False, advice="check the URL / --mirror")
@@ -549,9 +467,8 @@ class _Transfer:
                 advice="check --mirror",
             )
         logger.warning(
-            "%s answers 416 (Range Not Satisfiable) to a resume at byte %s; downloading from the start",
-            self.source,
-            f"{offset:,}",
+            f"{self.source} answers 416 (Range Not Satisfiable) to a resume at byte {offset:,}; downloading from the "
+            "start"
         )
         self.use_range = False
         self._attempt()
@@ -562,7 +479,7 @@ class _Transfer:
         received, size = 0, self.size
         with (
             open(self.part, "ab" if offset else "wb") as file,
-            Progress(total=size, initial=offset, desc=self.part.name.removesuffix(".part"), bar=self.progress) as bar,
+            Progress(total=size, initial=offset, desc=self.name, bar=self.progress) as bar,
         ):
             window_start, window_bytes = time.monotonic(), 0
             while True:
@@ -573,12 +490,8 @@ class _Transfer:
                 if not chunk:
                     break
                 if size is not None and offset + received + len(chunk) > size:
-                    raise _Failed(
-                        f"the server sends more than the pinned {size:,} bytes: not the pinned archive",
-                        transient=False,
-                        advice="check --mirror",
-                    )
-                _write(file, chunk, self.part.parent)
+                    raise _wrong_file(f"the server sends more than the pinned {size:,} bytes")
+                write_chunk(file, chunk, self.part.parent)
                 received += len(chunk)
                 window_bytes += len(chunk)
                 bar.update(len(chunk))
@@ -598,7 +511,7 @@ class _Transfer:
     def _copy_local(self) -> None:
         """A `file:` URL: copy the file (resuming like a Range request) after checking its size."""
         source = Path(urllib.request.url2pathname(urlsplit(self.url).path))
-        name = self.part.name.removesuffix(".part")
+        name = self.name
         if not source.is_file():
             raise DataPreparationError(
                 f"{name}: no file {source} (from {self.url}); a mirror folder must hold the "
@@ -619,8 +532,12 @@ class _Transfer:
         ):
             src.seek(offset)
             while chunk := src.read(1 << 20):
-                _write(dst, chunk, self.part.parent)
+                write_chunk(dst, chunk, self.part.parent)
                 bar.update(len(chunk))
+
+
+def _wrong_file(reason: str) -> _Failed:
+    return _Failed(f"{reason}: not the pinned archive", transient=False, advice="check --mirror")
 
 
 def _content_range(value: str) -> tuple[int | None, int | None]:

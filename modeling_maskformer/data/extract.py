@@ -9,11 +9,10 @@ import shutil
 import stat
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from .download import DataPreparationError, check_free_space, disk_full
-from .progress import Progress
+from .progress import DataPreparationError, Progress, check_free_space, disk_full
 
 
 def _unsafe_reason(info: zipfile.ZipInfo) -> str | None:
@@ -80,11 +79,3 @@ def extract_zip(
             raise disk_full(root) from error
         raise
     return written
-
-
-def zip_names(source: Path) -> Iterable[str]:
-    try:
-        with zipfile.ZipFile(source) as archive:
-            return archive.namelist()
-    except (zipfile.BadZipFile, EOFError) as error:
-        raise DataPreparationError(f"{source}: damaged or truncated zip archive ({error})") from error

@@ -1,24 +1,13 @@
-"""Hugging Face `datasets` as a dataset source: a ``Dataset``/``DatasetDict`` object, a ``save_to_disk`` folder, a
-local data folder (parquet/arrow files, optionally with ``id2label.json`` at its root, as in a Hub dataset repo),
-or a Hub dataset id.
+"""Hugging Face `datasets` as a source: a ``Dataset``/``DatasetDict``, a ``save_to_disk`` folder, a local data folder
+(parquet/arrow files, maybe with ``id2label.json``, as a Hub dataset repo) or a Hub dataset id.
 
-Columns: the image (``image_column``; else the first of ``image``, ``img``, ``pixel_values``) and the annotation
-(``label_column``; else the first of the names below). Three kinds of annotation:
-
-- semantic: a class-index PNG (the label convention must be chosen) or, with a ``palette``, a colour mask;
-- panoptic: a COCO panoptic PNG plus a ``segments_info`` column;
-- transformers' instance-segmentation example format (``run_instance_segmentation.py``, recognised by its
-  ``semantic_class_to_id`` column): an RGB annotation whose R channel is the class and G channel the instance id
-  (see `decoding.decode_class_and_instance`). Read as panoptic items: with ``reduce_labels`` (the example's
-  ``--do_reduce_labels``) class 0 "background" is ignored and every other class is a thing; without it class 0
-  is a stuff class (one segment) and the others are things.
-
-Semantic class names: ``id2label`` (the final classes, used as they are), else ``id2label_file``, else
-``id2label.json`` at a local folder's root or in the Hub dataset repo (fetched with huggingface_hub, as
-transformers' semantic-segmentation example does); a file is read under the label convention
-(`class_names.names_for_convention`). Without any, the classes are numbered, with a warning.
-
-Splits: `splits.plan_split` (aliases, slices, a seeded held-out validation split).
+Columns: the image (``image_column``, else the first of `_IMAGE_COLUMNS`) and the annotation (``label_column``):
+a semantic class-index PNG (the label convention must be chosen) or, with a ``palette``, colour mask; a COCO panoptic
+PNG with a ``segments_info`` column; or transformers' instance-segmentation example format (a
+``semantic_class_to_id`` column, `decoding.decode_class_and_instance`), read as panoptic items whose class 0 is
+ignored (``reduce_labels``, the example's ``--do_reduce_labels``) or stuff, every other class a thing.
+Semantic class names: `class_names.find_id2label`, else the Hub repo's ``id2label.json`` (as transformers'
+semantic-segmentation example reads it), else numbers, with a warning. Splits: `splits.plan_split`.
 """
 
 from __future__ import annotations
@@ -31,9 +20,10 @@ from typing import Literal
 
 import datasets
 from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+from huggingface_hub.errors import EntryNotFoundError
 
-from .class_names import names_for_convention, parse_id2label, read_id2label, read_id2label_file
+from ..errors import InvalidInputError
+from .class_names import check_palette_names, find_id2label, names_for_convention, parse_id2label, read_id2label_file
 from .dataset import SegmentationDataset, SegmentationItem, Task
 from .decoding import (
     category_metadata,
@@ -97,51 +87,33 @@ class HFDataset(SegmentationDataset):
         source = f"row {index} (image_id {image_id})"
         image = open_rgb(row[self.image_column], f"{source}, column {self.image_column!r}", decode=self.decode_images)
         annotation = open_image(row[self.label_column], f"{source}, column {self.label_column!r}")
-        if annotation.size != image.size:
-            raise ValueError(
-                f"{source}: annotation size {annotation.width}x{annotation.height} (WxH) differs from "
-                f"image size {image.width}x{image.height}"
-            )
-        item = {"image": image, "panoptic_ids": None, "segments_info": None, "image_id": image_id}
+        item = {"image": image, "image_id": image_id}
+        common = {"ignore_index": self.ignore_index, "source": source}
         if self.kind == "semantic":
-            semantic = decode_semantic(
-                annotation,
-                reduce_labels=self.reduce_labels,
-                ignore_index=self.ignore_index,
-                source=source,
-                palette=self.palette,
-            )
+            semantic = decode_semantic(annotation, reduce_labels=self.reduce_labels, palette=self.palette, **common)
             return {**item, "semantic": semantic}
         if self.kind == "class_instance":
             ids, segments, semantic = decode_class_and_instance(
-                annotation,
-                reduce_labels=self.reduce_labels,
-                stuff_ids=self.stuff_ids,
-                ignore_index=self.ignore_index,
-                source=source,
+                annotation, reduce_labels=self.reduce_labels, stuff_ids=self.stuff_ids, **common
             )
-            return {**item, "semantic": semantic, "panoptic_ids": ids, "segments_info": segments}
-        if row.get("segments_info") is None:
-            raise ValueError(f"{source}: no segments_info")
-        ids, segments, semantic = decode_panoptic(
-            annotation,
-            row["segments_info"],
-            self.category_to_label,
-            ignore_index=self.ignore_index,
-            source=source,
-        )
+        elif row.get("segments_info") is None:
+            raise InvalidInputError(f"{source}: no segments_info")
+        else:
+            ids, segments, semantic = decode_panoptic(
+                annotation, row["segments_info"], self.category_to_label, **common
+            )
         return {**item, "semantic": semantic, "panoptic_ids": ids, "segments_info": segments}
 
 
 def _pick_column(columns: list[str], given: str | None, candidates: Sequence[str], what: str, flag: str) -> str:
     if given is not None:
         if given not in columns:
-            raise ValueError(f"{what} column {given!r} ({flag}) not found; columns are {columns}")
+            raise InvalidInputError(f"{what} column {given!r} ({flag}) not found; columns are {columns}")
         return given
     for name in candidates:
         if name in columns:
             return name
-    raise ValueError(
+    raise InvalidInputError(
         f"cannot find the {what} column (tried {list(candidates)}); columns are {columns}. Name it with {flag} COLUMN."
     )
 
@@ -150,7 +122,7 @@ def _script_error(name: str, error: RuntimeError) -> ValueError:
     # NOTE: datasets >= 4.0 refuses loading scripts: "Dataset scripts are no longer supported, but found x.py".
     if "scripts are no longer supported" not in str(error):
         raise error
-    return ValueError(
+    return InvalidInputError(
         f"dataset {name!r} is a loading script, which datasets {datasets.__version__} no longer runs ({error}); "
         f"download its data and pass the folder (ADE20K, COCO panoptic and Cityscapes: python "
         f"scripts/prepare_data.py NAME --root DIR, see --help)"
@@ -192,19 +164,15 @@ def _open(name_or_path, split: str, train_val_split: float | RecordedHoldOut | N
 
 
 def fetch_hub_id2label(repo_id: str, revision: str | None = None) -> dict[int, str] | None:
-    """``id2label.json`` of a Hub dataset repo (``hf_hub_download(repo_id, "id2label.json", repo_type="dataset")``,
-    as transformers' semantic-segmentation example reads it), checked; None when the repo has none or it cannot be
-    fetched (logged)."""
+    """``id2label.json`` of a Hub dataset repo, as transformers' semantic-segmentation example reads it; None when the
+    repo has none or it cannot be fetched (logged)."""
     try:
         path = hf_hub_download(repo_id, ID2LABEL_FILE, repo_type="dataset", revision=revision)
-    except LocalEntryNotFoundError as error:  # offline, and not in the cache
+    except OSError as error:  # offline and not in the cache (LocalEntryNotFoundError), network errors, not a dataset
         logger.warning("dataset %s: could not fetch %s from the Hub (%s)", repo_id, ID2LABEL_FILE, error)
         return None
     except EntryNotFoundError:
         logger.info("dataset %s: the Hub repo has no %s", repo_id, ID2LABEL_FILE)
-        return None
-    except OSError as error:  # network errors, a repo that is not a dataset repo
-        logger.warning("dataset %s: could not fetch %s from the Hub (%s)", repo_id, ID2LABEL_FILE, error)
         return None
     return read_id2label_file(path)
 
@@ -213,7 +181,9 @@ def _class_map_names(dataset, reduce_labels: bool, where: str) -> dict[int, str]
     """id2label from the instance format's ``semantic_class_to_id`` column ({name: pixel value of R}, row 0)."""
     label2id = dataset.select_columns([CLASS_MAP_COLUMN])[0][CLASS_MAP_COLUMN]
     if not isinstance(label2id, dict):
-        raise ValueError(f"{where}: column {CLASS_MAP_COLUMN!r} must hold {{class name: class id}}, got {label2id!r}")
+        raise InvalidInputError(
+            f"{where}: column {CLASS_MAP_COLUMN!r} must hold {{class name: class id}}, got {label2id!r}"
+        )
     id2label = parse_id2label(
         {value: name for name, value in label2id.items() if value is not None}, f"{where}, column {CLASS_MAP_COLUMN!r}"
     )
@@ -262,7 +232,7 @@ def load_hf_dataset(
     if task is None and kind == "semantic" and CLASS_MAP_COLUMN in columns and palette is None:
         kind = "class_instance"
     if kind == "panoptic" and "segments_info" not in columns:
-        raise ValueError(f"{where}: panoptic data needs a 'segments_info' column; columns are {columns}")
+        raise InvalidInputError(f"{where}: panoptic data needs a 'segments_info' column; columns are {columns}")
     candidates = _PANOPTIC_COLUMNS if kind == "panoptic" else _SEMANTIC_COLUMNS
     label_column = _pick_column(
         others, label_column, candidates, f"{kind.replace('_', ' ')} annotation", "--label_column"
@@ -274,22 +244,18 @@ def load_hf_dataset(
         "held_out": held_out,
     }
     if not len(dataset):
-        raise ValueError(f"{where}: split {split!r} has no rows")
+        raise InvalidInputError(f"{where}: split {split!r} has no rows")
 
     if kind == "panoptic":
         if id2label is None and id2label_file is not None:  # panoptic ids have no label convention
             id2label = read_id2label_file(id2label_file)
         if palette is not None:
-            raise ValueError(f"{where}: --palette reads semantic colour masks; this dataset is panoptic")
+            raise InvalidInputError(f"{where}: --palette reads semantic colour masks; this dataset is panoptic")
         return _panoptic(dataset, folder, categories, id2label, thing_ids, common)
     if palette is not None:
         if reduce_labels:
             logger.info("%s: colour masks read with %s; the label convention does not apply", where, palette.source)
-        if id2label is not None and dict(id2label) != palette.id2label:
-            raise ValueError(
-                f"{where}: {palette.source} names the classes {palette.names[:8]}, but id2label gives "
-                f"{list(id2label.values())[:8]}"
-            )
+        check_palette_names(id2label, palette, where)
         return HFDataset(
             dataset,
             "semantic",
@@ -301,8 +267,7 @@ def load_hf_dataset(
         )
     reduce_labels = require_label_convention(reduce_labels, where)
     if kind == "class_instance":
-        if id2label is None and id2label_file is not None:  # keyed by the R value, like the column
-            id2label = names_for_convention(read_id2label_file(id2label_file), reduce_labels, str(id2label_file))
+        id2label = find_id2label(id2label, id2label_file, None, reduce_labels)  # keyed by R, like the column
         if id2label is None:
             id2label = _class_map_names(dataset, reduce_labels, where)
         stuff = [] if reduce_labels else [0]
@@ -317,10 +282,7 @@ def load_hf_dataset(
         )
 
     warn_if_binary(dataset[label_column], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where)
-    if id2label is None and id2label_file is not None:
-        id2label = names_for_convention(read_id2label_file(id2label_file), reduce_labels, str(id2label_file))
-    if id2label is None and folder is not None:
-        id2label = read_id2label(folder, reduce_labels)
+    id2label = find_id2label(id2label, id2label_file, folder, reduce_labels)
     if id2label is None and hub_id is not None:
         fetched = fetch_hub_id2label(hub_id, load_kwargs.get("revision"))
         if fetched is not None:
@@ -330,10 +292,8 @@ def load_hf_dataset(
             num_labels = scan_num_labels(dataset[label_column], reduce_labels, ignore_index)
         id2label = {i: str(i) for i in range(num_labels)}
         logger.warning(
-            "%s: no class names (no --id2label, no %s): the %d classes are named by their ids",
-            where,
-            ID2LABEL_FILE,
-            num_labels,
+            f"{where}: no class names (no --id2label, no {ID2LABEL_FILE}): the {num_labels} classes are named "
+            "by their ids"
         )
     return HFDataset(
         dataset, "semantic", id2label=id2label, thing_ids=thing_ids, reduce_labels=reduce_labels, **common
@@ -346,7 +306,7 @@ def _panoptic(dataset, folder, categories, id2label, thing_ids, common) -> HFDat
     if categories is not None:
         metadata = category_metadata(categories)
         if id2label is not None and dict(id2label) != metadata["id2label"]:
-            raise ValueError(
+            raise InvalidInputError(
                 f"the dataset's categories name the classes {list(metadata['id2label'].values())[:8]}, "
                 f"but id2label gives {list(id2label.values())[:8]}"
             )

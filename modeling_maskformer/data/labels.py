@@ -1,26 +1,17 @@
 """What a model's classes mean, as its folder records it, and the rules every reader of a model follows.
 
-A trained folder records (training writes them; transformers' own fields where transformers has them):
+A trained folder records `config.id2label`, `config.thing_ids` (the thing classes; null: unknown),
+`config.validation_held_out` (`data.splits.HoldOut`, or null) and, in `preprocessor_config.json`, transformers'
+`do_reduce_labels` and `ignore_index`: how the training data's label maps were read (true: ADE20K's convention,
+`--label_convention ade`; false: the values as they are, `--label_convention as_is`).
 
-- `config.id2label`: the class names, ids 0..K-1;
-- `config.thing_ids`: the classes that are things (the others are stuff), or null when unknown;
-- `preprocessor_config.json`'s `do_reduce_labels` and `ignore_index`: how the training data's semantic label
-  maps were read. `do_reduce_labels: true` is ADE20K's convention (pixel 0 = "other", ignored; pixel k = class
-  k-1; `--label_convention ade`), false the values as they are (`--label_convention as_is`). These are
-  transformers' `MaskFormerImageProcessor` fields with transformers' meaning, so its own checkpoints record
-  theirs the same way.
-- `config.validation_held_out`: the validation split its training run held out of a training subset when the
-  data had none (`{"fraction": 0.15, "seed": 0, "subset": "all", "items": 40}`, `data.splits.HoldOut`), or null
-  (the data had its own validation split, or the folder predates the record).
+The rules (`LabelSettings`): data read for a model uses the recorded convention unless told otherwise (a
+contradicting choice is followed, with a warning); no record and no choice is refused with the flag to pass, never
+read as ADE's; a dataset whose classes differ from the model's is refused unless overridden; data without a
+validation split holds out what the training run held out. `segment` (instance: never a stuff class; panoptic: stuff
+fused) is the post-processing of every reader: the pipeline, the app, `scripts/predict.py`.
 
-The rules (`LabelSettings`): a dataset read for a model uses the recorded convention unless told otherwise (an
-explicit choice that contradicts it is followed, with a warning); a model with no recorded convention and no
-choice is refused with the flag to pass, never read as ADE's; a dataset whose classes differ from the model's
-is refused naming both, unless overridden; data without a validation split holds out the items the training run
-held out (`data.splits.RecordedHoldOut`). `segment` (instance: never a stuff class; panoptic: stuff fused by
-default) is the post-processing of every reader: the pipeline, the app, `scripts/predict.py`.
-
-NOTE: a folder written by this package before the label settings were recorded (its config has no `thing_ids`)
+NOTE: a folder written by this package before the label settings were recorded (no `thing_ids` in its config)
 always said `do_reduce_labels: false`, whatever the data, so its convention counts as unknown.
 """
 
@@ -40,6 +31,7 @@ from transformers.image_processing_base import ImageProcessingMixin
 from ..configuration.configuration_maskformer import MaskFormerConfig, check_local_source
 from ..configuration.configuration_per_pixel import PerPixelBaselineConfig
 from ..configuration.transformers_format import STASH_KEY
+from ..errors import InvalidInputError, MissingInputError
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +72,7 @@ def _has_own_names(id2label: Mapping[int, str]) -> bool:
 
 @dataclass(frozen=True)
 class LabelSettings:
-    """A model's classes and the label convention of its training data; see the module docstring.
-
-    `thing_ids` None: the things/stuff split is unknown. `reduce_labels` None: no convention recorded. `held_out`:
-    the record `config.validation_held_out` as saved (None: none)."""
+    """A model's classes and the label convention of its training data (None: unknown / not recorded)."""
 
     id2label: dict[int, str]
     thing_ids: list[int] | None
@@ -109,7 +98,7 @@ class LabelSettings:
         check_local_source(source)  # a path that does not exist: said so, not the Hub's repo-id message
         config, _ = PretrainedConfig.get_config_dict(source, **hub_kwargs)
         if not config:
-            raise OSError(f"{source} has no config.json: not a saved model folder")
+            raise MissingInputError(f"{source} has no config.json: not a saved model folder")
         try:
             processor, _ = ImageProcessingMixin.get_image_processor_dict(source, **hub_kwargs)
         except OSError:  # no preprocessor_config.json
@@ -155,29 +144,23 @@ class LabelSettings:
         contradicts the record is followed with a warning; neither is a ValueError naming the flags."""
         if requested is None:
             if self.reduce_labels is None:
-                raise ValueError(_choices_message(self.source))
+                raise InvalidInputError(_choices_message(self.source))
             logger.info(
-                "label convention %s, recorded by %s (do_reduce_labels=%s)",
-                CONVENTION_NAMES[self.reduce_labels],
-                self.source,
-                str(self.reduce_labels).lower(),
+                f"label convention {CONVENTION_NAMES[self.reduce_labels]}, recorded by {self.source} "
+                f"(do_reduce_labels={str(self.reduce_labels).lower()})"
             )
             return self.reduce_labels
         if self.reduce_labels is not None and requested != self.reduce_labels:
             logger.warning(
-                "%s contradicts %s, whose training data was read with %s: using %s as asked (right only "
-                "if these label files are written differently from the training data's)",
-                convention_flag(requested),
-                self.source,
-                convention_flag(self.reduce_labels),
-                CONVENTION_NAMES[requested],
+                f"{convention_flag(requested)} contradicts {self.source}, whose training data was read with "
+                f"{convention_flag(self.reduce_labels)}: using {CONVENTION_NAMES[requested]} as asked (right only if "
+                "these label files are written differently from the training data's)"
             )
         return requested
 
     def check_dataset(self, dataset, *, ignore_class_mismatch: bool = False, name: str = "the dataset") -> None:
-        """Refuse (ValueError, one line naming both) a dataset whose classes differ from the model's (names compared
-        without case and surrounding spaces), unless `ignore_class_mismatch` (then a warning). A dataset with numbered classes and the model's count takes
-        the model's names."""
+        """Refuse a dataset whose classes differ from the model's (names compared without case and surrounding
+        spaces), unless `ignore_class_mismatch` (a warning). Numbered classes of the model's count take its names."""
         ours, theirs = self.id2label, dataset.id2label
         if len(ours) == len(theirs) and not _has_own_names(theirs) and _has_own_names(ours):
             dataset.id2label = dict(ours)
@@ -190,7 +173,7 @@ class LabelSettings:
                 f"({_names(ours)})"
             )
             if not ignore_class_mismatch:
-                raise ValueError(
+                raise InvalidInputError(
                     f"{message}: the {differ} differ; pass {OVERRIDE_FLAG} to evaluate anyway "
                     f"(class ids are then compared as numbers)"
                 )
@@ -198,41 +181,32 @@ class LabelSettings:
         known = self.thing_ids is not None and dataset.task != "semantic"
         if known and sorted(dataset.thing_ids) != sorted(self.thing_ids):
             logger.warning(
-                "%s and %s differ in which classes are things (%s vs %s): the metrics follow %s",
-                name,
-                self.source,
-                dataset.thing_ids,
-                self.thing_ids,
-                name,
+                f"{name} and {self.source} differ in which classes are things ({dataset.thing_ids} vs "
+                f"{self.thing_ids}): the metrics follow {name}"
             )
 
 
 def model_thing_ids(config, source: str = "the model") -> list[int] | None:
-    """`config.thing_ids`, or None with one log line when the model does not record it (a folder saved before
-    it was recorded, a transformers checkpoint): then instance output lists every class and panoptic output
-    fuses only what the caller asks, as before."""
+    """`config.thing_ids`, or None with one log line when the model does not record it (an older folder, a
+    transformers checkpoint)."""
     thing_ids = getattr(config, "thing_ids", None)
     if thing_ids is None:
         logger.info(
-            "%s does not record which classes are things and which stuff (config.thing_ids): instance "
-            "segmentation lists every class, panoptic segmentation fuses no class by default",
-            source,
+            f"{source} does not record which classes are things and which stuff (config.thing_ids): instance "
+            "segmentation lists every class, panoptic segmentation fuses no class by default"
         )
         return None
     if not thing_ids:
         logger.info(
-            "%s records no thing class (trained on semantic labels): instance segmentation finds nothing; "
-            "use semantic or panoptic segmentation",
-            source,
+            f"{source} records no thing class (trained on semantic labels): instance segmentation finds nothing; "
+            "use semantic or panoptic segmentation"
         )
     return list(thing_ids)
 
 
 def task_caveats(config, tasks: Collection[str], source: str = "the model") -> list[str]:
-    """One line per limit of this model for the requested `tasks`, from its recorded classes (`config.thing_ids`;
-    nothing when it is unknown): no thing class (instance output finds nothing), or no stuff class, not even a
-    background (semantic maps give every pixel an object class; panoptic segments cover the background with
-    objects). Each line names the model, the reason and what to do."""
+    """One line per limit of this model for `tasks`, from `config.thing_ids`: no thing class (instance output finds
+    nothing), or no stuff class, not even a background. Each names the model, the reason and what to do."""
     thing_ids = getattr(config, "thing_ids", None)
     if thing_ids is None:
         return []
@@ -318,4 +292,4 @@ def segment(
             label_ids_to_fuse = set(range(num_labels)) - {int(i) for i in thing_ids}
         fuse = None if label_ids_to_fuse is None else set(label_ids_to_fuse)
         return processor.post_process_panoptic_segmentation(outputs, label_ids_to_fuse=fuse, **common)
-    raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    raise InvalidInputError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")

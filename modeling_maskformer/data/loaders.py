@@ -1,6 +1,6 @@
-"""Dataset sources, each yielding the item format of `dataset.py`: ADE20K-style folders, COCO panoptic
-folders, VOC-layout folders (`voc.py`), COCO instance folders (`coco_instances.py`), Hugging Face `datasets`
-(`hf.py`), and the built-in synthetic shapes; `build_dataset` picks one."""
+"""Dataset sources, each yielding the item format of `dataset.py`: ADE20K-style folders, COCO panoptic folders,
+VOC-layout folders (`voc.py`), COCO instance files and folders (`coco_instances.py`), Hugging Face `datasets`
+(`hf.py`), the datasets `prepare.py` prepares, and the built-in synthetic shapes; `build_dataset` picks one."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .class_names import names_for_convention, read_id2label, read_id2label_file
+from ..errors import InvalidInputError, MissingInputError
+from .class_names import check_palette_names, find_id2label
 from .coco_instances import (
     COCO_LAYOUT_MARKERS,
     coco_instances_layout,
@@ -25,7 +26,6 @@ from .decoding import (
     category_metadata,
     check_class_index_mode,
     decode_panoptic,
-    decode_semantic,
     lossy_label_message,
     open_image,
     open_rgb,
@@ -37,11 +37,11 @@ from .decoding import (
 from .hf import load_hf_dataset
 from .labels import LabelSettings
 from .palette import Palette, read_palette
-from .prepare import DATASETS, SCRIPT_DATASETS, resolve_name
+from .registry import DATA_ROOT_ENV, DATASETS, SCRIPT_DATASETS, default_data_root, prepare_command, prepared_folder
 from .splits import WHOLE, HoldOut, RecordedHoldOut, plan_split
 from .splits import normalize_split as _normalize_split
 from .synthetic import SyntheticShapes, SyntheticShapesConfig, rgb_to_id
-from .voc import is_voc_folder, load_voc_folder
+from .voc import MaskPairsDataset, is_voc_folder, load_voc_folder
 
 logger = logging.getLogger(__name__)
 
@@ -52,51 +52,8 @@ def _list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-# --------------------------------------------------------------------------------------------------
-# ADE20K-style folders.
-
-
-class AdeFolderDataset(SegmentationDataset):
-    """``root/images/<split>/*.jpg`` + ``root/annotations/<split>/*.png`` (same stem)."""
-
-    def __init__(self, pairs: list[tuple[Path, Path]], palette: Palette | None = None, **metadata):
-        super().__init__(**metadata)
-        self.pairs, self.palette = pairs, palette
-        if palette is not None:  # colour masks: the palette names the classes, no convention applies
-            self.convention_from = f"the colours of {palette.source}"
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def _source(self, index: int) -> str:
-        return str(self.pairs[index][1])
-
-    def _load(self, index: int) -> SegmentationItem:
-        image_path, annotation_path = self.pairs[index]
-        semantic = decode_semantic(
-            open_image(annotation_path),
-            reduce_labels=self.reduce_labels,
-            ignore_index=self.ignore_index,
-            source=str(annotation_path),
-            palette=self.palette,
-        )
-        image = open_rgb(image_path, decode=self.decode_images)
-        if semantic.shape != (image.height, image.width):
-            raise ValueError(
-                f"{annotation_path}: annotation size {semantic.shape[1]}x{semantic.shape[0]} (WxH) differs from "
-                f"image {image_path} size {image.width}x{image.height}"
-            )
-        return {
-            "image": image,
-            "semantic": semantic,
-            "panoptic_ids": None,
-            "segments_info": None,
-            "image_id": image_path.stem,
-        }
-
-
 def _ade_pairs(root: Path, images: list[Path], annotation_dir: Path) -> list[tuple[Path, Path]]:
-    """(image, annotation) by file stem; an annotation saved as JPEG is refused (lossy), not reported missing."""
+    """(image, annotation) by file stem; a JPEG annotation is refused (lossy), not reported missing."""
     annotations: dict[str, Path] = {}
     for path in sorted(annotation_dir.iterdir()):
         suffix = path.suffix.lower()
@@ -106,35 +63,33 @@ def _ade_pairs(root: Path, images: list[Path], annotation_dir: Path) -> list[tup
         annotations[p.stem] for p in images if p.stem in annotations and annotations[p.stem].suffix.lower() != ".png"
     ]
     if lossy:
-        raise ValueError(lossy_label_message(f"{lossy[0]} ({len(lossy)} of the {len(images)} annotations are JPEG)"))
+        raise InvalidInputError(
+            lossy_label_message(f"{lossy[0]} ({len(lossy)} of the {len(images)} annotations are JPEG)")
+        )
     missing = [p.name for p in images if p.stem not in annotations]
     if missing:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"ADE folder {root}: {len(missing)} image(s) without annotation in {annotation_dir}, e.g. {missing[0]}"
         )
     return [(p, annotations[p.stem]) for p in images]
 
 
 def _ade_subsets(root: Path) -> dict[str, Path]:
-    """The image folder of each subset: ``images/<subset>/`` (``training``, ``validation``), or ``images/`` itself
-    as the one subset `splits.WHOLE` of a flat folder."""
+    """The image folder of each subset: ``images/<subset>/``, or ``images/`` as the one subset `splits.WHOLE`."""
     for sub in ("images", "annotations"):
         if not (root / sub).is_dir():
-            raise FileNotFoundError(f"ADE folder {root}: missing folder {root / sub}")
+            raise MissingInputError(f"ADE folder {root}: missing folder {root / sub}")
     folders = {p.name: p for p in sorted((root / "images").iterdir()) if p.is_dir() and not p.name.startswith(".")}
     flat = _list_images(root / "images")
     if flat and folders:
         logger.warning(
-            "ADE folder %s: the %d image(s) directly in %s are not read: its subfolders %s are the splits",
-            root,
-            len(flat),
-            root / "images",
-            sorted(folders),
+            f"ADE folder {root}: the {len(flat)} image(s) directly in {root / 'images'} are not read: its subfolders "
+            f"{sorted(folders)} are the splits"
         )
     if folders:
         return folders
     if not flat:
-        raise ValueError(
+        raise InvalidInputError(
             f"ADE folder {root}: {root / 'images'} is empty (expected images/training/*.jpg and "
             f"images/validation/*.jpg, or images/*.jpg)"
         )
@@ -153,23 +108,14 @@ def load_ade_folder(
     thing_ids: Sequence[int] = (),
     palette: str | Path | Palette | None = None,
     train_val_split: float | RecordedHoldOut | None = None,
-) -> AdeFolderDataset:
-    """An ADEChallengeData2016-style folder.
+) -> MaskPairsDataset:
+    """An ADEChallengeData2016-style folder: ``root/{images,annotations}/<subset>/`` (ADE20K: ``training``,
+    ``validation``) or flat ``root/{images,annotations}/`` (one subset, ``all``). ``split``: `splits.plan_split`.
 
-    ``root/images/<subset>/`` and ``root/annotations/<subset>/`` (ADE20K: ``training``, ``validation``), or flat
-    ``root/images/`` and ``root/annotations/``, one subset named ``all``. ``split`` as for every source
-    (`splits.plan_split`): a subset by name or alias, a slice (``train[:80%]``), or the parts of a training subset
-    when there is no validation subset (``train_val_split`` held out, 15% by default).
-
-    Class names come from ``id2label`` (used as it is), else ``id2label_file``, ``root/id2label.json`` (files are
-    read under the label convention: `class_names.names_for_convention`) or ``root/objectInfo150.{csv,txt}``, else
-    numbers; with none of these and no ``num_labels`` the annotations are scanned for the largest label (slow on
-    large folders). With a ``palette`` (`palette.read_palette`), the annotations are colour masks and the palette
-    names the classes. JPEG annotations are refused (lossy).
-
-    ``reduce_labels``: True for ADE20K's convention (0 = "other", ignored; 1..K are classes 0..K-1), False
-    for values used as they are; None refuses to guess (a ValueError asking for the choice).
-    """
+    Class names: `class_names.find_id2label` (also ``root/objectInfo150.{csv,txt}``), else numbers up to
+    ``num_labels`` or the largest label found by a scan. With a ``palette`` the annotations are colour masks and the
+    palette names the classes. ``reduce_labels``: True for ADE20K's convention (0 = "other", ignored; k is class
+    k - 1), False for the values as they are, None refuses to guess."""
     root = Path(root)
     where = f"ADE folder {root}"
     subsets = _ade_subsets(root)
@@ -177,61 +123,37 @@ def load_ade_folder(
     image_dir = subsets[plan.subset]
     annotation_dir = root / "annotations" / image_dir.relative_to(root / "images")
     if not annotation_dir.is_dir():
-        raise FileNotFoundError(f"{where}: missing split folder {annotation_dir}")
+        raise MissingInputError(f"{where}: missing split folder {annotation_dir}")
     images = _list_images(image_dir)
     if not images:
-        raise ValueError(f"{where}: no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
+        raise InvalidInputError(f"{where}: no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
     pairs = _ade_pairs(root, images, annotation_dir)
     held_out = plan.held_out(len(pairs))
     pairs = [pairs[i] for i in plan.select(len(pairs))]
+    common = {"thing_ids": thing_ids, "ignore_index": ignore_index, "held_out": held_out}
     if palette is not None:
         palette = read_palette(palette) if isinstance(palette, (str, Path)) else palette
-        if id2label is not None and dict(id2label) != palette.id2label:
-            raise ValueError(
-                f"{where}: {palette.source} names the classes {palette.names[:8]}, but id2label gives "
-                f"{list(id2label.values())[:8]}"
-            )
+        check_palette_names(id2label, palette, where)
         if reduce_labels:
             logger.info("%s: colour masks read with %s; the label convention does not apply", where, palette.source)
-        return AdeFolderDataset(
-            pairs,
-            palette,
-            id2label=palette.id2label,
-            thing_ids=thing_ids,
-            ignore_index=ignore_index,
-            reduce_labels=False,
-            held_out=held_out,
-        )
+        return MaskPairsDataset(pairs, palette=palette, id2label=palette.id2label, reduce_labels=False, **common)
     # Cheap (header only) and before any scan: a colour annotation must fail with its own message.
     with Image.open(pairs[0][1]) as first:
         check_class_index_mode(first, str(pairs[0][1]))
     reduce_labels = require_label_convention(reduce_labels, where)
     warn_if_binary([a for _, a in pairs], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where)
 
-    if id2label is None and id2label_file is not None:
-        id2label = names_for_convention(read_id2label_file(id2label_file), reduce_labels, str(id2label_file))
-    id2label = id2label or read_id2label(root, reduce_labels)
+    id2label = find_id2label(id2label, id2label_file, root, reduce_labels)
     if id2label is None:
         if num_labels is None:
             num_labels = scan_num_labels([a for _, a in pairs], reduce_labels, ignore_index)
             if num_labels == 0:
-                raise ValueError(
+                raise InvalidInputError(
                     f"ADE folder {root}: no annotation in {annotation_dir} has a class pixel (all are "
                     f"ignored{' or 0' if reduce_labels else ''}); check reduce_labels / --label_convention"
                 )
         id2label = {i: str(i) for i in range(num_labels)}
-    return AdeFolderDataset(
-        pairs,
-        id2label=id2label,
-        thing_ids=thing_ids,
-        ignore_index=ignore_index,
-        reduce_labels=reduce_labels,
-        held_out=held_out,
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# COCO-panoptic-style folders.
+    return MaskPairsDataset(pairs, id2label=id2label, reduce_labels=reduce_labels, **common)
 
 
 class CocoPanopticDataset(SegmentationDataset):
@@ -254,14 +176,12 @@ class CocoPanopticDataset(SegmentationDataset):
     def _load(self, index: int) -> SegmentationItem:
         image_path, png_path, segments_info = self.records[index]
         image = open_rgb(image_path, decode=self.decode_images)
-        png = open_image(png_path)
-        if png.size != image.size:
-            raise ValueError(
-                f"{png_path}: annotation size {png.width}x{png.height} (WxH) differs from image {image_path} "
-                f"size {image.width}x{image.height}"
-            )
         ids, segments, semantic = decode_panoptic(
-            png, segments_info, self.category_to_label, ignore_index=self.ignore_index, source=str(png_path)
+            open_image(png_path),
+            segments_info,
+            self.category_to_label,
+            ignore_index=self.ignore_index,
+            source=str(png_path),
         )
         return {
             "image": image,
@@ -285,14 +205,14 @@ def load_coco_panoptic_folder(
     and ``root/annotations/panoptic_{split}2017/*.png``; any of the three can be given explicitly."""
     coco_split = _COCO_SPLIT_NAMES[_normalize_split(split)] + "2017"
     if root is None and None in (images_dir, json_path, png_dir):
-        raise ValueError("give root, or all of images_dir, json_path and png_dir")
+        raise InvalidInputError("give root, or all of images_dir, json_path and png_dir")
     root = Path(root) if root is not None else None
     images_dir = Path(images_dir) if images_dir else root / coco_split
     json_path = Path(json_path) if json_path else root / "annotations" / f"panoptic_{coco_split}.json"
     png_dir = Path(png_dir) if png_dir else root / "annotations" / f"panoptic_{coco_split}"
     for path, is_file in ((json_path, True), (images_dir, False), (png_dir, False)):
         if not (path.is_file() if is_file else path.is_dir()):
-            raise FileNotFoundError(f"COCO panoptic: missing {'file' if is_file else 'folder'} {path}")
+            raise MissingInputError(f"COCO panoptic: missing {'file' if is_file else 'folder'} {path}")
 
     payload = read_coco_panoptic_json(json_path)
     metadata = category_metadata(payload["categories"])
@@ -300,26 +220,26 @@ def load_coco_panoptic_folder(
     annotated = {a["image_id"] for a in payload["annotations"]}
     unannotated = [image["file_name"] for image in payload["images"] if image["id"] not in annotated]
     if unannotated:
-        raise ValueError(f"{json_path}: {len(unannotated)} image(s) without annotation, e.g. {unannotated[0]}")
+        raise InvalidInputError(f"{json_path}: {len(unannotated)} image(s) without annotation, e.g. {unannotated[0]}")
     image_files, png_files = set(os.listdir(images_dir)), set(os.listdir(png_dir))
     if not image_files:
-        raise FileNotFoundError(f"COCO panoptic: the image folder {images_dir} is empty")
+        raise MissingInputError(f"COCO panoptic: the image folder {images_dir} is empty")
 
     records = []
     for annotation in payload["annotations"]:
         image = images_by_id.get(annotation["image_id"])
         if image is None:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{json_path}: annotation {annotation['file_name']} refers to unknown image id "
                 f"{annotation['image_id']}"
             )
         if image["file_name"] not in image_files:
-            raise FileNotFoundError(f"COCO panoptic: image {images_dir / image['file_name']} not found")
+            raise MissingInputError(f"COCO panoptic: image {images_dir / image['file_name']} not found")
         if annotation["file_name"] not in png_files:
-            raise FileNotFoundError(f"COCO panoptic: annotation PNG {png_dir / annotation['file_name']} not found")
+            raise MissingInputError(f"COCO panoptic: annotation PNG {png_dir / annotation['file_name']} not found")
         for segment in annotation["segments_info"]:
             if segment["category_id"] not in metadata["category_to_label"]:
-                raise ValueError(
+                raise InvalidInputError(
                     f"{json_path}: unknown category id {segment['category_id']} in segments_info "
                     f"of {annotation['file_name']}"
                 )
@@ -328,10 +248,6 @@ def load_coco_panoptic_folder(
         )
     category_to_label = metadata.pop("category_to_label")
     return CocoPanopticDataset(records, category_to_label, ignore_index=ignore_index, **metadata)
-
-
-# --------------------------------------------------------------------------------------------------
-# Synthetic scenes.
 
 
 class SyntheticDataset(SegmentationDataset):
@@ -370,18 +286,14 @@ def load_synthetic(
     """The built-in procedural dataset (see synthetic.py)."""
     split = _normalize_split(split)
     if split == "test":
-        raise ValueError("the synthetic dataset has only 'train' and 'validation' splits")
+        raise InvalidInputError("the synthetic dataset has only 'train' and 'validation' splits")
     return SyntheticDataset(SyntheticShapes(split, num_images, image_size, seed, config=config))
-
-
-# --------------------------------------------------------------------------------------------------
-# Dispatch.
 
 
 _HF_DATA_FILES = ("*.parquet", "*.arrow", "*/*.parquet", "*/*.arrow")
 
 
-# Every folder layout `detect_folder_layout` knows, in the order it tries them, with the file that marks each.
+# The folder layouts `detect_folder_layout` knows, in the order it tries them, with the file that marks each.
 FOLDER_LAYOUTS = {
     "coco_panoptic": "annotations/panoptic_<subset>.json",
     "voc": "SegmentationClass/ (Pascal VOC: + JPEGImages/, ImageSets/Segmentation/)",
@@ -409,7 +321,7 @@ def detect_folder_layout(root: str | Path) -> str:
     if saved or any(next(root.glob(pattern), None) for pattern in _HF_DATA_FILES):
         return "hf"
     known = "; ".join(f"{name}: {marker}" for name, marker in FOLDER_LAYOUTS.items())
-    raise ValueError(
+    raise InvalidInputError(
         f"{root}: not a known dataset layout. Known layouts (the file that marks each): {known}. "
         f"Contents: {sorted(os.listdir(root))[:20]}"
     )
@@ -441,7 +353,7 @@ def source_layout(source) -> str:
         return detect_folder_layout(path)
     if path.is_file():
         if path.suffix.lower() != ".json":
-            raise ValueError(
+            raise InvalidInputError(
                 f"{path} is a file but not a COCO instance JSON; a dataset is a folder (layouts: "
                 f"{', '.join(FOLDER_LAYOUTS)}), a COCO instance .json file or a datasets name"
             )
@@ -450,6 +362,17 @@ def source_layout(source) -> str:
     if name in DATASETS:
         return "coco_panoptic" if name == "coco_panoptic" else "ade"
     return "hf"
+
+
+_LOADERS = {
+    COCO_JSON: load_coco_instances_file,
+    "coco_panoptic": load_coco_panoptic_folder,
+    "voc": load_voc_folder,
+    "cvat_mask": load_voc_folder,
+    **dict.fromkeys(COCO_LAYOUT_MARKERS, load_coco_instances_folder),
+    "ade": load_ade_folder,
+    "hf": load_hf_dataset,
+}
 
 
 def build_dataset(
@@ -461,24 +384,16 @@ def build_dataset(
     ignore_class_mismatch: bool = False,
     **kwargs,
 ) -> SegmentationDataset:
-    """One entry point: ``"synthetic"``, a local folder (a layout of `FOLDER_LAYOUTS`, detected: ADE, COCO
-    panoptic, COCO instances as COCO, CVAT, Roboflow or Label Studio export them, Pascal VOC or a CVAT
-    "Segmentation mask" export, ``save_to_disk`` output or parquet/arrow files), a COCO instance JSON file
-    (``image_root``: its images' folder, default the JSON's), a ``datasets`` object, or a Hugging Face dataset name.
-    ``kwargs`` go to the loader.
+    """One entry point: ``"synthetic"``, a local folder (a layout of `FOLDER_LAYOUTS`, detected), a COCO instance
+    JSON file (``image_root``: its images' folder, default the JSON's), a ``datasets`` object or Hub name, or a name
+    of `prepare.py` (``"ade20k"``; also the dead Hub name ``"scene_parse_150"``), read from its prepared folder under
+    ``data_root`` (default ``$MASKFORMER_DATA``; missing: an error naming the command that prepares it). ``kwargs``
+    go to the loader.
 
-    ``model`` (a model folder or Hub id, a loaded model, or a `LabelSettings`): read the data for that model.
-    Semantic label maps are read with the label convention the model records (``reduce_labels`` given: that
-    one, with a warning if it contradicts the record; neither: a ValueError naming the flags), unnamed classes
-    take the model's names, and a dataset whose classes differ from the model's is refused naming both
-    (``ignore_class_mismatch``: a warning instead). See `modeling_maskformer.data.labels`. Data without a validation
-    split holds out the items the model's training run held out (``config.validation_held_out``); a larger
-    ``train_val_split`` is refused, a smaller one takes a subset of them (`splits.RecordedHoldOut`).
-
-    A name of `prepare.py` (``"ade20k"``, ``"coco_panoptic"``, ``"cityscapes"``) or a Hub name whose loading script
-    `datasets` no longer runs (``"scene_parse_150"``) reads the folder `scripts/prepare_data.py` left under
-    ``data_root`` (default ``$MASKFORMER_DATA``, else ``~/.cache/maskformer-hf/datasets``); when it is not there,
-    a FileNotFoundError names the command that prepares it."""
+    ``model`` (a model folder or Hub id, a loaded model, or a `labels.LabelSettings`): read the data for that model:
+    its recorded label convention (unless ``reduce_labels`` is given), its names for unnamed classes, its held-out
+    validation items (``config.validation_held_out``) for data without a validation split; a dataset whose classes
+    differ from the model's is refused (``ignore_class_mismatch``: a warning instead)."""
     if model is not None:
         return _dataset_for_model(source, split, data_root, model, ignore_class_mismatch, kwargs)
     if isinstance(source, str) and source == "synthetic":
@@ -488,23 +403,33 @@ def build_dataset(
     if isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
         if path.exists():
-            layout = source_layout(path)
-            if layout == COCO_JSON:
-                return load_coco_instances_file(path, split, **kwargs)
-            if layout == "coco_panoptic":
-                return load_coco_panoptic_folder(path, split, **kwargs)
-            if layout in ("voc", "cvat_mask"):
-                return load_voc_folder(path, split, **kwargs)
-            if layout in COCO_LAYOUT_MARKERS:
-                return load_coco_instances_folder(path, split, **kwargs)
-            if layout == "ade":
-                return load_ade_folder(path, split, **kwargs)
-            return load_hf_dataset(path, split, **kwargs)
+            return _LOADERS[source_layout(path)](path, split, **kwargs)
         if str(source).startswith((".", "/", "~")) or path.suffix.lower() == ".json":
-            raise FileNotFoundError(
-                f"dataset {'file' if path.suffix.lower() == '.json' else 'folder'} {path} not found"
-            )
+            what = "file" if path.suffix.lower() == ".json" else "folder"
+            raise MissingInputError(f"dataset {what} {path} not found")
     return load_hf_dataset(source, split, **kwargs)
+
+
+def resolve_name(source: str, split: str, data_root: str | Path | None = None) -> Path | None:
+    """For a dataset name of `prepare.py` ("ade20k") or a dead Hub name ("scene_parse_150"): its prepared folder, or
+    an error naming the command that prepares it. None for any other name."""
+    name = SCRIPT_DATASETS.get(source, source if source in DATASETS else None)
+    if name is None:
+        return None
+    folder = prepared_folder(name, data_root, split)
+    if folder is not None:
+        return folder
+    root = Path(data_root or default_data_root()).expanduser()
+    why = (
+        f"{source!r} is a loading-script dataset on the Hub, which the installed `datasets` no longer runs; "
+        if source in SCRIPT_DATASETS
+        else ""
+    )
+    raise MissingInputError(
+        f"{why}the {DATASETS[name].title} data is not prepared in {root}: run "
+        f"`{prepare_command(name, root, [split])}` (or pass --data_root / set {DATA_ROOT_ENV} to where it is, or "
+        "--dataset FOLDER)"
+    )
 
 
 def _dataset_for_model(

@@ -30,34 +30,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import InvalidInputError, MissingInputError
 from .synthetic import rgb_to_id
 
 IGNORE_NAME = "__ignore__"
 UNLISTED_NAME = "__unlisted__"
 
 # Pascal VOC's 21 classes (index = pixel value of its SegmentationClass PNGs; 255 = void).
-VOC_CLASSES = (
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
+VOC_CLASSES = tuple(
+    "background aeroplane bicycle bird boat bottle bus car cat chair cow diningtable dog horse motorbike person "
+    "pottedplant sheep sofa train tvmonitor".split()
 )
 
 _UNKNOWN = np.uint16(65535)  # a table entry for colours outside the palette (class ids and 255 stay below it)
@@ -88,21 +70,23 @@ class Palette:
     def __post_init__(self):
         if len(set(self.names)) != len(self.names):
             duplicate = next(n for n in self.names if self.names.count(n) > 1)
-            raise ValueError(f"{self.source}: class {duplicate!r} is listed twice")
+            raise InvalidInputError(f"{self.source}: class {duplicate!r} is listed twice")
         seen: dict[tuple[int, int, int], int | None] = {}
         for color, label in self.colors:
             if len(color) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in color):
-                raise ValueError(f"{self.source}: colour {list(color)} is not three integers 0..255")
+                raise InvalidInputError(f"{self.source}: colour {list(color)} is not three integers 0..255")
             if color in seen and seen[color] != label:
-                raise ValueError(
+                raise InvalidInputError(
                     f"{self.source}: colour {tuple(color)} is given to both {self._name(seen[color])!r} "
                     f"and {self._name(label)!r}"
                 )
             seen[color] = label
         if self.unlisted not in ("error", "ignore"):
-            raise ValueError(f"{self.source}: {UNLISTED_NAME} must be 'error' or 'ignore', got {self.unlisted!r}")
+            raise InvalidInputError(
+                f"{self.source}: {UNLISTED_NAME} must be 'error' or 'ignore', got {self.unlisted!r}"
+            )
         if not self.names:
-            raise ValueError(f"{self.source}: no classes")
+            raise InvalidInputError(f"{self.source}: no classes")
 
     def _name(self, label: int | None) -> str:
         return IGNORE_NAME if label is None else self.names[label]
@@ -125,11 +109,11 @@ class Palette:
         return self._tables[ignore_index]
 
     def decode(self, mask: Image.Image | np.ndarray, *, ignore_index: int = 255, source: str) -> np.ndarray:
-        """A colour mask (PIL image of any mode, or an (H, W, 3) uint8 array) -> (H, W) class ids (uint8 when they
-        fit, else int32), ``ignore_index`` for ``__ignore__`` colours; a colour outside the palette is a ValueError
-        naming ``source``, the colour and its pixel count (or ignored with ``__unlisted__: "ignore"``)."""
+        """A colour mask (PIL image, or (H, W, 3) uint8) -> (H, W) class ids (uint8 when they fit, else int32),
+        ``ignore_index`` for ``__ignore__`` colours; an unlisted colour is an error naming ``source``, the colour and
+        its pixel count (or ignored with ``__unlisted__: "ignore"``)."""
         if ignore_index >= int(_UNKNOWN) or len(self.names) >= int(_UNKNOWN):
-            raise ValueError(f"{self.source}: ignore_index and class ids must be below {int(_UNKNOWN)}")
+            raise InvalidInputError(f"{self.source}: ignore_index and class ids must be below {int(_UNKNOWN)}")
         if isinstance(mask, Image.Image):
             mask = np.asarray(mask.convert("RGB"))
         # NOTE: vectorised: each pixel's colour packed into one int (R + 256 G + 65536 B, as COCO panoptic ids), then
@@ -139,7 +123,7 @@ class Palette:
         unknown = labels == _UNKNOWN
         if unknown.any():
             if self.unlisted == "error":
-                raise ValueError(self._unknown_colours_message(packed[unknown], source))
+                raise InvalidInputError(self._unknown_colours_message(packed[unknown], source))
             labels[unknown] = ignore_index
         return labels.astype(np.uint8 if max(ignore_index, len(self.names) - 1) <= 255 else np.int32)
 
@@ -164,7 +148,7 @@ def read_palette(path: str | Path) -> Palette:
     """A palette file: JSON (``{"name": [r, g, b], ...}``) or CVAT's labelmap.txt; see the module docstring."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"palette file {path} not found")
+        raise MissingInputError(f"palette file {path} not found")
     text = path.read_text(encoding="utf-8")
     if text.lstrip().startswith("{"):
         return _palette_from_json(text, str(path))
@@ -180,29 +164,30 @@ def _color_list(value, source: str, name: str) -> list[tuple[int, int, int]]:
         and all(isinstance(c, Sequence) and not isinstance(c, str) for c in value)
     ):
         return [tuple(c) for c in value]
-    raise ValueError(f"{source}: {name!r} must be a colour [r, g, b] or a list of them, got {value!r}")
+    raise InvalidInputError(f"{source}: {name!r} must be a colour [r, g, b] or a list of them, got {value!r}")
 
 
 def _palette_from_json(text: str, source: str) -> Palette:
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{source}: not valid JSON ({error})") from error
+        raise InvalidInputError(f"{source}: not valid JSON ({error})") from error
     if not isinstance(payload, dict):
-        raise ValueError(f'{source}: expected a JSON object {{"class name": [r, g, b], ...}}')
+        raise InvalidInputError(f'{source}: expected a JSON object {{"class name": [r, g, b], ...}}')
     unlisted = payload.pop(UNLISTED_NAME, "error")
-    names, colors = [], []
-    for name, value in payload.items():
-        label = None if name == IGNORE_NAME else len(names)
-        if label is not None:
-            names.append(name)
-        colors += [(color, label) for color in _color_list(value, source, name)]
+    entries = [(name, _color_list(value, source, name)) for name, value in payload.items()]
+    return _palette(entries, source, unlisted)
+
+
+def _palette(entries: list[tuple[str, list[tuple[int, int, int]]]], source: str, unlisted: str = "error") -> Palette:
+    """(name, colours) in class order, `IGNORE_NAME` for the ignored colours -> a Palette."""
+    names = [name for name, _ in entries if name != IGNORE_NAME]
+    colors = [(c, None if name == IGNORE_NAME else names.index(name)) for name, cs in entries for c in cs]
     return Palette(names, colors, source=source, unlisted=unlisted)
 
 
 def read_labelmap(path: str | Path, text: str | None = None) -> Palette:
-    """CVAT's / Datumaro's labelmap.txt (``name:r,g,b:parts:actions`` per line, in class order). When no line has a
-    colour, class k gets Pascal VOC's colour k, as Datumaro does."""
+    """CVAT's / Datumaro's labelmap.txt; with no colour on any line, class k gets VOC's colour k, as Datumaro does."""
     path = Path(path)
     text = path.read_text(encoding="utf-8") if text is None else text
     entries = []
@@ -212,7 +197,7 @@ def read_labelmap(path: str | Path, text: str | None = None) -> Palette:
             continue
         fields = line.split(":")
         if len(fields) != 4:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{path}, line {number}: expected 'name:r,g,b:parts:actions' (4 fields separated by ':'), got {line!r}"
             )
         name, color = fields[0], fields[1].strip()
@@ -222,21 +207,15 @@ def read_labelmap(path: str | Path, text: str | None = None) -> Palette:
             except ValueError:
                 color = ()
             if len(color) != 3:
-                raise ValueError(f"{path}, line {number}: colour {fields[1]!r} of {name!r} is not 'r,g,b'")
+                raise InvalidInputError(f"{path}, line {number}: colour {fields[1]!r} of {name!r} is not 'r,g,b'")
         entries.append((name, color or None))
     if not entries:
-        raise ValueError(f"{path}: no labels")
+        raise InvalidInputError(f"{path}: no labels")
     colored = [name for name, color in entries if color is not None]
     if colored and len(colored) != len(entries):
         missing = next(name for name, color in entries if color is None)
-        raise ValueError(f"{path}: label {missing!r} has no colour while others have one")
+        raise InvalidInputError(f"{path}: label {missing!r} has no colour while others have one")
     if not colored:
         voc = voc_colormap(len(entries))
         entries = [(name, tuple(int(c) for c in voc[i])) for i, (name, _) in enumerate(entries)]
-    names, colors = [], []
-    for name, color in entries:
-        label = None if name == IGNORE_NAME else len(names)
-        if label is not None:
-            names.append(name)
-        colors.append((color, label))
-    return Palette(names, colors, source=str(path))
+    return _palette([(name, [color]) for name, color in entries], str(path))

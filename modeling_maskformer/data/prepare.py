@@ -1,22 +1,16 @@
 """Preparing the real datasets in one call each: download the official archives (or read local ones), verify them,
 extract them safely and leave a folder that `loaders.py` reads. `scripts/prepare_data.py` is the command line.
 
-    from modeling_maskformer.data.prepare import prepare
-
-    result = prepare("ade20k", "data")                   # data/ADEChallengeData2016, 967 MB download
-    result = prepare("coco_panoptic", "data", splits=["validation"])   # data/coco: val2017 + panoptic val PNGs
+    result = prepare("ade20k", "data")                                # data/ADEChallengeData2016
+    result = prepare("coco_panoptic", "data", splits=["validation"])  # data/coco: val2017 + panoptic val PNGs
     result = prepare("cityscapes", "data", archives=["gtFine_trainvaltest.zip", "leftImg8bit_trainvaltest.zip"])
 
-One call at a time per root: a second one stops at once with a line naming the first (`ROOT/.maskformer-prepare.lock`,
-held with filelock). What is prepared goes through a temporary sibling folder (`ROOT/.NAME-*.tmp`): extracted, its layout checked (image
-count per split, every annotation paired with its image), then renamed into place, and recorded last in
-`FOLDER/.maskformer-prepared.json`. A second call finds that record and does nothing. A call that fails (checksum,
-truncated archive, full disk, dropped connection) leaves nothing half-extracted in place, and the next call
-finishes the job (a partial download resumes; docs/datasets-download.md says how downloads resume, retry and give
-up). Ctrl-C or SIGTERM removes the temporary folder, keeps every downloaded byte and says so. Old Hub names whose loading scripts `datasets` no longer runs
-(`scene_parse_150`) resolve to the prepared folder (`resolve_name`).
-The datasets, their pinned archives and split sizes are declared in `registry.py` (`DATASETS`, also importable
-from here).
+One call at a time per root (`ROOT/.maskformer-prepare.lock`, filelock; a second call names the first). A split is
+extracted into a temporary sibling folder (`ROOT/.NAME-*.tmp`), its layout checked (images per split, every
+annotation paired with its image), renamed into place and recorded last in `FOLDER/.maskformer-prepared.json`; a
+second call finds the record and does nothing. A failed call (checksum, truncated archive, full disk, dropped
+connection, Ctrl-C, SIGTERM) leaves nothing half-extracted in place and keeps every downloaded byte; the next call
+finishes the job. The datasets and their pinned archives are declared in `registry.py`.
 """
 
 from __future__ import annotations
@@ -41,81 +35,47 @@ import numpy as np
 from filelock import FileLock, Timeout
 from PIL import Image
 
-from .download import DataPreparationError, DownloadPolicy, check_url, download, remove_download, write_json
+from ..errors import InvalidInputError, MissingInputError
+from .download import DownloadPolicy, check_url, download, remove_download
 from .extract import extract_zip
-from .progress import Progress
-from .registry import DATASETS, DatasetSpec
+from .loaders import load_coco_panoptic_folder
+from .progress import DataPreparationError, Progress, read_json_or_empty, write_json
+from .registry import (
+    DATA_ROOT_ENV,
+    DATASETS,
+    MARKER,
+    SCRIPT_DATASETS,
+    SPLIT_ALIASES,
+    DatasetSpec,
+    default_data_root,
+    prepare_command,
+    prepared_folder,
+    read_marker,
+)
+
+__all__ = ["DATASETS", "DATA_ROOT_ENV", "MARKER", "SCRIPT_DATASETS", "PrepareResult", "prepare", "prepared_folder"]
 
 logger = logging.getLogger(__name__)
 
-DATA_ROOT_ENV = "MASKFORMER_DATA"
 MIRROR_ENV = "MASKFORMER_DATA_MIRROR"
-MARKER = ".maskformer-prepared.json"
 LOCK = ".maskformer-prepare.lock"  # under the root; its holder is described in LOCK + ".owner.json"
 SPLITS = ("train", "validation")
-_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "validation", "validation": "validation"}
-
-# Hub names whose loading script `datasets` >= 4 refuses ("Dataset scripts are no longer supported"), and the
-# dataset here that holds the same data.
-SCRIPT_DATASETS = {"scene_parse_150": "ade20k", "zhoubolei/scene_parse_150": "ade20k"}
 
 # Cityscapes labelIds -> trainIds: cityscapesScripts `helpers/labels.py` (ids 0..33; every id whose trainId is 255
 # or -1 is ignored). The 19 names in trainId order come from the same table.
-CITYSCAPES_TRAIN_IDS = {
-    7: 0,
-    8: 1,
-    11: 2,
-    12: 3,
-    13: 4,
-    17: 5,
-    19: 6,
-    20: 7,
-    21: 8,
-    22: 9,
-    23: 10,
-    24: 11,
-    25: 12,
-    26: 13,
-    27: 14,
-    28: 15,
-    31: 16,
-    32: 17,
-    33: 18,
-}
-CITYSCAPES_CLASSES = (
-    "road",
-    "sidewalk",
-    "building",
-    "wall",
-    "fence",
-    "pole",
-    "traffic light",
-    "traffic sign",
-    "vegetation",
-    "terrain",
-    "sky",
-    "person",
-    "rider",
-    "car",
-    "truck",
-    "bus",
-    "train",
-    "motorcycle",
-    "bicycle",
+CITYSCAPES_TRAIN_IDS = dict(zip((7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33), range(19)))
+CITYSCAPES_CLASSES = tuple(
+    "road,sidewalk,building,wall,fence,pole,traffic light,traffic sign,vegetation,terrain,sky,person,rider,car,"
+    "truck,bus,train,motorcycle,bicycle".split(",")
 )
 
 _ADE_DIRS = {"train": "training", "validation": "validation"}
 _COCO_NAMES = {"train": "train2017", "validation": "val2017"}
 
 
-def default_data_root() -> Path:
-    """$MASKFORMER_DATA, else ~/.cache/maskformer-hf/datasets."""
-    return Path(os.environ.get(DATA_ROOT_ENV) or Path.home() / ".cache" / "maskformer-hf" / "datasets").expanduser()
-
-
 def get_spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; prepare_data.py knows {', '.join(DATASETS)}")
+        raise InvalidInputError(f"unknown dataset {name!r}; prepare_data.py knows {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
@@ -123,62 +83,10 @@ def normalize_splits(name: str, splits: Sequence[str] | None) -> list[str]:
     spec = get_spec(name)
     if not splits:
         return list(spec.split_counts)
-    bad = [s for s in splits if s not in _SPLIT_ALIASES]
+    bad = [s for s in splits if s not in SPLIT_ALIASES]
     if bad:
-        raise ValueError(f"unknown split {bad[0]!r}; use train and/or val")
-    return sorted({_SPLIT_ALIASES[s] for s in splits}, key=SPLITS.index)
-
-
-def prepare_command(name: str, root: str | Path | None = None, splits: Sequence[str] | None = None) -> str:
-    """The command line that prepares `name` (for messages)."""
-    spec = get_spec(name)
-    parts = ["python scripts/prepare_data.py", name]
-    if spec.archives and all(a.url is None for a in spec.archives.values()):
-        parts.append("--archives " + " ".join(f"PATH/{a.filename}" for a in spec.archives.values()))
-    if splits and name == "coco_panoptic":
-        parts.append("--splits " + ",".join("val" if s == "validation" else s for s in splits))
-    parts.append(f"--root {root if root is not None else 'DIR'}")
-    return " ".join(parts)
-
-
-def read_marker(folder: Path) -> dict | None:
-    path = folder / MARKER
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None  # written atomically, so only a hand edit breaks it: treated as not prepared
-
-
-def prepared_folder(name: str, data_root: str | Path | None = None, split: str | None = None) -> Path | None:
-    """The prepared folder of `name` under `data_root` (default `default_data_root()`), if it holds `split`."""
-    folder = Path(data_root or default_data_root()).expanduser() / get_spec(name).folder
-    marker = read_marker(folder)
-    if marker is None or (split is not None and _SPLIT_ALIASES.get(split, split) not in marker.get("splits", {})):
-        return None
-    return folder
-
-
-def resolve_name(source: str, split: str, data_root: str | Path | None = None) -> Path | None:
-    """For a dataset name of this module ("ade20k") or a dead Hub name ("scene_parse_150"): its prepared folder, or
-    a FileNotFoundError naming the command that prepares it. None for any other name."""
-    name = SCRIPT_DATASETS.get(source, source if source in DATASETS else None)
-    if name is None:
-        return None
-    folder = prepared_folder(name, data_root, split)
-    if folder is not None:
-        return folder
-    root = Path(data_root or default_data_root()).expanduser()
-    why = (
-        f"{source!r} is a loading-script dataset on the Hub, which the installed `datasets` no longer runs; "
-        if source in SCRIPT_DATASETS
-        else ""
-    )
-    raise FileNotFoundError(
-        f"{why}the {get_spec(name).title} data is not prepared in {root}: run `{prepare_command(name, root, [split])}` "
-        f"(or pass --data_root / set {DATA_ROOT_ENV} to where it is, or --dataset FOLDER)"
-    )
+        raise InvalidInputError(f"unknown split {bad[0]!r}; use train and/or val")
+    return sorted({SPLIT_ALIASES[s] for s in splits}, key=SPLITS.index)
 
 
 @dataclass
@@ -193,10 +101,6 @@ class PrepareResult:
         if self.already_prepared:
             return f"{self.name}: already prepared in {self.folder} ({counts} images); nothing to do"
         return f"{self.name}: prepared {self.folder} ({counts} images, layout verified)"
-
-
-# --------------------------------------------------------------------------------------------------
-# Layout checks (run on the temporary folder before it moves into place, and on a folder found in place).
 
 
 def check_pairs(images_dir: Path, annotations_dir: Path, expected: int, image_suffix: str, what: str) -> int:
@@ -222,13 +126,11 @@ def _check(spec: DatasetSpec, base: Path, split: str) -> int:
     folder, expected = base / spec.folder, spec.split_counts[split]
     what = f"{spec.name} {split}"
     if spec.name == "coco_panoptic":
-        from .loaders import load_coco_panoptic_folder  # NOTE: the loader itself pairs JSON, PNGs and images
-
         name = _COCO_NAMES[split]
         count = sum(1 for p in (folder / name).iterdir() if p.suffix == ".jpg") if (folder / name).is_dir() else 0
         if count != expected:
             raise DataPreparationError(f"{what}: {folder / name} holds {count:,} images, expected {expected:,}")
-        try:
+        try:  # NOTE: the loader itself pairs JSON, PNGs and images
             dataset = load_coco_panoptic_folder(folder, split)
         except (FileNotFoundError, ValueError) as error:
             raise DataPreparationError(f"{what}: {error}") from error
@@ -249,10 +151,6 @@ def _items(spec: DatasetSpec, split: str) -> list[str]:
     if spec.name == "ade20k":
         return [spec.folder]  # one archive holds both splits
     return [f"{spec.folder}/{sub}/{_ADE_DIRS[split]}" for sub in ("images", "annotations")]
-
-
-# --------------------------------------------------------------------------------------------------
-# Building one split in a temporary folder.
 
 
 def _build_ade(spec, temp: Path, archives: dict[str, Path], split: str, progress: bool) -> None:
@@ -339,10 +237,6 @@ _BUILDERS: dict[str, Callable] = {
 _SHARED_ITEMS = {"cityscapes": ["cityscapes/id2label.json"]}  # written by every split's build, the same each time
 
 
-# --------------------------------------------------------------------------------------------------
-# The whole preparation.
-
-
 def _journal(spec: DatasetSpec, root: Path) -> Path:
     return root / f".{spec.name}.moving.json"
 
@@ -358,7 +252,7 @@ def _recover(spec: DatasetSpec, root: Path) -> None:
         return
     try:
         entry = json.loads(journal.read_text())
-    except json.JSONDecodeError:  # killed while writing the journal: nothing was moved yet
+    except ValueError:  # killed while writing the journal: nothing was moved yet
         entry = {"splits": [], "items": []}
     recorded = (read_marker(root / spec.folder) or {}).get("splits", {})
     if not entry["splits"] or not all(split in recorded for split in entry["splits"]):
@@ -382,9 +276,9 @@ def check_mirror(mirror: str, origin: str) -> None:
     except DataPreparationError as error:
         folder = Path(mirror).expanduser()
         hint = f" (for the folder {folder}: file://{folder.resolve()})" if folder.is_dir() else ""
-        raise ValueError(f"{origin}: {error}{hint}") from None
+        raise InvalidInputError(f"{origin}: {error}{hint}") from None
     if urlsplit(mirror).scheme == "file" and not Path(url2pathname(urlsplit(mirror).path)).is_dir():
-        raise ValueError(
+        raise InvalidInputError(
             f"{origin}: {mirror}: no such folder; a file:// mirror is a folder holding the official paths"
         )
 
@@ -397,7 +291,7 @@ def root_lock(root: Path) -> Iterator[None]:
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        holder = _read_json_or_none(owner)
+        holder = read_json_or_empty(owner)
         who = (
             f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}: {holder.get('command')}"
             if holder
@@ -426,13 +320,6 @@ def root_lock(root: Path) -> Iterator[None]:
         lock.release()
 
 
-def _read_json_or_none(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _archive_paths(spec, splits, root, archives, mirror, policy, progress) -> dict[str, Path]:
     """The archives the splits need, verified: downloaded into ROOT/downloads, or the local paths given."""
     roles = _roles(spec, splits)
@@ -443,14 +330,14 @@ def _archive_paths(spec, splits, root, archives, mirror, policy, progress) -> di
             archive = spec.archives[role]
             path = given.get(archive.filename)
             if path is None or not path.is_file():
-                raise FileNotFoundError(
+                raise MissingInputError(
                     f"cityscapes: {archive.filename} {'not found at ' + str(path) if path else 'not given'}; "
                     f"{archive.unpinned}, so download it there and pass it: {prepare_command('cityscapes')}"
                 )
             paths[role] = path
         return paths
     if archives:
-        raise ValueError(f"{spec.name} is downloaded from its official site; --archives is for cityscapes")
+        raise InvalidInputError(f"{spec.name} is downloaded from its official site; --archives is for cityscapes")
     paths = {}
     for role in roles:
         archive = spec.archives[role]

@@ -1,15 +1,67 @@
-"""Progress of the long steps of dataset preparation (downloads, checksums, extraction): a bar on a terminal, plain
-log lines everywhere else."""
+"""What the long steps of dataset preparation (downloads, checksums, extraction) share: their progress (a bar on a
+terminal, plain log lines everywhere else), their error type, and how they write files (whole or not at all; a full
+disk said in one line)."""
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
+import os
+import shutil
 import sys
 import time
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
+
+
+class DataPreparationError(UserError, OSError):
+    """A download, check or extraction that failed; the message is one line with the way out."""
+
+
+def disk_full(path: Path, needed: int | None = None) -> DataPreparationError:
+    free = shutil.disk_usage(path).free
+    need = f"{needed:,} bytes needed, " if needed is not None else ""
+    return DataPreparationError(
+        f"disk full in {path}: {need}{free:,} bytes free; free some space (or choose another "
+        f"--root) and run the same command again"
+    )
+
+
+def write_chunk(file, chunk: bytes, folder: Path) -> None:
+    """Write and flush (the bytes reach the file system as they arrive); a full disk is a DataPreparationError."""
+    try:
+        file.write(chunk)
+        file.flush()
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise disk_full(folder) from error
+        raise
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    if needed > 0 and shutil.disk_usage(folder).free < needed:
+        raise disk_full(folder, needed)
+
+
+def read_json_or_empty(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # absent, or cut short by a crash: as if absent
+        return {}
+
+
+def write_json(path: Path, payload) -> None:
+    """Written whole or not at all (a temporary file renamed into place)."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(temporary, path)
+
 
 # Seconds between plain progress lines when no bar is shown (a log file, CI, --no_progress).
 LOG_INTERVAL = 30.0

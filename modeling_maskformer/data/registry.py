@@ -1,10 +1,6 @@
-"""The datasets `prepare.py` prepares: their official archives with pinned sizes and SHA-256 sums, the folder each
-leaves under the root, the split sizes and where each value comes from; `registry_table()` is what
-`scripts/prepare_data.py --list` prints.
-
-    from modeling_maskformer.data.registry import DATASETS
-
-    DATASETS["ade20k"].archives["all"].sha256
+"""The datasets `prepare.py` prepares (official archives with pinned sizes and SHA-256 sums, the folder each leaves
+under the data root, split sizes, where each value comes from) and where a prepared one is found.
+`registry_table()` is what `scripts/prepare_data.py --list` prints.
 
 NOTE: standard library only, and no import from the package: `prepare_data.py --list` loads this file by its path,
 without the package's __init__ (which loads torch and transformers to register the Auto classes: seconds).
@@ -12,7 +8,16 @@ without the package's __init__ (which loads torch and transformers to register t
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
+
+DATA_ROOT_ENV = "MASKFORMER_DATA"
+MARKER = ".maskformer-prepared.json"  # in a prepared folder: its splits (image counts) and archives
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "validation", "validation": "validation"}
+# Hub names whose loading script `datasets` >= 4 refuses, and the dataset here that holds the same data.
+SCRIPT_DATASETS = {"scene_parse_150": "ade20k", "zhoubolei/scene_parse_150": "ade20k"}
 
 
 @dataclass(frozen=True)
@@ -29,15 +34,15 @@ class Archive:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset this module prepares: its archives, the folder it leaves under the root, the split sizes."""
+    """A dataset `prepare.py` prepares: its archives (by role), its folder under the root, images per split."""
 
     name: str
     title: str
-    folder: str  # under the root
-    archives: dict[str, Archive]  # by role
-    split_counts: dict[str, int]  # images per split ("train" / "validation")
+    folder: str
+    archives: dict[str, Archive]
+    split_counts: dict[str, int]
     counts_source: str
-    label_convention: str | None  # what --label_convention the training command needs
+    label_convention: str | None  # the --label_convention the training command needs
     layout: str
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -137,8 +142,40 @@ def registry_table() -> str:
         for archive in spec.archives.values():
             size = f"{archive.size:,}" if archive.size else "-"
             digest = f"`{archive.sha256}`" if archive.sha256 else f"none: {archive.unpinned}"
-            lines.append(
-                f"| {spec.name} | {archive.url or archive.filename + ' (local)'} | {size} | {digest} | "
-                f"{archive.source} |"
-            )
+            url = archive.url or archive.filename + " (local)"
+            lines.append(f"| {spec.name} | {url} | {size} | {digest} | {archive.source} |")
     return "\n".join(lines)
+
+
+def default_data_root() -> Path:
+    """$MASKFORMER_DATA, else ~/.cache/maskformer-hf/datasets."""
+    return Path(os.environ.get(DATA_ROOT_ENV) or Path.home() / ".cache" / "maskformer-hf" / "datasets").expanduser()
+
+
+def read_marker(folder: Path) -> dict | None:
+    """The record a finished preparation leaves in `folder` (None: not prepared, or edited by hand into bad JSON)."""
+    try:
+        return json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def prepared_folder(name: str, data_root: str | Path | None = None, split: str | None = None) -> Path | None:
+    """The prepared folder of `name` under `data_root` (default `default_data_root()`), if it holds `split`."""
+    folder = Path(data_root or default_data_root()).expanduser() / DATASETS[name].folder
+    marker = read_marker(folder)
+    if marker is None or (split is not None and SPLIT_ALIASES.get(split, split) not in marker.get("splits", {})):
+        return None
+    return folder
+
+
+def prepare_command(name: str, root: str | Path | None = None, splits=None) -> str:
+    """The command line that prepares `name` (for messages)."""
+    parts = ["python scripts/prepare_data.py", name]
+    archives = DATASETS[name].archives.values()
+    if archives and all(a.url is None for a in archives):
+        parts.append("--archives " + " ".join(f"PATH/{a.filename}" for a in archives))
+    if splits and name == "coco_panoptic":
+        parts.append("--splits " + ",".join("val" if s == "validation" else s for s in splits))
+    parts.append(f"--root {root if root is not None else 'DIR'}")
+    return " ".join(parts)

@@ -1,20 +1,13 @@
-"""Which items a split name means, for every source with named subsets (a `datasets` DatasetDict or Hub dataset,
-the ``ImageSets/Segmentation/*.txt`` lists of a VOC or CVAT export).
+"""Which items a split name means, for every source with named subsets (a `datasets` DatasetDict or Hub dataset, a
+VOC export's ``ImageSets/Segmentation/*.txt``, COCO exports' annotation files) or none (`WHOLE`, ``"all"``).
 
-- Names: ``train``/``training``, ``validation``/``val``, ``test`` are one split each, whatever the source calls it.
-- Slices as `datasets` writes them: ``train[:100]``, ``train[80%:]``, ``validation[:10%]`` (read with datasets'
-  ``ReadInstruction``), taken as they are.
-- A validation split held out of the training split when the source has none: ``train_val_split=FRACTION`` of it,
-  else 15% (like transformers' examples), with a log line saying so. ``train`` is then the rest. The split is seeded
-  (``SPLIT_SEED``) and does not depend on the training seed, so training and a later evaluation see the same
-  held-out items. A source with a validation split of its own refuses ``train_val_split``.
-- What a training run held out (`HoldOut`: fraction, seed, the subset and its item count) is recorded in the model
-  folder (``config.validation_held_out``); reading data for that model (`RecordedHoldOut`, given as
-  ``train_val_split``) holds the same items out by default, refuses a larger fraction (its extra items were
-  trained on) and takes a smaller one as a subset of them. A source with a validation split of its own ignores
-  the record.
-- A folder source without named subsets (a flat ADE-style folder, a VOC folder without ``ImageSets``) has one
-  subset, `WHOLE` (``"all"``): ``train`` and ``validation`` are its two parts, ``all`` all of it.
+- ``train``/``training``, ``validation``/``val``/``valid``, ``test``/``testing`` name one split each, a year allowed.
+- Slices as `datasets` writes them (``train[:100]``, ``train[80%:]``), read with datasets' ``ReadInstruction``.
+- A source without a validation split holds one out of its training split: ``train_val_split`` of it, else 15% (as
+  transformers' examples), seeded with ``SPLIT_SEED`` whatever the training seed, and logged. A source with its own
+  validation split refuses ``train_val_split``.
+- A training run records what it held out (`HoldOut`, ``config.validation_held_out``); reading data for that model
+  (`RecordedHoldOut`) holds the same items out, refuses a larger fraction and takes a smaller one as their subset.
 """
 
 from __future__ import annotations
@@ -29,17 +22,12 @@ from typing import Literal
 import numpy as np
 from datasets import ReadInstruction
 
+from ..errors import InvalidInputError
+
 logger = logging.getLogger(__name__)
 
-SPLITS = {
-    "train": "train",
-    "training": "train",
-    "validation": "validation",
-    "val": "validation",
-    "valid": "validation",  # Roboflow
-    "test": "test",
-    "testing": "test",
-}
+SPLITS = {"train": "train", "training": "train", "validation": "validation", "val": "validation"}
+SPLITS.update({"valid": "validation", "test": "test", "testing": "test"})  # valid: Roboflow
 DEFAULT_VALIDATION_FRACTION = 0.15
 SPLIT_SEED = 0
 WHOLE = "all"  # the one subset of a folder source without named subsets
@@ -48,7 +36,7 @@ WHOLE = "all"  # the one subset of a folder source without named subsets
 def normalize_split(split: str) -> str:
     """Our name of a split: ``"val"`` -> ``"validation"``; ValueError for an unknown name."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
+        raise InvalidInputError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
     return SPLITS[split]
 
 
@@ -56,7 +44,7 @@ def parse_split(split: str) -> tuple[str, str]:
     """``"train[:80%]"`` -> ``("train", "[:80%]")``; ``"train"`` -> ``("train", "")``."""
     name, bracket, rest = split.partition("[")
     if bracket and not rest.endswith("]"):
-        raise ValueError(f"split {split!r}: a slice is written like train[:100] or train[80%:]")
+        raise InvalidInputError(f"split {split!r}: a slice is written like train[:100] or train[80%:]")
     return name, bracket + rest
 
 
@@ -67,20 +55,20 @@ def slice_indices(name: str, bracket: str, count: int) -> range:
     try:
         (instruction,) = ReadInstruction.from_spec(name + bracket).to_absolute({name: count})
     except ValueError as error:
-        raise ValueError(f"split {name + bracket!r}: {error} (write slices like train[:100] or train[80%:])") from None
+        raise InvalidInputError(
+            f"split {name + bracket!r}: {error} (write slices like train[:100] or train[80%:])"
+        ) from None
     return range(instruction.from_, instruction.to)
 
 
 def holdout_indices(count: int, fraction: float, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """(training indices, held-out indices), each sorted: the same items as ``datasets.Dataset.train_test_split(
-    test_size=fraction, seed=seed)`` takes (``ceil(fraction x count)`` held out from a seeded permutation).
-
-    NOTE: written here rather than calling datasets because folder sources (ADE, VOC, CVAT, COCO) are lists of
-    files, not ``datasets.Dataset`` objects; tests check it against datasets' own split."""
+    """(training indices, held-out indices), sorted: the items ``datasets.Dataset.train_test_split(test_size=fraction,
+    seed=seed)`` takes. NOTE: written here because folder sources are lists of files, not ``datasets.Dataset``
+    objects; tests check it against datasets' own split."""
     check_fraction(fraction)
     held_out = math.ceil(fraction * count)
     if not 0 < held_out < count:
-        raise ValueError(
+        raise InvalidInputError(
             f"holding {fraction:.0%} of {count} item(s) out as the validation split leaves no training or "
             f"no validation item"
         )
@@ -90,19 +78,17 @@ def holdout_indices(count: int, fraction: float, seed: int = SPLIT_SEED) -> tupl
 
 def check_fraction(fraction: float) -> float:
     if not 0 < fraction < 1:
-        raise ValueError(f"--train_val_split must be a fraction between 0 and 1 (exclusive), got {fraction}")
+        raise InvalidInputError(f"--train_val_split must be a fraction between 0 and 1 (exclusive), got {fraction}")
     return fraction
 
 
 @dataclass(frozen=True)
 class HoldOut:
-    """A validation split held out of a training subset: ``fraction`` of its ``items`` items, chosen with ``seed``
-    (`holdout_indices`). A trained model records its training run's as ``config.validation_held_out``
-    (`to_dict`), so that evaluating it reads the same items."""
+    """A validation split held out of a training subset (``fraction`` of its ``items`` items, with ``seed``), as a
+    trained model records it (``config.validation_held_out``)."""
 
     fraction: float
     seed: int = SPLIT_SEED
-    # The source's name of the subset it was held out of ("all": one unnamed subset), and its item count.
     subset: str | None = None
     items: int | None = None
 
@@ -121,7 +107,7 @@ class HoldOut:
             )
             check_fraction(held_out.fraction)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{source}: config.validation_held_out {record!r} is not a hold-out record ({error}); "
                 f'expected {{"fraction": 0.15, "seed": 0, "subset": ..., "items": ...}} or null'
             ) from None
@@ -130,10 +116,8 @@ class HoldOut:
 
 @dataclass(frozen=True)
 class RecordedHoldOut:
-    """The hold-out a model records (``held_out``, read from ``source``) and the fraction asked for now
-    (``requested``, None: the recorded one), given to a loader as its ``train_val_split``. Used only where the data
-    has no validation split: the recorded items, or with a smaller ``requested`` a subset of them; a larger one is
-    refused (its extra items are training items)."""
+    """The hold-out a model records (read from ``source``) and the fraction asked for now (None: the recorded one),
+    given to a loader as its ``train_val_split``."""
 
     held_out: HoldOut
     source: str
@@ -142,8 +126,8 @@ class RecordedHoldOut:
 
 @dataclass(frozen=True)
 class SplitPlan:
-    """What to read: the source's ``subset`` (its own name for it), then ``slice`` of it (``"[:80%]"``, or ""), or
-    the ``part`` of it that a held-out validation split leaves (``"all"``, ``"train"`` or ``"held_out"``)."""
+    """What to read: the source's ``subset``, then its ``slice`` (``"[:80%]"``), or the ``part`` a held-out validation
+    split leaves of it."""
 
     subset: str | None
     slice: str = ""
@@ -159,22 +143,20 @@ class SplitPlan:
             return slice_indices(self.subset or "split", self.slice, count)
         recorded = self.recorded.held_out if self.recorded is not None else None
         if recorded is not None and recorded.items is not None and recorded.items != count:
+            data = repr(self.subset) if self.subset else "the data"
             logger.warning(
-                "%s: %s has %d items, but %r had %d when %s was trained: the held-out items are not the "
-                "ones its training run held out, so if this is its training data with items added or "
-                "removed, some were trained on and the metrics are optimistic",
-                self.where,
-                repr(self.subset) if self.subset else "the data",
-                count,
-                recorded.subset,
-                recorded.items,
-                self.recorded.source,
+                f"{self.where}: {data} has {count} items, but {recorded.subset!r} had {recorded.items} when "
+                f"{self.recorded.source} was trained: the held-out items are not the ones its training run held out, "
+                "so if this is its training data with items added or removed, some were trained on and the metrics "
+                "are optimistic"
             )
         try:
             train, held_out = holdout_indices(count, self.fraction, self.seed)
         except ValueError as error:
             whole = f" or read all of it with {_whole_split(self.subset)}" if self.subset else ""
-            raise ValueError(f"{self.where}: {error}; pass --train_val_split with another fraction{whole}") from None
+            raise InvalidInputError(
+                f"{self.where}: {error}; pass --train_val_split with another fraction{whole}"
+            ) from None
         return train if self.part == "train" else held_out
 
     def held_out(self, count: int) -> HoldOut | None:
@@ -201,16 +183,16 @@ def _find(available: list[str], name: str) -> str | None:
         return None
     matches = [candidate for candidate in available if split_of(candidate) == canonical]
     if len(matches) > 1:
-        raise ValueError(f"split {name!r} is ambiguous: the data has {matches}; give one of those names")
+        raise InvalidInputError(f"split {name!r} is ambiguous: the data has {matches}; give one of those names")
     return matches[0] if matches else None
 
 
 def plan_split(
     split: str, available: list[str] | None, train_val_split: float | RecordedHoldOut | None, where: str
 ) -> SplitPlan:
-    """Resolve ``split`` against the source's subsets ``available`` (None: a single unnamed one). Logs what was
-    held out; ValueError naming ``where``, the subsets and what to pass when the split cannot be found.
-    ``train_val_split``: the fraction to hold out, or what a model recorded (`RecordedHoldOut`)."""
+    """Resolve ``split`` against the source's subsets ``available`` (None: one unnamed); ``train_val_split``: the
+    fraction to hold out, or a model's record. An error naming ``where``, the subsets and what to pass when the split
+    cannot be found."""
     name, bracket = parse_split(split)
     canonical = SPLITS.get(name.lower())
     recorded = train_val_split if isinstance(train_val_split, RecordedHoldOut) else None
@@ -218,7 +200,7 @@ def plan_split(
     if requested is not None:
         check_fraction(requested)
         if bracket:
-            raise ValueError(f"{where}: give either a sliced split ({split!r}) or --train_val_split, not both")
+            raise InvalidInputError(f"{where}: give either a sliced split ({split!r}) or --train_val_split, not both")
     if available is None:  # one set of items: the split name does not select anything
         holds_out = requested is not None or recorded is not None
         if holds_out and canonical in ("train", "validation") and not bracket:
@@ -228,24 +210,20 @@ def plan_split(
     found = _find(available, name)
     validation = _find(available, "validation")
     if requested is not None and validation is not None:
-        raise ValueError(
+        raise InvalidInputError(
             f"{where}: --train_val_split holds a validation split out of data that has none, but this "
             f"has its own, {validation!r}; leave --train_val_split out to use it, or split differently "
             f"with slices (--train_split 'train[:80%]' --eval_split 'train[80%:]')"
         )
     if recorded is not None and validation is not None:
         logger.info(
-            "%s: it has its own validation split, %r, so the hold-out %s records (%g of %r) does not apply",
-            where,
-            validation,
-            recorded.source,
-            recorded.held_out.fraction,
-            recorded.held_out.subset,
+            f"{where}: it has its own validation split, {validation!r}, so the hold-out {recorded.source} records "
+            f"({recorded.held_out.fraction:g} of {recorded.held_out.subset!r}) does not apply"
         )
     holds_out = canonical in ("train", "validation") and not bracket and validation is None
     if not holds_out:
         if found is None:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{where}: no split {name!r}; it has {available}. Pass one of those names (--train_split, "
                 f"--eval_split, --split), a slice of one such as {available[0]}[80%:], or --train_val_split "
                 f"FRACTION to hold a validation split out of the training split"
@@ -253,7 +231,7 @@ def plan_split(
         return SplitPlan(found, bracket)
     source = _find(available, "train") or (available[0] if len(available) == 1 else None)
     if source is None:
-        raise ValueError(
+        raise InvalidInputError(
             f"{where}: no 'train' split to hold a validation split out of; it has {available}. Pass "
             f"--train_split and --eval_split with two of them"
         )
@@ -274,7 +252,7 @@ def _held_out(
     reason: str,
 ) -> SplitPlan:
     """The plan of the ``canonical`` part of ``source`` when a validation split is held out of it: the fraction
-    ``requested``, else the one ``recorded``, else 15%; a ``requested`` larger than the recorded one is refused."""
+    ``requested``, else the recorded one, else 15%; more than the recorded one is refused."""
     reasons = [reason] if reason else []
     fraction, seed = DEFAULT_VALIDATION_FRACTION if requested is None else requested, SPLIT_SEED
     if requested is not None:
@@ -288,7 +266,7 @@ def _held_out(
                 f"{model} records that its training run held {kept.fraction:g} out (config.validation_held_out)"
             )
         elif requested > kept.fraction:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{where}: --train_val_split {requested:g} is larger than the {kept.fraction:g} that {model} "
                 f"held out of its training data (config.validation_held_out): the extra items are ones it "
                 f"was trained on, so its metrics would be inflated; leave --train_val_split out to use "
@@ -296,26 +274,17 @@ def _held_out(
             )
         elif requested < kept.fraction:
             logger.info(
-                "%s: --train_val_split %g is smaller than the %g that %s held out when it was trained: the "
-                "validation split is a subset of the items it was not trained on",
-                where,
-                requested,
-                kept.fraction,
-                model,
+                f"{where}: --train_val_split {requested:g} is smaller than the {kept.fraction:g} that {model} held "
+                "out when it was trained: the validation split is a subset of the items it was not trained on"
             )
     of = f"{source!r}" if source else "the items"
     whole = f"; {_whole_split(source)} reads all of it" if source else ""
     # NOTE: said once, with the validation part (a run builds its training split first, then this one); the training
     # part says it at DEBUG level.
+    because = " and ".join(reasons)
     logger.log(
         logging.INFO if canonical == "validation" else logging.DEBUG,
-        "%s: %s, so %.0f%% of %s (seed %d) are held out as the validation split and the rest is the "
-        "training split; --train_val_split FRACTION sets the fraction%s",
-        where,
-        " and ".join(reasons),
-        100 * fraction,
-        of,
-        seed,
-        whole,
+        f"{where}: {because}, so {100 * fraction:.0f}% of {of} (seed {seed}) are held out as the validation split "
+        f"and the rest is the training split; --train_val_split FRACTION sets the fraction{whole}",
     )
     return SplitPlan(source, "", "train" if canonical == "train" else "held_out", fraction, where, seed, recorded)

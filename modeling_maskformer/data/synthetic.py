@@ -1,39 +1,19 @@
 """Procedural "shapes on landscapes" scenes: a built-in dataset that needs no download.
 
-Each scene is a canvas split into 2-3 horizontal "stuff" bands (sky / grass / sand) by random smooth
-boundaries, each band textured in its class's colour family, with 1-6 "thing" shapes (circle, square,
-triangle, star, ellipse, hexagon) painted on top in random colours, sizes and rotations. Colour never
-gives a thing's class away; its shape does.
+A scene is 2-3 horizontal "stuff" bands (sky / grass / sand) with random smooth boundaries, each textured in its
+class's colour family, and 1-6 "thing" shapes (circle, square, triangle, star, ellipse, hexagon) painted on top in
+random colours, sizes and rotations: the shape tells a thing's class, not its colour. With ``num_thing_classes``
+(the per-pixel comparison), thing class c is (shape c mod 6, fill pattern c div 6) over 21 patterns: up to 126.
 
-Many classes (``num_thing_classes``, for the comparison with per-pixel classification): thing class c is the
-pair (shape c mod 6, fill pattern c div 6), with 21 patterns (solid, stripes at 4 angles and 3 periods,
-checkers, dots, rings, a grid) drawn in two random colours, so up to 126 thing classes that only shape and
-texture tell apart.
-
-Scenes are generated on the fly and are a pure function of (seed, split, index): item ``i`` of a split
-draws from ``numpy.random.SeedSequence(seed, spawn_key=(split_code, i))``, so the train and validation
-splits are disjoint random streams and never share a scene.
-
-Annotations use the real datasets' formats, so the same loading code runs on them (see ``loaders.py``):
-
-- ``semantic``: uint8 (H, W) class ids 0..K-1, 255 = ignore (the generator leaves no pixel unlabeled,
-  so 255 never occurs here).
-- ``panoptic``: COCO-panoptic PNG array, uint8 (H, W, 3) with segment id = R + 256 G + 256^2 B (0 = void,
-  unused here), and ``segments_info`` = [{"id", "category_id", "iscrowd": 0, "area", "bbox": [x, y, w, h]}],
-  one segment per stuff class present and one per thing instance.
-- ``categories``: [{"id", "name", "isthing", "color"}] like COCO's panoptic JSON, ids contiguous 0..K-1.
-
-Occlusion follows painter's order (later shapes cover earlier ones). A shape is only accepted if every
-earlier shape keeps at least ``min_visible_fraction`` of its area visible, so annotations never contain
-slivers and every annotated pixel shows its instance: annotations equal the painted pixels exactly
-(no anti-aliasing).
-
-Usage::
+Item ``i`` of a split draws from ``SeedSequence(seed, spawn_key=(tag, split, i))``: a pure function of (seed, split,
+index), and the splits never share a scene. Painter's order, and a shape is accepted only if every earlier one keeps
+``min_visible_fraction`` of its area, so annotations equal the painted pixels (no slivers, no anti-aliasing).
+Annotations use the real formats: ``semantic`` uint8 class ids (255 = ignore, never drawn), ``panoptic`` a COCO
+panoptic PNG array (id = R + 256 G + 256^2 B) with COCO ``segments_info``, ``categories`` as COCO's panoptic JSON.
 
     ds = SyntheticShapes("train", num_images=1000)
     item = ds[0]  # {"image": PIL RGB, "semantic", "panoptic", "segments_info", "image_id"}
-    hf = ds.to_hf_dataset("semantic")  # columns like scene_parse_150: image, annotation
-    ds.export_coco_panoptic_folder("/tmp/shapes_coco")  # real folder layout
+    ds.to_hf_dataset("semantic"); ds.export_ade_folder("/tmp/ade"); ds.export_coco_panoptic_folder("/tmp/coco")
 """
 
 from __future__ import annotations
@@ -45,8 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import datasets
 import numpy as np
 from PIL import Image
+
+from ..errors import InvalidInputError
 
 Split = Literal["train", "validation"]
 
@@ -55,24 +38,11 @@ STUFF_CLASSES = ("sky", "grass", "sand")
 
 # Things first, then stuff, like COCO panoptic. Colours are for visualisation and panoptic id generation
 # (COCO's panopticapi derives segment ids from category colours the same way).
+_COLOURS = [[220, 20, 60], [119, 11, 32], [0, 0, 142], [250, 170, 30], [106, 0, 228], [0, 130, 120], [70, 130, 180]]
+_COLOURS += [[107, 142, 35], [190, 153, 153]]
 CATEGORIES: list[dict] = [
     {"id": i, "name": name, "isthing": int(i < len(THING_CLASSES)), "color": color}
-    for i, (name, color) in enumerate(
-        zip(
-            THING_CLASSES + STUFF_CLASSES,
-            [
-                [220, 20, 60],
-                [119, 11, 32],
-                [0, 0, 142],
-                [250, 170, 30],
-                [106, 0, 228],
-                [0, 130, 120],
-                [70, 130, 180],
-                [107, 142, 35],
-                [190, 153, 153],
-            ],
-        )
-    )
+    for i, (name, color) in enumerate(zip(THING_CLASSES + STUFF_CLASSES, _COLOURS))
 ]
 # Fill patterns of the many-class scenes, (kind, period in px at image_size 128, angle in degrees). Index 0 is the
 # plain fill of the 6-class scenes.
@@ -142,7 +112,7 @@ class SyntheticShapesConfig:
     num_thing_classes: int | None = None
 
     def __post_init__(self):
-        checks = {
+        checks = {  # field: whether its value is in range
             "image_size": self.image_size >= 32,
             "num_train": self.num_train >= 0,
             "num_val": self.num_val >= 0,
@@ -160,10 +130,11 @@ class SyntheticShapesConfig:
         for field, ok in checks.items():
             if not ok:
                 hint = f" (1..{MAX_THING_CLASSES} or None)" if field == "num_thing_classes" else ""
-                raise ValueError(f"SyntheticShapesConfig.{field}={getattr(self, field)!r} is out of range{hint}")
+                raise InvalidInputError(
+                    f"SyntheticShapesConfig.{field}={getattr(self, field)!r} is out of range{hint}"
+                )
 
 
-# --------------------------------------------------------------------------------------------------
 # Geometry: boolean masks of shapes, vectorised over the pixel grid (pixel centres at +0.5).
 
 
@@ -208,7 +179,6 @@ def _shape_mask(name: str, cx, cy, r, rotation, aspect, xx, yy) -> tuple[np.ndar
     return _polygon_mask(vertices, xx, yy), _shoelace_area(vertices)
 
 
-# --------------------------------------------------------------------------------------------------
 # Textures: class-consistent colour families with random variation.
 
 
@@ -288,8 +258,7 @@ def _pattern(index: int, rng: np.random.Generator, xx, yy, cx: float, cy: float,
     raise ValueError(f"unknown pattern {kind!r}")
 
 
-# --------------------------------------------------------------------------------------------------
-# Panoptic id helpers (COCO panoptic encoding).
+# Panoptic ids (COCO panoptic encoding).
 
 
 def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
@@ -331,7 +300,6 @@ def segments_from_ids(ids: np.ndarray, segment_category: dict[int, int]) -> list
     return segments
 
 
-# --------------------------------------------------------------------------------------------------
 # Scene generation.
 
 
@@ -429,14 +397,9 @@ def generate_scene(rng: np.random.Generator, config: SyntheticShapesConfig):
 
 
 class SyntheticShapes:
-    """Map-style dataset of procedural scenes; see the module docstring for the formats.
-
-    Args:
-        split: "train" or "validation"; the two draw from disjoint random streams.
-        num_images: number of scenes (default: ``config.num_train`` / ``config.num_val``).
-        image_size, seed: override the config's fields.
-        config: remaining generator settings.
-    """
+    """Map-style dataset of procedural scenes (see the module docstring): ``split`` "train" or "validation",
+    ``num_images`` (default ``config.num_train`` / ``config.num_val``); ``image_size`` and ``seed`` override the
+    config's."""
 
     categories = CATEGORIES
     id2label = {c["id"]: c["name"] for c in CATEGORIES}
@@ -454,7 +417,7 @@ class SyntheticShapes:
         config: SyntheticShapesConfig | None = None,
     ):
         if split not in _SPLIT_CODE:
-            raise ValueError(f"split must be one of {list(_SPLIT_CODE)}, got {split!r}")
+            raise InvalidInputError(f"split must be one of {list(_SPLIT_CODE)}, got {split!r}")
         config = config or SyntheticShapesConfig()
         overrides = {"image_size": image_size, "seed": seed}
         config = SyntheticShapesConfig(**{**vars(config), **{k: v for k, v in overrides.items() if v is not None}})
@@ -469,7 +432,7 @@ class SyntheticShapes:
             num_images if num_images is not None else (config.num_train if split == "train" else config.num_val)
         )
         if self.num_images < 0:
-            raise ValueError(f"num_images must be >= 0, got {self.num_images}")
+            raise InvalidInputError(f"num_images must be >= 0, got {self.num_images}")
 
     def __len__(self) -> int:
         return self.num_images
@@ -492,18 +455,10 @@ class SyntheticShapes:
             "image_id": f"{self.split}_{index:06d}",
         }
 
-    # -- exports ------------------------------------------------------------------------------------
-
     def to_hf_dataset(self, kind: Literal["semantic", "panoptic"] = "semantic"):
-        """A ``datasets.Dataset`` in the Hub's usual column layouts.
-
-        - "semantic": ``image``, ``annotation`` like scene_parse_150, i.e. ADE's convention
-          (annotation = class id + 1, 0 = "other"/ignore): load it with ``reduce_labels=True``.
-        - "panoptic": ``image``, ``label`` (COCO panoptic RGB PNG), ``segments_info`` (category_id as a
-          ClassLabel carrying the class names), plus ``image_id``.
-        """
-        import datasets
-
+        """A ``datasets.Dataset`` in the Hub's usual columns: "semantic": ``image``, ``annotation`` as scene_parse_150
+        (ADE's convention: load with ``reduce_labels=True``); "panoptic": ``image``, ``label`` (COCO panoptic PNG),
+        ``segments_info`` (``category_id`` a ClassLabel with the names), ``image_id``."""
         items = [self[i] for i in range(len(self))]
         names = [c["name"] for c in self.categories]
         if kind == "semantic":
@@ -535,15 +490,12 @@ class SyntheticShapes:
                 "image_id": [item["image_id"] for item in items],
             }
         else:
-            raise ValueError(f"kind must be 'semantic' or 'panoptic', got {kind!r}")
+            raise InvalidInputError(f"kind must be 'semantic' or 'panoptic', got {kind!r}")
         return datasets.Dataset.from_dict(columns, features=features)
 
     def export_ade_folder(self, root: str | Path) -> Path:
-        """Write ADEChallengeData2016's layout for this split.
-
-        ``root/images/{training,validation}/<id>.jpg``, ``root/annotations/{...}/<id>.png`` (ADE convention:
-        class id + 1, 0 = other) and ``root/id2label.json`` (ids after ``reduce_labels``).
-        """
+        """This split in ADEChallengeData2016's layout: ``root/{images,annotations}/{training,validation}/<id>``
+        (``.jpg``, ``.png`` in ADE's convention: class id + 1, 0 = other) and ``root/id2label.json``."""
         root = Path(root)
         folder = {"train": "training", "validation": "validation"}[self.split]
         image_dir, annotation_dir = root / "images" / folder, root / "annotations" / folder
@@ -557,11 +509,8 @@ class SyntheticShapes:
         return root
 
     def export_coco_panoptic_folder(self, root: str | Path) -> Path:
-        """Write COCO panoptic's layout for this split ("train" -> train2017, "validation" -> val2017).
-
-        ``root/{split}2017/<id>.jpg``, ``root/annotations/panoptic_{split}2017/<id>.png`` and
-        ``root/annotations/panoptic_{split}2017.json`` with "images", "annotations" and "categories".
-        """
+        """This split in COCO panoptic's layout: ``root/{train,val}2017/<id>.jpg``, and in ``root/annotations/``
+        ``panoptic_{train,val}2017/<id>.png`` and ``panoptic_{train,val}2017.json``."""
         root = Path(root)
         coco_split = {"train": "train2017", "validation": "val2017"}[self.split]
         image_dir, png_dir = root / coco_split, root / "annotations" / f"panoptic_{coco_split}"
@@ -573,14 +522,8 @@ class SyntheticShapes:
             stem = item["image_id"]
             item["image"].save(image_dir / f"{stem}.jpg", quality=95)
             Image.fromarray(item["panoptic"]).save(png_dir / f"{stem}.png")
-            images.append(
-                {
-                    "id": i,
-                    "file_name": f"{stem}.jpg",
-                    "height": item["image"].height,
-                    "width": item["image"].width,
-                }
-            )
+            height, width = item["image"].height, item["image"].width
+            images.append({"id": i, "file_name": f"{stem}.jpg", "height": height, "width": width})
             annotations.append({"image_id": i, "file_name": f"{stem}.png", "segments_info": item["segments_info"]})
         payload = {"images": images, "annotations": annotations, "categories": self.categories}
         (root / "annotations" / f"panoptic_{coco_split}.json").write_text(json.dumps(payload))

@@ -1,30 +1,18 @@
-"""Pascal VOC-style folders: Pascal VOC itself, CVAT's "Segmentation mask 1.1" export (Datumaro's VOC
-segmentation writer), and other tools' VOC-layout exports.
+"""Folders of image and mask files: Pascal VOC itself, CVAT's "Segmentation mask 1.1" export (Datumaro's VOC
+writer) and other VOC-layout exports (`load_voc_folder`); `MaskPairsDataset` also reads ADE-style folders.
 
-    root/JPEGImages/<id>.jpg                   images (CVAT keeps their extension, and writes them only when
-                                               "Save images" is ticked)
-    root/SegmentationClass/<id>.png            class masks
-    root/SegmentationObject/<id>.png           instance masks (not read: these datasets are semantic)
-    root/ImageSets/Segmentation/<subset>.txt   one id per line (VOC: train, val, trainval; CVAT: the task's
-                                               subsets, "default" when it has none); without these lists,
-                                               every mask is one subset, "all"
+    root/JPEGImages/<id>.jpg                   images (CVAT writes them only when "Save images" is ticked)
+    root/SegmentationClass/<id>.png            class masks (SegmentationObject/, instance masks, is not read)
+    root/ImageSets/Segmentation/<subset>.txt   one id per line (VOC: train, val, trainval; CVAT: "default" ...);
+                                               without these lists every mask is one subset, "all"
     root/labelmap.txt                          CVAT/Datumaro: "name:r,g,b::" per class, in class order
 
-How masks are read:
-
-- ``palette`` (``--palette FILE``): by colour with it, every mask.
-- ``labelmap.txt``: colour masks (RGB, or palette PNGs) by colour with it; single-channel masks (Datumaro without
-  its colour map) as indices in its class order. Its classes are the dataset's classes, in its order.
-  "background" is a class (CVAT paints every unannotated pixel with its colour, black unless the task defines
-  it, and lists it in labelmap.txt; Pascal VOC counts it as class 0). To ignore it instead, pass a --palette
-  that lists its colour under "__ignore__".
-- neither: palette ("P") or grey PNGs whose values are the classes, 255 = void. Class names from ``id2label``,
-  ``id2label_file``, ``root/id2label.json``, or Pascal VOC's 21 names when the folder is Pascal VOC itself: it is
-  named ``VOC2007`` .. ``VOC2012`` (``VOCdevkit/VOC2012``) and its masks carry VOC's palette. Nothing else gets
-  invented names: a ValueError says what to pass. An RGB mask here is an error pointing at ``--palette``.
-
-The label convention: colour masks have none (``reduce_labels=True`` is refused); index masks use the values as
-they are unless ``reduce_labels=True`` is passed explicitly (then 0 is ignored and k is class k - 1).
+Masks are read by colour with ``palette`` (``--palette``), else with ``labelmap.txt`` (colour masks by colour,
+single-channel ones as indices in its class order; its "background", CVAT's colour of unannotated pixels, is a
+class unless a --palette lists it under "__ignore__"), else as class indices (255 = void) named by
+`class_names.find_id2label` or, for Pascal VOC itself (a folder ``VOC2007``..``VOC2012`` whose masks carry VOC's
+palette), VOC's 21 names; nothing else gets invented names. Colour masks have no label convention
+(``reduce_labels=True`` is refused); index masks use the values as they are unless ``reduce_labels=True``.
 """
 
 from __future__ import annotations
@@ -36,7 +24,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .class_names import names_for_convention, read_id2label, read_id2label_file
+from ..errors import InvalidInputError, MissingInputError
+from .class_names import check_palette_names, find_id2label, names_for_convention
 from .dataset import SegmentationDataset, SegmentationItem
 from .decoding import (
     IMAGE_SUFFIXES,
@@ -57,14 +46,22 @@ _INDEX_MODES = ("L", "P", "I", "I;16")
 _VOC_FOLDER = re.compile(r"VOC20(0[7-9]|1[0-2])")
 
 
-class VocFolderDataset(SegmentationDataset):
-    """(image, class mask) pairs of a VOC-layout folder; masks decoded by colour (``palette``) or as indices."""
+class MaskPairsDataset(SegmentationDataset):
+    """(image, semantic mask) file pairs (ADE-style and VOC-layout folders); masks decoded by colour with a
+    ``palette`` (``colour_only``: every mask, else only colour masks), otherwise as class indices."""
 
     def __init__(
-        self, ids: list[str], pairs: list[tuple[Path, Path]], *, palette: Palette | None, colour_only: bool, **metadata
+        self,
+        pairs: list[tuple[Path, Path]],
+        ids: list[str] | None = None,
+        *,
+        palette: Palette | None = None,
+        colour_only: bool = True,
+        **metadata,
     ):
         super().__init__(**metadata)
-        self.ids, self.pairs, self.palette, self.colour_only = ids, pairs, palette, colour_only
+        self.pairs, self.palette, self.colour_only = pairs, palette, colour_only
+        self.ids = ids if ids is not None else [image.stem for image, _ in pairs]
         if palette is not None:  # colour masks: the palette names the classes, no convention applies
             self.convention_from = f"the colours of {palette.source}"
 
@@ -86,18 +83,7 @@ class VocFolderDataset(SegmentationDataset):
             palette=self.palette if by_colour else None,
         )
         image = open_rgb(image_path, decode=self.decode_images)
-        if semantic.shape != (image.height, image.width):
-            raise ValueError(
-                f"{mask_path}: mask size {semantic.shape[1]}x{semantic.shape[0]} (WxH) differs from "
-                f"image {image_path} size {image.width}x{image.height}"
-            )
-        return {
-            "image": image,
-            "semantic": semantic,
-            "panoptic_ids": None,
-            "segments_info": None,
-            "image_id": self.ids[index],
-        }
+        return {"image": image, "semantic": semantic, "image_id": self.ids[index]}
 
 
 def is_voc_folder(root: Path) -> bool:
@@ -129,16 +115,16 @@ def _pairs(root: Path, ids: list[str]) -> list[tuple[Path, Path]]:
     masks = _files_by_id(root / "SegmentationClass", (".png", *LOSSY_LABEL_SUFFIXES))
     lossy = [masks[i] for i in ids if i in masks and masks[i].suffix.lower() in LOSSY_LABEL_SUFFIXES]
     if lossy:
-        raise ValueError(lossy_label_message(f"{lossy[0]} ({len(lossy)} of the {len(ids)} masks are JPEG)"))
+        raise InvalidInputError(lossy_label_message(f"{lossy[0]} ({len(lossy)} of the {len(ids)} masks are JPEG)"))
     missing = [i for i in ids if i not in masks]
     if missing:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"VOC folder {root}: {len(missing)} listed id(s) without a mask in "
             f"{root / 'SegmentationClass'}, e.g. {missing[0]}.png"
         )
     image_dir = root / "JPEGImages"
     if not image_dir.is_dir() or not any(image_dir.iterdir()):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"VOC folder {root}: no images in {image_dir}. CVAT writes them only when 'Save "
             f"images' is ticked in the export dialog: export again with it, or copy the images "
             f"there (named like the masks)"
@@ -146,7 +132,7 @@ def _pairs(root: Path, ids: list[str]) -> list[tuple[Path, Path]]:
     images = _files_by_id(image_dir, IMAGE_SUFFIXES)
     missing = [i for i in ids if i not in images]
     if missing:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"VOC folder {root}: {len(missing)} mask(s) without an image in {image_dir}, e.g. "
             f"{missing[0]} (looked for {', '.join(IMAGE_SUFFIXES)})"
         )
@@ -161,14 +147,6 @@ def _is_pascal_voc(root: Path, first_mask: Image.Image) -> bool:
     return palette[: 3 * len(VOC_CLASSES)] == voc_colormap(len(VOC_CLASSES)).reshape(-1).tolist()
 
 
-def _check_names(given: dict[int, str] | None, palette: Palette) -> None:
-    if given is not None and dict(given) != palette.id2label:
-        raise ValueError(
-            f"{palette.source} names the classes {list(palette.names)[:8]}, but id2label gives "
-            f"{list(given.values())[:8]}; leave out --id2label (the palette names the classes)"
-        )
-
-
 def load_voc_folder(
     root: str | Path,
     split: str = "train",
@@ -180,12 +158,12 @@ def load_voc_folder(
     id2label_file: str | Path | None = None,
     train_val_split: float | RecordedHoldOut | None = None,
     thing_ids: Sequence[int] | None = None,
-) -> VocFolderDataset:
+) -> MaskPairsDataset:
     """A VOC-layout folder (see the module docstring). ``split``: a subset of ``ImageSets/Segmentation`` (``val``
     for ``validation``), slices like ``train[:80%]``, and a held-out validation split (`splits.plan_split`)."""
     root = Path(root)
     if not is_voc_folder(root):
-        raise FileNotFoundError(f"VOC folder {root}: missing folder {root / 'SegmentationClass'}")
+        raise MissingInputError(f"VOC folder {root}: missing folder {root / 'SegmentationClass'}")
     where = f"VOC folder {root}"
     subsets = _subsets(root) or {
         WHOLE: sorted(_files_by_id(root / "SegmentationClass", (".png", *LOSSY_LABEL_SUFFIXES)))
@@ -195,8 +173,9 @@ def load_voc_folder(
     held_out = plan.held_out(len(ids))
     ids = [ids[i] for i in plan.select(len(ids))]
     if not ids:
-        raise ValueError(f"{where}: split {split!r} has no items")
+        raise InvalidInputError(f"{where}: split {split!r} has no items")
     pairs = _pairs(root, ids)
+    common = {"ignore_index": ignore_index, "held_out": held_out}
 
     colour_only = palette is not None
     if isinstance(palette, (str, Path)):
@@ -207,11 +186,8 @@ def load_voc_folder(
         if id2label is None:  # NOTE: a run's evaluation split gets the training split's classes: said once
             names = ", ".join(palette.names[:6]) + (", ..." if len(palette.names) > 6 else "")
             logger.info(
-                "%s: CVAT/Datumaro 'Segmentation mask' export: %d classes from %s (%s)",
-                where,
-                len(palette.names),
-                labelmap,
-                names,
+                f"{where}: CVAT/Datumaro 'Segmentation mask' export: {len(palette.names)} classes from {labelmap} "
+                f"({names})"
             )
     elif colour_only and labelmap.is_file():
         logger.info("%s: reading the masks with %s, not with %s", where, palette.source, labelmap)
@@ -221,27 +197,16 @@ def load_voc_folder(
 
     if palette is not None and (colour_only or first_mode not in _INDEX_MODES):
         if reduce_labels:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{where}: colour masks name their classes through {palette.source}; "
                 f"--label_convention ade does not apply (list a colour under __ignore__ to ignore it)"
             )
-        _check_names(
-            id2label if id2label is not None else read_id2label_file(id2label_file) if id2label_file else None, palette
-        )
-        return VocFolderDataset(
-            ids,
-            pairs,
-            palette=palette,
-            colour_only=colour_only,
-            id2label=palette.id2label,
-            thing_ids=thing_ids or (),
-            ignore_index=ignore_index,
-            reduce_labels=False,
-            held_out=held_out,
-        )
+        check_palette_names(find_id2label(id2label, id2label_file, None, False), palette, where)
+        metadata = {"id2label": palette.id2label, "thing_ids": thing_ids or (), "reduce_labels": False}
+        return MaskPairsDataset(pairs, ids, palette=palette, colour_only=colour_only, **metadata, **common)
 
     if first_mode not in _INDEX_MODES:
-        raise ValueError(
+        raise InvalidInputError(
             f"{pairs[0][1]}: colour mask (mode {first_mode}) and no labelmap.txt in {root}: {PALETTE_HINT}"
         )
     fixed_by_format = reduce_labels is None
@@ -251,38 +216,24 @@ def load_voc_folder(
     things: Sequence[int] = thing_ids or ()
     if id2label is None and palette is not None:  # labelmap.txt with single-channel masks: its order
         id2label = names_for_convention(palette.id2label, reduce_labels, str(palette.source))
-    if id2label is None and id2label_file is not None:
-        id2label = names_for_convention(read_id2label_file(id2label_file), reduce_labels, str(id2label_file))
-    if id2label is None:
-        id2label = read_id2label(root, reduce_labels)
+    id2label = find_id2label(id2label, id2label_file, root, reduce_labels)
     if pascal_voc:
         voc_names = names_for_convention(dict(enumerate(VOC_CLASSES)), reduce_labels, "Pascal VOC's classes")
         if id2label is None:
             logger.info(
-                "%s: Pascal VOC (a folder named like VOC2012 whose masks carry VOC's palette): its %d classes",
-                where,
-                len(voc_names),
+                f"{where}: Pascal VOC (a folder named like VOC2012 whose masks carry VOC's palette): its "
+                f"{len(voc_names)} classes"
             )
             id2label = voc_names
         if id2label == voc_names:  # the 20 object classes are things, background is stuff
             things = thing_ids or [i for i, name in id2label.items() if name != "background"]
     if id2label is None:
-        raise ValueError(
+        raise InvalidInputError(
             f"{where}: no class names (no labelmap.txt or id2label.json, and not Pascal VOC itself: a "
             f"folder named VOC2007..VOC2012 whose masks carry VOC's palette); pass --id2label FILE "
             f'(JSON {{"0": "background", "1": "cat", ...}})'
         )
-    dataset = VocFolderDataset(
-        ids,
-        pairs,
-        palette=None,
-        colour_only=False,
-        id2label=id2label,
-        thing_ids=things,
-        ignore_index=ignore_index,
-        reduce_labels=reduce_labels,
-        held_out=held_out,
-    )
+    dataset = MaskPairsDataset(pairs, ids, id2label=id2label, thing_ids=things, reduce_labels=reduce_labels, **common)
     if fixed_by_format:  # said once per run, in the data line (training) or by the caller
         dataset.convention_from = "VOC's format (255 = void)"
     return dataset
