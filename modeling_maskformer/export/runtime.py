@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 from transformers import AutoConfig
 from transformers.pipelines.image_segmentation import ImageSegmentationPipeline
 
@@ -34,20 +35,15 @@ def pad_to_size(pixel_values: Tensor, pixel_mask: Tensor | None, size: tuple[int
     """Zero-pad (B, 3, h, w) pixel values bottom/right to `size` = (H, W) as the processor pads, and the pixel
     mask (B, h, w; None = all real) with zeros. Inputs larger than `size` are an error."""
     batch, _, height, width = pixel_values.shape
-    if pixel_mask is None:
-        pixel_mask = torch.ones(batch, height, width, dtype=torch.long)
     if height > size[0] or width > size[1]:
         raise InvalidInputError(
             f"pixel_values are {height}x{width} but this graph was exported for a fixed {size[0]}x{size[1]} input: "
             "use the processor saved with the export (it resizes to fit) or export with --dynamic"
         )
-    if (height, width) == tuple(size):
-        return pixel_values, pixel_mask
-    padded = pixel_values.new_zeros(batch, 3, *size)
-    padded[:, :, :height, :width] = pixel_values
-    mask = pixel_mask.new_zeros(batch, *size)
-    mask[:, :height, :width] = pixel_mask
-    return padded, mask
+    if pixel_mask is None:
+        pixel_mask = torch.ones(batch, height, width, dtype=torch.long)
+    padding = (0, size[1] - width, 0, size[0] - height)  # (left, right, top, bottom) of the last two dimensions
+    return F.pad(pixel_values, padding), F.pad(pixel_mask, padding)
 
 
 def _onnxruntime_session(path: Path, num_threads: int | None):

@@ -9,7 +9,6 @@ any moment leaves either the previous checkpoints untouched or a new one that ve
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from accelerate import Accelerator
+from huggingface_hub.utils.sha import sha_fileobj
 
 from ..errors import InvalidInputError
 from ..interop.hub import build_model_card
@@ -99,11 +99,8 @@ def rotate_checkpoints(output_dir: Path, total_limit: int | None, keep: Path) ->
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha_fileobj(handle).hex()
 
 
 def _fsync_directory(folder: Path) -> None:

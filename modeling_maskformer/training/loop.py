@@ -279,38 +279,7 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     # Before anything slow: the checkpoint this run continues, or the refusal to overwrite an earlier run.
     checkpoint = start_from(args, output_dir, accelerator.num_processes, clear=accelerator.is_main_process)
     accelerator.wait_for_everyone()
-
-    train_data = build_dataset(args.dataset, args.train_split, **dataset_kwargs(args, args.train_split))
-    eval_ids = train_data.id2label if train_data.task == "semantic" else None
-    eval_data = build_dataset(args.dataset, args.eval_split, **dataset_kwargs(args, args.eval_split, eval_ids))
-    if eval_data.id2label != train_data.id2label:
-        raise InvalidInputError(
-            f"{args.dataset}: the {args.train_split} and {args.eval_split} splits have different classes "
-            f"({train_data.num_labels} and {eval_data.num_labels})"
-        )
-    logger.info(
-        f"data {args.dataset}: {describe_labels(train_data, args.label_convention)}; {len(train_data)} items in the "
-        f"{args.train_split!r} split, {len(eval_data)} in the {args.eval_split!r} split"
-    )
-    if train_data.task == "instance" and (
-        args.head == "per_pixel" or args.metric_for_best_model not in (None, "mask_ap", "mask_ap50")
-    ):
-        raise InvalidInputError(
-            "instance data (COCO JSON) has no semantic maps: it trains MaskFormer's mask classification "
-            "and is scored by mask AP (--metric_for_best_model mask_ap or mask_ap50)"
-        )
-    if args.metric_for_best_model is None:
-        args.metric_for_best_model = "mask_ap" if train_data.task == "instance" else "mean_iou"
-    run = run_identity(args, train_data)
-    saved = json.loads((checkpoint / STATE_FILE).read_text()) if checkpoint is not None else None
-    if checkpoint is not None:  # a rerun with other settings is refused before the pass over the data
-        check_same_run(checkpoint, saved, run)
-    # Every item read once, on every core, before step 1; problems reported at once (data/checks.py).
-    check = {"skip_bad_items": args.skip_bad_items, "accelerator": accelerator}
-    train_data = check_dataset(train_data, name=f"the {args.train_split!r} split", **check)
-    eval_data = check_dataset(eval_data, name=f"the {args.eval_split!r} split", **check)
-    if args.head == "per_pixel" and train_data.task == "panoptic":
-        logger.info("--head per_pixel: trained on the semantic maps of the panoptic annotations, evaluated by mIoU")
+    train_data, eval_data, run = _read_data(args, accelerator, checkpoint)
 
     model = build_model(args, train_data.id2label)
     # Recorded with the model (data/labels.py): which classes are things, and which items of a source without a
@@ -330,33 +299,7 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     recipe = choice.recipe
     logger.info("%s", choice.describe())
 
-    base = base_processor(args.model_name_or_path)
-    base_side = processor_short_side(base)
-    crop_size = args.crop_size or base_side or 512
-    eval_side = args.eval_short_side or base_side or crop_size
-    if args.min_scale * crop_size < 32:
-        raise InvalidInputError(f"--min_scale x crop size must be at least 32 px, got {args.min_scale} x {crop_size}")
-    settings = base.to_dict() if base is not None else {}
-    if args.eval_short_side is not None or base_side is None:
-        settings["size"] = {"shortest_edge": eval_side, "longest_edge": 4 * eval_side}
-    processor = MaskFormerImageProcessor.from_dict(
-        settings, ignore_index=train_data.ignore_index, num_labels=train_data.num_labels, do_reduce_labels=False
-    )
-    # The saved processor records how the training data's label maps were read (transformers' field, the loader
-    # already applied it: the processor that batches the training data must not apply it again).
-    recorded_processor = MaskFormerImageProcessor.from_dict(
-        {**processor.to_dict(), "do_reduce_labels": train_data.reduce_labels}
-    )
-    crop_from = "--crop_size" if args.crop_size else "the base model's processor" if base_side else "default"
-    eval_from = (
-        "--eval_short_side" if args.eval_short_side else "the base model's processor" if base_side else "the crop"
-    )
-    model_from = f"from {args.model_name_or_path}" if args.model_name_or_path else f"preset {args.model_preset}"
-    logger.info(
-        f"model {model_from}; training crop {crop_size} px ({crop_from}), evaluation short side {eval_side} px "
-        f"({eval_from})"
-    )
-
+    processor, recorded_processor, crop_size = _processors(args, train_data)
     augmentation = Augmentation(crop_size, args.min_scale, args.max_scale, args.single_category_max_area)
     training_set = TrainingSet(train_data, augmentation, args.seed)
     collate = MaskFormerCollator(processor, mask_dtype=torch.bool)  # the model makes them float on its device
@@ -382,7 +325,7 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     state = {"step": 0, "micro_batch": 0, "best_metric": None, "best_step": None, "last_loss": None, "history": []}
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
-        state = saved
+        state = json.loads((checkpoint / STATE_FILE).read_text())
         how = (
             "as asked"
             if args.resume_from_checkpoint
@@ -520,6 +463,74 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
             logger.info("pushed to %s", url)
     accelerator.end_training()
     return {"state": state, "metrics": final_metrics, "recipe": asdict(recipe)}
+
+
+def _read_data(args, accelerator: Accelerator, checkpoint: Path | None):
+    """The training and evaluation data, checked (data/checks.py), and the run's identity (resume.py): a rerun
+    with other settings than `checkpoint`'s is refused before the pass over the data."""
+    train_data = build_dataset(args.dataset, args.train_split, **dataset_kwargs(args, args.train_split))
+    eval_ids = train_data.id2label if train_data.task == "semantic" else None
+    eval_data = build_dataset(args.dataset, args.eval_split, **dataset_kwargs(args, args.eval_split, eval_ids))
+    if eval_data.id2label != train_data.id2label:
+        raise InvalidInputError(
+            f"{args.dataset}: the {args.train_split} and {args.eval_split} splits have different classes "
+            f"({train_data.num_labels} and {eval_data.num_labels})"
+        )
+    logger.info(
+        f"data {args.dataset}: {describe_labels(train_data, args.label_convention)}; {len(train_data)} items in the "
+        f"{args.train_split!r} split, {len(eval_data)} in the {args.eval_split!r} split"
+    )
+    if train_data.task == "instance" and (
+        args.head == "per_pixel" or args.metric_for_best_model not in (None, "mask_ap", "mask_ap50")
+    ):
+        raise InvalidInputError(
+            "instance data (COCO JSON) has no semantic maps: it trains MaskFormer's mask classification "
+            "and is scored by mask AP (--metric_for_best_model mask_ap or mask_ap50)"
+        )
+    if args.metric_for_best_model is None:
+        args.metric_for_best_model = "mask_ap" if train_data.task == "instance" else "mean_iou"
+    run = run_identity(args, train_data)
+    if checkpoint is not None:
+        check_same_run(checkpoint, json.loads((checkpoint / STATE_FILE).read_text()), run)
+    # Every item read once, on every core, before step 1; problems reported at once (data/checks.py).
+    check = {"skip_bad_items": args.skip_bad_items, "accelerator": accelerator}
+    train_data = check_dataset(train_data, name=f"the {args.train_split!r} split", **check)
+    eval_data = check_dataset(eval_data, name=f"the {args.eval_split!r} split", **check)
+    if args.head == "per_pixel" and train_data.task == "panoptic":
+        logger.info("--head per_pixel: trained on the semantic maps of the panoptic annotations, evaluated by mIoU")
+    return train_data, eval_data, run
+
+
+def _processors(args, train_data):
+    """The processor that batches training and evaluation data, the one saved with the model (it records how the
+    label maps were read), and the training crop; sizes from the flags, else the base model's processor."""
+    base = base_processor(args.model_name_or_path)
+    base_side = processor_short_side(base)
+    crop_size = args.crop_size or base_side or 512
+    eval_side = args.eval_short_side or base_side or crop_size
+    if args.min_scale * crop_size < 32:
+        raise InvalidInputError(f"--min_scale x crop size must be at least 32 px, got {args.min_scale} x {crop_size}")
+    settings = base.to_dict() if base is not None else {}
+    if args.eval_short_side is not None or base_side is None:
+        settings["size"] = {"shortest_edge": eval_side, "longest_edge": 4 * eval_side}
+    processor = MaskFormerImageProcessor.from_dict(
+        settings, ignore_index=train_data.ignore_index, num_labels=train_data.num_labels, do_reduce_labels=False
+    )
+    # NOTE: `do_reduce_labels` is transformers' field; the loader already applied it, so the processor that
+    # batches the training data must not apply it again.
+    recorded_processor = MaskFormerImageProcessor.from_dict(
+        {**processor.to_dict(), "do_reduce_labels": train_data.reduce_labels}
+    )
+    crop_from = "--crop_size" if args.crop_size else "the base model's processor" if base_side else "default"
+    eval_from = (
+        "--eval_short_side" if args.eval_short_side else "the base model's processor" if base_side else "the crop"
+    )
+    model_from = f"from {args.model_name_or_path}" if args.model_name_or_path else f"preset {args.model_preset}"
+    logger.info(
+        f"model {model_from}; training crop {crop_size} px ({crop_from}), evaluation short side {eval_side} px "
+        f"({eval_from})"
+    )
+    return processor, recorded_processor, crop_size
 
 
 def _stopped(stops: StopRequests, state: dict, args, checkpoint: Path, accelerator, progress) -> TrainingStopped:
