@@ -326,14 +326,10 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         state = json.loads((checkpoint / STATE_FILE).read_text())
-        how = (
-            "as asked"
-            if args.resume_from_checkpoint
-            else f"the newest checkpoint in {checkpoint.parent} that verifies"
-        )
+        found = f"the newest checkpoint in {checkpoint.parent} that verifies"
         logger.info(
-            f"resuming from {checkpoint} at step {state['step']} of {args.max_train_steps} ({how}); "
-            "--overwrite_output_dir starts over instead"
+            f"resuming from {checkpoint} at step {state['step']} of {args.max_train_steps} "
+            f"({'as asked' if args.resume_from_checkpoint else found}); --overwrite_output_dir starts over instead"
         )
     state["run"] = run
     if accelerator.is_main_process:
