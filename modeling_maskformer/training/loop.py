@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num_train_images", type=int, default=None, help="synthetic: training scenes")
     p.add_argument("--num_eval_images", type=int, default=None, help="synthetic: validation scenes")
     p.add_argument(
-        "--model_preset", default="demo", help="demo, resnet50, resnet101, swin-tiny, swin-small or swin-base"
+        "--model_preset", default="demo", help="demo, resnet50, resnet101, swin-tiny, swin-small, swin-base"
     )
     p.add_argument("--model_name_or_path", default=None, help="fine-tune this model folder / Hub id, not a preset")
     p.add_argument(
@@ -101,9 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min_scale", type=float, default=0.5)
     p.add_argument("--max_scale", type=float, default=2.0)
     p.add_argument("--single_category_max_area", type=float, default=1.0)
-    p.add_argument(
-        "--eval_short_side", type=int, help="evaluation resize (default: the base model's processor size, else crop)"
-    )
+    p.add_argument("--eval_short_side", type=int, help="evaluation size (default: the base model's, else the crop)")
     p.add_argument("--per_device_train_batch_size", type=int, default=2)
     p.add_argument("--per_device_eval_batch_size", type=int, default=4)
     p.add_argument("--gradient_accumulation_steps", type=int, default=1)
@@ -123,23 +121,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stop_at_step", type=int, help="save and exit at this step, keeping --max_train_steps' schedule")
     p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
     p.add_argument("--checkpointing_steps", type=int, default=5000, help="save a checkpoint every N steps")
-    p.add_argument(
-        "--checkpointing_minutes",
-        type=float,
-        default=30.0,
-        help="also save one when this many minutes have passed since the last (0: by steps only)",
-    )
+    p.add_argument("--checkpointing_minutes", type=float, default=30.0, help="also save every N minutes (0: off)")
     p.add_argument("--checkpoints_total_limit", type=int, default=3, help="keep this many newest checkpoints (>= 1)")
     p.add_argument(
         "--resume_from_checkpoint",
         help="a checkpoint folder, or 'latest' (the newest one in --output_dir that verifies: what a rerun into a "
         "folder with checkpoints does by itself)",
     )
-    p.add_argument(
-        "--overwrite_output_dir",
-        action="store_true",
-        help="start from step 0 even if --output_dir holds an earlier run (its outputs are removed, each named)",
-    )
+    p.add_argument("--overwrite_output_dir", action="store_true", help="start over: remove an earlier run's outputs")
     p.add_argument(
         "--allow_missing_random_states",
         action="store_true",
@@ -148,13 +137,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval_steps", type=int, default=5000)
     p.add_argument("--max_eval_items", type=int, default=None)
     p.add_argument(
-        "--stop_on_eval_error",
-        action="store_true",
-        help="an evaluation error stops training (default: a warning and a recorded failure)",
+        "--stop_on_eval_error", action="store_true", help="stop at an evaluation error (default: log, go on)"
     )
-    p.add_argument(
-        "--metric_for_best_model", help="keep the best model by this (default: mean_iou; mask_ap: instances)"
-    )
+    p.add_argument("--metric_for_best_model", help="for best/ (default: mean_iou; instance data: mask_ap)")
     p.add_argument("--logging_steps", type=int, default=20)
     p.add_argument("--report_to", default="none", help="'tensorboard', 'wandb', 'all' or 'none'")
     p.add_argument("--num_workers", type=int, default=0)
