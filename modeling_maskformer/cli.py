@@ -1,19 +1,19 @@
-"""What every command-line program of this project does with errors.
+"""What every command-line program of this project does with errors and stop signals.
 
     if __name__ == "__main__":
         run_cli(main)
 
 A user error (`errors.UserError`: a bad path, a wrong format, a refused pickle, an invalid value) prints one line
-on stderr, `<program>: error: <message>`, and exits with status 2, like argparse's own errors. `--debug` anywhere on the
-command line (or `MASKFORMER_DEBUG=1` in the environment, handy under `accelerate launch`) shows the full
-traceback instead. Anything else is a bug and keeps its traceback.
+on stderr, `<program>: error: <message>`, and exits with status 2, like argparse's own errors; `--debug` anywhere on
+the command line (or `MASKFORMER_DEBUG=1`, handy under `accelerate launch`) shows its traceback instead. Any other
+exception is a bug and keeps its traceback.
 
 Ctrl-C (SIGINT) and SIGTERM (`kill`, a batch scheduler's stop, a container's shutdown) take the same path: SIGTERM
-raises `Terminated`, a KeyboardInterrupt, in the main thread, so every `finally` and `except KeyboardInterrupt` of
-the program runs (temporary folders removed, partial downloads kept). The program ends with one line,
-`<program>: interrupted[ by SIGTERM][: what was kept and how to go on]`, and the shell's status for the signal:
-130 (SIGINT) or 143 (SIGTERM). The handler is an ordinary `signal.signal` handler for the duration of `run_cli`:
-code that installs its own (the training loop, to save a checkpoint) and restores it afterwards works unchanged.
+raises `Terminated`, a KeyboardInterrupt, in the main thread, so every `finally` and `except KeyboardInterrupt` runs
+(temporary folders removed, partial downloads kept). The program ends with one line, `<program>: interrupted[ by
+SIGTERM][: what was kept and how to go on]`, and the shell's status for the signal: 130 (SIGINT) or 143 (SIGTERM).
+The handler is an ordinary `signal.signal` handler for the duration of `run_cli`: code that installs its own (the
+training loop, to save a checkpoint) and restores it afterwards works unchanged.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from modeling_maskformer.data import build_dataset
 from modeling_maskformer.data.arguments import add_dataset_arguments, dataset_kwargs
 from modeling_maskformer.data.checks import check_dataset
 from modeling_maskformer.data.labels import OVERRIDE_FLAG, LabelSettings
+from modeling_maskformer.errors import InvalidInputError
 from modeling_maskformer.evaluation import evaluate_model, format_table, load_model_folder
 from modeling_maskformer.inference.tta import TestTimeAugmentation
 
@@ -85,7 +86,7 @@ def test_time_augmentation(args: argparse.Namespace, processor) -> TestTimeAugme
     try:
         sizes = tuple(int(size) for size in args.tta_sizes.split(","))
     except ValueError:
-        raise ValueError(f"--tta_sizes must be comma-separated ints, got {args.tta_sizes!r}") from None
+        raise InvalidInputError(f"--tta_sizes must be comma-separated ints, got {args.tta_sizes!r}") from None
     return TestTimeAugmentation(sizes, args.tta_max_size, flip=not args.tta_no_flip)
 
 

@@ -19,20 +19,20 @@ from pathlib import Path
 from PIL import Image
 
 from modeling_maskformer.cli import run_cli
+from modeling_maskformer.data import SyntheticShapesConfig, build_dataset
+from modeling_maskformer.errors import MissingInputError
 from modeling_maskformer.export import export_folder
 
 
 def calibration_images(args: argparse.Namespace) -> list[Image.Image] | None:
     if args.calibration_dir:
         paths = sorted(
-            p for p in Path(args.calibration_dir).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+            p for p in Path(args.calibration_dir).glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
         )
         if not paths:
-            raise SystemExit(f"--calibration_dir {args.calibration_dir}: no .jpg/.jpeg/.png images found")
+            raise MissingInputError(f"--calibration_dir {args.calibration_dir}: no .jpg/.jpeg/.png images found")
         return [Image.open(p).convert("RGB") for p in paths[: args.calibration_count]]
     if args.calibration == "synthetic":
-        from modeling_maskformer.data import SyntheticShapesConfig, build_dataset
-
         dataset = build_dataset(
             "synthetic",
             "train",

@@ -18,6 +18,7 @@ import pytest
 
 from modeling_maskformer import MaskFormerImageProcessor
 from modeling_maskformer.cli import run_cli
+from modeling_maskformer.errors import InvalidInputError, MissingDependencyError, MissingInputError
 from modeling_maskformer.interop.authors_checkpoints import load_original_checkpoint
 from modeling_maskformer.interop.transformers_weights import convert_to_transformers
 
@@ -41,34 +42,50 @@ def fails_with(error: BaseException):
 def test_user_error_is_one_line_and_status_2(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["tool.py", "in.pkl"])
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(fails_with(FileNotFoundError("in.pkl: no such file")))
+        run_cli(fails_with(MissingInputError("in.pkl: no such file")))
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == "tool.py: error: in.pkl: no such file\n"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(fails_with(MissingDependencyError("export needs openvino: pip install -e '.[export]'")))
+    assert exit_info.value.code == 2
+    line = "tool.py: error: MissingDependencyError: export needs openvino: pip install -e '.[export]'\n"
+    assert capsys.readouterr().err == line
 
 
 def test_long_message_keeps_its_first_line(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["tool.py"])
     with pytest.raises(SystemExit):
-        run_cli(fails_with(ValueError("first line\n\n300 lines of report\n...")))
+        run_cli(fails_with(InvalidInputError("first line\n\n300 lines of report\n...")))
     assert capsys.readouterr().err == "tool.py: error: first line (more with --debug)\n"
 
 
 def test_debug_shows_the_traceback(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["tool.py", "--debug", "x"])
-    main = fails_with(ValueError("bad value"))
-    with pytest.raises(ValueError, match="bad value"):
+    main = fails_with(InvalidInputError("bad value"))
+    with pytest.raises(InvalidInputError, match="bad value"):
         run_cli(main)
     assert main.argv == ["tool.py", "x"]  # the program's own parser never sees --debug
     monkeypatch.setattr(sys, "argv", ["tool.py"])
     monkeypatch.setenv("MASKFORMER_DEBUG", "1")
-    with pytest.raises(ValueError, match="bad value"):
-        run_cli(fails_with(ValueError("bad value")))
+    with pytest.raises(InvalidInputError, match="bad value"):
+        run_cli(fails_with(InvalidInputError("bad value")))
 
 
-def test_bugs_keep_their_traceback_and_ctrl_c_exits_130(monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "bug",
+    [AttributeError("a bug"), ValueError("too many values to unpack"), ImportError("cannot import name 'x'")],
+    ids=lambda error: type(error).__name__,
+)
+def test_bugs_keep_their_traceback(bug, monkeypatch, capsys):
+    """Only a UserError is one line: a plain ValueError, FileNotFoundError or ImportError is a bug to report."""
     monkeypatch.setattr(sys, "argv", ["tool.py"])
-    with pytest.raises(AttributeError):
-        run_cli(fails_with(AttributeError("a bug")))
+    with pytest.raises(type(bug)):
+        run_cli(fails_with(bug))
+    assert capsys.readouterr().err == ""
+
+
+def test_ctrl_c_exits_130(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["tool.py"])
     with pytest.raises(SystemExit) as exit_info:
         run_cli(fails_with(KeyboardInterrupt()))
     assert exit_info.value.code == 130 and capsys.readouterr().err == "tool.py: interrupted\n"

@@ -20,11 +20,13 @@ from transformers import MaskFormerSwinConfig
 from modeling_maskformer import MaskFormerImageProcessor
 
 from builders import STAGES, tiny_model
+from script_runs import run_script
 
 pytest.importorskip("onnxruntime", reason="needs the [export] extra: pip install -e '.[export]'")
 pytest.importorskip("onnxscript", reason="needs the [export] extra")
 openvino = pytest.importorskip("openvino", reason="needs the [export] extra")
 
+from modeling_maskformer.errors import MissingDependencyError  # noqa: E402
 from modeling_maskformer.export import (  # noqa: E402
     PARITY_TOLERANCE,
     MaskFormerRuntimeModel,
@@ -32,6 +34,7 @@ from modeling_maskformer.export import (  # noqa: E402
     export_folder,
     pad_to_size,
 )
+from modeling_maskformer.export.graph import require  # noqa: E402
 
 HEIGHT, WIDTH = 96, 128  # Swin (window 7): the stride-4 map 24x32 is padded inside the backbone
 MODELS = {
@@ -280,6 +283,24 @@ def test_clear_errors(tmp_path, exported):
             width=128,
             int8=True,
         )
+
+
+def test_the_script_says_user_errors_in_one_line(tmp_path, exported, capsys):
+    _, folder = exported
+    model = folder.parent / "model"
+    for argv, message in [
+        (
+            [model, tmp_path / "a", "--height", "100", "--width", "128"],
+            "export height=100: must be an integer multiple",
+        ),
+        ([model, tmp_path / "b", "--int8", "--calibration_dir", tmp_path / "none"], "no .jpg/.jpeg/.png images found"),
+        ([model, tmp_path / "c", "--height", "96"], "give both --height and --width"),  # argparse's own
+    ]:
+        assert run_script("export.py", argv) == 2
+        err = capsys.readouterr().err
+        assert message in err.splitlines()[-1] and "Traceback" not in err, err
+    with pytest.raises(MissingDependencyError, match=r"export needs no_such_runtime: pip install -e '\.\[export\]'"):
+        require("no_such_runtime")
 
 
 @pytest.mark.slow

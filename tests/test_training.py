@@ -16,6 +16,7 @@ import torch
 from modeling_maskformer.training import train
 
 from builders import tiny_model
+from script_runs import run_script
 from tiny_training import losses, save_tiny_model, train_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,6 +231,21 @@ def test_resume_from_a_folder_that_is_not_a_checkpoint(tiny_folder, tmp_path):
                 str(tmp_path),
             )
         )
+
+
+def test_the_script_says_a_user_error_in_one_line(tiny_folder, tmp_path, capsys):
+    """An output folder with an earlier run's results and no checkpoint: status 2, one line, no traceback."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    status = run_script("train_maskformer.py", train_args(tiny_folder, tmp_path / "run", "--max_train_steps", "1"))
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith(
+        f"train_maskformer.py: error: {tmp_path / 'run'} holds the results of an earlier run (config.json) but no "
+        "checkpoint to resume from: pass --overwrite_output_dir"
+    )
+    assert run_script("train_maskformer.py", ["--output_dir", str(tmp_path)]) == 2  # argparse's own error
+    assert "--max_train_steps is required" in capsys.readouterr().err
 
 
 def launch(num_processes: int, folder: Path, output_dir: Path, per_device: int) -> subprocess.CompletedProcess:

@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 
+from ..errors import InvalidInputError
+from ..image_processing import MaskFormerImageProcessor
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation
-from .graph import DEFAULT_OPSET, SIZE_MULTIPLE, check_export_size, convert_onnx_to_openvino, export_onnx
+from .graph import DEFAULT_OPSET, SIZE_MULTIPLE, check_export_size, convert_onnx_to_openvino, export_onnx, require
 from .quantization import calibration_batches, quantize_onnx, quantize_openvino
 from .runtime import EXPORT_INFO_FILE, MaskFormerRuntimeModel
 
@@ -22,7 +23,6 @@ FILES = {
     "onnx": {"fp32": "model.onnx", "int8": "model_int8.onnx"},
     "openvino": {"fp32": "openvino_model.xml", "int8": "openvino_model_int8.xml"},
 }
-
 README = """# MaskFormer, exported ({format}, {size})
 
 Files: {files}; `config.json` (architecture and `id2label`), `preprocessor_config.json` (the image processor,
@@ -44,6 +44,11 @@ The graph maps `pixel_values` (B, 3, H, W) float32, normalised by the processor,
 (B, Q, K+1; the last class is "no object") and `masks_queries_logits` (B, Q, H/4, W/4). {input_note}
 Measured at export: max |logit difference| to PyTorch {parity}.
 """
+DYNAMIC_NOTE = "H and W may be any multiples of 32 (the processor pads to them); the batch size is free."
+FIXED_NOTE = (
+    "The graph takes exactly {size}; the runtime wrapper zero-pads smaller inputs bottom/right (as the processor "
+    "pads a batch) and post-processing crops the padding. The batch size is free."
+)
 
 
 def default_export_size(processor) -> tuple[int, int]:
@@ -53,20 +58,14 @@ def default_export_size(processor) -> tuple[int, int]:
     return side, side
 
 
-def _max_difference(expected: Sequence[torch.Tensor], got: Sequence[np.ndarray]) -> float:
-    return max(float(np.abs(e.numpy() - g).max()) for e, g in zip(expected, got))
-
-
 def measure_parity(model, runtime: MaskFormerRuntimeModel, height: int, width: int, seed: int = 0) -> float:
     """Max absolute difference of class and mask logits between `model` and `runtime` on a random input."""
     pixel_values = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         expected = model(pixel_values)
     got = runtime(pixel_values)
-    return _max_difference(
-        [expected.class_queries_logits, expected.masks_queries_logits],
-        [got.class_queries_logits.numpy(), got.masks_queries_logits.numpy()],
-    )
+    names = ("class_queries_logits", "masks_queries_logits")
+    return max((getattr(expected, name) - getattr(got, name)).abs().max().item() for name in names)
 
 
 def export_folder(
@@ -91,39 +90,32 @@ def export_folder(
     `dynamic=True`: any multiple of 32, the processor saved unchanged. `int8` adds a quantised graph,
     calibrated on `calibration_images` (PIL images; required for OpenVINO and for static ONNX quantisation).
     """
-    from .. import MaskFormerImageProcessor
-
     if format not in FILES:
-        raise ValueError(f"format must be 'onnx' or 'openvino', got {format!r}")
+        raise InvalidInputError(f"format must be 'onnx' or 'openvino', got {format!r}")
     if isinstance(model, (str, Path)):
-        source = model
-        model = MaskFormerForInstanceSegmentation.from_pretrained(source)
-        processor = processor or MaskFormerImageProcessor.from_pretrained(source)
+        processor = processor or MaskFormerImageProcessor.from_pretrained(model)
+        model = MaskFormerForInstanceSegmentation.from_pretrained(model)
     if processor is None:
-        raise ValueError("export_folder needs the image processor when given a model object (processor=...)")
+        raise InvalidInputError("export_folder needs the image processor when given a model object (processor=...)")
     model = model.eval()
     if height is None or width is None:
         height, width = default_export_size(processor)
     check_export_size(height, width)
     if int8 and calibration_images is None and not (format == "onnx" and onnx_int8_mode == "dynamic"):
-        raise ValueError(
-            f"int8 for {format} ({'NNCF' if format == 'openvino' else 'static'} quantisation) needs calibration images"
-        )
+        method = "NNCF" if format == "openvino" else "static"
+        raise InvalidInputError(f"int8 for {format} ({method} quantisation) needs calibration images")
 
-    output_dir = Path(output_dir)
+    output_dir, files = Path(output_dir), FILES[format]
     output_dir.mkdir(parents=True, exist_ok=True)
-    files = FILES[format]
     if not dynamic:
-        side = min(height, width)
-        processor = MaskFormerImageProcessor.from_dict(
-            {**processor.to_dict(), "size": {"shortest_edge": side, "longest_edge": side}}
-        )
+        side = {"shortest_edge": min(height, width), "longest_edge": min(height, width)}
+        processor = MaskFormerImageProcessor.from_dict({**processor.to_dict(), "size": side})
     model.config.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
 
     onnx_path = output_dir / FILES["onnx"]["fp32"]
     export_onnx(model, onnx_path, height=height, width=width, dynamic=dynamic, opset=opset)
-    written = {"fp32": files["fp32"]}
+    written = {"fp32": files["fp32"], **({"int8": files["int8"]} if int8 else {})}
     calibration = None
     if int8 and calibration_images is not None:
         calibration = calibration_batches(calibration_images, processor, height=height, width=width)
@@ -131,68 +123,42 @@ def export_folder(
         convert_onnx_to_openvino(onnx_path, output_dir / files["fp32"])
         if int8:
             quantize_openvino(output_dir / files["fp32"], output_dir / files["int8"], calibration=calibration)
-            written["int8"] = files["int8"]
         onnx_path.unlink()
     elif int8:
         quantize_onnx(onnx_path, output_dir / files["int8"], calibration=calibration, mode=onnx_int8_mode)
-        written["int8"] = files["int8"]
 
+    runtimes = ["onnx", "onnxruntime", *(["openvino"] if format == "openvino" else [])]
     info = {
         "format": format,
         "files": written,
         "input": {"height": height, "width": width, "dynamic": dynamic, "multiple_of": SIZE_MULTIPLE},
         "opset": opset,
         "int8_method": (("nncf" if format == "openvino" else f"onnxruntime-{onnx_int8_mode}") if int8 else None),
-        "versions": _versions(format),
+        "versions": {"torch": torch.__version__, "python": platform.python_version()}
+        | {name: require(name).__version__ for name in runtimes},
         "parity_max_abs_difference": {},
     }
     (output_dir / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2))
     if check_parity:
+        parity = info["parity_max_abs_difference"]
         for precision in written:
             runtime = MaskFormerRuntimeModel.from_pretrained(output_dir, precision=precision)
-            info["parity_max_abs_difference"][precision] = measure_parity(model, runtime, height, width)
+            parity[precision] = measure_parity(model, runtime, height, width)
         (output_dir / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2))
-        if info["parity_max_abs_difference"]["fp32"] > PARITY_TOLERANCE:
+        if parity["fp32"] > PARITY_TOLERANCE:  # NOTE: not the user's doing: a bug of the exporter or a runtime
             raise RuntimeError(
-                f"the exported fp32 graph differs from PyTorch by {info['parity_max_abs_difference']['fp32']:.2e} "
-                f"(> {PARITY_TOLERANCE}); see {output_dir / EXPORT_INFO_FILE}"
+                f"the exported fp32 graph differs from PyTorch by {parity['fp32']:.2e} (> {PARITY_TOLERANCE}); "
+                f"see {output_dir / EXPORT_INFO_FILE}"
             )
-    _write_readme(output_dir, info)
-    return output_dir
-
-
-def _versions(format: str) -> dict[str, str]:
-    versions = {"torch": torch.__version__, "python": platform.python_version()}
-    import onnx
-    import onnxruntime
-
-    versions.update(onnx=onnx.__version__, onnxruntime=onnxruntime.__version__)
-    if format == "openvino":
-        import openvino
-
-        versions["openvino"] = openvino.__version__
-    return versions
-
-
-def _write_readme(output_dir: Path, info: dict) -> None:
-    size = "dynamic H×W" if info["input"]["dynamic"] else f"{info['input']['height']}×{info['input']['width']}"
-    if info["input"]["dynamic"]:
-        input_note = "H and W may be any multiples of 32 (the processor pads to them); the batch size is free."
-        resize_note = "unchanged from the model's"
-    else:
-        input_note = (
-            f"The graph takes exactly {size}; the runtime wrapper zero-pads smaller inputs bottom/right (as the "
-            "processor pads a batch) and post-processing crops the padding. The batch size is free."
-        )
-        resize_note = f"set to resize every image to fit in {size}"
-    parity = ", ".join(f"{k} {v:.1e}" for k, v in info["parity_max_abs_difference"].items()) or "not measured"
-    text = README.format(
-        format={"onnx": "ONNX", "openvino": "OpenVINO IR"}[info["format"]],
+    size = "dynamic H×W" if dynamic else f"{height}×{width}"
+    readme = README.format(
+        format={"onnx": "ONNX", "openvino": "OpenVINO IR"}[format],
         size=size,
-        files=", ".join(info["files"].values()),
-        resize_note=resize_note,
+        files=", ".join(written.values()),
+        resize_note="unchanged from the model's" if dynamic else f"set to resize every image to fit in {size}",
         folder=output_dir.name,
-        input_note=input_note,
-        parity=parity,
+        input_note=DYNAMIC_NOTE if dynamic else FIXED_NOTE.format(size=size),
+        parity=", ".join(f"{k} {v:.1e}" for k, v in info["parity_max_abs_difference"].items()) or "not measured",
     )
-    (output_dir / "README.md").write_text(text)
+    (output_dir / "README.md").write_text(readme)
+    return output_dir

@@ -6,10 +6,13 @@ that ONNX file, so both runtimes run the same graph.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from ..errors import InvalidInputError, MissingDependencyError
 
 INPUT_NAMES = ["pixel_values"]
 OUTPUT_NAMES = ["class_queries_logits", "masks_queries_logits"]
@@ -17,6 +20,15 @@ OUTPUT_NAMES = ["class_queries_logits", "masks_queries_logits"]
 # onnxruntime both read it.
 DEFAULT_OPSET = 18
 SIZE_MULTIPLE = 32  # the processor pads to multiples of 32 (the backbone's stride)
+
+
+def require(module: str):
+    """Import an optional dependency of the export (onnxscript, onnxruntime, openvino, nncf), or say how to
+    install it. NOTE: imported when used, not with the package: they are heavy and only this feature needs them."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise MissingDependencyError(f"export needs {module}: pip install -e '.[export]' ({error})") from error
 
 
 class LogitsOnly(nn.Module):
@@ -38,7 +50,7 @@ class LogitsOnly(nn.Module):
 def check_export_size(height: int, width: int) -> None:
     for name, value in (("height", height), ("width", width)):
         if not isinstance(value, int) or value < 64 or value % SIZE_MULTIPLE:
-            raise ValueError(
+            raise InvalidInputError(
                 f"export {name}={value!r}: must be an integer multiple of {SIZE_MULTIPLE}, at least 64 "
                 "(the processor pads inputs to multiples of 32; the stride-32 map needs at least 2x2 pixels)"
             )
@@ -51,32 +63,26 @@ def export_onnx(
     height: int = 512,
     width: int = 512,
     dynamic: bool = False,
-    opset: int = DEFAULT_OPSET,
+    opset=DEFAULT_OPSET,
 ) -> Path:
     """Write `model` (a MaskFormerForInstanceSegmentation) as an ONNX file with weights inside.
 
     The batch dimension is always dynamic. With `dynamic=True` height and width are too (any multiple of 32);
     otherwise the graph accepts exactly (height, width) and the runtime wrapper pads smaller inputs.
-    `height`/`width` are then only the size traced.
     """
     check_export_size(height, width)
+    require("onnxscript")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    module = LogitsOnly(model).eval()
     # NOTE: a batch of 2 in the example: torch.export specialises a dimension traced at size 1.
     example = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    dims = {0: batch}
+    dims = {0: torch.export.Dim("batch", min=1, max=1024)}
     if dynamic:
-        dims.update(
-            {
-                2: SIZE_MULTIPLE * torch.export.Dim("height_blocks", min=2, max=512),
-                3: SIZE_MULTIPLE * torch.export.Dim("width_blocks", min=2, max=512),
-            }
-        )
+        dims[2] = SIZE_MULTIPLE * torch.export.Dim("height_blocks", min=2, max=512)
+        dims[3] = SIZE_MULTIPLE * torch.export.Dim("width_blocks", min=2, max=512)
     with torch.no_grad():
         program = torch.onnx.export(
-            module,
+            LogitsOnly(model).eval(),
             (example,),
             dynamo=True,
             input_names=INPUT_NAMES,
@@ -92,10 +98,7 @@ def export_onnx(
 
 def convert_onnx_to_openvino(onnx_path: str | Path, xml_path: str | Path, *, compress_to_fp16: bool = False) -> Path:
     """OpenVINO IR (`.xml` + `.bin`) of an ONNX file; fp32 weights unless `compress_to_fp16`."""
-    import openvino as ov
-
-    xml_path = Path(xml_path)
-    xml_path.parent.mkdir(parents=True, exist_ok=True)
-    ov_model = ov.convert_model(str(onnx_path))
-    ov.save_model(ov_model, str(xml_path), compress_to_fp16=compress_to_fp16)
-    return xml_path
+    ov = require("openvino")
+    Path(xml_path).parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=compress_to_fp16)
+    return Path(xml_path)

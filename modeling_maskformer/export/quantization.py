@@ -1,37 +1,37 @@
 """int8 variants of an exported graph: onnxruntime static (QDQ, calibrated) or dynamic quantisation, and
 OpenVINO post-training quantisation with NNCF (calibrated).
 
-Calibration data: an iterable of `pixel_values` arrays (B, 3, H, W) float32 at the graph's input size, from
-the model's own processor (`calibration_batches`).
+Calibration data: `pixel_values` arrays (B, 3, H, W) float32 at the graph's input size, from the model's own
+processor (`calibration_batches`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from ..errors import InvalidInputError
+from .graph import require
+from .runtime import pad_to_size
 
 # NOTE: the heavy arithmetic is in Conv and MatMul; quantising element-wise ops, softmax or normalisation
 # costs accuracy and saves little time.
 ONNX_OPS_TO_QUANTIZE = ["Conv", "MatMul", "Gemm"]
 
 
-def calibration_batches(
-    images: Sequence, processor, *, height: int, width: int, batch_size: int = 1
-) -> list[np.ndarray]:
+def calibration_batches(images: Sequence, processor, *, height: int, width: int, batch_size: int = 1) -> list:
     """The processor's pixel_values for `images` (PIL images), zero-padded bottom/right to (height, width)
     as the runtime wrapper pads them; images that come out larger than that are an error."""
-    from .runtime import pad_to_size
-
     batches = []
     for start in range(0, len(images), batch_size):
         inputs = processor(list(images[start : start + batch_size]), return_tensors="pt")
         pixel_values, _ = pad_to_size(inputs["pixel_values"], inputs["pixel_mask"], (height, width))
         batches.append(pixel_values.numpy().astype(np.float32))
     if not batches:
-        raise ValueError("calibration needs at least one image")
+        raise InvalidInputError("calibration needs at least one image")
     return batches
 
 
@@ -39,56 +39,43 @@ def quantize_onnx(
     onnx_path: str | Path,
     output_path: str | Path,
     *,
-    calibration: Iterable[np.ndarray] | None = None,
+    calibration: Sequence[np.ndarray] | None = None,
     mode: Literal["static", "dynamic"] = "static",
 ) -> Path:
     """int8 ONNX file. `static`: QDQ with per-channel int8 weights and uint8 activations calibrated (MinMax) on
     `calibration`; `dynamic`: int8 weights, activation ranges computed at run time (no calibration data)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
+    if mode not in ("static", "dynamic"):
+        raise InvalidInputError(f"quantize_onnx: mode must be 'static' or 'dynamic', got {mode!r}")
+    if mode == "static" and calibration is None:
+        raise InvalidInputError("quantize_onnx(mode='static') needs calibration batches (or use mode='dynamic')")
+    quantization = require("onnxruntime.quantization")
     output_path = Path(output_path)
     prepared = output_path.with_name(output_path.stem + ".prepared.onnx")
-    quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+    quantization.quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+    int8 = {"per_channel": True, "weight_type": quantization.QuantType.QInt8}
     try:
         if mode == "dynamic":
-            quantize_dynamic(
-                str(prepared),
-                str(output_path),
-                op_types_to_quantize=["MatMul", "Gemm"],
-                weight_type=QuantType.QInt8,
-                per_channel=True,
+            quantization.quantize_dynamic(
+                str(prepared), str(output_path), op_types_to_quantize=["MatMul", "Gemm"], **int8
             )
-        elif mode == "static":
-            if calibration is None:
-                raise ValueError("quantize_onnx(mode='static') needs calibration batches (or use mode='dynamic')")
+        else:
 
-            class Reader(CalibrationDataReader):
-                def __init__(self, batches):
-                    self.batches = iter(batches)
+            class Reader(quantization.CalibrationDataReader):
+                batches = iter(calibration)
 
                 def get_next(self):
                     batch = next(self.batches, None)
                     return None if batch is None else {"pixel_values": batch}
 
-            quantize_static(
+            quantization.quantize_static(
                 str(prepared),
                 str(output_path),
-                Reader(calibration),
-                quant_format=QuantFormat.QDQ,
+                Reader(),
+                quant_format=quantization.QuantFormat.QDQ,
                 op_types_to_quantize=ONNX_OPS_TO_QUANTIZE,
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
+                activation_type=quantization.QuantType.QUInt8,
+                **int8,
             )
-        else:
-            raise ValueError(f"quantize_onnx: mode must be 'static' or 'dynamic', got {mode!r}")
     finally:
         prepared.unlink(missing_ok=True)
     return output_path
@@ -96,13 +83,10 @@ def quantize_onnx(
 
 def quantize_openvino(xml_path: str | Path, output_path: str | Path, *, calibration: Sequence[np.ndarray]) -> Path:
     """int8 OpenVINO IR by NNCF post-training quantisation, calibrated on `calibration`."""
-    import nncf
-    import openvino as ov
-
     if not calibration:
-        raise ValueError("quantize_openvino needs calibration batches")
-    model = ov.Core().read_model(str(xml_path))
+        raise InvalidInputError("quantize_openvino needs calibration batches")
+    nncf, ov = require("nncf"), require("openvino")
     dataset = nncf.Dataset(list(calibration), lambda batch: {"pixel_values": batch})
-    quantized = nncf.quantize(model, dataset, subset_size=len(calibration))
+    quantized = nncf.quantize(ov.Core().read_model(str(xml_path)), dataset, subset_size=len(calibration))
     ov.save_model(quantized, str(output_path), compress_to_fp16=False)
     return Path(output_path)

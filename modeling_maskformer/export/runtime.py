@@ -20,10 +20,13 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 from transformers import AutoConfig
 from transformers.pipelines.image_segmentation import ImageSegmentationPipeline
 
+from ..errors import InvalidInputError, MissingInputError
 from ..modeling_maskformer import MaskFormerForInstanceSegmentationOutput
+from .graph import OUTPUT_NAMES, SIZE_MULTIPLE, require
 
 EXPORT_INFO_FILE = "export.json"
 
@@ -32,36 +35,25 @@ def pad_to_size(pixel_values: Tensor, pixel_mask: Tensor | None, size: tuple[int
     """Zero-pad (B, 3, h, w) pixel values bottom/right to `size` = (H, W) as the processor pads, and the pixel
     mask (B, h, w; None = all real) with zeros. Inputs larger than `size` are an error."""
     batch, _, height, width = pixel_values.shape
-    if pixel_mask is None:
-        pixel_mask = torch.ones(batch, height, width, dtype=torch.long)
     if height > size[0] or width > size[1]:
-        raise ValueError(
+        raise InvalidInputError(
             f"pixel_values are {height}x{width} but this graph was exported for a fixed {size[0]}x{size[1]} input: "
             "use the processor saved with the export (it resizes to fit) or export with --dynamic"
         )
-    if (height, width) == tuple(size):
-        return pixel_values, pixel_mask
-    padded = pixel_values.new_zeros(batch, 3, *size)
-    padded[:, :, :height, :width] = pixel_values
-    mask = pixel_mask.new_zeros(batch, *size)
-    mask[:, :height, :width] = pixel_mask
-    return padded, mask
+    if pixel_mask is None:
+        pixel_mask = torch.ones(batch, height, width, dtype=torch.long)
+    padding = (0, size[1] - width, 0, size[0] - height)  # (left, right, top, bottom) of the last two dimensions
+    return F.pad(pixel_values, padding), F.pad(pixel_mask, padding)
 
 
-class _OnnxRuntimeSession:
-    def __init__(self, path: Path, num_threads: int | None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if num_threads:
-            options.intra_op_num_threads = num_threads
-            options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def __call__(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        class_logits, mask_logits = self.session.run(None, {"pixel_values": pixel_values})
-        return class_logits, mask_logits
+def _onnxruntime_session(path: Path, num_threads: int | None):
+    ort = require("onnxruntime")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if num_threads:
+        options.intra_op_num_threads, options.inter_op_num_threads = num_threads, 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda pixel_values: session.run(OUTPUT_NAMES, {"pixel_values": pixel_values})
 
 
 @functools.cache
@@ -70,26 +62,22 @@ def _openvino_core():
     thread that compiles, and two Cores released out of order (an fp32 and an int8 model, say) leave that thread's
     alternate stack pointing at freed memory (OpenVINO 2026.4): any later signal, Ctrl-C included, then ends the
     process with a segmentation fault. A single Core keeps its stack for the life of the process."""
-    import openvino as ov
-
-    return ov.Core()
+    return require("openvino").Core()
 
 
-class _OpenVINOSession:
-    def __init__(self, path: Path, num_threads: int | None, inference_precision: str):
-        core = _openvino_core()
-        config = {"INFERENCE_PRECISION_HINT": inference_precision, "PERFORMANCE_HINT": "LATENCY"}
-        if num_threads:
-            config["INFERENCE_NUM_THREADS"] = num_threads
-        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
-        self.request = self.compiled.create_infer_request()
+def _openvino_session(path: Path, num_threads: int | None, inference_precision: str):
+    core = _openvino_core()
+    config = {"INFERENCE_PRECISION_HINT": inference_precision, "PERFORMANCE_HINT": "LATENCY"}
+    if num_threads:
+        config["INFERENCE_NUM_THREADS"] = num_threads
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+    request = compiled.create_infer_request()
 
-    def __call__(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        results = self.request.infer({"pixel_values": pixel_values})
-        return (
-            np.array(results[self.compiled.output("class_queries_logits")]),
-            np.array(results[self.compiled.output("masks_queries_logits")]),
-        )
+    def run(pixel_values: np.ndarray) -> list[np.ndarray]:
+        results = request.infer({"pixel_values": pixel_values})
+        return [np.array(results[compiled.output(name)]) for name in OUTPUT_NAMES]
+
+    return run
 
 
 class MaskFormerRuntimeModel:
@@ -102,12 +90,9 @@ class MaskFormerRuntimeModel:
     dtype = torch.float32
 
     def __init__(self, session, *, config, export_info: dict, precision: str):
-        self.session = session
-        self.config = config
-        self.export_info = export_info
-        self.precision = precision
-        input_info = export_info["input"]
-        self.fixed_size = None if input_info["dynamic"] else (input_info["height"], input_info["width"])
+        self.session, self.config, self.export_info, self.precision = session, config, export_info, precision
+        size = export_info["input"]
+        self.fixed_size = None if size["dynamic"] else (size["height"], size["width"])
 
     @classmethod
     def from_pretrained(
@@ -123,20 +108,20 @@ class MaskFormerRuntimeModel:
         folder = Path(folder)
         info_path = folder / EXPORT_INFO_FILE
         if not info_path.is_file():
-            raise FileNotFoundError(f"{info_path} not found: {folder} is not a folder written by scripts/export.py")
+            raise MissingInputError(f"{info_path} not found: {folder} is not a folder written by scripts/export.py")
         info = json.loads(info_path.read_text())
         files = info["files"]
         if precision not in files:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{folder} has no {precision!r} graph (it has {sorted(files)}); export with --int8 to add one"
             )
         path = folder / files[precision]
         if info["format"] == "onnx":
-            session = _OnnxRuntimeSession(path, num_threads)
+            session = _onnxruntime_session(path, num_threads)
         elif info["format"] == "openvino":
-            session = _OpenVINOSession(path, num_threads, openvino_inference_precision)
+            session = _openvino_session(path, num_threads, openvino_inference_precision)
         else:
-            raise ValueError(f"{info_path}: unknown format {info['format']!r} (expected 'onnx' or 'openvino')")
+            raise InvalidInputError(f"{info_path}: unknown format {info['format']!r} (expected 'onnx' or 'openvino')")
         # NOTE: our config class is registered with AutoConfig when the package is imported.
         config = AutoConfig.from_pretrained(folder)
         return cls(session, config=config, export_info=info, precision=precision)
@@ -148,11 +133,11 @@ class MaskFormerRuntimeModel:
         (B, H', W'), where (H', W') is the export size for a fixed-size graph (inputs are padded to it)."""
         pixel_values = torch.as_tensor(pixel_values)
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
-            raise ValueError(f"pixel_values must be (B, 3, H, W), got shape {tuple(pixel_values.shape)}")
+            raise InvalidInputError(f"pixel_values must be (B, 3, H, W), got shape {tuple(pixel_values.shape)}")
         if self.fixed_size is not None:
             pixel_values, pixel_mask = pad_to_size(pixel_values, pixel_mask, self.fixed_size)
-        elif any(side % 32 for side in pixel_values.shape[-2:]):
-            raise ValueError(
+        elif any(side % SIZE_MULTIPLE for side in pixel_values.shape[-2:]):
+            raise InvalidInputError(
                 f"pixel_values are {tuple(pixel_values.shape[-2:])}: the dynamic graph needs multiples of 32"
             )
         class_logits, mask_logits = self.session(pixel_values.detach().float().contiguous().numpy())
@@ -167,7 +152,7 @@ class MaskFormerRuntimeModel:
     # The few nn.Module/PreTrainedModel methods transformers' pipeline calls.
     def to(self, device) -> MaskFormerRuntimeModel:
         if torch.device(device).type != "cpu":
-            raise ValueError(f"MaskFormerRuntimeModel runs on the CPU only, not {device}")
+            raise InvalidInputError(f"MaskFormerRuntimeModel runs on the CPU only, not {device}")
         return self
 
     def eval(self) -> MaskFormerRuntimeModel:

@@ -9,7 +9,6 @@ any moment leaves either the previous checkpoints untouched or a new one that ve
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,7 +17,9 @@ import shutil
 from pathlib import Path
 
 from accelerate import Accelerator
+from huggingface_hub.utils.sha import sha_fileobj
 
+from ..errors import InvalidInputError
 from ..interop.hub import build_model_card
 from ..interop.saving import make_weights_readable
 from ..interop.transformers_folder import is_transformers_folder
@@ -29,28 +30,22 @@ STATE_FILE = "trainer_state.json"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
 _NAME = re.compile(r"checkpoint-(\d+)")
-_PARTIAL = re.compile(r"checkpoint-(\d+)\.(partial|replaced)")
+_LEFTOVER = re.compile(r"checkpoint-(\d+)\.(partial|replaced)")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InvalidInputError):
     """A checkpoint is incomplete or damaged; the message names the folder and the file."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Writing.
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: dict, total_limit: int | None) -> Path:
     """Write `state` and Accelerate's state as `output_dir/checkpoints/checkpoint-<step>` (see the module
-    docstring), then keep the `total_limit` newest checkpoints (None: keep all). The one just written is never
-    deleted."""
+    docstring), then keep the `total_limit` newest checkpoints (None: all), never the one just written."""
     if total_limit is not None and total_limit < 1:
-        raise ValueError(f"checkpoints_total_limit must be >= 1 (or None to keep all), got {total_limit}")
+        raise InvalidInputError(f"checkpoints_total_limit must be >= 1 (or None to keep all), got {total_limit}")
     final = Path(output_dir) / "checkpoints" / f"checkpoint-{state['step']}"
-    partial = final.with_name(final.name + ".partial")
+    partial, aside = final.with_name(final.name + ".partial"), final.with_name(final.name + ".replaced")
     if accelerator.is_main_process:
-        if partial.exists():
-            shutil.rmtree(partial)
+        shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)  # before any process writes its random state into it
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
@@ -59,16 +54,13 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: dict, tot
         make_weights_readable(partial)
         (partial / STATE_FILE).write_text(json.dumps(state, indent=2))
         write_manifest(partial)
-        aside = final.with_name(final.name + ".replaced")
-        if aside.exists():
-            shutil.rmtree(aside)
+        shutil.rmtree(aside, ignore_errors=True)
         if final.exists():  # the same step saved again (a run resumed from an older checkpoint)
             logger.info("replacing %s with the one just saved at the same step", final)
             os.replace(final, aside)
         os.replace(partial, final)
         _fsync_directory(final.parent)
-        if aside.exists():
-            shutil.rmtree(aside)
+        shutil.rmtree(aside, ignore_errors=True)
         rotate_checkpoints(output_dir, total_limit, keep=final)
     accelerator.wait_for_everyone()
     return final
@@ -94,9 +86,8 @@ def write_manifest(folder: Path) -> dict:
 def rotate_checkpoints(output_dir: Path, total_limit: int | None, keep: Path) -> None:
     """Delete all but the `total_limit` newest checkpoints (by step), never `keep`; remove leftovers of
     interrupted saves (`*.partial`, `*.replaced`) of other steps."""
-    folder = Path(output_dir) / "checkpoints"
-    for leftover in folder.iterdir():
-        if _PARTIAL.fullmatch(leftover.name) and leftover.is_dir() and leftover.name.split(".")[0] != keep.name:
+    for leftover in (Path(output_dir) / "checkpoints").iterdir():
+        if _LEFTOVER.fullmatch(leftover.name) and leftover.is_dir() and leftover.name.split(".")[0] != keep.name:
             logger.info("removing %s, left by an interrupted save", leftover)
             shutil.rmtree(leftover)
     if total_limit is None:
@@ -108,41 +99,30 @@ def rotate_checkpoints(output_dir: Path, total_limit: int | None, keep: Path) ->
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha_fileobj(handle).hex()
 
 
 def _fsync_directory(folder: Path) -> None:
     """Make a rename or a new file in `folder` durable (POSIX; a no-op where directories can't be opened)."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-# --------------------------------------------------------------------------------------------------
-# Finding and verifying.
+    if hasattr(os, "O_DIRECTORY"):
+        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
     """Folders named `checkpoint-<step>` under `output_dir/checkpoints`, oldest first (not verified; other
     names such as `checkpoint-30-backup` or `checkpoint-30.partial` are not checkpoints)."""
     folder = Path(output_dir) / "checkpoints"
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if _NAME.fullmatch(p.name) and p.is_dir()]
+    found = [p for p in folder.iterdir() if _NAME.fullmatch(p.name) and p.is_dir()] if folder.is_dir() else []
     return sorted(found, key=lambda p: int(_NAME.fullmatch(p.name).group(1)))
 
 
 def complete_checkpoints(output_dir: Path) -> list[Path]:
-    """The checkpoints that verify (`verify_checkpoint`), oldest first. Reads every file: use
-    `list_checkpoints` when names are enough."""
+    """The checkpoints that verify (`verify_checkpoint`, which reads every file), oldest first."""
     complete = []
     for checkpoint in list_checkpoints(output_dir):
         try:
@@ -166,8 +146,7 @@ def verify_checkpoint(checkpoint: Path) -> dict:
             f"a folder that is not a checkpoint, or one written by a version without manifests)"
         )
     try:
-        manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
+        files = json.loads(manifest_path.read_text())["files"]
     except (ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"{manifest_path} is damaged ({error})") from error
     if STATE_FILE not in files:
@@ -176,8 +155,7 @@ def verify_checkpoint(checkpoint: Path) -> dict:
         path = checkpoint / name
         if not path.is_file():
             raise CheckpointError(f"{path} is missing (listed in {MANIFEST_FILE})")
-        size = path.stat().st_size
-        if size != expected["size"]:
+        if (size := path.stat().st_size) != expected["size"]:
             raise CheckpointError(
                 f"{path} has {size} bytes, the manifest says {expected['size']} (truncated or overwritten)"
             )
@@ -186,40 +164,28 @@ def verify_checkpoint(checkpoint: Path) -> dict:
     return json.loads((checkpoint / STATE_FILE).read_text())
 
 
-def missing_random_states(checkpoint: Path, num_processes: int) -> list[str]:
-    """The `random_states_<i>.pkl` files (i < num_processes) that `checkpoint` lacks. Accelerate would
-    resume without them (with an INFO line), and the losses would differ from an uninterrupted run."""
-    names = [f"random_states_{i}.pkl" for i in range(num_processes)]
-    return [name for name in names if not (Path(checkpoint) / name).is_file()]
-
-
 def resolve_checkpoint(
-    resume_from: str,
-    output_dir: Path,
-    *,
-    num_processes: int = 1,
-    allow_missing_random_states: bool = False,
+    resume_from: str, output_dir: Path, *, num_processes: int = 1, allow_missing_random_states: bool = False
 ) -> Path | None:
     """The checkpoint to resume from: `"latest"` (the newest one in `output_dir` that verifies, with a
     warning for each newer one skipped; None when there is none) or a folder (an error unless it verifies).
 
-    Missing random states (a checkpoint written by fewer processes, or deleted files) are an error, or with
-    `allow_missing_random_states` a warning that the losses will differ from an uninterrupted run."""
+    NOTE: Accelerate resumes without a process's `random_states_<i>.pkl` (a checkpoint written by fewer
+    processes, or deleted files) with an INFO line, and the losses then differ from an uninterrupted run: an
+    error here, or with `allow_missing_random_states` a warning."""
+    checkpoint = Path(resume_from)
     if resume_from == "latest":
-        candidates = list_checkpoints(output_dir)
+        candidates, problems = list_checkpoints(output_dir), []
         if not candidates:
             logger.warning("--resume_from_checkpoint latest: no checkpoint in %s, starting from step 0", output_dir)
             return None
-        problems = []
-        for candidate in reversed(candidates):
+        for checkpoint in reversed(candidates):
             try:
-                verify_checkpoint(candidate)
+                verify_checkpoint(checkpoint)
+                break
             except CheckpointError as error:
-                logger.warning("--resume_from_checkpoint latest: skipping %s: %s", candidate.name, error)
+                logger.warning("--resume_from_checkpoint latest: skipping %s: %s", checkpoint.name, error)
                 problems.append(str(error))
-                continue
-            checkpoint = candidate
-            break
         else:
             raise CheckpointError(
                 f"--resume_from_checkpoint latest: none of the {len(candidates)} checkpoint(s) in "
@@ -228,14 +194,13 @@ def resolve_checkpoint(
                 + "\nMove them away to start from step 0."
             )
     else:
-        checkpoint = Path(resume_from)
         verify_checkpoint(checkpoint)
-    missing = missing_random_states(checkpoint, num_processes)
+    missing = [f"random_states_{i}.pkl" for i in range(num_processes)]
+    missing = [name for name in missing if not (checkpoint / name).is_file()]
     if missing:
         message = (
-            f"checkpoint {checkpoint} has no {', '.join(missing)} (written by fewer processes, or "
-            f"deleted): the resumed run's random numbers, and so its losses, will differ from an "
-            f"uninterrupted run"
+            f"checkpoint {checkpoint} has no {', '.join(missing)} (written by fewer processes, or deleted): the "
+            f"resumed run's random numbers, and so its losses, will differ from an uninterrupted run"
         )
         if not allow_missing_random_states:
             raise CheckpointError(message + ". Pass --allow_missing_random_states to resume anyway.")
@@ -243,11 +208,8 @@ def resolve_checkpoint(
     return checkpoint
 
 
-# --------------------------------------------------------------------------------------------------
-# The Hub-ready output folder.
-
-
 def save_hub_folder(model, processor, folder: Path, args, metrics: dict | None) -> None:
+    """The model, its processor, a model card and `eval_results.json`: the folder `push_to_hub` uploads."""
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     card = build_model_card(

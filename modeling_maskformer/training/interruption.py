@@ -1,17 +1,12 @@
 """Stopping a training run without losing it: SIGTERM (what Slurm and preemptible cloud machines send before
-they kill a job) and SIGINT (Ctrl-C) save a checkpoint at the next step boundary and stop, and checkpoints are
-also written by time, not only every N steps.
+they kill a job) and SIGINT (Ctrl-C) save a checkpoint at the next step boundary and stop.
 
-Signals. `StopRequests` installs its handlers for the duration of the training loop and restores the previous
-ones after. The first signal only sets a flag: the step in progress finishes, the loop saves a checkpoint and
-raises `TrainingStopped`, whose message says where the checkpoint is. A second signal is acknowledged and the
-save goes on; a third raises `KeyboardInterrupt` at once. That is safe at any moment: a checkpoint is written as
-`checkpoint-<step>.partial` and renamed into place only once complete (checkpoints.py), so an aborted save
-leaves the earlier checkpoints as they were and nothing half-written that counts as a checkpoint.
-
-With several processes every process must stop (and save) at the same step, or the others would wait for it
-forever inside a collective operation: the decision is combined over processes at each step (`decide`), one
-all-reduce of two numbers.
+`StopRequests` installs its handlers for the duration of the training loop and restores the previous ones
+after. The first signal only sets a flag: the step in progress finishes, the loop saves a checkpoint and raises
+`TrainingStopped`, whose message says where the checkpoint is. A second signal is acknowledged and the save goes
+on; a third raises `KeyboardInterrupt` at once. That is safe at any moment: a checkpoint counts only once it is
+complete (checkpoints.py). With several processes every process must stop (and save) at the same step, or the
+others would wait forever inside a collective operation: `decide` combines the decision over processes.
 """
 
 from __future__ import annotations
@@ -19,7 +14,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from pathlib import Path
 
 import torch
@@ -35,22 +29,16 @@ class TrainingStopped(KeyboardInterrupt):
 
     def __init__(self, signum: int, step: int, max_steps: int, checkpoint: Path):
         self.signum, self.step, self.checkpoint = signum, step, Path(checkpoint)
-        name = signal.Signals(signum).name
+        self.exit_status = 128 + signum
         super().__init__(
-            f"stopped by {name} at step {step} of {max_steps}; checkpoint saved in {checkpoint}. Run the same "
-            f"command again to resume from it."
+            f"stopped by {signal.Signals(signum).name} at step {step} of {max_steps}; checkpoint saved in "
+            f"{checkpoint}. Run the same command again to resume from it."
         )
-
-    @property
-    def exit_status(self) -> int:
-        return 128 + self.signum
 
 
 class StopRequests:
-    """SIGTERM/SIGINT handlers for the training loop (a context manager); see the module docstring.
-
-    Outside the main thread (where Python cannot install signal handlers) it installs nothing and never
-    requests a stop."""
+    """SIGTERM/SIGINT handlers for the training loop (a context manager); see the module docstring. Outside the
+    main thread (where Python cannot install signal handlers) it installs nothing and never requests a stop."""
 
     def __init__(self):
         self.signum: int | None = None
@@ -59,15 +47,13 @@ class StopRequests:
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
-            for signum in SIGNALS:
-                self._previous[signum] = signal.getsignal(signum)
-                signal.signal(signum, self._handle)
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
-        self._previous.clear()
+        self._previous = {}
 
     def _handle(self, signum: int, frame) -> None:
         self.count += 1
@@ -84,10 +70,6 @@ class StopRequests:
         else:
             raise KeyboardInterrupt(f"{name} received three times: stopped without saving")
 
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
 
 def ignore_stop_signals(worker_id: int) -> None:
     """A DataLoader worker's `worker_init_fn`: Ctrl-C reaches every process of the terminal's foreground group and
@@ -97,27 +79,11 @@ def ignore_stop_signals(worker_id: int) -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
-class CheckpointTimer:
-    """Whether `minutes` have passed since the last checkpoint (never when `minutes` is 0)."""
-
-    def __init__(self, minutes: float):
-        self.seconds = minutes * 60
-        self.reset()
-
-    def reset(self) -> None:
-        self.last = time.monotonic()
-
-    def due(self) -> bool:
-        return self.seconds > 0 and time.monotonic() - self.last >= self.seconds
-
-
 def decide(accelerator, stop_requested: bool, time_due: bool) -> tuple[bool, bool]:
     """(stop, save by time), the same on every process: any process's signal stops all, and the main process's
-    clock decides the timed checkpoint."""
+    clock decides the timed checkpoint (one all-reduce of two numbers)."""
     if accelerator.num_processes == 1:
         return stop_requested, time_due
-    flags = torch.tensor(
-        [float(stop_requested), float(time_due and accelerator.is_main_process)], device=accelerator.device
-    )
-    flags = accelerator.reduce(flags, reduction="sum")
+    flags = torch.tensor([stop_requested, time_due and accelerator.is_main_process], device=accelerator.device)
+    flags = accelerator.reduce(flags.float(), reduction="sum")
     return bool(flags[0] > 0), bool(flags[1] > 0)

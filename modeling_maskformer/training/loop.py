@@ -2,7 +2,6 @@
 
     python scripts/train_maskformer.py --dataset synthetic --model_preset demo --crop_size 128 \
         --max_train_steps 300 --output_dir outputs/first
-    python scripts/prepare_data.py ade20k --root data      # -> data/ADEChallengeData2016 (967 MB download)
     accelerate launch --num_processes 8 scripts/train_maskformer.py --dataset data/ADEChallengeData2016 \
         --label_convention ade --model_preset swin-tiny --crop_size 512 --max_train_steps 160000 \
         --output_dir outputs/ade-swin-t
@@ -12,10 +11,10 @@
 From Python: `train(["--output_dir", "outputs/x", ...])` or `train(parse_args([...]))`.
 
 Data: `synthetic` (built in), a folder in the ADE20K or COCO panoptic layout (`scripts/prepare_data.py` makes
-them from the official archives), or a `datasets` name/path;
-semantic PNGs need `--label_convention` (ade: 0 = "other", ignored; as_is: the values are the classes).
-The global batch is `per_device_train_batch_size x processes x gradient_accumulation_steps`; each
-process takes its slice of every global batch, so a run's losses do not depend on the process count.
+them from the official archives), or a `datasets` name/path; semantic PNGs need `--label_convention` (ade: 0 =
+"other", ignored; as_is: the values are the classes). The global batch is `per_device_train_batch_size x
+processes x gradient_accumulation_steps`; each process takes its slice of every global batch, so a run's losses
+do not depend on the process count.
 """
 
 from __future__ import annotations
@@ -38,41 +37,44 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import get_polynomial_decay_schedule_with_warmup
 from transformers.utils import logging as transformers_logging
 
-from ..data import (
-    Augmentation,
-    MaskFormerCollator,
-    TrainingSet,
-    build_dataset,
-)
+from ..data import Augmentation, MaskFormerCollator, TrainingSet, build_dataset
 from ..data.arguments import add_dataset_arguments
 from ..data.arguments import dataset_kwargs as shared_dataset_kwargs
 from ..data.checks import check_dataset
+from ..errors import InvalidInputError
 from ..evaluation import evaluate_model, summary
 from ..image_processing import MaskFormerImageProcessor
 from ..interop.hub import push_folder_to_hub
 from .checkpoints import STATE_FILE, save_checkpoint, save_hub_folder
-from .interruption import CheckpointTimer, StopRequests, TrainingStopped, decide, ignore_stop_signals
+from .interruption import StopRequests, TrainingStopped, decide, ignore_stop_signals
 from .presets import HEADS, backbone_is_pretrained, base_processor, build_model, processor_short_side
 from .recipes import RECIPES, choose_recipe, parameter_groups
-from .resume import check_same_run, describe_resumption, run_identity, start_from
+from .resume import check_same_run, run_identity, start_from
 
 logger = logging.getLogger(__name__)
 
-
 # The metrics a semantic-only model (the per-pixel baseline) can select the best checkpoint by (`summary`'s keys).
 SEMANTIC_METRICS = ("mean_iou", "pixel_accuracy")
+_POSITIVE = (
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "gradient_accumulation_steps",
+    "max_train_steps",
+    "checkpointing_steps",
+    "checkpoints_total_limit",
+    "eval_steps",
+    "logging_steps",
+)
+_MAX_STEPS_HELP = (
+    "--max_train_steps is required: it sets the length of the learning-rate schedule. For scale: the paper "
+    "trained ADE20K for 160000 steps of 16 images (about a day on 8 GPUs); the README's first CPU run uses 300."
+)
 
 
 def epoch_batches(num_items: int, global_batch: int, seed: int, epoch: int) -> list[list[int]]:
     """The global batches of an epoch: a seeded permutation, last partial batch dropped."""
     order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 100003 + epoch)).tolist()
     return [order[i : i + global_batch] for i in range(0, num_items - global_batch + 1, global_batch)]
-
-
-_MAX_STEPS_HELP = (
-    "--max_train_steps is required: it sets the length of the learning-rate schedule. For scale: the paper "
-    "trained ADE20K for 160000 steps of 16 images (about a day on 8 GPUs); the README's first CPU run uses 300."
-)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -85,78 +87,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--model_preset", default="demo", help="demo, resnet50, resnet101, swin-tiny, swin-small, swin-base"
     )
-    p.add_argument(
-        "--model_name_or_path", default=None, help="fine-tune this model folder / Hub id instead of a preset"
-    )
+    p.add_argument("--model_name_or_path", default=None, help="fine-tune this model folder / Hub id, not a preset")
     p.add_argument(
         "--head",
         choices=list(HEADS),
         default="mask_classification",
-        help="mask_classification (MaskFormer) or per_pixel (the paper's per-pixel classification baseline: "
-        "the same backbone and pixel decoder, a 1x1 conv classifier, per-pixel cross-entropy; semantic "
-        "only)",
+        help="mask_classification (MaskFormer) or per_pixel (the paper's per-pixel classification baseline: the "
+        "same backbone and pixel decoder, a 1x1 conv classifier, per-pixel cross-entropy; semantic only)",
     )
     p.add_argument("--mask_loss_mode", choices=["dense", "point"], default=None)
     p.add_argument("--output_dir", required=True)
-    p.add_argument(
-        "--crop_size",
-        type=int,
-        default=None,
-        help="training crop (default: the base model's processor size, else 512)",
-    )
+    p.add_argument("--crop_size", type=int, help="training crop (default: the base model's processor size, else 512)")
     p.add_argument("--min_scale", type=float, default=0.5)
     p.add_argument("--max_scale", type=float, default=2.0)
     p.add_argument("--single_category_max_area", type=float, default=1.0)
-    p.add_argument(
-        "--eval_short_side",
-        type=int,
-        default=None,
-        help="evaluation resize (default: the base model's processor size, else the crop size)",
-    )
+    p.add_argument("--eval_short_side", type=int, help="evaluation size (default: the base model's, else the crop)")
     p.add_argument("--per_device_train_batch_size", type=int, default=2)
     p.add_argument("--per_device_eval_batch_size", type=int, default=4)
     p.add_argument("--gradient_accumulation_steps", type=int, default=1)
     p.add_argument(
         "--recipe",
         choices=sorted(RECIPES),
-        default=None,
-        help="the recipe to use (default: 'scratch' for a backbone that starts from random weights, as the "
-        "demo preset's, else the paper's for the backbone type)",
+        help="default: 'scratch' for a backbone that starts from random weights, as the demo preset's, else the "
+        "paper's for the backbone type",
     )
-    p.add_argument("--learning_rate", type=float, default=None, help="default: the recipe's")
-    p.add_argument("--weight_decay", type=float, default=None, help="default: the recipe's")
-    p.add_argument("--backbone_lr_multiplier", type=float, default=None, help="default: the recipe's")
-    p.add_argument("--num_warmup_steps", type=int, default=None, help="default: the recipe's")
-    p.add_argument("--max_grad_norm", type=float, default=None, help="default: the recipe's (0.01)")
-    p.add_argument("--max_train_steps", type=int, default=None, help="required: the schedule's length")
-    p.add_argument("--max_train_seconds", type=float, default=None, help="stop (and save) after this wall time")
-    p.add_argument(
-        "--stop_at_step",
-        type=int,
-        default=None,
-        help="save and exit at this step, keeping the schedule of --max_train_steps (for time-limited jobs)",
-    )
+    p.add_argument("--learning_rate", type=float, help="default: the recipe's")
+    p.add_argument("--weight_decay", type=float, help="default: the recipe's")
+    p.add_argument("--backbone_lr_multiplier", type=float, help="default: the recipe's")
+    p.add_argument("--num_warmup_steps", type=int, help="default: the recipe's")
+    p.add_argument("--max_grad_norm", type=float, help="default: the recipe's (0.01)")
+    p.add_argument("--max_train_steps", type=int, help="required: the schedule's length")
+    p.add_argument("--max_train_seconds", type=float, help="stop (and save) after this wall time")
+    p.add_argument("--stop_at_step", type=int, help="save and exit at this step, keeping --max_train_steps' schedule")
     p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
     p.add_argument("--checkpointing_steps", type=int, default=5000, help="save a checkpoint every N steps")
-    p.add_argument(
-        "--checkpointing_minutes",
-        type=float,
-        default=30.0,
-        help="also save one when this many minutes have passed since the last (0: by steps only)",
-    )
+    p.add_argument("--checkpointing_minutes", type=float, default=30.0, help="also save every N minutes (0: off)")
     p.add_argument("--checkpoints_total_limit", type=int, default=3, help="keep this many newest checkpoints (>= 1)")
     p.add_argument(
         "--resume_from_checkpoint",
-        default=None,
-        help="a checkpoint folder, or 'latest' (the newest one in --output_dir that verifies: what a rerun "
-        "into a folder with checkpoints does by itself)",
+        help="a checkpoint folder, or 'latest' (the newest one in --output_dir that verifies: what a rerun into a "
+        "folder with checkpoints does by itself)",
     )
-    p.add_argument(
-        "--overwrite_output_dir",
-        action="store_true",
-        help="start from step 0 even if --output_dir holds an earlier run (its checkpoints and results are "
-        "removed, each named in the log)",
-    )
+    p.add_argument("--overwrite_output_dir", action="store_true", help="start over: remove an earlier run's outputs")
     p.add_argument(
         "--allow_missing_random_states",
         action="store_true",
@@ -165,15 +137,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval_steps", type=int, default=5000)
     p.add_argument("--max_eval_items", type=int, default=None)
     p.add_argument(
-        "--stop_on_eval_error",
-        action="store_true",
-        help="an evaluation error stops training (default: a warning and a recorded failure)",
+        "--stop_on_eval_error", action="store_true", help="stop at an evaluation error (default: log, go on)"
     )
-    p.add_argument(
-        "--metric_for_best_model",
-        default=None,
-        help="keep the best model by this metric (default: mean_iou; mask_ap for instance data)",
-    )
+    p.add_argument("--metric_for_best_model", help="for best/ (default: mean_iou; instance data: mask_ap)")
     p.add_argument("--logging_steps", type=int, default=20)
     p.add_argument("--report_to", default="none", help="'tensorboard', 'wandb', 'all' or 'none'")
     p.add_argument("--num_workers", type=int, default=0)
@@ -184,16 +150,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.max_train_steps is None:
         p.error(_MAX_STEPS_HELP)
-    for name in (
-        "per_device_train_batch_size",
-        "per_device_eval_batch_size",
-        "gradient_accumulation_steps",
-        "max_train_steps",
-        "checkpointing_steps",
-        "checkpoints_total_limit",
-        "eval_steps",
-        "logging_steps",
-    ):
+    for name in _POSITIVE:
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     for name in ("crop_size", "eval_short_side"):
@@ -261,11 +218,8 @@ def readable_output(is_main_process: bool):
     above the progress bar, and transformers' save/load progress bars (and, off the main process, its
     warnings) are silenced; everything is restored on exit."""
     package = logging.getLogger(__package__.split(".")[0])
-    saved = (
-        package.level,
-        transformers_logging.get_verbosity(),
-        transformers_logging.is_progress_bar_enabled(),
-    )
+    level, verbosity = package.level, transformers_logging.get_verbosity()
+    bars = transformers_logging.is_progress_bar_enabled()
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     package.setLevel(logging.INFO if is_main_process else logging.ERROR)
@@ -276,9 +230,9 @@ def readable_output(is_main_process: bool):
         with logging_redirect_tqdm():
             yield
     finally:
-        package.setLevel(saved[0])
-        transformers_logging.set_verbosity(saved[1])
-        if saved[2]:
+        package.setLevel(level)
+        transformers_logging.set_verbosity(verbosity)
+        if bars:
             transformers_logging.enable_progress_bar()
 
 
@@ -310,45 +264,11 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     # Before anything slow: the checkpoint this run continues, or the refusal to overwrite an earlier run.
     checkpoint = start_from(args, output_dir, accelerator.num_processes, clear=accelerator.is_main_process)
     accelerator.wait_for_everyone()
-
-    train_data = build_dataset(args.dataset, args.train_split, **dataset_kwargs(args, args.train_split))
-    eval_ids = train_data.id2label if train_data.task == "semantic" else None
-    eval_data = build_dataset(args.dataset, args.eval_split, **dataset_kwargs(args, args.eval_split, eval_ids))
-    if eval_data.id2label != train_data.id2label:
-        raise ValueError(
-            f"{args.dataset}: the {args.train_split} and {args.eval_split} splits have different classes "
-            f"({train_data.num_labels} and {eval_data.num_labels})"
-        )
-    logger.info(
-        "data %s: %s; %d items in the %r split, %d in the %r split",
-        args.dataset,
-        describe_labels(train_data, args.label_convention),
-        len(train_data),
-        args.train_split,
-        len(eval_data),
-        args.eval_split,
-    )
-    if train_data.task == "instance" and (
-        args.head == "per_pixel" or args.metric_for_best_model not in (None, "mask_ap", "mask_ap50")
-    ):
-        raise ValueError(
-            "instance data (COCO JSON) has no semantic maps: it trains MaskFormer's mask classification "
-            "and is scored by mask AP (--metric_for_best_model mask_ap or mask_ap50)"
-        )
-    if args.metric_for_best_model is None:
-        args.metric_for_best_model = "mask_ap" if train_data.task == "instance" else "mean_iou"
-    if checkpoint is not None:  # a rerun with other settings is refused before the pass over the data
-        check_same_run(checkpoint, json.loads((checkpoint / STATE_FILE).read_text()), run_identity(args, train_data))
-    # Every item read once, on every core, before step 1; problems reported at once (data/checks.py).
-    check = {"skip_bad_items": args.skip_bad_items, "accelerator": accelerator}
-    train_data = check_dataset(train_data, name=f"the {args.train_split!r} split", **check)
-    eval_data = check_dataset(eval_data, name=f"the {args.eval_split!r} split", **check)
-    if args.head == "per_pixel" and train_data.task == "panoptic":
-        logger.info("--head per_pixel: trained on the semantic maps of the panoptic annotations, evaluated by mIoU")
+    train_data, eval_data, run = _read_data(args, accelerator, checkpoint)
 
     model = build_model(args, train_data.id2label)
-    # Recorded with the model (modeling_maskformer/data/labels.py): which classes are things, and which items of a source
-    # without a validation split were held out, so that evaluating the model reads them again (data/splits.py).
+    # Recorded with the model (data/labels.py): which classes are things, and which items of a source without a
+    # validation split were held out, so that evaluating the model reads them again (data/splits.py).
     model.config.thing_ids = list(train_data.thing_ids)
     model.config.validation_held_out = None if train_data.held_out is None else train_data.held_out.to_dict()
     choice = choose_recipe(
@@ -364,110 +284,58 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     recipe = choice.recipe
     logger.info("%s", choice.describe())
 
-    base = base_processor(args.model_name_or_path)
-    base_side = processor_short_side(base)
-    crop_size = args.crop_size or base_side or 512
-    eval_side = args.eval_short_side or base_side or crop_size
-    if args.min_scale * crop_size < 32:
-        raise ValueError(f"--min_scale x crop size must be at least 32 px, got {args.min_scale} x {crop_size}")
-    settings = base.to_dict() if base is not None else {}
-    if args.eval_short_side is not None or base_side is None:
-        settings["size"] = {"shortest_edge": eval_side, "longest_edge": 4 * eval_side}
-    processor = MaskFormerImageProcessor.from_dict(
-        settings, ignore_index=train_data.ignore_index, num_labels=train_data.num_labels, do_reduce_labels=False
-    )
-    # The saved processor records how the training data's label maps were read (transformers' field, the loader
-    # already applied it: the processor that batches the training data must not apply it again).
-    recorded_processor = MaskFormerImageProcessor.from_dict(
-        {**processor.to_dict(), "do_reduce_labels": train_data.reduce_labels}
-    )
-    crop_from = "--crop_size" if args.crop_size else "the base model's processor" if base_side else "default"
-    eval_from = (
-        "--eval_short_side" if args.eval_short_side else "the base model's processor" if base_side else "the crop"
-    )
-    model_from = f"from {args.model_name_or_path}" if args.model_name_or_path else f"preset {args.model_preset}"
-    logger.info(
-        "model %s; training crop %d px (%s), evaluation short side %d px (%s)",
-        model_from,
-        crop_size,
-        crop_from,
-        eval_side,
-        eval_from,
-    )
-
-    training_set = TrainingSet(
-        train_data,
-        Augmentation(crop_size, args.min_scale, args.max_scale, args.single_category_max_area),
-        args.seed,
-    )
+    processor, recorded_processor, crop_size = _processors(args, train_data)
+    augmentation = Augmentation(crop_size, args.min_scale, args.max_scale, args.single_category_max_area)
+    training_set = TrainingSet(train_data, augmentation, args.seed)
     collate = MaskFormerCollator(processor, mask_dtype=torch.bool)  # the model makes them float on its device
     global_batch = args.per_device_train_batch_size * accelerator.num_processes
     batches_per_epoch = len(epoch_batches(len(training_set), global_batch, args.seed, 0))
     logger.info(
-        "%d steps, num_processes=%d, global batch %d x %d accumulation steps, %d training / %d evaluation items",
-        args.max_train_steps,
-        accelerator.num_processes,
-        global_batch,
-        args.gradient_accumulation_steps,
-        len(training_set),
-        len(eval_data),
+        f"{args.max_train_steps} steps, num_processes={accelerator.num_processes}, global batch {global_batch} x "
+        f"{args.gradient_accumulation_steps} accumulation steps, {len(training_set)} training / {len(eval_data)} "
+        "evaluation items"
     )
     if batches_per_epoch == 0:
-        raise ValueError(
+        raise InvalidInputError(
             f"the training set has {len(training_set)} items, fewer than one global batch ({global_batch})"
         )
 
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, recipe.learning_rate, recipe.weight_decay, recipe.backbone_lr_multiplier),
-        lr=recipe.learning_rate,
-    )
+    groups = parameter_groups(model, recipe.learning_rate, recipe.weight_decay, recipe.backbone_lr_multiplier)
+    optimizer = torch.optim.AdamW(groups, lr=recipe.learning_rate)
     scheduler = get_polynomial_decay_schedule_with_warmup(
-        optimizer,
-        num_warmup_steps=recipe.warmup_steps,
-        num_training_steps=args.max_train_steps,
-        lr_end=0.0,
-        power=recipe.poly_power,
+        optimizer, recipe.warmup_steps, args.max_train_steps, lr_end=0.0, power=recipe.poly_power
     )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
-    run = run_identity(args, train_data)
-    state = {
-        "step": 0,
-        "micro_batch": 0,
-        "best_metric": None,
-        "best_step": None,
-        "last_loss": None,
-        "history": [],
-        "run": run,
-    }
-    pending_eval = False
+    state = {"step": 0, "micro_batch": 0, "best_metric": None, "best_step": None, "last_loss": None, "history": []}
     if checkpoint is not None:
-        saved = json.loads((checkpoint / STATE_FILE).read_text())
-        check_same_run(checkpoint, saved, run)
         accelerator.load_state(str(checkpoint))
-        state = {**saved, "run": run}
-        pending_eval = state.pop("eval_pending", False)
+        state = json.loads((checkpoint / STATE_FILE).read_text())
+        found = f"the newest checkpoint in {checkpoint.parent} that verifies"
         logger.info(
-            "%s",
-            describe_resumption(checkpoint, state, args.max_train_steps, bool(args.resume_from_checkpoint)),
+            f"resuming from {checkpoint} at step {state['step']} of {args.max_train_steps} "
+            f"({'as asked' if args.resume_from_checkpoint else found}); --overwrite_output_dir starts over instead"
         )
+    state["run"] = run
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-    accelerator.init_trackers(
-        "maskformer", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
-    )
+    plain = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+    accelerator.init_trackers("maskformer", config=plain)
 
     def evaluate() -> None:
         evaluate_and_record(model, processor, recorded_processor, eval_data, accelerator, args, state)
 
+    last_save = time.monotonic()
+
     def save() -> Path:
+        nonlocal last_save
         path = save_checkpoint(
             accelerator, output_dir, {**state, "eval_pending": due_eval}, args.checkpoints_total_limit
         )
-        timer.reset()
+        last_save = time.monotonic()
         return path
 
-    if pending_eval:  # the checkpoint was saved just before an evaluation that did not finish
+    if state.pop("eval_pending", False):  # the checkpoint was saved just before an evaluation that did not finish
         evaluate()
     progress = tqdm(
         total=args.max_train_steps,
@@ -476,27 +344,22 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
         dynamic_ncols=True,
         disable=not accelerator.is_local_main_process,
     )
-    start_time = time.monotonic()
-    due_eval = False
+    start_time, due_eval = time.monotonic(), False
     done = state["step"] >= min(args.max_train_steps, args.stop_at_step or args.max_train_steps)
     if done:
         logger.info(
-            "nothing left to train: the run is at step %d of %d%s (a larger --max_train_steps continues it, "
-            "--overwrite_output_dir starts over)",
-            state["step"],
-            args.max_train_steps,
-            f", --stop_at_step {args.stop_at_step}" if args.stop_at_step else "",
+            f"nothing left to train: the run is at step {state['step']} of {args.max_train_steps}"
+            f"{f', --stop_at_step {args.stop_at_step}' if args.stop_at_step else ''} (a larger --max_train_steps "
+            "continues it, --overwrite_output_dir starts over)"
         )
     model.train()
-    stops, timer = StopRequests(), CheckpointTimer(args.checkpointing_minutes)
-    with stops:
+    with StopRequests() as stops:
         while not done and state["step"] < args.max_train_steps:
             epoch, first_batch = divmod(state["micro_batch"], batches_per_epoch)
             training_set.epoch = epoch
+            start = accelerator.process_index * args.per_device_train_batch_size
             local = [
-                batch[accelerator.process_index * args.per_device_train_batch_size :][
-                    : args.per_device_train_batch_size
-                ]
+                batch[start : start + args.per_device_train_batch_size]
                 for batch in epoch_batches(len(training_set), global_batch, args.seed, epoch)[first_batch:]
             ]
             # NOTE: its own generator, so creating a loader (its base seed) draws nothing from the global RNG
@@ -537,19 +400,11 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
                 state["last_loss"] = loss
                 if state["step"] % args.logging_steps == 0:
                     state["history"].append({"step": state["step"], "loss": loss})
-                    parts = {
-                        k: accelerator.reduce(v.detach(), reduction="mean").item()
-                        for k, v in outputs.loss_dict.items()
-                        if not k[-1].isdigit()
-                    }
-                    accelerator.log(
-                        {
-                            "train/loss": loss,
-                            "train/lr": scheduler.get_last_lr()[0],
-                            **{f"train/{k}": v for k, v in parts.items()},
-                        },
-                        step=state["step"],
-                    )
+                    logs = {"train/loss": loss, "train/lr": scheduler.get_last_lr()[0]}
+                    for name, value in outputs.loss_dict.items():
+                        if not name[-1].isdigit():  # the auxiliary layers' terms are in the total only
+                            logs[f"train/{name}"] = accelerator.reduce(value.detach(), reduction="mean").item()
+                    accelerator.log(logs, step=state["step"])
                     progress.set_postfix(loss=f"{loss:.3f}")
                 out_of_time = (
                     args.max_train_seconds is not None and time.monotonic() - start_time > args.max_train_seconds
@@ -559,44 +414,107 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
                 due_eval = state["step"] % args.eval_steps == 0 or done
                 # NOTE: save before evaluating, so that an evaluation that crashes never costs the checkpoint; a
                 # run resumed from it finishes the evaluation first (`eval_pending`).
-                stop, by_time = decide(accelerator, stops.requested, timer.due())
+                minutes = args.checkpointing_minutes
+                by_time = minutes > 0 and time.monotonic() - last_save >= 60 * minutes
+                stop, by_time = decide(accelerator, stops.signum is not None, by_time)
                 if state["step"] % args.checkpointing_steps == 0 or done or stop or by_time:
                     saved_in = save()
                 if stop:  # a signal: stop here; a resumed run evaluates first if this step was due to
                     raise _stopped(stops, state, args, saved_in, accelerator, progress)
                 if due_eval:
                     evaluate()
-                    if decide(accelerator, stops.requested, False)[0]:  # a signal during the evaluation
+                    if decide(accelerator, stops.signum is not None, False)[0]:  # a signal during the evaluation
                         due_eval = False
                         raise _stopped(stops, state, args, save(), accelerator, progress)
                 if done:
                     break
             if done:
                 logger.info("stopping at step %d", state["step"])
-                break
     progress.close()
 
     final_metrics = next((h["eval"] for h in reversed(state["history"]) if "eval" in h), None)
-    failures = [h["step"] for h in state["history"] if "eval_error" in h]
-    if failures:
+    if failures := [h["step"] for h in state["history"] if "eval_error" in h]:
         logger.warning("%d evaluation(s) failed, at step(s) %s; see training_history.json", len(failures), failures)
     if accelerator.is_main_process:
         save_hub_folder(accelerator.unwrap_model(model), recorded_processor, output_dir, args, final_metrics)
         (output_dir / "training_history.json").write_text(json.dumps(state["history"]))
         if args.push_to_hub:
-            url = push_folder_to_hub(
-                output_dir / "best" if (output_dir / "best").is_dir() else output_dir,
-                args.hub_model_id,
-                token=args.hub_token,
-            )
+            best = output_dir / "best"
+            url = push_folder_to_hub(best if best.is_dir() else output_dir, args.hub_model_id, token=args.hub_token)
             logger.info("pushed to %s", url)
     accelerator.end_training()
     return {"state": state, "metrics": final_metrics, "recipe": asdict(recipe)}
 
 
-def _stopped(
-    stops: StopRequests, state: dict, args, checkpoint: Path, accelerator: Accelerator, progress
-) -> TrainingStopped:
+def _read_data(args, accelerator: Accelerator, checkpoint: Path | None):
+    """The training and evaluation data, checked (data/checks.py), and the run's identity (resume.py): a rerun
+    with other settings than `checkpoint`'s is refused before the pass over the data."""
+    train_data = build_dataset(args.dataset, args.train_split, **dataset_kwargs(args, args.train_split))
+    eval_ids = train_data.id2label if train_data.task == "semantic" else None
+    eval_data = build_dataset(args.dataset, args.eval_split, **dataset_kwargs(args, args.eval_split, eval_ids))
+    if eval_data.id2label != train_data.id2label:
+        raise InvalidInputError(
+            f"{args.dataset}: the {args.train_split} and {args.eval_split} splits have different classes "
+            f"({train_data.num_labels} and {eval_data.num_labels})"
+        )
+    logger.info(
+        f"data {args.dataset}: {describe_labels(train_data, args.label_convention)}; {len(train_data)} items in the "
+        f"{args.train_split!r} split, {len(eval_data)} in the {args.eval_split!r} split"
+    )
+    if train_data.task == "instance" and (
+        args.head == "per_pixel" or args.metric_for_best_model not in (None, "mask_ap", "mask_ap50")
+    ):
+        raise InvalidInputError(
+            "instance data (COCO JSON) has no semantic maps: it trains MaskFormer's mask classification "
+            "and is scored by mask AP (--metric_for_best_model mask_ap or mask_ap50)"
+        )
+    if args.metric_for_best_model is None:
+        args.metric_for_best_model = "mask_ap" if train_data.task == "instance" else "mean_iou"
+    run = run_identity(args, train_data)
+    if checkpoint is not None:
+        check_same_run(checkpoint, json.loads((checkpoint / STATE_FILE).read_text()), run)
+    # Every item read once, on every core, before step 1; problems reported at once (data/checks.py).
+    check = {"skip_bad_items": args.skip_bad_items, "accelerator": accelerator}
+    train_data = check_dataset(train_data, name=f"the {args.train_split!r} split", **check)
+    eval_data = check_dataset(eval_data, name=f"the {args.eval_split!r} split", **check)
+    if args.head == "per_pixel" and train_data.task == "panoptic":
+        logger.info("--head per_pixel: trained on the semantic maps of the panoptic annotations, evaluated by mIoU")
+    return train_data, eval_data, run
+
+
+def _processors(args, train_data):
+    """The processor that batches training and evaluation data, the one saved with the model (it records how the
+    label maps were read), and the training crop; sizes from the flags, else the base model's processor."""
+    base = base_processor(args.model_name_or_path)
+    base_side = processor_short_side(base)
+    crop_size = args.crop_size or base_side or 512
+    eval_side = args.eval_short_side or base_side or crop_size
+    if args.min_scale * crop_size < 32:
+        raise InvalidInputError(f"--min_scale x crop size must be at least 32 px, got {args.min_scale} x {crop_size}")
+    settings = base.to_dict() if base is not None else {}
+    if args.eval_short_side is not None or base_side is None:
+        settings["size"] = {"shortest_edge": eval_side, "longest_edge": 4 * eval_side}
+    processor = MaskFormerImageProcessor.from_dict(
+        settings, ignore_index=train_data.ignore_index, num_labels=train_data.num_labels, do_reduce_labels=False
+    )
+    # NOTE: `do_reduce_labels` is transformers' field; the loader already applied it, so the processor that
+    # batches the training data must not apply it again.
+    recorded_processor = MaskFormerImageProcessor.from_dict(
+        {**processor.to_dict(), "do_reduce_labels": train_data.reduce_labels}
+    )
+    crop_from = "--crop_size" if args.crop_size else "the base model's processor" if base_side else "default"
+    eval_from = (
+        "--eval_short_side" if args.eval_short_side else "the base model's processor" if base_side else "the crop"
+    )
+    model_from = f"from {args.model_name_or_path}" if args.model_name_or_path else f"preset {args.model_preset}"
+    logger.info(
+        f"model {model_from}; training crop {crop_size} px ({crop_from}), evaluation short side {eval_side} px "
+        f"({eval_from})"
+    )
+    return processor, recorded_processor, crop_size
+
+
+def _stopped(stops: StopRequests, state: dict, args, checkpoint: Path, accelerator, progress) -> TrainingStopped:
     progress.close()
     if accelerator.is_main_process:
         (Path(args.output_dir) / "training_history.json").write_text(json.dumps(state["history"]))
@@ -604,9 +522,7 @@ def _stopped(
     return TrainingStopped(stops.signum, state["step"], args.max_train_steps, checkpoint)
 
 
-def evaluate_and_record(
-    model, processor, recorded_processor, eval_data, accelerator: Accelerator, args, state: dict
-) -> None:
+def evaluate_and_record(model, processor, recorded_processor, eval_data, accelerator, args, state: dict) -> None:
     """Evaluate, log, append to `state["history"]` and keep the best model in `output_dir/best` (with
     `recorded_processor`, the one that records the label convention).
 
@@ -617,26 +533,22 @@ def evaluate_and_record(
     inside the evaluation's collective operations, so continuing would hang them."""
     step = state["step"]
     try:
-        results = summary(
-            evaluate_model(
-                model,
-                processor,
-                eval_data,
-                accelerator=accelerator,
-                batch_size=args.per_device_eval_batch_size,
-                max_items=args.max_eval_items,
-                show_progress=False,
-            )
+        results = evaluate_model(
+            model,
+            processor,
+            eval_data,
+            accelerator=accelerator,
+            batch_size=args.per_device_eval_batch_size,
+            max_items=args.max_eval_items,
+            show_progress=False,
         )
+        results = summary(results)
     except Exception as error:
         if args.stop_on_eval_error or accelerator.num_processes > 1:
             raise
         logger.warning(
-            "evaluation at step %d failed; training goes on (its checkpoint is saved; "
-            "--stop_on_eval_error stops instead): %s: %s",
-            step,
-            type(error).__name__,
-            error,
+            f"evaluation at step {step} failed; training goes on (its checkpoint is saved; --stop_on_eval_error "
+            f"stops instead): {type(error).__name__}: {error}",
             exc_info=True,
         )
         state["history"].append(
@@ -650,6 +562,5 @@ def evaluate_and_record(
     if score is not None and (state["best_metric"] is None or score > state["best_metric"]):
         state.update(best_metric=score, best_step=step)
         if accelerator.is_main_process:
-            save_hub_folder(
-                accelerator.unwrap_model(model), recorded_processor, Path(args.output_dir) / "best", args, results
-            )
+            best = Path(args.output_dir) / "best"
+            save_hub_folder(accelerator.unwrap_model(model), recorded_processor, best, args, results)

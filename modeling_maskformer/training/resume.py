@@ -16,6 +16,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from ..errors import InvalidInputError
 from .checkpoints import CheckpointError, list_checkpoints, resolve_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def _where(value: str) -> str:
 def run_identity(args, dataset) -> dict:
     """What identifies a run (stored in every checkpoint's trainer state, compared on resumption), and its
     arguments."""
+    plain = (int, float, str, bool, type(None))
     return {
         "dataset": _where(str(args.dataset)),
         "dataset_config_name": args.dataset_config_name,
@@ -68,11 +70,7 @@ def run_identity(args, dataset) -> dict:
         "classes": {str(k): v for k, v in dataset.id2label.items()},
         "label_convention": None if dataset.task != "semantic" else ("ade" if dataset.reduce_labels else "as_is"),
         "held_out": None if dataset.held_out is None else dataset.held_out.to_dict(),
-        "args": {
-            k: v
-            for k, v in vars(args).items()
-            if k not in _UNREMARKABLE and isinstance(v, (int, float, str, bool, type(None)))
-        },
+        "args": {k: v for k, v in vars(args).items() if k not in _UNREMARKABLE and isinstance(v, plain)},
     }
 
 
@@ -83,14 +81,12 @@ def earlier_outputs(output_dir: Path) -> list[Path]:
 def clear_output_dir(output_dir: Path) -> None:
     """Remove an earlier run's outputs (`RUN_OUTPUTS`), naming them; other files are left alone."""
     found = earlier_outputs(output_dir)
-    if not found:
-        return
-    checkpoints = [p.name for p in list_checkpoints(output_dir)]
-    described = [
-        f"{p.name}/ ({', '.join(checkpoints) or 'no checkpoint'})" if p.name == "checkpoints" else p.name
-        for p in found
-    ]
-    logger.warning("--overwrite_output_dir: removing the earlier run's %s from %s", ", ".join(described), output_dir)
+    checkpoints = ", ".join(p.name for p in list_checkpoints(output_dir)) or "no checkpoint"
+    described = [f"{p.name}/ ({checkpoints})" if p.name == "checkpoints" else p.name for p in found]
+    if found:
+        logger.warning(
+            "--overwrite_output_dir: removing the earlier run's %s from %s", ", ".join(described), output_dir
+        )
     for path in found:
         if path.is_dir():
             shutil.rmtree(path)
@@ -106,20 +102,16 @@ def start_from(args, output_dir: Path, num_processes: int, *, clear: bool = True
         if clear:
             clear_output_dir(output_dir)
         return None
-    resume = args.resume_from_checkpoint
-    if resume is None and list_checkpoints(output_dir):
-        resume = "latest"
+    resume = args.resume_from_checkpoint or ("latest" if list_checkpoints(output_dir) else None)
     if resume is None:
-        found = [p for p in earlier_outputs(output_dir) if p.name != "checkpoints"]  # none there: nothing to resume
-        if found:
-            raise ValueError(
-                f"{output_dir} holds the results of an earlier run ({', '.join(p.name for p in found)}) but no "
-                f"checkpoint to resume from: pass --overwrite_output_dir to start over (it removes them), or choose "
-                f"another --output_dir"
+        if found := [p.name for p in earlier_outputs(output_dir) if p.name != "checkpoints"]:
+            raise InvalidInputError(
+                f"{output_dir} holds the results of an earlier run ({', '.join(found)}) but no checkpoint to resume "
+                f"from: pass --overwrite_output_dir to start over (it removes them), or choose another --output_dir"
             )
         return None
     try:
-        checkpoint = resolve_checkpoint(
+        return resolve_checkpoint(
             resume,
             output_dir,
             num_processes=num_processes,
@@ -129,12 +121,11 @@ def start_from(args, output_dir: Path, num_processes: int, *, clear: bool = True
         if args.resume_from_checkpoint is None:  # found by itself: say how to start over instead
             raise CheckpointError(f"{error} (or pass --overwrite_output_dir to start over)") from error
         raise
-    return checkpoint
 
 
 def check_same_run(checkpoint: Path, state: dict, run: dict) -> None:
-    """Refuse (ValueError, one line) to resume a checkpoint written by a different run; log the arguments that
-    changed. A checkpoint without a recorded run (an older version's) resumes with a line saying so."""
+    """Refuse (one line) to resume a checkpoint written by a different run; log the arguments that changed.
+    A checkpoint without a recorded run (an older version's) resumes with a line saying so."""
     saved = state.get("run")
     if saved is None:
         logger.warning(
@@ -148,7 +139,7 @@ def check_same_run(checkpoint: Path, state: dict, run: dict) -> None:
         if key in saved and saved[key] != run[key]  # a key an older version did not record: not compared
     ]
     if differences:
-        raise ValueError(
+        raise InvalidInputError(
             f"{checkpoint} belongs to a different run ({'; '.join(differences)}): pass --overwrite_output_dir to start "
             f"over in {checkpoint.parent.parent}, or choose another --output_dir"
         )
@@ -165,11 +156,3 @@ def _short(key: str, value) -> str:
         names = list(value.values())
         return f"{len(names)} classes ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
     return repr(value)
-
-
-def describe_resumption(checkpoint: Path, state: dict, max_steps: int, explicit: bool) -> str:
-    how = "as asked" if explicit else f"the newest checkpoint in {checkpoint.parent} that verifies"
-    return (
-        f"resuming from {checkpoint} at step {state['step']} of {max_steps} ({how}); --overwrite_output_dir starts "
-        f"over instead"
-    )
