@@ -1,10 +1,11 @@
-"""The bounded evaluation of panoptic and instance inference (see `bounded.py`): the maps of `post_processing.py`
-on the CPU, from bounds where they are certain.
+"""The CPU accelerator of panoptic and instance inference (semantic: `bounded.py`): `post_processing.py`'s maps,
+from bounds where they are certain.
 
-- Panoptic: each tile's winning query, and which queries count all or none of its pixels in their own area, come
-  from the bounds over its window; only the open tiles' pixels are evaluated, for the queries that matter there.
-- Instance: each candidate query is evaluated over the bounding box of the output pixels whose windows hold a
-  logit that can reach the mask threshold (outside it, its sigmoid stays under the threshold).
+- Panoptic: each tile's winning query, and which queries count all or none of its pixels in their original area,
+  come from the bounds over its window (`tiles.py`); only the open tiles' pixels are evaluated, for the queries that
+  matter there.
+- Instance: each candidate is evaluated over the box of the output pixels whose windows hold a logit that can
+  reach the mask threshold (outside it, its sigmoid stays under the threshold).
 
 Shape legend as in `post_processing.py`: M kept queries, U candidates, T_band tiles of a band, n open pixels.
 """
@@ -17,22 +18,37 @@ import math
 import torch
 from torch import Tensor
 
-from .bounded import SLACK, pixels_per_band, probability_at_least
-from .resampling import BAND_ELEMENTS, Geometry, Rows, mix, take
-from .tiles import Pixels, Tiles
+from .resampling import BAND_ELEMENTS, Geometry, Rows, above, mix, take
+from .tiles import SLACK, Pixels, Tiles
 
 _PROBE = 8  # one row of tiles in _PROBE tells the share the bounds leave open (`panoptic_open_share`)
 _PANOPTIC_SLOTS = 4  # queries evaluated per pixel of an open panoptic tile that needs few
 
 
+def threshold_logit(mask_threshold: float) -> tuple[float, float]:
+    """The logit at which the sigmoid reaches `mask_threshold` (-inf / inf outside (0, 1)), and the margin above
+    float rounding that a bound must clear to decide on which side of it a pixel lies."""
+    if not 0 < mask_threshold < 1:
+        return (-math.inf if mask_threshold <= 0 else math.inf), 0.0
+    cut = math.log(mask_threshold / (1 - mask_threshold))
+    return cut, SLACK * (1 + abs(cut))
+
+
+def pixels_per_band(geometry: Geometry, band_rows: int | None, per_pixel: float) -> int:
+    """Output pixels per band (or per chunk of a band's open tiles): `band_rows` whole rows, or as many as hold
+    about BAND_ELEMENTS values at `per_pixel` values each."""
+    if band_rows is not None:
+        return band_rows * geometry.target[1]
+    return max(geometry.target[1], int(BAND_ELEMENTS / per_pixel))
+
+
 def panoptic(scores: Tensor, logits: Tensor, geometry: Geometry, mask_threshold: float, band_rows: int | None):
-    """`post_processing._panoptic_winners` deciding tiles from bounds: a tile's winner is certain when one query's
-    least weighted probability over the tile's window beats every other query's greatest, and its pixels count
-    towards a query's own area without evaluation when the window is entirely above (or below) the threshold
-    logit. Only the other tiles' pixels are evaluated."""
+    """`post_processing._panoptic_mask_ids` from bounds: a tile's winner is certain when one query's least weighted
+    probability over the tile's window beats every other query's greatest; its pixels count in a query's original
+    area (or not) when the window is entirely above (or below) the threshold logit. Only the other tiles' pixels
+    are evaluated."""
     tiles, count, device = Tiles.of(geometry), len(scores), logits.device
-    cut = probability_at_least(mask_threshold)
-    margin = SLACK * (1 + abs(cut)) if math.isfinite(cut) else 0.0
+    cut, margin = threshold_logit(mask_threshold)
     winner = torch.empty(geometry.target, dtype=torch.int32, device=device)
     visible = torch.zeros(count, dtype=torch.float64, device=device)
     own_area = torch.zeros(count, dtype=torch.float64, device=device)
@@ -82,8 +98,7 @@ def panoptic_open_share(scores: Tensor, logits: Tensor, geometry: Geometry, mask
     """The share of output pixels in tiles the bounds leave open, judged on one tile row in `_PROBE`: four bands
     spread over the image."""
     tiles = Tiles.of(geometry)
-    cut = probability_at_least(mask_threshold)
-    margin = SLACK * (1 + abs(cut)) if math.isfinite(cut) else 0.0
+    cut, margin = threshold_logit(mask_threshold)
     open_pixels = total = 0.0
     rows = max(1, tiles.grid[0] // (4 * _PROBE))
     for first in sorted({int(i * (tiles.grid[0] - rows) / 3) for i in range(4)}):
@@ -156,16 +171,9 @@ def _panoptic_exact(scores, logits, tiles, part, band_state, mask_threshold, win
 # ----------------------------------------------------------------------------------------------------
 # Instance
 # ----------------------------------------------------------------------------------------------------
-def _above(values: Tensor, threshold: float) -> Tensor:
-    """values > threshold as 1.0 / 0.0. NOTE: a comparison written to a float tensor, then float products and sums,
-    is several times faster on CPU than bool masks in arithmetic (measured with torch 2.x)."""
-    return torch.gt(values, threshold, out=torch.empty_like(values))
-
-
 class InstanceMasks:
-    """`post_processing.InstanceMasks`, evaluating each candidate only over its box: the output pixels whose
-    windows hold a logit that can reach the mask threshold (outside it, sigmoid <= mask_threshold for certain,
-    as every output pixel blends the logits of its window convexly)."""
+    """`post_processing.InstanceMasks`, evaluating each candidate only over its box (`boxes`): outside it, every
+    output pixel blends logits under the threshold logit convexly, so its sigmoid stays under the threshold."""
 
     def __init__(self, logits: Tensor, geometry: Geometry, mask_threshold: float, band_rows: int | None) -> None:
         self.logits, self.geometry, self.threshold = logits, geometry, mask_threshold
@@ -176,21 +184,13 @@ class InstanceMasks:
 
     @functools.cached_property
     def boxes(self) -> list[tuple[Rows, Rows] | None]:
-        cut = probability_at_least(self.threshold)
-        margin = SLACK * (1 + abs(cut)) if math.isfinite(cut) else 0.0
-        return self._boxes(self.logits >= cut - margin)
-
-    def open_share(self) -> float:
-        """The boxes' pixels over U x the output's: the share of the dense path's work this one does."""
-        pixels = sum((rows[1] - rows[0]) * (cols[1] - cols[0]) for rows, cols in filter(None, self.boxes))
-        return pixels / max(1, len(self.logits) * self.geometry.target[0] * self.geometry.target[1])
-
-    def _boxes(self, reached: Tensor) -> list[tuple[Rows, Rows] | None]:
-        """Per map, the output box (rows, cols) of the pixels whose window holds a reached low-res sample, or None.
-        reached: (U, h, w) bool."""
+        """Per candidate, the output box (rows, cols) of the pixels whose window holds a logit that can reach the
+        mask threshold, or None."""
+        cut, margin = threshold_logit(self.threshold)
         tiles = self.tiles
         used = [int(axis.support_end[-1]) + 1 for axis in (tiles.y, tiles.x)]
-        reached = reached[:, : used[0], : used[1]]  # NOTE: samples past the crop (padding) reach no output pixel
+        # NOTE: samples past the crop (padding) reach no output pixel
+        reached = (self.logits >= cut - margin)[:, : used[0], : used[1]]  # (U, h, w)
         spans = []
         for dim, axis in ((2, tiles.y), (1, tiles.x)):
             hit = reached.any(dim).int()  # (U, h) or (U, w)
@@ -202,6 +202,11 @@ class InstanceMasks:
             (tuple(rows), tuple(cols)) if ok and rows[0] < rows[1] and cols[0] < cols[1] else None
             for ok, rows, cols in zip(any_hit, *spans)
         ]
+
+    def open_share(self) -> float:
+        """The boxes' pixels over U x the output's: the share of the dense path's work this one does."""
+        pixels = sum((rows[1] - rows[0]) * (cols[1] - cols[0]) for rows, cols in filter(None, self.boxes))
+        return pixels / max(1, len(self.logits) * self.geometry.target[0] * self.geometry.target[1])
 
     def _regions(self, queries: list[int], band: Rows):
         """Per query (index n in `queries`) whose box meets the band of output rows: (n, the region's rows and
@@ -227,7 +232,7 @@ class InstanceMasks:
         everything = list(range(len(self.logits)))
         for band in self.geometry.bands(self.rows):
             for u, _, _, probabilities in self._regions(everything, band):
-                inside = _above(probabilities, self.threshold)
+                inside = above(probabilities, self.threshold)
                 area[u] += int(inside.sum())
                 total[u] += float((probabilities * inside).sum())
         device = self.logits.device
