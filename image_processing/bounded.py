@@ -194,12 +194,10 @@ class _Sources:
             if isinstance(chunk, tuple):
                 corners = _row_corners(table, *chunk)
                 chunk = torch.arange(chunk[0] * (w + 1), chunk[1] * (w + 1), device=device)
-                cell_y, cell_x = chunk // (w + 1), chunk % (w + 1)
             else:
-                cell_y, cell_x = chunk // (w + 1), chunk % (w + 1)
-                top_left = cell_y * (w + 2) + cell_x
-                flat = table.flatten(1)
-                corners = [flat.index_select(1, top_left + d) for d in (0, 1, w + 2, w + 3)]
+                top_left = chunk // (w + 1) * (w + 2) + chunk % (w + 1)
+                corners = [table.flatten(1).index_select(1, top_left + d) for d in (0, 1, w + 2, w + 3)]
+            cell_y, cell_x = chunk // (w + 1), chunk % (w + 1)
             part = self._cell_scores(corners)
             # The cells' pixels in the band (a cell at the band's or the image's edge holds fewer).
             y = (4 * (cell_y + top) - 2 - first)[None, :] + (offsets // 4)[:, None]  # (16, n)

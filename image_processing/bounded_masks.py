@@ -48,20 +48,19 @@ def panoptic(scores: Tensor, logits: Tensor, geometry: Geometry, mask_threshold:
     area (or not) when the window is entirely above (or below) the threshold logit. Only the other tiles' pixels
     are evaluated."""
     tiles, count, device = Tiles.of(geometry), len(scores), logits.device
-    cut, margin = threshold_logit(mask_threshold)
-    winner = torch.empty(geometry.target, dtype=torch.int32, device=device)
-    visible = torch.zeros(count, dtype=torch.float64, device=device)
-    own_area = torch.zeros(count, dtype=torch.float64, device=device)
+    mask_ids = torch.empty(geometry.target, dtype=torch.int32, device=device)
+    mask_area = torch.zeros(count, dtype=torch.float64, device=device)
+    original_area = torch.zeros(count, dtype=torch.float64, device=device)
     # NOTE: a band holds ~8 values per query and tile; an open pixel its indices (~40 values) and 3 per query.
     chunk = pixels_per_band(geometry, band_rows, 40 + 3 * count)
     for band in tiles.bands(pixels_per_band(geometry, band_rows, 8 * count / tiles.pixels_per_tile)):
-        best, decided, contender, inside, unsure = _panoptic_tiles(scores, logits, tiles, band, cut, margin)
+        best, decided, contender, inside, unsure = _panoptic_tiles(scores, logits, tiles, band, mask_threshold)
         tile_pixels = tiles.tile_pixels(band).double()
-        own_area += torch.mv(inside.double(), tile_pixels)
-        visible += torch.bincount(best[decided], weights=tile_pixels[decided], minlength=count)
+        original_area += torch.mv(inside.double(), tile_pixels)
+        mask_area += torch.bincount(best[decided], weights=tile_pixels[decided], minlength=count)
         first, last = tiles.output_rows(band)
-        winner[first:last] = tiles.paint(best, band)
-        # The queries an open tile needs: those that may win it, where its winner is open, and those whose own
+        mask_ids[first:last] = tiles.paint(best, band)
+        # The queries an open tile needs: those that may win it, where its winner is open, and those whose original
         # area it may count.
         relevant = (contender & ~decided) | unsure
         exact = relevant.any(0)
@@ -70,17 +69,18 @@ def panoptic(scores: Tensor, logits: Tensor, geometry: Geometry, mask_threshold:
         tile_first = band[0] * tiles.grid[1]
         band_state = (relevant, contender, unsure, decided, tile_first)
         for part in tiles.chunks(exact.nonzero().squeeze(1) + tile_first, chunk):
-            own, seen = _panoptic_exact(scores, logits, tiles, part, band_state, mask_threshold, winner)
-            own_area += own
-            visible += seen
-    return winner, visible.long().tolist(), own_area.long().tolist()
+            original, won = _panoptic_exact(scores, logits, tiles, part, band_state, mask_threshold, mask_ids)
+            original_area += original
+            mask_area += won
+    return mask_ids, mask_area.long().tolist(), original_area.long().tolist()
 
 
-def _panoptic_tiles(scores, logits, tiles, band, cut, margin):
+def _panoptic_tiles(scores, logits, tiles, band, mask_threshold):
     """The bounds' decisions for the tiles of a band (T_band of them): each tile's best query by its least weighted
     probability, whether that query wins the tile for certain (T_band,), which queries may win it, which count all
-    its pixels in their own area, and which may count some only, (M, T_band) each."""
+    its pixels in their original area, and which may count some only, (M, T_band) each."""
     low, high = (bound.flatten(1) for bound in tiles.window_extrema(logits, band))  # (M, T_band) logits
+    cut, margin = threshold_logit(mask_threshold)
     least = low.sigmoid().mul_(scores[:, None])
     most = high.sigmoid().mul_(scores[:, None])
     best_value, best = least.max(0)
@@ -98,21 +98,20 @@ def panoptic_open_share(scores: Tensor, logits: Tensor, geometry: Geometry, mask
     """The share of output pixels in tiles the bounds leave open, judged on one tile row in `_PROBE`: four bands
     spread over the image."""
     tiles = Tiles.of(geometry)
-    cut, margin = threshold_logit(mask_threshold)
     open_pixels = total = 0.0
     rows = max(1, tiles.grid[0] // (4 * _PROBE))
     for first in sorted({int(i * (tiles.grid[0] - rows) / 3) for i in range(4)}):
         band = (first, first + rows)
-        _, decided, contender, _, unsure = _panoptic_tiles(scores, logits, tiles, band, cut, margin)
+        _, decided, contender, _, unsure = _panoptic_tiles(scores, logits, tiles, band, mask_threshold)
         pixels = tiles.tile_pixels(band).double()
         open_pixels += float(pixels[((contender & ~decided) | unsure).any(0)].sum())
         total += float(pixels.sum())
     return open_pixels / total
 
 
-def _panoptic_exact(scores, logits, tiles, part, band_state, mask_threshold, winner):
-    """The open tiles `part` evaluated exactly: paints the pixels whose winner is open into `winner`; returns the
-    own-area and visible counts they add, (M,) each.
+def _panoptic_exact(scores, logits, tiles, part, band_state, mask_threshold, mask_ids):
+    """The open tiles `part` evaluated exactly: paints the pixels whose winner is open into `mask_ids`; returns the
+    original-area and mask-area counts they add, (M,) each.
 
     NOTE: most open tiles need 1-3 queries (those of the edge they lie on). Gathering one value per such query and
     source pays while the sources' table stays in cache (output pixels sharing few sources, as when magnifying) or
@@ -135,7 +134,7 @@ def _panoptic_exact(scores, logits, tiles, part, band_state, mask_threshold, win
     many = (~few).nonzero().squeeze(1) if bool(few.any()) else None
     masks = pixels.blend(sources, many).t().sigmoid_()
     tile_many = tile_of if many is None else take(tile_of, many)
-    own_area = ((masks >= mask_threshold) & unsure.index_select(1, tile_many)).sum(1)
+    original_area = ((masks >= mask_threshold) & unsure.index_select(1, tile_many)).sum(1)
     open_many = (undecided if many is None else take(undecided, many)).nonzero().squeeze(1)
     pixel_winner = torch.empty(len(owner), dtype=torch.long, device=device)
     target = open_many if many is None else take(many, open_many)
@@ -156,7 +155,7 @@ def _panoptic_exact(scores, logits, tiles, part, band_state, mask_threshold, win
         masks = mix(mix(corner[0], corner[1], weight_x), mix(corner[2], corner[3], weight_x), weight_y).sigmoid_()
         at = (query * len(decided) + take(tile_of, selected)[None]).flatten()  # each slot's (query, tile)
         counted = valid & take(unsure.flatten(), at).view(query.shape)
-        own_area += torch.bincount(query[counted & (masks >= mask_threshold)], minlength=count)
+        original_area += torch.bincount(query[counted & (masks >= mask_threshold)], minlength=count)
         may_win = valid & take(contender.flatten(), at).view(query.shape)
         weighted = (masks * take(scores, query.flatten()).view(query.shape)).masked_fill_(~may_win, -math.inf)
         open_few = take(undecided, selected).nonzero().squeeze(1)
@@ -164,8 +163,8 @@ def _panoptic_exact(scores, logits, tiles, part, band_state, mask_threshold, win
         pixel_winner[take(selected, open_few)] = query.index_select(1, open_few).gather(0, slot[None])[0]
     open_winner = undecided.nonzero().squeeze(1)
     pixel_winner = take(pixel_winner, open_winner)
-    winner.view(-1)[take(rows * geometry.target[1] + cols, open_winner)] = pixel_winner.int()
-    return own_area, torch.bincount(pixel_winner, minlength=count)
+    mask_ids.view(-1)[take(rows * geometry.target[1] + cols, open_winner)] = pixel_winner.int()
+    return original_area, torch.bincount(pixel_winner, minlength=count)
 
 
 # ----------------------------------------------------------------------------------------------------
