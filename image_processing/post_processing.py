@@ -208,11 +208,8 @@ def panoptic_segmentation(
         segment_of = [0] * (len(scores) + 1)  # per kept query, its segment id (0: dropped)
         segments, stuff_memory = [], {}
         for k, (label, score) in enumerate(zip(labels.tolist(), scores.tolist())):
-            if (
-                mask_area[k] == 0
-                or original_area[k] == 0
-                or mask_area[k] / original_area[k] < overlap_mask_area_threshold
-            ):
+            seen = mask_area[k] > 0 and original_area[k] > 0
+            if not seen or mask_area[k] / original_area[k] < overlap_mask_area_threshold:
                 continue
             if label in stuff_memory:
                 segment_of[k] = stuff_memory[label]
