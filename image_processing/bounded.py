@@ -1,23 +1,15 @@
-"""The bounded evaluation: the maps of `post_processing.py` on the CPU, deciding most pixels from bounds.
+"""The CPU accelerator of semantic inference: `post_processing.semantic_segmentation`'s maps, from bounds.
 
-Each output pixel of the authors' resampling depends on a 2x2 to 3x3 window of stride-4 logits, and both
-resamplings are convex blends, so a window's minimum and maximum bound every pixel that reads it (`tiles.py`).
-Only the pixels that the bounds leave open are evaluated exactly, as the original does, so on a trained model's
-confident outputs most of the output is painted from the bounds. Everything runs in bands of output rows, so that
-memory follows the band and the output map, whatever the bounds decide.
+Both resamplings (U, R) are convex blends and the sigmoid is monotone, so the minimum and maximum of a query's
+logits over a window bound it at every pixel that reads the window. Bounds on score differences (the likely
+class against each other one, query by query) decide blocks of cells, then cells; only the source pixels (of the
+cropped input) they leave open get exact scores, over the classes still in contention, and each output pixel takes
+its class from its four sources (`_resized_argmax`). On a trained model's confident outputs most of the map comes
+from the bounds. It works in bands of output rows, syncs with the host and loops in Python: a CPU design, taken
+where `cost.py` predicts it faster. Panoptic and instance inference: `bounded_masks.py`.
 
-- Semantic (here): bounds on score *differences* (the winning class against each other one, query by query)
-  decide blocks of cells, then cells; the source pixels (of the cropped input) that need them get exact scores
-  over the classes still in contention, and each output pixel takes its class from its four sources
-  (`_resized_argmax`).
-- Panoptic and instance (`bounded_masks.py`): each tile's winning query and its threshold counts come from the
-  bounds where they are certain; each instance candidate is evaluated over the box its logits can reach the mask
-  threshold from.
-
-It syncs with the host and loops in Python: a CPU design. `cost.py` decides when it pays.
-
-Shape legend as in `post_processing.py`; (h, w) also counts cells (the 2x2 windows of logits, one per low-res
-sample), n pixels evaluated exactly, n_s their source pixels, K_c the classes in contention.
+Shape legend as in `post_processing.py`; cells are the 2x2 windows of logits, one per low-res sample (h, w);
+n_s source pixels evaluated exactly, K_c the classes in contention.
 """
 
 from __future__ import annotations
@@ -28,11 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .resampling import BAND_ELEMENTS, Geometry, Rows, mix, take
+from .resampling import BAND_ELEMENTS, Geometry, Rows, take
+from .tiles import SLACK, blend, upsampled_at
 
-# Decisions from bounds need a margin above float rounding, relative to the scores' magnitude: the float32
-# sums of the original itself differ from exact arithmetic by ~1e-7 of it.
-SLACK = 1e-6
 _BLOCK = 4  # cells per side of a block in the first round of semantic decisions (measured: 4 beats 8)
 _CHUNK = 1 << 14  # regions per chunk in `_dominance` (bounds its (R, Q) temporaries)
 _PROBE = 8  # one row of blocks in _PROBE tells whether bounds pay (`decided_share`)
@@ -42,35 +32,15 @@ _REST_CHUNK = 1 << 17  # output pixels per chunk whose class comes from blending
 _CHUNK_VALUES = 1 << 19  # sigmoid values per chunk of exact scores (2 MB: near the caches; measured 1<<18..1<<21)
 
 
-def probability_at_least(threshold: float) -> float:
-    """The logit at which sigmoid reaches `threshold` (-inf / inf outside (0, 1))."""
-    if threshold <= 0:
-        return -math.inf
-    if threshold >= 1:
-        return math.inf
-    return math.log(threshold / (1 - threshold))
-
-
-def pixels_per_band(geometry: Geometry, band_rows: int | None, per_pixel: float) -> int:
-    """Output pixels per band (or per chunk of a band's open tiles): `band_rows` whole rows, or as many as hold
-    about BAND_ELEMENTS values at `per_pixel` values each."""
-    if band_rows is not None:
-        return band_rows * geometry.target[1]
-    return max(geometry.target[1], int(BAND_ELEMENTS / per_pixel))
-
-
 # ----------------------------------------------------------------------------------------------------
 # Semantic
 # ----------------------------------------------------------------------------------------------------
 def semantic(probs: Tensor, logits: Tensor, geometry: Geometry, band_rows: int | None) -> Tensor:
     """`post_processing.semantic_segmentation`'s map of one image, (H_t, W_t) int64.
 
-    Cells are the 2x2 windows of logits (all the pixels of the cropped input between four low-res samples): bounds
-    over a cell are tight. Blocks of 4x4 cells (overlapping by one cell, so that every output pixel's window lies
-    in one block's) decide whole regions and give the classes the finer steps still need; then cells. A source
-    pixel (of the cropped input) in a decided cell takes its class for certain; the others, and those next to
-    them or to a cell of another class (`_needed`), get their exact scores (`_Sources`). Each output pixel
-    then takes its class from its sources (`_resized_argmax`).
+    Blocks of 4x4 cells (overlapping by one cell, so that every output pixel's window lies in one block) decide
+    whole regions and the classes the finer steps still need; then cells. A source pixel in a decided cell takes
+    its class; the others, and those next to them or to a cell of another class (`_needed`), get exact scores.
     """
     slack = SLACK * float(probs.sum(0).max())
     # NOTE: on large logits, a probe first: on untrained or noisy outputs the bounds would only cost time.
@@ -100,14 +70,13 @@ def semantic(probs: Tensor, logits: Tensor, geometry: Geometry, band_rows: int |
 
 
 def semantic_open_share(probs: Tensor, logits: Tensor) -> float:
-    """The share of the image the bounds leave open, estimated as 1 - `decided_share` (cells decide at least as much
-    as blocks)."""
+    """The share of the image the bounds leave open, at most 1 - `decided_share` (cells decide more than blocks)."""
     return 1.0 - decided_share(probs, logits)
 
 
 def decided_share(probs: Tensor, logits: Tensor) -> float:
-    """The share of blocks that bounds decide, judged on every `_PROBE`-th row of blocks (1.0 for maps too small
-    to probe): on an untrained model's or on noisy outputs it is ~0, on a trained model's 0.6-0.9."""
+    """The share of blocks the bounds decide, judged on every `_PROBE`-th row of blocks (1.0 for maps too small
+    to probe): ~0 on an untrained model's or noisy outputs, 0.6-0.9 on a trained model's."""
     height, slack = logits.shape[1], SLACK * float(probs.sum(0).max())
     if height < 8 * _PROBE:
         return 1.0
@@ -121,10 +90,8 @@ def decided_share(probs: Tensor, logits: Tensor) -> float:
 
 
 def _needed(certain: Tensor, label: Tensor) -> Tensor:
-    """(h, w) bool: the cells whose source pixels need exact scores when output pixels blend sources across cells:
-    the undecided cells and their neighbours, and the cells next to one (diagonals included) of another class.
-    An output pixel's sources lie in 2x2 adjacent cells at most; unless all four are decided for one class, each
-    of them is one of these."""
+    """(h, w) bool: the cells whose source pixels need exact scores when output pixels blend sources across cells
+    (2x2 adjacent cells at most): the undecided cells, their neighbours, and those next to a cell of another class."""
     open_cells = (~certain).float()[None, None]
     needed = F.max_pool2d(open_cells, 3, stride=1, padding=1)[0, 0] > 0
     h, w = label.shape
@@ -136,10 +103,10 @@ def _needed(certain: Tensor, label: Tensor) -> Tensor:
 
 
 class _Band:
-    """One band of source rows (the rows `rows` of the cropped input): per source pixel (rows, w_v) its class
-    `label`, and where scores were computed, `gap` (best minus second best score; inf where the cell decided it),
-    `second` (the second best score) and `where` (its column in `scores` (K_c, n_s), -1 elsewhere). `classes`
-    (K_c,) are the class ids of the rows of `scores`, `row_of` maps a class id back to its row."""
+    """Source rows `rows` of the cropped input: per pixel (rows, w_v) its class `label`, and where scores were
+    computed, `gap` (best minus second best; inf where the cell decided it), `second` (the second best) and `where`
+    (its column in `scores` (K_c, n_s), else -1). `classes` (K_c,): the class of each row of `scores`; `row_of`:
+    the reverse."""
 
     def __init__(self, rows: Rows, label: Tensor, classes: Tensor, row_of: Tensor) -> None:
         self.rows, self.label, self.classes, self.row_of = rows, label, classes, row_of
@@ -147,9 +114,8 @@ class _Band:
 
 
 class _Sources:
-    """The exact scores of the source pixels in needed cells, band by band: U (through whole cells when the padded
-    input is four times the logits, with a 16x4 matrix per cell as `tiles.CellPixels`; pixel by pixel otherwise),
-    sigmoid, and the classes' sums, in chunks that stay in cache."""
+    """Exact scores of the source pixels in needed cells, band by band: U (a 16x4 matrix per cell when the padded
+    input is four times the logits, else pixel by pixel), sigmoid, the classes' sums, in chunks that stay in cache."""
 
     def __init__(self, probs, logits, geometry, classes, cell_label, needed, band_rows) -> None:
         device = logits.device
@@ -228,12 +194,10 @@ class _Sources:
             if isinstance(chunk, tuple):
                 corners = _row_corners(table, *chunk)
                 chunk = torch.arange(chunk[0] * (w + 1), chunk[1] * (w + 1), device=device)
-                cell_y, cell_x = chunk // (w + 1), chunk % (w + 1)
             else:
-                cell_y, cell_x = chunk // (w + 1), chunk % (w + 1)
-                top_left = cell_y * (w + 2) + cell_x
-                flat = table.flatten(1)
-                corners = [flat.index_select(1, top_left + d) for d in (0, 1, w + 2, w + 3)]
+                top_left = chunk // (w + 1) * (w + 2) + chunk % (w + 1)
+                corners = [table.flatten(1).index_select(1, top_left + d) for d in (0, 1, w + 2, w + 3)]
+            cell_y, cell_x = chunk // (w + 1), chunk % (w + 1)
             part = self._cell_scores(corners)
             # The cells' pixels in the band (a cell at the band's or the image's edge holds fewer).
             y = (4 * (cell_y + top) - 2 - first)[None, :] + (offsets // 4)[:, None]  # (16, n)
@@ -242,9 +206,9 @@ class _Sources:
             yield take((y * w_v + x).flatten(), keep), keep, part
 
     def _cell_table(self, rows: Rows) -> tuple[Tensor, int, int]:
-        """The logits padded by one sample each side over the cells of source rows rows[0]..rows[1]-1: (Q, cell
-        rows + 1, w + 2), and the cell rows top..bottom-1. Cell e (rows) holds the pixels 4e-2 .. 4e+1, between
-        samples e-1 and e of the padded logits (torch clamps: the edge repeated); the same along columns."""
+        """The logits, padded by one sample on each side, over the cells of source rows rows[0]..rows[1]-1: (Q, cell
+        rows + 1, w + 2), and those cell rows top..bottom-1. Cell e holds pixels 4e-2 .. 4e+1, between samples e-1
+        and e of the padded logits (torch clamps at the edges: the edge repeated); the same along columns."""
         (first, last), (h, w) = rows, self.geometry.low
         top, bottom = (first + 2) // 4, (last + 1) // 4 + 1
         padded_rows = (torch.arange(top, bottom + 1, device=self.logits.device) - 1).clamp_(0, h - 1)
@@ -254,15 +218,13 @@ class _Sources:
         return table, top, bottom
 
     def _cell_scores(self, corners: list[Tensor]) -> Tensor:
-        """(16, K_c, n) scores of n cells' pixels (row-major in a cell) from their four corner samples (Q, n) each:
-        U as one (16, 4) matrix, sigmoid, the classes' sums."""
+        """(16, K_c, n) scores of n cells' pixels (row-major) from their four corner samples (Q, n) each."""
         masks = torch.mm(self.weights, torch.stack(corners).view(4, -1)).view(16, len(self.logits), -1).sigmoid_()
         return torch.matmul(self.probs_t, masks)
 
     def _whole_cells(self, rows: Rows, label: Tensor) -> None:
-        """`label` (rows, w_v) of a band when every cell is open and no scores are needed (identity geometry):
-        chunks of whole cell rows, each chunk's argmax put on the pixel grid by a reshape instead of per-pixel
-        gathers (the same values as `_cells`)."""
+        """`label` (rows, w_v) when every cell is open and no scores are needed (no resize): `_cells`' values, put
+        on the pixel grid by a reshape instead of per-pixel gathers."""
         (first, last), (_, w), (_, w_v) = rows, self.geometry.low, self.geometry.valid
         table, top, bottom = self._cell_table(rows)
         step = max(1, self.chunk // (w + 1))
@@ -280,19 +242,11 @@ class _Sources:
 
     def _pixels(self, need: Tensor, rows: Rows):
         """Scores of the needed pixels one by one (any padding): U at each, sigmoid, the classes' sums."""
-        geometry, logits, (_, w) = self.geometry, self.logits, self.geometry.low
-        table = logits.flatten(1)  # (Q, h * w)
+        table = self.logits.flatten(1).t().contiguous()  # (h * w, Q)
         for chunk in torch.split(need.flatten().nonzero().squeeze(1), 16 * self.chunk):
-            y, x = chunk // geometry.valid[1] + rows[0], chunk % geometry.valid[1]
-            wy, wx = take(geometry.y.tap_weight, y), take(geometry.x.tap_weight, x)
-            left, right = take(geometry.x.tap0, x), take(geometry.x.tap1, x)
-
-            def row(tap: Tensor, left=left, right=right, wx=wx, y=y) -> Tensor:  # one tap row, blended along x
-                base = take(tap, y) * w
-                return mix(table.index_select(1, base + left), table.index_select(1, base + right), wx)
-
-            masks = mix(row(geometry.y.tap0), row(geometry.y.tap1), wy).sigmoid_()  # (Q, n)
-            yield chunk, None, torch.mm(self.probs_t, masks)[None]
+            y, x = chunk // self.geometry.valid[1] + rows[0], chunk % self.geometry.valid[1]
+            masks = upsampled_at(table, self.geometry, y, x).sigmoid_()  # (n, Q)
+            yield chunk, None, torch.mm(self.probs_t, masks.t())[None]
 
 
 _FRACTIONS = torch.arange(4) * 0.25 + 0.125
@@ -308,8 +262,8 @@ _CELL_WEIGHTS = torch.stack(
 
 
 def _row_corners(table: Tensor, first: int, last: int) -> list[Tensor]:
-    """The four corner samples (Q, cells) of the cells of cell rows first..last-1 of `_Sources._cell_table`'s table,
-    row-major: top-left, top-right, bottom-left, bottom-right."""
+    """The corner samples (Q, cells) of cell rows first..last-1 of a `_cell_table`: top-left, top-right, bottom-left,
+    bottom-right."""
     corners = [
         table[:, first:last, :-1],
         table[:, first:last, 1:],
@@ -322,11 +276,9 @@ def _row_corners(table: Tensor, first: int, last: int) -> list[Tensor]:
 def _resized_argmax(band: _Band, geometry: Geometry, rows: Rows, slack: float) -> Tensor:
     """The argmax over classes of R's blend of the sources' scores for output rows rows[0]..rows[1]-1, (rows, W_t).
 
-    R blends four sources with weights >= 0 summing to one, so where the four are sure of one class (each by a
-    margin), it wins the blend too. Elsewhere (`_blended_labels`, in chunks), any class that is no source's best is
-    below each source's second best, so below the blend of the second bests: when the best blend of the four
-    sources' best classes beats that, it is the argmax; only the remaining pixels are blended over every class in
-    contention.
+    R blends four sources convexly: where the four are sure of one class, it wins the blend. Elsewhere, a class that
+    is no source's best is below the blend of the second bests: when the best blend of the sources' best classes
+    beats that, it wins; only the other pixels are blended over every class in contention (`_blended_labels`).
     """
     ay, ax, first = geometry.y, geometry.x, band.rows[0]
     # (rows,) each output row's two source rows, in the band
@@ -355,30 +307,20 @@ def _blended_labels(band: _Band, geometry: Geometry, pixels: Tensor, source_rows
     scores, count = band.scores, band.scores.shape[1]
     slots = take(band.label.view(-1), flat.flatten()).view(flat.shape)  # (4, m) each corner's best class
     slot_rows = take(band.row_of, slots.flatten()).view(slots.shape)  # (4, m) rows of band.scores
-    blends = torch.stack(
-        [blend_corners(scores.view(-1), slot * count + where, weight_y, weight_x) for slot in slot_rows]
-    )
-    second = blend_corners(band.second.view(-1), flat, weight_y, weight_x)
+    blends = torch.stack([blend(scores.view(-1), slot * count + where, weight_y, weight_x) for slot in slot_rows])
+    second = blend(band.second.view(-1), flat, weight_y, weight_x)
     best, slot = blends.max(0)
     labels = slots.gather(0, slot[None])[0]
     unsure = (best <= second + slack).nonzero().squeeze(1)
     for part in torch.split(unsure, max(1, BAND_ELEMENTS // (8 * len(band.classes)))) if len(unsure) else []:
-        full = blend_corners(scores.t(), where[:, part], weight_y[part, None], weight_x[part, None])  # (u, K_c)
+        full = blend(scores.t(), where[:, part], weight_y[part, None], weight_x[part, None])  # (u, K_c)
         labels[part] = take(band.classes, full.max(1).indices)
     return labels
 
 
-def blend_corners(values: Tensor, index: Tensor, weight_y: Tensor, weight_x: Tensor) -> Tensor:
-    """R's blend of four corners: values[index[c]] for c = top-left, top-right, bottom-left, bottom-right."""
-    corner = [values.index_select(0, i) for i in index]
-    top = mix(corner[0], corner[1], weight_x)
-    return mix(top, mix(corner[2], corner[3], weight_x), weight_y)
-
-
 def _decide_cells(probs: Tensor, low: Tensor, high: Tensor, slack: float):
-    """Blocks, then the cells of undecided blocks: per cell (h, w) its class and whether it is certain (it wins at
-    every pixel of the cell, against every class); the classes that may win in an undecided block (K_b,) and in an
-    undecided cell (K_c,), class ids."""
+    """Blocks, then the cells of undecided blocks: per cell (h, w) its class and whether it wins at every pixel of
+    the cell for certain; the classes that may win in an undecided block (K_b,) and cell (K_c,)."""
     block_low, block_high = _blocks(low, torch.amin), _blocks(high, torch.amax)
     decided, guess, contenders = _dominance(probs, block_low.flatten(1).t(), block_high.flatten(1).t(), slack)
     block_classes = contenders.nonzero().squeeze(1)
@@ -430,12 +372,10 @@ def _cell_extrema(logits: Tensor) -> tuple[Tensor, Tensor]:
 def _dominance(probs: Tensor, low: Tensor, high: Tensor, slack: float) -> tuple[Tensor, Tensor, Tensor]:
     """Which class wins in each region, from per-query bounds of the sigmoid there.
 
-    probs (Q, K); low, high (R, Q) bounds of each query's sigmoid over each of R regions. The guess is the class
-    with the best score at the lower bounds; then, for every class k, a lower bound on score(guess) - score(k):
-    query q adds d_q * sigmoid with d_q = p_q(guess) - p_q(k), least at the lower bound where d_q > 0 and at
-    the upper one where d_q < 0, i.e. low @ d - (high - low) @ max(-d, 0). Returns per region whether the guess
-    wins for certain (every bound > slack) and the guess, (R,) each, and the classes that may win in an
-    undecided region, (K,) bool. Regions go in chunks, so that the temporaries stay small.
+    probs (Q, K); low, high (R, Q) bounds of each query's sigmoid over R regions. The guess is the best class at the
+    lower bounds; for each class k, score(guess) - score(k) = sum_q d_q * sigmoid_q with d_q = p_q(guess) - p_q(k)
+    is at least low @ d - (high - low) @ max(-d, 0). Returns per region whether the guess wins for certain (every
+    bound > slack) and the guess, (R,) each, and the classes that may win an undecided region, (K,) bool.
     """
     decided = torch.zeros(len(low), dtype=torch.bool, device=probs.device)
     guess = torch.zeros(len(low), dtype=torch.long, device=probs.device)
@@ -464,8 +404,7 @@ def _dominance(probs: Tensor, low: Tensor, high: Tensor, slack: float) -> tuple[
 
 def _blocks(values: Tensor, reduce) -> Tensor:
     """(C, h, w) cell bounds -> (C, B_y, B_x) block bounds: `reduce` (torch.amin / amax) over cells
-    _BLOCK * b .. _BLOCK * (b + 1) inclusive along each axis (one cell of overlap with the next block; cut at the
-    edges)."""
+    _BLOCK * b .. _BLOCK * (b + 1) inclusive along each axis (cut at the edges)."""
     for dim in (1, 2):
         n = values.shape[dim]
         count = -(-n // _BLOCK)

@@ -1,10 +1,11 @@
-"""The bounded evaluation of panoptic and instance inference (see `bounded.py`): the maps of `post_processing.py`
-on the CPU, from bounds where they are certain.
+"""The CPU accelerator of panoptic and instance inference (semantic: `bounded.py`): `post_processing.py`'s maps,
+from bounds where they are certain.
 
-- Panoptic: each tile's winning query, and which queries count all or none of its pixels in their own area, come
-  from the bounds over its window; only the open tiles' pixels are evaluated, for the queries that matter there.
-- Instance: each candidate query is evaluated over the bounding box of the output pixels whose windows hold a
-  logit that can reach the mask threshold (outside it, its sigmoid stays under the threshold).
+- Panoptic: each tile's winning query, and which queries count all or none of its pixels in their original area,
+  come from the bounds over its window (`tiles.py`); only the open tiles' pixels are evaluated, for the queries that
+  matter there.
+- Instance: each candidate is evaluated over the box of the output pixels whose windows hold a logit that can
+  reach the mask threshold (outside it, its sigmoid stays under the threshold).
 
 Shape legend as in `post_processing.py`: M kept queries, U candidates, T_band tiles of a band, n open pixels.
 """
@@ -17,35 +18,49 @@ import math
 import torch
 from torch import Tensor
 
-from .bounded import SLACK, pixels_per_band, probability_at_least
-from .resampling import BAND_ELEMENTS, Geometry, Rows, mix, take
-from .tiles import Pixels, Tiles
+from .resampling import BAND_ELEMENTS, Geometry, Rows, above, mix, take
+from .tiles import SLACK, Pixels, Tiles
 
 _PROBE = 8  # one row of tiles in _PROBE tells the share the bounds leave open (`panoptic_open_share`)
 _PANOPTIC_SLOTS = 4  # queries evaluated per pixel of an open panoptic tile that needs few
 
 
+def threshold_logit(mask_threshold: float) -> tuple[float, float]:
+    """The logit at which the sigmoid reaches `mask_threshold` (-inf / inf outside (0, 1)), and the margin above
+    float rounding that a bound must clear to decide on which side of it a pixel lies."""
+    if not 0 < mask_threshold < 1:
+        return (-math.inf if mask_threshold <= 0 else math.inf), 0.0
+    cut = math.log(mask_threshold / (1 - mask_threshold))
+    return cut, SLACK * (1 + abs(cut))
+
+
+def pixels_per_band(geometry: Geometry, band_rows: int | None, per_pixel: float) -> int:
+    """Output pixels per band (or per chunk of a band's open tiles): `band_rows` whole rows, or as many as hold
+    about BAND_ELEMENTS values at `per_pixel` values each."""
+    if band_rows is not None:
+        return band_rows * geometry.target[1]
+    return max(geometry.target[1], int(BAND_ELEMENTS / per_pixel))
+
+
 def panoptic(scores: Tensor, logits: Tensor, geometry: Geometry, mask_threshold: float, band_rows: int | None):
-    """`post_processing._panoptic_winners` deciding tiles from bounds: a tile's winner is certain when one query's
-    least weighted probability over the tile's window beats every other query's greatest, and its pixels count
-    towards a query's own area without evaluation when the window is entirely above (or below) the threshold
-    logit. Only the other tiles' pixels are evaluated."""
+    """`post_processing._panoptic_mask_ids` from bounds: a tile's winner is certain when one query's least weighted
+    probability over the tile's window beats every other query's greatest; its pixels count in a query's original
+    area (or not) when the window is entirely above (or below) the threshold logit. Only the other tiles' pixels
+    are evaluated."""
     tiles, count, device = Tiles.of(geometry), len(scores), logits.device
-    cut = probability_at_least(mask_threshold)
-    margin = SLACK * (1 + abs(cut)) if math.isfinite(cut) else 0.0
-    winner = torch.empty(geometry.target, dtype=torch.int32, device=device)
-    visible = torch.zeros(count, dtype=torch.float64, device=device)
-    own_area = torch.zeros(count, dtype=torch.float64, device=device)
+    mask_ids = torch.empty(geometry.target, dtype=torch.int32, device=device)
+    mask_area = torch.zeros(count, dtype=torch.float64, device=device)
+    original_area = torch.zeros(count, dtype=torch.float64, device=device)
     # NOTE: a band holds ~8 values per query and tile; an open pixel its indices (~40 values) and 3 per query.
     chunk = pixels_per_band(geometry, band_rows, 40 + 3 * count)
     for band in tiles.bands(pixels_per_band(geometry, band_rows, 8 * count / tiles.pixels_per_tile)):
-        best, decided, contender, inside, unsure = _panoptic_tiles(scores, logits, tiles, band, cut, margin)
+        best, decided, contender, inside, unsure = _panoptic_tiles(scores, logits, tiles, band, mask_threshold)
         tile_pixels = tiles.tile_pixels(band).double()
-        own_area += torch.mv(inside.double(), tile_pixels)
-        visible += torch.bincount(best[decided], weights=tile_pixels[decided], minlength=count)
+        original_area += torch.mv(inside.double(), tile_pixels)
+        mask_area += torch.bincount(best[decided], weights=tile_pixels[decided], minlength=count)
         first, last = tiles.output_rows(band)
-        winner[first:last] = tiles.paint(best, band)
-        # The queries an open tile needs: those that may win it, where its winner is open, and those whose own
+        mask_ids[first:last] = tiles.paint(best, band)
+        # The queries an open tile needs: those that may win it, where its winner is open, and those whose original
         # area it may count.
         relevant = (contender & ~decided) | unsure
         exact = relevant.any(0)
@@ -54,17 +69,18 @@ def panoptic(scores: Tensor, logits: Tensor, geometry: Geometry, mask_threshold:
         tile_first = band[0] * tiles.grid[1]
         band_state = (relevant, contender, unsure, decided, tile_first)
         for part in tiles.chunks(exact.nonzero().squeeze(1) + tile_first, chunk):
-            own, seen = _panoptic_exact(scores, logits, tiles, part, band_state, mask_threshold, winner)
-            own_area += own
-            visible += seen
-    return winner, visible.long().tolist(), own_area.long().tolist()
+            original, won = _panoptic_exact(scores, logits, tiles, part, band_state, mask_threshold, mask_ids)
+            original_area += original
+            mask_area += won
+    return mask_ids, mask_area.long().tolist(), original_area.long().tolist()
 
 
-def _panoptic_tiles(scores, logits, tiles, band, cut, margin):
+def _panoptic_tiles(scores, logits, tiles, band, mask_threshold):
     """The bounds' decisions for the tiles of a band (T_band of them): each tile's best query by its least weighted
     probability, whether that query wins the tile for certain (T_band,), which queries may win it, which count all
-    its pixels in their own area, and which may count some only, (M, T_band) each."""
+    its pixels in their original area, and which may count some only, (M, T_band) each."""
     low, high = (bound.flatten(1) for bound in tiles.window_extrema(logits, band))  # (M, T_band) logits
+    cut, margin = threshold_logit(mask_threshold)
     least = low.sigmoid().mul_(scores[:, None])
     most = high.sigmoid().mul_(scores[:, None])
     best_value, best = least.max(0)
@@ -82,22 +98,20 @@ def panoptic_open_share(scores: Tensor, logits: Tensor, geometry: Geometry, mask
     """The share of output pixels in tiles the bounds leave open, judged on one tile row in `_PROBE`: four bands
     spread over the image."""
     tiles = Tiles.of(geometry)
-    cut = probability_at_least(mask_threshold)
-    margin = SLACK * (1 + abs(cut)) if math.isfinite(cut) else 0.0
     open_pixels = total = 0.0
     rows = max(1, tiles.grid[0] // (4 * _PROBE))
     for first in sorted({int(i * (tiles.grid[0] - rows) / 3) for i in range(4)}):
         band = (first, first + rows)
-        _, decided, contender, _, unsure = _panoptic_tiles(scores, logits, tiles, band, cut, margin)
+        _, decided, contender, _, unsure = _panoptic_tiles(scores, logits, tiles, band, mask_threshold)
         pixels = tiles.tile_pixels(band).double()
         open_pixels += float(pixels[((contender & ~decided) | unsure).any(0)].sum())
         total += float(pixels.sum())
     return open_pixels / total
 
 
-def _panoptic_exact(scores, logits, tiles, part, band_state, mask_threshold, winner):
-    """The open tiles `part` evaluated exactly: paints the pixels whose winner is open into `winner`; returns the
-    own-area and visible counts they add, (M,) each.
+def _panoptic_exact(scores, logits, tiles, part, band_state, mask_threshold, mask_ids):
+    """The open tiles `part` evaluated exactly: paints the pixels whose winner is open into `mask_ids`; returns the
+    original-area and mask-area counts they add, (M,) each.
 
     NOTE: most open tiles need 1-3 queries (those of the edge they lie on). Gathering one value per such query and
     source pays while the sources' table stays in cache (output pixels sharing few sources, as when magnifying) or
@@ -120,7 +134,7 @@ def _panoptic_exact(scores, logits, tiles, part, band_state, mask_threshold, win
     many = (~few).nonzero().squeeze(1) if bool(few.any()) else None
     masks = pixels.blend(sources, many).t().sigmoid_()
     tile_many = tile_of if many is None else take(tile_of, many)
-    own_area = ((masks >= mask_threshold) & unsure.index_select(1, tile_many)).sum(1)
+    original_area = ((masks >= mask_threshold) & unsure.index_select(1, tile_many)).sum(1)
     open_many = (undecided if many is None else take(undecided, many)).nonzero().squeeze(1)
     pixel_winner = torch.empty(len(owner), dtype=torch.long, device=device)
     target = open_many if many is None else take(many, open_many)
@@ -141,7 +155,7 @@ def _panoptic_exact(scores, logits, tiles, part, band_state, mask_threshold, win
         masks = mix(mix(corner[0], corner[1], weight_x), mix(corner[2], corner[3], weight_x), weight_y).sigmoid_()
         at = (query * len(decided) + take(tile_of, selected)[None]).flatten()  # each slot's (query, tile)
         counted = valid & take(unsure.flatten(), at).view(query.shape)
-        own_area += torch.bincount(query[counted & (masks >= mask_threshold)], minlength=count)
+        original_area += torch.bincount(query[counted & (masks >= mask_threshold)], minlength=count)
         may_win = valid & take(contender.flatten(), at).view(query.shape)
         weighted = (masks * take(scores, query.flatten()).view(query.shape)).masked_fill_(~may_win, -math.inf)
         open_few = take(undecided, selected).nonzero().squeeze(1)
@@ -149,23 +163,16 @@ def _panoptic_exact(scores, logits, tiles, part, band_state, mask_threshold, win
         pixel_winner[take(selected, open_few)] = query.index_select(1, open_few).gather(0, slot[None])[0]
     open_winner = undecided.nonzero().squeeze(1)
     pixel_winner = take(pixel_winner, open_winner)
-    winner.view(-1)[take(rows * geometry.target[1] + cols, open_winner)] = pixel_winner.int()
-    return own_area, torch.bincount(pixel_winner, minlength=count)
+    mask_ids.view(-1)[take(rows * geometry.target[1] + cols, open_winner)] = pixel_winner.int()
+    return original_area, torch.bincount(pixel_winner, minlength=count)
 
 
 # ----------------------------------------------------------------------------------------------------
 # Instance
 # ----------------------------------------------------------------------------------------------------
-def _above(values: Tensor, threshold: float) -> Tensor:
-    """values > threshold as 1.0 / 0.0. NOTE: a comparison written to a float tensor, then float products and sums,
-    is several times faster on CPU than bool masks in arithmetic (measured with torch 2.x)."""
-    return torch.gt(values, threshold, out=torch.empty_like(values))
-
-
 class InstanceMasks:
-    """`post_processing.InstanceMasks`, evaluating each candidate only over its box: the output pixels whose
-    windows hold a logit that can reach the mask threshold (outside it, sigmoid <= mask_threshold for certain,
-    as every output pixel blends the logits of its window convexly)."""
+    """`post_processing.InstanceMasks`, evaluating each candidate only over its box (`boxes`): outside it, every
+    output pixel blends logits under the threshold logit convexly, so its sigmoid stays under the threshold."""
 
     def __init__(self, logits: Tensor, geometry: Geometry, mask_threshold: float, band_rows: int | None) -> None:
         self.logits, self.geometry, self.threshold = logits, geometry, mask_threshold
@@ -176,21 +183,13 @@ class InstanceMasks:
 
     @functools.cached_property
     def boxes(self) -> list[tuple[Rows, Rows] | None]:
-        cut = probability_at_least(self.threshold)
-        margin = SLACK * (1 + abs(cut)) if math.isfinite(cut) else 0.0
-        return self._boxes(self.logits >= cut - margin)
-
-    def open_share(self) -> float:
-        """The boxes' pixels over U x the output's: the share of the dense path's work this one does."""
-        pixels = sum((rows[1] - rows[0]) * (cols[1] - cols[0]) for rows, cols in filter(None, self.boxes))
-        return pixels / max(1, len(self.logits) * self.geometry.target[0] * self.geometry.target[1])
-
-    def _boxes(self, reached: Tensor) -> list[tuple[Rows, Rows] | None]:
-        """Per map, the output box (rows, cols) of the pixels whose window holds a reached low-res sample, or None.
-        reached: (U, h, w) bool."""
+        """Per candidate, the output box (rows, cols) of the pixels whose window holds a logit that can reach the
+        mask threshold, or None."""
+        cut, margin = threshold_logit(self.threshold)
         tiles = self.tiles
         used = [int(axis.support_end[-1]) + 1 for axis in (tiles.y, tiles.x)]
-        reached = reached[:, : used[0], : used[1]]  # NOTE: samples past the crop (padding) reach no output pixel
+        # NOTE: samples past the crop (padding) reach no output pixel
+        reached = (self.logits >= cut - margin)[:, : used[0], : used[1]]  # (U, h, w)
         spans = []
         for dim, axis in ((2, tiles.y), (1, tiles.x)):
             hit = reached.any(dim).int()  # (U, h) or (U, w)
@@ -202,6 +201,11 @@ class InstanceMasks:
             (tuple(rows), tuple(cols)) if ok and rows[0] < rows[1] and cols[0] < cols[1] else None
             for ok, rows, cols in zip(any_hit, *spans)
         ]
+
+    def open_share(self) -> float:
+        """The boxes' pixels over U x the output's: the share of the dense path's work this one does."""
+        pixels = sum((rows[1] - rows[0]) * (cols[1] - cols[0]) for rows, cols in filter(None, self.boxes))
+        return pixels / max(1, len(self.logits) * self.geometry.target[0] * self.geometry.target[1])
 
     def _regions(self, queries: list[int], band: Rows):
         """Per query (index n in `queries`) whose box meets the band of output rows: (n, the region's rows and
@@ -227,7 +231,7 @@ class InstanceMasks:
         everything = list(range(len(self.logits)))
         for band in self.geometry.bands(self.rows):
             for u, _, _, probabilities in self._regions(everything, band):
-                inside = _above(probabilities, self.threshold)
+                inside = above(probabilities, self.threshold)
                 area[u] += int(inside.sum())
                 total[u] += float((probabilities * inside).sum())
         device = self.logits.device

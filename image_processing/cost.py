@@ -1,20 +1,12 @@
-"""Which evaluation `method="auto"` takes: the one a cost model predicts faster, on this machine, for these sizes.
+"""Which path `method="auto"` takes: the one a cost model predicts faster, on this machine, for these sizes.
 
-Each evaluation's time is modelled as its fixed cost per image (Python and torch calls, measured by running it on
-a tiny image) plus the work it does on values, counted in a few kinds of primitive work (values resampled by
-`F.interpolate`, sigmoids, multiply-adds of a matrix product, values gathered by `index_select`, values of an
-elementwise operation, and the calls that grow with bands, chunks or candidates), times what each kind costs on
-this machine: `Speeds`, measured once per process and thread count, in a few tens of milliseconds with the tiny
-runs. No limit is tuned on one machine: where calls dominate (small images), the dense path's few calls win; where
-values do, the bounded path's cheaper kinds of work and the work it skips win.
-
-The dense path's work follows from the sizes: Q (or M, U) maps, K classes, N_v = h_v * w_v source and N_t = H_t * W_t
-output pixels. The bounded path's depends on the outputs too: how much the bounds leave open. The model takes the
-worst case first (everything open); only when that makes the bounded path slower and its best case faster does it
-ask the data, through a probe the caller passes (the bounds of one row of blocks or tiles in eight), or, for
-instance segmentation, the candidates' boxes.
-
-Off the CPU, "auto" is dense: the bounded path syncs with the host and launches many small kernels.
+A path's time is modelled as its fixed cost per image (measured by running it on a tiny image) plus its work on
+values, counted in a few kinds (values resampled by `F.interpolate`, sigmoids, multiply-adds, values gathered,
+elementwise values, and the calls that grow with bands, chunks or candidates), each at this machine's speed
+(`Speeds`, measured once per process and thread count in a few tens of milliseconds). The dense path's work follows
+from the sizes; the bounded path's also from how much the bounds leave open, which is asked of the data (a probe
+the caller passes) only when the worst and best cases disagree. Off the CPU, "auto" is dense: the bounded path
+syncs with the host and launches many small kernels.
 """
 
 from __future__ import annotations
@@ -83,8 +75,7 @@ def _fixed(task: str, method: str, threads: int, tiny: Callable[[str, str], obje
 
 
 def fixed_seconds(task: str, method: str, tiny: Callable[[str, str], object] | None) -> float:
-    """A path's fixed cost per image: `tiny(task, method)` (one tiny image through it) timed once per process and
-    thread count; 0 without `tiny`."""
+    """A path's fixed cost per image: `tiny(task, method)` timed once per process and thread count; 0 without it."""
     return 0.0 if tiny is None else _fixed(task, method, torch.get_num_threads(), tiny)
 
 
@@ -146,15 +137,6 @@ def bounded_seconds(task: str, geometry: Geometry, maps: int, classes: int, s: S
     return 2 * evaluated * (20 * s.elem + s.sigmoid) + maps * cells * 4 * s.elem + extra_calls * s.call
 
 
-def _predictions(task, geometry, maps, classes, tiny) -> tuple[float, float, float, Speeds]:
-    """(dense, bounded with everything open, bounded with nothing open) predicted seconds, and the speeds."""
-    s = speeds()
-    dense = fixed_seconds(task, "dense", tiny) + dense_seconds(task, geometry, maps, classes, s)
-    fixed = fixed_seconds(task, "bounded", tiny)
-    worst, best = (fixed + bounded_seconds(task, geometry, maps, classes, s, share) for share in (1.0, 0.0))
-    return dense, worst, best, s
-
-
 def use_bounded(
     task: str,
     method: str,
@@ -166,53 +148,26 @@ def use_bounded(
     tiny: Callable[[str, str], object] | None = None,
 ) -> bool:
     """Whether `method` means the bounded path for this image: "bounded", or "auto" on the CPU where the model
-    predicts it faster. `open_share` (optional): the share the bounds leave open, or a probe measuring it, asked
-    only when the answer depends on it. `tiny(task, method)` runs one tiny image through a path (`fixed_seconds`)."""
-    if method != "auto":
+    predicts it faster: faster even with everything left open; else, when it is faster with nothing open (plus the
+    probe's cost), faster with the share the bounds leave open (`open_share`, or a probe measuring it, asked only
+    then). `tiny(task, method)` runs one tiny image through a path (`fixed_seconds`)."""
+    if method != "auto" or geometry.device.type != "cpu":
         return method == "bounded"
-    if geometry.device.type != "cpu":
-        return False
-    dense, worst, best, s = _predictions(task, geometry, maps, classes, tiny)
-    if worst < dense:
+    s = speeds()
+    dense = fixed_seconds(task, "dense", tiny) + dense_seconds(task, geometry, maps, classes, s)
+    fixed = fixed_seconds(task, "bounded", tiny)
+    if fixed + bounded_seconds(task, geometry, maps, classes, s, 1.0) < dense:
         return True
-    if open_share is None or best >= dense:
+    probe = probe_seconds(task, geometry, s) if callable(open_share) else 0.0
+    if open_share is None or fixed + bounded_seconds(task, geometry, maps, classes, s, 0.0) + probe >= dense:
         return False
     share = open_share() if callable(open_share) else open_share
-    fixed = fixed_seconds(task, "bounded", tiny)
     return fixed + bounded_seconds(task, geometry, maps, classes, s, share) < dense
 
 
 def probe_seconds(task: str, geometry: Geometry, s: Speeds) -> float:
     """What asking the data costs: bounds over one row of blocks in eight (semantic, a few calls each) or four bands
-    of tiles (panoptic), calls dominating."""
-    calls = 30 + 20 * geometry.low[0] / 32 if task == "semantic" else 100
-    return calls * s.call
-
-
-def evaluate(
-    task: str,
-    method: str,
-    geometry: Geometry,
-    paths: dict[str, Callable[[], object]],
-    *,
-    maps: int,
-    classes: int = 0,
-    open_share: Callable[[], float] | None = None,
-    tiny: Callable[[str, str], object] | None = None,
-):
-    """The result of the path `method` means for this image: `paths["dense"]()` or `paths["bounded"]()`.
-
-    For "auto" on the CPU: the bounded path where the model predicts it faster even with everything left open; the
-    dense one where it is faster than the bounded one with nothing open plus the probe; else the faster one with
-    the share the bounds leave open (`open_share()`, the probe).
-    """
-    if method != "auto" or geometry.device.type != "cpu":
-        return paths["bounded" if method == "bounded" else "dense"]()
-    dense, worst, best, s = _predictions(task, geometry, maps, classes, tiny)
-    if worst < dense:
-        return paths["bounded"]()
-    if open_share is None or best + probe_seconds(task, geometry, s) >= dense:
-        return paths["dense"]()
-    fixed = fixed_seconds(task, "bounded", tiny)
-    faster = fixed + bounded_seconds(task, geometry, maps, classes, s, open_share()) < dense
-    return paths["bounded" if faster else "dense"]()
+    of tiles (panoptic), calls dominating; instance segmentation's boxes are needed anyway."""
+    if task == "instance":
+        return 0.0
+    return (30 + 20 * geometry.low[0] / 32 if task == "semantic" else 100) * s.call

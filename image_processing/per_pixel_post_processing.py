@@ -45,6 +45,16 @@ def check_not_per_pixel(outputs: Any, task: str) -> None:
         )
 
 
+def _resampled(logits: Tensor, padded_size, valid_sizes, target_sizes):
+    """Per image, R(U(logits)): (K, H_t, W_t) float32."""
+    logits = logits.detach().float()
+    if logits.ndim != 4:
+        raise ValueError(f"Expected per-pixel logits (B, K, h, w), got {tuple(logits.shape)}.")
+    padded = (int(padded_size[0]), int(padded_size[1]))
+    for b, (valid, target) in enumerate(image_sizes(len(logits), padded, valid_sizes, target_sizes)):
+        yield Geometry.of(tuple(logits.shape[-2:]), padded, valid, target, logits.device).full(logits[b])
+
+
 @torch.no_grad()
 def per_pixel_semantic_scores(
     logits: Tensor,
@@ -55,15 +65,7 @@ def per_pixel_semantic_scores(
 ) -> list[Tensor]:
     """Per image, the class probabilities softmax_k(R(U(logits))), (K, H_t, W_t) float32 (test-time
     augmentation averages them)."""
-    logits = logits.detach().float()
-    if logits.ndim != 4:
-        raise ValueError(f"Expected per-pixel logits (B, K, h, w), got {tuple(logits.shape)}.")
-    padded = (int(padded_size[0]), int(padded_size[1]))
-    results = []
-    for b, (valid, target) in enumerate(image_sizes(len(logits), padded, valid_sizes, target_sizes)):
-        geometry = Geometry.of(tuple(logits.shape[-2:]), padded, valid, target, logits.device)
-        results.append(geometry.full(logits[b]).softmax(0))  # (K, H_t, W_t)
-    return results
+    return [scores.softmax(0) for scores in _resampled(logits, padded_size, valid_sizes, target_sizes)]
 
 
 @torch.no_grad()
@@ -75,12 +77,4 @@ def per_pixel_semantic_segmentation(
     target_sizes: Sequence[Sequence[int]] | None = None,
 ) -> list[Tensor]:
     """Per image, the (H_t, W_t) int64 class map argmax_k R(U(logits)) (the softmax does not change it)."""
-    logits = logits.detach().float()
-    if logits.ndim != 4:
-        raise ValueError(f"Expected per-pixel logits (B, K, h, w), got {tuple(logits.shape)}.")
-    padded = (int(padded_size[0]), int(padded_size[1]))
-    maps = []
-    for b, (valid, target) in enumerate(image_sizes(len(logits), padded, valid_sizes, target_sizes)):
-        geometry = Geometry.of(tuple(logits.shape[-2:]), padded, valid, target, logits.device)
-        maps.append(geometry.full(logits[b]).max(0).indices)  # (H_t, W_t)
-    return maps
+    return [scores.max(0).indices for scores in _resampled(logits, padded_size, valid_sizes, target_sizes)]

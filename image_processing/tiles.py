@@ -1,20 +1,15 @@
-"""The bounded path's view of the resampling (`bounded.py`): windows, tiles, and exact evaluation at chosen pixels.
+"""The accelerator's view of the resampling (`bounded.py`, `bounded_masks.py`): windows, tiles, and exact
+evaluation at chosen pixels.
 
-Along one axis, an output coordinate of the authors' resampling (`resampling.py`: U then R) blends low-resolution
+Along one axis, an output coordinate of the authors' resampling (U then R, `resampling.py`) blends low-res
 coordinates `window`, `window + 1` and, where its two sources straddle two low-res cells, `window + 2`: an output
-pixel depends on a window of 2x2 to 3x3 logits. Output pixels are grouped into *tiles* by their window; the
-bounded path uses two facts:
-
-- both resamplings are convex blends and the sigmoid is monotone, so the minimum and maximum of a query's
-  logits over a tile's window bound the query at every pixel of the tile (`Tiles.window_extrema`);
-- at a list of output pixels the original computation can be carried out exactly: logits interpolated to the
-  pixels' source pixels (U), then blended to the output pixels (R), with the sigmoid between the two
-  (semantic inference) or after both (panoptic, instance) as in the original (`Pixels`, `CellPixels`).
-
-Tiles come in bands of tile rows (`Tiles.bands`), so that the exact evaluations stay within a band's memory.
+pixel depends on a window of 2x2 to 3x3 logits. Output pixels with the same window form a *tile*. Both
+resamplings are convex blends and the sigmoid is monotone, so the extrema of a query's logits over a tile's window
+bound it at every pixel of the tile (`Tiles.window_extrema`); where the bounds decide nothing, the original
+computation runs exactly at the pixels left (`Pixels`, `Tiles.region`).
 
 Shapes: C maps (queries or classes), (h, w) low resolution, (h_v, w_v) the cropped input, (H_t, W_t) the output,
-(T_y, T_x) the grid of tiles (T = T_y * T_x), n pixels, n_s their distinct source pixels.
+(T_y, T_x) the grid of tiles, n pixels, n_s their distinct source pixels.
 """
 
 from __future__ import annotations
@@ -29,6 +24,9 @@ from torch import Tensor
 
 from .resampling import Axis, Geometry, mix, take
 
+# Decisions from bounds need a margin above float rounding, relative to the values' magnitude: the float32 sums of
+# the original itself differ from exact arithmetic by ~1e-7 of it.
+SLACK = 1e-6
 # Output coordinates per block of `_composite`, along rows and along columns (measured: rows 32-128 alike; columns
 # fewer calls, on the few low-res rows a region reads).
 _COMPOSITE_CHUNK = (64, 512)
@@ -192,13 +190,9 @@ class Tiles:
         return rows, take(take(self.x.start, tile_x), owner) + local % width, owner
 
     def region(self, logits: Tensor, rows: tuple[int, int], cols: tuple[int, int]) -> Tensor:
-        """R(U(logits)) of one (h, w) map over output rows first..last-1 and cols first..last-1.
-
-        The two linear resamplings compose into one per axis (`TileAxis.composite`), so the logits are resampled
-        straight to the output, without the padded-size intermediate, and only where asked. Where the output is
-        the cropped padded input itself at four times the logits (no second resize), torch's upsampling of the
-        logits the region reads is used instead: it computes the same blends, faster.
-        """
+        """R(U(logits)) of one (h, w) map over output rows rows[0]..rows[1]-1 and cols cols[0]..cols[1]-1: the two
+        linear resamplings composed into one per axis (`TileAxis.composite`), or, without a resize at stride 4,
+        torch's upsampling of the logits the region reads (the same blends, faster)."""
         geometry = self.geometry
         if geometry.y.identity and geometry.x.identity and geometry.stride_4:
             # NOTE: a block's upsampling equals the whole map's at the block's rows and columns except within two
@@ -245,13 +239,10 @@ def _composite(values: Tensor, dim: int, axis: TileAxis, part: tuple[int, int], 
 
 
 class Pixels:
-    """Output pixels of one image and their source pixels in the cropped input, pixel-major.
-
-    `sources(logits)` gives the logits upsampled to the distinct source pixels (U), (n_s, C); `position` (4, n)
-    indexes each output pixel's four sources (rows first, then columns: top-left, top-right, bottom-left,
-    bottom-right) among them, and `blend(values)` takes per-source values (n_s, C) to the output pixels (R),
-    (n, C). Pixels of an axis resized to its own size are their own source along it.
-    """
+    """Output pixels of one image and their source pixels in the cropped input: `sources(logits)` gives U at the
+    distinct source pixels, (n_s, C); `position` (4, n) indexes each output pixel's four sources (top-left,
+    top-right, bottom-left, bottom-right) among them, and `blend(values)` takes (n_s, C) values there to the output
+    pixels (R), (n, C)."""
 
     def __init__(self, geometry: Geometry, rows: Tensor, cols: Tensor) -> None:
         self.geometry = geometry
@@ -268,25 +259,11 @@ class Pixels:
         self.position, sources = _renumber(flat, ay.valid * width)  # (4, n) into the sources (n_s,), sorted
         self.source_rows, self.source_cols = sources // width, sources % width
 
-    @staticmethod
-    def of(geometry: Geometry, rows: Tensor, cols: Tensor) -> Pixels:
-        """The evaluation for these pixels: through whole cells where the geometry allows it."""
-        return CellPixels(geometry, rows, cols) if geometry.stride_4 else Pixels(geometry, rows, cols)
-
     def sources(self, logits: Tensor) -> Tensor:
         """(C, h, w) logits -> (n_s, C) their bilinear upsampling (U) at the source pixels."""
-        ay, ax, (_, w) = self.geometry.y, self.geometry.x, self.geometry.low
-        py, px = self.source_rows, self.source_cols
         # NOTE: pixel-major, so that each gather copies one contiguous row of C values.
         table = logits.reshape(len(logits), -1).t().contiguous()  # (h * w, C)
-        wy, wx = take(ay.tap_weight, py)[:, None], take(ax.tap_weight, px)[:, None]
-        left, right = take(ax.tap0, px), take(ax.tap1, px)
-
-        def row(tap: Tensor) -> Tensor:  # one tap row, blended along x
-            base = take(tap, py) * w
-            return mix(table.index_select(0, base + left), table.index_select(0, base + right), wx)
-
-        return mix(row(ay.tap0), row(ay.tap1), wy)
+        return upsampled_at(table, self.geometry, self.source_rows, self.source_cols)
 
     def blend(self, values: Tensor, selected: Tensor | None = None) -> Tensor:
         """(n_s, C) values at the sources -> (n, C) at the output pixels (R); or at the pixels `selected` only."""
@@ -301,46 +278,17 @@ class Pixels:
         return blend(values, position, weight_y[:, None], weight_x[:, None])
 
 
-class CellPixels(Pixels):
-    """Output pixels evaluated through whole cells of the padded input, when it is exactly four times the logits
-    (a stride-4 model's outputs, as the processor pads them).
+def upsampled_at(table: Tensor, geometry: Geometry, rows: Tensor, cols: Tensor) -> Tensor:
+    """U at source pixels (rows, cols) (n,) each of the cropped input: (h * w, C) pixel-major logits -> (n, C)."""
+    ay, ax, w = geometry.y, geometry.x, geometry.low[1]
+    wy, wx = take(ay.tap_weight, rows)[:, None], take(ax.tap_weight, cols)[:, None]
+    left, right = take(ax.tap0, cols), take(ax.tap1, cols)
 
-    With the logits padded by one sample on each side (torch clamps at the borders, which equals repeating the
-    edge), cell (i, j) holds the 4x4 padded pixels between samples i-1, i (rows) and j-1, j (columns), at the
-    fixed fractions 1/8, 3/8, 5/8, 7/8: its pixels are one 16x4 matrix times its four corner logits, so the
-    upsampling (U) costs four gathers per cell instead of four per pixel. The sources are the 16 pixels of each
-    cell that holds one, offset-major: (16 * n_cells, C).
-    """
+    def row(tap: Tensor) -> Tensor:  # one tap row, blended along x
+        base = take(tap, rows) * w
+        return mix(table.index_select(0, base + left), table.index_select(0, base + right), wx)
 
-    def __init__(self, geometry: Geometry, rows: Tensor, cols: Tensor) -> None:
-        self.geometry = geometry
-        ay, ax, (h, w) = geometry.y, geometry.x, geometry.low
-        self.identity = ay.identity and ax.identity
-        device, width = geometry.device, w + 1  # cells per row
-        sources_y = [take(ay.src0, rows) + 2, take(ay.src1, rows) + 2]  # shifted: cell = // 4, offset = % 4
-        sources_x = [take(ax.src0, cols) + 2, take(ax.src1, cols) + 2]
-        cell = torch.stack([(sy // 4) * width + sx // 4 for sy in sources_y for sx in sources_x])  # (4, n)
-        offset = torch.stack([(sy % 4) * 4 + sx % 4 for sy in sources_y for sx in sources_x])  # (4, n)
-        inverse, self.cells = _renumber(cell, (h + 1) * width)  # (4, n) into the cells (n_cells,), sorted
-        self.position = offset * len(self.cells) + inverse  # (4, n)
-        self.weight_y, self.weight_x = take(ay.src_weight, rows), take(ax.src_weight, cols)
-        fractions = torch.arange(4, device=device) * 0.25 + 0.125
-        wy, wx = fractions.repeat_interleave(4), fractions.repeat(4)  # (16,) per pixel of a cell
-        self.weights = torch.stack([(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx], 1)  # (16, 4)
-
-    def sources(self, logits: Tensor) -> Tensor:
-        """(C, h, w) logits -> (16 * n_cells, C) upsampled (U) over the needed cells, offset-major rows."""
-        channels, (h, w) = len(logits), self.geometry.low
-        cell_y, cell_x = self.cells // (w + 1), self.cells % (w + 1)
-        top = int(cell_y[0])  # cells are sorted: their rows are top..bottom
-        bottom = int(cell_y[-1]) + 2
-        # The rows top..bottom - 1 of the logits padded by one sample on each side, pixel-major: (rows * (w + 2), C).
-        padded_rows = (torch.arange(top, bottom, device=logits.device) - 1).clamp_(0, h - 1)
-        padded_cols = (torch.arange(w + 2, device=logits.device) - 1).clamp_(0, w - 1)
-        table = logits.index_select(1, padded_rows).index_select(2, padded_cols).reshape(channels, -1).t().contiguous()
-        top_left = (cell_y - top) * (w + 2) + cell_x
-        corners = table.index_select(0, torch.cat([top_left, top_left + 1, top_left + w + 2, top_left + w + 3]))
-        return torch.mm(self.weights, corners.view(4, -1)).view(16 * len(self.cells), channels)
+    return mix(row(ay.tap0), row(ay.tap1), wy)
 
 
 def _renumber(ids: Tensor, count: int) -> tuple[Tensor, Tensor]:
