@@ -42,8 +42,8 @@ TASKS = {
 
 
 def original_algorithm():
-    """tests/reference_inference.py of the repository this package is installed from, or None."""
-    path = Path(__file__).resolve().parents[2] / "tests" / "reference_inference.py"
+    """tests/reference_inference.py of this checkout (benchmarks/ lies beside tests/), or None."""
+    path = Path(__file__).resolve().parents[1] / "tests" / "reference_inference.py"
     if not path.is_file():
         return None
     spec = importlib.util.spec_from_file_location("reference_inference", path)

@@ -13,13 +13,14 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
+from transformers import PretrainedConfig
 
-from ..configuration.configuration_maskformer import MaskFormerConfig
 from ..configuration.configuration_per_pixel import PerPixelBaselineConfig
 from ..errors import InvalidInputError
 from ..image_processing import MaskFormerImageProcessor
 from ..inference.batching import forward_by_padded_size
 from ..inference.tta import TestTimeAugmentation, semantic_segmentation_tta
+from ..interop.transformers_weights import convert_from_transformers
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation
 from ..paper.per_pixel import PerPixelBaselineForSemanticSegmentation
 from .metrics import MaskAPMetric, PanopticQualityMetric, SemanticSegmentationMetric
@@ -32,7 +33,9 @@ def load_model_folder(
 ) -> tuple[MaskFormerForInstanceSegmentation | PerPixelBaselineForSemanticSegmentation, MaskFormerImageProcessor]:
     """The model and processor of a folder or Hub id: a MaskFormer (ours, or transformers' own format, which
     `from_pretrained` reads) or the per-pixel baseline."""
-    model_type = MaskFormerConfig.get_config_dict(model_path)[0].get("model_type")  # says what a bad path lacks
+    model_type = PretrainedConfig.get_config_dict(model_path)[0].get("model_type")  # as written; a bad path: one line
+    if model_type == "maskformer":  # transformers' format: a folder without a processor gets transformers' defaults
+        return convert_from_transformers(model_path)
     per_pixel = model_type == PerPixelBaselineConfig.model_type
     model_class = PerPixelBaselineForSemanticSegmentation if per_pixel else MaskFormerForInstanceSegmentation
     return model_class.from_pretrained(model_path), MaskFormerImageProcessor.from_pretrained(model_path)

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..errors import InvalidInputError
 from ..inference.tta import TestTimeAugmentation
 from ..variants import VARIANTS, Variant
 
@@ -253,7 +254,7 @@ def get_entry(name: str) -> ZooEntry:
     """A row by name ("swin-large-ade"), repo name ("maskformer-swin-large-ade") or Hub id."""
     key = name.split("/")[-1].removeprefix("maskformer-")
     if key not in _BY_NAME:
-        raise ValueError(f"unknown model-zoo row {name!r}; rows are: {', '.join(_BY_NAME)}")
+        raise InvalidInputError(f"unknown model-zoo row {name!r}; rows are: {', '.join(_BY_NAME)}")
     return _BY_NAME[key]
 
 
