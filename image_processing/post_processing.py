@@ -32,7 +32,13 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from . import bounded, bounded_masks
+# NOTE: names, not `from . import bounded`: transformers copies a remote-code folder's modules by following
+# `from .module import name` lines only.
+from .bounded import semantic as bounded_semantic
+from .bounded import semantic_open_share
+from .bounded_masks import InstanceMasks as BoundedInstanceMasks
+from .bounded_masks import panoptic as bounded_panoptic
+from .bounded_masks import panoptic_open_share
 from .cost import use_bounded
 from .resampling import BAND_ELEMENTS, Geometry, Rows, above, image_sizes, take
 
@@ -115,11 +121,11 @@ def semantic_segmentation(
     results = []
     for geometry, classes, masks in _images(class_logits, mask_logits, padded_size, valid_sizes, target_sizes):
         probs = classes.softmax(-1)[:, :-1]  # (Q, K)
-        share = functools.partial(bounded.semantic_open_share, probs, masks)  # asked only if it decides
+        share = functools.partial(semantic_open_share, probs, masks)  # asked only if it decides
         if use_bounded(
             "semantic", method, geometry, maps=len(masks), classes=probs.shape[1], open_share=share, tiny=_tiny
         ):
-            results.append(bounded.semantic(probs, masks, geometry, band_rows))
+            results.append(bounded_semantic(probs, masks, geometry, band_rows))
             continue
         segmentation = torch.empty(geometry.target, dtype=torch.long, device=masks.device)
         for rows in _bands(geometry, max(probs.shape), band_rows):
@@ -198,11 +204,9 @@ def panoptic_segmentation(
             segmentation = torch.zeros(geometry.target, dtype=torch.int32, device=masks.device)
             results.append({"segmentation": segmentation, "segments_info": []})
             continue
-        share = functools.partial(bounded_masks.panoptic_open_share, scores, masks, geometry, mask_threshold)
+        share = functools.partial(panoptic_open_share, scores, masks, geometry, mask_threshold)
         if use_bounded("panoptic", method, geometry, maps=len(masks), open_share=share, tiny=_tiny):
-            mask_ids, mask_area, original_area = bounded_masks.panoptic(
-                scores, masks, geometry, mask_threshold, band_rows
-            )
+            mask_ids, mask_area, original_area = bounded_panoptic(scores, masks, geometry, mask_threshold, band_rows)
         else:
             mask_ids, mask_area, original_area = _panoptic_mask_ids(scores, masks, geometry, mask_threshold, band_rows)
         segment_of = [0] * (len(scores) + 1)  # per kept query, its segment id (0: dropped)
@@ -298,7 +302,7 @@ def instance_segmentation(
             continue
         masks = InstanceMasks(logits[candidates], geometry, mask_threshold, band_rows)
         if method == "bounded" or (method == "auto" and geometry.device.type == "cpu"):
-            boxed = bounded_masks.InstanceMasks(logits[candidates], geometry, mask_threshold, band_rows)
+            boxed = BoundedInstanceMasks(logits[candidates], geometry, mask_threshold, band_rows)
             if use_bounded(
                 "instance", method, geometry, maps=len(candidates), open_share=boxed.open_share, tiny=_tiny
             ):
@@ -327,7 +331,7 @@ def instance_segmentation(
 class InstanceMasks:
     """The candidates' masks at the output size, band by band: the binary masks `inside` (sigmoid(m_u) >
     mask_threshold, as 1.0 / 0.0) and `covered` (the sigmoid inside them, 0 outside), (U, rows, W_t) each. They are
-    evaluated again for each question unless the output is one band, which is kept. `bounded_masks.InstanceMasks`
+    evaluated again for each question unless the output is one band, which is kept. `BoundedInstanceMasks` (bounded_masks.py)
     answers the same questions, evaluating each candidate only where its mask can be."""
 
     def __init__(self, logits: Tensor, geometry: Geometry, mask_threshold: float, band_rows: int | None) -> None:
