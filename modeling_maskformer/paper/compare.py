@@ -1,18 +1,11 @@
-"""MaskFormer against per-pixel classification, head to head (the paper's Table 4 at CPU scale).
+"""MaskFormer against per-pixel classification, head to head (the paper's Table 4 at CPU scale): for each class count
+K both heads train from the same `demo` backbone and pixel decoder (same initial weights), recipe, optimiser and data
+stream, and are scored by mIoU on the same held-out synthetic scenes (`SyntheticShapesConfig.num_thing_classes`).
 
-For each class count K, MaskFormer and the per-pixel baseline are trained with the same backbone and pixel decoder
-(the `demo` preset, the same initial weights, copied), recipe, optimiser (AdamW, poly schedule, gradient clipping),
-data stream (every batch goes to both) and number of steps, then scored by mIoU on the same held-out synthetic scenes
-(`SyntheticShapesConfig.num_thing_classes`: classes told apart by shape and texture, colours random).
-
-NOTE: fair under a loaded machine. Both models train in one process, alternating steps on the same batch, until the
-time budget is spent, so a slowdown from other work hits both alike. The learning rate follows the paper's poly
-schedule (power 0.9) over the *budget*: base_lr x warmup x (1 - elapsed / budget)^0.9, reaching 0 when the time is
-up, with the linear warm-up over a share of the budget (`warmup_fraction`); the step count is what the machine
-allows (it is reported), and the schedule always completes.
-
-    from modeling_maskformer.paper.compare import CompareSettings, compare_heads, format_report
-    print(format_report(compare_heads(CompareSettings(minutes=30, class_counts=(8, 32, 128)))))
+NOTE: fair under a loaded machine. Both models train in one process, alternating steps on the same batch until the
+time budget is spent, so other work slows both alike. The learning rate follows the paper's poly schedule (power 0.9)
+over the *budget*, with a linear warm-up over `warmup_fraction` of it: the schedule always completes, and the step
+count is what the machine allows (reported).
 """
 
 from __future__ import annotations
@@ -46,10 +39,9 @@ EVAL_SHARE = 0.08
 
 @dataclass
 class CompareSettings:
-    """One comparison. `minutes` is the whole budget, split evenly over `class_counts` (K, stuff included:
-    3 stuff classes and K - 3 thing classes). Optimisation follows `make demo` (the `demo` preset, dropout 0:
-    with the paper's 0.1, short from-scratch runs collapse in eval mode; AdamW at `learning_rate`, backbone at
-    the same rate since it starts from scratch, poly schedule, the paper's gradient clipping at 0.01)."""
+    """`minutes`: the whole budget, split evenly over `class_counts` (K: 3 stuff + K - 3 thing classes). Optimisation
+    follows `make demo` (the `demo` preset, dropout 0; AdamW, backbone at the same rate since it starts from
+    scratch, poly schedule, gradient clipping at 0.01)."""
 
     class_counts: tuple[int, ...] = (8, 32, 128)
     minutes: float = 30.0
@@ -89,25 +81,18 @@ class CompareSettings:
 
 
 def build_pair(id2label: dict[int, str], seed: int) -> dict[str, torch.nn.Module]:
-    """MaskFormer and the per-pixel baseline on the `demo` preset's backbone and pixel decoder, with the same
-    initial weights there (the baseline's `model.backbone.*` and `model.pixel_decoder.*` are MaskFormer's names)."""
+    """MaskFormer and the per-pixel baseline on the `demo` preset, with the same backbone and pixel-decoder weights."""
     torch.manual_seed(seed)
     config = preset_config("demo", id2label)
     maskformer = MaskFormerForInstanceSegmentation(config)
     per_pixel = PerPixelBaselineForSemanticSegmentation(PerPixelBaselineConfig.from_maskformer_config(config))
-    shared = {
-        k: v for k, v in maskformer.state_dict().items() if k.startswith(("model.backbone.", "model.pixel_decoder."))
-    }
-    missing = set(per_pixel.state_dict()) - set(shared) - {"class_head.weight", "class_head.bias"}
-    if missing:
-        raise RuntimeError(f"the heads do not share these backbone / pixel-decoder weights: {sorted(missing)[:5]}")
-    per_pixel.load_state_dict(shared, strict=False)
+    per_pixel.model.backbone.load_state_dict(maskformer.model.backbone.state_dict())
+    per_pixel.model.pixel_decoder.load_state_dict(maskformer.model.pixel_decoder.state_dict())
     return {"maskformer": maskformer, "per_pixel": per_pixel}
 
 
 class _Trainer:
-    """One model's AdamW (the recipe `recipe_for` gives the demo preset) and gradient clipping; the caller sets the
-    learning-rate factor of each step (`step(batch, factor)`)."""
+    """One model's AdamW (`recipe_for` the demo preset) and gradient clipping; the caller sets each step's lr factor."""
 
     def __init__(self, model, settings: CompareSettings):
         self.model = model
@@ -141,14 +126,12 @@ class _Trainer:
 
 
 def lr_factor(progress: float, warmup_fraction: float, power: float) -> float:
-    """Linear warm-up over the first `warmup_fraction` of the budget, times the poly decay (1 - progress)^power;
-    `progress` in [0, 1] is the share of the budget spent."""
+    """Linear warm-up over the first `warmup_fraction` of the budget, times (1 - progress)^power; `progress` in [0, 1]."""
     warmup = min(1.0, progress / warmup_fraction) if warmup_fraction > 0 else 1.0
     return max(warmup, 1e-3) * max(0.0, 1.0 - progress) ** power
 
 
 def _batches(settings: CompareSettings, training_set: TrainingSet, collate):
-    """The shared data stream: seeded epochs of global batches, forever."""
     for epoch in itertools.count():
         training_set.epoch = epoch
         yield from torch.utils.data.DataLoader(
@@ -241,10 +224,8 @@ UNTRAINED_THINGS_MIOU = 0.05
 
 
 def trend(rows: list[dict]) -> dict:
-    """Does the paper's trend reproduce: MaskFormer's mIoU advantage grows with the class count (strictly, from
-    each K to the next) and MaskFormer is ahead at the largest K? Also the class counts where neither head
-    learned the thing classes (things mIoU below `UNTRAINED_THINGS_MIOU`), where a difference that "grows"
-    only because both heads approach zero says nothing."""
+    """Does the paper's trend reproduce: MaskFormer's advantage grows strictly with K and it leads at the largest K,
+    with both heads past `UNTRAINED_THINGS_MIOU` at every K (a gap that "grows" as both approach zero says nothing)?"""
     rows = sorted(rows, key=lambda r: r["num_classes"])
     differences = [r["difference"] for r in rows]
     grows = len(rows) >= 2 and all(b > a for a, b in zip(differences, differences[1:]))
@@ -265,7 +246,6 @@ def trend(rows: list[dict]) -> dict:
 
 
 def compare_heads(settings: CompareSettings) -> dict:
-    """The whole comparison: one `compare_one` per class count, equal shares of `settings.minutes`."""
     budget = settings.minutes * 60 / len(settings.class_counts)
     rows = [compare_one(settings, k, budget) for k in settings.class_counts]
     return {
@@ -277,7 +257,6 @@ def compare_heads(settings: CompareSettings) -> dict:
 
 
 def format_report(report: dict) -> str:
-    """A Markdown table of the rows and one line on the trend."""
     lines = [
         "| K (things + 3 stuff) | steps | MaskFormer mIoU | per-pixel mIoU | difference | MaskFormer things mIoU | "
         "per-pixel things mIoU | s/step MaskFormer, per-pixel |",

@@ -19,9 +19,8 @@ from ..modeling_maskformer import MaskFormerPreTrainedModel, build_pixel_level_m
 
 @dataclass
 class PerPixelBaselineModelOutput(ModelOutput):
-    """`pixel_decoder_last_hidden_state` (B, C_mask, H/4, W/4) per-pixel embeddings; `encoder_last_hidden_state`
-    (B, C_5, H/32, W/32) the backbone's res5; with `output_hidden_states`, the backbone's maps res2..res5
-    (`encoder_hidden_states`) and the FPN maps from coarse to fine (`pixel_decoder_hidden_states`)."""
+    """Per-pixel embeddings (B, C_mask, H/4, W/4), the backbone's res5 (B, C_5, H/32, W/32); with
+    `output_hidden_states`, res2..res5 and the FPN maps from coarse to fine."""
 
     pixel_decoder_last_hidden_state: Tensor | None = None
     encoder_last_hidden_state: Tensor | None = None
@@ -31,10 +30,8 @@ class PerPixelBaselineModelOutput(ModelOutput):
 
 @dataclass
 class PerPixelSemanticSegmentationOutput(ModelOutput):
-    """Field names of transformers' `SemanticSegmenterOutput`: `loss` the scalar per-pixel cross-entropy when labels
-    are given, `loss_dict` `{"loss_cross_entropy": loss}`, `logits` (B, K, H/4, W/4) class logits (upsampled by
-    `post_process_semantic_segmentation`), `pixel_mask` (B, H, W) the input's, echoed back so post-processing can crop
-    the padding; then `PerPixelBaselineModelOutput`'s fields."""
+    """transformers' `SemanticSegmenterOutput` names: `loss` (per-pixel cross-entropy), `logits` (B, K, H/4, W/4);
+    `pixel_mask` (B, H, W) echoed back so post-processing can crop the padding; then the base model's fields."""
 
     loss: Tensor | None = None
     loss_dict: dict[str, Tensor] | None = None
@@ -47,8 +44,7 @@ class PerPixelSemanticSegmentationOutput(ModelOutput):
 
 
 class PerPixelBaselinePreTrainedModel(MaskFormerPreTrainedModel):
-    """MaskFormer's initialisation and loading (`from_pretrained` checks, class-head re-initialisation when
-    `num_labels` changes), for the baseline's config."""
+    """MaskFormer's initialisation and loading, for the baseline's config."""
 
     config_class = PerPixelBaselineConfig
     config: PerPixelBaselineConfig
@@ -83,28 +79,22 @@ class PerPixelBaselineModel(PerPixelBaselinePreTrainedModel):
         **kwargs,
     ) -> PerPixelBaselineModelOutput:
         check_pixel_values(pixel_values, self.config.backbone_config)
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
+        hidden = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         attn_implementation = "eager" if self.config._attn_implementation == "eager" else "sdpa"
         features = self.backbone(pixel_values)  # res2..res5, each (B, C_i, H_i, W_i)
         mask_features, _, fpn_maps = self.pixel_decoder(features, attn_implementation)  # (B, C_mask, H/4, W/4)
         return PerPixelBaselineModelOutput(
             pixel_decoder_last_hidden_state=mask_features,
             encoder_last_hidden_state=features[-1],
-            encoder_hidden_states=tuple(features) if output_hidden_states else None,
-            pixel_decoder_hidden_states=tuple(fpn_maps) if output_hidden_states else None,
+            encoder_hidden_states=tuple(features) if hidden else None,
+            pixel_decoder_hidden_states=tuple(fpn_maps) if hidden else None,
         )
 
 
 class PerPixelBaselineForSemanticSegmentation(PerPixelBaselinePreTrainedModel):
-    """The per-pixel classification baseline: `class_head`, a 1x1 convolution C_mask -> K on the per-pixel
-    embeddings, and per-pixel cross-entropy on its logits upsampled bilinearly to the input size.
-
-    Labels: `labels` (B, H, W) class ids with `config.ignore_index` for pixels without a target (transformers'
-    semantic-segmentation convention), or the image processor's and training loop's `mask_labels` (N_i, H, W)
-    and `class_labels` (N_i,) per image, turned into that map (a pixel outside every mask is ignored).
-    """
+    """`class_head`, a 1x1 convolution C_mask -> K on the per-pixel embeddings, trained by per-pixel cross-entropy.
+    Labels: `labels` (B, H, W) with `config.ignore_index` for no target, or the image processor's `mask_labels`
+    (N_i, H, W) and `class_labels` (N_i,) per image (a pixel outside every mask is ignored)."""
 
     def __init__(self, config: PerPixelBaselineConfig):
         super().__init__(config)
@@ -124,8 +114,6 @@ class PerPixelBaselineForSemanticSegmentation(PerPixelBaselinePreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> PerPixelSemanticSegmentationOutput:
-        """pixel_values (B, 3, H, W); `labels` (B, H, W), or per image mask_labels (N, H, W) and class_labels
-        (N,), to get a loss."""
         if (mask_labels is None) != (class_labels is None):
             raise ValueError("pass both mask_labels and class_labels to compute the loss, or neither")
         if labels is not None and mask_labels is not None:
@@ -147,8 +135,7 @@ class PerPixelBaselineForSemanticSegmentation(PerPixelBaselinePreTrainedModel):
         )
 
     def loss(self, logits: Tensor, labels: Tensor, input_size: tuple[int, int]) -> Tensor:
-        """Per-pixel cross-entropy of the logits (B, K, h, w), upsampled bilinearly to the labels' size, against
-        labels (B, H, W), averaged over the pixels that are not `ignore_index` (0 when every pixel is ignored)."""
+        """Cross-entropy of the logits (B, K, h, w), upsampled to the labels (B, H, W), over the pixels not ignored."""
         if labels.ndim != 3 or labels.shape[0] != logits.shape[0] or tuple(labels.shape[-2:]) != input_size:
             raise ValueError(
                 f"labels must be (B={logits.shape[0]}, H, W) at the input size {input_size}, got {tuple(labels.shape)}"
@@ -170,8 +157,7 @@ class PerPixelBaselineForSemanticSegmentation(PerPixelBaselinePreTrainedModel):
     def labels_from_masks(
         self, mask_labels: list[Tensor], class_labels: list[Tensor], size: tuple[int, int]
     ) -> Tensor:
-        """(B, H, W) class map from per-image binary masks (N, H, W) and their classes (N,); pixels outside every
-        mask (ignored pixels, padding) get `ignore_index`. Masks of one image must not overlap."""
+        """(B, H, W) class map from each image's masks (N, H, W) and classes (N,); `ignore_index` outside every mask."""
         device = self.class_head.weight.device
         labels = torch.full((len(mask_labels), *size), self.config.ignore_index, dtype=torch.long, device=device)
         for b, (masks, classes) in enumerate(zip(mask_labels, class_labels)):
@@ -188,12 +174,3 @@ class PerPixelBaselineForSemanticSegmentation(PerPixelBaselinePreTrainedModel):
             covered = masks.any(0)
             labels[b][covered] = classes[masks.float().argmax(0)][covered]
         return labels
-
-
-__all__ = [
-    "PerPixelBaselineForSemanticSegmentation",
-    "PerPixelBaselineModel",
-    "PerPixelBaselineModelOutput",
-    "PerPixelBaselinePreTrainedModel",
-    "PerPixelSemanticSegmentationOutput",
-]

@@ -1,10 +1,6 @@
 """Reproduce one row of the model zoo (`paper.zoo`): convert its transformers checkpoint, evaluate it on its dataset
-with the authors' settings, and compare with the paper. `scripts/reproduce.py` is the command line.
-
-    from modeling_maskformer.paper.reproduction import reproduce
-
-    report = reproduce("swin-large-ade", tta=True, download=True)   # the network (or local folders), in full a GPU
-    report["measured"]["value"], report["paper"]["value"], report["difference"]
+with the authors' settings, and compare with the paper. `scripts/reproduce.py` is the command line:
+`reproduce("swin-large-ade", tta=True, download=True)` returns the report it prints and writes.
 """
 
 from __future__ import annotations
@@ -19,7 +15,8 @@ import torch
 from huggingface_hub import EvalResult
 
 from ..data import build_dataset
-from ..data.prepare import default_data_root, get_spec, prepare, prepared_folder
+from ..data.prepare import get_spec, prepare
+from ..data.registry import default_data_root, prepare_command, prepared_folder
 from ..errors import InvalidInputError, MissingInputError
 from ..evaluation import evaluate_model
 from ..interop.hub import build_model_card, check_model_card
@@ -66,8 +63,7 @@ def check_request(
 
 
 def check_row_data(entry: ZooEntry, *, download: bool, data_root: str | Path | None) -> None:
-    """Without --dataset: the row's data must be prepared under `data_root`, or `download` must be able to prepare
-    it; otherwise a user error naming the command that does."""
+    """Without --dataset: the row's data is prepared, or `download` can prepare it; else a user error naming how."""
     if entry.prepare is None:
         raise MissingInputError(
             f"row {entry.name} needs the {entry.dataset} data, which prepare_data.py does not fetch: pass --dataset "
@@ -76,7 +72,7 @@ def check_row_data(entry: ZooEntry, *, download: bool, data_root: str | Path | N
     if prepared_folder(entry.prepare, data_root, entry.split) is not None:
         return
     root = Path(data_root or default_data_root()).expanduser()
-    command = entry.prepare_command.replace("DIR", str(root))
+    command = prepare_command(entry.prepare, root, [entry.split])
     if all(archive.url is None for archive in get_spec(entry.prepare).archives.values()):
         raise MissingInputError(
             f"row {entry.name} needs the {entry.dataset} data, which needs a login to download, so --download "
@@ -90,11 +86,12 @@ def check_row_data(entry: ZooEntry, *, download: bool, data_root: str | Path | N
 
 
 def load_row_dataset(entry: ZooEntry, source: str, id2label: dict[int, str] | None):
-    """The row's evaluation split from `source` (a local folder or `datasets` name), with a user error that says
-    what to pass when a `datasets` name cannot be read."""
+    """The row's evaluation split from `source` (a folder or `datasets` name); a name that cannot be read is a user
+    error saying what to pass."""
     kwargs: dict[str, Any] = {}
     if entry.task == "semantic":
-        kwargs = {"reduce_labels": entry.label_convention == "ade", "ignore_index": entry.ignore_index}
+        reduce_labels = bool(entry.variant.processor.get("do_reduce_labels"))
+        kwargs = {"reduce_labels": reduce_labels, "ignore_index": entry.ignore_index}
         if id2label is not None:  # NOTE: the model's class names; without them the loader scans every annotation
             kwargs["id2label"] = id2label
     try:
@@ -120,26 +117,16 @@ def reproduce(
     device: str | None = None,
     batch_size: int = 1,
     model_card: bool = False,
-    show_progress: bool = True,
     download: bool = False,
     data_root: str | Path | None = None,
     mirror: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a model-zoo row and compare with the paper. Returns the report (also written to
-    `output_dir/reproduction.json`; with `model_card`, `model-index` entries go into `output_dir/README.md`).
-
-    Args:
-        row: A zoo row name, repo name or Hub id (`zoo.get_entry`).
-        tta: Multi-scale + flip (the row's TEST.AUG sizes) instead of single-scale; semantic rows only.
-        limit: Evaluate only the first `limit` images.
-        model: The transformers checkpoint to convert, when not the row's Hub id (a local folder).
-        dataset: A local folder or `datasets` name, when not the row's prepared folder (`ZooEntry.prepare` under
-            `data_root`, default `data.prepare.default_data_root()`).
-        download: Prepare the row's data when it is missing (`data.prepare.prepare`), without asking; `mirror`: a
-            base URL serving the official archive paths.
-        output_dir: Where the converted model, the JSON and the model card go (default `outputs/reproduce/<row>`).
-        device: "cuda", "cpu", ... (default: a GPU; without one only with `limit`).
-    """
+    """Evaluate a zoo row (`get_entry`), single-scale or with its TEST.AUG (`tta`), on the first `limit` images, and
+    compare with the paper. `model`: a local transformers checkpoint instead of the Hub id; `dataset`: a folder or
+    `datasets` name instead of the row's prepared folder under `data_root` (prepared first with `download`, from
+    `mirror` if given); `device`: default a GPU, the CPU only with `limit`. Returns the report, also written to
+    `output_dir/reproduction.json` (default `outputs/reproduce/<row>`, with the converted model), and with
+    `model_card` the folder's README.md with `model-index` entries."""
     entry = row if isinstance(row, ZooEntry) else get_entry(row)
     run_device = check_request(
         entry, tta=tta, limit=limit, device=device, dataset=dataset, download=download, data_root=data_root
@@ -147,15 +134,15 @@ def reproduce(
     output_dir = Path(output_dir or Path("outputs") / "reproduce" / entry.name)
     source = model or entry.hub_id
     net, processor = convert_from_transformers(source, output_dir)
-    id2label = {int(k): v for k, v in net.config.id2label.items()}
     if dataset is None:
         folder = prepared_folder(entry.prepare, data_root, entry.split)
         if folder is None:  # check_row_data has allowed the download
-            result = prepare(entry.prepare, data_root, splits=[entry.split], mirror=mirror, progress=show_progress)
+            result = prepare(entry.prepare, data_root, splits=[entry.split], mirror=mirror, progress=True)
             logger.warning(result.summary())
             folder = result.folder
         dataset = str(folder)
-    data = load_row_dataset(entry, dataset, id2label if entry.task == "semantic" else None)
+    id2label = {int(k): v for k, v in net.config.id2label.items()} if entry.task == "semantic" else None
+    data = load_row_dataset(entry, dataset, id2label)
     if data.num_labels != net.config.num_labels:
         raise InvalidInputError(
             f"{source} predicts {net.config.num_labels} classes but the dataset has {data.num_labels}"
@@ -173,11 +160,10 @@ def reproduce(
         tta=augmentation,
         panoptic_threshold=entry.threshold or 0.5,
         overlap_threshold=entry.overlap_threshold or 0.8,
-        show_progress=show_progress,
     )
     evaluated = len(data) if limit is None else min(limit, len(data))
     measured = 100 * (results["panoptic"]["pq"] if entry.task == "panoptic" else results["semantic"]["mean_iou"])
-    paper = entry.paper_value(tta)
+    paper = entry.paper_multi_scale if tta else entry.paper_single_scale
     report = {
         "row": entry.name,
         "hub_id": entry.hub_id,
@@ -234,8 +220,8 @@ def summary_line(report: dict[str, Any]) -> str:
 
 
 def write_model_card(config, report: dict[str, Any], path: Path) -> None:
-    """The converted folder's model card with `model-index` entries for the paper's figure and the measured one, each
-    named by where it comes from."""
+    """The converted folder's model card, with `model-index` entries for the measured and the paper's figure, each
+    named by its source."""
     entry = get_entry(report["row"])
     setting, metric, data = report["paper"]["setting"], report["metric"], report["dataset"]
     common = {
@@ -246,15 +232,15 @@ def write_model_card(config, report: dict[str, Any], path: Path) -> None:
         "metric_type": metric.lower(),
         "verified": False,
     }
-    measured = f"{metric} ({setting}), measured here on {data['images_evaluated']} images with modeling_maskformer"
+    names = {
+        "measured": f"{metric} ({setting}), measured here on {data['images_evaluated']} images with modeling_maskformer",
+        "paper": f"{metric} ({setting}), from the paper: {MODEL_ZOO_SOURCE}",
+    }
     results = [
-        EvalResult(**common, metric_value=report["measured"]["value"], metric_config="measured", metric_name=measured)
+        EvalResult(**common, metric_value=report[key]["value"], metric_config=key, metric_name=name)
+        for key, name in names.items()
+        if report[key]["value"] is not None
     ]
-    if report["paper"]["value"] is not None:
-        paper = f"{metric} ({setting}), from the paper: {MODEL_ZOO_SOURCE}"
-        results.append(
-            EvalResult(**common, metric_value=report["paper"]["value"], metric_config="paper", metric_name=paper)
-        )
     metric_key = "pq" if metric == "PQ" else "mean_iou"
     card = build_model_card(config, repo_id=report["hub_id"], metrics={metric_key: report["measured"]["value"] / 100})
     card.data.eval_results = results

@@ -1,32 +1,20 @@
-"""The released MaskFormer checkpoints that transformers hosts, with the data, the evaluation settings and the
-numbers each should reach: the model zoo as data, for `scripts/reproduce.py`.
+"""The released MaskFormer checkpoints that transformers hosts, with their data, the authors' evaluation settings and
+the paper's numbers: the model zoo as data, for `scripts/reproduce.py` (`get_entry("swin-large-ade")`).
 
-    from modeling_maskformer.paper.zoo import MODEL_ZOO, get_entry
-
-    entry = get_entry("swin-large-ade")   # also "maskformer-swin-large-ade" or "facebook/maskformer-swin-large-ade"
-    entry.paper_multi_scale               # 55.6 (mIoU, multi-scale + flip)
-
-Where each figure comes from (NOTE: no network here; the Hub pages were read from stored public snapshots):
-- the paper's numbers: the authors' model zoo, facebookresearch/MaskFormer `MODEL_ZOO.md` (commit da3e60d):
-  single-scale mIoU, "mIoU (ms+flip)", PQ;
-- test sizes, scales and thresholds: the authors' config named in `config` (same repository) and detectron2's
-  defaults (`detectron2/config/defaults.py`) where that config sets none: INPUT.MIN_SIZE_TEST 800,
-  INPUT.MAX_SIZE_TEST 1333, TEST.AUG.MIN_SIZES (400, ..., 1200), TEST.AUG.MAX_SIZE 4000; the architecture, class
-  count, test size and ignored label of each row are its variant's (`modeling_maskformer.variants`, same name);
-- which zoo row a Hub checkpoint holds: the Swin checkpoints' model cards (ADE20K / COCO panoptic, by size);
-  the ResNet checkpoints have no model card, and their rows are inferred from transformers' conversion script
-  (`convert_maskformer_resnet_to_pytorch.py`: the dataset from the name, ResNet-101 and not ResNet-101c).
-  `hub_evidence` says which, per row.
-The COCO panoptic R50/R101 "+6 Enc" and the ADE20K-panoptic models are not on the Hub in transformers' format
-(transformers cannot represent "+6 Enc"); convert the authors' `.pkl` files with
-`scripts/convert_checkpoint.py --from original` and evaluate them with `scripts/evaluate_maskformer.py`.
+NOTE: no network here; the sources were read from stored public snapshots. The paper's numbers: the authors'
+`MODEL_ZOO.md`. Test sizes, TEST.AUG and thresholds: each row's config (`ZooEntry.config`), else detectron2's
+defaults (`detectron2/config/defaults.py`). Which row a Hub checkpoint holds: the Swin model cards; the ResNet
+checkpoints have none, so their rows are inferred from transformers' `convert_maskformer_resnet_to_pytorch.py`
+(`hub_evidence`). The "+6 Enc" COCO panoptic and the ADE20K-panoptic models are not in transformers' format: convert
+the authors' `.pkl` with `scripts/convert_checkpoint.py --from original`, evaluate with `evaluate_maskformer.py`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
+from ..data.registry import DATASETS, prepare_command
 from ..errors import InvalidInputError
 from ..inference.tta import TestTimeAugmentation
 from ..variants import VARIANTS, Variant
@@ -40,24 +28,19 @@ ADE20K_640_TTA = TestTimeAugmentation((320, 480, 640, 800, 960, 1120), 4480, fli
 COCO_STUFF_TTA = TestTimeAugmentation((320, 480, 640, 800, 960, 1120), 4480, flip=True)  # Base-COCOStuff10K-171.yaml
 CITYSCAPES_TTA = TestTimeAugmentation((512, 768, 1024, 1280, 1536, 1792), 4096, flip=True)  # Base-Cityscapes-19.yaml
 
-ADE_LAYOUT = (
-    "ADEChallengeData2016: images/validation/*.jpg + annotations/validation/*.png (0 = other, 1..150 = classes), "
-    "made by: python scripts/prepare_data.py ade20k --root DIR"
-)
-COCO_PANOPTIC_LAYOUT = (
-    "COCO 2017: val2017/*.jpg + annotations/panoptic_val2017.json + annotations/panoptic_val2017/*.png, made by: "
-    "python scripts/prepare_data.py coco_panoptic --splits val --root DIR"
-)
-CITYSCAPES_LAYOUT = (
-    "images/validation/<name>.png + annotations/validation/<name>.png (gtFine labelTrainIds 0..18, 255 ignored), "
-    "made from the two local archives (a Cityscapes login) by: python scripts/prepare_data.py cityscapes --archives "
-    "gtFine_trainvaltest.zip leftImg8bit_trainvaltest.zip --root DIR"
-)
 SWIN_CARD = "Hub page and model card seen (stored snapshot); the card names the dataset and the Swin size"
 RESNET_SCRIPT = (
     "Hub page seen (stored snapshot), no model card; zoo row inferred from transformers' conversion script, "
     "not confirmed"
 )
+BACKBONE_NAMES = {
+    "swin-tiny": "Swin-T",
+    "swin-small": "Swin-S",
+    "swin-base": "Swin-B (IN-21k)",
+    "swin-large": "Swin-L (IN-21k)",
+    "resnet50": "R50",
+    "resnet101": "R101",
+}
 
 
 @dataclass(frozen=True)
@@ -82,7 +65,7 @@ class ZooEntry:
     threshold: float | None = None  # panoptic: MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD
     overlap_threshold: float | None = None  # panoptic: MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD
     hub_evidence: str = RESNET_SCRIPT
-    notes: tuple[str, ...] = field(default_factory=tuple)
+    notes: tuple[str, ...] = ()
 
     @property
     def variant(self) -> Variant:
@@ -101,13 +84,6 @@ class ZooEntry:
         return self.variant.processor["ignore_index"]
 
     @property
-    def label_convention(self) -> Literal["ade", "as_is"] | None:
-        """Of the semantic PNGs (see README "Fine-tune on your data"): "ade" where the labels are reduced."""
-        if self.task != "semantic":
-            return None
-        return "ade" if self.variant.processor.get("do_reduce_labels") else "as_is"
-
-    @property
     def hub_id(self) -> str:
         return f"facebook/maskformer-{self.name}"
 
@@ -115,131 +91,108 @@ class ZooEntry:
     def metric(self) -> Literal["mIoU", "PQ"]:
         return "PQ" if self.task == "panoptic" else "mIoU"
 
-    @property
-    def prepare_command(self) -> str | None:
-        if self.prepare is None:
-            return None
-        splits = " --splits val" if self.prepare == "coco_panoptic" else ""
-        archives = (
-            " --archives gtFine_trainvaltest.zip leftImg8bit_trainvaltest.zip" if self.prepare == "cityscapes" else ""
+
+def _benchmark(
+    suffix: str, dataset: str, config_dir: str, rows: dict[str, tuple], *, tta=None, **shared: Any
+) -> list[ZooEntry]:
+    """One benchmark's rows, `{backbone: (config file, paper single-scale, multi-scale)}`, named like its variants
+    ("<backbone>-<suffix>"). `tta`: TEST.AUG by test size; `shared`: the other ZooEntry fields (num_images and
+    layout from the data registry where `prepare` names a dataset it prepares)."""
+    shared = {"dataset": dataset, "task": "semantic", "split": "validation", **shared}
+    if "prepare" in shared:
+        spec, split = DATASETS[shared["prepare"]], shared["split"]
+        command = prepare_command(spec.name, None, [split])
+        shared.update(num_images=spec.split_counts[split], layout=f"{spec.layout}, made by: {command}")
+    entries = []
+    for backbone, (config, single, multi) in rows.items():
+        name = f"{backbone}-{suffix}"
+        entries.append(
+            ZooEntry(
+                name=name,
+                backbone=BACKBONE_NAMES[backbone],
+                config=config_dir + config,
+                paper_single_scale=single,
+                paper_multi_scale=multi,
+                tta=(tta or {}).get(VARIANTS[name].processor["size"]["shortest_edge"]),
+                hub_evidence=SWIN_CARD if backbone.startswith("swin") else RESNET_SCRIPT,
+                **shared,
+            )
         )
-        return f"python scripts/prepare_data.py {self.prepare}{splits}{archives} --root DIR"
-
-    def paper_value(self, tta: bool) -> float | None:
-        return self.paper_multi_scale if tta else self.paper_single_scale
-
-
-def _ade(name, backbone, config, single, multi, evidence=SWIN_CARD):
-    return ZooEntry(
-        name=name,
-        backbone=backbone,
-        dataset="ADE20K-150",
-        task="semantic",
-        config=f"configs/ade20k-150/{config}",
-        paper_single_scale=single,
-        paper_multi_scale=multi,
-        num_images=2000,
-        split="validation",
-        layout=ADE_LAYOUT,
-        datasets_name="scene_parse_150",
-        prepare="ade20k",
-        tta=ADE20K_640_TTA if VARIANTS[name].processor["size"]["shortest_edge"] == 640 else ADE20K_512_TTA,
-        hub_evidence=evidence,
-    )
-
-
-def _coco(name, backbone, config, pq):
-    return ZooEntry(
-        name=name,
-        backbone=backbone,
-        dataset="COCO panoptic",
-        task="panoptic",
-        config=f"configs/coco-panoptic/swin/{config}",
-        paper_single_scale=pq,
-        paper_multi_scale=None,
-        num_images=5000,
-        split="validation",
-        layout=COCO_PANOPTIC_LAYOUT,
-        size_divisor=0,
-        threshold=0.8,
-        overlap_threshold=0.8,
-        hub_evidence=SWIN_CARD,
-        prepare="coco_panoptic",
-        notes=("test size: detectron2's defaults (the config sets none); SIZE_DIVISIBILITY 0: no padding",),
-    )
+    return entries
 
 
 MODEL_ZOO: tuple[ZooEntry, ...] = (
-    _ade("swin-tiny-ade", "Swin-T", "swin/maskformer_swin_tiny_bs16_160k.yaml", 46.7, 48.8),
-    _ade("swin-small-ade", "Swin-S", "swin/maskformer_swin_small_bs16_160k.yaml", 49.8, 51.0),
-    _ade("swin-base-ade", "Swin-B (IN-21k)", "swin/maskformer_swin_base_IN21k_384_bs16_160k_res640.yaml", 52.7, 53.9),
-    _ade(
-        "swin-large-ade", "Swin-L (IN-21k)", "swin/maskformer_swin_large_IN21k_384_bs16_160k_res640.yaml", 54.1, 55.6
+    *_benchmark(
+        "ade",
+        "ADE20K-150",
+        "configs/ade20k-150/",
+        {
+            "swin-tiny": ("swin/maskformer_swin_tiny_bs16_160k.yaml", 46.7, 48.8),
+            "swin-small": ("swin/maskformer_swin_small_bs16_160k.yaml", 49.8, 51.0),
+            "swin-base": ("swin/maskformer_swin_base_IN21k_384_bs16_160k_res640.yaml", 52.7, 53.9),
+            "swin-large": ("swin/maskformer_swin_large_IN21k_384_bs16_160k_res640.yaml", 54.1, 55.6),
+            "resnet50": ("maskformer_R50_bs16_160k.yaml", 44.5, 46.7),
+            "resnet101": ("maskformer_R101_bs16_160k.yaml", 45.5, 47.2),
+        },
+        tta={512: ADE20K_512_TTA, 640: ADE20K_640_TTA},
+        datasets_name="scene_parse_150",
+        prepare="ade20k",
     ),
-    _ade("resnet50-ade", "R50", "maskformer_R50_bs16_160k.yaml", 44.5, 46.7, evidence=RESNET_SCRIPT),
-    _ade("resnet101-ade", "R101", "maskformer_R101_bs16_160k.yaml", 45.5, 47.2, evidence=RESNET_SCRIPT),
-    _coco("swin-tiny-coco", "Swin-T", "maskformer_panoptic_swin_tiny_bs64_554k.yaml", 47.7),
-    _coco("swin-small-coco", "Swin-S", "maskformer_panoptic_swin_small_bs64_554k.yaml", 49.7),
-    _coco("swin-base-coco", "Swin-B (IN-21k)", "maskformer_panoptic_swin_base_IN21k_384_bs64_554k.yaml", 51.8),
-    _coco("swin-large-coco", "Swin-L (IN-21k)", "maskformer_panoptic_swin_large_IN21k_384_bs64_554k.yaml", 52.7),
-    *(
-        ZooEntry(
-            name=f"resnet{depth}-coco-stuff",
-            backbone=f"R{depth}",
-            dataset="COCO-Stuff-10K",
-            task="semantic",
-            config=f"configs/coco-stuff-10k-171/maskformer_R{depth}_bs32_60k.yaml",
-            paper_single_scale=single,
-            paper_multi_scale=multi,
-            num_images=1000,
-            split="test",
-            layout="images/testing/*.jpg + annotations/testing/*.png (class ids 0..170, 255 ignored: the authors' "
-            "prepare_coco_stuff_10k_sem_seg.py output)",
-            tta=COCO_STUFF_TTA,
-        )
-        for depth, single, multi in ((50, 37.1, 38.9), (101, 38.1, 39.8))
+    *_benchmark(
+        "coco",
+        "COCO panoptic",
+        "configs/coco-panoptic/swin/",
+        {
+            "swin-tiny": ("maskformer_panoptic_swin_tiny_bs64_554k.yaml", 47.7, None),
+            "swin-small": ("maskformer_panoptic_swin_small_bs64_554k.yaml", 49.7, None),
+            "swin-base": ("maskformer_panoptic_swin_base_IN21k_384_bs64_554k.yaml", 51.8, None),
+            "swin-large": ("maskformer_panoptic_swin_large_IN21k_384_bs64_554k.yaml", 52.7, None),
+        },
+        task="panoptic",
+        prepare="coco_panoptic",
+        size_divisor=0,
+        threshold=0.8,
+        overlap_threshold=0.8,
+        notes=("test size: detectron2's defaults (the config sets none); SIZE_DIVISIBILITY 0: no padding",),
     ),
-    *(
-        ZooEntry(
-            name=f"resnet{depth}-ade20k-full",
-            backbone=f"R{depth}",
-            dataset="ADE20K-Full (847 classes)",
-            task="semantic",
-            config=f"configs/ade20k-full-847/maskformer_R{depth}_bs16_200k.yaml",
-            paper_single_scale=single,
-            paper_multi_scale=None,
-            num_images=2000,
-            split="validation",
-            layout="images/validation/*.jpg + annotations/validation/*.png, 16-bit class ids 0..846, 65535 ignored "
-            "(the authors' prepare_ade20k_full_sem_seg.py writes .tif: convert them to 16-bit PNG)",
-            notes=("the model zoo reports no multi-scale number for ADE20K-Full",),
-        )
-        for depth, single in ((50, 16.0), (101, 16.8))
+    *_benchmark(
+        "coco-stuff",
+        "COCO-Stuff-10K",
+        "configs/coco-stuff-10k-171/",
+        {
+            f"resnet{d}": (f"maskformer_R{d}_bs32_60k.yaml", *paper)
+            for d, paper in ((50, (37.1, 38.9)), (101, (38.1, 39.8)))
+        },
+        tta={640: COCO_STUFF_TTA},
+        split="test",
+        num_images=1000,
+        layout="images/testing/*.jpg + annotations/testing/*.png (class ids 0..170, 255 ignored: the authors' "
+        "prepare_coco_stuff_10k_sem_seg.py output)",
     ),
-    ZooEntry(
-        name="resnet101-cityscapes",
-        backbone="R101",
-        dataset="Cityscapes",
-        task="semantic",
-        config="configs/cityscapes-19/maskformer_R101_bs16_90k.yaml",
-        paper_single_scale=78.5,
-        paper_multi_scale=80.3,
-        num_images=500,
-        split="validation",
-        layout=CITYSCAPES_LAYOUT,
-        prepare="cityscapes",
-        tta=CITYSCAPES_TTA,
-    ),
-    ZooEntry(
-        name="resnet50-vistas",
-        backbone="R50",
-        dataset="Mapillary Vistas",
-        task="semantic",
-        config="configs/mapillary-vistas-65/maskformer_R50_bs16_300k.yaml",
-        paper_single_scale=53.1,
-        paper_multi_scale=55.4,
+    *_benchmark(
+        "ade20k-full",
+        "ADE20K-Full (847 classes)",
+        "configs/ade20k-full-847/",
+        {f"resnet{d}": (f"maskformer_R{d}_bs16_200k.yaml", single, None) for d, single in ((50, 16.0), (101, 16.8))},
         num_images=2000,
-        split="validation",
+        layout="images/validation/*.jpg + annotations/validation/*.png, 16-bit class ids 0..846, 65535 ignored "
+        "(the authors' prepare_ade20k_full_sem_seg.py writes .tif: convert them to 16-bit PNG)",
+        notes=("the model zoo reports no multi-scale number for ADE20K-Full",),
+    ),
+    *_benchmark(
+        "cityscapes",
+        "Cityscapes",
+        "configs/cityscapes-19/",
+        {"resnet101": ("maskformer_R101_bs16_90k.yaml", 78.5, 80.3)},
+        tta={1024: CITYSCAPES_TTA},
+        prepare="cityscapes",
+    ),
+    *_benchmark(
+        "vistas",
+        "Mapillary Vistas",
+        "configs/mapillary-vistas-65/",
+        {"resnet50": ("maskformer_R50_bs16_300k.yaml", 53.1, 55.4)},
+        num_images=2000,
         layout="images/validation/*.jpg + annotations/validation/*.png (class ids 0..64, 65 ignored)",
         notes=(
             "the model zoo reports ms+flip 55.4, but the config sets no TEST.AUG sizes (detectron2's defaults "
