@@ -32,7 +32,6 @@ from .per_pixel import PerPixelBaselineForSemanticSegmentation
 
 logger = logging.getLogger(__name__)
 
-HEAD_NAMES = ("maskformer", "per_pixel")
 # The share of each class count's budget kept for evaluation (measured: ~30 s of 10 min at 128 px, 100 scenes, both heads).
 EVAL_SHARE = 0.08
 
@@ -168,8 +167,7 @@ def compare_one(settings: CompareSettings, num_classes: int, budget_seconds: flo
     recipe = trainers["maskformer"].recipe  # the same for both (the demo preset's backbone)
     train_seconds = max(budget_seconds * (1 - EVAL_SHARE) - (time.monotonic() - start), 1e-3)
     logger.info("K=%d: training both heads for %.0f s, alternating steps", num_classes, train_seconds)
-    train_start = time.monotonic()
-    steps_done = 0
+    train_start, steps_done = time.monotonic(), 0
     while True:
         progress = (time.monotonic() - train_start) / train_seconds
         if settings.max_steps is not None:
@@ -233,7 +231,7 @@ def trend(rows: list[dict]) -> dict:
     untrained = [
         r["num_classes"]
         for r in rows
-        if all((r[head].get("things_mean_iou") or 0.0) < UNTRAINED_THINGS_MIOU for head in HEAD_NAMES)
+        if all((r[head].get("things_mean_iou") or 0.0) < UNTRAINED_THINGS_MIOU for head in ("maskformer", "per_pixel"))
     ]
     return {
         "class_counts": [r["num_classes"] for r in rows],
@@ -248,12 +246,7 @@ def trend(rows: list[dict]) -> dict:
 def compare_heads(settings: CompareSettings) -> dict:
     budget = settings.minutes * 60 / len(settings.class_counts)
     rows = [compare_one(settings, k, budget) for k in settings.class_counts]
-    return {
-        "settings": asdict(settings),
-        "torch_threads": torch.get_num_threads(),
-        "rows": rows,
-        "trend": trend(rows),
-    }
+    return {"settings": asdict(settings), "torch_threads": torch.get_num_threads(), "rows": rows, "trend": trend(rows)}
 
 
 def format_report(report: dict) -> str:
@@ -274,9 +267,8 @@ def format_report(report: dict) -> str:
             f"{pct(pp['things_mean_iou'])} | {mf['seconds_per_step']:.2f}, {pp['seconds_per_step']:.2f} |"
         )
     t = trend(report["rows"])
-    lines.append("")
     lines.append(
-        "MaskFormer's advantage in mIoU points: "
+        "\nMaskFormer's advantage in mIoU points: "
         + ", ".join(f"K={k}: {100 * d:+.1f}" for k, d in zip(t["class_counts"], t["differences"]))
         + f". It {'grows' if t['grows_with_classes'] else 'does not grow'} with the class count, and MaskFormer is "
         + f"{'' if t['maskformer_ahead_at_largest'] else 'not '}ahead at the largest K."

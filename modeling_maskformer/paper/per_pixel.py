@@ -48,7 +48,6 @@ class PerPixelBaselinePreTrainedModel(MaskFormerPreTrainedModel):
 
     config_class = PerPixelBaselineConfig
     config: PerPixelBaselineConfig
-    _no_split_modules = ["TransformerLayer"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -119,8 +118,7 @@ class PerPixelBaselineForSemanticSegmentation(PerPixelBaselinePreTrainedModel):
         if labels is not None and mask_labels is not None:
             raise ValueError("pass either labels (B, H, W) or mask_labels and class_labels, not both")
         outputs = self.model(pixel_values, pixel_mask=pixel_mask, output_hidden_states=output_hidden_states)
-        mask_features = outputs.pixel_decoder_last_hidden_state
-        logits = self.class_head(mask_features)  # (B, K, H/4, W/4)
+        logits = self.class_head(outputs.pixel_decoder_last_hidden_state)  # (B, K, H/4, W/4)
         loss = None
         if mask_labels is not None:
             labels = self.labels_from_masks(mask_labels, class_labels, tuple(pixel_values.shape[-2:]))
