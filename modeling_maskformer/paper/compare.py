@@ -53,7 +53,6 @@ class CompareSettings:
     warmup_fraction: float = 0.04
     max_steps: int | None = None  # also end at this step, the schedule compressed to it (quick checks)
     seed: int = 0
-    eval_batch_size: int = 8
 
     def __post_init__(self) -> None:
         self.class_counts = tuple(self.class_counts)
@@ -69,7 +68,6 @@ class CompareSettings:
             "warmup_fraction": (0 <= self.warmup_fraction < 1, "in [0, 1)"),
             "batch_size": (self.batch_size >= 1, ">= 1"),
             "num_eval_images": (self.num_eval_images >= 1, ">= 1"),
-            "eval_batch_size": (self.eval_batch_size >= 1, ">= 1"),
             "num_train_images": (self.num_train_images >= self.batch_size, f">= batch_size ({self.batch_size})"),
             "image_size": (self.image_size >= 32, ">= 32"),
             "max_steps": (self.max_steps is None or self.max_steps >= 1, ">= 1 or None"),
@@ -180,19 +178,14 @@ def compare_one(settings: CompareSettings, num_classes: int, budget_seconds: flo
             trainer.step(batch, factor)
         steps_done += 1
         if steps_done % 100 == 0:
-            logger.info(
-                "K=%d step %d (%.0f%% of the time): loss %s",
-                num_classes,
-                steps_done,
-                100 * progress,
-                {name: round(t.last_loss, 3) for name, t in trainers.items()},
-            )
+            losses = {name: round(t.last_loss, 3) for name, t in trainers.items()}
+            logger.info("K=%d step %d (%.0f%% of the time): loss %s", num_classes, steps_done, 100 * progress, losses)
     train_wall = time.monotonic() - train_start
 
     results = {}
     for name, trainer in trainers.items():
         metrics = evaluate_model(
-            trainer.model, processor, eval_data, batch_size=settings.eval_batch_size, show_progress=False
+            trainer.model, processor, eval_data, batch_size=settings.batch_size, show_progress=False
         )["semantic"]
         per_class = metrics["per_class_iou"]
         thing_ious = [per_class[train_data.id2label[c]] for c in train_data.thing_ids]

@@ -33,14 +33,6 @@ RESNET_SCRIPT = (
     "Hub page seen (stored snapshot), no model card; zoo row inferred from transformers' conversion script, "
     "not confirmed"
 )
-BACKBONE_NAMES = {
-    "swin-tiny": "Swin-T",
-    "swin-small": "Swin-S",
-    "swin-base": "Swin-B (IN-21k)",
-    "swin-large": "Swin-L (IN-21k)",
-    "resnet50": "R50",
-    "resnet101": "R101",
-}
 
 
 @dataclass(frozen=True)
@@ -49,7 +41,6 @@ class ZooEntry:
     architecture, class count, test size and ignored label are those of the variant of the same name."""
 
     name: str  # row name for scripts/reproduce.py: the Hub repo name without "maskformer-", a key of VARIANTS
-    backbone: str
     dataset: str  # the benchmark, as the paper names it
     task: Literal["semantic", "panoptic"]
     config: str  # the authors' config (facebookresearch/MaskFormer/configs/...)
@@ -109,7 +100,6 @@ def _benchmark(
         entries.append(
             ZooEntry(
                 name=name,
-                backbone=BACKBONE_NAMES[backbone],
                 config=config_dir + config,
                 paper_single_scale=single,
                 paper_multi_scale=multi,
