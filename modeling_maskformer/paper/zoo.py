@@ -84,7 +84,13 @@ class ZooEntry:
 
 
 def _benchmark(
-    suffix: str, dataset: str, config_dir: str, rows: dict[str, tuple], *, tta=None, **shared: Any
+    suffix: str,
+    dataset: str,
+    config_dir: str,
+    rows: dict[str, tuple[str, float, float | None]],
+    *,
+    tta: dict[int, TestTimeAugmentation] | None = None,
+    **shared: Any,
 ) -> list[ZooEntry]:
     """One benchmark's rows, `{backbone: (config file, paper single-scale, multi-scale)}`, named like its variants
     ("<backbone>-<suffix>"). `tta`: TEST.AUG by test size; `shared`: the other ZooEntry fields (num_images and
