@@ -78,7 +78,8 @@ class ArrayOnlyUnpickler(pickle.Unpickler):
         }
 
     def find_class(self, module: str, name: str) -> Any:
-        module, name = _PROTOCOL_2_NAMES.get((module, name), (_PROTOCOL_2_MODULES.get(module, module), name))
+        default = (_compat_pickle.IMPORT_MAPPING.get(module, module), name)
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), default)
         allowed = self._allowed.get((module.replace("numpy._core", "numpy.core", 1), name))
         if allowed is None:
             raise pickle.UnpicklingError(
@@ -90,10 +91,6 @@ class ArrayOnlyUnpickler(pickle.Unpickler):
     def _refuse(self, what: str) -> NoReturn:
         raise pickle.UnpicklingError(f"refusing {what}: not something a checkpoint of numpy arrays contains")
 
-    def _check_size(self, num_bytes: int, what: str) -> None:
-        if num_bytes > self.max_bytes:
-            self._refuse(f"{what} of {num_bytes} bytes from a {self.max_bytes}-byte file")
-
     def _dtype(self, *args: Any) -> np.dtype:
         dtype = np.dtype(*args)
         if dtype.hasobject:
@@ -101,20 +98,18 @@ class ArrayOnlyUnpickler(pickle.Unpickler):
         return dtype
 
     def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-        if (
-            subtype is not _refused_ndarray
-            or not isinstance(shape, tuple)
-            or not all(isinstance(n, int) for n in shape)
-        ):
+        shape_ok = isinstance(shape, tuple) and all(isinstance(n, int) for n in shape)
+        if subtype is not _refused_ndarray or not shape_ok:
             self._refuse(f"_reconstruct({subtype!r}, {shape!r}, ...)")
-        itemsize = dtype.itemsize if isinstance(dtype, np.dtype) else 1  # numpy writes the dtype b"b"
-        self._check_size(math.prod(shape) * itemsize, "an array")
-        return _NUMPY_RECONSTRUCT(np.ndarray, shape, dtype)
+        num_bytes = math.prod(shape) * (dtype.itemsize if isinstance(dtype, np.dtype) else 1)  # or the dtype b"b"
+        if num_bytes > self.max_bytes:
+            self._refuse(f"an array of {num_bytes} bytes from a {self.max_bytes}-byte file")
+        return _MULTIARRAY._reconstruct(np.ndarray, shape, dtype)
 
     def _scalar(self, dtype: Any, data: Any = None) -> np.generic:
         if not isinstance(dtype, np.dtype) or not isinstance(data, bytes) or len(data) != dtype.itemsize:
             self._refuse(f"a numpy scalar of {dtype!r} from {type(data).__name__}")
-        return _NUMPY_SCALAR(dtype, data)
+        return _MULTIARRAY.scalar(dtype, data)
 
     def _frombuffer(self, buffer: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
         if not isinstance(buffer, (bytes, bytearray, memoryview)) or not isinstance(dtype, np.dtype):
@@ -137,11 +132,9 @@ def _refused_ndarray(*args: Any, **kwargs: Any) -> NoReturn:
     raise pickle.UnpicklingError("refusing numpy.ndarray(...): a checkpoint never builds arrays that way")
 
 
-_NUMPY_CORE = "numpy._core" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core"
-_NUMPY_RECONSTRUCT = importlib.import_module(f"{_NUMPY_CORE}.multiarray")._reconstruct
-_NUMPY_SCALAR = importlib.import_module(f"{_NUMPY_CORE}.multiarray").scalar
-_PROTOCOL_2_NAMES = _compat_pickle.NAME_MAPPING
-_PROTOCOL_2_MODULES = _compat_pickle.IMPORT_MAPPING
+_MULTIARRAY = importlib.import_module(
+    f"numpy.{'_core' if int(np.__version__.split('.')[0]) >= 2 else 'core'}.multiarray"
+)
 
 
 def _stream_size(file: Any) -> int:

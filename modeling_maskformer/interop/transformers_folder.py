@@ -79,32 +79,27 @@ def checkpoint_files(
     return None
 
 
-def choose_format(config, folder_format: FolderFormat) -> tuple[bool, list[str]]:
-    """(write natively?, why not): "auto" is native whenever transformers can represent the model."""
+def native_refusals(model, folder_format: FolderFormat) -> list[str]:
+    """Why `model` is not written in transformers' own format (empty: it is); an error when `folder_format` is
+    "transformers" and transformers' MaskFormer cannot represent it."""
     if folder_format not in ("auto", "transformers", "remote_code"):
         raise InvalidInputError(f"folder_format={folder_format!r}: must be 'auto', 'transformers' or 'remote_code'")
     if folder_format == "remote_code":
-        return False, ["folder_format='remote_code'"]
-    refusals = transformers_refusals(config)
+        return ["folder_format='remote_code'"]
+    refusals = transformers_refusals(model.config)
+    if not refusals:
+        # NOTE: a module the config does not reveal (say, another head) has weights no key rule places.
+        rules, _ = transformers_rules(model.config)
+        prefix = "" if hasattr(model, "class_head") else _PREFIX
+        unplaced = [key for key in model.state_dict() if find_rule(rules, prefix + key, to_ours=False) is None]
+        if unplaced:
+            refusals.append(
+                f"{len(unplaced)} weights with no place in its checkpoint (e.g. {', '.join(unplaced[:3])})"
+            )
+        if hasattr(model, "mask_head") and len(model.mask_head.layers) != 3:
+            refusals.append(f"a {len(model.mask_head.layers)}-layer mask MLP (transformers' is 3 layers)")
     if refusals and folder_format == "transformers":
-        raise InvalidInputError(
-            "folder_format='transformers': transformers' MaskFormer cannot represent this model: "
-            + "; ".join(refusals)
-        )
-    return not refusals, refusals
-
-
-def transformers_weight_refusals(model) -> list[str]:
-    """What of our weights transformers' MaskFormer has no place for (empty: all of them map)."""
-    rules, _ = transformers_rules(model.config)
-    prefix = "" if hasattr(model, "class_head") else _PREFIX
-    unplaced = [key for key in model.state_dict() if find_rule(rules, prefix + key, to_ours=False) is None]
-    refusals = []
-    if unplaced:
-        refusals.append(f"{len(unplaced)} weights with no place in its checkpoint (e.g. {', '.join(unplaced[:3])})")
-    mask_head = getattr(model, "mask_head", None)
-    if mask_head is not None and len(mask_head.layers) != 3:
-        refusals.append(f"a {len(mask_head.layers)}-layer mask MLP (transformers' is 3 layers)")
+        raise InvalidInputError("transformers' MaskFormer cannot represent this model: " + "; ".join(refusals))
     return refusals
 
 
