@@ -228,37 +228,37 @@ def state_dict_from_transformers(
     )
 
 
-def resolve_source(source: str | Path) -> Path:
-    """A local folder, or a Hub id downloaded with `huggingface_hub.snapshot_download`."""
-    path = Path(source)
-    if path.is_dir():
-        return path
-    if path.exists():
+def resolve_source(source: str | Path, model_types: tuple[str, ...] = ()) -> Path:
+    """A local folder, or a Hub id downloaded with `huggingface_hub.snapshot_download`; with `model_types`, its
+    config.json must name one of them."""
+    folder = Path(source)
+    if folder.exists() and not folder.is_dir():
         raise InvalidInputError(f"{source}: expected a folder (config.json + weights), got a file")
-    check_local_source(str(source))  # a path that cannot be a Hub id: "no such file or folder"
-    try:
-        return Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors", "*.bin"]))
-    except Exception as error:  # offline, unknown repo, gated repo: many exception types
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        raise MissingInputError(
-            f"{source}: no such local folder, and it could not be downloaded from the Hugging Face Hub "
-            f"({type(error).__name__}: {first_line}). Without network access, pass a local folder."
-        ) from error
-
-
-def _check_model_type(folder: Path, source: str | Path, expected: tuple[str, ...]) -> None:
+    if not folder.exists():
+        check_local_source(str(source))  # a path that cannot be a Hub id: "no such file or folder"
+        try:
+            folder = Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors", "*.bin"]))
+        except Exception as error:  # offline, unknown repo, gated repo: many exception types
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            raise MissingInputError(
+                f"{source}: no such local folder, and it could not be downloaded from the Hugging Face Hub "
+                f"({type(error).__name__}: {first_line}). Without network access, pass a local folder."
+            ) from error
     config_file = folder / "config.json"
+    if not model_types:
+        return folder
     if not config_file.is_file():
         raise MissingInputError(f"{source} has no config.json: not a saved model folder")
     try:
         model_type = json.loads(config_file.read_text()).get("model_type")
     except json.JSONDecodeError as error:
         raise InvalidInputError(f"{config_file}: not valid JSON ({error})") from error
-    if model_type not in expected:
+    if model_type not in model_types:
         raise InvalidInputError(
-            f"{source}: config.json has model_type {model_type!r}, expected {' or '.join(map(repr, expected))} "
+            f"{source}: config.json has model_type {model_type!r}, expected {' or '.join(map(repr, model_types))} "
             "(a MaskFormer folder)"
         )
+    return folder
 
 
 def convert_from_transformers(
@@ -266,8 +266,7 @@ def convert_from_transformers(
 ) -> tuple[MaskFormerForInstanceSegmentation, MaskFormerImageProcessor]:
     """Our model (eval mode) and processor from a transformers MaskFormer folder or Hub id; with `destination`,
     also `save_pretrained` both there."""
-    folder = resolve_source(source)
-    _check_model_type(folder, source, ("maskformer",))
+    folder = resolve_source(source, ("maskformer",))
     model = MaskFormerForInstanceSegmentation.from_pretrained(folder).eval()
     processor_file = folder / "preprocessor_config.json"
     settings = json.loads(processor_file.read_text()) if processor_file.is_file() else {}
@@ -289,8 +288,7 @@ def convert_to_transformers(
     `from_pretrained` and `AutoImageProcessor` load. Returns the transformers model (eval mode)."""
     model = source
     if not isinstance(source, MaskFormerForInstanceSegmentation):
-        folder = resolve_source(source)
-        _check_model_type(folder, source, (MaskFormerConfig.model_type, "maskformer"))
+        folder = resolve_source(source, (MaskFormerConfig.model_type, "maskformer"))
         model = MaskFormerForInstanceSegmentation.from_pretrained(folder)
         if processor is None and (folder / "preprocessor_config.json").is_file():
             processor = MaskFormerImageProcessor.from_pretrained(folder)
