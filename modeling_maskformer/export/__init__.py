@@ -7,23 +7,7 @@ openvino, nncf).
     model = MaskFormerRuntimeModel.from_pretrained("exported/")
 """
 
-from .folder import PARITY_TOLERANCE, default_export_size, export_folder, measure_parity
-from .graph import LogitsOnly, convert_onnx_to_openvino, export_onnx
-from .quantization import calibration_batches, quantize_onnx, quantize_openvino
+from .folder import PARITY_TOLERANCE, export_folder
 from .runtime import MaskFormerRuntimeModel, RuntimeSegmentationPipeline, pad_to_size
 
-__all__ = [
-    "PARITY_TOLERANCE",
-    "LogitsOnly",
-    "MaskFormerRuntimeModel",
-    "RuntimeSegmentationPipeline",
-    "calibration_batches",
-    "convert_onnx_to_openvino",
-    "default_export_size",
-    "export_folder",
-    "export_onnx",
-    "measure_parity",
-    "pad_to_size",
-    "quantize_onnx",
-    "quantize_openvino",
-]
+__all__ = ["PARITY_TOLERANCE", "MaskFormerRuntimeModel", "RuntimeSegmentationPipeline", "export_folder", "pad_to_size"]

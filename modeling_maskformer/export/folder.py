@@ -1,5 +1,5 @@
-"""`export_folder`: a self-contained folder with the graph(s), the model config (id2label), the processor
-config, `export.json` (format, input size, files, measured parity) and a README on how to use it."""
+"""`export_folder`: a self-contained folder with the graph(s), config.json (id2label), the processor config,
+`export.json` (format, input size, files, measured parity) and a README on how to use it."""
 
 from __future__ import annotations
 
@@ -9,14 +9,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 
 from ..errors import InvalidInputError
 from ..image_processing import MaskFormerImageProcessor
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation
-from .graph import DEFAULT_OPSET, SIZE_MULTIPLE, check_export_size, convert_onnx_to_openvino, export_onnx, require
-from .quantization import calibration_batches, quantize_onnx, quantize_openvino
-from .runtime import EXPORT_INFO_FILE, MaskFormerRuntimeModel
+from .graph import (
+    DEFAULT_OPSET,
+    SIZE_MULTIPLE,
+    check_export_size,
+    convert_onnx_to_openvino,
+    export_onnx,
+    quantize_onnx,
+    quantize_openvino,
+    require,
+)
+from .runtime import EXPORT_INFO_FILE, MaskFormerRuntimeModel, pad_to_size
 
 PARITY_TOLERANCE = 1e-3  # max absolute logit difference accepted between the fp32 graph and PyTorch
 FILES = {
@@ -51,11 +60,17 @@ FIXED_NOTE = (
 )
 
 
-def default_export_size(processor) -> tuple[int, int]:
-    """A square covering what the processor produces for most images: its shortest edge, rounded up to 32."""
-    side = processor.size.get("shortest_edge") or processor.size.get("height") or 512
-    side = max(64, -(-int(side) // SIZE_MULTIPLE) * SIZE_MULTIPLE)
-    return side, side
+def calibration_batches(images: Sequence, processor, *, height: int, width: int) -> list[np.ndarray]:
+    """The processor's pixel_values for each of `images` (PIL), zero-padded bottom/right to (height, width) as the
+    runtime wrapper pads them; an image that comes out larger is an error."""
+    if not images:
+        raise InvalidInputError("calibration needs at least one image")
+    batches = []
+    for image in images:
+        inputs = processor([image], return_tensors="pt")
+        pixel_values, _ = pad_to_size(inputs["pixel_values"], inputs["pixel_mask"], (height, width))
+        batches.append(pixel_values.numpy().astype(np.float32))
+    return batches
 
 
 def measure_parity(model, runtime: MaskFormerRuntimeModel, height: int, width: int, seed: int = 0) -> float:
@@ -83,13 +98,10 @@ def export_folder(
     opset: int = DEFAULT_OPSET,
     check_parity: bool = True,
 ) -> Path:
-    """Export `model` (or the folder/Hub id it is loaded from) to `output_dir`.
-
-    Fixed size (default): the graph takes exactly `height`×`width` (default: the processor's shortest edge,
-    square) and the saved processor is set to resize every image to fit inside it; the runtime wrapper pads.
-    `dynamic=True`: any multiple of 32, the processor saved unchanged. `int8` adds a quantised graph,
-    calibrated on `calibration_images` (PIL images; required for OpenVINO and for static ONNX quantisation).
-    """
+    """Export `model` (or the folder/Hub id it is loaded from) to `output_dir`. Fixed size (default): the graph
+    takes exactly `height`×`width` and the saved processor resizes every image to fit inside it; the runtime wrapper
+    pads. `dynamic=True`: any multiple of 32, the processor saved unchanged. `int8` adds a quantised graph,
+    calibrated on `calibration_images` (PIL images; required for OpenVINO and for static ONNX quantisation)."""
     if format not in FILES:
         raise InvalidInputError(f"format must be 'onnx' or 'openvino', got {format!r}")
     if isinstance(model, (str, Path)):
@@ -98,9 +110,12 @@ def export_folder(
     if processor is None:
         raise InvalidInputError("export_folder needs the image processor when given a model object (processor=...)")
     model = model.eval()
-    if height is None or width is None:
-        height, width = default_export_size(processor)
+    if height is None or width is None:  # a square covering the processor's shortest edge, rounded up to 32
+        side = processor.size.get("shortest_edge") or processor.size.get("height") or 512
+        height = width = max(64, -(-int(side) // SIZE_MULTIPLE) * SIZE_MULTIPLE)
     check_export_size(height, width)
+    if onnx_int8_mode not in ("static", "dynamic"):
+        raise InvalidInputError(f"onnx_int8_mode must be 'static' or 'dynamic', got {onnx_int8_mode!r}")
     if int8 and calibration_images is None and not (format == "onnx" and onnx_int8_mode == "dynamic"):
         method = "NNCF" if format == "openvino" else "static"
         raise InvalidInputError(f"int8 for {format} ({method} quantisation) needs calibration images")
@@ -113,43 +128,45 @@ def export_folder(
     model.config.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
 
-    onnx_path = output_dir / FILES["onnx"]["fp32"]
+    onnx_path, fp32, int8_path = (output_dir / name for name in (FILES["onnx"]["fp32"], *files.values()))
     export_onnx(model, onnx_path, height=height, width=width, dynamic=dynamic, opset=opset)
-    written = {"fp32": files["fp32"], **({"int8": files["int8"]} if int8 else {})}
     calibration = None
     if int8 and calibration_images is not None:
         calibration = calibration_batches(calibration_images, processor, height=height, width=width)
     if format == "openvino":
-        convert_onnx_to_openvino(onnx_path, output_dir / files["fp32"])
-        if int8:
-            quantize_openvino(output_dir / files["fp32"], output_dir / files["int8"], calibration=calibration)
+        convert_onnx_to_openvino(onnx_path, fp32)
         onnx_path.unlink()
+        if int8:
+            quantize_openvino(fp32, int8_path, calibration=calibration)
     elif int8:
-        quantize_onnx(onnx_path, output_dir / files["int8"], calibration=calibration, mode=onnx_int8_mode)
+        quantize_onnx(onnx_path, int8_path, calibration=calibration, mode=onnx_int8_mode)
 
+    written = dict(files) if int8 else {"fp32": files["fp32"]}
     runtimes = ["onnx", "onnxruntime", *(["openvino"] if format == "openvino" else [])]
+    parity = {}
     info = {
         "format": format,
         "files": written,
         "input": {"height": height, "width": width, "dynamic": dynamic, "multiple_of": SIZE_MULTIPLE},
         "opset": opset,
         "int8_method": (("nncf" if format == "openvino" else f"onnxruntime-{onnx_int8_mode}") if int8 else None),
-        "versions": {"torch": torch.__version__, "python": platform.python_version()}
-        | {name: require(name).__version__ for name in runtimes},
-        "parity_max_abs_difference": {},
+        "versions": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            **{name: require(name).__version__ for name in runtimes},
+        },
+        "parity_max_abs_difference": parity,
     }
     (output_dir / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2))
-    if check_parity:
-        parity = info["parity_max_abs_difference"]
-        for precision in written:
-            runtime = MaskFormerRuntimeModel.from_pretrained(output_dir, precision=precision)
-            parity[precision] = measure_parity(model, runtime, height, width)
-        (output_dir / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2))
-        if parity["fp32"] > PARITY_TOLERANCE:  # NOTE: not the user's doing: a bug of the exporter or a runtime
-            raise RuntimeError(
-                f"the exported fp32 graph differs from PyTorch by {parity['fp32']:.2e} (> {PARITY_TOLERANCE}); "
-                f"see {output_dir / EXPORT_INFO_FILE}"
-            )
+    for precision in written if check_parity else ():
+        runtime = MaskFormerRuntimeModel.from_pretrained(output_dir, precision=precision)
+        parity[precision] = measure_parity(model, runtime, height, width)
+    (output_dir / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2))
+    if parity.get("fp32", 0) > PARITY_TOLERANCE:  # NOTE: not the user's doing: a bug of the exporter or a runtime
+        raise RuntimeError(
+            f"the exported fp32 graph differs from PyTorch by {parity['fp32']:.2e} (> {PARITY_TOLERANCE}); "
+            f"see {output_dir / EXPORT_INFO_FILE}"
+        )
     size = "dynamic H×W" if dynamic else f"{height}×{width}"
     readme = README.format(
         format={"onnx": "ONNX", "openvino": "OpenVINO IR"}[format],
@@ -158,7 +175,7 @@ def export_folder(
         resize_note="unchanged from the model's" if dynamic else f"set to resize every image to fit in {size}",
         folder=output_dir.name,
         input_note=DYNAMIC_NOTE if dynamic else FIXED_NOTE.format(size=size),
-        parity=", ".join(f"{k} {v:.1e}" for k, v in info["parity_max_abs_difference"].items()) or "not measured",
+        parity=", ".join(f"{k} {v:.1e}" for k, v in parity.items()) or "not measured",
     )
     (output_dir / "README.md").write_text(readme)
     return output_dir

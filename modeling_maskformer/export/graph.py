@@ -1,30 +1,35 @@
-"""The exported graph: pixel_values (B, 3, H, W) -> class logits (B, Q, K+1), mask logits (B, Q, H/4, W/4).
+"""The exported graphs: pixel_values (B, 3, H, W) -> class logits (B, Q, K+1), mask logits (B, Q, H/4, W/4).
 
-ONNX through `torch.onnx.export(dynamo=True)` (torch.export, then onnxscript), OpenVINO IR converted from
-that ONNX file, so both runtimes run the same graph.
+ONNX through `torch.onnx.export(dynamo=True)`; OpenVINO IR converted from that ONNX file, so both runtimes run the
+same graph. int8 variants: onnxruntime static (QDQ, calibrated) or dynamic quantisation; OpenVINO with NNCF.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidInputError, MissingDependencyError
 
-INPUT_NAMES = ["pixel_values"]
 OUTPUT_NAMES = ["class_queries_logits", "masks_queries_logits"]
 # NOTE: opset 18 is what torch's dynamo exporter emits natively (einsum needs >= 12); OpenVINO and
 # onnxruntime both read it.
 DEFAULT_OPSET = 18
 SIZE_MULTIPLE = 32  # the processor pads to multiples of 32 (the backbone's stride)
+# NOTE: the heavy arithmetic is in Conv and MatMul; quantising element-wise ops, softmax or normalisation
+# costs accuracy and saves little time.
+ONNX_OPS_TO_QUANTIZE = ["Conv", "MatMul", "Gemm"]
 
 
 def require(module: str):
-    """Import an optional dependency of the export (onnxscript, onnxruntime, openvino, nncf), or say how to
-    install it. NOTE: imported when used, not with the package: they are heavy and only this feature needs them."""
+    """Import an optional dependency of the export, or say how to install it. NOTE: imported when used, not with
+    the package: they are heavy and only this feature needs them."""
     try:
         return importlib.import_module(module)
     except ImportError as error:
@@ -32,11 +37,8 @@ def require(module: str):
 
 
 class LogitsOnly(nn.Module):
-    """The model's inference path with plain tensor outputs (no loss, no auxiliary heads, no dataclass).
-
-    The model ignores `pixel_mask` in its forward pass (padding is cropped in post-processing), so the graph
-    takes only `pixel_values`; the runtime wrapper echoes the mask back.
-    """
+    """The model's inference path with plain tensor outputs. The model ignores `pixel_mask` (padding is cropped in
+    post-processing), so the graph takes only `pixel_values`; the runtime wrapper echoes the mask back."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -65,11 +67,8 @@ def export_onnx(
     dynamic: bool = False,
     opset=DEFAULT_OPSET,
 ) -> Path:
-    """Write `model` (a MaskFormerForInstanceSegmentation) as an ONNX file with weights inside.
-
-    The batch dimension is always dynamic. With `dynamic=True` height and width are too (any multiple of 32);
-    otherwise the graph accepts exactly (height, width) and the runtime wrapper pads smaller inputs.
-    """
+    """Write `model` as an ONNX file with weights inside. The batch is dynamic; with `dynamic=True` height and
+    width are too (any multiple of 32), else the graph takes exactly (height, width)."""
     check_export_size(height, width)
     require("onnxscript")
     path = Path(path)
@@ -85,7 +84,7 @@ def export_onnx(
             LogitsOnly(model).eval(),
             (example,),
             dynamo=True,
-            input_names=INPUT_NAMES,
+            input_names=["pixel_values"],
             output_names=OUTPUT_NAMES,
             dynamic_shapes={"pixel_values": dims},
             opset_version=opset,
@@ -96,9 +95,59 @@ def export_onnx(
     return path
 
 
-def convert_onnx_to_openvino(onnx_path: str | Path, xml_path: str | Path, *, compress_to_fp16: bool = False) -> Path:
-    """OpenVINO IR (`.xml` + `.bin`) of an ONNX file; fp32 weights unless `compress_to_fp16`."""
+def convert_onnx_to_openvino(onnx_path: str | Path, xml_path: str | Path) -> Path:
+    """OpenVINO IR (`.xml` + `.bin`, fp32 weights) of an ONNX file."""
     ov = require("openvino")
-    Path(xml_path).parent.mkdir(parents=True, exist_ok=True)
-    ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=compress_to_fp16)
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
     return Path(xml_path)
+
+
+def quantize_onnx(
+    onnx_path: str | Path,
+    output_path: str | Path,
+    *,
+    calibration: Sequence[np.ndarray] | None = None,
+    mode: Literal["static", "dynamic"] = "static",
+) -> Path:
+    """int8 ONNX file. `static`: QDQ, per-channel int8 weights, uint8 activations calibrated (MinMax) on
+    `calibration` (pixel_values batches); `dynamic`: int8 weights, activation ranges computed at run time."""
+    quantization = require("onnxruntime.quantization")
+    output_path = Path(output_path)
+    prepared = output_path.with_name(output_path.stem + ".prepared.onnx")
+    quantization.quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+    int8 = {"per_channel": True, "weight_type": quantization.QuantType.QInt8}
+    try:
+        if mode == "dynamic":
+            quantization.quantize_dynamic(
+                str(prepared), str(output_path), op_types_to_quantize=["MatMul", "Gemm"], **int8
+            )
+        else:
+
+            class Reader(quantization.CalibrationDataReader):
+                batches = iter(calibration)
+
+                def get_next(self):
+                    batch = next(self.batches, None)
+                    return None if batch is None else {"pixel_values": batch}
+
+            quantization.quantize_static(
+                str(prepared),
+                str(output_path),
+                Reader(),
+                quant_format=quantization.QuantFormat.QDQ,
+                op_types_to_quantize=ONNX_OPS_TO_QUANTIZE,
+                activation_type=quantization.QuantType.QUInt8,
+                **int8,
+            )
+    finally:
+        prepared.unlink(missing_ok=True)
+    return output_path
+
+
+def quantize_openvino(xml_path: str | Path, output_path: str | Path, *, calibration: Sequence[np.ndarray]) -> Path:
+    """int8 OpenVINO IR by NNCF post-training quantisation, calibrated on `calibration` (pixel_values batches)."""
+    nncf, ov = require("nncf"), require("openvino")
+    dataset = nncf.Dataset(list(calibration), lambda batch: {"pixel_values": batch})
+    quantized = nncf.quantize(ov.Core().read_model(str(xml_path)), dataset, subset_size=len(calibration))
+    ov.save_model(quantized, str(output_path), compress_to_fp16=False)
+    return Path(output_path)

@@ -1,14 +1,6 @@
-"""Run an exported folder with onnxruntime or OpenVINO and get the PyTorch model's output type back.
-
-    model = MaskFormerRuntimeModel.from_pretrained("exported/")            # fp32; precision="int8" if exported
-    processor = MaskFormerImageProcessor.from_pretrained("exported/")
-    outputs = model(**processor(image, return_tensors="pt"))
-    processor.post_process_semantic_segmentation(outputs, target_sizes=[(image.height, image.width)])
-
-`outputs` is a `MaskFormerForInstanceSegmentationOutput` with `class_queries_logits` (B, Q, K+1),
-`masks_queries_logits` (B, Q, H/4, W/4) and `pixel_mask` (B, H, W), so the processor's post-processings and
-`pipeline("image-segmentation", model=model, image_processor=processor)` work unchanged.
-"""
+"""Run an exported folder with onnxruntime or OpenVINO and get the PyTorch model's output type back
+(`MaskFormerForInstanceSegmentationOutput` with the logits and `pixel_mask`), so the processor's post-processings
+and `pipeline("image-segmentation", model=model, image_processor=processor)` work unchanged."""
 
 from __future__ import annotations
 
@@ -32,8 +24,8 @@ EXPORT_INFO_FILE = "export.json"
 
 
 def pad_to_size(pixel_values: Tensor, pixel_mask: Tensor | None, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """Zero-pad (B, 3, h, w) pixel values bottom/right to `size` = (H, W) as the processor pads, and the pixel
-    mask (B, h, w; None = all real) with zeros. Inputs larger than `size` are an error."""
+    """Zero-pad (B, 3, h, w) pixel values and the pixel mask (B, h, w; None = all real) bottom/right to `size`
+    = (H, W), as the processor pads. Inputs larger than `size` are an error."""
     batch, _, height, width = pixel_values.shape
     if height > size[0] or width > size[1]:
         raise InvalidInputError(
@@ -103,8 +95,8 @@ class MaskFormerRuntimeModel:
         num_threads: int | None = None,
         openvino_inference_precision: Literal["f32", "bf16"] = "f32",
     ) -> MaskFormerRuntimeModel:
-        """Load the graph of `precision` from an exported folder. `openvino_inference_precision="bf16"` lets
-        OpenVINO compute fp32 graphs in bf16 on CPUs that support it (faster, not bit-faithful)."""
+        """The graph of `precision` from an exported folder; `openvino_inference_precision="bf16"`: OpenVINO computes
+        fp32 graphs in bf16 where the CPU supports it (faster, not bit-faithful)."""
         folder = Path(folder)
         info_path = folder / EXPORT_INFO_FILE
         if not info_path.is_file():
@@ -116,12 +108,12 @@ class MaskFormerRuntimeModel:
                 f"{folder} has no {precision!r} graph (it has {sorted(files)}); export with --int8 to add one"
             )
         path = folder / files[precision]
-        if info["format"] == "onnx":
-            session = _onnxruntime_session(path, num_threads)
-        elif info["format"] == "openvino":
+        if info["format"] not in ("onnx", "openvino"):
+            raise InvalidInputError(f"{info_path}: unknown format {info['format']!r} (expected 'onnx' or 'openvino')")
+        if info["format"] == "openvino":
             session = _openvino_session(path, num_threads, openvino_inference_precision)
         else:
-            raise InvalidInputError(f"{info_path}: unknown format {info['format']!r} (expected 'onnx' or 'openvino')")
+            session = _onnxruntime_session(path, num_threads)
         # NOTE: our config class is registered with AutoConfig when the package is imported.
         config = AutoConfig.from_pretrained(folder)
         return cls(session, config=config, export_info=info, precision=precision)
@@ -129,8 +121,8 @@ class MaskFormerRuntimeModel:
     def __call__(
         self, pixel_values: Tensor, pixel_mask: Tensor | None = None, **unused
     ) -> MaskFormerForInstanceSegmentationOutput:
-        """pixel_values (B, 3, H, W) -> class logits (B, Q, K+1), mask logits (B, Q, H'/4, W'/4) and the pixel mask
-        (B, H', W'), where (H', W') is the export size for a fixed-size graph (inputs are padded to it)."""
+        """pixel_values (B, 3, H, W) -> class logits (B, Q, K+1), mask logits and pixel mask (padded to the size of
+        a fixed-size graph)."""
         pixel_values = torch.as_tensor(pixel_values)
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
             raise InvalidInputError(f"pixel_values must be (B, 3, H, W), got shape {tuple(pixel_values.shape)}")
@@ -162,10 +154,8 @@ class MaskFormerRuntimeModel:
         return False
 
     def __repr__(self) -> str:
-        size = "dynamic" if self.fixed_size is None else f"{self.fixed_size[0]}x{self.fixed_size[1]}"
-        return (
-            f"{type(self).__name__}(format={self.export_info['format']!r}, precision={self.precision!r}, input={size})"
-        )
+        size = "dynamic" if self.fixed_size is None else "x".join(map(str, self.fixed_size))
+        return f"{type(self).__name__}(format={self.export_info['format']!r}, precision={self.precision!r}, {size})"
 
 
 class RuntimeSegmentationPipeline(ImageSegmentationPipeline):

@@ -2,16 +2,13 @@
 
     model, processor = convert_from_original("model_final_abc.pkl", "out/ours", preset="swin-tiny-ade")
 
-A `.pkl` is a pickled dict `{"model": {name: numpy array}, "__author__": ..., ...}`, read by `ArrayOnlyUnpickler`
-(numpy arrays and plain containers only: any other global stops the load before it runs); a `.pth` (detectron2's
-own checkpointer) with `torch.load(weights_only=True)`. The architecture is read from the key shapes
-(`config_from_original`) and the keys are renamed by `original_rules`: detectron2's ResNet (basic 7x7 stem,
-FrozenBN; STRIDE_IN_1X1=False, i.e. `downsample_in_bottleneck=False`) and `D2SwinTransformer` (its fused `qkv`
-split in thirds) -> transformers' ResNet / MaskFormer-Swin backbones; `BasePixelDecoder` and "+6 Enc"
-`TransformerEncoderPixelDecoder`; `TransformerPredictor` (fused `in_proj` split in thirds). The "deeplab" stem of
-the R101c models has no transformers counterpart: refused. Skipped source keys: `criterion.empty_weight` (from the
-config), `pixel_mean/pixel_std` (read into the processor), `*.num_batches_tracked`. Not in the keys: the number of
-attention heads (8 in every released model) and the processor settings: the presets (`modeling_maskformer.variants`).
+A `.pkl` (`{"model": {name: numpy array}, ...}`) is read by `ArrayOnlyUnpickler`, which refuses any other global
+before it runs; a `.pth` with `torch.load(weights_only=True)`. The architecture is read from the key shapes and the
+keys renamed by `original_rules`: detectron2's ResNet (7x7 stem, FrozenBN, STRIDE_IN_1X1=False) and
+`D2SwinTransformer` (fused `qkv`) -> transformers' ResNet / MaskFormer-Swin; `BasePixelDecoder` and "+6 Enc"
+`TransformerEncoderPixelDecoder`; `TransformerPredictor` (fused `in_proj`). The "deeplab" stem of the R101c models
+has no transformers counterpart: refused. Not in the keys: the number of attention heads (8 in every released
+model) and the processor settings: the presets (`modeling_maskformer.variants`).
 """
 
 from __future__ import annotations
@@ -39,7 +36,7 @@ from ..errors import InvalidInputError, MissingInputError
 from ..image_processing import MaskFormerImageProcessor
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation
 from ..variants import AUTHORS_CHECKPOINTS, VARIANTS, Variant
-from .transformers_weights import Rule, apply_rules, convert_state_dict, drop_keys
+from .transformers_weights import Rule, apply_rules, convert_state_dict, drop_keys, renames
 
 _OUR_BACKBONE = "model.backbone.body"
 SKIPPED_SOURCE_KEYS = (r"criterion\.empty_weight", r"pixel_mean", r"pixel_std", r".*\.num_batches_tracked")
@@ -55,9 +52,6 @@ class RefusedPickleError(InvalidInputError, pickle.UnpicklingError):
     """A checkpoint file refused before anything in it ran (a user error, and still a `pickle.UnpicklingError`)."""
 
 
-# ----------------------------------------------------------------------------------------------------
-# Reading pickles safely
-# ----------------------------------------------------------------------------------------------------
 class ArrayOnlyUnpickler(pickle.Unpickler):
     """Unpickles numpy arrays and plain containers; refuses every other global before anything runs.
 
@@ -67,15 +61,14 @@ class ArrayOnlyUnpickler(pickle.Unpickler):
     (`__builtin__.set`, `copy_reg`) are mapped to Python 3's exactly as `pickle` itself does, before the check.
     """
 
-    def __init__(self, file, *, max_bytes: int | None = None, **kwargs: Any):
-        """`max_bytes`: the most any one object may allocate (default: the size of `file`)."""
+    def __init__(self, file, *, max_bytes: int | None = None, **kwargs: Any):  # max_bytes: default the file size
         super().__init__(file, **kwargs)
         self.max_bytes = _stream_size(file) if max_bytes is None else max_bytes
         self._allowed = {
             ("numpy.core.multiarray", "_reconstruct"): self._reconstruct,
             ("numpy.core.multiarray", "scalar"): self._scalar,
             ("numpy.core.numeric", "_frombuffer"): self._frombuffer,
-            ("numpy", "ndarray"): _NDARRAY,
+            ("numpy", "ndarray"): _refused_ndarray,
             ("numpy", "dtype"): self._dtype,
             ("collections", "OrderedDict"): OrderedDict,
             ("builtins", "set"): set,
@@ -85,7 +78,8 @@ class ArrayOnlyUnpickler(pickle.Unpickler):
         }
 
     def find_class(self, module: str, name: str) -> Any:
-        module, name = _PROTOCOL_2_NAMES.get((module, name), (_PROTOCOL_2_MODULES.get(module, module), name))
+        default = (_compat_pickle.IMPORT_MAPPING.get(module, module), name)
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), default)
         allowed = self._allowed.get((module.replace("numpy._core", "numpy.core", 1), name))
         if allowed is None:
             raise pickle.UnpicklingError(
@@ -97,10 +91,6 @@ class ArrayOnlyUnpickler(pickle.Unpickler):
     def _refuse(self, what: str) -> NoReturn:
         raise pickle.UnpicklingError(f"refusing {what}: not something a checkpoint of numpy arrays contains")
 
-    def _check_size(self, num_bytes: int, what: str) -> None:
-        if num_bytes > self.max_bytes:
-            self._refuse(f"{what} of {num_bytes} bytes from a {self.max_bytes}-byte file")
-
     def _dtype(self, *args: Any) -> np.dtype:
         dtype = np.dtype(*args)
         if dtype.hasobject:
@@ -108,16 +98,18 @@ class ArrayOnlyUnpickler(pickle.Unpickler):
         return dtype
 
     def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-        if subtype is not _NDARRAY or not isinstance(shape, tuple) or not all(isinstance(n, int) for n in shape):
+        shape_ok = isinstance(shape, tuple) and all(isinstance(n, int) for n in shape)
+        if subtype is not _refused_ndarray or not shape_ok:
             self._refuse(f"_reconstruct({subtype!r}, {shape!r}, ...)")
-        itemsize = dtype.itemsize if isinstance(dtype, np.dtype) else 1  # numpy writes the dtype b"b"
-        self._check_size(math.prod(shape) * itemsize, "an array")
-        return _NUMPY_RECONSTRUCT(np.ndarray, shape, dtype)
+        num_bytes = math.prod(shape) * (dtype.itemsize if isinstance(dtype, np.dtype) else 1)  # or the dtype b"b"
+        if num_bytes > self.max_bytes:
+            self._refuse(f"an array of {num_bytes} bytes from a {self.max_bytes}-byte file")
+        return _MULTIARRAY._reconstruct(np.ndarray, shape, dtype)
 
     def _scalar(self, dtype: Any, data: Any = None) -> np.generic:
         if not isinstance(dtype, np.dtype) or not isinstance(data, bytes) or len(data) != dtype.itemsize:
             self._refuse(f"a numpy scalar of {dtype!r} from {type(data).__name__}")
-        return _NUMPY_SCALAR(dtype, data)
+        return _MULTIARRAY.scalar(dtype, data)
 
     def _frombuffer(self, buffer: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
         if not isinstance(buffer, (bytes, bytearray, memoryview)) or not isinstance(dtype, np.dtype):
@@ -135,19 +127,14 @@ class ArrayOnlyUnpickler(pickle.Unpickler):
         return text.encode("latin-1")
 
 
-class _NDArrayMarker:
+def _refused_ndarray(*args: Any, **kwargs: Any) -> NoReturn:
     """Stands for `numpy.ndarray` as the first argument of `_reconstruct`; calling it is refused."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
-        raise pickle.UnpicklingError("refusing numpy.ndarray(...): a checkpoint never builds arrays that way")
+    raise pickle.UnpicklingError("refusing numpy.ndarray(...): a checkpoint never builds arrays that way")
 
 
-_NDARRAY = _NDArrayMarker()
-_NUMPY_CORE = "numpy._core" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core"
-_NUMPY_RECONSTRUCT = importlib.import_module(f"{_NUMPY_CORE}.multiarray")._reconstruct
-_NUMPY_SCALAR = importlib.import_module(f"{_NUMPY_CORE}.multiarray").scalar
-_PROTOCOL_2_NAMES = _compat_pickle.NAME_MAPPING
-_PROTOCOL_2_MODULES = _compat_pickle.IMPORT_MAPPING
+_MULTIARRAY = importlib.import_module(
+    f"numpy.{'_core' if int(np.__version__.split('.')[0]) >= 2 else 'core'}.multiarray"
+)
 
 
 def _stream_size(file: Any) -> int:
@@ -196,9 +183,6 @@ def load_original_checkpoint(path: str | Path) -> dict[str, Tensor]:
     return state
 
 
-# ----------------------------------------------------------------------------------------------------
-# Architecture from the keys
-# ----------------------------------------------------------------------------------------------------
 def _indices(state: Mapping[str, Tensor], pattern: str) -> list[int]:
     """Sorted distinct values of the first group of `pattern` over the keys."""
     compiled = re.compile(pattern)
@@ -253,13 +237,10 @@ def config_from_original(
     """Our config from the shapes of an original state dict, checked against a preset (a key of `PRESETS`) when
     given. The number of attention heads is not in the shapes: `num_attention_heads`, else the preset's."""
     head, pixel = "sem_seg_head.predictor", "sem_seg_head.pixel_decoder"
-    required = [
-        f"{head}.query_embed.weight",
-        f"{head}.class_embed.weight",
-        f"{pixel}.mask_features.weight",
-        f"{head}.transformer.decoder.layers.0.linear1.weight",
-    ]
-    if missing := [key for key in required if key not in state]:
+    decoder_ffn = f"{head}.transformer.decoder.layers.0.linear1.weight"
+    encoder_ffn = f"{pixel}.transformer.encoder.layers.0.linear1.weight"
+    required = [f"{head}.query_embed.weight", f"{head}.class_embed.weight", f"{pixel}.mask_features.weight"]
+    if missing := [key for key in [*required, decoder_ffn] if key not in state]:
         raise InvalidInputError(f"not a MaskFormer checkpoint in the authors' layout: no {', '.join(missing)}")
     if "backbone.patch_embed.proj.weight" in state:
         backbone_config = _swin_config(state)
@@ -285,25 +266,18 @@ def config_from_original(
         fpn_feature_size=mask_features.shape[1],
         mask_feature_size=mask_features.shape[0],
         encoder_layers=len(encoder_layers),
-        encoder_ffn_dim=state[f"{pixel}.transformer.encoder.layers.0.linear1.weight"].shape[0]
-        if encoder_layers
-        else 2048,
+        encoder_ffn_dim=state[encoder_ffn].shape[0] if encoder_layers else 2048,
         num_queries=query_embed.shape[0],
         hidden_size=query_embed.shape[1],
         decoder_layers=len(decoder_layers),
         num_attention_heads=num_attention_heads or expected.num_attention_heads,
-        decoder_ffn_dim=state[f"{head}.transformer.decoder.layers.0.linear1.weight"].shape[0],
+        decoder_ffn_dim=state[decoder_ffn].shape[0],
         num_labels=state[f"{head}.class_embed.weight"].shape[0] - 1,
     )
-    if preset is not None:
-        _check_preset(config, expected, preset)
-    return config
-
-
-def _check_preset(config: MaskFormerConfig, expected: MaskFormerConfig, name: str) -> None:
-    """The backbone shape (`BACKBONE_SHAPES`), classes and pixel decoder of the preset, or an error naming each
-    difference."""
-    shape = BACKBONE_SHAPES[PRESETS[name].backbone]
+    if preset is None:
+        return config
+    # The preset's backbone shape (`BACKBONE_SHAPES`), classes and pixel decoder, or an error naming each difference.
+    shape = BACKBONE_SHAPES[PRESETS[preset].backbone]
     wanted = {key: getattr(expected.backbone_config, key) for key in shape}
     found = {key: getattr(config.backbone_config, key, None) for key in shape}
     for key in ("num_labels", "pixel_decoder_type"):
@@ -312,125 +286,88 @@ def _check_preset(config: MaskFormerConfig, expected: MaskFormerConfig, name: st
         f"{key}: checkpoint {found[key]!r}, preset {value!r}" for key, value in wanted.items() if found[key] != value
     ]
     if differences:
-        raise InvalidInputError(f"the checkpoint does not match preset {name!r}: " + "; ".join(differences))
+        raise InvalidInputError(f"the checkpoint does not match preset {preset!r}: " + "; ".join(differences))
+    return config
 
 
-# ----------------------------------------------------------------------------------------------------
-# Key rules
-# ----------------------------------------------------------------------------------------------------
 def _backbone_rules(config: MaskFormerConfig) -> list[Rule]:
     ours = _OUR_BACKBONE
     if config.backbone_config.model_type == "resnet":
-        rules = [
-            Rule("backbone.stem.conv1.weight", f"{ours}.embedder.embedder.convolution.weight"),
-            Rule("backbone.stem.conv1.norm.{stat}", f"{ours}.embedder.embedder.normalization.{{stat}}"),
-        ]
+        convs = {"stem.conv1": "embedder.embedder"}  # each a conv and its FrozenBN
         for s in range(len(config.backbone_config.depths)):
-            block, our_block = f"backbone.res{s + 2}.{{i}}", f"{ours}.encoder.stages.{s}.layers.{{i}}"
-            rules += [
-                Rule(f"{block}.shortcut.weight", f"{our_block}.shortcut.convolution.weight"),
-                Rule(f"{block}.shortcut.norm.{{stat}}", f"{our_block}.shortcut.normalization.{{stat}}"),
-            ]
-            for c in range(3):
-                rules += [
-                    Rule(f"{block}.conv{c + 1}.weight", f"{our_block}.layer.{c}.convolution.weight"),
-                    Rule(f"{block}.conv{c + 1}.norm.{{stat}}", f"{our_block}.layer.{c}.normalization.{{stat}}"),
-                ]
-        return rules
+            names = {"shortcut": "shortcut"} | {f"conv{c + 1}": f"layer.{c}" for c in range(3)}
+            convs |= {f"res{s + 2}.{{i}}.{a}": f"encoder.stages.{s}.layers.{{i}}.{b}" for a, b in names.items()}
+        rules = renames("backbone", ours, {f"{a}.weight": f"{b}.convolution.weight" for a, b in convs.items()}, "")
+        return rules + renames(
+            "backbone", ours, {f"{a}.norm": f"{b}.normalization" for a, b in convs.items()}, ".{stat}"
+        )
     block, our_block = "backbone.layers.{i}.blocks.{j}", f"{ours}.model.encoder.layers.{{i}}.blocks.{{j}}"
+    names = {"norm1": "layernorm_before", "attn.proj": "attention.output.dense", "norm2": "layernorm_after"}
+    names |= {"mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
+    tables = ("relative_position_bias_table", "relative_position_index")
     return [
-        Rule("backbone.patch_embed.proj.{p}", f"{ours}.model.embeddings.patch_embeddings.projection.{{p}}"),
-        Rule("backbone.patch_embed.norm.{p}", f"{ours}.model.embeddings.norm.{{p}}"),
-        Rule(f"{block}.norm1.{{p}}", f"{our_block}.layernorm_before.{{p}}"),
-        Rule(f"{block}.attn.qkv.{{p}}", *(f"{our_block}.attention.self.{x}.{{p}}" for x in ("query", "key", "value"))),
-        Rule(f"{block}.attn.relative_position_bias_table", f"{our_block}.attention.self.relative_position_bias_table"),
-        Rule(f"{block}.attn.relative_position_index", f"{our_block}.attention.self.relative_position_index"),
-        Rule(f"{block}.attn.proj.{{p}}", f"{our_block}.attention.output.dense.{{p}}"),
-        Rule(f"{block}.norm2.{{p}}", f"{our_block}.layernorm_after.{{p}}"),
-        Rule(f"{block}.mlp.fc1.{{p}}", f"{our_block}.intermediate.dense.{{p}}"),
-        Rule(f"{block}.mlp.fc2.{{p}}", f"{our_block}.output.dense.{{p}}"),
-        Rule("backbone.layers.{i}.downsample.{rest}", f"{ours}.model.encoder.layers.{{i}}.downsample.{{rest}}"),
-        Rule("backbone.norm{k}.{p}", f"{ours}.hidden_states_norms.{{k}}.{{p}}"),
+        ("backbone.patch_embed.proj.{p}", f"{ours}.model.embeddings.patch_embeddings.projection.{{p}}"),
+        ("backbone.patch_embed.norm.{p}", f"{ours}.model.embeddings.norm.{{p}}"),
+        (f"{block}.attn.qkv.{{p}}", *(f"{our_block}.attention.self.{x}.{{p}}" for x in ("query", "key", "value"))),
+        *renames(block, our_block, {f"attn.{table}": f"attention.self.{table}" for table in tables}, suffix=""),
+        *renames(block, our_block, names),
+        ("backbone.layers.{i}.downsample.{rest}", f"{ours}.model.encoder.layers.{{i}}.downsample.{{rest}}"),
+        ("backbone.norm{k}.{p}", f"{ours}.hidden_states_norms.{{k}}.{{p}}"),
     ]
 
 
-def _attention_rules(theirs: str, ours: str) -> list[Rule]:
-    """torch.nn.MultiheadAttention (fused in_proj) <-> our separate q/k/v projections."""
-    return [
-        Rule(f"{theirs}.in_proj_weight", *(f"{ours}.{x}_proj.weight" for x in "qkv")),
-        Rule(f"{theirs}.in_proj_bias", *(f"{ours}.{x}_proj.bias" for x in "qkv")),
-        Rule(f"{theirs}.out_proj.{{p}}", f"{ours}.out_proj.{{p}}"),
-    ]
+def _detr_layer_rules(theirs: str, ours: str, attentions: dict[str, str], norms: dict[str, str]) -> list[Rule]:
+    """A DETR layer: torch.nn.MultiheadAttention (fused in_proj) <-> our separate q/k/v projections, and the FFN."""
+    rules = renames(theirs, ours, {"linear1": "ffn.fc1", "linear2": "ffn.fc2"} | norms)
+    for attention, our_attention in attentions.items():
+        for p in ("weight", "bias"):
+            rules.append(
+                (f"{theirs}.{attention}.in_proj_{p}", *(f"{ours}.{our_attention}.{x}_proj.{p}" for x in "qkv"))
+            )
+        rules += renames(f"{theirs}.{attention}", f"{ours}.{our_attention}", {"out_proj": "out_proj"})
+    return rules
 
 
 def original_rules(config: MaskFormerConfig) -> list[Rule]:
     """All original <-> ours rules for this architecture."""
     pixel, head = "sem_seg_head.pixel_decoder", "sem_seg_head.predictor"
     num_features = len(config.backbone_config.out_features)
-    rules = _backbone_rules(config)
     # FPN: ours runs coarse to fine (layers.0 = res4); the original numbers fine to coarse (adapter_1 = res2).
-    rules.append(Rule(f"{pixel}.layer_{num_features}.weight", "model.pixel_decoder.stem.0.weight"))
-    rules.append(Rule(f"{pixel}.layer_{num_features}.norm.{{p}}", "model.pixel_decoder.stem.1.{p}"))
+    fpn = {f"layer_{num_features}": "stem"}
     for index in range(num_features - 1):
-        level, ours = num_features - 1 - index, f"model.pixel_decoder.layers.{index}"
-        rules += [
-            Rule(f"{pixel}.adapter_{level}.weight", f"{ours}.lateral.0.weight"),
-            Rule(f"{pixel}.adapter_{level}.norm.{{p}}", f"{ours}.lateral.1.{{p}}"),
-            Rule(f"{pixel}.layer_{level}.weight", f"{ours}.output.0.weight"),
-            Rule(f"{pixel}.layer_{level}.norm.{{p}}", f"{ours}.output.1.{{p}}"),
-        ]
-    rules.append(Rule(f"{pixel}.mask_features.{{p}}", "model.pixel_decoder.mask_features.{p}"))
-    encoder, our_encoder = (
+        level = num_features - 1 - index
+        fpn |= {f"adapter_{level}": f"layers.{index}.lateral", f"layer_{level}": f"layers.{index}.output"}
+    rules = _backbone_rules(config)
+    for theirs, ours in fpn.items():
+        rules.append((f"{pixel}.{theirs}.weight", f"model.pixel_decoder.{ours}.0.weight"))
+        rules.append((f"{pixel}.{theirs}.norm.{{p}}", f"model.pixel_decoder.{ours}.1.{{p}}"))
+    rules += [
+        (f"{pixel}.mask_features.{{p}}", "model.pixel_decoder.mask_features.{p}"),
+        (f"{pixel}.input_proj.{{p}}", "model.pixel_decoder.encoder.input_proj.{p}"),
+        (f"{head}.transformer.decoder.norm.{{p}}", "model.transformer_decoder.layernorm.{p}"),
+        (f"{head}.query_embed.weight", "model.transformer_decoder.query_embed.weight"),
+        (f"{head}.input_proj.{{p}}", "model.transformer_decoder.input_proj.{p}"),
+        (f"{head}.class_embed.{{p}}", "class_head.{p}"),
+        (f"{head}.mask_embed.layers.{{i}}.{{p}}", "mask_head.layers.{i}.{p}"),
+    ]
+    rules += _detr_layer_rules(
         f"{pixel}.transformer.encoder.layers.{{i}}",
         "model.pixel_decoder.encoder.layers.{i}",
+        {"self_attn": "self_attn"},
+        {"norm1": "self_attn_norm", "norm2": "ffn_norm"},
     )
-    rules.append(Rule(f"{pixel}.input_proj.{{p}}", "model.pixel_decoder.encoder.input_proj.{p}"))
-    rules += _attention_rules(f"{encoder}.self_attn", f"{our_encoder}.self_attn")
-    rules += [
-        Rule(f"{encoder}.linear1.{{p}}", f"{our_encoder}.ffn.fc1.{{p}}"),
-        Rule(f"{encoder}.linear2.{{p}}", f"{our_encoder}.ffn.fc2.{{p}}"),
-        Rule(f"{encoder}.norm1.{{p}}", f"{our_encoder}.self_attn_norm.{{p}}"),
-        Rule(f"{encoder}.norm2.{{p}}", f"{our_encoder}.ffn_norm.{{p}}"),
-    ]
-    decoder, our_decoder = f"{head}.transformer.decoder.layers.{{i}}", "model.transformer_decoder.layers.{i}"
-    rules += _attention_rules(f"{decoder}.self_attn", f"{our_decoder}.self_attn")
-    rules += _attention_rules(f"{decoder}.multihead_attn", f"{our_decoder}.cross_attn")
-    rules += [
-        Rule(f"{decoder}.linear1.{{p}}", f"{our_decoder}.ffn.fc1.{{p}}"),
-        Rule(f"{decoder}.linear2.{{p}}", f"{our_decoder}.ffn.fc2.{{p}}"),
-        Rule(f"{decoder}.norm1.{{p}}", f"{our_decoder}.self_attn_norm.{{p}}"),
-        Rule(f"{decoder}.norm2.{{p}}", f"{our_decoder}.cross_attn_norm.{{p}}"),
-        Rule(f"{decoder}.norm3.{{p}}", f"{our_decoder}.ffn_norm.{{p}}"),
-        Rule(f"{head}.transformer.decoder.norm.{{p}}", "model.transformer_decoder.layernorm.{p}"),
-        Rule(f"{head}.query_embed.weight", "model.transformer_decoder.query_embed.weight"),
-        Rule(f"{head}.input_proj.{{p}}", "model.transformer_decoder.input_proj.{p}"),
-        Rule(f"{head}.class_embed.{{p}}", "class_head.{p}"),
-        Rule(f"{head}.mask_embed.layers.{{i}}.{{p}}", "mask_head.layers.{i}.{p}"),
-    ]
+    rules += _detr_layer_rules(
+        f"{head}.transformer.decoder.layers.{{i}}",
+        "model.transformer_decoder.layers.{i}",
+        {"self_attn": "self_attn", "multihead_attn": "cross_attn"},
+        {"norm1": "self_attn_norm", "norm2": "cross_attn_norm", "norm3": "ffn_norm"},
+    )
     return rules
 
 
-# ----------------------------------------------------------------------------------------------------
-# Entry points
-# ----------------------------------------------------------------------------------------------------
-def state_dict_from_original(
-    state: Mapping[str, Tensor], config: MaskFormerConfig, target: Mapping[str, Tensor]
-) -> dict[str, Tensor]:
-    """Original -> ours, checked against `target` (our fresh model's state dict)."""
-    return convert_state_dict(
-        state,
-        original_rules(config),
-        target,
-        to_ours=True,
-        skipped_source=SKIPPED_SOURCE_KEYS,
-        computed_target=_OURS_ONLY,
-        what="original checkpoint",
-    )
-
-
 def to_original_state_dict(model: MaskFormerForInstanceSegmentation) -> dict[str, np.ndarray]:
-    """Our weights under the authors' key names, as numpy arrays (the inverse of `state_dict_from_original`),
-    plus the `criterion.empty_weight` buffer their model carries."""
+    """Our weights under the authors' key names, as numpy arrays, plus the `criterion.empty_weight` buffer their
+    model carries."""
     state, _ = drop_keys(model.state_dict(), _OURS_ONLY)
     converted, unconverted = apply_rules(state, original_rules(model.config), to_ours=False)
     if unconverted:
@@ -441,27 +378,16 @@ def to_original_state_dict(model: MaskFormerForInstanceSegmentation) -> dict[str
     return {key: value.detach().cpu().numpy() for key, value in converted.items()}
 
 
-def processor_from_original(state: Mapping[str, Tensor], preset: str | None) -> MaskFormerImageProcessor:
-    """Test-time settings of the preset (else our defaults); mean/std from the checkpoint when it has them."""
-    settings = dict(PRESETS[preset].processor) if preset is not None else {}
-    if "pixel_mean" in state and "pixel_std" in state:  # detectron2 keeps them in 0..255 units
-        settings["image_mean"] = [float(v) / 255 for v in state["pixel_mean"].flatten()]
-        settings["image_std"] = [float(v) / 255 for v in state["pixel_std"].flatten()]
-    if preset is not None:
-        settings["num_labels"] = PRESETS[preset].num_labels
-    return MaskFormerImageProcessor(**settings)
-
-
 def convert_from_original(
     source: str | Path,
     destination: str | Path | None = None,
     preset: str | None = None,
     num_attention_heads: int | None = None,
 ) -> tuple[MaskFormerForInstanceSegmentation, MaskFormerImageProcessor]:
-    """Read an original checkpoint and return our model (eval mode) and processor; with `destination`, also
-    `save_pretrained` both there. `preset` (a key of `PRESETS`) checks the architecture and sets the
-    processor; the architecture itself is inferred from the key shapes, except the number of attention heads
-    (`num_attention_heads`, else the preset's, else 8: every released model)."""
+    """Our model (eval mode) and processor from an original checkpoint; with `destination`, also `save_pretrained`
+    both there. The architecture is inferred from the key shapes, except the number of attention heads
+    (`num_attention_heads`, else the preset's, else 8: every released model); `preset` (a key of `PRESETS`)
+    checks it and sets the processor (else our defaults; mean/std from the checkpoint when it has them)."""
     if preset is not None and preset not in PRESETS:
         raise InvalidInputError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     state = load_original_checkpoint(source)
@@ -470,9 +396,22 @@ def convert_from_original(
     except ValueError as error:
         raise InvalidInputError(f"{source}: {error}") from error
     model = MaskFormerForInstanceSegmentation(config)
-    model.load_state_dict(state_dict_from_original(state, config, model.state_dict()), strict=True)
+    converted = convert_state_dict(
+        state,
+        original_rules(config),
+        model.state_dict(),
+        to_ours=True,
+        skipped_source=SKIPPED_SOURCE_KEYS,
+        computed_target=_OURS_ONLY,
+        what="original checkpoint",
+    )
+    model.load_state_dict(converted, strict=True)
     model.eval()
-    processor = processor_from_original(state, preset)
+    settings = {**PRESETS[preset].processor, "num_labels": PRESETS[preset].num_labels} if preset else {}
+    if "pixel_mean" in state and "pixel_std" in state:  # detectron2 keeps them in 0..255 units
+        settings["image_mean"] = [float(v) / 255 for v in state["pixel_mean"].flatten()]
+        settings["image_std"] = [float(v) / 255 for v in state["pixel_std"].flatten()]
+    processor = MaskFormerImageProcessor(**settings)
     if destination is not None:
         model.save_pretrained(destination)
         processor.save_pretrained(destination)

@@ -16,9 +16,7 @@ from ..modeling_maskformer import FolderFormat
 from .transformers_folder import is_transformers_folder
 
 PAPER = "https://arxiv.org/abs/2107.06278"
-DEFAULT_WIDGET_IMAGES = [
-    "https://huggingface.co/datasets/huggingface/documentation-images/resolve/main/coco_sample.png"
-]
+WIDGET_IMAGE = "https://huggingface.co/datasets/huggingface/documentation-images/resolve/main/coco_sample.png"
 _TEMPLATE = """---
 {{ card_data }}
 ---
@@ -26,8 +24,8 @@ _TEMPLATE = """---
 # {{ title }}
 
 MaskFormer ([Cheng, Schwing, Kirillov, NeurIPS 2021]({{ paper }})) treats segmentation as mask classification:
-{{ num_queries }} queries each predict a binary mask and one of {{ num_labels }} classes (or "no object"). One model
-serves semantic, instance and panoptic segmentation; the task is chosen at post-processing.
+{{ num_queries }} queries each predict a binary mask and one of {{ num_labels }} classes (or "no object"); the task
+(semantic, instance, panoptic) is chosen at post-processing.
 
 - Backbone: `{{ backbone }}`; pixel decoder: `{{ pixel_decoder }}`; decoder layers: {{ decoder_layers }}.
 {% if base_model %}- Fine-tuned from: `{{ base_model }}`.
@@ -44,32 +42,20 @@ No evaluation results recorded.
 ## Usage
 {% if transformers_native %}
 This folder is in transformers' own MaskFormer format: plain transformers, the Hub's inference widget and
-`pipeline()` load it with no `trust_remote_code`.
-
-```python
-from transformers import pipeline
-
-segmenter = pipeline("image-segmentation", model="{{ repo_id }}")
-segments = segmenter("image.jpg", subtask="semantic")
-```
-
-The training settings of the `modeling_maskformer` package ride along in config.json (`maskformer_hf_training`,
-which transformers ignores): its `MaskFormerForInstanceSegmentation.from_pretrained("{{ repo_id }}")` restores
-them to continue training.
+`pipeline()` load it with no `trust_remote_code`. The `modeling_maskformer` package's `from_pretrained` also restores
+its training settings (config.json's `maskformer_hf_training`, which transformers ignores) to continue training.
 {% else %}
 transformers' MaskFormer cannot represent this model ({{ refusals }}), so the folder carries its code: it loads
-with `trust_remote_code=True`, and the Hub's inference widget (which runs no remote code) does not work.
-
+with `trust_remote_code=True` (or with the `modeling_maskformer` package's classes), and the Hub's inference widget
+(which runs no remote code) does not work.
+{% endif %}
 ```python
 from transformers import pipeline
 
-segmenter = pipeline("image-segmentation", model="{{ repo_id }}", trust_remote_code=True)
+segmenter = pipeline("image-segmentation", model="{{ repo_id }}"{{ "" if transformers_native else ", trust_remote_code=True" }})
 segments = segmenter("image.jpg", subtask="semantic")
 ```
-
-With the `modeling_maskformer` package installed, its classes' `from_pretrained("{{ repo_id }}")` works without
-`trust_remote_code`.
-{% endif %}{% if training_args %}
+{% if training_args %}
 ## Training arguments
 
 ```json
@@ -78,12 +64,8 @@ With the `modeling_maskformer` package installed, its classes' `from_pretrained(
 {% endif %}"""
 TAGS = ["maskformer", "image-segmentation", "vision", "semantic-segmentation", "panoptic-segmentation"]
 # Our metric key -> (name shown, `model-index` metric type).
-_METRIC_NAMES = {
-    "mean_iou": ("mIoU", "mean_iou"),
-    "pixel_accuracy": ("pixel accuracy", "accuracy"),
-    "pq": ("PQ", "pq"),
-    "mask_ap": ("mask AP", "map"),
-}
+_METRIC_NAMES = {"mean_iou": ("mIoU", "mean_iou"), "pixel_accuracy": ("pixel accuracy", "accuracy")}
+_METRIC_NAMES |= {"pq": ("PQ", "pq"), "mask_ap": ("mask AP", "map")}
 
 
 def build_model_card(
@@ -94,44 +76,35 @@ def build_model_card(
     dataset: str | None = None,
     base_model: str | None = None,
     training_args: dict[str, Any] | None = None,
-    license: str = "apache-2.0",
-    widget_images: list[str] | None = None,
     transformers_native: bool | None = None,
     tags: list[str] | None = None,
 ) -> ModelCard:
-    """A model card with Hub metadata (`library_name`, `pipeline_tag`, tags, license, datasets, base model,
-    widget examples, and a `model-index` when metrics are known), validated by huggingface_hub.
-
-    `transformers_native`: whether the folder is in transformers' own format (default: whether transformers
-    can represent `config`, which is what `save_pretrained` decides); the usage section says which way the
-    folder loads."""
+    """A model card with Hub metadata (and a `model-index` when metrics and the dataset are known), checked by
+    `check_model_card`. `transformers_native`: whether the folder is in transformers' own format (default:
+    whether transformers can represent `config`); the usage section says which way the folder loads."""
     refusals = transformers_refusals(config)
-    if transformers_native is None:
-        transformers_native = not refusals
-    metrics = {name: value for name, value in (metrics or {}).items() if value is not None}
-    eval_results = None
-    if metrics and dataset:
-        eval_results = [
-            EvalResult(
-                task_type="image-segmentation",
-                dataset_type=dataset,
-                dataset_name=dataset,
-                metric_name=_METRIC_NAMES.get(name, (name, name))[0],
-                metric_type=_METRIC_NAMES.get(name, (name, name))[1],
-                metric_value=round(float(value), 4),
-            )
-            for name, value in metrics.items()
-        ]
+    metrics = {name: round(float(value), 4) for name, value in (metrics or {}).items() if value is not None}
+    eval_results = [
+        EvalResult(
+            task_type="image-segmentation",
+            dataset_type=dataset,
+            dataset_name=dataset,
+            metric_name=_METRIC_NAMES.get(name, (name, name))[0],
+            metric_type=_METRIC_NAMES.get(name, (name, name))[1],
+            metric_value=value,
+        )
+        for name, value in metrics.items()
+    ]
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="image-segmentation",
         tags=[*TAGS, *(tags or [])],
-        license=license,
+        license="apache-2.0",
         datasets=[dataset] if dataset else None,
         base_model=base_model,
         model_name=repo_id.split("/")[-1],
-        eval_results=eval_results,
-        widget=[{"src": src} for src in (widget_images or DEFAULT_WIDGET_IMAGES)],
+        eval_results=eval_results if dataset else None,
+        widget=[{"src": WIDGET_IMAGE}],
     )
     backbone = getattr(config.backbone_config, "model_type", "?")
     if getattr(config.backbone_config, "backbone", None):
@@ -148,9 +121,9 @@ def build_model_card(
         decoder_layers=config.decoder_layers,
         base_model=base_model,
         dataset=dataset,
-        metrics={name: round(float(value), 4) for name, value in metrics.items()},
+        metrics=metrics,
         repo_id=repo_id,
-        transformers_native=transformers_native,
+        transformers_native=not refusals if transformers_native is None else transformers_native,
         refusals="; ".join(refusals) or "saved with folder_format='remote_code'",
         training_args=json.dumps(training_args, indent=2, default=str) if training_args else None,
     )
@@ -159,8 +132,7 @@ def build_model_card(
 
 
 def check_model_card(card: ModelCard) -> None:
-    """Offline check (`ModelCard.validate` asks the Hub): the metadata parses back unchanged and carries
-    what the Hub's widgets and search need."""
+    """Offline check (`ModelCard.validate` asks the Hub): the metadata round-trips and has what the Hub needs."""
     parsed = ModelCard(str(card))
     if parsed.data.to_dict() != card.data.to_dict():
         raise ValueError("model card metadata does not round-trip through huggingface_hub")
@@ -206,11 +178,8 @@ def push_to_hub(
     max_shard_size: int | str = "50GB",
     **upload: Any,
 ) -> str:
-    """Upload a Hub-ready folder: weights and config (transformers' own format when it represents the model, see
-    `save_pretrained`), processor and a model card with metadata (and `model-index` when `metrics` are given;
-    `tags` added to its tags). `upload`: `push_folder_to_hub`'s arguments (`token`, `private`, `commit_message`,
-    `commit_description`, `revision`, `create_pr`, `api`), which mean what they mean in transformers. Returns the
-    commit URL."""
+    """Upload `save_pretrained`'s folder, the processor and a model card (a `model-index` when `metrics` are given);
+    `upload`: `push_folder_to_hub`'s arguments, as in transformers. Returns the commit URL."""
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder, folder_format=folder_format, max_shard_size=max_shard_size)
         if processor is not None:

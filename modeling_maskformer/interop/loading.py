@@ -1,12 +1,7 @@
-"""`from_pretrained` for our models (registered by the package face): transformers' loading, plus what users
-trip over. A folder's weights must fit its config, or `MaskFormerLoadError` says which field differs:
-
-- before loading, the tensor names and shapes of the safetensors header against those of the model the config
-  builds (on the meta device, no memory), for everything outside the backbone (whose checkpoint names
-  transformers renames on load): a config.json edited by hand (`hidden_size`, `id2label`, ...) is named without
-  transformers' long load report;
-- after loading, transformers' loading info: a missing or unexpected tensor (the backbone included) is an error,
-  never a silently re-initialised layer.
+"""`from_pretrained` for our models (registered by the package face): transformers' loading, plus what users trip
+over. Weights that do not fit config.json raise `MaskFormerLoadError` naming the field: before loading, from the
+safetensors header against the model the config builds (on the meta device; the backbone, whose names transformers
+renames on load, compared by shape only where names agree); after loading, from transformers' loading info.
 """
 
 from __future__ import annotations
@@ -41,8 +36,7 @@ class MaskFormerLoadError(UserError):
     """
 
 
-# Config fields readable from tensor shapes (full-model names), to name the field that was edited: a dimension of a
-# tensor, or the number of layers whose keys a pattern finds.
+# Config fields readable from tensor shapes (full-model names): a dimension of a tensor, or a number of layers.
 _FIELDS_FROM_DIMS = {
     "num_labels (entries of id2label)": ("class_head.weight", 0),
     "hidden_size": ("model.transformer_decoder.query_embed.weight", 1),
@@ -68,8 +62,7 @@ def fields_from_shapes(shapes: Shapes) -> dict[str, int]:
 
 
 def checkpoint_shapes(source: str, hub_kwargs: Mapping) -> tuple[str, dict[str, tuple[int, ...]]] | None:
-    """(file, {name: shape}) from the safetensors header(s) of a folder or cached Hub repo; None when there is
-    no safetensors file to read (a `.bin` checkpoint, or a Hub repo not downloaded yet: transformers decides)."""
+    """(file, {name: shape}) from the safetensors header(s) of a folder or cached Hub repo; None without one."""
     found = checkpoint_files(source, hub_kwargs)
     if found is None:
         return None
@@ -83,23 +76,17 @@ def checkpoint_shapes(source: str, hub_kwargs: Mapping) -> tuple[str, dict[str, 
     return found[0], shapes
 
 
-def model_shapes(model_class, config) -> dict[str, tuple[int, ...]]:
-    """{name: shape} of the model `config` builds, under full-model names; built on the meta device."""
-    with torch.device("meta"):
-        model = model_class(config)
-    shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    if not hasattr(model, model_class.base_model_prefix):  # the base model: names without the "model." prefix
-        shapes = {f"{model_class.base_model_prefix}.{key}": shape for key, shape in shapes.items()}
-    return shapes
-
-
 def check_weights_fit(
     source: str, file: str, checkpoint: Shapes, expected: Shapes, *, prefix: str, skip_class_head: bool
 ) -> None:
-    """Raise `MaskFormerLoadError` when a tensor outside the backbone is missing, unexpected or of another shape,
-    naming the config fields whose values the shapes contradict."""
-    if not any(key.startswith(f"{prefix}.") for key in checkpoint):  # a base-model checkpoint
-        checkpoint = {f"{prefix}.{key}": shape for key, shape in checkpoint.items()}
+    """`MaskFormerLoadError` naming the config fields the shapes contradict, for a tensor outside the backbone that
+    is missing, unexpected or of another shape."""
+    checkpoint, expected = (
+        shapes
+        if any(key.startswith(f"{prefix}.") for key in shapes)
+        else {f"{prefix}.{k}": v for k, v in shapes.items()}
+        for shapes in (checkpoint, expected)  # a base model's names lack the prefix
+    )
     skipped = ("class_head.",) if skip_class_head else ()
     has_heads = [any(key.startswith(HEADS) for key in shapes) for shapes in (checkpoint, expected)]
     if not all(has_heads):  # base model <-> full checkpoint: the heads are not compared
@@ -128,17 +115,15 @@ def check_weights_fit(
 
 
 def check_loading_info(source: str, info: Mapping) -> None:
-    """Raise `MaskFormerLoadError` for a tensor transformers left missing or unused outside the heads (those are
-    legitimately absent when a base model and a full checkpoint meet)."""
-    problems = {
-        kind: sorted(key for key in info.get(kind, ()) if not key.startswith(HEADS))
+    """`MaskFormerLoadError` for a tensor transformers left missing or unused outside the heads (legitimately
+    absent when a base model and a full checkpoint meet)."""
+    problems = [
+        f"{len(keys)} {kind.replace('_', ' ')} (e.g. {', '.join(keys[:3])})"
         for kind in ("missing_keys", "unexpected_keys")
-    }
-    problems = {kind: keys for kind, keys in problems.items() if keys}
+        if (keys := sorted(key for key in info.get(kind, ()) if not key.startswith(HEADS)))
+    ]
     if problems:
-        listing = "; ".join(
-            f"{len(keys)} {kind.replace('_', ' ')} (e.g. {', '.join(keys[:3])})" for kind, keys in problems.items()
-        )
+        listing = "; ".join(problems)
         raise MaskFormerLoadError(
             f"{source}: the weights do not fit config.json: {listing}. Was config.json edited, or the folder "
             "saved by another architecture?"
@@ -146,10 +131,9 @@ def check_loading_info(source: str, info: Mapping) -> None:
 
 
 def from_pretrained(cls, load: Callable, pretrained_model_name_or_path, *model_args, **kwargs):
-    """`load` (transformers' `from_pretrained` of `cls`), plus: the checkpoint's weights replace the backbone's
-    (ImageNet weights are never downloaded on load); transformers MaskFormer folders are converted on the fly; a
-    `num_labels` different from the checkpoint's re-initialises the class head with a warning; weights that do not
-    fit the config raise `MaskFormerLoadError`; a Hub repo that cannot be found raises `MissingInputError`."""
+    """`load` (transformers' `from_pretrained` of `cls`), plus: no ImageNet backbone download; transformers
+    MaskFormer folders converted on the fly; another `num_labels` re-initialises the class head with a warning;
+    weights that do not fit the config raise `MaskFormerLoadError`; an unknown Hub repo `MissingInputError`."""
     if torch.get_default_device().type == "meta":
         # NOTE: transformers refuses this (weights cannot load onto meta tensors) and says what to use instead
         # (`ModelClass(config)` / `from_config` under the meta device, or `device_map`): its error, unchanged.
@@ -197,7 +181,8 @@ def from_pretrained(cls, load: Callable, pretrained_model_name_or_path, *model_a
         pretrained_model_name_or_path, model_args = None, ()
     found = None if native or kwargs.get("ignore_mismatched_sizes") else checkpoint_shapes(source, hub_kwargs)
     if found is not None:
-        expected = model_shapes(cls, config)
+        with torch.device("meta"):
+            expected = {key: tuple(value.shape) for key, value in cls(config).state_dict().items()}
         check_weights_fit(source, *found, expected, prefix=cls.base_model_prefix, skip_class_head=new_class_head)
     if new_class_head:
         kwargs["ignore_mismatched_sizes"] = True

@@ -1,9 +1,8 @@
-"""`save_pretrained` for our models (registered by the package face), and the file modes of what this package saves.
+"""`save_pretrained` for our models (registered by the package face), and the mode of the weight files it writes.
 
-safetensors' `save_file` (0.8) creates its file with mode 0600 whatever the umask, while every other file of a
-saved folder gets the usual 0644: a model folder copied to a server, or shared with another user or container,
-could then not be read there. `make_weights_readable` gives the weight files the mode an ordinary file would get
-(0666 less the umask). Every save of a model folder or checkpoint in this package calls it.
+NOTE: safetensors' `save_file` (0.8) creates its file with mode 0600 whatever the umask, while every other file of a
+saved folder gets 0644, so a folder copied to a server or shared with another user could not be read there.
+`make_weights_readable` gives the weight files the mode an ordinary file gets; every save in this package calls it.
 """
 
 from __future__ import annotations
@@ -15,13 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..configuration.remote_code import PUSH_KWARGS
-from ..errors import InvalidInputError
 from ..modeling_maskformer import FolderFormat
-from .transformers_folder import choose_format, save_transformers_folder, transformers_weight_refusals
+from .transformers_folder import native_refusals, save_transformers_folder
 
 logger = logging.getLogger(__name__)
 _UMASK_LOCK = threading.Lock()
-WEIGHT_SUFFIXES = (".safetensors",)
 
 
 def current_umask() -> int:
@@ -40,35 +37,25 @@ def current_umask() -> int:
 
 
 def make_weights_readable(folder: str | Path) -> list[Path]:
-    """Give every weight file directly in `folder` the mode a newly created file gets (0666 less the umask), as
-    for the folder's other files; returns the files changed. A file the umask keeps private stays private."""
+    """Give every weight file in `folder` the mode a new file gets (0666 less the umask); returns those changed."""
     folder = Path(folder)
     if not folder.is_dir():  # e.g. a process that did not write (transformers' is_main_process=False)
         return []
     mode = 0o666 & ~current_umask()
     changed = []
     for path in sorted(folder.iterdir()):
-        if path.suffix in WEIGHT_SUFFIXES and path.is_file() and (path.stat().st_mode & 0o777) != mode:
+        if path.suffix == ".safetensors" and path.is_file() and (path.stat().st_mode & 0o777) != mode:
             path.chmod(mode)
             changed.append(path)
     return changed
 
 
 def save_pretrained(model, save: Callable, save_directory, *args, folder_format: FolderFormat = "auto", **kwargs):
-    """Write a folder `from_pretrained` loads. `folder_format="auto"` writes transformers' own MaskFormer format
-    whenever it represents the model exactly (plain transformers, the Hub widget and `pipeline()` load it with no
-    trust_remote_code; our settings ride along in config.json), else the remote-code folder through `save` (the
-    model's `HubFolderMixin.save_pretrained`), saying why in one log line; "transformers" insists (ValueError if
-    impossible), "remote_code" forces the remote-code folder."""
-    native, reasons = choose_format(model.config, folder_format)
-    if native:
-        # NOTE: a module the config does not reveal (say, another head) has weights no key rule places: the
-        # conversion check finds them before anything is written.
-        reasons = transformers_weight_refusals(model)
-        if reasons and folder_format == "transformers":
-            raise InvalidInputError("transformers' MaskFormer cannot represent this model: " + "; ".join(reasons))
-        native = not reasons
-    if not native:
+    """Write a folder `from_pretrained` loads: `folder_format="auto"` writes transformers' own MaskFormer format
+    whenever it represents the model exactly, else the remote-code folder through `save`, saying why in one log
+    line; "transformers" insists (ValueError if impossible), "remote_code" forces the remote-code folder."""
+    reasons = native_refusals(model, folder_format)
+    if reasons:
         if folder_format == "auto":
             logger.warning(
                 "Saving %s as a remote-code folder (loads with trust_remote_code=True; no Hub widget): "

@@ -1,12 +1,7 @@
-"""Transformers-native folders: what `save_pretrained` writes when transformers' MaskFormer can represent the
-model exactly, and how our classes read any transformers MaskFormer folder back.
-
-A native folder is transformers' own: config.json with model_type "maskformer" (our training settings under
-`transformers_format.STASH_KEY`), the weights under transformers' key names, and a preprocessor_config.json
-naming transformers' `MaskFormerImageProcessor`. Plain transformers, the Hub widget and `pipeline()` load it
-with no `trust_remote_code`; our classes convert it on the fly (`transformers_weights.py`'s key rules), every
-setting restored (conversion parity 0.0, tests/test_parity.py). Otherwise (`transformers_refusals`) the folder is
-the remote-code one (`configuration/remote_code.py`), and saving says so in one line.
+"""Transformers-native folders: what `save_pretrained` writes when transformers' MaskFormer represents the model
+exactly (config.json of model_type "maskformer" with our training settings under `STASH_KEY`, transformers' weight
+names, its processor), and how our classes read any transformers MaskFormer folder back (parity 0.0,
+tests/test_parity.py). Otherwise (`transformers_refusals`) the folder is the remote-code one.
 """
 
 from __future__ import annotations
@@ -33,9 +28,9 @@ from ..errors import InvalidInputError, MissingInputError
 from ..modeling_maskformer import FolderFormat, MaskFormerForInstanceSegmentation
 from .transformers_weights import (
     config_to_transformers,
+    convert_state_dict,
     find_rule,
     state_dict_from_transformers,
-    state_dict_to_transformers,
     transformers_rules,
 )
 
@@ -48,8 +43,7 @@ def is_transformers_folder(folder: str | Path) -> bool:
     return folder_model_type(folder) == TRANSFORMERS_MODEL_TYPE
 
 
-def _cached(source: str, name: str, hub_kwargs: Mapping) -> str | None:
-    """A file of a local folder or (cached / reachable) Hub repo; None when it has none."""
+def _cached(source: str, name: str, hub_kwargs: Mapping) -> str | None:  # None when the folder or repo has none
     return cached_file(
         source,
         name,
@@ -74,7 +68,7 @@ def checkpoint_files(
     source: str, hub_kwargs: Mapping, names: tuple[str, ...] = SAFETENSORS_FILES
 ) -> tuple[str, list[str]] | None:
     """(what to name in errors, the weight files) of a folder or cached Hub repo, for the first of `names` (a
-    single file, then its sharded index) that exists; None when none does."""
+    file, then its sharded index) that exists."""
     for single_name, index_name in zip(names[::2], names[1::2]):
         if (single := _cached(source, single_name, hub_kwargs)) is not None:
             return single, [single]
@@ -85,37 +79,32 @@ def checkpoint_files(
     return None
 
 
-def choose_format(config, folder_format: FolderFormat) -> tuple[bool, list[str]]:
-    """(write natively?, why not): "auto" is native whenever transformers can represent the model."""
+def native_refusals(model, folder_format: FolderFormat) -> list[str]:
+    """Why `model` is not written in transformers' own format (empty: it is); an error when `folder_format` is
+    "transformers" and transformers' MaskFormer cannot represent it."""
     if folder_format not in ("auto", "transformers", "remote_code"):
         raise InvalidInputError(f"folder_format={folder_format!r}: must be 'auto', 'transformers' or 'remote_code'")
     if folder_format == "remote_code":
-        return False, ["folder_format='remote_code'"]
-    refusals = transformers_refusals(config)
+        return ["folder_format='remote_code'"]
+    refusals = transformers_refusals(model.config)
+    if not refusals:
+        # NOTE: a module the config does not reveal (say, another head) has weights no key rule places.
+        rules, _ = transformers_rules(model.config)
+        prefix = "" if hasattr(model, "class_head") else _PREFIX
+        unplaced = [key for key in model.state_dict() if find_rule(rules, prefix + key, to_ours=False) is None]
+        if unplaced:
+            refusals.append(
+                f"{len(unplaced)} weights with no place in its checkpoint (e.g. {', '.join(unplaced[:3])})"
+            )
+        if hasattr(model, "mask_head") and len(model.mask_head.layers) != 3:
+            refusals.append(f"a {len(model.mask_head.layers)}-layer mask MLP (transformers' is 3 layers)")
     if refusals and folder_format == "transformers":
-        raise InvalidInputError(
-            "folder_format='transformers': transformers' MaskFormer cannot represent this model: "
-            + "; ".join(refusals)
-        )
-    return not refusals, refusals
-
-
-def transformers_weight_refusals(model) -> list[str]:
-    """What of our weights transformers' MaskFormer has no place for (empty: all of them map)."""
-    rules, _ = transformers_rules(model.config)
-    prefix = "" if hasattr(model, "class_head") else _PREFIX
-    unplaced = [key for key in model.state_dict() if find_rule(rules, prefix + key, to_ours=False) is None]
-    refusals = []
-    if unplaced:
-        refusals.append(f"{len(unplaced)} weights with no place in its checkpoint (e.g. {', '.join(unplaced[:3])})")
-    mask_head = getattr(model, "mask_head", None)
-    if mask_head is not None and len(mask_head.layers) != 3:
-        refusals.append(f"a {len(mask_head.layers)}-layer mask MLP (transformers' is 3 layers)")
+        raise InvalidInputError("transformers' MaskFormer cannot represent this model: " + "; ".join(refusals))
     return refusals
 
 
 def save_transformers_folder(model, folder: str | Path, **save_kwargs) -> None:
-    """Write `model` (ours, full or base) as transformers' MaskFormer folder; see the module docstring."""
+    """Write `model` (ours, full or base) as transformers' MaskFormer folder."""
     full = hasattr(model, "class_head")
     state = model.state_dict()
     if not full:  # the key rules name full-model keys
@@ -128,7 +117,10 @@ def save_transformers_folder(model, folder: str | Path, **save_kwargs) -> None:
     target = tf_model.state_dict()
     if not full:
         target = {f"{_PREFIX}{key}": value for key, value in target.items()}
-    converted = state_dict_to_transformers(state, model.config, target)
+    rules, tf_buffers = transformers_rules(model.config)
+    converted = convert_state_dict(
+        state, rules, target, to_ours=False, computed_target=tf_buffers, what="our checkpoint"
+    )
     if not full:
         converted = {key.removeprefix(_PREFIX): value for key, value in converted.items()}
     tf_model.to(next(model.parameters()).dtype).load_state_dict(converted, strict=True)
