@@ -205,23 +205,19 @@ def _earlier_entries(out_dir: Path, run: dict[str, Any], overwrite: bool, progre
             f"{index_path}: not a predictions.json written by batch prediction ({error}); pass --overwrite "
             "(overwrite=True) to start over"
         ) from None
-    differences = [
-        f"{key} {earlier['run'].get(key)!r} -> {run.get(key)!r}"
-        for key in RESUME_KEYS
-        if earlier["run"].get(key) != run.get(key)
-    ]
+    was = earlier["run"]
+    differences = [f"{k} {was.get(k)!r} -> {run.get(k)!r}" for k in RESUME_KEYS if was.get(k) != run.get(k)]
     if differences:
         raise InvalidInputError(
             f"{out_dir} holds predictions of another run ({'; '.join(differences)}): pass --overwrite "
             "(overwrite=True) to replace them, or choose another output folder"
         )
-    return {
-        entry["id"]: entry
-        for entry in earlier["images"]
-        if all(
-            (out_dir / entry[task][k]).is_file() for task in run["tasks"] for k in FILE_FIELDS if entry[task].get(k)
-        )
-    }
+    kept = {}
+    for entry in earlier["images"]:
+        files = [entry[task][k] for task in run["tasks"] for k in FILE_FIELDS if entry[task].get(k)]
+        if all((out_dir / name).is_file() for name in files):
+            kept[entry["id"]] = entry
+    return kept
 
 
 @torch.inference_mode()
@@ -267,6 +263,8 @@ def predict_images(
     run = {**(run_info or {}), "tasks": list(tasks), "threshold": threshold, "mask_threshold": mask_threshold}
     run |= {"overlap_threshold": overlap_threshold, "fuse_stuff": fuse_stuff, "overlays": overlays}
     run |= {"inputs": {"count": len(paths), "sha256": digest}, "batch_size": batch_size, "device": str(device)}
+    post = {"threshold": threshold, "mask_threshold": mask_threshold, "overlap_mask_area_threshold": overlap_threshold}
+    post |= {"thing_ids": thing_ids, "label_ids_to_fuse": None if fuse_stuff else ()}
     bar = _Progress(len(paths), progress)
     carried = _earlier_entries(out_dir, run, overwrite, bar)
     writers = {
@@ -319,17 +317,9 @@ def predict_images(
                         index, record, image = loaded[position]
                         entry = {"file": str(paths[index]), **record.coco_image()}
                         for task, writer in writers.items():
-                            (result,) = segment(
-                                processor,
-                                single,
-                                task,
-                                thing_ids=thing_ids,
-                                target_sizes=[(record.height, record.width)],
-                                threshold=threshold,
-                                mask_threshold=mask_threshold,
-                                overlap_mask_area_threshold=overlap_threshold,
-                                label_ids_to_fuse=None if fuse_stuff else (),
-                                return_binary_maps=task == "instance",
+                            size, binary = [(record.height, record.width)], task == "instance"
+                            [result] = segment(
+                                processor, single, task, target_sizes=size, return_binary_maps=binary, **post
                             )
                             written = writer.add(record, image, result)
                             entry[task] = {

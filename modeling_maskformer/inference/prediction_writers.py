@@ -89,6 +89,14 @@ def encode_mask(mask: np.ndarray | torch.Tensor) -> dict[str, Any]:
     }
 
 
+def _annotation(segment: Mapping[str, Any], mask: torch.Tensor, *, rle: bool = False) -> dict[str, Any]:
+    """A segment's COCO fields: category_id, (its RLE as segmentation,) score, bbox, area."""
+    encoded = encode_mask(mask)
+    fields = {"category_id": int(segment["label_id"]) + CATEGORY_ID_OFFSET}
+    fields |= {"segmentation": encoded["rle"]} if rle else {}
+    return fields | {"score": round(float(segment["score"]), 6), "bbox": encoded["bbox"], "area": encoded["area"]}
+
+
 def segments_table(result: Any, task: str, id2label: Mapping[int, str]) -> list[dict[str, Any]]:
     """Per segment (semantic: per class present) of a post-processing result: id, label_id, label, score, area in
     pixels and as a fraction of the image."""
@@ -205,18 +213,8 @@ class PanopticWriter(_Writer):
         segments = [s for s in result["segments_info"] if s["id"] in present]
         png = write_panoptic_png(self.folder / PANOPTIC_NAME / f"{record.key}.png", segmentation)
         self.images.append(record.coco_image())
-        encoded = [encode_mask(segmentation == s["id"]) for s in segments]  # one at a time: memory stays O(H W)
-        info = [
-            {
-                "id": int(s["id"]),
-                "category_id": int(s["label_id"]) + CATEGORY_ID_OFFSET,
-                "area": e["area"],
-                "bbox": e["bbox"],
-                "iscrowd": 0,
-                "score": round(float(s["score"]), 6),
-            }
-            for s, e in zip(segments, encoded)
-        ]
+        # NOTE: one mask at a time (memory stays O(H W)); panoptic segments carry no RLE: the PNG holds them.
+        info = [{"id": int(s["id"]), **_annotation(s, segmentation == s["id"]), "iscrowd": 0} for s in segments]
         self.records.append({"image_id": record.image_id, "file_name": f"{record.key}.png", "segments_info": info})
         return {"png": png}, {"segmentation": segmentation, "segments_info": segments}
 
@@ -241,17 +239,7 @@ class InstanceWriter(_Writer):
         kept = kept if self.thing_ids is None else drop_stuff(kept, self.thing_ids)
         self.images.append(record.coco_image())
         for segment, mask in zip(kept["segments_info"], kept["segmentation"]):
-            encoded = encode_mask(mask)
-            self.records.append(
-                {
-                    "image_id": record.image_id,
-                    "category_id": int(segment["label_id"]) + CATEGORY_ID_OFFSET,
-                    "segmentation": encoded["rle"],
-                    "score": round(float(segment["score"]), 6),
-                    "bbox": encoded["bbox"],
-                    "area": encoded["area"],
-                }
-            )
+            self.records.append({"image_id": record.image_id, **_annotation(segment, mask, rle=True)})
         return {}, kept
 
     def flush(self) -> list[Path]:
