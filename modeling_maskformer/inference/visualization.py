@@ -30,6 +30,7 @@ def class_colour(class_id: int, shade: int = 0) -> tuple[int, int, int]:
 
 
 def to_numpy(array: Any) -> np.ndarray:
+    """A tensor (any device) or array-like as a numpy array."""
     return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
 
 
