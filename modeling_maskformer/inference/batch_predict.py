@@ -267,9 +267,8 @@ def predict_images(
     post |= {"thing_ids": thing_ids, "label_ids_to_fuse": None if fuse_stuff else ()}
     bar = _Progress(len(paths), progress)
     carried = _earlier_entries(out_dir, run, overwrite, bar)
-    writers = {
-        t: WRITERS[t](out_dir / t, model.config.id2label, thing_ids=thing_ids, overlays=overlays) for t in tasks
-    }
+    id2label = model.config.id2label
+    writers = {t: WRITERS[t](out_dir / t, id2label, thing_ids=thing_ids, overlays=overlays) for t in tasks}
     summary = PredictionSummary(out_dir=out_dir, total=len(paths))
     entries: dict[int, dict[str, Any]] = {}
     if carried:

@@ -126,10 +126,8 @@ def draw(
     if not legend:
         return picture
     areas = np.bincount(region_map[region_map >= 0].ravel(), minlength=len(segments)) / region_map.size
-    entries = sorted(
-        ((colour, text, float(area)) for colour, text, area in zip(colours, texts, areas) if area > 0),
-        key=lambda entry: -entry[2],
-    )
+    entries = [(colour, text, float(area)) for colour, text, area in zip(colours, texts, areas) if area > 0]
+    entries.sort(key=lambda entry: -entry[2])
     panel = _legend(entries, picture.height, max(12, min(24, picture.height // 24)), max_legend_entries)
     out = Image.new("RGB", (picture.width + panel.width, max(picture.height, panel.height)), "white")
     out.paste(picture, (0, 0))
