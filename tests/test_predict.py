@@ -672,15 +672,15 @@ def test_a_bug_keeps_its_traceback_after_the_results_are_written(photos, tmp_pat
     from modeling_maskformer.inference import batch_predict
 
     model, processor = varied_model()
-    real, calls = batch_predict._post_process, []
+    real, calls = batch_predict.segment, []
 
-    def failing(*args):
+    def failing(*args, **kwargs):
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("a bug")
-        return real(*args)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(batch_predict, "_post_process", failing)
+    monkeypatch.setattr(batch_predict, "segment", failing)
     paths = [photos / name for name in ("a.jpg", "b.png", "e.png", "c.jpg")]
     with pytest.raises(RuntimeError, match="a bug"):
         batch_predict.predict_images(model, processor, paths, tmp_path, tasks=["semantic"], progress="none")

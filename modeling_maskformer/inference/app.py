@@ -1,11 +1,7 @@
-"""A Gradio web demo: upload an image, pick a task and thresholds, see the overlay with its legend and a table of
-segments. `build_demo(model_dir)` returns the `gr.Blocks`; `scripts/app.py` launches it. Safe to expose:
-- the model is fixed by whoever starts the app; no control names a model, a path or code, and models load without
-  `trust_remote_code`;
-- the handler reads only the uploads in Gradio's upload folder and the bundled examples (`read_upload` refuses any
-  other path, whatever a client sends);
-- uploads are limited in bytes (also by Gradio: `max_file_size`) and in pixels (from the header, before decoding);
-- `launch` listens on 127.0.0.1 unless told otherwise (`host`, or $GRADIO_SERVER_NAME as on a Space).
+"""A Gradio web demo (`build_demo(model_dir)`; `scripts/app.py` launches it): upload an image, pick a task and
+thresholds, see the overlay and a table of segments. Safe to expose: the model is fixed by whoever starts it and loads
+without remote code; only uploads and the bundled examples are read (`read_upload`), limited in bytes and in pixels
+(read from the header, before decoding); `launch` listens on 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
@@ -42,25 +38,23 @@ class UploadError(InvalidInputError):
 
 
 def example_images() -> list[Path]:
-    """The bundled example pictures (`modeling_maskformer/inference/assets/examples`)."""
+    """The bundled example pictures."""
     return sorted(p for p in EXAMPLES.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-
-
-def upload_roots() -> list[Path]:
-    """Folders uploads may come from: Gradio's upload folder and the bundled examples."""
-    from gradio.utils import get_upload_folder  # NOTE: gradio is optional (the [app] extra), so imported here
-
-    return [Path(get_upload_folder()).resolve(), EXAMPLES]
 
 
 def read_upload(
     path: str | os.PathLike | None, limits: Limits = Limits(), roots: list[Path] | None = None
 ) -> Image.Image:
-    """The uploaded image as RGB, or an `UploadError` saying what is wrong with it."""
+    """The uploaded image as RGB, or an `UploadError` saying what is wrong with it. `roots`: the folders uploads may
+    come from (default: Gradio's upload folder and the examples)."""
     if path is None or str(path) == "":
         raise UploadError("Upload an image first (or pick an example).")
     resolved = Path(path).resolve()
-    roots = upload_roots() if roots is None else [Path(r).resolve() for r in roots]
+    if roots is None:
+        from gradio.utils import get_upload_folder  # NOTE: gradio is optional (the [app] extra), so imported here
+
+        roots = [get_upload_folder(), EXAMPLES]
+    roots = [Path(r).resolve() for r in roots]
     if not any(resolved.is_relative_to(root) for root in roots):
         raise UploadError("That file is not an upload of this page; only uploaded images can be segmented.")
     if not resolved.is_file():
@@ -98,11 +92,11 @@ def load_model(model_dir: str | os.PathLike, *, precision: str = "fp32"):
 
 
 class Segmenter:
-    """The app's logic without Gradio: image + settings -> (overlay picture, rows of the segments table). Instance
-    segmentation lists no stuff class, panoptic segmentation fuses them (`modeling_maskformer.data.labels.segment`)."""
+    """The app's logic without Gradio: image + settings -> (overlay, rows of the segments table), with the model's
+    things and stuff (`data.labels.segment`)."""
 
-    def __init__(self, model, processor, limits: Limits = Limits()):
-        self.model, self.processor, self.limits = model, processor, limits
+    def __init__(self, model, processor):
+        self.model, self.processor = model, processor
         self.id2label = {int(k): v for k, v in model.config.id2label.items()}
         self.thing_ids = model_thing_ids(model.config, getattr(model.config, "name_or_path", "") or "the model")
 
@@ -117,34 +111,21 @@ class Segmenter:
     ) -> tuple[Image.Image, list[list[Any]]]:
         if task not in TASKS:
             raise UploadError(f"Unknown task {task!r}; choose one of {', '.join(TASKS)}.")
-        size = [(image.height, image.width)]
         outputs = self.model(**self.processor(image, return_tensors="pt"))
-        result = segment(
-            self.processor,
-            outputs,
-            task,
-            thing_ids=self.thing_ids,
-            target_sizes=size,
-            threshold=threshold,
-            mask_threshold=mask_threshold,
-            overlap_mask_area_threshold=overlap_threshold,
-        )[0]
-        rows = [
-            [
-                row["label"],
-                row["score"] if row["score"] is None else round(row["score"], 3),
-                round(100 * row["area_fraction"], 2),
-            ]
-            for row in segments_table(result, task, self.id2label)
-        ]
+        post = {"threshold": threshold, "mask_threshold": mask_threshold}
+        post["overlap_mask_area_threshold"] = overlap_threshold
+        size = [(image.height, image.width)]
+        [result] = segment(self.processor, outputs, task, thing_ids=self.thing_ids, target_sizes=size, **post)
+        rows = []
+        for row in segments_table(result, task, self.id2label):
+            score = row["score"] if row["score"] is None else round(row["score"], 3)
+            rows.append([row["label"], score, round(100 * row["area_fraction"], 2)])
         rows.sort(key=lambda row: -row[2])
         return draw(image, result, self.id2label, task=task), rows
 
 
 def _image_input(**kwargs):
-    """A `gr.Image` whose handler gets the stored upload's path unopened, so that `read_upload` (not a generic
-    Gradio error) reports an unreadable or oversized file in the page. Gradio's own checks that the path is an
-    upload still run before this."""
+    """A `gr.Image` whose handler gets the upload's path unopened, so that `read_upload` reports a bad file."""
     import gradio as gr
 
     component = gr.Image(type="filepath", **kwargs)
@@ -172,7 +153,7 @@ def build_demo(
     """The Gradio Blocks of the demo for the model at `model_dir` (chosen here, never by a visitor)."""
     import gradio as gr
 
-    segmenter = Segmenter(*load_model(model_dir, precision=precision), limits=limits)
+    segmenter = Segmenter(*load_model(model_dir, precision=precision))
 
     def segment(path, task, threshold, mask_threshold, overlap_threshold):
         try:
@@ -206,8 +187,8 @@ def build_demo(
 
 
 def launch(demo, *, host: str | None = None, port: int | None = None, limits: Limits = Limits(), **kwargs):
-    """`demo.launch` with the upload limit, examples as the only extra readable folder, and the address
-    `host`, else $GRADIO_SERVER_NAME (what a Hugging Face Space sets), else 127.0.0.1 (localhost only)."""
+    """`demo.launch` with the upload limit, the examples readable, on `host`, else $GRADIO_SERVER_NAME (a Space's),
+    else 127.0.0.1."""
     host = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
     return demo.launch(
         server_name=host, server_port=port, max_file_size=limits.max_bytes, allowed_paths=[str(EXAMPLES)], **kwargs

@@ -1,14 +1,8 @@
-"""Batch prediction: files, folders and globs in (`prediction_inputs`); overlays, class-index PNGs, COCO panoptic and
-COCO instance files out (`prediction_writers`). `scripts/predict.py` is its command line; `docs/predict.md` the guide.
-
-- Batches hold images of one padded size only (`batching`): padding never changes a result, and the batch size
-  changes them only by float rounding.
-- Outputs go to `<out>/<task>/`, named after the input's path relative to the deepest folder holding every input,
-  plus `<out>/predictions.json` (the run's settings, per image its files and segments, the summary).
-- Nothing is lost: an unreadable image is reported and skipped; the JSON files are written every `flush_seconds` and
-  at the end, also when the run stops early: on a bug (the traceback follows), or on Ctrl-C / SIGTERM, which stop it
-  after the current forward pass (a second one stops it at once). The same inputs and settings into the same folder
-  resume: images done are kept. Other settings are refused unless `overwrite=True` (earlier outputs removed first).
+"""Batch prediction (`scripts/predict.py`, guide: `docs/predict.md`): the images of `prediction_inputs` in, the files
+of `prediction_writers` out under `<out>/<task>/`, plus `<out>/predictions.json` (settings, per image its files and
+segments, summary). Batches hold images of one padded size only (`batching`). Nothing is lost: unreadable images are
+skipped and reported, the JSON files are written every `flush_seconds` and at the end (also on a bug, Ctrl-C or
+SIGTERM), and the same inputs and settings into the same folder resume the earlier run.
 """
 
 from __future__ import annotations
@@ -43,15 +37,14 @@ logger = logging.getLogger(__name__)
 TASKS = tuple(WRITERS)  # semantic, panoptic, instance
 INDEX_FILE = "predictions.json"
 # The run settings that must match for a run to resume an earlier one (batch size and device change nothing).
-RESUME_KEYS = ("model", "precision", "tasks", "threshold", "mask_threshold", "overlap_threshold")
-RESUME_KEYS += ("fuse_stuff", "overlays", "inputs")
+RESUME_KEYS = ("model", "precision", "tasks", "threshold", "mask_threshold", "overlap_threshold", "fuse_stuff")
+RESUME_KEYS += ("overlays", "inputs")
 FILE_FIELDS = ("overlay", "mask", "png")  # the fields of an image's entry that name a file
 Progress = Literal["auto", "bar", "lines", "none"]
 
 
 def resolve_device(name: str, *, torch_model: bool = True) -> torch.device:
-    """ "auto" (CUDA when available for a PyTorch model, else the CPU), "cpu", "cuda", "cuda:N" or "mps"; a device
-    this machine lacks is a user error saying why."""
+    """ "auto" (CUDA if there is one and the model is PyTorch's, else the CPU), "cpu", "cuda", "cuda:N" or "mps"."""
     if name == "auto":
         return torch.device("cuda" if torch_model and torch.cuda.is_available() else "cpu")
     try:
@@ -128,10 +121,9 @@ class PredictionSummary:
 
 
 class _Progress:
-    """A tqdm bar on a terminal, else one line per image `[k/N] path: note` (k its position in the input order), on
-    stderr; "none": only problems. Lines come in input order: one waits until the images before it (`expect`) have
-    theirs. NOTE: an unreadable file is found when its window is read, before the forward passes of the images
-    ahead of it, which would otherwise be listed after it."""
+    """A tqdm bar on a terminal, else one stderr line per image `[k/N] path: note`; "none": only problems.
+    NOTE: lines wait for those of the images before them (`expect`): an unreadable file is found when its window is
+    read, before the forward passes of the images ahead of it."""
 
     def __init__(self, total: int, mode: Progress):
         self.mode = ("bar" if sys.stderr.isatty() else "lines") if mode == "auto" else mode
@@ -142,7 +134,6 @@ class _Progress:
         self.order.extend(positions)
 
     def step(self, position: int, path: Path, note: str, *, problem: bool = False) -> None:
-        """Image `position` (0-based, in the input order) is finished."""
         if self.bar is not None:
             if problem:
                 self.bar.write(f"{path}: {note}", file=sys.stderr)
@@ -156,15 +147,15 @@ class _Progress:
         (self.bar.write if self.bar is not None else print)(message, file=sys.stderr)
 
     def close(self) -> None:
-        for position in sorted(self.pending):  # the lines still waiting (a run stopped early)
+        for position in sorted(self.pending):  # a run stopped early
             print(self.pending[position], file=sys.stderr, flush=True)
         if self.bar is not None:
             self.bar.close()
 
 
 class _StopOnSignal:
-    """SIGINT / SIGTERM ask the run to stop after the current forward pass (`signal_name` set); the handler then gives
-    the signal back its previous behaviour, so a second one stops the program at once. Main thread only."""
+    """SIGINT / SIGTERM set `signal_name` (stop after this forward pass) and restore the previous handler, so a second
+    one stops the program at once. Main thread only."""
 
     def __init__(self, progress: _Progress):
         self.progress, self.signal_name, self.previous = progress, None, {}
@@ -192,9 +183,8 @@ class _StopOnSignal:
 
 
 def _earlier_entries(out_dir: Path, run: dict[str, Any], overwrite: bool, progress: _Progress) -> dict[int, dict]:
-    """The entries (by image id: the same inputs give the same ids) of the images an earlier run into `out_dir`
-    finished with the same settings and inputs, their files present; a user error when it had other settings, unless
-    `overwrite` (then its outputs are removed)."""
+    """By image id, the entries of the images an earlier run into `out_dir` finished, their files present; a user
+    error when it had other settings, unless `overwrite` (then its outputs are removed)."""
     index_path = out_dir / INDEX_FILE
     if not index_path.is_file():
         return {}
@@ -215,39 +205,19 @@ def _earlier_entries(out_dir: Path, run: dict[str, Any], overwrite: bool, progre
             f"{index_path}: not a predictions.json written by batch prediction ({error}); pass --overwrite "
             "(overwrite=True) to start over"
         ) from None
-    differences = [
-        f"{key} {earlier['run'].get(key)!r} -> {run.get(key)!r}"
-        for key in RESUME_KEYS
-        if earlier["run"].get(key) != run.get(key)
-    ]
+    was = earlier["run"]
+    differences = [f"{k} {was.get(k)!r} -> {run.get(k)!r}" for k in RESUME_KEYS if was.get(k) != run.get(k)]
     if differences:
         raise InvalidInputError(
             f"{out_dir} holds predictions of another run ({'; '.join(differences)}): pass --overwrite "
             "(overwrite=True) to replace them, or choose another output folder"
         )
-    return {
-        entry["id"]: entry
-        for entry in earlier["images"]
-        if all(
-            (out_dir / entry[task][k]).is_file() for task in run["tasks"] for k in FILE_FIELDS if entry[task].get(k)
-        )
-    }
-
-
-def _post_process(processor, task: str, outputs, size: tuple[int, int], settings: dict[str, Any], thing_ids, fuse):
-    (result,) = segment(
-        processor,
-        outputs,
-        task,
-        thing_ids=thing_ids,
-        target_sizes=[size],
-        threshold=settings["threshold"],
-        mask_threshold=settings["mask_threshold"],
-        overlap_mask_area_threshold=settings["overlap_threshold"],
-        label_ids_to_fuse=fuse,
-        return_binary_maps=task == "instance",
-    )
-    return result
+    kept = {}
+    for entry in earlier["images"]:
+        files = [entry[task][k] for task in run["tasks"] for k in FILE_FIELDS if entry[task].get(k)]
+        if all((out_dir / name).is_file() for name in files):
+            kept[entry["id"]] = entry
+    return kept
 
 
 @torch.inference_mode()
@@ -270,14 +240,9 @@ def predict_images(
     flush_seconds: float = 300.0,
     run_info: dict[str, Any] | None = None,
 ) -> PredictionSummary:
-    """Predict every image of `paths` (`prediction_inputs.expand_inputs`) and write, per task, the files of
-    `prediction_writers` under `<out_dir>/<task>/`, plus `<out_dir>/predictions.json` (with `run_info`, e.g. the
-    model's name: a later run resumes this one only if it is the same).
-
-    Things and stuff come from `model.config.thing_ids` (None: unknown, so every class counts as a thing and nothing is
-    fused, said in one log line). Instance output lists thing classes only; panoptic output fuses the segments of each
-    stuff class into one unless `fuse_stuff=False`. The thresholds are the processor's post-processings'.
-    """
+    """Predict `paths` into `out_dir` (see the module docstring); `run_info` (e.g. the model's name) must match for a
+    later run to resume this one. Instance output lists thing classes only (`config.thing_ids`; None: every class is
+    a thing); panoptic output fuses each stuff class's segments unless `fuse_stuff=False`."""
     if not tasks or set(tasks) - set(TASKS):
         raise InvalidInputError(f"tasks must be some of {', '.join(TASKS)}; got {list(tasks)}")
     if batch_size < 1:
@@ -285,7 +250,6 @@ def predict_images(
     device = resolve_device(str(device), torch_model=isinstance(model, torch.nn.Module))
     model = model.to(device).eval()
     out_dir = Path(out_dir)
-    id2label = {int(k): v for k, v in model.config.id2label.items()}
     thing_ids = getattr(model.config, "thing_ids", None)
     if thing_ids is None and {"instance", "panoptic"} & set(tasks):
         logger.warning(
@@ -295,15 +259,16 @@ def predict_images(
     name = (run_info or {}).get("model") or getattr(model.config, "name_or_path", None) or "the model"
     for line in task_caveats(model.config, tasks, str(name)):
         logger.warning("%s", line)  # NOTE: WARNING reaches stderr also where no logging is set up (predict.py)
-    fuse = set(id2label) - set(thing_ids) if thing_ids is not None and fuse_stuff else set()
-    settings = {"threshold": threshold, "mask_threshold": mask_threshold, "overlap_threshold": overlap_threshold}
-    settings |= {"fuse_stuff": fuse_stuff, "overlays": overlays}
     digest = hashlib.sha256("\n".join(str(Path(p).resolve()) for p in paths).encode()).hexdigest()
-    run = {**(run_info or {}), "tasks": list(tasks), **settings, "inputs": {"count": len(paths), "sha256": digest}}
-    run |= {"batch_size": batch_size, "device": str(device)}
+    run = {**(run_info or {}), "tasks": list(tasks), "threshold": threshold, "mask_threshold": mask_threshold}
+    run |= {"overlap_threshold": overlap_threshold, "fuse_stuff": fuse_stuff, "overlays": overlays}
+    run |= {"inputs": {"count": len(paths), "sha256": digest}, "batch_size": batch_size, "device": str(device)}
+    post = {"threshold": threshold, "mask_threshold": mask_threshold, "overlap_mask_area_threshold": overlap_threshold}
+    post |= {"thing_ids": thing_ids, "label_ids_to_fuse": None if fuse_stuff else ()}
     bar = _Progress(len(paths), progress)
     carried = _earlier_entries(out_dir, run, overwrite, bar)
-    writers = {task: WRITERS[task](out_dir / task, id2label, thing_ids=thing_ids, overlays=overlays) for task in tasks}
+    id2label = model.config.id2label
+    writers = {t: WRITERS[t](out_dir / t, id2label, thing_ids=thing_ids, overlays=overlays) for t in tasks}
     summary = PredictionSummary(out_dir=out_dir, total=len(paths))
     entries: dict[int, dict[str, Any]] = {}
     if carried:
@@ -316,13 +281,9 @@ def predict_images(
     def flush(finished: bool) -> list[Path]:
         summary.seconds = time.monotonic() - started
         files = [path for writer in writers.values() for path in writer.flush()]
-        index = {
-            "run": run,
-            "summary": summary.as_dict(finished=finished),
-            "images": [entries[i] for i in sorted(entries)],
-        }
+        images = [entries[i] for i in sorted(entries)]
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(out_dir / INDEX_FILE, index)
+        write_json(out_dir / INDEX_FILE, {"run": run, "summary": summary.as_dict(finished=finished), "images": images})
         return [out_dir / INDEX_FILE, *files]
 
     names = output_names(paths)
@@ -355,8 +316,10 @@ def predict_images(
                         index, record, image = loaded[position]
                         entry = {"file": str(paths[index]), **record.coco_image()}
                         for task, writer in writers.items():
-                            size = (record.height, record.width)
-                            result = _post_process(processor, task, single, size, settings, thing_ids, fuse)
+                            size, binary = [(record.height, record.width)], task == "instance"
+                            [result] = segment(
+                                processor, single, task, target_sizes=size, return_binary_maps=binary, **post
+                            )
                             written = writer.add(record, image, result)
                             entry[task] = {
                                 k: Path(os.path.relpath(v, out_dir)).as_posix() if k in FILE_FIELDS and v else v

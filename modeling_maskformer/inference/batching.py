@@ -1,8 +1,7 @@
 """Forward passes whose results do not depend on the batch size: only images of one padded size share a batch.
 
-NOTE: MaskFormer, like the original, does not read `pixel_mask`: padding an image to a larger batch-mate changes what
-the model sees (convolutions at the border, attention over padded positions), so a mixed-size batch would change its
-predictions. Each image is therefore preprocessed alone and only images of the same padded size share a forward pass.
+NOTE: MaskFormer, like the original, does not read `pixel_mask`, so padding an image to a larger batch-mate would
+change its predictions.
 """
 
 from __future__ import annotations
@@ -19,8 +18,8 @@ OUTPUT_FIELDS = ("class_queries_logits", "masks_queries_logits", "logits", "pixe
 def forward_batches(
     model, inputs: Sequence[Mapping[str, Tensor]], *, batch_size: int, device: torch.device | str
 ) -> Iterator[tuple[list[int], list[dict[str, Tensor]]]]:
-    """Per forward pass over `inputs` (each the processor's output for ONE image): the positions it covered and, per
-    position, the outputs as a batch of one. Groups in order of their first image, input order within a group."""
+    """Per forward pass over `inputs` (each the processor's output for ONE image): the positions it covered and their
+    outputs, each as a batch of one."""
     by_size: dict[tuple[int, int], list[int]] = {}
     for position, single in enumerate(inputs):
         by_size.setdefault(tuple(single["pixel_values"].shape[-2:]), []).append(position)
@@ -37,7 +36,7 @@ def forward_batches(
 def forward_by_padded_size(
     model, inputs: Sequence[Mapping[str, Tensor]], *, batch_size: int, device: torch.device | str
 ) -> list[dict[str, Tensor]]:
-    """Per input, in input order, the model's outputs as a batch of one (see `forward_batches`)."""
+    """Per input, in input order, the model's outputs as a batch of one."""
     outputs: list[dict[str, Tensor]] = [{}] * len(inputs)
     for chunk, singles in forward_batches(model, inputs, batch_size=batch_size, device=device):
         for position, single in zip(chunk, singles):

@@ -1,16 +1,7 @@
-"""`pipeline("image-segmentation")` with arrays, the fast inference path, test-time augmentation and quicker masks.
-
-The stock pipeline works with this package's model and processor as they are. `pipeline_class=
-MaskFormerSegmentationPipeline` adds:
-- numpy arrays and torch tensors as inputs (H×W, H×W×C or C×H×W; uint8, uint16, or float in [0, 1]);
-- `fast_inference=True`: the model's opt-in fast path (`MaskFormerForInstanceSegmentation.enable_fast_inference`);
-- `tta=True` (or a `TestTimeAugmentation`): semantic maps from the authors' multi-scale + flip test-time
-  augmentation (`inference.tta`; True: sizes around the processor's test size). Semantic subtask only;
-- the per-segment masks (PIL "L", 0 / 255) drawn with one table lookup per segment on an 8-bit copy of the map;
-- the per-pixel baseline answers semantic segmentation when no subtask is given (the stock pipeline asks it for
-  panoptic segmentation, which it refuses);
-- the model's things and stuff (`config.thing_ids`): instance segmentation never lists a stuff class, and panoptic
-  segmentation fuses the stuff classes unless `label_ids_to_fuse` is given (`data.labels.segment`).
+"""`pipeline("image-segmentation", pipeline_class=MaskFormerSegmentationPipeline)`: the stock pipeline plus numpy /
+torch inputs (H×W, H×W×C or C×H×W; uint8, uint16, or float in [0, 1]), `fast_inference=True` (the model's fast path),
+`tta=True` or a `TestTimeAugmentation` (semantic only), quicker per-segment masks, semantic as the per-pixel baseline's
+default subtask, and the model's things and stuff (`config.thing_ids`, `data.labels.segment`).
 """
 
 from __future__ import annotations
@@ -29,7 +20,7 @@ from .tta import NO_SIZE_LIMIT, TestTimeAugmentation, semantic_segmentation_tta
 
 
 def array_to_pil(image: np.ndarray | torch.Tensor) -> Image.Image:
-    """An array or tensor input (see the module docstring) as the RGB image the stock pipeline takes."""
+    """An array or tensor input as the RGB image the stock pipeline takes."""
     tensor, in_unit_range = image_to_tensor(image, "pipeline input", **NO_SIZE_LIMIT)
     if tensor.is_floating_point():
         tensor = (tensor * (255.0 if in_unit_range else 1.0)).round().clamp(0, 255)
@@ -65,7 +56,6 @@ class MaskFormerSegmentationPipeline(ImageSegmentationPipeline):
         return preprocess, forward, postprocess
 
     def _subtask(self, subtask):
-        """No subtask means "semantic" for the per-pixel baseline (for MaskFormer, as in transformers, "panoptic")."""
         if subtask is None:
             return "semantic" if isinstance(self.model.config, PerPixelBaselineConfig) else "panoptic"
         return subtask
@@ -103,17 +93,12 @@ class MaskFormerSegmentationPipeline(ImageSegmentationPipeline):
     ):
         labels, sizes, subtask = self.model.config.id2label, model_outputs["target_size"], self._subtask(subtask)
         if subtask in ("panoptic", "instance"):
-            outputs = segment(
-                self.image_processor,
-                model_outputs,
-                subtask,
-                thing_ids=self.thing_ids,
-                target_sizes=sizes,
-                threshold=threshold,
-                mask_threshold=mask_threshold,
-                overlap_mask_area_threshold=overlap_mask_area_threshold,
-                label_ids_to_fuse=label_ids_to_fuse,
-            )[0]
+            settings = {"threshold": threshold, "mask_threshold": mask_threshold, "target_sizes": sizes}
+            settings |= {
+                "overlap_mask_area_threshold": overlap_mask_area_threshold,
+                "label_ids_to_fuse": label_ids_to_fuse,
+            }
+            [outputs] = segment(self.image_processor, model_outputs, subtask, thing_ids=self.thing_ids, **settings)
             segments = outputs["segments_info"]
             masks = segment_masks(outputs["segmentation"], [s["id"] for s in segments])
             return [{"score": s["score"], "label": labels[s["label_id"]], "mask": m} for s, m in zip(segments, masks)]

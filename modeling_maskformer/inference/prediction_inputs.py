@@ -1,12 +1,6 @@
-"""What batch prediction reads: the image files that files, folders and glob patterns name, their output names, and
-the images themselves.
-
-- A file is taken as given (if it is no image, reading it says so).
-- A folder gives its files with an extension PIL reads (`IMAGE_EXTENSIONS`), its subfolders' too with `recursive`;
-  hidden names (".name", such as macOS's "._photo.jpg") are left out.
-- A pattern (`*`, `?`, `[...]`; `**` for any depth) gives the matching files with such an extension; the program
-  expands it, so it also works quoted, where the shell does not, and past the shell's limits.
-- Sorted within each input, inputs in the order given, a file named twice taken once.
+"""What batch prediction reads: the image files that files, folders (their subfolders too with `recursive`; hidden
+names left out) and glob patterns (expanded here, so also quoted; `**` for any depth) name, sorted within each input,
+inputs in the order given, each file once; their output names; the images themselves.
 """
 
 from __future__ import annotations
@@ -26,11 +20,10 @@ IMAGE_EXTENSIONS = frozenset(ext.lower() for ext, fmt in Image.registered_extens
 
 
 class UnreadableImageError(Exception):
-    """An input file that is not an image PIL can decode; batch prediction reports it and goes on."""
+    """A file PIL cannot decode; batch prediction reports it and goes on."""
 
 
 def _images(candidates: Iterable[Path], root: Path | None, exclude: list[Path]) -> list[Path]:
-    """The image files among `candidates`, sorted: no hidden name below `root`, nothing inside `exclude`."""
     return sorted(
         path
         for path in candidates
@@ -44,9 +37,8 @@ def _images(candidates: Iterable[Path], root: Path | None, exclude: list[Path]) 
 def expand_inputs(
     inputs: Iterable[str | os.PathLike], *, recursive: bool = False, exclude: Iterable[str | os.PathLike] = ()
 ) -> list[Path]:
-    """The image files that `inputs` (files, folders, glob patterns) name; folders and patterns skip what lies in the
-    folders `exclude` (the output folder). A folder without images, a pattern that matches none or a missing path is
-    a user error naming it."""
+    """The image files that `inputs` name, none inside the folders `exclude` (the output folder); a folder without
+    images, a pattern matching none or a missing path is a user error naming it."""
     exclude = [Path(folder).resolve() for folder in exclude]
     paths, seen = [], set()
     for given in inputs:
@@ -81,7 +73,7 @@ def expand_inputs(
 
 def output_names(paths: Sequence[str | os.PathLike]) -> list[tuple[str, str]]:
     """Per path, (file_name, key): its path relative to the deepest folder holding every path, and that without its
-    suffix (kept where two files differ only by it: `a.jpg`, `a.png`), made unique."""
+    suffix (kept where two files differ only by it), made unique."""
     absolute = [Path(os.path.abspath(p)) for p in paths]
     root = Path(os.path.commonpath([p.parent for p in absolute]))
     names = [p.relative_to(root).as_posix() for p in absolute]
@@ -98,8 +90,7 @@ def output_names(paths: Sequence[str | os.PathLike]) -> list[tuple[str, str]]:
 
 
 def read_image(path: str | os.PathLike) -> Image.Image:
-    """The image at `path` as RGB, EXIF orientation applied (as transformers' `load_image`); an
-    `UnreadableImageError` saying why when it cannot be decoded."""
+    """The image at `path` as RGB, EXIF orientation applied (as transformers' `load_image`)."""
     try:
         with Image.open(path) as image:
             image.load()

@@ -1,11 +1,7 @@
-"""Writers of predictions in the formats other tools import, one per task; each also draws the overlays
-(`overlays/<key>.png`). `docs/predict.md` shows them from your own code.
-
-- `SemanticWriter`: class-index PNGs `masks/<key>.png` (8-bit for at most 255 classes, else 16-bit).
-- `PanopticWriter`: COCO panoptic, `predictions_panoptic/<key>.png` (id = R + 256 G + 256^2 B, 0 = none) and
-  `predictions_panoptic.json` (with our `score`), as panopticapi, detectron2 and datumaro/CVAT read it.
-- `InstanceWriter`: `results.json` (COCO results: what pycocotools' `loadRes` and `COCOeval` take) and
-  `instances.json` (a COCO instances dataset with scores: CVAT "COCO 1.0", datumaro, detectron2). Thing classes only.
+"""Writers of predictions in formats other tools import, one per task, each also drawing `overlays/<key>.png`:
+class-index PNGs `masks/<key>.png` (semantic); COCO panoptic PNGs and `predictions_panoptic.json` with scores
+(panopticapi, detectron2, CVAT); COCO `results.json` (pycocotools' `loadRes`) and `instances.json` (a COCO dataset
+with scores: CVAT, datumaro, detectron2) of thing classes (instance).
 
 NOTE: COCO category ids are the model's class ids + 1 (`CATEGORY_ID_OFFSET`): COCO numbers categories from 1, and
 CVAT's importer (datumaro) reads category id 0 as "no class". The class-index PNGs keep the model's ids 0..K-1.
@@ -38,8 +34,7 @@ INSTANCES_FILE, RESULTS_FILE = "instances.json", "results.json"
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One input image: COCO's integer `image_id` and `file_name` (its path relative to the input root), `key` (the
-    output name without suffix: `<key>.png`; may contain "/"), size in pixels."""
+    """One input image: COCO's `image_id` and `file_name`, `key` (the output name without suffix; may contain "/")."""
 
     image_id: int
     file_name: str
@@ -85,8 +80,7 @@ def write_panoptic_png(path: str | os.PathLike, segmentation: torch.Tensor | np.
 
 
 def encode_mask(mask: np.ndarray | torch.Tensor) -> dict[str, Any]:
-    """An (H, W) bool mask -> its COCO compressed RLE (`counts` as str, JSON-ready), `area` and `bbox` ([x, y, width,
-    height]), all from pycocotools."""
+    """An (H, W) bool mask -> its COCO compressed RLE (`counts` as str), `area` and `bbox` (x, y, w, h)."""
     rle = mask_utils.encode(np.asfortranarray(to_numpy(mask), dtype=np.uint8))
     return {
         "rle": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
@@ -95,9 +89,17 @@ def encode_mask(mask: np.ndarray | torch.Tensor) -> dict[str, Any]:
     }
 
 
+def _annotation(segment: Mapping[str, Any], mask: torch.Tensor, *, rle: bool = False) -> dict[str, Any]:
+    """A segment's COCO fields: category_id, (its RLE as segmentation,) score, bbox, area."""
+    encoded = encode_mask(mask)
+    fields = {"category_id": int(segment["label_id"]) + CATEGORY_ID_OFFSET}
+    fields |= {"segmentation": encoded["rle"]} if rle else {}
+    return fields | {"score": round(float(segment["score"]), 6), "bbox": encoded["bbox"], "area": encoded["area"]}
+
+
 def segments_table(result: Any, task: str, id2label: Mapping[int, str]) -> list[dict[str, Any]]:
-    """Per segment of a post-processing result: id, label_id, label, score (None for semantic), area in pixels and as
-    a fraction of the image. Semantic: one row per class present (id = its position)."""
+    """Per segment (semantic: per class present) of a post-processing result: id, label_id, label, score, area in
+    pixels and as a fraction of the image."""
     if task == "semantic":
         ids, counts = torch.unique(result.cpu(), return_counts=True)
         rows = [(index, int(i), None, int(c)) for index, (i, c) in enumerate(zip(ids, counts))]
@@ -124,8 +126,8 @@ def segments_table(result: Any, task: str, id2label: Mapping[int, str]) -> list[
 
 
 class _Writer:
-    """What the writers share: the folder, the classes, the overlays, and the COCO "images" plus one list of records
-    (`self.records`) that their JSON file(s) hold, taken back from `json_file` when a run resumes."""
+    """The folder, classes and overlays, and the COCO "images" and records its JSON file(s) hold. Subclasses write an
+    image's files in `_write` (returning them and the result to draw) and their JSON in `flush`."""
 
     task: str
     json_file: str | None = None
@@ -138,8 +140,9 @@ class _Writer:
         self.images: list[dict] = []
         self.records: list[dict] = []
 
-    def _entry(self, record: ImageRecord, image: Image.Image, result: Any, **files: Path) -> dict[str, Any]:
-        """The image's entry in predictions.json: its overlay (drawn now), other files and segments."""
+    def add(self, record: ImageRecord, image: Image.Image, result: Any) -> dict[str, Any]:
+        """Write one image's files; returns its entry in predictions.json (files and segments)."""
+        files, result = self._write(record, result)
         overlay = None
         if self.overlays:
             overlay = self.folder / "overlays" / f"{record.key}.png"
@@ -153,12 +156,11 @@ class _Writer:
         }
 
     def flush(self) -> list[Path]:
-        """Write the JSON file(s) of every image added so far; returns the files (none for a writer without)."""
+        """Write the JSON file(s) of every image added so far; returns them."""
         return []
 
     def resume(self, image_ids: Iterable[int]) -> set[int]:
-        """Take back, from the JSON file an earlier run wrote in this folder, the images `image_ids`; returns those
-        found (all, for a writer without JSON)."""
+        """Take back the images `image_ids` from this folder's JSON file; returns those found."""
         wanted = set(image_ids)
         if self.json_file is None:
             return wanted
@@ -174,67 +176,60 @@ class _Writer:
         self.records = [{k: v for k, v in a.items() if k not in ("id", "iscrowd")} for a in annotations]
         return {i["id"] for i in self.images}
 
-    def _json(self, path: Path, payload: Any) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, payload)
-        return path
+    def _json(self, name: str, payload: Any) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json(self.folder / name, payload)
+        return self.folder / name
+
+    def _coco(self, annotations: list[dict], *, things_only: bool = False) -> dict[str, Any]:
+        categories = coco_categories(self.id2label, self.thing_ids, things_only=things_only)
+        return {
+            "images": sorted(self.images, key=lambda i: i["id"]),
+            "annotations": annotations,
+            "categories": categories,
+        }
 
 
 class SemanticWriter(_Writer):
-    """Class-index PNGs (`masks/<key>.png`) and overlays of `post_process_semantic_segmentation` maps."""
+    """Class-index PNGs (`masks/<key>.png`) of `post_process_semantic_segmentation` maps."""
 
     task = "semantic"
 
-    def add(self, record: ImageRecord, image: Image.Image, result: torch.Tensor) -> dict[str, Any]:
+    def _write(self, record: ImageRecord, result: torch.Tensor) -> tuple[dict[str, Path], Any]:
         mask = write_class_index_png(self.folder / "masks" / f"{record.key}.png", result, len(self.id2label))
-        return self._entry(record, image, result, mask=mask)
+        return {"mask": mask}, result
 
 
 class PanopticWriter(_Writer):
-    """COCO panoptic PNGs and JSON of `post_process_panoptic_segmentation` results (see the module docstring)."""
+    """COCO panoptic PNGs and JSON of `post_process_panoptic_segmentation` results."""
 
     task = "panoptic"
     json_file = f"{PANOPTIC_NAME}.json"
 
-    def add(self, record: ImageRecord, image: Image.Image, result: Mapping[str, Any]) -> dict[str, Any]:
+    def _write(self, record: ImageRecord, result: Mapping[str, Any]) -> tuple[dict[str, Path], Any]:
         segmentation = result["segmentation"].cpu()
         # NOTE: panopticapi refuses a listed segment without pixels; post-processing lists none, a user's result might.
         present = set(torch.unique(segmentation).tolist())
         segments = [s for s in result["segments_info"] if s["id"] in present]
-        encoded = [encode_mask(segmentation == s["id"]) for s in segments]  # one at a time: memory stays O(H W)
         png = write_panoptic_png(self.folder / PANOPTIC_NAME / f"{record.key}.png", segmentation)
         self.images.append(record.coco_image())
-        info = [
-            {
-                "id": int(s["id"]),
-                "category_id": int(s["label_id"]) + CATEGORY_ID_OFFSET,
-                "area": e["area"],
-                "bbox": e["bbox"],
-                "iscrowd": 0,
-                "score": round(float(s["score"]), 6),
-            }
-            for s, e in zip(segments, encoded)
-        ]
+        # NOTE: one mask at a time (memory stays O(H W)); panoptic segments carry no RLE: the PNG holds them.
+        info = [{"id": int(s["id"]), **_annotation(s, segmentation == s["id"]), "iscrowd": 0} for s in segments]
         self.records.append({"image_id": record.image_id, "file_name": f"{record.key}.png", "segments_info": info})
-        return self._entry(record, image, {"segmentation": segmentation, "segments_info": segments}, png=png)
+        return {"png": png}, {"segmentation": segmentation, "segments_info": segments}
 
     def flush(self) -> list[Path]:
-        payload = {
-            "images": sorted(self.images, key=lambda i: i["id"]),
-            "annotations": sorted(self.records, key=lambda a: a["image_id"]),
-            "categories": coco_categories(self.id2label, self.thing_ids),
-        }
-        return [self._json(self.folder / self.json_file, payload)]
+        return [self._json(self.json_file, self._coco(sorted(self.records, key=lambda a: a["image_id"])))]
 
 
 class InstanceWriter(_Writer):
-    """COCO results and COCO instances JSON of `post_process_instance_segmentation(..., return_binary_maps=True)`
-    results (see the module docstring). Instances of classes outside `thing_ids` are dropped (None: keep all)."""
+    """COCO results and instances JSON of `post_process_instance_segmentation(..., return_binary_maps=True)` results,
+    thing classes only (`thing_ids` None: every class)."""
 
     task = "instance"
     json_file = INSTANCES_FILE
 
-    def add(self, record: ImageRecord, image: Image.Image, result: Mapping[str, Any]) -> dict[str, Any]:
+    def _write(self, record: ImageRecord, result: Mapping[str, Any]) -> tuple[dict[str, Path], Any]:
         segmentation = result["segmentation"].cpu()
         if segmentation.ndim != 3:
             raise InvalidInputError(
@@ -244,18 +239,8 @@ class InstanceWriter(_Writer):
         kept = kept if self.thing_ids is None else drop_stuff(kept, self.thing_ids)
         self.images.append(record.coco_image())
         for segment, mask in zip(kept["segments_info"], kept["segmentation"]):
-            encoded = encode_mask(mask)
-            self.records.append(
-                {
-                    "image_id": record.image_id,
-                    "category_id": int(segment["label_id"]) + CATEGORY_ID_OFFSET,
-                    "segmentation": encoded["rle"],
-                    "score": round(float(segment["score"]), 6),
-                    "bbox": encoded["bbox"],
-                    "area": encoded["area"],
-                }
-            )
-        return self._entry(record, image, kept)
+            self.records.append({"image_id": record.image_id, **_annotation(segment, mask, rle=True)})
+        return {}, kept
 
     def flush(self) -> list[Path]:
         found = sorted(self.records, key=lambda r: r["image_id"])  # stable: by score within an image
@@ -263,12 +248,10 @@ class InstanceWriter(_Writer):
         # format for segm has image_id, category_id, segmentation, score); it computes area and box from the RLE.
         results = [{k: r[k] for k in ("image_id", "category_id", "segmentation", "score")} for r in found]
         annotations = [{"id": n, **r, "iscrowd": 0} for n, r in enumerate(found, start=1)]
-        dataset = {
-            "images": sorted(self.images, key=lambda i: i["id"]),
-            "annotations": annotations,
-            "categories": coco_categories(self.id2label, self.thing_ids, things_only=True),
-        }
-        return [self._json(self.folder / RESULTS_FILE, results), self._json(self.folder / INSTANCES_FILE, dataset)]
+        return [
+            self._json(RESULTS_FILE, results),
+            self._json(INSTANCES_FILE, self._coco(annotations, things_only=True)),
+        ]
 
 
 WRITERS: dict[str, type[_Writer]] = {w.task: w for w in (SemanticWriter, PanopticWriter, InstanceWriter)}

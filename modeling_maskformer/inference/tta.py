@@ -1,15 +1,9 @@
-"""Test-time augmentation (TTA) for semantic segmentation, as the authors compute their multi-scale results
-(facebookresearch/MaskFormer `SemanticSegmentorWithTTA`, with detectron2's `DatasetMapperTTA`):
-- each view resizes the image so that its short side is one of `min_sizes`, the long side capped at `max_size`
-  (detectron2's `ResizeShortestEdge`); with `flip`, each size is also mirrored horizontally after the resize;
-- each view gives the semantic inference's per-class scores before the argmax at the output size,
-  R(sum_q p_q(k) * sigmoid(U(m_q))) (`post_processing.semantic_scores`), or for the per-pixel baseline the class
-  probabilities softmax_k(R(U(logits))); a mirrored view's scores are mirrored back;
-- the scores of all views are averaged with equal weights, and their argmax is the class map.
-
-Memory: one size at a time (its plain and mirrored views share one forward pass), added into one (K, H_t, W_t)
-buffer a band of output rows at a time, so memory does not grow with the number of sizes. The authors' size lists
-are in `modeling_maskformer.paper.zoo`. Shapes: K classes, (H, W) a view's padded input, (H_t, W_t) the output.
+"""Test-time augmentation (TTA) for semantic segmentation, as the authors' multi-scale results (facebookresearch/
+MaskFormer `SemanticSegmentorWithTTA`, detectron2's `DatasetMapperTTA`): each view resizes the short side to one of
+`min_sizes` (long side capped at `max_size`), also mirrored after the resize with `flip`; the per-class scores before
+the argmax (`post_processing.semantic_scores`; the per-pixel baseline's softmax) of all views, mirrored back, are
+averaged and their argmax is the class map. One size at a time, added into one (K, H_t, W_t) buffer a band of output
+rows at a time, so memory does not grow with the number of sizes. K classes, (H_t, W_t) the output size.
 """
 
 from __future__ import annotations
@@ -30,16 +24,14 @@ from ..image_processing.validation import image_to_tensor
 # (`TEST.AUG.MIN_SIZES` [256, ..., 896] for MIN_SIZE_TEST 512), the long side capped at 7x it (`TEST.AUG.MAX_SIZE`).
 AUTHORS_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 AUTHORS_MAX_RATIO = 7
-# Elements of float32 working memory per band of output rows (about 64 MiB).
-BAND_ELEMENTS = 1 << 24
+BAND_ELEMENTS = 1 << 24  # float32 working memory per band of output rows (64 MiB)
 # Images are converted once, here and in the pipeline; the image processor checks the size limits of each view.
 NO_SIZE_LIMIT = {"min_side": 1, "max_side": 1 << 30, "max_pixels": 1 << 62}
 
 
 @dataclass(frozen=True)
 class TestTimeAugmentation:
-    """The views: short sides `min_sizes`, long side capped at `max_size` (None: no cap), each also mirrored
-    horizontally when `flip`."""
+    """The views: short sides `min_sizes`, long side capped at `max_size` (None: no cap), mirrored too with `flip`."""
 
     __test__ = False  # not a pytest test class, despite the name
 
@@ -66,7 +58,7 @@ class TestTimeAugmentation:
         flip: bool = True,
     ) -> TestTimeAugmentation:
         """The authors' ADE20K / COCO-Stuff scheme: short sides `ratios` x `test_size`, long side capped at
-        `max_ratio` x `test_size`. 512 gives ADE20K's [256, ..., 896], 3584."""
+        `max_ratio` x `test_size` (512: [256, ..., 896], 3584)."""
         sizes = tuple(max(1, round(test_size * ratio)) for ratio in ratios)
         return cls(sizes, None if max_ratio is None else round(test_size * max_ratio), flip)
 
@@ -94,8 +86,8 @@ class TestTimeAugmentation:
 def semantic_scores_tta(
     model, processor, image: Any, augmentation: TestTimeAugmentation, *, target_size: Sequence[int] | None = None
 ) -> Tensor:
-    """The per-class scores averaged over the views of `augmentation`, (K, H_t, W_t) float32 on the model's device.
-    `image`: anything the processor takes; `target_size` defaults to its size. The model must be in eval mode."""
+    """The per-class scores averaged over the views, (K, H_t, W_t) float32 on the model's device; `target_size`
+    defaults to the image's. The model must be in eval mode."""
     pixels, _ = image_to_tensor(image, "image", **NO_SIZE_LIMIT)  # (C, h, w), decoded once for all views
     target = tuple(int(v) for v in (target_size or pixels.shape[-2:]))
     parameter = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
@@ -117,10 +109,8 @@ def semantic_scores_tta(
             logits, masks, band = per_pixel, None, target[0]  # NOTE: the softmax needs every class: one band
             classes = per_pixel.shape[1]
         else:
-            logits, masks = (
-                outputs["class_queries_logits"],
-                outputs["masks_queries_logits"],
-            )  # (V, Q, K+1), (V, Q, h, w)
+            # (V, Q, K+1), (V, Q, h, w)
+            logits, masks = outputs["class_queries_logits"], outputs["masks_queries_logits"]
             classes = logits.shape[-1] - 1
             # Per output row: the upsampled maps and scores (source rows per output row x w_v), and K x W_t.
             maps = max(logits.shape[1], classes)
@@ -149,7 +139,7 @@ def semantic_segmentation_tta(
     *,
     target_sizes: Sequence[Sequence[int]] | None = None,
 ) -> list[Tensor]:
-    """Per image, the (H_t, W_t) int64 class map of the test-time augmented scores (`semantic_scores_tta`)."""
+    """Per image, the (H_t, W_t) int64 class map of `semantic_scores_tta`."""
     images = images if isinstance(images, list | tuple) else [images]
     if target_sizes is not None and len(target_sizes) != len(images):
         raise InvalidInputError(f"Got {len(target_sizes)} target sizes for {len(images)} images.")

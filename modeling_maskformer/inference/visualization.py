@@ -1,11 +1,6 @@
-"""Pictures of predictions: the segmentation blended over the photo, segment outlines and a legend.
-
-    from modeling_maskformer.inference.visualization import draw
-    semantic = processor.post_process_semantic_segmentation(outputs, target_sizes=[size])[0]
-    draw(image, semantic, model.config.id2label, task="semantic").save("overlay.png")
-
-Semantic: one colour per class. Instance/panoptic: one colour per segment, a shade of its class's colour, with its
-label and score in the legend. A class always gets the same colour (`class_colour`), in every picture and run.
+"""Pictures of predictions: the segmentation blended over the photo, segment outlines and a legend. Semantic: one
+colour per class; instance/panoptic: one per segment, a shade of its class's colour (`class_colour`: stable in every
+picture and run), with label and score in the legend.
 """
 
 from __future__ import annotations
@@ -27,8 +22,7 @@ _CROSS = ndimage.generate_binary_structure(2, 1)  # a pixel and its 4 neighbours
 
 
 def class_colour(class_id: int, shade: int = 0) -> tuple[int, int, int]:
-    """A stable RGB colour for a class: hues spread by the golden ratio, so neighbouring ids differ; `shade` > 0
-    gives lighter/darker variants for several segments of one class."""
+    """A stable RGB colour for a class (hues spread by the golden ratio); `shade` > 0: variants for its segments."""
     hue = (int(class_id) * GOLDEN_RATIO_CONJUGATE + 0.11) % 1.0
     value = (0.95, 0.75, 0.55, 0.85, 0.65)[shade % 5]
     saturation = (0.75, 0.9, 0.6, 0.55, 1.0)[(shade // 5) % 5]
@@ -41,8 +35,7 @@ def to_numpy(array: Any) -> np.ndarray:
 
 
 def _segments(result: Any, task: Task | None, ignore_index: int) -> tuple[np.ndarray, list[Mapping]]:
-    """The segmentation ((H, W) ids, or (N, H, W) binary maps) and its segments; a semantic map's classes are its
-    segments (id = class id, no score)."""
+    """The segmentation ((H, W) ids, or (N, H, W) binary maps) and its segments (semantic: its classes)."""
     task = task or ("panoptic" if isinstance(result, Mapping) else "semantic")
     if task == "semantic":
         labels = to_numpy(result.get("segmentation") if isinstance(result, Mapping) else result).astype(np.int64)
@@ -97,13 +90,9 @@ def draw(
     max_legend_entries: int = 24,
     ignore_index: int = 255,
 ) -> Image.Image:
-    """The prediction `result` drawn over `image` (PIL or (H, W, 3) uint8), with a legend on the right.
-
-    `result`: a semantic (H, W) class-id map (tensor or array), or an instance/panoptic dict from the processor's
-    post-processing (`segmentation` + `segments_info`). `task`: how to read it (default: dict -> panoptic, map ->
-    semantic). Pictures smaller than `min_size` are enlarged (nearest) for legibility. Legend rows: label (and score
-    for segments) with the area as a percentage of the image, largest first.
-    """
+    """The post-processing `result` (a semantic (H, W) map, or an instance/panoptic dict; `task` default: dict ->
+    panoptic) drawn over `image` (PIL or (H, W, 3) uint8), enlarged to `min_size`, with a legend on the right: label
+    (and score) and area percentage, largest first."""
     image = image if isinstance(image, Image.Image) else Image.fromarray(to_numpy(image).astype(np.uint8))
     image = image.convert("RGB")
     segmentation, segments = _segments(result, task, ignore_index)
@@ -114,12 +103,10 @@ def draw(
         shade = shades[class_id] = shades.get(class_id, -1) + 1
         mask = segmentation[index].astype(bool) if segmentation.ndim == 3 else segmentation == segment["id"]
         region_map[mask & (region_map < 0)] = index
-        label = (
-            str(class_id) if id2label is None else str(id2label.get(class_id, id2label.get(str(class_id), class_id)))
-        )
+        label = class_id if id2label is None else id2label.get(class_id, id2label.get(str(class_id), class_id))
         score = segment.get("score")
         colours.append(class_colour(class_id, shade))
-        texts.append(label + (f" {score:.2f}" if score is not None else ""))
+        texts.append(str(label) + (f" {score:.2f}" if score is not None else ""))
     if region_map.shape != (image.height, image.width):
         raise InvalidInputError(
             f"draw: the segmentation is {region_map.shape[0]}x{region_map.shape[1]} but the image is "
@@ -139,10 +126,8 @@ def draw(
     if not legend:
         return picture
     areas = np.bincount(region_map[region_map >= 0].ravel(), minlength=len(segments)) / region_map.size
-    entries = sorted(
-        ((colour, text, float(area)) for colour, text, area in zip(colours, texts, areas) if area > 0),
-        key=lambda entry: -entry[2],
-    )
+    entries = [(colour, text, float(area)) for colour, text, area in zip(colours, texts, areas) if area > 0]
+    entries.sort(key=lambda entry: -entry[2])
     panel = _legend(entries, picture.height, max(12, min(24, picture.height // 24)), max_legend_entries)
     out = Image.new("RGB", (picture.width + panel.width, max(picture.height, panel.height)), "white")
     out.paste(picture, (0, 0))
@@ -151,7 +136,7 @@ def draw(
 
 
 def grid(pictures: Sequence[Sequence[Image.Image]], titles: Sequence[str] | None = None, gap: int = 4) -> Image.Image:
-    """Rows of pictures in a grid (each cell as wide as the widest picture of its column), column titles on top."""
+    """Rows of pictures in a grid, column titles on top."""
     columns = max(len(row) for row in pictures)
     widths = [max(row[c].width for row in pictures if c < len(row)) for c in range(columns)]
     lefts = [sum(widths[:c]) + gap * c for c in range(columns)]
