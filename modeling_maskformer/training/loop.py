@@ -513,36 +513,32 @@ def evaluate_and_record(model, processor, recorded_processor, eval_data, acceler
     `eval_error`): the step's checkpoint is already saved and the failure is usually in the data or the metric,
     not the weights. `--stop_on_eval_error` stops; so does any error with several processes, which may be waiting
     inside the evaluation's collective operations."""
-    step = state["step"]
+    step, record = state["step"], {"step": state["step"], "loss": state["last_loss"]}
+    settings = {
+        "batch_size": args.per_device_eval_batch_size,
+        "max_items": args.max_eval_items,
+        "show_progress": False,
+    }
     try:
-        results = evaluate_model(
-            model,
-            processor,
-            eval_data,
-            accelerator=accelerator,
-            batch_size=args.per_device_eval_batch_size,
-            max_items=args.max_eval_items,
-            show_progress=False,
-        )
-        results = summary(results)
+        results = summary(evaluate_model(model, processor, eval_data, accelerator=accelerator, **settings))
     except Exception as error:
         if args.stop_on_eval_error or accelerator.num_processes > 1:
             raise
+        record["eval_error"] = f"{type(error).__name__}: {error}"
         logger.warning(
             f"evaluation at step {step} failed; training goes on (its checkpoint is saved; --stop_on_eval_error "
-            f"stops instead): {type(error).__name__}: {error}",
+            f"stops instead): {record['eval_error']}",
             exc_info=True,
         )
-        state["history"].append(
-            {"step": step, "loss": state["last_loss"], "eval_error": f"{type(error).__name__}: {error}"}
-        )
+        state["history"].append(record)
         return
     accelerator.log({f"eval/{k}": v for k, v in results.items() if v is not None}, step=step)
     logger.info("step %d: %s", step, {k: round(v, 4) for k, v in results.items() if v is not None})
-    state["history"].append({"step": step, "loss": state["last_loss"], "eval": results})
+    state["history"].append(record | {"eval": results})
     score = results.get(args.metric_for_best_model)
     if score is not None and (state["best_metric"] is None or score > state["best_metric"]):
         state.update(best_metric=score, best_step=step)
         if accelerator.is_main_process:
-            best = Path(args.output_dir) / "best"
-            save_hub_folder(accelerator.unwrap_model(model), recorded_processor, best, args, results)
+            save_hub_folder(
+                accelerator.unwrap_model(model), recorded_processor, Path(args.output_dir) / "best", args, results
+            )
