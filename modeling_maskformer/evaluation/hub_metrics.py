@@ -99,14 +99,19 @@ class MeanIou(evaluate.Metric):
 
 class _StoredInputs(evaluate.Metric):
     """Inputs brought to the stored schema by the subclass's `_store(image, is_prediction)` before Arrow holds
-    them, so that other formats and extra keys are accepted."""
+    them, so that other formats and extra keys are accepted.
+
+    NOTE: `evaluate.EvaluationModule.__init__` appends the card's usage to the docstrings of `add_batch` and `add`,
+    so they must have one."""
 
     def add_batch(self, *, predictions=None, references=None, **kwargs):
+        """Add a batch of images."""
         predictions = None if predictions is None else [self._store(x, True) for x in predictions]
         references = None if references is None else [self._store(x, False) for x in references]
         super().add_batch(predictions=predictions, references=references, **kwargs)
 
     def add(self, *, prediction=None, reference=None, **kwargs):
+        """Add one image."""
         prediction = None if prediction is None else self._store(prediction, True)
         reference = None if reference is None else self._store(reference, False)
         super().add(prediction=prediction, reference=reference, **kwargs)

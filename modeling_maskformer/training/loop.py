@@ -49,16 +49,11 @@ logger = logging.getLogger(__name__)
 
 # The metrics a semantic-only model (the per-pixel baseline) can select the best checkpoint by (`summary`'s keys).
 SEMANTIC_METRICS = ("mean_iou", "pixel_accuracy")
+# The options that must be >= 1.
 _POSITIVE = (
-    "per_device_train_batch_size",
-    "per_device_eval_batch_size",
-    "gradient_accumulation_steps",
-    "max_train_steps",
-    "checkpointing_steps",
-    "checkpoints_total_limit",
-    "eval_steps",
-    "logging_steps",
-)
+    "per_device_train_batch_size per_device_eval_batch_size gradient_accumulation_steps max_train_steps "
+    "checkpointing_steps checkpoints_total_limit eval_steps logging_steps"
+).split()
 _MODEL_INPUTS = ("pixel_values", "pixel_mask", "mask_labels", "class_labels")
 _MAX_STEPS_HELP = (
     "--max_train_steps is required: it sets the length of the learning-rate schedule. For scale: the paper "
@@ -168,13 +163,6 @@ def dataset_kwargs(args, split: str, id2label: dict[int, str] | None = None) -> 
     return shared_dataset_kwargs(args, num_images=num_images, id2label=id2label)
 
 
-_KINDS = {
-    "semantic": "semantic annotations",
-    "panoptic": "panoptic annotations",
-    "instance": "instance annotations (COCO JSON)",
-}
-
-
 def describe_labels(dataset, label_convention: str | None = None) -> str:
     """One line for the start of a run: annotation kind, the label convention and where it came from
     (`label_convention`: the flag given, if any; `dataset.convention_from`), and the classes."""
@@ -182,7 +170,7 @@ def describe_labels(dataset, label_convention: str | None = None) -> str:
     classes = f"{dataset.num_labels} classes ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
     if dataset.task != "semantic":
         classes += f", {len(dataset.thing_ids)} of them things"
-    kind = _KINDS[dataset.task]
+    kind = "instance annotations (COCO JSON)" if dataset.task == "instance" else f"{dataset.task} annotations"
     source = getattr(dataset, "convention_from", "argument" if dataset.task == "semantic" else None)
     if source is None:
         where = "the JSON's categories" if dataset.task == "instance" else "the annotations' categories"

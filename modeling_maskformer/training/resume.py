@@ -16,15 +16,9 @@ logger = logging.getLogger(__name__)
 
 # What a training run writes into its output folder (`--overwrite_output_dir` removes exactly these).
 RUN_OUTPUTS = (
-    "checkpoints",
-    "best",
-    "training_history.json",
-    "config.json",
-    "model.safetensors",
-    "preprocessor_config.json",
-    "README.md",
-    "eval_results.json",
-)
+    "checkpoints best training_history.json config.json model.safetensors preprocessor_config.json README.md "
+    "eval_results.json"
+).split()
 # The settings that make a checkpoint belong to one run: a rerun that changes any of them is another run.
 IDENTITY = {
     "dataset": "--dataset",
