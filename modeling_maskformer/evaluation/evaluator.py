@@ -1,6 +1,5 @@
-"""Evaluate a MaskFormer (or the per-pixel baseline) on a segmentation dataset: mIoU, PQ and COCO mask AP (the
-metrics the data supports), sharded over processes with Accelerate.
-"""
+"""Evaluate a MaskFormer (or the per-pixel baseline) on a dataset: mIoU, PQ and COCO mask AP, as the data allows,
+sharded over processes with Accelerate."""
 
 from __future__ import annotations
 
@@ -31,8 +30,7 @@ logger = logging.getLogger(__name__)
 def load_model_folder(
     model_path: str,
 ) -> tuple[MaskFormerForInstanceSegmentation | PerPixelBaselineForSemanticSegmentation, MaskFormerImageProcessor]:
-    """The model and processor of a folder or Hub id: a MaskFormer (ours, or transformers' own format, which
-    `from_pretrained` reads) or the per-pixel baseline."""
+    """The model and processor of a folder or Hub id: a MaskFormer (ours or transformers') or the per-pixel baseline."""
     model_type = PretrainedConfig.get_config_dict(model_path)[0].get("model_type")  # as written; a bad path: one line
     if model_type == "maskformer":  # transformers' format: a folder without a processor gets transformers' defaults
         return convert_from_transformers(model_path)
@@ -42,8 +40,8 @@ def load_model_folder(
 
 
 def instance_ground_truth(item: dict, thing_ids: set[int]) -> dict:
-    """An item's thing instances as `MaskAPMetric.update` reads them: an instance item's objects (masks, labels,
-    crowd flags and COCO's areas, which `COCOeval`'s size ranges read), or a panoptic item's thing segments."""
+    """An item's thing instances for `MaskAPMetric.update`: an instance item's objects (with COCO's areas, which
+    `COCOeval`'s size ranges read), or a panoptic item's thing segments."""
     if item.get("instances") is not None:
         keep = np.isin(item["instances"]["labels"], sorted(thing_ids))
         return {key: item["instances"][key][keep] for key in ("masks", "labels", "iscrowd", "areas")}
@@ -52,7 +50,7 @@ def instance_ground_truth(item: dict, thing_ids: set[int]) -> dict:
 
 
 def target_size(item: dict) -> tuple[int, int]:
-    """(H, W) of an item's ground truth: its semantic map, else its instance masks, else its image."""
+    """(H, W) of an item's ground truth."""
     if item.get("semantic") is not None:
         return tuple(item["semantic"].shape)
     if item.get("instances") is not None:
@@ -61,13 +59,9 @@ def target_size(item: dict) -> tuple[int, int]:
 
 
 class Evaluator:
-    """Accumulates the metrics the targets support: `update()` per batch, then `compute()`.
-
-    Targets are dataset items (`modeling_maskformer.data`): `semantic` (H, W) class ids with `ignore_index`, and
-    for `panoptic=True` (PQ, and mask AP over `thing_ids`) `panoptic_ids` (H, W) with `segments_info`;
-    `instances=True` (COCO instance data): mask AP only. Predictions are post-processed at the item's size, the
-    panoptic ones with the object-mask and overlap thresholds `panoptic_threshold` / `overlap_threshold`.
-    """
+    """The metrics dataset items (`modeling_maskformer.data`) support: mIoU of `semantic`; with `panoptic=True` PQ of
+    `panoptic_ids`/`segments_info` and mask AP over `thing_ids`; with `instances=True` mask AP only. `update()` per
+    batch post-processes at each item's size, then `compute()`."""
 
     def __init__(
         self,
@@ -95,8 +89,7 @@ class Evaluator:
 
     @classmethod
     def for_dataset(cls, dataset, id2label: dict[int, str], *, semantic_only: bool = False, **kwargs) -> Evaluator:
-        """The metrics a `SegmentationDataset` supports: mIoU, plus PQ and mask AP on panoptic data (unless
-        `semantic_only`: a per-pixel classifier has no segments), mask AP alone on instance data."""
+        """The metrics `dataset` supports (`semantic_only`: a per-pixel classifier, which has no segments)."""
         if dataset.task == "instance" and semantic_only:
             raise InvalidInputError(
                 "a per-pixel classification model has no instances to score, and instance data no "
@@ -112,8 +105,7 @@ class Evaluator:
         )
 
     def update(self, processor, outputs, items: list[dict], semantic: list[torch.Tensor] | None = None) -> None:
-        """Post-process `outputs` (a batch of len(items)) with `processor` and score it against `items`;
-        `semantic`: the class maps when computed otherwise (test-time augmentation)."""
+        """Score `outputs` (a batch of len(items)); `semantic`: class maps computed otherwise (test-time augmentation)."""
         sizes = [target_size(item) for item in items]
         if "semantic" in self.metrics:
             if semantic is None:
@@ -146,7 +138,6 @@ class Evaluator:
                 self.metrics["instance"].update(things, instance_ground_truth(item, self.thing_ids))
 
     def gather(self, accelerator: Accelerator | None) -> None:
-        """Sum the metric states over processes (each process saw a shard of the data)."""
         for metric in self.metrics.values() if accelerator is not None and accelerator.num_processes > 1 else ():
             if isinstance(metric, MaskAPMetric):
                 metric.all_gather(gather_object)
@@ -172,15 +163,13 @@ def evaluate_model(
     overlap_threshold: float = 0.8,
     id2label: dict[int, str] | None = None,
 ) -> dict:
-    """Run the model over (a shard of) the dataset and return the summed metrics of all processes.
+    """The metrics of the model over the dataset (each process scores its shard; the states are summed).
 
     `id2label`: the classes scored (default: the model's). `tta`: semantic maps (mIoU) from test-time augmentation
-    (`inference.tta`), as the authors' multi-scale results; panoptic and instance predictions stay single-scale.
-    A per-pixel classifier (`PerPixelBaselineForSemanticSegmentation`) gets the semantic metrics only.
+    (`inference.tta`); panoptic and instance predictions stay single-scale.
 
     NOTE: the results do not depend on `batch_size`: only images of one padded size share a forward pass
-    (`inference.batching`), grouped within windows of `8 * batch_size` items; metrics are updated in dataset order.
-    """
+    (`inference.batching`), grouped within windows of `8 * batch_size` items."""
     if batch_size < 1:
         raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
     if tta is not None and dataset.task == "instance":
@@ -228,10 +217,9 @@ def evaluate_model(
 
 def summary(results: dict) -> dict[str, float | None]:
     """The headline numbers the results have: mIoU, pixel accuracy, PQ (things / stuff) and mask AP."""
-    keys = {"semantic": ("mean_iou", "pixel_accuracy"), "panoptic": ("pq", "sq", "rq", "pq_things", "pq_stuff")}
-    flat = {key: results[task][key] for task, names in keys.items() if task in results for key in names}
-    return flat | (
-        {"mask_ap": results["instance"]["ap"], "mask_ap50": results["instance"]["ap50"]}
-        if "instance" in results
-        else {}
-    )
+    keys = {
+        "semantic": {"mean_iou": "mean_iou", "pixel_accuracy": "pixel_accuracy"},
+        "panoptic": {key: key for key in ("pq", "sq", "rq", "pq_things", "pq_stuff")},
+        "instance": {"mask_ap": "ap", "mask_ap50": "ap50"},
+    }
+    return {name: results[task][key] for task, names in keys.items() if task in results for name, key in names.items()}

@@ -1,9 +1,6 @@
-"""The `evaluate` modules shipped with the package, `mean_iou`, `panoptic_quality` and `mask_ap`: `load_metric(name)`
-loads one offline.
-
-Each folder `metric_modules/<name>/` has the layout of an `evaluate` community metric (script, README card, `app.py`,
-`requirements.txt`) and can be pushed to the Hub as a Space. Its script only imports its class from here; the class
-computes with `metrics.py` and takes its description, usage (with the examples) and citation from the README card.
+"""The `evaluate` modules shipped in `metric_modules/<name>/` (an `evaluate` community metric's layout, ready for a
+Space): each script imports its class from here, which computes with `metrics.py` and takes its description, usage
+and citation from the folder's README card. `load_metric(name)` loads one offline.
 """
 
 from __future__ import annotations
@@ -33,20 +30,18 @@ METRIC_NAMES = ("mean_iou", "panoptic_quality", "mask_ap")
 
 
 def metric_module_path(name: str) -> Path:
-    """The folder of a shipped metric module (what `evaluate.load` and a Hub upload take)."""
     if name not in METRIC_NAMES:
         raise InvalidInputError(f"unknown metric {name!r}; the package ships {list(METRIC_NAMES)}")
     return METRIC_MODULES / name
 
 
 def load_metric(name: str, **kwargs: Any) -> evaluate.EvaluationModule:
-    """`evaluate.load` of a shipped metric module from its folder (no network); `kwargs` go to `evaluate.load`."""
+    """`evaluate.load` of a shipped metric module from its folder (no network)."""
     return evaluate.load(str(metric_module_path(name)), **kwargs)
 
 
 def _card_info(name: str, features: dict) -> evaluate.MetricInfo:
-    """The module's info from its README card: "Metric Description", "How to Use" (the inputs description, whose
-    examples are doctests) and "Citation", without the Markdown code fences."""
+    """The module's info from its README card's sections, without the Markdown code fences."""
     card = re.sub(r"^```\w*\n", "", (metric_module_path(name) / "README.md").read_text(), flags=re.MULTILINE)
     sections = dict(re.findall(r"^## (.+?)\n(.*?)(?=^## |\Z)", card, flags=re.MULTILINE | re.DOTALL))
     return evaluate.MetricInfo(
@@ -62,7 +57,6 @@ _INTS, _MAP = datasets.Sequence(datasets.Value("int64")), datasets.Sequence(data
 
 
 def _each_image(predictions: Iterable, references: Iterable, update: Callable[[Any, Any], Any]) -> list:
-    """`update` of every (prediction, reference) pair; an error names the image."""
     results = []
     for index, (prediction, reference) in enumerate(zip(predictions, references)):
         try:
@@ -105,7 +99,10 @@ class MeanIou(evaluate.Metric):
 
 class _StoredInputs(evaluate.Metric):
     """Inputs brought to the stored schema by the subclass's `_store(image, is_prediction)` before Arrow holds
-    them, so that other formats and extra keys are accepted."""
+    them, so that other formats and extra keys are accepted.
+
+    NOTE: `evaluate.EvaluationModule.__init__` appends the card's usage to the docstrings of `add_batch` and `add`,
+    so they must have one."""
 
     def add_batch(self, *, predictions=None, references=None, **kwargs):
         """Add a batch of images."""

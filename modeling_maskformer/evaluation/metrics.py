@@ -1,10 +1,6 @@
-"""mIoU (`SemanticSegmentationMetric`), PQ (`PanopticQualityMetric`) and COCO mask AP (`MaskAPMetric`): the one
-implementation behind `evaluate_model`, `SegmentationMetrics` (Trainer) and the shipped `evaluate` modules.
-
-Each has `update(...)` per image, `compute() -> dict` and `reset()`; results are fractions in [0, 1] as plain Python
-values, `None` where undefined (never NaN), ready for `json.dump`. Distributed: each process accumulates its shard,
-then `all_reduce(lambda t: accelerator.reduce(t, reduction="sum"))` sums the tensor states (mask AP:
-`all_gather(accelerate.utils.gather_object)`); `merge(other)` does the same in one process.
+"""mIoU, PQ and COCO mask AP: the one implementation behind `evaluate_model`, `SegmentationMetrics` (Trainer) and
+the shipped `evaluate` modules. Each has `update(...)` per image, `compute()` (plain values, `None` where undefined,
+ready for `json.dump`), `reset()`, `merge(other)`, and `all_reduce(sum)` (mask AP: `all_gather`) over processes.
 """
 
 from __future__ import annotations
@@ -29,7 +25,6 @@ ArrayLike = Tensor | np.ndarray | Sequence
 
 
 def _as_long(x: ArrayLike) -> Tensor:
-    """A label or id map as an int64 tensor (post-processing may hand back float id maps)."""
     t = x if isinstance(x, Tensor) else torch.from_numpy(np.asarray(x))
     return (t.round() if t.is_floating_point() else t).long()
 
@@ -40,12 +35,12 @@ def _finite_or_none(x: float | Tensor) -> float | None:
 
 
 def _label(id2label: Mapping[int, str] | None, class_id: int) -> str:
-    """Per-class results are keyed by a string so that they survive a JSON round trip unchanged."""
+    # Per-class results are keyed by a string so that they survive a JSON round trip unchanged.
     return str(id2label[class_id]) if id2label is not None and class_id in id2label else str(class_id)
 
 
 def read_segment(segment: Mapping[str, Any]) -> tuple[int, int]:
-    """(id, category) of a segment in COCO's format (`category_id`) or the post-processing one (`label_id`)."""
+    """(id, category) of a segment in COCO's format (`category_id`) or post-processing's (`label_id`)."""
     category = segment.get("category_id", segment.get("label_id"))
     if segment.get("id") is None or category is None:
         raise InvalidInputError(f"every segment needs an 'id' and a 'category_id' (or 'label_id'), got {segment}")
@@ -53,9 +48,8 @@ def read_segment(segment: Mapping[str, Any]) -> tuple[int, int]:
 
 
 def confusion_matrix(pred: ArrayLike, target: ArrayLike, num_classes: int, ignore_index: int | None, strict=False):
-    """(K+1, K+1) int64 pixel counts of two class maps, rows target, columns prediction, without the pixels whose
-    target is `ignore_index`. Row / column K counts labels outside [0, K) as the canonical `mean_iou` does (a wrong
-    prediction, a target of no class); `strict=True` refuses them (a model / label-set mismatch)."""
+    """(K+1, K+1) pixel counts, rows target, columns prediction, without target `ignore_index`; row / column K counts
+    labels outside [0, K) as the canonical `mean_iou` does, which `strict=True` refuses (a label-set mismatch)."""
     pred, target = _as_long(pred), _as_long(target)
     if pred.shape != target.shape:
         raise InvalidInputError(f"prediction {tuple(pred.shape)} and reference {tuple(target.shape)} shapes differ")
@@ -84,9 +78,8 @@ def class_scores(confusion: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 class SemanticSegmentationMetric:
-    """mIoU, mean class accuracy and pixel accuracy from a confusion matrix summed over images (the numbers of the
-    canonical `mean_iou`). A class absent from prediction and target has IoU `None`, left out of `mean_iou`;
-    accuracy (recall) is `None` for a class without target pixels.
+    """mIoU, mean class accuracy and pixel accuracy from a confusion matrix summed over images (the canonical
+    `mean_iou`'s numbers); a class absent from prediction and target has IoU `None`, left out of the mean.
 
     NOTE: one `torch.bincount`, not torchmetrics' `MulticlassJaccardIndex` (the same mean, tested), whose per-class
     values give absent classes 0 rather than undefined, and whose input checks run `torch.unique` on every pixel.
@@ -107,7 +100,7 @@ class SemanticSegmentationMetric:
         self.confusion_matrix = torch.zeros(self.num_classes + 1, self.num_classes + 1, dtype=torch.long)
 
     def update(self, pred: ArrayLike, target: ArrayLike) -> None:
-        """Add integer class maps of one shape, (H, W) or a batch (B, H, W)."""
+        """Add class maps of one shape, (H, W) or (B, H, W)."""
         self.confusion_matrix += confusion_matrix(pred, target, self.num_classes, self.ignore_index, strict=True)
 
     def merge(self, other: SemanticSegmentationMetric) -> None:
@@ -159,8 +152,7 @@ class PanopticQualityMetric:
         self.iou_sum = torch.zeros(len(self.category_ids), dtype=torch.float64)
 
     def _index(self, ids_map: Tensor, segments_info: Sequence[Mapping], unlisted: int) -> tuple[Tensor, ...]:
-        """Each pixel's segment as 1..N in listed order (0 for id 0, `unlisted` for an id not listed), each
-        segment's category index and its crowd flag."""
+        """Each pixel's segment as 1..N (0: id 0, `unlisted`: not listed), each segment's category index and crowd."""
         fields = [read_segment(s) for s in segments_info]
         position = {segment_id: n for n, (segment_id, _) in enumerate(fields, start=1)} | {0: 0}
         if len(position) != len(fields) + 1:
@@ -177,8 +169,8 @@ class PanopticQualityMetric:
         return index.to(ids_map.device)[inverse], category, crowd
 
     def update(self, pred_segmentation, pred_segments_info, gt_segmentation, gt_segments_info) -> None:
-        """Add one image: (H, W) segment-id maps and their `segments_info`, `{"id", "category_id" or "label_id"}`
-        per segment (ground truth may add `"iscrowd"`), categories among `thing_ids` / `stuff_ids`."""
+        """Add one image: (H, W) segment-id maps and their `segments_info` (`read_segment`; ground truth may add
+        `"iscrowd"`)."""
         pred_map, gt_map = _as_long(pred_segmentation), _as_long(gt_segmentation)
         if pred_map.shape != gt_map.shape:
             raise InvalidInputError(
@@ -265,10 +257,9 @@ def _rles(masks: Any) -> list[dict[str, Any]]:
 
 
 def encode_instances(instances: Mapping[str, Any], key: str) -> tuple[list[dict], list[int], list]:
-    """COCO RLEs, labels and `key` values ("scores" or "iscrowd") of one image's instances, given as
-    `{"masks": (N, H, W) binary (or a list of (H, W) masks or of RLE dicts), "labels": (N,), key: (N,)}` or as the
-    instance post-processing output `{"segmentation": (H, W) id map or (N, H, W) binary maps in `segments_info`
-    order, "segments_info": [{"id", "label_id" or "category_id", "score"}]}`."""
+    """COCO RLEs, labels and `key` values ("scores" or "iscrowd") of one image's instances: `{"masks": (N, H, W)
+    (or a list of masks or RLEs), "labels", key}` or instance post-processing's `{"segmentation": (H, W) id map or
+    (N, H, W), "segments_info"}`."""
     if "segments_info" in instances:
         fields = [read_segment(s) for s in instances["segments_info"]]
         labels = [category for _, category in fields]
@@ -304,11 +295,11 @@ class MaskAPMetric:
         self.reset()
 
     def reset(self) -> None:
-        # per image: {"height", "width", "gt": [COCO annotation], "dt": [...]}, ids given in `compute`
+        # per image: {"height", "width", "gt": [COCO annotation], "dt": [...]}
         self.images: list[dict[str, Any]] = []
 
     def update(self, pred: Mapping[str, Any], target: Mapping[str, Any]) -> None:
-        """Add one image; `pred` and `target` as `encode_instances` reads them (the target's masks may overlap)."""
+        """Add one image, as `encode_instances` reads it (the target's masks may overlap)."""
         gt, gt_labels, crowd = encode_instances(target, "iscrowd")
         dt, dt_labels, scores = encode_instances(pred, "scores")
         sizes = {tuple(int(v) for v in rle["size"]) for rle in gt + dt}
@@ -367,13 +358,11 @@ class MaskAPMetric:
 
 
 def _cell(value: Any) -> str:
-    if value is None:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4f}" if math.isfinite(value) else "-"
-    return str(value)
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _grid(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -385,8 +374,8 @@ def _grid(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def format_table(results: Mapping[str, Any]) -> str:
-    """One `compute()` result as text: the overall numbers, then a per-class table (a `{label: number}` entry is
-    one column, `per_class_iou` → "iou"; a `{label: {metric: number}}` entry gives its inner keys as columns)."""
+    """One `compute()` result as text: the overall numbers, then a per-class table (`per_class_iou` → column "iou";
+    a `{label: {metric: number}}` entry gives its inner keys as columns)."""
     overall = [(k, v) for k, v in results.items() if not isinstance(v, Mapping)]
     columns: dict[str, dict[str, Any]] = {}
     for key, value in results.items():

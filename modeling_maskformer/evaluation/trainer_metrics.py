@@ -1,14 +1,5 @@
-"""Evaluation with `transformers.Trainer`: mIoU, PQ (all / things / stuff) and mask AP per evaluation.
-
-trainer = SegmentationTrainer(
-    model,
-    TrainingArguments(..., batch_eval_metrics=True, label_names=SegmentationMetrics.label_names,
-                      remove_unused_columns=False),
-    data_collator=MaskFormerCollator(processor, return_segment_maps=True),
-    train_dataset=..., eval_dataset=...,
-    compute_metrics=SegmentationMetrics(processor, id2label, thing_ids=...),
-)
-"""
+"""Evaluation with `transformers.Trainer`: mIoU, PQ (all / things / stuff) and mask AP per evaluation
+(docs/training.md shows the `TrainingArguments` and collator it needs)."""
 
 from __future__ import annotations
 
@@ -25,9 +16,8 @@ from .evaluator import Evaluator, summary
 
 
 class SegmentationTrainer(Trainer):
-    """`transformers.Trainer` that keeps the collator's evaluation targets (`segment_map`, `segment_classes`) out
-    of the model's forward: Trainer reads them as `label_ids` for `SegmentationMetrics`, then would hand every
-    batch key to the model."""
+    """`transformers.Trainer` that reads the collator's evaluation targets (`segment_map`, `segment_classes`) as
+    `label_ids` for `SegmentationMetrics` but keeps them out of the model's forward."""
 
     def compute_loss(self, model, inputs, *args, **kwargs):
         inputs = {key: value for key, value in inputs.items() if key not in SEGMENT_MAP_KEYS}
@@ -35,20 +25,13 @@ class SegmentationTrainer(Trainer):
 
 
 class SegmentationMetrics:
-    """A `compute_metrics` for `TrainingArguments(batch_eval_metrics=True)`, called per evaluation batch (the last
-    with `compute_result=True`, which returns `mean_iou`, `pixel_accuracy`, `pq`, `sq`, `rq`, `pq_things`,
-    `pq_stuff` and, with `thing_ids`, `mask_ap`, `mask_ap50`; undefined values left out).
+    """A `compute_metrics` for `TrainingArguments(batch_eval_metrics=True)`: the last batch's call returns `summary`'s
+    numbers (mask AP with `thing_ids`; undefined values left out), at the processor's resolution.
 
-    `predictions` holds the model outputs but the loss, in output order: the first two tensors are
-    `class_queries_logits` and `masks_queries_logits`, the first integer (B, H, W) one after them `pixel_mask`.
-    `label_ids` must be `label_names` = ("segment_map", "segment_classes"), the batch-first targets of
+    `predictions`: the model outputs but the loss (`class_queries_logits`, `masks_queries_logits`, then `pixel_mask`
+    as the first integer (B, H, W) tensor). `label_ids`: `label_names`, the batch-first targets of
     `MaskFormerCollator(processor, return_segment_maps=True)`. NOTE: not `mask_labels` / `class_labels`: on the
-    last batch Trainer slices every label tensor along dim 0 (accelerate's `gather_for_metrics`), which would cut
-    masks out of a list of per-image (N, H, W) tensors.
-
-    Scores are at the processor's resolution (`evaluate_model` scores at the original size). The model does not
-    read `pixel_mask`, so use `per_device_eval_batch_size=1` or images of one size when numbers must not depend on
-    the batch size (several processes need images of one size too: Trainer concatenates their outputs).
+    last batch Trainer slices every label tensor along dim 0, which would cut masks out of per-image lists.
     """
 
     label_names = list(SEGMENT_MAP_KEYS)
@@ -70,7 +53,7 @@ class SegmentationMetrics:
                 "SegmentationMetrics scores batch by batch: use TrainingArguments(batch_eval_metrics=True) "
                 "(without it Trainer concatenates every mask logit of the evaluation set)"
             )
-        outputs = model_outputs(eval_prediction.predictions)
+        outputs = _model_outputs(eval_prediction.predictions)
         segment_map, segment_classes = self._targets(eval_prediction.label_ids)
         if len(segment_map) != len(outputs["class_queries_logits"]):
             raise ValueError(f"{len(segment_map)} targets for {len(outputs['class_queries_logits'])} predictions")
@@ -95,7 +78,6 @@ class SegmentationMetrics:
         return tensors[0].cpu(), tensors[1].cpu()
 
     def _item(self, segment_map: torch.Tensor, segment_classes: torch.Tensor) -> dict:
-        """One image's targets in the dataset item format (see `Evaluator`)."""
         classes = segment_classes.tolist()
         present = [i for i, c in enumerate(classes, start=1) if c >= 0]  # Trainer pads with -100 across processes
         lookup = np.full(len(classes) + 1, self.ignore_index, dtype=np.int64)
@@ -108,8 +90,7 @@ class SegmentationMetrics:
         }
 
 
-def model_outputs(predictions: Any) -> dict[str, torch.Tensor]:
-    """The post-processing inputs in a Trainer `predictions` tuple (see `SegmentationMetrics`)."""
+def _model_outputs(predictions: Any) -> dict[str, torch.Tensor]:
     tensors = [torch.as_tensor(p) for p in predictions if isinstance(p, torch.Tensor | np.ndarray)]
     if len(tensors) < 2 or tensors[0].ndim != 3 or tensors[1].ndim != 4:
         raise InvalidInputError(

@@ -1,12 +1,6 @@
-"""Stopping a training run without losing it: SIGTERM (what Slurm and preemptible cloud machines send before
-they kill a job) and SIGINT (Ctrl-C) save a checkpoint at the next step boundary and stop.
-
-`StopRequests` installs its handlers for the duration of the training loop and restores the previous ones
-after. The first signal only sets a flag: the step in progress finishes, the loop saves a checkpoint and raises
-`TrainingStopped`, whose message says where the checkpoint is. A second signal is acknowledged and the save goes
-on; a third raises `KeyboardInterrupt` at once. That is safe at any moment: a checkpoint counts only once it is
-complete (checkpoints.py). With several processes every process must stop (and save) at the same step, or the
-others would wait forever inside a collective operation: `decide` combines the decision over processes.
+"""SIGTERM (Slurm's and preemptible clouds' warning before a kill) and SIGINT (Ctrl-C) stop training at the next
+step boundary, after a checkpoint. A second signal is acknowledged and the save goes on; a third raises
+`KeyboardInterrupt` at once, which is safe: a checkpoint counts only once complete (checkpoints.py).
 """
 
 from __future__ import annotations
@@ -24,8 +18,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class TrainingStopped(KeyboardInterrupt):
-    """Training stopped by a signal after saving a checkpoint. A KeyboardInterrupt, so that code that handles
-    Ctrl-C handles it; `exit_status` is the shell's for that signal (128 + its number)."""
+    """Training stopped by a signal after saving a checkpoint; `exit_status` is the shell's (128 + signal)."""
 
     def __init__(self, signum: int, step: int, max_steps: int, checkpoint: Path):
         self.signum, self.step, self.checkpoint = signum, step, Path(checkpoint)
@@ -37,8 +30,8 @@ class TrainingStopped(KeyboardInterrupt):
 
 
 class StopRequests:
-    """SIGTERM/SIGINT handlers for the training loop (a context manager); see the module docstring. Outside the
-    main thread (where Python cannot install signal handlers) it installs nothing and never requests a stop."""
+    """The training loop's SIGTERM/SIGINT handlers (a context manager restoring the previous ones); the first
+    signal sets `signum`. Outside the main thread, where Python cannot install handlers, it does nothing."""
 
     def __init__(self):
         self.signum: int | None = None
@@ -53,7 +46,6 @@ class StopRequests:
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
-        self._previous = {}
 
     def _handle(self, signum: int, frame) -> None:
         self.count += 1
@@ -72,16 +64,15 @@ class StopRequests:
 
 
 def ignore_stop_signals(worker_id: int) -> None:
-    """A DataLoader worker's `worker_init_fn`: Ctrl-C reaches every process of the terminal's foreground group and
-    Slurm signals every process of the job, workers included; they leave the stopping to the training process
-    (which shuts them down), instead of dying and taking the next batch, and the checkpoint, with them."""
+    """A DataLoader worker's `worker_init_fn`: Ctrl-C and Slurm signal every process, workers included; they leave
+    the stopping to the training process instead of dying and taking the next batch, and the checkpoint, along."""
     for signum in SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
 
 
 def decide(accelerator, stop_requested: bool, time_due: bool) -> tuple[bool, bool]:
-    """(stop, save by time), the same on every process: any process's signal stops all, and the main process's
-    clock decides the timed checkpoint (one all-reduce of two numbers)."""
+    """(stop, save by time), the same on every process (else the others would wait forever in a collective): any
+    process's signal stops all, and the main process's clock decides the timed checkpoint."""
     if accelerator.num_processes == 1:
         return stop_requested, time_due
     flags = torch.tensor([stop_requested, time_due and accelerator.is_main_process], device=accelerator.device)

@@ -5,16 +5,10 @@
     accelerate launch --num_processes 8 scripts/train_maskformer.py --dataset data/ADEChallengeData2016 \
         --label_convention ade --model_preset swin-tiny --crop_size 512 --max_train_steps 160000 \
         --output_dir outputs/ade-swin-t
-    accelerate launch --multi_gpu --num_processes 2 scripts/train_maskformer.py ...   # two processes, CPU-only machine
-    (accelerate's `--cpu` flag starts a single process whatever `--num_processes` says.)
 
-From Python: `train(["--output_dir", "outputs/x", ...])` or `train(parse_args([...]))`.
-
-Data: `synthetic` (built in), a folder in the ADE20K or COCO panoptic layout (`scripts/prepare_data.py` makes
-them from the official archives), or a `datasets` name/path; semantic PNGs need `--label_convention` (ade: 0 =
-"other", ignored; as_is: the values are the classes). The global batch is `per_device_train_batch_size x
-processes x gradient_accumulation_steps`; each process takes its slice of every global batch, so a run's losses
-do not depend on the process count.
+From Python: `train(["--output_dir", "outputs/x", ...])` or `train(parse_args([...]))`. The global batch is
+`per_device_train_batch_size x processes x gradient_accumulation_steps`; each process takes its slice of every
+global batch, so a run's losses do not depend on the process count. docs/training.md has the details.
 """
 
 from __future__ import annotations
@@ -47,7 +41,7 @@ from ..image_processing import MaskFormerImageProcessor
 from ..interop.hub import push_folder_to_hub
 from .checkpoints import STATE_FILE, save_checkpoint, save_hub_folder
 from .interruption import StopRequests, TrainingStopped, decide, ignore_stop_signals
-from .presets import HEADS, backbone_is_pretrained, base_processor, build_model, processor_short_side
+from .presets import HEADS, build_model
 from .recipes import RECIPES, choose_recipe, parameter_groups
 from .resume import check_same_run, run_identity, start_from
 
@@ -55,16 +49,12 @@ logger = logging.getLogger(__name__)
 
 # The metrics a semantic-only model (the per-pixel baseline) can select the best checkpoint by (`summary`'s keys).
 SEMANTIC_METRICS = ("mean_iou", "pixel_accuracy")
+# The options that must be >= 1.
 _POSITIVE = (
-    "per_device_train_batch_size",
-    "per_device_eval_batch_size",
-    "gradient_accumulation_steps",
-    "max_train_steps",
-    "checkpointing_steps",
-    "checkpoints_total_limit",
-    "eval_steps",
-    "logging_steps",
-)
+    "per_device_train_batch_size per_device_eval_batch_size gradient_accumulation_steps max_train_steps "
+    "checkpointing_steps checkpoints_total_limit eval_steps logging_steps"
+).split()
+_MODEL_INPUTS = ("pixel_values", "pixel_mask", "mask_labels", "class_labels")
 _MAX_STEPS_HELP = (
     "--max_train_steps is required: it sets the length of the learning-rate schedule. For scale: the paper "
     "trained ADE20K for 160000 steps of 16 images (about a day on 8 GPUs); the README's first CPU run uses 300."
@@ -80,23 +70,13 @@ def epoch_batches(num_items: int, global_batch: int, seed: int, epoch: int) -> l
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_arguments(p)
+    p.add_argument("--output_dir", required=True)
     p.add_argument("--train_split", default="train")
     p.add_argument("--eval_split", default="validation")
-    p.add_argument("--num_train_images", type=int, default=None, help="synthetic: training scenes")
-    p.add_argument("--num_eval_images", type=int, default=None, help="synthetic: validation scenes")
-    p.add_argument(
-        "--model_preset", default="demo", help="demo, resnet50, resnet101, swin-tiny, swin-small, swin-base"
-    )
-    p.add_argument("--model_name_or_path", default=None, help="fine-tune this model folder / Hub id, not a preset")
-    p.add_argument(
-        "--head",
-        choices=list(HEADS),
-        default="mask_classification",
-        help="mask_classification (MaskFormer) or per_pixel (the paper's per-pixel classification baseline: the "
-        "same backbone and pixel decoder, a 1x1 conv classifier, per-pixel cross-entropy; semantic only)",
-    )
-    p.add_argument("--mask_loss_mode", choices=["dense", "point"], default=None)
-    p.add_argument("--output_dir", required=True)
+    p.add_argument("--num_train_images", type=int, help="synthetic: training scenes")
+    p.add_argument("--num_eval_images", type=int, help="synthetic: validation scenes")
+    p.add_argument("--model_preset", default="demo", help="demo, resnet50, resnet101, swin-tiny, swin-small, ...")
+    p.add_argument("--model_name_or_path", help="fine-tune this model folder / Hub id, not a preset")
     p.add_argument("--crop_size", type=int, help="training crop (default: the base model's processor size, else 512)")
     p.add_argument("--min_scale", type=float, default=0.5)
     p.add_argument("--max_scale", type=float, default=2.0)
@@ -105,12 +85,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--per_device_train_batch_size", type=int, default=2)
     p.add_argument("--per_device_eval_batch_size", type=int, default=4)
     p.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    p.add_argument(
-        "--recipe",
-        choices=sorted(RECIPES),
-        help="default: 'scratch' for a backbone that starts from random weights, as the demo preset's, else the "
-        "paper's for the backbone type",
-    )
     p.add_argument("--learning_rate", type=float, help="default: the recipe's")
     p.add_argument("--weight_decay", type=float, help="default: the recipe's")
     p.add_argument("--backbone_lr_multiplier", type=float, help="default: the recipe's")
@@ -119,34 +93,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max_train_steps", type=int, help="required: the schedule's length")
     p.add_argument("--max_train_seconds", type=float, help="stop (and save) after this wall time")
     p.add_argument("--stop_at_step", type=int, help="save and exit at this step, keeping --max_train_steps' schedule")
-    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
     p.add_argument("--checkpointing_steps", type=int, default=5000, help="save a checkpoint every N steps")
     p.add_argument("--checkpointing_minutes", type=float, default=30.0, help="also save every N minutes (0: off)")
     p.add_argument("--checkpoints_total_limit", type=int, default=3, help="keep this many newest checkpoints (>= 1)")
-    p.add_argument(
-        "--resume_from_checkpoint",
-        help="a checkpoint folder, or 'latest' (the newest one in --output_dir that verifies: what a rerun into a "
-        "folder with checkpoints does by itself)",
-    )
-    p.add_argument("--overwrite_output_dir", action="store_true", help="start over: remove an earlier run's outputs")
-    p.add_argument(
-        "--allow_missing_random_states",
-        action="store_true",
-        help="resume from a checkpoint without this process count's random states (losses will differ)",
-    )
     p.add_argument("--eval_steps", type=int, default=5000)
-    p.add_argument("--max_eval_items", type=int, default=None)
-    p.add_argument(
-        "--stop_on_eval_error", action="store_true", help="stop at an evaluation error (default: log, go on)"
-    )
+    p.add_argument("--max_eval_items", type=int)
     p.add_argument("--metric_for_best_model", help="for best/ (default: mean_iou; instance data: mask_ap)")
     p.add_argument("--logging_steps", type=int, default=20)
     p.add_argument("--report_to", default="none", help="'tensorboard', 'wandb', 'all' or 'none'")
     p.add_argument("--num_workers", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hub_model_id")
+    p.add_argument("--hub_token")
+    p.add_argument("--overwrite_output_dir", action="store_true", help="start over: remove an earlier run's outputs")
+    p.add_argument("--allow_missing_random_states", action="store_true", help="resume anyway (losses will differ)")
+    p.add_argument("--stop_on_eval_error", action="store_true", help="stop at an evaluation error (default: go on)")
     p.add_argument("--push_to_hub", action="store_true")
-    p.add_argument("--hub_model_id", default=None)
-    p.add_argument("--hub_token", default=None)
+    p.add_argument(
+        "--head",
+        choices=list(HEADS),
+        default="mask_classification",
+        help="mask_classification (MaskFormer) or per_pixel (the paper's per-pixel classification baseline: the "
+        "same backbone and pixel decoder, a 1x1 conv classifier, per-pixel cross-entropy; semantic only)",
+    )
+    p.add_argument("--mask_loss_mode", choices=["dense", "point"], default=None)
+    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
+    p.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        help="default: 'scratch' for a backbone that starts from random weights, as the demo preset's, else the "
+        "paper's for the backbone type",
+    )
+    p.add_argument(
+        "--resume_from_checkpoint",
+        help="a checkpoint folder, or 'latest' (the newest one in --output_dir that verifies: what a rerun into a "
+        "folder with checkpoints does by itself)",
+    )
     args = p.parse_args(argv)
     if args.max_train_steps is None:
         p.error(_MAX_STEPS_HELP)
@@ -181,13 +163,6 @@ def dataset_kwargs(args, split: str, id2label: dict[int, str] | None = None) -> 
     return shared_dataset_kwargs(args, num_images=num_images, id2label=id2label)
 
 
-_KINDS = {
-    "semantic": "semantic annotations",
-    "panoptic": "panoptic annotations",
-    "instance": "instance annotations (COCO JSON)",
-}
-
-
 def describe_labels(dataset, label_convention: str | None = None) -> str:
     """One line for the start of a run: annotation kind, the label convention and where it came from
     (`label_convention`: the flag given, if any; `dataset.convention_from`), and the classes."""
@@ -195,7 +170,7 @@ def describe_labels(dataset, label_convention: str | None = None) -> str:
     classes = f"{dataset.num_labels} classes ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
     if dataset.task != "semantic":
         classes += f", {len(dataset.thing_ids)} of them things"
-    kind = _KINDS[dataset.task]
+    kind = "instance annotations (COCO JSON)" if dataset.task == "instance" else f"{dataset.task} annotations"
     source = getattr(dataset, "convention_from", "argument" if dataset.task == "semantic" else None)
     if source is None:
         where = "the JSON's categories" if dataset.task == "instance" else "the annotations' categories"
@@ -274,7 +249,7 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     choice = choose_recipe(
         model.config,
         args.recipe,
-        pretrained_backbone=backbone_is_pretrained(args, model.config),
+        pretrained_backbone=bool(args.model_name_or_path or model.config.use_pretrained_backbone),  # trained weights
         learning_rate=args.learning_rate,
         weight_decay=args.weight_decay,
         backbone_lr_multiplier=args.backbone_lr_multiplier,
@@ -374,12 +349,7 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
             )
             for batch in loader:
                 with accelerator.accumulate(model):
-                    outputs = model(
-                        pixel_values=batch["pixel_values"],
-                        pixel_mask=batch["pixel_mask"],
-                        mask_labels=batch["mask_labels"],
-                        class_labels=batch["class_labels"],
-                    )
+                    outputs = model(**{key: batch[key] for key in _MODEL_INPUTS})
                     accelerator.backward(outputs.loss)
                     if accelerator.sync_gradients and recipe.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
@@ -483,10 +453,13 @@ def _read_data(args, accelerator: Accelerator, checkpoint: Path | None):
 
 
 def _processors(args, train_data):
-    """The processor that batches training and evaluation data, the one saved with the model (it records how the
-    label maps were read), and the training crop; sizes from the flags, else the base model's processor."""
-    base = base_processor(args.model_name_or_path)
-    base_side = processor_short_side(base)
+    """The processor that batches the data, the one saved with the model (it records how the label maps were read),
+    and the training crop; sizes from the flags, else the base model's processor (the size it was trained at)."""
+    base = None
+    with contextlib.suppress(OSError):  # no base model, or one without a `preprocessor_config.json`
+        base = MaskFormerImageProcessor.from_pretrained(args.model_name_or_path) if args.model_name_or_path else None
+    size = getattr(base, "size", None) or {}
+    base_side = size.get("shortest_edge") or (min(size["height"], size["width"]) if "height" in size else None)
     crop_size = args.crop_size or base_side or 512
     eval_side = args.eval_short_side or base_side or crop_size
     if args.min_scale * crop_size < 32:
@@ -499,19 +472,18 @@ def _processors(args, train_data):
     )
     # NOTE: `do_reduce_labels` is transformers' field; the loader already applied it, so the processor that
     # batches the training data must not apply it again.
-    recorded_processor = MaskFormerImageProcessor.from_dict(
+    recorded = MaskFormerImageProcessor.from_dict(
         {**processor.to_dict(), "do_reduce_labels": train_data.reduce_labels}
     )
-    crop_from = "--crop_size" if args.crop_size else "the base model's processor" if base_side else "default"
-    eval_from = (
-        "--eval_short_side" if args.eval_short_side else "the base model's processor" if base_side else "the crop"
-    )
+    base_from = "the base model's processor" if base_side else None
+    crop_from = "--crop_size" if args.crop_size else base_from or "default"
+    eval_from = "--eval_short_side" if args.eval_short_side else base_from or "the crop"
     model_from = f"from {args.model_name_or_path}" if args.model_name_or_path else f"preset {args.model_preset}"
     logger.info(
         f"model {model_from}; training crop {crop_size} px ({crop_from}), evaluation short side {eval_side} px "
         f"({eval_from})"
     )
-    return processor, recorded_processor, crop_size
+    return processor, recorded, crop_size
 
 
 def _stopped(stops: StopRequests, state: dict, args, checkpoint: Path, accelerator, progress) -> TrainingStopped:
@@ -523,44 +495,38 @@ def _stopped(stops: StopRequests, state: dict, args, checkpoint: Path, accelerat
 
 
 def evaluate_and_record(model, processor, recorded_processor, eval_data, accelerator, args, state: dict) -> None:
-    """Evaluate, log, append to `state["history"]` and keep the best model in `output_dir/best` (with
-    `recorded_processor`, the one that records the label convention).
+    """Evaluate, log, append to `state["history"]` and keep the best model in `output_dir/best`.
 
-    NOTE: an evaluation error does not stop a single-process run: it is logged with its traceback and
-    recorded in the history (`eval_error`), and training goes on, because the checkpoint of the step is
-    already saved and the failure is usually in the data or the metric, not the weights. `--stop_on_eval_error`
-    stops instead. With several processes the error always stops the run: the other processes may be waiting
-    inside the evaluation's collective operations, so continuing would hang them."""
-    step = state["step"]
+    NOTE: an evaluation error does not stop a single-process run (logged with its traceback, recorded as
+    `eval_error`): the step's checkpoint is already saved and the failure is usually in the data or the metric,
+    not the weights. `--stop_on_eval_error` stops; so does any error with several processes, which may be waiting
+    inside the evaluation's collective operations."""
+    step, record = state["step"], {"step": state["step"], "loss": state["last_loss"]}
+    settings = {
+        "batch_size": args.per_device_eval_batch_size,
+        "max_items": args.max_eval_items,
+        "show_progress": False,
+    }
     try:
-        results = evaluate_model(
-            model,
-            processor,
-            eval_data,
-            accelerator=accelerator,
-            batch_size=args.per_device_eval_batch_size,
-            max_items=args.max_eval_items,
-            show_progress=False,
-        )
-        results = summary(results)
+        results = summary(evaluate_model(model, processor, eval_data, accelerator=accelerator, **settings))
     except Exception as error:
         if args.stop_on_eval_error or accelerator.num_processes > 1:
             raise
+        record["eval_error"] = f"{type(error).__name__}: {error}"
         logger.warning(
             f"evaluation at step {step} failed; training goes on (its checkpoint is saved; --stop_on_eval_error "
-            f"stops instead): {type(error).__name__}: {error}",
+            f"stops instead): {record['eval_error']}",
             exc_info=True,
         )
-        state["history"].append(
-            {"step": step, "loss": state["last_loss"], "eval_error": f"{type(error).__name__}: {error}"}
-        )
+        state["history"].append(record)
         return
     accelerator.log({f"eval/{k}": v for k, v in results.items() if v is not None}, step=step)
     logger.info("step %d: %s", step, {k: round(v, 4) for k, v in results.items() if v is not None})
-    state["history"].append({"step": step, "loss": state["last_loss"], "eval": results})
+    state["history"].append(record | {"eval": results})
     score = results.get(args.metric_for_best_model)
     if score is not None and (state["best_metric"] is None or score > state["best_metric"]):
         state.update(best_metric=score, best_step=step)
         if accelerator.is_main_process:
-            best = Path(args.output_dir) / "best"
-            save_hub_folder(accelerator.unwrap_model(model), recorded_processor, best, args, results)
+            save_hub_folder(
+                accelerator.unwrap_model(model), recorded_processor, Path(args.output_dir) / "best", args, results
+            )

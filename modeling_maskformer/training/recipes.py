@@ -1,9 +1,9 @@
 """The optimisation recipes, keyed once: the paper's (Sec. 4.1 and App. A) by backbone type for backbones that
-start from ImageNet weights, and one for backbones that start from random weights; AdamW parameter groups."""
+start from ImageNet weights, one for backbones that start from random weights; AdamW parameter groups."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 from ..configuration import MaskFormerConfig
 from ..errors import InvalidInputError
@@ -11,7 +11,7 @@ from ..errors import InvalidInputError
 
 @dataclass(frozen=True)
 class Recipe:
-    """Optimisation settings: AdamW, poly schedule with linear warmup, full-model gradient clipping."""
+    """AdamW, poly schedule with linear warmup, full-model gradient clipping."""
 
     learning_rate: float
     weight_decay: float
@@ -21,23 +21,19 @@ class Recipe:
     poly_power: float = 0.9
 
 
-_RESNET = Recipe(learning_rate=1e-4, weight_decay=1e-4, backbone_lr_multiplier=0.1, warmup_steps=0)
 _SWIN = Recipe(learning_rate=6e-5, weight_decay=0.01, backbone_lr_multiplier=1.0, warmup_steps=1500)
-# NOTE: not the paper's. A randomly initialised backbone has nothing to protect, so it learns at the full rate
-# (the paper's x0.1 keeps ImageNet features), and a small model from scratch takes a 5x higher rate after a
-# short warmup. Measured on the synthetic scenes (`make demo`: the `demo` variant, 2,600 steps): mIoU 0.92; the
-# ResNet recipe on the same from-scratch model reaches 0.22 after 60 steps with everything predicted as background.
-_SCRATCH = Recipe(learning_rate=5e-4, weight_decay=1e-4, backbone_lr_multiplier=1.0, warmup_steps=100)
-
-SCRATCH = "scratch"
-# Keyed by the backbone config's `model_type` for ImageNet-pretrained backbones (the paper gives recipes for
-# ResNet and Swin only, the types of `configuration.backbones.BACKBONE_SHAPES`; any other backbone type needs an
-# explicit choice), and `SCRATCH` for a backbone that starts from random weights (the `demo` variant), whatever
-# its type.
-RECIPES = {"resnet": _RESNET, "swin": _SWIN, "maskformer-swin": _SWIN, SCRATCH: _SCRATCH}
-
-# The fields that a recipe must supply (the others have the paper's defaults for every backbone).
-REQUIRED_FIELDS = ("learning_rate", "weight_decay", "backbone_lr_multiplier", "warmup_steps")
+# Keyed by the backbone config's `model_type` (the paper gives recipes for ResNet and Swin only; any other type
+# needs an explicit choice), and "scratch" for a backbone that starts from random weights, whatever its type.
+# NOTE: "scratch" is not the paper's. A random backbone has nothing to protect, so it learns at the full rate (the
+# paper's x0.1 keeps ImageNet features), and a small model from scratch takes a 5x higher rate after a short
+# warmup. Measured on the synthetic scenes (`make demo`: the `demo` variant, 2,600 steps): mIoU 0.92; the ResNet
+# recipe on the same from-scratch model reaches 0.22 after 60 steps with everything predicted as background.
+RECIPES = {
+    "resnet": Recipe(learning_rate=1e-4, weight_decay=1e-4, backbone_lr_multiplier=0.1, warmup_steps=0),
+    "swin": _SWIN,
+    "maskformer-swin": _SWIN,
+    "scratch": Recipe(learning_rate=5e-4, weight_decay=1e-4, backbone_lr_multiplier=1.0, warmup_steps=100),
+}
 
 
 @dataclass(frozen=True)
@@ -54,46 +50,46 @@ class RecipeChoice:
             f"lr {r.learning_rate:g}, weight decay {r.weight_decay:g}, backbone lr x{r.backbone_lr_multiplier:g}, "
             f"warmup {r.warmup_steps} steps, poly {r.poly_power:g}, gradient clipping {r.max_grad_norm:g}"
         )
-        name = f"recipe {self.name!r}" if self.name else "recipe from the command line"
-        return f"{name} ({settings}): {self.reason}"
+        return (
+            f"{f'recipe {self.name!r}' if self.name else 'recipe from the command line'} ({settings}): {self.reason}"
+        )
 
 
 def choose_recipe(
     config: MaskFormerConfig, name: str | None = None, *, pretrained_backbone: bool | None = None, **overrides
 ) -> RecipeChoice:
-    """The recipe for a model, with `overrides` (None = keep) and the reason for the choice.
-
-    `name` picks one of `RECIPES`. Otherwise a backbone that starts from random weights (`pretrained_backbone`
-    False; None: `config.use_pretrained_backbone`) gets `SCRATCH`, and a pretrained one the paper's recipe for
-    its backbone type; an unknown type is an error unless `overrides` give every field of `REQUIRED_FIELDS`."""
-    unknown = sorted(set(overrides) - {f.name for f in fields(Recipe)})
-    if unknown:
-        raise TypeError(f"choose_recipe: unknown recipe field(s) {unknown}")
+    """The recipe `name`, else "scratch" for a backbone from random weights (`pretrained_backbone`, default
+    `config.use_pretrained_backbone`), else the paper's for the backbone type; `overrides` (None = keep) are Recipe
+    fields, and an unknown type needs all of the required ones."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
     given = f"; given: {', '.join(f'{k}={v:g}' for k, v in overrides.items())}" if overrides else ""
     if pretrained_backbone is None:
         pretrained_backbone = bool(config.use_pretrained_backbone)
     backbone_type = config.backbone_config.model_type
+    if name is not None and name not in RECIPES:
+        raise InvalidInputError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
     if name is not None:
-        if name not in RECIPES:
-            raise InvalidInputError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
-        return RecipeChoice(replace(RECIPES[name], **overrides), name, f"chosen with --recipe{given}")
-    if not pretrained_backbone:
-        reason = (
-            f"the {backbone_type} backbone starts from random weights, so it trains at the full learning rate "
-            f"(the paper's recipes, backbone lr x0.1, are for ImageNet-pretrained backbones){given}"
+        reason = "chosen with --recipe"
+    elif not pretrained_backbone:
+        name, reason = (
+            "scratch",
+            (
+                f"the {backbone_type} backbone starts from random weights, so it trains at the full learning rate "
+                f"(the paper's recipes, backbone lr x0.1, are for ImageNet-pretrained backbones)"
+            ),
         )
-        return RecipeChoice(replace(RECIPES[SCRATCH], **overrides), SCRATCH, reason)
-    if backbone_type in RECIPES:
-        reason = f"the paper's recipe for a pretrained {backbone_type} backbone{given}"
-        return RecipeChoice(replace(RECIPES[backbone_type], **overrides), backbone_type, reason)
-    if all(k in overrides for k in REQUIRED_FIELDS):
+    elif backbone_type in RECIPES:
+        name, reason = backbone_type, f"the paper's recipe for a pretrained {backbone_type} backbone"
+    elif {"learning_rate", "weight_decay", "backbone_lr_multiplier", "warmup_steps"} <= set(overrides):
         return RecipeChoice(Recipe(**overrides), None, f"no recipe for a pretrained {backbone_type} backbone{given}")
-    raise InvalidInputError(
-        f"no training recipe for a pretrained backbone of type {backbone_type!r} (the paper's recipes: "
-        f"{', '.join(k for k in RECIPES if k != SCRATCH)}). Pick one with --recipe (choose_recipe(config, name=...)), or give all of "
-        f"--learning_rate, --weight_decay, --backbone_lr_multiplier and --num_warmup_steps."
-    )
+    else:
+        raise InvalidInputError(
+            f"no training recipe for a pretrained backbone of type {backbone_type!r} (the paper's recipes: "
+            f"{', '.join(k for k in RECIPES if k != 'scratch')}). Pick one with --recipe (choose_recipe(config, "
+            "name=...)), or give all of --learning_rate, --weight_decay, --backbone_lr_multiplier and "
+            "--num_warmup_steps."
+        )
+    return RecipeChoice(replace(RECIPES[name], **overrides), name, reason + given)
 
 
 def recipe_for(
@@ -104,15 +100,13 @@ def recipe_for(
 
 
 def parameter_groups(model, learning_rate: float, weight_decay: float, backbone_multiplier: float):
-    """AdamW groups: backbone at `lr * multiplier`; no weight decay on norms, biases, embeddings and
-    relative position bias tables (Swin recipe)."""
+    """AdamW groups: backbone at `lr * multiplier`; no weight decay on norms, biases, embeddings and relative
+    position bias tables (Swin recipe)."""
     groups: dict[tuple[bool, bool], list] = {}
     for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        in_backbone = ".backbone." in f".{name}"
-        no_decay = param.ndim <= 1 or "relative_position_bias_table" in name or "embed" in name.split(".")[-2]
-        groups.setdefault((in_backbone, no_decay), []).append(param)
+        if param.requires_grad:
+            no_decay = param.ndim <= 1 or "relative_position_bias_table" in name or "embed" in name.split(".")[-2]
+            groups.setdefault((".backbone." in f".{name}", no_decay), []).append(param)
     return [
         {
             "params": params,

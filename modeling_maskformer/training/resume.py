@@ -1,13 +1,6 @@
-"""What a training command does with its `--output_dir`: a rerun resumes, starting over is asked for, and
-nothing is deleted without a line saying so.
-
-- The folder holds checkpoints: the run resumes from the newest one that verifies (as detectron2's `--resume`
-  and transformers' `get_last_checkpoint`), saying which; a checkpoint of a different run (another model,
-  dataset, head, classes or label convention) is refused in one line.
-- The folder holds the results of an earlier run but no checkpoint: refused, since training would overwrite
-  them.
-- `--overwrite_output_dir`: the earlier run's outputs are removed first, each one named in the log.
-- `--resume_from_checkpoint FOLDER`: that checkpoint (it must verify).
+"""What a training command does with its `--output_dir`: a rerun resumes from the newest checkpoint that verifies
+(as detectron2's `--resume`), a checkpoint of a different run is refused in one line, an earlier run's results
+without a checkpoint are never overwritten, and `--overwrite_output_dir` removes them, naming each.
 """
 
 from __future__ import annotations
@@ -23,15 +16,9 @@ logger = logging.getLogger(__name__)
 
 # What a training run writes into its output folder (`--overwrite_output_dir` removes exactly these).
 RUN_OUTPUTS = (
-    "checkpoints",
-    "best",
-    "training_history.json",
-    "config.json",
-    "model.safetensors",
-    "preprocessor_config.json",
-    "README.md",
-    "eval_results.json",
-)
+    "checkpoints best training_history.json config.json model.safetensors preprocessor_config.json README.md "
+    "eval_results.json"
+).split()
 # The settings that make a checkpoint belong to one run: a rerun that changes any of them is another run.
 IDENTITY = {
     "dataset": "--dataset",
@@ -59,8 +46,7 @@ def _where(value: str) -> str:
 
 
 def run_identity(args, dataset) -> dict:
-    """What identifies a run (stored in every checkpoint's trainer state, compared on resumption), and its
-    arguments."""
+    """What identifies a run (`IDENTITY`, kept in every checkpoint's trainer state) and its plain arguments."""
     plain = (int, float, str, bool, type(None))
     return {
         "dataset": _where(str(args.dataset)),
@@ -74,37 +60,27 @@ def run_identity(args, dataset) -> dict:
     }
 
 
-def earlier_outputs(output_dir: Path) -> list[Path]:
-    return [Path(output_dir) / name for name in RUN_OUTPUTS if (Path(output_dir) / name).exists()]
-
-
-def clear_output_dir(output_dir: Path) -> None:
-    """Remove an earlier run's outputs (`RUN_OUTPUTS`), naming them; other files are left alone."""
-    found = earlier_outputs(output_dir)
-    checkpoints = ", ".join(p.name for p in list_checkpoints(output_dir)) or "no checkpoint"
-    described = [f"{p.name}/ ({checkpoints})" if p.name == "checkpoints" else p.name for p in found]
-    if found:
-        logger.warning(
-            "--overwrite_output_dir: removing the earlier run's %s from %s", ", ".join(described), output_dir
-        )
-    for path in found:
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-
-
 def start_from(args, output_dir: Path, num_processes: int, *, clear: bool = True) -> Path | None:
-    """The checkpoint this run resumes from (None: step 0); see the module docstring. With
-    `--overwrite_output_dir` the folder is cleared when `clear` (the main process; the others wait for it)."""
+    """The checkpoint this run resumes from (None: step 0). With `--overwrite_output_dir` the earlier outputs are
+    removed when `clear` (the main process; the others wait for it)."""
     output_dir = Path(output_dir)
+    earlier = [output_dir / name for name in RUN_OUTPUTS if (output_dir / name).exists()]
     if args.overwrite_output_dir:
-        if clear:
-            clear_output_dir(output_dir)
+        checkpoints = ", ".join(p.name for p in list_checkpoints(output_dir)) or "no checkpoint"
+        described = [f"{p.name}/ ({checkpoints})" if p.name == "checkpoints" else p.name for p in earlier]
+        if earlier and clear:
+            logger.warning(
+                "--overwrite_output_dir: removing the earlier run's %s from %s", ", ".join(described), output_dir
+            )
+        for path in earlier if clear else ():
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         return None
     resume = args.resume_from_checkpoint or ("latest" if list_checkpoints(output_dir) else None)
     if resume is None:
-        if found := [p.name for p in earlier_outputs(output_dir) if p.name != "checkpoints"]:
+        if found := [p.name for p in earlier if p.name != "checkpoints"]:
             raise InvalidInputError(
                 f"{output_dir} holds the results of an earlier run ({', '.join(found)}) but no checkpoint to resume "
                 f"from: pass --overwrite_output_dir to start over (it removes them), or choose another --output_dir"
@@ -124,8 +100,7 @@ def start_from(args, output_dir: Path, num_processes: int, *, clear: bool = True
 
 
 def check_same_run(checkpoint: Path, state: dict, run: dict) -> None:
-    """Refuse (one line) to resume a checkpoint written by a different run; log the arguments that changed.
-    A checkpoint without a recorded run (an older version's) resumes with a line saying so."""
+    """Refuse (one line) to resume a checkpoint written by a different run; log the arguments that changed."""
     saved = state.get("run")
     if saved is None:
         logger.warning(
@@ -144,8 +119,7 @@ def check_same_run(checkpoint: Path, state: dict, run: dict) -> None:
             f"over in {checkpoint.parent.parent}, or choose another --output_dir"
         )
     before, now = saved.get("args", {}), run["args"]
-    changed = [f"--{k} {before.get(k)} -> {now[k]}" for k in sorted(now) if k in before and before[k] != now[k]]
-    if changed:
+    if changed := [f"--{k} {before[k]} -> {now[k]}" for k in sorted(now) if k in before and before[k] != now[k]]:
         logger.info("settings changed since %s: %s", checkpoint.name, ", ".join(changed))
 
 
