@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from .progress import DataPreparationError, Progress, check_free_space, disk_full
+from .progress import DataPreparationError, check_free_space, disk_full, progress_bar
 
 
 def _unsafe_reason(info: zipfile.ZipInfo) -> str | None:
@@ -57,7 +57,7 @@ def extract_zip(
             check_members(archive, source, root)
             members = [i for i in archive.infolist() if not i.is_dir() and select(i.filename)]
             check_free_space(root, sum(i.file_size for i in members))
-            with Progress(
+            with progress_bar(
                 total=sum(i.file_size for i in members), desc=f"extracting {source.name}", bar=progress
             ) as bar:
                 for info in members:
