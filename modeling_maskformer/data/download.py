@@ -78,7 +78,6 @@ class DownloadPolicy:
             status_forcelist=TRANSIENT_STATUSES,
             backoff_factor=self.backoff_factor,
             backoff_max=self.backoff_max,
-            respect_retry_after_header=True,
         )
 
     @property
@@ -122,9 +121,8 @@ def verified_sha256(path: Path, *, progress: bool = True) -> str:
 
 def _record_sha256(path: Path, digest: str) -> str:
     status = path.stat()
-    write_json(
-        _beside(path, ".verified.json"), {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": digest}
-    )
+    record = {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": digest}
+    write_json(_beside(path, ".verified.json"), record)
     return digest
 
 
@@ -279,8 +277,6 @@ class _Transfer:
         return self.part.stat().st_size if self.part.exists() else 0
 
     def run(self) -> None:
-        if urlsplit(self.url).scheme == "file":
-            return self._copy_local()
         retry = self.policy.retry()
         while True:
             if self.size is not None and self.offset > self.size:  # not a prefix of the pinned file
@@ -343,6 +339,8 @@ class _Transfer:
     def _attempt(self) -> None:
         offset, validators = self.offset, read_json_or_empty(_beside(self.part, ".json"))
         check_free_space(self.part.parent, (self.size - offset) if self.size is not None else 0)
+        if urlsplit(self.url).scheme == "file":
+            return self._copy_local(offset)
         headers = {"User-Agent": "modeling_maskformer-prepare-data", "Accept-Encoding": "identity"}
         if offset and self.use_range:
             headers["Range"] = f"bytes={offset}-"
@@ -487,32 +485,24 @@ class _Transfer:
         if size is not None and offset + received < size:
             raise _Failed(f"the connection closed at byte {offset + received:,} of {size:,}", transient=True)
 
-    def _copy_local(self) -> None:
-        """A `file:` URL: copy the file (resuming like a Range request) after checking its size."""
+    def _copy_local(self, offset: int) -> None:
+        """A `file:` URL: the file, after checking its size, read from `offset` like the body of a Range answer."""
         source = Path(urllib.request.url2pathname(urlsplit(self.url).path))
-        name = self.name
         if not source.is_file():
             raise DataPreparationError(
-                f"{name}: no file {source} (from {self.url}); a mirror folder must hold the "
-                f"official paths: check --mirror and run the same command again"
+                f"{self.name}: no file {source} (from {self.url}); a mirror folder must hold the official paths: check "
+                "--mirror and run the same command again"
             )
         found = source.stat().st_size
         if self.size is not None and found != self.size:
             raise DataPreparationError(
-                f"{name}: {source} has {found:,} bytes, the pinned archive {self.size:,}: not "
-                f"the pinned archive; check --mirror and run the same command again"
+                f"{self.name}: {source} has {found:,} bytes, the pinned archive {self.size:,}: not the pinned archive; "
+                "check --mirror and run the same command again"
             )
-        offset = self.offset if self.offset <= found else 0
-        check_free_space(self.part.parent, found - offset)
-        with (
-            open(source, "rb") as src,
-            open(self.part, "ab" if offset else "wb") as dst,
-            progress_bar(total=found, initial=offset, desc=name, bar=self.progress) as bar,
-        ):
-            src.seek(offset)
-            while chunk := src.read(1 << 20):
-                write_chunk(dst, chunk, self.part.parent)
-                bar.update(len(chunk))
+        offset = offset if offset <= found else 0
+        with open(source, "rb") as file:
+            file.seek(offset)
+            self._receive(file, offset)
 
 
 def _wrong_file(reason: str) -> _Failed:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
@@ -83,24 +83,6 @@ class PrepareResult:
         return f"{self.name}: prepared {self.folder} ({counts} images, layout verified)"
 
 
-def _check_pairs(images_dir: Path, annotations_dir: Path, expected: int, image_suffix: str, what: str) -> int:
-    """`images_dir` holds `expected` images, each with the PNG of the same stem in `annotations_dir`, and back."""
-    for folder in (images_dir, annotations_dir):
-        if not folder.is_dir():
-            raise DataPreparationError(f"{what}: missing folder {folder} after extraction (not the expected layout)")
-    images = {p.stem for p in images_dir.iterdir() if p.suffix == image_suffix}
-    annotations = {p.stem for p in annotations_dir.iterdir() if p.suffix == ".png"}
-    if len(images) != expected:
-        raise DataPreparationError(f"{what}: {images_dir} holds {len(images):,} images, expected {expected:,}")
-    unpaired = sorted(images ^ annotations)
-    if unpaired:
-        side = "annotation" if unpaired[0] in images else "image"
-        raise DataPreparationError(
-            f"{what}: {len(unpaired)} file(s) without their pair, e.g. {unpaired[0]} has no {side}"
-        )
-    return len(images)
-
-
 def _check(spec: DatasetSpec, base: Path, split: str) -> int:
     """Verify `split` of the dataset under `base` (the root or the temporary folder); returns its image count."""
     folder, expected = base / spec.folder, spec.split_counts[split]
@@ -117,10 +99,24 @@ def _check(spec: DatasetSpec, base: Path, split: str) -> int:
         if len(dataset) != expected:
             raise DataPreparationError(f"{what}: {len(dataset):,} annotations, expected {expected:,}")
         return count
+    # Every image has the PNG of the same stem, and back.
+    images_dir, annotations_dir = (folder / sub / _ADE_DIRS[split] for sub in ("images", "annotations"))
+    for directory in (images_dir, annotations_dir):
+        if not directory.is_dir():
+            raise DataPreparationError(
+                f"{what}: missing folder {directory} after extraction (not the expected layout)"
+            )
     suffix = ".jpg" if spec.name == "ade20k" else ".png"
-    return _check_pairs(
-        folder / "images" / _ADE_DIRS[split], folder / "annotations" / _ADE_DIRS[split], expected, suffix, what
-    )
+    images = {p.stem for p in images_dir.iterdir() if p.suffix == suffix}
+    annotations = {p.stem for p in annotations_dir.iterdir() if p.suffix == ".png"}
+    if len(images) != expected:
+        raise DataPreparationError(f"{what}: {images_dir} holds {len(images):,} images, expected {expected:,}")
+    if unpaired := sorted(images ^ annotations):
+        side = "annotation" if unpaired[0] in images else "image"
+        raise DataPreparationError(
+            f"{what}: {len(unpaired)} file(s) without their pair, e.g. {unpaired[0]} has no {side}"
+        )
+    return len(images)
 
 
 def _items(spec: DatasetSpec, split: str) -> list[str]:
@@ -133,6 +129,18 @@ def _items(spec: DatasetSpec, split: str) -> list[str]:
     return [f"{spec.folder}/{sub}/{_ADE_DIRS[split]}" for sub in ("images", "annotations")]
 
 
+def _extract(archive: Path, root: Path, pattern: str, name: str, progress: bool) -> list[str]:
+    """The entries of `archive` that match `pattern` in full, into `root` under `name` (a `Match.expand` template)."""
+    regex = re.compile(pattern)
+    return extract_zip(
+        archive,
+        root,
+        select=lambda entry: regex.fullmatch(entry) is not None,
+        rename=lambda entry: regex.fullmatch(entry).expand(name),
+        progress=progress,
+    )
+
+
 def _build_ade(spec, temp: Path, archives: dict[str, Path], split: str, progress: bool) -> None:
     extract_zip(archives["all"], temp, progress=progress)
     if not (temp / spec.folder / "objectInfo150.txt").is_file():
@@ -143,50 +151,23 @@ def _build_coco(spec, temp: Path, archives: dict[str, Path], split: str, progres
     name = _COCO_NAMES[split]
     annotations = temp / "coco" / "annotations"
     wanted = {f"panoptic_{name}.json", f"panoptic_{name}.zip"}
-    written = extract_zip(
-        archives["annotations"],
-        annotations,
-        select=lambda n: PurePosixPath(n).name in wanted,
-        rename=lambda n: PurePosixPath(n).name,
-        progress=progress,
+    written = _extract(
+        archives["annotations"], annotations, rf"(?:.*/)?(panoptic_{name}\.(?:json|zip))", r"\1", progress
     )
     if sorted(written) != sorted(wanted):
         raise DataPreparationError(f"{archives['annotations']}: expected {sorted(wanted)} in it, found {written}")
     inner = annotations / f"panoptic_{name}.zip"
-    extract_zip(
-        inner,
-        annotations,
-        select=lambda n: n.endswith(".png"),
-        rename=lambda n: f"panoptic_{name}/{PurePosixPath(n).name}",
-        progress=progress,
-    )
+    _extract(inner, annotations, r"(?:.*/)?([^/]*\.png)", rf"panoptic_{name}/\1", progress)
     inner.unlink()
-    extract_zip(
-        archives[split],
-        temp / "coco",
-        select=lambda n: n.endswith(".jpg"),
-        rename=lambda n: f"{name}/{PurePosixPath(n).name}",
-        progress=progress,
-    )
+    _extract(archives[split], temp / "coco", r"(?:.*/)?([^/]*\.jpg)", rf"{name}/\1", progress)
 
 
 def _build_cityscapes(spec, temp: Path, archives: dict[str, Path], split: str, progress: bool) -> None:
     folder, sub, raw = temp / spec.folder, {"train": "train", "validation": "val"}[split], temp / "raw"
-    image_name = re.compile(rf"^leftImg8bit/{sub}/[^/]+/([^/]+)_leftImg8bit\.png$")
-    label_name = re.compile(rf"^gtFine/{sub}/[^/]+/([^/]+)_gtFine_labelIds\.png$")
-    extract_zip(
-        archives["images"],
-        folder / "images" / _ADE_DIRS[split],
-        select=lambda n: bool(image_name.match(n)),
-        rename=lambda n: image_name.match(n).group(1) + ".png",
-        progress=progress,
-    )
-    labels = extract_zip(
-        archives["annotations"],
-        raw,
-        select=lambda n: bool(label_name.match(n)),
-        rename=lambda n: label_name.match(n).group(1) + ".png",
-        progress=progress,
+    images = rf"leftImg8bit/{sub}/[^/]+/([^/]+)_leftImg8bit\.png"
+    _extract(archives["images"], folder / "images" / _ADE_DIRS[split], images, r"\1.png", progress)
+    labels = _extract(
+        archives["annotations"], raw, rf"gtFine/{sub}/[^/]+/([^/]+)_gtFine_labelIds\.png", r"\1.png", progress
     )
     lookup = np.full(256, 255, dtype=np.uint8)
     lookup[list(CITYSCAPES_TRAIN_IDS)] = list(CITYSCAPES_TRAIN_IDS.values())
@@ -249,9 +230,8 @@ def root_lock(root: Path) -> Iterator[None]:
             else "holder unknown"
         )
         raise DataPreparationError(
-            f"{root} is being prepared by another process ({who}; lock {root / LOCK}): wait "
-            f"for it to finish (or stop it) and run the same command again, or use another "
-            f"--root"
+            f"{root} is being prepared by another process ({who}; lock {root / LOCK}): wait for it to finish (or stop "
+            "it) and run the same command again, or use another --root"
         ) from None
     except PermissionError as error:
         raise DataPreparationError(f"cannot write in {root} ({error.strerror}): choose a writable --root") from error
@@ -287,13 +267,9 @@ def _archive_paths(spec, splits, root, archives, mirror, policy, progress) -> di
         archive = spec.archives[role]
         url = archive.url if not mirror else mirror.rstrip("/") + urlsplit(archive.url).path
         logger.info("%s: %s (%s bytes)", spec.name, url, f"{archive.size:,}" if archive.size else "size unknown")
+        destination = root / "downloads" / archive.filename
         paths[role] = download(
-            url,
-            root / "downloads" / archive.filename,
-            size=archive.size,
-            sha256=archive.sha256,
-            policy=policy,
-            progress=progress,
+            url, destination, size=archive.size, sha256=archive.sha256, policy=policy, progress=progress
         )
     return paths
 
@@ -321,9 +297,8 @@ def _install(
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM through modeling_maskformer.cli
         where = root / "downloads" if spec.name != "cityscapes" else "their folders"
         raise type(interrupt)(
-            f"{spec.name}: interrupted while extracting {', '.join(unit)}; its temporary folder is "
-            f"removed and the verified archives stay in {where}: run the same command again to "
-            f"finish"
+            f"{spec.name}: interrupted while extracting {', '.join(unit)}; its temporary folder is removed and the "
+            f"verified archives stay in {where}: run the same command again to finish"
         ) from interrupt
     finally:
         shutil.rmtree(temp, ignore_errors=True)
