@@ -225,9 +225,8 @@ def load_hf_dataset(
     if kind == "panoptic" and "segments_info" not in columns:
         raise InvalidInputError(f"{where}: panoptic data needs a 'segments_info' column; columns are {columns}")
     candidates = _PANOPTIC_COLUMNS if kind == "panoptic" else _SEMANTIC_COLUMNS
-    label_column = _pick_column(
-        others, label_column, candidates, f"{kind.replace('_', ' ')} annotation", "--label_column"
-    )
+    what = f"{kind.replace('_', ' ')} annotation"
+    label_column = _pick_column(others, label_column, candidates, what, "--label_column")
     common = dict(image_column=image_column, label_column=label_column, ignore_index=ignore_index, held_out=held_out)
     if not len(dataset):
         raise InvalidInputError(f"{where}: split {split!r} has no rows")
@@ -250,10 +249,8 @@ def load_hf_dataset(
         if id2label is None:
             id2label = _class_map_names(dataset, reduce_labels, where)
         stuff = [] if reduce_labels else [0]
-        metadata = dict(
-            id2label=id2label, reduce_labels=reduce_labels, thing_ids=[i for i in id2label if i not in stuff]
-        )
-        return HFDataset(dataset, "class_instance", stuff_ids=stuff, **metadata, **common)
+        meta = dict(id2label=id2label, reduce_labels=reduce_labels, thing_ids=[i for i in id2label if i not in stuff])
+        return HFDataset(dataset, "class_instance", stuff_ids=stuff, **meta, **common)
 
     warn_if_binary(dataset[label_column], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where)
     id2label = find_id2label(id2label, id2label_file, folder, reduce_labels)
