@@ -4,6 +4,7 @@ pinned size and SHA-256 (docs/datasets-download.md). Every failure is one line s
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -32,9 +33,9 @@ from ..errors import InvalidInputError
 from .progress import (
     DataPreparationError,
     check_free_space,
+    disk_full,
     progress_bar,
     read_json_or_empty,
-    write_chunk,
     write_json,
 )
 
@@ -468,7 +469,13 @@ class _Transfer:
                     break
                 if size is not None and offset + received + len(chunk) > size:
                     raise _wrong_file(f"the server sends more than the pinned {size:,} bytes")
-                write_chunk(file, chunk, self.part.parent)
+                try:  # flushed: the bytes reach the file system as they arrive
+                    file.write(chunk)
+                    file.flush()
+                except OSError as error:
+                    if error.errno == errno.ENOSPC:
+                        raise disk_full(self.part.parent) from error
+                    raise
                 received += len(chunk)
                 window_bytes += len(chunk)
                 bar.update(len(chunk))

@@ -4,7 +4,6 @@ disk said in one line)."""
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -30,17 +29,6 @@ def disk_full(path: Path, needed: int | None = None) -> DataPreparationError:
         f"disk full in {path}: {need}{free:,} bytes free; free some space (or choose another "
         f"--root) and run the same command again"
     )
-
-
-def write_chunk(file, chunk: bytes, folder: Path) -> None:
-    """Write and flush (the bytes reach the file system as they arrive); a full disk is a DataPreparationError."""
-    try:
-        file.write(chunk)
-        file.flush()
-    except OSError as error:
-        if error.errno == errno.ENOSPC:
-            raise disk_full(folder) from error
-        raise
 
 
 def check_free_space(folder: Path, needed: int) -> None:
