@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import InvalidInputError
 from .coco_instances import COCO_LAYOUT_MARKERS
 from .loaders import COCO_JSON, HOLD_OUT_LAYOUTS, source_layout
-from .prepare import DATA_ROOT_ENV, default_data_root
+from .registry import DATA_ROOT_ENV, default_data_root
 from .synthetic import SyntheticShapesConfig
 
 LABEL_CONVENTION_HELP = (

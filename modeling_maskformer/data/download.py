@@ -17,27 +17,11 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
-from urllib3.exceptions import (
-    HTTPError,
-    InvalidHeader,
-    LocationValueError,
-    MaxRetryError,
-    ProxyError,
-    ReadTimeoutError,
-    ResponseError,
-    URLSchemeUnknown,
-)
+from urllib3 import exceptions
 from urllib3.util import Retry
 
 from ..errors import InvalidInputError
-from .progress import (
-    DataPreparationError,
-    check_free_space,
-    disk_full,
-    progress_bar,
-    read_json_or_empty,
-    write_json,
-)
+from .progress import DataPreparationError, check_free_space, disk_full, progress_bar, read_json_or_empty, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +216,7 @@ class _Failed(Exception):
 
 def _connection_failure(error: Exception, url: str, read_timeout: float) -> _Failed:
     """An urllib3 error: a bad certificate, an unfetchable URL and too many redirects are permanent, the rest not."""
-    if isinstance(error, MaxRetryError) and error.reason is not None:
+    if isinstance(error, exceptions.MaxRetryError) and error.reason is not None:
         error = error.reason
     causes = [error, *error.args, error.__cause__, error.__context__]
     if certificate := next((c for c in causes if isinstance(c, ssl.SSLCertVerificationError)), None):
@@ -242,17 +226,17 @@ def _connection_failure(error: Exception, url: str, read_timeout: float) -> _Fai
             advice="if a proxy or the mirror signs with its own certificate authority, "
             "point SSL_CERT_FILE at that CA bundle",
         )
-    if isinstance(error, ProxyError):
+    if isinstance(error, exceptions.ProxyError):
         return _Failed(
             f"cannot go through the proxy ({_short(error.original_error)})",
             transient=True,
             advice="check the proxy settings (https_proxy / http_proxy / no_proxy)",
         )
-    if isinstance(error, ReadTimeoutError):
+    if isinstance(error, exceptions.ReadTimeoutError):
         return _Failed(f"no data from {urlsplit(url).hostname} for {read_timeout:.0f} s", transient=True)
-    if isinstance(error, (LocationValueError, URLSchemeUnknown)):
+    if isinstance(error, (exceptions.LocationValueError, exceptions.URLSchemeUnknown)):
         return _Failed(f"cannot fetch it ({error})", transient=False, advice="use an http:// or https:// URL")
-    if isinstance(error, ResponseError):  # too many redirects
+    if isinstance(error, exceptions.ResponseError):  # too many redirects
         return _Failed(str(error), transient=False, advice="check the URL / --mirror")
     return _Failed(_short(error), transient=True)
 
@@ -299,7 +283,7 @@ class _Transfer:
         name, attempts, advice = self.name, len(retry.history) + 1, failure.advice
         try:
             retry = retry.increment("GET", self.url, response=failure.response, error=None)
-        except MaxRetryError:
+        except exceptions.MaxRetryError:
             kept, got = _kept(self.part, self.size), self.offset
             if not got:
                 raise DataPreparationError(
@@ -312,7 +296,7 @@ class _Transfer:
             ) from None
         try:
             wait = retry.get_retry_after(failure.response) if failure.response is not None else None
-        except InvalidHeader:  # a Retry-After that is neither seconds nor a date: the back-off instead
+        except exceptions.InvalidHeader:  # a Retry-After that is neither seconds nor a date: the back-off instead
             wait = None
         why = "the server's Retry-After" if wait is not None else "back-off"
         wait = retry.get_backoff_time() if wait is None else wait
@@ -365,7 +349,7 @@ class _Transfer:
                 preload_content=False,
                 decode_content=False,
             )
-        except HTTPError as error:
+        except exceptions.HTTPError as error:
             raise _connection_failure(error, self.source, self.policy.read_timeout) from error
         try:
             self._answer(response, offset if "Range" in headers else 0, validators)
@@ -463,7 +447,7 @@ class _Transfer:
             while True:
                 try:
                     chunk = response.read1(CHUNK)
-                except HTTPError as error:
+                except exceptions.HTTPError as error:
                     raise _connection_failure(error, self.source, self.policy.read_timeout) from error
                 if not chunk:
                     break

@@ -31,10 +31,8 @@ from .extract import extract_zip
 from .loaders import load_coco_panoptic_folder
 from .progress import DataPreparationError, progress_bar, read_json_or_empty, write_json
 from .registry import (
-    DATA_ROOT_ENV,
     DATASETS,
     MARKER,
-    SCRIPT_DATASETS,
     SPLIT_ALIASES,
     DatasetSpec,
     default_data_root,
@@ -43,7 +41,7 @@ from .registry import (
     read_marker,
 )
 
-__all__ = ["DATASETS", "DATA_ROOT_ENV", "MARKER", "SCRIPT_DATASETS", "PrepareResult", "prepare", "prepared_folder"]
+__all__ = ["DATASETS", "MARKER", "PrepareResult", "prepare", "prepared_folder"]
 
 logger = logging.getLogger(__name__)
 
