@@ -28,7 +28,6 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--data_root",
-        default=None,
         help=f"where scripts/prepare_data.py put the named datasets (default ${DATA_ROOT_ENV}, else "
         f"{default_data_root()})",
     )
@@ -44,7 +43,6 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--synthetic_thing_classes",
         type=int,
-        default=None,
         help="synthetic: number of thing classes as (shape, fill pattern) pairs, 1..126 (default: the 6 shapes)",
     )
     parser.add_argument(

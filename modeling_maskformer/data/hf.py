@@ -203,16 +203,10 @@ def load_hf_dataset(
     train_val_split: float | RecordedHoldOut | None = None,
     **load_kwargs,
 ) -> HFDataset:
-    """A Hugging Face dataset (see the module docstring); ``load_kwargs`` go to ``datasets.load_dataset``.
-
-    Semantic PNGs need their label convention: ``reduce_labels=True`` for ADE's (0 = other, like
-    scene_parse_150), False when the values are the classes (None: refuse to guess, asking for the choice). Without
-    class names, ``num_labels`` or a scan of the annotations (slow on big data) gives the count.
-
-    Panoptic category ids: ``categories`` (COCO list, sparse ids mapped to 0..K-1), else ``categories.json`` in a
-    local folder, else a ClassLabel feature on ``segments_info.category_id``, else the ids as they are
-    (``id2label`` or numbers up to the largest id seen). ``thing_ids`` applies to the last two cases.
-    """
+    """A Hugging Face dataset (docs/data-masks.md); ``load_kwargs`` go to ``datasets.load_dataset``. Semantic PNGs
+    need their label convention (``reduce_labels``: True for ADE's, False when the values are the classes, None
+    refuses to guess). Panoptic category ids: ``categories`` (COCO list), else a local ``categories.json``, else a
+    ClassLabel on ``segments_info.category_id``, else the ids as they are (``thing_ids`` applies to the last two)."""
     dataset, folder, hub_id, where, held_out = _open(name_or_path, split, train_val_split, load_kwargs)
     if isinstance(palette, (str, Path)):
         palette = read_palette(palette)
