@@ -127,9 +127,7 @@ def _open(name_or_path, split: str, train_val_split: float | RecordedHoldOut | N
     folder = hub_id = None
     if isinstance(name_or_path, (datasets.Dataset, datasets.DatasetDict)):
         source, where = name_or_path, "the dataset"
-    elif Path(name_or_path).is_dir() and any(
-        (Path(name_or_path) / f).is_file() for f in ("state.json", "dataset_dict.json")
-    ):
+    elif any((Path(name_or_path) / f).is_file() for f in ("state.json", "dataset_dict.json")):  # save_to_disk
         folder = Path(name_or_path)
         source, where = datasets.load_from_disk(str(folder)), f"dataset {folder}"
     else:
