@@ -21,7 +21,8 @@ from PIL import Image
 
 from modeling_maskformer.data import build_dataset, load_coco_panoptic_folder, load_hf_dataset
 from modeling_maskformer.data.download import DataPreparationError, DownloadPolicy
-from modeling_maskformer.data.prepare import DATASETS, MARKER, SCRIPT_DATASETS, prepare
+from modeling_maskformer.data.prepare import DATASETS, MARKER, prepare
+from modeling_maskformer.data.registry import SCRIPT_DATASETS
 
 from builders import save_transformers_checkpoint
 from dataset_server import (

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import InvalidInputError
 from .coco_instances import COCO_LAYOUT_MARKERS
 from .loaders import COCO_JSON, HOLD_OUT_LAYOUTS, source_layout
-from .prepare import DATA_ROOT_ENV, default_data_root
+from .registry import DATA_ROOT_ENV, default_data_root
 from .synthetic import SyntheticShapesConfig
 
 LABEL_CONVENTION_HELP = (
@@ -18,8 +18,6 @@ LABEL_CONVENTION_HELP = (
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    """--dataset, --data_root, --dataset_config_name, --label_convention, --image_size, --synthetic_thing_colours,
-    --synthetic_thing_classes, --skip_bad_items, and `add_source_arguments`'."""
     parser.add_argument(
         "--dataset",
         default="synthetic",
@@ -30,7 +28,6 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--data_root",
-        default=None,
         help=f"where scripts/prepare_data.py put the named datasets (default ${DATA_ROOT_ENV}, else "
         f"{default_data_root()})",
     )
@@ -46,7 +43,6 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--synthetic_thing_classes",
         type=int,
-        default=None,
         help="synthetic: number of thing classes as (shape, fill pattern) pairs, 1..126 (default: the 6 shapes)",
     )
     parser.add_argument(
@@ -58,70 +54,43 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     add_source_arguments(parser)
 
 
-def add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    """--image_column, --label_column, --id2label, --palette, --train_val_split (docs/data-masks.md), --image_root
-    (docs/data-coco.md)."""
-    parser.add_argument(
-        "--image_column",
-        default=None,
-        help="datasets data: the image column (default: the first of image, img, pixel_values)",
-    )
-    parser.add_argument(
-        "--label_column",
-        default=None,
-        help="datasets data: the annotation column (default: the first of annotation, semantic, "
-        "semantic_map, segmentation, label, mask; panoptic data: label, panoptic, ...)",
-    )
-    parser.add_argument(
-        "--id2label",
-        default=None,
-        metavar="FILE",
-        help='class names, JSON {"0": "name", ...} (ids 0..K-1, names unique). Under --label_convention '
-        "ade, a file whose entry 0 names the ignored value (background, unlabeled, ...) is "
-        "keyed by pixel value: entry 0 is dropped and entry k names class k-1",
-    )
-    parser.add_argument(
-        "--palette",
-        default=None,
-        metavar="FILE",
-        help='colour-coded masks: colour -> class, JSON {"name": [r, g, b], ..., "__ignore__": [r, g, '
-        "b]} or CVAT's labelmap.txt (a CVAT 'Segmentation mask' export needs none: its "
-        "labelmap.txt is read)",
-    )
-    parser.add_argument(
-        "--train_val_split",
-        type=float,
-        default=None,
-        metavar="FRACTION",
-        help="data without a validation split: hold this fraction of the training split out as the "
-        "validation split (seeded; default 0.15). Training records it in the model folder and "
-        "evaluation uses the record; a larger fraction than recorded is refused",
-    )
-    parser.add_argument(
-        "--image_root",
-        default=None,
-        metavar="DIR",
-        help="--dataset FILE.json (COCO instances): the folder its images' file_names are relative to "
-        "(default: the JSON's folder)",
-    )
-
-
-# The flags of `add_source_arguments`, their loader keyword, and the layouts whose loaders take them.
+# The flags of `add_source_arguments` (docs/data-masks.md, docs/data-coco.md): the loader keyword each fills, the
+# layouts whose loaders take it, its metavar, and its help.
 _SOURCE_FLAGS = {
-    "image_column": ("image_column", ("hf",)),
-    "label_column": ("label_column", ("hf",)),
-    "id2label": ("id2label_file", ("hf", "ade", "voc", "cvat_mask")),
-    "palette": ("palette", ("hf", "ade", "voc", "cvat_mask")),
-    "train_val_split": ("train_val_split", HOLD_OUT_LAYOUTS),
-    "image_root": ("image_root", (COCO_JSON,)),
+    "image_column": ("image_column", ("hf",), "COLUMN"),
+    "label_column": ("label_column", ("hf",), "COLUMN"),
+    "id2label": ("id2label_file", ("hf", "ade", "voc", "cvat_mask"), "FILE"),
+    "palette": ("palette", ("hf", "ade", "voc", "cvat_mask"), "FILE"),
+    "train_val_split": ("train_val_split", HOLD_OUT_LAYOUTS, "FRACTION"),
+    "image_root": ("image_root", (COCO_JSON,), "DIR"),
+}
+_SOURCE_HELP = {
+    "image_column": "datasets data: the image column (default: the first of image, img, pixel_values)",
+    "label_column": "datasets data: the annotation column (default: the first of annotation, semantic, semantic_map, "
+    "segmentation, label, mask; panoptic data: label, panoptic, ...)",
+    "id2label": 'class names, JSON {"0": "name", ...} (ids 0..K-1, names unique). Under --label_convention ade, a file '
+    "whose entry 0 names the ignored value (background, unlabeled, ...) is keyed by pixel value: entry 0 is dropped "
+    "and entry k names class k-1",
+    "palette": 'colour-coded masks: colour -> class, JSON {"name": [r, g, b], ..., "__ignore__": [r, g, b]} or CVAT\'s '
+    "labelmap.txt (a CVAT 'Segmentation mask' export needs none: its labelmap.txt is read)",
+    "train_val_split": "data without a validation split: hold this fraction of the training split out as the "
+    "validation split (seeded; default 0.15). Training records it in the model folder and evaluation uses the "
+    "record; a larger fraction than recorded is refused",
+    "image_root": "--dataset FILE.json (COCO instances): the folder its images' file_names are relative to (default: "
+    "the JSON's folder)",
 }
 
 
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    for flag, (_, _, metavar) in _SOURCE_FLAGS.items():
+        kind = float if flag == "train_val_split" else str
+        parser.add_argument(f"--{flag}", type=kind, default=None, metavar=metavar, help=_SOURCE_HELP[flag])
+
+
 def source_kwargs(args: argparse.Namespace, layout: str) -> dict:
-    """The loader keywords of the `add_source_arguments` flags given; a ValueError for one that ``layout``'s loader
-    does not take."""
+    """The loader keywords of the source flags given; a ValueError for one that ``layout``'s loader does not take."""
     kwargs = {}
-    for flag, (keyword, layouts) in _SOURCE_FLAGS.items():
+    for flag, (keyword, layouts, _) in _SOURCE_FLAGS.items():
         value = getattr(args, flag, None)
         if value is None:
             continue
@@ -135,9 +104,8 @@ def source_kwargs(args: argparse.Namespace, layout: str) -> dict:
 
 
 def dataset_kwargs(args: argparse.Namespace, *, num_images: int | None = None, id2label=None) -> dict:
-    """`build_dataset` keyword arguments from those arguments: the synthetic settings, or the label convention
-    of semantic label maps (None: not chosen; the loader refuses, or with `build_dataset(..., model=...)` the
-    model's recorded convention applies; not used by COCO panoptic folders, whose categories come from the JSON)
+    """`build_dataset` keyword arguments: the synthetic settings, or the source flags, the label convention of
+    semantic label maps (None: not chosen; the loader refuses, or `build_dataset(..., model=...)` takes the model's)
     and the classes to use."""
     if args.dataset == "synthetic":
         source_kwargs(args, "synthetic")

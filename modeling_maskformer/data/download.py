@@ -1,15 +1,10 @@
-"""Fetching dataset archives for `prepare.py` (docs/datasets-download.md describes the behaviour).
-
-`download` fetches one archive over HTTP(S) (urllib3) or copies it from a `file:` URL into `NAME.part`, resuming
-with a Range request guarded by `If-Range` and the validators kept in `NAME.part.json`; only a file of the pinned
-size and SHA-256 becomes `NAME`. Transient failures (dropped connection, timeout, a stall under the low-speed
-limit, HTTP 408/429/5xx) are retried under urllib3's `Retry` (back-off, `Retry-After`); permanent ones (404, 403,
-an untrusted certificate, not the pinned file) fail at once. Every failure is a `DataPreparationError` whose one
-line says what happened, what was kept and that the same command continues; Ctrl-C and SIGTERM keep every byte.
-"""
+"""Fetching one dataset archive for `prepare.py` over HTTP(S) (urllib3) or from a `file:` URL into `NAME.part`,
+resuming with Range + If-Range, retrying transient failures under urllib3's `Retry`, and keeping only a file of the
+pinned size and SHA-256 (docs/datasets-download.md). Every failure is one line saying what was kept."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -22,35 +17,15 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
-from urllib3.exceptions import (
-    HTTPError,
-    InvalidHeader,
-    LocationValueError,
-    MaxRetryError,
-    ProxyError,
-    ReadTimeoutError,
-    ResponseError,
-    URLSchemeUnknown,
-)
+from urllib3 import exceptions
 from urllib3.util import Retry
 
 from ..errors import InvalidInputError
-from .progress import (
-    DataPreparationError,
-    Progress,
-    check_free_space,
-    read_json_or_empty,
-    write_chunk,
-    write_json,
-)
+from .progress import DataPreparationError, check_free_space, disk_full, progress_bar, read_json_or_empty, write_json
 
 logger = logging.getLogger(__name__)
 
-# One read: whatever has arrived, up to 64 KiB, written to disk at once (a stall or Ctrl-C keeps it).
-CHUNK = 1 << 16
-USER_AGENT = "modeling_maskformer-prepare-data"
-SCHEMES = ("http", "https", "file")
-MAX_REDIRECTS = 10
+CHUNK = 1 << 16  # one read: whatever has arrived, written to disk at once (a stall or Ctrl-C keeps it)
 # Answers worth another try: a timeout, rate limiting, a server or gateway error (not 501/505: never going to work).
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524})
 _ADVICE = {
@@ -63,9 +38,8 @@ _ADVICE = {
 
 @dataclass(frozen=True)
 class DownloadPolicy:
-    """How hard `download` tries. A stall (under `low_speed_limit` bytes/s over `low_speed_time` s, curl's
-    --speed-limit / --speed-time; 0: off) ends an attempt like a dropped connection. `retries` counts the retried
-    attempts of one call; the waits are urllib3's back-off or the server's `Retry-After` (up to `max_retry_after`)."""
+    """How hard `download` tries: `retries` per call; a stall (under `low_speed_limit` bytes/s over `low_speed_time`
+    s, curl's --speed-limit / --speed-time; 0: off) ends an attempt like a dropped connection."""
 
     retries: int = 5
     timeout: float = 60.0  # connecting, and waiting for a byte (shortened to low_speed_time when that is on)
@@ -84,13 +58,11 @@ class DownloadPolicy:
                 raise InvalidInputError(f"download policy: {name} must be > 0, got {getattr(self, name)}")
 
     def retry(self) -> Retry:
-        """The retry budget and back-off of one `download` call."""
         return Retry(
             total=self.retries,
             status_forcelist=TRANSIENT_STATUSES,
             backoff_factor=self.backoff_factor,
             backoff_max=self.backoff_max,
-            respect_retry_after_header=True,
         )
 
     @property
@@ -102,7 +74,7 @@ def sha256_of(path: Path, *, progress: bool = True) -> str:
     digest = hashlib.sha256()
     with (
         open(path, "rb") as file,
-        Progress(total=path.stat().st_size, desc=f"checking {path.name}", bar=progress) as bar,
+        progress_bar(total=path.stat().st_size, desc=f"checking {path.name}", bar=progress) as bar,
     ):
         while chunk := file.read(1 << 20):
             digest.update(chunk)
@@ -110,33 +82,23 @@ def sha256_of(path: Path, *, progress: bool = True) -> str:
     return digest.hexdigest()
 
 
-def partial_path(destination: Path) -> Path:
-    return destination.with_name(destination.name + ".part")
-
-
-def _validators_path(part: Path) -> Path:
-    return part.with_name(part.name + ".json")
-
-
-def _verified_path(destination: Path) -> Path:
-    return destination.with_name(destination.name + ".verified.json")
+def _beside(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
 
 
 def discard_partial(part: Path) -> None:
     part.unlink(missing_ok=True)
-    _validators_path(part).unlink(missing_ok=True)
+    _beside(part, ".json").unlink(missing_ok=True)
 
 
 def remove_download(destination: Path) -> None:
-    """Delete a finished download and its checksum record."""
     destination.unlink(missing_ok=True)
-    _verified_path(destination).unlink(missing_ok=True)
+    _beside(destination, ".verified.json").unlink(missing_ok=True)
 
 
 def verified_sha256(path: Path, *, progress: bool = True) -> str:
-    """The SHA-256 of `path`, computed once per version of the file: the result is recorded beside it, keyed by
-    size and modification time, so a rerun does not read gigabytes again."""
-    status, known = path.stat(), read_json_or_empty(_verified_path(path))
+    """The SHA-256 of `path`, recorded beside it keyed by size and mtime so a rerun does not read it again."""
+    status, known = path.stat(), read_json_or_empty(_beside(path, ".verified.json"))
     if known.get("size") == status.st_size and known.get("mtime_ns") == status.st_mtime_ns and "sha256" in known:
         return known["sha256"]
     return _record_sha256(path, sha256_of(path, progress=progress))
@@ -144,7 +106,8 @@ def verified_sha256(path: Path, *, progress: bool = True) -> str:
 
 def _record_sha256(path: Path, digest: str) -> str:
     status = path.stat()
-    write_json(_verified_path(path), {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": digest})
+    record = {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": digest}
+    write_json(_beside(path, ".verified.json"), record)
     return digest
 
 
@@ -158,9 +121,8 @@ def _kept(part: Path, size: int | None) -> str:
 
 
 def check_url(url: str) -> None:
-    """A URL this module can fetch: http(s) with a host, or file."""
     parts = urlsplit(url)
-    if parts.scheme not in SCHEMES:
+    if parts.scheme not in ("http", "https", "file"):
         why = f"unsupported scheme {parts.scheme!r}" if parts.scheme else "no scheme"
         raise DataPreparationError(f"{url}: {why}; use an http://, https:// or file:// URL")
     if parts.scheme != "file" and not parts.hostname:
@@ -176,13 +138,12 @@ def download(
     policy: DownloadPolicy | None = None,
     progress: bool = True,
 ) -> Path:
-    """`url` into `destination`, verified, resuming `destination.part`. An existing `destination` whose size and
-    SHA-256 match is kept, any other is downloaded again. A checksum mismatch after a resume (a stale partial file)
-    restarts from byte 0 once; any other mismatch deletes the file and fails."""
+    """`url` into `destination`, verified, resuming `destination.part`; an existing `destination` is kept only if it
+    matches. A checksum mismatch after a resume (a stale partial file) restarts from byte 0 once."""
     policy = policy or DownloadPolicy()
     check_url(url)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    part = partial_path(destination)
+    part = _beside(destination, ".part")
     try:
         if _trusted(destination, size=size, sha256=sha256, progress=progress):
             return destination
@@ -196,7 +157,7 @@ def download(
         )
         raise type(interrupt)(f"{destination.name}: {message}") from interrupt
     os.replace(part, destination)
-    _validators_path(part).unlink(missing_ok=True)
+    _beside(part, ".json").unlink(missing_ok=True)
     if sha256 is not None:
         _record_sha256(destination, sha256)
     logger.info("%s: %s bytes from %s, verified", destination.name, f"{destination.stat().st_size:,}", source)
@@ -204,7 +165,7 @@ def download(
 
 
 def _trusted(destination: Path, *, size: int | None, sha256: str | None, progress: bool) -> bool:
-    """Whether a finished download already in place is the pinned archive; one that is not is removed."""
+    """Whether a finished download in place is the pinned archive; one that is not is removed."""
     if not destination.is_file():
         return False
     found = destination.stat().st_size
@@ -221,7 +182,7 @@ def _trusted(destination: Path, *, size: int | None, sha256: str | None, progres
 
 
 def _fetch_verified(url: str, part: Path, *, size, sha256, policy: DownloadPolicy, progress: bool) -> str:
-    """Complete `part` and check its SHA-256 (see `download`); returns where the bytes came from (after redirects)."""
+    """Complete `part` and check its SHA-256; returns where the bytes came from (after redirects)."""
     name = part.name.removesuffix(".part")
     for restarted in (False, True):
         transfer = _Transfer(url, part, size=size, policy=policy, progress=progress)
@@ -246,7 +207,7 @@ def _fetch_verified(url: str, part: Path, *, size, sha256, policy: DownloadPolic
 
 
 class _Failed(Exception):
-    """One failed attempt: the reason, whether another may help, the answer (for its Retry-After), advice."""
+    """One failed attempt: the reason, whether another may help, the answer (for Retry-After), advice."""
 
     def __init__(self, reason: str, *, transient: bool, response=None, advice: str | None = None):
         super().__init__(reason)
@@ -254,9 +215,8 @@ class _Failed(Exception):
 
 
 def _connection_failure(error: Exception, url: str, read_timeout: float) -> _Failed:
-    """An urllib3 error, classified: an untrusted certificate, a URL urllib3 cannot fetch and too many redirects are
-    permanent; the rest (refused, reset, timed out, proxy) transient."""
-    if isinstance(error, MaxRetryError) and error.reason is not None:
+    """An urllib3 error: a bad certificate, an unfetchable URL and too many redirects are permanent, the rest not."""
+    if isinstance(error, exceptions.MaxRetryError) and error.reason is not None:
         error = error.reason
     causes = [error, *error.args, error.__cause__, error.__context__]
     if certificate := next((c for c in causes if isinstance(c, ssl.SSLCertVerificationError)), None):
@@ -266,23 +226,23 @@ def _connection_failure(error: Exception, url: str, read_timeout: float) -> _Fai
             advice="if a proxy or the mirror signs with its own certificate authority, "
             "point SSL_CERT_FILE at that CA bundle",
         )
-    if isinstance(error, ProxyError):
+    if isinstance(error, exceptions.ProxyError):
         return _Failed(
             f"cannot go through the proxy ({_short(error.original_error)})",
             transient=True,
             advice="check the proxy settings (https_proxy / http_proxy / no_proxy)",
         )
-    if isinstance(error, ReadTimeoutError):
+    if isinstance(error, exceptions.ReadTimeoutError):
         return _Failed(f"no data from {urlsplit(url).hostname} for {read_timeout:.0f} s", transient=True)
-    if isinstance(error, (LocationValueError, URLSchemeUnknown)):
+    if isinstance(error, (exceptions.LocationValueError, exceptions.URLSchemeUnknown)):
         return _Failed(f"cannot fetch it ({error})", transient=False, advice="use an http:// or https:// URL")
-    if isinstance(error, ResponseError):  # too many redirects
+    if isinstance(error, exceptions.ResponseError):  # too many redirects
         return _Failed(str(error), transient=False, advice="check the URL / --mirror")
     return _Failed(_short(error), transient=True)
 
 
 def _short(error: BaseException) -> str:
-    """urllib3's message without its `HTTPConnection(host=..., port=...): ` prefix or its tuple of arguments."""
+    """urllib3's message without its `HTTPConnection(host=..., port=...): ` prefix."""
     text = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
     return re.sub(r"^\w+\(host=[^)]*\):\s*", "", text) or type(error).__name__
 
@@ -294,7 +254,7 @@ class _Transfer:
         self.url, self.part, self.size, self.policy, self.progress = url, part, size, policy, progress
         self.source = url  # where the bytes came from last (the redirect target), for messages
         self.use_range = True
-        self.resumed = part.exists() and part.stat().st_size > 0  # some bytes predate this call, or a resume
+        self.resumed = self.offset > 0  # some bytes predate this call, or a resume
         self.name = part.name.removesuffix(".part")
 
     @property
@@ -302,8 +262,6 @@ class _Transfer:
         return self.part.stat().st_size if self.part.exists() else 0
 
     def run(self) -> None:
-        if urlsplit(self.url).scheme == "file":
-            return self._copy_local()
         retry = self.policy.retry()
         while True:
             if self.size is not None and self.offset > self.size:  # not a prefix of the pinned file
@@ -325,7 +283,7 @@ class _Transfer:
         name, attempts, advice = self.name, len(retry.history) + 1, failure.advice
         try:
             retry = retry.increment("GET", self.url, response=failure.response, error=None)
-        except MaxRetryError:
+        except exceptions.MaxRetryError:
             kept, got = _kept(self.part, self.size), self.offset
             if not got:
                 raise DataPreparationError(
@@ -338,7 +296,7 @@ class _Transfer:
             ) from None
         try:
             wait = retry.get_retry_after(failure.response) if failure.response is not None else None
-        except InvalidHeader:  # a Retry-After that is neither seconds nor a date: the back-off instead
+        except exceptions.InvalidHeader:  # a Retry-After that is neither seconds nor a date: the back-off instead
             wait = None
         why = "the server's Retry-After" if wait is not None else "back-off"
         wait = retry.get_backoff_time() if wait is None else wait
@@ -364,16 +322,21 @@ class _Transfer:
         return urllib3.PoolManager()
 
     def _attempt(self) -> None:
-        offset, validators = self.offset, read_json_or_empty(_validators_path(self.part))
+        offset, validators = self.offset, read_json_or_empty(_beside(self.part, ".json"))
         check_free_space(self.part.parent, (self.size - offset) if self.size is not None else 0)
-        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        if urlsplit(self.url).scheme == "file":
+            return self._copy_local(offset)
+        headers = {"User-Agent": "modeling_maskformer-prepare-data", "Accept-Encoding": "identity"}
         if offset and self.use_range:
             headers["Range"] = f"bytes={offset}-"
-            if validators.get("url") == self.url and (if_range := _if_range(validators)):
+            # NOTE: a weak ETag cannot be used in If-Range: the Last-Modified date then.
+            etag = validators.get("etag")
+            if_range = etag if etag and not etag.startswith("W/") else validators.get("last_modified")
+            if validators.get("url") == self.url and if_range:
                 headers["If-Range"] = if_range
         # Redirects only: every other failure comes back here and is retried (or not) by `run`.
         per_request = Retry(
-            total=None, connect=0, read=0, status=0, other=0, redirect=MAX_REDIRECTS, respect_retry_after_header=False
+            total=None, connect=0, read=0, status=0, other=0, redirect=10, respect_retry_after_header=False
         )
         timeout = urllib3.Timeout(connect=self.policy.timeout, read=self.policy.read_timeout)
         try:
@@ -386,7 +349,7 @@ class _Transfer:
                 preload_content=False,
                 decode_content=False,
             )
-        except HTTPError as error:
+        except exceptions.HTTPError as error:
             raise _connection_failure(error, self.source, self.policy.read_timeout) from error
         try:
             self._answer(response, offset if "Range" in headers else 0, validators)
@@ -403,7 +366,8 @@ class _Transfer:
             reason = f"HTTP {status} {response.reason or ''}".rstrip()
             retryable = self.policy.retry().is_retry("GET", status, "Retry-After" in response.headers)
             raise _Failed(reason, transient=retryable, response=response, advice=_ADVICE.get(status))
-        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        headers = response.headers
+        encoding = headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             raise _Failed(
                 f"the server sends the archive compressed (Content-Encoding: {encoding}) although it was "
@@ -411,16 +375,14 @@ class _Transfer:
                 transient=False,
                 advice="configure the mirror to serve .zip files unencoded, or use another --mirror",
             )
-        headers = response.headers
         current = {"url": self.url, "etag": headers.get("ETag"), "last_modified": headers.get("Last-Modified")}
         if status == 206:
-            start, total = _content_range(response.headers.get("Content-Range", ""))
+            start, total = _content_range(headers.get("Content-Range", ""))
             if start != offset:
-                raise _Failed(
-                    f"unexpected Content-Range {response.headers.get('Content-Range')!r} from "
-                    f"the server for bytes={offset}-",
-                    transient=True,
+                reason = (
+                    f"unexpected Content-Range {headers.get('Content-Range')!r} from the server for bytes={offset}-"
                 )
+                raise _Failed(reason, transient=True)
             if total is not None and size is not None and total != size:
                 raise _wrong_file(f"the server has a file of {total:,} bytes, the pinned {name} has {size:,}")
             if changed := _changed(stored, current):
@@ -431,7 +393,7 @@ class _Transfer:
                     transient=True,
                 )
         else:
-            length = response.headers.get("Content-Length")
+            length = headers.get("Content-Length")
             if length is not None and size is not None and int(length) > size:
                 raise _wrong_file(f"the server has a file of {int(length):,} bytes, the pinned {name} has {size:,}")
             if offset:
@@ -444,7 +406,7 @@ class _Transfer:
                 logger.warning("%s: %s; downloading from the start", self.source, why)
             offset = 0
             self.use_range = True
-            write_json(_validators_path(self.part), current)
+            write_json(_beside(self.part, ".json"), current)
         self.resumed = self.resumed or offset > 0
         self._receive(response, offset)
 
@@ -479,19 +441,25 @@ class _Transfer:
         received, size = 0, self.size
         with (
             open(self.part, "ab" if offset else "wb") as file,
-            Progress(total=size, initial=offset, desc=self.name, bar=self.progress) as bar,
+            progress_bar(total=size, initial=offset, desc=self.name, bar=self.progress) as bar,
         ):
             window_start, window_bytes = time.monotonic(), 0
             while True:
                 try:
                     chunk = response.read1(CHUNK)
-                except HTTPError as error:
+                except exceptions.HTTPError as error:
                     raise _connection_failure(error, self.source, self.policy.read_timeout) from error
                 if not chunk:
                     break
                 if size is not None and offset + received + len(chunk) > size:
                     raise _wrong_file(f"the server sends more than the pinned {size:,} bytes")
-                write_chunk(file, chunk, self.part.parent)
+                try:  # flushed: the bytes reach the file system as they arrive
+                    file.write(chunk)
+                    file.flush()
+                except OSError as error:
+                    if error.errno == errno.ENOSPC:
+                        raise disk_full(self.part.parent) from error
+                    raise
                 received += len(chunk)
                 window_bytes += len(chunk)
                 bar.update(len(chunk))
@@ -508,32 +476,24 @@ class _Transfer:
         if size is not None and offset + received < size:
             raise _Failed(f"the connection closed at byte {offset + received:,} of {size:,}", transient=True)
 
-    def _copy_local(self) -> None:
-        """A `file:` URL: copy the file (resuming like a Range request) after checking its size."""
+    def _copy_local(self, offset: int) -> None:
+        """A `file:` URL: the file, after checking its size, read from `offset` like the body of a Range answer."""
         source = Path(urllib.request.url2pathname(urlsplit(self.url).path))
-        name = self.name
         if not source.is_file():
             raise DataPreparationError(
-                f"{name}: no file {source} (from {self.url}); a mirror folder must hold the "
-                f"official paths: check --mirror and run the same command again"
+                f"{self.name}: no file {source} (from {self.url}); a mirror folder must hold the official paths: check "
+                "--mirror and run the same command again"
             )
         found = source.stat().st_size
         if self.size is not None and found != self.size:
             raise DataPreparationError(
-                f"{name}: {source} has {found:,} bytes, the pinned archive {self.size:,}: not "
-                f"the pinned archive; check --mirror and run the same command again"
+                f"{self.name}: {source} has {found:,} bytes, the pinned archive {self.size:,}: not the pinned archive; "
+                "check --mirror and run the same command again"
             )
-        offset = self.offset if self.offset <= found else 0
-        check_free_space(self.part.parent, found - offset)
-        with (
-            open(source, "rb") as src,
-            open(self.part, "ab" if offset else "wb") as dst,
-            Progress(total=found, initial=offset, desc=name, bar=self.progress) as bar,
-        ):
-            src.seek(offset)
-            while chunk := src.read(1 << 20):
-                write_chunk(dst, chunk, self.part.parent)
-                bar.update(len(chunk))
+        offset = offset if offset <= found else 0
+        with open(source, "rb") as file:
+            file.seek(offset)
+            self._receive(file, offset)
 
 
 def _wrong_file(reason: str) -> _Failed:
@@ -547,14 +507,6 @@ def _content_range(value: str) -> tuple[int | None, int | None]:
         return None, None
     start, total = match.groups()
     return (int(start) if start else None), (int(total) if total and total != "*" else None)
-
-
-def _if_range(validators: dict) -> str | None:
-    """A strong ETag, else the Last-Modified date (weak ETags cannot be used in If-Range)."""
-    etag = validators.get("etag")
-    if etag and not etag.startswith("W/"):
-        return etag
-    return validators.get("last_modified")
 
 
 def _changed(stored: dict, current: dict) -> str | None:

@@ -12,31 +12,25 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from .progress import DataPreparationError, Progress, check_free_space, disk_full
+from .progress import DataPreparationError, check_free_space, disk_full, progress_bar
 
 
-def _unsafe_reason(info: zipfile.ZipInfo) -> str | None:
-    """Why an entry must not be extracted: an absolute path, a `..` component, a symbolic link."""
-    name = info.filename
-    parts = re.split(r"[/\\]", name)
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        return "an absolute path"
-    if ".." in parts:
-        return "a '..' component"
-    if stat.S_ISLNK(info.external_attr >> 16):
-        return "a symbolic link"
-    return None
-
-
-def check_members(archive: zipfile.ZipFile, source: Path, root: Path) -> None:
+def _check_members(archive: zipfile.ZipFile, source: Path, root: Path) -> None:
     """Refuse the whole archive when any entry is unsafe or would resolve outside `root` (nothing is written)."""
     resolved = root.resolve()
     for info in archive.infolist():
-        reason = _unsafe_reason(info)
-        if reason is None and not (resolved / PurePosixPath(info.filename)).resolve().is_relative_to(resolved):
+        name = info.filename
+        if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+            reason = "an absolute path"
+        elif ".." in re.split(r"[/\\]", name):
+            reason = "a '..' component"
+        elif stat.S_ISLNK(info.external_attr >> 16):
+            reason = "a symbolic link"
+        elif not (resolved / PurePosixPath(name)).resolve().is_relative_to(resolved):
             reason = "a path outside the target folder"
-        if reason is not None:
-            raise DataPreparationError(f"{source}: refusing to extract: entry {info.filename!r} is {reason}")
+        else:
+            continue
+        raise DataPreparationError(f"{source}: refusing to extract: entry {name!r} is {reason}")
 
 
 def extract_zip(
@@ -47,19 +41,18 @@ def extract_zip(
     rename: Callable[[str], str] = lambda name: name,
     progress: bool = True,
 ) -> list[str]:
-    """Extract the entries of `source` that `select` keeps into `root` (under `rename(name)`), after checking every
-    entry of the archive. Returns the names written. A damaged or truncated archive (bad header, CRC mismatch) and a
-    full disk are `DataPreparationError`s; what was written so far stays under `root`, which the caller discards."""
+    """Extract the entries of `source` that `select` keeps into `root` (as `rename(name)`), after checking every
+    entry; returns the names written. A damaged archive or a full disk is a `DataPreparationError`; what was written
+    stays under `root`, which the caller discards."""
     written = []
     root.mkdir(parents=True, exist_ok=True)
     try:
         with zipfile.ZipFile(source) as archive:
-            check_members(archive, source, root)
+            _check_members(archive, source, root)
             members = [i for i in archive.infolist() if not i.is_dir() and select(i.filename)]
-            check_free_space(root, sum(i.file_size for i in members))
-            with Progress(
-                total=sum(i.file_size for i in members), desc=f"extracting {source.name}", bar=progress
-            ) as bar:
+            total = sum(i.file_size for i in members)
+            check_free_space(root, total)
+            with progress_bar(total=total, desc=f"extracting {source.name}", bar=progress) as bar:
                 for info in members:
                     name = rename(info.filename)
                     target = root / PurePosixPath(name)

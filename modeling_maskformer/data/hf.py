@@ -1,14 +1,7 @@
 """Hugging Face `datasets` as a source: a ``Dataset``/``DatasetDict``, a ``save_to_disk`` folder, a local data folder
-(parquet/arrow files, maybe with ``id2label.json``, as a Hub dataset repo) or a Hub dataset id.
-
-Columns: the image (``image_column``, else the first of `_IMAGE_COLUMNS`) and the annotation (``label_column``):
-a semantic class-index PNG (the label convention must be chosen) or, with a ``palette``, colour mask; a COCO panoptic
-PNG with a ``segments_info`` column; or transformers' instance-segmentation example format (a
-``semantic_class_to_id`` column, `decoding.decode_class_and_instance`), read as panoptic items whose class 0 is
-ignored (``reduce_labels``, the example's ``--do_reduce_labels``) or stuff, every other class a thing.
-Semantic class names: `class_names.find_id2label`, else the Hub repo's ``id2label.json`` (as transformers'
-semantic-segmentation example reads it), else numbers, with a warning. Splits: `splits.plan_split`.
-"""
+or a Hub dataset id, whose annotation column is a semantic PNG (or colour mask with a ``palette``), a COCO panoptic
+PNG with ``segments_info``, or transformers' instance-segmentation example format (``semantic_class_to_id``)
+(docs/data-masks.md)."""
 
 from __future__ import annotations
 
@@ -130,14 +123,11 @@ def _script_error(name: str, error: RuntimeError) -> ValueError:
 
 
 def _open(name_or_path, split: str, train_val_split: float | RecordedHoldOut | None, load_kwargs: dict):
-    """(the planned ``datasets.Dataset``, the local folder or None, the Hub id or None, a description, what was
-    held out (`SplitPlan.held_out`))."""
+    """(the planned ``datasets.Dataset``, its local folder, its Hub id, a description, what was held out)."""
     folder = hub_id = None
     if isinstance(name_or_path, (datasets.Dataset, datasets.DatasetDict)):
         source, where = name_or_path, "the dataset"
-    elif Path(name_or_path).is_dir() and any(
-        (Path(name_or_path) / f).is_file() for f in ("state.json", "dataset_dict.json")
-    ):
+    elif any((Path(name_or_path) / f).is_file() for f in ("state.json", "dataset_dict.json")):  # save_to_disk
         folder = Path(name_or_path)
         source, where = datasets.load_from_disk(str(folder)), f"dataset {folder}"
     else:
@@ -164,8 +154,7 @@ def _open(name_or_path, split: str, train_val_split: float | RecordedHoldOut | N
 
 
 def fetch_hub_id2label(repo_id: str, revision: str | None = None) -> dict[int, str] | None:
-    """``id2label.json`` of a Hub dataset repo, as transformers' semantic-segmentation example reads it; None when the
-    repo has none or it cannot be fetched (logged)."""
+    """``id2label.json`` of a Hub dataset repo, as transformers' semantic-segmentation example reads it (None: none)."""
     try:
         path = hf_hub_download(repo_id, ID2LABEL_FILE, repo_type="dataset", revision=revision)
     except OSError as error:  # offline and not in the cache (LocalEntryNotFoundError), network errors, not a dataset
@@ -212,16 +201,10 @@ def load_hf_dataset(
     train_val_split: float | RecordedHoldOut | None = None,
     **load_kwargs,
 ) -> HFDataset:
-    """A Hugging Face dataset (see the module docstring); ``load_kwargs`` go to ``datasets.load_dataset``.
-
-    Semantic PNGs need their label convention: ``reduce_labels=True`` for ADE's (0 = other, like
-    scene_parse_150), False when the values are the classes (None: refuse to guess, asking for the choice). Without
-    class names, ``num_labels`` or a scan of the annotations (slow on big data) gives the count.
-
-    Panoptic category ids: ``categories`` (COCO list, sparse ids mapped to 0..K-1), else ``categories.json`` in a
-    local folder, else a ClassLabel feature on ``segments_info.category_id``, else the ids as they are
-    (``id2label`` or numbers up to the largest id seen). ``thing_ids`` applies to the last two cases.
-    """
+    """A Hugging Face dataset (docs/data-masks.md); ``load_kwargs`` go to ``datasets.load_dataset``. Semantic PNGs
+    need their label convention (``reduce_labels``: True for ADE's, False when the values are the classes, None
+    refuses to guess). Panoptic category ids: ``categories`` (COCO list), else a local ``categories.json``, else a
+    ClassLabel on ``segments_info.category_id``, else the ids as they are (``thing_ids`` applies to the last two)."""
     dataset, folder, hub_id, where, held_out = _open(name_or_path, split, train_val_split, load_kwargs)
     if isinstance(palette, (str, Path)):
         palette = read_palette(palette)
@@ -234,15 +217,9 @@ def load_hf_dataset(
     if kind == "panoptic" and "segments_info" not in columns:
         raise InvalidInputError(f"{where}: panoptic data needs a 'segments_info' column; columns are {columns}")
     candidates = _PANOPTIC_COLUMNS if kind == "panoptic" else _SEMANTIC_COLUMNS
-    label_column = _pick_column(
-        others, label_column, candidates, f"{kind.replace('_', ' ')} annotation", "--label_column"
-    )
-    common = {
-        "image_column": image_column,
-        "label_column": label_column,
-        "ignore_index": ignore_index,
-        "held_out": held_out,
-    }
+    what = f"{kind.replace('_', ' ')} annotation"
+    label_column = _pick_column(others, label_column, candidates, what, "--label_column")
+    common = dict(image_column=image_column, label_column=label_column, ignore_index=ignore_index, held_out=held_out)
     if not len(dataset):
         raise InvalidInputError(f"{where}: split {split!r} has no rows")
 
@@ -256,30 +233,16 @@ def load_hf_dataset(
         if reduce_labels:
             logger.info("%s: colour masks read with %s; the label convention does not apply", where, palette.source)
         check_palette_names(id2label, palette, where)
-        return HFDataset(
-            dataset,
-            "semantic",
-            palette=palette,
-            id2label=palette.id2label,
-            thing_ids=thing_ids,
-            reduce_labels=False,
-            **common,
-        )
+        metadata = dict(id2label=palette.id2label, thing_ids=thing_ids, reduce_labels=False)
+        return HFDataset(dataset, "semantic", palette=palette, **metadata, **common)
     reduce_labels = require_label_convention(reduce_labels, where)
     if kind == "class_instance":
         id2label = find_id2label(id2label, id2label_file, None, reduce_labels)  # keyed by R, like the column
         if id2label is None:
             id2label = _class_map_names(dataset, reduce_labels, where)
         stuff = [] if reduce_labels else [0]
-        return HFDataset(
-            dataset,
-            "class_instance",
-            stuff_ids=stuff,
-            id2label=id2label,
-            reduce_labels=reduce_labels,
-            thing_ids=[i for i in id2label if i not in stuff],
-            **common,
-        )
+        meta = dict(id2label=id2label, reduce_labels=reduce_labels, thing_ids=[i for i in id2label if i not in stuff])
+        return HFDataset(dataset, "class_instance", stuff_ids=stuff, **meta, **common)
 
     warn_if_binary(dataset[label_column], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where)
     id2label = find_id2label(id2label, id2label_file, folder, reduce_labels)
@@ -291,10 +254,8 @@ def load_hf_dataset(
         if num_labels is None:
             num_labels = scan_num_labels(dataset[label_column], reduce_labels, ignore_index)
         id2label = {i: str(i) for i in range(num_labels)}
-        logger.warning(
-            f"{where}: no class names (no --id2label, no {ID2LABEL_FILE}): the {num_labels} classes are named "
-            "by their ids"
-        )
+        names = f"no class names (no --id2label, no {ID2LABEL_FILE})"
+        logger.warning(f"{where}: {names}: the {num_labels} classes are named by their ids")
     return HFDataset(
         dataset, "semantic", id2label=id2label, thing_ids=thing_ids, reduce_labels=reduce_labels, **common
     )
@@ -320,11 +281,5 @@ def _panoptic(dataset, folder, categories, id2label, thing_ids, common) -> HFDat
     if id2label is None:
         top = max((s["category_id"] for segments in dataset["segments_info"] for s in segments), default=-1)
         id2label = {i: str(i) for i in range(top + 1)}
-    return HFDataset(
-        dataset,
-        "panoptic",
-        category_to_label={i: i for i in id2label},
-        id2label=id2label,
-        thing_ids=thing_ids,
-        **common,
-    )
+    identity = {i: i for i in id2label}
+    return HFDataset(dataset, "panoptic", category_to_label=identity, id2label=id2label, thing_ids=thing_ids, **common)

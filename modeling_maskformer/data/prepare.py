@@ -1,17 +1,7 @@
 """Preparing the real datasets in one call each: download the official archives (or read local ones), verify them,
-extract them safely and leave a folder that `loaders.py` reads. `scripts/prepare_data.py` is the command line.
-
-    result = prepare("ade20k", "data")                                # data/ADEChallengeData2016
-    result = prepare("coco_panoptic", "data", splits=["validation"])  # data/coco: val2017 + panoptic val PNGs
-    result = prepare("cityscapes", "data", archives=["gtFine_trainvaltest.zip", "leftImg8bit_trainvaltest.zip"])
-
-One call at a time per root (`ROOT/.maskformer-prepare.lock`, filelock; a second call names the first). A split is
-extracted into a temporary sibling folder (`ROOT/.NAME-*.tmp`), its layout checked (images per split, every
-annotation paired with its image), renamed into place and recorded last in `FOLDER/.maskformer-prepared.json`; a
-second call finds the record and does nothing. A failed call (checksum, truncated archive, full disk, dropped
-connection, Ctrl-C, SIGTERM) leaves nothing half-extracted in place and keeps every downloaded byte; the next call
-finishes the job. The datasets and their pinned archives are declared in `registry.py`.
-"""
+extract them into a temporary sibling folder, check the layout and rename it into place, recorded last in
+`FOLDER/.maskformer-prepared.json`. One call at a time per root (filelock); a failed or interrupted call leaves
+nothing half-extracted and keeps every downloaded byte. `scripts/prepare_data.py` is the command line."""
 
 from __future__ import annotations
 
@@ -27,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
@@ -39,12 +29,10 @@ from ..errors import InvalidInputError, MissingInputError
 from .download import DownloadPolicy, check_url, download, remove_download
 from .extract import extract_zip
 from .loaders import load_coco_panoptic_folder
-from .progress import DataPreparationError, Progress, read_json_or_empty, write_json
+from .progress import DataPreparationError, progress_bar, read_json_or_empty, write_json
 from .registry import (
-    DATA_ROOT_ENV,
     DATASETS,
     MARKER,
-    SCRIPT_DATASETS,
     SPLIT_ALIASES,
     DatasetSpec,
     default_data_root,
@@ -53,7 +41,7 @@ from .registry import (
     read_marker,
 )
 
-__all__ = ["DATASETS", "DATA_ROOT_ENV", "MARKER", "SCRIPT_DATASETS", "PrepareResult", "prepare", "prepared_folder"]
+__all__ = ["DATASETS", "MARKER", "PrepareResult", "prepare", "prepared_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,16 +67,6 @@ def get_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def normalize_splits(name: str, splits: Sequence[str] | None) -> list[str]:
-    spec = get_spec(name)
-    if not splits:
-        return list(spec.split_counts)
-    bad = [s for s in splits if s not in SPLIT_ALIASES]
-    if bad:
-        raise InvalidInputError(f"unknown split {bad[0]!r}; use train and/or val")
-    return sorted({SPLIT_ALIASES[s] for s in splits}, key=SPLITS.index)
-
-
 @dataclass
 class PrepareResult:
     name: str
@@ -101,24 +79,6 @@ class PrepareResult:
         if self.already_prepared:
             return f"{self.name}: already prepared in {self.folder} ({counts} images); nothing to do"
         return f"{self.name}: prepared {self.folder} ({counts} images, layout verified)"
-
-
-def check_pairs(images_dir: Path, annotations_dir: Path, expected: int, image_suffix: str, what: str) -> int:
-    """`images_dir` holds `expected` images, each with the PNG of the same stem in `annotations_dir`, and back."""
-    for folder in (images_dir, annotations_dir):
-        if not folder.is_dir():
-            raise DataPreparationError(f"{what}: missing folder {folder} after extraction (not the expected layout)")
-    images = {p.stem for p in images_dir.iterdir() if p.suffix == image_suffix}
-    annotations = {p.stem for p in annotations_dir.iterdir() if p.suffix == ".png"}
-    if len(images) != expected:
-        raise DataPreparationError(f"{what}: {images_dir} holds {len(images):,} images, expected {expected:,}")
-    unpaired = sorted(images ^ annotations)
-    if unpaired:
-        side = "annotation" if unpaired[0] in images else "image"
-        raise DataPreparationError(
-            f"{what}: {len(unpaired)} file(s) without their pair, e.g. {unpaired[0]} has no {side}"
-        )
-    return len(images)
 
 
 def _check(spec: DatasetSpec, base: Path, split: str) -> int:
@@ -137,10 +97,24 @@ def _check(spec: DatasetSpec, base: Path, split: str) -> int:
         if len(dataset) != expected:
             raise DataPreparationError(f"{what}: {len(dataset):,} annotations, expected {expected:,}")
         return count
+    # Every image has the PNG of the same stem, and back.
+    images_dir, annotations_dir = (folder / sub / _ADE_DIRS[split] for sub in ("images", "annotations"))
+    for directory in (images_dir, annotations_dir):
+        if not directory.is_dir():
+            raise DataPreparationError(
+                f"{what}: missing folder {directory} after extraction (not the expected layout)"
+            )
     suffix = ".jpg" if spec.name == "ade20k" else ".png"
-    return check_pairs(
-        folder / "images" / _ADE_DIRS[split], folder / "annotations" / _ADE_DIRS[split], expected, suffix, what
-    )
+    images = {p.stem for p in images_dir.iterdir() if p.suffix == suffix}
+    annotations = {p.stem for p in annotations_dir.iterdir() if p.suffix == ".png"}
+    if len(images) != expected:
+        raise DataPreparationError(f"{what}: {images_dir} holds {len(images):,} images, expected {expected:,}")
+    if unpaired := sorted(images ^ annotations):
+        side = "annotation" if unpaired[0] in images else "image"
+        raise DataPreparationError(
+            f"{what}: {len(unpaired)} file(s) without their pair, e.g. {unpaired[0]} has no {side}"
+        )
+    return len(images)
 
 
 def _items(spec: DatasetSpec, split: str) -> list[str]:
@@ -153,6 +127,18 @@ def _items(spec: DatasetSpec, split: str) -> list[str]:
     return [f"{spec.folder}/{sub}/{_ADE_DIRS[split]}" for sub in ("images", "annotations")]
 
 
+def _extract(archive: Path, root: Path, pattern: str, name: str, progress: bool) -> list[str]:
+    """The entries of `archive` that match `pattern` in full, into `root` under `name` (a `Match.expand` template)."""
+    regex = re.compile(pattern)
+    return extract_zip(
+        archive,
+        root,
+        select=lambda entry: regex.fullmatch(entry) is not None,
+        rename=lambda entry: regex.fullmatch(entry).expand(name),
+        progress=progress,
+    )
+
+
 def _build_ade(spec, temp: Path, archives: dict[str, Path], split: str, progress: bool) -> None:
     extract_zip(archives["all"], temp, progress=progress)
     if not (temp / spec.folder / "objectInfo150.txt").is_file():
@@ -163,56 +149,31 @@ def _build_coco(spec, temp: Path, archives: dict[str, Path], split: str, progres
     name = _COCO_NAMES[split]
     annotations = temp / "coco" / "annotations"
     wanted = {f"panoptic_{name}.json", f"panoptic_{name}.zip"}
-    written = extract_zip(
-        archives["annotations"],
-        annotations,
-        select=lambda n: PurePosixPath(n).name in wanted,
-        rename=lambda n: PurePosixPath(n).name,
-        progress=progress,
+    written = _extract(
+        archives["annotations"], annotations, rf"(?:.*/)?(panoptic_{name}\.(?:json|zip))", r"\1", progress
     )
     if sorted(written) != sorted(wanted):
         raise DataPreparationError(f"{archives['annotations']}: expected {sorted(wanted)} in it, found {written}")
     inner = annotations / f"panoptic_{name}.zip"
-    extract_zip(
-        inner,
-        annotations,
-        select=lambda n: n.endswith(".png"),
-        rename=lambda n: f"panoptic_{name}/{PurePosixPath(n).name}",
-        progress=progress,
-    )
+    _extract(inner, annotations, r"(?:.*/)?([^/]*\.png)", rf"panoptic_{name}/\1", progress)
     inner.unlink()
-    extract_zip(
-        archives[split],
-        temp / "coco",
-        select=lambda n: n.endswith(".jpg"),
-        rename=lambda n: f"{name}/{PurePosixPath(n).name}",
-        progress=progress,
-    )
+    _extract(archives[split], temp / "coco", r"(?:.*/)?([^/]*\.jpg)", rf"{name}/\1", progress)
 
 
 def _build_cityscapes(spec, temp: Path, archives: dict[str, Path], split: str, progress: bool) -> None:
     folder, sub, raw = temp / spec.folder, {"train": "train", "validation": "val"}[split], temp / "raw"
-    image_name = re.compile(rf"^leftImg8bit/{sub}/[^/]+/([^/]+)_leftImg8bit\.png$")
-    label_name = re.compile(rf"^gtFine/{sub}/[^/]+/([^/]+)_gtFine_labelIds\.png$")
-    extract_zip(
-        archives["images"],
-        folder / "images" / _ADE_DIRS[split],
-        select=lambda n: bool(image_name.match(n)),
-        rename=lambda n: image_name.match(n).group(1) + ".png",
-        progress=progress,
-    )
-    labels = extract_zip(
-        archives["annotations"],
-        raw,
-        select=lambda n: bool(label_name.match(n)),
-        rename=lambda n: label_name.match(n).group(1) + ".png",
-        progress=progress,
+    images = rf"leftImg8bit/{sub}/[^/]+/([^/]+)_leftImg8bit\.png"
+    _extract(archives["images"], folder / "images" / _ADE_DIRS[split], images, r"\1.png", progress)
+    labels = _extract(
+        archives["annotations"], raw, rf"gtFine/{sub}/[^/]+/([^/]+)_gtFine_labelIds\.png", r"\1.png", progress
     )
     lookup = np.full(256, 255, dtype=np.uint8)
     lookup[list(CITYSCAPES_TRAIN_IDS)] = list(CITYSCAPES_TRAIN_IDS.values())
     out = folder / "annotations" / _ADE_DIRS[split]
     out.mkdir(parents=True, exist_ok=True)
-    for name in _iterate(labels, progress, "labelIds -> trainIds"):
+    for name in progress_bar(
+        iterable=labels, total=len(labels), desc="labelIds -> trainIds", bar=progress, unit="file"
+    ):
         with Image.open(raw / name) as image:
             ids = np.asarray(image)
         if ids.ndim != 2:
@@ -222,18 +183,7 @@ def _build_cityscapes(spec, temp: Path, archives: dict[str, Path], split: str, p
     write_json(folder / "id2label.json", dict(enumerate(CITYSCAPES_CLASSES)))
 
 
-def _iterate(items: list[str], progress: bool, desc: str):
-    with Progress(total=len(items), desc=desc, bar=progress, unit="file") as bar:
-        for item in items:
-            yield item
-            bar.update(1)
-
-
-_BUILDERS: dict[str, Callable] = {
-    "ade20k": _build_ade,
-    "coco_panoptic": _build_coco,
-    "cityscapes": _build_cityscapes,
-}
+_BUILDERS: dict[str, Callable] = {"ade20k": _build_ade, "coco_panoptic": _build_coco, "cityscapes": _build_cityscapes}
 _SHARED_ITEMS = {"cityscapes": ["cityscapes/id2label.json"]}  # written by every split's build, the same each time
 
 
@@ -242,9 +192,8 @@ def _journal(spec: DatasetSpec, root: Path) -> Path:
 
 
 def _recover(spec: DatasetSpec, root: Path) -> None:
-    """Undo what an interrupted earlier call left: temporary folders, and the items it had begun to move into place
-    (its journal lists them before the first move; when the marker already records those splits, the moves
-    finished and only the journal is left)."""
+    """Undo what an interrupted earlier call left: temporary folders, and the items its journal lists as begun to move
+    into place (unless the marker records those splits: then the moves finished)."""
     for temp in root.glob(f".{spec.name}-*.tmp"):
         shutil.rmtree(temp, ignore_errors=True)
     journal = _journal(spec, root)
@@ -264,29 +213,10 @@ def _recover(spec: DatasetSpec, root: Path) -> None:
     journal.unlink()
 
 
-def _roles(spec: DatasetSpec, splits: list[str]) -> list[str]:
-    """The archives (by role) that `splits` need: COCO's images come one archive per split."""
-    return ["annotations", *splits] if spec.name == "coco_panoptic" else list(spec.archives)
-
-
-def check_mirror(mirror: str, origin: str) -> None:
-    """`mirror` (given by `origin`: --mirror or $MASKFORMER_DATA_MIRROR) is a base URL this module can fetch from."""
-    try:
-        check_url(mirror)
-    except DataPreparationError as error:
-        folder = Path(mirror).expanduser()
-        hint = f" (for the folder {folder}: file://{folder.resolve()})" if folder.is_dir() else ""
-        raise InvalidInputError(f"{origin}: {error}{hint}") from None
-    if urlsplit(mirror).scheme == "file" and not Path(url2pathname(urlsplit(mirror).path)).is_dir():
-        raise InvalidInputError(
-            f"{origin}: {mirror}: no such folder; a file:// mirror is a folder holding the official paths"
-        )
-
-
 @contextmanager
 def root_lock(root: Path) -> Iterator[None]:
-    """Hold ROOT/.maskformer-prepare.lock (filelock: an OS lock that ends with the process, however it ends) and
-    describe the holder beside it; a lock held by another process is a DataPreparationError naming it."""
+    """Hold ROOT/.maskformer-prepare.lock (filelock: an OS lock that ends with the process, however it ends), its
+    holder described beside it; a lock held by another process is a DataPreparationError naming it."""
     lock, owner = FileLock(root / LOCK), root / (LOCK + ".owner.json")
     try:
         lock.acquire(timeout=0)
@@ -298,22 +228,14 @@ def root_lock(root: Path) -> Iterator[None]:
             else "holder unknown"
         )
         raise DataPreparationError(
-            f"{root} is being prepared by another process ({who}; lock {root / LOCK}): wait "
-            f"for it to finish (or stop it) and run the same command again, or use another "
-            f"--root"
+            f"{root} is being prepared by another process ({who}; lock {root / LOCK}): wait for it to finish (or stop "
+            "it) and run the same command again, or use another --root"
         ) from None
     except PermissionError as error:
         raise DataPreparationError(f"cannot write in {root} ({error.strerror}): choose a writable --root") from error
     try:
-        write_json(
-            owner,
-            {
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "command": " ".join(sys.argv),
-            },
-        )
+        since, command = time.strftime("%Y-%m-%d %H:%M:%S"), " ".join(sys.argv)
+        write_json(owner, {"pid": os.getpid(), "host": socket.gethostname(), "since": since, "command": command})
         yield
     finally:
         owner.unlink(missing_ok=True)
@@ -322,7 +244,7 @@ def root_lock(root: Path) -> Iterator[None]:
 
 def _archive_paths(spec, splits, root, archives, mirror, policy, progress) -> dict[str, Path]:
     """The archives the splits need, verified: downloaded into ROOT/downloads, or the local paths given."""
-    roles = _roles(spec, splits)
+    roles = ["annotations", *splits] if spec.name == "coco_panoptic" else list(spec.archives)  # COCO: images by split
     if spec.name == "cityscapes":
         given = {Path(p).name: Path(p).expanduser() for p in archives or ()}
         paths = {}
@@ -343,13 +265,9 @@ def _archive_paths(spec, splits, root, archives, mirror, policy, progress) -> di
         archive = spec.archives[role]
         url = archive.url if not mirror else mirror.rstrip("/") + urlsplit(archive.url).path
         logger.info("%s: %s (%s bytes)", spec.name, url, f"{archive.size:,}" if archive.size else "size unknown")
+        destination = root / "downloads" / archive.filename
         paths[role] = download(
-            url,
-            root / "downloads" / archive.filename,
-            size=archive.size,
-            sha256=archive.sha256,
-            policy=policy,
-            progress=progress,
+            url, destination, size=archive.size, sha256=archive.sha256, policy=policy, progress=progress
         )
     return paths
 
@@ -357,8 +275,8 @@ def _archive_paths(spec, splits, root, archives, mirror, policy, progress) -> di
 def _install(
     spec: DatasetSpec, root: Path, paths: dict[str, Path], unit: list[str], marker: dict, progress: bool
 ) -> None:
-    """Build the splits of `unit` in a temporary folder, verify them, list them in the journal, rename them into
-    place and record them in the marker (last)."""
+    """Build and verify the splits of `unit` in a temporary folder, list them in the journal, rename them into place
+    and record them in the marker (last)."""
     temp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", suffix=".tmp", dir=root))
     try:
         _BUILDERS[spec.name](spec, temp, paths, unit[0], progress)
@@ -377,17 +295,11 @@ def _install(
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM through modeling_maskformer.cli
         where = root / "downloads" if spec.name != "cityscapes" else "their folders"
         raise type(interrupt)(
-            f"{spec.name}: interrupted while extracting {', '.join(unit)}; its temporary folder is "
-            f"removed and the verified archives stay in {where}: run the same command again to "
-            f"finish"
+            f"{spec.name}: interrupted while extracting {', '.join(unit)}; its temporary folder is removed and the "
+            f"verified archives stay in {where}: run the same command again to finish"
         ) from interrupt
     finally:
         shutil.rmtree(temp, ignore_errors=True)
-
-
-def _leftovers(spec: DatasetSpec, root: Path) -> bool:
-    """What an interrupted earlier call may have left for `_recover`."""
-    return _journal(spec, root).exists() or any(root.glob(f".{spec.name}-*.tmp"))
 
 
 def prepare(
@@ -406,26 +318,35 @@ def prepare(
     Args:
         splits: "train" and/or "val" (default both; ADE20K's one archive always gives both).
         archives: cityscapes only: the local gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip.
-        mirror: a base URL serving the official paths, http(s):// or file:// (default $MASKFORMER_DATA_MIRROR, else
-            the official sites).
-        keep_archives: keep the downloads in ROOT/downloads after extraction (default: delete them).
-        download_policy: retries, timeouts and the low-speed limit of the downloads (default `DownloadPolicy()`).
+        mirror: a base URL (http(s):// or file://) serving the official paths (default $MASKFORMER_DATA_MIRROR).
+        keep_archives: keep the downloads in ROOT/downloads after extraction.
         progress: bars on a terminal; off, or when stderr is not a terminal, a plain log line every 30 s instead.
     """
     spec = get_spec(name)
-    splits = normalize_splits(name, splits)
+    if bad := [s for s in splits or () if s not in SPLIT_ALIASES]:
+        raise InvalidInputError(f"unknown split {bad[0]!r}; use train and/or val")
+    splits = sorted({SPLIT_ALIASES[s] for s in splits}, key=SPLITS.index) if splits else list(spec.split_counts)
     if spec.name == "ade20k":
         splits = list(SPLITS)
-    if any(archive.url for archive in spec.archives.values()):
-        origin = "--mirror" if mirror else f"${MIRROR_ENV}"
-        mirror = mirror or os.environ.get(MIRROR_ENV)
-        if mirror:
-            check_mirror(mirror, origin)
+    origin = "--mirror" if mirror else f"${MIRROR_ENV}"
+    mirror = (mirror or os.environ.get(MIRROR_ENV)) if any(a.url for a in spec.archives.values()) else None
+    if mirror:  # checked before anything starts
+        try:
+            check_url(mirror)
+        except DataPreparationError as error:
+            folder = Path(mirror).expanduser()
+            hint = f" (for the folder {folder}: file://{folder.resolve()})" if folder.is_dir() else ""
+            raise InvalidInputError(f"{origin}: {error}{hint}") from None
+        if urlsplit(mirror).scheme == "file" and not Path(url2pathname(urlsplit(mirror).path)).is_dir():
+            raise InvalidInputError(
+                f"{origin}: {mirror}: no such folder; a file:// mirror is a folder holding the official paths"
+            )
     root = Path(root or default_data_root()).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     folder = root / spec.folder
     marker = read_marker(folder)
-    if marker and all(split in marker["splits"] for split in splits) and not _leftovers(spec, root):
+    leftovers = _journal(spec, root).exists() or any(root.glob(f".{spec.name}-*.tmp"))  # for `_recover`
+    if marker and all(split in marker["splits"] for split in splits) and not leftovers:
         return PrepareResult(name, folder, {s: marker["splits"][s] for s in splits}, already_prepared=True)
     with root_lock(root):
         return _prepare_locked(spec, root, splits, archives, mirror, keep_archives, download_policy, progress)

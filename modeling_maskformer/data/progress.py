@@ -4,13 +4,11 @@ disk said in one line)."""
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -31,17 +29,6 @@ def disk_full(path: Path, needed: int | None = None) -> DataPreparationError:
         f"disk full in {path}: {need}{free:,} bytes free; free some space (or choose another "
         f"--root) and run the same command again"
     )
-
-
-def write_chunk(file, chunk: bytes, folder: Path) -> None:
-    """Write and flush (the bytes reach the file system as they arrive); a full disk is a DataPreparationError."""
-    try:
-        file.write(chunk)
-        file.flush()
-    except OSError as error:
-        if error.errno == errno.ENOSPC:
-            raise disk_full(folder) from error
-        raise
 
 
 def check_free_space(folder: Path, needed: int) -> None:
@@ -67,57 +54,45 @@ def write_json(path: Path, payload) -> None:
 LOG_INTERVAL = 30.0
 
 
-class Progress:
+class _LogLines:
+    """tqdm's output when no bar is shown: each status as one INFO line, without its carriage return."""
+
+    def write(self, text: str) -> None:
+        if text := text.strip():
+            logger.info("%s", text)
+
+    def flush(self) -> None:
+        pass
+
+
+def progress_bar(
+    iterable=None, *, total: int | None, desc: str, initial: int = 0, bar: bool = True, unit: str = "B"
+) -> tqdm:
     """A tqdm bar on stderr when it is a terminal and `bar` is on; otherwise (a log file, CI, nohup, Slurm,
     `--no_progress`) an INFO line every LOG_INTERVAL seconds, e.g. `x.zip: 1.20GB of 18.0GB (6%), 5.10MB/s, 56:12
-    left`, and a last one at the end of a step that printed any, so a long step is never silent and a log never fills
-    with carriage returns."""
-
-    def __init__(self, *, total: int | None, desc: str, initial: int = 0, bar: bool = True, unit: str = "B"):
-        self.total, self.desc, self.unit, self.n, self.initial = total, desc, unit, initial, initial
-        self.start = self.last_line = time.monotonic()
-        self.lines = 0
-        self.bar = None
-        if bar and sys.stderr.isatty():
-            self.bar = tqdm(
-                total=total,
-                initial=initial,
-                desc=desc,
-                unit=unit,
-                unit_scale=unit == "B",
-                unit_divisor=1024,
-                file=sys.stderr,
-                mininterval=0.5,
-                leave=False,
-            )
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        elif self.lines:
-            logger.info("%s", self.line())
-
-    def update(self, n: int) -> None:
-        self.n += n
-        if self.bar is not None:
-            self.bar.update(n)
-        elif (now := time.monotonic()) - self.last_line >= LOG_INTERVAL:
-            self.last_line, self.lines = now, self.lines + 1
-            logger.info("%s", self.line(now))
-
-    def _size(self, n: float) -> str:
-        return tqdm.format_sizeof(n, "B", 1024) if self.unit == "B" else f"{n:,.0f} {self.unit}s"
-
-    def line(self, now: float | None = None) -> str:
-        elapsed = max((now or time.monotonic()) - self.start, 1e-9)
-        rate = (self.n - self.initial) / elapsed
-        text = f"{self.desc}: {self._size(self.n)}"
-        if self.total:
-            text += f" of {self._size(self.total)} ({100 * self.n / self.total:.0f}%)"
-        text += f", {self._size(rate)}/s"
-        if self.total and rate > 0:
-            text += f", {tqdm.format_interval((self.total - self.n) / rate)} left"
-        return text
+    left`, and a last one at the end of a step that printed any (tqdm's `delay`), so a long step is never silent and
+    a log never fills with carriage returns."""
+    options = dict(
+        iterable=iterable,
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit=unit,
+        unit_scale=unit == "B",
+        unit_divisor=1024,
+    )
+    if bar and sys.stderr.isatty():
+        return tqdm(**options, file=sys.stderr, mininterval=0.5, leave=False)
+    if unit == "B":
+        count = "{n_fmt}B of {total_fmt}B" if total else "{n_fmt}B"
+    else:
+        count = "{n_fmt} of {total_fmt} {unit}s" if total else "{n_fmt} {unit}s"
+    rest = " ({percentage:.0f}%), {rate_fmt}, {remaining} left" if total else ", {rate_fmt}"
+    return tqdm(
+        **options,
+        file=_LogLines(),
+        bar_format="{desc}: " + count + rest,
+        mininterval=LOG_INTERVAL,
+        delay=LOG_INTERVAL,
+        miniters=1,
+    )

@@ -1,6 +1,5 @@
-"""The datasets `prepare.py` prepares (official archives with pinned sizes and SHA-256 sums, the folder each leaves
-under the data root, split sizes, where each value comes from) and where a prepared one is found.
-`registry_table()` is what `scripts/prepare_data.py --list` prints.
+"""The datasets `prepare.py` prepares (official archives with pinned sizes and SHA-256 sums and where they come from,
+the folder under the data root, split sizes; their layouts: docs/data.md) and where a prepared one is found.
 
 NOTE: standard library only, and no import from the package: `prepare_data.py --list` loads this file by its path,
 without the package's __init__ (which loads torch and transformers to register the Auto classes: seconds).
@@ -10,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 DATA_ROOT_ENV = "MASKFORMER_DATA"
@@ -22,8 +21,6 @@ SCRIPT_DATASETS = {"scene_parse_150": "ade20k", "zhoubolei/scene_parse_150": "ad
 
 @dataclass(frozen=True)
 class Archive:
-    """One archive: where it is, its pinned size and SHA-256, and where those values come from."""
-
     filename: str
     url: str | None  # None: no direct download (behind a login); the user passes a local path
     size: int | None  # bytes
@@ -34,8 +31,6 @@ class Archive:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset `prepare.py` prepares: its archives (by role), its folder under the root, images per split."""
-
     name: str
     title: str
     folder: str
@@ -43,10 +38,10 @@ class DatasetSpec:
     split_counts: dict[str, int]
     counts_source: str
     label_convention: str | None  # the --label_convention the training command needs
-    layout: str
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
+CITYSCAPES = "www.cityscapes-dataset.com/downloads"
+LOGIN = "downloads need a Cityscapes account; the site's md5 sums are behind the same login"
 TFDS = "tensorflow/datasets `tensorflow_datasets/url_checksums/{}` (size and SHA-256 of the official URL)"
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -67,8 +62,6 @@ DATASETS: dict[str, DatasetSpec] = {
         counts_source="the benchmark's published split sizes (sceneparsing.csail.mit.edu: 20,210 training, 2,000 "
         "validation images), also tfds scene_parse150's splits",
         label_convention="ade",
-        layout="ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_*.{jpg,png} + objectInfo150.txt "
-        "(PNG values: 0 = other, 1..150 = classes)",
     ),
     "coco_panoptic": DatasetSpec(
         name="coco_panoptic",
@@ -100,43 +93,24 @@ DATASETS: dict[str, DatasetSpec] = {
         split_counts={"train": 118_287, "validation": 5_000},
         counts_source="COCO 2017: 118,287 train and 5,000 val images, each with a panoptic annotation",
         label_convention=None,
-        layout="coco/{train2017,val2017}/*.jpg + coco/annotations/panoptic_{train,val}2017.json + "
-        "coco/annotations/panoptic_{train,val}2017/*.png",
-        notes=("the inner panoptic_{train,val}2017.zip of the annotation archive are covered by its SHA-256",),
     ),
     "cityscapes": DatasetSpec(
         name="cityscapes",
         title="Cityscapes (fine annotations)",
         folder="cityscapes",
         archives={
-            "annotations": Archive(
-                "gtFine_trainvaltest.zip",
-                None,
-                None,
-                None,
-                "www.cityscapes-dataset.com/downloads (241 MB)",
-                unpinned="downloads need a Cityscapes account; the site's md5 sums are behind the same login",
-            ),
-            "images": Archive(
-                "leftImg8bit_trainvaltest.zip",
-                None,
-                None,
-                None,
-                "www.cityscapes-dataset.com/downloads (11 GB)",
-                unpinned="downloads need a Cityscapes account; the site's md5 sums are behind the same login",
-            ),
+            "annotations": Archive("gtFine_trainvaltest.zip", None, None, None, f"{CITYSCAPES} (241 MB)", LOGIN),
+            "images": Archive("leftImg8bit_trainvaltest.zip", None, None, None, f"{CITYSCAPES} (11 GB)", LOGIN),
         },
         split_counts={"train": 2_975, "validation": 500},
         counts_source="the Cityscapes paper / site: 2,975 train and 500 val finely annotated images",
         label_convention="as_is",
-        layout="cityscapes/{images,annotations}/{training,validation}/<city>_<seq>_<frame>.png + id2label.json "
-        "(gtFine labelIds converted to the 19 trainIds 0..18, 255 ignored)",
     ),
 }
 
 
 def registry_table() -> str:
-    """A Markdown table: one row per archive, with its URL (or "(local)"), size, SHA-256 and source."""
+    """What `scripts/prepare_data.py --list` prints: one Markdown row per archive."""
     lines = ["| dataset | archive | bytes | SHA-256 | source |", "|---|---|---|---|---|"]
     for spec in DATASETS.values():
         for archive in spec.archives.values():
@@ -153,7 +127,7 @@ def default_data_root() -> Path:
 
 
 def read_marker(folder: Path) -> dict | None:
-    """The record a finished preparation leaves in `folder` (None: not prepared, or edited by hand into bad JSON)."""
+    """The record a finished preparation leaves in `folder` (None: not prepared, or bad JSON)."""
     try:
         return json.loads((folder / MARKER).read_text())
     except (OSError, ValueError):
