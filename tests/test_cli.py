@@ -8,7 +8,6 @@ import pickle
 import runpy
 import subprocess
 import sys
-import time
 import tracemalloc
 from collections import OrderedDict
 from pathlib import Path
@@ -218,14 +217,13 @@ def test_pickles_that_allocate_are_refused_before_allocating(name, tmp_path):
     path.write_bytes(data)
     assert len(data) < 100
     tracemalloc.start()
-    started = time.perf_counter()
     try:
         with pytest.raises(pickle.UnpicklingError, match=message):
             load_original_checkpoint(path)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 10_000_000 and time.perf_counter() - started < 1.0, (peak, name)
+    assert peak < 10_000_000, (peak, name)  # refused before allocating: tracemalloc's peak, not a clock
 
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])
