@@ -1,18 +1,12 @@
-"""Hub-ready folders that load without this package: `HubFolderMixin` writes the Python files that
-`trust_remote_code=True` needs next to the JSON whenever the config, the model or the image processor is saved.
+"""Hub-ready folders that load without this package: `HubFolderMixin` writes the Python files `trust_remote_code=True`
+needs next to the JSON whenever the config, the model or the image processor is saved.
 
-- The files are the first-party modules reachable by imports from the modules `auto_map` names, so nothing lists
-  them. A Hub repository is flat, so each relative import is rewritten to `from .x import` (at the positions the
-  parser finds, never inside strings): module file names must be unique across the package's folders, and
-  first-party code must be imported from its module, not from a package `__init__` (both checked).
-- `auto_map` lives in `config.json` only. NOTE: transformers 5.24's `AutoVideoProcessor`, which the pipeline
-  also tries, turns an `auto_map.AutoImageProcessor` in `preprocessor_config.json` into a video-processor
-  reference and asks "Do you wish to run the custom code?", even with this package imported. Without that
-  entry (and without `image_processor_type`), `AutoImageProcessor` reads the class from `config.json`.
-
-NOTE: transformers' `custom_object_save` copies files verbatim and looks for `.a.b` as the file `a.b.py` in the
-first module's folder, so it covers neither cross-folder imports nor their rewriting. This module is part of the
-exported code, so a model loaded with `trust_remote_code` saves a complete folder too.
+The files are the first-party modules reachable by imports from the modules `auto_map` names. A Hub repository is
+flat, so each relative import is rewritten to `from .x import`: module file names must be unique across the
+package, and first-party code is imported from its module, not from a package `__init__` (both checked).
+NOTE: transformers' `custom_object_save` copies files verbatim from the first module's folder, so it covers neither.
+NOTE: `auto_map` lives in `config.json` only: transformers 5.24's `AutoVideoProcessor` (tried by the pipeline)
+turns an `auto_map.AutoImageProcessor` in `preprocessor_config.json` into a "run the custom code?" prompt.
 """
 
 from __future__ import annotations
@@ -77,6 +71,7 @@ def _relative_imports(tree: ast.AST, module: str) -> list[tuple[ast.ImportFrom, 
 
 
 def _module_file(name: str, importer: str) -> Path:
+    """The file of module `name`; refuses a package (remote code is flat)."""
     spec = importlib.util.find_spec(name)
     if spec is None or spec.origin is None:
         raise ImportError(f"{importer}: relative import of {name!r}, which is not a module")
@@ -150,9 +145,8 @@ def folder_model_type(folder: str | Path) -> str | None:
 
 
 def mark_processor_config(folder: str | Path) -> None:
-    """Name transformers' processor class in a native folder's preprocessor_config.json (when there is one):
-    AutoImageProcessor then builds transformers' `MaskFormerImageProcessor`, which reads every setting of ours
-    (same names and meanings; see docs/api.md, drop-in for the differences in behaviour)."""
+    """Name transformers' `MaskFormerImageProcessor` in a native folder's preprocessor_config.json (if any): it
+    reads every setting of ours (docs/api.md, drop-in)."""
     path = Path(folder) / "preprocessor_config.json"
     if not path.is_file():
         return
@@ -163,9 +157,8 @@ def mark_processor_config(folder: str | Path) -> None:
 
 
 class HubFolderMixin:
-    """`save_pretrained` that leaves a Hub-ready folder: the base class's files, plus the flattened remote code
-    (and, for the config, `auto_map` in config.json). With `push_to_hub=True` the upload happens after the code is
-    written, through the class's own `push_to_hub`. Used by the config, the model and the image processor."""
+    """`save_pretrained` that also writes the flattened remote code (and `auto_map` when set); `push_to_hub=True`
+    uploads after that, through the class's own `push_to_hub`."""
 
     remote_auto_map: dict[str, str] | None = None  # written into this object's JSON when set
 
