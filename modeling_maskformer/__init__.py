@@ -1,16 +1,8 @@
 """MaskFormer (Cheng, Schwing, Kirillov, NeurIPS 2021) in the Hugging Face transformers style.
 
-    from modeling_maskformer import (
-        MaskFormerConfig, MaskFormerModel, MaskFormerForInstanceSegmentation, MaskFormerImageProcessor,
-    )
-
-Importing the package plugs interop/'s loading, saving and Hub upload into the models (`FolderIO`: the model
-module never imports interop) and registers the classes with transformers' Auto classes, so `AutoConfig`,
-`AutoModel`, `AutoModelForInstanceSegmentation`, `AutoModelForUniversalSegmentation`, `AutoImageProcessor` and
-`pipeline("image-segmentation")` resolve our `model_type` "maskformer-hf" (and the per-pixel baseline's
-"maskformer-per-pixel" through `AutoModelForSemanticSegmentation`). It changes nothing for other models: a
-transformers MaskFormer checkpoint (`model_type` "maskformer") still gets transformers' own classes, and a folder
-saved by this package never asks about remote code while it is imported.
+Importing the package plugs interop/'s folder I/O into the models (`FolderIO`: the model never imports interop) and
+registers the classes with transformers' Auto classes and `pipeline("image-segmentation")` for our model_types
+"maskformer-hf" and "maskformer-per-pixel"; transformers' own "maskformer" checkpoints keep transformers' classes.
 """
 
 from transformers import (
@@ -44,7 +36,6 @@ from .paper.per_pixel import (
 
 
 def _register() -> None:
-    # Our models' (and the per-pixel baseline's) from_pretrained, save_pretrained and push_to_hub.
     MaskFormerPreTrainedModel.folder_io = FolderIO(loading.from_pretrained, saving.save_pretrained, hub.push_to_hub)
     AutoConfig.register(MaskFormerConfig.model_type, MaskFormerConfig, exist_ok=True)
     AutoModel.register(MaskFormerConfig, MaskFormerModel, exist_ok=True)
@@ -64,7 +55,6 @@ def _register() -> None:
             image_processor_classes=dict.fromkeys(("torchvision", "pil"), MaskFormerImageProcessor),
             exist_ok=True,
         )
-    # The paper's per-pixel baseline: semantic segmentation only.
     AutoConfig.register(PerPixelBaselineConfig.model_type, PerPixelBaselineConfig, exist_ok=True)
     AutoModel.register(PerPixelBaselineConfig, PerPixelBaselineModel, exist_ok=True)
     AutoModelForSemanticSegmentation.register(

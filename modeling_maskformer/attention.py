@@ -1,5 +1,4 @@
-"""Transformer building blocks (DETR, Carion et al. 2020) shared by the "+6 Enc" pixel decoder and the transformer
-decoder.
+"""Transformer building blocks (DETR, Carion et al. 2020) of the "+6 Enc" pixel decoder and the transformer decoder.
 
 Shapes: B batch, S/T sequence lengths (queries Q or flattened pixels H*W), C channels (d_model).
 """
@@ -58,12 +57,7 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(hidden_size, hidden_size)
 
     def forward(
-        self,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        *,
-        attn_implementation: AttentionImplementation = "sdpa",
+        self, query: Tensor, key: Tensor, value: Tensor, *, attn_implementation: AttentionImplementation
     ) -> Tensor:
         batch_size, target_len, hidden_size = query.shape
         # (B, S, C) -> (B, heads, S, C/heads)
@@ -113,12 +107,11 @@ class TransformerLayer(GradientCheckpointingLayer):
     ):
         super().__init__()
         self.pre_norm = pre_norm
-        self.self_attn = MultiHeadAttention(hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout)
+        attention = {"hidden_size": hidden_size, "num_heads": num_heads, "dropout": attention_dropout}
+        self.self_attn = MultiHeadAttention(**attention)
         self.self_attn_norm = nn.LayerNorm(hidden_size)
         if cross_attention:
-            self.cross_attn = MultiHeadAttention(
-                hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout
-            )
+            self.cross_attn = MultiHeadAttention(**attention)
             self.cross_attn_norm = nn.LayerNorm(hidden_size)
         self.ffn = FeedForward(hidden_size=hidden_size, ffn_dim=ffn_dim, dropout=dropout, activation=activation)
         self.ffn_norm = nn.LayerNorm(hidden_size)

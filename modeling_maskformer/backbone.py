@@ -40,13 +40,11 @@ def build_backbone(
     pretrained_source: str | None = None,
     use_pretrained: bool = False,
 ) -> Backbone:
-    """Build the backbone from its config; with `use_pretrained`, load the ImageNet weights named by
-    `pretrained_source` (a timm model name, or a Hub id / local folder of a transformers backbone).
+    """The backbone of `backbone_config`; with `use_pretrained`, the weights of `pretrained_source` (a timm model
+    name, or a Hub id / local folder of a transformers backbone).
 
-    NOTE: transformers 5.x accepts `use_pretrained_backbone` and silently builds random weights. Here the
-    flag really loads weights, and failing to (no network, unknown name) is an error, never a silent
-    random backbone.
-    """
+    NOTE: transformers 5.x accepts `use_pretrained_backbone` and silently builds random weights; here failing to
+    load them (no network, unknown name) is an error."""
     if not use_pretrained:
         return Backbone(AutoBackbone.from_config(backbone_config))
     is_timm = backbone_config.model_type == "timm_backbone"
