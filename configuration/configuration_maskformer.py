@@ -30,38 +30,12 @@ _POSITIVE_INTS += ("num_attention_heads", "decoder_ffn_dim", "encoder_ffn_dim", 
 
 
 class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
-    r"""Configuration of a MaskFormer model (Cheng, Schwing, Kirillov, NeurIPS 2021).
+    r"""Configuration of a MaskFormer (Cheng, Schwing, Kirillov, NeurIPS 2021); its fields are tabled in docs/api.md.
 
     Defaults reproduce the paper: Swin-T backbone, FPN pixel decoder with 256 channels, a 6-layer DETR post-norm
     transformer decoder (8 heads, FFN 2048, dropout 0.1) with 100 queries, and the loss
-    `1 * CE (no-object weight 0.1) + 20 * focal + 1 * dice` with deep supervision.
-
-    Args:
-        backbone_config: Any config `transformers.AutoBackbone` builds (Swin, MaskFormer-Swin, ResNet, ConvNeXt,
-            DINOv2, `timm_backbone`, ...) or its dict. Defaults to Swin-T.
-        backbone: Where pretrained backbone weights come from (`use_pretrained_backbone=True`): a timm model name
-            or a Hub id / local folder of a transformers backbone. With `backbone_config=None` and
-            `use_timm_backbone=True` it also names the timm architecture.
-        pixel_decoder_type: `"fpn"` (the paper's BasePixelDecoder) or `"fpn_transformer_encoder"` ("+6 Enc": a
-            transformer encoder of `encoder_layers` layers, FFN `encoder_ffn_dim`, on res5 before the FPN).
-        fpn_feature_size, mask_feature_size: Channels of the FPN (GroupNorm(32): a multiple of 32) and C_mask.
-        num_queries, hidden_size, decoder_layers, num_attention_heads, decoder_ffn_dim: Q, d, L, heads and FFN
-            width of the transformer decoder.
-        dropout, attention_dropout, activation_function, pre_norm: Of every transformer layer (DETR: post-norm).
-        no_object_weight, class_weight, mask_weight, dice_weight: Loss and matching-cost weights (paper 0.1, 1,
-            20, 1); `focal_alpha`, `focal_gamma` the sigmoid focal loss's.
-        use_auxiliary_loss: Deep supervision on the first L-1 decoder layers.
-        mask_loss_mode: `"dense"` (the paper) or `"point"` (Mask2Former's point sampling, with `train_num_points`,
-            `oversample_ratio`, `importance_sample_ratio`).
-        output_auxiliary_logits: Return the per-layer predictions of deep supervision.
-        decoder_config, cross_entropy_weight: transformers' spellings (a DETR config or dict; `class_weight`),
-            translated into the fields above and not stored.
-        thing_ids: The class ids that are things (instance segmentation lists them, panoptic keeps their
-            instances apart); the rest are stuff. None: unknown. Training records the dataset's.
-        validation_held_out: The validation split training held out of a training subset that had none, as
-            `{"fraction": 0.15, "seed": 0, "subset": "all", "items": 40}`, so that evaluation reads the same
-            items (`modeling_maskformer.data.splits`). None: nothing held out or not recorded.
-
+    `1 * CE (no-object weight 0.1) + 20 * focal + 1 * dice` with deep supervision. `decoder_config` (a DETR config
+    or dict) and `cross_entropy_weight` are transformers' spellings, translated into our fields and not stored;
     transformers' MaskFormer config.json (model_type "maskformer") is read too (`transformers_format.py`).
     """
 

@@ -185,14 +185,12 @@ class MaskFormerModel(MaskFormerPreTrainedModel):
         return_dict: bool | None = None,
         return_intermediate: bool = False,
     ) -> MaskFormerModelOutput | tuple:
-        """pixel_values (B, 3, H, W) -> `MaskFormerModelOutput` (a tuple in transformers' order with
-        `return_dict=False`). `pixel_mask` is accepted for transformers' signature: padding is bottom/right and
-        the network sees it (as transformers'). `return_intermediate`: the deep-supervision states."""
+        """pixel_values (B, 3, H, W) -> `MaskFormerModelOutput`. `pixel_mask` is accepted for transformers'
+        signature: padding is bottom/right and the network sees it (as transformers')."""
         check_pixel_values(pixel_values, self.config.backbone_config)
         check_output_attentions(output_attentions, self.config)
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         attn_implementation = "eager" if self.config._attn_implementation == "eager" else "sdpa"
         features = self.backbone(pixel_values)  # res2..res5, each (B, C_i, H_i, W_i)
@@ -315,14 +313,17 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         check_output_attentions(output_attentions, self.config)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         compute_loss = mask_labels is not None
-        if self.training and not compute_loss:
-            self._warn_training_mode()
+        if self.training and not compute_loss:  # NOTE: once per process (transformers' `warning_once`)
+            logger.warning_once(
+                "MaskFormerForInstanceSegmentation is called in training mode without labels: dropout is active and "
+                "BatchNorm uses the batch's statistics, so predictions are noisy and depend on the batch. Call "
+                "model.eval() before inference."
+            )
         fast = self.fast_inference if not compute_loss and not self.training else None
         if fast is not None:
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
-        output_auxiliary_logits = (
-            output_auxiliary_logits if output_auxiliary_logits is not None else self.config.output_auxiliary_logits
-        )
+        if output_auxiliary_logits is None:
+            output_auxiliary_logits = self.config.output_auxiliary_logits
         use_auxiliary = self.config.use_auxiliary_loss and (compute_loss or bool(output_auxiliary_logits))
         with (
             torch.autocast(pixel_values.device.type, dtype=torch.bfloat16) if fast and fast["bf16"] else nullcontext()
@@ -360,17 +361,6 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
             **model_outputs,
         )
         return outputs if return_dict else outputs.to_transformers_tuple()
-
-    def _warn_training_mode(self) -> None:
-        """Once per model: predictions in training mode use dropout and batch statistics."""
-        if getattr(self, "_warned_training_mode", False):
-            return
-        self._warned_training_mode = True
-        logger.warning(
-            "MaskFormerForInstanceSegmentation is called in training mode without labels: dropout is active and "
-            "BatchNorm uses the batch's statistics, so predictions are noisy and depend on the batch. Call "
-            "model.eval() before inference."
-        )
 
     @staticmethod
     def _check_label_sizes(mask_labels: list[Tensor], pixel_values: Tensor) -> None:

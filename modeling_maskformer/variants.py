@@ -1,10 +1,5 @@
 """Named MaskFormer variants, declared once (as segment-anything's `build_sam.py`): the training presets, the authors'
-released checkpoints and the benchmark's models. Backbone shapes are in `configuration.backbones`.
-
-    from modeling_maskformer.variants import variant_config, variant_model
-
-    config = variant_config("swin-tiny", id2label={0: "wall", 1: "floor"})  # ImageNet Swin-T, the paper's heads
-    model = variant_model("demo", num_labels=3)  # a small from-scratch model for CPU
+released checkpoints and the benchmark's models (docs/variants.md). Backbone shapes are in `configuration.backbones`.
 """
 
 from __future__ import annotations
