@@ -40,9 +40,6 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
     """
 
     model_type = "maskformer-hf"
-    # transformers' lists; ours builds any backbone `AutoBackbone` builds (see `validate`).
-    backbones_supported = ["resnet", "swin", "maskformer-swin", "convnext", "dinov2", "timm_backbone"]
-    decoders_supported = ["detr"]
     remote_auto_map = CONFIG_AUTO_MAP
     sub_configs = {"backbone_config": AutoConfig}
     # Each loss term (a key of the model's `loss_dict`, a function in loss.py's `MaskFormerLoss.terms`) and the
@@ -220,7 +217,7 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
         return DetrConfig(**decoder_dict(self))
 
     def save_pretrained(self, save_directory, *args: Any, **kwargs: Any):
-        """Into a transformers-native folder (model_type "maskformer"), in that format, so it still fits the weights."""
+        """Into a transformers-native folder (model_type "maskformer") in that format, to fit the weights."""
         if folder_model_type(save_directory) != TRANSFORMERS_MODEL_TYPE or transformers_refusals(self):
             return super().save_pretrained(save_directory, *args, **kwargs)
         if args or kwargs.get("push_to_hub"):

@@ -30,8 +30,9 @@ class PerPixelBaselineConfig(MaskFormerConfig):
         if not isinstance(self.ignore_index, int) or isinstance(self.ignore_index, bool):
             raise ValueError(f"PerPixelBaselineConfig.ignore_index={self.ignore_index!r}: must be an int")
         if 0 <= self.ignore_index < self.num_labels:
+            classes = f"0..{self.num_labels - 1}"
             raise ValueError(
-                f"PerPixelBaselineConfig.ignore_index={self.ignore_index}: must not be a class id (0..{self.num_labels - 1})"
+                f"PerPixelBaselineConfig.ignore_index={self.ignore_index}: must not be a class id ({classes})"
             )
 
     @classmethod

@@ -62,11 +62,8 @@ def _relative_imports(tree: ast.AST, module: str) -> list[tuple[ast.ImportFrom, 
         if not isinstance(node, ast.ImportFrom) or node.level == 0:
             continue
         base = importlib.util.resolve_name("." * node.level + (node.module or ""), module.rpartition(".")[0])
-        if node.module is None:  # `from . import x`: x must be a module
-            targets = [f"{base}.{alias.name}" for alias in node.names]
-        else:
-            targets = [base]
-        found.append((node, targets))
+        # `from . import x`: x must be a module
+        found.append((node, [f"{base}.{alias.name}" for alias in node.names] if node.module is None else [base]))
     return found
 
 
@@ -117,22 +114,17 @@ def flatten_imports(source: str, module: str) -> str:
     return "".join(lines)
 
 
-def write_remote_code(folder: str | Path) -> list[Path]:
+def write_remote_code(folder: str | Path) -> None:
     """Write the flattened modules into `folder` (a file already there with the same text is left alone)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
+    Path(folder).mkdir(parents=True, exist_ok=True)
     for flat, module in sorted(remote_code_modules().items()):
-        target = folder / flat
+        target = Path(folder) / flat
         text = flatten_imports(_module_file(module, importer=module).read_text(), module)
         if not target.is_file() or target.read_text() != text:
             target.write_text(text)
-        written.append(target)
-    return written
 
 
 TRANSFORMERS_MODEL_TYPE = "maskformer"  # transformers' own MaskFormer, as in a native folder's config.json
-TRANSFORMERS_PROCESSOR_TYPE = "MaskFormerImageProcessor"
 
 
 def folder_model_type(folder: str | Path) -> str | None:
@@ -152,7 +144,7 @@ def mark_processor_config(folder: str | Path) -> None:
         return
     settings = json.loads(path.read_text())
     settings.pop("auto_map", None)
-    settings["image_processor_type"] = TRANSFORMERS_PROCESSOR_TYPE
+    settings["image_processor_type"] = "MaskFormerImageProcessor"
     path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
