@@ -56,10 +56,8 @@ class PerPixelBaselineConfig(MaskFormerConfig):
     @classmethod
     def from_maskformer_config(cls, config: MaskFormerConfig, **overrides: Any) -> PerPixelBaselineConfig:
         """The baseline with `config`'s backbone, pixel decoder and classes (for a like-for-like comparison)."""
-        fields = config.to_dict()
-        for key in ("model_type", "architectures", "auto_map", "transformers_version"):
-            fields.pop(key, None)
-        return cls(**{**fields, **overrides})
+        dropped = ("model_type", "architectures", "auto_map", "transformers_version")
+        return cls(**{**{k: v for k, v in config.to_dict().items() if k not in dropped}, **overrides})
 
 
 __all__ = ["PerPixelBaselineConfig"]

@@ -78,8 +78,7 @@ class MaskFormerLoss(nn.Module):
         importance_sample_ratio: float = 0.75,
     ):
         super().__init__()
-        unknown = sorted(set(weight_dict) - set(self.terms))
-        if unknown:
+        if unknown := sorted(set(weight_dict) - set(self.terms)):
             raise ValueError(
                 f"MaskFormerLoss: unknown loss terms {unknown} in weight_dict (known: {sorted(self.terms)})"
             )
