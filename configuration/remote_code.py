@@ -17,6 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+# NOTE: every segmentation Auto class the pipeline may try (the package registers the same ones): an unregistered one
+# resolves our config by its class name, "MaskFormerConfig", to transformers' own MaskFormer.
 CONFIG_AUTO_MAP = {
     "AutoConfig": "configuration_maskformer.MaskFormerConfig",
     "AutoModel": "modeling_maskformer.MaskFormerModel",

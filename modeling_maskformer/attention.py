@@ -46,8 +46,6 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, *, hidden_size: int, num_heads: int, dropout: float = 0.0):
         super().__init__()
-        if hidden_size % num_heads:
-            raise ValueError(f"hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
         self.num_heads = num_heads
         self.head_dim = hidden_size // num_heads
         self.dropout = dropout

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from transformers import AutoBackbone, AutoConfig, MaskFormerSwinBackbone, PretrainedConfig, SwinBackbone
 from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING
 
-from .errors import InvalidInputError, MissingInputError
+from .errors import MissingInputError
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +35,7 @@ class Backbone(nn.Module):
 
 
 def build_backbone(
-    backbone_config: PretrainedConfig,
-    *,
-    pretrained_source: str | None = None,
-    use_pretrained: bool = False,
+    backbone_config: PretrainedConfig, *, pretrained_source: str | None = None, use_pretrained: bool = False
 ) -> Backbone:
     """The backbone of `backbone_config`; with `use_pretrained`, the weights of `pretrained_source` (a timm model
     name, or a Hub id / local folder of a transformers backbone).
@@ -48,11 +45,7 @@ def build_backbone(
     if not use_pretrained:
         return Backbone(AutoBackbone.from_config(backbone_config))
     is_timm = backbone_config.model_type == "timm_backbone"
-    source = pretrained_source or getattr(backbone_config, "backbone", None)
-    if source is None:
-        raise InvalidInputError(
-            "use_pretrained_backbone=True needs `backbone`: a timm model name or a Hub id / folder"
-        )
+    source = pretrained_source or getattr(backbone_config, "backbone", None)  # not None: MaskFormerConfig checks
     try:
         if is_timm:
             from transformers import TimmBackbone  # needs timm, an optional dependency
