@@ -1,8 +1,5 @@
-"""Backbone shapes by name and the stage names MaskFormer reads: the one place both are written.
-
-The named MaskFormer variants built on these (presets, the authors' checkpoints, the benchmark's models) are in
-`modeling_maskformer.variants`; this module imports no MaskFormer code, so the config's default can use it.
-"""
+"""Backbone shapes by name and the stage names MaskFormer reads: the one place both are written (the named
+MaskFormer variants built on them are in `modeling_maskformer.variants`)."""
 
 from __future__ import annotations
 
@@ -28,6 +25,7 @@ def _swin(embed_dim: int, depth3: int, heads: int, window: int) -> dict[str, Any
 
 
 def _resnet(depths: list[int], **shape: Any) -> dict[str, Any]:
+    """ResNet (He et al. 2016): bottleneck blocks, widths 256..2048 unless `shape` says otherwise."""
     widths = {"embedding_size": 64, "hidden_sizes": [256, 512, 1024, 2048], "layer_type": "bottleneck"}
     return {"model_type": "resnet", **widths, "depths": depths, **shape}
 

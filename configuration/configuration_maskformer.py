@@ -23,88 +23,29 @@ from .transformers_format import (
 PixelDecoderType = Literal["fpn", "fpn_transformer_encoder"]
 MaskLossMode = Literal["dense", "point"]
 ActivationFunction = Literal["relu", "gelu"]
-
-
-def _known_backbone_types() -> set[str]:
-    """Config types `AutoBackbone` can build: transformers' own plus any registered at run time."""
-    registered = {cfg.model_type for cfg in MODEL_FOR_BACKBONE_MAPPING._extra_content}
-    return set(MODEL_FOR_BACKBONE_MAPPING_NAMES) | registered
+# Constructor arguments that are not stored as given (built or translated in `__init__`).
+_NOT_FIELDS = ("self", "kwargs", "__class__", "backbone_config", "decoder_config", "cross_entropy_weight")
+_POSITIVE_INTS = ("fpn_feature_size", "mask_feature_size", "num_queries", "hidden_size", "decoder_layers")
+_POSITIVE_INTS += ("num_attention_heads", "decoder_ffn_dim", "encoder_ffn_dim", "train_num_points")
 
 
 class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
-    r"""Configuration of a MaskFormer model (Cheng, Schwing, Kirillov, NeurIPS 2021).
+    r"""Configuration of a MaskFormer (Cheng, Schwing, Kirillov, NeurIPS 2021); its fields are tabled in docs/api.md.
 
-    Defaults reproduce the paper: Swin-T backbone, FPN pixel decoder with 256 channels, a 6-layer DETR
-    post-norm transformer decoder (8 heads, FFN 2048, dropout 0.1) with 100 queries, and the loss
-    `1 * CE (no-object weight 0.1) + 20 * focal + 1 * dice` with deep supervision.
-
-    Args:
-        backbone_config: Architecture of the backbone, any config `transformers.AutoBackbone` can build
-            (Swin, MaskFormer-Swin, ResNet, ConvNeXt, DINOv2, `timm_backbone`, ...), or its dict.
-            Defaults to Swin-T.
-        backbone: Where pretrained backbone weights come from when `use_pretrained_backbone=True`: a timm
-            model name (for a `timm_backbone` config) or a Hub id / local folder of a transformers
-            backbone checkpoint. With `backbone_config=None` and `use_timm_backbone=True`, it also names
-            the timm architecture.
-        use_pretrained_backbone: Load the ImageNet weights named by `backbone` when the model is built.
-        use_timm_backbone: Read `backbone` as a timm model name when `backbone_config` is None.
-        pixel_decoder_type: `"fpn"` (the paper's BasePixelDecoder) or `"fpn_transformer_encoder"` (the
-            "+6 Enc" variant: a transformer encoder on res5 before the FPN).
-        fpn_feature_size: Channels of the FPN (GroupNorm with 32 groups, so a multiple of 32).
-        mask_feature_size: Channels C of the per-pixel embeddings and mask embeddings.
-        encoder_layers: Transformer encoder layers of the "+6 Enc" pixel decoder.
-        encoder_ffn_dim: FFN width of those encoder layers.
-        num_queries: Number Q of queries (predicted masks).
-        hidden_size: Width d of the transformer decoder.
-        decoder_layers: Number L of decoder layers.
-        num_attention_heads: Attention heads of the encoder and decoder.
-        decoder_ffn_dim: FFN width of the decoder.
-        dropout: Dropout on the attention output and in the FFN.
-        attention_dropout: Dropout on the attention weights.
-        activation_function: FFN activation.
-        pre_norm: Pre-norm transformer layers instead of DETR's post-norm.
-        no_object_weight: Cross-entropy weight of the "no object" class.
-        class_weight: Weight of the classification loss and matching cost.
-        mask_weight: Weight of the sigmoid focal loss and matching cost (20 in the paper).
-        dice_weight: Weight of the dice loss and matching cost.
-        focal_alpha, focal_gamma: Sigmoid focal loss parameters.
-        use_auxiliary_loss: Deep supervision on the first L-1 decoder layers.
-        mask_loss_mode: `"dense"` (the paper: full-resolution mask losses) or `"point"` (Mask2Former's
-            point sampling: uniform points for matching, importance sampling for the loss).
-        train_num_points, oversample_ratio, importance_sample_ratio: Point sampling parameters.
-        init_std, init_xavier_std: Initialisation scales.
-        output_auxiliary_logits: Return the per-layer predictions of deep supervision.
-        decoder_config: transformers' way of giving the decoder (a DETR config or its dict): its `d_model`,
-            `num_queries`, `decoder_layers`, `decoder_attention_heads`, `decoder_ffn_dim`, `dropout`,
-            `attention_dropout` and `activation_function` replace the fields above. Not stored: the config
-            always shows it as the property `decoder_config`.
-        cross_entropy_weight: transformers' name of `class_weight` (either may be given, not both).
-        thing_ids: The class ids that are things (countable objects: instance segmentation lists them, panoptic
-            segmentation keeps their instances apart); the other classes are stuff (panoptic segmentation fuses
-            each into one segment). None: unknown (a model saved without it). Training records the dataset's.
-        validation_held_out: The validation split training held out of a training subset that had none, as
-            `{"fraction": 0.15, "seed": 0, "subset": "all", "items": 40}` (the subset's name and item count), so
-            that evaluating the model on its data reads the same items (`modeling_maskformer.data.splits`). None:
-            nothing held out (the data had a validation split) or not recorded.
-
-    A config.json of transformers' MaskFormer (model_type "maskformer") is read too, converted on the fly (see
-    `transformers_format.py`). A "swin" backbone gives the four stages as outputs, as transformers builds it.
+    Defaults reproduce the paper: Swin-T backbone, FPN pixel decoder with 256 channels, a 6-layer DETR post-norm
+    transformer decoder (8 heads, FFN 2048, dropout 0.1) with 100 queries, and the loss
+    `1 * CE (no-object weight 0.1) + 20 * focal + 1 * dice` with deep supervision. `decoder_config` (a DETR config
+    or dict) and `cross_entropy_weight` are transformers' spellings, translated into our fields and not stored;
+    transformers' MaskFormer config.json (model_type "maskformer") is read too (`transformers_format.py`).
     """
 
     model_type = "maskformer-hf"
-    # transformers' lists; ours builds any backbone `AutoBackbone` builds (see `validate`).
-    backbones_supported = ["resnet", "swin", "maskformer-swin", "convnext", "dinov2", "timm_backbone"]
-    decoders_supported = ["detr"]
     remote_auto_map = CONFIG_AUTO_MAP
     sub_configs = {"backbone_config": AutoConfig}
     # Each loss term (a key of the model's `loss_dict`, a function in loss.py's `MaskFormerLoss.terms`) and the
-    # field holding its weight. The matcher weighs the costs that mirror these terms by the same values. A new
-    # term: its function in loss.py, its field in `__init__` (and the docstring) and its entry here.
-    loss_weight_fields = {
-        "loss_cross_entropy": "class_weight",
-        "loss_mask": "mask_weight",
-        "loss_dice": "dice_weight",
-    }
+    # field holding its weight; the matcher weighs the mirroring costs alike. A new term: its function in loss.py,
+    # its field in `__init__` and its entry here.
+    loss_weight_fields = {"loss_cross_entropy": "class_weight", "loss_mask": "mask_weight", "loss_dice": "dice_weight"}
 
     def __init__(
         self,
@@ -147,58 +88,22 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
         validation_held_out: dict[str, Any] | None = None,
         **kwargs: Any,
     ):
+        fields = {name: value for name, value in locals().items() if name not in _NOT_FIELDS}
         if cross_entropy_weight is not None:
-            if class_weight != 1.0 and class_weight != cross_entropy_weight:
+            if class_weight not in (1.0, cross_entropy_weight):
                 raise InvalidInputError(
                     f"MaskFormerConfig: class_weight={class_weight} and cross_entropy_weight={cross_entropy_weight} "
                     "name the same weight; give one"
                 )
-            class_weight = cross_entropy_weight
+            fields["class_weight"] = cross_entropy_weight
         if decoder_config is not None:
-            decoder = decoder_settings(decoder_config)
-            num_queries, hidden_size, decoder_layers = (
-                decoder["num_queries"],
-                decoder["hidden_size"],
-                decoder["decoder_layers"],
-            )
-            num_attention_heads, decoder_ffn_dim = decoder["num_attention_heads"], decoder["decoder_ffn_dim"]
-            dropout, attention_dropout = decoder["dropout"], decoder["attention_dropout"]
-            activation_function = decoder["activation_function"]
-        self.backbone = backbone
-        self.use_pretrained_backbone = use_pretrained_backbone
-        self.use_timm_backbone = use_timm_backbone
-        self.backbone_kwargs = dict(backbone_kwargs or {})
+            fields.update(decoder_settings(decoder_config))
+        fields["backbone_kwargs"] = dict(backbone_kwargs or {})
+        fields["thing_ids"] = None if thing_ids is None else sorted(thing_ids)
+        fields["validation_held_out"] = None if validation_held_out is None else dict(validation_held_out)
+        for name, value in fields.items():
+            setattr(self, name, value)
         self.backbone_config = with_all_stages(self._backbone_config_from(backbone_config))
-        self.pixel_decoder_type = pixel_decoder_type
-        self.fpn_feature_size = fpn_feature_size
-        self.mask_feature_size = mask_feature_size
-        self.encoder_layers = encoder_layers
-        self.encoder_ffn_dim = encoder_ffn_dim
-        self.num_queries = num_queries
-        self.hidden_size = hidden_size
-        self.decoder_layers = decoder_layers
-        self.num_attention_heads = num_attention_heads
-        self.decoder_ffn_dim = decoder_ffn_dim
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.activation_function = activation_function
-        self.pre_norm = pre_norm
-        self.no_object_weight = no_object_weight
-        self.class_weight = class_weight
-        self.mask_weight = mask_weight
-        self.dice_weight = dice_weight
-        self.focal_alpha = focal_alpha
-        self.focal_gamma = focal_gamma
-        self.use_auxiliary_loss = use_auxiliary_loss
-        self.mask_loss_mode = mask_loss_mode
-        self.train_num_points = train_num_points
-        self.oversample_ratio = oversample_ratio
-        self.importance_sample_ratio = importance_sample_ratio
-        self.init_std = init_std
-        self.init_xavier_std = init_xavier_std
-        self.output_auxiliary_logits = output_auxiliary_logits
-        self.thing_ids = None if thing_ids is None else sorted(thing_ids)
-        self.validation_held_out = None if validation_held_out is None else dict(validation_held_out)
         super().__init__(**kwargs)
         self.validate()
 
@@ -219,10 +124,8 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
         if self.backbone is None:  # Swin-T, the paper's ADE20K backbone (Sec. 4.1)
             return build_backbone_config("swin-tiny", drop_path_rate=SWIN_DROP_PATH_RATE)
         if self.use_timm_backbone:
-            kwargs = {"out_indices": [1, 2, 3, 4], **self.backbone_kwargs}
-            return TimmBackboneConfig(backbone=self.backbone, **kwargs)
-        # A transformers backbone checkpoint: its config.json describes the architecture.
-        try:
+            return TimmBackboneConfig(backbone=self.backbone, **{"out_indices": [1, 2, 3, 4], **self.backbone_kwargs})
+        try:  # a transformers backbone checkpoint: its config.json describes the architecture
             config = AutoConfig.from_pretrained(self.backbone, **self.backbone_kwargs)
         except OSError as error:
             raise MissingInputError(
@@ -246,38 +149,16 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
             ("activation_function", ActivationFunction),
         ):
             check(getattr(self, field) in get_args(allowed), field, f"must be one of {get_args(allowed)}")
-        for field in (
-            "fpn_feature_size",
-            "mask_feature_size",
-            "num_queries",
-            "hidden_size",
-            "decoder_layers",
-            "num_attention_heads",
-            "decoder_ffn_dim",
-            "encoder_ffn_dim",
-            "train_num_points",
-        ):
+        for field in _POSITIVE_INTS:
             value = getattr(self, field)
-            check(
-                isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                field,
-                "must be an int >= 1",
-            )
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, field, "must be an int >= 1")
         check(
-            isinstance(self.encoder_layers, int) and self.encoder_layers >= 0,
-            "encoder_layers",
-            "must be an int >= 0",
+            isinstance(self.encoder_layers, int) and self.encoder_layers >= 0, "encoder_layers", "must be an int >= 0"
         )
-        check(
-            self.hidden_size % self.num_attention_heads == 0,
-            "hidden_size",
-            f"must be divisible by num_attention_heads={self.num_attention_heads}",
-        )
-        check(
-            self.fpn_feature_size % 32 == 0,
-            "fpn_feature_size",
-            "must be a multiple of 32 (the FPN uses GroupNorm with 32 groups)",
-        )
+        heads = self.num_attention_heads
+        check(self.hidden_size % heads == 0, "hidden_size", f"must be divisible by num_attention_heads={heads}")
+        groups = "must be a multiple of 32 (the FPN uses GroupNorm with 32 groups)"
+        check(self.fpn_feature_size % 32 == 0, "fpn_feature_size", groups)
         for field in ("no_object_weight", *self.loss_weight_fields.values(), "focal_gamma"):
             value = getattr(self, field)
             check(isinstance(value, (int, float)) and value >= 0, field, "must be a number >= 0")
@@ -296,33 +177,30 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
             )
         if self.thing_ids is not None:
             valid = all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(ids) for i in self.thing_ids)
-            check(
-                valid and len(set(self.thing_ids)) == len(self.thing_ids),
-                "thing_ids",
-                f"must be None or distinct class ids in 0..{len(ids) - 1}",
-            )
+            valid = valid and len(set(self.thing_ids)) == len(self.thing_ids)
+            check(valid, "thing_ids", f"must be None or distinct class ids in 0..{len(ids) - 1}")
         if self.validation_held_out is not None:
             fraction, seed = self.validation_held_out.get("fraction"), self.validation_held_out.get("seed", 0)
             valid = isinstance(fraction, (int, float)) and 0 < fraction < 1 and isinstance(seed, int)
             check(valid, "validation_held_out", 'must be None or {"fraction": 0 < f < 1, "seed": int, ...}')
         backbone_type = getattr(self.backbone_config, "model_type", None)
-        if backbone_type not in _known_backbone_types():
+        known = {*MODEL_FOR_BACKBONE_MAPPING_NAMES, *(c.model_type for c in MODEL_FOR_BACKBONE_MAPPING._extra_content)}
+        if backbone_type not in known:  # transformers' own backbones and any registered at run time
             raise InvalidInputError(
                 f"MaskFormerConfig.backbone_config: model_type {backbone_type!r} is not a backbone "
                 "transformers.AutoBackbone can build (e.g. 'swin', 'maskformer-swin', 'resnet', 'convnext', "
                 "'dinov2', 'timm_backbone')"
             )
         if self.use_pretrained_backbone and self.backbone is None:
-            backbone_name = getattr(self.backbone_config, "backbone", None)
             check(
-                backbone_name is not None,
+                getattr(self.backbone_config, "backbone", None) is not None,
                 "use_pretrained_backbone",
                 "needs `backbone`: a timm model name or a Hub id / folder of a transformers backbone checkpoint",
             )
 
     @property
     def loss_weights(self) -> dict[str, float]:
-        """The weight of each loss term by its name (Mask2Former's `weight_dict`), from the weight fields."""
+        """The weight of each loss term by its name (Mask2Former's `weight_dict`)."""
         return {term: getattr(self, field) for term, field in self.loss_weight_fields.items()}
 
     @property
@@ -331,17 +209,15 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
 
     @property
     def cross_entropy_weight(self) -> float:
-        """transformers' name of `class_weight`."""
         return self.class_weight
 
     @property
     def decoder_config(self) -> PretrainedConfig:
-        """The decoder as transformers' MaskFormer describes it (a DETR config), built from this config's fields."""
+        """The decoder as transformers' MaskFormer describes it (a DETR config)."""
         return DetrConfig(**decoder_dict(self))
 
     def save_pretrained(self, save_directory, *args: Any, **kwargs: Any):
-        """Into a transformers-native folder (config.json with model_type "maskformer", written by the model's
-        `save_pretrained`), the config is written in that format too, so that it still fits the weights."""
+        """Into a transformers-native folder (model_type "maskformer") in that format, to fit the weights."""
         if folder_model_type(save_directory) != TRANSFORMERS_MODEL_TYPE or transformers_refusals(self):
             return super().save_pretrained(save_directory, *args, **kwargs)
         if args or kwargs.get("push_to_hub"):
@@ -350,7 +226,7 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs: Any):
-        """`PretrainedConfig.from_pretrained`; an invalid value is reported with the folder it comes from."""
+        """An invalid value is reported with the folder it comes from."""
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except ValueError as error:
@@ -358,8 +234,8 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
-        """`PretrainedConfig.get_config_dict`, with clear errors for a path that does not exist and a folder
-        without config.json (transformers would build the default config, a Swin-T, for it)."""
+        """Clear errors for a path that does not exist and a folder without config.json (transformers would build
+        the default config, a Swin-T, for it); a transformers MaskFormer dict is converted."""
         source = str(pretrained_model_name_or_path)
         check_local_source(source)
         try:
@@ -382,13 +258,11 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
 
     @classmethod
     def dict_from_transformers(cls, config_dict: dict[str, Any]) -> dict[str, Any]:
-        """This class's config dict from a transformers MaskFormer config.json's (model_type "maskformer")."""
         return dict_from_transformers(config_dict, cls)
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> MaskFormerConfig:
-        """Reads a transformers MaskFormer config (model_type "maskformer": converted, our training settings
-        restored from its stash); refuses another model's config."""
+        """Also reads transformers' MaskFormer config (converted, our settings restored); refuses other models'."""
         model_type = config_dict.get("model_type")
         if model_type == "maskformer":
             config_dict = cls.dict_from_transformers(config_dict)
@@ -401,8 +275,8 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
 
 
 def check_local_source(source: str) -> None:
-    """`MissingInputError` (a FileNotFoundError) for a path that does not exist and cannot be a Hub repo id (instead
-    of the Hub's "Repo id must be in the form ..."); a valid repo id is left to the Hub."""
+    """`MissingInputError` for a path that does not exist and cannot be a Hub repo id (instead of the Hub's "Repo
+    id must be in the form ..."); a valid repo id is left to the Hub."""
     if os.path.exists(source):
         return
     try:

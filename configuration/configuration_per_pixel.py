@@ -10,18 +10,12 @@ from .remote_code import PER_PIXEL_AUTO_MAP
 
 
 class PerPixelBaselineConfig(MaskFormerConfig):
-    r"""A `MaskFormerConfig` whose model is `PerPixelBaselineForSemanticSegmentation`.
+    r"""A `MaskFormerConfig` whose model is `PerPixelBaselineForSemanticSegmentation`; `ignore_index` is the
+    `labels` value the cross-entropy skips. The transformer-decoder and set-prediction loss fields are unused.
 
-    NOTE: a subclass with its own `model_type`, not a `head_type` field of `MaskFormerConfig`: transformers' Auto
-    classes map a config *class* to a model class, so only a distinct type lets `AutoConfig`,
-    `AutoModelForSemanticSegmentation` and `pipeline()` pick the baseline from a saved folder, and makes
-    `MaskFormerForInstanceSegmentation.from_pretrained` refuse a baseline folder (its `model_type` check) instead
-    of loading it with a missing transformer decoder. Every MaskFormer field keeps its meaning, so one
-    architecture dict builds both heads; the transformer-decoder and set-prediction loss fields are not used.
-
-    Args:
-        ignore_index: The `labels` value (B, H, W) that carries no target; the cross-entropy skips it.
-        All other arguments: as in `MaskFormerConfig`.
+    NOTE: a subclass with its own `model_type`, not a `head_type` field: transformers' Auto classes map a config
+    *class* to a model class, so only a distinct type lets `AutoConfig` and `pipeline()` pick the baseline from a
+    folder, and makes `MaskFormerForInstanceSegmentation.from_pretrained` refuse a baseline folder.
     """
 
     model_type = "maskformer-per-pixel"
@@ -36,8 +30,9 @@ class PerPixelBaselineConfig(MaskFormerConfig):
         if not isinstance(self.ignore_index, int) or isinstance(self.ignore_index, bool):
             raise ValueError(f"PerPixelBaselineConfig.ignore_index={self.ignore_index!r}: must be an int")
         if 0 <= self.ignore_index < self.num_labels:
+            classes = f"0..{self.num_labels - 1}"
             raise ValueError(
-                f"PerPixelBaselineConfig.ignore_index={self.ignore_index}: must not be a class id (0..{self.num_labels - 1})"
+                f"PerPixelBaselineConfig.ignore_index={self.ignore_index}: must not be a class id ({classes})"
             )
 
     @classmethod
@@ -61,10 +56,8 @@ class PerPixelBaselineConfig(MaskFormerConfig):
     @classmethod
     def from_maskformer_config(cls, config: MaskFormerConfig, **overrides: Any) -> PerPixelBaselineConfig:
         """The baseline with `config`'s backbone, pixel decoder and classes (for a like-for-like comparison)."""
-        fields = config.to_dict()
-        for key in ("model_type", "architectures", "auto_map", "transformers_version"):
-            fields.pop(key, None)
-        return cls(**{**fields, **overrides})
+        dropped = ("model_type", "architectures", "auto_map", "transformers_version")
+        return cls(**{**{k: v for k, v in config.to_dict().items() if k not in dropped}, **overrides})
 
 
 __all__ = ["PerPixelBaselineConfig"]

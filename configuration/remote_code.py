@@ -1,18 +1,12 @@
-"""Hub-ready folders that load without this package: `HubFolderMixin` writes the Python files that
-`trust_remote_code=True` needs next to the JSON whenever the config, the model or the image processor is saved.
+"""Hub-ready folders that load without this package: `HubFolderMixin` writes the Python files `trust_remote_code=True`
+needs next to the JSON whenever the config, the model or the image processor is saved.
 
-- The files are the first-party modules reachable by imports from the modules `auto_map` names, so nothing lists
-  them. A Hub repository is flat, so each relative import is rewritten to `from .x import` (at the positions the
-  parser finds, never inside strings): module file names must be unique across the package's folders, and
-  first-party code must be imported from its module, not from a package `__init__` (both checked).
-- `auto_map` lives in `config.json` only. NOTE: transformers 5.24's `AutoVideoProcessor`, which the pipeline
-  also tries, turns an `auto_map.AutoImageProcessor` in `preprocessor_config.json` into a video-processor
-  reference and asks "Do you wish to run the custom code?", even with this package imported. Without that
-  entry (and without `image_processor_type`), `AutoImageProcessor` reads the class from `config.json`.
-
-NOTE: transformers' `custom_object_save` copies files verbatim and looks for `.a.b` as the file `a.b.py` in the
-first module's folder, so it covers neither cross-folder imports nor their rewriting. This module is part of the
-exported code, so a model loaded with `trust_remote_code` saves a complete folder too.
+The files are the first-party modules reachable by imports from the modules `auto_map` names. A Hub repository is
+flat, so each relative import is rewritten to `from .x import`: module file names must be unique across the
+package, and first-party code is imported from its module, not from a package `__init__` (both checked).
+NOTE: transformers' `custom_object_save` copies files verbatim from the first module's folder, so it covers neither.
+NOTE: `auto_map` lives in `config.json` only: transformers 5.24's `AutoVideoProcessor` (tried by the pipeline)
+turns an `auto_map.AutoImageProcessor` in `preprocessor_config.json` into a "run the custom code?" prompt.
 """
 
 from __future__ import annotations
@@ -23,6 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+# NOTE: every segmentation Auto class the pipeline may try (the package registers the same ones): an unregistered one
+# resolves our config by its class name, "MaskFormerConfig", to transformers' own MaskFormer.
 CONFIG_AUTO_MAP = {
     "AutoConfig": "configuration_maskformer.MaskFormerConfig",
     "AutoModel": "modeling_maskformer.MaskFormerModel",
@@ -68,15 +64,13 @@ def _relative_imports(tree: ast.AST, module: str) -> list[tuple[ast.ImportFrom, 
         if not isinstance(node, ast.ImportFrom) or node.level == 0:
             continue
         base = importlib.util.resolve_name("." * node.level + (node.module or ""), module.rpartition(".")[0])
-        if node.module is None:  # `from . import x`: x must be a module
-            targets = [f"{base}.{alias.name}" for alias in node.names]
-        else:
-            targets = [base]
-        found.append((node, targets))
+        # `from . import x`: x must be a module
+        found.append((node, [f"{base}.{alias.name}" for alias in node.names] if node.module is None else [base]))
     return found
 
 
 def _module_file(name: str, importer: str) -> Path:
+    """The file of module `name`; refuses a package (remote code is flat)."""
     spec = importlib.util.find_spec(name)
     if spec is None or spec.origin is None:
         raise ImportError(f"{importer}: relative import of {name!r}, which is not a module")
@@ -122,22 +116,17 @@ def flatten_imports(source: str, module: str) -> str:
     return "".join(lines)
 
 
-def write_remote_code(folder: str | Path) -> list[Path]:
+def write_remote_code(folder: str | Path) -> None:
     """Write the flattened modules into `folder` (a file already there with the same text is left alone)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
+    Path(folder).mkdir(parents=True, exist_ok=True)
     for flat, module in sorted(remote_code_modules().items()):
-        target = folder / flat
+        target = Path(folder) / flat
         text = flatten_imports(_module_file(module, importer=module).read_text(), module)
         if not target.is_file() or target.read_text() != text:
             target.write_text(text)
-        written.append(target)
-    return written
 
 
 TRANSFORMERS_MODEL_TYPE = "maskformer"  # transformers' own MaskFormer, as in a native folder's config.json
-TRANSFORMERS_PROCESSOR_TYPE = "MaskFormerImageProcessor"
 
 
 def folder_model_type(folder: str | Path) -> str | None:
@@ -150,22 +139,20 @@ def folder_model_type(folder: str | Path) -> str | None:
 
 
 def mark_processor_config(folder: str | Path) -> None:
-    """Name transformers' processor class in a native folder's preprocessor_config.json (when there is one):
-    AutoImageProcessor then builds transformers' `MaskFormerImageProcessor`, which reads every setting of ours
-    (same names and meanings; see docs/api.md, drop-in for the differences in behaviour)."""
+    """Name transformers' `MaskFormerImageProcessor` in a native folder's preprocessor_config.json (if any): it
+    reads every setting of ours (docs/api.md, drop-in)."""
     path = Path(folder) / "preprocessor_config.json"
     if not path.is_file():
         return
     settings = json.loads(path.read_text())
     settings.pop("auto_map", None)
-    settings["image_processor_type"] = TRANSFORMERS_PROCESSOR_TYPE
+    settings["image_processor_type"] = "MaskFormerImageProcessor"
     path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
 class HubFolderMixin:
-    """`save_pretrained` that leaves a Hub-ready folder: the base class's files, plus the flattened remote code
-    (and, for the config, `auto_map` in config.json). With `push_to_hub=True` the upload happens after the code is
-    written, through the class's own `push_to_hub`. Used by the config, the model and the image processor."""
+    """`save_pretrained` that also writes the flattened remote code (and `auto_map` when set); `push_to_hub=True`
+    uploads after that, through the class's own `push_to_hub`."""
 
     remote_auto_map: dict[str, str] | None = None  # written into this object's JSON when set
 

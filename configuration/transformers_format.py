@@ -1,16 +1,10 @@
-"""Our config <-> transformers' `MaskFormerConfig` (model_type "maskformer"): what a transformers-native folder's
-config.json holds, and how our settings travel in it.
+"""Our config <-> transformers' `MaskFormerConfig` (model_type "maskformer") in a transformers-native folder.
 
-- The architecture goes into transformers' own fields (its `decoder_config` is a DETR config), so plain
-  transformers builds the same network. What transformers cannot represent (the "+6 Enc" pixel decoder,
-  pre-norm layers, a backbone its `AutoBackbone` cannot build) is listed by `transformers_refusals`.
-- Every other setting of ours (training-only: deep supervision, the class weight in the matcher, point-sampled
-  mask loss, focal alpha/gamma, ...) is stored under `STASH_KEY`, a key transformers keeps on load and save and
-  otherwise ignores (checked: `transformers.MaskFormerConfig(maskformer_hf_training={...})` warns nothing), and
-  restored when our classes read the folder. A field transformers has is always read from transformers' field,
-  so an edit made with transformers is honoured.
-- `use_auxiliary_loss` is written False for transformers: True makes transformers' forward fail unless
-  `output_hidden_states=True` (5.23/5.24); ours is kept in the stash.
+The architecture goes into transformers' fields (its `decoder_config` is a DETR config), so plain transformers builds
+the same network; `transformers_refusals` lists what it cannot represent. Our other settings travel under
+`STASH_KEY`, a key transformers keeps and ignores, and are restored when our classes read the folder; a field
+transformers has is always read from there, so an edit made with transformers is honoured.
+NOTE: `use_auxiliary_loss` is written False: True makes transformers' forward fail unless `output_hidden_states=True`.
 """
 
 from __future__ import annotations
@@ -31,45 +25,31 @@ from .backbones import with_all_stages
 logger = logging.getLogger(__name__)
 
 STASH_KEY = "maskformer_hf_training"
-# Our field -> (where in transformers' config, its name). Read from there, never from the stash.
-TRANSFORMERS_FIELDS: dict[str, tuple[str, str]] = {
-    "fpn_feature_size": ("top", "fpn_feature_size"),
-    "mask_feature_size": ("top", "mask_feature_size"),
-    "no_object_weight": ("top", "no_object_weight"),
-    "mask_weight": ("top", "mask_weight"),
-    "dice_weight": ("top", "dice_weight"),
-    "init_std": ("top", "init_std"),
-    "init_xavier_std": ("top", "init_xavier_std"),
-    "output_auxiliary_logits": ("top", "output_auxiliary_logits"),
-    "num_queries": ("decoder", "num_queries"),
-    "hidden_size": ("decoder", "d_model"),
-    "decoder_layers": ("decoder", "decoder_layers"),
-    "num_attention_heads": ("decoder", "decoder_attention_heads"),
-    "decoder_ffn_dim": ("decoder", "decoder_ffn_dim"),
-    "dropout": ("decoder", "dropout"),
-    "attention_dropout": ("decoder", "attention_dropout"),
-    "activation_function": ("decoder", "activation_function"),
-}
+# Our fields transformers' config has at its top level, same names. Read from there, never from the stash.
+TOP_FIELDS = ("fpn_feature_size", "mask_feature_size", "no_object_weight", "mask_weight", "dice_weight", "init_std")
+TOP_FIELDS += ("init_xavier_std", "output_auxiliary_logits")
+# Our field -> its name in transformers' `decoder_config` (a DETR config).
+DECODER_FIELDS = {"num_queries": "num_queries", "hidden_size": "d_model", "decoder_layers": "decoder_layers"}
+DECODER_FIELDS |= {"num_attention_heads": "decoder_attention_heads", "decoder_ffn_dim": "decoder_ffn_dim"}
+DECODER_FIELDS |= {name: name for name in ("dropout", "attention_dropout", "activation_function")}
 # Fixed by being representable at all (see `transformers_refusals`), so neither written nor stashed.
 _FIXED = {"backbone_config": None, "pixel_decoder_type": "fpn", "pre_norm": False}
 # Constructor arguments that only spell other fields transformers' way (not stored).
 _ALIASES = ("decoder_config", "cross_entropy_weight")
-# Our fields that config.json holds at the top level though transformers' MaskFormer has no such field: it keeps
-# them as attributes (`transformers.AutoConfig.from_pretrained(folder).thing_ids`) and writes them back, so
-# code written for transformers' models reads them as ours does (`getattr(model.config, "thing_ids", None)`).
+# Ours at config.json's top level though transformers has no such field: it keeps and writes back them, so code
+# written for transformers reads them as ours does (`getattr(model.config, "thing_ids", None)`).
 TOP_LEVEL_EXTRAS = ("thing_ids", "validation_held_out")
 
 
 def stashed_fields(config_class) -> tuple[str, ...]:
-    """Our settings transformers has no field for: every constructor argument and loss weight not in
-    `TRANSFORMERS_FIELDS` (so a new field is stashed without touching this module)."""
+    """Our settings transformers has no field for (a new field is stashed without touching this module)."""
     arguments = [
         name
         for name, p in inspect.signature(config_class.__init__).parameters.items()
         if p.kind is p.POSITIONAL_OR_KEYWORD and name != "self"
     ]
     names = dict.fromkeys([*arguments, *config_class.loss_weight_fields.values()])
-    skipped = {*TRANSFORMERS_FIELDS, *_FIXED, *_ALIASES, *TOP_LEVEL_EXTRAS}
+    skipped = {*TOP_FIELDS, *DECODER_FIELDS, *_FIXED, *_ALIASES, *TOP_LEVEL_EXTRAS}
     return tuple(n for n in names if n not in skipped)
 
 
@@ -113,18 +93,12 @@ def decoder_settings(decoder_config) -> dict[str, Any]:
             activation_dropout,
             decoder_config.dropout,
         )
-    return {
-        ours: getattr(decoder_config, theirs)
-        for ours, (where, theirs) in TRANSFORMERS_FIELDS.items()
-        if where == "decoder"
-    }
+    return {ours: getattr(decoder_config, theirs) for ours, theirs in DECODER_FIELDS.items()}
 
 
 def settings_from_transformers(tf_config, config_class) -> dict[str, Any]:
     """Constructor arguments of our config from a `transformers.MaskFormerConfig` (the stash restored)."""
-    settings = {
-        ours: getattr(tf_config, theirs) for ours, (where, theirs) in TRANSFORMERS_FIELDS.items() if where == "top"
-    }
+    settings = {name: getattr(tf_config, name) for name in TOP_FIELDS}
     settings.update(decoder_settings(tf_config.decoder_config))
     settings.update(
         backbone_config=with_all_stages(tf_config.backbone_config),
@@ -137,11 +111,9 @@ def settings_from_transformers(tf_config, config_class) -> dict[str, Any]:
     settings.update((name, getattr(tf_config, name, None)) for name in TOP_LEVEL_EXTRAS)
     stash = getattr(tf_config, STASH_KEY, None) or {}
     settings.update((name, value) for name, value in stash.items() if name in stashed_fields(config_class))
-    # PretrainedConfig-level settings transformers keeps on its config (return_dict, output_hidden_states, ...).
-    for name in ("output_hidden_states", "output_attentions", "return_dict"):
-        if hasattr(tf_config, name):
-            settings[name] = getattr(tf_config, name)
-    return settings
+    # PretrainedConfig-level settings transformers keeps on its config.
+    names = ("output_hidden_states", "output_attentions", "return_dict")
+    return settings | {name: getattr(tf_config, name) for name in names if hasattr(tf_config, name)}
 
 
 def dict_from_transformers(config_dict: dict[str, Any], config_class) -> dict[str, Any]:
@@ -152,24 +124,21 @@ def dict_from_transformers(config_dict: dict[str, Any], config_class) -> dict[st
 
 def decoder_dict(config) -> dict[str, Any]:
     """The DETR decoder config dict transformers' MaskFormer builds our decoder from."""
-    settings = {
-        theirs: getattr(config, ours) for ours, (where, theirs) in TRANSFORMERS_FIELDS.items() if where == "decoder"
+    settings = {theirs: getattr(config, ours) for ours, theirs in DECODER_FIELDS.items()}
+    # activation_dropout: ours drops inside the FFN with `dropout`; auxiliary_loss=True would change the forward.
+    return {
+        **settings,
+        "encoder_attention_heads": config.num_attention_heads,
+        "activation_dropout": config.dropout,
+        "auxiliary_loss": False,
     }
-    settings.update(
-        encoder_attention_heads=config.num_attention_heads,
-        activation_dropout=config.dropout,  # ours drops inside the FFN with `dropout`
-        auxiliary_loss=False,  # True would change the decoder's forward (see `decoder_settings`)
-    )
-    return settings
 
 
 def config_to_transformers(config):
-    """A `transformers.MaskFormerConfig` for our config; `InvalidInputError` naming what transformers cannot
-    represent."""
+    """A `transformers.MaskFormerConfig` for our config; `InvalidInputError` naming what it cannot represent."""
     refusals = transformers_refusals(config)
     if refusals:
         raise InvalidInputError("transformers' MaskFormer cannot represent this model: " + "; ".join(refusals))
-    top = {theirs: getattr(config, ours) for ours, (where, theirs) in TRANSFORMERS_FIELDS.items() if where == "top"}
     return TransformersMaskFormerConfig(
         backbone_config=config.backbone_config.__class__.from_dict(config.backbone_config.to_dict()),
         decoder_config=decoder_dict(config),
@@ -179,7 +148,7 @@ def config_to_transformers(config):
         output_hidden_states=config.output_hidden_states,
         return_dict=config.return_dict,
         **{name: getattr(config, name) for name in TOP_LEVEL_EXTRAS},
-        **top,
+        **{name: getattr(config, name) for name in TOP_FIELDS},
         **{STASH_KEY: {name: getattr(config, name) for name in stashed_fields(type(config))}},
     )
 

@@ -1,27 +1,12 @@
 """MaskFormer (Cheng, Schwing, Kirillov, NeurIPS 2021) in the Hugging Face transformers style.
 
-    from modeling_maskformer import (
-        MaskFormerConfig, MaskFormerModel, MaskFormerForInstanceSegmentation, MaskFormerImageProcessor,
-    )
-
-Importing the package plugs interop/'s loading, saving and Hub upload into the models (`FolderIO`: the model
-module never imports interop) and registers the classes with transformers' Auto classes, so `AutoConfig`,
-`AutoModel`, `AutoModelForInstanceSegmentation`, `AutoModelForUniversalSegmentation`, `AutoImageProcessor` and
-`pipeline("image-segmentation")` resolve our `model_type` "maskformer-hf" (and the per-pixel baseline's
-"maskformer-per-pixel" through `AutoModelForSemanticSegmentation`). It changes nothing for other models: a
-transformers MaskFormer checkpoint (`model_type` "maskformer") still gets transformers' own classes, and a folder
-saved by this package never asks about remote code while it is imported.
+Importing the package plugs interop/'s folder I/O into the models (`FolderIO`: the model never imports interop) and
+registers the classes with transformers' Auto classes and `pipeline("image-segmentation")` for our model_types
+"maskformer-hf" and "maskformer-per-pixel"; transformers' own "maskformer" checkpoints keep transformers' classes.
 """
 
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModel,
-    AutoModelForImageSegmentation,
-    AutoModelForInstanceSegmentation,
-    AutoModelForSemanticSegmentation,
-    AutoModelForUniversalSegmentation,
-)
+import transformers
+from transformers import AutoConfig, AutoImageProcessor
 
 from .configuration import MaskFormerConfig
 from .configuration.configuration_per_pixel import PerPixelBaselineConfig
@@ -44,32 +29,19 @@ from .paper.per_pixel import (
 
 
 def _register() -> None:
-    # Our models' (and the per-pixel baseline's) from_pretrained, save_pretrained and push_to_hub.
     MaskFormerPreTrainedModel.folder_io = FolderIO(loading.from_pretrained, saving.save_pretrained, hub.push_to_hub)
-    AutoConfig.register(MaskFormerConfig.model_type, MaskFormerConfig, exist_ok=True)
-    AutoModel.register(MaskFormerConfig, MaskFormerModel, exist_ok=True)
-    # NOTE: every segmentation Auto class the pipeline may try: an unregistered one resolves our config by its
-    # class name, "MaskFormerConfig", to transformers' own MaskFormer.
-    for auto_class in (
-        AutoModelForInstanceSegmentation,
-        AutoModelForUniversalSegmentation,
-        AutoModelForImageSegmentation,
-        AutoModelForSemanticSegmentation,
-    ):
-        auto_class.register(MaskFormerConfig, MaskFormerForInstanceSegmentation, exist_ok=True)
-    # NOTE: both backends, or transformers fills the default "torchvision" slot with its own processor.
+    models = (MaskFormerModel, MaskFormerForInstanceSegmentation)
+    models += (PerPixelBaselineModel, PerPixelBaselineForSemanticSegmentation)
     for config_class in (MaskFormerConfig, PerPixelBaselineConfig):
-        AutoImageProcessor.register(
-            config_class,
-            image_processor_classes=dict.fromkeys(("torchvision", "pil"), MaskFormerImageProcessor),
-            exist_ok=True,
-        )
-    # The paper's per-pixel baseline: semantic segmentation only.
-    AutoConfig.register(PerPixelBaselineConfig.model_type, PerPixelBaselineConfig, exist_ok=True)
-    AutoModel.register(PerPixelBaselineConfig, PerPixelBaselineModel, exist_ok=True)
-    AutoModelForSemanticSegmentation.register(
-        PerPixelBaselineConfig, PerPixelBaselineForSemanticSegmentation, exist_ok=True
-    )
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        # NOTE: both backends, or transformers fills the default "torchvision" slot with its own processor.
+        processors = dict.fromkeys(("torchvision", "pil"), MaskFormerImageProcessor)
+        AutoImageProcessor.register(config_class, image_processor_classes=processors, exist_ok=True)
+        # The Auto model classes are those the config's remote-code folders name (`remote_code.py`).
+        for auto_class, target in config_class.remote_auto_map.items():
+            if auto_class.startswith("AutoModel"):
+                model = next(m for m in models if m.__name__ == target.rpartition(".")[2])
+                getattr(transformers, auto_class).register(config_class, model, exist_ok=True)
 
 
 _register()

@@ -1,5 +1,4 @@
-"""Transformer building blocks (DETR, Carion et al. 2020) shared by the "+6 Enc" pixel decoder and the transformer
-decoder.
+"""Transformer building blocks (DETR, Carion et al. 2020) of the "+6 Enc" pixel decoder and the transformer decoder.
 
 Shapes: B batch, S/T sequence lengths (queries Q or flattened pixels H*W), C channels (d_model).
 """
@@ -7,7 +6,7 @@ Shapes: B batch, S/T sequence lengths (queries Q or flattened pixels H*W), C cha
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,45 +16,29 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 AttentionImplementation = Literal["sdpa", "eager"]
 
 
-def sine_position_encoding(
-    batch_size: int,
-    height: int,
-    width: int,
-    num_channels: int,
-    *,
-    device: torch.device,
-    dtype: torch.dtype,
-    temperature: float = 10000.0,
-    scale: float = 2 * math.pi,
-) -> Tensor:
-    """Normalised 2-D sine position encoding of DETR (scale 2π, temperature 10000).
-
-    Returns (B, C, H, W): the first C/2 channels encode y, the last C/2 encode x, interleaving sin and cos.
-    """
+def sequence_with_position(
+    features: Tensor, *, temperature: float = 10000.0, scale: float = 2 * math.pi
+) -> tuple[Tensor, Tensor]:
+    """features (B, C, H, W) -> the sequence (B, HW, C) and DETR's normalised 2-D sine position encoding
+    (B, HW, C): the first C/2 channels encode y, the last C/2 x, interleaving sin and cos."""
+    batch_size, num_channels, height, width = features.shape
     if num_channels % 2:
         raise ValueError(f"sine position encoding needs an even number of channels, got {num_channels}")
-    num_pos_feats = num_channels // 2
-    eps = 1e-6
+    num_pos_feats, eps = num_channels // 2, 1e-6
     # NOTE: without a padding mask the cumulative sum over ones is an arange; computed in fp32 then cast,
     # so that bf16/fp16 models get the same positions as fp32 ones.
-    y_embed = torch.arange(1, height + 1, device=device, dtype=torch.float32)
-    x_embed = torch.arange(1, width + 1, device=device, dtype=torch.float32)
-    y_embed = y_embed / (height + eps) * scale
-    x_embed = x_embed / (width + eps) * scale
-    dim_t = torch.arange(num_pos_feats, device=device, dtype=torch.float32)
+    y_embed = torch.arange(1, height + 1, device=features.device, dtype=torch.float32) / (height + eps) * scale
+    x_embed = torch.arange(1, width + 1, device=features.device, dtype=torch.float32) / (width + eps) * scale
+    dim_t = torch.arange(num_pos_feats, device=features.device, dtype=torch.float32)
     dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_pos_feats)
     pos_y = y_embed[:, None] / dim_t  # (H, C/2)
     pos_x = x_embed[:, None] / dim_t  # (W, C/2)
     pos_y = torch.stack((pos_y[:, 0::2].sin(), pos_y[:, 1::2].cos()), dim=2).flatten(1)
     pos_x = torch.stack((pos_x[:, 0::2].sin(), pos_x[:, 1::2].cos()), dim=2).flatten(1)
-    pos = torch.cat(
-        (
-            pos_y[:, None, :].expand(height, width, num_pos_feats),
-            pos_x[None, :, :].expand(height, width, num_pos_feats),
-        ),
-        dim=2,
-    )  # (H, W, C)
-    return pos.permute(2, 0, 1).unsqueeze(0).expand(batch_size, -1, -1, -1).to(dtype)
+    y_part = pos_y[:, None, :].expand(height, width, num_pos_feats)
+    pos = torch.cat((y_part, pos_x[None, :, :].expand(height, width, num_pos_feats)), dim=2)  # (H, W, C)
+    pos = pos.reshape(1, height * width, num_channels).expand(batch_size, -1, -1).to(features.dtype)
+    return features.flatten(2).transpose(1, 2), pos  # (B, HW, C) each
 
 
 class MultiHeadAttention(nn.Module):
@@ -63,8 +46,6 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, *, hidden_size: int, num_heads: int, dropout: float = 0.0):
         super().__init__()
-        if hidden_size % num_heads:
-            raise ValueError(f"hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
         self.num_heads = num_heads
         self.head_dim = hidden_size // num_heads
         self.dropout = dropout
@@ -74,12 +55,7 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(hidden_size, hidden_size)
 
     def forward(
-        self,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        *,
-        attn_implementation: AttentionImplementation = "sdpa",
+        self, query: Tensor, key: Tensor, value: Tensor, *, attn_implementation: AttentionImplementation
     ) -> Tensor:
         batch_size, target_len, hidden_size = query.shape
         # (B, S, C) -> (B, heads, S, C/heads)
@@ -111,10 +87,6 @@ class FeedForward(nn.Module):
         return self.fc2(self.dropout(self.activation(self.fc1(hidden_states))))
 
 
-def with_position(tensor: Tensor, position: Tensor | None) -> Tensor:
-    return tensor if position is None else tensor + position
-
-
 class TransformerLayer(GradientCheckpointingLayer):
     """DETR's transformer layer: self-attention, cross-attention to a memory (decoder layers only) and FFN, each a
     residual sub-layer: `norm(x + dropout(block(x)))` post-norm (DETR), `x + dropout(block(norm(x)))` pre-norm."""
@@ -133,12 +105,11 @@ class TransformerLayer(GradientCheckpointingLayer):
     ):
         super().__init__()
         self.pre_norm = pre_norm
-        self.self_attn = MultiHeadAttention(hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout)
+        attention = {"hidden_size": hidden_size, "num_heads": num_heads, "dropout": attention_dropout}
+        self.self_attn = MultiHeadAttention(**attention)
         self.self_attn_norm = nn.LayerNorm(hidden_size)
         if cross_attention:
-            self.cross_attn = MultiHeadAttention(
-                hidden_size=hidden_size, num_heads=num_heads, dropout=attention_dropout
-            )
+            self.cross_attn = MultiHeadAttention(**attention)
             self.cross_attn_norm = nn.LayerNorm(hidden_size)
         self.ffn = FeedForward(hidden_size=hidden_size, ffn_dim=ffn_dim, dropout=dropout, activation=activation)
         self.ffn_norm = nn.LayerNorm(hidden_size)
@@ -155,12 +126,12 @@ class TransformerLayer(GradientCheckpointingLayer):
         """hidden_states and position (B, S, C); memory and memory_position (B, HW, C) for cross-attention."""
 
         def self_attention(x: Tensor) -> Tensor:
-            query = with_position(x, position)
+            query = x + position
             return self.self_attn(query, query, x, attn_implementation=attn_implementation)
 
         def cross_attention(x: Tensor) -> Tensor:
-            key = with_position(memory, memory_position)
-            return self.cross_attn(with_position(x, position), key, memory, attn_implementation=attn_implementation)
+            key = memory + memory_position
+            return self.cross_attn(x + position, key, memory, attn_implementation=attn_implementation)
 
         blocks = [(self.self_attn_norm, self_attention)]
         if memory is not None:
@@ -171,3 +142,8 @@ class TransformerLayer(GradientCheckpointingLayer):
             else:
                 hidden_states = norm(hidden_states + self.dropout(block(hidden_states)))
         return hidden_states
+
+
+def transformer_layers(num_layers: int, **layer: Any) -> nn.ModuleList:
+    """`num_layers` `TransformerLayer`s built with the keyword arguments `layer`."""
+    return nn.ModuleList(TransformerLayer(**layer) for _ in range(num_layers))

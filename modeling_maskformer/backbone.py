@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from transformers import AutoBackbone, AutoConfig, MaskFormerSwinBackbone, PretrainedConfig, SwinBackbone
 from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING
 
-from .errors import InvalidInputError, MissingInputError
+from .errors import MissingInputError
 
 logger = logging.getLogger(__name__)
 
@@ -35,26 +35,17 @@ class Backbone(nn.Module):
 
 
 def build_backbone(
-    backbone_config: PretrainedConfig,
-    *,
-    pretrained_source: str | None = None,
-    use_pretrained: bool = False,
+    backbone_config: PretrainedConfig, *, pretrained_source: str | None = None, use_pretrained: bool = False
 ) -> Backbone:
-    """Build the backbone from its config; with `use_pretrained`, load the ImageNet weights named by
-    `pretrained_source` (a timm model name, or a Hub id / local folder of a transformers backbone).
+    """The backbone of `backbone_config`; with `use_pretrained`, the weights of `pretrained_source` (a timm model
+    name, or a Hub id / local folder of a transformers backbone).
 
-    NOTE: transformers 5.x accepts `use_pretrained_backbone` and silently builds random weights. Here the
-    flag really loads weights, and failing to (no network, unknown name) is an error, never a silent
-    random backbone.
-    """
+    NOTE: transformers 5.x accepts `use_pretrained_backbone` and silently builds random weights; here failing to
+    load them (no network, unknown name) is an error."""
     if not use_pretrained:
         return Backbone(AutoBackbone.from_config(backbone_config))
     is_timm = backbone_config.model_type == "timm_backbone"
-    source = pretrained_source or getattr(backbone_config, "backbone", None)
-    if source is None:
-        raise InvalidInputError(
-            "use_pretrained_backbone=True needs `backbone`: a timm model name or a Hub id / folder"
-        )
+    source = pretrained_source or getattr(backbone_config, "backbone", None)  # not None: MaskFormerConfig checks
     try:
         if is_timm:
             from transformers import TimmBackbone  # needs timm, an optional dependency

@@ -1,19 +1,10 @@
-"""What every command-line program of this project does with errors and stop signals.
+"""What every command-line program of this project does with errors and stop signals: `run_cli(main)`.
 
-    if __name__ == "__main__":
-        run_cli(main)
-
-A user error (`errors.UserError`: a bad path, a wrong format, a refused pickle, an invalid value) prints one line
-on stderr, `<program>: error: <message>`, and exits with status 2, like argparse's own errors; `--debug` anywhere on
-the command line (or `MASKFORMER_DEBUG=1`, handy under `accelerate launch`) shows its traceback instead. Any other
-exception is a bug and keeps its traceback.
-
-Ctrl-C (SIGINT) and SIGTERM (`kill`, a batch scheduler's stop, a container's shutdown) take the same path: SIGTERM
-raises `Terminated`, a KeyboardInterrupt, in the main thread, so every `finally` and `except KeyboardInterrupt` runs
-(temporary folders removed, partial downloads kept). The program ends with one line, `<program>: interrupted[ by
-SIGTERM][: what was kept and how to go on]`, and the shell's status for the signal: 130 (SIGINT) or 143 (SIGTERM).
-The handler is an ordinary `signal.signal` handler for the duration of `run_cli`: code that installs its own (the
-training loop, to save a checkpoint) and restores it afterwards works unchanged.
+A user error (`errors.UserError`) prints `<program>: error: <message>` (one line) and exits with status 2, like
+argparse's; `--debug` anywhere on the command line (or `MASKFORMER_DEBUG=1`) shows its traceback instead. Any other
+exception is a bug and keeps its traceback. SIGTERM raises `Terminated`, a KeyboardInterrupt, in the main thread, so
+Ctrl-C and `kill` both run every `finally` and end with `<program>: interrupted[ by SIGTERM][: detail]` and status
+130 or 143. The handler is an ordinary `signal.signal` one for the duration of `run_cli`.
 """
 
 from __future__ import annotations
@@ -32,7 +23,7 @@ DEBUG_FLAG = "--debug"
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt (see the module docstring)."""
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
 
     signum = signal.SIGTERM
 
@@ -55,8 +46,7 @@ def one_line(error: BaseException) -> str:
 
 
 def run_cli(main: Callable[[], Any]) -> Any:
-    """Run `main()` (which reads `sys.argv`, with `--debug` removed) and return its result; a user error exits
-    with status 2 and one line on stderr, Ctrl-C with status 130, SIGTERM with 143."""
+    """Run `main()` (which reads `sys.argv`, with `--debug` removed) and return its result."""
     debug = debug_requested(sys.argv[1:])
     sys.argv = [arg for arg in sys.argv if arg != DEBUG_FLAG]
     program = Path(sys.argv[0]).name

@@ -1,11 +1,7 @@
 """The one exception type for what a user can fix: a path, a file's format, a flag, a checkpoint that does not fit.
 
 The command-line programs (`cli.run_cli`) print a `UserError` as one line and exit with status 2; every other
-exception is a bug and keeps its traceback. The subclasses keep the built-in type a caller would catch:
-
-    raise InvalidInputError(f"{path}: not a COCO instances file (no 'annotations' list); export COCO 1.0 instead")
-    raise MissingInputError(f"{folder}: no images/ folder; pass --image_root")
-    raise MissingDependencyError("COCO instance masks need pycocotools: pip install pycocotools")
+exception is a bug and keeps its traceback. The subclasses keep the built-in type a caller would catch.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
-"""MaskFormer's set-prediction loss (paper Sec. 3.2, Eq. 1): after Hungarian matching, cross-entropy over
-all queries ("no object" down-weighted) plus sigmoid focal and dice losses on the matched masks, each
-normalised by the number of target masks over all processes. With deep supervision, every intermediate
-decoder output gets its own matching and loss.
+"""MaskFormer's set-prediction loss (paper Sec. 3.2, Eq. 1): after Hungarian matching, cross-entropy over all queries
+("no object" down-weighted) plus sigmoid focal and dice losses on the matched masks, normalised by the number of
+target masks over all processes; with deep supervision, every intermediate decoder output gets its own.
 
-Shapes: B batch, Q queries, K classes (+1 "no object"), N targets, h×w prediction size, H×W target size,
-P points.
+Shapes: B batch, Q queries, K classes (+1 "no object"), N targets, h×w prediction, H×W target size, P points.
 """
 
 from __future__ import annotations
@@ -53,8 +51,7 @@ def global_num_masks(class_labels: list[Tensor], device: torch.device) -> float:
 
 @dataclass
 class MatchedOutputs:
-    """One output (the final layer's or a deep-supervision layer's) paired with the targets by the matcher:
-    what every loss term reads."""
+    """One output (final or deep-supervision layer) paired with the targets by the matcher: what each term reads."""
 
     class_logits: Tensor  # (B, Q, K+1), float32
     class_targets: Tensor  # (B, Q): the matched target's class, K ("no object") for unmatched queries
@@ -64,12 +61,8 @@ class MatchedOutputs:
 
 
 class MaskFormerLoss(nn.Module):
-    """Matching + weighted loss terms (CE, focal, dice), dense (the paper) or point-sampled (Mask2Former).
-
-    `weight_dict` maps each term's name (a key of `terms`) to its weight, as Mask2Former's criterion does; the
-    model takes it from `MaskFormerConfig.loss_weights`. A term is a function `(loss, matched) -> scalar` of
-    this module and the `MatchedOutputs` of one output.
-    """
+    """Matching + weighted loss terms (CE, focal, dice), dense (the paper) or point-sampled (Mask2Former);
+    `weight_dict` maps each term's name (a key of `terms`) to its weight, as Mask2Former's criterion."""
 
     def __init__(
         self,
@@ -85,8 +78,7 @@ class MaskFormerLoss(nn.Module):
         importance_sample_ratio: float = 0.75,
     ):
         super().__init__()
-        unknown = sorted(set(weight_dict) - set(self.terms))
-        if unknown:
+        if unknown := sorted(set(weight_dict) - set(self.terms)):
             raise ValueError(
                 f"MaskFormerLoss: unknown loss terms {unknown} in weight_dict (known: {sorted(self.terms)})"
             )
@@ -110,8 +102,6 @@ class MaskFormerLoss(nn.Module):
         weights[-1] = self.no_object_weight
         return weights
 
-    # --- the loss terms --------------------------------------------------------------------------------------
-
     def cross_entropy(self, matched: MatchedOutputs) -> Tensor:
         """CE over all B·Q queries, "no object" weighted by `no_object_weight`."""
         weights = self.class_weights(matched.class_logits.device)
@@ -122,26 +112,22 @@ class MaskFormerLoss(nn.Module):
         return loss / mean_over_processes(weights[targets].sum()).clamp(min=1e-6)
 
     def focal(self, matched: MatchedOutputs) -> Tensor:
-        """Sigmoid focal loss of the matched masks."""
         alpha, gamma = self.focal_alpha, self.focal_gamma
         return focal_loss(matched.mask_logits, matched.mask_targets, matched.num_masks, alpha=alpha, gamma=gamma)
 
     def dice(self, matched: MatchedOutputs) -> Tensor:
-        """Dice loss of the matched masks."""
         return dice_loss(matched.mask_logits, matched.mask_targets, matched.num_masks)
 
-    # Every loss term by name: the keys of `weight_dict` and of the loss parts. A new term is a function here
-    # and its weight's field in `MaskFormerConfig.loss_weight_fields`; nothing else changes.
+    # Every loss term by name. A new term: a function here and its weight's field in
+    # `MaskFormerConfig.loss_weight_fields`; nothing else changes.
     terms: dict[str, Callable[[MaskFormerLoss, MatchedOutputs], Tensor]] = {
         "loss_cross_entropy": cross_entropy,
         "loss_mask": focal,
         "loss_dice": dice,
     }
 
-    # --- matching ---------------------------------------------------------------------------------------------
-
-    def match(self, class_logits, mask_logits, class_labels, mask_labels, num_masks: float) -> MatchedOutputs:
-        """Runs the matcher on one output and gathers the matched pairs (masks at the compared positions)."""
+    def output_losses(self, class_logits, mask_logits, class_labels, mask_labels, num_masks) -> dict[str, Tensor]:
+        """The unweighted terms of one output, after matching it to the targets."""
         indices = self.matcher(class_logits, mask_logits, class_labels, mask_labels)
         batch_size, num_queries = class_logits.shape[:2]
         class_targets = torch.full(
@@ -151,7 +137,8 @@ class MaskFormerLoss(nn.Module):
             matched_classes = class_labels[b][tgt_idx.to(class_labels[b].device)]
             class_targets[b, pred_idx.to(class_targets.device)] = matched_classes.to(class_targets)
         mask_logits, mask_targets = self.matched_masks(mask_logits, mask_labels, indices)
-        return MatchedOutputs(class_logits.float(), class_targets, mask_logits, mask_targets, num_masks)
+        matched = MatchedOutputs(class_logits.float(), class_targets, mask_logits, mask_targets, num_masks)
+        return {name: self.terms[name](self, matched) for name in self.weight_dict}
 
     def matched_masks(self, mask_logits: Tensor, mask_labels: list[Tensor], indices) -> tuple[Tensor, Tensor]:
         """Matched predictions (B, Q, h, w) and targets (N_b, H, W) per image -> (N, P) logits and targets,
@@ -182,13 +169,6 @@ class MaskFormerLoss(nn.Module):
             targets = point_sample(targets[:, None], coords)[:, 0]  # (N, P)
         return point_sample(predicted, coords)[:, 0], targets  # (N, P)
 
-    def single_output_losses(
-        self, class_logits, mask_logits, class_labels, mask_labels, num_masks
-    ) -> dict[str, Tensor]:
-        """The unweighted terms of one output."""
-        matched = self.match(class_logits, mask_logits, class_labels, mask_labels, num_masks)
-        return {name: self.terms[name](self, matched) for name in self.weight_dict}
-
     def forward(
         self,
         class_logits: Tensor,
@@ -201,11 +181,11 @@ class MaskFormerLoss(nn.Module):
         self._check_targets(class_logits, class_labels, mask_labels)
         num_masks = global_num_masks(class_labels, class_logits.device)
         with torch.autocast(device_type=class_logits.device.type, enabled=False):
-            losses = self.single_output_losses(class_logits, mask_logits, class_labels, mask_labels, num_masks)
-            weighted = {name: value * self.weight_dict[name] for name, value in losses.items()}
-            for layer, (aux_class, aux_mask) in enumerate(auxiliary_outputs or []):
-                aux = self.single_output_losses(aux_class, aux_mask, class_labels, mask_labels, num_masks)
-                weighted.update({f"{name}_{layer}": value * self.weight_dict[name] for name, value in aux.items()})
+            weighted = {}
+            for layer, (logits, masks) in enumerate([(class_logits, mask_logits), *(auxiliary_outputs or [])]):
+                suffix = "" if layer == 0 else f"_{layer - 1}"
+                losses = self.output_losses(logits, masks, class_labels, mask_labels, num_masks)
+                weighted.update({name + suffix: value * self.weight_dict[name] for name, value in losses.items()})
         return sum(weighted.values()), weighted
 
     def _check_targets(self, class_logits: Tensor, class_labels: list[Tensor], mask_labels: list[Tensor]) -> None:

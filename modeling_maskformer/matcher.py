@@ -1,9 +1,7 @@
 """Bipartite matching between predicted and ground-truth masks (paper Sec. 3.2, Eq. 1 and 2).
 
-Cost of assigning prediction i to target j: `-w_ce * p_i(c_j) + w_mask * focal(m_i, m_j) + w_dice * dice(m_i, m_j)`,
-solved per image with scipy's `linear_sum_assignment`. The weights are those of the loss terms the costs
-mirror (`loss_cross_entropy`, `loss_mask`, `loss_dice`: the model passes the loss's weight dict); loss terms
-without a pairwise cost here take no part in matching.
+Cost of prediction i for target j: `-w_ce * p_i(c_j) + w_mask * focal(m_i, m_j) + w_dice * dice(m_i, m_j)`, solved
+per image with scipy's `linear_sum_assignment`; the weights are those of the loss terms the costs mirror.
 
 Shapes: Q queries, N targets, P points (pixels or sampled points), K classes (+1 "no object").
 """
@@ -47,12 +45,8 @@ def pairwise_dice(logits: Tensor, targets: Tensor) -> Tensor:
 
 
 class HungarianMatcher(nn.Module):
-    """Matches the Q predictions of each image to its N targets at the lowest total cost.
-
-    `num_points=None` compares masks densely (targets resized to the prediction size, as in the paper);
-    an int compares them on that many uniformly sampled points (Mask2Former), shared by predictions and
-    targets of one image.
-    """
+    """Matches the Q predictions of each image to its N targets at the lowest total cost: densely (targets resized
+    to the prediction size, the paper) or, with `num_points`, on uniformly sampled points (Mask2Former)."""
 
     # The pairwise costs (`pairwise_costs`) by the loss term each mirrors, in summation order.
     cost_terms = tuple(PAPER_COST_WEIGHTS)
@@ -80,10 +74,9 @@ class HungarianMatcher(nn.Module):
         self, class_logits: Tensor, mask_logits: Tensor, target_classes: Tensor, target_masks: Tensor
     ) -> dict[str, Tensor]:
         """One image, in fp32: each cost (Q, N) by the name of the loss term it mirrors."""
-        class_logits = class_logits.float()
         mask_logits = mask_logits.float()
         target_masks = target_masks.to(mask_logits)
-        class_cost = -class_logits.softmax(-1)[:, target_classes]  # (Q, N)
+        class_cost = -class_logits.float().softmax(-1)[:, target_classes]  # (Q, N)
         if self.num_points is None:
             if target_masks.shape[-2:] != mask_logits.shape[-2:]:
                 target_masks = nn.functional.interpolate(
@@ -105,8 +98,8 @@ class HungarianMatcher(nn.Module):
     def cost_matrix(
         self, class_logits: Tensor, mask_logits: Tensor, target_classes: Tensor, target_masks: Tensor
     ) -> Tensor:
-        """One image: class_logits (Q, K+1), mask_logits (Q, h, w), target_classes (N,), target_masks
-        (N, H, W) -> finite cost (Q, N), computed in fp32."""
+        """One image: class_logits (Q, K+1), mask_logits (Q, h, w), target_classes (N,), target_masks (N, H, W)
+        -> finite cost (Q, N), in fp32."""
         costs = self.pairwise_costs(class_logits, mask_logits, target_classes, target_masks)
         cost = sum(weight * costs[name] for name, weight in self.cost_weights.items())
         # NOTE: NaN/inf (diverged logits) would make scipy raise "cost matrix is infeasible".
@@ -120,17 +113,13 @@ class HungarianMatcher(nn.Module):
         class_labels: list[Tensor],
         mask_labels: list[Tensor],
     ) -> list[tuple[Tensor, Tensor]]:
-        """class_logits (B, Q, K+1), mask_logits (B, Q, h, w), per image class_labels (N_b,) and
-        mask_labels (N_b, H, W) -> per image (prediction indices, target indices), each (min(Q, N_b),)."""
+        """class_logits (B, Q, K+1), mask_logits (B, Q, h, w), per image class_labels (N_b,) and mask_labels
+        (N_b, H, W) -> per image (prediction indices, target indices), each (min(Q, N_b),)."""
         indices = []
         # NOTE: costs in fp32 outside autocast, so fp16 training never overflows the focal/dice terms.
         with torch.autocast(device_type=mask_logits.device.type, enabled=False):
             for b, (classes, masks) in enumerate(zip(class_labels, mask_labels)):
-                if classes.numel() == 0:
-                    empty = torch.empty(0, dtype=torch.int64)
-                    indices.append((empty, empty))
-                    continue
-                cost = self.cost_matrix(class_logits[b], mask_logits[b], classes, masks)
-                rows, cols = linear_sum_assignment(cost.cpu().numpy())
+                cost = self.cost_matrix(class_logits[b], mask_logits[b], classes, masks) if classes.numel() else None
+                rows, cols = ([], []) if cost is None else linear_sum_assignment(cost.cpu().numpy())
                 indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
         return indices

@@ -31,8 +31,8 @@ FolderFormat = Literal["auto", "transformers", "remote_code"]
 
 
 class FolderIO(NamedTuple):
-    """How the models read and write folders; each function gets the model class (or model) and transformers'
-    own method first. The package face registers interop's (`MaskFormerPreTrainedModel.folder_io`)."""
+    """How the models read and write folders: interop's functions, each given the model class (or model) and
+    transformers' own method first; registered by the package face."""
 
     from_pretrained: Callable
     save_pretrained: Callable
@@ -95,17 +95,14 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
         elif isinstance(module, nn.Linear) and getattr(module, "_maskformer_head", False):
             module.reset_parameters()
 
-    # NOTE: reading and writing folders lives in interop/ (transformers-native folders, the weight-fit checks, model
-    # cards); the package face (`__init__.py`) plugs it in through `folder_io`, so this module never imports interop
-    # and remote-code folders carry none of it. Loaded with trust_remote_code where this package is not installed,
-    # the models keep transformers' own from_pretrained, save_pretrained (remote-code folders) and push_to_hub.
+    # NOTE: folder I/O lives in interop/, plugged in by `__init__.py`, so this module never imports interop and
+    # remote-code folders carry none of it (there, transformers' own methods stay).
     folder_io: ClassVar[FolderIO | None] = None
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """`PreTrainedModel.from_pretrained` that also reads transformers' MaskFormer folders, re-initialises the
-        class head (with a warning) for another `num_labels`, and raises `MaskFormerLoadError` for weights that
-        do not fit the config (`interop/loading.py`)."""
+        """Also reads transformers' MaskFormer folders; a new `num_labels` re-initialises the class head (with a
+        warning); weights that do not fit raise `MaskFormerLoadError` (`interop/loading.py`)."""
         if cls.folder_io is None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         return cls.folder_io.from_pretrained(
@@ -113,9 +110,8 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
         )
 
     def save_pretrained(self, save_directory, *args, folder_format: FolderFormat = "auto", **kwargs):
-        """Write a folder `from_pretrained` loads: transformers' own MaskFormer format whenever it represents the
-        model exactly ("auto"; "transformers" insists), else the remote-code folder ("remote_code" forces it)
-        (`interop/saving.py`)."""
+        """transformers' own MaskFormer format whenever it represents the model exactly ("auto"; "transformers"
+        insists), else a remote-code folder ("remote_code" forces it) (`interop/saving.py`)."""
         if self.folder_io is None:
             if folder_format == "transformers":
                 raise ValueError("folder_format='transformers' needs the modeling_maskformer package")
@@ -125,33 +121,36 @@ class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
         )
 
     def push_to_hub(self, repo_id: str, **kwargs) -> str:
-        """Upload the saved folder, its processor and a model card with metadata (`interop/hub.py`); returns the
-        commit URL."""
+        """Upload the folder, its processor and a model card (`interop/hub.py`); returns the commit URL."""
         if self.folder_io is None:
             return super().push_to_hub(repo_id, **kwargs)
         return self.folder_io.push_to_hub(self, repo_id, **kwargs)
 
 
+def transformer_layer_settings(config: MaskFormerConfig) -> dict:
+    """The `TransformerLayer` arguments the "+6 Enc" encoder and the transformer decoder share."""
+    return {
+        "hidden_size": config.hidden_size,
+        "num_heads": config.num_attention_heads,
+        "dropout": config.dropout,
+        "attention_dropout": config.attention_dropout,
+        "activation": config.activation_function,
+        "pre_norm": config.pre_norm,
+    }
+
+
 def build_pixel_level_module(config: MaskFormerConfig) -> tuple[nn.Module, PixelDecoder]:
-    """The backbone and the pixel decoder (paper Fig. 2's pixel-level module), shared by MaskFormer and the
-    per-pixel baseline."""
+    """The backbone and the pixel decoder (paper Fig. 2's pixel-level module), shared with the per-pixel baseline."""
     backbone = build_backbone(
-        config.backbone_config,
-        pretrained_source=config.backbone,
-        use_pretrained=config.use_pretrained_backbone,
+        config.backbone_config, pretrained_source=config.backbone, use_pretrained=config.use_pretrained_backbone
     )
     encoder = None
     if config.pixel_decoder_type == "fpn_transformer_encoder":
         encoder = Res5TransformerEncoder(
             in_channels=backbone.channels[-1],
-            hidden_size=config.hidden_size,
             num_layers=config.encoder_layers,
-            num_heads=config.num_attention_heads,
             ffn_dim=config.encoder_ffn_dim,
-            dropout=config.dropout,
-            attention_dropout=config.attention_dropout,
-            activation=config.activation_function,
-            pre_norm=config.pre_norm,
+            **transformer_layer_settings(config),
         )
     pixel_decoder = PixelDecoder(
         in_channels=backbone.channels,
@@ -170,15 +169,10 @@ class MaskFormerModel(MaskFormerPreTrainedModel):
         self.backbone, self.pixel_decoder = build_pixel_level_module(config)
         self.transformer_decoder = TransformerDecoder(
             in_channels=self.pixel_decoder.memory_channels,
-            hidden_size=config.hidden_size,
             num_queries=config.num_queries,
             num_layers=config.decoder_layers,
-            num_heads=config.num_attention_heads,
             ffn_dim=config.decoder_ffn_dim,
-            dropout=config.dropout,
-            attention_dropout=config.attention_dropout,
-            activation=config.activation_function,
-            pre_norm=config.pre_norm,
+            **transformer_layer_settings(config),
         )
         self.post_init()
 
@@ -191,14 +185,12 @@ class MaskFormerModel(MaskFormerPreTrainedModel):
         return_dict: bool | None = None,
         return_intermediate: bool = False,
     ) -> MaskFormerModelOutput | tuple:
-        """pixel_values (B, 3, H, W) -> `MaskFormerModelOutput` (a tuple in transformers' order with
-        `return_dict=False`). `pixel_mask` is accepted for transformers' signature: padding is bottom/right and
-        the network sees it (as transformers'). `return_intermediate`: the deep-supervision states."""
+        """pixel_values (B, 3, H, W) -> `MaskFormerModelOutput`. `pixel_mask` is accepted for transformers'
+        signature: padding is bottom/right and the network sees it (as transformers')."""
         check_pixel_values(pixel_values, self.config.backbone_config)
         check_output_attentions(output_attentions, self.config)
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         attn_implementation = "eager" if self.config._attn_implementation == "eager" else "sdpa"
         features = self.backbone(pixel_values)  # res2..res5, each (B, C_i, H_i, W_i)
@@ -238,33 +230,23 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         self.mask_head = MaskHead(hidden_size=config.hidden_size, output_size=config.mask_feature_size)
         for linear in (self.class_head, *self.mask_head.layers):
             linear._maskformer_head = True
-        num_points = config.train_num_points if config.mask_loss_mode == "point" else None
+        shared = {"focal_alpha": config.focal_alpha, "focal_gamma": config.focal_gamma}
+        shared["num_points"] = config.train_num_points if config.mask_loss_mode == "point" else None
         self.criterion = MaskFormerLoss(
             num_labels=config.num_labels,
-            matcher=HungarianMatcher(
-                cost_weights=config.loss_weights,
-                focal_alpha=config.focal_alpha,
-                focal_gamma=config.focal_gamma,
-                num_points=num_points,
-            ),
+            matcher=HungarianMatcher(cost_weights=config.loss_weights, **shared),
             weight_dict=config.loss_weights,
             no_object_weight=config.no_object_weight,
-            focal_alpha=config.focal_alpha,
-            focal_gamma=config.focal_gamma,
-            num_points=num_points,
             oversample_ratio=config.oversample_ratio,
             importance_sample_ratio=config.importance_sample_ratio,
+            **shared,
         )
         self.post_init()
 
     def enable_fast_inference(self, bf16: bool | None = None) -> MaskFormerForInstanceSegmentation:
-        """Opt into the fast inference path; returns the model.
-
-        Weights and inputs go channels-last and, when `bf16` is True (or, by default, when the device computes
-        bf16 natively: AVX512-BF16 or AMX on a CPU, see `inference/fast_path.py`), the forward pass runs
-        under bf16 autocast. Outputs stay float32. Training (a forward with labels, or in train mode) is not
-        affected. `disable_fast_inference()` undoes it.
-        """
+        """Channels-last weights and inputs and, when `bf16` (default: the device computes bf16 natively, see
+        `inference/fast_path.py`), bf16 autocast for inference; outputs stay float32, training is unaffected.
+        Returns the model; `disable_fast_inference()` undoes it."""
         self.to(memory_format=torch.channels_last)
         self._fast_inference_bf16 = native_bf16(self.device) if bf16 is None else bool(bf16)
         return self
@@ -287,9 +269,8 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         return self.class_head(queries), mask_logits
 
     def get_logits(self, outputs: MaskFormerModelOutput) -> tuple[Tensor, Tensor, list[dict[str, Tensor]]]:
-        """transformers' `get_logits`: (class logits (B, Q, K+1), mask logits (B, Q, h, w), per deep-supervision
-        layer a dict of both) from `MaskFormerModel`'s outputs; the list is empty unless the outputs carry the
-        intermediate states (`return_intermediate=True`)."""
+        """transformers' `get_logits`: class logits (B, Q, K+1), mask logits (B, Q, h, w) and per deep-supervision
+        layer a dict of both (empty unless the outputs carry `transformer_decoder_intermediate_states`)."""
         mask_features = outputs.pixel_decoder_last_hidden_state
         class_logits, mask_logits = self.predict(outputs.transformer_decoder_last_hidden_state, mask_features)
         auxiliary = [
@@ -306,8 +287,7 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         class_labels: list[Tensor],
         auxiliary_logits: list[dict[str, Tensor]] | None,
     ) -> dict[str, Tensor]:
-        """transformers' `get_loss_dict` (its argument order): the weighted loss terms, deep supervision's with a
-        `_{layer}` suffix."""
+        """transformers' `get_loss_dict` (its argument order): the weighted terms, deep supervision's `_{layer}`."""
         auxiliary = [(a["class_queries_logits"], a["masks_queries_logits"]) for a in auxiliary_logits or ()]
         return self.criterion(class_queries_logits, masks_queries_logits, class_labels, mask_labels, auxiliary)[1]
 
@@ -333,14 +313,17 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         check_output_attentions(output_attentions, self.config)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         compute_loss = mask_labels is not None
-        if self.training and not compute_loss:
-            self._warn_training_mode()
+        if self.training and not compute_loss:  # NOTE: once per process (transformers' `warning_once`)
+            logger.warning_once(
+                "MaskFormerForInstanceSegmentation is called in training mode without labels: dropout is active and "
+                "BatchNorm uses the batch's statistics, so predictions are noisy and depend on the batch. Call "
+                "model.eval() before inference."
+            )
         fast = self.fast_inference if not compute_loss and not self.training else None
         if fast is not None:
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
-        output_auxiliary_logits = (
-            output_auxiliary_logits if output_auxiliary_logits is not None else self.config.output_auxiliary_logits
-        )
+        if output_auxiliary_logits is None:
+            output_auxiliary_logits = self.config.output_auxiliary_logits
         use_auxiliary = self.config.use_auxiliary_loss and (compute_loss or bool(output_auxiliary_logits))
         with (
             torch.autocast(pixel_values.device.type, dtype=torch.bfloat16) if fast and fast["bf16"] else nullcontext()
@@ -378,18 +361,6 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
             **model_outputs,
         )
         return outputs if return_dict else outputs.to_transformers_tuple()
-
-    def _warn_training_mode(self) -> None:
-        """Once per model: predictions asked of a model in training mode (e.g. through the pipeline or the
-        post-processing after `model.train()`) use dropout and batch statistics."""
-        if getattr(self, "_warned_training_mode", False):
-            return
-        self._warned_training_mode = True
-        logger.warning(
-            "MaskFormerForInstanceSegmentation is called in training mode without labels: dropout is active and "
-            "BatchNorm uses the batch's statistics, so predictions are noisy and depend on the batch. Call "
-            "model.eval() before inference."
-        )
 
     @staticmethod
     def _check_label_sizes(mask_labels: list[Tensor], pixel_values: Tensor) -> None:

@@ -1,5 +1,4 @@
-"""The models' outputs, field for field in transformers' MaskFormer order (so that `return_dict=False` gives
-transformers' tuple), plus ours at the end.
+"""The models' outputs, in transformers' MaskFormer field order (`return_dict=False` gives its tuple), ours at the end.
 
 Shapes: B batch, Q queries, K classes (+1 "no object"), C channels, H×W the padded input size, L decoder layers.
 """
@@ -14,54 +13,37 @@ from transformers.utils import ModelOutput
 
 @dataclass
 class MaskFormerModelOutput(ModelOutput):
-    """Outputs of `MaskFormerModel`.
+    """Outputs of `MaskFormerModel`, as transformers' (the `*_hidden_states` with `output_hidden_states`;
+    `attentions` never filled: `output_attentions=True` raises, docs/api.md).
 
-    Args:
-        encoder_last_hidden_state: (B, C_5, H/32, W/32) the backbone's res5.
-        pixel_decoder_last_hidden_state: (B, C_mask, H/4, W/4) per-pixel embeddings.
-        transformer_decoder_last_hidden_state: (B, Q, C) final query embeddings (after the final LayerNorm).
-        encoder_hidden_states: the backbone's feature maps res2..res5, when `output_hidden_states`.
-        pixel_decoder_hidden_states: the FPN maps from coarse to fine, when `output_hidden_states`.
-        transformer_decoder_hidden_states: L+1 tensors (B, Q, C), when `output_hidden_states`: each decoder
-            layer's input (the first is the zero target) and the final queries (transformers' layout).
-        hidden_states: the three above concatenated, when `output_hidden_states` (as transformers).
-        attentions: never filled (`output_attentions=True` raises: see docs/api.md, drop-in).
-        transformer_decoder_intermediate_states: L-1 tensors (B, Q, C), the normalised outputs of the first
-            decoder layers (deep supervision), when asked for (`return_intermediate`); ours only.
+    Shapes: `encoder_last_hidden_state` (B, C_5, H/32, W/32) res5; `pixel_decoder_last_hidden_state`
+    (B, C_mask, H/4, W/4); `transformer_decoder_last_hidden_state` (B, Q, C); `transformer_decoder_hidden_states`
+    L+1 × (B, Q, C), each layer's input then the final queries. Ours only: `transformer_decoder_intermediate_states`,
+    L-1 × (B, Q, C), the normalised outputs for deep supervision (`return_intermediate=True`).
     """
 
     encoder_last_hidden_state: Tensor | None = None
     pixel_decoder_last_hidden_state: Tensor | None = None
     transformer_decoder_last_hidden_state: Tensor | None = None
-    encoder_hidden_states: tuple[Tensor, ...] | None = None
-    pixel_decoder_hidden_states: tuple[Tensor, ...] | None = None
+    encoder_hidden_states: tuple[Tensor, ...] | None = None  # res2..res5
+    pixel_decoder_hidden_states: tuple[Tensor, ...] | None = None  # the FPN maps, coarse to fine
     transformer_decoder_hidden_states: tuple[Tensor, ...] | None = None
-    hidden_states: tuple[Tensor, ...] | None = None
+    hidden_states: tuple[Tensor, ...] | None = None  # the three above concatenated
     attentions: tuple[Tensor, ...] | None = None
     transformer_decoder_intermediate_states: tuple[Tensor, ...] | None = None
 
 
 @dataclass
 class MaskFormerForInstanceSegmentationOutput(ModelOutput):
-    """Outputs of `MaskFormerForInstanceSegmentation`.
+    """Outputs of `MaskFormerForInstanceSegmentation`: transformers' fields (the hidden states as in
+    `MaskFormerModelOutput`), then ours, which the tuple leaves out: `loss_dict`, the weighted loss terms
+    (deep supervision's with a `_{layer}` suffix), and `pixel_mask` (B, H, W), the input's (1 real, 0 padding),
+    echoed so post-processing can crop the padding."""
 
-    Args:
-        loss: scalar total loss (weighted sum of `loss_dict`), when labels are given.
-        class_queries_logits: (B, Q, K+1) class logits; the last class is "no object".
-        masks_queries_logits: (B, Q, H/4, W/4) mask logits.
-        auxiliary_logits: per deep-supervision layer, a dict with `class_queries_logits` (B, Q, K+1) and
-            `masks_queries_logits` (B, Q, H/4, W/4).
-        encoder_last_hidden_state ... attentions: as in `MaskFormerModelOutput`.
-        loss_dict: the weighted loss parts: `loss_cross_entropy`, `loss_mask` (focal), `loss_dice`, and the
-            same with a `_{layer}` suffix for each deep-supervision layer; ours only (not in the tuple).
-        pixel_mask: (B, H, W) the input's pixel mask (1 real, 0 padding), echoed back so post-processing
-            can crop the padding; None when the input had none; ours only (not in the tuple).
-    """
-
-    loss: Tensor | None = None
-    class_queries_logits: Tensor | None = None
-    masks_queries_logits: Tensor | None = None
-    auxiliary_logits: list[dict[str, Tensor]] | None = None
+    loss: Tensor | None = None  # the sum of `loss_dict`, when labels are given
+    class_queries_logits: Tensor | None = None  # (B, Q, K+1), the last class "no object"
+    masks_queries_logits: Tensor | None = None  # (B, Q, H/4, W/4)
+    auxiliary_logits: list[dict[str, Tensor]] | None = None  # per deep-supervision layer, both logits by name
     encoder_last_hidden_state: Tensor | None = None
     pixel_decoder_last_hidden_state: Tensor | None = None
     transformer_decoder_last_hidden_state: Tensor | None = None

@@ -11,10 +11,12 @@ Shapes: B batch, C channels, H×W the input size; res2..res5 are at strides 4, 8
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import AttentionImplementation, TransformerLayer, sine_position_encoding
+from .attention import AttentionImplementation, sequence_with_position, transformer_layers
 
 
 class ConvNormAct(nn.Sequential):
@@ -44,50 +46,23 @@ class FPNLayer(nn.Module):
 
 
 class Res5TransformerEncoder(nn.Module):
-    """1x1 input projection of res5 + N transformer encoder layers (+ a final LayerNorm when pre-norm)."""
+    """1x1 input projection of res5 + N transformer encoder layers (+ a final LayerNorm when pre-norm); `layer`:
+    the keyword arguments of each `TransformerLayer` (num_heads, ffn_dim, dropout, ...)."""
 
-    def __init__(
-        self,
-        *,
-        in_channels: int,
-        hidden_size: int,
-        num_layers: int,
-        num_heads: int,
-        ffn_dim: int,
-        dropout: float,
-        attention_dropout: float,
-        activation: str = "relu",
-        pre_norm: bool = False,
-    ):
+    def __init__(self, *, in_channels: int, hidden_size: int, num_layers: int, **layer: Any):
         super().__init__()
         self.input_proj = nn.Conv2d(in_channels, hidden_size, kernel_size=1)
-        self.layers = nn.ModuleList(
-            TransformerLayer(
-                hidden_size=hidden_size,
-                num_heads=num_heads,
-                ffn_dim=ffn_dim,
-                dropout=dropout,
-                attention_dropout=attention_dropout,
-                activation=activation,
-                pre_norm=pre_norm,
-            )
-            for _ in range(num_layers)
-        )
-        self.norm = nn.LayerNorm(hidden_size) if pre_norm else None
+        self.layers = transformer_layers(num_layers, hidden_size=hidden_size, **layer)
+        self.norm = nn.LayerNorm(hidden_size) if layer.get("pre_norm") else None
 
     def forward(self, res5: Tensor, attn_implementation: AttentionImplementation) -> Tensor:
-        hidden = self.input_proj(res5)
-        batch_size, channels, height, width = hidden.shape
-        position = sine_position_encoding(
-            batch_size, height, width, channels, device=hidden.device, dtype=hidden.dtype
-        )
-        position = position.flatten(2).transpose(1, 2)  # (B, HW, C)
-        hidden = hidden.flatten(2).transpose(1, 2)  # (B, HW, C)
+        projected = self.input_proj(res5)
+        hidden, position = sequence_with_position(projected)  # (B, HW, C) each
         for layer in self.layers:
             hidden = layer(hidden, position, attn_implementation=attn_implementation)
         if self.norm is not None:
             hidden = self.norm(hidden)
-        return hidden.transpose(1, 2).reshape(batch_size, channels, height, width)
+        return hidden.transpose(1, 2).reshape(projected.shape)  # (B, C, H, W)
 
 
 class PixelDecoder(nn.Module):

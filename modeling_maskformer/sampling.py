@@ -23,11 +23,8 @@ def uncertain_point_coords(
     oversample_ratio: float,
     importance_sample_ratio: float,
 ) -> Tensor:
-    """Sample points where mask_logits (N, 1, H, W) are most uncertain (|logit| smallest), plus random ones.
-
-    Draws `num_points * oversample_ratio` random candidates, keeps the `importance_sample_ratio` share with
-    the highest uncertainty and fills the rest uniformly at random. Returns (N, P, 2).
-    """
+    """(N, P, 2) points: of `num_points * oversample_ratio` random candidates, the `importance_sample_ratio` share
+    where mask_logits (N, 1, H, W) are most uncertain (|logit| smallest), the rest uniformly at random."""
     num_masks = mask_logits.shape[0]
     num_sampled = int(num_points * oversample_ratio)
     candidates = torch.rand(num_masks, num_sampled, 2, device=mask_logits.device)

@@ -9,47 +9,25 @@ Shapes: B batch, Q queries, C channels (d), H×W memory size.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-from .attention import AttentionImplementation, TransformerLayer, sine_position_encoding
+from .attention import AttentionImplementation, sequence_with_position, transformer_layers
 
 
 class TransformerDecoder(nn.Module):
     """Queries + input projection + L decoder layers (self-, cross-attention, FFN) + the shared final LayerNorm."""
 
-    def __init__(
-        self,
-        *,
-        in_channels: int,
-        hidden_size: int,
-        num_queries: int,
-        num_layers: int,
-        num_heads: int,
-        ffn_dim: int,
-        dropout: float,
-        attention_dropout: float,
-        activation: str = "relu",
-        pre_norm: bool = False,
-    ):
+    def __init__(self, *, in_channels: int, hidden_size: int, num_queries: int, num_layers: int, **layer: Any):
+        """`layer`: the keyword arguments of each `TransformerLayer` (num_heads, ffn_dim, dropout, ...)."""
         super().__init__()
         self.hidden_size = hidden_size
         self.query_embed = nn.Embedding(num_queries, hidden_size)
         # NOTE: the original projects the memory only when its width differs from d (1x1 conv).
         self.input_proj = nn.Conv2d(in_channels, hidden_size, kernel_size=1) if in_channels != hidden_size else None
-        self.layers = nn.ModuleList(
-            TransformerLayer(
-                hidden_size=hidden_size,
-                num_heads=num_heads,
-                ffn_dim=ffn_dim,
-                dropout=dropout,
-                attention_dropout=attention_dropout,
-                activation=activation,
-                pre_norm=pre_norm,
-                cross_attention=True,
-            )
-            for _ in range(num_layers)
-        )
+        self.layers = transformer_layers(num_layers, hidden_size=hidden_size, cross_attention=True, **layer)
         self.layernorm = nn.LayerNorm(hidden_size)
 
     def forward(
@@ -65,13 +43,8 @@ class TransformerDecoder(nn.Module):
         layer's input (the first is the zero target) and the final queries, L+1 tensors (B, Q, C)."""
         if self.input_proj is not None:
             memory = self.input_proj(memory)
-        batch_size, channels, height, width = memory.shape
-        memory_position = sine_position_encoding(
-            batch_size, height, width, channels, device=memory.device, dtype=memory.dtype
-        )
-        memory_position = memory_position.flatten(2).transpose(1, 2)  # (B, HW, C)
-        memory = memory.flatten(2).transpose(1, 2)  # (B, HW, C)
-        query_position = self.query_embed.weight.unsqueeze(0).expand(batch_size, -1, -1)  # (B, Q, C)
+        memory, memory_position = sequence_with_position(memory)  # (B, HW, C) each
+        query_position = self.query_embed.weight.unsqueeze(0).expand(memory.shape[0], -1, -1)  # (B, Q, C)
         hidden_states = torch.zeros_like(query_position)
         intermediate, layer_inputs = [], []
         for index, layer in enumerate(self.layers):

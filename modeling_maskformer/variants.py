@@ -1,11 +1,5 @@
-"""Named MaskFormer variants, declared once (as segment-anything's `build_sam.py`): the training presets
-(`--model_preset`), the authors' released checkpoints (`convert_from_original(preset=...)`, the model zoo) and the
-benchmark's models. Backbone shapes and stage names are in `configuration.backbones`.
-
-    from modeling_maskformer.variants import variant_config, variant_model
-
-    config = variant_config("swin-tiny", id2label={0: "wall", 1: "floor"})  # ImageNet Swin-T, the paper's heads
-    model = variant_model("demo", num_labels=3)  # a small from-scratch model for CPU
+"""Named MaskFormer variants, declared once (as segment-anything's `build_sam.py`): the training presets, the authors'
+released checkpoints and the benchmark's models (docs/variants.md). Backbone shapes are in `configuration.backbones`.
 """
 
 from __future__ import annotations
@@ -35,16 +29,12 @@ class Variant:
 
     def config(self, **overrides: Any) -> MaskFormerConfig:
         """The config; `overrides` are MaskFormerConfig fields (`id2label`, `num_labels`, `mask_loss_mode`, ...)."""
-        backbone = build_backbone_config(self.backbone, **self.backbone_settings)
-        pretrained = {}
+        fields = {"backbone_config": build_backbone_config(self.backbone, **self.backbone_settings)}
         if self.imagenet_weights is not None:
-            pretrained = {
-                "backbone": self.imagenet_weights,
-                "use_pretrained_backbone": True,
-                "use_timm_backbone": False,
-            }
-        labels = {"num_labels": self.num_labels} if self.num_labels is not None else {}
-        return MaskFormerConfig(backbone_config=backbone, **pretrained, **labels, **{**self.settings, **overrides})
+            fields.update(backbone=self.imagenet_weights, use_pretrained_backbone=True, use_timm_backbone=False)
+        if self.num_labels is not None:
+            fields["num_labels"] = self.num_labels
+        return MaskFormerConfig(**{**fields, **self.settings, **overrides})
 
 
 def _paper(backbone: str, **fields: Any) -> Variant:
