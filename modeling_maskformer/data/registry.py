@@ -38,6 +38,7 @@ class DatasetSpec:
     split_counts: dict[str, int]
     counts_source: str
     label_convention: str | None  # the --label_convention the training command needs
+    layout: str  # the prepared folder's files, as the zoo shows them
 
 
 CITYSCAPES = "www.cityscapes-dataset.com/downloads"
@@ -47,6 +48,8 @@ TFDS = "tensorflow/datasets `tensorflow_datasets/url_checksums/{}` (size and SHA
 DATASETS: dict[str, DatasetSpec] = {
     "ade20k": DatasetSpec(
         name="ade20k",
+        layout="ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_*.{jpg,png} + objectInfo150.txt "
+        "(PNG values: 0 = other, 1..150 = classes)",
         title="ADE20K-150 (MIT Scene Parsing benchmark, ADEChallengeData2016)",
         folder="ADEChallengeData2016",
         archives={
@@ -65,6 +68,8 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     "coco_panoptic": DatasetSpec(
         name="coco_panoptic",
+        layout="coco/{train2017,val2017}/*.jpg + coco/annotations/panoptic_{train,val}2017.json + "
+        "coco/annotations/panoptic_{train,val}2017/*.png",
         title="COCO 2017 panoptic segmentation",
         folder="coco",
         archives={
@@ -96,6 +101,8 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     "cityscapes": DatasetSpec(
         name="cityscapes",
+        layout="cityscapes/{images,annotations}/{training,validation}/<city>_<seq>_<frame>.png + id2label.json "
+        "(gtFine labelIds converted to the 19 trainIds 0..18, 255 ignored)",
         title="Cityscapes (fine annotations)",
         folder="cityscapes",
         archives={
