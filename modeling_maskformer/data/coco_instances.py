@@ -1,18 +1,8 @@
-"""COCO instance segmentation JSON (polygons, compressed and uncompressed RLE, crowd regions) as the official
-dataset and the labelling tools export it (detectron2's `load_coco_json` is the model).
-
-- `load_coco_instances(json_file, image_root)`: one JSON and its images (detectron2's `register_coco_instances`).
-- `load_coco_instances_file(json_file, split, image_root=...)`: the same with splits (``--dataset FILE.json``).
-- `load_coco_instances_folder(root, split)`: an exporter's folder, its layout detected (`COCO_LAYOUT_MARKERS`):
-  ``coco_instances`` (``annotations/instances_<subset>.json`` + ``<subset>/``), ``cvat_coco`` (the same + ``images/``),
-  ``roboflow_coco`` (``<subset>/_annotations.coco.json``, images beside it), ``label_studio`` (``result.json`` +
-  ``images/``).
-
-Splits as for every source (`splits.plan_split`); an export without a validation subset holds one out of its
-training subset. Items (task "instance") hold every object's full mask (overlaps kept), decoded by pycocotools.
-Sparse category ids map to contiguous labels in id order (``label_to_category_id`` maps back). Annotations without a
-mask (boxes only) are left out, and so is Roboflow's grouping category (the others' supercategory, used by no
-annotation); both are logged. Images are turned upright by their EXIF orientation, as detectron2 reads them.
+"""COCO instance segmentation JSON (polygons, RLE, crowd regions) as COCO and the labelling tools export it
+(detectron2's `load_coco_json` is the model): one JSON (`load_coco_instances`, `load_coco_instances_file`) or an
+exporter's folder (`load_coco_instances_folder`, layouts `COCO_LAYOUT_MARKERS`). Items (task "instance") hold every
+object's full mask, decoded by pycocotools. Annotations without a mask and Roboflow's grouping category are left out
+(logged); images are turned upright by their EXIF orientation, as detectron2 reads them.
 """
 
 from __future__ import annotations
@@ -58,8 +48,6 @@ _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 @dataclass(frozen=True)
 class CocoImage:
-    """One image of the JSON and its annotations (those with a mask)."""
-
     path: Path
     file_name: str  # as the JSON writes it
     image_id: int | str
@@ -69,7 +57,7 @@ class CocoImage:
 
 
 class CocoInstancesDataset(SegmentationDataset):
-    """Images + COCO instance annotations; items carry ``instances`` (see `dataset.InstanceAnnotations`)."""
+    """Images + COCO instance annotations; items carry ``instances`` (`dataset.InstanceAnnotations`)."""
 
     task: Task = "instance"
     convention_from = None  # the classes come from the JSON's categories
@@ -145,8 +133,7 @@ class CocoInstancesDataset(SegmentationDataset):
 
 
 def annotation_rle(segmentation, height: int, width: int, where: str) -> dict:
-    """One object's mask as a compressed RLE from COCO's three encodings (polygons, merged; uncompressed RLE;
-    compressed RLE), as COCO's own API does (`COCO.annToRLE`)."""
+    """One object's mask as a compressed RLE from polygons, uncompressed or compressed RLE, as `COCO.annToRLE`."""
     if isinstance(segmentation, list):
         if any(not isinstance(p, list) or len(p) % 2 for p in segmentation):
             raise InvalidInputError(
@@ -178,7 +165,7 @@ def annotation_rle(segmentation, height: int, width: int, where: str) -> dict:
 
 
 def has_mask(annotation: dict) -> bool:
-    """Whether an annotation has a mask (not only a box: Label Studio and CVAT write boxes as empty segmentation)."""
+    """Not a box only (Label Studio and CVAT write boxes with an empty segmentation)."""
     segmentation = annotation.get("segmentation")
     if isinstance(segmentation, list):
         return any(isinstance(p, list) and len(p) >= 6 for p in segmentation) or any(
@@ -189,7 +176,7 @@ def has_mask(annotation: dict) -> bool:
 
 
 def _grouping_categories(categories: list[dict], used: set) -> list[dict]:
-    """Roboflow's root category: named as the supercategory of other categories and used by no annotation."""
+    """Roboflow's root category: the others' supercategory, used by no annotation."""
     parents = {c.get("supercategory") for c in categories} - {None, "", "none"}
     return [c for c in categories if c["name"] in parents and c["id"] not in used]
 
@@ -214,26 +201,20 @@ def _check_fields(json_path: Path, payload) -> None:
             raise InvalidInputError(f"{json_path}: {key} id(s) {repeated[:5]} listed more than once")
 
 
-class _Listing:
-    """Which files exist, from one directory listing per folder (not one stat per image)."""
-
-    def __init__(self):
-        self._folders: dict[Path, frozenset[str]] = {}
-
-    def exists(self, path: Path) -> bool:
-        folder = path.parent
-        if folder not in self._folders:
-            self._folders[folder] = frozenset(os.listdir(folder)) if folder.is_dir() else frozenset()
-        return path.name in self._folders[folder]
+def _exists(path: Path, listings: dict[Path, frozenset[str]]) -> bool:
+    """Whether ``path`` exists, from one listing per folder (not one stat per image)."""
+    if path.parent not in listings:
+        listings[path.parent] = frozenset(os.listdir(path.parent)) if path.parent.is_dir() else frozenset()
+    return path.name in listings[path.parent]
 
 
-def _image_path(file_name: str, image_dirs: Sequence[Path], listing: _Listing) -> Path:
-    """Where ``file_name`` is: under the first image folder that has it (as written, else its base name:
-    Label Studio writes Windows separators or upload folders into it); else the path it should have."""
+def _image_path(file_name: str, image_dirs: Sequence[Path], listings: dict) -> Path:
+    """Under the first image folder that has ``file_name`` (as written, else its base name: Label Studio writes
+    Windows separators or upload folders into it); else the path it should have."""
     relative = file_name.replace("\\", "/")
     for folder in image_dirs:
         for candidate in (folder / relative, folder / Path(relative).name):
-            if listing.exists(candidate):
+            if _exists(candidate, listings):
                 return candidate
     return image_dirs[0] / relative
 
@@ -244,9 +225,8 @@ def load_coco_instances(
     *,
     ignore_index: int = 255,
 ) -> CocoInstancesDataset:
-    """A COCO instance JSON and the folder(s) its images' ``file_name`` is looked up in, in order. Structural
-    problems raise here; a missing or damaged image, a size that disagrees with the JSON or a segmentation that does
-    not decode, when the item is read (`checks.check_dataset` finds them all before training)."""
+    """A COCO instance JSON and the folder(s) its images are looked up in, in order. Structural problems raise here,
+    a missing or damaged image, a wrong size or a bad segmentation when the item is read."""
     json_path = Path(json_file)
     if not json_path.is_file():
         raise MissingInputError(f"COCO instances: annotation file {json_path} not found")
@@ -285,10 +265,10 @@ def load_coco_instances(
             boxes_only += 1
             continue
         by_image[annotation["image_id"]].append(annotation)
-    listing = _Listing()
+    listings: dict[Path, frozenset[str]] = {}
     records = []
     for image in payload["images"]:
-        path = _image_path(str(image["file_name"]), image_dirs, listing)
+        path = _image_path(str(image["file_name"]), image_dirs, listings)
         height, width = image.get("height"), image.get("width")
         records.append(
             CocoImage(
@@ -302,7 +282,7 @@ def load_coco_instances(
         )
     if not records:
         raise InvalidInputError(f"{json_path}: empty 'images' list")
-    if not any(listing.exists(record.path) for record in records):
+    if not any(_exists(record.path, listings) for record in records):
         raise MissingInputError(
             f"{json_path}: none of its {len(records)} images is in {', '.join(map(str, image_dirs))} "
             f"(file_name {records[0].file_name!r} is not {records[0].path}); give the folder that "
@@ -318,14 +298,8 @@ def load_coco_instances(
     )
 
 
-# --------------------------------------------------------------------------------------------------
-# Exporters' folders.
-
-
 @dataclass(frozen=True)
 class CocoSubset:
-    """One annotation file of an export and where its images are."""
-
     name: str  # as the export names it: "val2017", "valid", "default", "result"
     json_path: Path
     image_dirs: tuple[Path, ...]
@@ -345,7 +319,6 @@ def coco_instances_layout(root: str | os.PathLike) -> str | None:
 
 
 def coco_subsets(root: Path, layout: str) -> list[CocoSubset]:
-    """The annotation files of a folder in `layout`, with the folders their images are looked up in."""
     if layout in ("coco_instances", "cvat_coco"):
         subsets = []
         for path in sorted((root / "annotations").iterdir()):
@@ -375,7 +348,7 @@ def load_coco_instances_folder(
     train_val_split: float | RecordedHoldOut | None = None,
     ignore_index: int = 255,
 ):
-    """An exporter's COCO instance folder (official, CVAT, Roboflow, Label Studio); splits: `splits.plan_split`."""
+    """An exporter's COCO instance folder (official, CVAT, Roboflow, Label Studio)."""
     root = Path(root)
     layout = coco_instances_layout(root)
     if layout is None:
@@ -386,8 +359,8 @@ def load_coco_instances_folder(
 
 
 def json_file_subset(json_file: str | os.PathLike) -> str:
-    """The subset a COCO instance JSON stands for: ``instances_val2017.json`` -> ``val2017``, Roboflow's
-    ``valid/_annotations.coco.json`` -> ``valid``, any other its stem."""
+    """``instances_val2017.json`` -> ``val2017``, Roboflow's ``valid/_annotations.coco.json`` -> ``valid``, else the
+    stem."""
     path = Path(json_file)
     match = _INSTANCES_JSON.fullmatch(path.name)
     if match:
@@ -403,9 +376,8 @@ def load_coco_instances_file(
     train_val_split: float | RecordedHoldOut | None = None,
     ignore_index: int = 255,
 ):
-    """One COCO instance JSON file as a source with one subset (`json_file_subset`): ``--dataset FILE.json``, its
-    images in ``image_root`` (``--image_root``; default: the JSON's folder). ``instances_val2017.json`` is the
-    validation split; from a file that names no split or a training file, one is held out (`splits.plan_split`)."""
+    """One COCO instance JSON (``--dataset FILE.json``) as a source with one subset (`json_file_subset`), its images
+    in ``image_root`` (default: the JSON's folder)."""
     json_path = Path(json_file).expanduser()
     if not json_path.is_file():
         raise MissingInputError(f"COCO instances: annotation file {json_path} not found")
@@ -424,7 +396,6 @@ def _load_split(
     root: Path,
     ignore_index: int,
 ) -> CocoInstancesDataset:
-    """The items of ``split`` among the annotation files ``subsets``, logged with where they were found."""
     by_name = {subset.name: subset for subset in subsets}
     plan = plan_split(split, list(by_name), train_val_split, where)
     subset = by_name[plan.subset]
