@@ -49,11 +49,8 @@ _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 @dataclass(frozen=True)
 class CocoImage:
     path: Path
-    file_name: str  # as the JSON writes it
-    image_id: int | str
-    height: int | None  # None: the JSON leaves it out (then the image's own size is used)
-    width: int | None
-    annotations: tuple[dict, ...]
+    info: dict  # the JSON's entry in "images"
+    annotations: tuple[dict, ...]  # those with a mask
 
 
 class CocoInstancesDataset(SegmentationDataset):
@@ -81,13 +78,13 @@ class CocoInstancesDataset(SegmentationDataset):
 
     def _source(self, index: int) -> str:
         record = self.records[index]
-        return f"{record.path} (image id {record.image_id} of {self.json_path})"
+        return f"{record.path} (image id {record.info['id']} of {self.json_path})"
 
     def _load(self, index: int) -> SegmentationItem:
         record = self.records[index]
         if not record.path.is_file():
             raise MissingInputError(
-                f"{self._source(index)}: image not found (file_name {record.file_name!r}, looked "
+                f"{self._source(index)}: image not found (file_name {str(record.info['file_name'])!r}, looked "
                 f"up in {', '.join(map(str, self.image_dirs))})"
             )
         image = open_image(record.path, decode=self.decode_images)
@@ -98,18 +95,19 @@ class CocoInstancesDataset(SegmentationDataset):
         elif orientation in _TRANSPOSED:
             image = Image.new("1", size)  # NOTE: the header-only item needs the upright size, not the pixels
         width, height = size
-        if (record.width, record.height) not in ((width, height), (None, None)):
+        json_size = tuple(int(record.info[k]) if record.info.get(k) else None for k in ("width", "height"))
+        if json_size not in (size, (None, None)):
             hint = ""
-            if (record.width, record.height) == size[::-1] and orientation in _TRANSPOSED:
+            if json_size == size[::-1] and orientation in _TRANSPOSED:
                 hint = (
                     f"; its EXIF orientation ({orientation}) turns it, and the JSON has the size before turning: "
                     f"re-export from a tool that applies the orientation, or save the image upright"
                 )
             raise InvalidInputError(
                 f"{self._source(index)}: the image is {width}x{height} (WxH) but the JSON says "
-                f"{record.width}x{record.height}{hint}"
+                f"{json_size[0]}x{json_size[1]}{hint}"
             )
-        where = f"{self.json_path}: annotation(s) of image {record.path.name} (id {record.image_id})"
+        where = f"{self.json_path}: annotation(s) of image {record.path.name} (id {record.info['id']})"
         rles = [
             annotation_rle(a.get("segmentation"), height, width, f"{where}, annotation id {a.get('id')}")
             for a in record.annotations
@@ -129,7 +127,7 @@ class CocoInstancesDataset(SegmentationDataset):
             "iscrowd": np.array([int(bool(a.get("iscrowd", 0))) for a in record.annotations], dtype=np.uint8),
             "areas": np.array(areas, dtype=np.float64),
         }
-        return {"image": image, "image_id": str(record.image_id), "instances": instances}
+        return {"image": image, "image_id": str(record.info["id"]), "instances": instances}
 
 
 def annotation_rle(segmentation, height: int, width: int, where: str) -> dict:
@@ -266,26 +264,16 @@ def load_coco_instances(
             continue
         by_image[annotation["image_id"]].append(annotation)
     listings: dict[Path, frozenset[str]] = {}
-    records = []
-    for image in payload["images"]:
-        path = _image_path(str(image["file_name"]), image_dirs, listings)
-        height, width = image.get("height"), image.get("width")
-        records.append(
-            CocoImage(
-                path,
-                str(image["file_name"]),
-                image["id"],
-                int(height) if height else None,
-                int(width) if width else None,
-                tuple(by_image[image["id"]]),
-            )
-        )
+    records = [
+        CocoImage(_image_path(str(image["file_name"]), image_dirs, listings), image, tuple(by_image[image["id"]]))
+        for image in payload["images"]
+    ]
     if not records:
         raise InvalidInputError(f"{json_path}: empty 'images' list")
     if not any(_exists(record.path, listings) for record in records):
         raise MissingInputError(
             f"{json_path}: none of its {len(records)} images is in {', '.join(map(str, image_dirs))} "
-            f"(file_name {records[0].file_name!r} is not {records[0].path}); give the folder that "
+            f"(file_name {str(records[0].info['file_name'])!r} is not {records[0].path}); give the folder that "
             f"holds them (--image_root DIR, or image_root=...)"
         )
     if boxes_only:

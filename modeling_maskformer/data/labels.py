@@ -39,14 +39,6 @@ def convention_flag(reduce_labels: bool) -> str:
     return f"{CONVENTION_FLAGS[reduce_labels]} (reduce_labels={reduce_labels})"
 
 
-def _choices_message(source: str) -> str:
-    return (
-        f"{source} records no label convention, so how to read semantic label maps for it must be chosen: pass "
-        f"{convention_flag(True)} for ADE20K's (pixel 0 = 'other', ignored; pixel k = class k-1) or "
-        f"{convention_flag(False)} for pixel values that are the class ids"
-    )
-
-
 def _names(id2label: Mapping[int, str], limit: int = 6) -> str:
     names = [id2label[i] for i in sorted(id2label)]
     return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
@@ -55,11 +47,6 @@ def _names(id2label: Mapping[int, str], limit: int = 6) -> str:
 def _normalized(id2label: Mapping[int, str]) -> dict[int, str]:
     """Names compared without case and surrounding spaces (transformers' ADE20K checkpoints say "bed ")."""
     return {int(k): str(v).strip().lower() for k, v in id2label.items()}
-
-
-def _has_own_names(id2label: Mapping[int, str]) -> bool:
-    """False for the numbered classes a loader makes when the data names none ("0", "1", ...)."""
-    return any(name != str(index) for index, name in id2label.items())
 
 
 @dataclass(frozen=True)
@@ -135,7 +122,11 @@ class LabelSettings:
         """`requested` (None: the recorded convention); a contradiction is followed with a warning, neither refused."""
         if requested is None:
             if self.reduce_labels is None:
-                raise InvalidInputError(_choices_message(self.source))
+                raise InvalidInputError(
+                    f"{self.source} records no label convention, so how to read semantic label maps for it must be "
+                    f"chosen: pass {convention_flag(True)} for ADE20K's (pixel 0 = 'other', ignored; pixel k = class "
+                    f"k-1) or {convention_flag(False)} for pixel values that are the class ids"
+                )
             logger.info(
                 f"label convention {CONVENTION_NAMES[self.reduce_labels]}, recorded by {self.source} "
                 f"(do_reduce_labels={str(self.reduce_labels).lower()})"
@@ -153,7 +144,8 @@ class LabelSettings:
         """Refuse a dataset whose classes differ from the model's, unless `ignore_class_mismatch` (a warning).
         Numbered classes of the model's count take its names."""
         ours, theirs = self.id2label, dataset.id2label
-        if len(ours) == len(theirs) and not _has_own_names(theirs) and _has_own_names(ours):
+        numbered = [all(name == str(index) for index, name in names.items()) for names in (ours, theirs)]
+        if len(ours) == len(theirs) and numbered == [False, True]:  # the loader's "0", "1", ...: the model's names
             dataset.id2label = dict(ours)
             logger.info("%s names no classes: using the %d names of %s", name, len(ours), self.source)
             return

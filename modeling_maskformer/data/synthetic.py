@@ -135,16 +135,6 @@ def _polygon_mask(vertices: np.ndarray, xx: np.ndarray, yy: np.ndarray) -> np.nd
     return inside
 
 
-def _regular_vertices(cx, cy, radii, rotation) -> np.ndarray:
-    angles = rotation + 2 * np.pi * np.arange(len(radii)) / len(radii)
-    return np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], axis=1)
-
-
-def _shoelace_area(vertices: np.ndarray) -> float:
-    x, y = vertices[:, 0], vertices[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-
-
 def _shape_mask(name: str, cx, cy, r, rotation, aspect, xx, yy) -> tuple[np.ndarray, float]:
     """(mask, full unclipped area in pixels) of a thing."""
     if name in ("circle", "ellipse"):
@@ -159,8 +149,10 @@ def _shape_mask(name: str, cx, cy, r, rotation, aspect, xx, yy) -> tuple[np.ndar
         "hexagon": np.full(6, r),
         "star": np.tile([r * 1.1, r * 0.5], 5),
     }[name]
-    vertices = _regular_vertices(cx, cy, radii, rotation)
-    return _polygon_mask(vertices, xx, yy), _shoelace_area(vertices)
+    angles = rotation + 2 * np.pi * np.arange(len(radii)) / len(radii)
+    x, y = cx + radii * np.cos(angles), cy + radii * np.sin(angles)
+    shoelace = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+    return _polygon_mask(np.stack([x, y], axis=1), xx, yy), shoelace
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -190,27 +182,18 @@ def _stuff_texture(name: str, rng: np.random.Generator, xx, yy, size: int) -> np
     raise ValueError(f"unknown stuff class {name!r}")
 
 
-def _class_colour(rng: np.random.Generator, class_id: int, num_things: int) -> np.ndarray:
-    hue = (class_id / num_things + rng.uniform(-0.03, 0.03)) % 1.0
-    saturation, value = rng.uniform(0.55, 1.0), rng.uniform(0.45, 1.0)
-    return np.array(colorsys.hsv_to_rgb(hue, saturation, value)) * 255
-
-
-def _thing_colour(
-    rng: np.random.Generator,
-    background: np.ndarray,
-    class_id: int,
-    mode: str,
-    num_things: int,
-    tries: int = 20,
-) -> np.ndarray:
-    """A colour ~80 (RGB distance) away from `background` (the mean under the shape), within `tries`."""
+def _thing_colour(rng: np.random.Generator, background: np.ndarray, class_id: int, mode: str, num_things: int):
+    """A colour ~80 (RGB distance) away from `background` (the mean under the shape), within 20 tries."""
 
     def draw() -> np.ndarray:
-        return rng.uniform(0, 255, 3) if mode == "random" else _class_colour(rng, class_id, num_things)
+        if mode == "random":
+            return rng.uniform(0, 255, 3)
+        hue = (class_id / num_things + rng.uniform(-0.03, 0.03)) % 1.0  # the class's hue band
+        saturation, value = rng.uniform(0.55, 1.0), rng.uniform(0.45, 1.0)
+        return np.array(colorsys.hsv_to_rgb(hue, saturation, value)) * 255
 
     colour = draw()
-    for _ in range(tries):
+    for _ in range(20):
         if np.linalg.norm(colour - background) >= 80:
             break
         colour = draw()
