@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from pathlib import Path
 
 from ..errors import InvalidInputError, MissingInputError
+from .decoding import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +56,7 @@ def read_id2label_file(path: str | Path) -> dict[int, str]:
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"id2label file {path} not found")
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InvalidInputError(f"{path}: not valid JSON ({error})") from error
-    return parse_id2label(payload, str(path))
+    return parse_id2label(read_json(path), str(path))
 
 
 def read_id2label(root: Path, reduce_labels: bool = False) -> dict[int, str] | None:

@@ -67,14 +67,10 @@ class CocoInstancesDataset(SegmentationDataset):
         image_dirs: Sequence[Path],
         **metadata,
     ):
-        super().__init__(**metadata)
-        self.records = records
+        super().__init__(records=records, **metadata)
         self.category_to_label = category_to_label
         self.json_path = json_path
         self.image_dirs = tuple(image_dirs)
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def _source(self, index: int) -> str:
         record = self.records[index]

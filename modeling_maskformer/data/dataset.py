@@ -43,7 +43,8 @@ class SegmentationItem(_OptionalItemKeys):
 
 
 class SegmentationDataset(Sequence):
-    """Label metadata and the checks every source shares; subclasses implement ``__len__`` and ``_load(index)``."""
+    """Label metadata and the checks every source shares: a source gives its ``records`` (one per item) and
+    implements ``_load(index)``."""
 
     task: Task = "semantic"
     decode_images: bool = True  # False: images read for their header only (`header_only()`, the data check)
@@ -55,6 +56,7 @@ class SegmentationDataset(Sequence):
     def __init__(
         self,
         *,
+        records: Sequence = (),
         id2label: dict[int, str],
         thing_ids: Sequence[int] = (),
         ignore_index: int = 255,
@@ -66,6 +68,7 @@ class SegmentationDataset(Sequence):
             raise InvalidInputError(f"id2label keys must be contiguous 0..K-1, got {sorted(id2label)[:10]}...")
         if 0 <= ignore_index < len(id2label):
             raise InvalidInputError(f"ignore_index {ignore_index} collides with a class id (K={len(id2label)})")
+        self.records = records
         self.id2label = dict(id2label)
         self.thing_ids = sorted(thing_ids)
         self.ignore_index = ignore_index
@@ -78,7 +81,7 @@ class SegmentationDataset(Sequence):
         return len(self.id2label)
 
     def __len__(self) -> int:
-        raise NotImplementedError
+        return len(self.records)
 
     def _load(self, index: int) -> SegmentationItem:
         raise NotImplementedError

@@ -160,12 +160,8 @@ class CocoPanopticDataset(SegmentationDataset):
     convention_from = None  # the classes come from the JSON's categories
 
     def __init__(self, records: list[tuple[Path, Path, list[dict]]], category_to_label: dict[int, int], **metadata):
-        super().__init__(**metadata)
-        self.records = records
+        super().__init__(records=records, **metadata)
         self.category_to_label = category_to_label
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def _source(self, index: int) -> str:
         return str(self.records[index][1])
@@ -255,21 +251,13 @@ class SyntheticDataset(SegmentationDataset):
     needs_check = False  # generated scenes
 
     def __init__(self, shapes: SyntheticShapes):
-        super().__init__(id2label=shapes.id2label, thing_ids=shapes.thing_ids, ignore_index=shapes.ignore_index)
-        self.shapes = shapes
-
-    def __len__(self) -> int:
-        return len(self.shapes)
+        metadata = {"id2label": shapes.id2label, "thing_ids": shapes.thing_ids, "ignore_index": shapes.ignore_index}
+        super().__init__(records=shapes, **metadata)
 
     def _load(self, index: int) -> SegmentationItem:
-        item = self.shapes[index]
-        return {
-            "image": item["image"],
-            "semantic": item["semantic"],
-            "panoptic_ids": rgb_to_id(item["panoptic"]),
-            "segments_info": item["segments_info"],
-            "image_id": item["image_id"],
-        }
+        item = self.records[index]
+        item["panoptic_ids"] = rgb_to_id(item.pop("panoptic"))
+        return item
 
 
 def load_synthetic(

@@ -50,20 +50,17 @@ class MaskPairsDataset(SegmentationDataset):
         colour_only: bool = True,
         **metadata,
     ):
-        super().__init__(**metadata)
-        self.pairs, self.palette, self.colour_only = pairs, palette, colour_only
+        super().__init__(records=pairs, **metadata)
+        self.palette, self.colour_only = palette, colour_only
         self.ids = ids if ids is not None else [image.stem for image, _ in pairs]
         if palette is not None:  # colour masks: the palette names the classes, no convention applies
             self.convention_from = f"the colours of {palette.source}"
 
-    def __len__(self) -> int:
-        return len(self.pairs)
-
     def _source(self, index: int) -> str:
-        return str(self.pairs[index][1])
+        return str(self.records[index][1])
 
     def _load(self, index: int) -> SegmentationItem:
-        image_path, mask_path = self.pairs[index]
+        image_path, mask_path = self.records[index]
         mask = open_image(mask_path)
         by_colour = self.palette is not None and (self.colour_only or mask.mode not in _INDEX_MODES)
         semantic = decode_semantic(
