@@ -135,21 +135,17 @@ class SegmentationDataset(Sequence):
 
 
 class SubsetDataset(SegmentationDataset):
-    """Some items of a `SegmentationDataset`, with its metadata; other attributes are read from the parent."""
+    """Some items of a `SegmentationDataset`; other attributes (its label metadata) are read from the parent."""
 
     def __init__(self, parent: SegmentationDataset, indices: Sequence[int]):
         self.parent = parent
         self.indices = [int(i) for i in indices]
-        self.task, self.needs_check = parent.task, parent.needs_check
         for name in (
-            "id2label",
-            "thing_ids",
-            "ignore_index",
-            "reduce_labels",
-            "label_to_category_id",
+            "task",
+            "needs_check",
             "held_out",
             "convention_from",
-        ):
+        ):  # class attributes: __getattr__ misses them
             setattr(self, name, getattr(parent, name))
 
     def __getattr__(self, name: str):

@@ -79,14 +79,10 @@ def is_voc_folder(root: Path) -> bool:
 
 
 def _subsets(root: Path) -> dict[str, list[str]] | None:
-    lists = root / "ImageSets" / "Segmentation"
-    if not lists.is_dir():
-        return None
-    subsets = {}
-    for path in sorted(lists.glob("*.txt")):
-        subsets[path.stem] = [
-            line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-        ]
+    subsets = {
+        path.stem: [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for path in sorted((root / "ImageSets" / "Segmentation").glob("*.txt"))
+    }
     return subsets or None
 
 
