@@ -32,23 +32,8 @@ class PhotometricDistortion:
     which adds a channel permutation the recipe lacks; value-wise steps are composed 256-entry tables, HSV uses OpenCV
     as the original."""
 
-    def __init__(
-        self,
-        brightness_delta: float = 32,
-        contrast: tuple[float, float] = (0.5, 1.5),
-        saturation: tuple[float, float] = (0.5, 1.5),
-        hue_delta: int = 18,
-    ):
-        for name, (low, high) in (("contrast", contrast), ("saturation", saturation)):
-            if not 0 <= low <= high:
-                raise ValueError(f"PhotometricDistortion: {name} must be a range 0 <= low <= high, got {(low, high)}")
-        if brightness_delta < 0 or not (isinstance(hue_delta, int) and 0 <= hue_delta <= 90):
-            raise ValueError(
-                f"PhotometricDistortion: need brightness_delta >= 0 and an int 0 <= hue_delta <= 90 "
-                f"(OpenCV hue units, half degrees), got {brightness_delta} and {hue_delta!r}"
-            )
-        self.brightness_delta, self.hue_delta = brightness_delta, hue_delta
-        self.contrast, self.saturation = contrast, saturation
+    # The recipe's ranges (detectron2's defaults); hue in OpenCV's 8-bit units (half degrees).
+    brightness_delta, contrast, saturation, hue_delta = 32, (0.5, 1.5), (0.5, 1.5), 18
 
     @staticmethod
     def _coin() -> bool:

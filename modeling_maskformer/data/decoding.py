@@ -3,6 +3,7 @@ file (or the `datasets` row) and, where it helps, the fix."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -25,20 +26,8 @@ from .synthetic import rgb_to_id
 logger = logging.getLogger(__name__)
 
 
-def load_progress(iterable=None, *, total: int | None = None, desc: str, unit: str = "it", disable: bool = False):
-    """A progress bar on stderr, shown only after 2 s (small folders stay quiet)."""
-    return tqdm(
-        iterable,
-        total=total,
-        desc=desc,
-        unit=unit,
-        unit_scale=unit == "B",
-        file=sys.stderr,
-        delay=2.0,
-        mininterval=1.0,
-        leave=False,
-        disable=disable,
-    )
+# A progress bar on stderr, shown only after 2 s (small folders stay quiet).
+load_progress = functools.partial(tqdm, file=sys.stderr, delay=2.0, mininterval=1.0, leave=False)
 
 
 def open_rgb(value: Any, source: str | None = None, *, decode: bool = True) -> Image.Image:
@@ -303,7 +292,9 @@ def read_json(json_path: Path) -> Any:
     data = bytearray()
     with (
         open(json_path, "rb") as file,
-        load_progress(total=os.path.getsize(json_path), desc=f"reading {json_path.name}", unit="B") as bar,
+        load_progress(
+            total=os.path.getsize(json_path), desc=f"reading {json_path.name}", unit="B", unit_scale=True
+        ) as bar,
     ):
         while chunk := file.read(1 << 22):
             data += chunk

@@ -133,9 +133,16 @@ def read_palette(path: str | Path) -> Palette:
     if not path.is_file():
         raise MissingInputError(f"palette file {path} not found")
     text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("{"):
-        return _palette_from_json(text, str(path))
-    return read_labelmap(path, text)
+    if not text.lstrip().startswith("{"):
+        return read_labelmap(path, text)
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidInputError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(payload, dict):
+        raise InvalidInputError(f'{path}: expected a JSON object {{"class name": [r, g, b], ...}}')
+    unlisted = payload.pop(UNLISTED_NAME, "error")
+    return _palette([(name, _color_list(value, path, name)) for name, value in payload.items()], str(path), unlisted)
 
 
 def _color_list(value, source: str, name: str) -> list[tuple[int, int, int]]:
@@ -148,18 +155,6 @@ def _color_list(value, source: str, name: str) -> list[tuple[int, int, int]]:
     ):
         return [tuple(c) for c in value]
     raise InvalidInputError(f"{source}: {name!r} must be a colour [r, g, b] or a list of them, got {value!r}")
-
-
-def _palette_from_json(text: str, source: str) -> Palette:
-    try:
-        payload = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InvalidInputError(f"{source}: not valid JSON ({error})") from error
-    if not isinstance(payload, dict):
-        raise InvalidInputError(f'{source}: expected a JSON object {{"class name": [r, g, b], ...}}')
-    unlisted = payload.pop(UNLISTED_NAME, "error")
-    entries = [(name, _color_list(value, source, name)) for name, value in payload.items()]
-    return _palette(entries, source, unlisted)
 
 
 def _palette(entries: list[tuple[str, list[tuple[int, int, int]]]], source: str, unlisted: str = "error") -> Palette:
