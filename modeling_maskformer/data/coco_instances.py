@@ -26,20 +26,14 @@ from .splits import RecordedHoldOut, plan_split
 
 logger = logging.getLogger(__name__)
 
-# The layouts `coco_instances_layout` detects, with the file that marks each (for messages).
-COCO_LAYOUT_MARKERS = {
-    "coco_instances": "annotations/instances_<subset>.json + <subset>/ (official COCO: instances_val2017.json, "
-    "val2017/)",
-    "cvat_coco": "annotations/instances_<subset>.json + images/ (CVAT 'COCO 1.0' export)",
-    "roboflow_coco": "<subset>/_annotations.coco.json (Roboflow COCO export: train/, valid/, test/)",
-    "label_studio": "result.json + images/ (Label Studio COCO export)",
+# The layouts `coco_instances_layout` detects: (name, the files that mark it).
+_LAYOUTS = {
+    "coco_instances": ("official COCO layout", "annotations/instances_<subset>.json + <subset>/, e.g. val2017/"),
+    "cvat_coco": ("CVAT 'COCO 1.0' export", "annotations/instances_<subset>.json + images/"),
+    "roboflow_coco": ("Roboflow COCO export", "<subset>/_annotations.coco.json, e.g. train/, valid/"),
+    "label_studio": ("Label Studio COCO export", "result.json + images/"),
 }
-_LAYOUT_NAMES = {
-    "coco_instances": "official COCO layout",
-    "cvat_coco": "CVAT 'COCO 1.0' export",
-    "roboflow_coco": "Roboflow COCO export",
-    "label_studio": "Label Studio COCO export",
-}
+COCO_LAYOUT_MARKERS = {layout: f"{marker} ({name})" for layout, (name, marker) in _LAYOUTS.items()}
 _INSTANCES_JSON = re.compile(r"instances_(.+)\.json")
 _ROBOFLOW_JSON = "_annotations.coco.json"
 _ORIENTATION = ExifTags.Base.Orientation
@@ -338,7 +332,7 @@ def load_coco_instances_folder(
     if layout is None:
         markers = "; ".join(f"{name}: {marker}" for name, marker in COCO_LAYOUT_MARKERS.items())
         raise InvalidInputError(f"{root}: not a COCO instance folder (layouts: {markers})")
-    where = f"{root} ({_LAYOUT_NAMES[layout]})"
+    where = f"{root} ({_LAYOUTS[layout][0]})"
     return _load_split(coco_subsets(root, layout), split, train_val_split, where, root, ignore_index)
 
 
