@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 # A progress bar on stderr, shown only after 2 s (small folders stay quiet).
-load_progress = functools.partial(tqdm, delay=2.0, mininterval=1.0, leave=False)  # tqdm writes to stderr
+load_progress = functools.partial(tqdm, delay=2.0, mininterval=1.0, leave=False)
 
 
 def open_rgb(value: Any, source: str | None = None, *, decode: bool = True) -> Image.Image:
