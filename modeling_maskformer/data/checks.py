@@ -37,10 +37,8 @@ class DataCheckError(InvalidInputError):
 
 def available_cores() -> int:
     """The cores this process may run on (its CPU affinity), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # Linux: affinity
+    return max(1, cores or 1)
 
 
 def check_item(dataset: SegmentationDataset, index: int) -> tuple[str | None, np.ndarray | None]:

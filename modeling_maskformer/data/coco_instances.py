@@ -163,12 +163,6 @@ def has_mask(annotation: dict) -> bool:
     return bool(segmentation)
 
 
-def _grouping_categories(categories: list[dict], used: set) -> list[dict]:
-    """Roboflow's root category: the others' supercategory, used by no annotation."""
-    parents = {c.get("supercategory") for c in categories} - {None, "", "none"}
-    return [c for c in categories if c["name"] in parents and c["id"] not in used]
-
-
 _FIELDS = {"images": ("id", "file_name"), "annotations": ("image_id", "category_id"), "categories": ("id", "name")}
 
 
@@ -230,7 +224,8 @@ def load_coco_instances(
             f"annotation id {unknown_images[0].get('id')} -> image id {unknown_images[0]['image_id']}"
         )
     used = {a["category_id"] for a in payload["annotations"]}
-    grouping = _grouping_categories(categories, used)
+    parents = {c.get("supercategory") for c in categories} - {None, "", "none"}
+    grouping = [c for c in categories if c["name"] in parents and c["id"] not in used]  # Roboflow's root category
     if grouping:
         names = ", ".join(f"{c['name']!r} (id {c['id']})" for c in grouping)
         logger.info(
@@ -247,12 +242,10 @@ def load_coco_instances(
         )
 
     by_image: dict = {image_id: [] for image_id in images}
-    boxes_only = 0
-    for annotation in payload["annotations"]:
-        if not has_mask(annotation):
-            boxes_only += 1
-            continue
+    masked = [annotation for annotation in payload["annotations"] if has_mask(annotation)]
+    for annotation in masked:
         by_image[annotation["image_id"]].append(annotation)
+    boxes_only = len(payload["annotations"]) - len(masked)
     listings: dict[Path, frozenset[str]] = {}
     records = [
         CocoImage(_image_path(str(image["file_name"]), image_dirs, listings), image, tuple(by_image[image["id"]]))
