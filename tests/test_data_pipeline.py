@@ -88,10 +88,6 @@ def test_photometric_distortion_equals_the_authors_for_every_combination_of_step
 def test_photometric_distortion_names_bad_inputs():
     with pytest.raises(ValueError, match="uint8 \\(H, W, 3\\) RGB numpy array, got ndarray float32"):
         PhotometricDistortion().apply(np.zeros((4, 4, 3), np.float32), PhotometricDistortion().sample())
-    with pytest.raises(ValueError, match="contrast must be a range"):
-        PhotometricDistortion(contrast=(1.5, 0.5))
-    with pytest.raises(ValueError, match="hue_delta <= 90"):
-        PhotometricDistortion(hue_delta=120)
 
 
 def test_photometric_sampling_follows_the_recipe():

@@ -26,29 +26,14 @@ class PhotometricParams:
 
 
 class PhotometricDistortion:
-    """The authors' photometric distortion (detectron2's `ColorAugSSDTransform`, INPUT.COLOR_AUG_SSD) on uint8 RGB
-    (H, W, 3): brightness + U(-32, 32); contrast x U(0.5, 1.5) first or last around saturation (x U(0.5, 1.5)) and
-    hue (+ randint(-18, 18) mod 180), each with p=0.5 and rounded down to uint8 as the original. NOTE: torchvision's
-    `RandomPhotometricDistort` adds a channel permutation the recipe lacks; value-wise steps here are exact 256-entry
-    tables (composed), HSV steps use OpenCV as the original."""
+    """The authors' photometric distortion (detectron2's `ColorAugSSDTransform`) on uint8 RGB (H, W, 3): brightness
+    + U(-32, 32); contrast x U(0.5, 1.5) before or after saturation (x U(0.5, 1.5)) and hue (+ randint(-18, 18) mod
+    180), each with p=0.5, truncated to uint8 as the original. NOTE: not torchvision's `RandomPhotometricDistort`,
+    which adds a channel permutation the recipe lacks; value-wise steps are composed 256-entry tables, HSV uses OpenCV
+    as the original."""
 
-    def __init__(
-        self,
-        brightness_delta: float = 32,
-        contrast: tuple[float, float] = (0.5, 1.5),
-        saturation: tuple[float, float] = (0.5, 1.5),
-        hue_delta: int = 18,
-    ):
-        for name, (low, high) in (("contrast", contrast), ("saturation", saturation)):
-            if not 0 <= low <= high:
-                raise ValueError(f"PhotometricDistortion: {name} must be a range 0 <= low <= high, got {(low, high)}")
-        if brightness_delta < 0 or not (isinstance(hue_delta, int) and 0 <= hue_delta <= 90):
-            raise ValueError(
-                f"PhotometricDistortion: need brightness_delta >= 0 and an int 0 <= hue_delta <= 90 "
-                f"(OpenCV hue units, half degrees), got {brightness_delta} and {hue_delta!r}"
-            )
-        self.brightness_delta, self.hue_delta = brightness_delta, hue_delta
-        self.contrast, self.saturation = contrast, saturation
+    # The recipe's ranges (detectron2's defaults); hue in OpenCV's 8-bit units (half degrees).
+    brightness_delta, contrast, saturation, hue_delta = 32, (0.5, 1.5), (0.5, 1.5), 18
 
     @staticmethod
     def _coin() -> bool:
@@ -73,7 +58,7 @@ class PhotometricDistortion:
         return np.clip(np.arange(256, dtype=np.float32) * alpha + beta, 0, 255).astype(np.uint8)
 
     def apply(self, image: np.ndarray, params: PhotometricParams) -> np.ndarray:
-        """A distorted copy (or `image` itself when no step applies) of a uint8 (H, W, 3) RGB array."""
+        """A distorted copy (or `image` itself when no step applies)."""
         if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
             raise ValueError(
                 "PhotometricDistortion.apply takes a uint8 (H, W, 3) RGB numpy array, got "
@@ -111,10 +96,9 @@ class PhotometricDistortion:
 
 
 class Augmentation:
-    """The paper's training augmentation (torchvision.transforms.v2 moves masks with the image): short side
-    resized to a random 0.5-2.0x the crop size, random crop (retried so that no class covers more than
-    `single_category_max_area` of it), horizontal flip, photometric distortion (`PhotometricDistortion`).
-    Padding to the crop size happens in the image processor (masks padded with 0, i.e. no target)."""
+    """The paper's training augmentation (torchvision.transforms.v2): short side resized to 0.5-2.0x the crop size,
+    random crop (retried so that no class covers more than `single_category_max_area`), horizontal flip,
+    `PhotometricDistortion`. The image processor pads to the crop size."""
 
     def __init__(self, crop_size: int, min_scale: float, max_scale: float, single_category_max_area: float):
         self.crop_size = crop_size
@@ -124,7 +108,7 @@ class Augmentation:
         self.photometric = PhotometricDistortion()
 
     def crop_box(self, mask: torch.Tensor, lookup: torch.Tensor, ignore_index: int) -> tuple[int, int, int, int]:
-        """(top, left, height, width) of the crop; `lookup[mask]` is the class map (only read in the window)."""
+        """(top, left, height, width) of the crop; `lookup[mask]` is the class map."""
         height, width = mask.shape
         crop_h, crop_w = min(self.crop_size, height), min(self.crop_size, width)
         for _ in range(10):
@@ -142,8 +126,7 @@ class Augmentation:
     def __call__(
         self, image: torch.Tensor, instance_map: torch.Tensor, instance_to_class: dict[int, int], ignore_index: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`image` uint8 (3, H, W) (channels-last memory is fastest), `instance_map` (H, W) ids; returns the
-        augmented (image uint8 (3, h, w) in channels-last memory, instance map (h, w) of the same dtype)."""
+        """`image` uint8 (3, H, W) (channels-last memory is fastest), `instance_map` (H, W) -> both augmented."""
         # NOTE: uint8 masks resize natively (nearest), other dtypes go through float32 in torchvision.
         image, mask = self.resize(tv_tensors.Image(image), tv_tensors.Mask(instance_map))
         lookup = torch.full((int(mask.max()) + 1,), ignore_index, dtype=torch.int64)
@@ -155,7 +138,6 @@ class Augmentation:
         return self._distort(image), mask.as_subclass(torch.Tensor).clone(memory_format=torch.contiguous_format)
 
     def _distort(self, image: tv_tensors.Image) -> torch.Tensor:
-        """The photometric distortion of a (3, h, w) uint8 image, as a new (3, h, w) tensor in channels-last memory."""
         pixels = np.ascontiguousarray(image.as_subclass(torch.Tensor).permute(1, 2, 0).numpy())  # (h, w, 3)
         distorted = self.photometric.apply(pixels, self.photometric.sample())
         distorted = distorted.copy() if distorted is pixels else distorted  # never a view into the resized image
@@ -164,9 +146,8 @@ class Augmentation:
     def instances(
         self, image: torch.Tensor, masks: torch.Tensor, classes: torch.Tensor, ignore_index: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The same augmentation (the same random draws in the same order as `__call__`) for objects that may
-        overlap: `masks` uint8 (N, H, W), one full mask per object, `classes` (N,). Returns (image, masks bool
-        (n, h, w), classes (n,)) without the objects the crop leaves no pixel of."""
+        """`__call__`'s draws, in its order, for objects that may overlap: `masks` uint8 (N, H, W), `classes` (N,) ->
+        (image, masks bool (n, h, w), classes (n,)) without the objects the crop leaves no pixel of."""
         image, mask = self.resize(tv_tensors.Image(image), tv_tensors.Mask(masks))  # (N, h, w) nearest, uint8
         mask = mask.as_subclass(torch.Tensor)
         # NOTE: the area rule reads a class map (where objects overlap, the later one's class counts); without the
@@ -184,10 +165,9 @@ class Augmentation:
 
 
 class TrainingSet(torch.utils.data.Dataset):
-    """Augmented items as (image uint8 (3, H, W), channels-last in memory; instance map (H, W), uint8 when its ids
-    and the ignore index fit, else int64; instance -> class). Instance data (items with ``instances``, whose
-    objects may overlap) gives (image; masks bool (N, H, W), one full mask per object; classes int64 (N,)). The
-    augmentation of item i in epoch e depends only on (seed, e, i), so a resumed run sees exactly the same data."""
+    """Augmented items: (image uint8 (3, H, W), instance map (H, W) uint8 or int64, instance -> class), or for
+    instance data (image, masks bool (N, H, W), classes (N,)). Item i of epoch e depends only on (seed, e, i), so a
+    resumed run sees the same data."""
 
     def __init__(self, dataset, augmentation: Augmentation, seed: int):
         self.dataset = dataset

@@ -1,12 +1,9 @@
-"""The data check before training: one pass over every item, on every core, that reports every problem at once.
+"""The data check before training: one pass over every item, on every core, reporting every problem at once.
 
-    dataset = check_dataset(build_dataset("my_folder", "train", reduce_labels=False))  # an error listing problems
-    dataset = check_dataset(dataset, skip_bad_items=True)  # or: a subset without the bad items, each logged
+    dataset = check_dataset(dataset)  # or check_dataset(dataset, skip_bad_items=True): the good items
 
-Each item is read by the loader's own code (`SegmentationDataset.__getitem__` on `dataset.header_only()`), so the
-check finds what training would trip over, with the loader's message naming the file; only the images' pixels are
-not kept (`decoding.open_image(..., decode=False)`). After the pass it warns about data that loads but is probably
-not what was meant (binary 0/255 masks train a one-class model). The training loop runs it before step 1.
+Items are read by the loader's own code on `dataset.header_only()` (pixels not kept), so the check finds what training
+would trip over, with the loader's message; then it warns about data that loads but is probably not what was meant.
 """
 
 from __future__ import annotations
@@ -39,17 +36,14 @@ class DataCheckError(InvalidInputError):
 
 
 def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which container limits set), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # Linux: affinity
+    return max(1, cores or 1)
 
 
 def check_item(dataset: SegmentationDataset, index: int) -> tuple[str | None, np.ndarray | None]:
-    """(problem or None, the distinct semantic labels of the item or None) for item `index` of a header-only
-    dataset. A user-data error (ValueError / OSError, which the loaders raise naming the file) is a problem; any
-    other exception is a bug and propagates."""
+    """(problem or None, the item's distinct semantic labels or None) of a header-only dataset's item. A ValueError or
+    OSError (the loaders' errors, naming the file) is a problem; any other exception is a bug and propagates."""
     try:
         item = dataset[index]
     except (ValueError, OSError) as error:
@@ -70,11 +64,11 @@ def _start_worker(dataset: SegmentationDataset) -> None:
 
 
 def _check_chunk(indices: list[int]) -> tuple[list[tuple[int, str]], np.ndarray]:
-    """The problems of some items and the union of their semantic labels (a (65536,) bool table)."""
     return _check_indices(_worker_dataset, indices)
 
 
 def _check_indices(dataset: SegmentationDataset, indices: list[int]) -> tuple[list[tuple[int, str]], np.ndarray]:
+    """The problems of some items and the union of their semantic labels (a (65536,) bool table)."""
     problems, seen = [], np.zeros(1 << 16, dtype=bool)
     for index in indices:
         problem, labels = check_item(dataset, index)
@@ -86,7 +80,7 @@ def _check_indices(dataset: SegmentationDataset, indices: list[int]) -> tuple[li
 
 
 def _run_pass(dataset: SegmentationDataset, num_workers: int, desc: str, show_progress: bool):
-    """Every item checked: (problems sorted by index, the union of semantic labels as a sorted array)."""
+    """(problems sorted by index, the union of semantic labels, sorted)."""
     header_only = dataset.header_only()
     total = len(header_only)
     in_process = num_workers <= 1 or total < _MIN_ITEMS_FOR_POOL
@@ -117,13 +111,10 @@ def check_dataset(
     name: str = "the data",
     show_progress: bool = True,
 ) -> SegmentationDataset:
-    """Read every item once, as training would, and report every problem at once (see the module's docstring).
-
-    Returns `dataset` when no item has a problem (at once for generated data). Otherwise raises a `DataCheckError`
-    whose first line counts the problems and gives the first, followed by up to `max_reported` of them, one line each
-    naming the file (also logged); with `skip_bad_items` it logs them and returns the good items (`dataset.subset`).
-    `num_workers`: processes (default: every available core). With an Accelerate `accelerator`, the main process
-    checks and the others receive its findings. `name` says which data in messages ("the training split")."""
+    """`dataset` when no item has a problem; otherwise a `DataCheckError` whose first line counts the problems and
+    gives the first, then up to `max_reported` of them, one line each (also logged); with `skip_bad_items`, the good
+    items (logged). `num_workers`: processes (default: every core). With an Accelerate `accelerator`, the main
+    process checks and the others receive its findings. `name` says which data in messages."""
     if not dataset.needs_check:  # generated data (the synthetic shapes)
         return dataset
     num_workers = available_cores() if num_workers is None else num_workers
@@ -160,7 +151,6 @@ def check_dataset(
 
 
 def _warn_about_labels(dataset: SegmentationDataset, seen: set[int], name: str) -> None:
-    """Data that loads but is probably not what was meant, judged on every item (the loaders judge a sample)."""
     if dataset.task != "semantic" or not seen or getattr(dataset, "palette", None) is not None:
         return
     if not dataset.reduce_labels:  # the values seen are the files' values

@@ -1,35 +1,29 @@
-"""Class names from files (``id2label.json``, checked; ADE's ``objectInfo150``) and how a file keyed by pixel value
-meets ADE's label convention.
-
-Under ``--label_convention ade`` (pixel 0 ignored, pixel k = class k - 1) an ``id2label.json`` may be keyed by class
-id (``huggingface/label-files``' ``ade20k-id2label.json``, 0 = "wall": used as it is) or by pixel value (labelling
-tools' exports, e.g. ``segments/sidewalk-semantic``, 0 = "unlabeled"). The rule: a file whose entry 0 is named like
-an ignored value (``IGNORED_CLASS_NAMES``) is keyed by pixel value, so entry 0 is dropped and entry k names class
-k - 1; otherwise it is keyed by class id. One log line says which. Under ``as_is`` pixel value = class id.
+"""Class names from files (``id2label.json``, checked; ADE's ``objectInfo150``). Under ``--label_convention ade`` a
+file whose entry 0 is named like an ignored value (`IGNORED_CLASS_NAMES`, e.g. ``segments/sidewalk-semantic``'s
+"unlabeled") is keyed by pixel value: entry 0 is dropped and entry k names class k - 1; otherwise (``ade20k-id2label
+.json``, 0 = "wall") it is keyed by class id. One log line says which.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from pathlib import Path
 
 from ..errors import InvalidInputError, MissingInputError
+from .decoding import read_json
 
 logger = logging.getLogger(__name__)
 
-# Names of entry 0 that mark a file keyed by pixel value under ADE's convention (compared lower-case, without
-# leading/trailing underscores or spaces).
+# Names of entry 0 that mark a file keyed by pixel value under ADE's convention.
 IGNORED_CLASS_NAMES = frozenset(
     "background unlabeled unlabelled other others void ignore ignored none unknown".split()
 )  # compared lower-case, without leading/trailing underscores or spaces
 
 
 def parse_id2label(payload, source: str) -> dict[int, str]:
-    """``{"0": "name", ...}`` -> ``{0: "name", ...}``; ValueError naming ``source`` unless the keys are the
-    integers 0..K-1 (any order) and the names are distinct non-empty strings."""
+    """``{"0": "name", ...}`` -> ``{0: "name", ...}``, checked: keys 0..K-1, distinct non-empty names."""
     if not isinstance(payload, dict) or not payload:
         raise InvalidInputError(f'{source}: expected a non-empty JSON object {{"0": "class name", "1": ...}}')
     id2label = {}
@@ -59,20 +53,14 @@ def parse_id2label(payload, source: str) -> dict[int, str]:
 
 
 def read_id2label_file(path: str | Path) -> dict[int, str]:
-    """A checked ``id2label.json`` (see `parse_id2label`)."""
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"id2label file {path} not found")
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InvalidInputError(f"{path}: not valid JSON ({error})") from error
-    return parse_id2label(payload, str(path))
+    return parse_id2label(read_json(path), str(path))
 
 
 def read_id2label(root: Path, reduce_labels: bool = False) -> dict[int, str] | None:
-    """Class names found in a dataset folder: ``id2label.json`` (read under the label convention, see the module
-    docstring) or ADE's ``objectInfo150.{csv,txt}`` (Idx 1..150, first synonym of Name); None when neither is there."""
+    """A folder's ``id2label.json`` (under the label convention) or ADE's ``objectInfo150.{csv,txt}``, else None."""
     path = root / "id2label.json"
     if path.is_file():
         return names_for_convention(read_id2label_file(path), reduce_labels, str(path))
@@ -90,7 +78,7 @@ def read_id2label(root: Path, reduce_labels: bool = False) -> dict[int, str] | N
 
 
 def names_for_convention(id2label: dict[int, str], reduce_labels: bool, source: str) -> dict[int, str]:
-    """An id2label read from a file, as class ids 0..K-1 under the label convention (see the module docstring)."""
+    """An id2label read from a file, as class ids 0..K-1 under the label convention (the module docstring's rule)."""
     if not reduce_labels:
         return id2label
     first = id2label[0]
@@ -113,8 +101,7 @@ def names_for_convention(id2label: dict[int, str], reduce_labels: bool, source: 
 
 
 def find_id2label(id2label, id2label_file, folder: Path | None, reduce_labels: bool) -> dict[int, str] | None:
-    """Class names: ``id2label`` as given, else ``id2label_file``, else ``folder``'s `read_id2label` (files are read
-    under the label convention); None when there are none."""
+    """``id2label`` as given, else ``id2label_file``, else ``folder``'s `read_id2label`, else None."""
     if id2label is not None:
         return id2label
     if id2label_file is not None:
@@ -123,7 +110,6 @@ def find_id2label(id2label, id2label_file, folder: Path | None, reduce_labels: b
 
 
 def check_palette_names(id2label, palette, where: str) -> None:
-    """A palette names its classes: an ``id2label`` given as well must agree."""
     if id2label is not None and dict(id2label) != palette.id2label:
         raise InvalidInputError(
             f"{where}: {palette.source} names the classes {list(palette.names)[:8]}, but id2label gives "

@@ -1,18 +1,8 @@
-"""COCO instance segmentation JSON (polygons, compressed and uncompressed RLE, crowd regions) as the official
-dataset and the labelling tools export it (detectron2's `load_coco_json` is the model).
-
-- `load_coco_instances(json_file, image_root)`: one JSON and its images (detectron2's `register_coco_instances`).
-- `load_coco_instances_file(json_file, split, image_root=...)`: the same with splits (``--dataset FILE.json``).
-- `load_coco_instances_folder(root, split)`: an exporter's folder, its layout detected (`COCO_LAYOUT_MARKERS`):
-  ``coco_instances`` (``annotations/instances_<subset>.json`` + ``<subset>/``), ``cvat_coco`` (the same + ``images/``),
-  ``roboflow_coco`` (``<subset>/_annotations.coco.json``, images beside it), ``label_studio`` (``result.json`` +
-  ``images/``).
-
-Splits as for every source (`splits.plan_split`); an export without a validation subset holds one out of its
-training subset. Items (task "instance") hold every object's full mask (overlaps kept), decoded by pycocotools.
-Sparse category ids map to contiguous labels in id order (``label_to_category_id`` maps back). Annotations without a
-mask (boxes only) are left out, and so is Roboflow's grouping category (the others' supercategory, used by no
-annotation); both are logged. Images are turned upright by their EXIF orientation, as detectron2 reads them.
+"""COCO instance segmentation JSON (polygons, RLE, crowd regions) as COCO and the labelling tools export it
+(detectron2's `load_coco_json` is the model): one JSON (`load_coco_instances`, `load_coco_instances_file`) or an
+exporter's folder (`load_coco_instances_folder`, layouts `COCO_LAYOUT_MARKERS`). Items (task "instance") hold every
+object's full mask, decoded by pycocotools. Annotations without a mask and Roboflow's grouping category are left out
+(logged); images are turned upright by their EXIF orientation, as detectron2 reads them.
 """
 
 from __future__ import annotations
@@ -36,20 +26,14 @@ from .splits import RecordedHoldOut, plan_split
 
 logger = logging.getLogger(__name__)
 
-# The layouts `coco_instances_layout` detects, with the file that marks each (for messages).
-COCO_LAYOUT_MARKERS = {
-    "coco_instances": "annotations/instances_<subset>.json + <subset>/ (official COCO: instances_val2017.json, "
-    "val2017/)",
-    "cvat_coco": "annotations/instances_<subset>.json + images/ (CVAT 'COCO 1.0' export)",
-    "roboflow_coco": "<subset>/_annotations.coco.json (Roboflow COCO export: train/, valid/, test/)",
-    "label_studio": "result.json + images/ (Label Studio COCO export)",
+# The layouts `coco_instances_layout` detects: (name, the files that mark it).
+_LAYOUTS = {
+    "coco_instances": ("official COCO layout", "annotations/instances_<subset>.json + <subset>/, e.g. val2017/"),
+    "cvat_coco": ("CVAT 'COCO 1.0' export", "annotations/instances_<subset>.json + images/"),
+    "roboflow_coco": ("Roboflow COCO export", "<subset>/_annotations.coco.json, e.g. train/, valid/"),
+    "label_studio": ("Label Studio COCO export", "result.json + images/"),
 }
-_LAYOUT_NAMES = {
-    "coco_instances": "official COCO layout",
-    "cvat_coco": "CVAT 'COCO 1.0' export",
-    "roboflow_coco": "Roboflow COCO export",
-    "label_studio": "Label Studio COCO export",
-}
+COCO_LAYOUT_MARKERS = {layout: f"{marker} ({name})" for layout, (name, marker) in _LAYOUTS.items()}
 _INSTANCES_JSON = re.compile(r"instances_(.+)\.json")
 _ROBOFLOW_JSON = "_annotations.coco.json"
 _ORIENTATION = ExifTags.Base.Orientation
@@ -58,18 +42,13 @@ _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 @dataclass(frozen=True)
 class CocoImage:
-    """One image of the JSON and its annotations (those with a mask)."""
-
     path: Path
-    file_name: str  # as the JSON writes it
-    image_id: int | str
-    height: int | None  # None: the JSON leaves it out (then the image's own size is used)
-    width: int | None
-    annotations: tuple[dict, ...]
+    info: dict  # the JSON's entry in "images"
+    annotations: tuple[dict, ...]  # those with a mask
 
 
 class CocoInstancesDataset(SegmentationDataset):
-    """Images + COCO instance annotations; items carry ``instances`` (see `dataset.InstanceAnnotations`)."""
+    """Images + COCO instance annotations; items carry ``instances`` (`dataset.InstanceAnnotations`)."""
 
     task: Task = "instance"
     convention_from = None  # the classes come from the JSON's categories
@@ -82,24 +61,20 @@ class CocoInstancesDataset(SegmentationDataset):
         image_dirs: Sequence[Path],
         **metadata,
     ):
-        super().__init__(**metadata)
-        self.records = records
+        super().__init__(records=records, **metadata)
         self.category_to_label = category_to_label
         self.json_path = json_path
         self.image_dirs = tuple(image_dirs)
 
-    def __len__(self) -> int:
-        return len(self.records)
-
     def _source(self, index: int) -> str:
         record = self.records[index]
-        return f"{record.path} (image id {record.image_id} of {self.json_path})"
+        return f"{record.path} (image id {record.info['id']} of {self.json_path})"
 
     def _load(self, index: int) -> SegmentationItem:
         record = self.records[index]
         if not record.path.is_file():
             raise MissingInputError(
-                f"{self._source(index)}: image not found (file_name {record.file_name!r}, looked "
+                f"{self._source(index)}: image not found (file_name {str(record.info['file_name'])!r}, looked "
                 f"up in {', '.join(map(str, self.image_dirs))})"
             )
         image = open_image(record.path, decode=self.decode_images)
@@ -110,18 +85,19 @@ class CocoInstancesDataset(SegmentationDataset):
         elif orientation in _TRANSPOSED:
             image = Image.new("1", size)  # NOTE: the header-only item needs the upright size, not the pixels
         width, height = size
-        if (record.width, record.height) not in ((width, height), (None, None)):
+        json_size = tuple(int(record.info[k]) if record.info.get(k) else None for k in ("width", "height"))
+        if json_size not in (size, (None, None)):
             hint = ""
-            if (record.width, record.height) == size[::-1] and orientation in _TRANSPOSED:
+            if json_size == size[::-1] and orientation in _TRANSPOSED:
                 hint = (
                     f"; its EXIF orientation ({orientation}) turns it, and the JSON has the size before turning: "
                     f"re-export from a tool that applies the orientation, or save the image upright"
                 )
             raise InvalidInputError(
                 f"{self._source(index)}: the image is {width}x{height} (WxH) but the JSON says "
-                f"{record.width}x{record.height}{hint}"
+                f"{json_size[0]}x{json_size[1]}{hint}"
             )
-        where = f"{self.json_path}: annotation(s) of image {record.path.name} (id {record.image_id})"
+        where = f"{self.json_path}: annotation(s) of image {record.path.name} (id {record.info['id']})"
         rles = [
             annotation_rle(a.get("segmentation"), height, width, f"{where}, annotation id {a.get('id')}")
             for a in record.annotations
@@ -141,12 +117,11 @@ class CocoInstancesDataset(SegmentationDataset):
             "iscrowd": np.array([int(bool(a.get("iscrowd", 0))) for a in record.annotations], dtype=np.uint8),
             "areas": np.array(areas, dtype=np.float64),
         }
-        return {"image": image, "image_id": str(record.image_id), "instances": instances}
+        return {"image": image, "image_id": str(record.info["id"]), "instances": instances}
 
 
 def annotation_rle(segmentation, height: int, width: int, where: str) -> dict:
-    """One object's mask as a compressed RLE from COCO's three encodings (polygons, merged; uncompressed RLE;
-    compressed RLE), as COCO's own API does (`COCO.annToRLE`)."""
+    """One object's mask as a compressed RLE from polygons, uncompressed or compressed RLE, as `COCO.annToRLE`."""
     if isinstance(segmentation, list):
         if any(not isinstance(p, list) or len(p) % 2 for p in segmentation):
             raise InvalidInputError(
@@ -178,7 +153,7 @@ def annotation_rle(segmentation, height: int, width: int, where: str) -> dict:
 
 
 def has_mask(annotation: dict) -> bool:
-    """Whether an annotation has a mask (not only a box: Label Studio and CVAT write boxes as empty segmentation)."""
+    """Not a box only (Label Studio and CVAT write boxes with an empty segmentation)."""
     segmentation = annotation.get("segmentation")
     if isinstance(segmentation, list):
         return any(isinstance(p, list) and len(p) >= 6 for p in segmentation) or any(
@@ -186,12 +161,6 @@ def has_mask(annotation: dict) -> bool:
             for p in segmentation  # malformed: kept, to be reported
         )
     return bool(segmentation)
-
-
-def _grouping_categories(categories: list[dict], used: set) -> list[dict]:
-    """Roboflow's root category: named as the supercategory of other categories and used by no annotation."""
-    parents = {c.get("supercategory") for c in categories} - {None, "", "none"}
-    return [c for c in categories if c["name"] in parents and c["id"] not in used]
 
 
 _FIELDS = {"images": ("id", "file_name"), "annotations": ("image_id", "category_id"), "categories": ("id", "name")}
@@ -214,26 +183,20 @@ def _check_fields(json_path: Path, payload) -> None:
             raise InvalidInputError(f"{json_path}: {key} id(s) {repeated[:5]} listed more than once")
 
 
-class _Listing:
-    """Which files exist, from one directory listing per folder (not one stat per image)."""
-
-    def __init__(self):
-        self._folders: dict[Path, frozenset[str]] = {}
-
-    def exists(self, path: Path) -> bool:
-        folder = path.parent
-        if folder not in self._folders:
-            self._folders[folder] = frozenset(os.listdir(folder)) if folder.is_dir() else frozenset()
-        return path.name in self._folders[folder]
+def _exists(path: Path, listings: dict[Path, frozenset[str]]) -> bool:
+    """Whether ``path`` exists, from one listing per folder (not one stat per image)."""
+    if path.parent not in listings:
+        listings[path.parent] = frozenset(os.listdir(path.parent)) if path.parent.is_dir() else frozenset()
+    return path.name in listings[path.parent]
 
 
-def _image_path(file_name: str, image_dirs: Sequence[Path], listing: _Listing) -> Path:
-    """Where ``file_name`` is: under the first image folder that has it (as written, else its base name:
-    Label Studio writes Windows separators or upload folders into it); else the path it should have."""
+def _image_path(file_name: str, image_dirs: Sequence[Path], listings: dict) -> Path:
+    """Under the first image folder that has ``file_name`` (as written, else its base name: Label Studio writes
+    Windows separators or upload folders into it); else the path it should have."""
     relative = file_name.replace("\\", "/")
     for folder in image_dirs:
         for candidate in (folder / relative, folder / Path(relative).name):
-            if listing.exists(candidate):
+            if _exists(candidate, listings):
                 return candidate
     return image_dirs[0] / relative
 
@@ -244,9 +207,8 @@ def load_coco_instances(
     *,
     ignore_index: int = 255,
 ) -> CocoInstancesDataset:
-    """A COCO instance JSON and the folder(s) its images' ``file_name`` is looked up in, in order. Structural
-    problems raise here; a missing or damaged image, a size that disagrees with the JSON or a segmentation that does
-    not decode, when the item is read (`checks.check_dataset` finds them all before training)."""
+    """A COCO instance JSON and the folder(s) its images are looked up in, in order. Structural problems raise here,
+    a missing or damaged image, a wrong size or a bad segmentation when the item is read."""
     json_path = Path(json_file)
     if not json_path.is_file():
         raise MissingInputError(f"COCO instances: annotation file {json_path} not found")
@@ -262,7 +224,8 @@ def load_coco_instances(
             f"annotation id {unknown_images[0].get('id')} -> image id {unknown_images[0]['image_id']}"
         )
     used = {a["category_id"] for a in payload["annotations"]}
-    grouping = _grouping_categories(categories, used)
+    parents = {c.get("supercategory") for c in categories} - {None, "", "none"}
+    grouping = [c for c in categories if c["name"] in parents and c["id"] not in used]  # Roboflow's root category
     if grouping:
         names = ", ".join(f"{c['name']!r} (id {c['id']})" for c in grouping)
         logger.info(
@@ -279,33 +242,21 @@ def load_coco_instances(
         )
 
     by_image: dict = {image_id: [] for image_id in images}
-    boxes_only = 0
-    for annotation in payload["annotations"]:
-        if not has_mask(annotation):
-            boxes_only += 1
-            continue
+    masked = [annotation for annotation in payload["annotations"] if has_mask(annotation)]
+    for annotation in masked:
         by_image[annotation["image_id"]].append(annotation)
-    listing = _Listing()
-    records = []
-    for image in payload["images"]:
-        path = _image_path(str(image["file_name"]), image_dirs, listing)
-        height, width = image.get("height"), image.get("width")
-        records.append(
-            CocoImage(
-                path,
-                str(image["file_name"]),
-                image["id"],
-                int(height) if height else None,
-                int(width) if width else None,
-                tuple(by_image[image["id"]]),
-            )
-        )
+    boxes_only = len(payload["annotations"]) - len(masked)
+    listings: dict[Path, frozenset[str]] = {}
+    records = [
+        CocoImage(_image_path(str(image["file_name"]), image_dirs, listings), image, tuple(by_image[image["id"]]))
+        for image in payload["images"]
+    ]
     if not records:
         raise InvalidInputError(f"{json_path}: empty 'images' list")
-    if not any(listing.exists(record.path) for record in records):
+    if not any(_exists(record.path, listings) for record in records):
         raise MissingInputError(
             f"{json_path}: none of its {len(records)} images is in {', '.join(map(str, image_dirs))} "
-            f"(file_name {records[0].file_name!r} is not {records[0].path}); give the folder that "
+            f"(file_name {str(records[0].info['file_name'])!r} is not {records[0].path}); give the folder that "
             f"holds them (--image_root DIR, or image_root=...)"
         )
     if boxes_only:
@@ -318,14 +269,8 @@ def load_coco_instances(
     )
 
 
-# --------------------------------------------------------------------------------------------------
-# Exporters' folders.
-
-
 @dataclass(frozen=True)
 class CocoSubset:
-    """One annotation file of an export and where its images are."""
-
     name: str  # as the export names it: "val2017", "valid", "default", "result"
     json_path: Path
     image_dirs: tuple[Path, ...]
@@ -345,7 +290,6 @@ def coco_instances_layout(root: str | os.PathLike) -> str | None:
 
 
 def coco_subsets(root: Path, layout: str) -> list[CocoSubset]:
-    """The annotation files of a folder in `layout`, with the folders their images are looked up in."""
     if layout in ("coco_instances", "cvat_coco"):
         subsets = []
         for path in sorted((root / "annotations").iterdir()):
@@ -375,19 +319,19 @@ def load_coco_instances_folder(
     train_val_split: float | RecordedHoldOut | None = None,
     ignore_index: int = 255,
 ):
-    """An exporter's COCO instance folder (official, CVAT, Roboflow, Label Studio); splits: `splits.plan_split`."""
+    """An exporter's COCO instance folder (official, CVAT, Roboflow, Label Studio)."""
     root = Path(root)
     layout = coco_instances_layout(root)
     if layout is None:
         markers = "; ".join(f"{name}: {marker}" for name, marker in COCO_LAYOUT_MARKERS.items())
         raise InvalidInputError(f"{root}: not a COCO instance folder (layouts: {markers})")
-    where = f"{root} ({_LAYOUT_NAMES[layout]})"
+    where = f"{root} ({_LAYOUTS[layout][0]})"
     return _load_split(coco_subsets(root, layout), split, train_val_split, where, root, ignore_index)
 
 
 def json_file_subset(json_file: str | os.PathLike) -> str:
-    """The subset a COCO instance JSON stands for: ``instances_val2017.json`` -> ``val2017``, Roboflow's
-    ``valid/_annotations.coco.json`` -> ``valid``, any other its stem."""
+    """``instances_val2017.json`` -> ``val2017``, Roboflow's ``valid/_annotations.coco.json`` -> ``valid``, else the
+    stem."""
     path = Path(json_file)
     match = _INSTANCES_JSON.fullmatch(path.name)
     if match:
@@ -403,9 +347,8 @@ def load_coco_instances_file(
     train_val_split: float | RecordedHoldOut | None = None,
     ignore_index: int = 255,
 ):
-    """One COCO instance JSON file as a source with one subset (`json_file_subset`): ``--dataset FILE.json``, its
-    images in ``image_root`` (``--image_root``; default: the JSON's folder). ``instances_val2017.json`` is the
-    validation split; from a file that names no split or a training file, one is held out (`splits.plan_split`)."""
+    """One COCO instance JSON (``--dataset FILE.json``) as a source with one subset (`json_file_subset`), its images
+    in ``image_root`` (default: the JSON's folder)."""
     json_path = Path(json_file).expanduser()
     if not json_path.is_file():
         raise MissingInputError(f"COCO instances: annotation file {json_path} not found")
@@ -424,7 +367,6 @@ def _load_split(
     root: Path,
     ignore_index: int,
 ) -> CocoInstancesDataset:
-    """The items of ``split`` among the annotation files ``subsets``, logged with where they were found."""
     by_name = {subset.name: subset for subset in subsets}
     plan = plan_split(split, list(by_name), train_val_split, where)
     subset = by_name[plan.subset]

@@ -17,20 +17,15 @@ SEGMENT_MAP_KEYS = ("segment_map", "segment_classes")
 
 
 class MaskFormerCollator:
-    """A model batch from dataset items through the image processor (resize, rescale, normalise, pad, one binary
-    mask per segment): a DataLoader's `collate_fn` or `transformers.Trainer`'s `data_collator`.
+    """A model batch through the image processor: a DataLoader's `collate_fn` or a Trainer's `data_collator`.
 
-    Items: `TrainingSet` items (augmented and cropped: only padded here), either `(image uint8 (3, H, W), instance
-    map (H, W), {instance id: class id})` or, for instance data whose objects may overlap, `(image, masks bool
-    (N, H, W), classes (N,))`; or dataset items (`SegmentationItem`, e.g. for evaluation: resized by the processor,
-    one target per segment, class or non-crowd object).
-
+    Items: `TrainingSet` items (only padded here), `(image uint8 (3, H, W), instance map (H, W), {instance: class})`
+    or `(image, masks bool (N, H, W), classes (N,))` for instance data; or `SegmentationItem`s (resized here).
     The batch: `pixel_values` (B, 3, H, W), `pixel_mask` (B, H, W), per image `mask_labels` (N_i, H, W) of
-    `mask_dtype` (bool: a quarter of the memory; the model converts on its device) and `class_labels` (N_i,).
-    `return_segment_maps=True` adds the same targets batch-first, which `transformers.Trainer` can gather:
-    `segment_map` (B, H, W), i >= 1 inside mask_labels[b][i - 1], 0 elsewhere, and `segment_classes` (B, N_max),
-    -1 past N_i. The model sees neither
-    (`evaluation.SegmentationTrainer` takes them off its inputs)."""
+    `mask_dtype` (bool: a quarter of the memory) and `class_labels` (N_i,). `return_segment_maps=True` adds the
+    targets batch-first for `transformers.Trainer` to gather: `segment_map` (B, H, W), i >= 1 inside
+    mask_labels[b][i - 1], and `segment_classes` (B, N_max), -1 past N_i (`evaluation.SegmentationTrainer` takes
+    both off the model's inputs)."""
 
     def __init__(
         self,
@@ -118,7 +113,7 @@ class MaskFormerCollator:
 
 
 def pad_masks(masks: Sequence[torch.Tensor], size: tuple[int, int], dtype: torch.dtype) -> list[torch.Tensor]:
-    """Each (N_i, h, w) bool mask stack padded with 0 at the bottom and right to (N_i, H, W) of `dtype`."""
+    """Each (N_i, h, w) bool stack zero-padded at the bottom and right to (N_i, H, W) of `dtype`."""
     padded = []
     for stack in masks:
         out = torch.zeros(len(stack), *size, dtype=dtype)
@@ -130,8 +125,7 @@ def pad_masks(masks: Sequence[torch.Tensor], size: tuple[int, int], dtype: torch
 def segment_maps(
     mask_labels: Sequence[torch.Tensor], class_labels: Sequence[torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(segment_map (B, H, W) long, segment_classes (B, N_max) long) from per-image binary masks and classes;
-    see `MaskFormerCollator`. Masks of one image must not overlap (the processor's never do)."""
+    """(segment_map (B, H, W), segment_classes (B, N_max)), see `MaskFormerCollator`; masks must not overlap."""
     height, width = mask_labels[0].shape[-2:]
     most = max((len(c) for c in class_labels), default=0)
     segment_map = torch.zeros(len(mask_labels), height, width, dtype=torch.long)

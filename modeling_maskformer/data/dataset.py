@@ -1,23 +1,8 @@
-"""The item format every dataset source yields, and the targets the model trains on.
-
-A dataset is a map-style sequence (usable by a torch DataLoader) of `SegmentationItem` dicts::
-
-    {"image": PIL RGB, "semantic": uint8 (H, W) | None, "panoptic_ids": int32 (H, W) | None,
-     "segments_info": list[dict] | None, "image_id": str, "instances": InstanceAnnotations (optional)}
-
-with dataset-level ``id2label`` (class ids 0..K-1), ``thing_ids``, ``ignore_index`` (255), ``reduce_labels``,
-``task`` ("semantic", "panoptic" or "instance") and ``held_out`` (`splits.HoldOut` or None).
-
-- ``semantic``: class ids 0..K-1, ``ignore_index`` for pixels excluded from targets and metrics. ADE20K's files
-  (0 = "other", 1..150 the classes) are reduced by the loader only when ``reduce_labels=True`` was chosen (0 -> 255,
-  k -> k - 1, 255 stays); never pass ``do_reduce_labels=True`` to the image processor as well.
-- ``panoptic_ids``: COCO panoptic segment ids (R + 256 G + 256^2 B, 0 = void); ``segments_info`` has contiguous
-  ``category_id`` (``label_to_category_id`` maps back); ``semantic`` is derived from it (void -> 255).
-- ``instances`` (COCO instance JSON): every object's full mask (objects may overlap); ``instance_masks(item)`` gives
-  the training targets, ``to_instance_targets(item)`` the image processor's instance map.
-
-Malformed data raises `errors.InvalidInputError` / `MissingInputError` naming the file, when the dataset is built or
-when an item is read (`checks.check_dataset` reads every item before training).
+"""The item format every dataset source yields (`SegmentationItem`), the dataset base class with its label metadata
+(``id2label`` 0..K-1, ``thing_ids``, ``ignore_index`` 255, ``reduce_labels``, ``task``, ``held_out``) and the targets
+the model trains on. ``semantic`` holds class ids (ADE's files are reduced by the loader only when
+``reduce_labels=True`` was chosen); ``panoptic_ids`` COCO panoptic ids with contiguous ``category_id``s;
+``instances`` every object's full mask. Malformed data raises an error naming the file when an item is read.
 """
 
 from __future__ import annotations
@@ -58,20 +43,20 @@ class SegmentationItem(_OptionalItemKeys):
 
 
 class SegmentationDataset(Sequence):
-    """Label metadata and the checks every source shares: subclasses implement ``__len__`` and ``_load(index)``
-    (an item without the annotation keys that are None)."""
+    """Label metadata and the checks every source shares: a source gives its ``records`` (one per item) and
+    implements ``_load(index)``."""
 
     task: Task = "semantic"
     decode_images: bool = True  # False: images read for their header only (`header_only()`, the data check)
     needs_check: bool = True  # False: generated items, nothing for `checks.check_dataset` to find
     held_out: HoldOut | None = None  # what was held out of the training subset (training records it)
-    # Where ``reduce_labels`` came from, for the log: "argument" (--label_convention or a model's record), what in the
-    # data fixed it ("VOC's format", "the colours of labelmap.txt"), or None (the classes come from a JSON).
+    # Where ``reduce_labels`` came from, for the log: "argument", what in the data fixed it, or None (a JSON's classes)
     convention_from: str | None = "argument"
 
     def __init__(
         self,
         *,
+        records: Sequence = (),
         id2label: dict[int, str],
         thing_ids: Sequence[int] = (),
         ignore_index: int = 255,
@@ -83,6 +68,7 @@ class SegmentationDataset(Sequence):
             raise InvalidInputError(f"id2label keys must be contiguous 0..K-1, got {sorted(id2label)[:10]}...")
         if 0 <= ignore_index < len(id2label):
             raise InvalidInputError(f"ignore_index {ignore_index} collides with a class id (K={len(id2label)})")
+        self.records = records
         self.id2label = dict(id2label)
         self.thing_ids = sorted(thing_ids)
         self.ignore_index = ignore_index
@@ -95,13 +81,13 @@ class SegmentationDataset(Sequence):
         return len(self.id2label)
 
     def __len__(self) -> int:
-        raise NotImplementedError
+        return len(self.records)
 
     def _load(self, index: int) -> SegmentationItem:
         raise NotImplementedError
 
     def _source(self, index: int) -> str:
-        """Where item `index` comes from, for error messages (subclasses name the annotation file)."""
+        """Where item `index` comes from, for error messages."""
         return self._load(index)["image_id"]
 
     def __getitem__(self, index: int) -> SegmentationItem:
@@ -133,41 +119,33 @@ class SegmentationDataset(Sequence):
         return item
 
     def validate(self) -> int:
-        """Read every item (raising on the first malformed one); returns the number checked. See also
-        `checks.check_dataset`, which reports every problem at once, on every core."""
+        """Read every item, raising on the first malformed one (`checks.check_dataset` reports all); returns the count."""
         for index in range(len(self)):
             self[index]
         return len(self)
 
     def header_only(self) -> SegmentationDataset:
-        """A shallow copy whose items hold images opened for their header only (size and mode; the data checked
-        for damage but not kept): everything else is read and checked as `__getitem__` does."""
+        """A shallow copy whose images are opened for their header only (the data checked, not kept)."""
         copied = copy.copy(self)
         copied.decode_images = False
         return copied
 
     def subset(self, indices: Sequence[int]) -> SubsetDataset:
-        """The items at `indices`, with this dataset's label metadata."""
         return SubsetDataset(self, indices)
 
 
 class SubsetDataset(SegmentationDataset):
-    """Some items of a `SegmentationDataset` (e.g. those `check_dataset(..., skip_bad_items=True)` kept), with its
-    metadata; other attributes (e.g. ``category_to_label``) are read from the parent."""
+    """Some items of a `SegmentationDataset`; other attributes (its label metadata) are read from the parent."""
 
     def __init__(self, parent: SegmentationDataset, indices: Sequence[int]):
         self.parent = parent
         self.indices = [int(i) for i in indices]
-        self.task, self.needs_check = parent.task, parent.needs_check
         for name in (
-            "id2label",
-            "thing_ids",
-            "ignore_index",
-            "reduce_labels",
-            "label_to_category_id",
+            "task",
+            "needs_check",
             "held_out",
             "convention_from",
-        ):
+        ):  # class attributes: __getattr__ misses them
             setattr(self, name, getattr(parent, name))
 
     def __getattr__(self, name: str):
@@ -189,7 +167,7 @@ class SubsetDataset(SegmentationDataset):
 
 
 def present_labels(labels: np.ndarray) -> np.ndarray:
-    """The sorted distinct values of an integer map (`np.unique`'s result)."""
+    """`np.unique` of an integer map, faster."""
     if labels.dtype == np.uint8 and labels.ndim == 2 and labels.size:
         # NOTE: OpenCV's histogram is ~20x faster than np.unique's sort (and ~9x than np.bincount, which widens
         # to int64 first); only whether a count is 0 matters, so its float32 counts are exact enough.
@@ -201,8 +179,7 @@ def present_labels(labels: np.ndarray) -> np.ndarray:
 
 
 def instance_masks(item: SegmentationItem) -> tuple[np.ndarray, np.ndarray]:
-    """The training targets of an instance item: (masks bool (N, H, W), classes int64 (N,)) of its non-crowd
-    objects, each with its full mask (overlaps kept). Crowd regions are no target, as in COCO's training."""
+    """(masks bool (N, H, W), classes int64 (N,)) of an instance item's non-crowd objects (COCO trains no crowd)."""
     instances = item["instances"]
     keep = instances["iscrowd"] == 0
     return instances["masks"][keep], instances["labels"][keep]
@@ -211,13 +188,9 @@ def instance_masks(item: SegmentationItem) -> tuple[np.ndarray, np.ndarray]:
 def to_instance_targets(
     item: SegmentationItem, ignore_index: int = 255, *, compact: bool = False
 ) -> tuple[np.ndarray, dict[int, int]]:
-    """(instance map int32 (H, W), instance_id_to_semantic_id) for the image processor; with `compact`, the map
-    is uint8 when its ids and ``ignore_index`` fit (what `TrainingSet` augments: uint8 masks resize natively).
-
-    Panoptic items: one instance per non-crowd segment, ids 1..N; void and crowd pixels get
-    ``ignore_index``. Semantic items: one "instance" per class present (MaskFormer's semantic targets);
-    ignored pixels keep ``ignore_index``.
-    """
+    """(instance map int32 (H, W), instance_id_to_semantic_id) for the image processor: one instance per non-crowd
+    segment (void and crowd: ``ignore_index``), or per class present in a semantic item. `compact`: uint8 when it fits
+    (`TrainingSet`: uint8 masks resize natively)."""
     if item["panoptic_ids"] is not None and item["segments_info"] is not None:
         ids = item["panoptic_ids"]
         segments = [s for s in item["segments_info"] if not s.get("iscrowd", 0)]

@@ -1,14 +1,13 @@
-"""Reading annotation files, shared by every dataset source: images that fail to decode, class-index PNGs (the label
-convention, colour and out-of-range maps), COCO panoptic PNGs and JSON. Every problem is an `InvalidInputError`
-naming the file (or the `datasets` row) and, where it helps, the fix."""
+"""Reading images and annotation files for every dataset source; each problem is an `InvalidInputError` naming the
+file (or the `datasets` row) and, where it helps, the fix."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
 import os
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,35 +25,20 @@ from .synthetic import rgb_to_id
 logger = logging.getLogger(__name__)
 
 
-def load_progress(iterable=None, *, total: int | None = None, desc: str, unit: str = "it", disable: bool = False):
-    """A progress bar on stderr for a long load, shown only when it takes over 2 s (so small folders stay quiet)."""
-    return tqdm(
-        iterable,
-        total=total,
-        desc=desc,
-        unit=unit,
-        unit_scale=unit == "B",
-        file=sys.stderr,
-        delay=2.0,
-        mininterval=1.0,
-        leave=False,
-        disable=disable,
-    )
+# A progress bar on stderr, shown only after 2 s (small folders stay quiet).
+load_progress = functools.partial(tqdm, delay=2.0, mininterval=1.0, leave=False)
 
 
 def open_rgb(value: Any, source: str | None = None, *, decode: bool = True) -> Image.Image:
-    """`open_image` converted to RGB (with ``decode=False``: the header-only image, not converted)."""
     image = open_image(value, source, decode=decode)
     return image.convert("RGB") if decode else image
 
 
 def open_image(value: Any, source: str | None = None, *, decode: bool = True) -> Image.Image:
-    """A decoded PIL image from a path, a PIL image or a datasets ``{"bytes", "path"}`` dict; a file that cannot be
-    decoded (truncated, damaged, not an image) is an error naming ``source`` (default: the path).
-
-    ``decode=False`` (the data check): the header-only image (size, mode, metadata; closed), after a check of the
-    data. NOTE: JPEGs are decoded at 1/8 scale: libjpeg's DCT scaling still reads the whole entropy-coded stream, so
-    a damaged file fails as in a full decode, at ~60 % of its cost."""
+    """A decoded PIL image from a path, a PIL image or a datasets ``{"bytes", "path"}`` dict; an undecodable file is
+    an error naming ``source``. ``decode=False`` (the data check): the closed header-only image, after a check of the
+    data. NOTE: JPEGs are then decoded at 1/8 scale: libjpeg still reads the whole entropy-coded stream, so a damaged
+    file fails as in a full decode, at ~60 % of its cost."""
     if isinstance(value, Image.Image):
         return value
     if isinstance(value, dict):
@@ -84,7 +68,7 @@ def open_image(value: Any, source: str | None = None, *, decode: bool = True) ->
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-# Label files in these formats are refused: lossy compression changes label values (edges get values in between).
+# Lossy label files are refused: compression changes label values.
 LOSSY_LABEL_SUFFIXES = (".jpg", ".jpeg")
 _LOSSY_FORMATS = ("JPEG", "MPO")
 
@@ -119,8 +103,7 @@ def check_class_index_mode(image: Image.Image, source: str) -> None:
 def decode_semantic(
     image: Image.Image, *, reduce_labels: bool, ignore_index: int, source: str, palette: Palette | None = None
 ) -> np.ndarray:
-    """A semantic annotation -> class ids (uint8, or int32 above 255): by colour with a ``palette``, else the pixel
-    values under the label convention (``semantic_from_image``)."""
+    """Class ids (uint8, int32 above 255): by colour with a ``palette``, else the values under the convention."""
     if palette is None:
         return semantic_from_image(image, reduce_labels=reduce_labels, ignore_index=ignore_index, source=source)
     refuse_lossy(image, source)
@@ -128,7 +111,7 @@ def decode_semantic(
 
 
 def binary_mask_warning(values, *, reduce_labels: bool, ignore_index: int, source: str) -> str | None:
-    """A warning when the raw label values seen are only 0 and 255 (a binary mask whose 255 would be ignored)."""
+    """A warning when the raw label values are only 0 and 255 (a binary mask whose 255 would be ignored)."""
     values = {int(v) for v in values}
     if not values or not values <= {0, 255} or 255 not in values or ignore_index != 255:
         return None
@@ -147,8 +130,7 @@ def binary_mask_warning(values, *, reduce_labels: bool, ignore_index: int, sourc
 def warn_if_binary(
     annotations: Sequence, *, reduce_labels: bool, ignore_index: int, source: str, count: int = 8
 ) -> None:
-    """At load time: `binary_mask_warning` for ``count`` annotations spread over the list (the data check sees every
-    file); a JPEG among them is refused."""
+    """`binary_mask_warning` on ``count`` annotations spread over the list (the data check sees all)."""
     if not len(annotations):
         return
     picks = sorted({round(i * (len(annotations) - 1) / max(count - 1, 1)) for i in range(count)})
@@ -169,10 +151,9 @@ def warn_if_binary(
 def decode_class_and_instance(
     image: Image.Image, *, reduce_labels: bool, stuff_ids: Sequence[int], ignore_index: int, source: str
 ) -> tuple[np.ndarray, list[dict], np.ndarray]:
-    """transformers' instance-segmentation example format (``run_instance_segmentation.py``: R = the class as
-    ``semantic_class_to_id`` gives it, G = the instance id, 0 = none) -> (segment ids, segments_info, semantic) like
-    `decode_panoptic`. With ``reduce_labels`` (the example's ``--do_reduce_labels``) class R - 1, R = 0 ignored. A
-    class in ``stuff_ids`` is one segment whatever G says; other pixels with G = 0 are void but keep their class in
+    """transformers' ``run_instance_segmentation.py`` format (R = class, G = instance id, 0 = none) -> (segment ids,
+    segments_info, semantic) like `decode_panoptic`. ``reduce_labels``: class R - 1, R = 0 ignored. A class in
+    ``stuff_ids`` is one segment whatever G says; other pixels with G = 0 are void but keep their class in
     ``semantic``. Segment id = (R x 256 + G) + 1."""
     refuse_lossy(image, source)
     if image.mode not in ("RGB", "RGBA"):
@@ -218,8 +199,7 @@ def semantic_from_image(image: Image.Image, *, reduce_labels: bool, ignore_index
     check_class_index_mode(image, source)
     raw = np.asarray(image)
     if raw.dtype == np.uint8:
-        # NOTE: 8-bit maps (ADE20K's, most others) go through a 256-entry table: one gather, no int64 copies
-        # (the training data path decodes one per image). Same values as the general path below.
+        # NOTE: 8-bit maps go through a 256-entry table: one gather, no int64 copies; same values as below.
         table = _reduce(np.arange(256), ignore_index) if reduce_labels else np.arange(256)
         if table.max() <= 255:
             return table.astype(np.uint8)[raw]
@@ -230,7 +210,7 @@ def semantic_from_image(image: Image.Image, *, reduce_labels: bool, ignore_index
 
 
 def _reduce(labels: np.ndarray, ignore_index: int) -> np.ndarray:
-    """ADE20K's convention: 0 ('other') -> ignore_index, an existing ignore_index stays, k -> k - 1."""
+    """ADE20K's convention: 0 -> ignore_index, ignore_index stays, k -> k - 1."""
     return np.where(labels == 0, ignore_index, np.where(labels == ignore_index, ignore_index, labels - 1))
 
 
@@ -271,8 +251,8 @@ def decode_panoptic(
 
 
 def scan_num_labels(annotations, reduce_labels: bool, ignore_index: int) -> int:
-    """Number of classes implied by the largest raw label in the annotations (ignore_index excluded); an
-    annotation that is not a class-index image, or a label at or above ignore_index, is an error naming it."""
+    """The number of classes the largest raw label implies (ignore_index excluded); a colour map or a label above
+    ignore_index is an error naming the file."""
     top = -1
     total = len(annotations) if hasattr(annotations, "__len__") else None
     for number, annotation in enumerate(load_progress(annotations, total=total, desc="counting classes", unit="file")):
@@ -306,12 +286,14 @@ def category_metadata(categories: list[dict]) -> dict[str, Any]:
 
 
 def read_json(json_path: Path) -> Any:
-    """A JSON file, with a progress bar when it is large (COCO's are hundreds of MB)."""
+    """A JSON file, with a progress bar (COCO's are hundreds of MB)."""
     json_path = Path(json_path)
     data = bytearray()
     with (
         open(json_path, "rb") as file,
-        load_progress(total=os.path.getsize(json_path), desc=f"reading {json_path.name}", unit="B") as bar,
+        load_progress(
+            total=os.path.getsize(json_path), desc=f"reading {json_path.name}", unit="B", unit_scale=True
+        ) as bar,
     ):
         while chunk := file.read(1 << 22):
             data += chunk
@@ -330,8 +312,7 @@ _COCO_FIELDS = {
 
 
 def check_coco_fields(json_path: Path, payload, fields: dict[str, tuple[str, ...]], hint: str = "") -> dict:
-    """``payload`` is a JSON object whose lists ``fields`` hold entries with those keys; else an error naming the
-    file and the entry."""
+    """``payload`` is a JSON object whose lists ``fields`` hold entries with those keys; else an error naming both."""
     if not isinstance(payload, dict):
         raise InvalidInputError(f"{json_path}: expected a JSON object with {', '.join(map(repr, fields))}")
     for key, required in fields.items():
@@ -355,8 +336,7 @@ _ENTRY_NAMES = (("file_name", ""), ("image_id", "image id "), ("id", "id "), ("n
 
 
 def read_coco_panoptic_json(json_path: Path) -> dict:
-    """A COCO panoptic JSON, checked for what the loader relies on (fields, one annotation per image, segment ids
-    listed once)."""
+    """A COCO panoptic JSON, checked: fields, one annotation per image, segment ids listed once."""
     payload = check_coco_fields(json_path, read_json(json_path), _COCO_FIELDS)
     if not payload["annotations"]:
         raise InvalidInputError(f"{json_path}: empty 'annotations' list")

@@ -1,15 +1,7 @@
-"""What a model's classes mean, as its folder records it, and the rules every reader of a model follows.
-
-A trained folder records `config.id2label`, `config.thing_ids` (the thing classes; null: unknown),
-`config.validation_held_out` (`data.splits.HoldOut`, or null) and, in `preprocessor_config.json`, transformers'
-`do_reduce_labels` and `ignore_index`: how the training data's label maps were read (true: ADE20K's convention,
-`--label_convention ade`; false: the values as they are, `--label_convention as_is`).
-
-The rules (`LabelSettings`): data read for a model uses the recorded convention unless told otherwise (a
-contradicting choice is followed, with a warning); no record and no choice is refused with the flag to pass, never
-read as ADE's; a dataset whose classes differ from the model's is refused unless overridden; data without a
-validation split holds out what the training run held out. `segment` (instance: never a stuff class; panoptic: stuff
-fused) is the post-processing of every reader: the pipeline, the app, `scripts/predict.py`.
+"""What a model's classes mean, as its folder records it (`config.id2label`, `config.thing_ids`,
+`config.validation_held_out`, the processor's `do_reduce_labels` / `ignore_index`), and the rules every reader
+follows (`LabelSettings`): the recorded convention unless told otherwise, never ADE's by guess; classes that differ
+from the model's refused; `segment`: instance results hold no stuff class, panoptic results fuse stuff.
 
 NOTE: a folder written by this package before the label settings were recorded (no `thing_ids` in its config)
 always said `do_reduce_labels: false`, whatever the data, so its convention counts as unknown.
@@ -47,14 +39,6 @@ def convention_flag(reduce_labels: bool) -> str:
     return f"{CONVENTION_FLAGS[reduce_labels]} (reduce_labels={reduce_labels})"
 
 
-def _choices_message(source: str) -> str:
-    return (
-        f"{source} records no label convention, so how to read semantic label maps for it must be chosen: pass "
-        f"{convention_flag(True)} for ADE20K's (pixel 0 = 'other', ignored; pixel k = class k-1) or "
-        f"{convention_flag(False)} for pixel values that are the class ids"
-    )
-
-
 def _names(id2label: Mapping[int, str], limit: int = 6) -> str:
     names = [id2label[i] for i in sorted(id2label)]
     return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
@@ -63,11 +47,6 @@ def _names(id2label: Mapping[int, str], limit: int = 6) -> str:
 def _normalized(id2label: Mapping[int, str]) -> dict[int, str]:
     """Names compared without case and surrounding spaces (transformers' ADE20K checkpoints say "bed ")."""
     return {int(k): str(v).strip().lower() for k, v in id2label.items()}
-
-
-def _has_own_names(id2label: Mapping[int, str]) -> bool:
-    """False for the numbered classes a loader makes when the data names none ("0", "1", ...)."""
-    return any(name != str(index) for index, name in id2label.items())
 
 
 @dataclass(frozen=True)
@@ -93,7 +72,7 @@ class LabelSettings:
 
     @classmethod
     def from_pretrained(cls, model_path: str | os.PathLike, **hub_kwargs: Any) -> LabelSettings:
-        """From a model folder or Hub id: ours (either format) or transformers' own (a Hub checkpoint)."""
+        """From a model folder or Hub id: ours (either format) or transformers' own."""
         source = str(model_path)
         check_local_source(source)  # a path that does not exist: said so, not the Hub's repo-id message
         config, _ = PretrainedConfig.get_config_dict(source, **hub_kwargs)
@@ -120,8 +99,8 @@ class LabelSettings:
 
     @classmethod
     def from_model(cls, model, processor=None) -> LabelSettings:
-        """From a loaded model: the classes from its config, the convention from the folder it was loaded from
-        (else from `processor`, counted as recorded when the config records `thing_ids`, as training writes)."""
+        """From a loaded model: its config's classes; the convention from its folder, else from `processor` (recorded
+        when the config records `thing_ids`, as training writes)."""
         config = model.config
         id2label = {int(k): v for k, v in config.id2label.items()}
         thing_ids = getattr(config, "thing_ids", None)
@@ -140,11 +119,14 @@ class LabelSettings:
         )
 
     def label_convention(self, requested: bool | None) -> bool:
-        """The convention to read semantic label maps with: `requested` (None: the recorded one). A request that
-        contradicts the record is followed with a warning; neither is a ValueError naming the flags."""
+        """`requested` (None: the recorded convention); a contradiction is followed with a warning, neither refused."""
         if requested is None:
             if self.reduce_labels is None:
-                raise InvalidInputError(_choices_message(self.source))
+                raise InvalidInputError(
+                    f"{self.source} records no label convention, so how to read semantic label maps for it must be "
+                    f"chosen: pass {convention_flag(True)} for ADE20K's (pixel 0 = 'other', ignored; pixel k = class "
+                    f"k-1) or {convention_flag(False)} for pixel values that are the class ids"
+                )
             logger.info(
                 f"label convention {CONVENTION_NAMES[self.reduce_labels]}, recorded by {self.source} "
                 f"(do_reduce_labels={str(self.reduce_labels).lower()})"
@@ -159,10 +141,11 @@ class LabelSettings:
         return requested
 
     def check_dataset(self, dataset, *, ignore_class_mismatch: bool = False, name: str = "the dataset") -> None:
-        """Refuse a dataset whose classes differ from the model's (names compared without case and surrounding
-        spaces), unless `ignore_class_mismatch` (a warning). Numbered classes of the model's count take its names."""
+        """Refuse a dataset whose classes differ from the model's, unless `ignore_class_mismatch` (a warning).
+        Numbered classes of the model's count take its names."""
         ours, theirs = self.id2label, dataset.id2label
-        if len(ours) == len(theirs) and not _has_own_names(theirs) and _has_own_names(ours):
+        numbered = [all(name == str(index) for index, name in names.items()) for names in (ours, theirs)]
+        if len(ours) == len(theirs) and numbered == [False, True]:  # the loader's "0", "1", ...: the model's names
             dataset.id2label = dict(ours)
             logger.info("%s names no classes: using the %d names of %s", name, len(ours), self.source)
             return
@@ -187,8 +170,7 @@ class LabelSettings:
 
 
 def model_thing_ids(config, source: str = "the model") -> list[int] | None:
-    """`config.thing_ids`, or None with one log line when the model does not record it (an older folder, a
-    transformers checkpoint)."""
+    """`config.thing_ids`, or None (logged) when the model does not record it."""
     thing_ids = getattr(config, "thing_ids", None)
     if thing_ids is None:
         logger.info(
@@ -205,8 +187,7 @@ def model_thing_ids(config, source: str = "the model") -> list[int] | None:
 
 
 def task_caveats(config, tasks: Collection[str], source: str = "the model") -> list[str]:
-    """One line per limit of this model for `tasks`, from `config.thing_ids`: no thing class (instance output finds
-    nothing), or no stuff class, not even a background. Each names the model, the reason and what to do."""
+    """One line per limit of this model for `tasks`: no thing class, or no stuff class (`config.thing_ids`)."""
     thing_ids = getattr(config, "thing_ids", None)
     if thing_ids is None:
         return []
@@ -235,9 +216,8 @@ def task_caveats(config, tasks: Collection[str], source: str = "the model") -> l
 
 
 def drop_stuff(result: dict, thing_ids: Collection[int]) -> dict:
-    """An instance-segmentation result without its stuff segments, ids renumbered 0..N-1 (as Mask2Former's
-    instance inference keeps only thing classes). In a segment-id map the pixels of a dropped segment become
-    -1 (no instance); binary maps (N, H, W) lose their rows."""
+    """An instance result without its stuff segments (as Mask2Former's instance inference), ids renumbered 0..N-1;
+    dropped pixels become -1 in a segment-id map, dropped rows leave binary maps (N, H, W)."""
     things = {int(i) for i in thing_ids}
     segments = result["segments_info"]
     kept = [n for n, segment in enumerate(segments) if segment["label_id"] in things]
@@ -269,10 +249,8 @@ def segment(
     label_ids_to_fuse: Collection[int] | None = None,
     return_binary_maps: bool = False,
 ) -> list:
-    """Post-process a batch of `outputs` for `task` with the things/stuff rules: instance results never hold a
-    stuff class, and panoptic results fuse the stuff classes unless `label_ids_to_fuse` says otherwise
-    (`thing_ids` None: the split is unknown, so neither). `return_binary_maps`: instance masks as (N, H, W)
-    stacks, overlaps kept."""
+    """Post-process `outputs` for `task`: instance results hold no stuff class, panoptic results fuse the stuff
+    classes unless `label_ids_to_fuse` says otherwise (`thing_ids` None: neither). `return_binary_maps`: (N, H, W)."""
     if task == "semantic":
         return processor.post_process_semantic_segmentation(outputs, target_sizes=target_sizes)
     common = {

@@ -1,6 +1,6 @@
-"""Dataset sources, each yielding the item format of `dataset.py`: ADE20K-style folders, COCO panoptic folders,
-VOC-layout folders (`voc.py`), COCO instance files and folders (`coco_instances.py`), Hugging Face `datasets`
-(`hf.py`), the datasets `prepare.py` prepares, and the built-in synthetic shapes; `build_dataset` picks one."""
+"""Dataset sources and `build_dataset`, which picks one: ADE20K-style and COCO panoptic folders (here), VOC-layout
+folders (`voc.py`), COCO instance files and folders (`coco_instances.py`), `datasets` (`hf.py`), prepared datasets
+(`prepare.py`) and the synthetic shapes."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _list_images(folder: Path) -> list[Path]:
 
 
 def _ade_pairs(root: Path, images: list[Path], annotation_dir: Path) -> list[tuple[Path, Path]]:
-    """(image, annotation) by file stem; a JPEG annotation is refused (lossy), not reported missing."""
+    """(image, annotation) by file stem; a JPEG annotation is refused, not reported missing."""
     annotations: dict[str, Path] = {}
     for path in sorted(annotation_dir.iterdir()):
         suffix = path.suffix.lower()
@@ -75,7 +75,7 @@ def _ade_pairs(root: Path, images: list[Path], annotation_dir: Path) -> list[tup
 
 
 def _ade_subsets(root: Path) -> dict[str, Path]:
-    """The image folder of each subset: ``images/<subset>/``, or ``images/`` as the one subset `splits.WHOLE`."""
+    """The image folder of each subset: ``images/<subset>/``, or ``images/`` as `splits.WHOLE`."""
     for sub in ("images", "annotations"):
         if not (root / sub).is_dir():
             raise MissingInputError(f"ADE folder {root}: missing folder {root / sub}")
@@ -109,13 +109,10 @@ def load_ade_folder(
     palette: str | Path | Palette | None = None,
     train_val_split: float | RecordedHoldOut | None = None,
 ) -> MaskPairsDataset:
-    """An ADEChallengeData2016-style folder: ``root/{images,annotations}/<subset>/`` (ADE20K: ``training``,
-    ``validation``) or flat ``root/{images,annotations}/`` (one subset, ``all``). ``split``: `splits.plan_split`.
-
-    Class names: `class_names.find_id2label` (also ``root/objectInfo150.{csv,txt}``), else numbers up to
-    ``num_labels`` or the largest label found by a scan. With a ``palette`` the annotations are colour masks and the
-    palette names the classes. ``reduce_labels``: True for ADE20K's convention (0 = "other", ignored; k is class
-    k - 1), False for the values as they are, None refuses to guess."""
+    """An ADEChallengeData2016-style folder: ``root/{images,annotations}/<subset>/`` or flat (one subset, ``all``).
+    Class names: `class_names.find_id2label`, else numbers up to ``num_labels`` or the largest label a scan finds;
+    a ``palette`` reads colour masks and names the classes. ``reduce_labels``: True for ADE20K's convention, False
+    for the values as they are, None refuses to guess."""
     root = Path(root)
     where = f"ADE folder {root}"
     subsets = _ade_subsets(root)
@@ -163,12 +160,8 @@ class CocoPanopticDataset(SegmentationDataset):
     convention_from = None  # the classes come from the JSON's categories
 
     def __init__(self, records: list[tuple[Path, Path, list[dict]]], category_to_label: dict[int, int], **metadata):
-        super().__init__(**metadata)
-        self.records = records
+        super().__init__(records=records, **metadata)
         self.category_to_label = category_to_label
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def _source(self, index: int) -> str:
         return str(self.records[index][1])
@@ -201,8 +194,8 @@ def load_coco_panoptic_folder(
     png_dir: str | Path | None = None,
     ignore_index: int = 255,
 ) -> CocoPanopticDataset:
-    """A COCO panoptic folder: ``root/{split}2017/*.jpg``, ``root/annotations/panoptic_{split}2017.json``
-    and ``root/annotations/panoptic_{split}2017/*.png``; any of the three can be given explicitly."""
+    """``root/{split}2017/*.jpg``, ``root/annotations/panoptic_{split}2017.json`` and ``.../panoptic_{split}2017/
+    *.png``; any of the three can be given explicitly."""
     coco_split = _COCO_SPLIT_NAMES[_normalize_split(split)] + "2017"
     if root is None and None in (images_dir, json_path, png_dir):
         raise InvalidInputError("give root, or all of images_dir, json_path and png_dir")
@@ -258,21 +251,13 @@ class SyntheticDataset(SegmentationDataset):
     needs_check = False  # generated scenes
 
     def __init__(self, shapes: SyntheticShapes):
-        super().__init__(id2label=shapes.id2label, thing_ids=shapes.thing_ids, ignore_index=shapes.ignore_index)
-        self.shapes = shapes
-
-    def __len__(self) -> int:
-        return len(self.shapes)
+        metadata = {"id2label": shapes.id2label, "thing_ids": shapes.thing_ids, "ignore_index": shapes.ignore_index}
+        super().__init__(records=shapes, **metadata)
 
     def _load(self, index: int) -> SegmentationItem:
-        item = self.shapes[index]
-        return {
-            "image": item["image"],
-            "semantic": item["semantic"],
-            "panoptic_ids": rgb_to_id(item["panoptic"]),
-            "segments_info": item["segments_info"],
-            "image_id": item["image_id"],
-        }
+        item = self.records[index]
+        item["panoptic_ids"] = rgb_to_id(item.pop("panoptic"))
+        return item
 
 
 def load_synthetic(
@@ -283,7 +268,6 @@ def load_synthetic(
     *,
     config: SyntheticShapesConfig | None = None,
 ) -> SyntheticDataset:
-    """The built-in procedural dataset (see synthetic.py)."""
     split = _normalize_split(split)
     if split == "test":
         raise InvalidInputError("the synthetic dataset has only 'train' and 'validation' splits")
@@ -305,8 +289,7 @@ FOLDER_LAYOUTS = {
 
 
 def detect_folder_layout(root: str | Path) -> str:
-    """Which layout of `FOLDER_LAYOUTS` a local folder has; a ValueError listing every layout and the file that
-    marks it, and the folder's contents, when none fits."""
+    """Which layout of `FOLDER_LAYOUTS` a local folder has; an error listing them and the folder's contents."""
     root = Path(root)
     if (root / "annotations").is_dir() and any((root / "annotations").glob("panoptic_*.json")):
         return "coco_panoptic"
@@ -327,23 +310,19 @@ def detect_folder_layout(root: str | Path) -> str:
     )
 
 
-# The layouts whose loaders read semantic label maps, and so take a label convention (`reduce_labels`); the others
-# (synthetic scenes, COCO panoptic and instance data) take their classes from the data.
+# The layouts whose loaders read semantic label maps, and so take a label convention (`reduce_labels`).
 LABEL_CONVENTION_LAYOUTS = ("ade", "voc", "cvat_mask", "hf")
 
 
 # A COCO instance JSON file given as the source (`coco_instances.load_coco_instances_file`).
 COCO_JSON = "coco_json"
-# The layouts whose loaders hold a validation split out of a training subset when there is none (they take
-# `train_val_split`: `splits.plan_split`).
+# The layouts whose loaders take `train_val_split` (`splits.plan_split`).
 HOLD_OUT_LAYOUTS = ("hf", "ade", "voc", "cvat_mask", COCO_JSON, *COCO_LAYOUT_MARKERS)
 
 
 def source_layout(source) -> str:
-    """Which loader `build_dataset(source)` uses: ``"synthetic"``; a folder's layout (`detect_folder_layout`);
-    `COCO_JSON` for a ``.json`` file; for the name of a prepared dataset, the layout `prepare.py` gives it
-    (``"coco_panoptic"``, else ``"ade"``); ``"hf"`` for a ``datasets`` object or any other name. A ValueError for
-    a file that is not JSON."""
+    """Which loader `build_dataset(source)` uses: ``"synthetic"``, a folder's layout, `COCO_JSON`, a prepared
+    dataset's layout, or ``"hf"`` (a ``datasets`` object or any other name)."""
     if isinstance(source, str) and source == "synthetic":
         return "synthetic"
     if not isinstance(source, (str, os.PathLike)):  # a `datasets` object
@@ -384,16 +363,13 @@ def build_dataset(
     ignore_class_mismatch: bool = False,
     **kwargs,
 ) -> SegmentationDataset:
-    """One entry point: ``"synthetic"``, a local folder (a layout of `FOLDER_LAYOUTS`, detected), a COCO instance
-    JSON file (``image_root``: its images' folder, default the JSON's), a ``datasets`` object or Hub name, or a name
-    of `prepare.py` (``"ade20k"``; also the dead Hub name ``"scene_parse_150"``), read from its prepared folder under
-    ``data_root`` (default ``$MASKFORMER_DATA``; missing: an error naming the command that prepares it). ``kwargs``
-    go to the loader.
+    """``"synthetic"``, a local folder (its layout detected), a COCO instance JSON file, a ``datasets`` object or Hub
+    name, or a `prepare.py` name (``"ade20k"``, also ``"scene_parse_150"``) read from under ``data_root`` (default
+    ``$MASKFORMER_DATA``). ``kwargs`` go to the loader.
 
-    ``model`` (a model folder or Hub id, a loaded model, or a `labels.LabelSettings`): read the data for that model:
-    its recorded label convention (unless ``reduce_labels`` is given), its names for unnamed classes, its held-out
-    validation items (``config.validation_held_out``) for data without a validation split; a dataset whose classes
-    differ from the model's is refused (``ignore_class_mismatch``: a warning instead)."""
+    ``model`` (a folder or Hub id, a loaded model, or a `labels.LabelSettings`): read the data for that model, with
+    its recorded label convention (unless ``reduce_labels`` is given), its class names and held-out items; a dataset
+    whose classes differ from the model's is refused (``ignore_class_mismatch``: a warning instead)."""
     if model is not None:
         return _dataset_for_model(source, split, data_root, model, ignore_class_mismatch, kwargs)
     if isinstance(source, str) and source == "synthetic":
@@ -411,8 +387,8 @@ def build_dataset(
 
 
 def resolve_name(source: str, split: str, data_root: str | Path | None = None) -> Path | None:
-    """For a dataset name of `prepare.py` ("ade20k") or a dead Hub name ("scene_parse_150"): its prepared folder, or
-    an error naming the command that prepares it. None for any other name."""
+    """The prepared folder of a `prepare.py` name or dead Hub name, or an error naming the command that prepares it;
+    None for any other name."""
     name = SCRIPT_DATASETS.get(source, source if source in DATASETS else None)
     if name is None:
         return None

@@ -1,23 +1,9 @@
-"""Colour-coded semantic masks: a palette (colour -> class) read from a file, and the decoding of RGB masks to
-class ids with it.
+"""Colour-coded semantic masks: a palette (colour -> class) from a file, and the decoding of RGB masks with it.
 
-Two file formats, told apart by their content:
-
-- JSON, class names in file order (class ids 0, 1, ...), each with one colour or a list of colours::
-
-      {"background": [0, 0, 0], "cat": [128, 0, 0], "dog": [[0, 128, 0], [0, 100, 0]],
-       "__ignore__": [224, 224, 192], "__unlisted__": "ignore"}
-
-- CVAT's / Datumaro's ``labelmap.txt`` (the "Segmentation mask 1.1" export), one ``name:r,g,b:parts:actions``
-  line per class in file order, ``#`` comments::
-
-      # label:color_rgb:parts:actions
-      background:0,0,0::
-      cat:128,0,0::
-
-Reserved names: ``__ignore__`` (its colours are read as ``ignore_index``, excluded from training and metrics) and,
-in JSON, ``__unlisted__``: ``"error"`` (the default: a colour outside the palette is an error naming the file, the
-colour and its pixel count) or ``"ignore"`` (such pixels are ignored).
+JSON, class names in file order, one colour or a list each: ``{"background": [0, 0, 0], "dog": [[0, 128, 0], [0, 100,
+0]], "__ignore__": [224, 224, 192], "__unlisted__": "ignore"}``; or CVAT's ``labelmap.txt`` (``name:r,g,b:parts:
+actions`` per line). ``__ignore__`` colours read as ``ignore_index``; ``__unlisted__`` (JSON): ``"error"`` (default:
+an unlisted colour is an error naming the file, the colour and its pixel count) or ``"ignore"``.
 """
 
 from __future__ import annotations
@@ -46,8 +32,7 @@ _UNKNOWN = np.uint16(65535)  # a table entry for colours outside the palette (cl
 
 
 def voc_colormap(count: int = 256) -> np.ndarray:
-    """(count, 3) uint8: Pascal VOC's palette (the bits of the index spread over R, G, B from the high bit down),
-    the one its PNGs embed and CVAT uses for labels without colours."""
+    """(count, 3) uint8: Pascal VOC's palette, which its PNGs embed and CVAT uses for labels without colours."""
     indices = np.arange(count)
     colormap = np.zeros((count, 3), dtype=np.uint8)
     for shift in range(7, -1, -1):
@@ -99,8 +84,7 @@ class Palette:
         return {**self.__dict__, "_tables": {}}
 
     def _table(self, ignore_index: int) -> np.ndarray:
-        """A 2^24-entry table (32 MB, built once per ignore_index): packed colour -> class id, ignore_index, or
-        _UNKNOWN."""
+        """Packed colour -> class id, ignore_index or _UNKNOWN (2^24 entries, 32 MB, built once per ignore_index)."""
         if ignore_index not in self._tables:
             table = np.full(1 << 24, _UNKNOWN, dtype=np.uint16)
             for color, label in self.colors:
@@ -109,9 +93,8 @@ class Palette:
         return self._tables[ignore_index]
 
     def decode(self, mask: Image.Image | np.ndarray, *, ignore_index: int = 255, source: str) -> np.ndarray:
-        """A colour mask (PIL image, or (H, W, 3) uint8) -> (H, W) class ids (uint8 when they fit, else int32),
-        ``ignore_index`` for ``__ignore__`` colours; an unlisted colour is an error naming ``source``, the colour and
-        its pixel count (or ignored with ``__unlisted__: "ignore"``)."""
+        """A colour mask (PIL or (H, W, 3) uint8) -> (H, W) class ids (uint8 when they fit, else int32); an unlisted
+        colour is an error naming ``source``, the colour and its pixel count (unless ``__unlisted__: "ignore"``)."""
         if ignore_index >= int(_UNKNOWN) or len(self.names) >= int(_UNKNOWN):
             raise InvalidInputError(f"{self.source}: ignore_index and class ids must be below {int(_UNKNOWN)}")
         if isinstance(mask, Image.Image):
@@ -145,14 +128,21 @@ class Palette:
 
 
 def read_palette(path: str | Path) -> Palette:
-    """A palette file: JSON (``{"name": [r, g, b], ...}``) or CVAT's labelmap.txt; see the module docstring."""
+    """A palette file: JSON or CVAT's labelmap.txt (see the module docstring)."""
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"palette file {path} not found")
     text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("{"):
-        return _palette_from_json(text, str(path))
-    return read_labelmap(path, text)
+    if not text.lstrip().startswith("{"):
+        return read_labelmap(path, text)
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidInputError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(payload, dict):
+        raise InvalidInputError(f'{path}: expected a JSON object {{"class name": [r, g, b], ...}}')
+    unlisted = payload.pop(UNLISTED_NAME, "error")
+    return _palette([(name, _color_list(value, path, name)) for name, value in payload.items()], str(path), unlisted)
 
 
 def _color_list(value, source: str, name: str) -> list[tuple[int, int, int]]:
@@ -167,27 +157,14 @@ def _color_list(value, source: str, name: str) -> list[tuple[int, int, int]]:
     raise InvalidInputError(f"{source}: {name!r} must be a colour [r, g, b] or a list of them, got {value!r}")
 
 
-def _palette_from_json(text: str, source: str) -> Palette:
-    try:
-        payload = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InvalidInputError(f"{source}: not valid JSON ({error})") from error
-    if not isinstance(payload, dict):
-        raise InvalidInputError(f'{source}: expected a JSON object {{"class name": [r, g, b], ...}}')
-    unlisted = payload.pop(UNLISTED_NAME, "error")
-    entries = [(name, _color_list(value, source, name)) for name, value in payload.items()]
-    return _palette(entries, source, unlisted)
-
-
 def _palette(entries: list[tuple[str, list[tuple[int, int, int]]]], source: str, unlisted: str = "error") -> Palette:
-    """(name, colours) in class order, `IGNORE_NAME` for the ignored colours -> a Palette."""
     names = [name for name, _ in entries if name != IGNORE_NAME]
     colors = [(c, None if name == IGNORE_NAME else names.index(name)) for name, cs in entries for c in cs]
     return Palette(names, colors, source=source, unlisted=unlisted)
 
 
 def read_labelmap(path: str | Path, text: str | None = None) -> Palette:
-    """CVAT's / Datumaro's labelmap.txt; with no colour on any line, class k gets VOC's colour k, as Datumaro does."""
+    """CVAT's labelmap.txt; with no colour on any line, class k gets VOC's colour k, as Datumaro does."""
     path = Path(path)
     text = path.read_text(encoding="utf-8") if text is None else text
     entries = []

@@ -1,13 +1,7 @@
-"""Which items a split name means, for every source with named subsets (a `datasets` DatasetDict or Hub dataset, a
-VOC export's ``ImageSets/Segmentation/*.txt``, COCO exports' annotation files) or none (`WHOLE`, ``"all"``).
-
-- ``train``/``training``, ``validation``/``val``/``valid``, ``test``/``testing`` name one split each, a year allowed.
-- Slices as `datasets` writes them (``train[:100]``, ``train[80%:]``), read with datasets' ``ReadInstruction``.
-- A source without a validation split holds one out of its training split: ``train_val_split`` of it, else 15% (as
-  transformers' examples), seeded with ``SPLIT_SEED`` whatever the training seed, and logged. A source with its own
-  validation split refuses ``train_val_split``.
-- A training run records what it held out (`HoldOut`, ``config.validation_held_out``); reading data for that model
-  (`RecordedHoldOut`) holds the same items out, refuses a larger fraction and takes a smaller one as their subset.
+"""Which items a split name means (``val``, ``train[:80%]`` as `datasets` slices, a year allowed) for every source
+with named subsets, or none (`WHOLE`). A source without a validation split holds ``train_val_split`` (default 15%,
+seed ``SPLIT_SEED``) of its training split out; a trained model records it (`HoldOut`), and reading data for that
+model (`RecordedHoldOut`) holds the same items out, refusing a larger fraction.
 """
 
 from __future__ import annotations
@@ -34,14 +28,13 @@ WHOLE = "all"  # the one subset of a folder source without named subsets
 
 
 def normalize_split(split: str) -> str:
-    """Our name of a split: ``"val"`` -> ``"validation"``; ValueError for an unknown name."""
     if split not in SPLITS:
         raise InvalidInputError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
     return SPLITS[split]
 
 
 def parse_split(split: str) -> tuple[str, str]:
-    """``"train[:80%]"`` -> ``("train", "[:80%]")``; ``"train"`` -> ``("train", "")``."""
+    """``"train[:80%]"`` -> ``("train", "[:80%]")``."""
     name, bracket, rest = split.partition("[")
     if bracket and not rest.endswith("]"):
         raise InvalidInputError(f"split {split!r}: a slice is written like train[:100] or train[80%:]")
@@ -49,7 +42,7 @@ def parse_split(split: str) -> tuple[str, str]:
 
 
 def slice_indices(name: str, bracket: str, count: int) -> range:
-    """The items of ``name{bracket}`` among ``count`` (datasets' slicing rules: ``[:100]``, ``[80%:]``, ...)."""
+    """The items of ``name{bracket}`` among ``count``, by datasets' slicing rules."""
     if not bracket:
         return range(count)
     try:
@@ -62,9 +55,8 @@ def slice_indices(name: str, bracket: str, count: int) -> range:
 
 
 def holdout_indices(count: int, fraction: float, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """(training indices, held-out indices), sorted: the items ``datasets.Dataset.train_test_split(test_size=fraction,
-    seed=seed)`` takes. NOTE: written here because folder sources are lists of files, not ``datasets.Dataset``
-    objects; tests check it against datasets' own split."""
+    """(training, held-out) indices, sorted, as ``datasets.Dataset.train_test_split(test_size=fraction, seed=seed)``
+    takes them. NOTE: by hand because folder sources are lists of files; tests check it against datasets' split."""
     check_fraction(fraction)
     held_out = math.ceil(fraction * count)
     if not 0 < held_out < count:
@@ -84,8 +76,7 @@ def check_fraction(fraction: float) -> float:
 
 @dataclass(frozen=True)
 class HoldOut:
-    """A validation split held out of a training subset (``fraction`` of its ``items`` items, with ``seed``), as a
-    trained model records it (``config.validation_held_out``)."""
+    """A validation split held out of a training subset, as a model records it (``config.validation_held_out``)."""
 
     fraction: float
     seed: int = SPLIT_SEED
@@ -97,7 +88,6 @@ class HoldOut:
 
     @classmethod
     def from_dict(cls, record: Mapping, source: str) -> HoldOut:
-        """The record ``config.validation_held_out`` of ``source``; a ValueError naming it when malformed."""
         try:
             held_out = cls(
                 float(record["fraction"]),
@@ -116,8 +106,7 @@ class HoldOut:
 
 @dataclass(frozen=True)
 class RecordedHoldOut:
-    """The hold-out a model records (read from ``source``) and the fraction asked for now (None: the recorded one),
-    given to a loader as its ``train_val_split``."""
+    """A model's recorded hold-out and the fraction asked for now (None: the recorded one): a ``train_val_split``."""
 
     held_out: HoldOut
     source: str
@@ -126,8 +115,7 @@ class RecordedHoldOut:
 
 @dataclass(frozen=True)
 class SplitPlan:
-    """What to read: the source's ``subset``, then its ``slice`` (``"[:80%]"``), or the ``part`` a held-out validation
-    split leaves of it."""
+    """What to read: the source's ``subset``, then its ``slice``, or the ``part`` a held-out validation split leaves."""
 
     subset: str | None
     slice: str = ""
@@ -138,7 +126,6 @@ class SplitPlan:
     recorded: RecordedHoldOut | None = None  # the model record the hold-out follows
 
     def select(self, count: int) -> np.ndarray | range:
-        """Indices of the planned items among the ``count`` items of ``subset``."""
         if self.part == "all":
             return slice_indices(self.subset or "split", self.slice, count)
         recorded = self.recorded.held_out if self.recorded is not None else None
@@ -160,21 +147,17 @@ class SplitPlan:
         return train if self.part == "train" else held_out
 
     def held_out(self, count: int) -> HoldOut | None:
-        """What this plan holds out of the ``count`` items of ``subset`` (None: nothing), as a model records it."""
-        if self.part == "all":
-            return None
-        return HoldOut(self.fraction, self.seed, self.subset, count)
+        """What this plan holds out of the ``count`` items of ``subset`` (None: nothing)."""
+        return None if self.part == "all" else HoldOut(self.fraction, self.seed, self.subset, count)
 
 
 def split_of(subset: str) -> str | None:
-    """Our name of the split a source's subset stands for, a year allowed (COCO's ``val2017``); None for others
-    (CVAT's ``default``)."""
+    """Our name of the split a subset stands for (COCO's ``val2017``: validation); None for others."""
     return SPLITS.get(re.sub(r"\d{4}$", "", subset.lower()))
 
 
 def _find(available: list[str], name: str) -> str | None:
-    """The source's name for split ``name``: itself, or an alias (``val`` for ``validation``, ``val2017``), any
-    case; a ValueError when two subsets stand for it (``train2014`` and ``train2017``)."""
+    """The source's subset for split ``name`` (itself or an alias, any case); an error when two stand for it."""
     canonical = SPLITS.get(name.lower())
     for candidate in available:
         if candidate == name or candidate.lower() == name.lower():
@@ -191,8 +174,7 @@ def plan_split(
     split: str, available: list[str] | None, train_val_split: float | RecordedHoldOut | None, where: str
 ) -> SplitPlan:
     """Resolve ``split`` against the source's subsets ``available`` (None: one unnamed); ``train_val_split``: the
-    fraction to hold out, or a model's record. An error naming ``where``, the subsets and what to pass when the split
-    cannot be found."""
+    fraction to hold out, or a model's record. An error naming ``where`` and what to pass otherwise."""
     name, bracket = parse_split(split)
     canonical = SPLITS.get(name.lower())
     recorded = train_val_split if isinstance(train_val_split, RecordedHoldOut) else None
@@ -239,7 +221,6 @@ def plan_split(
 
 
 def _whole_split(subset: str) -> str:
-    """The split argument that reads all of ``subset``: its name, or a full slice when the name means a split."""
     return f"--split {subset}" if split_of(subset) is None else f"--split '{subset}[:100%]'"
 
 
@@ -251,8 +232,7 @@ def _held_out(
     where: str,
     reason: str,
 ) -> SplitPlan:
-    """The plan of the ``canonical`` part of ``source`` when a validation split is held out of it: the fraction
-    ``requested``, else the recorded one, else 15%; more than the recorded one is refused."""
+    """The ``canonical`` part of ``source`` when a fraction (asked, else recorded, else 15%) is held out of it."""
     reasons = [reason] if reason else []
     fraction, seed = DEFAULT_VALIDATION_FRACTION if requested is None else requested, SPLIT_SEED
     if requested is not None:

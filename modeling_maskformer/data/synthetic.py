@@ -1,19 +1,10 @@
 """Procedural "shapes on landscapes" scenes: a built-in dataset that needs no download.
 
-A scene is 2-3 horizontal "stuff" bands (sky / grass / sand) with random smooth boundaries, each textured in its
-class's colour family, and 1-6 "thing" shapes (circle, square, triangle, star, ellipse, hexagon) painted on top in
-random colours, sizes and rotations: the shape tells a thing's class, not its colour. With ``num_thing_classes``
-(the per-pixel comparison), thing class c is (shape c mod 6, fill pattern c div 6) over 21 patterns: up to 126.
-
-Item ``i`` of a split draws from ``SeedSequence(seed, spawn_key=(tag, split, i))``: a pure function of (seed, split,
-index), and the splits never share a scene. Painter's order, and a shape is accepted only if every earlier one keeps
-``min_visible_fraction`` of its area, so annotations equal the painted pixels (no slivers, no anti-aliasing).
-Annotations use the real formats: ``semantic`` uint8 class ids (255 = ignore, never drawn), ``panoptic`` a COCO
-panoptic PNG array (id = R + 256 G + 256^2 B) with COCO ``segments_info``, ``categories`` as COCO's panoptic JSON.
-
-    ds = SyntheticShapes("train", num_images=1000)
-    item = ds[0]  # {"image": PIL RGB, "semantic", "panoptic", "segments_info", "image_id"}
-    ds.to_hf_dataset("semantic"); ds.export_ade_folder("/tmp/ade"); ds.export_coco_panoptic_folder("/tmp/coco")
+2-3 textured "stuff" bands (sky / grass / sand) under 1-6 "thing" shapes in random colours, sizes and rotations (the
+shape tells the class; with ``num_thing_classes``, thing c is shape c mod 6 filled with pattern c div 6). Item i is a
+pure function of (seed, split, i); shapes are accepted only if earlier ones stay ``min_visible_fraction`` visible, so
+annotations equal the painted pixels. Annotations in real formats: uint8 ``semantic`` (255 = ignore), a COCO panoptic
+PNG array with ``segments_info``, and ``categories`` as COCO's panoptic JSON.
 """
 
 from __future__ import annotations
@@ -36,16 +27,14 @@ Split = Literal["train", "validation"]
 THING_CLASSES = ("circle", "square", "triangle", "star", "ellipse", "hexagon")
 STUFF_CLASSES = ("sky", "grass", "sand")
 
-# Things first, then stuff, like COCO panoptic. Colours are for visualisation and panoptic id generation
-# (COCO's panopticapi derives segment ids from category colours the same way).
+# Things first, then stuff, like COCO panoptic; segment ids derive from category colours as in panopticapi.
 _COLOURS = [[220, 20, 60], [119, 11, 32], [0, 0, 142], [250, 170, 30], [106, 0, 228], [0, 130, 120], [70, 130, 180]]
 _COLOURS += [[107, 142, 35], [190, 153, 153]]
 CATEGORIES: list[dict] = [
     {"id": i, "name": name, "isthing": int(i < len(THING_CLASSES)), "color": color}
     for i, (name, color) in enumerate(zip(THING_CLASSES + STUFF_CLASSES, _COLOURS))
 ]
-# Fill patterns of the many-class scenes, (kind, period in px at image_size 128, angle in degrees). Index 0 is the
-# plain fill of the 6-class scenes.
+# Fill patterns of the many-class scenes: (kind, period in px at image_size 128, angle in degrees); 0 = plain.
 PATTERNS: tuple[tuple[str, float, float], ...] = (
     ("solid", 0, 0),
     *(("stripes", period, angle) for period in (4, 7, 12) for angle in (0, 45, 90, 135)),
@@ -65,8 +54,7 @@ def pattern_name(index: int) -> str:
 
 
 def make_categories(num_thing_classes: int | None) -> list[dict]:
-    """The categories of scenes with `num_thing_classes` thing classes (None: the 6 shapes, `CATEGORIES`); thing c
-    is shape c mod 6 filled with pattern c div 6, then the 3 stuff classes."""
+    """The categories for `num_thing_classes` thing classes (None: `CATEGORIES`), then the 3 stuff classes."""
     if num_thing_classes is None:
         return CATEGORIES
     palette = np.random.default_rng(_STREAM_TAG).integers(0, 256, (num_thing_classes, 3)).tolist()
@@ -84,13 +72,12 @@ def make_categories(num_thing_classes: int | None) -> list[dict]:
 
 
 _SPLIT_CODE = {"train": 0, "validation": 1}
-# Spawn-key tag that separates this generator's streams from any other use of the same seed.
 _STREAM_TAG = 0x5EED
 
 
 @dataclass
 class SyntheticShapesConfig:
-    """Generator settings. Lengths are for ``image_size`` 128 and scale with it."""
+    """Generator settings; lengths are for ``image_size`` 128 and scale with it."""
 
     image_size: int = 128
     num_train: int = 1000
@@ -100,15 +87,12 @@ class SyntheticShapesConfig:
     max_objects: int = 6
     min_radius: float = 14.0
     max_radius: float = 40.0
-    # An earlier shape must keep this fraction of its (in-canvas) area when later ones cover it.
-    min_visible_fraction: float = 0.5
-    # A shape must keep this fraction of its full area inside the canvas.
-    min_in_canvas_fraction: float = 0.6
+    min_visible_fraction: float = 0.5  # of an earlier shape's in-canvas area, when later ones cover it
+    min_in_canvas_fraction: float = 0.6  # of a shape's full area
     noise_std: float = 6.0
-    # "random": any colour (the shape alone tells the class); "by_class": each thing class has its own hue
-    # band (brightness and saturation still random), so colour is a cue too. The CPU demo uses "by_class".
+    # "by_class" (the CPU demo): each thing class has its own hue band, so colour is a cue too.
     thing_colours: Literal["random", "by_class"] = "random"
-    # None: the 6 shapes in plain fills. A number (1..126): that many thing classes, (shape, fill pattern) pairs.
+    # None: the 6 shapes in plain fills; 1..126: that many (shape, fill pattern) thing classes.
     num_thing_classes: int | None = None
 
     def __post_init__(self):
@@ -135,7 +119,8 @@ class SyntheticShapesConfig:
                 )
 
 
-# Geometry: boolean masks of shapes, vectorised over the pixel grid (pixel centres at +0.5).
+# Geometry: boolean masks of shapes over the pixel grid (pixel centres at +0.5). NOTE: by hand, not PIL's ImageDraw,
+# so that the demo's recorded scenes (and results) stay the same.
 
 
 def _polygon_mask(vertices: np.ndarray, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
@@ -150,19 +135,8 @@ def _polygon_mask(vertices: np.ndarray, xx: np.ndarray, yy: np.ndarray) -> np.nd
     return inside
 
 
-def _regular_vertices(cx, cy, radii, rotation) -> np.ndarray:
-    """Vertices of a (possibly star-shaped) polygon with len(radii) corners around (cx, cy)."""
-    angles = rotation + 2 * np.pi * np.arange(len(radii)) / len(radii)
-    return np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], axis=1)
-
-
-def _shoelace_area(vertices: np.ndarray) -> float:
-    x, y = vertices[:, 0], vertices[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-
-
 def _shape_mask(name: str, cx, cy, r, rotation, aspect, xx, yy) -> tuple[np.ndarray, float]:
-    """Mask of a thing on the grid and its full (unclipped) area in pixels."""
+    """(mask, full unclipped area in pixels) of a thing."""
     if name in ("circle", "ellipse"):
         b = r * (aspect if name == "ellipse" else 1.0)
         cos, sin = math.cos(rotation), math.sin(rotation)
@@ -175,21 +149,19 @@ def _shape_mask(name: str, cx, cy, r, rotation, aspect, xx, yy) -> tuple[np.ndar
         "hexagon": np.full(6, r),
         "star": np.tile([r * 1.1, r * 0.5], 5),
     }[name]
-    vertices = _regular_vertices(cx, cy, radii, rotation)
-    return _polygon_mask(vertices, xx, yy), _shoelace_area(vertices)
-
-
-# Textures: class-consistent colour families with random variation.
+    angles = rotation + 2 * np.pi * np.arange(len(radii)) / len(radii)
+    x, y = cx + radii * np.cos(angles), cy + radii * np.sin(angles)
+    shoelace = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+    return _polygon_mask(np.stack([x, y], axis=1), xx, yy), shoelace
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """Low-frequency noise in [-1, 1]: a random (cells x cells) grid upsampled bilinearly."""
+    """Low-frequency noise in [-1, 1] (a random cells x cells grid upsampled bilinearly)."""
     grid = rng.uniform(-1, 1, (cells, cells)).astype(np.float32)
     return np.asarray(Image.fromarray(grid, mode="F").resize((size, size), Image.BILINEAR))
 
 
 def _stuff_texture(name: str, rng: np.random.Generator, xx, yy, size: int) -> np.ndarray:
-    """(H, W, 3) float texture for a stuff class."""
     if name == "sky":  # blue, vertical gradient towards white, soft clouds
         base = np.array([80, 140, 225]) + rng.normal(0, 12, 3)
         gradient = rng.uniform(0.2, 0.5) * (yy / size)[..., None]
@@ -210,28 +182,18 @@ def _stuff_texture(name: str, rng: np.random.Generator, xx, yy, size: int) -> np
     raise ValueError(f"unknown stuff class {name!r}")
 
 
-def _class_colour(rng: np.random.Generator, class_id: int, num_things: int) -> np.ndarray:
-    """A colour in the hue band of a thing class (bands evenly spaced, +-0.03 turn), random saturation and value."""
-    hue = (class_id / num_things + rng.uniform(-0.03, 0.03)) % 1.0
-    saturation, value = rng.uniform(0.55, 1.0), rng.uniform(0.45, 1.0)
-    return np.array(colorsys.hsv_to_rgb(hue, saturation, value)) * 255
-
-
-def _thing_colour(
-    rng: np.random.Generator,
-    background: np.ndarray,
-    class_id: int,
-    mode: str,
-    num_things: int,
-    tries: int = 20,
-) -> np.ndarray:
-    """A colour at least ~80 (RGB distance) away from `background` (the mean background under the shape)."""
+def _thing_colour(rng: np.random.Generator, background: np.ndarray, class_id: int, mode: str, num_things: int):
+    """A colour ~80 (RGB distance) away from `background` (the mean under the shape), within 20 tries."""
 
     def draw() -> np.ndarray:
-        return rng.uniform(0, 255, 3) if mode == "random" else _class_colour(rng, class_id, num_things)
+        if mode == "random":
+            return rng.uniform(0, 255, 3)
+        hue = (class_id / num_things + rng.uniform(-0.03, 0.03)) % 1.0  # the class's hue band
+        saturation, value = rng.uniform(0.55, 1.0), rng.uniform(0.45, 1.0)
+        return np.array(colorsys.hsv_to_rgb(hue, saturation, value)) * 255
 
     colour = draw()
-    for _ in range(tries):
+    for _ in range(20):
         if np.linalg.norm(colour - background) >= 80:
             break
         colour = draw()
@@ -239,7 +201,7 @@ def _thing_colour(
 
 
 def _pattern(index: int, rng: np.random.Generator, xx, yy, cx: float, cy: float, scale: float) -> np.ndarray:
-    """(H, W) bool: where fill pattern `index` takes its second colour (a random phase; rings centred on the shape)."""
+    """(H, W) bool: where fill pattern `index` takes its second colour."""
     kind, period, angle = PATTERNS[index]
     period *= scale
     phase_x, phase_y = rng.uniform(0, period, 2)
@@ -258,9 +220,6 @@ def _pattern(index: int, rng: np.random.Generator, xx, yy, cx: float, cy: float,
     raise ValueError(f"unknown pattern {kind!r}")
 
 
-# Panoptic ids (COCO panoptic encoding).
-
-
 def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 COCO panoptic PNG array -> (H, W) int32 segment ids (R + 256 G + 256^2 B)."""
     rgb = np.asarray(rgb).astype(np.int32)
@@ -274,7 +233,7 @@ def id_to_rgb(ids: np.ndarray) -> np.ndarray:
 
 
 def _new_segment_id(rng: np.random.Generator, color, used: set[int], jitter: int) -> int:
-    """Segment id from a category colour, jittered for things until unique (like panopticapi)."""
+    """A segment id from a category colour, jittered for things until unique (like panopticapi)."""
     color = np.asarray(color)
     for _ in range(1000):
         rgb = np.clip(color + (rng.integers(-jitter, jitter + 1, 3) if jitter else 0), 0, 255)
@@ -287,7 +246,7 @@ def _new_segment_id(rng: np.random.Generator, color, used: set[int], jitter: int
 
 
 def segments_from_ids(ids: np.ndarray, segment_category: dict[int, int]) -> list[dict]:
-    """COCO ``segments_info`` (area, bbox [x, y, w, h]) for the non-void segments present in ``ids``."""
+    """COCO ``segments_info`` (area, bbox [x, y, w, h]) of the segments present in ``ids``."""
     segments = []
     for segment_id, category_id in segment_category.items():
         mask = ids == segment_id
@@ -298,9 +257,6 @@ def segments_from_ids(ids: np.ndarray, segment_category: dict[int, int]) -> list
         bbox = [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)]
         segments.append({"id": segment_id, "category_id": category_id, "iscrowd": 0, "area": area, "bbox": bbox})
     return segments
-
-
-# Scene generation.
 
 
 def generate_scene(rng: np.random.Generator, config: SyntheticShapesConfig):
@@ -397,9 +353,8 @@ def generate_scene(rng: np.random.Generator, config: SyntheticShapesConfig):
 
 
 class SyntheticShapes:
-    """Map-style dataset of procedural scenes (see the module docstring): ``split`` "train" or "validation",
-    ``num_images`` (default ``config.num_train`` / ``config.num_val``); ``image_size`` and ``seed`` override the
-    config's."""
+    """Map-style dataset of procedural scenes: ``split`` "train" or "validation", ``num_images`` (default
+    ``config.num_train`` / ``num_val``); ``image_size`` and ``seed`` override the config's."""
 
     categories = CATEGORIES
     id2label = {c["id"]: c["name"] for c in CATEGORIES}
@@ -418,19 +373,16 @@ class SyntheticShapes:
     ):
         if split not in _SPLIT_CODE:
             raise InvalidInputError(f"split must be one of {list(_SPLIT_CODE)}, got {split!r}")
-        config = config or SyntheticShapesConfig()
-        overrides = {"image_size": image_size, "seed": seed}
-        config = SyntheticShapesConfig(**{**vars(config), **{k: v for k, v in overrides.items() if v is not None}})
-        self.config = config
+        overrides = {k: v for k, v in {"image_size": image_size, "seed": seed}.items() if v is not None}
+        self.config = config = SyntheticShapesConfig(**{**vars(config or SyntheticShapesConfig()), **overrides})
         self.split = split
         if config.num_thing_classes is not None:  # otherwise the class attributes (the 6 shapes)
             self.categories = make_categories(config.num_thing_classes)
             self.id2label = {c["id"]: c["name"] for c in self.categories}
             self.thing_ids = [c["id"] for c in self.categories if c["isthing"]]
             self.stuff_ids = [c["id"] for c in self.categories if not c["isthing"]]
-        self.num_images = (
-            num_images if num_images is not None else (config.num_train if split == "train" else config.num_val)
-        )
+        default = config.num_train if split == "train" else config.num_val
+        self.num_images = default if num_images is None else num_images
         if self.num_images < 0:
             raise InvalidInputError(f"num_images must be >= 0, got {self.num_images}")
 
@@ -457,59 +409,48 @@ class SyntheticShapes:
 
     def to_hf_dataset(self, kind: Literal["semantic", "panoptic"] = "semantic"):
         """A ``datasets.Dataset`` in the Hub's usual columns: "semantic": ``image``, ``annotation`` as scene_parse_150
-        (ADE's convention: load with ``reduce_labels=True``); "panoptic": ``image``, ``label`` (COCO panoptic PNG),
-        ``segments_info`` (``category_id`` a ClassLabel with the names), ``image_id``."""
-        items = [self[i] for i in range(len(self))]
-        names = [c["name"] for c in self.categories]
-        if kind == "semantic":
-            features = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
-            columns = {
-                "image": [item["image"] for item in items],
-                "annotation": [Image.fromarray(_to_ade_annotation(item["semantic"])) for item in items],
-            }
-        elif kind == "panoptic":
-            segment = {
-                "id": datasets.Value("int64"),
-                "category_id": datasets.ClassLabel(names=names),
-                "iscrowd": datasets.Value("int64"),
-                "area": datasets.Value("int64"),
-                "bbox": datasets.List(datasets.Value("int64")),
-            }
-            features = datasets.Features(
-                {
-                    "image": datasets.Image(),
-                    "label": datasets.Image(),
-                    "segments_info": datasets.List(segment),
-                    "image_id": datasets.Value("string"),
-                }
-            )
-            columns = {
-                "image": [item["image"] for item in items],
-                "label": [Image.fromarray(item["panoptic"]) for item in items],
-                "segments_info": [item["segments_info"] for item in items],
-                "image_id": [item["image_id"] for item in items],
-            }
-        else:
+        (ADE's convention); "panoptic": ``image``, ``label`` (COCO panoptic PNG), ``segments_info`` (``category_id``
+        a ClassLabel), ``image_id``."""
+        if kind not in ("semantic", "panoptic"):
             raise InvalidInputError(f"kind must be 'semantic' or 'panoptic', got {kind!r}")
-        return datasets.Dataset.from_dict(columns, features=features)
+        items = [self[i] for i in range(len(self))]
+        columns = {"image": [item["image"] for item in items]}
+        if kind == "semantic":
+            columns["annotation"] = [Image.fromarray(_to_ade_annotation(item["semantic"])) for item in items]
+            return datasets.Dataset.from_dict(
+                columns, features=datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
+            )
+        columns["label"] = [Image.fromarray(item["panoptic"]) for item in items]
+        columns["segments_info"] = [item["segments_info"] for item in items]
+        columns["image_id"] = [item["image_id"] for item in items]
+        integer = datasets.Value("int64")
+        segment = {
+            "id": integer,
+            "category_id": datasets.ClassLabel(names=[c["name"] for c in self.categories]),
+            "iscrowd": integer,
+            "area": integer,
+            "bbox": datasets.List(integer),
+        }
+        features = {"image": datasets.Image(), "label": datasets.Image(), "segments_info": datasets.List(segment)}
+        features["image_id"] = datasets.Value("string")
+        return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
 
     def export_ade_folder(self, root: str | Path) -> Path:
-        """This split in ADEChallengeData2016's layout: ``root/{images,annotations}/{training,validation}/<id>``
-        (``.jpg``, ``.png`` in ADE's convention: class id + 1, 0 = other) and ``root/id2label.json``."""
+        """This split as ``root/{images,annotations}/{training,validation}/<id>.{jpg,png}`` (ADE's convention: class
+        id + 1, 0 = other) and ``root/id2label.json``."""
         root = Path(root)
         folder = {"train": "training", "validation": "validation"}[self.split]
         image_dir, annotation_dir = root / "images" / folder, root / "annotations" / folder
         image_dir.mkdir(parents=True, exist_ok=True)
         annotation_dir.mkdir(parents=True, exist_ok=True)
-        for i in range(len(self)):
-            item = self[i]
+        for item in map(self.__getitem__, range(len(self))):
             item["image"].save(image_dir / f"{item['image_id']}.jpg", quality=95)
             Image.fromarray(_to_ade_annotation(item["semantic"])).save(annotation_dir / f"{item['image_id']}.png")
         (root / "id2label.json").write_text(json.dumps({str(k): v for k, v in self.id2label.items()}, indent=1))
         return root
 
     def export_coco_panoptic_folder(self, root: str | Path) -> Path:
-        """This split in COCO panoptic's layout: ``root/{train,val}2017/<id>.jpg``, and in ``root/annotations/``
+        """This split in COCO panoptic's layout: ``root/{train,val}2017/<id>.jpg`` and, in ``root/annotations/``,
         ``panoptic_{train,val}2017/<id>.png`` and ``panoptic_{train,val}2017.json``."""
         root = Path(root)
         coco_split = {"train": "train2017", "validation": "val2017"}[self.split]
@@ -517,13 +458,13 @@ class SyntheticShapes:
         image_dir.mkdir(parents=True, exist_ok=True)
         png_dir.mkdir(parents=True, exist_ok=True)
         images, annotations = [], []
-        for i in range(len(self)):
-            item = self[i]
+        for i, item in enumerate(map(self.__getitem__, range(len(self)))):
             stem = item["image_id"]
             item["image"].save(image_dir / f"{stem}.jpg", quality=95)
             Image.fromarray(item["panoptic"]).save(png_dir / f"{stem}.png")
-            height, width = item["image"].height, item["image"].width
-            images.append({"id": i, "file_name": f"{stem}.jpg", "height": height, "width": width})
+            images.append(
+                {"id": i, "file_name": f"{stem}.jpg", "height": item["image"].height, "width": item["image"].width}
+            )
             annotations.append({"image_id": i, "file_name": f"{stem}.png", "segments_info": item["segments_info"]})
         payload = {"images": images, "annotations": annotations, "categories": self.categories}
         (root / "annotations" / f"panoptic_{coco_split}.json").write_text(json.dumps(payload))
@@ -531,5 +472,5 @@ class SyntheticShapes:
 
 
 def _to_ade_annotation(semantic: np.ndarray) -> np.ndarray:
-    """Class ids 0..K-1 (255 = ignore) -> ADE convention (id + 1, 0 = other)."""
+    """Class ids 0..K-1 (255 = ignore) -> ADE's convention (id + 1, 0 = other)."""
     return np.where(semantic == 255, 0, semantic.astype(np.int32) + 1).astype(np.uint8)

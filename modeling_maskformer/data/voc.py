@@ -1,18 +1,9 @@
-"""Folders of image and mask files: Pascal VOC itself, CVAT's "Segmentation mask 1.1" export (Datumaro's VOC
-writer) and other VOC-layout exports (`load_voc_folder`); `MaskPairsDataset` also reads ADE-style folders.
+"""Folders of image and mask files: Pascal VOC, CVAT's "Segmentation mask 1.1" export and other VOC-layout exports
+(``JPEGImages/``, ``SegmentationClass/``, optional ``ImageSets/Segmentation/<subset>.txt`` and ``labelmap.txt``).
 
-    root/JPEGImages/<id>.jpg                   images (CVAT writes them only when "Save images" is ticked)
-    root/SegmentationClass/<id>.png            class masks (SegmentationObject/, instance masks, is not read)
-    root/ImageSets/Segmentation/<subset>.txt   one id per line (VOC: train, val, trainval; CVAT: "default" ...);
-                                               without these lists every mask is one subset, "all"
-    root/labelmap.txt                          CVAT/Datumaro: "name:r,g,b::" per class, in class order
-
-Masks are read by colour with ``palette`` (``--palette``), else with ``labelmap.txt`` (colour masks by colour,
-single-channel ones as indices in its class order; its "background", CVAT's colour of unannotated pixels, is a
-class unless a --palette lists it under "__ignore__"), else as class indices (255 = void) named by
-`class_names.find_id2label` or, for Pascal VOC itself (a folder ``VOC2007``..``VOC2012`` whose masks carry VOC's
-palette), VOC's 21 names; nothing else gets invented names. Colour masks have no label convention
-(``reduce_labels=True`` is refused); index masks use the values as they are unless ``reduce_labels=True``.
+Masks are read by colour with ``palette``, else with ``labelmap.txt`` (single-channel masks as indices in its order),
+else as class indices named by `class_names.find_id2label` or, for Pascal VOC itself (``VOC2007``..``VOC2012`` with
+VOC's palette), VOC's 21 names; nothing else gets invented names. Colour masks refuse ``reduce_labels=True``.
 """
 
 from __future__ import annotations
@@ -47,8 +38,8 @@ _VOC_FOLDER = re.compile(r"VOC20(0[7-9]|1[0-2])")
 
 
 class MaskPairsDataset(SegmentationDataset):
-    """(image, semantic mask) file pairs (ADE-style and VOC-layout folders); masks decoded by colour with a
-    ``palette`` (``colour_only``: every mask, else only colour masks), otherwise as class indices."""
+    """(image, semantic mask) file pairs; masks by colour with a ``palette`` (``colour_only``: every mask, else
+    colour masks only), otherwise as class indices."""
 
     def __init__(
         self,
@@ -59,20 +50,17 @@ class MaskPairsDataset(SegmentationDataset):
         colour_only: bool = True,
         **metadata,
     ):
-        super().__init__(**metadata)
-        self.pairs, self.palette, self.colour_only = pairs, palette, colour_only
+        super().__init__(records=pairs, **metadata)
+        self.palette, self.colour_only = palette, colour_only
         self.ids = ids if ids is not None else [image.stem for image, _ in pairs]
         if palette is not None:  # colour masks: the palette names the classes, no convention applies
             self.convention_from = f"the colours of {palette.source}"
 
-    def __len__(self) -> int:
-        return len(self.pairs)
-
     def _source(self, index: int) -> str:
-        return str(self.pairs[index][1])
+        return str(self.records[index][1])
 
     def _load(self, index: int) -> SegmentationItem:
-        image_path, mask_path = self.pairs[index]
+        image_path, mask_path = self.records[index]
         mask = open_image(mask_path)
         by_colour = self.palette is not None and (self.colour_only or mask.mode not in _INDEX_MODES)
         semantic = decode_semantic(
@@ -91,19 +79,15 @@ def is_voc_folder(root: Path) -> bool:
 
 
 def _subsets(root: Path) -> dict[str, list[str]] | None:
-    lists = root / "ImageSets" / "Segmentation"
-    if not lists.is_dir():
-        return None
-    subsets = {}
-    for path in sorted(lists.glob("*.txt")):
-        subsets[path.stem] = [
-            line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-        ]
+    subsets = {
+        path.stem: [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for path in sorted((root / "ImageSets" / "Segmentation").glob("*.txt"))
+    }
     return subsets or None
 
 
 def _files_by_id(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
-    """``folder``'s files with those suffixes (any case, in subfolders too) by id: the relative path without suffix."""
+    """``folder``'s files with those suffixes (any case, subfolders too) by relative path without suffix."""
     return {
         p.relative_to(folder).with_suffix("").as_posix(): p
         for p in sorted(folder.rglob("*"))
@@ -140,7 +124,6 @@ def _pairs(root: Path, ids: list[str]) -> list[tuple[Path, Path]]:
 
 
 def _is_pascal_voc(root: Path, first_mask: Image.Image) -> bool:
-    """Pascal VOC itself: a folder named VOC2007..VOC2012 whose palette PNGs carry VOC's palette."""
     if not _VOC_FOLDER.fullmatch(root.name) or first_mask.mode != "P":
         return False
     palette = first_mask.getpalette() or []
@@ -159,8 +142,7 @@ def load_voc_folder(
     train_val_split: float | RecordedHoldOut | None = None,
     thing_ids: Sequence[int] | None = None,
 ) -> MaskPairsDataset:
-    """A VOC-layout folder (see the module docstring). ``split``: a subset of ``ImageSets/Segmentation`` (``val``
-    for ``validation``), slices like ``train[:80%]``, and a held-out validation split (`splits.plan_split`)."""
+    """A VOC-layout folder (see the module docstring); ``split``: `splits.plan_split` over its subsets."""
     root = Path(root)
     if not is_voc_folder(root):
         raise MissingInputError(f"VOC folder {root}: missing folder {root / 'SegmentationClass'}")
