@@ -222,11 +222,7 @@ def root_lock(root: Path) -> Iterator[None]:
         lock.acquire(timeout=0)
     except Timeout:
         holder = read_json_or_empty(owner)
-        who = (
-            f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}: {holder.get('command')}"
-            if holder
-            else "holder unknown"
-        )
+        who = "pid {pid} on {host} since {since}: {command}".format_map(holder) if holder else "holder unknown"
         raise DataPreparationError(
             f"{root} is being prepared by another process ({who}; lock {root / LOCK}): wait for it to finish (or stop "
             "it) and run the same command again, or use another --root"
@@ -349,37 +345,34 @@ def prepare(
     if marker and all(split in marker["splits"] for split in splits) and not leftovers:
         return PrepareResult(name, folder, {s: marker["splits"][s] for s in splits}, already_prepared=True)
     with root_lock(root):
-        return _prepare_locked(spec, root, splits, archives, mirror, keep_archives, download_policy, progress)
+        _recover(spec, root)
+        marker = read_marker(folder) or {"dataset": name, "splits": {}, "archives": {}}
+        done = {split: marker["splits"][split] for split in splits if split in marker["splits"]}
+        if len(done) == len(splits):
+            return PrepareResult(name, folder, done, already_prepared=True)
+        todo = [split for split in splits if split not in done]
 
+        # A folder already in place without our record (extracted by hand): verified and adopted, or refused.
+        found = [split for split in todo if any((root / item).exists() for item in _items(spec, split))]
+        for split in found:
+            try:
+                marker["splits"][split] = _check(spec, root, split)
+                logger.warning("%s %s: found in %s and verified; recorded as prepared", name, split, folder)
+            except (DataPreparationError, OSError) as error:
+                raise DataPreparationError(
+                    f"{error}; {folder} exists but was not prepared here: move it away and run the same command again"
+                ) from error
+        todo = [split for split in todo if split not in found]
 
-def _prepare_locked(spec, root, splits, archives, mirror, keep_archives, policy, progress) -> PrepareResult:
-    name, folder = spec.name, root / spec.folder
-    _recover(spec, root)
-    marker = read_marker(folder) or {"dataset": name, "splits": {}, "archives": {}}
-    done = {split: marker["splits"][split] for split in splits if split in marker["splits"]}
-    if len(done) == len(splits):
-        return PrepareResult(name, folder, done, already_prepared=True)
-    todo = [split for split in splits if split not in done]
-
-    # A folder already in place without our record (extracted by hand): verified and adopted, or refused.
-    found = [split for split in todo if any((root / item).exists() for item in _items(spec, split))]
-    for split in found:
-        try:
-            marker["splits"][split] = _check(spec, root, split)
-            logger.warning("%s %s: found in %s and verified; recorded as prepared", name, split, folder)
-        except (DataPreparationError, OSError) as error:
-            raise DataPreparationError(
-                f"{error}; {folder} exists but was not prepared here: move it away and run the same command again"
-            ) from error
-    todo = [split for split in todo if split not in found]
-
-    if todo:
-        paths = _archive_paths(spec, todo, root, archives, mirror, policy, progress)
-        units = [todo] if spec.name == "ade20k" else [[split] for split in todo]  # ADE: one archive, both splits
-        for unit in units:
-            _install(spec, root, paths, unit, marker, progress)
-        if not keep_archives and spec.name != "cityscapes":  # never delete the user's own files
-            for path in paths.values():
-                remove_download(path)
-    write_json(folder / MARKER, marker)
-    return PrepareResult(name, folder, {split: marker["splits"][split] for split in splits}, already_prepared=False)
+        if todo:
+            paths = _archive_paths(spec, todo, root, archives, mirror, download_policy, progress)
+            units = [todo] if spec.name == "ade20k" else [[split] for split in todo]  # ADE: one archive, both splits
+            for unit in units:
+                _install(spec, root, paths, unit, marker, progress)
+            if not keep_archives and spec.name != "cityscapes":  # never delete the user's own files
+                for path in paths.values():
+                    remove_download(path)
+        write_json(folder / MARKER, marker)
+        return PrepareResult(
+            name, folder, {split: marker["splits"][split] for split in splits}, already_prepared=False
+        )
