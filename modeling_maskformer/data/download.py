@@ -162,15 +162,13 @@ def _trusted(destination: Path, *, size: int | None, sha256: str | None, progres
     """Whether a finished download in place is the pinned archive; one that is not is removed."""
     if not destination.is_file():
         return False
-    found = destination.stat().st_size
-    if size is not None and found != size:
-        logger.warning("%s: %s bytes, not the pinned %s: downloading it again", destination, f"{found:,}", f"{size:,}")
+    if size is not None and (found := destination.stat().st_size) != size:
+        why = f"{found:,} bytes, not the pinned {size:,}"
     elif sha256 is None or verified_sha256(destination, progress=progress) == sha256:
         return True
     else:
-        logger.warning(
-            "%s: the pinned size but not the pinned SHA-256 (%s): downloading it again", destination, sha256
-        )
+        why = f"the pinned size but not the pinned SHA-256 ({sha256})"
+    logger.warning("%s: %s: downloading it again", destination, why)
     remove_download(destination)
     return False
 

@@ -5,19 +5,23 @@ nothing half-extracted and keeps every downloaded byte. `scripts/prepare_data.py
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import time
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
@@ -27,9 +31,8 @@ from PIL import Image
 
 from ..errors import InvalidInputError, MissingInputError
 from .download import DownloadPolicy, check_url, download, remove_download
-from .extract import extract_zip
 from .loaders import load_coco_panoptic_folder
-from .progress import DataPreparationError, progress_bar, read_json_or_empty, write_json
+from .progress import DataPreparationError, check_free_space, disk_full, progress_bar, read_json_or_empty, write_json
 from .registry import (
     DATASETS,
     MARKER,
@@ -127,20 +130,61 @@ def _items(spec: DatasetSpec, split: str) -> list[str]:
     return [f"{spec.folder}/{sub}/{_ADE_DIRS[split]}" for sub in ("images", "annotations")]
 
 
-def _extract(archive: Path, root: Path, pattern: str, name: str, progress: bool) -> list[str]:
-    """The entries of `archive` that match `pattern` in full, into `root` under `name` (a `Match.expand` template)."""
-    regex = re.compile(pattern)
-    return extract_zip(
-        archive,
-        root,
-        select=lambda entry: regex.fullmatch(entry) is not None,
-        rename=lambda entry: regex.fullmatch(entry).expand(name),
-        progress=progress,
-    )
+def _check_members(archive: zipfile.ZipFile, source: Path, root: Path) -> None:
+    """Refuse the whole archive when any entry is unsafe or would resolve outside `root` (nothing is written)."""
+    resolved = root.resolve()
+    for info in archive.infolist():
+        name = info.filename
+        if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+            reason = "an absolute path"
+        elif ".." in re.split(r"[/\\]", name):
+            reason = "a '..' component"
+        elif stat.S_ISLNK(info.external_attr >> 16):
+            reason = "a symbolic link"
+        elif not (resolved / PurePosixPath(name)).resolve().is_relative_to(resolved):
+            reason = "a path outside the target folder"
+        else:
+            continue
+        raise DataPreparationError(f"{source}: refusing to extract: entry {name!r} is {reason}")
+
+
+def _extract(
+    source: Path, root: Path, pattern: str = "(?s).*", name: str = r"\g<0>", progress: bool = True
+) -> list[str]:
+    """The entries of `source` that match `pattern` in full, into `root` under `name` (a `Match.expand` template),
+    after checking every entry; returns the names written. A damaged archive or a full disk is a
+    `DataPreparationError`; what was written stays under `root`, which the caller discards."""
+    regex, written = re.compile(pattern), []
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        with zipfile.ZipFile(source) as archive:
+            _check_members(archive, source, root)
+            members = [(i, m) for i in archive.infolist() if not i.is_dir() and (m := regex.fullmatch(i.filename))]
+            total = sum(info.file_size for info, _ in members)
+            check_free_space(root, total)
+            with progress_bar(total=total, desc=f"extracting {source.name}", bar=progress) as bar:
+                for info, match in members:
+                    target = root / PurePosixPath(match.expand(name))
+                    if not target.resolve().is_relative_to(root.resolve()):  # the new name must not escape either
+                        raise DataPreparationError(f"{source}: entry {info.filename!r} renamed outside the target")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with archive.open(info) as src, open(target, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                    written.append(match.expand(name))
+                    bar.update(info.file_size)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise DataPreparationError(
+            f"{source}: damaged or truncated zip archive ({error}); delete it and download it again"
+        ) from error
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise disk_full(root) from error
+        raise
+    return written
 
 
 def _build_ade(spec, temp: Path, archives: dict[str, Path], split: str, progress: bool) -> None:
-    extract_zip(archives["all"], temp, progress=progress)
+    _extract(archives["all"], temp, progress=progress)
     if not (temp / spec.folder / "objectInfo150.txt").is_file():
         logger.warning("ade20k: no objectInfo150.txt in the archive: class names will be numbers")
 
@@ -347,10 +391,8 @@ def prepare(
     with root_lock(root):
         _recover(spec, root)
         marker = read_marker(folder) or {"dataset": name, "splits": {}, "archives": {}}
-        done = {split: marker["splits"][split] for split in splits if split in marker["splits"]}
-        if len(done) == len(splits):
-            return PrepareResult(name, folder, done, already_prepared=True)
-        todo = [split for split in splits if split not in done]
+        if not (todo := [split for split in splits if split not in marker["splits"]]):
+            return PrepareResult(name, folder, {s: marker["splits"][s] for s in splits}, already_prepared=True)
 
         # A folder already in place without our record (extracted by hand): verified and adopted, or refused.
         found = [split for split in todo if any((root / item).exists() for item in _items(spec, split))]
