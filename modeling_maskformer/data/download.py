@@ -364,7 +364,6 @@ class _Transfer:
                 transient=False,
                 advice="configure the mirror to serve .zip files unencoded, or use another --mirror",
             )
-        current = {"url": self.url, "etag": headers.get("ETag"), "last_modified": headers.get("Last-Modified")}
         if status == 206:
             start, total = _content_range(headers.get("Content-Range", ""))
             if start != offset:
@@ -373,14 +372,10 @@ class _Transfer:
                 )
             if total is not None and size is not None and total != size:
                 raise _wrong_file(f"the server has a file of {total:,} bytes, the pinned {name} has {size:,}")
-            if changed := _changed(stored, current):
-                discard_partial(self.part)
-                raise _Failed(
-                    f"the file changed since the partial download ({changed}): the partial "
-                    f"file was removed, starting again from the start",
-                    transient=True,
-                )
+            # NOTE: a server that honours Range but ignores If-Range resumes a changed file: the SHA-256 check after
+            # a resume catches it and restarts from byte 0 once (`_fetch_verified`).
         else:
+            current = {"url": self.url, "etag": headers.get("ETag"), "last_modified": headers.get("Last-Modified")}
             length = headers.get("Content-Length")
             if length is not None and size is not None and int(length) > size:
                 raise _wrong_file(f"the server has a file of {int(length):,} bytes, the pinned {name} has {size:,}")

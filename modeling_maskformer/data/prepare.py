@@ -6,7 +6,6 @@ nothing half-extracted and keeps every downloaded byte. `scripts/prepare_data.py
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import re
@@ -102,11 +101,8 @@ def _check(spec: DatasetSpec, base: Path, split: str) -> int:
         return count
     # Every image has the PNG of the same stem, and back.
     images_dir, annotations_dir = (folder / sub / _ADE_DIRS[split] for sub in ("images", "annotations"))
-    for directory in (images_dir, annotations_dir):
-        if not directory.is_dir():
-            raise DataPreparationError(
-                f"{what}: missing folder {directory} after extraction (not the expected layout)"
-            )
+    if missing := [str(d) for d in (images_dir, annotations_dir) if not d.is_dir()]:
+        raise DataPreparationError(f"{what}: missing folder {missing[0]} (not the expected layout)")
     suffix = ".jpg" if spec.name == "ade20k" else ".png"
     images = {p.stem for p in images_dir.iterdir() if p.suffix == suffix}
     annotations = {p.stem for p in annotations_dir.iterdir() if p.suffix == ".png"}
@@ -241,20 +237,15 @@ def _recover(spec: DatasetSpec, root: Path) -> None:
     for temp in root.glob(f".{spec.name}-*.tmp"):
         shutil.rmtree(temp, ignore_errors=True)
     journal = _journal(spec, root)
-    if not journal.is_file():
-        return
-    try:
-        entry = json.loads(journal.read_text())
-    except ValueError:  # killed while writing the journal: nothing was moved yet
-        entry = {"splits": [], "items": []}
+    # A journal cut short by a kill reads as empty: nothing was moved yet.
+    entry = {"splits": [], "items": [], **read_json_or_empty(journal)}
     recorded = (read_marker(root / spec.folder) or {}).get("splits", {})
-    if not entry["splits"] or not all(split in recorded for split in entry["splits"]):
-        if entry["items"]:
-            logger.warning("%s: removing %s, left by an interrupted earlier run", spec.name, ", ".join(entry["items"]))
+    if entry["items"] and not (entry["splits"] and all(split in recorded for split in entry["splits"])):
+        logger.warning("%s: removing %s, left by an interrupted earlier run", spec.name, ", ".join(entry["items"]))
         for item in entry["items"]:
             path = root / item
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    journal.unlink()
+    journal.unlink(missing_ok=True)
 
 
 @contextmanager
