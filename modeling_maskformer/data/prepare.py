@@ -278,16 +278,14 @@ def _archive_paths(spec, splits, root, archives, mirror, policy, progress) -> di
     roles = ["annotations", *splits] if spec.name == "coco_panoptic" else list(spec.archives)  # COCO: images by split
     if spec.name == "cityscapes":
         given = {Path(p).name: Path(p).expanduser() for p in archives or ()}
-        paths = {}
-        for role in roles:
-            archive = spec.archives[role]
-            path = given.get(archive.filename)
+        paths = {role: given.get(spec.archives[role].filename) for role in roles}
+        for role, path in paths.items():
             if path is None or not path.is_file():
+                archive = spec.archives[role]
                 raise MissingInputError(
                     f"cityscapes: {archive.filename} {'not found at ' + str(path) if path else 'not given'}; "
                     f"{archive.unpinned}, so download it there and pass it: {prepare_command('cityscapes')}"
                 )
-            paths[role] = path
         return paths
     if archives:
         raise InvalidInputError(f"{spec.name} is downloaded from its official site; --archives is for cityscapes")
@@ -303,9 +301,7 @@ def _archive_paths(spec, splits, root, archives, mirror, policy, progress) -> di
     return paths
 
 
-def _install(
-    spec: DatasetSpec, root: Path, paths: dict[str, Path], unit: list[str], marker: dict, progress: bool
-) -> None:
+def _install(spec, root: Path, paths: dict[str, Path], unit: list[str], marker: dict, progress: bool) -> None:
     """Build and verify the splits of `unit` in a temporary folder, list them in the journal, rename them into place
     and record them in the marker (last)."""
     temp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", suffix=".tmp", dir=root))
