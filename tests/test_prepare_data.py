@@ -260,7 +260,7 @@ def test_the_layout_is_verified_before_anything_moves_into_place(site, tmp_path,
 
 
 def test_disk_full_is_one_line_and_leaves_nothing(site, served_ade, tmp_path, monkeypatch, capsys):
-    from modeling_maskformer.data import extract as extract_module
+    from modeling_maskformer.data import prepare as prepare_module
     from modeling_maskformer.data import progress as progress_module
 
     real = progress_module.shutil.disk_usage
@@ -287,7 +287,7 @@ def test_disk_full_is_one_line_and_leaves_nothing(site, served_ade, tmp_path, mo
             raise OSError(28, "No space left on device")
         dst.write(src.read())
 
-    monkeypatch.setattr(extract_module.shutil, "copyfileobj", copy_then_fail)
+    monkeypatch.setattr(prepare_module.shutil, "copyfileobj", copy_then_fail)
     with pytest.raises(DataPreparationError, match="disk full"):
         prepare("ade20k", tmp_path, mirror=site.mirror, progress=False, keep_archives=True)
     assert not (tmp_path / "ADEChallengeData2016").exists() and leftovers(tmp_path) == []

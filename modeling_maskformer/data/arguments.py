@@ -110,12 +110,9 @@ def dataset_kwargs(args: argparse.Namespace, *, num_images: int | None = None, i
     if args.dataset == "synthetic":
         source_kwargs(args, "synthetic")
         kwargs = {"image_size": args.image_size, "num_images": num_images}
-        kwargs = {key: value for key, value in kwargs.items() if value is not None}
-        config = SyntheticShapesConfig(
-            thing_colours=args.synthetic_thing_colours,
-            num_thing_classes=getattr(args, "synthetic_thing_classes", None),
-        )
-        return {**kwargs, "config": config}
+        classes = getattr(args, "synthetic_thing_classes", None)
+        config = SyntheticShapesConfig(thing_colours=args.synthetic_thing_colours, num_thing_classes=classes)
+        return {**{key: value for key, value in kwargs.items() if value is not None}, "config": config}
     kwargs = {"name": args.dataset_config_name} if args.dataset_config_name else {}
     layout = source_layout(args.dataset)
     if not Path(args.dataset).expanduser().exists() and layout != "hf":  # a prepared dataset's name

@@ -50,12 +50,10 @@ class DownloadPolicy:
     max_retry_after: float = 600.0
 
     def __post_init__(self):
-        for name in ("retries", "low_speed_limit", "backoff_factor", "backoff_max", "max_retry_after"):
-            if getattr(self, name) < 0:
-                raise InvalidInputError(f"download policy: {name} must be >= 0, got {getattr(self, name)}")
-        for name in ("timeout", "low_speed_time"):
-            if not getattr(self, name) > 0:
-                raise InvalidInputError(f"download policy: {name} must be > 0, got {getattr(self, name)}")
+        for name, value in vars(self).items():
+            strict = name in ("timeout", "low_speed_time")
+            if not value > 0 if strict else value < 0:
+                raise InvalidInputError(f"download policy: {name} must be {'>' if strict else '>='} 0, got {value}")
 
     def retry(self) -> Retry:
         return Retry(
@@ -96,18 +94,14 @@ def remove_download(destination: Path) -> None:
     _beside(destination, ".verified.json").unlink(missing_ok=True)
 
 
-def verified_sha256(path: Path, *, progress: bool = True) -> str:
-    """The SHA-256 of `path`, recorded beside it keyed by size and mtime so a rerun does not read it again."""
-    status, known = path.stat(), read_json_or_empty(_beside(path, ".verified.json"))
-    if known.get("size") == status.st_size and known.get("mtime_ns") == status.st_mtime_ns and "sha256" in known:
-        return known["sha256"]
-    return _record_sha256(path, sha256_of(path, progress=progress))
-
-
-def _record_sha256(path: Path, digest: str) -> str:
-    status = path.stat()
-    record = {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": digest}
-    write_json(_beside(path, ".verified.json"), record)
+def verified_sha256(path: Path, *, progress: bool = True, known: str | None = None) -> str:
+    """The SHA-256 of `path` (`known`: just checked), recorded beside it keyed by size and mtime for the next run."""
+    status, record = path.stat(), read_json_or_empty(_beside(path, ".verified.json"))
+    key = {"size": status.st_size, "mtime_ns": status.st_mtime_ns}
+    if known is None and "sha256" in record and record == {**key, "sha256": record["sha256"]}:
+        return record["sha256"]
+    digest = known or sha256_of(path, progress=progress)
+    write_json(_beside(path, ".verified.json"), {**key, "sha256": digest})
     return digest
 
 
@@ -159,7 +153,7 @@ def download(
     os.replace(part, destination)
     _beside(part, ".json").unlink(missing_ok=True)
     if sha256 is not None:
-        _record_sha256(destination, sha256)
+        verified_sha256(destination, known=sha256)
     logger.info("%s: %s bytes from %s, verified", destination.name, f"{destination.stat().st_size:,}", source)
     return destination
 
@@ -168,15 +162,13 @@ def _trusted(destination: Path, *, size: int | None, sha256: str | None, progres
     """Whether a finished download in place is the pinned archive; one that is not is removed."""
     if not destination.is_file():
         return False
-    found = destination.stat().st_size
-    if size is not None and found != size:
-        logger.warning("%s: %s bytes, not the pinned %s: downloading it again", destination, f"{found:,}", f"{size:,}")
+    if size is not None and (found := destination.stat().st_size) != size:
+        why = f"{found:,} bytes, not the pinned {size:,}"
     elif sha256 is None or verified_sha256(destination, progress=progress) == sha256:
         return True
     else:
-        logger.warning(
-            "%s: the pinned size but not the pinned SHA-256 (%s): downloading it again", destination, sha256
-        )
+        why = f"the pinned size but not the pinned SHA-256 ({sha256})"
+    logger.warning("%s: %s: downloading it again", destination, why)
     remove_download(destination)
     return False
 
@@ -184,7 +176,7 @@ def _trusted(destination: Path, *, size: int | None, sha256: str | None, progres
 def _fetch_verified(url: str, part: Path, *, size, sha256, policy: DownloadPolicy, progress: bool) -> str:
     """Complete `part` and check its SHA-256; returns where the bytes came from (after redirects)."""
     name = part.name.removesuffix(".part")
-    for restarted in (False, True):
+    for restarted in (False, True):  # NOTE: the loop always returns or raises
         transfer = _Transfer(url, part, size=size, policy=policy, progress=progress)
         transfer.run()
         if sha256 is None:
@@ -203,7 +195,6 @@ def _fetch_verified(url: str, part: Path, *, size, sha256, policy: DownloadPolic
             f"{name}: SHA-256 mismatch after resuming a partial download: the partial file was stale (from another "
             "copy of the archive); downloading it again from the start"
         )
-    raise AssertionError("unreachable")
 
 
 class _Failed(Exception):
@@ -214,31 +205,31 @@ class _Failed(Exception):
         self.transient, self.response, self.advice = transient, response, f"; {advice}" if advice else ""
 
 
+# urllib3's errors after the certificate check and the read timeout: (type, transient, advice); a bad URL and too many
+# redirects are permanent, the rest (a refused or reset connection, a proxy) transient.
+_CONNECTION_ERRORS = (
+    (exceptions.ProxyError, True, "the proxy failed: check the proxy settings (https_proxy / http_proxy / no_proxy)"),
+    ((exceptions.LocationValueError, exceptions.URLSchemeUnknown), False, "use an http:// or https:// URL"),
+    (exceptions.ResponseError, False, "check the URL / --mirror"),
+    (Exception, True, None),
+)
+
+
 def _connection_failure(error: Exception, url: str, read_timeout: float) -> _Failed:
-    """An urllib3 error: a bad certificate, an unfetchable URL and too many redirects are permanent, the rest not."""
     if isinstance(error, exceptions.MaxRetryError) and error.reason is not None:
         error = error.reason
-    causes = [error, *error.args, error.__cause__, error.__context__]
+    causes, host = [error, *error.args, error.__cause__, error.__context__], urlsplit(url).hostname
     if certificate := next((c for c in causes if isinstance(c, ssl.SSLCertVerificationError)), None):
         return _Failed(
-            f"untrusted TLS certificate at {urlsplit(url).hostname} ({certificate.verify_message})",
+            f"untrusted TLS certificate at {host} ({certificate.verify_message})",
             transient=False,
             advice="if a proxy or the mirror signs with its own certificate authority, "
             "point SSL_CERT_FILE at that CA bundle",
         )
-    if isinstance(error, exceptions.ProxyError):
-        return _Failed(
-            f"cannot go through the proxy ({_short(error.original_error)})",
-            transient=True,
-            advice="check the proxy settings (https_proxy / http_proxy / no_proxy)",
-        )
     if isinstance(error, exceptions.ReadTimeoutError):
-        return _Failed(f"no data from {urlsplit(url).hostname} for {read_timeout:.0f} s", transient=True)
-    if isinstance(error, (exceptions.LocationValueError, exceptions.URLSchemeUnknown)):
-        return _Failed(f"cannot fetch it ({error})", transient=False, advice="use an http:// or https:// URL")
-    if isinstance(error, exceptions.ResponseError):  # too many redirects
-        return _Failed(str(error), transient=False, advice="check the URL / --mirror")
-    return _Failed(_short(error), transient=True)
+        return _Failed(f"no data from {host} for {read_timeout:.0f} s", transient=True)
+    transient, advice = next((t, a) for kind, t, a in _CONNECTION_ERRORS if isinstance(error, kind))
+    return _Failed(_short(getattr(error, "original_error", error)), transient=transient, advice=advice)
 
 
 def _short(error: BaseException) -> str:
@@ -276,30 +267,28 @@ class _Transfer:
                         f"{self.name} from {self.source}: {failure}{failure.advice}{_kept(self.part, self.size)}; "
                         f"run the same command again after that"
                     ) from None
-                retry = self._next(retry, failure)
+                retry = self._wait(retry, failure)
 
-    def _next(self, retry: Retry, failure: _Failed) -> Retry:
+    def _wait(self, retry: Retry, failure: _Failed) -> Retry:
         """Count the failure against the budget and wait (Retry-After, or the back-off), or give up."""
-        name, attempts, advice = self.name, len(retry.history) + 1, failure.advice
+        name, got, tried = self.name, self.offset, f"({failure}; {len(retry.history) + 1} attempt(s)){failure.advice}"
         try:
             retry = retry.increment("GET", self.url, response=failure.response, error=None)
         except exceptions.MaxRetryError:
-            kept, got = _kept(self.part, self.size), self.offset
             if not got:
                 raise DataPreparationError(
-                    f"cannot download {name} from {self.source} ({failure}; {attempts} attempt(s)){advice}; check "
-                    f"the network, or try later or another --mirror, and run the same command again"
+                    f"cannot download {name} from {self.source} {tried}; check the network, or try later or another "
+                    "--mirror, and run the same command again"
                 ) from None
             raise DataPreparationError(
-                f"download of {name} from {self.source} interrupted at {got:,}{_of(self.size)} bytes ({failure}; "
-                f"{attempts} attempt(s)){advice}{kept}: run the same command again to resume"
+                f"download of {name} from {self.source} interrupted at {got:,}{_of(self.size)} bytes {tried}"
+                f"{_kept(self.part, self.size)}: run the same command again to resume"
             ) from None
         try:
             wait = retry.get_retry_after(failure.response) if failure.response is not None else None
         except exceptions.InvalidHeader:  # a Retry-After that is neither seconds nor a date: the back-off instead
             wait = None
-        why = "the server's Retry-After" if wait is not None else "back-off"
-        wait = retry.get_backoff_time() if wait is None else wait
+        why, wait = ("back-off", retry.get_backoff_time()) if wait is None else ("the server's Retry-After", wait)
         if wait > self.policy.max_retry_after:
             raise DataPreparationError(
                 f"{name} from {self.source}: {failure}, and the server asks to wait {wait:.0f} s (Retry-After), "
@@ -307,8 +296,8 @@ class _Transfer:
                 f"run the same command again later"
             ) from None
         logger.warning(
-            f"{name} from {self.source}: {failure}; retrying in {wait:.0f} s ({why}), at byte {self.offset:,}, "
-            f"retry {attempts} of {self.policy.retries}"
+            f"{name} from {self.source}: {failure}; retrying in {wait:.0f} s ({why}), at byte {got:,}, "
+            f"retry {len(retry.history)} of {self.policy.retries}"
         )
         time.sleep(wait)
         return retry
@@ -375,24 +364,18 @@ class _Transfer:
                 transient=False,
                 advice="configure the mirror to serve .zip files unencoded, or use another --mirror",
             )
-        current = {"url": self.url, "etag": headers.get("ETag"), "last_modified": headers.get("Last-Modified")}
         if status == 206:
             start, total = _content_range(headers.get("Content-Range", ""))
             if start != offset:
-                reason = (
-                    f"unexpected Content-Range {headers.get('Content-Range')!r} from the server for bytes={offset}-"
+                raise _Failed(
+                    f"unexpected Content-Range {headers.get('Content-Range')!r} for bytes={offset}-", transient=True
                 )
-                raise _Failed(reason, transient=True)
             if total is not None and size is not None and total != size:
                 raise _wrong_file(f"the server has a file of {total:,} bytes, the pinned {name} has {size:,}")
-            if changed := _changed(stored, current):
-                discard_partial(self.part)
-                raise _Failed(
-                    f"the file changed since the partial download ({changed}): the partial "
-                    f"file was removed, starting again from the start",
-                    transient=True,
-                )
+            # NOTE: a server that honours Range but ignores If-Range resumes a changed file: the SHA-256 check after
+            # a resume catches it and restarts from byte 0 once (`_fetch_verified`).
         else:
+            current = {"url": self.url, "etag": headers.get("ETag"), "last_modified": headers.get("Last-Modified")}
             length = headers.get("Content-Length")
             if length is not None and size is not None and int(length) > size:
                 raise _wrong_file(f"the server has a file of {int(length):,} bytes, the pinned {name} has {size:,}")
@@ -416,10 +399,8 @@ class _Transfer:
         _, total = _content_range(response.headers.get("Content-Range", ""))
         if not offset:
             raise _Failed("HTTP 416 to a request without Range", transient=False, advice="check the URL / --mirror")
-        if total == offset and self.size in (None, total):
-            return
-        if self.size is None and total is None:
-            return  # nothing to compare with: the partial file is taken as complete, as the server says
+        if (total == offset and self.size in (None, total)) or (self.size is None and total is None):
+            return  # whole; or nothing to compare with: the partial file is taken as complete, as the server says
         if total is not None and total < offset:
             pinned = f", the pinned archive {self.size:,}" if self.size else ""
             raise _Failed(
@@ -437,8 +418,7 @@ class _Transfer:
 
     def _receive(self, response, offset: int) -> None:
         """Append the body to `part`, as it arrives; a stall under the low-speed limit ends the attempt."""
-        limit, window = self.policy.low_speed_limit, self.policy.low_speed_time
-        received, size = 0, self.size
+        limit, window, size, received = self.policy.low_speed_limit, self.policy.low_speed_time, self.size, 0
         with (
             open(self.part, "ab" if offset else "wb") as file,
             progress_bar(total=size, initial=offset, desc=self.name, bar=self.progress) as bar,

@@ -99,26 +99,12 @@ class HFDataset(SegmentationDataset):
 
 
 def _pick_column(columns: list[str], given: str | None, candidates: Sequence[str], what: str, flag: str) -> str:
-    if given is not None:
-        if given not in columns:
-            raise InvalidInputError(f"{what} column {given!r} ({flag}) not found; columns are {columns}")
-        return given
-    for name in candidates:
-        if name in columns:
-            return name
+    if given is not None and given not in columns:
+        raise InvalidInputError(f"{what} column {given!r} ({flag}) not found; columns are {columns}")
+    if found := given or next((name for name in candidates if name in columns), None):
+        return found
     raise InvalidInputError(
         f"cannot find the {what} column (tried {list(candidates)}); columns are {columns}. Name it with {flag} COLUMN."
-    )
-
-
-def _script_error(name: str, error: RuntimeError) -> ValueError:
-    # NOTE: datasets >= 4.0 refuses loading scripts: "Dataset scripts are no longer supported, but found x.py".
-    if "scripts are no longer supported" not in str(error):
-        raise error
-    return InvalidInputError(
-        f"dataset {name!r} is a loading script, which datasets {datasets.__version__} no longer runs ({error}); "
-        f"download its data and pass the folder (ADE20K, COCO panoptic and Cityscapes: python "
-        f"scripts/prepare_data.py NAME --root DIR, see --help)"
     )
 
 
@@ -130,21 +116,21 @@ def _open(name_or_path, split: str, train_val_split: float | RecordedHoldOut | N
     elif any((Path(name_or_path) / f).is_file() for f in ("state.json", "dataset_dict.json")):  # save_to_disk
         folder = Path(name_or_path)
         source, where = datasets.load_from_disk(str(folder)), f"dataset {folder}"
-    else:
+    else:  # a data folder or a Hub id: every subset (datasets prepares them all, whichever split is asked for)
         name = str(name_or_path)
         folder = Path(name) if Path(name).is_dir() else None
         hub_id, where = (None if folder else name), f"dataset {name}"
-        config = {key: value for key, value in load_kwargs.items() if key != "name"}
         try:
-            available = datasets.get_dataset_split_names(name, load_kwargs.get("name"), **config)
-            plan = plan_split(split, available, train_val_split, where)
-            if plan.part == "all":  # datasets slices it itself
-                data = datasets.load_dataset(name, split=plan.subset + plan.slice, **load_kwargs)
-                return data, folder, hub_id, where, None
-            data = datasets.load_dataset(name, split=plan.subset, **load_kwargs)
+            source = datasets.load_dataset(name, **load_kwargs)
         except RuntimeError as error:
-            raise _script_error(name, error) from error
-        return data.select(plan.select(len(data))), folder, hub_id, where, plan.held_out(len(data))
+            # NOTE: datasets >= 4.0 refuses loading scripts: "Dataset scripts are no longer supported, but found x.py".
+            if "scripts are no longer supported" not in str(error):
+                raise
+            raise InvalidInputError(
+                f"dataset {name!r} is a loading script, which datasets {datasets.__version__} no longer runs "
+                f"({error}); download its data and pass the folder (ADE20K, COCO panoptic and Cityscapes: python "
+                "scripts/prepare_data.py NAME --root DIR, see --help)"
+            ) from error
     available = list(source) if isinstance(source, datasets.DatasetDict) else None
     plan = plan_split(split, available, train_val_split, where)
     data = source[plan.subset] if available is not None else source

@@ -5,19 +5,22 @@ nothing half-extracted and keeps every downloaded byte. `scripts/prepare_data.py
 
 from __future__ import annotations
 
-import json
+import errno
 import logging
 import os
 import re
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import time
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
@@ -27,9 +30,8 @@ from PIL import Image
 
 from ..errors import InvalidInputError, MissingInputError
 from .download import DownloadPolicy, check_url, download, remove_download
-from .extract import extract_zip
 from .loaders import load_coco_panoptic_folder
-from .progress import DataPreparationError, progress_bar, read_json_or_empty, write_json
+from .progress import DataPreparationError, check_free_space, disk_full, progress_bar, read_json_or_empty, write_json
 from .registry import (
     DATASETS,
     MARKER,
@@ -99,11 +101,8 @@ def _check(spec: DatasetSpec, base: Path, split: str) -> int:
         return count
     # Every image has the PNG of the same stem, and back.
     images_dir, annotations_dir = (folder / sub / _ADE_DIRS[split] for sub in ("images", "annotations"))
-    for directory in (images_dir, annotations_dir):
-        if not directory.is_dir():
-            raise DataPreparationError(
-                f"{what}: missing folder {directory} after extraction (not the expected layout)"
-            )
+    if missing := [str(d) for d in (images_dir, annotations_dir) if not d.is_dir()]:
+        raise DataPreparationError(f"{what}: missing folder {missing[0]} (not the expected layout)")
     suffix = ".jpg" if spec.name == "ade20k" else ".png"
     images = {p.stem for p in images_dir.iterdir() if p.suffix == suffix}
     annotations = {p.stem for p in annotations_dir.iterdir() if p.suffix == ".png"}
@@ -127,20 +126,61 @@ def _items(spec: DatasetSpec, split: str) -> list[str]:
     return [f"{spec.folder}/{sub}/{_ADE_DIRS[split]}" for sub in ("images", "annotations")]
 
 
-def _extract(archive: Path, root: Path, pattern: str, name: str, progress: bool) -> list[str]:
-    """The entries of `archive` that match `pattern` in full, into `root` under `name` (a `Match.expand` template)."""
-    regex = re.compile(pattern)
-    return extract_zip(
-        archive,
-        root,
-        select=lambda entry: regex.fullmatch(entry) is not None,
-        rename=lambda entry: regex.fullmatch(entry).expand(name),
-        progress=progress,
-    )
+def _check_members(archive: zipfile.ZipFile, source: Path, root: Path) -> None:
+    """Refuse the whole archive when any entry is unsafe or would resolve outside `root` (nothing is written)."""
+    resolved = root.resolve()
+    for info in archive.infolist():
+        name = info.filename
+        if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+            reason = "an absolute path"
+        elif ".." in re.split(r"[/\\]", name):
+            reason = "a '..' component"
+        elif stat.S_ISLNK(info.external_attr >> 16):
+            reason = "a symbolic link"
+        elif not (resolved / PurePosixPath(name)).resolve().is_relative_to(resolved):
+            reason = "a path outside the target folder"
+        else:
+            continue
+        raise DataPreparationError(f"{source}: refusing to extract: entry {name!r} is {reason}")
+
+
+def _extract(
+    source: Path, root: Path, pattern: str = "(?s).*", name: str = r"\g<0>", progress: bool = True
+) -> list[str]:
+    """The entries of `source` that match `pattern` in full, into `root` under `name` (a `Match.expand` template),
+    after checking every entry; returns the names written. A damaged archive or a full disk is a
+    `DataPreparationError`; what was written stays under `root`, which the caller discards."""
+    regex, written = re.compile(pattern), []
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        with zipfile.ZipFile(source) as archive:
+            _check_members(archive, source, root)
+            members = [(i, m) for i in archive.infolist() if not i.is_dir() and (m := regex.fullmatch(i.filename))]
+            total = sum(info.file_size for info, _ in members)
+            check_free_space(root, total)
+            with progress_bar(total=total, desc=f"extracting {source.name}", bar=progress) as bar:
+                for info, match in members:
+                    target = root / PurePosixPath(match.expand(name))
+                    if not target.resolve().is_relative_to(root.resolve()):  # the new name must not escape either
+                        raise DataPreparationError(f"{source}: entry {info.filename!r} renamed outside the target")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with archive.open(info) as src, open(target, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                    written.append(match.expand(name))
+                    bar.update(info.file_size)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise DataPreparationError(
+            f"{source}: damaged or truncated zip archive ({error}); delete it and download it again"
+        ) from error
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise disk_full(root) from error
+        raise
+    return written
 
 
 def _build_ade(spec, temp: Path, archives: dict[str, Path], split: str, progress: bool) -> None:
-    extract_zip(archives["all"], temp, progress=progress)
+    _extract(archives["all"], temp, progress=progress)
     if not (temp / spec.folder / "objectInfo150.txt").is_file():
         logger.warning("ade20k: no objectInfo150.txt in the archive: class names will be numbers")
 
@@ -197,20 +237,15 @@ def _recover(spec: DatasetSpec, root: Path) -> None:
     for temp in root.glob(f".{spec.name}-*.tmp"):
         shutil.rmtree(temp, ignore_errors=True)
     journal = _journal(spec, root)
-    if not journal.is_file():
-        return
-    try:
-        entry = json.loads(journal.read_text())
-    except ValueError:  # killed while writing the journal: nothing was moved yet
-        entry = {"splits": [], "items": []}
+    # A journal cut short by a kill reads as empty: nothing was moved yet.
+    entry = {"splits": [], "items": [], **read_json_or_empty(journal)}
     recorded = (read_marker(root / spec.folder) or {}).get("splits", {})
-    if not entry["splits"] or not all(split in recorded for split in entry["splits"]):
-        if entry["items"]:
-            logger.warning("%s: removing %s, left by an interrupted earlier run", spec.name, ", ".join(entry["items"]))
+    if entry["items"] and not (entry["splits"] and all(split in recorded for split in entry["splits"])):
+        logger.warning("%s: removing %s, left by an interrupted earlier run", spec.name, ", ".join(entry["items"]))
         for item in entry["items"]:
             path = root / item
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    journal.unlink()
+    journal.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -222,11 +257,7 @@ def root_lock(root: Path) -> Iterator[None]:
         lock.acquire(timeout=0)
     except Timeout:
         holder = read_json_or_empty(owner)
-        who = (
-            f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}: {holder.get('command')}"
-            if holder
-            else "holder unknown"
-        )
+        who = "pid {pid} on {host} since {since}: {command}".format_map(holder) if holder else "holder unknown"
         raise DataPreparationError(
             f"{root} is being prepared by another process ({who}; lock {root / LOCK}): wait for it to finish (or stop "
             "it) and run the same command again, or use another --root"
@@ -247,16 +278,14 @@ def _archive_paths(spec, splits, root, archives, mirror, policy, progress) -> di
     roles = ["annotations", *splits] if spec.name == "coco_panoptic" else list(spec.archives)  # COCO: images by split
     if spec.name == "cityscapes":
         given = {Path(p).name: Path(p).expanduser() for p in archives or ()}
-        paths = {}
-        for role in roles:
-            archive = spec.archives[role]
-            path = given.get(archive.filename)
+        paths = {role: given.get(spec.archives[role].filename) for role in roles}
+        for role, path in paths.items():
             if path is None or not path.is_file():
+                archive = spec.archives[role]
                 raise MissingInputError(
                     f"cityscapes: {archive.filename} {'not found at ' + str(path) if path else 'not given'}; "
                     f"{archive.unpinned}, so download it there and pass it: {prepare_command('cityscapes')}"
                 )
-            paths[role] = path
         return paths
     if archives:
         raise InvalidInputError(f"{spec.name} is downloaded from its official site; --archives is for cityscapes")
@@ -272,9 +301,7 @@ def _archive_paths(spec, splits, root, archives, mirror, policy, progress) -> di
     return paths
 
 
-def _install(
-    spec: DatasetSpec, root: Path, paths: dict[str, Path], unit: list[str], marker: dict, progress: bool
-) -> None:
+def _install(spec, root: Path, paths: dict[str, Path], unit: list[str], marker: dict, progress: bool) -> None:
     """Build and verify the splits of `unit` in a temporary folder, list them in the journal, rename them into place
     and record them in the marker (last)."""
     temp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", suffix=".tmp", dir=root))
@@ -349,37 +376,32 @@ def prepare(
     if marker and all(split in marker["splits"] for split in splits) and not leftovers:
         return PrepareResult(name, folder, {s: marker["splits"][s] for s in splits}, already_prepared=True)
     with root_lock(root):
-        return _prepare_locked(spec, root, splits, archives, mirror, keep_archives, download_policy, progress)
+        _recover(spec, root)
+        marker = read_marker(folder) or {"dataset": name, "splits": {}, "archives": {}}
+        if not (todo := [split for split in splits if split not in marker["splits"]]):
+            return PrepareResult(name, folder, {s: marker["splits"][s] for s in splits}, already_prepared=True)
 
+        # A folder already in place without our record (extracted by hand): verified and adopted, or refused.
+        found = [split for split in todo if any((root / item).exists() for item in _items(spec, split))]
+        for split in found:
+            try:
+                marker["splits"][split] = _check(spec, root, split)
+                logger.warning("%s %s: found in %s and verified; recorded as prepared", name, split, folder)
+            except (DataPreparationError, OSError) as error:
+                raise DataPreparationError(
+                    f"{error}; {folder} exists but was not prepared here: move it away and run the same command again"
+                ) from error
+        todo = [split for split in todo if split not in found]
 
-def _prepare_locked(spec, root, splits, archives, mirror, keep_archives, policy, progress) -> PrepareResult:
-    name, folder = spec.name, root / spec.folder
-    _recover(spec, root)
-    marker = read_marker(folder) or {"dataset": name, "splits": {}, "archives": {}}
-    done = {split: marker["splits"][split] for split in splits if split in marker["splits"]}
-    if len(done) == len(splits):
-        return PrepareResult(name, folder, done, already_prepared=True)
-    todo = [split for split in splits if split not in done]
-
-    # A folder already in place without our record (extracted by hand): verified and adopted, or refused.
-    found = [split for split in todo if any((root / item).exists() for item in _items(spec, split))]
-    for split in found:
-        try:
-            marker["splits"][split] = _check(spec, root, split)
-            logger.warning("%s %s: found in %s and verified; recorded as prepared", name, split, folder)
-        except (DataPreparationError, OSError) as error:
-            raise DataPreparationError(
-                f"{error}; {folder} exists but was not prepared here: move it away and run the same command again"
-            ) from error
-    todo = [split for split in todo if split not in found]
-
-    if todo:
-        paths = _archive_paths(spec, todo, root, archives, mirror, policy, progress)
-        units = [todo] if spec.name == "ade20k" else [[split] for split in todo]  # ADE: one archive, both splits
-        for unit in units:
-            _install(spec, root, paths, unit, marker, progress)
-        if not keep_archives and spec.name != "cityscapes":  # never delete the user's own files
-            for path in paths.values():
-                remove_download(path)
-    write_json(folder / MARKER, marker)
-    return PrepareResult(name, folder, {split: marker["splits"][split] for split in splits}, already_prepared=False)
+        if todo:
+            paths = _archive_paths(spec, todo, root, archives, mirror, download_policy, progress)
+            units = [todo] if spec.name == "ade20k" else [[split] for split in todo]  # ADE: one archive, both splits
+            for unit in units:
+                _install(spec, root, paths, unit, marker, progress)
+            if not keep_archives and spec.name != "cityscapes":  # never delete the user's own files
+                for path in paths.values():
+                    remove_download(path)
+        write_json(folder / MARKER, marker)
+        return PrepareResult(
+            name, folder, {split: marker["splits"][split] for split in splits}, already_prepared=False
+        )

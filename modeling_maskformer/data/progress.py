@@ -72,26 +72,16 @@ def progress_bar(
     `--no_progress`) an INFO line every LOG_INTERVAL seconds, e.g. `x.zip: 1.20GB of 18.0GB (6%), 5.10MB/s, 56:12
     left`, and a last one at the end of a step that printed any (tqdm's `delay`), so a long step is never silent and
     a log never fills with carriage returns."""
-    options = dict(
-        iterable=iterable,
-        total=total,
-        initial=initial,
-        desc=desc,
-        unit=unit,
-        unit_scale=unit == "B",
-        unit_divisor=1024,
-    )
+    options = dict(iterable=iterable, total=total, initial=initial, desc=desc, unit=unit, unit_divisor=1024)
+    options["unit_scale"] = unit == "B"
     if bar and sys.stderr.isatty():
         return tqdm(**options, file=sys.stderr, mininterval=0.5, leave=False)
-    if unit == "B":
-        count = "{n_fmt}B of {total_fmt}B" if total else "{n_fmt}B"
-    else:
-        count = "{n_fmt} of {total_fmt} {unit}s" if total else "{n_fmt} {unit}s"
-    rest = " ({percentage:.0f}%), {rate_fmt}, {remaining} left" if total else ", {rate_fmt}"
+    suffix = "B" if unit == "B" else " {unit}s"  # x.zip: 1.20GB of 18.0GB; labels: 12 files of 500 files
+    count = f"{{n_fmt}}{suffix} of {{total_fmt}}{suffix} ({{percentage:.0f}}%), {{rate_fmt}}, {{remaining}} left"
     return tqdm(
         **options,
         file=_LogLines(),
-        bar_format="{desc}: " + count + rest,
+        bar_format="{desc}: " + (count if total else f"{{n_fmt}}{suffix}, {{rate_fmt}}"),
         mininterval=LOG_INTERVAL,
         delay=LOG_INTERVAL,
         miniters=1,

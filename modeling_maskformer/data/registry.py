@@ -38,7 +38,7 @@ class DatasetSpec:
     split_counts: dict[str, int]
     counts_source: str
     label_convention: str | None  # the --label_convention the training command needs
-    layout: str  # the prepared folder's files, as the zoo shows them
+    layout: str  # what the prepared folder holds (paper.zoo's rows show it)
 
 
 CITYSCAPES = "www.cityscapes-dataset.com/downloads"
@@ -48,8 +48,6 @@ TFDS = "tensorflow/datasets `tensorflow_datasets/url_checksums/{}` (size and SHA
 DATASETS: dict[str, DatasetSpec] = {
     "ade20k": DatasetSpec(
         name="ade20k",
-        layout="ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_*.{jpg,png} + objectInfo150.txt "
-        "(PNG values: 0 = other, 1..150 = classes)",
         title="ADE20K-150 (MIT Scene Parsing benchmark, ADEChallengeData2016)",
         folder="ADEChallengeData2016",
         archives={
@@ -65,11 +63,11 @@ DATASETS: dict[str, DatasetSpec] = {
         counts_source="the benchmark's published split sizes (sceneparsing.csail.mit.edu: 20,210 training, 2,000 "
         "validation images), also tfds scene_parse150's splits",
         label_convention="ade",
+        layout="ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_*.{jpg,png} + objectInfo150.txt "
+        "(PNG values: 0 = other, 1..150 = classes)",
     ),
     "coco_panoptic": DatasetSpec(
         name="coco_panoptic",
-        layout="coco/{train2017,val2017}/*.jpg + coco/annotations/panoptic_{train,val}2017.json + "
-        "coco/annotations/panoptic_{train,val}2017/*.png",
         title="COCO 2017 panoptic segmentation",
         folder="coco",
         archives={
@@ -98,11 +96,11 @@ DATASETS: dict[str, DatasetSpec] = {
         split_counts={"train": 118_287, "validation": 5_000},
         counts_source="COCO 2017: 118,287 train and 5,000 val images, each with a panoptic annotation",
         label_convention=None,
+        layout="coco/{train2017,val2017}/*.jpg + coco/annotations/panoptic_{train,val}2017.json + "
+        "coco/annotations/panoptic_{train,val}2017/*.png",
     ),
     "cityscapes": DatasetSpec(
         name="cityscapes",
-        layout="cityscapes/{images,annotations}/{training,validation}/<city>_<seq>_<frame>.png + id2label.json "
-        "(gtFine labelIds converted to the 19 trainIds 0..18, 255 ignored)",
         title="Cityscapes (fine annotations)",
         folder="cityscapes",
         archives={
@@ -112,6 +110,8 @@ DATASETS: dict[str, DatasetSpec] = {
         split_counts={"train": 2_975, "validation": 500},
         counts_source="the Cityscapes paper / site: 2,975 train and 500 val finely annotated images",
         label_convention="as_is",
+        layout="cityscapes/{images,annotations}/{training,validation}/<city>_<seq>_<frame>.png + id2label.json "
+        "(gtFine labelIds converted to the 19 trainIds 0..18, 255 ignored)",
     ),
 }
 
