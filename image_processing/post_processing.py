@@ -47,9 +47,9 @@ logger = logging.getLogger(__name__)
 Method = Literal["auto", "dense", "bounded"]
 
 
-def _images(class_logits: Tensor, mask_logits: Tensor, padded_size, valid_sizes, target_sizes) -> list:
+def _images(class_logits: Tensor, mask_logits: Tensor, padded_size, valid_sizes, target_sizes, masks=True) -> list:
     """Per image: its geometry, and the class (Q, K + 1) and mask (Q, h, w) float32 logits of its queries whose
-    logits are all finite."""
+    logits are all finite (class logits only, when `masks` is False: the caller checks the masks it uses)."""
     class_logits, mask_logits = class_logits.detach().float(), mask_logits.detach().float()
     if class_logits.ndim != 3 or mask_logits.ndim != 4 or class_logits.shape[:2] != mask_logits.shape[:2]:
         raise ValueError(
@@ -58,14 +58,7 @@ def _images(class_logits: Tensor, mask_logits: Tensor, padded_size, valid_sizes,
         )
     padded = (int(padded_size[0]), int(padded_size[1]))
     sizes = image_sizes(len(class_logits), padded, valid_sizes, target_sizes)
-    # NOTE: a sum is non-finite when a term is (or, rarely, when huge terms overflow: then checked element-wise).
-    finite = torch.isfinite(class_logits.sum(-1)) & torch.isfinite(mask_logits.sum((-2, -1)))  # (B, Q)
-    if not finite.all():
-        finite = torch.isfinite(class_logits).all(-1) & torch.isfinite(mask_logits).flatten(2).all(-1)
-        dropped = (~finite).sum(1).tolist()
-        if any(dropped):
-            message = "Ignoring queries with non-finite (NaN or inf) logits: %s of %d per image."
-            logger.warning(message, dropped, finite.shape[1])
+    finite = _finite(class_logits, mask_logits) if masks else _finite(class_logits)  # (B, Q)
     images = []
     for b, (valid, target) in enumerate(sizes):
         geometry = Geometry.of(tuple(mask_logits.shape[-2:]), padded, valid, target, mask_logits.device)
@@ -74,6 +67,20 @@ def _images(class_logits: Tensor, mask_logits: Tensor, padded_size, valid_sizes,
         else:
             images.append((geometry, class_logits[b, finite[b]], mask_logits[b, finite[b]]))
     return images
+
+
+def _finite(*logits: Tensor, lead: int = 2) -> Tensor:
+    """The queries (the first `lead` dims: (B, Q) or (M,)) whose logits are all finite in each of `logits`; warns
+    about the others."""
+    # NOTE: a sum is non-finite when a term is (or, rarely, when huge terms overflow: then checked element-wise).
+    finite = functools.reduce(torch.logical_and, [torch.isfinite(x.sum(tuple(range(lead, x.ndim)))) for x in logits])
+    if not finite.all():
+        finite = functools.reduce(torch.logical_and, [torch.isfinite(x).flatten(lead).all(-1) for x in logits])
+        dropped = (~finite).sum(-1).view(-1).tolist()
+        if any(dropped):
+            message = "Ignoring queries with non-finite (NaN or inf) logits: %s of %d per image."
+            logger.warning(message, dropped, finite.shape[-1])
+    return finite
 
 
 def _check(method: Method, band_rows: int | None) -> None:
@@ -196,10 +203,15 @@ def panoptic_segmentation(
     _check(method, band_rows)
     fuse = set() if label_ids_to_fuse is None else {int(label) for label in label_ids_to_fuse}
     results = []
-    for geometry, classes, masks in _images(class_logits, mask_logits, padded_size, valid_sizes, target_sizes):
+    images = _images(class_logits, mask_logits, padded_size, valid_sizes, target_sizes, masks=False)
+    for geometry, classes, masks in images:
         scores, labels = classes.softmax(-1).max(-1)  # (Q,)
         keep = (labels != classes.shape[-1] - 1) & (scores > threshold)
         scores, labels, masks = scores[keep], labels[keep], masks[keep]  # M kept queries
+        if len(masks):  # NOTE: only the masks read are checked (M maps, not Q)
+            finite = _finite(masks, lead=1)
+            if not finite.all():
+                scores, labels, masks = scores[finite], labels[finite], masks[finite]
         if not len(scores):
             segmentation = torch.zeros(geometry.target, dtype=torch.int32, device=masks.device)
             results.append({"segmentation": segmentation, "segments_info": []})
