@@ -1,12 +1,8 @@
 """Which path `method="auto"` takes: the one a cost model predicts faster, on this machine, for these sizes.
 
-A path's time is modelled as its fixed cost per image (measured by running it on a tiny image) plus its work on
-values, counted in a few kinds (values resampled by `F.interpolate`, sigmoids, multiply-adds, values gathered,
-elementwise values, and the calls that grow with bands, chunks or candidates), each at this machine's speed
-(`Speeds`, measured once per process and thread count in a few tens of milliseconds). The dense path's work follows
-from the sizes; the bounded path's also from how much the bounds leave open, which is asked of the data (a probe
-the caller passes) only when the worst and best cases disagree. Off the CPU, "auto" is dense: the bounded path
-syncs with the host and launches many small kernels.
+A path's time = its fixed cost per image (a tiny image timed once) + its work on values, counted in kinds each at
+this machine's speed (`Speeds`, measured once per thread count). The bounded path's work depends on the share the
+bounds leave open, asked of the data (a probe) only when the worst and best cases disagree. Off the CPU: dense.
 """
 
 from __future__ import annotations

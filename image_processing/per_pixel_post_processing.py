@@ -1,12 +1,7 @@
-"""Semantic inference of a per-pixel classifier (the paper's per-pixel baseline, `PerPixelBaselineForSemanticSegmentation`).
+"""Semantic inference of the paper's per-pixel baseline (`PerPixelBaselineForSemanticSegmentation`).
 
-The class logits (B, K, h, w) at stride 4 go through the same geometry as MaskFormer's semantic inference
-(`resampling.Geometry`): bilinear upsampling to the padded input (U), padding cropped, bilinear resize to the
-output size (R); then softmax over the classes and argmax, as detectron2's semantic heads and the paper's baseline
-(their `sem_seg_postprocess` of the upsampled logits). Per-pixel outputs have no segments, so panoptic and
-instance inference refuse them (`check_not_per_pixel`).
-
-Shape legend: B batch, K classes, (h, w) logits at stride 4, (H, W) padded input, (H_t, W_t) the output.
+Class logits (B, K, h, w) go through MaskFormer's geometry (`resampling.Geometry`: U, crop, R), then softmax and
+argmax, as detectron2's semantic heads. Panoptic and instance inference refuse them (`check_not_per_pixel`).
 """
 
 from __future__ import annotations

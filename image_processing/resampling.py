@@ -1,13 +1,9 @@
 """The resampling geometry of MaskFormer's inference, band by band.
 
-The authors' inference (facebookresearch/MaskFormer `mask_former_model.py` with detectron2's `sem_seg_postprocess`)
-resamples the stride-4 mask logits twice, bilinearly with align_corners=False: up to the padded input size (U),
-then, once the padding is cropped, to the output size (R). Both are separable; along an axis an output coordinate
-blends two coordinates of the cropped input (`Axis.sources`), each a blend of two low-res ones (`Axis.taps`). So a
-band of output rows needs only a band of the logits' rows, and memory grows with the band, not with the output.
-
-Shapes: C maps (queries or classes), (h, w) low resolution, (H, W) padded input, (h_v, w_v) its unpadded
-content, (H_t, W_t) the output.
+The authors' inference (with detectron2's `sem_seg_postprocess`) resamples the stride-4 mask logits bilinearly
+(align_corners=False) up to the padded input (U), then, cropped, to the output size (R). Both are separable: an
+output coordinate blends two of the cropped input (`Axis.sources`), each a blend of two low-res ones (`Axis.taps`),
+so a band of output rows reads a band of logit rows. Shapes: C maps, (h, w) low res, (H_t, W_t) the output.
 """
 
 from __future__ import annotations
