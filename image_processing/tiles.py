@@ -75,27 +75,18 @@ class TileAxis:
         keys = self.keys[tiles[0] : tiles[1]]
         starts = keys // 2 - int(keys[0]) // 2
         n = values.shape[dim]
-        pair = (
-            torch.cat(
-                [
-                    op(values.narrow(dim, 0, n - 1), values.narrow(dim, 1, n - 1)),
-                    values.narrow(dim, n - 1, 1),
-                ],
-                dim,
+        pair = values  # op over coordinates i, i + 1 (the last alone)
+        if n > 1:
+            pair = torch.cat(
+                [op(values.narrow(dim, 0, n - 1), values.narrow(dim, 1, n - 1)), values.narrow(dim, n - 1, 1)], dim
             )
-            if n > 1
-            else values
-        )
         if not bool((keys % 2).any()):  # every support spans two coordinates
             return pair.index_select(dim, starts)
-        triple = (
-            torch.cat(
-                [op(pair.narrow(dim, 0, n - 2), values.narrow(dim, 2, n - 2)), pair.narrow(dim, n - 2, 2)],
-                dim,
+        triple = pair  # op over i, i + 1, i + 2
+        if n > 2:
+            triple = torch.cat(
+                [op(pair.narrow(dim, 0, n - 2), values.narrow(dim, 2, n - 2)), pair.narrow(dim, n - 2, 2)], dim
             )
-            if n > 2
-            else pair
-        )
         return torch.cat([pair, triple], dim).index_select(dim, starts + n * (keys % 2))
 
 
