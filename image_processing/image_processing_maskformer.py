@@ -410,7 +410,20 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
         """`padded_size`, `valid_sizes` (from `pixel_mask`) and the checked `target_sizes` for (B, M, h, w) logits."""
         batch_size, low_size = logits_shape[0], tuple(logits_shape[-2:])
         pixel_mask = _field(outputs, "pixel_mask")  # (B, H, W) or None
-        target_sizes = self._check_target_sizes(target_sizes, batch_size)
+        if isinstance(target_sizes, torch.Tensor | np.ndarray):
+            target_sizes = target_sizes.tolist()
+        if target_sizes is not None and len(target_sizes) != batch_size:
+            raise InvalidInputError(
+                f"Got {len(target_sizes)} target sizes for a batch of {batch_size}: pass one (height, width) per image."
+            )
+        for i, target in enumerate(target_sizes or []):
+            pair = tuple(target) if isinstance(target, Sequence) else ()
+            if len(pair) != 2 or not all(
+                isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in pair
+            ):
+                raise InvalidInputError(
+                    f"target_sizes[{i}] must be a (height, width) pair of positive ints, got {target!r}."
+                )
         if pixel_mask is not None:
             if pixel_mask.ndim != 3 or pixel_mask.shape[0] != batch_size:
                 raise InvalidInputError(f"`pixel_mask` must be (B={batch_size}, H, W), got {tuple(pixel_mask.shape)}.")
@@ -424,29 +437,9 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
             # NOTE: without a pixel_mask (outputs built by the user's own code), the whole padded input, 4x the
             # stride-4 logits, is taken as valid, as transformers does.
             padded_size, valid_sizes = (4 * low_size[0], 4 * low_size[1]), None
-        if target_sizes is None:  # as transformers: the maps at the stride-4 logits' resolution
-            target_sizes = [low_size] * batch_size
+        # as transformers: the maps at the stride-4 logits' resolution by default
+        target_sizes = [low_size] * batch_size if target_sizes is None else [(int(h), int(w)) for h, w in target_sizes]
         return {"padded_size": padded_size, "valid_sizes": valid_sizes, "target_sizes": target_sizes}
-
-    @staticmethod
-    def _check_target_sizes(target_sizes: Any, batch_size: int) -> list[tuple[int, int]] | None:
-        if target_sizes is None:
-            return None
-        if isinstance(target_sizes, torch.Tensor | np.ndarray):
-            target_sizes = target_sizes.tolist()
-        if len(target_sizes) != batch_size:
-            raise InvalidInputError(
-                f"Got {len(target_sizes)} target sizes for a batch of {batch_size}: pass one (height, width) per image."
-            )
-        for i, target in enumerate(target_sizes):
-            pair = tuple(target) if isinstance(target, Sequence) else ()
-            if len(pair) != 2 or not all(
-                isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in pair
-            ):
-                raise InvalidInputError(
-                    f"target_sizes[{i}] must be a (height, width) pair of positive ints, got {target!r}."
-                )
-        return [(int(h), int(w)) for h, w in target_sizes]
 
     def post_process_semantic_segmentation(
         self,
