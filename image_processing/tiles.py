@@ -134,13 +134,9 @@ class Tiles:
         """The output rows [first, last) of tile rows tiles[0]..tiles[1]-1."""
         return self._y_start[tiles[0]], self._y_start[tiles[1] - 1] + self._y_count[tiles[1] - 1]
 
-    def low_rows(self, tiles: tuple[int, int]) -> tuple[int, int]:
-        """The low-res rows [first, last) the windows of tile rows tiles[0]..tiles[1]-1 read."""
-        return self._y_window[tiles[0]], min(self._y_window[tiles[1] - 1] + 3, self.geometry.low[0])
-
     def window_extrema(self, logits: Tensor, tiles: tuple[int, int]) -> tuple[Tensor, Tensor]:
         """(C, h, w) -> the minimum and maximum over the windows of tile rows tiles[0]..tiles[1]-1, (C, rows, T_x)."""
-        first, last = self.low_rows(tiles)
+        first, last = self._y_window[tiles[0]], min(self._y_window[tiles[1] - 1] + 3, self.geometry.low[0])
         band = logits[:, first:last]
         everything = (0, self.grid[1])
         return tuple(
