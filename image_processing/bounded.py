@@ -1,15 +1,9 @@
 """The CPU accelerator of semantic inference: `post_processing.semantic_segmentation`'s maps, from bounds.
 
-Both resamplings (U, R) are convex blends and the sigmoid is monotone, so the minimum and maximum of a query's
-logits over a window bound it at every pixel that reads the window. Bounds on score differences (the likely
-class against each other one, query by query) decide blocks of cells, then cells; only the source pixels (of the
-cropped input) they leave open get exact scores, over the classes still in contention, and each output pixel takes
-its class from its four sources (`_resized_argmax`). On a trained model's confident outputs most of the map comes
-from the bounds. It works in bands of output rows, syncs with the host and loops in Python: a CPU design, taken
-where `cost.py` predicts it faster. Panoptic and instance inference: `bounded_masks.py`.
-
-Shape legend as in `post_processing.py`; cells are the 2x2 windows of logits, one per low-res sample (h, w);
-n_s source pixels evaluated exactly, K_c the classes in contention.
+Both resamplings are convex blends and the sigmoid is monotone, so a query's logit extrema over a window bound it
+at every pixel reading the window. Bounds on score differences decide blocks of cells, then cells; only the source
+pixels left open get exact scores, over the classes in contention. Cells are the 2x2 windows of logits; n_s source
+pixels evaluated exactly, K_c classes in contention. Panoptic and instance: `bounded_masks.py`.
 """
 
 from __future__ import annotations
@@ -36,12 +30,9 @@ _CHUNK_VALUES = 1 << 19  # sigmoid values per chunk of exact scores (2 MB: near 
 # Semantic
 # ----------------------------------------------------------------------------------------------------
 def semantic(probs: Tensor, logits: Tensor, geometry: Geometry, band_rows: int | None) -> Tensor:
-    """`post_processing.semantic_segmentation`'s map of one image, (H_t, W_t) int64.
-
-    Blocks of 4x4 cells (overlapping by one cell, so that every output pixel's window lies in one block) decide
-    whole regions and the classes the finer steps still need; then cells. A source pixel in a decided cell takes
-    its class; the others, and those next to them or to a cell of another class (`_needed`), get exact scores.
-    """
+    """`post_processing.semantic_segmentation`'s map of one image, (H_t, W_t) int64: blocks of 4x4 cells
+    (overlapping by one, so each output window lies in one block) decide first, then cells; source pixels in
+    undecided cells or next to them or to another class (`_needed`) get exact scores."""
     slack = SLACK * float(probs.sum(0).max())
     # NOTE: on large logits, a probe first: on untrained or noisy outputs the bounds would only cost time.
     if logits.numel() < _PROBE_ABOVE or decided_share(probs, logits) >= _CELL_TEST_SHARE:
@@ -103,10 +94,8 @@ def _needed(certain: Tensor, label: Tensor) -> Tensor:
 
 
 class _Band:
-    """Source rows `rows` of the cropped input: per pixel (rows, w_v) its class `label`, and where scores were
-    computed, `gap` (best minus second best; inf where the cell decided it), `second` (the second best) and `where`
-    (its column in `scores` (K_c, n_s), else -1). `classes` (K_c,): the class of each row of `scores`; `row_of`:
-    the reverse."""
+    """Source rows of the cropped input: per pixel its `label`, and where scored, `gap` (best - second; inf where
+    decided), `second` and `where` (column in `scores` (K_c, n_s), else -1); `classes`/`row_of`: row <-> class."""
 
     def __init__(self, rows: Rows, label: Tensor, classes: Tensor, row_of: Tensor) -> None:
         self.rows, self.label, self.classes, self.row_of = rows, label, classes, row_of
@@ -274,11 +263,11 @@ def _row_corners(table: Tensor, first: int, last: int) -> list[Tensor]:
 
 
 def _resized_argmax(band: _Band, geometry: Geometry, rows: Rows, slack: float) -> Tensor:
-    """The argmax over classes of R's blend of the sources' scores for output rows rows[0]..rows[1]-1, (rows, W_t).
+    """The argmax of R's blend of the sources' scores over output `rows`, (rows, W_t).
 
-    R blends four sources convexly: where the four are sure of one class, it wins the blend. Elsewhere, a class that
-    is no source's best is below the blend of the second bests: when the best blend of the sources' best classes
-    beats that, it wins; only the other pixels are blended over every class in contention (`_blended_labels`).
+    R blends four sources convexly: where all four are sure of one class, it wins. Elsewhere a class that is no
+    source's best is below the blend of the second bests; pixels where that does not settle it are blended over
+    every class in contention (`_blended_labels`).
     """
     ay, ax, first = geometry.y, geometry.x, band.rows[0]
     # (rows,) each output row's two source rows, in the band
@@ -370,12 +359,10 @@ def _cell_extrema(logits: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _dominance(probs: Tensor, low: Tensor, high: Tensor, slack: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Which class wins in each region, from per-query bounds of the sigmoid there.
-
-    probs (Q, K); low, high (R, Q) bounds of each query's sigmoid over R regions. The guess is the best class at the
-    lower bounds; for each class k, score(guess) - score(k) = sum_q d_q * sigmoid_q with d_q = p_q(guess) - p_q(k)
-    is at least low @ d - (high - low) @ max(-d, 0). Returns per region whether the guess wins for certain (every
-    bound > slack) and the guess, (R,) each, and the classes that may win an undecided region, (K,) bool.
+    """Per region (R), whether the guess (the best class at the lower bounds) wins for certain, and the guess; and
+    the classes that may win an undecided region, (K,) bool. probs (Q, K); low, high (R, Q) sigmoid bounds.
+    NOTE: score(guess) - score(k) = sum_q d_q * sigmoid_q (d_q = p_q(guess) - p_q(k)) >= low @ d - (high - low) @
+    max(-d, 0); certain when > slack for every k.
     """
     decided = torch.zeros(len(low), dtype=torch.bool, device=probs.device)
     guess = torch.zeros(len(low), dtype=torch.long, device=probs.device)

@@ -1,13 +1,8 @@
-"""The CPU accelerator of panoptic and instance inference (semantic: `bounded.py`): `post_processing.py`'s maps,
-from bounds where they are certain.
+"""The CPU accelerator of panoptic and instance inference: `post_processing.py`'s maps, from bounds.
 
-- Panoptic: each tile's winning query, and which queries count all or none of its pixels in their original area,
-  come from the bounds over its window (`tiles.py`); only the open tiles' pixels are evaluated, for the queries that
-  matter there.
-- Instance: each candidate is evaluated over the box of the output pixels whose windows hold a logit that can
-  reach the mask threshold (outside it, its sigmoid stays under the threshold).
-
-Shape legend as in `post_processing.py`: M kept queries, U candidates, T_band tiles of a band, n open pixels.
+Panoptic: each tile's winner and area counts come from the bounds over its window (`tiles.py`); only open tiles'
+pixels are evaluated. Instance: each candidate is evaluated over the box where its mask can pass the threshold.
+Shapes: M kept queries, U candidates, T_band tiles of a band, n open pixels.
 """
 
 from __future__ import annotations
@@ -44,9 +39,8 @@ def pixels_per_band(geometry: Geometry, band_rows: int | None, per_pixel: float)
 
 def panoptic(scores: Tensor, logits: Tensor, geometry: Geometry, mask_threshold: float, band_rows: int | None):
     """`post_processing._panoptic_mask_ids` from bounds: a tile's winner is certain when one query's least weighted
-    probability over the tile's window beats every other query's greatest; its pixels count in a query's original
-    area (or not) when the window is entirely above (or below) the threshold logit. Only the other tiles' pixels
-    are evaluated."""
+    probability over its window beats every other's greatest; its original-area count when the window is wholly
+    above or below the threshold logit. Only other tiles' pixels are evaluated."""
     tiles, count, device = Tiles.of(geometry), len(scores), logits.device
     mask_ids = torch.empty(geometry.target, dtype=torch.int32, device=device)
     mask_area = torch.zeros(count, dtype=torch.float64, device=device)
@@ -76,9 +70,8 @@ def panoptic(scores: Tensor, logits: Tensor, geometry: Geometry, mask_threshold:
 
 
 def _panoptic_tiles(scores, logits, tiles, band, mask_threshold):
-    """The bounds' decisions for the tiles of a band (T_band of them): each tile's best query by its least weighted
-    probability, whether that query wins the tile for certain (T_band,), which queries may win it, which count all
-    its pixels in their original area, and which may count some only, (M, T_band) each."""
+    """Per tile of a band: best query by least weighted probability, whether it wins for certain (T_band,); which
+    queries may win, count all its pixels in their original area, or may count some, (M, T_band) each."""
     low, high = (bound.flatten(1) for bound in tiles.window_extrema(logits, band))  # (M, T_band) logits
     cut, margin = threshold_logit(mask_threshold)
     least = low.sigmoid().mul_(scores[:, None])
@@ -110,12 +103,10 @@ def panoptic_open_share(scores: Tensor, logits: Tensor, geometry: Geometry, mask
 
 
 def _panoptic_exact(scores, logits, tiles, part, band_state, mask_threshold, mask_ids):
-    """The open tiles `part` evaluated exactly: paints the pixels whose winner is open into `mask_ids`; returns the
-    original-area and mask-area counts they add, (M,) each.
+    """The open tiles `part` evaluated exactly into `mask_ids`; returns the original- and mask-area counts, (M,).
 
-    NOTE: most open tiles need 1-3 queries (those of the edge they lie on). Gathering one value per such query and
-    source pays while the sources' table stays in cache (output pixels sharing few sources, as when magnifying) or
-    where it skips most queries (`_PANOPTIC_SLOTS` of many); elsewhere whole rows of all queries are gathered.
+    NOTE: most open tiles need 1-3 queries. Gathering one value per such query and source pays while the sources'
+    table stays in cache (magnifying) or when it skips most queries; elsewhere whole rows are gathered.
     """
     relevant, contender, unsure, decided, tile_first = band_state
     geometry, count, device = tiles.geometry, len(scores), logits.device

@@ -1,12 +1,8 @@
 """Which path `method="auto"` takes: the one a cost model predicts faster, on this machine, for these sizes.
 
-A path's time is modelled as its fixed cost per image (measured by running it on a tiny image) plus its work on
-values, counted in a few kinds (values resampled by `F.interpolate`, sigmoids, multiply-adds, values gathered,
-elementwise values, and the calls that grow with bands, chunks or candidates), each at this machine's speed
-(`Speeds`, measured once per process and thread count in a few tens of milliseconds). The dense path's work follows
-from the sizes; the bounded path's also from how much the bounds leave open, which is asked of the data (a probe
-the caller passes) only when the worst and best cases disagree. Off the CPU, "auto" is dense: the bounded path
-syncs with the host and launches many small kernels.
+A path's time = its fixed cost per image (a tiny image timed once) + its work on values, counted in kinds each at
+this machine's speed (`Speeds`, measured once per thread count). The bounded path's work depends on the share the
+bounds leave open, asked of the data (a probe) only when the worst and best cases disagree. Off the CPU: dense.
 """
 
 from __future__ import annotations
@@ -84,8 +80,7 @@ def _bands(geometry: Geometry, maps: int) -> int:
 
 
 def dense_seconds(task: str, geometry: Geometry, maps: int, classes: int, s: Speeds) -> float:
-    """The dense path's work on values (`post_processing.py`): every map resampled at every source and output
-    pixel; and its calls beyond a tiny image's."""
+    """The dense path's work on values, and its calls beyond a tiny image's."""
     (h_v, w_v), (h_t, w_t) = geometry.valid, geometry.target
     n_v, n_t = h_v * w_v, h_t * w_t
     resize = 0 if (h_v, w_v) == (h_t, w_t) else 1
@@ -109,8 +104,7 @@ def dense_seconds(task: str, geometry: Geometry, maps: int, classes: int, s: Spe
 
 
 def bounded_seconds(task: str, geometry: Geometry, maps: int, classes: int, s: Speeds, open_share: float) -> float:
-    """The bounded path's work (`bounded.py`) when a share `open_share` of the image is left open by the bounds;
-    and its calls beyond a tiny image's (more bands, chunks, guessed classes or candidates)."""
+    """The bounded path's work when the bounds leave `open_share` of the image open, and its extra calls."""
     (h, w), (h_v, w_v), (h_t, w_t) = geometry.low, geometry.valid, geometry.target
     n_v, n_t, cells = h_v * w_v, h_t * w_t, h * w
     identity = (h_v, w_v) == (h_t, w_t)
@@ -147,9 +141,8 @@ def use_bounded(
     open_share: float | Callable[[], float] | None = None,
     tiny: Callable[[str, str], object] | None = None,
 ) -> bool:
-    """Whether `method` means the bounded path for this image: "bounded", or "auto" on the CPU where the model
-    predicts it faster: faster even with everything left open; else, when it is faster with nothing open (plus the
-    probe's cost), faster with the share the bounds leave open (`open_share`, or a probe measuring it, asked only
+    """Whether `method` means the bounded path: "bounded", or "auto" on the CPU where predicted faster, even with
+    everything open; else, if faster with nothing open (plus the probe), with `open_share` (a probe asked only
     then). `tiny(task, method)` runs one tiny image through a path (`fixed_seconds`)."""
     if method != "auto" or geometry.device.type != "cpu":
         return method == "bounded"
@@ -166,8 +159,7 @@ def use_bounded(
 
 
 def probe_seconds(task: str, geometry: Geometry, s: Speeds) -> float:
-    """What asking the data costs: bounds over one row of blocks in eight (semantic, a few calls each) or four bands
-    of tiles (panoptic), calls dominating; instance segmentation's boxes are needed anyway."""
+    """What asking the data costs, calls dominating (instance: the boxes are needed anyway)."""
     if task == "instance":
         return 0.0
     return (30 + 20 * geometry.low[0] / 32 if task == "semantic" else 100) * s.call

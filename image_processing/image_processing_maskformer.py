@@ -1,10 +1,6 @@
-"""MaskFormer image processor: images → padded, normalised `pixel_values` with a `pixel_mask`; segmentation maps →
-per-segment binary `mask_labels` and `class_labels`; model outputs → segmentations (`post_processing.py`). It is
-transformers' `MaskFormerImageProcessor` (`pad`, `resize`, `rescale_and_normalize`, `reduce_label`, ... inherited)
-with its own `preprocess`, input checks and post-processing.
-
-Shape legend: B batch, N segments in one image, Q queries, K classes, (h, w) one image's resized size, (H, W) the
-padded batch size.
+"""MaskFormer image processor: transformers' `MaskFormerImageProcessor` with its own `preprocess` (padded,
+normalised `pixel_values`, `pixel_mask`, per-segment `mask_labels`, `class_labels`), input checks and
+post-processing (`post_processing.py`). Shapes: B batch, N segments, (h, w) resized image, (H, W) padded batch.
 """
 
 from __future__ import annotations
@@ -61,16 +57,14 @@ _CONFIG_KEYS = {"image_processor_type", "auto_map", "processor_class", "feature_
 
 
 class MaskFormerImageProcessorKwargs(transformers_maskformer.MaskFormerImageProcessorKwargs, total=False):
-    """The options of `__init__` and `preprocess`: transformers' (`ImagesKwargs` and MaskFormer's `ignore_index`,
-    `do_reduce_labels`, `num_labels`, `size_divisor`, `pad_size`) and `mask_dtype`, for `preprocess`:
-    `torch.float32` (transformers') or `torch.bool` (the same masks in a quarter of the memory)."""
+    """transformers' options, and `mask_dtype` for `preprocess`: torch.float32 or torch.bool (a quarter of the
+    memory)."""
 
     mask_dtype: torch.dtype
 
 
 def get_resize_output_size(height: int, width: int, size: Mapping[str, int]) -> tuple[int, int]:
-    """(h, w) after resizing a `height` x `width` image to `size`: `{"height", "width"}` exactly, else transformers'
-    `get_size_with_aspect_ratio` (short side to `shortest_edge`, long side at most `longest_edge`).
+    """(h, w) after resizing to `size`, as transformers' `get_size_with_aspect_ratio`.
 
     NOTE: at least 1 px a side, where transformers rounds an extreme aspect ratio down to an empty image.
     """
@@ -81,11 +75,8 @@ def get_resize_output_size(height: int, width: int, size: Mapping[str, int]) -> 
 
 
 def _resize_nearest(label_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest-neighbour resize of an (h0, w0) id map.
-
-    NOTE: the sampling of torch's "nearest-exact" (PIL's NEAREST, used by the original pipeline), done by indexing
-    so that int64 ids of any size stay exact (interpolate would need a float copy, exact only below 2**24).
-    """
+    """NOTE: torch's "nearest-exact" sampling (PIL's NEAREST, as the original pipeline), by indexing so that int64 ids
+    of any size stay exact (interpolate would need a float copy, exact only below 2**24)."""
     indices = []
     for in_size, out_size in zip(label_map.shape, size):
         scale = torch.tensor(in_size, dtype=torch.float32) / out_size
@@ -139,12 +130,11 @@ def _segments(
 def binary_masks(
     label_map: torch.Tensor, ids: torch.Tensor, size: tuple[int, int] | None = None, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """(N, H, W) masks of `dtype` (float or bool): mask n is 1 where the (h, w) `label_map` equals `ids[n]`, 0
-    elsewhere and in the padding to `size` (H, W) >= (h, w), bottom and right (default: no padding).
+    """(N, H, W) masks of `dtype`: 1 where the (h, w) `label_map` equals `ids[n]`, 0 elsewhere and in the padding
+    to `size` (bottom and right).
 
-    NOTE: the map is padded (with -1, never an id) and compared straight into the output, ~10x faster than a long
-    comparison into a bool (N, h, w) copied into zeros: in int16 for bool masks, in float32 for float ones (the
-    fastest kinds for each; ids below 2**24 are exact in float32, larger map values stay larger than any id).
+    NOTE: the map is padded with -1 (never an id) and compared straight into the output (~10x faster), in int16 for
+    bool masks and float32 for float ones (exact below 2**24; larger map values stay larger than any id).
     """
     h, w = label_map.shape
     size = size or (h, w)
@@ -171,9 +161,7 @@ def convert_segmentation_map_to_binary_masks(
     do_reduce_labels: bool = False,
     num_labels: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One binary mask per segment of a 2-D map (PIL, numpy or torch), by id: float (N, h, w) and long (N,) classes.
-    The map holds class ids, or instance ids whose class `instance_id_to_semantic_id` gives; `ignore_index` pixels
-    get no mask; `do_reduce_labels`: id 0 is background (no mask) and class ids shift down by one."""
+    """transformers' function on a PIL, numpy or torch map: float (N, h, w) masks and long (N,) classes."""
     if do_reduce_labels and ignore_index is None:
         raise InvalidInputError("`do_reduce_labels=True` needs an `ignore_index` for the background (id 0).")
     label_map = segmentation_map_to_tensor(segmentation_map, "segmentation_map")
@@ -184,10 +172,9 @@ def convert_segmentation_map_to_binary_masks(
 
 
 def convert_segmentation_to_rle(segmentation: torch.Tensor) -> list[list[int]]:
-    """One COCO RLE per id of an (h, w) map, in increasing id order: transformers' `convert_segmentation_to_rle`.
+    """transformers' `convert_segmentation_to_rle` (one COCO RLE per id, increasing).
 
-    NOTE: in one pass over the map (its runs of equal ids, grouped by id), not one binary mask per id as
-    transformers: a 12-MP map with 100 segments takes one pass instead of 100.
+    NOTE: one pass over the map's runs, grouped by id, not one binary mask per id: 100 segments, one pass.
     """
     values = torch.as_tensor(segmentation).flatten()
     if not len(values):
@@ -212,11 +199,9 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
     name before its own: under transformers' name, importing this package would hand this processor to every
     transformers MaskFormer checkpoint. preprocessor_config.json does not name it (`remote_code.py`); config.json does.
 
-    The options are transformers' (`MaskFormerImageProcessorKwargs`), their defaults the class attributes below.
-    Images are resized (aspect ratio kept), rescaled, normalised and padded bottom/right with zeros to the batch's
-    largest size rounded up to a multiple of `size_divisor` (NOTE: transformers resizes to that multiple instead,
-    distorting the image). `rescale_factor` applies to 8-bit values: uint16 images are scaled by 1/65535, float
-    ones already in [0, 1] are kept. `num_labels`, when set: class ids must be below it (or the ignore value).
+    Options as transformers', defaults the class attributes. NOTE: images are padded bottom/right to the batch's
+    largest size rounded up to `size_divisor` (transformers resizes to that multiple, distorting the image); uint16
+    images are scaled by 1/65535 and float ones in [0, 1] kept; with `num_labels`, class ids must be below it.
     """
 
     valid_kwargs = MaskFormerImageProcessorKwargs
@@ -257,16 +242,14 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
         super().__init__(**settings)
 
     def _set_attributes(self, **kwargs: Any) -> None:
-        """Stores the settings, checked; the class default where one is not given or None (`ignore_index=None` means
-        no ignore value). NOTE: transformers stores every `ImagesKwargs` key; only the settings are stored, so that a
-        saved config holds nothing this processor does not use (`do_convert_rgb`, `crop_size`, ...)."""
+        """NOTE: only the settings, checked, are stored (transformers stores every `ImagesKwargs` key), so that a
+        saved config holds nothing unused. `ignore_index=None` means no ignore value."""
         given = {k: v for k, v in kwargs.items() if k in SETTINGS and (v is not None or k == "ignore_index")}
         for name, value in checked_settings({name: getattr(type(self), name) for name in SETTINGS} | given).items():
             setattr(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings, without `image_processor_type` and `auto_map`: `config.json` names the class (see
-        `remote_code.py` for why preprocessor_config.json must not)."""
+        """Without `image_processor_type` and `auto_map`: config.json names the class (`remote_code.py`)."""
         settings = super().to_dict()
         for key in ("image_processor_type", "auto_map"):
             settings.pop(key, None)
@@ -279,7 +262,6 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
         return _segments(label_map, mapping, **checks, num_labels=self.num_labels, where=where)
 
     def get_resize_output_size(self, height: int, width: int) -> tuple[int, int]:
-        """(h, w) this processor resizes a `height` x `width` image to (before padding)."""
         return get_resize_output_size(height, width, self.size) if self.do_resize else (height, width)
 
     def preprocess(
@@ -289,18 +271,13 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
         instance_id_to_semantic_id: Mapping[int, int] | Sequence[Mapping[int, int]] | None = None,
         **kwargs: Unpack[MaskFormerImageProcessorKwargs],
     ) -> BatchFeature:
-        """A batch of images (one or a list of PIL images, arrays or tensors: (H, W), (H, W, C) or (C, H, W) with C
-        in {1, 3, 4}, uint8, uint16 or float) and, for training, one 2-D map per image (its size) of class ids, or of
-        instance ids with `instance_id_to_semantic_id` (one dict, or one per image).
+        """Images (PIL, arrays or tensors: (H, W), (H, W, C) or (C, H, W), C in {1, 3, 4}; uint8, uint16 or float)
+        and optional maps of class ids (or instance ids with `instance_id_to_semantic_id`) as transformers'. Also
+        `return_tensors=None` (one array per image) and `mask_dtype`; transformers' `data_format`, `do_convert_rgb`,
+        `default_to_square`, `do_center_crop`, `crop_size`, `image_seq_length` only where they change nothing.
 
-        `kwargs` (`MaskFormerImageProcessorKwargs`): a setting overrides the processor's for this call;
-        `return_tensors` "pt" (default), "np" or None (one array per image); `pad_size` {"height", "width"} instead
-        of the batch's largest size; `device`; `mask_dtype`. transformers' `data_format`, `do_convert_rgb`,
-        `default_to_square`, `do_center_crop`, `crop_size`, `image_seq_length` are accepted where they change
-        nothing (channels first, RGB, no crop), and `disable_grouping` (its grouping by shape is a speed-up).
-
-        Returns a `BatchFeature`: `pixel_values` (B, 3, H, W) float32, `pixel_mask` (B, H, W) int64, and with maps
-        `mask_labels` (B tensors (N_i, H, W) of `mask_dtype`, 0 in the padding) and `class_labels` (B int64 (N_i,)).
+        Returns `pixel_values` (B, 3, H, W) float32, `pixel_mask` (B, H, W) int64, and with maps `mask_labels` (B of
+        (N_i, H, W), 0 in the padding) and `class_labels` (B of (N_i,) int64).
         """
         tensor_type, mask_dtype, channels_last = check_call_options(kwargs, self.valid_kwargs)
         overrides = {k: v for k, v in kwargs.items() if k in SETTINGS and (v is not None or k == "ignore_index")}
@@ -387,11 +364,8 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
     def _prepare_maps(
         self, segmentation_maps: Any, images: list[torch.Tensor], mappings: list[dict[int, int] | None]
     ) -> list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] | None:
-        """Per image, the checked map (the size of its image) and its segments (ids, classes).
-
-        NOTE: labels are checked here, at full resolution, so that an error never depends on whether resizing
-        happens to drop a small segment.
-        """
+        """Per image, the checked map and its segments (ids, classes). NOTE: checked at full resolution, so that an
+        error never depends on whether resizing drops a small segment."""
         if segmentation_maps is None:
             if any(mapping is not None for mapping in mappings):
                 raise InvalidInputError("`instance_id_to_semantic_id` was given without `segmentation_maps`.")
@@ -417,9 +391,7 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
     def post_processing_inputs(
         self, outputs: Any, target_sizes: Any
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """The arguments of post_processing.py's functions for these model outputs: `(class_logits, mask_logits,
-        geometry)`, where geometry holds `padded_size`, `valid_sizes` (from `outputs.pixel_mask`) and the checked
-        `target_sizes`."""
+        """`(class_logits, mask_logits, geometry)` for post_processing.py's functions (`_geometry`)."""
         class_logits = _field(outputs, "class_queries_logits")  # (B, Q, K + 1)
         mask_logits = _field(outputs, "masks_queries_logits")  # (B, Q, H / 4, W / 4)
         if not isinstance(class_logits, torch.Tensor) or not isinstance(mask_logits, torch.Tensor):
@@ -435,11 +407,23 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
         return class_logits, mask_logits, self._geometry(outputs, mask_logits.shape, target_sizes)
 
     def _geometry(self, outputs: Any, logits_shape: Sequence[int], target_sizes: Any) -> dict[str, Any]:
-        """`padded_size`, `valid_sizes` and the checked `target_sizes` for outputs whose stride-4 logits are
-        (B, M, h, w) = `logits_shape` (M queries or classes)."""
+        """`padded_size`, `valid_sizes` (from `pixel_mask`) and the checked `target_sizes` for (B, M, h, w) logits."""
         batch_size, low_size = logits_shape[0], tuple(logits_shape[-2:])
         pixel_mask = _field(outputs, "pixel_mask")  # (B, H, W) or None
-        target_sizes = self._check_target_sizes(target_sizes, batch_size)
+        if isinstance(target_sizes, torch.Tensor | np.ndarray):
+            target_sizes = target_sizes.tolist()
+        if target_sizes is not None and len(target_sizes) != batch_size:
+            raise InvalidInputError(
+                f"Got {len(target_sizes)} target sizes for a batch of {batch_size}: pass one (height, width) per image."
+            )
+        for i, target in enumerate(target_sizes or []):
+            pair = tuple(target) if isinstance(target, Sequence) else ()
+            if len(pair) != 2 or not all(
+                isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in pair
+            ):
+                raise InvalidInputError(
+                    f"target_sizes[{i}] must be a (height, width) pair of positive ints, got {target!r}."
+                )
         if pixel_mask is not None:
             if pixel_mask.ndim != 3 or pixel_mask.shape[0] != batch_size:
                 raise InvalidInputError(f"`pixel_mask` must be (B={batch_size}, H, W), got {tuple(pixel_mask.shape)}.")
@@ -453,29 +437,9 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
             # NOTE: without a pixel_mask (outputs built by the user's own code), the whole padded input, 4x the
             # stride-4 logits, is taken as valid, as transformers does.
             padded_size, valid_sizes = (4 * low_size[0], 4 * low_size[1]), None
-        if target_sizes is None:  # as transformers: the maps at the stride-4 logits' resolution
-            target_sizes = [low_size] * batch_size
+        # as transformers: the maps at the stride-4 logits' resolution by default
+        target_sizes = [low_size] * batch_size if target_sizes is None else [(int(h), int(w)) for h, w in target_sizes]
         return {"padded_size": padded_size, "valid_sizes": valid_sizes, "target_sizes": target_sizes}
-
-    @staticmethod
-    def _check_target_sizes(target_sizes: Any, batch_size: int) -> list[tuple[int, int]] | None:
-        if target_sizes is None:
-            return None
-        if isinstance(target_sizes, torch.Tensor | np.ndarray):
-            target_sizes = target_sizes.tolist()
-        if len(target_sizes) != batch_size:
-            raise InvalidInputError(
-                f"Got {len(target_sizes)} target sizes for a batch of {batch_size}: pass one (height, width) per image."
-            )
-        for i, target in enumerate(target_sizes):
-            pair = tuple(target) if isinstance(target, Sequence) else ()
-            if len(pair) != 2 or not all(
-                isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in pair
-            ):
-                raise InvalidInputError(
-                    f"target_sizes[{i}] must be a (height, width) pair of positive ints, got {target!r}."
-                )
-        return [(int(h), int(w)) for h, w in target_sizes]
 
     def post_process_semantic_segmentation(
         self,
@@ -485,12 +449,8 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
         method: Method = "auto",
         band_rows: int | None = None,
     ) -> list[torch.Tensor] | list[SemanticSegmentationPostProcessorOutput]:
-        """Per image, a long (H_t, W_t) map of class ids, at `target_sizes` (default: the mask logits' size, as
-        transformers); with `return_segmentation_scores`, transformers' `SemanticSegmentationPostProcessorOutput`
-        with `segmentation` and the (K, H_t, W_t) `segmentation_scores` it is the argmax of. `method`: "dense",
-        "bounded" or "auto" (see post_processing.py); all give the same maps. `band_rows`: output rows evaluated at
-        once (default: from a memory budget; see docs/post_processing.md). Takes MaskFormer's outputs and a
-        per-pixel classifier's (`logits` (B, K, H/4, W/4): the paper's baseline, always dense)."""
+        """As transformers' (long (H_t, W_t) maps); `return_segmentation_scores` adds the (K, H_t, W_t) scores;
+        `method` and `band_rows` as in post_processing.py. Also takes a per-pixel classifier's `logits`."""
         logits = per_pixel_logits(outputs)  # a per-pixel classifier's (B, K, H / 4, W / 4), else None
         if logits is not None:
             geometry = self._geometry(outputs, logits.shape, target_sizes)
@@ -519,8 +479,7 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
         method: Method = "auto",
         band_rows: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py); with
-        `return_coco_annotation`, the segmentation is one COCO RLE per id of the map (`-1`, no instance, first)."""
+        """As transformers' (see post_processing.py); COCO RLEs per id (`-1` first) with `return_coco_annotation`."""
         check_not_per_pixel(outputs, "instance")
         if return_coco_annotation and return_binary_maps:
             raise InvalidInputError(

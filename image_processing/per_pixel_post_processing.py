@@ -1,12 +1,7 @@
-"""Semantic inference of a per-pixel classifier (the paper's per-pixel baseline, `PerPixelBaselineForSemanticSegmentation`).
+"""Semantic inference of the paper's per-pixel baseline (`PerPixelBaselineForSemanticSegmentation`).
 
-The class logits (B, K, h, w) at stride 4 go through the same geometry as MaskFormer's semantic inference
-(`resampling.Geometry`): bilinear upsampling to the padded input (U), padding cropped, bilinear resize to the
-output size (R); then softmax over the classes and argmax, as detectron2's semantic heads and the paper's baseline
-(their `sem_seg_postprocess` of the upsampled logits). Per-pixel outputs have no segments, so panoptic and
-instance inference refuse them (`check_not_per_pixel`).
-
-Shape legend: B batch, K classes, (h, w) logits at stride 4, (H, W) padded input, (H_t, W_t) the output.
+Class logits (B, K, h, w) go through MaskFormer's geometry (`resampling.Geometry`: U, crop, R), then softmax and
+argmax, as detectron2's semantic heads. Panoptic and instance inference refuse them (`check_not_per_pixel`).
 """
 
 from __future__ import annotations
@@ -21,8 +16,7 @@ from .resampling import Geometry, image_sizes
 
 
 def per_pixel_logits(outputs: Any) -> Tensor | None:
-    """The (B, K, h, w) class logits when `outputs` are a per-pixel classifier's (a `logits` tensor and no
-    `class_queries_logits`), else None."""
+    """The (B, K, h, w) `logits` of a per-pixel classifier's outputs (no `class_queries_logits`), else None."""
 
     def field(name: str) -> Any:
         return outputs.get(name) if isinstance(outputs, Mapping) else getattr(outputs, name, None)
@@ -47,9 +41,7 @@ def check_not_per_pixel(outputs: Any, task: str) -> None:
 
 def _resampled(logits: Tensor, padded_size, valid_sizes, target_sizes):
     """Per image, R(U(logits)): (K, H_t, W_t) float32."""
-    logits = logits.detach().float()
-    if logits.ndim != 4:
-        raise ValueError(f"Expected per-pixel logits (B, K, h, w), got {tuple(logits.shape)}.")
+    logits = logits.detach().float()  # (B, K, h, w), checked by `per_pixel_logits`
     padded = (int(padded_size[0]), int(padded_size[1]))
     for b, (valid, target) in enumerate(image_sizes(len(logits), padded, valid_sizes, target_sizes)):
         yield Geometry.of(tuple(logits.shape[-2:]), padded, valid, target, logits.device).full(logits[b])
@@ -63,8 +55,7 @@ def per_pixel_semantic_scores(
     valid_sizes: Sequence[Sequence[int]] | None = None,
     target_sizes: Sequence[Sequence[int]] | None = None,
 ) -> list[Tensor]:
-    """Per image, the class probabilities softmax_k(R(U(logits))), (K, H_t, W_t) float32 (test-time
-    augmentation averages them)."""
+    """Per image, softmax_k(R(U(logits))), (K, H_t, W_t) float32 (test-time augmentation averages them)."""
     return [scores.softmax(0) for scores in _resampled(logits, padded_size, valid_sizes, target_sizes)]
 
 

@@ -1,25 +1,15 @@
 """MaskFormer inference: semantic, instance and panoptic maps from the class and mask predictions.
 
-The authors' algorithm (facebookresearch/MaskFormer `mask_former_model.py`: `semantic_inference`,
-`panoptic_inference`; Mask2Former's `instance_inference`) in their order of operations: the mask logits are
-upsampled bilinearly to the padded input (U), the padding is cropped and the result resized to the output size (R,
-detectron2's `sem_seg_postprocess`); semantic inference takes the sigmoid between U and R, the others after both.
-It runs a band of output rows at a time (`Geometry.bands`), each band resampling only the logit rows it reads, so
-memory follows the band, never queries x output pixels (12-MP photos).
+The authors' algorithm (facebookresearch/MaskFormer `semantic_inference`, `panoptic_inference`; Mask2Former's
+`instance_inference`) in their order: logits upsampled to the padded input (U), cropped, resized to the output (R);
+the sigmoid between U and R for semantic, after both otherwise. It runs a band of output rows at a time, so memory
+follows the band (12-MP photos). `method`: "dense" (this module), "bounded" (the CPU accelerator, `bounded.py`,
+`bounded_masks.py`: the same maps up to float ties), "auto" (the one `cost.py` predicts faster; dense off the CPU).
 
-`method`: "dense" is this module; "bounded" a CPU accelerator giving the same maps (up to float rounding on exact
-ties) from bounds (`bounded.py`, `bounded_masks.py`); "auto" (default) the one `cost.py` predicts faster here,
-always "dense" off the CPU.
-
-Deliberate differences from the original: the padding is cropped before any resize (also for panoptic); instance
-inference honours `threshold`, `mask_threshold` and `overlap_mask_area_threshold` and paints a non-overlapping
-map; queries with non-finite logits are ignored with a warning.
-
-Outputs (as `transformers.MaskFormerImageProcessor`) at the target size (default: the valid input size): semantic
-(H_t, W_t) int64 class ids; instance `segmentation` (H_t, W_t) int32 ids 0..N-1, -1 where no instance (or with
-`return_binary_maps` an (N, H_t, W_t) bool stack); panoptic `segmentation` (H_t, W_t) int32 ids from 1, 0 where
-no segment. Shape legend: Q queries, K classes (+1 "no object"), (h, w) the mask logits, (H_t, W_t) the output,
-M kept queries (panoptic), U candidate queries and N instances (instance).
+Deliberate differences from the original: the padding is cropped before any resize; instance inference honours
+`threshold`, `mask_threshold` and `overlap_mask_area_threshold` and paints a non-overlapping map; queries with
+non-finite logits are ignored with a warning. Outputs as transformers'; shapes: Q queries, K classes (+1 "no
+object"), (h, w) the mask logits, (H_t, W_t) the output, M kept queries (panoptic), U candidates and N instances.
 """
 
 from __future__ import annotations
@@ -47,9 +37,9 @@ logger = logging.getLogger(__name__)
 Method = Literal["auto", "dense", "bounded"]
 
 
-def _images(class_logits: Tensor, mask_logits: Tensor, padded_size, valid_sizes, target_sizes) -> list:
-    """Per image: its geometry, and the class (Q, K + 1) and mask (Q, h, w) float32 logits of its queries whose
-    logits are all finite."""
+def _images(class_logits: Tensor, mask_logits: Tensor, padded_size, valid_sizes, target_sizes, masks=True) -> list:
+    """Per image: geometry, class (Q, K + 1) and mask (Q, h, w) float32 logits of the queries whose logits are
+    finite (class logits only without `masks`: the caller checks the masks it uses)."""
     class_logits, mask_logits = class_logits.detach().float(), mask_logits.detach().float()
     if class_logits.ndim != 3 or mask_logits.ndim != 4 or class_logits.shape[:2] != mask_logits.shape[:2]:
         raise ValueError(
@@ -58,14 +48,7 @@ def _images(class_logits: Tensor, mask_logits: Tensor, padded_size, valid_sizes,
         )
     padded = (int(padded_size[0]), int(padded_size[1]))
     sizes = image_sizes(len(class_logits), padded, valid_sizes, target_sizes)
-    # NOTE: a sum is non-finite when a term is (or, rarely, when huge terms overflow: then checked element-wise).
-    finite = torch.isfinite(class_logits.sum(-1)) & torch.isfinite(mask_logits.sum((-2, -1)))  # (B, Q)
-    if not finite.all():
-        finite = torch.isfinite(class_logits).all(-1) & torch.isfinite(mask_logits).flatten(2).all(-1)
-        dropped = (~finite).sum(1).tolist()
-        if any(dropped):
-            message = "Ignoring queries with non-finite (NaN or inf) logits: %s of %d per image."
-            logger.warning(message, dropped, finite.shape[1])
+    finite = _finite(class_logits, mask_logits) if masks else _finite(class_logits)  # (B, Q)
     images = []
     for b, (valid, target) in enumerate(sizes):
         geometry = Geometry.of(tuple(mask_logits.shape[-2:]), padded, valid, target, mask_logits.device)
@@ -74,6 +57,19 @@ def _images(class_logits: Tensor, mask_logits: Tensor, padded_size, valid_sizes,
         else:
             images.append((geometry, class_logits[b, finite[b]], mask_logits[b, finite[b]]))
     return images
+
+
+def _finite(*logits: Tensor, lead: int = 2) -> Tensor:
+    """Which queries (the first `lead` dims) have all their logits finite; warns about the others."""
+    # NOTE: a sum is non-finite when a term is (or, rarely, when huge terms overflow: then checked element-wise).
+    finite = functools.reduce(torch.logical_and, [torch.isfinite(x.sum(tuple(range(lead, x.ndim)))) for x in logits])
+    if not finite.all():
+        finite = functools.reduce(torch.logical_and, [torch.isfinite(x).flatten(lead).all(-1) for x in logits])
+        dropped = (~finite).sum(-1).view(-1).tolist()
+        if any(dropped):
+            message = "Ignoring queries with non-finite (NaN or inf) logits: %s of %d per image."
+            logger.warning(message, dropped, finite.shape[-1])
+    return finite
 
 
 def _check(method: Method, band_rows: int | None) -> None:
@@ -88,8 +84,7 @@ def _bands(geometry: Geometry, maps: int, band_rows: int | None):
 
 
 def _tiny(task: str, method: str) -> None:
-    """One tiny image (8 queries, 4 classes, 8x8 logits of noise, so that every stage runs) through a task's
-    `method`: its fixed cost per image, for `cost.py`."""
+    """A tiny noisy image through a task's `method`: its fixed cost per image, for `cost.py`."""
     generator = torch.Generator().manual_seed(0)
     class_logits = torch.randn(1, 8, 5, generator=generator) * 3
     mask_logits = torch.randn(1, 8, 8, 8, generator=generator) * 4
@@ -153,8 +148,7 @@ def semantic_scores(
     target_sizes: Sequence[Sequence[int]] | None = None,
     rows: tuple[int, int] | None = None,
 ) -> list[Tensor]:
-    """The class scores before the argmax, R(sum_q p_q(k) * sigmoid(U(m_q))): (K, H_t, W_t) float32 per image, or
-    only the output rows rows[0]..rows[1]-1 (K x rows x W_t). Test-time augmentation averages them."""
+    """The scores before the argmax: (K, H_t, W_t) float32 per image, or only `rows` (test-time augmentation)."""
     results = []
     for geometry, classes, masks in _images(class_logits, mask_logits, padded_size, valid_sizes, target_sizes):
         first, last = rows if rows is not None else (0, geometry.target[0])
@@ -196,10 +190,15 @@ def panoptic_segmentation(
     _check(method, band_rows)
     fuse = set() if label_ids_to_fuse is None else {int(label) for label in label_ids_to_fuse}
     results = []
-    for geometry, classes, masks in _images(class_logits, mask_logits, padded_size, valid_sizes, target_sizes):
+    images = _images(class_logits, mask_logits, padded_size, valid_sizes, target_sizes, masks=False)
+    for geometry, classes, masks in images:
         scores, labels = classes.softmax(-1).max(-1)  # (Q,)
         keep = (labels != classes.shape[-1] - 1) & (scores > threshold)
         scores, labels, masks = scores[keep], labels[keep], masks[keep]  # M kept queries
+        if len(masks):  # NOTE: only the masks read are checked (M maps, not Q)
+            finite = _finite(masks, lead=1)
+            if not finite.all():
+                scores, labels, masks = scores[finite], labels[finite], masks[finite]
         if not len(scores):
             segmentation = torch.zeros(geometry.target, dtype=torch.int32, device=masks.device)
             results.append({"segmentation": segmentation, "segments_info": []})
@@ -229,8 +228,7 @@ def panoptic_segmentation(
 
 
 def _panoptic_mask_ids(scores: Tensor, logits: Tensor, geometry: Geometry, mask_threshold: float, band_rows):
-    """The original's `cur_mask_ids` (the winning query per pixel, (H_t, W_t) int32), and per query its
-    `mask_area` (pixels won) and `original_area` (pixels with sigmoid >= mask_threshold), as lists."""
+    """The original's `cur_mask_ids` (H_t, W_t) int32, and per query `mask_area` and `original_area` (lists)."""
     mask_ids = torch.empty(geometry.target, dtype=torch.int32, device=logits.device)
     mask_area = torch.zeros(len(scores), dtype=torch.long, device=logits.device)
     original_area = torch.zeros(len(scores), dtype=torch.long, device=logits.device)
@@ -329,10 +327,8 @@ def instance_segmentation(
 
 
 class InstanceMasks:
-    """The candidates' masks at the output size, band by band: the binary masks `inside` (sigmoid(m_u) >
-    mask_threshold, as 1.0 / 0.0) and `covered` (the sigmoid inside them, 0 outside), (U, rows, W_t) each. They are
-    evaluated again for each question unless the output is one band, which is kept. `BoundedInstanceMasks` (bounded_masks.py)
-    answers the same questions, evaluating each candidate only where its mask can be."""
+    """The candidates' masks band by band: `inside` (sigmoid > mask_threshold, 1.0 / 0.0) and `covered` (the
+    sigmoid inside, 0 outside), (U, rows, W_t) each; kept when one band. `BoundedInstanceMasks` is its accelerator."""
 
     def __init__(self, logits: Tensor, geometry: Geometry, mask_threshold: float, band_rows: int | None) -> None:
         self.logits, self.geometry, self.threshold = logits, geometry, mask_threshold
@@ -364,9 +360,8 @@ class InstanceMasks:
         return area, total.float()
 
     def winners(self, instance_query: list[int], scores: Tensor) -> tuple[Tensor, list[int]]:
-        """Per pixel, the instance whose binary mask covers it with the highest score * sigmoid (the first on ties),
-        or N where none does: (H_t, W_t) int32, and each instance's visible pixels (N + 1,) as a list. scores: (N,),
-        decreasing."""
+        """Per pixel, the covering instance with the highest score * sigmoid (the first on ties), N where none:
+        (H_t, W_t) int32, and each instance's visible pixels (N + 1,). scores: (N,), decreasing."""
         count = len(instance_query)
         winner = torch.full(self.geometry.target, count, dtype=torch.int32, device=scores.device)
         if not count:

@@ -1,13 +1,9 @@
 """The resampling geometry of MaskFormer's inference, band by band.
 
-The authors' inference (facebookresearch/MaskFormer `mask_former_model.py` with detectron2's `sem_seg_postprocess`)
-resamples the stride-4 mask logits twice, bilinearly with align_corners=False: up to the padded input size (U),
-then, once the padding is cropped, to the output size (R). Both are separable; along an axis an output coordinate
-blends two coordinates of the cropped input (`Axis.sources`), each a blend of two low-res ones (`Axis.taps`). So a
-band of output rows needs only a band of the logits' rows, and memory grows with the band, not with the output.
-
-Shapes: C maps (queries or classes), (h, w) low resolution, (H, W) padded input, (h_v, w_v) its unpadded
-content, (H_t, W_t) the output.
+The authors' inference (with detectron2's `sem_seg_postprocess`) resamples the stride-4 mask logits bilinearly
+(align_corners=False) up to the padded input (U), then, cropped, to the output size (R). Both are separable: an
+output coordinate blends two of the cropped input (`Axis.sources`), each a blend of two low-res ones (`Axis.taps`),
+so a band of output rows reads a band of logit rows. Shapes: C maps, (h, w) low res, (H_t, W_t) the output.
 """
 
 from __future__ import annotations
@@ -48,8 +44,8 @@ def image_sizes(
 
 
 def linear_taps(n_in: int, n_out: int, device: torch.device | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """One axis of torch's bilinear resize (align_corners=False): for each output coordinate, the two input
-    coordinates it blends and the weight of the second, computed in float32 as torch does."""
+    """One axis of torch's bilinear resize (align_corners=False): per output coordinate, the two inputs it blends
+    and the second's weight, in float32 as torch."""
     scale = torch.tensor(n_in, dtype=torch.float32) / n_out
     source = ((torch.arange(n_out, dtype=torch.float32, device=device) + 0.5) * scale - 0.5).clamp_(min=0)
     first = source.floor().long().clamp_(max=n_in - 1)
@@ -125,15 +121,13 @@ class Geometry:
             yield first, min(first + rows, self.target[0])
 
     def band_rows(self, maps: int, elements: int = BAND_ELEMENTS) -> int:
-        """Output rows per band so that `maps` maps over a band's rows, at the output and at the cropped input
-        (with the rows a band's edges add), hold about `elements` values."""
+        """Output rows per band so that `maps` maps over a band, at the output and the input, hold ~`elements`."""
         (h_v, w_v), (h_t, w_t) = self.valid, self.target
         per_row = maps * (w_t + w_v * (h_v / h_t)) + 1
         return max(1, min(h_t, int(elements / per_row) - 2))
 
     def upsampled(self, logits: Tensor, sources: Rows | None = None) -> Tensor:
-        """U and the crop: (C, h, w) logits -> (C, rows, w_v), the valid rows sources[0]..sources[1]-1 (all by
-        default) of their bilinear upsampling to the padded input."""
+        """U and the crop: (C, h, w) logits -> (C, rows, w_v) over the valid rows `sources` (default: all)."""
         first, last = sources or (0, self.y.valid)
         if self.stride_4:
             # NOTE: torch's upsampling of a band of logit rows, one row of margin on each side, equals the whole
@@ -155,8 +149,7 @@ class Geometry:
         return up[0, :, :, : self.x.valid]
 
     def resized(self, maps: Tensor, rows: Rows | None = None, sources: Rows | None = None) -> Tensor:
-        """R: maps over the valid rows `sources` (all by default) -> (C, rows, W_t), output rows rows[0]..rows[1]-1
-        (all by default); `sources` must hold `self.y.sources(rows)`."""
+        """R: maps over the valid rows `sources` (= `self.y.sources(rows)`) -> (C, rows, W_t) (default: all)."""
         rows = rows or (0, self.y.target)
         first = (sources or (0, self.y.valid))[0]
         if not self.y.identity:

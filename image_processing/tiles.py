@@ -1,15 +1,9 @@
-"""The accelerator's view of the resampling (`bounded.py`, `bounded_masks.py`): windows, tiles, and exact
-evaluation at chosen pixels.
+"""The accelerator's view of the resampling: windows, tiles, and exact evaluation at chosen pixels.
 
-Along one axis, an output coordinate of the authors' resampling (U then R, `resampling.py`) blends low-res
-coordinates `window`, `window + 1` and, where its two sources straddle two low-res cells, `window + 2`: an output
-pixel depends on a window of 2x2 to 3x3 logits. Output pixels with the same window form a *tile*. Both
-resamplings are convex blends and the sigmoid is monotone, so the extrema of a query's logits over a tile's window
-bound it at every pixel of the tile (`Tiles.window_extrema`); where the bounds decide nothing, the original
-computation runs exactly at the pixels left (`Pixels`, `Tiles.region`).
-
-Shapes: C maps (queries or classes), (h, w) low resolution, (h_v, w_v) the cropped input, (H_t, W_t) the output,
-(T_y, T_x) the grid of tiles, n pixels, n_s their distinct source pixels.
+An output pixel of the authors' resampling (U then R, `resampling.py`) reads a window of 2x2 to 3x3 logits; output
+pixels with the same window form a tile, bounded by the extrema over its window (`Tiles.window_extrema`). Where the
+bounds decide nothing, the original computation runs exactly at the pixels left (`Tiles.region`). Shapes: C maps,
+(h, w) low resolution, (h_v, w_v) the cropped input, (H_t, W_t) the output, (T_y, T_x) the tile grid, n pixels.
 """
 
 from __future__ import annotations
@@ -81,27 +75,18 @@ class TileAxis:
         keys = self.keys[tiles[0] : tiles[1]]
         starts = keys // 2 - int(keys[0]) // 2
         n = values.shape[dim]
-        pair = (
-            torch.cat(
-                [
-                    op(values.narrow(dim, 0, n - 1), values.narrow(dim, 1, n - 1)),
-                    values.narrow(dim, n - 1, 1),
-                ],
-                dim,
+        pair = values  # op over coordinates i, i + 1 (the last alone)
+        if n > 1:
+            pair = torch.cat(
+                [op(values.narrow(dim, 0, n - 1), values.narrow(dim, 1, n - 1)), values.narrow(dim, n - 1, 1)], dim
             )
-            if n > 1
-            else values
-        )
         if not bool((keys % 2).any()):  # every support spans two coordinates
             return pair.index_select(dim, starts)
-        triple = (
-            torch.cat(
-                [op(pair.narrow(dim, 0, n - 2), values.narrow(dim, 2, n - 2)), pair.narrow(dim, n - 2, 2)],
-                dim,
+        triple = pair  # op over i, i + 1, i + 2
+        if n > 2:
+            triple = torch.cat(
+                [op(pair.narrow(dim, 0, n - 2), values.narrow(dim, 2, n - 2)), pair.narrow(dim, n - 2, 2)], dim
             )
-            if n > 2
-            else pair
-        )
         return torch.cat([pair, triple], dim).index_select(dim, starts + n * (keys % 2))
 
 
@@ -149,13 +134,9 @@ class Tiles:
         """The output rows [first, last) of tile rows tiles[0]..tiles[1]-1."""
         return self._y_start[tiles[0]], self._y_start[tiles[1] - 1] + self._y_count[tiles[1] - 1]
 
-    def low_rows(self, tiles: tuple[int, int]) -> tuple[int, int]:
-        """The low-res rows [first, last) the windows of tile rows tiles[0]..tiles[1]-1 read."""
-        return self._y_window[tiles[0]], min(self._y_window[tiles[1] - 1] + 3, self.geometry.low[0])
-
     def window_extrema(self, logits: Tensor, tiles: tuple[int, int]) -> tuple[Tensor, Tensor]:
         """(C, h, w) -> the minimum and maximum over the windows of tile rows tiles[0]..tiles[1]-1, (C, rows, T_x)."""
-        first, last = self.low_rows(tiles)
+        first, last = self._y_window[tiles[0]], min(self._y_window[tiles[1] - 1] + 3, self.geometry.low[0])
         band = logits[:, first:last]
         everything = (0, self.grid[1])
         return tuple(
@@ -190,9 +171,8 @@ class Tiles:
         return rows, take(take(self.x.start, tile_x), owner) + local % width, owner
 
     def region(self, logits: Tensor, rows: tuple[int, int], cols: tuple[int, int]) -> Tensor:
-        """R(U(logits)) of one (h, w) map over output rows rows[0]..rows[1]-1 and cols cols[0]..cols[1]-1: the two
-        linear resamplings composed into one per axis (`TileAxis.composite`), or, without a resize at stride 4,
-        torch's upsampling of the logits the region reads (the same blends, faster)."""
+        """R(U(logits)) of one (h, w) map over output `rows` x `cols`: U and R composed per axis, or at stride 4
+        without a resize, torch's upsampling (the same blends, faster)."""
         geometry = self.geometry
         if geometry.y.identity and geometry.x.identity and geometry.stride_4:
             # NOTE: a block's upsampling equals the whole map's at the block's rows and columns except within two
@@ -214,12 +194,10 @@ class Tiles:
 
 
 def _composite(values: Tensor, dim: int, axis: TileAxis, part: tuple[int, int], offset: int) -> Tensor:
-    """Resample a 2-D `values` along `dim` (holding low-res coordinates offset, offset + 1, ...) to the output
-    coordinates part[0]..part[1]-1 of `axis`, with its composite weights.
+    """`values` (low-res coordinates from `offset` along `dim`) resampled to `axis`'s output coordinates `part`.
 
-    NOTE: products with blocks of the dense weight matrix (at most 3 nonzeros a row), `_COMPOSITE_CHUNK[dim]`
-    outputs at a time so that each block holds only the few low-res coordinates they read: a gather of the 3 taps
-    and their blend copies three values per output and is several times slower on CPU."""
+    NOTE: products with blocks of the dense weight matrix, `_COMPOSITE_CHUNK[dim]` outputs at a time; a gather of
+    the 3 taps and their blend is several times slower on CPU."""
     first, last = part
     shape = list(values.shape)
     shape[dim] = last - first
@@ -239,10 +217,8 @@ def _composite(values: Tensor, dim: int, axis: TileAxis, part: tuple[int, int], 
 
 
 class Pixels:
-    """Output pixels of one image and their source pixels in the cropped input: `sources(logits)` gives U at the
-    distinct source pixels, (n_s, C); `position` (4, n) indexes each output pixel's four sources (top-left,
-    top-right, bottom-left, bottom-right) among them, and `blend(values)` takes (n_s, C) values there to the output
-    pixels (R), (n, C)."""
+    """Output pixels and their sources: `sources(logits)` is U at the distinct sources (n_s, C); `position` (4, n)
+    indexes each pixel's four sources; `blend(values)` takes (n_s, C) values to the pixels (R), (n, C)."""
 
     def __init__(self, geometry: Geometry, rows: Tensor, cols: Tensor) -> None:
         self.geometry = geometry
@@ -292,9 +268,8 @@ def upsampled_at(table: Tensor, geometry: Geometry, rows: Tensor, cols: Tensor) 
 
 
 def _renumber(ids: Tensor, count: int) -> tuple[Tensor, Tensor]:
-    """ids (any shape) out of range(count) -> (their index among the distinct ids, the distinct ids sorted).
-    NOTE: a scatter into a table of `count` (the input's pixels or cells, not the output's), faster than
-    torch.unique's sort."""
+    """ids in range(count) -> (index among the distinct ids, the distinct ids sorted). NOTE: a scatter into a
+    table of `count`, faster than torch.unique's sort."""
     needed = torch.zeros(count, dtype=torch.bool, device=ids.device)
     needed[ids.flatten()] = True
     distinct = needed.nonzero().squeeze(1)

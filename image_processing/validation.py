@@ -1,9 +1,5 @@
-"""Input checking and conversion for the MaskFormer image processor.
-
-Every raw input (PIL image, numpy array, torch tensor) becomes a torch tensor here, or is refused in one line that
-names it (`images[2]`, `segmentation_maps[0]`) and the fix, before it can fail inside torch. The processor's
-settings (`size`, `resample`, mean/std, ...) are normalised and checked here too.
-"""
+"""The image processor's input checks: each raw input (PIL, numpy, torch) becomes a tensor or is refused in one
+line naming it (`images[2]`) and the fix, before it can fail inside torch; the settings are checked here too."""
 
 from __future__ import annotations
 
@@ -71,11 +67,8 @@ def _as_tensor(obj: Any, where: str, kinds: str, expected: str) -> torch.Tensor:
 
 
 def as_list(inputs: Any, name: str, *, num_images: int | None = None) -> list[Any]:
-    """A single input, a list/tuple of inputs or a batch array/tensor → a non-empty list.
-
-    Image batches are 4-D. For segmentation maps (`num_images` given), a 3-D array is a (B, H, W) batch only when
-    B == num_images and it is not (H, W, 1); otherwise it is one map (checked later).
-    """
+    """One input, a list/tuple or a batch (4-D images; 3-D maps when B == `num_images` and not (H, W, 1)) → a
+    non-empty list."""
     _refuse_path(inputs, name)
     is_array = isinstance(inputs, np.ndarray | torch.Tensor)
     map_batch = is_array and num_images is not None and inputs.ndim == 3 and inputs.shape[0] == num_images
@@ -145,10 +138,8 @@ def check_image_size(height: int, width: int, where: str, *, min_side: int, max_
 def image_to_tensor(
     image: Any, where: str, *, min_side: int, max_side: int, max_pixels: int, channels_last: bool = False
 ) -> tuple[torch.Tensor, bool]:
-    """One image as a (C, h, w) tensor with C in {1, 3}, uint8 (0..255) or float32, and `in_unit_range`: True when
-    its values are already in [0, 1] (uint16 input scaled by 1/65535, or float input with max <= 1), so that the
-    processor does not rescale it again. `channels_last`: a 3-D array is (H, W, C) (transformers'
-    `input_data_format="channels_last"`)."""
+    """One image as a (C, h, w) uint8 or float32 tensor, C in {1, 3}, and whether it is already in [0, 1] (uint16
+    scaled by 1/65535, or float with max <= 1: not rescaled again). `channels_last`: a 3-D array is (H, W, C)."""
     limits = {"min_side": min_side, "max_side": max_side, "max_pixels": max_pixels}
     is_16bit = False
     if isinstance(image, Image.Image):
@@ -186,8 +177,7 @@ def image_to_tensor(
 
 
 def segmentation_map_to_tensor(seg_map: Any, where: str) -> torch.Tensor:
-    """One segmentation map (class or instance ids) as an (h, w) tensor of ids >= 0: uint8 maps stay uint8 (0..255
-    are exact: cheaper to resize and compare), others become long. PIL "P" maps give their palette indices."""
+    """One map of ids as an (h, w) tensor of ids >= 0: uint8 stays uint8 (cheaper), others become long."""
     if isinstance(seg_map, Image.Image):
         if seg_map.mode not in _PIL_MAP_MODES:
             raise InvalidInputError(
@@ -281,8 +271,8 @@ def _checked(ok: bool, setting: str, rule: str, value: Any) -> None:
 
 
 def checked_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """The processor's settings, checked (one line naming the setting) and normalised: `size` a dict, `resample` a
-    `PILImageResampling` (a torchvision InterpolationMode is read too), mean/std 3 floats, flags bools."""
+    """The processor's settings, checked and normalised: `size` a dict, `resample` a `PILImageResampling` (or a
+    torchvision InterpolationMode), mean/std 3 floats, flags bools."""
     settings = dict(settings, size=normalize_size(settings["size"]))
     resample = settings["resample"]
     if isinstance(resample, tvF.InterpolationMode):

@@ -392,6 +392,29 @@ def test_non_finite_queries_are_ignored_with_a_warning(caplog):
         assert ours["segments_info"] == expected["segments_info"]
 
 
+@pytest.mark.parametrize("method", ["dense", "bounded"])
+def test_panoptic_checks_only_the_masks_of_kept_queries(caplog, method):
+    """A NaN mask of a query below the threshold is never read: no warning, the same segments; one of a kept query
+    is ignored with a warning."""
+    class_logits, mask_logits = outputs(
+        ([0.9, 0.05, 0.05], LEFT), ([0.05, 0.9, 0.05], RIGHT), ([0.3, 0.3, 0.4], EVERYWHERE)
+    )
+    clean = panoptic_segmentation(class_logits[:, :2], mask_logits[:, :2], padded_size=PADDED, method=method)[0]
+    discarded, kept = mask_logits.clone(), mask_logits.clone()
+    discarded[0, 2, 3, 3] = kept[0, 1, 3, 3] = math.nan
+    with caplog.at_level("WARNING"):
+        ours = panoptic_segmentation(class_logits, discarded, padded_size=PADDED, method=method)[0]
+    assert "non-finite" not in caplog.text
+    assert torch.equal(ours["segmentation"], clean["segmentation"])
+    assert ours["segments_info"] == clean["segments_info"]
+    with caplog.at_level("WARNING"):
+        ours = panoptic_segmentation(class_logits, kept, padded_size=PADDED, method=method)[0]
+    assert "non-finite (NaN or inf) logits: [1] of 2 per image" in caplog.text
+    expected = panoptic_segmentation(class_logits[:, :1], mask_logits[:, :1], padded_size=PADDED, method=method)[0]
+    assert torch.equal(ours["segmentation"], expected["segmentation"])
+    assert ours["segments_info"] == expected["segments_info"]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("method", ["auto", "dense"])
 def test_the_dense_path_on_gpu_is_the_original(method):
