@@ -30,7 +30,6 @@ def class_colour(class_id: int, shade: int = 0) -> tuple[int, int, int]:
 
 
 def to_numpy(array: Any) -> np.ndarray:
-    """A tensor (any device) or array-like as a numpy array."""
     return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
 
 
@@ -60,7 +59,6 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 
 def _legend(entries: Sequence[tuple], height: int, font_size: int, max_entries: int) -> Image.Image:
-    """A white panel with a swatch and a line per (colour, text, area fraction) entry."""
     font, row = _font(font_size), font_size + 8
     shown = entries[:max_entries]
     lines = [f"{text}  {100 * area:.1f}%" for _, text, area in shown] or ["no segments"]
