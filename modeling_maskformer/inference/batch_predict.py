@@ -241,17 +241,20 @@ class PredictionSummary:
 
 class _Progress:
     """A tqdm bar on a terminal, else one stderr line per image `[k/N] path: note`; "none": only problems.
-    NOTE: lines wait for those of the images before them (`expect`): an unreadable file is found when its window is
+    NOTE: lines wait for those of the images before them in `order`: an unreadable file is found when its window is
     read, before the forward passes of the images ahead of it."""
 
-    def __init__(self, total: int, mode: Progress, done: int):
+    def __init__(self, total: int, mode: Progress, order: Sequence[int]):
         self.mode = ("bar" if sys.stderr.isatty() else "lines") if mode == "auto" else mode
-        self.total, self.order, self.pending = total, deque(), {}
-        bar = {"total": total, "initial": done, "desc": "predicting", "unit": "image", "file": sys.stderr}
+        self.total, self.order, self.pending = total, deque(order), {}
+        bar = {
+            "total": total,
+            "initial": total - len(order),
+            "desc": "predicting",
+            "unit": "image",
+            "file": sys.stderr,
+        }
         self.bar = tqdm(**bar) if self.mode == "bar" else None
-
-    def expect(self, positions: Sequence[int]) -> None:
-        self.order.extend(positions)
 
     def step(self, position: int, path: Path, note: str, *, problem: bool = False) -> None:
         if self.bar is not None:
@@ -404,7 +407,7 @@ def predict_images(
     names = output_names(paths)
     todo = [index for index in range(len(paths)) if index + 1 not in entries]
     summary.resumed = [str(paths[index]) for index in range(len(paths)) if index + 1 in entries]
-    bar = _Progress(len(paths), progress, done=len(summary.resumed))
+    bar = _Progress(len(paths), progress, todo)
     started = last_flush = time.monotonic()
     finished = False  # every image tried (a bug or a signal leaves it False)
     window = 8 * batch_size  # images read and grouped by padded size at a time (as the evaluator)
@@ -414,7 +417,6 @@ def predict_images(
                 if stop:
                     break
                 loaded = []
-                bar.expect(todo[first : first + window])
                 for index in todo[first : first + window]:
                     try:
                         image = read_image(paths[index])
