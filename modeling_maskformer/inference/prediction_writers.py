@@ -174,12 +174,9 @@ class _Writer:
         return self.folder / name
 
     def _coco(self, annotations: list[dict], *, things_only: bool = False) -> dict[str, Any]:
+        images = sorted(self.images, key=lambda i: i["id"])
         categories = coco_categories(self.id2label, self.thing_ids, things_only=things_only)
-        return {
-            "images": sorted(self.images, key=lambda i: i["id"]),
-            "annotations": annotations,
-            "categories": categories,
-        }
+        return {"images": images, "annotations": annotations, "categories": categories}
 
 
 class SemanticWriter(_Writer):
