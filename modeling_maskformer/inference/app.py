@@ -141,13 +141,7 @@ def _image_input(**kwargs):
     return component
 
 
-def build_demo(
-    model_dir: str | os.PathLike,
-    *,
-    precision: str = "fp32",
-    limits: Limits = Limits(),
-    title: str = "MaskFormer: semantic, instance and panoptic segmentation",
-):
+def build_demo(model_dir: str | os.PathLike, *, precision: str = "fp32", limits: Limits = Limits()):
     """The Gradio Blocks of the demo for the model at `model_dir` (chosen here, never by a visitor)."""
     import gradio as gr
 
@@ -163,7 +157,8 @@ def build_demo(
     labels = ", ".join(segmenter.id2label[i] for i in sorted(segmenter.id2label))
     with gr.Blocks(title="MaskFormer demo") as demo:
         gr.Markdown(
-            f"# {title}\nModel: `{Path(str(model_dir)).name}` ({len(segmenter.id2label)} classes: {labels}). "
+            "# MaskFormer: semantic, instance and panoptic segmentation\n"
+            f"Model: `{Path(str(model_dir)).name}` ({len(segmenter.id2label)} classes: {labels}). "
             f"Images up to {limits.max_bytes // 2**20} MB and {limits.max_pixels / 1e6:.0f} megapixels."
         )
         with gr.Row():
