@@ -24,8 +24,7 @@ import sys
 
 from modeling_maskformer.cli import run_cli
 from modeling_maskformer.inference.app import load_model
-from modeling_maskformer.inference.batch_predict import TASKS, predict_images
-from modeling_maskformer.inference.prediction_inputs import expand_inputs
+from modeling_maskformer.inference.batch_predict import TASKS, expand_inputs, predict_images
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

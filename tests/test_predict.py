@@ -31,9 +31,13 @@ from modeling_maskformer.cli import run_cli
 from modeling_maskformer.data.decoding import read_coco_panoptic_json
 from modeling_maskformer.data.labels import TASKS, task_caveats
 from modeling_maskformer.inference.app import load_model
-from modeling_maskformer.inference.batch_predict import resolve_device
-from modeling_maskformer.inference.batching import forward_by_padded_size
-from modeling_maskformer.inference.prediction_inputs import expand_inputs, output_names, read_image
+from modeling_maskformer.inference.batch_predict import (
+    expand_inputs,
+    forward_by_padded_size,
+    output_names,
+    read_image,
+    resolve_device,
+)
 from modeling_maskformer.inference.prediction_writers import (
     ImageRecord,
     InstanceWriter,

@@ -17,7 +17,7 @@ from transformers import PretrainedConfig
 from ..configuration.configuration_per_pixel import PerPixelBaselineConfig
 from ..errors import InvalidInputError
 from ..image_processing import MaskFormerImageProcessor
-from ..inference.batching import forward_by_padded_size
+from ..inference.batch_predict import forward_by_padded_size
 from ..inference.tta import TestTimeAugmentation, semantic_segmentation_tta
 from ..interop.transformers_weights import convert_from_transformers
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation

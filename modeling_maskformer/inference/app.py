@@ -38,7 +38,6 @@ class UploadError(InvalidInputError):
 
 
 def example_images() -> list[Path]:
-    """The bundled example pictures."""
     return sorted(p for p in EXAMPLES.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
 
@@ -116,12 +115,11 @@ class Segmenter:
         post["overlap_mask_area_threshold"] = overlap_threshold
         size = [(image.height, image.width)]
         [result] = segment(self.processor, outputs, task, thing_ids=self.thing_ids, target_sizes=size, **post)
-        rows = []
-        for row in segments_table(result, task, self.id2label):
-            score = row["score"] if row["score"] is None else round(row["score"], 3)
-            rows.append([row["label"], score, round(100 * row["area_fraction"], 2)])
-        rows.sort(key=lambda row: -row[2])
-        return draw(image, result, self.id2label, task=task), rows
+        rows = [
+            [row["label"], row["score"] and round(row["score"], 3), round(100 * row["area_fraction"], 2)]
+            for row in segments_table(result, task, self.id2label)
+        ]
+        return draw(image, result, self.id2label, task=task), sorted(rows, key=lambda row: -row[2])
 
 
 def _image_input(**kwargs):
@@ -143,13 +141,7 @@ def _image_input(**kwargs):
     return component
 
 
-def build_demo(
-    model_dir: str | os.PathLike,
-    *,
-    precision: str = "fp32",
-    limits: Limits = Limits(),
-    title: str = "MaskFormer: semantic, instance and panoptic segmentation",
-):
+def build_demo(model_dir: str | os.PathLike, *, precision: str = "fp32", limits: Limits = Limits()):
     """The Gradio Blocks of the demo for the model at `model_dir` (chosen here, never by a visitor)."""
     import gradio as gr
 
@@ -165,7 +157,8 @@ def build_demo(
     labels = ", ".join(segmenter.id2label[i] for i in sorted(segmenter.id2label))
     with gr.Blocks(title="MaskFormer demo") as demo:
         gr.Markdown(
-            f"# {title}\nModel: `{Path(str(model_dir)).name}` ({len(segmenter.id2label)} classes: {labels}). "
+            "# MaskFormer: semantic, instance and panoptic segmentation\n"
+            f"Model: `{Path(str(model_dir)).name}` ({len(segmenter.id2label)} classes: {labels}). "
             f"Images up to {limits.max_bytes // 2**20} MB and {limits.max_pixels / 1e6:.0f} megapixels."
         )
         with gr.Row():

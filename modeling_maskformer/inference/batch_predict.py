@@ -1,12 +1,17 @@
-"""Batch prediction (`scripts/predict.py`, guide: `docs/predict.md`): the images of `prediction_inputs` in, the files
-of `prediction_writers` out under `<out>/<task>/`, plus `<out>/predictions.json` (settings, per image its files and
-segments, summary). Batches hold images of one padded size only (`batching`). Nothing is lost: unreadable images are
+"""Batch prediction (`scripts/predict.py`, guide: `docs/predict.md`): the image files that files, folders and glob
+patterns name (`expand_inputs`) in, the files of `prediction_writers` out under `<out>/<task>/`, plus
+`<out>/predictions.json` (settings, per image its files and segments, summary). Nothing is lost: unreadable images are
 skipped and reported, the JSON files are written every `flush_seconds` and at the end (also on a bug, Ctrl-C or
 SIGTERM), and the same inputs and settings into the same folder resume the earlier run.
+
+NOTE: MaskFormer, like the original, does not read `pixel_mask`, so padding an image to a larger batch-mate would
+change its predictions: only images of one padded size share a batch (`forward_batches`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import json
 import logging
@@ -16,29 +21,27 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..data.download import write_json
 from ..data.labels import segment, task_caveats
-from ..errors import InvalidInputError
-from .batching import forward_batches
-from .prediction_inputs import UnreadableImageError, output_names, read_image
+from ..data.progress import write_json
+from ..errors import InvalidInputError, MissingInputError
 from .prediction_writers import WRITERS, ImageRecord
 
 logger = logging.getLogger(__name__)
 
 TASKS = tuple(WRITERS)  # semantic, panoptic, instance
 INDEX_FILE = "predictions.json"
-# The run settings that must match for a run to resume an earlier one (batch size and device change nothing).
-RESUME_KEYS = ("model", "precision", "tasks", "threshold", "mask_threshold", "overlap_threshold", "fuse_stuff")
-RESUME_KEYS += ("overlays", "inputs")
+FREE_KEYS = ("batch_size", "device")  # the run settings that change nothing: every other must match to resume
 FILE_FIELDS = ("overlay", "mask", "png")  # the fields of an image's entry that name a file
 Progress = Literal["auto", "bar", "lines", "none"]
 
@@ -66,6 +69,122 @@ def resolve_device(name: str, *, torch_model: bool = True) -> torch.device:
     if why:
         raise InvalidInputError(f"device {name!r} is not available: {why}; use cpu")
     return device
+
+
+# Extensions of the formats PIL can open (not those it can only write, such as .pdf).
+IMAGE_EXTENSIONS = frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+
+
+class UnreadableImageError(Exception):
+    """A file PIL cannot decode; batch prediction reports it and goes on."""
+
+
+def _images(candidates: Iterable[Path], root: Path | None, exclude: list[Path]) -> list[Path]:
+    return sorted(
+        path
+        for path in candidates
+        if path.suffix.lower() in IMAGE_EXTENSIONS
+        and not (root and any(part.startswith(".") for part in path.relative_to(root).parts))
+        and path.is_file()
+        and not any(path.resolve().is_relative_to(folder) for folder in exclude)
+    )
+
+
+def expand_inputs(
+    inputs: Iterable[str | os.PathLike], *, recursive: bool = False, exclude: Iterable[str | os.PathLike] = ()
+) -> list[Path]:
+    """The image files that `inputs` name, none inside the folders `exclude` (the output folder); a folder without
+    images, a pattern matching none or a missing path is a user error naming it."""
+    exclude = [Path(folder).resolve() for folder in exclude]
+    paths: dict[Path, Path] = {}  # resolved -> as given: each file once
+    for given in inputs:
+        text = str(given)
+        path = Path(text).expanduser()
+        if path.is_dir():
+            found = _images(path.rglob("*") if recursive else path.iterdir(), path, exclude)
+            if not found:
+                subfolders = not recursive and any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir())
+                hint = "; its subfolders are searched with --recursive" if subfolders else ""
+                raise InvalidInputError(
+                    f"{text}: no image files in this folder (extensions PIL reads, e.g. .jpg, .png){hint}"
+                )
+        elif path.is_file():
+            found = [path]
+        elif any(character in text for character in "*?["):
+            found = _images(map(Path, glob.glob(os.path.expanduser(text), recursive=True)), None, exclude)
+            if not found:
+                raise InvalidInputError(f"{text}: the pattern matches no image files")
+        elif path.exists():
+            raise InvalidInputError(f"{text}: neither a file nor a folder")
+        else:
+            raise MissingInputError(f"{text}: no such file or folder")
+        for image in found:
+            paths.setdefault(image.resolve(), image)
+    if not paths:
+        raise InvalidInputError("no input images given")
+    return list(paths.values())
+
+
+def output_names(paths: Sequence[str | os.PathLike]) -> list[tuple[str, str]]:
+    """Per path, (file_name, key): its path relative to the deepest folder holding every path, and that without its
+    suffix (kept where two files differ only by it), made unique."""
+    absolute = [Path(os.path.abspath(p)) for p in paths]
+    root = Path(os.path.commonpath([p.parent for p in absolute]))
+    names = [p.relative_to(root).as_posix() for p in absolute]
+    stems = [name.removesuffix(Path(name).suffix) for name in names]
+    counts = Counter(stems)
+    keys, used = [], set()
+    for name, stem in zip(names, stems):
+        key = stem if counts[stem] == 1 else name
+        while key in used:  # only for contrived names (`a.jpg` beside `a.jpg.png` and `a.jpg.gif`)
+            key += "_"
+        used.add(key)
+        keys.append(key)
+    return list(zip(names, keys))
+
+
+def read_image(path: str | os.PathLike) -> Image.Image:
+    """The image at `path` as RGB, EXIF orientation applied (as transformers' `load_image`)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return ImageOps.exif_transpose(image).convert("RGB")
+    except UnidentifiedImageError:
+        raise UnreadableImageError("not an image (PIL cannot identify its format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
+        raise UnreadableImageError(f"cannot decode it ({type(error).__name__}: {error})") from None
+
+
+# What post-processing reads of a model's outputs ("logits": the per-pixel baseline's).
+OUTPUT_FIELDS = ("class_queries_logits", "masks_queries_logits", "logits", "pixel_mask")
+
+
+def forward_batches(
+    model, inputs: Sequence[Mapping[str, Tensor]], *, batch_size: int, device: torch.device | str
+) -> Iterator[tuple[list[int], list[dict[str, Tensor]]]]:
+    """Per forward pass over `inputs` (each the processor's output for ONE image): the positions it covered and their
+    outputs, each as a batch of one."""
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for position, single in enumerate(inputs):
+        by_size.setdefault(tuple(single["pixel_values"].shape[-2:]), []).append(position)
+    for positions in by_size.values():
+        for chunk in (positions[i : i + batch_size] for i in range(0, len(positions), batch_size)):
+            batch = {
+                key: torch.cat([inputs[p][key] for p in chunk]).to(device) for key in ("pixel_values", "pixel_mask")
+            }
+            outputs = model(**batch)
+            fields = [name for name in OUTPUT_FIELDS if outputs.get(name) is not None]
+            yield chunk, [{name: outputs[name][i : i + 1] for name in fields} for i in range(len(chunk))]
+
+
+def forward_by_padded_size(
+    model, inputs: Sequence[Mapping[str, Tensor]], *, batch_size: int, device: torch.device | str
+) -> list[dict[str, Tensor]]:
+    """Per input, in input order, the model's outputs as a batch of one."""
+    outputs: dict[int, dict[str, Tensor]] = {}
+    for chunk, singles in forward_batches(model, inputs, batch_size=batch_size, device=device):
+        outputs.update(zip(chunk, singles))
+    return [outputs[position] for position in range(len(inputs))]
 
 
 @dataclass
@@ -122,29 +241,30 @@ class PredictionSummary:
 
 class _Progress:
     """A tqdm bar on a terminal, else one stderr line per image `[k/N] path: note`; "none": only problems.
-    NOTE: lines wait for those of the images before them (`expect`): an unreadable file is found when its window is
+    NOTE: lines wait for those of the images before them in `order`: an unreadable file is found when its window is
     read, before the forward passes of the images ahead of it."""
 
-    def __init__(self, total: int, mode: Progress):
+    def __init__(self, total: int, mode: Progress, order: Sequence[int]):
         self.mode = ("bar" if sys.stderr.isatty() else "lines") if mode == "auto" else mode
-        self.total, self.order, self.pending = total, deque(), {}
-        self.bar = tqdm(total=total, desc="predicting", unit="image", file=sys.stderr) if self.mode == "bar" else None
-
-    def expect(self, positions: Sequence[int]) -> None:
-        self.order.extend(positions)
+        self.total, self.order, self.pending = total, deque(order), {}
+        bar = {
+            "total": total,
+            "initial": total - len(order),
+            "desc": "predicting",
+            "unit": "image",
+            "file": sys.stderr,
+        }
+        self.bar = tqdm(**bar) if self.mode == "bar" else None
 
     def step(self, position: int, path: Path, note: str, *, problem: bool = False) -> None:
         if self.bar is not None:
             if problem:
-                self.bar.write(f"{path}: {note}", file=sys.stderr)
+                tqdm.write(f"{path}: {note}", file=sys.stderr)
             self.bar.update(1)
         elif self.mode == "lines" or problem:
             self.pending[position] = f"[{position + 1}/{self.total}] {path}: {note}"
             while self.order and self.order[0] in self.pending:
                 print(self.pending.pop(self.order.popleft()), file=sys.stderr, flush=True)
-
-    def say(self, message: str) -> None:
-        (self.bar.write if self.bar is not None else print)(message, file=sys.stderr)
 
     def close(self) -> None:
         for position in sorted(self.pending):  # a run stopped early
@@ -153,36 +273,34 @@ class _Progress:
             self.bar.close()
 
 
-class _StopOnSignal:
-    """SIGINT / SIGTERM set `signal_name` (stop after this forward pass) and restore the previous handler, so a second
-    one stops the program at once. Main thread only."""
+@contextlib.contextmanager
+def _stop_on_signal() -> Iterator[dict[str, str]]:
+    """SIGINT / SIGTERM set the dict's "name" (stop after this forward pass) and restore the previous handler, so a
+    second one stops the program at once. Main thread only."""
+    stop, previous = {}, {}
 
-    def __init__(self, progress: _Progress):
-        self.progress, self.signal_name, self.previous = progress, None, {}
-
-    def __enter__(self) -> _StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for number in (signal.SIGINT, signal.SIGTERM):
-                current = signal.getsignal(number)
-                if current is not signal.SIG_IGN:  # NOTE: an ignored signal (nohup) stays ignored
-                    self.previous[number] = signal.SIG_DFL if current is None else current
-                    signal.signal(number, self._handle)
-        return self
-
-    def _handle(self, number: int, frame) -> None:
-        self.signal_name = signal.Signals(number).name
-        signal.signal(number, self.previous[number])
-        self.progress.say(
-            f"{self.signal_name}: stopping after the current forward pass and writing the results "
-            "(send it again to stop at once)"
+    def handle(number: int, frame) -> None:
+        stop["name"] = signal.Signals(number).name
+        signal.signal(number, previous[number])
+        tqdm.write(
+            f"{stop['name']}: stopping after the current forward pass and writing the results "
+            "(send it again to stop at once)",
+            file=sys.stderr,
         )
 
-    def __exit__(self, *exc) -> None:
-        for number, handler in self.previous.items():
+    for number in (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ():
+        current = signal.getsignal(number)
+        if current is not signal.SIG_IGN:  # NOTE: an ignored signal (nohup) stays ignored
+            previous[number] = signal.SIG_DFL if current is None else current
+            signal.signal(number, handle)
+    try:
+        yield stop
+    finally:
+        for number, handler in previous.items():
             signal.signal(number, handler)
 
 
-def _earlier_entries(out_dir: Path, run: dict[str, Any], overwrite: bool, progress: _Progress) -> dict[int, dict]:
+def _earlier_entries(out_dir: Path, run: dict[str, Any], overwrite: bool) -> dict[int, dict]:
     """By image id, the entries of the images an earlier run into `out_dir` finished, their files present; a user
     error when it had other settings, unless `overwrite` (then its outputs are removed)."""
     index_path = out_dir / INDEX_FILE
@@ -190,9 +308,8 @@ def _earlier_entries(out_dir: Path, run: dict[str, Any], overwrite: bool, progre
         return {}
     if overwrite:
         earlier = [out_dir / name for name in (*TASKS, INDEX_FILE) if (out_dir / name).exists()]
-        progress.say(
-            f"overwrite: removing the earlier predictions in {out_dir} ({', '.join(p.name for p in earlier)})"
-        )
+        names = ", ".join(p.name for p in earlier)
+        tqdm.write(f"overwrite: removing the earlier predictions in {out_dir} ({names})", file=sys.stderr)
         for path in earlier:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         return {}
@@ -206,7 +323,8 @@ def _earlier_entries(out_dir: Path, run: dict[str, Any], overwrite: bool, progre
             "(overwrite=True) to start over"
         ) from None
     was = earlier["run"]
-    differences = [f"{k} {was.get(k)!r} -> {run.get(k)!r}" for k in RESUME_KEYS if was.get(k) != run.get(k)]
+    keys = [k for k in {**was, **run} if k not in FREE_KEYS]
+    differences = [f"{k} {was.get(k)!r} -> {run.get(k)!r}" for k in keys if was.get(k) != run.get(k)]
     if differences:
         raise InvalidInputError(
             f"{out_dir} holds predictions of another run ({'; '.join(differences)}): pass --overwrite "
@@ -265,8 +383,7 @@ def predict_images(
     run |= {"inputs": {"count": len(paths), "sha256": digest}, "batch_size": batch_size, "device": str(device)}
     post = {"threshold": threshold, "mask_threshold": mask_threshold, "overlap_mask_area_threshold": overlap_threshold}
     post |= {"thing_ids": thing_ids, "label_ids_to_fuse": None if fuse_stuff else ()}
-    bar = _Progress(len(paths), progress)
-    carried = _earlier_entries(out_dir, run, overwrite, bar)
+    carried = _earlier_entries(out_dir, run, overwrite)
     id2label = model.config.id2label
     writers = {t: WRITERS[t](out_dir / t, id2label, thing_ids=thing_ids, overlays=overlays) for t in tasks}
     summary = PredictionSummary(out_dir=out_dir, total=len(paths))
@@ -276,7 +393,8 @@ def predict_images(
         for writer in writers.values():
             ids &= writer.resume(ids)
         entries = {image_id: carried[image_id] for image_id in ids}
-        bar.say(f"resuming: {len(entries)} of {len(paths)} images were done by the earlier run into {out_dir}")
+        done = f"{len(entries)} of {len(paths)} images were done"
+        tqdm.write(f"resuming: {done} by the earlier run into {out_dir}", file=sys.stderr)
 
     def flush(finished: bool) -> list[Path]:
         summary.seconds = time.monotonic() - started
@@ -289,18 +407,16 @@ def predict_images(
     names = output_names(paths)
     todo = [index for index in range(len(paths)) if index + 1 not in entries]
     summary.resumed = [str(paths[index]) for index in range(len(paths)) if index + 1 in entries]
-    if bar.bar is not None:
-        bar.bar.update(len(summary.resumed))
+    bar = _Progress(len(paths), progress, todo)
     started = last_flush = time.monotonic()
     finished = False  # every image tried (a bug or a signal leaves it False)
     window = 8 * batch_size  # images read and grouped by padded size at a time (as the evaluator)
     try:
-        with _StopOnSignal(bar) as stop:
+        with _stop_on_signal() as stop:
             for first in range(0, len(todo), window):
-                if stop.signal_name:
+                if stop:
                     break
                 loaded = []
-                bar.expect(todo[first : first + window])
                 for index in todo[first : first + window]:
                     try:
                         image = read_image(paths[index])
@@ -315,8 +431,9 @@ def predict_images(
                     for position, single in zip(chunk, outputs):
                         index, record, image = loaded[position]
                         entry = {"file": str(paths[index]), **record.coco_image()}
+                        size = [(record.height, record.width)]
                         for task, writer in writers.items():
-                            size, binary = [(record.height, record.width)], task == "instance"
+                            binary = task == "instance"
                             [result] = segment(
                                 processor, single, task, target_sizes=size, return_binary_maps=binary, **post
                             )
@@ -330,13 +447,13 @@ def predict_images(
                         counts = (len(entry[t]["segments"]) for t in tasks)
                         notes = (f"{t}: {n} segment{'' if n == 1 else 's'}" for t, n in zip(tasks, counts))
                         bar.step(index, paths[index], ", ".join(notes))
-                    if stop.signal_name:
+                    if stop:
                         break
                     if time.monotonic() - last_flush > flush_seconds:
                         flush(finished=False)
                         last_flush = time.monotonic()
-            summary.stopped_by = stop.signal_name
-            finished = stop.signal_name is None
+            summary.stopped_by = stop.get("name")
+            finished = not stop
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
         summary.stopped_by = "SIGINT"
     finally:

@@ -6,22 +6,14 @@ AMX; elsewhere bf16 matrix products are emulated and slower than float32, so the
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import torch
-
-_CPU_PROBES = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # in /proc/cpuinfo, for a torch without the probes
 
 
 @functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16)."""
-    probes = [getattr(torch.cpu, name) for name in _CPU_PROBES if getattr(torch.cpu, name, None) is not None]
-    if probes:
-        return any(probe() for probe in probes)
-    cpuinfo = Path("/proc/cpuinfo")
-    return cpuinfo.is_file() and any(flag in cpuinfo.read_text().split() for flag in _CPU_FLAGS)
+    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16; torch's own probes, in torch.cpu since 2.3)."""
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 
 def native_bf16(device: torch.device) -> bool:

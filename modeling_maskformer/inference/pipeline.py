@@ -13,7 +13,7 @@ from transformers.image_utils import load_image
 from transformers.pipelines.image_segmentation import ImageSegmentationPipeline
 
 from ..configuration.configuration_per_pixel import PerPixelBaselineConfig
-from ..data.labels import model_thing_ids, segment
+from ..data.labels import TASKS, model_thing_ids, segment
 from ..errors import InvalidInputError
 from ..image_processing.validation import image_to_tensor
 from .tta import NO_SIZE_LIMIT, TestTimeAugmentation, semantic_segmentation_tta
@@ -91,22 +91,21 @@ class MaskFormerSegmentationPipeline(ImageSegmentationPipeline):
         overlap_mask_area_threshold=0.5,
         label_ids_to_fuse=None,
     ):
-        labels, sizes, subtask = self.model.config.id2label, model_outputs["target_size"], self._subtask(subtask)
-        if subtask in ("panoptic", "instance"):
-            settings = {"threshold": threshold, "mask_threshold": mask_threshold, "target_sizes": sizes}
+        labels, subtask = self.model.config.id2label, self._subtask(subtask)
+        if subtask not in TASKS:
+            raise InvalidInputError(f"Subtask {subtask} is not supported for model {type(self.model)}")
+        result = model_outputs.get("tta_segmentation")
+        if result is None:
+            settings = {"threshold": threshold, "mask_threshold": mask_threshold, "thing_ids": self.thing_ids}
             settings |= {
                 "overlap_mask_area_threshold": overlap_mask_area_threshold,
                 "label_ids_to_fuse": label_ids_to_fuse,
             }
-            [outputs] = segment(self.image_processor, model_outputs, subtask, thing_ids=self.thing_ids, **settings)
-            segments = outputs["segments_info"]
-            masks = segment_masks(outputs["segmentation"], [s["id"] for s in segments])
-            return [{"score": s["score"], "label": labels[s["label_id"]], "mask": m} for s, m in zip(segments, masks)]
-        if subtask != "semantic":
-            raise InvalidInputError(f"Subtask {subtask} is not supported for model {type(self.model)}")
-        segmentation = model_outputs.get("tta_segmentation")
-        if segmentation is None:
-            post_process = self.image_processor.post_process_semantic_segmentation
-            segmentation = post_process(model_outputs, target_sizes=sizes)[0]
-        ids = torch.unique(segmentation).tolist()
-        return [{"score": None, "label": labels[i], "mask": m} for i, m in zip(ids, segment_masks(segmentation, ids))]
+            sizes = model_outputs["target_size"]
+            [result] = segment(self.image_processor, model_outputs, subtask, target_sizes=sizes, **settings)
+        if subtask == "semantic":
+            ids = torch.unique(result).tolist()
+            return [{"score": None, "label": labels[i], "mask": m} for i, m in zip(ids, segment_masks(result, ids))]
+        segments = result["segments_info"]
+        masks = segment_masks(result["segmentation"], [s["id"] for s in segments])
+        return [{"score": s["score"], "label": labels[s["label_id"]], "mask": m} for s, m in zip(segments, masks)]

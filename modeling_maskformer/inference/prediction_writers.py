@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from ..data.download import write_json
 from ..data.labels import drop_stuff
+from ..data.progress import write_json
 from ..data.synthetic import id_to_rgb
 from ..errors import InvalidInputError
 from .visualization import draw, to_numpy
@@ -46,9 +46,9 @@ class ImageRecord:
         return {"id": self.image_id, "file_name": self.file_name, "height": self.height, "width": self.width}
 
 
-def _save_png(path: Path, array: np.ndarray) -> Path:
+def _save(path: Path, picture: Image.Image) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
+    picture.save(path)
     return path
 
 
@@ -71,12 +71,12 @@ def write_class_index_png(path: str | os.PathLike, class_map: torch.Tensor | np.
         raise InvalidInputError(f"{num_labels} classes do not fit a 16-bit class-index PNG (at most 65535)")
     if class_map.size and (class_map.min() < 0 or class_map.max() >= num_labels):
         raise ValueError(f"class map values {class_map.min()}..{class_map.max()} are outside 0..{num_labels - 1}")
-    return _save_png(Path(path), class_map.astype(np.uint8 if num_labels <= 255 else np.uint16))
+    return _save(Path(path), Image.fromarray(class_map.astype(np.uint8 if num_labels <= 255 else np.uint16)))
 
 
 def write_panoptic_png(path: str | os.PathLike, segmentation: torch.Tensor | np.ndarray) -> Path:
     """An (H, W) map of segment ids (0 = none) as a COCO panoptic PNG (id = R + 256 G + 256^2 B)."""
-    return _save_png(Path(path), id_to_rgb(to_numpy(segmentation)))
+    return _save(Path(path), Image.fromarray(id_to_rgb(to_numpy(segmentation))))
 
 
 def encode_mask(mask: np.ndarray | torch.Tensor) -> dict[str, Any]:
@@ -90,7 +90,6 @@ def encode_mask(mask: np.ndarray | torch.Tensor) -> dict[str, Any]:
 
 
 def _annotation(segment: Mapping[str, Any], mask: torch.Tensor, *, rle: bool = False) -> dict[str, Any]:
-    """A segment's COCO fields: category_id, (its RLE as segmentation,) score, bbox, area."""
     encoded = encode_mask(mask)
     fields = {"category_id": int(segment["label_id"]) + CATEGORY_ID_OFFSET}
     fields |= {"segmentation": encoded["rle"]} if rle else {}
@@ -143,17 +142,10 @@ class _Writer:
     def add(self, record: ImageRecord, image: Image.Image, result: Any) -> dict[str, Any]:
         """Write one image's files; returns its entry in predictions.json (files and segments)."""
         files, result = self._write(record, result)
-        overlay = None
-        if self.overlays:
-            overlay = self.folder / "overlays" / f"{record.key}.png"
-            overlay.parent.mkdir(parents=True, exist_ok=True)
-            draw(image, result, self.id2label, task=self.task).save(overlay)
-        files = {name: str(path) for name, path in files.items()}
-        return {
-            "overlay": overlay and str(overlay),
-            **files,
-            "segments": segments_table(result, self.task, self.id2label),
-        }
+        picture = draw(image, result, self.id2label, task=self.task) if self.overlays else None
+        overlay = picture and _save(self.folder / "overlays" / f"{record.key}.png", picture)
+        segments = segments_table(result, self.task, self.id2label)
+        return {"overlay": overlay and str(overlay), **{k: str(v) for k, v in files.items()}, "segments": segments}
 
     def flush(self) -> list[Path]:
         """Write the JSON file(s) of every image added so far; returns them."""
@@ -182,12 +174,9 @@ class _Writer:
         return self.folder / name
 
     def _coco(self, annotations: list[dict], *, things_only: bool = False) -> dict[str, Any]:
+        images = sorted(self.images, key=lambda i: i["id"])
         categories = coco_categories(self.id2label, self.thing_ids, things_only=things_only)
-        return {
-            "images": sorted(self.images, key=lambda i: i["id"]),
-            "annotations": annotations,
-            "categories": categories,
-        }
+        return {"images": images, "annotations": annotations, "categories": categories}
 
 
 class SemanticWriter(_Writer):

@@ -8,7 +8,7 @@ rows at a time, so memory does not grow with the number of sizes. K classes, (H_
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,11 +76,6 @@ class TestTimeAugmentation:
     def num_views(self) -> int:
         return len(self.min_sizes) * (2 if self.flip else 1)
 
-    def sizes(self) -> Iterator[dict[str, int]]:
-        """The processor `size` of each scale."""
-        for min_size in self.min_sizes:
-            yield {"shortest_edge": min_size} | ({} if self.max_size is None else {"longest_edge": self.max_size})
-
 
 @torch.no_grad()
 def semantic_scores_tta(
@@ -93,8 +88,9 @@ def semantic_scores_tta(
     parameter = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
     device, dtype = (parameter.device, parameter.dtype) if parameter is not None else ("cpu", torch.float32)
     total: Tensor | None = None  # (K, H_t, W_t)
-    for size in augmentation.sizes():
-        inputs = processor(pixels, return_tensors="pt", do_resize=True, size=size)
+    cap = {} if augmentation.max_size is None else {"longest_edge": augmentation.max_size}
+    for min_size in augmentation.min_sizes:
+        inputs = processor(pixels, return_tensors="pt", do_resize=True, size={"shortest_edge": min_size} | cap)
         pixel_values, pixel_mask = inputs["pixel_values"], inputs["pixel_mask"]  # (1, 3, H, W), (1, H, W)
         valid = (int(pixel_mask[0].any(1).sum()), int(pixel_mask[0].any(0).sum()))
         if augmentation.flip:

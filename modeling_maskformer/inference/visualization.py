@@ -30,7 +30,6 @@ def class_colour(class_id: int, shade: int = 0) -> tuple[int, int, int]:
 
 
 def to_numpy(array: Any) -> np.ndarray:
-    """A tensor (any device) or array-like as a numpy array."""
     return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
 
 
@@ -60,13 +59,12 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 
 def _legend(entries: Sequence[tuple], height: int, font_size: int, max_entries: int) -> Image.Image:
-    """A white panel with a swatch and a line per (colour, text, area fraction) entry."""
     font, row = _font(font_size), font_size + 8
     shown = entries[:max_entries]
     lines = [f"{text}  {100 * area:.1f}%" for _, text, area in shown] or ["no segments"]
     if len(entries) > max_entries:
         lines.append(f"+{len(entries) - max_entries} more")
-    text_width = max(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(line, font=font) for line in lines)
+    text_width = max(font.getlength(line) for line in lines)
     panel = Image.new("RGB", (int(text_width) + font_size + 24, max(height, row * len(lines) + 8)), "white")
     canvas = ImageDraw.Draw(panel)
     for i, line in enumerate(lines):
@@ -129,10 +127,7 @@ def draw(
     entries = [(colour, text, float(area)) for colour, text, area in zip(colours, texts, areas) if area > 0]
     entries.sort(key=lambda entry: -entry[2])
     panel = _legend(entries, picture.height, max(12, min(24, picture.height // 24)), max_legend_entries)
-    out = Image.new("RGB", (picture.width + panel.width, max(picture.height, panel.height)), "white")
-    out.paste(picture, (0, 0))
-    out.paste(panel, (picture.width, 0))
-    return out
+    return grid([[picture, panel]], gap=0)
 
 
 def grid(pictures: Sequence[Sequence[Image.Image]], titles: Sequence[str] | None = None, gap: int = 4) -> Image.Image:
