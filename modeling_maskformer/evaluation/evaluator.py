@@ -169,7 +169,7 @@ def evaluate_model(
     (`inference.tta`); panoptic and instance predictions stay single-scale.
 
     NOTE: the results do not depend on `batch_size`: only images of one padded size share a forward pass
-    (`inference.batching`), grouped within windows of `8 * batch_size` items."""
+    (`inference.batch_predict`), grouped within windows of `8 * batch_size` items."""
     if batch_size < 1:
         raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
     if tta is not None and dataset.task == "instance":
