@@ -61,8 +61,6 @@ FIXED_NOTE = (
 
 
 def calibration_batches(images: Sequence, processor, *, height: int, width: int) -> list[np.ndarray]:
-    """The processor's pixel_values for each of `images` (PIL), zero-padded bottom/right to (height, width) as the
-    runtime wrapper pads them; an image that comes out larger is an error."""
     if not images:
         raise InvalidInputError("calibration needs at least one image")
     batches = []
@@ -74,7 +72,6 @@ def calibration_batches(images: Sequence, processor, *, height: int, width: int)
 
 
 def measure_parity(model, runtime: MaskFormerRuntimeModel, height: int, width: int, seed: int = 0) -> float:
-    """Max absolute difference of class and mask logits between `model` and `runtime` on a random input."""
     pixel_values = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         expected = model(pixel_values)
@@ -98,10 +95,9 @@ def export_folder(
     opset: int = DEFAULT_OPSET,
     check_parity: bool = True,
 ) -> Path:
-    """Export `model` (or the folder/Hub id it is loaded from) to `output_dir`. Fixed size (default): the graph
-    takes exactly `height`×`width` and the saved processor resizes every image to fit inside it; the runtime wrapper
-    pads. `dynamic=True`: any multiple of 32, the processor saved unchanged. `int8` adds a quantised graph,
-    calibrated on `calibration_images` (PIL images; required for OpenVINO and for static ONNX quantisation)."""
+    """Export `model` (or the folder/Hub id it is loaded from). Fixed size (default): the graph takes `height`×`width`
+    and the saved processor resizes every image to fit; `dynamic=True`: any multiple of 32. `int8` adds a quantised
+    graph calibrated on `calibration_images` (PIL; needed for OpenVINO and static ONNX quantisation)."""
     if format not in FILES:
         raise InvalidInputError(f"format must be 'onnx' or 'openvino', got {format!r}")
     if isinstance(model, (str, Path)):

@@ -28,8 +28,7 @@ ONNX_OPS_TO_QUANTIZE = ["Conv", "MatMul", "Gemm"]
 
 
 def require(module: str):
-    """Import an optional dependency of the export, or say how to install it. NOTE: imported when used, not with
-    the package: they are heavy and only this feature needs them."""
+    """Import an optional export dependency (NOTE: when used: they are heavy), or say how to install it."""
     try:
         return importlib.import_module(module)
     except ImportError as error:
@@ -67,8 +66,7 @@ def export_onnx(
     dynamic: bool = False,
     opset=DEFAULT_OPSET,
 ) -> Path:
-    """Write `model` as an ONNX file with weights inside. The batch is dynamic; with `dynamic=True` height and
-    width are too (any multiple of 32), else the graph takes exactly (height, width)."""
+    """An ONNX file with weights inside; the batch is dynamic, and with `dynamic=True` height and width too."""
     check_export_size(height, width)
     require("onnxscript")
     path = Path(path)
@@ -96,7 +94,6 @@ def export_onnx(
 
 
 def convert_onnx_to_openvino(onnx_path: str | Path, xml_path: str | Path) -> Path:
-    """OpenVINO IR (`.xml` + `.bin`, fp32 weights) of an ONNX file."""
     ov = require("openvino")
     ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
     return Path(xml_path)
@@ -109,8 +106,7 @@ def quantize_onnx(
     calibration: Sequence[np.ndarray] | None = None,
     mode: Literal["static", "dynamic"] = "static",
 ) -> Path:
-    """int8 ONNX file. `static`: QDQ, per-channel int8 weights, uint8 activations calibrated (MinMax) on
-    `calibration` (pixel_values batches); `dynamic`: int8 weights, activation ranges computed at run time."""
+    """int8 ONNX: `static` QDQ with activations calibrated on `calibration` batches, or `dynamic` ranges."""
     quantization = require("onnxruntime.quantization")
     output_path = Path(output_path)
     prepared = output_path.with_name(output_path.stem + ".prepared.onnx")
@@ -145,7 +141,6 @@ def quantize_onnx(
 
 
 def quantize_openvino(xml_path: str | Path, output_path: str | Path, *, calibration: Sequence[np.ndarray]) -> Path:
-    """int8 OpenVINO IR by NNCF post-training quantisation, calibrated on `calibration` (pixel_values batches)."""
     nncf, ov = require("nncf"), require("openvino")
     dataset = nncf.Dataset(list(calibration), lambda batch: {"pixel_values": batch})
     quantized = nncf.quantize(ov.Core().read_model(str(xml_path)), dataset, subset_size=len(calibration))

@@ -79,9 +79,8 @@ def build_model_card(
     transformers_native: bool | None = None,
     tags: list[str] | None = None,
 ) -> ModelCard:
-    """A model card with Hub metadata (and a `model-index` when metrics and the dataset are known), checked by
-    `check_model_card`. `transformers_native`: whether the folder is in transformers' own format (default:
-    whether transformers can represent `config`); the usage section says which way the folder loads."""
+    """A checked model card with Hub metadata (a `model-index` when metrics and dataset are known); the usage
+    section says how the folder loads (`transformers_native`, default: whether transformers represents `config`)."""
     refusals = transformers_refusals(config)
     metrics = {name: round(float(value), 4) for name, value in (metrics or {}).items() if value is not None}
     eval_results = [
@@ -151,8 +150,7 @@ def push_folder_to_hub(
     api: HfApi | None = None,
     **upload: Any,
 ) -> str:
-    """Create the repo if needed and upload the folder (weights, configs, processor, card, code); `upload`:
-    `upload_folder`'s `commit_description`, `revision`, `create_pr`. Returns the commit URL."""
+    """Create the repo if needed and upload the folder (`upload`: `upload_folder`'s arguments); the commit URL."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise MissingInputError(f"{folder} has no config.json: save the model with save_pretrained first")
@@ -178,8 +176,7 @@ def push_to_hub(
     max_shard_size: int | str = "50GB",
     **upload: Any,
 ) -> str:
-    """Upload `save_pretrained`'s folder, the processor and a model card (a `model-index` when `metrics` are given);
-    `upload`: `push_folder_to_hub`'s arguments, as in transformers. Returns the commit URL."""
+    """Upload `save_pretrained`'s folder, the processor and a model card; returns the commit URL."""
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder, folder_format=folder_format, max_shard_size=max_shard_size)
         if processor is not None:
