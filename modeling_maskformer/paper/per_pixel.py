@@ -54,9 +54,6 @@ class PerPixelBaselinePreTrainedModel(MaskFormerPreTrainedModel):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(module.bias)
 
-    def push_to_hub(self, *args, commit_message: str = "Upload per-pixel baseline", **kwargs) -> str:
-        return super().push_to_hub(*args, commit_message=commit_message, **kwargs)
-
 
 class PerPixelBaselineModel(PerPixelBaselinePreTrainedModel):
     """Backbone and pixel decoder (MaskFormer's pixel-level module, paper Fig. 2): per-pixel embeddings."""

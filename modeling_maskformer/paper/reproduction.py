@@ -17,7 +17,7 @@ from ..data.prepare import get_spec, prepare
 from ..data.registry import default_data_root, prepare_command, prepared_folder
 from ..errors import InvalidInputError, MissingInputError
 from ..evaluation import evaluate_model
-from ..interop.hub import build_model_card, check_model_card
+from ..interop.hub import build_model_card
 from ..interop.transformers_weights import convert_from_transformers, first_line
 from .zoo import AUTHORS_REPOSITORY, MODEL_ZOO_SOURCE, ZooEntry, get_entry
 
@@ -243,5 +243,4 @@ def write_model_card(config, report: dict[str, Any], path: Path) -> None:
         f"| measured | {report['measured']['value']} | here, {data['images_evaluated']} of "
         f"{data['images_in_split']} images, `scripts/reproduce.py` |\n"
     )
-    check_model_card(card)
     card.save(path)
