@@ -86,8 +86,8 @@ def load_row_dataset(entry: ZooEntry, source: str, id2label: dict[int, str] | No
     """The row's evaluation split from `source` (a folder or `datasets` name)."""
     kwargs: dict[str, Any] = {}
     if entry.task == "semantic":
-        reduce_labels = bool(entry.variant.processor.get("do_reduce_labels"))
-        kwargs = {"reduce_labels": reduce_labels, "ignore_index": entry.ignore_index}
+        processor = entry.variant.processor
+        kwargs = {"reduce_labels": bool(processor.get("do_reduce_labels")), "ignore_index": processor["ignore_index"]}
         if id2label is not None:  # NOTE: the model's class names; without them the loader scans every annotation
             kwargs["id2label"] = id2label
     try:

@@ -68,10 +68,6 @@ class ZooEntry:
         return self.variant.processor["size"]["longest_edge"]
 
     @property
-    def ignore_index(self) -> int:
-        return self.variant.processor["ignore_index"]
-
-    @property
     def hub_id(self) -> str:
         return f"facebook/maskformer-{self.name}"
 
