@@ -95,11 +95,9 @@ def export_folder(
             )
     if onnx_int8_mode not in ("static", "dynamic"):
         raise InvalidInputError(f"onnx_int8_mode must be 'static' or 'dynamic', got {onnx_int8_mode!r}")
-    if int8 and calibration_images is None and not (format == "onnx" and onnx_int8_mode == "dynamic"):
+    if int8 and not calibration_images and not (format == "onnx" and onnx_int8_mode == "dynamic"):
         method = "NNCF" if format == "openvino" else "static"
-        raise InvalidInputError(f"int8 for {format} ({method} quantisation) needs calibration images")
-    if int8 and calibration_images is not None and not calibration_images:
-        raise InvalidInputError("calibration needs at least one image")
+        raise InvalidInputError(f"int8 for {format} ({method} quantisation) needs calibration images (none given)")
 
     output_dir, files = Path(output_dir), FILES[format]
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +110,7 @@ def export_folder(
     onnx_path, fp32, int8_path = (output_dir / name for name in (FILES["onnx"]["fp32"], *files.values()))
     export_onnx(model, onnx_path, height=height, width=width, dynamic=dynamic, opset=opset)
     calibration = None
-    if int8 and calibration_images is not None:  # padded as the runtime wrapper pads (a larger image: an error)
+    if int8 and calibration_images:  # padded as the runtime wrapper pads (a larger image: an error)
         inputs = [processor([image], return_tensors="pt") for image in calibration_images]
         calibration = [pad_to_size(i["pixel_values"], i["pixel_mask"], (height, width))[0].numpy() for i in inputs]
     if format == "openvino":
