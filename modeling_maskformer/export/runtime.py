@@ -24,7 +24,7 @@ EXPORT_INFO_FILE = "export.json"
 
 
 def pad_to_size(pixel_values: Tensor, pixel_mask: Tensor | None, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """Zero-pad pixel values (B, 3, h, w) and mask (B, h, w; None: all real) bottom/right to `size`, as the processor."""
+    """Zero-pad pixel values (B, 3, h, w) and mask (B, h, w; None: all real) bottom/right to `size` (H, W)."""
     batch, _, height, width = pixel_values.shape
     if height > size[0] or width > size[1]:
         raise InvalidInputError(

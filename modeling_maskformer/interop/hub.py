@@ -22,9 +22,9 @@ _TEMPLATE = """---
 
 # {{ title }}
 
-MaskFormer ([Cheng, Schwing, Kirillov, NeurIPS 2021](https://arxiv.org/abs/2107.06278)) treats segmentation as mask classification:
-{{ num_queries }} queries each predict a binary mask and one of {{ num_labels }} classes (or "no object"); the task
-(semantic, instance, panoptic) is chosen at post-processing.
+MaskFormer ([Cheng, Schwing, Kirillov, NeurIPS 2021](https://arxiv.org/abs/2107.06278)) treats segmentation as
+mask classification: {{ num_queries }} queries each predict a binary mask and one of {{ num_labels }} classes (or
+"no object"); the task (semantic, instance, panoptic) is chosen at post-processing.
 
 - Backbone: `{{ backbone }}`; pixel decoder: `{{ pixel_decoder }}`; decoder layers: {{ decoder_layers }}.
 {% if base_model %}- Fine-tuned from: `{{ base_model }}`.

@@ -119,10 +119,9 @@ def check_loading_info(source: str, info: Mapping) -> None:
         if (keys := sorted(key for key in info.get(kind, ()) if not key.startswith(HEADS)))
     ]
     if problems:
-        listing = "; ".join(problems)
         raise MaskFormerLoadError(
-            f"{source}: the weights do not fit config.json: {listing}. Was config.json edited, or the folder "
-            "saved by another architecture?"
+            f"{source}: the weights do not fit config.json: {'; '.join(problems)}. Was config.json edited, or the "
+            "folder saved by another architecture?"
         )
 
 

@@ -35,7 +35,7 @@ EVAL_SHARE = 0.08
 
 @dataclass
 class CompareSettings:
-    """`minutes`: the budget, split over `class_counts` (3 stuff + K - 3 thing classes); optimisation as `make demo`."""
+    """`minutes`: the budget, split over `class_counts` (3 stuff + K - 3 thing classes); training as `make demo`."""
 
     class_counts: tuple[int, ...] = (8, 32, 128)
     minutes: float = 30.0
