@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 
 from ..errors import InvalidInputError
@@ -17,9 +16,8 @@ from ..image_processing import MaskFormerImageProcessor
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation
 from .graph import (
     DEFAULT_OPSET,
+    OUTPUT_NAMES,
     SIZE_MULTIPLE,
-    check_export_size,
-    convert_onnx_to_openvino,
     export_onnx,
     quantize_onnx,
     quantize_openvino,
@@ -60,29 +58,6 @@ FIXED_NOTE = (
 )
 
 
-def calibration_batches(images: Sequence, processor, *, height: int, width: int) -> list[np.ndarray]:
-    """The processor's pixel_values for each of `images` (PIL), zero-padded bottom/right to (height, width) as the
-    runtime wrapper pads them; an image that comes out larger is an error."""
-    if not images:
-        raise InvalidInputError("calibration needs at least one image")
-    batches = []
-    for image in images:
-        inputs = processor([image], return_tensors="pt")
-        pixel_values, _ = pad_to_size(inputs["pixel_values"], inputs["pixel_mask"], (height, width))
-        batches.append(pixel_values.numpy().astype(np.float32))
-    return batches
-
-
-def measure_parity(model, runtime: MaskFormerRuntimeModel, height: int, width: int, seed: int = 0) -> float:
-    """Max absolute difference of class and mask logits between `model` and `runtime` on a random input."""
-    pixel_values = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        expected = model(pixel_values)
-    got = runtime(pixel_values)
-    names = ("class_queries_logits", "masks_queries_logits")
-    return max((getattr(expected, name) - getattr(got, name)).abs().max().item() for name in names)
-
-
 def export_folder(
     model: MaskFormerForInstanceSegmentation | str | Path,
     output_dir: str | Path,
@@ -98,10 +73,9 @@ def export_folder(
     opset: int = DEFAULT_OPSET,
     check_parity: bool = True,
 ) -> Path:
-    """Export `model` (or the folder/Hub id it is loaded from) to `output_dir`. Fixed size (default): the graph
-    takes exactly `height`×`width` and the saved processor resizes every image to fit inside it; the runtime wrapper
-    pads. `dynamic=True`: any multiple of 32, the processor saved unchanged. `int8` adds a quantised graph,
-    calibrated on `calibration_images` (PIL images; required for OpenVINO and for static ONNX quantisation)."""
+    """Export `model` (or the folder/Hub id it is loaded from). Fixed size (default): the graph takes `height`×`width`
+    and the saved processor resizes every image to fit; `dynamic=True`: any multiple of 32. `int8` adds a quantised
+    graph calibrated on `calibration_images` (PIL; needed for OpenVINO and static ONNX quantisation)."""
     if format not in FILES:
         raise InvalidInputError(f"format must be 'onnx' or 'openvino', got {format!r}")
     if isinstance(model, (str, Path)):
@@ -113,12 +87,17 @@ def export_folder(
     if height is None or width is None:  # a square covering the processor's shortest edge, rounded up to 32
         side = processor.size.get("shortest_edge") or processor.size.get("height") or 512
         height = width = max(64, -(-int(side) // SIZE_MULTIPLE) * SIZE_MULTIPLE)
-    check_export_size(height, width)
+    for name, value in (("height", height), ("width", width)):
+        if not isinstance(value, int) or value < 64 or value % SIZE_MULTIPLE:
+            raise InvalidInputError(
+                f"export {name}={value!r}: must be an integer multiple of {SIZE_MULTIPLE}, at least 64 "
+                "(the processor pads inputs to multiples of 32; the stride-32 map needs at least 2x2 pixels)"
+            )
     if onnx_int8_mode not in ("static", "dynamic"):
         raise InvalidInputError(f"onnx_int8_mode must be 'static' or 'dynamic', got {onnx_int8_mode!r}")
-    if int8 and calibration_images is None and not (format == "onnx" and onnx_int8_mode == "dynamic"):
+    if int8 and not calibration_images and not (format == "onnx" and onnx_int8_mode == "dynamic"):
         method = "NNCF" if format == "openvino" else "static"
-        raise InvalidInputError(f"int8 for {format} ({method} quantisation) needs calibration images")
+        raise InvalidInputError(f"int8 for {format} ({method} quantisation) needs calibration images (none given)")
 
     output_dir, files = Path(output_dir), FILES[format]
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -131,10 +110,12 @@ def export_folder(
     onnx_path, fp32, int8_path = (output_dir / name for name in (FILES["onnx"]["fp32"], *files.values()))
     export_onnx(model, onnx_path, height=height, width=width, dynamic=dynamic, opset=opset)
     calibration = None
-    if int8 and calibration_images is not None:
-        calibration = calibration_batches(calibration_images, processor, height=height, width=width)
+    if int8 and calibration_images:  # padded as the runtime wrapper pads (a larger image: an error)
+        inputs = [processor([image], return_tensors="pt") for image in calibration_images]
+        calibration = [pad_to_size(i["pixel_values"], i["pixel_mask"], (height, width))[0].numpy() for i in inputs]
     if format == "openvino":
-        convert_onnx_to_openvino(onnx_path, fp32)
+        ov = require("openvino")
+        ov.save_model(ov.convert_model(str(onnx_path)), str(fp32), compress_to_fp16=False)
         onnx_path.unlink()
         if int8:
             quantize_openvino(fp32, int8_path, calibration=calibration)
@@ -158,9 +139,13 @@ def export_folder(
         "parity_max_abs_difference": parity,
     }
     (output_dir / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2))
-    for precision in written if check_parity else ():
-        runtime = MaskFormerRuntimeModel.from_pretrained(output_dir, precision=precision)
-        parity[precision] = measure_parity(model, runtime, height, width)
+    if check_parity:  # max |logit difference| to PyTorch on a random input
+        pixel_values = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            expected = model(pixel_values)
+        for precision in written:
+            got = MaskFormerRuntimeModel.from_pretrained(output_dir, precision=precision)(pixel_values)
+            parity[precision] = max((getattr(expected, n) - getattr(got, n)).abs().max().item() for n in OUTPUT_NAMES)
     (output_dir / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2))
     if parity.get("fp32", 0) > PARITY_TOLERANCE:  # NOTE: not the user's doing: a bug of the exporter or a runtime
         raise RuntimeError(

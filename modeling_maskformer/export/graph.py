@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import InvalidInputError, MissingDependencyError
+from ..errors import MissingDependencyError
 
 OUTPUT_NAMES = ["class_queries_logits", "masks_queries_logits"]
 # NOTE: opset 18 is what torch's dynamo exporter emits natively (einsum needs >= 12); OpenVINO and
@@ -28,8 +28,7 @@ ONNX_OPS_TO_QUANTIZE = ["Conv", "MatMul", "Gemm"]
 
 
 def require(module: str):
-    """Import an optional dependency of the export, or say how to install it. NOTE: imported when used, not with
-    the package: they are heavy and only this feature needs them."""
+    """Import an optional export dependency (NOTE: when used: they are heavy), or say how to install it."""
     try:
         return importlib.import_module(module)
     except ImportError as error:
@@ -49,30 +48,9 @@ class LogitsOnly(nn.Module):
         return outputs.class_queries_logits, outputs.masks_queries_logits
 
 
-def check_export_size(height: int, width: int) -> None:
-    for name, value in (("height", height), ("width", width)):
-        if not isinstance(value, int) or value < 64 or value % SIZE_MULTIPLE:
-            raise InvalidInputError(
-                f"export {name}={value!r}: must be an integer multiple of {SIZE_MULTIPLE}, at least 64 "
-                "(the processor pads inputs to multiples of 32; the stride-32 map needs at least 2x2 pixels)"
-            )
-
-
-def export_onnx(
-    model: nn.Module,
-    path: str | Path,
-    *,
-    height: int = 512,
-    width: int = 512,
-    dynamic: bool = False,
-    opset=DEFAULT_OPSET,
-) -> Path:
-    """Write `model` as an ONNX file with weights inside. The batch is dynamic; with `dynamic=True` height and
-    width are too (any multiple of 32), else the graph takes exactly (height, width)."""
-    check_export_size(height, width)
+def export_onnx(model: nn.Module, path: Path, *, height: int, width: int, dynamic: bool, opset: int) -> None:
+    """An ONNX file with weights inside; the batch is dynamic, and with `dynamic=True` height and width too."""
     require("onnxscript")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # NOTE: a batch of 2 in the example: torch.export specialises a dimension traced at size 1.
     example = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
     dims = {0: torch.export.Dim("batch", min=1, max=1024)}
@@ -92,27 +70,13 @@ def export_onnx(
             verbose=False,
         )
     program.save(str(path), external_data=False)
-    return path
-
-
-def convert_onnx_to_openvino(onnx_path: str | Path, xml_path: str | Path) -> Path:
-    """OpenVINO IR (`.xml` + `.bin`, fp32 weights) of an ONNX file."""
-    ov = require("openvino")
-    ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
-    return Path(xml_path)
 
 
 def quantize_onnx(
-    onnx_path: str | Path,
-    output_path: str | Path,
-    *,
-    calibration: Sequence[np.ndarray] | None = None,
-    mode: Literal["static", "dynamic"] = "static",
-) -> Path:
-    """int8 ONNX file. `static`: QDQ, per-channel int8 weights, uint8 activations calibrated (MinMax) on
-    `calibration` (pixel_values batches); `dynamic`: int8 weights, activation ranges computed at run time."""
+    onnx_path: Path, output_path: Path, *, calibration: Sequence[np.ndarray] | None, mode: Literal["static", "dynamic"]
+) -> None:
+    """int8 ONNX: `static` QDQ with activations calibrated on `calibration` batches, or `dynamic` ranges."""
     quantization = require("onnxruntime.quantization")
-    output_path = Path(output_path)
     prepared = output_path.with_name(output_path.stem + ".prepared.onnx")
     quantization.quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
     int8 = {"per_channel": True, "weight_type": quantization.QuantType.QInt8}
@@ -124,11 +88,10 @@ def quantize_onnx(
         else:
 
             class Reader(quantization.CalibrationDataReader):
-                batches = iter(calibration)
+                feeds = iter([{"pixel_values": batch} for batch in calibration])
 
                 def get_next(self):
-                    batch = next(self.batches, None)
-                    return None if batch is None else {"pixel_values": batch}
+                    return next(self.feeds, None)
 
             quantization.quantize_static(
                 str(prepared),
@@ -141,13 +104,10 @@ def quantize_onnx(
             )
     finally:
         prepared.unlink(missing_ok=True)
-    return output_path
 
 
-def quantize_openvino(xml_path: str | Path, output_path: str | Path, *, calibration: Sequence[np.ndarray]) -> Path:
-    """int8 OpenVINO IR by NNCF post-training quantisation, calibrated on `calibration` (pixel_values batches)."""
+def quantize_openvino(xml_path: Path, output_path: Path, *, calibration: Sequence[np.ndarray]) -> None:
     nncf, ov = require("nncf"), require("openvino")
     dataset = nncf.Dataset(list(calibration), lambda batch: {"pixel_values": batch})
     quantized = nncf.quantize(ov.Core().read_model(str(xml_path)), dataset, subset_size=len(calibration))
     ov.save_model(quantized, str(output_path), compress_to_fp16=False)
-    return Path(output_path)

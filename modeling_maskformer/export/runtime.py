@@ -24,8 +24,7 @@ EXPORT_INFO_FILE = "export.json"
 
 
 def pad_to_size(pixel_values: Tensor, pixel_mask: Tensor | None, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """Zero-pad (B, 3, h, w) pixel values and the pixel mask (B, h, w; None = all real) bottom/right to `size`
-    = (H, W), as the processor pads. Inputs larger than `size` are an error."""
+    """Zero-pad pixel values (B, 3, h, w) and mask (B, h, w; None: all real) bottom/right to `size` (H, W)."""
     batch, _, height, width = pixel_values.shape
     if height > size[0] or width > size[1]:
         raise InvalidInputError(
@@ -50,10 +49,8 @@ def _onnxruntime_session(path: Path, num_threads: int | None):
 
 @functools.cache
 def _openvino_core():
-    """One OpenVINO Core for the process. NOTE: each Core's CPU plugin installs an alternate signal stack on the
-    thread that compiles, and two Cores released out of order (an fp32 and an int8 model, say) leave that thread's
-    alternate stack pointing at freed memory (OpenVINO 2026.4): any later signal, Ctrl-C included, then ends the
-    process with a segmentation fault. A single Core keeps its stack for the life of the process."""
+    """NOTE: one Core per process. Each Core's CPU plugin installs an alternate signal stack on the compiling thread;
+    two Cores released out of order leave it in freed memory (OpenVINO 2026.4), so Ctrl-C then segfaults."""
     return require("openvino").Core()
 
 
@@ -73,8 +70,7 @@ def _openvino_session(path: Path, num_threads: int | None, inference_precision: 
 
 
 class MaskFormerRuntimeModel:
-    """An exported MaskFormer (ONNX or OpenVINO folder written by `export_folder`) behind the PyTorch model's
-    call signature. CPU only; inference only."""
+    """An `export_folder` graph behind the PyTorch model's call signature (CPU, inference only)."""
 
     main_input_name = "pixel_values"
     input_modalities = ("image",)
@@ -95,8 +91,7 @@ class MaskFormerRuntimeModel:
         num_threads: int | None = None,
         openvino_inference_precision: Literal["f32", "bf16"] = "f32",
     ) -> MaskFormerRuntimeModel:
-        """The graph of `precision` from an exported folder; `openvino_inference_precision="bf16"`: OpenVINO computes
-        fp32 graphs in bf16 where the CPU supports it (faster, not bit-faithful)."""
+        """`openvino_inference_precision="bf16"`: fp32 graphs run in bf16 where the CPU has it (faster, less exact)."""
         folder = Path(folder)
         info_path = folder / EXPORT_INFO_FILE
         if not info_path.is_file():
@@ -121,8 +116,6 @@ class MaskFormerRuntimeModel:
     def __call__(
         self, pixel_values: Tensor, pixel_mask: Tensor | None = None, **unused
     ) -> MaskFormerForInstanceSegmentationOutput:
-        """pixel_values (B, 3, H, W) -> class logits (B, Q, K+1), mask logits and pixel mask (padded to the size of
-        a fixed-size graph)."""
         pixel_values = torch.as_tensor(pixel_values)
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
             raise InvalidInputError(f"pixel_values must be (B, 3, H, W), got shape {tuple(pixel_values.shape)}")
@@ -159,9 +152,7 @@ class MaskFormerRuntimeModel:
 
 
 class RuntimeSegmentationPipeline(ImageSegmentationPipeline):
-    """transformers' image-segmentation pipeline, quiet about the runtime wrapper not being a registered model
-    class (plain `pipeline("image-segmentation", model=runtime, image_processor=processor)` works too, after
-    logging that complaint)."""
+    """transformers' image-segmentation pipeline, without its complaint that the wrapper is no registered model."""
 
     def check_model_type(self, supported_models):
         if not isinstance(self.model, MaskFormerRuntimeModel):

@@ -1,21 +1,14 @@
 """The authors' detectron2 checkpoints (facebookresearch/MaskFormer `model_final_*.pkl`) -> ours, and back.
 
-    model, processor = convert_from_original("model_final_abc.pkl", "out/ours", preset="swin-tiny-ade")
-
-A `.pkl` (`{"model": {name: numpy array}, ...}`) is read by `ArrayOnlyUnpickler`, which refuses any other global
-before it runs; a `.pth` with `torch.load(weights_only=True)`. The architecture is read from the key shapes and the
-keys renamed by `original_rules`: detectron2's ResNet (7x7 stem, FrozenBN, STRIDE_IN_1X1=False) and
-`D2SwinTransformer` (fused `qkv`) -> transformers' ResNet / MaskFormer-Swin; `BasePixelDecoder` and "+6 Enc"
-`TransformerEncoderPixelDecoder`; `TransformerPredictor` (fused `in_proj`). The "deeplab" stem of the R101c models
-has no transformers counterpart: refused. Not in the keys: the number of attention heads (8 in every released
-model) and the processor settings: the presets (`modeling_maskformer.variants`).
+A `.pkl` is read by `ArrayOnlyUnpickler` (numpy arrays and plain containers only), a `.pth` with
+`torch.load(weights_only=True)`. The architecture is read from the key shapes (the R101c "deeplab" stem has no
+transformers counterpart: refused); the attention heads and processor settings come from the presets.
 """
 
 from __future__ import annotations
 
 import _compat_pickle
 import importlib
-import io
 import math
 import os
 import pickle
@@ -36,7 +29,7 @@ from ..errors import InvalidInputError, MissingInputError
 from ..image_processing import MaskFormerImageProcessor
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation
 from ..variants import AUTHORS_CHECKPOINTS, VARIANTS, Variant
-from .transformers_weights import Rule, apply_rules, convert_state_dict, drop_keys, renames
+from .transformers_weights import Rule, apply_rules, convert_state_dict, drop_keys, first_line, renames
 
 _OUR_BACKBONE = "model.backbone.body"
 SKIPPED_SOURCE_KEYS = (r"criterion\.empty_weight", r"pixel_mean", r"pixel_std", r".*\.num_batches_tracked")
@@ -53,17 +46,13 @@ class RefusedPickleError(InvalidInputError, pickle.UnpicklingError):
 
 
 class ArrayOnlyUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays and plain containers; refuses every other global before anything runs.
-
-    Each allowed global is replaced by a guarded version that refuses, before allocating, any size the pickle
-    cannot back with its own bytes (a 66-byte pickle must not make `bytearray(3_000_000_000)`), object arrays,
-    and calls a real checkpoint never makes (`numpy.ndarray(shape)` directly). Protocol-2 names
-    (`__builtin__.set`, `copy_reg`) are mapped to Python 3's exactly as `pickle` itself does, before the check.
+    """Unpickles numpy arrays and plain containers; refuses every other global, object arrays, calls a checkpoint
+    never makes, and any size the file cannot back (before allocating). Protocol-2 names are mapped as `pickle` does.
     """
 
-    def __init__(self, file, *, max_bytes: int | None = None, **kwargs: Any):  # max_bytes: default the file size
+    def __init__(self, file, **kwargs: Any):
         super().__init__(file, **kwargs)
-        self.max_bytes = _stream_size(file) if max_bytes is None else max_bytes
+        self.max_bytes = os.fstat(file.fileno()).st_size  # no array may need more bytes than the file has
         self._allowed = {
             ("numpy.core.multiarray", "_reconstruct"): self._reconstruct,
             ("numpy.core.multiarray", "scalar"): self._scalar,
@@ -127,21 +116,13 @@ class ArrayOnlyUnpickler(pickle.Unpickler):
         return text.encode("latin-1")
 
 
-def _refused_ndarray(*args: Any, **kwargs: Any) -> NoReturn:
-    """Stands for `numpy.ndarray` as the first argument of `_reconstruct`; calling it is refused."""
+def _refused_ndarray(*args: Any, **kwargs: Any) -> NoReturn:  # numpy.ndarray, for `_reconstruct` only
     raise pickle.UnpicklingError("refusing numpy.ndarray(...): a checkpoint never builds arrays that way")
 
 
 _MULTIARRAY = importlib.import_module(
     f"numpy.{'_core' if int(np.__version__.split('.')[0]) >= 2 else 'core'}.multiarray"
 )
-
-
-def _stream_size(file: Any) -> int:
-    try:
-        return os.fstat(file.fileno()).st_size
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        return file.getbuffer().nbytes if isinstance(file, io.BytesIO) else 0
 
 
 def load_original_checkpoint(path: str | Path) -> dict[str, Tensor]:
@@ -152,8 +133,7 @@ def load_original_checkpoint(path: str | Path) -> dict[str, Tensor]:
     try:
         if path.suffix == ".pkl":
             with open(path, "rb") as file:
-                unpickler = ArrayOnlyUnpickler(io.BufferedReader(file), encoding="latin1")
-                checkpoint = unpickler.load()
+                checkpoint = ArrayOnlyUnpickler(file, encoding="latin1").load()
         else:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -161,12 +141,11 @@ def load_original_checkpoint(path: str | Path) -> dict[str, Tensor]:
             raise RefusedPickleError(
                 f"{path}: not a PyTorch checkpoint of tensors only (torch.load with weights_only=True refused it)"
             ) from error
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable pickle"
-        raise RefusedPickleError(f"{path}: {first_line}") from error
+        raise RefusedPickleError(f"{path}: {first_line(error, 'unreadable pickle')}") from error
     except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError) as error:
         raise InvalidInputError(
             f"{path}: not a readable detectron2 checkpoint (.pkl of numpy arrays, or .pth): "
-            f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            f"{type(error).__name__}: {first_line(error)}"
         ) from error
     weights = checkpoint.get("model", checkpoint) if isinstance(checkpoint, Mapping) else None
     if not isinstance(weights, Mapping):
@@ -184,7 +163,6 @@ def load_original_checkpoint(path: str | Path) -> dict[str, Tensor]:
 
 
 def _indices(state: Mapping[str, Tensor], pattern: str) -> list[int]:
-    """Sorted distinct values of the first group of `pattern` over the keys."""
     compiled = re.compile(pattern)
     return sorted({int(m.group(1)) for key in state if (m := compiled.fullmatch(key))})
 
@@ -234,8 +212,7 @@ def _resnet_config(state: Mapping[str, Tensor]) -> ResNetConfig:
 def config_from_original(
     state: Mapping[str, Tensor], preset: str | None = None, num_attention_heads: int | None = None
 ) -> MaskFormerConfig:
-    """Our config from the shapes of an original state dict, checked against a preset (a key of `PRESETS`) when
-    given. The number of attention heads is not in the shapes: `num_attention_heads`, else the preset's."""
+    """Our config from the key shapes, checked against `preset` when given (heads: the argument, else the preset's)."""
     head, pixel = "sem_seg_head.predictor", "sem_seg_head.pixel_decoder"
     decoder_ffn = f"{head}.transformer.decoder.layers.0.linear1.weight"
     encoder_ffn = f"{pixel}.transformer.encoder.layers.0.linear1.weight"
@@ -317,7 +294,7 @@ def _backbone_rules(config: MaskFormerConfig) -> list[Rule]:
 
 
 def _detr_layer_rules(theirs: str, ours: str, attentions: dict[str, str], norms: dict[str, str]) -> list[Rule]:
-    """A DETR layer: torch.nn.MultiheadAttention (fused in_proj) <-> our separate q/k/v projections, and the FFN."""
+    # torch.nn.MultiheadAttention's fused in_proj <-> our separate q/k/v projections, and the FFN.
     rules = renames(theirs, ours, {"linear1": "ffn.fc1", "linear2": "ffn.fc2"} | norms)
     for attention, our_attention in attentions.items():
         for p in ("weight", "bias"):
@@ -329,7 +306,6 @@ def _detr_layer_rules(theirs: str, ours: str, attentions: dict[str, str], norms:
 
 
 def original_rules(config: MaskFormerConfig) -> list[Rule]:
-    """All original <-> ours rules for this architecture."""
     pixel, head = "sem_seg_head.pixel_decoder", "sem_seg_head.predictor"
     num_features = len(config.backbone_config.out_features)
     # FPN: ours runs coarse to fine (layers.0 = res4); the original numbers fine to coarse (adapter_1 = res2).
@@ -366,8 +342,7 @@ def original_rules(config: MaskFormerConfig) -> list[Rule]:
 
 
 def to_original_state_dict(model: MaskFormerForInstanceSegmentation) -> dict[str, np.ndarray]:
-    """Our weights under the authors' key names, as numpy arrays, plus the `criterion.empty_weight` buffer their
-    model carries."""
+    """Our weights under the authors' key names (numpy), plus their model's `criterion.empty_weight`."""
     state, _ = drop_keys(model.state_dict(), _OURS_ONLY)
     converted, unconverted = apply_rules(state, original_rules(model.config), to_ours=False)
     if unconverted:
@@ -384,10 +359,8 @@ def convert_from_original(
     preset: str | None = None,
     num_attention_heads: int | None = None,
 ) -> tuple[MaskFormerForInstanceSegmentation, MaskFormerImageProcessor]:
-    """Our model (eval mode) and processor from an original checkpoint; with `destination`, also `save_pretrained`
-    both there. The architecture is inferred from the key shapes, except the number of attention heads
-    (`num_attention_heads`, else the preset's, else 8: every released model); `preset` (a key of `PRESETS`)
-    checks it and sets the processor (else our defaults; mean/std from the checkpoint when it has them)."""
+    """Our model (eval mode) and processor from an original checkpoint, saved to `destination` if given. `preset` (a
+    key of `PRESETS`) checks the architecture and sets the processor; heads: `num_attention_heads`, the preset's, 8."""
     if preset is not None and preset not in PRESETS:
         raise InvalidInputError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     state = load_original_checkpoint(source)

@@ -15,7 +15,6 @@ from ..errors import MissingInputError
 from ..modeling_maskformer import FolderFormat
 from .transformers_folder import is_transformers_folder
 
-PAPER = "https://arxiv.org/abs/2107.06278"
 WIDGET_IMAGE = "https://huggingface.co/datasets/huggingface/documentation-images/resolve/main/coco_sample.png"
 _TEMPLATE = """---
 {{ card_data }}
@@ -23,9 +22,9 @@ _TEMPLATE = """---
 
 # {{ title }}
 
-MaskFormer ([Cheng, Schwing, Kirillov, NeurIPS 2021]({{ paper }})) treats segmentation as mask classification:
-{{ num_queries }} queries each predict a binary mask and one of {{ num_labels }} classes (or "no object"); the task
-(semantic, instance, panoptic) is chosen at post-processing.
+MaskFormer ([Cheng, Schwing, Kirillov, NeurIPS 2021](https://arxiv.org/abs/2107.06278)) treats segmentation as
+mask classification: {{ num_queries }} queries each predict a binary mask and one of {{ num_labels }} classes (or
+"no object"); the task (semantic, instance, panoptic) is chosen at post-processing.
 
 - Backbone: `{{ backbone }}`; pixel decoder: `{{ pixel_decoder }}`; decoder layers: {{ decoder_layers }}.
 {% if base_model %}- Fine-tuned from: `{{ base_model }}`.
@@ -79,9 +78,8 @@ def build_model_card(
     transformers_native: bool | None = None,
     tags: list[str] | None = None,
 ) -> ModelCard:
-    """A model card with Hub metadata (and a `model-index` when metrics and the dataset are known), checked by
-    `check_model_card`. `transformers_native`: whether the folder is in transformers' own format (default:
-    whether transformers can represent `config`); the usage section says which way the folder loads."""
+    """A model card with Hub metadata (a `model-index` when metrics and dataset are known); the usage
+    section says how the folder loads (`transformers_native`, default: whether transformers represents `config`)."""
     refusals = transformers_refusals(config)
     metrics = {name: round(float(value), 4) for name, value in (metrics or {}).items() if value is not None}
     eval_results = [
@@ -113,7 +111,6 @@ def build_model_card(
         card_data,
         template_str=_TEMPLATE,
         title=f"MaskFormer: {repo_id.split('/')[-1]}",
-        paper=PAPER,
         num_queries=config.num_queries,
         num_labels=config.num_labels,
         backbone=backbone,
@@ -127,18 +124,7 @@ def build_model_card(
         refusals="; ".join(refusals) or "saved with folder_format='remote_code'",
         training_args=json.dumps(training_args, indent=2, default=str) if training_args else None,
     )
-    check_model_card(card)
     return card
-
-
-def check_model_card(card: ModelCard) -> None:
-    """Offline check (`ModelCard.validate` asks the Hub): the metadata round-trips and has what the Hub needs."""
-    parsed = ModelCard(str(card))
-    if parsed.data.to_dict() != card.data.to_dict():
-        raise ValueError("model card metadata does not round-trip through huggingface_hub")
-    for field in ("library_name", "pipeline_tag", "license", "tags"):
-        if not getattr(parsed.data, field, None):
-            raise ValueError(f"model card metadata lacks {field!r}")
 
 
 def push_folder_to_hub(
@@ -151,8 +137,7 @@ def push_folder_to_hub(
     api: HfApi | None = None,
     **upload: Any,
 ) -> str:
-    """Create the repo if needed and upload the folder (weights, configs, processor, card, code); `upload`:
-    `upload_folder`'s `commit_description`, `revision`, `create_pr`. Returns the commit URL."""
+    """Create the repo if needed and upload the folder (`upload`: `upload_folder`'s arguments); the commit URL."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise MissingInputError(f"{folder} has no config.json: save the model with save_pretrained first")
@@ -178,8 +163,7 @@ def push_to_hub(
     max_shard_size: int | str = "50GB",
     **upload: Any,
 ) -> str:
-    """Upload `save_pretrained`'s folder, the processor and a model card (a `model-index` when `metrics` are given);
-    `upload`: `push_folder_to_hub`'s arguments, as in transformers. Returns the commit URL."""
+    """Upload `save_pretrained`'s folder, the processor and a model card; returns the commit URL."""
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder, folder_format=folder_format, max_shard_size=max_shard_size)
         if processor is not None:

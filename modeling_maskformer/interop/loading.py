@@ -1,8 +1,6 @@
-"""`from_pretrained` for our models (registered by the package face): transformers' loading, plus what users trip
-over. Weights that do not fit config.json raise `MaskFormerLoadError` naming the field: before loading, from the
-safetensors header against the model the config builds (on the meta device; the backbone, whose names transformers
-renames on load, compared by shape only where names agree); after loading, from transformers' loading info.
-"""
+"""`from_pretrained` for our models (registered by the package face): transformers' loading, plus a
+`MaskFormerLoadError` naming the config field when the weights do not fit config.json (checked from the safetensors
+header before loading, and from transformers' loading info after)."""
 
 from __future__ import annotations
 
@@ -19,6 +17,7 @@ from safetensors import safe_open
 from ..errors import MissingInputError, UserError
 from ..modeling_maskformer import MaskFormerModel
 from .transformers_folder import checkpoint_files, is_transformers_source, read_transformers_state_dict
+from .transformers_weights import first_line
 
 logger = logging.getLogger(__name__)
 Shapes = Mapping[str, tuple[int, ...]]
@@ -62,7 +61,6 @@ def fields_from_shapes(shapes: Shapes) -> dict[str, int]:
 
 
 def checkpoint_shapes(source: str, hub_kwargs: Mapping) -> tuple[str, dict[str, tuple[int, ...]]] | None:
-    """(file, {name: shape}) from the safetensors header(s) of a folder or cached Hub repo; None without one."""
     found = checkpoint_files(source, hub_kwargs)
     if found is None:
         return None
@@ -79,8 +77,7 @@ def checkpoint_shapes(source: str, hub_kwargs: Mapping) -> tuple[str, dict[str, 
 def check_weights_fit(
     source: str, file: str, checkpoint: Shapes, expected: Shapes, *, prefix: str, skip_class_head: bool
 ) -> None:
-    """`MaskFormerLoadError` naming the config fields the shapes contradict, for a tensor outside the backbone that
-    is missing, unexpected or of another shape."""
+    """`MaskFormerLoadError` naming the config fields the shapes contradict."""
     checkpoint, expected = (
         shapes
         if any(key.startswith(f"{prefix}.") for key in shapes)
@@ -115,25 +112,23 @@ def check_weights_fit(
 
 
 def check_loading_info(source: str, info: Mapping) -> None:
-    """`MaskFormerLoadError` for a tensor transformers left missing or unused outside the heads (legitimately
-    absent when a base model and a full checkpoint meet)."""
+    """`MaskFormerLoadError` for a tensor transformers left missing or unused outside the heads."""
     problems = [
         f"{len(keys)} {kind.replace('_', ' ')} (e.g. {', '.join(keys[:3])})"
         for kind in ("missing_keys", "unexpected_keys")
         if (keys := sorted(key for key in info.get(kind, ()) if not key.startswith(HEADS)))
     ]
     if problems:
-        listing = "; ".join(problems)
         raise MaskFormerLoadError(
-            f"{source}: the weights do not fit config.json: {listing}. Was config.json edited, or the folder "
-            "saved by another architecture?"
+            f"{source}: the weights do not fit config.json: {'; '.join(problems)}. Was config.json edited, or the "
+            "folder saved by another architecture?"
         )
 
 
 def from_pretrained(cls, load: Callable, pretrained_model_name_or_path, *model_args, **kwargs):
-    """`load` (transformers' `from_pretrained` of `cls`), plus: no ImageNet backbone download; transformers
-    MaskFormer folders converted on the fly; another `num_labels` re-initialises the class head with a warning;
-    weights that do not fit the config raise `MaskFormerLoadError`; an unknown Hub repo `MissingInputError`."""
+    """`load` (transformers' `from_pretrained`), plus: no backbone download; transformers folders converted on the
+    fly; another `num_labels` re-initialises the class head (a warning); weights that do not fit the config raise
+    `MaskFormerLoadError`, an unknown Hub repo `MissingInputError`."""
     if torch.get_default_device().type == "meta":
         # NOTE: transformers refuses this (weights cannot load onto meta tensors) and says what to use instead
         # (`ModelClass(config)` / `from_config` under the meta device, or `device_map`): its error, unchanged.
@@ -154,7 +149,7 @@ def from_pretrained(cls, load: Callable, pretrained_model_name_or_path, *model_a
         if isinstance(error, UserError) or Path(source).exists():
             raise
         # NOTE: transformers' "not a local folder and not a valid model identifier" (or offline) report.
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = first_line(error, type(error).__name__)
         message = reason if reason.startswith(source) else f"{source}: no such local folder or Hub repo ({reason})"
         raise MissingInputError(message) from error
     config.use_pretrained_backbone = False
@@ -192,7 +187,7 @@ def from_pretrained(cls, load: Callable, pretrained_model_name_or_path, *model_a
             pretrained_model_name_or_path, *model_args, config=config, output_loading_info=True, **kwargs
         )
     except RuntimeError as error:  # transformers' size-mismatch and conversion errors
-        raise MaskFormerLoadError(f"{source}: {str(error).strip().splitlines()[0]}") from error
+        raise MaskFormerLoadError(f"{source}: {first_line(error)}") from error
     check_loading_info(source, info)
     if native:  # loaded from a state dict: say where it came from, as for any folder (labels.py reads it)
         model.config.name_or_path = source

@@ -1,8 +1,7 @@
-"""`save_pretrained` for our models (registered by the package face), and the mode of the weight files it writes.
+"""`save_pretrained` for our models (registered by the package face).
 
-NOTE: safetensors' `save_file` (0.8) creates its file with mode 0600 whatever the umask, while every other file of a
-saved folder gets 0644, so a folder copied to a server or shared with another user could not be read there.
-`make_weights_readable` gives the weight files the mode an ordinary file gets; every save in this package calls it.
+NOTE: safetensors' `save_file` (0.8) creates its file 0600 whatever the umask, so a folder copied to a server could
+not be read there: `make_weights_readable` gives weight files an ordinary file's mode; every save here calls it.
 """
 
 from __future__ import annotations
@@ -22,8 +21,7 @@ _UMASK_LOCK = threading.Lock()
 
 
 def current_umask() -> int:
-    """The process's umask: from /proc on Linux, else by setting it and putting it back (under a lock; NOTE: a file
-    another thread creates meanwhile gets umask 022)."""
+    """From /proc on Linux, else set and put back under a lock (NOTE: a file made meanwhile gets umask 022)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):
@@ -37,7 +35,7 @@ def current_umask() -> int:
 
 
 def make_weights_readable(folder: str | Path) -> list[Path]:
-    """Give every weight file in `folder` the mode a new file gets (0666 less the umask); returns those changed."""
+    """Give `folder`'s weight files the mode a new file gets (0666 less the umask); returns those changed."""
     folder = Path(folder)
     if not folder.is_dir():  # e.g. a process that did not write (transformers' is_main_process=False)
         return []
@@ -51,9 +49,8 @@ def make_weights_readable(folder: str | Path) -> list[Path]:
 
 
 def save_pretrained(model, save: Callable, save_directory, *args, folder_format: FolderFormat = "auto", **kwargs):
-    """Write a folder `from_pretrained` loads: `folder_format="auto"` writes transformers' own MaskFormer format
-    whenever it represents the model exactly, else the remote-code folder through `save`, saying why in one log
-    line; "transformers" insists (ValueError if impossible), "remote_code" forces the remote-code folder."""
+    """transformers' own format whenever it represents the model ("auto", else the remote-code folder through
+    `save` with one log line saying why); "transformers" insists, "remote_code" forces the remote-code folder."""
     reasons = native_refusals(model, folder_format)
     if reasons:
         if folder_format == "auto":

@@ -1,8 +1,5 @@
 """Transformers-native folders: what `save_pretrained` writes when transformers' MaskFormer represents the model
-exactly (config.json of model_type "maskformer" with our training settings under `STASH_KEY`, transformers' weight
-names, its processor), and how our classes read any transformers MaskFormer folder back (parity 0.0,
-tests/test_parity.py). Otherwise (`transformers_refusals`) the folder is the remote-code one.
-"""
+exactly (our training settings under `STASH_KEY` in config.json), and how our classes read any of them back."""
 
 from __future__ import annotations
 
@@ -54,7 +51,6 @@ def _cached(source: str, name: str, hub_kwargs: Mapping) -> str | None:  # None 
 
 
 def is_transformers_source(source: str, hub_kwargs: Mapping) -> bool:
-    """Whether a local folder or (cached / reachable) Hub repo holds transformers' MaskFormer config.json."""
     if Path(source).is_dir():
         return is_transformers_folder(source)
     try:
@@ -67,8 +63,7 @@ def is_transformers_source(source: str, hub_kwargs: Mapping) -> bool:
 def checkpoint_files(
     source: str, hub_kwargs: Mapping, names: tuple[str, ...] = SAFETENSORS_FILES
 ) -> tuple[str, list[str]] | None:
-    """(what to name in errors, the weight files) of a folder or cached Hub repo, for the first of `names` (a
-    file, then its sharded index) that exists."""
+    """(the file to name in errors, the weight files) for the first of `names` (file, sharded index) that exists."""
     for single_name, index_name in zip(names[::2], names[1::2]):
         if (single := _cached(source, single_name, hub_kwargs)) is not None:
             return single, [single]
@@ -80,8 +75,7 @@ def checkpoint_files(
 
 
 def native_refusals(model, folder_format: FolderFormat) -> list[str]:
-    """Why `model` is not written in transformers' own format (empty: it is); an error when `folder_format` is
-    "transformers" and transformers' MaskFormer cannot represent it."""
+    """Why `model` is not written in transformers' own format (an error if `folder_format` insists on it)."""
     if folder_format not in ("auto", "transformers", "remote_code"):
         raise InvalidInputError(f"folder_format={folder_format!r}: must be 'auto', 'transformers' or 'remote_code'")
     if folder_format == "remote_code":
@@ -104,7 +98,6 @@ def native_refusals(model, folder_format: FolderFormat) -> list[str]:
 
 
 def save_transformers_folder(model, folder: str | Path, **save_kwargs) -> None:
-    """Write `model` (ours, full or base) as transformers' MaskFormer folder."""
     full = hasattr(model, "class_head")
     state = model.state_dict()
     if not full:  # the key rules name full-model keys
@@ -139,9 +132,8 @@ def save_transformers_folder(model, folder: str | Path, **save_kwargs) -> None:
 def read_transformers_state_dict(
     source: str, config, hub_kwargs: Mapping, *, skip_class_head: bool, heads: bool = True
 ) -> dict[str, Tensor]:
-    """Our full-model state dict from a transformers MaskFormer folder or Hub repo (full or base checkpoint),
-    checked against the model `config` builds (`CheckpointMismatchError` naming the keys); without the heads
-    when `heads` is False (for our base model). A `.bin` is read with `weights_only=True`: no pickled code."""
+    """Our full-model state dict (without the heads when `heads` is False) from a transformers folder or Hub repo,
+    checked against the model `config` builds. A `.bin` is read with `weights_only=True`."""
     found = checkpoint_files(source, hub_kwargs, TRANSFORMERS_WEIGHT_FILES)
     if found is None:
         raise MissingInputError(f"{source}: no model.safetensors or pytorch_model.bin (or a sharded index)")

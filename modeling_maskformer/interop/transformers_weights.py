@@ -1,23 +1,12 @@
-"""Conversion between this package and transformers' MaskFormer (the authors' checkpoints: `authors_checkpoints.py`).
+"""Conversion between this package and transformers' MaskFormer, by key rules `(foreign template, *our templates)`
+with typed placeholders (`{i}` an index, `{p}` weight|bias, `{rest}` anything); several of ours split a fused foreign
+tensor along dim 0 (q/k/v). Every conversion is checked against a fresh target model (`CheckpointMismatchError`).
 
-    model, processor = convert_from_transformers("facebook/maskformer-swin-tiny-ade", "out/ours")
-    convert_to_transformers("out/ours", "out/transformers")
-
-Weights move by rules, `(foreign template, *our templates)` with typed placeholders (`{i}` an index, `{p}`
-weight|bias, `{rest}` anything); several of ours split the foreign tensor in equal chunks along dim 0 (fused q/k/v),
-concatenated back the other way. Every conversion is checked against a freshly built target model: a key no rule
-covers, a missing or unexpected key or a shape mismatch raises `CheckpointMismatchError` naming the keys.
-
-transformers facts used here (5.23, `models/maskformer/`):
-- 5.x names the decoder attention output `o_proj` and the FFN `mlp.fc1/fc2`; 4.x checkpoints (and 5.x
-  `save_pretrained`, which reverts to the old names: `conversion_mapping.py`) use `out_proj` and `fc1/fc2`. Both are
-  read; 5.x names are written.
-- A backbone config of type "swin" is built as a MaskFormer-Swin; ours is a plain `SwinBackbone` (same numerics),
-  whose keys (`swin.*`, `q_proj`, `hidden_states_norms.stageN`) are mapped to MaskFormer-Swin's.
-- `decoder_config.auxiliary_loss=True` writes the final LayerNorm into the decoder's residual stream after every
-  layer; we always write False (configuration/transformers_format.py keeps our training settings aside).
-- The Swin backbones' final LayerNorm, which their backbone output never applies, is not built in ours: skipped when
-  reading, taken from transformers' fresh model when writing.
+NOTE (transformers 5.23 `models/maskformer/`): 5.x names the decoder attention output `o_proj` and the FFN
+`mlp.fc1/fc2`, but its `save_pretrained` writes 4.x's `out_proj` and `fc1/fc2`: both are read, 5.x's written. A
+"swin" backbone is built as MaskFormer-Swin; ours is a plain `SwinBackbone` (same numerics) whose keys are mapped.
+`decoder_config.auxiliary_loss=True` would put the final LayerNorm in the residual stream: we always write False.
+Swin's unused final LayerNorm is skipped when reading and taken from transformers' fresh model when writing.
 """
 
 from __future__ import annotations
@@ -58,8 +47,12 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit the model it is converted to; the message lists the keys."""
 
 
+def first_line(error: BaseException, default: str = "") -> str:
+    """The first line of an exception's message, for one-line user errors."""
+    return (str(error).strip().splitlines() or [default])[0]
+
+
 def renames(theirs: str, ours: str, names: Mapping[str, str], suffix: str = ".{p}") -> list[Rule]:
-    """One rule per `{their name: our name}` under the prefixes `theirs` and `ours`."""
     return [(f"{theirs}.{a}{suffix}", f"{ours}.{b}{suffix}") for a, b in names.items()]
 
 
@@ -72,14 +65,14 @@ def _pattern(template: str) -> re.Pattern:
 
 
 def drop_keys(state_dict: Mapping[str, Any], patterns: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
-    """Remove the keys that fully match one of `patterns`; returns (kept, skipped)."""
+    """(the keys that fully match none of `patterns`, those that match one)."""
     pattern = re.compile("|".join(f"(?:{p})" for p in patterns) or "(?!)")  # (?!) matches nothing
     skipped = [key for key in state_dict if pattern.fullmatch(key)]
     return {key: value for key, value in state_dict.items() if key not in skipped}, skipped
 
 
 def find_rule(rules: Sequence[Rule], key: str, to_ours: bool) -> tuple[Rule, int, dict[str, str]] | None:
-    """The first rule with a template on the source side that matches `key`: (rule, index among ours, groups)."""
+    """(rule, index among ours, groups) of the first rule whose source side matches `key`."""
     for rule in rules:
         for index, template in enumerate(rule[:1] if to_ours else rule[1:]):
             if match := _pattern(template).fullmatch(key):
@@ -90,9 +83,7 @@ def find_rule(rules: Sequence[Rule], key: str, to_ours: bool) -> tuple[Rule, int
 def apply_rules(
     state_dict: Mapping[str, Tensor], rules: Sequence[Rule], *, to_ours: bool
 ) -> tuple[dict[str, Tensor], list[str]]:
-    """Renames (and splits or concatenates) every key by the first rule that matches it. Returns the converted
-    dict and the source keys no rule covers or that could not be converted (a fused tensor that does not split, a
-    part of a fused tensor without its siblings, a duplicate)."""
+    """Rename (split, concatenate) every key by its first rule: (converted, the keys no rule could convert)."""
     converted: dict[str, Tensor] = {}
     problems: list[str] = []
     parts: dict[str, tuple[int, dict[int, Tensor]]] = {}  # fused foreign key -> (count, {index: our part})
@@ -135,8 +126,8 @@ def convert_state_dict(
     computed_target: Sequence[str] = (),
     what: str = "checkpoint",
 ) -> dict[str, Tensor]:
-    """Skip the listed source buffers, apply the rules, take the listed target buffers from `target` (a fresh
-    target model's state dict), and raise `CheckpointMismatchError` unless the keys and shapes are `target`'s."""
+    """Apply the rules (skipping `skipped_source`, taking `computed_target` from `target`, a fresh model's state
+    dict); `CheckpointMismatchError` unless the keys and shapes are `target`'s."""
     kept, skipped = drop_keys(state_dict, skipped_source)
     if skipped:
         logger.info("Skipped %d non-parameter buffers: %s", len(skipped), ", ".join(skipped[:20]))
@@ -165,8 +156,8 @@ def convert_state_dict(
 
 
 def transformers_rules(config: MaskFormerConfig) -> tuple[list[Rule], list[str]]:
-    """Rules for transformers <-> ours (5.x names first: written; 4.x after: read), and the transformers buffers
-    with no counterpart in ours (skipped when reading, computed by transformers' model when writing)."""
+    """Rules for transformers <-> ours (5.x names first: written; 4.x after: read), and transformers' buffers that
+    ours lacks."""
     tf_layer, layer = "model.transformer_module.decoder.layers.{i}", "model.transformer_decoder.layers.{i}"
     fpn, tf_backbone, backbone = "model.pixel_level_module.decoder", _TF_BACKBONE, "model.backbone.body"
     rules: list[Rule] = [
@@ -214,14 +205,12 @@ def transformers_rules(config: MaskFormerConfig) -> tuple[list[Rule], list[str]]
 
 
 def config_from_transformers(tf_config) -> MaskFormerConfig:
-    """Our config from a `transformers.MaskFormerConfig` (its `decoder_config` is a DETR config)."""
     return MaskFormerConfig(**settings_from_transformers(tf_config, MaskFormerConfig))
 
 
 def state_dict_from_transformers(
     state_dict: Mapping[str, Tensor], config: MaskFormerConfig, target: Mapping[str, Tensor]
 ) -> dict[str, Tensor]:
-    """transformers (4.x or 5.x names) -> ours, checked against `target` (our fresh model's state dict)."""
     rules, tf_buffers = transformers_rules(config)
     return convert_state_dict(
         state_dict, rules, target, to_ours=True, skipped_source=tf_buffers, what="transformers checkpoint"
@@ -229,8 +218,7 @@ def state_dict_from_transformers(
 
 
 def resolve_source(source: str | Path, model_types: tuple[str, ...] = ()) -> Path:
-    """A local folder, or a Hub id downloaded with `huggingface_hub.snapshot_download`; with `model_types`, its
-    config.json must name one of them."""
+    """A local folder, or a Hub id's snapshot; with `model_types`, its config.json must name one of them."""
     folder = Path(source)
     if folder.exists() and not folder.is_dir():
         raise InvalidInputError(f"{source}: expected a folder (config.json + weights), got a file")
@@ -239,10 +227,9 @@ def resolve_source(source: str | Path, model_types: tuple[str, ...] = ()) -> Pat
         try:
             folder = Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors", "*.bin"]))
         except Exception as error:  # offline, unknown repo, gated repo: many exception types
-            first_line = (str(error).strip().splitlines() or [""])[0]
             raise MissingInputError(
                 f"{source}: no such local folder, and it could not be downloaded from the Hugging Face Hub "
-                f"({type(error).__name__}: {first_line}). Without network access, pass a local folder."
+                f"({type(error).__name__}: {first_line(error)}). Without network access, pass a local folder."
             ) from error
     config_file = folder / "config.json"
     if not model_types:
@@ -264,8 +251,7 @@ def resolve_source(source: str | Path, model_types: tuple[str, ...] = ()) -> Pat
 def convert_from_transformers(
     source: str | Path, destination: str | Path | None = None
 ) -> tuple[MaskFormerForInstanceSegmentation, MaskFormerImageProcessor]:
-    """Our model (eval mode) and processor from a transformers MaskFormer folder or Hub id; with `destination`,
-    also `save_pretrained` both there."""
+    """Our model (eval mode) and processor from a transformers MaskFormer folder or Hub id, saved to `destination`."""
     folder = resolve_source(source, ("maskformer",))
     model = MaskFormerForInstanceSegmentation.from_pretrained(folder).eval()
     processor_file = folder / "preprocessor_config.json"
@@ -284,8 +270,7 @@ def convert_to_transformers(
     destination: str | Path,
     processor: MaskFormerImageProcessor | None = None,
 ):
-    """Write our model (a folder or an instance) as a transformers MaskFormer folder that transformers'
-    `from_pretrained` and `AutoImageProcessor` load. Returns the transformers model (eval mode)."""
+    """Write our model (a folder or an instance) as a transformers MaskFormer folder; returns transformers' model."""
     model = source
     if not isinstance(source, MaskFormerForInstanceSegmentation):
         folder = resolve_source(source, (MaskFormerConfig.model_type, "maskformer"))

@@ -1,11 +1,8 @@
-"""MaskFormer against per-pixel classification, head to head (the paper's Table 4 at CPU scale): for each class count
-K both heads train from the same `demo` backbone and pixel decoder (same initial weights), recipe, optimiser and data
-stream, and are scored by mIoU on the same held-out synthetic scenes (`SyntheticShapesConfig.num_thing_classes`).
+"""MaskFormer against per-pixel classification (the paper's Table 4 at CPU scale): for each class count K both heads
+train from the same `demo` weights, recipe and data stream, and are scored by mIoU on the same held-out scenes.
 
-NOTE: fair under a loaded machine. Both models train in one process, alternating steps on the same batch until the
-time budget is spent, so other work slows both alike. The learning rate follows the paper's poly schedule (power 0.9)
-over the *budget*, with a linear warm-up over `warmup_fraction` of it: the schedule always completes, and the step
-count is what the machine allows (reported).
+NOTE: fair under a loaded machine: both train in one process, alternating steps on the same batch, so other work
+slows both alike. The poly schedule (power 0.9, linear warm-up) runs over the time *budget*, so it always completes.
 """
 
 from __future__ import annotations
@@ -38,9 +35,7 @@ EVAL_SHARE = 0.08
 
 @dataclass
 class CompareSettings:
-    """`minutes`: the whole budget, split evenly over `class_counts` (K: 3 stuff + K - 3 thing classes). Optimisation
-    follows `make demo` (the `demo` preset, dropout 0; AdamW, backbone at the same rate since it starts from
-    scratch, poly schedule, gradient clipping at 0.01)."""
+    """`minutes`: the budget, split over `class_counts` (3 stuff + K - 3 thing classes); training as `make demo`."""
 
     class_counts: tuple[int, ...] = (8, 32, 128)
     minutes: float = 30.0
@@ -78,7 +73,6 @@ class CompareSettings:
 
 
 def build_pair(id2label: dict[int, str], seed: int) -> dict[str, torch.nn.Module]:
-    """MaskFormer and the per-pixel baseline on the `demo` preset, with the same backbone and pixel-decoder weights."""
     torch.manual_seed(seed)
     config = preset_config("demo", id2label)
     maskformer = MaskFormerForInstanceSegmentation(config)
@@ -89,7 +83,7 @@ def build_pair(id2label: dict[int, str], seed: int) -> dict[str, torch.nn.Module
 
 
 class _Trainer:
-    """One model's AdamW (`recipe_for` the demo preset) and gradient clipping; the caller sets each step's lr factor."""
+    """One model's AdamW and gradient clipping; the caller sets each step's lr factor."""
 
     def __init__(self, model, settings: CompareSettings):
         self.model = model
@@ -123,7 +117,7 @@ class _Trainer:
 
 
 def lr_factor(progress: float, warmup_fraction: float, power: float) -> float:
-    """Linear warm-up over the first `warmup_fraction` of the budget, times (1 - progress)^power; `progress` in [0, 1]."""
+    """Linear warm-up over `warmup_fraction`, times (1 - progress)^power; `progress` in [0, 1]."""
     warmup = min(1.0, progress / warmup_fraction) if warmup_fraction > 0 else 1.0
     return max(warmup, 1e-3) * max(0.0, 1.0 - progress) ** power
 
@@ -140,7 +134,6 @@ def _batches(settings: CompareSettings, training_set: TrainingSet, collate):
 
 
 def compare_one(settings: CompareSettings, num_classes: int, budget_seconds: float) -> dict:
-    """Train both heads for one class count within `budget_seconds` and score them on held-out scenes."""
     start = time.monotonic()
     num_things = num_classes - len(STUFF_CLASSES)
     scenes = SyntheticShapesConfig(num_thing_classes=num_things)
@@ -215,8 +208,8 @@ UNTRAINED_THINGS_MIOU = 0.05
 
 
 def trend(rows: list[dict]) -> dict:
-    """Does the paper's trend reproduce: MaskFormer's advantage grows strictly with K and it leads at the largest K,
-    with both heads past `UNTRAINED_THINGS_MIOU` at every K (a gap that "grows" as both approach zero says nothing)?"""
+    """The paper's trend reproduces if MaskFormer's advantage grows strictly with K, it leads at the largest K, and
+    some head is past `UNTRAINED_THINGS_MIOU` at every K (a gap that "grows" near zero says nothing)."""
     rows = sorted(rows, key=lambda r: r["num_classes"])
     differences = [r["difference"] for r in rows]
     grows = len(rows) >= 2 and all(b > a for a, b in zip(differences, differences[1:]))

@@ -1,7 +1,6 @@
-"""The paper's per-pixel classification baseline (Sec. 4.1, Table 4): MaskFormer's backbone and pixel decoder, then a
-1x1 convolution that classifies every per-pixel embedding, trained with per-pixel cross-entropy. Semantic
-segmentation only. The weights carry MaskFormer's names under `model.`, so a MaskFormer checkpoint's backbone and
-pixel decoder load into it. Shapes: B batch, K classes, C_mask the per-pixel embedding channels, H×W the input.
+"""The paper's per-pixel classification baseline (Sec. 4.1, Table 4): MaskFormer's backbone and pixel decoder (same
+names under `model.`), then a 1x1 convolution per pixel, trained with cross-entropy. Semantic segmentation only.
+Shapes: B batch, K classes, C_mask the per-pixel embedding channels, H×W the input.
 """
 
 from __future__ import annotations
@@ -44,8 +43,6 @@ class PerPixelSemanticSegmentationOutput(ModelOutput):
 
 
 class PerPixelBaselinePreTrainedModel(MaskFormerPreTrainedModel):
-    """MaskFormer's initialisation and loading, for the baseline's config."""
-
     config_class = PerPixelBaselineConfig
     config: PerPixelBaselineConfig
 
@@ -56,9 +53,6 @@ class PerPixelBaselinePreTrainedModel(MaskFormerPreTrainedModel):
             # NOTE: He (MSRA) init with zero bias, as detectron2 initialises its per-pixel predictors (c2_msra_fill).
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(module.bias)
-
-    def push_to_hub(self, *args, commit_message: str = "Upload per-pixel baseline", **kwargs) -> str:
-        return super().push_to_hub(*args, commit_message=commit_message, **kwargs)
 
 
 class PerPixelBaselineModel(PerPixelBaselinePreTrainedModel):
@@ -133,7 +127,7 @@ class PerPixelBaselineForSemanticSegmentation(PerPixelBaselinePreTrainedModel):
         )
 
     def loss(self, logits: Tensor, labels: Tensor, input_size: tuple[int, int]) -> Tensor:
-        """Cross-entropy of the logits (B, K, h, w), upsampled to the labels (B, H, W), over the pixels not ignored."""
+        """Cross-entropy of the logits (B, K, h, w) upsampled to the labels (B, H, W), ignored pixels left out."""
         if labels.ndim != 3 or labels.shape[0] != logits.shape[0] or tuple(labels.shape[-2:]) != input_size:
             raise ValueError(
                 f"labels must be (B={logits.shape[0]}, H, W) at the input size {input_size}, got {tuple(labels.shape)}"

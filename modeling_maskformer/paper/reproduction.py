@@ -1,7 +1,5 @@
-"""Reproduce one row of the model zoo (`paper.zoo`): convert its transformers checkpoint, evaluate it on its dataset
-with the authors' settings, and compare with the paper. `scripts/reproduce.py` is the command line:
-`reproduce("swin-large-ade", tta=True, download=True)` returns the report it prints and writes.
-"""
+"""Reproduce one model-zoo row (`paper.zoo`): convert its transformers checkpoint, evaluate it with the authors'
+settings, compare with the paper (`reproduce("swin-large-ade", tta=True, download=True)`; `scripts/reproduce.py`)."""
 
 from __future__ import annotations
 
@@ -19,8 +17,8 @@ from ..data.prepare import get_spec, prepare
 from ..data.registry import default_data_root, prepare_command, prepared_folder
 from ..errors import InvalidInputError, MissingInputError
 from ..evaluation import evaluate_model
-from ..interop.hub import build_model_card, check_model_card
-from ..interop.transformers_weights import convert_from_transformers
+from ..interop.hub import build_model_card
+from ..interop.transformers_weights import convert_from_transformers, first_line
 from .zoo import AUTHORS_REPOSITORY, MODEL_ZOO_SOURCE, ZooEntry, get_entry
 
 logger = logging.getLogger(__name__)
@@ -36,7 +34,7 @@ def check_request(
     download: bool = False,
     data_root: str | Path | None = None,
 ) -> torch.device:
-    """The device to run on, or a user error naming what is missing or wrong, before anything is downloaded."""
+    """The device to run on, or a user error before anything is downloaded."""
     if tta and entry.task != "semantic":
         raise InvalidInputError(
             f"row {entry.name}: test-time augmentation applies to semantic rows ({entry.dataset} is evaluated by "
@@ -63,7 +61,6 @@ def check_request(
 
 
 def check_row_data(entry: ZooEntry, *, download: bool, data_root: str | Path | None) -> None:
-    """Without --dataset: the row's data is prepared, or `download` can prepare it; else a user error naming how."""
     if entry.prepare is None:
         raise MissingInputError(
             f"row {entry.name} needs the {entry.dataset} data, which prepare_data.py does not fetch: pass --dataset "
@@ -86,12 +83,11 @@ def check_row_data(entry: ZooEntry, *, download: bool, data_root: str | Path | N
 
 
 def load_row_dataset(entry: ZooEntry, source: str, id2label: dict[int, str] | None):
-    """The row's evaluation split from `source` (a folder or `datasets` name); a name that cannot be read is a user
-    error saying what to pass."""
+    """The row's evaluation split from `source` (a folder or `datasets` name)."""
     kwargs: dict[str, Any] = {}
     if entry.task == "semantic":
-        reduce_labels = bool(entry.variant.processor.get("do_reduce_labels"))
-        kwargs = {"reduce_labels": reduce_labels, "ignore_index": entry.ignore_index}
+        processor = entry.variant.processor
+        kwargs = {"reduce_labels": bool(processor.get("do_reduce_labels")), "ignore_index": processor["ignore_index"]}
         if id2label is not None:  # NOTE: the model's class names; without them the loader scans every annotation
             kwargs["id2label"] = id2label
     try:
@@ -99,9 +95,8 @@ def load_row_dataset(entry: ZooEntry, source: str, id2label: dict[int, str] | No
     except (OSError, ValueError, ConnectionError) as error:
         if Path(source).expanduser().exists() or str(source).startswith((".", "/", "~")):
             raise
-        first_line = (str(error).strip().splitlines() or [""])[0]
         raise MissingInputError(
-            f"dataset {source!r} could not be loaded ({type(error).__name__}: {first_line}); without network "
+            f"dataset {source!r} could not be loaded ({type(error).__name__}: {first_line(error)}); without network "
             f"access pass --dataset FOLDER ({entry.layout})"
         ) from error
 
@@ -121,12 +116,10 @@ def reproduce(
     data_root: str | Path | None = None,
     mirror: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a zoo row (`get_entry`), single-scale or with its TEST.AUG (`tta`), on the first `limit` images, and
-    compare with the paper. `model`: a local transformers checkpoint instead of the Hub id; `dataset`: a folder or
-    `datasets` name instead of the row's prepared folder under `data_root` (prepared first with `download`, from
-    `mirror` if given); `device`: default a GPU, the CPU only with `limit`. Returns the report, also written to
-    `output_dir/reproduction.json` (default `outputs/reproduce/<row>`, with the converted model), and with
-    `model_card` the folder's README.md with `model-index` entries."""
+    """Evaluate a zoo row, single-scale or with its TEST.AUG (`tta`), on the first `limit` images, against the paper.
+    `model`/`dataset` replace the Hub id / the row's prepared folder under `data_root` (prepared with `download`,
+    from `mirror`); `device`: a GPU, the CPU only with `limit`. The report is also written to
+    `output_dir/reproduction.json` (default `outputs/reproduce/<row>`), with `model_card` a README.md."""
     entry = row if isinstance(row, ZooEntry) else get_entry(row)
     run_device = check_request(
         entry, tta=tta, limit=limit, device=device, dataset=dataset, download=download, data_root=data_root
@@ -208,7 +201,6 @@ def reproduce(
 
 
 def summary_line(report: dict[str, Any]) -> str:
-    """`<row>: <metric> paper P (setting) vs measured M on n/N images: difference D`."""
     paper, measured, data = report["paper"], report["measured"], report["dataset"]
     paper_text = "not reported" if paper["value"] is None else f"{paper['value']:.1f}"
     difference = "" if report["difference"] is None else f", difference {report['difference']:+.2f}"
@@ -220,8 +212,7 @@ def summary_line(report: dict[str, Any]) -> str:
 
 
 def write_model_card(config, report: dict[str, Any], path: Path) -> None:
-    """The converted folder's model card, with `model-index` entries for the measured and the paper's figure, each
-    named by its source."""
+    """The model card, with `model-index` entries for the measured and the paper's figure."""
     entry = get_entry(report["row"])
     setting, metric, data = report["paper"]["setting"], report["metric"], report["dataset"]
     common = {
@@ -252,5 +243,4 @@ def write_model_card(config, report: dict[str, Any], path: Path) -> None:
         f"| measured | {report['measured']['value']} | here, {data['images_evaluated']} of "
         f"{data['images_in_split']} images, `scripts/reproduce.py` |\n"
     )
-    check_model_card(card)
     card.save(path)

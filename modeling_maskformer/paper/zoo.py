@@ -1,12 +1,10 @@
 """The released MaskFormer checkpoints that transformers hosts, with their data, the authors' evaluation settings and
-the paper's numbers: the model zoo as data, for `scripts/reproduce.py` (`get_entry("swin-large-ade")`).
+the paper's numbers (`get_entry("swin-large-ade")`, for `scripts/reproduce.py`).
 
-NOTE: no network here; the sources were read from stored public snapshots. The paper's numbers: the authors'
-`MODEL_ZOO.md`. Test sizes, TEST.AUG and thresholds: each row's config (`ZooEntry.config`), else detectron2's
-defaults (`detectron2/config/defaults.py`). Which row a Hub checkpoint holds: the Swin model cards; the ResNet
-checkpoints have none, so their rows are inferred from transformers' `convert_maskformer_resnet_to_pytorch.py`
-(`hub_evidence`). The "+6 Enc" COCO panoptic and the ADE20K-panoptic models are not in transformers' format: convert
-the authors' `.pkl` with `scripts/convert_checkpoint.py --from original`, evaluate with `evaluate_maskformer.py`.
+NOTE: sources read from stored public snapshots: numbers from the authors' `MODEL_ZOO.md`; test sizes, TEST.AUG and
+thresholds from each row's config, else detectron2's defaults; the ResNet rows (no model card) inferred from
+transformers' `convert_maskformer_resnet_to_pytorch.py` (`hub_evidence`). The "+6 Enc" COCO and ADE20K-panoptic
+models are not in transformers' format: convert the authors' `.pkl` (`convert_checkpoint.py --from original`).
 """
 
 from __future__ import annotations
@@ -37,8 +35,7 @@ RESNET_SCRIPT = (
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """One released checkpoint: where it is, what it is evaluated on, how, and the number it should reach. Its
-    architecture, class count, test size and ignored label are those of the variant of the same name."""
+    """One released checkpoint: where, on what data, how, and the paper's number; the rest is its variant's."""
 
     name: str  # row name for scripts/reproduce.py: the Hub repo name without "maskformer-", a key of VARIANTS
     dataset: str  # the benchmark, as the paper names it
@@ -71,10 +68,6 @@ class ZooEntry:
         return self.variant.processor["size"]["longest_edge"]
 
     @property
-    def ignore_index(self) -> int:
-        return self.variant.processor["ignore_index"]
-
-    @property
     def hub_id(self) -> str:
         return f"facebook/maskformer-{self.name}"
 
@@ -92,9 +85,8 @@ def _benchmark(
     tta: dict[int, TestTimeAugmentation] | None = None,
     **shared: Any,
 ) -> list[ZooEntry]:
-    """One benchmark's rows, `{backbone: (config file, paper single-scale, multi-scale)}`, named like its variants
-    ("<backbone>-<suffix>"). `tta`: TEST.AUG by test size; `shared`: the other ZooEntry fields (num_images and
-    layout from the data registry where `prepare` names a dataset it prepares)."""
+    """A benchmark's rows `{backbone: (config, single-scale, multi-scale)}` named "<backbone>-<suffix>"; `tta` by
+    test size; `shared`: other ZooEntry fields (num_images and layout from the data registry with `prepare`)."""
     shared = {"dataset": dataset, "task": "semantic", "split": "validation", **shared}
     if "prepare" in shared:
         spec, split = DATASETS[shared["prepare"]], shared["split"]
