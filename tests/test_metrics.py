@@ -132,14 +132,12 @@ def test_semantic_matches_torchmetrics_and_merges():
     assert [r["per_class_iou"][str(c)] for c in range(5)] == pytest.approx(ref_iou[:5].tolist(), abs=1e-6)
     assert r["pixel_accuracy"] == pytest.approx(float(ref_acc), abs=1e-6)
 
-    # per-image accumulation and a merge of two "processes" give the same matrix
+    # per-image accumulation and the sum of two "processes" (all_reduce, as the evaluator's) give the same matrix
     a, b = SemanticSegmentationMetric(num_classes=k), SemanticSegmentationMetric(num_classes=k)
     a.update(pred[0], target[0])
     b.update(pred[1], target[1])
     b.update(pred[2], target[2])
-    a.merge(b)
-    assert torch.equal(a.confusion_matrix, whole.confusion_matrix)
-    a.all_reduce(lambda t: t * 1)  # the hook accelerate's reduce plugs into
+    a.all_reduce(lambda t: t + b.confusion_matrix)  # the hook accelerate's reduce plugs into
     assert torch.equal(a.confusion_matrix, whole.confusion_matrix)
 
 
@@ -415,7 +413,7 @@ def test_pq_matches_torchmetrics_without_void():
         # torchmetrics computes IoU in float32
         assert [got["pq"], got["sq"], got["rq"]] == pytest.approx(ref_per_class[i].tolist(), abs=1e-6)
 
-    # merged shards = one pass
+    # shards summed by all_reduce (as the evaluator's) = one pass
     a, b = PanopticQualityMetric([1, 2], [3, 4]), PanopticQualityMetric([1, 2], [3, 4])
     g = torch.Generator().manual_seed(0)
     for i in range(8):
@@ -426,7 +424,8 @@ def test_pq_matches_torchmetrics_without_void():
             gt,
             [{"id": k, "category_id": c} for k, c in gt_info.items()],
         )
-    a.merge(b)
+    other = iter([b.tp, b.fp, b.fn, b.iou_sum])  # all_reduce's order
+    a.all_reduce(lambda t: t + next(other))
     assert all(torch.equal(getattr(a, k), getattr(ours, k)) for k in ("tp", "fp", "fn"))
     assert torch.allclose(a.iou_sum, ours.iou_sum, rtol=1e-12)  # only the summation order differs
 
@@ -573,7 +572,7 @@ def test_ap_matches_torchmetrics_and_merges():
     a.update(preds[0], targets[0])
     for p, t in zip(preds[1:], targets[1:]):
         b.update(p, t)
-    a.merge(b)
+    a.all_gather(lambda images: images + b.images)  # the hook accelerate's gather_object plugs into
     assert a.compute() == r
 
 

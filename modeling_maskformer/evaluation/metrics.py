@@ -1,6 +1,6 @@
 """mIoU, PQ and COCO mask AP: the one implementation behind `evaluate_model`, `SegmentationMetrics` (Trainer) and
 the shipped `evaluate` modules. Each has `update(...)` per image, `compute()` (plain values, `None` where undefined,
-ready for `json.dump`), `reset()`, `merge(other)`, and `all_reduce(sum)` (mask AP: `all_gather`) over processes.
+ready for `json.dump`), `reset()` and `all_reduce(sum)` (mask AP: `all_gather`) over processes.
 """
 
 from __future__ import annotations
@@ -103,11 +103,6 @@ class SemanticSegmentationMetric:
         """Add class maps of one shape, (H, W) or (B, H, W)."""
         self.confusion_matrix += confusion_matrix(pred, target, self.num_classes, self.ignore_index, strict=True)
 
-    def merge(self, other: SemanticSegmentationMetric) -> None:
-        if other.num_classes != self.num_classes:
-            raise ValueError(f"cannot merge metrics over {other.num_classes} and {self.num_classes} classes")
-        self.confusion_matrix += other.confusion_matrix.cpu()
-
     def all_reduce(self, reduce_sum: Callable[[Tensor], Tensor]) -> None:
         self.confusion_matrix = reduce_sum(self.confusion_matrix).cpu().long()
 
@@ -209,12 +204,6 @@ class PanopticQualityMetric:
         fp = ~match.any(0) & (pred_area > 0) & (2 * ignored <= pred_area)
         self.fp += torch.bincount(pred_cat[fp], minlength=num_categories)
 
-    def merge(self, other: PanopticQualityMetric) -> None:
-        if other.category_ids != self.category_ids:
-            raise ValueError("cannot merge panoptic metrics over different categories")
-        for name in ("tp", "fp", "fn", "iou_sum"):
-            getattr(self, name).add_(getattr(other, name).cpu())
-
     def all_reduce(self, reduce_sum: Callable[[Tensor], Tensor]) -> None:
         for name in ("tp", "fp", "fn", "iou_sum"):
             state = getattr(self, name)
@@ -290,8 +279,8 @@ class MaskAPMetric:
     size ranges read; default: the mask areas). `None` where COCO reports -1 (no ground truth in that range).
     """
 
-    def __init__(self, id2label: Mapping[int, str] | None = None, max_detections: int = 100, verbose: bool = False):
-        self.id2label, self.max_detections, self.verbose = id2label, max_detections, verbose
+    def __init__(self, id2label: Mapping[int, str] | None = None, max_detections: int = 100):
+        self.id2label, self.max_detections = id2label, max_detections
         self.reset()
 
     def reset(self) -> None:
@@ -318,9 +307,6 @@ class MaskAPMetric:
                 image[key].append(annotation | extra)
         self.images.append(image)
 
-    def merge(self, other: MaskAPMetric) -> None:
-        self.images.extend(other.images)
-
     def all_gather(self, gather_object: Callable[[list], list]) -> None:
         self.images = list(gather_object(self.images))
 
@@ -337,7 +323,7 @@ class MaskAPMetric:
             for key, listed in annotations.items():
                 # NOTE: annotation ids from 1: COCOeval reads a match with id 0 as no match.
                 listed += [a | {"id": len(listed) + 1 + i, "image_id": image_id} for i, a in enumerate(image[key])]
-        with contextlib.redirect_stdout(io.StringIO()) if not self.verbose else contextlib.nullcontext():
+        with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its progress and summary
             for key in coco:
                 # NOTE: built in memory rather than with `COCO.loadRes`, which fails on an empty detection list.
                 categories = [{"id": label} for label in labels]
@@ -380,9 +366,8 @@ def format_table(results: Mapping[str, Any]) -> str:
     columns: dict[str, dict[str, Any]] = {}
     for key, value in results.items():
         for label, entry in value.items() if isinstance(value, Mapping) else ():
-            for metric, v in (
-                entry.items() if isinstance(entry, Mapping) else [(key.removeprefix("per_class_"), entry)]
-            ):
+            inner = entry if isinstance(entry, Mapping) else {key.removeprefix("per_class_"): entry}
+            for metric, v in inner.items():
                 columns.setdefault(metric, {})[label] = v
     parts = [_grid(["metric", "value"], overall)] if overall else []
     if columns:

@@ -13,13 +13,12 @@ from .checkpoints import (
 )
 from .interruption import TrainingStopped
 from .loop import epoch_batches, parse_args, train
-from .presets import STAGES, build_model, preset_config
+from .presets import build_model, preset_config
 from .recipes import RECIPES, Recipe, RecipeChoice, choose_recipe, parameter_groups, recipe_for
 
 __all__ = [
     "MANIFEST_FILE",
     "RECIPES",
-    "STAGES",
     "STATE_FILE",
     "CheckpointError",
     "Recipe",

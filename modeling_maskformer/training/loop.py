@@ -55,10 +55,6 @@ _POSITIVE = (
     "checkpointing_steps checkpoints_total_limit eval_steps logging_steps"
 ).split()
 _MODEL_INPUTS = ("pixel_values", "pixel_mask", "mask_labels", "class_labels")
-_MAX_STEPS_HELP = (
-    "--max_train_steps is required: it sets the length of the learning-rate schedule. For scale: the paper "
-    "trained ADE20K for 160000 steps of 16 images (about a day on 8 GPUs); the README's first CPU run uses 300."
-)
 
 
 def epoch_batches(num_items: int, global_batch: int, seed: int, epoch: int) -> list[list[int]]:
@@ -131,7 +127,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     if args.max_train_steps is None:
-        p.error(_MAX_STEPS_HELP)
+        p.error(
+            "--max_train_steps is required: it sets the length of the learning-rate schedule. For scale: the paper "
+            "trained ADE20K for 160000 steps of 16 images (about a day on 8 GPUs); the README's first CPU run uses 300."
+        )
     for name in _POSITIVE:
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -376,16 +375,14 @@ def _train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
                             logs[f"train/{name}"] = accelerator.reduce(value.detach(), reduction="mean").item()
                     accelerator.log(logs, step=state["step"])
                     progress.set_postfix(loss=f"{loss:.3f}")
-                out_of_time = (
-                    args.max_train_seconds is not None and time.monotonic() - start_time > args.max_train_seconds
-                )
+                elapsed = time.monotonic() - start_time
+                out_of_time = args.max_train_seconds is not None and elapsed > args.max_train_seconds
                 stopped = args.stop_at_step is not None and state["step"] >= args.stop_at_step
                 done = state["step"] >= args.max_train_steps or out_of_time or stopped
                 due_eval = state["step"] % args.eval_steps == 0 or done
                 # NOTE: save before evaluating, so that an evaluation that crashes never costs the checkpoint; a
                 # run resumed from it finishes the evaluation first (`eval_pending`).
-                minutes = args.checkpointing_minutes
-                by_time = minutes > 0 and time.monotonic() - last_save >= 60 * minutes
+                by_time = 0 < 60 * args.checkpointing_minutes <= time.monotonic() - last_save
                 stop, by_time = decide(accelerator, stops.signum is not None, by_time)
                 if state["step"] % args.checkpointing_steps == 0 or done or stop or by_time:
                     saved_in = save()

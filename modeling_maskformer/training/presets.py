@@ -8,7 +8,6 @@ import logging
 from transformers.utils import logging as transformers_logging
 
 from ..configuration import MaskFormerConfig
-from ..configuration.backbones import STAGES  # noqa: F401 (re-exported: modeling_maskformer.training.STAGES)
 from ..configuration.configuration_per_pixel import PerPixelBaselineConfig
 from ..errors import InvalidInputError
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation

@@ -71,12 +71,10 @@ def choose_recipe(
     if name is not None:
         reason = "chosen with --recipe"
     elif not pretrained_backbone:
-        name, reason = (
-            "scratch",
-            (
-                f"the {backbone_type} backbone starts from random weights, so it trains at the full learning rate "
-                f"(the paper's recipes, backbone lr x0.1, are for ImageNet-pretrained backbones)"
-            ),
+        name = "scratch"
+        reason = (
+            f"the {backbone_type} backbone starts from random weights, so it trains at the full learning rate "
+            f"(the paper's recipes, backbone lr x0.1, are for ImageNet-pretrained backbones)"
         )
     elif backbone_type in RECIPES:
         name, reason = backbone_type, f"the paper's recipe for a pretrained {backbone_type} backbone"
