@@ -48,11 +48,9 @@ class MaskHead(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
 
     def forward(self, hidden_states: Tensor) -> Tensor:
-        for index, layer in enumerate(self.layers):
-            hidden_states = layer(hidden_states)
-            if index < len(self.layers) - 1:
-                hidden_states = F.relu(hidden_states)
-        return hidden_states
+        for layer in self.layers[:-1]:
+            hidden_states = F.relu(layer(hidden_states))
+        return self.layers[-1](hidden_states)
 
 
 class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
@@ -189,8 +187,9 @@ class MaskFormerModel(MaskFormerPreTrainedModel):
         signature: padding is bottom/right and the network sees it (as transformers')."""
         check_pixel_values(pixel_values, self.config.backbone_config)
         check_output_attentions(output_attentions, self.config)
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         attn_implementation = "eager" if self.config._attn_implementation == "eager" else "sdpa"
         features = self.backbone(pixel_values)  # res2..res5, each (B, C_i, H_i, W_i)
@@ -322,8 +321,9 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         fast = self.fast_inference if not compute_loss and not self.training else None
         if fast is not None:
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
-        if output_auxiliary_logits is None:
-            output_auxiliary_logits = self.config.output_auxiliary_logits
+        output_auxiliary_logits = (
+            output_auxiliary_logits if output_auxiliary_logits is not None else self.config.output_auxiliary_logits
+        )
         use_auxiliary = self.config.use_auxiliary_loss and (compute_loss or bool(output_auxiliary_logits))
         with (
             torch.autocast(pixel_values.device.type, dtype=torch.bfloat16) if fast and fast["bf16"] else nullcontext()
