@@ -309,7 +309,6 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         `return_dict=False`: a tuple in transformers' order (without our `loss_dict` and `pixel_mask`)."""
         if (mask_labels is None) != (class_labels is None):
             raise ValueError("pass both mask_labels and class_labels to compute the loss, or neither")
-        check_output_attentions(output_attentions, self.config)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         compute_loss = mask_labels is not None
         if self.training and not compute_loss:  # NOTE: once per process (transformers' `warning_once`)
@@ -332,6 +331,7 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
                 pixel_values,
                 pixel_mask=pixel_mask,
                 output_hidden_states=output_hidden_states,
+                output_attentions=output_attentions,
                 return_intermediate=use_auxiliary,
                 return_dict=True,
             )
