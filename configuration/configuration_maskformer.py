@@ -7,15 +7,16 @@ from typing import Any, Literal, get_args
 
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import CONFIG_MAPPING, AutoConfig, DetrConfig, PretrainedConfig, TimmBackboneConfig
+from transformers import MaskFormerConfig as TransformersMaskFormerConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING, MODEL_FOR_BACKBONE_MAPPING_NAMES
 
-from ..errors import InvalidInputError, MissingInputError
+from ..errors import InvalidInputError, MissingInputError, first_line
 from .backbones import STAGES, SWIN_DROP_PATH_RATE, build_backbone_config, with_all_stages
 from .remote_code import CONFIG_AUTO_MAP, TRANSFORMERS_MODEL_TYPE, HubFolderMixin, folder_model_type
 from .transformers_format import (
     decoder_dict,
     decoder_settings,
-    dict_from_transformers,
+    settings_from_transformers,
     transformers_refusals,
     write_transformers_config,
 )
@@ -25,8 +26,10 @@ MaskLossMode = Literal["dense", "point"]
 ActivationFunction = Literal["relu", "gelu"]
 # Constructor arguments that are not stored as given (built or translated in `__init__`).
 _NOT_FIELDS = ("self", "kwargs", "__class__", "backbone_config", "decoder_config", "cross_entropy_weight")
-_POSITIVE_INTS = ("fpn_feature_size", "mask_feature_size", "num_queries", "hidden_size", "decoder_layers")
-_POSITIVE_INTS += ("num_attention_heads", "decoder_ffn_dim", "encoder_ffn_dim", "train_num_points")
+# Integer fields and their least value.
+_MIN_INTS = dict.fromkeys(("fpn_feature_size", "mask_feature_size", "num_queries", "hidden_size", "decoder_layers"), 1)
+_MIN_INTS |= dict.fromkeys(("num_attention_heads", "decoder_ffn_dim", "encoder_ffn_dim", "train_num_points"), 1)
+_MIN_INTS["encoder_layers"] = 0
 
 
 class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
@@ -149,12 +152,10 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
             ("activation_function", ActivationFunction),
         ):
             check(getattr(self, field) in get_args(allowed), field, f"must be one of {get_args(allowed)}")
-        for field in _POSITIVE_INTS:
+        for field, least in _MIN_INTS.items():
             value = getattr(self, field)
-            check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, field, "must be an int >= 1")
-        check(
-            isinstance(self.encoder_layers, int) and self.encoder_layers >= 0, "encoder_layers", "must be an int >= 0"
-        )
+            valid = isinstance(value, int) and not isinstance(value, bool) and value >= least
+            check(valid, field, f"must be an int >= {least}")
         heads = self.num_attention_heads
         check(self.hidden_size % heads == 0, "hidden_size", f"must be divisible by num_attention_heads={heads}")
         groups = "must be a multiple of 32 (the FPN uses GroupNorm with 32 groups)"
@@ -243,9 +244,8 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
         except OSError as error:
             if os.path.exists(source):
                 raise
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise MissingInputError(
-                f"{source}: no such local folder, and not available from the Hugging Face Hub ({reason})"
+                f"{source}: no such local folder, and not available from the Hugging Face Hub ({first_line(error)})"
             ) from error
         if config_dict.get("model_type") == "maskformer":  # converted here, so from_pretrained sees our type
             config_dict = cls.dict_from_transformers(config_dict)
@@ -258,7 +258,9 @@ class MaskFormerConfig(HubFolderMixin, PretrainedConfig):
 
     @classmethod
     def dict_from_transformers(cls, config_dict: dict[str, Any]) -> dict[str, Any]:
-        return dict_from_transformers(config_dict, cls)
+        """Our config dict from the dict of a transformers config.json (model_type "maskformer")."""
+        tf_config = TransformersMaskFormerConfig.from_dict(config_dict)
+        return cls(**settings_from_transformers(tf_config, cls)).to_dict()
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> MaskFormerConfig:

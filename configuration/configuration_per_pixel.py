@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import InvalidInputError
 from .configuration_maskformer import MaskFormerConfig
 from .remote_code import PER_PIXEL_AUTO_MAP
 
@@ -28,10 +29,10 @@ class PerPixelBaselineConfig(MaskFormerConfig):
     def validate(self) -> None:
         super().validate()
         if not isinstance(self.ignore_index, int) or isinstance(self.ignore_index, bool):
-            raise ValueError(f"PerPixelBaselineConfig.ignore_index={self.ignore_index!r}: must be an int")
+            raise InvalidInputError(f"PerPixelBaselineConfig.ignore_index={self.ignore_index!r}: must be an int")
         if 0 <= self.ignore_index < self.num_labels:
             classes = f"0..{self.num_labels - 1}"
-            raise ValueError(
+            raise InvalidInputError(
                 f"PerPixelBaselineConfig.ignore_index={self.ignore_index}: must not be a class id ({classes})"
             )
 
@@ -46,8 +47,8 @@ class PerPixelBaselineConfig(MaskFormerConfig):
         raise cls._not_a_baseline("maskformer")  # a MaskFormer folder in transformers' format
 
     @staticmethod
-    def _not_a_baseline(model_type: str) -> ValueError:
-        return ValueError(
+    def _not_a_baseline(model_type: str) -> InvalidInputError:
+        return InvalidInputError(
             f"config.json is a MaskFormer's (model_type {model_type!r}), not the per-pixel baseline's: load it with "
             "MaskFormerForInstanceSegmentation, or build the baseline on its architecture with "
             "PerPixelBaselineConfig.from_maskformer_config(MaskFormerConfig.from_pretrained(...))"

@@ -85,20 +85,18 @@ def _module_file(name: str, importer: str) -> Path:
 def remote_code_modules() -> dict[str, str]:
     """Flat file name -> module name, for every first-party module the config, model and processor import."""
     modules: dict[str, str] = {}
-    queue = _entry_modules()
+    queue = [(module, module) for module in _entry_modules()]  # (module, the file importing it)
     while queue:
-        module = queue.pop()
+        module, importer = queue.pop()
+        path = _module_file(module, importer=importer)
         flat = module.rpartition(".")[2] + ".py"
         if flat in modules:
             if modules[flat] != module:
                 raise ImportError(f"remote code is flat, but {modules[flat]} and {module} are both {flat}")
             continue
         modules[flat] = module
-        path = _module_file(module, importer=module)
         for _, targets in _relative_imports(ast.parse(path.read_text()), module):
-            for target in targets:
-                _module_file(target, importer=str(path))
-                queue.append(target)
+            queue.extend((target, str(path)) for target in targets)
     return modules
 
 

@@ -55,25 +55,25 @@ def stashed_fields(config_class) -> tuple[str, ...]:
 
 def transformers_refusals(config) -> list[str]:
     """Why transformers' MaskFormer cannot represent `config` (empty: it can, exactly)."""
-    refusals = []
-    if config.model_type != "maskformer-hf":  # NOTE: a subclass's, e.g. the per-pixel baseline's
-        refusals.append(
-            f"model_type {config.model_type!r} (transformers' MaskFormer has mask classification heads only)"
-        )
-    if config.pixel_decoder_type != "fpn":
-        refusals.append(
-            f"pixel_decoder_type={config.pixel_decoder_type!r} (transformers has only the FPN pixel decoder)"
-        )
-    if config.pre_norm:
-        refusals.append("pre_norm=True (transformers' DETR decoder is post-norm only)")
-    if config.hidden_size % 2:
-        refusals.append(f"hidden_size={config.hidden_size} (the sine position encoding needs an even size)")
-    if config.activation_function not in ("relu", "gelu"):
-        refusals.append(f"activation_function={config.activation_function!r}")
     backbone_type = config.backbone_config.model_type
-    if backbone_type not in MODEL_FOR_BACKBONE_MAPPING_NAMES:
-        refusals.append(f"backbone model_type {backbone_type!r} (not a backbone transformers' AutoBackbone builds)")
-    return refusals
+    checks = [  # (refused, why)
+        (
+            config.model_type != "maskformer-hf",  # NOTE: a subclass's, e.g. the per-pixel baseline's
+            f"model_type {config.model_type!r} (transformers' MaskFormer has mask classification heads only)",
+        ),
+        (
+            config.pixel_decoder_type != "fpn",
+            f"pixel_decoder_type={config.pixel_decoder_type!r} (transformers has only the FPN pixel decoder)",
+        ),
+        (config.pre_norm, "pre_norm=True (transformers' DETR decoder is post-norm only)"),
+        (config.hidden_size % 2, f"hidden_size={config.hidden_size} (the sine position encoding needs an even size)"),
+        (config.activation_function not in ("relu", "gelu"), f"activation_function={config.activation_function!r}"),
+        (
+            backbone_type not in MODEL_FOR_BACKBONE_MAPPING_NAMES,
+            f"backbone model_type {backbone_type!r} (not a backbone transformers' AutoBackbone builds)",
+        ),
+    ]
+    return [why for refused, why in checks if refused]
 
 
 def decoder_settings(decoder_config) -> dict[str, Any]:
@@ -114,12 +114,6 @@ def settings_from_transformers(tf_config, config_class) -> dict[str, Any]:
     # PretrainedConfig-level settings transformers keeps on its config.
     names = ("output_hidden_states", "output_attentions", "return_dict")
     return settings | {name: getattr(tf_config, name) for name in names if hasattr(tf_config, name)}
-
-
-def dict_from_transformers(config_dict: dict[str, Any], config_class) -> dict[str, Any]:
-    """Our config dict from the dict of a transformers config.json (model_type "maskformer")."""
-    tf_config = TransformersMaskFormerConfig.from_dict(config_dict)
-    return config_class(**settings_from_transformers(tf_config, config_class)).to_dict()
 
 
 def decoder_dict(config) -> dict[str, Any]:

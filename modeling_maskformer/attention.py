@@ -145,5 +145,4 @@ class TransformerLayer(GradientCheckpointingLayer):
 
 
 def transformer_layers(num_layers: int, **layer: Any) -> nn.ModuleList:
-    """`num_layers` `TransformerLayer`s built with the keyword arguments `layer`."""
     return nn.ModuleList(TransformerLayer(**layer) for _ in range(num_layers))

@@ -44,10 +44,9 @@ def build_backbone(
     load them (no network, unknown name) is an error."""
     if not use_pretrained:
         return Backbone(AutoBackbone.from_config(backbone_config))
-    is_timm = backbone_config.model_type == "timm_backbone"
     source = pretrained_source or getattr(backbone_config, "backbone", None)  # not None: MaskFormerConfig checks
     try:
-        if is_timm:
+        if backbone_config.model_type == "timm_backbone":
             from transformers import TimmBackbone  # needs timm, an optional dependency
 
             config = backbone_config.__class__.from_dict({**backbone_config.to_dict(), "backbone": source})

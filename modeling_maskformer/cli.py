@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 DEBUG_FLAG = "--debug"
 
@@ -32,14 +32,10 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
-def debug_requested(argv: list[str]) -> bool:
-    return DEBUG_FLAG in argv or os.environ.get("MASKFORMER_DEBUG", "") not in ("", "0")
-
-
 def one_line(error: BaseException) -> str:
     """The first line of the message (the rest, e.g. transformers' load reports, is in the traceback)."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    message = lines[0] if lines else type(error).__name__
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    message = first_line(error)
     if isinstance(error, ImportError) or not lines:
         message = f"{type(error).__name__}: {message}"
     return message + (" (more with --debug)" if len(lines) > 1 else "")
@@ -47,7 +43,7 @@ def one_line(error: BaseException) -> str:
 
 def run_cli(main: Callable[[], Any]) -> Any:
     """Run `main()` (which reads `sys.argv`, with `--debug` removed) and return its result."""
-    debug = debug_requested(sys.argv[1:])
+    debug = DEBUG_FLAG in sys.argv[1:] or os.environ.get("MASKFORMER_DEBUG", "") not in ("", "0")
     sys.argv = [arg for arg in sys.argv if arg != DEBUG_FLAG]
     program = Path(sys.argv[0]).name
     in_main_thread = threading.current_thread() is threading.main_thread()  # signal.signal works only there

@@ -21,3 +21,9 @@ class MissingInputError(UserError, FileNotFoundError):
 
 class MissingDependencyError(UserError, ImportError):
     """An optional dependency the requested feature needs."""
+
+
+def first_line(error: BaseException, default: str | None = None) -> str:
+    """The first non-blank line of `error`'s message (`default`, else the exception's type name, when it has none)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else (type(error).__name__ if default is None else default)

@@ -35,7 +35,6 @@ def focal_loss(logits: Tensor, targets: Tensor, num_masks: float, *, alpha: floa
 
 
 def mean_over_processes(value: Tensor) -> Tensor:
-    """The average of a scalar over all processes (itself when not running distributed)."""
     value = value.detach().float().clone()
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(value)

@@ -48,11 +48,9 @@ class MaskHead(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
 
     def forward(self, hidden_states: Tensor) -> Tensor:
-        for index, layer in enumerate(self.layers):
-            hidden_states = layer(hidden_states)
-            if index < len(self.layers) - 1:
-                hidden_states = F.relu(hidden_states)
-        return hidden_states
+        for layer in self.layers[:-1]:
+            hidden_states = F.relu(layer(hidden_states))
+        return self.layers[-1](hidden_states)
 
 
 class MaskFormerPreTrainedModel(HubFolderMixin, PreTrainedModel):
@@ -189,8 +187,9 @@ class MaskFormerModel(MaskFormerPreTrainedModel):
         signature: padding is bottom/right and the network sees it (as transformers')."""
         check_pixel_values(pixel_values, self.config.backbone_config)
         check_output_attentions(output_attentions, self.config)
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         attn_implementation = "eager" if self.config._attn_implementation == "eager" else "sdpa"
         features = self.backbone(pixel_values)  # res2..res5, each (B, C_i, H_i, W_i)
@@ -310,7 +309,6 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         `return_dict=False`: a tuple in transformers' order (without our `loss_dict` and `pixel_mask`)."""
         if (mask_labels is None) != (class_labels is None):
             raise ValueError("pass both mask_labels and class_labels to compute the loss, or neither")
-        check_output_attentions(output_attentions, self.config)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         compute_loss = mask_labels is not None
         if self.training and not compute_loss:  # NOTE: once per process (transformers' `warning_once`)
@@ -322,8 +320,9 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
         fast = self.fast_inference if not compute_loss and not self.training else None
         if fast is not None:
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
-        if output_auxiliary_logits is None:
-            output_auxiliary_logits = self.config.output_auxiliary_logits
+        output_auxiliary_logits = (
+            output_auxiliary_logits if output_auxiliary_logits is not None else self.config.output_auxiliary_logits
+        )
         use_auxiliary = self.config.use_auxiliary_loss and (compute_loss or bool(output_auxiliary_logits))
         with (
             torch.autocast(pixel_values.device.type, dtype=torch.bfloat16) if fast and fast["bf16"] else nullcontext()
@@ -332,6 +331,7 @@ class MaskFormerForInstanceSegmentation(MaskFormerPreTrainedModel):
                 pixel_values,
                 pixel_mask=pixel_mask,
                 output_hidden_states=output_hidden_states,
+                output_attentions=output_attentions,
                 return_intermediate=use_auxiliary,
                 return_dict=True,
             )

@@ -1,4 +1,5 @@
-"""The models' outputs, in transformers' MaskFormer field order (`return_dict=False` gives its tuple), ours at the end.
+"""The models' outputs: transformers' MaskFormer output classes (same fields, same order, so `return_dict=False`
+gives its tuple) with our fields at the end.
 
 Shapes: B batch, Q queries, K classes (+1 "no object"), C channels, H×W the padded input size, L decoder layers.
 """
@@ -8,50 +9,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import Tensor
-from transformers.utils import ModelOutput
+from transformers.models.maskformer import modeling_maskformer as transformers_maskformer
 
 
 @dataclass
-class MaskFormerModelOutput(ModelOutput):
+class MaskFormerModelOutput(transformers_maskformer.MaskFormerModelOutput):
     """Outputs of `MaskFormerModel`, as transformers' (the `*_hidden_states` with `output_hidden_states`;
     `attentions` never filled: `output_attentions=True` raises, docs/api.md).
 
     Shapes: `encoder_last_hidden_state` (B, C_5, H/32, W/32) res5; `pixel_decoder_last_hidden_state`
-    (B, C_mask, H/4, W/4); `transformer_decoder_last_hidden_state` (B, Q, C); `transformer_decoder_hidden_states`
-    L+1 × (B, Q, C), each layer's input then the final queries. Ours only: `transformer_decoder_intermediate_states`,
-    L-1 × (B, Q, C), the normalised outputs for deep supervision (`return_intermediate=True`).
+    (B, C_mask, H/4, W/4); `transformer_decoder_last_hidden_state` (B, Q, C); `encoder_hidden_states` res2..res5;
+    `pixel_decoder_hidden_states` the FPN maps, coarse to fine; `transformer_decoder_hidden_states` L+1 × (B, Q, C),
+    each layer's input then the final queries; `hidden_states` the three concatenated. Ours only:
+    `transformer_decoder_intermediate_states`, L-1 × (B, Q, C), the normalised outputs for deep supervision
+    (`return_intermediate=True`).
     """
 
-    encoder_last_hidden_state: Tensor | None = None
-    pixel_decoder_last_hidden_state: Tensor | None = None
-    transformer_decoder_last_hidden_state: Tensor | None = None
-    encoder_hidden_states: tuple[Tensor, ...] | None = None  # res2..res5
-    pixel_decoder_hidden_states: tuple[Tensor, ...] | None = None  # the FPN maps, coarse to fine
-    transformer_decoder_hidden_states: tuple[Tensor, ...] | None = None
-    hidden_states: tuple[Tensor, ...] | None = None  # the three above concatenated
-    attentions: tuple[Tensor, ...] | None = None
     transformer_decoder_intermediate_states: tuple[Tensor, ...] | None = None
 
 
 @dataclass
-class MaskFormerForInstanceSegmentationOutput(ModelOutput):
-    """Outputs of `MaskFormerForInstanceSegmentation`: transformers' fields (the hidden states as in
-    `MaskFormerModelOutput`), then ours, which the tuple leaves out: `loss_dict`, the weighted loss terms
-    (deep supervision's with a `_{layer}` suffix), and `pixel_mask` (B, H, W), the input's (1 real, 0 padding),
-    echoed so post-processing can crop the padding."""
+class MaskFormerForInstanceSegmentationOutput(transformers_maskformer.MaskFormerForInstanceSegmentationOutput):
+    """Outputs of `MaskFormerForInstanceSegmentation`: transformers' fields (`loss` the sum of `loss_dict`;
+    `class_queries_logits` (B, Q, K+1), the last class "no object"; `masks_queries_logits` (B, Q, H/4, W/4);
+    `auxiliary_logits` per deep-supervision layer both logits by name; the hidden states as in
+    `MaskFormerModelOutput`), then ours, which the tuple leaves out: `loss_dict`, the weighted loss terms (deep
+    supervision's with a `_{layer}` suffix), and `pixel_mask` (B, H, W), the input's (1 real, 0 padding), echoed so
+    post-processing can crop the padding."""
 
-    loss: Tensor | None = None  # the sum of `loss_dict`, when labels are given
-    class_queries_logits: Tensor | None = None  # (B, Q, K+1), the last class "no object"
-    masks_queries_logits: Tensor | None = None  # (B, Q, H/4, W/4)
-    auxiliary_logits: list[dict[str, Tensor]] | None = None  # per deep-supervision layer, both logits by name
-    encoder_last_hidden_state: Tensor | None = None
-    pixel_decoder_last_hidden_state: Tensor | None = None
-    transformer_decoder_last_hidden_state: Tensor | None = None
-    encoder_hidden_states: tuple[Tensor, ...] | None = None
-    pixel_decoder_hidden_states: tuple[Tensor, ...] | None = None
-    transformer_decoder_hidden_states: tuple[Tensor, ...] | None = None
-    hidden_states: tuple[Tensor, ...] | None = None
-    attentions: tuple[Tensor, ...] | None = None
     loss_dict: dict[str, Tensor] | None = None
     pixel_mask: Tensor | None = None
 

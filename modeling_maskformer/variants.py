@@ -96,15 +96,11 @@ TRAINING_PRESETS = ("demo", *_IMAGENET)
 AUTHORS_CHECKPOINTS = tuple(name for name, variant in VARIANTS.items() if variant.processor is not None)
 
 
-def get_variant(name: str) -> Variant:
-    if name not in VARIANTS:
-        raise InvalidInputError(f"unknown model variant {name!r}; choose from {', '.join(VARIANTS)}")
-    return VARIANTS[name]
-
-
 def variant_config(name: str, **overrides: Any) -> MaskFormerConfig:
     """The config of the variant `name`, with `overrides` (MaskFormerConfig fields)."""
-    return get_variant(name).config(**overrides)
+    if name not in VARIANTS:
+        raise InvalidInputError(f"unknown model variant {name!r}; choose from {', '.join(VARIANTS)}")
+    return VARIANTS[name].config(**overrides)
 
 
 def variant_model(name: str, **overrides: Any) -> MaskFormerForInstanceSegmentation:

@@ -13,6 +13,7 @@ import pytest
 import torch
 import transformers
 from transformers import DetrConfig, SwinConfig
+from transformers.models.maskformer import modeling_maskformer as transformers_maskformer
 from transformers.models.maskformer.image_processing_maskformer import MaskFormerImageProcessorKwargs
 
 from modeling_maskformer import (
@@ -132,6 +133,8 @@ def test_hidden_states_in_transformers_fields(pair):
     with torch.no_grad():
         base = ours.model(pixel_values, output_hidden_states=True)
     assert len(base.transformer_decoder_hidden_states) == ours.config.decoder_layers + 1
+    # Our output classes are transformers' (subclasses), so isinstance checks written for transformers hold.
+    assert isinstance(got, type(expected)) and isinstance(base, transformers_maskformer.MaskFormerModelOutput)
 
 
 def test_return_dict_false_gives_transformers_tuple(pair):
