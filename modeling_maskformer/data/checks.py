@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from accelerate.utils import broadcast_object_list
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, first_line
 from .dataset import SegmentationDataset, present_labels
 from .decoding import binary_mask_warning, load_progress
 
@@ -47,7 +47,7 @@ def check_item(dataset: SegmentationDataset, index: int) -> tuple[str | None, np
     try:
         item = dataset[index]
     except (ValueError, OSError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        message = first_line(error)
         if isinstance(error, FileNotFoundError) and error.filename and str(error.filename) not in message:
             message = f"{error.filename}: {message}"
         return message, None

@@ -25,11 +25,11 @@ from transformers import MaskFormerSwinConfig, ResNetConfig
 
 from ..configuration.backbones import BACKBONE_SHAPES, STAGES, SWIN_DROP_PATH_RATE
 from ..configuration.configuration_maskformer import MaskFormerConfig
-from ..errors import InvalidInputError, MissingInputError
+from ..errors import InvalidInputError, MissingInputError, first_line
 from ..image_processing import MaskFormerImageProcessor
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation
 from ..variants import AUTHORS_CHECKPOINTS, VARIANTS, Variant
-from .transformers_weights import Rule, apply_rules, convert_state_dict, drop_keys, first_line, renames
+from .transformers_weights import Rule, apply_rules, convert_state_dict, drop_keys, renames
 
 _OUR_BACKBONE = "model.backbone.body"
 SKIPPED_SOURCE_KEYS = (r"criterion\.empty_weight", r"pixel_mean", r"pixel_std", r".*\.num_batches_tracked")

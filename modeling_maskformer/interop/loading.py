@@ -14,10 +14,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from ..errors import MissingInputError, UserError
+from ..errors import MissingInputError, UserError, first_line
 from ..modeling_maskformer import MaskFormerModel
 from .transformers_folder import checkpoint_files, is_transformers_source, read_transformers_state_dict
-from .transformers_weights import first_line
 
 logger = logging.getLogger(__name__)
 Shapes = Mapping[str, tuple[int, ...]]
@@ -149,7 +148,7 @@ def from_pretrained(cls, load: Callable, pretrained_model_name_or_path, *model_a
         if isinstance(error, UserError) or Path(source).exists():
             raise
         # NOTE: transformers' "not a local folder and not a valid model identifier" (or offline) report.
-        reason = first_line(error, type(error).__name__)
+        reason = first_line(error)
         message = reason if reason.startswith(source) else f"{source}: no such local folder or Hub repo ({reason})"
         raise MissingInputError(message) from error
     config.use_pretrained_backbone = False

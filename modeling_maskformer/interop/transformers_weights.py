@@ -31,7 +31,7 @@ from ..configuration.transformers_format import (  # noqa: F401 (STASH_KEY, conf
     config_to_transformers,
     settings_from_transformers,
 )
-from ..errors import InvalidInputError, MissingInputError
+from ..errors import InvalidInputError, MissingInputError, first_line
 from ..image_processing.image_processing_maskformer import MaskFormerImageProcessor
 from ..modeling_maskformer import MaskFormerForInstanceSegmentation
 
@@ -45,11 +45,6 @@ _PLACEHOLDERS["stat"] = r"weight|bias|running_mean|running_var"
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit the model it is converted to; the message lists the keys."""
-
-
-def first_line(error: BaseException, default: str = "") -> str:
-    """The first line of an exception's message, for one-line user errors."""
-    return (str(error).strip().splitlines() or [default])[0]
 
 
 def renames(theirs: str, ours: str, names: Mapping[str, str], suffix: str = ".{p}") -> list[Rule]:

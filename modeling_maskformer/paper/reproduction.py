@@ -15,10 +15,10 @@ from huggingface_hub import EvalResult
 from ..data import build_dataset
 from ..data.prepare import get_spec, prepare
 from ..data.registry import default_data_root, prepare_command, prepared_folder
-from ..errors import InvalidInputError, MissingInputError
+from ..errors import InvalidInputError, MissingInputError, first_line
 from ..evaluation import evaluate_model
 from ..interop.hub import build_model_card
-from ..interop.transformers_weights import convert_from_transformers, first_line
+from ..interop.transformers_weights import convert_from_transformers
 from .zoo import AUTHORS_REPOSITORY, MODEL_ZOO_SOURCE, ZooEntry, get_entry
 
 logger = logging.getLogger(__name__)
