@@ -26,10 +26,10 @@ from .decoding import (
     category_metadata,
     check_class_index_mode,
     decode_panoptic,
-    lossy_label_message,
     open_image,
     open_rgb,
     read_coco_panoptic_json,
+    refuse_lossy,
     require_label_convention,
     scan_num_labels,
     warn_if_binary,
@@ -59,13 +59,7 @@ def _ade_pairs(root: Path, images: list[Path], annotation_dir: Path) -> list[tup
         suffix = path.suffix.lower()
         if suffix == ".png" or (suffix in LOSSY_LABEL_SUFFIXES and path.stem not in annotations):
             annotations[path.stem] = path
-    lossy = [
-        annotations[p.stem] for p in images if p.stem in annotations and annotations[p.stem].suffix.lower() != ".png"
-    ]
-    if lossy:
-        raise InvalidInputError(
-            lossy_label_message(f"{lossy[0]} ({len(lossy)} of the {len(images)} annotations are JPEG)")
-        )
+    refuse_lossy(None, "annotations", [annotations[p.stem] for p in images if p.stem in annotations])
     missing = [p.name for p in images if p.stem not in annotations]
     if missing:
         raise MissingInputError(

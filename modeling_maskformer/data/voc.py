@@ -20,12 +20,13 @@ from .class_names import check_palette_names, find_id2label, names_for_conventio
 from .dataset import SegmentationDataset, SegmentationItem
 from .decoding import (
     IMAGE_SUFFIXES,
+    INDEX_MODES,
     LOSSY_LABEL_SUFFIXES,
     PALETTE_HINT,
     decode_semantic,
-    lossy_label_message,
     open_image,
     open_rgb,
+    refuse_lossy,
     warn_if_binary,
 )
 from .palette import VOC_CLASSES, Palette, read_labelmap, read_palette, voc_colormap
@@ -33,7 +34,6 @@ from .splits import WHOLE, RecordedHoldOut, plan_split
 
 logger = logging.getLogger(__name__)
 
-_INDEX_MODES = ("L", "P", "I", "I;16")
 _VOC_FOLDER = re.compile(r"VOC20(0[7-9]|1[0-2])")
 
 
@@ -62,7 +62,7 @@ class MaskPairsDataset(SegmentationDataset):
     def _load(self, index: int) -> SegmentationItem:
         image_path, mask_path = self.records[index]
         mask = open_image(mask_path)
-        by_colour = self.palette is not None and (self.colour_only or mask.mode not in _INDEX_MODES)
+        by_colour = self.palette is not None and (self.colour_only or mask.mode not in INDEX_MODES)
         semantic = decode_semantic(
             mask,
             reduce_labels=self.reduce_labels,
@@ -97,9 +97,7 @@ def _files_by_id(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
 
 def _pairs(root: Path, ids: list[str]) -> list[tuple[Path, Path]]:
     masks = _files_by_id(root / "SegmentationClass", (".png", *LOSSY_LABEL_SUFFIXES))
-    lossy = [masks[i] for i in ids if i in masks and masks[i].suffix.lower() in LOSSY_LABEL_SUFFIXES]
-    if lossy:
-        raise InvalidInputError(lossy_label_message(f"{lossy[0]} ({len(lossy)} of the {len(ids)} masks are JPEG)"))
+    refuse_lossy(None, "masks", [masks[i] for i in ids if i in masks])
     missing = [i for i in ids if i not in masks]
     if missing:
         raise MissingInputError(
@@ -177,7 +175,7 @@ def load_voc_folder(
         first_mode = first.mode
         pascal_voc = palette is None and _is_pascal_voc(root, first)
 
-    if palette is not None and (colour_only or first_mode not in _INDEX_MODES):
+    if palette is not None and (colour_only or first_mode not in INDEX_MODES):
         if reduce_labels:
             raise InvalidInputError(
                 f"{where}: colour masks name their classes through {palette.source}; "
@@ -187,7 +185,7 @@ def load_voc_folder(
         metadata = {"id2label": palette.id2label, "thing_ids": thing_ids or (), "reduce_labels": False}
         return MaskPairsDataset(pairs, ids, palette=palette, colour_only=colour_only, **metadata, **common)
 
-    if first_mode not in _INDEX_MODES:
+    if first_mode not in INDEX_MODES:
         raise InvalidInputError(
             f"{pairs[0][1]}: colour mask (mode {first_mode}) and no labelmap.txt in {root}: {PALETTE_HINT}"
         )
