@@ -1,10 +1,5 @@
-"""The data check before training: one pass over every item, on every core, reporting every problem at once.
-
-    dataset = check_dataset(dataset)  # or check_dataset(dataset, skip_bad_items=True): the good items
-
-Items are read by the loader's own code on `dataset.header_only()` (pixels not kept), so the check finds what training
-would trip over, with the loader's message; then it warns about data that loads but is probably not what was meant.
-"""
+"""The data check before training: one pass over every item (`dataset.header_only()`, read by the loader's own
+code), on every core, reporting every problem at once; then warnings about data that loads but is probably wrong."""
 
 from __future__ import annotations
 
@@ -36,14 +31,13 @@ class DataCheckError(InvalidInputError):
 
 
 def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity), at least 1."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # Linux: affinity
     return max(1, cores or 1)
 
 
 def check_item(dataset: SegmentationDataset, index: int) -> tuple[str | None, np.ndarray | None]:
-    """(problem or None, the item's distinct semantic labels or None) of a header-only dataset's item. A ValueError or
-    OSError (the loaders' errors, naming the file) is a problem; any other exception is a bug and propagates."""
+    """(problem or None, the item's distinct semantic labels or None). A ValueError or OSError (the loaders' errors)
+    is a problem; any other exception is a bug and propagates."""
     try:
         item = dataset[index]
     except (ValueError, OSError) as error:
@@ -111,10 +105,9 @@ def check_dataset(
     name: str = "the data",
     show_progress: bool = True,
 ) -> SegmentationDataset:
-    """`dataset` when no item has a problem; otherwise a `DataCheckError` whose first line counts the problems and
-    gives the first, then up to `max_reported` of them, one line each (also logged); with `skip_bad_items`, the good
-    items (logged). `num_workers`: processes (default: every core). With an Accelerate `accelerator`, the main
-    process checks and the others receive its findings. `name` says which data in messages."""
+    """`dataset` when no item has a problem, else a `DataCheckError` counting them, then up to `max_reported`, one
+    line each; with `skip_bad_items`, the good items. With an Accelerate `accelerator`, the main process checks and
+    the others receive its findings."""
     if not dataset.needs_check:  # generated data (the synthetic shapes)
         return dataset
     num_workers = available_cores() if num_workers is None else num_workers
