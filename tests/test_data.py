@@ -450,7 +450,7 @@ def test_an_empty_images_folder_is_reported_as_empty(tmp_path):
 def test_ade_label_reduction_matches_evaluates_mean_iou(mode):
     """The reduction (8-bit maps take a lookup table, wider ones the general path) against the one in
     evaluate's canonical mean_iou metric: 0 -> 255, then k -> k - 1, and 254 (a former 255) back to 255."""
-    from modeling_maskformer.data.decoding import semantic_from_image
+    from modeling_maskformer.data.decoding import decode_semantic
 
     values = np.random.default_rng(0).integers(0, 256, (37, 53)).astype(np.uint8)
     values[0, :3] = [0, 1, 255]
@@ -459,7 +459,7 @@ def test_ade_label_reduction_matches_evaluates_mean_iou(mode):
     label[label == 0] = 255
     label = label - 1
     label[label == 254] = 255
-    reduced = semantic_from_image(image, reduce_labels=True, ignore_index=255, source="x.png")
+    reduced = decode_semantic(image, reduce_labels=True, ignore_index=255, source="x.png")
     assert reduced.dtype == np.uint8 and np.array_equal(reduced, label)
-    as_is = semantic_from_image(image, reduce_labels=False, ignore_index=255, source="x.png")
+    as_is = decode_semantic(image, reduce_labels=False, ignore_index=255, source="x.png")
     assert np.array_equal(as_is, values)

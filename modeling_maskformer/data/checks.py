@@ -57,42 +57,30 @@ def _start_worker(dataset: SegmentationDataset) -> None:
     cv2.setNumThreads(1)  # NOTE: one process per core already; OpenCV's own pool would oversubscribe
 
 
-def _check_chunk(indices: list[int]) -> tuple[list[tuple[int, str]], np.ndarray]:
-    return _check_indices(_worker_dataset, indices)
-
-
-def _check_indices(dataset: SegmentationDataset, indices: list[int]) -> tuple[list[tuple[int, str]], np.ndarray]:
-    """The problems of some items and the union of their semantic labels (a (65536,) bool table)."""
-    problems, seen = [], np.zeros(1 << 16, dtype=bool)
-    for index in indices:
-        problem, labels = check_item(dataset, index)
-        if problem is not None:
-            problems.append((index, problem))
-        elif labels is not None:
-            seen[labels[labels < len(seen)].astype(np.int64)] = True
-    return problems, seen
+def _check_in_worker(index: int) -> tuple[str | None, np.ndarray | None]:
+    return check_item(_worker_dataset, index)
 
 
 def _run_pass(dataset: SegmentationDataset, num_workers: int, desc: str, show_progress: bool):
     """(problems sorted by index, the union of semantic labels, sorted)."""
     header_only = dataset.header_only()
     total = len(header_only)
-    in_process = num_workers <= 1 or total < _MIN_ITEMS_FOR_POOL
-    # NOTE: chunks small enough for a smooth progress bar and a balanced finish, large enough to amortise the trip.
-    size = 16 if in_process else max(1, min(256, total // (num_workers * 16)))
-    chunks = [list(range(start, min(start + size, total))) for start in range(0, total, size)]
     problems, seen = [], np.zeros(1 << 16, dtype=bool)
-    with ExitStack() as stack, load_progress(total=total, desc=desc, unit="item", disable=not show_progress) as bar:
-        if in_process:
-            results = (_check_indices(header_only, indices) for indices in chunks)
+    with ExitStack() as stack:
+        if num_workers <= 1 or total < _MIN_ITEMS_FOR_POOL:
+            results = (check_item(header_only, index) for index in range(total))
         else:
             pool = ProcessPoolExecutor(num_workers, initializer=_start_worker, initargs=(header_only,))
-            results = stack.enter_context(pool).map(_check_chunk, chunks)  # a worker's bug re-raises here
-        for indices, (found, labels) in zip(chunks, results):
-            problems += found
-            seen |= labels
-            bar.update(len(indices))
-    return sorted(problems), np.flatnonzero(seen)
+            # NOTE: chunks small enough for a balanced finish, large enough to amortise the trip.
+            chunksize = max(1, min(256, total // (num_workers * 16)))
+            results = stack.enter_context(pool).map(_check_in_worker, range(total), chunksize=chunksize)
+        bar = load_progress(results, total=total, desc=desc, unit="item", disable=not show_progress)
+        for index, (problem, labels) in enumerate(bar):  # a worker's bug re-raises here
+            if problem is not None:
+                problems.append((index, problem))
+            elif labels is not None:
+                seen[labels[labels < len(seen)].astype(np.int64)] = True
+    return problems, np.flatnonzero(seen)
 
 
 def check_dataset(

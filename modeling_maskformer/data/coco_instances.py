@@ -1,9 +1,7 @@
-"""COCO instance segmentation JSON (polygons, RLE, crowd regions) as COCO and the labelling tools export it
-(detectron2's `load_coco_json` is the model): one JSON (`load_coco_instances`, `load_coco_instances_file`) or an
-exporter's folder (`load_coco_instances_folder`, layouts `COCO_LAYOUT_MARKERS`). Items (task "instance") hold every
-object's full mask, decoded by pycocotools. Annotations without a mask and Roboflow's grouping category are left out
-(logged); images are turned upright by their EXIF orientation, as detectron2 reads them.
-"""
+"""COCO instance JSON (polygons, RLE, crowd regions) as COCO and the labelling tools export it, read like detectron2's
+`load_coco_json`: one JSON or an exporter's folder (`COCO_LAYOUT_MARKERS`). Items hold every object's full mask
+(pycocotools); box-only annotations and Roboflow's grouping category are left out (logged); images are turned upright
+by their EXIF orientation, as detectron2 reads them."""
 
 from __future__ import annotations
 
@@ -48,7 +46,7 @@ class CocoImage:
 
 
 class CocoInstancesDataset(SegmentationDataset):
-    """Images + COCO instance annotations; items carry ``instances`` (`dataset.InstanceAnnotations`)."""
+    """Images + COCO instance annotations; items carry ``instances``."""
 
     task: Task = "instance"
     convention_from = None  # the classes come from the JSON's categories
@@ -121,7 +119,7 @@ class CocoInstancesDataset(SegmentationDataset):
 
 
 def annotation_rle(segmentation, height: int, width: int, where: str) -> dict:
-    """One object's mask as a compressed RLE from polygons, uncompressed or compressed RLE, as `COCO.annToRLE`."""
+    """One object's mask as a compressed RLE, as `COCO.annToRLE`."""
     if isinstance(segmentation, list):
         if any(not isinstance(p, list) or len(p) % 2 for p in segmentation):
             raise InvalidInputError(
@@ -208,7 +206,7 @@ def load_coco_instances(
     ignore_index: int = 255,
 ) -> CocoInstancesDataset:
     """A COCO instance JSON and the folder(s) its images are looked up in, in order. Structural problems raise here,
-    a missing or damaged image, a wrong size or a bad segmentation when the item is read."""
+    an image's or segmentation's when the item is read."""
     json_path = Path(json_file)
     if not json_path.is_file():
         raise MissingInputError(f"COCO instances: annotation file {json_path} not found")
@@ -277,7 +275,6 @@ class CocoSubset:
 
 
 def coco_instances_layout(root: str | os.PathLike) -> str | None:
-    """The COCO instance layout of a folder (a key of `COCO_LAYOUT_MARKERS`), or None."""
     root = Path(root)
     annotations = root / "annotations"
     if annotations.is_dir() and any(_INSTANCES_JSON.fullmatch(p.name) for p in annotations.iterdir()):
@@ -319,7 +316,6 @@ def load_coco_instances_folder(
     train_val_split: float | RecordedHoldOut | None = None,
     ignore_index: int = 255,
 ):
-    """An exporter's COCO instance folder (official, CVAT, Roboflow, Label Studio)."""
     root = Path(root)
     layout = coco_instances_layout(root)
     if layout is None:
@@ -330,8 +326,7 @@ def load_coco_instances_folder(
 
 
 def json_file_subset(json_file: str | os.PathLike) -> str:
-    """``instances_val2017.json`` -> ``val2017``, Roboflow's ``valid/_annotations.coco.json`` -> ``valid``, else the
-    stem."""
+    """``instances_val2017.json`` -> ``val2017``, Roboflow's ``valid/_annotations.coco.json`` -> ``valid``."""
     path = Path(json_file)
     match = _INSTANCES_JSON.fullmatch(path.name)
     if match:
@@ -347,8 +342,7 @@ def load_coco_instances_file(
     train_val_split: float | RecordedHoldOut | None = None,
     ignore_index: int = 255,
 ):
-    """One COCO instance JSON (``--dataset FILE.json``) as a source with one subset (`json_file_subset`), its images
-    in ``image_root`` (default: the JSON's folder)."""
+    """One COCO instance JSON (``--dataset FILE.json``), its images in ``image_root`` (default: the JSON's folder)."""
     json_path = Path(json_file).expanduser()
     if not json_path.is_file():
         raise MissingInputError(f"COCO instances: annotation file {json_path} not found")

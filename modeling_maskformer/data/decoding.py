@@ -102,10 +102,20 @@ def decode_semantic(
     image: Image.Image, *, reduce_labels: bool, ignore_index: int, source: str, palette: Palette | None = None
 ) -> np.ndarray:
     """Class ids (uint8, int32 above 255): by colour with a ``palette``, else the values under the convention."""
-    if palette is None:
-        return semantic_from_image(image, reduce_labels=reduce_labels, ignore_index=ignore_index, source=source)
-    refuse_lossy(image, source)
-    return palette.decode(image, ignore_index=ignore_index, source=source)
+    if palette is not None:
+        refuse_lossy(image, source)
+        return palette.decode(image, ignore_index=ignore_index, source=source)
+    check_class_index_mode(image, source)
+    raw = np.asarray(image)
+    if raw.dtype == np.uint8:
+        # NOTE: 8-bit maps go through a 256-entry table: one gather, no int64 copies; same values as below.
+        table = _reduce(np.arange(256), ignore_index) if reduce_labels else np.arange(256)
+        if table.max() <= 255:
+            return table.astype(np.uint8)[raw]
+    labels = raw.astype(np.int64)
+    if reduce_labels:
+        labels = _reduce(labels, ignore_index)
+    return labels.astype(np.uint8 if labels.max(initial=0) <= 255 else np.int32)
 
 
 def binary_mask_warning(values, *, reduce_labels: bool, ignore_index: int, source: str) -> str | None:
@@ -190,20 +200,6 @@ def require_label_convention(reduce_labels: bool | None, source: str) -> bool:
             f"reduce_labels=False, --label_convention as_is."
         )
     return reduce_labels
-
-
-def semantic_from_image(image: Image.Image, *, reduce_labels: bool, ignore_index: int, source: str) -> np.ndarray:
-    check_class_index_mode(image, source)
-    raw = np.asarray(image)
-    if raw.dtype == np.uint8:
-        # NOTE: 8-bit maps go through a 256-entry table: one gather, no int64 copies; same values as below.
-        table = _reduce(np.arange(256), ignore_index) if reduce_labels else np.arange(256)
-        if table.max() <= 255:
-            return table.astype(np.uint8)[raw]
-    labels = raw.astype(np.int64)
-    if reduce_labels:
-        labels = _reduce(labels, ignore_index)
-    return labels.astype(np.uint8 if labels.max(initial=0) <= 255 else np.int32)
 
 
 def _reduce(labels: np.ndarray, ignore_index: int) -> np.ndarray:

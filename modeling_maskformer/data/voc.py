@@ -1,10 +1,6 @@
-"""Folders of image and mask files: Pascal VOC, CVAT's "Segmentation mask 1.1" export and other VOC-layout exports
-(``JPEGImages/``, ``SegmentationClass/``, optional ``ImageSets/Segmentation/<subset>.txt`` and ``labelmap.txt``).
-
-Masks are read by colour with ``palette``, else with ``labelmap.txt`` (single-channel masks as indices in its order),
-else as class indices named by `class_names.find_id2label` or, for Pascal VOC itself (``VOC2007``..``VOC2012`` with
-VOC's palette), VOC's 21 names; nothing else gets invented names. Colour masks refuse ``reduce_labels=True``.
-"""
+"""VOC-layout folders (``JPEGImages/``, ``SegmentationClass/``, optional ``ImageSets/Segmentation/<subset>.txt`` and
+``labelmap.txt``): Pascal VOC, CVAT's "Segmentation mask 1.1" export and others. Masks are read by colour with a
+palette or ``labelmap.txt``, else as class indices named by a file or, for Pascal VOC itself, VOC's 21 names."""
 
 from __future__ import annotations
 
@@ -39,7 +35,7 @@ _VOC_FOLDER = re.compile(r"VOC20(0[7-9]|1[0-2])")
 
 class MaskPairsDataset(SegmentationDataset):
     """(image, semantic mask) file pairs; masks by colour with a ``palette`` (``colour_only``: every mask, else
-    colour masks only), otherwise as class indices."""
+    colour masks only)."""
 
     def __init__(
         self,
@@ -87,7 +83,6 @@ def _subsets(root: Path) -> dict[str, list[str]] | None:
 
 
 def _files_by_id(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
-    """``folder``'s files with those suffixes (any case, subfolders too) by relative path without suffix."""
     return {
         p.relative_to(folder).with_suffix("").as_posix(): p
         for p in sorted(folder.rglob("*"))
@@ -140,7 +135,6 @@ def load_voc_folder(
     train_val_split: float | RecordedHoldOut | None = None,
     thing_ids: Sequence[int] | None = None,
 ) -> MaskPairsDataset:
-    """A VOC-layout folder (see the module docstring); ``split``: `splits.plan_split` over its subsets."""
     root = Path(root)
     if not is_voc_folder(root):
         raise MissingInputError(f"VOC folder {root}: missing folder {root / 'SegmentationClass'}")
