@@ -112,12 +112,6 @@ class SegmentationDataset(Sequence):
                 )
         return item
 
-    def validate(self) -> int:
-        """Read every item, raising on the first malformed one (`checks.check_dataset` reports all); returns the count."""
-        for index in range(len(self)):
-            self[index]
-        return len(self)
-
     def header_only(self) -> SegmentationDataset:
         """A shallow copy whose images are opened for their header only (the data checked, not kept)."""
         copied = copy.copy(self)

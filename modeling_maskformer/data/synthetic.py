@@ -299,16 +299,8 @@ def generate_scene(rng: np.random.Generator, config: SyntheticShapesConfig):
         class_id = int(rng.integers(num_things))
         r = rng.uniform(config.min_radius, config.max_radius) * scale
         cx, cy = rng.uniform(0, size, 2)
-        mask, full_area = _shape_mask(
-            THING_CLASSES[class_id % len(THING_CLASSES)],
-            cx,
-            cy,
-            r,
-            rng.uniform(0, 2 * np.pi),
-            rng.uniform(0.4, 0.6),
-            xs,
-            ys,
-        )
+        shape = THING_CLASSES[class_id % len(THING_CLASSES)]
+        mask, full_area = _shape_mask(shape, cx, cy, r, rng.uniform(0, 2 * np.pi), rng.uniform(0.4, 0.6), xs, ys)
         area = int(mask.sum())
         if area < config.min_in_canvas_fraction * full_area or area < 4:
             continue
