@@ -154,10 +154,8 @@ def has_mask(annotation: dict) -> bool:
     """Not a box only (Label Studio and CVAT write boxes with an empty segmentation)."""
     segmentation = annotation.get("segmentation")
     if isinstance(segmentation, list):
-        return any(isinstance(p, list) and len(p) >= 6 for p in segmentation) or any(
-            not isinstance(p, list) or len(p) % 2
-            for p in segmentation  # malformed: kept, to be reported
-        )
+        # malformed polygons are kept, to be reported
+        return any(not isinstance(p, list) or len(p) >= 6 or len(p) % 2 for p in segmentation)
     return bool(segmentation)
 
 
@@ -166,12 +164,12 @@ _FIELDS = {"images": ("id", "file_name"), "annotations": ("image_id", "category_
 
 def _check_fields(json_path: Path, payload) -> None:
     annotations = payload.get("annotations") if isinstance(payload, dict) else None
-    if annotations and isinstance(annotations, list) and isinstance(annotations[0], dict):
-        if "segments_info" in annotations[0]:
-            raise InvalidInputError(
-                f"{json_path}: a COCO panoptic JSON (its annotations hold 'segments_info'), not COCO instances; "
-                f"give the folder with annotations/panoptic_<subset>.json and its PNGs instead"
-            )
+    first = annotations[0] if isinstance(annotations, list) and annotations else None
+    if isinstance(first, dict) and "segments_info" in first:
+        raise InvalidInputError(
+            f"{json_path}: a COCO panoptic JSON (its annotations hold 'segments_info'), not COCO instances; "
+            f"give the folder with annotations/panoptic_<subset>.json and its PNGs instead"
+        )
     check_coco_fields(json_path, payload, _FIELDS, "; is it a COCO instances file?")
     if not payload["categories"]:
         raise InvalidInputError(f"{json_path}: empty 'categories' list")

@@ -62,12 +62,6 @@ class LabelSettings:
     def num_labels(self) -> int:
         return len(self.id2label)
 
-    @property
-    def stuff_ids(self) -> list[int] | None:
-        if self.thing_ids is None:
-            return None
-        return sorted(set(self.id2label) - set(self.thing_ids))
-
     @classmethod
     def from_pretrained(cls, model_path: str | os.PathLike, **hub_kwargs: Any) -> LabelSettings:
         """From a model folder or Hub id: ours (either format) or transformers' own."""

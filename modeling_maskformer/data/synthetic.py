@@ -340,7 +340,6 @@ class SyntheticShapes:
     categories = CATEGORIES
     id2label = {c["id"]: c["name"] for c in CATEGORIES}
     thing_ids = [c["id"] for c in CATEGORIES if c["isthing"]]
-    stuff_ids = [c["id"] for c in CATEGORIES if not c["isthing"]]
     ignore_index = 255
 
     def __init__(
@@ -361,7 +360,6 @@ class SyntheticShapes:
             self.categories = make_categories(config.num_thing_classes)
             self.id2label = {c["id"]: c["name"] for c in self.categories}
             self.thing_ids = [c["id"] for c in self.categories if c["isthing"]]
-            self.stuff_ids = [c["id"] for c in self.categories if not c["isthing"]]
         default = config.num_train if split == "train" else config.num_val
         self.num_images = default if num_images is None else num_images
         if self.num_images < 0:
