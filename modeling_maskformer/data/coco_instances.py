@@ -285,26 +285,17 @@ def coco_instances_layout(root: str | os.PathLike) -> str | None:
 
 
 def coco_subsets(root: Path, layout: str) -> list[CocoSubset]:
-    if layout in ("coco_instances", "cvat_coco"):
-        subsets = []
-        for path in sorted((root / "annotations").iterdir()):
-            match = _INSTANCES_JSON.fullmatch(path.name)
-            if match:
-                name = match.group(1)
-                dirs = (root / name, root / "images" / name, root / "images")
-                subsets.append(CocoSubset(name, path, dirs))
-        return subsets
-    if layout == "roboflow_coco":
-        if (root / _ROBOFLOW_JSON).is_file():  # one split exported on its own
-            return [CocoSubset(root.name, root / _ROBOFLOW_JSON, (root,))]
-        return [
-            CocoSubset(p.name, p / _ROBOFLOW_JSON, (p,))
-            for p in sorted(root.iterdir())
-            if (p / _ROBOFLOW_JSON).is_file()
-        ]
     if layout == "label_studio":
         return [CocoSubset("result", root / "result.json", (root, root / "images"))]
-    raise InvalidInputError(f"unknown COCO instance layout {layout!r}; known: {sorted(COCO_LAYOUT_MARKERS)}")
+    if layout == "roboflow_coco":
+        single = (root / _ROBOFLOW_JSON).is_file()  # one split exported on its own
+        folders = [root] if single else [p for p in sorted(root.iterdir()) if (p / _ROBOFLOW_JSON).is_file()]
+        return [CocoSubset(p.name, p / _ROBOFLOW_JSON, (p,)) for p in folders]
+    files = [p for p in sorted((root / "annotations").iterdir()) if _INSTANCES_JSON.fullmatch(p.name)]
+    return [
+        CocoSubset(n, p, (root / n, root / "images" / n, root / "images"))
+        for p, n in zip(files, map(json_file_subset, files))
+    ]
 
 
 def load_coco_instances_folder(
