@@ -168,6 +168,13 @@ def instance_masks(item: SegmentationItem) -> tuple[np.ndarray, np.ndarray]:
     return instances["masks"][keep], instances["labels"][keep]
 
 
+def _instance_dtype(item: SegmentationItem, count: int, what: str, ignore_index: int, compact: bool) -> type:
+    """The instance map's dtype for ``count`` instances (ids 1..count, ``ignore_index`` for the rest)."""
+    if count >= ignore_index > 0:
+        raise InvalidInputError(f"{item['image_id']}: {count} {what} collide with ignore_index {ignore_index}")
+    return np.uint8 if compact and max(ignore_index, count) <= 255 else np.int32
+
+
 def to_instance_targets(
     item: SegmentationItem, ignore_index: int = 255, *, compact: bool = False
 ) -> tuple[np.ndarray, dict[int, int]]:
@@ -176,11 +183,7 @@ def to_instance_targets(
     if item["panoptic_ids"] is not None and item["segments_info"] is not None:
         ids = item["panoptic_ids"]
         segments = [s for s in item["segments_info"] if not s.get("iscrowd", 0)]
-        if len(segments) >= ignore_index > 0:
-            raise InvalidInputError(
-                f"{item['image_id']}: {len(segments)} segments collide with ignore_index {ignore_index}"
-            )
-        dtype = np.uint8 if compact and max(ignore_index, len(segments)) <= 255 else np.int32
+        dtype = _instance_dtype(item, len(segments), "segments", ignore_index, compact)
         instance_map = np.full(ids.shape, ignore_index, dtype=dtype)
         if segments:
             # NOTE: one search of every pixel among the sorted segment ids, not one full-size pass per segment
@@ -197,9 +200,7 @@ def to_instance_targets(
     semantic = item["semantic"]
     labels = present_labels(semantic)
     classes = [int(c) for c in labels if c != ignore_index]
-    if len(classes) >= ignore_index > 0:
-        raise InvalidInputError(f"{item['image_id']}: {len(classes)} classes collide with ignore_index {ignore_index}")
-    dtype = np.uint8 if compact and max(ignore_index, len(classes)) <= 255 else np.int32
+    dtype = _instance_dtype(item, len(classes), "classes", ignore_index, compact)
     lookup = np.full(max(int(labels[-1]) if labels.size else 0, ignore_index) + 1, ignore_index, dtype=dtype)
     lookup[classes] = np.arange(1, len(classes) + 1)
     mapping = {i + 1: c for i, c in enumerate(classes)}

@@ -105,12 +105,10 @@ class SyntheticShapesConfig:
             "num_thing_classes": self.num_thing_classes is None
             or (isinstance(self.num_thing_classes, int) and 1 <= self.num_thing_classes <= MAX_THING_CLASSES),
         }
-        for field, ok in checks.items():
+        for name, ok in checks.items():
             if not ok:
-                hint = f" (1..{MAX_THING_CLASSES} or None)" if field == "num_thing_classes" else ""
-                raise InvalidInputError(
-                    f"SyntheticShapesConfig.{field}={getattr(self, field)!r} is out of range{hint}"
-                )
+                hint = f" (1..{MAX_THING_CLASSES} or None)" if name == "num_thing_classes" else ""
+                raise InvalidInputError(f"SyntheticShapesConfig.{name}={getattr(self, name)!r} is out of range{hint}")
 
 
 # Geometry: boolean masks of shapes over the pixel grid (pixel centres at +0.5). NOTE: by hand, not PIL's ImageDraw,
