@@ -183,9 +183,7 @@ def load_voc_folder(
         raise InvalidInputError(
             f"{pairs[0][1]}: colour mask (mode {first_mode}) and no labelmap.txt in {root}: {PALETTE_HINT}"
         )
-    fixed_by_format = reduce_labels is None
-    if fixed_by_format:
-        reduce_labels = False
+    fixed_by_format, reduce_labels = reduce_labels is None, bool(reduce_labels)  # None: VOC's format fixes it
     warn_if_binary([m for _, m in pairs], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where)
     things: Sequence[int] = thing_ids or ()
     if id2label is None and palette is not None:  # labelmap.txt with single-channel masks: its order
