@@ -217,16 +217,8 @@ def decode_panoptic(
 ) -> tuple[np.ndarray, list[dict], np.ndarray]:
     """COCO panoptic PNG + segments_info -> (ids int32, segments_info with contiguous ids, semantic)."""
     ids = rgb_to_id(np.asarray(png.convert("RGB")))
-    segments = []
-    for segment in segments_info:
-        if not isinstance(segment, dict) or "id" not in segment or "category_id" not in segment:
-            raise InvalidInputError(f"{source}: a segments_info entry without 'id' or 'category_id': {segment}")
-        if segment["category_id"] not in category_to_label:
-            raise InvalidInputError(f"{source}: unknown category id {segment['category_id']} in segments_info")
-        segments.append({**segment, "category_id": category_to_label[segment["category_id"]]})
-    duplicates = sorted(i for i, count in Counter(s["id"] for s in segments).items() if count > 1)
-    if duplicates:
-        raise InvalidInputError(f"{source}: segment id(s) {duplicates} listed more than once in segments_info")
+    check_segments(segments_info, source, category_to_label)
+    segments = [{**s, "category_id": category_to_label[s["category_id"]]} for s in segments_info]
     listed = {s["id"] for s in segments}
     present = set(np.unique(ids).tolist()) - {0}
     if listed - present:
@@ -336,13 +328,18 @@ def read_coco_panoptic_json(json_path: Path) -> dict:
         seen_images.add(annotation["image_id"])
         if not isinstance(annotation["segments_info"], list):
             raise InvalidInputError(f"{where}: 'segments_info' must be a list")
-        ids = []
-        for segment in annotation["segments_info"]:
-            missing = [f for f in ("id", "category_id") if not isinstance(segment, dict) or f not in segment]
-            if missing:
-                raise InvalidInputError(f"{where}: a segment without {', '.join(map(repr, missing))}: {segment}")
-            ids.append(segment["id"])
-        duplicates = sorted(i for i, count in Counter(ids).items() if count > 1)
-        if duplicates:
-            raise InvalidInputError(f"{where}: segment id(s) {duplicates} listed more than once in segments_info")
+        check_segments(annotation["segments_info"], where)
     return payload
+
+
+def check_segments(segments_info: list, where: str, category_to_label: dict[int, int] | None = None) -> None:
+    """Every segment has an 'id' and a (known) 'category_id', and each id is listed once."""
+    for segment in segments_info:
+        missing = [f for f in ("id", "category_id") if not isinstance(segment, dict) or f not in segment]
+        if missing:
+            raise InvalidInputError(f"{where}: a segment without {', '.join(map(repr, missing))}: {segment}")
+        if category_to_label is not None and segment["category_id"] not in category_to_label:
+            raise InvalidInputError(f"{where}: unknown category id {segment['category_id']} in segments_info")
+    duplicates = sorted(i for i, count in Counter(s["id"] for s in segments_info).items() if count > 1)
+    if duplicates:
+        raise InvalidInputError(f"{where}: segment id(s) {duplicates} listed more than once in segments_info")
