@@ -110,11 +110,8 @@ class Palette:
         order = np.argsort(-counts, kind="stable")
         first = int(values[order[0]])
         colour = (first % 256, first // 256 % 256, first // 65536)
-        more = (
-            f" and {len(values) - 1} other unlisted colour(s), {int(counts.sum() - counts[order[0]])} pixels"
-            if len(values) > 1
-            else ""
-        )
+        rest = int(counts.sum() - counts[order[0]])
+        more = f" and {len(values) - 1} other unlisted colour(s), {rest} pixels" if len(values) > 1 else ""
         return (
             f"{source}: {int(counts[order[0]])} pixels have colour {colour}, which {self.source} does not "
             f"list{more}; add the colour to a class (or to {IGNORE_NAME}) in a --palette file, or set "

@@ -144,11 +144,9 @@ def split_of(subset: str) -> str | None:
 def _find(available: list[str], name: str) -> str | None:
     """The source's subset for split ``name`` (itself or an alias, any case); an error when two stand for it."""
     canonical = SPLITS.get(name.lower())
-    for candidate in available:
-        if candidate == name or candidate.lower() == name.lower():
-            return candidate
-    if canonical is None:
-        return None
+    found = next((candidate for candidate in available if candidate.lower() == name.lower()), None)
+    if found is not None or canonical is None:
+        return found
     matches = [candidate for candidate in available if split_of(candidate) == canonical]
     if len(matches) > 1:
         raise InvalidInputError(f"split {name!r} is ambiguous: the data has {matches}; give one of those names")
@@ -172,8 +170,7 @@ def plan_split(
         if bracket:
             raise InvalidInputError(f"{where}: give either a sliced split ({split!r}) or --train_val_split, not both")
     if available is None:  # one set of items: the split name does not select anything
-        holds_out = requested is not None or recorded is not None
-        if holds_out and canonical in ("train", "validation") and not bracket:
+        if (requested is not None or recorded is not None) and canonical in ("train", "validation") and not bracket:
             return _held_out(None, canonical, requested, recorded, where, "")
         return SplitPlan(None, bracket)
 
