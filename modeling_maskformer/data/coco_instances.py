@@ -361,12 +361,10 @@ def _load_split(
     if len(indices) != len(dataset):
         dataset = dataset.subset(indices)
     dataset.held_out = held_out
-    json_name = _relative(subset.json_path, root)
     part = plan.slice if plan.part == "all" else f" ({plan.part} part)"
-    images_in = ", ".join(found[:3])
     logger.info(
-        f"{where}: split {split!r} = {json_name}{part} ({len(dataset)} images, {dataset.num_labels} classes), "
-        f"images in {images_in}"
+        f"{where}: split {split!r} = {_relative(subset.json_path, root)}{part} ({len(dataset)} images, "
+        f"{dataset.num_labels} classes), images in {', '.join(found[:3])}"
     )
     if crowd:  # this split's own count (a held-out part has its share of the file's)
         logger.info(

@@ -74,12 +74,11 @@ def is_voc_folder(root: Path) -> bool:
     return (root / "SegmentationClass").is_dir()
 
 
-def _subsets(root: Path) -> dict[str, list[str]] | None:
-    subsets = {
+def _subsets(root: Path) -> dict[str, list[str]]:
+    return {
         path.stem: [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         for path in sorted((root / "ImageSets" / "Segmentation").glob("*.txt"))
     }
-    return subsets or None
 
 
 def _files_by_id(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
