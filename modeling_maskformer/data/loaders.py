@@ -376,11 +376,8 @@ def resolve_name(source: str, split: str, data_root: str | Path | None = None) -
     if folder is not None:
         return folder
     root = Path(data_root or default_data_root()).expanduser()
-    why = (
-        f"{source!r} is a loading-script dataset on the Hub, which the installed `datasets` no longer runs; "
-        if source in SCRIPT_DATASETS
-        else ""
-    )
+    script = f"{source!r} is a loading-script dataset on the Hub, which the installed `datasets` no longer runs; "
+    why = script if source in SCRIPT_DATASETS else ""
     raise MissingInputError(
         f"{why}the {DATASETS[name].title} data is not prepared in {root}: run "
         f"`{prepare_command(name, root, [split])}` (or pass --data_root / set {DATA_ROOT_ENV} to where it is, or "
