@@ -57,7 +57,7 @@ def test_ade_folder_round_trip(exported, shapes):
         np.testing.assert_array_equal(
             item["semantic"], shapes["train" if split == "train" else "validation"][n - 1]["semantic"]
         )
-    assert ds.validate() == 2
+    assert len(list(ds)) == 2
 
 
 def test_ade_reduce_labels_and_flat_layout_and_object_info(tmp_path):
@@ -95,7 +95,7 @@ def test_coco_panoptic_folder_round_trip(exported, shapes):
         json_path=exported / "coco/annotations/panoptic_train2017.json",
         png_dir=exported / "coco/annotations/panoptic_train2017",
     )
-    assert len(explicit) == 3 and explicit.validate() == 3
+    assert len(explicit) == 3 and len(list(explicit)) == 3
 
 
 def _write_coco(root, *, categories, segments_info, ids, image_size=None, split="val2017"):
@@ -281,11 +281,11 @@ def test_size_mismatch_names_file_and_sizes(exported, tmp_path):
     ds = load_ade_folder(root, "train", reduce_labels=True)
     ds[0]  # the others are fine
     with pytest.raises(ValueError, match=r"train_000002.png: annotation size 100x90 .* size 128x128"):
-        ds.validate()
+        list(ds)
     coco = _copy(exported / "coco", tmp_path)
     Image.new("RGB", (64, 128)).save(coco / "val2017/validation_000000.jpg")
     with pytest.raises(ValueError, match=r"validation_000000.png: annotation size 128x128 .* size 64x128"):
-        load_coco_panoptic_folder(coco, "val").validate()
+        list(load_coco_panoptic_folder(coco, "val"))
 
 
 def test_labels_out_of_range_are_reported(tmp_path):
@@ -316,7 +316,7 @@ def test_segments_and_png_must_agree(tmp_path):
         _write_coco(tmp_path / "b", categories=SPARSE_CATEGORIES, segments_info=SEGMENTS[:2], ids=IDS), "val"
     )
     with pytest.raises(ValueError, match=r"x.png: segment id\(s\) \[5\] in the PNG are missing from segments_info"):
-        ds.validate()
+        list(ds)
 
 
 def test_undecodable_images_are_named(exported, tmp_path):
@@ -450,7 +450,7 @@ def test_an_empty_images_folder_is_reported_as_empty(tmp_path):
 def test_ade_label_reduction_matches_evaluates_mean_iou(mode):
     """The reduction (8-bit maps take a lookup table, wider ones the general path) against the one in
     evaluate's canonical mean_iou metric: 0 -> 255, then k -> k - 1, and 254 (a former 255) back to 255."""
-    from modeling_maskformer.data.decoding import semantic_from_image
+    from modeling_maskformer.data.decoding import decode_semantic
 
     values = np.random.default_rng(0).integers(0, 256, (37, 53)).astype(np.uint8)
     values[0, :3] = [0, 1, 255]
@@ -459,7 +459,7 @@ def test_ade_label_reduction_matches_evaluates_mean_iou(mode):
     label[label == 0] = 255
     label = label - 1
     label[label == 254] = 255
-    reduced = semantic_from_image(image, reduce_labels=True, ignore_index=255, source="x.png")
+    reduced = decode_semantic(image, reduce_labels=True, ignore_index=255, source="x.png")
     assert reduced.dtype == np.uint8 and np.array_equal(reduced, label)
-    as_is = semantic_from_image(image, reduce_labels=False, ignore_index=255, source="x.png")
+    as_is = decode_semantic(image, reduce_labels=False, ignore_index=255, source="x.png")
     assert np.array_equal(as_is, values)

@@ -45,7 +45,7 @@ def own_data(tmp_path_factory):
 
 def test_what_a_folder_records_is_read_back(tmp_path):
     settings = LabelSettings.from_pretrained(trained_like(tmp_path / "ade", reduce_labels=True))
-    assert (settings.reduce_labels, settings.thing_ids, settings.stuff_ids) == (True, [1, 2], [0])
+    assert (settings.reduce_labels, settings.thing_ids) == (True, [1, 2])
     assert settings.id2label == LABELS and settings.ignore_index == 255
     # Saved by this package before the settings were recorded (no thing_ids): its do_reduce_labels: false was
     # written whatever the data, so the convention is unknown.

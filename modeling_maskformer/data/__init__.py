@@ -1,7 +1,5 @@
-"""Datasets in one item format (ADE-style, COCO panoptic and VOC-layout folders, COCO instance JSON as COCO, CVAT,
-Roboflow and Label Studio export it, Hugging Face `datasets`, synthetic shapes), the paper's training augmentation,
-the batch collator and the data check before training (`checks.check_dataset`). `prepare.prepare`
-(`scripts/prepare_data.py`) downloads and lays out ADE20K-150, COCO panoptic and Cityscapes.
+"""Datasets in one item format (ADE-style, COCO panoptic and VOC-layout folders, COCO instance JSON, `datasets`,
+synthetic shapes), the paper's training augmentation, the batch collator and the data check before training.
 
     dataset = build_dataset("synthetic", "train", num_images=100)  # or a folder, a COCO JSON, a datasets name/object
 """

@@ -26,11 +26,9 @@ class PhotometricParams:
 
 
 class PhotometricDistortion:
-    """The authors' photometric distortion (detectron2's `ColorAugSSDTransform`) on uint8 RGB (H, W, 3): brightness
-    + U(-32, 32); contrast x U(0.5, 1.5) before or after saturation (x U(0.5, 1.5)) and hue (+ randint(-18, 18) mod
-    180), each with p=0.5, truncated to uint8 as the original. NOTE: not torchvision's `RandomPhotometricDistort`,
-    which adds a channel permutation the recipe lacks; value-wise steps are composed 256-entry tables, HSV uses OpenCV
-    as the original."""
+    """The authors' photometric distortion (detectron2's `ColorAugSSDTransform`) on uint8 RGB (H, W, 3), each step with
+    p=0.5, truncated to uint8 as the original. NOTE: not torchvision's `RandomPhotometricDistort`, which adds a channel
+    permutation the recipe lacks; value-wise steps are composed 256-entry tables, HSV uses OpenCV as the original."""
 
     # The recipe's ranges (detectron2's defaults); hue in OpenCV's 8-bit units (half degrees).
     brightness_delta, contrast, saturation, hue_delta = 32, (0.5, 1.5), (0.5, 1.5), 18
@@ -44,7 +42,6 @@ class PhotometricDistortion:
         return low + (high - low) * float(torch.rand((), dtype=torch.float64))
 
     def sample(self) -> PhotometricParams:
-        """Draws from torch's global generator (`TrainingSet` seeds it per item)."""
         brightness = self._uniform(-self.brightness_delta, self.brightness_delta) if self._coin() else None
         contrast_first = self._coin()
         contrast = self._uniform(*self.contrast) if self._coin() else None
@@ -58,7 +55,6 @@ class PhotometricDistortion:
         return np.clip(np.arange(256, dtype=np.float32) * alpha + beta, 0, 255).astype(np.uint8)
 
     def apply(self, image: np.ndarray, params: PhotometricParams) -> np.ndarray:
-        """A distorted copy (or `image` itself when no step applies)."""
         if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
             raise ValueError(
                 "PhotometricDistortion.apply takes a uint8 (H, W, 3) RGB numpy array, got "
@@ -96,9 +92,8 @@ class PhotometricDistortion:
 
 
 class Augmentation:
-    """The paper's training augmentation (torchvision.transforms.v2): short side resized to 0.5-2.0x the crop size,
-    random crop (retried so that no class covers more than `single_category_max_area`), horizontal flip,
-    `PhotometricDistortion`. The image processor pads to the crop size."""
+    """The paper's training augmentation: short side resized to 0.5-2.0x the crop size, random crop (retried so that no
+    class covers more than `single_category_max_area`), horizontal flip, `PhotometricDistortion`."""
 
     def __init__(self, crop_size: int, min_scale: float, max_scale: float, single_category_max_area: float):
         self.crop_size = crop_size
@@ -108,7 +103,6 @@ class Augmentation:
         self.photometric = PhotometricDistortion()
 
     def crop_box(self, mask: torch.Tensor, lookup: torch.Tensor, ignore_index: int) -> tuple[int, int, int, int]:
-        """(top, left, height, width) of the crop; `lookup[mask]` is the class map."""
         height, width = mask.shape
         crop_h, crop_w = min(self.crop_size, height), min(self.crop_size, width)
         for _ in range(10):

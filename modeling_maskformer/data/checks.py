@@ -1,10 +1,5 @@
-"""The data check before training: one pass over every item, on every core, reporting every problem at once.
-
-    dataset = check_dataset(dataset)  # or check_dataset(dataset, skip_bad_items=True): the good items
-
-Items are read by the loader's own code on `dataset.header_only()` (pixels not kept), so the check finds what training
-would trip over, with the loader's message; then it warns about data that loads but is probably not what was meant.
-"""
+"""The data check before training: one pass over every item (`dataset.header_only()`, read by the loader's own
+code), on every core, reporting every problem at once; then warnings about data that loads but is probably wrong."""
 
 from __future__ import annotations
 
@@ -36,14 +31,13 @@ class DataCheckError(InvalidInputError):
 
 
 def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity), at least 1."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # Linux: affinity
     return max(1, cores or 1)
 
 
 def check_item(dataset: SegmentationDataset, index: int) -> tuple[str | None, np.ndarray | None]:
-    """(problem or None, the item's distinct semantic labels or None) of a header-only dataset's item. A ValueError or
-    OSError (the loaders' errors, naming the file) is a problem; any other exception is a bug and propagates."""
+    """(problem or None, the item's distinct semantic labels or None). A ValueError or OSError (the loaders' errors)
+    is a problem; any other exception is a bug and propagates."""
     try:
         item = dataset[index]
     except (ValueError, OSError) as error:
@@ -63,42 +57,30 @@ def _start_worker(dataset: SegmentationDataset) -> None:
     cv2.setNumThreads(1)  # NOTE: one process per core already; OpenCV's own pool would oversubscribe
 
 
-def _check_chunk(indices: list[int]) -> tuple[list[tuple[int, str]], np.ndarray]:
-    return _check_indices(_worker_dataset, indices)
-
-
-def _check_indices(dataset: SegmentationDataset, indices: list[int]) -> tuple[list[tuple[int, str]], np.ndarray]:
-    """The problems of some items and the union of their semantic labels (a (65536,) bool table)."""
-    problems, seen = [], np.zeros(1 << 16, dtype=bool)
-    for index in indices:
-        problem, labels = check_item(dataset, index)
-        if problem is not None:
-            problems.append((index, problem))
-        elif labels is not None:
-            seen[labels[labels < len(seen)].astype(np.int64)] = True
-    return problems, seen
+def _check_in_worker(index: int) -> tuple[str | None, np.ndarray | None]:
+    return check_item(_worker_dataset, index)
 
 
 def _run_pass(dataset: SegmentationDataset, num_workers: int, desc: str, show_progress: bool):
     """(problems sorted by index, the union of semantic labels, sorted)."""
     header_only = dataset.header_only()
     total = len(header_only)
-    in_process = num_workers <= 1 or total < _MIN_ITEMS_FOR_POOL
-    # NOTE: chunks small enough for a smooth progress bar and a balanced finish, large enough to amortise the trip.
-    size = 16 if in_process else max(1, min(256, total // (num_workers * 16)))
-    chunks = [list(range(start, min(start + size, total))) for start in range(0, total, size)]
     problems, seen = [], np.zeros(1 << 16, dtype=bool)
-    with ExitStack() as stack, load_progress(total=total, desc=desc, unit="item", disable=not show_progress) as bar:
-        if in_process:
-            results = (_check_indices(header_only, indices) for indices in chunks)
+    with ExitStack() as stack:
+        if num_workers <= 1 or total < _MIN_ITEMS_FOR_POOL:
+            results = (check_item(header_only, index) for index in range(total))
         else:
             pool = ProcessPoolExecutor(num_workers, initializer=_start_worker, initargs=(header_only,))
-            results = stack.enter_context(pool).map(_check_chunk, chunks)  # a worker's bug re-raises here
-        for indices, (found, labels) in zip(chunks, results):
-            problems += found
-            seen |= labels
-            bar.update(len(indices))
-    return sorted(problems), np.flatnonzero(seen)
+            # NOTE: chunks small enough for a balanced finish, large enough to amortise the trip.
+            chunksize = max(1, min(256, total // (num_workers * 16)))
+            results = stack.enter_context(pool).map(_check_in_worker, range(total), chunksize=chunksize)
+        bar = load_progress(results, total=total, desc=desc, unit="item", disable=not show_progress)
+        for index, (problem, labels) in enumerate(bar):  # a worker's bug re-raises here
+            if problem is not None:
+                problems.append((index, problem))
+            elif labels is not None:
+                seen[labels[labels < len(seen)].astype(np.int64)] = True
+    return problems, np.flatnonzero(seen)
 
 
 def check_dataset(
@@ -111,10 +93,9 @@ def check_dataset(
     name: str = "the data",
     show_progress: bool = True,
 ) -> SegmentationDataset:
-    """`dataset` when no item has a problem; otherwise a `DataCheckError` whose first line counts the problems and
-    gives the first, then up to `max_reported` of them, one line each (also logged); with `skip_bad_items`, the good
-    items (logged). `num_workers`: processes (default: every core). With an Accelerate `accelerator`, the main
-    process checks and the others receive its findings. `name` says which data in messages."""
+    """`dataset` when no item has a problem, else a `DataCheckError` counting them, then up to `max_reported`, one
+    line each; with `skip_bad_items`, the good items. With an Accelerate `accelerator`, the main process checks and
+    the others receive its findings."""
     if not dataset.needs_check:  # generated data (the synthetic shapes)
         return dataset
     num_workers = available_cores() if num_workers is None else num_workers

@@ -1,8 +1,6 @@
-"""Class names from files (``id2label.json``, checked; ADE's ``objectInfo150``). Under ``--label_convention ade`` a
-file whose entry 0 is named like an ignored value (`IGNORED_CLASS_NAMES`, e.g. ``segments/sidewalk-semantic``'s
-"unlabeled") is keyed by pixel value: entry 0 is dropped and entry k names class k - 1; otherwise (``ade20k-id2label
-.json``, 0 = "wall") it is keyed by class id. One log line says which.
-"""
+"""Class names from files (``id2label.json``, ADE's ``objectInfo150``). Under ``--label_convention ade`` a file whose
+entry 0 is named like an ignored value (`IGNORED_CLASS_NAMES`) is keyed by pixel value (entry 0 dropped, entry k names
+class k - 1); otherwise (``ade20k-id2label.json``, 0 = "wall") by class id. One log line says which."""
 
 from __future__ import annotations
 
@@ -78,7 +76,7 @@ def read_id2label(root: Path, reduce_labels: bool = False) -> dict[int, str] | N
 
 
 def names_for_convention(id2label: dict[int, str], reduce_labels: bool, source: str) -> dict[int, str]:
-    """An id2label read from a file, as class ids 0..K-1 under the label convention (the module docstring's rule)."""
+    """An id2label read from a file, as class ids 0..K-1 under the label convention (see the module docstring)."""
     if not reduce_labels:
         return id2label
     first = id2label[0]
@@ -101,7 +99,6 @@ def names_for_convention(id2label: dict[int, str], reduce_labels: bool, source: 
 
 
 def find_id2label(id2label, id2label_file, folder: Path | None, reduce_labels: bool) -> dict[int, str] | None:
-    """``id2label`` as given, else ``id2label_file``, else ``folder``'s `read_id2label`, else None."""
     if id2label is not None:
         return id2label
     if id2label_file is not None:

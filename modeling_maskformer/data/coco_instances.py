@@ -1,9 +1,7 @@
-"""COCO instance segmentation JSON (polygons, RLE, crowd regions) as COCO and the labelling tools export it
-(detectron2's `load_coco_json` is the model): one JSON (`load_coco_instances`, `load_coco_instances_file`) or an
-exporter's folder (`load_coco_instances_folder`, layouts `COCO_LAYOUT_MARKERS`). Items (task "instance") hold every
-object's full mask, decoded by pycocotools. Annotations without a mask and Roboflow's grouping category are left out
-(logged); images are turned upright by their EXIF orientation, as detectron2 reads them.
-"""
+"""COCO instance JSON (polygons, RLE, crowd regions) as COCO and the labelling tools export it, read like detectron2's
+`load_coco_json`: one JSON or an exporter's folder (`COCO_LAYOUT_MARKERS`). Items hold every object's full mask
+(pycocotools); box-only annotations and Roboflow's grouping category are left out (logged); images are turned upright
+by their EXIF orientation, as detectron2 reads them."""
 
 from __future__ import annotations
 
@@ -48,7 +46,7 @@ class CocoImage:
 
 
 class CocoInstancesDataset(SegmentationDataset):
-    """Images + COCO instance annotations; items carry ``instances`` (`dataset.InstanceAnnotations`)."""
+    """Images + COCO instance annotations; items carry ``instances``."""
 
     task: Task = "instance"
     convention_from = None  # the classes come from the JSON's categories
@@ -121,7 +119,7 @@ class CocoInstancesDataset(SegmentationDataset):
 
 
 def annotation_rle(segmentation, height: int, width: int, where: str) -> dict:
-    """One object's mask as a compressed RLE from polygons, uncompressed or compressed RLE, as `COCO.annToRLE`."""
+    """One object's mask as a compressed RLE, as `COCO.annToRLE`."""
     if isinstance(segmentation, list):
         if any(not isinstance(p, list) or len(p) % 2 for p in segmentation):
             raise InvalidInputError(
@@ -156,10 +154,8 @@ def has_mask(annotation: dict) -> bool:
     """Not a box only (Label Studio and CVAT write boxes with an empty segmentation)."""
     segmentation = annotation.get("segmentation")
     if isinstance(segmentation, list):
-        return any(isinstance(p, list) and len(p) >= 6 for p in segmentation) or any(
-            not isinstance(p, list) or len(p) % 2
-            for p in segmentation  # malformed: kept, to be reported
-        )
+        # malformed polygons are kept, to be reported
+        return any(not isinstance(p, list) or len(p) >= 6 or len(p) % 2 for p in segmentation)
     return bool(segmentation)
 
 
@@ -168,12 +164,12 @@ _FIELDS = {"images": ("id", "file_name"), "annotations": ("image_id", "category_
 
 def _check_fields(json_path: Path, payload) -> None:
     annotations = payload.get("annotations") if isinstance(payload, dict) else None
-    if annotations and isinstance(annotations, list) and isinstance(annotations[0], dict):
-        if "segments_info" in annotations[0]:
-            raise InvalidInputError(
-                f"{json_path}: a COCO panoptic JSON (its annotations hold 'segments_info'), not COCO instances; "
-                f"give the folder with annotations/panoptic_<subset>.json and its PNGs instead"
-            )
+    first = annotations[0] if isinstance(annotations, list) and annotations else None
+    if isinstance(first, dict) and "segments_info" in first:
+        raise InvalidInputError(
+            f"{json_path}: a COCO panoptic JSON (its annotations hold 'segments_info'), not COCO instances; "
+            f"give the folder with annotations/panoptic_<subset>.json and its PNGs instead"
+        )
     check_coco_fields(json_path, payload, _FIELDS, "; is it a COCO instances file?")
     if not payload["categories"]:
         raise InvalidInputError(f"{json_path}: empty 'categories' list")
@@ -208,7 +204,7 @@ def load_coco_instances(
     ignore_index: int = 255,
 ) -> CocoInstancesDataset:
     """A COCO instance JSON and the folder(s) its images are looked up in, in order. Structural problems raise here,
-    a missing or damaged image, a wrong size or a bad segmentation when the item is read."""
+    an image's or segmentation's when the item is read."""
     json_path = Path(json_file)
     if not json_path.is_file():
         raise MissingInputError(f"COCO instances: annotation file {json_path} not found")
@@ -277,7 +273,6 @@ class CocoSubset:
 
 
 def coco_instances_layout(root: str | os.PathLike) -> str | None:
-    """The COCO instance layout of a folder (a key of `COCO_LAYOUT_MARKERS`), or None."""
     root = Path(root)
     annotations = root / "annotations"
     if annotations.is_dir() and any(_INSTANCES_JSON.fullmatch(p.name) for p in annotations.iterdir()):
@@ -290,26 +285,17 @@ def coco_instances_layout(root: str | os.PathLike) -> str | None:
 
 
 def coco_subsets(root: Path, layout: str) -> list[CocoSubset]:
-    if layout in ("coco_instances", "cvat_coco"):
-        subsets = []
-        for path in sorted((root / "annotations").iterdir()):
-            match = _INSTANCES_JSON.fullmatch(path.name)
-            if match:
-                name = match.group(1)
-                dirs = (root / name, root / "images" / name, root / "images")
-                subsets.append(CocoSubset(name, path, dirs))
-        return subsets
-    if layout == "roboflow_coco":
-        if (root / _ROBOFLOW_JSON).is_file():  # one split exported on its own
-            return [CocoSubset(root.name, root / _ROBOFLOW_JSON, (root,))]
-        return [
-            CocoSubset(p.name, p / _ROBOFLOW_JSON, (p,))
-            for p in sorted(root.iterdir())
-            if (p / _ROBOFLOW_JSON).is_file()
-        ]
     if layout == "label_studio":
         return [CocoSubset("result", root / "result.json", (root, root / "images"))]
-    raise InvalidInputError(f"unknown COCO instance layout {layout!r}; known: {sorted(COCO_LAYOUT_MARKERS)}")
+    if layout == "roboflow_coco":
+        single = (root / _ROBOFLOW_JSON).is_file()  # one split exported on its own
+        folders = [root] if single else [p for p in sorted(root.iterdir()) if (p / _ROBOFLOW_JSON).is_file()]
+        return [CocoSubset(p.name, p / _ROBOFLOW_JSON, (p,)) for p in folders]
+    files = [p for p in sorted((root / "annotations").iterdir()) if _INSTANCES_JSON.fullmatch(p.name)]
+    return [
+        CocoSubset(n, p, (root / n, root / "images" / n, root / "images"))
+        for p, n in zip(files, map(json_file_subset, files))
+    ]
 
 
 def load_coco_instances_folder(
@@ -319,7 +305,6 @@ def load_coco_instances_folder(
     train_val_split: float | RecordedHoldOut | None = None,
     ignore_index: int = 255,
 ):
-    """An exporter's COCO instance folder (official, CVAT, Roboflow, Label Studio)."""
     root = Path(root)
     layout = coco_instances_layout(root)
     if layout is None:
@@ -330,8 +315,7 @@ def load_coco_instances_folder(
 
 
 def json_file_subset(json_file: str | os.PathLike) -> str:
-    """``instances_val2017.json`` -> ``val2017``, Roboflow's ``valid/_annotations.coco.json`` -> ``valid``, else the
-    stem."""
+    """``instances_val2017.json`` -> ``val2017``, Roboflow's ``valid/_annotations.coco.json`` -> ``valid``."""
     path = Path(json_file)
     match = _INSTANCES_JSON.fullmatch(path.name)
     if match:
@@ -347,8 +331,7 @@ def load_coco_instances_file(
     train_val_split: float | RecordedHoldOut | None = None,
     ignore_index: int = 255,
 ):
-    """One COCO instance JSON (``--dataset FILE.json``) as a source with one subset (`json_file_subset`), its images
-    in ``image_root`` (default: the JSON's folder)."""
+    """One COCO instance JSON (``--dataset FILE.json``), its images in ``image_root`` (default: the JSON's folder)."""
     json_path = Path(json_file).expanduser()
     if not json_path.is_file():
         raise MissingInputError(f"COCO instances: annotation file {json_path} not found")
@@ -378,12 +361,10 @@ def _load_split(
     if len(indices) != len(dataset):
         dataset = dataset.subset(indices)
     dataset.held_out = held_out
-    json_name = _relative(subset.json_path, root)
     part = plan.slice if plan.part == "all" else f" ({plan.part} part)"
-    images_in = ", ".join(found[:3])
     logger.info(
-        f"{where}: split {split!r} = {json_name}{part} ({len(dataset)} images, {dataset.num_labels} classes), "
-        f"images in {images_in}"
+        f"{where}: split {split!r} = {_relative(subset.json_path, root)}{part} ({len(dataset)} images, "
+        f"{dataset.num_labels} classes), images in {', '.join(found[:3])}"
     )
     if crowd:  # this split's own count (a held-out part has its share of the file's)
         logger.info(

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
@@ -17,15 +18,11 @@ SEGMENT_MAP_KEYS = ("segment_map", "segment_classes")
 
 
 class MaskFormerCollator:
-    """A model batch through the image processor: a DataLoader's `collate_fn` or a Trainer's `data_collator`.
-
-    Items: `TrainingSet` items (only padded here), `(image uint8 (3, H, W), instance map (H, W), {instance: class})`
-    or `(image, masks bool (N, H, W), classes (N,))` for instance data; or `SegmentationItem`s (resized here).
-    The batch: `pixel_values` (B, 3, H, W), `pixel_mask` (B, H, W), per image `mask_labels` (N_i, H, W) of
-    `mask_dtype` (bool: a quarter of the memory) and `class_labels` (N_i,). `return_segment_maps=True` adds the
-    targets batch-first for `transformers.Trainer` to gather: `segment_map` (B, H, W), i >= 1 inside
-    mask_labels[b][i - 1], and `segment_classes` (B, N_max), -1 past N_i (`evaluation.SegmentationTrainer` takes
-    both off the model's inputs)."""
+    """A model batch through the image processor (a `collate_fn` or a Trainer's `data_collator`) from `TrainingSet`
+    items (only padded here) or `SegmentationItem`s (resized here): `pixel_values`, `pixel_mask`, per image
+    `mask_labels` (N_i, H, W) of `mask_dtype` (bool: a quarter of the memory) and `class_labels` (N_i,).
+    `return_segment_maps=True` adds `segment_map` (B, H, W) (i >= 1 inside mask_labels[b][i - 1]) and
+    `segment_classes` (B, N_max) (-1 past N_i), batch-first for `transformers.Trainer` to gather."""
 
     def __init__(
         self,
@@ -54,8 +51,7 @@ class MaskFormerCollator:
         elif all(isinstance(item, tuple | list) and len(item) == 3 and torch.is_tensor(item[2]) for item in batch):
             images, masks, classes = zip(*batch)
             features = self.processor(list(images), do_resize=False, return_tensors="pt")
-            features["mask_labels"] = pad_masks(masks, tuple(features["pixel_values"].shape[-2:]), self.mask_dtype)
-            features["class_labels"] = [c.long() for c in classes]
+            self._add_masks(features, masks, [c.long() for c in classes])
         elif all(isinstance(item, tuple | list) and len(item) == 3 for item in batch):
             images, maps, mappings = zip(*batch)
             features = self.processor(
@@ -92,16 +88,10 @@ class MaskFormerCollator:
             for item, valid in zip(batch, features["pixel_mask"]):
                 size = [int(valid.any(1).sum()), int(valid.any(0).sum())]  # the resized image, before padding
                 object_masks, labels = instance_masks(item)
-                resized = TF.resize(
-                    torch.from_numpy(object_masks.view(np.uint8)),
-                    size,  # (N, h, w) nearest
-                    interpolation=InterpolationMode.NEAREST_EXACT,
-                )
-                masks.append(resized.bool())
+                object_masks = torch.from_numpy(object_masks.view(np.uint8))  # (N, H, W) -> (N, h, w) nearest
+                masks.append(TF.resize(object_masks, size, interpolation=InterpolationMode.NEAREST_EXACT).bool())
                 classes.append(torch.from_numpy(labels))
-            features["mask_labels"] = pad_masks(masks, tuple(features["pixel_values"].shape[-2:]), self.mask_dtype)
-            features["class_labels"] = classes
-            return features
+            return self._add_masks(features, masks, classes)
         maps, mappings = zip(*(to_instance_targets(item, ignore_index) for item in batch))
         return self.processor(
             [item["image"] for item in batch],
@@ -111,15 +101,13 @@ class MaskFormerCollator:
             mask_dtype=self.mask_dtype,
         )
 
-
-def pad_masks(masks: Sequence[torch.Tensor], size: tuple[int, int], dtype: torch.dtype) -> list[torch.Tensor]:
-    """Each (N_i, h, w) bool stack zero-padded at the bottom and right to (N_i, H, W) of `dtype`."""
-    padded = []
-    for stack in masks:
-        out = torch.zeros(len(stack), *size, dtype=dtype)
-        out[:, : stack.shape[1], : stack.shape[2]] = stack
-        padded.append(out)
-    return padded
+    def _add_masks(self, features, masks: Sequence[torch.Tensor], classes: list[torch.Tensor]):
+        """Each (N_i, h, w) mask stack zero-padded at the bottom and right to the batch's (H, W), of `mask_dtype`."""
+        height, width = features["pixel_values"].shape[-2:]
+        pad = [(0, width - m.shape[2], 0, height - m.shape[1]) for m in masks]
+        features["mask_labels"] = [F.pad(m.to(self.mask_dtype), p) for m, p in zip(masks, pad)]
+        features["class_labels"] = classes
+        return features
 
 
 def segment_maps(

@@ -1,9 +1,5 @@
-"""The item format every dataset source yields (`SegmentationItem`), the dataset base class with its label metadata
-(``id2label`` 0..K-1, ``thing_ids``, ``ignore_index`` 255, ``reduce_labels``, ``task``, ``held_out``) and the targets
-the model trains on. ``semantic`` holds class ids (ADE's files are reduced by the loader only when
-``reduce_labels=True`` was chosen); ``panoptic_ids`` COCO panoptic ids with contiguous ``category_id``s;
-``instances`` every object's full mask. Malformed data raises an error naming the file when an item is read.
-"""
+"""The item every source yields (`SegmentationItem`: ``semantic`` class ids, ``panoptic_ids`` with contiguous
+``category_id``s, or ``instances``), the dataset base class with its label metadata, and the model's targets."""
 
 from __future__ import annotations
 
@@ -43,8 +39,7 @@ class SegmentationItem(_OptionalItemKeys):
 
 
 class SegmentationDataset(Sequence):
-    """Label metadata and the checks every source shares: a source gives its ``records`` (one per item) and
-    implements ``_load(index)``."""
+    """Label metadata and the checks every source shares: a source gives ``records`` and implements ``_load``."""
 
     task: Task = "semantic"
     decode_images: bool = True  # False: images read for their header only (`header_only()`, the data check)
@@ -87,7 +82,6 @@ class SegmentationDataset(Sequence):
         raise NotImplementedError
 
     def _source(self, index: int) -> str:
-        """Where item `index` comes from, for error messages."""
         return self._load(index)["image_id"]
 
     def __getitem__(self, index: int) -> SegmentationItem:
@@ -118,12 +112,6 @@ class SegmentationDataset(Sequence):
                 )
         return item
 
-    def validate(self) -> int:
-        """Read every item, raising on the first malformed one (`checks.check_dataset` reports all); returns the count."""
-        for index in range(len(self)):
-            self[index]
-        return len(self)
-
     def header_only(self) -> SegmentationDataset:
         """A shallow copy whose images are opened for their header only (the data checked, not kept)."""
         copied = copy.copy(self)
@@ -140,12 +128,7 @@ class SubsetDataset(SegmentationDataset):
     def __init__(self, parent: SegmentationDataset, indices: Sequence[int]):
         self.parent = parent
         self.indices = [int(i) for i in indices]
-        for name in (
-            "task",
-            "needs_check",
-            "held_out",
-            "convention_from",
-        ):  # class attributes: __getattr__ misses them
+        for name in ("task", "needs_check", "held_out", "convention_from"):  # class attributes: __getattr__ misses
             setattr(self, name, getattr(parent, name))
 
     def __getattr__(self, name: str):
@@ -185,20 +168,22 @@ def instance_masks(item: SegmentationItem) -> tuple[np.ndarray, np.ndarray]:
     return instances["masks"][keep], instances["labels"][keep]
 
 
+def _instance_dtype(item: SegmentationItem, count: int, what: str, ignore_index: int, compact: bool) -> type:
+    """The instance map's dtype for ``count`` instances (ids 1..count, ``ignore_index`` for the rest)."""
+    if count >= ignore_index > 0:
+        raise InvalidInputError(f"{item['image_id']}: {count} {what} collide with ignore_index {ignore_index}")
+    return np.uint8 if compact and max(ignore_index, count) <= 255 else np.int32
+
+
 def to_instance_targets(
     item: SegmentationItem, ignore_index: int = 255, *, compact: bool = False
 ) -> tuple[np.ndarray, dict[int, int]]:
-    """(instance map int32 (H, W), instance_id_to_semantic_id) for the image processor: one instance per non-crowd
-    segment (void and crowd: ``ignore_index``), or per class present in a semantic item. `compact`: uint8 when it fits
-    (`TrainingSet`: uint8 masks resize natively)."""
+    """(instance map (H, W), instance_id_to_semantic_id) for the image processor: one instance per non-crowd segment
+    (void and crowd: ``ignore_index``), or per class of a semantic item. `compact`: uint8 when it fits."""
     if item["panoptic_ids"] is not None and item["segments_info"] is not None:
         ids = item["panoptic_ids"]
         segments = [s for s in item["segments_info"] if not s.get("iscrowd", 0)]
-        if len(segments) >= ignore_index > 0:
-            raise InvalidInputError(
-                f"{item['image_id']}: {len(segments)} segments collide with ignore_index {ignore_index}"
-            )
-        dtype = np.uint8 if compact and max(ignore_index, len(segments)) <= 255 else np.int32
+        dtype = _instance_dtype(item, len(segments), "segments", ignore_index, compact)
         instance_map = np.full(ids.shape, ignore_index, dtype=dtype)
         if segments:
             # NOTE: one search of every pixel among the sorted segment ids, not one full-size pass per segment
@@ -215,9 +200,7 @@ def to_instance_targets(
     semantic = item["semantic"]
     labels = present_labels(semantic)
     classes = [int(c) for c in labels if c != ignore_index]
-    if len(classes) >= ignore_index > 0:
-        raise InvalidInputError(f"{item['image_id']}: {len(classes)} classes collide with ignore_index {ignore_index}")
-    dtype = np.uint8 if compact and max(ignore_index, len(classes)) <= 255 else np.int32
+    dtype = _instance_dtype(item, len(classes), "classes", ignore_index, compact)
     lookup = np.full(max(int(labels[-1]) if labels.size else 0, ignore_index) + 1, ignore_index, dtype=dtype)
     lookup[classes] = np.arange(1, len(classes) + 1)
     mapping = {i + 1: c for i, c in enumerate(classes)}

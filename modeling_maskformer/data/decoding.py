@@ -1,5 +1,4 @@
-"""Reading images and annotation files for every dataset source; each problem is an `InvalidInputError` naming the
-file (or the `datasets` row) and, where it helps, the fix."""
+"""Reading images and annotation files for every source; each problem is one error naming the file and the fix."""
 
 from __future__ import annotations
 
@@ -25,7 +24,6 @@ from .synthetic import rgb_to_id
 logger = logging.getLogger(__name__)
 
 
-# A progress bar on stderr, shown only after 2 s (small folders stay quiet).
 load_progress = functools.partial(tqdm, delay=2.0, mininterval=1.0, leave=False)
 
 
@@ -35,10 +33,9 @@ def open_rgb(value: Any, source: str | None = None, *, decode: bool = True) -> I
 
 
 def open_image(value: Any, source: str | None = None, *, decode: bool = True) -> Image.Image:
-    """A decoded PIL image from a path, a PIL image or a datasets ``{"bytes", "path"}`` dict; an undecodable file is
-    an error naming ``source``. ``decode=False`` (the data check): the closed header-only image, after a check of the
-    data. NOTE: JPEGs are then decoded at 1/8 scale: libjpeg still reads the whole entropy-coded stream, so a damaged
-    file fails as in a full decode, at ~60 % of its cost."""
+    """A decoded image from a path, a PIL image or a datasets ``{"bytes", "path"}`` dict. ``decode=False`` (the data
+    check): the closed header-only image. NOTE: JPEGs are then decoded at 1/8 scale: libjpeg still reads the whole
+    entropy-coded stream, so a damaged file fails as in a full decode, at ~60 % of its cost."""
     if isinstance(value, Image.Image):
         return value
     if isinstance(value, dict):
@@ -68,6 +65,7 @@ def open_image(value: Any, source: str | None = None, *, decode: bool = True) ->
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+INDEX_MODES = ("L", "P", "I", "I;16")  # single-channel class-index images
 # Lossy label files are refused: compression changes label values.
 LOSSY_LABEL_SUFFIXES = (".jpg", ".jpeg")
 _LOSSY_FORMATS = ("JPEG", "MPO")
@@ -78,21 +76,21 @@ PALETTE_HINT = (
 )
 
 
-def lossy_label_message(source: str) -> str:
-    return (
-        f"{source}: label file is JPEG, whose lossy compression changes label values (pixels near edges get "
-        f"values of no class); re-export the labels as PNG"
-    )
-
-
-def refuse_lossy(image: Image.Image, source: str) -> None:
-    if image.format in _LOSSY_FORMATS:
-        raise InvalidInputError(lossy_label_message(source))
+def refuse_lossy(image: Image.Image | None, source: str, files: list[Path] = ()) -> None:
+    """A JPEG label ``image``, or the first of the label ``files`` that is JPEG: an error."""
+    lossy = [f for f in files if f.suffix.lower() in LOSSY_LABEL_SUFFIXES]
+    if lossy:
+        source = f"{lossy[0]} ({len(lossy)} of the {len(files)} {source} are JPEG)"
+    if lossy or (image is not None and image.format in _LOSSY_FORMATS):
+        raise InvalidInputError(
+            f"{source}: label file is JPEG, whose lossy compression changes label values (pixels near edges get "
+            f"values of no class); re-export the labels as PNG"
+        )
 
 
 def check_class_index_mode(image: Image.Image, source: str) -> None:
     refuse_lossy(image, source)
-    if image.mode not in ("L", "P", "I", "I;16"):
+    if image.mode not in INDEX_MODES:
         colour = image.mode in ("RGB", "RGBA")
         raise InvalidInputError(
             f"{source}: semantic annotation has mode {image.mode}; expected a single-channel class-index PNG (one "
@@ -104,10 +102,20 @@ def decode_semantic(
     image: Image.Image, *, reduce_labels: bool, ignore_index: int, source: str, palette: Palette | None = None
 ) -> np.ndarray:
     """Class ids (uint8, int32 above 255): by colour with a ``palette``, else the values under the convention."""
-    if palette is None:
-        return semantic_from_image(image, reduce_labels=reduce_labels, ignore_index=ignore_index, source=source)
-    refuse_lossy(image, source)
-    return palette.decode(image, ignore_index=ignore_index, source=source)
+    if palette is not None:
+        refuse_lossy(image, source)
+        return palette.decode(image, ignore_index=ignore_index, source=source)
+    check_class_index_mode(image, source)
+    raw = np.asarray(image)
+    if raw.dtype == np.uint8:
+        # NOTE: 8-bit maps go through a 256-entry table: one gather, no int64 copies; same values as below.
+        table = _reduce(np.arange(256), ignore_index) if reduce_labels else np.arange(256)
+        if table.max() <= 255:
+            return table.astype(np.uint8)[raw]
+    labels = raw.astype(np.int64)
+    if reduce_labels:
+        labels = _reduce(labels, ignore_index)
+    return labels.astype(np.uint8 if labels.max(initial=0) <= 255 else np.int32)
 
 
 def binary_mask_warning(values, *, reduce_labels: bool, ignore_index: int, source: str) -> str | None:
@@ -130,7 +138,7 @@ def binary_mask_warning(values, *, reduce_labels: bool, ignore_index: int, sourc
 def warn_if_binary(
     annotations: Sequence, *, reduce_labels: bool, ignore_index: int, source: str, count: int = 8
 ) -> None:
-    """`binary_mask_warning` on ``count`` annotations spread over the list (the data check sees all)."""
+    """`binary_mask_warning` on ``count`` annotations spread over the list."""
     if not len(annotations):
         return
     picks = sorted({round(i * (len(annotations) - 1) / max(count - 1, 1)) for i in range(count)})
@@ -140,7 +148,7 @@ def warn_if_binary(
         where = str(annotation) if isinstance(annotation, (str, os.PathLike)) else f"{source}, row {index}"
         image = open_image(annotation, where)
         refuse_lossy(image, where)
-        if image.mode in ("L", "P", "I", "I;16"):
+        if image.mode in INDEX_MODES:
             values.update(present_labels(np.asarray(image)).tolist())
     sampled = f"{source} ({len(picks)} label maps sampled)"
     warning = binary_mask_warning(values, reduce_labels=reduce_labels, ignore_index=ignore_index, source=sampled)
@@ -151,10 +159,9 @@ def warn_if_binary(
 def decode_class_and_instance(
     image: Image.Image, *, reduce_labels: bool, stuff_ids: Sequence[int], ignore_index: int, source: str
 ) -> tuple[np.ndarray, list[dict], np.ndarray]:
-    """transformers' ``run_instance_segmentation.py`` format (R = class, G = instance id, 0 = none) -> (segment ids,
-    segments_info, semantic) like `decode_panoptic`. ``reduce_labels``: class R - 1, R = 0 ignored. A class in
-    ``stuff_ids`` is one segment whatever G says; other pixels with G = 0 are void but keep their class in
-    ``semantic``. Segment id = (R x 256 + G) + 1."""
+    """transformers' ``run_instance_segmentation.py`` format (R = class, G = instance id, 0 = none) -> like
+    `decode_panoptic`. A class in ``stuff_ids`` is one segment whatever G says; other pixels with G = 0 are void but
+    keep their class in ``semantic``. Segment id = (R x 256 + G) + 1."""
     refuse_lossy(image, source)
     if image.mode not in ("RGB", "RGBA"):
         raise InvalidInputError(
@@ -195,20 +202,6 @@ def require_label_convention(reduce_labels: bool | None, source: str) -> bool:
     return reduce_labels
 
 
-def semantic_from_image(image: Image.Image, *, reduce_labels: bool, ignore_index: int, source: str) -> np.ndarray:
-    check_class_index_mode(image, source)
-    raw = np.asarray(image)
-    if raw.dtype == np.uint8:
-        # NOTE: 8-bit maps go through a 256-entry table: one gather, no int64 copies; same values as below.
-        table = _reduce(np.arange(256), ignore_index) if reduce_labels else np.arange(256)
-        if table.max() <= 255:
-            return table.astype(np.uint8)[raw]
-    labels = raw.astype(np.int64)
-    if reduce_labels:
-        labels = _reduce(labels, ignore_index)
-    return labels.astype(np.uint8 if labels.max(initial=0) <= 255 else np.int32)
-
-
 def _reduce(labels: np.ndarray, ignore_index: int) -> np.ndarray:
     """ADE20K's convention: 0 -> ignore_index, ignore_index stays, k -> k - 1."""
     return np.where(labels == 0, ignore_index, np.where(labels == ignore_index, ignore_index, labels - 1))
@@ -224,16 +217,8 @@ def decode_panoptic(
 ) -> tuple[np.ndarray, list[dict], np.ndarray]:
     """COCO panoptic PNG + segments_info -> (ids int32, segments_info with contiguous ids, semantic)."""
     ids = rgb_to_id(np.asarray(png.convert("RGB")))
-    segments = []
-    for segment in segments_info:
-        if not isinstance(segment, dict) or "id" not in segment or "category_id" not in segment:
-            raise InvalidInputError(f"{source}: a segments_info entry without 'id' or 'category_id': {segment}")
-        if segment["category_id"] not in category_to_label:
-            raise InvalidInputError(f"{source}: unknown category id {segment['category_id']} in segments_info")
-        segments.append({**segment, "category_id": category_to_label[segment["category_id"]]})
-    duplicates = sorted(i for i, count in Counter(s["id"] for s in segments).items() if count > 1)
-    if duplicates:
-        raise InvalidInputError(f"{source}: segment id(s) {duplicates} listed more than once in segments_info")
+    check_segments(segments_info, source, category_to_label)
+    segments = [{**s, "category_id": category_to_label[s["category_id"]]} for s in segments_info]
     listed = {s["id"] for s in segments}
     present = set(np.unique(ids).tolist()) - {0}
     if listed - present:
@@ -251,8 +236,7 @@ def decode_panoptic(
 
 
 def scan_num_labels(annotations, reduce_labels: bool, ignore_index: int) -> int:
-    """The number of classes the largest raw label implies (ignore_index excluded); a colour map or a label above
-    ignore_index is an error naming the file."""
+    """The number of classes the largest raw label implies (ignore_index excluded)."""
     top = -1
     total = len(annotations) if hasattr(annotations, "__len__") else None
     for number, annotation in enumerate(load_progress(annotations, total=total, desc="counting classes", unit="file")):
@@ -287,14 +271,9 @@ def category_metadata(categories: list[dict]) -> dict[str, Any]:
 
 def read_json(json_path: Path) -> Any:
     """A JSON file, with a progress bar (COCO's are hundreds of MB)."""
-    json_path = Path(json_path)
-    data = bytearray()
-    with (
-        open(json_path, "rb") as file,
-        load_progress(
-            total=os.path.getsize(json_path), desc=f"reading {json_path.name}", unit="B", unit_scale=True
-        ) as bar,
-    ):
+    json_path, data = Path(json_path), bytearray()
+    bar = load_progress(total=os.path.getsize(json_path), desc=f"reading {json_path.name}", unit="B", unit_scale=True)
+    with open(json_path, "rb") as file, bar:
         while chunk := file.read(1 << 22):
             data += chunk
             bar.update(len(chunk))
@@ -312,7 +291,7 @@ _COCO_FIELDS = {
 
 
 def check_coco_fields(json_path: Path, payload, fields: dict[str, tuple[str, ...]], hint: str = "") -> dict:
-    """``payload`` is a JSON object whose lists ``fields`` hold entries with those keys; else an error naming both."""
+    """``payload`` is a JSON object whose lists ``fields`` hold entries with those keys."""
     if not isinstance(payload, dict):
         raise InvalidInputError(f"{json_path}: expected a JSON object with {', '.join(map(repr, fields))}")
     for key, required in fields.items():
@@ -349,13 +328,18 @@ def read_coco_panoptic_json(json_path: Path) -> dict:
         seen_images.add(annotation["image_id"])
         if not isinstance(annotation["segments_info"], list):
             raise InvalidInputError(f"{where}: 'segments_info' must be a list")
-        ids = []
-        for segment in annotation["segments_info"]:
-            missing = [f for f in ("id", "category_id") if not isinstance(segment, dict) or f not in segment]
-            if missing:
-                raise InvalidInputError(f"{where}: a segment without {', '.join(map(repr, missing))}: {segment}")
-            ids.append(segment["id"])
-        duplicates = sorted(i for i, count in Counter(ids).items() if count > 1)
-        if duplicates:
-            raise InvalidInputError(f"{where}: segment id(s) {duplicates} listed more than once in segments_info")
+        check_segments(annotation["segments_info"], where)
     return payload
+
+
+def check_segments(segments_info: list, where: str, category_to_label: dict[int, int] | None = None) -> None:
+    """Every segment has an 'id' and a (known) 'category_id', and each id is listed once."""
+    for segment in segments_info:
+        missing = [f for f in ("id", "category_id") if not isinstance(segment, dict) or f not in segment]
+        if missing:
+            raise InvalidInputError(f"{where}: a segment without {', '.join(map(repr, missing))}: {segment}")
+        if category_to_label is not None and segment["category_id"] not in category_to_label:
+            raise InvalidInputError(f"{where}: unknown category id {segment['category_id']} in segments_info")
+    duplicates = sorted(i for i, count in Counter(s["id"] for s in segments_info).items() if count > 1)
+    if duplicates:
+        raise InvalidInputError(f"{where}: segment id(s) {duplicates} listed more than once in segments_info")

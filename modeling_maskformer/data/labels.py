@@ -1,7 +1,5 @@
-"""What a model's classes mean, as its folder records it (`config.id2label`, `config.thing_ids`,
-`config.validation_held_out`, the processor's `do_reduce_labels` / `ignore_index`), and the rules every reader
-follows (`LabelSettings`): the recorded convention unless told otherwise, never ADE's by guess; classes that differ
-from the model's refused; `segment`: instance results hold no stuff class, panoptic results fuse stuff.
+"""What a model's classes mean, as its folder records them, and the rules every reader follows (`LabelSettings`): the
+recorded convention unless told otherwise, never ADE's by guess; classes that differ from the model's refused.
 
 NOTE: a folder written by this package before the label settings were recorded (no `thing_ids` in its config)
 always said `do_reduce_labels: false`, whatever the data, so its convention counts as unknown.
@@ -64,12 +62,6 @@ class LabelSettings:
     def num_labels(self) -> int:
         return len(self.id2label)
 
-    @property
-    def stuff_ids(self) -> list[int] | None:
-        if self.thing_ids is None:
-            return None
-        return sorted(set(self.id2label) - set(self.thing_ids))
-
     @classmethod
     def from_pretrained(cls, model_path: str | os.PathLike, **hub_kwargs: Any) -> LabelSettings:
         """From a model folder or Hub id: ours (either format) or transformers' own."""
@@ -99,8 +91,8 @@ class LabelSettings:
 
     @classmethod
     def from_model(cls, model, processor=None) -> LabelSettings:
-        """From a loaded model: its config's classes; the convention from its folder, else from `processor` (recorded
-        when the config records `thing_ids`, as training writes)."""
+        """From a loaded model: its config's classes; the convention from its folder, else from `processor` (when the
+        config records `thing_ids`, as training writes)."""
         config = model.config
         id2label = {int(k): v for k, v in config.id2label.items()}
         thing_ids = getattr(config, "thing_ids", None)
@@ -119,7 +111,7 @@ class LabelSettings:
         )
 
     def label_convention(self, requested: bool | None) -> bool:
-        """`requested` (None: the recorded convention); a contradiction is followed with a warning, neither refused."""
+        """`requested` (None: the recorded convention); a contradiction is followed with a warning."""
         if requested is None:
             if self.reduce_labels is None:
                 raise InvalidInputError(
@@ -141,8 +133,8 @@ class LabelSettings:
         return requested
 
     def check_dataset(self, dataset, *, ignore_class_mismatch: bool = False, name: str = "the dataset") -> None:
-        """Refuse a dataset whose classes differ from the model's, unless `ignore_class_mismatch` (a warning).
-        Numbered classes of the model's count take its names."""
+        """Refuse a dataset whose classes differ from the model's (`ignore_class_mismatch`: a warning); numbered classes
+        of the model's count take its names."""
         ours, theirs = self.id2label, dataset.id2label
         numbered = [all(name == str(index) for index, name in names.items()) for names in (ours, theirs)]
         if len(ours) == len(theirs) and numbered == [False, True]:  # the loader's "0", "1", ...: the model's names
@@ -216,8 +208,7 @@ def task_caveats(config, tasks: Collection[str], source: str = "the model") -> l
 
 
 def drop_stuff(result: dict, thing_ids: Collection[int]) -> dict:
-    """An instance result without its stuff segments (as Mask2Former's instance inference), ids renumbered 0..N-1;
-    dropped pixels become -1 in a segment-id map, dropped rows leave binary maps (N, H, W)."""
+    """An instance result without its stuff segments (as Mask2Former's instance inference), ids renumbered 0..N-1."""
     things = {int(i) for i in thing_ids}
     segments = result["segments_info"]
     kept = [n for n, segment in enumerate(segments) if segment["label_id"] in things]
@@ -250,15 +241,11 @@ def segment(
     return_binary_maps: bool = False,
 ) -> list:
     """Post-process `outputs` for `task`: instance results hold no stuff class, panoptic results fuse the stuff
-    classes unless `label_ids_to_fuse` says otherwise (`thing_ids` None: neither). `return_binary_maps`: (N, H, W)."""
+    classes unless `label_ids_to_fuse` says otherwise (`thing_ids` None: neither)."""
     if task == "semantic":
         return processor.post_process_semantic_segmentation(outputs, target_sizes=target_sizes)
-    common = {
-        "threshold": threshold,
-        "mask_threshold": mask_threshold,
-        "overlap_mask_area_threshold": overlap_mask_area_threshold,
-        "target_sizes": target_sizes,
-    }
+    common = dict(threshold=threshold, mask_threshold=mask_threshold, target_sizes=target_sizes)
+    common["overlap_mask_area_threshold"] = overlap_mask_area_threshold
     if task == "instance":
         results = processor.post_process_instance_segmentation(
             outputs, return_binary_maps=return_binary_maps, **common

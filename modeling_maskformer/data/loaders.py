@@ -1,6 +1,4 @@
-"""Dataset sources and `build_dataset`, which picks one: ADE20K-style and COCO panoptic folders (here), VOC-layout
-folders (`voc.py`), COCO instance files and folders (`coco_instances.py`), `datasets` (`hf.py`), prepared datasets
-(`prepare.py`) and the synthetic shapes."""
+"""`build_dataset`, which picks a source's loader, and the ADE20K-style, COCO panoptic and synthetic loaders."""
 
 from __future__ import annotations
 
@@ -26,10 +24,10 @@ from .decoding import (
     category_metadata,
     check_class_index_mode,
     decode_panoptic,
-    lossy_label_message,
     open_image,
     open_rgb,
     read_coco_panoptic_json,
+    refuse_lossy,
     require_label_convention,
     scan_num_labels,
     warn_if_binary,
@@ -53,19 +51,12 @@ def _list_images(folder: Path) -> list[Path]:
 
 
 def _ade_pairs(root: Path, images: list[Path], annotation_dir: Path) -> list[tuple[Path, Path]]:
-    """(image, annotation) by file stem; a JPEG annotation is refused, not reported missing."""
     annotations: dict[str, Path] = {}
     for path in sorted(annotation_dir.iterdir()):
         suffix = path.suffix.lower()
         if suffix == ".png" or (suffix in LOSSY_LABEL_SUFFIXES and path.stem not in annotations):
             annotations[path.stem] = path
-    lossy = [
-        annotations[p.stem] for p in images if p.stem in annotations and annotations[p.stem].suffix.lower() != ".png"
-    ]
-    if lossy:
-        raise InvalidInputError(
-            lossy_label_message(f"{lossy[0]} ({len(lossy)} of the {len(images)} annotations are JPEG)")
-        )
+    refuse_lossy(None, "annotations", [annotations[p.stem] for p in images if p.stem in annotations])
     missing = [p.name for p in images if p.stem not in annotations]
     if missing:
         raise MissingInputError(
@@ -75,7 +66,6 @@ def _ade_pairs(root: Path, images: list[Path], annotation_dir: Path) -> list[tup
 
 
 def _ade_subsets(root: Path) -> dict[str, Path]:
-    """The image folder of each subset: ``images/<subset>/``, or ``images/`` as `splits.WHOLE`."""
     for sub in ("images", "annotations"):
         if not (root / sub).is_dir():
             raise MissingInputError(f"ADE folder {root}: missing folder {root / sub}")
@@ -109,10 +99,8 @@ def load_ade_folder(
     palette: str | Path | Palette | None = None,
     train_val_split: float | RecordedHoldOut | None = None,
 ) -> MaskPairsDataset:
-    """An ADEChallengeData2016-style folder: ``root/{images,annotations}/<subset>/`` or flat (one subset, ``all``).
-    Class names: `class_names.find_id2label`, else numbers up to ``num_labels`` or the largest label a scan finds;
-    a ``palette`` reads colour masks and names the classes. ``reduce_labels``: True for ADE20K's convention, False
-    for the values as they are, None refuses to guess."""
+    """An ADEChallengeData2016-style folder, ``root/{images,annotations}/<subset>/`` or flat. Class names from files,
+    else numbers up to ``num_labels`` or the largest label found. ``reduce_labels``: None refuses to guess."""
     root = Path(root)
     where = f"ADE folder {root}"
     subsets = _ade_subsets(root)
@@ -194,8 +182,7 @@ def load_coco_panoptic_folder(
     png_dir: str | Path | None = None,
     ignore_index: int = 255,
 ) -> CocoPanopticDataset:
-    """``root/{split}2017/*.jpg``, ``root/annotations/panoptic_{split}2017.json`` and ``.../panoptic_{split}2017/
-    *.png``; any of the three can be given explicitly."""
+    """``root/{split}2017/``, ``root/annotations/panoptic_{split}2017{.json,/}``, or each given explicitly."""
     coco_split = _COCO_SPLIT_NAMES[_normalize_split(split)] + "2017"
     if root is None and None in (images_dir, json_path, png_dir):
         raise InvalidInputError("give root, or all of images_dir, json_path and png_dir")
@@ -244,8 +231,6 @@ def load_coco_panoptic_folder(
 
 
 class SyntheticDataset(SegmentationDataset):
-    """``synthetic.SyntheticShapes`` in the common item format (panoptic, with semantic maps)."""
-
     task: Task = "panoptic"
     convention_from = None  # generated with their classes
     needs_check = False  # generated scenes
@@ -289,7 +274,6 @@ FOLDER_LAYOUTS = {
 
 
 def detect_folder_layout(root: str | Path) -> str:
-    """Which layout of `FOLDER_LAYOUTS` a local folder has; an error listing them and the folder's contents."""
     root = Path(root)
     if (root / "annotations").is_dir() and any((root / "annotations").glob("panoptic_*.json")):
         return "coco_panoptic"
@@ -321,8 +305,7 @@ HOLD_OUT_LAYOUTS = ("hf", "ade", "voc", "cvat_mask", COCO_JSON, *COCO_LAYOUT_MAR
 
 
 def source_layout(source) -> str:
-    """Which loader `build_dataset(source)` uses: ``"synthetic"``, a folder's layout, `COCO_JSON`, a prepared
-    dataset's layout, or ``"hf"`` (a ``datasets`` object or any other name)."""
+    """Which loader `build_dataset(source)` uses (a key of `_LOADERS`, or ``"synthetic"``)."""
     if isinstance(source, str) and source == "synthetic":
         return "synthetic"
     if not isinstance(source, (str, os.PathLike)):  # a `datasets` object
@@ -363,13 +346,11 @@ def build_dataset(
     ignore_class_mismatch: bool = False,
     **kwargs,
 ) -> SegmentationDataset:
-    """``"synthetic"``, a local folder (its layout detected), a COCO instance JSON file, a ``datasets`` object or Hub
-    name, or a `prepare.py` name (``"ade20k"``, also ``"scene_parse_150"``) read from under ``data_root`` (default
-    ``$MASKFORMER_DATA``). ``kwargs`` go to the loader.
-
-    ``model`` (a folder or Hub id, a loaded model, or a `labels.LabelSettings`): read the data for that model, with
-    its recorded label convention (unless ``reduce_labels`` is given), its class names and held-out items; a dataset
-    whose classes differ from the model's is refused (``ignore_class_mismatch``: a warning instead)."""
+    """``"synthetic"``, a local folder, a COCO instance JSON file, a ``datasets`` object or Hub name, or a `prepare.py`
+    name (``"ade20k"``) read from under ``data_root`` (default ``$MASKFORMER_DATA``); ``kwargs`` go to the loader.
+    ``model`` (a folder, Hub id, model or `labels.LabelSettings`): read the data for that model, with its recorded
+    label convention, class names and held-out items; a dataset whose classes differ is refused
+    (``ignore_class_mismatch``: a warning instead)."""
     if model is not None:
         return _dataset_for_model(source, split, data_root, model, ignore_class_mismatch, kwargs)
     if isinstance(source, str) and source == "synthetic":
@@ -387,8 +368,7 @@ def build_dataset(
 
 
 def resolve_name(source: str, split: str, data_root: str | Path | None = None) -> Path | None:
-    """The prepared folder of a `prepare.py` name or dead Hub name, or an error naming the command that prepares it;
-    None for any other name."""
+    """The prepared folder of a `prepare.py` name (or an error naming the command that prepares it); None for others."""
     name = SCRIPT_DATASETS.get(source, source if source in DATASETS else None)
     if name is None:
         return None
@@ -396,11 +376,8 @@ def resolve_name(source: str, split: str, data_root: str | Path | None = None) -
     if folder is not None:
         return folder
     root = Path(data_root or default_data_root()).expanduser()
-    why = (
-        f"{source!r} is a loading-script dataset on the Hub, which the installed `datasets` no longer runs; "
-        if source in SCRIPT_DATASETS
-        else ""
-    )
+    script = f"{source!r} is a loading-script dataset on the Hub, which the installed `datasets` no longer runs; "
+    why = script if source in SCRIPT_DATASETS else ""
     raise MissingInputError(
         f"{why}the {DATASETS[name].title} data is not prepared in {root}: run "
         f"`{prepare_command(name, root, [split])}` (or pass --data_root / set {DATA_ROOT_ENV} to where it is, or "

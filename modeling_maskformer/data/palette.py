@@ -1,10 +1,6 @@
-"""Colour-coded semantic masks: a palette (colour -> class) from a file, and the decoding of RGB masks with it.
-
-JSON, class names in file order, one colour or a list each: ``{"background": [0, 0, 0], "dog": [[0, 128, 0], [0, 100,
-0]], "__ignore__": [224, 224, 192], "__unlisted__": "ignore"}``; or CVAT's ``labelmap.txt`` (``name:r,g,b:parts:
-actions`` per line). ``__ignore__`` colours read as ``ignore_index``; ``__unlisted__`` (JSON): ``"error"`` (default:
-an unlisted colour is an error naming the file, the colour and its pixel count) or ``"ignore"``.
-"""
+"""Colour-coded semantic masks: a palette (colour -> class) from a JSON file (``{"background": [0, 0, 0], "dog":
+[[0, 128, 0], [0, 100, 0]], "__ignore__": [224, 224, 192], "__unlisted__": "ignore"}``, default ``"error"``) or CVAT's
+``labelmap.txt``, and the decoding of RGB masks with it."""
 
 from __future__ import annotations
 
@@ -84,7 +80,7 @@ class Palette:
         return {**self.__dict__, "_tables": {}}
 
     def _table(self, ignore_index: int) -> np.ndarray:
-        """Packed colour -> class id, ignore_index or _UNKNOWN (2^24 entries, 32 MB, built once per ignore_index)."""
+        """Packed colour -> class id, ignore_index or _UNKNOWN (2^24 entries, 32 MB, once per ignore_index)."""
         if ignore_index not in self._tables:
             table = np.full(1 << 24, _UNKNOWN, dtype=np.uint16)
             for color, label in self.colors:
@@ -93,8 +89,7 @@ class Palette:
         return self._tables[ignore_index]
 
     def decode(self, mask: Image.Image | np.ndarray, *, ignore_index: int = 255, source: str) -> np.ndarray:
-        """A colour mask (PIL or (H, W, 3) uint8) -> (H, W) class ids (uint8 when they fit, else int32); an unlisted
-        colour is an error naming ``source``, the colour and its pixel count (unless ``__unlisted__: "ignore"``)."""
+        """A colour mask (PIL or (H, W, 3) uint8) -> (H, W) class ids (uint8 when they fit, else int32)."""
         if ignore_index >= int(_UNKNOWN) or len(self.names) >= int(_UNKNOWN):
             raise InvalidInputError(f"{self.source}: ignore_index and class ids must be below {int(_UNKNOWN)}")
         if isinstance(mask, Image.Image):
@@ -115,11 +110,8 @@ class Palette:
         order = np.argsort(-counts, kind="stable")
         first = int(values[order[0]])
         colour = (first % 256, first // 256 % 256, first // 65536)
-        more = (
-            f" and {len(values) - 1} other unlisted colour(s), {int(counts.sum() - counts[order[0]])} pixels"
-            if len(values) > 1
-            else ""
-        )
+        rest = int(counts.sum() - counts[order[0]])
+        more = f" and {len(values) - 1} other unlisted colour(s), {rest} pixels" if len(values) > 1 else ""
         return (
             f"{source}: {int(counts[order[0]])} pixels have colour {colour}, which {self.source} does not "
             f"list{more}; add the colour to a class (or to {IGNORE_NAME}) in a --palette file, or set "
@@ -128,7 +120,6 @@ class Palette:
 
 
 def read_palette(path: str | Path) -> Palette:
-    """A palette file: JSON or CVAT's labelmap.txt (see the module docstring)."""
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"palette file {path} not found")
@@ -148,11 +139,7 @@ def read_palette(path: str | Path) -> Palette:
 def _color_list(value, source: str, name: str) -> list[tuple[int, int, int]]:
     if isinstance(value, Sequence) and len(value) == 3 and all(isinstance(c, int) for c in value):
         return [tuple(value)]
-    if (
-        isinstance(value, Sequence)
-        and value
-        and all(isinstance(c, Sequence) and not isinstance(c, str) for c in value)
-    ):
+    if isinstance(value, list) and value and all(isinstance(c, list) for c in value):  # JSON arrays
         return [tuple(c) for c in value]
     raise InvalidInputError(f"{source}: {name!r} must be a colour [r, g, b] or a list of them, got {value!r}")
 

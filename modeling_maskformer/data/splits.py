@@ -1,8 +1,6 @@
-"""Which items a split name means (``val``, ``train[:80%]`` as `datasets` slices, a year allowed) for every source
-with named subsets, or none (`WHOLE`). A source without a validation split holds ``train_val_split`` (default 15%,
-seed ``SPLIT_SEED``) of its training split out; a trained model records it (`HoldOut`), and reading data for that
-model (`RecordedHoldOut`) holds the same items out, refusing a larger fraction.
-"""
+"""Which items a split name means (``val``, ``train[:80%]`` as `datasets` slices) for every source. A source without
+a validation split holds ``train_val_split`` (default 15%) of its training split out; a trained model records it
+(`HoldOut`), and reading data for that model (`RecordedHoldOut`) holds the same items out, never a larger fraction."""
 
 from __future__ import annotations
 
@@ -33,30 +31,9 @@ def normalize_split(split: str) -> str:
     return SPLITS[split]
 
 
-def parse_split(split: str) -> tuple[str, str]:
-    """``"train[:80%]"`` -> ``("train", "[:80%]")``."""
-    name, bracket, rest = split.partition("[")
-    if bracket and not rest.endswith("]"):
-        raise InvalidInputError(f"split {split!r}: a slice is written like train[:100] or train[80%:]")
-    return name, bracket + rest
-
-
-def slice_indices(name: str, bracket: str, count: int) -> range:
-    """The items of ``name{bracket}`` among ``count``, by datasets' slicing rules."""
-    if not bracket:
-        return range(count)
-    try:
-        (instruction,) = ReadInstruction.from_spec(name + bracket).to_absolute({name: count})
-    except ValueError as error:
-        raise InvalidInputError(
-            f"split {name + bracket!r}: {error} (write slices like train[:100] or train[80%:])"
-        ) from None
-    return range(instruction.from_, instruction.to)
-
-
 def holdout_indices(count: int, fraction: float, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """(training, held-out) indices, sorted, as ``datasets.Dataset.train_test_split(test_size=fraction, seed=seed)``
-    takes them. NOTE: by hand because folder sources are lists of files; tests check it against datasets' split."""
+    """(training, held-out) indices, sorted, as ``datasets.Dataset.train_test_split(test_size=fraction, seed=seed)``.
+    NOTE: by hand because folder sources are lists of files; tests check it against datasets' split."""
     check_fraction(fraction)
     held_out = math.ceil(fraction * count)
     if not 0 < held_out < count:
@@ -126,8 +103,17 @@ class SplitPlan:
     recorded: RecordedHoldOut | None = None  # the model record the hold-out follows
 
     def select(self, count: int) -> np.ndarray | range:
-        if self.part == "all":
-            return slice_indices(self.subset or "split", self.slice, count)
+        if self.part == "all" and not self.slice:
+            return range(count)
+        if self.part == "all":  # datasets' slicing rules
+            name = self.subset or "split"
+            try:
+                (instruction,) = ReadInstruction.from_spec(name + self.slice).to_absolute({name: count})
+            except ValueError as error:
+                raise InvalidInputError(
+                    f"split {name + self.slice!r}: {error} (write slices like train[:100] or train[80%:])"
+                ) from None
+            return range(instruction.from_, instruction.to)
         recorded = self.recorded.held_out if self.recorded is not None else None
         if recorded is not None and recorded.items is not None and recorded.items != count:
             data = repr(self.subset) if self.subset else "the data"
@@ -147,7 +133,6 @@ class SplitPlan:
         return train if self.part == "train" else held_out
 
     def held_out(self, count: int) -> HoldOut | None:
-        """What this plan holds out of the ``count`` items of ``subset`` (None: nothing)."""
         return None if self.part == "all" else HoldOut(self.fraction, self.seed, self.subset, count)
 
 
@@ -159,11 +144,9 @@ def split_of(subset: str) -> str | None:
 def _find(available: list[str], name: str) -> str | None:
     """The source's subset for split ``name`` (itself or an alias, any case); an error when two stand for it."""
     canonical = SPLITS.get(name.lower())
-    for candidate in available:
-        if candidate == name or candidate.lower() == name.lower():
-            return candidate
-    if canonical is None:
-        return None
+    found = next((candidate for candidate in available if candidate.lower() == name.lower()), None)
+    if found is not None or canonical is None:
+        return found
     matches = [candidate for candidate in available if split_of(candidate) == canonical]
     if len(matches) > 1:
         raise InvalidInputError(f"split {name!r} is ambiguous: the data has {matches}; give one of those names")
@@ -174,8 +157,11 @@ def plan_split(
     split: str, available: list[str] | None, train_val_split: float | RecordedHoldOut | None, where: str
 ) -> SplitPlan:
     """Resolve ``split`` against the source's subsets ``available`` (None: one unnamed); ``train_val_split``: the
-    fraction to hold out, or a model's record. An error naming ``where`` and what to pass otherwise."""
-    name, bracket = parse_split(split)
+    fraction to hold out, or a model's record."""
+    name, bracket, rest = split.partition("[")
+    if bracket and not rest.endswith("]"):
+        raise InvalidInputError(f"split {split!r}: a slice is written like train[:100] or train[80%:]")
+    bracket += rest
     canonical = SPLITS.get(name.lower())
     recorded = train_val_split if isinstance(train_val_split, RecordedHoldOut) else None
     requested = recorded.requested if recorded is not None else train_val_split
@@ -184,8 +170,7 @@ def plan_split(
         if bracket:
             raise InvalidInputError(f"{where}: give either a sliced split ({split!r}) or --train_val_split, not both")
     if available is None:  # one set of items: the split name does not select anything
-        holds_out = requested is not None or recorded is not None
-        if holds_out and canonical in ("train", "validation") and not bracket:
+        if (requested is not None or recorded is not None) and canonical in ("train", "validation") and not bracket:
             return _held_out(None, canonical, requested, recorded, where, "")
         return SplitPlan(None, bracket)
 

@@ -1,11 +1,6 @@
-"""Procedural "shapes on landscapes" scenes: a built-in dataset that needs no download.
-
-2-3 textured "stuff" bands (sky / grass / sand) under 1-6 "thing" shapes in random colours, sizes and rotations (the
-shape tells the class; with ``num_thing_classes``, thing c is shape c mod 6 filled with pattern c div 6). Item i is a
-pure function of (seed, split, i); shapes are accepted only if earlier ones stay ``min_visible_fraction`` visible, so
-annotations equal the painted pixels. Annotations in real formats: uint8 ``semantic`` (255 = ignore), a COCO panoptic
-PNG array with ``segments_info``, and ``categories`` as COCO's panoptic JSON.
-"""
+"""Procedural "shapes on landscapes" scenes, a dataset that needs no download: 2-3 textured stuff bands (sky, grass,
+sand) under 1-6 thing shapes (with ``num_thing_classes``, thing c is shape c mod 6 in fill pattern c div 6). Item i is
+a pure function of (seed, split, i); annotations equal the painted pixels, in COCO panoptic's formats."""
 
 from __future__ import annotations
 
@@ -54,7 +49,6 @@ def pattern_name(index: int) -> str:
 
 
 def make_categories(num_thing_classes: int | None) -> list[dict]:
-    """The categories for `num_thing_classes` thing classes (None: `CATEGORIES`), then the 3 stuff classes."""
     if num_thing_classes is None:
         return CATEGORIES
     palette = np.random.default_rng(_STREAM_TAG).integers(0, 256, (num_thing_classes, 3)).tolist()
@@ -111,12 +105,10 @@ class SyntheticShapesConfig:
             "num_thing_classes": self.num_thing_classes is None
             or (isinstance(self.num_thing_classes, int) and 1 <= self.num_thing_classes <= MAX_THING_CLASSES),
         }
-        for field, ok in checks.items():
+        for name, ok in checks.items():
             if not ok:
-                hint = f" (1..{MAX_THING_CLASSES} or None)" if field == "num_thing_classes" else ""
-                raise InvalidInputError(
-                    f"SyntheticShapesConfig.{field}={getattr(self, field)!r} is out of range{hint}"
-                )
+                hint = f" (1..{MAX_THING_CLASSES} or None)" if name == "num_thing_classes" else ""
+                raise InvalidInputError(f"SyntheticShapesConfig.{name}={getattr(self, name)!r} is out of range{hint}")
 
 
 # Geometry: boolean masks of shapes over the pixel grid (pixel centres at +0.5). NOTE: by hand, not PIL's ImageDraw,
@@ -124,7 +116,7 @@ class SyntheticShapesConfig:
 
 
 def _polygon_mask(vertices: np.ndarray, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
-    """Even-odd point-in-polygon test for all pixels at once; vertices (V, 2) as (x, y)."""
+    """Even-odd point-in-polygon test of every pixel; vertices (V, 2) as (x, y)."""
     inside = np.zeros(xx.shape, dtype=bool)
     for (xi, yi), (xj, yj) in zip(vertices, np.roll(vertices, -1, axis=0)):
         if yi == yj:  # a horizontal edge never crosses a horizontal ray
@@ -136,7 +128,6 @@ def _polygon_mask(vertices: np.ndarray, xx: np.ndarray, yy: np.ndarray) -> np.nd
 
 
 def _shape_mask(name: str, cx, cy, r, rotation, aspect, xx, yy) -> tuple[np.ndarray, float]:
-    """(mask, full unclipped area in pixels) of a thing."""
     if name in ("circle", "ellipse"):
         b = r * (aspect if name == "ellipse" else 1.0)
         cos, sin = math.cos(rotation), math.sin(rotation)
@@ -156,7 +147,6 @@ def _shape_mask(name: str, cx, cy, r, rotation, aspect, xx, yy) -> tuple[np.ndar
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """Low-frequency noise in [-1, 1] (a random cells x cells grid upsampled bilinearly)."""
     grid = rng.uniform(-1, 1, (cells, cells)).astype(np.float32)
     return np.asarray(Image.fromarray(grid, mode="F").resize((size, size), Image.BILINEAR))
 
@@ -183,7 +173,7 @@ def _stuff_texture(name: str, rng: np.random.Generator, xx, yy, size: int) -> np
 
 
 def _thing_colour(rng: np.random.Generator, background: np.ndarray, class_id: int, mode: str, num_things: int):
-    """A colour ~80 (RGB distance) away from `background` (the mean under the shape), within 20 tries."""
+    """A colour ~80 (RGB distance) away from `background`, within 20 tries."""
 
     def draw() -> np.ndarray:
         if mode == "random":
@@ -201,7 +191,6 @@ def _thing_colour(rng: np.random.Generator, background: np.ndarray, class_id: in
 
 
 def _pattern(index: int, rng: np.random.Generator, xx, yy, cx: float, cy: float, scale: float) -> np.ndarray:
-    """(H, W) bool: where fill pattern `index` takes its second colour."""
     kind, period, angle = PATTERNS[index]
     period *= scale
     phase_x, phase_y = rng.uniform(0, period, 2)
@@ -233,7 +222,7 @@ def id_to_rgb(ids: np.ndarray) -> np.ndarray:
 
 
 def _new_segment_id(rng: np.random.Generator, color, used: set[int], jitter: int) -> int:
-    """A segment id from a category colour, jittered for things until unique (like panopticapi)."""
+    """A segment id from a category colour, jittered until unique (like panopticapi)."""
     color = np.asarray(color)
     for _ in range(1000):
         rgb = np.clip(color + (rng.integers(-jitter, jitter + 1, 3) if jitter else 0), 0, 255)
@@ -246,7 +235,6 @@ def _new_segment_id(rng: np.random.Generator, color, used: set[int], jitter: int
 
 
 def segments_from_ids(ids: np.ndarray, segment_category: dict[int, int]) -> list[dict]:
-    """COCO ``segments_info`` (area, bbox [x, y, w, h]) of the segments present in ``ids``."""
     segments = []
     for segment_id, category_id in segment_category.items():
         mask = ids == segment_id
@@ -309,16 +297,8 @@ def generate_scene(rng: np.random.Generator, config: SyntheticShapesConfig):
         class_id = int(rng.integers(num_things))
         r = rng.uniform(config.min_radius, config.max_radius) * scale
         cx, cy = rng.uniform(0, size, 2)
-        mask, full_area = _shape_mask(
-            THING_CLASSES[class_id % len(THING_CLASSES)],
-            cx,
-            cy,
-            r,
-            rng.uniform(0, 2 * np.pi),
-            rng.uniform(0.4, 0.6),
-            xs,
-            ys,
-        )
+        shape = THING_CLASSES[class_id % len(THING_CLASSES)]
+        mask, full_area = _shape_mask(shape, cx, cy, r, rng.uniform(0, 2 * np.pi), rng.uniform(0.4, 0.6), xs, ys)
         area = int(mask.sum())
         if area < config.min_in_canvas_fraction * full_area or area < 4:
             continue
@@ -353,13 +333,11 @@ def generate_scene(rng: np.random.Generator, config: SyntheticShapesConfig):
 
 
 class SyntheticShapes:
-    """Map-style dataset of procedural scenes: ``split`` "train" or "validation", ``num_images`` (default
-    ``config.num_train`` / ``num_val``); ``image_size`` and ``seed`` override the config's."""
+    """Map-style dataset of scenes; ``image_size`` and ``seed`` override the config's."""
 
     categories = CATEGORIES
     id2label = {c["id"]: c["name"] for c in CATEGORIES}
     thing_ids = [c["id"] for c in CATEGORIES if c["isthing"]]
-    stuff_ids = [c["id"] for c in CATEGORIES if not c["isthing"]]
     ignore_index = 255
 
     def __init__(
@@ -380,7 +358,6 @@ class SyntheticShapes:
             self.categories = make_categories(config.num_thing_classes)
             self.id2label = {c["id"]: c["name"] for c in self.categories}
             self.thing_ids = [c["id"] for c in self.categories if c["isthing"]]
-            self.stuff_ids = [c["id"] for c in self.categories if not c["isthing"]]
         default = config.num_train if split == "train" else config.num_val
         self.num_images = default if num_images is None else num_images
         if self.num_images < 0:
@@ -390,7 +367,6 @@ class SyntheticShapes:
         return self.num_images
 
     def rng(self, index: int) -> np.random.Generator:
-        """The random stream of item ``index``: a function of (seed, split, index) only."""
         spawn_key = (_STREAM_TAG, _SPLIT_CODE[self.split], index)
         return np.random.default_rng(np.random.SeedSequence(self.config.seed, spawn_key=spawn_key))
 
@@ -408,36 +384,30 @@ class SyntheticShapes:
         }
 
     def to_hf_dataset(self, kind: Literal["semantic", "panoptic"] = "semantic"):
-        """A ``datasets.Dataset`` in the Hub's usual columns: "semantic": ``image``, ``annotation`` as scene_parse_150
-        (ADE's convention); "panoptic": ``image``, ``label`` (COCO panoptic PNG), ``segments_info`` (``category_id``
-        a ClassLabel), ``image_id``."""
+        """A ``datasets.Dataset`` with the Hub's usual columns: scene_parse_150's (ADE's convention) or COCO panoptic's."""
         if kind not in ("semantic", "panoptic"):
             raise InvalidInputError(f"kind must be 'semantic' or 'panoptic', got {kind!r}")
         items = [self[i] for i in range(len(self))]
         columns = {"image": [item["image"] for item in items]}
+        features = {"image": datasets.Image()}
         if kind == "semantic":
             columns["annotation"] = [Image.fromarray(_to_ade_annotation(item["semantic"])) for item in items]
-            return datasets.Dataset.from_dict(
-                columns, features=datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
+            features["annotation"] = datasets.Image()
+        else:
+            columns["label"] = [Image.fromarray(item["panoptic"]) for item in items]
+            columns["segments_info"] = [item["segments_info"] for item in items]
+            columns["image_id"] = [item["image_id"] for item in items]
+            integer = datasets.Value("int64")
+            names = [c["name"] for c in self.categories]
+            segment = {"id": integer, "category_id": datasets.ClassLabel(names=names), "iscrowd": integer}
+            segment.update(area=integer, bbox=datasets.List(integer))
+            features.update(
+                label=datasets.Image(), segments_info=datasets.List(segment), image_id=datasets.Value("string")
             )
-        columns["label"] = [Image.fromarray(item["panoptic"]) for item in items]
-        columns["segments_info"] = [item["segments_info"] for item in items]
-        columns["image_id"] = [item["image_id"] for item in items]
-        integer = datasets.Value("int64")
-        segment = {
-            "id": integer,
-            "category_id": datasets.ClassLabel(names=[c["name"] for c in self.categories]),
-            "iscrowd": integer,
-            "area": integer,
-            "bbox": datasets.List(integer),
-        }
-        features = {"image": datasets.Image(), "label": datasets.Image(), "segments_info": datasets.List(segment)}
-        features["image_id"] = datasets.Value("string")
         return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
 
     def export_ade_folder(self, root: str | Path) -> Path:
-        """This split as ``root/{images,annotations}/{training,validation}/<id>.{jpg,png}`` (ADE's convention: class
-        id + 1, 0 = other) and ``root/id2label.json``."""
+        """This split as an ADE folder (ADE's convention: class id + 1, 0 = other) with ``root/id2label.json``."""
         root = Path(root)
         folder = {"train": "training", "validation": "validation"}[self.split]
         image_dir, annotation_dir = root / "images" / folder, root / "annotations" / folder
@@ -450,8 +420,7 @@ class SyntheticShapes:
         return root
 
     def export_coco_panoptic_folder(self, root: str | Path) -> Path:
-        """This split in COCO panoptic's layout: ``root/{train,val}2017/<id>.jpg`` and, in ``root/annotations/``,
-        ``panoptic_{train,val}2017/<id>.png`` and ``panoptic_{train,val}2017.json``."""
+        """This split as a COCO panoptic folder (``{train,val}2017/``, ``annotations/panoptic_{train,val}2017*``)."""
         root = Path(root)
         coco_split = {"train": "train2017", "validation": "val2017"}[self.split]
         image_dir, png_dir = root / coco_split, root / "annotations" / f"panoptic_{coco_split}"
@@ -472,5 +441,4 @@ class SyntheticShapes:
 
 
 def _to_ade_annotation(semantic: np.ndarray) -> np.ndarray:
-    """Class ids 0..K-1 (255 = ignore) -> ADE's convention (id + 1, 0 = other)."""
     return np.where(semantic == 255, 0, semantic.astype(np.int32) + 1).astype(np.uint8)

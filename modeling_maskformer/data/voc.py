@@ -1,10 +1,6 @@
-"""Folders of image and mask files: Pascal VOC, CVAT's "Segmentation mask 1.1" export and other VOC-layout exports
-(``JPEGImages/``, ``SegmentationClass/``, optional ``ImageSets/Segmentation/<subset>.txt`` and ``labelmap.txt``).
-
-Masks are read by colour with ``palette``, else with ``labelmap.txt`` (single-channel masks as indices in its order),
-else as class indices named by `class_names.find_id2label` or, for Pascal VOC itself (``VOC2007``..``VOC2012`` with
-VOC's palette), VOC's 21 names; nothing else gets invented names. Colour masks refuse ``reduce_labels=True``.
-"""
+"""VOC-layout folders (``JPEGImages/``, ``SegmentationClass/``, optional ``ImageSets/Segmentation/<subset>.txt`` and
+``labelmap.txt``): Pascal VOC, CVAT's "Segmentation mask 1.1" export and others. Masks are read by colour with a
+palette or ``labelmap.txt``, else as class indices named by a file or, for Pascal VOC itself, VOC's 21 names."""
 
 from __future__ import annotations
 
@@ -20,12 +16,13 @@ from .class_names import check_palette_names, find_id2label, names_for_conventio
 from .dataset import SegmentationDataset, SegmentationItem
 from .decoding import (
     IMAGE_SUFFIXES,
+    INDEX_MODES,
     LOSSY_LABEL_SUFFIXES,
     PALETTE_HINT,
     decode_semantic,
-    lossy_label_message,
     open_image,
     open_rgb,
+    refuse_lossy,
     warn_if_binary,
 )
 from .palette import VOC_CLASSES, Palette, read_labelmap, read_palette, voc_colormap
@@ -33,13 +30,12 @@ from .splits import WHOLE, RecordedHoldOut, plan_split
 
 logger = logging.getLogger(__name__)
 
-_INDEX_MODES = ("L", "P", "I", "I;16")
 _VOC_FOLDER = re.compile(r"VOC20(0[7-9]|1[0-2])")
 
 
 class MaskPairsDataset(SegmentationDataset):
     """(image, semantic mask) file pairs; masks by colour with a ``palette`` (``colour_only``: every mask, else
-    colour masks only), otherwise as class indices."""
+    colour masks only)."""
 
     def __init__(
         self,
@@ -62,7 +58,7 @@ class MaskPairsDataset(SegmentationDataset):
     def _load(self, index: int) -> SegmentationItem:
         image_path, mask_path = self.records[index]
         mask = open_image(mask_path)
-        by_colour = self.palette is not None and (self.colour_only or mask.mode not in _INDEX_MODES)
+        by_colour = self.palette is not None and (self.colour_only or mask.mode not in INDEX_MODES)
         semantic = decode_semantic(
             mask,
             reduce_labels=self.reduce_labels,
@@ -78,16 +74,14 @@ def is_voc_folder(root: Path) -> bool:
     return (root / "SegmentationClass").is_dir()
 
 
-def _subsets(root: Path) -> dict[str, list[str]] | None:
-    subsets = {
+def _subsets(root: Path) -> dict[str, list[str]]:
+    return {
         path.stem: [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         for path in sorted((root / "ImageSets" / "Segmentation").glob("*.txt"))
     }
-    return subsets or None
 
 
 def _files_by_id(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
-    """``folder``'s files with those suffixes (any case, subfolders too) by relative path without suffix."""
     return {
         p.relative_to(folder).with_suffix("").as_posix(): p
         for p in sorted(folder.rglob("*"))
@@ -97,9 +91,7 @@ def _files_by_id(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
 
 def _pairs(root: Path, ids: list[str]) -> list[tuple[Path, Path]]:
     masks = _files_by_id(root / "SegmentationClass", (".png", *LOSSY_LABEL_SUFFIXES))
-    lossy = [masks[i] for i in ids if i in masks and masks[i].suffix.lower() in LOSSY_LABEL_SUFFIXES]
-    if lossy:
-        raise InvalidInputError(lossy_label_message(f"{lossy[0]} ({len(lossy)} of the {len(ids)} masks are JPEG)"))
+    refuse_lossy(None, "masks", [masks[i] for i in ids if i in masks])
     missing = [i for i in ids if i not in masks]
     if missing:
         raise MissingInputError(
@@ -142,7 +134,6 @@ def load_voc_folder(
     train_val_split: float | RecordedHoldOut | None = None,
     thing_ids: Sequence[int] | None = None,
 ) -> MaskPairsDataset:
-    """A VOC-layout folder (see the module docstring); ``split``: `splits.plan_split` over its subsets."""
     root = Path(root)
     if not is_voc_folder(root):
         raise MissingInputError(f"VOC folder {root}: missing folder {root / 'SegmentationClass'}")
@@ -177,7 +168,7 @@ def load_voc_folder(
         first_mode = first.mode
         pascal_voc = palette is None and _is_pascal_voc(root, first)
 
-    if palette is not None and (colour_only or first_mode not in _INDEX_MODES):
+    if palette is not None and (colour_only or first_mode not in INDEX_MODES):
         if reduce_labels:
             raise InvalidInputError(
                 f"{where}: colour masks name their classes through {palette.source}; "
@@ -187,13 +178,11 @@ def load_voc_folder(
         metadata = {"id2label": palette.id2label, "thing_ids": thing_ids or (), "reduce_labels": False}
         return MaskPairsDataset(pairs, ids, palette=palette, colour_only=colour_only, **metadata, **common)
 
-    if first_mode not in _INDEX_MODES:
+    if first_mode not in INDEX_MODES:
         raise InvalidInputError(
             f"{pairs[0][1]}: colour mask (mode {first_mode}) and no labelmap.txt in {root}: {PALETTE_HINT}"
         )
-    fixed_by_format = reduce_labels is None
-    if fixed_by_format:
-        reduce_labels = False
+    fixed_by_format, reduce_labels = reduce_labels is None, bool(reduce_labels)  # None: VOC's format fixes it
     warn_if_binary([m for _, m in pairs], reduce_labels=reduce_labels, ignore_index=ignore_index, source=where)
     things: Sequence[int] = thing_ids or ()
     if id2label is None and palette is not None:  # labelmap.txt with single-channel masks: its order
