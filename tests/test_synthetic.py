@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import time
 
 import datasets
 import numpy as np
@@ -91,15 +90,6 @@ def test_config_overrides_and_validation():
         SyntheticShapes("test", 3)
     with pytest.raises(IndexError):
         ds[3]
-
-
-def test_generation_is_fast():
-    ds = SyntheticShapes("train", 200)
-    start = time.perf_counter()
-    for i in range(len(ds)):
-        ds[i]
-    # ~8 ms per 128x128 scene on one core; 1000 scenes must take well under a minute.
-    assert time.perf_counter() - start < 10
 
 
 def test_hf_semantic_export_mirrors_scene_parse_150():
