@@ -54,11 +54,11 @@ def folders(tmp_path_factory):
 def load_everything(folders, *, import_package: bool = True, prompt_timeout: int | None = None) -> str:
     """A program that loads both folders through the pipeline and each Auto class, and prints what it got."""
     return textwrap.dedent(f"""
-        import json, time, transformers
+        import json, transformers
         {"import modeling_maskformer" if import_package else ""}
         {f"transformers.dynamic_module_utils.TIME_OUT_REMOTE_CODE = {prompt_timeout}" if prompt_timeout else ""}
         from transformers import pipeline
-        report, start = {{}}, time.perf_counter()
+        report = {{}}
         for name in ("ours", "transformers"):
             folder = {str(folders)!r} + "/" + name
             segmenter = pipeline("image-segmentation", model=folder)
@@ -70,7 +70,6 @@ def load_everything(folders, *, import_package: bool = True, prompt_timeout: int
                 except ValueError as error:  # e.g. no video processor: what matters is that nothing asked
                     got[auto] = None
             report[name] = {{key: None if cls is None else f"{{cls.__module__}}.{{cls.__name__}}" for key, cls in got.items()}}
-        report["seconds"] = time.perf_counter() - start
         print("RESULT-JSON:" + json.dumps(report))
     """)
 
@@ -95,8 +94,6 @@ def terminal_report(folders, tmp_path_factory):
 def test_no_remote_code_prompt_for_our_folder(terminal_report):
     report, output = terminal_report
     assert PROMPT not in output and "custom code" not in output, output[-3000:]
-    # transformers waits 15 s for an answer to its prompt: everything here took less than one such wait.
-    assert report["seconds"] < 15, report["seconds"]
     ours = report["ours"]
     for key in (
         "pipeline model",
