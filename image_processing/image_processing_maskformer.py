@@ -246,10 +246,7 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
 
     def to_dict(self) -> dict[str, Any]:
         """Without `image_processor_type` and `auto_map`: config.json names the class (`remote_code.py`)."""
-        settings = super().to_dict()
-        for key in ("image_processor_type", "auto_map"):
-            settings.pop(key, None)
-        return settings
+        return {k: v for k, v in super().to_dict().items() if k not in ("image_processor_type", "auto_map")}
 
     def _segments(
         self, label_map: torch.Tensor, mapping: dict[int, int] | None, where: str
