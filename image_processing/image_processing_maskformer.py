@@ -480,17 +480,9 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
                 "return_coco_annotation and return_binary_maps: choose one form of the segmentation"
             )
         class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
-        results = instance_segmentation(
-            class_logits,
-            mask_logits,
-            threshold=threshold,
-            mask_threshold=mask_threshold,
-            overlap_mask_area_threshold=overlap_mask_area_threshold,
-            return_binary_maps=return_binary_maps,
-            method=method,
-            band_rows=band_rows,
-            **geometry,
-        )
+        options = dict(threshold=threshold, mask_threshold=mask_threshold, method=method, band_rows=band_rows)
+        options |= dict(overlap_mask_area_threshold=overlap_mask_area_threshold, return_binary_maps=return_binary_maps)
+        results = instance_segmentation(class_logits, mask_logits, **options, **geometry)
         if return_coco_annotation:
             for result in results:
                 result["segmentation"] = convert_segmentation_to_rle(result["segmentation"])
@@ -510,17 +502,9 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
         """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py)."""
         check_not_per_pixel(outputs, "panoptic")
         class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
-        return panoptic_segmentation(
-            class_logits,
-            mask_logits,
-            threshold=threshold,
-            mask_threshold=mask_threshold,
-            overlap_mask_area_threshold=overlap_mask_area_threshold,
-            label_ids_to_fuse=label_ids_to_fuse,
-            method=method,
-            band_rows=band_rows,
-            **geometry,
-        )
+        options = dict(threshold=threshold, mask_threshold=mask_threshold, method=method, band_rows=band_rows)
+        options |= dict(overlap_mask_area_threshold=overlap_mask_area_threshold, label_ids_to_fuse=label_ids_to_fuse)
+        return panoptic_segmentation(class_logits, mask_logits, **options, **geometry)
 
 
 MaskFormerImageProcessor = MaskFormerHFImageProcessor
