@@ -239,27 +239,16 @@ class _Sources:
 
 
 _FRACTIONS = torch.arange(4) * 0.25 + 0.125
-_CELL_WEIGHTS = torch.stack(
-    [
-        (1 - _FRACTIONS.repeat_interleave(4)) * (1 - _FRACTIONS.repeat(4)),
-        (1 - _FRACTIONS.repeat_interleave(4)) * _FRACTIONS.repeat(4),
-        _FRACTIONS.repeat_interleave(4) * (1 - _FRACTIONS.repeat(4)),
-        _FRACTIONS.repeat_interleave(4) * _FRACTIONS.repeat(4),
-    ],
-    1,
-)  # (16, 4): a cell's 16 pixels (row-major) from its four corner samples
+_Y, _X = _FRACTIONS.repeat_interleave(4), _FRACTIONS.repeat(4)
+# (16, 4): a cell's 16 pixels (row-major) from its four corner samples
+_CELL_WEIGHTS = torch.stack([(1 - _Y) * (1 - _X), (1 - _Y) * _X, _Y * (1 - _X), _Y * _X], 1)
 
 
 def _row_corners(table: Tensor, first: int, last: int) -> list[Tensor]:
     """The corner samples (Q, cells) of cell rows first..last-1 of a `_cell_table`: top-left, top-right, bottom-left,
     bottom-right."""
-    corners = [
-        table[:, first:last, :-1],
-        table[:, first:last, 1:],
-        table[:, first + 1 : last + 1, :-1],
-        table[:, first + 1 : last + 1, 1:],
-    ]
-    return [corner.reshape(len(table), -1) for corner in corners]
+    top, bottom = table[:, first:last], table[:, first + 1 : last + 1]
+    return [c.reshape(len(table), -1) for c in (top[..., :-1], top[..., 1:], bottom[..., :-1], bottom[..., 1:])]
 
 
 def _resized_argmax(band: _Band, geometry: Geometry, rows: Rows, slack: float) -> Tensor:

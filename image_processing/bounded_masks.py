@@ -47,7 +47,8 @@ def panoptic(scores: Tensor, logits: Tensor, geometry: Geometry, mask_threshold:
     original_area = torch.zeros(count, dtype=torch.float64, device=device)
     # NOTE: a band holds ~8 values per query and tile; an open pixel its indices (~40 values) and 3 per query.
     chunk = pixels_per_band(geometry, band_rows, 40 + 3 * count)
-    for band in tiles.bands(pixels_per_band(geometry, band_rows, 8 * count / tiles.pixels_per_tile)):
+    pixels_per_tile = geometry.target[0] * geometry.target[1] / (tiles.grid[0] * tiles.grid[1])
+    for band in tiles.bands(pixels_per_band(geometry, band_rows, 8 * count / pixels_per_tile)):
         best, decided, contender, inside, unsure = _panoptic_tiles(scores, logits, tiles, band, mask_threshold)
         tile_pixels = tiles.tile_pixels(band).double()
         original_area += torch.mv(inside.double(), tile_pixels)

@@ -151,15 +151,10 @@ def use_bounded(
     fixed = fixed_seconds(task, "bounded", tiny)
     if fixed + bounded_seconds(task, geometry, maps, classes, s, 1.0) < dense:
         return True
-    probe = probe_seconds(task, geometry, s) if callable(open_share) else 0.0
+    # what asking the data costs, calls dominating (instance: the boxes are needed anyway)
+    probe = (30 + 20 * geometry.low[0] / 32 if task == "semantic" else 100) * s.call
+    probe = probe if callable(open_share) and task != "instance" else 0.0
     if open_share is None or fixed + bounded_seconds(task, geometry, maps, classes, s, 0.0) + probe >= dense:
         return False
     share = open_share() if callable(open_share) else open_share
     return fixed + bounded_seconds(task, geometry, maps, classes, s, share) < dense
-
-
-def probe_seconds(task: str, geometry: Geometry, s: Speeds) -> float:
-    """What asking the data costs, calls dominating (instance: the boxes are needed anyway)."""
-    if task == "instance":
-        return 0.0
-    return (30 + 20 * geometry.low[0] / 32 if task == "semantic" else 100) * s.call

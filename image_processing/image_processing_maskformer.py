@@ -29,9 +29,9 @@ from ..configuration.remote_code import HubFolderMixin
 from ..errors import InvalidInputError
 from .per_pixel_post_processing import (
     check_not_per_pixel,
+    output_field,
     per_pixel_logits,
     per_pixel_semantic_scores,
-    per_pixel_semantic_segmentation,
 )
 from .post_processing import (
     Method,
@@ -188,10 +188,6 @@ def convert_segmentation_to_rle(segmentation: torch.Tensor) -> list[list[int]]:
     return [group.flatten().tolist() for group in torch.split(pairs, counts.tolist())]
 
 
-def _field(outputs: Any, name: str) -> Any:
-    return outputs.get(name) if isinstance(outputs, Mapping) else getattr(outputs, name, None)
-
-
 class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFormerImageProcessor):
     r"""Pre- and post-processing for MaskFormer; imported as `MaskFormerImageProcessor`.
 
@@ -250,10 +246,7 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
 
     def to_dict(self) -> dict[str, Any]:
         """Without `image_processor_type` and `auto_map`: config.json names the class (`remote_code.py`)."""
-        settings = super().to_dict()
-        for key in ("image_processor_type", "auto_map"):
-            settings.pop(key, None)
-        return settings
+        return {k: v for k, v in super().to_dict().items() if k not in ("image_processor_type", "auto_map")}
 
     def _segments(
         self, label_map: torch.Tensor, mapping: dict[int, int] | None, where: str
@@ -392,8 +385,8 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
         self, outputs: Any, target_sizes: Any
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         """`(class_logits, mask_logits, geometry)` for post_processing.py's functions (`_geometry`)."""
-        class_logits = _field(outputs, "class_queries_logits")  # (B, Q, K + 1)
-        mask_logits = _field(outputs, "masks_queries_logits")  # (B, Q, H / 4, W / 4)
+        class_logits = output_field(outputs, "class_queries_logits")  # (B, Q, K + 1)
+        mask_logits = output_field(outputs, "masks_queries_logits")  # (B, Q, H / 4, W / 4)
         if not isinstance(class_logits, torch.Tensor) or not isinstance(mask_logits, torch.Tensor):
             raise TypeError(
                 "`outputs` must provide `class_queries_logits` and `masks_queries_logits` tensors (a "
@@ -409,7 +402,7 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
     def _geometry(self, outputs: Any, logits_shape: Sequence[int], target_sizes: Any) -> dict[str, Any]:
         """`padded_size`, `valid_sizes` (from `pixel_mask`) and the checked `target_sizes` for (B, M, h, w) logits."""
         batch_size, low_size = logits_shape[0], tuple(logits_shape[-2:])
-        pixel_mask = _field(outputs, "pixel_mask")  # (B, H, W) or None
+        pixel_mask = output_field(outputs, "pixel_mask")  # (B, H, W) or None
         if isinstance(target_sizes, torch.Tensor | np.ndarray):
             target_sizes = target_sizes.tolist()
         if target_sizes is not None and len(target_sizes) != batch_size:
@@ -454,8 +447,9 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
         logits = per_pixel_logits(outputs)  # a per-pixel classifier's (B, K, H / 4, W / 4), else None
         if logits is not None:
             geometry = self._geometry(outputs, logits.shape, target_sizes)
-            maps = per_pixel_semantic_segmentation(logits, **geometry)
-            scores = per_pixel_semantic_scores(logits, **geometry) if return_segmentation_scores else None
+            resampled = per_pixel_semantic_scores(logits, **geometry, softmax=False)  # (K, H_t, W_t) each
+            maps = [r.max(0).indices for r in resampled]  # NOTE: the softmax does not change the argmax
+            scores = [r.softmax(0) for r in resampled] if return_segmentation_scores else None
         else:
             class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
             maps = semantic_segmentation(class_logits, mask_logits, method=method, band_rows=band_rows, **geometry)
@@ -486,17 +480,9 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
                 "return_coco_annotation and return_binary_maps: choose one form of the segmentation"
             )
         class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
-        results = instance_segmentation(
-            class_logits,
-            mask_logits,
-            threshold=threshold,
-            mask_threshold=mask_threshold,
-            overlap_mask_area_threshold=overlap_mask_area_threshold,
-            return_binary_maps=return_binary_maps,
-            method=method,
-            band_rows=band_rows,
-            **geometry,
-        )
+        options = dict(threshold=threshold, mask_threshold=mask_threshold, method=method, band_rows=band_rows)
+        options |= dict(overlap_mask_area_threshold=overlap_mask_area_threshold, return_binary_maps=return_binary_maps)
+        results = instance_segmentation(class_logits, mask_logits, **options, **geometry)
         if return_coco_annotation:
             for result in results:
                 result["segmentation"] = convert_segmentation_to_rle(result["segmentation"])
@@ -516,17 +502,9 @@ class MaskFormerHFImageProcessor(HubFolderMixin, transformers_maskformer.MaskFor
         """Per image, `{"segmentation", "segments_info"}` as in transformers (see post_processing.py)."""
         check_not_per_pixel(outputs, "panoptic")
         class_logits, mask_logits, geometry = self.post_processing_inputs(outputs, target_sizes)
-        return panoptic_segmentation(
-            class_logits,
-            mask_logits,
-            threshold=threshold,
-            mask_threshold=mask_threshold,
-            overlap_mask_area_threshold=overlap_mask_area_threshold,
-            label_ids_to_fuse=label_ids_to_fuse,
-            method=method,
-            band_rows=band_rows,
-            **geometry,
-        )
+        options = dict(threshold=threshold, mask_threshold=mask_threshold, method=method, band_rows=band_rows)
+        options |= dict(overlap_mask_area_threshold=overlap_mask_area_threshold, label_ids_to_fuse=label_ids_to_fuse)
+        return panoptic_segmentation(class_logits, mask_logits, **options, **geometry)
 
 
 MaskFormerImageProcessor = MaskFormerHFImageProcessor

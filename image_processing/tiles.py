@@ -126,10 +126,6 @@ class Tiles:
         cuts = sorted({int(c) for c in cuts.clamp_(min=1).tolist()} - {len(tiles)})
         return list(torch.tensor_split(tiles, cuts))
 
-    @property
-    def pixels_per_tile(self) -> float:
-        return self.geometry.target[0] * self.geometry.target[1] / (self.grid[0] * self.grid[1])
-
     def output_rows(self, tiles: tuple[int, int]) -> tuple[int, int]:
         """The output rows [first, last) of tile rows tiles[0]..tiles[1]-1."""
         return self._y_start[tiles[0]], self._y_start[tiles[1] - 1] + self._y_count[tiles[1] - 1]
