@@ -50,6 +50,7 @@ class Site:
         self.no_length: set[str] = set()  # no Content-Length header
         self.short_length: dict[str, int] = {}  # once: a 200 claiming (and sending) only this many bytes
         self.etags: dict[str, str] = {}  # ETag sent; If-Range is honoured against it
+        self.ignore_if_range: set[str] = set()  # Range honoured, If-Range ignored (a partial of a changed file)
         self.refuse_range: set[str] = set()  # 416 without Content-Range to every Range request
         self.answers: dict[str, list[tuple[int, dict[str, str]]]] = {}  # statuses sent first, in order
         self.drip: dict[str, float] = {}  # one byte every that many seconds
@@ -88,7 +89,7 @@ class FaultHandler(BaseHTTPRequestHandler):
             body = body[: site.short_length.pop(path)]
         start, status = 0, 200
         if_range = self.headers.get("If-Range")
-        if range_header and (if_range is None or if_range == site.etags.get(path)):
+        if range_header and (if_range is None or path in site.ignore_if_range or if_range == site.etags.get(path)):
             if path in site.refuse_range:
                 return self.reply(416, {"Content-Length": "0"})
             start = int(re.fullmatch(r"bytes=(\d+)-", range_header).group(1))

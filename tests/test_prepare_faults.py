@@ -232,6 +232,22 @@ def test_a_stale_partial_file_restarts_once_and_says_so(site, served_ade, tmp_pa
     assert leftovers(tmp_path) == []
 
 
+def test_a_server_ignoring_if_range_does_not_splice_a_changed_file(site, served_ade, tmp_path, caplog):
+    """Range honoured but If-Range ignored: the 206 carries the new ETag, so the stale partial file is discarded
+    and the download starts again, before any byte of the new file is appended to it."""
+    part = tmp_path / PART
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"x" * 1000)
+    site.etags[ADE_URL_PATH] = '"new"'
+    site.ignore_if_range.add(ADE_URL_PATH)
+    url = site.mirror + ADE_URL_PATH
+    part.with_name(part.name + ".json").write_text(json.dumps({"url": url, "etag": '"old"'}))
+    assert prepare_ade(site, tmp_path).splits == ADE_COUNTS
+    assert site.requests == [(ADE_URL_PATH, "bytes=1000-"), (ADE_URL_PATH, None)]
+    assert 'the file changed since the partial download (ETag "old" -> "new")' in caplog.text
+    assert "SHA-256 mismatch" not in caplog.text and leftovers(tmp_path) == []
+
+
 def test_a_file_mirror_is_copied_and_resumed(served_ade, tmp_path):
     mirror = tmp_path / "mirror dir"
     (mirror / ADE_URL_PATH.lstrip("/")).parent.mkdir(parents=True)

@@ -356,6 +356,7 @@ class _Transfer:
             retryable = self.policy.retry().is_retry("GET", status, "Retry-After" in response.headers)
             raise _Failed(reason, transient=retryable, response=response, advice=_ADVICE.get(status))
         headers = response.headers
+        current = {"url": self.url, "etag": headers.get("ETag"), "last_modified": headers.get("Last-Modified")}
         encoding = headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             raise _Failed(
@@ -372,10 +373,14 @@ class _Transfer:
                 )
             if total is not None and size is not None and total != size:
                 raise _wrong_file(f"the server has a file of {total:,} bytes, the pinned {name} has {size:,}")
-            # NOTE: a server that honours Range but ignores If-Range resumes a changed file: the SHA-256 check after
-            # a resume catches it and restarts from byte 0 once (`_fetch_verified`).
+            # NOTE: a server that honours Range but ignores If-Range resumes a changed file: caught here, also for a
+            # download without a pinned SHA-256.
+            if changed := _changed(stored, current):
+                discard_partial(self.part)
+                raise _Failed(
+                    f"the file changed since the partial download ({changed}); starting again", transient=True
+                )
         else:
-            current = {"url": self.url, "etag": headers.get("ETag"), "last_modified": headers.get("Last-Modified")}
             length = headers.get("Content-Length")
             if length is not None and size is not None and int(length) > size:
                 raise _wrong_file(f"the server has a file of {int(length):,} bytes, the pinned {name} has {size:,}")
